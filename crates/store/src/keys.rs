@@ -1,0 +1,86 @@
+//! API keys: only a SHA-256 hash of each key is stored. Keys are 256-bit random strings, so a
+//! fast hash is enough (no password stretching needed) and lookups go by hash; the clear key
+//! is shown once, when it is made.
+
+use crate::rows;
+use crate::{Store, StoreError};
+use sqlx::Row;
+use tally_kernel::{Id, Timestamp};
+
+/// A stored API key (without the key).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ApiKeyRecord {
+    /// Key id (not secret).
+    pub id: Id,
+    /// `admin`, `merchant` or `customer`.
+    pub role: String,
+    /// The customer or merchant the key acts for (`operator` for admins).
+    pub owner: String,
+    /// A note for people.
+    pub label: String,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<Timestamp>,
+}
+
+fn record(r: &sqlx::any::AnyRow) -> Result<ApiKeyRecord, StoreError> {
+    Ok(ApiKeyRecord {
+        id: rows::id(&r.try_get::<Vec<u8>, _>("id")?)?,
+        role: r.try_get("role")?,
+        owner: r.try_get("owner")?,
+        label: r.try_get("label")?,
+        created_at: Timestamp(r.try_get("created_at")?),
+        revoked_at: r.try_get::<Option<i64>, _>("revoked_at")?.map(Timestamp),
+    })
+}
+
+impl Store {
+    /// Stores a key by its hash.
+    pub async fn insert_api_key(&self, key_hash: &[u8; 32], rec: &ApiKeyRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, key_hash, role, owner, label, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(rec.id.as_bytes().to_vec())
+        .bind(key_hash.to_vec())
+        .bind(rec.role.clone())
+        .bind(rec.owner.clone())
+        .bind(rec.label.clone())
+        .bind(rec.created_at.as_micros())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The live (not revoked) key with this hash.
+    pub async fn api_key_by_hash(&self, key_hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, role, owner, label, created_at, revoked_at FROM api_keys \
+             WHERE key_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(key_hash.to_vec())
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(record).transpose()
+    }
+
+    /// All keys, oldest first.
+    pub async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, role, owner, label, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(record).collect()
+    }
+
+    /// Revokes a key; returns false when no live key has this id.
+    pub async fn revoke_api_key(&self, id: Id, now: Timestamp) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now.as_micros())
+            .bind(id.as_bytes().to_vec())
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,290 @@
+//! The durable store: one SQL layer over embedded SQLite (the default) and PostgreSQL.
+//!
+//! Decision: sqlx's `Any` driver with SQL written in the dialect both databases share (`$N`
+//! parameters, `ON CONFLICT`, `CAST(.. AS BIGINT)`), ids as 16-byte blobs, money and times as
+//! 64-bit integers. The two dialects differ only in their migration files
+//! (`migrations/{sqlite,postgres}`) and in how a write transaction starts (see [`Dialect`]).
+//! Rejected: two native drivers (two code paths to keep equal), an ORM (hides the locking a
+//! ledger must control).
+//!
+//! Isolation we rely on: every ledger write goes through the [`writer`], which runs batches
+//! of commands in one transaction. On SQLite the transaction starts with `BEGIN IMMEDIATE`
+//! (one writer at a time); on PostgreSQL it starts by locking the single `journal_head` row
+//! `FOR UPDATE`, so batches from every `tally serve` process sharing the database are
+//! serialised and each reads the committed state of its predecessor (READ COMMITTED suffices
+//! once that lock is held). Nothing correctness-critical (balances, idempotency, pending
+//! states) lives only in a process's memory.
+//!
+//! Durability: SQLite runs in WAL mode with `synchronous=FULL`; PostgreSQL with its defaults
+//! (`fsync=on`, `synchronous_commit=on`). A command's result is returned only after the
+//! transaction holding it committed, so an acknowledged transfer survives a crash.
+
+pub mod audit;
+pub mod keys;
+pub mod outbox;
+mod rows;
+pub mod writer;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+use std::sync::Arc;
+use std::time::Duration;
+use tally_kernel::{Id, Timestamp};
+use tally_ledger::{Account, LedgerError, Transfer};
+
+pub use writer::{Checkpointer, Clock, Outcome, WriteOptions};
+
+/// Which database we talk to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// PostgreSQL: `BEGIN` + `SELECT … FOR UPDATE` on the journal head.
+    Postgres,
+    /// SQLite: `BEGIN IMMEDIATE`.
+    Sqlite,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The ledger refused the command (the caller's fault); nothing changed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The database failed or is unreachable.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A row did not decode (a bug or a hand-edited database).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The writer task has stopped (the node is shutting down).
+    #[error("the ledger writer has stopped")]
+    WriterGone,
+    /// The URL names no database we support.
+    #[error("unsupported database URL (use sqlite://PATH or postgres://…): {0}")]
+    BadUrl(String),
+}
+
+/// A connection to the database plus the ledger writer task.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+    writer: writer::Handle,
+}
+
+/// The migrations, per dialect, in order.
+const MIGRATIONS_SQLITE: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_ledger.sql"))];
+const MIGRATIONS_POSTGRES: &[(i64, &str)] =
+    &[(1, include_str!("../migrations/postgres/0001_ledger.sql"))];
+
+impl Store {
+    /// Connects to `url` (`sqlite://path`, `sqlite::memory:` or `postgres://…`), applies
+    /// migrations and starts the writer.
+    pub async fn open(url: &str, options: WriteOptions) -> Result<Store, StoreError> {
+        install_default_drivers();
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Dialect::Postgres
+        } else {
+            return Err(StoreError::BadUrl(url.to_string()));
+        };
+        let pool = match dialect {
+            Dialect::Sqlite => {
+                let url = if url.contains('?') || url.contains(":memory:") {
+                    url.to_string()
+                } else {
+                    format!("{url}?mode=rwc")
+                };
+                // An in-memory database exists per connection: keep exactly one.
+                let max = if url.contains(":memory:") { 1 } else { 8 };
+                AnyPoolOptions::new()
+                    .max_connections(max)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            conn.execute("PRAGMA synchronous = FULL").await?;
+                            conn.execute("PRAGMA busy_timeout = 10000").await?;
+                            conn.execute("PRAGMA foreign_keys = ON").await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?
+            }
+            Dialect::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect(url)
+                    .await?
+            }
+        };
+        migrate(&pool, dialect).await?;
+        let writer = writer::spawn(pool.clone(), dialect, options);
+        Ok(Store { pool, dialect, writer })
+    }
+
+    /// The dialect in use.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The connection pool, for read-only queries elsewhere in the workspace.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Runs one ledger command through the batched writer and returns its outcome once it is
+    /// durable. A retry with the same idempotency key returns the first outcome.
+    pub async fn execute(&self, request: tally_ledger::Request) -> Result<Outcome, StoreError> {
+        self.execute_with(request, Vec::new()).await
+    }
+
+    /// Like [`Store::execute`], also writing `messages` to the outbox in the same transaction.
+    pub async fn execute_with(
+        &self,
+        request: tally_ledger::Request,
+        messages: Vec<outbox::NewMessage>,
+    ) -> Result<Outcome, StoreError> {
+        request.validate()?;
+        self.writer.submit(request, messages).await
+    }
+
+    /// Sweeps pending transfers whose timeout passed; returns how many were expired.
+    pub async fn expire_due(&self, now: Timestamp, limit: i64) -> Result<u64, StoreError> {
+        let due: Vec<(Vec<u8>,)> = sqlx::query_as(
+            "SELECT id FROM transfers WHERE state = 'pending' AND expires_at <= $1 \
+             ORDER BY expires_at LIMIT $2",
+        )
+        .bind(now.as_micros())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut expired = 0;
+        let mut jobs = Vec::with_capacity(due.len());
+        for (id,) in due {
+            let id = Id::from_slice(&id).ok_or_else(|| StoreError::Corrupt("transfer id".into()))?;
+            let request = tally_ledger::Request {
+                idempotency_key: format!("expire:{id}"),
+                command: tally_ledger::Command::Expire { pending_id: id },
+            };
+            jobs.push(self.execute(request));
+        }
+        for r in futures::future::join_all(jobs).await {
+            match r {
+                Ok(_) => expired += 1,
+                // Another process (or a post that won the race) resolved it first: fine.
+                Err(StoreError::Ledger(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(expired)
+    }
+
+    /// One account, or `None`.
+    pub async fn account(&self, id: Id) -> Result<Option<Account>, StoreError> {
+        let row = sqlx::query(rows::ACCOUNT_SELECT_BY_ID)
+            .bind(id.as_bytes().to_vec())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| rows::account(&r)).transpose()
+    }
+
+    /// Accounts of one owner, oldest first.
+    pub async fn accounts_of(&self, owner: &str) -> Result<Vec<Account>, StoreError> {
+        let rows = sqlx::query(rows::ACCOUNT_SELECT_BY_OWNER).bind(owner.to_string()).fetch_all(&self.pool).await?;
+        rows.iter().map(rows::account).collect()
+    }
+
+    /// One transfer, or `None`.
+    pub async fn transfer(&self, id: Id) -> Result<Option<Transfer>, StoreError> {
+        let row = sqlx::query(rows::TRANSFER_SELECT_BY_ID)
+            .bind(id.as_bytes().to_vec())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| rows::transfer(&r)).transpose()
+    }
+
+    /// The latest transfers touching `account`, newest first.
+    pub async fn transfers_of(&self, account: Id, limit: i64) -> Result<Vec<Transfer>, StoreError> {
+        let rows = sqlx::query(rows::TRANSFER_SELECT_BY_ACCOUNT)
+            .bind(account.as_bytes().to_vec())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(rows::transfer).collect()
+    }
+
+    /// Numbers for `/metrics` and `tally ledger audit`: rows in the main tables.
+    pub async fn counts(&self) -> Result<Counts, StoreError> {
+        let (accounts, transfers, seq): (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT CAST(COUNT(*) AS BIGINT) FROM accounts), \
+                    (SELECT CAST(COUNT(*) AS BIGINT) FROM transfers), \
+                    (SELECT seq FROM journal_head WHERE id = 1)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Counts { accounts, transfers, journal_seq: seq })
+    }
+
+    /// Stops the writer after the batch in flight and closes the pool.
+    pub async fn close(&self) {
+        self.writer.stop().await;
+        self.pool.close().await;
+    }
+}
+
+/// Row counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Accounts.
+    pub accounts: i64,
+    /// Transfer rows.
+    pub transfers: i64,
+    /// Last journal seq.
+    pub journal_seq: i64,
+}
+
+async fn migrate(pool: &AnyPool, dialect: Dialect) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await?;
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS tally_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .await?;
+    let migrations = match dialect {
+        Dialect::Sqlite => MIGRATIONS_SQLITE,
+        Dialect::Postgres => MIGRATIONS_POSTGRES,
+    };
+    for (version, sql) in migrations {
+        let mut tx = match dialect {
+            Dialect::Sqlite => sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => {
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                // Two processes starting at once must not both apply a migration.
+                tx.execute("LOCK TABLE tally_migrations IN EXCLUSIVE MODE").await?;
+                tx
+            }
+        };
+        let done: Option<(i64,)> = sqlx::query_as("SELECT version FROM tally_migrations WHERE version = $1")
+            .bind(*version)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if done.is_none() {
+            tx.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))).await?;
+            sqlx::query("INSERT INTO tally_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(*version)
+                .bind(Timestamp::now().as_micros())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// Shared handle type for a signer of checkpoints.
+pub type SharedCheckpointer = Arc<dyn Checkpointer>;
+

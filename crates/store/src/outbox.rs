@@ -1,0 +1,227 @@
+//! The transactional outbox: messages to people are rows written in the same transaction as
+//! the state change that caused them, and delivered afterwards by a worker.
+//!
+//! Delivery is at-least-once: a worker leases due rows (moving `next_attempt_at` forward so
+//! another process skips them; `FOR UPDATE SKIP LOCKED` on PostgreSQL), delivers, then marks
+//! them sent, or schedules a retry with exponential backoff, or gives up after
+//! `ATTEMPTS_MAX`. A crash between delivery and marking means one more delivery; each message
+//! carries a stable `dedup_key` so receivers can drop the repeat, and the same key can never
+//! be enqueued twice.
+//!
+//! Messages for the development inbox (`kind = 'dev'`) are "delivered" by marking them sent:
+//! the row itself is the inbox, readable through [`Store::dev_inbox`].
+
+use crate::rows::{self, Value};
+use crate::{Dialect, Store, StoreError};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use tally_kernel::{Id, Timestamp};
+
+/// Attempts before a message is marked failed.
+pub const ATTEMPTS_MAX: i64 = 8;
+/// Longest subject/address we store, in bytes.
+pub const FIELD_LEN_MAX: usize = 1024;
+/// Longest body we store, in bytes.
+pub const BODY_LEN_MAX: usize = 64 * 1024;
+
+pub(crate) const COLUMNS: &str =
+    "id, dedup_key, kind, address, subject, body, data, state, attempts, next_attempt_at, created_at";
+pub(crate) const WIDTH: usize = 11;
+
+/// A message to enqueue.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NewMessage {
+    /// Stable across retries; the same key is enqueued once only.
+    pub dedup_key: String,
+    /// `email`, `webhook`, `sms` or `dev`.
+    pub kind: String,
+    /// Where to: an e-mail address, URL, E.164 number, or dev-inbox name.
+    pub address: String,
+    /// Subject line.
+    pub subject: String,
+    /// Plain-text body.
+    pub body: String,
+    /// Structured payload (JSON) for webhooks.
+    pub data: serde_json::Value,
+}
+
+impl NewMessage {
+    pub(crate) fn values(&self, now: Timestamp) -> Vec<Value> {
+        vec![
+            Value::Blob(Id::new().as_bytes().to_vec()),
+            Value::Text(self.dedup_key.clone()),
+            Value::Text(self.kind.clone()),
+            Value::Text(self.address.clone()),
+            Value::Text(self.subject.clone()),
+            Value::Text(self.body.clone()),
+            Value::Text(self.data.to_string()),
+            Value::Text("pending".into()),
+            Value::Int(0),
+            Value::Int(now.as_micros()),
+            Value::Int(now.as_micros()),
+        ]
+    }
+
+    /// Checks sizes before anything is written.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        let too_long = self.dedup_key.len() > FIELD_LEN_MAX
+            || self.address.len() > FIELD_LEN_MAX
+            || self.subject.len() > FIELD_LEN_MAX
+            || self.body.len() > BODY_LEN_MAX;
+        if too_long || self.dedup_key.is_empty() || self.address.is_empty() {
+            return Err(StoreError::Ledger(tally_ledger::LedgerError::Invalid {
+                field: "message".into(),
+                reason: "empty key/address or a field too long".into(),
+            }));
+        }
+        Ok(())
+    }
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredMessage {
+    /// Row id.
+    pub id: Id,
+    /// The message.
+    #[serde(flatten)]
+    pub message: NewMessage,
+    /// `pending`, `sent` or `failed`.
+    pub state: String,
+    /// Delivery attempts so far.
+    pub attempts: i64,
+    /// Last delivery error, if any.
+    pub last_error: Option<String>,
+    /// When it was enqueued.
+    pub created_at: Timestamp,
+    /// When it was delivered.
+    pub sent_at: Option<Timestamp>,
+}
+
+const SELECT: &str = "SELECT id, dedup_key, kind, address, subject, body, data, state, attempts, \
+     last_error, created_at, sent_at FROM outbox";
+
+fn message(r: &AnyRow) -> Result<StoredMessage, StoreError> {
+    let data: String = r.try_get("data")?;
+    Ok(StoredMessage {
+        id: rows::id(&r.try_get::<Vec<u8>, _>("id")?)?,
+        message: NewMessage {
+            dedup_key: r.try_get("dedup_key")?,
+            kind: r.try_get("kind")?,
+            address: r.try_get("address")?,
+            subject: r.try_get("subject")?,
+            body: r.try_get("body")?,
+            data: serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        },
+        state: r.try_get("state")?,
+        attempts: r.try_get("attempts")?,
+        last_error: r.try_get("last_error")?,
+        created_at: Timestamp(r.try_get("created_at")?),
+        sent_at: r.try_get::<Option<i64>, _>("sent_at")?.map(Timestamp),
+    })
+}
+
+/// Writes `messages` inside an open transaction (the caller's state change commits with them).
+pub async fn enqueue_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    messages: &[NewMessage],
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    for m in messages {
+        m.validate()?;
+        let sql = rows::multi_insert("outbox", COLUMNS, WIDTH, 1, " ON CONFLICT (dedup_key) DO NOTHING");
+        rows::bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), m.values(now)).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Enqueues messages in a transaction of their own (for changes that are only messages).
+    pub async fn enqueue(&self, messages: &[NewMessage], now: Timestamp) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        enqueue_in(&mut tx, messages, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Leases up to `limit` due messages for `lease_s` seconds and returns them.
+    pub async fn claim_due(&self, now: Timestamp, limit: i64, lease_s: i64) -> Result<Vec<StoredMessage>, StoreError> {
+        let lock = match self.dialect() {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE outbox SET next_attempt_at = $1 WHERE id IN (SELECT id FROM outbox \
+             WHERE state = 'pending' AND next_attempt_at <= $2 ORDER BY next_attempt_at LIMIT $3{lock}) \
+             RETURNING id, dedup_key, kind, address, subject, body, data, state, attempts, last_error, \
+             created_at, sent_at"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now.plus_seconds(lease_s).as_micros())
+            .bind(now.as_micros())
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(message).collect()
+    }
+
+    /// Records a successful delivery.
+    pub async fn mark_sent(&self, id: Id, now: Timestamp) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET state = 'sent', sent_at = $1, attempts = attempts + 1 WHERE id = $2")
+            .bind(now.as_micros())
+            .bind(id.as_bytes().to_vec())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: retried later with backoff, or failed for good when
+    /// `permanent` or out of attempts. Returns the new state.
+    pub async fn mark_attempt_failed(
+        &self,
+        id: Id,
+        now: Timestamp,
+        error: &str,
+        permanent: bool,
+    ) -> Result<String, StoreError> {
+        let row = sqlx::query("SELECT attempts FROM outbox WHERE id = $1")
+            .bind(id.as_bytes().to_vec())
+            .fetch_one(self.pool())
+            .await?;
+        let attempts: i64 = row.try_get::<i64, _>("attempts")? + 1;
+        let state = if permanent || attempts >= ATTEMPTS_MAX { "failed" } else { "pending" };
+        let backoff_s = 1_i64 << attempts.min(12);
+        let error: String = error.chars().take(FIELD_LEN_MAX).collect();
+        sqlx::query(
+            "UPDATE outbox SET state = $1, attempts = $2, last_error = $3, next_attempt_at = $4 WHERE id = $5",
+        )
+        .bind(state.to_string())
+        .bind(attempts)
+        .bind(error)
+        .bind(now.plus_seconds(backoff_s).as_micros())
+        .bind(id.as_bytes().to_vec())
+        .execute(self.pool())
+        .await?;
+        Ok(state.to_string())
+    }
+
+    /// One message by dedup key.
+    pub async fn message(&self, dedup_key: &str) -> Result<Option<StoredMessage>, StoreError> {
+        let sql = format!("{SELECT} WHERE dedup_key = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(dedup_key.to_string()).fetch_optional(self.pool()).await?;
+        row.as_ref().map(message).transpose()
+    }
+
+    /// The development inbox of `address`: delivered `dev` messages, newest first.
+    pub async fn dev_inbox(&self, address: &str, limit: i64) -> Result<Vec<StoredMessage>, StoreError> {
+        let sql = format!(
+            "{SELECT} WHERE kind = 'dev' AND address = $1 AND state = 'sent' ORDER BY created_at DESC, id DESC LIMIT $2"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(address.to_string())
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(message).collect()
+    }
+}
