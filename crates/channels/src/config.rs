@@ -5,7 +5,7 @@
 //! kind then fail permanently in [`ChannelSet::deliver`], which the outbox records, instead of
 //! the server refusing to start. Unknown keys are rejected so a typo (`webook`) is an error at
 //! startup, not a silently missing channel. Secrets are read straight into
-//! [`Secret`](tally_kernel::Secret), which has no `Deserialize` of its own on purpose; the two
+//! [`Secret`], which has no `Deserialize` of its own on purpose; the two
 //! `deserialize_with` helpers below are the only way in.
 //!
 //! Rejected: configuring the dev inbox here. It is stored in the database, so the service crate
@@ -107,7 +107,10 @@ mod tests {
         assert_eq!(smtp.tls, SmtpTls::StartTls);
         assert_eq!(smtp.port, None);
         assert_eq!(smtp.timeout_ms, 10_000);
-        assert_eq!(smtp.password.as_ref().map(|p| p.expose().as_str()), Some("smtp-pw"));
+        assert_eq!(
+            smtp.password.as_ref().map(|p| p.expose().as_str()),
+            Some("smtp-pw")
+        );
         let webhook = config.webhook.as_ref().expect("webhook");
         assert_eq!(webhook.http.max_attempts, 5);
         assert_eq!(webhook.http.timeout_ms, HttpConfig::default().timeout_ms);

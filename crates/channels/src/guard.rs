@@ -104,7 +104,10 @@ pub fn check_url(url: &Url, allow_private: bool) -> Result<(), ChannelError> {
         .ok_or_else(|| ChannelError::permanent("URL has no host"))?;
     // The URL parser has already normalised every IPv4 spelling (`0x7f.1`, `2130706433`) to
     // dotted decimal and wraps IPv6 in brackets; anything else that parses here is a domain.
-    let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let literal = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     let Ok(ip) = literal.parse::<IpAddr>() else {
         return Ok(());
     };
@@ -133,16 +136,17 @@ impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let public: Vec<SocketAddr> = resolved
                 .into_iter()
                 .filter(|addr| is_public_ip(addr.ip()))
                 .collect();
             if public.is_empty() {
                 tracing::warn!(host = %host, "SSRF guard refused a host with no public address");
-                return Err(Box::new(SsrfRefused { host }) as Box<dyn std::error::Error + Send + Sync>);
+                return Err(
+                    Box::new(SsrfRefused { host }) as Box<dyn std::error::Error + Send + Sync>
+                );
             }
             Ok(Box::new(public.into_iter()) as Addrs)
         })

@@ -1,7 +1,7 @@
 //! The outgoing-HTTP core shared by webhooks and the SMS gateway: one POST, bounded retries,
 //! one error classification, one SSRF guard.
 //!
-//! [`HttpSender`] owns a reqwest client built for hostile receivers: the [`GuardedResolver`]
+//! `HttpSender` owns a reqwest client built for hostile receivers: the [`GuardedResolver`]
 //! (unless `allow_private_addresses`), no redirects (a 3xx could point at an internal host, and
 //! a receiver that moved should be re-registered, not silently followed), no proxies (they would
 //! resolve names themselves and bypass the guard), a connect and a total timeout, and a cap on
@@ -115,7 +115,11 @@ impl HttpSender {
 
     /// POSTs `post`, retrying transient failures. `per_attempt` adds headers that must be fresh
     /// on every attempt (the webhook signature's timestamp); it sees the body bytes.
-    pub(crate) async fn post<F>(&self, post: Post<'_>, per_attempt: F) -> Result<HttpReply, ChannelError>
+    pub(crate) async fn post<F>(
+        &self,
+        post: Post<'_>,
+        per_attempt: F,
+    ) -> Result<HttpReply, ChannelError>
     where
         F: Fn(&[u8]) -> Result<HeaderMap, ChannelError> + Sync,
     {
@@ -159,7 +163,11 @@ impl HttpSender {
         }
     }
 
-    async fn post_once<F>(&self, post: &Post<'_>, per_attempt: &F) -> Result<HttpReply, ChannelError>
+    async fn post_once<F>(
+        &self,
+        post: &Post<'_>,
+        per_attempt: &F,
+    ) -> Result<HttpReply, ChannelError>
     where
         F: Fn(&[u8]) -> Result<HeaderMap, ChannelError> + Sync,
     {
@@ -199,7 +207,10 @@ fn backoff(base_ms: u64, retry: u32) -> Duration {
 }
 
 /// Reads at most `cap` bytes of the body and drops the rest.
-async fn read_capped(response: &mut reqwest::Response, cap: usize) -> Result<Vec<u8>, reqwest::Error> {
+async fn read_capped(
+    response: &mut reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await? {
         let room = cap.saturating_sub(body.len());
@@ -289,7 +300,11 @@ mod tests {
         ];
         for (code, transient) in cases {
             let status = StatusCode::from_u16(*code).expect("valid status");
-            assert_eq!(classify_status(status, "").is_transient(), *transient, "{code}");
+            assert_eq!(
+                classify_status(status, "").is_transient(),
+                *transient,
+                "{code}"
+            );
         }
         let e = classify_status(StatusCode::BAD_REQUEST, "bad field");
         assert_eq!(e.reason(), "receiver answered 400 Bad Request: bad field");

@@ -53,7 +53,8 @@ pub use smtp::{SmtpChannel, SmtpConfig, SmtpTls, email_message_id};
 pub use webhook::{WebhookChannel, WebhookConfig, sign_webhook, verify_webhook_signature};
 
 /// The future [`Channel::deliver`] returns.
-pub type DeliveryFuture<'a> = Pin<Box<dyn Future<Output = Result<Delivery, ChannelError>> + Send + 'a>>;
+pub type DeliveryFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Delivery, ChannelError>> + Send + 'a>>;
 
 /// A way to deliver messages of one [`ChannelKind`]. Object-safe: use as `Arc<dyn Channel>`.
 pub trait Channel: Send + Sync {

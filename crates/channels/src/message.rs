@@ -17,9 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::ChannelError;
 
 /// Which way a message reaches its recipient. Variants are alphabetical.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChannelKind {
     /// The development inbox, stored in the database by the service crate.
@@ -179,7 +177,9 @@ pub(crate) fn parse_http_url(text: &str) -> Result<reqwest::Url, ChannelError> {
     // Credentials in a URL end up in logs and proxies; the receiver authenticates us by the
     // signature instead.
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(ChannelError::permanent("URL must not contain a user name or password"));
+        return Err(ChannelError::permanent(
+            "URL must not contain a user name or password",
+        ));
     }
     Ok(url)
 }

@@ -14,7 +14,6 @@
 //! Rejected: one adapter per provider (Twilio, Vonage, …): each is a vendor SDK's worth of
 //! quirks; an operator who needs one puts a small translating proxy behind this adapter.
 
-
 use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
@@ -94,7 +93,9 @@ impl SmsGatewayChannel {
         // Checked here so a token with a newline fails at startup, not on every message.
         bearer(&config.token)?;
         if config.max_text_chars == 0 {
-            return Err(ChannelError::permanent("SMS max_text_chars must be positive"));
+            return Err(ChannelError::permanent(
+                "SMS max_text_chars must be positive",
+            ));
         }
         Ok(SmsGatewayChannel {
             sender: HttpSender::new(config.http)?,
@@ -130,8 +131,12 @@ impl SmsGatewayChannel {
             ),
             SmsFormat::Form => (
                 "application/x-www-form-urlencoded",
-                form_encode(&[("to", fields.to), ("from", fields.from), ("text", fields.text)])
-                    .into_bytes(),
+                form_encode(&[
+                    ("to", fields.to),
+                    ("from", fields.from),
+                    ("text", fields.text),
+                ])
+                .into_bytes(),
             ),
         };
         let mut headers = HeaderMap::new();
@@ -155,10 +160,7 @@ impl Channel for SmsGatewayChannel {
         ChannelKind::Sms
     }
 
-    fn deliver<'a>(
-        &'a self,
-        msg: &'a Message,
-    ) -> DeliveryFuture<'a> {
+    fn deliver<'a>(&'a self, msg: &'a Message) -> DeliveryFuture<'a> {
         Box::pin(self.send(msg))
     }
 }
@@ -255,7 +257,10 @@ mod tests {
     fn provider_id_fields() {
         assert_eq!(provider_id(br#"{"id":"abc"}"#).as_deref(), Some("abc"));
         assert_eq!(provider_id(br#"{"message_id":42}"#).as_deref(), Some("42"));
-        assert_eq!(provider_id(br#"{"messageId":"x","sid":"y"}"#).as_deref(), Some("x"));
+        assert_eq!(
+            provider_id(br#"{"messageId":"x","sid":"y"}"#).as_deref(),
+            Some("x")
+        );
         assert_eq!(provider_id(br#"{"sid":"SM1"}"#).as_deref(), Some("SM1"));
         assert_eq!(provider_id(br#"{"status":"queued"}"#), None);
         assert_eq!(provider_id(b"OK"), None);

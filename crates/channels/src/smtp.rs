@@ -151,10 +151,8 @@ impl SmtpChannel {
             .timeout(Some(Duration::from_millis(config.timeout_ms)));
         match (&config.username, &config.password) {
             (Some(user), Some(password)) => {
-                builder = builder.credentials(Credentials::new(
-                    user.clone(),
-                    password.expose().clone(),
-                ));
+                builder =
+                    builder.credentials(Credentials::new(user.clone(), password.expose().clone()));
             }
             (None, None) => {}
             _ => {
@@ -222,10 +220,7 @@ impl Channel for SmtpChannel {
         ChannelKind::Email
     }
 
-    fn deliver<'a>(
-        &'a self,
-        msg: &'a Message,
-    ) -> DeliveryFuture<'a> {
+    fn deliver<'a>(&'a self, msg: &'a Message) -> DeliveryFuture<'a> {
         Box::pin(self.send(msg))
     }
 }

@@ -16,7 +16,6 @@
 //! less common library, for no gain while every receiver already holds a shared secret; and
 //! signing only the body (replayable forever).
 
-
 use hmac::{KeyInit, Mac};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
@@ -138,18 +137,13 @@ impl Channel for WebhookChannel {
         ChannelKind::Webhook
     }
 
-    fn deliver<'a>(
-        &'a self,
-        msg: &'a Message,
-    ) -> DeliveryFuture<'a> {
+    fn deliver<'a>(&'a self, msg: &'a Message) -> DeliveryFuture<'a> {
         Box::pin(self.send(msg))
     }
 }
 
 pub(crate) fn wrong_kind(channel: ChannelKind, message: ChannelKind) -> ChannelError {
-    ChannelError::permanent(format!(
-        "{message} message handed to the {channel} channel"
-    ))
+    ChannelError::permanent(format!("{message} message handed to the {channel} channel"))
 }
 
 fn mac_for(secret: &[u8], timestamp_s: i64, body: &[u8]) -> Result<HmacSha256, ChannelError> {
@@ -190,7 +184,9 @@ pub fn verify_webhook_signature(
         match key {
             "t" => {
                 if timestamp_s.is_some() {
-                    return Err(ChannelError::permanent("signature header has two timestamps"));
+                    return Err(ChannelError::permanent(
+                        "signature header has two timestamps",
+                    ));
                 }
                 let t = value
                     .parse::<i64>()
@@ -209,17 +205,21 @@ pub fn verify_webhook_signature(
     let timestamp_s =
         timestamp_s.ok_or_else(|| ChannelError::permanent("signature header has no timestamp"))?;
     if candidates.is_empty() {
-        return Err(ChannelError::permanent("signature header has no v1 signature"));
+        return Err(ChannelError::permanent(
+            "signature header has no v1 signature",
+        ));
     }
     if now_unix_s.abs_diff(timestamp_s) > tolerance_s.max(0).unsigned_abs() {
-        return Err(ChannelError::permanent("signature timestamp outside the tolerance"));
+        return Err(ChannelError::permanent(
+            "signature timestamp outside the tolerance",
+        ));
     }
     let mac = mac_for(secret, timestamp_s, body)?;
     // Every candidate is checked (no early exit on the first match) so the timing does not
     // reveal which one matched.
-    let matched = candidates
-        .iter()
-        .fold(false, |found, tag| mac.clone().verify_slice(tag).is_ok() | found);
+    let matched = candidates.iter().fold(false, |found, tag| {
+        mac.clone().verify_slice(tag).is_ok() | found
+    });
     if matched {
         Ok(())
     } else {
@@ -266,15 +266,19 @@ mod tests {
             (good.clone(), body, 699, "tolerance"),
             (format!("v1={v1}"), body, 1000, "no timestamp"),
             ("t=1000".to_owned(), body, 1000, "no v1"),
-            (format!("t=1000,t=1000,v1={v1}"), body, 1000, "two timestamps"),
+            (
+                format!("t=1000,t=1000,v1={v1}"),
+                body,
+                1000,
+                "two timestamps",
+            ),
             (format!("t=abc,v1={v1}"), body, 1000, "not a number"),
             ("t=1000,v1=zz".to_owned(), body, 1000, "no v1"),
             ("garbage".to_owned(), body, 1000, "malformed"),
             (format!("t=1001,v1={v1}"), body, 1000, "mismatch"),
         ];
         for (header, body, now, want) in cases {
-            let err = verify_webhook_signature(SECRET, &header, body, now, 300)
-                .expect_err(&header);
+            let err = verify_webhook_signature(SECRET, &header, body, now, 300).expect_err(&header);
             assert!(err.is_permanent());
             assert!(err.reason().contains(want), "{header}: {err}");
         }

@@ -12,8 +12,7 @@ use axum::http::{HeaderMap, Request, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use tally_channels::{
     Channel, ChannelKind, ChannelSet, ChannelsConfig, HttpConfig, Message, SmsFormat,
-    SmsGatewayChannel, SmsGatewayConfig, WebhookChannel, WebhookConfig,
-    verify_webhook_signature,
+    SmsGatewayChannel, SmsGatewayConfig, WebhookChannel, WebhookConfig, verify_webhook_signature,
 };
 use tally_kernel::{Secret, Timestamp};
 
@@ -78,11 +77,16 @@ async fn record(
         headers,
         body,
     });
-    let reply = receiver.script.lock().expect("lock").pop_front().unwrap_or(Reply {
-        status: StatusCode::OK,
-        headers: Vec::new(),
-        body: "{}".to_owned(),
-    });
+    let reply = receiver
+        .script
+        .lock()
+        .expect("lock")
+        .pop_front()
+        .unwrap_or(Reply {
+            status: StatusCode::OK,
+            headers: Vec::new(),
+            body: "{}".to_owned(),
+        });
     let mut response = (reply.status, reply.body).into_response();
     for (name, value) in reply.headers {
         response
@@ -99,7 +103,9 @@ async fn start_receiver(script: Vec<Reply>) -> (SocketAddr, Arc<Receiver>) {
         ..Receiver::default()
     });
     let app = Router::new().fallback(record).with_state(receiver.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
     (addr, receiver)
@@ -182,7 +188,9 @@ async fn webhook_is_signed_json() {
     assert!(err.is_permanent());
     let mut tampered = got.body.to_vec();
     tampered.push(b' ');
-    assert!(verify_webhook_signature(SECRET.as_bytes(), signature, &tampered, now_s(), 300).is_err());
+    assert!(
+        verify_webhook_signature(SECRET.as_bytes(), signature, &tampered, now_s(), 300).is_err()
+    );
 
     let json: serde_json::Value = serde_json::from_slice(&got.body).expect("json body");
     assert_eq!(json["id"], msg.id.as_str());
@@ -198,8 +206,7 @@ async fn webhook_is_signed_json() {
 
 #[tokio::test]
 async fn webhook_retries_5xx_then_succeeds() {
-    let (addr, receiver) =
-        start_receiver(vec![Reply::status(500), Reply::status(503)]).await;
+    let (addr, receiver) = start_receiver(vec![Reply::status(500), Reply::status(503)]).await;
     let channel = webhook_channel(test_http());
     let msg = webhook("m-retry", &format!("http://{addr}/hook"));
 
@@ -283,7 +290,10 @@ async fn webhook_to_a_closed_port_is_transient() {
         ..test_http()
     };
     let err = webhook_channel(http)
-        .deliver(&webhook("m-closed", &format!("http://127.0.0.1:{port}/hook")))
+        .deliver(&webhook(
+            "m-closed",
+            &format!("http://127.0.0.1:{port}/hook"),
+        ))
         .await
         .expect_err("connection refused");
     assert!(err.is_transient(), "{err}");
@@ -295,7 +305,8 @@ async fn webhook_timeout_is_transient() {
     let (addr, receiver) = start_receiver(vec![]).await;
     let http = HttpConfig {
         max_attempts: 1,
-        timeout_ms: 300,
+        // Long enough that a loaded machine still gets the request to the receiver.
+        timeout_ms: 1_500,
         ..test_http()
     };
     let err = webhook_channel(http)
@@ -383,17 +394,38 @@ async fn webhook_refuses_bad_input_without_a_request() {
     let mut big = webhook("m-big", &url);
     big.body = "x".repeat(2_000);
     let err = channel.deliver(&big).await.expect_err("too large");
-    assert!(err.is_permanent() && err.reason().contains("too large"), "{err}");
+    assert!(
+        err.is_permanent() && err.reason().contains("too large"),
+        "{err}"
+    );
 
     let mut wrong = webhook("m-kind", &url);
     wrong.kind = ChannelKind::Email;
-    assert!(channel.deliver(&wrong).await.expect_err("kind").is_permanent());
+    assert!(
+        channel
+            .deliver(&wrong)
+            .await
+            .expect_err("kind")
+            .is_permanent()
+    );
 
     let bad_url = webhook("m-url", "ftp://example.com/hook");
-    assert!(channel.deliver(&bad_url).await.expect_err("scheme").is_permanent());
+    assert!(
+        channel
+            .deliver(&bad_url)
+            .await
+            .expect_err("scheme")
+            .is_permanent()
+    );
 
     let bad_id = webhook("m id\r\nX-Evil: 1", &url);
-    assert!(channel.deliver(&bad_id).await.expect_err("id").is_permanent());
+    assert!(
+        channel
+            .deliver(&bad_id)
+            .await
+            .expect_err("id")
+            .is_permanent()
+    );
 
     assert_eq!(receiver.hits(), 0);
 }
@@ -429,10 +461,17 @@ async fn sms_json_carries_bearer_token_and_fields() {
     let mut ok = Reply::status(202);
     ok.body = r#"{"id":"gw-msg-42","status":"queued"}"#.to_owned();
     let (addr, receiver) = start_receiver(vec![ok]).await;
-    let channel = sms_channel(&format!("http://{addr}/v1/send"), SmsFormat::Json, test_http());
+    let channel = sms_channel(
+        &format!("http://{addr}/v1/send"),
+        SmsFormat::Json,
+        test_http(),
+    );
     assert_eq!(channel.kind(), ChannelKind::Sms);
 
-    let delivery = channel.deliver(&sms("m-sms-1", "Your code is 123456")).await.expect("sent");
+    let delivery = channel
+        .deliver(&sms("m-sms-1", "Your code is 123456"))
+        .await
+        .expect("sent");
     assert_eq!(delivery.provider_id.as_deref(), Some("gw-msg-42"));
 
     let requests = receiver.requests();
@@ -456,23 +495,34 @@ async fn sms_form_is_decoded_by_a_real_form_parser_and_text_is_capped() {
     let channel = sms_channel(&format!("http://{addr}/send"), SmsFormat::Form, test_http());
     let long_body = format!("Grüße & 100% = {}", "€".repeat(700));
 
-    channel.deliver(&sms("m-sms-2", &long_body)).await.expect("sent");
+    channel
+        .deliver(&sms("m-sms-2", &long_body))
+        .await
+        .expect("sent");
 
     let got = &receiver.requests()[0];
     assert_eq!(header(got, "authorization"), "Bearer gw-token-123");
-    assert_eq!(header(got, "content-type"), "application/x-www-form-urlencoded");
+    assert_eq!(
+        header(got, "content-type"),
+        "application/x-www-form-urlencoded"
+    );
     let request = Request::builder()
         .method("POST")
         .header("content-type", "application/x-www-form-urlencoded")
         .body(axum::body::Body::from(got.body.clone()))
         .expect("request");
     let axum::extract::Form(fields): axum::extract::Form<HashMap<String, String>> =
-        axum::extract::Form::from_request(request, &()).await.expect("form decodes");
+        axum::extract::Form::from_request(request, &())
+            .await
+            .expect("form decodes");
     assert_eq!(fields["to"], "+4915112345678");
     assert_eq!(fields["from"], "Tally");
     let text = &fields["text"];
     assert_eq!(text.chars().count(), 612);
-    let expected: String = format!("Tally code\n{long_body}").chars().take(612).collect();
+    let expected: String = format!("Tally code\n{long_body}")
+        .chars()
+        .take(612)
+        .collect();
     assert_eq!(text, &expected);
     assert!(text.ends_with('€'));
 }
@@ -481,18 +531,30 @@ async fn sms_form_is_decoded_by_a_real_form_parser_and_text_is_capped() {
 async fn sms_gateway_errors_are_classified_like_webhooks() {
     let (addr, receiver) = start_receiver(vec![Reply::status(401)]).await;
     let channel = sms_channel(&format!("http://{addr}/send"), SmsFormat::Json, test_http());
-    let err = channel.deliver(&sms("m-sms-3", "x")).await.expect_err("401");
+    let err = channel
+        .deliver(&sms("m-sms-3", "x"))
+        .await
+        .expect_err("401");
     assert!(err.is_permanent(), "{err}");
     assert_eq!(receiver.hits(), 1);
 
     let (addr, receiver) = start_receiver(vec![Reply::status(503)]).await;
     let channel = sms_channel(&format!("http://{addr}/send"), SmsFormat::Json, test_http());
-    channel.deliver(&sms("m-sms-4", "x")).await.expect("retried after 503");
+    channel
+        .deliver(&sms("m-sms-4", "x"))
+        .await
+        .expect("retried after 503");
     assert_eq!(receiver.hits(), 2);
 
     let mut bad_number = sms("m-sms-5", "x");
     bad_number.address = "015112345678".to_owned();
-    assert!(channel.deliver(&bad_number).await.expect_err("not E.164").is_permanent());
+    assert!(
+        channel
+            .deliver(&bad_number)
+            .await
+            .expect_err("not E.164")
+            .is_permanent()
+    );
     assert_eq!(receiver.hits(), 2);
 }
 
@@ -508,8 +570,14 @@ async fn sms_gateway_is_behind_the_ssrf_guard_too() {
         format!("http://localhost:{}/send", addr.port()),
     ] {
         let channel = sms_channel(&url, SmsFormat::Json, guarded.clone());
-        let err = channel.deliver(&sms("m-sms-6", "x")).await.expect_err("guarded");
-        assert!(err.is_permanent() && err.reason().contains("SSRF"), "{url}: {err}");
+        let err = channel
+            .deliver(&sms("m-sms-6", "x"))
+            .await
+            .expect_err("guarded");
+        assert!(
+            err.is_permanent() && err.reason().contains("SSRF"),
+            "{url}: {err}"
+        );
     }
     assert_eq!(receiver.hits(), 0);
 }
@@ -535,7 +603,9 @@ async fn channel_set_routes_by_kind() {
     set.deliver(&webhook("m-set-1", &format!("http://{addr}/hook")))
         .await
         .expect("webhook routed");
-    set.deliver(&sms("m-set-2", "hello")).await.expect("sms routed");
+    set.deliver(&sms("m-set-2", "hello"))
+        .await
+        .expect("sms routed");
     let paths: Vec<String> = receiver.requests().into_iter().map(|r| r.path).collect();
     assert_eq!(paths, vec!["/hook".to_owned(), "/sms".to_owned()]);
 
@@ -552,7 +622,12 @@ async fn channel_set_routes_by_kind() {
     assert_eq!(err.reason(), "no channel configured for kind email");
 
     let bad = webhook("m-set-4", "not a url");
-    assert!(set.deliver(&bad).await.expect_err("bad address").is_permanent());
+    assert!(
+        set.deliver(&bad)
+            .await
+            .expect_err("bad address")
+            .is_permanent()
+    );
     assert_eq!(receiver.hits(), 2);
 
     // A channel added by hand (as the service adds its dev inbox) replaces nothing else.

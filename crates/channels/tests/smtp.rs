@@ -30,13 +30,16 @@ impl Mail {
         let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
         unfolded.lines().find_map(|line| {
             let (key, value) = line.split_once(':')?;
-            key.eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+            key.eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
         })
     }
 
     fn body(&self) -> String {
         let text = self.text();
-        text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
+        text.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default()
     }
 }
 
@@ -130,7 +133,10 @@ async fn delivers_to_a_real_smtp_server() {
     assert_eq!(smtp.kind(), ChannelKind::Email);
     let id = "0190f3a2-7c1e-7000-8000-000000000001";
 
-    let delivery = smtp.deliver(&email(id, "alice@example.com")).await.expect("delivered");
+    let delivery = smtp
+        .deliver(&email(id, "alice@example.com"))
+        .await
+        .expect("delivered");
     assert_eq!(delivery.provider_id.as_deref(), Some("OK"));
 
     let mail = inbox.recv_timeout(WAIT).expect("mail arrived");
@@ -149,7 +155,10 @@ async fn delivers_to_a_real_smtp_server() {
     let content_type = mail.header("Content-Type").unwrap_or_default();
     assert!(content_type.starts_with("text/plain"), "{content_type}");
     let body = mail.body();
-    assert!(body.contains("You paid 12.50 EUR to Corner Shop.\r\nReceipt: R-42"), "{body}");
+    assert!(
+        body.contains("You paid 12.50 EUR to Corner Shop.\r\nReceipt: R-42"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -206,7 +215,9 @@ async fn smtp_5xx_is_permanent_and_4xx_transient() {
     assert!(err.is_transient(), "{err}");
 
     // The channel is still usable afterwards, and only the good message arrived.
-    smtp.deliver(&email("m-ok", "carol@example.com")).await.expect("ok");
+    smtp.deliver(&email("m-ok", "carol@example.com"))
+        .await
+        .expect("ok");
     let mail = inbox.recv_timeout(WAIT).expect("mail");
     assert_eq!(mail.to, vec!["carol@example.com".to_owned()]);
     assert!(inbox.try_recv().is_err());
@@ -219,18 +230,33 @@ async fn refuses_bad_input_before_connecting() {
 
     let mut wrong_kind = email("m1", "alice@example.com");
     wrong_kind.kind = ChannelKind::Sms;
-    assert!(smtp.deliver(&wrong_kind).await.expect_err("kind").is_permanent());
+    assert!(
+        smtp.deliver(&wrong_kind)
+            .await
+            .expect_err("kind")
+            .is_permanent()
+    );
 
     let bad_address = email("m2", "Alice <alice@example.com>");
-    assert!(smtp.deliver(&bad_address).await.expect_err("address").is_permanent());
+    assert!(
+        smtp.deliver(&bad_address)
+            .await
+            .expect_err("address")
+            .is_permanent()
+    );
 
     let mut injected = email("m3", "alice@example.com");
     injected.subject = "Hi\r\nBcc: mallory@example.com".to_owned();
-    smtp.deliver(&injected).await.expect("subject newlines are flattened");
+    smtp.deliver(&injected)
+        .await
+        .expect("subject newlines are flattened");
     let mail = inbox.recv_timeout(WAIT).expect("mail");
     assert_eq!(mail.to, vec!["alice@example.com".to_owned()]);
     assert_eq!(mail.header("Bcc"), None);
-    assert_eq!(mail.header("Subject").as_deref(), Some("Hi  Bcc: mallory@example.com"));
+    assert_eq!(
+        mail.header("Subject").as_deref(),
+        Some("Hi  Bcc: mallory@example.com")
+    );
 
     let mut config = SmtpConfig::new("127.0.0.1", "noreply@shop.example");
     config.port = Some(port);
@@ -240,6 +266,9 @@ async fn refuses_bad_input_before_connecting() {
     let mut big = email("m4", "alice@example.com");
     big.body = "x".repeat(5_000);
     let err = small.deliver(&big).await.expect_err("too large");
-    assert!(err.is_permanent() && err.reason().contains("too large"), "{err}");
+    assert!(
+        err.is_permanent() && err.reason().contains("too large"),
+        "{err}"
+    );
     assert!(inbox.try_recv().is_err());
 }

@@ -84,6 +84,11 @@ fn x509_time(t: Timestamp) -> Result<Time> {
     Ok(Time::GeneralTime(time))
 }
 
+/// `t` rounded down to a whole second, the resolution of certificate times.
+fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp(t.as_micros() - t.as_micros().rem_euclid(1_000_000))
+}
+
 fn timestamp(t: &Time) -> Timestamp {
     Timestamp(i64::try_from(t.to_unix_duration().as_micros()).unwrap_or(i64::MAX))
 }
@@ -176,7 +181,7 @@ fn reserved_extension(oid: &ObjectIdentifier) -> bool {
     .contains(oid)
 }
 
-fn extra_extensions(extra: &[ExtraExtension<'_>]) -> Result<Vec<Extension>> {
+fn custom_extensions(extra: &[ExtraExtension<'_>]) -> Result<Vec<Extension>> {
     let mut out: Vec<Extension> = Vec::with_capacity(extra.len());
     for (oid_text, value_der, critical) in extra {
         let oid = ObjectIdentifier::new(oid_text)
@@ -495,7 +500,7 @@ impl CertificateAuthority {
         not_after: Timestamp,
         extra_extensions: &[ExtraExtension<'_>],
     ) -> Result<Certificate> {
-        let extra = extra_extensions(extra_extensions)?;
+        let extra = custom_extensions(extra_extensions)?;
         self.issue_with(subject_common_name, subject_public_key, role, not_before, not_after, extra)
     }
 
@@ -510,8 +515,8 @@ impl CertificateAuthority {
     ) -> Result<Certificate> {
         check_name("subject common name must be 1..=64 printable characters", common_name)?;
         check_name("role must be 1..=64 printable characters", role)?;
-        if x509_time(not_after)? > x509_time(self.cert.not_after())?
-            || not_before < self.cert.not_before()
+        if whole_seconds(not_after) > self.cert.not_after()
+            || whole_seconds(not_before) < self.cert.not_before()
         {
             return Err(CryptoError::ApiMisuse("certificate would outlive or predate its CA"));
         }

@@ -74,7 +74,7 @@ impl SigningKey {
     pub fn to_pkcs8_pem(&self) -> Result<Secret<String>> {
         let mut pem = self
             .inner
-            .to_pkcs8_pem(ed25519_dalek::pkcs8::LineEnding::LF)
+            .to_pkcs8_pem(x509_cert::der::pem::LineEnding::LF)
             .map_err(|e| CryptoError::malformed("PKCS#8 encoding", e))?;
         // Move the text out; the emptied `Zeroizing` wrapper wipes nothing left behind.
         Ok(Secret::new(std::mem::take(&mut *pem)))
