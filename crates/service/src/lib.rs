@@ -1,1 +1,129 @@
-//! placeholder
+//! A Tally node's operations: the only crate that joins ledger rules, the store and side
+//! effects (channels, keys on disk, background workers).
+//!
+//! [`Node`] is what the HTTP layer and the CLI call. Each operation takes the calling
+//! [`Principal`] (from an API key), checks what that role may do, turns the request into a
+//! ledger [`tally_ledger::Command`] with an idempotency key namespaced by the caller's owner (so
+//! two customers can both use the key `order-1`), and runs it through the store's batched
+//! writer. Messages caused by a change are handed to the store with the command, so they commit
+//! in the same transaction; [`workers`] deliver them afterwards and expire overdue holds.
+//!
+//! Decision: authorisation lives here, not in `http`, so the CLI's direct paths (audit, bench)
+//! and any future transport get the same rules. `http` only maps errors and shapes.
+
+pub mod node;
+pub mod workers;
+
+use tally_kernel::{Currency, Id, MoneyError};
+use tally_ledger::LedgerError;
+use tally_store::StoreError;
+
+pub use node::{Node, NodeConfig, NodeFiles};
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The operator: every account, API keys, audits.
+    Admin,
+    /// A customer: its own accounts only.
+    Customer,
+    /// A merchant: its own accounts; captures and releases holds in its favour.
+    Merchant,
+}
+
+impl Role {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Customer => "customer",
+            Role::Merchant => "merchant",
+        }
+    }
+
+    /// From the stored name.
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "admin" => Role::Admin,
+            "customer" => Role::Customer,
+            "merchant" => Role::Merchant,
+            _ => return None,
+        })
+    }
+}
+
+/// Who is calling: resolved from an API key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Principal {
+    /// The API key's id (not secret).
+    pub key_id: Id,
+    /// The key's role.
+    pub role: Role,
+    /// The customer or merchant the key acts for; `operator` for admins.
+    pub owner: String,
+}
+
+impl Principal {
+    /// True for the operator.
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+}
+
+/// Why an operation failed. `http` maps each variant to a status and a stable code.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The ledger refused (the caller's fault); nothing changed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// A malformed amount or currency.
+    #[error(transparent)]
+    Money(#[from] MoneyError),
+    /// A request field is missing or malformed.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// Which field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No or an unknown API key.
+    #[error("missing or unknown API key")]
+    Unauthorized,
+    /// The key's role may not do this.
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    /// The thing asked for does not exist (or is not the caller's to see).
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// What kind of thing.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// No liquidity account for a currency, so no exchange into or out of it.
+    #[error("no liquidity account for {0}; the operator must open one")]
+    NoLiquidity(Currency),
+    /// A feature that is switched off on this node (e.g. the dev inbox without `--dev`).
+    #[error("not available on this node: {0}")]
+    Disabled(&'static str),
+    /// The store failed; details are logged, not returned.
+    #[error("storage failure")]
+    Store(#[source] StoreError),
+    /// Files, keys or configuration are unusable.
+    #[error("node setup failed: {0}")]
+    Setup(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Ledger(l) => ServiceError::Ledger(l),
+            other => ServiceError::Store(other),
+        }
+    }
+}
+
+/// Result of a node operation.
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;

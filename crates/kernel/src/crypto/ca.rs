@@ -34,6 +34,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use x509_cert::attr::AttributeTypeAndValue;
 use x509_cert::builder::profile::BuilderProfile;
 use x509_cert::builder::{Builder, CertificateBuilder};
 use x509_cert::certificate::TbsCertificate;
@@ -46,7 +47,6 @@ use x509_cert::ext::pkix::{
     SubjectAltName, SubjectKeyIdentifier,
 };
 use x509_cert::ext::{Extension, ToExtension};
-use x509_cert::attr::AttributeTypeAndValue;
 use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
 use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::{ObjectIdentifier, SubjectPublicKeyInfo, SubjectPublicKeyInfoRef};
@@ -98,7 +98,9 @@ fn der_err(what: &'static str) -> impl Fn(x509_cert::der::Error) -> CryptoError 
 }
 
 fn check_name(what: &'static str, value: &str) -> Result<()> {
-    if value.is_empty() || value.chars().count() > NAME_LEN_MAX || value.chars().any(char::is_control)
+    if value.is_empty()
+        || value.chars().count() > NAME_LEN_MAX
+        || value.chars().any(char::is_control)
     {
         return Err(CryptoError::ApiMisuse(what));
     }
@@ -163,7 +165,10 @@ impl BuilderProfile for TallyProfile {
         let ski = SubjectKeyIdentifier::try_from(spk)?;
         extensions.push(ski.to_extension(tbs.subject(), &extensions)?);
         let issuer_ki = SubjectKeyIdentifier::try_from(issuer_spk)?;
-        let aki = AuthorityKeyIdentifier { key_identifier: Some(issuer_ki.0), ..Default::default() };
+        let aki = AuthorityKeyIdentifier {
+            key_identifier: Some(issuer_ki.0),
+            ..Default::default()
+        };
         extensions.push(aki.to_extension(tbs.subject(), &extensions)?);
         extensions.extend(self.extra.iter().cloned());
         Ok(extensions)
@@ -187,7 +192,9 @@ fn custom_extensions(extra: &[ExtraExtension<'_>]) -> Result<Vec<Extension>> {
         let oid = ObjectIdentifier::new(oid_text)
             .map_err(|_| CryptoError::ApiMisuse("extension OID is not a dotted OID"))?;
         if reserved_extension(&oid) {
-            return Err(CryptoError::ApiMisuse("extension is set by the CA profile itself"));
+            return Err(CryptoError::ApiMisuse(
+                "extension is set by the CA profile itself",
+            ));
         }
         if out.iter().any(|e| e.extn_id == oid) {
             return Err(CryptoError::ApiMisuse("duplicate extension OID"));
@@ -225,9 +232,14 @@ impl Certificate {
         let inner = x509_cert::Certificate::from_der(der).map_err(der_err("certificate DER"))?;
         let again = inner.to_der().map_err(der_err("certificate DER"))?;
         if again != der {
-            return Err(CryptoError::Malformed("certificate is not canonical DER".into()));
+            return Err(CryptoError::Malformed(
+                "certificate is not canonical DER".into(),
+            ));
         }
-        Ok(Certificate { inner, der: der.to_vec() })
+        Ok(Certificate {
+            inner,
+            der: der.to_vec(),
+        })
     }
 
     /// The DER bytes.
@@ -245,7 +257,9 @@ impl Certificate {
         let (label, der) = x509_cert::der::pem::decode_vec(pem.as_bytes())
             .map_err(|e| CryptoError::malformed("certificate PEM", e))?;
         if label != "CERTIFICATE" {
-            return Err(CryptoError::Malformed(format!("expected a CERTIFICATE PEM, got {label}")));
+            return Err(CryptoError::Malformed(format!(
+                "expected a CERTIFICATE PEM, got {label}"
+            )));
         }
         Certificate::from_der(&der)
     }
@@ -269,13 +283,23 @@ impl Certificate {
 
     /// The subject's first common name, if any.
     pub fn subject_common_name(&self) -> Option<String> {
-        let cn = self.inner.tbs_certificate().subject().common_name().ok()??;
+        let cn = self
+            .inner
+            .tbs_certificate()
+            .subject()
+            .common_name()
+            .ok()??;
         Some(cn.value().into_owned())
     }
 
     /// The subject's organizational unit, which carries the role in certificates we issue.
     pub fn role(&self) -> Option<String> {
-        let ou = self.inner.tbs_certificate().subject().organization_unit().ok()??;
+        let ou = self
+            .inner
+            .tbs_certificate()
+            .subject()
+            .organization_unit()
+            .ok()??;
         Some(ou.value().into_owned())
     }
 
@@ -285,10 +309,9 @@ impl Certificate {
         if spki.algorithm.oid != OID_ED25519 || spki.algorithm.parameters.is_some() {
             return Err(CryptoError::Malformed("subject key is not Ed25519".into()));
         }
-        let raw = spki
-            .subject_public_key
-            .as_bytes()
-            .ok_or_else(|| CryptoError::Malformed("subject key bit string is not octet aligned".into()))?;
+        let raw = spki.subject_public_key.as_bytes().ok_or_else(|| {
+            CryptoError::Malformed("subject key bit string is not octet aligned".into())
+        })?;
         VerifyingKey::from_slice(raw)
     }
 
@@ -311,7 +334,9 @@ impl Certificate {
     pub fn extension(&self, oid: &str) -> Result<Option<Vec<u8>>> {
         let oid = ObjectIdentifier::new(oid)
             .map_err(|_| CryptoError::ApiMisuse("extension OID is not a dotted OID"))?;
-        Ok(self.find_extension(&oid).map(|e| e.extn_value.as_bytes().to_vec()))
+        Ok(self
+            .find_extension(&oid)
+            .map(|e| e.extn_value.as_bytes().to_vec()))
     }
 
     /// Whether the extension with dotted OID `oid` is present and marked critical.
@@ -322,20 +347,30 @@ impl Certificate {
     }
 
     fn find_extension(&self, oid: &ObjectIdentifier) -> Option<&Extension> {
-        self.inner.tbs_certificate().extensions()?.iter().find(|e| &e.extn_id == oid)
+        self.inner
+            .tbs_certificate()
+            .extensions()?
+            .iter()
+            .find(|e| &e.extn_id == oid)
     }
 
     /// Whether `basicConstraints` says `cA = TRUE`.
     pub fn is_ca(&self) -> bool {
         matches!(
-            self.inner.tbs_certificate().get_extension::<BasicConstraints>(),
+            self.inner
+                .tbs_certificate()
+                .get_extension::<BasicConstraints>(),
             Ok(Some((_, BasicConstraints { ca: true, .. })))
         )
     }
 
     /// DNS names in `subjectAltName`.
     pub fn dns_names(&self) -> Vec<String> {
-        match self.inner.tbs_certificate().get_extension::<SubjectAltName>() {
+        match self
+            .inner
+            .tbs_certificate()
+            .get_extension::<SubjectAltName>()
+        {
             Ok(Some((_, san))) => san
                 .0
                 .iter()
@@ -379,19 +414,26 @@ impl Certificate {
         }
         let outer = self.inner.signature_algorithm();
         if outer.oid != OID_ED25519 || outer.parameters.is_some() || tbs.signature() != outer {
-            return Err(CryptoError::Malformed("signature algorithm is not Ed25519".into()));
+            return Err(CryptoError::Malformed(
+                "signature algorithm is not Ed25519".into(),
+            ));
         }
         let signature = self
             .inner
             .signature()
             .as_bytes()
-            .ok_or_else(|| CryptoError::Malformed("signature bit string is not octet aligned".into()))
+            .ok_or_else(|| {
+                CryptoError::Malformed("signature bit string is not octet aligned".into())
+            })
             .and_then(Signature::from_slice)?;
         let tbs_der = tbs.to_der().map_err(der_err("TBS certificate"))?;
         issuer
             .public_key()?
             .dalek()
-            .verify_strict(&tbs_der, &ed25519_dalek::Signature::from_bytes(&signature.to_bytes()))
+            .verify_strict(
+                &tbs_der,
+                &ed25519_dalek::Signature::from_bytes(&signature.to_bytes()),
+            )
             .map_err(|_| CryptoError::BadSignature)?;
         issuer.check_validity(now)?;
         self.check_validity(now)
@@ -441,7 +483,12 @@ impl CertificateAuthority {
     /// A new CA with a fresh key and a self-signed certificate valid from `now` for
     /// `validity_days`.
     pub fn generate(common_name: &str, now: Timestamp, validity_days: u32) -> Result<Self> {
-        CertificateAuthority::generate_with_key(SigningKey::generate(), common_name, now, validity_days)
+        CertificateAuthority::generate_with_key(
+            SigningKey::generate(),
+            common_name,
+            now,
+            validity_days,
+        )
     }
 
     /// Like [`CertificateAuthority::generate`] with a given key (for deterministic tests).
@@ -451,9 +498,14 @@ impl CertificateAuthority {
         now: Timestamp,
         validity_days: u32,
     ) -> Result<Self> {
-        check_name("CA common name must be 1..=64 printable characters", common_name)?;
+        check_name(
+            "CA common name must be 1..=64 printable characters",
+            common_name,
+        )?;
         if validity_days == 0 {
-            return Err(CryptoError::ApiMisuse("CA validity must be at least one day"));
+            return Err(CryptoError::ApiMisuse(
+                "CA validity must be at least one day",
+            ));
         }
         let not_after = now.plus_seconds(i64::from(validity_days) * 86_400);
         let profile = TallyProfile {
@@ -470,7 +522,9 @@ impl CertificateAuthority {
     /// CA certificate.
     pub fn from_parts(cert: Certificate, key: SigningKey) -> Result<Self> {
         if cert.public_key()? != key.verifying_key() {
-            return Err(CryptoError::WrongKey("private key does not match the CA certificate"));
+            return Err(CryptoError::WrongKey(
+                "private key does not match the CA certificate",
+            ));
         }
         if !cert.is_ca() {
             return Err(CryptoError::IssuerNotCa);
@@ -501,7 +555,14 @@ impl CertificateAuthority {
         extra_extensions: &[ExtraExtension<'_>],
     ) -> Result<Certificate> {
         let extra = custom_extensions(extra_extensions)?;
-        self.issue_with(subject_common_name, subject_public_key, role, not_before, not_after, extra)
+        self.issue_with(
+            subject_common_name,
+            subject_public_key,
+            role,
+            not_before,
+            not_after,
+            extra,
+        )
     }
 
     fn issue_with(
@@ -513,15 +574,23 @@ impl CertificateAuthority {
         not_after: Timestamp,
         extra: Vec<Extension>,
     ) -> Result<Certificate> {
-        check_name("subject common name must be 1..=64 printable characters", common_name)?;
+        check_name(
+            "subject common name must be 1..=64 printable characters",
+            common_name,
+        )?;
         check_name("role must be 1..=64 printable characters", role)?;
         if whole_seconds(not_after) > self.cert.not_after()
             || whole_seconds(not_before) < self.cert.not_before()
         {
-            return Err(CryptoError::ApiMisuse("certificate would outlive or predate its CA"));
+            return Err(CryptoError::ApiMisuse(
+                "certificate would outlive or predate its CA",
+            ));
         }
         let profile = TallyProfile {
-            subject: build_name(&[(OID_ORGANIZATIONAL_UNIT, role), (OID_COMMON_NAME, common_name)])?,
+            subject: build_name(&[
+                (OID_ORGANIZATIONAL_UNIT, role),
+                (OID_COMMON_NAME, common_name),
+            ])?,
             issuer: Some(self.cert.inner.tbs_certificate().subject().clone()),
             is_ca: false,
             extra,
@@ -541,12 +610,16 @@ impl CertificateAuthority {
         not_after: Timestamp,
     ) -> Result<IssuedIdentity> {
         if dns_names.is_empty() && ip_addrs.is_empty() {
-            return Err(CryptoError::ApiMisuse("a TLS certificate needs a DNS name or IP address"));
+            return Err(CryptoError::ApiMisuse(
+                "a TLS certificate needs a DNS name or IP address",
+            ));
         }
         let mut names = Vec::with_capacity(dns_names.len() + ip_addrs.len());
         for dns in dns_names {
             if dns.is_empty() || dns.len() > 253 || dns.contains(char::is_whitespace) {
-                return Err(CryptoError::ApiMisuse("DNS names must be 1..=253 characters"));
+                return Err(CryptoError::ApiMisuse(
+                    "DNS names must be 1..=253 characters",
+                ));
             }
             let ia5 = Ia5String::new(dns)
                 .map_err(|_| CryptoError::ApiMisuse("DNS names must be ASCII (use punycode)"))?;
@@ -555,14 +628,22 @@ impl CertificateAuthority {
         names.extend(ip_addrs.iter().copied().map(GeneralName::from));
         let subject = build_name(&[(OID_COMMON_NAME, common_name)])?;
         let extra = vec![
-            SubjectAltName(names).to_extension(&subject, &[]).map_err(der_err("subjectAltName"))?,
+            SubjectAltName(names)
+                .to_extension(&subject, &[])
+                .map_err(der_err("subjectAltName"))?,
             ExtendedKeyUsage(vec![OID_KP_SERVER_AUTH, OID_KP_CLIENT_AUTH])
                 .to_extension(&subject, &[])
                 .map_err(der_err("extKeyUsage"))?,
         ];
         let key = SigningKey::generate();
-        let certificate =
-            self.issue_with(common_name, &key.verifying_key(), ROLE_TLS, not_before, not_after, extra)?;
+        let certificate = self.issue_with(
+            common_name,
+            &key.verifying_key(),
+            ROLE_TLS,
+            not_before,
+            not_after,
+            extra,
+        )?;
         Ok(IssuedIdentity { certificate, key })
     }
 
@@ -573,7 +654,10 @@ impl CertificateAuthority {
 
     /// From the two PEM documents written by [`CertificateAuthority::to_pem`].
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self> {
-        CertificateAuthority::from_parts(Certificate::from_pem(cert_pem)?, SigningKey::from_pkcs8_pem(key_pem)?)
+        CertificateAuthority::from_parts(
+            Certificate::from_pem(cert_pem)?,
+            SigningKey::from_pkcs8_pem(key_pem)?,
+        )
     }
 
     /// Writes the certificate PEM and the key PEM (mode 0600 on Unix). Refuses to overwrite
@@ -630,6 +714,7 @@ fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests fail loudly by design.
 mod tests {
     use super::*;
 
@@ -638,14 +723,26 @@ mod tests {
     const T0: Timestamp = Timestamp(1_767_225_600_000_000);
 
     fn ca() -> CertificateAuthority {
-        CertificateAuthority::generate_with_key(SigningKey::from_seed(&[1; 32]), "Tally node CA", T0, 365)
-            .unwrap()
+        CertificateAuthority::generate_with_key(
+            SigningKey::from_seed(&[1; 32]),
+            "Tally node CA",
+            T0,
+            365,
+        )
+        .unwrap()
     }
 
     fn leaf(ca: &CertificateAuthority) -> (SigningKey, Certificate) {
         let key = SigningKey::from_seed(&[2; 32]);
         let cert = ca
-            .issue("merchant-42", &key.verifying_key(), "merchant", T0, T0.plus_seconds(30 * DAY_S), &[])
+            .issue(
+                "merchant-42",
+                &key.verifying_key(),
+                "merchant",
+                T0,
+                T0.plus_seconds(30 * DAY_S),
+                &[],
+            )
             .unwrap();
         (key, cert)
     }
@@ -662,7 +759,10 @@ mod tests {
         assert_eq!(cert.not_after(), T0.plus_seconds(365 * DAY_S));
         cert.verify_issued_by(cert, T0).unwrap();
         // keyUsage keyCertSign + cRLSign (DER BIT STRING 03 02 01 06) and it is critical.
-        assert_eq!(cert.extension("2.5.29.15").unwrap().unwrap(), [0x03, 0x02, 0x01, 0x06]);
+        assert_eq!(
+            cert.extension("2.5.29.15").unwrap().unwrap(),
+            [0x03, 0x02, 0x01, 0x06]
+        );
         assert!(cert.extension_is_critical("2.5.29.15").unwrap());
         // basicConstraints cA=TRUE, pathLen=0, critical.
         assert_eq!(
@@ -688,8 +788,12 @@ mod tests {
         // basicConstraints cA=FALSE encodes as an empty SEQUENCE.
         assert_eq!(cert.extension("2.5.29.19").unwrap().unwrap(), [0x30, 0x00]);
         // keyUsage digitalSignature.
-        assert_eq!(cert.extension("2.5.29.15").unwrap().unwrap(), [0x03, 0x02, 0x07, 0x80]);
-        cert.verify_issued_by(ca.certificate(), T0.plus_seconds(DAY_S)).unwrap();
+        assert_eq!(
+            cert.extension("2.5.29.15").unwrap().unwrap(),
+            [0x03, 0x02, 0x07, 0x80]
+        );
+        cert.verify_issued_by(ca.certificate(), T0.plus_seconds(DAY_S))
+            .unwrap();
     }
 
     #[test]
@@ -697,7 +801,8 @@ mod tests {
         let ca = ca();
         let (_, cert) = leaf(&ca);
         cert.verify_issued_by(ca.certificate(), T0).unwrap();
-        cert.verify_issued_by(ca.certificate(), T0.plus_seconds(30 * DAY_S)).unwrap();
+        cert.verify_issued_by(ca.certificate(), T0.plus_seconds(30 * DAY_S))
+            .unwrap();
         assert!(matches!(
             cert.verify_issued_by(ca.certificate(), T0.plus_micros(-1)),
             Err(CryptoError::NotYetValid { .. })
@@ -713,7 +818,14 @@ mod tests {
         let ca = ca();
         let key = SigningKey::from_seed(&[4; 32]);
         let cert = ca
-            .issue("x", &key.verifying_key(), "r", T0.plus_micros(999_999), T0.plus_seconds(5).plus_micros(7), &[])
+            .issue(
+                "x",
+                &key.verifying_key(),
+                "r",
+                T0.plus_micros(999_999),
+                T0.plus_seconds(5).plus_micros(7),
+                &[],
+            )
             .unwrap();
         assert_eq!(cert.not_before(), T0);
         assert_eq!(cert.not_after(), T0.plus_seconds(5));
@@ -739,7 +851,10 @@ mod tests {
     fn an_end_entity_cannot_act_as_issuer() {
         let ca = ca();
         let (_, cert) = leaf(&ca);
-        assert!(matches!(cert.verify_issued_by(&cert, T0), Err(CryptoError::IssuerNotCa)));
+        assert!(matches!(
+            cert.verify_issued_by(&cert, T0),
+            Err(CryptoError::IssuerNotCa)
+        ));
     }
 
     #[test]
@@ -770,9 +885,15 @@ mod tests {
         assert_eq!(back, cert);
         assert_eq!(Certificate::from_der(cert.as_der()).unwrap(), cert);
         assert_eq!(back.fingerprint(), cert.fingerprint());
-        assert!(matches!(Certificate::from_pem("nope"), Err(CryptoError::Malformed(_))));
+        assert!(matches!(
+            Certificate::from_pem("nope"),
+            Err(CryptoError::Malformed(_))
+        ));
         let key_pem = SigningKey::from_seed(&[1; 32]).to_pkcs8_pem().unwrap();
-        assert!(matches!(Certificate::from_pem(key_pem.expose()), Err(CryptoError::Malformed(_))));
+        assert!(matches!(
+            Certificate::from_pem(key_pem.expose()),
+            Err(CryptoError::Malformed(_))
+        ));
         // Trailing bytes after the DER certificate are refused.
         let mut padded = cert.to_der();
         padded.push(0);
@@ -794,10 +915,16 @@ mod tests {
                 &[("1.3.6.1.5.5.7.1.14", &value, true)],
             )
             .unwrap();
-        assert_eq!(cert.extension("1.3.6.1.5.5.7.1.14").unwrap().unwrap(), value);
+        assert_eq!(
+            cert.extension("1.3.6.1.5.5.7.1.14").unwrap().unwrap(),
+            value
+        );
         assert!(cert.extension_is_critical("1.3.6.1.5.5.7.1.14").unwrap());
         assert_eq!(cert.extension("1.2.3.4").unwrap(), None);
-        assert!(matches!(cert.extension("not an oid"), Err(CryptoError::ApiMisuse(_))));
+        assert!(matches!(
+            cert.extension("not an oid"),
+            Err(CryptoError::ApiMisuse(_))
+        ));
         cert.verify_issued_by(ca.certificate(), T0).unwrap();
     }
 
@@ -811,18 +938,56 @@ mod tests {
         assert!(misuse(ca.issue("x", &vk, "", T0, end, &[])));
         assert!(misuse(ca.issue(&"x".repeat(65), &vk, "r", T0, end, &[])));
         assert!(misuse(ca.issue("x", &vk, "r", end, T0, &[])));
-        assert!(misuse(ca.issue("x", &vk, "r", T0, T0.plus_seconds(400 * DAY_S), &[])));
-        assert!(misuse(ca.issue("x", &vk, "r", T0.plus_seconds(-1), end, &[])));
-        assert!(misuse(ca.issue("x", &vk, "r", T0, end, &[("2.5.29.19", &[0x30, 0x00], true)])));
-        assert!(misuse(ca.issue("x", &vk, "r", T0, end, &[("1.2.3", &[0x05], false)])));
-        assert!(misuse(ca.issue("x", &vk, "r", T0, end, &[("1.2.3", &[0x05, 0x00, 0x00], false)])));
+        assert!(misuse(ca.issue(
+            "x",
+            &vk,
+            "r",
+            T0,
+            T0.plus_seconds(400 * DAY_S),
+            &[]
+        )));
+        assert!(misuse(ca.issue(
+            "x",
+            &vk,
+            "r",
+            T0.plus_seconds(-1),
+            end,
+            &[]
+        )));
         assert!(misuse(ca.issue(
             "x",
             &vk,
             "r",
             T0,
             end,
-            &[("1.2.3", &[0x05, 0x00], false), ("1.2.3", &[0x05, 0x00], false)]
+            &[("2.5.29.19", &[0x30, 0x00], true)]
+        )));
+        assert!(misuse(ca.issue(
+            "x",
+            &vk,
+            "r",
+            T0,
+            end,
+            &[("1.2.3", &[0x05], false)]
+        )));
+        assert!(misuse(ca.issue(
+            "x",
+            &vk,
+            "r",
+            T0,
+            end,
+            &[("1.2.3", &[0x05, 0x00, 0x00], false)]
+        )));
+        assert!(misuse(ca.issue(
+            "x",
+            &vk,
+            "r",
+            T0,
+            end,
+            &[
+                ("1.2.3", &[0x05, 0x00], false),
+                ("1.2.3", &[0x05, 0x00], false)
+            ]
         )));
         assert!(CertificateAuthority::generate("ca", T0, 0).is_err());
         assert!(CertificateAuthority::generate("ca", Timestamp(-1_000_000), 1).is_err());
@@ -852,11 +1017,19 @@ mod tests {
         cert.verify_issued_by(ca.certificate(), T0).unwrap();
         let key_pem = id.key_pem().unwrap();
         assert_eq!(
-            SigningKey::from_pkcs8_pem(key_pem.expose()).unwrap().verifying_key(),
+            SigningKey::from_pkcs8_pem(key_pem.expose())
+                .unwrap()
+                .verifying_key(),
             id.key.verifying_key()
         );
-        assert!(ca.issue_tls("node-1", &[], &[], T0, T0.plus_seconds(DAY_S)).is_err());
-        assert!(ca.issue_tls("node-1", &["bad name"], &[], T0, T0.plus_seconds(DAY_S)).is_err());
+        assert!(
+            ca.issue_tls("node-1", &[], &[], T0, T0.plus_seconds(DAY_S))
+                .is_err()
+        );
+        assert!(
+            ca.issue_tls("node-1", &["bad name"], &[], T0, T0.plus_seconds(DAY_S))
+                .is_err()
+        );
     }
 
     #[test]
@@ -878,7 +1051,9 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         let err = ca.save(&cert_path, &key_path).unwrap_err();
-        assert!(matches!(err, CryptoError::Io(ref e) if e.kind() == std::io::ErrorKind::AlreadyExists));
+        assert!(
+            matches!(err, CryptoError::Io(ref e) if e.kind() == std::io::ErrorKind::AlreadyExists)
+        );
     }
 
     #[test]

@@ -40,12 +40,16 @@ fn check_numbers(value: &Value) -> Result<()> {
             } else if let Some(i) = n.as_i64() {
                 i.unsigned_abs() <= SAFE_INTEGER_MAX
             } else {
-                return Err(CryptoError::NonCanonical("floating-point numbers are not allowed"));
+                return Err(CryptoError::NonCanonical(
+                    "floating-point numbers are not allowed",
+                ));
             };
             if safe {
                 Ok(())
             } else {
-                Err(CryptoError::NonCanonical("integer magnitude exceeds 2^53 - 1"))
+                Err(CryptoError::NonCanonical(
+                    "integer magnitude exceeds 2^53 - 1",
+                ))
             }
         }
         Value::Array(items) => items.iter().try_for_each(check_numbers),
@@ -115,7 +119,11 @@ pub struct SignedRecord {
 
 impl SignedRecord {
     /// Canonicalizes `value` and signs it for `domain`.
-    pub fn sign<T: Serialize + ?Sized>(domain: &str, value: &T, key: &SigningKey) -> Result<SignedRecord> {
+    pub fn sign<T: Serialize + ?Sized>(
+        domain: &str,
+        value: &T,
+        key: &SigningKey,
+    ) -> Result<SignedRecord> {
         let tag = domain_tag(domain)?;
         let bytes = canonical_json(value)?;
         let signature = key.sign(&tag, &bytes);
@@ -130,7 +138,9 @@ impl SignedRecord {
     /// Checks that `key` is the recorded signer and that the signature covers the stored bytes.
     pub fn verify(&self, key: &VerifyingKey) -> Result<()> {
         if self.signer != key.fingerprint() {
-            return Err(CryptoError::WrongKey("record was signed by a different key"));
+            return Err(CryptoError::WrongKey(
+                "record was signed by a different key",
+            ));
         }
         key.verify(&domain_tag(&self.domain)?, &self.bytes, &self.signature)
     }
@@ -145,7 +155,9 @@ impl SignedRecord {
     pub fn open<T: DeserializeOwned>(&self, key: &VerifyingKey) -> Result<T> {
         self.verify(key)?;
         if !self.is_canonical() {
-            return Err(CryptoError::NonCanonical("signed bytes are not canonical JSON"));
+            return Err(CryptoError::NonCanonical(
+                "signed bytes are not canonical JSON",
+            ));
         }
         serde_json::from_slice(&self.bytes).map_err(|e| CryptoError::malformed("record payload", e))
     }
@@ -166,6 +178,7 @@ mod utf8_bytes {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests fail loudly by design.
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -183,8 +196,14 @@ mod tests {
         let expected = "{\"literals\":[null,true,false],\"numbers\":[333333333.3333333,1e+30,4.5,\
                         0.002,1e-27],\"string\":\"\u{20ac}$\\u000f\\nA'B\\\"\\\\\\\\\\\"/\"}";
         let tree: Value = serde_json::from_str(input).unwrap();
-        assert_eq!(String::from_utf8(serde_jcs::to_vec(&tree).unwrap()).unwrap(), expected);
-        assert!(matches!(canonicalize(input.as_bytes()), Err(CryptoError::NonCanonical(_))));
+        assert_eq!(
+            String::from_utf8(serde_jcs::to_vec(&tree).unwrap()).unwrap(),
+            expected
+        );
+        assert!(matches!(
+            canonicalize(input.as_bytes()),
+            Err(CryptoError::NonCanonical(_))
+        ));
     }
 
     /// RFC 8785 §3.2.3 sorting example: keys ordered by UTF-16 code units, not UTF-8 bytes
@@ -201,7 +220,8 @@ mod tests {
             "\u00f6": "Latin Small Letter O With Diaeresis"
         }"#;
         let expected = "{\"\\r\":\"Carriage Return\",\"1\":\"One\",\"\u{80}\":\"Control\",\
-                        \"\u{f6}\":\"Latin Small Letter O With Diaeresis\",\"\u{20ac}\":\"Euro Sign\",\
+                        \"\u{f6}\":\"Latin Small Letter O With Diaeresis\",\
+                        \"\u{20ac}\":\"Euro Sign\",\
                         \"\u{1f600}\":\"Emoji: Grinning Face\",\
                         \"\u{fb33}\":\"Hebrew Letter Dalet With Dagesh\"}";
         let canonical = canonicalize(input.as_bytes()).unwrap();
@@ -220,7 +240,10 @@ mod tests {
             serde_json::json!([1.5]),
             serde_json::json!({"deep": [{"x": u64::MAX}]}),
         ] {
-            assert!(matches!(canonical_json(&bad), Err(CryptoError::NonCanonical(_))), "{bad}");
+            assert!(
+                matches!(canonical_json(&bad), Err(CryptoError::NonCanonical(_))),
+                "{bad}"
+            );
         }
     }
 
@@ -243,7 +266,11 @@ mod tests {
     }
 
     fn checkpoint() -> Checkpoint {
-        Checkpoint { seq: 7, root: "abc".into(), amount_minor: -1250 }
+        Checkpoint {
+            seq: 7,
+            root: "abc".into(),
+            amount_minor: -1250,
+        }
     }
 
     #[test]
@@ -257,7 +284,8 @@ mod tests {
         rec.verify(&vk).unwrap();
         assert_eq!(rec.open::<Checkpoint>(&vk).unwrap(), checkpoint());
         // The signature is over domain || NUL || bytes, checked with the raw key API.
-        vk.verify(b"tally/test-checkpoint/v1\0", &rec.bytes, &rec.signature).unwrap();
+        vk.verify(b"tally/test-checkpoint/v1\0", &rec.bytes, &rec.signature)
+            .unwrap();
 
         // Survives a JSON round trip byte for byte.
         let stored = serde_json::to_string(&rec).unwrap();
@@ -282,14 +310,20 @@ mod tests {
 
         let mut bad_domain = rec.clone();
         bad_domain.domain = "has space".into();
-        assert!(matches!(bad_domain.verify(&vk), Err(CryptoError::Malformed(_))));
+        assert!(matches!(
+            bad_domain.verify(&vk),
+            Err(CryptoError::Malformed(_))
+        ));
 
         let other = SigningKey::from_seed(&[10; 32]).verifying_key();
         assert!(matches!(rec.verify(&other), Err(CryptoError::WrongKey(_))));
         // Lying about the signer does not help: the signature still fails.
         let mut forged = rec.clone();
         forged.signer = other.fingerprint();
-        assert!(matches!(forged.verify(&other), Err(CryptoError::BadSignature)));
+        assert!(matches!(
+            forged.verify(&other),
+            Err(CryptoError::BadSignature)
+        ));
     }
 
     #[test]
@@ -305,7 +339,10 @@ mod tests {
         };
         rec.verify(&vk).unwrap();
         assert!(!rec.is_canonical());
-        assert!(matches!(rec.open::<Checkpoint>(&vk), Err(CryptoError::NonCanonical(_))));
+        assert!(matches!(
+            rec.open::<Checkpoint>(&vk),
+            Err(CryptoError::NonCanonical(_))
+        ));
     }
 
     #[test]
@@ -340,7 +377,9 @@ mod tests {
     proptest! {
         /// Canonical output does not depend on the order keys were inserted in.
         #[test]
-        fn canonical_output_ignores_key_order(entries in prop::collection::vec((any::<String>(), json_value()), 0..8)) {
+        fn canonical_output_ignores_key_order(
+            entries in prop::collection::vec((any::<String>(), json_value()), 0..8),
+        ) {
             let forward: BTreeMap<String, Value> = entries.iter().cloned().collect();
             let mut reversed_text = String::from("{");
             for (i, (k, v)) in forward.iter().rev().enumerate() {

@@ -51,9 +51,16 @@ pub fn hmac_sha256_verify(key: &[u8], msg: &[u8], tag: &[u8]) -> bool {
 
 /// HKDF-SHA256 (RFC 5869) extract-then-expand. An empty `salt` is the RFC's "not provided"
 /// (HMAC pads it to 32 zero bytes). `out_len` must be 1..=8160 (255 × 32).
-pub fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[u8], out_len: usize) -> Result<Secret<Vec<u8>>> {
+pub fn hkdf_sha256(
+    ikm: &[u8],
+    salt: &[u8],
+    info: &[u8],
+    out_len: usize,
+) -> Result<Secret<Vec<u8>>> {
     if out_len == 0 {
-        return Err(CryptoError::ApiMisuse("HKDF output length must be at least 1"));
+        return Err(CryptoError::ApiMisuse(
+            "HKDF output length must be at least 1",
+        ));
     }
     // The buffer moves into the `Secret` without copying; on failure it still holds zeros.
     let mut okm = vec![0u8; out_len];
@@ -99,7 +106,11 @@ impl PasswordParams {
     /// Deliberately weak parameters (m = 64 KiB, t = 1, p = 1) so tests on a 2-core CI machine
     /// stay fast. Never use outside tests.
     pub fn for_tests() -> Self {
-        PasswordParams { memory_kib: 64, iterations: 1, parallelism: 1 }
+        PasswordParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        }
     }
 
     fn to_argon2(self) -> Result<Argon2<'static>> {
@@ -145,6 +156,7 @@ pub fn needs_rehash(phc: &str, params: &PasswordParams) -> Result<bool> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests fail loudly by design.
 mod tests {
     use super::*;
 
@@ -156,13 +168,33 @@ mod tests {
             hex::encode(tag),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
-        assert!(hmac_sha256_verify(b"Jefe", b"what do ya want for nothing?", &tag));
-        assert!(!hmac_sha256_verify(b"Jefe", b"what do ya want for nothing!", &tag));
-        assert!(!hmac_sha256_verify(b"jefe", b"what do ya want for nothing?", &tag));
-        assert!(!hmac_sha256_verify(b"Jefe", b"what do ya want for nothing?", &tag[..16]));
+        assert!(hmac_sha256_verify(
+            b"Jefe",
+            b"what do ya want for nothing?",
+            &tag
+        ));
+        assert!(!hmac_sha256_verify(
+            b"Jefe",
+            b"what do ya want for nothing!",
+            &tag
+        ));
+        assert!(!hmac_sha256_verify(
+            b"jefe",
+            b"what do ya want for nothing?",
+            &tag
+        ));
+        assert!(!hmac_sha256_verify(
+            b"Jefe",
+            b"what do ya want for nothing?",
+            &tag[..16]
+        ));
         let mut flipped = tag;
         flipped[31] ^= 0x80;
-        assert!(!hmac_sha256_verify(b"Jefe", b"what do ya want for nothing?", &flipped));
+        assert!(!hmac_sha256_verify(
+            b"Jefe",
+            b"what do ya want for nothing?",
+            &flipped
+        ));
     }
 
     /// RFC 5869 Appendix A.1, test case 1.
@@ -181,9 +213,18 @@ mod tests {
 
     #[test]
     fn hkdf_rejects_impossible_lengths() {
-        assert!(matches!(hkdf_sha256(b"k", b"", b"", 0), Err(CryptoError::ApiMisuse(_))));
-        assert!(matches!(hkdf_sha256(b"k", b"", b"", 8161), Err(CryptoError::ApiMisuse(_))));
-        assert_eq!(hkdf_sha256(b"k", b"", b"", 8160).unwrap().expose().len(), 8160);
+        assert!(matches!(
+            hkdf_sha256(b"k", b"", b"", 0),
+            Err(CryptoError::ApiMisuse(_))
+        ));
+        assert!(matches!(
+            hkdf_sha256(b"k", b"", b"", 8161),
+            Err(CryptoError::ApiMisuse(_))
+        ));
+        assert_eq!(
+            hkdf_sha256(b"k", b"", b"", 8160).unwrap().expose().len(),
+            8160
+        );
     }
 
     #[test]
@@ -199,7 +240,11 @@ mod tests {
     fn default_password_params_are_the_argon2_default() {
         assert_eq!(
             PasswordParams::default(),
-            PasswordParams { memory_kib: 19456, iterations: 2, parallelism: 1 }
+            PasswordParams {
+                memory_kib: 19456,
+                iterations: 2,
+                parallelism: 1
+            }
         );
     }
 
@@ -212,8 +257,14 @@ mod tests {
         assert!(!verify_password(&phc, b"correct horsE").unwrap());
         // Salted: the same password hashes differently each time.
         assert_ne!(hash_password(b"correct horse", &params).unwrap(), phc);
-        assert!(matches!(verify_password("$argon2id$garbage", b"x"), Err(CryptoError::Malformed(_))));
-        assert!(matches!(verify_password("", b"x"), Err(CryptoError::Malformed(_))));
+        assert!(matches!(
+            verify_password("$argon2id$garbage", b"x"),
+            Err(CryptoError::Malformed(_))
+        ));
+        assert!(matches!(
+            verify_password("", b"x"),
+            Err(CryptoError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -221,13 +272,23 @@ mod tests {
         let params = PasswordParams::for_tests();
         let phc = hash_password(b"pw", &params).unwrap();
         assert!(!needs_rehash(&phc, &params).unwrap());
-        let stronger = PasswordParams { iterations: 2, ..params };
+        let stronger = PasswordParams {
+            iterations: 2,
+            ..params
+        };
         assert!(needs_rehash(&phc, &stronger).unwrap());
     }
 
     #[test]
     fn bad_params_are_api_misuse() {
-        let bad = PasswordParams { memory_kib: 1, iterations: 1, parallelism: 1 };
-        assert!(matches!(hash_password(b"pw", &bad), Err(CryptoError::ApiMisuse(_))));
+        let bad = PasswordParams {
+            memory_kib: 1,
+            iterations: 1,
+            parallelism: 1,
+        };
+        assert!(matches!(
+            hash_password(b"pw", &bad),
+            Err(CryptoError::ApiMisuse(_))
+        ));
     }
 }

@@ -13,8 +13,8 @@
 //!   also rejects weak (small-order) points up front.
 //! * a key's public identity is its fingerprint: lowercase hex of SHA-256 over the 32 raw
 //!   public-key bytes (64 characters).
-//! * private keys leave memory only as PKCS#8 v2 (RFC 8410) inside a [`Secret`]; dalek wipes
-//!   the key on drop.
+//! * private keys leave memory only as PKCS#8 (RFC 8410, the v1 seed-only form that OpenSSL
+//!   and every TLS stack read) inside a [`Secret`]; dalek wipes the key on drop.
 //!
 //! Rejected: Ed25519ctx / Ed25519ph (RFC 8032 contexts). They would give domain separation
 //! natively, but X.509, rustls and most foreign verifiers only speak pure Ed25519, and one
@@ -25,6 +25,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroize as _;
 
 use super::{CryptoError, Result};
 use crate::secret::Secret;
@@ -61,40 +62,58 @@ pub struct SigningKey {
 impl SigningKey {
     /// A fresh key from the thread-local CSPRNG (ChaCha seeded from the OS).
     pub fn generate() -> SigningKey {
-        SigningKey { inner: ed25519_dalek::SigningKey::generate(&mut rand::rng()) }
+        SigningKey {
+            inner: ed25519_dalek::SigningKey::generate(&mut rand::rng()),
+        }
     }
 
     /// The key whose RFC 8032 32-byte secret ("seed") is `seed`. For tests, vectors and keys
     /// derived elsewhere; fresh keys should come from [`SigningKey::generate`].
     pub fn from_seed(seed: &[u8; 32]) -> SigningKey {
-        SigningKey { inner: ed25519_dalek::SigningKey::from_bytes(seed) }
+        SigningKey {
+            inner: ed25519_dalek::SigningKey::from_bytes(seed),
+        }
     }
 
-    /// PKCS#8 v2 (RFC 8410, with the public key) PEM, label `PRIVATE KEY`, LF line endings.
+    /// PKCS#8 PEM (label `PRIVATE KEY`, LF line endings) in the v1 form of RFC 8410 §7: the
+    /// 32-byte seed only, exactly what `openssl genpkey -algorithm ed25519` writes.
     pub fn to_pkcs8_pem(&self) -> Result<Secret<String>> {
         let mut pem = self
-            .inner
-            .to_pkcs8_pem(x509_cert::der::pem::LineEnding::LF)
+            .with_pkcs8_v1(|k| k.to_pkcs8_pem(x509_cert::der::pem::LineEnding::LF))
             .map_err(|e| CryptoError::malformed("PKCS#8 encoding", e))?;
         // Move the text out; the emptied `Zeroizing` wrapper wipes nothing left behind.
         Ok(Secret::new(std::mem::take(&mut *pem)))
     }
 
-    /// Parses a PKCS#8 PEM private key. If the document carries the public key too, it must
-    /// match the private key.
+    /// Parses a PKCS#8 PEM private key, v1 or v2. If the document carries the public key (v2),
+    /// it must match the private key.
     pub fn from_pkcs8_pem(pem: &str) -> Result<SigningKey> {
         ed25519_dalek::SigningKey::from_pkcs8_pem(pem)
             .map(|inner| SigningKey { inner })
             .map_err(|e| CryptoError::malformed("PKCS#8 private key", e))
     }
 
-    /// PKCS#8 v2 DER.
+    /// PKCS#8 v1 DER (see [`SigningKey::to_pkcs8_pem`]).
     pub fn to_pkcs8_der(&self) -> Result<Secret<Vec<u8>>> {
         let doc = self
-            .inner
-            .to_pkcs8_der()
+            .with_pkcs8_v1(EncodePrivateKey::to_pkcs8_der)
             .map_err(|e| CryptoError::malformed("PKCS#8 encoding", e))?;
         Ok(Secret::new(doc.as_bytes().to_vec()))
+    }
+
+    /// The seed without the public key: PKCS#8 v2 with the public key (what dalek writes by
+    /// default) is refused by OpenSSL 3.0's `pkey` and by pyca/cryptography, v1 is read by
+    /// everything (rustls via aws-lc-rs or ring, OpenSSL, Python, dalek).
+    fn with_pkcs8_v1<T>(&self, encode: impl FnOnce(&ed25519_dalek::pkcs8::KeypairBytes) -> T) -> T {
+        let mut seed_only = ed25519_dalek::pkcs8::KeypairBytes {
+            secret_key: self.inner.to_bytes(),
+            public_key: None,
+        };
+        let encoded = encode(&seed_only);
+        // `KeypairBytes` wipes itself only with the `ed25519/zeroize` feature, which dalek does
+        // not turn on; wipe the seed copy by hand.
+        seed_only.secret_key.zeroize();
+        encoded
     }
 
     /// Parses a PKCS#8 DER private key.
@@ -106,7 +125,9 @@ impl SigningKey {
 
     /// The public half.
     pub fn verifying_key(&self) -> VerifyingKey {
-        VerifyingKey { inner: self.inner.verifying_key() }
+        VerifyingKey {
+            inner: self.inner.verifying_key(),
+        }
     }
 
     /// Signs `domain || msg`.
@@ -130,7 +151,11 @@ impl SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SigningKey(public {})", self.verifying_key().fingerprint())
+        write!(
+            f,
+            "SigningKey(public {})",
+            self.verifying_key().fingerprint()
+        )
     }
 }
 
@@ -166,7 +191,9 @@ impl VerifyingKey {
         let inner = ed25519_dalek::VerifyingKey::from_bytes(bytes)
             .map_err(|_| CryptoError::Malformed("public key is not a curve point".into()))?;
         if inner.is_weak() {
-            return Err(CryptoError::Malformed("public key is a small-order point".into()));
+            return Err(CryptoError::Malformed(
+                "public key is a small-order point".into(),
+            ));
         }
         Ok(VerifyingKey { inner })
     }
@@ -297,6 +324,7 @@ impl From<Signature> for String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests fail loudly by design.
 mod tests {
     use super::*;
 
@@ -324,7 +352,10 @@ mod tests {
             "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bac\
              c61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
         );
-        key.verifying_key().dalek().verify_strict(b"", &sig).unwrap();
+        key.verifying_key()
+            .dalek()
+            .verify_strict(b"", &sig)
+            .unwrap();
     }
 
     #[test]
@@ -333,17 +364,26 @@ mod tests {
         let sig = key.sign(DOMAIN, b"hello");
         // The signed bytes are exactly domain || msg: raw dalek agrees.
         let raw = ed25519_dalek::Signature::from_bytes(&sig.to_bytes());
-        key.verifying_key().dalek().verify_strict(b"tally/test/v1\0hello", &raw).unwrap();
+        key.verifying_key()
+            .dalek()
+            .verify_strict(b"tally/test/v1\0hello", &raw)
+            .unwrap();
 
         let vk = key.verifying_key();
         vk.verify(DOMAIN, b"hello", &sig).unwrap();
-        assert!(matches!(vk.verify(DOMAIN, b"hellO", &sig), Err(CryptoError::BadSignature)));
+        assert!(matches!(
+            vk.verify(DOMAIN, b"hellO", &sig),
+            Err(CryptoError::BadSignature)
+        ));
         assert!(matches!(
             vk.verify(b"tally/other/v1\0", b"hello", &sig),
             Err(CryptoError::BadSignature)
         ));
         let other = SigningKey::from_seed(&[8; 32]).verifying_key();
-        assert!(matches!(other.verify(DOMAIN, b"hello", &sig), Err(CryptoError::BadSignature)));
+        assert!(matches!(
+            other.verify(DOMAIN, b"hello", &sig),
+            Err(CryptoError::BadSignature)
+        ));
         let mut flipped = sig.to_bytes();
         flipped[10] ^= 1;
         assert!(matches!(
@@ -355,7 +395,14 @@ mod tests {
     #[test]
     fn domain_tags_must_be_nul_terminated_printable_ascii() {
         assert!(check_domain(b"tally/x/v1\0").is_ok());
-        for bad in [&b""[..], b"\0", b"tally/x/v1", b"tal\0ly\0", b"tally x\0", b"tally/\xff\0"] {
+        for bad in [
+            &b""[..],
+            b"\0",
+            b"tally/x/v1",
+            b"tal\0ly\0",
+            b"tally x\0",
+            b"tally/\xff\0",
+        ] {
             assert!(check_domain(bad).is_err(), "{bad:?}");
         }
         assert!(check_domain(&[b'a'; DOMAIN_LEN_MAX]).is_err());
@@ -364,7 +411,10 @@ mod tests {
         assert!(check_domain(&longest).is_ok());
         let vk = SigningKey::from_seed(&[1; 32]).verifying_key();
         let sig = Signature::from_bytes([0; 64]);
-        assert!(matches!(vk.verify(b"no-nul", b"", &sig), Err(CryptoError::ApiMisuse(_))));
+        assert!(matches!(
+            vk.verify(b"no-nul", b"", &sig),
+            Err(CryptoError::ApiMisuse(_))
+        ));
     }
 
     #[test]
@@ -379,10 +429,42 @@ mod tests {
         let pem = key.to_pkcs8_pem().unwrap();
         assert!(pem.expose().starts_with("-----BEGIN PRIVATE KEY-----\n"));
         let back = SigningKey::from_pkcs8_pem(pem.expose()).unwrap();
+        let seed_only = SigningKey::from_seed(&[0x21; 32]).to_pkcs8_der().unwrap();
+        assert_eq!(
+            hex::encode(seed_only.expose()),
+            format!(
+                "302e020100300506032b657004220420{}",
+                hex::encode([0x21u8; 32])
+            )
+        );
+        // v2 documents (with the public key) are read too, and the public key is checked.
+        let v2 = ed25519_dalek::pkcs8::KeypairBytes::from(key.dalek())
+            .to_pkcs8_der()
+            .unwrap();
+        assert_eq!(
+            SigningKey::from_pkcs8_der(v2.as_bytes())
+                .unwrap()
+                .verifying_key(),
+            key.verifying_key()
+        );
+        let mut mismatched = ed25519_dalek::pkcs8::KeypairBytes::from(key.dalek());
+        mismatched.public_key = Some(ed25519_dalek::pkcs8::PublicKeyBytes(
+            SigningKey::from_seed(&[1; 32]).verifying_key().to_bytes(),
+        ));
+        let mismatched = mismatched.to_pkcs8_der().unwrap();
+        assert!(SigningKey::from_pkcs8_der(mismatched.as_bytes()).is_err());
         assert_eq!(back.verifying_key(), key.verifying_key());
         let der = key.to_pkcs8_der().unwrap();
-        assert_eq!(SigningKey::from_pkcs8_der(der.expose()).unwrap().verifying_key(), key.verifying_key());
-        assert!(matches!(SigningKey::from_pkcs8_pem("junk"), Err(CryptoError::Malformed(_))));
+        assert_eq!(
+            SigningKey::from_pkcs8_der(der.expose())
+                .unwrap()
+                .verifying_key(),
+            key.verifying_key()
+        );
+        assert!(matches!(
+            SigningKey::from_pkcs8_pem("junk"),
+            Err(CryptoError::Malformed(_))
+        ));
         // Two generated keys differ (the RNG is wired up).
         assert_ne!(SigningKey::generate().verifying_key(), key.verifying_key());
     }
@@ -431,6 +513,9 @@ mod tests {
         // The identity point (y = 1) has small order.
         let mut identity = [0u8; 32];
         identity[0] = 1;
-        assert!(matches!(VerifyingKey::from_bytes(&identity), Err(CryptoError::Malformed(_))));
+        assert!(matches!(
+            VerifyingKey::from_bytes(&identity),
+            Err(CryptoError::Malformed(_))
+        ));
     }
 }

@@ -30,6 +30,7 @@ pub mod otp;
 pub mod stream;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests fail loudly by design.
 mod vectors;
 
 pub use ca::{Certificate, CertificateAuthority};

@@ -52,7 +52,9 @@ pub fn dynamic_truncate(mac: &[u8], digits: u32) -> Result<u32> {
     let (last, _) = mac
         .split_last()
         .filter(|_| mac.len() >= 20)
-        .ok_or(CryptoError::ApiMisuse("dynamic truncation needs a MAC of at least 20 bytes"))?;
+        .ok_or(CryptoError::ApiMisuse(
+            "dynamic truncation needs a MAC of at least 20 bytes",
+        ))?;
     let offset = usize::from(last & 0x0f);
     let window: [u8; 4] = mac[offset..offset + 4]
         .try_into()
@@ -68,7 +70,9 @@ pub fn dynamic_truncate(mac: &[u8], digits: u32) -> Result<u32> {
 pub fn format_code(value: u32, digits: u32) -> Result<String> {
     check_digits(digits)?;
     if u64::from(value) >= 10u64.pow(digits) {
-        return Err(CryptoError::ApiMisuse("code value has more digits than requested"));
+        return Err(CryptoError::ApiMisuse(
+            "code value has more digits than requested",
+        ));
     }
     let width = usize::try_from(digits).map_err(|_| CryptoError::ApiMisuse("digits"))?;
     Ok(format!("{value:0width$}"))
@@ -103,7 +107,9 @@ pub fn hotp_sha1(secret: &[u8], counter: u64, digits: u32) -> Result<String> {
 /// The RFC 6238 time-step counter `floor(now_s / step_s)` with T0 = 0.
 pub fn totp_counter(now: Timestamp, step_s: u64) -> Result<u64> {
     if step_s == 0 {
-        return Err(CryptoError::ApiMisuse("TOTP step must be at least one second"));
+        return Err(CryptoError::ApiMisuse(
+            "TOTP step must be at least one second",
+        ));
     }
     let now_s = u64::try_from(now.as_micros().div_euclid(1_000_000))
         .map_err(|_| CryptoError::ApiMisuse("TOTP time before 1970"))?;
@@ -111,7 +117,13 @@ pub fn totp_counter(now: Timestamp, step_s: u64) -> Result<u64> {
 }
 
 /// TOTP (RFC 6238) at `now` with time step `step_s` (usually 30) and T0 = 0.
-pub fn totp(secret: &[u8], hash: OtpHash, now: Timestamp, step_s: u64, digits: u32) -> Result<String> {
+pub fn totp(
+    secret: &[u8],
+    hash: OtpHash,
+    now: Timestamp,
+    step_s: u64,
+    digits: u32,
+) -> Result<String> {
     hotp(secret, hash, totp_counter(now, step_s)?, digits)
 }
 
@@ -128,6 +140,7 @@ pub fn codes_match(expected: &str, submitted: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests fail loudly by design.
 mod tests {
     use super::*;
 
@@ -143,7 +156,11 @@ mod tests {
             "399871", "520489",
         ];
         for (counter, want) in expected.iter().enumerate() {
-            assert_eq!(hotp_sha1(SECRET_20, counter as u64, 6).unwrap(), *want, "counter {counter}");
+            assert_eq!(
+                hotp_sha1(SECRET_20, counter as u64, 6).unwrap(),
+                *want,
+                "counter {counter}"
+            );
         }
     }
 
@@ -169,9 +186,21 @@ mod tests {
         ];
         for (t, sha1, sha256, sha512) in table {
             let now = Timestamp(t * 1_000_000);
-            assert_eq!(totp(SECRET_20, OtpHash::Sha1, now, 30, 8).unwrap(), sha1, "t={t}");
-            assert_eq!(totp(SECRET_32, OtpHash::Sha256, now, 30, 8).unwrap(), sha256, "t={t}");
-            assert_eq!(totp(SECRET_64, OtpHash::Sha512, now, 30, 8).unwrap(), sha512, "t={t}");
+            assert_eq!(
+                totp(SECRET_20, OtpHash::Sha1, now, 30, 8).unwrap(),
+                sha1,
+                "t={t}"
+            );
+            assert_eq!(
+                totp(SECRET_32, OtpHash::Sha256, now, 30, 8).unwrap(),
+                sha256,
+                "t={t}"
+            );
+            assert_eq!(
+                totp(SECRET_64, OtpHash::Sha512, now, 30, 8).unwrap(),
+                sha512,
+                "t={t}"
+            );
         }
     }
 
@@ -180,19 +209,37 @@ mod tests {
         assert_eq!(totp_counter(Timestamp(59_999_999), 30).unwrap(), 1);
         assert_eq!(totp_counter(Timestamp(60_000_000), 30).unwrap(), 2);
         assert_eq!(totp_counter(Timestamp(0), 30).unwrap(), 0);
-        assert!(matches!(totp_counter(Timestamp(-1), 30), Err(CryptoError::ApiMisuse(_))));
-        assert!(matches!(totp_counter(Timestamp(0), 0), Err(CryptoError::ApiMisuse(_))));
+        assert!(matches!(
+            totp_counter(Timestamp(-1), 30),
+            Err(CryptoError::ApiMisuse(_))
+        ));
+        assert!(matches!(
+            totp_counter(Timestamp(0), 0),
+            Err(CryptoError::ApiMisuse(_))
+        ));
     }
 
     #[test]
     fn digits_outside_6_to_10_are_rejected() {
         let mac = [0u8; 20];
         for bad in [0, 5, 11, 32] {
-            assert!(matches!(dynamic_truncate(&mac, bad), Err(CryptoError::ApiMisuse(_))));
-            assert!(matches!(format_code(1, bad), Err(CryptoError::ApiMisuse(_))));
-            assert!(matches!(hotp_sha1(SECRET_20, 0, bad), Err(CryptoError::ApiMisuse(_))));
+            assert!(matches!(
+                dynamic_truncate(&mac, bad),
+                Err(CryptoError::ApiMisuse(_))
+            ));
+            assert!(matches!(
+                format_code(1, bad),
+                Err(CryptoError::ApiMisuse(_))
+            ));
+            assert!(matches!(
+                hotp_sha1(SECRET_20, 0, bad),
+                Err(CryptoError::ApiMisuse(_))
+            ));
         }
-        assert!(matches!(dynamic_truncate(&[0u8; 19], 6), Err(CryptoError::ApiMisuse(_))));
+        assert!(matches!(
+            dynamic_truncate(&[0u8; 19], 6),
+            Err(CryptoError::ApiMisuse(_))
+        ));
     }
 
     #[test]
@@ -212,10 +259,22 @@ mod tests {
         assert_eq!(code.len(), 8);
         // Same as truncating our HMAC-SHA256 by hand.
         let mac = super::super::kdf::hmac_sha256(b"key", b"session=1;amount=500");
-        assert_eq!(code, format_code(dynamic_truncate(&mac, 8).unwrap(), 8).unwrap());
-        assert_eq!(code_hmac_sha256(b"key", b"session=1;amount=500", 8).unwrap(), code);
-        assert_ne!(code_hmac_sha256(b"key", b"session=1;amount=501", 8).unwrap(), code);
-        assert_ne!(code_hmac_sha256(b"kez", b"session=1;amount=500", 8).unwrap(), code);
+        assert_eq!(
+            code,
+            format_code(dynamic_truncate(&mac, 8).unwrap(), 8).unwrap()
+        );
+        assert_eq!(
+            code_hmac_sha256(b"key", b"session=1;amount=500", 8).unwrap(),
+            code
+        );
+        assert_ne!(
+            code_hmac_sha256(b"key", b"session=1;amount=501", 8).unwrap(),
+            code
+        );
+        assert_ne!(
+            code_hmac_sha256(b"kez", b"session=1;amount=500", 8).unwrap(),
+            code
+        );
     }
 
     #[test]

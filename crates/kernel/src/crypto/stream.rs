@@ -96,10 +96,15 @@ impl StreamHeader {
     /// Parses and range-checks the 64 header bytes.
     pub fn parse(bytes: &[u8; HEADER_LEN]) -> Result<StreamHeader> {
         if &bytes[..8] != MAGIC {
-            return Err(CryptoError::Malformed("not a Tally encrypted stream (bad magic)".into()));
+            return Err(CryptoError::Malformed(
+                "not a Tally encrypted stream (bad magic)".into(),
+            ));
         }
         if bytes[8] != VERSION {
-            return Err(CryptoError::Malformed(format!("unsupported stream version {}", bytes[8])));
+            return Err(CryptoError::Malformed(format!(
+                "unsupported stream version {}",
+                bytes[8]
+            )));
         }
         let chunk_size = u32::from_be_bytes([bytes[9], bytes[10], bytes[11], bytes[12]]);
         check_chunk_size(chunk_size).map_err(|_| {
@@ -109,7 +114,11 @@ impl StreamHeader {
         salt.copy_from_slice(&bytes[13..13 + SALT_LEN]);
         let mut nonce_prefix = [0u8; NONCE_PREFIX_LEN];
         nonce_prefix.copy_from_slice(&bytes[13 + SALT_LEN..]);
-        Ok(StreamHeader { chunk_size, salt, nonce_prefix })
+        Ok(StreamHeader {
+            chunk_size,
+            salt,
+            nonce_prefix,
+        })
     }
 
     fn cipher(&self, key: &[u8; 32]) -> XChaCha20Poly1305 {
@@ -173,7 +182,11 @@ pub fn encrypt_stream_with<R: Read, W: Write>(
     chunk_size: u32,
 ) -> Result<u64> {
     check_chunk_size(chunk_size)?;
-    let header = StreamHeader { chunk_size, salt: *salt, nonce_prefix: *nonce_prefix };
+    let header = StreamHeader {
+        chunk_size,
+        salt: *salt,
+        nonce_prefix: *nonce_prefix,
+    };
     let aad = header.encode();
     let mut encryptor = EncryptorBE32::from_aead(header.cipher(key), &(*nonce_prefix).into());
     writer.write_all(&aad)?;
@@ -207,7 +220,11 @@ pub fn encrypt_stream_with<R: Read, W: Write>(
 /// Decrypts a stream made by [`encrypt_stream`], writing plaintext chunk by chunk as each one
 /// authenticates. Returns the number of plaintext bytes written. The output is complete and
 /// authentic only if this returns `Ok`.
-pub fn decrypt_stream<R: Read, W: Write>(key: &[u8; 32], mut reader: R, mut writer: W) -> Result<u64> {
+pub fn decrypt_stream<R: Read, W: Write>(
+    key: &[u8; 32],
+    mut reader: R,
+    mut writer: W,
+) -> Result<u64> {
     let mut aad = [0u8; HEADER_LEN];
     if read_full(&mut reader, &mut aad)? < HEADER_LEN {
         return Err(CryptoError::Truncated);
@@ -224,14 +241,18 @@ pub fn decrypt_stream<R: Read, W: Write>(key: &[u8; 32], mut reader: R, mut writ
         let n = read_full(&mut reader, &mut buf)?;
         buf.truncate(n);
         if n == sealed {
-            decryptor.decrypt_next_in_place(&aad, &mut *buf).map_err(|_| CryptoError::Tampered)?;
+            decryptor
+                .decrypt_next_in_place(&aad, &mut *buf)
+                .map_err(|_| CryptoError::Tampered)?;
             writer.write_all(&buf)?;
             total += buf.len() as u64;
         } else if n < TAG_LEN {
             // The stream stopped at (or just after) a chunk boundary without a last chunk.
             return Err(CryptoError::Truncated);
         } else {
-            decryptor.decrypt_last_in_place(&aad, &mut *buf).map_err(|_| CryptoError::Tampered)?;
+            decryptor
+                .decrypt_last_in_place(&aad, &mut *buf)
+                .map_err(|_| CryptoError::Tampered)?;
             writer.write_all(&buf)?;
             total += buf.len() as u64;
             break;
@@ -243,14 +264,23 @@ pub fn decrypt_stream<R: Read, W: Write>(key: &[u8; 32], mut reader: R, mut writ
 
 /// A temporary sibling of `path`: same directory, so the final rename is atomic.
 fn partial_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".partial");
     path.with_file_name(name)
 }
 
-fn via_partial_file(dst: &Path, work: impl FnOnce(&mut std::fs::File) -> Result<u64>) -> Result<u64> {
+fn via_partial_file(
+    dst: &Path,
+    work: impl FnOnce(&mut std::fs::File) -> Result<u64>,
+) -> Result<u64> {
     let partial = partial_path(dst);
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&partial)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&partial)?;
     let outcome = work(&mut file).and_then(|n| {
         file.sync_all()?;
         Ok(n)
@@ -272,7 +302,9 @@ fn via_partial_file(dst: &Path, work: impl FnOnce(&mut std::fs::File) -> Result<
 /// Encrypts file `src` into `dst` (written as `dst.partial`, then renamed).
 pub fn encrypt_file(key: &[u8; 32], src: &Path, dst: &Path, chunk_size: u32) -> Result<u64> {
     let input = std::io::BufReader::new(std::fs::File::open(src)?);
-    via_partial_file(dst, |out| encrypt_stream(key, input, std::io::BufWriter::new(out), chunk_size))
+    via_partial_file(dst, |out| {
+        encrypt_stream(key, input, std::io::BufWriter::new(out), chunk_size)
+    })
 }
 
 /// Decrypts file `src` into `dst`. Plaintext goes to `dst.partial` and is renamed to `dst` only
@@ -280,10 +312,13 @@ pub fn encrypt_file(key: &[u8; 32], src: &Path, dst: &Path, chunk_size: u32) -> 
 /// never holds unauthenticated or incomplete plaintext.
 pub fn decrypt_file(key: &[u8; 32], src: &Path, dst: &Path) -> Result<u64> {
     let input = std::io::BufReader::new(std::fs::File::open(src)?);
-    via_partial_file(dst, |out| decrypt_stream(key, input, std::io::BufWriter::new(out)))
+    via_partial_file(dst, |out| {
+        decrypt_stream(key, input, std::io::BufWriter::new(out))
+    })
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests fail loudly by design.
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -339,8 +374,15 @@ mod tests {
     #[test]
     fn header_layout_is_as_documented() {
         let mut out = Vec::new();
-        encrypt_stream_with(&KEY, &[0xaa; 32], &[0xbb; 19], &b"hi"[..], &mut out, 0x0102_0304 & 0xffff)
-            .unwrap();
+        encrypt_stream_with(
+            &KEY,
+            &[0xaa; 32],
+            &[0xbb; 19],
+            &b"hi"[..],
+            &mut out,
+            0x0102_0304 & 0xffff,
+        )
+        .unwrap();
         assert_eq!(&out[..8], b"TALLYSTR");
         assert_eq!(out[8], 1);
         assert_eq!(out[9..13], [0x00, 0x00, 0x03, 0x04]);
@@ -358,7 +400,10 @@ mod tests {
         for chunks in 0..=3 {
             let cut = HEADER_LEN + chunks * (C + TAG_LEN);
             let (r, out) = decrypt(&KEY, &sealed[..cut]);
-            assert!(matches!(r, Err(CryptoError::Truncated)), "cut after {chunks} chunks: {r:?}");
+            assert!(
+                matches!(r, Err(CryptoError::Truncated)),
+                "cut after {chunks} chunks: {r:?}"
+            );
             // Whatever was released is an authentic prefix, never more.
             assert_eq!(out, data[..chunks * C]);
         }
@@ -368,7 +413,10 @@ mod tests {
         assert!(matches!(r, Err(CryptoError::Truncated)), "{r:?}");
         // Cut inside the header.
         for cut in [0, 1, HEADER_LEN - 1] {
-            assert!(matches!(decrypt(&KEY, &sealed[..cut]).0, Err(CryptoError::Truncated)));
+            assert!(matches!(
+                decrypt(&KEY, &sealed[..cut]).0,
+                Err(CryptoError::Truncated)
+            ));
         }
     }
 
@@ -411,7 +459,10 @@ mod tests {
             bad[i] ^= 0x01;
             let (r, out) = decrypt(&KEY, &bad);
             match i {
-                0..=8 => assert!(matches!(r, Err(CryptoError::Malformed(_))), "byte {i}: {r:?}"),
+                0..=8 => assert!(
+                    matches!(r, Err(CryptoError::Malformed(_))),
+                    "byte {i}: {r:?}"
+                ),
                 // Chunk size: out of range, or a different split that fails authentication.
                 9..=12 => assert!(
                     matches!(r, Err(CryptoError::Malformed(_) | CryptoError::Tampered)),
@@ -438,7 +489,13 @@ mod tests {
             }
             v
         };
-        for order in [&[1, 0, 2, 3][..], &[0, 2, 1, 3], &[0, 0, 1, 2, 3], &[0, 2, 3], &[0, 1, 3]] {
+        for order in [
+            &[1, 0, 2, 3][..],
+            &[0, 2, 1, 3],
+            &[0, 0, 1, 2, 3],
+            &[0, 2, 3],
+            &[0, 1, 3],
+        ] {
             let (r, _) = decrypt(&KEY, &assemble(order));
             assert!(matches!(r, Err(CryptoError::Tampered)), "{order:?}: {r:?}");
         }
@@ -452,7 +509,10 @@ mod tests {
         // Same key and nonce prefix, different salt → different file key.
         let mut spliced = a[..HEADER_LEN + C + TAG_LEN].to_vec();
         spliced.extend_from_slice(&b[HEADER_LEN + C + TAG_LEN..]);
-        assert!(matches!(decrypt(&KEY, &spliced).0, Err(CryptoError::Tampered)));
+        assert!(matches!(
+            decrypt(&KEY, &spliced).0,
+            Err(CryptoError::Tampered)
+        ));
     }
 
     fn encrypt_with_fixed(data: &[u8], salt: [u8; 32]) -> Vec<u8> {
@@ -469,7 +529,10 @@ mod tests {
                 let mut longer = sealed.clone();
                 longer.extend(std::iter::repeat_n(0u8, extra));
                 let (r, _) = decrypt(&KEY, &longer);
-                assert!(matches!(r, Err(CryptoError::Tampered)), "len {len} + {extra}: {r:?}");
+                assert!(
+                    matches!(r, Err(CryptoError::Tampered)),
+                    "len {len} + {extra}: {r:?}"
+                );
             }
         }
     }
@@ -496,7 +559,10 @@ mod tests {
         // A hostile header asking for a 4 GiB buffer is refused before allocating.
         let mut sealed = encrypt(&KEY, b"x", CHUNK);
         sealed[9..13].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert!(matches!(decrypt(&KEY, &sealed).0, Err(CryptoError::Malformed(_))));
+        assert!(matches!(
+            decrypt(&KEY, &sealed).0,
+            Err(CryptoError::Malformed(_))
+        ));
     }
 
     /// A reader that returns one byte at a time and is sometimes interrupted.
@@ -508,7 +574,7 @@ mod tests {
     impl Read for Dribble<'_> {
         fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
             self.calls += 1;
-            if self.calls % 3 == 0 {
+            if self.calls.is_multiple_of(3) {
                 return Err(std::io::Error::from(ErrorKind::Interrupted));
             }
             let n = buf.len().min(1).min(self.data.len());
@@ -522,19 +588,43 @@ mod tests {
     fn short_and_interrupted_reads_are_handled() {
         let data = plaintext(3 * C + 7);
         let mut sealed = Vec::new();
-        encrypt_stream(&KEY, Dribble { data: &data, calls: 0 }, &mut sealed, CHUNK).unwrap();
+        encrypt_stream(
+            &KEY,
+            Dribble {
+                data: &data,
+                calls: 0,
+            },
+            &mut sealed,
+            CHUNK,
+        )
+        .unwrap();
         let mut out = Vec::new();
-        decrypt_stream(&KEY, Dribble { data: &sealed, calls: 0 }, &mut out).unwrap();
+        decrypt_stream(
+            &KEY,
+            Dribble {
+                data: &sealed,
+                calls: 0,
+            },
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out, data);
     }
 
     #[test]
     fn decrypt_file_publishes_only_authentic_plaintext() {
         let dir = tempfile::tempdir().unwrap();
-        let (src, enc, dst) = (dir.path().join("a"), dir.path().join("a.enc"), dir.path().join("a.out"));
+        let (src, enc, dst) = (
+            dir.path().join("a"),
+            dir.path().join("a.enc"),
+            dir.path().join("a.out"),
+        );
         let data = plaintext(5 * C + 1);
         std::fs::write(&src, &data).unwrap();
-        assert_eq!(encrypt_file(&KEY, &src, &enc, CHUNK).unwrap(), data.len() as u64);
+        assert_eq!(
+            encrypt_file(&KEY, &src, &enc, CHUNK).unwrap(),
+            data.len() as u64
+        );
         assert_eq!(decrypt_file(&KEY, &enc, &dst).unwrap(), data.len() as u64);
         assert_eq!(std::fs::read(&dst).unwrap(), data);
 
@@ -543,7 +633,10 @@ mod tests {
         sealed[last] ^= 1;
         std::fs::write(&enc, &sealed).unwrap();
         let dst2 = dir.path().join("b.out");
-        assert!(matches!(decrypt_file(&KEY, &enc, &dst2), Err(CryptoError::Tampered)));
+        assert!(matches!(
+            decrypt_file(&KEY, &enc, &dst2),
+            Err(CryptoError::Tampered)
+        ));
         assert!(!dst2.exists());
         assert!(!partial_path(&dst2).exists());
     }
@@ -560,7 +653,8 @@ mod tests {
             encrypt_stream(&key, &data[..], &mut sealed, chunk).unwrap();
             prop_assert_eq!(sealed.len(), sealed_len(data.len(), chunk as usize));
             let mut out = Vec::new();
-            prop_assert_eq!(decrypt_stream(&key, &sealed[..], &mut out).unwrap(), data.len() as u64);
+            let written = decrypt_stream(&key, &sealed[..], &mut out).unwrap();
+            prop_assert_eq!(written, data.len() as u64);
             prop_assert_eq!(out, data);
         }
     }

@@ -13,8 +13,10 @@ use super::keys::{SigningKey, VerifyingKey};
 use super::stream::{decrypt_stream, encrypt_stream_with};
 use super::{kdf, otp};
 
-const VECTORS_PATH: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/protocols/vectors/crypto.json");
+const VECTORS_PATH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../docs/protocols/vectors/crypto.json"
+);
 
 const SEED: [u8; 32] = [0x5e; 32];
 const RECORD_DOMAIN: &str = "tally/vector-record/v1";
@@ -39,6 +41,7 @@ fn compute() -> Value {
     let key = SigningKey::from_seed(&SEED);
     let vk = key.verifying_key();
     let record = SignedRecord::sign(RECORD_DOMAIN, &record_payload(), &key).unwrap();
+    let signed_message = [RECORD_DOMAIN.as_bytes(), b"\0", &record.bytes].concat();
 
     let mut ciphertext = Vec::new();
     encrypt_stream_with(
@@ -65,9 +68,10 @@ fn compute() -> Value {
             "fingerprint": vk.fingerprint(),
         },
         "signed_record": {
-            "note": "signature = Ed25519(seed, domain || 0x00 || bytes); bytes = RFC 8785 JCS of value",
+            "note": "signature = Ed25519(seed, domain || 0x00 || bytes); \
+                     bytes = RFC 8785 JCS of value",
             "value": record_payload(),
-            "signed_message_hex": hex::encode([RECORD_DOMAIN.as_bytes(), b"\0", &record.bytes].concat()),
+            "signed_message_hex": hex::encode(signed_message),
             "record": record,
         },
         "stream": {
@@ -92,7 +96,8 @@ fn compute() -> Value {
 /// ciphertext decrypts to the pinned plaintext, the public key matches the seed.
 fn check_self_consistent(pinned: &Value) {
     let key = SigningKey::from_seed(&SEED);
-    let vk = VerifyingKey::from_hex(pinned["ed25519_key"]["public_key_hex"].as_str().unwrap()).unwrap();
+    let vk =
+        VerifyingKey::from_hex(pinned["ed25519_key"]["public_key_hex"].as_str().unwrap()).unwrap();
     assert_eq!(vk, key.verifying_key());
     let record: SignedRecord =
         serde_json::from_value(pinned["signed_record"]["record"].clone()).unwrap();
