@@ -1,1 +1,223 @@
-fn main() {}
+//! `tally`: run a node, talk to one, audit and benchmark the ledger.
+//!
+//! Parsing is two-stage (as in ripgrep): clap turns argv into the raw [`Cli`] structs here,
+//! and each command module validates them into what it needs (an [`Amount`], a URL, a
+//! duration) before doing any work, so a typo fails fast with a message naming the flag.
+//!
+//! The binary wires crates together and holds no business logic: `serve` builds a
+//! `tally_service::Node` and serves `tally_http::router`; client commands speak the HTTP API;
+//! `ledger audit` and `bench ledger` open the store directly.
+
+mod bench;
+mod client;
+mod serve;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Default address of `tally serve` and of client commands.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8640";
+
+#[derive(Parser)]
+#[command(name = "tally", version, about = "Tally: a self-hostable secure-commerce server", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Run a node: the HTTP API, the outbox worker and the expiry sweeper.
+    ///
+    /// The first start creates the data directory, the node key, the node CA and an admin
+    /// API key (written to DATA/admin.key). SQLite in DATA/tally.db unless --database-url.
+    Serve(serve::ServeArgs),
+    /// Accounts: open, show, list, history.
+    #[command(subcommand)]
+    Account(client::AccountCommand),
+    /// Move money now (debits --from, credits --to).
+    Transfer(client::TransferArgs),
+    /// Hold money (a pending transfer) until posted, voided or expired.
+    Hold(client::HoldArgs),
+    /// Post (capture) a hold, in full or in part.
+    Post(client::PostArgs),
+    /// Void (release) a hold.
+    Void(client::VoidArgs),
+    /// Exchange between two currencies through the operator's liquidity accounts.
+    Exchange(client::ExchangeArgs),
+    /// API keys (operator only): create, list, revoke.
+    #[command(name = "api-key", subcommand)]
+    ApiKey(client::ApiKeyCommand),
+    /// Read a development inbox (node started with --dev).
+    Inbox(client::InboxArgs),
+    /// Ledger maintenance.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+    /// Benchmarks that print figures next to a reference measured in the same run.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Recompute every balance from the journal; check the hash chain and the signed
+    /// checkpoints. Exit status 0 only when everything balances.
+    Audit(AuditArgs),
+}
+
+/// Where the store is, for commands that open it directly.
+#[derive(Args, Clone)]
+pub struct StoreLocation {
+    /// Node data directory (uses DATA/tally.db and DATA/node.key).
+    #[arg(long, default_value = "./tally-data", env = "TALLY_DATA")]
+    data: PathBuf,
+    /// PostgreSQL URL (postgres://…); overrides the SQLite file in --data.
+    #[arg(long, env = "TALLY_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+impl StoreLocation {
+    fn url(&self) -> String {
+        match &self.database_url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.data.join("tally.db").display()),
+        }
+    }
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    #[command(flatten)]
+    store: StoreLocation,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // One TLS provider for the whole process (reqwest, sqlx and the server all use rustls).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Commands::Serve(a) => serve::run(a).await,
+            Commands::Account(c) => client::account(c).await,
+            Commands::Transfer(a) => client::transfer(a).await,
+            Commands::Hold(a) => client::hold(a).await,
+            Commands::Post(a) => client::post(a).await,
+            Commands::Void(a) => client::void(a).await,
+            Commands::Exchange(a) => client::exchange(a).await,
+            Commands::ApiKey(c) => client::api_key(c).await,
+            Commands::Inbox(a) => client::inbox(a).await,
+            Commands::Ledger(LedgerCommand::Audit(a)) => audit(a).await,
+            Commands::Bench(b) => bench::run(b).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let url = args.store.url();
+    if args.store.database_url.is_none() && !args.store.data.join("tally.db").exists() {
+        anyhow::bail!("no database at {} (give --data DIR or --database-url URL)", args.store.data.display());
+    }
+    let store = tally_store::Store::open(&url, tally_store::WriteOptions::default())
+        .await
+        .with_context(|| format!("opening {}", redact_url(&url)))?;
+    let total = store.counts().await?.journal_seq;
+    let bar = progress_bar(total.max(0) as u64, "auditing journal");
+    let report = store
+        .audit(&tally_service::node::verify_checkpoint, &|seq| bar.set_position(seq.max(0) as u64))
+        .await?;
+    bar.finish_and_clear();
+    // Which keys signed: the node key in --data, if there is one, should be among them.
+    let node_key = std::fs::read_to_string(args.store.data.join("node.key"))
+        .ok()
+        .and_then(|pem| tally_kernel::crypto::SigningKey::from_pkcs8_pem(&pem).ok())
+        .map(|k| k.verifying_key().to_hex());
+    let ledger = &report.ledger;
+    if args.json {
+        let totals: serde_json::Map<String, serde_json::Value> = ledger
+            .totals
+            .iter()
+            .map(|(c, t)| {
+                (c.clone(), serde_json::json!({
+                    "debits_posted": t.debits_posted.to_string(), "credits_posted": t.credits_posted.to_string(),
+                    "debits_pending": t.debits_pending.to_string(), "credits_pending": t.credits_pending.to_string(),
+                }))
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "ok": report.ok(), "entries": ledger.entries, "accounts": ledger.accounts,
+                "transfers": ledger.transfers, "checkpoints": ledger.checkpoints_matched,
+                "signatures_verified": report.signatures_verified, "signers": report.signers,
+                "node_key": node_key, "totals": totals, "problems": ledger.problems,
+            }))?
+        );
+    } else {
+        println!("journal entries   {}", ledger.entries);
+        println!("accounts          {}", ledger.accounts);
+        println!("transfers         {}", ledger.transfers);
+        println!(
+            "checkpoints       {} matched the chain, {} signatures verified",
+            ledger.checkpoints_matched, report.signatures_verified
+        );
+        for s in &report.signers {
+            let mark = if node_key.as_deref() == Some(s.as_str()) { " (this node's key)" } else { "" };
+            println!("signed by         {s}{mark}");
+        }
+        for (c, t) in &ledger.totals {
+            println!(
+                "{c}               posted debits {} = credits {}; pending {} = {}",
+                t.debits_posted, t.credits_posted, t.debits_pending, t.credits_pending
+            );
+        }
+        for p in &ledger.problems {
+            println!("PROBLEM           {p}");
+        }
+        println!("{}", if report.ok() { "audit passed: the ledger balances" } else { "audit FAILED" });
+    }
+    store.close().await;
+    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// A progress bar on stderr, hidden when stderr is not a terminal.
+pub fn progress_bar(len: u64, message: &'static str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg:20} [{bar:40}] {pos}/{len} ({eta})") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(message);
+    bar
+}
+
+/// A database URL with any password replaced, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

@@ -146,7 +146,7 @@ impl Amount {
             None => (digits, ""),
         };
         let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-        if whole.is_empty() || !all_digits(whole) || !all_digits(frac) || whole.len() > 19 {
+        if whole.is_empty() || !all_digits(whole) || !all_digits(frac) {
             return Err(malformed());
         }
         if digits.contains('.') && frac.is_empty() {
