@@ -77,20 +77,26 @@ impl Auditor {
         let r = &mut self.report;
         r.entries += 1;
         if e.seq != self.expect_seq {
-            r.problems.push(format!("journal gap: expected seq {}, found {}", self.expect_seq, e.seq));
+            r.problems.push(format!(
+                "journal gap: expected seq {}, found {}",
+                self.expect_seq, e.seq
+            ));
         }
         if e.prev_hash != self.prev_hash {
-            r.problems.push(format!("entry {}: previous-hash link broken", e.seq));
+            r.problems
+                .push(format!("entry {}: previous-hash link broken", e.seq));
         }
         let computed = entry_hash(e.seq, e.at, &e.prev_hash, &e.body);
         if computed != e.hash {
-            r.problems.push(format!("entry {}: hash does not match its content", e.seq));
+            r.problems
+                .push(format!("entry {}: hash does not match its content", e.seq));
         }
         if let Some(cp) = self.checkpoints.get(&e.seq) {
             if *cp == e.hash {
                 r.checkpoints_matched += 1;
             } else {
-                r.problems.push(format!("checkpoint at {} does not match the chain", e.seq));
+                r.problems
+                    .push(format!("checkpoint at {} does not match the chain", e.seq));
             }
         }
         self.expect_seq = e.seq + 1;
@@ -98,7 +104,9 @@ impl Auditor {
         if e.kind == "account_opened" || e.kind == "transfers" {
             match serde_json::from_slice::<Event>(&e.body) {
                 Ok(event) => self.replay(e.seq, event),
-                Err(err) => r.problems.push(format!("entry {}: unreadable event: {err}", e.seq)),
+                Err(err) => r
+                    .problems
+                    .push(format!("entry {}: unreadable event: {err}", e.seq)),
             }
         }
     }
@@ -112,25 +120,35 @@ impl Auditor {
                     && account.credits_pending == 0
                     && account.credits_posted == 0;
                 if !zero {
-                    r.problems.push(format!("entry {seq}: account {} opened with counters", account.id));
+                    r.problems.push(format!(
+                        "entry {seq}: account {} opened with counters",
+                        account.id
+                    ));
                 }
                 if self.accounts.insert(account.id, account).is_some() {
-                    r.problems.push(format!("entry {seq}: account opened twice"));
+                    r.problems
+                        .push(format!("entry {seq}: account opened twice"));
                 }
             }
             Event::Transfers { transfers } => {
                 for t in transfers {
                     r.transfers += 1;
                     if t.amount_minor <= 0 {
-                        r.problems.push(format!("entry {seq}: transfer {} has amount {}", t.id, t.amount_minor));
+                        r.problems.push(format!(
+                            "entry {seq}: transfer {} has amount {}",
+                            t.id, t.amount_minor
+                        ));
                     }
                     match t.kind {
                         TransferKind::Pending => {
                             self.pending.insert(t.id, TransferState::Pending);
                         }
-                        TransferKind::PostPending | TransferKind::VoidPending | TransferKind::ExpirePending => {
+                        TransferKind::PostPending
+                        | TransferKind::VoidPending
+                        | TransferKind::ExpirePending => {
                             let Some(pid) = t.pending_id else {
-                                r.problems.push(format!("entry {seq}: resolution without pending id"));
+                                r.problems
+                                    .push(format!("entry {seq}: resolution without pending id"));
                                 continue;
                             };
                             match self.pending.get_mut(&pid) {
@@ -138,13 +156,18 @@ impl Auditor {
                                 Some(s) => r.problems.push(format!(
                                     "entry {seq}: pending {pid} resolved twice (was {s})"
                                 )),
-                                None => r.problems.push(format!("entry {seq}: resolves unknown pending {pid}")),
+                                None => r
+                                    .problems
+                                    .push(format!("entry {seq}: resolves unknown pending {pid}")),
                             }
                         }
                         TransferKind::Single => {}
                     }
                     if let Err(err) = effect(&mut self.accounts, &t) {
-                        r.problems.push(format!("entry {seq}: transfer {} does not replay: {err}", t.id));
+                        r.problems.push(format!(
+                            "entry {seq}: transfer {} does not replay: {err}",
+                            t.id
+                        ));
                     }
                 }
             }
@@ -194,7 +217,9 @@ impl Auditor {
         let mut totals: BTreeMap<String, CurrencyTotals> = BTreeMap::new();
         for a in self.accounts.values() {
             if !a.within_limits() {
-                self.report.problems.push(format!("account {} is beyond its limit", a.id));
+                self.report
+                    .problems
+                    .push(format!("account {} is beyond its limit", a.id));
             }
             let t = totals.entry(code(a.currency)).or_default();
             t.debits_posted += i128::from(a.debits_posted);
@@ -210,9 +235,16 @@ impl Auditor {
                 ));
             }
         }
-        let missing: Vec<_> = self.checkpoints.keys().filter(|s| **s >= self.expect_seq).collect();
+        let missing: Vec<_> = self
+            .checkpoints
+            .keys()
+            .filter(|s| **s >= self.expect_seq)
+            .collect();
         if !missing.is_empty() {
-            self.report.problems.push(format!("{} checkpoints point past the journal's end", missing.len()));
+            self.report.problems.push(format!(
+                "{} checkpoints point past the journal's end",
+                missing.len()
+            ));
         }
         self.report.accounts = self.accounts.len() as u64;
         self.report.totals = totals;

@@ -50,10 +50,23 @@ pub fn entry_hash(seq: i64, at: Timestamp, prev_hash: &[u8; 32], body: &[u8]) ->
 }
 
 /// Builds the next entry after `(prev_seq, prev_hash)`.
-pub fn next_entry(prev_seq: i64, prev_hash: [u8; 32], at: Timestamp, kind: &str, body: Vec<u8>) -> JournalEntry {
+pub fn next_entry(
+    prev_seq: i64,
+    prev_hash: [u8; 32],
+    at: Timestamp,
+    kind: &str,
+    body: Vec<u8>,
+) -> JournalEntry {
     let seq = prev_seq + 1;
     let hash = entry_hash(seq, at, &prev_hash, &body);
-    JournalEntry { seq, at, kind: kind.to_string(), prev_hash, hash, body }
+    JournalEntry {
+        seq,
+        at,
+        kind: kind.to_string(),
+        prev_hash,
+        hash,
+        body,
+    }
 }
 
 /// The bytes a checkpoint signature covers (after [`CHECKPOINT_DOMAIN`]).
@@ -87,8 +100,16 @@ mod tests {
     fn entry_hash_is_pinned() {
         // Golden vector (also computed independently with Python hashlib): changing the layout
         // breaks every stored journal, so pin it.
-        let h = entry_hash(1, Timestamp(1_700_000_000_000_000), &GENESIS, br#"{"type":"x"}"#);
-        assert_eq!(hex::encode(h), "a85f1ebdf8130ae08038e540d76141802d78c304e6bebac6b7af2026cf6188f2");
+        let h = entry_hash(
+            1,
+            Timestamp(1_700_000_000_000_000),
+            &GENESIS,
+            br#"{"type":"x"}"#,
+        );
+        assert_eq!(
+            hex::encode(h),
+            "a85f1ebdf8130ae08038e540d76141802d78c304e6bebac6b7af2026cf6188f2"
+        );
     }
 
     #[test]

@@ -58,7 +58,9 @@ pub enum LedgerError {
         amount_minor: i64,
     },
     /// The transfer's currency differs from an account's.
-    #[error("currency mismatch: account {account} holds {account_currency}, transfer is in {currency}")]
+    #[error(
+        "currency mismatch: account {account} holds {account_currency}, transfer is in {currency}"
+    )]
     CurrencyMismatch {
         /// The account.
         account: Id,
@@ -493,10 +495,25 @@ impl Command {
     /// Accounts the command touches directly (not counting those reached through a pending id).
     pub fn account_ids(&self) -> Vec<Id> {
         match self {
-            Command::Exchange { debit_account, liquidity_from, liquidity_to, credit_account, .. } => {
-                vec![*debit_account, *liquidity_from, *liquidity_to, *credit_account]
+            Command::Exchange {
+                debit_account,
+                liquidity_from,
+                liquidity_to,
+                credit_account,
+                ..
+            } => {
+                vec![
+                    *debit_account,
+                    *liquidity_from,
+                    *liquidity_to,
+                    *credit_account,
+                ]
             }
-            Command::Transfer { debit_account, credit_account, .. } => {
+            Command::Transfer {
+                debit_account,
+                credit_account,
+                ..
+            } => {
                 vec![*debit_account, *credit_account]
             }
             Command::OpenAccount { .. }
@@ -545,7 +562,9 @@ impl Request {
             return Err(invalid("idempotency_key", "must be 1 to 200 bytes"));
         }
         match &self.command {
-            Command::OpenAccount { owner, limit_minor, .. } => {
+            Command::OpenAccount {
+                owner, limit_minor, ..
+            } => {
                 if owner.is_empty() || owner.len() > OWNER_LEN_MAX {
                     return Err(invalid("owner", "must be 1 to 200 bytes"));
                 }
@@ -553,7 +572,14 @@ impl Request {
                     return Err(invalid("limit_minor", "must not be negative"));
                 }
             }
-            Command::Transfer { debit_account, credit_account, amount_minor, timeout_s, memo, .. } => {
+            Command::Transfer {
+                debit_account,
+                credit_account,
+                amount_minor,
+                timeout_s,
+                memo,
+                ..
+            } => {
                 positive(*amount_minor)?;
                 if debit_account == credit_account {
                     return Err(LedgerError::SameAccount);
@@ -565,14 +591,23 @@ impl Request {
                 }
                 memo_ok(memo)?;
             }
-            Command::Exchange { debit_account, credit_account, amount_minor, memo, .. } => {
+            Command::Exchange {
+                debit_account,
+                credit_account,
+                amount_minor,
+                memo,
+                ..
+            } => {
                 positive(*amount_minor)?;
                 if debit_account == credit_account {
                     return Err(LedgerError::SameAccount);
                 }
                 memo_ok(memo)?;
             }
-            Command::Post { amount_minor: Some(a), .. } => positive(*a)?,
+            Command::Post {
+                amount_minor: Some(a),
+                ..
+            } => positive(*a)?,
             Command::Post { .. } | Command::Void { .. } | Command::Expire { .. } => {}
         }
         Ok(())
@@ -634,7 +669,13 @@ impl Book {
         new_id: &mut dyn FnMut() -> Id,
     ) -> Result<Event, LedgerError> {
         match command {
-            Command::OpenAccount { owner, currency, kind, flags, limit_minor } => {
+            Command::OpenAccount {
+                owner,
+                currency,
+                kind,
+                flags,
+                limit_minor,
+            } => {
                 let account = Account {
                     id: new_id(),
                     owner: owner.clone(),
@@ -654,9 +695,20 @@ impl Book {
                 self.accounts.insert(account.id, account.clone());
                 Ok(Event::AccountOpened { account })
             }
-            Command::Transfer { debit_account, credit_account, amount_minor, currency, timeout_s, memo } => {
+            Command::Transfer {
+                debit_account,
+                credit_account,
+                amount_minor,
+                currency,
+                timeout_s,
+                memo,
+            } => {
                 let (kind, state, expires_at) = match timeout_s {
-                    Some(t) => (TransferKind::Pending, TransferState::Pending, Some(now.plus_seconds(*t))),
+                    Some(t) => (
+                        TransferKind::Pending,
+                        TransferState::Pending,
+                        Some(now.plus_seconds(*t)),
+                    ),
                     None => (TransferKind::Single, TransferState::Posted, None),
                 };
                 let transfer = Transfer {
@@ -688,32 +740,44 @@ impl Book {
             } => {
                 let from = self.account(*debit_account)?.currency;
                 let to = self.account(*credit_account)?.currency;
-                let converted = rate.convert(*amount_minor).map_err(|_| LedgerError::Overflow {
-                    account: *credit_account,
-                })?;
+                let converted = rate
+                    .convert(*amount_minor)
+                    .map_err(|_| LedgerError::Overflow {
+                        account: *credit_account,
+                    })?;
                 positive(converted)?;
                 let link_id = new_id();
-                let leg = |id: Id, debit: Id, credit: Id, amount: i64, currency: Currency| Transfer {
-                    id,
-                    kind: TransferKind::Single,
-                    state: TransferState::Posted,
-                    debit_account: debit,
-                    credit_account: credit,
-                    amount_minor: amount,
-                    currency,
-                    pending_id: None,
-                    pending_amount_minor: None,
-                    expires_at: None,
-                    link_id: Some(link_id),
-                    rate: Some(*rate),
-                    memo: memo.clone(),
-                    created_at: now,
-                };
-                let first = leg(new_id(), *debit_account, *liquidity_from, *amount_minor, from);
+                let leg =
+                    |id: Id, debit: Id, credit: Id, amount: i64, currency: Currency| Transfer {
+                        id,
+                        kind: TransferKind::Single,
+                        state: TransferState::Posted,
+                        debit_account: debit,
+                        credit_account: credit,
+                        amount_minor: amount,
+                        currency,
+                        pending_id: None,
+                        pending_amount_minor: None,
+                        expires_at: None,
+                        link_id: Some(link_id),
+                        rate: Some(*rate),
+                        memo: memo.clone(),
+                        created_at: now,
+                    };
+                let first = leg(
+                    new_id(),
+                    *debit_account,
+                    *liquidity_from,
+                    *amount_minor,
+                    from,
+                );
                 let second = leg(new_id(), *liquidity_to, *credit_account, converted, to);
                 self.commit(vec![first, second])
             }
-            Command::Post { pending_id, amount_minor } => {
+            Command::Post {
+                pending_id,
+                amount_minor,
+            } => {
                 let pending = self.pending_open(*pending_id, now)?;
                 let amount = amount_minor.unwrap_or(pending.amount_minor);
                 if amount > pending.amount_minor {
@@ -732,7 +796,10 @@ impl Book {
             Command::Expire { pending_id } => {
                 let pending = self.pending_any(*pending_id)?;
                 if pending.state != TransferState::Pending {
-                    return Err(LedgerError::PendingNotPending { id: pending.id, state: pending.state });
+                    return Err(LedgerError::PendingNotPending {
+                        id: pending.id,
+                        state: pending.state,
+                    });
                 }
                 let due = pending.expires_at.is_some_and(|t| t <= now);
                 if !due {
@@ -748,7 +815,9 @@ impl Book {
     }
 
     fn account(&self, id: Id) -> Result<&Account, LedgerError> {
-        self.accounts.get(&id).ok_or(LedgerError::AccountNotFound { id })
+        self.accounts
+            .get(&id)
+            .ok_or(LedgerError::AccountNotFound { id })
     }
 
     fn pending_any(&self, id: Id) -> Result<Transfer, LedgerError> {
@@ -761,7 +830,10 @@ impl Book {
     fn pending_open(&self, id: Id, now: Timestamp) -> Result<Transfer, LedgerError> {
         let pending = self.pending_any(id)?;
         if pending.state != TransferState::Pending {
-            return Err(LedgerError::PendingNotPending { id, state: pending.state });
+            return Err(LedgerError::PendingNotPending {
+                id,
+                state: pending.state,
+            });
         }
         if let Some(expires_at) = pending.expires_at
             && expires_at <= now
@@ -833,7 +905,11 @@ impl Book {
             effect(&mut scratch, t)?;
         }
         for account in scratch.values() {
-            assert!(account.within_limits(), "ledger rule let account {} pass its limit", account.id);
+            assert!(
+                account.within_limits(),
+                "ledger rule let account {} pass its limit",
+                account.id
+            );
         }
         self.accounts.extend(scratch);
         for t in &transfers {
@@ -848,13 +924,19 @@ impl Book {
 /// Applies one transfer row's effect on the counters, checking limits for the parts that add
 /// exposure. Shared by [`Book`] and the audit's replay so both read a row the same way.
 pub fn effect(accounts: &mut HashMap<Id, Account>, t: &Transfer) -> Result<(), LedgerError> {
-    let add = |v: i64, by: i64, account: Id| v.checked_add(by).ok_or(LedgerError::Overflow { account });
+    let add =
+        |v: i64, by: i64, account: Id| v.checked_add(by).ok_or(LedgerError::Overflow { account });
     let sub = |v: i64, by: i64, account: Id| {
-        v.checked_sub(by).filter(|r| *r >= 0).ok_or(LedgerError::Overflow { account })
+        v.checked_sub(by)
+            .filter(|r| *r >= 0)
+            .ok_or(LedgerError::Overflow { account })
     };
     let (d, c) = (t.debit_account, t.credit_account);
     let get = |accounts: &HashMap<Id, Account>, id: Id| {
-        accounts.get(&id).cloned().ok_or(LedgerError::AccountNotFound { id })
+        accounts
+            .get(&id)
+            .cloned()
+            .ok_or(LedgerError::AccountNotFound { id })
     };
     let mut debit = get(accounts, d)?;
     let mut credit = get(accounts, c)?;
@@ -872,7 +954,9 @@ pub fn effect(accounts: &mut HashMap<Id, Account>, t: &Transfer) -> Result<(), L
             credit.credits_pending = add(credit.credits_pending, t.amount_minor, c)?;
         }
         TransferKind::PostPending | TransferKind::VoidPending | TransferKind::ExpirePending => {
-            let held = t.pending_amount_minor.ok_or(LedgerError::PendingNotFound { id: t.id })?;
+            let held = t
+                .pending_amount_minor
+                .ok_or(LedgerError::PendingNotFound { id: t.id })?;
             debit.debits_pending = sub(debit.debits_pending, held, d)?;
             credit.credits_pending = sub(credit.credits_pending, held, c)?;
             if t.kind == TransferKind::PostPending {

@@ -19,7 +19,11 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        Fixture { book: Book::default(), now: Timestamp(1_000_000), next: 1 }
+        Fixture {
+            book: Book::default(),
+            now: Timestamp(1_000_000),
+            next: 1,
+        }
     }
 
     fn id(&mut self) -> Id {
@@ -43,7 +47,10 @@ impl Fixture {
                 owner: "o".into(),
                 currency,
                 kind: AccountKind::Customer,
-                flags: AccountFlags { debits_must_not_exceed_credits: dmnec, ..Default::default() },
+                flags: AccountFlags {
+                    debits_must_not_exceed_credits: dmnec,
+                    ..Default::default()
+                },
                 limit_minor: limit,
             })
             .expect("open");
@@ -53,7 +60,13 @@ impl Fixture {
         }
     }
 
-    fn transfer(&mut self, d: Id, c: Id, amount: i64, timeout_s: Option<i64>) -> Result<Transfer, LedgerError> {
+    fn transfer(
+        &mut self,
+        d: Id,
+        c: Id,
+        amount: i64,
+        timeout_s: Option<i64>,
+    ) -> Result<Transfer, LedgerError> {
         let e = self.apply(Command::Transfer {
             debit_account: d,
             credit_account: c,
@@ -84,7 +97,11 @@ fn single_transfer_moves_money_and_respects_the_limit() {
     let err = f.transfer(alice, bob, 401, None).expect_err("beyond funds");
     assert_eq!(
         err,
-        LedgerError::ExceedsCredits { account: alice, needed_minor: 401, available_minor: 400 }
+        LedgerError::ExceedsCredits {
+            account: alice,
+            needed_minor: 401,
+            available_minor: 400
+        }
     );
     assert_eq!(f.acct(alice).balance_minor(), 400);
     assert_eq!(f.acct(bob).balance_minor(), 600);
@@ -108,16 +125,36 @@ fn refusals_change_nothing() {
     let alice = f.open(eur(), true, 0);
     let dollars = f.open(usd(), false, 0);
     let before = f.book.accounts.clone();
-    assert!(matches!(f.transfer(world, dollars, 5, None), Err(LedgerError::CurrencyMismatch { .. })));
-    assert!(matches!(f.transfer(alice, world, 5, None), Err(LedgerError::ExceedsCredits { .. })));
+    assert!(matches!(
+        f.transfer(world, dollars, 5, None),
+        Err(LedgerError::CurrencyMismatch { .. })
+    ));
+    assert!(matches!(
+        f.transfer(alice, world, 5, None),
+        Err(LedgerError::ExceedsCredits { .. })
+    ));
     let ghost = f.id();
-    assert_eq!(f.transfer(world, ghost, 5, None), Err(LedgerError::AccountNotFound { id: ghost }));
-    assert_eq!(f.transfer(world, world, 5, None), Err(LedgerError::SameAccount));
-    let max = f.transfer(world, alice, i64::MAX, None).expect("max fits once");
+    assert_eq!(
+        f.transfer(world, ghost, 5, None),
+        Err(LedgerError::AccountNotFound { id: ghost })
+    );
+    assert_eq!(
+        f.transfer(world, world, 5, None),
+        Err(LedgerError::SameAccount)
+    );
+    let max = f
+        .transfer(world, alice, i64::MAX, None)
+        .expect("max fits once");
     assert_eq!(max.amount_minor, i64::MAX);
     let snapshot = f.book.accounts.clone();
-    assert!(matches!(f.transfer(world, alice, 1, None), Err(LedgerError::Overflow { .. })));
-    assert_eq!(f.book.accounts, snapshot, "overflow must leave the book unchanged");
+    assert!(matches!(
+        f.transfer(world, alice, 1, None),
+        Err(LedgerError::Overflow { .. })
+    ));
+    assert_eq!(
+        f.book.accounts, snapshot,
+        "overflow must leave the book unchanged"
+    );
     assert_ne!(before, snapshot);
 }
 
@@ -130,16 +167,34 @@ fn pending_transfers_post_in_part_and_release_the_rest() {
     f.transfer(world, alice, 1000, None).expect("fund");
     let hold = f.transfer(alice, shop, 700, Some(60)).expect("hold");
     assert_eq!(f.acct(alice).available_minor(), Some(300));
-    assert!(f.transfer(alice, shop, 301, None).is_err(), "the hold reserves funds");
-    let post = f.apply(Command::Post { pending_id: hold.id, amount_minor: Some(250) }).expect("post");
-    let Event::Transfers { transfers } = post else { panic!("post event") };
+    assert!(
+        f.transfer(alice, shop, 301, None).is_err(),
+        "the hold reserves funds"
+    );
+    let post = f
+        .apply(Command::Post {
+            pending_id: hold.id,
+            amount_minor: Some(250),
+        })
+        .expect("post");
+    let Event::Transfers { transfers } = post else {
+        panic!("post event")
+    };
     assert_eq!(transfers[0].amount_minor, 250);
     assert_eq!(transfers[0].pending_amount_minor, Some(700));
     assert_eq!(f.acct(alice).balance_minor(), 750);
     assert_eq!(f.acct(alice).debits_pending, 0);
     assert_eq!(f.acct(shop).balance_minor(), 250);
-    let again = f.apply(Command::Void { pending_id: hold.id });
-    assert_eq!(again, Err(LedgerError::PendingNotPending { id: hold.id, state: TransferState::Posted }));
+    let again = f.apply(Command::Void {
+        pending_id: hold.id,
+    });
+    assert_eq!(
+        again,
+        Err(LedgerError::PendingNotPending {
+            id: hold.id,
+            state: TransferState::Posted
+        })
+    );
 }
 
 #[test]
@@ -149,17 +204,41 @@ fn post_beyond_pending_and_after_expiry_are_refused() {
     let shop = f.open(eur(), false, 0);
     let hold = f.transfer(world, shop, 100, Some(10)).expect("hold");
     assert_eq!(
-        f.apply(Command::Post { pending_id: hold.id, amount_minor: Some(101) }),
-        Err(LedgerError::PostExceedsPending { requested_minor: 101, pending_minor: 100 })
+        f.apply(Command::Post {
+            pending_id: hold.id,
+            amount_minor: Some(101)
+        }),
+        Err(LedgerError::PostExceedsPending {
+            requested_minor: 101,
+            pending_minor: 100
+        })
     );
-    assert!(f.apply(Command::Expire { pending_id: hold.id }).is_err(), "not due yet");
+    assert!(
+        f.apply(Command::Expire {
+            pending_id: hold.id
+        })
+        .is_err(),
+        "not due yet"
+    );
     f.now = f.now.plus_seconds(10);
     assert!(matches!(
-        f.apply(Command::Post { pending_id: hold.id, amount_minor: None }),
+        f.apply(Command::Post {
+            pending_id: hold.id,
+            amount_minor: None
+        }),
         Err(LedgerError::PendingExpired { .. })
     ));
-    f.apply(Command::Expire { pending_id: hold.id }).expect("expire once");
-    assert!(f.apply(Command::Expire { pending_id: hold.id }).is_err(), "expire exactly once");
+    f.apply(Command::Expire {
+        pending_id: hold.id,
+    })
+    .expect("expire once");
+    assert!(
+        f.apply(Command::Expire {
+            pending_id: hold.id
+        })
+        .is_err(),
+        "expire exactly once"
+    );
     assert_eq!(f.acct(world).debits_pending, 0);
     assert_eq!(f.acct(shop).credits_pending, 0);
 }
@@ -200,7 +279,9 @@ fn exchange_is_all_or_nothing_with_the_rate_recorded() {
         memo: String::new(),
     })
     .expect("fund liquidity");
-    let Event::Transfers { transfers } = f.apply(cmd(1000)).expect("exchange") else { panic!() };
+    let Event::Transfers { transfers } = f.apply(cmd(1000)).expect("exchange") else {
+        panic!()
+    };
     assert_eq!(transfers.len(), 2);
     assert_eq!(transfers[0].amount_minor, 1000);
     assert_eq!(transfers[1].amount_minor, 1080);
@@ -219,7 +300,10 @@ fn request_validation_refuses_bad_fields() {
         timeout_s: None,
         memo: String::new(),
     };
-    let req = |key: &str, command: Command| Request { idempotency_key: key.into(), command };
+    let req = |key: &str, command: Command| Request {
+        idempotency_key: key.into(),
+        command,
+    };
     assert!(req("k", ok.clone()).validate().is_ok());
     assert!(req("", ok.clone()).validate().is_err());
     assert!(req(&"k".repeat(201), ok.clone()).validate().is_err());
@@ -227,23 +311,46 @@ fn request_validation_refuses_bad_fields() {
     if let Command::Transfer { amount_minor, .. } = &mut neg {
         *amount_minor = -1;
     }
-    assert_eq!(req("k", neg).validate(), Err(LedgerError::AmountNotPositive { amount_minor: -1 }));
+    assert_eq!(
+        req("k", neg).validate(),
+        Err(LedgerError::AmountNotPositive { amount_minor: -1 })
+    );
     let mut t0 = ok.clone();
     if let Command::Transfer { timeout_s, .. } = &mut t0 {
         *timeout_s = Some(0);
     }
     assert!(req("k", t0).validate().is_err());
-    assert_ne!(ok.fingerprint(), Command::Void { pending_id: Id(uuid::Uuid::from_u128(1)) }.fingerprint());
+    assert_ne!(
+        ok.fingerprint(),
+        Command::Void {
+            pending_id: Id(uuid::Uuid::from_u128(1))
+        }
+        .fingerprint()
+    );
 }
 
 /// A random workload over a handful of accounts; every operation may fail, none may break rules.
 #[derive(Debug, Clone)]
 enum Op {
-    Transfer { from: usize, to: usize, amount: i64, hold: bool },
-    Post { which: usize, amount: Option<i64> },
-    Void { which: usize },
-    Tick { seconds: i64 },
-    Expire { which: usize },
+    Transfer {
+        from: usize,
+        to: usize,
+        amount: i64,
+        hold: bool,
+    },
+    Post {
+        which: usize,
+        amount: Option<i64>,
+    },
+    Void {
+        which: usize,
+    },
+    Tick {
+        seconds: i64,
+    },
+    Expire {
+        which: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -374,7 +481,11 @@ fn audit_detects_tampering() {
     assert!(audit(&entries, stored.clone()).ok());
 
     let mut edited = entries.clone();
-    edited[2].body = edited[2].body.iter().map(|b| if *b == b'1' { b'9' } else { *b }).collect();
+    edited[2].body = edited[2]
+        .body
+        .iter()
+        .map(|b| if *b == b'1' { b'9' } else { *b })
+        .collect();
     assert!(!audit(&edited, stored.clone()).ok(), "edited body");
 
     let mut dropped = entries.clone();
@@ -383,5 +494,8 @@ fn audit_detects_tampering() {
 
     let mut wrong = stored;
     wrong[0].credits_posted += 1;
-    assert!(!audit(&entries, wrong).ok(), "stored counter differs from replay");
+    assert!(
+        !audit(&entries, wrong).ok(),
+        "stored counter differs from replay"
+    );
 }

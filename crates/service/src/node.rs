@@ -38,7 +38,13 @@ pub struct NodeConfig {
 impl NodeConfig {
     /// Defaults for `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> NodeConfig {
-        NodeConfig { data_dir: data_dir.into(), database_url: None, dev: false, checkpoint_every: 10_000, batch_max: 2048 }
+        NodeConfig {
+            data_dir: data_dir.into(),
+            database_url: None,
+            dev: false,
+            checkpoint_every: 10_000,
+            batch_max: 2048,
+        }
     }
 
     /// The database URL this config resolves to.
@@ -76,23 +82,31 @@ impl NodeFiles {
     }
 }
 
-/// The node key, used as the journal's checkpoint signer.
-struct NodeSigner(Arc<SigningKey>);
+/// A node key as the journal's checkpoint signer.
+pub struct NodeSigner(pub Arc<SigningKey>);
 
 impl Checkpointer for NodeSigner {
     fn public_key(&self) -> [u8; 32] {
         self.0.verifying_key().to_bytes()
     }
     fn sign(&self, message: &[u8]) -> Vec<u8> {
-        self.0.sign(tally_ledger::journal::CHECKPOINT_DOMAIN, message).to_bytes().to_vec()
+        self.0
+            .sign(tally_ledger::journal::CHECKPOINT_DOMAIN, message)
+            .to_bytes()
+            .to_vec()
     }
 }
 
 /// Checks a checkpoint signature with the kernel's Ed25519 (strict verification).
 pub fn verify_checkpoint(public_key: &[u8; 32], message: &[u8], signature: &[u8]) -> bool {
-    let Ok(key) = tally_kernel::crypto::VerifyingKey::from_bytes(public_key) else { return false };
-    let Ok(sig) = tally_kernel::crypto::Signature::from_slice(signature) else { return false };
-    key.verify(tally_ledger::journal::CHECKPOINT_DOMAIN, message, &sig).is_ok()
+    let Ok(key) = tally_kernel::crypto::VerifyingKey::from_bytes(public_key) else {
+        return false;
+    };
+    let Ok(sig) = tally_kernel::crypto::Signature::from_slice(signature) else {
+        return false;
+    };
+    key.verify(tally_ledger::journal::CHECKPOINT_DOMAIN, message, &sig)
+        .is_ok()
 }
 
 /// A running node.
@@ -171,13 +185,16 @@ impl Node {
     /// Opens (creating on first start) the node in `config.data_dir`. Returns the node and,
     /// on first start, the admin API key (also written to `admin.key`).
     pub async fn open(config: &NodeConfig) -> Result<(Node, Option<Secret<String>>)> {
-        let files = NodeFiles { dir: config.data_dir.clone() };
+        let files = NodeFiles {
+            dir: config.data_dir.clone(),
+        };
         create_private_dir(&files.dir)?;
         let node_key = Arc::new(load_or_create_key(&files.node_key())?);
         let ca = if files.ca_cert().exists() {
             CertificateAuthority::load(&files.ca_cert(), &files.ca_key()).map_err(setup)?
         } else {
-            let ca = CertificateAuthority::generate("Tally node CA", Timestamp::now(), 3650).map_err(setup)?;
+            let ca = CertificateAuthority::generate("Tally node CA", Timestamp::now(), 3650)
+                .map_err(setup)?;
             ca.save(&files.ca_cert(), &files.ca_key()).map_err(setup)?;
             ca
         };
@@ -188,7 +205,15 @@ impl Node {
             ..WriteOptions::default()
         };
         let store = Store::open(&config.resolved_database_url(), options).await?;
-        let node = Node { inner: Arc::new(Inner { store, files, node_key, ca, dev: config.dev }) };
+        let node = Node {
+            inner: Arc::new(Inner {
+                store,
+                files,
+                node_key,
+                ca,
+                dev: config.dev,
+            }),
+        };
         let admin = node.ensure_admin_key().await?;
         Ok((node, admin))
     }
@@ -222,12 +247,22 @@ impl Node {
         if !self.inner.store.api_keys().await?.is_empty() {
             return Ok(None);
         }
-        let (_, key) = self.create_key(Role::Admin, "operator", "first admin key").await?;
-        write_private_file(&self.inner.files.admin_key(), format!("{}\n", key.expose()).as_bytes())?;
+        let (_, key) = self
+            .create_key(Role::Admin, "operator", "first admin key")
+            .await?;
+        write_private_file(
+            &self.inner.files.admin_key(),
+            format!("{}\n", key.expose()).as_bytes(),
+        )?;
         Ok(Some(key))
     }
 
-    async fn create_key(&self, role: Role, owner: &str, label: &str) -> Result<(ApiKeyRecord, Secret<String>)> {
+    async fn create_key(
+        &self,
+        role: Role,
+        owner: &str,
+        label: &str,
+    ) -> Result<(ApiKeyRecord, Secret<String>)> {
         let mut raw = [0_u8; 32];
         getrandom_fill(&mut raw)?;
         let key = Secret::new(format!("tally_{}_{}", role.as_str(), hex_encode(&raw)));
@@ -240,7 +275,10 @@ impl Node {
             created_at: Timestamp::now(),
             revoked_at: None,
         };
-        self.inner.store.insert_api_key(&sha256(key.expose().as_bytes()), &record).await?;
+        self.inner
+            .store
+            .insert_api_key(&sha256(key.expose().as_bytes()), &record)
+            .await?;
         Ok((record, key))
     }
 
@@ -257,7 +295,11 @@ impl Node {
             .await?
             .ok_or(ServiceError::Unauthorized)?;
         let role = Role::parse(&record.role).ok_or(ServiceError::Unauthorized)?;
-        Ok(Principal { key_id: record.id, role, owner: record.owner })
+        Ok(Principal {
+            key_id: record.id,
+            role,
+            owner: record.owner,
+        })
     }
 
     /// Makes an API key (admins only). The clear key is returned once.
@@ -271,9 +313,16 @@ impl Node {
         require_admin(by)?;
         check_name("owner", owner)?;
         if label.len() > 200 {
-            return Err(ServiceError::Invalid { field: "label", reason: "at most 200 bytes".into() });
+            return Err(ServiceError::Invalid {
+                field: "label",
+                reason: "at most 200 bytes".into(),
+            });
         }
-        let owner = if role == Role::Admin { "operator" } else { owner };
+        let owner = if role == Role::Admin {
+            "operator"
+        } else {
+            owner
+        };
         self.create_key(role, owner, label).await
     }
 
@@ -286,37 +335,68 @@ impl Node {
     /// Revokes an API key (admins only).
     pub async fn revoke_api_key(&self, by: &Principal, id: Id) -> Result<()> {
         require_admin(by)?;
-        if !self.inner.store.revoke_api_key(id, Timestamp::now()).await? {
-            return Err(ServiceError::NotFound { what: "api key", id: id.to_string() });
+        if !self
+            .inner
+            .store
+            .revoke_api_key(id, Timestamp::now())
+            .await?
+        {
+            return Err(ServiceError::NotFound {
+                what: "api key",
+                id: id.to_string(),
+            });
         }
         Ok(())
     }
 
     /// Opens an account. Customers and merchants open accounts for themselves only, bounded
     /// by their credits and without overdraft; the operator chooses everything.
-    pub async fn open_account(&self, by: &Principal, idempotency_key: Option<&str>, req: OpenAccount) -> Result<(Account, bool)> {
+    pub async fn open_account(
+        &self,
+        by: &Principal,
+        idempotency_key: Option<&str>,
+        req: OpenAccount,
+    ) -> Result<(Account, bool)> {
         let currency = Currency::from_code(&req.currency)?;
         let (owner, kind, limit_minor) = if by.is_admin() {
             let owner = req.owner.unwrap_or_else(|| "operator".to_string());
-            (owner, req.kind.unwrap_or(AccountKind::Operator), req.limit_minor.unwrap_or(0))
+            (
+                owner,
+                req.kind.unwrap_or(AccountKind::Operator),
+                req.limit_minor.unwrap_or(0),
+            )
         } else {
             if req.owner.as_ref().is_some_and(|o| *o != by.owner) {
-                return Err(ServiceError::Forbidden("accounts can only be opened for yourself"));
+                return Err(ServiceError::Forbidden(
+                    "accounts can only be opened for yourself",
+                ));
             }
             if req.limit_minor.is_some_and(|l| l != 0) {
-                return Err(ServiceError::Forbidden("only the operator grants credit limits"));
+                return Err(ServiceError::Forbidden(
+                    "only the operator grants credit limits",
+                ));
             }
-            let kind = if by.role == Role::Merchant { AccountKind::Merchant } else { AccountKind::Customer };
+            let kind = if by.role == Role::Merchant {
+                AccountKind::Merchant
+            } else {
+                AccountKind::Customer
+            };
             if req.kind.is_some_and(|k| k != kind) {
-                return Err(ServiceError::Forbidden("this role cannot open that kind of account"));
+                return Err(ServiceError::Forbidden(
+                    "this role cannot open that kind of account",
+                ));
             }
             (by.owner.clone(), kind, 0)
         };
         check_name("owner", &owner)?;
         let bounded_default = matches!(kind, AccountKind::Customer | AccountKind::Merchant);
-        let dmnec = req.debits_must_not_exceed_credits.unwrap_or(bounded_default);
+        let dmnec = req
+            .debits_must_not_exceed_credits
+            .unwrap_or(bounded_default);
         if !by.is_admin() && !dmnec {
-            return Err(ServiceError::Forbidden("only the operator opens unbounded accounts"));
+            return Err(ServiceError::Forbidden(
+                "only the operator opens unbounded accounts",
+            ));
         }
         let flags = AccountFlags {
             debits_must_not_exceed_credits: dmnec,
@@ -326,12 +406,25 @@ impl Node {
             Some(k) => namespaced(by, k)?,
             None => format!("{}:open:{}", by.owner, Id::new()),
         };
-        let command = Command::OpenAccount { owner, currency, kind, flags, limit_minor };
-        let outcome = self.inner.store.execute(Request { idempotency_key: key, command }).await?;
-        let account = outcome
-            .account()
-            .cloned()
-            .ok_or(ServiceError::Invalid { field: "idempotency_key", reason: "used for another kind of request".into() })?;
+        let command = Command::OpenAccount {
+            owner,
+            currency,
+            kind,
+            flags,
+            limit_minor,
+        };
+        let outcome = self
+            .inner
+            .store
+            .execute(Request {
+                idempotency_key: key,
+                command,
+            })
+            .await?;
+        let account = outcome.account().cloned().ok_or(ServiceError::Invalid {
+            field: "idempotency_key",
+            reason: "used for another kind of request".into(),
+        })?;
         Ok((account, outcome.replayed))
     }
 
@@ -340,7 +433,10 @@ impl Node {
         let account = self.inner.store.account(id).await?;
         match account {
             Some(a) if by.is_admin() || a.owner == by.owner => Ok(a),
-            _ => Err(ServiceError::NotFound { what: "account", id: id.to_string() }),
+            _ => Err(ServiceError::NotFound {
+                what: "account",
+                id: id.to_string(),
+            }),
         }
     }
 
@@ -348,23 +444,42 @@ impl Node {
     pub async fn accounts(&self, by: &Principal, owner: Option<&str>) -> Result<Vec<Account>> {
         let owner = match owner {
             Some(o) if by.is_admin() || o == by.owner => o.to_string(),
-            Some(_) => return Err(ServiceError::Forbidden("you can list only your own accounts")),
+            Some(_) => {
+                return Err(ServiceError::Forbidden(
+                    "you can list only your own accounts",
+                ));
+            }
             None => by.owner.clone(),
         };
         Ok(self.inner.store.accounts_of(&owner).await?)
     }
 
     /// Recent transfers of an account the caller may see, newest first.
-    pub async fn account_transfers(&self, by: &Principal, id: Id, limit: i64) -> Result<Vec<Transfer>> {
+    pub async fn account_transfers(
+        &self,
+        by: &Principal,
+        id: Id,
+        limit: i64,
+    ) -> Result<Vec<Transfer>> {
         self.account(by, id).await?;
-        Ok(self.inner.store.transfers_of(id, limit.clamp(1, 1000)).await?)
+        Ok(self
+            .inner
+            .store
+            .transfers_of(id, limit.clamp(1, 1000))
+            .await?)
     }
 
     /// One transfer, if the caller owns one of its accounts.
     pub async fn transfer(&self, by: &Principal, id: Id) -> Result<Transfer> {
-        let not_found = || ServiceError::NotFound { what: "transfer", id: id.to_string() };
+        let not_found = || ServiceError::NotFound {
+            what: "transfer",
+            id: id.to_string(),
+        };
         let t = self.inner.store.transfer(id).await?.ok_or_else(not_found)?;
-        if by.is_admin() || self.owns(by, t.debit_account).await? || self.owns(by, t.credit_account).await? {
+        if by.is_admin()
+            || self.owns(by, t.debit_account).await?
+            || self.owns(by, t.credit_account).await?
+        {
             Ok(t)
         } else {
             Err(not_found())
@@ -372,7 +487,12 @@ impl Node {
     }
 
     async fn owns(&self, by: &Principal, account: Id) -> Result<bool> {
-        Ok(self.inner.store.account(account).await?.is_some_and(|a| a.owner == by.owner))
+        Ok(self
+            .inner
+            .store
+            .account(account)
+            .await?
+            .is_some_and(|a| a.owner == by.owner))
     }
 
     async fn require_owner(&self, by: &Principal, account: Id, why: &'static str) -> Result<()> {
@@ -386,8 +506,18 @@ impl Node {
     /// Moves money at once, or holds it when `timeout_s` is set. The caller must own the
     /// debited account (the operator may move any). Returns the transfer and whether this was
     /// a replay of an earlier request with the same key.
-    pub async fn transfer_money(&self, by: &Principal, idempotency_key: &str, order: TransferOrder) -> Result<(Transfer, bool)> {
-        self.require_owner(by, order.debit_account, "you can only move money out of your own accounts").await?;
+    pub async fn transfer_money(
+        &self,
+        by: &Principal,
+        idempotency_key: &str,
+        order: TransferOrder,
+    ) -> Result<(Transfer, bool)> {
+        self.require_owner(
+            by,
+            order.debit_account,
+            "you can only move money out of your own accounts",
+        )
+        .await?;
         let messages = self.notification(&order, idempotency_key, by)?;
         let command = Command::Transfer {
             debit_account: order.debit_account,
@@ -398,19 +528,46 @@ impl Node {
             memo: order.memo.unwrap_or_default(),
         };
         let key = namespaced(by, idempotency_key)?;
-        let outcome = self.inner.store.execute_with(Request { idempotency_key: key, command }, messages).await?;
+        let outcome = self
+            .inner
+            .store
+            .execute_with(
+                Request {
+                    idempotency_key: key,
+                    command,
+                },
+                messages,
+            )
+            .await?;
         first_transfer(outcome)
     }
 
-    fn notification(&self, order: &TransferOrder, idempotency_key: &str, by: &Principal) -> Result<Vec<NewMessage>> {
-        let Some(n) = &order.notify else { return Ok(Vec::new()) };
+    fn notification(
+        &self,
+        order: &TransferOrder,
+        idempotency_key: &str,
+        by: &Principal,
+    ) -> Result<Vec<NewMessage>> {
+        let Some(n) = &order.notify else {
+            return Ok(Vec::new());
+        };
         if !matches!(n.channel.as_str(), "email" | "sms" | "webhook" | "dev") {
-            return Err(ServiceError::Invalid { field: "notify.channel", reason: "email, sms, webhook or dev".into() });
+            return Err(ServiceError::Invalid {
+                field: "notify.channel",
+                reason: "email, sms, webhook or dev".into(),
+            });
         }
         if n.address.is_empty() || n.address.len() > 256 {
-            return Err(ServiceError::Invalid { field: "notify.address", reason: "1 to 256 bytes".into() });
+            return Err(ServiceError::Invalid {
+                field: "notify.address",
+                reason: "1 to 256 bytes".into(),
+            });
         }
-        let what = if order.timeout_s.is_some() { "Hold" } else { "Transfer" };
+        let what = if order.timeout_s.is_some() {
+            "Hold"
+        } else {
+            "Transfer"
+        };
         Ok(vec![NewMessage {
             dedup_key: format!("notify:{}:{}", by.owner, idempotency_key),
             kind: n.channel.clone(),
@@ -421,7 +578,11 @@ impl Node {
                 order.amount,
                 order.debit_account,
                 order.credit_account,
-                order.memo.as_ref().map(|m| format!("\nMemo: {m}")).unwrap_or_default()
+                order
+                    .memo
+                    .as_ref()
+                    .map(|m| format!("\nMemo: {m}"))
+                    .unwrap_or_default()
             ),
             data: serde_json::json!({
                 "amount_minor": order.amount.minor,
@@ -433,30 +594,92 @@ impl Node {
     }
 
     /// Posts a pending transfer (all of it by default). The credited account's owner captures.
-    pub async fn post(&self, by: &Principal, idempotency_key: &str, pending_id: Id, amount_minor: Option<i64>) -> Result<(Transfer, bool)> {
+    pub async fn post(
+        &self,
+        by: &Principal,
+        idempotency_key: &str,
+        pending_id: Id,
+        amount_minor: Option<i64>,
+    ) -> Result<(Transfer, bool)> {
         let pending = self.transfer(by, pending_id).await?;
-        self.require_owner(by, pending.credit_account, "only the beneficiary of a hold can post it").await?;
+        self.require_owner(
+            by,
+            pending.credit_account,
+            "only the beneficiary of a hold can post it",
+        )
+        .await?;
         let key = namespaced(by, idempotency_key)?;
-        let outcome = self.inner.store.execute(Request { idempotency_key: key, command: Command::Post { pending_id, amount_minor } }).await?;
+        let outcome = self
+            .inner
+            .store
+            .execute(Request {
+                idempotency_key: key,
+                command: Command::Post {
+                    pending_id,
+                    amount_minor,
+                },
+            })
+            .await?;
         first_transfer(outcome)
     }
 
     /// Voids a pending transfer. The credited account's owner releases.
-    pub async fn void(&self, by: &Principal, idempotency_key: &str, pending_id: Id) -> Result<(Transfer, bool)> {
+    pub async fn void(
+        &self,
+        by: &Principal,
+        idempotency_key: &str,
+        pending_id: Id,
+    ) -> Result<(Transfer, bool)> {
         let pending = self.transfer(by, pending_id).await?;
-        self.require_owner(by, pending.credit_account, "only the beneficiary of a hold can void it").await?;
+        self.require_owner(
+            by,
+            pending.credit_account,
+            "only the beneficiary of a hold can void it",
+        )
+        .await?;
         let key = namespaced(by, idempotency_key)?;
-        let outcome = self.inner.store.execute(Request { idempotency_key: key, command: Command::Void { pending_id } }).await?;
+        let outcome = self
+            .inner
+            .store
+            .execute(Request {
+                idempotency_key: key,
+                command: Command::Void { pending_id },
+            })
+            .await?;
         first_transfer(outcome)
     }
 
     /// Exchanges between two currencies through the operator's liquidity accounts.
-    pub async fn exchange(&self, by: &Principal, idempotency_key: &str, order: ExchangeOrder) -> Result<(Vec<Transfer>, bool)> {
-        self.require_owner(by, order.debit_account, "you can only exchange out of your own accounts").await?;
-        let from = self.inner.store.account(order.debit_account).await?
-            .ok_or(ServiceError::NotFound { what: "account", id: order.debit_account.to_string() })?;
-        let to = self.inner.store.account(order.credit_account).await?
-            .ok_or(ServiceError::NotFound { what: "account", id: order.credit_account.to_string() })?;
+    pub async fn exchange(
+        &self,
+        by: &Principal,
+        idempotency_key: &str,
+        order: ExchangeOrder,
+    ) -> Result<(Vec<Transfer>, bool)> {
+        self.require_owner(
+            by,
+            order.debit_account,
+            "you can only exchange out of your own accounts",
+        )
+        .await?;
+        let from =
+            self.inner
+                .store
+                .account(order.debit_account)
+                .await?
+                .ok_or(ServiceError::NotFound {
+                    what: "account",
+                    id: order.debit_account.to_string(),
+                })?;
+        let to = self
+            .inner
+            .store
+            .account(order.credit_account)
+            .await?
+            .ok_or(ServiceError::NotFound {
+                what: "account",
+                id: order.credit_account.to_string(),
+            })?;
         let rate = Rate::parse(&order.rate, from.currency, to.currency)?;
         let liquidity_from = self.liquidity(from.currency).await?;
         let liquidity_to = self.liquidity(to.currency).await?;
@@ -470,12 +693,20 @@ impl Node {
             memo: order.memo.unwrap_or_default(),
         };
         let key = namespaced(by, idempotency_key)?;
-        let outcome = self.inner.store.execute(Request { idempotency_key: key, command }).await?;
+        let outcome = self
+            .inner
+            .store
+            .execute(Request {
+                idempotency_key: key,
+                command,
+            })
+            .await?;
         match outcome.event {
             tally_ledger::Event::Transfers { transfers } => Ok((transfers, outcome.replayed)),
-            tally_ledger::Event::AccountOpened { .. } => {
-                Err(ServiceError::Invalid { field: "idempotency_key", reason: "used for another kind of request".into() })
-            }
+            tally_ledger::Event::AccountOpened { .. } => Err(ServiceError::Invalid {
+                field: "idempotency_key",
+                reason: "used for another kind of request".into(),
+            }),
         }
     }
 
@@ -491,9 +722,15 @@ impl Node {
     /// The development inbox of `address` (only with `--dev`).
     pub async fn dev_inbox(&self, address: &str, limit: i64) -> Result<Vec<StoredMessage>> {
         if !self.inner.dev {
-            return Err(ServiceError::Disabled("the dev inbox needs `tally serve --dev`"));
+            return Err(ServiceError::Disabled(
+                "the dev inbox needs `tally serve --dev`",
+            ));
         }
-        Ok(self.inner.store.dev_inbox(address, limit.clamp(1, 500)).await?)
+        Ok(self
+            .inner
+            .store
+            .dev_inbox(address, limit.clamp(1, 500))
+            .await?)
     }
 
     /// Runs the full ledger audit (admins only).
@@ -509,16 +746,30 @@ fn first_transfer(outcome: Outcome) -> Result<(Transfer, bool)> {
         .transfer()
         .cloned()
         .map(|t| (t, replayed))
-        .ok_or(ServiceError::Invalid { field: "idempotency_key", reason: "used for another kind of request".into() })
+        .ok_or(ServiceError::Invalid {
+            field: "idempotency_key",
+            reason: "used for another kind of request".into(),
+        })
 }
 
 fn require_admin(by: &Principal) -> Result<()> {
-    if by.is_admin() { Ok(()) } else { Err(ServiceError::Forbidden("operator only")) }
+    if by.is_admin() {
+        Ok(())
+    } else {
+        Err(ServiceError::Forbidden("operator only"))
+    }
 }
 
 fn check_name(field: &'static str, value: &str) -> Result<()> {
     let ok = !value.is_empty() && value.len() <= 200 && !value.chars().any(char::is_control);
-    if ok { Ok(()) } else { Err(ServiceError::Invalid { field, reason: "1 to 200 printable bytes".into() }) }
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::Invalid {
+            field,
+            reason: "1 to 200 printable bytes".into(),
+        })
+    }
 }
 
 /// The ledger-wide key: the caller's owner, then the client's key.
@@ -558,12 +809,16 @@ fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
         .mode(0o600)
         .open(path)
         .map_err(|e| ServiceError::Setup(format!("cannot create {}: {e}", path.display())))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| ServiceError::Setup(format!("{}: {e}", path.display())))
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| ServiceError::Setup(format!("{}: {e}", path.display())))
 }
 
 fn load_or_create_key(path: &Path) -> Result<SigningKey> {
     if path.exists() {
-        let pem = Secret::new(std::fs::read_to_string(path).map_err(|e| setup(format!("{}: {e}", path.display())))?);
+        let pem = Secret::new(
+            std::fs::read_to_string(path).map_err(|e| setup(format!("{}: {e}", path.display())))?,
+        );
         return SigningKey::from_pkcs8_pem(pem.expose()).map_err(setup);
     }
     let key = SigningKey::generate();

@@ -62,12 +62,19 @@ pub fn start(node: Node, channels: ChannelSet, tick: Duration) -> Workers {
             tokio::time::sleep(tick).await;
         }
     });
-    Workers { tasks: vec![outbox, sweeper], outbox_wakeup }
+    Workers {
+        tasks: vec![outbox, sweeper],
+        outbox_wakeup,
+    }
 }
 
 /// One delivery pass: lease due messages, deliver each, record the result. Returns how many
 /// were delivered.
-pub async fn deliver_due(node: &Node, channels: &ChannelSet, now: Timestamp) -> Result<usize, tally_store::StoreError> {
+pub async fn deliver_due(
+    node: &Node,
+    channels: &ChannelSet,
+    now: Timestamp,
+) -> Result<usize, tally_store::StoreError> {
     let store = node.store();
     let due = store.claim_due(now, BATCH, LEASE_S).await?;
     let mut delivered = 0;
@@ -75,11 +82,14 @@ pub async fn deliver_due(node: &Node, channels: &ChannelSet, now: Timestamp) -> 
         match deliver_one(channels, &m).await {
             Ok(()) => {
                 store.mark_sent(m.id, Timestamp::now()).await?;
-                metrics::counter!("tally_outbox_delivered_total", "kind" => m.message.kind.clone()).increment(1);
+                metrics::counter!("tally_outbox_delivered_total", "kind" => m.message.kind.clone())
+                    .increment(1);
                 delivered += 1;
             }
             Err(e) => {
-                let state = store.mark_attempt_failed(m.id, Timestamp::now(), e.reason(), e.is_permanent()).await?;
+                let state = store
+                    .mark_attempt_failed(m.id, Timestamp::now(), e.reason(), e.is_permanent())
+                    .await?;
                 metrics::counter!("tally_outbox_failed_attempts_total", "kind" => m.message.kind.clone()).increment(1);
                 // Log the message id only: addresses and bodies may be personal data.
                 tracing::warn!(message = %m.id, kind = %m.message.kind, state, error = e.reason(), "delivery failed");
@@ -89,14 +99,21 @@ pub async fn deliver_due(node: &Node, channels: &ChannelSet, now: Timestamp) -> 
     Ok(delivered)
 }
 
-async fn deliver_one(channels: &ChannelSet, m: &StoredMessage) -> Result<(), tally_channels::ChannelError> {
+async fn deliver_one(
+    channels: &ChannelSet,
+    m: &StoredMessage,
+) -> Result<(), tally_channels::ChannelError> {
     let kind = match m.message.kind.as_str() {
         // The row is the dev inbox: marking it sent is the delivery.
         "dev" => return Ok(()),
         "email" => ChannelKind::Email,
         "sms" => ChannelKind::Sms,
         "webhook" => ChannelKind::Webhook,
-        other => return Err(tally_channels::ChannelError::Permanent(format!("unknown channel kind {other}"))),
+        other => {
+            return Err(tally_channels::ChannelError::Permanent(format!(
+                "unknown channel kind {other}"
+            )));
+        }
     };
     let message = Message {
         id: m.message.dedup_key.clone(),

@@ -33,118 +33,148 @@ impl StoreAudit {
 }
 
 fn hash32(v: Vec<u8>, what: &str) -> Result<[u8; 32], StoreError> {
-    v.try_into().map_err(|_| StoreError::Corrupt(format!("{what} is not 32 bytes")))
+    v.try_into()
+        .map_err(|_| StoreError::Corrupt(format!("{what} is not 32 bytes")))
 }
 
 impl Store {
     /// All checkpoints, in order.
     pub async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
-        let rows = sqlx::query("SELECT seq, hash, at, signer, signature FROM checkpoints ORDER BY seq")
-            .fetch_all(self.pool())
-            .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(Checkpoint {
-                    seq: r.try_get("seq")?,
-                    hash: hash32(r.try_get("hash")?, "checkpoint hash")?,
-                    at: Timestamp(r.try_get("at")?),
-                    signer: hash32(r.try_get("signer")?, "checkpoint signer")?,
-                    signature: r.try_get("signature")?,
-                })
-            })
-            .collect()
+        let mut conn = self.pool().acquire().await?;
+        checkpoints(&mut conn).await
     }
 
-    /// Runs the full audit. `progress` is told the journal seq reached, now and then.
+    /// Runs the full audit on one consistent snapshot (a read-only transaction), so a node
+    /// that keeps writing meanwhile cannot make it see half a batch. `progress` is told the
+    /// journal seq reached, now and then.
     pub async fn audit(
         &self,
         verify: SignatureCheck<'_>,
         progress: &(dyn Fn(i64) + Sync),
     ) -> Result<StoreAudit, StoreError> {
-        let checkpoints = self.checkpoints().await?;
-        let mut out = StoreAudit::default();
-        let mut problems = Vec::new();
-        for c in &checkpoints {
-            let message = tally_ledger::journal::checkpoint_message(c.seq, &c.hash);
-            if verify(&c.signer, &message, &c.signature) {
-                out.signatures_verified += 1;
-            } else {
-                problems.push(format!("checkpoint {}: signature does not verify", c.seq));
-            }
-            let signer = hex::encode(c.signer);
-            if !out.signers.contains(&signer) {
-                out.signers.push(signer);
-            }
-        }
-        let mut auditor = Auditor::new(checkpoints.iter().map(|c| (c.seq, c.hash)));
-        {
-            let mut stream = sqlx::query("SELECT seq, at, kind, prev_hash, hash, body FROM journal ORDER BY seq")
-                .fetch(self.pool());
-            while let Some(r) = stream.try_next().await? {
-                let e = JournalEntry {
-                    seq: r.try_get("seq")?,
-                    at: Timestamp(r.try_get("at")?),
-                    kind: r.try_get("kind")?,
-                    prev_hash: hash32(r.try_get("prev_hash")?, "prev_hash")?,
-                    hash: hash32(r.try_get("hash")?, "hash")?,
-                    body: r.try_get("body")?,
-                };
-                auditor.feed(&e);
-                if e.seq % 10_000 == 0 {
-                    progress(e.seq);
-                }
-            }
-        }
-        let (last_seq, last_hash) = auditor.head();
-        progress(last_seq);
-        let head = sqlx::query("SELECT seq, hash FROM journal_head WHERE id = 1").fetch_one(self.pool()).await?;
-        let head_seq: i64 = head.try_get("seq")?;
-        let head_hash = hash32(head.try_get("hash")?, "head hash")?;
-        if head_seq != last_seq || (last_seq > 0 && head_hash != last_hash) {
-            problems.push(format!("journal head says {head_seq}, the chain ends at {last_seq}"));
-        }
-        // Transfers: the table holds exactly the replayed rows, pending states agree.
-        let mut stored_transfers = 0_u64;
-        {
-            let mut stream = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {} FROM transfers",
-                rows::TRANSFER_COLUMNS
-            )))
-            .fetch(self.pool());
-            while let Some(r) = stream.try_next().await? {
-                let t = rows::transfer(&r)?;
-                stored_transfers += 1;
-                if t.kind == tally_ledger::TransferKind::Pending {
-                    let replayed = auditor.pending_state(&t.id);
-                    if replayed != Some(t.state) {
-                        problems.push(format!(
-                            "pending transfer {} is {} in the table but {:?} in the journal",
-                            t.id, t.state, replayed
-                        ));
-                    }
-                } else if t.state == TransferState::Pending {
-                    problems.push(format!("non-pending transfer {} is marked pending", t.id));
-                }
-            }
-        }
-        let mut accounts = Vec::new();
-        {
-            let mut stream =
-                sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {} FROM accounts", rows::ACCOUNT_COLUMNS)))
-                    .fetch(self.pool());
-            while let Some(r) = stream.try_next().await? {
-                accounts.push(rows::account(&r)?);
-            }
-        }
-        let mut report = auditor.finish(accounts);
-        if stored_transfers != report.transfers {
-            problems.push(format!(
-                "{stored_transfers} transfer rows stored, {} in the journal",
-                report.transfers
-            ));
-        }
-        report.problems.extend(problems);
-        out.ledger = report;
-        Ok(out)
+        let begin = match self.dialect() {
+            crate::Dialect::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            crate::Dialect::Sqlite => "BEGIN",
+        };
+        let mut tx = self.pool().begin_with(begin).await?;
+        let report = audit_in(&mut tx, verify, progress).await;
+        tx.rollback().await?;
+        report
     }
+}
+
+async fn checkpoints(conn: &mut sqlx::AnyConnection) -> Result<Vec<Checkpoint>, StoreError> {
+    let rows = sqlx::query("SELECT seq, hash, at, signer, signature FROM checkpoints ORDER BY seq")
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(Checkpoint {
+                seq: r.try_get("seq")?,
+                hash: hash32(r.try_get("hash")?, "checkpoint hash")?,
+                at: Timestamp(r.try_get("at")?),
+                signer: hash32(r.try_get("signer")?, "checkpoint signer")?,
+                signature: r.try_get("signature")?,
+            })
+        })
+        .collect()
+}
+
+async fn audit_in(
+    conn: &mut sqlx::AnyConnection,
+    verify: SignatureCheck<'_>,
+    progress: &(dyn Fn(i64) + Sync),
+) -> Result<StoreAudit, StoreError> {
+    let checkpoints = checkpoints(&mut *conn).await?;
+    let mut out = StoreAudit::default();
+    let mut problems = Vec::new();
+    for c in &checkpoints {
+        let message = tally_ledger::journal::checkpoint_message(c.seq, &c.hash);
+        if verify(&c.signer, &message, &c.signature) {
+            out.signatures_verified += 1;
+        } else {
+            problems.push(format!("checkpoint {}: signature does not verify", c.seq));
+        }
+        let signer = hex::encode(c.signer);
+        if !out.signers.contains(&signer) {
+            out.signers.push(signer);
+        }
+    }
+    let mut auditor = Auditor::new(checkpoints.iter().map(|c| (c.seq, c.hash)));
+    {
+        let mut stream =
+            sqlx::query("SELECT seq, at, kind, prev_hash, hash, body FROM journal ORDER BY seq")
+                .fetch(&mut *conn);
+        while let Some(r) = stream.try_next().await? {
+            let e = JournalEntry {
+                seq: r.try_get("seq")?,
+                at: Timestamp(r.try_get("at")?),
+                kind: r.try_get("kind")?,
+                prev_hash: hash32(r.try_get("prev_hash")?, "prev_hash")?,
+                hash: hash32(r.try_get("hash")?, "hash")?,
+                body: r.try_get("body")?,
+            };
+            auditor.feed(&e);
+            if e.seq % 10_000 == 0 {
+                progress(e.seq);
+            }
+        }
+    }
+    let (last_seq, last_hash) = auditor.head();
+    progress(last_seq);
+    let head = sqlx::query("SELECT seq, hash FROM journal_head WHERE id = 1")
+        .fetch_one(&mut *conn)
+        .await?;
+    let head_seq: i64 = head.try_get("seq")?;
+    let head_hash = hash32(head.try_get("hash")?, "head hash")?;
+    if head_seq != last_seq || (last_seq > 0 && head_hash != last_hash) {
+        problems.push(format!(
+            "journal head says {head_seq}, the chain ends at {last_seq}"
+        ));
+    }
+    // Transfers: the table holds exactly the replayed rows, pending states agree.
+    let mut stored_transfers = 0_u64;
+    {
+        let mut stream = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM transfers",
+            rows::TRANSFER_COLUMNS
+        )))
+        .fetch(&mut *conn);
+        while let Some(r) = stream.try_next().await? {
+            let t = rows::transfer(&r)?;
+            stored_transfers += 1;
+            if t.kind == tally_ledger::TransferKind::Pending {
+                let replayed = auditor.pending_state(&t.id);
+                if replayed != Some(t.state) {
+                    problems.push(format!(
+                        "pending transfer {} is {} in the table but {:?} in the journal",
+                        t.id, t.state, replayed
+                    ));
+                }
+            } else if t.state == TransferState::Pending {
+                problems.push(format!("non-pending transfer {} is marked pending", t.id));
+            }
+        }
+    }
+    let mut accounts = Vec::new();
+    {
+        let mut stream = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM accounts",
+            rows::ACCOUNT_COLUMNS
+        )))
+        .fetch(&mut *conn);
+        while let Some(r) = stream.try_next().await? {
+            accounts.push(rows::account(&r)?);
+        }
+    }
+    let mut report = auditor.finish(accounts);
+    if stored_transfers != report.transfers {
+        problems.push(format!(
+            "{stored_transfers} transfer rows stored, {} in the journal",
+            report.transfers
+        ));
+    }
+    report.problems.extend(problems);
+    out.ledger = report;
+    Ok(out)
 }

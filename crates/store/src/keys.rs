@@ -37,7 +37,11 @@ fn record(r: &sqlx::any::AnyRow) -> Result<ApiKeyRecord, StoreError> {
 
 impl Store {
     /// Stores a key by its hash.
-    pub async fn insert_api_key(&self, key_hash: &[u8; 32], rec: &ApiKeyRecord) -> Result<(), StoreError> {
+    pub async fn insert_api_key(
+        &self,
+        key_hash: &[u8; 32],
+        rec: &ApiKeyRecord,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO api_keys (id, key_hash, role, owner, label, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -53,7 +57,10 @@ impl Store {
     }
 
     /// The live (not revoked) key with this hash.
-    pub async fn api_key_by_hash(&self, key_hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError> {
+    pub async fn api_key_by_hash(
+        &self,
+        key_hash: &[u8; 32],
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT id, role, owner, label, created_at, revoked_at FROM api_keys \
              WHERE key_hash = $1 AND revoked_at IS NULL",
@@ -76,11 +83,12 @@ impl Store {
 
     /// Revokes a key; returns false when no live key has this id.
     pub async fn revoke_api_key(&self, id: Id, now: Timestamp) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(now.as_micros())
-            .bind(id.as_bytes().to_vec())
-            .execute(self.pool())
-            .await?;
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now.as_micros())
+                .bind(id.as_bytes().to_vec())
+                .execute(self.pool())
+                .await?;
         Ok(done.rows_affected() == 1)
     }
 }

@@ -72,7 +72,8 @@ pub struct Store {
 }
 
 /// The migrations, per dialect, in order.
-const MIGRATIONS_SQLITE: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_ledger.sql"))];
+const MIGRATIONS_SQLITE: &[(i64, &str)] =
+    &[(1, include_str!("../migrations/sqlite/0001_ledger.sql"))];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] =
     &[(1, include_str!("../migrations/postgres/0001_ledger.sql"))];
 
@@ -124,7 +125,11 @@ impl Store {
         };
         migrate(&pool, dialect).await?;
         let writer = writer::spawn(pool.clone(), dialect, options);
-        Ok(Store { pool, dialect, writer })
+        Ok(Store {
+            pool,
+            dialect,
+            writer,
+        })
     }
 
     /// The dialect in use.
@@ -166,7 +171,8 @@ impl Store {
         let mut expired = 0;
         let mut jobs = Vec::with_capacity(due.len());
         for (id,) in due {
-            let id = Id::from_slice(&id).ok_or_else(|| StoreError::Corrupt("transfer id".into()))?;
+            let id =
+                Id::from_slice(&id).ok_or_else(|| StoreError::Corrupt("transfer id".into()))?;
             let request = tally_ledger::Request {
                 idempotency_key: format!("expire:{id}"),
                 command: tally_ledger::Command::Expire { pending_id: id },
@@ -195,7 +201,10 @@ impl Store {
 
     /// Accounts of one owner, oldest first.
     pub async fn accounts_of(&self, owner: &str) -> Result<Vec<Account>, StoreError> {
-        let rows = sqlx::query(rows::ACCOUNT_SELECT_BY_OWNER).bind(owner.to_string()).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(rows::ACCOUNT_SELECT_BY_OWNER)
+            .bind(owner.to_string())
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(rows::account).collect()
     }
 
@@ -227,7 +236,11 @@ impl Store {
         )
         .fetch_one(&self.pool)
         .await?;
-        Ok(Counts { accounts, transfers, journal_seq: seq })
+        Ok(Counts {
+            accounts,
+            transfers,
+            journal_seq: seq,
+        })
     }
 
     /// Stops the writer after the batch in flight and closes the pool.
@@ -264,14 +277,16 @@ async fn migrate(pool: &AnyPool, dialect: Dialect) -> Result<(), StoreError> {
             Dialect::Postgres => {
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 // Two processes starting at once must not both apply a migration.
-                tx.execute("LOCK TABLE tally_migrations IN EXCLUSIVE MODE").await?;
+                tx.execute("LOCK TABLE tally_migrations IN EXCLUSIVE MODE")
+                    .await?;
                 tx
             }
         };
-        let done: Option<(i64,)> = sqlx::query_as("SELECT version FROM tally_migrations WHERE version = $1")
-            .bind(*version)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let done: Option<(i64,)> =
+            sqlx::query_as("SELECT version FROM tally_migrations WHERE version = $1")
+                .bind(*version)
+                .fetch_optional(&mut *tx)
+                .await?;
         if done.is_none() {
             tx.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))).await?;
             sqlx::query("INSERT INTO tally_migrations (version, applied_at) VALUES ($1, $2)")
@@ -287,4 +302,3 @@ async fn migrate(pool: &AnyPool, dialect: Dialect) -> Result<(), StoreError> {
 
 /// Shared handle type for a signer of checkpoints.
 pub type SharedCheckpointer = Arc<dyn Checkpointer>;
-

@@ -24,8 +24,7 @@ pub const FIELD_LEN_MAX: usize = 1024;
 /// Longest body we store, in bytes.
 pub const BODY_LEN_MAX: usize = 64 * 1024;
 
-pub(crate) const COLUMNS: &str =
-    "id, dedup_key, kind, address, subject, body, data, state, attempts, next_attempt_at, created_at";
+pub(crate) const COLUMNS: &str = "id, dedup_key, kind, address, subject, body, data, state, attempts, next_attempt_at, created_at";
 pub(crate) const WIDTH: usize = 11;
 
 /// A message to enqueue.
@@ -129,8 +128,16 @@ pub async fn enqueue_in(
 ) -> Result<(), StoreError> {
     for m in messages {
         m.validate()?;
-        let sql = rows::multi_insert("outbox", COLUMNS, WIDTH, 1, " ON CONFLICT (dedup_key) DO NOTHING");
-        rows::bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), m.values(now)).execute(&mut **tx).await?;
+        let sql = rows::multi_insert(
+            "outbox",
+            COLUMNS,
+            WIDTH,
+            1,
+            " ON CONFLICT (dedup_key) DO NOTHING",
+        );
+        rows::bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), m.values(now))
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }
@@ -145,7 +152,12 @@ impl Store {
     }
 
     /// Leases up to `limit` due messages for `lease_s` seconds and returns them.
-    pub async fn claim_due(&self, now: Timestamp, limit: i64, lease_s: i64) -> Result<Vec<StoredMessage>, StoreError> {
+    pub async fn claim_due(
+        &self,
+        now: Timestamp,
+        limit: i64,
+        lease_s: i64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
         let lock = match self.dialect() {
             Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
             Dialect::Sqlite => "",
@@ -167,11 +179,13 @@ impl Store {
 
     /// Records a successful delivery.
     pub async fn mark_sent(&self, id: Id, now: Timestamp) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET state = 'sent', sent_at = $1, attempts = attempts + 1 WHERE id = $2")
-            .bind(now.as_micros())
-            .bind(id.as_bytes().to_vec())
-            .execute(self.pool())
-            .await?;
+        sqlx::query(
+            "UPDATE outbox SET state = 'sent', sent_at = $1, attempts = attempts + 1 WHERE id = $2",
+        )
+        .bind(now.as_micros())
+        .bind(id.as_bytes().to_vec())
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 
@@ -189,7 +203,11 @@ impl Store {
             .fetch_one(self.pool())
             .await?;
         let attempts: i64 = row.try_get::<i64, _>("attempts")? + 1;
-        let state = if permanent || attempts >= ATTEMPTS_MAX { "failed" } else { "pending" };
+        let state = if permanent || attempts >= ATTEMPTS_MAX {
+            "failed"
+        } else {
+            "pending"
+        };
         let backoff_s = 1_i64 << attempts.min(12);
         let error: String = error.chars().take(FIELD_LEN_MAX).collect();
         sqlx::query(
@@ -208,12 +226,19 @@ impl Store {
     /// One message by dedup key.
     pub async fn message(&self, dedup_key: &str) -> Result<Option<StoredMessage>, StoreError> {
         let sql = format!("{SELECT} WHERE dedup_key = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(dedup_key.to_string()).fetch_optional(self.pool()).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(dedup_key.to_string())
+            .fetch_optional(self.pool())
+            .await?;
         row.as_ref().map(message).transpose()
     }
 
     /// The development inbox of `address`: delivered `dev` messages, newest first.
-    pub async fn dev_inbox(&self, address: &str, limit: i64) -> Result<Vec<StoredMessage>, StoreError> {
+    pub async fn dev_inbox(
+        &self,
+        address: &str,
+        limit: i64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
         let sql = format!(
             "{SELECT} WHERE kind = 'dev' AND address = $1 AND state = 'sent' ORDER BY created_at DESC, id DESC LIMIT $2"
         );

@@ -64,13 +64,18 @@ pub fn transfer(r: &AnyRow) -> Result<Transfer, StoreError> {
     let kind: String = r.try_get("kind")?;
     let state: String = r.try_get("state")?;
     let opt_id = |name: &str| -> Result<Option<Id>, StoreError> {
-        r.try_get::<Option<Vec<u8>>, _>(name)?.map(|b| id(&b)).transpose()
+        r.try_get::<Option<Vec<u8>>, _>(name)?
+            .map(|b| id(&b))
+            .transpose()
     };
     let rate = match (
         r.try_get::<Option<i64>, _>("rate_numerator")?,
         r.try_get::<Option<i64>, _>("rate_denominator")?,
     ) {
-        (Some(numerator), Some(denominator)) => Some(Rate { numerator, denominator }),
+        (Some(numerator), Some(denominator)) => Some(Rate {
+            numerator,
+            denominator,
+        }),
         _ => None,
     };
     let t = Transfer {
@@ -163,7 +168,10 @@ pub fn multi_insert(table: &str, columns: &str, width: usize, rows: usize, tail:
 
 /// `$1,$2,…,$n` for an `IN (…)` list.
 pub fn placeholders(n: usize) -> String {
-    (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(",")
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 pub fn account_values(a: &Account) -> Vec<Value> {

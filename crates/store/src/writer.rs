@@ -107,11 +107,20 @@ pub struct Handle {
 }
 
 impl Handle {
-    pub(crate) async fn submit(&self, request: Request, messages: Vec<NewMessage>) -> Result<Outcome, StoreError> {
+    pub(crate) async fn submit(
+        &self,
+        request: Request,
+        messages: Vec<NewMessage>,
+    ) -> Result<Outcome, StoreError> {
         let (reply, rx) = oneshot::channel();
         let fingerprint = request.command.fingerprint();
         self.tx
-            .send(Job { request, fingerprint, messages, reply })
+            .send(Job {
+                request,
+                fingerprint,
+                messages,
+                reply,
+            })
             .await
             .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
@@ -136,7 +145,10 @@ const PARAMS_PER_STATEMENT_MAX: usize = 16_000;
 pub(crate) fn spawn(pool: AnyPool, dialect: Dialect, options: WriteOptions) -> Handle {
     let (tx, rx) = mpsc::channel(QUEUE_MAX);
     let task = tokio::spawn(run(pool, dialect, options, rx));
-    Handle { tx, stopped: Arc::new(tokio::sync::Mutex::new(Some(task))) }
+    Handle {
+        tx,
+        stopped: Arc::new(tokio::sync::Mutex::new(Some(task))),
+    }
 }
 
 async fn run(pool: AnyPool, dialect: Dialect, options: WriteOptions, mut rx: mpsc::Receiver<Job>) {
@@ -198,7 +210,10 @@ async fn write_batch(
     let start_seq = seq;
 
     // 1. Idempotency: which keys were used before?
-    let keys: Vec<String> = jobs.iter().map(|j| j.request.idempotency_key.clone()).collect();
+    let keys: Vec<String> = jobs
+        .iter()
+        .map(|j| j.request.idempotency_key.clone())
+        .collect();
     let mut known: HashMap<String, ([u8; 32], i64)> = HashMap::new();
     for chunk in keys.chunks(PARAMS_PER_STATEMENT_MAX) {
         let sql = format!(
@@ -211,14 +226,19 @@ async fn write_batch(
         }
         for r in q.fetch_all(&mut *tx).await? {
             let hash: Vec<u8> = r.try_get("request_hash")?;
-            let hash: [u8; 32] = hash.try_into().map_err(|_| StoreError::Corrupt("request hash".into()))?;
+            let hash: [u8; 32] = hash
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("request hash".into()))?;
             known.insert(r.try_get("key")?, (hash, r.try_get("journal_seq")?));
         }
     }
     let mut replay_seqs: HashSet<i64> = known.values().map(|(_, s)| *s).collect();
 
     // 2. Pending transfers the batch resolves, then every account it touches.
-    let pending_ids: Vec<Id> = jobs.iter().filter_map(|j| j.request.command.pending_id()).collect();
+    let pending_ids: Vec<Id> = jobs
+        .iter()
+        .filter_map(|j| j.request.command.pending_id())
+        .collect();
     let mut book = Book::default();
     for chunk in pending_ids.chunks(PARAMS_PER_STATEMENT_MAX) {
         let sql = format!(
@@ -235,8 +255,15 @@ async fn write_batch(
             book.pending.insert(t.id, t);
         }
     }
-    let mut account_ids: Vec<Id> = jobs.iter().flat_map(|j| j.request.command.account_ids()).collect();
-    account_ids.extend(book.pending.values().flat_map(|t| [t.debit_account, t.credit_account]));
+    let mut account_ids: Vec<Id> = jobs
+        .iter()
+        .flat_map(|j| j.request.command.account_ids())
+        .collect();
+    account_ids.extend(
+        book.pending
+            .values()
+            .flat_map(|t| [t.debit_account, t.credit_account]),
+    );
     account_ids.sort();
     account_ids.dedup();
     for chunk in account_ids.chunks(PARAMS_PER_STATEMENT_MAX) {
@@ -297,7 +324,8 @@ async fn write_batch(
                         "transfers"
                     }
                 };
-                let body = serde_json::to_vec(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let body =
+                    serde_json::to_vec(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 let entry = journal::next_entry(seq, prev_hash, now, kind, body);
                 seq = entry.seq;
                 prev_hash = entry.hash;
@@ -310,15 +338,29 @@ async fn write_batch(
                 known.insert(key.clone(), (job.fingerprint, seq));
                 new_keys.push((key.clone(), job.fingerprint, seq));
                 entries.push(entry);
-                results.push(Some(Ok(Outcome { journal_seq: seq, replayed: false, event })));
+                results.push(Some(Ok(Outcome {
+                    journal_seq: seq,
+                    replayed: false,
+                    event,
+                })));
             }
         }
     }
 
     // 4. Write rows. Accounts first (transfers reference them).
-    let new_accounts: Vec<Vec<Value>> =
-        opened.iter().map(|id| rows::account_values(&book.accounts[id])).collect();
-    insert_chunked(&mut tx, "accounts", rows::ACCOUNT_COLUMNS, 11, new_accounts, "").await?;
+    let new_accounts: Vec<Vec<Value>> = opened
+        .iter()
+        .map(|id| rows::account_values(&book.accounts[id]))
+        .collect();
+    insert_chunked(
+        &mut tx,
+        "accounts",
+        rows::ACCOUNT_COLUMNS,
+        11,
+        new_accounts,
+        "",
+    )
+    .await?;
     let changed: Vec<Vec<Value>> = touched
         .iter()
         .filter(|id| !opened.contains(id))
@@ -334,7 +376,10 @@ async fn write_batch(
         })
         .collect();
     update_accounts(&mut tx, dialect, changed).await?;
-    let transfer_rows: Vec<Vec<Value>> = transfers.iter().map(|(t, s)| rows::transfer_values(t, *s)).collect();
+    let transfer_rows: Vec<Vec<Value>> = transfers
+        .iter()
+        .map(|(t, s)| rows::transfer_values(t, *s))
+        .collect();
     insert_chunked(
         &mut tx,
         "transfers",
@@ -352,7 +397,11 @@ async fn write_batch(
             .await
             .and_then(|r| {
                 // Pair assertion: the book saw it pending, so exactly one row must change.
-                if r.rows_affected() == 1 { Ok(()) } else { Err(sqlx::Error::RowNotFound) }
+                if r.rows_affected() == 1 {
+                    Ok(())
+                } else {
+                    Err(sqlx::Error::RowNotFound)
+                }
             })?;
     }
     let journal_rows: Vec<Vec<Value>> = entries
@@ -368,12 +417,35 @@ async fn write_batch(
             ]
         })
         .collect();
-    insert_chunked(&mut tx, "journal", "seq, at, kind, prev_hash, hash, body", 6, journal_rows, "").await?;
+    insert_chunked(
+        &mut tx,
+        "journal",
+        "seq, at, kind, prev_hash, hash, body",
+        6,
+        journal_rows,
+        "",
+    )
+    .await?;
     let key_rows: Vec<Vec<Value>> = new_keys
         .iter()
-        .map(|(k, h, s)| vec![Value::Text(k.clone()), Value::Blob(h.to_vec()), Value::Int(*s), Value::Int(now.as_micros())])
+        .map(|(k, h, s)| {
+            vec![
+                Value::Text(k.clone()),
+                Value::Blob(h.to_vec()),
+                Value::Int(*s),
+                Value::Int(now.as_micros()),
+            ]
+        })
         .collect();
-    insert_chunked(&mut tx, "idempotency", "key, request_hash, journal_seq, created_at", 4, key_rows, "").await?;
+    insert_chunked(
+        &mut tx,
+        "idempotency",
+        "key, request_hash, journal_seq, created_at",
+        4,
+        key_rows,
+        "",
+    )
+    .await?;
     let message_rows: Vec<Vec<Value>> = messages.iter().map(|(m, _)| m.values(now)).collect();
     insert_chunked(
         &mut tx,
@@ -413,15 +485,18 @@ async fn write_batch(
     let mut originals: HashMap<i64, Event> = HashMap::new();
     let wanted: Vec<i64> = replay_seqs.into_iter().collect();
     for chunk in wanted.chunks(PARAMS_PER_STATEMENT_MAX) {
-        let sql = format!("SELECT seq, body FROM journal WHERE seq IN ({})", placeholders(chunk.len()));
+        let sql = format!(
+            "SELECT seq, body FROM journal WHERE seq IN ({})",
+            placeholders(chunk.len())
+        );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for s in chunk {
             q = q.bind(*s);
         }
         for r in q.fetch_all(&mut *tx).await? {
             let body: Vec<u8> = r.try_get("body")?;
-            let event: Event =
-                serde_json::from_slice(&body).map_err(|e| StoreError::Corrupt(format!("journal body: {e}")))?;
+            let event: Event = serde_json::from_slice(&body)
+                .map_err(|e| StoreError::Corrupt(format!("journal body: {e}")))?;
             originals.insert(r.try_get("seq")?, event);
         }
     }
@@ -433,9 +508,10 @@ async fn write_batch(
         match r {
             Some(r) => out.push(r),
             None => {
-                let (_, s) = replay_iter.next().filter(|(j, _)| *j == i).ok_or(StoreError::Corrupt(
-                    "replay bookkeeping out of step".into(),
-                ))?;
+                let (_, s) = replay_iter
+                    .next()
+                    .filter(|(j, _)| *j == i)
+                    .ok_or(StoreError::Corrupt("replay bookkeeping out of step".into()))?;
                 // Within one batch a key may be replayed from an entry written moments ago.
                 let event = match originals.get(&s) {
                     Some(e) => e.clone(),
@@ -445,12 +521,20 @@ async fn write_batch(
                         .and_then(|e| serde_json::from_slice(&e.body).ok())
                         .ok_or_else(|| StoreError::Corrupt(format!("journal entry {s} missing")))?,
                 };
-                out.push(Ok(Outcome { journal_seq: s, replayed: true, event }));
+                out.push(Ok(Outcome {
+                    journal_seq: s,
+                    replayed: true,
+                    event,
+                }));
             }
         }
     }
     debug_assert!(transfers.iter().all(|(t, _)| t.amount_minor > 0));
-    debug_assert!(transfers.iter().all(|(t, _)| t.kind != TransferKind::Pending || t.expires_at.is_some()));
+    debug_assert!(
+        transfers
+            .iter()
+            .all(|(t, _)| t.kind != TransferKind::Pending || t.expires_at.is_some())
+    );
     Ok(out)
 }
 
@@ -470,7 +554,10 @@ async fn insert_chunked(
     while rows.peek().is_some() {
         let chunk: Vec<Vec<Value>> = rows.by_ref().take(per).collect();
         let sql = multi_insert(table, columns, width, chunk.len(), tail);
-        let q = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk.into_iter().flatten().collect());
+        let q = bind_all(
+            sqlx::query(sqlx::AssertSqlSafe(sql)),
+            chunk.into_iter().flatten().collect(),
+        );
         q.execute(&mut **tx).await?;
     }
     Ok(())
@@ -506,7 +593,14 @@ async fn update_accounts(
                     b + 4,
                     b + 5
                 )),
-                Dialect::Sqlite => values.push_str(&format!("(${},${},${},${},${})", b + 1, b + 2, b + 3, b + 4, b + 5)),
+                Dialect::Sqlite => values.push_str(&format!(
+                    "(${},${},${},${},${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5
+                )),
             }
         }
         let sql = format!(
@@ -522,10 +616,16 @@ async fn update_accounts(
                  FROM (VALUES {values}) AS v WHERE accounts.id = v.column1"
             ),
         };
-        let q = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk.into_iter().flatten().collect());
+        let q = bind_all(
+            sqlx::query(sqlx::AssertSqlSafe(sql)),
+            chunk.into_iter().flatten().collect(),
+        );
         let done = q.execute(&mut **tx).await?;
         if done.rows_affected() != n as u64 {
-            return Err(StoreError::Corrupt(format!("updated {} of {n} accounts", done.rows_affected())));
+            return Err(StoreError::Corrupt(format!(
+                "updated {} of {n} accounts",
+                done.rows_affected()
+            )));
         }
     }
     Ok(())

@@ -11,7 +11,9 @@ use proptest::prelude::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use tally_kernel::{Currency, Id, Rate, Timestamp};
-use tally_ledger::{AccountFlags, AccountKind, Command, Event, LedgerError, Request, TransferState};
+use tally_ledger::{
+    AccountFlags, AccountKind, Command, Event, LedgerError, Request, TransferState,
+};
 use tally_store::outbox::NewMessage;
 use tally_store::{Checkpointer, Store, StoreError, WriteOptions};
 
@@ -58,8 +60,12 @@ impl Checkpointer for TestKey {
 }
 
 fn verify(pk: &[u8; 32], message: &[u8], sig: &[u8]) -> bool {
-    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(pk) else { return false };
-    let Ok(sig) = ed25519_dalek::Signature::from_slice(sig) else { return false };
+    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(pk) else {
+        return false;
+    };
+    let Ok(sig) = ed25519_dalek::Signature::from_slice(sig) else {
+        return false;
+    };
     let mut m = tally_ledger::journal::CHECKPOINT_DOMAIN.to_vec();
     m.extend_from_slice(message);
     key.verify(&m, &sig).is_ok()
@@ -68,17 +74,29 @@ fn verify(pk: &[u8; 32], message: &[u8], sig: &[u8]) -> bool {
 fn sqlite_db() -> Db {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("tally.db").display());
-    Db { url, _dir: Some(dir), clock: Arc::new(AtomicI64::new(1_700_000_000_000_000)) }
+    Db {
+        url,
+        _dir: Some(dir),
+        clock: Arc::new(AtomicI64::new(1_700_000_000_000_000)),
+    }
 }
 
 fn postgres_db() -> Option<Db> {
     let url = tally_testkit::shared_test_database_url()?;
-    Some(Db { url, _dir: None, clock: Arc::new(AtomicI64::new(1_700_000_000_000_000)) })
+    Some(Db {
+        url,
+        _dir: None,
+        clock: Arc::new(AtomicI64::new(1_700_000_000_000_000)),
+    })
 }
 
 async fn audit_ok(store: &Store) -> tally_store::audit::StoreAudit {
     let report = store.audit(&verify, &|_| {}).await.expect("audit runs");
-    assert!(report.ok(), "audit found problems: {:#?}", report.ledger.problems);
+    assert!(
+        report.ok(),
+        "audit found problems: {:#?}",
+        report.ledger.problems
+    );
     report
 }
 
@@ -101,8 +119,15 @@ async fn open_account(store: &Store, currency: Currency, bounded: bool, limit: i
             command: Command::OpenAccount {
                 owner: format!("owner-{}", Id::new()),
                 currency,
-                kind: if bounded { AccountKind::Customer } else { AccountKind::Settlement },
-                flags: AccountFlags { debits_must_not_exceed_credits: bounded, ..Default::default() },
+                kind: if bounded {
+                    AccountKind::Customer
+                } else {
+                    AccountKind::Settlement
+                },
+                flags: AccountFlags {
+                    debits_must_not_exceed_credits: bounded,
+                    ..Default::default()
+                },
                 limit_minor: limit,
             },
         })
@@ -122,13 +147,28 @@ fn transfer(d: Id, c: Id, amount: i64, timeout_s: Option<i64>) -> Command {
     }
 }
 
-async fn pay(store: &Store, d: Id, c: Id, amount: i64) -> Result<tally_ledger::Transfer, StoreError> {
-    let out = store.execute(Request { idempotency_key: key(), command: transfer(d, c, amount, None) }).await?;
+async fn pay(
+    store: &Store,
+    d: Id,
+    c: Id,
+    amount: i64,
+) -> Result<tally_ledger::Transfer, StoreError> {
+    let out = store
+        .execute(Request {
+            idempotency_key: key(),
+            command: transfer(d, c, amount, None),
+        })
+        .await?;
     Ok(out.transfer().expect("transfer").clone())
 }
 
 async fn balance(store: &Store, id: Id) -> i64 {
-    store.account(id).await.expect("read").expect("exists").balance_minor()
+    store
+        .account(id)
+        .await
+        .expect("read")
+        .expect("exists")
+        .balance_minor()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -139,9 +179,15 @@ async fn accounts_open_and_read_back(db: Db) {
     let store = db.open().await;
     let id = open_account(&store, eur(), true, 25).await;
     let a = store.account(id).await.expect("read").expect("exists");
-    assert_eq!((a.currency, a.limit_minor, a.balance_minor()), (eur(), 25, 0));
+    assert_eq!(
+        (a.currency, a.limit_minor, a.balance_minor()),
+        (eur(), 25, 0)
+    );
     assert!(a.flags.debits_must_not_exceed_credits);
-    assert_eq!(store.accounts_of(&a.owner).await.expect("by owner"), vec![a]);
+    assert_eq!(
+        store.accounts_of(&a.owner).await.expect("by owner"),
+        vec![a]
+    );
     assert!(store.account(Id::new()).await.expect("read").is_none());
     audit_ok(&store).await;
 }
@@ -154,9 +200,20 @@ async fn transfers_move_money_within_limits(db: Db) {
     pay(&store, world, alice, 1_000).await.expect("fund");
     let t = pay(&store, alice, bob, 600).await.expect("pay");
     assert_eq!(store.transfer(t.id).await.expect("read"), Some(t.clone()));
-    let err = pay(&store, alice, bob, 401).await.expect_err("beyond funds");
-    assert!(matches!(err, StoreError::Ledger(LedgerError::ExceedsCredits { available_minor: 400, .. })));
-    assert_eq!((balance(&store, alice).await, balance(&store, bob).await), (400, 600));
+    let err = pay(&store, alice, bob, 401)
+        .await
+        .expect_err("beyond funds");
+    assert!(matches!(
+        err,
+        StoreError::Ledger(LedgerError::ExceedsCredits {
+            available_minor: 400,
+            ..
+        })
+    ));
+    assert_eq!(
+        (balance(&store, alice).await, balance(&store, bob).await),
+        (400, 600)
+    );
     let history = store.transfers_of(alice, 10).await.expect("history");
     assert_eq!(history.len(), 2);
     assert_eq!(history[0].id, t.id, "newest first");
@@ -176,19 +233,47 @@ async fn bad_input_changes_nothing(db: Db) {
         transfer(world, alice, 0, None),
         transfer(world, world, 5, None),
         transfer(alice, world, 1, None),
-        Command::Post { pending_id: Id::new(), amount_minor: None },
-        Command::Void { pending_id: Id::new() },
+        Command::Post {
+            pending_id: Id::new(),
+            amount_minor: None,
+        },
+        Command::Void {
+            pending_id: Id::new(),
+        },
     ];
     for command in bad {
-        let r = store.execute(Request { idempotency_key: key(), command: command.clone() }).await;
-        assert!(matches!(r, Err(StoreError::Ledger(_))), "{command:?} gave {r:?}");
+        let r = store
+            .execute(Request {
+                idempotency_key: key(),
+                command: command.clone(),
+            })
+            .await;
+        assert!(
+            matches!(r, Err(StoreError::Ledger(_))),
+            "{command:?} gave {r:?}"
+        );
     }
-    let empty_key = store.execute(Request { idempotency_key: String::new(), command: transfer(world, alice, 1, None) });
-    assert!(matches!(empty_key.await, Err(StoreError::Ledger(LedgerError::Invalid { .. }))));
-    pay(&store, world, alice, i64::MAX).await.expect("largest amount once");
-    assert!(matches!(pay(&store, world, alice, 1).await, Err(StoreError::Ledger(LedgerError::Overflow { .. }))));
+    let empty_key = store.execute(Request {
+        idempotency_key: String::new(),
+        command: transfer(world, alice, 1, None),
+    });
+    assert!(matches!(
+        empty_key.await,
+        Err(StoreError::Ledger(LedgerError::Invalid { .. }))
+    ));
+    pay(&store, world, alice, i64::MAX)
+        .await
+        .expect("largest amount once");
+    assert!(matches!(
+        pay(&store, world, alice, 1).await,
+        Err(StoreError::Ledger(LedgerError::Overflow { .. }))
+    ));
     let after = store.counts().await.expect("counts");
-    assert_eq!(after.journal_seq, before.journal_seq + 1, "only the one valid transfer was journaled");
+    assert_eq!(
+        after.journal_seq,
+        before.journal_seq + 1,
+        "only the one valid transfer was journaled"
+    );
     audit_ok(&store).await;
 }
 
@@ -197,12 +282,21 @@ async fn idempotent_replays_return_the_original(db: Db) {
     let world = open_account(&store, eur(), false, 0).await;
     let alice = open_account(&store, eur(), true, 0).await;
     let k = key();
-    let first = store.execute(Request { idempotency_key: k.clone(), command: transfer(world, alice, 70, None) }).await.expect("first");
+    let first = store
+        .execute(Request {
+            idempotency_key: k.clone(),
+            command: transfer(world, alice, 70, None),
+        })
+        .await
+        .expect("first");
     assert!(!first.replayed);
     // Retries, sequential and concurrent, return the same transfer and move nothing.
     let mut retries = Vec::new();
     for _ in 0..20 {
-        retries.push(store.execute(Request { idempotency_key: k.clone(), command: transfer(world, alice, 70, None) }));
+        retries.push(store.execute(Request {
+            idempotency_key: k.clone(),
+            command: transfer(world, alice, 70, None),
+        }));
     }
     for r in futures_join(retries).await {
         let r = r.expect("retry");
@@ -210,15 +304,37 @@ async fn idempotent_replays_return_the_original(db: Db) {
         assert_eq!(r.event, first.event);
         assert_eq!(r.journal_seq, first.journal_seq);
     }
-    let conflict = store.execute(Request { idempotency_key: k.clone(), command: transfer(world, alice, 71, None) }).await;
-    assert!(matches!(conflict, Err(StoreError::Ledger(LedgerError::IdempotencyConflict))));
+    let conflict = store
+        .execute(Request {
+            idempotency_key: k.clone(),
+            command: transfer(world, alice, 71, None),
+        })
+        .await;
+    assert!(matches!(
+        conflict,
+        Err(StoreError::Ledger(LedgerError::IdempotencyConflict))
+    ));
     assert_eq!(balance(&store, alice).await, 70);
     // A refused request does not burn its key: it can succeed later.
     let k2 = key();
-    let r = store.execute(Request { idempotency_key: k2.clone(), command: transfer(alice, world, 100, None) }).await;
-    assert!(matches!(r, Err(StoreError::Ledger(LedgerError::ExceedsCredits { .. }))));
+    let r = store
+        .execute(Request {
+            idempotency_key: k2.clone(),
+            command: transfer(alice, world, 100, None),
+        })
+        .await;
+    assert!(matches!(
+        r,
+        Err(StoreError::Ledger(LedgerError::ExceedsCredits { .. }))
+    ));
     pay(&store, world, alice, 30).await.expect("top up");
-    store.execute(Request { idempotency_key: k2, command: transfer(alice, world, 100, None) }).await.expect("now it fits");
+    store
+        .execute(Request {
+            idempotency_key: k2,
+            command: transfer(alice, world, 100, None),
+        })
+        .await
+        .expect("now it fits");
     assert_eq!(balance(&store, alice).await, 0);
     audit_ok(&store).await;
 }
@@ -238,9 +354,17 @@ async fn concurrent_transfers_never_overdraw(db: Db) {
     pay(&store, world, alice, 1_000).await.expect("fund");
     let mut tasks = Vec::new();
     for i in 0..300 {
-        let s = if i % 2 == 0 { store.clone() } else { other.clone() };
+        let s = if i % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        };
         tasks.push(tokio::spawn(async move {
-            s.execute(Request { idempotency_key: key(), command: transfer(alice, shop, 7, (i % 3 == 0).then_some(60)) }).await
+            s.execute(Request {
+                idempotency_key: key(),
+                command: transfer(alice, shop, 7, (i % 3 == 0).then_some(60)),
+            })
+            .await
         }));
     }
     let mut ok = 0;
@@ -267,26 +391,52 @@ async fn pending_resolves_exactly_once(db: Db) {
     let shop = open_account(&store, eur(), false, 0).await;
     pay(&store, world, alice, 1_000).await.expect("fund");
     for round in 0..10 {
-        let available = store.account(alice).await.expect("r").expect("a").available_minor().expect("bounded");
+        let available = store
+            .account(alice)
+            .await
+            .expect("r")
+            .expect("a")
+            .available_minor()
+            .expect("bounded");
         let hold = store
-            .execute(Request { idempotency_key: key(), command: transfer(alice, shop, 100, Some(60)) })
+            .execute(Request {
+                idempotency_key: key(),
+                command: transfer(alice, shop, 100, Some(60)),
+            })
             .await
             .expect("hold");
         let pid = hold.transfer().expect("t").id;
-        assert_eq!(store.account(alice).await.expect("r").expect("a").available_minor(), Some(available - 100));
+        assert_eq!(
+            store
+                .account(alice)
+                .await
+                .expect("r")
+                .expect("a")
+                .available_minor(),
+            Some(available - 100)
+        );
         if round % 2 == 1 {
             db.advance_s(61);
         }
         let commands = [
-            Command::Post { pending_id: pid, amount_minor: Some(40) },
+            Command::Post {
+                pending_id: pid,
+                amount_minor: Some(40),
+            },
             Command::Void { pending_id: pid },
             Command::Expire { pending_id: pid },
-            Command::Post { pending_id: pid, amount_minor: None },
+            Command::Post {
+                pending_id: pid,
+                amount_minor: None,
+            },
         ];
         let mut futs = Vec::new();
         for (i, c) in commands.iter().enumerate() {
             let s = if i % 2 == 0 { &store } else { &other };
-            futs.push(s.execute(Request { idempotency_key: key(), command: c.clone() }));
+            futs.push(s.execute(Request {
+                idempotency_key: key(),
+                command: c.clone(),
+            }));
         }
         let results = futures_join(futs).await;
         let winners: Vec<_> = results.iter().filter(|r| r.is_ok()).collect();
@@ -294,7 +444,11 @@ async fn pending_resolves_exactly_once(db: Db) {
         let stored = store.transfer(pid).await.expect("read").expect("exists");
         assert_ne!(stored.state, TransferState::Pending);
         if round % 2 == 1 {
-            assert_eq!(stored.state, TransferState::Expired, "after the timeout only expiry may win");
+            assert_eq!(
+                stored.state,
+                TransferState::Expired,
+                "after the timeout only expiry may win"
+            );
         }
         let a = store.account(alice).await.expect("r").expect("a");
         assert_eq!(a.debits_pending, 0);
@@ -309,18 +463,57 @@ async fn sweeper_expires_due_holds_once(db: Db) {
     pay(&store, world, alice, 300).await.expect("fund");
     let mut holds = Vec::new();
     for t in [10, 20, 30] {
-        let h = store.execute(Request { idempotency_key: key(), command: transfer(alice, world, 100, Some(t)) }).await.expect("hold");
+        let h = store
+            .execute(Request {
+                idempotency_key: key(),
+                command: transfer(alice, world, 100, Some(t)),
+            })
+            .await
+            .expect("hold");
         holds.push(h.transfer().expect("t").id);
     }
-    assert_eq!(store.account(alice).await.expect("r").expect("a").available_minor(), Some(0));
+    assert_eq!(
+        store
+            .account(alice)
+            .await
+            .expect("r")
+            .expect("a")
+            .available_minor(),
+        Some(0)
+    );
     db.advance_s(20);
     let expired = store.expire_due(db.now(), 100).await.expect("sweep");
-    assert!(expired >= 2, "both due holds of this test expire (others may share the database)");
-    assert_eq!(store.expire_due(db.now(), 100).await.expect("sweep again"), 0, "expiry happens once");
+    assert!(
+        expired >= 2,
+        "both due holds of this test expire (others may share the database)"
+    );
+    assert_eq!(
+        store.expire_due(db.now(), 100).await.expect("sweep again"),
+        0,
+        "expiry happens once"
+    );
     let states: Vec<_> = futures_join(holds.iter().map(|h| store.transfer(*h)).collect()).await;
-    let states: Vec<_> = states.into_iter().map(|t| t.expect("r").expect("t").state).collect();
-    assert_eq!(states, vec![TransferState::Expired, TransferState::Expired, TransferState::Pending]);
-    assert_eq!(store.account(alice).await.expect("r").expect("a").available_minor(), Some(200));
+    let states: Vec<_> = states
+        .into_iter()
+        .map(|t| t.expect("r").expect("t").state)
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            TransferState::Expired,
+            TransferState::Expired,
+            TransferState::Pending
+        ]
+    );
+    assert_eq!(
+        store
+            .account(alice)
+            .await
+            .expect("r")
+            .expect("a")
+            .available_minor(),
+        Some(200)
+    );
     audit_ok(&store).await;
 }
 
@@ -332,7 +525,9 @@ async fn exchange_goes_through_liquidity(db: Db) {
     let bob = open_account(&store, usd(), true, 0).await;
     let liq_eur = open_account(&store, eur(), false, 0).await;
     let liq_usd = open_account(&store, usd(), true, 0).await;
-    pay(&store, world_eur, alice, 10_000).await.expect("fund alice");
+    pay(&store, world_eur, alice, 10_000)
+        .await
+        .expect("fund alice");
     store
         .execute(Request {
             idempotency_key: key(),
@@ -357,13 +552,32 @@ async fn exchange_goes_through_liquidity(db: Db) {
         rate,
         memo: "fx".into(),
     };
-    let out = store.execute(Request { idempotency_key: key(), command: fx(2_000) }).await.expect("exchange");
-    let Event::Transfers { transfers } = &out.event else { panic!("transfers") };
-    assert_eq!((transfers[0].amount_minor, transfers[1].amount_minor), (2_000, 2_166));
+    let out = store
+        .execute(Request {
+            idempotency_key: key(),
+            command: fx(2_000),
+        })
+        .await
+        .expect("exchange");
+    let Event::Transfers { transfers } = &out.event else {
+        panic!("transfers")
+    };
+    assert_eq!(
+        (transfers[0].amount_minor, transfers[1].amount_minor),
+        (2_000, 2_166)
+    );
     assert_eq!(transfers[1].rate, Some(rate));
     // Not enough USD liquidity: neither leg happens.
-    let r = store.execute(Request { idempotency_key: key(), command: fx(5_000) }).await;
-    assert!(matches!(r, Err(StoreError::Ledger(LedgerError::ExceedsCredits { .. }))));
+    let r = store
+        .execute(Request {
+            idempotency_key: key(),
+            command: fx(5_000),
+        })
+        .await;
+    assert!(matches!(
+        r,
+        Err(StoreError::Ledger(LedgerError::ExceedsCredits { .. }))
+    ));
     assert_eq!(balance(&store, alice).await, 8_000);
     assert_eq!(balance(&store, bob).await, 2_166);
     audit_ok(&store).await;
@@ -383,31 +597,71 @@ async fn outbox_commits_with_the_change(db: Db) {
     };
     let ok_key = key();
     store
-        .execute_with(Request { idempotency_key: key(), command: transfer(world, alice, 5, None) }, vec![msg(&ok_key)])
+        .execute_with(
+            Request {
+                idempotency_key: key(),
+                command: transfer(world, alice, 5, None),
+            },
+            vec![msg(&ok_key)],
+        )
         .await
         .expect("transfer with message");
     let refused_key = key();
     let r = store
-        .execute_with(Request { idempotency_key: key(), command: transfer(alice, world, 50, None) }, vec![msg(&refused_key)])
+        .execute_with(
+            Request {
+                idempotency_key: key(),
+                command: transfer(alice, world, 50, None),
+            },
+            vec![msg(&refused_key)],
+        )
         .await;
     assert!(r.is_err());
-    assert!(store.message(&ok_key).await.expect("read").is_some(), "message committed with the transfer");
-    assert!(store.message(&refused_key).await.expect("read").is_none(), "a refused change sends nothing");
+    assert!(
+        store.message(&ok_key).await.expect("read").is_some(),
+        "message committed with the transfer"
+    );
+    assert!(
+        store.message(&refused_key).await.expect("read").is_none(),
+        "a refused change sends nothing"
+    );
     // Leasing: a claimed message is not handed out again until its lease runs out.
     let now = Timestamp::now();
     let claimed = store.claim_due(now, 1000, 30).await.expect("claim");
-    let mine = claimed.iter().find(|m| m.message.dedup_key == ok_key).expect("due");
+    let mine = claimed
+        .iter()
+        .find(|m| m.message.dedup_key == ok_key)
+        .expect("due");
     let again = store.claim_due(now, 1000, 30).await.expect("claim again");
     assert!(again.iter().all(|m| m.message.dedup_key != ok_key));
-    assert_eq!(store.mark_attempt_failed(mine.id, now, "boom", false).await.expect("retry"), "pending");
+    assert_eq!(
+        store
+            .mark_attempt_failed(mine.id, now, "boom", false)
+            .await
+            .expect("retry"),
+        "pending"
+    );
     store.mark_sent(mine.id, now).await.expect("sent");
-    let inbox = store.dev_inbox(&format!("inbox-{ok_key}"), 10).await.expect("inbox");
+    let inbox = store
+        .dev_inbox(&format!("inbox-{ok_key}"), 10)
+        .await
+        .expect("inbox");
     assert_eq!(inbox.len(), 1);
     assert_eq!(inbox[0].attempts, 2);
     assert_eq!(inbox[0].message.body, "you were paid");
     // The same dedup key is stored once.
-    store.enqueue(&[msg(&ok_key)], now).await.expect("enqueue duplicate");
-    assert_eq!(store.dev_inbox(&format!("inbox-{ok_key}"), 10).await.expect("inbox").len(), 1);
+    store
+        .enqueue(&[msg(&ok_key)], now)
+        .await
+        .expect("enqueue duplicate");
+    assert_eq!(
+        store
+            .dev_inbox(&format!("inbox-{ok_key}"), 10)
+            .await
+            .expect("inbox")
+            .len(),
+        1
+    );
 }
 
 async fn audit_detects_tampering_and_checks_checkpoints(db: Db) {
@@ -418,8 +672,14 @@ async fn audit_detects_tampering_and_checks_checkpoints(db: Db) {
         pay(&store, world, alice, 3).await.expect("pay");
     }
     let report = audit_ok(&store).await;
-    assert!(report.signatures_verified >= 2, "a checkpoint every 8 entries");
-    assert_eq!(report.ledger.checkpoints_matched, report.signatures_verified);
+    assert!(
+        report.signatures_verified >= 2,
+        "a checkpoint every 8 entries"
+    );
+    assert_eq!(
+        report.ledger.checkpoints_matched,
+        report.signatures_verified
+    );
     // Someone edits a balance behind the ledger's back.
     sqlx::query("UPDATE accounts SET credits_posted = credits_posted + 1 WHERE id = $1")
         .bind(alice.as_bytes().to_vec())
@@ -428,7 +688,14 @@ async fn audit_detects_tampering_and_checks_checkpoints(db: Db) {
         .expect("tamper");
     let bad = store.audit(&verify, &|_| {}).await.expect("audit runs");
     assert!(!bad.ok());
-    assert!(bad.ledger.problems.iter().any(|p| p.contains(&alice.to_string())), "{:?}", bad.ledger.problems);
+    assert!(
+        bad.ledger
+            .problems
+            .iter()
+            .any(|p| p.contains(&alice.to_string())),
+        "{:?}",
+        bad.ledger.problems
+    );
     sqlx::query("UPDATE accounts SET credits_posted = credits_posted - 1 WHERE id = $1")
         .bind(alice.as_bytes().to_vec())
         .execute(store.pool())
@@ -436,13 +703,23 @@ async fn audit_detects_tampering_and_checks_checkpoints(db: Db) {
         .expect("untamper");
     audit_ok(&store).await;
     // A forged checkpoint signature is caught.
-    sqlx::query("UPDATE checkpoints SET signature = $1 WHERE seq = (SELECT MAX(seq) FROM checkpoints)")
-        .bind(vec![0_u8; 64])
-        .execute(store.pool())
-        .await
-        .expect("forge");
+    sqlx::query(
+        "UPDATE checkpoints SET signature = $1 WHERE seq = (SELECT MAX(seq) FROM checkpoints)",
+    )
+    .bind(vec![0_u8; 64])
+    .execute(store.pool())
+    .await
+    .expect("forge");
     let forged = store.audit(&verify, &|_| {}).await.expect("audit runs");
-    assert!(forged.ledger.problems.iter().any(|p| p.contains("signature")), "{:?}", forged.ledger.problems);
+    assert!(
+        forged
+            .ledger
+            .problems
+            .iter()
+            .any(|p| p.contains("signature")),
+        "{:?}",
+        forged.ledger.problems
+    );
 }
 
 /// Random workloads over the real store: money is conserved, limits hold, replays are
@@ -466,13 +743,20 @@ async fn random_workload(db: Db, seed: u64) {
             let command = match rng.random_range(0..10) {
                 0..=5 => {
                     let (d, c) = (accts[rng.random_range(0..4)], accts[rng.random_range(0..4)]);
-                    transfer(d, c, rng.random_range(1..500), rng.random_bool(0.3).then_some(30))
+                    transfer(
+                        d,
+                        c,
+                        rng.random_range(1..500),
+                        rng.random_bool(0.3).then_some(30),
+                    )
                 }
                 6 | 7 if !holds.is_empty() => Command::Post {
                     pending_id: holds[rng.random_range(0..holds.len())],
                     amount_minor: rng.random_bool(0.5).then(|| rng.random_range(1..300)),
                 },
-                _ if !holds.is_empty() => Command::Void { pending_id: holds[rng.random_range(0..holds.len())] },
+                _ if !holds.is_empty() => Command::Void {
+                    pending_id: holds[rng.random_range(0..holds.len())],
+                },
                 _ => continue,
             };
             // A third of the requests reuse a key seen before with the same command: replays.
@@ -489,10 +773,20 @@ async fn random_workload(db: Db, seed: u64) {
             .enumerate()
             .map(|(i, (k, c))| {
                 let s = if i % 2 == 0 { &store } else { &other };
-                let c = if let Some(Event::Transfers { .. }) = seen.get(k) { None } else { Some(c.clone()) };
+                let c = if let Some(Event::Transfers { .. }) = seen.get(k) {
+                    None
+                } else {
+                    Some(c.clone())
+                };
                 async move {
                     match c {
-                        Some(c) => Some(s.execute(Request { idempotency_key: k.clone(), command: c }).await),
+                        Some(c) => Some(
+                            s.execute(Request {
+                                idempotency_key: k.clone(),
+                                command: c,
+                            })
+                            .await,
+                        ),
                         None => None,
                     }
                 }
@@ -516,26 +810,47 @@ async fn random_workload(db: Db, seed: u64) {
         // Replays of known keys must come back identical and move nothing.
         let before = store.counts().await.expect("counts");
         for (k, e) in seen.iter().take(5) {
-            let Event::Transfers { transfers } = e else { continue };
+            let Event::Transfers { transfers } = e else {
+                continue;
+            };
             let t = &transfers[0];
             let command = match t.kind {
-                tally_ledger::TransferKind::Single | tally_ledger::TransferKind::Pending => transfer(
-                    t.debit_account,
-                    t.credit_account,
-                    t.amount_minor,
-                    t.expires_at.map(|x| (x.as_micros() - t.created_at.as_micros()) / 1_000_000),
-                ),
+                tally_ledger::TransferKind::Single | tally_ledger::TransferKind::Pending => {
+                    transfer(
+                        t.debit_account,
+                        t.credit_account,
+                        t.amount_minor,
+                        t.expires_at
+                            .map(|x| (x.as_micros() - t.created_at.as_micros()) / 1_000_000),
+                    )
+                }
                 _ => continue,
             };
-            let r = store.execute(Request { idempotency_key: k.clone(), command }).await.expect("replay");
+            let r = store
+                .execute(Request {
+                    idempotency_key: k.clone(),
+                    command,
+                })
+                .await
+                .expect("replay");
             assert!(r.replayed);
             assert_eq!(&r.event, e);
         }
-        assert_eq!(store.counts().await.expect("counts").journal_seq, before.journal_seq);
+        assert_eq!(
+            store.counts().await.expect("counts").journal_seq,
+            before.journal_seq
+        );
         db.advance_s(rng.random_range(0..20));
         store.expire_due(db.now(), 1000).await.expect("sweep");
         for a in &accts {
-            assert!(store.account(*a).await.expect("r").expect("a").within_limits());
+            assert!(
+                store
+                    .account(*a)
+                    .await
+                    .expect("r")
+                    .expect("a")
+                    .within_limits()
+            );
         }
     }
     audit_ok(&store).await;

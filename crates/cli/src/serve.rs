@@ -1,0 +1,176 @@
+//! `tally serve`: open the node, start its workers, serve the HTTP API until SIGINT/SIGTERM.
+//!
+//! TLS: `--tls` serves HTTPS with a certificate issued by the node CA for the listen host
+//! (created on first use as DATA/tls.pem and DATA/tls.key; clients trust DATA/ca.pem), or
+//! with the operator's own `--tls-cert`/`--tls-key`. Plain HTTP otherwise (for loopback, or
+//! behind a TLS-terminating proxy).
+
+use anyhow::{Context, bail};
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tally_service::{Node, NodeConfig};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Data directory: keys, CA, admin key and (by default) the SQLite database.
+    #[arg(long, default_value = "./tally-data", env = "TALLY_DATA")]
+    data: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = crate::DEFAULT_LISTEN, env = "TALLY_LISTEN")]
+    listen: SocketAddr,
+    /// PostgreSQL URL (postgres://…) for scale-out; several nodes may share one database.
+    #[arg(long, env = "TALLY_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Development mode: the dev inbox is readable at /v1/dev/inbox/{address}.
+    #[arg(long)]
+    dev: bool,
+    /// Serve HTTPS with a certificate from the node CA (DATA/tls.pem, made on first use).
+    #[arg(long)]
+    tls: bool,
+    /// Serve HTTPS with this certificate chain (PEM) instead.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Channels configuration (JSON: smtp, webhook, sms sections).
+    #[arg(long)]
+    channels: Option<PathBuf>,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    body_limit: usize,
+    /// Requests per second allowed per API key (or per IP without one).
+    #[arg(long, default_value_t = 1000)]
+    rate_limit: u32,
+    /// Log format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_tracing(&args.log_format);
+    let config = NodeConfig {
+        database_url: args.database_url.clone(),
+        dev: args.dev,
+        ..NodeConfig::new(&args.data)
+    };
+    let (node, admin) = Node::open(&config)
+        .await
+        .with_context(|| format!("opening the node in {}", args.data.display()))?;
+    if admin.is_some() {
+        eprintln!("created the first admin API key: {}", node.files().admin_key().display());
+    }
+    let channels = match &args.channels {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let cfg: tally_channels::ChannelsConfig =
+                serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            cfg.build().map_err(|e| anyhow::anyhow!("channels: {e}"))?
+        }
+        None => tally_channels::ChannelSet::new(),
+    };
+    let workers = tally_service::workers::start(node.clone(), channels, Duration::from_millis(500));
+    let options = tally_http::HttpOptions {
+        body_limit_bytes: args.body_limit,
+        rate_limit_per_second: args.rate_limit,
+        rate_limit_burst: args.rate_limit.saturating_mul(2),
+        ..tally_http::HttpOptions::default()
+    };
+    let app = tally_http::router(node.clone(), options)
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let tls = tls_config(&args, &node).await?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let handle = axum_server::Handle::new();
+    let shutdown = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing requests in flight");
+        shutdown.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    let listener = std::net::TcpListener::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
+    eprintln!(
+        "tally {} listening on {scheme}://{local} (data {}, {}{})",
+        env!("CARGO_PKG_VERSION"),
+        args.data.display(),
+        match &args.database_url {
+            Some(u) => format!("PostgreSQL {}", crate::redact_url(u)),
+            None => "SQLite".to_string(),
+        },
+        if args.dev { ", dev mode" } else { "" }
+    );
+    let served = match tls {
+        Some(cfg) => axum_server::from_tcp_rustls(listener, cfg)?.handle(handle).serve(app).await,
+        None => axum_server::from_tcp(listener)?.handle(handle).serve(app).await,
+    };
+    workers.stop();
+    node.store().close().await;
+    served.context("serving HTTP")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn tls_config(args: &ServeArgs, node: &Node) -> anyhow::Result<Option<axum_server::tls_rustls::RustlsConfig>> {
+    use axum_server::tls_rustls::RustlsConfig;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        return Ok(Some(RustlsConfig::from_pem_file(cert, key).await.context("loading --tls-cert/--tls-key")?));
+    }
+    if !args.tls {
+        return Ok(None);
+    }
+    let cert_path = args.data.join("tls.pem");
+    let key_path = args.data.join("tls.key");
+    if !cert_path.exists() {
+        let ip = args.listen.ip();
+        let now = tally_kernel::Timestamp::now();
+        let ca_end = node.ca().certificate().not_after();
+        let not_after = now.plus_seconds(397 * 86_400).min(ca_end);
+        let id = node
+            .ca()
+            .issue_tls("tally node", &["localhost"], &[ip], now, not_after)
+            .map_err(|e| anyhow::anyhow!("issuing the TLS certificate: {e}"))?;
+        let key_pem = id.key_pem().map_err(|e| anyhow::anyhow!("{e}"))?;
+        write_private(&key_path, key_pem.expose().as_bytes())?;
+        std::fs::write(&cert_path, id.certificate.to_pem())?;
+    }
+    if !cert_path.exists() || !key_path.exists() {
+        bail!("TLS files missing in {}", args.data.display());
+    }
+    Ok(Some(RustlsConfig::from_pem_file(&cert_path, &key_path).await.context("loading the node TLS certificate")?))
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(bytes)?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+fn init_tracing(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TALLY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+}
