@@ -1,0 +1,96 @@
+//! Running the real `tally` binary in tests: start a node, find its port, talk to it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn tally() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tally"))
+}
+
+/// A `tally serve` child process.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub data: PathBuf,
+    pub admin_key: String,
+    /// What the server printed on stderr, collected by a thread.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts `tally serve --data DATA --listen 127.0.0.1:0 EXTRA…` and waits until it prints
+    /// its address (bounded wait: a node that never comes up fails the test).
+    pub fn start(data: &Path, extra: &[&str]) -> Server {
+        let mut child = tally()
+            .args(["serve", "--data"])
+            .arg(data)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("TALLY_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tally serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split(" listening on ").nth(1) {
+                    let url = rest.split_whitespace().next().unwrap_or_default().to_string();
+                    let _ = tx.send(url);
+                }
+                log2.lock().expect("log").push(line);
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("tally serve did not start; log: {:?}", log.lock().expect("log"));
+            }
+        };
+        let admin_key = std::fs::read_to_string(data.join("admin.key")).expect("admin.key").trim().to_string();
+        Server { child, url, data: data.to_path_buf(), admin_key, log }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill_hard(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the CLI against `server`, returning (exit status success, stdout, stderr).
+pub fn cli(server: &Server, key: &str, args: &[&str]) -> (bool, String, String) {
+    let out = tally()
+        .args(args)
+        .env("TALLY_SERVER", &server.url)
+        .env("TALLY_API_KEY", key)
+        .env_remove("TALLY_DATA")
+        .output()
+        .expect("run tally");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A bounded wait for a condition that another process makes true.
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

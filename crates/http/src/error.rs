@@ -1,0 +1,494 @@
+//! `ApiError`: the one error type every handler, extractor and middleware returns, rendered as
+//! `{"error":{"code":"…","message":"…","details":{…}}}` with a stable `code`.
+//!
+//! Key decision: the mapping from [`ServiceError`] and [`LedgerError`] to a status and a code
+//! lives here, in two exhaustive `match`es with no `_` arm, so a new domain variant does not
+//! compile until someone decides what clients see for it. Codes are an enum ([`ErrorCode`]) so the
+//! whole table is in one place and appears in the OpenAPI document.
+//!
+//! Internal failures (storage, setup, a panic) are logged here at `error` level with the real
+//! cause and reach the client only as `internal` / "internal error": a database message can
+//! name tables, hosts or file paths, none of which a client needs. Rejected: passing
+//! `Display` of every error to the client (leaks internals), and one generic `bad_request` code
+//! (clients could not tell "retry with more money" from "fix your JSON").
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tally_kernel::MoneyError;
+use tally_ledger::LedgerError;
+use tally_service::ServiceError;
+use tally_store::StoreError;
+use utoipa::ToSchema;
+
+/// Stable error codes. The string form (snake_case) is the API contract; the status is the
+/// default for the code. Variants are alphabetical.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 409: an account with this id already exists.
+    AccountExists,
+    /// 404: no such account, or not the caller's to see.
+    AccountNotFound,
+    /// 422: the amount is zero or negative.
+    AmountNotPositive,
+    /// 422: the amount's currency differs from an account's.
+    CurrencyMismatch,
+    /// 404: the dev inbox is off (the node was not started with `--dev`).
+    DevInboxDisabled,
+    /// 404: a feature switched off on this node.
+    Disabled,
+    /// 403: the caller's role may not do this.
+    Forbidden,
+    /// 400: the `Idempotency-Key` header is malformed (1 to 128 printable ASCII characters).
+    IdempotencyKeyInvalid,
+    /// 400: this operation needs an `Idempotency-Key` header.
+    IdempotencyKeyRequired,
+    /// 409: the `Idempotency-Key` was used before for a different request.
+    IdempotencyKeyReused,
+    /// 422: the debited account lacks the funds (`details.available_minor`).
+    InsufficientFunds,
+    /// 500: a bug or an unusable node; details are in the server log only.
+    Internal,
+    /// 400 or 422: a field is missing, out of range or malformed (`details.field`).
+    InvalidRequest,
+    /// 422: crediting would exceed the credited account's bound.
+    LimitExceeded,
+    /// 400: the body is not JSON of the expected shape (syntax, types, unknown fields).
+    MalformedJson,
+    /// 405: the route exists but not with this method.
+    MethodNotAllowed,
+    /// 422: the operator has no liquidity account for a currency of the exchange.
+    NoLiquidity,
+    /// 404: no such route or thing.
+    NotFound,
+    /// 422: an account counter would overflow.
+    Overflow,
+    /// 413: the body is larger than the node accepts.
+    PayloadTooLarge,
+    /// 409: the hold expired before it was posted or voided.
+    PendingExpired,
+    /// 404: no such hold.
+    PendingNotFound,
+    /// 409: the hold was already posted, voided or expired.
+    PendingNotPending,
+    /// 422: posting more than the hold.
+    PostExceedsPending,
+    /// 429: too many requests from this API key or address (`Retry-After`).
+    RateLimited,
+    /// 422: debit and credit account are the same.
+    SameAccount,
+    /// 404: no such transfer, or not the caller's to see.
+    TransferNotFound,
+    /// 401: no or an unknown API key.
+    Unauthorized,
+    /// 503: the database is unreachable, the node is stopping, or the request took too long.
+    Unavailable,
+    /// 415: a body was sent without `Content-Type: application/json`.
+    UnsupportedMediaType,
+}
+
+impl ErrorCode {
+    /// Every code, for documentation and tests.
+    pub const ALL: [ErrorCode; 30] = [
+        ErrorCode::AccountExists,
+        ErrorCode::AccountNotFound,
+        ErrorCode::AmountNotPositive,
+        ErrorCode::CurrencyMismatch,
+        ErrorCode::DevInboxDisabled,
+        ErrorCode::Disabled,
+        ErrorCode::Forbidden,
+        ErrorCode::IdempotencyKeyInvalid,
+        ErrorCode::IdempotencyKeyRequired,
+        ErrorCode::IdempotencyKeyReused,
+        ErrorCode::InsufficientFunds,
+        ErrorCode::Internal,
+        ErrorCode::InvalidRequest,
+        ErrorCode::LimitExceeded,
+        ErrorCode::MalformedJson,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::NoLiquidity,
+        ErrorCode::NotFound,
+        ErrorCode::Overflow,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::PendingExpired,
+        ErrorCode::PendingNotFound,
+        ErrorCode::PendingNotPending,
+        ErrorCode::PostExceedsPending,
+        ErrorCode::RateLimited,
+        ErrorCode::SameAccount,
+        ErrorCode::TransferNotFound,
+        ErrorCode::Unauthorized,
+        ErrorCode::Unavailable,
+        ErrorCode::UnsupportedMediaType,
+    ];
+
+    /// The wire string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::AccountExists => "account_exists",
+            ErrorCode::AccountNotFound => "account_not_found",
+            ErrorCode::AmountNotPositive => "amount_not_positive",
+            ErrorCode::CurrencyMismatch => "currency_mismatch",
+            ErrorCode::DevInboxDisabled => "dev_inbox_disabled",
+            ErrorCode::Disabled => "disabled",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::IdempotencyKeyInvalid => "idempotency_key_invalid",
+            ErrorCode::IdempotencyKeyRequired => "idempotency_key_required",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorCode::InsufficientFunds => "insufficient_funds",
+            ErrorCode::Internal => "internal",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::MalformedJson => "malformed_json",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::NoLiquidity => "no_liquidity",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Overflow => "overflow",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::PendingExpired => "pending_expired",
+            ErrorCode::PendingNotFound => "pending_not_found",
+            ErrorCode::PendingNotPending => "pending_not_pending",
+            ErrorCode::PostExceedsPending => "post_exceeds_pending",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::SameAccount => "same_account",
+            ErrorCode::TransferNotFound => "transfer_not_found",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+        }
+    }
+
+    /// The status this code is sent with (`invalid_request` is 400 for path, query and header
+    /// problems; see [`ApiError::bad_parameter`]).
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::IdempotencyKeyInvalid | ErrorCode::IdempotencyKeyRequired | ErrorCode::MalformedJson => {
+                StatusCode::BAD_REQUEST
+            }
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::AccountNotFound
+            | ErrorCode::DevInboxDisabled
+            | ErrorCode::Disabled
+            | ErrorCode::NotFound
+            | ErrorCode::PendingNotFound
+            | ErrorCode::TransferNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::AccountExists
+            | ErrorCode::IdempotencyKeyReused
+            | ErrorCode::PendingExpired
+            | ErrorCode::PendingNotPending => StatusCode::CONFLICT,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::AmountNotPositive
+            | ErrorCode::CurrencyMismatch
+            | ErrorCode::InsufficientFunds
+            | ErrorCode::InvalidRequest
+            | ErrorCode::LimitExceeded
+            | ErrorCode::NoLiquidity
+            | ErrorCode::Overflow
+            | ErrorCode::PostExceedsPending
+            | ErrorCode::SameAccount => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error body: `{"error": {...}}`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// Code, human message and optional structured details.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code.
+    #[schema(value_type = String, example = "insufficient_funds")]
+    pub code: ErrorCode,
+    /// For people; may change between versions.
+    pub message: String,
+    /// Structured facts, e.g. `{"field": "amount"}` or `{"available_minor": 500}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+}
+
+/// An error on its way to becoming a response.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    status: StatusCode,
+    code: ErrorCode,
+    message: String,
+    details: Option<Value>,
+    retry_after_s: Option<u64>,
+}
+
+impl ApiError {
+    /// `code` with its default status.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError { status: code.status(), code, message: message.into(), details: None, retry_after_s: None }
+    }
+
+    /// Adds structured details.
+    pub fn with_details(mut self, details: Value) -> ApiError {
+        self.details = Some(details);
+        self
+    }
+
+    /// The code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// 422 `invalid_request` naming a body field.
+    pub fn invalid_field(field: &str, reason: impl std::fmt::Display) -> ApiError {
+        ApiError::new(ErrorCode::InvalidRequest, format!("invalid {field}: {reason}"))
+            .with_details(json!({ "field": field }))
+    }
+
+    /// 400 `invalid_request` naming a path segment, query parameter or header.
+    pub fn bad_parameter(name: &str, reason: impl std::fmt::Display) -> ApiError {
+        let mut e = ApiError::invalid_field(name, reason);
+        e.status = StatusCode::BAD_REQUEST;
+        e
+    }
+
+    /// 429 with `Retry-After`.
+    pub fn rate_limited(retry_after_s: u64) -> ApiError {
+        let mut e = ApiError::new(ErrorCode::RateLimited, "too many requests; slow down")
+            .with_details(json!({ "retry_after_s": retry_after_s }));
+        e.retry_after_s = Some(retry_after_s);
+        e
+    }
+
+    /// 500 `internal`: logs `cause` (never sent to the client).
+    pub fn internal(cause: &dyn std::fmt::Display) -> ApiError {
+        tracing::error!(error = %cause, "internal error");
+        ApiError::new(ErrorCode::Internal, "internal error")
+    }
+
+    /// 503 `unavailable`: logs `cause` (never sent to the client).
+    pub fn unavailable(cause: &dyn std::fmt::Display) -> ApiError {
+        tracing::error!(error = %cause, "service unavailable");
+        ApiError::new(ErrorCode::Unavailable, "service unavailable; retry later with the same Idempotency-Key")
+    }
+
+    /// For the dev inbox: "switched off" gets its own code.
+    pub fn dev_inbox(e: ServiceError) -> ApiError {
+        match e {
+            ServiceError::Disabled(why) => ApiError::new(ErrorCode::DevInboxDisabled, why),
+            other => ApiError::from(other),
+        }
+    }
+
+    /// The body this error renders to.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail { code: self.code, message: self.message.clone(), details: self.details.clone() },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        let headers = response.headers_mut();
+        if let Some(s) = self.retry_after_s {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if self.code == ErrorCode::Unauthorized {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        // For the metrics middleware: errors are counted by code as well as by status.
+        response.extensions_mut().insert(self.code);
+        response
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> ApiError {
+        match e {
+            ServiceError::Ledger(l) => ApiError::from(l),
+            ServiceError::Money(m) => money(m),
+            ServiceError::Invalid { field, reason } => {
+                // The service reports two idempotency problems through `Invalid`: a malformed key
+                // (already refused by our extractor, kept as a backstop) and a key that names an
+                // earlier request of another kind (an account vs a transfer): a reuse.
+                if field == "idempotency_key" && reason.contains("another kind") {
+                    ApiError::new(ErrorCode::IdempotencyKeyReused, "idempotency key was used for another kind of request")
+                } else if field == "idempotency_key" {
+                    ApiError::new(ErrorCode::IdempotencyKeyInvalid, format!("invalid Idempotency-Key: {reason}"))
+                } else {
+                    ApiError::invalid_field(field, reason)
+                }
+            }
+            ServiceError::Unauthorized => ApiError::new(ErrorCode::Unauthorized, "missing or unknown API key"),
+            ServiceError::Forbidden(why) => ApiError::new(ErrorCode::Forbidden, why),
+            ServiceError::NotFound { what, id } => {
+                let code = match what {
+                    "account" => ErrorCode::AccountNotFound,
+                    "transfer" => ErrorCode::TransferNotFound,
+                    _ => ErrorCode::NotFound,
+                };
+                ApiError::new(code, format!("{what} {id} not found")).with_details(json!({ "id": id }))
+            }
+            ServiceError::NoLiquidity(c) => ApiError::new(
+                ErrorCode::NoLiquidity,
+                format!("no liquidity account for {c}; the operator must open one"),
+            )
+            .with_details(json!({ "currency": c.code() })),
+            ServiceError::Disabled(why) => ApiError::new(ErrorCode::Disabled, why),
+            ServiceError::Store(s) => ApiError::from(s),
+            ServiceError::Setup(s) => ApiError::internal(&s),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Ledger(l) => ApiError::from(l),
+            // Unreachable database, exhausted pool, failed transaction: the request did not
+            // happen (or is safe to retry with the same key), so clients may retry.
+            StoreError::Database(_) | StoreError::WriterGone => ApiError::unavailable(&e),
+            StoreError::Corrupt(_) | StoreError::BadUrl(_) => ApiError::internal(&e),
+        }
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            LedgerError::AccountNotFound { id } => {
+                ApiError::new(ErrorCode::AccountNotFound, message).with_details(json!({ "id": id }))
+            }
+            LedgerError::AccountExists { id } => {
+                ApiError::new(ErrorCode::AccountExists, message).with_details(json!({ "id": id }))
+            }
+            LedgerError::AmountNotPositive { amount_minor } => ApiError::new(ErrorCode::AmountNotPositive, message)
+                .with_details(json!({ "amount_minor": amount_minor })),
+            LedgerError::CurrencyMismatch { account, account_currency, currency } => {
+                ApiError::new(ErrorCode::CurrencyMismatch, message).with_details(json!({
+                    "account": account,
+                    "account_currency": account_currency.code(),
+                    "currency": currency.code(),
+                }))
+            }
+            LedgerError::ExceedsCredits { account, needed_minor, available_minor } => {
+                ApiError::new(ErrorCode::InsufficientFunds, message).with_details(json!({
+                    "account": account,
+                    "needed_minor": needed_minor,
+                    "available_minor": available_minor,
+                }))
+            }
+            LedgerError::ExceedsDebits { account, needed_minor, available_minor } => {
+                ApiError::new(ErrorCode::LimitExceeded, message).with_details(json!({
+                    "account": account,
+                    "needed_minor": needed_minor,
+                    "available_minor": available_minor,
+                }))
+            }
+            LedgerError::Invalid { field, reason } => {
+                if field == "idempotency_key" {
+                    // The ledger bounds the namespaced key (owner + client key).
+                    ApiError::new(ErrorCode::IdempotencyKeyInvalid, format!("invalid Idempotency-Key: {reason}"))
+                } else {
+                    ApiError::invalid_field(&field, reason)
+                }
+            }
+            LedgerError::IdempotencyConflict => ApiError::new(ErrorCode::IdempotencyKeyReused, message),
+            LedgerError::Overflow { account } => {
+                ApiError::new(ErrorCode::Overflow, message).with_details(json!({ "account": account }))
+            }
+            LedgerError::PendingNotPending { id, state } => ApiError::new(ErrorCode::PendingNotPending, message)
+                .with_details(json!({ "id": id, "state": state.as_str() })),
+            LedgerError::PendingExpired { id, expires_at } => ApiError::new(ErrorCode::PendingExpired, message)
+                .with_details(json!({ "id": id, "expires_at": expires_at.to_rfc3339() })),
+            LedgerError::PendingNotFound { id } => {
+                ApiError::new(ErrorCode::PendingNotFound, message).with_details(json!({ "id": id }))
+            }
+            LedgerError::PostExceedsPending { requested_minor, pending_minor } => {
+                ApiError::new(ErrorCode::PostExceedsPending, message).with_details(json!({
+                    "requested_minor": requested_minor,
+                    "pending_minor": pending_minor,
+                }))
+            }
+            LedgerError::SameAccount => ApiError::new(ErrorCode::SameAccount, message),
+        }
+    }
+}
+
+/// A [`MoneyError`] from the service names no field; the variant tells which one it was about.
+fn money(e: MoneyError) -> ApiError {
+    match e {
+        MoneyError::UnknownCurrency(_) => ApiError::invalid_field("currency", &e),
+        MoneyError::CurrencyMismatch { left, right } => ApiError::new(ErrorCode::CurrencyMismatch, e.to_string())
+            .with_details(json!({ "currency": left.code(), "other_currency": right.code() })),
+        MoneyError::Overflow | MoneyError::Malformed(_) | MoneyError::TooPrecise { .. } => {
+            ApiError::invalid_field("amount", &e)
+        }
+        MoneyError::BadRate(_) => ApiError::invalid_field("rate", &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_match_serde() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(seen.insert(code.as_str()), "duplicate code {code}");
+            assert_eq!(serde_json::to_value(code).ok(), Some(Value::from(code.as_str())));
+            assert!(code.status().is_client_error() || code.status().is_server_error());
+        }
+    }
+
+    #[test]
+    fn insufficient_funds_carries_available_amount() {
+        let id = tally_kernel::Id::new();
+        let e = ApiError::from(ServiceError::Ledger(LedgerError::ExceedsCredits {
+            account: id,
+            needed_minor: 900,
+            available_minor: 500,
+        }));
+        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.code(), ErrorCode::InsufficientFunds);
+        let body = serde_json::to_value(e.body()).ok();
+        let available = body.as_ref().and_then(|b| b.pointer("/error/details/available_minor")).cloned();
+        assert_eq!(available, Some(Value::from(500)));
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_their_cause() {
+        let e = ApiError::from(ServiceError::Setup("/secret/path/ca.key unreadable".into()));
+        assert_eq!(e.code(), ErrorCode::Internal);
+        let body = serde_json::to_string(&e.body()).unwrap_or_default();
+        assert!(!body.contains("secret"), "{body}");
+        let e = ApiError::from(StoreError::Corrupt("row 17 of accounts".into()));
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!serde_json::to_string(&e.body()).unwrap_or_default().contains("row 17"));
+        let e = ApiError::from(StoreError::WriterGone);
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}
