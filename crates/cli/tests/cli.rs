@@ -131,7 +131,9 @@ fn smtp_sink() -> (u16, mpsc::Receiver<String>) {
     let (tx, rx) = mpsc::channel();
     let mut server = mailin_embedded::Server::new(Sink(tx, Vec::new()));
     server.with_name("sink.test").with_tcp_listener(listener);
-    std::thread::spawn(move || server.serve());
+    std::thread::spawn(move || {
+        let _ = server.serve().map_err(|e| e.to_string());
+    });
     (port, rx)
 }
 

@@ -35,7 +35,10 @@ pub struct Money {
 
 impl From<Amount> for Money {
     fn from(a: Amount) -> Money {
-        Money { minor: a.minor, currency: a.currency.code().to_string() }
+        Money {
+            minor: a.minor,
+            currency: a.currency.code().to_string(),
+        }
     }
 }
 
@@ -189,7 +192,10 @@ pub struct NotifyDto {
 
 impl From<NotifyDto> for tally_service::node::Notify {
     fn from(n: NotifyDto) -> Self {
-        tally_service::node::Notify { channel: n.channel, address: n.address }
+        tally_service::node::Notify {
+            channel: n.channel,
+            address: n.address,
+        }
     }
 }
 
@@ -216,8 +222,15 @@ pub struct TransferRequest {
 
 impl TransferRequest {
     /// The order for the service (`timeout_s` set for holds).
-    pub fn into_order(self, timeout_s: Option<i64>) -> Result<tally_service::node::TransferOrder, ApiError> {
-        let amount = parse_amount(self.amount.as_deref(), self.amount_minor, self.currency.as_deref())?;
+    pub fn into_order(
+        self,
+        timeout_s: Option<i64>,
+    ) -> Result<tally_service::node::TransferOrder, ApiError> {
+        let amount = parse_amount(
+            self.amount.as_deref(),
+            self.amount_minor,
+            self.currency.as_deref(),
+        )?;
         Ok(tally_service::node::TransferOrder {
             debit_account: tally_kernel::Id(self.debit_account),
             credit_account: tally_kernel::Id(self.credit_account),
@@ -272,18 +285,32 @@ impl HoldRequest {
 
 /// Reads the two accepted spellings of an amount. Parsing only: whether the amount is positive
 /// and matches the accounts is the ledger's decision.
-fn parse_amount(text: Option<&str>, minor: Option<i64>, currency: Option<&str>) -> Result<Amount, ApiError> {
+fn parse_amount(
+    text: Option<&str>,
+    minor: Option<i64>,
+    currency: Option<&str>,
+) -> Result<Amount, ApiError> {
     match (text, minor, currency) {
-        (Some(text), None, None) => text.parse::<Amount>().map_err(|e| ApiError::invalid_field("amount", e)),
+        (Some(text), None, None) => text
+            .parse::<Amount>()
+            .map_err(|e| ApiError::invalid_field("amount", e)),
         (None, Some(minor), Some(code)) => {
-            let currency = Currency::from_code(code).map_err(|e| ApiError::invalid_field("currency", e))?;
+            let currency =
+                Currency::from_code(code).map_err(|e| ApiError::invalid_field("currency", e))?;
             Ok(Amount::new(minor, currency))
         }
-        (None, Some(_), None) => Err(ApiError::invalid_field("currency", "required with amount_minor")),
-        (None, None, _) => Err(ApiError::invalid_field("amount", "give `amount` (\"12.50 EUR\") or `amount_minor` with `currency`")),
-        (Some(_), _, _) => {
-            Err(ApiError::invalid_field("amount", "give either `amount` or `amount_minor` with `currency`, not both"))
-        }
+        (None, Some(_), None) => Err(ApiError::invalid_field(
+            "currency",
+            "required with amount_minor",
+        )),
+        (None, None, _) => Err(ApiError::invalid_field(
+            "amount",
+            "give `amount` (\"12.50 EUR\") or `amount_minor` with `currency`",
+        )),
+        (Some(_), _, _) => Err(ApiError::invalid_field(
+            "amount",
+            "give either `amount` or `amount_minor` with `currency`, not both",
+        )),
     }
 }
 
@@ -384,7 +411,10 @@ impl From<Transfer> for TransferDto {
             pending_amount_minor: t.pending_amount_minor,
             expires_at: t.expires_at.map(Timestamp::to_rfc3339),
             link_id: t.link_id.map(|i| i.0),
-            rate: t.rate.map(|r| RateDto { numerator: r.numerator, denominator: r.denominator }),
+            rate: t.rate.map(|r| RateDto {
+                numerator: r.numerator,
+                denominator: r.denominator,
+            }),
             memo: t.memo,
             created_at: t.created_at.to_rfc3339(),
         }

@@ -164,9 +164,9 @@ impl ErrorCode {
     /// problems; see [`ApiError::bad_parameter`]).
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorCode::IdempotencyKeyInvalid | ErrorCode::IdempotencyKeyRequired | ErrorCode::MalformedJson => {
-                StatusCode::BAD_REQUEST
-            }
+            ErrorCode::IdempotencyKeyInvalid
+            | ErrorCode::IdempotencyKeyRequired
+            | ErrorCode::MalformedJson => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::AccountNotFound
@@ -215,7 +215,6 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable machine-readable code.
-    #[schema(value_type = String, example = "insufficient_funds")]
     pub code: ErrorCode,
     /// For people; may change between versions.
     pub message: String,
@@ -239,12 +238,24 @@ pub struct ApiError {
 impl ApiError {
     /// `code` with its default status.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError { status: code.status(), code, message: message.into(), details: None, retry_after_s: None }
+        ApiError {
+            status: code.status(),
+            code,
+            message: message.into(),
+            details: None,
+            retry_after_s: None,
+        }
     }
 
     /// Adds structured details.
     pub fn with_details(mut self, details: Value) -> ApiError {
         self.details = Some(details);
+        self
+    }
+
+    /// The same error with another status (for statuses a layer chose).
+    pub fn with_status(mut self, status: StatusCode) -> ApiError {
+        self.status = status;
         self
     }
 
@@ -260,15 +271,16 @@ impl ApiError {
 
     /// 422 `invalid_request` naming a body field.
     pub fn invalid_field(field: &str, reason: impl std::fmt::Display) -> ApiError {
-        ApiError::new(ErrorCode::InvalidRequest, format!("invalid {field}: {reason}"))
-            .with_details(json!({ "field": field }))
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("invalid {field}: {reason}"),
+        )
+        .with_details(json!({ "field": field }))
     }
 
     /// 400 `invalid_request` naming a path segment, query parameter or header.
     pub fn bad_parameter(name: &str, reason: impl std::fmt::Display) -> ApiError {
-        let mut e = ApiError::invalid_field(name, reason);
-        e.status = StatusCode::BAD_REQUEST;
-        e
+        ApiError::invalid_field(name, reason).with_status(StatusCode::BAD_REQUEST)
     }
 
     /// 429 with `Retry-After`.
@@ -288,7 +300,10 @@ impl ApiError {
     /// 503 `unavailable`: logs `cause` (never sent to the client).
     pub fn unavailable(cause: &dyn std::fmt::Display) -> ApiError {
         tracing::error!(error = %cause, "service unavailable");
-        ApiError::new(ErrorCode::Unavailable, "service unavailable; retry later with the same Idempotency-Key")
+        ApiError::new(
+            ErrorCode::Unavailable,
+            "service unavailable; retry later with the same Idempotency-Key",
+        )
     }
 
     /// For the dev inbox: "switched off" gets its own code.
@@ -302,7 +317,11 @@ impl ApiError {
     /// The body this error renders to.
     pub fn body(&self) -> ErrorBody {
         ErrorBody {
-            error: ErrorDetail { code: self.code, message: self.message.clone(), details: self.details.clone() },
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message.clone(),
+                details: self.details.clone(),
+            },
         }
     }
 }
@@ -333,14 +352,22 @@ impl From<ServiceError> for ApiError {
                 // (already refused by our extractor, kept as a backstop) and a key that names an
                 // earlier request of another kind (an account vs a transfer): a reuse.
                 if field == "idempotency_key" && reason.contains("another kind") {
-                    ApiError::new(ErrorCode::IdempotencyKeyReused, "idempotency key was used for another kind of request")
+                    ApiError::new(
+                        ErrorCode::IdempotencyKeyReused,
+                        "idempotency key was used for another kind of request",
+                    )
                 } else if field == "idempotency_key" {
-                    ApiError::new(ErrorCode::IdempotencyKeyInvalid, format!("invalid Idempotency-Key: {reason}"))
+                    ApiError::new(
+                        ErrorCode::IdempotencyKeyInvalid,
+                        format!("invalid Idempotency-Key: {reason}"),
+                    )
                 } else {
                     ApiError::invalid_field(field, reason)
                 }
             }
-            ServiceError::Unauthorized => ApiError::new(ErrorCode::Unauthorized, "missing or unknown API key"),
+            ServiceError::Unauthorized => {
+                ApiError::new(ErrorCode::Unauthorized, "missing or unknown API key")
+            }
             ServiceError::Forbidden(why) => ApiError::new(ErrorCode::Forbidden, why),
             ServiceError::NotFound { what, id } => {
                 let code = match what {
@@ -348,7 +375,8 @@ impl From<ServiceError> for ApiError {
                     "transfer" => ErrorCode::TransferNotFound,
                     _ => ErrorCode::NotFound,
                 };
-                ApiError::new(code, format!("{what} {id} not found")).with_details(json!({ "id": id }))
+                ApiError::new(code, format!("{what} {id} not found"))
+                    .with_details(json!({ "id": id }))
             }
             ServiceError::NoLiquidity(c) => ApiError::new(
                 ErrorCode::NoLiquidity,
@@ -384,54 +412,71 @@ impl From<LedgerError> for ApiError {
             LedgerError::AccountExists { id } => {
                 ApiError::new(ErrorCode::AccountExists, message).with_details(json!({ "id": id }))
             }
-            LedgerError::AmountNotPositive { amount_minor } => ApiError::new(ErrorCode::AmountNotPositive, message)
-                .with_details(json!({ "amount_minor": amount_minor })),
-            LedgerError::CurrencyMismatch { account, account_currency, currency } => {
-                ApiError::new(ErrorCode::CurrencyMismatch, message).with_details(json!({
-                    "account": account,
-                    "account_currency": account_currency.code(),
-                    "currency": currency.code(),
-                }))
+            LedgerError::AmountNotPositive { amount_minor } => {
+                ApiError::new(ErrorCode::AmountNotPositive, message)
+                    .with_details(json!({ "amount_minor": amount_minor }))
             }
-            LedgerError::ExceedsCredits { account, needed_minor, available_minor } => {
-                ApiError::new(ErrorCode::InsufficientFunds, message).with_details(json!({
-                    "account": account,
-                    "needed_minor": needed_minor,
-                    "available_minor": available_minor,
-                }))
-            }
-            LedgerError::ExceedsDebits { account, needed_minor, available_minor } => {
-                ApiError::new(ErrorCode::LimitExceeded, message).with_details(json!({
-                    "account": account,
-                    "needed_minor": needed_minor,
-                    "available_minor": available_minor,
-                }))
-            }
+            LedgerError::CurrencyMismatch {
+                account,
+                account_currency,
+                currency,
+            } => ApiError::new(ErrorCode::CurrencyMismatch, message).with_details(json!({
+                "account": account,
+                "account_currency": account_currency.code(),
+                "currency": currency.code(),
+            })),
+            LedgerError::ExceedsCredits {
+                account,
+                needed_minor,
+                available_minor,
+            } => ApiError::new(ErrorCode::InsufficientFunds, message).with_details(json!({
+                "account": account,
+                "needed_minor": needed_minor,
+                "available_minor": available_minor,
+            })),
+            LedgerError::ExceedsDebits {
+                account,
+                needed_minor,
+                available_minor,
+            } => ApiError::new(ErrorCode::LimitExceeded, message).with_details(json!({
+                "account": account,
+                "needed_minor": needed_minor,
+                "available_minor": available_minor,
+            })),
             LedgerError::Invalid { field, reason } => {
                 if field == "idempotency_key" {
                     // The ledger bounds the namespaced key (owner + client key).
-                    ApiError::new(ErrorCode::IdempotencyKeyInvalid, format!("invalid Idempotency-Key: {reason}"))
+                    ApiError::new(
+                        ErrorCode::IdempotencyKeyInvalid,
+                        format!("invalid Idempotency-Key: {reason}"),
+                    )
                 } else {
                     ApiError::invalid_field(&field, reason)
                 }
             }
-            LedgerError::IdempotencyConflict => ApiError::new(ErrorCode::IdempotencyKeyReused, message),
-            LedgerError::Overflow { account } => {
-                ApiError::new(ErrorCode::Overflow, message).with_details(json!({ "account": account }))
+            LedgerError::IdempotencyConflict => {
+                ApiError::new(ErrorCode::IdempotencyKeyReused, message)
             }
-            LedgerError::PendingNotPending { id, state } => ApiError::new(ErrorCode::PendingNotPending, message)
-                .with_details(json!({ "id": id, "state": state.as_str() })),
-            LedgerError::PendingExpired { id, expires_at } => ApiError::new(ErrorCode::PendingExpired, message)
-                .with_details(json!({ "id": id, "expires_at": expires_at.to_rfc3339() })),
+            LedgerError::Overflow { account } => ApiError::new(ErrorCode::Overflow, message)
+                .with_details(json!({ "account": account })),
+            LedgerError::PendingNotPending { id, state } => {
+                ApiError::new(ErrorCode::PendingNotPending, message)
+                    .with_details(json!({ "id": id, "state": state.as_str() }))
+            }
+            LedgerError::PendingExpired { id, expires_at } => {
+                ApiError::new(ErrorCode::PendingExpired, message)
+                    .with_details(json!({ "id": id, "expires_at": expires_at.to_rfc3339() }))
+            }
             LedgerError::PendingNotFound { id } => {
                 ApiError::new(ErrorCode::PendingNotFound, message).with_details(json!({ "id": id }))
             }
-            LedgerError::PostExceedsPending { requested_minor, pending_minor } => {
-                ApiError::new(ErrorCode::PostExceedsPending, message).with_details(json!({
-                    "requested_minor": requested_minor,
-                    "pending_minor": pending_minor,
-                }))
-            }
+            LedgerError::PostExceedsPending {
+                requested_minor,
+                pending_minor,
+            } => ApiError::new(ErrorCode::PostExceedsPending, message).with_details(json!({
+                "requested_minor": requested_minor,
+                "pending_minor": pending_minor,
+            })),
             LedgerError::SameAccount => ApiError::new(ErrorCode::SameAccount, message),
         }
     }
@@ -441,8 +486,10 @@ impl From<LedgerError> for ApiError {
 fn money(e: MoneyError) -> ApiError {
     match e {
         MoneyError::UnknownCurrency(_) => ApiError::invalid_field("currency", &e),
-        MoneyError::CurrencyMismatch { left, right } => ApiError::new(ErrorCode::CurrencyMismatch, e.to_string())
-            .with_details(json!({ "currency": left.code(), "other_currency": right.code() })),
+        MoneyError::CurrencyMismatch { left, right } => {
+            ApiError::new(ErrorCode::CurrencyMismatch, e.to_string())
+                .with_details(json!({ "currency": left.code(), "other_currency": right.code() }))
+        }
         MoneyError::Overflow | MoneyError::Malformed(_) | MoneyError::TooPrecise { .. } => {
             ApiError::invalid_field("amount", &e)
         }
@@ -459,7 +506,10 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for code in ErrorCode::ALL {
             assert!(seen.insert(code.as_str()), "duplicate code {code}");
-            assert_eq!(serde_json::to_value(code).ok(), Some(Value::from(code.as_str())));
+            assert_eq!(
+                serde_json::to_value(code).ok(),
+                Some(Value::from(code.as_str()))
+            );
             assert!(code.status().is_client_error() || code.status().is_server_error());
         }
     }
@@ -475,7 +525,10 @@ mod tests {
         assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(e.code(), ErrorCode::InsufficientFunds);
         let body = serde_json::to_value(e.body()).ok();
-        let available = body.as_ref().and_then(|b| b.pointer("/error/details/available_minor")).cloned();
+        let available = body
+            .as_ref()
+            .and_then(|b| b.pointer("/error/details/available_minor"))
+            .cloned();
         assert_eq!(available, Some(Value::from(500)));
     }
 
@@ -487,7 +540,11 @@ mod tests {
         assert!(!body.contains("secret"), "{body}");
         let e = ApiError::from(StoreError::Corrupt("row 17 of accounts".into()));
         assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        assert!(!serde_json::to_string(&e.body()).unwrap_or_default().contains("row 17"));
+        assert!(
+            !serde_json::to_string(&e.body())
+                .unwrap_or_default()
+                .contains("row 17")
+        );
         let e = ApiError::from(StoreError::WriterGone);
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
     }

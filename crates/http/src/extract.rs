@@ -44,11 +44,20 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let Some(key) = bearer(&parts.headers) else {
-            return Err(ApiError::new(ErrorCode::Unauthorized, "send `Authorization: Bearer <api key>`"));
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "send `Authorization: Bearer <api key>`",
+            ));
         };
-        Ok(Caller(state.node.authenticate(key).await?))
+        let principal = state.node.authenticate(key).await?;
+        // The key's id (not the key) goes on the request span: logs say who did what.
+        tracing::Span::current().record("caller", tracing::field::display(principal.key_id));
+        Ok(Caller(principal))
     }
 }
 
@@ -58,7 +67,9 @@ impl FromRequestParts<AppState> for Caller {
 pub struct IdempotencyKey(pub String);
 
 fn idempotency_key(parts: &Parts) -> Result<Option<IdempotencyKey>, ApiError> {
-    let Some(value) = parts.headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
+    let Some(value) = parts.headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
     let invalid = || {
         ApiError::new(
             ErrorCode::IdempotencyKeyInvalid,
@@ -66,8 +77,14 @@ fn idempotency_key(parts: &Parts) -> Result<Option<IdempotencyKey>, ApiError> {
         )
     };
     let key = value.to_str().map_err(|_| invalid())?;
-    let ok = !key.is_empty() && key.len() <= CLIENT_KEY_LEN_MAX && key.bytes().all(|b| b.is_ascii_graphic());
-    if ok { Ok(Some(IdempotencyKey(key.to_string()))) } else { Err(invalid()) }
+    let ok = !key.is_empty()
+        && key.len() <= CLIENT_KEY_LEN_MAX
+        && key.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(Some(IdempotencyKey(key.to_string())))
+    } else {
+        Err(invalid())
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
@@ -127,7 +144,9 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
             return Ok(OptionalJson(T::default()));
         }
         if !json_content_type {
-            return Err(json_rejection(JsonRejection::MissingJsonContentType(Default::default())));
+            return Err(json_rejection(JsonRejection::MissingJsonContentType(
+                Default::default(),
+            )));
         }
         let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes).map_err(json_rejection)?;
         Ok(OptionalJson(value))
@@ -139,15 +158,17 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         JsonRejection::JsonSyntaxError(e) => ApiError::new(ErrorCode::MalformedJson, e.body_text()),
         // Wrong types, missing or unknown fields: axum says 422, we say the JSON does not match.
         JsonRejection::JsonDataError(e) => ApiError::new(ErrorCode::MalformedJson, e.body_text()),
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::new(ErrorCode::UnsupportedMediaType, "send the body with `Content-Type: application/json`")
-        }
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "send the body with `Content-Type: application/json`",
+        ),
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::new(ErrorCode::PayloadTooLarge, "request body too large")
         }
-        JsonRejection::BytesRejection(e) => {
-            ApiError::new(ErrorCode::MalformedJson, format!("could not read the body: {}", e.body_text()))
-        }
+        JsonRejection::BytesRejection(e) => ApiError::new(
+            ErrorCode::MalformedJson,
+            format!("could not read the body: {}", e.body_text()),
+        ),
         other => ApiError::new(ErrorCode::MalformedJson, other.body_text()),
     }
 }
@@ -160,7 +181,9 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+        match <axum::extract::Path<T> as FromRequestParts<S>>::from_request_parts(parts, state)
+            .await
+        {
             Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
             Err(e) => Err(ApiError::bad_parameter("path", e.body_text())),
         }
@@ -175,7 +198,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+        match <axum::extract::Query<T> as FromRequestParts<S>>::from_request_parts(parts, state)
+            .await
+        {
             Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
             Err(e) => Err(ApiError::bad_parameter("query", e.body_text())),
         }

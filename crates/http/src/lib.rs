@@ -1,1 +1,263 @@
-//! placeholder
+//! Tally's HTTP API: an axum [`Router`] over [`tally_service::Node`], with JSON DTOs, one error
+//! format with stable codes, API-key authentication, body and rate limits, timeouts, request ids,
+//! metrics and an OpenAPI 3.1 document.
+//!
+//! ```text
+//! request → set/sanitise x-request-id → mark Authorization/Cookie sensitive → trace span
+//!         → metrics → normalise errors → catch panic → rate limit → timeout → body limit
+//!         → handler: extract (Caller, Idempotency-Key, JSON) → Node → DTO | ApiError
+//! ```
+//!
+//! Key decision: this crate holds no business logic. Authorisation, idempotency, and every money
+//! rule are in `tally-service` and `tally-ledger`; here a request is parsed into the service's
+//! order type, the node is called, and the result or [`ServiceError`](tally_service::ServiceError)
+//! is mapped to JSON and a status ([`error`]). The CLI's direct paths and any future transport
+//! therefore get the same rules. The router is one function, [`router`], so tests drive it with
+//! `oneshot` and no socket, and [`openapi`] is generated from the same handlers.
+//!
+//! Rejected: per-handler auth checks (an extractor, [`extract::Caller`], makes "needs a key" part
+//! of the signature), a response cache for idempotency (the ledger stores keys transactionally),
+//! and sharing domain types on the wire ([`dto`]).
+
+pub mod dto;
+pub mod error;
+pub mod extract;
+pub mod handlers;
+pub mod middleware;
+pub mod openapi;
+pub mod ops;
+pub mod telemetry;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, StatusCode, header};
+use axum::routing::{delete, get, post};
+use std::sync::Arc;
+use std::time::Duration;
+use tally_service::Node;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use utoipa::OpenApi as _;
+
+pub use error::{ApiError, ErrorCode};
+
+/// Limits of the HTTP layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// Largest request body, in bytes (default 64 KiB); larger → 413 `payload_too_large`.
+    pub body_limit_bytes: usize,
+    /// Sustained requests per second per client (default 1000; 0 counts as 1).
+    pub rate_limit_per_second: u32,
+    /// Requests a client may send at once (default 2000; 0 counts as 1).
+    pub rate_limit_burst: u32,
+    /// Longest a request may take (default 30 s); longer → 503 `unavailable`.
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            body_limit_bytes: 64 * 1024,
+            rate_limit_per_second: 1000,
+            rate_limit_burst: 2000,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The node every operation goes to.
+    pub node: Node,
+}
+
+/// The complete application: routes, state and every cross-cutting layer. Serve it with
+/// `axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())` so the
+/// rate limit can key anonymous requests by peer address.
+pub fn router(node: Node, options: HttpOptions) -> Router {
+    telemetry::prometheus();
+    let app = routes()
+        .fallback(ops::no_route)
+        .with_state(AppState { node });
+    layered(app, &options)
+}
+
+/// Wraps `app` in every cross-cutting layer (innermost first; see the crate docs for the order).
+fn layered(app: Router, options: &HttpOptions) -> Router {
+    let limit = Arc::new(middleware::RateLimit::new(
+        options.rate_limit_per_second,
+        options.rate_limit_burst,
+    ));
+    app.layer(DefaultBodyLimit::max(options.body_limit_bytes))
+        .layer(RequestBodyLimitLayer::new(options.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            options.request_timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            limit,
+            middleware::rate_limit,
+        ))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(axum::middleware::from_fn(middleware::normalise_errors))
+        .layer(axum::middleware::from_fn(middleware::record_metrics))
+        .layer(PropagateRequestIdLayer::new(HeaderName::from_static(
+            "x-request-id",
+        )))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(middleware::request_span)
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO))
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::ERROR)),
+        )
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
+        .layer(SetRequestIdLayer::new(
+            HeaderName::from_static("x-request-id"),
+            MakeRequestUuid,
+        ))
+        .layer(axum::middleware::map_request(
+            middleware::sanitise_request_id,
+        ))
+}
+
+/// The route table. Every route here is in [`openapi`] (a test checks both directions).
+fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi_json))
+        .route(
+            "/v1/accounts",
+            post(handlers::open_account).get(handlers::list_accounts),
+        )
+        .route("/v1/accounts/{id}", get(handlers::account))
+        .route(
+            "/v1/accounts/{id}/transfers",
+            get(handlers::account_transfers),
+        )
+        .route("/v1/transfers", post(handlers::create_transfer))
+        .route("/v1/transfers/{id}", get(handlers::transfer))
+        .route("/v1/holds", post(handlers::create_hold))
+        .route("/v1/holds/{id}/post", post(handlers::post_hold))
+        .route("/v1/holds/{id}/void", post(handlers::void_hold))
+        .route("/v1/exchanges", post(handlers::exchange))
+        .route(
+            "/v1/api-keys",
+            post(handlers::create_api_key).get(handlers::list_api_keys),
+        )
+        .route("/v1/api-keys/{id}", delete(handlers::revoke_api_key))
+        .route("/v1/dev/inbox/{address}", get(handlers::dev_inbox))
+        .route("/v1/ledger/audit", get(handlers::audit))
+}
+
+/// The OpenAPI 3.1 document of [`router`].
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    openapi::ApiDoc::openapi()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    async fn call(
+        app: Router,
+        method: &str,
+        uri: &str,
+    ) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .expect("request");
+        let res = app.oneshot(req).await.expect("infallible");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (
+            status,
+            headers,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    fn code(body: &serde_json::Value) -> &str {
+        body.pointer("/error/code")
+            .and_then(|c| c.as_str())
+            .unwrap_or("<none>")
+    }
+
+    async fn boom() -> &'static str {
+        panic!("kaboom with a secret")
+    }
+
+    fn test_app(timeout: Duration) -> Router {
+        let app = Router::new()
+            .route("/boom", get(boom))
+            .route("/slow", get(std::future::pending::<&'static str>))
+            .route("/only-post", post(|| async { "ok" }))
+            .fallback(ops::no_route);
+        layered(
+            app,
+            &HttpOptions {
+                request_timeout: timeout,
+                ..HttpOptions::default()
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_panic_becomes_internal_without_its_message() {
+        let (status, headers, body) = call(test_app(Duration::from_secs(30)), "GET", "/boom").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(code(&body), "internal");
+        assert!(!body.to_string().contains("secret"), "{body}");
+        assert!(
+            headers.contains_key("x-request-id"),
+            "request id is echoed on errors too"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_timeout_becomes_unavailable_in_our_format() {
+        // The handler never completes; the timeout layer answers.
+        let (status, _, body) = call(test_app(Duration::from_millis(20)), "GET", "/slow").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(code(&body), "unavailable");
+    }
+
+    #[tokio::test]
+    async fn layer_errors_are_rewritten_into_our_format() {
+        let (status, headers, body) =
+            call(test_app(Duration::from_secs(30)), "GET", "/only-post").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(code(&body), "method_not_allowed");
+        assert_eq!(
+            headers.get(header::ALLOW).and_then(|v| v.to_str().ok()),
+            Some("POST")
+        );
+        let (status, _, body) = call(test_app(Duration::from_secs(30)), "GET", "/nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(code(&body), "not_found");
+    }
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let o = HttpOptions::default();
+        assert_eq!(o.body_limit_bytes, 65_536);
+        assert_eq!((o.rate_limit_per_second, o.rate_limit_burst), (1000, 2000));
+        assert_eq!(o.request_timeout, Duration::from_secs(30));
+    }
+}

@@ -109,6 +109,8 @@ impl Store {
                             conn.execute("PRAGMA synchronous = FULL").await?;
                             conn.execute("PRAGMA busy_timeout = 10000").await?;
                             conn.execute("PRAGMA foreign_keys = ON").await?;
+                            conn.execute("PRAGMA cache_size = -131072").await?;
+                            conn.execute("PRAGMA wal_autocheckpoint = 16384").await?;
                             Ok(())
                         })
                     })

@@ -1,7 +1,7 @@
 //! Rows ↔ ledger types. One place maps database columns to domain values, so a column added
 //! in a migration is decoded (and checked) here only.
 
-use crate::StoreError;
+use crate::{Dialect, StoreError};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tally_kernel::{Currency, Id, Rate, Timestamp};
@@ -137,9 +137,22 @@ pub fn bind_all<'q>(
     q
 }
 
+/// One bind placeholder. SQLite gets anonymous `?`: it resolves a numbered `$N` by a linear
+/// scan of the statement's parameter names, which makes binding N parameters O(N²) and a
+/// 16 000-parameter batch insert take most of a second. PostgreSQL needs `$N`.
+fn placeholder(sql: &mut String, dialect: Dialect, n: usize) {
+    match dialect {
+        Dialect::Sqlite => sql.push('?'),
+        Dialect::Postgres => {
+            sql.push('$');
+            sql.push_str(&n.to_string());
+        }
+    }
+}
+
 /// `INSERT INTO table (cols) VALUES ($1..),($n..)…` for `rows` rows of `width` values,
 /// with an optional tail such as `ON CONFLICT …`.
-pub fn multi_insert(table: &str, columns: &str, width: usize, rows: usize, tail: &str) -> String {
+pub fn multi_insert(dialect: Dialect, table: &str, columns: &str, width: usize, rows: usize, tail: &str) -> String {
     let mut sql = String::with_capacity(64 + rows * width * 5);
     sql.push_str("INSERT INTO ");
     sql.push_str(table);
@@ -156,8 +169,7 @@ pub fn multi_insert(table: &str, columns: &str, width: usize, rows: usize, tail:
             if c > 0 {
                 sql.push(',');
             }
-            sql.push('$');
-            sql.push_str(&n.to_string());
+            placeholder(&mut sql, dialect, n);
             n += 1;
         }
         sql.push(')');
@@ -166,12 +178,16 @@ pub fn multi_insert(table: &str, columns: &str, width: usize, rows: usize, tail:
     sql
 }
 
-/// `$1,$2,…,$n` for an `IN (…)` list.
-pub fn placeholders(n: usize) -> String {
-    (1..=n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(",")
+/// `$1,$2,…,$n` (or `?,?,…` on SQLite) for an `IN (…)` list.
+pub fn placeholders(dialect: Dialect, n: usize) -> String {
+    let mut sql = String::with_capacity(n * 6);
+    for i in 1..=n {
+        if i > 1 {
+            sql.push(',');
+        }
+        placeholder(&mut sql, dialect, i);
+    }
+    sql
 }
 
 pub fn account_values(a: &Account) -> Vec<Value> {

@@ -141,6 +141,8 @@ const QUEUE_MAX: usize = 65_536;
 const BATCH_RETRIES_MAX: usize = 5;
 /// SQLite refuses more than 32 766 parameters per statement; stay well under it.
 const PARAMS_PER_STATEMENT_MAX: usize = 16_000;
+/// Rows per generated INSERT; the last block of a batch may be shorter.
+const ROWS_PER_STATEMENT: usize = 1024;
 
 pub(crate) fn spawn(pool: AnyPool, dialect: Dialect, options: WriteOptions) -> Handle {
     let (tx, rx) = mpsc::channel(QUEUE_MAX);
@@ -218,7 +220,7 @@ async fn write_batch(
     for chunk in keys.chunks(PARAMS_PER_STATEMENT_MAX) {
         let sql = format!(
             "SELECT key, request_hash, journal_seq FROM idempotency WHERE key IN ({})",
-            placeholders(chunk.len())
+            placeholders(dialect, chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for k in chunk {
@@ -244,7 +246,7 @@ async fn write_batch(
         let sql = format!(
             "SELECT {} FROM transfers WHERE id IN ({})",
             rows::TRANSFER_COLUMNS,
-            placeholders(chunk.len())
+            placeholders(dialect, chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in chunk {
@@ -270,7 +272,7 @@ async fn write_batch(
         let sql = format!(
             "SELECT {} FROM accounts WHERE id IN ({})",
             rows::ACCOUNT_COLUMNS,
-            placeholders(chunk.len())
+            placeholders(dialect, chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in chunk {
@@ -281,7 +283,6 @@ async fn write_batch(
             book.accounts.insert(a.id, a);
         }
     }
-
     // 3. Apply in order.
     let now = (options.clock)();
     let mut results: Vec<Option<Result<Outcome, StoreError>>> = Vec::with_capacity(jobs.len());
@@ -346,7 +347,6 @@ async fn write_batch(
             }
         }
     }
-
     // 4. Write rows. Accounts first (transfers reference them).
     let new_accounts: Vec<Vec<Value>> = opened
         .iter()
@@ -354,6 +354,7 @@ async fn write_batch(
         .collect();
     insert_chunked(
         &mut tx,
+        dialect,
         "accounts",
         rows::ACCOUNT_COLUMNS,
         11,
@@ -361,27 +362,33 @@ async fn write_batch(
         "",
     )
     .await?;
+    // Existing accounts get their new counters by upsert on the primary key: one indexed
+    // statement per chunk on both dialects (an UPDATE … FROM (VALUES …) join was planned as a
+    // scan of the whole table on SQLite).
     let changed: Vec<Vec<Value>> = touched
         .iter()
         .filter(|id| !opened.contains(id))
-        .map(|id| {
-            let a = &book.accounts[id];
-            vec![
-                Value::Blob(blob(id)),
-                Value::Int(a.debits_pending),
-                Value::Int(a.debits_posted),
-                Value::Int(a.credits_pending),
-                Value::Int(a.credits_posted),
-            ]
-        })
+        .map(|id| rows::account_values(&book.accounts[id]))
         .collect();
-    update_accounts(&mut tx, dialect, changed).await?;
+    insert_chunked(
+        &mut tx,
+        dialect,
+        "accounts",
+        rows::ACCOUNT_COLUMNS,
+        11,
+        changed,
+        " ON CONFLICT (id) DO UPDATE SET debits_pending = excluded.debits_pending, \
+         debits_posted = excluded.debits_posted, credits_pending = excluded.credits_pending, \
+         credits_posted = excluded.credits_posted",
+    )
+    .await?;
     let transfer_rows: Vec<Vec<Value>> = transfers
         .iter()
         .map(|(t, s)| rows::transfer_values(t, *s))
         .collect();
     insert_chunked(
         &mut tx,
+        dialect,
         "transfers",
         &format!("{}, journal_seq", rows::TRANSFER_COLUMNS),
         16,
@@ -419,6 +426,7 @@ async fn write_batch(
         .collect();
     insert_chunked(
         &mut tx,
+        dialect,
         "journal",
         "seq, at, kind, prev_hash, hash, body",
         6,
@@ -439,6 +447,7 @@ async fn write_batch(
         .collect();
     insert_chunked(
         &mut tx,
+        dialect,
         "idempotency",
         "key, request_hash, journal_seq, created_at",
         4,
@@ -449,6 +458,7 @@ async fn write_batch(
     let message_rows: Vec<Vec<Value>> = messages.iter().map(|(m, _)| m.values(now)).collect();
     insert_chunked(
         &mut tx,
+        dialect,
         "outbox",
         crate::outbox::COLUMNS,
         crate::outbox::WIDTH,
@@ -479,7 +489,6 @@ async fn write_batch(
             .await?;
         }
     }
-
     // 5. Replays: read the original events inside the same transaction.
     replay_seqs.retain(|s| replays.iter().any(|(_, r)| r == s));
     let mut originals: HashMap<i64, Event> = HashMap::new();
@@ -487,7 +496,7 @@ async fn write_batch(
     for chunk in wanted.chunks(PARAMS_PER_STATEMENT_MAX) {
         let sql = format!(
             "SELECT seq, body FROM journal WHERE seq IN ({})",
-            placeholders(chunk.len())
+            placeholders(dialect, chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for s in chunk {
@@ -540,6 +549,7 @@ async fn write_batch(
 
 async fn insert_chunked(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    dialect: Dialect,
     table: &str,
     columns: &str,
     width: usize,
@@ -549,84 +559,18 @@ async fn insert_chunked(
     if rows.is_empty() {
         return Ok(());
     }
-    let per = (PARAMS_PER_STATEMENT_MAX / width).max(1);
+    // Fixed-size blocks: the statement text repeats, so its prepared form is reused from the
+    // connection's statement cache instead of being parsed anew for every batch size.
+    let per = ROWS_PER_STATEMENT.min(PARAMS_PER_STATEMENT_MAX / width).max(1);
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<Vec<Value>> = rows.by_ref().take(per).collect();
-        let sql = multi_insert(table, columns, width, chunk.len(), tail);
+        let sql = multi_insert(dialect, table, columns, width, chunk.len(), tail);
         let q = bind_all(
             sqlx::query(sqlx::AssertSqlSafe(sql)),
             chunk.into_iter().flatten().collect(),
         );
         q.execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-/// Writes new counters for existing accounts: one statement per chunk, on both dialects.
-async fn update_accounts(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    dialect: Dialect,
-    rows: Vec<Vec<Value>>,
-) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let per = PARAMS_PER_STATEMENT_MAX / 5;
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let chunk: Vec<Vec<Value>> = rows.by_ref().take(per).collect();
-        let n = chunk.len();
-        let mut values = String::new();
-        for r in 0..n {
-            if r > 0 {
-                values.push(',');
-            }
-            let b = r * 5;
-            match dialect {
-                // PostgreSQL needs the VALUES list typed.
-                Dialect::Postgres => values.push_str(&format!(
-                    "(${}::bytea,${}::bigint,${}::bigint,${}::bigint,${}::bigint)",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5
-                )),
-                Dialect::Sqlite => values.push_str(&format!(
-                    "(${},${},${},${},${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5
-                )),
-            }
-        }
-        let sql = format!(
-            "UPDATE accounts SET debits_pending = v.dp, debits_posted = v.dq, credits_pending = v.cp, \
-             credits_posted = v.cq FROM (VALUES {values}) AS v(id, dp, dq, cp, cq) WHERE accounts.id = v.id"
-        );
-        let sql = match dialect {
-            Dialect::Postgres => sql,
-            // SQLite names VALUES columns column1..column5 and has no column-alias list.
-            Dialect::Sqlite => format!(
-                "UPDATE accounts SET debits_pending = v.column2, debits_posted = v.column3, \
-                 credits_pending = v.column4, credits_posted = v.column5 \
-                 FROM (VALUES {values}) AS v WHERE accounts.id = v.column1"
-            ),
-        };
-        let q = bind_all(
-            sqlx::query(sqlx::AssertSqlSafe(sql)),
-            chunk.into_iter().flatten().collect(),
-        );
-        let done = q.execute(&mut **tx).await?;
-        if done.rows_affected() != n as u64 {
-            return Err(StoreError::Corrupt(format!(
-                "updated {} of {n} accounts",
-                done.rows_affected()
-            )));
-        }
     }
     Ok(())
 }

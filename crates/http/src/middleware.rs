@@ -1,0 +1,292 @@
+//! Cross-cutting layers: per-client rate limiting, request metrics, the JSON error normaliser,
+//! request-id hygiene, the panic handler and the tracing span.
+//!
+//! Key decisions:
+//! * **Rate limiting** is a GCRA limiter from `governor`, one cell per client, in memory. The
+//!   client is the first 8 bytes of SHA-256 of the bearer token when there is one (so a key is
+//!   limited wherever it comes from, and the limiter never holds a usable secret), else the peer
+//!   IP from `ConnectInfo`, else `unknown` (in-process tests). Stale cells are dropped with
+//!   `retain_recent()` every [`RETAIN_EVERY`] checks, which bounds memory without a timer task.
+//!   Rejected: `tower_governor` (its key extractors do not know our API keys and its errors are not
+//!   in our format), and trusting `X-Forwarded-For` (spoofable unless we know the proxy).
+//! * **Normaliser**: layers below axum (body limit, timeout, method router) answer with empty or
+//!   plain-text bodies. One middleware rewrites every non-JSON error response into our
+//!   `{"error":{…}}` shape, so clients parse one format whatever produced the error.
+//! * **Logging**: the request span carries the method, the *route template* and the request id,
+//!   never the raw URI (query strings may name owners), headers (the `Authorization` and `Cookie`
+//!   headers are additionally marked sensitive) or bodies.
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::state::keyed::HashMapStateStore;
+use governor::{Quota, RateLimiter};
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+use tally_kernel::crypto::kdf::sha256;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::extract::bearer;
+use crate::telemetry;
+
+/// Drop idle limiter cells after this many checks.
+pub const RETAIN_EVERY: u64 = 4096;
+/// Longest client-supplied `x-request-id` we keep; longer or odd ones are replaced.
+pub const REQUEST_ID_LEN_MAX: usize = 64;
+
+/// Who a request is counted against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    /// First 8 bytes of SHA-256 of the bearer token.
+    ApiKey([u8; 8]),
+    /// The TCP peer.
+    Peer(IpAddr),
+    /// No key and no peer address (in-process calls).
+    Unknown,
+}
+
+impl ClientKey {
+    /// The key for a request.
+    pub fn of(req: &Request) -> ClientKey {
+        if let Some(token) = bearer(req.headers()) {
+            let digest = sha256(token.as_bytes());
+            let mut prefix = [0_u8; 8];
+            prefix.copy_from_slice(&digest[..8]);
+            return ClientKey::ApiKey(prefix);
+        }
+        match req.extensions().get::<ConnectInfo<SocketAddr>>() {
+            Some(ConnectInfo(addr)) => ClientKey::Peer(addr.ip()),
+            None => ClientKey::Unknown,
+        }
+    }
+}
+
+/// The per-client limiter shared by all routes of one router.
+pub struct RateLimit {
+    limiter: RateLimiter<ClientKey, HashMapStateStore<ClientKey>, DefaultClock>,
+    checks: AtomicU64,
+}
+
+impl RateLimit {
+    /// `per_second` sustained, `burst` at once (each at least 1).
+    pub fn new(per_second: u32, burst: u32) -> RateLimit {
+        let per_second = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::per_second(per_second).allow_burst(burst);
+        RateLimit {
+            limiter: RateLimiter::hashmap(quota),
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    /// `Ok` or the whole seconds to wait (at least 1).
+    pub fn check(&self, key: &ClientKey) -> Result<(), u64> {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % RETAIN_EVERY == RETAIN_EVERY - 1 {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+        }
+        match self.limiter.check_key(key) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.limiter.clock().now());
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                Err(secs.max(1))
+            }
+        }
+    }
+
+    /// Cells currently held.
+    pub fn len(&self) -> usize {
+        self.limiter.len()
+    }
+
+    /// True when no cell is held.
+    pub fn is_empty(&self) -> bool {
+        self.limiter.is_empty()
+    }
+}
+
+/// Refuses a request with 429 when its client is over the quota.
+pub async fn rate_limit(State(limit): State<Arc<RateLimit>>, req: Request, next: Next) -> Response {
+    match limit.check(&ClientKey::of(&req)) {
+        Ok(()) => next.run(req).await,
+        Err(retry_after_s) => ApiError::rate_limited(retry_after_s).into_response(),
+    }
+}
+
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    // A fixed set: extension methods would otherwise create unbounded label values.
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// The route template (`/v1/accounts/{id}`), never the raw path: bounded label values.
+fn route_label(req: &Request) -> String {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string())
+}
+
+/// Counts requests and records latency by method, route and status; errors by code.
+pub async fn record_metrics(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = method_label(req.method());
+    let route = route_label(&req);
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(telemetry::REQUESTS, "method" => method, "route" => route.clone(), "status" => status.clone())
+        .increment(1);
+    metrics::histogram!(telemetry::REQUEST_DURATION, "method" => method, "route" => route, "status" => status)
+        .record(started.elapsed().as_secs_f64());
+    if let Some(code) = response.extensions().get::<ErrorCode>() {
+        metrics::counter!(telemetry::ERRORS, "code" => code.as_str()).increment(1);
+    }
+    response
+}
+
+fn is_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// Rewrites error responses that are not ours (empty or plain text) into our JSON format.
+pub async fn normalise_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_json(&response) {
+        return response;
+    }
+    let error = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(ErrorCode::PayloadTooLarge, "request body too large")
+        }
+        StatusCode::NOT_FOUND => ApiError::new(ErrorCode::NotFound, "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            "method not allowed on this route",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "send the body with `Content-Type: application/json`",
+        ),
+        // Our only source of a bare 503 is the request timeout.
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => {
+            tracing::warn!("request timed out");
+            ApiError::new(
+                ErrorCode::Unavailable,
+                "the request did not complete in time; it may still apply: retry with the same Idempotency-Key",
+            )
+        }
+        s if s.is_client_error() => {
+            ApiError::new(ErrorCode::InvalidRequest, "bad request").with_status(s)
+        }
+        s => ApiError::internal(&format_args!("a layer answered {s} without a body")),
+    };
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let mut out = error.into_response();
+    if let Some(allow) = allow {
+        out.headers_mut().insert(header::ALLOW, allow);
+    }
+    out
+}
+
+/// Keeps a client's `x-request-id` only when it is short and plain (`[A-Za-z0-9._:-]`), so it is
+/// safe to log and echo; otherwise a fresh one is generated.
+pub async fn sanitise_request_id(mut req: Request) -> Request {
+    let ok = req.headers().get("x-request-id").is_none_or(|v| {
+        let b = v.as_bytes();
+        !b.is_empty()
+            && b.len() <= REQUEST_ID_LEN_MAX
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
+    });
+    if !ok {
+        req.headers_mut().remove("x-request-id");
+    }
+    req
+}
+
+/// The tracing span of one request: method, route template, request id and, once
+/// authenticated, the caller's API key id.
+pub fn request_span(req: &Request) -> tracing::Span {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!(
+        "request",
+        method = method_label(req.method()),
+        route = %route_label(req),
+        request_id,
+        caller = tracing::field::Empty,
+    )
+}
+
+/// A handler panicked: log it, answer 500 `internal`.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("non-string panic payload");
+    ApiError::internal(&format_args!("handler panicked: {detail}")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_client_has_its_own_budget() {
+        let limit = RateLimit::new(1, 2);
+        let a = ClientKey::ApiKey([1; 8]);
+        let b = ClientKey::Peer(IpAddr::from([127, 0, 0, 1]));
+        assert_eq!((limit.check(&a), limit.check(&a)), (Ok(()), Ok(())));
+        let wait = limit.check(&a).expect_err("burst of 2 is spent");
+        assert!((1..=2).contains(&wait), "about a second at 1/s, got {wait}");
+        assert_eq!(limit.check(&b), Ok(()), "another client is unaffected");
+        assert_eq!(limit.len(), 2);
+    }
+
+    #[test]
+    fn zero_options_still_admit_one_request() {
+        let limit = RateLimit::new(0, 0);
+        assert_eq!(limit.check(&ClientKey::Unknown), Ok(()));
+        assert!(limit.check(&ClientKey::Unknown).is_err());
+    }
+
+    #[tokio::test]
+    async fn odd_request_ids_are_dropped() {
+        let req = |id: &str| {
+            axum::http::Request::builder()
+                .header("x-request-id", id)
+                .body(axum::body::Body::empty())
+                .expect("request")
+        };
+        let kept = sanitise_request_id(req("abc-123_x.y:z")).await;
+        assert!(kept.headers().contains_key("x-request-id"));
+        let long = "a".repeat(REQUEST_ID_LEN_MAX + 1);
+        for bad in ["has space", "quote\"d", long.as_str()] {
+            let dropped = sanitise_request_id(req(bad)).await;
+            assert!(!dropped.headers().contains_key("x-request-id"), "{bad}");
+        }
+    }
+}
