@@ -84,7 +84,7 @@ fn a_customer_pays_a_merchant_through_the_cli() {
 
     // The history and the audit (on the live node's files) agree.
     let history = ok(cli(&server, &alice_key, &["account", "history", &alice]));
-    assert_eq!(history.lines().count(), 3, "{history}");
+    assert_eq!(history.lines().count(), 4, "fund, hold, its post, the 1.00 transfer: {history}");
     let audit = tally().args(["ledger", "audit", "--data"]).arg(&server.data).output().expect("audit");
     let text = String::from_utf8_lossy(&audit.stdout);
     assert!(audit.status.success() && text.contains("audit passed"), "{text}");

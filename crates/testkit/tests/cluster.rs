@@ -3,7 +3,7 @@
 //! They skip (with a message) when no server binaries are installed, unless
 //! `TALLY_REQUIRE_POSTGRES=1` is set, in which case they fail.
 
-use std::io::{BufRead as _, BufReader};
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -108,7 +108,13 @@ fn helper_process_for_watchdog_test() {
         return;
     }
     let cluster = PgCluster::start().expect("cluster starts in child");
-    println!("TESTKIT_CHILD {} {}", cluster.port(), cluster.dir().display());
+    // Write to the real stdout: libtest may capture `println!` even with
+    // `--nocapture`/`--no-capture` depending on version and flags.
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "TESTKIT_CHILD {} {}", cluster.port(), cluster.dir().display())
+        .and_then(|()| stdout.flush())
+        .expect("report to parent");
+    drop(stdout);
     // Block until the parent kills us (it never writes to our stdin).
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);
