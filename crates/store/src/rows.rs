@@ -152,7 +152,14 @@ fn placeholder(sql: &mut String, dialect: Dialect, n: usize) {
 
 /// `INSERT INTO table (cols) VALUES ($1..),($n..)…` for `rows` rows of `width` values,
 /// with an optional tail such as `ON CONFLICT …`.
-pub fn multi_insert(dialect: Dialect, table: &str, columns: &str, width: usize, rows: usize, tail: &str) -> String {
+pub fn multi_insert(
+    dialect: Dialect,
+    table: &str,
+    columns: &str,
+    width: usize,
+    rows: usize,
+    tail: &str,
+) -> String {
     let mut sql = String::with_capacity(64 + rows * width * 5);
     sql.push_str("INSERT INTO ");
     sql.push_str(table);

@@ -3,7 +3,7 @@
 //! Callers submit a [`Request`] and wait on a oneshot. The task takes everything queued (up to
 //! `batch_max`), opens one write transaction, loads the accounts and pending transfers the
 //! batch touches, applies each command in order with [`tally_ledger::Book::apply`], writes the
-//! changed rows, one journal entry per successful command, the idempotency rows and any outbox
+//! changed rows, one journal entry per successful command (carrying its idempotency key) and any outbox
 //! messages, commits, and only then answers every caller. One fsync covers the whole batch;
 //! that is where the throughput comes from.
 //!
@@ -184,6 +184,14 @@ async fn run(pool: AnyPool, dialect: Dialect, options: WriteOptions, mut rx: mps
     }
 }
 
+/// An idempotency key seen before (in the journal, or earlier in this batch).
+struct Known {
+    fingerprint: [u8; 32],
+    seq: i64,
+    /// The stored event; `None` when the entry was made earlier in the same batch.
+    body: Option<Vec<u8>>,
+}
+
 fn blob(id: &Id) -> Vec<u8> {
     id.as_bytes().to_vec()
 }
@@ -211,15 +219,16 @@ async fn write_batch(
     );
     let start_seq = seq;
 
-    // 1. Idempotency: which keys were used before?
+    // 1. Idempotency: which keys were used before? The journal entry of a command carries its
+    // key and request fingerprint, so one lookup also yields the original event for a replay.
     let keys: Vec<String> = jobs
         .iter()
         .map(|j| j.request.idempotency_key.clone())
         .collect();
-    let mut known: HashMap<String, ([u8; 32], i64)> = HashMap::new();
+    let mut known: HashMap<String, Known> = HashMap::new();
     for chunk in keys.chunks(PARAMS_PER_STATEMENT_MAX) {
         let sql = format!(
-            "SELECT key, request_hash, journal_seq FROM idempotency WHERE key IN ({})",
+            "SELECT idempotency_key, request_hash, seq, body FROM journal WHERE idempotency_key IN ({})",
             placeholders(dialect, chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -231,10 +240,14 @@ async fn write_batch(
             let hash: [u8; 32] = hash
                 .try_into()
                 .map_err(|_| StoreError::Corrupt("request hash".into()))?;
-            known.insert(r.try_get("key")?, (hash, r.try_get("journal_seq")?));
+            let known_entry = Known {
+                fingerprint: hash,
+                seq: r.try_get("seq")?,
+                body: Some(r.try_get("body")?),
+            };
+            known.insert(r.try_get("idempotency_key")?, known_entry);
         }
     }
-    let mut replay_seqs: HashSet<i64> = known.values().map(|(_, s)| *s).collect();
 
     // 2. Pending transfers the batch resolves, then every account it touches.
     let pending_ids: Vec<Id> = jobs
@@ -285,29 +298,44 @@ async fn write_batch(
     }
     // 3. Apply in order.
     let now = (options.clock)();
-    let mut results: Vec<Option<Result<Outcome, StoreError>>> = Vec::with_capacity(jobs.len());
+    let mut results: Vec<Result<Outcome, StoreError>> = Vec::with_capacity(jobs.len());
     let mut entries: Vec<JournalEntry> = Vec::new();
-    let mut new_keys: Vec<(String, [u8; 32], i64)> = Vec::new();
+    let mut entry_keys: Vec<(String, [u8; 32])> = Vec::new();
     let mut transfers: Vec<(Transfer, i64)> = Vec::new();
     let mut opened: HashSet<Id> = HashSet::new();
     let mut touched: HashSet<Id> = HashSet::new();
     let mut resolved: Vec<(Id, TransferState)> = Vec::new();
     let mut messages: Vec<(&NewMessage, i64)> = Vec::new();
-    let mut replays: Vec<(usize, i64)> = Vec::new();
-    for (i, job) in jobs.iter().enumerate() {
+    for job in jobs {
         let key = &job.request.idempotency_key;
-        if let Some((hash, at_seq)) = known.get(key) {
-            if *hash == job.fingerprint {
-                replays.push((i, *at_seq));
-                results.push(None);
+        if let Some(k) = known.get(key) {
+            if k.fingerprint == job.fingerprint {
+                // Decoded from the stored entry, or (same batch) from the entry just made.
+                let body = k.body.as_deref().or_else(|| {
+                    entries
+                        .iter()
+                        .find(|e| e.seq == k.seq)
+                        .map(|e| e.body.as_slice())
+                });
+                let event: Event = body
+                    .ok_or_else(|| StoreError::Corrupt(format!("journal entry {} missing", k.seq)))
+                    .and_then(|b| {
+                        serde_json::from_slice(b)
+                            .map_err(|e| StoreError::Corrupt(format!("journal body: {e}")))
+                    })?;
+                results.push(Ok(Outcome {
+                    journal_seq: k.seq,
+                    replayed: true,
+                    event,
+                }));
             } else {
-                results.push(Some(Err(LedgerError::IdempotencyConflict.into())));
+                results.push(Err(LedgerError::IdempotencyConflict.into()));
             }
             continue;
         }
         let mut new_id = Id::new;
         match book.apply(&job.request.command, now, &mut new_id) {
-            Err(e) => results.push(Some(Err(e.into()))),
+            Err(e) => results.push(Err(e.into())),
             Ok(event) => {
                 let kind = match &event {
                     Event::AccountOpened { account } => {
@@ -336,14 +364,21 @@ async fn write_batch(
                 for m in &job.messages {
                     messages.push((m, seq));
                 }
-                known.insert(key.clone(), (job.fingerprint, seq));
-                new_keys.push((key.clone(), job.fingerprint, seq));
+                known.insert(
+                    key.clone(),
+                    Known {
+                        fingerprint: job.fingerprint,
+                        seq,
+                        body: None,
+                    },
+                );
+                entry_keys.push((key.clone(), job.fingerprint));
                 entries.push(entry);
-                results.push(Some(Ok(Outcome {
+                results.push(Ok(Outcome {
                     journal_seq: seq,
                     replayed: false,
                     event,
-                })));
+                }));
             }
         }
     }
@@ -413,7 +448,8 @@ async fn write_batch(
     }
     let journal_rows: Vec<Vec<Value>> = entries
         .iter()
-        .map(|e| {
+        .zip(&entry_keys)
+        .map(|(e, (key, fingerprint))| {
             vec![
                 Value::Int(e.seq),
                 Value::Int(e.at.as_micros()),
@@ -421,6 +457,8 @@ async fn write_batch(
                 Value::Blob(e.prev_hash.to_vec()),
                 Value::Blob(e.hash.to_vec()),
                 Value::Blob(e.body.clone()),
+                Value::Text(key.clone()),
+                Value::Blob(fingerprint.to_vec()),
             ]
         })
         .collect();
@@ -428,30 +466,9 @@ async fn write_batch(
         &mut tx,
         dialect,
         "journal",
-        "seq, at, kind, prev_hash, hash, body",
-        6,
+        "seq, at, kind, prev_hash, hash, body, idempotency_key, request_hash",
+        8,
         journal_rows,
-        "",
-    )
-    .await?;
-    let key_rows: Vec<Vec<Value>> = new_keys
-        .iter()
-        .map(|(k, h, s)| {
-            vec![
-                Value::Text(k.clone()),
-                Value::Blob(h.to_vec()),
-                Value::Int(*s),
-                Value::Int(now.as_micros()),
-            ]
-        })
-        .collect();
-    insert_chunked(
-        &mut tx,
-        dialect,
-        "idempotency",
-        "key, request_hash, journal_seq, created_at",
-        4,
-        key_rows,
         "",
     )
     .await?;
@@ -489,55 +506,9 @@ async fn write_batch(
             .await?;
         }
     }
-    // 5. Replays: read the original events inside the same transaction.
-    replay_seqs.retain(|s| replays.iter().any(|(_, r)| r == s));
-    let mut originals: HashMap<i64, Event> = HashMap::new();
-    let wanted: Vec<i64> = replay_seqs.into_iter().collect();
-    for chunk in wanted.chunks(PARAMS_PER_STATEMENT_MAX) {
-        let sql = format!(
-            "SELECT seq, body FROM journal WHERE seq IN ({})",
-            placeholders(dialect, chunk.len())
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for s in chunk {
-            q = q.bind(*s);
-        }
-        for r in q.fetch_all(&mut *tx).await? {
-            let body: Vec<u8> = r.try_get("body")?;
-            let event: Event = serde_json::from_slice(&body)
-                .map_err(|e| StoreError::Corrupt(format!("journal body: {e}")))?;
-            originals.insert(r.try_get("seq")?, event);
-        }
-    }
     tx.commit().await?;
 
-    let mut out: Vec<Result<Outcome, StoreError>> = Vec::with_capacity(jobs.len());
-    let mut replay_iter = replays.into_iter().peekable();
-    for (i, r) in results.into_iter().enumerate() {
-        match r {
-            Some(r) => out.push(r),
-            None => {
-                let (_, s) = replay_iter
-                    .next()
-                    .filter(|(j, _)| *j == i)
-                    .ok_or(StoreError::Corrupt("replay bookkeeping out of step".into()))?;
-                // Within one batch a key may be replayed from an entry written moments ago.
-                let event = match originals.get(&s) {
-                    Some(e) => e.clone(),
-                    None => entries
-                        .iter()
-                        .find(|e| e.seq == s)
-                        .and_then(|e| serde_json::from_slice(&e.body).ok())
-                        .ok_or_else(|| StoreError::Corrupt(format!("journal entry {s} missing")))?,
-                };
-                out.push(Ok(Outcome {
-                    journal_seq: s,
-                    replayed: true,
-                    event,
-                }));
-            }
-        }
-    }
+    let out = results;
     debug_assert!(transfers.iter().all(|(t, _)| t.amount_minor > 0));
     debug_assert!(
         transfers
@@ -561,7 +532,9 @@ async fn insert_chunked(
     }
     // Fixed-size blocks: the statement text repeats, so its prepared form is reused from the
     // connection's statement cache instead of being parsed anew for every batch size.
-    let per = ROWS_PER_STATEMENT.min(PARAMS_PER_STATEMENT_MAX / width).max(1);
+    let per = ROWS_PER_STATEMENT
+        .min(PARAMS_PER_STATEMENT_MAX / width)
+        .max(1);
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<Vec<Value>> = rows.by_ref().take(per).collect();

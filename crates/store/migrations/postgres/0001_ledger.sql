@@ -40,20 +40,16 @@ CREATE INDEX transfers_expiry ON transfers (expires_at) WHERE state = 'pending';
 -- A pending transfer is resolved by exactly one row: the database refuses a second.
 CREATE UNIQUE INDEX transfers_one_resolution ON transfers (pending_id) WHERE pending_id IS NOT NULL;
 
-CREATE TABLE idempotency (
-    key          TEXT    PRIMARY KEY,
-    request_hash BYTEA    NOT NULL,
-    journal_seq  BIGINT NOT NULL,
-    created_at   BIGINT NOT NULL
-);
-
 CREATE TABLE journal (
     seq       BIGINT PRIMARY KEY,
     at        BIGINT NOT NULL,
     kind      TEXT    NOT NULL,
     prev_hash BYTEA    NOT NULL,
     hash      BYTEA    NOT NULL,
-    body      BYTEA    NOT NULL
+    body      BYTEA    NOT NULL,
+    -- The client's key and a hash of its request: a retry returns this entry's event.
+    idempotency_key TEXT UNIQUE,
+    request_hash    BYTEA
 );
 
 CREATE TABLE journal_head (

@@ -40,20 +40,16 @@ CREATE INDEX transfers_expiry ON transfers (expires_at) WHERE state = 'pending';
 -- A pending transfer is resolved by exactly one row: the database refuses a second.
 CREATE UNIQUE INDEX transfers_one_resolution ON transfers (pending_id) WHERE pending_id IS NOT NULL;
 
-CREATE TABLE idempotency (
-    key          TEXT    PRIMARY KEY,
-    request_hash BLOB    NOT NULL,
-    journal_seq  INTEGER NOT NULL,
-    created_at   INTEGER NOT NULL
-) STRICT;
-
 CREATE TABLE journal (
     seq       INTEGER PRIMARY KEY,
     at        INTEGER NOT NULL,
     kind      TEXT    NOT NULL,
     prev_hash BLOB    NOT NULL,
     hash      BLOB    NOT NULL,
-    body      BLOB    NOT NULL
+    body      BLOB    NOT NULL,
+    -- The client's key and a hash of its request: a retry returns this entry's event.
+    idempotency_key TEXT UNIQUE,
+    request_hash    BLOB
 ) STRICT;
 
 CREATE TABLE journal_head (
