@@ -251,7 +251,7 @@ enum RunAs {
     CurrentUser,
     /// Root: `runuser -u postgres -- prog args…`.
     Runuser(PathBuf),
-    /// Root without runuser: `su -s /bin/sh -c 'exec "$0" "$@"' postgres prog args…`.
+    /// Root without runuser: `su -s /bin/sh -c 'exec "$0" "$@"' -- postgres prog args…`.
     Su(PathBuf),
 }
 
@@ -285,6 +285,9 @@ impl RunAs {
                 "/bin/sh".into(),
                 "-c".into(),
                 r#"exec "$0" "$@""#.into(),
+                // `--` stops su's option parsing (it permutes, so a program
+                // argument like `-D` would otherwise be taken as its own).
+                "--".into(),
                 OS_USER.into(),
             ],
         };
@@ -297,9 +300,9 @@ impl RunAs {
 /// (`PGHOST`, `PGSSLMODE`, `PGDATA`, … would override our explicit
 /// arguments) and untranslated messages.
 fn command(argv: &[OsString]) -> Command {
-    let (program, args) = argv.split_first().map_or((OsStr::new("false"), &[][..]), |(p, a)| {
-        (p.as_os_str(), a)
-    });
+    let (program, args) = argv
+        .split_first()
+        .map_or((OsStr::new("false"), &[][..]), |(p, a)| (p.as_os_str(), a));
     let mut cmd = Command::new(program);
     cmd.args(args);
     for (key, _) in std::env::vars_os() {
@@ -438,7 +441,10 @@ impl PgCluster {
         let dir = tempfile::Builder::new()
             .prefix("tally-pg-")
             .tempdir_in(&parent)
-            .map_err(io_err(format!("creating a temp dir in {}", parent.display())))?
+            .map_err(io_err(format!(
+                "creating a temp dir in {}",
+                parent.display()
+            )))?
             .keep();
 
         // From here on `Drop` cleans up, including on the error paths below.
@@ -604,7 +610,15 @@ rm -rf -- "$dir"
     fn initdb(&self) -> Result<(), PgError> {
         let mut cmd = self.server_command("initdb");
         cmd.arg("-D").arg(self.data_dir()).args([
-            "-A", "trust", "-U", SUPERUSER, "--no-sync", "-E", "UTF8", "--locale", "C",
+            "-A",
+            "trust",
+            "-U",
+            SUPERUSER,
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale",
+            "C",
         ]);
         run(cmd).map(drop)
     }
@@ -650,7 +664,8 @@ rm -rf -- "$dir"
                     // A server that came up half-way must not block the retry.
                     let _ = run(self.stop_command());
                     let log = fs::read(self.log_path()).unwrap_or_default();
-                    let attempt_log = log.get(log_len_before as usize..).unwrap_or_default();
+                    let from = usize::try_from(log_len_before).unwrap_or(usize::MAX);
+                    let attempt_log = log.get(from..).unwrap_or_default();
                     let attempt_log = String::from_utf8_lossy(attempt_log);
                     let port_taken = attempt_log.contains("could not bind")
                         || attempt_log.contains("Address already in use");
@@ -927,14 +942,18 @@ fn parse_tps(output: &str) -> Option<f64> {
             Some((number.parse().ok()?, rest))
         })
         .collect();
-    ["without initial connection time", "excluding connections establishing", ""]
-        .iter()
-        .find_map(|marker| {
-            tps_lines
-                .iter()
-                .find(|(_, rest)| rest.contains(marker))
-                .map(|(tps, _)| *tps)
-        })
+    [
+        "without initial connection time",
+        "excluding connections establishing",
+        "",
+    ]
+    .iter()
+    .find_map(|marker| {
+        tps_lines
+            .iter()
+            .find(|(_, rest)| rest.contains(marker))
+            .map(|(tps, _)| *tps)
+    })
 }
 
 #[cfg(test)]
@@ -991,20 +1010,47 @@ mod tests {
         assert!(validate_database_name("").is_err());
         assert!(validate_database_name("a\"; DROP").is_err());
         assert!(validate_database_name(&"x".repeat(64)).is_err());
-        assert_eq!(url_for(5432, "tally"), "postgres://postgres@127.0.0.1:5432/tally");
+        assert_eq!(
+            url_for(5432, "tally"),
+            "postgres://postgres@127.0.0.1:5432/tally"
+        );
     }
 
     #[test]
     fn runs_as_postgres_user_only_when_root() {
         let argv = RunAs::Runuser("/usr/sbin/runuser".into()).argv(Path::new("/pg/initdb"));
-        assert_eq!(argv, ["/usr/sbin/runuser", "-u", "postgres", "--", "/pg/initdb"]);
+        assert_eq!(
+            argv,
+            ["/usr/sbin/runuser", "-u", "postgres", "--", "/pg/initdb"]
+        );
+        let argv = RunAs::Su("/bin/su".into()).argv(Path::new("/pg/initdb"));
+        assert_eq!(
+            argv,
+            [
+                "/bin/su",
+                "-s",
+                "/bin/sh",
+                "-c",
+                r#"exec "$0" "$@""#,
+                "--",
+                "postgres",
+                "/pg/initdb"
+            ]
+        );
         let argv = RunAs::CurrentUser.argv(Path::new("/pg/initdb"));
         assert_eq!(argv, ["/pg/initdb"]);
     }
 
     #[test]
     fn pgbench_rejects_zero_arguments() {
-        let err = run_pgbench(Path::new("/nonexistent/pgbench"), "postgres://x", 1, 0, 1, 1);
+        let err = run_pgbench(
+            Path::new("/nonexistent/pgbench"),
+            "postgres://x",
+            1,
+            0,
+            1,
+            1,
+        );
         assert!(matches!(err, Err(PgError::InvalidArgument(_))));
     }
 }

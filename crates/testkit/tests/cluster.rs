@@ -33,11 +33,20 @@ fn accepts_connections(port: u16) -> bool {
 
 #[test]
 fn cluster_answers_select_1_with_test_settings() {
-    let Some(cluster) = private_cluster() else { return };
+    let Some(cluster) = private_cluster() else {
+        return;
+    };
     let url = cluster.url();
-    assert_eq!(url, format!("postgres://postgres@127.0.0.1:{}/tally", cluster.port()));
+    assert_eq!(
+        url,
+        format!("postgres://postgres@127.0.0.1:{}/tally", cluster.port())
+    );
     assert_eq!(cluster.psql(&url, "SELECT 1").expect("psql"), "1");
-    let show = |setting: &str| cluster.psql(&url, &format!("SHOW {setting}")).expect("SHOW");
+    let show = |setting: &str| {
+        cluster
+            .psql(&url, &format!("SHOW {setting}"))
+            .expect("SHOW")
+    };
     assert_eq!(show("fsync"), "on");
     assert_eq!(show("max_connections"), "200");
     assert_eq!(show("shared_buffers"), "128MB");
@@ -45,17 +54,26 @@ fn cluster_answers_select_1_with_test_settings() {
     assert_eq!(show("server_encoding"), "UTF8");
     assert_eq!(show("TimeZone"), "UTC");
     assert_eq!(
-        cluster.psql(&url, "SELECT current_database()").expect("psql"),
+        cluster
+            .psql(&url, "SELECT current_database()")
+            .expect("psql"),
         "tally"
     );
     // The unix socket lives inside the cluster directory.
-    assert!(cluster.dir().join(format!(".s.PGSQL.{}", cluster.port())).exists());
+    assert!(
+        cluster
+            .dir()
+            .join(format!(".s.PGSQL.{}", cluster.port()))
+            .exists()
+    );
     assert!(cluster.bin_dir().join("initdb").is_file());
 }
 
 #[test]
 fn fresh_databases_are_distinct_and_isolated() {
-    let Some(cluster) = shared_cluster() else { return };
+    let Some(cluster) = shared_cluster() else {
+        return;
+    };
     let a = cluster.fresh_database();
     let b = cluster.fresh_database();
     assert_ne!(a, b);
@@ -64,10 +82,14 @@ fn fresh_databases_are_distinct_and_isolated() {
         .expect("create in a");
     assert_eq!(cluster.psql(&a, "SELECT x FROM t").expect("select a"), "42");
     assert_eq!(
-        cluster.psql(&b, "SELECT to_regclass('t') IS NULL").expect("select b"),
+        cluster
+            .psql(&b, "SELECT to_regclass('t') IS NULL")
+            .expect("select b"),
         "t"
     );
-    cluster.psql(&b, "CREATE TABLE t (y text)").expect("same name in b");
+    cluster
+        .psql(&b, "CREATE TABLE t (y text)")
+        .expect("same name in b");
     assert!(matches!(
         cluster.create_database("bad name;"),
         Err(tally_testkit::PgError::InvalidArgument(_))
@@ -76,26 +98,38 @@ fn fresh_databases_are_distinct_and_isolated() {
 
 #[test]
 fn drop_stops_server_and_removes_directory() {
-    let Some(cluster) = private_cluster() else { return };
+    let Some(cluster) = private_cluster() else {
+        return;
+    };
     let port = cluster.port();
     let dir: PathBuf = cluster.dir().to_path_buf();
     assert!(accepts_connections(port));
     assert!(dir.join("data").is_dir());
     drop(cluster);
     // `pg_ctl stop -w` returned, so the listening socket is already closed.
-    assert!(!accepts_connections(port), "port {port} still accepts connections");
+    assert!(
+        !accepts_connections(port),
+        "port {port} still accepts connections"
+    );
     assert!(!dir.exists(), "{} still exists", dir.display());
 }
 
 #[test]
 fn test_database_url_gives_a_usable_database() {
-    let Some(db) = test_database_url() else { return };
-    assert_eq!(tally_testkit::psql(db.url(), "SELECT 1").expect("psql"), "1");
+    let Some(db) = test_database_url() else {
+        return;
+    };
+    assert_eq!(
+        tally_testkit::psql(db.url(), "SELECT 1").expect("psql"),
+        "1"
+    );
 }
 
 #[test]
 fn pgbench_short_run_reports_positive_tps() {
-    let Some(cluster) = shared_cluster() else { return };
+    let Some(cluster) = shared_cluster() else {
+        return;
+    };
     let tps = cluster.pgbench_tpcb(1, 2, 2, 2).expect("pgbench");
     eprintln!("pgbench TPC-B scale 1, 2 clients, 2 threads, 2 s: {tps:.1} tps");
     assert!(tps > 0.0, "tps = {tps}");
@@ -111,9 +145,14 @@ fn helper_process_for_watchdog_test() {
     // Write to the real stdout: libtest may capture `println!` even with
     // `--nocapture`/`--no-capture` depending on version and flags.
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "TESTKIT_CHILD {} {}", cluster.port(), cluster.dir().display())
-        .and_then(|()| stdout.flush())
-        .expect("report to parent");
+    writeln!(
+        stdout,
+        "TESTKIT_CHILD {} {}",
+        cluster.port(),
+        cluster.dir().display()
+    )
+    .and_then(|()| stdout.flush())
+    .expect("report to parent");
     drop(stdout);
     // Block until the parent kills us (it never writes to our stdin).
     let mut line = String::new();
@@ -122,10 +161,11 @@ fn helper_process_for_watchdog_test() {
 
 #[test]
 fn watchdog_cleans_up_after_sigkill() {
-    if std::env::var_os(CHILD_ENV).is_some() || postgres_bin_dir().is_none() {
-        if postgres_bin_dir().is_none() {
-            skip_or_fail("no PostgreSQL server binaries found");
-        }
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return; // we are the child process; only the helper test runs
+    }
+    if postgres_bin_dir().is_none() {
+        skip_or_fail("no PostgreSQL server binaries found");
         return;
     }
     let exe = std::env::current_exe().expect("current_exe");
@@ -139,16 +179,27 @@ fn watchdog_cleans_up_after_sigkill() {
         .spawn()
         .expect("spawn child test process");
     let stdout = child.stdout.take().expect("child stdout");
-    let mut found = None;
-    for line in BufReader::new(stdout).lines() {
-        let line = line.expect("read child stdout");
-        if let Some(rest) = line.strip_prefix("TESTKIT_CHILD ") {
-            let (port, dir) = rest.split_once(' ').expect("port and dir");
-            found = Some((port.parse::<u16>().expect("port"), PathBuf::from(dir)));
-            break;
+    // Read the child's report on a thread so a misbehaving child cannot hang
+    // this test forever (bounded wait).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            // libtest may have printed "test <name> ... " on the same line.
+            if let Some((_, rest)) = line.split_once("TESTKIT_CHILD ") {
+                let _ = tx.send(rest.to_owned());
+                break;
+            }
         }
-    }
-    let (port, dir) = found.expect("child reported its cluster");
+    });
+    let report = rx.recv_timeout(Duration::from_secs(60));
+    let Ok(report) = report else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("child did not report its cluster within 60 s: {report:?}");
+    };
+    let (port, dir) = report.split_once(' ').expect("port and dir");
+    let (port, dir) = (port.parse::<u16>().expect("port"), PathBuf::from(dir));
     assert!(accepts_connections(port));
 
     child.kill().expect("SIGKILL child");
@@ -160,6 +211,9 @@ fn watchdog_cleans_up_after_sigkill() {
     while (accepts_connections(port) || dir.exists()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(!accepts_connections(port), "server on {port} survived its owner");
+    assert!(
+        !accepts_connections(port),
+        "server on {port} survived its owner"
+    );
     assert!(!dir.exists(), "{} survived its owner", dir.display());
 }
