@@ -122,7 +122,7 @@ async fn crash_and_recover(extra: &[&str]) {
         let (status, v) = ledger.get(&format!("/v1/transfers/{id}")).await;
         assert_eq!(status, 200, "acknowledged transfer {id} ({key}) lost: {v}");
     }
-    let mut expected = vec![FUNDING_MINOR; CUSTOMERS];
+    let mut expected = [FUNDING_MINOR; CUSTOMERS];
     for (key, from, to, amount) in &attempts {
         let body = json!({"debit_account": customers[*from], "credit_account": customers[*to],
                           "amount_minor": amount, "currency": "EUR"});

@@ -885,8 +885,8 @@ impl Book {
         let mut scratch: HashMap<Id, Account> = HashMap::new();
         for t in &transfers {
             for id in [t.debit_account, t.credit_account] {
-                if !scratch.contains_key(&id) {
-                    scratch.insert(id, self.account(id)?.clone());
+                if let std::collections::hash_map::Entry::Vacant(slot) = scratch.entry(id) {
+                    slot.insert(self.account(id)?.clone());
                 }
             }
             if t.debit_account == t.credit_account {
