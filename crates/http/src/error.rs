@@ -347,16 +347,13 @@ impl From<ServiceError> for ApiError {
         match e {
             ServiceError::Ledger(l) => ApiError::from(l),
             ServiceError::Money(m) => money(m),
+            ServiceError::IdempotencyKeyReused => ApiError::new(
+                ErrorCode::IdempotencyKeyReused,
+                "idempotency key was used for another kind of request",
+            ),
             ServiceError::Invalid { field, reason } => {
-                // The service reports two idempotency problems through `Invalid`: a malformed key
-                // (already refused by our extractor, kept as a backstop) and a key that names an
-                // earlier request of another kind (an account vs a transfer): a reuse.
-                if field == "idempotency_key" && reason.contains("another kind") {
-                    ApiError::new(
-                        ErrorCode::IdempotencyKeyReused,
-                        "idempotency key was used for another kind of request",
-                    )
-                } else if field == "idempotency_key" {
+                // A malformed key is refused by our extractor first; this is the backstop.
+                if field == "idempotency_key" {
                     ApiError::new(
                         ErrorCode::IdempotencyKeyInvalid,
                         format!("invalid Idempotency-Key: {reason}"),

@@ -398,14 +398,14 @@ pub async fn revoke_api_key(
 )]
 pub async fn dev_inbox(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     ApiPath(address): ApiPath<String>,
     ApiQuery(query): ApiQuery<LimitQuery>,
 ) -> Result<Json<Vec<MessageDto>>, ApiError> {
     let limit = query.limit.unwrap_or(LIMIT_DEFAULT);
     let messages = state
         .node
-        .dev_inbox(&address, limit)
+        .dev_inbox(&caller.0, &address, limit)
         .await
         .map_err(ApiError::dev_inbox)?;
     Ok(Json(messages.into_iter().map(MessageDto::from).collect()))

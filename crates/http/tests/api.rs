@@ -1346,6 +1346,17 @@ async fn dev_inbox_is_off_unless_the_node_runs_in_dev_mode() {
     );
     assert!(r.str("/0/body").contains("2.50 EUR") && r.str("/0/body").contains("thanks"));
     assert_eq!(r.i64("/0/data/amount_minor"), 250);
+    // Another party's inbox is not the shop's to read; the operator reads any.
+    api.get("/v1/dev/inbox/alice")
+        .key(&w.shop)
+        .send()
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    api.get("/v1/dev/inbox/alice")
+        .key(&api.admin)
+        .send()
+        .await
+        .expect(StatusCode::OK);
 }
 
 #[tokio::test]

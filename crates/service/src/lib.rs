@@ -88,6 +88,10 @@ pub enum ServiceError {
         /// What is wrong.
         reason: String,
     },
+    /// The idempotency key names an earlier request of another kind (an account, not a
+    /// transfer): the same key cannot mean two things.
+    #[error("idempotency key was used for another kind of request")]
+    IdempotencyKeyReused,
     /// No or an unknown API key.
     #[error("missing or unknown API key")]
     Unauthorized,

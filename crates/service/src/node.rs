@@ -421,10 +421,10 @@ impl Node {
                 command,
             })
             .await?;
-        let account = outcome.account().cloned().ok_or(ServiceError::Invalid {
-            field: "idempotency_key",
-            reason: "used for another kind of request".into(),
-        })?;
+        let account = outcome
+            .account()
+            .cloned()
+            .ok_or(ServiceError::IdempotencyKeyReused)?;
         Ok((account, outcome.replayed))
     }
 
@@ -703,10 +703,7 @@ impl Node {
             .await?;
         match outcome.event {
             tally_ledger::Event::Transfers { transfers } => Ok((transfers, outcome.replayed)),
-            tally_ledger::Event::AccountOpened { .. } => Err(ServiceError::Invalid {
-                field: "idempotency_key",
-                reason: "used for another kind of request".into(),
-            }),
+            tally_ledger::Event::AccountOpened { .. } => Err(ServiceError::IdempotencyKeyReused),
         }
     }
 
@@ -719,11 +716,22 @@ impl Node {
             .ok_or(ServiceError::NoLiquidity(currency))
     }
 
-    /// The development inbox of `address` (only with `--dev`).
-    pub async fn dev_inbox(&self, address: &str, limit: i64) -> Result<Vec<StoredMessage>> {
+    /// The development inbox of `address` (only with `--dev`). The operator reads any inbox;
+    /// a customer or merchant only the one named after itself.
+    pub async fn dev_inbox(
+        &self,
+        by: &Principal,
+        address: &str,
+        limit: i64,
+    ) -> Result<Vec<StoredMessage>> {
         if !self.inner.dev {
             return Err(ServiceError::Disabled(
                 "the dev inbox needs `tally serve --dev`",
+            ));
+        }
+        if !by.is_admin() && address != by.owner {
+            return Err(ServiceError::Forbidden(
+                "you can read only the dev inbox named after you",
             ));
         }
         Ok(self
@@ -746,10 +754,7 @@ fn first_transfer(outcome: Outcome) -> Result<(Transfer, bool)> {
         .transfer()
         .cloned()
         .map(|t| (t, replayed))
-        .ok_or(ServiceError::Invalid {
-            field: "idempotency_key",
-            reason: "used for another kind of request".into(),
-        })
+        .ok_or(ServiceError::IdempotencyKeyReused)
 }
 
 fn require_admin(by: &Principal) -> Result<()> {
