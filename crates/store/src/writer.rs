@@ -226,27 +226,20 @@ async fn write_batch(
         .map(|j| j.request.idempotency_key.clone())
         .collect();
     let mut known: HashMap<String, Known> = HashMap::new();
-    for chunk in keys.chunks(PARAMS_PER_STATEMENT_MAX) {
-        let sql = format!(
-            "SELECT idempotency_key, request_hash, seq, body FROM journal WHERE idempotency_key IN ({})",
-            placeholders(dialect, chunk.len())
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for k in chunk {
-            q = q.bind(k.clone());
-        }
-        for r in q.fetch_all(&mut *tx).await? {
-            let hash: Vec<u8> = r.try_get("request_hash")?;
-            let hash: [u8; 32] = hash
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("request hash".into()))?;
-            let known_entry = Known {
-                fingerprint: hash,
-                seq: r.try_get("seq")?,
-                body: Some(r.try_get("body")?),
-            };
-            known.insert(r.try_get("idempotency_key")?, known_entry);
-        }
+    let keys = keys.into_iter().map(Value::Text).collect();
+    let select =
+        "SELECT idempotency_key, request_hash, seq, body FROM journal WHERE idempotency_key";
+    for r in select_in(&mut tx, dialect, select, keys).await? {
+        let hash: Vec<u8> = r.try_get("request_hash")?;
+        let hash: [u8; 32] = hash
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("request hash".into()))?;
+        let known_entry = Known {
+            fingerprint: hash,
+            seq: r.try_get("seq")?,
+            body: Some(r.try_get("body")?),
+        };
+        known.insert(r.try_get("idempotency_key")?, known_entry);
     }
 
     // 2. Pending transfers the batch resolves, then every account it touches.
@@ -255,20 +248,11 @@ async fn write_batch(
         .filter_map(|j| j.request.command.pending_id())
         .collect();
     let mut book = Book::default();
-    for chunk in pending_ids.chunks(PARAMS_PER_STATEMENT_MAX) {
-        let sql = format!(
-            "SELECT {} FROM transfers WHERE id IN ({})",
-            rows::TRANSFER_COLUMNS,
-            placeholders(dialect, chunk.len())
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in chunk {
-            q = q.bind(blob(id));
-        }
-        for r in q.fetch_all(&mut *tx).await? {
-            let t = rows::transfer(&r)?;
-            book.pending.insert(t.id, t);
-        }
+    let select = format!("SELECT {} FROM transfers WHERE id", rows::TRANSFER_COLUMNS);
+    let ids = pending_ids.iter().map(|id| Value::Blob(blob(id))).collect();
+    for r in select_in(&mut tx, dialect, &select, ids).await? {
+        let t = rows::transfer(&r)?;
+        book.pending.insert(t.id, t);
     }
     let mut account_ids: Vec<Id> = jobs
         .iter()
@@ -281,20 +265,11 @@ async fn write_batch(
     );
     account_ids.sort();
     account_ids.dedup();
-    for chunk in account_ids.chunks(PARAMS_PER_STATEMENT_MAX) {
-        let sql = format!(
-            "SELECT {} FROM accounts WHERE id IN ({})",
-            rows::ACCOUNT_COLUMNS,
-            placeholders(dialect, chunk.len())
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in chunk {
-            q = q.bind(blob(id));
-        }
-        for r in q.fetch_all(&mut *tx).await? {
-            let a = rows::account(&r)?;
-            book.accounts.insert(a.id, a);
-        }
+    let select = format!("SELECT {} FROM accounts WHERE id", rows::ACCOUNT_COLUMNS);
+    let ids = account_ids.iter().map(|id| Value::Blob(blob(id))).collect();
+    for r in select_in(&mut tx, dialect, &select, ids).await? {
+        let a = rows::account(&r)?;
+        book.accounts.insert(a.id, a);
     }
     // 3. Apply in order.
     let now = (options.clock)();
@@ -515,6 +490,27 @@ async fn write_batch(
             .iter()
             .all(|(t, _)| t.kind != TransferKind::Pending || t.expires_at.is_some())
     );
+    Ok(out)
+}
+
+/// `{select} IN (…)` over `values`, in chunks small enough for either database.
+async fn select_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    dialect: Dialect,
+    select: &str,
+    values: Vec<Value>,
+) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
+    let mut out = Vec::new();
+    let mut values = values.into_iter().peekable();
+    while values.peek().is_some() {
+        let chunk: Vec<Value> = values.by_ref().take(PARAMS_PER_STATEMENT_MAX).collect();
+        let sql = format!("{select} IN ({})", placeholders(dialect, chunk.len()));
+        out.extend(
+            bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
+                .fetch_all(&mut **tx)
+                .await?,
+        );
+    }
     Ok(out)
 }
 
