@@ -39,7 +39,7 @@ pub struct LedgerBench {
     #[arg(long, default_value_t = 4096)]
     batch_max: usize,
     /// Use this PostgreSQL instead of starting a throwaway cluster (its data is kept).
-    #[arg(long, env = "TALLY_BENCH_DATABASE_URL")]
+    #[arg(long, env = "TALLY_BENCH_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// Skip PostgreSQL and pgbench.
     #[arg(long)]

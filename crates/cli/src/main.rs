@@ -73,7 +73,7 @@ pub struct StoreLocation {
     #[arg(long, default_value = "./tally-data", env = "TALLY_DATA")]
     data: PathBuf,
     /// PostgreSQL URL (postgres://…); overrides the SQLite file in --data.
-    #[arg(long, env = "TALLY_DATABASE_URL")]
+    #[arg(long, env = "TALLY_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
 }
 

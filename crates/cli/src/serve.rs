@@ -22,7 +22,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = crate::DEFAULT_LISTEN, env = "TALLY_LISTEN")]
     listen: SocketAddr,
     /// PostgreSQL URL (postgres://…) for scale-out; several nodes may share one database.
-    #[arg(long, env = "TALLY_DATABASE_URL")]
+    #[arg(long, env = "TALLY_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// Development mode: the dev inbox is readable at /v1/dev/inbox/{address}.
     #[arg(long)]
