@@ -29,8 +29,8 @@ pub struct LedgerBench {
     /// Seconds of load per backend.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// Concurrent clients submitting transfers.
-    #[arg(long, default_value_t = 1024)]
+    /// Concurrent clients submitting transfers (each waits for its answer before the next).
+    #[arg(long, default_value_t = 4096)]
     concurrency: usize,
     /// Customer accounts the transfers move between.
     #[arg(long, default_value_t = 10_000)]
