@@ -166,7 +166,7 @@ async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "ok": report.ok(), "entries": ledger.entries, "accounts": ledger.accounts,
-                "transfers": ledger.transfers, "checkpoints": ledger.checkpoints_matched,
+                "transfers": ledger.transfers, "records": ledger.records, "checkpoints": ledger.checkpoints_matched,
                 "signatures_verified": report.signatures_verified, "signers": report.signers,
                 "node_key": node_key, "totals": totals, "problems": ledger.problems,
             }))?
@@ -175,6 +175,7 @@ async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
         println!("journal entries   {}", ledger.entries);
         println!("accounts          {}", ledger.accounts);
         println!("transfers         {}", ledger.transfers);
+        println!("other records     {} (API keys and other changes that move no money)", ledger.records);
         println!(
             "checkpoints       {} matched the chain, {} signatures verified",
             ledger.checkpoints_matched, report.signatures_verified

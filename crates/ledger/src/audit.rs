@@ -33,6 +33,8 @@ pub struct AuditReport {
     pub accounts: u64,
     /// Transfer rows replayed.
     pub transfers: u64,
+    /// Entries that record state changes moving no money (API keys and the like).
+    pub records: u64,
     /// Checkpoints whose hash matched the chain (signatures are counted by the caller).
     pub checkpoints_matched: u64,
     /// Totals per currency.
@@ -101,19 +103,25 @@ impl Auditor {
         }
         self.expect_seq = e.seq + 1;
         self.prev_hash = e.hash;
-        if e.kind == "account_opened" || e.kind == "transfers" {
-            match serde_json::from_slice::<Event>(&e.body) {
-                Ok(event) => self.replay(e.seq, event),
-                Err(err) => r
-                    .problems
-                    .push(format!("entry {}: unreadable event: {err}", e.seq)),
-            }
+        // Every entry is an event; its stored kind must agree with what the body says.
+        match serde_json::from_slice::<Event>(&e.body) {
+            Ok(event) if event.kind() == e.kind => self.replay(e.seq, event),
+            Ok(event) => r.problems.push(format!(
+                "entry {}: kind `{}` but the event is `{}`",
+                e.seq,
+                e.kind,
+                event.kind()
+            )),
+            Err(err) => r
+                .problems
+                .push(format!("entry {}: unreadable event: {err}", e.seq)),
         }
     }
 
     fn replay(&mut self, seq: i64, event: Event) {
         let r = &mut self.report;
         match event {
+            Event::Recorded { .. } => r.records += 1,
             Event::AccountOpened { account } => {
                 let zero = account.debits_pending == 0
                     && account.debits_posted == 0

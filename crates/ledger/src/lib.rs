@@ -489,7 +489,18 @@ pub enum Command {
         /// The pending transfer.
         pending_id: Id,
     },
+    /// Journals a state change that moves no money (an API key made or revoked, later the
+    /// protocols' own steps), so the journal holds every state change in one order.
+    Record {
+        /// What happened, `snake_case`, e.g. `api_key_created`; becomes the entry's kind.
+        kind: String,
+        /// Its details (never secrets).
+        data: serde_json::Value,
+    },
 }
+
+/// Largest `data` of a [`Command::Record`], in bytes of JSON.
+pub const RECORD_DATA_LEN_MAX: usize = 16 * 1024;
 
 impl Command {
     /// Accounts the command touches directly (not counting those reached through a pending id).
@@ -519,7 +530,8 @@ impl Command {
             Command::OpenAccount { .. }
             | Command::Post { .. }
             | Command::Void { .. }
-            | Command::Expire { .. } => vec![],
+            | Command::Expire { .. }
+            | Command::Record { .. } => vec![],
         }
     }
 
@@ -608,6 +620,17 @@ impl Request {
                 amount_minor: Some(a),
                 ..
             } => positive(*a)?,
+            Command::Record { kind, data } => {
+                let word = !kind.is_empty()
+                    && kind.len() <= 64
+                    && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+                if !word || kind == "account_opened" || kind == "transfers" {
+                    return Err(invalid("kind", "1 to 64 of a-z and _, not a ledger kind"));
+                }
+                if data.to_string().len() > RECORD_DATA_LEN_MAX {
+                    return Err(invalid("data", "at most 16 KiB of JSON"));
+                }
+            }
             Command::Post { .. } | Command::Void { .. } | Command::Expire { .. } => {}
         }
         Ok(())
@@ -640,11 +663,29 @@ pub enum Event {
         /// The new account.
         account: Account,
     },
+    /// A state change that moves no money (see [`Command::Record`]).
+    Recorded {
+        /// What happened.
+        kind: String,
+        /// Its details.
+        data: serde_json::Value,
+    },
     /// Transfers were recorded (one, or two linked legs of an exchange).
     Transfers {
         /// The new transfer rows, in order.
         transfers: Vec<Transfer>,
     },
+}
+
+impl Event {
+    /// The journal entry kind of this event.
+    pub fn kind(&self) -> &str {
+        match self {
+            Event::AccountOpened { .. } => "account_opened",
+            Event::Recorded { kind, .. } => kind,
+            Event::Transfers { .. } => "transfers",
+        }
+    }
 }
 
 /// The accounts and pending transfers a batch of commands touches, held in memory.
@@ -793,6 +834,10 @@ impl Book {
                 let amount = pending.amount_minor;
                 self.resolve(&pending, TransferKind::VoidPending, amount, new_id(), now)
             }
+            Command::Record { kind, data } => Ok(Event::Recorded {
+                kind: kind.clone(),
+                data: data.clone(),
+            }),
             Command::Expire { pending_id } => {
                 let pending = self.pending_any(*pending_id)?;
                 if pending.state != TransferState::Pending {

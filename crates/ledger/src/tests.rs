@@ -440,8 +440,7 @@ proptest! {
         all.push(Event::Transfers { transfers: vec![funding] });
         all.extend(events);
         for e in all {
-            let kind = match e { Event::AccountOpened { .. } => "account_opened", Event::Transfers { .. } => "transfers" };
-            let entry = next_entry(seq, prev, f.now, kind, serde_json::to_vec(&e).expect("json"));
+            let entry = next_entry(seq, prev, f.now, e.kind(), serde_json::to_vec(&e).expect("json"));
             seq = entry.seq; prev = entry.hash;
             auditor.feed(&entry);
         }
@@ -498,4 +497,26 @@ fn audit_detects_tampering() {
         !audit(&entries, wrong).ok(),
         "stored counter differs from replay"
     );
+}
+
+#[test]
+fn records_journal_changes_that_move_no_money() {
+    let mut f = Fixture::new();
+    let before = f.book.accounts.clone();
+    let record = |kind: &str| Request {
+        idempotency_key: "k".into(),
+        command: Command::Record { kind: kind.into(), data: serde_json::json!({"id": 1}) },
+    };
+    assert!(record("api_key_created").validate().is_ok());
+    for bad in ["", "Api", "api-key", "transfers", "account_opened", &"x".repeat(65)] {
+        assert!(record(bad).validate().is_err(), "{bad:?} must be refused");
+    }
+    let big = Request {
+        idempotency_key: "k".into(),
+        command: Command::Record { kind: "note".into(), data: serde_json::json!("x".repeat(RECORD_DATA_LEN_MAX)) },
+    };
+    assert!(big.validate().is_err());
+    let e = f.apply(record("api_key_created").command).expect("record");
+    assert_eq!(e.kind(), "api_key_created");
+    assert_eq!(f.book.accounts, before, "a record moves no money");
 }

@@ -6,9 +6,14 @@ use serde_json::{Value, json};
 use tally_kernel::crypto::{Signature, SigningKey};
 use tally_kernel::{Currency, Id, Timestamp};
 use tally_ledger::journal::{CHECKPOINT_DOMAIN, GENESIS, checkpoint_message, next_entry};
-use tally_ledger::{Account, AccountFlags, AccountKind, Event, Transfer, TransferKind, TransferState};
+use tally_ledger::{
+    Account, AccountFlags, AccountKind, Event, Transfer, TransferKind, TransferState,
+};
 
-const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/protocols/vectors/journal.json");
+const PATH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../docs/protocols/vectors/journal.json"
+);
 
 fn id(n: u128) -> Id {
     Id(uuid::Uuid::from_u128(n))
@@ -22,7 +27,10 @@ fn events() -> Vec<(&'static str, Event)> {
         owner: "alice".into(),
         currency: eur,
         kind,
-        flags: AccountFlags { debits_must_not_exceed_credits: bounded, credits_must_not_exceed_debits: false },
+        flags: AccountFlags {
+            debits_must_not_exceed_credits: bounded,
+            credits_must_not_exceed_debits: false,
+        },
         limit_minor: 0,
         debits_pending: 0,
         debits_posted: 0,
@@ -47,9 +55,24 @@ fn events() -> Vec<(&'static str, Event)> {
         created_at: t0,
     };
     vec![
-        ("account_opened", Event::AccountOpened { account: account(1, AccountKind::Settlement, false) }),
-        ("account_opened", Event::AccountOpened { account: account(2, AccountKind::Customer, true) }),
-        ("transfers", Event::Transfers { transfers: vec![transfer] }),
+        (
+            "account_opened",
+            Event::AccountOpened {
+                account: account(1, AccountKind::Settlement, false),
+            },
+        ),
+        (
+            "account_opened",
+            Event::AccountOpened {
+                account: account(2, AccountKind::Customer, true),
+            },
+        ),
+        (
+            "transfers",
+            Event::Transfers {
+                transfers: vec![transfer],
+            },
+        ),
     ]
 }
 
@@ -91,20 +114,43 @@ fn compute() -> Value {
 fn journal_vectors_match_the_pinned_file() {
     let computed = compute();
     if std::env::var("UPDATE_EXPECT").is_ok_and(|v| v == "1") {
-        std::fs::write(PATH, serde_json::to_string_pretty(&computed).expect("json") + "\n").expect("write vectors");
+        std::fs::write(
+            PATH,
+            serde_json::to_string_pretty(&computed).expect("json") + "\n",
+        )
+        .expect("write vectors");
         return;
     }
-    let pinned: Value = serde_json::from_str(&std::fs::read_to_string(PATH).expect("vectors file")).expect("json");
-    assert_eq!(computed, pinned, "journal format changed; if deliberate, regenerate with UPDATE_EXPECT=1");
+    let pinned: Value =
+        serde_json::from_str(&std::fs::read_to_string(PATH).expect("vectors file")).expect("json");
+    assert_eq!(
+        computed, pinned,
+        "journal format changed; if deliberate, regenerate with UPDATE_EXPECT=1"
+    );
     // The file on its own terms: the pinned signature verifies under the pinned public key.
     let cp = &pinned["checkpoint"];
-    let key = tally_kernel::crypto::VerifyingKey::from_hex(cp["signer_public_key_hex"].as_str().expect("pk")).expect("pk");
+    let key = tally_kernel::crypto::VerifyingKey::from_hex(
+        cp["signer_public_key_hex"].as_str().expect("pk"),
+    )
+    .expect("pk");
     let sig = Signature::from_hex(cp["signature_hex"].as_str().expect("sig")).expect("sig");
-    let hash: [u8; 32] = hex::decode(cp["hash"].as_str().expect("hash")).expect("hex").try_into().expect("32");
-    key.verify(CHECKPOINT_DOMAIN, &checkpoint_message(cp["seq"].as_i64().expect("seq"), &hash), &sig).expect("verifies");
+    let hash: [u8; 32] = hex::decode(cp["hash"].as_str().expect("hash"))
+        .expect("hex")
+        .try_into()
+        .expect("32");
+    key.verify(
+        CHECKPOINT_DOMAIN,
+        &checkpoint_message(cp["seq"].as_i64().expect("seq"), &hash),
+        &sig,
+    )
+    .expect("verifies");
     // And each pinned body parses back to the same event.
-    for ((_, e), entry) in events().iter().zip(pinned["entries"].as_array().expect("entries")) {
-        let parsed: Event = serde_json::from_str(entry["body"].as_str().expect("body")).expect("event");
+    for ((_, e), entry) in events()
+        .iter()
+        .zip(pinned["entries"].as_array().expect("entries"))
+    {
+        let parsed: Event =
+            serde_json::from_str(entry["body"].as_str().expect("body")).expect("event");
         assert_eq!(&parsed, e);
     }
 }

@@ -275,9 +275,24 @@ impl Node {
             created_at: Timestamp::now(),
             revoked_at: None,
         };
+        // Journaled like every state change; the key row commits with its journal entry.
+        let command = Command::Record {
+            kind: "api_key_created".into(),
+            data: serde_json::json!({
+                "id": record.id, "role": record.role, "owner": record.owner, "label": record.label,
+            }),
+        };
+        let attachment = tally_store::Attachment::ApiKeyCreated {
+            key_hash: sha256(key.expose().as_bytes()),
+            record: record.clone(),
+        };
+        let request = Request {
+            idempotency_key: format!("api_key_created:{}", record.id),
+            command,
+        };
         self.inner
             .store
-            .insert_api_key(&sha256(key.expose().as_bytes()), &record)
+            .execute_with(request, vec![attachment])
             .await?;
         Ok((record, key))
     }
@@ -335,17 +350,26 @@ impl Node {
     /// Revokes an API key (admins only).
     pub async fn revoke_api_key(&self, by: &Principal, id: Id) -> Result<()> {
         require_admin(by)?;
-        if !self
-            .inner
-            .store
-            .revoke_api_key(id, Timestamp::now())
-            .await?
-        {
+        let live = self.inner.store.api_keys().await?;
+        if !live.iter().any(|k| k.id == id && k.revoked_at.is_none()) {
             return Err(ServiceError::NotFound {
                 what: "api key",
                 id: id.to_string(),
             });
         }
+        // A concurrent second revoke is a replay of the first (same key, same request).
+        let request = Request {
+            idempotency_key: format!("api_key_revoked:{id}"),
+            command: Command::Record {
+                kind: "api_key_revoked".into(),
+                data: serde_json::json!({ "id": id, "by": by.key_id }),
+            },
+        };
+        let attachment = tally_store::Attachment::ApiKeyRevoked { id };
+        self.inner
+            .store
+            .execute_with(request, vec![attachment])
+            .await?;
         Ok(())
     }
 
@@ -536,7 +560,7 @@ impl Node {
                     idempotency_key: key,
                     command,
                 },
-                messages,
+                messages.into_iter().map(Into::into).collect(),
             )
             .await?;
         first_transfer(outcome)
@@ -703,7 +727,9 @@ impl Node {
             .await?;
         match outcome.event {
             tally_ledger::Event::Transfers { transfers } => Ok((transfers, outcome.replayed)),
-            tally_ledger::Event::AccountOpened { .. } => Err(ServiceError::IdempotencyKeyReused),
+            tally_ledger::Event::AccountOpened { .. } | tally_ledger::Event::Recorded { .. } => {
+                Err(ServiceError::IdempotencyKeyReused)
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! API keys: only a SHA-256 hash of each key is stored. Keys are 256-bit random strings, so a
 //! fast hash is enough (no password stretching needed) and lookups go by hash; the clear key
-//! is shown once, when it is made.
+//! is shown once, when it is made. Keys are created and revoked through the ledger writer,
+//! with a journal record in the same transaction, so the journal holds these changes too.
 
 use crate::rows;
 use crate::{Store, StoreError};
@@ -36,26 +37,6 @@ fn record(r: &sqlx::any::AnyRow) -> Result<ApiKeyRecord, StoreError> {
 }
 
 impl Store {
-    /// Stores a key by its hash.
-    pub async fn insert_api_key(
-        &self,
-        key_hash: &[u8; 32],
-        rec: &ApiKeyRecord,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO api_keys (id, key_hash, role, owner, label, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(rec.id.as_bytes().to_vec())
-        .bind(key_hash.to_vec())
-        .bind(rec.role.clone())
-        .bind(rec.owner.clone())
-        .bind(rec.label.clone())
-        .bind(rec.created_at.as_micros())
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
-
     /// The live (not revoked) key with this hash.
     pub async fn api_key_by_hash(
         &self,
@@ -80,15 +61,38 @@ impl Store {
         .await?;
         rows.iter().map(record).collect()
     }
+}
 
-    /// Revokes a key; returns false when no live key has this id.
-    pub async fn revoke_api_key(&self, id: Id, now: Timestamp) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                .bind(now.as_micros())
-                .bind(id.as_bytes().to_vec())
-                .execute(self.pool())
-                .await?;
-        Ok(done.rows_affected() == 1)
-    }
+/// Stores a key by its hash, inside the writer's transaction (see `Attachment`).
+pub(crate) async fn insert_api_key(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    key_hash: &[u8; 32],
+    rec: &ApiKeyRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO api_keys (id, key_hash, role, owner, label, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(rec.id.as_bytes().to_vec())
+    .bind(key_hash.to_vec())
+    .bind(rec.role.clone())
+    .bind(rec.owner.clone())
+    .bind(rec.label.clone())
+    .bind(rec.created_at.as_micros())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Revokes a key inside the writer's transaction; revoking twice changes nothing.
+pub(crate) async fn revoke_api_key(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: Id,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+        .bind(now.as_micros())
+        .bind(id.as_bytes().to_vec())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

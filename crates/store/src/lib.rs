@@ -32,7 +32,7 @@ use std::time::Duration;
 use tally_kernel::{Id, Timestamp};
 use tally_ledger::{Account, LedgerError, Transfer};
 
-pub use writer::{Checkpointer, Clock, Outcome, WriteOptions};
+pub use writer::{Attachment, Checkpointer, Clock, Outcome, WriteOptions};
 
 /// Which database we talk to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,14 +150,20 @@ impl Store {
         self.execute_with(request, Vec::new()).await
     }
 
-    /// Like [`Store::execute`], also writing `messages` to the outbox in the same transaction.
+    /// Like [`Store::execute`], also writing `attachments` (outbox messages, API-key rows) in
+    /// the same transaction, only if the command succeeds.
     pub async fn execute_with(
         &self,
         request: tally_ledger::Request,
-        messages: Vec<outbox::NewMessage>,
+        attachments: Vec<Attachment>,
     ) -> Result<Outcome, StoreError> {
         request.validate()?;
-        self.writer.submit(request, messages).await
+        for a in &attachments {
+            if let Attachment::Message(m) = a {
+                m.validate()?;
+            }
+        }
+        self.writer.submit(request, attachments).await
     }
 
     /// Sweeps pending transfers whose timeout passed; returns how many were expired.

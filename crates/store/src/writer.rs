@@ -44,7 +44,7 @@ impl Outcome {
     pub fn transfer(&self) -> Option<&Transfer> {
         match &self.event {
             Event::Transfers { transfers } => transfers.first(),
-            Event::AccountOpened { .. } => None,
+            Event::AccountOpened { .. } | Event::Recorded { .. } => None,
         }
     }
 
@@ -52,7 +52,7 @@ impl Outcome {
     pub fn account(&self) -> Option<&tally_ledger::Account> {
         match &self.event {
             Event::AccountOpened { account } => Some(account),
-            Event::Transfers { .. } => None,
+            Event::Recorded { .. } | Event::Transfers { .. } => None,
         }
     }
 }
@@ -92,10 +92,36 @@ impl Default for WriteOptions {
     }
 }
 
+/// A row written in the same transaction as a command's journal entry, and only if the
+/// command succeeds: an outgoing message, or a state change that moves no money.
+#[derive(Debug, Clone)]
+pub enum Attachment {
+    /// A new API key (stored by hash).
+    ApiKeyCreated {
+        /// SHA-256 of the key.
+        key_hash: [u8; 32],
+        /// What the key is.
+        record: crate::keys::ApiKeyRecord,
+    },
+    /// An API key revoked at the batch's time.
+    ApiKeyRevoked {
+        /// The key's id.
+        id: Id,
+    },
+    /// A message for the outbox.
+    Message(NewMessage),
+}
+
+impl From<NewMessage> for Attachment {
+    fn from(m: NewMessage) -> Self {
+        Attachment::Message(m)
+    }
+}
+
 struct Job {
     request: Request,
     fingerprint: [u8; 32],
-    messages: Vec<NewMessage>,
+    attachments: Vec<Attachment>,
     reply: oneshot::Sender<Result<Outcome, StoreError>>,
 }
 
@@ -110,7 +136,7 @@ impl Handle {
     pub(crate) async fn submit(
         &self,
         request: Request,
-        messages: Vec<NewMessage>,
+        attachments: Vec<Attachment>,
     ) -> Result<Outcome, StoreError> {
         let (reply, rx) = oneshot::channel();
         let fingerprint = request.command.fingerprint();
@@ -118,7 +144,7 @@ impl Handle {
             .send(Job {
                 request,
                 fingerprint,
-                messages,
+                attachments,
                 reply,
             })
             .await
@@ -280,7 +306,7 @@ async fn write_batch(
     let mut opened: HashSet<Id> = HashSet::new();
     let mut touched: HashSet<Id> = HashSet::new();
     let mut resolved: Vec<(Id, TransferState)> = Vec::new();
-    let mut messages: Vec<(&NewMessage, i64)> = Vec::new();
+    let mut attached: Vec<&Attachment> = Vec::new();
     for job in jobs {
         let key = &job.request.idempotency_key;
         if let Some(k) = known.get(key) {
@@ -312,11 +338,11 @@ async fn write_batch(
         match book.apply(&job.request.command, now, &mut new_id) {
             Err(e) => results.push(Err(e.into())),
             Ok(event) => {
-                let kind = match &event {
+                match &event {
                     Event::AccountOpened { account } => {
                         opened.insert(account.id);
-                        "account_opened"
                     }
+                    Event::Recorded { .. } => {}
                     Event::Transfers { transfers: ts } => {
                         for t in ts {
                             touched.insert(t.debit_account);
@@ -325,20 +351,17 @@ async fn write_batch(
                                 resolved.push((p, t.state));
                             }
                         }
-                        "transfers"
                     }
-                };
+                }
                 let body =
                     serde_json::to_vec(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let entry = journal::next_entry(seq, prev_hash, now, kind, body);
+                let entry = journal::next_entry(seq, prev_hash, now, event.kind(), body);
                 seq = entry.seq;
                 prev_hash = entry.hash;
                 if let Event::Transfers { transfers: ts } = &event {
                     transfers.extend(ts.iter().cloned().map(|t| (t, seq)));
                 }
-                for m in &job.messages {
-                    messages.push((m, seq));
-                }
+                attached.extend(job.attachments.iter());
                 known.insert(
                     key.clone(),
                     Known {
@@ -447,7 +470,13 @@ async fn write_batch(
         "",
     )
     .await?;
-    let message_rows: Vec<Vec<Value>> = messages.iter().map(|(m, _)| m.values(now)).collect();
+    let message_rows: Vec<Vec<Value>> = attached
+        .iter()
+        .filter_map(|a| match a {
+            Attachment::Message(m) => Some(m.values(now)),
+            _ => None,
+        })
+        .collect();
     insert_chunked(
         &mut tx,
         dialect,
@@ -458,6 +487,17 @@ async fn write_batch(
         " ON CONFLICT (dedup_key) DO NOTHING",
     )
     .await?;
+    for a in &attached {
+        match a {
+            Attachment::ApiKeyCreated { key_hash, record } => {
+                crate::keys::insert_api_key(&mut tx, key_hash, record).await?;
+            }
+            Attachment::ApiKeyRevoked { id } => {
+                crate::keys::revoke_api_key(&mut tx, *id, now).await?;
+            }
+            Attachment::Message(_) => {}
+        }
+    }
     if seq != start_seq {
         sqlx::query("UPDATE journal_head SET seq = $1, hash = $2 WHERE id = 1")
             .bind(seq)

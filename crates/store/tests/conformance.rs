@@ -602,7 +602,7 @@ async fn outbox_commits_with_the_change(db: Db) {
                 idempotency_key: key(),
                 command: transfer(world, alice, 5, None),
             },
-            vec![msg(&ok_key)],
+            vec![msg(&ok_key).into()],
         )
         .await
         .expect("transfer with message");
@@ -613,7 +613,7 @@ async fn outbox_commits_with_the_change(db: Db) {
                 idempotency_key: key(),
                 command: transfer(alice, world, 50, None),
             },
-            vec![msg(&refused_key)],
+            vec![msg(&refused_key).into()],
         )
         .await;
     assert!(r.is_err());
@@ -662,6 +662,45 @@ async fn outbox_commits_with_the_change(db: Db) {
             .len(),
         1
     );
+}
+
+async fn records_and_api_keys_commit_with_their_entry(db: Db) {
+    let store = db.open().await;
+    let id = Id::new();
+    let record = tally_store::keys::ApiKeyRecord {
+        id,
+        role: "merchant".into(),
+        owner: format!("shop-{id}"),
+        label: String::new(),
+        created_at: db.now(),
+        revoked_at: None,
+    };
+    let hash = [id.as_bytes()[15]; 32];
+    let created = |kind: &str| Request {
+        idempotency_key: format!("api_key_created:{id}:{kind}"),
+        command: Command::Record { kind: kind.into(), data: serde_json::json!({"id": id}) },
+    };
+    let attach = || vec![tally_store::Attachment::ApiKeyCreated { key_hash: hash, record: record.clone() }];
+    // A refused record writes nothing that was attached to it.
+    let refused = store.execute_with(created("Not A Kind"), attach()).await;
+    assert!(matches!(refused, Err(StoreError::Ledger(LedgerError::Invalid { .. }))));
+    let refused = store.execute_with(created("transfers"), attach()).await;
+    assert!(matches!(refused, Err(StoreError::Ledger(LedgerError::Invalid { .. }))));
+    assert!(store.api_key_by_hash(&hash).await.expect("read").is_none());
+    let out = store.execute_with(created("api_key_created"), attach()).await.expect("record");
+    assert_eq!(out.event.kind(), "api_key_created");
+    assert_eq!(store.api_key_by_hash(&hash).await.expect("read").map(|k| k.id), Some(id));
+    let revoke = Request {
+        idempotency_key: format!("api_key_revoked:{id}"),
+        command: Command::Record { kind: "api_key_revoked".into(), data: serde_json::json!({"id": id}) },
+    };
+    let attach = || vec![tally_store::Attachment::ApiKeyRevoked { id }];
+    store.execute_with(revoke.clone(), attach()).await.expect("revoke");
+    let again = store.execute_with(revoke, attach()).await.expect("revoke again");
+    assert!(again.replayed, "a second revoke is a replay");
+    assert!(store.api_key_by_hash(&hash).await.expect("read").is_none(), "revoked keys do not authenticate");
+    let report = audit_ok(&store).await;
+    assert!(report.ledger.records >= 2);
 }
 
 async fn audit_detects_tampering_and_checks_checkpoints(db: Db) {
@@ -907,6 +946,7 @@ conformance!(
     sweeper_expires_due_holds_once,
     exchange_goes_through_liquidity,
     outbox_commits_with_the_change,
+    records_and_api_keys_commit_with_their_entry,
     audit_detects_tampering_and_checks_checkpoints,
 );
 
