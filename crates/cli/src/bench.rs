@@ -71,14 +71,19 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             None => match tally_testkit::postgres_bin_dir() {
                 Some(_) => {
                     eprintln!("starting a throwaway PostgreSQL cluster …");
-                    let cluster = tally_testkit::PgCluster::start().map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let cluster =
+                        tally_testkit::PgCluster::start().map_err(|e| anyhow::anyhow!("{e}"))?;
                     let bench_url = cluster.url();
-                    let pgbench_url = cluster.create_database("pgbench").map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let pgbench_url = cluster
+                        .create_database("pgbench")
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
                     _cluster = Some(cluster);
                     Some((bench_url, pgbench_url))
                 }
                 None => {
-                    println!("PostgreSQL: no server binaries found (install Debian's postgresql); skipped");
+                    println!(
+                        "PostgreSQL: no server binaries found (install Debian's postgresql); skipped"
+                    );
                     None
                 }
             },
@@ -90,31 +95,55 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 args.pgbench_scale, args.pgbench_seconds
             );
             let (scale, secs) = (args.pgbench_scale, args.pgbench_seconds);
-            let tps = tokio::task::spawn_blocking(move || tally_testkit::pgbench_tpcb(&pgbench_url, scale, 8, 2, secs))
-                .await?
-                .map_err(|e| anyhow::anyhow!("pgbench: {e}"))?;
+            let tps = tokio::task::spawn_blocking(move || {
+                tally_testkit::pgbench_tpcb(&pgbench_url, scale, 8, 2, secs)
+            })
+            .await?
+            .map_err(|e| anyhow::anyhow!("pgbench: {e}"))?;
             pgbench = Some(tps);
         }
     }
 
     println!();
-    println!("{:<44} {:>14} {:>16}", "measurement", "per second", "vs pgbench");
+    println!(
+        "{:<44} {:>14} {:>16}",
+        "measurement", "per second", "vs pgbench"
+    );
     if let Some(tps) = pgbench {
         println!(
             "{:<44} {:>14} {:>16}",
-            format!("pgbench TPC-B (-s {} -c 8 -j 2 -T {})", args.pgbench_scale, args.pgbench_seconds),
+            format!(
+                "pgbench TPC-B (-s {} -c 8 -j 2 -T {})",
+                args.pgbench_scale, args.pgbench_seconds
+            ),
             fmt_rate(tps),
             "1.0x"
         );
     }
     let ratio = |v: f64| pgbench.map_or("-".to_string(), |p| format!("{:.1}x", v / p));
-    println!("{:<44} {:>14} {:>16}", "SQLite durable transfers", fmt_rate(sqlite.rate), ratio(sqlite.rate));
+    println!(
+        "{:<44} {:>14} {:>16}",
+        "SQLite durable transfers",
+        fmt_rate(sqlite.rate),
+        ratio(sqlite.rate)
+    );
     if let Some(pg) = &pg {
-        println!("{:<44} {:>14} {:>16}", "PostgreSQL durable transfers", fmt_rate(pg.rate), ratio(pg.rate));
+        println!(
+            "{:<44} {:>14} {:>16}",
+            "PostgreSQL durable transfers",
+            fmt_rate(pg.rate),
+            ratio(pg.rate)
+        );
     }
-    println!("targets: SQLite >= 20x pgbench, PostgreSQL >= 3x pgbench; every counted transfer was acknowledged after commit");
+    println!(
+        "targets: SQLite >= 20x pgbench, PostgreSQL >= 3x pgbench; every counted transfer was acknowledged after commit"
+    );
     let audits_ok = sqlite.audit_ok && pg.as_ref().is_none_or(|p| p.audit_ok);
-    Ok(if audits_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if audits_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn fmt_rate(v: f64) -> String {
@@ -136,9 +165,17 @@ struct Measured {
 }
 
 async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<Measured> {
-    let signer = Arc::new(tally_service::node::NodeSigner(Arc::new(tally_kernel::crypto::SigningKey::generate())));
-    let options = WriteOptions { batch_max: args.batch_max, checkpointer: Some(signer), ..WriteOptions::default() };
-    let store = Store::open(url, options).await.with_context(|| format!("opening {label}"))?;
+    let signer = Arc::new(tally_service::node::NodeSigner(Arc::new(
+        tally_kernel::crypto::SigningKey::generate(),
+    )));
+    let options = WriteOptions {
+        batch_max: args.batch_max,
+        checkpointer: Some(signer),
+        ..WriteOptions::default()
+    };
+    let store = Store::open(url, options)
+        .await
+        .with_context(|| format!("opening {label}"))?;
     let eur = Currency::from_code("EUR")?;
     let run_id = Id::new();
 
@@ -150,19 +187,32 @@ async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<M
             owner: format!("bench-{run_id}"),
             currency: eur,
             kind,
-            flags: AccountFlags { debits_must_not_exceed_credits: bounded, ..Default::default() },
+            flags: AccountFlags {
+                debits_must_not_exceed_credits: bounded,
+                ..Default::default()
+            },
             limit_minor: 0,
         },
     };
     let world = store
-        .execute(open(AccountKind::Settlement, false, format!("bench:{run_id}:world")))
+        .execute(open(
+            AccountKind::Settlement,
+            false,
+            format!("bench:{run_id}:world"),
+        ))
         .await?
         .account()
         .map(|a| a.id)
         .context("settlement account")?;
     let mut accounts = Vec::with_capacity(args.accounts);
     for chunk in (0..args.accounts).collect::<Vec<_>>().chunks(2048) {
-        let futs = chunk.iter().map(|i| store.execute(open(AccountKind::Customer, true, format!("bench:{run_id}:open:{i}"))));
+        let futs = chunk.iter().map(|i| {
+            store.execute(open(
+                AccountKind::Customer,
+                true,
+                format!("bench:{run_id}:open:{i}"),
+            ))
+        });
         for r in futures::future::join_all(futs).await {
             accounts.push(r?.account().map(|a| a.id).context("account")?);
         }
@@ -195,8 +245,13 @@ async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<M
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(args.concurrency);
     for client in 0..args.concurrency {
-        let (store, accounts, done, refused, stop) =
-            (store.clone(), accounts.clone(), done.clone(), refused.clone(), stop.clone());
+        let (store, accounts, done, refused, stop) = (
+            store.clone(),
+            accounts.clone(),
+            done.clone(),
+            refused.clone(),
+            stop.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ (client as u64 + 1);
             let mut n: u64 = 0;
@@ -253,7 +308,9 @@ async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<M
 
     // Prove it: recompute everything from the journal.
     let audit_started = Instant::now();
-    let report = store.audit(&tally_service::node::verify_checkpoint, &|_| {}).await?;
+    let report = store
+        .audit(&tally_service::node::verify_checkpoint, &|_| {})
+        .await?;
     println!(
         "{label}: audit {} ({} journal entries, {} signed checkpoints, {:.1} s)",
         if report.ok() { "passed" } else { "FAILED" },
@@ -265,5 +322,8 @@ async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<M
         println!("  problem: {p}");
     }
     store.close().await;
-    Ok(Measured { rate, audit_ok: report.ok() })
+    Ok(Measured {
+        rate,
+        audit_ok: report.ok(),
+    })
 }

@@ -19,7 +19,8 @@ pub struct Conn {
     /// Node URL.
     #[arg(long, env = "TALLY_SERVER", default_value = concat!("http://", "127.0.0.1:8640"))]
     server: String,
-    /// API key. Default: TALLY_API_KEY, else the admin key in ./tally-data/admin.key.
+    /// API key. Default: TALLY_API_KEY, else (for a node on this machine only) the admin key
+    /// in ./tally-data/admin.key.
     #[arg(long, env = "TALLY_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// CA certificate to trust for https:// servers (the node's DATA/ca.pem).
@@ -243,21 +244,49 @@ struct Client {
 
 impl Client {
     fn new(conn: &Conn) -> anyhow::Result<Client> {
-        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(60)).user_agent("tally-cli");
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .user_agent("tally-cli");
         if let Some(path) = &conn.ca_cert {
             let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
         }
-        let key = conn.api_key.clone().or_else(|| {
-            std::fs::read_to_string("tally-data/admin.key").ok().map(|k| k.trim().to_string())
+        // The local admin key is a convenience for a node on this machine only: it is never
+        // sent to another host.
+        let loopback = reqwest::Url::parse(&conn.server).ok().is_some_and(|u| {
+            matches!(
+                u.host_str(),
+                Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
+            )
         });
-        Ok(Client { http: builder.build()?, base: conn.server.trim_end_matches('/').to_string(), key, json: conn.json })
+        let key = conn.api_key.clone().or_else(|| {
+            loopback
+                .then(|| std::fs::read_to_string("tally-data/admin.key").ok())
+                .flatten()
+                .map(|k| k.trim().to_string())
+        });
+        Ok(Client {
+            http: builder.build()?,
+            base: conn.server.trim_end_matches('/').to_string(),
+            key,
+            json: conn.json,
+        })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>, idem: Option<&str>) -> anyhow::Result<Value> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        idem: Option<&str>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{}", self.base, path);
         let mut last_err = None;
-        for attempt in 0..ATTEMPTS_MAX {
+        // Only a request that cannot take effect twice is retried: a read, or a write that
+        // carries an idempotency key. Anything else is tried once and its error shown.
+        let retry_safe = method == reqwest::Method::GET || idem.is_some();
+        let attempts = if retry_safe { ATTEMPTS_MAX } else { 1 };
+        for attempt in 0..attempts {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
             }
@@ -274,15 +303,21 @@ impl Client {
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
-                    last_err = Some(anyhow::anyhow!("cannot reach {}: {e}", self.base));
+                    // `{:#}` keeps the cause (refused, timed out, certificate not trusted …).
+                    let e = anyhow::Error::from(e);
+                    last_err = Some(anyhow::anyhow!("cannot reach {}: {e:#}", self.base));
                     continue;
                 }
             };
             let status = resp.status();
             let replayed = resp.headers().get("idempotency-replayed").is_some();
             let text = resp.text().await.unwrap_or_default();
-            let value: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-            if status.is_server_error() && idem.is_some() || status.as_u16() == 503 {
+            let value: Value = if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap_or(Value::String(text))
+            };
+            if status.is_server_error() {
                 last_err = Some(api_error(status, &value));
                 continue;
             }
@@ -290,7 +325,9 @@ impl Client {
                 return Err(api_error(status, &value));
             }
             if replayed {
-                eprintln!("note: this key was used before; showing the original result (nothing moved again)");
+                eprintln!(
+                    "note: this key was used before; showing the original result (nothing moved again)"
+                );
             }
             return Ok(value);
         }
@@ -307,8 +344,14 @@ impl Client {
 }
 
 fn api_error(status: reqwest::StatusCode, v: &Value) -> anyhow::Error {
-    let code = v.pointer("/error/code").and_then(Value::as_str).unwrap_or("http_error");
-    let message = v.pointer("/error/message").and_then(Value::as_str).unwrap_or("");
+    let code = v
+        .pointer("/error/code")
+        .and_then(Value::as_str)
+        .unwrap_or("http_error");
+    let message = v
+        .pointer("/error/message")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     anyhow::anyhow!("{} {code}: {message}", status.as_u16())
 }
 
@@ -364,7 +407,8 @@ fn transfer_summary(v: &Value) -> String {
 }
 
 fn parse_amount(text: &str) -> anyhow::Result<Amount> {
-    text.parse::<Amount>().with_context(|| format!("--amount {text:?}"))
+    text.parse::<Amount>()
+        .with_context(|| format!("--amount {text:?}"))
 }
 
 fn parse_notify(n: &Option<String>) -> anyhow::Result<Option<Value>> {
@@ -377,8 +421,13 @@ fn parse_notify(n: &Option<String>) -> anyhow::Result<Option<Value>> {
 
 /// `90s`, `15m`, `2h`, `7d` or plain seconds.
 pub fn parse_duration_s(text: &str) -> anyhow::Result<i64> {
-    let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: i64 = num.parse().with_context(|| format!("duration {text:?}: expected e.g. 90s, 15m, 2h, 7d"))?;
+    let (num, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: i64 = num
+        .parse()
+        .with_context(|| format!("duration {text:?}: expected e.g. 90s, 15m, 2h, 7d"))?;
     let mult = match unit {
         "" | "s" => 1,
         "m" => 60,
@@ -386,7 +435,9 @@ pub fn parse_duration_s(text: &str) -> anyhow::Result<i64> {
         "d" => 86_400,
         _ => bail!("duration {text:?}: unit must be s, m, h or d"),
     };
-    n.checked_mul(mult).filter(|s| *s > 0).with_context(|| format!("duration {text:?} out of range"))
+    n.checked_mul(mult)
+        .filter(|s| *s > 0)
+        .with_context(|| format!("duration {text:?} out of range"))
 }
 
 fn move_body(mv: &MoveArgs) -> anyhow::Result<Value> {
@@ -416,12 +467,28 @@ pub async fn account(cmd: AccountCommand) -> anyhow::Result<ExitCode> {
                 "limit_minor": limit_minor,
                 "debits_must_not_exceed_credits": if a.unbounded { Some(false) } else { None },
             });
-            let v = c.call(reqwest::Method::POST, "/v1/accounts", Some(&body), a.idempotency_key.as_deref()).await?;
+            // A key makes a retried open return the first account instead of a second one.
+            let key = idempotency_key(&a.idempotency_key);
+            let v = c
+                .call(
+                    reqwest::Method::POST,
+                    "/v1/accounts",
+                    Some(&body),
+                    Some(&key),
+                )
+                .await?;
             c.show(&v, account_summary);
         }
         AccountCommand::Show(a) => {
             let c = Client::new(&a.conn)?;
-            let v = c.call(reqwest::Method::GET, &format!("/v1/accounts/{}", a.id), None, None).await?;
+            let v = c
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/v1/accounts/{}", a.id),
+                    None,
+                    None,
+                )
+                .await?;
             c.show(&v, account_summary);
         }
         AccountCommand::List(a) => {
@@ -435,20 +502,44 @@ pub async fn account(cmd: AccountCommand) -> anyhow::Result<ExitCode> {
                 let rows = v.as_array().cloned().unwrap_or_default();
                 let mut out = String::new();
                 for r in rows {
-                    out.push_str(&format!("{}  {:10} {:>18}  {}\n", s(&r, "/id"), s(&r, "/kind"), s(&r, "/balance_display"), s(&r, "/owner")));
+                    out.push_str(&format!(
+                        "{}  {:10} {:>18}  {}\n",
+                        s(&r, "/id"),
+                        s(&r, "/kind"),
+                        s(&r, "/balance_display"),
+                        s(&r, "/owner")
+                    ));
                 }
                 out.trim_end().to_string()
             });
         }
         AccountCommand::History(a) => {
             let c = Client::new(&a.conn)?;
-            let v = c.call(reqwest::Method::GET, &format!("/v1/accounts/{}/transfers?limit={}", a.id, a.limit), None, None).await?;
+            let v = c
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/v1/accounts/{}/transfers?limit={}", a.id, a.limit),
+                    None,
+                    None,
+                )
+                .await?;
             c.show(&v, |v| {
                 let rows = v.as_array().cloned().unwrap_or_default();
                 let mut out = String::new();
                 for r in rows {
-                    let dir = if s(&r, "/debit_account") == a.id { "out" } else { "in " };
-                    out.push_str(&format!("{}  {dir} {:>16}  {:13} {:8} {}\n", s(&r, "/created_at"), s(&r, "/amount_display"), s(&r, "/kind"), s(&r, "/state"), s(&r, "/id")));
+                    let dir = if s(&r, "/debit_account") == a.id {
+                        "out"
+                    } else {
+                        "in "
+                    };
+                    out.push_str(&format!(
+                        "{}  {dir} {:>16}  {:13} {:8} {}\n",
+                        s(&r, "/created_at"),
+                        s(&r, "/amount_display"),
+                        s(&r, "/kind"),
+                        s(&r, "/state"),
+                        s(&r, "/id")
+                    ));
                 }
                 out.trim_end().to_string()
             });
@@ -459,7 +550,13 @@ pub async fn account(cmd: AccountCommand) -> anyhow::Result<ExitCode> {
 
 fn urlencode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -467,7 +564,14 @@ pub async fn transfer(a: TransferArgs) -> anyhow::Result<ExitCode> {
     let c = Client::new(&a.conn)?;
     let body = move_body(&a.mv)?;
     let key = idempotency_key(&a.mv.idempotency_key);
-    let v = c.call(reqwest::Method::POST, "/v1/transfers", Some(&body), Some(&key)).await?;
+    let v = c
+        .call(
+            reqwest::Method::POST,
+            "/v1/transfers",
+            Some(&body),
+            Some(&key),
+        )
+        .await?;
     c.show(&v, transfer_summary);
     Ok(ExitCode::SUCCESS)
 }
@@ -477,7 +581,9 @@ pub async fn hold(a: HoldArgs) -> anyhow::Result<ExitCode> {
     let mut body = move_body(&a.mv)?;
     body["timeout_s"] = json!(parse_duration_s(&a.timeout)?);
     let key = idempotency_key(&a.mv.idempotency_key);
-    let v = c.call(reqwest::Method::POST, "/v1/holds", Some(&body), Some(&key)).await?;
+    let v = c
+        .call(reqwest::Method::POST, "/v1/holds", Some(&body), Some(&key))
+        .await?;
     c.show(&v, transfer_summary);
     Ok(ExitCode::SUCCESS)
 }
@@ -485,11 +591,19 @@ pub async fn hold(a: HoldArgs) -> anyhow::Result<ExitCode> {
 pub async fn post(a: PostArgs) -> anyhow::Result<ExitCode> {
     let c = Client::new(&a.conn)?;
     let body = match &a.amount {
-        Some(text) => json!({"amount_minor": parse_amount(text)?.minor}),
+        // The currency goes along: the node refuses it if it is not the hold's.
+        Some(text) => json!({"amount": parse_amount(text)?.to_string()}),
         None => json!({}),
     };
     let key = idempotency_key(&a.idempotency_key);
-    let v = c.call(reqwest::Method::POST, &format!("/v1/holds/{}/post", a.hold), Some(&body), Some(&key)).await?;
+    let v = c
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/holds/{}/post", a.hold),
+            Some(&body),
+            Some(&key),
+        )
+        .await?;
     c.show(&v, transfer_summary);
     Ok(ExitCode::SUCCESS)
 }
@@ -497,7 +611,14 @@ pub async fn post(a: PostArgs) -> anyhow::Result<ExitCode> {
 pub async fn void(a: VoidArgs) -> anyhow::Result<ExitCode> {
     let c = Client::new(&a.conn)?;
     let key = idempotency_key(&a.idempotency_key);
-    let v = c.call(reqwest::Method::POST, &format!("/v1/holds/{}/void", a.hold), Some(&json!({})), Some(&key)).await?;
+    let v = c
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/holds/{}/void", a.hold),
+            Some(&json!({})),
+            Some(&key),
+        )
+        .await?;
     c.show(&v, transfer_summary);
     Ok(ExitCode::SUCCESS)
 }
@@ -505,12 +626,27 @@ pub async fn void(a: VoidArgs) -> anyhow::Result<ExitCode> {
 pub async fn exchange(a: ExchangeArgs) -> anyhow::Result<ExitCode> {
     let c = Client::new(&a.conn)?;
     let amount = parse_amount(&a.amount)?;
-    let body = json!({"debit_account": a.from, "credit_account": a.to, "amount_minor": amount.minor, "rate": a.rate});
+    let body = json!({"debit_account": a.from, "credit_account": a.to, "amount_minor": amount.minor,
+                      "currency": amount.currency.code(), "rate": a.rate});
     let key = idempotency_key(&a.idempotency_key);
-    let v = c.call(reqwest::Method::POST, "/v1/exchanges", Some(&body), Some(&key)).await?;
+    let v = c
+        .call(
+            reqwest::Method::POST,
+            "/v1/exchanges",
+            Some(&body),
+            Some(&key),
+        )
+        .await?;
     c.show(&v, |v| {
-        let legs = v.get("transfers").and_then(Value::as_array).cloned().unwrap_or_default();
-        legs.iter().map(transfer_summary).collect::<Vec<_>>().join("\n\n")
+        let legs = v
+            .get("transfers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        legs.iter()
+            .map(transfer_summary)
+            .collect::<Vec<_>>()
+            .join("\n\n")
     });
     Ok(ExitCode::SUCCESS)
 }
@@ -520,18 +656,39 @@ pub async fn api_key(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
         ApiKeyCommand::Create(a) => {
             let c = Client::new(&a.conn)?;
             let body = json!({"role": a.role, "owner": a.owner, "label": a.label});
-            let v = c.call(reqwest::Method::POST, "/v1/api-keys", Some(&body), None).await?;
-            c.show(&v, |v| format!("id    {}\nrole  {}\nowner {}\nkey   {}\n(the key is shown once; store it now)", s(v, "/id"), s(v, "/role"), s(v, "/owner"), s(v, "/key")));
+            let v = c
+                .call(reqwest::Method::POST, "/v1/api-keys", Some(&body), None)
+                .await?;
+            c.show(&v, |v| {
+                format!(
+                    "id    {}\nrole  {}\nowner {}\nkey   {}\n(the key is shown once; store it now)",
+                    s(v, "/id"),
+                    s(v, "/role"),
+                    s(v, "/owner"),
+                    s(v, "/key")
+                )
+            });
         }
         ApiKeyCommand::List(a) => {
             let c = Client::new(&a.conn)?;
-            let v = c.call(reqwest::Method::GET, "/v1/api-keys", None, None).await?;
+            let v = c
+                .call(reqwest::Method::GET, "/v1/api-keys", None, None)
+                .await?;
             c.show(&v, |v| {
                 let rows = v.as_array().cloned().unwrap_or_default();
                 rows.iter()
                     .map(|r| {
-                        let revoked = if r.get("revoked_at").is_some_and(|x| !x.is_null()) { " (revoked)" } else { "" };
-                        format!("{}  {:8} {}{revoked}", s(r, "/id"), s(r, "/role"), s(r, "/owner"))
+                        let revoked = if r.get("revoked_at").is_some_and(|x| !x.is_null()) {
+                            " (revoked)"
+                        } else {
+                            ""
+                        };
+                        format!(
+                            "{}  {:8} {}{revoked}",
+                            s(r, "/id"),
+                            s(r, "/role"),
+                            s(r, "/owner")
+                        )
                     })
                     .collect::<Vec<_>>()
                     .join("\n")
@@ -539,7 +696,13 @@ pub async fn api_key(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
         }
         ApiKeyCommand::Revoke(a) => {
             let c = Client::new(&a.conn)?;
-            c.call(reqwest::Method::DELETE, &format!("/v1/api-keys/{}", a.id), None, None).await?;
+            c.call(
+                reqwest::Method::DELETE,
+                &format!("/v1/api-keys/{}", a.id),
+                None,
+                None,
+            )
+            .await?;
             println!("revoked {}", a.id);
         }
     }
@@ -548,14 +711,28 @@ pub async fn api_key(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
 
 pub async fn inbox(a: InboxArgs) -> anyhow::Result<ExitCode> {
     let c = Client::new(&a.conn)?;
-    let v = c.call(reqwest::Method::GET, &format!("/v1/dev/inbox/{}", urlencode(&a.address)), None, None).await?;
+    let v = c
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/dev/inbox/{}", urlencode(&a.address)),
+            None,
+            None,
+        )
+        .await?;
     c.show(&v, |v| {
         let rows = v.as_array().cloned().unwrap_or_default();
         if rows.is_empty() {
             return "(empty)".to_string();
         }
         rows.iter()
-            .map(|r| format!("--- {}\nSubject: {}\n\n{}", s(r, "/created_at"), s(r, "/subject"), s(r, "/body")))
+            .map(|r| {
+                format!(
+                    "--- {}\nSubject: {}\n\n{}",
+                    s(r, "/created_at"),
+                    s(r, "/subject"),
+                    s(r, "/body")
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     });
@@ -580,7 +757,10 @@ mod tests {
 
     #[test]
     fn notify_needs_channel_and_address() {
-        assert_eq!(parse_notify(&Some("dev:alice".into())).expect("ok"), Some(json!({"channel":"dev","address":"alice"})));
+        assert_eq!(
+            parse_notify(&Some("dev:alice".into())).expect("ok"),
+            Some(json!({"channel":"dev","address":"alice"}))
+        );
         assert!(parse_notify(&Some("alice".into())).is_err());
     }
 }

@@ -99,7 +99,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // One TLS provider for the whole process (reqwest, sqlx and the server all use rustls).
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -134,7 +137,10 @@ async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
     let url = args.store.url();
     if args.store.database_url.is_none() && !args.store.data.join("tally.db").exists() {
-        anyhow::bail!("no database at {} (give --data DIR or --database-url URL)", args.store.data.display());
+        anyhow::bail!(
+            "no database at {} (give --data DIR or --database-url URL)",
+            args.store.data.display()
+        );
     }
     let store = tally_store::Store::open(&url, tally_store::WriteOptions::default())
         .await
@@ -142,7 +148,9 @@ async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let total = store.counts().await?.journal_seq;
     let bar = progress_bar(total.max(0) as u64, "auditing journal");
     let report = store
-        .audit(&tally_service::node::verify_checkpoint, &|seq| bar.set_position(seq.max(0) as u64))
+        .audit(&tally_service::node::verify_checkpoint, &|seq| {
+            bar.set_position(seq.max(0) as u64)
+        })
         .await?;
     bar.finish_and_clear();
     // Which keys signed: the node key in --data, if there is one, should be among them.
@@ -175,13 +183,20 @@ async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
         println!("journal entries   {}", ledger.entries);
         println!("accounts          {}", ledger.accounts);
         println!("transfers         {}", ledger.transfers);
-        println!("other records     {} (API keys and other changes that move no money)", ledger.records);
+        println!(
+            "other records     {} (API keys and other changes that move no money)",
+            ledger.records
+        );
         println!(
             "checkpoints       {} matched the chain, {} signatures verified",
             ledger.checkpoints_matched, report.signatures_verified
         );
         for s in &report.signers {
-            let mark = if node_key.as_deref() == Some(s.as_str()) { " (this node's key)" } else { "" };
+            let mark = if node_key.as_deref() == Some(s.as_str()) {
+                " (this node's key)"
+            } else {
+                ""
+            };
             println!("signed by         {s}{mark}");
         }
         for (c, t) in &ledger.totals {
@@ -193,16 +208,32 @@ async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
         for p in &ledger.problems {
             println!("PROBLEM           {p}");
         }
-        println!("{}", if report.ok() { "audit passed: the ledger balances" } else { "audit FAILED" });
+        println!(
+            "{}",
+            if report.ok() {
+                "audit passed: the ledger balances"
+            } else {
+                "audit FAILED"
+            }
+        );
     }
     store.close().await;
-    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// A progress bar on stderr, hidden when stderr is not a terminal.
 pub fn progress_bar(len: u64, message: &'static str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr());
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg:20} [{bar:40}] {pos}/{len} ({eta})") {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(len),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg:20} [{bar:40}] {pos}/{len} ({eta})")
+    {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_message(message);

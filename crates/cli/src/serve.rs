@@ -1,11 +1,11 @@
 //! `tally serve`: open the node, start its workers, serve the HTTP API until SIGINT/SIGTERM.
 //!
-//! TLS: `--tls` serves HTTPS with a certificate issued by the node CA for the listen host
-//! (created on first use as DATA/tls.pem and DATA/tls.key; clients trust DATA/ca.pem), or
+//! TLS: `--tls` serves HTTPS with a certificate issued by the node CA for the listen address
+//! (issued at every start into DATA/tls.pem and DATA/tls.key; clients trust DATA/ca.pem), or
 //! with the operator's own `--tls-cert`/`--tls-key`. Plain HTTP otherwise (for loopback, or
 //! behind a TLS-terminating proxy).
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,7 +27,7 @@ pub struct ServeArgs {
     /// Development mode: the dev inbox is readable at /v1/dev/inbox/{address}.
     #[arg(long)]
     dev: bool,
-    /// Serve HTTPS with a certificate from the node CA (DATA/tls.pem, made on first use).
+    /// Serve HTTPS with a certificate from the node CA for the listen address (DATA/tls.pem).
     #[arg(long)]
     tls: bool,
     /// Serve HTTPS with this certificate chain (PEM) instead.
@@ -61,13 +61,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("opening the node in {}", args.data.display()))?;
     if admin.is_some() {
-        eprintln!("created the first admin API key: {}", node.files().admin_key().display());
+        eprintln!(
+            "created the first admin API key: {}",
+            node.files().admin_key().display()
+        );
     }
     let channels = match &args.channels {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let cfg: tally_channels::ChannelsConfig =
-                serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let cfg: tally_channels::ChannelsConfig = serde_json::from_str(&text)
+                .with_context(|| format!("parsing {}", path.display()))?;
             cfg.build().map_err(|e| anyhow::anyhow!("channels: {e}"))?
         }
         None => tally_channels::ChannelSet::new(),
@@ -90,7 +94,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("shutting down: finishing requests in flight");
         shutdown.graceful_shutdown(Some(Duration::from_secs(10)));
     });
-    let listener = std::net::TcpListener::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
+    let listener = std::net::TcpListener::bind(args.listen)
+        .with_context(|| format!("binding {}", args.listen))?;
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
     eprintln!(
@@ -104,8 +109,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if args.dev { ", dev mode" } else { "" }
     );
     let served = match tls {
-        Some(cfg) => axum_server::from_tcp_rustls(listener, cfg)?.handle(handle).serve(app).await,
-        None => axum_server::from_tcp(listener)?.handle(handle).serve(app).await,
+        Some(cfg) => {
+            axum_server::from_tcp_rustls(listener, cfg)?
+                .handle(handle)
+                .serve(app)
+                .await
+        }
+        None => {
+            axum_server::from_tcp(listener)?
+                .handle(handle)
+                .serve(app)
+                .await
+        }
     };
     workers.stop();
     node.store().close().await;
@@ -113,39 +128,65 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn tls_config(args: &ServeArgs, node: &Node) -> anyhow::Result<Option<axum_server::tls_rustls::RustlsConfig>> {
+async fn tls_config(
+    args: &ServeArgs,
+    node: &Node,
+) -> anyhow::Result<Option<axum_server::tls_rustls::RustlsConfig>> {
     use axum_server::tls_rustls::RustlsConfig;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        return Ok(Some(RustlsConfig::from_pem_file(cert, key).await.context("loading --tls-cert/--tls-key")?));
+        return Ok(Some(
+            RustlsConfig::from_pem_file(cert, key)
+                .await
+                .context("loading --tls-cert/--tls-key")?,
+        ));
     }
     if !args.tls {
         return Ok(None);
     }
+    // Issued afresh at every start from the node CA (clients trust the CA, not the leaf), so
+    // the names always match the address the node listens on now.
     let cert_path = args.data.join("tls.pem");
     let key_path = args.data.join("tls.key");
-    if !cert_path.exists() {
-        let ip = args.listen.ip();
-        let now = tally_kernel::Timestamp::now();
-        let ca_end = node.ca().certificate().not_after();
-        let not_after = now.plus_seconds(397 * 86_400).min(ca_end);
-        let id = node
-            .ca()
-            .issue_tls("tally node", &["localhost"], &[ip], now, not_after)
-            .map_err(|e| anyhow::anyhow!("issuing the TLS certificate: {e}"))?;
-        let key_pem = id.key_pem().map_err(|e| anyhow::anyhow!("{e}"))?;
-        write_private(&key_path, key_pem.expose().as_bytes())?;
-        std::fs::write(&cert_path, id.certificate.to_pem())?;
+    let ip = args.listen.ip();
+    let ips: Vec<std::net::IpAddr> = if ip.is_unspecified() {
+        eprintln!(
+            "note: --tls on {ip} certifies only localhost, 127.0.0.1 and ::1; remote clients \
+             need a certificate for the node's public name (--tls-cert/--tls-key)"
+        );
+        vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()]
+    } else {
+        vec![ip]
+    };
+    let now = tally_kernel::Timestamp::now();
+    let ca_end = node.ca().certificate().not_after();
+    let not_after = now.plus_seconds(397 * 86_400).min(ca_end);
+    let id = node
+        .ca()
+        .issue_tls("tally node", &["localhost"], &ips, now, not_after)
+        .map_err(|e| anyhow::anyhow!("issuing the TLS certificate: {e}"))?;
+    let key_pem = id.key_pem().map_err(|e| anyhow::anyhow!("{e}"))?;
+    for old in [&cert_path, &key_path] {
+        if old.exists() {
+            std::fs::remove_file(old).with_context(|| format!("replacing {}", old.display()))?;
+        }
     }
-    if !cert_path.exists() || !key_path.exists() {
-        bail!("TLS files missing in {}", args.data.display());
-    }
-    Ok(Some(RustlsConfig::from_pem_file(&cert_path, &key_path).await.context("loading the node TLS certificate")?))
+    write_private(&key_path, key_pem.expose().as_bytes())?;
+    std::fs::write(&cert_path, id.certificate.to_pem())?;
+    Ok(Some(
+        RustlsConfig::from_pem_file(&cert_path, &key_path)
+            .await
+            .context("loading the node TLS certificate")?,
+    ))
 }
 
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(bytes)?;
     Ok(())
 }
@@ -171,6 +212,12 @@ async fn shutdown_signal() {
 fn init_tracing(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("TALLY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }

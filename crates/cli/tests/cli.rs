@@ -26,23 +26,71 @@ fn a_customer_pays_a_merchant_through_the_cli() {
     let admin = server.admin_key.clone();
 
     // The operator makes keys for a customer and a merchant.
-    let out = ok(cli(&server, &admin, &["api-key", "create", "--role", "customer", "--owner", "alice"]));
+    let out = ok(cli(
+        &server,
+        &admin,
+        &[
+            "api-key", "create", "--role", "customer", "--owner", "alice",
+        ],
+    ));
     let alice_key = field(&out, "key").to_string();
     assert!(alice_key.starts_with("tally_customer_"), "{out}");
-    let out = ok(cli(&server, &admin, &["api-key", "create", "--role", "merchant", "--owner", "shop"]));
+    let out = ok(cli(
+        &server,
+        &admin,
+        &["api-key", "create", "--role", "merchant", "--owner", "shop"],
+    ));
     let shop_key = field(&out, "key").to_string();
 
     // Accounts: the customer's and the merchant's own, and the operator's settlement account.
-    let alice = field(&ok(cli(&server, &alice_key, &["account", "open", "--currency", "EUR"])), "account").to_string();
-    let shop = field(&ok(cli(&server, &shop_key, &["account", "open", "--currency", "eur"])), "account").to_string();
+    let alice = field(
+        &ok(cli(
+            &server,
+            &alice_key,
+            &["account", "open", "--currency", "EUR"],
+        )),
+        "account",
+    )
+    .to_string();
+    let shop = field(
+        &ok(cli(
+            &server,
+            &shop_key,
+            &["account", "open", "--currency", "eur"],
+        )),
+        "account",
+    )
+    .to_string();
     let world = field(
-        &ok(cli(&server, &admin, &["account", "open", "--currency", "EUR", "--kind", "settlement", "--unbounded"])),
+        &ok(cli(
+            &server,
+            &admin,
+            &[
+                "account",
+                "open",
+                "--currency",
+                "EUR",
+                "--kind",
+                "settlement",
+                "--unbounded",
+            ],
+        )),
         "account",
     )
     .to_string();
 
     // Fund Alice; a retry with the same key moves nothing twice.
-    let fund = ["transfer", "--from", &world, "--to", &alice, "--amount", "50.00 EUR", "--idempotency-key", "fund-1"];
+    let fund = [
+        "transfer",
+        "--from",
+        &world,
+        "--to",
+        &alice,
+        "--amount",
+        "50.00 EUR",
+        "--idempotency-key",
+        "fund-1",
+    ];
     let first = ok(cli(&server, &admin, &fund));
     let (_, again, again_err) = cli(&server, &admin, &fund);
     assert_eq!(field(&first, "transfer"), field(&again, "transfer"));
@@ -51,50 +99,158 @@ fn a_customer_pays_a_merchant_through_the_cli() {
     assert_eq!(field(&shown, "balance"), "50.00 EUR");
 
     // Alice authorises a hold; the shop captures part of it; the rest is released.
-    let hold = ok(cli(&server, &alice_key, &["hold", "--from", &alice, "--to", &shop, "--amount", "20.00 EUR", "--timeout", "1h"]));
+    let hold = ok(cli(
+        &server,
+        &alice_key,
+        &[
+            "hold",
+            "--from",
+            &alice,
+            "--to",
+            &shop,
+            "--amount",
+            "20.00 EUR",
+            "--timeout",
+            "1h",
+        ],
+    ));
     assert_eq!(field(&hold, "state"), "pending");
     let hold_id = field(&hold, "transfer").to_string();
     let shown = ok(cli(&server, &alice_key, &["account", "show", &alice]));
-    assert_eq!(field(&shown, "available"), "3000 minor units", "the hold reserves 20.00 EUR");
+    assert_eq!(
+        field(&shown, "available"),
+        "3000 minor units",
+        "the hold reserves 20.00 EUR"
+    );
     let (denied, _, err) = cli(&server, &alice_key, &["post", &hold_id]);
-    assert!(!denied && err.contains("forbidden"), "only the beneficiary captures: {err}");
-    let post = ok(cli(&server, &shop_key, &["post", &hold_id, "--amount", "12.50 EUR"]));
+    assert!(
+        !denied && err.contains("forbidden"),
+        "only the beneficiary captures: {err}"
+    );
+    let post = ok(cli(
+        &server,
+        &shop_key,
+        &["post", &hold_id, "--amount", "12.50 EUR"],
+    ));
     assert_eq!(field(&post, "amount"), "12.50 EUR");
     let (again, _, err) = cli(&server, &shop_key, &["void", &hold_id]);
     assert!(!again && err.contains("pending_not_pending"), "{err}");
-    assert_eq!(field(&ok(cli(&server, &alice_key, &["account", "show", &alice])), "balance"), "37.50 EUR");
-    assert_eq!(field(&ok(cli(&server, &shop_key, &["account", "show", &shop])), "balance"), "12.50 EUR");
+    assert_eq!(
+        field(
+            &ok(cli(&server, &alice_key, &["account", "show", &alice])),
+            "balance"
+        ),
+        "37.50 EUR"
+    );
+    assert_eq!(
+        field(
+            &ok(cli(&server, &shop_key, &["account", "show", &shop])),
+            "balance"
+        ),
+        "12.50 EUR"
+    );
 
     // Bad input gets a typed error and changes nothing.
-    let (failed, _, err) = cli(&server, &alice_key, &["transfer", "--from", &alice, "--to", &shop, "--amount", "100.00 EUR"]);
+    let (failed, _, err) = cli(
+        &server,
+        &alice_key,
+        &[
+            "transfer",
+            "--from",
+            &alice,
+            "--to",
+            &shop,
+            "--amount",
+            "100.00 EUR",
+        ],
+    );
     assert!(!failed && err.contains("422 insufficient_funds"), "{err}");
-    let (failed, _, err) = cli(&server, &alice_key, &["transfer", "--from", &shop, "--to", &alice, "--amount", "1.00 EUR"]);
+    let (failed, _, err) = cli(
+        &server,
+        &alice_key,
+        &[
+            "transfer", "--from", &shop, "--to", &alice, "--amount", "1.00 EUR",
+        ],
+    );
     assert!(!failed && err.contains("forbidden"), "{err}");
-    let (failed, _, err) = cli(&server, &alice_key, &["transfer", "--from", &alice, "--to", &shop, "--amount", "1.005 EUR"]);
+    let (failed, _, err) = cli(
+        &server,
+        &alice_key,
+        &[
+            "transfer",
+            "--from",
+            &alice,
+            "--to",
+            &shop,
+            "--amount",
+            "1.005 EUR",
+        ],
+    );
     assert!(!failed && err.contains("decimal places"), "{err}");
-    let (failed, _, err) = cli(&server, "tally_customer_wrong", &["account", "show", &alice]);
+    let (failed, _, err) = cli(
+        &server,
+        "tally_customer_wrong",
+        &["account", "show", &alice],
+    );
     assert!(!failed && err.contains("401"), "{err}");
-    assert_eq!(field(&ok(cli(&server, &alice_key, &["account", "show", &alice])), "balance"), "37.50 EUR");
+    assert_eq!(
+        field(
+            &ok(cli(&server, &alice_key, &["account", "show", &alice])),
+            "balance"
+        ),
+        "37.50 EUR"
+    );
 
     // A notification written with the transfer reaches the dev inbox.
-    ok(cli(&server, &alice_key, &["transfer", "--from", &alice, "--to", &shop, "--amount", "1.00 EUR", "--notify", "dev:shop-desk"]));
+    ok(cli(
+        &server,
+        &alice_key,
+        &[
+            "transfer",
+            "--from",
+            &alice,
+            "--to",
+            &shop,
+            "--amount",
+            "1.00 EUR",
+            "--notify",
+            "dev:shop-desk",
+        ],
+    ));
     wait_until("the dev inbox to receive the notification", || {
-        cli(&server, &admin, &["inbox", "shop-desk"]).1.contains("Transfer of 1.00 EUR")
+        cli(&server, &admin, &["inbox", "shop-desk"])
+            .1
+            .contains("Transfer of 1.00 EUR")
     });
 
     // The history and the audit (on the live node's files) agree.
     let history = ok(cli(&server, &alice_key, &["account", "history", &alice]));
-    assert_eq!(history.lines().count(), 4, "fund, hold, its post, the 1.00 transfer: {history}");
-    let audit = tally().args(["ledger", "audit", "--data"]).arg(&server.data).output().expect("audit");
+    assert_eq!(
+        history.lines().count(),
+        4,
+        "fund, hold, its post, the 1.00 transfer: {history}"
+    );
+    let audit = tally()
+        .args(["ledger", "audit", "--data"])
+        .arg(&server.data)
+        .output()
+        .expect("audit");
     let text = String::from_utf8_lossy(&audit.stdout);
-    assert!(audit.status.success() && text.contains("audit passed"), "{text}");
+    assert!(
+        audit.status.success() && text.contains("audit passed"),
+        "{text}"
+    );
 }
 
 #[test]
 fn serves_https_with_a_certificate_from_the_node_ca() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(&dir.path().join("node"), &["--tls"]);
-    assert!(server.url.starts_with("https://127.0.0.1:"), "{}", server.url);
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
     let ca = server.data.join("ca.pem");
     let out = tally()
         .args(["account", "open", "--currency", "EUR", "--ca-cert"])
@@ -103,7 +259,11 @@ fn serves_https_with_a_certificate_from_the_node_ca() {
         .env("TALLY_API_KEY", &server.admin_key)
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Without trusting the node CA the connection is refused.
     let (failed, _, err) = cli(&server, &server.admin_key, &["account", "list"]);
     assert!(!failed && err.contains("cannot reach"), "{err}");
@@ -122,7 +282,9 @@ fn smtp_sink() -> (u16, mpsc::Receiver<String>) {
             Ok(())
         }
         fn data_end(&mut self) -> mailin_embedded::Response {
-            let _ = self.0.send(String::from_utf8_lossy(&std::mem::take(&mut self.1)).into_owned());
+            let _ = self
+                .0
+                .send(String::from_utf8_lossy(&std::mem::take(&mut self.1)).into_owned());
             mailin_embedded::response::OK
         }
     }
@@ -157,8 +319,26 @@ fn a_transfer_notification_goes_out_over_real_smtp() {
     };
     let world = open(&["--kind", "settlement", "--unbounded"]);
     let bob = open(&["--kind", "customer", "--owner", "bob"]);
-    ok(cli(&server, &admin, &["transfer", "--from", &world, "--to", &bob, "--amount", "7.25 EUR", "--memo", "refund", "--notify", "email:bob@example.test"]));
-    let mail = inbox.recv_timeout(Duration::from_secs(30)).expect("the notification arrives over SMTP");
+    ok(cli(
+        &server,
+        &admin,
+        &[
+            "transfer",
+            "--from",
+            &world,
+            "--to",
+            &bob,
+            "--amount",
+            "7.25 EUR",
+            "--memo",
+            "refund",
+            "--notify",
+            "email:bob@example.test",
+        ],
+    ));
+    let mail = inbox
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the notification arrives over SMTP");
     assert!(mail.contains("Subject: Transfer of 7.25 EUR"), "{mail}");
     assert!(mail.contains("bob@example.test"), "{mail}");
     assert!(mail.contains("Memo: refund"), "{mail}");

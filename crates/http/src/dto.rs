@@ -318,8 +318,27 @@ fn parse_amount(
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostHoldRequest {
-    /// How much to post (default: all of it); the rest is released.
+    /// How much to post as `"5.00 EUR"` (default: all of it); the rest is released.
+    #[schema(example = "5.00 EUR")]
+    pub amount: Option<String>,
+    /// Or in minor units of the hold's currency.
     pub amount_minor: Option<i64>,
+    /// With `amount_minor`: must be the hold's currency.
+    pub currency: Option<String>,
+}
+
+impl PostHoldRequest {
+    /// `(amount_minor, currency)` for the service; a stated currency is checked there.
+    pub fn amount(&self) -> Result<(Option<i64>, Option<Currency>), ApiError> {
+        match (&self.amount, self.amount_minor, &self.currency) {
+            (None, None, None) => Ok((None, None)),
+            (None, Some(minor), None) => Ok((Some(minor), None)),
+            (text, minor, code) => {
+                let a = parse_amount(text.as_deref(), minor, code.as_deref())?;
+                Ok((Some(a.minor), Some(a.currency)))
+            }
+        }
+    }
 }
 
 /// `POST /v1/exchanges`.
@@ -332,6 +351,8 @@ pub struct ExchangeRequest {
     pub credit_account: Uuid,
     /// Amount in the source currency's minor units.
     pub amount_minor: i64,
+    /// The source currency; when given it must be the debited account's.
+    pub currency: Option<String>,
     /// Target units per source unit, as a decimal string.
     #[schema(example = "1.0834")]
     pub rate: String,
@@ -339,15 +360,23 @@ pub struct ExchangeRequest {
     pub memo: Option<String>,
 }
 
-impl From<ExchangeRequest> for tally_service::node::ExchangeOrder {
-    fn from(r: ExchangeRequest) -> Self {
-        tally_service::node::ExchangeOrder {
+impl TryFrom<ExchangeRequest> for tally_service::node::ExchangeOrder {
+    type Error = ApiError;
+    fn try_from(r: ExchangeRequest) -> Result<Self, ApiError> {
+        let currency = r
+            .currency
+            .as_deref()
+            .map(Currency::from_code)
+            .transpose()
+            .map_err(|e| ApiError::invalid_field("currency", e))?;
+        Ok(tally_service::node::ExchangeOrder {
             debit_account: tally_kernel::Id(r.debit_account),
             credit_account: tally_kernel::Id(r.credit_account),
             amount_minor: r.amount_minor,
+            currency,
             rate: r.rate,
             memo: r.memo,
-        }
+        })
     }
 }
 

@@ -248,9 +248,10 @@ pub async fn post_hold(
     IdempotencyKey(key): IdempotencyKey,
     OptionalJson(body): OptionalJson<PostHoldRequest>,
 ) -> Result<Response, ApiError> {
+    let (amount_minor, currency) = body.amount()?;
     let (transfer, replayed) = state
         .node
-        .post(&by, &key, Id(id), body.amount_minor)
+        .post(&by, &key, Id(id), amount_minor, currency)
         .await?;
     let dto = TransferDto::from(transfer);
     let location = transfer_location(&dto);
@@ -306,7 +307,7 @@ pub async fn exchange(
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(body): ApiJson<ExchangeRequest>,
 ) -> Result<Response, ApiError> {
-    let (transfers, replayed) = state.node.exchange(&by, &key, body.into()).await?;
+    let (transfers, replayed) = state.node.exchange(&by, &key, body.try_into()?).await?;
     let body = ExchangeResponse {
         transfers: transfers.into_iter().map(TransferDto::from).collect(),
     };

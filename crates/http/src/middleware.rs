@@ -66,10 +66,19 @@ impl ClientKey {
     }
 }
 
+/// Failed authentications allowed per peer per second (and twice that at once) before the
+/// peer is refused outright for a while. Bounds key guessing and the database lookups that
+/// made-up keys cost, which the per-key limiter alone does not (each made-up key would get a
+/// fresh allowance).
+pub const FAILED_AUTH_PER_SECOND: u32 = 20;
+
 /// The per-client limiter shared by all routes of one router.
 pub struct RateLimit {
     limiter: RateLimiter<ClientKey, HashMapStateStore<ClientKey>, DefaultClock>,
     checks: AtomicU64,
+    failed_auth: RateLimiter<ClientKey, HashMapStateStore<ClientKey>, DefaultClock>,
+    /// Peers over the failed-authentication quota, and until when.
+    blocked: std::sync::Mutex<std::collections::HashMap<ClientKey, Instant>>,
 }
 
 impl RateLimit {
@@ -78,10 +87,36 @@ impl RateLimit {
         let per_second = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::per_second(per_second).allow_burst(burst);
+        let failed = NonZeroU32::new(FAILED_AUTH_PER_SECOND).unwrap_or(NonZeroU32::MIN);
+        let failed_burst = NonZeroU32::new(FAILED_AUTH_PER_SECOND * 2).unwrap_or(NonZeroU32::MIN);
         RateLimit {
             limiter: RateLimiter::hashmap(quota),
             checks: AtomicU64::new(0),
+            failed_auth: RateLimiter::hashmap(Quota::per_second(failed).allow_burst(failed_burst)),
+            blocked: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// Seconds left while `peer` is refused for failed authentications.
+    fn blocked_for(&self, peer: &ClientKey) -> Option<u64> {
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        blocked.retain(|_, until| *until > now);
+        blocked
+            .get(peer)
+            .map(|until| until.duration_since(now).as_secs().max(1))
+    }
+
+    /// Counts a failed authentication by `peer`; past the quota the peer is refused for a
+    /// while. Returns the seconds to wait when it is.
+    fn failed(&self, peer: &ClientKey) -> Option<u64> {
+        let not_until = self.failed_auth.check_key(peer).err()?;
+        let wait = not_until
+            .wait_time_from(self.failed_auth.clock().now())
+            .max(std::time::Duration::from_secs(1));
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        blocked.insert(peer.clone(), Instant::now() + wait);
+        Some(wait.as_secs().max(1))
     }
 
     /// `Ok` or the whole seconds to wait (at least 1).
@@ -111,12 +146,24 @@ impl RateLimit {
     }
 }
 
-/// Refuses a request with 429 when its client is over the quota.
+/// Refuses a request with 429 when its client is over the quota, or when its peer made too
+/// many failed authentications recently (whatever key it now presents).
 pub async fn rate_limit(State(limit): State<Arc<RateLimit>>, req: Request, next: Next) -> Response {
-    match limit.check(&ClientKey::of(&req)) {
-        Ok(()) => next.run(req).await,
-        Err(retry_after_s) => ApiError::rate_limited(retry_after_s).into_response(),
+    let peer = match req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(addr)) => ClientKey::Peer(addr.ip()),
+        None => ClientKey::Unknown,
+    };
+    if let Some(retry_after_s) = limit.blocked_for(&peer) {
+        return ApiError::rate_limited(retry_after_s).into_response();
     }
+    if let Err(retry_after_s) = limit.check(&ClientKey::of(&req)) {
+        return ApiError::rate_limited(retry_after_s).into_response();
+    }
+    let response = next.run(req).await;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        limit.failed(&peer);
+    }
+    response
 }
 
 fn method_label(method: &axum::http::Method) -> &'static str {

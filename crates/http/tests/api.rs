@@ -1288,6 +1288,40 @@ async fn rate_limit_answers_429_per_client() {
 }
 
 #[tokio::test]
+async fn made_up_keys_cannot_escape_the_limit() {
+    // Each made-up key would get its own per-key allowance; failed authentications are also
+    // counted per peer, and past the quota the peer is refused whatever key it shows next.
+    let api = Api::start().await;
+    let burst = 2 * tally_http::middleware::FAILED_AUTH_PER_SECOND as usize;
+    let mut statuses = Vec::new();
+    for i in 0..burst + 5 {
+        let r = api
+            .get("/v1/accounts")
+            .key(&format!("tally_admin_{i:064x}"))
+            .send()
+            .await;
+        statuses.push(r.status);
+    }
+    assert!(
+        statuses[..burst]
+            .iter()
+            .all(|s| *s == StatusCode::UNAUTHORIZED),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.last(),
+        Some(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    // Even the real key is refused from that peer until the block runs out.
+    api.get("/v1/accounts")
+        .key(&api.admin)
+        .send()
+        .await
+        .expect_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+}
+
+#[tokio::test]
 async fn dev_inbox_is_off_unless_the_node_runs_in_dev_mode() {
     let api = Api::start().await;
     api.get("/v1/dev/inbox/alice")

@@ -175,6 +175,8 @@ pub struct ExchangeOrder {
     pub credit_account: Id,
     /// Amount in the source currency's minor units.
     pub amount_minor: i64,
+    /// The source currency, if the client states it: must be the debited account's.
+    pub currency: Option<Currency>,
     /// Target units per source unit, as a decimal string (`1.0834`).
     pub rate: String,
     /// Free text.
@@ -624,6 +626,7 @@ impl Node {
         idempotency_key: &str,
         pending_id: Id,
         amount_minor: Option<i64>,
+        currency: Option<Currency>,
     ) -> Result<(Transfer, bool)> {
         let pending = self.transfer(by, pending_id).await?;
         self.require_owner(
@@ -632,6 +635,18 @@ impl Node {
             "only the beneficiary of a hold can post it",
         )
         .await?;
+        // An amount typed as "5.00 EUR" against a hold in JPY is refused, never reinterpreted.
+        if let Some(c) = currency
+            && c != pending.currency
+        {
+            return Err(ServiceError::Ledger(
+                tally_ledger::LedgerError::CurrencyMismatch {
+                    account: pending.debit_account,
+                    account_currency: pending.currency,
+                    currency: c,
+                },
+            ));
+        }
         let key = namespaced(by, idempotency_key)?;
         let outcome = self
             .inner
@@ -704,6 +719,17 @@ impl Node {
                 what: "account",
                 id: order.credit_account.to_string(),
             })?;
+        if let Some(c) = order.currency
+            && c != from.currency
+        {
+            return Err(ServiceError::Ledger(
+                tally_ledger::LedgerError::CurrencyMismatch {
+                    account: from.id,
+                    account_currency: from.currency,
+                    currency: c,
+                },
+            ));
+        }
         let rate = Rate::parse(&order.rate, from.currency, to.currency)?;
         let liquidity_from = self.liquidity(from.currency).await?;
         let liquidity_to = self.liquidity(to.currency).await?;

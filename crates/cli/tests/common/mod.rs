@@ -43,7 +43,11 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split(" listening on ").nth(1) {
-                    let url = rest.split_whitespace().next().unwrap_or_default().to_string();
+                    let url = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
                     let _ = tx.send(url);
                 }
                 log2.lock().expect("log").push(line);
@@ -53,11 +57,23 @@ impl Server {
             Ok(url) => url,
             Err(_) => {
                 let _ = child.kill();
-                panic!("tally serve did not start; log: {:?}", log.lock().expect("log"));
+                panic!(
+                    "tally serve did not start; log: {:?}",
+                    log.lock().expect("log")
+                );
             }
         };
-        let admin_key = std::fs::read_to_string(data.join("admin.key")).expect("admin.key").trim().to_string();
-        Server { child, url, data: data.to_path_buf(), admin_key, log }
+        let admin_key = std::fs::read_to_string(data.join("admin.key"))
+            .expect("admin.key")
+            .trim()
+            .to_string();
+        Server {
+            child,
+            url,
+            data: data.to_path_buf(),
+            admin_key,
+            log,
+        }
     }
 
     /// SIGKILL: no shutdown code runs.
@@ -83,7 +99,11 @@ pub fn cli(server: &Server, key: &str, args: &[&str]) -> (bool, String, String) 
         .env_remove("TALLY_DATA")
         .output()
         .expect("run tally");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A bounded wait for a condition that another process makes true.
