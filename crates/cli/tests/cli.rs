@@ -133,6 +133,14 @@ fn a_customer_pays_a_merchant_through_the_cli() {
         &["post", &hold_id, "--amount", "12.50 EUR"],
     ));
     assert_eq!(field(&post, "amount"), "12.50 EUR");
+    // An amount in another currency is refused, never reinterpreted in the hold's currency
+    // (here the hold is already posted, so the currency check must come first).
+    let (wrong, _, err) = cli(
+        &server,
+        &shop_key,
+        &["post", &hold_id, "--amount", "1.00 USD"],
+    );
+    assert!(!wrong && err.contains("currency_mismatch"), "{err}");
     let (again, _, err) = cli(&server, &shop_key, &["void", &hold_id]);
     assert!(!again && err.contains("pending_not_pending"), "{err}");
     assert_eq!(
