@@ -165,9 +165,12 @@ struct Measured {
 }
 
 async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<Measured> {
-    let signer = Arc::new(tally_service::node::NodeSigner(Arc::new(
-        tally_kernel::crypto::SigningKey::generate(),
-    )));
+    let key = Arc::new(tally_kernel::crypto::SigningKey::generate());
+    let policy = tally_store::audit::AuditPolicy {
+        trusted_signers: vec![key.verifying_key().to_bytes()],
+        checkpoint_gap_max: Some(WriteOptions::default().checkpoint_every + args.batch_max as i64),
+    };
+    let signer = Arc::new(tally_service::node::NodeSigner(key));
     let options = WriteOptions {
         batch_max: args.batch_max,
         checkpointer: Some(signer),
@@ -309,7 +312,7 @@ async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<M
     // Prove it: recompute everything from the journal.
     let audit_started = Instant::now();
     let report = store
-        .audit(&tally_service::node::verify_checkpoint, &|_| {})
+        .audit(&tally_service::node::verify_checkpoint, &policy, &|_| {})
         .await?;
     println!(
         "{label}: audit {} ({} journal entries, {} signed checkpoints, {:.1} s)",

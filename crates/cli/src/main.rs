@@ -90,6 +90,14 @@ impl StoreLocation {
 struct AuditArgs {
     #[command(flatten)]
     store: StoreLocation,
+    /// Also trust checkpoints signed by this node public key (hex); repeat for every node
+    /// sharing a PostgreSQL database. The key in DATA/node.key is always trusted.
+    #[arg(long = "trust-key")]
+    trust_keys: Vec<String>,
+    /// The nodes' checkpoint interval: history longer than this (plus one batch) without a
+    /// signed checkpoint fails the audit.
+    #[arg(long, default_value_t = 10_000)]
+    checkpoint_every: i64,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -145,19 +153,36 @@ async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let store = tally_store::Store::open(&url, tally_store::WriteOptions::default())
         .await
         .with_context(|| format!("opening {}", redact_url(&url)))?;
-    let total = store.counts().await?.journal_seq;
-    let bar = progress_bar(total.max(0) as u64, "auditing journal");
-    let report = store
-        .audit(&tally_service::node::verify_checkpoint, &|seq| {
-            bar.set_position(seq.max(0) as u64)
-        })
-        .await?;
-    bar.finish_and_clear();
-    // Which keys signed: the node key in --data, if there is one, should be among them.
+    // Which keys may sign: the node key in --data, if there is one, and every --trust-key.
     let node_key = std::fs::read_to_string(args.store.data.join("node.key"))
         .ok()
         .and_then(|pem| tally_kernel::crypto::SigningKey::from_pkcs8_pem(&pem).ok())
         .map(|k| k.verifying_key().to_hex());
+    let mut trusted_signers = Vec::new();
+    for hex_key in node_key.iter().chain(&args.trust_keys) {
+        let key = tally_kernel::crypto::VerifyingKey::from_hex(hex_key)
+            .map_err(|e| anyhow::anyhow!("--trust-key {hex_key}: {e}"))?;
+        trusted_signers.push(key.to_bytes());
+    }
+    if trusted_signers.is_empty() {
+        eprintln!(
+            "note: no node key (DATA/node.key or --trust-key): checkpoint signatures are checked \
+             but not tied to a key you trust"
+        );
+    }
+    let policy = tally_store::audit::AuditPolicy {
+        trusted_signers,
+        // The writer signs when a batch crosses a multiple; batches hold at most 8192 here.
+        checkpoint_gap_max: Some(args.checkpoint_every + 8192),
+    };
+    let total = store.counts().await?.journal_seq;
+    let bar = progress_bar(total.max(0) as u64, "auditing journal");
+    let report = store
+        .audit(&tally_service::node::verify_checkpoint, &policy, &|seq| {
+            bar.set_position(seq.max(0) as u64)
+        })
+        .await?;
+    bar.finish_and_clear();
     let ledger = &report.ledger;
     if args.json {
         let totals: serde_json::Map<String, serde_json::Value> = ledger

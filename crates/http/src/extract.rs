@@ -57,6 +57,8 @@ impl FromRequestParts<AppState> for Caller {
         let principal = state.node.authenticate(key).await?;
         // The key's id (not the key) goes on the request span: logs say who did what.
         tracing::Span::current().record("caller", tracing::field::display(principal.key_id));
+        // Also as an event, so the id is logged even where the span is not the current one.
+        tracing::debug!(caller = %principal.key_id, role = principal.role.as_str(), "authenticated");
         Ok(Caller(principal))
     }
 }

@@ -1145,9 +1145,17 @@ async fn exchanges_need_liquidity_and_move_two_linked_legs() {
     let api = &w.api;
     let alice_usd = api.open(&w.alice, json!({"currency": "USD"})).await;
     let order = json!({"debit_account": w.alice_eur, "credit_account": alice_usd, "amount_minor": 1000, "rate": "1.1"});
+    // The rate decides how much the operator's liquidity hands out: customers cannot set one.
+    api.post("/v1/exchanges")
+        .key(&w.alice)
+        .idem("fx-alice")
+        .json(order.clone())
+        .send()
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
     let r = api
         .post("/v1/exchanges")
-        .key(&w.alice)
+        .key(&api.admin)
         .idem("fx-1")
         .json(order.clone())
         .send()
@@ -1158,11 +1166,17 @@ async fn exchanges_need_liquidity_and_move_two_linked_legs() {
     for currency in ["EUR", "USD"] {
         api.open(&api.admin, json!({"currency": currency, "kind": "liquidity", "debits_must_not_exceed_credits": false})).await;
     }
-    api.post("/v1/exchanges").key(&w.alice).idem("fx-0").json(json!({"debit_account": w.alice_eur, "credit_account": alice_usd, "amount_minor": 1000, "rate": "abc"})).send().await
+    api.post("/v1/exchanges").key(&api.admin).idem("fx-0").json(json!({"debit_account": w.alice_eur, "credit_account": alice_usd, "amount_minor": 1000, "rate": "abc"})).send().await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    // A stated currency must be the debited account's; one currency on both sides is no exchange.
+    api.post("/v1/exchanges").key(&api.admin).idem("fx-usd").json(json!({"debit_account": w.alice_eur, "credit_account": alice_usd, "amount_minor": 1000, "currency": "USD", "rate": "1.1"})).send().await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "currency_mismatch");
+    let alice_eur_2 = api.open(&w.alice, json!({"currency": "EUR"})).await;
+    api.post("/v1/exchanges").key(&api.admin).idem("fx-same").json(json!({"debit_account": w.alice_eur, "credit_account": alice_eur_2, "amount_minor": 1000, "rate": "2"})).send().await
         .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     let r = api
         .post("/v1/exchanges")
-        .key(&w.alice)
+        .key(&api.admin)
         .idem("fx-1")
         .json(order.clone())
         .send()
@@ -1181,7 +1195,7 @@ async fn exchanges_need_liquidity_and_move_two_linked_legs() {
     assert!(legs[0]["rate"]["numerator"].as_i64().is_some());
     let again = api
         .post("/v1/exchanges")
-        .key(&w.alice)
+        .key(&api.admin)
         .idem("fx-1")
         .json(order)
         .send()

@@ -570,14 +570,17 @@ impl Request {
             field: field.to_string(),
             reason: reason.to_string(),
         };
-        if self.idempotency_key.is_empty() || self.idempotency_key.len() > IDEMPOTENCY_KEY_LEN_MAX {
+        if self.idempotency_key.is_empty()
+            || self.idempotency_key.len() > IDEMPOTENCY_KEY_LEN_MAX
+            || !printable(&self.idempotency_key)
+        {
             return Err(invalid("idempotency_key", "must be 1 to 200 bytes"));
         }
         match &self.command {
             Command::OpenAccount {
                 owner, limit_minor, ..
             } => {
-                if owner.is_empty() || owner.len() > OWNER_LEN_MAX {
+                if owner.is_empty() || owner.len() > OWNER_LEN_MAX || !printable(owner) {
                     return Err(invalid("owner", "must be 1 to 200 bytes"));
                 }
                 if *limit_minor < 0 {
@@ -645,13 +648,20 @@ fn positive(amount_minor: i64) -> Result<(), LedgerError> {
 }
 
 fn memo_ok(memo: &str) -> Result<(), LedgerError> {
-    if memo.len() > MEMO_LEN_MAX {
+    // No control characters: a NUL, for one, is refused by PostgreSQL's TEXT and would fail
+    // the whole write batch it travels in.
+    if memo.len() > MEMO_LEN_MAX || memo.chars().any(char::is_control) {
         return Err(LedgerError::Invalid {
             field: "memo".to_string(),
-            reason: "must be at most 512 bytes".to_string(),
+            reason: "at most 512 bytes, no control characters".to_string(),
         });
     }
     Ok(())
+}
+
+/// True when `s` has no control characters (see [`memo_ok`]).
+fn printable(s: &str) -> bool {
+    !s.chars().any(char::is_control)
 }
 
 /// What a command did: the body of one journal entry.
@@ -781,6 +791,14 @@ impl Book {
             } => {
                 let from = self.account(*debit_account)?.currency;
                 let to = self.account(*credit_account)?.currency;
+                if from == to {
+                    return Err(LedgerError::Invalid {
+                        field: "credit_account".to_string(),
+                        reason: format!(
+                            "an exchange needs two currencies; both accounts hold {from}"
+                        ),
+                    });
+                }
                 let converted = rate
                     .convert(*amount_minor)
                     .map_err(|_| LedgerError::Overflow {

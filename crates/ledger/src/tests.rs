@@ -505,15 +505,28 @@ fn records_journal_changes_that_move_no_money() {
     let before = f.book.accounts.clone();
     let record = |kind: &str| Request {
         idempotency_key: "k".into(),
-        command: Command::Record { kind: kind.into(), data: serde_json::json!({"id": 1}) },
+        command: Command::Record {
+            kind: kind.into(),
+            data: serde_json::json!({"id": 1}),
+        },
     };
     assert!(record("api_key_created").validate().is_ok());
-    for bad in ["", "Api", "api-key", "transfers", "account_opened", &"x".repeat(65)] {
+    for bad in [
+        "",
+        "Api",
+        "api-key",
+        "transfers",
+        "account_opened",
+        &"x".repeat(65),
+    ] {
         assert!(record(bad).validate().is_err(), "{bad:?} must be refused");
     }
     let big = Request {
         idempotency_key: "k".into(),
-        command: Command::Record { kind: "note".into(), data: serde_json::json!("x".repeat(RECORD_DATA_LEN_MAX)) },
+        command: Command::Record {
+            kind: "note".into(),
+            data: serde_json::json!("x".repeat(RECORD_DATA_LEN_MAX)),
+        },
     };
     assert!(big.validate().is_err());
     let e = f.apply(record("api_key_created").command).expect("record");

@@ -121,6 +121,8 @@ struct Inner {
     node_key: Arc<SigningKey>,
     ca: CertificateAuthority,
     dev: bool,
+    /// `checkpoint_every + batch_max`: the most entries a signed checkpoint can lag.
+    checkpoint_gap_max: i64,
 }
 
 /// A new account as requested.
@@ -214,6 +216,7 @@ impl Node {
                 node_key,
                 ca,
                 dev: config.dev,
+                checkpoint_gap_max: config.checkpoint_every + config.batch_max as i64,
             }),
         };
         let admin = node.ensure_admin_key().await?;
@@ -245,17 +248,39 @@ impl Node {
         self.inner.dev
     }
 
+    /// On first start: a new admin key, on disk before it exists in the database, so a crash
+    /// at any point leaves either no key or a usable `admin.key`, never a key nobody has.
     async fn ensure_admin_key(&self) -> Result<Option<Secret<String>>> {
+        let path = self.inner.files.admin_key();
+        let pending = path.with_extension("key.pending");
         if !self.inner.store.api_keys().await?.is_empty() {
+            // A crash between commit and rename left the key in `pending`: finish the rename
+            // if the database has it, else drop it.
+            if pending.exists() && !path.exists() {
+                let key = std::fs::read_to_string(&pending).map_err(setup)?;
+                if self.authenticate(key.trim()).await.is_ok() {
+                    std::fs::rename(&pending, &path).map_err(setup)?;
+                } else {
+                    std::fs::remove_file(&pending).map_err(setup)?;
+                }
+            }
             return Ok(None);
         }
-        let (_, key) = self
-            .create_key(Role::Admin, "operator", "first admin key")
+        if path.exists() {
+            return Err(ServiceError::Setup(format!(
+                "{} exists but the database has no API key: it belongs to another database \
+                 (move it away to make a new admin key for this one)",
+                path.display()
+            )));
+        }
+        let key = new_api_key(Role::Admin)?;
+        if pending.exists() {
+            std::fs::remove_file(&pending).map_err(setup)?;
+        }
+        write_private_file(&pending, format!("{}\n", key.expose()).as_bytes())?;
+        self.store_key(&key, Role::Admin, "operator", "first admin key")
             .await?;
-        write_private_file(
-            &self.inner.files.admin_key(),
-            format!("{}\n", key.expose()).as_bytes(),
-        )?;
+        std::fs::rename(&pending, &path).map_err(setup)?;
         Ok(Some(key))
     }
 
@@ -265,10 +290,18 @@ impl Node {
         owner: &str,
         label: &str,
     ) -> Result<(ApiKeyRecord, Secret<String>)> {
-        let mut raw = [0_u8; 32];
-        getrandom_fill(&mut raw)?;
-        let key = Secret::new(format!("tally_{}_{}", role.as_str(), hex_encode(&raw)));
-        raw.fill(0);
+        let key = new_api_key(role)?;
+        let record = self.store_key(&key, role, owner, label).await?;
+        Ok((record, key))
+    }
+
+    async fn store_key(
+        &self,
+        key: &Secret<String>,
+        role: Role,
+        owner: &str,
+        label: &str,
+    ) -> Result<ApiKeyRecord> {
         let record = ApiKeyRecord {
             id: Id::new(),
             role: role.as_str().to_string(),
@@ -289,14 +322,14 @@ impl Node {
             record: record.clone(),
         };
         let request = Request {
-            idempotency_key: format!("api_key_created:{}", record.id),
+            idempotency_key: format!(":api_key_created:{}", record.id),
             command,
         };
         self.inner
             .store
             .execute_with(request, vec![attachment])
             .await?;
-        Ok((record, key))
+        Ok(record)
     }
 
     /// Resolves an API key to its principal. Lookup is by SHA-256 of the key, so no key is
@@ -329,7 +362,15 @@ impl Node {
     ) -> Result<(ApiKeyRecord, Secret<String>)> {
         require_admin(by)?;
         check_name("owner", owner)?;
-        if label.len() > 200 {
+        if role != Role::Admin && owner == "operator" {
+            // The operator's accounts (settlement, liquidity) must not be reachable by a
+            // customer or merchant key.
+            return Err(ServiceError::Invalid {
+                field: "owner",
+                reason: "`operator` is reserved for admin keys".into(),
+            });
+        }
+        if label.len() > 200 || label.chars().any(char::is_control) {
             return Err(ServiceError::Invalid {
                 field: "label",
                 reason: "at most 200 bytes".into(),
@@ -361,7 +402,7 @@ impl Node {
         }
         // A concurrent second revoke is a replay of the first (same key, same request).
         let request = Request {
-            idempotency_key: format!("api_key_revoked:{id}"),
+            idempotency_key: format!(":api_key_revoked:{id}"),
             command: Command::Record {
                 kind: "api_key_revoked".into(),
                 data: serde_json::json!({ "id": id, "by": by.key_id }),
@@ -695,12 +736,13 @@ impl Node {
         idempotency_key: &str,
         order: ExchangeOrder,
     ) -> Result<(Vec<Transfer>, bool)> {
-        self.require_owner(
-            by,
-            order.debit_account,
-            "you can only exchange out of your own accounts",
-        )
-        .await?;
+        // The rate decides how much money the operator's liquidity hands out: only the operator
+        // may state one. (Published rate tables for everyone come with trading sessions, M6.)
+        if !by.is_admin() {
+            return Err(ServiceError::Forbidden(
+                "only the operator sets exchange rates",
+            ));
+        }
         let from =
             self.inner
                 .store
@@ -796,7 +838,17 @@ impl Node {
     /// Runs the full ledger audit (admins only).
     pub async fn audit(&self, by: &Principal) -> Result<tally_store::audit::StoreAudit> {
         require_admin(by)?;
-        Ok(self.inner.store.audit(&verify_checkpoint, &|_| {}).await?)
+        // Several nodes may share the database, each signing with its own key: every signer
+        // is reported; the gap check proves no stretch of history went unsigned.
+        let policy = tally_store::audit::AuditPolicy {
+            trusted_signers: Vec::new(),
+            checkpoint_gap_max: Some(self.inner.checkpoint_gap_max),
+        };
+        Ok(self
+            .inner
+            .store
+            .audit(&verify_checkpoint, &policy, &|_| {})
+            .await?)
     }
 }
 
@@ -817,14 +869,19 @@ fn require_admin(by: &Principal) -> Result<()> {
     }
 }
 
+/// Owner names: 1 to 200 printable bytes without ':' (the separator of namespaced
+/// idempotency keys `{owner}:{key}`, so two owners' keys can never collide).
 fn check_name(field: &'static str, value: &str) -> Result<()> {
-    let ok = !value.is_empty() && value.len() <= 200 && !value.chars().any(char::is_control);
+    let ok = !value.is_empty()
+        && value.len() <= 200
+        && !value.chars().any(char::is_control)
+        && !value.contains(':');
     if ok {
         Ok(())
     } else {
         Err(ServiceError::Invalid {
             field,
-            reason: "1 to 200 printable bytes".into(),
+            reason: "1 to 200 printable bytes, no ':'".into(),
         })
     }
 }
@@ -881,6 +938,15 @@ fn load_or_create_key(path: &Path) -> Result<SigningKey> {
     let key = SigningKey::generate();
     let pem = key.to_pkcs8_pem().map_err(setup)?;
     write_private_file(path, pem.expose().as_bytes())?;
+    Ok(key)
+}
+
+/// A fresh 256-bit API key, e.g. `tally_customer_<64 hex digits>`.
+fn new_api_key(role: Role) -> Result<Secret<String>> {
+    let mut raw = [0_u8; 32];
+    getrandom_fill(&mut raw)?;
+    let key = Secret::new(format!("tally_{}_{}", role.as_str(), hex_encode(&raw)));
+    raw.fill(0);
     Ok(key)
 }
 

@@ -13,10 +13,13 @@ use tally_kernel::Timestamp;
 use tally_store::outbox::StoredMessage;
 use tokio::sync::Notify;
 
-/// Most rows handled per pass.
+/// Most holds expired per pass.
 const BATCH: i64 = 256;
+/// Messages leased per pass: few enough that slow deliveries (each bounded by its channel's
+/// timeouts and retries, well under a minute) finish inside the lease.
+const OUTBOX_CLAIM: i64 = 8;
 /// How long a leased message is withheld from other workers.
-const LEASE_S: i64 = 60;
+const LEASE_S: i64 = 300;
 
 /// Handles to stop the workers.
 pub struct Workers {
@@ -76,7 +79,7 @@ pub async fn deliver_due(
     now: Timestamp,
 ) -> Result<usize, tally_store::StoreError> {
     let store = node.store();
-    let due = store.claim_due(now, BATCH, LEASE_S).await?;
+    let due = store.claim_due(now, OUTBOX_CLAIM, LEASE_S).await?;
     let mut delivered = 0;
     for m in due {
         match deliver_one(channels, &m).await {

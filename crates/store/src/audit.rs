@@ -14,6 +14,19 @@ use tally_ledger::journal::{Checkpoint, JournalEntry};
 /// Checks a checkpoint signature: `(public key, message after the domain tag, signature)`.
 pub type SignatureCheck<'a> = &'a (dyn Fn(&[u8; 32], &[u8], &[u8]) -> bool + Sync);
 
+/// What the audit demands beyond a consistent chain.
+#[derive(Debug, Clone, Default)]
+pub struct AuditPolicy {
+    /// Public keys allowed to sign checkpoints (the node keys). Empty: any key is accepted
+    /// and only reported in [`StoreAudit::signers`], which proves the chain consistent but
+    /// not that the operator's own key vouches for it.
+    pub trusted_signers: Vec<[u8; 32]>,
+    /// Most journal entries allowed before the first checkpoint, between two checkpoints and
+    /// after the last (the writer signs every `checkpoint_every` entries, a batch late at
+    /// most). `None`: not checked.
+    pub checkpoint_gap_max: Option<i64>,
+}
+
 /// What the audit adds to the ledger's report.
 #[derive(Debug, Clone, Default)]
 pub struct StoreAudit {
@@ -50,6 +63,7 @@ impl Store {
     pub async fn audit(
         &self,
         verify: SignatureCheck<'_>,
+        policy: &AuditPolicy,
         progress: &(dyn Fn(i64) + Sync),
     ) -> Result<StoreAudit, StoreError> {
         let begin = match self.dialect() {
@@ -57,7 +71,7 @@ impl Store {
             crate::Dialect::Sqlite => "BEGIN",
         };
         let mut tx = self.pool().begin_with(begin).await?;
-        let report = audit_in(&mut tx, verify, progress).await;
+        let report = audit_in(&mut tx, verify, policy, progress).await;
         tx.rollback().await?;
         report
     }
@@ -83,6 +97,7 @@ async fn checkpoints(conn: &mut sqlx::AnyConnection) -> Result<Vec<Checkpoint>, 
 async fn audit_in(
     conn: &mut sqlx::AnyConnection,
     verify: SignatureCheck<'_>,
+    policy: &AuditPolicy,
     progress: &(dyn Fn(i64) + Sync),
 ) -> Result<StoreAudit, StoreError> {
     let checkpoints = checkpoints(&mut *conn).await?;
@@ -96,6 +111,12 @@ async fn audit_in(
             problems.push(format!("checkpoint {}: signature does not verify", c.seq));
         }
         let signer = hex::encode(c.signer);
+        if !policy.trusted_signers.is_empty() && !policy.trusted_signers.contains(&c.signer) {
+            problems.push(format!(
+                "checkpoint {}: signed by an untrusted key {signer}",
+                c.seq
+            ));
+        }
         if !out.signers.contains(&signer) {
             out.signers.push(signer);
         }
@@ -122,6 +143,23 @@ async fn audit_in(
     }
     let (last_seq, last_hash) = auditor.head();
     progress(last_seq);
+    // Checkpoints deleted (or never written) leave a stretch of history no signature covers.
+    if let Some(gap_max) = policy.checkpoint_gap_max {
+        let mut covered = 0;
+        for seq in checkpoints
+            .iter()
+            .map(|c| c.seq)
+            .chain(std::iter::once(last_seq))
+        {
+            if seq - covered > gap_max {
+                problems.push(format!(
+                    "entries {}..={seq} are not covered by a signed checkpoint (at most {gap_max} may be)",
+                    covered + 1
+                ));
+            }
+            covered = covered.max(seq);
+        }
+    }
     let head = sqlx::query("SELECT seq, hash FROM journal_head WHERE id = 1")
         .fetch_one(&mut *conn)
         .await?;

@@ -182,7 +182,9 @@ impl Store {
             let id =
                 Id::from_slice(&id).ok_or_else(|| StoreError::Corrupt("transfer id".into()))?;
             let request = tally_ledger::Request {
-                idempotency_key: format!("expire:{id}"),
+                // System keys start with ':', which no caller's namespaced key
+                // (`{owner}:{key}`, owners never empty) can.
+                idempotency_key: format!(":expire:{id}"),
                 command: tally_ledger::Command::Expire { pending_id: id },
             };
             jobs.push(self.execute(request));

@@ -63,6 +63,19 @@ impl NewMessage {
 
     /// Checks sizes before anything is written.
     pub fn validate(&self) -> Result<(), StoreError> {
+        // PostgreSQL's TEXT refuses NUL; the short fields take no control characters at all.
+        let control = |v: &str| v.chars().any(char::is_control);
+        if control(&self.dedup_key)
+            || control(&self.address)
+            || control(&self.kind)
+            || self.subject.contains('\0')
+            || self.body.contains('\0')
+        {
+            return Err(StoreError::Ledger(tally_ledger::LedgerError::Invalid {
+                field: "message".into(),
+                reason: "control characters in a key or address, or NUL in the text".into(),
+            }));
+        }
         let too_long = self.dedup_key.len() > FIELD_LEN_MAX
             || self.address.len() > FIELD_LEN_MAX
             || self.subject.len() > FIELD_LEN_MAX
@@ -182,7 +195,8 @@ impl Store {
     /// Records a successful delivery.
     pub async fn mark_sent(&self, id: Id, now: Timestamp) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE outbox SET state = 'sent', sent_at = $1, attempts = attempts + 1 WHERE id = $2",
+            "UPDATE outbox SET state = 'sent', sent_at = $1, attempts = attempts + 1 \
+             WHERE id = $2 AND state = 'pending'",
         )
         .bind(now.as_micros())
         .bind(id.as_bytes().to_vec())
@@ -213,7 +227,8 @@ impl Store {
         let backoff_s = 1_i64 << attempts.min(12);
         let error: String = error.chars().take(FIELD_LEN_MAX).collect();
         sqlx::query(
-            "UPDATE outbox SET state = $1, attempts = $2, last_error = $3, next_attempt_at = $4 WHERE id = $5",
+            "UPDATE outbox SET state = $1, attempts = $2, last_error = $3, next_attempt_at = $4 \
+             WHERE id = $5 AND state = 'pending'",
         )
         .bind(state.to_string())
         .bind(attempts)

@@ -185,27 +185,52 @@ async fn run(pool: AnyPool, dialect: Dialect, options: WriteOptions, mut rx: mps
         if rx.recv_many(&mut jobs, options.batch_max).await == 0 {
             return; // every Handle dropped
         }
-        let mut attempt = 0;
-        let results = loop {
-            attempt += 1;
-            match write_batch(&pool, dialect, &options, &jobs).await {
-                Ok(results) => break results,
-                Err(e) if attempt < BATCH_RETRIES_MAX => {
-                    tracing::warn!(error = %e, attempt, "ledger batch failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+        let results = match write_with_retries(&pool, dialect, &options, &jobs).await {
+            Ok(results) => results,
+            // A failure that repeats may be one job's fault (a value the database refuses):
+            // write each job alone, so only that job fails and the others are not held hostage.
+            Err(_) if jobs.len() > 1 => {
+                let mut results = Vec::with_capacity(jobs.len());
+                for i in 0..jobs.len() {
+                    match write_with_retries(&pool, dialect, &options, &jobs[i..=i]).await {
+                        Ok(mut one) => {
+                            results.push(one.pop().unwrap_or(Err(StoreError::WriterGone)))
+                        }
+                        Err(e) => {
+                            results.push(Err(StoreError::Corrupt(format!("write failed: {e}"))))
+                        }
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "ledger batch failed; giving up on it");
-                    let text = e.to_string();
-                    break jobs
-                        .iter()
-                        .map(|_| Err(StoreError::Corrupt(format!("batch failed: {text}"))))
-                        .collect();
-                }
+                results
             }
+            Err(e) => vec![Err(StoreError::Corrupt(format!("write failed: {e}")))],
         };
         for (job, result) in jobs.drain(..).zip(results) {
             let _ = job.reply.send(result);
+        }
+    }
+}
+
+/// One batch, retried a bounded number of times (lost connections, serialisation failures).
+async fn write_with_retries(
+    pool: &AnyPool,
+    dialect: Dialect,
+    options: &WriteOptions,
+    jobs: &[Job],
+) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match write_batch(pool, dialect, options, jobs).await {
+            Ok(results) => return Ok(results),
+            Err(e) if attempt < BATCH_RETRIES_MAX => {
+                tracing::warn!(error = %e, attempt, jobs = jobs.len(), "ledger batch failed; retrying");
+                tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, jobs = jobs.len(), "ledger batch failed; giving up on it");
+                return Err(e);
+            }
         }
     }
 }

@@ -90,8 +90,21 @@ fn postgres_db() -> Option<Db> {
     })
 }
 
+/// Checkpoints by the test key only, at most a checkpoint interval (8) plus a batch behind.
+fn policy() -> tally_store::audit::AuditPolicy {
+    tally_store::audit::AuditPolicy {
+        trusted_signers: vec![
+            TestKey(ed25519_dalek::SigningKey::from_bytes(&[7; 32])).public_key(),
+        ],
+        checkpoint_gap_max: Some(8 + WriteOptions::default().batch_max as i64),
+    }
+}
+
 async fn audit_ok(store: &Store) -> tally_store::audit::StoreAudit {
-    let report = store.audit(&verify, &|_| {}).await.expect("audit runs");
+    let report = store
+        .audit(&verify, &policy(), &|_| {})
+        .await
+        .expect("audit runs");
     assert!(
         report.ok(),
         "audit found problems: {:#?}",
@@ -239,6 +252,15 @@ async fn bad_input_changes_nothing(db: Db) {
         },
         Command::Void {
             pending_id: Id::new(),
+        },
+        // PostgreSQL's TEXT refuses NUL: it must be refused before it can fail a batch.
+        Command::Transfer {
+            debit_account: world,
+            credit_account: alice,
+            amount_minor: 1,
+            currency: eur(),
+            timeout_s: None,
+            memo: "x\0y".into(),
         },
     ];
     for command in bad {
@@ -678,27 +700,63 @@ async fn records_and_api_keys_commit_with_their_entry(db: Db) {
     let hash = [id.as_bytes()[15]; 32];
     let created = |kind: &str| Request {
         idempotency_key: format!("api_key_created:{id}:{kind}"),
-        command: Command::Record { kind: kind.into(), data: serde_json::json!({"id": id}) },
+        command: Command::Record {
+            kind: kind.into(),
+            data: serde_json::json!({"id": id}),
+        },
     };
-    let attach = || vec![tally_store::Attachment::ApiKeyCreated { key_hash: hash, record: record.clone() }];
+    let attach = || {
+        vec![tally_store::Attachment::ApiKeyCreated {
+            key_hash: hash,
+            record: record.clone(),
+        }]
+    };
     // A refused record writes nothing that was attached to it.
     let refused = store.execute_with(created("Not A Kind"), attach()).await;
-    assert!(matches!(refused, Err(StoreError::Ledger(LedgerError::Invalid { .. }))));
+    assert!(matches!(
+        refused,
+        Err(StoreError::Ledger(LedgerError::Invalid { .. }))
+    ));
     let refused = store.execute_with(created("transfers"), attach()).await;
-    assert!(matches!(refused, Err(StoreError::Ledger(LedgerError::Invalid { .. }))));
+    assert!(matches!(
+        refused,
+        Err(StoreError::Ledger(LedgerError::Invalid { .. }))
+    ));
     assert!(store.api_key_by_hash(&hash).await.expect("read").is_none());
-    let out = store.execute_with(created("api_key_created"), attach()).await.expect("record");
+    let out = store
+        .execute_with(created("api_key_created"), attach())
+        .await
+        .expect("record");
     assert_eq!(out.event.kind(), "api_key_created");
-    assert_eq!(store.api_key_by_hash(&hash).await.expect("read").map(|k| k.id), Some(id));
+    assert_eq!(
+        store
+            .api_key_by_hash(&hash)
+            .await
+            .expect("read")
+            .map(|k| k.id),
+        Some(id)
+    );
     let revoke = Request {
         idempotency_key: format!("api_key_revoked:{id}"),
-        command: Command::Record { kind: "api_key_revoked".into(), data: serde_json::json!({"id": id}) },
+        command: Command::Record {
+            kind: "api_key_revoked".into(),
+            data: serde_json::json!({"id": id}),
+        },
     };
     let attach = || vec![tally_store::Attachment::ApiKeyRevoked { id }];
-    store.execute_with(revoke.clone(), attach()).await.expect("revoke");
-    let again = store.execute_with(revoke, attach()).await.expect("revoke again");
+    store
+        .execute_with(revoke.clone(), attach())
+        .await
+        .expect("revoke");
+    let again = store
+        .execute_with(revoke, attach())
+        .await
+        .expect("revoke again");
     assert!(again.replayed, "a second revoke is a replay");
-    assert!(store.api_key_by_hash(&hash).await.expect("read").is_none(), "revoked keys do not authenticate");
+    assert!(
+        store.api_key_by_hash(&hash).await.expect("read").is_none(),
+        "revoked keys do not authenticate"
+    );
     let report = audit_ok(&store).await;
     assert!(report.ledger.records >= 2);
 }
@@ -725,7 +783,10 @@ async fn audit_detects_tampering_and_checks_checkpoints(db: Db) {
         .execute(store.pool())
         .await
         .expect("tamper");
-    let bad = store.audit(&verify, &|_| {}).await.expect("audit runs");
+    let bad = store
+        .audit(&verify, &policy(), &|_| {})
+        .await
+        .expect("audit runs");
     assert!(!bad.ok());
     assert!(
         bad.ledger
@@ -749,7 +810,10 @@ async fn audit_detects_tampering_and_checks_checkpoints(db: Db) {
     .execute(store.pool())
     .await
     .expect("forge");
-    let forged = store.audit(&verify, &|_| {}).await.expect("audit runs");
+    let forged = store
+        .audit(&verify, &policy(), &|_| {})
+        .await
+        .expect("audit runs");
     assert!(
         forged
             .ledger
@@ -758,6 +822,46 @@ async fn audit_detects_tampering_and_checks_checkpoints(db: Db) {
             .any(|p| p.contains("signature")),
         "{:?}",
         forged.ledger.problems
+    );
+    // A key the auditor does not trust is named, even with a valid signature.
+    let strict = tally_store::audit::AuditPolicy {
+        trusted_signers: vec![[9; 32]],
+        checkpoint_gap_max: None,
+    };
+    let untrusted = store
+        .audit(&verify, &strict, &|_| {})
+        .await
+        .expect("audit runs");
+    assert!(
+        untrusted
+            .ledger
+            .problems
+            .iter()
+            .any(|p| p.contains("untrusted key")),
+        "{:?}",
+        untrusted.ledger.problems
+    );
+    // Deleting the checkpoints leaves history no signature covers.
+    sqlx::query("DELETE FROM checkpoints")
+        .execute(store.pool())
+        .await
+        .expect("delete");
+    let tight = tally_store::audit::AuditPolicy {
+        trusted_signers: Vec::new(),
+        checkpoint_gap_max: Some(10),
+    };
+    let unsigned = store
+        .audit(&verify, &tight, &|_| {})
+        .await
+        .expect("audit runs");
+    assert!(
+        unsigned
+            .ledger
+            .problems
+            .iter()
+            .any(|p| p.contains("not covered")),
+        "{:?}",
+        unsigned.ledger.problems
     );
 }
 
