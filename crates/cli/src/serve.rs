@@ -170,25 +170,13 @@ async fn tls_config(
             std::fs::remove_file(old).with_context(|| format!("replacing {}", old.display()))?;
         }
     }
-    write_private(&key_path, key_pem.expose().as_bytes())?;
+    tally_service::node::write_private_file(&key_path, key_pem.expose().as_bytes())?;
     std::fs::write(&cert_path, id.certificate.to_pem())?;
     Ok(Some(
         RustlsConfig::from_pem_file(&cert_path, &key_path)
             .await
             .context("loading the node TLS certificate")?,
     ))
-}
-
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    Ok(())
 }
 
 async fn shutdown_signal() {

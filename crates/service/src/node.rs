@@ -914,7 +914,8 @@ fn create_private_dir(dir: &Path) -> Result<()> {
         .map_err(|e| ServiceError::Setup(format!("cannot create {}: {e}", dir.display())))
 }
 
-fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Creates `path` (never overwriting), mode 0600, with `bytes`, synced to disk: for keys.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -945,15 +946,11 @@ fn load_or_create_key(path: &Path) -> Result<SigningKey> {
 fn new_api_key(role: Role) -> Result<Secret<String>> {
     let mut raw = [0_u8; 32];
     getrandom_fill(&mut raw)?;
-    let key = Secret::new(format!("tally_{}_{}", role.as_str(), hex_encode(&raw)));
+    let key = Secret::new(format!("tally_{}_{}", role.as_str(), hex::encode(raw)));
     raw.fill(0);
     Ok(key)
 }
 
 fn getrandom_fill(buf: &mut [u8]) -> Result<()> {
     getrandom::fill(buf).map_err(setup)
-}
-
-fn hex_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -27,7 +27,6 @@ pub mod writer;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
-use std::sync::Arc;
 use std::time::Duration;
 use tally_kernel::{Id, Timestamp};
 use tally_ledger::{Account, LedgerError, Transfer};
@@ -310,5 +309,3 @@ async fn migrate(pool: &AnyPool, dialect: Dialect) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Shared handle type for a signer of checkpoints.
-pub type SharedCheckpointer = Arc<dyn Checkpointer>;
