@@ -106,12 +106,24 @@ pub struct Transaction {
     pub description: String,
 }
 
+/// A message being certified (registered mail, a declaration): what the user sees, and the
+/// SHA-256 of the full content the code is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Certified {
+    /// What is being certified, shown on channel B (`Registered mail to bob: Contract`).
+    pub title: String,
+    /// SHA-256 of the content, hex.
+    pub sha256: String,
+}
+
 /// What the session is for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Purpose {
     /// Access to a protected resource.
     Login,
+    /// Certifying a message (registered mail, a declaration) by its content hash.
+    Message(Certified),
     /// Certifying a transaction (a payment, an order, a transfer between accounts).
     Transaction(Transaction),
 }
@@ -141,6 +153,13 @@ pub struct CodeBinding<'a> {
     pub payee_account: Option<String>,
     /// For transactions.
     pub description: Option<&'a str>,
+    /// For messages: the title shown (absent otherwise, so v1 login and transaction codes
+    /// are unchanged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<&'a str>,
+    /// For messages: SHA-256 of the content, hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_sha256: Option<&'a str>,
 }
 
 /// Where a session stands. Variants are alphabetical.
@@ -213,6 +232,16 @@ impl Session {
                 "transaction needs a positive amount, a payee and a short description",
             ));
         }
+        if let Purpose::Message(m) = &purpose
+            && (m.title.is_empty()
+                || m.title.len() > 300
+                || m.sha256.len() != 64
+                || !m.sha256.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(OobError::ApiMisuse(
+                "message needs a short title and a hex SHA-256",
+            ));
+        }
         let session = Session {
             number,
             user: user.to_string(),
@@ -237,7 +266,11 @@ impl Session {
     pub fn binding(&self) -> CodeBinding<'_> {
         let t = match &self.purpose {
             Purpose::Transaction(t) => Some(t),
-            Purpose::Login => None,
+            Purpose::Login | Purpose::Message(_) => None,
+        };
+        let m = match &self.purpose {
+            Purpose::Message(m) => Some(m),
+            Purpose::Login | Purpose::Transaction(_) => None,
         };
         CodeBinding {
             v: 1,
@@ -251,6 +284,8 @@ impl Session {
             payee: t.map(|t| t.payee.as_str()),
             payee_account: t.and_then(|t| t.payee_account.map(|a| a.to_string())),
             description: t.map(|t| t.description.as_str()),
+            title: m.map(|m| m.title.as_str()),
+            content_sha256: m.map(|m| m.sha256.as_str()),
         }
     }
 
@@ -271,6 +306,10 @@ impl Session {
             Purpose::Login => {
                 format!("Your Tally sign-in code: {code}\nValid until {until}.\nDo not share it.")
             }
+            Purpose::Message(m) => format!(
+                "Confirm with code {code}:\n{}\nContent SHA-256: {}\nValid until {until}. If you did not start this, do not type the code.",
+                m.title, m.sha256
+            ),
             Purpose::Transaction(t) => format!(
                 "Confirm with code {code}:\n{} to {}{}\nFor: {}\nValid until {until}. If you did not start this, do not type the code.",
                 t.amount,

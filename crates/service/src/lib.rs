@@ -12,6 +12,7 @@
 //! and any future transport get the same rules. `http` only maps errors and shapes.
 
 pub mod node;
+pub mod oob;
 pub mod workers;
 
 use tally_kernel::{Currency, Id, MoneyError};
@@ -112,6 +113,12 @@ pub enum ServiceError {
     /// A feature that is switched off on this node (e.g. the dev inbox without `--dev`).
     #[error("not available on this node: {0}")]
     Disabled(&'static str),
+    /// Out-of-band authentication refused a code or a session (see the cause); nothing ran.
+    #[error(transparent)]
+    Oob(#[from] tally_proto::oob::OobError),
+    /// A limit decided in the database (e.g. sessions per address) is reached.
+    #[error("rate limited: {0}")]
+    RateLimited(&'static str),
     /// The store failed; details are logged, not returned.
     #[error("storage failure")]
     Store(#[source] StoreError),

@@ -33,6 +33,8 @@ pub struct NodeConfig {
     pub checkpoint_every: i64,
     /// Most ledger commands per write transaction.
     pub batch_max: usize,
+    /// Out-of-band authentication settings.
+    pub oob: crate::oob::OobSettings,
 }
 
 impl NodeConfig {
@@ -44,6 +46,7 @@ impl NodeConfig {
             dev: false,
             checkpoint_every: 10_000,
             batch_max: 2048,
+            oob: crate::oob::OobSettings::default(),
         }
     }
 
@@ -112,15 +115,17 @@ pub fn verify_checkpoint(public_key: &[u8; 32], message: &[u8], signature: &[u8]
 /// A running node.
 #[derive(Clone)]
 pub struct Node {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    store: Store,
-    files: NodeFiles,
-    node_key: Arc<SigningKey>,
-    ca: CertificateAuthority,
-    dev: bool,
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) files: NodeFiles,
+    pub(crate) node_key: Arc<SigningKey>,
+    pub(crate) ca: CertificateAuthority,
+    pub(crate) dev: bool,
+    /// The out-of-band code key (the same on every node of one database) and settings.
+    pub(crate) oob: crate::oob::OobState,
     /// `checkpoint_every + batch_max`: the most entries a signed checkpoint can lag.
     checkpoint_gap_max: i64,
 }
@@ -209,6 +214,7 @@ impl Node {
             ..WriteOptions::default()
         };
         let store = Store::open(&config.resolved_database_url(), options).await?;
+        let oob = crate::oob::OobState::load(&files, &store, config.oob.clone()).await?;
         let node = Node {
             inner: Arc::new(Inner {
                 store,
@@ -216,6 +222,7 @@ impl Node {
                 node_key,
                 ca,
                 dev: config.dev,
+                oob,
                 checkpoint_gap_max: config.checkpoint_every + config.batch_max as i64,
             }),
         };
@@ -562,7 +569,7 @@ impl Node {
             .is_some_and(|a| a.owner == by.owner))
     }
 
-    async fn require_owner(&self, by: &Principal, account: Id, why: &'static str) -> Result<()> {
+    pub(crate) async fn require_owner(&self, by: &Principal, account: Id, why: &'static str) -> Result<()> {
         if by.is_admin() || self.owns(by, account).await? {
             Ok(())
         } else {
@@ -852,7 +859,7 @@ impl Node {
     }
 }
 
-fn first_transfer(outcome: Outcome) -> Result<(Transfer, bool)> {
+pub(crate) fn first_transfer(outcome: Outcome) -> Result<(Transfer, bool)> {
     let replayed = outcome.replayed;
     outcome
         .transfer()
@@ -861,7 +868,7 @@ fn first_transfer(outcome: Outcome) -> Result<(Transfer, bool)> {
         .ok_or(ServiceError::IdempotencyKeyReused)
 }
 
-fn require_admin(by: &Principal) -> Result<()> {
+pub(crate) fn require_admin(by: &Principal) -> Result<()> {
     if by.is_admin() {
         Ok(())
     } else {
@@ -871,7 +878,7 @@ fn require_admin(by: &Principal) -> Result<()> {
 
 /// Owner names: 1 to 200 printable bytes without ':' (the separator of namespaced
 /// idempotency keys `{owner}:{key}`, so two owners' keys can never collide).
-fn check_name(field: &'static str, value: &str) -> Result<()> {
+pub(crate) fn check_name(field: &'static str, value: &str) -> Result<()> {
     let ok = !value.is_empty()
         && value.len() <= 200
         && !value.chars().any(char::is_control)
@@ -887,7 +894,7 @@ fn check_name(field: &'static str, value: &str) -> Result<()> {
 }
 
 /// The ledger-wide key: the caller's owner, then the client's key.
-fn namespaced(by: &Principal, key: &str) -> Result<String> {
+pub(crate) fn namespaced(by: &Principal, key: &str) -> Result<String> {
     let printable = key.chars().all(|c| c.is_ascii_graphic());
     if key.is_empty() || key.len() > CLIENT_KEY_LEN_MAX || !printable {
         return Err(ServiceError::Invalid {
@@ -898,11 +905,11 @@ fn namespaced(by: &Principal, key: &str) -> Result<String> {
     Ok(format!("{}:{}", by.owner, key))
 }
 
-fn setup(e: impl std::fmt::Display) -> ServiceError {
+pub(crate) fn setup(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::Setup(e.to_string())
 }
 
-fn create_private_dir(dir: &Path) -> Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.is_dir() {
         return Ok(());
@@ -951,6 +958,6 @@ fn new_api_key(role: Role) -> Result<Secret<String>> {
     Ok(key)
 }
 
-fn getrandom_fill(buf: &mut [u8]) -> Result<()> {
+pub(crate) fn getrandom_fill(buf: &mut [u8]) -> Result<()> {
     getrandom::fill(buf).map_err(setup)
 }

@@ -21,6 +21,7 @@
 
 pub mod audit;
 pub mod keys;
+pub mod oob;
 pub mod outbox;
 mod rows;
 pub mod writer;
@@ -31,7 +32,8 @@ use std::time::Duration;
 use tally_kernel::{Id, Timestamp};
 use tally_ledger::{Account, LedgerError, Transfer};
 
-pub use writer::{Attachment, Checkpointer, Clock, Outcome, WriteOptions};
+pub use rows::Value;
+pub use writer::{Attachment, Checkpointer, Clock, Guard, Outcome, RowWrite, WriteOptions};
 
 /// Which database we talk to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +56,10 @@ pub enum StoreError {
     /// A row did not decode (a bug or a hand-edited database).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A precondition of the write no longer holds (another request changed the row first);
+    /// nothing was written. Read again and decide again.
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
     /// The writer task has stopped (the node is shutting down).
     #[error("the ledger writer has stopped")]
     WriterGone,
@@ -71,10 +77,14 @@ pub struct Store {
 }
 
 /// The migrations, per dialect, in order.
-const MIGRATIONS_SQLITE: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/sqlite/0001_ledger.sql"))];
-const MIGRATIONS_POSTGRES: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/postgres/0001_ledger.sql"))];
+const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_ledger.sql")),
+    (2, include_str!("../migrations/sqlite/0002_oob.sql")),
+];
+const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_ledger.sql")),
+    (2, include_str!("../migrations/postgres/0002_oob.sql")),
+];
 
 impl Store {
     /// Connects to `url` (`sqlite://path`, `sqlite::memory:` or `postgres://…`), applies

@@ -108,6 +108,7 @@ pub enum Value {
     Int(i64),
     NullBlob,
     NullInt,
+    NullText,
     Text(String),
 }
 
@@ -118,6 +119,10 @@ impl Value {
 
     pub fn opt_int(v: Option<i64>) -> Value {
         v.map_or(Value::NullInt, Value::Int)
+    }
+
+    pub fn opt_text(v: Option<String>) -> Value {
+        v.map_or(Value::NullText, Value::Text)
     }
 }
 
@@ -131,6 +136,7 @@ pub fn bind_all<'q>(
             Value::Int(i) => q.bind(i),
             Value::NullBlob => q.bind(None::<Vec<u8>>),
             Value::NullInt => q.bind(None::<i64>),
+            Value::NullText => q.bind(None::<String>),
             Value::Text(s) => q.bind(s),
         };
     }

@@ -110,6 +110,29 @@ pub enum Attachment {
     },
     /// A message for the outbox.
     Message(NewMessage),
+    /// A precondition checked inside the transaction before the command applies: if it does
+    /// not hold, the job fails with [`StoreError::Conflict`] and writes nothing. Guards see the
+    /// rows written by earlier jobs of the same batch, so two jobs racing on one row cannot
+    /// both pass.
+    Guard(Guard),
+    /// A row statement executed right after the command applies (in job order).
+    Row(RowWrite),
+}
+
+/// A precondition: `sql` must return at least one row. Made by the store's table modules.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    pub(crate) sql: &'static str,
+    pub(crate) params: Vec<Value>,
+    /// What a failure means, for the error.
+    pub(crate) what: &'static str,
+}
+
+/// One statement writing a row. Made by the store's table modules, which own the SQL.
+#[derive(Debug, Clone)]
+pub struct RowWrite {
+    pub(crate) sql: &'static str,
+    pub(crate) params: Vec<Value>,
 }
 
 impl From<NewMessage> for Attachment {
@@ -359,6 +382,10 @@ async fn write_batch(
             }
             continue;
         }
+        if let Some(what) = failed_guard(&mut tx, &job.attachments).await? {
+            results.push(Err(StoreError::Conflict(what)));
+            continue;
+        }
         let mut new_id = Id::new;
         match book.apply(&job.request.command, now, &mut new_id) {
             Err(e) => results.push(Err(e.into())),
@@ -387,6 +414,13 @@ async fn write_batch(
                     transfers.extend(ts.iter().cloned().map(|t| (t, seq)));
                 }
                 attached.extend(job.attachments.iter());
+                for a in &job.attachments {
+                    if let Attachment::Row(row) = a {
+                        bind_all(sqlx::query(row.sql), row.params.clone())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
                 known.insert(
                     key.clone(),
                     Known {
@@ -520,7 +554,7 @@ async fn write_batch(
             Attachment::ApiKeyRevoked { id } => {
                 crate::keys::revoke_api_key(&mut tx, *id, now).await?;
             }
-            Attachment::Message(_) => {}
+            Attachment::Message(_) | Attachment::Guard(_) | Attachment::Row(_) => {}
         }
     }
     if seq != start_seq {
@@ -556,6 +590,24 @@ async fn write_batch(
             .all(|(t, _)| t.kind != TransferKind::Pending || t.expires_at.is_some())
     );
     Ok(out)
+}
+
+/// The first guard of `attachments` that does not hold, if any.
+async fn failed_guard(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    attachments: &[Attachment],
+) -> Result<Option<&'static str>, StoreError> {
+    for a in attachments {
+        if let Attachment::Guard(g) = a {
+            let row = bind_all(sqlx::query(g.sql), g.params.clone())
+                .fetch_optional(&mut **tx)
+                .await?;
+            if row.is_none() {
+                return Ok(Some(g.what));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// `{select} IN (…)` over `values`, in chunks small enough for either database.

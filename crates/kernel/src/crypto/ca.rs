@@ -69,6 +69,22 @@ pub const ROLE_TLS: &str = "tls";
 /// Longest common name or role (X.520 upper bound `ub-common-name`).
 pub const NAME_LEN_MAX: usize = 64;
 
+/// The DER encoding of `text` as a UTF8String, for an [`ExtraExtension`]'s value.
+pub fn utf8_extension_value(text: &str) -> Result<Vec<u8>> {
+    use x509_cert::der::Encode;
+    x509_cert::der::asn1::Utf8StringRef::new(text)
+        .and_then(|s| s.to_der())
+        .map_err(|_| CryptoError::ApiMisuse("extension text is not encodable"))
+}
+
+/// Parses an extension value made by [`utf8_extension_value`].
+pub fn parse_utf8_extension_value(der: &[u8]) -> Result<String> {
+    use x509_cert::der::Decode;
+    x509_cert::der::asn1::Utf8StringRef::from_der(der)
+        .map(|s| s.as_str().to_string())
+        .map_err(|_| CryptoError::Malformed("extension value is not a DER UTF8String".into()))
+}
+
 /// A caller-supplied extension: `(OID in dotted form, DER-encoded extnValue, critical)`.
 pub type ExtraExtension<'a> = (&'a str, &'a [u8], bool);
 
