@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tally_kernel::MoneyError;
 use tally_ledger::LedgerError;
+use tally_proto::oob::OobError;
 use tally_service::ServiceError;
 use tally_store::StoreError;
 use utoipa::ToSchema;
@@ -35,10 +36,14 @@ pub enum ErrorCode {
     AmountNotPositive,
     /// 422: the amount's currency differs from an account's.
     CurrencyMismatch,
+    /// 409: another request changed the same thing first; read again and retry.
+    Conflict,
     /// 404: the dev inbox is off (the node was not started with `--dev`).
     DevInboxDisabled,
     /// 404: a feature switched off on this node.
     Disabled,
+    /// 410: the one-time code's time is up (`details.expires_at`); nothing was executed.
+    Expired,
     /// 403: the caller's role may not do this.
     Forbidden,
     /// 400: the `Idempotency-Key` header is malformed (1 to 128 printable ASCII characters).
@@ -79,6 +84,13 @@ pub enum ErrorCode {
     RateLimited,
     /// 422: debit and credit account are the same.
     SameAccount,
+    /// 409: the out-of-band session is over (verified, cancelled) or the confirmation is a
+    /// replay; nothing was executed.
+    SessionClosed,
+    /// 423: too many wrong codes; the session is locked and nothing was executed.
+    TooManyAttempts,
+    /// 422: the confirmation names another transaction than the code was sent for.
+    TransactionMismatch,
     /// 404: no such transfer, or not the caller's to see.
     TransferNotFound,
     /// 401: no or an unknown API key.
@@ -87,17 +99,21 @@ pub enum ErrorCode {
     Unavailable,
     /// 415: a body was sent without `Content-Type: application/json`.
     UnsupportedMediaType,
+    /// 422: the code is wrong (`details.attempts_left`); nothing was executed.
+    WrongCode,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 36] = [
         ErrorCode::AccountExists,
         ErrorCode::AccountNotFound,
         ErrorCode::AmountNotPositive,
+        ErrorCode::Conflict,
         ErrorCode::CurrencyMismatch,
         ErrorCode::DevInboxDisabled,
         ErrorCode::Disabled,
+        ErrorCode::Expired,
         ErrorCode::Forbidden,
         ErrorCode::IdempotencyKeyInvalid,
         ErrorCode::IdempotencyKeyRequired,
@@ -118,10 +134,14 @@ impl ErrorCode {
         ErrorCode::PostExceedsPending,
         ErrorCode::RateLimited,
         ErrorCode::SameAccount,
+        ErrorCode::SessionClosed,
+        ErrorCode::TooManyAttempts,
+        ErrorCode::TransactionMismatch,
         ErrorCode::TransferNotFound,
         ErrorCode::Unauthorized,
         ErrorCode::Unavailable,
         ErrorCode::UnsupportedMediaType,
+        ErrorCode::WrongCode,
     ];
 
     /// The wire string.
@@ -130,7 +150,13 @@ impl ErrorCode {
             ErrorCode::AccountExists => "account_exists",
             ErrorCode::AccountNotFound => "account_not_found",
             ErrorCode::AmountNotPositive => "amount_not_positive",
+            ErrorCode::Conflict => "conflict",
             ErrorCode::CurrencyMismatch => "currency_mismatch",
+            ErrorCode::Expired => "expired",
+            ErrorCode::SessionClosed => "session_closed",
+            ErrorCode::TooManyAttempts => "too_many_attempts",
+            ErrorCode::TransactionMismatch => "transaction_mismatch",
+            ErrorCode::WrongCode => "wrong_code",
             ErrorCode::DevInboxDisabled => "dev_inbox_disabled",
             ErrorCode::Disabled => "disabled",
             ErrorCode::Forbidden => "forbidden",
@@ -178,8 +204,12 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::AccountExists
             | ErrorCode::IdempotencyKeyReused
+            | ErrorCode::Conflict
             | ErrorCode::PendingExpired
-            | ErrorCode::PendingNotPending => StatusCode::CONFLICT,
+            | ErrorCode::PendingNotPending
+            | ErrorCode::SessionClosed => StatusCode::CONFLICT,
+            ErrorCode::Expired => StatusCode::GONE,
+            ErrorCode::TooManyAttempts => StatusCode::LOCKED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::AmountNotPositive
@@ -190,7 +220,9 @@ impl ErrorCode {
             | ErrorCode::NoLiquidity
             | ErrorCode::Overflow
             | ErrorCode::PostExceedsPending
-            | ErrorCode::SameAccount => StatusCode::UNPROCESSABLE_ENTITY,
+            | ErrorCode::SameAccount
+            | ErrorCode::TransactionMismatch
+            | ErrorCode::WrongCode => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -381,9 +413,30 @@ impl From<ServiceError> for ApiError {
             )
             .with_details(json!({ "currency": c.code() })),
             ServiceError::Disabled(why) => ApiError::new(ErrorCode::Disabled, why),
+            ServiceError::Oob(o) => oob(o),
+            ServiceError::RateLimited(why) => {
+                let mut e = ApiError::rate_limited(60);
+                e.message = why.to_string();
+                e
+            }
             ServiceError::Store(s) => ApiError::from(s),
             ServiceError::Setup(s) => ApiError::internal(&s),
         }
+    }
+}
+
+/// Out-of-band refusals: one code per cause, so a client can tell the user what to do.
+fn oob(e: OobError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        OobError::SessionClosed => ApiError::new(ErrorCode::SessionClosed, message),
+        OobError::Expired { expires_at } => ApiError::new(ErrorCode::Expired, message)
+            .with_details(json!({ "expires_at": expires_at })),
+        OobError::TooManyAttempts => ApiError::new(ErrorCode::TooManyAttempts, message),
+        OobError::WrongCode { attempts_left } => ApiError::new(ErrorCode::WrongCode, message)
+            .with_details(json!({ "attempts_left": attempts_left })),
+        OobError::TransactionMismatch => ApiError::new(ErrorCode::TransactionMismatch, message),
+        OobError::ApiMisuse(why) => ApiError::internal(&why),
     }
 }
 
@@ -394,6 +447,7 @@ impl From<StoreError> for ApiError {
             // Unreachable database, exhausted pool, failed transaction: the request did not
             // happen (or is safe to retry with the same key), so clients may retry.
             StoreError::Database(_) | StoreError::WriterGone => ApiError::unavailable(&e),
+            StoreError::Conflict(what) => ApiError::new(ErrorCode::Conflict, what),
             StoreError::Corrupt(_) | StoreError::BadUrl(_) => ApiError::internal(&e),
         }
     }

@@ -32,7 +32,7 @@ use crate::extract::{
 const LIMIT_DEFAULT: i64 = 50;
 
 /// 201 (new) or 200 + `Idempotency-Replayed: true` (replay), with `Location` when known.
-fn written(body: impl Serialize, replayed: bool, location: Option<String>) -> Response {
+pub(crate) fn written(body: impl Serialize, replayed: bool, location: Option<String>) -> Response {
     let status = if replayed {
         StatusCode::OK
     } else {

@@ -24,6 +24,7 @@ pub mod error;
 pub mod extract;
 pub mod handlers;
 pub mod middleware;
+pub mod oob;
 pub mod openapi;
 pub mod ops;
 pub mod telemetry;
@@ -156,6 +157,29 @@ fn routes() -> Router<AppState> {
         .route("/v1/api-keys/{id}", delete(handlers::revoke_api_key))
         .route("/v1/dev/inbox/{address}", get(handlers::dev_inbox))
         .route("/v1/ledger/audit", get(handlers::audit))
+        .route("/v1/subscribers/{user}", post(oob::upsert_subscriber))
+        .route(
+            "/v1/subscribers/{user}/addresses",
+            post(oob::add_address).get(oob::addresses),
+        )
+        .route(
+            "/v1/subscribers/{user}/certificate",
+            post(oob::issue_certificate),
+        )
+        .route("/v1/subscribers/{user}/statement", get(oob::statement))
+        .route(
+            "/v1/oob/sessions",
+            post(oob::open_session).get(oob::sessions),
+        )
+        .route("/v1/oob/sessions/{session}", get(oob::session))
+        .route("/v1/oob/sessions/{session}/verify", post(oob::verify))
+        .route("/v1/oob/sessions/{session}/cancel", post(oob::cancel))
+        .route("/v1/oob/whoami", get(oob::whoami))
+        .route("/v1/oob/rules/{owner}", axum::routing::put(oob::set_rule))
+        .route("/v1/certificates", get(oob::certificates))
+        .route("/v1/mail", get(oob::mailbox))
+        .route("/v1/offers", post(oob::deposit_offer))
+        .route("/v1/trustee/settle", post(oob::settle))
 }
 
 /// The OpenAPI 3.1 document of [`router`].

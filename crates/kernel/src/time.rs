@@ -35,6 +35,13 @@ impl Timestamp {
         Timestamp(self.0.saturating_add(micros))
     }
 
+    /// Parses RFC 3339 text (`2026-11-01T00:00:00Z`); `None` if malformed or out of range.
+    pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+        let t = ::time::OffsetDateTime::parse(text, &::time::format_description::well_known::Rfc3339)
+            .ok()?;
+        i64::try_from(t.unix_timestamp_nanos() / 1000).ok().map(Timestamp)
+    }
+
     /// RFC 3339 text, e.g. `2026-11-22T01:58:51.123456Z`.
     pub fn to_rfc3339(self) -> String {
         let nanos = i128::from(self.0) * 1000;
@@ -56,6 +63,17 @@ impl std::fmt::Display for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_round_trips_and_refuses_garbage() {
+        let t = Timestamp(1_795_000_000_123_456);
+        assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Some(t));
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-11-01T00:00:00Z"),
+            Some(Timestamp(1_793_491_200_000_000))
+        );
+        assert_eq!(Timestamp::parse_rfc3339("2026-13-01"), None);
+    }
 
     #[test]
     fn formats_as_rfc3339() {

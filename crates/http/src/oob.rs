@@ -1,0 +1,331 @@
+//! Out-of-band authentication over HTTP (SPEC A1–A7): the subscriber directory, sessions,
+//! their confirmation, and what verified sessions leave behind (tokens, certificates, mail,
+//! registers).
+//!
+//! Key decision: confirming a session (`/v1/oob/sessions/{session}/verify`, `…/cancel`,
+//! `GET …/{session}`) needs no API key. The 128-bit session number is channel A's capability
+//! and the code is channel B's proof; the person typing the code on a merchant's terminal or
+//! on the node's web page has no API key. Brute force is bounded per session (attempts), per
+//! address (sessions per window, decided in the database) and per peer (the rate limiter).
+//! Everything else needs an API key. Bodies are the service's own types, so the shapes are
+//! documented once, in `tally_service::oob`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tally_kernel::{Amount, Id, Timestamp};
+use tally_proto::oob::Transaction;
+use tally_service::oob::{OpenSession, Opened, amount_text};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller, IdempotencyKey, bearer};
+use crate::handlers::written;
+
+/// `POST /v1/subscribers/{user}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriberRequest {
+    /// The stored account for payments with contract.
+    #[serde(default)]
+    pub contract_account: Option<Uuid>,
+}
+
+/// `POST /v1/subscribers/{user}/addresses`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddressRequest {
+    /// `email`, `sms`, `webhook` or `dev`.
+    pub channel: String,
+    /// Where.
+    pub address: String,
+}
+
+/// `POST /v1/subscribers/{user}/certificate`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateRequest {
+    /// Channel B kind written into the certificate.
+    pub channel: String,
+    /// Channel B address written into the certificate.
+    pub address: String,
+    /// Validity in days (default 365).
+    #[serde(default)]
+    pub days: Option<u32>,
+}
+
+/// `POST /v1/oob/sessions/{session}/verify`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// The code from channel B.
+    pub code: String,
+    /// The transaction the confirming client shows; must be the session's.
+    #[serde(default)]
+    pub confirm: Option<Transaction>,
+}
+
+/// Answer of a successful verification.
+#[derive(Debug, Serialize)]
+pub struct VerifyResponse {
+    /// The session afterwards.
+    pub session: tally_service::oob::SessionView,
+    /// A login's access token (once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+}
+
+/// `?user=`.
+#[derive(Debug, Deserialize)]
+pub struct UserQuery {
+    /// Whose.
+    pub user: String,
+}
+
+/// `?from=&to=` (RFC 3339; default: the last 31 days).
+#[derive(Debug, Deserialize)]
+pub struct PeriodQuery {
+    /// From (inclusive).
+    pub from: Option<String>,
+    /// To (exclusive).
+    pub to: Option<String>,
+}
+
+/// `PUT /v1/oob/rules/{owner}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleRequest {
+    /// Amounts above this need out-of-band confirmation (`"50.00 EUR"`).
+    #[serde(with = "amount_text")]
+    pub secured_above: Amount,
+}
+
+/// `POST /v1/offers`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfferRequest {
+    /// For whom.
+    pub recipient: String,
+    /// Subject.
+    pub subject: String,
+    /// Text.
+    pub body: String,
+}
+
+/// `POST /v1/trustee/settle`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettleRequest {
+    /// Settle lines made before this time (RFC 3339; default now).
+    #[serde(default)]
+    pub until: Option<String>,
+}
+
+fn time_param(name: &str, value: Option<&str>, default: Timestamp) -> Result<Timestamp, ApiError> {
+    match value {
+        None => Ok(default),
+        Some(v) => Timestamp::parse_rfc3339(v)
+            .ok_or_else(|| ApiError::bad_parameter(name, "an RFC 3339 time, e.g. 2026-11-01T00:00:00Z")),
+    }
+}
+
+/// Add a subscriber or set its stored account.
+pub async fn upsert_subscriber(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(user): ApiPath<String>,
+    ApiJson(body): ApiJson<SubscriberRequest>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .node
+        .subscriber_upsert(&by, &user, body.contract_account.map(Id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Add a second-channel address; a code goes to it, confirm it like any session.
+pub async fn add_address(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(user): ApiPath<String>,
+    ApiJson(body): ApiJson<AddressRequest>,
+) -> Result<Response, ApiError> {
+    let view = state
+        .node
+        .address_add(&by, &user, &body.channel, &body.address)
+        .await?;
+    let location = format!("/v1/oob/sessions/{}", view.session);
+    Ok(written(view, false, Some(location)))
+}
+
+/// A user's addresses.
+pub async fn addresses(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(user): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.addresses(&by, &user).await?).into_response())
+}
+
+/// Issue a certificate naming the user's channel B address (operator only).
+pub async fn issue_certificate(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(user): ApiPath<String>,
+    ApiJson(body): ApiJson<CertificateRequest>,
+) -> Result<Response, ApiError> {
+    let (certificate, key) = state.node.issue_address_certificate(
+        &by,
+        &user,
+        &body.channel,
+        &body.address,
+        body.days.unwrap_or(365),
+    )?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "certificate": certificate, "private_key": key.expose() })),
+    )
+        .into_response())
+}
+
+/// Open a session (or, below the threshold, execute at once).
+pub async fn open_session(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    key: Option<IdempotencyKey>,
+    ApiJson(body): ApiJson<OpenSession>,
+) -> Result<Response, ApiError> {
+    let key = key.as_ref().map(|k| k.0.as_str());
+    let opened = state.node.oob_open(Some(&by), key, body).await?;
+    let (replayed, location) = match &opened {
+        Opened::Secured { session, replayed } => {
+            (*replayed, Some(format!("/v1/oob/sessions/{}", session.session)))
+        }
+        Opened::Normal { transfer, replayed } => {
+            (*replayed, Some(format!("/v1/transfers/{}", transfer.id)))
+        }
+    };
+    Ok(written(opened, replayed, location))
+}
+
+/// A session as channel A shows it (no API key: the number is the capability).
+pub async fn session(
+    State(state): State<AppState>,
+    ApiPath(number): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.oob_session(&number).await?).into_response())
+}
+
+/// Type the code back.
+pub async fn verify(
+    State(state): State<AppState>,
+    ApiPath(number): ApiPath<String>,
+    ApiJson(body): ApiJson<VerifyRequest>,
+) -> Result<Response, ApiError> {
+    let verified = state
+        .node
+        .oob_verify(&number, &body.code, body.confirm.as_ref())
+        .await?;
+    Ok(Json(VerifyResponse {
+        session: verified.session,
+        access_token: verified.token.map(|t| t.expose().clone()),
+    })
+    .into_response())
+}
+
+/// Cancel an open session (a payment's hold is released).
+pub async fn cancel(
+    State(state): State<AppState>,
+    ApiPath(number): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.oob_cancel(&number).await?).into_response())
+}
+
+/// A user's sessions.
+pub async fn sessions(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiQuery(q): ApiQuery<UserQuery>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.oob_sessions(&by, &q.user).await?).into_response())
+}
+
+/// The protected resource of the login application: who the access token belongs to.
+pub async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let token = bearer(&headers).ok_or_else(|| {
+        ApiError::new(
+            crate::ErrorCode::Unauthorized,
+            "send `Authorization: Bearer <access token>` from a login session",
+        )
+    })?;
+    let (user, expires_at) = state.node.token_user(token).await?;
+    Ok(Json(serde_json::json!({ "user": user, "expires_at": expires_at })).into_response())
+}
+
+/// A user's certificates.
+pub async fn certificates(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiQuery(q): ApiQuery<UserQuery>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.certificates(&by, &q.user).await?).into_response())
+}
+
+/// Mail for and from a user.
+pub async fn mailbox(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiQuery(q): ApiQuery<UserQuery>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.mailbox(&by, &q.user).await?).into_response())
+}
+
+/// A merchant leaves an offer in a user's mailbox.
+pub async fn deposit_offer(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiJson(body): ApiJson<OfferRequest>,
+) -> Result<Response, ApiError> {
+    let id = state
+        .node
+        .deposit_offer(&by, &body.recipient, &body.subject, &body.body)
+        .await?;
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response())
+}
+
+/// A user's statement (billing register).
+pub async fn statement(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(user): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PeriodQuery>,
+) -> Result<Response, ApiError> {
+    let now = Timestamp::now();
+    let to = time_param("to", q.to.as_deref(), now.plus_seconds(1))?;
+    let from = time_param("from", q.from.as_deref(), to.plus_seconds(-31 * 86_400))?;
+    Ok(Json(state.node.statement(&by, &user, from, to).await?).into_response())
+}
+
+/// Set a threshold rule.
+pub async fn set_rule(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(owner): ApiPath<String>,
+    ApiJson(body): ApiJson<RuleRequest>,
+) -> Result<StatusCode, ApiError> {
+    state.node.set_rule(&by, &owner, body.secured_above).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Pay merchants their trustee payments, less the fee (operator).
+pub async fn settle(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiJson(body): ApiJson<SettleRequest>,
+) -> Result<Response, ApiError> {
+    let until = time_param("until", body.until.as_deref(), Timestamp::now())?;
+    Ok(Json(state.node.settle_trustee(&by, until).await?).into_response())
+}
