@@ -19,7 +19,7 @@ use tally_kernel::{Currency, Id, MoneyError};
 use tally_ledger::LedgerError;
 use tally_store::StoreError;
 
-pub use node::{Node, NodeConfig, NodeFiles};
+pub use node::{Node, NodeClock, NodeConfig, NodeFiles};
 
 /// What an API key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

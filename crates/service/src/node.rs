@@ -35,6 +35,25 @@ pub struct NodeConfig {
     pub batch_max: usize,
     /// Out-of-band authentication settings.
     pub oob: crate::oob::OobSettings,
+    /// Where the node reads the time (tests move it by hand); the wall clock by default.
+    pub clock: NodeClock,
+}
+
+/// The node's time source: the wall clock unless a test sets one.
+#[derive(Clone, Default)]
+pub struct NodeClock(pub Option<tally_store::Clock>);
+
+impl NodeClock {
+    /// The time now.
+    pub fn now(&self) -> Timestamp {
+        self.0.as_ref().map_or_else(Timestamp::now, |c| c())
+    }
+}
+
+impl std::fmt::Debug for NodeClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "NodeClock(test)" } else { "NodeClock(wall)" })
+    }
 }
 
 impl NodeConfig {
@@ -47,6 +66,7 @@ impl NodeConfig {
             checkpoint_every: 10_000,
             batch_max: 2048,
             oob: crate::oob::OobSettings::default(),
+            clock: NodeClock::default(),
         }
     }
 
@@ -124,6 +144,7 @@ pub(crate) struct Inner {
     pub(crate) node_key: Arc<SigningKey>,
     pub(crate) ca: CertificateAuthority,
     pub(crate) dev: bool,
+    pub(crate) clock: NodeClock,
     /// The out-of-band code key (the same on every node of one database) and settings.
     pub(crate) oob: crate::oob::OobState,
     /// `checkpoint_every + batch_max`: the most entries a signed checkpoint can lag.
@@ -213,6 +234,13 @@ impl Node {
             checkpointer: Some(Arc::new(NodeSigner(node_key.clone()))),
             ..WriteOptions::default()
         };
+        let options = match &config.clock.0 {
+            Some(clock) => WriteOptions {
+                clock: clock.clone(),
+                ..options
+            },
+            None => options,
+        };
         let store = Store::open(&config.resolved_database_url(), options).await?;
         let oob = crate::oob::OobState::load(&files, &store, config.oob.clone()).await?;
         let node = Node {
@@ -222,6 +250,7 @@ impl Node {
                 node_key,
                 ca,
                 dev: config.dev,
+                clock: config.clock.clone(),
                 oob,
                 checkpoint_gap_max: config.checkpoint_every + config.batch_max as i64,
             }),
@@ -248,6 +277,11 @@ impl Node {
     /// The node's public key, hex.
     pub fn node_public_key(&self) -> String {
         self.inner.node_key.verifying_key().to_hex()
+    }
+
+    /// The node's time (the wall clock unless a test set one).
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
     }
 
     /// True in development mode.

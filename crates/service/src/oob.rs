@@ -238,9 +238,10 @@ pub mod amount_text {
     }
 }
 
-/// A session request.
+/// A session request: `user`, `channel`, `certificate` and the application's fields side by
+/// side (`{"user": "alice", "application": "login"}`). Unknown fields are refused.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "serde_json::Map<String, serde_json::Value>")]
 pub struct OpenSession {
     /// The user (the invariant of the code).
     pub user: String,
@@ -254,6 +255,36 @@ pub struct OpenSession {
     /// (instead of the directory).
     #[serde(default)]
     pub certificate: Option<String>,
+}
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for OpenSession {
+    type Error = String;
+
+    fn try_from(mut map: serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
+        let mut text = |name: &str| -> Result<Option<String>, String> {
+            match map.remove(name) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(s)) => Ok(Some(s)),
+                Some(_) => Err(format!("`{name}` must be a string")),
+            }
+        };
+        let user = text("user")?.ok_or("missing field `user`")?;
+        let channel = text("channel")?;
+        let certificate = text("certificate")?;
+        let fields = map.len();
+        let app: AppRequest =
+            serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| e.to_string())?;
+        // serde lets fields pass beside a unit variant's tag; refuse them like the others.
+        if matches!(app, AppRequest::Login | AppRequest::Offers) && fields > 1 {
+            return Err(format!("unknown field for application `{}`", app.name()));
+        }
+        Ok(OpenSession {
+            user,
+            app,
+            channel,
+            certificate,
+        })
+    }
 }
 
 /// What the session stores besides the protocol state.
@@ -462,7 +493,7 @@ impl Node {
                 return Err(invalid("contract_account", "must be an account of the user"));
             }
         }
-        let now = Timestamp::now();
+        let now = self.now();
         self.record(
             format!(":subscriber:{user}:{}", Id::new()),
             "subscriber_updated",
@@ -505,7 +536,7 @@ impl Node {
                 channel: channel.to_string(),
                 address: address.to_string(),
                 verified_at: None,
-                created_at: Timestamp::now(),
+                created_at: self.now(),
             },
         };
         let purpose = Purpose::Message(Certified {
@@ -521,7 +552,7 @@ impl Node {
         };
         let mut extra: Vec<Attachment> = Vec::new();
         extra.extend(insert_address(&row));
-        extra.push(upsert_subscriber(user, None, Timestamp::now()));
+        extra.push(upsert_subscriber(user, None, self.now()));
         let (view, _) = self
             .open_with(OpenPlan {
                 user: user.to_string(),
@@ -564,7 +595,7 @@ impl Node {
         text_field("address", address, 256)?;
         let value = der_utf8(&format!("{channel}:{address}"))?;
         let key = tally_kernel::crypto::SigningKey::generate();
-        let now = Timestamp::now();
+        let now = self.now();
         let not_after = now.plus_seconds(i64::from(days.clamp(1, 3650)) * 86_400);
         let not_after = not_after.min(self.inner.ca.certificate().not_after());
         let cert = self
@@ -585,7 +616,7 @@ impl Node {
     fn address_from_certificate(&self, user: &str, pem: &str) -> Result<(String, String)> {
         let bad = |why: &str| invalid("certificate", why.to_string());
         let cert = tally_kernel::crypto::Certificate::from_pem(pem).map_err(|_| bad("not a PEM certificate"))?;
-        cert.verify_issued_by(self.inner.ca.certificate(), Timestamp::now())
+        cert.verify_issued_by(self.inner.ca.certificate(), self.now())
             .map_err(|e| bad(&format!("not valid for this node: {e}")))?;
         if cert.subject_common_name().as_deref() != Some(user) {
             return Err(bad("issued to another user"));
@@ -637,7 +668,7 @@ impl Node {
         if let Some(key) = &client_key
             && let Some(row) = self.inner.store.oob_session_by_key(key).await?
         {
-            return self.replayed_open(&row, &req);
+            return self.replayed_open(&row, &req).await;
         }
         let plan = self.plan(by, &req, client_key.clone()).await?;
         let plan = match plan {
@@ -661,7 +692,7 @@ impl Node {
             {
                 let key = client_key.as_deref().unwrap_or_default();
                 match self.inner.store.oob_session_by_key(key).await? {
-                    Some(row) => self.replayed_open(&row, &req),
+                    Some(row) => self.replayed_open(&row, &req).await,
                     None => Err(ServiceError::IdempotencyKeyReused),
                 }
             }
@@ -669,13 +700,13 @@ impl Node {
         }
     }
 
-    fn replayed_open(&self, row: &SessionRow, req: &OpenSession) -> Result<Opened> {
+    async fn replayed_open(&self, row: &SessionRow, req: &OpenSession) -> Result<Opened> {
         let payload: Payload = serde_json::from_str(&row.payload).map_err(corrupt)?;
         if row.user_id != req.user || payload.app != req.app {
             return Err(ServiceError::IdempotencyKeyReused);
         }
         Ok(Opened::Secured {
-            session: view(row, "sent".into(), None)?,
+            session: self.present(row).await?,
             replayed: true,
         })
     }
@@ -955,7 +986,7 @@ impl Node {
         if amount.minor < 0 {
             return Err(invalid("secured_above", "must not be negative"));
         }
-        let now = Timestamp::now();
+        let now = self.now();
         self.record(
             format!(":oob_rule:{owner}:{}", Id::new()),
             "oob_rule_set",
@@ -1020,7 +1051,7 @@ impl Node {
         let settings = &self.inner.oob.settings;
         let mut number = [0_u8; 16];
         getrandom_fill(&mut number)?;
-        let now = Timestamp::now();
+        let now = self.now();
         let (session, notice) = Session::open(
             &plan.user,
             plan.purpose,
@@ -1209,7 +1240,7 @@ impl Node {
         let session: Session = serde_json::from_str(&row.session).map_err(corrupt)?;
         let mut payload: Payload = serde_json::from_str(&row.payload).map_err(corrupt)?;
         payload.hold_id = self.hold_of(row).await?;
-        let now = Timestamp::now();
+        let now = self.now();
         let before_attempts = session.attempts;
         let before_state = session.state;
         let (next, verdict) = session.verify(now, code, confirm, self.oob_key());
@@ -1539,7 +1570,7 @@ impl Node {
             let mut after = row.clone();
             after.state = "closed".into();
             after.session = serde_json::to_string(&next).map_err(corrupt)?;
-            after.updated_at = Timestamp::now();
+            after.updated_at = self.now();
             let command = match hold {
                 Some(hold) => Command::Void { pending_id: hold },
                 None => Command::Record {
@@ -1567,7 +1598,7 @@ impl Node {
         }
         self.inner
             .store
-            .oob_token(&sha256(token.as_bytes()), Timestamp::now())
+            .oob_token(&sha256(token.as_bytes()), self.now())
             .await?
             .ok_or(ServiceError::Unauthorized)
     }
@@ -1625,7 +1656,7 @@ impl Node {
             recipient: recipient.into(),
             subject: subject.into(),
             body: body.into(),
-            deposited_at: Timestamp::now(),
+            deposited_at: self.now(),
             retrieved_at: None,
         };
         self.record(
@@ -1694,7 +1725,7 @@ impl Node {
             let settlement = Id::new();
             let mut attachments = Vec::new();
             for l in &lines {
-                attachments.extend(settle_register(l.id, settlement, Timestamp::now()));
+                attachments.extend(settle_register(l.id, settlement, self.now()));
             }
             if net <= 0 {
                 continue;

@@ -1,0 +1,640 @@
+//! Out-of-band authentication through the HTTP API (SPEC A1–A7), end to end: every
+//! application, with codes read from the dev inbox (and, in one flow, from a real SMTP server
+//! on loopback), and the ledger's balances checked after each step. Refusals are checked for
+//! their cause *and* for leaving the ledger unchanged.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::{Api, Reply};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use tally_http::HttpOptions;
+use tally_kernel::Timestamp;
+use tally_kernel::crypto::VerifyingKey;
+use tally_kernel::crypto::canonical::SignedRecord;
+use tally_service::{NodeClock, NodeConfig};
+
+/// The first run of 6 to 10 digits after the word "code" in a message body.
+fn code_in(body: &str) -> String {
+    let at = body.find("code").expect("the message names a code");
+    body[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|run| (6..=10).contains(&run.len()))
+        .expect("a code of 6 to 10 digits")
+        .to_string()
+}
+
+/// A node with the operator's settlement account, customers alice (100.00 EUR) and bob
+/// (20.00 EUR) with verified dev addresses, and a merchant `shop`.
+struct World {
+    api: Api,
+    alice: String,
+    bob: String,
+    shop: String,
+    alice_eur: String,
+    bob_eur: String,
+    shop_eur: String,
+    /// The test's clock, µs; the node reads it.
+    clock: Arc<AtomicI64>,
+}
+
+impl World {
+    async fn new() -> World {
+        World::with(|c| c).await
+    }
+
+    async fn with(config: impl FnOnce(NodeConfig) -> NodeConfig) -> World {
+        let clock = Arc::new(AtomicI64::new(Timestamp::now().as_micros()));
+        let c = clock.clone();
+        let api = Api::with(
+            move |base| {
+                config(NodeConfig {
+                    dev: true,
+                    clock: NodeClock(Some(Arc::new(move || {
+                        Timestamp(c.load(Ordering::SeqCst))
+                    }))),
+                    ..base
+                })
+            },
+            HttpOptions::default(),
+        )
+        .await;
+        let settlement = api
+            .open(&api.admin, json!({"currency": "EUR", "kind": "settlement", "debits_must_not_exceed_credits": false}))
+            .await;
+        let alice = api.issue_key("customer", "alice").await;
+        let bob = api.issue_key("customer", "bob").await;
+        let shop = api.issue_key("merchant", "shop").await;
+        let alice_eur = api.open(&alice, json!({"currency": "EUR"})).await;
+        let bob_eur = api.open(&bob, json!({"currency": "EUR"})).await;
+        let shop_eur = api.open(&shop, json!({"currency": "EUR"})).await;
+        for (to, amount, key) in [(&alice_eur, "100.00 EUR", "fund-a"), (&bob_eur, "20.00 EUR", "fund-b")] {
+            api.post("/v1/transfers")
+                .key(&api.admin)
+                .idem(key)
+                .json(json!({"debit_account": settlement, "credit_account": to, "amount": amount}))
+                .send()
+                .await
+                .expect(StatusCode::CREATED);
+        }
+        let w = World {
+            api,
+            alice,
+            bob,
+            shop,
+            alice_eur,
+            bob_eur,
+            shop_eur,
+            clock,
+        };
+        for (user, key) in [("alice", w.alice.clone()), ("bob", w.bob.clone())] {
+            let r = w
+                .api
+                .post(&format!("/v1/subscribers/{user}/addresses"))
+                .key(&key)
+                .json(json!({"channel": "dev", "address": user}))
+                .send()
+                .await
+                .expect(StatusCode::CREATED);
+            assert_eq!(r.str("/application"), "verify_address");
+            let session = r.str("/session").to_string();
+            let code = w.code_for(user, &session).await;
+            w.verify(&session, &code, None).await.expect(StatusCode::OK);
+        }
+        let r = w
+            .api
+            .get("/v1/subscribers/alice/addresses")
+            .key(&w.alice)
+            .send()
+            .await
+            .expect(StatusCode::OK);
+        assert!(r.body[0]["verified_at"].is_number(), "{}", r.body);
+        w
+    }
+
+    /// The code of `session` from `address`'s dev inbox (checked to be that session's).
+    async fn code_for(&self, address: &str, session: &str) -> String {
+        let r = self.inbox(address).await;
+        let m = r
+            .body
+            .as_array()
+            .and_then(|all| all.iter().find(|m| m["data"]["session"] == session))
+            .unwrap_or_else(|| panic!("no code for {session} in {}", r.body));
+        code_in(m["body"].as_str().expect("body"))
+    }
+
+    async fn inbox(&self, address: &str) -> Reply {
+        self.api
+            .get(&format!("/v1/dev/inbox/{address}?limit=50"))
+            .key(&self.api.admin)
+            .send()
+            .await
+            .expect(StatusCode::OK)
+    }
+
+    async fn open(&self, key: &str, body: Value) -> Reply {
+        self.api.post("/v1/oob/sessions").key(key).json(body).send().await
+    }
+
+    /// Opens a secured session and returns (session number, code, the session JSON).
+    async fn open_secured(&self, key: &str, body: Value) -> (String, String, Value) {
+        let user = body["user"].as_str().expect("user").to_string();
+        let r = self.open(key, body).await.expect(StatusCode::CREATED);
+        assert_eq!(r.str("/outcome"), "secured", "{}", r.body);
+        let session = r.str("/session/session").to_string();
+        let code = self.code_for(&user, &session).await;
+        (session, code, r.body["session"].clone())
+    }
+
+    async fn verify(&self, session: &str, code: &str, confirm: Option<Value>) -> Reply {
+        let mut body = json!({ "code": code });
+        if let Some(c) = confirm {
+            body["confirm"] = c;
+        }
+        self.api
+            .post(&format!("/v1/oob/sessions/{session}/verify"))
+            .json(body)
+            .send()
+            .await
+    }
+
+    async fn balance(&self, id: &str) -> i64 {
+        self.api.balance(id).await
+    }
+
+    async fn balances(&self) -> [i64; 3] {
+        [
+            self.balance(&self.alice_eur).await,
+            self.balance(&self.bob_eur).await,
+            self.balance(&self.shop_eur).await,
+        ]
+    }
+
+    async fn available(&self, id: &str) -> i64 {
+        self.api
+            .account(&self.api.admin, id)
+            .await
+            .i64("/available_minor")
+    }
+
+    fn advance(&self, seconds: i64) {
+        self.clock.fetch_add(seconds * 1_000_000, Ordering::SeqCst);
+    }
+
+    async fn audit_passes(&self) {
+        let r = self
+            .api
+            .get("/v1/ledger/audit")
+            .key(&self.api.admin)
+            .send()
+            .await
+            .expect(StatusCode::OK);
+        assert_eq!(r.body["ok"], true, "{}", r.body);
+    }
+
+    fn node_key(&self) -> VerifyingKey {
+        VerifyingKey::from_hex(&self.api.node.node_public_key()).expect("node key")
+    }
+
+    /// Checks a certificate from a result: signed by the node, naming `kind`.
+    fn check_certificate(&self, cert: &Value, kind: &str) -> Value {
+        let record: SignedRecord = serde_json::from_value(cert.clone()).expect("a signed record");
+        let body: Value = record.open(&self.node_key()).expect("signed by the node");
+        assert_eq!(body["kind"], kind, "{body}");
+        body
+    }
+}
+
+#[tokio::test]
+async fn every_application_end_to_end() {
+    let w = World::new().await;
+    assert_eq!(w.balances().await, [10_000, 2_000, 0]);
+
+    // Access control: a login gives a short-lived token for the protected resource.
+    let (s, code, view) = w.open_secured(&w.alice, json!({"user": "alice", "application": "login"})).await;
+    assert_eq!(view["purpose"]["type"], "login");
+    assert_eq!(view["address"], "alice");
+    let r = w.verify(&s, &code, None).await.expect(StatusCode::OK);
+    assert_eq!(r.str("/session/state"), "verified");
+    let token = r.str("/access_token").to_string();
+    let me = w
+        .api
+        .get("/v1/oob/whoami")
+        .header("authorization", &format!("Bearer {token}"))
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(me.str("/user"), "alice");
+    w.api
+        .get("/v1/oob/whoami")
+        .header("authorization", "Bearer tally_session_0000")
+        .send()
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(w.balances().await, [10_000, 2_000, 0]);
+
+    // Message certification: an inter-account transfer posts only after the code; the code
+    // went out with the amount and both accounts in clear.
+    let (s, code, view) = w
+        .open_secured(
+            &w.alice,
+            json!({"user": "alice", "application": "transfer", "debit_account": w.alice_eur,
+                   "credit_account": w.bob_eur, "amount": "10.00 EUR", "memo": "rent"}),
+        )
+        .await;
+    let inbox = w.inbox("alice").await;
+    let text = inbox.body[0]["body"].as_str().expect("body").to_string();
+    assert!(text.contains("10.00 EUR") && text.contains("bob") && text.contains(&w.bob_eur), "{text}");
+    assert_eq!(w.balances().await, [10_000, 2_000, 0], "nothing moves before the code");
+    let r = w
+        .verify(&s, &code, Some(view["purpose"].clone()))
+        .await
+        .expect(StatusCode::OK);
+    let cert = w.check_certificate(&r.body["session"]["result"]["certificate"], "transfer");
+    assert_eq!(cert["purpose"]["amount"]["minor"], 1000);
+    assert_eq!(w.balances().await, [9_000, 3_000, 0]);
+
+    // Payment without contract: account details given in the session, the bank's
+    // authorisation is a hold, posted to the merchant on success.
+    let (s, code, view) = w
+        .open_secured(
+            &w.shop,
+            json!({"user": "alice", "application": "payment", "payer_account": w.alice_eur,
+                   "merchant_account": w.shop_eur, "amount": "12.50 EUR", "description": "Blue mug"}),
+        )
+        .await;
+    assert!(view["hold_id"].is_string(), "{view}");
+    assert_eq!(w.available(&w.alice_eur).await, 9_000 - 1_250, "the hold reserves the money");
+    assert_eq!(w.balances().await, [9_000, 3_000, 0]);
+    let r = w.verify(&s, &code, Some(view["purpose"].clone())).await.expect(StatusCode::OK);
+    w.check_certificate(&r.body["session"]["result"]["certificate"], "payment");
+    assert_eq!(w.balances().await, [7_750, 3_000, 1_250]);
+
+    // Payment with contract: the subscriber's stored account, nothing typed.
+    w.api
+        .post("/v1/subscribers/alice")
+        .key(&w.alice)
+        .json(json!({"contract_account": w.alice_eur}))
+        .send()
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    let (s, code, view) = w
+        .open_secured(
+            &w.shop,
+            json!({"user": "alice", "application": "payment", "merchant_account": w.shop_eur,
+                   "amount": "5.00 EUR", "description": "Subscription"}),
+        )
+        .await;
+    assert_eq!(view["purpose"]["payer_account"], w.alice_eur.as_str());
+    w.verify(&s, &code, None).await.expect(StatusCode::OK);
+    assert_eq!(w.balances().await, [7_250, 3_000, 1_750]);
+
+    // Payment-terminal flow: the terminal enters the amount, the customer confirms with the
+    // code from their own device.
+    let (s, code, _) = w
+        .open_secured(
+            &w.shop,
+            json!({"user": "alice", "application": "payment", "merchant_account": w.shop_eur,
+                   "amount": "2.50 EUR", "description": "Coffee", "terminal": "T-17"}),
+        )
+        .await;
+    let inbox = w.inbox("alice").await;
+    assert!(inbox.body[0]["body"].as_str().is_some_and(|b| b.contains("terminal T-17") && b.contains("2.50 EUR")));
+    w.verify(&s, &code, None).await.expect(StatusCode::OK);
+    assert_eq!(w.balances().await, [7_000, 3_000, 2_000]);
+
+    // Payment through a trustee: nothing moves now, the debt is on alice's register, the
+    // merchant is paid less the fee (1.5 %) when the operator settles the period.
+    let (s, code, _) = w
+        .open_secured(
+            &w.shop,
+            json!({"user": "alice", "application": "trustee", "merchant_account": w.shop_eur,
+                   "amount": "40.00 EUR", "description": "Concert ticket"}),
+        )
+        .await;
+    w.verify(&s, &code, None).await.expect(StatusCode::OK);
+    assert_eq!(w.balances().await, [7_000, 3_000, 2_000]);
+    w.advance(1);
+    let r = w
+        .api
+        .post("/v1/trustee/settle")
+        .key(&w.api.admin)
+        .json(json!({}))
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!((r.i64("/0/gross_minor"), r.i64("/0/fee_minor"), r.i64("/0/lines")), (4_000, 60, 1));
+    assert_eq!(w.balances().await, [7_000, 3_000, 5_940]);
+    let again = w
+        .api
+        .post("/v1/trustee/settle")
+        .key(&w.api.admin)
+        .json(json!({}))
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(again.body, json!([]), "a period is paid once");
+    assert_eq!(w.balances().await, [7_000, 3_000, 5_940]);
+
+    // Registered mail: the sender authenticates, the recipient is alerted, authenticates and
+    // retrieves it, the sender is told; both keep certificates.
+    let (s, code, view) = w
+        .open_secured(
+            &w.alice,
+            json!({"user": "alice", "application": "mail_send", "recipient": "bob",
+                   "subject": "Contract", "body": "I accept the offer of 3 November."}),
+        )
+        .await;
+    assert_eq!(view["purpose"]["type"], "message");
+    let r = w.verify(&s, &code, None).await.expect(StatusCode::OK);
+    let mail = r.str("/session/result/mail").to_string();
+    w.check_certificate(&r.body["session"]["result"]["certificate"], "mail_deposit");
+    let alert = w.inbox("bob").await;
+    assert!(alert.body[0]["body"].as_str().is_some_and(|b| b.contains("registered mail") && b.contains(&mail)));
+    let listed = w.api.get("/v1/mail?user=bob").key(&w.bob).send().await.expect(StatusCode::OK);
+    assert_eq!(listed.str("/0/body"), "", "the body waits for authentication");
+    let (s, code, _) = w
+        .open_secured(&w.bob, json!({"user": "bob", "application": "mail_retrieve", "mail_id": mail}))
+        .await;
+    let r = w.verify(&s, &code, None).await.expect(StatusCode::OK);
+    assert_eq!(r.str("/session/result/mail/body"), "I accept the offer of 3 November.");
+    w.check_certificate(&r.body["session"]["result"]["certificate"], "mail_retrieval");
+    let told = w.inbox("alice").await;
+    assert!(told.body[0]["body"].as_str().is_some_and(|b| b.contains("bob retrieved your registered mail")));
+    let certs = w.api.get("/v1/certificates?user=alice").key(&w.alice).send().await.expect(StatusCode::OK);
+    let kinds: Vec<&str> = certs.body.as_array().expect("list").iter().filter_map(|c| c["kind"].as_str()).collect();
+    assert!(kinds.contains(&"mail_deposit") && kinds.contains(&"mail_retrieval"), "{kinds:?}");
+    let certs = w.api.get("/v1/certificates?user=bob").key(&w.bob).send().await.expect(StatusCode::OK);
+    assert_eq!(certs.str("/0/kind"), "mail_retrieval");
+
+    // Remote declaration: a form, answered with a receipt certificate over its hash.
+    let form = r#"{"income_minor": 4200000, "year": 2026}"#;
+    let (s, code, _) = w
+        .open_secured(&w.alice, json!({"user": "alice", "application": "declaration", "title": "Tax 2026", "form": form}))
+        .await;
+    let r = w.verify(&s, &code, None).await.expect(StatusCode::OK);
+    let receipt = w.check_certificate(&r.body["session"]["result"]["certificate"], "declaration_receipt");
+    let digest = tally_kernel::crypto::kdf::sha256(form.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(receipt["what"]["form_sha256"], hex.as_str());
+
+    // A bet: a certified message with a stake, paid to the bookmaker on success.
+    let (s, code, view) = w
+        .open_secured(
+            &w.alice,
+            json!({"user": "alice", "application": "bet", "debit_account": w.alice_eur,
+                   "credit_account": w.shop_eur, "stake": "3.00 EUR", "bet": "Team A wins"}),
+        )
+        .await;
+    assert_eq!(view["purpose"]["description"], "Bet: Team A wins");
+    w.verify(&s, &code, None).await.expect(StatusCode::OK);
+    assert_eq!(w.balances().await, [6_700, 3_000, 6_240]);
+
+    // Personalised offers: they wait in a mailbox that opens after authentication.
+    w.api
+        .post("/v1/offers")
+        .key(&w.shop)
+        .json(json!({"recipient": "alice", "subject": "10% off mugs", "body": "Use code MUG10"}))
+        .send()
+        .await
+        .expect(StatusCode::CREATED);
+    let (s, code, _) = w.open_secured(&w.alice, json!({"user": "alice", "application": "offers"})).await;
+    let r = w.verify(&s, &code, None).await.expect(StatusCode::OK);
+    assert_eq!(r.str("/session/result/offers/0/subject"), "10% off mugs");
+    let (s, code, _) = w.open_secured(&w.alice, json!({"user": "alice", "application": "offers"})).await;
+    let r = w.verify(&s, &code, None).await.expect(StatusCode::OK);
+    assert_eq!(r.body["session"]["result"]["offers"], json!([]), "offers are read once");
+
+    // The register: every secured transaction, totalled; the trustee line shows settled.
+    let st = w
+        .api
+        .get("/v1/subscribers/alice/statement")
+        .key(&w.alice)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(st.i64("/totals/EUR"), 1_000 + 1_250 + 500 + 250 + 4_000 + 300);
+    let lines = st.body["entries"].as_array().expect("entries");
+    let trustee = lines.iter().find(|l| l["kind"] == "trustee").expect("trustee line");
+    assert!(trustee["settled_at"].is_number());
+    assert!(lines.iter().any(|l| l["kind"] == "login"));
+    w.audit_passes().await;
+}
+
+#[tokio::test]
+async fn refusals_give_their_cause_and_change_nothing() {
+    let w = World::new().await;
+    let transfer = json!({"user": "alice", "application": "transfer", "debit_account": w.alice_eur,
+                          "credit_account": w.bob_eur, "amount": "10.00 EUR", "memo": "rent"});
+
+    // Wrong code; then a code from another session; both count as wrong codes.
+    let (s1, code1, view1) = w.open_secured(&w.alice, transfer.clone()).await;
+    let (s2, code2, _) = w.open_secured(&w.alice, transfer.clone()).await;
+    let wrong = if code1.ends_with('0') { format!("{}1", &code1[..7]) } else { format!("{}0", &code1[..7]) };
+    let r = w.verify(&s1, &wrong, None).await.expect_error(StatusCode::UNPROCESSABLE_ENTITY, "wrong_code");
+    assert_eq!(r.i64("/error/details/attempts_left"), 4);
+    if code2 != code1 {
+        w.verify(&s1, &code2, None).await.expect_error(StatusCode::UNPROCESSABLE_ENTITY, "wrong_code");
+    }
+    // Changed amount: the client shows another transaction than the code was sent for.
+    let mut changed = view1["purpose"].clone();
+    changed["amount"]["minor"] = json!(100_000);
+    w.verify(&s1, &code1, Some(changed)).await.expect_error(StatusCode::UNPROCESSABLE_ENTITY, "transaction_mismatch");
+    assert_eq!(w.balances().await, [10_000, 2_000, 0]);
+    let shown = w.api.get(&format!("/v1/oob/sessions/{s1}")).send().await.expect(StatusCode::OK);
+    assert_eq!((shown.str("/state"), shown.i64("/attempts_left")), ("open", if code2 != code1 { 3 } else { 4 }));
+
+    // The right code still works once; reusing it is refused.
+    w.verify(&s1, &code1, Some(view1["purpose"].clone())).await.expect(StatusCode::OK);
+    assert_eq!(w.balances().await, [9_000, 3_000, 0]);
+    w.verify(&s1, &code1, None).await.expect_error(StatusCode::CONFLICT, "session_closed");
+    assert_eq!(w.balances().await, [9_000, 3_000, 0]);
+
+    // Expired: the code's five minutes are over; nothing runs, and the payment's hold is
+    // released by the expiry sweeper after its grace period.
+    let (s3, code3, _) = w
+        .open_secured(
+            &w.shop,
+            json!({"user": "alice", "application": "payment", "payer_account": w.alice_eur,
+                   "merchant_account": w.shop_eur, "amount": "12.50 EUR", "description": "Blue mug"}),
+        )
+        .await;
+    assert_eq!(w.available(&w.alice_eur).await, 9_000 - 1_250);
+    w.advance(301);
+    w.verify(&s3, &code3, None).await.expect_error(StatusCode::GONE, "expired");
+    assert_eq!(w.balances().await, [9_000, 3_000, 0]);
+    w.advance(120);
+    let expired = w
+        .api
+        .node
+        .store()
+        .expire_due(w.api.node.now(), 100)
+        .await
+        .expect("sweep");
+    assert_eq!(expired, 1);
+    assert_eq!(w.available(&w.alice_eur).await, 9_000);
+
+    // Too many attempts: the fifth wrong code locks the session and voids the hold at once;
+    // the right code is refused afterwards.
+    let (s4, code4, _) = w
+        .open_secured(
+            &w.shop,
+            json!({"user": "alice", "application": "payment", "payer_account": w.alice_eur,
+                   "merchant_account": w.shop_eur, "amount": "7.00 EUR", "description": "Plate"}),
+        )
+        .await;
+    assert_eq!(w.available(&w.alice_eur).await, 9_000 - 700);
+    for left in (1..=4).rev() {
+        let r = w.verify(&s4, "00000000", None).await;
+        if code4 == "00000000" {
+            return; // one in 10^8: the "wrong" code was right
+        }
+        assert_eq!(r.expect_error(StatusCode::UNPROCESSABLE_ENTITY, "wrong_code").i64("/error/details/attempts_left"), left);
+    }
+    w.verify(&s4, "00000000", None).await.expect_error(StatusCode::LOCKED, "too_many_attempts");
+    w.verify(&s4, &code4, None).await.expect_error(StatusCode::LOCKED, "too_many_attempts");
+    assert_eq!(w.available(&w.alice_eur).await, 9_000, "the hold is voided on lock");
+    assert_eq!(w.balances().await, [9_000, 3_000, 0]);
+
+    // Cancelled by the user: closed, hold voided, code refused.
+    let (s5, code5, _) = w
+        .open_secured(
+            &w.shop,
+            json!({"user": "alice", "application": "payment", "payer_account": w.alice_eur,
+                   "merchant_account": w.shop_eur, "amount": "1.00 EUR", "description": "Spoon"}),
+        )
+        .await;
+    w.api.post(&format!("/v1/oob/sessions/{s5}/cancel")).send().await.expect(StatusCode::OK);
+    w.verify(&s5, &code5, None).await.expect_error(StatusCode::CONFLICT, "session_closed");
+    assert_eq!(w.available(&w.alice_eur).await, 9_000);
+
+    // Unknown and malformed sessions, unknown users, other people's accounts.
+    w.verify("00000000000000000000000000000000", "12345678", None)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    w.verify("not-hex", "12345678", None).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+    w.open(&w.api.admin, json!({"user": "nobody", "application": "login"}))
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    w.open(&w.bob, json!({"user": "alice", "application": "login"}))
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    w.open(&w.bob, json!({"user": "bob", "application": "transfer", "debit_account": w.alice_eur,
+                          "credit_account": w.bob_eur, "amount": "1.00 EUR"}))
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    w.open(&w.shop, json!({"user": "alice", "application": "payment", "payer_account": w.alice_eur,
+                           "merchant_account": w.shop_eur, "amount": "1.00 USD", "description": "x"}))
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    w.open(&w.alice, json!({"user": "alice", "application": "login", "extra": 1}))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "malformed_json");
+    w.open(&w.alice, json!({"application": "login"}))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "malformed_json");
+    w.verify(&s2, &"9".repeat(40), None).await.expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    assert_eq!(w.balances().await, [9_000, 3_000, 0]);
+    w.audit_passes().await;
+}
+
+#[tokio::test]
+async fn concurrent_confirmations_authorise_once() {
+    let w = World::new().await;
+    let (s, code, _) = w
+        .open_secured(
+            &w.alice,
+            json!({"user": "alice", "application": "transfer", "debit_account": w.alice_eur,
+                   "credit_account": w.bob_eur, "amount": "10.00 EUR"}),
+        )
+        .await;
+    let attempts = (0..8).map(|_| w.verify(&s, &code, None));
+    let replies = futures::future::join_all(attempts).await;
+    let ok = replies.iter().filter(|r| r.status == StatusCode::OK).count();
+    let closed = replies.iter().filter(|r| r.code() == "session_closed").count();
+    assert_eq!((ok, closed), (1, 7), "{:?}", replies.iter().map(|r| &r.body).collect::<Vec<_>>());
+    assert_eq!(w.balances().await, [9_000, 3_000, 0]);
+}
+
+#[tokio::test]
+async fn threshold_rule_idempotent_opens_and_address_quota() {
+    let w = World::with(|c| {
+        let mut c = c;
+        c.oob.address_quota = 6;
+        c
+    })
+    .await;
+    // The shop secures only payments above 20.00 EUR; below, they run on channel A alone.
+    w.api
+        .call("PUT", "/v1/oob/rules/shop")
+        .key(&w.shop)
+        .json(json!({"secured_above": "20.00 EUR"}))
+        .send()
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    w.api
+        .call("PUT", "/v1/oob/rules/bob")
+        .key(&w.shop)
+        .json(json!({"secured_above": "20.00 EUR"}))
+        .send()
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    let pay = |amount: &str| {
+        json!({"user": "alice", "application": "payment", "payer_account": w.alice_eur,
+               "merchant_account": w.shop_eur, "amount": amount, "description": "Mug"})
+    };
+    let r = w.open(&w.shop, pay("5.00 EUR")).await.expect(StatusCode::CREATED);
+    assert_eq!(r.str("/outcome"), "normal");
+    assert_eq!(w.balances().await, [9_500, 2_000, 500]);
+    let r = w.open(&w.shop, pay("25.00 EUR")).await.expect(StatusCode::CREATED);
+    assert_eq!(r.str("/outcome"), "secured");
+
+    // The same Idempotency-Key returns the same session; another body under it is refused.
+    let first = w
+        .api
+        .post("/v1/oob/sessions")
+        .key(&w.shop)
+        .idem("checkout-7")
+        .json(pay("30.00 EUR"))
+        .send()
+        .await
+        .expect(StatusCode::CREATED);
+    let again = w
+        .api
+        .post("/v1/oob/sessions")
+        .key(&w.shop)
+        .idem("checkout-7")
+        .json(pay("30.00 EUR"))
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(again.header("idempotency-replayed"), Some("true"));
+    assert_eq!(first.str("/session/session"), again.str("/session/session"));
+    assert_eq!(first.body["session"]["hold_id"], again.body["session"]["hold_id"]);
+    w.api
+        .post("/v1/oob/sessions")
+        .key(&w.shop)
+        .idem("checkout-7")
+        .json(pay("31.00 EUR"))
+        .send()
+        .await
+        .expect_error(StatusCode::CONFLICT, "idempotency_key_reused");
+    assert_eq!(w.available(&w.alice_eur).await, 9_500 - 2_500 - 3_000, "one hold per session");
+
+    // Six sessions per address per window here: the address verification and the two
+    // secured payments used three; three more logins fit, the next is refused.
+    for _ in 0..3 {
+        w.open(&w.alice, json!({"user": "alice", "application": "login"}))
+            .await
+            .expect(StatusCode::CREATED);
+    }
+    w.open(&w.alice, json!({"user": "alice", "application": "login"}))
+        .await
+        .expect_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    w.advance(601);
+    w.open(&w.alice, json!({"user": "alice", "application": "login"}))
+        .await
+        .expect(StatusCode::CREATED);
+}
