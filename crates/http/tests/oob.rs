@@ -36,6 +36,7 @@ struct World {
     alice_eur: String,
     bob_eur: String,
     shop_eur: String,
+    settlement: String,
     /// The test's clock, µs; the node reads it.
     clock: Arc<AtomicI64>,
 }
@@ -87,6 +88,7 @@ impl World {
             alice_eur,
             bob_eur,
             shop_eur,
+            settlement,
             clock,
         };
         for (user, key) in [("alice", w.alice.clone()), ("bob", w.bob.clone())] {
@@ -209,7 +211,26 @@ impl World {
 
 #[tokio::test]
 async fn every_application_end_to_end() {
-    let w = World::new().await;
+    walk_every_application(World::new().await).await;
+}
+
+/// The same walk on PostgreSQL (a throwaway cluster from Debian's binaries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_application_end_to_end_on_postgres() {
+    let Some(url) = tally_testkit::shared_test_database_url() else {
+        return;
+    };
+    walk_every_application(
+        World::with(|c| NodeConfig {
+            database_url: Some(url),
+            ..c
+        })
+        .await,
+    )
+    .await;
+}
+
+async fn walk_every_application(w: World) {
     assert_eq!(w.balances().await, [10_000, 2_000, 0]);
 
     // Access control: a login gives a short-lived token for the protected resource.
@@ -637,4 +658,77 @@ async fn threshold_rule_idempotent_opens_and_address_quota() {
     w.open(&w.alice, json!({"user": "alice", "application": "login"}))
         .await
         .expect(StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn the_code_and_the_transaction_travel_over_real_smtp() {
+    let (port, mail) = tally_testkit::smtp_sink();
+    let mut smtp = tally_channels::SmtpConfig::new("127.0.0.1", "Tally <noreply@node.test>");
+    smtp.port = Some(port);
+    smtp.tls = tally_channels::SmtpTls::None;
+    let channels = tally_channels::ChannelSet::new()
+        .with(Arc::new(tally_channels::SmtpChannel::new(smtp).expect("smtp channel")));
+    let w = World::new().await;
+    let deliver = || async {
+        tally_service::workers::deliver_due(&w.api.node, &channels, Timestamp::now())
+            .await
+            .expect("delivery pass")
+    };
+    let receive = || {
+        let raw = mail
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("a mail arrives");
+        // Quoted-printable soft line breaks would split long lines; undo them for reading.
+        raw.replace("=\r\n", "")
+    };
+
+    let carol = w.api.issue_key("customer", "carol").await;
+    let carol_eur = w.api.open(&carol, json!({"currency": "EUR"})).await;
+    w.api
+        .post("/v1/transfers")
+        .key(&w.api.admin)
+        .idem("fund-c")
+        .json(json!({"debit_account": w.settlement, "credit_account": carol_eur, "amount": "50.00 EUR"}))
+        .send()
+        .await
+        .expect(StatusCode::CREATED);
+
+    // The address is verified by the same protocol, its code sent by e-mail.
+    let r = w
+        .api
+        .post("/v1/subscribers/carol/addresses")
+        .key(&carol)
+        .json(json!({"channel": "email", "address": "carol@example.com"}))
+        .send()
+        .await
+        .expect(StatusCode::CREATED);
+    assert_eq!(r.str("/address"), "c***@example.com", "addresses are shown masked");
+    let session = r.str("/session").to_string();
+    assert_eq!(deliver().await, 1);
+    let text = receive();
+    assert!(text.contains("carol@example.com"), "{text}");
+    w.verify(&session, &code_in(&text), None).await.expect(StatusCode::OK);
+    let shown = w.api.get(&format!("/v1/oob/sessions/{session}")).send().await.expect(StatusCode::OK);
+    assert_eq!(shown.str("/delivery"), "sent");
+
+    // A payment: the mail shows amount, payee and goods in clear with the code.
+    let r = w
+        .open(
+            &w.shop,
+            json!({"user": "carol", "application": "payment", "payer_account": carol_eur,
+                   "merchant_account": w.shop_eur, "amount": "7.25 EUR", "description": "Green teapot"}),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    let session = r.str("/session/session").to_string();
+    let purpose = r.body["session"]["purpose"].clone();
+    assert_eq!(deliver().await, 1);
+    let text = receive();
+    assert!(text.contains("Subject: Confirm 7.25 EUR to shop"), "{text}");
+    assert!(text.contains("7.25 EUR to shop") && text.contains("Green teapot"), "{text}");
+    assert_eq!(w.balance(&carol_eur).await, 5_000);
+    w.verify(&session, &code_in(&text), Some(purpose)).await.expect(StatusCode::OK);
+    assert_eq!(w.balance(&carol_eur).await, 5_000 - 725);
+    assert_eq!(w.balance(&w.shop_eur).await, 725);
+    w.audit_passes().await;
 }

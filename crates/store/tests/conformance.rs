@@ -686,6 +686,94 @@ async fn outbox_commits_with_the_change(db: Db) {
     );
 }
 
+/// A row decided under a guard (an out-of-band session's state): two stores (two nodes)
+/// racing to move it from the same state, many times over, never both succeed, and the loser
+/// writes nothing, not even its journal entry or attached rows.
+async fn guarded_rows_are_decided_once(db: Db) {
+    use tally_store::oob::{SessionRow, insert_session, update_session};
+    let (a, b) = (db.open().await, db.open().await);
+    let number: [u8; 16] = *Id::new().as_bytes();
+    let row = SessionRow {
+        id: number,
+        user_id: "alice".into(),
+        opened_by: "shop".into(),
+        application: "login".into(),
+        state: "open".into(),
+        attempts: 0,
+        session: "{}".into(),
+        payload: "{}".into(),
+        result: None,
+        channel: "dev".into(),
+        address: format!("alice-{}", Id::new()),
+        client_key: None,
+        created_at: db.now(),
+        expires_at: db.now(),
+        updated_at: db.now(),
+    };
+    let record = |key: String| Request {
+        idempotency_key: key,
+        command: Command::Record {
+            kind: "oob_test".into(),
+            data: serde_json::json!({}),
+        },
+    };
+    let since = Timestamp(db.now().as_micros() - 1);
+    a.execute_with(
+        record(format!("open:{}", Id::new())),
+        insert_session(&row, since, 2).into_iter().collect(),
+    )
+    .await
+    .expect("opened");
+    // The per-address quota is a guard too: the third session for the address is refused.
+    let mut second = row.clone();
+    second.id = *Id::new().as_bytes();
+    b.execute_with(record(format!("open:{}", Id::new())), insert_session(&second, since, 2).into_iter().collect())
+        .await
+        .expect("second fits");
+    let mut third = row.clone();
+    third.id = *Id::new().as_bytes();
+    let refused = a
+        .execute_with(record(format!("open:{}", Id::new())), insert_session(&third, since, 2).into_iter().collect())
+        .await;
+    assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
+    assert!(a.oob_session(&third.id).await.expect("read").is_none());
+
+    let mut current = row;
+    for round in 0..12 {
+        let mut next = current.clone();
+        next.attempts += 1;
+        let mut other = current.clone();
+        other.state = "verified".into();
+        other.attempts += 1;
+        let (ka, kb) = (format!("r{round}:a:{}", Id::new()), format!("r{round}:b:{}", Id::new()));
+        let (ra, rb) = tokio::join!(
+            a.execute_with(record(ka.clone()), update_session(&current, &next).into_iter().collect()),
+            b.execute_with(record(kb.clone()), update_session(&current, &other).into_iter().collect()),
+        );
+        let wins = [ra.is_ok(), rb.is_ok()];
+        assert_eq!(wins.iter().filter(|w| **w).count(), 1, "round {round}: {ra:?} {rb:?}");
+        let loser = if ra.is_ok() { rb } else { ra };
+        assert!(matches!(loser, Err(StoreError::Conflict(_))), "{loser:?}");
+        let stored = a.oob_session(&number).await.expect("read").expect("row");
+        let (winner, losing_key) = if wins[0] { (next, kb) } else { (other, ka) };
+        assert_eq!((stored.state.as_str(), stored.attempts), (winner.state.as_str(), winner.attempts));
+        assert!(a.journal_event(&losing_key).await.expect("read").is_none(), "the loser left no entry");
+        current = stored;
+        if current.state != "open" {
+            current.state = "open".into();
+            let reopen = update_session(&stored_clone(&a, &number).await, &current);
+            a.execute_with(record(format!("reopen:{}", Id::new())), reopen.into_iter().collect())
+                .await
+                .expect("reopen");
+        }
+    }
+    audit_ok(&a).await;
+}
+
+async fn stored_clone(store: &Store, number: &[u8; 16]) -> tally_store::oob::SessionRow {
+    store.oob_session(number).await.expect("read").expect("row")
+}
+
 async fn records_and_api_keys_commit_with_their_entry(db: Db) {
     let store = db.open().await;
     let id = Id::new();
@@ -1051,6 +1139,7 @@ conformance!(
     exchange_goes_through_liquidity,
     outbox_commits_with_the_change,
     records_and_api_keys_commit_with_their_entry,
+    guarded_rows_are_decided_once,
     audit_detects_tampering_and_checks_checkpoints,
 );
 
