@@ -727,6 +727,17 @@ async fn the_code_and_the_transaction_travel_over_real_smtp() {
     assert!(text.contains("Subject: Confirm 7.25 EUR to shop"), "{text}");
     assert!(text.contains("7.25 EUR to shop") && text.contains("Green teapot"), "{text}");
     assert_eq!(w.balance(&carol_eur).await, 5_000);
+    // The database never holds the live code: the stored text has a placeholder, filled in
+    // at delivery from the session and the node's key.
+    let stored = w
+        .api
+        .node
+        .store()
+        .message(&format!(":oob:{session}:code"))
+        .await
+        .expect("read")
+        .expect("stored message");
+    assert!(stored.message.body.contains("{{code}}") && !stored.message.body.contains(&code_in(&text)));
     w.verify(&session, &code_in(&text), Some(purpose)).await.expect(StatusCode::OK);
     assert_eq!(w.balance(&carol_eur).await, 5_000 - 725);
     assert_eq!(w.balance(&w.shop_eur).await, 725);

@@ -300,7 +300,8 @@ impl Session {
             .map_err(|_| OobError::ApiMisuse("bad digit count"))
     }
 
-    fn notice_text(&self, code: &str) -> String {
+    /// The channel-B text for `code`: the code, what it authorises in clear, the expiry.
+    pub fn notice_text(&self, code: &str) -> String {
         let until = self.expires_at.to_rfc3339();
         match &self.purpose {
             Purpose::Login => {

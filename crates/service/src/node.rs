@@ -869,11 +869,19 @@ impl Node {
                 "you can read only the dev inbox named after you",
             ));
         }
-        Ok(self
+        let mut messages = self
             .inner
             .store
             .dev_inbox(address, limit.clamp(1, 500))
-            .await?)
+            .await?;
+        for m in &mut messages {
+            m.message.body = self
+                .render_code(&m.message.dedup_key, &m.message.body)
+                .await?
+                .expose()
+                .clone();
+        }
+        Ok(messages)
     }
 
     /// Runs the full ledger audit (admins only).

@@ -44,6 +44,9 @@ pub const CERTIFICATE_DOMAIN: &str = "tally/oob-certificate/v1";
 pub const ADDRESS_EXTENSION_OID: &str = "2.25.329800735698586629295641978511506172918";
 /// Most bytes of a registered mail, declaration or offer body.
 pub const BODY_LEN_MAX: usize = 16 * 1024;
+/// Stands for the code in a stored message: the code is put in at delivery (and when the dev
+/// inbox is read), recomputed from the session and the key, so no live code is ever stored.
+pub const CODE_PLACEHOLDER: &str = "{{code}}";
 /// How often a verification is re-decided after losing a race to another request.
 const CONFLICT_RETRIES: usize = 8;
 
@@ -1052,7 +1055,7 @@ impl Node {
         let mut number = [0_u8; 16];
         getrandom_fill(&mut number)?;
         let now = self.now();
-        let (session, notice) = Session::open(
+        let (session, _notice) = Session::open(
             &plan.user,
             plan.purpose,
             settings.policy,
@@ -1089,7 +1092,7 @@ impl Node {
                 Purpose::Message(_) => "Confirm with your Tally code".into(),
                 Purpose::Transaction(t) => format!("Confirm {} to {}", t.amount, t.payee),
             },
-            body: notice.text.expose().clone(),
+            body: session.notice_text(CODE_PLACEHOLDER),
             data: serde_json::json!({ "session": hex_number, "expires_at": session.expires_at }),
         };
         let key = plan
@@ -1192,6 +1195,21 @@ fn view(row: &SessionRow, delivery: String, hold_id: Option<Id>) -> Result<Sessi
 }
 
 impl Node {
+    /// Puts the code into an out-of-band message about to be delivered (or read from the dev
+    /// inbox). Other messages are left as they are.
+    pub async fn render_code(&self, dedup_key: &str, body: &str) -> Result<Secret<String>> {
+        let number = dedup_key
+            .strip_prefix(":oob:")
+            .and_then(|k| k.strip_suffix(":code"));
+        let Some(number) = number.filter(|_| body.contains(CODE_PLACEHOLDER)) else {
+            return Ok(Secret::new(body.to_string()));
+        };
+        let row = self.session_row(number).await?;
+        let session: Session = serde_json::from_str(&row.session).map_err(corrupt)?;
+        let code = session.code(self.oob_key()).map_err(oob)?;
+        Ok(Secret::new(body.replace(CODE_PLACEHOLDER, code.expose())))
+    }
+
     /// A session as channel A sees it. The session number is the capability.
     pub async fn oob_session(&self, number: &str) -> Result<SessionView> {
         let row = self.session_row(number).await?;

@@ -82,7 +82,14 @@ pub async fn deliver_due(
     let due = store.claim_due(now, OUTBOX_CLAIM, LEASE_S).await?;
     let mut delivered = 0;
     for m in due {
-        match deliver_one(channels, &m).await {
+        // Out-of-band codes are not stored: they are put into the text only now.
+        let result = match node.render_code(&m.message.dedup_key, &m.message.body).await {
+            Ok(body) => deliver_one(channels, &m, body.expose()).await,
+            Err(e) => Err(tally_channels::ChannelError::Transient(format!(
+                "cannot render the message: {e}"
+            ))),
+        };
+        match result {
             Ok(()) => {
                 store.mark_sent(m.id, Timestamp::now()).await?;
                 metrics::counter!("tally_outbox_delivered_total", "kind" => m.message.kind.clone())
@@ -105,6 +112,7 @@ pub async fn deliver_due(
 async fn deliver_one(
     channels: &ChannelSet,
     m: &StoredMessage,
+    body: &str,
 ) -> Result<(), tally_channels::ChannelError> {
     let kind = match m.message.kind.as_str() {
         // The row is the dev inbox: marking it sent is the delivery.
@@ -123,7 +131,7 @@ async fn deliver_one(
         kind,
         address: m.message.address.clone(),
         subject: m.message.subject.clone(),
-        body: m.message.body.clone(),
+        body: body.to_string(),
         data: m.message.data.clone(),
     };
     channels.deliver(&message).await.map(|_| ())
