@@ -204,15 +204,28 @@ fn code_vector_matches_the_pinned_file() {
         env!("CARGO_MANIFEST_DIR"),
         "/../../docs/protocols/vectors/oob.json"
     );
-    let (s, notice) = open(Purpose::Transaction(payment(1250)));
-    let binding = String::from_utf8(canonical_json(&s.binding()).expect("jcs")).expect("utf-8");
+    let vector = |name: &str, purpose: Purpose| {
+        let (s, notice) = open(purpose);
+        let binding = String::from_utf8(canonical_json(&s.binding()).expect("jcs")).expect("utf-8");
+        serde_json::json!({
+            "name": name,
+            "hmac_input_hex": hex::encode([CODE_DOMAIN, binding.as_bytes()].concat()),
+            "binding_jcs": binding,
+            "digits": 8,
+            "code": notice.code.expose(),
+        })
+    };
     let computed = serde_json::json!({
-        "about": "Out-of-band code vector; see docs/protocols/oob.md. Regenerate with UPDATE_EXPECT=1 cargo test -p tally-proto.",
+        "about": "Out-of-band code vectors; see docs/protocols/oob.md. code = RFC 4226 dynamic truncation of HMAC-SHA256(key, hmac_input) mod 10^digits. Regenerate with UPDATE_EXPECT=1 cargo test -p tally-proto.",
         "key_hex": hex::encode(KEY),
-        "hmac_input_hex": hex::encode([CODE_DOMAIN, binding.as_bytes()].concat()),
-        "binding_jcs": binding,
-        "digits": 8,
-        "code": notice.code.expose(),
+        "vectors": [
+            vector("transaction", Purpose::Transaction(payment(1250))),
+            vector("login", Purpose::Login),
+            vector("message", Purpose::Message(Certified {
+                title: "Registered mail to bob: Contract".into(),
+                sha256: hex::encode([0x5a; 32]),
+            })),
+        ],
     });
     if std::env::var("UPDATE_EXPECT").is_ok_and(|v| v == "1") {
         std::fs::write(
