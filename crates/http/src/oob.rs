@@ -127,8 +127,9 @@ pub struct SettleRequest {
 fn time_param(name: &str, value: Option<&str>, default: Timestamp) -> Result<Timestamp, ApiError> {
     match value {
         None => Ok(default),
-        Some(v) => Timestamp::parse_rfc3339(v)
-            .ok_or_else(|| ApiError::bad_parameter(name, "an RFC 3339 time, e.g. 2026-11-01T00:00:00Z")),
+        Some(v) => Timestamp::parse_rfc3339(v).ok_or_else(|| {
+            ApiError::bad_parameter(name, "an RFC 3339 time, e.g. 2026-11-01T00:00:00Z")
+        }),
     }
 }
 
@@ -201,9 +202,10 @@ pub async fn open_session(
     let key = key.as_ref().map(|k| k.0.as_str());
     let opened = state.node.oob_open(Some(&by), key, body).await?;
     let (replayed, location) = match &opened {
-        Opened::Secured { session, replayed } => {
-            (*replayed, Some(format!("/v1/oob/sessions/{}", session.session)))
-        }
+        Opened::Secured { session, replayed } => (
+            *replayed,
+            Some(format!("/v1/oob/sessions/{}", session.session)),
+        ),
         Opened::Normal { transfer, replayed } => {
             (*replayed, Some(format!("/v1/transfers/{}", transfer.id)))
         }
@@ -254,7 +256,10 @@ pub async fn sessions(
 }
 
 /// The protected resource of the login application: who the access token belongs to.
-pub async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn whoami(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let token = bearer(&headers).ok_or_else(|| {
         ApiError::new(
             crate::ErrorCode::Unauthorized,

@@ -53,9 +53,7 @@ impl World {
             move |base| {
                 config(NodeConfig {
                     dev: true,
-                    clock: NodeClock(Some(Arc::new(move || {
-                        Timestamp(c.load(Ordering::SeqCst))
-                    }))),
+                    clock: NodeClock(Some(Arc::new(move || Timestamp(c.load(Ordering::SeqCst))))),
                     ..base
                 })
             },
@@ -71,7 +69,10 @@ impl World {
         let alice_eur = api.open(&alice, json!({"currency": "EUR"})).await;
         let bob_eur = api.open(&bob, json!({"currency": "EUR"})).await;
         let shop_eur = api.open(&shop, json!({"currency": "EUR"})).await;
-        for (to, amount, key) in [(&alice_eur, "100.00 EUR", "fund-a"), (&bob_eur, "20.00 EUR", "fund-b")] {
+        for (to, amount, key) in [
+            (&alice_eur, "100.00 EUR", "fund-a"),
+            (&bob_eur, "20.00 EUR", "fund-b"),
+        ] {
             api.post("/v1/transfers")
                 .key(&api.admin)
                 .idem(key)
@@ -137,7 +138,12 @@ impl World {
     }
 
     async fn open(&self, key: &str, body: Value) -> Reply {
-        self.api.post("/v1/oob/sessions").key(key).json(body).send().await
+        self.api
+            .post("/v1/oob/sessions")
+            .key(key)
+            .json(body)
+            .send()
+            .await
     }
 
     /// Opens a secured session and returns (session number, code, the session JSON).
@@ -234,7 +240,9 @@ async fn walk_every_application(w: World) {
     assert_eq!(w.balances().await, [10_000, 2_000, 0]);
 
     // Access control: a login gives a short-lived token for the protected resource.
-    let (s, code, view) = w.open_secured(&w.alice, json!({"user": "alice", "application": "login"})).await;
+    let (s, code, view) = w
+        .open_secured(&w.alice, json!({"user": "alice", "application": "login"}))
+        .await;
     assert_eq!(view["purpose"]["type"], "login");
     assert_eq!(view["address"], "alice");
     let r = w.verify(&s, &code, None).await.expect(StatusCode::OK);
@@ -267,8 +275,15 @@ async fn walk_every_application(w: World) {
         .await;
     let inbox = w.inbox("alice").await;
     let text = inbox.body[0]["body"].as_str().expect("body").to_string();
-    assert!(text.contains("10.00 EUR") && text.contains("bob") && text.contains(&w.bob_eur), "{text}");
-    assert_eq!(w.balances().await, [10_000, 2_000, 0], "nothing moves before the code");
+    assert!(
+        text.contains("10.00 EUR") && text.contains("bob") && text.contains(&w.bob_eur),
+        "{text}"
+    );
+    assert_eq!(
+        w.balances().await,
+        [10_000, 2_000, 0],
+        "nothing moves before the code"
+    );
     let r = w
         .verify(&s, &code, Some(view["purpose"].clone()))
         .await
@@ -287,9 +302,16 @@ async fn walk_every_application(w: World) {
         )
         .await;
     assert!(view["hold_id"].is_string(), "{view}");
-    assert_eq!(w.available(&w.alice_eur).await, 9_000 - 1_250, "the hold reserves the money");
+    assert_eq!(
+        w.available(&w.alice_eur).await,
+        9_000 - 1_250,
+        "the hold reserves the money"
+    );
     assert_eq!(w.balances().await, [9_000, 3_000, 0]);
-    let r = w.verify(&s, &code, Some(view["purpose"].clone())).await.expect(StatusCode::OK);
+    let r = w
+        .verify(&s, &code, Some(view["purpose"].clone()))
+        .await
+        .expect(StatusCode::OK);
     w.check_certificate(&r.body["session"]["result"]["certificate"], "payment");
     assert_eq!(w.balances().await, [7_750, 3_000, 1_250]);
 
@@ -322,7 +344,11 @@ async fn walk_every_application(w: World) {
         )
         .await;
     let inbox = w.inbox("alice").await;
-    assert!(inbox.body[0]["body"].as_str().is_some_and(|b| b.contains("terminal T-17") && b.contains("2.50 EUR")));
+    assert!(
+        inbox.body[0]["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("terminal T-17") && b.contains("2.50 EUR"))
+    );
     w.verify(&s, &code, None).await.expect(StatusCode::OK);
     assert_eq!(w.balances().await, [7_000, 3_000, 2_000]);
 
@@ -346,7 +372,14 @@ async fn walk_every_application(w: World) {
         .send()
         .await
         .expect(StatusCode::OK);
-    assert_eq!((r.i64("/0/gross_minor"), r.i64("/0/fee_minor"), r.i64("/0/lines")), (4_000, 60, 1));
+    assert_eq!(
+        (
+            r.i64("/0/gross_minor"),
+            r.i64("/0/fee_minor"),
+            r.i64("/0/lines")
+        ),
+        (4_000, 60, 1)
+    );
     assert_eq!(w.balances().await, [7_000, 3_000, 5_940]);
     let again = w
         .api
@@ -373,21 +406,69 @@ async fn walk_every_application(w: World) {
     let mail = r.str("/session/result/mail").to_string();
     w.check_certificate(&r.body["session"]["result"]["certificate"], "mail_deposit");
     let alert = w.inbox("bob").await;
-    assert!(alert.body[0]["body"].as_str().is_some_and(|b| b.contains("registered mail") && b.contains(&mail)));
-    let listed = w.api.get("/v1/mail?user=bob").key(&w.bob).send().await.expect(StatusCode::OK);
-    assert_eq!(listed.str("/0/body"), "", "the body waits for authentication");
+    assert!(
+        alert.body[0]["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("registered mail") && b.contains(&mail))
+    );
+    let listed = w
+        .api
+        .get("/v1/mail?user=bob")
+        .key(&w.bob)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        listed.str("/0/body"),
+        "",
+        "the body waits for authentication"
+    );
     let (s, code, _) = w
-        .open_secured(&w.bob, json!({"user": "bob", "application": "mail_retrieve", "mail_id": mail}))
+        .open_secured(
+            &w.bob,
+            json!({"user": "bob", "application": "mail_retrieve", "mail_id": mail}),
+        )
         .await;
     let r = w.verify(&s, &code, None).await.expect(StatusCode::OK);
-    assert_eq!(r.str("/session/result/mail/body"), "I accept the offer of 3 November.");
-    w.check_certificate(&r.body["session"]["result"]["certificate"], "mail_retrieval");
+    assert_eq!(
+        r.str("/session/result/mail/body"),
+        "I accept the offer of 3 November."
+    );
+    w.check_certificate(
+        &r.body["session"]["result"]["certificate"],
+        "mail_retrieval",
+    );
     let told = w.inbox("alice").await;
-    assert!(told.body[0]["body"].as_str().is_some_and(|b| b.contains("bob retrieved your registered mail")));
-    let certs = w.api.get("/v1/certificates?user=alice").key(&w.alice).send().await.expect(StatusCode::OK);
-    let kinds: Vec<&str> = certs.body.as_array().expect("list").iter().filter_map(|c| c["kind"].as_str()).collect();
-    assert!(kinds.contains(&"mail_deposit") && kinds.contains(&"mail_retrieval"), "{kinds:?}");
-    let certs = w.api.get("/v1/certificates?user=bob").key(&w.bob).send().await.expect(StatusCode::OK);
+    assert!(
+        told.body[0]["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("bob retrieved your registered mail"))
+    );
+    let certs = w
+        .api
+        .get("/v1/certificates?user=alice")
+        .key(&w.alice)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    let kinds: Vec<&str> = certs
+        .body
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|c| c["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"mail_deposit") && kinds.contains(&"mail_retrieval"),
+        "{kinds:?}"
+    );
+    let certs = w
+        .api
+        .get("/v1/certificates?user=bob")
+        .key(&w.bob)
+        .send()
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(certs.str("/0/kind"), "mail_retrieval");
 
     // Remote declaration: a form, answered with a receipt certificate over its hash.
@@ -396,7 +477,10 @@ async fn walk_every_application(w: World) {
         .open_secured(&w.alice, json!({"user": "alice", "application": "declaration", "title": "Tax 2026", "form": form}))
         .await;
     let r = w.verify(&s, &code, None).await.expect(StatusCode::OK);
-    let receipt = w.check_certificate(&r.body["session"]["result"]["certificate"], "declaration_receipt");
+    let receipt = w.check_certificate(
+        &r.body["session"]["result"]["certificate"],
+        "declaration_receipt",
+    );
     let digest = tally_kernel::crypto::kdf::sha256(form.as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(receipt["what"]["form_sha256"], hex.as_str());
@@ -421,12 +505,20 @@ async fn walk_every_application(w: World) {
         .send()
         .await
         .expect(StatusCode::CREATED);
-    let (s, code, _) = w.open_secured(&w.alice, json!({"user": "alice", "application": "offers"})).await;
+    let (s, code, _) = w
+        .open_secured(&w.alice, json!({"user": "alice", "application": "offers"}))
+        .await;
     let r = w.verify(&s, &code, None).await.expect(StatusCode::OK);
     assert_eq!(r.str("/session/result/offers/0/subject"), "10% off mugs");
-    let (s, code, _) = w.open_secured(&w.alice, json!({"user": "alice", "application": "offers"})).await;
+    let (s, code, _) = w
+        .open_secured(&w.alice, json!({"user": "alice", "application": "offers"}))
+        .await;
     let r = w.verify(&s, &code, None).await.expect(StatusCode::OK);
-    assert_eq!(r.body["session"]["result"]["offers"], json!([]), "offers are read once");
+    assert_eq!(
+        r.body["session"]["result"]["offers"],
+        json!([]),
+        "offers are read once"
+    );
 
     // The register: every secured transaction, totalled; the trustee line shows settled.
     let st = w
@@ -436,9 +528,15 @@ async fn walk_every_application(w: World) {
         .send()
         .await
         .expect(StatusCode::OK);
-    assert_eq!(st.i64("/totals/EUR"), 1_000 + 1_250 + 500 + 250 + 4_000 + 300);
+    assert_eq!(
+        st.i64("/totals/EUR"),
+        1_000 + 1_250 + 500 + 250 + 4_000 + 300
+    );
     let lines = st.body["entries"].as_array().expect("entries");
-    let trustee = lines.iter().find(|l| l["kind"] == "trustee").expect("trustee line");
+    let trustee = lines
+        .iter()
+        .find(|l| l["kind"] == "trustee")
+        .expect("trustee line");
     assert!(trustee["settled_at"].is_number());
     assert!(lines.iter().any(|l| l["kind"] == "login"));
     w.audit_passes().await;
@@ -453,24 +551,47 @@ async fn refusals_give_their_cause_and_change_nothing() {
     // Wrong code; then a code from another session; both count as wrong codes.
     let (s1, code1, view1) = w.open_secured(&w.alice, transfer.clone()).await;
     let (s2, code2, _) = w.open_secured(&w.alice, transfer.clone()).await;
-    let wrong = if code1.ends_with('0') { format!("{}1", &code1[..7]) } else { format!("{}0", &code1[..7]) };
-    let r = w.verify(&s1, &wrong, None).await.expect_error(StatusCode::UNPROCESSABLE_ENTITY, "wrong_code");
+    let wrong = if code1.ends_with('0') {
+        format!("{}1", &code1[..7])
+    } else {
+        format!("{}0", &code1[..7])
+    };
+    let r = w
+        .verify(&s1, &wrong, None)
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "wrong_code");
     assert_eq!(r.i64("/error/details/attempts_left"), 4);
     if code2 != code1 {
-        w.verify(&s1, &code2, None).await.expect_error(StatusCode::UNPROCESSABLE_ENTITY, "wrong_code");
+        w.verify(&s1, &code2, None)
+            .await
+            .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "wrong_code");
     }
     // Changed amount: the client shows another transaction than the code was sent for.
     let mut changed = view1["purpose"].clone();
     changed["amount"]["minor"] = json!(100_000);
-    w.verify(&s1, &code1, Some(changed)).await.expect_error(StatusCode::UNPROCESSABLE_ENTITY, "transaction_mismatch");
+    w.verify(&s1, &code1, Some(changed))
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "transaction_mismatch");
     assert_eq!(w.balances().await, [10_000, 2_000, 0]);
-    let shown = w.api.get(&format!("/v1/oob/sessions/{s1}")).send().await.expect(StatusCode::OK);
-    assert_eq!((shown.str("/state"), shown.i64("/attempts_left")), ("open", if code2 != code1 { 3 } else { 4 }));
+    let shown = w
+        .api
+        .get(&format!("/v1/oob/sessions/{s1}"))
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        (shown.str("/state"), shown.i64("/attempts_left")),
+        ("open", if code2 != code1 { 3 } else { 4 })
+    );
 
     // The right code still works once; reusing it is refused.
-    w.verify(&s1, &code1, Some(view1["purpose"].clone())).await.expect(StatusCode::OK);
+    w.verify(&s1, &code1, Some(view1["purpose"].clone()))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(w.balances().await, [9_000, 3_000, 0]);
-    w.verify(&s1, &code1, None).await.expect_error(StatusCode::CONFLICT, "session_closed");
+    w.verify(&s1, &code1, None)
+        .await
+        .expect_error(StatusCode::CONFLICT, "session_closed");
     assert_eq!(w.balances().await, [9_000, 3_000, 0]);
 
     // Expired: the code's five minutes are over; nothing runs, and the payment's hold is
@@ -484,7 +605,9 @@ async fn refusals_give_their_cause_and_change_nothing() {
         .await;
     assert_eq!(w.available(&w.alice_eur).await, 9_000 - 1_250);
     w.advance(301);
-    w.verify(&s3, &code3, None).await.expect_error(StatusCode::GONE, "expired");
+    w.verify(&s3, &code3, None)
+        .await
+        .expect_error(StatusCode::GONE, "expired");
     assert_eq!(w.balances().await, [9_000, 3_000, 0]);
     w.advance(120);
     let expired = w
@@ -512,11 +635,23 @@ async fn refusals_give_their_cause_and_change_nothing() {
         if code4 == "00000000" {
             return; // one in 10^8: the "wrong" code was right
         }
-        assert_eq!(r.expect_error(StatusCode::UNPROCESSABLE_ENTITY, "wrong_code").i64("/error/details/attempts_left"), left);
+        assert_eq!(
+            r.expect_error(StatusCode::UNPROCESSABLE_ENTITY, "wrong_code")
+                .i64("/error/details/attempts_left"),
+            left
+        );
     }
-    w.verify(&s4, "00000000", None).await.expect_error(StatusCode::LOCKED, "too_many_attempts");
-    w.verify(&s4, &code4, None).await.expect_error(StatusCode::LOCKED, "too_many_attempts");
-    assert_eq!(w.available(&w.alice_eur).await, 9_000, "the hold is voided on lock");
+    w.verify(&s4, "00000000", None)
+        .await
+        .expect_error(StatusCode::LOCKED, "too_many_attempts");
+    w.verify(&s4, &code4, None)
+        .await
+        .expect_error(StatusCode::LOCKED, "too_many_attempts");
+    assert_eq!(
+        w.available(&w.alice_eur).await,
+        9_000,
+        "the hold is voided on lock"
+    );
     assert_eq!(w.balances().await, [9_000, 3_000, 0]);
 
     // Cancelled by the user: closed, hold voided, code refused.
@@ -527,36 +662,55 @@ async fn refusals_give_their_cause_and_change_nothing() {
                    "merchant_account": w.shop_eur, "amount": "1.00 EUR", "description": "Spoon"}),
         )
         .await;
-    w.api.post(&format!("/v1/oob/sessions/{s5}/cancel")).send().await.expect(StatusCode::OK);
-    w.verify(&s5, &code5, None).await.expect_error(StatusCode::CONFLICT, "session_closed");
+    w.api
+        .post(&format!("/v1/oob/sessions/{s5}/cancel"))
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    w.verify(&s5, &code5, None)
+        .await
+        .expect_error(StatusCode::CONFLICT, "session_closed");
     assert_eq!(w.available(&w.alice_eur).await, 9_000);
 
     // Unknown and malformed sessions, unknown users, other people's accounts.
     w.verify("00000000000000000000000000000000", "12345678", None)
         .await
         .expect_error(StatusCode::NOT_FOUND, "not_found");
-    w.verify("not-hex", "12345678", None).await.expect_error(StatusCode::NOT_FOUND, "not_found");
-    w.open(&w.api.admin, json!({"user": "nobody", "application": "login"}))
+    w.verify("not-hex", "12345678", None)
         .await
         .expect_error(StatusCode::NOT_FOUND, "not_found");
+    w.open(
+        &w.api.admin,
+        json!({"user": "nobody", "application": "login"}),
+    )
+    .await
+    .expect_error(StatusCode::NOT_FOUND, "not_found");
     w.open(&w.bob, json!({"user": "alice", "application": "login"}))
         .await
         .expect_error(StatusCode::FORBIDDEN, "forbidden");
-    w.open(&w.bob, json!({"user": "bob", "application": "transfer", "debit_account": w.alice_eur,
-                          "credit_account": w.bob_eur, "amount": "1.00 EUR"}))
-        .await
-        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    w.open(
+        &w.bob,
+        json!({"user": "bob", "application": "transfer", "debit_account": w.alice_eur,
+                          "credit_account": w.bob_eur, "amount": "1.00 EUR"}),
+    )
+    .await
+    .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     w.open(&w.shop, json!({"user": "alice", "application": "payment", "payer_account": w.alice_eur,
                            "merchant_account": w.shop_eur, "amount": "1.00 USD", "description": "x"}))
         .await
         .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
-    w.open(&w.alice, json!({"user": "alice", "application": "login", "extra": 1}))
-        .await
-        .expect_error(StatusCode::BAD_REQUEST, "malformed_json");
+    w.open(
+        &w.alice,
+        json!({"user": "alice", "application": "login", "extra": 1}),
+    )
+    .await
+    .expect_error(StatusCode::BAD_REQUEST, "malformed_json");
     w.open(&w.alice, json!({"application": "login"}))
         .await
         .expect_error(StatusCode::BAD_REQUEST, "malformed_json");
-    w.verify(&s2, &"9".repeat(40), None).await.expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    w.verify(&s2, &"9".repeat(40), None)
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     assert_eq!(w.balances().await, [9_000, 3_000, 0]);
     w.audit_passes().await;
 }
@@ -573,9 +727,20 @@ async fn concurrent_confirmations_authorise_once() {
         .await;
     let attempts = (0..8).map(|_| w.verify(&s, &code, None));
     let replies = futures::future::join_all(attempts).await;
-    let ok = replies.iter().filter(|r| r.status == StatusCode::OK).count();
-    let closed = replies.iter().filter(|r| r.code() == "session_closed").count();
-    assert_eq!((ok, closed), (1, 7), "{:?}", replies.iter().map(|r| &r.body).collect::<Vec<_>>());
+    let ok = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::OK)
+        .count();
+    let closed = replies
+        .iter()
+        .filter(|r| r.code() == "session_closed")
+        .count();
+    assert_eq!(
+        (ok, closed),
+        (1, 7),
+        "{:?}",
+        replies.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
     assert_eq!(w.balances().await, [9_000, 3_000, 0]);
 }
 
@@ -606,10 +771,16 @@ async fn threshold_rule_idempotent_opens_and_address_quota() {
         json!({"user": "alice", "application": "payment", "payer_account": w.alice_eur,
                "merchant_account": w.shop_eur, "amount": amount, "description": "Mug"})
     };
-    let r = w.open(&w.shop, pay("5.00 EUR")).await.expect(StatusCode::CREATED);
+    let r = w
+        .open(&w.shop, pay("5.00 EUR"))
+        .await
+        .expect(StatusCode::CREATED);
     assert_eq!(r.str("/outcome"), "normal");
     assert_eq!(w.balances().await, [9_500, 2_000, 500]);
-    let r = w.open(&w.shop, pay("25.00 EUR")).await.expect(StatusCode::CREATED);
+    let r = w
+        .open(&w.shop, pay("25.00 EUR"))
+        .await
+        .expect(StatusCode::CREATED);
     assert_eq!(r.str("/outcome"), "secured");
 
     // The same Idempotency-Key returns the same session; another body under it is refused.
@@ -633,7 +804,10 @@ async fn threshold_rule_idempotent_opens_and_address_quota() {
         .expect(StatusCode::OK);
     assert_eq!(again.header("idempotency-replayed"), Some("true"));
     assert_eq!(first.str("/session/session"), again.str("/session/session"));
-    assert_eq!(first.body["session"]["hold_id"], again.body["session"]["hold_id"]);
+    assert_eq!(
+        first.body["session"]["hold_id"],
+        again.body["session"]["hold_id"]
+    );
     w.api
         .post("/v1/oob/sessions")
         .key(&w.shop)
@@ -642,7 +816,11 @@ async fn threshold_rule_idempotent_opens_and_address_quota() {
         .send()
         .await
         .expect_error(StatusCode::CONFLICT, "idempotency_key_reused");
-    assert_eq!(w.available(&w.alice_eur).await, 9_500 - 2_500 - 3_000, "one hold per session");
+    assert_eq!(
+        w.available(&w.alice_eur).await,
+        9_500 - 2_500 - 3_000,
+        "one hold per session"
+    );
 
     // Six sessions per address per window here: the address verification and the two
     // secured payments used three; three more logins fit, the next is refused.
@@ -666,8 +844,9 @@ async fn the_code_and_the_transaction_travel_over_real_smtp() {
     let mut smtp = tally_channels::SmtpConfig::new("127.0.0.1", "Tally <noreply@node.test>");
     smtp.port = Some(port);
     smtp.tls = tally_channels::SmtpTls::None;
-    let channels = tally_channels::ChannelSet::new()
-        .with(Arc::new(tally_channels::SmtpChannel::new(smtp).expect("smtp channel")));
+    let channels = tally_channels::ChannelSet::new().with(Arc::new(
+        tally_channels::SmtpChannel::new(smtp).expect("smtp channel"),
+    ));
     let w = World::new().await;
     let deliver = || async {
         tally_service::workers::deliver_due(&w.api.node, &channels, Timestamp::now())
@@ -702,13 +881,24 @@ async fn the_code_and_the_transaction_travel_over_real_smtp() {
         .send()
         .await
         .expect(StatusCode::CREATED);
-    assert_eq!(r.str("/address"), "c***@example.com", "addresses are shown masked");
+    assert_eq!(
+        r.str("/address"),
+        "c***@example.com",
+        "addresses are shown masked"
+    );
     let session = r.str("/session").to_string();
     assert_eq!(deliver().await, 1);
     let text = receive();
     assert!(text.contains("carol@example.com"), "{text}");
-    w.verify(&session, &code_in(&text), None).await.expect(StatusCode::OK);
-    let shown = w.api.get(&format!("/v1/oob/sessions/{session}")).send().await.expect(StatusCode::OK);
+    w.verify(&session, &code_in(&text), None)
+        .await
+        .expect(StatusCode::OK);
+    let shown = w
+        .api
+        .get(&format!("/v1/oob/sessions/{session}"))
+        .send()
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(shown.str("/delivery"), "sent");
 
     // A payment: the mail shows amount, payee and goods in clear with the code.
@@ -725,7 +915,10 @@ async fn the_code_and_the_transaction_travel_over_real_smtp() {
     assert_eq!(deliver().await, 1);
     let text = receive();
     assert!(text.contains("Subject: Confirm 7.25 EUR to shop"), "{text}");
-    assert!(text.contains("7.25 EUR to shop") && text.contains("Green teapot"), "{text}");
+    assert!(
+        text.contains("7.25 EUR to shop") && text.contains("Green teapot"),
+        "{text}"
+    );
     assert_eq!(w.balance(&carol_eur).await, 5_000);
     // The database never holds the live code: the stored text has a placeholder, filled in
     // at delivery from the session and the node's key.
@@ -737,8 +930,12 @@ async fn the_code_and_the_transaction_travel_over_real_smtp() {
         .await
         .expect("read")
         .expect("stored message");
-    assert!(stored.message.body.contains("{{code}}") && !stored.message.body.contains(&code_in(&text)));
-    w.verify(&session, &code_in(&text), Some(purpose)).await.expect(StatusCode::OK);
+    assert!(
+        stored.message.body.contains("{{code}}") && !stored.message.body.contains(&code_in(&text))
+    );
+    w.verify(&session, &code_in(&text), Some(purpose))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(w.balance(&carol_eur).await, 5_000 - 725);
     assert_eq!(w.balance(&w.shop_eur).await, 725);
     w.audit_passes().await;

@@ -37,9 +37,12 @@ impl Timestamp {
 
     /// Parses RFC 3339 text (`2026-11-01T00:00:00Z`); `None` if malformed or out of range.
     pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
-        let t = ::time::OffsetDateTime::parse(text, &::time::format_description::well_known::Rfc3339)
-            .ok()?;
-        i64::try_from(t.unix_timestamp_nanos() / 1000).ok().map(Timestamp)
+        let t =
+            ::time::OffsetDateTime::parse(text, &::time::format_description::well_known::Rfc3339)
+                .ok()?;
+        i64::try_from(t.unix_timestamp_nanos() / 1000)
+            .ok()
+            .map(Timestamp)
     }
 
     /// RFC 3339 text, e.g. `2026-11-22T01:58:51.123456Z`.

@@ -52,7 +52,11 @@ impl NodeClock {
 
 impl std::fmt::Debug for NodeClock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "NodeClock(test)" } else { "NodeClock(wall)" })
+        f.write_str(if self.0.is_some() {
+            "NodeClock(test)"
+        } else {
+            "NodeClock(wall)"
+        })
     }
 }
 
@@ -603,7 +607,12 @@ impl Node {
             .is_some_and(|a| a.owner == by.owner))
     }
 
-    pub(crate) async fn require_owner(&self, by: &Principal, account: Id, why: &'static str) -> Result<()> {
+    pub(crate) async fn require_owner(
+        &self,
+        by: &Principal,
+        account: Id,
+        why: &'static str,
+    ) -> Result<()> {
         if by.is_admin() || self.owns(by, account).await? {
             Ok(())
         } else {

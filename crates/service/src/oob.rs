@@ -30,9 +30,8 @@ use tally_ledger::{Command, Request};
 use tally_proto::oob::{Certified, OobError, Policy, Purpose, Session, State, Transaction};
 use tally_store::oob::{
     Address, CertificateRow, Mail, RegisterEntry, SessionRow, TokenRow, insert_address,
-    insert_certificate, insert_mail, insert_register, insert_session, insert_token,
-    mark_retrieved, settle_register, update_session, upsert_rule, upsert_subscriber,
-    verify_address,
+    insert_certificate, insert_mail, insert_register, insert_session, insert_token, mark_retrieved,
+    settle_register, update_session, upsert_rule, upsert_subscriber, verify_address,
 };
 use tally_store::outbox::NewMessage;
 use tally_store::{Attachment, Outcome, StoreError};
@@ -412,8 +411,7 @@ fn oob(e: OobError) -> ServiceError {
 }
 
 fn text_field(field: &'static str, value: &str, max: usize) -> Result<()> {
-    if value.is_empty() || value.len() > max || value.chars().any(|c| c.is_control() && c != '\n')
-    {
+    if value.is_empty() || value.len() > max || value.chars().any(|c| c.is_control() && c != '\n') {
         return Err(invalid(field, format!("1 to {max} bytes of text")));
     }
     Ok(())
@@ -488,12 +486,17 @@ impl Node {
     ) -> Result<()> {
         check_name("user", user)?;
         if !by.is_admin() && by.owner != user {
-            return Err(ServiceError::Forbidden("you can only manage your own subscription"));
+            return Err(ServiceError::Forbidden(
+                "you can only manage your own subscription",
+            ));
         }
         if let Some(account) = contract_account {
             let a = self.inner.store.account(account).await?;
-            if !a.is_some_and(|a| a.owner == user) {
-                return Err(invalid("contract_account", "must be an account of the user"));
+            if a.is_none_or(|a| a.owner != user) {
+                return Err(invalid(
+                    "contract_account",
+                    "must be an account of the user",
+                ));
             }
         }
         let now = self.now();
@@ -517,7 +520,9 @@ impl Node {
     ) -> Result<SessionView> {
         check_name("user", user)?;
         if !by.is_admin() && by.owner != user {
-            return Err(ServiceError::Forbidden("you can only add your own addresses"));
+            return Err(ServiceError::Forbidden(
+                "you can only add your own addresses",
+            ));
         }
         channel_kind(channel, self.inner.dev)?;
         text_field("address", address, 256)?;
@@ -576,7 +581,9 @@ impl Node {
     /// A user's addresses.
     pub async fn addresses(&self, by: &Principal, user: &str) -> Result<Vec<Address>> {
         if !by.is_admin() && by.owner != user {
-            return Err(ServiceError::Forbidden("you can only see your own addresses"));
+            return Err(ServiceError::Forbidden(
+                "you can only see your own addresses",
+            ));
         }
         Ok(self.inner.store.addresses_of(user).await?)
     }
@@ -618,7 +625,8 @@ impl Node {
 
     fn address_from_certificate(&self, user: &str, pem: &str) -> Result<(String, String)> {
         let bad = |why: &str| invalid("certificate", why.to_string());
-        let cert = tally_kernel::crypto::Certificate::from_pem(pem).map_err(|_| bad("not a PEM certificate"))?;
+        let cert = tally_kernel::crypto::Certificate::from_pem(pem)
+            .map_err(|_| bad("not a PEM certificate"))?;
         cert.verify_issued_by(self.inner.ca.certificate(), self.now())
             .map_err(|e| bad(&format!("not valid for this node: {e}")))?;
         if cert.subject_common_name().as_deref() != Some(user) {
@@ -629,7 +637,9 @@ impl Node {
             .map_err(|_| bad("unreadable extensions"))?
             .ok_or_else(|| bad("carries no address extension"))?;
         let text = parse_der_utf8(&value).ok_or_else(|| bad("malformed address extension"))?;
-        let (channel, address) = text.split_once(':').ok_or_else(|| bad("malformed address"))?;
+        let (channel, address) = text
+            .split_once(':')
+            .ok_or_else(|| bad("malformed address"))?;
         channel_kind(channel, self.inner.dev)?;
         Ok((channel.to_string(), address.to_string()))
     }
@@ -687,7 +697,7 @@ impl Node {
                 return Ok(Opened::Normal { transfer, replayed });
             }
         };
-        match self.open_with(plan).await {
+        match self.open_with(*plan).await {
             Ok((session, replayed)) => Ok(Opened::Secured { session, replayed }),
             // Two retries with one key raced: the loser returns the winner's session.
             Err(ServiceError::Ledger(tally_ledger::LedgerError::IdempotencyConflict))
@@ -754,7 +764,9 @@ impl Node {
                 bet: memo,
             } => {
                 if !is_self(by) {
-                    return Err(ServiceError::Forbidden("only the user certifies its transfers"));
+                    return Err(ServiceError::Forbidden(
+                        "only the user certifies its transfers",
+                    ));
                 }
                 let debit = self.account_of(*debit_account, "debit_account").await?;
                 if debit.owner != user {
@@ -799,7 +811,9 @@ impl Node {
                 terminal,
             } => {
                 let by = by.ok_or(ServiceError::Unauthorized)?;
-                let merchant = self.account_of(*merchant_account, "merchant_account").await?;
+                let merchant = self
+                    .account_of(*merchant_account, "merchant_account")
+                    .await?;
                 if !by.is_admin() && (by.role != Role::Merchant || merchant.owner != by.owner) {
                     return Err(ServiceError::Forbidden(
                         "payment sessions are opened by the merchant being paid",
@@ -818,7 +832,10 @@ impl Node {
                         .await?
                         .and_then(|s| s.contract_account)
                         .ok_or_else(|| {
-                            invalid("payer_account", "the user has no stored account (no contract)")
+                            invalid(
+                                "payer_account",
+                                "the user has no stored account (no contract)",
+                            )
                         })?,
                 };
                 let payer_row = self.account_of(payer, "payer_account").await?;
@@ -867,7 +884,9 @@ impl Node {
                 description,
             } => {
                 let by = by.ok_or(ServiceError::Unauthorized)?;
-                let merchant = self.account_of(*merchant_account, "merchant_account").await?;
+                let merchant = self
+                    .account_of(*merchant_account, "merchant_account")
+                    .await?;
                 if !by.is_admin() && (by.role != Role::Merchant || merchant.owner != by.owner) {
                     return Err(ServiceError::Forbidden(
                         "trustee payments are opened by the merchant being paid",
@@ -906,7 +925,9 @@ impl Node {
             }
             AppRequest::MailRetrieve { mail_id } => {
                 if !is_self(by) {
-                    return Err(ServiceError::Forbidden("only the recipient retrieves its mail"));
+                    return Err(ServiceError::Forbidden(
+                        "only the recipient retrieves its mail",
+                    ));
                 }
                 let mail = self
                     .inner
@@ -920,7 +941,10 @@ impl Node {
                     })?;
                 payload.counterparty = Some(mail.sender.clone());
                 Purpose::Message(Certified {
-                    title: format!("Retrieve registered mail from {}: {}", mail.sender, mail.subject),
+                    title: format!(
+                        "Retrieve registered mail from {}: {}",
+                        mail.sender, mail.subject
+                    ),
                     sha256: hex::encode(sha256(mail.body.as_bytes())),
                 })
             }
@@ -929,7 +953,7 @@ impl Node {
             Some(pem) => self.address_from_certificate(user, pem)?,
             None => self.channel_b(user, req.channel.as_deref()).await?,
         };
-        Ok(Planned::Secured(OpenPlan {
+        Ok(Planned::Secured(Box::new(OpenPlan {
             user: user.to_string(),
             opened_by: by.map_or_else(|| "web".to_string(), |b| b.owner.clone()),
             application: req.app.name(),
@@ -940,7 +964,7 @@ impl Node {
             client_key,
             command,
             extra: Vec::new(),
-        }))
+        })))
     }
 
     fn purpose_simple(&self, app: &AppRequest) -> Result<Purpose> {
@@ -984,7 +1008,9 @@ impl Node {
     pub async fn set_rule(&self, by: &Principal, owner: &str, amount: Amount) -> Result<()> {
         check_name("owner", owner)?;
         if !by.is_admin() && by.owner != owner {
-            return Err(ServiceError::Forbidden("you can only set your own threshold"));
+            return Err(ServiceError::Forbidden(
+                "you can only set your own threshold",
+            ));
         }
         if amount.minor < 0 {
             return Err(invalid("secured_above", "must not be negative"));
@@ -1191,7 +1217,6 @@ fn view(row: &SessionRow, delivery: String, hold_id: Option<Id>) -> Result<Sessi
                 .map_err(corrupt)?,
         })
     }
-
 }
 
 impl Node {
@@ -1271,7 +1296,9 @@ impl Node {
         after.updated_at = now;
         let mut token = None;
         let (key, command, mut attachments) = match &verdict {
-            Err(_) if !changed => return Err(oob(verdict.err().unwrap_or(OobError::SessionClosed))),
+            Err(_) if !changed => {
+                return Err(oob(verdict.err().unwrap_or(OobError::SessionClosed)));
+            }
             Err(OobError::TooManyAttempts) => {
                 let command = match payload.hold_id {
                     Some(hold) => Command::Void { pending_id: hold },
@@ -1294,7 +1321,11 @@ impl Node {
                 let effect = self.effect(row, &next, &payload, now).await?;
                 after.result = Some(effect.result.to_string());
                 token = effect.token;
-                (format!(":oob:{hex_number}:verified"), effect.command, effect.attachments)
+                (
+                    format!(":oob:{hex_number}:verified"),
+                    effect.command,
+                    effect.attachments,
+                )
             }
         };
         attachments.extend(update_session(row, &after));
@@ -1350,7 +1381,10 @@ impl Node {
                 settlement_id: None,
             })?)
         };
-        let certificate = |kind: &str, owner: &str, what: serde_json::Value| -> Result<(Attachment, serde_json::Value)> {
+        let certificate = |kind: &str,
+                           owner: &str,
+                           what: serde_json::Value|
+         -> Result<(Attachment, serde_json::Value)> {
             let body = serde_json::json!({
                 "kind": kind,
                 "session": hex_number,
@@ -1380,7 +1414,10 @@ impl Node {
                 .ok_or_else(|| corrupt("address session without address"))?;
             attachments.push(verify_address(id, now));
             return Ok(Effect {
-                command: record("address_verified", serde_json::json!({ "session": hex_number, "address": id })),
+                command: record(
+                    "address_verified",
+                    serde_json::json!({ "session": hex_number, "address": id }),
+                ),
                 attachments,
                 result: serde_json::json!({ "address_verified": id }),
                 token: None,
@@ -1424,7 +1461,10 @@ impl Node {
                 attachments.push(register(kind)?);
                 let (cert, json) = certificate(kind, user, serde_json::json!({}))?;
                 attachments.push(cert);
-                let memo = transaction.as_ref().map(|t| t.description.clone()).unwrap_or_default();
+                let memo = transaction
+                    .as_ref()
+                    .map(|t| t.description.clone())
+                    .unwrap_or_default();
                 Effect {
                     command: Command::Transfer {
                         debit_account: *debit_account,
@@ -1444,7 +1484,8 @@ impl Node {
                     .hold_id
                     .ok_or_else(|| corrupt("payment session without hold"))?;
                 attachments.push(register("payment")?);
-                let (cert, json) = certificate("payment", user, serde_json::json!({ "hold": hold }))?;
+                let (cert, json) =
+                    certificate("payment", user, serde_json::json!({ "hold": hold }))?;
                 attachments.push(cert);
                 Effect {
                     command: Command::Post {
@@ -1503,7 +1544,10 @@ impl Node {
                     }));
                 }
                 Effect {
-                    command: record("mail_deposited", serde_json::json!({ "session": hex_number, "mail": mail.id, "sender": user, "recipient": recipient })),
+                    command: record(
+                        "mail_deposited",
+                        serde_json::json!({ "session": hex_number, "mail": mail.id, "sender": user, "recipient": recipient }),
+                    ),
                     attachments,
                     result: serde_json::json!({ "mail": mail.id, "certificate": json }),
                     token: None,
@@ -1538,7 +1582,10 @@ impl Node {
                     }));
                 }
                 Effect {
-                    command: record("mail_retrieved", serde_json::json!({ "session": hex_number, "mail": mail.id })),
+                    command: record(
+                        "mail_retrieved",
+                        serde_json::json!({ "session": hex_number, "mail": mail.id }),
+                    ),
                     attachments,
                     result: serde_json::json!({ "mail": mail, "certificate": json }),
                     token: None,
@@ -1624,7 +1671,9 @@ impl Node {
     /// A user's sessions (the user or the operator).
     pub async fn oob_sessions(&self, by: &Principal, user: &str) -> Result<Vec<SessionView>> {
         if !by.is_admin() && by.owner != user {
-            return Err(ServiceError::Forbidden("you can only list your own sessions"));
+            return Err(ServiceError::Forbidden(
+                "you can only list your own sessions",
+            ));
         }
         let rows = self.inner.store.oob_sessions_of(user, 100).await?;
         rows.iter().map(|r| view(r, "-".into(), None)).collect()
@@ -1633,7 +1682,9 @@ impl Node {
     /// A user's certificates (the user or the operator).
     pub async fn certificates(&self, by: &Principal, user: &str) -> Result<Vec<CertificateRow>> {
         if !by.is_admin() && by.owner != user {
-            return Err(ServiceError::Forbidden("you can only list your own certificates"));
+            return Err(ServiceError::Forbidden(
+                "you can only list your own certificates",
+            ));
         }
         Ok(self.inner.store.certificates_of(user, 200).await?)
     }
@@ -1696,7 +1747,9 @@ impl Node {
         to: Timestamp,
     ) -> Result<Statement> {
         if !by.is_admin() && by.owner != user {
-            return Err(ServiceError::Forbidden("you can only read your own statement"));
+            return Err(ServiceError::Forbidden(
+                "you can only read your own statement",
+            ));
         }
         let entries = self.inner.store.register_of(user, from, to).await?;
         let mut totals = std::collections::BTreeMap::new();
@@ -1727,8 +1780,13 @@ impl Node {
         let mut groups: std::collections::BTreeMap<(Id, String), Vec<RegisterEntry>> =
             std::collections::BTreeMap::new();
         for l in lines {
-            let Some(account) = l.payee_account else { continue };
-            groups.entry((account, l.currency.clone())).or_default().push(l);
+            let Some(account) = l.payee_account else {
+                continue;
+            };
+            groups
+                .entry((account, l.currency.clone()))
+                .or_default()
+                .push(l);
         }
         let fee_bps = self.inner.oob.settings.trustee_fee_bps;
         let mut payouts = Vec::new();
@@ -1757,10 +1815,7 @@ impl Node {
                         amount_minor: net,
                         currency: currency_code,
                         timeout_s: None,
-                        memo: format!(
-                            "trustee payout: {} payments, fee {fee_bps} bp",
-                            lines.len()
-                        ),
+                        memo: format!("trustee payout: {} payments, fee {fee_bps} bp", lines.len()),
                     },
                     attachments,
                 )
@@ -1783,7 +1838,7 @@ impl Node {
 }
 
 enum Planned {
-    Secured(OpenPlan),
+    Secured(Box<OpenPlan>),
     Normal(Command),
 }
 
@@ -1813,7 +1868,11 @@ fn corrupt(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::Store(StoreError::Corrupt(e.to_string()))
 }
 
-fn check_money(amount: Amount, debit: tally_kernel::Currency, credit: tally_kernel::Currency) -> Result<()> {
+fn check_money(
+    amount: Amount,
+    debit: tally_kernel::Currency,
+    credit: tally_kernel::Currency,
+) -> Result<()> {
     if amount.minor <= 0 {
         return Err(invalid("amount", "must be positive"));
     }
@@ -1824,7 +1883,8 @@ fn check_money(amount: Amount, debit: tally_kernel::Currency, credit: tally_kern
 }
 
 fn der_utf8(text: &str) -> Result<Vec<u8>> {
-    tally_kernel::crypto::ca::utf8_extension_value(text).map_err(|e| invalid("address", e.to_string()))
+    tally_kernel::crypto::ca::utf8_extension_value(text)
+        .map_err(|e| invalid("address", e.to_string()))
 }
 
 fn parse_der_utf8(der: &[u8]) -> Option<String> {

@@ -83,7 +83,10 @@ pub async fn deliver_due(
     let mut delivered = 0;
     for m in due {
         // Out-of-band codes are not stored: they are put into the text only now.
-        let result = match node.render_code(&m.message.dedup_key, &m.message.body).await {
+        let result = match node
+            .render_code(&m.message.dedup_key, &m.message.body)
+            .await
+        {
             Ok(body) => deliver_one(channels, &m, body.expose()).await,
             Err(e) => Err(tally_channels::ChannelError::Transient(format!(
                 "cannot render the message: {e}"

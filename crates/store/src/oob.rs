@@ -65,7 +65,11 @@ pub struct Address {
 }
 
 /// Creates the subscriber or sets its contract account.
-pub fn upsert_subscriber(user_id: &str, contract_account: Option<Id>, now: Timestamp) -> Attachment {
+pub fn upsert_subscriber(
+    user_id: &str,
+    contract_account: Option<Id>,
+    now: Timestamp,
+) -> Attachment {
     row(
         "INSERT INTO subscribers (user_id, contract_account, created_at) VALUES ($1, $2, $3) \
          ON CONFLICT (user_id) DO UPDATE SET contract_account = \
@@ -506,7 +510,12 @@ fn register(r: &AnyRow) -> Result<RegisterEntry, StoreError> {
 // ----- rules -------------------------------------------------------------------------------
 
 /// Sets a threshold rule.
-pub fn upsert_rule(owner: &str, currency: &str, secured_above_minor: i64, now: Timestamp) -> Attachment {
+pub fn upsert_rule(
+    owner: &str,
+    currency: &str,
+    secured_above_minor: i64,
+    now: Timestamp,
+) -> Attachment {
     row(
         "INSERT INTO oob_rules (owner, currency, secured_above_minor, updated_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (owner, currency) DO UPDATE SET secured_above_minor = excluded.secured_above_minor, \
@@ -554,7 +563,9 @@ impl Store {
     /// A user's addresses, oldest first.
     pub async fn addresses_of(&self, user_id: &str) -> Result<Vec<Address>, StoreError> {
         let sql = format!("{ADDRESS_SELECT} WHERE user_id = $1 ORDER BY created_at, id");
-        let rows = self.fetch_all(sql, vec![Value::Text(user_id.into())]).await?;
+        let rows = self
+            .fetch_all(sql, vec![Value::Text(user_id.into())])
+            .await?;
         rows.iter().map(address).collect()
     }
 
@@ -562,13 +573,19 @@ impl Store {
     pub async fn address(&self, channel: &str, addr: &str) -> Result<Option<Address>, StoreError> {
         let sql = format!("{ADDRESS_SELECT} WHERE channel = $1 AND address = $2");
         let rows = self
-            .fetch_all(sql, vec![Value::Text(channel.into()), Value::Text(addr.into())])
+            .fetch_all(
+                sql,
+                vec![Value::Text(channel.into()), Value::Text(addr.into())],
+            )
             .await?;
         rows.first().map(address).transpose()
     }
 
     /// The event of the journal entry made under an idempotency key.
-    pub async fn journal_event(&self, key: &str) -> Result<Option<tally_ledger::Event>, StoreError> {
+    pub async fn journal_event(
+        &self,
+        key: &str,
+    ) -> Result<Option<tally_ledger::Event>, StoreError> {
         let rows = self
             .fetch_all(
                 "SELECT body FROM journal WHERE idempotency_key = $1".into(),
@@ -578,7 +595,8 @@ impl Store {
         rows.first()
             .map(|r| {
                 let body: Vec<u8> = r.try_get("body")?;
-                serde_json::from_slice(&body).map_err(|e| StoreError::Corrupt(format!("journal body: {e}")))
+                serde_json::from_slice(&body)
+                    .map_err(|e| StoreError::Corrupt(format!("journal body: {e}")))
             })
             .transpose()
     }
@@ -586,7 +604,9 @@ impl Store {
     /// One session by number.
     pub async fn oob_session(&self, number: &[u8; 16]) -> Result<Option<SessionRow>, StoreError> {
         let sql = format!("{SESSION_SELECT} WHERE id = $1");
-        let rows = self.fetch_all(sql, vec![Value::Blob(number.to_vec())]).await?;
+        let rows = self
+            .fetch_all(sql, vec![Value::Blob(number.to_vec())])
+            .await?;
         rows.first().map(session).transpose()
     }
 
@@ -598,7 +618,11 @@ impl Store {
     }
 
     /// A user's sessions, newest first.
-    pub async fn oob_sessions_of(&self, user_id: &str, limit: i64) -> Result<Vec<SessionRow>, StoreError> {
+    pub async fn oob_sessions_of(
+        &self,
+        user_id: &str,
+        limit: i64,
+    ) -> Result<Vec<SessionRow>, StoreError> {
         let sql = format!("{SESSION_SELECT} WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2");
         let rows = self
             .fetch_all(sql, vec![Value::Text(user_id.into()), Value::Int(limit)])
@@ -625,7 +649,11 @@ impl Store {
     }
 
     /// A user's certificates, newest first.
-    pub async fn certificates_of(&self, user_id: &str, limit: i64) -> Result<Vec<CertificateRow>, StoreError> {
+    pub async fn certificates_of(
+        &self,
+        user_id: &str,
+        limit: i64,
+    ) -> Result<Vec<CertificateRow>, StoreError> {
         let rows = self
             .fetch_all(
                 "SELECT id, session_id, user_id, kind, body, created_at FROM certificates \
@@ -690,7 +718,11 @@ impl Store {
     }
 
     /// Trustee lines not yet paid out, made before `until`, oldest first.
-    pub async fn unsettled_trustee(&self, until: Timestamp, limit: i64) -> Result<Vec<RegisterEntry>, StoreError> {
+    pub async fn unsettled_trustee(
+        &self,
+        until: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<RegisterEntry>, StoreError> {
         let sql = format!(
             "{REGISTER_SELECT} WHERE kind = 'trustee' AND settled_at IS NULL AND created_at < $1 \
              ORDER BY created_at, id LIMIT $2"
@@ -705,7 +737,8 @@ impl Store {
     pub async fn rule(&self, owner: &str, currency: &str) -> Result<Option<i64>, StoreError> {
         let rows = self
             .fetch_all(
-                "SELECT secured_above_minor FROM oob_rules WHERE owner = $1 AND currency = $2".into(),
+                "SELECT secured_above_minor FROM oob_rules WHERE owner = $1 AND currency = $2"
+                    .into(),
                 vec![Value::Text(owner.into()), Value::Text(currency.into())],
             )
             .await?;
@@ -717,15 +750,18 @@ impl Store {
     /// Stores `value` under `name` unless a value is there, and returns the stored value:
     /// the first process to start decides, the others must agree.
     pub async fn setting_or_insert(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
-        sqlx::query("INSERT INTO node_settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-            .bind(name.to_string())
-            .bind(value.to_vec())
-            .execute(self.pool())
-            .await?;
-        let (stored,): (Vec<u8>,) = sqlx::query_as("SELECT value FROM node_settings WHERE name = $1")
-            .bind(name.to_string())
-            .fetch_one(self.pool())
-            .await?;
+        sqlx::query(
+            "INSERT INTO node_settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name.to_string())
+        .bind(value.to_vec())
+        .execute(self.pool())
+        .await?;
+        let (stored,): (Vec<u8>,) =
+            sqlx::query_as("SELECT value FROM node_settings WHERE name = $1")
+                .bind(name.to_string())
+                .fetch_one(self.pool())
+                .await?;
         Ok(stored)
     }
 }

@@ -727,15 +727,24 @@ async fn guarded_rows_are_decided_once(db: Db) {
     // The per-address quota is a guard too: the third session for the address is refused.
     let mut second = row.clone();
     second.id = *Id::new().as_bytes();
-    b.execute_with(record(format!("open:{}", Id::new())), insert_session(&second, since, 2).into_iter().collect())
-        .await
-        .expect("second fits");
+    b.execute_with(
+        record(format!("open:{}", Id::new())),
+        insert_session(&second, since, 2).into_iter().collect(),
+    )
+    .await
+    .expect("second fits");
     let mut third = row.clone();
     third.id = *Id::new().as_bytes();
     let refused = a
-        .execute_with(record(format!("open:{}", Id::new())), insert_session(&third, since, 2).into_iter().collect())
+        .execute_with(
+            record(format!("open:{}", Id::new())),
+            insert_session(&third, since, 2).into_iter().collect(),
+        )
         .await;
-    assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
+    );
     assert!(a.oob_session(&third.id).await.expect("read").is_none());
 
     let mut current = row;
@@ -745,26 +754,48 @@ async fn guarded_rows_are_decided_once(db: Db) {
         let mut other = current.clone();
         other.state = "verified".into();
         other.attempts += 1;
-        let (ka, kb) = (format!("r{round}:a:{}", Id::new()), format!("r{round}:b:{}", Id::new()));
+        let (ka, kb) = (
+            format!("r{round}:a:{}", Id::new()),
+            format!("r{round}:b:{}", Id::new()),
+        );
         let (ra, rb) = tokio::join!(
-            a.execute_with(record(ka.clone()), update_session(&current, &next).into_iter().collect()),
-            b.execute_with(record(kb.clone()), update_session(&current, &other).into_iter().collect()),
+            a.execute_with(
+                record(ka.clone()),
+                update_session(&current, &next).into_iter().collect()
+            ),
+            b.execute_with(
+                record(kb.clone()),
+                update_session(&current, &other).into_iter().collect()
+            ),
         );
         let wins = [ra.is_ok(), rb.is_ok()];
-        assert_eq!(wins.iter().filter(|w| **w).count(), 1, "round {round}: {ra:?} {rb:?}");
+        assert_eq!(
+            wins.iter().filter(|w| **w).count(),
+            1,
+            "round {round}: {ra:?} {rb:?}"
+        );
         let loser = if ra.is_ok() { rb } else { ra };
         assert!(matches!(loser, Err(StoreError::Conflict(_))), "{loser:?}");
         let stored = a.oob_session(&number).await.expect("read").expect("row");
         let (winner, losing_key) = if wins[0] { (next, kb) } else { (other, ka) };
-        assert_eq!((stored.state.as_str(), stored.attempts), (winner.state.as_str(), winner.attempts));
-        assert!(a.journal_event(&losing_key).await.expect("read").is_none(), "the loser left no entry");
+        assert_eq!(
+            (stored.state.as_str(), stored.attempts),
+            (winner.state.as_str(), winner.attempts)
+        );
+        assert!(
+            a.journal_event(&losing_key).await.expect("read").is_none(),
+            "the loser left no entry"
+        );
         current = stored;
         if current.state != "open" {
             current.state = "open".into();
             let reopen = update_session(&stored_clone(&a, &number).await, &current);
-            a.execute_with(record(format!("reopen:{}", Id::new())), reopen.into_iter().collect())
-                .await
-                .expect("reopen");
+            a.execute_with(
+                record(format!("reopen:{}", Id::new())),
+                reopen.into_iter().collect(),
+            )
+            .await
+            .expect("reopen");
         }
     }
     audit_ok(&a).await;

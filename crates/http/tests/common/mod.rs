@@ -206,4 +206,3 @@ impl Api {
         self.account(&self.admin, id).await.i64("/balance/minor")
     }
 }
-
