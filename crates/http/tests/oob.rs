@@ -940,3 +940,64 @@ async fn the_code_and_the_transaction_travel_over_real_smtp() {
     assert_eq!(w.balance(&w.shop_eur).await, 725);
     w.audit_passes().await;
 }
+
+#[tokio::test]
+async fn a_failing_channel_is_shown_retried_and_authorises_nothing() {
+    // An SMTP relay that refuses connections: a port we bound and closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut smtp = tally_channels::SmtpConfig::new("127.0.0.1", "Tally <noreply@node.test>");
+    smtp.port = Some(port);
+    smtp.tls = tally_channels::SmtpTls::None;
+    smtp.timeout_ms = 2_000;
+    let channels = tally_channels::ChannelSet::new().with(Arc::new(
+        tally_channels::SmtpChannel::new(smtp).expect("smtp channel"),
+    ));
+    let w = World::new().await;
+    let r = w
+        .api
+        .post("/v1/subscribers/dave/addresses")
+        .key(&w.api.admin)
+        .json(json!({"channel": "email", "address": "dave@example.com"}))
+        .send()
+        .await
+        .expect(StatusCode::CREATED);
+    let session = r.str("/session").to_string();
+    let delivered = tally_service::workers::deliver_due(&w.api.node, &channels, Timestamp::now())
+        .await
+        .expect("delivery pass");
+    assert_eq!(delivered, 0);
+    // The user (channel A) is told the code has not gone out, and why.
+    let shown = w
+        .api
+        .get(&format!("/v1/oob/sessions/{session}"))
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(shown.str("/delivery"), "pending", "{}", shown.body);
+    assert!(!shown.str("/delivery_error").is_empty());
+    // Guessing authorises nothing; the message stays queued for the next attempt.
+    w.verify(&session, "12345678", None)
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "wrong_code");
+    let stored = w
+        .api
+        .node
+        .store()
+        .message(&format!(":oob:{session}:code"))
+        .await
+        .expect("read")
+        .expect("queued");
+    assert_eq!((stored.state.as_str(), stored.attempts), ("pending", 1));
+    let r = w
+        .api
+        .get("/v1/subscribers/dave/addresses")
+        .key(&w.api.admin)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert!(r.body[0]["verified_at"].is_null(), "{}", r.body);
+    assert_eq!(w.balances().await, [10_000, 2_000, 0]);
+}

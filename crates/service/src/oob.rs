@@ -328,8 +328,11 @@ pub struct SessionView {
     pub channel: String,
     /// Channel B address, masked.
     pub address: String,
-    /// Delivery of the code: `pending`, `sent` or `failed`.
+    /// Delivery of the code: `pending` (retried while it fails), `sent` or `failed` (given
+    /// up: open a new session).
     pub delivery: String,
+    /// Why the last delivery attempt failed, if it did.
+    pub delivery_error: Option<String>,
     /// The payment hold, if any.
     pub hold_id: Option<Id>,
     /// What verification produced, once verified.
@@ -1157,13 +1160,16 @@ impl Node {
         Ok((self.present(&row).await?, false))
     }
 
-    async fn delivery(&self, hex_number: &str) -> Result<String> {
+    async fn delivery(&self, hex_number: &str) -> Result<Delivery> {
         Ok(self
             .inner
             .store
             .message(&format!(":oob:{hex_number}:code"))
             .await?
-            .map_or_else(|| "pending".into(), |m| m.state))
+            .map_or_else(
+                || Delivery("pending".into(), None),
+                |m| Delivery(m.state, m.last_error),
+            ))
     }
 
     /// The session as shown, with its code's delivery state and its hold.
@@ -1194,7 +1200,10 @@ fn open_key(row: &SessionRow) -> String {
         .unwrap_or_else(|| format!(":oob_open:{}", hex::encode(row.id)))
 }
 
-fn view(row: &SessionRow, delivery: String, hold_id: Option<Id>) -> Result<SessionView> {
+/// A code message's delivery state and last error.
+struct Delivery(String, Option<String>);
+
+fn view(row: &SessionRow, delivery: Delivery, hold_id: Option<Id>) -> Result<SessionView> {
     {
         let session: Session = serde_json::from_str(&row.session).map_err(corrupt)?;
         Ok(SessionView {
@@ -1206,7 +1215,8 @@ fn view(row: &SessionRow, delivery: String, hold_id: Option<Id>) -> Result<Sessi
             expires_at: row.expires_at,
             channel: row.channel.clone(),
             address: mask(&row.channel, &row.address),
-            delivery,
+            delivery: delivery.0,
+            delivery_error: delivery.1,
             hold_id,
             purpose: session.purpose,
             result: row
@@ -1676,7 +1686,9 @@ impl Node {
             ));
         }
         let rows = self.inner.store.oob_sessions_of(user, 100).await?;
-        rows.iter().map(|r| view(r, "-".into(), None)).collect()
+        rows.iter()
+            .map(|r| view(r, Delivery("-".into(), None), None))
+            .collect()
     }
 
     /// A user's certificates (the user or the operator).
