@@ -28,6 +28,7 @@ pub mod oob;
 pub mod openapi;
 pub mod ops;
 pub mod telemetry;
+pub mod web;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -106,6 +107,7 @@ fn layered(app: Router, options: &HttpOptions) -> Router {
         ))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(axum::middleware::from_fn(middleware::normalise_errors))
+        // HTML pages pass `normalise_errors` as 200 and get their real status back here.
         .layer(axum::middleware::from_fn(middleware::record_metrics))
         .layer(PropagateRequestIdLayer::new(HeaderName::from_static(
             "x-request-id",
@@ -129,7 +131,8 @@ fn layered(app: Router, options: &HttpOptions) -> Router {
         ))
 }
 
-/// The route table. Every route here is in [`openapi`] (a test checks both directions).
+/// The route table. Every API route here is in [`openapi`] (a test checks both directions);
+/// the web page's HTML routes ([`web::routes`]) are not part of the API document.
 fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(ops::healthz))
@@ -180,6 +183,8 @@ fn routes() -> Router<AppState> {
         .route("/v1/mail", get(oob::mailbox))
         .route("/v1/offers", post(oob::deposit_offer))
         .route("/v1/trustee/settle", post(oob::settle))
+        // The web page (HTML for people, not part of the API document).
+        .merge(web::routes())
 }
 
 /// The OpenAPI 3.1 document of [`router`].

@@ -205,19 +205,20 @@ pub async fn record_metrics(req: Request, next: Next) -> Response {
     response
 }
 
-fn is_json(response: &Response) -> bool {
+/// Our own answers: the API's JSON, and the web page's HTML (nothing else here makes HTML).
+fn is_ours(response: &Response) -> bool {
     response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"))
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"))
 }
 
 /// Rewrites error responses that are not ours (empty or plain text) into our JSON format.
 pub async fn normalise_errors(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) || is_json(&response) {
+    if !(status.is_client_error() || status.is_server_error()) || is_ours(&response) {
         return response;
     }
     let error = match status {
