@@ -1,12 +1,16 @@
-//! `tally bench ledger`: durable transfers per second on SQLite and PostgreSQL, next to
-//! `pgbench` TPC-B measured on the same PostgreSQL in the same run.
+//! Benchmarks that print their figures next to `pgbench` TPC-B measured on the same
+//! PostgreSQL in the same run.
 //!
+//! `tally bench ledger`: durable transfers per second on SQLite and PostgreSQL.
 //! What is measured: many concurrent clients submit single transfers through
 //! `Store::execute`, the path every API call takes (validation, batched writer, journal,
 //! idempotency, checkpoints). A transfer counts only when its caller got the answer, which
 //! happens after its transaction committed (`synchronous=FULL` on SQLite, `fsync=on` on
 //! PostgreSQL). The run ends with a full audit so a fast but wrong ledger cannot pass.
 //! HTTP parsing is not included: the figure is the ledger's, as pgbench's is the database's.
+//!
+//! `tally bench auth`: completed out-of-band authentications per second (SPEC A1–A4); see
+//! [`auth`] for what is measured.
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -22,6 +26,10 @@ use tally_store::{Store, StoreError, WriteOptions};
 pub enum BenchCommand {
     /// Durable transfers/s on SQLite and PostgreSQL, with pgbench TPC-B as the reference.
     Ledger(LedgerBench),
+    /// Completed out-of-band authentications/s (open a login session, read its code from the
+    /// dev inbox, verify it; each step durable) on SQLite and PostgreSQL, with pgbench TPC-B
+    /// as the reference.
+    Auth(AuthBench),
 }
 
 #[derive(Args)]
@@ -38,6 +46,13 @@ pub struct LedgerBench {
     /// Most transfers per write transaction (group commit).
     #[arg(long, default_value_t = 4096)]
     batch_max: usize,
+    #[command(flatten)]
+    reference: Reference,
+}
+
+/// The PostgreSQL under test and the pgbench reference, shared by every benchmark.
+#[derive(Args)]
+pub struct Reference {
     /// Use this PostgreSQL instead of starting a throwaway cluster (its data is kept).
     #[arg(long, env = "TALLY_BENCH_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
@@ -52,8 +67,90 @@ pub struct LedgerBench {
     pgbench_scale: u32,
 }
 
+/// A PostgreSQL to benchmark on: the URL for Tally, the URL for pgbench, and the throwaway
+/// cluster (stopped on drop) when one was started.
+pub struct Postgres {
+    pub bench_url: String,
+    pub pgbench_url: String,
+    _cluster: Option<tally_testkit::PgCluster>,
+}
+
+impl Reference {
+    /// The PostgreSQL to use, or `None` (and a line saying why) when there is none.
+    pub fn postgres(&self) -> anyhow::Result<Option<Postgres>> {
+        if self.no_postgres {
+            return Ok(None);
+        }
+        if let Some(url) = &self.database_url {
+            return Ok(Some(Postgres {
+                bench_url: url.clone(),
+                pgbench_url: url.clone(),
+                _cluster: None,
+            }));
+        }
+        if tally_testkit::postgres_bin_dir().is_none() {
+            println!("PostgreSQL: no server binaries found (install Debian's postgresql); skipped");
+            return Ok(None);
+        }
+        eprintln!("starting a throwaway PostgreSQL cluster …");
+        let cluster = tally_testkit::PgCluster::start().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let bench_url = cluster.url();
+        let pgbench_url = cluster
+            .create_database("pgbench")
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Some(Postgres {
+            bench_url,
+            pgbench_url,
+            _cluster: Some(cluster),
+        }))
+    }
+
+    /// pgbench TPC-B on `pg`, in transactions per second.
+    pub async fn pgbench(&self, pg: &Postgres) -> anyhow::Result<f64> {
+        eprintln!(
+            "running pgbench TPC-B: -i -s {} then -c 8 -j 2 -T {} …",
+            self.pgbench_scale, self.pgbench_seconds
+        );
+        let (scale, secs) = (self.pgbench_scale, self.pgbench_seconds);
+        let url = pg.pgbench_url.clone();
+        tokio::task::spawn_blocking(move || tally_testkit::pgbench_tpcb(&url, scale, 8, 2, secs))
+            .await?
+            .map_err(|e| anyhow::anyhow!("pgbench: {e}"))
+    }
+
+    /// The results table: pgbench first (1.0x), then each measurement with its ratio.
+    pub fn print_table(&self, pgbench: Option<f64>, rows: &[(&str, f64)]) {
+        println!();
+        println!(
+            "{:<44} {:>14} {:>16}",
+            "measurement", "per second", "vs pgbench"
+        );
+        if let Some(tps) = pgbench {
+            println!(
+                "{:<44} {:>14} {:>16}",
+                format!(
+                    "pgbench TPC-B (-s {} -c 8 -j 2 -T {})",
+                    self.pgbench_scale, self.pgbench_seconds
+                ),
+                fmt_rate(tps),
+                "1.0x"
+            );
+        }
+        let ratio = |v: f64| pgbench.map_or("-".to_string(), |p| format!("{:.1}x", v / p));
+        for (label, rate) in rows {
+            println!("{:<44} {:>14} {:>16}", label, fmt_rate(*rate), ratio(*rate));
+        }
+    }
+}
+
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
-    let BenchCommand::Ledger(args) = cmd;
+    match cmd {
+        BenchCommand::Ledger(args) => ledger(args).await,
+        BenchCommand::Auth(args) => auth(args).await,
+    }
+}
+
+async fn ledger(args: LedgerBench) -> anyhow::Result<ExitCode> {
     println!(
         "tally bench ledger: {} clients, {} accounts, {} s per backend, batches of up to {}",
         args.concurrency, args.accounts, args.seconds, args.batch_max
@@ -64,77 +161,16 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
 
     let mut pg = None;
     let mut pgbench = None;
-    let mut _cluster = None;
-    if !args.no_postgres {
-        let urls = match &args.database_url {
-            Some(url) => Some((url.clone(), url.clone())),
-            None => match tally_testkit::postgres_bin_dir() {
-                Some(_) => {
-                    eprintln!("starting a throwaway PostgreSQL cluster …");
-                    let cluster =
-                        tally_testkit::PgCluster::start().map_err(|e| anyhow::anyhow!("{e}"))?;
-                    let bench_url = cluster.url();
-                    let pgbench_url = cluster
-                        .create_database("pgbench")
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    _cluster = Some(cluster);
-                    Some((bench_url, pgbench_url))
-                }
-                None => {
-                    println!(
-                        "PostgreSQL: no server binaries found (install Debian's postgresql); skipped"
-                    );
-                    None
-                }
-            },
-        };
-        if let Some((bench_url, pgbench_url)) = urls {
-            pg = Some(measure("PostgreSQL", &bench_url, &args).await?);
-            eprintln!(
-                "running pgbench TPC-B: -i -s {} then -c 8 -j 2 -T {} …",
-                args.pgbench_scale, args.pgbench_seconds
-            );
-            let (scale, secs) = (args.pgbench_scale, args.pgbench_seconds);
-            let tps = tokio::task::spawn_blocking(move || {
-                tally_testkit::pgbench_tpcb(&pgbench_url, scale, 8, 2, secs)
-            })
-            .await?
-            .map_err(|e| anyhow::anyhow!("pgbench: {e}"))?;
-            pgbench = Some(tps);
-        }
+    if let Some(postgres) = args.reference.postgres()? {
+        pg = Some(measure("PostgreSQL", &postgres.bench_url, &args).await?);
+        pgbench = Some(args.reference.pgbench(&postgres).await?);
     }
 
-    println!();
-    println!(
-        "{:<44} {:>14} {:>16}",
-        "measurement", "per second", "vs pgbench"
-    );
-    if let Some(tps) = pgbench {
-        println!(
-            "{:<44} {:>14} {:>16}",
-            format!(
-                "pgbench TPC-B (-s {} -c 8 -j 2 -T {})",
-                args.pgbench_scale, args.pgbench_seconds
-            ),
-            fmt_rate(tps),
-            "1.0x"
-        );
-    }
-    let ratio = |v: f64| pgbench.map_or("-".to_string(), |p| format!("{:.1}x", v / p));
-    println!(
-        "{:<44} {:>14} {:>16}",
-        "SQLite durable transfers",
-        fmt_rate(sqlite.rate),
-        ratio(sqlite.rate)
-    );
+    let mut rows = vec![("SQLite durable transfers", sqlite.rate)];
     if let Some(pg) = &pg {
-        println!(
-            "{:<44} {:>14} {:>16}",
-            "PostgreSQL durable transfers",
-            fmt_rate(pg.rate),
-            ratio(pg.rate)
-        );
+        rows.push(("PostgreSQL durable transfers", pg.rate));
     }
+    args.reference.print_table(pgbench, &rows);
     println!(
         "targets: SQLite >= 20x pgbench, PostgreSQL >= 3x pgbench; every counted transfer was acknowledged after commit"
     );
@@ -146,7 +182,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn fmt_rate(v: f64) -> String {
+pub fn fmt_rate(v: f64) -> String {
     let n = v.round() as u64;
     let s = n.to_string();
     let mut out = String::new();
@@ -159,9 +195,9 @@ fn fmt_rate(v: f64) -> String {
     out
 }
 
-struct Measured {
-    rate: f64,
-    audit_ok: bool,
+pub struct Measured {
+    pub rate: f64,
+    pub audit_ok: bool,
 }
 
 async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<Measured> {
@@ -329,4 +365,284 @@ async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<M
         rate,
         audit_ok: report.ok(),
     })
+}
+
+/// `tally bench auth`.
+#[derive(Args)]
+pub struct AuthBench {
+    /// Seconds of load per backend (the set-up before it is not counted).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Concurrent clients, each running one authentication after another.
+    #[arg(long, default_value_t = 512)]
+    clients: usize,
+    /// Subscribers, each with a verified dev address; each client takes its own users
+    /// (users are shared only when there are fewer users than clients).
+    #[arg(long, default_value_t = 512)]
+    users: usize,
+    #[command(flatten)]
+    reference: Reference,
+}
+
+/// `tally bench auth`: completed out-of-band authentications per second.
+///
+/// What is measured: an in-process dev-mode node (`Node::open`, as `tally serve --dev` runs
+/// it, without HTTP) per backend. Set-up, not counted: `users` subscribers, each with a `dev`
+/// address verified the normal way (`address_add`, the code from the dev inbox,
+/// `oob_verify`). Load: `clients` tasks, each looping `oob_open` (a login session for one
+/// of its users) → the code read from that user's dev inbox (`Node::dev_inbox`, the message
+/// whose `data.session` is this session) → `oob_verify`. One authentication counts when the
+/// verification answered with an access token; both the open and the verification are
+/// ledger commands whose journal entry, session row and message committed before the call
+/// returned (`synchronous=FULL`, `fsync=on`). The journal must grow by at least two entries
+/// per counted authentication, and the run ends with a full audit.
+async fn auth(args: AuthBench) -> anyhow::Result<ExitCode> {
+    if args.clients == 0 || args.users == 0 {
+        anyhow::bail!("--clients and --users must be at least 1");
+    }
+    println!(
+        "tally bench auth: {} clients, {} users with a verified dev address, {} s per backend",
+        args.clients, args.users, args.seconds
+    );
+    let sqlite = measure_auth("SQLite", None, &args).await?;
+    let mut pg = None;
+    let mut pgbench = None;
+    if let Some(postgres) = args.reference.postgres()? {
+        pg = Some(measure_auth("PostgreSQL", Some(postgres.bench_url.clone()), &args).await?);
+        pgbench = Some(args.reference.pgbench(&postgres).await?);
+    }
+    let mut rows = vec![("SQLite out-of-band authentications", sqlite.rate)];
+    if let Some(pg) = &pg {
+        rows.push(("PostgreSQL out-of-band authentications", pg.rate));
+    }
+    args.reference.print_table(pgbench, &rows);
+    println!(
+        "target: SQLite >= 5x pgbench; every counted authentication was verified, its open and its verification each acknowledged after commit"
+    );
+    let audits_ok = sqlite.audit_ok && pg.as_ref().is_none_or(|p| p.audit_ok);
+    Ok(if audits_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The code in a message body: the first run of 6–10 digits after the word "code".
+fn code_in(body: &str) -> Option<&str> {
+    let rest = &body[body.find("code")?..];
+    let digits = &rest[rest.find(|c: char| c.is_ascii_digit())?..];
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    (6..=10).contains(&end).then(|| &digits[..end])
+}
+
+/// The code sent for `session` to the dev inbox `address`, read as `GET
+/// /v1/dev/inbox/{address}` reads it (the node puts the code into the stored message, which
+/// holds only a placeholder): the newest message, or, when clients share a user and another
+/// session's message is newer, the matching one among the latest. Never another session's
+/// code.
+async fn code_of(
+    node: &tally_service::Node,
+    admin: &tally_service::Principal,
+    address: &str,
+    session: &str,
+) -> anyhow::Result<String> {
+    for limit in [1, 256] {
+        let messages = node.dev_inbox(admin, address, limit).await?;
+        let mine = messages.iter().find(|m| {
+            m.message
+                .data
+                .get("session")
+                .and_then(serde_json::Value::as_str)
+                == Some(session)
+        });
+        if let Some(m) = mine {
+            return code_in(&m.message.body)
+                .map(str::to_string)
+                .with_context(|| format!("no code in the message for session {session}"));
+        }
+    }
+    anyhow::bail!("no message for session {session} in the dev inbox {address}")
+}
+
+async fn measure_auth(
+    label: &str,
+    database_url: Option<String>,
+    args: &AuthBench,
+) -> anyhow::Result<Measured> {
+    use tally_service::oob::{AppRequest, OobSettings, OpenSession, Opened};
+    use tally_service::{Node, NodeConfig};
+
+    let dir = tempfile::tempdir()?;
+    let config = NodeConfig {
+        database_url,
+        dev: true,
+        oob: OobSettings {
+            // A real node caps the codes one address receives (20 per 10 minutes) so nobody
+            // can flood a phone; the benchmark sends thousands to each dev inbox on purpose.
+            address_quota: i64::MAX,
+            ..OobSettings::default()
+        },
+        ..NodeConfig::new(dir.path().join("node"))
+    };
+    let (node, admin_key) = Node::open(&config).await.with_context(|| {
+        format!(
+            "opening a dev node on {label} (a --database-url must be a database no other node \
+             used: it records that node's code key)"
+        )
+    })?;
+    let admin_key = admin_key.context("a fresh data directory gets a first admin key")?;
+    let admin = Arc::new(node.authenticate(admin_key.expose()).await?);
+    let policy = tally_store::audit::AuditPolicy {
+        trusted_signers: vec![
+            tally_kernel::crypto::VerifyingKey::from_hex(&node.node_public_key())
+                .map_err(|e| anyhow::anyhow!("node key: {e}"))?
+                .to_bytes(),
+        ],
+        checkpoint_gap_max: Some(config.checkpoint_every + config.batch_max as i64),
+    };
+
+    // Set-up (not counted): subscribers with a verified dev address each.
+    let tag = Id::new().to_string();
+    let tag = &tag[tag.len() - 8..];
+    let users: Vec<String> = (0..args.users)
+        .map(|i| format!("bench-{tag}-{i}"))
+        .collect();
+    let bar = crate::progress_bar(args.users as u64, "verifying addresses");
+    for chunk in users.chunks(256) {
+        let verify = chunk.iter().map(|user| {
+            let (node, admin) = (node.clone(), admin.clone());
+            async move {
+                // The dev inbox is named after the user.
+                let view = node.address_add(&admin, user, "dev", user).await?;
+                let code = code_of(&node, &admin, user, &view.session).await?;
+                node.oob_verify(&view.session, &code, None).await?;
+                anyhow::Ok(())
+            }
+        });
+        for r in futures::future::join_all(verify).await {
+            r?;
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+
+    // Load: each client authenticates its users in turn until the deadline.
+    let users = Arc::new(users);
+    let entries_before = node.store().counts().await?.journal_seq;
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let bar = crate::progress_bar(args.seconds, "load");
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(args.clients);
+    for client in 0..args.clients {
+        let mine: Vec<usize> = if args.users >= args.clients {
+            (client..args.users).step_by(args.clients).collect()
+        } else {
+            vec![client % args.users]
+        };
+        let (node, admin, users, done, stop) = (
+            node.clone(),
+            admin.clone(),
+            users.clone(),
+            done.clone(),
+            stop.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut turn = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let user = &users[mine[turn % mine.len()]];
+                turn += 1;
+                let opened = node
+                    .oob_open(
+                        Some(&admin),
+                        None,
+                        OpenSession {
+                            user: user.clone(),
+                            app: AppRequest::Login,
+                            channel: None,
+                            certificate: None,
+                        },
+                    )
+                    .await?;
+                let Opened::Secured { session, .. } = opened else {
+                    anyhow::bail!("a login was executed without a code");
+                };
+                let code = code_of(&node, &admin, user, &session.session).await?;
+                let verified = node.oob_verify(&session.session, &code, None).await?;
+                if verified.token.is_none() || verified.session.state != "verified" {
+                    anyhow::bail!(
+                        "session {} verified without an access token",
+                        session.session
+                    );
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for _ in 0..args.seconds {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        bar.inc(1);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let count = done.load(Ordering::Relaxed);
+    let rate = count as f64 / elapsed;
+    let entries = node.store().counts().await?.journal_seq - entries_before;
+    println!(
+        "{label}: {count} authentications completed in {elapsed:.1} s = {} sessions/s ({entries} journal entries)",
+        fmt_rate(rate)
+    );
+    // Pair check: every counted authentication journaled its open and its verification.
+    anyhow::ensure!(
+        entries >= 2 * count as i64,
+        "{label}: {count} authentications counted but only {entries} journal entries written"
+    );
+
+    let audit_started = Instant::now();
+    let report = node
+        .store()
+        .audit(&tally_service::node::verify_checkpoint, &policy, &|_| {})
+        .await?;
+    println!(
+        "{label}: audit {} ({} journal entries, {} signed checkpoints, {:.1} s)",
+        if report.ok() { "passed" } else { "FAILED" },
+        report.ledger.entries,
+        report.signatures_verified,
+        audit_started.elapsed().as_secs_f64()
+    );
+    for p in report.ledger.problems.iter().take(10) {
+        println!("  problem: {p}");
+    }
+    node.store().close().await;
+    Ok(Measured {
+        rate,
+        audit_ok: report.ok(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_code_is_the_first_run_of_digits_after_the_word_code() {
+        assert_eq!(
+            code_in("Your Tally sign-in code: 86411122\nValid until 2026-11-22T04:27:24Z."),
+            Some("86411122")
+        );
+        assert_eq!(
+            code_in("Confirm with code 123456:\n12.50 EUR to bob (account 0190)"),
+            Some("123456")
+        );
+        assert_eq!(code_in("user 12345678 has no code here"), None);
+        assert_eq!(code_in("Confirm with code {{code}}:\n12.50 EUR"), None);
+        assert_eq!(fmt_rate(1_234_567.4), "1,234,567");
+    }
 }

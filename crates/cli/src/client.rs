@@ -235,15 +235,15 @@ pub struct InboxArgs {
 /// Retries for transport errors and 5xx.
 const ATTEMPTS_MAX: u32 = 4;
 
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     key: Option<String>,
-    json: bool,
+    pub(crate) json: bool,
 }
 
 impl Client {
-    fn new(conn: &Conn) -> anyhow::Result<Client> {
+    pub(crate) fn new(conn: &Conn) -> anyhow::Result<Client> {
         let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .user_agent("tally-cli");
@@ -273,7 +273,7 @@ impl Client {
         })
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -334,7 +334,7 @@ impl Client {
         Err(last_err.unwrap_or_else(|| anyhow::anyhow!("request failed")))
     }
 
-    fn show(&self, v: &Value, summary: impl FnOnce(&Value) -> String) {
+    pub(crate) fn show(&self, v: &Value, summary: impl FnOnce(&Value) -> String) {
         if self.json {
             println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
         } else {
@@ -342,6 +342,24 @@ impl Client {
         }
     }
 }
+
+/// A refusal from the node: its status, stable code and message (shown as
+/// `422 wrong_code: wrong code (2 attempts left)`). Commands that explain a refusal in their
+/// own words find it with `downcast_ref`.
+#[derive(Debug)]
+pub(crate) struct ApiFailure {
+    pub(crate) status: u16,
+    pub(crate) code: String,
+    pub(crate) message: String,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiFailure {}
 
 fn api_error(status: reqwest::StatusCode, v: &Value) -> anyhow::Error {
     let code = v
@@ -352,10 +370,14 @@ fn api_error(status: reqwest::StatusCode, v: &Value) -> anyhow::Error {
         .pointer("/error/message")
         .and_then(Value::as_str)
         .unwrap_or("");
-    anyhow::anyhow!("{} {code}: {message}", status.as_u16())
+    anyhow::Error::new(ApiFailure {
+        status: status.as_u16(),
+        code: code.to_string(),
+        message: message.to_string(),
+    })
 }
 
-fn idempotency_key(given: &Option<String>) -> String {
+pub(crate) fn idempotency_key(given: &Option<String>) -> String {
     match given {
         Some(k) => k.clone(),
         None => {
@@ -366,11 +388,11 @@ fn idempotency_key(given: &Option<String>) -> String {
     }
 }
 
-fn s<'a>(v: &'a Value, p: &str) -> &'a str {
+pub(crate) fn s<'a>(v: &'a Value, p: &str) -> &'a str {
     v.pointer(p).and_then(Value::as_str).unwrap_or("-")
 }
 
-fn account_summary(v: &Value) -> String {
+pub(crate) fn account_summary(v: &Value) -> String {
     let available = match v.get("available_minor") {
         Some(Value::Number(n)) => format!("{n} minor units"),
         _ => "unbounded".to_string(),
@@ -387,7 +409,7 @@ fn account_summary(v: &Value) -> String {
     )
 }
 
-fn transfer_summary(v: &Value) -> String {
+pub(crate) fn transfer_summary(v: &Value) -> String {
     let mut out = format!(
         "transfer  {}\nkind      {}\nstate     {}\namount    {}\nfrom      {}\nto        {}",
         s(v, "/id"),
@@ -406,7 +428,7 @@ fn transfer_summary(v: &Value) -> String {
     out
 }
 
-fn parse_amount(text: &str) -> anyhow::Result<Amount> {
+pub(crate) fn parse_amount(text: &str) -> anyhow::Result<Amount> {
     text.parse::<Amount>()
         .with_context(|| format!("--amount {text:?}"))
 }
@@ -548,7 +570,7 @@ pub async fn account(cmd: AccountCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {

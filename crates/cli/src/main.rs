@@ -5,11 +5,13 @@
 //! duration) before doing any work, so a typo fails fast with a message naming the flag.
 //!
 //! The binary wires crates together and holds no business logic: `serve` builds a
-//! `tally_service::Node` and serves `tally_http::router`; client commands speak the HTTP API;
-//! `ledger audit` and `bench ledger` open the store directly.
+//! `tally_service::Node` and serves `tally_http::router`; client commands (`client`, and
+//! `oob` for out-of-band authentication) speak the HTTP API; `ledger audit` and
+//! `bench ledger` open the store directly, `bench auth` an in-process node.
 
 mod bench;
 mod client;
+mod oob;
 mod serve;
 
 use clap::{Args, Parser, Subcommand};
@@ -51,6 +53,33 @@ enum Commands {
     ApiKey(client::ApiKeyCommand),
     /// Read a development inbox (node started with --dev).
     Inbox(client::InboxArgs),
+    /// The out-of-band subscriber directory: users, their second-channel addresses, and
+    /// certificates naming those addresses.
+    #[command(subcommand)]
+    Subscriber(oob::SubscriberCommand),
+    /// Out-of-band authentication: open a session for a sign-in, transfer, bet, payment,
+    /// trustee payment, declaration or offers; a code goes to the user's second channel;
+    /// confirm it with `tally auth confirm SESSION`.
+    #[command(subcommand)]
+    Auth(oob::AuthCommand),
+    /// Registered mail: sender and recipient each confirm with a code; both keep
+    /// certificates.
+    #[command(subcommand)]
+    Mail(oob::MailCommand),
+    /// Personalised offers, left in a user's mailbox by merchants.
+    #[command(subcommand)]
+    Offer(oob::OfferCommand),
+    /// A user's statement: each authenticated transaction and session, totals per currency
+    /// and the total session time.
+    Statement(oob::StatementArgs),
+    /// The node-signed certificates a user holds (transfers, payments, mail, declarations).
+    Certificates(oob::UserArgs),
+    /// Threshold rules: which amounts need out-of-band confirmation.
+    #[command(subcommand)]
+    Rule(oob::RuleCommand),
+    /// Trustee payments: pay merchants what users owe through the operator.
+    #[command(subcommand)]
+    Trustee(oob::TrusteeCommand),
     /// Ledger maintenance.
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -128,6 +157,14 @@ fn main() -> ExitCode {
             Commands::Exchange(a) => client::exchange(a).await,
             Commands::ApiKey(c) => client::api_key(c).await,
             Commands::Inbox(a) => client::inbox(a).await,
+            Commands::Subscriber(c) => oob::subscriber(c).await,
+            Commands::Auth(c) => oob::auth(c).await,
+            Commands::Mail(c) => oob::mail(c).await,
+            Commands::Offer(c) => oob::offer(c).await,
+            Commands::Statement(a) => oob::statement(a).await,
+            Commands::Certificates(a) => oob::certificates(a).await,
+            Commands::Rule(c) => oob::rule(c).await,
+            Commands::Trustee(c) => oob::trustee(c).await,
             Commands::Ledger(LedgerCommand::Audit(a)) => audit(a).await,
             Commands::Bench(b) => bench::run(b).await,
         }
