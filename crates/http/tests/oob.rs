@@ -1001,3 +1001,66 @@ async fn a_failing_channel_is_shown_retried_and_authorises_nothing() {
     assert!(r.body[0]["verified_at"].is_null(), "{}", r.body);
     assert_eq!(w.balances().await, [10_000, 2_000, 0]);
 }
+
+#[tokio::test]
+async fn the_address_can_come_from_a_certificate_instead_of_the_directory() {
+    let w = World::new().await;
+    let r = w
+        .api
+        .post("/v1/subscribers/erin/certificate")
+        .key(&w.api.admin)
+        .json(json!({"channel": "dev", "address": "erin-phone", "days": 30}))
+        .send()
+        .await
+        .expect(StatusCode::CREATED);
+    let pem = r.str("/certificate").to_string();
+    assert!(r.str("/private_key").contains("PRIVATE KEY"));
+    let cert = tally_kernel::crypto::Certificate::from_pem(&pem).expect("pem");
+    assert_eq!(cert.uri_names(), ["tally-dev:erin-phone"]);
+    let erin = w.api.issue_key("customer", "erin").await;
+    // erin is not in the directory: without the certificate there is nowhere to send a code.
+    w.open(&erin, json!({"user": "erin", "application": "login"}))
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    let r = w
+        .open(
+            &erin,
+            json!({"user": "erin", "application": "login", "certificate": pem}),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    let view = r.body["session"].clone();
+    assert_eq!(
+        (view["channel"].as_str(), view["address"].as_str()),
+        (Some("dev"), Some("erin-phone"))
+    );
+    let s = r.str("/session/session").to_string();
+    let code = w.code_for("erin-phone", &s).await;
+    w.verify(&s, &code, None).await.expect(StatusCode::OK);
+    // A certificate for someone else, or not from this node's CA, is refused.
+    w.open(
+        &w.alice,
+        json!({"user": "alice", "application": "login", "certificate": pem}),
+    )
+    .await
+    .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    let other =
+        tally_kernel::crypto::CertificateAuthority::generate("Another CA", Timestamp::now(), 10)
+            .expect("ca");
+    let foreign = other
+        .issue_with_uris(
+            "erin",
+            &tally_kernel::crypto::SigningKey::generate().verifying_key(),
+            "customer",
+            Timestamp::now(),
+            Timestamp::now().plus_seconds(86_400),
+            &["tally-dev:mallory"],
+        )
+        .expect("foreign cert");
+    w.open(
+        &erin,
+        json!({"user": "erin", "application": "login", "certificate": foreign.to_pem()}),
+    )
+    .await
+    .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+}

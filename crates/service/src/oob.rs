@@ -38,9 +38,6 @@ use tally_store::{Attachment, Outcome, StoreError};
 
 /// Domain of the certificates of verified sessions.
 pub const CERTIFICATE_DOMAIN: &str = "tally/oob-certificate/v1";
-/// OID of the X.509 extension carrying a user's second-channel address (`channel:address`,
-/// UTF8String), under the UUID arc 2.25 (no registration needed).
-pub const ADDRESS_EXTENSION_OID: &str = "2.25.329800735698586629295641978511506172918";
 /// Most bytes of a registered mail, declaration or offer body.
 pub const BODY_LEN_MAX: usize = 16 * 1024;
 /// Stands for the code in a stored message: the code is put in at delivery (and when the dev
@@ -606,7 +603,7 @@ impl Node {
         check_name("user", user)?;
         channel_kind(channel, self.inner.dev)?;
         text_field("address", address, 256)?;
-        let value = der_utf8(&format!("{channel}:{address}"))?;
+        let uri = address_uri(channel, address)?;
         let key = tally_kernel::crypto::SigningKey::generate();
         let now = self.now();
         let not_after = now.plus_seconds(i64::from(days.clamp(1, 3650)) * 86_400);
@@ -614,13 +611,13 @@ impl Node {
         let cert = self
             .inner
             .ca
-            .issue(
+            .issue_with_uris(
                 user,
                 &key.verifying_key(),
                 "customer",
                 now,
                 not_after,
-                &[(ADDRESS_EXTENSION_OID, &value, false)],
+                &[&uri],
             )
             .map_err(|e| invalid("certificate", e.to_string()))?;
         Ok((cert.to_pem(), key.to_pkcs8_pem().map_err(setup)?))
@@ -635,14 +632,14 @@ impl Node {
         if cert.subject_common_name().as_deref() != Some(user) {
             return Err(bad("issued to another user"));
         }
-        let value = cert
-            .extension(ADDRESS_EXTENSION_OID)
-            .map_err(|_| bad("unreadable extensions"))?
-            .ok_or_else(|| bad("carries no address extension"))?;
-        let text = parse_der_utf8(&value).ok_or_else(|| bad("malformed address extension"))?;
-        let (channel, address) = text
-            .split_once(':')
-            .ok_or_else(|| bad("malformed address"))?;
+        let (channel, address) = cert
+            .uri_names()
+            .iter()
+            .find_map(|u| uri_address(u))
+            .ok_or_else(|| {
+                bad("names no second-channel address (mailto:, tel:, https:, tally-dev:)")
+            })?;
+        let (channel, address) = (channel.as_str(), address.as_str());
         channel_kind(channel, self.inner.dev)?;
         Ok((channel.to_string(), address.to_string()))
     }
@@ -1547,7 +1544,7 @@ impl Node {
                         address,
                         subject: format!("Registered mail from {user}"),
                         body: format!(
-                            "{user} sent you registered mail: {subject}\nMail id: {}\nRetrieve it with `tally mail retrieve {}`; you will confirm with a code.",
+                            "{user} sent you registered mail: {subject}\nMail id: {}\nRetrieve it with `tally mail retrieve --user {recipient} {}`; you will confirm with a code.",
                             mail.id, mail.id
                         ),
                         data: serde_json::json!({ "mail": mail.id, "sender": user }),
@@ -1894,11 +1891,32 @@ fn check_money(
     Ok(())
 }
 
-fn der_utf8(text: &str) -> Result<Vec<u8>> {
-    tally_kernel::crypto::ca::utf8_extension_value(text)
-        .map_err(|e| invalid("address", e.to_string()))
+/// A second-channel address as a certificate URI (the seed's "telephone number coded in a
+/// field of the certificate"): `mailto:`, `tel:`, the webhook's own `https:` URL, or
+/// `tally-dev:` for the development inbox.
+fn address_uri(channel: &str, address: &str) -> Result<String> {
+    Ok(match channel {
+        "email" => format!("mailto:{address}"),
+        "sms" => format!("tel:{address}"),
+        "webhook" if address.starts_with("https://") => address.to_string(),
+        "webhook" => return Err(invalid("address", "a webhook address is an https:// URL")),
+        "dev" => format!("tally-dev:{address}"),
+        _ => return Err(invalid("channel", "email, sms, webhook or dev")),
+    })
 }
 
-fn parse_der_utf8(der: &[u8]) -> Option<String> {
-    tally_kernel::crypto::ca::parse_utf8_extension_value(der).ok()
+/// The inverse of [`address_uri`].
+fn uri_address(uri: &str) -> Option<(String, String)> {
+    let (channel, address) = if let Some(a) = uri.strip_prefix("mailto:") {
+        ("email", a)
+    } else if let Some(a) = uri.strip_prefix("tel:") {
+        ("sms", a)
+    } else if let Some(a) = uri.strip_prefix("tally-dev:") {
+        ("dev", a)
+    } else if uri.starts_with("https://") {
+        ("webhook", uri)
+    } else {
+        return None;
+    };
+    (!address.is_empty()).then(|| (channel.to_string(), address.to_string()))
 }

@@ -69,22 +69,6 @@ pub const ROLE_TLS: &str = "tls";
 /// Longest common name or role (X.520 upper bound `ub-common-name`).
 pub const NAME_LEN_MAX: usize = 64;
 
-/// The DER encoding of `text` as a UTF8String, for an [`ExtraExtension`]'s value.
-pub fn utf8_extension_value(text: &str) -> Result<Vec<u8>> {
-    use x509_cert::der::Encode;
-    x509_cert::der::asn1::Utf8StringRef::new(text)
-        .and_then(|s| s.to_der())
-        .map_err(|_| CryptoError::ApiMisuse("extension text is not encodable"))
-}
-
-/// Parses an extension value made by [`utf8_extension_value`].
-pub fn parse_utf8_extension_value(der: &[u8]) -> Result<String> {
-    use x509_cert::der::Decode;
-    x509_cert::der::asn1::Utf8StringRef::from_der(der)
-        .map(|s| s.as_str().to_string())
-        .map_err(|_| CryptoError::Malformed("extension value is not a DER UTF8String".into()))
-}
-
 /// A caller-supplied extension: `(OID in dotted form, DER-encoded extnValue, critical)`.
 pub type ExtraExtension<'a> = (&'a str, &'a [u8], bool);
 
@@ -399,6 +383,26 @@ impl Certificate {
         }
     }
 
+    /// The `uniformResourceIdentifier` entries of `subjectAltName` (e.g. `mailto:` or `tel:`
+    /// addresses of an end entity's second channel).
+    pub fn uri_names(&self) -> Vec<String> {
+        match self
+            .inner
+            .tbs_certificate()
+            .get_extension::<SubjectAltName>()
+        {
+            Ok(Some((_, san))) => san
+                .0
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::UniformResourceIdentifier(u) => Some(u.to_string()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     fn check_validity(&self, now: Timestamp) -> Result<()> {
         let (not_before, not_after) = (self.not_before(), self.not_after());
         if now < not_before {
@@ -571,6 +575,47 @@ impl CertificateAuthority {
         extra_extensions: &[ExtraExtension<'_>],
     ) -> Result<Certificate> {
         let extra = custom_extensions(extra_extensions)?;
+        self.issue_with(
+            subject_common_name,
+            subject_public_key,
+            role,
+            not_before,
+            not_after,
+            extra,
+        )
+    }
+
+    /// Like [`CertificateAuthority::issue`], with `subjectAltName` listing `uris` (ASCII URIs
+    /// such as `mailto:alice@example.com` or `tel:+4915112345678`).
+    pub fn issue_with_uris(
+        &self,
+        subject_common_name: &str,
+        subject_public_key: &VerifyingKey,
+        role: &str,
+        not_before: Timestamp,
+        not_after: Timestamp,
+        uris: &[&str],
+    ) -> Result<Certificate> {
+        let mut names = Vec::with_capacity(uris.len());
+        for uri in uris {
+            if uri.is_empty() || uri.len() > 512 || !uri.contains(':') {
+                return Err(CryptoError::ApiMisuse(
+                    "URIs must be 1..=512 characters with a scheme",
+                ));
+            }
+            let ia5 =
+                Ia5String::new(*uri).map_err(|_| CryptoError::ApiMisuse("URIs must be ASCII"))?;
+            names.push(GeneralName::UniformResourceIdentifier(ia5));
+        }
+        let subject = build_name(&[
+            (OID_ORGANIZATIONAL_UNIT, role),
+            (OID_COMMON_NAME, subject_common_name),
+        ])?;
+        let extra = vec![
+            SubjectAltName(names)
+                .to_extension(&subject, &[])
+                .map_err(der_err("subjectAltName"))?,
+        ];
         self.issue_with(
             subject_common_name,
             subject_public_key,
