@@ -20,6 +20,7 @@
 //! transaction holding it committed, so an acknowledged transfer survives a crash.
 
 pub mod audit;
+pub mod guarded;
 pub mod keys;
 pub mod oob;
 pub mod outbox;
@@ -33,7 +34,8 @@ use tally_kernel::{Id, Timestamp};
 use tally_ledger::{Account, LedgerError, Transfer};
 
 pub use rows::Value;
-pub use writer::{Attachment, Checkpointer, Clock, Guard, Outcome, RowWrite, WriteOptions};
+pub use guarded::{Guard, RowWrite};
+pub use writer::{Attachment, Checkpointer, Clock, Outcome, WriteOptions};
 
 /// Which database we talk to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

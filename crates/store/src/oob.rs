@@ -8,8 +8,8 @@
 //! writer's transaction: with several nodes on one database, the database decides.
 //! Reads are plain queries.
 
+use crate::guarded::{Guard, GuardKind, RowWrite};
 use crate::rows::{Value, id as decode_id};
-use crate::writer::{Guard, RowWrite};
 use crate::{Attachment, Store, StoreError};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -19,12 +19,62 @@ fn blob(id: &Id) -> Value {
     Value::Blob(id.as_bytes().to_vec())
 }
 
+/// An inline statement (rare writes).
 fn row(sql: &'static str, params: Vec<Value>) -> Attachment {
-    Attachment::Row(RowWrite { sql, params })
+    Attachment::Row(RowWrite::Statement {
+        sql,
+        params,
+        touches: None,
+    })
 }
 
-fn guard(sql: &'static str, params: Vec<Value>, what: &'static str) -> Attachment {
-    Attachment::Guard(Guard { sql, params, what })
+/// A batched insert (hot writes).
+fn insert(table: &'static str, columns: &'static str, values: Vec<Value>) -> Attachment {
+    Attachment::Row(RowWrite::Insert {
+        table,
+        columns,
+        values,
+        tail: "",
+        key: None,
+    })
+}
+
+/// `SELECT COUNT(*)` + this batch's additions to `bucket` must stay below `max`.
+fn count_below(
+    sql: &'static str,
+    params: Vec<Value>,
+    bucket: String,
+    max: i64,
+    what: &'static str,
+) -> Attachment {
+    Attachment::Guard(Guard {
+        kind: GuardKind::Count {
+            sql,
+            params,
+            bucket,
+            max,
+        },
+        what,
+    })
+}
+
+/// Row `key` of `table` has these values.
+fn row_is(
+    table: &'static str,
+    key_column: &'static str,
+    key: Value,
+    expect: Vec<(&'static str, Value)>,
+    what: &'static str,
+) -> Attachment {
+    Attachment::Guard(Guard {
+        kind: GuardKind::Row {
+            table,
+            key_column,
+            key,
+            expect,
+        },
+        what,
+    })
 }
 
 fn opt_id(r: &AnyRow, name: &str) -> Result<Option<Id>, StoreError> {
@@ -85,14 +135,16 @@ pub fn upsert_subscriber(
 /// Adds an unverified address; the guard refuses one that another user already has.
 pub fn insert_address(a: &Address) -> [Attachment; 2] {
     [
-        guard(
-            "SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM subscriber_addresses \
-             WHERE channel = $1 AND address = $2 AND user_id <> $3)",
+        count_below(
+            "SELECT COUNT(*) FROM subscriber_addresses \
+             WHERE channel = $1 AND address = $2 AND user_id <> $3",
             vec![
                 Value::Text(a.channel.clone()),
                 Value::Text(a.address.clone()),
                 Value::Text(a.user_id.clone()),
             ],
+            format!("address-owner:{}:{}:{}", a.channel, a.address, a.user_id),
+            1,
             "the address belongs to another user",
         ),
         row(
@@ -208,66 +260,69 @@ fn session(r: &AnyRow) -> Result<SessionRow, StoreError> {
 /// `since` (a per-address limit decided in the database).
 pub fn insert_session(s: &SessionRow, since: Timestamp, quota: i64) -> [Attachment; 2] {
     [
-        guard(
-            "SELECT 1 WHERE (SELECT COUNT(*) FROM oob_sessions WHERE channel = $1 AND address = $2 \
-             AND created_at >= $3) < $4",
+        count_below(
+            "SELECT COUNT(*) FROM oob_sessions WHERE channel = $1 AND address = $2 \
+             AND created_at >= $3",
             vec![
                 Value::Text(s.channel.clone()),
                 Value::Text(s.address.clone()),
                 Value::Int(since.as_micros()),
-                Value::Int(quota),
             ],
+            format!("sessions:{}:{}", s.channel, s.address),
+            quota,
             "too many sessions for this address; try again later",
         ),
-        row(
-            "INSERT INTO oob_sessions (id, user_id, opened_by, application, state, attempts, session, \
-             payload, result, channel, address, client_key, created_at, expires_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-            vec![
-                Value::Blob(s.id.to_vec()),
-                Value::Text(s.user_id.clone()),
-                Value::Text(s.opened_by.clone()),
-                Value::Text(s.application.clone()),
-                Value::Text(s.state.clone()),
-                Value::Int(s.attempts),
-                Value::Text(s.session.clone()),
-                Value::Text(s.payload.clone()),
-                Value::opt_text(s.result.clone()),
-                Value::Text(s.channel.clone()),
-                Value::Text(s.address.clone()),
-                Value::opt_text(s.client_key.clone()),
-                Value::Int(s.created_at.as_micros()),
-                Value::Int(s.expires_at.as_micros()),
-                Value::Int(s.updated_at.as_micros()),
-            ],
-        ),
+        session_write(s, ""),
     ]
+}
+
+const SESSION_COLUMNS: &str = "id, user_id, opened_by, application, state, attempts, session, \
+     payload, result, channel, address, client_key, created_at, expires_at, updated_at";
+
+fn session_write(s: &SessionRow, tail: &'static str) -> Attachment {
+    Attachment::Row(RowWrite::Insert {
+        table: "oob_sessions",
+        columns: SESSION_COLUMNS,
+        values: vec![
+            Value::Blob(s.id.to_vec()),
+            Value::Text(s.user_id.clone()),
+            Value::Text(s.opened_by.clone()),
+            Value::Text(s.application.clone()),
+            Value::Text(s.state.clone()),
+            Value::Int(s.attempts),
+            Value::Text(s.session.clone()),
+            Value::Text(s.payload.clone()),
+            Value::opt_text(s.result.clone()),
+            Value::Text(s.channel.clone()),
+            Value::Text(s.address.clone()),
+            Value::opt_text(s.client_key.clone()),
+            Value::Int(s.created_at.as_micros()),
+            Value::Int(s.expires_at.as_micros()),
+            Value::Int(s.updated_at.as_micros()),
+        ],
+        tail,
+        key: Some(("id", Value::Blob(s.id.to_vec()))),
+    })
 }
 
 /// Moves a session from the state the caller read (`state`, `attempts` of `before`) to `after`.
 /// If another request changed it first, the job fails with [`StoreError::Conflict`].
 pub fn update_session(before: &SessionRow, after: &SessionRow) -> [Attachment; 2] {
     [
-        guard(
-            "SELECT 1 FROM oob_sessions WHERE id = $1 AND state = $2 AND attempts = $3",
+        row_is(
+            "oob_sessions",
+            "id",
+            Value::Blob(before.id.to_vec()),
             vec![
-                Value::Blob(before.id.to_vec()),
-                Value::Text(before.state.clone()),
-                Value::Int(before.attempts),
+                ("state", Value::Text(before.state.clone())),
+                ("attempts", Value::Int(before.attempts)),
             ],
             "the session changed meanwhile",
         ),
-        row(
-            "UPDATE oob_sessions SET state = $1, attempts = $2, session = $3, result = $4, \
-             updated_at = $5 WHERE id = $6",
-            vec![
-                Value::Text(after.state.clone()),
-                Value::Int(after.attempts),
-                Value::Text(after.session.clone()),
-                Value::opt_text(after.result.clone()),
-                Value::Int(after.updated_at.as_micros()),
-                Value::Blob(after.id.to_vec()),
-            ],
+        session_write(
+            after,
+            " ON CONFLICT (id) DO UPDATE SET state = excluded.state, attempts = excluded.attempts, \
+             session = excluded.session, result = excluded.result, updated_at = excluded.updated_at",
         ),
     ]
 }
@@ -289,8 +344,9 @@ pub struct TokenRow {
 
 /// Stores an access token.
 pub fn insert_token(t: &TokenRow) -> Attachment {
-    row(
-        "INSERT INTO oob_tokens (token_hash, user_id, session_id, expires_at) VALUES ($1, $2, $3, $4)",
+    insert(
+        "oob_tokens",
+        "token_hash, user_id, session_id, expires_at",
         vec![
             Value::Blob(t.token_hash.to_vec()),
             Value::Text(t.user_id.clone()),
@@ -321,9 +377,9 @@ pub struct CertificateRow {
 pub fn insert_certificate(c: &CertificateRow) -> Result<Attachment, StoreError> {
     let session = hex::decode(&c.session)
         .map_err(|_| StoreError::Corrupt("certificate session is not hex".into()))?;
-    Ok(row(
-        "INSERT INTO certificates (id, session_id, user_id, kind, body, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+    Ok(insert(
+        "certificates",
+        "id, session_id, user_id, kind, body, created_at",
         vec![
             blob(&c.id),
             Value::Blob(session),
@@ -373,9 +429,9 @@ pub struct Mail {
 
 /// Deposits a mail.
 pub fn insert_mail(m: &Mail) -> Attachment {
-    row(
-        "INSERT INTO mailbox (id, kind, sender, recipient, subject, body, deposited_at, retrieved_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    insert(
+        "mailbox",
+        "id, kind, sender, recipient, subject, body, deposited_at, retrieved_at",
         vec![
             blob(&m.id),
             Value::Text(m.kind.clone()),
@@ -450,10 +506,10 @@ pub struct RegisterEntry {
 pub fn insert_register(e: &RegisterEntry) -> Result<Attachment, StoreError> {
     let session = hex::decode(&e.session)
         .map_err(|_| StoreError::Corrupt("register session is not hex".into()))?;
-    Ok(row(
-        "INSERT INTO registers (id, user_id, session_id, kind, amount_minor, currency, duration_s, \
-         payee, payee_account, description, created_at, settled_at, settlement_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, NULL)",
+    Ok(insert(
+        "registers",
+        "id, user_id, session_id, kind, amount_minor, currency, duration_s, payee, \
+         payee_account, description, created_at, settled_at, settlement_id",
         vec![
             blob(&e.id),
             Value::Text(e.user_id.clone()),
@@ -466,6 +522,8 @@ pub fn insert_register(e: &RegisterEntry) -> Result<Attachment, StoreError> {
             Value::opt_id(e.payee_account),
             Value::Text(e.description.clone()),
             Value::Int(e.created_at.as_micros()),
+            Value::NullInt,
+            Value::NullBlob,
         ],
     ))
 }
@@ -474,15 +532,18 @@ pub fn insert_register(e: &RegisterEntry) -> Result<Attachment, StoreError> {
 /// settlement of the same line fail.
 pub fn settle_register(id: Id, settlement: Id, now: Timestamp) -> [Attachment; 2] {
     [
-        guard(
-            "SELECT 1 FROM registers WHERE id = $1 AND settled_at IS NULL",
-            vec![blob(&id)],
+        row_is(
+            "registers",
+            "id",
+            blob(&id),
+            vec![("settled_at", Value::NullInt)],
             "the register line was settled meanwhile",
         ),
-        row(
-            "UPDATE registers SET settled_at = $1, settlement_id = $2 WHERE id = $3",
-            vec![Value::Int(now.as_micros()), blob(&settlement), blob(&id)],
-        ),
+        Attachment::Row(RowWrite::Statement {
+            sql: "UPDATE registers SET settled_at = $1, settlement_id = $2 WHERE id = $3",
+            params: vec![Value::Int(now.as_micros()), blob(&settlement), blob(&id)],
+            touches: Some(("registers", blob(&id))),
+        }),
     ]
 }
 

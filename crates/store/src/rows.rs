@@ -102,7 +102,7 @@ pub fn transfer(r: &AnyRow) -> Result<Transfer, StoreError> {
 }
 
 /// A value to bind in a generated multi-row statement.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Value {
     Blob(Vec<u8>),
     Int(i64),

@@ -16,6 +16,7 @@
 //! Rejected: per-account chains (cheaper under contention, but an audit could not prove the
 //! global order of events, which clearing and disputes need).
 
+use crate::guarded::{Guard, RowWrite, Rows};
 use crate::outbox::NewMessage;
 use crate::rows::{self, Value, bind_all, multi_insert, placeholders};
 use crate::{Dialect, StoreError};
@@ -113,26 +114,10 @@ pub enum Attachment {
     /// A precondition checked inside the transaction before the command applies: if it does
     /// not hold, the job fails with [`StoreError::Conflict`] and writes nothing. Guards see the
     /// rows written by earlier jobs of the same batch, so two jobs racing on one row cannot
-    /// both pass.
+    /// both pass (see [`crate::guarded`]).
     Guard(Guard),
-    /// A row statement executed right after the command applies (in job order).
+    /// A row written if the command succeeds (batched or inline, see [`crate::guarded`]).
     Row(RowWrite),
-}
-
-/// A precondition: `sql` must return at least one row. Made by the store's table modules.
-#[derive(Debug, Clone)]
-pub struct Guard {
-    pub(crate) sql: &'static str,
-    pub(crate) params: Vec<Value>,
-    /// What a failure means, for the error.
-    pub(crate) what: &'static str,
-}
-
-/// One statement writing a row. Made by the store's table modules, which own the SQL.
-#[derive(Debug, Clone)]
-pub struct RowWrite {
-    pub(crate) sql: &'static str,
-    pub(crate) params: Vec<Value>,
 }
 
 impl From<NewMessage> for Attachment {
@@ -345,6 +330,13 @@ async fn write_batch(
         let a = rows::account(&r)?;
         book.accounts.insert(a.id, a);
     }
+    // Guarded rows the batch decides on, loaded once.
+    let all_guards: Vec<&Guard> = jobs
+        .iter()
+        .flat_map(|j| j.attachments.iter())
+        .filter_map(guard_of)
+        .collect();
+    let mut guarded = Rows::load(&mut tx, dialect, all_guards.into_iter()).await?;
     // 3. Apply in order.
     let now = (options.clock)();
     let mut results: Vec<Result<Outcome, StoreError>> = Vec::with_capacity(jobs.len());
@@ -382,7 +374,8 @@ async fn write_batch(
             }
             continue;
         }
-        if let Some(what) = failed_guard(&mut tx, &job.attachments).await? {
+        let guards: Vec<&Guard> = job.attachments.iter().filter_map(guard_of).collect();
+        if let Some(what) = guarded.check(&mut tx, &guards).await? {
             results.push(Err(StoreError::Conflict(what)));
             continue;
         }
@@ -414,13 +407,15 @@ async fn write_batch(
                     transfers.extend(ts.iter().cloned().map(|t| (t, seq)));
                 }
                 attached.extend(job.attachments.iter());
-                for a in &job.attachments {
-                    if let Attachment::Row(row) = a {
-                        bind_all(sqlx::query(row.sql), row.params.clone())
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                }
+                let writes: Vec<&RowWrite> = job
+                    .attachments
+                    .iter()
+                    .filter_map(|a| match a {
+                        Attachment::Row(w) => Some(w),
+                        _ => None,
+                    })
+                    .collect();
+                guarded.write(&mut tx, &guards, &writes).await?;
                 known.insert(
                     key.clone(),
                     Known {
@@ -557,6 +552,7 @@ async fn write_batch(
             Attachment::Message(_) | Attachment::Guard(_) | Attachment::Row(_) => {}
         }
     }
+    guarded.flush(&mut tx, dialect).await?;
     if seq != start_seq {
         sqlx::query("UPDATE journal_head SET seq = $1, hash = $2 WHERE id = 1")
             .bind(seq)
@@ -592,26 +588,15 @@ async fn write_batch(
     Ok(out)
 }
 
-/// The first guard of `attachments` that does not hold, if any.
-async fn failed_guard(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    attachments: &[Attachment],
-) -> Result<Option<&'static str>, StoreError> {
-    for a in attachments {
-        if let Attachment::Guard(g) = a {
-            let row = bind_all(sqlx::query(g.sql), g.params.clone())
-                .fetch_optional(&mut **tx)
-                .await?;
-            if row.is_none() {
-                return Ok(Some(g.what));
-            }
-        }
+fn guard_of(a: &Attachment) -> Option<&Guard> {
+    match a {
+        Attachment::Guard(g) => Some(g),
+        _ => None,
     }
-    Ok(None)
 }
 
 /// `{select} IN (…)` over `values`, in chunks small enough for either database.
-async fn select_in(
+pub(crate) async fn select_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     dialect: Dialect,
     select: &str,
@@ -631,7 +616,7 @@ async fn select_in(
     Ok(out)
 }
 
-async fn insert_chunked(
+pub(crate) async fn insert_chunked(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     dialect: Dialect,
     table: &str,

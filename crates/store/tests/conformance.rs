@@ -611,8 +611,8 @@ async fn outbox_commits_with_the_change(db: Db) {
     let alice = open_account(&store, eur(), true, 0).await;
     let msg = |k: &str| NewMessage {
         dedup_key: k.to_string(),
-        kind: "dev".into(),
-        address: format!("inbox-{k}"),
+        kind: "email".into(),
+        address: format!("{k}@example.com"),
         subject: "paid".into(),
         body: "you were paid".into(),
         data: serde_json::json!({"amount_minor": 5}),
@@ -664,26 +664,40 @@ async fn outbox_commits_with_the_change(db: Db) {
         "pending"
     );
     store.mark_sent(mine.id, now).await.expect("sent");
-    let inbox = store
-        .dev_inbox(&format!("inbox-{ok_key}"), 10)
-        .await
-        .expect("inbox");
-    assert_eq!(inbox.len(), 1);
-    assert_eq!(inbox[0].attempts, 2);
-    assert_eq!(inbox[0].message.body, "you were paid");
+    let sent = store.message(&ok_key).await.expect("read").expect("stored");
+    assert_eq!((sent.state.as_str(), sent.attempts), ("sent", 2));
+    assert_eq!(sent.message.body, "you were paid");
     // The same dedup key is stored once.
     store
         .enqueue(&[msg(&ok_key)], now)
         .await
         .expect("enqueue duplicate");
-    assert_eq!(
-        store
-            .dev_inbox(&format!("inbox-{ok_key}"), 10)
-            .await
-            .expect("inbox")
-            .len(),
-        1
-    );
+    let again = store.message(&ok_key).await.expect("read").expect("stored");
+    assert_eq!((again.id, again.state.as_str()), (sent.id, "sent"));
+    // A dev message is delivered when it commits: in the dev inbox at once, never leased.
+    let dev_key = key();
+    let dev = NewMessage {
+        kind: "dev".into(),
+        address: format!("inbox-{dev_key}"),
+        ..msg(&dev_key)
+    };
+    store
+        .execute_with(
+            Request {
+                idempotency_key: key(),
+                command: transfer(world, alice, 1, None),
+            },
+            vec![dev.into()],
+        )
+        .await
+        .expect("transfer with a dev message");
+    let inbox = store
+        .dev_inbox(&format!("inbox-{dev_key}"), 10)
+        .await
+        .expect("inbox");
+    assert_eq!(inbox.len(), 1);
+    let claimed = store.claim_due(now, 1000, 30).await.expect("claim");
+    assert!(claimed.iter().all(|m| m.message.dedup_key != dev_key));
 }
 
 /// A row decided under a guard (an out-of-band session's state): two stores (two nodes)
