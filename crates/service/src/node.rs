@@ -885,7 +885,7 @@ impl Node {
             .await?;
         for m in &mut messages {
             m.message.body = self
-                .render_code(&m.message.dedup_key, &m.message.body)
+                .render_code(&m.message)
                 .await?
                 .expose()
                 .clone();

@@ -1122,7 +1122,9 @@ impl Node {
             // The session number is channel A's capability: only the dev inbox (a test
             // harness's channel B) names it, so scripts can match a code to its session.
             data: if plan.channel == "dev" {
-                serde_json::json!({ "session": hex_number, "expires_at": session.expires_at })
+                serde_json::json!({
+                    "session": hex_number, "expires_at": session.expires_at, "oob_session": session,
+                })
             } else {
                 serde_json::json!({ "expires_at": session.expires_at })
             },
@@ -1162,7 +1164,11 @@ impl Node {
         }
         // Known without reading back: a dev message is delivered when it commits, others wait
         // for the worker; a payment's hold is the opening command's transfer.
-        let delivery = if row.channel == "dev" { "sent" } else { "pending" };
+        let delivery = if row.channel == "dev" {
+            "sent"
+        } else {
+            "pending"
+        };
         let hold = outcome.transfer().map(|t| t.id);
         Ok((view(&row, Delivery(delivery.into(), None), hold)?, false))
     }
@@ -1239,15 +1245,23 @@ fn view(row: &SessionRow, delivery: Delivery, hold_id: Option<Id>) -> Result<Ses
 impl Node {
     /// Puts the code into an out-of-band message about to be delivered (or read from the dev
     /// inbox). Other messages are left as they are.
-    pub async fn render_code(&self, dedup_key: &str, body: &str) -> Result<Secret<String>> {
-        let number = dedup_key
+    pub async fn render_code(&self, message: &NewMessage) -> Result<Secret<String>> {
+        let body = &message.body;
+        let number = message
+            .dedup_key
             .strip_prefix(":oob:")
             .and_then(|k| k.strip_suffix(":code"));
         let Some(number) = number.filter(|_| body.contains(CODE_PLACEHOLDER)) else {
             return Ok(Secret::new(body.to_string()));
         };
-        let row = self.session_row(number).await?;
-        let session: Session = serde_json::from_str(&row.session).map_err(corrupt)?;
+        // A dev message carries its session's protocol state (never the code); others are
+        // rendered from the session row.
+        let session: Session = match message.data.get("oob_session") {
+            Some(state) if message.kind == "dev" => {
+                serde_json::from_value(state.clone()).map_err(corrupt)?
+            }
+            _ => serde_json::from_str(&self.session_row(number).await?.session).map_err(corrupt)?,
+        };
         let code = session.code(self.oob_key()).map_err(oob)?;
         Ok(Secret::new(body.replace(CODE_PLACEHOLDER, code.expose())))
     }

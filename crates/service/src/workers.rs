@@ -84,7 +84,7 @@ pub async fn deliver_due(
     for m in due {
         // Out-of-band codes are not stored: they are put into the text only now.
         let result = match node
-            .render_code(&m.message.dedup_key, &m.message.body)
+            .render_code(&m.message)
             .await
         {
             Ok(body) => deliver_one(channels, &m, body.expose()).await,

@@ -33,8 +33,19 @@ pub(crate) enum GuardKind {
         key: Value,
         expect: Vec<(&'static str, Value)>,
     },
+    /// Fewer than `max` rows of `table` have `a` and `b` and `time >= since`, counting what
+    /// this batch already added to `bucket` (each passing job adds one). Loaded for the whole
+    /// batch in one query from the batch's earliest `since`, so it errs on the strict side.
+    Recent {
+        table: &'static str,
+        a: (&'static str, Value),
+        b: (&'static str, Value),
+        time: (&'static str, i64),
+        bucket: String,
+        max: i64,
+    },
     /// `sql` (a `SELECT COUNT(*)`) plus what this batch already added to `bucket` is below
-    /// `max`; each passing job adds one to `bucket`.
+    /// `max`; each passing job adds one to `bucket`. Runs inline: for rare checks.
     Count {
         sql: &'static str,
         params: Vec<Value>,
@@ -81,6 +92,8 @@ type RowKey = (&'static str, &'static str, Value);
 #[derive(Default)]
 pub(crate) struct Rows {
     rows: HashMap<RowKey, Option<HashMap<&'static str, Value>>>,
+    /// Stored counts of `Recent` guards: (table, a, b) → rows.
+    recent: HashMap<(&'static str, Value, Value), i64>,
     buckets: HashMap<String, i64>,
     /// Deferred inserts, grouped by statement shape, in first-seen order.
     inserts: Vec<((&'static str, &'static str, &'static str), Vec<RowWrite>)>,
@@ -95,7 +108,20 @@ impl Rows {
     ) -> Result<Rows, StoreError> {
         let mut wanted: HashMap<(&'static str, &'static str, Vec<&'static str>), Vec<Value>> =
             HashMap::new();
+        type Shape = (&'static str, &'static str, &'static str, &'static str);
+        let mut recent: HashMap<Shape, (Vec<Value>, Vec<Value>, i64)> = HashMap::new();
         for g in guards {
+            if let GuardKind::Recent {
+                table, a, b, time, ..
+            } = &g.kind
+            {
+                let e = recent
+                    .entry((table, a.0, b.0, time.0))
+                    .or_insert_with(|| (Vec::new(), Vec::new(), time.1));
+                e.0.push(a.1.clone());
+                e.1.push(b.1.clone());
+                e.2 = e.2.min(time.1);
+            }
             if let GuardKind::Row {
                 table,
                 key_column,
@@ -111,6 +137,39 @@ impl Rows {
             }
         }
         let mut rows = Rows::default();
+        for ((table, a, b, time), (mut av, mut bv, since)) in recent {
+            for v in [&mut av, &mut bv] {
+                *v = std::mem::take(v)
+                    .into_iter()
+                    .collect::<std::collections::HashSet<_>>()
+                    .into_iter()
+                    .collect();
+            }
+            let Some(like) = av.first().cloned().zip(bv.first().cloned()) else {
+                continue;
+            };
+            let mut params = vec![Value::Int(since)];
+            let first = crate::rows::placeholders_from(dialect, 2, av.len());
+            let second = crate::rows::placeholders_from(dialect, 2 + av.len(), bv.len());
+            params.extend(av);
+            params.extend(bv);
+            let sql = format!(
+                "SELECT {a}, {b}, COUNT(*) AS n FROM {table} WHERE {time} >= {} AND {a} IN ({first}) \
+                 AND {b} IN ({second}) GROUP BY {a}, {b}",
+                crate::rows::placeholders_from(dialect, 1, 1)
+            );
+            for r in bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), params)
+                .fetch_all(&mut **tx)
+                .await?
+            {
+                let key = (
+                    table,
+                    decode_like(&r, a, &like.0)?,
+                    decode_like(&r, b, &like.1)?,
+                );
+                rows.recent.insert(key, r.try_get("n")?);
+            }
+        }
         for ((table, key_column, columns), keys) in wanted {
             let keys: Vec<Value> = keys
                 .into_iter()
@@ -155,6 +214,21 @@ impl Rows {
                         .all(|(c, v)| values.get(c).is_some_and(|have| same(have, v))),
                     _ => false,
                 },
+                GuardKind::Recent {
+                    table,
+                    a,
+                    b,
+                    bucket,
+                    max,
+                    ..
+                } => {
+                    let stored = self
+                        .recent
+                        .get(&(*table, a.1.clone(), b.1.clone()))
+                        .copied()
+                        .unwrap_or(0);
+                    stored + self.buckets.get(bucket).copied().unwrap_or(0) < *max
+                }
                 GuardKind::Count {
                     sql,
                     params,
@@ -184,7 +258,7 @@ impl Rows {
         writes: &[&RowWrite],
     ) -> Result<(), StoreError> {
         for g in guards {
-            if let GuardKind::Count { bucket, .. } = &g.kind {
+            if let GuardKind::Count { bucket, .. } | GuardKind::Recent { bucket, .. } = &g.kind {
                 *self.buckets.entry(bucket.clone()).or_insert(0) += 1;
             }
         }

@@ -33,8 +33,8 @@ use std::time::Duration;
 use tally_kernel::{Id, Timestamp};
 use tally_ledger::{Account, LedgerError, Transfer};
 
-pub use rows::Value;
 pub use guarded::{Guard, RowWrite};
+pub use rows::Value;
 pub use writer::{Attachment, Checkpointer, Clock, Outcome, WriteOptions};
 
 /// Which database we talk to.
@@ -112,6 +112,9 @@ impl Store {
                 AnyPoolOptions::new()
                     .max_connections(max)
                     .min_connections(1)
+                    // An embedded database has no network to fail: pinging a connection before
+                    // each use only costs a round trip to its worker thread.
+                    .test_before_acquire(false)
                     .idle_timeout(None)
                     .max_lifetime(None)
                     .after_connect(|conn, _| {
@@ -320,4 +323,3 @@ async fn migrate(pool: &AnyPool, dialect: Dialect) -> Result<(), StoreError> {
     }
     Ok(())
 }
-

@@ -260,18 +260,17 @@ fn session(r: &AnyRow) -> Result<SessionRow, StoreError> {
 /// `since` (a per-address limit decided in the database).
 pub fn insert_session(s: &SessionRow, since: Timestamp, quota: i64) -> [Attachment; 2] {
     [
-        count_below(
-            "SELECT COUNT(*) FROM oob_sessions WHERE channel = $1 AND address = $2 \
-             AND created_at >= $3",
-            vec![
-                Value::Text(s.channel.clone()),
-                Value::Text(s.address.clone()),
-                Value::Int(since.as_micros()),
-            ],
-            format!("sessions:{}:{}", s.channel, s.address),
-            quota,
-            "too many sessions for this address; try again later",
-        ),
+        Attachment::Guard(Guard {
+            kind: GuardKind::Recent {
+                table: "oob_sessions",
+                a: ("channel", Value::Text(s.channel.clone())),
+                b: ("address", Value::Text(s.address.clone())),
+                time: ("created_at", since.as_micros()),
+                bucket: format!("sessions:{}:{}", s.channel, s.address),
+                max: quota,
+            },
+            what: "too many sessions for this address; try again later",
+        }),
         session_write(s, ""),
     ]
 }

@@ -55,7 +55,14 @@ impl NewMessage {
             Value::Text(self.body.clone()),
             Value::Text(self.data.to_string()),
             // The dev inbox is the outbox itself: a `dev` message is delivered when it commits.
-            Value::Text(if self.kind == "dev" { "sent" } else { "pending" }.into()),
+            Value::Text(
+                if self.kind == "dev" {
+                    "sent"
+                } else {
+                    "pending"
+                }
+                .into(),
+            ),
             Value::Int(0),
             Value::Int(now.as_micros()),
             Value::Int(now.as_micros()),

@@ -193,9 +193,14 @@ pub fn multi_insert(
 
 /// `$1,$2,…,$n` (or `?,?,…` on SQLite) for an `IN (…)` list.
 pub fn placeholders(dialect: Dialect, n: usize) -> String {
+    placeholders_from(dialect, 1, n)
+}
+
+/// `n` placeholders numbered from `first` (for statements with several lists).
+pub fn placeholders_from(dialect: Dialect, first: usize, n: usize) -> String {
     let mut sql = String::with_capacity(n * 6);
-    for i in 1..=n {
-        if i > 1 {
+    for i in first..first + n {
+        if i > first {
             sql.push(',');
         }
         placeholder(&mut sql, dialect, i);
