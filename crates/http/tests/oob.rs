@@ -168,6 +168,18 @@ impl World {
             .await
     }
 
+    /// A payment of alice to the shop, from the account she names (without contract).
+    fn payment(&self, amount: &str, description: &str) -> Value {
+        json!({"user": "alice", "application": "payment", "payer_account": self.alice_eur,
+               "merchant_account": self.shop_eur, "amount": amount, "description": description})
+    }
+
+    /// A certified transfer from alice to bob.
+    fn transfer(&self, amount: &str, memo: &str) -> Value {
+        json!({"user": "alice", "application": "transfer", "debit_account": self.alice_eur,
+               "credit_account": self.bob_eur, "amount": amount, "memo": memo})
+    }
+
     async fn balance(&self, id: &str) -> i64 {
         self.api.balance(id).await
     }
@@ -267,11 +279,7 @@ async fn walk_every_application(w: World) {
     // Message certification: an inter-account transfer posts only after the code; the code
     // went out with the amount and both accounts in clear.
     let (s, code, view) = w
-        .open_secured(
-            &w.alice,
-            json!({"user": "alice", "application": "transfer", "debit_account": w.alice_eur,
-                   "credit_account": w.bob_eur, "amount": "10.00 EUR", "memo": "rent"}),
-        )
+        .open_secured(&w.alice, w.transfer("10.00 EUR", "rent"))
         .await;
     let inbox = w.inbox("alice").await;
     let text = inbox.body[0]["body"].as_str().expect("body").to_string();
@@ -295,11 +303,7 @@ async fn walk_every_application(w: World) {
     // Payment without contract: account details given in the session, the bank's
     // authorisation is a hold, posted to the merchant on success.
     let (s, code, view) = w
-        .open_secured(
-            &w.shop,
-            json!({"user": "alice", "application": "payment", "payer_account": w.alice_eur,
-                   "merchant_account": w.shop_eur, "amount": "12.50 EUR", "description": "Blue mug"}),
-        )
+        .open_secured(&w.shop, w.payment("12.50 EUR", "Blue mug"))
         .await;
     assert!(view["hold_id"].is_string(), "{view}");
     assert_eq!(
@@ -545,8 +549,7 @@ async fn walk_every_application(w: World) {
 #[tokio::test]
 async fn refusals_give_their_cause_and_change_nothing() {
     let w = World::new().await;
-    let transfer = json!({"user": "alice", "application": "transfer", "debit_account": w.alice_eur,
-                          "credit_account": w.bob_eur, "amount": "10.00 EUR", "memo": "rent"});
+    let transfer = w.transfer("10.00 EUR", "rent");
 
     // Wrong code; then a code from another session; both count as wrong codes.
     let (s1, code1, view1) = w.open_secured(&w.alice, transfer.clone()).await;
@@ -597,11 +600,7 @@ async fn refusals_give_their_cause_and_change_nothing() {
     // Expired: the code's five minutes are over; nothing runs, and the payment's hold is
     // released by the expiry sweeper after its grace period.
     let (s3, code3, _) = w
-        .open_secured(
-            &w.shop,
-            json!({"user": "alice", "application": "payment", "payer_account": w.alice_eur,
-                   "merchant_account": w.shop_eur, "amount": "12.50 EUR", "description": "Blue mug"}),
-        )
+        .open_secured(&w.shop, w.payment("12.50 EUR", "Blue mug"))
         .await;
     assert_eq!(w.available(&w.alice_eur).await, 9_000 - 1_250);
     w.advance(301);
@@ -623,11 +622,7 @@ async fn refusals_give_their_cause_and_change_nothing() {
     // Too many attempts: the fifth wrong code locks the session and voids the hold at once;
     // the right code is refused afterwards.
     let (s4, code4, _) = w
-        .open_secured(
-            &w.shop,
-            json!({"user": "alice", "application": "payment", "payer_account": w.alice_eur,
-                   "merchant_account": w.shop_eur, "amount": "7.00 EUR", "description": "Plate"}),
-        )
+        .open_secured(&w.shop, w.payment("7.00 EUR", "Plate"))
         .await;
     assert_eq!(w.available(&w.alice_eur).await, 9_000 - 700);
     for left in (1..=4).rev() {
@@ -656,11 +651,7 @@ async fn refusals_give_their_cause_and_change_nothing() {
 
     // Cancelled by the user: closed, hold voided, code refused.
     let (s5, code5, _) = w
-        .open_secured(
-            &w.shop,
-            json!({"user": "alice", "application": "payment", "payer_account": w.alice_eur,
-                   "merchant_account": w.shop_eur, "amount": "1.00 EUR", "description": "Spoon"}),
-        )
+        .open_secured(&w.shop, w.payment("1.00 EUR", "Spoon"))
         .await;
     w.api
         .post(&format!("/v1/oob/sessions/{s5}/cancel"))
@@ -695,8 +686,7 @@ async fn refusals_give_their_cause_and_change_nothing() {
     )
     .await
     .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
-    w.open(&w.shop, json!({"user": "alice", "application": "payment", "payer_account": w.alice_eur,
-                           "merchant_account": w.shop_eur, "amount": "1.00 USD", "description": "x"}))
+    w.open(&w.shop, w.payment("1.00 USD", "x"))
         .await
         .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     w.open(
@@ -718,13 +708,7 @@ async fn refusals_give_their_cause_and_change_nothing() {
 #[tokio::test]
 async fn concurrent_confirmations_authorise_once() {
     let w = World::new().await;
-    let (s, code, _) = w
-        .open_secured(
-            &w.alice,
-            json!({"user": "alice", "application": "transfer", "debit_account": w.alice_eur,
-                   "credit_account": w.bob_eur, "amount": "10.00 EUR"}),
-        )
-        .await;
+    let (s, code, _) = w.open_secured(&w.alice, w.transfer("10.00 EUR", "")).await;
     let attempts = (0..8).map(|_| w.verify(&s, &code, None));
     let replies = futures::future::join_all(attempts).await;
     let ok = replies
@@ -767,10 +751,7 @@ async fn threshold_rule_idempotent_opens_and_address_quota() {
         .send()
         .await
         .expect_error(StatusCode::FORBIDDEN, "forbidden");
-    let pay = |amount: &str| {
-        json!({"user": "alice", "application": "payment", "payer_account": w.alice_eur,
-               "merchant_account": w.shop_eur, "amount": amount, "description": "Mug"})
-    };
+    let pay = |amount: &str| w.payment(amount, "Mug");
     let r = w
         .open(&w.shop, pay("5.00 EUR"))
         .await

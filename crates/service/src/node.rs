@@ -525,14 +525,7 @@ impl Node {
             flags,
             limit_minor,
         };
-        let outcome = self
-            .inner
-            .store
-            .execute(Request {
-                idempotency_key: key,
-                command,
-            })
-            .await?;
+        let outcome = self.execute(key, command, Vec::new()).await?;
         let account = outcome
             .account()
             .cloned()
@@ -646,15 +639,7 @@ impl Node {
         };
         let key = namespaced(by, idempotency_key)?;
         let outcome = self
-            .inner
-            .store
-            .execute_with(
-                Request {
-                    idempotency_key: key,
-                    command,
-                },
-                messages.into_iter().map(Into::into).collect(),
-            )
+            .execute(key, command, messages.into_iter().map(Into::into).collect())
             .await?;
         first_transfer(outcome)
     }
@@ -740,15 +725,14 @@ impl Node {
         }
         let key = namespaced(by, idempotency_key)?;
         let outcome = self
-            .inner
-            .store
-            .execute(Request {
-                idempotency_key: key,
-                command: Command::Post {
+            .execute(
+                key,
+                Command::Post {
                     pending_id,
                     amount_minor,
                 },
-            })
+                Vec::new(),
+            )
             .await?;
         first_transfer(outcome)
     }
@@ -769,12 +753,7 @@ impl Node {
         .await?;
         let key = namespaced(by, idempotency_key)?;
         let outcome = self
-            .inner
-            .store
-            .execute(Request {
-                idempotency_key: key,
-                command: Command::Void { pending_id },
-            })
+            .execute(key, Command::Void { pending_id }, Vec::new())
             .await?;
         first_transfer(outcome)
     }
@@ -835,14 +814,7 @@ impl Node {
             memo: order.memo.unwrap_or_default(),
         };
         let key = namespaced(by, idempotency_key)?;
-        let outcome = self
-            .inner
-            .store
-            .execute(Request {
-                idempotency_key: key,
-                command,
-            })
-            .await?;
+        let outcome = self.execute(key, command, Vec::new()).await?;
         match outcome.event {
             tally_ledger::Event::Transfers { transfers } => Ok((transfers, outcome.replayed)),
             tally_ledger::Event::AccountOpened { .. } | tally_ledger::Event::Recorded { .. } => {
@@ -884,11 +856,7 @@ impl Node {
             .dev_inbox(address, limit.clamp(1, 500))
             .await?;
         for m in &mut messages {
-            m.message.body = self
-                .render_code(&m.message)
-                .await?
-                .expose()
-                .clone();
+            m.message.body = self.render_code(&m.message).await?.expose().clone();
         }
         Ok(messages)
     }

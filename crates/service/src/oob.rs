@@ -810,15 +810,13 @@ impl Node {
                 description,
                 terminal,
             } => {
-                let by = by.ok_or(ServiceError::Unauthorized)?;
                 let merchant = self
-                    .account_of(*merchant_account, "merchant_account")
-                    .await?;
-                if !by.is_admin() && (by.role != Role::Merchant || merchant.owner != by.owner) {
-                    return Err(ServiceError::Forbidden(
+                    .merchant_account(
+                        by,
+                        *merchant_account,
                         "payment sessions are opened by the merchant being paid",
-                    ));
-                }
+                    )
+                    .await?;
                 text_field("description", description, 300)?;
                 if let Some(t) = terminal {
                     text_field("terminal", t, 64)?;
@@ -883,15 +881,13 @@ impl Node {
                 amount,
                 description,
             } => {
-                let by = by.ok_or(ServiceError::Unauthorized)?;
                 let merchant = self
-                    .account_of(*merchant_account, "merchant_account")
-                    .await?;
-                if !by.is_admin() && (by.role != Role::Merchant || merchant.owner != by.owner) {
-                    return Err(ServiceError::Forbidden(
+                    .merchant_account(
+                        by,
+                        *merchant_account,
                         "trustee payments are opened by the merchant being paid",
-                    ));
-                }
+                    )
+                    .await?;
                 text_field("description", description, 300)?;
                 check_money(*amount, merchant.currency, merchant.currency)?;
                 self.trustee_account(amount.currency).await?;
@@ -985,6 +981,21 @@ impl Node {
         })
     }
 
+    /// The merchant's account being paid: the caller must be that merchant (or the operator).
+    async fn merchant_account(
+        &self,
+        by: Option<&Principal>,
+        id: Id,
+        refusal: &'static str,
+    ) -> Result<tally_ledger::Account> {
+        let by = by.ok_or(ServiceError::Unauthorized)?;
+        let merchant = self.account_of(id, "merchant_account").await?;
+        if !by.is_admin() && (by.role != Role::Merchant || merchant.owner != by.owner) {
+            return Err(ServiceError::Forbidden(refusal));
+        }
+        Ok(merchant)
+    }
+
     async fn account_of(&self, id: Id, field: &'static str) -> Result<tally_ledger::Account> {
         self.inner
             .store
@@ -1057,7 +1068,8 @@ impl Node {
         .await
     }
 
-    async fn execute(
+    /// Runs one ledger command with its attachments through the writer.
+    pub(crate) async fn execute(
         &self,
         key: String,
         command: Command,

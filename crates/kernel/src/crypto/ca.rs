@@ -366,39 +366,29 @@ impl Certificate {
 
     /// DNS names in `subjectAltName`.
     pub fn dns_names(&self) -> Vec<String> {
-        match self
-            .inner
-            .tbs_certificate()
-            .get_extension::<SubjectAltName>()
-        {
-            Ok(Some((_, san))) => san
-                .0
-                .iter()
-                .filter_map(|n| match n {
-                    GeneralName::DnsName(d) => Some(d.to_string()),
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        }
+        self.alt_names(|n| match n {
+            GeneralName::DnsName(d) => Some(d.to_string()),
+            _ => None,
+        })
     }
 
     /// The `uniformResourceIdentifier` entries of `subjectAltName` (e.g. `mailto:` or `tel:`
     /// addresses of an end entity's second channel).
     pub fn uri_names(&self) -> Vec<String> {
+        self.alt_names(|n| match n {
+            GeneralName::UniformResourceIdentifier(u) => Some(u.to_string()),
+            _ => None,
+        })
+    }
+
+    /// The `subjectAltName` entries `pick` keeps.
+    fn alt_names(&self, pick: impl Fn(&GeneralName) -> Option<String>) -> Vec<String> {
         match self
             .inner
             .tbs_certificate()
             .get_extension::<SubjectAltName>()
         {
-            Ok(Some((_, san))) => san
-                .0
-                .iter()
-                .filter_map(|n| match n {
-                    GeneralName::UniformResourceIdentifier(u) => Some(u.to_string()),
-                    _ => None,
-                })
-                .collect(),
+            Ok(Some((_, san))) => san.0.iter().filter_map(pick).collect(),
             _ => Vec::new(),
         }
     }
