@@ -84,6 +84,9 @@ pub enum RowWrite {
     },
 }
 
+/// The statement an insert goes into: table, columns, tail.
+type InsertShape = (&'static str, &'static str, &'static str);
+
 /// Identifies a row for guards: table, key column, key.
 type RowKey = (&'static str, &'static str, Value);
 
@@ -96,7 +99,7 @@ pub(crate) struct Rows {
     recent: HashMap<(&'static str, Value, Value), i64>,
     buckets: HashMap<String, i64>,
     /// Deferred inserts, grouped by statement shape, in first-seen order.
-    inserts: Vec<((&'static str, &'static str, &'static str), Vec<RowWrite>)>,
+    inserts: Vec<(InsertShape, Vec<RowWrite>)>,
 }
 
 impl Rows {
