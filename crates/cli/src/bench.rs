@@ -157,23 +157,43 @@ async fn ledger(args: LedgerBench) -> anyhow::Result<ExitCode> {
     );
     let dir = tempfile::tempdir()?;
     let sqlite_url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let sqlite = measure("SQLite", &sqlite_url, &args).await?;
+    compare(
+        &args.reference,
+        "durable transfers",
+        "targets: SQLite >= 20x pgbench, PostgreSQL >= 3x pgbench; every counted transfer was acknowledged after commit",
+        async |label, postgres_url| {
+            measure(label, postgres_url.unwrap_or(&sqlite_url), &args).await
+        },
+    )
+    .await
+}
+
+/// The run shared by every benchmark: `measure` on SQLite (`None`), then, unless PostgreSQL
+/// is skipped, on PostgreSQL (its URL) followed by pgbench; then the table (rows "SQLite
+/// {what}" and "PostgreSQL {what}") and the `targets` line. Fails when an audit failed.
+async fn compare(
+    reference: &Reference,
+    what: &str,
+    targets: &str,
+    measure: impl AsyncFn(&str, Option<&str>) -> anyhow::Result<Measured>,
+) -> anyhow::Result<ExitCode> {
+    let sqlite = measure("SQLite", None).await?;
 
     let mut pg = None;
     let mut pgbench = None;
-    if let Some(postgres) = args.reference.postgres()? {
-        pg = Some(measure("PostgreSQL", &postgres.bench_url, &args).await?);
-        pgbench = Some(args.reference.pgbench(&postgres).await?);
+    if let Some(postgres) = reference.postgres()? {
+        pg = Some(measure("PostgreSQL", Some(&postgres.bench_url)).await?);
+        pgbench = Some(reference.pgbench(&postgres).await?);
     }
 
-    let mut rows = vec![("SQLite durable transfers", sqlite.rate)];
+    let sqlite_label = format!("SQLite {what}");
+    let pg_label = format!("PostgreSQL {what}");
+    let mut rows = vec![(sqlite_label.as_str(), sqlite.rate)];
     if let Some(pg) = &pg {
-        rows.push(("PostgreSQL durable transfers", pg.rate));
+        rows.push((pg_label.as_str(), pg.rate));
     }
-    args.reference.print_table(pgbench, &rows);
-    println!(
-        "targets: SQLite >= 20x pgbench, PostgreSQL >= 3x pgbench; every counted transfer was acknowledged after commit"
-    );
+    reference.print_table(pgbench, &rows);
+    println!("{targets}");
     let audits_ok = sqlite.audit_ok && pg.as_ref().is_none_or(|p| p.audit_ok);
     Ok(if audits_ok {
         ExitCode::SUCCESS
@@ -279,19 +299,14 @@ async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<M
     let accounts = Arc::new(accounts);
     let done = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let bar = crate::progress_bar(args.seconds, "load");
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(args.concurrency);
-    for client in 0..args.concurrency {
-        let (store, accounts, done, refused, stop) = (
+    let elapsed = load(args.concurrency, args.seconds, |client, stop| {
+        let (store, accounts, done, refused) = (
             store.clone(),
             accounts.clone(),
             done.clone(),
             refused.clone(),
-            stop.clone(),
         );
-        tasks.push(tokio::spawn(async move {
+        async move {
             let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ (client as u64 + 1);
             let mut n: u64 = 0;
             while !stop.load(Ordering::Relaxed) {
@@ -325,18 +340,9 @@ async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<M
                 };
             }
             Ok(())
-        }));
-    }
-    for _ in 0..args.seconds {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        bar.inc(1);
-    }
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await??;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    bar.finish_and_clear();
+        }
+    })
+    .await?;
     let count = done.load(Ordering::Relaxed);
     let rate = count as f64 / elapsed;
     println!(
@@ -346,9 +352,53 @@ async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<M
     );
 
     // Prove it: recompute everything from the journal.
+    audit_and_close(label, &store, &policy, rate).await
+}
+
+/// Runs `clients` tasks made by `client(number, stop)` for `seconds` (a progress bar
+/// ticking each second), then raises `stop` and waits for every task; the first error of a
+/// task is returned. The seconds from just before the first task was spawned to the end of
+/// the last one.
+async fn load<E, Fut>(
+    clients: usize,
+    seconds: u64,
+    client: impl Fn(usize, Arc<AtomicBool>) -> Fut,
+) -> anyhow::Result<f64>
+where
+    E: Into<anyhow::Error> + Send + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let bar = crate::progress_bar(seconds, "load");
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    for number in 0..clients {
+        tasks.push(tokio::spawn(client(number, stop.clone())));
+    }
+    for _ in 0..seconds {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        bar.inc(1);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await?.map_err(Into::into)?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    Ok(elapsed)
+}
+
+/// The full audit at the end of a run (printed with up to ten problems), then the store is
+/// closed; `rate` is what the load measured.
+async fn audit_and_close(
+    label: &str,
+    store: &Store,
+    policy: &tally_store::audit::AuditPolicy,
+    rate: f64,
+) -> anyhow::Result<Measured> {
     let audit_started = Instant::now();
     let report = store
-        .audit(&tally_service::node::verify_checkpoint, &policy, &|_| {})
+        .audit(&tally_service::node::verify_checkpoint, policy, &|_| {})
         .await?;
     println!(
         "{label}: audit {} ({} journal entries, {} signed checkpoints, {:.1} s)",
@@ -404,27 +454,15 @@ async fn auth(args: AuthBench) -> anyhow::Result<ExitCode> {
         "tally bench auth: {} clients, {} users with a verified dev address, {} s per backend",
         args.clients, args.users, args.seconds
     );
-    let sqlite = measure_auth("SQLite", None, &args).await?;
-    let mut pg = None;
-    let mut pgbench = None;
-    if let Some(postgres) = args.reference.postgres()? {
-        pg = Some(measure_auth("PostgreSQL", Some(postgres.bench_url.clone()), &args).await?);
-        pgbench = Some(args.reference.pgbench(&postgres).await?);
-    }
-    let mut rows = vec![("SQLite out-of-band authentications", sqlite.rate)];
-    if let Some(pg) = &pg {
-        rows.push(("PostgreSQL out-of-band authentications", pg.rate));
-    }
-    args.reference.print_table(pgbench, &rows);
-    println!(
-        "target: SQLite >= 5x pgbench; every counted authentication was verified, its open and its verification each acknowledged after commit"
-    );
-    let audits_ok = sqlite.audit_ok && pg.as_ref().is_none_or(|p| p.audit_ok);
-    Ok(if audits_ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    compare(
+        &args.reference,
+        "out-of-band authentications",
+        "target: SQLite >= 5x pgbench; every counted authentication was verified, its open and its verification each acknowledged after commit",
+        async |label, postgres_url| {
+            measure_auth(label, postgres_url.map(str::to_string), &args).await
+        },
+    )
+    .await
 }
 
 /// The code in a message body: the first run of 6–10 digits after the word "code".
@@ -532,24 +570,14 @@ async fn measure_auth(
     let users = Arc::new(users);
     let entries_before = node.store().counts().await?.journal_seq;
     let done = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let bar = crate::progress_bar(args.seconds, "load");
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(args.clients);
-    for client in 0..args.clients {
+    let elapsed = load(args.clients, args.seconds, |client, stop| {
         let mine: Vec<usize> = if args.users >= args.clients {
             (client..args.users).step_by(args.clients).collect()
         } else {
             vec![client % args.users]
         };
-        let (node, admin, users, done, stop) = (
-            node.clone(),
-            admin.clone(),
-            users.clone(),
-            done.clone(),
-            stop.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
+        let (node, admin, users, done) = (node.clone(), admin.clone(), users.clone(), done.clone());
+        async move {
             let mut turn = 0;
             while !stop.load(Ordering::Relaxed) {
                 let user = &users[mine[turn % mine.len()]];
@@ -580,18 +608,9 @@ async fn measure_auth(
                 done.fetch_add(1, Ordering::Relaxed);
             }
             anyhow::Ok(())
-        }));
-    }
-    for _ in 0..args.seconds {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        bar.inc(1);
-    }
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await??;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    bar.finish_and_clear();
+        }
+    })
+    .await?;
     let count = done.load(Ordering::Relaxed);
     let rate = count as f64 / elapsed;
     let entries = node.store().counts().await?.journal_seq - entries_before;
@@ -605,26 +624,7 @@ async fn measure_auth(
         "{label}: {count} authentications counted but only {entries} journal entries written"
     );
 
-    let audit_started = Instant::now();
-    let report = node
-        .store()
-        .audit(&tally_service::node::verify_checkpoint, &policy, &|_| {})
-        .await?;
-    println!(
-        "{label}: audit {} ({} journal entries, {} signed checkpoints, {:.1} s)",
-        if report.ok() { "passed" } else { "FAILED" },
-        report.ledger.entries,
-        report.signatures_verified,
-        audit_started.elapsed().as_secs_f64()
-    );
-    for p in report.ledger.problems.iter().take(10) {
-        println!("  problem: {p}");
-    }
-    node.store().close().await;
-    Ok(Measured {
-        rate,
-        audit_ok: report.ok(),
-    })
+    audit_and_close(label, node.store(), &policy, rate).await
 }
 
 #[cfg(test)]

@@ -341,6 +341,30 @@ impl Client {
             println!("{}", summary(v));
         }
     }
+
+    /// [`Client::call`], then [`Client::show`] of the answer.
+    pub(crate) async fn call_show(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        idem: Option<&str>,
+        summary: impl FnOnce(&Value) -> String,
+    ) -> anyhow::Result<ExitCode> {
+        let v = self.call(method, path, body, idem).await?;
+        self.show(&v, summary);
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// `GET path`, shown with `summary` (or as JSON with `--json`).
+    pub(crate) async fn get_show(
+        &self,
+        path: &str,
+        summary: impl FnOnce(&Value) -> String,
+    ) -> anyhow::Result<ExitCode> {
+        self.call_show(reqwest::Method::GET, path, None, None, summary)
+            .await
+    }
 }
 
 /// A refusal from the node: its status, stable code and message (shown as

@@ -465,11 +465,24 @@ fn read_text(flag: &str, path: &Path) -> anyhow::Result<String> {
 
 // ----- presentation --------------------------------------------------------------------------
 
-/// A JSON integer of µs since the epoch, as RFC 3339.
+/// A JSON integer of µs since the epoch, as RFC 3339; `None` when absent.
+fn time_at(v: &Value, pointer: &str) -> Option<String> {
+    v.pointer(pointer)
+        .and_then(Value::as_i64)
+        .map(|us| Timestamp(us).to_rfc3339())
+}
+
+/// A JSON integer of µs since the epoch, as RFC 3339; `-` when absent.
 fn when(v: &Value, pointer: &str) -> String {
-    match v.pointer(pointer).and_then(Value::as_i64) {
-        Some(us) => Timestamp(us).to_rfc3339(),
-        None => "-".to_string(),
+    time_at(v, pointer).unwrap_or_else(|| "-".to_string())
+}
+
+/// `verified 2026-…` from the time at `pointer`, or `not verified` when absent (`done` is
+/// the word: verified, retrieved).
+fn done_at(v: &Value, pointer: &str, done: &str) -> String {
+    match time_at(v, pointer) {
+        Some(t) => format!("{done} {t}"),
+        None => format!("not {done}"),
     }
 }
 
@@ -704,45 +717,42 @@ pub async fn subscriber(cmd: SubscriberCommand) -> anyhow::Result<ExitCode> {
                 Some(acc) => println!("subscriber {} (stored account {acc})", a.user),
                 None => println!("subscriber {}", a.user),
             }
+            Ok(ExitCode::SUCCESS)
         }
         SubscriberCommand::Address(AddressCommand::Add(a)) => {
-            let c = Client::new(&a.conn)?;
             let body = json!({ "channel": a.channel, "address": a.address });
-            let v = c
-                .call(
+            Client::new(&a.conn)?
+                .call_show(
                     Method::POST,
                     &format!("/v1/subscribers/{}/addresses", urlencode(&a.user)),
                     Some(&body),
                     None,
+                    |v| {
+                        format!(
+                            "{}\na code was sent to the new address; confirm with `tally auth confirm {}`",
+                            session_summary(v),
+                            s(v, "/session")
+                        )
+                    },
                 )
-                .await?;
-            c.show(&v, |v| {
-                format!(
-                    "{}\na code was sent to the new address; confirm with `tally auth confirm {}`",
-                    session_summary(v),
-                    s(v, "/session")
-                )
-            });
+                .await
         }
         SubscriberCommand::Address(AddressCommand::List(a)) => {
-            let c = Client::new(&a.conn)?;
-            let v = c
-                .call(
-                    Method::GET,
+            Client::new(&a.conn)?
+                .get_show(
                     &format!("/v1/subscribers/{}/addresses", urlencode(&a.user)),
-                    None,
-                    None,
+                    |v| {
+                        rows(v, "(no addresses)", |r| {
+                            format!(
+                                "{:8} {:32} {}",
+                                s(r, "/channel"),
+                                s(r, "/address"),
+                                done_at(r, "/verified_at", "verified")
+                            )
+                        })
+                    },
                 )
-                .await?;
-            c.show(&v, |v| {
-                rows(v, "(no addresses)", |r| {
-                    let verified = match r.get("verified_at").and_then(Value::as_i64) {
-                        Some(t) => format!("verified {}", Timestamp(t).to_rfc3339()),
-                        None => "not verified".to_string(),
-                    };
-                    format!("{:8} {:32} {verified}", s(r, "/channel"), s(r, "/address"))
-                })
-            });
+                .await
         }
         SubscriberCommand::Certificate(a) => {
             let c = Client::new(&a.conn)?;
@@ -784,9 +794,9 @@ pub async fn subscriber(cmd: SubscriberCommand) -> anyhow::Result<ExitCode> {
                 a.user,
                 pem_path.display()
             );
+            Ok(ExitCode::SUCCESS)
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `PREFIX` + `.ext` (never replacing a dot already in the prefix).
@@ -813,11 +823,14 @@ async fn open(
         app["certificate"] = json!(read_text("--certificate", path)?);
     }
     let key = idempotency_key(&opts.idempotency_key);
-    let v = c
-        .call(Method::POST, "/v1/oob/sessions", Some(&app), Some(&key))
-        .await?;
-    c.show(&v, opened_summary);
-    Ok(ExitCode::SUCCESS)
+    c.call_show(
+        Method::POST,
+        "/v1/oob/sessions",
+        Some(&app),
+        Some(&key),
+        opened_summary,
+    )
+    .await
 }
 
 pub async fn auth(cmd: AuthCommand) -> anyhow::Result<ExitCode> {
@@ -891,71 +904,58 @@ pub async fn auth(cmd: AuthCommand) -> anyhow::Result<ExitCode> {
         AuthCommand::Show(a) => {
             let c = Client::new(&a.conn)?;
             let number = session_arg(&a.session)?;
-            let v = c
-                .call(
-                    Method::GET,
-                    &format!("/v1/oob/sessions/{number}"),
-                    None,
-                    None,
-                )
-                .await?;
-            c.show(&v, |v| {
+            c.get_show(&format!("/v1/oob/sessions/{number}"), |v| {
                 let mut out = session_summary(v);
                 if let Some(r) = v.get("result").filter(|r| !r.is_null()) {
                     out.push('\n');
                     out.push_str(&result_text(s(v, "/application"), r, None));
                 }
                 out
-            });
-            Ok(ExitCode::SUCCESS)
+            })
+            .await
         }
         AuthCommand::Cancel(a) => {
             let c = Client::new(&a.conn)?;
             let number = session_arg(&a.session)?;
-            let v = c
-                .call(
-                    Method::POST,
-                    &format!("/v1/oob/sessions/{number}/cancel"),
-                    Some(&json!({})),
-                    None,
-                )
-                .await?;
-            c.show(&v, |v| {
-                let released = if v.get("hold_id").is_some_and(|h| !h.is_null()) {
-                    "; the hold is released"
-                } else {
-                    ""
-                };
-                format!("{}\ncancelled{released}", session_summary(v))
-            });
-            Ok(ExitCode::SUCCESS)
+            c.call_show(
+                Method::POST,
+                &format!("/v1/oob/sessions/{number}/cancel"),
+                Some(&json!({})),
+                None,
+                |v| {
+                    let released = if v.get("hold_id").is_some_and(|h| !h.is_null()) {
+                        "; the hold is released"
+                    } else {
+                        ""
+                    };
+                    format!("{}\ncancelled{released}", session_summary(v))
+                },
+            )
+            .await
         }
         AuthCommand::Sessions(a) => {
-            let c = Client::new(&a.conn)?;
-            let v = c
-                .call(
-                    Method::GET,
+            Client::new(&a.conn)?
+                .get_show(
                     &format!("/v1/oob/sessions?user={}", urlencode(&a.user)),
-                    None,
-                    None,
+                    |v| {
+                        rows(v, "(no sessions)", |r| {
+                            let what = purpose_text(
+                                s(r, "/user"),
+                                r.get("purpose").unwrap_or(&Value::Null),
+                            );
+                            let first = what.lines().next().unwrap_or_default().to_string();
+                            format!(
+                                "{}  {:14} {:9} expires {}  {}",
+                                s(r, "/session"),
+                                s(r, "/application"),
+                                s(r, "/state"),
+                                when(r, "/expires_at"),
+                                first
+                            )
+                        })
+                    },
                 )
-                .await?;
-            c.show(&v, |v| {
-                rows(v, "(no sessions)", |r| {
-                    let what =
-                        purpose_text(s(r, "/user"), r.get("purpose").unwrap_or(&Value::Null));
-                    let first = what.lines().next().unwrap_or_default().to_string();
-                    format!(
-                        "{}  {:14} {:9} expires {}  {}",
-                        s(r, "/session"),
-                        s(r, "/application"),
-                        s(r, "/state"),
-                        when(r, "/expires_at"),
-                        first
-                    )
-                })
-            });
-            Ok(ExitCode::SUCCESS)
+                .await
         }
     }
 }
@@ -1095,33 +1095,22 @@ pub async fn mail(cmd: MailCommand) -> anyhow::Result<ExitCode> {
             open(&a.conn, &a.user, app, &a.open).await
         }
         MailCommand::List(a) => {
-            let c = Client::new(&a.conn)?;
-            let v = c
-                .call(
-                    Method::GET,
-                    &format!("/v1/mail?user={}", urlencode(&a.user)),
-                    None,
-                    None,
-                )
-                .await?;
-            c.show(&v, |v| {
-                rows(v, "(no mail)", |m| {
-                    let retrieved = match m.get("retrieved_at").and_then(Value::as_i64) {
-                        Some(t) => format!("retrieved {}", Timestamp(t).to_rfc3339()),
-                        None => "not retrieved".to_string(),
-                    };
-                    format!(
-                        "{}  {:10} {} -> {}  {:?}  {retrieved}  {}",
-                        when(m, "/deposited_at"),
-                        s(m, "/kind"),
-                        s(m, "/sender"),
-                        s(m, "/recipient"),
-                        s(m, "/subject"),
-                        s(m, "/id"),
-                    )
+            Client::new(&a.conn)?
+                .get_show(&format!("/v1/mail?user={}", urlencode(&a.user)), |v| {
+                    rows(v, "(no mail)", |m| {
+                        format!(
+                            "{}  {:10} {} -> {}  {:?}  {}  {}",
+                            when(m, "/deposited_at"),
+                            s(m, "/kind"),
+                            s(m, "/sender"),
+                            s(m, "/recipient"),
+                            s(m, "/subject"),
+                            done_at(m, "/retrieved_at", "retrieved"),
+                            s(m, "/id"),
+                        )
+                    })
                 })
-            });
-            Ok(ExitCode::SUCCESS)
+                .await
         }
     }
 }
@@ -1130,18 +1119,15 @@ pub async fn offer(cmd: OfferCommand) -> anyhow::Result<ExitCode> {
     let OfferCommand::Send(a) = cmd;
     let c = Client::new(&a.conn)?;
     let body = json!({ "recipient": a.to, "subject": a.subject, "body": a.body });
-    let v = c
-        .call(Method::POST, "/v1/offers", Some(&body), None)
-        .await?;
-    c.show(&v, |v| {
+    c.call_show(Method::POST, "/v1/offers", Some(&body), None, |v| {
         format!(
             "offer {} left for {}; they read it with `tally auth offers {}`",
             s(v, "/id"),
             a.to,
             a.to
         )
-    });
-    Ok(ExitCode::SUCCESS)
+    })
+    .await
 }
 
 pub async fn statement(a: StatementArgs) -> anyhow::Result<ExitCode> {
@@ -1157,9 +1143,7 @@ pub async fn statement(a: StatementArgs) -> anyhow::Result<ExitCode> {
     if !query.is_empty() {
         path = format!("{path}?{}", query.join("&"));
     }
-    let v = c.call(Method::GET, &path, None, None).await?;
-    c.show(&v, statement_text);
-    Ok(ExitCode::SUCCESS)
+    c.get_show(&path, statement_text).await
 }
 
 fn statement_text(v: &Value) -> String {
@@ -1220,29 +1204,24 @@ fn statement_text(v: &Value) -> String {
 }
 
 pub async fn certificates(a: UserArgs) -> anyhow::Result<ExitCode> {
-    let c = Client::new(&a.conn)?;
-    let v = c
-        .call(
-            Method::GET,
+    Client::new(&a.conn)?
+        .get_show(
             &format!("/v1/certificates?user={}", urlencode(&a.user)),
-            None,
-            None,
+            |v| {
+                rows(v, "(no certificates)", |r| {
+                    let body = r.get("body").unwrap_or(&Value::Null);
+                    format!(
+                        "{}  {:19} session {}  signed by {}  {}",
+                        when(r, "/created_at"),
+                        s(r, "/kind"),
+                        s(r, "/session"),
+                        s(body, "/signer"),
+                        s(r, "/id"),
+                    )
+                })
+            },
         )
-        .await?;
-    c.show(&v, |v| {
-        rows(v, "(no certificates)", |r| {
-            let body = r.get("body").unwrap_or(&Value::Null);
-            format!(
-                "{}  {:19} session {}  signed by {}  {}",
-                when(r, "/created_at"),
-                s(r, "/kind"),
-                s(r, "/session"),
-                s(body, "/signer"),
-                s(r, "/id"),
-            )
-        })
-    });
-    Ok(ExitCode::SUCCESS)
+        .await
 }
 
 pub async fn rule(cmd: RuleCommand) -> anyhow::Result<ExitCode> {
@@ -1283,31 +1262,29 @@ pub async fn trustee(cmd: TrusteeCommand) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(|u| time_arg("--until", u))
         .transpose()?;
-    let v = c
-        .call(
-            Method::POST,
-            "/v1/trustee/settle",
-            Some(&json!({ "until": until })),
-            None,
-        )
-        .await?;
-    c.show(&v, |v| {
-        rows(v, "nothing to settle", |p| {
-            let code = s(p, "/currency");
-            let gross = p.get("gross_minor").and_then(Value::as_i64).unwrap_or(0);
-            let fee = p.get("fee_minor").and_then(Value::as_i64).unwrap_or(0);
-            format!(
-                "{}  {} payments  gross {}  fee {}  paid {}  transfer {}",
-                s(p, "/merchant_account"),
-                p.get("lines").and_then(Value::as_u64).unwrap_or(0),
-                money(gross, code),
-                money(fee, code),
-                money(gross - fee, code),
-                s(p, "/transfer"),
-            )
-        })
-    });
-    Ok(ExitCode::SUCCESS)
+    c.call_show(
+        Method::POST,
+        "/v1/trustee/settle",
+        Some(&json!({ "until": until })),
+        None,
+        |v| {
+            rows(v, "nothing to settle", |p| {
+                let code = s(p, "/currency");
+                let gross = p.get("gross_minor").and_then(Value::as_i64).unwrap_or(0);
+                let fee = p.get("fee_minor").and_then(Value::as_i64).unwrap_or(0);
+                format!(
+                    "{}  {} payments  gross {}  fee {}  paid {}  transfer {}",
+                    s(p, "/merchant_account"),
+                    p.get("lines").and_then(Value::as_u64).unwrap_or(0),
+                    money(gross, code),
+                    money(fee, code),
+                    money(gross - fee, code),
+                    s(p, "/transfer"),
+                )
+            })
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -2,22 +2,10 @@
 
 mod common;
 
-use common::{Server, cli, tally, wait_until};
-use std::io;
-use std::net::{IpAddr, TcpListener};
-use std::sync::mpsc;
+use common::{
+    Server, assert_audit_passes, cli, field, ok, open_account, tally, transfer, wait_until,
+};
 use std::time::Duration;
-
-fn field<'a>(out: &'a str, name: &str) -> &'a str {
-    out.lines()
-        .find_map(|l| l.strip_prefix(name).map(str::trim))
-        .unwrap_or_else(|| panic!("no `{name}` in:\n{out}"))
-}
-
-fn ok(r: (bool, String, String)) -> String {
-    assert!(r.0, "command failed:\nstdout: {}\nstderr: {}", r.1, r.2);
-    r.1
-}
 
 #[test]
 fn a_customer_pays_a_merchant_through_the_cli() {
@@ -43,15 +31,7 @@ fn a_customer_pays_a_merchant_through_the_cli() {
     let shop_key = field(&out, "key").to_string();
 
     // Accounts: the customer's and the merchant's own, and the operator's settlement account.
-    let alice = field(
-        &ok(cli(
-            &server,
-            &alice_key,
-            &["account", "open", "--currency", "EUR"],
-        )),
-        "account",
-    )
-    .to_string();
+    let alice = open_account(&server, &alice_key, &[]);
     let shop = field(
         &ok(cli(
             &server,
@@ -61,23 +41,7 @@ fn a_customer_pays_a_merchant_through_the_cli() {
         "account",
     )
     .to_string();
-    let world = field(
-        &ok(cli(
-            &server,
-            &admin,
-            &[
-                "account",
-                "open",
-                "--currency",
-                "EUR",
-                "--kind",
-                "settlement",
-                "--unbounded",
-            ],
-        )),
-        "account",
-    )
-    .to_string();
+    let world = open_account(&server, &admin, &["--kind", "settlement", "--unbounded"]);
 
     // Fund Alice; a retry with the same key moves nothing twice.
     let fund = [
@@ -210,21 +174,14 @@ fn a_customer_pays_a_merchant_through_the_cli() {
     );
 
     // A notification written with the transfer reaches the dev inbox.
-    ok(cli(
+    transfer(
         &server,
         &alice_key,
-        &[
-            "transfer",
-            "--from",
-            &alice,
-            "--to",
-            &shop,
-            "--amount",
-            "1.00 EUR",
-            "--notify",
-            "dev:shop-desk",
-        ],
-    ));
+        &alice,
+        &shop,
+        "1.00 EUR",
+        &["--notify", "dev:shop-desk"],
+    );
     wait_until("the dev inbox to receive the notification", || {
         cli(&server, &admin, &["inbox", "shop-desk"])
             .1
@@ -238,16 +195,7 @@ fn a_customer_pays_a_merchant_through_the_cli() {
         4,
         "fund, hold, its post, the 1.00 transfer: {history}"
     );
-    let audit = tally()
-        .args(["ledger", "audit", "--data"])
-        .arg(&server.data)
-        .output()
-        .expect("audit");
-    let text = String::from_utf8_lossy(&audit.stdout);
-    assert!(
-        audit.status.success() && text.contains("audit passed"),
-        "{text}"
-    );
+    assert_audit_passes(&server);
 }
 
 #[test]
@@ -277,39 +225,9 @@ fn serves_https_with_a_certificate_from_the_node_ca() {
     assert!(!failed && err.contains("cannot reach"), "{err}");
 }
 
-/// A real SMTP server on loopback (mailin-embedded) that hands each message to the test.
-fn smtp_sink() -> (u16, mpsc::Receiver<String>) {
-    #[derive(Clone)]
-    struct Sink(mpsc::Sender<String>, Vec<u8>);
-    impl mailin_embedded::Handler for Sink {
-        fn helo(&mut self, _ip: IpAddr, _domain: &str) -> mailin_embedded::Response {
-            mailin_embedded::response::OK
-        }
-        fn data(&mut self, buf: &[u8]) -> io::Result<()> {
-            self.1.extend_from_slice(buf);
-            Ok(())
-        }
-        fn data_end(&mut self) -> mailin_embedded::Response {
-            let _ = self
-                .0
-                .send(String::from_utf8_lossy(&std::mem::take(&mut self.1)).into_owned());
-            mailin_embedded::response::OK
-        }
-    }
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let (tx, rx) = mpsc::channel();
-    let mut server = mailin_embedded::Server::new(Sink(tx, Vec::new()));
-    server.with_name("sink.test").with_tcp_listener(listener);
-    std::thread::spawn(move || {
-        let _ = server.serve().map_err(|e| e.to_string());
-    });
-    (port, rx)
-}
-
 #[test]
 fn a_transfer_notification_goes_out_over_real_smtp() {
-    let (port, inbox) = smtp_sink();
+    let (port, inbox) = tally_testkit::smtp_sink();
     let dir = tempfile::tempdir().expect("tempdir");
     let channels = dir.path().join("channels.json");
     std::fs::write(
@@ -320,30 +238,16 @@ fn a_transfer_notification_goes_out_over_real_smtp() {
     let channels = channels.display().to_string();
     let server = Server::start(&dir.path().join("node"), &["--channels", &channels]);
     let admin = server.admin_key.clone();
-    let open = |extra: &[&str]| {
-        let mut args = vec!["account", "open", "--currency", "EUR"];
-        args.extend_from_slice(extra);
-        field(&ok(cli(&server, &admin, &args)), "account").to_string()
-    };
-    let world = open(&["--kind", "settlement", "--unbounded"]);
-    let bob = open(&["--kind", "customer", "--owner", "bob"]);
-    ok(cli(
+    let world = open_account(&server, &admin, &["--kind", "settlement", "--unbounded"]);
+    let bob = open_account(&server, &admin, &["--kind", "customer", "--owner", "bob"]);
+    transfer(
         &server,
         &admin,
-        &[
-            "transfer",
-            "--from",
-            &world,
-            "--to",
-            &bob,
-            "--amount",
-            "7.25 EUR",
-            "--memo",
-            "refund",
-            "--notify",
-            "email:bob@example.test",
-        ],
-    ));
+        &world,
+        &bob,
+        "7.25 EUR",
+        &["--memo", "refund", "--notify", "email:bob@example.test"],
+    );
     let mail = inbox
         .recv_timeout(Duration::from_secs(30))
         .expect("the notification arrives over SMTP");

@@ -3,20 +3,11 @@
 
 mod common;
 
-use common::{Server, cli, tally};
+use common::{
+    Server, assert_audit_passes, cli, field, ok, open_account, outcome, tally_for, transfer,
+};
 use std::io::Write;
 use std::process::Stdio;
-
-fn field<'a>(out: &'a str, name: &str) -> &'a str {
-    out.lines()
-        .find_map(|l| l.strip_prefix(name).map(str::trim))
-        .unwrap_or_else(|| panic!("no `{name}` in:\n{out}"))
-}
-
-fn ok(r: (bool, String, String)) -> String {
-    assert!(r.0, "command failed:\nstdout: {}\nstderr: {}", r.1, r.2);
-    r.1
-}
 
 /// The code in a message: the first run of 6–10 digits after the word "code".
 fn code_in(body: &str) -> String {
@@ -50,23 +41,15 @@ fn code_for(server: &Server, key: &str, address: &str, session: &str) -> String 
 
 /// `tally auth confirm SESSION` with the code typed on stdin, as at the prompt.
 fn confirm_typed(server: &Server, key: &str, session: &str, code: &str) -> (bool, String, String) {
-    let mut child = tally()
+    let mut child = tally_for(server, key)
         .args(["auth", "confirm", session])
-        .env("TALLY_SERVER", &server.url)
-        .env("TALLY_API_KEY", key)
-        .env_remove("TALLY_DATA")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run tally");
     writeln!(child.stdin.take().expect("stdin"), "{code}").expect("type the code");
-    let out = child.wait_with_output().expect("wait");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    outcome(child.wait_with_output().expect("wait"))
 }
 
 #[test]
@@ -87,27 +70,11 @@ fn a_user_verifies_an_address_and_certifies_a_transfer_from_the_cli() {
     .to_string();
 
     // Accounts: Alice's, Bob's, and the operator's settlement account that funds Alice.
-    let open = |extra: &[&str]| {
-        let mut args = vec!["account", "open", "--currency", "EUR"];
-        args.extend_from_slice(extra);
-        field(&ok(cli(&server, &admin, &args)), "account").to_string()
-    };
+    let open = |extra: &[&str]| open_account(&server, &admin, extra);
     let world = open(&["--kind", "settlement", "--unbounded"]);
     let alice = open(&["--kind", "customer", "--owner", "alice"]);
     let bob = open(&["--kind", "customer", "--owner", "bob"]);
-    ok(cli(
-        &server,
-        &admin,
-        &[
-            "transfer",
-            "--from",
-            &world,
-            "--to",
-            &alice,
-            "--amount",
-            "100.00 EUR",
-        ],
-    ));
+    transfer(&server, &admin, &world, &alice, "100.00 EUR", &[]);
 
     // Alice joins the directory and adds her phone (a dev inbox) as second channel.
     let out = ok(cli(&server, &alice_key, &["subscriber", "add", "alice"]));
@@ -136,11 +103,14 @@ fn a_user_verifies_an_address_and_certifies_a_transfer_from_the_cli() {
         field(&out, "authorises").starts_with("Add this dev address to Tally user alice"),
         "{out}"
     );
-    let listed = ok(cli(
-        &server,
-        &alice_key,
-        &["subscriber", "address", "list", "alice"],
-    ));
+    let addresses = || {
+        ok(cli(
+            &server,
+            &alice_key,
+            &["subscriber", "address", "list", "alice"],
+        ))
+    };
+    let listed = addresses();
     assert!(
         listed.contains("alice-phone") && listed.contains("not verified"),
         "{listed}"
@@ -154,11 +124,7 @@ fn a_user_verifies_an_address_and_certifies_a_transfer_from_the_cli() {
     assert!(out.contains("\nauthorized\n"), "{out}");
     assert!(out.contains("address verified"), "{out}");
     assert!(!out.contains(&code), "the code is never printed: {out}");
-    let listed = ok(cli(
-        &server,
-        &alice_key,
-        &["subscriber", "address", "list", "alice"],
-    ));
+    let listed = addresses();
     assert!(
         listed.contains("alice-phone") && listed.contains("verified 20"),
         "{listed}"
@@ -294,14 +260,5 @@ fn a_user_verifies_an_address_and_certifies_a_transfer_from_the_cli() {
     );
 
     // The journal still balances.
-    let audit = tally()
-        .args(["ledger", "audit", "--data"])
-        .arg(&server.data)
-        .output()
-        .expect("audit");
-    let text = String::from_utf8_lossy(&audit.stdout);
-    assert!(
-        audit.status.success() && text.contains("audit passed"),
-        "{text}"
-    );
+    assert_audit_passes(&server);
 }

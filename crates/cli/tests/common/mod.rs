@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The binary under test.
@@ -90,20 +90,82 @@ impl Drop for Server {
     }
 }
 
-/// Runs the CLI against `server`, returning (exit status success, stdout, stderr).
-pub fn cli(server: &Server, key: &str, args: &[&str]) -> (bool, String, String) {
-    let out = tally()
-        .args(args)
+/// `tally` set up to talk to `server` with `key` (and never to a local data directory).
+pub fn tally_for(server: &Server, key: &str) -> Command {
+    let mut command = tally();
+    command
         .env("TALLY_SERVER", &server.url)
         .env("TALLY_API_KEY", key)
-        .env_remove("TALLY_DATA")
-        .output()
-        .expect("run tally");
+        .env_remove("TALLY_DATA");
+    command
+}
+
+/// A finished run as (exit status success, stdout, stderr).
+pub fn outcome(out: Output) -> (bool, String, String) {
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Runs the CLI against `server`, returning (exit status success, stdout, stderr).
+pub fn cli(server: &Server, key: &str, args: &[&str]) -> (bool, String, String) {
+    outcome(
+        tally_for(server, key)
+            .args(args)
+            .output()
+            .expect("run tally"),
+    )
+}
+
+/// The stdout of a command that must have succeeded.
+pub fn ok(r: (bool, String, String)) -> String {
+    assert!(r.0, "command failed:\nstdout: {}\nstderr: {}", r.1, r.2);
+    r.1
+}
+
+/// The value of the output line that starts with `name`.
+pub fn field<'a>(out: &'a str, name: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(name).map(str::trim))
+        .unwrap_or_else(|| panic!("no `{name}` in:\n{out}"))
+}
+
+/// `tally account open --currency EUR EXTRA…` with `key`; the new account's id.
+pub fn open_account(server: &Server, key: &str, extra: &[&str]) -> String {
+    let mut args = vec!["account", "open", "--currency", "EUR"];
+    args.extend_from_slice(extra);
+    field(&ok(cli(server, key, &args)), "account").to_string()
+}
+
+/// `tally transfer --from FROM --to TO --amount AMOUNT EXTRA…` with `key`, which must
+/// succeed; its stdout.
+pub fn transfer(
+    server: &Server,
+    key: &str,
+    from: &str,
+    to: &str,
+    amount: &str,
+    extra: &[&str],
+) -> String {
+    let mut args = vec!["transfer", "--from", from, "--to", to, "--amount", amount];
+    args.extend_from_slice(extra);
+    ok(cli(server, key, &args))
+}
+
+/// `tally ledger audit` on the node's data directory passes.
+pub fn assert_audit_passes(server: &Server) {
+    let audit = tally()
+        .args(["ledger", "audit", "--data"])
+        .arg(&server.data)
+        .output()
+        .expect("audit");
+    let text = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        audit.status.success() && text.contains("audit passed"),
+        "{text}"
+    );
 }
 
 /// A bounded wait for a condition that another process makes true.
