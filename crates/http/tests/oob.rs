@@ -758,6 +758,35 @@ async fn threshold_rule_idempotent_opens_and_address_quota() {
         .expect(StatusCode::CREATED);
     assert_eq!(r.str("/outcome"), "normal");
     assert_eq!(w.balances().await, [9_500, 2_000, 500]);
+    // A retry of a normal payment stays that payment, even after the threshold changes.
+    let set_rule = |amount: &'static str| {
+        w.api
+            .call("PUT", "/v1/oob/rules/shop")
+            .key(&w.shop)
+            .json(json!({ "secured_above": amount }))
+            .send()
+    };
+    let till = |amount: &str| {
+        w.api
+            .post("/v1/oob/sessions")
+            .key(&w.shop)
+            .idem("till-3")
+            .json(pay(amount))
+            .send()
+    };
+    let first = till("4.00 EUR").await.expect(StatusCode::CREATED);
+    assert_eq!(first.str("/outcome"), "normal");
+    set_rule("1.00 EUR").await.expect(StatusCode::NO_CONTENT);
+    let again = till("4.00 EUR").await.expect(StatusCode::OK);
+    assert_eq!(
+        (again.str("/outcome"), again.str("/transfer/id")),
+        ("normal", first.str("/transfer/id"))
+    );
+    till("4.50 EUR")
+        .await
+        .expect_error(StatusCode::CONFLICT, "idempotency_key_reused");
+    assert_eq!(w.balances().await, [9_100, 2_000, 900]);
+    set_rule("20.00 EUR").await.expect(StatusCode::NO_CONTENT);
     let r = w
         .open(&w.shop, pay("25.00 EUR"))
         .await
@@ -799,7 +828,7 @@ async fn threshold_rule_idempotent_opens_and_address_quota() {
         .expect_error(StatusCode::CONFLICT, "idempotency_key_reused");
     assert_eq!(
         w.available(&w.alice_eur).await,
-        9_500 - 2_500 - 3_000,
+        9_100 - 2_500 - 3_000,
         "one hold per session"
     );
 

@@ -678,10 +678,44 @@ impl Node {
             (None, Some(_)) => return Err(ServiceError::Unauthorized),
             _ => None,
         };
-        if let Some(key) = &client_key
-            && let Some(row) = self.inner.store.oob_session_by_key(key).await?
-        {
-            return self.replayed_open(&row, &req).await;
+        if let Some(key) = &client_key {
+            if let Some(row) = self.inner.store.oob_session_by_key(key).await? {
+                return self.replayed_open(&row, &req).await;
+            }
+            // A retry of a request that ran below the threshold stays that transfer, even if
+            // the threshold changed meanwhile: money never moves twice for one key.
+            if let Some(tally_ledger::Event::Transfers { transfers }) = self
+                .inner
+                .store
+                .journal_event(&format!("{key}:normal"))
+                .await?
+                && let Some(transfer) = transfers.into_iter().next()
+            {
+                let (amount, credit) = match &req.app {
+                    AppRequest::Transfer {
+                        amount,
+                        credit_account,
+                        ..
+                    } => (*amount, *credit_account),
+                    AppRequest::Payment {
+                        amount,
+                        merchant_account,
+                        ..
+                    } => (*amount, *merchant_account),
+                    _ => return Err(ServiceError::IdempotencyKeyReused),
+                };
+                let same = transfer.amount_minor == amount.minor
+                    && transfer.currency == amount.currency
+                    && transfer.credit_account == credit;
+                return if same {
+                    Ok(Opened::Normal {
+                        transfer,
+                        replayed: true,
+                    })
+                } else {
+                    Err(ServiceError::IdempotencyKeyReused)
+                };
+            }
         }
         let plan = self.plan(by, &req, client_key.clone()).await?;
         let plan = match plan {
