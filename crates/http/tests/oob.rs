@@ -618,6 +618,14 @@ async fn refusals_give_their_cause_and_change_nothing() {
         .expect("sweep");
     assert_eq!(expired, 1);
     assert_eq!(w.available(&w.alice_eur).await, 9_000);
+    // Cancelling it afterwards closes it quietly (the hold is gone already).
+    let closed = w
+        .api
+        .post(&format!("/v1/oob/sessions/{s3}/cancel"))
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(closed.str("/state"), "closed");
 
     // Too many attempts: the fifth wrong code locks the session and voids the hold at once;
     // the right code is refused afterwards.

@@ -1714,7 +1714,18 @@ impl Node {
             after.state = "closed".into();
             after.session = serde_json::to_string(&next).map_err(corrupt)?;
             after.updated_at = self.now();
-            let command = match hold {
+            // A hold the sweeper already expired needs no void: the session just closes.
+            let pending = match hold {
+                Some(id) => self
+                    .inner
+                    .store
+                    .transfer(id)
+                    .await?
+                    .filter(|t| t.state == tally_ledger::TransferState::Pending)
+                    .map(|t| t.id),
+                None => None,
+            };
+            let command = match pending {
                 Some(hold) => Command::Void { pending_id: hold },
                 None => Command::Record {
                     kind: "oob_session_closed".into(),
