@@ -28,6 +28,27 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
+/// SHA-256 over data that arrives in pieces (files, streams), in constant memory.
+#[derive(Clone, Default)]
+pub struct Sha256Stream(Sha256);
+
+impl Sha256Stream {
+    /// An empty hash.
+    pub fn new() -> Sha256Stream {
+        Sha256Stream(Sha256::new())
+    }
+
+    /// Adds `bytes`.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The digest of everything added.
+    pub fn finish(self) -> [u8; 32] {
+        self.0.finalize().into()
+    }
+}
+
 fn hmac_sha256_instance(key: &[u8]) -> Hmac<Sha256> {
     // Invariant: HMAC accepts keys of every length (RFC 2104 hashes long keys and pads short
     // ones), so `new_from_slice` cannot fail for `Hmac<Sha256>`.
@@ -161,6 +182,24 @@ mod tests {
     use super::*;
 
     /// RFC 4231 §4.3, test case 2.
+    #[test]
+    fn streamed_sha256_equals_one_shot() {
+        let data: Vec<u8> = (0..10_000_u32).map(|i| (i % 251) as u8).collect();
+        let mut h = Sha256Stream::new();
+        for piece in data.chunks(777) {
+            h.update(piece);
+        }
+        assert_eq!(h.finish(), sha256(&data));
+        // FIPS 180-2 "abc".
+        let mut h = Sha256Stream::new();
+        h.update(b"a");
+        h.update(b"bc");
+        assert_eq!(
+            hex::encode(h.finish()),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
     #[test]
     fn rfc4231_test_case_2() {
         let tag = hmac_sha256(b"Jefe", b"what do ya want for nothing?");

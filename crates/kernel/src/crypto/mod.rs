@@ -27,6 +27,7 @@ pub mod canonical;
 pub mod kdf;
 pub mod keys;
 pub mod otp;
+pub mod seal;
 pub mod stream;
 
 #[cfg(test)]
