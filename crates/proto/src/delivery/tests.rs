@@ -1,0 +1,331 @@
+use super::*;
+use proptest::prelude::*;
+use std::io::Cursor;
+use tally_kernel::Currency;
+
+const NODE_SECRET: &[u8] = b"tally-delivery-test-secret-0123456789";
+
+fn node() -> SigningKey {
+    SigningKey::from_seed(&[9; 32])
+}
+
+fn product() -> Id {
+    Id(uuid::Uuid::from_u128(
+        0x0190_0000_0000_7000_8000_0000_0000_0001,
+    ))
+}
+
+fn reference(nonce: u8) -> ReferenceCode {
+    ReferenceCode::new(
+        product(),
+        "Ada Buyer <ada@example.com>",
+        Timestamp(1_767_225_600_000_000),
+        [nonce; 16],
+    )
+}
+
+/// A small package with fixed randomness: (bytes, header, unlock key, plaintexts).
+fn package(nonce: u8, product_bytes: &[u8]) -> (Vec<u8>, Header, [u8; 32]) {
+    let code = reference(nonce);
+    let unlock = *code.unlock_key(NODE_SECRET).expect("key").expose();
+    let content_key = [0x42_u8; 32];
+    let mut sealed_product = Vec::new();
+    let p = seal_entry(
+        &content_key,
+        "song.flac",
+        EntryKind::Product,
+        product_bytes,
+        &mut sealed_product,
+        [1; stream::SALT_LEN],
+        [2; stream::NONCE_PREFIX_LEN],
+    )
+    .expect("seal product");
+    let registration = format!("registration for {}; authenticity A7Q2", code.display());
+    let mut sealed_registration = Vec::new();
+    let r = seal_entry(
+        &content_key,
+        "registration.txt",
+        EntryKind::Registration,
+        registration.as_bytes(),
+        &mut sealed_registration,
+        [3; stream::SALT_LEN],
+        [4; stream::NONCE_PREFIX_LEN],
+    )
+    .expect("seal registration");
+    let header = Header {
+        v: 1,
+        sale: Id(uuid::Uuid::from_u128(
+            0x0190_0000_0000_7000_8000_0000_0000_0100 + u128::from(nonce),
+        )),
+        product: product(),
+        reference: code.clone(),
+        instruction: Instruction {
+            title: "Song".into(),
+            text: format!("Pay 9.90 EUR quoting {code}; the unlock key comes to you."),
+            amount: Amount::new(990, Currency::from_code("EUR").expect("EUR")),
+            pay_to: "account 0190…".into(),
+            licence: "Personal use.".into(),
+        },
+        entries: vec![p, r],
+        content_key_wrap: Header::wrap_content_key(&content_key, &unlock, &code, &[5; 24])
+            .expect("wrap"),
+        node_key: node().verifying_key().to_hex(),
+    };
+    let mut out = Vec::new();
+    write_package(
+        &mut out,
+        &header,
+        &mut [
+            &mut sealed_product.as_slice(),
+            &mut sealed_registration.as_slice(),
+        ],
+        &node(),
+    )
+    .expect("write");
+    (out, header, unlock)
+}
+
+fn product_bytes() -> Vec<u8> {
+    (0..200_000_u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect()
+}
+
+#[test]
+fn a_package_round_trips_and_yields_the_product() {
+    let data = product_bytes();
+    let (bytes, header, unlock) = package(1, &data);
+    let trusted = node().verifying_key();
+    let inspected = inspect(bytes.as_slice(), Some(&trusted)).expect("verifies");
+    assert_eq!(inspected.header, header);
+    assert_eq!(inspected.header.instruction.amount.minor, 990);
+    let mut out = Vec::new();
+    let n =
+        unlock_entry(&mut Cursor::new(&bytes), &inspected, &unlock, 0, &mut out).expect("unlock");
+    assert_eq!((n as usize, out == data), (data.len(), true));
+    let mut reg = Vec::new();
+    unlock_entry(&mut Cursor::new(&bytes), &inspected, &unlock, 1, &mut reg).expect("registration");
+    assert!(String::from_utf8(reg).expect("utf-8").contains("A7Q2"));
+    let ack = inspected.acknowledgement();
+    assert_eq!(ack.package_sha256, hex::encode(inspected.package_sha256));
+}
+
+#[test]
+fn reference_codes_catch_typos_and_read_loosely() {
+    let code = reference(1);
+    assert_eq!(code.as_str().len(), REFERENCE_LEN);
+    let shown = code.display();
+    assert_eq!(ReferenceCode::parse(&shown).expect("as shown"), code);
+    assert_eq!(
+        ReferenceCode::parse(&shown.to_lowercase().replace('-', " ")).expect("loose"),
+        code
+    );
+    // Every single-character substitution and every adjacent transposition of distinct
+    // characters is caught (Luhn mod 32 misses none at these positions in this code).
+    let chars: Vec<char> = code.as_str().chars().collect();
+    for i in 0..chars.len() {
+        for a in ALPHABET
+            .iter()
+            .map(|b| *b as char)
+            .filter(|c| *c != chars[i])
+        {
+            let mut typo = chars.clone();
+            typo[i] = a;
+            let typo: String = typo.into_iter().collect();
+            assert!(ReferenceCode::parse(&typo).is_err(), "{typo}");
+        }
+    }
+    for i in 0..chars.len() - 1 {
+        if chars[i] != chars[i + 1] {
+            let mut swapped = chars.clone();
+            swapped.swap(i, i + 1);
+            let swapped: String = swapped.into_iter().collect();
+            // Luhn mod N misses exactly one transposition pair; tolerate only that.
+            if ReferenceCode::parse(&swapped).is_ok() {
+                let pair = [chars[i], chars[i + 1]];
+                assert!(pair.contains(&'0') || pair.contains(&'Z'), "{swapped}");
+            }
+        }
+    }
+    assert!(matches!(
+        ReferenceCode::parse("ABC"),
+        Err(PackageError::BadReference(_))
+    ));
+    assert!(matches!(
+        ReferenceCode::parse(&format!("{shown}7")),
+        Err(PackageError::BadReference(_))
+    ));
+    assert!(matches!(
+        ReferenceCode::parse("ABCDE-FGHJK-MNPQR-STVWX-U"),
+        Err(PackageError::BadReference(_))
+    ));
+    // Different sales, different codes and keys.
+    assert_ne!(reference(1), reference(2));
+    assert_ne!(
+        reference(1).unlock_key(NODE_SECRET).expect("k").expose(),
+        reference(2).unlock_key(NODE_SECRET).expect("k").expose()
+    );
+}
+
+#[test]
+fn bad_packages_are_refused_precisely_and_never_show_the_instruction() {
+    let (bytes, header, unlock) = package(1, &product_bytes());
+    let entry0 = 13
+        + bytes[9..13]
+            .iter()
+            .fold(0_usize, |a, b| a * 256 + usize::from(*b));
+    // Truncated anywhere.
+    for cut in [
+        0,
+        5,
+        12,
+        40,
+        entry0 + 10,
+        bytes.len() - 200,
+        bytes.len() - 1,
+    ] {
+        let r = inspect(&bytes[..cut], None);
+        assert!(
+            matches!(r, Err(PackageError::Truncated(_))),
+            "cut {cut}: {r:?}"
+        );
+    }
+    // A flipped bit in the header, an entry, the trailer.
+    let flip = |at: usize| {
+        let mut b = bytes.clone();
+        b[at] ^= 0x01;
+        inspect(b.as_slice(), None)
+    };
+    assert!(matches!(flip(0), Err(PackageError::NotAPackage)));
+    assert!(matches!(flip(8), Err(PackageError::UnsupportedVersion(0))));
+    assert!(flip(entry0 - 30).is_err(), "a header byte");
+    assert!(matches!(flip(entry0 + 100), Err(PackageError::EntryDamaged(n)) if n == "song.flac"));
+    assert!(
+        matches!(flip(bytes.len() - 90), Err(PackageError::Altered)),
+        "the digest"
+    );
+    assert!(matches!(
+        flip(bytes.len() - 10),
+        Err(PackageError::BadSignature)
+    ));
+    // Appended bytes; another signer; another node trusted.
+    let mut longer = bytes.clone();
+    longer.extend_from_slice(b"junk");
+    assert!(matches!(
+        inspect(longer.as_slice(), None),
+        Err(PackageError::TrailingBytes(4))
+    ));
+    let other = SigningKey::from_seed(&[10; 32]).verifying_key();
+    assert!(matches!(
+        inspect(bytes.as_slice(), Some(&other)),
+        Err(PackageError::UntrustedSigner { .. })
+    ));
+    // Entries reordered or spliced from another sale's package.
+    let (other_pkg, other_header, _) = package(2, &product_bytes());
+    let mut spliced = bytes.clone();
+    let reg_at = entry0 + header.entries[0].sealed_len as usize;
+    let other_entry0 = 13
+        + other_pkg[9..13]
+            .iter()
+            .fold(0_usize, |a, b| a * 256 + usize::from(*b));
+    let other_reg_at = other_entry0 + other_header.entries[0].sealed_len as usize;
+    let other_reg =
+        &other_pkg[other_reg_at..other_reg_at + other_header.entries[1].sealed_len as usize];
+    spliced.splice(
+        reg_at..reg_at + header.entries[1].sealed_len as usize,
+        other_reg.iter().copied(),
+    );
+    assert!(
+        inspect(spliced.as_slice(), None).is_err(),
+        "spliced registration"
+    );
+    // Another sale's key does not unlock this package.
+    let inspected = inspect(bytes.as_slice(), None).expect("verifies");
+    let (_, _, other_unlock) = package(2, b"x");
+    let r = unlock_entry(
+        &mut Cursor::new(&bytes),
+        &inspected,
+        &other_unlock,
+        0,
+        Vec::new(),
+    );
+    assert!(matches!(r, Err(PackageError::WrongKey)));
+    assert!(
+        unlock_entry(
+            &mut Cursor::new(&bytes),
+            &inspected,
+            &unlock,
+            0,
+            std::io::sink()
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn the_writer_refuses_entries_that_differ_from_the_header() {
+    let (_, header, _) = package(1, b"abc");
+    let mut out = Vec::new();
+    let r = write_package(
+        &mut out,
+        &header,
+        &mut [&mut &b"wrong"[..], &mut &b"bytes"[..]],
+        &node(),
+    );
+    assert!(matches!(r, Err(PackageError::EntryDamaged(_))));
+    let r = write_package(&mut out, &header, &mut [&mut &b""[..]], &node());
+    assert!(matches!(r, Err(PackageError::BadHeader(_))));
+    let r = write_package(&mut out, &header, &mut [], &SigningKey::from_seed(&[1; 32]));
+    assert!(matches!(r, Err(PackageError::BadHeader(_))));
+}
+
+/// Golden vector, pinned in `docs/protocols/vectors/delivery.json` (UPDATE_EXPECT=1 rewrites it).
+#[test]
+fn package_vector_matches_the_pinned_file() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/protocols/vectors/delivery.json"
+    );
+    let (bytes, header, unlock) = package(1, b"The product: 32 bytes of content");
+    let code = reference(1);
+    let computed = serde_json::json!({
+        "about": "Locked-delivery vectors; see docs/protocols/delivery.md. Regenerate with UPDATE_EXPECT=1 cargo test -p tally-proto.",
+        "node_secret_hex": hex::encode(NODE_SECRET),
+        "node_signing_seed_hex": hex::encode([9_u8; 32]),
+        "reference": {
+            "binding_jcs": String::from_utf8(canonical_json(&ReferenceBinding {
+                v: 1, product: product(), buyer: "Ada Buyer <ada@example.com>",
+                issued_at: 1_767_225_600_000_000, nonce: hex::encode([1_u8; 16]),
+            }).expect("jcs")).expect("utf-8"),
+            "code": code.display(),
+            "unlock_key_hex": hex::encode(unlock),
+        },
+        "content_key_hex": hex::encode([0x42_u8; 32]),
+        "header_jcs": String::from_utf8(canonical_json(&header).expect("jcs")).expect("utf-8"),
+        "package_hex": hex::encode(&bytes),
+        "package_sha256": hex::encode(tally_kernel::crypto::kdf::sha256(&bytes[..bytes.len() - TRAILER_LEN])),
+    });
+    if std::env::var("UPDATE_EXPECT").is_ok_and(|v| v == "1") {
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&computed).expect("json") + "\n",
+        )
+        .expect("write");
+        return;
+    }
+    let pinned: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("vectors")).expect("json");
+    assert_eq!(computed, pinned);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Whatever single byte is changed, the package does not verify.
+    #[test]
+    fn any_changed_byte_is_caught(at in 0_usize..10_000, bit in 0_u8..8) {
+        let (mut bytes, _, _) = package(1, b"short product for the property test");
+        let at = at % bytes.len();
+        bytes[at] ^= 1 << bit;
+        prop_assert!(inspect(bytes.as_slice(), None).is_err());
+    }
+}
