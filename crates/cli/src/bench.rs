@@ -11,6 +11,9 @@
 //!
 //! `tally bench auth`: completed out-of-band authentications per second (SPEC A1–A4); see
 //! [`auth`] for what is measured.
+//!
+//! `tally bench seal`: locked delivery (issue [3]) file → file in MiB/s, next to `age` on the
+//! same file and the `openssl speed` ChaCha20-Poly1305 ceiling; see [`crate::bench_seal`].
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -30,6 +33,10 @@ pub enum BenchCommand {
     /// dev inbox, verify it; each step durable) on SQLite and PostgreSQL, with pgbench TPC-B
     /// as the reference.
     Auth(AuthBench),
+    /// Seal and open a file as a locked-delivery package (file → file, MiB/s) next to age
+    /// (X25519 recipient) on the same file, with openssl's ChaCha20-Poly1305 speed as the
+    /// in-memory ceiling, and the peak memory at two file sizes.
+    Seal(crate::bench_seal::SealBench),
 }
 
 #[derive(Args)]
@@ -120,33 +127,52 @@ impl Reference {
 
     /// The results table: pgbench first (1.0x), then each measurement with its ratio.
     pub fn print_table(&self, pgbench: Option<f64>, rows: &[(&str, f64)]) {
-        println!();
-        println!(
-            "{:<44} {:>14} {:>16}",
-            "measurement", "per second", "vs pgbench"
-        );
+        let mut lines = Vec::with_capacity(rows.len() + 1);
         if let Some(tps) = pgbench {
-            println!(
-                "{:<44} {:>14} {:>16}",
+            lines.push([
                 format!(
                     "pgbench TPC-B (-s {} -c 8 -j 2 -T {})",
                     self.pgbench_scale, self.pgbench_seconds
                 ),
                 fmt_rate(tps),
-                "1.0x"
-            );
+                "1.0x".to_string(),
+            ]);
         }
-        let ratio = |v: f64| pgbench.map_or("-".to_string(), |p| format!("{:.1}x", v / p));
         for (label, rate) in rows {
-            println!("{:<44} {:>14} {:>16}", label, fmt_rate(*rate), ratio(*rate));
+            lines.push([
+                label.to_string(),
+                fmt_rate(*rate),
+                fmt_ratio(*rate, pgbench, 1),
+            ]);
         }
+        print_rows(["measurement", "per second", "vs pgbench"], &lines);
     }
+}
+
+/// A results table after a blank line: the column names, then one line per row (measurement,
+/// rate, ratio), in the columns every benchmark uses.
+pub fn print_rows(columns: [&str; 3], rows: &[[String; 3]]) {
+    println!();
+    let [a, b, c] = columns;
+    println!("{a:<44} {b:>14} {c:>16}");
+    for [label, rate, ratio] in rows {
+        println!("{label:<44} {rate:>14} {ratio:>16}");
+    }
+}
+
+/// `value` as a multiple of `reference` (`2.5x`), or `-` without a reference.
+pub fn fmt_ratio(value: f64, reference: Option<f64>, decimals: usize) -> String {
+    reference.map_or("-".to_string(), |r| format!("{:.*}x", decimals, value / r))
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Ledger(args) => ledger(args).await,
         BenchCommand::Auth(args) => auth(args).await,
+        // Blocking file I/O and child processes: off the async workers.
+        BenchCommand::Seal(args) => {
+            tokio::task::spawn_blocking(move || crate::bench_seal::run(args)).await?
+        }
     }
 }
 
@@ -644,5 +670,8 @@ mod tests {
         assert_eq!(code_in("user 12345678 has no code here"), None);
         assert_eq!(code_in("Confirm with code {{code}}:\n12.50 EUR"), None);
         assert_eq!(fmt_rate(1_234_567.4), "1,234,567");
+        assert_eq!(fmt_ratio(3.0, Some(2.0), 1), "1.5x");
+        assert_eq!(fmt_ratio(1.0, Some(3.0), 2), "0.33x");
+        assert_eq!(fmt_ratio(1.0, None, 2), "-");
     }
 }

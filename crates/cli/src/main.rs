@@ -7,9 +7,11 @@
 //! The binary wires crates together and holds no business logic: `serve` builds a
 //! `tally_service::Node` and serves `tally_http::router`; client commands (`client`, and
 //! `oob` for out-of-band authentication) speak the HTTP API; `ledger audit` and
-//! `bench ledger` open the store directly, `bench auth` an in-process node.
+//! `bench ledger` open the store directly, `bench auth` an in-process node, `bench seal`
+//! files and the proto crate's delivery package.
 
 mod bench;
+mod bench_seal;
 mod client;
 mod oob;
 mod serve;

@@ -956,6 +956,43 @@ fn parse_tps(output: &str) -> Option<f64> {
     })
 }
 
+/// A real SMTP server on `127.0.0.1:<free port>` (mailin-embedded) that hands each message's
+/// raw DATA (headers and body) to the test. Returns the port and the receiving end; the
+/// server thread lives until the process exits.
+pub fn smtp_sink() -> (u16, std::sync::mpsc::Receiver<String>) {
+    #[derive(Clone)]
+    struct Sink(std::sync::mpsc::Sender<String>, Vec<u8>);
+    impl mailin_embedded::Handler for Sink {
+        fn helo(&mut self, _ip: std::net::IpAddr, _domain: &str) -> mailin_embedded::Response {
+            mailin_embedded::response::OK
+        }
+        fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+            self.1.extend_from_slice(buf);
+            Ok(())
+        }
+        fn data_end(&mut self) -> mailin_embedded::Response {
+            // The receiver lives as long as the test; a failed send means it has finished.
+            let _ = self
+                .0
+                .send(String::from_utf8_lossy(&std::mem::take(&mut self.1)).into_owned());
+            mailin_embedded::response::OK
+        }
+    }
+    let listener = match std::net::TcpListener::bind("127.0.0.1:0") {
+        Ok(l) => l,
+        Err(e) => panic!("cannot bind loopback for the SMTP sink: {e}"),
+    };
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut server = mailin_embedded::Server::new(Sink(tx, Vec::new()));
+    server.with_name("sink.test").with_tcp_listener(listener);
+    std::thread::spawn(move || {
+        // `serve` returns only on a listener error; the test then fails on its timeout.
+        let _ = server.serve().map_err(|e| e.to_string());
+    });
+    (port, rx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1053,41 +1090,4 @@ mod tests {
         );
         assert!(matches!(err, Err(PgError::InvalidArgument(_))));
     }
-}
-
-/// A real SMTP server on `127.0.0.1:<free port>` (mailin-embedded) that hands each message's
-/// raw DATA (headers and body) to the test. Returns the port and the receiving end; the
-/// server thread lives until the process exits.
-pub fn smtp_sink() -> (u16, std::sync::mpsc::Receiver<String>) {
-    #[derive(Clone)]
-    struct Sink(std::sync::mpsc::Sender<String>, Vec<u8>);
-    impl mailin_embedded::Handler for Sink {
-        fn helo(&mut self, _ip: std::net::IpAddr, _domain: &str) -> mailin_embedded::Response {
-            mailin_embedded::response::OK
-        }
-        fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
-            self.1.extend_from_slice(buf);
-            Ok(())
-        }
-        fn data_end(&mut self) -> mailin_embedded::Response {
-            // The receiver lives as long as the test; a failed send means it has finished.
-            let _ = self
-                .0
-                .send(String::from_utf8_lossy(&std::mem::take(&mut self.1)).into_owned());
-            mailin_embedded::response::OK
-        }
-    }
-    let listener = match std::net::TcpListener::bind("127.0.0.1:0") {
-        Ok(l) => l,
-        Err(e) => panic!("cannot bind loopback for the SMTP sink: {e}"),
-    };
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let mut server = mailin_embedded::Server::new(Sink(tx, Vec::new()));
-    server.with_name("sink.test").with_tcp_listener(listener);
-    std::thread::spawn(move || {
-        // `serve` returns only on a listener error; the test then fails on its timeout.
-        let _ = server.serve().map_err(|e| e.to_string());
-    });
-    (port, rx)
 }

@@ -1,0 +1,684 @@
+//! `tally bench seal`: locked delivery (issue [3]) file → file, next to `age` on the same file
+//! in the same run, with `openssl speed -evp chacha20-poly1305` as the in-memory ceiling.
+//!
+//! What is measured, on one pseudo-random input file (written first, not timed):
+//!
+//! * **Tally seal**: `delivery::seal_entry` of the file into a sealed entry (a `TALLYSTR`
+//!   stream under a random content key), then the sale's header (reference code, unlock key,
+//!   wrapped content key) and `delivery::write_package`, which copies the sealed bytes into
+//!   the signed package. Both steps count: that is what selling a product the first time
+//!   costs.
+//! * **Tally open**: `delivery::inspect` of the package (every byte hashed, the signature
+//!   checked against the node key), the unlock key re-derived from the reference code, then
+//!   `delivery::unlock_entry` to an output file. The output's SHA-256 must equal the input's
+//!   (hashed while it was written), or the benchmark fails.
+//! * **age**: `age -r RECIPIENT` (an X25519 identity from `age-keygen`) and `age -d` of the
+//!   same file, run as child processes; its output is checked the same way.
+//!
+//! Rates are plaintext MiB (2^20 bytes) per second. All file I/O goes through 1 MiB buffers;
+//! nothing is fsynced inside a timed step (age does not fsync either), but every file a timed
+//! step wrote is fsynced before the next step starts, so one step's write-back does not land
+//! in the next one's time. Peak memory is the process's `VmHWM`, read after a run on a file a
+//! quarter of the size and again after the full run: with fixed-size buffers the two match.
+
+use anyhow::Context;
+use clap::Args;
+use rand::Rng as _;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Instant;
+use tally_kernel::crypto::kdf::Sha256Stream;
+use tally_kernel::crypto::{SigningKey, seal};
+use tally_kernel::{Amount, Currency, Id, Timestamp};
+use tally_proto::delivery::{
+    EntryKind, EntryMeta, Header, Instruction, ReferenceCode, TRAILER_LEN, inspect, seal_entry,
+    unlock_entry, write_package,
+};
+
+use crate::bench::{fmt_rate, fmt_ratio, print_rows};
+
+const KIB: u64 = 1 << 10;
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+/// Every file buffer of the benchmark (reads, writes, input generation).
+const BUF_LEN: usize = 1 << 20;
+/// Smallest `--size`: below this the rates say more about process start-up than throughput.
+const SIZE_MIN_BYTES: u64 = MIB;
+
+/// `tally bench seal`.
+#[derive(Args)]
+pub struct SealBench {
+    /// Size of the input file: bytes, or a number with B, KiB, MiB, GiB (or KB, MB, GB:
+    /// powers of 1000), e.g. 256MiB.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    size: u64,
+    /// Directory for the files (a temporary directory is made in it and removed at the end)
+    /// [default: the system's temporary directory, $TMPDIR or /tmp].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Skip age (only Tally and the openssl ceiling).
+    #[arg(long)]
+    no_age: bool,
+}
+
+/// Parses `--size`: `1073741824`, `256MiB`, `1GiB`, `500MB`, `64k` (case does not matter; a
+/// bare K/M/G is binary).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a whole number with a unit, e.g. 256MiB"))?;
+    let unit_bytes = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => KIB,
+        "m" | "mib" => MIB,
+        "g" | "gib" => GIB,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => {
+            return Err(format!(
+                "`{text}`: unknown unit (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ));
+        }
+    };
+    let bytes = number
+        .checked_mul(unit_bytes)
+        .ok_or_else(|| format!("`{text}` is too large"))?;
+    if bytes < SIZE_MIN_BYTES {
+        return Err(format!("`{text}`: the benchmark needs at least 1 MiB"));
+    }
+    Ok(bytes)
+}
+
+/// A size for people: `1.0 GiB`, `256 MiB`, `1.5 MiB`, `4096 bytes`.
+fn fmt_size(bytes: u64) -> String {
+    if bytes >= GIB {
+        format!("{:.1} GiB", bytes as f64 / GIB as f64)
+    } else if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes >= MIB {
+        format!("{:.1} MiB", bytes as f64 / MIB as f64)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// MiB per second for `bytes` processed in `seconds`.
+fn mib_per_s(bytes: u64, seconds: f64) -> f64 {
+    bytes as f64 / MIB as f64 / seconds
+}
+
+/// The peak resident set (`VmHWM`) in a `/proc/PID/status` text, in KiB.
+fn vm_hwm_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let mut words = line["VmHWM:".len()..].split_whitespace();
+    let kib = words.next()?.parse().ok()?;
+    (words.next() == Some("kB")).then_some(kib)
+}
+
+/// This process's peak resident set so far, in KiB.
+fn peak_rss_kib() -> anyhow::Result<u64> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    vm_hwm_kib(&status).context("no VmHWM line in /proc/self/status")
+}
+
+/// The recipient in an `age-keygen` key file (its `# public key: age1…` line).
+fn age_recipient(key_file: &str) -> Option<&str> {
+    key_file
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .map(str::trim)
+        .filter(|r| r.starts_with("age1"))
+}
+
+/// The 16384-byte-block rate in the output of `openssl speed -evp chacha20-poly1305 -bytes
+/// 16384`, in bytes per second: the last word of its last line, in units of 1000 bytes/s
+/// (`ChaCha20-Poly1305  3754087.43k`).
+fn openssl_bytes_per_s(output: &str) -> Option<f64> {
+    let line = output.lines().rev().find(|l| !l.trim().is_empty())?;
+    if !line.to_ascii_lowercase().starts_with("chacha20-poly1305") {
+        return None;
+    }
+    let thousands: f64 = line
+        .split_whitespace()
+        .last()?
+        .strip_suffix('k')?
+        .parse()
+        .ok()?;
+    Some(thousands * 1000.0)
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0_u8; N];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes
+}
+
+/// Is `program` on the PATH?
+fn installed(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Writes `size_bytes` pseudo-random bytes to `path` (xorshift64*, refilled per 1 MiB block,
+/// so no block repeats) and fsyncs it. Returns the content's SHA-256.
+fn write_input(path: &Path, size_bytes: u64, seed: u64) -> anyhow::Result<[u8; 32]> {
+    let mut file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut buf = vec![0_u8; BUF_LEN];
+    let mut state = seed | 1;
+    let mut hash = Sha256Stream::new();
+    let mut left = size_bytes;
+    while left > 0 {
+        for word in buf.chunks_exact_mut(8) {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            word.copy_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+        }
+        let n = left.min(BUF_LEN as u64) as usize;
+        hash.update(&buf[..n]);
+        file.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    file.sync_all()?;
+    Ok(hash.finish())
+}
+
+/// SHA-256 of a file (read through a 1 MiB buffer).
+fn file_sha256(path: &Path) -> anyhow::Result<[u8; 32]> {
+    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut buf = vec![0_u8; BUF_LEN];
+    let mut hash = Sha256Stream::new();
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hash.finish());
+        }
+        hash.update(&buf[..n]);
+    }
+}
+
+/// Fsyncs files a timed step wrote, so their write-back is not charged to the next step.
+fn settle(paths: &[&Path]) -> anyhow::Result<()> {
+    for path in paths {
+        File::open(path)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn file_len(path: &Path) -> anyhow::Result<u64> {
+    Ok(std::fs::metadata(path)
+        .with_context(|| format!("reading the size of {}", path.display()))?
+        .len())
+}
+
+/// Fails unless `path` holds exactly the input (same SHA-256).
+fn check_output(what: &str, path: &Path, input_sha256: &[u8; 32]) -> anyhow::Result<()> {
+    let output_sha256 = file_sha256(path)?;
+    anyhow::ensure!(
+        output_sha256 == *input_sha256,
+        "{what}: the output's SHA-256 differs from the input's: the round trip is broken"
+    );
+    Ok(())
+}
+
+/// The figures of one Tally round trip.
+struct TallyRun {
+    seal_s: f64,
+    /// Of `seal_s`: `seal_entry` alone (the rest is the header and `write_package`).
+    seal_entry_s: f64,
+    open_s: f64,
+    /// Of `open_s`: `inspect` alone (the rest is the key derivation and `unlock_entry`).
+    inspect_s: f64,
+    package_bytes: u64,
+    header_bytes: u64,
+    /// The sealed entry's bytes beyond the plaintext: stream header and one tag per chunk.
+    stream_overhead_bytes: u64,
+    peak_rss_kib: u64,
+}
+
+/// Seals `input` into a package in `dir`, opens it again, checks the output and removes
+/// everything it wrote.
+fn tally_round_trip(
+    dir: &Path,
+    input: &Path,
+    input_sha256: &[u8; 32],
+    size_bytes: u64,
+) -> anyhow::Result<TallyRun> {
+    let entry_path = dir.join("product.sealed");
+    let package_path = dir.join("product.tpkg");
+    let output_path = dir.join("product.out");
+    let node_secret: [u8; 32] = random();
+    let node_key = SigningKey::generate();
+    let eur = Currency::from_code("EUR")?;
+
+    eprintln!("Tally seal {} …", fmt_size(size_bytes));
+    let started = Instant::now();
+    let content_key: [u8; 32] = random();
+    let mut sealed = BufWriter::with_capacity(BUF_LEN, File::create(&entry_path)?);
+    let meta: EntryMeta = seal_entry(
+        &content_key,
+        "product.bin",
+        EntryKind::Product,
+        BufReader::with_capacity(BUF_LEN, File::open(input)?),
+        &mut sealed,
+        random(),
+        random(),
+    )?;
+    sealed.into_inner().map_err(|e| e.into_error())?;
+    let seal_entry_s = started.elapsed().as_secs_f64();
+    let product = Id::new();
+    let reference = ReferenceCode::new(product, "bench@example.org", Timestamp::now(), random());
+    let unlock_key = reference.unlock_key(&node_secret)?;
+    let header = Header {
+        v: 1,
+        sale: Id::new(),
+        product,
+        instruction: Instruction {
+            title: "Benchmark product".into(),
+            text: format!("Pay 9.90 EUR quoting {reference}; the unlock key comes to you."),
+            amount: Amount::new(990, eur),
+            pay_to: "account bench".into(),
+            licence: "Benchmark use.".into(),
+        },
+        content_key_wrap: Header::wrap_content_key(
+            &content_key,
+            unlock_key.expose(),
+            &reference,
+            &random::<{ seal::NONCE_LEN }>(),
+        )?,
+        reference,
+        entries: vec![meta.clone()],
+        node_key: node_key.verifying_key().to_hex(),
+    };
+    let mut entry = BufReader::with_capacity(BUF_LEN, File::open(&entry_path)?);
+    let mut package = BufWriter::with_capacity(BUF_LEN, File::create(&package_path)?);
+    write_package(&mut package, &header, &mut [&mut entry], &node_key)?;
+    package.into_inner().map_err(|e| e.into_error())?;
+    let seal_s = started.elapsed().as_secs_f64();
+    drop(entry);
+    settle(&[&package_path])?;
+    std::fs::remove_file(&entry_path)?;
+    anyhow::ensure!(
+        meta.plain_len == size_bytes && meta.plain_sha256 == hex_lower(input_sha256),
+        "Tally seal: the entry's plaintext length or SHA-256 is not the input's"
+    );
+
+    eprintln!("Tally open {} …", fmt_size(size_bytes));
+    let started = Instant::now();
+    let trusted = node_key.verifying_key();
+    let inspected = inspect(
+        BufReader::with_capacity(BUF_LEN, File::open(&package_path)?),
+        Some(&trusted),
+    )?;
+    let inspect_s = started.elapsed().as_secs_f64();
+    // The node re-derives the sale's unlock key from the code; the buyer receives it.
+    let unlock_key = inspected.header.reference.unlock_key(&node_secret)?;
+    let mut package = BufReader::with_capacity(BUF_LEN, File::open(&package_path)?);
+    let mut output = BufWriter::with_capacity(BUF_LEN, File::create(&output_path)?);
+    let written = unlock_entry(
+        &mut package,
+        &inspected,
+        unlock_key.expose(),
+        0,
+        &mut output,
+    )?;
+    output.into_inner().map_err(|e| e.into_error())?;
+    let open_s = started.elapsed().as_secs_f64();
+    let peak_rss_kib = peak_rss_kib()?;
+
+    anyhow::ensure!(
+        written == size_bytes,
+        "Tally open: {written} bytes unlocked, {size_bytes} sealed"
+    );
+    check_output("Tally open", &output_path, input_sha256)?;
+    let package_bytes = file_len(&package_path)?;
+    // Layout: magic, version and header length (13 bytes), the header, the entry, trailer.
+    let header_bytes = inspected.offsets[0] - 13;
+    let stream_overhead_bytes = meta.sealed_len - meta.plain_len;
+    std::fs::remove_file(&output_path)?;
+    std::fs::remove_file(&package_path)?;
+    Ok(TallyRun {
+        seal_s,
+        seal_entry_s,
+        open_s,
+        inspect_s,
+        package_bytes,
+        header_bytes,
+        stream_overhead_bytes,
+        peak_rss_kib,
+    })
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// age's encrypt and decrypt times of `input`, in seconds; `None` when age is not installed.
+fn age_round_trip(
+    dir: &Path,
+    input: &Path,
+    input_sha256: &[u8; 32],
+    size_bytes: u64,
+) -> anyhow::Result<Option<(f64, f64, String)>> {
+    if !installed("age") || !installed("age-keygen") {
+        println!("age: not installed (Debian: `apt-get install age`); its rows are skipped");
+        return Ok(None);
+    }
+    let version = Command::new("age")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let key_path = dir.join("age.key");
+    let sealed_path = dir.join("product.age");
+    let output_path = dir.join("product.age.out");
+    let keygen = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&key_path)
+        .stderr(Stdio::null())
+        .status()
+        .context("running age-keygen")?;
+    anyhow::ensure!(keygen.success(), "age-keygen failed: {keygen}");
+    let key_file = std::fs::read_to_string(&key_path)?;
+    let recipient = age_recipient(&key_file)
+        .context("no `# public key: age1…` line in the age-keygen key file")?
+        .to_string();
+
+    let run = |what: &str, command: &mut Command| -> anyhow::Result<f64> {
+        let started = Instant::now();
+        let status = command
+            .status()
+            .with_context(|| format!("running {what}"))?;
+        let seconds = started.elapsed().as_secs_f64();
+        anyhow::ensure!(status.success(), "{what} failed: {status}");
+        Ok(seconds)
+    };
+    eprintln!("age encrypt {} …", fmt_size(size_bytes));
+    let encrypt_s = run(
+        "age -r",
+        Command::new("age")
+            .arg("-r")
+            .arg(&recipient)
+            .arg("-o")
+            .arg(&sealed_path)
+            .arg(input),
+    )?;
+    settle(&[&sealed_path])?;
+    eprintln!("age decrypt {} …", fmt_size(size_bytes));
+    let decrypt_s = run(
+        "age -d",
+        Command::new("age")
+            .arg("-d")
+            .arg("-i")
+            .arg(&key_path)
+            .arg("-o")
+            .arg(&output_path)
+            .arg(&sealed_path),
+    )?;
+    check_output("age -d", &output_path, input_sha256)?;
+    for path in [&key_path, &sealed_path, &output_path] {
+        std::fs::remove_file(path)?;
+    }
+    Ok(Some((encrypt_s, decrypt_s, version)))
+}
+
+/// `openssl speed -evp chacha20-poly1305` on 16 KiB blocks, in bytes/s; `None` (and a line
+/// saying why) when openssl is missing or its output is not understood.
+fn openssl_ceiling() -> anyhow::Result<Option<f64>> {
+    if !installed("openssl") {
+        println!("openssl: not installed (Debian: `apt-get install openssl`); its row is skipped");
+        return Ok(None);
+    }
+    eprintln!("openssl speed -evp chacha20-poly1305 -seconds 3 -bytes 16384 …");
+    let output = Command::new("openssl")
+        .args([
+            "speed",
+            "-evp",
+            "chacha20-poly1305",
+            "-seconds",
+            "3",
+            "-bytes",
+            "16384",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .context("running openssl speed")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    match openssl_bytes_per_s(&stdout).filter(|_| output.status.success()) {
+        Some(rate) => Ok(Some(rate)),
+        None => {
+            println!("openssl speed: no ChaCha20-Poly1305 figure in its output; row skipped");
+            Ok(None)
+        }
+    }
+}
+
+pub fn run(args: SealBench) -> anyhow::Result<ExitCode> {
+    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::Builder::new()
+        .prefix("tally-bench-seal-")
+        .tempdir_in(&base)
+        .with_context(|| format!("making a temporary directory in {}", base.display()))?;
+    let size = args.size;
+    let quarter = size / 4;
+    println!(
+        "tally bench seal: {} file → file in {} (rates in MiB/s, 1 MiB = 2^20 bytes; 1 MiB I/O \
+         buffers, 64 KiB stream chunks)",
+        fmt_size(size),
+        dir.path().display()
+    );
+
+    // A quarter-size run first: the peak RSS after it and after the full run should match.
+    let input_path = dir.path().join("product.bin");
+    eprintln!("writing {} input …", fmt_size(quarter));
+    let input_sha256 = write_input(&input_path, quarter, u64::from_le_bytes(random()))?;
+    let small = tally_round_trip(dir.path(), &input_path, &input_sha256, quarter)?;
+    println!(
+        "Tally, {} (a quarter, for memory): seal {:.2} s = {} MiB/s, open {:.2} s = {} MiB/s, \
+         peak RSS {:.1} MiB",
+        fmt_size(quarter),
+        small.seal_s,
+        fmt_rate(mib_per_s(quarter, small.seal_s)),
+        small.open_s,
+        fmt_rate(mib_per_s(quarter, small.open_s)),
+        small.peak_rss_kib as f64 / KIB as f64,
+    );
+    std::fs::remove_file(&input_path)?;
+
+    eprintln!("writing {} input …", fmt_size(size));
+    let input_sha256 = write_input(&input_path, size, u64::from_le_bytes(random()))?;
+    let full = tally_round_trip(dir.path(), &input_path, &input_sha256, size)?;
+    println!(
+        "Tally, {}: seal {:.2} s (seal_entry {:.2} s, header + write_package {:.2} s), open \
+         {:.2} s (inspect {:.2} s, unlock_entry {:.2} s); package {} bytes = plaintext + {} (signed \
+         header {}, stream header and tags {}, framing and trailer {}); output SHA-256 = input's",
+        fmt_size(size),
+        full.seal_s,
+        full.seal_entry_s,
+        full.seal_s - full.seal_entry_s,
+        full.open_s,
+        full.inspect_s,
+        full.open_s - full.inspect_s,
+        full.package_bytes,
+        full.package_bytes.saturating_sub(size),
+        full.header_bytes,
+        full.stream_overhead_bytes,
+        13 + TRAILER_LEN,
+    );
+
+    let age = if args.no_age {
+        None
+    } else {
+        age_round_trip(dir.path(), &input_path, &input_sha256, size)?
+    };
+    if let Some((encrypt_s, decrypt_s, version)) = &age {
+        println!(
+            "age {version}, {}: encrypt {encrypt_s:.2} s, decrypt {decrypt_s:.2} s; output \
+             SHA-256 = input's",
+            fmt_size(size)
+        );
+    }
+    std::fs::remove_file(&input_path)?;
+    let openssl = openssl_ceiling()?;
+
+    let seal_rate = mib_per_s(size, full.seal_s);
+    let open_rate = mib_per_s(size, full.open_s);
+    let age_rates = age
+        .as_ref()
+        .map(|(e, d, _)| (mib_per_s(size, *e), mib_per_s(size, *d)));
+    let row = |label: &str, rate: f64, versus: Option<f64>| {
+        [
+            label.to_string(),
+            fmt_rate(rate),
+            fmt_ratio(rate, versus, 2),
+        ]
+    };
+    let mut rows = Vec::new();
+    if let Some((encrypt, decrypt)) = age_rates {
+        rows.push(row("age encrypt (X25519)", encrypt, Some(encrypt)));
+        rows.push(row("age decrypt", decrypt, Some(decrypt)));
+    }
+    rows.push(row(
+        "Tally seal (sealed entry + signed package)",
+        seal_rate,
+        age_rates.map(|r| r.0),
+    ));
+    rows.push(row(
+        "Tally open (verify + unlock)",
+        open_rate,
+        age_rates.map(|r| r.1),
+    ));
+    if let Some(bytes_per_s) = openssl {
+        rows.push(row(
+            "openssl chacha20-poly1305 (memory)",
+            bytes_per_s / MIB as f64,
+            None,
+        ));
+    }
+    print_rows(["measurement", "MiB/s", "vs age"], &rows);
+    if let Some(bytes_per_s) = openssl {
+        let ceiling = bytes_per_s / MIB as f64;
+        println!(
+            "of the in-memory ceiling: Tally seal {:.0}%, Tally open {:.0}%",
+            100.0 * seal_rate / ceiling,
+            100.0 * open_rate / ceiling
+        );
+    }
+    println!(
+        "peak memory (VmHWM): {:.1} MiB after the {} run, {:.1} MiB after the {} run ({})",
+        small.peak_rss_kib as f64 / KIB as f64,
+        fmt_size(quarter),
+        full.peak_rss_kib as f64 / KIB as f64,
+        fmt_size(size),
+        if full.peak_rss_kib <= small.peak_rss_kib + KIB {
+            "no growth with size: buffers are fixed-size".to_string()
+        } else {
+            format!(
+                "GREW by {:.1} MiB",
+                (full.peak_rss_kib - small.peak_rss_kib) as f64 / KIB as f64
+            )
+        }
+    );
+    println!(
+        "target: ≥ 1.5x age for seal and open; peak memory independent of file size; every \
+         output matched the input's SHA-256"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        assert_eq!(parse_size("256MiB"), Ok(256 * MIB));
+        assert_eq!(parse_size("1GiB"), Ok(GIB));
+        assert_eq!(parse_size("1gib"), Ok(GIB));
+        assert_eq!(parse_size("2G"), Ok(2 * GIB));
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("1048576"), Ok(MIB));
+        assert_eq!(parse_size("4096 KiB"), Ok(4 * MIB));
+        assert!(parse_size("1KiB").is_err(), "below the minimum");
+        assert!(parse_size("1.5GiB").is_err(), "whole numbers only");
+        assert!(parse_size("GiB").is_err());
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("99999999999999GiB").is_err(), "overflow");
+    }
+
+    #[test]
+    fn sizes_print_for_people() {
+        assert_eq!(fmt_size(GIB), "1.0 GiB");
+        assert_eq!(fmt_size(256 * MIB), "256 MiB");
+        assert_eq!(fmt_size(3 * MIB / 2), "1.5 MiB");
+        assert_eq!(fmt_size(4096), "4096 bytes");
+    }
+
+    #[test]
+    fn the_openssl_figure_is_the_last_line_in_thousands_of_bytes() {
+        let output = "version: 3.0.19\n\
+            The 'numbers' are in 1000s of bytes per second processed.\n\
+            type          16384 bytes\n\
+            ChaCha20-Poly1305  3754087.43k\n";
+        assert_eq!(openssl_bytes_per_s(output), Some(3_754_087_430.0));
+        assert_eq!(
+            openssl_bytes_per_s("ChaCha20-Poly1305 12.5k\n\n"),
+            Some(12_500.0)
+        );
+        assert_eq!(openssl_bytes_per_s("Error setting cipher\n"), None);
+        assert_eq!(openssl_bytes_per_s("ChaCha20-Poly1305 n/a\n"), None);
+        assert_eq!(openssl_bytes_per_s(""), None);
+    }
+
+    #[test]
+    fn the_peak_rss_is_the_vmhwm_line_in_kib() {
+        let status = "Name:\ttally\nVmPeak:\t  400000 kB\nVmHWM:\t   14520 kB\nVmRSS:\t 9000 kB\n";
+        assert_eq!(vm_hwm_kib(status), Some(14_520));
+        assert_eq!(vm_hwm_kib("VmRSS:\t 9000 kB\n"), None);
+        assert_eq!(vm_hwm_kib("VmHWM:\t 9000 MB\n"), None);
+    }
+
+    #[test]
+    fn the_age_recipient_is_the_public_key_comment() {
+        let key_file = "# created: 2026-11-22T10:00:00Z\n\
+            # public key: age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\n\
+            AGE-SECRET-KEY-1QQQ\n";
+        assert_eq!(
+            age_recipient(key_file),
+            Some("age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p")
+        );
+        assert_eq!(age_recipient("AGE-SECRET-KEY-1QQQ\n"), None);
+    }
+
+    #[test]
+    fn a_small_tally_round_trip_verifies() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let input = dir.path().join("in.bin");
+        let size = 3 * MIB + 17;
+        let sha256 = write_input(&input, size, 7).expect("input");
+        assert_eq!(sha256, file_sha256(&input).expect("hash"));
+        let run = tally_round_trip(dir.path(), &input, &sha256, size).expect("round trip");
+        assert_eq!(
+            run.package_bytes,
+            size + run.stream_overhead_bytes + run.header_bytes + 13 + TRAILER_LEN as u64
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("in.bin")]);
+    }
+}
