@@ -15,3 +15,19 @@
 
 pub mod delivery;
 pub mod oob;
+
+#[cfg(test)]
+mod pinned {
+    /// Compares `computed` with the pinned vector file at `path`; with `UPDATE_EXPECT=1`
+    /// rewrites the file instead (review the diff before committing it).
+    pub(crate) fn check(path: &str, computed: &serde_json::Value) {
+        if std::env::var("UPDATE_EXPECT").is_ok_and(|v| v == "1") {
+            std::fs::write(path, serde_json::to_string_pretty(computed).expect("json") + "\n")
+                .expect("write");
+            return;
+        }
+        let pinned: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("vectors")).expect("json");
+        assert_eq!(computed, &pinned);
+    }
+}

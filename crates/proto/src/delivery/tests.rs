@@ -305,17 +305,7 @@ fn package_vector_matches_the_pinned_file() {
         "package_hex": hex::encode(&bytes),
         "package_sha256": hex::encode(tally_kernel::crypto::kdf::sha256(&bytes[..bytes.len() - TRAILER_LEN])),
     });
-    if std::env::var("UPDATE_EXPECT").is_ok_and(|v| v == "1") {
-        std::fs::write(
-            path,
-            serde_json::to_string_pretty(&computed).expect("json") + "\n",
-        )
-        .expect("write");
-        return;
-    }
-    let pinned: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).expect("vectors")).expect("json");
-    assert_eq!(computed, pinned);
+    crate::pinned::check(path, &computed);
 }
 
 proptest! {
