@@ -404,11 +404,24 @@ async fn the_page_answers_html_with_the_api_statuses_and_escapes_what_it_shows()
             "{html}"
         );
     }
-    // Unknown user: refused in words, the form kept with the name escaped.
+    // Unknown user, or one without a verified address: refused in the same words (the page
+    // does not tell which users exist), the form kept with the name escaped.
     let (status, headers, html) = form_post(&t, "/web/login", "user=mallory").await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{html}");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
     assert_html(&headers);
-    assert!(html.contains("user mallory not found"), "{html}");
+    assert!(html.contains("no code can be sent for this user"), "{html}");
+    t.admin_post(
+        "/v1/subscribers/carol/addresses",
+        serde_json::json!({"channel": "dev", "address": "carol"}),
+    )
+    .await;
+    let (status, _, html_known) = form_post(&t, "/web/login", "user=carol").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html_known}");
+    assert_eq!(
+        html_known.replace("carol", "mallory"),
+        html,
+        "the same answer for a user without a verified address"
+    );
     let (status, _, html) = form_post(&t, "/web/login", "user=%3Cb%3E%22").await;
     assert!(status.is_client_error(), "{status}: {html}");
     assert!(html.contains(r#"value="&lt;b&gt;&quot;""#), "{html}");

@@ -717,7 +717,20 @@ impl Node {
                 };
             }
         }
-        let plan = self.plan(by, &req, client_key.clone()).await?;
+        let plan = match self.plan(by, &req, client_key.clone()).await {
+            // Anonymous callers (the web page) learn nothing about which users exist or have
+            // an address: both refusals read the same.
+            Err(ServiceError::NotFound { what: "user", .. })
+            | Err(ServiceError::Invalid { field: "user", .. })
+                if by.is_none() =>
+            {
+                return Err(invalid(
+                    "user",
+                    "no code can be sent for this user (unknown, or no verified second channel)",
+                ));
+            }
+            other => other?,
+        };
         let plan = match plan {
             Planned::Secured(plan) => plan,
             Planned::Normal(command) => {
