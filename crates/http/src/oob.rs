@@ -21,7 +21,7 @@ use tally_service::oob::{OpenSession, Opened, amount_text};
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller, IdempotencyKey, bearer};
 use crate::handlers::written;
 
@@ -134,6 +134,13 @@ fn time_param(name: &str, value: Option<&str>, default: Timestamp) -> Result<Tim
 }
 
 /// Add a subscriber or set its stored account.
+#[utoipa::path(
+    post, path = "/v1/subscribers/{user}", tag = "oob",
+    params(("user" = String, Path, description = "The user")),
+    request_body(content = Object, description = "`{\"contract_account\": uuid?}`"),
+    responses((status = 204, description = "Stored"), (status = 403, description = "forbidden", body = ErrorBody), (status = 422, description = "invalid_request", body = ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn upsert_subscriber(
     State(state): State<AppState>,
     Caller(by): Caller,
@@ -148,6 +155,13 @@ pub async fn upsert_subscriber(
 }
 
 /// Add a second-channel address; a code goes to it, confirm it like any session.
+#[utoipa::path(
+    post, path = "/v1/subscribers/{user}/addresses", tag = "oob",
+    params(("user" = String, Path, description = "The user")),
+    request_body(content = Object, description = "`{\"channel\": \"email|sms|webhook|dev\", \"address\"}`"),
+    responses((status = 201, description = "A verification session (confirm it like any session)", body = Object), (status = 422, description = "invalid_request", body = ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn add_address(
     State(state): State<AppState>,
     Caller(by): Caller,
@@ -163,6 +177,12 @@ pub async fn add_address(
 }
 
 /// A user's addresses.
+#[utoipa::path(
+    get, path = "/v1/subscribers/{user}/addresses", tag = "oob",
+    params(("user" = String, Path, description = "The user")),
+    responses((status = 200, description = "The addresses", body = Object), (status = 403, description = "forbidden", body = ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn addresses(
     State(state): State<AppState>,
     Caller(by): Caller,
@@ -172,6 +192,13 @@ pub async fn addresses(
 }
 
 /// Issue a certificate naming the user's channel B address (operator only).
+#[utoipa::path(
+    post, path = "/v1/subscribers/{user}/certificate", tag = "oob",
+    params(("user" = String, Path, description = "The user")),
+    request_body(content = Object, description = "`{\"channel\", \"address\", \"days\"?}`"),
+    responses((status = 201, description = "`{certificate, private_key}` (PEM)", body = Object), (status = 403, description = "forbidden: operator only", body = ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn issue_certificate(
     State(state): State<AppState>,
     Caller(by): Caller,
@@ -193,6 +220,13 @@ pub async fn issue_certificate(
 }
 
 /// Open a session (or, below the threshold, execute at once).
+#[utoipa::path(
+    post, path = "/v1/oob/sessions", tag = "oob",
+    params(("Idempotency-Key" = String, Header, description = "Optional; a retry returns the same session")),
+    request_body(content = Object, description = "`{\"user\", \"application\": \"login|transfer|bet|payment|trustee|mail_send|mail_retrieve|declaration|offers\", …application fields, \"channel\"?, \"certificate\"?}`; see docs/protocols/oob.md"),
+    responses((status = 201, description = "`{\"outcome\": \"secured\", \"session\"}` or, below the threshold, `{\"outcome\": \"normal\", \"transfer\"}`", body = Object), (status = 200, description = "Replay of an earlier request with the same key", body = Object), (status = 409, description = "idempotency_key_reused", body = ErrorBody), (status = 422, description = "invalid_request, insufficient_funds", body = ErrorBody), (status = 429, description = "rate_limited: too many sessions for the address", body = ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn open_session(
     State(state): State<AppState>,
     Caller(by): Caller,
@@ -214,6 +248,11 @@ pub async fn open_session(
 }
 
 /// A session as channel A shows it (no API key: the number is the capability).
+#[utoipa::path(
+    get, path = "/v1/oob/sessions/{session}", tag = "oob",
+    params(("session" = String, Path, description = "The session number (32 hex digits)")),
+    responses((status = 200, description = "The session as channel A shows it", body = Object), (status = 404, description = "not_found", body = ErrorBody)),
+)]
 pub async fn session(
     State(state): State<AppState>,
     ApiPath(number): ApiPath<String>,
@@ -222,6 +261,12 @@ pub async fn session(
 }
 
 /// Type the code back.
+#[utoipa::path(
+    post, path = "/v1/oob/sessions/{session}/verify", tag = "oob",
+    params(("session" = String, Path, description = "The session number (32 hex digits)")),
+    request_body(content = Object, description = "`{\"code\", \"confirm\"?: the transaction shown}`"),
+    responses((status = 200, description = "Authorised: `{session, access_token?}`", body = Object), (status = 409, description = "session_closed", body = ErrorBody), (status = 410, description = "expired", body = ErrorBody), (status = 422, description = "wrong_code (`details.attempts_left`), transaction_mismatch", body = ErrorBody), (status = 423, description = "too_many_attempts", body = ErrorBody)),
+)]
 pub async fn verify(
     State(state): State<AppState>,
     ApiPath(number): ApiPath<String>,
@@ -239,6 +284,11 @@ pub async fn verify(
 }
 
 /// Cancel an open session (a payment's hold is released).
+#[utoipa::path(
+    post, path = "/v1/oob/sessions/{session}/cancel", tag = "oob",
+    params(("session" = String, Path, description = "The session number (32 hex digits)")),
+    responses((status = 200, description = "Closed (a payment hold is released)", body = Object), (status = 409, description = "session_closed", body = ErrorBody)),
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     ApiPath(number): ApiPath<String>,
@@ -247,6 +297,12 @@ pub async fn cancel(
 }
 
 /// A user's sessions.
+#[utoipa::path(
+    get, path = "/v1/oob/sessions", tag = "oob",
+    params(("user" = String, Query, description = "Whose sessions")),
+    responses((status = 200, description = "Newest first", body = Object), (status = 403, description = "forbidden", body = ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn sessions(
     State(state): State<AppState>,
     Caller(by): Caller,
@@ -256,6 +312,10 @@ pub async fn sessions(
 }
 
 /// The protected resource of the login application: who the access token belongs to.
+#[utoipa::path(
+    get, path = "/v1/oob/whoami", tag = "oob",
+    responses((status = 200, description = "`{user, expires_at}` of a login's access token (`Authorization: Bearer tally_session_…`)", body = Object), (status = 401, description = "unauthorized", body = ErrorBody)),
+)]
 pub async fn whoami(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -271,6 +331,12 @@ pub async fn whoami(
 }
 
 /// A user's certificates.
+#[utoipa::path(
+    get, path = "/v1/certificates", tag = "oob",
+    params(("user" = String, Query, description = "Whose certificates")),
+    responses((status = 200, description = "Node-signed certificates, newest first", body = Object)),
+    security(("api_key" = []))
+)]
 pub async fn certificates(
     State(state): State<AppState>,
     Caller(by): Caller,
@@ -280,6 +346,12 @@ pub async fn certificates(
 }
 
 /// Mail for and from a user.
+#[utoipa::path(
+    get, path = "/v1/mail", tag = "oob",
+    params(("user" = String, Query, description = "Whose mail")),
+    responses((status = 200, description = "Mail for and from the user (bodies only once retrieved)", body = Object)),
+    security(("api_key" = []))
+)]
 pub async fn mailbox(
     State(state): State<AppState>,
     Caller(by): Caller,
@@ -289,6 +361,12 @@ pub async fn mailbox(
 }
 
 /// A merchant leaves an offer in a user's mailbox.
+#[utoipa::path(
+    post, path = "/v1/offers", tag = "oob",
+    request_body(content = Object, description = "`{\"recipient\", \"subject\", \"body\"}`"),
+    responses((status = 201, description = "`{id}`", body = Object), (status = 403, description = "forbidden: merchants only", body = ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn deposit_offer(
     State(state): State<AppState>,
     Caller(by): Caller,
@@ -302,6 +380,12 @@ pub async fn deposit_offer(
 }
 
 /// A user's statement (billing register).
+#[utoipa::path(
+    get, path = "/v1/subscribers/{user}/statement", tag = "oob",
+    params(("user" = String, Path, description = "The user"), ("from" = String, Query, description = "RFC 3339, default 31 days before `to`"), ("to" = String, Query, description = "RFC 3339, default now")),
+    responses((status = 200, description = "Register lines and totals", body = Object)),
+    security(("api_key" = []))
+)]
 pub async fn statement(
     State(state): State<AppState>,
     Caller(by): Caller,
@@ -315,6 +399,13 @@ pub async fn statement(
 }
 
 /// Set a threshold rule.
+#[utoipa::path(
+    put, path = "/v1/oob/rules/{owner}", tag = "oob",
+    params(("owner" = String, Path, description = "The payee (or `operator` for the default)")),
+    request_body(content = Object, description = "`{\"secured_above\": \"50.00 EUR\"}`"),
+    responses((status = 204, description = "Stored"), (status = 403, description = "forbidden", body = ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn set_rule(
     State(state): State<AppState>,
     Caller(by): Caller,
@@ -326,6 +417,12 @@ pub async fn set_rule(
 }
 
 /// Pay merchants their trustee payments, less the fee (operator).
+#[utoipa::path(
+    post, path = "/v1/trustee/settle", tag = "oob",
+    request_body(content = Object, description = "`{\"until\"?: RFC 3339}`"),
+    responses((status = 200, description = "The payouts made", body = Object), (status = 403, description = "forbidden: operator only", body = ErrorBody)),
+    security(("api_key" = []))
+)]
 pub async fn settle(
     State(state): State<AppState>,
     Caller(by): Caller,

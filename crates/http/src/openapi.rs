@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::dto;
 use crate::error::{ErrorBody, ErrorCode, ErrorDetail};
-use crate::{handlers, ops};
+use crate::{handlers, oob, ops};
 
 /// Declares the bearer API-key scheme the `/v1` operations use.
 struct ApiKeyAuth;
@@ -54,6 +54,22 @@ impl Modify for ApiKeyAuth {
         handlers::revoke_api_key,
         handlers::dev_inbox,
         handlers::audit,
+        oob::upsert_subscriber,
+        oob::add_address,
+        oob::addresses,
+        oob::issue_certificate,
+        oob::statement,
+        oob::open_session,
+        oob::sessions,
+        oob::session,
+        oob::verify,
+        oob::cancel,
+        oob::whoami,
+        oob::set_rule,
+        oob::certificates,
+        oob::mailbox,
+        oob::deposit_offer,
+        oob::settle,
     ),
     components(schemas(ErrorBody, ErrorDetail, ErrorCode, dto::Money, dto::AccountKindDto, dto::RoleDto)),
     modifiers(&ApiKeyAuth),
@@ -64,6 +80,7 @@ impl Modify for ApiKeyAuth {
         (name = "api-keys", description = "Operator: issue and revoke API keys"),
         (name = "ledger", description = "Operator: audit"),
         (name = "dev", description = "Development inbox (`--dev` only)"),
+        (name = "oob", description = "Out-of-band authentication: subscribers, sessions, codes, registers (docs/protocols/oob.md)"),
         (name = "ops", description = "Health, metrics and this document"),
     )
 )]
