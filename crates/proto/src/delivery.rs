@@ -705,5 +705,7 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+pub mod notification;
+
 #[cfg(test)]
 mod tests;

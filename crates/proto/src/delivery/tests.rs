@@ -319,3 +319,161 @@ proptest! {
         prop_assert!(inspect(bytes.as_slice(), None).is_err());
     }
 }
+
+mod notifications {
+    use super::super::notification::*;
+    use super::*;
+
+    const SECRET: &[u8] = b"bank-shared-secret-for-tests";
+    const NOW: Timestamp = Timestamp(1_767_225_600_000_000);
+
+    fn body(reference: &str, amount: &str) -> Vec<u8> {
+        format!(r#"{{"id":"bank-tx-77","reference":"{reference}","amount":"{amount}","paid_at":1767225500,"payer":"Ada Buyer"}}"#)
+            .into_bytes()
+    }
+
+    fn hmac_header(ts: &str, body: &[u8]) -> String {
+        let tag = tally_kernel::crypto::kdf::hmac_sha256(
+            SECRET,
+            &[DOMAIN, ts.as_bytes(), b".", body].concat(),
+        );
+        format!("hmac-sha256={}", hex::encode(tag))
+    }
+
+    fn bank() -> SigningKey {
+        SigningKey::from_seed(&[11; 32])
+    }
+
+    fn ed_header(ts: &str, body: &[u8]) -> String {
+        let sig = bank().sign(DOMAIN, &[ts.as_bytes(), b".", body].concat());
+        format!("ed25519={}", hex::encode(sig.to_bytes()))
+    }
+
+    fn hmac_key() -> ReceiverKey {
+        ReceiverKey::Hmac(Secret::new(SECRET.to_vec()))
+    }
+
+    #[test]
+    fn signed_notifications_verify_with_either_scheme() {
+        let code = reference(1).display();
+        let b = body(&code, "9.90 EUR");
+        let n = verify(
+            &b,
+            "1767225590",
+            &hmac_header("1767225590", &b),
+            &hmac_key(),
+            NOW,
+            300,
+        )
+        .expect("hmac");
+        assert_eq!(
+            (n.id.as_str(), n.amount.minor, n.reference.display()),
+            ("bank-tx-77", 990, code.clone())
+        );
+        let key = ReceiverKey::Ed25519(bank().verifying_key());
+        let n2 = verify(
+            &b,
+            "1767225590",
+            &ed_header("1767225590", &b),
+            &key,
+            NOW,
+            300,
+        )
+        .expect("ed25519");
+        assert_eq!(n, n2);
+    }
+
+    #[test]
+    fn forged_stale_replayed_or_malformed_notifications_are_refused() {
+        let code = reference(1).display();
+        let b = body(&code, "9.90 EUR");
+        let good = hmac_header("1767225590", &b);
+        let err = |body: &[u8], ts: &str, sig: &str| {
+            verify(body, ts, sig, &hmac_key(), NOW, 300).expect_err("refused")
+        };
+        // Another body, another timestamp, another key, another scheme's key.
+        assert_eq!(
+            err(&body(&code, "99.00 EUR"), "1767225590", &good),
+            NotificationError::BadSignature
+        );
+        assert_eq!(
+            err(&b, "1767225591", &good),
+            NotificationError::BadSignature
+        );
+        let other = ReceiverKey::Hmac(Secret::new(b"another bank".to_vec()));
+        assert_eq!(
+            verify(&b, "1767225590", &good, &other, NOW, 300),
+            Err(NotificationError::BadSignature)
+        );
+        let ed = ReceiverKey::Ed25519(bank().verifying_key());
+        assert_eq!(
+            verify(&b, "1767225590", &good, &ed, NOW, 300),
+            Err(NotificationError::BadSignature)
+        );
+        // Outside the window: an old capture replayed, or a clock in the future.
+        let old = hmac_header("1767220000", &b);
+        assert_eq!(
+            err(&b, "1767220000", &old),
+            NotificationError::Stale {
+                age_s: 5600,
+                window_s: 300
+            }
+        );
+        let future = hmac_header("1767229999", &b);
+        assert_eq!(
+            err(&b, "1767229999", &future),
+            NotificationError::FromTheFuture { ahead_s: 4399 }
+        );
+        // Headers and bodies that are not what they should be.
+        assert!(matches!(
+            err(&b, "soon", &good),
+            NotificationError::BadHeader(_)
+        ));
+        assert!(matches!(
+            err(&b, "1767225590", "sha1=00"),
+            NotificationError::BadHeader(_)
+        ));
+        assert!(matches!(
+            err(&b, "1767225590", "hmac-sha256=zz"),
+            NotificationError::BadHeader(_)
+        ));
+        let typo = code.replacen(&code[..1], if code.starts_with('A') { "B" } else { "A" }, 1);
+        let bt = body(&typo, "9.90 EUR");
+        assert!(matches!(
+            err(&bt, "1767225590", &hmac_header("1767225590", &bt)),
+            NotificationError::BadBody(_)
+        ));
+        let neg = body(&code, "-1.00 EUR");
+        assert!(matches!(
+            err(&neg, "1767225590", &hmac_header("1767225590", &neg)),
+            NotificationError::BadBody(_)
+        ));
+        let extra =
+            br#"{"id":"x","reference":"r","amount":"1 EUR","paid_at":1,"payer":"p","more":1}"#;
+        assert!(matches!(
+            err(extra, "1767225590", &hmac_header("1767225590", extra)),
+            NotificationError::BadBody(_)
+        ));
+    }
+
+    /// Pinned in `docs/protocols/vectors/notification.json` (UPDATE_EXPECT=1 rewrites it).
+    #[test]
+    fn notification_vector_matches_the_pinned_file() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/protocols/vectors/notification.json"
+        );
+        let b = body(&reference(1).display(), "9.90 EUR");
+        let computed = serde_json::json!({
+            "about": "Payment-notification vectors; see crates/proto/src/delivery/notification.rs. signed = DOMAIN || timestamp || '.' || body.",
+            "domain": String::from_utf8_lossy(DOMAIN).trim_end_matches('\0'),
+            "timestamp": "1767225590",
+            "body": String::from_utf8(b.clone()).expect("utf-8"),
+            "hmac_secret_hex": hex::encode(SECRET),
+            "hmac_signature_header": hmac_header("1767225590", &b),
+            "ed25519_seed_hex": hex::encode([11_u8; 32]),
+            "ed25519_signature_header": ed_header("1767225590", &b),
+        });
+        crate::pinned::check(path, &computed);
+    }
+}
