@@ -208,6 +208,23 @@ fn refused_page(r: &Refusal) -> Page {
     error_page(r.status, &r.message).coded(r.code)
 }
 
+/// The `{session}` of a page's path; a malformed path is answered with an HTML page.
+pub struct SessionPath(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for SessionPath {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(number)) => Ok(SessionPath(number)),
+            Err(e) => Err(bad_path(&e).into_response()),
+        }
+    }
+}
+
 fn bad_path(e: &PathRejection) -> Page {
     error_page(
         StatusCode::BAD_REQUEST,
@@ -424,14 +441,7 @@ fn result_html(ok: bool, text_html: &str) -> String {
 }
 
 /// `GET /s/{session}`: what the code authorises.
-pub async fn show(
-    State(state): State<AppState>,
-    number: Result<Path<String>, PathRejection>,
-) -> Response {
-    let Path(number) = match number {
-        Ok(n) => n,
-        Err(e) => return bad_path(&e).into_response(),
-    };
+pub async fn show(State(state): State<AppState>, SessionPath(number): SessionPath) -> Response {
     match state.node.oob_session(&number).await {
         Ok(v) => session_page(StatusCode::OK, &v, "").into_response(),
         Err(e) => refused_page(&refusal(e)).into_response(),
@@ -441,13 +451,9 @@ pub async fn show(
 /// `POST /s/{session}`: the code typed back.
 pub async fn confirm(
     State(state): State<AppState>,
-    number: Result<Path<String>, PathRejection>,
+    SessionPath(number): SessionPath,
     form: Result<Form<CodeForm>, FormRejection>,
 ) -> Response {
-    let Path(number) = match number {
-        Ok(n) => n,
-        Err(e) => return bad_path(&e).into_response(),
-    };
     let Form(form) = match form {
         Ok(f) => f,
         Err(e) => return bad_form(&e).into_response(),
@@ -502,14 +508,7 @@ pub async fn confirm(
 }
 
 /// `POST /s/{session}/cancel`: nothing is authorised; a payment's hold is released.
-pub async fn cancel(
-    State(state): State<AppState>,
-    number: Result<Path<String>, PathRejection>,
-) -> Response {
-    let Path(number) = match number {
-        Ok(n) => n,
-        Err(e) => return bad_path(&e).into_response(),
-    };
+pub async fn cancel(State(state): State<AppState>, SessionPath(number): SessionPath) -> Response {
     match state.node.oob_cancel(&number).await {
         Ok(v) => {
             let result = result_html(true, "Cancelled: nothing was authorised.");

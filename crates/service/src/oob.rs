@@ -286,22 +286,14 @@ impl TryFrom<serde_json::Map<String, serde_json::Value>> for OpenSession {
     }
 }
 
-/// What the session stores besides the protocol state.
+/// What the session stores besides the protocol state (which already holds the accounts and
+/// payee shown; a payment's hold is found through the journal, see `hold_of`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Payload {
     app: AppRequest,
-    /// Payments: the payer account used (given or from the contract).
-    #[serde(default)]
-    payer_account: Option<Id>,
-    /// Payments: the hold.
-    #[serde(default)]
-    hold_id: Option<Id>,
     /// Address verification: the address.
     #[serde(default)]
     address_id: Option<Id>,
-    /// Who is paid or addressed, as shown.
-    #[serde(default)]
-    counterparty: Option<String>,
 }
 
 /// A session as shown to channel A (never the code).
@@ -553,10 +545,7 @@ impl Node {
         });
         let payload = Payload {
             app: AppRequest::Login,
-            payer_account: None,
-            hold_id: None,
             address_id: Some(row.id),
-            counterparty: None,
         };
         let mut extra: Vec<Attachment> = Vec::new();
         extra.extend(insert_address(&row));
@@ -684,11 +673,8 @@ impl Node {
             }
             // A retry of a request that ran below the threshold stays that transfer, even if
             // the threshold changed meanwhile: money never moves twice for one key.
-            if let Some(tally_ledger::Event::Transfers { transfers }) = self
-                .inner
-                .store
-                .journal_event(&format!("{key}:normal"))
-                .await?
+            if let Some(tally_ledger::Event::Transfers { transfers }) =
+                self.inner.store.journal_event(&normal_key(key)).await?
                 && let Some(transfer) = transfers.into_iter().next()
             {
                 let (amount, credit) = match &req.app {
@@ -734,9 +720,8 @@ impl Node {
         let plan = match plan {
             Planned::Secured(plan) => plan,
             Planned::Normal(command) => {
-                let by = by.ok_or(ServiceError::Unauthorized)?;
-                let key = match idempotency_key {
-                    Some(k) => format!("{}:normal", namespaced(by, k)?),
+                let key = match &client_key {
+                    Some(k) => normal_key(k),
                     None => format!(":oob_normal:{}", Id::new()),
                 };
                 let outcome = self.execute(key, command, Vec::new()).await?;
@@ -779,12 +764,9 @@ impl Node {
     ) -> Result<Planned> {
         let user = req.user.as_str();
         let is_self = |by: Option<&Principal>| by.is_some_and(|b| b.is_admin() || b.owner == user);
-        let mut payload = Payload {
+        let payload = Payload {
             app: req.app.clone(),
-            payer_account: None,
-            hold_id: None,
             address_id: None,
-            counterparty: None,
         };
         let mut command = None;
         let purpose = match &req.app {
@@ -828,7 +810,6 @@ impl Node {
                     AppRequest::Bet { .. } => format!("Bet: {memo}"),
                     _ => memo.clone(),
                 };
-                payload.counterparty = Some(credit.owner.clone());
                 let transfer = Command::Transfer {
                     debit_account: *debit_account,
                     credit_account: *credit_account,
@@ -910,8 +891,6 @@ impl Node {
                         memo,
                     }));
                 }
-                payload.payer_account = Some(payer);
-                payload.counterparty = Some(merchant.owner);
                 let policy = self.inner.oob.settings.policy;
                 command = Some(Command::Transfer {
                     debit_account: payer,
@@ -938,7 +917,6 @@ impl Node {
                 text_field("description", description, 300)?;
                 check_money(*amount, merchant.currency, merchant.currency)?;
                 self.trustee_account(amount.currency).await?;
-                payload.counterparty = Some(merchant.owner.clone());
                 Purpose::Transaction(Transaction {
                     amount: *amount,
                     payer_account: None,
@@ -960,7 +938,6 @@ impl Node {
                 text_field("body", body, BODY_LEN_MAX)?;
                 // The recipient must be reachable, or the mail would wait unannounced.
                 self.channel_b(recipient, None).await?;
-                payload.counterparty = Some(recipient.clone());
                 Purpose::Message(Certified {
                     title: format!("Registered mail to {recipient}: {subject}"),
                     sha256: hex::encode(sha256(body.as_bytes())),
@@ -982,7 +959,6 @@ impl Node {
                         what: "mail",
                         id: mail_id.to_string(),
                     })?;
-                payload.counterparty = Some(mail.sender.clone());
                 Purpose::Message(Certified {
                     title: format!(
                         "Retrieve registered mail from {}: {}",
@@ -1150,7 +1126,6 @@ impl Node {
         )
         .map_err(oob)?;
         let hex_number = session.number_hex();
-        let payload = plan.payload;
         let row = SessionRow {
             id: number,
             user_id: plan.user.clone(),
@@ -1159,7 +1134,7 @@ impl Node {
             state: "open".into(),
             attempts: 0,
             session: serde_json::to_string(&session).map_err(corrupt)?,
-            payload: String::new(),
+            payload: serde_json::to_string(&plan.payload).map_err(corrupt)?,
             result: None,
             channel: plan.channel.clone(),
             address: plan.address.clone(),
@@ -1181,17 +1156,12 @@ impl Node {
             // The session number is channel A's capability: only the dev inbox (a test
             // harness's channel B) names it, so scripts can match a code to its session.
             data: if plan.channel == "dev" {
-                serde_json::json!({
-                    "session": hex_number, "expires_at": session.expires_at, "oob_session": session,
-                })
+                serde_json::json!({ "session": hex_number, "expires_at": session.expires_at })
             } else {
                 serde_json::json!({ "expires_at": session.expires_at })
             },
         };
-        let key = plan
-            .client_key
-            .clone()
-            .unwrap_or_else(|| format!(":oob_open:{hex_number}"));
+        let key = open_key(&row);
         let command = plan.command.unwrap_or_else(|| Command::Record {
             kind: "oob_session_opened".into(),
             data: serde_json::json!({
@@ -1199,8 +1169,6 @@ impl Node {
                 "channel": plan.channel,
             }),
         });
-        let mut row = row;
-        row.payload = serde_json::to_string(&payload).map_err(corrupt)?;
         let since = now.plus_seconds(-settings.quota_window_s);
         let mut attachments: Vec<Attachment> = plan.extra;
         attachments.extend(insert_session(&row, since, settings.address_quota));
@@ -1265,6 +1233,22 @@ impl Node {
     }
 }
 
+/// The idempotency key of a below-threshold transfer opened with the (namespaced) client key.
+fn normal_key(client_key: &str) -> String {
+    format!("{client_key}:normal")
+}
+
+/// `row` moved to the protocol state `next` at `now` (state, attempts, session JSON).
+fn advanced(row: &SessionRow, next: &Session, now: Timestamp) -> Result<SessionRow> {
+    Ok(SessionRow {
+        state: session_state(next.state).into(),
+        attempts: i64::from(next.attempts),
+        session: serde_json::to_string(next).map_err(corrupt)?,
+        updated_at: now,
+        ..row.clone()
+    })
+}
+
 /// The idempotency key of a session's opening command.
 fn open_key(row: &SessionRow) -> String {
     row.client_key
@@ -1313,14 +1297,8 @@ impl Node {
         let Some(number) = number.filter(|_| body.contains(CODE_PLACEHOLDER)) else {
             return Ok(Secret::new(body.to_string()));
         };
-        // A dev message carries its session's protocol state (never the code); others are
-        // rendered from the session row.
-        let session: Session = match message.data.get("oob_session") {
-            Some(state) if message.kind == "dev" => {
-                serde_json::from_value(state.clone()).map_err(corrupt)?
-            }
-            _ => serde_json::from_str(&self.session_row(number).await?.session).map_err(corrupt)?,
-        };
+        let row = self.session_row(number).await?;
+        let session: Session = serde_json::from_str(&row.session).map_err(corrupt)?;
         let code = session.code(self.oob_key()).map_err(oob)?;
         Ok(Secret::new(body.replace(CODE_PLACEHOLDER, code.expose())))
     }
@@ -1371,26 +1349,22 @@ impl Node {
         confirm: Option<&Transaction>,
     ) -> Result<Verified> {
         let session: Session = serde_json::from_str(&row.session).map_err(corrupt)?;
-        let mut payload: Payload = serde_json::from_str(&row.payload).map_err(corrupt)?;
-        payload.hold_id = self.hold_of(row).await?;
+        let payload: Payload = serde_json::from_str(&row.payload).map_err(corrupt)?;
+        let hold = self.hold_of(row).await?;
         let now = self.now();
         let before_attempts = session.attempts;
         let before_state = session.state;
         let (next, verdict) = session.verify(now, code, confirm, self.oob_key());
         let hex_number = next.number_hex();
         let changed = next.state != before_state || next.attempts != before_attempts;
-        let mut after = row.clone();
-        after.state = session_state(next.state).into();
-        after.attempts = i64::from(next.attempts);
-        after.session = serde_json::to_string(&next).map_err(corrupt)?;
-        after.updated_at = now;
+        let mut after = advanced(row, &next, now)?;
         let mut token = None;
         let (key, command, mut attachments) = match &verdict {
             Err(_) if !changed => {
                 return Err(oob(verdict.err().unwrap_or(OobError::SessionClosed)));
             }
             Err(OobError::TooManyAttempts) => {
-                let command = match payload.hold_id {
+                let command = match hold {
                     Some(hold) => Command::Void { pending_id: hold },
                     None => Command::Record {
                         kind: "oob_session_locked".into(),
@@ -1408,7 +1382,7 @@ impl Node {
                 Vec::new(),
             ),
             Ok(()) => {
-                let effect = self.effect(row, &next, &payload, now).await?;
+                let effect = self.effect(row, &next, &payload, hold, now).await?;
                 after.result = Some(effect.result.to_string());
                 token = effect.token;
                 (
@@ -1424,7 +1398,7 @@ impl Node {
             return Err(oob(OobError::SessionClosed));
         }
         // The code was typed back, so it was delivered; refusals return no view.
-        let view = view(&after, Delivery("sent".into(), None), payload.hold_id)?;
+        let view = view(&after, Delivery("sent".into(), None), hold)?;
         match verdict {
             Ok(()) => Ok(Verified {
                 session: view,
@@ -1439,6 +1413,7 @@ impl Node {
         row: &SessionRow,
         session: &Session,
         payload: &Payload,
+        hold: Option<Id>,
         now: Timestamp,
     ) -> Result<Effect> {
         let hex_number = session.number_hex();
@@ -1571,9 +1546,7 @@ impl Node {
                 }
             }
             AppRequest::Payment { .. } => {
-                let hold = payload
-                    .hold_id
-                    .ok_or_else(|| corrupt("payment session without hold"))?;
+                let hold = hold.ok_or_else(|| corrupt("payment session without hold"))?;
                 attachments.push(register("payment")?);
                 let (cert, json) =
                     certificate("payment", user, serde_json::json!({ "hold": hold }))?;
@@ -1723,10 +1696,7 @@ impl Node {
             let hold = self.hold_of(&row).await?;
             let next = session.close();
             let hex_number = next.number_hex();
-            let mut after = row.clone();
-            after.state = "closed".into();
-            after.session = serde_json::to_string(&next).map_err(corrupt)?;
-            after.updated_at = self.now();
+            let after = advanced(&row, &next, self.now())?;
             // A hold the sweeper already expired needs no void: the session just closes.
             let pending = match hold {
                 Some(id) => self
