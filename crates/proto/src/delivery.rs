@@ -10,7 +10,7 @@
 //! * The **package** (D3, D4) is a signed container: a canonical-JSON header holding the
 //!   plaintext instruction file, then the sealed entries (product, registration file,
 //!   documents; each a `TALLYSTR` stream under the product's content key), then a trailer
-//!   with the SHA-256 of everything before it and the node's Ed25519 signature over that.
+//!   with the SHA-256 of the header bytes (which list every entry's length and SHA-256) and the node's Ed25519 signature over that.
 //!   The content key travels wrapped under the sale's unlock key, so a product is sealed once
 //!   and every sale copies the sealed bytes (pre-sealing). [`inspect`] reads the whole
 //!   package in constant memory and returns the header (with the instruction file) only when
@@ -378,7 +378,7 @@ impl Header {
 pub struct Inspected {
     /// The header (instruction file included).
     pub header: Header,
-    /// SHA-256 of the whole package before the trailer.
+    /// The package digest: SHA-256 of the header bytes (magic to header JSON), as signed.
     pub package_sha256: [u8; 32],
     /// The node key that signed it.
     pub signer: VerifyingKey,
@@ -386,16 +386,54 @@ pub struct Inspected {
     pub offsets: Vec<u64>,
 }
 
+/// The package's opening bytes for `header`: magic, version, header length and the header's
+/// canonical JSON. The signature covers exactly these bytes (the header lists every entry's
+/// length and SHA-256, so it pins the entries too).
+pub fn header_bytes(header: &Header) -> Result<Vec<u8>> {
+    header.check()?;
+    let json = canonical_json(header).map_err(|e| PackageError::BadHeader(e.to_string()))?;
+    let len = u32::try_from(json.len())
+        .ok()
+        .filter(|l| *l <= HEADER_LEN_MAX)
+        .ok_or_else(|| PackageError::BadHeader("header larger than 1 MiB".into()))?;
+    let mut out = Vec::with_capacity(13 + json.len());
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&json);
+    Ok(out)
+}
+
+/// The trailer closing a package that opens with `header_bytes`: magic, the SHA-256 of those
+/// bytes, and the node's signature over that digest. A node serving many sales of one
+/// pre-sealed product makes each package from these two pieces and the shared sealed files,
+/// without reading the product again.
+pub fn trailer(header_bytes: &[u8], signer: &SigningKey) -> [u8; TRAILER_LEN] {
+    let digest = tally_kernel::crypto::kdf::sha256(header_bytes);
+    let signature = signer.sign(SIGNATURE_DOMAIN, &digest);
+    let mut out = [0_u8; TRAILER_LEN];
+    out[..8].copy_from_slice(TRAILER_MAGIC);
+    out[8..40].copy_from_slice(&digest);
+    out[40..].copy_from_slice(&signature.to_bytes());
+    out
+}
+
+/// Total length of the package of `header` (header bytes, entries, trailer).
+pub fn package_len(header_bytes: &[u8], header: &Header) -> u64 {
+    header_bytes.len() as u64
+        + header.entries.iter().map(|e| e.sealed_len).sum::<u64>()
+        + TRAILER_LEN as u64
+}
+
 /// Writes a package: `entries` yields each entry's sealed bytes in the header's order. The
 /// bytes are checked against the header as they pass (a wrong length or hash is refused).
-/// Returns the package's SHA-256.
+/// Returns the package digest (the SHA-256 of the header bytes, which the trailer signs).
 pub fn write_package<W: Write>(
     mut out: W,
     header: &Header,
     entries: &mut [&mut dyn Read],
     signer: &SigningKey,
 ) -> Result<[u8; 32]> {
-    header.check()?;
     if entries.len() != header.entries.len() {
         return Err(PackageError::BadHeader(
             "entry count differs from the header".into(),
@@ -406,22 +444,9 @@ pub fn write_package<W: Write>(
             "node_key is not the signer's".into(),
         ));
     }
-    let json = canonical_json(header).map_err(|e| PackageError::BadHeader(e.to_string()))?;
-    let len = u32::try_from(json.len())
-        .ok()
-        .filter(|l| *l <= HEADER_LEN_MAX)
-        .ok_or_else(|| PackageError::BadHeader("header larger than 1 MiB".into()))?;
-    let mut hash = Sha256Stream::new();
-    let mut emit = |bytes: &[u8], out: &mut W| -> Result<()> {
-        hash.update(bytes);
-        out.write_all(bytes)?;
-        Ok(())
-    };
-    emit(MAGIC, &mut out)?;
-    emit(&[VERSION], &mut out)?;
-    emit(&len.to_be_bytes(), &mut out)?;
-    emit(&json, &mut out)?;
-    let mut buf = vec![0_u8; 64 * 1024];
+    let head = header_bytes(header)?;
+    out.write_all(&head)?;
+    let mut buf = vec![0_u8; 256 * 1024];
     for (meta, source) in header.entries.iter().zip(entries.iter_mut()) {
         let mut entry_hash = Sha256Stream::new();
         let mut copied = 0_u64;
@@ -431,20 +456,17 @@ pub fn write_package<W: Write>(
                 break;
             }
             entry_hash.update(&buf[..n]);
-            emit(&buf[..n], &mut out)?;
+            out.write_all(&buf[..n])?;
             copied += n as u64;
         }
         if copied != meta.sealed_len || hex::encode(entry_hash.finish()) != meta.sealed_sha256 {
             return Err(PackageError::EntryDamaged(meta.name.clone()));
         }
     }
-    let digest = hash.finish();
-    let signature = signer.sign(SIGNATURE_DOMAIN, &digest);
-    out.write_all(TRAILER_MAGIC)?;
-    out.write_all(&digest)?;
-    out.write_all(&signature.to_bytes())?;
+    let trailer = trailer(&head, signer);
+    out.write_all(&trailer)?;
     out.flush()?;
-    Ok(digest)
+    Ok(trailer[8..40].try_into().expect("32 bytes"))
 }
 
 /// Reads exactly `buf.len()` bytes or says how many were there.
@@ -505,7 +527,8 @@ pub fn inspect<R: Read>(mut r: R, trusted: Option<&VerifyingKey>) -> Result<Insp
     header.check()?;
     let mut offset = 13 + u64::from(len);
     let mut offsets = Vec::with_capacity(header.entries.len());
-    let mut buf = vec![0_u8; 64 * 1024];
+    let digest = hash.finish();
+    let mut buf = vec![0_u8; 256 * 1024];
     for e in &header.entries {
         offsets.push(offset);
         let mut entry_hash = Sha256Stream::new();
@@ -514,7 +537,6 @@ pub fn inspect<R: Read>(mut r: R, trusted: Option<&VerifyingKey>) -> Result<Insp
             let want = left.min(buf.len() as u64) as usize;
             let got = read_full(&mut r, &mut buf[..want])?;
             entry_hash.update(&buf[..got]);
-            hash.update(&buf[..got]);
             if got < want {
                 return Err(PackageError::Truncated(format!(
                     "entry `{}` has {} of {} bytes",
@@ -540,7 +562,6 @@ pub fn inspect<R: Read>(mut r: R, trusted: Option<&VerifyingKey>) -> Result<Insp
     if &trailer[..8] != TRAILER_MAGIC {
         return Err(PackageError::Altered);
     }
-    let digest = hash.finish();
     if trailer[8..40] != digest {
         return Err(PackageError::Altered);
     }

@@ -303,7 +303,9 @@ fn package_vector_matches_the_pinned_file() {
         "content_key_hex": hex::encode([0x42_u8; 32]),
         "header_jcs": String::from_utf8(canonical_json(&header).expect("jcs")).expect("utf-8"),
         "package_hex": hex::encode(&bytes),
-        "package_sha256": hex::encode(tally_kernel::crypto::kdf::sha256(&bytes[..bytes.len() - TRAILER_LEN])),
+        "package_digest": hex::encode(
+            tally_kernel::crypto::kdf::sha256(&header_bytes(&header).expect("header bytes"))
+        ),
     });
     crate::pinned::check(path, &computed);
 }
