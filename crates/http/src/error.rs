@@ -18,8 +18,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tally_kernel::MoneyError;
 use tally_ledger::LedgerError;
+use tally_proto::delivery::notification::NotificationError;
 use tally_proto::oob::OobError;
 use tally_service::ServiceError;
+use tally_service::delivery::DeliveryError;
 use tally_store::StoreError;
 use utoipa::ToSchema;
 
@@ -28,6 +30,24 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
+    /// 422: a reference code with a typo (its check character does not match) or the wrong shape.
+    BadReference,
+    /// 401: a payment notification whose signature does not verify with the receiver's key.
+    BadSignature,
+    /// 422: the credit rule refused the purchase (too many unpaid orders).
+    CreditRefused,
+    /// 410: a product's sealed files are missing on this node; the operator must restore them.
+    FilesMissing,
+    /// 409: the payment released a key or was refunded already.
+    NotRefundable,
+    /// 409: the sale is not paid yet; its key is released on payment.
+    NotReleased,
+    /// 409: the product is not in the state this needs (on sale, or a draft).
+    ProductState,
+    /// 401: a payment notification outside the timestamp window (a replay, or a clock far off).
+    StaleNotification,
+    /// 422: the acknowledgement is not of this sale's package.
+    WrongPackage,
     /// 409: an account with this id already exists.
     AccountExists,
     /// 404: no such account, or not the caller's to see.
@@ -105,7 +125,16 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 36] = [
+    pub const ALL: [ErrorCode; 45] = [
+        ErrorCode::BadReference,
+        ErrorCode::BadSignature,
+        ErrorCode::CreditRefused,
+        ErrorCode::FilesMissing,
+        ErrorCode::NotRefundable,
+        ErrorCode::NotReleased,
+        ErrorCode::ProductState,
+        ErrorCode::StaleNotification,
+        ErrorCode::WrongPackage,
         ErrorCode::AccountExists,
         ErrorCode::AccountNotFound,
         ErrorCode::AmountNotPositive,
@@ -147,6 +176,15 @@ impl ErrorCode {
     /// The wire string.
     pub fn as_str(self) -> &'static str {
         match self {
+            ErrorCode::BadReference => "bad_reference",
+            ErrorCode::BadSignature => "bad_signature",
+            ErrorCode::CreditRefused => "credit_refused",
+            ErrorCode::FilesMissing => "files_missing",
+            ErrorCode::NotRefundable => "not_refundable",
+            ErrorCode::NotReleased => "not_released",
+            ErrorCode::ProductState => "product_state",
+            ErrorCode::StaleNotification => "stale_notification",
+            ErrorCode::WrongPackage => "wrong_package",
             ErrorCode::AccountExists => "account_exists",
             ErrorCode::AccountNotFound => "account_not_found",
             ErrorCode::AmountNotPositive => "amount_not_positive",
@@ -201,6 +239,15 @@ impl ErrorCode {
             | ErrorCode::NotFound
             | ErrorCode::PendingNotFound
             | ErrorCode::TransferNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::BadReference => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::BadSignature => StatusCode::UNAUTHORIZED,
+            ErrorCode::CreditRefused => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::FilesMissing => StatusCode::GONE,
+            ErrorCode::NotRefundable => StatusCode::CONFLICT,
+            ErrorCode::NotReleased => StatusCode::CONFLICT,
+            ErrorCode::ProductState => StatusCode::CONFLICT,
+            ErrorCode::StaleNotification => StatusCode::UNAUTHORIZED,
+            ErrorCode::WrongPackage => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::AccountExists
             | ErrorCode::IdempotencyKeyReused
@@ -414,6 +461,7 @@ impl From<ServiceError> for ApiError {
             .with_details(json!({ "currency": c.code() })),
             ServiceError::Disabled(why) => ApiError::new(ErrorCode::Disabled, why),
             ServiceError::Oob(o) => oob(o),
+            ServiceError::Delivery(d) => delivery(d),
             ServiceError::RateLimited(why) => {
                 let mut e = ApiError::rate_limited(60);
                 e.message = why.to_string();
@@ -426,6 +474,30 @@ impl From<ServiceError> for ApiError {
 }
 
 /// Out-of-band refusals: one code per cause, so a client can tell the user what to do.
+fn delivery(e: DeliveryError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        DeliveryError::CreditRefused(_) => ApiError::new(ErrorCode::CreditRefused, message),
+        DeliveryError::WrongProductState(_) => ApiError::new(ErrorCode::ProductState, message),
+        DeliveryError::TooLarge { limit } => ApiError::new(ErrorCode::PayloadTooLarge, message)
+            .with_details(json!({ "limit_bytes": limit })),
+        DeliveryError::BadReference(_) => ApiError::new(ErrorCode::BadReference, message),
+        DeliveryError::NotReleased => ApiError::new(ErrorCode::NotReleased, message),
+        DeliveryError::WrongPackage(_) => ApiError::new(ErrorCode::WrongPackage, message),
+        DeliveryError::NotRefundable(_) => ApiError::new(ErrorCode::NotRefundable, message),
+        DeliveryError::FilesMissing(_) => ApiError::new(ErrorCode::FilesMissing, message),
+        DeliveryError::Notification(n) => match n {
+            NotificationError::BadSignature => ApiError::new(ErrorCode::BadSignature, message),
+            NotificationError::Stale { .. } | NotificationError::FromTheFuture { .. } => {
+                ApiError::new(ErrorCode::StaleNotification, message)
+            }
+            NotificationError::BadHeader(_) => ApiError::new(ErrorCode::InvalidRequest, message)
+                .with_status(StatusCode::BAD_REQUEST),
+            NotificationError::BadBody(_) => ApiError::new(ErrorCode::InvalidRequest, message),
+        },
+    }
+}
+
 fn oob(e: OobError) -> ApiError {
     let message = e.to_string();
     match e {

@@ -19,6 +19,7 @@
 //! of the signature), a response cache for idempotency (the ledger stores keys transactionally),
 //! and sharing domain types on the wire ([`dto`]).
 
+pub mod delivery;
 pub mod dto;
 pub mod error;
 pub mod extract;
@@ -83,7 +84,18 @@ pub struct AppState {
 /// rate limit can key anonymous requests by peer address.
 pub fn router(node: Node, options: HttpOptions) -> Router {
     telemetry::prometheus();
-    let app = routes()
+    let limited = routes()
+        .layer(DefaultBodyLimit::max(options.body_limit_bytes))
+        .layer(RequestBodyLimitLayer::new(options.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            options.request_timeout,
+        ));
+    // Uploads and downloads stream gigabytes: no body limit (the service enforces its own
+    // upload limit) and no request timeout.
+    let streaming = streaming_routes().layer(DefaultBodyLimit::disable());
+    let app = limited
+        .merge(streaming)
         .fallback(ops::no_route)
         .with_state(AppState { node });
     layered(app, &options)
@@ -95,13 +107,7 @@ fn layered(app: Router, options: &HttpOptions) -> Router {
         options.rate_limit_per_second,
         options.rate_limit_burst,
     ));
-    app.layer(DefaultBodyLimit::max(options.body_limit_bytes))
-        .layer(RequestBodyLimitLayer::new(options.body_limit_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            options.request_timeout,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
+    app.layer(axum::middleware::from_fn_with_state(
             limit,
             middleware::rate_limit,
         ))
@@ -183,8 +189,47 @@ fn routes() -> Router<AppState> {
         .route("/v1/mail", get(oob::mailbox))
         .route("/v1/offers", post(oob::deposit_offer))
         .route("/v1/trustee/settle", post(oob::settle))
+        .route(
+            "/v1/products",
+            post(delivery::create_product).get(delivery::products),
+        )
+        .route(
+            "/v1/products/{id}",
+            get(delivery::product).delete(delivery::withdraw_product),
+        )
+        .route("/v1/products/{id}/publish", post(delivery::publish_product))
+        .route("/v1/sales", post(delivery::buy))
+        .route("/v1/sales/pay", post(delivery::pay))
+        .route("/v1/sales/{id}", get(delivery::sale))
+        .route(
+            "/v1/sales/by-reference/{code}",
+            get(delivery::sale_by_reference),
+        )
+        .route("/v1/sales/{id}/acknowledge", post(delivery::acknowledge))
+        .route("/v1/sales/{id}/key", get(delivery::sale_key))
+        .route(
+            "/v1/receivers/{name}",
+            axum::routing::put(delivery::set_receiver),
+        )
+        .route(
+            "/v1/receivers/{name}/notifications",
+            post(delivery::notification),
+        )
+        .route("/v1/complaints", post(delivery::complaint))
+        .route("/v1/payments/{id}/refund", post(delivery::refund))
+        .route("/v1/reports/sales", get(delivery::report))
         // The web page (HTML for people, not part of the API document).
         .merge(web::routes())
+}
+
+/// Routes that stream large bodies (see [`router`]).
+fn streaming_routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/products/{id}/entries/{name}",
+            axum::routing::put(delivery::upload_entry),
+        )
+        .route("/v1/sales/{id}/package", get(delivery::package))
 }
 
 /// The OpenAPI 3.1 document of [`router`].

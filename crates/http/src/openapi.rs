@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::dto;
 use crate::error::{ErrorBody, ErrorCode, ErrorDetail};
-use crate::{handlers, oob, ops};
+use crate::{delivery, handlers, oob, ops};
 
 /// Declares the bearer API-key scheme the `/v1` operations use.
 struct ApiKeyAuth;
@@ -70,6 +70,24 @@ impl Modify for ApiKeyAuth {
         oob::mailbox,
         oob::deposit_offer,
         oob::settle,
+        delivery::create_product,
+        delivery::products,
+        delivery::product,
+        delivery::upload_entry,
+        delivery::publish_product,
+        delivery::withdraw_product,
+        delivery::buy,
+        delivery::sale,
+        delivery::sale_by_reference,
+        delivery::package,
+        delivery::acknowledge,
+        delivery::pay,
+        delivery::set_receiver,
+        delivery::notification,
+        delivery::sale_key,
+        delivery::complaint,
+        delivery::refund,
+        delivery::report,
     ),
     components(schemas(ErrorBody, ErrorDetail, ErrorCode, dto::Money, dto::AccountKindDto, dto::RoleDto)),
     modifiers(&ApiKeyAuth),
@@ -81,6 +99,7 @@ impl Modify for ApiKeyAuth {
         (name = "ledger", description = "Operator: audit"),
         (name = "dev", description = "Development inbox (`--dev` only)"),
         (name = "oob", description = "Out-of-band authentication: subscribers, sessions, codes, registers (docs/protocols/oob.md)"),
+        (name = "delivery", description = "Locked delivery: products, sales, packages, payments by reference, keys, reports (docs/protocols/delivery-api.md)"),
         (name = "ops", description = "Health, metrics and this document"),
     )
 )]

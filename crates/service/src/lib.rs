@@ -11,6 +11,7 @@
 //! Decision: authorisation lives here, not in `http`, so the CLI's direct paths (audit, bench)
 //! and any future transport get the same rules. `http` only maps errors and shapes.
 
+pub mod delivery;
 pub mod node;
 pub mod oob;
 pub mod workers;
@@ -116,6 +117,9 @@ pub enum ServiceError {
     /// Out-of-band authentication refused a code or a session (see the cause); nothing ran.
     #[error(transparent)]
     Oob(#[from] tally_proto::oob::OobError),
+    /// Locked delivery refused a request (see the cause); nothing changed.
+    #[error(transparent)]
+    Delivery(#[from] crate::delivery::DeliveryError),
     /// A limit decided in the database (e.g. sessions per address) is reached.
     #[error("rate limited: {0}")]
     RateLimited(&'static str),

@@ -35,6 +35,8 @@ pub struct NodeConfig {
     pub batch_max: usize,
     /// Out-of-band authentication settings.
     pub oob: crate::oob::OobSettings,
+    /// Locked delivery settings.
+    pub delivery: crate::delivery::DeliverySettings,
     /// Where the node reads the time (tests move it by hand); the wall clock by default.
     pub clock: NodeClock,
 }
@@ -70,6 +72,7 @@ impl NodeConfig {
             checkpoint_every: 10_000,
             batch_max: 2048,
             oob: crate::oob::OobSettings::default(),
+            delivery: crate::delivery::DeliverySettings::default(),
             clock: NodeClock::default(),
         }
     }
@@ -151,6 +154,7 @@ pub(crate) struct Inner {
     pub(crate) clock: NodeClock,
     /// The out-of-band code key (the same on every node of one database) and settings.
     pub(crate) oob: crate::oob::OobState,
+    pub(crate) delivery: crate::delivery::DeliveryState,
     /// `checkpoint_every + batch_max`: the most entries a signed checkpoint can lag.
     checkpoint_gap_max: i64,
 }
@@ -247,6 +251,8 @@ impl Node {
         };
         let store = Store::open(&config.resolved_database_url(), options).await?;
         let oob = crate::oob::OobState::load(&files, &store, config.oob.clone()).await?;
+        let delivery =
+            crate::delivery::DeliveryState::load(&files, &store, config.delivery.clone()).await?;
         let node = Node {
             inner: Arc::new(Inner {
                 store,
@@ -256,6 +262,7 @@ impl Node {
                 dev: config.dev,
                 clock: config.clock.clone(),
                 oob,
+                delivery,
                 checkpoint_gap_max: config.checkpoint_every + config.batch_max as i64,
             }),
         };
@@ -922,6 +929,44 @@ pub(crate) fn namespaced(by: &Principal, key: &str) -> Result<String> {
         });
     }
     Ok(format!("{}:{}", by.owner, key))
+}
+
+/// A 32-byte node secret in `DATA/<file>` (made on first start), checked against the
+/// database: every node sharing it must hold the same secret, so its id (an HMAC of a fixed
+/// string) is stored in `node_settings` under `setting` on first use and compared after.
+pub(crate) async fn load_node_secret(
+    files: &NodeFiles,
+    store: &Store,
+    file: &str,
+    setting: &str,
+) -> Result<Secret<Vec<u8>>> {
+    let path = files.dir.join(file);
+    let key = if path.exists() {
+        let text = Secret::new(std::fs::read_to_string(&path).map_err(setup)?);
+        Secret::new(
+            hex::decode(text.expose().trim())
+                .ok()
+                .filter(|k| k.len() == 32)
+                .ok_or_else(|| setup(format!("{} is not 64 hex digits", path.display())))?,
+        )
+    } else {
+        let mut raw = vec![0_u8; 32];
+        getrandom_fill(&mut raw)?;
+        let text = Secret::new(format!("{}\n", hex::encode(&raw)));
+        write_private_file(&path, text.expose().as_bytes())?;
+        Secret::new(raw)
+    };
+    let domain = format!("tally/{}/v1", setting.replace('_', "-"));
+    let id = tally_kernel::crypto::kdf::hmac_sha256(key.expose(), domain.as_bytes());
+    let stored = store.setting_or_insert(setting, &id).await?;
+    if stored != id {
+        return Err(setup(format!(
+            "{} differs from the one of the other nodes on this database: copy {file} from the \
+             first node's data directory",
+            path.display()
+        )));
+    }
+    Ok(key)
 }
 
 pub(crate) fn setup(e: impl std::fmt::Display) -> ServiceError {

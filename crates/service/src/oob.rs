@@ -24,7 +24,7 @@ use crate::node::{NodeFiles, check_name, getrandom_fill, namespaced, require_adm
 use crate::{Node, Principal, Result, Role, ServiceError};
 use serde::{Deserialize, Serialize};
 use tally_kernel::crypto::canonical::SignedRecord;
-use tally_kernel::crypto::kdf::{hmac_sha256, sha256};
+use tally_kernel::crypto::kdf::sha256;
 use tally_kernel::{Amount, Id, Secret, Timestamp};
 use tally_ledger::{Command, Request};
 use tally_proto::oob::{Certified, OobError, Policy, Purpose, Session, State, Transaction};
@@ -89,31 +89,7 @@ impl OobState {
         store: &tally_store::Store,
         settings: OobSettings,
     ) -> Result<OobState> {
-        let path = files.dir.join("oob.key");
-        let key = if path.exists() {
-            let text = Secret::new(std::fs::read_to_string(&path).map_err(setup)?);
-            Secret::new(
-                hex::decode(text.expose().trim())
-                    .ok()
-                    .filter(|k| k.len() == 32)
-                    .ok_or_else(|| setup(format!("{} is not 64 hex digits", path.display())))?,
-            )
-        } else {
-            let mut raw = vec![0_u8; 32];
-            getrandom_fill(&mut raw)?;
-            let text = Secret::new(format!("{}\n", hex::encode(&raw)));
-            crate::node::write_private_file(&path, text.expose().as_bytes())?;
-            Secret::new(raw)
-        };
-        let id = hmac_sha256(key.expose(), b"tally/oob-key-id/v1");
-        let stored = store.setting_or_insert("oob_key_id", &id).await?;
-        if stored != id {
-            return Err(setup(format!(
-                "{} differs from the code key of the other nodes on this database: copy oob.key \
-                 from the first node's data directory",
-                path.display()
-            )));
-        }
+        let key = crate::node::load_node_secret(files, store, "oob.key", "oob_key_id").await?;
         Ok(OobState { key, settings })
     }
 }
@@ -1289,6 +1265,9 @@ impl Node {
     /// Puts the code into an out-of-band message about to be delivered (or read from the dev
     /// inbox). Other messages are left as they are.
     pub async fn render_code(&self, message: &NewMessage) -> Result<Secret<String>> {
+        if let Some(body) = self.render_unlock_key(message).await? {
+            return Ok(Secret::new(body));
+        }
         let body = &message.body;
         let number = message
             .dedup_key
@@ -1968,6 +1947,14 @@ fn address_uri(channel: &str, address: &str) -> Result<String> {
         "dev" => format!("tally-dev:{address}"),
         _ => return Err(invalid("channel", "email, sms, webhook or dev")),
     })
+}
+
+/// A delivery address that a channel can use.
+pub(crate) fn check_address(channel: &str, address: &str) -> Result<()> {
+    if address.is_empty() || address.len() > 320 || address.chars().any(char::is_control) {
+        return Err(invalid("address", "1 to 320 printable bytes"));
+    }
+    address_uri(channel, address).map(|_| ())
 }
 
 /// The inverse of [`address_uri`].

@@ -1,4 +1,5 @@
-//! Background work of a node: delivering the outbox and expiring overdue holds.
+//! Background work of a node: delivering the outbox, expiring overdue holds and alerting on
+//! unpaid sales (D9).
 //!
 //! Both loops are safe to run in every `tally serve` process sharing a database: the outbox
 //! leases rows before delivering (no two processes deliver the same row at once), and expiry
@@ -61,6 +62,11 @@ pub fn start(node: Node, channels: ChannelSet, tick: Duration) -> Workers {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(expired = n, "expired overdue holds"),
                 Err(e) => tracing::warn!(error = %e, "expiry pass failed"),
+            }
+            match node.sweep_overdue(BATCH).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(alerts = n, "sent overdue alerts for unpaid sales"),
+                Err(e) => tracing::warn!(error = %e, "overdue pass failed"),
             }
             tokio::time::sleep(tick).await;
         }

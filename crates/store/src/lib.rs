@@ -20,6 +20,7 @@
 //! transaction holding it committed, so an acknowledged transfer survives a crash.
 
 pub mod audit;
+pub mod delivery;
 pub mod guarded;
 pub mod keys;
 pub mod oob;

@@ -15,12 +15,12 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use tally_kernel::{Id, Timestamp};
 
-fn blob(id: &Id) -> Value {
+pub(crate) fn blob(id: &Id) -> Value {
     Value::Blob(id.as_bytes().to_vec())
 }
 
 /// An inline statement (rare writes).
-fn row(sql: &'static str, params: Vec<Value>) -> Attachment {
+pub(crate) fn row(sql: &'static str, params: Vec<Value>) -> Attachment {
     Attachment::Row(RowWrite::Statement {
         sql,
         params,
@@ -29,7 +29,7 @@ fn row(sql: &'static str, params: Vec<Value>) -> Attachment {
 }
 
 /// A batched insert (hot writes).
-fn insert(table: &'static str, columns: &'static str, values: Vec<Value>) -> Attachment {
+pub(crate) fn insert(table: &'static str, columns: &'static str, values: Vec<Value>) -> Attachment {
     Attachment::Row(RowWrite::Insert {
         table,
         columns,
@@ -40,7 +40,7 @@ fn insert(table: &'static str, columns: &'static str, values: Vec<Value>) -> Att
 }
 
 /// `SELECT COUNT(*)` + this batch's additions to `bucket` must stay below `max`.
-fn count_below(
+pub(crate) fn count_below(
     sql: &'static str,
     params: Vec<Value>,
     bucket: String,
@@ -59,7 +59,7 @@ fn count_below(
 }
 
 /// Row `key` of `table` has these values.
-fn row_is(
+pub(crate) fn row_is(
     table: &'static str,
     key_column: &'static str,
     key: Value,
@@ -77,7 +77,7 @@ fn row_is(
     })
 }
 
-fn opt_id(r: &AnyRow, name: &str) -> Result<Option<Id>, StoreError> {
+pub(crate) fn opt_id(r: &AnyRow, name: &str) -> Result<Option<Id>, StoreError> {
     r.try_get::<Option<Vec<u8>>, _>(name)?
         .map(|b| decode_id(&b))
         .transpose()
@@ -592,7 +592,7 @@ pub fn upsert_rule(
 // ----- reads -------------------------------------------------------------------------------
 
 impl Store {
-    async fn fetch_all(&self, sql: String, params: Vec<Value>) -> Result<Vec<AnyRow>, StoreError> {
+    pub(crate) async fn fetch_all(&self, sql: String, params: Vec<Value>) -> Result<Vec<AnyRow>, StoreError> {
         Ok(
             crate::rows::bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), params)
                 .fetch_all(self.pool())
