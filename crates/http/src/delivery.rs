@@ -240,7 +240,12 @@ pub async fn package(
                 match parse_range(value.to_str().unwrap_or(""), parts.len) {
                     Ok(r) => Some(r),
                     Err(()) => {
-                        let mut res = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+                        let mut res = ApiError::bad_parameter(
+                            "Range",
+                            format!("bytes=N- or bytes=N-M within the package's {} bytes", parts.len),
+                        )
+                        .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+                        .into_response();
                         res.headers_mut().insert(
                             header::CONTENT_RANGE,
                             HeaderValue::try_from(format!("bytes */{}", parts.len))

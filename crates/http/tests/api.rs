@@ -146,7 +146,9 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
                 .replace("{address}", "alice")
                 .replace("{user}", "alice")
                 .replace("{owner}", "alice")
-                .replace("{session}", "00000000000000000000000000000000");
+                .replace("{session}", "00000000000000000000000000000000")
+                .replace("{name}", "bank")
+                .replace("{code}", "PS73H-MSDKV-TWZ18-FFVFH-1");
             let secured = item[method].get("security").is_some();
             let r = api.call(&method.to_uppercase(), &uri).send().await;
             assert!(
@@ -179,6 +181,7 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
     documented.sort();
     let expected = [
         "DELETE /v1/api-keys/{id}",
+        "DELETE /v1/products/{id}",
         "GET /healthz",
         "GET /metrics",
         "GET /openapi.json",
@@ -193,11 +196,19 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
         "GET /v1/oob/sessions",
         "GET /v1/oob/sessions/{session}",
         "GET /v1/oob/whoami",
+        "GET /v1/products",
+        "GET /v1/products/{id}",
+        "GET /v1/reports/sales",
+        "GET /v1/sales/by-reference/{code}",
+        "GET /v1/sales/{id}",
+        "GET /v1/sales/{id}/key",
+        "GET /v1/sales/{id}/package",
         "GET /v1/subscribers/{user}/addresses",
         "GET /v1/subscribers/{user}/statement",
         "GET /v1/transfers/{id}",
         "POST /v1/accounts",
         "POST /v1/api-keys",
+        "POST /v1/complaints",
         "POST /v1/exchanges",
         "POST /v1/holds",
         "POST /v1/holds/{id}/post",
@@ -206,12 +217,21 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
         "POST /v1/oob/sessions",
         "POST /v1/oob/sessions/{session}/cancel",
         "POST /v1/oob/sessions/{session}/verify",
+        "POST /v1/payments/{id}/refund",
+        "POST /v1/products",
+        "POST /v1/products/{id}/publish",
+        "POST /v1/receivers/{name}/notifications",
+        "POST /v1/sales",
+        "POST /v1/sales/pay",
+        "POST /v1/sales/{id}/acknowledge",
         "POST /v1/subscribers/{user}",
         "POST /v1/subscribers/{user}/addresses",
         "POST /v1/subscribers/{user}/certificate",
         "POST /v1/transfers",
         "POST /v1/trustee/settle",
         "PUT /v1/oob/rules/{owner}",
+        "PUT /v1/products/{id}/entries/{name}",
+        "PUT /v1/receivers/{name}",
     ];
     assert_eq!(documented, expected);
 }

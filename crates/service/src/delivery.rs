@@ -638,6 +638,11 @@ impl Node {
             return Err(invalid("price", "currency differs from the pay_to account's"));
         }
         let key = namespaced(by, idempotency_key)?;
+        // A retry answers the first product (the new product's id is random, so the journal
+        // would see a different request under the same key).
+        if let Some(p) = self.inner.store.product_by_key(&key).await? {
+            return Ok((self.product_view(&p).await?, true));
+        }
         let id = Id::new();
         let mut content_key = Secret::new([0_u8; 32]);
         crate::node::getrandom_fill(content_key.expose_mut())?;

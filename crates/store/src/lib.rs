@@ -83,10 +83,12 @@ pub struct Store {
 const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_ledger.sql")),
     (2, include_str!("../migrations/sqlite/0002_oob.sql")),
+    (3, include_str!("../migrations/sqlite/0003_delivery.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
     (2, include_str!("../migrations/postgres/0002_oob.sql")),
+    (3, include_str!("../migrations/postgres/0003_delivery.sql")),
 ];
 
 impl Store {

@@ -22,6 +22,8 @@ pub struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Value,
+    /// The body's bytes (for binary answers such as packages).
+    pub raw: Vec<u8>,
 }
 
 impl Reply {
@@ -114,7 +116,7 @@ impl Call<'_> {
             .expect("router is infallible");
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), 4 << 20)
+        let bytes = axum::body::to_bytes(response.into_body(), 16 << 20)
             .await
             .expect("body");
         let body = if bytes.is_empty() {
@@ -127,6 +129,7 @@ impl Call<'_> {
             status,
             headers,
             body,
+            raw: bytes.to_vec(),
         }
     }
 }
