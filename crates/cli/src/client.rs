@@ -233,7 +233,10 @@ pub struct InboxArgs {
 }
 
 /// Retries for transport errors and 5xx.
-const ATTEMPTS_MAX: u32 = 4;
+pub(crate) const ATTEMPTS_MAX: u32 = 4;
+
+/// Time limit of a JSON call, and of a download that receives nothing.
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(crate) struct Client {
     http: reqwest::Client,
@@ -244,8 +247,11 @@ pub(crate) struct Client {
 
 impl Client {
     pub(crate) fn new(conn: &Conn) -> anyhow::Result<Client> {
+        // No overall time limit on the client: a streamed upload or download of a large
+        // package takes what it takes. JSON calls set [`CALL_TIMEOUT`] per request.
         let mut builder = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(15))
+            .tcp_keepalive(Duration::from_secs(30))
             .user_agent("tally-cli");
         if let Some(path) = &conn.ca_cert {
             let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -290,7 +296,10 @@ impl Client {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
             }
-            let mut req = self.http.request(method.clone(), &url);
+            let mut req = self
+                .http
+                .request(method.clone(), &url)
+                .timeout(CALL_TIMEOUT);
             if let Some(k) = &self.key {
                 req = req.bearer_auth(k);
             }
@@ -342,6 +351,23 @@ impl Client {
         }
     }
 
+    /// The node's URL, without a trailing slash.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// A request whose body is streamed (an upload or a download of any size) or read as
+    /// text: the API key is set, there is no overall time limit, and nothing is retried here
+    /// (the caller knows whether and where a stream can resume). Turn a non-success answer
+    /// into an error with [`refusal`].
+    pub(crate) fn streaming(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k);
+        }
+        req
+    }
+
     /// [`Client::call`], then [`Client::show`] of the answer.
     pub(crate) async fn call_show(
         &self,
@@ -384,6 +410,15 @@ impl std::fmt::Display for ApiFailure {
 }
 
 impl std::error::Error for ApiFailure {}
+
+/// The node's refusal in a non-success answer to a [`Client::streaming`] request, as an
+/// [`ApiFailure`].
+pub(crate) async fn refusal(resp: reqwest::Response) -> anyhow::Error {
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    api_error(status, &value)
+}
 
 fn api_error(status: reqwest::StatusCode, v: &Value) -> anyhow::Error {
     let code = v

@@ -5,14 +5,15 @@
 //! duration) before doing any work, so a typo fails fast with a message naming the flag.
 //!
 //! The binary wires crates together and holds no business logic: `serve` builds a
-//! `tally_service::Node` and serves `tally_http::router`; client commands (`client`, and
-//! `oob` for out-of-band authentication) speak the HTTP API; `ledger audit` and
-//! `bench ledger` open the store directly, `bench auth` an in-process node, `bench seal`
-//! files and the proto crate's delivery package.
+//! `tally_service::Node` and serves `tally_http::router`; client commands (`client`, `oob`
+//! for out-of-band authentication, `delivery` for products, sales and locked packages)
+//! speak the HTTP API; `ledger audit` and `bench ledger` open the store directly, `bench
+//! auth` an in-process node, `bench seal` files and the proto crate's delivery package.
 
 mod bench;
 mod bench_seal;
 mod client;
+mod delivery;
 mod oob;
 mod serve;
 
@@ -82,6 +83,33 @@ enum Commands {
     /// Trustee payments: pay merchants what users owe through the operator.
     #[command(subcommand)]
     Trustee(oob::TrusteeCommand),
+    /// Products sold by locked delivery (merchants): add (upload and publish), list, show,
+    /// withdraw.
+    #[command(subcommand)]
+    Product(delivery::ProductCommand),
+    /// Buy a product: open a sale and download its locked package; then inspect it, pay by
+    /// its reference code, and unlock it.
+    Buy(delivery::BuyArgs),
+    /// Locked packages: download (resumable), inspect (verified offline; shows the
+    /// instruction file), unlock (decrypts and checks every entry).
+    #[command(subcommand)]
+    Package(delivery::PackageCommand),
+    /// Pay a sale from a ledger account by its reference code (checked locally first). Exits
+    /// 1 unless the payment matched the sale (a wrong amount releases nothing).
+    Pay(delivery::PayArgs),
+    /// Payments of sales: refund one that released nothing.
+    #[command(subcommand)]
+    Payment(delivery::PaymentCommand),
+    /// Payment receivers that notify the node of payments by reference code (operator only).
+    #[command(subcommand)]
+    Receiver(delivery::ReceiverCommand),
+    /// Reports for merchants, producers and the operator.
+    #[command(subcommand)]
+    Report(delivery::ReportCommand),
+    /// Complain about a sale: the key was lost, the package is broken, the product was
+    /// deleted.
+    #[command(subcommand)]
+    Complaint(delivery::ComplaintCommand),
     /// Ledger maintenance.
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -167,6 +195,14 @@ fn main() -> ExitCode {
             Commands::Certificates(a) => oob::certificates(a).await,
             Commands::Rule(c) => oob::rule(c).await,
             Commands::Trustee(c) => oob::trustee(c).await,
+            Commands::Product(c) => delivery::product(c).await,
+            Commands::Buy(a) => delivery::buy(a).await,
+            Commands::Package(c) => delivery::package(c).await,
+            Commands::Pay(a) => delivery::pay(a).await,
+            Commands::Payment(c) => delivery::payment(c).await,
+            Commands::Receiver(c) => delivery::receiver(c).await,
+            Commands::Report(c) => delivery::report(c).await,
+            Commands::Complaint(c) => delivery::complaint(c).await,
             Commands::Ledger(LedgerCommand::Audit(a)) => audit(a).await,
             Commands::Bench(b) => bench::run(b).await,
         }
