@@ -84,13 +84,7 @@ pub struct AppState {
 /// rate limit can key anonymous requests by peer address.
 pub fn router(node: Node, options: HttpOptions) -> Router {
     telemetry::prometheus();
-    let limited = routes()
-        .layer(DefaultBodyLimit::max(options.body_limit_bytes))
-        .layer(RequestBodyLimitLayer::new(options.body_limit_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            options.request_timeout,
-        ));
+    let limited = bounded(routes(), &options);
     // Uploads and downloads stream gigabytes: no body limit (the service enforces its own
     // upload limit) and no request timeout.
     let streaming = streaming_routes().layer(DefaultBodyLimit::disable());
@@ -99,6 +93,17 @@ pub fn router(node: Node, options: HttpOptions) -> Router {
         .fallback(ops::no_route)
         .with_state(AppState { node });
     layered(app, &options)
+}
+
+/// The body limit and the request timeout, for every route that does not stream.
+fn bounded<S: Clone + Send + Sync + 'static>(routes: Router<S>, options: &HttpOptions) -> Router<S> {
+    routes
+        .layer(DefaultBodyLimit::max(options.body_limit_bytes))
+        .layer(RequestBodyLimitLayer::new(options.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            options.request_timeout,
+        ))
 }
 
 /// Wraps `app` in every cross-cutting layer (innermost first; see the crate docs for the order).
@@ -278,18 +283,15 @@ mod tests {
     }
 
     fn test_app(timeout: Duration) -> Router {
+        let options = HttpOptions {
+            request_timeout: timeout,
+            ..HttpOptions::default()
+        };
         let app = Router::new()
             .route("/boom", get(boom))
             .route("/slow", get(std::future::pending::<&'static str>))
-            .route("/only-post", post(|| async { "ok" }))
-            .fallback(ops::no_route);
-        layered(
-            app,
-            &HttpOptions {
-                request_timeout: timeout,
-                ..HttpOptions::default()
-            },
-        )
+            .route("/only-post", post(|| async { "ok" }));
+        layered(bounded(app, &options).fallback(ops::no_route), &options)
     }
 
     #[tokio::test]
