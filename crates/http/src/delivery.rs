@@ -242,14 +242,16 @@ pub async fn package(
                     Err(()) => {
                         let mut res = ApiError::bad_parameter(
                             "Range",
-                            format!("bytes=N- or bytes=N-M within the package's {} bytes", parts.len),
+                            format!(
+                                "bytes=N- or bytes=N-M within the package's {} bytes",
+                                parts.len
+                            ),
                         )
                         .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
                         .into_response();
                         res.headers_mut().insert(
                             header::CONTENT_RANGE,
-                            HeaderValue::try_from(format!("bytes */{}", parts.len))
-                                .expect("ascii"),
+                            HeaderValue::try_from(format!("bytes */{}", parts.len)).expect("ascii"),
                         );
                         return Ok(res);
                     }
@@ -261,10 +263,10 @@ pub async fn package(
     };
     let (start, end) = range.unwrap_or((0, parts.len.saturating_sub(1)));
     let len = if parts.len == 0 { 0 } else { end - start + 1 };
-    let stream = futures::stream::try_unfold(
-        Reader::new(parts.clone(), start, len),
-        |mut r| async move { Ok::<_, std::io::Error>(r.next().await?.map(|b| (b, r))) },
-    );
+    let stream =
+        futures::stream::try_unfold(Reader::new(parts.clone(), start, len), |mut r| async move {
+            Ok::<_, std::io::Error>(r.next().await?.map(|b| (b, r)))
+        });
     let mut res = Response::new(Body::from_stream(stream));
     *res.status_mut() = if range.is_some() {
         StatusCode::PARTIAL_CONTENT

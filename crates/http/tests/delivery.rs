@@ -132,10 +132,7 @@ impl World {
 
     /// The package bytes (whole, or a `Range`).
     async fn download(&self, key: &str, sale: &str, range: Option<&str>) -> (StatusCode, Vec<u8>) {
-        let mut call = self
-            .api
-            .get(&format!("/v1/sales/{sale}/package"))
-            .key(key);
+        let mut call = self.api.get(&format!("/v1/sales/{sale}/package")).key(key);
         if let Some(r) = range {
             call = call.header("range", r);
         }
@@ -251,14 +248,19 @@ async fn walk(mut w: World) {
         .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
 
     // Uploads: an oversize one is refused and leaves nothing behind.
-    let r = w.upload("huge.bin", "product", vec![7_u8; (1 << 20) + 1]).await;
+    let r = w
+        .upload("huge.bin", "product", vec![7_u8; (1 << 20) + 1])
+        .await;
     r.expect_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     let r = w
         .upload("album.flac", "product", w.product_bytes.clone())
         .await
         .expect(StatusCode::OK);
     assert_eq!(r.i64("/plain_len"), 300_000);
-    assert_eq!(r.str("/plain_sha256"), hex::encode(sha256(&w.product_bytes)));
+    assert_eq!(
+        r.str("/plain_sha256"),
+        hex::encode(sha256(&w.product_bytes))
+    );
     w.upload("liner-notes.txt", "document", b"Recorded in 2026.".to_vec())
         .await
         .expect(StatusCode::OK);
@@ -277,13 +279,21 @@ async fn walk(mut w: World) {
         .expect(StatusCode::OK);
     assert_eq!(r.str("/state"), "active");
     let entries = r.body["entries"].as_array().expect("entries").clone();
-    assert_eq!(entries.len(), 2, "the oversize upload left no entry: {entries:?}");
+    assert_eq!(
+        entries.len(),
+        2,
+        "the oversize upload left no entry: {entries:?}"
+    );
     let dir = w.api.node.files().dir.join("products").join(&w.product);
     let files: Vec<_> = std::fs::read_dir(&dir)
         .expect("product dir")
         .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
         .collect();
-    assert_eq!(files.len(), 2, "only the two sealed entries on disk: {files:?}");
+    assert_eq!(
+        files.len(),
+        2,
+        "only the two sealed entries on disk: {files:?}"
+    );
     assert!(files.iter().all(|f| f.ends_with(".sealed")));
     // Published products take no more entries.
     w.upload("late.txt", "document", b"x".to_vec())
@@ -292,12 +302,18 @@ async fn walk(mut w: World) {
 
     // ----- alice buys -----
     assert_eq!(w.balances().await, [10_000, 10_000, 0]);
-    let sale = w.buy(&w.alice, "buy-1", "alice").await.expect(StatusCode::CREATED);
+    let sale = w
+        .buy(&w.alice, "buy-1", "alice")
+        .await
+        .expect(StatusCode::CREATED);
     let sale_id = sale.str("/id").to_string();
     let reference = sale.str("/reference").to_string();
     assert_eq!(sale.str("/state"), "open");
     assert_eq!(sale.str("/price"), "9.90 EUR");
-    let retry = w.buy(&w.alice, "buy-1", "alice").await.expect(StatusCode::OK);
+    let retry = w
+        .buy(&w.alice, "buy-1", "alice")
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(retry.str("/id"), sale_id);
 
     // The whole package verifies, with the instruction file.
@@ -309,8 +325,16 @@ async fn walk(mut w: World) {
     let inspected = delivery::inspect(&package[..], Some(&node_key)).expect("intact");
     assert_eq!(inspected.header.reference.display(), reference);
     assert_eq!(inspected.header.instruction.amount.to_string(), "9.90 EUR");
-    assert_eq!(hex::encode(inspected.package_sha256), sale.str("/package_sha256"));
-    let names: Vec<_> = inspected.header.entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        hex::encode(inspected.package_sha256),
+        sale.str("/package_sha256")
+    );
+    let names: Vec<_> = inspected
+        .header
+        .entries
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
     assert_eq!(names, ["album.flac", "registration.txt", "liner-notes.txt"]);
 
     // Resume: the second half by Range, glued to the first, is the same package.
@@ -441,9 +465,18 @@ async fn walk(mut w: World) {
         .as_array()
         .expect("messages")
         .iter()
-        .find(|m| m["subject"].as_str().is_some_and(|s| s.contains("unlock key")))
+        .find(|m| {
+            m["subject"]
+                .as_str()
+                .is_some_and(|s| s.contains("unlock key"))
+        })
         .unwrap_or_else(|| panic!("no key message in {inbox}"));
-    assert!(message["body"].as_str().expect("body").contains(key.str("/unlock_key")));
+    assert!(
+        message["body"]
+            .as_str()
+            .expect("body")
+            .contains(key.str("/unlock_key"))
+    );
     // The key opens the product, which is the uploaded one.
     let mut cursor = std::io::Cursor::new(&package);
     let mut product = Vec::new();
@@ -470,7 +503,10 @@ async fn walk(mut w: World) {
     assert_eq!(w.balances().await, [10_000 - 990, 10_000, 990]);
 
     // ----- path (b): a bank's signed notification -----
-    let bob_sale = w.buy(&w.bob, "bob-1", "bob").await.expect(StatusCode::CREATED);
+    let bob_sale = w
+        .buy(&w.bob, "bob-1", "bob")
+        .await
+        .expect(StatusCode::CREATED);
     let bob_reference = bob_sale.str("/reference").to_string();
     let note = json!({"id": "bank-tx-1", "reference": bob_reference, "amount": "9.90 EUR",
         "paid_at": w.now_s(), "payer": "Bob B."});
@@ -480,11 +516,21 @@ async fn walk(mut w: World) {
     w.notify(&note, w.now_s() - 3600, SECRET)
         .await
         .expect_error(StatusCode::UNAUTHORIZED, "stale_notification");
-    assert_eq!(w.balance(&w.shop_eur).await, 990, "refused notifications move nothing");
-    let r = w.notify(&note, w.now_s(), SECRET).await.expect(StatusCode::OK);
+    assert_eq!(
+        w.balance(&w.shop_eur).await,
+        990,
+        "refused notifications move nothing"
+    );
+    let r = w
+        .notify(&note, w.now_s(), SECRET)
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(r.str("/status"), "matched");
     assert_eq!(r.str("/path"), "receiver");
-    let replay = w.notify(&note, w.now_s(), SECRET).await.expect(StatusCode::OK);
+    let replay = w
+        .notify(&note, w.now_s(), SECRET)
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(replay.str("/id"), r.str("/id"));
     assert_eq!(replay.body["replayed"], true);
     let mut reused = note.clone();
@@ -497,25 +543,32 @@ async fn walk(mut w: World) {
     assert_eq!(w.sale(&w.bob, bob_sale_id).await.str("/state"), "released");
     // A well-formed but unknown reference is kept as unmatched (the refund path); a typo is
     // refused outright.
-    let unknown = delivery::ReferenceCode::new(
-        tally_kernel::Id::new(),
-        "nobody",
-        Timestamp::now(),
-        [9; 16],
-    );
+    let unknown =
+        delivery::ReferenceCode::new(tally_kernel::Id::new(), "nobody", Timestamp::now(), [9; 16]);
     let r = w
-        .notify(&json!({"id": "bank-tx-2", "reference": unknown.display(), "amount": "5.00 EUR",
-            "paid_at": w.now_s(), "payer": "Someone"}), w.now_s(), SECRET)
+        .notify(
+            &json!({"id": "bank-tx-2", "reference": unknown.display(), "amount": "5.00 EUR",
+            "paid_at": w.now_s(), "payer": "Someone"}),
+            w.now_s(),
+            SECRET,
+        )
         .await
         .expect(StatusCode::OK);
     assert_eq!(r.str("/status"), "unmatched");
-    w.notify(&json!({"id": "bank-tx-3", "reference": typo, "amount": "9.90 EUR",
-        "paid_at": w.now_s(), "payer": "Someone"}), w.now_s(), SECRET)
-        .await
-        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    w.notify(
+        &json!({"id": "bank-tx-3", "reference": typo, "amount": "9.90 EUR",
+        "paid_at": w.now_s(), "payer": "Someone"}),
+        w.now_s(),
+        SECRET,
+    )
+    .await
+    .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
 
     // ----- path (c): the acknowledgement with auto-debit -----
-    let second = w.buy(&w.alice, "buy-2", "alice").await.expect(StatusCode::CREATED);
+    let second = w
+        .buy(&w.alice, "buy-2", "alice")
+        .await
+        .expect(StatusCode::CREATED);
     let second_id = second.str("/id").to_string();
     let (_, second_package) = w.download(&w.alice, &second_id, None).await;
     let second_inspected = delivery::inspect(&second_package[..], Some(&node_key)).expect("ok");
@@ -537,7 +590,11 @@ async fn walk(mut w: World) {
         .expect(StatusCode::OK);
     assert_eq!(r.str("/state"), "released");
     assert!(r.body["delivered_at"].is_number());
-    assert_eq!(w.balances().await, [10_000 - 1980, 10_000, 2970], "bob paid through his bank");
+    assert_eq!(
+        w.balances().await,
+        [10_000 - 1980, 10_000, 2970],
+        "bob paid through his bank"
+    );
     // Another sale's key does not open this package.
     let mut cursor = std::io::Cursor::new(&second_package);
     match delivery::unlock_entry(&mut cursor, &second_inspected, &unlock, 0, &mut Vec::new()) {
@@ -570,7 +627,11 @@ async fn walk(mut w: World) {
         .as_array()
         .expect("messages")
         .iter()
-        .filter(|m| m["body"].as_str().is_some_and(|b| b.contains(key.str("/unlock_key"))))
+        .filter(|m| {
+            m["body"]
+                .as_str()
+                .is_some_and(|b| b.contains(key.str("/unlock_key")))
+        })
         .count();
     assert_eq!(sent, 2, "the key was re-sent");
     let r = w
@@ -591,8 +652,7 @@ async fn walk(mut w: World) {
         .expect_error(StatusCode::NOT_FOUND, "not_found");
 
     // ----- overdue alerts: bob's unpaid sales, once -----
-    w.clock
-        .fetch_add(8 * 86_400 * 1_000_000, Ordering::SeqCst);
+    w.clock.fetch_add(8 * 86_400 * 1_000_000, Ordering::SeqCst);
     assert_eq!(w.api.node.sweep_overdue(100).await.expect("sweep"), 3);
     assert_eq!(w.api.node.sweep_overdue(100).await.expect("sweep"), 0);
     let reminders = w.inbox("bob").await;
@@ -600,9 +660,48 @@ async fn walk(mut w: World) {
         .as_array()
         .expect("messages")
         .iter()
-        .filter(|m| m["subject"].as_str().is_some_and(|s| s.starts_with("Reminder")))
+        .filter(|m| {
+            m["subject"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("Reminder"))
+        })
         .count();
     assert_eq!(n, 3);
+
+    // ----- six exact payments racing for one sale: one releases it, five are duplicates -----
+    let race = w
+        .buy(&w.alice, "buy-race", "alice")
+        .await
+        .expect(StatusCode::CREATED);
+    let race_reference = race.str("/reference").to_string();
+    let shop_before = w.balance(&w.shop_eur).await;
+    let keys: Vec<String> = (0..6).map(|i| format!("race-{i}")).collect();
+    let replies = futures::future::join_all(
+        keys.iter()
+            .map(|k| w.pay(&w.alice, k, &w.alice_eur, &race_reference, "9.90 EUR")),
+    )
+    .await;
+    let mut statuses: Vec<String> = replies
+        .into_iter()
+        .map(|r| r.expect(StatusCode::CREATED).str("/status").to_string())
+        .collect();
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [
+            "duplicate",
+            "duplicate",
+            "duplicate",
+            "duplicate",
+            "duplicate",
+            "matched"
+        ]
+    );
+    assert_eq!(
+        w.balance(&w.shop_eur).await,
+        shop_before + 990,
+        "paid to the shop once"
+    );
 
     // ----- the producer's report agrees with the ledger -----
     let studio = w.api.issue_key("merchant", "studio").await;
@@ -614,15 +713,24 @@ async fn walk(mut w: World) {
         .await
         .expect(StatusCode::OK);
     let rows = r.body.as_array().expect("rows");
-    assert_eq!(rows.len(), 6);
+    assert_eq!(rows.len(), 7);
     let paid: i64 = rows
         .iter()
         .map(|row| {
             let paid = row["paid"].as_str().expect("paid");
-            (paid.trim_end_matches(" EUR").parse::<f64>().expect("number") * 100.0).round() as i64
+            (paid
+                .trim_end_matches(" EUR")
+                .parse::<f64>()
+                .expect("number")
+                * 100.0)
+                .round() as i64
         })
         .sum();
-    assert_eq!(paid, w.balance(&w.shop_eur).await, "report and ledger agree");
+    assert_eq!(
+        paid,
+        w.balance(&w.shop_eur).await,
+        "report and ledger agree"
+    );
     let first = rows
         .iter()
         .find(|row| row["sale"] == sale_id.as_str())
@@ -637,7 +745,7 @@ async fn walk(mut w: World) {
         .expect(StatusCode::OK);
     let csv = csv.body.as_str().expect("csv text").to_string();
     assert!(csv.starts_with("sale,product,title,producer"), "{csv}");
-    assert_eq!(csv.lines().count(), 7);
+    assert_eq!(csv.lines().count(), 8);
     let stranger = w.api.issue_key("merchant", "stranger").await;
     let r = w
         .api

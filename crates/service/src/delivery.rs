@@ -477,7 +477,10 @@ fn corrupt(e: impl std::fmt::Display) -> ServiceError {
 
 fn text(field: &'static str, value: &str, min: usize) -> Result<()> {
     if value.len() < min || value.len() > TEXT_LEN_MAX || value.contains('\0') {
-        return Err(invalid(field, format!("{min} to {TEXT_LEN_MAX} bytes of text")));
+        return Err(invalid(
+            field,
+            format!("{min} to {TEXT_LEN_MAX} bytes of text"),
+        ));
     }
     Ok(())
 }
@@ -536,9 +539,11 @@ fn entry_view(e: &EntryRow) -> EntryView {
 }
 
 fn fill(template: &str, fields: &[(&str, &str)]) -> String {
-    fields.iter().fold(template.to_string(), |t, (name, value)| {
-        t.replace(&format!("{{{{{name}}}}}"), value)
-    })
+    fields
+        .iter()
+        .fold(template.to_string(), |t, (name, value)| {
+            t.replace(&format!("{{{{{name}}}}}"), value)
+        })
 }
 
 const DEFAULT_REGISTRATION: &str = "Registration of {{title}}\n\
@@ -573,7 +578,9 @@ impl Node {
         if by.is_admin() || by.owner == p.merchant {
             Ok(())
         } else {
-            Err(ServiceError::Forbidden("only the product's merchant may change it"))
+            Err(ServiceError::Forbidden(
+                "only the product's merchant may change it",
+            ))
         }
     }
 
@@ -622,20 +629,23 @@ impl Node {
         if req.price.minor <= 0 {
             return Err(invalid("price", "must be positive"));
         }
-        let account = self
-            .inner
-            .store
-            .account(req.pay_to)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound {
-                what: "account",
-                id: req.pay_to.to_string(),
-            })?;
+        let account =
+            self.inner
+                .store
+                .account(req.pay_to)
+                .await?
+                .ok_or_else(|| ServiceError::NotFound {
+                    what: "account",
+                    id: req.pay_to.to_string(),
+                })?;
         if !by.is_admin() && account.owner != by.owner {
             return Err(ServiceError::Forbidden("pay_to must be your own account"));
         }
         if account.currency != req.price.currency {
-            return Err(invalid("price", "currency differs from the pay_to account's"));
+            return Err(invalid(
+                "price",
+                "currency differs from the pay_to account's",
+            ));
         }
         let key = namespaced(by, idempotency_key)?;
         // A retry answers the first product (the new product's id is random, so the journal
@@ -830,7 +840,10 @@ impl Node {
         }
         let entries = self.inner.store.product_entries(id).await?;
         if entries.iter().filter(|e| e.kind == "product").count() != 1 {
-            return Err(invalid("entries", "a product needs exactly one `product` entry"));
+            return Err(invalid(
+                "entries",
+                "a product needs exactly one `product` entry",
+            ));
         }
         self.move_product(&p, "draft", "active").await
     }
@@ -982,7 +995,11 @@ impl Node {
                      acknowledge this package with auto-debit (`tally package inspect --ack \
                      --debit-account …`). The unlock key is sent to you on payment.",
                     product.instructions,
-                    if product.instructions.is_empty() { "" } else { "\n\n" },
+                    if product.instructions.is_empty() {
+                        ""
+                    } else {
+                        "\n\n"
+                    },
                     reference.display(),
                     reference.display(),
                 ),
@@ -1184,7 +1201,9 @@ impl Node {
         segments.push(Segment::Bytes(s.trailer.clone()));
         let len: u64 = segments.iter().map(Segment::len).sum();
         if len != s.package_len as u64 {
-            return Err(corrupt(format!("package of sale {id} has the wrong length")));
+            return Err(corrupt(format!(
+                "package of sale {id} has the wrong length"
+            )));
         }
         Ok(PackageParts {
             len,
@@ -1195,12 +1214,7 @@ impl Node {
 
     /// The buyer acknowledges an intact package (D4); with `debit_account`, the price is
     /// debited from it and the key released at once (D6 c).
-    pub async fn acknowledge(
-        &self,
-        by: &Principal,
-        id: Id,
-        req: Acknowledge,
-    ) -> Result<SaleView> {
+    pub async fn acknowledge(&self, by: &Principal, id: Id, req: Acknowledge) -> Result<SaleView> {
         let s = self.sale_row(id).await?;
         Self::require_buyer(by, &s)?;
         let ack = &req.acknowledgement;
@@ -1259,8 +1273,12 @@ impl Node {
     ) -> Result<PaymentView> {
         let key = namespaced(by, idempotency_key)?;
         let code = parse_reference(&req.reference)?;
-        self.require_owner(by, req.from_account, "you can only pay from your own accounts")
-            .await?;
+        self.require_owner(
+            by,
+            req.from_account,
+            "you can only pay from your own accounts",
+        )
+        .await?;
         let sale = self
             .inner
             .store
@@ -1372,15 +1390,15 @@ impl Node {
         timestamp: &str,
         signature: &str,
     ) -> Result<PaymentView> {
-        let receiver = self
-            .inner
-            .store
-            .receiver(name)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound {
-                what: "receiver",
-                id: name.to_string(),
-            })?;
+        let receiver =
+            self.inner
+                .store
+                .receiver(name)
+                .await?
+                .ok_or_else(|| ServiceError::NotFound {
+                    what: "receiver",
+                    id: name.to_string(),
+                })?;
         let key = match receiver.kind.as_str() {
             "hmac" => {
                 let aad = [RECEIVER_KEY_AAD, name.as_bytes()].concat();
@@ -1406,7 +1424,12 @@ impl Node {
             return Err(invalid("id", "1 to 128 printable ASCII characters"));
         }
         let ledger_key = format!(":receiver:{name}:{}", n.id);
-        if let Some(p) = self.inner.store.delivery_payment_by_key(&ledger_key).await? {
+        if let Some(p) = self
+            .inner
+            .store
+            .delivery_payment_by_key(&ledger_key)
+            .await?
+        {
             return replayed(&p, n.reference.as_str(), n.amount);
         }
         let sale = self
@@ -1563,7 +1586,10 @@ impl Node {
             })?;
         if !by.is_admin() {
             let merchant = match p.sale_id {
-                Some(sale) => Some(self.product_row(self.sale_row(sale).await?.product_id).await?),
+                Some(sale) => Some(
+                    self.product_row(self.sale_row(sale).await?.product_id)
+                        .await?,
+                ),
                 None => None,
             };
             if merchant.is_none_or(|m| m.merchant != by.owner) {
@@ -1652,7 +1678,10 @@ impl Node {
                     &product.title,
                     now.as_micros(),
                 )));
-                format!("the unlock key was sent again to {} {}", s.channel, s.address)
+                format!(
+                    "the unlock key was sent again to {} {}",
+                    s.channel, s.address
+                )
             }
             "package_broken" | "product_deleted" => {
                 // The package is rebuilt from the stored pieces: check they are all there.
@@ -1720,7 +1749,9 @@ impl Node {
                 producer: p.producer,
                 merchant: p.merchant,
                 buyer: s.buyer,
-                reference: ReferenceCode::parse(&s.reference).map_err(corrupt)?.display(),
+                reference: ReferenceCode::parse(&s.reference)
+                    .map_err(corrupt)?
+                    .display(),
                 created_at: s.created_at,
                 state: s.state,
                 price: Amount::new(s.price_minor, currency).to_string(),
@@ -1743,7 +1774,9 @@ impl Node {
         let mut sent = 0;
         for s in due {
             let product = self.product_row(s.product_id).await?;
-            let reference = ReferenceCode::parse(&s.reference).map_err(corrupt)?.display();
+            let reference = ReferenceCode::parse(&s.reference)
+                .map_err(corrupt)?
+                .display();
             let price = Amount::new(s.price_minor, Currency::from_code(&s.currency)?);
             let mut attachments: Vec<Attachment> = mark_overdue(s.id, now).into();
             attachments.push(Attachment::Message(NewMessage {
@@ -1836,7 +1869,8 @@ fn replayed(p: &PaymentRow, reference: &str, amount: Amount) -> Result<PaymentVi
 
 /// The message releasing a sale's key; the key itself is put in at delivery.
 fn key_message(s: &SaleRow, title: &str, nth: i64) -> NewMessage {
-    let reference = ReferenceCode::parse(&s.reference).map_or_else(|_| s.reference.clone(), |c| c.display());
+    let reference =
+        ReferenceCode::parse(&s.reference).map_or_else(|_| s.reference.clone(), |c| c.display());
     NewMessage {
         dedup_key: format!(":sale:{}:key:{nth}", s.id),
         kind: s.channel.clone(),
@@ -1882,7 +1916,9 @@ impl<R: std::io::Read> std::io::Read for LimitedReader<R> {
             }
             return Ok(0);
         }
-        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         self.left -= n as u64;
         Ok(n)

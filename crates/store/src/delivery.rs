@@ -113,7 +113,11 @@ pub fn set_product_state(id: Id, from: &str, to: &str, now: Timestamp) -> [Attac
         ),
         Attachment::Row(RowWrite::Statement {
             sql: "UPDATE products SET state = $1, updated_at = $2 WHERE id = $3",
-            params: vec![Value::Text(to.into()), Value::Int(now.as_micros()), blob(&id)],
+            params: vec![
+                Value::Text(to.into()),
+                Value::Int(now.as_micros()),
+                blob(&id),
+            ],
             touches: Some(("products", blob(&id))),
         }),
     ]
@@ -592,9 +596,8 @@ impl Store {
         filter: &SalesFilter,
         limit: i64,
     ) -> Result<Vec<(SaleRow, ProductRow)>, StoreError> {
-        let mut sql = format!(
-            "SELECT s.id FROM sales s JOIN products p ON p.id = s.product_id WHERE 1 = 1"
-        );
+        let mut sql = "SELECT s.id FROM sales s JOIN products p ON p.id = s.product_id WHERE 1 = 1"
+            .to_string();
         let mut params = Vec::new();
         let mut add = |clause: &str, v: Value, params: &mut Vec<Value>| {
             params.push(v);
@@ -610,12 +613,24 @@ impl Store {
             add(" AND s.product_id = ?", blob(id), &mut params);
         }
         if let Some(t) = filter.from {
-            add(" AND s.created_at >= ?", Value::Int(t.as_micros()), &mut params);
+            add(
+                " AND s.created_at >= ?",
+                Value::Int(t.as_micros()),
+                &mut params,
+            );
         }
         if let Some(t) = filter.to {
-            add(" AND s.created_at < ?", Value::Int(t.as_micros()), &mut params);
+            add(
+                " AND s.created_at < ?",
+                Value::Int(t.as_micros()),
+                &mut params,
+            );
         }
-        add(" ORDER BY s.created_at, s.id LIMIT ?", Value::Int(limit), &mut params);
+        add(
+            " ORDER BY s.created_at, s.id LIMIT ?",
+            Value::Int(limit),
+            &mut params,
+        );
         let ids = self.fetch_all(sql, params).await?;
         let mut out = Vec::with_capacity(ids.len());
         let mut products = std::collections::HashMap::new();
