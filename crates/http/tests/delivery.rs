@@ -580,11 +580,35 @@ async fn walk(mut w: World) {
         .send()
         .await
         .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "wrong_package");
+    // The buyer signs the acknowledgement with her own key; a signature over another
+    // acknowledgement is refused.
+    let buyer_key = tally_kernel::crypto::SigningKey::from_seed(&[5; 32]);
+    let ack_json =
+        tally_kernel::crypto::canonical::canonical_json(&second_inspected.acknowledgement())
+            .expect("jcs");
+    let wrong_json =
+        tally_kernel::crypto::canonical::canonical_json(&inspected.acknowledgement()).expect("jcs");
+    let sign = |bytes: &[u8]| {
+        buyer_key
+            .sign(tally_service::delivery::ACK_DOMAIN, bytes)
+            .to_hex()
+    };
+    w.api
+        .post(&format!("/v1/sales/{second_id}/acknowledge"))
+        .key(&w.alice)
+        .json(
+            json!({"acknowledgement": second_inspected.acknowledgement(),
+            "public_key": buyer_key.verifying_key().to_hex(), "signature": sign(&wrong_json)}),
+        )
+        .send()
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "wrong_package");
     let r = w
         .api
         .post(&format!("/v1/sales/{second_id}/acknowledge"))
         .key(&w.alice)
-        .json(json!({"acknowledgement": second_inspected.acknowledgement(), "debit_account": w.alice_eur}))
+        .json(json!({"acknowledgement": second_inspected.acknowledgement(), "debit_account": w.alice_eur,
+            "public_key": buyer_key.verifying_key().to_hex(), "signature": sign(&ack_json)}))
         .send()
         .await
         .expect(StatusCode::OK);

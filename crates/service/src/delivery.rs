@@ -306,7 +306,17 @@ pub struct Acknowledge {
     /// Debit the price from this account (the caller's) and release the key at once.
     #[serde(default)]
     pub debit_account: Option<Id>,
+    /// The buyer's Ed25519 public key (hex), when the buyer signs the acknowledgement.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// The buyer's signature (hex) over the acknowledgement's RFC 8785 JSON, domain
+    /// [`ACK_DOMAIN`].
+    #[serde(default)]
+    pub signature: Option<String>,
 }
+
+/// Domain of a buyer's signature over a delivery acknowledgement.
+pub const ACK_DOMAIN: &[u8] = b"tally/delivery-ack/v1\0";
 
 /// A payment on the node's own ledger quoting a reference code (D6 a).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1231,12 +1241,34 @@ impl Node {
         if !digest_ok {
             return Err(DeliveryError::WrongPackage("another package digest").into());
         }
+        let signer = match (&req.public_key, &req.signature) {
+            (None, None) => None,
+            (Some(key), Some(sig)) => {
+                let key = VerifyingKey::from_hex(key)
+                    .map_err(|_| invalid("public_key", "an Ed25519 public key, hex"))?;
+                let sig = tally_kernel::crypto::Signature::from_hex(sig)
+                    .map_err(|_| invalid("signature", "an Ed25519 signature, hex"))?;
+                let signed = canonical_json(ack).map_err(corrupt)?;
+                key.verify(ACK_DOMAIN, &signed, &sig).map_err(|_| {
+                    DeliveryError::WrongPackage("the buyer's signature does not verify")
+                })?;
+                Some(key.fingerprint())
+            }
+            _ => {
+                return Err(invalid(
+                    "signature",
+                    "send public_key and signature together",
+                ));
+            }
+        };
         if s.delivered_at.is_none() {
             self.execute(
                 format!(":sale:{id}:delivered"),
                 Command::Record {
                     kind: "sale_delivered".into(),
-                    data: serde_json::json!({ "sale": id, "package_sha256": s.package_digest }),
+                    data: serde_json::json!({
+                        "sale": id, "package_sha256": s.package_digest, "signed_by": signer,
+                    }),
                 },
                 vec![mark_delivered(id, self.now())],
             )
