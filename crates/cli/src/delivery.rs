@@ -195,6 +195,10 @@ pub struct InspectArgs {
     /// With --ack: pay the sale from this account now; the key is released at once.
     #[arg(long, value_name = "ACCOUNT_ID", requires = "ack")]
     debit_account: Option<String>,
+    /// With --ack: sign the acknowledgement with this Ed25519 key (PKCS#8 PEM file), so the
+    /// merchant holds proof that you received the package intact.
+    #[arg(long, value_name = "PEM_FILE", requires = "ack")]
+    sign_key: Option<PathBuf>,
     /// Retry-safe key for --ack; generated and printed when absent.
     #[arg(long, requires = "ack")]
     idempotency_key: Option<String>,
@@ -933,7 +937,21 @@ async fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let body = json!({"acknowledgement": inspected.acknowledgement(), "debit_account": debit});
+    let ack = inspected.acknowledgement();
+    let mut body = json!({"acknowledgement": ack, "debit_account": debit});
+    if let Some(path) = &a.sign_key {
+        let pem = tally_kernel::Secret::new(
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        );
+        let key = tally_kernel::crypto::SigningKey::from_pkcs8_pem(pem.expose())
+            .map_err(|e| anyhow::anyhow!("{}: not an Ed25519 PKCS#8 key: {e}", path.display()))?;
+        let signed = tally_kernel::crypto::canonical::canonical_json(&ack)?;
+        body["public_key"] = json!(key.verifying_key().to_hex());
+        body["signature"] = json!(
+            key.sign(tally_service::delivery::ACK_DOMAIN, &signed)
+                .to_hex()
+        );
+    }
     let key = idempotency_key(&a.idempotency_key);
     let sale = c
         .call(

@@ -398,8 +398,16 @@ fn a_product_is_sold_as_a_locked_package_paid_three_ways_and_unlocked() {
     let (status, _) = notify(&server, "bank", b"not the secret", &body);
     assert!((400..500).contains(&status), "{status}");
 
-    // Path (c): the acknowledgement of the third package, with an immediate debit.
+    // Path (c): the acknowledgement of the third package, signed with alice's own key, with
+    // an immediate debit.
     let third = buy(&server, &alice_key, &work, &product);
+    let alice_pem = work.join("alice.pem");
+    let alice_signing = tally_kernel::crypto::SigningKey::generate();
+    std::fs::write(
+        &alice_pem,
+        alice_signing.to_pkcs8_pem().expect("pem").expose(),
+    )
+    .expect("write pem");
     let out = ok(cli(
         &server,
         &alice_key,
@@ -412,6 +420,8 @@ fn a_product_is_sold_as_a_locked_package_paid_three_ways_and_unlocked() {
             "--ack",
             "--debit-account",
             &alice,
+            "--sign-key",
+            path_str(&alice_pem),
         ],
     ));
     assert_eq!(field(&out, "title"), TITLE, "{out}");
