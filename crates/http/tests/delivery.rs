@@ -261,6 +261,10 @@ async fn walk(mut w: World) {
         r.str("/plain_sha256"),
         hex::encode(sha256(&w.product_bytes))
     );
+    w.upload("liner-notes.txt", "document", b"Draft notes.".to_vec())
+        .await
+        .expect(StatusCode::OK);
+    // Uploading a name again replaces the entry (and its sealed file).
     w.upload("liner-notes.txt", "document", b"Recorded in 2026.".to_vec())
         .await
         .expect(StatusCode::OK);

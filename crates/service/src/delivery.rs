@@ -755,6 +755,7 @@ impl Node {
             .into());
         }
         let content_key = self.content_key(&product)?;
+        let product_entries_before = self.inner.store.product_entries(id).await?;
         let dir = self.product_dir(id);
         crate::node::create_private_dir(&self.inner.files.dir.join("products"))?;
         crate::node::create_private_dir(&dir)?;
@@ -829,6 +830,15 @@ impl Node {
                 upsert_entry(&row).into(),
             )
             .await;
+        if done.is_ok() {
+            // A replaced entry's sealed file is no longer named by any row.
+            let replaced = product_entries_before
+                .iter()
+                .find(|e| e.name == name && e.file != row.file);
+            if let Some(old) = replaced {
+                let _ = std::fs::remove_file(self.inner.files.dir.join(&old.file));
+            }
+        }
         if let Err(e) = done {
             let _ = std::fs::remove_file(&final_path);
             return Err(match e {
