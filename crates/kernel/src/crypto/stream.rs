@@ -195,7 +195,8 @@ pub fn encrypt_stream_with<R: Read, W: Write>(
     let mut buf = Zeroizing::new(Vec::with_capacity(chunk + TAG_LEN));
     let mut total: u64 = 0;
     loop {
-        buf.clear();
+        // After a full chunk the buffer holds `chunk + TAG_LEN` bytes, so this only shortens
+        // it: the bytes are overwritten by the read, not zeroed first for each chunk.
         buf.resize(chunk, 0);
         let n = read_full(&mut reader, &mut buf)?;
         buf.truncate(n);
@@ -236,7 +237,8 @@ pub fn decrypt_stream<R: Read, W: Write>(
     let mut buf = Zeroizing::new(Vec::with_capacity(sealed));
     let mut total: u64 = 0;
     loop {
-        buf.clear();
+        // After a middle chunk the buffer holds its `chunk_size` plaintext bytes, so only the
+        // tag's 16 bytes are added here; the read overwrites the rest.
         buf.resize(sealed, 0);
         let n = read_full(&mut reader, &mut buf)?;
         buf.truncate(n);
