@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use tally_service::delivery::DeliverySettings;
 use tally_service::{Node, NodeConfig};
 
 #[derive(Args)]
@@ -48,6 +49,19 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Locked delivery: largest upload of one product file or document, in bytes.
+    #[arg(long, default_value_t = DeliverySettings::default().upload_max_bytes)]
+    upload_max_bytes: u64,
+    /// Locked delivery, the credit rule: most unpaid sales one buyer may have open.
+    #[arg(long, default_value_t = DeliverySettings::default().open_orders_max)]
+    open_orders_max: i64,
+    /// Locked delivery: hours without payment before the buyer is reminded and the merchant
+    /// alerted (once per sale).
+    #[arg(long, default_value_t = DeliverySettings::default().overdue_after_s / 3600)]
+    overdue_after_hours: i64,
+    /// Locked delivery: accepted age of a payment receiver's signed notification, seconds.
+    #[arg(long, default_value_t = DeliverySettings::default().notification_window_s)]
+    notification_window: i64,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -55,6 +69,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = NodeConfig {
         database_url: args.database_url.clone(),
         dev: args.dev,
+        delivery: DeliverySettings {
+            upload_max_bytes: args.upload_max_bytes,
+            open_orders_max: args.open_orders_max.max(1),
+            overdue_after_s: args.overdue_after_hours.max(1) * 3600,
+            notification_window_s: args.notification_window.max(1),
+        },
         ..NodeConfig::new(&args.data)
     };
     let (node, admin) = Node::open(&config)
