@@ -12,9 +12,12 @@
 //! * [`oob`]: out-of-band authentication (SPEC A1–A4): a one-time secret bound to a session,
 //!   a time marker and (for transactions) the amount and payee, sent over a second channel and
 //!   typed back on the first.
+//! * [`receipt`]: two-party signed receipts (SPEC R1–R6): the receipt core and package, offline
+//!   verification, the token's secure write and the arbiter's rules for fair exchange.
 
 pub mod delivery;
 pub mod oob;
+pub mod receipt;
 
 #[cfg(test)]
 mod pinned {

@@ -474,7 +474,7 @@ struct Incoming {
     payer: String,
 }
 
-fn invalid(field: &'static str, reason: impl Into<String>) -> ServiceError {
+pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> ServiceError {
     ServiceError::Invalid {
         field,
         reason: reason.into(),

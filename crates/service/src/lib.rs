@@ -14,6 +14,7 @@
 pub mod delivery;
 pub mod node;
 pub mod oob;
+pub mod receipt;
 pub mod workers;
 
 use tally_kernel::{Currency, Id, MoneyError};
@@ -120,6 +121,9 @@ pub enum ServiceError {
     /// Locked delivery refused a request (see the cause); nothing changed.
     #[error(transparent)]
     Delivery(#[from] crate::delivery::DeliveryError),
+    /// A receipt request was refused (see the cause).
+    #[error(transparent)]
+    Receipt(#[from] crate::receipt::ReceiptServiceError),
     /// A limit decided in the database (e.g. sessions per address) is reached.
     #[error("rate limited: {0}")]
     RateLimited(&'static str),

@@ -155,6 +155,8 @@ pub(crate) struct Inner {
     /// The out-of-band code key (the same on every node of one database) and settings.
     pub(crate) oob: crate::oob::OobState,
     pub(crate) delivery: crate::delivery::DeliveryState,
+    /// The receipt keys (derived from `receipt.key`, the same on every node of one database).
+    pub(crate) receipts: crate::receipt::ReceiptState,
     /// `checkpoint_every + batch_max`: the most entries a signed checkpoint can lag.
     checkpoint_gap_max: i64,
 }
@@ -253,6 +255,8 @@ impl Node {
         let oob = crate::oob::OobState::load(&files, &store, config.oob.clone()).await?;
         let delivery =
             crate::delivery::DeliveryState::load(&files, &store, config.delivery.clone()).await?;
+        let receipts =
+            crate::receipt::ReceiptState::load(&files, &store, &ca, config.clock.now()).await?;
         let node = Node {
             inner: Arc::new(Inner {
                 store,
@@ -263,6 +267,7 @@ impl Node {
                 clock: config.clock.clone(),
                 oob,
                 delivery,
+                receipts,
                 checkpoint_gap_max: config.checkpoint_every + config.batch_max as i64,
             }),
         };

@@ -25,6 +25,7 @@ pub mod guarded;
 pub mod keys;
 pub mod oob;
 pub mod outbox;
+pub mod receipts;
 mod rows;
 pub mod writer;
 
@@ -84,11 +85,13 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_ledger.sql")),
     (2, include_str!("../migrations/sqlite/0002_oob.sql")),
     (3, include_str!("../migrations/sqlite/0003_delivery.sql")),
+    (4, include_str!("../migrations/sqlite/0004_receipts.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
     (2, include_str!("../migrations/postgres/0002_oob.sql")),
     (3, include_str!("../migrations/postgres/0003_delivery.sql")),
+    (4, include_str!("../migrations/postgres/0004_receipts.sql")),
 ];
 
 impl Store {

@@ -23,11 +23,16 @@
 //! certificates must be canonical DER (re-encoding gives the same bytes), so the TBS bytes we
 //! verify are exactly the bytes that were signed. Time is an argument; nothing reads the clock.
 //!
+//! End entities can sign certificates too: [`super::warrant`] builds proxy-signing warrants
+//! with the crate-internal `issue_by_end_entity` and checks them with
+//! `Certificate::verify_signature_with`, reusing this profile.
+//!
 //! Rejected: `rcgen` (would need the key exported to PKCS#8 and re-imported, and its parser
 //! story is separate); `webpki` for the check (it cannot express our roles or the
-//! end-entity-signed warrant chains planned later). Not checked here: revocation, name
-//! constraints, and critical extensions other than the standard ones above (callers that add
-//! critical extensions check them with [`Certificate::extension`]).
+//! end-entity-signed warrant chains). Not checked here: revocation, name constraints, and
+//! critical extensions other than the standard ones above (callers that add critical
+//! extensions check them with [`Certificate::extension`] and
+//! [`Certificate::critical_extension_oids`]).
 
 use std::io::Write as _;
 use std::net::IpAddr;
@@ -292,6 +297,13 @@ impl Certificate {
         Some(cn.value().into_owned())
     }
 
+    /// The issuer's first common name, if any (for a warrant: the name of the end entity that
+    /// signed it).
+    pub fn issuer_common_name(&self) -> Option<String> {
+        let cn = self.inner.tbs_certificate().issuer().common_name().ok()??;
+        Some(cn.value().into_owned())
+    }
+
     /// The subject's organizational unit, which carries the role in certificates we issue.
     pub fn role(&self) -> Option<String> {
         let ou = self
@@ -346,6 +358,20 @@ impl Certificate {
         Ok(self.find_extension(&oid).is_some_and(|e| e.critical))
     }
 
+    /// Dotted OIDs of all extensions marked critical, in certificate order.
+    pub fn critical_extension_oids(&self) -> Vec<String> {
+        self.inner
+            .tbs_certificate()
+            .extensions()
+            .map(|exts| {
+                exts.iter()
+                    .filter(|e| e.critical)
+                    .map(|e| e.extn_id.to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn find_extension(&self, oid: &ObjectIdentifier) -> Option<&Extension> {
         self.inner
             .tbs_certificate()
@@ -393,7 +419,8 @@ impl Certificate {
         }
     }
 
-    fn check_validity(&self, now: Timestamp) -> Result<()> {
+    /// `NotYetValid` / `Expired` unless `now` lies in this certificate's validity window.
+    pub(crate) fn check_validity(&self, now: Timestamp) -> Result<()> {
         let (not_before, not_after) = (self.not_before(), self.not_after());
         if now < not_before {
             return Err(CryptoError::NotYetValid { not_before, now });
@@ -402,6 +429,41 @@ impl Certificate {
             return Err(CryptoError::Expired { not_after, now });
         }
         Ok(())
+    }
+
+    /// Whether this certificate's issuer name equals `issuer`'s subject name (exact DER
+    /// equality of the two names).
+    pub fn issuer_name_is_subject_of(&self, issuer: &Certificate) -> bool {
+        self.inner.tbs_certificate().issuer() == issuer.inner.tbs_certificate().subject()
+    }
+
+    /// Checks only the signature: the algorithm is Ed25519 (outer and TBS agree, no
+    /// parameters) and the signature over the exact TBS bytes verifies strictly under `key`.
+    /// Names, validity and constraints are the caller's business (see
+    /// [`Certificate::verify_issued_by`] and [`super::warrant::check_warrant`]).
+    pub(crate) fn verify_signature_with(&self, key: &VerifyingKey) -> Result<()> {
+        let tbs = self.inner.tbs_certificate();
+        let outer = self.inner.signature_algorithm();
+        if outer.oid != OID_ED25519 || outer.parameters.is_some() || tbs.signature() != outer {
+            return Err(CryptoError::Malformed(
+                "signature algorithm is not Ed25519".into(),
+            ));
+        }
+        let signature = self
+            .inner
+            .signature()
+            .as_bytes()
+            .ok_or_else(|| {
+                CryptoError::Malformed("signature bit string is not octet aligned".into())
+            })
+            .and_then(Signature::from_slice)?;
+        let tbs_der = tbs.to_der().map_err(der_err("TBS certificate"))?;
+        key.dalek()
+            .verify_strict(
+                &tbs_der,
+                &ed25519_dalek::Signature::from_bytes(&signature.to_bytes()),
+            )
+            .map_err(|_| CryptoError::BadSignature)
     }
 
     /// Checks that `issuer` issued this certificate and that both are valid at `now`:
@@ -418,33 +480,10 @@ impl Certificate {
             Ok(Some((_, usage))) if usage.key_cert_sign() => {}
             _ => return Err(CryptoError::IssuerNotCa),
         }
-        let tbs = self.inner.tbs_certificate();
-        if tbs.issuer() != issuer_tbs.subject() {
+        if !self.issuer_name_is_subject_of(issuer) {
             return Err(CryptoError::UnknownIssuer);
         }
-        let outer = self.inner.signature_algorithm();
-        if outer.oid != OID_ED25519 || outer.parameters.is_some() || tbs.signature() != outer {
-            return Err(CryptoError::Malformed(
-                "signature algorithm is not Ed25519".into(),
-            ));
-        }
-        let signature = self
-            .inner
-            .signature()
-            .as_bytes()
-            .ok_or_else(|| {
-                CryptoError::Malformed("signature bit string is not octet aligned".into())
-            })
-            .and_then(Signature::from_slice)?;
-        let tbs_der = tbs.to_der().map_err(der_err("TBS certificate"))?;
-        issuer
-            .public_key()?
-            .dalek()
-            .verify_strict(
-                &tbs_der,
-                &ed25519_dalek::Signature::from_bytes(&signature.to_bytes()),
-            )
-            .map_err(|_| CryptoError::BadSignature)?;
+        self.verify_signature_with(&issuer.public_key()?)?;
         issuer.check_validity(now)?;
         self.check_validity(now)
     }
@@ -625,28 +664,16 @@ impl CertificateAuthority {
         not_after: Timestamp,
         extra: Vec<Extension>,
     ) -> Result<Certificate> {
-        check_name(
-            "subject common name must be 1..=64 printable characters",
+        end_entity(
+            &self.cert,
+            &self.key,
             common_name,
-        )?;
-        check_name("role must be 1..=64 printable characters", role)?;
-        if whole_seconds(not_after) > self.cert.not_after()
-            || whole_seconds(not_before) < self.cert.not_before()
-        {
-            return Err(CryptoError::ApiMisuse(
-                "certificate would outlive or predate its CA",
-            ));
-        }
-        let profile = TallyProfile {
-            subject: build_name(&[
-                (OID_ORGANIZATIONAL_UNIT, role),
-                (OID_COMMON_NAME, common_name),
-            ])?,
-            issuer: Some(self.cert.inner.tbs_certificate().subject().clone()),
-            is_ca: false,
+            subject_key,
+            role,
+            not_before,
+            not_after,
             extra,
-        };
-        build(profile, *subject_key, &self.key, not_before, not_after)
+        )
     }
 
     /// Issues a TLS certificate (role [`ROLE_TLS`]) for a fresh Ed25519 key, with
@@ -726,6 +753,77 @@ impl CertificateAuthority {
         let key_pem = Secret::new(std::fs::read_to_string(key_path)?);
         CertificateAuthority::from_pem(&cert_pem, key_pem.expose())
     }
+}
+
+/// Issues an end-entity certificate (our profile, subject `OU=<role>, CN=<common_name>`)
+/// signed by the *end entity* `issuer` with its key `issuer_key`: the issuer name is
+/// `issuer`'s subject and the authority key identifier is `issuer_key`'s. Used for warrants
+/// ([`super::warrant`]); the window must lie inside `issuer`'s own validity, and `issuer_key`
+/// must be the key `issuer` certifies ([`CryptoError::WrongKey`] otherwise).
+#[allow(clippy::too_many_arguments)] // One flat call mirroring `CertificateAuthority::issue`.
+pub(crate) fn issue_by_end_entity(
+    issuer: &Certificate,
+    issuer_key: &SigningKey,
+    subject_common_name: &str,
+    subject_public_key: &VerifyingKey,
+    role: &str,
+    not_before: Timestamp,
+    not_after: Timestamp,
+    extra_extensions: &[ExtraExtension<'_>],
+) -> Result<Certificate> {
+    if issuer.public_key()? != issuer_key.verifying_key() {
+        return Err(CryptoError::WrongKey(
+            "signing key does not match the issuer certificate",
+        ));
+    }
+    let extra = custom_extensions(extra_extensions)?;
+    end_entity(
+        issuer,
+        issuer_key,
+        subject_common_name,
+        subject_public_key,
+        role,
+        not_before,
+        not_after,
+        extra,
+    )
+}
+
+/// The shared end-entity path: checks names and that the window lies inside `issuer`'s,
+/// then signs with `signer` (which must be `issuer`'s key; callers ensure it).
+#[allow(clippy::too_many_arguments)] // Private plumbing behind two public entry points.
+fn end_entity(
+    issuer: &Certificate,
+    signer: &SigningKey,
+    common_name: &str,
+    subject_key: &VerifyingKey,
+    role: &str,
+    not_before: Timestamp,
+    not_after: Timestamp,
+    extra: Vec<Extension>,
+) -> Result<Certificate> {
+    check_name(
+        "subject common name must be 1..=64 printable characters",
+        common_name,
+    )?;
+    check_name("role must be 1..=64 printable characters", role)?;
+    if whole_seconds(not_after) > issuer.not_after()
+        || whole_seconds(not_before) < issuer.not_before()
+    {
+        return Err(CryptoError::ApiMisuse(
+            "certificate would outlive or predate its issuer",
+        ));
+    }
+    let profile = TallyProfile {
+        subject: build_name(&[
+            (OID_ORGANIZATIONAL_UNIT, role),
+            (OID_COMMON_NAME, common_name),
+        ])?,
+        issuer: Some(issuer.inner.tbs_certificate().subject().clone()),
+        is_ca: false,
+        extra,
+    };
+    build(profile, *subject_key, signer, not_before, not_after)
 }
 
 /// Signs the certificate described by `profile` for `subject_key` with `signer`.

@@ -22,6 +22,7 @@
 //! live in `docs/protocols/vectors/crypto.json` and are checked by the `vectors` tests
 //! (regenerate deliberately with `UPDATE_EXPECT=1 cargo test -p tally-kernel`).
 
+pub mod bls;
 pub mod ca;
 pub mod canonical;
 pub mod kdf;
@@ -29,6 +30,7 @@ pub mod keys;
 pub mod otp;
 pub mod seal;
 pub mod stream;
+pub mod warrant;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // Tests fail loudly by design.
@@ -37,6 +39,7 @@ mod vectors;
 pub use ca::{Certificate, CertificateAuthority};
 pub use canonical::{SignedRecord, canonical_json};
 pub use keys::{Signature, SigningKey, VerifyingKey};
+pub use warrant::{Counterparties, WarrantTerms, check_warrant, issue_warrant};
 
 use crate::time::Timestamp;
 

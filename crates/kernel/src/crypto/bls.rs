@@ -1,0 +1,1101 @@
+//! BLS12-381 signatures and verifiably encrypted signatures for optimistic fair exchange.
+//!
+//! Two constructions over the pairing-friendly curve BLS12-381, both built on the zkcrypto
+//! `bls12_381` crate (pure Rust, constant-time scalar multiplication, subgroup-checked point
+//! decoding):
+//!
+//! * **BLS signatures**, the minimal-signature-size variant of
+//!   draft-irtf-cfrg-bls-signature: a signature is the G1 point `σ = sk·H(domain || msg)`
+//!   (48 bytes compressed), a public key is the G2 point `pk = sk·g2` (96 bytes compressed),
+//!   and `σ` is valid when `e(σ, g2) = e(H(domain || msg), pk)`. BLS signatures are unique:
+//!   one key and one message have exactly one valid signature.
+//! * **Verifiably encrypted signatures** (VES) of Boneh, Gentry, Lynn and Shacham, "Aggregate
+//!   and Verifiably Encrypted Signatures from Bilinear Maps", Eurocrypt 2003, §5. A signer
+//!   hands over `(ω, μ) = (σ + r·X₁, r·g1)` for a fresh random `r`, where `X₁ = x·g1` belongs
+//!   to an arbiter holding `x`. Anyone can check that the pair hides a valid signature,
+//!   `e(ω, g2) = e(H(domain || msg), pk) · e(μ, X₂)` with `X₂ = x·g2`, without learning `σ`;
+//!   the arbiter (and only the arbiter) can open it, `σ = ω − x·μ`. That is the optimistic
+//!   fair exchange: party A gives B a VES, B gives A its own signature, A gives B its plain
+//!   signature; if A walks away at the last step, B takes the VES to the arbiter.
+//!
+//! The message is always `domain || msg`, with `domain` a NUL-terminated tag checked by
+//! [`check_domain`] exactly as for Ed25519 in [`super::keys`]; hashing uses hash-to-curve
+//! (RFC 9380, `BLS12381G1_XMD:SHA-256_SSWU_RO_`) with our own [`HASH_DST`], so the points
+//! we sign are never points anyone else's BLS deployment signs.
+//!
+//! Byte layouts (all compressed points use the ZCash/IETF serialization, big-endian with the
+//! three flag bits in the first byte):
+//!
+//! | value                 | bytes | layout                                        |
+//! |-----------------------|-------|-----------------------------------------------|
+//! | [`BlsSecretKey`]      | 32    | scalar `sk`, **big-endian**, `0 < sk < r`     |
+//! | [`BlsPublicKey`]      | 96    | `sk·g2`, G2 compressed                        |
+//! | [`BlsSignature`]      | 48    | `σ`, G1 compressed                            |
+//! | [`ArbiterKey`]        | 32    | scalar `x`, big-endian, `0 < x < r`           |
+//! | [`ArbiterPublicKey`]  | 144   | `X₁ = x·g1` (G1, 48) `‖` `X₂ = x·g2` (G2, 96) |
+//! | [`EncryptedSignature`]| 96    | `ω` (G1, 48) `‖` `μ` (G1, 48)                 |
+//!
+//! Key decisions:
+//! * **Every decoded point is in its prime-order subgroup and is not the identity.** An
+//!   identity public key would accept the identity signature for every message; an identity
+//!   `μ` turns a VES into a plain signature (`ω = σ`), which is no longer *encrypted* and is
+//!   refused as malformed; an identity `ω` is refused too. Verification re-checks the identity
+//!   cases so that values built in-process cannot slip through either.
+//! * **The arbiter publishes its key in both groups.** BGLS use an efficient isomorphism
+//!   `ψ: G2 → G1` that BLS12-381 (a type-3 pairing) does not have, so the signer needs `X₁`
+//!   and the verifier `X₂`; [`ArbiterPublicKey::from_bytes`] checks `e(X₁, g2) = e(g1, X₂)`,
+//!   i.e. both halves carry the same `x`. Without that check a VES could verify against `X₂`
+//!   while being built with an unrelated `X₁`, and adjudication would not open it.
+//! * **Secret scalars are big-endian on the wire** (I2OSP, as in the IETF draft, EIP-2333 and
+//!   `blst`), although `bls12_381` itself is little-endian; only canonical values `< r` are read.
+//! * **Deterministic keys**: [`BlsSecretKey::from_seed`] is
+//!   `HKDF-SHA256(ikm = seed, salt = "tally/bls12-381/keygen/v1", info = label || counter,
+//!   L = 64)` read as a little-endian 512-bit integer and reduced mod `r` (bias `< 2⁻²⁵⁶`);
+//!   `label` is `"signing-key"` or `"arbiter-key"` so one seed never gives a signer and an
+//!   arbiter the same scalar, and the one-byte counter (from 0) only moves on if the result is
+//!   zero. Fresh keys and VES nonces are 64 bytes from the OS (`getrandom`), reduced the same way.
+//! * **The arbiter opens only what it checked**: [`ArbiterKey::adjudicate_verified`] verifies
+//!   the VES against the disputed key and message first. Raw [`ArbiterKey::adjudicate`] is a
+//!   "multiply by `x`" oracle: fed a blinded `(ω + s·g1, μ + t·g1)` of someone else's VES it
+//!   returns something the attacker unblinds into that signature.
+//! * **A VES is malleable**: `(ω + t·X₁, μ + t·g1)` is another valid VES of the same `σ`
+//!   (rerandomization). Protocols must key disputes and deduplication on
+//!   `(public key, domain, message)`, never on the VES bytes.
+//!
+//! Rejected: the minimal-public-key variant (keys in G1, signatures in G2): signatures travel
+//! in every receipt, keys are certified once, so small signatures win. Rejected: `blst` (C and
+//! assembly behind `unsafe` FFI; faster, but the workspace forbids `unsafe` and a pure-Rust
+//! dependency is easier to audit) and `bls-signatures` (min-pk only, no VES). Rejected: the
+//! IETF `KeyGen` (HKDF with an iterated salt, 48 bytes): only useful to match other libraries'
+//! key vectors, which our own DST makes moot anyway. Rejected: proofs of possession: we never
+//! aggregate signatures of different signers over one message, so rogue-key attacks do not
+//! apply; the arbiter's key, however, must be agreed by both parties out of band (a counter-
+//! party that chose or knows `x` can open every VES addressed to it).
+
+use std::sync::LazyLock;
+
+use bls12_381::hash_to_curve::{ExpandMsgXmd, HashToCurve};
+use bls12_381::{
+    G1Affine, G1Projective, G2Affine, G2Prepared, G2Projective, Gt, Scalar, multi_miller_loop,
+};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize as _, Zeroizing};
+
+use super::keys::check_domain;
+use super::{CryptoError, Result};
+use crate::secret::Secret;
+
+/// Length of a serialized secret scalar ([`BlsSecretKey`], [`ArbiterKey`]).
+pub const SECRET_KEY_LEN: usize = 32;
+/// Length of a [`BlsPublicKey`] (compressed G2 point).
+pub const PUBLIC_KEY_LEN: usize = 96;
+/// Length of a [`BlsSignature`] (compressed G1 point).
+pub const SIGNATURE_LEN: usize = 48;
+/// Length of an [`ArbiterPublicKey`] (compressed G1 point, then compressed G2 point).
+pub const ARBITER_PUBLIC_KEY_LEN: usize = 144;
+/// Length of an [`EncryptedSignature`] (two compressed G1 points).
+pub const ENCRYPTED_SIGNATURE_LEN: usize = 96;
+
+/// Domain separation tag for hash-to-curve: the draft-irtf-cfrg-bls-signature ciphersuite
+/// `BLS_SIG_BLS12381G1_XMD:SHA-256_SSWU_RO_NUL_` (basic scheme, signatures in G1) followed by
+/// our application tag, so no other deployment hashes a message to the same point.
+pub const HASH_DST: &[u8] = b"BLS_SIG_BLS12381G1_XMD:SHA-256_SSWU_RO_NUL_TALLY_V1_";
+
+/// HKDF salt of [`BlsSecretKey::from_seed`] and [`ArbiterKey::from_seed`].
+const KEYGEN_SALT: &[u8] = b"tally/bls12-381/keygen/v1";
+
+/// `−g2`, prepared once for the Miller loop (every check moves `e(·, g2)` to the other side).
+static NEG_G2: LazyLock<G2Prepared> = LazyLock::new(|| G2Prepared::from(-G2Affine::generator()));
+
+// ---------------------------------------------------------------------------------------------
+// Scalars and points
+// ---------------------------------------------------------------------------------------------
+
+/// A uniformly random nonzero scalar from 64 bytes of OS randomness.
+///
+/// # Panics
+/// If the operating system's random number generator fails (nothing sane can continue).
+fn random_scalar() -> Scalar {
+    loop {
+        let mut wide = Zeroizing::new([0_u8; 64]);
+        getrandom::fill(wide.as_mut_slice()).expect("the OS random number generator failed");
+        let scalar = Scalar::from_bytes_wide(&wide);
+        if scalar != Scalar::zero() {
+            return scalar;
+        }
+    }
+}
+
+/// The nonzero scalar derived from `seed` for `label` (see the module documentation).
+fn seeded_scalar(seed: &[u8; 32], label: &[u8]) -> Scalar {
+    let mut counter: u8 = 0;
+    loop {
+        let info = [label, &[counter]].concat();
+        // Invariant: 64 bytes is far below HKDF-SHA256's 8160-byte limit.
+        let okm = super::kdf::hkdf_sha256(seed, KEYGEN_SALT, &info, 64).expect("64 <= 255 * 32");
+        let mut wide = Zeroizing::new([0_u8; 64]);
+        wide.copy_from_slice(okm.expose());
+        let scalar = Scalar::from_bytes_wide(&wide);
+        if scalar != Scalar::zero() {
+            return scalar;
+        }
+        // Unreachable in practice (probability 2⁻²⁵⁵ per round), but total and deterministic.
+        counter = counter.wrapping_add(1);
+    }
+}
+
+/// A nonzero canonical scalar from 32 big-endian bytes.
+fn scalar_from_be(bytes: &[u8], what: &str) -> Result<Scalar> {
+    if bytes.len() != SECRET_KEY_LEN {
+        return Err(CryptoError::Malformed(format!("{what} must be 32 bytes")));
+    }
+    let mut le = Zeroizing::new([0_u8; SECRET_KEY_LEN]);
+    for (dst, src) in le.iter_mut().zip(bytes.iter().rev()) {
+        *dst = *src;
+    }
+    let scalar = Option::<Scalar>::from(Scalar::from_bytes(&le))
+        .ok_or_else(|| CryptoError::malformed(what, "not a canonical scalar (must be < r)"))?;
+    if scalar == Scalar::zero() {
+        return Err(CryptoError::malformed(what, "the zero scalar is not a key"));
+    }
+    Ok(scalar)
+}
+
+/// The 32 big-endian bytes of `scalar`, in a [`Secret`].
+fn scalar_to_be(scalar: &Scalar) -> Secret<Vec<u8>> {
+    let mut le = Zeroizing::new(scalar.to_bytes());
+    le.reverse();
+    Secret::new(le.to_vec())
+}
+
+/// A compressed G1 point: in the subgroup (checked by `from_compressed`) and not the identity.
+fn g1_from_bytes(bytes: &[u8], what: &str) -> Result<G1Affine> {
+    let array: &[u8; 48] = bytes
+        .try_into()
+        .map_err(|_| CryptoError::Malformed(format!("{what} must be 48 bytes")))?;
+    let point = Option::<G1Affine>::from(G1Affine::from_compressed(array))
+        .ok_or_else(|| CryptoError::malformed(what, "not a compressed point of the G1 subgroup"))?;
+    if bool::from(point.is_identity()) {
+        return Err(CryptoError::malformed(
+            what,
+            "the identity point is not allowed",
+        ));
+    }
+    Ok(point)
+}
+
+/// A compressed G2 point: in the subgroup (checked by `from_compressed`) and not the identity.
+fn g2_from_bytes(bytes: &[u8], what: &str) -> Result<G2Affine> {
+    let array: &[u8; 96] = bytes
+        .try_into()
+        .map_err(|_| CryptoError::Malformed(format!("{what} must be 96 bytes")))?;
+    let point = Option::<G2Affine>::from(G2Affine::from_compressed(array))
+        .ok_or_else(|| CryptoError::malformed(what, "not a compressed point of the G2 subgroup"))?;
+    if bool::from(point.is_identity()) {
+        return Err(CryptoError::malformed(
+            what,
+            "the identity point is not allowed",
+        ));
+    }
+    Ok(point)
+}
+
+/// `H(domain || msg)` in G1 (RFC 9380 hash_to_curve, random-oracle variant, [`HASH_DST`]).
+/// The caller has checked `domain`.
+fn hash_to_g1(domain: &[u8], msg: &[u8]) -> G1Affine {
+    G1Affine::from(<G1Projective as HashToCurve<
+        ExpandMsgXmd<sha2_v10::Sha256>,
+    >>::hash_to_curve([domain, msg], HASH_DST))
+}
+
+/// Whether `∏ e(aᵢ, bᵢ) = 1`: one multi-Miller loop and one final exponentiation.
+fn pairing_product_is_one(terms: &[(&G1Affine, &G2Prepared)]) -> bool {
+    multi_miller_loop(terms).final_exponentiation() == Gt::identity()
+}
+
+/// Hex, `Debug`, `Hash` and string serde for a public value with `from_bytes`/`to_bytes`.
+macro_rules! public_encodings {
+    ($ty:ident, $what:literal) => {
+        impl $ty {
+            /// Lowercase hex of [`Self::to_bytes`].
+            pub fn to_hex(&self) -> String {
+                hex::encode(self.to_bytes())
+            }
+
+            /// From hex (either case), then as [`Self::from_bytes`].
+            pub fn from_hex(text: &str) -> Result<$ty> {
+                let bytes = hex::decode(text)
+                    .map_err(|e| CryptoError::malformed(concat!($what, " hex"), e))?;
+                $ty::from_bytes(&bytes)
+            }
+        }
+
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, concat!(stringify!($ty), "({})"), self.to_hex())
+            }
+        }
+
+        impl std::hash::Hash for $ty {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                // Compressed encodings are canonical, so equal values hash equally.
+                self.to_bytes().hash(state);
+            }
+        }
+
+        impl TryFrom<String> for $ty {
+            type Error = CryptoError;
+            fn try_from(text: String) -> Result<$ty> {
+                $ty::from_hex(&text)
+            }
+        }
+
+        impl From<$ty> for String {
+            fn from(value: $ty) -> String {
+                value.to_hex()
+            }
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signer keys and signatures
+// ---------------------------------------------------------------------------------------------
+
+/// A BLS secret key `sk` (a nonzero scalar). Wiped on drop; `Debug` shows only the public
+/// key's fingerprint.
+pub struct BlsSecretKey {
+    scalar: Scalar,
+    public: BlsPublicKey,
+}
+
+impl BlsSecretKey {
+    fn from_scalar(scalar: Scalar) -> BlsSecretKey {
+        let public = BlsPublicKey(G2Affine::from(G2Projective::generator() * scalar));
+        BlsSecretKey { scalar, public }
+    }
+
+    /// A fresh key from 64 bytes of OS randomness.
+    ///
+    /// # Panics
+    /// If the OS random number generator fails.
+    pub fn generate() -> BlsSecretKey {
+        BlsSecretKey::from_scalar(random_scalar())
+    }
+
+    /// The key derived from `seed` (HKDF-SHA256 with label `"signing-key"`, see the module
+    /// documentation). For tests, vectors and keys derived elsewhere; `seed` must be secret
+    /// and uniformly random for the key to be.
+    pub fn from_seed(seed: &[u8; 32]) -> BlsSecretKey {
+        BlsSecretKey::from_scalar(seeded_scalar(seed, b"signing-key"))
+    }
+
+    /// From 32 big-endian bytes: a canonical (`< r`), nonzero scalar.
+    pub fn from_bytes(bytes: &[u8]) -> Result<BlsSecretKey> {
+        scalar_from_be(bytes, "BLS secret key").map(BlsSecretKey::from_scalar)
+    }
+
+    /// The 32 big-endian scalar bytes.
+    pub fn to_bytes(&self) -> Secret<Vec<u8>> {
+        scalar_to_be(&self.scalar)
+    }
+
+    /// The public key `sk·g2`.
+    pub fn public_key(&self) -> BlsPublicKey {
+        self.public
+    }
+
+    /// `sk·H(domain || msg)` as a projective point (shared with the VES).
+    fn sign_point(&self, domain: &[u8], msg: &[u8]) -> G1Projective {
+        if let Err(e) = check_domain(domain) {
+            panic!("{e}");
+        }
+        hash_to_g1(domain, msg) * self.scalar
+    }
+
+    /// Signs `domain || msg`. Deterministic: BLS signatures are unique.
+    ///
+    /// # Panics
+    /// If `domain` is not a valid tag (see [`check_domain`]); domain tags are constants, so a
+    /// bad one is a programming error caught by the first test that signs.
+    pub fn sign(&self, domain: &[u8], msg: &[u8]) -> BlsSignature {
+        BlsSignature(G1Affine::from(self.sign_point(domain, msg)))
+    }
+}
+
+impl Drop for BlsSecretKey {
+    fn drop(&mut self) {
+        self.scalar.zeroize();
+    }
+}
+
+impl std::fmt::Debug for BlsSecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BlsSecretKey(public {})", self.public.fingerprint())
+    }
+}
+
+/// A BLS public key `sk·g2`: a G2 subgroup point, never the identity. Serializes as hex.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BlsPublicKey(G2Affine);
+
+impl BlsPublicKey {
+    /// From the 96-byte compressed encoding; rejects non-points, points outside the subgroup
+    /// and the identity.
+    pub fn from_bytes(bytes: &[u8]) -> Result<BlsPublicKey> {
+        g2_from_bytes(bytes, "BLS public key").map(BlsPublicKey)
+    }
+
+    /// The 96-byte compressed encoding.
+    pub fn to_bytes(&self) -> [u8; PUBLIC_KEY_LEN] {
+        self.0.to_compressed()
+    }
+
+    /// Lowercase hex of SHA-256 over the 96 compressed bytes.
+    pub fn fingerprint(&self) -> String {
+        hex::encode(super::kdf::sha256(&self.to_bytes()))
+    }
+
+    /// Verifies `sig` over `domain || msg`: `e(σ, −g2) · e(H(domain || msg), pk) = 1`.
+    ///
+    /// Errors: [`CryptoError::ApiMisuse`] for an invalid domain tag, otherwise
+    /// [`CryptoError::BadSignature`].
+    pub fn verify(&self, domain: &[u8], msg: &[u8], sig: &BlsSignature) -> Result<()> {
+        check_domain(domain)?;
+        if bool::from(sig.0.is_identity()) {
+            return Err(CryptoError::BadSignature);
+        }
+        let h = hash_to_g1(domain, msg);
+        let pk = G2Prepared::from(self.0);
+        if pairing_product_is_one(&[(&sig.0, &NEG_G2), (&h, &pk)]) {
+            Ok(())
+        } else {
+            Err(CryptoError::BadSignature)
+        }
+    }
+}
+
+public_encodings!(BlsPublicKey, "BLS public key");
+
+/// A BLS signature: a G1 subgroup point (48 bytes compressed). Serializes as hex.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BlsSignature(G1Affine);
+
+impl BlsSignature {
+    /// From the 48-byte compressed encoding; rejects non-points, points outside the subgroup
+    /// and the identity.
+    pub fn from_bytes(bytes: &[u8]) -> Result<BlsSignature> {
+        g1_from_bytes(bytes, "BLS signature").map(BlsSignature)
+    }
+
+    /// The 48-byte compressed encoding.
+    pub fn to_bytes(&self) -> [u8; SIGNATURE_LEN] {
+        self.0.to_compressed()
+    }
+}
+
+public_encodings!(BlsSignature, "BLS signature");
+
+// ---------------------------------------------------------------------------------------------
+// Arbiter keys and verifiably encrypted signatures
+// ---------------------------------------------------------------------------------------------
+
+/// The arbiter's secret `x` (a nonzero scalar). Wiped on drop; `Debug` shows only the public
+/// key's fingerprint.
+pub struct ArbiterKey {
+    scalar: Scalar,
+    public: ArbiterPublicKey,
+}
+
+impl ArbiterKey {
+    fn from_scalar(scalar: Scalar) -> ArbiterKey {
+        let public = ArbiterPublicKey {
+            x1: G1Affine::from(G1Projective::generator() * scalar),
+            x2: G2Affine::from(G2Projective::generator() * scalar),
+        };
+        ArbiterKey { scalar, public }
+    }
+
+    /// A fresh key from 64 bytes of OS randomness.
+    ///
+    /// # Panics
+    /// If the OS random number generator fails.
+    pub fn generate() -> ArbiterKey {
+        ArbiterKey::from_scalar(random_scalar())
+    }
+
+    /// The key derived from `seed` (HKDF-SHA256 with label `"arbiter-key"`: the same seed
+    /// gives a different scalar than [`BlsSecretKey::from_seed`]).
+    pub fn from_seed(seed: &[u8; 32]) -> ArbiterKey {
+        ArbiterKey::from_scalar(seeded_scalar(seed, b"arbiter-key"))
+    }
+
+    /// From 32 big-endian bytes: a canonical (`< r`), nonzero scalar.
+    pub fn from_bytes(bytes: &[u8]) -> Result<ArbiterKey> {
+        scalar_from_be(bytes, "arbiter secret key").map(ArbiterKey::from_scalar)
+    }
+
+    /// The 32 big-endian scalar bytes.
+    pub fn to_bytes(&self) -> Secret<Vec<u8>> {
+        scalar_to_be(&self.scalar)
+    }
+
+    /// The public key `(x·g1, x·g2)`.
+    pub fn public_key(&self) -> ArbiterPublicKey {
+        self.public
+    }
+
+    /// Opens a VES: `σ = ω − x·μ`, without any check.
+    ///
+    /// The result is the signer's signature only if `ves` verifies (see [`verify_encrypted`]);
+    /// for anything else it is garbage (possibly even the identity point, which then fails
+    /// every verification). Because this is an oracle for `x·μ` on arbitrary `μ`, call it only
+    /// after checking the VES against the disputed key and message; prefer
+    /// [`ArbiterKey::adjudicate_verified`], which does exactly that.
+    pub fn adjudicate(&self, ves: &EncryptedSignature) -> BlsSignature {
+        BlsSignature(G1Affine::from(
+            G1Projective::from(ves.omega) - ves.mu * self.scalar,
+        ))
+    }
+
+    /// Checks that `ves` hides `signer`'s signature over `domain || msg` under this arbiter's
+    /// key, then opens it. The result verifies under `signer` (this follows from the pairing
+    /// equation, so it is not checked a second time).
+    pub fn adjudicate_verified(
+        &self,
+        signer: &BlsPublicKey,
+        domain: &[u8],
+        msg: &[u8],
+        ves: &EncryptedSignature,
+    ) -> Result<BlsSignature> {
+        verify_encrypted(signer, &self.public, domain, msg, ves)?;
+        Ok(self.adjudicate(ves))
+    }
+}
+
+impl Drop for ArbiterKey {
+    fn drop(&mut self) {
+        self.scalar.zeroize();
+    }
+}
+
+impl std::fmt::Debug for ArbiterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ArbiterKey(public {})", self.public.fingerprint())
+    }
+}
+
+/// An arbiter's public key `(X₁, X₂) = (x·g1, x·g2)`: both halves in their subgroups, neither
+/// the identity, and provably the same `x` (`e(X₁, g2) = e(g1, X₂)`). Serializes as hex.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ArbiterPublicKey {
+    x1: G1Affine,
+    x2: G2Affine,
+}
+
+impl ArbiterPublicKey {
+    /// From `X₁ (48) || X₂ (96)`; checks subgroups, identity and that the halves match.
+    pub fn from_bytes(bytes: &[u8]) -> Result<ArbiterPublicKey> {
+        if bytes.len() != ARBITER_PUBLIC_KEY_LEN {
+            return Err(CryptoError::Malformed(
+                "arbiter public key must be 144 bytes".into(),
+            ));
+        }
+        let (first, second) = bytes.split_at(48);
+        let x1 = g1_from_bytes(first, "arbiter public key (G1 half)")?;
+        let x2 = g2_from_bytes(second, "arbiter public key (G2 half)")?;
+        // e(X₁, −g2) · e(g1, X₂) = 1  ⇔  e(X₁, g2) = e(g1, X₂).
+        if !pairing_product_is_one(&[
+            (&x1, &NEG_G2),
+            (&G1Affine::generator(), &G2Prepared::from(x2)),
+        ]) {
+            return Err(CryptoError::Malformed(
+                "arbiter public key: the G1 and G2 halves are not the same scalar".into(),
+            ));
+        }
+        Ok(ArbiterPublicKey { x1, x2 })
+    }
+
+    /// `X₁ (48, G1 compressed) || X₂ (96, G2 compressed)`.
+    pub fn to_bytes(&self) -> [u8; ARBITER_PUBLIC_KEY_LEN] {
+        let mut out = [0_u8; ARBITER_PUBLIC_KEY_LEN];
+        out[..48].copy_from_slice(&self.x1.to_compressed());
+        out[48..].copy_from_slice(&self.x2.to_compressed());
+        out
+    }
+
+    /// Lowercase hex of SHA-256 over the 144 bytes.
+    pub fn fingerprint(&self) -> String {
+        hex::encode(super::kdf::sha256(&self.to_bytes()))
+    }
+}
+
+public_encodings!(ArbiterPublicKey, "arbiter public key");
+
+/// A verifiably encrypted signature `(ω, μ) = (σ + r·X₁, r·g1)`: two G1 subgroup points,
+/// neither the identity. Serializes as hex. Malleable: see the module documentation.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EncryptedSignature {
+    omega: G1Affine,
+    mu: G1Affine,
+}
+
+impl EncryptedSignature {
+    /// From `ω (48) || μ (48)`, both compressed G1; rejects the identity in either place.
+    pub fn from_bytes(bytes: &[u8]) -> Result<EncryptedSignature> {
+        if bytes.len() != ENCRYPTED_SIGNATURE_LEN {
+            return Err(CryptoError::Malformed(
+                "encrypted signature must be 96 bytes".into(),
+            ));
+        }
+        let (first, second) = bytes.split_at(48);
+        Ok(EncryptedSignature {
+            omega: g1_from_bytes(first, "encrypted signature (omega)")?,
+            mu: g1_from_bytes(second, "encrypted signature (mu)")?,
+        })
+    }
+
+    /// `ω (48, G1 compressed) || μ (48, G1 compressed)`.
+    pub fn to_bytes(&self) -> [u8; ENCRYPTED_SIGNATURE_LEN] {
+        let mut out = [0_u8; ENCRYPTED_SIGNATURE_LEN];
+        out[..48].copy_from_slice(&self.omega.to_compressed());
+        out[48..].copy_from_slice(&self.mu.to_compressed());
+        out
+    }
+}
+
+public_encodings!(EncryptedSignature, "encrypted signature");
+
+/// Signs `domain || msg` and encrypts the signature to `arbiter`, with a fresh random `r`.
+///
+/// # Panics
+/// If `domain` is not a valid tag, or the OS random number generator fails.
+pub fn encrypt_signature(
+    sk: &BlsSecretKey,
+    arbiter: &ArbiterPublicKey,
+    domain: &[u8],
+    msg: &[u8],
+) -> EncryptedSignature {
+    let mut r = random_scalar();
+    let ves = encrypt_with_scalar(sk, arbiter, domain, msg, &r);
+    r.zeroize();
+    ves
+}
+
+/// [`encrypt_signature`] with `r = nonce` read as a little-endian 512-bit integer mod `r`.
+/// For golden vectors only: anyone who learns a nonce opens that VES, and two VES with the
+/// same nonce give away `σ₁ − σ₂` (so one opened signature opens the other). A nonce must be
+/// secret, uniformly random and never repeat.
+///
+/// # Panics
+/// If `domain` is not a valid tag, or `nonce` reduces to zero (e.g. all zero bytes).
+pub fn encrypt_signature_with_nonce(
+    sk: &BlsSecretKey,
+    arbiter: &ArbiterPublicKey,
+    domain: &[u8],
+    msg: &[u8],
+    nonce: &[u8; 64],
+) -> EncryptedSignature {
+    let mut r = Scalar::from_bytes_wide(nonce);
+    assert!(
+        r != Scalar::zero(),
+        "VES nonce reduces to zero: it must be 64 random bytes"
+    );
+    let ves = encrypt_with_scalar(sk, arbiter, domain, msg, &r);
+    r.zeroize();
+    ves
+}
+
+/// `(σ + r·X₁, r·g1)` for a nonzero `r`.
+fn encrypt_with_scalar(
+    sk: &BlsSecretKey,
+    arbiter: &ArbiterPublicKey,
+    domain: &[u8],
+    msg: &[u8],
+    r: &Scalar,
+) -> EncryptedSignature {
+    // σ is the secret being protected until the exchange completes: wipe the copy.
+    let mut sigma = sk.sign_point(domain, msg);
+    let omega = G1Affine::from(sigma + arbiter.x1 * r);
+    sigma.zeroize();
+    EncryptedSignature {
+        omega,
+        mu: G1Affine::from(G1Projective::generator() * r),
+    }
+}
+
+/// Checks that `ves` hides `pk`'s signature over `domain || msg`, encrypted to `arbiter`:
+/// `e(ω, −g2) · e(H(domain || msg), pk) · e(μ, X₂) = 1` (one three-term Miller loop).
+///
+/// Errors: [`CryptoError::ApiMisuse`] for an invalid domain tag, otherwise
+/// [`CryptoError::BadSignature`] (including an identity `ω` or `μ`).
+pub fn verify_encrypted(
+    pk: &BlsPublicKey,
+    arbiter: &ArbiterPublicKey,
+    domain: &[u8],
+    msg: &[u8],
+    ves: &EncryptedSignature,
+) -> Result<()> {
+    check_domain(domain)?;
+    if bool::from(ves.omega.is_identity() | ves.mu.is_identity()) {
+        return Err(CryptoError::BadSignature);
+    }
+    let h = hash_to_g1(domain, msg);
+    let pk = G2Prepared::from(pk.0);
+    let x2 = G2Prepared::from(arbiter.x2);
+    if pairing_product_is_one(&[(&ves.omega, &NEG_G2), (&h, &pk), (&ves.mu, &x2)]) {
+        Ok(())
+    } else {
+        Err(CryptoError::BadSignature)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests fail loudly by design.
+mod tests {
+    use super::*;
+
+    const DOMAIN: &[u8] = b"tally/test/v1\0";
+
+    /// The compressed encoding of the identity (infinity and compression flags set).
+    fn identity_g1() -> [u8; 48] {
+        let mut bytes = [0_u8; 48];
+        bytes[0] = 0xc0;
+        bytes
+    }
+
+    fn identity_g2() -> [u8; 96] {
+        let mut bytes = [0_u8; 96];
+        bytes[0] = 0xc0;
+        bytes
+    }
+
+    fn bad_sig<T: std::fmt::Debug>(result: Result<T>) -> bool {
+        matches!(result, Err(CryptoError::BadSignature))
+    }
+
+    /// Our hash-to-curve wiring (sha2 0.10, XMD, message fed as two parts) reproduces the
+    /// RFC 9380 §J.9.1 vectors for BLS12381G1_XMD:SHA-256_SSWU_RO_.
+    #[test]
+    fn hash_to_curve_matches_rfc9380() {
+        let dst = b"QUUX-V01-CS02-with-BLS12381G1_XMD:SHA-256_SSWU_RO_";
+        let h = |parts: [&[u8]; 2]| {
+            hex::encode(
+                G1Affine::from(<G1Projective as HashToCurve<
+                    ExpandMsgXmd<sha2_v10::Sha256>,
+                >>::hash_to_curve(parts, dst))
+                .to_uncompressed(),
+            )
+        };
+        assert_eq!(
+            h([b"", b""]),
+            concat!(
+                "052926add2207b76ca4fa57a8734416c8dc95e24501772c814278700eed6d1e4e8cf62d9c09db0fac349612b759e79a1",
+                "08ba738453bfed09cb546dbb0783dbb3a5f1f566ed67bb6be0e8c67e2e81a4cc68ee29813bb7994998f3eae0c9c6a265"
+            )
+        );
+        assert_eq!(
+            h([b"a", b"bc"]),
+            concat!(
+                "03567bc5ef9c690c2ab2ecdf6a96ef1c139cc0b2f284dca0a9a7943388a49a3aee664ba5379a7655d3c68900be2f6903",
+                "0b9c15f3fe6e5cf4211f346271d7b01c8f3b28be689c8429c85b67af215533311f0b8dfaaa154fa6b88176c229f2885d"
+            )
+        );
+    }
+
+    #[test]
+    fn sign_verify_round_trip_and_failures() {
+        let sk = BlsSecretKey::from_seed(&[1; 32]);
+        let pk = sk.public_key();
+        let sig = sk.sign(DOMAIN, b"hello");
+        pk.verify(DOMAIN, b"hello", &sig).unwrap();
+        // Unique signatures: signing again gives the same bytes.
+        assert_eq!(sk.sign(DOMAIN, b"hello"), sig);
+        assert!(bad_sig(pk.verify(DOMAIN, b"hellO", &sig)));
+        assert!(bad_sig(pk.verify(b"tally/other/v1\0", b"hello", &sig)));
+        // Bytes cannot slide between domain and message: the tag must end at its only NUL.
+        assert!(matches!(
+            pk.verify(b"tally/test/v1\0h", b"ello", &sig),
+            Err(CryptoError::ApiMisuse(_))
+        ));
+        let other = BlsSecretKey::from_seed(&[2; 32]).public_key();
+        assert!(bad_sig(other.verify(DOMAIN, b"hello", &sig)));
+        assert!(matches!(
+            pk.verify(b"no-nul", b"hello", &sig),
+            Err(CryptoError::ApiMisuse(_))
+        ));
+        // A generated key works too, and two generated keys differ.
+        let fresh = BlsSecretKey::generate();
+        fresh
+            .public_key()
+            .verify(DOMAIN, b"x", &fresh.sign(DOMAIN, b"x"))
+            .unwrap();
+        assert_ne!(BlsSecretKey::generate().public_key(), fresh.public_key());
+    }
+
+    #[test]
+    #[should_panic(expected = "domain tag")]
+    fn signing_with_a_bad_domain_panics() {
+        BlsSecretKey::from_seed(&[1; 32]).sign(b"missing-nul", b"x");
+    }
+
+    #[test]
+    fn identity_and_off_curve_encodings_are_rejected() {
+        assert!(matches!(
+            BlsSignature::from_bytes(&identity_g1()),
+            Err(CryptoError::Malformed(_))
+        ));
+        assert!(BlsPublicKey::from_bytes(&identity_g2()).is_err());
+        assert!(BlsSignature::from_bytes(&[0; 48]).is_err());
+        assert!(BlsSignature::from_bytes(&[0; 47]).is_err());
+        assert!(BlsPublicKey::from_bytes(&[0; 95]).is_err());
+        assert!(BlsPublicKey::from_hex("zz").is_err());
+        // The identity signature never verifies, even if built in-process.
+        let pk = BlsSecretKey::from_seed(&[1; 32]).public_key();
+        let identity = BlsSignature(G1Affine::identity());
+        assert!(bad_sig(pk.verify(DOMAIN, b"m", &identity)));
+    }
+
+    #[test]
+    fn tampered_bytes_fail_at_parsing_or_verification() {
+        let sk = BlsSecretKey::from_seed(&[3; 32]);
+        let pk = sk.public_key();
+        let arbiter = ArbiterKey::from_seed(&[4; 32]).public_key();
+        let sig = sk.sign(DOMAIN, b"m").to_bytes();
+        let ves = encrypt_signature(&sk, &arbiter, DOMAIN, b"m").to_bytes();
+        for i in 0..SIGNATURE_LEN {
+            for bit in [0x01, 0x20, 0x80] {
+                let mut bad = sig;
+                bad[i] ^= bit;
+                if let Ok(parsed) = BlsSignature::from_bytes(&bad) {
+                    assert!(bad_sig(pk.verify(DOMAIN, b"m", &parsed)), "byte {i}");
+                }
+            }
+        }
+        for i in 0..ENCRYPTED_SIGNATURE_LEN {
+            for bit in [0x01, 0x20, 0x80] {
+                let mut bad = ves;
+                bad[i] ^= bit;
+                if let Ok(parsed) = EncryptedSignature::from_bytes(&bad) {
+                    assert!(
+                        bad_sig(verify_encrypted(&pk, &arbiter, DOMAIN, b"m", &parsed)),
+                        "byte {i}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ves_verifies_and_adjudicates_to_the_plain_signature() {
+        let sk = BlsSecretKey::from_seed(&[5; 32]);
+        let pk = sk.public_key();
+        let arbiter = ArbiterKey::from_seed(&[6; 32]);
+        let apk = arbiter.public_key();
+        let ves = encrypt_signature(&sk, &apk, DOMAIN, b"deal");
+        verify_encrypted(&pk, &apk, DOMAIN, b"deal", &ves).unwrap();
+        // ω itself is not the signature.
+        assert!(bad_sig(pk.verify(
+            DOMAIN,
+            b"deal",
+            &BlsSignature(ves.omega)
+        )));
+
+        let opened = arbiter.adjudicate(&ves);
+        pk.verify(DOMAIN, b"deal", &opened).unwrap();
+        assert_eq!(opened, sk.sign(DOMAIN, b"deal"));
+        assert_eq!(
+            arbiter
+                .adjudicate_verified(&pk, DOMAIN, b"deal", &ves)
+                .unwrap(),
+            opened
+        );
+        // Two encryptions of one signature differ (fresh r) but open to the same σ.
+        let again = encrypt_signature(&sk, &apk, DOMAIN, b"deal");
+        assert_ne!(again, ves);
+        assert_eq!(arbiter.adjudicate(&again), opened);
+        // Round trips through bytes, hex and JSON.
+        assert_eq!(
+            EncryptedSignature::from_bytes(&ves.to_bytes()).unwrap(),
+            ves
+        );
+        assert_eq!(EncryptedSignature::from_hex(&ves.to_hex()).unwrap(), ves);
+        let json = serde_json::to_string(&ves).unwrap();
+        assert_eq!(
+            serde_json::from_str::<EncryptedSignature>(&json).unwrap(),
+            ves
+        );
+    }
+
+    #[test]
+    fn ves_for_another_message_key_or_arbiter_fails() {
+        let sk = BlsSecretKey::from_seed(&[7; 32]);
+        let pk = sk.public_key();
+        let arbiter = ArbiterKey::from_seed(&[8; 32]);
+        let apk = arbiter.public_key();
+        let ves = encrypt_signature(&sk, &apk, DOMAIN, b"deal");
+        assert!(bad_sig(verify_encrypted(&pk, &apk, DOMAIN, b"other", &ves)));
+        assert!(bad_sig(verify_encrypted(
+            &pk,
+            &apk,
+            b"tally/other/v1\0",
+            b"deal",
+            &ves
+        )));
+        let other_pk = BlsSecretKey::from_seed(&[9; 32]).public_key();
+        assert!(bad_sig(verify_encrypted(
+            &other_pk, &apk, DOMAIN, b"deal", &ves
+        )));
+        let other_arbiter = ArbiterKey::from_seed(&[10; 32]);
+        assert!(bad_sig(verify_encrypted(
+            &pk,
+            &other_arbiter.public_key(),
+            DOMAIN,
+            b"deal",
+            &ves
+        )));
+        // The wrong arbiter cannot open it, and the checked path refuses.
+        assert!(bad_sig(pk.verify(
+            DOMAIN,
+            b"deal",
+            &other_arbiter.adjudicate(&ves)
+        )));
+        assert!(bad_sig(
+            other_arbiter.adjudicate_verified(&pk, DOMAIN, b"deal", &ves)
+        ));
+        assert!(bad_sig(
+            arbiter.adjudicate_verified(&pk, DOMAIN, b"other", &ves)
+        ));
+        assert!(matches!(
+            verify_encrypted(&pk, &apk, b"bad", b"deal", &ves),
+            Err(CryptoError::ApiMisuse(_))
+        ));
+    }
+
+    /// With μ = identity the pairing equation degenerates to plain verification of ω; such a
+    /// "VES" reveals σ and is refused both at parsing and (if built in-process) at verification.
+    #[test]
+    fn plain_signature_posing_as_ves_is_refused() {
+        let sk = BlsSecretKey::from_seed(&[11; 32]);
+        let pk = sk.public_key();
+        let apk = ArbiterKey::from_seed(&[12; 32]).public_key();
+        let sig = sk.sign(DOMAIN, b"deal");
+        let mut bytes = [0_u8; ENCRYPTED_SIGNATURE_LEN];
+        bytes[..48].copy_from_slice(&sig.to_bytes());
+        bytes[48..].copy_from_slice(&identity_g1());
+        assert!(matches!(
+            EncryptedSignature::from_bytes(&bytes),
+            Err(CryptoError::Malformed(_))
+        ));
+        let forged = EncryptedSignature {
+            omega: sig.0,
+            mu: G1Affine::identity(),
+        };
+        assert!(bad_sig(verify_encrypted(
+            &pk, &apk, DOMAIN, b"deal", &forged
+        )));
+        // Identity ω is refused at parsing too.
+        let ves = encrypt_signature(&sk, &apk, DOMAIN, b"deal").to_bytes();
+        let mut bytes = ves;
+        bytes[..48].copy_from_slice(&identity_g1());
+        assert!(EncryptedSignature::from_bytes(&bytes).is_err());
+        assert!(EncryptedSignature::from_bytes(&ves[..95]).is_err());
+    }
+
+    /// Documents the malleability: anyone can rerandomize a VES with t; it still verifies
+    /// and opens to the same σ, so VES bytes are no identifier.
+    #[test]
+    fn ves_is_rerandomizable() {
+        let sk = BlsSecretKey::from_seed(&[13; 32]);
+        let arbiter = ArbiterKey::from_seed(&[14; 32]);
+        let apk = arbiter.public_key();
+        let ves = encrypt_signature(&sk, &apk, DOMAIN, b"deal");
+        let t = Scalar::from(12_345_u64);
+        let rerandomized = EncryptedSignature {
+            omega: G1Affine::from(G1Projective::from(ves.omega) + apk.x1 * t),
+            mu: G1Affine::from(G1Projective::from(ves.mu) + G1Projective::generator() * t),
+        };
+        assert_ne!(rerandomized, ves);
+        verify_encrypted(&sk.public_key(), &apk, DOMAIN, b"deal", &rerandomized).unwrap();
+        assert_eq!(arbiter.adjudicate(&rerandomized), arbiter.adjudicate(&ves));
+    }
+
+    #[test]
+    fn arbiter_public_key_halves_must_match() {
+        let a = ArbiterKey::from_seed(&[15; 32]).public_key();
+        let b = ArbiterKey::from_seed(&[16; 32]).public_key();
+        assert_eq!(ArbiterPublicKey::from_bytes(&a.to_bytes()).unwrap(), a);
+        let mut mixed = a.to_bytes();
+        mixed[48..].copy_from_slice(&b.to_bytes()[48..]);
+        assert!(matches!(
+            ArbiterPublicKey::from_bytes(&mixed),
+            Err(CryptoError::Malformed(_))
+        ));
+        let mut no_g1 = a.to_bytes();
+        no_g1[..48].copy_from_slice(&identity_g1());
+        assert!(ArbiterPublicKey::from_bytes(&no_g1).is_err());
+        let mut no_g2 = a.to_bytes();
+        no_g2[48..].copy_from_slice(&identity_g2());
+        assert!(ArbiterPublicKey::from_bytes(&no_g2).is_err());
+        assert!(ArbiterPublicKey::from_bytes(&a.to_bytes()[..143]).is_err());
+        assert_eq!(ArbiterPublicKey::from_hex(&a.to_hex()).unwrap(), a);
+        assert_eq!(
+            a.fingerprint(),
+            hex::encode(super::super::kdf::sha256(&a.to_bytes()))
+        );
+    }
+
+    #[test]
+    fn secret_key_encoding_is_canonical_big_endian() {
+        let sk = BlsSecretKey::from_seed(&[17; 32]);
+        let bytes = sk.to_bytes();
+        let back = BlsSecretKey::from_bytes(bytes.expose()).unwrap();
+        assert_eq!(back.public_key(), sk.public_key());
+        // Big-endian: the scalar 1 is 31 zero bytes then 0x01, and its public key is g2.
+        let mut one = [0_u8; 32];
+        one[31] = 1;
+        let one = BlsSecretKey::from_bytes(&one).unwrap();
+        assert_eq!(
+            one.public_key().to_bytes(),
+            G2Affine::generator().to_compressed()
+        );
+        assert_eq!(
+            ArbiterKey::from_bytes(one.to_bytes().expose())
+                .unwrap()
+                .public_key()
+                .x1,
+            G1Affine::generator()
+        );
+        // Zero, r itself (non-canonical) and wrong lengths are refused.
+        assert!(BlsSecretKey::from_bytes(&[0; 32]).is_err());
+        let r = hex::decode("73eda753299d7d483339d80809a1d80553bda402fffe5bfeffffffff00000001")
+            .unwrap();
+        assert!(BlsSecretKey::from_bytes(&r).is_err());
+        assert!(ArbiterKey::from_bytes(&[0xff; 32]).is_err());
+        assert!(BlsSecretKey::from_bytes(&[1; 31]).is_err());
+        let arbiter = ArbiterKey::from_seed(&[18; 32]);
+        let back = ArbiterKey::from_bytes(arbiter.to_bytes().expose()).unwrap();
+        assert_eq!(back.public_key(), arbiter.public_key());
+        // One seed, two roles, two different scalars.
+        assert_ne!(
+            ArbiterKey::from_seed(&[19; 32]).to_bytes().expose(),
+            BlsSecretKey::from_seed(&[19; 32]).to_bytes().expose()
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let sk = BlsSecretKey::from_seed(&[20; 32]);
+        let shown = format!("{sk:?}");
+        assert!(shown.contains(&sk.public_key().fingerprint()));
+        assert!(!shown.contains(&hex::encode(sk.to_bytes().expose())));
+        let arbiter = ArbiterKey::from_seed(&[21; 32]);
+        let shown = format!("{arbiter:?}");
+        assert!(shown.contains(&arbiter.public_key().fingerprint()));
+        assert!(!shown.contains(&hex::encode(arbiter.to_bytes().expose())));
+    }
+
+    #[test]
+    fn public_encodings_round_trip() {
+        let sk = BlsSecretKey::from_seed(&[22; 32]);
+        let pk = sk.public_key();
+        assert_eq!(BlsPublicKey::from_hex(&pk.to_hex()).unwrap(), pk);
+        assert_eq!(
+            pk.fingerprint(),
+            hex::encode(super::super::kdf::sha256(&pk.to_bytes()))
+        );
+        let json = serde_json::to_string(&pk).unwrap();
+        assert_eq!(json, format!("\"{}\"", pk.to_hex()));
+        assert_eq!(serde_json::from_str::<BlsPublicKey>(&json).unwrap(), pk);
+        let sig = sk.sign(DOMAIN, b"m");
+        assert_eq!(BlsSignature::from_hex(&sig.to_hex()).unwrap(), sig);
+        assert_eq!(BlsSignature::from_bytes(&sig.to_bytes()).unwrap(), sig);
+        assert_eq!(sig.to_hex().len(), 2 * SIGNATURE_LEN);
+    }
+
+    #[test]
+    #[should_panic(expected = "nonce reduces to zero")]
+    fn zero_nonce_panics() {
+        let sk = BlsSecretKey::from_seed(&[1; 32]);
+        let apk = ArbiterKey::from_seed(&[2; 32]).public_key();
+        encrypt_signature_with_nonce(&sk, &apk, DOMAIN, b"m", &[0; 64]);
+    }
+
+    const GOLDEN_PUBLIC_KEY: &str = concat!(
+        "8b26bbd1ec7430fa692639ea786fcc08ce1e95743c8e2c6e48e885ee23aa210d",
+        "f64e6b5fd1e093c0c97a5f68ea37f1830066ecce0b58c378941f762a74d804b0",
+        "3e6c80cdfd8787b8183891a1035c78f81a5af4eeb6249abd26440ede4a0a1cce",
+    );
+    const GOLDEN_SIGNATURE: &str = concat!(
+        "a854dfdce06db617453f62b9da4ca8b5fd1585df704b3d261f8b9e56f21a8eac",
+        "31654df22cac3b1aaedc8729d5eee851",
+    );
+    const GOLDEN_ARBITER_PUBLIC_KEY: &str = concat!(
+        "8a875d99d67d79addab9f124d8f4401060e76be17e96659a0b0a0e006ec2e7d7",
+        "0115576d919394b0ec1ec26823513027976212ed2d3a94932e656aa4cef04445",
+        "a2877741a34218e36c9674667ad712b612ed9d5cf95fc90184b52797f99175a2",
+        "022ff28ea80336e34af86e6a90ec2612214810f6f5517f64a5703a007745bd7d",
+        "e53e132bae7c97d0153bca3c299e010a",
+    );
+    const GOLDEN_VES: &str = concat!(
+        "8436c7b38c6cbcf79ab3ea2865cae8cac24e8926fd4d5a54c684d5043fdfee79",
+        "c0471699cde0ba9ac2dfcb12585dfe51ab3a4e5a5feb1c35b4c2f86b51c9eb77",
+        "a5c6b647652e4560525a5cf6bf6c8698ee88ddce007e030b481f6a530d7b8db5",
+    );
+
+    /// Pins keygen, hashing, signing and VES byte for byte. Keys from seed [7; 32] (the signer)
+    /// and [7; 32] (the arbiter, label "arbiter-key"), nonce [9; 64].
+    #[test]
+    fn golden_vector() {
+        let sk = BlsSecretKey::from_seed(&[7; 32]);
+        let arbiter = ArbiterKey::from_seed(&[7; 32]);
+        let pk = sk.public_key();
+        let apk = arbiter.public_key();
+        let sig = sk.sign(DOMAIN, b"abc");
+        let ves = encrypt_signature_with_nonce(&sk, &apk, DOMAIN, b"abc", &[9; 64]);
+        assert_eq!(pk.to_hex(), GOLDEN_PUBLIC_KEY);
+        assert_eq!(sig.to_hex(), GOLDEN_SIGNATURE);
+        assert_eq!(apk.to_hex(), GOLDEN_ARBITER_PUBLIC_KEY);
+        assert_eq!(ves.to_hex(), GOLDEN_VES);
+        verify_encrypted(&pk, &apk, DOMAIN, b"abc", &ves).unwrap();
+        assert_eq!(arbiter.adjudicate(&ves), sig);
+    }
+
+    /// `cargo test --release -p tally-kernel bls_timing -- --ignored --nocapture`
+    #[test]
+    #[ignore = "timing, run by hand in release mode"]
+    fn bls_timing() {
+        let sk = BlsSecretKey::from_seed(&[1; 32]);
+        let pk = sk.public_key();
+        let apk = ArbiterKey::from_seed(&[2; 32]).public_key();
+        let n = 50_u32;
+        let start = std::time::Instant::now();
+        let mut sig = sk.sign(DOMAIN, b"timing");
+        for i in 0..n {
+            sig = sk.sign(DOMAIN, &i.to_le_bytes());
+        }
+        let sign = start.elapsed() / n;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            pk.verify(DOMAIN, &(n - 1).to_le_bytes(), &sig).unwrap();
+        }
+        let verify = start.elapsed() / n;
+        let ves = encrypt_signature(&sk, &apk, DOMAIN, b"timing");
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            encrypt_signature(&sk, &apk, DOMAIN, b"timing");
+        }
+        let encrypt = start.elapsed() / n;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            verify_encrypted(&pk, &apk, DOMAIN, b"timing", &ves).unwrap();
+        }
+        let verify_ves = start.elapsed() / n;
+        println!("sign {sign:?}, verify {verify:?}");
+        println!("encrypt_signature {encrypt:?}, verify_encrypted {verify_ves:?}");
+    }
+}
