@@ -22,6 +22,9 @@ use tally_proto::delivery::notification::NotificationError;
 use tally_proto::oob::OobError;
 use tally_service::ServiceError;
 use tally_service::delivery::DeliveryError;
+use tally_proto::receipt::ReceiptError;
+use tally_proto::receipt::exchange::Refusal;
+use tally_service::receipt::ReceiptServiceError;
 use tally_store::StoreError;
 use utoipa::ToSchema;
 
@@ -30,6 +33,15 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
+    BadCertificate,
+    BadEscrow,
+    BadReceipt,
+    BadWarrant,
+    BadWrite,
+    ExchangeAborted,
+    ExchangeFailed,
+    NoWarrant,
+    ReceiptState,
     /// 422: a reference code with a typo (its check character does not match) or the wrong shape.
     BadReference,
     /// 401: a payment notification whose signature does not verify with the receiver's key.
@@ -125,7 +137,16 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 45] = [
+    pub const ALL: [ErrorCode; 54] = [
+        ErrorCode::BadCertificate,
+        ErrorCode::BadEscrow,
+        ErrorCode::BadReceipt,
+        ErrorCode::BadWarrant,
+        ErrorCode::BadWrite,
+        ErrorCode::ExchangeAborted,
+        ErrorCode::ExchangeFailed,
+        ErrorCode::NoWarrant,
+        ErrorCode::ReceiptState,
         ErrorCode::BadReference,
         ErrorCode::BadSignature,
         ErrorCode::CreditRefused,
@@ -178,6 +199,15 @@ impl ErrorCode {
         match self {
             ErrorCode::BadReference => "bad_reference",
             ErrorCode::BadSignature => "bad_signature",
+            ErrorCode::BadCertificate => "bad_certificate",
+            ErrorCode::BadEscrow => "bad_escrow",
+            ErrorCode::BadReceipt => "bad_receipt",
+            ErrorCode::BadWarrant => "bad_warrant",
+            ErrorCode::BadWrite => "bad_write",
+            ErrorCode::ExchangeAborted => "exchange_aborted",
+            ErrorCode::ExchangeFailed => "exchange_failed",
+            ErrorCode::NoWarrant => "no_warrant",
+            ErrorCode::ReceiptState => "receipt_state",
             ErrorCode::CreditRefused => "credit_refused",
             ErrorCode::FilesMissing => "files_missing",
             ErrorCode::NotRefundable => "not_refundable",
@@ -241,6 +271,15 @@ impl ErrorCode {
             | ErrorCode::TransferNotFound => StatusCode::NOT_FOUND,
             ErrorCode::BadReference => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::BadSignature => StatusCode::UNAUTHORIZED,
+            ErrorCode::BadCertificate => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::BadEscrow => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::BadReceipt => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::BadWarrant => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::BadWrite => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::ExchangeAborted => StatusCode::CONFLICT,
+            ErrorCode::ExchangeFailed => StatusCode::CONFLICT,
+            ErrorCode::NoWarrant => StatusCode::FORBIDDEN,
+            ErrorCode::ReceiptState => StatusCode::CONFLICT,
             ErrorCode::CreditRefused => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::FilesMissing => StatusCode::GONE,
             ErrorCode::NotRefundable => StatusCode::CONFLICT,
@@ -462,6 +501,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Disabled(why) => ApiError::new(ErrorCode::Disabled, why),
             ServiceError::Oob(o) => oob(o),
             ServiceError::Delivery(d) => delivery(d),
+            ServiceError::Receipt(r) => receipt(r),
             ServiceError::RateLimited(why) => {
                 let mut e = ApiError::rate_limited(60);
                 e.message = why.to_string();
@@ -496,6 +536,34 @@ fn delivery(e: DeliveryError) -> ApiError {
             NotificationError::BadBody(_) => ApiError::new(ErrorCode::InvalidRequest, message),
         },
     }
+}
+
+/// Receipt refusals: one code per cause.
+fn receipt(e: ReceiptServiceError) -> ApiError {
+    let message = e.to_string();
+    let code = match e {
+        ReceiptServiceError::Receipt(r) => match r {
+            ReceiptError::BadSignature(_) => ErrorCode::BadSignature,
+            ReceiptError::BadCertificate { .. } => ErrorCode::BadCertificate,
+            ReceiptError::BadWarrant { .. } => ErrorCode::BadWarrant,
+            ReceiptError::Malformed(_)
+            | ReceiptError::UnsupportedVersion(_)
+            | ReceiptError::RecordAltered
+            | ReceiptError::NotPlainText(_)
+            | ReceiptError::BadJournalEntry(_) => ErrorCode::BadReceipt,
+        },
+        ReceiptServiceError::NoWarrant(_) => ErrorCode::NoWarrant,
+        ReceiptServiceError::BadWarrant(_) => ErrorCode::BadWarrant,
+        ReceiptServiceError::BadEscrow(_) => ErrorCode::BadEscrow,
+        ReceiptServiceError::WrongState(_) => ErrorCode::ReceiptState,
+        ReceiptServiceError::Arbiter(a) => match a {
+            Refusal::Aborted => ErrorCode::ExchangeAborted,
+            Refusal::Failed => ErrorCode::ExchangeFailed,
+            Refusal::BadEscrow => ErrorCode::BadEscrow,
+        },
+        ReceiptServiceError::BadWrite(_) => ErrorCode::BadWrite,
+    };
+    ApiError::new(code, message)
 }
 
 fn oob(e: OobError) -> ApiError {

@@ -28,6 +28,7 @@ pub mod middleware;
 pub mod oob;
 pub mod openapi;
 pub mod ops;
+pub mod receipts;
 pub mod telemetry;
 pub mod web;
 
@@ -223,6 +224,19 @@ fn routes() -> Router<AppState> {
         .route("/v1/complaints", post(delivery::complaint))
         .route("/v1/payments/{id}/refund", post(delivery::refund))
         .route("/v1/reports/sales", get(delivery::report))
+        .route("/v1/receipts/node", get(receipts::node))
+        .route("/v1/tokens", post(receipts::issue_token).get(receipts::tokens))
+        .route("/v1/tokens/{serial}/writes", get(receipts::token_writes))
+        .route("/v1/warrants", post(receipts::add_warrant).get(receipts::warrants))
+        .route("/v1/warrants/{serial}/revoke", post(receipts::revoke_warrant))
+        .route("/v1/receipts", post(receipts::offer).get(receipts::list))
+        .route("/v1/receipts/{transaction}", get(receipts::receipt))
+        .route("/v1/receipts/{transaction}/escrow", post(receipts::escrow))
+        .route("/v1/receipts/{transaction}/sign", post(receipts::sign))
+        .route("/v1/receipts/{transaction}/ack", post(receipts::ack))
+        .route("/v1/receipts/{transaction}/package", get(receipts::package))
+        .route("/v1/arbiter/{transaction}/abort", post(receipts::abort))
+        .route("/v1/arbiter/{transaction}/resolve", post(receipts::resolve))
         // The web page (HTML for people, not part of the API document).
         .merge(web::routes())
 }

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::dto;
 use crate::error::{ErrorBody, ErrorCode, ErrorDetail};
-use crate::{delivery, handlers, oob, ops};
+use crate::{delivery, handlers, oob, ops, receipts};
 
 /// Declares the bearer API-key scheme the `/v1` operations use.
 struct ApiKeyAuth;
@@ -88,6 +88,22 @@ impl Modify for ApiKeyAuth {
         delivery::complaint,
         delivery::refund,
         delivery::report,
+        receipts::node,
+        receipts::issue_token,
+        receipts::tokens,
+        receipts::token_writes,
+        receipts::add_warrant,
+        receipts::warrants,
+        receipts::revoke_warrant,
+        receipts::offer,
+        receipts::list,
+        receipts::receipt,
+        receipts::escrow,
+        receipts::sign,
+        receipts::ack,
+        receipts::package,
+        receipts::abort,
+        receipts::resolve,
     ),
     components(schemas(ErrorBody, ErrorDetail, ErrorCode, dto::Money, dto::AccountKindDto, dto::RoleDto)),
     modifiers(&ApiKeyAuth),
@@ -100,6 +116,7 @@ impl Modify for ApiKeyAuth {
         (name = "dev", description = "Development inbox (`--dev` only)"),
         (name = "oob", description = "Out-of-band authentication: subscribers, sessions, codes, registers (docs/protocols/oob.md)"),
         (name = "delivery", description = "Locked delivery: products, sales, packages, payments by reference, keys, reports (docs/protocols/delivery-api.md)"),
+        (name = "receipts", description = "Two-party signed receipts: tokens, warrants, the receipt protocol, fair exchange and the arbiter (docs/protocols/receipts.md)"),
         (name = "ops", description = "Health, metrics and this document"),
     )
 )]

@@ -274,6 +274,13 @@ pub struct ReceiptView {
     pub warrant_b: Option<String>,
     /// The node's non-verifiable escrow of A's signature, hex (fair exchange).
     pub escrow_a: Option<String>,
+    /// A's signature over fields 1–7, hex, once released to B (after B's escrow in a fair
+    /// exchange, with the complete receipt otherwise).
+    pub signature_a: Option<String>,
+    /// B's signature, hex, once received.
+    pub signature_b: Option<String>,
+    /// The server's signature over fields 1–5, hex, once complete.
+    pub signature_server: Option<String>,
     /// The complete core, hex (once signed).
     pub core: Option<String>,
     /// Hex SHA-256 of the core.
@@ -1291,7 +1298,15 @@ impl Node {
         if !by.is_admin() && by.owner != r.created_by && by.owner != r.party_a {
             return Err(ServiceError::Forbidden("only the exchange's parties resolve it"));
         }
-        let answer = self.resolve_by_node(&r, &fields, &b).await?;
+        // A standing decision answers first (an aborted or failed exchange stays so).
+        let answer = match self.inner.store.arbiter_decision(r.transaction_id).await? {
+            Some(d) => match decision_of(&d, fields.version)? {
+                Decision::Resolved { signature_b, .. } => Answer::Signature(signature_b),
+                Decision::Aborted => return Err(rerr(Refusal::Aborted)),
+                Decision::Failed | Decision::Open => return Err(rerr(Refusal::Failed)),
+            },
+            None => self.resolve_by_node(&r, &fields, &b).await?,
+        };
         self.arbiter_view(transaction, answer).await
     }
 
@@ -1530,6 +1545,13 @@ impl Node {
             warrant_a: r.warrant_a.clone(),
             warrant_b: r.warrant_b.clone(),
             escrow_a: r.escrow_a.as_deref().map(hex::encode),
+            signature_a: if matches!(r.state.as_str(), "escrowed" | "signed" | "acked" | "resolved") {
+                r.signature_a.as_deref().map(hex::encode)
+            } else {
+                None
+            },
+            signature_b: r.signature_b.as_deref().map(hex::encode),
+            signature_server: r.signature_server.as_deref().map(hex::encode),
             core: core.map(|c| hex::encode(c.to_bytes())),
             digest: r.digest.clone(),
             receipt_number: r.receipt_number.map(|n| n as u64),

@@ -1,0 +1,301 @@
+//! Signed receipts over HTTP (SPEC R1–R6): the node's receipt keys, tokens, warrants, the
+//! receipt protocol with fair exchange, token writes and their acks, the arbiter, and the
+//! receipt package. Shapes: `docs/protocols/receipts.md`; bodies are the service's own types
+//! (`tally_service::receipt`).
+//!
+//! Key decision: the transaction id is a path segment of its own (`/v1/receipts/{transaction}`)
+//! and a decimal below 2^53, so every JSON reader keeps it exact.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tally_service::receipt::{NewReceipt, NewToken, SignReceipt};
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiPath, Caller, IdempotencyKey};
+use crate::handlers::written;
+
+/// `{certificate}`: a warrant, PEM.
+#[derive(Debug, Deserialize)]
+pub struct WarrantBody {
+    /// The warrant certificate.
+    pub certificate: String,
+}
+
+/// `{ves}`: B's verifiably encrypted signature, hex.
+#[derive(Debug, Deserialize)]
+pub struct EscrowBody {
+    /// 96 bytes, hex.
+    pub ves: String,
+}
+
+/// `{receipt_number}`.
+#[derive(Debug, Deserialize)]
+pub struct AckBody {
+    /// The number in the secure write.
+    pub receipt_number: u64,
+}
+
+/// `{signature_b?, escrow_a?}`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ResolveBody {
+    /// B's signature (B resolving).
+    pub signature_b: Option<String>,
+    /// The node's escrow as B received it (default: the one the node sent).
+    pub escrow_a: Option<String>,
+}
+
+/// The receipt service's keys and certificates.
+#[utoipa::path(
+    get, path = "/v1/receipts/node", tag = "receipts",
+    responses((status = 200, description = "`{server_id, server_key, server_certificate, ca_certificate, proxy_bls_key, arbiter_key}`", body = Object)),
+    security(("api_key" = []))
+)]
+pub async fn node(State(state): State<AppState>, Caller(_by): Caller) -> Response {
+    Json(state.node.receipt_node()).into_response()
+}
+
+/// Issue a token (operator): certifies the holder's keys, returns the application key once.
+#[utoipa::path(
+    post, path = "/v1/tokens", tag = "receipts",
+    params(("Idempotency-Key" = String, Header, description = "Required; a retry returns the same token")),
+    request_body(content = Object, description = "`{holder, role, public_key, bls_key?, slots?, days?}`"),
+    responses((status = 201, description = "`{serial, holder, slots, app_key, certificate, created_at}`", body = Object), (status = 403, description = "forbidden", body = ErrorBody), (status = 422, description = "invalid_request", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn issue_token(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    key: IdempotencyKey,
+    ApiJson(body): ApiJson<NewToken>,
+) -> Result<Response, ApiError> {
+    let (t, replayed) = state.node.token_issue(&by, &key.0, body).await?;
+    let mut r = written(&t, replayed, None);
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
+/// Tokens: all (operator) or the caller's.
+#[utoipa::path(
+    get, path = "/v1/tokens", tag = "receipts",
+    responses((status = 200, description = "Tokens", body = Object)),
+    security(("api_key" = []))
+)]
+pub async fn tokens(State(state): State<AppState>, Caller(by): Caller) -> Result<Response, ApiError> {
+    Ok(Json(state.node.tokens(&by).await?).into_response())
+}
+
+/// The token's writes still waiting for an ack (re-sent; each retry is counted).
+#[utoipa::path(
+    get, path = "/v1/tokens/{serial}/writes", tag = "receipts",
+    params(("serial" = String, Path, description = "Token serial, hex")),
+    responses((status = 200, description = "Receipts with their `write`", body = Object), (status = 404, description = "not_found", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn token_writes(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(serial): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.token_writes(&by, &serial).await?).into_response())
+}
+
+/// Store a warrant the caller signed for the node's receipt key.
+#[utoipa::path(
+    post, path = "/v1/warrants", tag = "receipts",
+    request_body(content = Object, description = "`{certificate}` (PEM)"),
+    responses((status = 200, description = "The warrant", body = Object), (status = 422, description = "bad_warrant", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn add_warrant(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiJson(body): ApiJson<WarrantBody>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.warrant_add(&by, &body.certificate).await?).into_response())
+}
+
+/// Warrants: all (operator) or the caller's.
+#[utoipa::path(
+    get, path = "/v1/warrants", tag = "receipts",
+    responses((status = 200, description = "Warrants", body = Object)),
+    security(("api_key" = []))
+)]
+pub async fn warrants(State(state): State<AppState>, Caller(by): Caller) -> Result<Response, ApiError> {
+    Ok(Json(state.node.warrants(&by).await?).into_response())
+}
+
+/// Revoke a warrant (its issuer or the operator).
+#[utoipa::path(
+    post, path = "/v1/warrants/{serial}/revoke", tag = "receipts",
+    params(("serial" = String, Path, description = "Warrant serial, hex")),
+    responses((status = 200, description = "The warrant", body = Object), (status = 404, description = "not_found", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn revoke_warrant(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(serial): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.warrant_revoke(&by, &serial).await?).into_response())
+}
+
+/// Offer a record for signing (party A's side).
+#[utoipa::path(
+    post, path = "/v1/receipts", tag = "receipts",
+    params(("Idempotency-Key" = String, Header, description = "Required; a retry returns the same offer")),
+    request_body(content = Object, description = "`{record, party_a, party_b, fair?, proxy_b?}`"),
+    responses((status = 201, description = "The offer", body = Object), (status = 403, description = "no_warrant", body = ErrorBody), (status = 422, description = "bad_receipt / bad_certificate", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn offer(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    key: IdempotencyKey,
+    ApiJson(body): ApiJson<NewReceipt>,
+) -> Result<Response, ApiError> {
+    let (r, replayed) = state.node.receipt_offer(&by, &key.0, body).await?;
+    let location = format!("/v1/receipts/{}", r.transaction);
+    Ok(written(r, replayed, Some(location)))
+}
+
+/// Receipts the caller is in (all for the operator).
+#[utoipa::path(
+    get, path = "/v1/receipts", tag = "receipts",
+    responses((status = 200, description = "Receipts", body = Object)),
+    security(("api_key" = []))
+)]
+pub async fn list(State(state): State<AppState>, Caller(by): Caller) -> Result<Response, ApiError> {
+    Ok(Json(state.node.receipt_list(&by).await?).into_response())
+}
+
+/// A receipt at any step.
+#[utoipa::path(
+    get, path = "/v1/receipts/{transaction}", tag = "receipts",
+    params(("transaction" = u64, Path, description = "Transaction id")),
+    responses((status = 200, description = "The receipt", body = Object), (status = 404, description = "not_found", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn receipt(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(tx): ApiPath<u64>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.receipt(&by, tx).await?).into_response())
+}
+
+/// B's verifiable escrow (fair exchange): A's signature is released if it verifies.
+#[utoipa::path(
+    post, path = "/v1/receipts/{transaction}/escrow", tag = "receipts",
+    params(("transaction" = u64, Path, description = "Transaction id")),
+    request_body(content = Object, description = "`{ves}`"),
+    responses((status = 200, description = "The receipt with `signature_a`", body = Object), (status = 422, description = "bad_escrow (the exchange is aborted)", body = ErrorBody), (status = 409, description = "receipt_state / exchange_aborted", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn escrow(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(tx): ApiPath<u64>,
+    ApiJson(body): ApiJson<EscrowBody>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.receipt_escrow(&by, tx, &body.ves).await?).into_response())
+}
+
+/// B's signature (and where to write the short receipt).
+#[utoipa::path(
+    post, path = "/v1/receipts/{transaction}/sign", tag = "receipts",
+    params(("transaction" = u64, Path, description = "Transaction id")),
+    request_body(content = Object, description = "`{signature_b, token?: {serial, challenge, slot}}`"),
+    responses((status = 200, description = "The complete receipt (`core`, `write`, `receipt_number`)", body = Object), (status = 401, description = "bad_signature", body = ErrorBody), (status = 409, description = "receipt_state", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn sign(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(tx): ApiPath<u64>,
+    ApiJson(body): ApiJson<SignReceipt>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.receipt_sign(&by, tx, body).await?).into_response())
+}
+
+/// B acks the secure write with its receipt number.
+#[utoipa::path(
+    post, path = "/v1/receipts/{transaction}/ack", tag = "receipts",
+    params(("transaction" = u64, Path, description = "Transaction id")),
+    request_body(content = Object, description = "`{receipt_number}`"),
+    responses((status = 200, description = "The receipt", body = Object), (status = 422, description = "invalid_request", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn ack(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(tx): ApiPath<u64>,
+    ApiJson(body): ApiJson<AckBody>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.receipt_ack(&by, tx, body.receipt_number).await?).into_response())
+}
+
+/// The receipt package file (verify it offline with `tally receipt verify`).
+#[utoipa::path(
+    get, path = "/v1/receipts/{transaction}/package", tag = "receipts",
+    params(("transaction" = u64, Path, description = "Transaction id")),
+    responses((status = 200, description = "The package", body = Vec<u8>, content_type = "application/octet-stream"), (status = 409, description = "receipt_state: not complete", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn package(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(tx): ApiPath<u64>,
+) -> Result<Response, ApiError> {
+    let bytes = state.node.receipt_package(&by, tx).await?;
+    let disposition = format!("attachment; filename=\"receipt-{tx}.tally\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// Abort a fair exchange at the arbiter (the originator).
+#[utoipa::path(
+    post, path = "/v1/arbiter/{transaction}/abort", tag = "receipts",
+    params(("transaction" = u64, Path, description = "Transaction id")),
+    responses((status = 200, description = "`{transaction, decision, signature?, receipt}`", body = Object), (status = 409, description = "receipt_state", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn abort(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(tx): ApiPath<u64>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.arbiter_abort(&by, tx).await?).into_response())
+}
+
+/// Resolve a fair exchange at the arbiter: B deposits its signature, or the originator opens
+/// B's verifiable escrow.
+#[utoipa::path(
+    post, path = "/v1/arbiter/{transaction}/resolve", tag = "receipts",
+    params(("transaction" = u64, Path, description = "Transaction id")),
+    request_body(content = Object, description = "`{signature_b?, escrow_a?}`"),
+    responses((status = 200, description = "`{transaction, decision, signature, receipt}`", body = Object), (status = 409, description = "exchange_aborted / exchange_failed", body = ErrorBody), (status = 422, description = "bad_escrow", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn resolve(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(tx): ApiPath<u64>,
+    ApiJson(body): ApiJson<ResolveBody>,
+) -> Result<Response, ApiError> {
+    let view = state
+        .node
+        .arbiter_resolve(&by, tx, body.signature_b.as_deref(), body.escrow_a.as_deref())
+        .await?;
+    Ok(Json(view).into_response())
+}
