@@ -233,7 +233,10 @@ impl Node {
         let ca = if files.ca_cert().exists() {
             CertificateAuthority::load(&files.ca_cert(), &files.ca_key()).map_err(setup)?
         } else {
-            let ca = CertificateAuthority::generate("Tally node CA", Timestamp::now(), 3650)
+            // Valid from an hour ago: certificates issued "now" by a node whose clock is a
+            // little behind the machine's (or a test clock) must not predate their issuer.
+            let since = config.clock.now().min(Timestamp::now()).plus_seconds(-3600);
+            let ca = CertificateAuthority::generate("Tally node CA", since, 3650)
                 .map_err(setup)?;
             ca.save(&files.ca_cert(), &files.ca_key()).map_err(setup)?;
             ca

@@ -123,8 +123,9 @@ impl ReceiptState {
         let proxy_bls = BlsSecretKey::from_seed(derive32(k, "proxy-bls")?.expose());
         let arbiter = ArbiterKey::from_seed(derive32(k, "arbiter")?.expose());
         let not_after = ca.certificate().not_after();
+        let not_before = now.max(ca.certificate().not_before());
         let server_cert = ca
-            .issue(SERVER_NAME, &server.verifying_key(), "node", now, not_after, &[])
+            .issue(SERVER_NAME, &server.verifying_key(), "node", not_before, not_after, &[])
             .map_err(setup)?;
         Ok(ReceiptState {
             server,
@@ -421,7 +422,14 @@ impl Node {
         let cert = self
             .inner
             .ca
-            .issue(&req.holder, &public, &req.role, now, not_after, &extra)
+            .issue(
+                &req.holder,
+                &public,
+                &req.role,
+                now.max(self.inner.ca.certificate().not_before()),
+                not_after,
+                &extra,
+            )
             .map_err(|e| invalid("certificate", e.to_string()))?;
         let token = TokenRow {
             serial: hex::encode(serial),
@@ -695,11 +703,9 @@ impl Node {
         if req.party_a == req.party_b {
             return Err(invalid("party_b", "must differ from party_a"));
         }
-        if by.role == crate::Role::Customer && by.owner != req.party_a {
-            return Err(ServiceError::Forbidden("customers offer receipts only as party A"));
-        }
-        if !by.is_admin() && by.owner != req.party_a && by.role != crate::Role::Merchant {
-            return Err(ServiceError::Forbidden("only party A's side offers a receipt"));
+        // The originator instructs the node to sign for A: only A itself (or the operator).
+        if !by.is_admin() && by.owner != req.party_a {
+            return Err(ServiceError::Forbidden("only party A (or the operator) offers a receipt for A"));
         }
         let key = namespaced(by, idempotency_key)?;
         if let Some(r) = self.inner.store.receipt_by_key(&key).await? {
@@ -1071,6 +1077,15 @@ impl Node {
         from: &str,
         to: &str,
     ) -> Result<ReceiptRow> {
+        // A proxy signature made now needs its warrant valid now (not only at the offer).
+        for (who, serial, party, other) in [
+            ("party A", &r.warrant_a, &r.party_a, &r.party_b),
+            ("party B", &r.warrant_b, &r.party_b, &r.party_a),
+        ] {
+            if let Some(serial) = serial {
+                self.recheck_warrant(who, serial, party, other).await?;
+            }
+        }
         let sig_a = match &r.signature_a {
             Some(bytes) => PartySignature::from_slice(fields.version, bytes).map_err(rerr)?,
             None => self.proxy_sign(fields)?,
@@ -1123,6 +1138,24 @@ impl Node {
         .await
         .map_err(revoked_meanwhile)?;
         Ok(next)
+    }
+
+    async fn recheck_warrant(&self, who: &'static str, serial: &str, party: &str, other: &str) -> Result<()> {
+        let refused = |why: String| rerr(ReceiptServiceError::NoWarrant(why));
+        let w = self
+            .inner
+            .store
+            .warrant(serial)
+            .await?
+            .ok_or_else(|| refused(format!("warrant {serial} is gone")))?;
+        if w.revoked_at.is_some() {
+            return Err(refused(format!("warrant {serial} was revoked; nothing was signed")));
+        }
+        let p = self.party(party).await?;
+        let cert = self.party_cert(&p, who)?;
+        proto::check_proxy(who, &w.certificate, &cert, other, self.inner.ca.certificate(), self.now())
+            .map_err(|e| refused(format!("{e}; nothing was signed")))?;
+        Ok(())
     }
 
     async fn step(
