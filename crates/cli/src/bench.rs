@@ -37,6 +37,10 @@ pub enum BenchCommand {
     /// (X25519 recipient) on the same file, with openssl's ChaCha20-Poly1305 speed as the
     /// in-memory ceiling, and the peak memory at two file sizes.
     Seal(crate::bench_seal::SealBench),
+    /// Complete two-party receipts/s (both parties' signatures and the server's made and
+    /// verified, stored durably) on SQLite, plain and fair exchange, with `openssl speed
+    /// ed25519` as the reference.
+    Receipts(crate::bench_receipts::ReceiptsBench),
 }
 
 #[derive(Args)]
@@ -169,6 +173,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Ledger(args) => ledger(args).await,
         BenchCommand::Auth(args) => auth(args).await,
+        BenchCommand::Receipts(args) => crate::bench_receipts::run(args).await,
         // Blocking file I/O and child processes: off the async workers.
         BenchCommand::Seal(args) => {
             tokio::task::spawn_blocking(move || crate::bench_seal::run(args)).await?
@@ -385,7 +390,7 @@ async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<M
 /// ticking each second), then raises `stop` and waits for every task; the first error of a
 /// task is returned. The seconds from just before the first task was spawned to the end of
 /// the last one.
-async fn load<E, Fut>(
+pub(crate) async fn load<E, Fut>(
     clients: usize,
     seconds: u64,
     client: impl Fn(usize, Arc<AtomicBool>) -> Fut,

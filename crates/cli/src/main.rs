@@ -7,14 +7,17 @@
 //! The binary wires crates together and holds no business logic: `serve` builds a
 //! `tally_service::Node` and serves `tally_http::router`; client commands (`client`, `oob`
 //! for out-of-band authentication, `delivery` for products, sales and locked packages)
-//! speak the HTTP API; `ledger audit` and `bench ledger` open the store directly, `bench
+//! speak the HTTP API, and `receipt` (tokens, warrants, signed receipts, the arbiter) also
+//! signs and verifies offline; `ledger audit` and `bench ledger` open the store directly, `bench
 //! auth` an in-process node, `bench seal` files and the proto crate's delivery package.
 
 mod bench;
+mod bench_receipts;
 mod bench_seal;
 mod client;
 mod delivery;
 mod oob;
+mod receipt;
 mod serve;
 
 use clap::{Args, Parser, Subcommand};
@@ -110,6 +113,21 @@ enum Commands {
     /// deleted.
     #[command(subcommand)]
     Complaint(delivery::ComplaintCommand),
+    /// Receipt tokens: issue a party's software token (operator), show what a token holds,
+    /// store receipts whose acknowledgement was lost.
+    #[command(subcommand)]
+    Token(receipt::TokenCommand),
+    /// Warrants: let the node sign receipts on your behalf with named counterparties.
+    #[command(subcommand)]
+    Warrant(receipt::WarrantCommand),
+    /// Two-party signed receipts: offer a record, sign it, verify a receipt offline, list and
+    /// export receipts.
+    #[command(subcommand)]
+    Receipt(receipt::ReceiptCommand),
+    /// The arbiter of fair-exchange receipts: abort or resolve an exchange that stopped half
+    /// way.
+    #[command(subcommand)]
+    Arbiter(receipt::ArbiterCommand),
     /// Ledger maintenance.
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -203,6 +221,10 @@ fn main() -> ExitCode {
             Commands::Receiver(c) => delivery::receiver(c).await,
             Commands::Report(c) => delivery::report(c).await,
             Commands::Complaint(c) => delivery::complaint(c).await,
+            Commands::Token(c) => receipt::token(c).await,
+            Commands::Warrant(c) => receipt::warrant(c).await,
+            Commands::Receipt(c) => receipt::receipt(c).await,
+            Commands::Arbiter(c) => receipt::arbiter(c).await,
             Commands::Ledger(LedgerCommand::Audit(a)) => audit(a).await,
             Commands::Bench(b) => bench::run(b).await,
         }

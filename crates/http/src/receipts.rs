@@ -85,7 +85,10 @@ pub async fn issue_token(
     responses((status = 200, description = "Tokens", body = Object)),
     security(("api_key" = []))
 )]
-pub async fn tokens(State(state): State<AppState>, Caller(by): Caller) -> Result<Response, ApiError> {
+pub async fn tokens(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+) -> Result<Response, ApiError> {
     Ok(Json(state.node.tokens(&by).await?).into_response())
 }
 
@@ -125,7 +128,10 @@ pub async fn add_warrant(
     responses((status = 200, description = "Warrants", body = Object)),
     security(("api_key" = []))
 )]
-pub async fn warrants(State(state): State<AppState>, Caller(by): Caller) -> Result<Response, ApiError> {
+pub async fn warrants(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+) -> Result<Response, ApiError> {
     Ok(Json(state.node.warrants(&by).await?).into_response())
 }
 
@@ -295,7 +301,12 @@ pub async fn resolve(
 ) -> Result<Response, ApiError> {
     let view = state
         .node
-        .arbiter_resolve(&by, tx, body.signature_b.as_deref(), body.escrow_a.as_deref())
+        .arbiter_resolve(
+            &by,
+            tx,
+            body.signature_b.as_deref(),
+            body.escrow_a.as_deref(),
+        )
         .await?;
     Ok(Json(view).into_response())
 }

@@ -41,7 +41,10 @@ struct World {
 }
 
 fn hex32(text: &str) -> [u8; 32] {
-    hex::decode(text).expect("hex").try_into().expect("32 bytes")
+    hex::decode(text)
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes")
 }
 
 impl World {
@@ -58,7 +61,12 @@ impl World {
             HttpOptions::default(),
         )
         .await;
-        let node = api.get("/v1/receipts/node").key(&api.admin).send().await.expect(StatusCode::OK);
+        let node = api
+            .get("/v1/receipts/node")
+            .key(&api.admin)
+            .send()
+            .await
+            .expect(StatusCode::OK);
         let server_key = VerifyingKey::from_hex(node.str("/server_key")).expect("key");
         assert_eq!(node.str("/server_id"), server_key.fingerprint());
         let proxy_bls = BlsPublicKey::from_hex(node.str("/proxy_bls_key")).expect("bls");
@@ -66,7 +74,16 @@ impl World {
         let ca = Certificate::from_pem(node.str("/ca_certificate")).expect("ca");
         let alice = party(&api, "alice", "customer", "customer").await;
         let bob = party(&api, "bob", "merchant", "manager").await;
-        World { api, clock, alice, bob, server_key, proxy_bls, arbiter, ca }
+        World {
+            api,
+            clock,
+            alice,
+            bob,
+            server_key,
+            proxy_bls,
+            arbiter,
+            ca,
+        }
     }
 
     fn advance(&self, seconds: i64) {
@@ -79,7 +96,10 @@ impl World {
 
     /// Bob warrants the node's receipt key to sign with `counterparties`.
     async fn warrant(&self, by: &Party, counterparties: Counterparties, days: i64) -> Reply {
-        let terms = WarrantTerms { counterparties, bls_key: Some(self.proxy_bls.to_bytes()) };
+        let terms = WarrantTerms {
+            counterparties,
+            bls_key: Some(self.proxy_bls.to_bytes()),
+        };
         let now = self.now();
         let w = issue_warrant(
             &by.cert,
@@ -110,7 +130,11 @@ impl World {
     }
 
     async fn get(&self, key: &str, tx: u64) -> Reply {
-        self.api.get(&format!("/v1/receipts/{tx}")).key(key).send().await
+        self.api
+            .get(&format!("/v1/receipts/{tx}"))
+            .key(key)
+            .send()
+            .await
     }
 
     async fn post(&self, key: &str, path: String, body: Value) -> Reply {
@@ -126,22 +150,36 @@ async fn party(api: &Api, name: &str, api_role: &str, role: &str) -> Party {
         .post("/v1/tokens")
         .key(&api.admin)
         .idem(&format!("token-{name}"))
-        .json(json!({"holder": name, "role": role, "public_key": key.verifying_key().to_hex(),
-            "bls_key": bls.public_key().to_hex(), "slots": 2}))
+        .json(
+            json!({"holder": name, "role": role, "public_key": key.verifying_key().to_hex(),
+            "bls_key": bls.public_key().to_hex(), "slots": 2}),
+        )
         .send()
         .await
         .expect(StatusCode::CREATED);
     let cert = Certificate::from_pem(r.str("/certificate")).expect("cert");
     assert_eq!(cert.role().as_deref(), Some(role));
-    let serial: [u8; 16] = hex::decode(r.str("/serial")).expect("hex").try_into().expect("16");
+    let serial: [u8; 16] = hex::decode(r.str("/serial"))
+        .expect("hex")
+        .try_into()
+        .expect("16");
     let token = Token::new(serial, hex32(r.str("/app_key")), 2);
-    Party { api_key, key, bls, cert, token }
+    Party {
+        api_key,
+        key,
+        bls,
+        cert,
+        token,
+    }
 }
 
 /// Fields 1–7 from an offer, checked against what the client knows.
 fn fields_of(w: &World, view: &Reply) -> Fields {
     let record = view.str("/record");
-    assert_eq!(hex::encode(receipt::content_hash(record)), view.str("/content_hash"));
+    assert_eq!(
+        hex::encode(receipt::content_hash(record)),
+        view.str("/content_hash")
+    );
     assert_eq!(view.str("/server_id"), w.server_key.fingerprint());
     Fields {
         version: view.body["version"].as_u64().expect("version") as u8,
@@ -187,60 +225,113 @@ async fn package(w: &World, key: &str, tx: u64) -> Package {
 async fn plain_walk(mut w: World) {
     // No warrant yet: the node refuses to sign for bob (block 303).
     let record = "Order 1042\n2 x Blue album\nTotal 19.80 EUR\n";
-    w.offer(record, false, "o0").await.expect_error(StatusCode::FORBIDDEN, "no_warrant");
+    w.offer(record, false, "o0")
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "no_warrant");
     w.warrant(&w.bob, Counterparties::Names(vec!["alice".into()]), 30)
         .await
         .expect(StatusCode::OK);
 
     // 301–303: the offer; a retry with the same key is the same offer.
-    let offer = w.offer(record, false, "o1").await.expect(StatusCode::CREATED);
+    let offer = w
+        .offer(record, false, "o1")
+        .await
+        .expect(StatusCode::CREATED);
     let again = w.offer(record, false, "o1").await.expect(StatusCode::OK);
     assert_eq!(tx_of(&offer), tx_of(&again));
     assert_eq!(offer.str("/state"), "offered");
-    assert!(offer.body["signature_a"].is_null(), "A's signature comes after B's");
+    assert!(
+        offer.body["signature_a"].is_null(),
+        "A's signature comes after B's"
+    );
     let tx = tx_of(&offer);
     let view = w.get(&w.alice.api_key, tx).await.expect(StatusCode::OK);
-    assert_eq!(view.str("/record"), record, "B is shown the record as flat text");
+    assert_eq!(
+        view.str("/record"),
+        record,
+        "B is shown the record as flat text"
+    );
     let f = fields_of(&w, &view);
-    assert_eq!(f.party_b, tally_kernel::crypto::kdf::sha256(&w.alice.key.verifying_key().to_bytes()));
+    assert_eq!(
+        f.party_b,
+        tally_kernel::crypto::kdf::sha256(&w.alice.key.verifying_key().to_bytes())
+    );
 
     // Someone who is not party B cannot sign; a signature by the wrong key is refused and
     // nothing is stored.
-    w.post(&w.bob.api_key, format!("/v1/receipts/{tx}/sign"), json!({"signature_b": sign_ed(&w.alice, &f)}))
-        .await
-        .expect_error(StatusCode::FORBIDDEN, "forbidden");
-    let wrong = w.bob.key.sign(receipt::PARTY_DOMAIN, &f.party_part()).to_hex();
-    w.post(&w.alice.api_key, format!("/v1/receipts/{tx}/sign"), json!({"signature_b": wrong}))
-        .await
-        .expect_error(StatusCode::UNAUTHORIZED, "bad_signature");
+    w.post(
+        &w.bob.api_key,
+        format!("/v1/receipts/{tx}/sign"),
+        json!({"signature_b": sign_ed(&w.alice, &f)}),
+    )
+    .await
+    .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    let wrong = w
+        .bob
+        .key
+        .sign(receipt::PARTY_DOMAIN, &f.party_part())
+        .to_hex();
+    w.post(
+        &w.alice.api_key,
+        format!("/v1/receipts/{tx}/sign"),
+        json!({"signature_b": wrong}),
+    )
+    .await
+    .expect_error(StatusCode::UNAUTHORIZED, "bad_signature");
     let mut tampered = f;
     tampered.content_hash[0] ^= 1;
-    w.post(&w.alice.api_key, format!("/v1/receipts/{tx}/sign"), json!({"signature_b": sign_ed(&w.alice, &tampered)}))
-        .await
-        .expect_error(StatusCode::UNAUTHORIZED, "bad_signature");
+    w.post(
+        &w.alice.api_key,
+        format!("/v1/receipts/{tx}/sign"),
+        json!({"signature_b": sign_ed(&w.alice, &tampered)}),
+    )
+    .await
+    .expect_error(StatusCode::UNAUTHORIZED, "bad_signature");
     assert_eq!(w.get(&w.alice.api_key, tx).await.str("/state"), "offered");
 
     // 311–315: B signs and asks for the secure write.
     let write_req = begin_write(&mut w.alice, &f, 7);
     let signed = w
-        .post(&w.alice.api_key, format!("/v1/receipts/{tx}/sign"), json!({"signature_b": sign_ed(&w.alice, &f), "token": write_req}))
+        .post(
+            &w.alice.api_key,
+            format!("/v1/receipts/{tx}/sign"),
+            json!({"signature_b": sign_ed(&w.alice, &f), "token": write_req}),
+        )
         .await
         .expect(StatusCode::OK);
     assert_eq!(signed.str("/state"), "signed");
-    let write = SecureWrite::from_bytes(&hex::decode(signed.str("/write")).expect("hex")).expect("write");
+    let write =
+        SecureWrite::from_bytes(&hex::decode(signed.str("/write")).expect("hex")).expect("write");
     let number = signed.body["receipt_number"].as_u64().expect("number");
     // The token checks the server's signature and the record hash, stores it once.
-    assert_eq!(w.alice.token.store(&write, &w.server_key), Ok(Stored::New(number)));
-    assert_eq!(w.alice.token.store(&write, &w.server_key), Ok(Stored::Already(number)));
+    assert_eq!(
+        w.alice.token.store(&write, &w.server_key),
+        Ok(Stored::New(number))
+    );
+    assert_eq!(
+        w.alice.token.store(&write, &w.server_key),
+        Ok(Stored::Already(number))
+    );
     let mut other = write.clone();
     other.receipt_number += 1;
-    assert_eq!(w.alice.token.store(&other, &w.server_key), Err(TokenError::Replayed));
+    assert_eq!(
+        w.alice.token.store(&other, &w.server_key),
+        Err(TokenError::Replayed)
+    );
     // 316: the ack.
-    w.post(&w.alice.api_key, format!("/v1/receipts/{tx}/ack"), json!({"receipt_number": number + 1}))
-        .await
-        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    w.post(
+        &w.alice.api_key,
+        format!("/v1/receipts/{tx}/ack"),
+        json!({"receipt_number": number + 1}),
+    )
+    .await
+    .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     let acked = w
-        .post(&w.alice.api_key, format!("/v1/receipts/{tx}/ack"), json!({"receipt_number": number}))
+        .post(
+            &w.alice.api_key,
+            format!("/v1/receipts/{tx}/ack"),
+            json!({"receipt_number": number}),
+        )
         .await
         .expect(StatusCode::OK);
     assert_eq!(acked.str("/state"), "acked");
@@ -251,19 +342,38 @@ async fn plain_walk(mut w: World) {
     assert_eq!(pkg.receipt.to_bytes(), core);
     let v = receipt::verify_package(&pkg, &w.ca).expect("genuine receipt verifies");
     assert_eq!((v.party_a.as_str(), v.party_b.as_str()), ("bob", "alice"));
-    assert!(v.warrant_a.is_some(), "A's proxy signature names its warrant");
+    assert!(
+        v.warrant_a.is_some(),
+        "A's proxy signature names its warrant"
+    );
     assert_eq!(v.journal_seq.map(|s| s > 0), Some(true));
     let mut bad = pkg.clone();
     bad.record = Some(record.replace("19.80", "1.98"));
-    assert_eq!(receipt::verify_package(&bad, &w.ca), Err(ReceiptError::RecordAltered));
+    assert_eq!(
+        receipt::verify_package(&bad, &w.ca),
+        Err(ReceiptError::RecordAltered)
+    );
     let mut bad = pkg.clone();
     bad.warrant_a = None;
-    assert_eq!(receipt::verify_package(&bad, &w.ca), Err(ReceiptError::BadSignature("party A")));
+    assert_eq!(
+        receipt::verify_package(&bad, &w.ca),
+        Err(ReceiptError::BadSignature("party A"))
+    );
     // Signing again with the same signature is a harmless retry; another signature is not.
-    w.post(&w.alice.api_key, format!("/v1/receipts/{tx}/sign"), json!({"signature_b": sign_ed(&w.alice, &f)}))
+    w.post(
+        &w.alice.api_key,
+        format!("/v1/receipts/{tx}/sign"),
+        json!({"signature_b": sign_ed(&w.alice, &f)}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let list = w
+        .api
+        .get("/v1/receipts")
+        .key(&w.alice.api_key)
+        .send()
         .await
         .expect(StatusCode::OK);
-    let list = w.api.get("/v1/receipts").key(&w.alice.api_key).send().await.expect(StatusCode::OK);
     assert_eq!(list.body.as_array().map(Vec::len), Some(1));
 }
 
@@ -283,93 +393,222 @@ async fn plain_receipt_end_to_end_on_postgres() {
 #[tokio::test]
 async fn token_write_is_retried_until_acked() {
     let mut w = World::new(None).await;
-    w.warrant(&w.bob, Counterparties::Any, 30).await.expect(StatusCode::OK);
-    let tx = tx_of(&w.offer("Subscription, 1 month\n", false, "o1").await.expect(StatusCode::CREATED));
+    w.warrant(&w.bob, Counterparties::Any, 30)
+        .await
+        .expect(StatusCode::OK);
+    let tx = tx_of(
+        &w.offer("Subscription, 1 month\n", false, "o1")
+            .await
+            .expect(StatusCode::CREATED),
+    );
     let f = fields_of(&w, &w.get(&w.alice.api_key, tx).await);
     let write_req = begin_write(&mut w.alice, &f, 9);
     let serial = hex::encode(w.alice.token.serial);
-    w.post(&w.alice.api_key, format!("/v1/receipts/{tx}/sign"), json!({"signature_b": sign_ed(&w.alice, &f), "token": write_req}))
-        .await
-        .expect(StatusCode::OK);
+    w.post(
+        &w.alice.api_key,
+        format!("/v1/receipts/{tx}/sign"),
+        json!({"signature_b": sign_ed(&w.alice, &f), "token": write_req}),
+    )
+    .await
+    .expect(StatusCode::OK);
     // The answer was lost: the write never reached the token and no ack came. The node
     // offers the same write again when the holder asks, counting the attempts.
-    let tokens = w.api.get("/v1/tokens").key(&w.alice.api_key).send().await.expect(StatusCode::OK);
+    let tokens = w
+        .api
+        .get("/v1/tokens")
+        .key(&w.alice.api_key)
+        .send()
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(tokens.body[0]["unacked"], 1);
-    let pending = w.api.get(&format!("/v1/tokens/{serial}/writes")).key(&w.alice.api_key).send().await.expect(StatusCode::OK);
-    let pending2 = w.api.get(&format!("/v1/tokens/{serial}/writes")).key(&w.alice.api_key).send().await.expect(StatusCode::OK);
-    assert_eq!(pending.body[0]["write"], pending2.body[0]["write"], "a retry is the same write");
-    w.api.get(&format!("/v1/tokens/{serial}/writes")).key(&w.bob.api_key).send().await.expect_error(StatusCode::NOT_FOUND, "not_found");
-    let write = SecureWrite::from_bytes(&hex::decode(pending.body[0]["write"].as_str().expect("write")).expect("hex")).expect("write");
+    let pending = w
+        .api
+        .get(&format!("/v1/tokens/{serial}/writes"))
+        .key(&w.alice.api_key)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    let pending2 = w
+        .api
+        .get(&format!("/v1/tokens/{serial}/writes"))
+        .key(&w.alice.api_key)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        pending.body[0]["write"], pending2.body[0]["write"],
+        "a retry is the same write"
+    );
+    w.api
+        .get(&format!("/v1/tokens/{serial}/writes"))
+        .key(&w.bob.api_key)
+        .send()
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    let write = SecureWrite::from_bytes(
+        &hex::decode(pending.body[0]["write"].as_str().expect("write")).expect("hex"),
+    )
+    .expect("write");
     let Ok(Stored::New(number)) = w.alice.token.store(&write, &w.server_key) else {
         panic!("the retried write stores");
     };
     // A write for another token does not open there.
     let mut bob_token = Token::new(w.bob.token.serial, [5; 32], 2);
     bob_token.begin([9; 32], f.transaction, f.content_hash, 0);
-    assert_eq!(bob_token.store(&write, &w.server_key), Err(TokenError::WrongKey));
-    w.post(&w.alice.api_key, format!("/v1/receipts/{tx}/ack"), json!({"receipt_number": number}))
+    assert_eq!(
+        bob_token.store(&write, &w.server_key),
+        Err(TokenError::WrongKey)
+    );
+    w.post(
+        &w.alice.api_key,
+        format!("/v1/receipts/{tx}/ack"),
+        json!({"receipt_number": number}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let pending = w
+        .api
+        .get(&format!("/v1/tokens/{serial}/writes"))
+        .key(&w.alice.api_key)
+        .send()
         .await
         .expect(StatusCode::OK);
-    let pending = w.api.get(&format!("/v1/tokens/{serial}/writes")).key(&w.alice.api_key).send().await.expect(StatusCode::OK);
     assert_eq!(pending.body, json!([]));
     // A full token replaces the lowest-priority, oldest receipt (the client exports it first).
     w.alice.token.slots[1] = w.alice.token.slots[0].clone();
     let (slot, displaced) = w.alice.token.begin([3; 32], 99, [0; 32], 1);
-    assert_eq!((slot, displaced.map(|s| s.receipt_number)), (0, Some(number)));
+    assert_eq!(
+        (slot, displaced.map(|s| s.receipt_number)),
+        (0, Some(number))
+    );
 }
 
 #[tokio::test]
 async fn proxy_signing_needs_a_matching_unrevoked_warrant() {
     let w = World::new(None).await;
     // A warrant for carol only does not let the node sign with alice.
-    w.warrant(&w.bob, Counterparties::Names(vec!["carol".into()]), 30).await.expect(StatusCode::OK);
-    let r = w.offer("Quote 7\n", false, "o1").await.expect_error(StatusCode::FORBIDDEN, "no_warrant");
-    assert!(r.body.to_string().contains("does not name alice"), "{}", r.body);
+    w.warrant(&w.bob, Counterparties::Names(vec!["carol".into()]), 30)
+        .await
+        .expect(StatusCode::OK);
+    let r = w
+        .offer("Quote 7\n", false, "o1")
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "no_warrant");
+    assert!(
+        r.body.to_string().contains("does not name alice"),
+        "{}",
+        r.body
+    );
     // A warrant signed by someone else's key, or posted by another party, is refused.
-    let terms = WarrantTerms { counterparties: Counterparties::Any, bls_key: None };
+    let terms = WarrantTerms {
+        counterparties: Counterparties::Any,
+        bls_key: None,
+    };
     let now = w.now();
-    let forged = issue_warrant(&w.bob.cert, &w.alice.key, &w.server_key, "x", &terms, now, now.plus_seconds(86_400));
+    let forged = issue_warrant(
+        &w.bob.cert,
+        &w.alice.key,
+        &w.server_key,
+        "x",
+        &terms,
+        now,
+        now.plus_seconds(86_400),
+    );
     if let Ok(forged) = forged {
-        w.post(&w.bob.api_key, "/v1/warrants".into(), json!({"certificate": forged.to_pem()}))
-            .await
-            .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_warrant");
-    }
-    let other_key = SigningKey::generate();
-    let for_other = issue_warrant(&w.bob.cert, &w.bob.key, &other_key.verifying_key(), "x", &terms, now, now.plus_seconds(86_400)).expect("warrant");
-    w.post(&w.bob.api_key, "/v1/warrants".into(), json!({"certificate": for_other.to_pem()}))
+        w.post(
+            &w.bob.api_key,
+            "/v1/warrants".into(),
+            json!({"certificate": forged.to_pem()}),
+        )
         .await
         .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_warrant");
+    }
+    let other_key = SigningKey::generate();
+    let for_other = issue_warrant(
+        &w.bob.cert,
+        &w.bob.key,
+        &other_key.verifying_key(),
+        "x",
+        &terms,
+        now,
+        now.plus_seconds(86_400),
+    )
+    .expect("warrant");
+    w.post(
+        &w.bob.api_key,
+        "/v1/warrants".into(),
+        json!({"certificate": for_other.to_pem()}),
+    )
+    .await
+    .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_warrant");
     w.warrant(&w.bob, Counterparties::Any, 30)
         .await
         .expect(StatusCode::OK);
-    let bobs = w.api.get("/v1/warrants").key(&w.bob.api_key).send().await.expect(StatusCode::OK);
-    let any = bobs.body.as_array().expect("list").iter().find(|x| x["counterparties"] == "*").expect("any");
-    let serial = any["serial"].as_str().expect("serial").to_string();
-    w.post(&w.alice.api_key, format!("/v1/warrants/{serial}/revoke"), json!({}))
-        .await
-        .expect_error(StatusCode::FORBIDDEN, "forbidden");
-    // With the warrant the node signs for bob, naming the warrant.
-    let ok = w.offer("Quote 7\n", false, "o2").await.expect(StatusCode::CREATED);
-    assert_eq!(ok.body["warrant_a"], serial.as_str());
-    // Revoked: refused again, and a pending offer can no longer be completed under it.
-    w.post(&w.bob.api_key, format!("/v1/warrants/{serial}/revoke"), json!({}))
+    let bobs = w
+        .api
+        .get("/v1/warrants")
+        .key(&w.bob.api_key)
+        .send()
         .await
         .expect(StatusCode::OK);
-    w.offer("Quote 8\n", false, "o3").await.expect_error(StatusCode::FORBIDDEN, "no_warrant");
-    let tx = tx_of(&ok);
-    let f = fields_of(&w, &w.get(&w.alice.api_key, tx).await);
-    w.post(&w.alice.api_key, format!("/v1/receipts/{tx}/sign"), json!({"signature_b": sign_ed(&w.alice, &f)}))
+    let any = bobs
+        .body
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|x| x["counterparties"] == "*")
+        .expect("any");
+    let serial = any["serial"].as_str().expect("serial").to_string();
+    w.post(
+        &w.alice.api_key,
+        format!("/v1/warrants/{serial}/revoke"),
+        json!({}),
+    )
+    .await
+    .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    // With the warrant the node signs for bob, naming the warrant.
+    let ok = w
+        .offer("Quote 7\n", false, "o2")
+        .await
+        .expect(StatusCode::CREATED);
+    assert_eq!(ok.body["warrant_a"], serial.as_str());
+    // Revoked: refused again, and a pending offer can no longer be completed under it.
+    w.post(
+        &w.bob.api_key,
+        format!("/v1/warrants/{serial}/revoke"),
+        json!({}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    w.offer("Quote 8\n", false, "o3")
         .await
         .expect_error(StatusCode::FORBIDDEN, "no_warrant");
+    let tx = tx_of(&ok);
+    let f = fields_of(&w, &w.get(&w.alice.api_key, tx).await);
+    w.post(
+        &w.alice.api_key,
+        format!("/v1/receipts/{tx}/sign"),
+        json!({"signature_b": sign_ed(&w.alice, &f)}),
+    )
+    .await
+    .expect_error(StatusCode::FORBIDDEN, "no_warrant");
     assert_eq!(w.get(&w.alice.api_key, tx).await.str("/state"), "offered");
     // An expired warrant does not count either.
-    w.warrant(&w.bob, Counterparties::Any, 1).await.expect(StatusCode::OK);
+    w.warrant(&w.bob, Counterparties::Any, 1)
+        .await
+        .expect(StatusCode::OK);
     w.advance(2 * 86_400);
-    w.offer("Quote 9\n", false, "o4").await.expect_error(StatusCode::FORBIDDEN, "no_warrant");
+    w.offer("Quote 9\n", false, "o4")
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "no_warrant");
 
     // A customer may warrant the node too (reverse auction): both sides signed at once.
-    w.warrant(&w.bob, Counterparties::Any, 30).await.expect(StatusCode::OK);
-    w.warrant(&w.alice, Counterparties::Names(vec!["bob".into()]), 30).await.expect(StatusCode::OK);
+    w.warrant(&w.bob, Counterparties::Any, 30)
+        .await
+        .expect(StatusCode::OK);
+    w.warrant(&w.alice, Counterparties::Names(vec!["bob".into()]), 30)
+        .await
+        .expect(StatusCode::OK);
     let both = w
         .api
         .post("/v1/receipts")
@@ -380,37 +619,68 @@ async fn proxy_signing_needs_a_matching_unrevoked_warrant() {
         .await
         .expect(StatusCode::CREATED);
     assert_eq!(both.str("/state"), "signed");
-    let v = receipt::verify_package(&package(&w, &w.alice.api_key, tx_of(&both)).await, &w.ca).expect("verifies");
+    let v = receipt::verify_package(&package(&w, &w.alice.api_key, tx_of(&both)).await, &w.ca)
+        .expect("verifies");
     assert!(v.warrant_a.is_some() && v.warrant_b.is_some());
 }
 
 /// A fair exchange up to B's verifiable escrow (blocks 301–308).
 async fn fair_offer(w: &World, idem: &str) -> (u64, Fields, Reply) {
-    w.warrant(&w.bob, Counterparties::Any, 30).await.expect(StatusCode::OK);
-    let offer = w.offer("Contract 88: both sign or neither\n", true, idem).await.expect(StatusCode::CREATED);
+    w.warrant(&w.bob, Counterparties::Any, 30)
+        .await
+        .expect(StatusCode::OK);
+    let offer = w
+        .offer("Contract 88: both sign or neither\n", true, idem)
+        .await
+        .expect(StatusCode::CREATED);
     assert_eq!(offer.body["version"], 2);
-    assert!(offer.body["escrow_a"].is_string(), "the node sends a non-verifiable escrow");
-    assert!(offer.body["signature_a"].is_null(), "…and keeps its signature back");
-    let view = w.get(&w.alice.api_key, tx_of(&offer)).await.expect(StatusCode::OK);
+    assert!(
+        offer.body["escrow_a"].is_string(),
+        "the node sends a non-verifiable escrow"
+    );
+    assert!(
+        offer.body["signature_a"].is_null(),
+        "…and keeps its signature back"
+    );
+    let view = w
+        .get(&w.alice.api_key, tx_of(&offer))
+        .await
+        .expect(StatusCode::OK);
     (tx_of(&offer), fields_of(w, &view), view)
 }
 
 async fn send_escrow(w: &World, tx: u64, f: &Fields) -> Reply {
-    let ves = bls::encrypt_signature(&w.alice.bls, &w.arbiter, receipt::PARTY_DOMAIN, &f.party_part());
-    w.post(&w.alice.api_key, format!("/v1/receipts/{tx}/escrow"), json!({"ves": ves.to_hex()})).await
+    let ves = bls::encrypt_signature(
+        &w.alice.bls,
+        &w.arbiter,
+        receipt::PARTY_DOMAIN,
+        &f.party_part(),
+    );
+    w.post(
+        &w.alice.api_key,
+        format!("/v1/receipts/{tx}/escrow"),
+        json!({"ves": ves.to_hex()}),
+    )
+    .await
 }
 
 fn check_sig_a(w: &World, f: &Fields, hex_sig: &str) {
     let sig = BlsSignature::from_hex(hex_sig).expect("sig");
-    w.proxy_bls.verify(receipt::PARTY_DOMAIN, &f.party_part(), &sig).expect("A's signature verifies");
+    w.proxy_bls
+        .verify(receipt::PARTY_DOMAIN, &f.party_part(), &sig)
+        .expect("A's signature verifies");
 }
 
 async fn fair_walk(mut w: World) {
     let (tx, f, _) = fair_offer(&w, "f1").await;
     // Signing before escrowing is refused in a fair exchange.
-    w.post(&w.alice.api_key, format!("/v1/receipts/{tx}/sign"), json!({"signature_b": sign_bls(&w.alice, &f).to_hex()}))
-        .await
-        .expect_error(StatusCode::CONFLICT, "receipt_state");
+    w.post(
+        &w.alice.api_key,
+        format!("/v1/receipts/{tx}/sign"),
+        json!({"signature_b": sign_bls(&w.alice, &f).to_hex()}),
+    )
+    .await
+    .expect_error(StatusCode::CONFLICT, "receipt_state");
     // 305–308: a good escrow releases A's signature.
     let escrowed = send_escrow(&w, tx, &f).await.expect(StatusCode::OK);
     assert_eq!(escrowed.str("/state"), "escrowed");
@@ -418,13 +688,27 @@ async fn fair_walk(mut w: World) {
     // 309–316.
     let write_req = begin_write(&mut w.alice, &f, 4);
     let signed = w
-        .post(&w.alice.api_key, format!("/v1/receipts/{tx}/sign"), json!({"signature_b": sign_bls(&w.alice, &f).to_hex(), "token": write_req}))
+        .post(
+            &w.alice.api_key,
+            format!("/v1/receipts/{tx}/sign"),
+            json!({"signature_b": sign_bls(&w.alice, &f).to_hex(), "token": write_req}),
+        )
         .await
         .expect(StatusCode::OK);
-    let write = SecureWrite::from_bytes(&hex::decode(signed.str("/write")).expect("hex")).expect("write");
-    let Ok(Stored::New(n)) = w.alice.token.store(&write, &w.server_key) else { panic!("stores") };
-    w.post(&w.alice.api_key, format!("/v1/receipts/{tx}/ack"), json!({"receipt_number": n})).await.expect(StatusCode::OK);
-    let v = receipt::verify_package(&package(&w, &w.alice.api_key, tx).await, &w.ca).expect("verifies");
+    let write =
+        SecureWrite::from_bytes(&hex::decode(signed.str("/write")).expect("hex")).expect("write");
+    let Ok(Stored::New(n)) = w.alice.token.store(&write, &w.server_key) else {
+        panic!("stores")
+    };
+    w.post(
+        &w.alice.api_key,
+        format!("/v1/receipts/{tx}/ack"),
+        json!({"receipt_number": n}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let v =
+        receipt::verify_package(&package(&w, &w.alice.api_key, tx).await, &w.ca).expect("verifies");
     assert_eq!(v.fields.version, 2);
     // 317 reached: nothing left to abort; the arbiter was never involved.
     w.post(&w.bob.api_key, format!("/v1/arbiter/{tx}/abort"), json!({}))
@@ -452,24 +736,54 @@ async fn fair_exchange_bad_escrow_is_aborted() {
     let (tx, f, _) = fair_offer(&w, "f1").await;
     let mut other = f;
     other.time += 1;
-    let ves = bls::encrypt_signature(&w.alice.bls, &w.arbiter, receipt::PARTY_DOMAIN, &other.party_part());
-    let r = w.post(&w.alice.api_key, format!("/v1/receipts/{tx}/escrow"), json!({"ves": ves.to_hex()}))
+    let ves = bls::encrypt_signature(
+        &w.alice.bls,
+        &w.arbiter,
+        receipt::PARTY_DOMAIN,
+        &other.party_part(),
+    );
+    let r = w
+        .post(
+            &w.alice.api_key,
+            format!("/v1/receipts/{tx}/escrow"),
+            json!({"ves": ves.to_hex()}),
+        )
         .await
         .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_escrow");
-    assert!(r.body["error"]["message"].as_str().unwrap_or("").contains("abort"), "{}", r.body);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("abort"),
+        "{}",
+        r.body
+    );
     let view = w.get(&w.alice.api_key, tx).await.expect(StatusCode::OK);
     assert_eq!(view.str("/state"), "aborted");
-    assert!(view.body["signature_a"].is_null(), "no signature leaves an aborted exchange");
+    assert!(
+        view.body["signature_a"].is_null(),
+        "no signature leaves an aborted exchange"
+    );
     // Neither side can get the other's signature afterwards.
-    w.post(&w.alice.api_key, format!("/v1/arbiter/{tx}/resolve"), json!({"signature_b": sign_bls(&w.alice, &f).to_hex()}))
+    w.post(
+        &w.alice.api_key,
+        format!("/v1/arbiter/{tx}/resolve"),
+        json!({"signature_b": sign_bls(&w.alice, &f).to_hex()}),
+    )
+    .await
+    .expect_error(StatusCode::CONFLICT, "exchange_aborted");
+    send_escrow(&w, tx, &f)
         .await
         .expect_error(StatusCode::CONFLICT, "exchange_aborted");
-    send_escrow(&w, tx, &f).await.expect_error(StatusCode::CONFLICT, "exchange_aborted");
     // Garbage is refused as malformed, before any cryptography.
     let (tx2, _, _) = fair_offer(&w, "f2").await;
-    w.post(&w.alice.api_key, format!("/v1/receipts/{tx2}/escrow"), json!({"ves": "00"}))
-        .await
-        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_escrow");
+    w.post(
+        &w.alice.api_key,
+        format!("/v1/receipts/{tx2}/escrow"),
+        json!({"ves": "00"}),
+    )
+    .await
+    .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_escrow");
 }
 
 #[tokio::test]
@@ -477,17 +791,35 @@ async fn fair_exchange_client_silent_after_offer_then_originator_aborts() {
     // 304 without an answer: the originator aborts; nothing can be resolved afterwards.
     let w = World::new(None).await;
     let (tx, f, _) = fair_offer(&w, "f1").await;
-    w.post(&w.alice.api_key, format!("/v1/arbiter/{tx}/abort"), json!({}))
+    w.post(
+        &w.alice.api_key,
+        format!("/v1/arbiter/{tx}/abort"),
+        json!({}),
+    )
+    .await
+    .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    let a = w
+        .post(&w.bob.api_key, format!("/v1/arbiter/{tx}/abort"), json!({}))
         .await
-        .expect_error(StatusCode::FORBIDDEN, "forbidden");
-    let a = w.post(&w.bob.api_key, format!("/v1/arbiter/{tx}/abort"), json!({})).await.expect(StatusCode::OK);
-    assert_eq!((a.str("/decision"), a.body["signature"].is_null()), ("aborted", true));
+        .expect(StatusCode::OK);
+    assert_eq!(
+        (a.str("/decision"), a.body["signature"].is_null()),
+        ("aborted", true)
+    );
     // Aborting again is the same answer.
-    w.post(&w.bob.api_key, format!("/v1/arbiter/{tx}/abort"), json!({})).await.expect(StatusCode::OK);
-    send_escrow(&w, tx, &f).await.expect_error(StatusCode::CONFLICT, "exchange_aborted");
-    w.post(&w.bob.api_key, format!("/v1/arbiter/{tx}/resolve"), json!({}))
+    w.post(&w.bob.api_key, format!("/v1/arbiter/{tx}/abort"), json!({}))
+        .await
+        .expect(StatusCode::OK);
+    send_escrow(&w, tx, &f)
         .await
         .expect_error(StatusCode::CONFLICT, "exchange_aborted");
+    w.post(
+        &w.bob.api_key,
+        format!("/v1/arbiter/{tx}/resolve"),
+        json!({}),
+    )
+    .await
+    .expect_error(StatusCode::CONFLICT, "exchange_aborted");
 }
 
 #[tokio::test]
@@ -500,22 +832,38 @@ async fn fair_exchange_node_silent_after_escrow_then_client_resolves() {
     send_escrow(&w, tx, &f).await.expect(StatusCode::OK);
     // A wrong deposit is refused without deciding anything.
     let wrong = w.bob.bls.sign(receipt::PARTY_DOMAIN, &f.party_part());
-    w.post(&w.alice.api_key, format!("/v1/arbiter/{tx}/resolve"), json!({"signature_b": wrong.to_hex()}))
-        .await
-        .expect_error(StatusCode::UNAUTHORIZED, "bad_signature");
+    w.post(
+        &w.alice.api_key,
+        format!("/v1/arbiter/{tx}/resolve"),
+        json!({"signature_b": wrong.to_hex()}),
+    )
+    .await
+    .expect_error(StatusCode::UNAUTHORIZED, "bad_signature");
     let sig_b = sign_bls(&w.alice, &f);
     let r = w
-        .post(&w.alice.api_key, format!("/v1/arbiter/{tx}/resolve"), json!({"signature_b": sig_b.to_hex(), "escrow_a": view.str("/escrow_a")}))
+        .post(
+            &w.alice.api_key,
+            format!("/v1/arbiter/{tx}/resolve"),
+            json!({"signature_b": sig_b.to_hex(), "escrow_a": view.str("/escrow_a")}),
+        )
         .await
         .expect(StatusCode::OK);
     assert_eq!(r.str("/decision"), "resolved");
     check_sig_a(&w, &f, r.str("/signature"));
     assert_eq!(r.str("/receipt/state"), "resolved");
-    let v = receipt::verify_package(&package(&w, &w.alice.api_key, tx).await, &w.ca).expect("verifies");
+    let v =
+        receipt::verify_package(&package(&w, &w.alice.api_key, tx).await, &w.ca).expect("verifies");
     assert_eq!(v.fields.transaction, tx);
-    let a = w.post(&w.bob.api_key, format!("/v1/arbiter/{tx}/abort"), json!({})).await.expect(StatusCode::OK);
+    let a = w
+        .post(&w.bob.api_key, format!("/v1/arbiter/{tx}/abort"), json!({}))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(a.str("/decision"), "resolved");
-    assert_eq!(a.str("/signature"), sig_b.to_hex(), "the originator gets B's signature");
+    assert_eq!(
+        a.str("/signature"),
+        sig_b.to_hex(),
+        "the originator gets B's signature"
+    );
 }
 
 #[tokio::test]
@@ -525,16 +873,31 @@ async fn fair_exchange_client_silent_after_signature_a_then_node_resolves() {
     let w = World::new(None).await;
     let (tx, f, _) = fair_offer(&w, "f1").await;
     send_escrow(&w, tx, &f).await.expect(StatusCode::OK);
-    let r = w.post(&w.bob.api_key, format!("/v1/arbiter/{tx}/resolve"), json!({})).await.expect(StatusCode::OK);
+    let r = w
+        .post(
+            &w.bob.api_key,
+            format!("/v1/arbiter/{tx}/resolve"),
+            json!({}),
+        )
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(r.str("/decision"), "resolved");
     let sig_b = BlsSignature::from_hex(r.str("/signature")).expect("sig");
-    w.alice.bls.public_key().verify(receipt::PARTY_DOMAIN, &f.party_part(), &sig_b).expect("B's signature, opened by the arbiter");
+    w.alice
+        .bls
+        .public_key()
+        .verify(receipt::PARTY_DOMAIN, &f.party_part(), &sig_b)
+        .expect("B's signature, opened by the arbiter");
     let pkg = package(&w, &w.bob.api_key, tx).await;
     assert_eq!(pkg.receipt.signature_b, PartySignature::Bls(sig_b));
     receipt::verify_package(&pkg, &w.ca).expect("verifies");
     // B later asks the arbiter too and gets A's signature.
     let r = w
-        .post(&w.alice.api_key, format!("/v1/arbiter/{tx}/resolve"), json!({"signature_b": sign_bls(&w.alice, &f).to_hex()}))
+        .post(
+            &w.alice.api_key,
+            format!("/v1/arbiter/{tx}/resolve"),
+            json!({"signature_b": sign_bls(&w.alice, &f).to_hex()}),
+        )
         .await
         .expect(StatusCode::OK);
     check_sig_a(&w, &f, r.str("/signature"));
@@ -548,9 +911,13 @@ async fn fair_exchange_bad_signature_from_client_is_resolved_by_the_node() {
     send_escrow(&w, tx, &f).await.expect(StatusCode::OK);
     let mut other = f;
     other.time -= 1;
-    w.post(&w.alice.api_key, format!("/v1/receipts/{tx}/sign"), json!({"signature_b": sign_bls(&w.alice, &other).to_hex()}))
-        .await
-        .expect_error(StatusCode::UNAUTHORIZED, "bad_signature");
+    w.post(
+        &w.alice.api_key,
+        format!("/v1/receipts/{tx}/sign"),
+        json!({"signature_b": sign_bls(&w.alice, &other).to_hex()}),
+    )
+    .await
+    .expect_error(StatusCode::UNAUTHORIZED, "bad_signature");
     let view = w.get(&w.bob.api_key, tx).await.expect(StatusCode::OK);
     assert_eq!(view.str("/state"), "resolved");
     receipt::verify_package(&package(&w, &w.bob.api_key, tx).await, &w.ca).expect("verifies");
@@ -566,25 +933,44 @@ async fn fair_exchange_resolve_with_a_bad_node_escrow_fails_for_both() {
     let mut escrow = hex::decode(view.str("/escrow_a")).expect("hex");
     let last = escrow.len() - 1;
     escrow[last] ^= 1;
-    w.post(&w.alice.api_key, format!("/v1/arbiter/{tx}/resolve"), json!({"signature_b": sign_bls(&w.alice, &f).to_hex(), "escrow_a": hex::encode(&escrow)}))
-        .await
-        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_escrow");
-    w.post(&w.bob.api_key, format!("/v1/arbiter/{tx}/resolve"), json!({}))
-        .await
-        .expect_error(StatusCode::CONFLICT, "exchange_failed");
+    w.post(
+        &w.alice.api_key,
+        format!("/v1/arbiter/{tx}/resolve"),
+        json!({"signature_b": sign_bls(&w.alice, &f).to_hex(), "escrow_a": hex::encode(&escrow)}),
+    )
+    .await
+    .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_escrow");
+    w.post(
+        &w.bob.api_key,
+        format!("/v1/arbiter/{tx}/resolve"),
+        json!({}),
+    )
+    .await
+    .expect_error(StatusCode::CONFLICT, "exchange_failed");
     let view = w.get(&w.bob.api_key, tx).await.expect(StatusCode::OK);
     assert_eq!(view.str("/state"), "failed");
     assert!(view.body["signature_b"].is_null());
-    w.api.get(&format!("/v1/receipts/{tx}/package")).key(&w.bob.api_key).send().await.expect_error(StatusCode::CONFLICT, "receipt_state");
+    w.api
+        .get(&format!("/v1/receipts/{tx}/package"))
+        .key(&w.bob.api_key)
+        .send()
+        .await
+        .expect_error(StatusCode::CONFLICT, "receipt_state");
 }
 
 #[tokio::test]
 async fn bad_receipt_requests_change_nothing() {
     let w = World::new(None).await;
-    w.warrant(&w.bob, Counterparties::Any, 30).await.expect(StatusCode::OK);
+    w.warrant(&w.bob, Counterparties::Any, 30)
+        .await
+        .expect(StatusCode::OK);
     // Markup-free plain text only: a bidirectional override could show the signer another text.
-    w.offer("Pay \u{202e}0001 EUR\n", false, "b1").await.expect_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_receipt");
-    w.offer("   ", false, "b2").await.expect_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_receipt");
+    w.offer("Pay \u{202e}0001 EUR\n", false, "b1")
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_receipt");
+    w.offer("   ", false, "b2")
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_receipt");
     let r = w
         .api
         .post("/v1/receipts")
@@ -604,22 +990,45 @@ async fn bad_receipt_requests_change_nothing() {
         .await
         .expect_error(StatusCode::FORBIDDEN, "forbidden");
     // Unknown and foreign receipts look the same.
-    w.get(&w.alice.api_key, 12345).await.expect_error(StatusCode::NOT_FOUND, "not_found");
-    let tx = tx_of(&w.offer("Plain order\n", false, "b4").await.expect(StatusCode::CREATED));
+    w.get(&w.alice.api_key, 12345)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    let tx = tx_of(
+        &w.offer("Plain order\n", false, "b4")
+            .await
+            .expect(StatusCode::CREATED),
+    );
     let eve = w.api.issue_key("customer", "eve").await;
-    w.get(&eve, tx).await.expect_error(StatusCode::NOT_FOUND, "not_found");
+    w.get(&eve, tx)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
     // Arbiter calls on a plain receipt, malformed signatures, a write request for another
     // party's token.
-    w.post(&w.bob.api_key, format!("/v1/arbiter/{tx}/abort"), json!({})).await.expect_error(StatusCode::CONFLICT, "receipt_state");
-    w.post(&w.alice.api_key, format!("/v1/receipts/{tx}/sign"), json!({"signature_b": "zz"}))
+    w.post(&w.bob.api_key, format!("/v1/arbiter/{tx}/abort"), json!({}))
         .await
-        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_receipt");
+        .expect_error(StatusCode::CONFLICT, "receipt_state");
+    w.post(
+        &w.alice.api_key,
+        format!("/v1/receipts/{tx}/sign"),
+        json!({"signature_b": "zz"}),
+    )
+    .await
+    .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_receipt");
     let f = fields_of(&w, &w.get(&w.alice.api_key, tx).await);
     let token = json!({"serial": hex::encode(w.bob.token.serial), "challenge": hex::encode([1u8; 32]), "slot": 0});
-    w.post(&w.alice.api_key, format!("/v1/receipts/{tx}/sign"), json!({"signature_b": sign_ed(&w.alice, &f), "token": token}))
-        .await
-        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_write");
+    w.post(
+        &w.alice.api_key,
+        format!("/v1/receipts/{tx}/sign"),
+        json!({"signature_b": sign_ed(&w.alice, &f), "token": token}),
+    )
+    .await
+    .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_write");
     assert_eq!(w.get(&w.alice.api_key, tx).await.str("/state"), "offered");
     // The journal still audits.
-    w.api.get("/v1/ledger/audit").key(&w.api.admin).send().await.expect(StatusCode::OK);
+    w.api
+        .get("/v1/ledger/audit")
+        .key(&w.api.admin)
+        .send()
+        .await
+        .expect(StatusCode::OK);
 }

@@ -30,11 +30,11 @@ pub mod token;
 #[cfg(test)]
 mod tests;
 
+use tally_kernel::Timestamp;
 use tally_kernel::crypto::bls::{BlsPublicKey, BlsSignature};
 use tally_kernel::crypto::kdf::sha256;
 use tally_kernel::crypto::warrant::{self, WarrantTerms};
 use tally_kernel::crypto::{Certificate, Signature, VerifyingKey};
-use tally_kernel::Timestamp;
 
 /// Core version with Ed25519 party signatures.
 pub const VERSION_ED25519: u8 = 1;
@@ -508,8 +508,9 @@ impl Package {
             rest = &rest[5 + len..];
             match t {
                 tag::RECORD => {
-                    let text = std::str::from_utf8(body)
-                        .map_err(|_| ReceiptError::NotPlainText("the record is not UTF-8".into()))?;
+                    let text = std::str::from_utf8(body).map_err(|_| {
+                        ReceiptError::NotPlainText("the record is not UTF-8".into())
+                    })?;
                     pkg.record = Some(text.to_string());
                 }
                 tag::CERT_A => pkg.cert_a = Some(body.to_vec()),
@@ -623,20 +624,23 @@ pub fn signing_key(
             })?,
             "the certificate",
         ),
-        (_, Some((w, _))) => w
-            .public_key()
-            .map(PartyKey::Ed25519)
-            .map_err(|e| ReceiptError::BadWarrant {
-                who,
-                why: e.to_string(),
-            }),
-        (_, None) => party
-            .public_key()
-            .map(PartyKey::Ed25519)
-            .map_err(|e| ReceiptError::BadCertificate {
-                who,
-                why: e.to_string(),
-            }),
+        (_, Some((w, _))) => {
+            w.public_key()
+                .map(PartyKey::Ed25519)
+                .map_err(|e| ReceiptError::BadWarrant {
+                    who,
+                    why: e.to_string(),
+                })
+        }
+        (_, None) => {
+            party
+                .public_key()
+                .map(PartyKey::Ed25519)
+                .map_err(|e| ReceiptError::BadCertificate {
+                    who,
+                    why: e.to_string(),
+                })
+        }
     }
 }
 
@@ -653,7 +657,9 @@ pub fn check_proxy(
     let w = Certificate::from_der(warrant_der).map_err(|e| bad(e.to_string()))?;
     let terms = warrant::check_warrant(&w, party, ca, at).map_err(|e| bad(e.to_string()))?;
     if !terms.allows(counterparty) {
-        return Err(bad(format!("does not name {counterparty} as a counterparty")));
+        return Err(bad(format!(
+            "does not name {counterparty} as a counterparty"
+        )));
     }
     Ok((w, terms))
 }
@@ -666,10 +672,10 @@ pub fn verify_package(pkg: &Package, ca: &Certificate) -> Result<Verified> {
     let r = &pkg.receipt;
     let f = &r.fields;
     let at = f.timestamp();
-    if let Some(record) = &pkg.record {
-        if content_hash(record) != f.content_hash {
-            return Err(ReceiptError::RecordAltered);
-        }
+    if let Some(record) = &pkg.record
+        && content_hash(record) != f.content_hash
+    {
+        return Err(ReceiptError::RecordAltered);
     }
     let (_, server_key) = party_cert("the server", &pkg.cert_server, &f.server_id, ca, at)?;
     server_key

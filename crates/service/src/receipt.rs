@@ -27,8 +27,7 @@ use crate::node::{check_name, getrandom_fill, namespaced, require_admin, setup};
 use crate::{Node, Principal, Result, ServiceError};
 use serde::{Deserialize, Serialize};
 use tally_kernel::crypto::bls::{
-    ArbiterKey, BlsPublicKey, BlsSecretKey, EncryptedSignature,
-    verify_encrypted,
+    ArbiterKey, BlsPublicKey, BlsSecretKey, EncryptedSignature, verify_encrypted,
 };
 use tally_kernel::crypto::kdf::{hkdf_sha256, sha256};
 use tally_kernel::crypto::warrant::{self as kwarrant, Counterparties};
@@ -36,12 +35,10 @@ use tally_kernel::crypto::{Certificate, SigningKey, VerifyingKey, seal};
 use tally_kernel::{Secret, Timestamp};
 use tally_ledger::Command;
 use tally_proto::receipt::exchange::{self, Answer, Decision, Refusal, Request};
-use tally_proto::receipt::token::{
-    self as ptoken, CHALLENGE_LEN, SERIAL_LEN, WriteContent,
-};
+use tally_proto::receipt::token::{self as ptoken, CHALLENGE_LEN, SERIAL_LEN, WriteContent};
 use tally_proto::receipt::{
-    self as proto, Fields, JournalProof, Package, PartyKey, PartySignature, Receipt,
-    ReceiptError, VERSION_BLS, VERSION_ED25519,
+    self as proto, Fields, JournalProof, Package, PartyKey, PartySignature, Receipt, ReceiptError,
+    VERSION_BLS, VERSION_ED25519,
 };
 use tally_store::receipts::{
     DecisionRow, PartyRow, ReceiptRow, TokenRow, WarrantRow, insert_decision, insert_receipt,
@@ -125,7 +122,14 @@ impl ReceiptState {
         let not_after = ca.certificate().not_after();
         let not_before = now.max(ca.certificate().not_before());
         let server_cert = ca
-            .issue(SERVER_NAME, &server.verifying_key(), "node", not_before, not_after, &[])
+            .issue(
+                SERVER_NAME,
+                &server.verifying_key(),
+                "node",
+                not_before,
+                not_after,
+                &[],
+            )
             .map_err(setup)?;
         Ok(ReceiptState {
             server,
@@ -529,7 +533,12 @@ impl Node {
         let bad = |why: String| rerr(ReceiptError::BadCertificate { who, why });
         let cert = Certificate::from_der(&p.certificate).map_err(|e| bad(e.to_string()))?;
         cert.verify_issued_by(self.inner.ca.certificate(), self.now())
-            .map_err(|e| bad(format!("{} cannot be traced to this node's CA now: {e}", p.name)))?;
+            .map_err(|e| {
+                bad(format!(
+                    "{} cannot be traced to this node's CA now: {e}",
+                    p.name
+                ))
+            })?;
         Ok(cert)
     }
 
@@ -539,25 +548,31 @@ impl Node {
     /// its issuer (or the operator).
     pub async fn warrant_add(&self, by: &Principal, pem: &str) -> Result<WarrantView> {
         let bad = |why: String| rerr(ReceiptServiceError::BadWarrant(why));
-        let w = Certificate::from_pem(pem).map_err(|e| bad(format!("not a PEM certificate: {e}")))?;
+        let w =
+            Certificate::from_pem(pem).map_err(|e| bad(format!("not a PEM certificate: {e}")))?;
         let issuer = w
             .issuer_common_name()
             .ok_or_else(|| bad("names no issuer".into()))?;
         if !by.is_admin() && by.owner != issuer {
-            return Err(ServiceError::Forbidden("a warrant is stored by the party that signed it"));
+            return Err(ServiceError::Forbidden(
+                "a warrant is stored by the party that signed it",
+            ));
         }
         let party = self.party(&issuer).await?;
         let party_cert = self.party_cert(&party, "the warrant's issuer")?;
-        let terms = kwarrant::check_warrant(&w, &party_cert, self.inner.ca.certificate(), self.now())
-            .map_err(|e| bad(e.to_string()))?;
+        let terms =
+            kwarrant::check_warrant(&w, &party_cert, self.inner.ca.certificate(), self.now())
+                .map_err(|e| bad(e.to_string()))?;
         let subject = w.public_key().map_err(|e| bad(e.to_string()))?;
         if subject != self.receipts().server.verifying_key() {
-            return Err(bad("it is for another key than this node's receipt server key".into()));
+            return Err(bad(
+                "it is for another key than this node's receipt server key".into(),
+            ));
         }
-        if let Some(b) = terms.bls_key {
-            if b != self.receipts().proxy_bls.public_key().to_bytes() {
-                return Err(bad("its BLS key is not this node's proxy BLS key".into()));
-            }
+        if let Some(b) = terms.bls_key
+            && b != self.receipts().proxy_bls.public_key().to_bytes()
+        {
+            return Err(bad("its BLS key is not this node's proxy BLS key".into()));
         }
         let row = WarrantRow {
             serial: w.serial_hex(),
@@ -621,12 +636,15 @@ impl Node {
             Ok(_) | Err(ServiceError::Store(StoreError::Conflict(_))) => {}
             Err(e) => return Err(e),
         }
-        let w = self.inner.store.warrant(&serial).await?.ok_or_else(|| {
-            ServiceError::NotFound {
+        let w = self
+            .inner
+            .store
+            .warrant(&serial)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound {
                 what: "warrant",
                 id: serial.clone(),
-            }
-        })?;
+            })?;
         Ok(warrant_view(&w))
     }
 
@@ -705,7 +723,9 @@ impl Node {
         }
         // The originator instructs the node to sign for A: only A itself (or the operator).
         if !by.is_admin() && by.owner != req.party_a {
-            return Err(ServiceError::Forbidden("only party A (or the operator) offers a receipt for A"));
+            return Err(ServiceError::Forbidden(
+                "only party A (or the operator) offers a receipt for A",
+            ));
         }
         let key = namespaced(by, idempotency_key)?;
         if let Some(r) = self.inner.store.receipt_by_key(&key).await? {
@@ -715,19 +735,34 @@ impl Node {
         let b = self.party(&req.party_b).await?;
         let cert_a = self.party_cert(&a, "party A")?;
         let cert_b = self.party_cert(&b, "party B")?;
-        let version = if req.fair { VERSION_BLS } else { VERSION_ED25519 };
+        let version = if req.fair {
+            VERSION_BLS
+        } else {
+            VERSION_ED25519
+        };
         if req.fair && b.bls_key.is_none() {
             return Err(rerr(ReceiptError::BadCertificate {
                 who: "party B",
-                why: format!("{} has no certified BLS key, needed for a fair exchange", b.name),
+                why: format!(
+                    "{} has no certified BLS key, needed for a fair exchange",
+                    b.name
+                ),
             }));
         }
         if req.fair && req.proxy_b {
-            return Err(invalid("proxy_b", "a fair exchange needs B's own signature"));
+            return Err(invalid(
+                "proxy_b",
+                "a fair exchange needs B's own signature",
+            ));
         }
-        let warrant_a = self.find_warrant("party A", &a, &cert_a, &b.name, req.fair).await?;
+        let warrant_a = self
+            .find_warrant("party A", &a, &cert_a, &b.name, req.fair)
+            .await?;
         let warrant_b = if req.proxy_b {
-            Some(self.find_warrant("party B", &b, &cert_b, &a.name, false).await?)
+            Some(
+                self.find_warrant("party B", &b, &cert_b, &a.name, false)
+                    .await?,
+            )
         } else {
             None
         };
@@ -776,7 +811,10 @@ impl Node {
         };
         if req.fair {
             // Block 303: the node signs for X now and escrows it for the arbiter only.
-            let sig_a = self.receipts().proxy_bls.sign(proto::PARTY_DOMAIN, &fields.party_part());
+            let sig_a = self
+                .receipts()
+                .proxy_bls
+                .sign(proto::PARTY_DOMAIN, &fields.party_part());
             let aad = [ESCROW_AAD, &fields.party_part()].concat();
             row.escrow_a = Some(
                 seal::seal(self.receipts().escrow_key.expose(), &aad, &sig_a.to_bytes())
@@ -814,7 +852,9 @@ impl Node {
         };
         if req.proxy_b && row.state == "offered" {
             let sig_b = self.proxy_sign(&fields)?;
-            let done = self.complete(row, &fields, sig_b, None, "offered", "signed").await?;
+            let done = self
+                .complete(row, &fields, sig_b, None, "offered", "signed")
+                .await?;
             return Ok((self.receipt_view(&done), outcome.replayed));
         }
         Ok((self.receipt_view(&row), outcome.replayed))
@@ -832,7 +872,8 @@ impl Node {
     /// The fields of a stored receipt (the fingerprints are the ones of the offer).
     fn fields(&self, r: &ReceiptRow) -> Result<Fields> {
         let b32 = |v: &[u8]| -> Result<[u8; 32]> {
-            v.try_into().map_err(|_| setup("a stored hash is not 32 bytes"))
+            v.try_into()
+                .map_err(|_| setup("a stored hash is not 32 bytes"))
         };
         Ok(Fields {
             version: r.version as u8,
@@ -847,10 +888,19 @@ impl Node {
 
     /// Both parties of a receipt with their certificates, checked now, still for the keys the
     /// offer named.
-    async fn parties_of(&self, r: &ReceiptRow) -> Result<(PartyRow, Certificate, PartyRow, Certificate)> {
+    async fn parties_of(
+        &self,
+        r: &ReceiptRow,
+    ) -> Result<(PartyRow, Certificate, PartyRow, Certificate)> {
         let (a, b) = (self.party(&r.party_a).await?, self.party(&r.party_b).await?);
-        let (cert_a, cert_b) = (self.party_cert(&a, "party A")?, self.party_cert(&b, "party B")?);
-        for (who, cert, fp) in [("party A", &cert_a, &r.fingerprint_a), ("party B", &cert_b, &r.fingerprint_b)] {
+        let (cert_a, cert_b) = (
+            self.party_cert(&a, "party A")?,
+            self.party_cert(&b, "party B")?,
+        );
+        for (who, cert, fp) in [
+            ("party A", &cert_a, &r.fingerprint_a),
+            ("party B", &cert_b, &r.fingerprint_b),
+        ] {
             if fp_bytes(&cert.public_key().map_err(setup)?).as_slice() != fp.as_slice() {
                 return Err(rerr(ReceiptError::BadCertificate {
                     who,
@@ -894,7 +944,9 @@ impl Node {
     fn require_b(&self, by: &Principal, r: &ReceiptRow) -> Result<()> {
         self.may_see(by, r)?;
         if by.owner != r.party_b {
-            return Err(ServiceError::Forbidden("only party B signs, escrows and acks"));
+            return Err(ServiceError::Forbidden(
+                "only party B signs, escrows and acks",
+            ));
         }
         Ok(())
     }
@@ -924,14 +976,21 @@ impl Node {
         let r = self.receipt_row(transaction).await?;
         self.require_b(by, &r)?;
         if !r.fair {
-            return Err(wrong_state("this receipt is not a fair exchange; sign it directly"));
+            return Err(wrong_state(
+                "this receipt is not a fair exchange; sign it directly",
+            ));
         }
-        if r.state == "escrowed" && r.ves_b.as_deref().map(hex::encode).as_deref() == Some(ves_hex.trim()) {
+        if r.state == "escrowed"
+            && r.ves_b.as_deref().map(hex::encode).as_deref() == Some(ves_hex.trim())
+        {
             return Ok(self.receipt_view(&r));
         }
         self.check_open_exchange(&r).await?;
         if r.state != "offered" {
-            return Err(wrong_state(format!("the receipt is {}, not offered", r.state)));
+            return Err(wrong_state(format!(
+                "the receipt is {}, not offered",
+                r.state
+            )));
         }
         let (_, _, b, _) = self.parties_of(&r).await?;
         let fields = self.fields(&r)?;
@@ -955,9 +1014,14 @@ impl Node {
                 next.ves_b = Some(ves.to_bytes().to_vec());
                 next.state = "escrowed".into();
                 next.updated_at = self.now();
-                self.step(&next, "offered", "receipt_escrowed", serde_json::json!({
-                    "transaction": transaction, "ves_b": hex::encode(ves.to_bytes()),
-                }))
+                self.step(
+                    &next,
+                    "offered",
+                    "receipt_escrowed",
+                    serde_json::json!({
+                        "transaction": transaction, "ves_b": hex::encode(ves.to_bytes()),
+                    }),
+                )
                 .await?;
                 Ok(self.receipt_view(&next))
             }
@@ -1019,15 +1083,16 @@ impl Node {
             Some(w) => Some(self.write_target(&b, w).await?),
             None => None,
         };
-        let checked = PartySignature::from_hex(fields.version, &req.signature_b)
-            .and_then(|sig| {
-                proto::signing_key("party B", fields.version, &cert_b, None)?
-                    .verify(&fields, &sig, "party B")
-                    .map(|()| sig)
-            });
+        let checked = PartySignature::from_hex(fields.version, &req.signature_b).and_then(|sig| {
+            proto::signing_key("party B", fields.version, &cert_b, None)?
+                .verify(&fields, &sig, "party B")
+                .map(|()| sig)
+        });
         match checked {
             Ok(sig_b) => {
-                let done = self.complete(r, &fields, sig_b, write, expected, "signed").await?;
+                let done = self
+                    .complete(r, &fields, sig_b, write, expected, "signed")
+                    .await?;
                 Ok(self.receipt_view(&done))
             }
             Err(e) if r.fair => {
@@ -1090,7 +1155,10 @@ impl Node {
             Some(bytes) => PartySignature::from_slice(fields.version, bytes).map_err(rerr)?,
             None => self.proxy_sign(fields)?,
         };
-        let sig_server = self.receipts().server.sign(proto::SERVER_DOMAIN, &fields.server_part());
+        let sig_server = self
+            .receipts()
+            .server
+            .sign(proto::SERVER_DOMAIN, &fields.server_part());
         let receipt = Receipt {
             fields: *fields,
             signature_a: sig_a,
@@ -1108,7 +1176,13 @@ impl Node {
         if let Some((serial, challenge, slot)) = write {
             let number = random_id()?;
             let content = WriteContent::new(fields, number as u64, sig_server);
-            let sealed = ptoken::seal_write(self.app_key(&serial).expose(), &serial, &challenge, slot, &content);
+            let sealed = ptoken::seal_write(
+                self.app_key(&serial).expose(),
+                &serial,
+                &challenge,
+                slot,
+                &content,
+            );
             next.token_serial = Some(hex::encode(serial));
             next.challenge = Some(challenge.to_vec());
             next.slot = Some(i64::from(slot));
@@ -1140,7 +1214,13 @@ impl Node {
         Ok(next)
     }
 
-    async fn recheck_warrant(&self, who: &'static str, serial: &str, party: &str, other: &str) -> Result<()> {
+    async fn recheck_warrant(
+        &self,
+        who: &'static str,
+        serial: &str,
+        party: &str,
+        other: &str,
+    ) -> Result<()> {
         let refused = |why: String| rerr(ReceiptServiceError::NoWarrant(why));
         let w = self
             .inner
@@ -1149,12 +1229,21 @@ impl Node {
             .await?
             .ok_or_else(|| refused(format!("warrant {serial} is gone")))?;
         if w.revoked_at.is_some() {
-            return Err(refused(format!("warrant {serial} was revoked; nothing was signed")));
+            return Err(refused(format!(
+                "warrant {serial} was revoked; nothing was signed"
+            )));
         }
         let p = self.party(party).await?;
         let cert = self.party_cert(&p, who)?;
-        proto::check_proxy(who, &w.certificate, &cert, other, self.inner.ca.certificate(), self.now())
-            .map_err(|e| refused(format!("{e}; nothing was signed")))?;
+        proto::check_proxy(
+            who,
+            &w.certificate,
+            &cert,
+            other,
+            self.inner.ca.certificate(),
+            self.now(),
+        )
+        .map_err(|e| refused(format!("{e}; nothing was signed")))?;
         Ok(())
     }
 
@@ -1193,7 +1282,9 @@ impl Node {
         let r = self.receipt_row(transaction).await?;
         self.require_b(by, &r)?;
         let Some(number) = r.receipt_number else {
-            return Err(wrong_state("nothing was written to a token for this receipt"));
+            return Err(wrong_state(
+                "nothing was written to a token for this receipt",
+            ));
         };
         if number as u64 != receipt_number {
             return Err(invalid("receipt_number", "is not this receipt's number"));
@@ -1203,7 +1294,11 @@ impl Node {
         }
         let mut next = r.clone();
         next.acked_at = Some(self.now());
-        next.state = if r.state == "signed" { "acked".into() } else { r.state.clone() };
+        next.state = if r.state == "signed" {
+            "acked".into()
+        } else {
+            r.state.clone()
+        };
         next.updated_at = self.now();
         self.execute(
             format!(":receipt:{}:acked", r.transaction_id),
@@ -1274,13 +1369,17 @@ impl Node {
         let r = self.receipt_row(transaction).await?;
         self.may_see(by, &r)?;
         if !by.is_admin() && by.owner != r.created_by && by.owner != r.party_a {
-            return Err(ServiceError::Forbidden("only the originator aborts an exchange"));
+            return Err(ServiceError::Forbidden(
+                "only the originator aborts an exchange",
+            ));
         }
         if !r.fair {
             return Err(wrong_state("this receipt is not a fair exchange"));
         }
         if matches!(r.state.as_str(), "signed" | "acked") {
-            return Err(wrong_state("the exchange completed; there is nothing to abort"));
+            return Err(wrong_state(
+                "the exchange completed; there is nothing to abort",
+            ));
         }
         let answer = self.arbiter_decide(&r, Request::Abort, &by.owner).await?;
         self.arbiter_view(transaction, answer).await
@@ -1302,8 +1401,21 @@ impl Node {
         }
         let (_, _, b, cert_b) = self.parties_of(&r).await?;
         let fields = self.fields(&r)?;
+        if matches!(r.state.as_str(), "signed" | "acked") {
+            return Err(wrong_state(
+                "the exchange completed without the arbiter; fetch the receipt",
+            ));
+        }
         if by.owner == r.party_b {
-            let sig = signature_b.ok_or_else(|| invalid("signature_b", "B deposits its signature"))?;
+            // Block 310: B resolves after sending its verifiable escrow (before that, B just
+            // sends the escrow again); a standing decision is answered as it stands.
+            if r.state == "offered" {
+                return Err(wrong_state(
+                    "send your verifiable escrow first; resolve only if no good signature of A comes back",
+                ));
+            }
+            let sig =
+                signature_b.ok_or_else(|| invalid("signature_b", "B deposits its signature"))?;
             let sig_b = PartySignature::from_hex(fields.version, sig)
                 .and_then(|s| {
                     proto::signing_key("party B", fields.version, &cert_b, None)?
@@ -1329,7 +1441,9 @@ impl Node {
             return self.arbiter_view(transaction, answer).await;
         }
         if !by.is_admin() && by.owner != r.created_by && by.owner != r.party_a {
-            return Err(ServiceError::Forbidden("only the exchange's parties resolve it"));
+            return Err(ServiceError::Forbidden(
+                "only the exchange's parties resolve it",
+            ));
         }
         // A standing decision answers first (an aborted or failed exchange stays so).
         let answer = match self.inner.store.arbiter_decision(r.transaction_id).await? {
@@ -1343,7 +1457,12 @@ impl Node {
         self.arbiter_view(transaction, answer).await
     }
 
-    async fn resolve_by_node(&self, r: &ReceiptRow, fields: &Fields, b: &PartyRow) -> Result<Answer> {
+    async fn resolve_by_node(
+        &self,
+        r: &ReceiptRow,
+        fields: &Fields,
+        b: &PartyRow,
+    ) -> Result<Answer> {
         let ves = r
             .ves_b
             .as_deref()
@@ -1411,11 +1530,17 @@ impl Node {
             let fields = self.fields(r)?;
             let result = match next {
                 Decision::Resolved { signature_b, .. } => {
-                    self.complete_resolved(r.clone(), &fields, signature_b, &row).await
+                    self.complete_resolved(r.clone(), &fields, signature_b, &row)
+                        .await
                 }
                 _ => {
                     let mut moved = r.clone();
-                    moved.state = if next == Decision::Aborted { "aborted" } else { "failed" }.into();
+                    moved.state = if next == Decision::Aborted {
+                        "aborted"
+                    } else {
+                        "failed"
+                    }
+                    .into();
                     moved.updated_at = self.now();
                     let mut attachments: Vec<Attachment> = vec![insert_decision(&row)];
                     attachments.extend(step_receipt(&moved, &r.state));
@@ -1452,7 +1577,10 @@ impl Node {
         sig_b: PartySignature,
         decision: &DecisionRow,
     ) -> Result<()> {
-        let sig_server = self.receipts().server.sign(proto::SERVER_DOMAIN, &fields.server_part());
+        let sig_server = self
+            .receipts()
+            .server
+            .sign(proto::SERVER_DOMAIN, &fields.server_part());
         let sig_a = decision
             .signature_a
             .as_deref()
@@ -1522,22 +1650,25 @@ impl Node {
         pkg.record = Some(r.record.clone());
         pkg.cert_a = Some(a.certificate.clone());
         pkg.cert_b = Some(b.certificate.clone());
-        for (serial, slot) in [(&r.warrant_a, &mut pkg.warrant_a), (&r.warrant_b, &mut pkg.warrant_b)] {
+        for (serial, slot) in [
+            (&r.warrant_a, &mut pkg.warrant_a),
+            (&r.warrant_b, &mut pkg.warrant_b),
+        ] {
             if let Some(s) = serial {
                 *slot = self.inner.store.warrant(s).await?.map(|w| w.certificate);
             }
         }
         pkg.cert_server = Some(self.receipts().server_cert.to_der());
         pkg.cert_ca = Some(self.inner.ca.certificate().to_der());
-        if let Some(k) = &r.journal_key {
-            if let Some(j) = self.inner.store.journal_entry_by_key(k).await? {
-                pkg.journal = Some(JournalProof {
-                    seq: j.seq,
-                    at: j.at,
-                    prev_hash: j.prev_hash.as_slice().try_into().map_err(setup)?,
-                    body: j.body,
-                });
-            }
+        if let Some(k) = &r.journal_key
+            && let Some(j) = self.inner.store.journal_entry_by_key(k).await?
+        {
+            pkg.journal = Some(JournalProof {
+                seq: j.seq,
+                at: j.at,
+                prev_hash: j.prev_hash.as_slice().try_into().map_err(setup)?,
+                body: j.body,
+            });
         }
         Ok(pkg.to_bytes())
     }
@@ -1578,7 +1709,10 @@ impl Node {
             warrant_a: r.warrant_a.clone(),
             warrant_b: r.warrant_b.clone(),
             escrow_a: r.escrow_a.as_deref().map(hex::encode),
-            signature_a: if matches!(r.state.as_str(), "escrowed" | "signed" | "acked" | "resolved") {
+            signature_a: if matches!(
+                r.state.as_str(),
+                "escrowed" | "signed" | "acked" | "resolved"
+            ) {
                 r.signature_a.as_deref().map(hex::encode)
             } else {
                 None
@@ -1588,7 +1722,11 @@ impl Node {
             core: core.map(|c| hex::encode(c.to_bytes())),
             digest: r.digest.clone(),
             receipt_number: r.receipt_number.map(|n| n as u64),
-            write: if r.acked_at.is_none() { r.write.as_deref().map(hex::encode) } else { None },
+            write: if r.acked_at.is_none() {
+                r.write.as_deref().map(hex::encode)
+            } else {
+                None
+            },
             acked_at: r.acked_at,
         }
     }
@@ -1606,7 +1744,9 @@ fn b_bls_key(b: &PartyRow) -> Result<BlsPublicKey> {
 
 fn decision_of(d: &DecisionRow, version: u8) -> Result<Decision> {
     let sig = |s: &Option<Vec<u8>>| -> Result<PartySignature> {
-        let bytes = s.as_deref().ok_or_else(|| setup("resolved decision without signatures"))?;
+        let bytes = s
+            .as_deref()
+            .ok_or_else(|| setup("resolved decision without signatures"))?;
         PartySignature::from_slice(version, bytes).map_err(rerr)
     };
     Ok(match d.decision.as_str() {
@@ -1622,9 +1762,9 @@ fn decision_of(d: &DecisionRow, version: u8) -> Result<Decision> {
 
 fn revoked_meanwhile(e: ServiceError) -> ServiceError {
     match e {
-        ServiceError::Store(StoreError::Conflict(why)) if why.contains("warrant") => {
-            rerr(ReceiptServiceError::NoWarrant(format!("{why}; nothing was signed")))
-        }
+        ServiceError::Store(StoreError::Conflict(why)) if why.contains("warrant") => rerr(
+            ReceiptServiceError::NoWarrant(format!("{why}; nothing was signed")),
+        ),
         ServiceError::Store(StoreError::Conflict(_)) => {
             wrong_state("the receipt moved on meanwhile; fetch it again")
         }

@@ -539,9 +539,16 @@ impl Store {
                 format!("{base} WHERE issuer = $1 ORDER BY created_at DESC LIMIT 1000"),
                 vec![Value::Text(i.into())],
             ),
-            None => (format!("{base} ORDER BY created_at DESC LIMIT 1000"), vec![]),
+            None => (
+                format!("{base} ORDER BY created_at DESC LIMIT 1000"),
+                vec![],
+            ),
         };
-        self.fetch_all(sql, params).await?.iter().map(warrant).collect()
+        self.fetch_all(sql, params)
+            .await?
+            .iter()
+            .map(warrant)
+            .collect()
     }
 
     /// A receipt by transaction id.
@@ -567,7 +574,11 @@ impl Store {
     }
 
     /// Receipts a party is in (either side), newest first; all for `None`.
-    pub async fn receipts(&self, party: Option<&str>, limit: i64) -> Result<Vec<ReceiptRow>, StoreError> {
+    pub async fn receipts(
+        &self,
+        party: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<ReceiptRow>, StoreError> {
         let (sql, params) = match party {
             Some(p) => (
                 format!(
@@ -581,7 +592,11 @@ impl Store {
                 vec![Value::Int(limit)],
             ),
         };
-        self.fetch_all(sql, params).await?.iter().map(receipt).collect()
+        self.fetch_all(sql, params)
+            .await?
+            .iter()
+            .map(receipt)
+            .collect()
     }
 
     /// Signed receipts written to a token and not acknowledged yet, oldest first.
@@ -600,7 +615,10 @@ impl Store {
     }
 
     /// The arbiter's decision on a transaction.
-    pub async fn arbiter_decision(&self, transaction_id: i64) -> Result<Option<DecisionRow>, StoreError> {
+    pub async fn arbiter_decision(
+        &self,
+        transaction_id: i64,
+    ) -> Result<Option<DecisionRow>, StoreError> {
         let rows = self
             .fetch_all(
                 "SELECT transaction_id, decision, signature_a, signature_b, requested_by, \
@@ -613,7 +631,10 @@ impl Store {
     }
 
     /// The journal entry written under an idempotency key.
-    pub async fn journal_entry_by_key(&self, key: &str) -> Result<Option<JournalEntryRow>, StoreError> {
+    pub async fn journal_entry_by_key(
+        &self,
+        key: &str,
+    ) -> Result<Option<JournalEntryRow>, StoreError> {
         let rows = self
             .fetch_all(
                 "SELECT seq, at, prev_hash, hash, body FROM journal WHERE idempotency_key = $1"

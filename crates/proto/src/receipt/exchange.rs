@@ -21,6 +21,8 @@
 use super::PartySignature;
 
 /// The arbiter's standing decision on one transaction.
+// Two signatures inline (about 200 bytes, `Copy`): not worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// Nothing asked yet.
@@ -89,10 +91,14 @@ pub enum Refusal {
     #[error("the exchange was aborted by its originator; it cannot be resolved")]
     Aborted,
     /// An earlier resolve failed (the originator's escrow was bad).
-    #[error("an earlier resolve failed because the originator's escrow held no valid signature; the exchange cannot be resolved")]
+    #[error(
+        "an earlier resolve failed because the originator's escrow held no valid signature; the exchange cannot be resolved"
+    )]
     Failed,
     /// The originator's escrow holds no valid signature (this request fails the exchange).
-    #[error("the originator's escrow holds no valid signature: the resolve fails, and so will any later one")]
+    #[error(
+        "the originator's escrow holds no valid signature: the resolve fails, and so will any later one"
+    )]
     BadEscrow,
 }
 
@@ -104,16 +110,41 @@ pub fn decide(decision: Decision, request: Request) -> (Decision, Result<Answer,
     match (decision, request) {
         (D::Open | D::Aborted, R::Abort) => (D::Aborted, Ok(Answer::Aborted)),
         (D::Failed, R::Abort) => (D::Failed, Ok(Answer::Aborted)),
-        (D::Resolved { signature_b, .. }, R::Abort) => (decision, Ok(Answer::Signature(signature_b))),
+        (D::Resolved { signature_b, .. }, R::Abort) => {
+            (decision, Ok(Answer::Signature(signature_b)))
+        }
         (D::Aborted, _) => (decision, Err(Refusal::Aborted)),
         (D::Failed, _) => (decision, Err(Refusal::Failed)),
-        (D::Open, R::ResolveByClient { escrowed_a: None, .. }) => (D::Failed, Err(Refusal::BadEscrow)),
-        (D::Open, R::ResolveByClient { signature_b, escrowed_a: Some(signature_a) }) => (
-            D::Resolved { signature_a, signature_b },
+        (
+            D::Open,
+            R::ResolveByClient {
+                escrowed_a: None, ..
+            },
+        ) => (D::Failed, Err(Refusal::BadEscrow)),
+        (
+            D::Open,
+            R::ResolveByClient {
+                signature_b,
+                escrowed_a: Some(signature_a),
+            },
+        ) => (
+            D::Resolved {
+                signature_a,
+                signature_b,
+            },
             Ok(Answer::Signature(signature_a)),
         ),
-        (D::Open, R::ResolveByNode { signature_a, escrowed_b }) => (
-            D::Resolved { signature_a, signature_b: escrowed_b },
+        (
+            D::Open,
+            R::ResolveByNode {
+                signature_a,
+                escrowed_b,
+            },
+        ) => (
+            D::Resolved {
+                signature_a,
+                signature_b: escrowed_b,
+            },
             Ok(Answer::Signature(escrowed_b)),
         ),
         (D::Resolved { signature_a, .. }, R::ResolveByClient { .. }) => {

@@ -4,10 +4,15 @@ use super::exchange::{Answer, Decision, Refusal, Request, decide};
 use super::token::{self, SecureWrite, Stored, Token, TokenError, TokenRecord, WriteContent};
 use super::*;
 use tally_kernel::crypto::bls::BlsSecretKey;
-use tally_kernel::crypto::warrant::{Counterparties, OID_BLS_KEY, bls_key_extension, issue_warrant};
+use tally_kernel::crypto::warrant::{
+    Counterparties, OID_BLS_KEY, bls_key_extension, issue_warrant,
+};
 use tally_kernel::crypto::{CertificateAuthority, SigningKey};
 
-const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/protocols/vectors/receipts.json");
+const VECTORS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../docs/protocols/vectors/receipts.json"
+);
 
 fn fields(version: u8, server: &SigningKey, a: &VerifyingKey, b: &VerifyingKey) -> Fields {
     Fields {
@@ -31,7 +36,12 @@ fn keys() -> (SigningKey, SigningKey, SigningKey) {
 
 fn ed_receipt() -> Receipt {
     let (server, a, b) = keys();
-    let f = fields(VERSION_ED25519, &server, &a.verifying_key(), &b.verifying_key());
+    let f = fields(
+        VERSION_ED25519,
+        &server,
+        &a.verifying_key(),
+        &b.verifying_key(),
+    );
     Receipt {
         fields: f,
         signature_a: PartySignature::Ed25519(a.sign(PARTY_DOMAIN, &f.party_part())),
@@ -43,7 +53,10 @@ fn ed_receipt() -> Receipt {
 fn bls_receipt() -> Receipt {
     let (server, a, b) = keys();
     let f = fields(VERSION_BLS, &server, &a.verifying_key(), &b.verifying_key());
-    let (ba, bb) = (BlsSecretKey::from_seed(&[4; 32]), BlsSecretKey::from_seed(&[5; 32]));
+    let (ba, bb) = (
+        BlsSecretKey::from_seed(&[4; 32]),
+        BlsSecretKey::from_seed(&[5; 32]),
+    );
     Receipt {
         fields: f,
         signature_a: PartySignature::Bls(ba.sign(PARTY_DOMAIN, &f.party_part())),
@@ -59,7 +72,11 @@ fn vector_package() -> Package {
         seq: 7,
         at: 1_764_000_000_000_000,
         prev_hash: [9; 32],
-        body: format!("{{\"receipt_digest\":\"{}\"}}", hex::encode(ed_receipt().digest())).into_bytes(),
+        body: format!(
+            "{{\"receipt_digest\":\"{}\"}}",
+            hex::encode(ed_receipt().digest())
+        )
+        .into_bytes(),
     });
     p
 }
@@ -69,8 +86,15 @@ fn secure_write() -> (SecureWrite, [u8; 32]) {
     let r = ed_receipt();
     let serial = [0x5a; token::SERIAL_LEN];
     let app = token::application_key(&[0x11; 32], &serial);
-    let content = WriteContent::new(&r.fields, 42, server.sign(SERVER_DOMAIN, &r.fields.server_part()));
-    (token::seal_write(app.expose(), &serial, &[0x22; 32], 3, &content), *app.expose())
+    let content = WriteContent::new(
+        &r.fields,
+        42,
+        server.sign(SERVER_DOMAIN, &r.fields.server_part()),
+    );
+    (
+        token::seal_write(app.expose(), &serial, &[0x22; 32], 3, &content),
+        *app.expose(),
+    )
 }
 
 #[test]
@@ -101,7 +125,11 @@ fn formats_match_the_pinned_vectors() {
         "secure_write": hex::encode(write.to_bytes()),
     });
     crate::pinned::check(VECTORS, &computed);
-    assert_eq!(ed.to_bytes().len(), 337, "the seed's 473 bytes with Ed25519 and SHA-256");
+    assert_eq!(
+        ed.to_bytes().len(),
+        337,
+        "the seed's 473 bytes with Ed25519 and SHA-256"
+    );
     assert_eq!(bls.to_bytes().len(), 305);
     assert_eq!(record.to_bytes().len(), 49);
 }
@@ -127,10 +155,16 @@ fn malformed_cores_and_packages_are_refused_with_a_reason() {
     }
     let mut v = core.clone();
     v[0] = 9;
-    assert_eq!(Receipt::from_bytes(&v), Err(ReceiptError::UnsupportedVersion(9)));
+    assert_eq!(
+        Receipt::from_bytes(&v),
+        Err(ReceiptError::UnsupportedVersion(9))
+    );
     // A version 1 core read as version 2 has the wrong length.
     v[0] = VERSION_BLS;
-    assert!(matches!(Receipt::from_bytes(&v), Err(ReceiptError::Malformed(_))));
+    assert!(matches!(
+        Receipt::from_bytes(&v),
+        Err(ReceiptError::Malformed(_))
+    ));
 
     let file = vector_package().to_bytes();
     // A cut inside anything is refused; a cut between sections is a shorter package (the
@@ -143,30 +177,52 @@ fn malformed_cores_and_packages_are_refused_with_a_reason() {
     }
     let mut junk = file.clone();
     junk.push(0);
-    assert!(matches!(Package::from_bytes(&junk), Err(ReceiptError::Malformed(m)) if m.contains("truncated")));
+    assert!(
+        matches!(Package::from_bytes(&junk), Err(ReceiptError::Malformed(m)) if m.contains("truncated"))
+    );
     let mut bad = file.clone();
     bad[0] = b'X';
-    assert!(matches!(Package::from_bytes(&bad), Err(ReceiptError::Malformed(m)) if m.contains("magic")));
+    assert!(
+        matches!(Package::from_bytes(&bad), Err(ReceiptError::Malformed(m)) if m.contains("magic"))
+    );
     // Sections out of order, repeated, unknown.
     let mut p = Package::new(ed_receipt()).to_bytes();
     p.extend_from_slice(&[tag::CERT_A, 0, 0, 0, 0, tag::RECORD, 0, 0, 0, 1, b'x']);
-    assert!(matches!(Package::from_bytes(&p), Err(ReceiptError::Malformed(m)) if m.contains("order")));
+    assert!(
+        matches!(Package::from_bytes(&p), Err(ReceiptError::Malformed(m)) if m.contains("order"))
+    );
     let mut p = Package::new(ed_receipt()).to_bytes();
     p.extend_from_slice(&[200, 0, 0, 0, 0]);
-    assert!(matches!(Package::from_bytes(&p), Err(ReceiptError::Malformed(m)) if m.contains("unknown")));
+    assert!(
+        matches!(Package::from_bytes(&p), Err(ReceiptError::Malformed(m)) if m.contains("unknown"))
+    );
     let mut p = Package::new(ed_receipt()).to_bytes();
     p.extend_from_slice(&[tag::RECORD, 0xff, 0xff, 0xff, 0xff]);
     assert!(Package::from_bytes(&p).is_err());
     let mut p = Package::new(ed_receipt()).to_bytes();
     p.extend_from_slice(&[tag::RECORD, 0, 0, 0, 2, 0xc3, 0x28]);
-    assert!(matches!(Package::from_bytes(&p), Err(ReceiptError::NotPlainText(_))));
+    assert!(matches!(
+        Package::from_bytes(&p),
+        Err(ReceiptError::NotPlainText(_))
+    ));
 }
 
 #[test]
 fn records_must_be_flat_text() {
     assert_eq!(check_record("Order 1\n\tTotal 2.00 EUR\n"), Ok(()));
-    for bad in ["", "  \n", "a\u{202e}b", "a\u{200b}b", "a\u{7}b", "a\rb", "\u{feff}x"] {
-        assert!(matches!(check_record(bad), Err(ReceiptError::NotPlainText(_))), "{bad:?}");
+    for bad in [
+        "",
+        "  \n",
+        "a\u{202e}b",
+        "a\u{200b}b",
+        "a\u{7}b",
+        "a\rb",
+        "\u{feff}x",
+    ] {
+        assert!(
+            matches!(check_record(bad), Err(ReceiptError::NotPlainText(_))),
+            "{bad:?}"
+        );
     }
     assert!(check_record(&"x".repeat(RECORD_LEN_MAX + 1)).is_err());
 }
@@ -191,14 +247,20 @@ fn now() -> Timestamp {
 fn pki() -> Pki {
     let ca = CertificateAuthority::generate("Test CA", now().plus_seconds(-86_400), 365).unwrap();
     let (server, a, b) = keys();
-    let (a_bls, b_bls) = (BlsSecretKey::from_seed(&[4; 32]), BlsSecretKey::from_seed(&[5; 32]));
+    let (a_bls, b_bls) = (
+        BlsSecretKey::from_seed(&[4; 32]),
+        BlsSecretKey::from_seed(&[5; 32]),
+    );
     let end = now().plus_seconds(30 * 86_400);
     let start = now().plus_seconds(-3600);
     let issue = |name: &str, key: &SigningKey, role: &str, bls: Option<&BlsSecretKey>| {
         let ext = bls.map(|k| bls_key_extension(&k.public_key().to_bytes()).unwrap());
-        let extra: Vec<(&str, &[u8], bool)> =
-            ext.as_deref().map(|e| vec![(OID_BLS_KEY, e, false)]).unwrap_or_default();
-        ca.issue(name, &key.verifying_key(), role, start, end, &extra).unwrap()
+        let extra: Vec<(&str, &[u8], bool)> = ext
+            .as_deref()
+            .map(|e| vec![(OID_BLS_KEY, e, false)])
+            .unwrap_or_default();
+        ca.issue(name, &key.verifying_key(), role, start, end, &extra)
+            .unwrap()
     };
     Pki {
         cert_server: issue("server", &server, "node", None),
@@ -214,7 +276,12 @@ fn pki() -> Pki {
 }
 
 fn signed_package(p: &Pki, version: u8) -> Package {
-    let f = fields(version, &p.server, &p.a.verifying_key(), &p.b.verifying_key());
+    let f = fields(
+        version,
+        &p.server,
+        &p.a.verifying_key(),
+        &p.b.verifying_key(),
+    );
     let msg = f.party_part();
     let (sa, sb) = if version == VERSION_BLS {
         (
@@ -250,30 +317,57 @@ fn genuine_packages_verify_and_every_tampering_is_named() {
 
         let mut t = pkg.clone();
         t.record = Some("Order 1042\n2 x Blue album\nTotal 1.98 EUR\n".into());
-        assert_eq!(verify_package(&t, p.ca.certificate()), Err(ReceiptError::RecordAltered));
+        assert_eq!(
+            verify_package(&t, p.ca.certificate()),
+            Err(ReceiptError::RecordAltered)
+        );
         let mut t = pkg.clone();
         t.receipt.fields.time += 1;
-        assert_eq!(verify_package(&t, p.ca.certificate()), Err(ReceiptError::BadSignature("the server")));
+        assert_eq!(
+            verify_package(&t, p.ca.certificate()),
+            Err(ReceiptError::BadSignature("the server"))
+        );
         let mut t = pkg.clone();
         t.receipt.signature_a = t.receipt.signature_b;
-        assert_eq!(verify_package(&t, p.ca.certificate()), Err(ReceiptError::BadSignature("party A")));
+        assert_eq!(
+            verify_package(&t, p.ca.certificate()),
+            Err(ReceiptError::BadSignature("party A"))
+        );
         let mut t = pkg.clone();
         t.receipt.signature_b = t.receipt.signature_a;
-        assert_eq!(verify_package(&t, p.ca.certificate()), Err(ReceiptError::BadSignature("party B")));
+        assert_eq!(
+            verify_package(&t, p.ca.certificate()),
+            Err(ReceiptError::BadSignature("party B"))
+        );
         let mut t = pkg.clone();
         t.cert_a = t.cert_b.clone();
-        assert!(matches!(verify_package(&t, p.ca.certificate()), Err(ReceiptError::BadCertificate { who: "party A", .. })));
+        assert!(matches!(
+            verify_package(&t, p.ca.certificate()),
+            Err(ReceiptError::BadCertificate { who: "party A", .. })
+        ));
         let mut t = pkg.clone();
         t.cert_server = None;
-        assert!(matches!(verify_package(&t, p.ca.certificate()), Err(ReceiptError::BadCertificate { who: "the server", .. })));
-        let other = CertificateAuthority::generate("Other CA", now().plus_seconds(-86_400), 365).unwrap();
-        assert!(matches!(verify_package(&pkg, other.certificate()), Err(ReceiptError::BadCertificate { .. })));
+        assert!(matches!(
+            verify_package(&t, p.ca.certificate()),
+            Err(ReceiptError::BadCertificate {
+                who: "the server",
+                ..
+            })
+        ));
+        let other =
+            CertificateAuthority::generate("Other CA", now().plus_seconds(-86_400), 365).unwrap();
+        assert!(matches!(
+            verify_package(&pkg, other.certificate()),
+            Err(ReceiptError::BadCertificate { .. })
+        ));
         // Every single-bit change of the file is refused.
         let bytes = pkg.to_bytes();
         for i in (0..bytes.len()).step_by(7) {
             let mut b = bytes.clone();
             b[i] ^= 0x10;
-            let ok = Package::from_bytes(&b).ok().and_then(|x| verify_package(&x, p.ca.certificate()).ok());
+            let ok = Package::from_bytes(&b)
+                .ok()
+                .and_then(|x| verify_package(&x, p.ca.certificate()).ok());
             assert!(ok.is_none(), "byte {i} flipped and still valid");
         }
     }
@@ -286,14 +380,20 @@ fn proxy_signatures_verify_only_under_a_warrant_naming_the_counterparty() {
     let f = pkg.receipt.fields;
     // The server signs for A under A's warrant.
     pkg.receipt.signature_a = PartySignature::Ed25519(p.server.sign(PARTY_DOMAIN, &f.party_part()));
-    assert_eq!(verify_package(&pkg, p.ca.certificate()), Err(ReceiptError::BadSignature("party A")));
+    assert_eq!(
+        verify_package(&pkg, p.ca.certificate()),
+        Err(ReceiptError::BadSignature("party A"))
+    );
     let warrant = |names: Counterparties, days: i64| {
         issue_warrant(
             &p.cert_a,
             &p.a,
             &p.server.verifying_key(),
             "tally receipt service",
-            &WarrantTerms { counterparties: names, bls_key: None },
+            &WarrantTerms {
+                counterparties: names,
+                bls_key: None,
+            },
             now().plus_seconds(-60),
             now().plus_seconds(days * 86_400),
         )
@@ -303,7 +403,9 @@ fn proxy_signatures_verify_only_under_a_warrant_naming_the_counterparty() {
     let v = verify_package(&pkg, p.ca.certificate()).unwrap();
     assert!(v.warrant_a.is_some());
     pkg.warrant_a = Some(warrant(Counterparties::Names(vec!["carol".into()]), 2).to_der());
-    assert!(matches!(verify_package(&pkg, p.ca.certificate()), Err(ReceiptError::BadWarrant { why, .. }) if why.contains("alice")));
+    assert!(
+        matches!(verify_package(&pkg, p.ca.certificate()), Err(ReceiptError::BadWarrant { why, .. }) if why.contains("alice"))
+    );
     pkg.warrant_a = Some(warrant(Counterparties::Any, 2).to_der());
     assert!(verify_package(&pkg, p.ca.certificate()).is_ok());
 }
@@ -313,15 +415,33 @@ fn journal_sections_must_name_the_receipt() {
     let p = pki();
     let mut pkg = signed_package(&p, VERSION_ED25519);
     let digest = hex::encode(pkg.receipt.digest());
-    pkg.journal = Some(JournalProof { seq: 3, at: 5, prev_hash: [1; 32], body: format!("{{\"receipt_digest\":\"{digest}\"}}").into_bytes() });
+    pkg.journal = Some(JournalProof {
+        seq: 3,
+        at: 5,
+        prev_hash: [1; 32],
+        body: format!("{{\"receipt_digest\":\"{digest}\"}}").into_bytes(),
+    });
     let v = verify_package(&pkg, p.ca.certificate()).unwrap();
     assert_eq!(v.journal_seq, Some(3));
     assert_eq!(
         v.journal_hash,
-        Some(tally_ledger::journal::entry_hash(3, Timestamp(5), &[1; 32], pkg.journal.as_ref().unwrap().body.as_slice()))
+        Some(tally_ledger::journal::entry_hash(
+            3,
+            Timestamp(5),
+            &[1; 32],
+            pkg.journal.as_ref().unwrap().body.as_slice()
+        ))
     );
-    pkg.journal = Some(JournalProof { seq: 3, at: 5, prev_hash: [1; 32], body: b"{}".to_vec() });
-    assert!(matches!(verify_package(&pkg, p.ca.certificate()), Err(ReceiptError::BadJournalEntry(_))));
+    pkg.journal = Some(JournalProof {
+        seq: 3,
+        at: 5,
+        prev_hash: [1; 32],
+        body: b"{}".to_vec(),
+    });
+    assert!(matches!(
+        verify_package(&pkg, p.ca.certificate()),
+        Err(ReceiptError::BadJournalEntry(_))
+    ));
 }
 
 #[test]
@@ -333,20 +453,33 @@ fn a_token_stores_a_write_once_and_only_its_own() {
     let mut t = Token::new(serial, *app.expose(), 2);
     let (slot, displaced) = t.begin([0x22; 32], r.fields.transaction, r.fields.content_hash, 0);
     assert_eq!((slot, displaced), (0, None));
-    let content = WriteContent::new(&r.fields, 42, server.sign(SERVER_DOMAIN, &r.fields.server_part()));
+    let content = WriteContent::new(
+        &r.fields,
+        42,
+        server.sign(SERVER_DOMAIN, &r.fields.server_part()),
+    );
     let w = token::seal_write(app.expose(), &serial, &[0x22; 32], slot, &content);
     // Another server's key, a changed byte, another slot: refused, challenge kept.
     let other = SigningKey::from_seed(&[8; 32]).verifying_key();
     assert!(matches!(t.store(&w, &other), Err(TokenError::Mismatch(_))));
     let mut bad = w.clone();
     bad.sealed[30] ^= 1;
-    assert_eq!(t.store(&bad, &server.verifying_key()), Err(TokenError::WrongKey));
+    assert_eq!(
+        t.store(&bad, &server.verifying_key()),
+        Err(TokenError::WrongKey)
+    );
     let mut bad = w.clone();
     bad.slot = 1;
-    assert!(matches!(t.store(&bad, &server.verifying_key()), Err(TokenError::Mismatch(_))));
+    assert!(matches!(
+        t.store(&bad, &server.verifying_key()),
+        Err(TokenError::Mismatch(_))
+    ));
     // The genuine write stores once; again it is recognised; the challenge is gone.
     assert_eq!(t.store(&w, &server.verifying_key()), Ok(Stored::New(42)));
-    assert_eq!(t.store(&w, &server.verifying_key()), Ok(Stored::Already(42)));
+    assert_eq!(
+        t.store(&w, &server.verifying_key()),
+        Ok(Stored::Already(42))
+    );
     assert!(t.pending.is_empty());
     // A write for a record the token did not ask for.
     let mut f2 = r.fields;
@@ -354,13 +487,18 @@ fn a_token_stores_a_write_once_and_only_its_own() {
     t.begin([0x33; 32], f2.transaction, [0; 32], 0);
     let c2 = WriteContent::new(&f2, 43, server.sign(SERVER_DOMAIN, &f2.server_part()));
     let w2 = token::seal_write(app.expose(), &serial, &[0x33; 32], 1, &c2);
-    assert!(matches!(t.store(&w2, &server.verifying_key()), Err(TokenError::Mismatch(m)) if m.contains("hash")));
+    assert!(
+        matches!(t.store(&w2, &server.verifying_key()), Err(TokenError::Mismatch(m)) if m.contains("hash"))
+    );
     // A write sealed with a server's wrong signature is refused.
     let c3 = WriteContent::new(&r.fields, 44, server.sign(SERVER_DOMAIN, b"something else"));
     let mut t3 = Token::new(serial, *app.expose(), 1);
     t3.begin([0x44; 32], r.fields.transaction, r.fields.content_hash, 0);
     let w3 = token::seal_write(app.expose(), &serial, &[0x44; 32], 0, &c3);
-    assert_eq!(t3.store(&w3, &server.verifying_key()), Err(TokenError::BadSignature));
+    assert_eq!(
+        t3.store(&w3, &server.verifying_key()),
+        Err(TokenError::BadSignature)
+    );
     // The token file round-trips through JSON.
     let json = serde_json::to_string(&t).unwrap();
     assert_eq!(serde_json::from_str::<Token>(&json).unwrap(), t);
@@ -380,35 +518,104 @@ fn a_full_token_replaces_the_lowest_priority_then_the_oldest() {
         let ch = [i as u8 + 10; 32];
         let (slot, _) = t.begin(ch, f.transaction, f.content_hash, prio);
         assert_eq!(usize::from(slot), i);
-        let c = WriteContent::new(&f, i as u64 + 100, server.sign(SERVER_DOMAIN, &f.server_part()));
-        t.store(&token::seal_write(app.expose(), &serial, &ch, slot, &c), &server.verifying_key()).unwrap();
+        let c = WriteContent::new(
+            &f,
+            i as u64 + 100,
+            server.sign(SERVER_DOMAIN, &f.server_part()),
+        );
+        t.store(
+            &token::seal_write(app.expose(), &serial, &ch, slot, &c),
+            &server.verifying_key(),
+        )
+        .unwrap();
     }
     let (slot, displaced) = t.begin([99; 32], 50, [0; 32], 9);
-    assert_eq!((slot, displaced.map(|s| s.receipt_number)), (2, Some(102)), "priority 1, older of the two");
+    assert_eq!(
+        (slot, displaced.map(|s| s.receipt_number)),
+        (2, Some(102)),
+        "priority 1, older of the two"
+    );
 }
 
 #[test]
 fn the_arbiter_gives_both_signatures_or_neither() {
     let r = ed_receipt();
     let (a, b) = (r.signature_a, r.signature_b);
-    let resolved = Decision::Resolved { signature_a: a, signature_b: b };
-    let by_client = Request::ResolveByClient { signature_b: b, escrowed_a: Some(a) };
-    let by_client_bad = Request::ResolveByClient { signature_b: b, escrowed_a: None };
-    let by_node = Request::ResolveByNode { signature_a: a, escrowed_b: b };
+    let resolved = Decision::Resolved {
+        signature_a: a,
+        signature_b: b,
+    };
+    let by_client = Request::ResolveByClient {
+        signature_b: b,
+        escrowed_a: Some(a),
+    };
+    let by_client_bad = Request::ResolveByClient {
+        signature_b: b,
+        escrowed_a: None,
+    };
+    let by_node = Request::ResolveByNode {
+        signature_a: a,
+        escrowed_b: b,
+    };
     let table = [
-        (Decision::Open, Request::Abort, Decision::Aborted, Ok(Answer::Aborted)),
-        (Decision::Open, by_client, resolved, Ok(Answer::Signature(a))),
-        (Decision::Open, by_client_bad, Decision::Failed, Err(Refusal::BadEscrow)),
+        (
+            Decision::Open,
+            Request::Abort,
+            Decision::Aborted,
+            Ok(Answer::Aborted),
+        ),
+        (
+            Decision::Open,
+            by_client,
+            resolved,
+            Ok(Answer::Signature(a)),
+        ),
+        (
+            Decision::Open,
+            by_client_bad,
+            Decision::Failed,
+            Err(Refusal::BadEscrow),
+        ),
         (Decision::Open, by_node, resolved, Ok(Answer::Signature(b))),
-        (Decision::Aborted, Request::Abort, Decision::Aborted, Ok(Answer::Aborted)),
-        (Decision::Aborted, by_client, Decision::Aborted, Err(Refusal::Aborted)),
-        (Decision::Aborted, by_node, Decision::Aborted, Err(Refusal::Aborted)),
+        (
+            Decision::Aborted,
+            Request::Abort,
+            Decision::Aborted,
+            Ok(Answer::Aborted),
+        ),
+        (
+            Decision::Aborted,
+            by_client,
+            Decision::Aborted,
+            Err(Refusal::Aborted),
+        ),
+        (
+            Decision::Aborted,
+            by_node,
+            Decision::Aborted,
+            Err(Refusal::Aborted),
+        ),
         (resolved, Request::Abort, resolved, Ok(Answer::Signature(b))),
         (resolved, by_client, resolved, Ok(Answer::Signature(a))),
         (resolved, by_node, resolved, Ok(Answer::Signature(b))),
-        (Decision::Failed, by_node, Decision::Failed, Err(Refusal::Failed)),
-        (Decision::Failed, by_client, Decision::Failed, Err(Refusal::Failed)),
-        (Decision::Failed, Request::Abort, Decision::Failed, Ok(Answer::Aborted)),
+        (
+            Decision::Failed,
+            by_node,
+            Decision::Failed,
+            Err(Refusal::Failed),
+        ),
+        (
+            Decision::Failed,
+            by_client,
+            Decision::Failed,
+            Err(Refusal::Failed),
+        ),
+        (
+            Decision::Failed,
+            Request::Abort,
+            Decision::Failed,
+            Ok(Answer::Aborted),
+        ),
     ];
     for (from, req, to, answer) in table {
         assert_eq!(decide(from, req), (to, answer), "{from:?} + {req:?}");

@@ -48,7 +48,9 @@ pub enum TokenError {
     Malformed(String),
     /// The write's challenge is not one this token is waiting on: replayed, or for another
     /// token.
-    #[error("replayed write: this token is not waiting on that challenge (already used or never drawn)")]
+    #[error(
+        "replayed write: this token is not waiting on that challenge (already used or never drawn)"
+    )]
     Replayed,
     /// The write does not open under this token's key (another token, or altered).
     #[error("the write does not open with this token's key (another token's write, or altered)")]
@@ -151,7 +153,9 @@ impl WriteContent {
     /// Parses exactly [`WRITE_CONTENT_LEN`] bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<WriteContent> {
         if bytes.len() != WRITE_CONTENT_LEN {
-            return Err(TokenError::Malformed("write content has a wrong length".into()));
+            return Err(TokenError::Malformed(
+                "write content has a wrong length".into(),
+            ));
         }
         Ok(WriteContent {
             record: TokenRecord::from_bytes(&bytes[..49])?,
@@ -178,7 +182,9 @@ impl WriteContent {
     /// Checks the server's signature with its key (and that the id is that key's).
     pub fn verify(&self, server_key: &VerifyingKey) -> Result<()> {
         if sha256(&server_key.to_bytes()) != self.server_id {
-            return Err(TokenError::Mismatch("written by another receipt server".into()));
+            return Err(TokenError::Mismatch(
+                "written by another receipt server".into(),
+            ));
         }
         server_key
             .verify(SERVER_DOMAIN, &self.server_part(), &self.server_signature)
@@ -244,7 +250,11 @@ fn write_key(
     challenge: &[u8; CHALLENGE_LEN],
     slot: u16,
     receipt_number: u64,
-) -> (tally_kernel::Secret<[u8; 32]>, [u8; seal::NONCE_LEN], Vec<u8>) {
+) -> (
+    tally_kernel::Secret<[u8; 32]>,
+    [u8; seal::NONCE_LEN],
+    Vec<u8>,
+) {
     let mut info = Vec::with_capacity(WRITE_INFO.len() + 26);
     info.extend_from_slice(WRITE_INFO);
     info.extend_from_slice(serial);
@@ -455,7 +465,8 @@ impl Token {
             write.slot,
             write.receipt_number,
         );
-        let plain = seal::open(key.expose(), &aad, &write.sealed).map_err(|_| TokenError::WrongKey)?;
+        let plain =
+            seal::open(key.expose(), &aad, &write.sealed).map_err(|_| TokenError::WrongKey)?;
         let content = WriteContent::from_bytes(plain.expose())?;
         if content.receipt_number != write.receipt_number {
             return Err(TokenError::Mismatch("receipt number".into()));
@@ -467,7 +478,9 @@ impl Token {
             )));
         }
         if content.record.content_hash != pending.content_hash {
-            return Err(TokenError::Mismatch("the record hash is not the signed record's".into()));
+            return Err(TokenError::Mismatch(
+                "the record hash is not the signed record's".into(),
+            ));
         }
         content.verify(server_key)?;
         self.pending.remove(at);
