@@ -30,7 +30,7 @@ use tally_kernel::crypto::bls::{
     ArbiterKey, BlsPublicKey, BlsSecretKey, EncryptedSignature, verify_encrypted,
 };
 use tally_kernel::crypto::kdf::{hkdf_sha256, sha256};
-use tally_kernel::crypto::warrant::{self as kwarrant, Counterparties};
+use tally_kernel::crypto::warrant::{self as kwarrant, Counterparties, WarrantTerms};
 use tally_kernel::crypto::{Certificate, SigningKey, VerifyingKey, seal};
 use tally_kernel::{Secret, Timestamp};
 use tally_ledger::Command;
@@ -95,7 +95,14 @@ pub(crate) struct ReceiptState {
     arbiter: ArbiterKey,
     escrow_key: Secret<[u8; 32]>,
     master: Secret<[u8; 32]>,
+    /// Signature checks already passed, by SHA-256 of the certificate (and warrant) and CA
+    /// bytes: a certificate's signature does not change, so only its validity window is
+    /// checked again. A cache of pure checks, never of state (revocation is read each time).
+    checked: std::sync::Mutex<std::collections::HashMap<[u8; 32], Option<WarrantTerms>>>,
 }
+
+/// Most remembered signature checks (the cache is emptied when full).
+const CHECKED_MAX: usize = 100_000;
 
 fn derive32(key: &[u8], what: &str) -> Result<Secret<[u8; 32]>> {
     let okm = hkdf_sha256(key, b"tally/receipt-keys/v1", what.as_bytes(), 32).map_err(setup)?;
@@ -138,6 +145,7 @@ impl ReceiptState {
             arbiter,
             escrow_key: derive32(k, "arbiter-escrow")?,
             master: derive32(k, "token-master")?,
+            checked: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 }
@@ -532,13 +540,12 @@ impl Node {
     fn party_cert(&self, p: &PartyRow, who: &'static str) -> Result<Certificate> {
         let bad = |why: String| rerr(ReceiptError::BadCertificate { who, why });
         let cert = Certificate::from_der(&p.certificate).map_err(|e| bad(e.to_string()))?;
-        cert.verify_issued_by(self.inner.ca.certificate(), self.now())
-            .map_err(|e| {
-                bad(format!(
-                    "{} cannot be traced to this node's CA now: {e}",
-                    p.name
-                ))
-            })?;
+        self.cert_checked(&cert, self.now()).map_err(|e| {
+            bad(format!(
+                "{} cannot be traced to this node's CA now: {e}",
+                p.name
+            ))
+        })?;
         Ok(cert)
     }
 
@@ -661,6 +668,70 @@ impl Node {
             .collect())
     }
 
+    fn remembered(&self, key: &[u8; 32]) -> Option<Option<WarrantTerms>> {
+        let map = self
+            .receipts()
+            .checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.get(key).cloned()
+    }
+
+    fn remember(&self, key: [u8; 32], terms: Option<WarrantTerms>) {
+        let mut map = self
+            .receipts()
+            .checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if map.len() >= CHECKED_MAX {
+            map.clear();
+        }
+        map.insert(key, terms);
+    }
+
+    /// `verify_issued_by` against the node CA, with the signature check remembered.
+    fn cert_checked(
+        &self,
+        cert: &Certificate,
+        now: Timestamp,
+    ) -> std::result::Result<(), tally_kernel::crypto::CryptoError> {
+        let ca = self.inner.ca.certificate();
+        let key = sha256(&[cert.as_der(), ca.as_der()].concat());
+        let in_window = |c: &Certificate| c.not_before() <= now && now <= c.not_after();
+        if self.remembered(&key).is_some() && in_window(cert) && in_window(ca) {
+            return Ok(());
+        }
+        cert.verify_issued_by(ca, now)?;
+        self.remember(key, None);
+        Ok(())
+    }
+
+    /// `proto::check_proxy` with the signature checks remembered: a remembered warrant is
+    /// checked again for its validity window, its issuer's and its counterparties.
+    fn proxy_checked(
+        &self,
+        who: &'static str,
+        warrant_der: &[u8],
+        party_cert: &Certificate,
+        counterparty: &str,
+        now: Timestamp,
+    ) -> std::result::Result<WarrantTerms, ReceiptError> {
+        let ca = self.inner.ca.certificate();
+        let key = sha256(&[warrant_der, b"\0", party_cert.as_der(), ca.as_der()].concat());
+        if let Some(Some(terms)) = self.remembered(&key)
+            && let Ok(w) = Certificate::from_der(warrant_der)
+        {
+            let in_window = |c: &Certificate| c.not_before() <= now && now <= c.not_after();
+            if in_window(&w) && in_window(party_cert) && in_window(ca) && terms.allows(counterparty)
+            {
+                return Ok(terms);
+            }
+        }
+        let (_, terms) = proto::check_proxy(who, warrant_der, party_cert, counterparty, ca, now)?;
+        self.remember(key, Some(terms.clone()));
+        Ok(terms)
+    }
+
     /// The newest valid, unrevoked warrant of `party` naming `counterparty` (with the node's
     /// proxy BLS key when `bls`), checked now.
     async fn find_warrant(
@@ -678,15 +749,8 @@ impl Node {
                 last_reason = Some(format!("warrant {} is revoked", w.serial));
                 continue;
             }
-            match proto::check_proxy(
-                who,
-                &w.certificate,
-                party_cert,
-                counterparty,
-                self.inner.ca.certificate(),
-                now,
-            ) {
-                Ok((_, terms)) if bls && terms.bls_key.is_none() => {
+            match self.proxy_checked(who, &w.certificate, party_cert, counterparty, now) {
+                Ok(terms) if bls && terms.bls_key.is_none() => {
                     last_reason = Some(format!(
                         "warrant {} carries no BLS key, needed for a fair exchange",
                         w.serial
@@ -1235,15 +1299,8 @@ impl Node {
         }
         let p = self.party(party).await?;
         let cert = self.party_cert(&p, who)?;
-        proto::check_proxy(
-            who,
-            &w.certificate,
-            &cert,
-            other,
-            self.inner.ca.certificate(),
-            self.now(),
-        )
-        .map_err(|e| refused(format!("{e}; nothing was signed")))?;
+        self.proxy_checked(who, &w.certificate, &cert, other, self.now())
+            .map_err(|e| refused(format!("{e}; nothing was signed")))?;
         Ok(())
     }
 

@@ -101,6 +101,9 @@ fn party(r: &AnyRow) -> Result<PartyRow, StoreError> {
     })
 }
 
+const TOKEN_SELECT: &str =
+    "SELECT serial, holder, slots, client_key, created_at FROM receipt_tokens";
+
 fn token(r: &AnyRow) -> Result<TokenRow, StoreError> {
     Ok(TokenRow {
         serial: r.try_get("serial")?,
@@ -181,6 +184,9 @@ pub fn warrant_unrevoked(serial: &str) -> Attachment {
         "the warrant was revoked",
     )
 }
+
+const WARRANT_SELECT: &str = "SELECT serial, issuer, certificate, counterparties, not_before, \
+     not_after, revoked_at, created_at FROM warrants";
 
 fn warrant(r: &AnyRow) -> Result<WarrantRow, StoreError> {
     Ok(WarrantRow {
@@ -474,9 +480,7 @@ impl Store {
     pub async fn receipt_token(&self, serial: &str) -> Result<Option<TokenRow>, StoreError> {
         let rows = self
             .fetch_all(
-                "SELECT serial, holder, slots, client_key, created_at FROM receipt_tokens \
-                 WHERE serial = $1"
-                    .into(),
+                format!("{TOKEN_SELECT} WHERE serial = $1"),
                 vec![Value::Text(serial.into())],
             )
             .await?;
@@ -487,9 +491,7 @@ impl Store {
     pub async fn receipt_token_by_key(&self, key: &str) -> Result<Option<TokenRow>, StoreError> {
         let rows = self
             .fetch_all(
-                "SELECT serial, holder, slots, client_key, created_at FROM receipt_tokens \
-                 WHERE client_key = $1"
-                    .into(),
+                format!("{TOKEN_SELECT} WHERE client_key = $1"),
                 vec![Value::Text(key.into())],
             )
             .await?;
@@ -500,17 +502,15 @@ impl Store {
     pub async fn receipt_tokens(&self, holder: Option<&str>) -> Result<Vec<TokenRow>, StoreError> {
         let (sql, params) = match holder {
             Some(h) => (
-                "SELECT serial, holder, slots, client_key, created_at FROM receipt_tokens \
-                 WHERE holder = $1 ORDER BY created_at DESC LIMIT 1000",
+                format!("{TOKEN_SELECT} WHERE holder = $1 ORDER BY created_at DESC LIMIT 1000"),
                 vec![Value::Text(h.into())],
             ),
             None => (
-                "SELECT serial, holder, slots, client_key, created_at FROM receipt_tokens \
-                 ORDER BY created_at DESC LIMIT 1000",
+                format!("{TOKEN_SELECT} ORDER BY created_at DESC LIMIT 1000"),
                 vec![],
             ),
         };
-        self.fetch_all(sql.into(), params)
+        self.fetch_all(sql, params)
             .await?
             .iter()
             .map(token)
@@ -521,9 +521,7 @@ impl Store {
     pub async fn warrant(&self, serial: &str) -> Result<Option<WarrantRow>, StoreError> {
         let rows = self
             .fetch_all(
-                "SELECT serial, issuer, certificate, counterparties, not_before, not_after, \
-                 revoked_at, created_at FROM warrants WHERE serial = $1"
-                    .into(),
+                format!("{WARRANT_SELECT} WHERE serial = $1"),
                 vec![Value::Text(serial.into())],
             )
             .await?;
@@ -532,8 +530,7 @@ impl Store {
 
     /// Warrants, newest first (`issuer` filters).
     pub async fn warrants(&self, issuer: Option<&str>) -> Result<Vec<WarrantRow>, StoreError> {
-        let base = "SELECT serial, issuer, certificate, counterparties, not_before, not_after, \
-                    revoked_at, created_at FROM warrants";
+        let base = WARRANT_SELECT;
         let (sql, params) = match issuer {
             Some(i) => (
                 format!("{base} WHERE issuer = $1 ORDER BY created_at DESC LIMIT 1000"),
