@@ -186,8 +186,9 @@ pub struct NewToken {
     pub days: Option<u32>,
 }
 
-/// An issued token: everything to personalise it. `app_key` is secret.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// An issued token: everything to personalise it. `app_key` is secret (and left out of
+/// `Debug`).
+#[derive(Clone, Serialize, Deserialize)]
 pub struct IssuedToken {
     /// Hex serial.
     pub serial: String,
@@ -201,6 +202,17 @@ pub struct IssuedToken {
     pub certificate: String,
     /// Issued.
     pub created_at: Timestamp,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("serial", &self.serial)
+            .field("holder", &self.holder)
+            .field("slots", &self.slots)
+            .field("app_key", &"<secret>")
+            .finish_non_exhaustive()
+    }
 }
 
 /// A token as listed.

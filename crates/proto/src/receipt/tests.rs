@@ -499,6 +499,8 @@ fn a_token_stores_a_write_once_and_only_its_own() {
         t3.store(&w3, &server.verifying_key()),
         Err(TokenError::BadSignature)
     );
+    // Debug never shows the application key.
+    assert!(!format!("{t:?}").contains(&hex::encode(app.expose())));
     // The token file round-trips through JSON.
     let json = serde_json::to_string(&t).unwrap();
     assert_eq!(serde_json::from_str::<Token>(&json).unwrap(), t);

@@ -351,8 +351,9 @@ pub struct Pending {
     pub priority: u8,
 }
 
-/// A token's state: what a smart card or a token file holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A token's state: what a smart card or a token file holds. `Debug` leaves the application
+/// key out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Token {
     /// The serial.
     #[serde(with = "hex_array")]
@@ -364,6 +365,17 @@ pub struct Token {
     pub slots: Vec<Option<Slot>>,
     /// Challenges drawn and not yet used.
     pub pending: Vec<Pending>,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("serial", &hex::encode(self.serial))
+            .field("app_key", &"<secret>")
+            .field("slots", &self.slots)
+            .field("pending", &self.pending.len())
+            .finish()
+    }
 }
 
 impl Drop for Token {
