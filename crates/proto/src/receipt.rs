@@ -731,3 +731,57 @@ pub fn verify_package(pkg: &Package, ca: &Certificate) -> Result<Verified> {
 pub fn journal_entry_hash(j: &JournalProof) -> [u8; 32] {
     tally_ledger::journal::entry_hash(j.seq, Timestamp(j.at), &j.prev_hash, &j.body)
 }
+
+/// A signed checkpoint of an exported log: the node signed `(seq, hash)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogCheckpoint {
+    /// The last entry covered.
+    pub seq: i64,
+    /// Its hash.
+    pub hash: [u8; 32],
+    /// The node's Ed25519 signature over `CHECKPOINT_DOMAIN || seq || hash`.
+    pub signature: Signature,
+}
+
+/// Checks that the receipt's journal entry is in an exported log: the entry's recomputed hash
+/// is the export's entry at that position, every later entry chains to it, and the chain ends
+/// at a checkpoint signed by `node_key` (trusted by the caller). `later` are the entries after
+/// the receipt's, in order, as `(seq, at µs, prev_hash, hash, body)`.
+pub fn check_inclusion<'a>(
+    entry: &JournalProof,
+    later: impl IntoIterator<Item = (i64, i64, [u8; 32], [u8; 32], &'a [u8])>,
+    checkpoint: &LogCheckpoint,
+    node_key: &VerifyingKey,
+) -> Result<()> {
+    let bad = |why: String| ReceiptError::BadJournalEntry(why);
+    let mut hash = journal_entry_hash(entry);
+    let mut seq = entry.seq;
+    for (s, at, prev, claimed, body) in later {
+        if s != seq + 1 || prev != hash {
+            return Err(bad(format!(
+                "the exported log breaks the chain at entry {s}"
+            )));
+        }
+        let computed = tally_ledger::journal::entry_hash(s, Timestamp(at), &prev, body);
+        if computed != claimed {
+            return Err(bad(format!(
+                "entry {s} of the exported log does not hash to its hash"
+            )));
+        }
+        hash = computed;
+        seq = s;
+    }
+    if checkpoint.seq != seq || checkpoint.hash != hash {
+        return Err(bad(format!(
+            "the log's chain ends at entry {seq}, the checkpoint covers entry {}",
+            checkpoint.seq
+        )));
+    }
+    node_key
+        .verify(
+            tally_ledger::journal::CHECKPOINT_DOMAIN,
+            &tally_ledger::journal::checkpoint_message(seq, &hash),
+            &checkpoint.signature,
+        )
+        .map_err(|_| bad("the checkpoint is not signed by the given node key".into()))
+}

@@ -462,6 +462,16 @@ pub struct JournalEntryRow {
     pub body: Vec<u8>,
 }
 
+fn journal_row(r: &AnyRow) -> Result<JournalEntryRow, StoreError> {
+    Ok(JournalEntryRow {
+        seq: r.try_get("seq")?,
+        at: r.try_get("at")?,
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
+        body: r.try_get("body")?,
+    })
+}
+
 impl Store {
     /// A party by name.
     pub async fn receipt_party(&self, name: &str) -> Result<Option<PartyRow>, StoreError> {
@@ -627,6 +637,19 @@ impl Store {
         rows.first().map(decision).transpose()
     }
 
+    /// Journal entries `from..` in order, at most `limit` (for an exported log).
+    pub async fn journal_range(&self, from: i64, limit: i64) -> Result<Vec<JournalEntryRow>, StoreError> {
+        self.fetch_all(
+            "SELECT seq, at, prev_hash, hash, body FROM journal WHERE seq >= $1 ORDER BY seq LIMIT $2"
+                .into(),
+            vec![Value::Int(from), Value::Int(limit)],
+        )
+        .await?
+        .iter()
+        .map(journal_row)
+        .collect()
+    }
+
     /// The journal entry written under an idempotency key.
     pub async fn journal_entry_by_key(
         &self,
@@ -639,16 +662,6 @@ impl Store {
                 vec![Value::Text(key.into())],
             )
             .await?;
-        rows.first()
-            .map(|r| {
-                Ok(JournalEntryRow {
-                    seq: r.try_get("seq")?,
-                    at: r.try_get("at")?,
-                    prev_hash: r.try_get("prev_hash")?,
-                    hash: r.try_get("hash")?,
-                    body: r.try_get("body")?,
-                })
-            })
-            .transpose()
+        rows.first().map(journal_row).transpose()
     }
 }

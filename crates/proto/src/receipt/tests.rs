@@ -1,5 +1,8 @@
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
+/// An exported log entry as the CLI holds it: seq, at, prev_hash, hash, body.
+type Owned = (i64, i64, [u8; 32], [u8; 32], Vec<u8>);
+
 use super::exchange::{Answer, Decision, Refusal, Request, decide};
 use super::token::{self, SecureWrite, Stored, Token, TokenError, TokenRecord, WriteContent};
 use super::*;
@@ -645,4 +648,78 @@ fn the_arbiter_gives_both_signatures_or_neither() {
             }
         }
     }
+}
+
+#[test]
+fn inclusion_in_an_exported_log_is_checked_up_to_the_signed_checkpoint() {
+    use tally_ledger::journal::{CHECKPOINT_DOMAIN, checkpoint_message, next_entry};
+    let node = SigningKey::from_seed(&[6; 32]);
+    let digest = hex::encode(ed_receipt().digest());
+    // Entries 5..=8; the receipt is entry 6.
+    let mut entries = Vec::new();
+    let mut prev = (4, [7u8; 32]);
+    for i in 5..=8 {
+        let body = if i == 6 {
+            format!("{{\"receipt_digest\":\"{digest}\"}}")
+        } else {
+            format!("{{\"n\":{i}}}")
+        };
+        let e = next_entry(prev.0, prev.1, Timestamp(i * 1000), "k", body.into_bytes());
+        prev = (e.seq, e.hash);
+        entries.push(e);
+    }
+    let proof = JournalProof {
+        seq: 6,
+        at: 6000,
+        prev_hash: entries[0].hash,
+        body: entries[1].body.clone(),
+    };
+    let later = |es: &[tally_ledger::journal::JournalEntry]| -> Vec<Owned> {
+        es.iter()
+            .map(|e| (e.seq, e.at.as_micros(), e.prev_hash, e.hash, e.body.clone()))
+            .collect()
+    };
+    let sign = |seq: i64, hash: [u8; 32], key: &SigningKey| LogCheckpoint {
+        seq,
+        hash,
+        signature: key.sign(CHECKPOINT_DOMAIN, &checkpoint_message(seq, &hash)),
+    };
+    let check = |rest: &[Owned], cp: &LogCheckpoint, key: &VerifyingKey| {
+        check_inclusion(
+            &proof,
+            rest.iter()
+                .map(|(s, a, p, h, b)| (*s, *a, *p, *h, b.as_slice())),
+            cp,
+            key,
+        )
+    };
+    let rest = later(&entries[2..]);
+    let good = sign(8, entries[3].hash, &node);
+    assert_eq!(check(&rest, &good, &node.verifying_key()), Ok(()));
+    // The receipt's own entry as the checkpoint.
+    assert_eq!(
+        check(&[], &sign(6, entries[1].hash, &node), &node.verifying_key()),
+        Ok(())
+    );
+    // Another key, a changed later body, a missing entry, a checkpoint elsewhere.
+    let other = SigningKey::from_seed(&[7; 32]);
+    assert!(check(&rest, &good, &other.verifying_key()).is_err());
+    let mut bad = rest.clone();
+    bad[0].4 = b"{\"n\":99}".to_vec();
+    assert!(check(&bad, &good, &node.verifying_key()).is_err());
+    assert!(check(&rest[1..], &good, &node.verifying_key()).is_err());
+    assert!(check(&rest[..1], &good, &node.verifying_key()).is_err());
+    // A receipt entry whose body was changed no longer chains.
+    let mut p2 = proof.clone();
+    p2.body.push(b' ');
+    assert!(
+        check_inclusion(
+            &p2,
+            rest.iter()
+                .map(|(s, a, p, h, b)| (*s, *a, *p, *h, b.as_slice())),
+            &good,
+            &node.verifying_key()
+        )
+        .is_err()
+    );
 }
