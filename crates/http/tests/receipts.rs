@@ -439,6 +439,18 @@ async fn token_write_is_retried_until_acked() {
         pending.body[0]["write"], pending2.body[0]["write"],
         "a retry is the same write"
     );
+    // Polling does not grow the journal; a retry after a pause is counted.
+    assert_eq!(pending2.body[0]["write_attempts"], 1);
+    w.advance(31);
+    let pending3 = w
+        .api
+        .get(&format!("/v1/tokens/{serial}/writes"))
+        .key(&w.alice.api_key)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(pending3.body[0]["write_attempts"], 2);
+    assert_eq!(pending3.body[0]["write"], pending.body[0]["write"]);
     w.api
         .get(&format!("/v1/tokens/{serial}/writes"))
         .key(&w.bob.api_key)

@@ -101,6 +101,9 @@ pub(crate) struct ReceiptState {
     checked: std::sync::Mutex<std::collections::HashMap<[u8; 32], Option<WarrantTerms>>>,
 }
 
+/// Seconds between two counted retries of one token write.
+const RETRY_COUNT_S: i64 = 30;
+
 /// Most remembered signature checks (the cache is emptied when full).
 const CHECKED_MAX: usize = 100_000;
 
@@ -314,6 +317,8 @@ pub struct ReceiptView {
     pub receipt_number: Option<u64>,
     /// The sealed secure write, hex (until acked).
     pub write: Option<String>,
+    /// How often the write was sent (the first time and counted retries).
+    pub write_attempts: i64,
     /// When the write was acked.
     pub acked_at: Option<Timestamp>,
 }
@@ -1402,6 +1407,12 @@ impl Node {
         }
         let mut out = Vec::new();
         for r in self.inner.store.unacked_writes(&serial).await? {
+            // A retry is journaled at most every RETRY_COUNT_S seconds per receipt, so a client
+            // polling in a loop cannot grow the journal.
+            if self.now().as_micros() - r.updated_at.as_micros() < RETRY_COUNT_S * 1_000_000 {
+                out.push(self.receipt_view(&r));
+                continue;
+            }
             let mut next = r.clone();
             next.write_attempts += 1;
             next.updated_at = self.now();
@@ -1796,6 +1807,7 @@ impl Node {
             } else {
                 None
             },
+            write_attempts: r.write_attempts,
             acked_at: r.acked_at,
         }
     }
