@@ -16,7 +16,9 @@ mod bench_receipts;
 mod bench_seal;
 mod client;
 mod delivery;
+mod log_export;
 mod oob;
+mod pkcs11;
 mod receipt;
 mod serve;
 
@@ -141,6 +143,9 @@ enum LedgerCommand {
     /// Recompute every balance from the journal; check the hash chain and the signed
     /// checkpoints. Exit status 0 only when everything balances.
     Audit(AuditArgs),
+    /// Export the hash-chained journal (from a position to its head) with a checkpoint the
+    /// node signs for the export, for auditors and for `tally receipt verify --log`.
+    Export(log_export::ExportArgs),
 }
 
 /// Where the store is, for commands that open it directly.
@@ -226,6 +231,7 @@ fn main() -> ExitCode {
             Commands::Receipt(c) => receipt::receipt(c).await,
             Commands::Arbiter(c) => receipt::arbiter(c).await,
             Commands::Ledger(LedgerCommand::Audit(a)) => audit(a).await,
+            Commands::Ledger(LedgerCommand::Export(a)) => log_export::export(a).await,
             Commands::Bench(b) => bench::run(b).await,
         }
     });
@@ -238,18 +244,23 @@ fn main() -> ExitCode {
     }
 }
 
-async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
+/// Opens the store a local operator command names (refusing to create an empty one).
+async fn open_store(loc: &StoreLocation) -> anyhow::Result<tally_store::Store> {
     use anyhow::Context;
-    let url = args.store.url();
-    if args.store.database_url.is_none() && !args.store.data.join("tally.db").exists() {
+    let url = loc.url();
+    if loc.database_url.is_none() && !loc.data.join("tally.db").exists() {
         anyhow::bail!(
             "no database at {} (give --data DIR or --database-url URL)",
-            args.store.data.display()
+            loc.data.display()
         );
     }
-    let store = tally_store::Store::open(&url, tally_store::WriteOptions::default())
+    tally_store::Store::open(&url, tally_store::WriteOptions::default())
         .await
-        .with_context(|| format!("opening {}", redact_url(&url)))?;
+        .with_context(|| format!("opening {}", redact_url(&url)))
+}
+
+async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(&args.store).await?;
     // Which keys may sign: the node key in --data, if there is one, and every --trust-key.
     let node_key = std::fs::read_to_string(args.store.data.join("node.key"))
         .ok()

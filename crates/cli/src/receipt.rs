@@ -12,9 +12,10 @@
 //! Key decisions:
 //! * **The token file is the token.** One JSON file, mode 0600: the token state of
 //!   `tally_proto::receipt::token` (serial, application key, slots, pending challenges), the
-//!   holder's Ed25519 and BLS keys, its certificate and the node's public receipt keys. Every
-//!   change is written to a temporary file and renamed over it, so a crash leaves the old or
-//!   the new state, never half of one.
+//!   holder's Ed25519 and BLS keys, its certificate and the node's public receipt keys (the
+//!   Ed25519 key may instead live in a PKCS#11 token, `crate::pkcs11`: the file says where).
+//!   Every change is written to a temporary file and renamed over it, so a crash leaves the
+//!   old or the new state, never half of one.
 //! * **Crash-safe writes.** The challenge is saved in the token file *before* the signature
 //!   goes to the node, so a write that arrives later (re-run, or `tally token sync` after a
 //!   lost ack) still opens; the write is stored and saved *before* the ack, so an ack never
@@ -33,6 +34,7 @@
 //! trusting the package's own CA silently.
 
 use crate::client::{ATTEMPTS_MAX, CALL_TIMEOUT, Client, Conn, idempotency_key, refusal};
+use crate::pkcs11::{self, Pkcs11Ref};
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use reqwest::Method;
@@ -75,6 +77,12 @@ pub enum TokenCommand {
     /// Issue a software token to a party (operator API key): makes the party's signing keys
     /// here, has the node certify them, and writes the token file (mode 0600; an existing
     /// file is never replaced). The file holds private keys: keep it like a password.
+    ///
+    /// With --pkcs11-module the party's Ed25519 signing key is made inside a PKCS#11 token
+    /// (e.g. SoftHSM2) instead, cannot leave it, and the file records only where it is; the
+    /// PIN is never saved. The BLS key (fair exchange), the application key and the slots
+    /// still live in the file: PKCS#11 tokens do not do BLS. Such a token signs receipts
+    /// (`tally receipt sign`); warrants need a software key.
     Init(TokenInitArgs),
     /// With --file: the receipts stored on your token, slot by slot, and the signatures
     /// still waiting for their receipt. Without: the tokens the node has issued (all for the
@@ -126,7 +134,32 @@ pub struct TokenInitArgs {
     #[arg(long, value_name = "PATH")]
     file: PathBuf,
     #[command(flatten)]
+    pkcs11: Pkcs11InitArgs,
+    #[command(flatten)]
     conn: Conn,
+}
+
+/// Where `token init` makes the Ed25519 key when it is not made in software.
+#[derive(Args)]
+pub struct Pkcs11InitArgs {
+    /// Make the Ed25519 signing key inside this PKCS#11 module's token (a shared library,
+    /// e.g. /usr/lib/softhsm/libsofthsm2.so) instead of in the token file.
+    #[arg(long, value_name = "PATH")]
+    pkcs11_module: Option<PathBuf>,
+    /// The PKCS#11 slot id of the token (default: the only initialised token).
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "pkcs11_module",
+        conflicts_with = "pkcs11_token_label"
+    )]
+    pkcs11_slot: Option<u64>,
+    /// The label of the PKCS#11 token (instead of --pkcs11-slot).
+    #[arg(long, value_name = "LABEL", requires = "pkcs11_module")]
+    pkcs11_token_label: Option<String>,
+    /// A file holding the token's user PIN (else TALLY_PKCS11_PIN). Never saved.
+    #[arg(long, value_name = "FILE", requires = "pkcs11_module")]
+    pkcs11_pin_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -282,6 +315,10 @@ pub struct SignArgs {
     /// Where a receipt pushed off a full token is exported. Default: TOKEN_FILE.receipts/.
     #[arg(long, value_name = "DIR")]
     export_dir: Option<PathBuf>,
+    /// When your signing key is in a PKCS#11 token: a file holding its user PIN (else
+    /// TALLY_PKCS11_PIN).
+    #[arg(long, value_name = "FILE")]
+    pkcs11_pin_file: Option<PathBuf>,
     #[command(flatten)]
     conn: Conn,
 }
@@ -298,6 +335,14 @@ pub struct VerifyArgs {
     /// Also print the record (only after the package verified).
     #[arg(long)]
     show_record: bool,
+    /// Also check that the receipt's journal entry is in this log export (`tally ledger
+    /// export`), chained to the checkpoint the node signed for it.
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+    /// The node key (hex) that must have signed the log's checkpoint. Without it, the key the
+    /// export names is used and reported as such.
+    #[arg(long, value_name = "HEX", requires = "log")]
+    node_key: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -358,8 +403,12 @@ struct TokenFileData {
     holder: String,
     role: String,
     token: Token,
-    /// The holder's Ed25519 key, PKCS#8 PEM (secret).
-    signing_key: String,
+    /// The holder's Ed25519 key, PKCS#8 PEM (secret). Exactly one of this and `pkcs11`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signing_key: Option<String>,
+    /// Where the holder's Ed25519 key is when a PKCS#11 token holds it (no secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pkcs11: Option<Pkcs11Ref>,
     /// The holder's BLS secret key, hex (secret).
     bls_key: String,
     /// The holder's certificate from the node CA, PEM.
@@ -374,11 +423,27 @@ impl Drop for TokenFileData {
     }
 }
 
+/// The holder's Ed25519 key: in the token file, or in a PKCS#11 token (with the certified
+/// public key its signatures must verify under).
+enum HolderKey {
+    Software(SigningKey),
+    Pkcs11(Pkcs11Ref, VerifyingKey),
+}
+
+impl HolderKey {
+    fn verifying_key(&self) -> VerifyingKey {
+        match self {
+            HolderKey::Software(k) => k.verifying_key(),
+            HolderKey::Pkcs11(_, k) => *k,
+        }
+    }
+}
+
 /// A loaded, checked token file.
 struct TokenFile {
     path: PathBuf,
     data: TokenFileData,
-    key: SigningKey,
+    key: HolderKey,
     bls: BlsSecretKey,
     server_key: VerifyingKey,
     ca: Certificate,
@@ -401,8 +466,6 @@ impl TokenFile {
                 data.format
             );
         }
-        let key =
-            SigningKey::from_pkcs8_pem(&data.signing_key).map_err(|e| bad("signing_key", &e))?;
         let bls_bytes =
             Secret::new(hex::decode(data.bls_key.trim()).map_err(|e| bad("bls_key", &e))?);
         let bls = BlsSecretKey::from_bytes(bls_bytes.expose()).map_err(|e| bad("bls_key", &e))?;
@@ -411,6 +474,16 @@ impl TokenFile {
         let certified = certificate
             .public_key()
             .map_err(|e| bad("certificate", &e))?;
+        let key = match (&data.signing_key, &data.pkcs11) {
+            (Some(pem), None) => HolderKey::Software(
+                SigningKey::from_pkcs8_pem(pem).map_err(|e| bad("signing_key", &e))?,
+            ),
+            (None, Some(r)) => HolderKey::Pkcs11(r.clone(), certified),
+            _ => bail!(
+                "{}: a token file holds exactly one of signing_key and pkcs11",
+                path.display()
+            ),
+        };
         if certified != key.verifying_key() {
             bail!(
                 "{}: the certificate is not for the token's signing key",
@@ -463,14 +536,20 @@ impl TokenFile {
             .map_err(|e| anyhow!("the token file's node.arbiter_key: {e}"))
     }
 
-    /// Signs fields 1–7 with the key the receipt's version uses.
-    fn sign(&self, fields: &Fields) -> PartySignature {
+    /// Signs fields 1–7 with the key the receipt's version uses. A key in a PKCS#11 token
+    /// signs there (PIN from `pin_file`, else `TALLY_PKCS11_PIN`), checked before it is used.
+    fn sign(&self, fields: &Fields, pin_file: Option<&Path>) -> anyhow::Result<PartySignature> {
         let msg = fields.party_part();
         if fields.version == VERSION_BLS {
-            PartySignature::Bls(self.bls.sign(PARTY_DOMAIN, &msg))
-        } else {
-            PartySignature::Ed25519(self.key.sign(PARTY_DOMAIN, &msg))
+            return Ok(PartySignature::Bls(self.bls.sign(PARTY_DOMAIN, &msg)));
         }
+        Ok(PartySignature::Ed25519(match &self.key {
+            HolderKey::Software(k) => k.sign(PARTY_DOMAIN, &msg),
+            HolderKey::Pkcs11(r, public) => {
+                let pin = pkcs11::read_pin(pin_file)?;
+                pkcs11::Token::open_ref(r, &pin)?.sign(r, public, PARTY_DOMAIN, &msg)?
+            }
+        }))
     }
 
     /// Where receipts pushed off the token go by default: `TOKEN_FILE.receipts/`.
@@ -847,9 +926,50 @@ async fn token_init(a: TokenInitArgs) -> anyhow::Result<ExitCode> {
     }
     let c = Client::new(&a.conn)?;
     let node = node_view(&c).await?;
+    // The holder's Ed25519 key: made here, or inside the PKCS#11 token (removed again from
+    // it if the token is not issued).
+    let key = match &a.pkcs11.pkcs11_module {
+        None => NewKey::Software(SigningKey::generate()),
+        Some(module) => {
+            let pin = pkcs11::read_pin(a.pkcs11.pkcs11_pin_file.as_deref())?;
+            let p = &a.pkcs11;
+            let t =
+                pkcs11::Token::open(module, p.pkcs11_slot, p.pkcs11_token_label.as_deref(), &pin)?;
+            let g = t.generate(module, p.pkcs11_token_label.as_deref())?;
+            NewKey::Pkcs11(t, g)
+        }
+    };
+    let issued = token_issue(&a, &c, node, &key).await;
+    if let (Err(_), NewKey::Pkcs11(t, g)) = (&issued, &key) {
+        t.destroy(g);
+    }
+    issued
+}
+
+/// The holder's new Ed25519 key (see `token init`).
+enum NewKey {
+    Software(SigningKey),
+    Pkcs11(pkcs11::Token, pkcs11::Generated),
+}
+
+impl NewKey {
+    fn verifying_key(&self) -> VerifyingKey {
+        match self {
+            NewKey::Software(k) => k.verifying_key(),
+            NewKey::Pkcs11(_, g) => g.key,
+        }
+    }
+}
+
+/// `token init` once the key is made: the node certifies it, the file is written.
+async fn token_issue(
+    a: &TokenInitArgs,
+    c: &Client,
+    node: ReceiptNodeView,
+    key: &NewKey,
+) -> anyhow::Result<ExitCode> {
     let ca = Certificate::from_pem(&node.ca_certificate)
         .map_err(|e| anyhow!("the node's CA certificate: {e}"))?;
-    let key = SigningKey::generate();
     let bls = BlsSecretKey::generate();
     let body = json!({
         "holder": a.holder,
@@ -882,12 +1002,27 @@ async fn token_init(a: TokenInitArgs) -> anyhow::Result<ExitCode> {
     let app_key = Secret::new(hex_array::<32>("app_key", &issued.app_key)?);
     let slots = u16::try_from(issued.slots)
         .map_err(|_| anyhow!("the node issued {} slots", issued.slots))?;
+    let (signing_key, pkcs11) = match key {
+        NewKey::Software(k) => (Some(k.to_pkcs8_pem()?.expose().clone()), None),
+        NewKey::Pkcs11(t, g) => (
+            None,
+            Some(t.relabel(g, &format!("tally-token-{}", issued.serial))?),
+        ),
+    };
+    let kept = match &pkcs11 {
+        None => "it holds the private keys".to_string(),
+        Some(r) => format!(
+            "it holds the BLS and application keys; the Ed25519 key is {} in PKCS#11 token {}",
+            r.key_label, r.token_serial
+        ),
+    };
     let data = TokenFileData {
         format: TOKEN_FORMAT.into(),
         holder: issued.holder.clone(),
         role: a.role.as_str().into(),
         token: Token::new(serial, *app_key.expose(), slots),
-        signing_key: key.to_pkcs8_pem()?.expose().clone(),
+        signing_key,
+        pkcs11,
         bls_key: hex::encode(bls.to_bytes().expose()),
         certificate: certificate.to_pem(),
         node,
@@ -906,10 +1041,11 @@ async fn token_init(a: TokenInitArgs) -> anyhow::Result<ExitCode> {
         "key_fingerprint": key.verifying_key().fingerprint(),
         "certificate_not_after": certificate.not_after(),
         "file": a.file.display().to_string(),
+        "key_store": if data.pkcs11.is_some() { "pkcs11" } else { "file" },
     });
     c.show(&summary, |_| {
         format!(
-            "token         {}\nholder        {} ({})\nslots         {slots}\ncertificate   {} (valid until {})\nkey           {}\nfile          {} (mode 0600: it holds the private keys)",
+            "token         {}\nholder        {} ({})\nslots         {slots}\ncertificate   {} (valid until {})\nkey           {}\nfile          {} (mode 0600: {kept})",
             issued.serial,
             issued.holder,
             a.role.as_str(),
@@ -1166,6 +1302,16 @@ pub async fn warrant(cmd: WarrantCommand) -> anyhow::Result<ExitCode> {
 
 async fn warrant_issue(a: WarrantIssueArgs) -> anyhow::Result<ExitCode> {
     let tf = TokenFile::load(&a.token)?;
+    let key = match &tf.key {
+        HolderKey::Software(k) => k,
+        HolderKey::Pkcs11(r, _) => bail!(
+            "{}: the signing key is in a PKCS#11 token ({}); `tally warrant issue` needs a \
+             software token key (the warrant certificate is built by a signer that takes a \
+             software key only)",
+            a.token.display(),
+            r.key_label
+        ),
+    };
     let counterparties = if a.who.any {
         Counterparties::Any
     } else {
@@ -1210,7 +1356,7 @@ async fn warrant_issue(a: WarrantIssueArgs) -> anyhow::Result<ExitCode> {
     }
     let w = issue_warrant(
         &certificate,
-        &tf.key,
+        key,
         &tf.server_key,
         WARRANT_SUBJECT,
         &terms,
@@ -1422,7 +1568,7 @@ async fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
         }
         eprintln!("party A's signature verified (fair exchange); signing");
     }
-    let signature_b = tf.sign(&fields);
+    let signature_b = tf.sign(&fields, a.pkcs11_pin_file.as_deref())?;
     // Block 311: a fresh challenge and a slot, saved before the signature leaves.
     let mut challenge = [0u8; CHALLENGE_LEN];
     getrandom::fill(&mut challenge).map_err(|e| anyhow!("the OS random generator: {e}"))?;
@@ -1650,6 +1796,18 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             return not_valid(e);
         }
     };
+    let included = match (&a.log, &pkg.journal) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return not_valid("the package carries no journal entry to look up in the log");
+        }
+        (Some(path), Some(entry)) => {
+            match crate::log_export::check(entry, path, a.node_key.as_deref()) {
+                Ok(i) => Some(i),
+                Err(e) => return not_valid(format!("not in the log {}: {e:#}", path.display())),
+            }
+        }
+    };
     let f = &v.fields;
     let digest = hex::encode(pkg.receipt.digest());
     let record_shown = a.show_record.then_some(pkg.record.as_deref()).flatten();
@@ -1665,6 +1823,8 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             "warrant_a": v.warrant_a, "warrant_b": v.warrant_b,
             "journal_seq": v.journal_seq, "journal_hash": v.journal_hash.map(hex::encode),
             "digest": digest, "record_included": pkg.record.is_some(), "record": record_shown,
+            "log_checkpoint_seq": included.as_ref().map(|i| i.checkpoint_seq),
+            "log_node_key": included.as_ref().map(|i| i.node_key.clone()),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
@@ -1688,6 +1848,18 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     match (v.journal_seq, v.journal_hash) {
         (Some(seq), Some(h)) => println!("journal       entry {seq}, hash {}", hex::encode(h)),
         _ => println!("journal       (no journal entry in the package)"),
+    }
+    if let Some(i) = &included {
+        println!(
+            "log           in the export, chained to the checkpoint at entry {} signed by node key {}{}",
+            i.checkpoint_seq,
+            i.node_key,
+            if i.key_from_export {
+                " (the key the export names: compare it; pass --node-key)"
+            } else {
+                ""
+            }
+        );
     }
     println!("digest        {digest}");
     match (&pkg.record, record_shown) {
@@ -1767,7 +1939,7 @@ async fn resolve(a: ResolveArgs) -> anyhow::Result<ExitCode> {
             tf.path.display()
         );
     }
-    let signature_b = tf.sign(&fields);
+    let signature_b = tf.sign(&fields, None)?;
     let v = c
         .call(
             Method::POST,

@@ -532,3 +532,73 @@ fn token_sync_stores_and_acks_a_write_whose_ack_was_lost() {
     let out = s.sign(tx, &[]);
     assert!(out.contains("receipt verified"), "{out}");
 }
+
+#[test]
+fn a_receipt_is_found_in_the_exported_log_up_to_its_signed_checkpoint() {
+    let s = Setup::new();
+    let tx = s.offer("Order 2002\nTotal 5.00 EUR\n", &[]);
+    s.sign(tx, &[]);
+    // Later entries, so the chain from the receipt to the checkpoint has links to check.
+    let tx2 = s.offer("Order 2003\nTotal 6.00 EUR\n", &[]);
+    s.sign(tx2, &[]);
+    let file = s.work.join(format!("receipt-{tx}.tally"));
+    let data = s.server.data.to_str().unwrap().to_string();
+    let log = s.path("log.jsonl");
+    let out = ok(outcome(
+        common::tally()
+            .current_dir(&s.work)
+            .args(["ledger", "export", "--data", &data, "--out", &log])
+            .output()
+            .unwrap(),
+    ));
+    let node_key = field(&out, "checkpoint")
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let out = ok(s.verify(
+        &file,
+        &["--ca", &s.ca(), "--log", &log, "--node-key", &node_key],
+    ));
+    assert!(
+        field(&out, "log").contains("chained to the checkpoint"),
+        "{out}"
+    );
+    assert!(!field(&out, "log").contains("compare it"), "{out}");
+    // Another node key, a log with a later entry changed, a log from after the receipt.
+    let other = tally_kernel::crypto::SigningKey::generate()
+        .verifying_key()
+        .to_hex();
+    let (good, _, err) = s.verify(
+        &file,
+        &["--ca", &s.ca(), "--log", &log, "--node-key", &other],
+    );
+    assert!(
+        !good && err.contains("not signed by the given node key"),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let n = lines.len();
+    let mut v: Value = serde_json::from_str(&lines[n - 2]).unwrap();
+    v["body"] = Value::String(hex::encode(b"{\"forged\":1}"));
+    lines[n - 2] = v.to_string();
+    let bad = s.path("bad.jsonl");
+    std::fs::write(&bad, lines.join("\n") + "\n").unwrap();
+    let (good, _, err) = s.verify(
+        &file,
+        &["--ca", &s.ca(), "--log", &bad, "--node-key", &node_key],
+    );
+    assert!(!good && err.contains("does not hash"), "{err}");
+    let late = s.path("late.jsonl");
+    let (good, _, err) = outcome(
+        common::tally()
+            .current_dir(&s.work)
+            .args([
+                "ledger", "export", "--data", &data, "--out", &late, "--from", "1000",
+            ])
+            .output()
+            .unwrap(),
+    );
+    assert!(!good && err.contains("no entry at or after 1000"), "{err}");
+}
