@@ -1044,3 +1044,34 @@ async fn bad_receipt_requests_change_nothing() {
         .await
         .expect(StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_fair_exchange_completes_after_the_warrant_is_revoked_once_a_is_released() {
+    // A's signature was made under a valid warrant and released to B against B's escrow:
+    // revoking the warrant afterwards must not leave B holding A's signature while the node
+    // refuses B's (the exchange would no longer be fair).
+    let w = World::new(None).await;
+    let (tx, f, view) = fair_offer(&w, "f1").await;
+    let serial = view.str("/warrant_a").to_string();
+    send_escrow(&w, tx, &f).await.expect(StatusCode::OK);
+    w.post(
+        &w.bob.api_key,
+        format!("/v1/warrants/{serial}/revoke"),
+        json!({}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let done = w
+        .post(
+            &w.alice.api_key,
+            format!("/v1/receipts/{tx}/sign"),
+            json!({"signature_b": sign_bls(&w.alice, &f).to_hex()}),
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(done.str("/state"), "signed");
+    // New offers are refused under the revoked warrant.
+    w.offer("Contract 89\n", true, "f2")
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "no_warrant");
+}

@@ -1223,12 +1223,19 @@ impl Node {
         from: &str,
         to: &str,
     ) -> Result<ReceiptRow> {
-        // A proxy signature made now needs its warrant valid now (not only at the offer).
-        for (who, serial, party, other) in [
+        // A proxy signature made now needs its warrant valid now (not only at the offer). In a
+        // fair exchange A's was made, and released to B, at the offer: it stands.
+        let made_now = [r.signature_a.is_none(), true];
+        for ((who, serial, party, other), now) in [
             ("party A", &r.warrant_a, &r.party_a, &r.party_b),
             ("party B", &r.warrant_b, &r.party_b, &r.party_a),
-        ] {
-            if let Some(serial) = serial {
+        ]
+        .into_iter()
+        .zip(made_now)
+        {
+            if let Some(serial) = serial
+                && now
+            {
                 self.recheck_warrant(who, serial, party, other).await?;
             }
         }
@@ -1274,7 +1281,11 @@ impl Node {
         let key = format!(":receipt:{}:{to}", r.transaction_id);
         next.journal_key = Some(key.clone());
         let mut attachments: Vec<Attachment> = step_receipt(&next, from).into();
-        for w in [&r.warrant_a, &r.warrant_b].into_iter().flatten() {
+        let proxied_now = [
+            r.warrant_a.as_ref().filter(|_| r.signature_a.is_none()),
+            r.warrant_b.as_ref(),
+        ];
+        for w in proxied_now.into_iter().flatten() {
             attachments.push(warrant_unrevoked(w));
         }
         self.execute(
