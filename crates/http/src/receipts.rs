@@ -39,13 +39,11 @@ pub struct AckBody {
     pub receipt_number: u64,
 }
 
-/// `{signature_b?, escrow_a?}`.
+/// `{signature_b?}`.
 #[derive(Debug, Default, Deserialize)]
 pub struct ResolveBody {
     /// B's signature (B resolving).
     pub signature_b: Option<String>,
-    /// The node's escrow as B received it (default: the one the node sent).
-    pub escrow_a: Option<String>,
 }
 
 /// The receipt service's keys and certificates.
@@ -289,7 +287,7 @@ pub async fn abort(
 #[utoipa::path(
     post, path = "/v1/arbiter/{transaction}/resolve", tag = "receipts",
     params(("transaction" = u64, Path, description = "Transaction id")),
-    request_body(content = Object, description = "`{signature_b?, escrow_a?}`"),
+    request_body(content = Object, description = "`{signature_b?}` (B deposits its signature; the originator sends `{}`)"),
     responses((status = 200, description = "`{transaction, decision, signature, receipt}`", body = Object), (status = 409, description = "exchange_aborted / exchange_failed", body = ErrorBody), (status = 422, description = "bad_escrow", body = ErrorBody)),
     security(("api_key" = []))
 )]
@@ -301,12 +299,7 @@ pub async fn resolve(
 ) -> Result<Response, ApiError> {
     let view = state
         .node
-        .arbiter_resolve(
-            &by,
-            tx,
-            body.signature_b.as_deref(),
-            body.escrow_a.as_deref(),
-        )
+        .arbiter_resolve(&by, tx, body.signature_b.as_deref())
         .await?;
     Ok(Json(view).into_response())
 }

@@ -609,6 +609,13 @@ impl Node {
             created_at: self.now(),
         };
         if let Some(existing) = self.inner.store.warrant(&row.serial).await? {
+            // The issuer picks the serial: only the very same warrant is a retry.
+            if existing.certificate != row.certificate {
+                return Err(bad(format!(
+                    "another warrant with serial {} is already stored; issue it again",
+                    row.serial
+                )));
+            }
             return Ok(warrant_view(&existing));
         }
         self.execute(
@@ -810,6 +817,15 @@ impl Node {
         }
         let key = namespaced(by, idempotency_key)?;
         if let Some(r) = self.inner.store.receipt_by_key(&key).await? {
+            // A retry of a proxy_b offer whose completion did not happen finishes it now.
+            if r.state == "offered" && r.warrant_b.is_some() {
+                let fields = self.fields(&r)?;
+                let sig_b = self.proxy_sign(&fields)?;
+                let done = self
+                    .complete(r, &fields, sig_b, None, "offered", "signed")
+                    .await?;
+                return Ok((self.receipt_view(&done), true));
+            }
             return Ok((self.receipt_view(&r), true));
         }
         let a = self.party(&req.party_a).await?;
@@ -868,6 +884,8 @@ impl Node {
             content_hash: fields.content_hash.to_vec(),
             fingerprint_a: fields.party_a.to_vec(),
             fingerprint_b: fields.party_b.to_vec(),
+            certificate_a: cert_a.to_der(),
+            certificate_b: cert_b.to_der(),
             fair: req.fair,
             warrant_a: Some(warrant_a.serial.clone()),
             warrant_b: warrant_b.as_ref().map(|w| w.serial.clone()),
@@ -967,29 +985,25 @@ impl Node {
         })
     }
 
-    /// Both parties of a receipt with their certificates, checked now, still for the keys the
-    /// offer named.
-    async fn parties_of(
-        &self,
-        r: &ReceiptRow,
-    ) -> Result<(PartyRow, Certificate, PartyRow, Certificate)> {
-        let (a, b) = (self.party(&r.party_a).await?, self.party(&r.party_b).await?);
-        let (cert_a, cert_b) = (
-            self.party_cert(&a, "party A")?,
-            self.party_cert(&b, "party B")?,
-        );
-        for (who, cert, fp) in [
-            ("party A", &cert_a, &r.fingerprint_a),
-            ("party B", &cert_b, &r.fingerprint_b),
-        ] {
-            if fp_bytes(&cert.public_key().map_err(setup)?).as_slice() != fp.as_slice() {
-                return Err(rerr(ReceiptError::BadCertificate {
-                    who,
-                    why: "was re-issued for another key since the offer".into(),
-                }));
-            }
-        }
-        Ok((a, cert_a, b, cert_b))
+    /// Both parties' certificates as the offer fixed them, checked against the CA at the
+    /// receipt's time: a certificate that expires or is re-issued later does not strand an
+    /// exchange half way.
+    fn parties_of(&self, r: &ReceiptRow) -> Result<(Certificate, Certificate)> {
+        let at = Timestamp(r.time.saturating_mul(1_000_000));
+        let check = |der: &[u8], who: &'static str| -> Result<Certificate> {
+            let bad = |why: String| rerr(ReceiptError::BadCertificate { who, why });
+            let cert = Certificate::from_der(der).map_err(|e| bad(e.to_string()))?;
+            self.cert_checked(&cert, at).map_err(|e| {
+                bad(format!(
+                    "not valid from this node's CA at the receipt's time: {e}"
+                ))
+            })?;
+            Ok(cert)
+        };
+        Ok((
+            check(&r.certificate_a, "party A")?,
+            check(&r.certificate_b, "party B")?,
+        ))
     }
 
     async fn receipt_row(&self, transaction: u64) -> Result<ReceiptRow> {
@@ -1062,7 +1076,7 @@ impl Node {
             ));
         }
         if r.state == "escrowed"
-            && r.ves_b.as_deref().map(hex::encode).as_deref() == Some(ves_hex.trim())
+            && r.ves_b.as_deref().map(hex::encode) == Some(ves_hex.trim().to_ascii_lowercase())
         {
             return Ok(self.receipt_view(&r));
         }
@@ -1073,12 +1087,12 @@ impl Node {
                 r.state
             )));
         }
-        let (_, _, b, _) = self.parties_of(&r).await?;
+        let (_, cert_b) = self.parties_of(&r)?;
         let fields = self.fields(&r)?;
         let verdict = EncryptedSignature::from_hex(ves_hex.trim())
             .map_err(|e| e.to_string())
             .and_then(|ves| {
-                let key = b_bls_key(&b).map_err(|e| e.to_string())?;
+                let key = b_bls_key(&cert_b).map_err(|e| e.to_string())?;
                 verify_encrypted(
                     &key,
                     &self.receipts().arbiter.public_key(),
@@ -1141,8 +1155,8 @@ impl Node {
         self.require_b(by, &r)?;
         let expected = if r.fair { "escrowed" } else { "offered" };
         if matches!(r.state.as_str(), "signed" | "acked" | "resolved") {
-            let same = r.signature_b.as_deref().map(hex::encode).as_deref()
-                == Some(req.signature_b.trim());
+            let same = r.signature_b.as_deref().map(hex::encode)
+                == Some(req.signature_b.trim().to_ascii_lowercase());
             if same {
                 return Ok(self.receipt_view(&r));
             }
@@ -1158,10 +1172,10 @@ impl Node {
                 format!("the receipt is {}, not {expected}", r.state)
             }));
         }
-        let (_, _, b, cert_b) = self.parties_of(&r).await?;
+        let (_, cert_b) = self.parties_of(&r)?;
         let fields = self.fields(&r)?;
         let write = match &req.token {
-            Some(w) => Some(self.write_target(&b, w).await?),
+            Some(w) => Some(self.write_target(&r.party_b, w).await?),
             None => None,
         };
         let checked = PartySignature::from_hex(fields.version, &req.signature_b).and_then(|sig| {
@@ -1178,7 +1192,7 @@ impl Node {
             }
             Err(e) if r.fair => {
                 // Block 314: resolve with B's verifiable escrow.
-                self.resolve_by_node(&r, &fields, &b).await?;
+                self.resolve_by_node(&r, &fields, &cert_b).await?;
                 Err(rerr(e))
             }
             Err(e) => Err(rerr(e)),
@@ -1187,7 +1201,7 @@ impl Node {
 
     async fn write_target(
         &self,
-        b: &PartyRow,
+        holder: &str,
         w: &WriteRequest,
     ) -> Result<([u8; SERIAL_LEN], [u8; CHALLENGE_LEN], u16)> {
         let bad = |why: &str| rerr(ReceiptServiceError::BadWrite(why.to_string()));
@@ -1199,7 +1213,7 @@ impl Node {
             .receipt_token(&hex::encode(serial))
             .await?
             .ok_or_else(|| bad("unknown token serial"))?;
-        if t.holder != b.name {
+        if t.holder != holder {
             return Err(bad("the token is not party B's"));
         }
         if i64::from(w.slot) >= t.slots {
@@ -1467,10 +1481,19 @@ impl Node {
         if !r.fair {
             return Err(wrong_state("this receipt is not a fair exchange"));
         }
-        if matches!(r.state.as_str(), "signed" | "acked") {
-            return Err(wrong_state(
-                "the exchange completed; there is nothing to abort",
-            ));
+        match r.state.as_str() {
+            "signed" | "acked" => {
+                return Err(wrong_state(
+                    "the exchange completed; there is nothing to abort",
+                ));
+            }
+            // A's signature went to B against B's verifiable escrow: only a resolve is fair now.
+            "escrowed" => {
+                return Err(wrong_state(
+                    "A's signature was released against B's verifiable escrow; resolve instead",
+                ));
+            }
+            _ => {}
         }
         let answer = self.arbiter_decide(&r, Request::Abort, &by.owner).await?;
         self.arbiter_view(transaction, answer).await
@@ -1483,14 +1506,13 @@ impl Node {
         by: &Principal,
         transaction: u64,
         signature_b: Option<&str>,
-        escrow_a: Option<&str>,
     ) -> Result<ArbiterView> {
         let r = self.receipt_row(transaction).await?;
         self.may_see(by, &r)?;
         if !r.fair {
             return Err(wrong_state("this receipt is not a fair exchange"));
         }
-        let (_, _, b, cert_b) = self.parties_of(&r).await?;
+        let (_, cert_b) = self.parties_of(&r)?;
         let fields = self.fields(&r)?;
         if matches!(r.state.as_str(), "signed" | "acked") {
             return Err(wrong_state(
@@ -1514,10 +1536,9 @@ impl Node {
                         .map(|()| s)
                 })
                 .map_err(rerr)?;
-            let escrow = match escrow_a {
-                Some(h) => hex::decode(h.trim()).map_err(|_| invalid("escrow_a", "not hex"))?,
-                None => r.escrow_a.clone().unwrap_or_default(),
-            };
+            // The arbiter opens the escrow the node recorded when it sent it, never one the
+            // caller supplies: a caller could otherwise fail the exchange at will.
+            let escrow = r.escrow_a.clone().unwrap_or_default();
             let escrowed_a = self.open_escrow(&fields, &escrow);
             let answer = self
                 .arbiter_decide(
@@ -1543,7 +1564,7 @@ impl Node {
                 Decision::Aborted => return Err(rerr(Refusal::Aborted)),
                 Decision::Failed | Decision::Open => return Err(rerr(Refusal::Failed)),
             },
-            None => self.resolve_by_node(&r, &fields, &b).await?,
+            None => self.resolve_by_node(&r, &fields, &cert_b).await?,
         };
         self.arbiter_view(transaction, answer).await
     }
@@ -1552,14 +1573,14 @@ impl Node {
         &self,
         r: &ReceiptRow,
         fields: &Fields,
-        b: &PartyRow,
+        cert_b: &Certificate,
     ) -> Result<Answer> {
         let ves = r
             .ves_b
             .as_deref()
             .ok_or_else(|| wrong_state("B has sent no verifiable escrow; abort instead"))?;
         let ves = EncryptedSignature::from_bytes(ves).map_err(setup)?;
-        let key = b_bls_key(b)?;
+        let key = b_bls_key(cert_b)?;
         // The arbiter re-checks the escrow's condition before opening it.
         let sig_b = self
             .receipts()
@@ -1651,9 +1672,17 @@ impl Node {
             };
             if let Err(e) = result {
                 if matches!(e, ServiceError::Store(StoreError::Conflict(_))) {
-                    // Another request decided first: answer from its decision.
-                    let r = self.receipt_row(r.transaction_id as u64).await?;
-                    return Box::pin(self.arbiter_decide(&r, request, by)).await;
+                    // Another request moved first. If it was a decision, answer from it
+                    // (without writing); if the receipt moved on otherwise, this request's
+                    // premise is gone: the caller looks again.
+                    return match self.inner.store.arbiter_decision(r.transaction_id).await? {
+                        Some(d) => exchange::decide(decision_of(&d, version)?, request)
+                            .1
+                            .map_err(rerr),
+                        None => Err(wrong_state(
+                            "the exchange moved on meanwhile; fetch the receipt again",
+                        )),
+                    };
                 }
                 return Err(e);
             }
@@ -1736,11 +1765,10 @@ impl Node {
         let core = self.core(&r)?.ok_or_else(|| {
             wrong_state(format!("the receipt is {}; it has no package yet", r.state))
         })?;
-        let (a, b) = (self.party(&r.party_a).await?, self.party(&r.party_b).await?);
         let mut pkg = Package::new(core);
         pkg.record = Some(r.record.clone());
-        pkg.cert_a = Some(a.certificate.clone());
-        pkg.cert_b = Some(b.certificate.clone());
+        pkg.cert_a = Some(r.certificate_a.clone());
+        pkg.cert_b = Some(r.certificate_b.clone());
         for (serial, slot) in [
             (&r.warrant_a, &mut pkg.warrant_a),
             (&r.warrant_b, &mut pkg.warrant_b),
@@ -1824,14 +1852,17 @@ impl Node {
     }
 }
 
-fn b_bls_key(b: &PartyRow) -> Result<BlsPublicKey> {
-    let bytes = b.bls_key.as_deref().ok_or_else(|| {
+fn b_bls_key(cert_b: &Certificate) -> Result<BlsPublicKey> {
+    let bad = |why: String| {
         rerr(ReceiptError::BadCertificate {
             who: "party B",
-            why: "no certified BLS key".into(),
+            why,
         })
-    })?;
-    BlsPublicKey::from_bytes(bytes).map_err(setup)
+    };
+    let bytes = kwarrant::certificate_bls_key(cert_b)
+        .map_err(|e| bad(e.to_string()))?
+        .ok_or_else(|| bad("no certified BLS key".into()))?;
+    BlsPublicKey::from_bytes(&bytes).map_err(|e| bad(e.to_string()))
 }
 
 fn decision_of(d: &DecisionRow, version: u8) -> Result<Decision> {

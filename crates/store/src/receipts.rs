@@ -203,8 +203,8 @@ fn warrant(r: &AnyRow) -> Result<WarrantRow, StoreError> {
 
 // ----- receipts ----------------------------------------------------------------------------
 
-/// A receipt at any step.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A receipt at any step. `Debug` shows no signature: A's is withheld until B escrows.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ReceiptRow {
     /// Transaction id (field 3), unique per server.
     pub transaction_id: i64,
@@ -226,6 +226,10 @@ pub struct ReceiptRow {
     pub fingerprint_a: Vec<u8>,
     /// Field 7: SHA-256 of B's key at the offer.
     pub fingerprint_b: Vec<u8>,
+    /// A's certificate at the offer (DER): the key the receipt names, fixed for its life.
+    pub certificate_a: Vec<u8>,
+    /// B's certificate at the offer (DER).
+    pub certificate_b: Vec<u8>,
     /// Fair exchange.
     pub fair: bool,
     /// Warrant serial of a proxy signature for A.
@@ -270,16 +274,28 @@ pub struct ReceiptRow {
     pub updated_at: Timestamp,
 }
 
+impl std::fmt::Debug for ReceiptRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiptRow")
+            .field("transaction_id", &self.transaction_id)
+            .field("party_a", &self.party_a)
+            .field("party_b", &self.party_b)
+            .field("state", &self.state)
+            .field("fair", &self.fair)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Stores a new offer.
 pub fn insert_receipt(r: &ReceiptRow) -> Attachment {
     row(
         "INSERT INTO receipts (transaction_id, party_a, party_b, created_by, version, \
-         receipt_time, record, content_hash, fingerprint_a, fingerprint_b, fair, warrant_a, \
-         warrant_b, escrow_a, state, signature_a, signature_b, signature_server, ves_b, \
-         token_serial, challenge, slot, receipt_number, secure_write, write_attempts, digest, \
-         journal_key, acked_at, client_key, created_at, updated_at) VALUES ($1, $2, $3, $4, \
-         $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
-         $23, $24, $25, $26, $27, $28, $29, $30, $31)",
+         receipt_time, record, content_hash, fingerprint_a, fingerprint_b, certificate_a, \
+         certificate_b, fair, warrant_a, warrant_b, escrow_a, state, signature_a, signature_b, \
+         signature_server, ves_b, token_serial, challenge, slot, receipt_number, secure_write, \
+         write_attempts, digest, journal_key, acked_at, client_key, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+         $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)",
         vec![
             Value::Int(r.transaction_id),
             Value::Text(r.party_a.clone()),
@@ -291,6 +307,8 @@ pub fn insert_receipt(r: &ReceiptRow) -> Attachment {
             Value::Blob(r.content_hash.clone()),
             Value::Blob(r.fingerprint_a.clone()),
             Value::Blob(r.fingerprint_b.clone()),
+            Value::Blob(r.certificate_a.clone()),
+            Value::Blob(r.certificate_b.clone()),
             Value::Int(i64::from(r.fair)),
             Value::opt_text(r.warrant_a.clone()),
             Value::opt_text(r.warrant_b.clone()),
@@ -359,7 +377,7 @@ pub fn step_receipt(r: &ReceiptRow, from: &str) -> [Attachment; 2] {
 }
 
 const RECEIPT_SELECT: &str = "SELECT transaction_id, party_a, party_b, created_by, version, \
-     receipt_time, record, content_hash, fingerprint_a, fingerprint_b, fair, warrant_a, warrant_b, escrow_a, state, \
+     receipt_time, record, content_hash, fingerprint_a, fingerprint_b, certificate_a, certificate_b, fair, warrant_a, warrant_b, escrow_a, state, \
      signature_a, signature_b, signature_server, ves_b, token_serial, challenge, slot, \
      receipt_number, secure_write, write_attempts, digest, journal_key, acked_at, client_key, \
      created_at, updated_at FROM receipts";
@@ -376,6 +394,8 @@ fn receipt(r: &AnyRow) -> Result<ReceiptRow, StoreError> {
         content_hash: r.try_get("content_hash")?,
         fingerprint_a: r.try_get("fingerprint_a")?,
         fingerprint_b: r.try_get("fingerprint_b")?,
+        certificate_a: r.try_get("certificate_a")?,
+        certificate_b: r.try_get("certificate_b")?,
         fair: r.try_get::<i64, _>("fair")? != 0,
         warrant_a: r.try_get("warrant_a")?,
         warrant_b: r.try_get("warrant_b")?,
@@ -638,7 +658,11 @@ impl Store {
     }
 
     /// Journal entries `from..` in order, at most `limit` (for an exported log).
-    pub async fn journal_range(&self, from: i64, limit: i64) -> Result<Vec<JournalEntryRow>, StoreError> {
+    pub async fn journal_range(
+        &self,
+        from: i64,
+        limit: i64,
+    ) -> Result<Vec<JournalEntryRow>, StoreError> {
         self.fetch_all(
             "SELECT seq, at, prev_hash, hash, body FROM journal WHERE seq >= $1 ORDER BY seq LIMIT $2"
                 .into(),

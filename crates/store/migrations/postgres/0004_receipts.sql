@@ -47,6 +47,8 @@ CREATE TABLE receipts (
     content_hash     BYTEA   NOT NULL,
     fingerprint_a    BYTEA   NOT NULL,
     fingerprint_b    BYTEA   NOT NULL,
+    certificate_a    BYTEA   NOT NULL,
+    certificate_b    BYTEA   NOT NULL,
     fair             BIGINT  NOT NULL,
     warrant_a        TEXT,
     warrant_b        TEXT,

@@ -47,6 +47,8 @@ CREATE TABLE receipts (
     content_hash     BLOB    NOT NULL,
     fingerprint_a    BLOB    NOT NULL,
     fingerprint_b    BLOB    NOT NULL,
+    certificate_a    BLOB    NOT NULL,
+    certificate_b    BLOB    NOT NULL,
     fair             INTEGER NOT NULL,
     warrant_a        TEXT,
     warrant_b        TEXT,
