@@ -1240,9 +1240,9 @@ impl Node {
         // A proxy signature made now needs its warrant valid now (not only at the offer). In a
         // fair exchange A's was made, and released to B, at the offer: it stands.
         let made_now = [r.signature_a.is_none(), true];
-        for ((who, serial, party, other), now) in [
-            ("party A", &r.warrant_a, &r.party_a, &r.party_b),
-            ("party B", &r.warrant_b, &r.party_b, &r.party_a),
+        for ((who, serial, cert, other), now) in [
+            ("party A", &r.warrant_a, &r.certificate_a, &r.party_b),
+            ("party B", &r.warrant_b, &r.certificate_b, &r.party_a),
         ]
         .into_iter()
         .zip(made_now)
@@ -1250,7 +1250,7 @@ impl Node {
             if let Some(serial) = serial
                 && now
             {
-                self.recheck_warrant(who, serial, party, other).await?;
+                self.recheck_warrant(who, serial, cert, other).await?;
             }
         }
         let sig_a = match &r.signature_a {
@@ -1324,7 +1324,7 @@ impl Node {
         &self,
         who: &'static str,
         serial: &str,
-        party: &str,
+        cert_der: &[u8],
         other: &str,
     ) -> Result<()> {
         let refused = |why: String| rerr(ReceiptServiceError::NoWarrant(why));
@@ -1339,8 +1339,13 @@ impl Node {
                 "warrant {serial} was revoked; nothing was signed"
             )));
         }
-        let p = self.party(party).await?;
-        let cert = self.party_cert(&p, who)?;
+        // The warrant must come from the certificate the offer fixed, valid now.
+        let cert = Certificate::from_der(cert_der).map_err(setup)?;
+        self.cert_checked(&cert, self.now()).map_err(|e| {
+            refused(format!(
+                "{who}'s certificate is not valid now: {e}; nothing was signed"
+            ))
+        })?;
         self.proxy_checked(who, &w.certificate, &cert, other, self.now())
             .map_err(|e| refused(format!("{e}; nothing was signed")))?;
         Ok(())
