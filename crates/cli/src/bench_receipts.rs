@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tally_kernel::crypto::bls::{self, ArbiterPublicKey, BlsPublicKey, BlsSecretKey};
 use tally_kernel::crypto::warrant::{Counterparties, WarrantTerms, issue_warrant};
 use tally_kernel::crypto::{Certificate, Signature, SigningKey, VerifyingKey};
-use tally_proto::receipt::{self, Fields, PartySignature, Receipt};
-use tally_service::receipt::{NewReceipt, NewToken, ReceiptView, SignReceipt};
+use tally_proto::receipt::{self, PartySignature, Receipt};
+use tally_service::receipt::{NewReceipt, NewToken, SignReceipt};
 use tally_service::{Node, NodeConfig, Principal, Role};
 
 /// `tally bench receipts`.
@@ -251,23 +251,6 @@ async fn set_up(node: &Node, admin: &Principal, clients: usize) -> anyhow::Resul
     })
 }
 
-fn fields_of(v: &ReceiptView) -> anyhow::Result<Fields> {
-    let h = |s: &str| -> anyhow::Result<[u8; 32]> {
-        hex::decode(s)?
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("not 32 bytes"))
-    };
-    Ok(Fields {
-        version: v.version,
-        server_id: h(&v.server_id)?,
-        transaction: v.transaction,
-        time: v.time,
-        content_hash: h(&v.content_hash)?,
-        party_a: h(&v.party_a_fingerprint)?,
-        party_b: h(&v.party_b_fingerprint)?,
-    })
-}
-
 /// One complete receipt by customer `c`.
 async fn one(s: &Shared, c: &Customer, n: u64, fair: bool) -> anyhow::Result<()> {
     let record = format!("Order {n} for {}\nTotal 1.00 EUR\n", c.principal.owner);
@@ -285,7 +268,7 @@ async fn one(s: &Shared, c: &Customer, n: u64, fair: bool) -> anyhow::Result<()>
             },
         )
         .await?;
-    let f = fields_of(&offer)?;
+    let f = crate::receipt::fields_of(&offer)?;
     anyhow::ensure!(
         receipt::content_hash(&record) == f.content_hash,
         "record hash"

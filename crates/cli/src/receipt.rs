@@ -741,7 +741,7 @@ async fn ack(c: &Client, transaction: u64, receipt_number: u64) -> anyhow::Resul
 }
 
 /// Fields 1–7 as the node's view states them.
-fn fields_of(v: &ReceiptView) -> anyhow::Result<Fields> {
+pub(crate) fn fields_of(v: &ReceiptView) -> anyhow::Result<Fields> {
     Ok(Fields {
         version: v.version,
         server_id: hex_array("server_id", &v.server_id)?,

@@ -1257,27 +1257,11 @@ impl Node {
             Some(bytes) => PartySignature::from_slice(fields.version, bytes).map_err(rerr)?,
             None => self.proxy_sign(fields)?,
         };
-        let sig_server = self
-            .receipts()
-            .server
-            .sign(proto::SERVER_DOMAIN, &fields.server_part());
-        let receipt = Receipt {
-            fields: *fields,
-            signature_a: sig_a,
-            signature_b: sig_b,
-            signature_server: sig_server,
-        };
-        let digest = hex::encode(receipt.digest());
-        let mut next = r.clone();
-        next.signature_a = Some(sig_a.to_vec());
-        next.signature_b = Some(sig_b.to_vec());
-        next.signature_server = Some(sig_server.to_bytes().to_vec());
-        next.state = to.into();
-        next.digest = Some(digest.clone());
-        next.updated_at = self.now();
+        let (mut next, receipt) = self.signed(&r, fields, sig_a, sig_b, to);
+        let digest = next.digest.clone();
         if let Some((serial, challenge, slot)) = write {
             let number = random_id()?;
-            let content = WriteContent::new(fields, number as u64, sig_server);
+            let content = WriteContent::new(fields, number as u64, receipt.signature_server);
             let sealed = ptoken::seal_write(
                 self.app_key(&serial).expose(),
                 &serial,
@@ -1318,6 +1302,37 @@ impl Node {
         .await
         .map_err(revoked_meanwhile)?;
         Ok(next)
+    }
+
+    /// `r` completed: both parties' signatures and the server's over fields 1–5, moved to
+    /// `state` with the core's digest (which the journal entry names); and the core.
+    fn signed(
+        &self,
+        r: &ReceiptRow,
+        fields: &Fields,
+        sig_a: PartySignature,
+        sig_b: PartySignature,
+        state: &str,
+    ) -> (ReceiptRow, Receipt) {
+        let sig_server = self
+            .receipts()
+            .server
+            .sign(proto::SERVER_DOMAIN, &fields.server_part());
+        let receipt = Receipt {
+            fields: *fields,
+            signature_a: sig_a,
+            signature_b: sig_b,
+            signature_server: sig_server,
+        };
+        let digest = hex::encode(receipt.digest());
+        let mut next = r.clone();
+        next.signature_a = Some(sig_a.to_vec());
+        next.signature_b = Some(sig_b.to_vec());
+        next.signature_server = Some(sig_server.to_bytes().to_vec());
+        next.state = state.into();
+        next.digest = Some(digest);
+        next.updated_at = self.now();
+        (next, receipt)
     }
 
     async fn recheck_warrant(
@@ -1367,12 +1382,7 @@ impl Node {
             step_receipt(next, from).into(),
         )
         .await
-        .map_err(|e| match e {
-            ServiceError::Store(StoreError::Conflict(_)) => {
-                wrong_state("the receipt moved on meanwhile; fetch it again")
-            }
-            other => other,
-        })?;
+        .map_err(revoked_meanwhile)?;
         Ok(())
     }
 
@@ -1702,29 +1712,13 @@ impl Node {
         sig_b: PartySignature,
         decision: &DecisionRow,
     ) -> Result<()> {
-        let sig_server = self
-            .receipts()
-            .server
-            .sign(proto::SERVER_DOMAIN, &fields.server_part());
         let sig_a = decision
             .signature_a
             .as_deref()
             .ok_or_else(|| setup("resolved without A's signature"))
             .and_then(|s| PartySignature::from_slice(fields.version, s).map_err(rerr))?;
-        let receipt = Receipt {
-            fields: *fields,
-            signature_a: sig_a,
-            signature_b: sig_b,
-            signature_server: sig_server,
-        };
-        let digest = hex::encode(receipt.digest());
-        let mut next = r.clone();
-        next.signature_a = Some(sig_a.to_vec());
-        next.signature_b = Some(sig_b.to_vec());
-        next.signature_server = Some(sig_server.to_bytes().to_vec());
-        next.state = "resolved".into();
-        next.digest = Some(digest.clone());
-        next.updated_at = self.now();
+        let (mut next, _) = self.signed(&r, fields, sig_a, sig_b, "resolved");
+        let digest = next.digest.clone();
         let key = format!(":arbiter:{}", r.transaction_id);
         next.journal_key = Some(key.clone());
         let mut attachments: Vec<Attachment> = vec![insert_decision(decision)];
@@ -1797,7 +1791,8 @@ impl Node {
         Ok(pkg.to_bytes())
     }
 
-    fn core(&self, r: &ReceiptRow) -> Result<Option<Receipt>> {
+    /// The core bytes of a complete receipt: its fields and the stored (verified) signatures.
+    fn core_bytes(&self, r: &ReceiptRow) -> Result<Option<Vec<u8>>> {
         let (Some(sa), Some(sb), Some(ss)) = (&r.signature_a, &r.signature_b, &r.signature_server)
         else {
             return Ok(None);
@@ -1805,18 +1800,19 @@ impl Node {
         if !matches!(r.state.as_str(), "signed" | "acked" | "resolved") {
             return Ok(None);
         }
-        let version = r.version as u8;
-        let fields = self.fields(r)?;
-        Ok(Some(Receipt {
-            fields,
-            signature_a: PartySignature::from_slice(version, sa).map_err(rerr)?,
-            signature_b: PartySignature::from_slice(version, sb).map_err(rerr)?,
-            signature_server: tally_kernel::crypto::Signature::from_slice(ss).map_err(setup)?,
-        }))
+        Ok(Some(
+            [&self.fields(r)?.party_part()[..], sa, sb, ss].concat(),
+        ))
+    }
+
+    fn core(&self, r: &ReceiptRow) -> Result<Option<Receipt>> {
+        self.core_bytes(r)?
+            .map(|bytes| Receipt::from_bytes(&bytes).map_err(rerr))
+            .transpose()
     }
 
     fn receipt_view(&self, r: &ReceiptRow) -> ReceiptView {
-        let core = self.core(r).ok().flatten();
+        let core = self.core_bytes(r).ok().flatten();
         ReceiptView {
             transaction: r.transaction_id as u64,
             version: r.version as u8,
@@ -1843,7 +1839,7 @@ impl Node {
             },
             signature_b: r.signature_b.as_deref().map(hex::encode),
             signature_server: r.signature_server.as_deref().map(hex::encode),
-            core: core.map(|c| hex::encode(c.to_bytes())),
+            core: core.map(hex::encode),
             digest: r.digest.clone(),
             receipt_number: r.receipt_number.map(|n| n as u64),
             write: if r.acked_at.is_none() {
