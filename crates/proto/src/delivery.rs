@@ -1196,6 +1196,7 @@ impl<R: Read> Read for HashingReader<'_, '_, '_, R> {
 }
 
 pub mod notification;
+pub mod sale;
 
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,9 @@
 //! crate's `Cargo.toml` has no tokio and no sqlx, and must keep it that way (rustls and
 //! quinn-proto are the model: the same code runs in tests, simulations and the server).
 //!
+//! Every protocol has the same shape ([`effects`]): a state enum, a step
+//! `handle(self, now, input, …) -> Result<(Self, Effects), Error>` and `poll_timeout`.
+//!
 //! * [`delivery`]: locked delivery (SPEC D2–D4): reference codes, unlock keys and the signed
 //!   package format.
 //! * [`oob`]: out-of-band authentication (SPEC A1–A4): a one-time secret bound to a session,
@@ -15,7 +18,31 @@
 //! * [`receipt`]: two-party signed receipts (SPEC R1–R6): the receipt core and package, offline
 //!   verification, the token's secure write and the arbiter's rules for fair exchange.
 
+/// `as_str`, `parse` and `Display` of a state enum stored by its snake_case name.
+macro_rules! stored_names {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The stored name.
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $name),+ }
+            }
+
+            /// From the stored name.
+            pub fn parse(s: &str) -> Option<$ty> {
+                match s { $($name => Some($ty::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
 pub mod delivery;
+pub mod effects;
 pub mod oob;
 pub mod receipt;
 
@@ -25,8 +52,11 @@ mod pinned {
     /// rewrites the file instead (review the diff before committing it).
     pub(crate) fn check(path: &str, computed: &serde_json::Value) {
         if std::env::var("UPDATE_EXPECT").is_ok_and(|v| v == "1") {
-            std::fs::write(path, serde_json::to_string_pretty(computed).expect("json") + "\n")
-                .expect("write");
+            std::fs::write(
+                path,
+                serde_json::to_string_pretty(computed).expect("json") + "\n",
+            )
+            .expect("write");
             return;
         }
         let pinned: serde_json::Value =

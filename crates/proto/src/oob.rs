@@ -15,13 +15,19 @@
 //! [`CodeBinding`] and `key` a node secret kept for this purpose. Rejected: storing the code
 //! (a database leak would leak live codes); TOTP (not bound to a session or amount).
 //!
-//! [`Session`] is a value: [`Session::verify`] consumes it and returns the next state with
-//! the outcome, so a caller cannot keep using a stale copy by accident.
+//! [`Session`] is a value and a state machine of the crate's one shape ([`crate::effects`]):
+//! [`Session::start`] opens it with the code message and the payment hold as effects, and
+//! [`Session::handle`] consumes it with a code, a cancellation or a timeout and returns the
+//! next state with what to commit (the hold posted, voided, or a transfer made), so a caller
+//! cannot keep using a stale copy by accident. The code itself is never an effect: the message
+//! carries a [`SecretRef::OobCode`] and the code is recomputed when the message is delivered.
 
+use crate::effects::{Blame, Effects, Fault, Outgoing, SecretRef};
 use serde::{Deserialize, Serialize};
 use tally_kernel::crypto::canonical::canonical_json;
 use tally_kernel::crypto::otp::{code_hmac_sha256, codes_match};
 use tally_kernel::{Amount, Id, Secret, Timestamp};
+use tally_ledger::Command;
 
 /// Domain tag of the code's HMAC input.
 pub const CODE_DOMAIN: &[u8] = b"tally/oob-code/v1\0";
@@ -53,6 +59,18 @@ pub enum OobError {
     /// A caller bug: bad policy or binding (never caused by the user's input alone).
     #[error("API misuse: {0}")]
     ApiMisuse(&'static str),
+}
+
+impl Blame for OobError {
+    fn fault(&self) -> Fault {
+        match self {
+            OobError::ApiMisuse(_) => Fault::Node,
+            OobError::WrongCode { .. } | OobError::TooManyAttempts => Fault::Peer,
+            OobError::Expired { .. } | OobError::SessionClosed | OobError::TransactionMismatch => {
+                Fault::Caller
+            }
+        }
+    }
 }
 
 /// How codes are made and checked.
@@ -163,17 +181,114 @@ pub struct CodeBinding<'a> {
 }
 
 /// Where a session stands. Variants are alphabetical.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     /// Cancelled by the user or the application.
     Closed,
+    /// The code's time ran out before the right code came back (the hold is released).
+    Expired,
     /// Too many wrong codes.
     Locked,
     /// Waiting for the code.
     Open,
     /// The right code arrived; whatever it authorised may run (once).
     Verified,
+}
+
+impl State {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Expired => "expired",
+            State::Locked => "locked",
+            State::Open => "open",
+            State::Verified => "verified",
+        }
+    }
+
+    /// From the stored name.
+    pub fn parse(s: &str) -> Option<State> {
+        Some(match s {
+            "closed" => State::Closed,
+            "expired" => State::Expired,
+            "locked" => State::Locked,
+            "open" => State::Open,
+            "verified" => State::Verified,
+            _ => return None,
+        })
+    }
+}
+
+/// The money a session moves, decided when it opens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Money {
+    /// A hold placed when the session opens (the seed's bank authorisation), posted when the
+    /// code verifies and released when the session locks, is cancelled or times out.
+    Hold {
+        /// The payer's account.
+        debit_account: Id,
+        /// The payee's account.
+        credit_account: Id,
+        /// How much.
+        amount: Amount,
+        /// The transfers' memo.
+        memo: String,
+        /// Seconds the hold lives (beyond the code's lifetime, so the session decides first).
+        timeout_s: i64,
+        /// The hold, while it is pending: set by the caller from what the opening step
+        /// committed ([`Session::with_pending_hold`]); never stored with the session.
+        #[serde(skip)]
+        pending: Option<Id>,
+    },
+    /// A transfer made when the code verifies.
+    Transfer {
+        /// The payer's account.
+        debit_account: Id,
+        /// The payee's account.
+        credit_account: Id,
+        /// How much.
+        amount: Amount,
+        /// The transfer's memo.
+        memo: String,
+    },
+}
+
+/// What a session step gets.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// A code typed back on channel A, with the transaction the confirming client shows.
+    Code {
+        /// What the user typed.
+        submitted: &'a str,
+        /// The transaction the confirming client displays, if it shows one.
+        confirm: Option<&'a Transaction>,
+    },
+    /// The user or the application gives up.
+    Cancel,
+    /// [`Session::poll_timeout`] has passed.
+    Timeout,
+}
+
+/// Where and how a new session's code goes out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opening {
+    /// The user.
+    pub user: String,
+    /// What the session is for.
+    pub purpose: Purpose,
+    /// Code length, lifetime and attempts.
+    pub policy: Policy,
+    /// 16 bytes from a CSPRNG.
+    pub number: [u8; 16],
+    /// The money it moves, if any.
+    pub money: Option<Money>,
+    /// Channel B's kind (`email`, `sms`, `webhook`, `dev`).
+    pub channel: String,
+    /// Channel B's address.
+    pub address: String,
 }
 
 /// One out-of-band session.
@@ -195,6 +310,9 @@ pub struct Session {
     pub attempts: u32,
     /// Where it stands.
     pub state: State,
+    /// The money it moves, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub money: Option<Money>,
 }
 
 /// What the caller sends on channel B when a session opens: the code and, in clear, what it
@@ -251,6 +369,7 @@ impl Session {
             expires_at: now.plus_seconds(policy.ttl_s),
             attempts: 0,
             state: State::Open,
+            money: None,
         };
         let code = session.code(key)?;
         let text = Secret::new(session.notice_text(code.expose()));
@@ -337,6 +456,9 @@ impl Session {
         let verdict = match self.state {
             State::Closed | State::Verified => Err(OobError::SessionClosed),
             State::Locked => Err(OobError::TooManyAttempts),
+            State::Expired => Err(OobError::Expired {
+                expires_at: self.expires_at,
+            }),
             State::Open if now >= self.expires_at => Err(OobError::Expired {
                 expires_at: self.expires_at,
             }),
@@ -378,6 +500,201 @@ impl Session {
             self.state = State::Closed;
         }
         self
+    }
+
+    /// Opens a session as a step: the new session, with the code message to channel B (the
+    /// code by reference, put in at delivery) and, for a payment, the hold as its ledger
+    /// command. Nothing else in the node needs the code now.
+    pub fn start(
+        opening: Opening,
+        now: Timestamp,
+        key: &[u8],
+    ) -> Result<(Session, Effects), OobError> {
+        let Opening {
+            user,
+            purpose,
+            policy,
+            number,
+            money,
+            channel,
+            address,
+        } = opening;
+        let (mut session, _notice) = Session::open(&user, purpose, policy, number, now, key)?;
+        if let Some(Money::Transfer { amount, .. } | Money::Hold { amount, .. }) = &money
+            && amount.minor <= 0
+        {
+            return Err(OobError::ApiMisuse("a session moves a positive amount"));
+        }
+        session.money = money;
+        let hex_number = session.number_hex();
+        let secret = SecretRef::OobCode {
+            session: hex_number.clone(),
+        };
+        let message = Outgoing {
+            dedup_key: format!(":oob:{hex_number}:code"),
+            subject: match &session.purpose {
+                Purpose::Login => "Your Tally sign-in code".into(),
+                Purpose::Message(_) => "Confirm with your Tally code".into(),
+                Purpose::Transaction(t) => format!("Confirm {} to {}", t.amount, t.payee),
+            },
+            body: session.notice_text(secret.placeholder()),
+            // The session number is channel A's capability: only the dev inbox (a test
+            // harness's channel B) names it, so scripts can match a code to its session.
+            data: if channel == "dev" {
+                serde_json::json!({ "session": hex_number, "expires_at": session.expires_at })
+            } else {
+                serde_json::json!({ "expires_at": session.expires_at })
+            },
+            secret: Some(secret),
+            channel: channel.clone(),
+            address,
+        };
+        let ledger = match &session.money {
+            Some(Money::Hold {
+                debit_account,
+                credit_account,
+                amount,
+                memo,
+                timeout_s,
+                ..
+            }) => Command::Transfer {
+                debit_account: *debit_account,
+                credit_account: *credit_account,
+                amount_minor: amount.minor,
+                currency: amount.currency,
+                timeout_s: Some(*timeout_s),
+                memo: memo.clone(),
+            },
+            Some(Money::Transfer { .. }) | None => Command::Record {
+                kind: "oob_session_opened".into(),
+                data: serde_json::json!({
+                    "session": hex_number, "user": user, "channel": channel,
+                }),
+            },
+        };
+        Ok((session, Effects::ledger(ledger).send(message)))
+    }
+
+    /// The same session knowing its payment hold: `pending` is the hold the opening step
+    /// placed, while it is still pending (`None` once it expired or was resolved).
+    pub fn with_pending_hold(mut self, pending: Option<Id>) -> Session {
+        if let Some(Money::Hold { pending: p, .. }) = &mut self.money {
+            *p = pending;
+        }
+        self
+    }
+
+    /// When this session next needs a step without any input: its code's expiry while open.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        (self.state == State::Open).then_some(self.expires_at)
+    }
+
+    /// Wrong codes the user may still type.
+    pub fn attempts_left(&self) -> u32 {
+        self.policy.attempts_max.saturating_sub(self.attempts)
+    }
+
+    /// What a code step that committed answers the user: `Ok` once verified, else why not.
+    pub fn verdict(&self) -> Result<(), OobError> {
+        match self.state {
+            State::Verified => Ok(()),
+            State::Locked => Err(OobError::TooManyAttempts),
+            State::Open => Err(OobError::WrongCode {
+                attempts_left: self.attempts_left(),
+            }),
+            State::Expired => Err(OobError::Expired {
+                expires_at: self.expires_at,
+            }),
+            State::Closed => Err(OobError::SessionClosed),
+        }
+    }
+
+    /// One step at `now`. A refusal that changes nothing is an error (an expired code, a
+    /// closed session, a mismatched confirmation); a wrong code is a step (it is counted, and
+    /// the last one locks the session and releases its hold) whose [`Session::verdict`] tells
+    /// the user. The right code verifies the session and moves its money.
+    pub fn handle(
+        self,
+        now: Timestamp,
+        input: Input<'_>,
+        key: &[u8],
+    ) -> Result<(Session, Effects), OobError> {
+        let hex_number = self.number_hex();
+        match input {
+            Input::Code { submitted, confirm } => {
+                let before = (self.state, self.attempts);
+                let (next, verdict) = self.verify(now, submitted, confirm, key);
+                if (next.state, next.attempts) == before {
+                    return Err(verdict.err().unwrap_or(OobError::SessionClosed));
+                }
+                let effects = match next.state {
+                    State::Verified => next.on_verified()?,
+                    State::Locked => next.released("oob_session_locked")?,
+                    _ => Effects::record(
+                        "oob_code_refused",
+                        serde_json::json!({ "session": hex_number, "attempts": next.attempts }),
+                    ),
+                };
+                Ok((next, effects))
+            }
+            Input::Cancel => {
+                if self.state != State::Open {
+                    return Err(OobError::SessionClosed);
+                }
+                let next = self.close();
+                let effects = next.released("oob_session_closed")?;
+                Ok((next, effects))
+            }
+            Input::Timeout => {
+                if self.state != State::Open || now < self.expires_at {
+                    return Err(OobError::ApiMisuse("no timeout is due"));
+                }
+                let mut next = self;
+                next.state = State::Expired;
+                let effects = next.released("oob_session_expired")?;
+                Ok((next, effects))
+            }
+        }
+    }
+
+    /// The effects of the right code: the hold posted, the transfer made, or a record.
+    fn on_verified(&self) -> Result<Effects, OobError> {
+        Ok(match &self.money {
+            Some(Money::Hold { pending, .. }) => Effects::ledger(Command::Post {
+                pending_id: pending.ok_or(OobError::ApiMisuse(
+                    "a payment session verified without its pending hold",
+                ))?,
+                amount_minor: None,
+            }),
+            Some(Money::Transfer {
+                debit_account,
+                credit_account,
+                amount,
+                memo,
+            }) => Effects::ledger(Command::Transfer {
+                debit_account: *debit_account,
+                credit_account: *credit_account,
+                amount_minor: amount.minor,
+                currency: amount.currency,
+                timeout_s: None,
+                memo: memo.clone(),
+            }),
+            None => Effects::record(
+                "oob_session_verified",
+                serde_json::json!({ "session": self.number_hex(), "user": self.user }),
+            ),
+        })
+    }
+
+    /// The effects of a session ending unverified: its pending hold voided, or a record.
+    fn released(&self, kind: &str) -> Result<Effects, OobError> {
+        Ok(match &self.money {
+            Some(Money::Hold {
+                pending: Some(hold),
+                ..
+            }) => Effects::ledger(Command::Void { pending_id: *hold }),
+            _ => Effects::record(kind, serde_json::json!({ "session": self.number_hex() })),
+        })
     }
 }
 

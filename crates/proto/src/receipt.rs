@@ -25,6 +25,7 @@
 //! exchange).
 
 pub mod exchange;
+pub mod flow;
 pub mod token;
 
 #[cfg(test)]

@@ -1,17 +1,33 @@
-//! A Tally node's operations: the only crate that joins ledger rules, the store and side
-//! effects (channels, keys on disk, background workers).
+//! A Tally node's operations: the only crate that joins protocol machines, ledger rules, the
+//! store and side effects (channels, keys on disk, background workers).
 //!
 //! [`Node`] is what the HTTP layer and the CLI call. Each operation takes the calling
-//! [`Principal`] (from an API key), checks what that role may do, turns the request into a
-//! ledger [`tally_ledger::Command`] with an idempotency key namespaced by the caller's owner (so
-//! two customers can both use the key `order-1`), and runs it through the store's batched
-//! writer. Messages caused by a change are handed to the store with the command, so they commit
-//! in the same transaction; [`workers`] deliver them afterwards and expire overdue holds.
+//! [`Principal`] (from an API key), checks what that role may do, and runs one step: for the
+//! ledger's own operations a ledger command, for a protocol a step of its machine in
+//! `tally_proto` (`handle(self, now, input) -> (next, Effects)`). Every step goes through one
+//! executor ([`exec`]): the new state (a row write guarded on the previous state), the ledger
+//! command and the outgoing messages commit in one transaction, with an idempotency key
+//! namespaced by the caller's owner (so two customers can both use the key `order-1`); then the
+//! outbox worker is woken. [`workers`] deliver messages (rendering secrets only then) and feed
+//! machines their timeouts.
+//!
+//! The crate is layered, each layer importing only those below it:
+//!
+//! ```text
+//! node, ledger_ops, workers      the Node: composition, the ledger's operations, background work
+//! oob/  delivery/  receipt/      one driver per protocol (load → handle → commit); none imports another
+//! exec, access, identity, core   the executor, authorisation and checks, keys on disk, shared state
+//! ```
 //!
 //! Decision: authorisation lives here, not in `http`, so the CLI's direct paths (audit, bench)
 //! and any future transport get the same rules. `http` only maps errors and shapes.
 
+pub mod access;
+pub mod core;
 pub mod delivery;
+pub mod exec;
+pub mod identity;
+pub mod ledger_ops;
 pub mod node;
 pub mod oob;
 pub mod receipt;
@@ -19,9 +35,11 @@ pub mod workers;
 
 use tally_kernel::{Currency, Id, MoneyError};
 use tally_ledger::LedgerError;
-use tally_store::StoreError;
+use tally_store::{Conflict, StoreError};
 
-pub use node::{Node, NodeClock, NodeConfig, NodeFiles};
+pub use crate::core::{NodeClock, NodeConfig};
+pub use identity::NodeFiles;
+pub use node::Node;
 
 /// What an API key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -127,6 +145,10 @@ pub enum ServiceError {
     /// A limit decided in the database (e.g. sessions per address) is reached.
     #[error("rate limited: {0}")]
     RateLimited(&'static str),
+    /// Another request changed what this one was decided on, again and again: nothing was
+    /// written; read again.
+    #[error("conflict: {0}")]
+    Conflict(Conflict),
     /// The store failed; details are logged, not returned.
     #[error("storage failure")]
     Store(#[source] StoreError),
@@ -139,6 +161,7 @@ impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Ledger(l) => ServiceError::Ledger(l),
+            StoreError::Conflict(c) => ServiceError::Conflict(c),
             other => ServiceError::Store(other),
         }
     }

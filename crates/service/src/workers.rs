@@ -1,10 +1,21 @@
-//! Background work of a node: delivering the outbox, expiring overdue holds and alerting on
-//! unpaid sales (D9).
+//! Background work of a node: delivering the outbox, and feeding machines their timeouts
+//! (expired holds, expired out-of-band sessions, overdue sales).
 //!
-//! Both loops are safe to run in every `tally serve` process sharing a database: the outbox
-//! leases rows before delivering (no two processes deliver the same row at once), and expiry
-//! goes through the ledger writer, where a pending transfer can be resolved only once.
-//! Each pass is bounded (`BATCH`), and a failed pass is logged and retried on the next tick.
+//! * **Outbox.** The worker sleeps until a commit enqueues a message (the executor signals
+//!   it) or a retry falls due, leases what is due, and delivers up to [`DELIVERY_CONCURRENCY`]
+//!   messages at once, leasing more as deliveries finish, so a code goes out as soon as its
+//!   session commits and a slow channel does not hold up the others. Secrets carried by
+//!   reference are rendered into the text only here. A failed delivery is retried with
+//!   backoff (decided in the database); only failures wait.
+//! * **Timers.** One sweeper asks each protocol for the rows whose `poll_timeout` has passed
+//!   and feeds them their timeout, a bounded number per pass.
+//!
+//! Both are safe to run in every `tally serve` process sharing a database: the outbox leases
+//! rows before delivering (no two processes deliver the same row at once), and every timeout
+//! is a step guarded on the state it was decided from. A failed pass is logged and retried.
+//!
+//! Rejected: a fixed sleep after every pass (it held a flow of e-mail codes to ~9/s), and
+//! delivering one message after another (one slow SMTP server stalled every channel).
 
 use crate::Node;
 use std::sync::Arc;
@@ -13,19 +24,19 @@ use tally_channels::{ChannelKind, ChannelSet, Message};
 use tally_kernel::Timestamp;
 use tally_store::outbox::StoredMessage;
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 
-/// Most holds expired per pass.
+/// Most timeouts fed per protocol and pass.
 const BATCH: i64 = 256;
-/// Messages leased per pass: few enough that slow deliveries (each bounded by its channel's
-/// timeouts and retries, well under a minute) finish inside the lease.
-const OUTBOX_CLAIM: i64 = 8;
+/// Most deliveries in flight at once (each bounded by its channel's timeouts and retries).
+pub const DELIVERY_CONCURRENCY: usize = 32;
 /// How long a leased message is withheld from other workers.
 const LEASE_S: i64 = 300;
 
 /// Handles to stop the workers.
 pub struct Workers {
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// Wake the outbox worker now (after enqueueing).
+    /// Wake the outbox worker now (the executor does after every commit with messages).
     pub outbox_wakeup: Arc<Notify>,
 }
 
@@ -38,36 +49,19 @@ impl Workers {
     }
 }
 
-/// Starts the outbox delivery loop and the expiry sweeper.
+/// Starts the outbox worker and the timer sweeper. `tick` bounds how long either waits when
+/// nothing wakes it (retries falling due, timeouts).
 pub fn start(node: Node, channels: ChannelSet, tick: Duration) -> Workers {
-    let outbox_wakeup = Arc::new(Notify::new());
-    let outbox = {
-        let node = node.clone();
-        let wake = outbox_wakeup.clone();
-        tokio::spawn(async move {
-            loop {
-                if let Err(e) = deliver_due(&node, &channels, Timestamp::now()).await {
-                    tracing::warn!(error = %e, "outbox pass failed");
-                }
-                tokio::select! {
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(tick) => {}
-                }
-            }
-        })
-    };
+    let outbox_wakeup = node.core().outbox_signal();
+    let outbox = tokio::spawn(outbox_loop(
+        node.clone(),
+        Arc::new(channels),
+        outbox_wakeup.clone(),
+        tick,
+    ));
     let sweeper = tokio::spawn(async move {
         loop {
-            match node.store().expire_due(Timestamp::now(), BATCH).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(expired = n, "expired overdue holds"),
-                Err(e) => tracing::warn!(error = %e, "expiry pass failed"),
-            }
-            match node.sweep_overdue(BATCH).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(alerts = n, "sent overdue alerts for unpaid sales"),
-                Err(e) => tracing::warn!(error = %e, "overdue pass failed"),
-            }
+            sweep(&node).await;
             tokio::time::sleep(tick).await;
         }
     });
@@ -77,45 +71,111 @@ pub fn start(node: Node, channels: ChannelSet, tick: Duration) -> Workers {
     }
 }
 
-/// One delivery pass: lease due messages, deliver each, record the result. Returns how many
-/// were delivered.
+/// One pass of every timer: expired holds, out-of-band sessions, overdue sales.
+pub async fn sweep(node: &Node) {
+    match node.store().expire_due(node.now(), BATCH).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(expired = n, "expired overdue holds"),
+        Err(e) => tracing::warn!(error = %e, "hold expiry pass failed"),
+    }
+    match node.oob().sweep_timeouts(BATCH).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(expired = n, "expired out-of-band sessions"),
+        Err(e) => tracing::warn!(error = %e, "session expiry pass failed"),
+    }
+    match node.delivery().sweep_timeouts(BATCH).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(alerts = n, "sent overdue alerts for unpaid sales"),
+        Err(e) => tracing::warn!(error = %e, "overdue pass failed"),
+    }
+}
+
+async fn outbox_loop(node: Node, channels: Arc<ChannelSet>, wake: Arc<Notify>, tick: Duration) {
+    let mut in_flight: JoinSet<()> = JoinSet::new();
+    loop {
+        let free = DELIVERY_CONCURRENCY - in_flight.len();
+        let mut claimed = 0;
+        if free > 0 {
+            match node
+                .store()
+                .claim_due(Timestamp::now(), free as i64, LEASE_S)
+                .await
+            {
+                Ok(due) => {
+                    claimed = due.len();
+                    for m in due {
+                        let node = node.clone();
+                        let channels = channels.clone();
+                        in_flight.spawn(async move { deliver(&node, &channels, m).await });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "outbox lease failed"),
+            }
+        }
+        // More may be due already: lease again at once while slots are free.
+        if claimed == free && free > 0 {
+            continue;
+        }
+        tokio::select! {
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(tick) => {}
+        }
+    }
+}
+
+/// One delivery pass, in the caller's task: lease what is due and deliver it (concurrently,
+/// bounded). Returns how many were delivered. For tests and tools; the worker runs its own
+/// loop.
 pub async fn deliver_due(
     node: &Node,
     channels: &ChannelSet,
     now: Timestamp,
 ) -> Result<usize, tally_store::StoreError> {
+    let due = node
+        .store()
+        .claim_due(now, DELIVERY_CONCURRENCY as i64, LEASE_S)
+        .await?;
+    let results =
+        futures::future::join_all(due.into_iter().map(|m| deliver_counted(node, channels, m)))
+            .await;
+    Ok(results.into_iter().filter(|ok| *ok).count())
+}
+
+async fn deliver(node: &Node, channels: &ChannelSet, m: StoredMessage) {
+    deliver_counted(node, channels, m).await;
+}
+
+/// Delivers one leased message and records the result; true when it was delivered.
+async fn deliver_counted(node: &Node, channels: &ChannelSet, m: StoredMessage) -> bool {
     let store = node.store();
-    let due = store.claim_due(now, OUTBOX_CLAIM, LEASE_S).await?;
-    let mut delivered = 0;
-    for m in due {
-        // Out-of-band codes are not stored: they are put into the text only now.
-        let result = match node
-            .render_code(&m.message)
+    // Secrets are not stored: they are put into the text only now.
+    let result = match node.render(&m.message).await {
+        Ok(body) => deliver_one(channels, &m, body.expose()).await,
+        Err(e) => Err(tally_channels::ChannelError::Transient(format!(
+            "cannot render the message: {e}"
+        ))),
+    };
+    let recorded = match &result {
+        Ok(()) => store.mark_sent(m.id, Timestamp::now()).await.map(|_| {
+            metrics::counter!("tally_outbox_delivered_total", "kind" => m.message.kind.clone())
+                .increment(1);
+        }),
+        Err(e) => store
+            .mark_attempt_failed(m.id, Timestamp::now(), e.reason(), e.is_permanent())
             .await
-        {
-            Ok(body) => deliver_one(channels, &m, body.expose()).await,
-            Err(e) => Err(tally_channels::ChannelError::Transient(format!(
-                "cannot render the message: {e}"
-            ))),
-        };
-        match result {
-            Ok(()) => {
-                store.mark_sent(m.id, Timestamp::now()).await?;
-                metrics::counter!("tally_outbox_delivered_total", "kind" => m.message.kind.clone())
+            .map(|state| {
+                metrics::counter!("tally_outbox_failed_attempts_total", "kind" => m.message.kind.clone())
                     .increment(1);
-                delivered += 1;
-            }
-            Err(e) => {
-                let state = store
-                    .mark_attempt_failed(m.id, Timestamp::now(), e.reason(), e.is_permanent())
-                    .await?;
-                metrics::counter!("tally_outbox_failed_attempts_total", "kind" => m.message.kind.clone()).increment(1);
                 // Log the message id only: addresses and bodies may be personal data.
                 tracing::warn!(message = %m.id, kind = %m.message.kind, state, error = e.reason(), "delivery failed");
-            }
-        }
+            }),
+    };
+    if let Err(e) = recorded {
+        // The lease runs out and the message is delivered again: at least once.
+        tracing::warn!(message = %m.id, error = %e, "cannot record a delivery result");
     }
-    Ok(delivered)
+    result.is_ok()
 }
 
 async fn deliver_one(

@@ -7,13 +7,24 @@
 //! [`crate::Guard`] evaluated inside the writer's transaction, so several nodes sharing one
 //! database cannot release a sale twice or refund a payment twice.
 
-use crate::guarded::RowWrite;
+use crate::guarded::{Conflict, RowWrite};
 use crate::oob::{blob, count_below, insert, opt_id, row, row_is};
 use crate::rows::{Value, id as decode_id};
 use crate::{Attachment, Store, StoreError};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tally_kernel::{Id, Timestamp};
+use tally_proto::delivery::sale::{PaymentPath, PaymentStatus, ProductState, SaleState};
+
+/// A stored state name decoded, or a corrupt-row error naming the column.
+pub(crate) fn state<T>(
+    r: &AnyRow,
+    column: &str,
+    parse: fn(&str) -> Option<T>,
+) -> Result<T, StoreError> {
+    let text: String = r.try_get(column)?;
+    parse(&text).ok_or_else(|| StoreError::Corrupt(format!("unknown {column} `{text}`")))
+}
 
 // ----- products ----------------------------------------------------------------------------
 
@@ -40,8 +51,8 @@ pub struct ProductRow {
     pub instructions: String,
     /// The registration file's template (`{{sale}}`, `{{reference}}`, `{{buyer}}`, …).
     pub registration_template: String,
-    /// `draft`, `active` or `withdrawn`.
-    pub state: String,
+    /// Where it stands.
+    pub state: ProductState,
     /// The content key sealed under the node's delivery key.
     pub content_key_wrap: Vec<u8>,
     /// The (namespaced) idempotency key that created it.
@@ -92,7 +103,7 @@ pub fn insert_product(p: &ProductRow) -> Attachment {
             Value::Text(p.licence.clone()),
             Value::Text(p.instructions.clone()),
             Value::Text(p.registration_template.clone()),
-            Value::Text(p.state.clone()),
+            Value::Text(p.state.as_str().into()),
             Value::Blob(p.content_key_wrap.clone()),
             Value::opt_text(p.client_key.clone()),
             Value::Int(p.created_at.as_micros()),
@@ -102,19 +113,24 @@ pub fn insert_product(p: &ProductRow) -> Attachment {
 }
 
 /// Moves a product from state `from` to `to`; fails if another request moved it first.
-pub fn set_product_state(id: Id, from: &str, to: &str, now: Timestamp) -> [Attachment; 2] {
+pub fn set_product_state(
+    id: Id,
+    from: ProductState,
+    to: ProductState,
+    now: Timestamp,
+) -> [Attachment; 2] {
     [
         row_is(
             "products",
             "id",
             blob(&id),
-            vec![("state", Value::Text(from.into()))],
-            "the product changed meanwhile",
+            vec![("state", Value::Text(from.as_str().into()))],
+            Conflict::Moved("the product changed meanwhile"),
         ),
         Attachment::Row(RowWrite::Statement {
             sql: "UPDATE products SET state = $1, updated_at = $2 WHERE id = $3",
             params: vec![
-                Value::Text(to.into()),
+                Value::Text(to.as_str().into()),
                 Value::Int(now.as_micros()),
                 blob(&id),
             ],
@@ -130,8 +146,8 @@ pub fn upsert_entry(e: &EntryRow) -> [Attachment; 2] {
             "products",
             "id",
             blob(&e.product_id),
-            vec![("state", Value::Text("draft".into()))],
-            "the product is no longer a draft",
+            vec![("state", Value::Text(ProductState::Draft.as_str().into()))],
+            Conflict::Moved("the product is no longer a draft"),
         ),
         row(
             "INSERT INTO product_entries (product_id, name, kind, sealed_len, sealed_sha256, \
@@ -171,7 +187,7 @@ fn product(r: &AnyRow) -> Result<ProductRow, StoreError> {
         licence: r.try_get("licence")?,
         instructions: r.try_get("instructions")?,
         registration_template: r.try_get("registration_template")?,
-        state: r.try_get("state")?,
+        state: state(r, "state", ProductState::parse)?,
         content_key_wrap: r.try_get("content_key_wrap")?,
         client_key: r.try_get("client_key")?,
         created_at: Timestamp(r.try_get("created_at")?),
@@ -216,8 +232,8 @@ pub struct SaleRow {
     pub price_minor: i64,
     /// Its currency.
     pub currency: String,
-    /// `open` (unpaid) or `released` (paid, key sent).
-    pub state: String,
+    /// Where it stands.
+    pub state: SaleState,
     /// The package's header bytes.
     pub header: Vec<u8>,
     /// The sale's sealed registration file.
@@ -242,23 +258,28 @@ pub struct SaleRow {
     pub released_at: Option<Timestamp>,
     /// When the overdue alert went out.
     pub overdue_at: Option<Timestamp>,
+    /// When the sale next needs a step without input (its machine's `poll_timeout`).
+    pub wake_at: Option<Timestamp>,
 }
 
 /// Stores a sale, if the buyer has fewer than `open_max` unpaid sales (the credit rule, D1).
 pub fn insert_sale(s: &SaleRow, open_max: i64) -> [Attachment; 2] {
     [
         count_below(
-            "SELECT COUNT(*) FROM sales WHERE buyer = $1 AND state = 'open'",
-            vec![Value::Text(s.buyer.clone())],
+            "SELECT COUNT(*) FROM sales WHERE buyer = $1 AND state = $2",
+            vec![
+                Value::Text(s.buyer.clone()),
+                Value::Text(SaleState::Open.as_str().into()),
+            ],
             format!("sales-open:{}", s.buyer),
             open_max,
-            "the buyer has too many unpaid orders",
+            Conflict::Limit("the buyer has too many unpaid orders"),
         ),
         row(
             "INSERT INTO sales (id, product_id, buyer, name, channel, address, reference, \
              price_minor, currency, state, header, registration, trailer, package_len, \
-             package_digest, key_fingerprint, client_key, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+             package_digest, key_fingerprint, client_key, created_at, wake_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
             vec![
                 blob(&s.id),
                 blob(&s.product_id),
@@ -269,7 +290,7 @@ pub fn insert_sale(s: &SaleRow, open_max: i64) -> [Attachment; 2] {
                 Value::Text(s.reference.clone()),
                 Value::Int(s.price_minor),
                 Value::Text(s.currency.clone()),
-                Value::Text(s.state.clone()),
+                Value::Text(s.state.as_str().into()),
                 Value::Blob(s.header.clone()),
                 Value::Blob(s.registration.clone()),
                 Value::Blob(s.trailer.clone()),
@@ -278,6 +299,7 @@ pub fn insert_sale(s: &SaleRow, open_max: i64) -> [Attachment; 2] {
                 Value::Text(s.key_fingerprint.clone()),
                 Value::opt_text(s.client_key.clone()),
                 Value::Int(s.created_at.as_micros()),
+                Value::opt_int(s.wake_at.map(|t| t.as_micros())),
             ],
         ),
     ]
@@ -290,12 +312,17 @@ pub fn release_sale(id: Id, now: Timestamp) -> [Attachment; 2] {
             "sales",
             "id",
             blob(&id),
-            vec![("state", Value::Text("open".into()))],
-            "the sale was paid meanwhile",
+            vec![("state", Value::Text(SaleState::Open.as_str().into()))],
+            Conflict::Moved("the sale was paid meanwhile"),
         ),
         Attachment::Row(RowWrite::Statement {
-            sql: "UPDATE sales SET state = 'released', paid_at = $1, released_at = $1 WHERE id = $2",
-            params: vec![Value::Int(now.as_micros()), blob(&id)],
+            sql: "UPDATE sales SET state = $1, paid_at = $2, released_at = $2, wake_at = NULL \
+                  WHERE id = $3",
+            params: vec![
+                Value::Text(SaleState::Released.as_str().into()),
+                Value::Int(now.as_micros()),
+                blob(&id),
+            ],
             touches: Some(("sales", blob(&id))),
         }),
     ]
@@ -318,12 +345,12 @@ pub fn mark_overdue(id: Id, now: Timestamp) -> [Attachment; 2] {
             blob(&id),
             vec![
                 ("overdue_at", Value::NullInt),
-                ("state", Value::Text("open".into())),
+                ("state", Value::Text(SaleState::Open.as_str().into())),
             ],
-            "the alert went out meanwhile",
+            Conflict::Moved("the alert went out meanwhile"),
         ),
         Attachment::Row(RowWrite::Statement {
-            sql: "UPDATE sales SET overdue_at = $1 WHERE id = $2",
+            sql: "UPDATE sales SET overdue_at = $1, wake_at = NULL WHERE id = $2",
             params: vec![Value::Int(now.as_micros()), blob(&id)],
             touches: Some(("sales", blob(&id))),
         }),
@@ -332,7 +359,8 @@ pub fn mark_overdue(id: Id, now: Timestamp) -> [Attachment; 2] {
 
 const SALE_SELECT: &str = "SELECT id, product_id, buyer, name, channel, address, reference, \
      price_minor, currency, state, header, registration, trailer, package_len, package_digest, \
-     key_fingerprint, client_key, created_at, delivered_at, paid_at, released_at, overdue_at FROM sales";
+     key_fingerprint, client_key, created_at, delivered_at, paid_at, released_at, overdue_at, \
+     wake_at FROM sales";
 
 fn opt_time(r: &AnyRow, name: &str) -> Result<Option<Timestamp>, StoreError> {
     Ok(r.try_get::<Option<i64>, _>(name)?.map(Timestamp))
@@ -349,7 +377,7 @@ fn sale(r: &AnyRow) -> Result<SaleRow, StoreError> {
         reference: r.try_get("reference")?,
         price_minor: r.try_get("price_minor")?,
         currency: r.try_get("currency")?,
-        state: r.try_get("state")?,
+        state: state(r, "state", SaleState::parse)?,
         header: r.try_get("header")?,
         registration: r.try_get("registration")?,
         trailer: r.try_get("trailer")?,
@@ -362,6 +390,7 @@ fn sale(r: &AnyRow) -> Result<SaleRow, StoreError> {
         paid_at: opt_time(r, "paid_at")?,
         released_at: opt_time(r, "released_at")?,
         overdue_at: opt_time(r, "overdue_at")?,
+        wake_at: opt_time(r, "wake_at")?,
     })
 }
 
@@ -376,14 +405,14 @@ pub struct PaymentRow {
     pub sale_id: Option<Id>,
     /// The reference quoted (as given, normalised when it parsed).
     pub reference: String,
-    /// `ledger`, `receiver` or `debit`.
-    pub path: String,
+    /// How it came.
+    pub path: PaymentPath,
     /// Amount paid.
     pub amount_minor: i64,
     /// Its currency.
     pub currency: String,
-    /// `matched`, `mismatch`, `duplicate`, `unmatched` or `refunded`.
-    pub status: String,
+    /// What became of it.
+    pub status: PaymentStatus,
     /// The ledger transfer that moved the money in.
     pub transfer_id: Id,
     /// Who paid: an account owner, or `receiver:<name>:<payer>`.
@@ -410,10 +439,10 @@ pub fn insert_payment(p: &PaymentRow) -> Attachment {
             blob(&p.id),
             Value::opt_id(p.sale_id),
             Value::Text(p.reference.clone()),
-            Value::Text(p.path.clone()),
+            Value::Text(p.path.as_str().into()),
             Value::Int(p.amount_minor),
             Value::Text(p.currency.clone()),
-            Value::Text(p.status.clone()),
+            Value::Text(p.status.as_str().into()),
             blob(&p.transfer_id),
             Value::Text(p.payer.clone()),
             blob(&p.refund_to),
@@ -426,18 +455,21 @@ pub fn insert_payment(p: &PaymentRow) -> Attachment {
 }
 
 /// Marks a payment with `status` refunded; the guard makes a second refund fail.
-pub fn refund_payment(id: Id, status: &str) -> [Attachment; 2] {
+pub fn refund_payment(id: Id, status: PaymentStatus) -> [Attachment; 2] {
     [
         row_is(
             "delivery_payments",
             "id",
             blob(&id),
-            vec![("status", Value::Text(status.into()))],
-            "the payment was refunded meanwhile",
+            vec![("status", Value::Text(status.as_str().into()))],
+            Conflict::Moved("the payment was refunded meanwhile"),
         ),
         Attachment::Row(RowWrite::Statement {
-            sql: "UPDATE delivery_payments SET status = 'refunded' WHERE id = $1",
-            params: vec![blob(&id)],
+            sql: "UPDATE delivery_payments SET status = $1 WHERE id = $2",
+            params: vec![
+                Value::Text(PaymentStatus::Refunded.as_str().into()),
+                blob(&id),
+            ],
             touches: Some(("delivery_payments", blob(&id))),
         }),
     ]
@@ -451,10 +483,10 @@ fn payment(r: &AnyRow) -> Result<PaymentRow, StoreError> {
         id: decode_id(&r.try_get::<Vec<u8>, _>("id")?)?,
         sale_id: opt_id(r, "sale_id")?,
         reference: r.try_get("reference")?,
-        path: r.try_get("path")?,
+        path: state(r, "path", PaymentPath::parse)?,
         amount_minor: r.try_get("amount_minor")?,
         currency: r.try_get("currency")?,
-        status: r.try_get("status")?,
+        status: state(r, "status", PaymentStatus::parse)?,
         transfer_id: decode_id(&r.try_get::<Vec<u8>, _>("transfer_id")?)?,
         payer: r.try_get("payer")?,
         refund_to: decode_id(&r.try_get::<Vec<u8>, _>("refund_to")?)?,
@@ -656,19 +688,16 @@ impl Store {
         Ok(out)
     }
 
-    /// Open sales created before `before` without an overdue alert yet (at most `limit`).
-    pub async fn overdue_sales(
-        &self,
-        before: Timestamp,
-        limit: i64,
-    ) -> Result<Vec<SaleRow>, StoreError> {
+    /// Sales whose machine is due for a step at `now` (`wake_at` passed), earliest first (at
+    /// most `limit`).
+    pub async fn due_sales(&self, now: Timestamp, limit: i64) -> Result<Vec<SaleRow>, StoreError> {
         let rows = self
             .fetch_all(
                 format!(
-                    "{SALE_SELECT} WHERE state = 'open' AND overdue_at IS NULL AND created_at < $1 \
-                     ORDER BY created_at LIMIT $2"
+                    "{SALE_SELECT} WHERE wake_at IS NOT NULL AND wake_at <= $1 \
+                     ORDER BY wake_at LIMIT $2"
                 ),
-                vec![Value::Int(before.as_micros()), Value::Int(limit)],
+                vec![Value::Int(now.as_micros()), Value::Int(limit)],
             )
             .await?;
         rows.iter().map(sale).collect()

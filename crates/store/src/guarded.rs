@@ -20,8 +20,39 @@ use std::collections::HashMap;
 #[derive(Debug, Clone)]
 pub struct Guard {
     pub(crate) kind: GuardKind,
-    /// What a failure means, for the error.
-    pub(crate) what: &'static str,
+    /// What a failure means.
+    pub(crate) conflict: Conflict,
+}
+
+/// Why a guarded job wrote nothing: what holds in the database instead of the job's premise.
+/// Callers decide by the variant (retry, refuse, rate-limit), never by the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Conflict {
+    /// A limit counted in the database is reached (sessions per address, unpaid orders).
+    Limit(&'static str),
+    /// The row moved on since it was read: read it again and decide again.
+    Moved(&'static str),
+    /// A warrant the step relies on was revoked meanwhile.
+    Revoked(&'static str),
+    /// Something unique belongs to someone else (an address of another user).
+    Taken(&'static str),
+}
+
+impl Conflict {
+    /// What it means, in words.
+    pub fn what(self) -> &'static str {
+        match self {
+            Conflict::Limit(w) | Conflict::Moved(w) | Conflict::Revoked(w) | Conflict::Taken(w) => {
+                w
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.what())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -203,7 +234,7 @@ impl Rows {
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         guards: &[&Guard],
-    ) -> Result<Option<&'static str>, StoreError> {
+    ) -> Result<Option<Conflict>, StoreError> {
         for g in guards {
             let holds = match &g.kind {
                 GuardKind::Row {
@@ -246,7 +277,7 @@ impl Rows {
                 }
             };
             if !holds {
-                return Ok(Some(g.what));
+                return Ok(Some(g.conflict));
             }
         }
         Ok(None)

@@ -35,7 +35,7 @@ use std::time::Duration;
 use tally_kernel::{Id, Timestamp};
 use tally_ledger::{Account, LedgerError, Transfer};
 
-pub use guarded::{Guard, RowWrite};
+pub use guarded::{Conflict, Guard, RowWrite};
 pub use rows::Value;
 pub use writer::{Attachment, Checkpointer, Clock, Outcome, WriteOptions};
 
@@ -60,10 +60,10 @@ pub enum StoreError {
     /// A row did not decode (a bug or a hand-edited database).
     #[error("corrupt row: {0}")]
     Corrupt(String),
-    /// A precondition of the write no longer holds (another request changed the row first);
-    /// nothing was written. Read again and decide again.
+    /// A precondition of the write no longer holds (another request changed the row first,
+    /// or a limit is reached); nothing was written. The variant says which.
     #[error("conflict: {0}")]
-    Conflict(&'static str),
+    Conflict(guarded::Conflict),
     /// The writer task has stopped (the node is shutting down).
     #[error("the ledger writer has stopped")]
     WriterGone,
@@ -86,12 +86,14 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (2, include_str!("../migrations/sqlite/0002_oob.sql")),
     (3, include_str!("../migrations/sqlite/0003_delivery.sql")),
     (4, include_str!("../migrations/sqlite/0004_receipts.sql")),
+    (5, include_str!("../migrations/sqlite/0005_machines.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
     (2, include_str!("../migrations/postgres/0002_oob.sql")),
     (3, include_str!("../migrations/postgres/0003_delivery.sql")),
     (4, include_str!("../migrations/postgres/0004_receipts.sql")),
+    (5, include_str!("../migrations/postgres/0005_machines.sql")),
 ];
 
 impl Store {

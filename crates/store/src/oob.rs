@@ -8,12 +8,13 @@
 //! writer's transaction: with several nodes on one database, the database decides.
 //! Reads are plain queries.
 
-use crate::guarded::{Guard, GuardKind, RowWrite};
+use crate::guarded::{Conflict, Guard, GuardKind, RowWrite};
 use crate::rows::{Value, id as decode_id};
 use crate::{Attachment, Store, StoreError};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tally_kernel::{Id, Timestamp};
+use tally_proto::oob::State;
 
 pub(crate) fn blob(id: &Id) -> Value {
     Value::Blob(id.as_bytes().to_vec())
@@ -45,7 +46,7 @@ pub(crate) fn count_below(
     params: Vec<Value>,
     bucket: String,
     max: i64,
-    what: &'static str,
+    conflict: Conflict,
 ) -> Attachment {
     Attachment::Guard(Guard {
         kind: GuardKind::Count {
@@ -54,7 +55,7 @@ pub(crate) fn count_below(
             bucket,
             max,
         },
-        what,
+        conflict,
     })
 }
 
@@ -64,7 +65,7 @@ pub(crate) fn row_is(
     key_column: &'static str,
     key: Value,
     expect: Vec<(&'static str, Value)>,
-    what: &'static str,
+    conflict: Conflict,
 ) -> Attachment {
     Attachment::Guard(Guard {
         kind: GuardKind::Row {
@@ -73,7 +74,7 @@ pub(crate) fn row_is(
             key,
             expect,
         },
-        what,
+        conflict,
     })
 }
 
@@ -145,7 +146,7 @@ pub fn insert_address(a: &Address) -> [Attachment; 2] {
             ],
             format!("address-owner:{}:{}:{}", a.channel, a.address, a.user_id),
             1,
-            "the address belongs to another user",
+            Conflict::Taken("the address belongs to another user"),
         ),
         row(
             "INSERT INTO subscriber_addresses (id, user_id, channel, address, verified_at, created_at) \
@@ -206,8 +207,8 @@ pub struct SessionRow {
     pub opened_by: String,
     /// Which application.
     pub application: String,
-    /// `open`, `verified`, `locked` or `closed`.
-    pub state: String,
+    /// Where the session stands.
+    pub state: State,
     /// Wrong codes so far.
     pub attempts: i64,
     /// Protocol state (JSON).
@@ -228,10 +229,13 @@ pub struct SessionRow {
     pub expires_at: Timestamp,
     /// Last change.
     pub updated_at: Timestamp,
+    /// When the session next needs a step without input (its machine's `poll_timeout`).
+    pub wake_at: Option<Timestamp>,
 }
 
 const SESSION_SELECT: &str = "SELECT id, user_id, opened_by, application, state, attempts, session, \
-     payload, result, channel, address, client_key, created_at, expires_at, updated_at FROM oob_sessions";
+     payload, result, channel, address, client_key, created_at, expires_at, updated_at, wake_at \
+     FROM oob_sessions";
 
 fn session(r: &AnyRow) -> Result<SessionRow, StoreError> {
     let id: Vec<u8> = r.try_get("id")?;
@@ -242,7 +246,7 @@ fn session(r: &AnyRow) -> Result<SessionRow, StoreError> {
         user_id: r.try_get("user_id")?,
         opened_by: r.try_get("opened_by")?,
         application: r.try_get("application")?,
-        state: r.try_get("state")?,
+        state: crate::delivery::state(r, "state", State::parse)?,
         attempts: r.try_get("attempts")?,
         session: r.try_get("session")?,
         payload: r.try_get("payload")?,
@@ -253,6 +257,7 @@ fn session(r: &AnyRow) -> Result<SessionRow, StoreError> {
         created_at: Timestamp(r.try_get("created_at")?),
         expires_at: Timestamp(r.try_get("expires_at")?),
         updated_at: Timestamp(r.try_get("updated_at")?),
+        wake_at: r.try_get::<Option<i64>, _>("wake_at")?.map(Timestamp),
     })
 }
 
@@ -269,14 +274,14 @@ pub fn insert_session(s: &SessionRow, since: Timestamp, quota: i64) -> [Attachme
                 bucket: format!("sessions:{}:{}", s.channel, s.address),
                 max: quota,
             },
-            what: "too many sessions for this address; try again later",
+            conflict: Conflict::Limit("too many sessions for this address; try again later"),
         }),
         session_write(s, ""),
     ]
 }
 
 const SESSION_COLUMNS: &str = "id, user_id, opened_by, application, state, attempts, session, \
-     payload, result, channel, address, client_key, created_at, expires_at, updated_at";
+     payload, result, channel, address, client_key, created_at, expires_at, updated_at, wake_at";
 
 fn session_write(s: &SessionRow, tail: &'static str) -> Attachment {
     Attachment::Row(RowWrite::Insert {
@@ -287,7 +292,7 @@ fn session_write(s: &SessionRow, tail: &'static str) -> Attachment {
             Value::Text(s.user_id.clone()),
             Value::Text(s.opened_by.clone()),
             Value::Text(s.application.clone()),
-            Value::Text(s.state.clone()),
+            Value::Text(s.state.as_str().into()),
             Value::Int(s.attempts),
             Value::Text(s.session.clone()),
             Value::Text(s.payload.clone()),
@@ -298,6 +303,7 @@ fn session_write(s: &SessionRow, tail: &'static str) -> Attachment {
             Value::Int(s.created_at.as_micros()),
             Value::Int(s.expires_at.as_micros()),
             Value::Int(s.updated_at.as_micros()),
+            Value::opt_int(s.wake_at.map(|t| t.as_micros())),
         ],
         tail,
         key: Some(("id", Value::Blob(s.id.to_vec()))),
@@ -313,15 +319,16 @@ pub fn update_session(before: &SessionRow, after: &SessionRow) -> [Attachment; 2
             "id",
             Value::Blob(before.id.to_vec()),
             vec![
-                ("state", Value::Text(before.state.clone())),
+                ("state", Value::Text(before.state.as_str().into())),
                 ("attempts", Value::Int(before.attempts)),
             ],
-            "the session changed meanwhile",
+            Conflict::Moved("the session changed meanwhile"),
         ),
         session_write(
             after,
             " ON CONFLICT (id) DO UPDATE SET state = excluded.state, attempts = excluded.attempts, \
-             session = excluded.session, result = excluded.result, updated_at = excluded.updated_at",
+             session = excluded.session, result = excluded.result, updated_at = excluded.updated_at, \
+             wake_at = excluded.wake_at",
         ),
     ]
 }
@@ -536,7 +543,7 @@ pub fn settle_register(id: Id, settlement: Id, now: Timestamp) -> [Attachment; 2
             "id",
             blob(&id),
             vec![("settled_at", Value::NullInt)],
-            "the register line was settled meanwhile",
+            Conflict::Moved("the register line was settled meanwhile"),
         ),
         Attachment::Row(RowWrite::Statement {
             sql: "UPDATE registers SET settled_at = $1, settlement_id = $2 WHERE id = $3",
@@ -592,7 +599,11 @@ pub fn upsert_rule(
 // ----- reads -------------------------------------------------------------------------------
 
 impl Store {
-    pub(crate) async fn fetch_all(&self, sql: String, params: Vec<Value>) -> Result<Vec<AnyRow>, StoreError> {
+    pub(crate) async fn fetch_all(
+        &self,
+        sql: String,
+        params: Vec<Value>,
+    ) -> Result<Vec<AnyRow>, StoreError> {
         Ok(
             crate::rows::bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), params)
                 .fetch_all(self.pool())
@@ -675,6 +686,21 @@ impl Store {
         let sql = format!("{SESSION_SELECT} WHERE client_key = $1");
         let rows = self.fetch_all(sql, vec![Value::Text(key.into())]).await?;
         rows.first().map(session).transpose()
+    }
+
+    /// Sessions whose machine is due for a step at `now` (`wake_at` passed), earliest first.
+    pub async fn due_sessions(
+        &self,
+        now: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<SessionRow>, StoreError> {
+        let sql = format!(
+            "{SESSION_SELECT} WHERE wake_at IS NOT NULL AND wake_at <= $1 ORDER BY wake_at LIMIT $2"
+        );
+        let rows = self
+            .fetch_all(sql, vec![Value::Int(now.as_micros()), Value::Int(limit)])
+            .await?;
+        rows.iter().map(session).collect()
     }
 
     /// A user's sessions, newest first.

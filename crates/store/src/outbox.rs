@@ -16,6 +16,7 @@ use crate::{Dialect, Store, StoreError};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tally_kernel::{Id, Timestamp};
+pub use tally_proto::effects::SecretRef;
 
 /// Attempts before a message is marked failed.
 pub const ATTEMPTS_MAX: i64 = 8;
@@ -24,8 +25,8 @@ pub const FIELD_LEN_MAX: usize = 1024;
 /// Longest body we store, in bytes.
 pub const BODY_LEN_MAX: usize = 64 * 1024;
 
-pub(crate) const COLUMNS: &str = "id, dedup_key, kind, address, subject, body, data, state, attempts, next_attempt_at, created_at";
-pub(crate) const WIDTH: usize = 11;
+pub(crate) const COLUMNS: &str = "id, dedup_key, kind, address, subject, body, data, state, attempts, next_attempt_at, created_at, secret";
+pub(crate) const WIDTH: usize = 12;
 
 /// A message to enqueue.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -42,6 +43,10 @@ pub struct NewMessage {
     pub body: String,
     /// Structured payload (JSON) for webhooks.
     pub data: serde_json::Value,
+    /// The secret the body needs (its placeholder is replaced at delivery), if any. Only a
+    /// reference is stored, never the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretRef>,
 }
 
 impl NewMessage {
@@ -66,6 +71,10 @@ impl NewMessage {
             Value::Int(0),
             Value::Int(now.as_micros()),
             Value::Int(now.as_micros()),
+            self.secret
+                .as_ref()
+                .and_then(|s| serde_json::to_string(s).ok())
+                .map_or(Value::NullText, Value::Text),
         ]
     }
 
@@ -119,10 +128,15 @@ pub struct StoredMessage {
 }
 
 const SELECT: &str = "SELECT id, dedup_key, kind, address, subject, body, data, state, attempts, \
-     last_error, created_at, sent_at FROM outbox";
+     last_error, created_at, sent_at, secret FROM outbox";
 
 fn message(r: &AnyRow) -> Result<StoredMessage, StoreError> {
     let data: String = r.try_get("data")?;
+    let secret = r
+        .try_get::<Option<String>, _>("secret")?
+        .map(|s| serde_json::from_str(&s))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("outbox secret: {e}")))?;
     Ok(StoredMessage {
         id: rows::id(&r.try_get::<Vec<u8>, _>("id")?)?,
         message: NewMessage {
@@ -132,6 +146,7 @@ fn message(r: &AnyRow) -> Result<StoredMessage, StoreError> {
             subject: r.try_get("subject")?,
             body: r.try_get("body")?,
             data: serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            secret,
         },
         state: r.try_get("state")?,
         attempts: r.try_get("attempts")?,
@@ -189,7 +204,7 @@ impl Store {
             "UPDATE outbox SET next_attempt_at = $1 WHERE id IN (SELECT id FROM outbox \
              WHERE state = 'pending' AND next_attempt_at <= $2 ORDER BY next_attempt_at LIMIT $3{lock}) \
              RETURNING id, dedup_key, kind, address, subject, body, data, state, attempts, last_error, \
-             created_at, sent_at"
+             created_at, sent_at, secret"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(now.plus_seconds(lease_s).as_micros())

@@ -6,6 +6,7 @@
 //! so two nodes sharing a database cannot both take the same step; the arbiter's decision is
 //! inserted once (its primary key) and then only moved from `open`, so it is never undone.
 
+use crate::guarded::Conflict;
 use crate::guarded::RowWrite;
 use crate::oob::{row, row_is};
 use crate::rows::Value;
@@ -13,6 +14,8 @@ use crate::{Attachment, Store, StoreError};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tally_kernel::Timestamp;
+use tally_proto::receipt::exchange::DecisionKind;
+use tally_proto::receipt::flow::ReceiptState;
 
 fn opt_blob(v: &Option<Vec<u8>>) -> Value {
     v.clone().map_or(Value::NullBlob, Value::Blob)
@@ -163,7 +166,7 @@ pub fn revoke_warrant(serial: &str, now: Timestamp) -> [Attachment; 2] {
             "serial",
             Value::Text(serial.into()),
             vec![("revoked_at", Value::NullInt)],
-            "the warrant is already revoked",
+            Conflict::Moved("the warrant is already revoked"),
         ),
         Attachment::Row(RowWrite::Statement {
             sql: "UPDATE warrants SET revoked_at = $1 WHERE serial = $2",
@@ -181,7 +184,7 @@ pub fn warrant_unrevoked(serial: &str) -> Attachment {
         "serial",
         Value::Text(serial.into()),
         vec![("revoked_at", Value::NullInt)],
-        "the warrant was revoked",
+        Conflict::Revoked("the warrant was revoked"),
     )
 }
 
@@ -238,14 +241,16 @@ pub struct ReceiptRow {
     pub warrant_b: Option<String>,
     /// The non-verifiable escrow of A's signature (fair exchange).
     pub escrow_a: Option<Vec<u8>>,
-    /// `offered`, `escrowed`, `signed`, `acked`, `aborted`, `resolved`.
-    pub state: String,
+    /// Where it stands.
+    pub state: ReceiptState,
     /// A's signature (kept back until the exchange allows it).
     pub signature_a: Option<Vec<u8>>,
     /// B's signature.
     pub signature_b: Option<Vec<u8>>,
     /// The server's signature over fields 1–5.
     pub signature_server: Option<Vec<u8>>,
+    /// The receipt server's certificate (DER) when it signed: the one its package carries.
+    pub certificate_server: Option<Vec<u8>>,
     /// B's verifiably encrypted signature.
     pub ves_b: Option<Vec<u8>>,
     /// The token written to.
@@ -313,7 +318,7 @@ pub fn insert_receipt(r: &ReceiptRow) -> Attachment {
             Value::opt_text(r.warrant_a.clone()),
             Value::opt_text(r.warrant_b.clone()),
             opt_blob(&r.escrow_a),
-            Value::Text(r.state.clone()),
+            Value::Text(r.state.as_str().into()),
             opt_blob(&r.signature_a),
             opt_blob(&r.signature_b),
             opt_blob(&r.signature_server),
@@ -336,23 +341,24 @@ pub fn insert_receipt(r: &ReceiptRow) -> Attachment {
 
 /// Moves a receipt to its next step: writes every mutable column of `r`, if the stored
 /// state is still `from` (another request taking the same step first makes this a conflict).
-pub fn step_receipt(r: &ReceiptRow, from: &str) -> [Attachment; 2] {
+pub fn step_receipt(r: &ReceiptRow, from: ReceiptState) -> [Attachment; 2] {
     [
         row_is(
             "receipts",
             "transaction_id",
             Value::Int(r.transaction_id),
-            vec![("state", Value::Text(from.into()))],
-            "the receipt moved on meanwhile",
+            vec![("state", Value::Text(from.as_str().into()))],
+            Conflict::Moved("the receipt moved on meanwhile"),
         ),
         Attachment::Row(RowWrite::Statement {
             sql: "UPDATE receipts SET state = $1, signature_a = $2, signature_b = $3, \
                   signature_server = $4, ves_b = $5, token_serial = $6, challenge = $7, \
                   slot = $8, receipt_number = $9, secure_write = $10, write_attempts = $11, \
                   digest = $12, journal_key = $13, acked_at = $14, updated_at = $15, \
-                  warrant_a = $16, warrant_b = $17 WHERE transaction_id = $18",
+                  warrant_a = $16, warrant_b = $17, certificate_server = $18 \
+                  WHERE transaction_id = $19",
             params: vec![
-                Value::Text(r.state.clone()),
+                Value::Text(r.state.as_str().into()),
                 opt_blob(&r.signature_a),
                 opt_blob(&r.signature_b),
                 opt_blob(&r.signature_server),
@@ -369,6 +375,7 @@ pub fn step_receipt(r: &ReceiptRow, from: &str) -> [Attachment; 2] {
                 Value::Int(r.updated_at.as_micros()),
                 Value::opt_text(r.warrant_a.clone()),
                 Value::opt_text(r.warrant_b.clone()),
+                opt_blob(&r.certificate_server),
                 Value::Int(r.transaction_id),
             ],
             touches: Some(("receipts", Value::Int(r.transaction_id))),
@@ -380,7 +387,7 @@ const RECEIPT_SELECT: &str = "SELECT transaction_id, party_a, party_b, created_b
      receipt_time, record, content_hash, fingerprint_a, fingerprint_b, certificate_a, certificate_b, fair, warrant_a, warrant_b, escrow_a, state, \
      signature_a, signature_b, signature_server, ves_b, token_serial, challenge, slot, \
      receipt_number, secure_write, write_attempts, digest, journal_key, acked_at, client_key, \
-     created_at, updated_at FROM receipts";
+     created_at, updated_at, certificate_server FROM receipts";
 
 fn receipt(r: &AnyRow) -> Result<ReceiptRow, StoreError> {
     Ok(ReceiptRow {
@@ -400,10 +407,11 @@ fn receipt(r: &AnyRow) -> Result<ReceiptRow, StoreError> {
         warrant_a: r.try_get("warrant_a")?,
         warrant_b: r.try_get("warrant_b")?,
         escrow_a: r.try_get("escrow_a")?,
-        state: r.try_get("state")?,
+        state: crate::delivery::state(r, "state", ReceiptState::parse)?,
         signature_a: r.try_get("signature_a")?,
         signature_b: r.try_get("signature_b")?,
         signature_server: r.try_get("signature_server")?,
+        certificate_server: r.try_get("certificate_server")?,
         ves_b: r.try_get("ves_b")?,
         token_serial: r.try_get("token_serial")?,
         challenge: r.try_get("challenge")?,
@@ -427,8 +435,8 @@ fn receipt(r: &AnyRow) -> Result<ReceiptRow, StoreError> {
 pub struct DecisionRow {
     /// The transaction.
     pub transaction_id: i64,
-    /// `aborted`, `resolved` or `failed`.
-    pub decision: String,
+    /// Which decision.
+    pub decision: DecisionKind,
     /// A's signature, when resolved.
     pub signature_a: Option<Vec<u8>>,
     /// B's signature, when resolved.
@@ -447,7 +455,7 @@ pub fn insert_decision(d: &DecisionRow) -> Attachment {
          requested_by, decided_at) VALUES ($1, $2, $3, $4, $5, $6)",
         vec![
             Value::Int(d.transaction_id),
-            Value::Text(d.decision.clone()),
+            Value::Text(d.decision.as_str().into()),
             opt_blob(&d.signature_a),
             opt_blob(&d.signature_b),
             Value::Text(d.requested_by.clone()),
@@ -459,7 +467,7 @@ pub fn insert_decision(d: &DecisionRow) -> Attachment {
 fn decision(r: &AnyRow) -> Result<DecisionRow, StoreError> {
     Ok(DecisionRow {
         transaction_id: r.try_get("transaction_id")?,
-        decision: r.try_get("decision")?,
+        decision: crate::delivery::state(r, "decision", DecisionKind::parse)?,
         signature_a: r.try_get("signature_a")?,
         signature_b: r.try_get("signature_b")?,
         requested_by: r.try_get("requested_by")?,

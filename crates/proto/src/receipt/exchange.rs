@@ -51,7 +51,56 @@ impl Decision {
             Decision::Failed => "failed",
         }
     }
+
+    /// Where the exchange stands at the arbiter.
+    pub fn standing(&self) -> Standing {
+        match self {
+            Decision::Open => Standing::Open,
+            Decision::Aborted => Standing::Aborted,
+            Decision::Failed => Standing::Failed,
+            Decision::Resolved { .. } => Standing::Resolved,
+        }
+    }
+
+    /// What kind of decision it is, once one is taken.
+    pub fn kind(&self) -> Option<DecisionKind> {
+        match self {
+            Decision::Open => None,
+            Decision::Aborted => Some(DecisionKind::Aborted),
+            Decision::Failed => Some(DecisionKind::Failed),
+            Decision::Resolved { .. } => Some(DecisionKind::Resolved),
+        }
+    }
 }
+
+/// Where an exchange stands at the arbiter, as shown. Variants are alphabetical.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Standing {
+    /// Aborted by the originator.
+    Aborted,
+    /// A resolve failed.
+    Failed,
+    /// No decision yet.
+    Open,
+    /// Resolved.
+    Resolved,
+}
+stored_names!(Standing { Aborted => "aborted", Failed => "failed", Open => "open", Resolved => "resolved" });
+
+/// A decision taken, as stored (the signatures of a resolve are stored beside it). Variants
+/// are alphabetical.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionKind {
+    /// The originator aborted.
+    Aborted,
+    /// A resolve failed.
+    Failed,
+    /// Resolved.
+    Resolved,
+}
+stored_names!(DecisionKind { Aborted => "aborted", Failed => "failed", Resolved => "resolved" });
 
 /// A request to the arbiter, with what the caller verified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,188 @@
+//! What every part of a node shares: the store, the data directory, the node's identity (its
+//! key and CA), the clock, and the signal that wakes the outbox worker. Cheap to clone.
+//!
+//! Decision: one small shared core that every protocol driver holds, instead of one `Node`
+//! object spread over every protocol's file (which made the protocols import each other). The
+//! core knows no protocol; the [`crate::node::Node`] composes the core and the protocols.
+
+use crate::identity::{Identity, NodeFiles};
+use crate::{Principal, Result, ServiceError};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tally_kernel::Timestamp;
+use tally_kernel::crypto::{CertificateAuthority, SigningKey};
+use tally_store::Store;
+use tokio::sync::Notify;
+
+/// How a node starts.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Data directory (keys, the SQLite database by default).
+    pub data_dir: PathBuf,
+    /// `postgres://…` to use PostgreSQL; `None` for `DATA/tally.db`.
+    pub database_url: Option<String>,
+    /// Development mode: the dev inbox is readable over the API.
+    pub dev: bool,
+    /// Sign a journal checkpoint every this many entries.
+    pub checkpoint_every: i64,
+    /// Most ledger commands per write transaction.
+    pub batch_max: usize,
+    /// Out-of-band authentication settings.
+    pub oob: crate::oob::OobSettings,
+    /// Locked delivery settings.
+    pub delivery: crate::delivery::DeliverySettings,
+    /// Where the node reads the time (tests move it by hand); the wall clock by default.
+    pub clock: NodeClock,
+}
+
+impl NodeConfig {
+    /// Defaults for `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> NodeConfig {
+        NodeConfig {
+            data_dir: data_dir.into(),
+            database_url: None,
+            dev: false,
+            checkpoint_every: 10_000,
+            batch_max: 2048,
+            oob: crate::oob::OobSettings::default(),
+            delivery: crate::delivery::DeliverySettings::default(),
+            clock: NodeClock::default(),
+        }
+    }
+
+    /// The database URL this config resolves to.
+    pub fn resolved_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("tally.db").display()),
+        }
+    }
+}
+
+/// The node's time source: the wall clock unless a test sets one.
+#[derive(Clone, Default)]
+pub struct NodeClock(pub Option<tally_store::Clock>);
+
+impl NodeClock {
+    /// The time now.
+    pub fn now(&self) -> Timestamp {
+        self.0.as_ref().map_or_else(Timestamp::now, |c| c())
+    }
+}
+
+impl std::fmt::Debug for NodeClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "NodeClock(test)"
+        } else {
+            "NodeClock(wall)"
+        })
+    }
+}
+
+/// The shared state of a node.
+#[derive(Clone)]
+pub struct Core {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    files: NodeFiles,
+    identity: Identity,
+    dev: bool,
+    clock: NodeClock,
+    outbox: Arc<Notify>,
+    /// `checkpoint_every + batch_max`: the most entries a signed checkpoint can lag.
+    checkpoint_gap_max: i64,
+}
+
+impl Core {
+    pub(crate) fn new(
+        store: Store,
+        files: NodeFiles,
+        identity: Identity,
+        config: &NodeConfig,
+    ) -> Core {
+        Core {
+            inner: Arc::new(Inner {
+                store,
+                files,
+                identity,
+                dev: config.dev,
+                clock: config.clock.clone(),
+                outbox: Arc::new(Notify::new()),
+                checkpoint_gap_max: config.checkpoint_every + config.batch_max as i64,
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The data directory's files.
+    pub fn files(&self) -> &NodeFiles {
+        &self.inner.files
+    }
+
+    /// The node key (shared by every node of the database): journal checkpoints, packages,
+    /// certificates of verified sessions.
+    pub fn node_key(&self) -> &SigningKey {
+        &self.inner.identity.node_key
+    }
+
+    /// The node CA (shared by every node of the database).
+    pub fn ca(&self) -> &CertificateAuthority {
+        &self.inner.identity.ca
+    }
+
+    /// The node's time (the wall clock unless a test set one).
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// True in development mode.
+    pub fn is_dev(&self) -> bool {
+        self.inner.dev
+    }
+
+    /// Notified whenever a commit enqueued a message: the outbox worker waits on it.
+    pub fn outbox_signal(&self) -> Arc<Notify> {
+        self.inner.outbox.clone()
+    }
+
+    /// The most journal entries a signed checkpoint can lag.
+    pub fn checkpoint_gap_max(&self) -> i64 {
+        self.inner.checkpoint_gap_max
+    }
+
+    /// Checks the node key and CA against the database's (see [`crate::identity`]).
+    pub(crate) async fn check_identity(&self) -> Result<()> {
+        self.inner.identity.check(self.files(), self.store()).await
+    }
+
+    /// The caller owns `account` (the operator owns every account).
+    pub async fn require_owner(
+        &self,
+        by: &Principal,
+        account: tally_kernel::Id,
+        why: &'static str,
+    ) -> Result<()> {
+        if by.is_admin() || self.owns(by, account).await? {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(why))
+        }
+    }
+
+    /// True when `account` is one of the caller's own.
+    pub async fn owns(&self, by: &Principal, account: tally_kernel::Id) -> Result<bool> {
+        Ok(self
+            .store()
+            .account(account)
+            .await?
+            .is_some_and(|a| a.owner == by.owner))
+    }
+}

@@ -1,0 +1,362 @@
+//! Locked delivery on the node (SPEC D1–D11): products sealed once as they are uploaded, sales
+//! with a reference code and a signed package each, payment by three paths, key release,
+//! overdue alerts, the producer's report and complaints. The package format and the codes are
+//! `tally_proto::delivery`; this module adds the files, the rows and the money.
+//!
+//! * **Keys.** `DATA/delivery.key` (32 bytes, the same on every node of a database, checked
+//!   like `oob.key`) wraps each product's content key and derives each sale's unlock key from
+//!   its reference code (HKDF). Unlock keys are never stored; the outbox keeps
+//!   `{{unlock_key}}` and the key is put in at delivery.
+//! * **Packages.** A product's entries are sealed under its content key as they are uploaded
+//!   (`DATA/products/<id>/<entry>.sealed`). A sale stores its header bytes, its sealed
+//!   registration file and its trailer; its package is those plus the shared sealed files,
+//!   served as one byte range (see [`PackageParts`]).
+//! * **Money.** A payment whose amount and currency are the price moves from the payer to the
+//!   product's `pay_to` account in the same transaction that marks the sale released (under a
+//!   guard: a sale is released once). Any other payment — wrong amount, wrong currency, a sale
+//!   already paid, an unknown reference from a receiver — moves to the operator's suspense
+//!   account for its currency and is recorded with its status, refundable to where it came
+//!   from. Every path has an idempotency key: the client's, the receiver's notification id, or
+//!   the sale's own for the auto-debit.
+
+pub mod payments;
+pub mod products;
+pub mod sales;
+pub mod wire;
+
+use crate::access::{corrupt, invalid};
+use crate::core::Core;
+use crate::identity::{Made, node_secret, setup};
+use crate::{Principal, Result, ServiceError};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use tally_kernel::crypto::kdf::sha256;
+use tally_kernel::{Amount, Currency, Id, Secret};
+use tally_proto::delivery::notification::NotificationError;
+use tally_proto::delivery::sale::{Product, Sale, SaleError};
+use tally_proto::delivery::{EntryKind, EntryMeta, ReferenceCode};
+use tally_store::delivery::{EntryRow, PaymentRow, ProductRow, SaleRow};
+
+pub use wire::*;
+
+/// Domain of the registration file's authenticity signature.
+pub const REGISTRATION_DOMAIN: &[u8] = b"tally/delivery-registration/v1\0";
+/// Associated data of a content key wrapped for storage (followed by the product id).
+const CONTENT_KEY_AAD: &[u8] = b"tally/delivery-content-key/v1\0";
+/// Associated data of a receiver's HMAC secret sealed for storage (followed by its name).
+const RECEIVER_KEY_AAD: &[u8] = b"tally/delivery-receiver-key/v1\0";
+/// The registration entry's file name.
+pub const REGISTRATION_NAME: &str = "registration.txt";
+/// Longest text field of a product (licence, instructions, template), bytes.
+const TEXT_LEN_MAX: usize = 16 * 1024;
+
+/// How locked delivery behaves on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliverySettings {
+    /// Largest upload of one entry, bytes.
+    pub upload_max_bytes: u64,
+    /// The credit rule (D1): most unpaid sales one buyer may have.
+    pub open_orders_max: i64,
+    /// Seconds after a sale without payment before the overdue alert (D9).
+    pub overdue_after_s: i64,
+    /// Accepted age of a receiver's notification, seconds (either way).
+    pub notification_window_s: i64,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        DeliverySettings {
+            upload_max_bytes: 16 << 30,
+            open_orders_max: 5,
+            overdue_after_s: 7 * 86_400,
+            notification_window_s: 300,
+        }
+    }
+}
+
+/// Why a delivery request was refused; nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The credit rule refused the purchase.
+    #[error("purchase refused by the credit rule: {0}")]
+    CreditRefused(String),
+    /// The product is not on sale (a draft, or withdrawn), or no longer a draft.
+    #[error("{0}")]
+    WrongProductState(String),
+    /// An upload is larger than the node accepts.
+    #[error("the upload exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// A reference code with a typo or the wrong shape.
+    #[error("{0}")]
+    BadReference(String),
+    /// The sale is not paid yet, so its key is not released.
+    #[error("the sale is not paid yet; its key is released on payment")]
+    NotReleased,
+    /// The acknowledgement is not of this sale's package.
+    #[error("the acknowledgement does not match this sale's package: {0}")]
+    WrongPackage(&'static str),
+    /// A receiver's notification was refused.
+    #[error(transparent)]
+    Notification(#[from] NotificationError),
+    /// Only a payment that released no key and is not refunded yet can be refunded.
+    #[error("this payment cannot be refunded: {0}")]
+    NotRefundable(String),
+    /// The sealed files of a product are missing from this node's data directory.
+    #[error("the product's sealed files are missing on this node: {0}")]
+    FilesMissing(String),
+}
+
+/// Locked delivery on this node: the delivery key and settings.
+pub struct Delivery {
+    core: Core,
+    key: Secret<Vec<u8>>,
+    settings: DeliverySettings,
+}
+
+impl From<SaleError> for ServiceError {
+    fn from(e: SaleError) -> Self {
+        match e.clone() {
+            SaleError::ProductState(why) => DeliveryError::WrongProductState(why).into(),
+            SaleError::ProductEntries => invalid("entries", e.to_string()),
+            SaleError::NotReleased => DeliveryError::NotReleased.into(),
+            SaleError::NotRefundable(why) => DeliveryError::NotRefundable(why.into()).into(),
+            SaleError::ApiMisuse(why) => ServiceError::Setup(format!("bug: {why}")),
+        }
+    }
+}
+
+fn text(field: &'static str, value: &str, min: usize) -> Result<()> {
+    if value.len() < min || value.len() > TEXT_LEN_MAX || value.contains('\0') {
+        return Err(invalid(
+            field,
+            format!("{min} to {TEXT_LEN_MAX} bytes of text"),
+        ));
+    }
+    Ok(())
+}
+
+/// A plain file name for an entry.
+fn check_entry_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && !name.contains(['/', '\\', '\0'])
+        && !name.chars().any(char::is_control)
+        && name != "."
+        && name != ".."
+        && name != REGISTRATION_NAME;
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "name",
+            format!("a plain file name of 1 to 200 bytes, not {REGISTRATION_NAME}"),
+        ))
+    }
+}
+
+fn parse_reference(text: &str) -> Result<ReferenceCode> {
+    ReferenceCode::parse(text)
+        .map_err(|e| ServiceError::Delivery(DeliveryError::BadReference(e.to_string())))
+}
+
+fn fingerprint(unlock_key: &[u8; 32]) -> String {
+    hex::encode(&sha256(unlock_key)[..8])
+}
+
+fn payment_view(p: &PaymentRow) -> Result<PaymentView> {
+    Ok(PaymentView {
+        id: p.id,
+        sale: p.sale_id,
+        reference: p.reference.clone(),
+        path: p.path,
+        amount: Amount::new(p.amount_minor, Currency::from_code(&p.currency)?),
+        status: p.status,
+        transfer: p.transfer_id,
+        payer: p.payer.clone(),
+        created_at: p.created_at,
+        replayed: false,
+    })
+}
+
+fn entry_view(e: &EntryRow) -> EntryView {
+    EntryView {
+        name: e.name.clone(),
+        kind: e.kind.clone(),
+        plain_len: e.plain_len,
+        plain_sha256: e.plain_sha256.clone(),
+        sealed_len: e.sealed_len,
+    }
+}
+
+fn fill(template: &str, fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .fold(template.to_string(), |t, (name, value)| {
+            t.replace(&format!("{{{{{name}}}}}"), value)
+        })
+}
+
+const DEFAULT_REGISTRATION: &str = "Registration of {{title}}\n\
+     Product: {{product}}\nSale: {{sale}}\nReference: {{reference}}\nBuyer: {{buyer}}\nDate: {{date}}\n";
+
+impl Delivery {
+    /// Loads `delivery.key` (creating it on first start) and checks it against the database.
+    pub(crate) async fn load(
+        core: Core,
+        settings: DeliverySettings,
+        made: &mut Made,
+    ) -> Result<Delivery> {
+        let key = node_secret(
+            core.files(),
+            core.store(),
+            "delivery.key",
+            "delivery_key_id",
+            made,
+        )
+        .await?;
+        Ok(Delivery {
+            core,
+            key,
+            settings,
+        })
+    }
+
+    fn delivery_key(&self) -> &[u8; 32] {
+        // `node_secret` accepts 32-byte secrets only.
+        self.key
+            .expose()
+            .as_slice()
+            .try_into()
+            .expect("the delivery key is 32 bytes")
+    }
+
+    /// This node's delivery settings.
+    pub fn settings(&self) -> &DeliverySettings {
+        &self.settings
+    }
+
+    fn product_dir(&self, id: Id) -> PathBuf {
+        self.core.files().dir.join("products").join(id.to_string())
+    }
+
+    async fn product_row(&self, id: Id) -> Result<ProductRow> {
+        self.core
+            .store()
+            .product(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound {
+                what: "product",
+                id: id.to_string(),
+            })
+    }
+
+    fn require_merchant_of(by: &Principal, p: &ProductRow) -> Result<()> {
+        if by.is_admin() || by.owner == p.merchant {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(
+                "only the product's merchant may change it",
+            ))
+        }
+    }
+
+    async fn product_view(&self, p: &ProductRow) -> Result<ProductView> {
+        let entries = self.core.store().product_entries(p.id).await?;
+        Ok(ProductView {
+            id: p.id,
+            merchant: p.merchant.clone(),
+            producer: p.producer.clone(),
+            title: p.title.clone(),
+            price: Amount::new(p.price_minor, Currency::from_code(&p.currency)?),
+            pay_to: p.pay_to,
+            licence: p.licence.clone(),
+            instructions: p.instructions.clone(),
+            registration_template: p.registration_template.clone(),
+            state: p.state,
+            entries: entries.iter().map(entry_view).collect(),
+            created_at: p.created_at,
+        })
+    }
+
+    fn unlock_key(&self, reference: &ReferenceCode) -> Result<Secret<[u8; 32]>> {
+        reference.unlock_key(self.delivery_key()).map_err(setup)
+    }
+
+    /// The unlock key of a sale, hex, for a key-release message that carries it by reference
+    /// (never stored: derived from the reference code and the delivery key).
+    pub(crate) async fn unlock_key_hex(&self, sale: Id) -> Result<Secret<String>> {
+        let s = self.sale_row(sale).await?;
+        let code = ReferenceCode::parse(&s.reference).map_err(corrupt)?;
+        let key = self.unlock_key(&code)?;
+        Ok(Secret::new(hex::encode(key.expose())))
+    }
+
+    /// The sale machine of a stored sale.
+    fn machine(&self, s: &SaleRow, p: &ProductRow) -> Result<Sale> {
+        Ok(Sale {
+            id: s.id,
+            state: s.state,
+            price: Amount::new(s.price_minor, Currency::from_code(&s.currency)?),
+            pay_to: p.pay_to,
+            title: p.title.clone(),
+            reference: ReferenceCode::parse(&s.reference).map_err(corrupt)?,
+            buyer: s.buyer.clone(),
+            channel: s.channel.clone(),
+            address: s.address.clone(),
+            created_at: s.created_at,
+            delivered_at: s.delivered_at,
+            alert_at: s.wake_at,
+        })
+    }
+}
+
+/// A payment arriving by any path, before it is decided.
+pub(crate) struct Arrival {
+    /// The ledger idempotency key of the payment.
+    pub(crate) key: String,
+    pub(crate) path: tally_proto::delivery::sale::PaymentPath,
+    pub(crate) reference: String,
+    pub(crate) sale: Option<SaleRow>,
+    pub(crate) amount: Amount,
+    pub(crate) from: Id,
+    pub(crate) payer: String,
+}
+
+/// The product machine of a stored product.
+fn product_machine(p: &ProductRow) -> Product {
+    Product {
+        id: p.id,
+        state: p.state,
+    }
+}
+
+/// The answer to a repeated payment: the first one's, if it is the same payment.
+fn replayed(p: &PaymentRow, reference: &str, amount: Amount) -> Result<PaymentView> {
+    if p.reference != reference
+        || p.amount_minor != amount.minor
+        || p.currency != amount.currency.code()
+    {
+        return Err(ServiceError::IdempotencyKeyReused);
+    }
+    let mut view = payment_view(p)?;
+    view.replayed = true;
+    Ok(view)
+}
+
+fn entry_meta(e: &EntryRow) -> Result<EntryMeta> {
+    Ok(EntryMeta {
+        name: e.name.clone(),
+        kind: if e.kind == "product" {
+            EntryKind::Product
+        } else {
+            EntryKind::Document
+        },
+        sealed_len: u64::try_from(e.sealed_len).map_err(corrupt)?,
+        sealed_sha256: e.sealed_sha256.clone(),
+        plain_len: u64::try_from(e.plain_len).map_err(corrupt)?,
+        plain_sha256: e.plain_sha256.clone(),
+    })
+}

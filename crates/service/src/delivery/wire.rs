@@ -1,0 +1,365 @@
+//! The requests and answers of locked delivery: what callers send and what they are shown.
+
+use crate::access::amount_text;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use tally_kernel::{Amount, Id, Timestamp};
+use tally_proto::delivery::Acknowledgement;
+use tally_proto::delivery::sale::{PaymentPath, PaymentStatus, ProductState, SaleState};
+
+/// A new product.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewProduct {
+    /// Its name.
+    pub title: String,
+    /// The price.
+    #[serde(with = "amount_text")]
+    pub price: Amount,
+    /// The merchant account paid (the caller's).
+    pub pay_to: Id,
+    /// Who made it (default: the merchant).
+    #[serde(default)]
+    pub producer: Option<String>,
+    /// Licence text.
+    pub licence: String,
+    /// How to pay and unlock, in the merchant's words.
+    pub instructions: String,
+    /// The registration file's template; `{{sale}}`, `{{reference}}`, `{{buyer}}`,
+    /// `{{product}}`, `{{title}}` and `{{date}}` are filled in per sale.
+    #[serde(default)]
+    pub registration_template: Option<String>,
+}
+
+/// An entry as shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryView {
+    /// File name.
+    pub name: String,
+    /// `product` or `document`.
+    pub kind: String,
+    /// Bytes.
+    pub plain_len: i64,
+    /// SHA-256, hex.
+    pub plain_sha256: String,
+    /// Sealed bytes.
+    pub sealed_len: i64,
+}
+
+/// A product as shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductView {
+    /// Its id.
+    pub id: Id,
+    /// The merchant (seller).
+    pub merchant: String,
+    /// The producer.
+    pub producer: String,
+    /// Name.
+    pub title: String,
+    /// Price.
+    #[serde(with = "amount_text")]
+    pub price: Amount,
+    /// The account paid.
+    pub pay_to: Id,
+    /// Licence.
+    pub licence: String,
+    /// Instructions.
+    pub instructions: String,
+    /// Registration template.
+    pub registration_template: String,
+    /// Where it stands.
+    pub state: ProductState,
+    /// Sealed entries.
+    pub entries: Vec<EntryView>,
+    /// Created.
+    pub created_at: Timestamp,
+}
+
+/// A purchase request (D1).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSale {
+    /// The product.
+    pub product: Id,
+    /// Where the key goes: `email`, `sms`, `webhook` or `dev`.
+    pub channel: String,
+    /// The address on that channel.
+    pub address: String,
+    /// The buyer's name as it should appear (default: the key's owner).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A payment as shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentView {
+    /// Its id.
+    pub id: Id,
+    /// The sale, when the reference was known.
+    pub sale: Option<Id>,
+    /// The reference quoted.
+    pub reference: String,
+    /// How it came.
+    pub path: PaymentPath,
+    /// What was paid.
+    #[serde(with = "amount_text")]
+    pub amount: Amount,
+    /// What became of it.
+    pub status: PaymentStatus,
+    /// The transfer that brought the money in.
+    pub transfer: Id,
+    /// Who paid.
+    pub payer: String,
+    /// When.
+    pub created_at: Timestamp,
+    /// True when this answer repeats an earlier request's.
+    #[serde(default)]
+    pub replayed: bool,
+}
+
+/// A sale as shown (the reference file, D5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaleView {
+    /// Its id.
+    pub id: Id,
+    /// The product.
+    pub product: Id,
+    /// The product's title.
+    pub title: String,
+    /// The buyer (API key owner).
+    pub buyer: String,
+    /// The name given.
+    pub name: String,
+    /// Delivery channel.
+    pub channel: String,
+    /// Delivery address.
+    pub address: String,
+    /// The reference code, grouped.
+    pub reference: String,
+    /// The price.
+    #[serde(with = "amount_text")]
+    pub price: Amount,
+    /// Where it stands.
+    pub state: SaleState,
+    /// Package bytes.
+    pub package_len: i64,
+    /// The package digest (hex), as in the acknowledgement.
+    pub package_sha256: String,
+    /// Where to download it.
+    pub download: String,
+    /// Sold.
+    pub created_at: Timestamp,
+    /// Acknowledged intact.
+    pub delivered_at: Option<Timestamp>,
+    /// Paid.
+    pub paid_at: Option<Timestamp>,
+    /// Key released.
+    pub released_at: Option<Timestamp>,
+    /// Overdue alert sent.
+    pub overdue_at: Option<Timestamp>,
+    /// Payments quoting its reference.
+    pub payments: Vec<PaymentView>,
+}
+
+/// An acknowledgement of an intact package, optionally authorising the auto-debit (D6 c).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acknowledge {
+    /// What `tally package inspect` produced.
+    pub acknowledgement: Acknowledgement,
+    /// Debit the price from this account (the caller's) and release the key at once.
+    #[serde(default)]
+    pub debit_account: Option<Id>,
+    /// The buyer's Ed25519 public key (hex), when the buyer signs the acknowledgement.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// The buyer's signature (hex) over the acknowledgement's RFC 8785 JSON, domain
+    /// [`ACK_DOMAIN`].
+    #[serde(default)]
+    pub signature: Option<String>,
+}
+
+/// Domain of a buyer's signature over a delivery acknowledgement.
+pub const ACK_DOMAIN: &[u8] = b"tally/delivery-ack/v1\0";
+
+/// A payment on the node's own ledger quoting a reference code (D6 a).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayReference {
+    /// The sale's reference code (dashes and case ignored).
+    pub reference: String,
+    /// The caller's account debited.
+    pub from_account: Id,
+    /// The amount paid.
+    #[serde(with = "amount_text")]
+    pub amount: Amount,
+}
+
+/// A receiver's configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConfig {
+    /// The operator's settlement account standing for the receiver.
+    pub account: Id,
+    /// A shared HMAC-SHA256 secret, hex (16 to 64 bytes).
+    #[serde(default)]
+    pub hmac_secret: Option<String>,
+    /// The receiver's Ed25519 public key, hex.
+    #[serde(default)]
+    pub ed25519_public: Option<String>,
+}
+
+/// A receiver as shown (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiverView {
+    /// Its name.
+    pub name: String,
+    /// Its settlement account.
+    pub account: Id,
+    /// `hmac` or `ed25519`.
+    pub kind: String,
+    /// Where it posts.
+    pub endpoint: String,
+}
+
+/// A complaint (D11).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Complaint {
+    /// The sale's reference code.
+    pub reference: String,
+    /// `key_lost`, `package_broken` or `product_deleted`.
+    pub kind: String,
+}
+
+/// What a complaint did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComplaintOutcome {
+    /// The sale.
+    pub sale: Id,
+    /// The complaint.
+    pub kind: String,
+    /// What the node did, in words.
+    pub action: String,
+    /// Where to download the package again.
+    pub download: String,
+}
+
+/// The released key of a sale.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleasedKey {
+    /// The unlock key, hex.
+    pub unlock_key: String,
+    /// Its fingerprint (as in the producer's report).
+    pub fingerprint: String,
+}
+
+/// One line of the producer's sales report (D10).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportRow {
+    /// The sale.
+    pub sale: Id,
+    /// The product.
+    pub product: Id,
+    /// Its title.
+    pub title: String,
+    /// Its producer.
+    pub producer: String,
+    /// Its merchant.
+    pub merchant: String,
+    /// The buyer.
+    pub buyer: String,
+    /// The reference code, grouped.
+    pub reference: String,
+    /// Sold.
+    pub created_at: Timestamp,
+    /// Where it stands.
+    pub state: SaleState,
+    /// The price.
+    pub price: String,
+    /// Paid and matched (the price, or nothing).
+    pub paid: String,
+    /// When paid.
+    pub paid_at: Option<Timestamp>,
+    /// Payments not matching the price (wrong amount or currency, or after release).
+    pub mismatched_payments: i64,
+    /// The fingerprint of the unlock key issued.
+    pub key_fingerprint: String,
+}
+
+/// The byte pieces of a sale's package, in order.
+#[derive(Debug, Clone)]
+pub struct PackageParts {
+    /// Total length.
+    pub len: u64,
+    /// The package digest, hex (an `ETag`).
+    pub digest: String,
+    /// The pieces.
+    pub segments: Vec<Segment>,
+}
+
+/// A piece of a package.
+#[derive(Debug, Clone)]
+pub enum Segment {
+    /// Bytes from the sale's row.
+    Bytes(Vec<u8>),
+    /// A sealed file of the product.
+    File {
+        /// Where.
+        path: PathBuf,
+        /// Its length.
+        len: u64,
+    },
+}
+
+impl Segment {
+    /// Its length.
+    pub fn len(&self) -> u64 {
+        match self {
+            Segment::Bytes(b) => b.len() as u64,
+            Segment::File { len, .. } => *len,
+        }
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Report rows as CSV (RFC 4180), with a header line.
+pub fn report_csv(rows: &[ReportRow]) -> String {
+    fn field(s: &str) -> String {
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    }
+    let mut out = String::from(
+        "sale,product,title,producer,merchant,buyer,reference,created_at,state,price,paid,paid_at,mismatched_payments,key_fingerprint\r\n",
+    );
+    for r in rows {
+        let cells = [
+            r.sale.to_string(),
+            r.product.to_string(),
+            r.title.clone(),
+            r.producer.clone(),
+            r.merchant.clone(),
+            r.buyer.clone(),
+            r.reference.clone(),
+            r.created_at.to_string(),
+            r.state.to_string(),
+            r.price.clone(),
+            r.paid.clone(),
+            r.paid_at.map(|t| t.to_string()).unwrap_or_default(),
+            r.mismatched_payments.to_string(),
+            r.key_fingerprint.clone(),
+        ];
+        let line: Vec<String> = cells.iter().map(|c| field(c)).collect();
+        out.push_str(&line.join(","));
+        out.push_str("\r\n");
+    }
+    out
+}

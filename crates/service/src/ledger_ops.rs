@@ -1,0 +1,482 @@
+//! The ledger's own operations on a node: accounts, transfers, holds and their capture or
+//! release, exchanges, the development inbox and the audit. Each is one ledger command
+//! committed through the executor, with an idempotency key namespaced by the caller's owner.
+
+use crate::access::{check_name, namespaced, require_admin};
+use crate::node::{Node, verify_checkpoint};
+use crate::{Principal, Result, Role, ServiceError};
+use tally_kernel::{Amount, Currency, Id, Rate};
+use tally_ledger::{Account, AccountFlags, AccountKind, Command, Transfer};
+use tally_proto::effects::{Effects, Outgoing};
+use tally_store::Outcome;
+use tally_store::outbox::StoredMessage;
+
+/// A new account as requested.
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+pub struct OpenAccount {
+    /// Owner name; admins choose, others get their own.
+    pub owner: Option<String>,
+    /// ISO-4217 code.
+    pub currency: String,
+    /// Kind; admins choose, others get `customer`/`merchant` by role.
+    pub kind: Option<AccountKind>,
+    /// Overdraft allowed (admins only).
+    pub limit_minor: Option<i64>,
+    /// Bound debits by credits (default true for customer and merchant accounts).
+    pub debits_must_not_exceed_credits: Option<bool>,
+    /// Bound credits by debits (default false).
+    pub credits_must_not_exceed_debits: Option<bool>,
+}
+
+/// A message to send to someone when the change commits (same transaction).
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+pub struct Notify {
+    /// `email`, `sms`, `webhook` or `dev`.
+    pub channel: String,
+    /// Where to.
+    pub address: String,
+}
+
+/// A transfer or hold as requested.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+pub struct TransferOrder {
+    /// Account debited.
+    pub debit_account: Id,
+    /// Account credited.
+    pub credit_account: Id,
+    /// The amount.
+    pub amount: Amount,
+    /// For a hold: seconds until it expires.
+    pub timeout_s: Option<i64>,
+    /// Free text.
+    pub memo: Option<String>,
+    /// Tell someone when it commits.
+    pub notify: Option<Notify>,
+}
+
+/// An exchange as requested.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+pub struct ExchangeOrder {
+    /// Source account.
+    pub debit_account: Id,
+    /// Target account (another currency).
+    pub credit_account: Id,
+    /// Amount in the source currency's minor units.
+    pub amount_minor: i64,
+    /// The source currency, if the client states it: must be the debited account's.
+    pub currency: Option<Currency>,
+    /// Target units per source unit, as a decimal string (`1.0834`).
+    pub rate: String,
+    /// Free text.
+    pub memo: Option<String>,
+}
+
+impl Node {
+    /// Opens an account. Customers and merchants open accounts for themselves only, bounded
+    /// by their credits and without overdraft; the operator chooses everything.
+    pub async fn open_account(
+        &self,
+        by: &Principal,
+        idempotency_key: Option<&str>,
+        req: OpenAccount,
+    ) -> Result<(Account, bool)> {
+        let currency = Currency::from_code(&req.currency)?;
+        let (owner, kind, limit_minor) = if by.is_admin() {
+            let owner = req.owner.unwrap_or_else(|| "operator".to_string());
+            (
+                owner,
+                req.kind.unwrap_or(AccountKind::Operator),
+                req.limit_minor.unwrap_or(0),
+            )
+        } else {
+            if req.owner.as_ref().is_some_and(|o| *o != by.owner) {
+                return Err(ServiceError::Forbidden(
+                    "accounts can only be opened for yourself",
+                ));
+            }
+            if req.limit_minor.is_some_and(|l| l != 0) {
+                return Err(ServiceError::Forbidden(
+                    "only the operator grants credit limits",
+                ));
+            }
+            let kind = if by.role == Role::Merchant {
+                AccountKind::Merchant
+            } else {
+                AccountKind::Customer
+            };
+            if req.kind.is_some_and(|k| k != kind) {
+                return Err(ServiceError::Forbidden(
+                    "this role cannot open that kind of account",
+                ));
+            }
+            (by.owner.clone(), kind, 0)
+        };
+        check_name("owner", &owner)?;
+        let bounded_default = matches!(kind, AccountKind::Customer | AccountKind::Merchant);
+        let dmnec = req
+            .debits_must_not_exceed_credits
+            .unwrap_or(bounded_default);
+        if !by.is_admin() && !dmnec {
+            return Err(ServiceError::Forbidden(
+                "only the operator opens unbounded accounts",
+            ));
+        }
+        let flags = AccountFlags {
+            debits_must_not_exceed_credits: dmnec,
+            credits_must_not_exceed_debits: req.credits_must_not_exceed_debits.unwrap_or(false),
+        };
+        let key = match idempotency_key {
+            Some(k) => namespaced(by, k)?,
+            None => format!("{}:open:{}", by.owner, Id::new()),
+        };
+        let command = Command::OpenAccount {
+            owner,
+            currency,
+            kind,
+            flags,
+            limit_minor,
+        };
+        let outcome = self
+            .core()
+            .commit(key, Effects::ledger(command), Vec::new())
+            .await?;
+        let account = outcome
+            .account()
+            .cloned()
+            .ok_or(ServiceError::IdempotencyKeyReused)?;
+        Ok((account, outcome.replayed))
+    }
+
+    /// One account, if the caller may see it.
+    pub async fn account(&self, by: &Principal, id: Id) -> Result<Account> {
+        let account = self.store().account(id).await?;
+        match account {
+            Some(a) if by.is_admin() || a.owner == by.owner => Ok(a),
+            _ => Err(ServiceError::NotFound {
+                what: "account",
+                id: id.to_string(),
+            }),
+        }
+    }
+
+    /// Accounts of the caller (admins: of `owner`, default all of the operator's).
+    pub async fn accounts(&self, by: &Principal, owner: Option<&str>) -> Result<Vec<Account>> {
+        let owner = match owner {
+            Some(o) if by.is_admin() || o == by.owner => o.to_string(),
+            Some(_) => {
+                return Err(ServiceError::Forbidden(
+                    "you can list only your own accounts",
+                ));
+            }
+            None => by.owner.clone(),
+        };
+        Ok(self.store().accounts_of(&owner).await?)
+    }
+
+    /// Recent transfers of an account the caller may see, newest first.
+    pub async fn account_transfers(
+        &self,
+        by: &Principal,
+        id: Id,
+        limit: i64,
+    ) -> Result<Vec<Transfer>> {
+        self.account(by, id).await?;
+        Ok(self.store().transfers_of(id, limit.clamp(1, 1000)).await?)
+    }
+
+    /// One transfer, if the caller owns one of its accounts.
+    pub async fn transfer(&self, by: &Principal, id: Id) -> Result<Transfer> {
+        let not_found = || ServiceError::NotFound {
+            what: "transfer",
+            id: id.to_string(),
+        };
+        let t = self.store().transfer(id).await?.ok_or_else(not_found)?;
+        if by.is_admin()
+            || self.core().owns(by, t.debit_account).await?
+            || self.core().owns(by, t.credit_account).await?
+        {
+            Ok(t)
+        } else {
+            Err(not_found())
+        }
+    }
+
+    /// Moves money at once, or holds it when `timeout_s` is set. The caller must own the
+    /// debited account (the operator may move any). Returns the transfer and whether this was
+    /// a replay of an earlier request with the same key.
+    pub async fn transfer_money(
+        &self,
+        by: &Principal,
+        idempotency_key: &str,
+        order: TransferOrder,
+    ) -> Result<(Transfer, bool)> {
+        self.core()
+            .require_owner(
+                by,
+                order.debit_account,
+                "you can only move money out of your own accounts",
+            )
+            .await?;
+        let message = self.notification(&order, idempotency_key, by)?;
+        let command = Command::Transfer {
+            debit_account: order.debit_account,
+            credit_account: order.credit_account,
+            amount_minor: order.amount.minor,
+            currency: order.amount.currency,
+            timeout_s: order.timeout_s,
+            memo: order.memo.unwrap_or_default(),
+        };
+        let key = namespaced(by, idempotency_key)?;
+        let mut effects = Effects::ledger(command);
+        effects.messages.extend(message);
+        let outcome = self.core().commit(key, effects, Vec::new()).await?;
+        first_transfer(outcome)
+    }
+
+    fn notification(
+        &self,
+        order: &TransferOrder,
+        idempotency_key: &str,
+        by: &Principal,
+    ) -> Result<Option<Outgoing>> {
+        let Some(n) = &order.notify else {
+            return Ok(None);
+        };
+        if !matches!(n.channel.as_str(), "email" | "sms" | "webhook" | "dev") {
+            return Err(ServiceError::Invalid {
+                field: "notify.channel",
+                reason: "email, sms, webhook or dev".into(),
+            });
+        }
+        if n.address.is_empty() || n.address.len() > 256 {
+            return Err(ServiceError::Invalid {
+                field: "notify.address",
+                reason: "1 to 256 bytes".into(),
+            });
+        }
+        let what = if order.timeout_s.is_some() {
+            "Hold"
+        } else {
+            "Transfer"
+        };
+        Ok(Some(Outgoing {
+            dedup_key: format!("notify:{}:{}", by.owner, idempotency_key),
+            channel: n.channel.clone(),
+            address: n.address.clone(),
+            subject: format!("{what} of {}", order.amount),
+            body: format!(
+                "{what} of {} from account {} to account {}.{}",
+                order.amount,
+                order.debit_account,
+                order.credit_account,
+                order
+                    .memo
+                    .as_ref()
+                    .map(|m| format!("\nMemo: {m}"))
+                    .unwrap_or_default()
+            ),
+            data: serde_json::json!({
+                "amount_minor": order.amount.minor,
+                "currency": order.amount.currency.code(),
+                "debit_account": order.debit_account,
+                "credit_account": order.credit_account,
+            }),
+            secret: None,
+        }))
+    }
+
+    /// Posts a pending transfer (all of it by default). The credited account's owner captures.
+    pub async fn post(
+        &self,
+        by: &Principal,
+        idempotency_key: &str,
+        pending_id: Id,
+        amount_minor: Option<i64>,
+        currency: Option<Currency>,
+    ) -> Result<(Transfer, bool)> {
+        let pending = self.transfer(by, pending_id).await?;
+        self.core()
+            .require_owner(
+                by,
+                pending.credit_account,
+                "only the beneficiary of a hold can post it",
+            )
+            .await?;
+        // An amount typed as "5.00 EUR" against a hold in JPY is refused, never reinterpreted.
+        if let Some(c) = currency
+            && c != pending.currency
+        {
+            return Err(ServiceError::Ledger(
+                tally_ledger::LedgerError::CurrencyMismatch {
+                    account: pending.debit_account,
+                    account_currency: pending.currency,
+                    currency: c,
+                },
+            ));
+        }
+        let key = namespaced(by, idempotency_key)?;
+        let outcome = self
+            .core()
+            .commit(
+                key,
+                Effects::ledger(Command::Post {
+                    pending_id,
+                    amount_minor,
+                }),
+                Vec::new(),
+            )
+            .await?;
+        first_transfer(outcome)
+    }
+
+    /// Voids a pending transfer. The credited account's owner releases.
+    pub async fn void(
+        &self,
+        by: &Principal,
+        idempotency_key: &str,
+        pending_id: Id,
+    ) -> Result<(Transfer, bool)> {
+        let pending = self.transfer(by, pending_id).await?;
+        self.core()
+            .require_owner(
+                by,
+                pending.credit_account,
+                "only the beneficiary of a hold can void it",
+            )
+            .await?;
+        let key = namespaced(by, idempotency_key)?;
+        let outcome = self
+            .core()
+            .commit(
+                key,
+                Effects::ledger(Command::Void { pending_id }),
+                Vec::new(),
+            )
+            .await?;
+        first_transfer(outcome)
+    }
+
+    /// Exchanges between two currencies through the operator's liquidity accounts.
+    pub async fn exchange(
+        &self,
+        by: &Principal,
+        idempotency_key: &str,
+        order: ExchangeOrder,
+    ) -> Result<(Vec<Transfer>, bool)> {
+        // The rate decides how much money the operator's liquidity hands out: only the operator
+        // may state one. (Published rate tables for everyone come with trading sessions, M6.)
+        if !by.is_admin() {
+            return Err(ServiceError::Forbidden(
+                "only the operator sets exchange rates",
+            ));
+        }
+        let from =
+            self.store()
+                .account(order.debit_account)
+                .await?
+                .ok_or(ServiceError::NotFound {
+                    what: "account",
+                    id: order.debit_account.to_string(),
+                })?;
+        let to =
+            self.store()
+                .account(order.credit_account)
+                .await?
+                .ok_or(ServiceError::NotFound {
+                    what: "account",
+                    id: order.credit_account.to_string(),
+                })?;
+        if let Some(c) = order.currency
+            && c != from.currency
+        {
+            return Err(ServiceError::Ledger(
+                tally_ledger::LedgerError::CurrencyMismatch {
+                    account: from.id,
+                    account_currency: from.currency,
+                    currency: c,
+                },
+            ));
+        }
+        let rate = Rate::parse(&order.rate, from.currency, to.currency)?;
+        let liquidity_from = self.liquidity(from.currency).await?;
+        let liquidity_to = self.liquidity(to.currency).await?;
+        let command = Command::Exchange {
+            debit_account: order.debit_account,
+            liquidity_from,
+            liquidity_to,
+            credit_account: order.credit_account,
+            amount_minor: order.amount_minor,
+            rate,
+            memo: order.memo.unwrap_or_default(),
+        };
+        let key = namespaced(by, idempotency_key)?;
+        let outcome = self
+            .core()
+            .commit(key, Effects::ledger(command), Vec::new())
+            .await?;
+        match outcome.event {
+            tally_ledger::Event::Transfers { transfers } => Ok((transfers, outcome.replayed)),
+            tally_ledger::Event::AccountOpened { .. } | tally_ledger::Event::Recorded { .. } => {
+                Err(ServiceError::IdempotencyKeyReused)
+            }
+        }
+    }
+
+    async fn liquidity(&self, currency: Currency) -> Result<Id> {
+        let accounts = self.store().accounts_of("operator").await?;
+        accounts
+            .iter()
+            .find(|a| a.kind == AccountKind::Liquidity && a.currency == currency)
+            .map(|a| a.id)
+            .ok_or(ServiceError::NoLiquidity(currency))
+    }
+
+    /// The development inbox of `address` (only with `--dev`). The operator reads any inbox;
+    /// a customer or merchant only the one named after itself.
+    pub async fn dev_inbox(
+        &self,
+        by: &Principal,
+        address: &str,
+        limit: i64,
+    ) -> Result<Vec<StoredMessage>> {
+        if !self.is_dev() {
+            return Err(ServiceError::Disabled(
+                "the dev inbox needs `tally serve --dev`",
+            ));
+        }
+        if !by.is_admin() && address != by.owner {
+            return Err(ServiceError::Forbidden(
+                "you can read only the dev inbox named after you",
+            ));
+        }
+        let mut messages = self.store().dev_inbox(address, limit.clamp(1, 500)).await?;
+        for m in &mut messages {
+            m.message.body = self.render(&m.message).await?.expose().clone();
+        }
+        Ok(messages)
+    }
+
+    /// Runs the full ledger audit (admins only).
+    pub async fn audit(&self, by: &Principal) -> Result<tally_store::audit::StoreAudit> {
+        require_admin(by)?;
+        // Several nodes may share the database, each signing with its own key: every signer
+        // is reported; the gap check proves no stretch of history went unsigned.
+        let policy = tally_store::audit::AuditPolicy {
+            trusted_signers: Vec::new(),
+            checkpoint_gap_max: Some(self.core().checkpoint_gap_max()),
+        };
+        Ok(self
+            .store()
+            .audit(&verify_checkpoint, &policy, &|_| {})
+            .await?)
+    }
+}
+
+pub(crate) fn first_transfer(outcome: Outcome) -> Result<(Transfer, bool)> {
+    let replayed = outcome.replayed;
+    outcome
+        .transfer()
+        .cloned()
+        .map(|t| (t, replayed))
+        .ok_or(ServiceError::IdempotencyKeyReused)
+}

@@ -1,0 +1,386 @@
+//! The applications of out-of-band authentication (SPEC A5): what a session is opened for,
+//! and what runs, in the verifying step, once its code came back right. The machine decides
+//! the money (the hold posted, the transfer made); an application adds its rows (a token, a
+//! register line, a certificate, a mail) and names the step's journal record.
+
+use super::{Oob, Payload};
+use crate::access::{amount_text, corrupt};
+use crate::identity::{getrandom_fill, setup};
+use crate::Result;
+use serde::{Deserialize, Serialize};
+use tally_kernel::crypto::canonical::SignedRecord;
+use tally_kernel::crypto::kdf::sha256;
+use tally_kernel::{Amount, Id, Secret, Timestamp};
+use tally_proto::effects::{Effects, Outgoing};
+use tally_proto::oob::{Purpose, Session};
+use tally_store::Attachment;
+use tally_store::oob::{
+    CertificateRow, Mail, RegisterEntry, SessionRow, TokenRow, insert_certificate, insert_mail,
+    insert_register, insert_token, mark_retrieved, verify_address,
+};
+
+/// What a session is opened for, as requested. Amounts are `"12.50 EUR"` strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "application", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AppRequest {
+    /// Access control: a short-lived access token on success.
+    Login,
+    /// Message certification of an inter-account transfer (or an order): posts on success.
+    Transfer {
+        /// The user's account.
+        debit_account: Id,
+        /// The beneficiary.
+        credit_account: Id,
+        /// How much.
+        #[serde(with = "amount_text")]
+        amount: Amount,
+        /// What for (shown on channel B).
+        #[serde(default)]
+        memo: String,
+    },
+    /// A bet: a certified message with a stake paid to the bookmaker on success.
+    Bet {
+        /// The user's account.
+        debit_account: Id,
+        /// The bookmaker's account.
+        credit_account: Id,
+        /// The stake.
+        #[serde(with = "amount_text")]
+        stake: Amount,
+        /// The bet as the user sees it.
+        bet: String,
+    },
+    /// A merchant's payment request: a hold on the payer's account now, posted to the
+    /// merchant on success. Without `payer_account` the subscriber's stored account is used
+    /// (payment with contract). With `terminal`, the merchant's terminal opened it.
+    Payment {
+        /// The payer's account as given in the session (payment without contract).
+        #[serde(default)]
+        payer_account: Option<Id>,
+        /// The merchant's account.
+        merchant_account: Id,
+        /// How much.
+        #[serde(with = "amount_text")]
+        amount: Amount,
+        /// What is being bought.
+        description: String,
+        /// The terminal's name when a payment terminal opened the session.
+        #[serde(default)]
+        terminal: Option<String>,
+    },
+    /// Payment through the operator as trustee: the merchant is guaranteed, the user's
+    /// register is debited, the merchant paid (less a fee) when the period is settled.
+    Trustee {
+        /// The merchant's account.
+        merchant_account: Id,
+        /// How much.
+        #[serde(with = "amount_text")]
+        amount: Amount,
+        /// What is being bought.
+        description: String,
+    },
+    /// Registered mail: deposited for `recipient` once the sender authenticated.
+    MailSend {
+        /// Who receives it.
+        recipient: String,
+        /// Subject line.
+        subject: String,
+        /// Text.
+        body: String,
+    },
+    /// The recipient retrieves a registered mail.
+    MailRetrieve {
+        /// Which mail.
+        mail_id: Id,
+    },
+    /// A remote declaration: a form submitted, answered with a receipt certificate.
+    Declaration {
+        /// What the form is.
+        title: String,
+        /// The filled-in form (text or JSON).
+        form: String,
+    },
+    /// Opens the personalised offers mailbox.
+    Offers,
+}
+
+impl AppRequest {
+    /// The stored name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AppRequest::Login => "login",
+            AppRequest::Transfer { .. } => "transfer",
+            AppRequest::Bet { .. } => "bet",
+            AppRequest::Payment { .. } => "payment",
+            AppRequest::Trustee { .. } => "trustee",
+            AppRequest::MailSend { .. } => "mail_send",
+            AppRequest::MailRetrieve { .. } => "mail_retrieve",
+            AppRequest::Declaration { .. } => "declaration",
+            AppRequest::Offers => "offers",
+        }
+    }
+}
+
+/// What an application adds to the verifying step.
+pub(crate) struct AppEffect {
+    /// The machine's effects, with the application's record name and messages.
+    pub(crate) effects: Effects,
+    /// Rows written with the step.
+    pub(crate) rows: Vec<Attachment>,
+    /// What verification produced (stored with the session, shown to channel A).
+    pub(crate) result: serde_json::Value,
+    /// For a login: the access token (returned once, stored only as a hash).
+    pub(crate) token: Option<Secret<String>>,
+}
+
+impl Oob {
+    /// The application's part of the verifying step of `row`, whose machine verified with
+    /// `effects`.
+    pub(crate) async fn application(
+        &self,
+        row: &SessionRow,
+        session: &Session,
+        payload: &Payload,
+        effects: Effects,
+        hold: Option<Id>,
+        now: Timestamp,
+    ) -> Result<AppEffect> {
+        let hex_number = session.number_hex();
+        let user = row.user_id.as_str();
+        let duration_s = (now.as_micros() - row.created_at.as_micros()) / 1_000_000;
+        let transaction = match &session.purpose {
+            Purpose::Transaction(t) => Some(t.clone()),
+            Purpose::Login | Purpose::Message(_) => None,
+        };
+        let mut rows = Vec::new();
+        // A register line for every secured transaction and session.
+        let register = |kind: &str| -> Result<Attachment> {
+            let t = transaction.as_ref();
+            Ok(insert_register(&RegisterEntry {
+                id: Id::new(),
+                user_id: user.to_string(),
+                session: hex_number.clone(),
+                kind: kind.into(),
+                amount_minor: t.map_or(0, |t| t.amount.minor),
+                currency: t.map_or(String::new(), |t| t.amount.currency.code().into()),
+                duration_s,
+                payee: t.map_or(String::new(), |t| t.payee.clone()),
+                payee_account: t.and_then(|t| t.payee_account),
+                description: t.map_or_else(|| row.application.clone(), |t| t.description.clone()),
+                created_at: now,
+                settled_at: None,
+                settlement_id: None,
+            })?)
+        };
+        let certificate = |kind: &str,
+                           owner: &str,
+                           what: serde_json::Value|
+         -> Result<(Attachment, serde_json::Value)> {
+            let body = serde_json::json!({
+                "kind": kind,
+                "session": hex_number,
+                "user": user,
+                "application": row.application,
+                "purpose": session.purpose,
+                "opened_at": row.created_at,
+                "verified_at": now,
+                "what": what,
+            });
+            let signed = SignedRecord::sign(super::CERTIFICATE_DOMAIN, &body, self.core.node_key())
+                .map_err(|e| setup(e.to_string()))?;
+            let json = serde_json::to_value(&signed).map_err(corrupt)?;
+            let row = CertificateRow {
+                id: Id::new(),
+                session: hex_number.clone(),
+                user_id: owner.to_string(),
+                kind: kind.into(),
+                body: json.clone(),
+                created_at: now,
+            };
+            Ok((insert_certificate(&row)?, json))
+        };
+        let done = |effects: Effects, rows, result| AppEffect {
+            effects,
+            rows,
+            result,
+            token: None,
+        };
+        if row.application == "verify_address" {
+            let id = payload
+                .address_id
+                .ok_or_else(|| corrupt("address session without address"))?;
+            rows.push(verify_address(id, now));
+            let effects = effects.renamed(
+                "address_verified",
+                serde_json::json!({ "session": hex_number, "address": id }),
+            );
+            return Ok(done(
+                effects,
+                rows,
+                serde_json::json!({ "address_verified": id }),
+            ));
+        }
+        let data = serde_json::json!({ "session": hex_number, "user": user, "application": row.application });
+        Ok(match &payload.app {
+            AppRequest::Login => {
+                let mut raw = [0_u8; 32];
+                getrandom_fill(&mut raw)?;
+                let token = Secret::new(format!("tally_session_{}", hex::encode(raw)));
+                raw.fill(0);
+                let expires_at = now.plus_seconds(self.settings.token_ttl_s);
+                rows.push(insert_token(&TokenRow {
+                    token_hash: sha256(token.expose().as_bytes()),
+                    user_id: user.into(),
+                    session_id: session.number,
+                    expires_at,
+                }));
+                rows.push(register("login")?);
+                AppEffect {
+                    effects: effects.renamed("oob_login", data),
+                    rows,
+                    result: serde_json::json!({ "access_token_expires_at": expires_at }),
+                    token: Some(token),
+                }
+            }
+            AppRequest::Transfer { .. } | AppRequest::Bet { .. } => {
+                let kind = payload.app.name();
+                rows.push(register(kind)?);
+                let (cert, json) = certificate(kind, user, serde_json::json!({}))?;
+                rows.push(cert);
+                done(effects, rows, serde_json::json!({ "certificate": json }))
+            }
+            AppRequest::Payment { .. } => {
+                let hold = hold.ok_or_else(|| corrupt("payment session without hold"))?;
+                rows.push(register("payment")?);
+                let (cert, json) =
+                    certificate("payment", user, serde_json::json!({ "hold": hold }))?;
+                rows.push(cert);
+                done(
+                    effects,
+                    rows,
+                    serde_json::json!({ "hold": hold, "certificate": json }),
+                )
+            }
+            AppRequest::Trustee { .. } => {
+                rows.push(register("trustee")?);
+                let (cert, json) = certificate("trustee", user, serde_json::json!({}))?;
+                rows.push(cert);
+                done(
+                    effects.renamed("trustee_debt", data),
+                    rows,
+                    serde_json::json!({ "certificate": json }),
+                )
+            }
+            AppRequest::MailSend {
+                recipient,
+                subject,
+                body,
+            } => {
+                let mail = Mail {
+                    id: Id::new(),
+                    kind: "registered".into(),
+                    sender: user.into(),
+                    recipient: recipient.clone(),
+                    subject: subject.clone(),
+                    body: body.clone(),
+                    deposited_at: now,
+                    retrieved_at: None,
+                };
+                rows.push(insert_mail(&mail));
+                let (cert, json) = certificate(
+                    "mail_deposit",
+                    user,
+                    serde_json::json!({ "mail": mail.id, "recipient": recipient, "subject": subject }),
+                )?;
+                rows.push(cert);
+                let mut effects = effects.renamed(
+                    "mail_deposited",
+                    serde_json::json!({ "session": hex_number, "mail": mail.id, "sender": user, "recipient": recipient }),
+                );
+                if let Ok((channel, address)) = self.channel_b(recipient, None).await {
+                    effects = effects.send(Outgoing {
+                        dedup_key: format!(":mail:{}:alert", mail.id),
+                        channel,
+                        address,
+                        subject: format!("Registered mail from {user}"),
+                        body: format!(
+                            "{user} sent you registered mail: {subject}\nMail id: {}\nRetrieve it with `tally mail retrieve --user {recipient} {}`; you will confirm with a code.",
+                            mail.id, mail.id
+                        ),
+                        secret: None,
+                        data: serde_json::json!({ "mail": mail.id, "sender": user }),
+                    });
+                }
+                done(
+                    effects,
+                    rows,
+                    serde_json::json!({ "mail": mail.id, "certificate": json }),
+                )
+            }
+            AppRequest::MailRetrieve { mail_id } => {
+                let mail = self
+                    .core
+                    .store()
+                    .mail(*mail_id)
+                    .await?
+                    .ok_or_else(|| corrupt("mail vanished"))?;
+                rows.push(mark_retrieved(mail.id, now));
+                let what = serde_json::json!({ "mail": mail.id, "sender": mail.sender, "subject": mail.subject });
+                let (cert, json) = certificate("mail_retrieval", user, what.clone())?;
+                rows.push(cert);
+                // The sender keeps a copy of the retrieval certificate too.
+                let (cert_sender, _) = certificate("mail_retrieval", &mail.sender, what)?;
+                rows.push(cert_sender);
+                let mut effects = effects.renamed(
+                    "mail_retrieved",
+                    serde_json::json!({ "session": hex_number, "mail": mail.id }),
+                );
+                if let Ok((channel, address)) = self.channel_b(&mail.sender, None).await {
+                    effects = effects.send(Outgoing {
+                        dedup_key: format!(":mail:{}:retrieved", mail.id),
+                        channel,
+                        address,
+                        subject: format!("{user} retrieved your registered mail"),
+                        body: format!(
+                            "{user} retrieved your registered mail \"{}\" at {}.",
+                            mail.subject,
+                            now.to_rfc3339()
+                        ),
+                        secret: None,
+                        data: serde_json::json!({ "mail": mail.id, "recipient": user }),
+                    });
+                }
+                done(
+                    effects,
+                    rows,
+                    serde_json::json!({ "mail": mail, "certificate": json }),
+                )
+            }
+            AppRequest::Declaration { title, form } => {
+                let (cert, json) = certificate(
+                    "declaration_receipt",
+                    user,
+                    serde_json::json!({ "title": title, "form_sha256": hex::encode(sha256(form.as_bytes())) }),
+                )?;
+                rows.push(cert);
+                done(
+                    effects.renamed("declaration", data),
+                    rows,
+                    serde_json::json!({ "certificate": json }),
+                )
+            }
+            AppRequest::Offers => {
+                let offers = self.core.store().unread_offers(user).await?;
+                for o in &offers {
+                    rows.push(mark_retrieved(o.id, now));
+                }
+                rows.push(register("offers")?);
+                done(
+                    effects.renamed("offers_opened", data),
+                    rows,
+                    serde_json::json!({ "offers": offers }),
+                )
+            }
+        })
+    }
+}

@@ -1,0 +1,459 @@
+//! The directory and what hangs off it: subscribers and their second-channel addresses
+//! (verified by a code of their own), certificates naming an address, threshold rules, the
+//! mailbox (registered mail, offers), statements from the billing registers, and the
+//! trustee settlement.
+
+use super::open::OpenPlan;
+use super::{AppRequest, Oob, Payload, SessionView};
+use crate::access::{
+    address_uri, channel_kind, check_name, invalid, require_admin, text_field, uri_address,
+};
+use crate::identity::setup;
+use crate::{Principal, Result, Role, ServiceError};
+use serde::{Deserialize, Serialize};
+use tally_kernel::crypto::kdf::sha256;
+use tally_kernel::{Amount, Id, Secret, Timestamp};
+use tally_ledger::Command;
+use tally_proto::effects::Effects;
+use tally_proto::oob::{Certified, Purpose};
+use tally_store::oob::{
+    Address, CertificateRow, Mail, RegisterEntry, insert_address, insert_mail, settle_register,
+    upsert_rule, upsert_subscriber,
+};
+use tally_store::{Attachment, Conflict, Outcome};
+
+/// A user's statement: register lines and totals.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Statement {
+    /// Whose.
+    pub user: String,
+    /// From (inclusive).
+    pub from: Timestamp,
+    /// To (exclusive).
+    pub to: Timestamp,
+    /// The lines, oldest first.
+    pub entries: Vec<RegisterEntry>,
+    /// Totals per currency, minor units (`"EUR": 1250`).
+    pub totals: std::collections::BTreeMap<String, i64>,
+    /// Seconds of authenticated sessions.
+    pub duration_s: i64,
+}
+
+/// One trustee payout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Payout {
+    /// The merchant's account.
+    pub merchant_account: Id,
+    /// Sum of the register lines.
+    pub gross_minor: i64,
+    /// The operator's fee kept.
+    pub fee_minor: i64,
+    /// The transfer paying the rest.
+    pub transfer: Id,
+    /// Currency.
+    pub currency: String,
+    /// Lines settled.
+    pub lines: usize,
+}
+
+impl Oob {
+    /// Adds a subscriber (or sets its stored account for payments with contract). The
+    /// operator may add anyone; a customer or merchant only itself, with its own account.
+    pub async fn subscriber_upsert(
+        &self,
+        by: &Principal,
+        user: &str,
+        contract_account: Option<Id>,
+    ) -> Result<()> {
+        check_name("user", user)?;
+        if !by.is_admin() && by.owner != user {
+            return Err(ServiceError::Forbidden(
+                "you can only manage your own subscription",
+            ));
+        }
+        if let Some(account) = contract_account {
+            let a = self.core.store().account(account).await?;
+            if a.is_none_or(|a| a.owner != user) {
+                return Err(invalid(
+                    "contract_account",
+                    "must be an account of the user",
+                ));
+            }
+        }
+        let now = self.core.now();
+        self.record(
+            format!(":subscriber:{user}:{}", Id::new()),
+            "subscriber_updated",
+            serde_json::json!({ "user": user, "contract_account": contract_account }),
+            vec![upsert_subscriber(user, contract_account, now)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Adds a second-channel address for `user` and sends it a code that verifies it.
+    pub async fn address_add(
+        &self,
+        by: &Principal,
+        user: &str,
+        channel: &str,
+        address: &str,
+    ) -> Result<SessionView> {
+        check_name("user", user)?;
+        if !by.is_admin() && by.owner != user {
+            return Err(ServiceError::Forbidden(
+                "you can only add your own addresses",
+            ));
+        }
+        channel_kind(channel, self.core.is_dev())?;
+        text_field("address", address, 256)?;
+        if address.contains('\n') {
+            return Err(invalid("address", "one line"));
+        }
+        let existing = self.core.store().address(channel, address).await?;
+        let row = match existing {
+            Some(a) if a.user_id != user => {
+                return Err(invalid("address", "already registered to another user"));
+            }
+            Some(a) if a.verified_at.is_some() => {
+                return Err(invalid("address", "already verified"));
+            }
+            Some(a) => a,
+            None => Address {
+                id: Id::new(),
+                user_id: user.to_string(),
+                channel: channel.to_string(),
+                address: address.to_string(),
+                verified_at: None,
+                created_at: self.core.now(),
+            },
+        };
+        let purpose = Purpose::Message(Certified {
+            title: format!("Add this {channel} address to Tally user {user}"),
+            sha256: hex::encode(sha256(format!("{channel}:{address}").as_bytes())),
+        });
+        let payload = Payload {
+            app: AppRequest::Login,
+            address_id: Some(row.id),
+        };
+        let mut extra: Vec<Attachment> = Vec::new();
+        extra.extend(insert_address(&row));
+        extra.push(upsert_subscriber(user, None, self.core.now()));
+        let (view, _) = self
+            .open_with(OpenPlan {
+                user: user.to_string(),
+                opened_by: by.owner.clone(),
+                application: "verify_address",
+                purpose,
+                payload,
+                channel: row.channel.clone(),
+                address: row.address.clone(),
+                client_key: None,
+                money: None,
+                extra,
+            })
+            .await?;
+        Ok(view)
+    }
+
+    /// A user's addresses.
+    pub async fn addresses(&self, by: &Principal, user: &str) -> Result<Vec<Address>> {
+        if !by.is_admin() && by.owner != user {
+            return Err(ServiceError::Forbidden(
+                "you can only see your own addresses",
+            ));
+        }
+        Ok(self.core.store().addresses_of(user).await?)
+    }
+
+    /// Issues a certificate for `user` (operator only) whose extension names its channel B
+    /// address, so sessions can reach the user without the directory. Returns (cert PEM,
+    /// key PEM).
+    pub fn issue_address_certificate(
+        &self,
+        by: &Principal,
+        user: &str,
+        channel: &str,
+        address: &str,
+        days: u32,
+    ) -> Result<(String, Secret<String>)> {
+        require_admin(by)?;
+        check_name("user", user)?;
+        channel_kind(channel, self.core.is_dev())?;
+        text_field("address", address, 256)?;
+        let uri = address_uri(channel, address)?;
+        let key = tally_kernel::crypto::SigningKey::generate();
+        let now = self.core.now();
+        let not_after = now.plus_seconds(i64::from(days.clamp(1, 3650)) * 86_400);
+        let not_after = not_after.min(self.core.ca().certificate().not_after());
+        let cert = self
+            .core
+            .ca()
+            .issue_with_uris(
+                user,
+                &key.verifying_key(),
+                "customer",
+                now,
+                not_after,
+                &[&uri],
+            )
+            .map_err(|e| invalid("certificate", e.to_string()))?;
+        Ok((cert.to_pem(), key.to_pkcs8_pem().map_err(setup)?))
+    }
+
+    pub(crate) fn address_from_certificate(
+        &self,
+        user: &str,
+        pem: &str,
+    ) -> Result<(String, String)> {
+        let bad = |why: &str| invalid("certificate", why.to_string());
+        let cert = tally_kernel::crypto::Certificate::from_pem(pem)
+            .map_err(|_| bad("not a PEM certificate"))?;
+        cert.verify_issued_by(self.core.ca().certificate(), self.core.now())
+            .map_err(|e| bad(&format!("not valid for this node: {e}")))?;
+        if cert.subject_common_name().as_deref() != Some(user) {
+            return Err(bad("issued to another user"));
+        }
+        let (channel, address) = cert
+            .uri_names()
+            .iter()
+            .find_map(|u| uri_address(u))
+            .ok_or_else(|| {
+                bad("names no second-channel address (mailto:, tel:, https:, tally-dev:)")
+            })?;
+        let (channel, address) = (channel.as_str(), address.as_str());
+        channel_kind(channel, self.core.is_dev())?;
+        Ok((channel.to_string(), address.to_string()))
+    }
+
+    pub(crate) async fn channel_b(
+        &self,
+        user: &str,
+        channel: Option<&str>,
+    ) -> Result<(String, String)> {
+        let addresses = self.core.store().addresses_of(user).await?;
+        if addresses.is_empty() && self.core.store().subscriber(user).await?.is_none() {
+            return Err(ServiceError::NotFound {
+                what: "user",
+                id: user.to_string(),
+            });
+        }
+        addresses
+            .into_iter()
+            .filter(|a| a.verified_at.is_some())
+            .find(|a| channel.is_none_or(|c| c == a.channel))
+            .map(|a| (a.channel, a.address))
+            .ok_or_else(|| {
+                invalid(
+                    "user",
+                    "has no verified second-channel address (of that kind)",
+                )
+            })
+    }
+
+    /// Sets the threshold of `owner` (a merchant itself, or the operator for anyone).
+    pub async fn set_rule(&self, by: &Principal, owner: &str, amount: Amount) -> Result<()> {
+        check_name("owner", owner)?;
+        if !by.is_admin() && by.owner != owner {
+            return Err(ServiceError::Forbidden(
+                "you can only set your own threshold",
+            ));
+        }
+        if amount.minor < 0 {
+            return Err(invalid("secured_above", "must not be negative"));
+        }
+        let now = self.core.now();
+        self.record(
+            format!(":oob_rule:{owner}:{}", Id::new()),
+            "oob_rule_set",
+            serde_json::json!({ "owner": owner, "currency": amount.currency.code(), "secured_above_minor": amount.minor }),
+            vec![upsert_rule(owner, amount.currency.code(), amount.minor, now)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn trustee_account(&self, currency: tally_kernel::Currency) -> Result<Id> {
+        self.core
+            .store()
+            .accounts_of("operator")
+            .await?
+            .into_iter()
+            .find(|a| a.kind == tally_ledger::AccountKind::Settlement && a.currency == currency)
+            .map(|a| a.id)
+            .ok_or(ServiceError::Disabled(
+                "trustee payments need an operator settlement account in this currency",
+            ))
+    }
+
+    async fn record(
+        &self,
+        key: String,
+        kind: &str,
+        data: serde_json::Value,
+        attachments: Vec<Attachment>,
+    ) -> Result<Outcome> {
+        self.core
+            .commit(key, Effects::record(kind, data), attachments)
+            .await
+    }
+
+    /// A user's certificates (the user or the operator).
+    pub async fn certificates(&self, by: &Principal, user: &str) -> Result<Vec<CertificateRow>> {
+        if !by.is_admin() && by.owner != user {
+            return Err(ServiceError::Forbidden(
+                "you can only list your own certificates",
+            ));
+        }
+        Ok(self.core.store().certificates_of(user, 200).await?)
+    }
+
+    /// Mail for or from a user; bodies of registered mail not yet retrieved are withheld.
+    pub async fn mailbox(&self, by: &Principal, user: &str) -> Result<Vec<Mail>> {
+        if !by.is_admin() && by.owner != user {
+            return Err(ServiceError::Forbidden("you can only list your own mail"));
+        }
+        let mut mail = self.core.store().mail_of(user, 200).await?;
+        for m in &mut mail {
+            if m.retrieved_at.is_none() || m.recipient != user {
+                m.body.clear();
+            }
+        }
+        Ok(mail)
+    }
+
+    /// A merchant leaves a personalised offer in a user's mailbox; the user reads it after
+    /// authenticating (application `offers`).
+    pub async fn deposit_offer(
+        &self,
+        by: &Principal,
+        recipient: &str,
+        subject: &str,
+        body: &str,
+    ) -> Result<Id> {
+        if !(by.is_admin() || by.role == Role::Merchant) {
+            return Err(ServiceError::Forbidden("offers come from merchants"));
+        }
+        check_name("recipient", recipient)?;
+        text_field("subject", subject, 200)?;
+        text_field("body", body, super::BODY_LEN_MAX)?;
+        let mail = Mail {
+            id: Id::new(),
+            kind: "offer".into(),
+            sender: by.owner.clone(),
+            recipient: recipient.into(),
+            subject: subject.into(),
+            body: body.into(),
+            deposited_at: self.core.now(),
+            retrieved_at: None,
+        };
+        self.record(
+            format!(":offer:{}", mail.id),
+            "offer_deposited",
+            serde_json::json!({ "mail": mail.id, "sender": mail.sender, "recipient": recipient }),
+            vec![insert_mail(&mail)],
+        )
+        .await?;
+        Ok(mail.id)
+    }
+
+    /// A user's statement over `[from, to)` (the user or the operator).
+    pub async fn statement(
+        &self,
+        by: &Principal,
+        user: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Statement> {
+        if !by.is_admin() && by.owner != user {
+            return Err(ServiceError::Forbidden(
+                "you can only read your own statement",
+            ));
+        }
+        let entries = self.core.store().register_of(user, from, to).await?;
+        let mut totals = std::collections::BTreeMap::new();
+        let mut duration_s = 0;
+        for e in &entries {
+            duration_s += e.duration_s;
+            if !e.currency.is_empty() {
+                *totals.entry(e.currency.clone()).or_insert(0_i64) += e.amount_minor;
+            }
+        }
+        Ok(Statement {
+            user: user.into(),
+            from,
+            to,
+            entries,
+            totals,
+            duration_s,
+        })
+    }
+
+    /// Ends a trustee period (operator only): every unsettled trustee line before `until` is
+    /// paid to its merchant from the operator's settlement account, less the fee. One ledger
+    /// transfer per merchant account; each settles its lines under a guard, so running this
+    /// twice (or on two nodes) pays once.
+    pub async fn settle_trustee(&self, by: &Principal, until: Timestamp) -> Result<Vec<Payout>> {
+        require_admin(by)?;
+        let lines = self.core.store().unsettled_trustee(until, 10_000).await?;
+        let mut groups: std::collections::BTreeMap<(Id, String), Vec<RegisterEntry>> =
+            std::collections::BTreeMap::new();
+        for l in lines {
+            let Some(account) = l.payee_account else {
+                continue;
+            };
+            groups
+                .entry((account, l.currency.clone()))
+                .or_default()
+                .push(l);
+        }
+        let fee_bps = self.settings.trustee_fee_bps;
+        let mut payouts = Vec::new();
+        for ((merchant_account, currency), lines) in groups {
+            let currency_code = tally_kernel::Currency::from_code(&currency)?;
+            let gross: i64 = lines.iter().map(|l| l.amount_minor).sum();
+            // The fee rounds down: the merchant is never paid less than the stated rate.
+            let fee = i64::try_from(i128::from(gross) * i128::from(fee_bps) / 10_000)
+                .map_err(|_| invalid("amount", "too large"))?;
+            let net = gross - fee;
+            let source = self.trustee_account(currency_code).await?;
+            let settlement = Id::new();
+            let mut attachments = Vec::new();
+            for l in &lines {
+                attachments.extend(settle_register(l.id, settlement, self.core.now()));
+            }
+            if net <= 0 {
+                continue;
+            }
+            let outcome = self
+                .core
+                .commit(
+                    format!(":trustee_payout:{settlement}"),
+                    Effects::ledger(Command::Transfer {
+                        debit_account: source,
+                        credit_account: merchant_account,
+                        amount_minor: net,
+                        currency: currency_code,
+                        timeout_s: None,
+                        memo: format!("trustee payout: {} payments, fee {fee_bps} bp", lines.len()),
+                    }),
+                    attachments,
+                )
+                .await;
+            match outcome {
+                // Another settlement (here or on another node) paid these lines first.
+                Err(ServiceError::Conflict(Conflict::Moved(_))) => continue,
+                Err(e) => return Err(e),
+                Ok(o) => payouts.push(Payout {
+                    merchant_account,
+                    gross_minor: gross,
+                    fee_minor: fee,
+                    transfer: o.transfer().map_or(settlement, |t| t.id),
+                    currency,
+                    lines: lines.len(),
+                }),
+            }
+        }
+        Ok(payouts)
+    }
+}

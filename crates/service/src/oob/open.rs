@@ -1,0 +1,596 @@
+//! Opening a session: who may open what (the user for itself; the merchant being paid; the
+//! web page for logins and declarations), the threshold rule (below it a transfer runs at
+//! once on channel A alone), channel B (the directory or a certificate naming it), and the
+//! opening step of the machine, committed with the session row under the per-address quota.
+
+use super::{AppRequest, Oob, Payload, SessionView, check_money, oob, open_key};
+use crate::access::{check_name, corrupt, invalid, namespaced, text_field};
+use crate::identity::getrandom_fill;
+use crate::{Principal, Result, Role, ServiceError};
+use serde::{Deserialize, Serialize};
+use tally_kernel::crypto::kdf::sha256;
+use tally_kernel::{Amount, Id};
+use tally_ledger::Command;
+use tally_proto::effects::Effects;
+use tally_proto::oob::{Certified, Money, Opening, Purpose, Session, Transaction};
+use tally_store::oob::{SessionRow, insert_session};
+use tally_store::{Attachment, Conflict};
+
+/// A session request: `user`, `channel`, `certificate` and the application's fields side by
+/// side (`{"user": "alice", "application": "login"}`). Unknown fields are refused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "serde_json::Map<String, serde_json::Value>")]
+pub struct OpenSession {
+    /// The user (the invariant of the code).
+    pub user: String,
+    /// What for.
+    #[serde(flatten)]
+    pub app: AppRequest,
+    /// Preferred channel B kind among the user's verified addresses.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// A PEM certificate issued by this node's CA whose address extension names channel B
+    /// (instead of the directory).
+    #[serde(default)]
+    pub certificate: Option<String>,
+}
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for OpenSession {
+    type Error = String;
+
+    fn try_from(mut map: serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
+        let mut text = |name: &str| -> Result<Option<String>, String> {
+            match map.remove(name) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(s)) => Ok(Some(s)),
+                Some(_) => Err(format!("`{name}` must be a string")),
+            }
+        };
+        let user = text("user")?.ok_or("missing field `user`")?;
+        let channel = text("channel")?;
+        let certificate = text("certificate")?;
+        let fields = map.len();
+        let app: AppRequest =
+            serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| e.to_string())?;
+        // serde lets fields pass beside a unit variant's tag; refuse them like the others.
+        if matches!(app, AppRequest::Login | AppRequest::Offers) && fields > 1 {
+            return Err(format!("unknown field for application `{}`", app.name()));
+        }
+        Ok(OpenSession {
+            user,
+            app,
+            channel,
+            certificate,
+        })
+    }
+}
+
+/// What opening produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Opened {
+    /// A session waits for the code.
+    Secured {
+        /// The session.
+        session: SessionView,
+        /// True when this replays an earlier request with the same idempotency key.
+        replayed: bool,
+    },
+    /// Below the threshold: executed at once on channel A alone ("normal" transaction).
+    Normal {
+        /// The transfer made.
+        transfer: tally_ledger::Transfer,
+        /// True when this replays an earlier request with the same idempotency key.
+        replayed: bool,
+    },
+}
+
+/// What a session will be, before it opens.
+pub(crate) struct OpenPlan {
+    pub(crate) user: String,
+    pub(crate) opened_by: String,
+    pub(crate) application: &'static str,
+    pub(crate) purpose: Purpose,
+    pub(crate) payload: Payload,
+    pub(crate) money: Option<Money>,
+    pub(crate) channel: String,
+    pub(crate) address: String,
+    pub(crate) client_key: Option<String>,
+    /// More rows to write with the session.
+    pub(crate) extra: Vec<Attachment>,
+}
+
+enum Planned {
+    Secured(Box<OpenPlan>),
+    Normal(Command),
+}
+
+/// The idempotency key of a below-threshold transfer opened with the (namespaced) client key.
+fn normal_key(client_key: &str) -> String {
+    format!("{client_key}:normal")
+}
+
+impl Oob {
+    /// Opens a session. `by` is `None` for the web page (logins and declarations only).
+    pub async fn open(
+        &self,
+        by: Option<&Principal>,
+        idempotency_key: Option<&str>,
+        req: OpenSession,
+    ) -> Result<Opened> {
+        check_name("user", &req.user)?;
+        let client_key = match (by, idempotency_key) {
+            (Some(by), Some(k)) => Some(namespaced(by, k)?),
+            (None, Some(_)) => return Err(ServiceError::Unauthorized),
+            _ => None,
+        };
+        if let Some(key) = &client_key {
+            if let Some(row) = self.core.store().oob_session_by_key(key).await? {
+                return self.replayed_open(&row, &req).await;
+            }
+            if let Some(replay) = self.replayed_normal(key, &req).await? {
+                return Ok(replay);
+            }
+        }
+        let plan = match self.plan(by, &req, client_key.clone()).await {
+            // Anonymous callers (the web page) learn nothing about which users exist or have
+            // an address: both refusals read the same.
+            Err(ServiceError::NotFound { what: "user", .. })
+            | Err(ServiceError::Invalid { field: "user", .. })
+                if by.is_none() =>
+            {
+                return Err(invalid(
+                    "user",
+                    "no code can be sent for this user (unknown, or no verified second channel)",
+                ));
+            }
+            other => other?,
+        };
+        let plan = match plan {
+            Planned::Secured(plan) => plan,
+            Planned::Normal(command) => {
+                let key = match &client_key {
+                    Some(k) => normal_key(k),
+                    None => format!(":oob_normal:{}", Id::new()),
+                };
+                let outcome = self
+                    .core
+                    .commit(key, Effects::ledger(command), Vec::new())
+                    .await?;
+                let replayed = outcome.replayed;
+                let transfer = outcome
+                    .transfer()
+                    .cloned()
+                    .ok_or(ServiceError::IdempotencyKeyReused)?;
+                return Ok(Opened::Normal { transfer, replayed });
+            }
+        };
+        match self.open_with(*plan).await {
+            Ok((session, replayed)) => Ok(Opened::Secured { session, replayed }),
+            // Two retries with one key raced: the loser returns the winner's session.
+            Err(ServiceError::Ledger(tally_ledger::LedgerError::IdempotencyConflict))
+                if client_key.is_some() =>
+            {
+                let key = client_key.as_deref().unwrap_or_default();
+                match self.core.store().oob_session_by_key(key).await? {
+                    Some(row) => self.replayed_open(&row, &req).await,
+                    None => Err(ServiceError::IdempotencyKeyReused),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A retry of a request that ran below the threshold stays that transfer, even if the
+    /// threshold changed meanwhile: money never moves twice for one key.
+    async fn replayed_normal(&self, key: &str, req: &OpenSession) -> Result<Option<Opened>> {
+        let Some(tally_ledger::Event::Transfers { transfers }) =
+            self.core.store().journal_event(&normal_key(key)).await?
+        else {
+            return Ok(None);
+        };
+        let Some(transfer) = transfers.into_iter().next() else {
+            return Ok(None);
+        };
+        let (amount, credit) = match &req.app {
+            AppRequest::Transfer {
+                amount,
+                credit_account,
+                ..
+            } => (*amount, *credit_account),
+            AppRequest::Payment {
+                amount,
+                merchant_account,
+                ..
+            } => (*amount, *merchant_account),
+            _ => return Err(ServiceError::IdempotencyKeyReused),
+        };
+        let same = transfer.amount_minor == amount.minor
+            && transfer.currency == amount.currency
+            && transfer.credit_account == credit;
+        if same {
+            Ok(Some(Opened::Normal {
+                transfer,
+                replayed: true,
+            }))
+        } else {
+            Err(ServiceError::IdempotencyKeyReused)
+        }
+    }
+
+    async fn replayed_open(&self, row: &SessionRow, req: &OpenSession) -> Result<Opened> {
+        let payload: Payload = serde_json::from_str(&row.payload).map_err(corrupt)?;
+        if row.user_id != req.user || payload.app != req.app {
+            return Err(ServiceError::IdempotencyKeyReused);
+        }
+        Ok(Opened::Secured {
+            session: self.present(row).await?,
+            replayed: true,
+        })
+    }
+
+    async fn plan(
+        &self,
+        by: Option<&Principal>,
+        req: &OpenSession,
+        client_key: Option<String>,
+    ) -> Result<Planned> {
+        let user = req.user.as_str();
+        let is_self = |by: Option<&Principal>| by.is_some_and(|b| b.is_admin() || b.owner == user);
+        let payload = Payload {
+            app: req.app.clone(),
+            address_id: None,
+        };
+        let mut money = None;
+        let purpose = match &req.app {
+            AppRequest::Login | AppRequest::Declaration { .. } if by.is_none() => {
+                purpose_simple(&req.app)?
+            }
+            _ if by.is_none() => return Err(ServiceError::Unauthorized),
+            AppRequest::Login | AppRequest::Offers | AppRequest::Declaration { .. } => {
+                if !is_self(by) {
+                    return Err(ServiceError::Forbidden("only the user opens this session"));
+                }
+                purpose_simple(&req.app)?
+            }
+            AppRequest::Transfer {
+                debit_account,
+                credit_account,
+                amount,
+                memo,
+            }
+            | AppRequest::Bet {
+                debit_account,
+                credit_account,
+                stake: amount,
+                bet: memo,
+            } => {
+                if !is_self(by) {
+                    return Err(ServiceError::Forbidden(
+                        "only the user certifies its transfers",
+                    ));
+                }
+                let debit = self.account_of(*debit_account, "debit_account").await?;
+                if debit.owner != user {
+                    return Err(invalid("debit_account", "must be an account of the user"));
+                }
+                let credit = self.account_of(*credit_account, "credit_account").await?;
+                check_money(*amount, debit.currency, credit.currency)?;
+                if memo.len() > 300 {
+                    return Err(invalid("memo", "at most 300 bytes"));
+                }
+                let description = match &req.app {
+                    AppRequest::Bet { .. } => format!("Bet: {memo}"),
+                    _ => memo.clone(),
+                };
+                if matches!(req.app, AppRequest::Transfer { .. })
+                    && !self.secured(&credit.owner, *amount).await?
+                {
+                    return Ok(Planned::Normal(Command::Transfer {
+                        debit_account: *debit_account,
+                        credit_account: *credit_account,
+                        amount_minor: amount.minor,
+                        currency: amount.currency,
+                        timeout_s: None,
+                        memo: description,
+                    }));
+                }
+                money = Some(Money::Transfer {
+                    debit_account: *debit_account,
+                    credit_account: *credit_account,
+                    amount: *amount,
+                    memo: description.clone(),
+                });
+                Purpose::Transaction(Transaction {
+                    amount: *amount,
+                    payer_account: Some(*debit_account),
+                    payee: credit.owner,
+                    payee_account: Some(*credit_account),
+                    description,
+                })
+            }
+            AppRequest::Payment {
+                payer_account,
+                merchant_account,
+                amount,
+                description,
+                terminal,
+            } => {
+                let merchant = self
+                    .merchant_account(
+                        by,
+                        *merchant_account,
+                        "payment sessions are opened by the merchant being paid",
+                    )
+                    .await?;
+                text_field("description", description, 300)?;
+                if let Some(t) = terminal {
+                    text_field("terminal", t, 64)?;
+                }
+                let payer = match payer_account {
+                    Some(a) => *a,
+                    None => self
+                        .core
+                        .store()
+                        .subscriber(user)
+                        .await?
+                        .and_then(|s| s.contract_account)
+                        .ok_or_else(|| {
+                            invalid(
+                                "payer_account",
+                                "the user has no stored account (no contract)",
+                            )
+                        })?,
+                };
+                let payer_row = self.account_of(payer, "payer_account").await?;
+                if payer_row.owner != user {
+                    return Err(invalid("payer_account", "is not an account of this user"));
+                }
+                check_money(*amount, payer_row.currency, merchant.currency)?;
+                let shown = match terminal {
+                    Some(t) => format!("{description} (terminal {t})"),
+                    None => description.clone(),
+                };
+                let memo = format!("payment to {}: {description}", merchant.owner);
+                if !self.secured(&merchant.owner, *amount).await? {
+                    return Ok(Planned::Normal(Command::Transfer {
+                        debit_account: payer,
+                        credit_account: *merchant_account,
+                        amount_minor: amount.minor,
+                        currency: amount.currency,
+                        timeout_s: None,
+                        memo,
+                    }));
+                }
+                money = Some(Money::Hold {
+                    debit_account: payer,
+                    credit_account: *merchant_account,
+                    amount: *amount,
+                    memo,
+                    timeout_s: self.settings.policy.ttl_s + self.settings.hold_grace_s,
+                    pending: None,
+                });
+                Purpose::Transaction(Transaction {
+                    amount: *amount,
+                    payer_account: Some(payer),
+                    payee: merchant.owner.clone(),
+                    payee_account: Some(*merchant_account),
+                    description: shown,
+                })
+            }
+            AppRequest::Trustee {
+                merchant_account,
+                amount,
+                description,
+            } => {
+                let merchant = self
+                    .merchant_account(
+                        by,
+                        *merchant_account,
+                        "trustee payments are opened by the merchant being paid",
+                    )
+                    .await?;
+                text_field("description", description, 300)?;
+                check_money(*amount, merchant.currency, merchant.currency)?;
+                self.trustee_account(amount.currency).await?;
+                Purpose::Transaction(Transaction {
+                    amount: *amount,
+                    payer_account: None,
+                    payee: merchant.owner,
+                    payee_account: Some(*merchant_account),
+                    description: format!("{description} (billed by the operator)"),
+                })
+            }
+            AppRequest::MailSend {
+                recipient,
+                subject,
+                body,
+            } => {
+                if !is_self(by) {
+                    return Err(ServiceError::Forbidden("only the sender sends its mail"));
+                }
+                check_name("recipient", recipient)?;
+                text_field("subject", subject, 200)?;
+                text_field("body", body, super::BODY_LEN_MAX)?;
+                // The recipient must be reachable, or the mail would wait unannounced.
+                self.channel_b(recipient, None).await?;
+                Purpose::Message(Certified {
+                    title: format!("Registered mail to {recipient}: {subject}"),
+                    sha256: hex::encode(sha256(body.as_bytes())),
+                })
+            }
+            AppRequest::MailRetrieve { mail_id } => {
+                if !is_self(by) {
+                    return Err(ServiceError::Forbidden(
+                        "only the recipient retrieves its mail",
+                    ));
+                }
+                let mail = self
+                    .core
+                    .store()
+                    .mail(*mail_id)
+                    .await?
+                    .filter(|m| m.recipient == user && m.kind == "registered")
+                    .ok_or(ServiceError::NotFound {
+                        what: "mail",
+                        id: mail_id.to_string(),
+                    })?;
+                Purpose::Message(Certified {
+                    title: format!(
+                        "Retrieve registered mail from {}: {}",
+                        mail.sender, mail.subject
+                    ),
+                    sha256: hex::encode(sha256(mail.body.as_bytes())),
+                })
+            }
+        };
+        let (channel, address) = match &req.certificate {
+            Some(pem) => self.address_from_certificate(user, pem)?,
+            None => self.channel_b(user, req.channel.as_deref()).await?,
+        };
+        Ok(Planned::Secured(Box::new(OpenPlan {
+            user: user.to_string(),
+            opened_by: by.map_or_else(|| "web".to_string(), |b| b.owner.clone()),
+            application: req.app.name(),
+            purpose,
+            payload,
+            money,
+            channel,
+            address,
+            client_key,
+            extra: Vec::new(),
+        })))
+    }
+
+    /// The merchant's account being paid: the caller must be that merchant (or the operator).
+    async fn merchant_account(
+        &self,
+        by: Option<&Principal>,
+        id: Id,
+        refusal: &'static str,
+    ) -> Result<tally_ledger::Account> {
+        let by = by.ok_or(ServiceError::Unauthorized)?;
+        let merchant = self.account_of(id, "merchant_account").await?;
+        if !by.is_admin() && (by.role != Role::Merchant || merchant.owner != by.owner) {
+            return Err(ServiceError::Forbidden(refusal));
+        }
+        Ok(merchant)
+    }
+
+    async fn account_of(&self, id: Id, field: &'static str) -> Result<tally_ledger::Account> {
+        self.core
+            .store()
+            .account(id)
+            .await?
+            .ok_or_else(|| invalid(field, "no such account"))
+    }
+
+    /// True when `amount` to `payee` needs out-of-band confirmation: above the payee's own
+    /// threshold for the currency, else the operator's, else always.
+    pub async fn secured(&self, payee: &str, amount: Amount) -> Result<bool> {
+        let code = amount.currency.code();
+        let store = self.core.store();
+        let limit = match store.rule(payee, code).await? {
+            Some(l) => l,
+            None => store.rule("operator", code).await?.unwrap_or(0),
+        };
+        Ok(amount.minor > limit)
+    }
+
+    /// The opening step: the machine starts the session (the code message, the payment hold)
+    /// and the session row commits with it, under the per-address quota.
+    pub(crate) async fn open_with(&self, plan: OpenPlan) -> Result<(SessionView, bool)> {
+        let mut number = [0_u8; 16];
+        getrandom_fill(&mut number)?;
+        let now = self.core.now();
+        let (session, effects) = Session::start(
+            Opening {
+                user: plan.user.clone(),
+                purpose: plan.purpose,
+                policy: self.settings.policy,
+                number,
+                money: plan.money,
+                channel: plan.channel.clone(),
+                address: plan.address.clone(),
+            },
+            now,
+            self.key(),
+        )
+        .map_err(oob)?;
+        let row = SessionRow {
+            id: number,
+            user_id: plan.user.clone(),
+            opened_by: plan.opened_by,
+            application: plan.application.into(),
+            state: session.state,
+            attempts: 0,
+            session: serde_json::to_string(&session).map_err(corrupt)?,
+            payload: serde_json::to_string(&plan.payload).map_err(corrupt)?,
+            result: None,
+            channel: plan.channel.clone(),
+            address: plan.address.clone(),
+            client_key: plan.client_key.clone(),
+            created_at: now,
+            expires_at: session.expires_at,
+            updated_at: now,
+            wake_at: session.poll_timeout(),
+        };
+        let effects = effects.renamed(
+            "oob_session_opened",
+            serde_json::json!({ "application": plan.application }),
+        );
+        let since = now.plus_seconds(-self.settings.quota_window_s);
+        let mut rows: Vec<Attachment> = plan.extra;
+        rows.extend(insert_session(&row, since, self.settings.address_quota));
+        let outcome = self
+            .core
+            .commit(open_key(&row), effects, rows)
+            .await
+            .map_err(|e| match e {
+                ServiceError::Conflict(Conflict::Limit(what)) => ServiceError::RateLimited(what),
+                ServiceError::Conflict(Conflict::Taken(_)) => {
+                    invalid("address", "already registered to another user")
+                }
+                other => other,
+            })?;
+        if outcome.replayed {
+            let row = self
+                .core
+                .store()
+                .oob_session_by_key(plan.client_key.as_deref().unwrap_or_default())
+                .await?
+                .ok_or(ServiceError::IdempotencyKeyReused)?;
+            return Ok((self.present(&row).await?, true));
+        }
+        // Known without reading back: a dev message is delivered when it commits, others wait
+        // for the worker; a payment's hold is the opening command's transfer.
+        let delivery = if row.channel == "dev" {
+            "sent"
+        } else {
+            "pending"
+        };
+        let hold = outcome.transfer().map(|t| t.id);
+        Ok((
+            super::view(&row, super::Delivery(delivery.into(), None), hold)?,
+            false,
+        ))
+    }
+}
+
+fn purpose_simple(app: &AppRequest) -> Result<Purpose> {
+    Ok(match app {
+        AppRequest::Declaration { title, form } => {
+            text_field("title", title, 200)?;
+            text_field("form", form, super::BODY_LEN_MAX)?;
+            Purpose::Message(Certified {
+                title: format!("Declaration: {title}"),
+                sha256: hex::encode(sha256(form.as_bytes())),
+            })
+        }
+        AppRequest::Offers => Purpose::Message(Certified {
+            title: "Open your offers mailbox".into(),
+            sha256: hex::encode(sha256(b"offers")),
+        }),
+        _ => Purpose::Login,
+    })
+}

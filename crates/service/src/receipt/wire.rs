@@ -1,0 +1,207 @@
+//! The requests and answers of signed receipts: what callers send and what they are shown.
+
+use serde::{Deserialize, Serialize};
+use tally_kernel::Timestamp;
+use tally_proto::receipt::exchange::Standing;
+use tally_proto::receipt::flow::ReceiptState;
+
+/// What a client needs to know about the node's receipt service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReceiptNodeView {
+    /// Field 2 of every receipt: hex SHA-256 of the server key.
+    pub server_id: String,
+    /// The receipt server's Ed25519 key, hex.
+    pub server_key: String,
+    /// Its certificate from the node CA, PEM.
+    pub server_certificate: String,
+    /// The node CA's certificate, PEM (the trust anchor of `tally receipt verify`).
+    pub ca_certificate: String,
+    /// The node's BLS key for proxy signatures in fair exchange (put it in warrants), hex.
+    pub proxy_bls_key: String,
+    /// The arbiter's public key (verifiable escrows are encrypted to it), hex.
+    pub arbiter_key: String,
+}
+
+/// A token issue as requested (admin).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewToken {
+    /// The holder's name (a party; the API-key owner it acts as).
+    pub holder: String,
+    /// `customer`, `merchant` or `manager`.
+    pub role: String,
+    /// The holder's Ed25519 public key, hex.
+    pub public_key: String,
+    /// The holder's BLS public key for fair exchange, hex.
+    pub bls_key: Option<String>,
+    /// Number of receipt slots (1..=1024, default 16).
+    pub slots: Option<u16>,
+    /// Certificate validity in days (default 365).
+    pub days: Option<u32>,
+}
+
+/// An issued token: everything to personalise it. `app_key` is secret (and left out of
+/// `Debug`).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct IssuedToken {
+    /// Hex serial.
+    pub serial: String,
+    /// Holder.
+    pub holder: String,
+    /// Slots.
+    pub slots: i64,
+    /// The token's application key, hex (derived from the master key and the serial).
+    pub app_key: String,
+    /// The holder's certificate, PEM.
+    pub certificate: String,
+    /// Issued.
+    pub created_at: Timestamp,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("serial", &self.serial)
+            .field("holder", &self.holder)
+            .field("slots", &self.slots)
+            .field("app_key", &"<secret>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A token as listed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenView {
+    /// Hex serial.
+    pub serial: String,
+    /// Holder.
+    pub holder: String,
+    /// Slots.
+    pub slots: i64,
+    /// Signed receipts written to it and not acknowledged yet.
+    pub unacked: usize,
+    /// Issued.
+    pub created_at: Timestamp,
+}
+
+/// A warrant as listed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WarrantView {
+    /// Certificate serial, hex.
+    pub serial: String,
+    /// Who signed it.
+    pub issuer: String,
+    /// `*` (any) or the names.
+    pub counterparties: String,
+    /// Valid from.
+    pub not_before: Timestamp,
+    /// Valid until.
+    pub not_after: Timestamp,
+    /// Revoked at.
+    pub revoked_at: Option<Timestamp>,
+    /// The warrant, PEM.
+    pub certificate: String,
+}
+
+/// A receipt offer as requested.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewReceipt {
+    /// The record: plain text, shown to the signer as it is.
+    pub record: String,
+    /// Party A (the node signs for it under its warrant).
+    pub party_a: String,
+    /// Party B (the client who signs).
+    pub party_b: String,
+    /// Fair exchange through the arbiter (BLS signatures, version 2).
+    #[serde(default)]
+    pub fair: bool,
+    /// B has warranted the node too: sign both sides now.
+    #[serde(default)]
+    pub proxy_b: bool,
+}
+
+/// A receipt at any step, as its parties see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReceiptView {
+    /// Transaction id (field 3).
+    pub transaction: u64,
+    /// Version (1 Ed25519, 2 BLS).
+    pub version: u8,
+    /// Field 2, hex.
+    pub server_id: String,
+    /// Field 4, seconds since the epoch.
+    pub time: i64,
+    /// Field 5, hex.
+    pub content_hash: String,
+    /// Party A's name.
+    pub party_a: String,
+    /// Party B's name.
+    pub party_b: String,
+    /// Field 6, hex.
+    pub party_a_fingerprint: String,
+    /// Field 7, hex.
+    pub party_b_fingerprint: String,
+    /// The record.
+    pub record: String,
+    /// Fair exchange.
+    pub fair: bool,
+    /// Where it stands.
+    pub state: ReceiptState,
+    /// Warrant of A's proxy signature.
+    pub warrant_a: Option<String>,
+    /// Warrant of B's proxy signature.
+    pub warrant_b: Option<String>,
+    /// The node's non-verifiable escrow of A's signature, hex (fair exchange).
+    pub escrow_a: Option<String>,
+    /// A's signature over fields 1–7, hex, once released to B (after B's escrow in a fair
+    /// exchange, with the complete receipt otherwise).
+    pub signature_a: Option<String>,
+    /// B's signature, hex, once received.
+    pub signature_b: Option<String>,
+    /// The server's signature over fields 1–5, hex, once complete.
+    pub signature_server: Option<String>,
+    /// The complete core, hex (once signed).
+    pub core: Option<String>,
+    /// Hex SHA-256 of the core.
+    pub digest: Option<String>,
+    /// The receipt number to ack (once written).
+    pub receipt_number: Option<u64>,
+    /// The sealed secure write, hex (until acked).
+    pub write: Option<String>,
+    /// How often the write was sent (the first time and counted retries).
+    pub write_attempts: i64,
+    /// When the write was acked.
+    pub acked_at: Option<Timestamp>,
+}
+
+/// B's token write request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WriteRequest {
+    /// Token serial, hex.
+    pub serial: String,
+    /// The token's fresh challenge, hex (32 bytes).
+    pub challenge: String,
+    /// The slot the token reserved.
+    pub slot: u16,
+}
+
+/// B's signature (and token write request).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignReceipt {
+    /// B's signature over fields 1–7, hex.
+    pub signature_b: String,
+    /// Where to write the short receipt.
+    pub token: Option<WriteRequest>,
+}
+
+/// What the arbiter answered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArbiterView {
+    /// The transaction.
+    pub transaction: u64,
+    /// Where the exchange stands at the arbiter.
+    pub decision: Standing,
+    /// The other party's signature, hex, when the decision gives one.
+    pub signature: Option<String>,
+    /// The receipt after the decision.
+    pub receipt: ReceiptView,
+}
