@@ -584,9 +584,9 @@ async fn measure_auth(
             let (node, admin) = (node.clone(), admin.clone());
             async move {
                 // The dev inbox is named after the user.
-                let view = node.address_add(&admin, user, "dev", user).await?;
+                let view = node.oob().address_add(&admin, user, "dev", user).await?;
                 let code = code_of(&node, &admin, user, &view.session).await?;
-                node.oob_verify(&view.session, &code, None).await?;
+                node.oob().verify(&view.session, &code, None).await?;
                 anyhow::Ok(())
             }
         });
@@ -614,7 +614,8 @@ async fn measure_auth(
                 let user = &users[mine[turn % mine.len()]];
                 turn += 1;
                 let opened = node
-                    .oob_open(
+                    .oob()
+                    .open(
                         Some(&admin),
                         None,
                         OpenSession {
@@ -629,8 +630,10 @@ async fn measure_auth(
                     anyhow::bail!("a login was executed without a code");
                 };
                 let code = code_of(&node, &admin, user, &session.session).await?;
-                let verified = node.oob_verify(&session.session, &code, None).await?;
-                if verified.token.is_none() || verified.session.state != "verified" {
+                let verified = node.oob().verify(&session.session, &code, None).await?;
+                if verified.token.is_none()
+                    || verified.session.state != tally_proto::oob::State::Verified
+                {
                     anyhow::bail!(
                         "session {} verified without an access token",
                         session.session

@@ -179,7 +179,7 @@ pub async fn run(args: ReceiptsBench) -> anyhow::Result<ExitCode> {
 }
 
 async fn set_up(node: &Node, admin: &Principal, clients: usize) -> anyhow::Result<Shared> {
-    let view = node.receipt_node();
+    let view = node.receipts().node_view();
     let server_key =
         VerifyingKey::from_hex(&view.server_key).map_err(|e| anyhow::anyhow!("{e}"))?;
     let proxy_bls =
@@ -187,19 +187,20 @@ async fn set_up(node: &Node, admin: &Principal, clients: usize) -> anyhow::Resul
     let arbiter =
         ArbiterPublicKey::from_hex(&view.arbiter_key).map_err(|e| anyhow::anyhow!("{e}"))?;
     let token = async |name: &str, role: &str, key: &SigningKey, bls: &BlsSecretKey| {
-        node.token_issue(
-            admin,
-            &format!("bench-token-{name}"),
-            NewToken {
-                holder: name.into(),
-                role: role.into(),
-                public_key: key.verifying_key().to_hex(),
-                bls_key: Some(bls.public_key().to_hex()),
-                slots: Some(1),
-                days: Some(30),
-            },
-        )
-        .await
+        node.receipts()
+            .token_issue(
+                admin,
+                &format!("bench-token-{name}"),
+                NewToken {
+                    holder: name.into(),
+                    role: role.into(),
+                    public_key: key.verifying_key().to_hex(),
+                    bls_key: Some(bls.public_key().to_hex()),
+                    slots: Some(1),
+                    days: Some(30),
+                },
+            )
+            .await
     };
     let (bob_key, bob_bls) = (SigningKey::generate(), BlsSecretKey::generate());
     let issued = token("bob", "manager", &bob_key, &bob_bls).await?.0;
@@ -223,7 +224,7 @@ async fn set_up(node: &Node, admin: &Principal, clients: usize) -> anyhow::Resul
         now.plus_seconds(86_400),
     )
     .map_err(|e| anyhow::anyhow!("warrant: {e}"))?;
-    node.warrant_add(&bob, &warrant.to_pem()).await?;
+    node.receipts().warrant_add(&bob, &warrant.to_pem()).await?;
     let bar = crate::progress_bar(clients as u64, "issuing tokens");
     let mut customers = Vec::with_capacity(clients);
     for i in 0..clients {
@@ -256,7 +257,8 @@ async fn one(s: &Shared, c: &Customer, n: u64, fair: bool) -> anyhow::Result<()>
     let record = format!("Order {n} for {}\nTotal 1.00 EUR\n", c.principal.owner);
     let (offer, _) = s
         .node
-        .receipt_offer(
+        .receipts()
+        .offer(
             &s.bob,
             &format!("bench-{}-{n}-{fair}", c.principal.owner),
             NewReceipt {
@@ -278,7 +280,8 @@ async fn one(s: &Shared, c: &Customer, n: u64, fair: bool) -> anyhow::Result<()>
         let ves = bls::encrypt_signature(&c.bls, &s.arbiter, receipt::PARTY_DOMAIN, &msg);
         let escrowed = s
             .node
-            .receipt_escrow(&c.principal, f.transaction, &ves.to_hex())
+            .receipts()
+            .escrow(&c.principal, f.transaction, &ves.to_hex())
             .await?;
         let sig_a = bls::BlsSignature::from_hex(
             escrowed
@@ -296,7 +299,8 @@ async fn one(s: &Shared, c: &Customer, n: u64, fair: bool) -> anyhow::Result<()>
     };
     let signed = s
         .node
-        .receipt_sign(
+        .receipts()
+        .sign(
             &c.principal,
             f.transaction,
             SignReceipt {

@@ -782,7 +782,7 @@ pub async fn subscriber(cmd: SubscriberCommand) -> anyhow::Result<ExitCode> {
                     .context("the node answered without a private key")?
                     .to_string(),
             );
-            tally_service::node::write_private_file(&key_path, key.expose().as_bytes())?;
+            tally_service::identity::write_private_file(&key_path, key.expose().as_bytes())?;
             std::fs::write(&pem_path, certificate)
                 .with_context(|| format!("writing {}", pem_path.display()))?;
             println!(

@@ -585,7 +585,7 @@ fn sync_parent(path: &Path) {
 fn replace_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = temp_path(path);
     let _ = std::fs::remove_file(&tmp);
-    tally_service::node::write_private_file(&tmp, bytes)?;
+    tally_service::identity::write_private_file(&tmp, bytes)?;
     if let Err(e) = std::fs::rename(&tmp, path) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e).with_context(|| format!("renaming onto {}", path.display()));
@@ -599,7 +599,7 @@ fn replace_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 fn create_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = temp_path(path);
     let _ = std::fs::remove_file(&tmp);
-    tally_service::node::write_private_file(&tmp, bytes)?;
+    tally_service::identity::write_private_file(&tmp, bytes)?;
     let linked = std::fs::hard_link(&tmp, path);
     let _ = std::fs::remove_file(&tmp);
     match linked {
@@ -1524,7 +1524,7 @@ async fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
     }
     if view.fair {
         // Blocks 305–309: escrow B's signature for the arbiter, receive A's, check it.
-        let released = if view.state == "escrowed" {
+        let released = if view.state == tally_proto::receipt::flow::ReceiptState::Escrowed {
             // An earlier run escrowed already (a VES is randomised: it cannot be re-sent).
             Ok(view.signature_a.clone())
         } else {

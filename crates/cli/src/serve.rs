@@ -190,7 +190,7 @@ async fn tls_config(
             std::fs::remove_file(old).with_context(|| format!("replacing {}", old.display()))?;
         }
     }
-    tally_service::node::write_private_file(&key_path, key_pem.expose().as_bytes())?;
+    tally_service::identity::write_private_file(&key_path, key_pem.expose().as_bytes())?;
     std::fs::write(&cert_path, id.certificate.to_pem())?;
     Ok(Some(
         RustlsConfig::from_pem_file(&cert_path, &key_path)

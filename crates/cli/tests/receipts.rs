@@ -490,7 +490,7 @@ fn token_sync_stores_and_acks_a_write_whose_ack_was_lost() {
     // Lost before the token stored it.
     let tx = s.offer("Order 5005\n", &[]);
     let signed = sign_without_ack(tx);
-    assert_eq!(signed.state, "signed");
+    assert_eq!(signed.state.as_str(), "signed");
     let listed = ok(s.run(&s.alice, &["token", "list"]));
     assert!(listed.contains("1 unacknowledged"), "{listed}");
     let out = ok(s.run(&s.alice, &["token", "sync", "--file", "alice.token"]));

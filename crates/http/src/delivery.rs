@@ -75,7 +75,11 @@ pub async fn create_product(
     key: IdempotencyKey,
     ApiJson(body): ApiJson<NewProduct>,
 ) -> Result<Response, ApiError> {
-    let (p, replayed) = state.node.product_create(&by, &key.0, body).await?;
+    let (p, replayed) = state
+        .node
+        .delivery()
+        .product_create(&by, &key.0, body)
+        .await?;
     let location = format!("/v1/products/{}", p.id);
     Ok(written(p, replayed, Some(location)))
 }
@@ -90,7 +94,7 @@ pub async fn products(
     State(state): State<AppState>,
     Caller(_by): Caller,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.products().await?).into_response())
+    Ok(Json(state.node.delivery().products().await?).into_response())
 }
 
 /// A product.
@@ -105,7 +109,7 @@ pub async fn product(
     Caller(_by): Caller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.product(Id(id)).await?).into_response())
+    Ok(Json(state.node.delivery().product(Id(id)).await?).into_response())
 }
 
 /// Upload an entry of a draft product: the body is sealed as it arrives.
@@ -130,6 +134,7 @@ pub async fn upload_entry(
     let kind = q.kind.as_deref().unwrap_or("product");
     let entry = state
         .node
+        .delivery()
         .product_upload(&by, Id(id), &name, kind, reader)
         .await?;
     Ok(Json(entry).into_response())
@@ -147,7 +152,7 @@ pub async fn publish_product(
     Caller(by): Caller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.product_publish(&by, Id(id)).await?).into_response())
+    Ok(Json(state.node.delivery().product_publish(&by, Id(id)).await?).into_response())
 }
 
 /// Take a product off sale (sold packages stay downloadable).
@@ -162,7 +167,7 @@ pub async fn withdraw_product(
     Caller(by): Caller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.product_withdraw(&by, Id(id)).await?).into_response())
+    Ok(Json(state.node.delivery().product_withdraw(&by, Id(id)).await?).into_response())
 }
 
 /// Buy a product: the reference file is stored and the package made ready.
@@ -179,7 +184,7 @@ pub async fn buy(
     key: IdempotencyKey,
     ApiJson(body): ApiJson<NewSale>,
 ) -> Result<Response, ApiError> {
-    let (sale, replayed) = state.node.buy(&by, &key.0, body).await?;
+    let (sale, replayed) = state.node.delivery().buy(&by, &key.0, body).await?;
     let location = format!("/v1/sales/{}", sale.id);
     Ok(written(sale, replayed, Some(location)))
 }
@@ -196,7 +201,7 @@ pub async fn sale(
     Caller(by): Caller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.sale(&by, Id(id)).await?).into_response())
+    Ok(Json(state.node.delivery().sale(&by, Id(id)).await?).into_response())
 }
 
 /// A sale by its reference code.
@@ -211,7 +216,7 @@ pub async fn sale_by_reference(
     Caller(by): Caller,
     ApiPath(code): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.sale_by_reference(&by, &code).await?).into_response())
+    Ok(Json(state.node.delivery().sale_by_reference(&by, &code).await?).into_response())
 }
 
 /// Download a sale's package; `Range: bytes=N-` resumes.
@@ -227,7 +232,7 @@ pub async fn package(
     ApiPath(id): ApiPath<Uuid>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let parts = state.node.package(&by, Id(id)).await?;
+    let parts = state.node.delivery().package(&by, Id(id)).await?;
     let etag = format!("\"{}\"", parts.digest);
     let range = match headers.get(header::RANGE) {
         None => None,
@@ -395,7 +400,7 @@ pub async fn acknowledge(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<Acknowledge>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.acknowledge(&by, Id(id), body).await?).into_response())
+    Ok(Json(state.node.delivery().acknowledge(&by, Id(id), body).await?).into_response())
 }
 
 /// Pay a sale from an account on this ledger, quoting its reference code.
@@ -412,7 +417,11 @@ pub async fn pay(
     key: IdempotencyKey,
     ApiJson(body): ApiJson<PayReference>,
 ) -> Result<Response, ApiError> {
-    let p = state.node.pay_reference(&by, &key.0, body).await?;
+    let p = state
+        .node
+        .delivery()
+        .pay_reference(&by, &key.0, body)
+        .await?;
     let replayed = p.replayed;
     let location = format!("/v1/payments/{}", p.id);
     Ok(written(p, replayed, Some(location)))
@@ -432,7 +441,7 @@ pub async fn set_receiver(
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<ReceiverConfig>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.receiver_set(&by, &name, body).await?).into_response())
+    Ok(Json(state.node.delivery().receiver_set(&by, &name, body).await?).into_response())
 }
 
 /// A receiver's signed payment notification (no API key: the signature is the credential).
@@ -457,6 +466,7 @@ pub async fn notification(
     };
     let p = state
         .node
+        .delivery()
         .receive_notification(
             &name,
             &body,
@@ -479,7 +489,7 @@ pub async fn sale_key(
     Caller(by): Caller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    let key = state.node.sale_key(&by, Id(id)).await?;
+    let key = state.node.delivery().sale_key(&by, Id(id)).await?;
     let mut res = Json(key).into_response();
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -498,7 +508,7 @@ pub async fn complaint(
     Caller(by): Caller,
     ApiJson(body): ApiJson<Complaint>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.complain(&by, body).await?).into_response())
+    Ok(Json(state.node.delivery().complain(&by, body).await?).into_response())
 }
 
 /// Refund a payment that released no key (operator or the merchant).
@@ -513,7 +523,7 @@ pub async fn refund(
     Caller(by): Caller,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.refund(&by, Id(id)).await?).into_response())
+    Ok(Json(state.node.delivery().refund(&by, Id(id)).await?).into_response())
 }
 
 /// The producer's sales report, JSON or CSV.
@@ -535,7 +545,7 @@ pub async fn report(
         from: time("from", q.from.as_deref())?,
         to: time("to", q.to.as_deref())?,
     };
-    let rows = state.node.sales_report(&by, filter).await?;
+    let rows = state.node.delivery().sales_report(&by, filter).await?;
     match q.format.as_deref() {
         None | Some("json") => Ok(Json(rows).into_response()),
         Some("csv") => Ok((

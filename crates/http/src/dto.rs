@@ -92,9 +92,9 @@ pub struct OpenAccountRequest {
     pub credits_must_not_exceed_debits: Option<bool>,
 }
 
-impl From<OpenAccountRequest> for tally_service::node::OpenAccount {
+impl From<OpenAccountRequest> for tally_service::ledger_ops::OpenAccount {
     fn from(r: OpenAccountRequest) -> Self {
-        tally_service::node::OpenAccount {
+        tally_service::ledger_ops::OpenAccount {
             owner: r.owner,
             currency: r.currency,
             kind: r.kind.map(AccountKind::from),
@@ -190,9 +190,9 @@ pub struct NotifyDto {
     pub address: String,
 }
 
-impl From<NotifyDto> for tally_service::node::Notify {
+impl From<NotifyDto> for tally_service::ledger_ops::Notify {
     fn from(n: NotifyDto) -> Self {
-        tally_service::node::Notify {
+        tally_service::ledger_ops::Notify {
             channel: n.channel,
             address: n.address,
         }
@@ -225,13 +225,13 @@ impl TransferRequest {
     pub fn into_order(
         self,
         timeout_s: Option<i64>,
-    ) -> Result<tally_service::node::TransferOrder, ApiError> {
+    ) -> Result<tally_service::ledger_ops::TransferOrder, ApiError> {
         let amount = parse_amount(
             self.amount.as_deref(),
             self.amount_minor,
             self.currency.as_deref(),
         )?;
-        Ok(tally_service::node::TransferOrder {
+        Ok(tally_service::ledger_ops::TransferOrder {
             debit_account: tally_kernel::Id(self.debit_account),
             credit_account: tally_kernel::Id(self.credit_account),
             amount,
@@ -268,7 +268,7 @@ pub struct HoldRequest {
 
 impl HoldRequest {
     /// The order for the service.
-    pub fn into_order(self) -> Result<tally_service::node::TransferOrder, ApiError> {
+    pub fn into_order(self) -> Result<tally_service::ledger_ops::TransferOrder, ApiError> {
         let timeout_s = Some(self.timeout_s);
         TransferRequest {
             debit_account: self.debit_account,
@@ -360,7 +360,7 @@ pub struct ExchangeRequest {
     pub memo: Option<String>,
 }
 
-impl TryFrom<ExchangeRequest> for tally_service::node::ExchangeOrder {
+impl TryFrom<ExchangeRequest> for tally_service::ledger_ops::ExchangeOrder {
     type Error = ApiError;
     fn try_from(r: ExchangeRequest) -> Result<Self, ApiError> {
         let currency = r
@@ -369,7 +369,7 @@ impl TryFrom<ExchangeRequest> for tally_service::node::ExchangeOrder {
             .map(Currency::from_code)
             .transpose()
             .map_err(|e| ApiError::invalid_field("currency", e))?;
-        Ok(tally_service::node::ExchangeOrder {
+        Ok(tally_service::ledger_ops::ExchangeOrder {
             debit_account: tally_kernel::Id(r.debit_account),
             credit_account: tally_kernel::Id(r.credit_account),
             amount_minor: r.amount_minor,

@@ -20,12 +20,12 @@ use tally_kernel::MoneyError;
 use tally_ledger::LedgerError;
 use tally_proto::delivery::notification::NotificationError;
 use tally_proto::oob::OobError;
-use tally_service::ServiceError;
-use tally_service::delivery::DeliveryError;
 use tally_proto::receipt::ReceiptError;
 use tally_proto::receipt::exchange::Refusal;
+use tally_service::ServiceError;
+use tally_service::delivery::DeliveryError;
 use tally_service::receipt::ReceiptServiceError;
-use tally_store::StoreError;
+use tally_store::{Conflict, StoreError};
 use utoipa::ToSchema;
 
 /// Stable error codes. The string form (snake_case) is the API contract; the status is the
@@ -507,6 +507,16 @@ impl From<ServiceError> for ApiError {
                 e.message = why.to_string();
                 e
             }
+            ServiceError::Conflict(c) => match c {
+                Conflict::Limit(why) => {
+                    let mut e = ApiError::rate_limited(60);
+                    e.message = why.to_string();
+                    e
+                }
+                Conflict::Moved(why) | Conflict::Revoked(why) | Conflict::Taken(why) => {
+                    ApiError::new(ErrorCode::Conflict, why)
+                }
+            },
             ServiceError::Store(s) => ApiError::from(s),
             ServiceError::Setup(s) => ApiError::internal(&s),
         }
@@ -587,7 +597,7 @@ impl From<StoreError> for ApiError {
             // Unreachable database, exhausted pool, failed transaction: the request did not
             // happen (or is safe to retry with the same key), so clients may retry.
             StoreError::Database(_) | StoreError::WriterGone => ApiError::unavailable(&e),
-            StoreError::Conflict(what) => ApiError::new(ErrorCode::Conflict, what),
+            StoreError::Conflict(what) => ApiError::new(ErrorCode::Conflict, what.what()),
             StoreError::Corrupt(_) | StoreError::BadUrl(_) => ApiError::internal(&e),
         }
     }

@@ -19,7 +19,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 use tally_service::Principal;
-use tally_service::node::CLIENT_KEY_LEN_MAX;
+use tally_service::access::CLIENT_KEY_LEN_MAX;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorCode};

@@ -97,7 +97,10 @@ pub fn router(node: Node, options: HttpOptions) -> Router {
 }
 
 /// The body limit and the request timeout, for every route that does not stream.
-fn bounded<S: Clone + Send + Sync + 'static>(routes: Router<S>, options: &HttpOptions) -> Router<S> {
+fn bounded<S: Clone + Send + Sync + 'static>(
+    routes: Router<S>,
+    options: &HttpOptions,
+) -> Router<S> {
     routes
         .layer(DefaultBodyLimit::max(options.body_limit_bytes))
         .layer(RequestBodyLimitLayer::new(options.body_limit_bytes))
@@ -114,33 +117,33 @@ fn layered(app: Router, options: &HttpOptions) -> Router {
         options.rate_limit_burst,
     ));
     app.layer(axum::middleware::from_fn_with_state(
-            limit,
-            middleware::rate_limit,
-        ))
-        .layer(CatchPanicLayer::custom(middleware::panic_response))
-        .layer(axum::middleware::from_fn(middleware::normalise_errors))
-        // HTML pages pass `normalise_errors` as 200 and get their real status back here.
-        .layer(axum::middleware::from_fn(middleware::record_metrics))
-        .layer(PropagateRequestIdLayer::new(HeaderName::from_static(
-            "x-request-id",
-        )))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(middleware::request_span)
-                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO))
-                .on_failure(DefaultOnFailure::new().level(tracing::Level::ERROR)),
-        )
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            header::AUTHORIZATION,
-            header::COOKIE,
-        ]))
-        .layer(SetRequestIdLayer::new(
-            HeaderName::from_static("x-request-id"),
-            MakeRequestUuid,
-        ))
-        .layer(axum::middleware::map_request(
-            middleware::sanitise_request_id,
-        ))
+        limit,
+        middleware::rate_limit,
+    ))
+    .layer(CatchPanicLayer::custom(middleware::panic_response))
+    .layer(axum::middleware::from_fn(middleware::normalise_errors))
+    // HTML pages pass `normalise_errors` as 200 and get their real status back here.
+    .layer(axum::middleware::from_fn(middleware::record_metrics))
+    .layer(PropagateRequestIdLayer::new(HeaderName::from_static(
+        "x-request-id",
+    )))
+    .layer(
+        TraceLayer::new_for_http()
+            .make_span_with(middleware::request_span)
+            .on_response(DefaultOnResponse::new().level(tracing::Level::INFO))
+            .on_failure(DefaultOnFailure::new().level(tracing::Level::ERROR)),
+    )
+    .layer(SetSensitiveRequestHeadersLayer::new([
+        header::AUTHORIZATION,
+        header::COOKIE,
+    ]))
+    .layer(SetRequestIdLayer::new(
+        HeaderName::from_static("x-request-id"),
+        MakeRequestUuid,
+    ))
+    .layer(axum::middleware::map_request(
+        middleware::sanitise_request_id,
+    ))
 }
 
 /// The route table. Every API route here is in [`openapi`] (a test checks both directions);
@@ -225,10 +228,19 @@ fn routes() -> Router<AppState> {
         .route("/v1/payments/{id}/refund", post(delivery::refund))
         .route("/v1/reports/sales", get(delivery::report))
         .route("/v1/receipts/node", get(receipts::node))
-        .route("/v1/tokens", post(receipts::issue_token).get(receipts::tokens))
+        .route(
+            "/v1/tokens",
+            post(receipts::issue_token).get(receipts::tokens),
+        )
         .route("/v1/tokens/{serial}/writes", get(receipts::token_writes))
-        .route("/v1/warrants", post(receipts::add_warrant).get(receipts::warrants))
-        .route("/v1/warrants/{serial}/revoke", post(receipts::revoke_warrant))
+        .route(
+            "/v1/warrants",
+            post(receipts::add_warrant).get(receipts::warrants),
+        )
+        .route(
+            "/v1/warrants/{serial}/revoke",
+            post(receipts::revoke_warrant),
+        )
         .route("/v1/receipts", post(receipts::offer).get(receipts::list))
         .route("/v1/receipts/{transaction}", get(receipts::receipt))
         .route("/v1/receipts/{transaction}/escrow", post(receipts::escrow))

@@ -17,7 +17,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tally_kernel::{Amount, Id, Timestamp};
 use tally_proto::oob::Transaction;
-use tally_service::oob::{OpenSession, Opened, amount_text};
+use tally_service::access::amount_text;
+use tally_service::oob::{OpenSession, Opened};
 use uuid::Uuid;
 
 use crate::AppState;
@@ -149,6 +150,7 @@ pub async fn upsert_subscriber(
 ) -> Result<StatusCode, ApiError> {
     state
         .node
+        .oob()
         .subscriber_upsert(&by, &user, body.contract_account.map(Id))
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -170,6 +172,7 @@ pub async fn add_address(
 ) -> Result<Response, ApiError> {
     let view = state
         .node
+        .oob()
         .address_add(&by, &user, &body.channel, &body.address)
         .await?;
     let location = format!("/v1/oob/sessions/{}", view.session);
@@ -188,7 +191,7 @@ pub async fn addresses(
     Caller(by): Caller,
     ApiPath(user): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.addresses(&by, &user).await?).into_response())
+    Ok(Json(state.node.oob().addresses(&by, &user).await?).into_response())
 }
 
 /// Issue a certificate naming the user's channel B address (operator only).
@@ -205,7 +208,7 @@ pub async fn issue_certificate(
     ApiPath(user): ApiPath<String>,
     ApiJson(body): ApiJson<CertificateRequest>,
 ) -> Result<Response, ApiError> {
-    let (certificate, key) = state.node.issue_address_certificate(
+    let (certificate, key) = state.node.oob().issue_address_certificate(
         &by,
         &user,
         &body.channel,
@@ -234,7 +237,7 @@ pub async fn open_session(
     ApiJson(body): ApiJson<OpenSession>,
 ) -> Result<Response, ApiError> {
     let key = key.as_ref().map(|k| k.0.as_str());
-    let opened = state.node.oob_open(Some(&by), key, body).await?;
+    let opened = state.node.oob().open(Some(&by), key, body).await?;
     let (replayed, location) = match &opened {
         Opened::Secured { session, replayed } => (
             *replayed,
@@ -257,7 +260,7 @@ pub async fn session(
     State(state): State<AppState>,
     ApiPath(number): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.oob_session(&number).await?).into_response())
+    Ok(Json(state.node.oob().session(&number).await?).into_response())
 }
 
 /// Type the code back.
@@ -274,7 +277,8 @@ pub async fn verify(
 ) -> Result<Response, ApiError> {
     let verified = state
         .node
-        .oob_verify(&number, &body.code, body.confirm.as_ref())
+        .oob()
+        .verify(&number, &body.code, body.confirm.as_ref())
         .await?;
     Ok(Json(VerifyResponse {
         session: verified.session,
@@ -293,7 +297,7 @@ pub async fn cancel(
     State(state): State<AppState>,
     ApiPath(number): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.oob_cancel(&number).await?).into_response())
+    Ok(Json(state.node.oob().cancel(&number).await?).into_response())
 }
 
 /// A user's sessions.
@@ -308,7 +312,7 @@ pub async fn sessions(
     Caller(by): Caller,
     ApiQuery(q): ApiQuery<UserQuery>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.oob_sessions(&by, &q.user).await?).into_response())
+    Ok(Json(state.node.oob().sessions(&by, &q.user).await?).into_response())
 }
 
 /// The protected resource of the login application: who the access token belongs to.
@@ -326,7 +330,7 @@ pub async fn whoami(
             "send `Authorization: Bearer <access token>` from a login session",
         )
     })?;
-    let (user, expires_at) = state.node.token_user(token).await?;
+    let (user, expires_at) = state.node.oob().token_user(token).await?;
     Ok(Json(serde_json::json!({ "user": user, "expires_at": expires_at })).into_response())
 }
 
@@ -342,7 +346,7 @@ pub async fn certificates(
     Caller(by): Caller,
     ApiQuery(q): ApiQuery<UserQuery>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.certificates(&by, &q.user).await?).into_response())
+    Ok(Json(state.node.oob().certificates(&by, &q.user).await?).into_response())
 }
 
 /// Mail for and from a user.
@@ -357,7 +361,7 @@ pub async fn mailbox(
     Caller(by): Caller,
     ApiQuery(q): ApiQuery<UserQuery>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.mailbox(&by, &q.user).await?).into_response())
+    Ok(Json(state.node.oob().mailbox(&by, &q.user).await?).into_response())
 }
 
 /// A merchant leaves an offer in a user's mailbox.
@@ -374,6 +378,7 @@ pub async fn deposit_offer(
 ) -> Result<Response, ApiError> {
     let id = state
         .node
+        .oob()
         .deposit_offer(&by, &body.recipient, &body.subject, &body.body)
         .await?;
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response())
@@ -395,7 +400,7 @@ pub async fn statement(
     let now = Timestamp::now();
     let to = time_param("to", q.to.as_deref(), now.plus_seconds(1))?;
     let from = time_param("from", q.from.as_deref(), to.plus_seconds(-31 * 86_400))?;
-    Ok(Json(state.node.statement(&by, &user, from, to).await?).into_response())
+    Ok(Json(state.node.oob().statement(&by, &user, from, to).await?).into_response())
 }
 
 /// Set a threshold rule.
@@ -412,7 +417,11 @@ pub async fn set_rule(
     ApiPath(owner): ApiPath<String>,
     ApiJson(body): ApiJson<RuleRequest>,
 ) -> Result<StatusCode, ApiError> {
-    state.node.set_rule(&by, &owner, body.secured_above).await?;
+    state
+        .node
+        .oob()
+        .set_rule(&by, &owner, body.secured_above)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -429,5 +438,5 @@ pub async fn settle(
     ApiJson(body): ApiJson<SettleRequest>,
 ) -> Result<Response, ApiError> {
     let until = time_param("until", body.until.as_deref(), Timestamp::now())?;
-    Ok(Json(state.node.settle_trustee(&by, until).await?).into_response())
+    Ok(Json(state.node.oob().settle_trustee(&by, until).await?).into_response())
 }

@@ -53,7 +53,7 @@ pub struct ResolveBody {
     security(("api_key" = []))
 )]
 pub async fn node(State(state): State<AppState>, Caller(_by): Caller) -> Response {
-    Json(state.node.receipt_node()).into_response()
+    Json(state.node.receipts().node_view()).into_response()
 }
 
 /// Issue a token (operator): certifies the holder's keys, returns the application key once.
@@ -70,7 +70,7 @@ pub async fn issue_token(
     key: IdempotencyKey,
     ApiJson(body): ApiJson<NewToken>,
 ) -> Result<Response, ApiError> {
-    let (t, replayed) = state.node.token_issue(&by, &key.0, body).await?;
+    let (t, replayed) = state.node.receipts().token_issue(&by, &key.0, body).await?;
     let mut r = written(&t, replayed, None);
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -87,7 +87,7 @@ pub async fn tokens(
     State(state): State<AppState>,
     Caller(by): Caller,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.tokens(&by).await?).into_response())
+    Ok(Json(state.node.receipts().tokens(&by).await?).into_response())
 }
 
 /// The token's writes still waiting for an ack (re-sent; each retry is counted).
@@ -102,7 +102,7 @@ pub async fn token_writes(
     Caller(by): Caller,
     ApiPath(serial): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.token_writes(&by, &serial).await?).into_response())
+    Ok(Json(state.node.receipts().token_writes(&by, &serial).await?).into_response())
 }
 
 /// Store a warrant the caller signed for the node's receipt key.
@@ -117,7 +117,14 @@ pub async fn add_warrant(
     Caller(by): Caller,
     ApiJson(body): ApiJson<WarrantBody>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.warrant_add(&by, &body.certificate).await?).into_response())
+    Ok(Json(
+        state
+            .node
+            .receipts()
+            .warrant_add(&by, &body.certificate)
+            .await?,
+    )
+    .into_response())
 }
 
 /// Warrants: all (operator) or the caller's.
@@ -130,7 +137,7 @@ pub async fn warrants(
     State(state): State<AppState>,
     Caller(by): Caller,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.warrants(&by).await?).into_response())
+    Ok(Json(state.node.receipts().warrants(&by).await?).into_response())
 }
 
 /// Revoke a warrant (its issuer or the operator).
@@ -145,7 +152,7 @@ pub async fn revoke_warrant(
     Caller(by): Caller,
     ApiPath(serial): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.warrant_revoke(&by, &serial).await?).into_response())
+    Ok(Json(state.node.receipts().warrant_revoke(&by, &serial).await?).into_response())
 }
 
 /// Offer a record for signing (party A's side).
@@ -162,7 +169,7 @@ pub async fn offer(
     key: IdempotencyKey,
     ApiJson(body): ApiJson<NewReceipt>,
 ) -> Result<Response, ApiError> {
-    let (r, replayed) = state.node.receipt_offer(&by, &key.0, body).await?;
+    let (r, replayed) = state.node.receipts().offer(&by, &key.0, body).await?;
     let location = format!("/v1/receipts/{}", r.transaction);
     Ok(written(r, replayed, Some(location)))
 }
@@ -174,7 +181,7 @@ pub async fn offer(
     security(("api_key" = []))
 )]
 pub async fn list(State(state): State<AppState>, Caller(by): Caller) -> Result<Response, ApiError> {
-    Ok(Json(state.node.receipt_list(&by).await?).into_response())
+    Ok(Json(state.node.receipts().list(&by).await?).into_response())
 }
 
 /// A receipt at any step.
@@ -189,7 +196,7 @@ pub async fn receipt(
     Caller(by): Caller,
     ApiPath(tx): ApiPath<u64>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.receipt(&by, tx).await?).into_response())
+    Ok(Json(state.node.receipts().receipt(&by, tx).await?).into_response())
 }
 
 /// B's verifiable escrow (fair exchange): A's signature is released if it verifies.
@@ -206,7 +213,7 @@ pub async fn escrow(
     ApiPath(tx): ApiPath<u64>,
     ApiJson(body): ApiJson<EscrowBody>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.receipt_escrow(&by, tx, &body.ves).await?).into_response())
+    Ok(Json(state.node.receipts().escrow(&by, tx, &body.ves).await?).into_response())
 }
 
 /// B's signature (and where to write the short receipt).
@@ -223,7 +230,7 @@ pub async fn sign(
     ApiPath(tx): ApiPath<u64>,
     ApiJson(body): ApiJson<SignReceipt>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.receipt_sign(&by, tx, body).await?).into_response())
+    Ok(Json(state.node.receipts().sign(&by, tx, body).await?).into_response())
 }
 
 /// B acks the secure write with its receipt number.
@@ -240,7 +247,14 @@ pub async fn ack(
     ApiPath(tx): ApiPath<u64>,
     ApiJson(body): ApiJson<AckBody>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.receipt_ack(&by, tx, body.receipt_number).await?).into_response())
+    Ok(Json(
+        state
+            .node
+            .receipts()
+            .ack(&by, tx, body.receipt_number)
+            .await?,
+    )
+    .into_response())
 }
 
 /// The receipt package file (verify it offline with `tally receipt verify`).
@@ -255,7 +269,7 @@ pub async fn package(
     Caller(by): Caller,
     ApiPath(tx): ApiPath<u64>,
 ) -> Result<Response, ApiError> {
-    let bytes = state.node.receipt_package(&by, tx).await?;
+    let bytes = state.node.receipts().package(&by, tx).await?;
     let disposition = format!("attachment; filename=\"receipt-{tx}.tally\"");
     Ok((
         [
@@ -279,7 +293,7 @@ pub async fn abort(
     Caller(by): Caller,
     ApiPath(tx): ApiPath<u64>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.arbiter_abort(&by, tx).await?).into_response())
+    Ok(Json(state.node.receipts().abort(&by, tx).await?).into_response())
 }
 
 /// Resolve a fair exchange at the arbiter: B deposits its signature, or the originator opens
@@ -299,7 +313,8 @@ pub async fn resolve(
 ) -> Result<Response, ApiError> {
     let view = state
         .node
-        .arbiter_resolve(&by, tx, body.signature_b.as_deref())
+        .receipts()
+        .resolve(&by, tx, body.signature_b.as_deref())
         .await?;
     Ok(Json(view).into_response())
 }

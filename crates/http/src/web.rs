@@ -291,7 +291,7 @@ pub async fn login(
         channel: None,
         certificate: None,
     };
-    match state.node.oob_open(None, None, request).await {
+    match state.node.oob().open(None, None, request).await {
         Ok(Opened::Secured { session, .. }) => {
             Redirect::to(&format!("/s/{}", session.session)).into_response()
         }
@@ -383,7 +383,7 @@ fn session_details(v: &SessionView) -> String {
         "attempts-left",
         &v.attempts_left.to_string(),
     ));
-    dl.push_str(&dl_row("State", "state", &escape(&v.state)));
+    dl.push_str(&dl_row("State", "state", v.state.as_str()));
     dl.push_str("</dl>\n");
     dl
 }
@@ -404,7 +404,7 @@ fn channel_words(channel: &str) -> &'static str {
 fn session_page(status: StatusCode, v: &SessionView, result: &str) -> Page {
     // The node's own hex, not the path as typed: only [0-9a-f] reaches the URLs below.
     let number = escape(&v.session);
-    let open = v.state == "open";
+    let open = v.state == tally_proto::oob::State::Open;
     let intro = if open {
         "Check that this is what you want to authorise, then type the code we sent you."
     } else {
@@ -442,7 +442,7 @@ fn result_html(ok: bool, text_html: &str) -> String {
 
 /// `GET /s/{session}`: what the code authorises.
 pub async fn show(State(state): State<AppState>, SessionPath(number): SessionPath) -> Response {
-    match state.node.oob_session(&number).await {
+    match state.node.oob().session(&number).await {
         Ok(v) => session_page(StatusCode::OK, &v, "").into_response(),
         Err(e) => refused_page(&refusal(e)).into_response(),
     }
@@ -460,7 +460,7 @@ pub async fn confirm(
     };
     // The transaction this page showed is passed back, so the node checks that the code is
     // confirmed for exactly that transaction (integrity, SPEC A4).
-    let shown = match state.node.oob_session(&number).await {
+    let shown = match state.node.oob().session(&number).await {
         Ok(v) => v,
         Err(e) => return refused_page(&refusal(e)).into_response(),
     };
@@ -470,7 +470,8 @@ pub async fn confirm(
     };
     match state
         .node
-        .oob_verify(&number, &typed_code(&form.code), confirm)
+        .oob()
+        .verify(&number, &typed_code(&form.code), confirm)
         .await
     {
         Ok(verified) => {
@@ -497,7 +498,7 @@ pub async fn confirm(
             let r = refusal(e);
             let result = result_html(false, &escape(&r.message));
             // Show the session as it is now (attempts left, locked, …).
-            match state.node.oob_session(&number).await {
+            match state.node.oob().session(&number).await {
                 Ok(v) => session_page(r.status, &v, &result)
                     .coded(r.code)
                     .into_response(),
@@ -509,7 +510,7 @@ pub async fn confirm(
 
 /// `POST /s/{session}/cancel`: nothing is authorised; a payment's hold is released.
 pub async fn cancel(State(state): State<AppState>, SessionPath(number): SessionPath) -> Response {
-    match state.node.oob_cancel(&number).await {
+    match state.node.oob().cancel(&number).await {
         Ok(v) => {
             let result = result_html(true, "Cancelled: nothing was authorised.");
             session_page(StatusCode::OK, &v, &result).into_response()
@@ -517,7 +518,7 @@ pub async fn cancel(State(state): State<AppState>, SessionPath(number): SessionP
         Err(e) => {
             let r = refusal(e);
             let result = result_html(false, &escape(&r.message));
-            match state.node.oob_session(&number).await {
+            match state.node.oob().session(&number).await {
                 Ok(v) => session_page(r.status, &v, &result)
                     .coded(r.code)
                     .into_response(),

@@ -681,8 +681,24 @@ async fn walk(mut w: World) {
 
     // ----- overdue alerts: bob's unpaid sales, once -----
     w.clock.fetch_add(8 * 86_400 * 1_000_000, Ordering::SeqCst);
-    assert_eq!(w.api.node.sweep_overdue(100).await.expect("sweep"), 3);
-    assert_eq!(w.api.node.sweep_overdue(100).await.expect("sweep"), 0);
+    assert_eq!(
+        w.api
+            .node
+            .delivery()
+            .sweep_timeouts(100)
+            .await
+            .expect("sweep"),
+        3
+    );
+    assert_eq!(
+        w.api
+            .node
+            .delivery()
+            .sweep_timeouts(100)
+            .await
+            .expect("sweep"),
+        0
+    );
     let reminders = w.inbox("bob").await;
     let n = reminders
         .as_array()

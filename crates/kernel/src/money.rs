@@ -115,22 +115,37 @@ impl Amount {
     /// `self + other`, same currency, checked.
     pub fn checked_add(self, other: Amount) -> Result<Amount, MoneyError> {
         self.same_currency(other)?;
-        let minor = self.minor.checked_add(other.minor).ok_or(MoneyError::Overflow)?;
-        Ok(Amount { minor, currency: self.currency })
+        let minor = self
+            .minor
+            .checked_add(other.minor)
+            .ok_or(MoneyError::Overflow)?;
+        Ok(Amount {
+            minor,
+            currency: self.currency,
+        })
     }
 
     /// `self - other`, same currency, checked.
     pub fn checked_sub(self, other: Amount) -> Result<Amount, MoneyError> {
         self.same_currency(other)?;
-        let minor = self.minor.checked_sub(other.minor).ok_or(MoneyError::Overflow)?;
-        Ok(Amount { minor, currency: self.currency })
+        let minor = self
+            .minor
+            .checked_sub(other.minor)
+            .ok_or(MoneyError::Overflow)?;
+        Ok(Amount {
+            minor,
+            currency: self.currency,
+        })
     }
 
     fn same_currency(self, other: Amount) -> Result<(), MoneyError> {
         if self.currency == other.currency {
             Ok(())
         } else {
-            Err(MoneyError::CurrencyMismatch { left: self.currency, right: other.currency })
+            Err(MoneyError::CurrencyMismatch {
+                left: self.currency,
+                right: other.currency,
+            })
         }
     }
 
@@ -154,11 +169,19 @@ impl Amount {
         }
         let exponent = currency.exponent();
         if frac.len() > exponent as usize {
-            return Err(MoneyError::TooPrecise { text: text.to_string(), exponent, currency });
+            return Err(MoneyError::TooPrecise {
+                text: text.to_string(),
+                exponent,
+                currency,
+            });
         }
         let scale = 10_i64.checked_pow(exponent).ok_or(MoneyError::Overflow)?;
         let whole: i64 = whole.parse().map_err(|_| MoneyError::Overflow)?;
-        let mut frac_minor: i64 = if frac.is_empty() { 0 } else { frac.parse().map_err(|_| malformed())? };
+        let mut frac_minor: i64 = if frac.is_empty() {
+            0
+        } else {
+            frac.parse().map_err(|_| malformed())?
+        };
         for _ in frac.len()..exponent as usize {
             frac_minor *= 10;
         }
@@ -166,7 +189,10 @@ impl Amount {
             .checked_mul(scale)
             .and_then(|m| m.checked_add(frac_minor))
             .ok_or(MoneyError::Overflow)?;
-        Ok(Amount { minor: if negative { -minor } else { minor }, currency })
+        Ok(Amount {
+            minor: if negative { -minor } else { minor },
+            currency,
+        })
     }
 }
 
@@ -227,7 +253,10 @@ impl Rate {
         let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
         if whole.is_empty()
             || frac.len() > 12
-            || !whole.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+            || !whole
+                .bytes()
+                .chain(frac.bytes())
+                .all(|b| b.is_ascii_digit())
         {
             return Err(bad());
         }
@@ -241,13 +270,19 @@ impl Rate {
         let from_scale = 10_i64.pow(from.exponent());
         let numerator = digits.checked_mul(to_scale).ok_or_else(bad)?;
         let denominator = frac_scale.checked_mul(from_scale).ok_or_else(bad)?;
-        Ok(Rate { numerator, denominator })
+        Ok(Rate {
+            numerator,
+            denominator,
+        })
     }
 
     /// `minor * numerator / denominator`, rounded down, checked.
     pub fn convert(&self, minor: i64) -> Result<i64, MoneyError> {
         if self.denominator <= 0 || self.numerator <= 0 {
-            return Err(MoneyError::BadRate(format!("{}/{}", self.numerator, self.denominator)));
+            return Err(MoneyError::BadRate(format!(
+                "{}/{}",
+                self.numerator, self.denominator
+            )));
         }
         let wide = i128::from(minor) * i128::from(self.numerator) / i128::from(self.denominator);
         i64::try_from(wide).map_err(|_| MoneyError::Overflow)
@@ -282,26 +317,59 @@ mod tests {
 
     #[test]
     fn refuses_malformed_and_imprecise_amounts() {
-        for bad in ["", "12.50", "EUR", "1.2.3 EUR", "1,50 EUR", "12. EUR", ".5 EUR", "+1 EUR", "1e3 EUR"] {
+        for bad in [
+            "",
+            "12.50",
+            "EUR",
+            "1.2.3 EUR",
+            "1,50 EUR",
+            "12. EUR",
+            ".5 EUR",
+            "+1 EUR",
+            "1e3 EUR",
+        ] {
             assert!(bad.parse::<Amount>().is_err(), "{bad:?} must be refused");
         }
-        assert!(matches!("1.505 EUR".parse::<Amount>(), Err(MoneyError::TooPrecise { .. })));
-        assert!(matches!("1.5 JPY".parse::<Amount>(), Err(MoneyError::TooPrecise { .. })));
-        assert!(matches!("1 XYZ".parse::<Amount>(), Err(MoneyError::UnknownCurrency(_))));
-        assert!(matches!("1 XAU".parse::<Amount>(), Err(MoneyError::UnknownCurrency(_))));
-        assert!(matches!("99999999999999999999 EUR".parse::<Amount>(), Err(MoneyError::Overflow)));
+        assert!(matches!(
+            "1.505 EUR".parse::<Amount>(),
+            Err(MoneyError::TooPrecise { .. })
+        ));
+        assert!(matches!(
+            "1.5 JPY".parse::<Amount>(),
+            Err(MoneyError::TooPrecise { .. })
+        ));
+        assert!(matches!(
+            "1 XYZ".parse::<Amount>(),
+            Err(MoneyError::UnknownCurrency(_))
+        ));
+        assert!(matches!(
+            "1 XAU".parse::<Amount>(),
+            Err(MoneyError::UnknownCurrency(_))
+        ));
+        assert!(matches!(
+            "99999999999999999999 EUR".parse::<Amount>(),
+            Err(MoneyError::Overflow)
+        ));
     }
 
     #[test]
     fn arithmetic_is_checked() {
         let max = Amount::new(i64::MAX, eur());
-        assert_eq!(max.checked_add(Amount::new(1, eur())), Err(MoneyError::Overflow));
+        assert_eq!(
+            max.checked_add(Amount::new(1, eur())),
+            Err(MoneyError::Overflow)
+        );
         let usd = Currency::from_code("USD").expect("USD");
         assert!(matches!(
             Amount::new(1, eur()).checked_add(Amount::new(1, usd)),
             Err(MoneyError::CurrencyMismatch { .. })
         ));
-        assert_eq!(Amount::new(5, eur()).checked_sub(Amount::new(7, eur())).map(|a| a.minor), Ok(-2));
+        assert_eq!(
+            Amount::new(5, eur())
+                .checked_sub(Amount::new(7, eur()))
+                .map(|a| a.minor),
+            Ok(-2)
+        );
     }
 
     #[test]

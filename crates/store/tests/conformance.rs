@@ -616,6 +616,7 @@ async fn outbox_commits_with_the_change(db: Db) {
         subject: "paid".into(),
         body: "you were paid".into(),
         data: serde_json::json!({"amount_minor": 5}),
+        secret: None,
     };
     let ok_key = key();
     store
@@ -704,6 +705,7 @@ async fn outbox_commits_with_the_change(db: Db) {
 /// racing to move it from the same state, many times over, never both succeed, and the loser
 /// writes nothing, not even its journal entry or attached rows.
 async fn guarded_rows_are_decided_once(db: Db) {
+    use tally_proto::oob::State;
     use tally_store::oob::{SessionRow, insert_session, update_session};
     let (a, b) = (db.open().await, db.open().await);
     let number: [u8; 16] = *Id::new().as_bytes();
@@ -712,7 +714,7 @@ async fn guarded_rows_are_decided_once(db: Db) {
         user_id: "alice".into(),
         opened_by: "shop".into(),
         application: "login".into(),
-        state: "open".into(),
+        state: State::Open,
         attempts: 0,
         session: "{}".into(),
         payload: "{}".into(),
@@ -723,6 +725,7 @@ async fn guarded_rows_are_decided_once(db: Db) {
         created_at: db.now(),
         expires_at: db.now(),
         updated_at: db.now(),
+        wake_at: Some(db.now()),
     };
     let record = |key: String| Request {
         idempotency_key: key,
@@ -756,7 +759,10 @@ async fn guarded_rows_are_decided_once(db: Db) {
         )
         .await;
     assert!(
-        matches!(refused, Err(StoreError::Conflict(_))),
+        matches!(
+            refused,
+            Err(StoreError::Conflict(tally_store::Conflict::Limit(_)))
+        ),
         "{refused:?}"
     );
     assert!(a.oob_session(&third.id).await.expect("read").is_none());
@@ -766,7 +772,7 @@ async fn guarded_rows_are_decided_once(db: Db) {
         let mut next = current.clone();
         next.attempts += 1;
         let mut other = current.clone();
-        other.state = "verified".into();
+        other.state = State::Verified;
         other.attempts += 1;
         let (ka, kb) = (
             format!("r{round}:a:{}", Id::new()),
@@ -789,7 +795,13 @@ async fn guarded_rows_are_decided_once(db: Db) {
             "round {round}: {ra:?} {rb:?}"
         );
         let loser = if ra.is_ok() { rb } else { ra };
-        assert!(matches!(loser, Err(StoreError::Conflict(_))), "{loser:?}");
+        assert!(
+            matches!(
+                loser,
+                Err(StoreError::Conflict(tally_store::Conflict::Moved(_)))
+            ),
+            "{loser:?}"
+        );
         let stored = a.oob_session(&number).await.expect("read").expect("row");
         let (winner, losing_key) = if wins[0] { (next, kb) } else { (other, ka) };
         assert_eq!(
@@ -801,8 +813,8 @@ async fn guarded_rows_are_decided_once(db: Db) {
             "the loser left no entry"
         );
         current = stored;
-        if current.state != "open" {
-            current.state = "open".into();
+        if current.state != State::Open {
+            current.state = State::Open;
             let reopen = update_session(&stored_clone(&a, &number).await, &current);
             a.execute_with(
                 record(format!("reopen:{}", Id::new())),

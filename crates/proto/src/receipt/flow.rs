@@ -80,6 +80,9 @@ impl Blame for FlowError {
 }
 
 /// What a receipt step gets.
+// An arbiter request carries two signatures inline (about 200 bytes, `Copy`), like the
+// arbiter's own `Request`: not worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlowInput {
     /// B's verifiable escrow (fair exchange), checked by the caller.

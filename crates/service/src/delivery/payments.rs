@@ -270,7 +270,7 @@ impl Delivery {
             id: Id::new(),
             sale_id: p.sale.as_ref().map(|s| s.id),
             reference: p.reference.clone(),
-            path: p.path.into(),
+            path: p.path,
             amount_minor: p.amount.minor,
             currency: p.amount.currency.code().to_string(),
             status,

@@ -142,7 +142,7 @@ impl Delivery {
             node_key: self.core.node_key().verifying_key().to_hex(),
         };
         let header_bytes = proto::header_bytes(&header).map_err(corrupt)?;
-        let trailer = proto::trailer(&header_bytes, &self.core.node_key());
+        let trailer = proto::trailer(&header_bytes, self.core.node_key());
         let package_len = proto::package_len(&header_bytes, &header);
         let row = SaleRow {
             id: sale_id,

@@ -4,9 +4,9 @@
 //! register line, a certificate, a mail) and names the step's journal record.
 
 use super::{Oob, Payload};
+use crate::Result;
 use crate::access::{amount_text, corrupt};
 use crate::identity::{getrandom_fill, setup};
-use crate::Result;
 use serde::{Deserialize, Serialize};
 use tally_kernel::crypto::canonical::SignedRecord;
 use tally_kernel::crypto::kdf::sha256;
