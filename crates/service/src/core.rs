@@ -7,57 +7,11 @@
 
 use crate::identity::{Identity, NodeFiles};
 use crate::{Principal, Result, ServiceError};
-use std::path::PathBuf;
 use std::sync::Arc;
 use tally_kernel::Timestamp;
 use tally_kernel::crypto::{CertificateAuthority, SigningKey};
 use tally_store::Store;
 use tokio::sync::Notify;
-
-/// How a node starts.
-#[derive(Debug, Clone)]
-pub struct NodeConfig {
-    /// Data directory (keys, the SQLite database by default).
-    pub data_dir: PathBuf,
-    /// `postgres://…` to use PostgreSQL; `None` for `DATA/tally.db`.
-    pub database_url: Option<String>,
-    /// Development mode: the dev inbox is readable over the API.
-    pub dev: bool,
-    /// Sign a journal checkpoint every this many entries.
-    pub checkpoint_every: i64,
-    /// Most ledger commands per write transaction.
-    pub batch_max: usize,
-    /// Out-of-band authentication settings.
-    pub oob: crate::oob::OobSettings,
-    /// Locked delivery settings.
-    pub delivery: crate::delivery::DeliverySettings,
-    /// Where the node reads the time (tests move it by hand); the wall clock by default.
-    pub clock: NodeClock,
-}
-
-impl NodeConfig {
-    /// Defaults for `data_dir`.
-    pub fn new(data_dir: impl Into<PathBuf>) -> NodeConfig {
-        NodeConfig {
-            data_dir: data_dir.into(),
-            database_url: None,
-            dev: false,
-            checkpoint_every: 10_000,
-            batch_max: 2048,
-            oob: crate::oob::OobSettings::default(),
-            delivery: crate::delivery::DeliverySettings::default(),
-            clock: NodeClock::default(),
-        }
-    }
-
-    /// The database URL this config resolves to.
-    pub fn resolved_database_url(&self) -> String {
-        match &self.database_url {
-            Some(url) => url.clone(),
-            None => format!("sqlite://{}", self.data_dir.join("tally.db").display()),
-        }
-    }
-}
 
 /// The node's time source: the wall clock unless a test sets one.
 #[derive(Clone, Default)]
@@ -102,17 +56,19 @@ impl Core {
         store: Store,
         files: NodeFiles,
         identity: Identity,
-        config: &NodeConfig,
+        dev: bool,
+        clock: NodeClock,
+        checkpoint_gap_max: i64,
     ) -> Core {
         Core {
             inner: Arc::new(Inner {
                 store,
                 files,
                 identity,
-                dev: config.dev,
-                clock: config.clock.clone(),
+                dev,
+                clock,
                 outbox: Arc::new(Notify::new()),
-                checkpoint_gap_max: config.checkpoint_every + config.batch_max as i64,
+                checkpoint_gap_max,
             }),
         }
     }

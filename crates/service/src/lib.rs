@@ -14,10 +14,15 @@
 //! The crate is layered, each layer importing only those below it:
 //!
 //! ```text
-//! node, ledger_ops, workers      the Node: composition, the ledger's operations, background work
-//! oob/  delivery/  receipt/      one driver per protocol (load → handle → commit); none imports another
-//! exec, access, identity, core   the executor, authorisation and checks, keys on disk, shared state
+//! ledger_ops, workers     the ledger's own operations; background work (outbox, timers)
+//! node                    the Node: the core and the three drivers composed, API keys, secrets
+//! oob/ delivery/ receipt/ one driver per protocol (load → handle → commit); none imports another
+//! exec                    the one executor and conflict policy
+//! core                    shared state: store, identity, clock, the outbox signal
+//! identity, access        keys on disk; who may do what, field checks
 //! ```
+//!
+//! `tests/layers.rs` checks this order, the absence of cycles and file sizes.
 //!
 //! Decision: authorisation lives here, not in `http`, so the CLI's direct paths (audit, bench)
 //! and any future transport get the same rules. `http` only maps errors and shapes.
@@ -37,9 +42,9 @@ use tally_kernel::{Currency, Id, MoneyError};
 use tally_ledger::LedgerError;
 use tally_store::{Conflict, StoreError};
 
-pub use crate::core::{NodeClock, NodeConfig};
+pub use crate::core::NodeClock;
 pub use identity::NodeFiles;
-pub use node::Node;
+pub use node::{Node, NodeConfig};
 
 /// What an API key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

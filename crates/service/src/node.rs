@@ -8,12 +8,13 @@
 //! at start), and only the first creates the admin key.
 
 use crate::access::{check_name, require_admin};
-use crate::core::{Core, NodeConfig};
+use crate::core::{Core, NodeClock};
 use crate::delivery::Delivery;
 use crate::identity::{Identity, Made, NodeFiles, getrandom_fill, setup, write_private_file};
 use crate::oob::Oob;
 use crate::receipt::Receipts;
 use crate::{Principal, Result, Role, ServiceError};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tally_kernel::crypto::kdf::sha256;
 use tally_kernel::crypto::{CertificateAuthority, SigningKey};
@@ -23,6 +24,51 @@ use tally_proto::effects::SecretRef;
 use tally_store::keys::ApiKeyRecord;
 use tally_store::outbox::NewMessage;
 use tally_store::{Checkpointer, Store, WriteOptions};
+
+/// How a node starts.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Data directory (keys, the SQLite database by default).
+    pub data_dir: PathBuf,
+    /// `postgres://…` to use PostgreSQL; `None` for `DATA/tally.db`.
+    pub database_url: Option<String>,
+    /// Development mode: the dev inbox is readable over the API.
+    pub dev: bool,
+    /// Sign a journal checkpoint every this many entries.
+    pub checkpoint_every: i64,
+    /// Most ledger commands per write transaction.
+    pub batch_max: usize,
+    /// Out-of-band authentication settings.
+    pub oob: crate::oob::OobSettings,
+    /// Locked delivery settings.
+    pub delivery: crate::delivery::DeliverySettings,
+    /// Where the node reads the time (tests move it by hand); the wall clock by default.
+    pub clock: NodeClock,
+}
+
+impl NodeConfig {
+    /// Defaults for `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> NodeConfig {
+        NodeConfig {
+            data_dir: data_dir.into(),
+            database_url: None,
+            dev: false,
+            checkpoint_every: 10_000,
+            batch_max: 2048,
+            oob: crate::oob::OobSettings::default(),
+            delivery: crate::delivery::DeliverySettings::default(),
+            clock: NodeClock::default(),
+        }
+    }
+
+    /// The database URL this config resolves to.
+    pub fn resolved_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("tally.db").display()),
+        }
+    }
+}
 
 /// A node key as the journal's checkpoint signer.
 pub struct NodeSigner(pub Arc<SigningKey>);
@@ -102,7 +148,14 @@ impl Node {
             None => options,
         };
         let store = Store::open(&config.resolved_database_url(), options).await?;
-        let core = Core::new(store, files, identity, config);
+        let core = Core::new(
+            store,
+            files,
+            identity,
+            config.dev,
+            config.clock.clone(),
+            config.checkpoint_every + config.batch_max as i64,
+        );
         let loaded = async {
             core.check_identity().await?;
             let oob = Oob::load(core.clone(), config.oob.clone(), made).await?;

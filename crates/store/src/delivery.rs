@@ -9,22 +9,12 @@
 
 use crate::guarded::{Conflict, RowWrite};
 use crate::oob::{blob, count_below, insert, opt_id, row, row_is};
-use crate::rows::{Value, id as decode_id};
+use crate::rows::{Value, id as decode_id, state};
 use crate::{Attachment, Store, StoreError};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tally_kernel::{Id, Timestamp};
 use tally_proto::delivery::sale::{PaymentPath, PaymentStatus, ProductState, SaleState};
-
-/// A stored state name decoded, or a corrupt-row error naming the column.
-pub(crate) fn state<T>(
-    r: &AnyRow,
-    column: &str,
-    parse: fn(&str) -> Option<T>,
-) -> Result<T, StoreError> {
-    let text: String = r.try_get(column)?;
-    parse(&text).ok_or_else(|| StoreError::Corrupt(format!("unknown {column} `{text}`")))
-}
 
 // ----- products ----------------------------------------------------------------------------
 

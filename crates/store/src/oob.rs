@@ -246,7 +246,7 @@ fn session(r: &AnyRow) -> Result<SessionRow, StoreError> {
         user_id: r.try_get("user_id")?,
         opened_by: r.try_get("opened_by")?,
         application: r.try_get("application")?,
-        state: crate::delivery::state(r, "state", State::parse)?,
+        state: crate::rows::state(r, "state", State::parse)?,
         attempts: r.try_get("attempts")?,
         session: r.try_get("session")?,
         payload: r.try_get("payload")?,

@@ -407,7 +407,7 @@ fn receipt(r: &AnyRow) -> Result<ReceiptRow, StoreError> {
         warrant_a: r.try_get("warrant_a")?,
         warrant_b: r.try_get("warrant_b")?,
         escrow_a: r.try_get("escrow_a")?,
-        state: crate::delivery::state(r, "state", ReceiptState::parse)?,
+        state: crate::rows::state(r, "state", ReceiptState::parse)?,
         signature_a: r.try_get("signature_a")?,
         signature_b: r.try_get("signature_b")?,
         signature_server: r.try_get("signature_server")?,
@@ -467,7 +467,7 @@ pub fn insert_decision(d: &DecisionRow) -> Attachment {
 fn decision(r: &AnyRow) -> Result<DecisionRow, StoreError> {
     Ok(DecisionRow {
         transaction_id: r.try_get("transaction_id")?,
-        decision: crate::delivery::state(r, "decision", DecisionKind::parse)?,
+        decision: crate::rows::state(r, "decision", DecisionKind::parse)?,
         signature_a: r.try_get("signature_a")?,
         signature_b: r.try_get("signature_b")?,
         requested_by: r.try_get("requested_by")?,

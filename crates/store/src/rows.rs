@@ -244,3 +244,13 @@ pub fn transfer_values(t: &Transfer, journal_seq: i64) -> Vec<Value> {
         Value::Int(journal_seq),
     ]
 }
+
+/// A stored state name decoded, or a corrupt-row error naming the column.
+pub(crate) fn state<T>(
+    r: &AnyRow,
+    column: &str,
+    parse: fn(&str) -> Option<T>,
+) -> Result<T, StoreError> {
+    let text: String = r.try_get(column)?;
+    parse(&text).ok_or_else(|| StoreError::Corrupt(format!("unknown {column} `{text}`")))
+}
