@@ -33,6 +33,13 @@ fn module_of(relative: &Path) -> String {
 /// in this crate: each import names its module).
 fn imports(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
+    // Comments (and doc links) import nothing.
+    let code: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let text = code.as_str();
     for (i, _) in text.match_indices("crate::") {
         let rest = &text[i + "crate::".len()..];
         let name: String = rest
