@@ -14,6 +14,7 @@
 mod bench;
 mod bench_receipts;
 mod bench_seal;
+mod bench_smtp;
 mod client;
 mod delivery;
 mod log_export;

@@ -77,7 +77,7 @@ pub enum StoreError {
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
-    writer: writer::Handle,
+    pub(crate) writer: writer::Handle,
 }
 
 /// The migrations, per dialect, in order.

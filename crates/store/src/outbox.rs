@@ -180,6 +180,58 @@ pub async fn enqueue_in(
     Ok(())
 }
 
+/// Leases up to `limit` due messages for `lease_s` seconds inside `tx`.
+pub(crate) async fn claim_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    dialect: Dialect,
+    now: Timestamp,
+    limit: i64,
+    lease_s: i64,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    if limit <= 0 {
+        return Ok(Vec::new());
+    }
+    let lock = match dialect {
+        Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        Dialect::Sqlite => "",
+    };
+    let sql = format!(
+        "UPDATE outbox SET next_attempt_at = $1 WHERE id IN (SELECT id FROM outbox \
+         WHERE state = 'pending' AND next_attempt_at <= $2 ORDER BY next_attempt_at LIMIT $3{lock}) \
+         RETURNING id, dedup_key, kind, address, subject, body, data, state, attempts, last_error, \
+         created_at, sent_at, secret"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now.plus_seconds(lease_s).as_micros())
+        .bind(now.as_micros())
+        .bind(limit)
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.iter().map(message).collect()
+}
+
+/// Records deliveries inside `tx`.
+pub(crate) async fn mark_sent_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    dialect: Dialect,
+    ids: &[Id],
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    for chunk in ids.chunks(500) {
+        let list = rows::placeholders_from(dialect, 2, chunk.len());
+        let sql = format!(
+            "UPDATE outbox SET state = 'sent', sent_at = $1, attempts = attempts + 1 \
+             WHERE state = 'pending' AND id IN ({list})"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now.as_micros());
+        for id in chunk {
+            query = query.bind(id.as_bytes().to_vec());
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Enqueues messages in a transaction of their own (for changes that are only messages).
     pub async fn enqueue(&self, messages: &[NewMessage], now: Timestamp) -> Result<(), StoreError> {
@@ -189,30 +241,15 @@ impl Store {
         Ok(())
     }
 
-    /// Leases up to `limit` due messages for `lease_s` seconds and returns them.
+    /// Leases up to `limit` due messages for `lease_s` seconds and returns them (in the ledger
+    /// writer's next transaction: see [`crate::writer`]).
     pub async fn claim_due(
         &self,
         now: Timestamp,
         limit: i64,
         lease_s: i64,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let lock = match self.dialect() {
-            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
-            Dialect::Sqlite => "",
-        };
-        let sql = format!(
-            "UPDATE outbox SET next_attempt_at = $1 WHERE id IN (SELECT id FROM outbox \
-             WHERE state = 'pending' AND next_attempt_at <= $2 ORDER BY next_attempt_at LIMIT $3{lock}) \
-             RETURNING id, dedup_key, kind, address, subject, body, data, state, attempts, last_error, \
-             created_at, sent_at, secret"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(now.plus_seconds(lease_s).as_micros())
-            .bind(now.as_micros())
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await?;
-        rows.iter().map(message).collect()
+        self.writer.claim(now, limit, lease_s).await
     }
 
     /// Records a successful delivery.
@@ -226,6 +263,11 @@ impl Store {
         .execute(self.pool())
         .await?;
         Ok(())
+    }
+
+    /// Records several successful deliveries (in the ledger writer's next transaction).
+    pub async fn mark_sent_many(&self, ids: &[Id], now: Timestamp) -> Result<(), StoreError> {
+        self.writer.sent(ids.to_vec(), now).await
     }
 
     /// Records a failed attempt: retried later with backoff, or failed for good when

@@ -133,10 +133,41 @@ struct Job {
     reply: oneshot::Sender<Result<Outcome, StoreError>>,
 }
 
+/// The outbox's own writes: leasing due messages and recording deliveries. They go through
+/// the writer too, into the same transaction as the ledger batch, because on SQLite a second
+/// writer waits for the first's lock with the busy handler's sleeps (up to 100 ms each), which
+/// held e-mail flows to a few hundred per second; here they cost no extra commit.
+pub(crate) enum OutboxOp {
+    /// Lease up to `limit` due messages for `lease_s` seconds.
+    Claim {
+        now: Timestamp,
+        limit: i64,
+        lease_s: i64,
+        reply: oneshot::Sender<Result<Vec<crate::outbox::StoredMessage>, StoreError>>,
+    },
+    /// Record deliveries.
+    Sent {
+        ids: Vec<Id>,
+        now: Timestamp,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+/// What an outbox operation returned, before its caller is answered (after the commit).
+enum OutboxDone {
+    Claimed(Vec<crate::outbox::StoredMessage>),
+    Sent,
+}
+
+enum Work {
+    Ledger(Job),
+    Outbox(OutboxOp),
+}
+
 /// The submitting side of the writer.
 #[derive(Clone)]
 pub struct Handle {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Work>,
     stopped: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
@@ -149,12 +180,42 @@ impl Handle {
         let (reply, rx) = oneshot::channel();
         let fingerprint = request.command.fingerprint();
         self.tx
-            .send(Job {
+            .send(Work::Ledger(Job {
                 request,
                 fingerprint,
                 attachments,
                 reply,
-            })
+            }))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Leases due outbox messages in the writer's next transaction.
+    pub(crate) async fn claim(
+        &self,
+        now: Timestamp,
+        limit: i64,
+        lease_s: i64,
+    ) -> Result<Vec<crate::outbox::StoredMessage>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Work::Outbox(OutboxOp::Claim {
+                now,
+                limit,
+                lease_s,
+                reply,
+            }))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Records deliveries in the writer's next transaction.
+    pub(crate) async fn sent(&self, ids: Vec<Id>, now: Timestamp) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Work::Outbox(OutboxOp::Sent { ids, now, reply }))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
@@ -187,21 +248,31 @@ pub(crate) fn spawn(pool: AnyPool, dialect: Dialect, options: WriteOptions) -> H
     }
 }
 
-async fn run(pool: AnyPool, dialect: Dialect, options: WriteOptions, mut rx: mpsc::Receiver<Job>) {
+async fn run(pool: AnyPool, dialect: Dialect, options: WriteOptions, mut rx: mpsc::Receiver<Work>) {
+    let mut work: Vec<Work> = Vec::with_capacity(options.batch_max);
     let mut jobs: Vec<Job> = Vec::with_capacity(options.batch_max);
+    let mut outbox: Vec<OutboxOp> = Vec::new();
     loop {
-        if rx.recv_many(&mut jobs, options.batch_max).await == 0 {
+        if rx.recv_many(&mut work, options.batch_max).await == 0 {
             return; // every Handle dropped
         }
-        let results = match write_with_retries(&pool, dialect, &options, &jobs).await {
-            Ok(results) => results,
+        for w in work.drain(..) {
+            match w {
+                Work::Ledger(j) => jobs.push(j),
+                Work::Outbox(o) => outbox.push(o),
+            }
+        }
+        let (results, done) = match write_with_retries(&pool, dialect, &options, &jobs, &outbox)
+            .await
+        {
+            Ok((results, done)) => (results, Ok(done)),
             // A failure that repeats may be one job's fault (a value the database refuses):
             // write each job alone, so only that job fails and the others are not held hostage.
-            Err(_) if jobs.len() > 1 => {
+            Err(_) if jobs.len() > 1 || !outbox.is_empty() => {
                 let mut results = Vec::with_capacity(jobs.len());
                 for i in 0..jobs.len() {
-                    match write_with_retries(&pool, dialect, &options, &jobs[i..=i]).await {
-                        Ok(mut one) => {
+                    match write_with_retries(&pool, dialect, &options, &jobs[i..=i], &[]).await {
+                        Ok((mut one, _)) => {
                             results.push(one.pop().unwrap_or(Err(StoreError::WriterGone)))
                         }
                         Err(e) => {
@@ -209,27 +280,68 @@ async fn run(pool: AnyPool, dialect: Dialect, options: WriteOptions, mut rx: mps
                         }
                     }
                 }
-                results
+                let done = write_with_retries(&pool, dialect, &options, &[], &outbox)
+                    .await
+                    .map(|(_, done)| done);
+                (results, done.map_err(|e| e.to_string()))
             }
-            Err(e) => vec![Err(StoreError::Corrupt(format!("write failed: {e}")))],
+            Err(e) => (
+                vec![Err(StoreError::Corrupt(format!("write failed: {e}")))],
+                Err(e.to_string()),
+            ),
         };
         for (job, result) in jobs.drain(..).zip(results) {
             let _ = job.reply.send(result);
+        }
+        answer_outbox(outbox.drain(..), done);
+    }
+}
+
+/// Answers the outbox operations of a batch: their results, or the batch's failure.
+fn answer_outbox(ops: impl Iterator<Item = OutboxOp>, done: Result<Vec<OutboxDone>, String>) {
+    let (mut done, error) = match done {
+        Ok(d) => (d.into_iter(), None),
+        Err(e) => (Vec::new().into_iter(), Some(e)),
+    };
+    let failed = || {
+        StoreError::Corrupt(format!(
+            "outbox write failed: {}",
+            error.as_deref().unwrap_or("no result")
+        ))
+    };
+    for op in ops {
+        match (op, done.next()) {
+            (OutboxOp::Claim { reply, .. }, Some(OutboxDone::Claimed(m))) => {
+                let _ = reply.send(Ok(m));
+            }
+            (OutboxOp::Sent { reply, .. }, Some(OutboxDone::Sent)) => {
+                let _ = reply.send(Ok(()));
+            }
+            (OutboxOp::Claim { reply, .. }, _) => {
+                let _ = reply.send(Err(failed()));
+            }
+            (OutboxOp::Sent { reply, .. }, _) => {
+                let _ = reply.send(Err(failed()));
+            }
         }
     }
 }
 
 /// One batch, retried a bounded number of times (lost connections, serialisation failures).
+/// The ledger jobs' results and the outbox operations' results of one committed batch.
+type BatchResults = (Vec<Result<Outcome, StoreError>>, Vec<OutboxDone>);
+
 async fn write_with_retries(
     pool: &AnyPool,
     dialect: Dialect,
     options: &WriteOptions,
     jobs: &[Job],
-) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
+    outbox: &[OutboxOp],
+) -> Result<BatchResults, StoreError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match write_batch(pool, dialect, options, jobs).await {
+        match write_batch(pool, dialect, options, jobs, outbox).await {
             Ok(results) => return Ok(results),
             Err(e) if attempt < BATCH_RETRIES_MAX => {
                 tracing::warn!(error = %e, attempt, jobs = jobs.len(), "ledger batch failed; retrying");
@@ -260,11 +372,17 @@ async fn write_batch(
     dialect: Dialect,
     options: &WriteOptions,
     jobs: &[Job],
-) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
+    outbox: &[OutboxOp],
+) -> Result<BatchResults, StoreError> {
     let mut tx = match dialect {
         Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
         Dialect::Postgres => pool.begin().await?,
     };
+    if jobs.is_empty() {
+        let done = outbox_ops(&mut tx, dialect, outbox).await?;
+        tx.commit().await?;
+        return Ok((Vec::new(), done));
+    }
     let head_sql = match dialect {
         Dialect::Sqlite => "SELECT seq, hash FROM journal_head WHERE id = 1",
         Dialect::Postgres => "SELECT seq, hash FROM journal_head WHERE id = 1 FOR UPDATE",
@@ -576,9 +694,10 @@ async fn write_batch(
             .await?;
         }
     }
+    let done = outbox_ops(&mut tx, dialect, outbox).await?;
     tx.commit().await?;
 
-    let out = results;
+    let out = (results, done);
     debug_assert!(transfers.iter().all(|(t, _)| t.amount_minor > 0));
     debug_assert!(
         transfers
@@ -586,6 +705,33 @@ async fn write_batch(
             .all(|(t, _)| t.kind != TransferKind::Pending || t.expires_at.is_some())
     );
     Ok(out)
+}
+
+/// Runs the outbox operations of a batch inside its transaction, after its rows (so a message
+/// the batch enqueued can be leased in the same commit).
+async fn outbox_ops(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    dialect: Dialect,
+    ops: &[OutboxOp],
+) -> Result<Vec<OutboxDone>, StoreError> {
+    let mut done = Vec::with_capacity(ops.len());
+    for op in ops {
+        done.push(match op {
+            OutboxOp::Claim {
+                now,
+                limit,
+                lease_s,
+                ..
+            } => OutboxDone::Claimed(
+                crate::outbox::claim_in(tx, dialect, *now, *limit, *lease_s).await?,
+            ),
+            OutboxOp::Sent { ids, now, .. } => {
+                crate::outbox::mark_sent_in(tx, dialect, ids, *now).await?;
+                OutboxDone::Sent
+            }
+        });
+    }
+    Ok(done)
 }
 
 fn guard_of(a: &Attachment) -> Option<&Guard> {

@@ -960,8 +960,24 @@ fn parse_tps(output: &str) -> Option<f64> {
 /// raw DATA (headers and body) to the test. Returns the port and the receiving end; the
 /// server thread lives until the process exits.
 pub fn smtp_sink() -> (u16, std::sync::mpsc::Receiver<String>) {
+    let (port, timed) = smtp_sink_timed();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (_, raw) in timed {
+            if tx.send(raw).is_err() {
+                return;
+            }
+        }
+    });
+    (port, rx)
+}
+
+/// [`smtp_sink`], with the moment the server accepted each message (its reply to the final
+/// `.` is about to go out): for benchmarks of the path from a commit to the listener.
+pub fn smtp_sink_timed() -> (u16, std::sync::mpsc::Receiver<(std::time::Instant, String)>) {
+    type Sent = std::sync::mpsc::Sender<(std::time::Instant, String)>;
     #[derive(Clone)]
-    struct Sink(std::sync::mpsc::Sender<String>, Vec<u8>);
+    struct Sink(Sent, Vec<u8>);
     impl mailin_embedded::Handler for Sink {
         fn helo(&mut self, _ip: std::net::IpAddr, _domain: &str) -> mailin_embedded::Response {
             mailin_embedded::response::OK
@@ -971,10 +987,9 @@ pub fn smtp_sink() -> (u16, std::sync::mpsc::Receiver<String>) {
             Ok(())
         }
         fn data_end(&mut self) -> mailin_embedded::Response {
+            let raw = String::from_utf8_lossy(&std::mem::take(&mut self.1)).into_owned();
             // The receiver lives as long as the test; a failed send means it has finished.
-            let _ = self
-                .0
-                .send(String::from_utf8_lossy(&std::mem::take(&mut self.1)).into_owned());
+            let _ = self.0.send((std::time::Instant::now(), raw));
             mailin_embedded::response::OK
         }
     }
@@ -985,7 +1000,10 @@ pub fn smtp_sink() -> (u16, std::sync::mpsc::Receiver<String>) {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let (tx, rx) = std::sync::mpsc::channel();
     let mut server = mailin_embedded::Server::new(Sink(tx, Vec::new()));
-    server.with_name("sink.test").with_tcp_listener(listener);
+    server
+        .with_name("sink.test")
+        .with_tcp_listener(listener)
+        .with_num_threads(64);
     std::thread::spawn(move || {
         // `serve` returns only on a listener error; the test then fails on its timeout.
         let _ = server.serve().map_err(|e| e.to_string());
