@@ -1,0 +1,480 @@
+//! Two `tally serve` processes with separate data directories on one PostgreSQL database: the
+//! scale-out a real operator runs. Every protocol's flow runs with its steps alternating
+//! between the two nodes, and with one node restarted in the middle:
+//!
+//! * a second data directory made fresh is refused (its identity differs) with the files to
+//!   copy; once copied, it starts and is the same node to the outside;
+//! * out-of-band: a code sent by one node is checked by the other; a payment opened on one is
+//!   confirmed on the other after the first restarted; a certificate issued by one node
+//!   opens a session on the other;
+//! * locked delivery: a product added on one is sold on the other (the product files on
+//!   shared storage), paid on the first, unlocked with the key from the second;
+//! * receipts: tokens issued on one, the warrant stored on the other, the offer on one, the
+//!   signature on the other; after a restart the receipt (made before it) is exported from
+//!   each node and verifies offline against the CA.
+
+mod common;
+
+use common::{Server, field, ok, outcome, tally};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tally_service::identity::SHARED_FILES;
+
+/// Two nodes on one database, both in dev mode (the dev inbox is a table: either node reads
+/// it).
+struct Cluster {
+    dir: tempfile::TempDir,
+    url: String,
+    nodes: [Server; 2],
+    admin: String,
+}
+
+fn serve_args(url: &str) -> Vec<String> {
+    vec!["--dev".into(), "--database-url".into(), url.into()]
+}
+
+impl Cluster {
+    fn start() -> Option<Cluster> {
+        let url = tally_testkit::shared_test_database_url()?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let extra = serve_args(&url);
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let a = Server::start(&dir.path().join("a"), &extra);
+
+        // A fresh second data directory has its own keys: refused, with what to copy.
+        let b_dir = dir.path().join("b");
+        let (started, _, err) = serve_refused(&b_dir, &extra);
+        assert!(!started, "a node with another identity started: {err}");
+        for file in SHARED_FILES {
+            assert!(err.contains(file), "the refusal names {file}: {err}");
+        }
+        // As an operator does: copy the identity, share the product storage.
+        for file in SHARED_FILES.iter().copied().chain(["admin.key"]) {
+            std::fs::copy(a.data.join(file), b_dir.join(file)).expect("copy identity");
+        }
+        std::fs::create_dir_all(a.data.join("products")).expect("products");
+        std::os::unix::fs::symlink(a.data.join("products"), b_dir.join("products"))
+            .expect("shared product storage");
+        let b = Server::start(&b_dir, &extra);
+        let admin = a.admin_key.clone();
+        Some(Cluster {
+            dir,
+            url,
+            nodes: [a, b],
+            admin,
+        })
+    }
+
+    fn node(&self, i: usize) -> &Server {
+        &self.nodes[i % 2]
+    }
+
+    /// Stops node `i` hard (SIGKILL) and starts it again on the same data directory.
+    fn restart(&mut self, i: usize) {
+        let data = self.nodes[i].data.clone();
+        self.nodes[i].kill_hard();
+        let extra = serve_args(&self.url);
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        self.nodes[i] = Server::start(&data, &extra);
+    }
+
+    fn work(&self) -> PathBuf {
+        let work = self.dir.path().join("work");
+        std::fs::create_dir_all(&work).expect("work");
+        work
+    }
+
+    /// `tally ARGS` against node `i` with `key`, in the work directory.
+    fn run(&self, i: usize, key: &str, args: &[&str]) -> (bool, String, String) {
+        let server = self.node(i);
+        outcome(
+            tally()
+                .env("TALLY_SERVER", &server.url)
+                .env("TALLY_API_KEY", key)
+                .env_remove("TALLY_DATA")
+                .current_dir(self.work())
+                .args(args)
+                .output()
+                .expect("run tally"),
+        )
+    }
+
+    fn ok(&self, i: usize, key: &str, args: &[&str]) -> String {
+        ok(self.run(i, key, args))
+    }
+
+    fn key(&self, i: usize, role: &str, owner: &str) -> String {
+        let out = self.ok(
+            i,
+            &self.admin,
+            &["api-key", "create", "--role", role, "--owner", owner],
+        );
+        field(&out, "key").to_string()
+    }
+
+    fn account(&self, i: usize, extra: &[&str]) -> String {
+        let mut args = vec!["account", "open", "--currency", "EUR"];
+        args.extend_from_slice(extra);
+        field(&self.ok(i, &self.admin, &args), "account").to_string()
+    }
+
+    /// The code of `session` in the dev inbox `address`, read through node `i`.
+    fn code(&self, i: usize, address: &str, session: &str) -> String {
+        let out = self.ok(i, &self.admin, &["inbox", address, "--json"]);
+        let messages: serde_json::Value = serde_json::from_str(&out).expect("inbox JSON");
+        let body = messages
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|m| m["data"]["session"] == session)
+            .and_then(|m| m["body"].as_str())
+            .unwrap_or_else(|| panic!("no message for {session}: {out}"))
+            .to_string();
+        let at = body.find("code").expect("a code") + 4;
+        body[at..]
+            .chars()
+            .skip_while(|c| !c.is_ascii_digit())
+            .take_while(char::is_ascii_digit)
+            .collect()
+    }
+
+    fn audit_passes(&self) {
+        for node in &self.nodes {
+            let out = Command::new(env!("CARGO_BIN_EXE_tally"))
+                .args(["ledger", "audit", "--data"])
+                .arg(&node.data)
+                .args(["--database-url", &self.url])
+                .output()
+                .expect("audit");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && text.contains("audit passed"),
+                "{text}"
+            );
+        }
+    }
+}
+
+/// `tally serve` on `data` that must exit by itself (refused) within a bounded wait.
+fn serve_refused(data: &Path, extra: &[&str]) -> (bool, String, String) {
+    let mut child = tally()
+        .args(["serve", "--data"])
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("TALLY_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tally serve");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tally serve neither started nor refused within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    outcome(child.wait_with_output().expect("output"))
+}
+
+#[test]
+fn out_of_band_codes_payments_and_certificates_across_two_nodes() {
+    let Some(mut c) = Cluster::start() else {
+        return;
+    };
+    let alice_key = c.key(0, "customer", "alice");
+    let shop_key = c.key(1, "merchant", "shop");
+    let world = c.account(0, &["--kind", "settlement", "--unbounded"]);
+    let alice = c.account(1, &["--kind", "customer", "--owner", "alice"]);
+    let shop = c.account(0, &["--kind", "merchant", "--owner", "shop"]);
+    c.ok(
+        1,
+        &c.admin,
+        &[
+            "transfer",
+            "--from",
+            &world,
+            "--to",
+            &alice,
+            "--amount",
+            "50.00 EUR",
+        ],
+    );
+
+    // The address is added on A; its code, sent by A, is read and confirmed on B.
+    let out = c.ok(
+        0,
+        &alice_key,
+        &[
+            "subscriber",
+            "address",
+            "add",
+            "alice",
+            "--channel",
+            "dev",
+            "--address",
+            "alice-phone",
+        ],
+    );
+    let session = field(&out, "session").to_string();
+    let code = c.code(1, "alice-phone", &session);
+    let out = c.ok(
+        1,
+        &alice_key,
+        &["auth", "confirm", &session, "--code", &code],
+    );
+    assert!(out.contains("address verified"), "{out}");
+
+    // A payment opened on B (the hold placed), A restarted, confirmed on A.
+    let out = c.ok(
+        1,
+        &shop_key,
+        &[
+            "auth",
+            "pay",
+            "--user",
+            "alice",
+            "--merchant-account",
+            &shop,
+            "--amount",
+            "12.50 EUR",
+            "--description",
+            "Blue mug",
+            "--payer-account",
+            &alice,
+        ],
+    );
+    let session = field(&out, "session").to_string();
+    c.restart(0);
+    let code = c.code(0, "alice-phone", &session);
+    let out = c.ok(
+        0,
+        &alice_key,
+        &["auth", "confirm", &session, "--code", &code],
+    );
+    assert!(out.contains("\nauthorized\n"), "{out}");
+    let balance = |i: usize, account: &str| {
+        field(&c.ok(i, &c.admin, &["account", "show", account]), "balance").to_string()
+    };
+    assert_eq!(balance(1, &alice), "37.50 EUR");
+    assert_eq!(balance(0, &shop), "12.50 EUR");
+    // Confirmed once: the other node refuses the same code.
+    let (again, _, err) = c.run(
+        1,
+        &alice_key,
+        &["auth", "confirm", &session, "--code", &code],
+    );
+    assert!(!again && err.contains("session_closed"), "{err}");
+
+    // A certificate issued by B names channel B; a login on A reaches alice through it.
+    let prefix = c.work().join("alice-cert");
+    c.ok(
+        1,
+        &c.admin,
+        &[
+            "subscriber",
+            "certificate",
+            "alice",
+            "--channel",
+            "dev",
+            "--address",
+            "alice-phone",
+            "--out",
+            prefix.to_str().expect("UTF-8"),
+        ],
+    );
+    let pem = format!("{}.pem", prefix.display());
+    let out = c.ok(
+        0,
+        &alice_key,
+        &["auth", "login", "alice", "--certificate", &pem],
+    );
+    let session = field(&out, "session").to_string();
+    let code = c.code(0, "alice-phone", &session);
+    let out = c.ok(
+        1,
+        &alice_key,
+        &["auth", "confirm", &session, "--code", &code],
+    );
+    assert!(out.contains("\nauthorized\n"), "{out}");
+    c.audit_passes();
+}
+
+#[test]
+fn a_product_added_on_one_node_is_sold_paid_and_unlocked_across_both() {
+    let Some(mut c) = Cluster::start() else {
+        return;
+    };
+    let shop_key = c.key(0, "merchant", "shop");
+    let alice_key = c.key(1, "customer", "alice");
+    let world = c.account(1, &["--kind", "settlement", "--unbounded"]);
+    let shop = c.account(0, &["--kind", "merchant", "--owner", "shop"]);
+    let alice = c.account(1, &["--kind", "customer", "--owner", "alice"]);
+    c.ok(
+        0,
+        &c.admin,
+        &[
+            "transfer",
+            "--from",
+            &world,
+            "--to",
+            &alice,
+            "--amount",
+            "20.00 EUR",
+        ],
+    );
+    let work = c.work();
+    let song = work.join("song.bin");
+    let bytes: Vec<u8> = (0..(1 << 20) + 77).map(|i| (i * 31 % 251) as u8).collect();
+    std::fs::write(&song, &bytes).expect("song");
+
+    // Added and published on A.
+    let out = c.ok(
+        0,
+        &shop_key,
+        &[
+            "product",
+            "add",
+            "--title",
+            "Night Songs",
+            "--price",
+            "9.90 EUR",
+            "--pay-to",
+            &shop,
+            "--file",
+            song.to_str().expect("UTF-8"),
+            "--licence",
+            "Personal use only.",
+        ],
+    );
+    let product = field(&out, "product").to_string();
+    // Bought on B (its package built from the shared product files).
+    let out = c.ok(
+        1,
+        &alice_key,
+        &[
+            "buy",
+            &product,
+            "--channel",
+            "dev",
+            "--address",
+            "alice-inbox",
+            "--name",
+            "Alice",
+        ],
+    );
+    let reference = field(&out, "reference").to_string();
+    let package = work.join(format!("{reference}.tallypkg"));
+    assert!(package.is_file(), "{out}");
+    c.restart(1);
+    // Paid on A, unlocked with the key fetched from B (restarted).
+    c.ok(
+        0,
+        &alice_key,
+        &[
+            "pay",
+            "--reference",
+            &reference,
+            "--from",
+            &alice,
+            "--amount",
+            "9.90 EUR",
+        ],
+    );
+    let out = c.ok(
+        1,
+        &alice_key,
+        &[
+            "package",
+            "unlock",
+            package.to_str().expect("UTF-8"),
+            "--fetch",
+        ],
+    );
+    let unlocked = work.join(&reference).join("song.bin");
+    assert_eq!(std::fs::read(&unlocked).expect("unlocked"), bytes, "{out}");
+    let shown = c.ok(0, &c.admin, &["account", "show", &shop]);
+    assert_eq!(field(&shown, "balance"), "9.90 EUR");
+    c.audit_passes();
+}
+
+#[test]
+fn a_receipt_made_on_two_nodes_verifies_from_either_after_a_restart() {
+    let Some(mut c) = Cluster::start() else {
+        return;
+    };
+    let alice_key = c.key(0, "customer", "alice");
+    let bob_key = c.key(1, "merchant", "bob");
+    // Tokens issued on A (their certificates from the shared CA).
+    for (holder, role) in [("alice", "customer"), ("bob", "manager")] {
+        let file = format!("{holder}.token");
+        c.ok(
+            0,
+            &c.admin,
+            &[
+                "token", "init", "--holder", holder, "--role", role, "--file", &file,
+            ],
+        );
+    }
+    // Bob's warrant stored through B; the offer on A; alice signs on B.
+    c.ok(
+        1,
+        &bob_key,
+        &[
+            "warrant",
+            "issue",
+            "--token",
+            "bob.token",
+            "--counterparty",
+            "alice",
+        ],
+    );
+    let out = c.ok(
+        0,
+        &bob_key,
+        &[
+            "receipt",
+            "offer",
+            "--party-a",
+            "bob",
+            "--party-b",
+            "alice",
+            "--text",
+            "Order 7001\n1 x lamp\n",
+        ],
+    );
+    let tx = field(&out, "transaction").to_string();
+    let out = c.ok(
+        1,
+        &alice_key,
+        &["receipt", "sign", &tx, "--token", "alice.token", "--yes"],
+    );
+    assert!(out.contains("receipt verified"), "{out}");
+
+    // Both nodes restarted; the receipt made before verifies as exported from either.
+    c.restart(0);
+    c.restart(1);
+    let ca = c.node(0).data.join("ca.pem");
+    let mut exported = Vec::new();
+    for i in 0..2 {
+        let file = format!("from-{i}.tally");
+        c.ok(i, &alice_key, &["receipt", "export", &tx, "--out", &file]);
+        let (valid, out, err) = outcome(
+            tally()
+                .current_dir(c.work())
+                .args(["receipt", "verify", &file, "--ca"])
+                .arg(&ca)
+                .output()
+                .expect("verify"),
+        );
+        assert!(valid && out.contains("receipt verified"), "{out}{err}");
+        exported.push(std::fs::read(c.work().join(&file)).expect("package"));
+    }
+    assert_eq!(
+        exported[0], exported[1],
+        "both nodes serve the same package"
+    );
+    c.audit_passes();
+}
