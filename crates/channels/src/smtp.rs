@@ -138,7 +138,7 @@ pub struct SmtpChannel {
 /// How messages reach the relay.
 enum Route {
     /// Sessions this channel opens (plain or STARTTLS) and pools.
-    Pooled(Pool),
+    Pooled(Box<Pool>),
     /// Implicit TLS through lettre's transport.
     Transport(AsyncSmtpTransport<Tokio1Executor>),
 }
@@ -289,7 +289,7 @@ impl SmtpChannel {
                 }
                 Route::Transport(builder.build())
             }
-            SmtpTls::None | SmtpTls::StartTls => Route::Pooled(Pool {
+            SmtpTls::None | SmtpTls::StartTls => Route::Pooled(Box::new(Pool {
                 starttls: match config.tls {
                     SmtpTls::StartTls => Some(tls_parameters(&config.host)?),
                     SmtpTls::None | SmtpTls::Tls => None,
@@ -301,7 +301,7 @@ impl SmtpChannel {
                 hello: ClientId::default(),
                 idle: Mutex::new(Vec::new()),
                 open: tokio::sync::Semaphore::new(config.connections_max.max(1)),
-            }),
+            })),
         };
         Ok(SmtpChannel {
             route,
