@@ -28,8 +28,9 @@
 //! node's key by default without saying so (without `--trust`, the signer is printed for the
 //! user to compare).
 
-use crate::client::{
-    ATTEMPTS_MAX, ApiFailure, CALL_TIMEOUT, Client, Conn, idempotency_key, refusal, s, urlencode,
+use crate::client::{Conn, idempotency_key};
+use crate::legacy::{
+    ATTEMPTS_MAX, ApiFailure, CALL_TIMEOUT, LegacyClient as Client, refusal, s, urlencode,
 };
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};

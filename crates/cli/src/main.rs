@@ -11,12 +11,14 @@
 //! signs and verifies offline; `ledger audit` and `bench ledger` open the store directly, `bench
 //! auth` an in-process node, `bench seal` files and the proto crate's delivery package.
 
+mod accounts;
 mod bench;
 mod bench_receipts;
 mod bench_seal;
 mod bench_smtp;
 mod client;
 mod delivery;
+mod legacy;
 mod log_export;
 mod oob;
 mod pkcs11;
@@ -46,22 +48,22 @@ enum Commands {
     Serve(serve::ServeArgs),
     /// Accounts: open, show, list, history.
     #[command(subcommand)]
-    Account(client::AccountCommand),
+    Account(accounts::AccountCommand),
     /// Move money now (debits --from, credits --to).
-    Transfer(client::TransferArgs),
+    Transfer(accounts::TransferArgs),
     /// Hold money (a pending transfer) until posted, voided or expired.
-    Hold(client::HoldArgs),
+    Hold(accounts::HoldArgs),
     /// Post (capture) a hold, in full or in part.
-    Post(client::PostArgs),
+    Post(accounts::PostArgs),
     /// Void (release) a hold.
-    Void(client::VoidArgs),
+    Void(accounts::VoidArgs),
     /// Exchange between two currencies through the operator's liquidity accounts.
-    Exchange(client::ExchangeArgs),
+    Exchange(accounts::ExchangeArgs),
     /// API keys (operator only): create, list, revoke.
     #[command(name = "api-key", subcommand)]
-    ApiKey(client::ApiKeyCommand),
+    ApiKey(accounts::ApiKeyCommand),
     /// Read a development inbox (node started with --dev).
-    Inbox(client::InboxArgs),
+    Inbox(accounts::InboxArgs),
     /// The out-of-band subscriber directory: users, their second-channel addresses, and
     /// certificates naming those addresses.
     #[command(subcommand)]
@@ -203,14 +205,14 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Commands::Serve(a) => serve::run(a).await,
-            Commands::Account(c) => client::account(c).await,
-            Commands::Transfer(a) => client::transfer(a).await,
-            Commands::Hold(a) => client::hold(a).await,
-            Commands::Post(a) => client::post(a).await,
-            Commands::Void(a) => client::void(a).await,
-            Commands::Exchange(a) => client::exchange(a).await,
-            Commands::ApiKey(c) => client::api_key(c).await,
-            Commands::Inbox(a) => client::inbox(a).await,
+            Commands::Account(c) => accounts::account(c).await,
+            Commands::Transfer(a) => accounts::transfer(a).await,
+            Commands::Hold(a) => accounts::hold(a).await,
+            Commands::Post(a) => accounts::post(a).await,
+            Commands::Void(a) => accounts::void(a).await,
+            Commands::Exchange(a) => accounts::exchange(a).await,
+            Commands::ApiKey(c) => accounts::api_key(c).await,
+            Commands::Inbox(a) => accounts::inbox(a).await,
             Commands::Subscriber(c) => oob::subscriber(c).await,
             Commands::Auth(c) => oob::auth(c).await,
             Commands::Mail(c) => oob::mail(c).await,

@@ -16,7 +16,9 @@
 //! Rejected: confirming without showing the session first (the user would authorise blind),
 //! and echoing the code back in any output.
 
-use crate::client::{ApiFailure, Client, Conn, idempotency_key, s, transfer_summary, urlencode};
+use crate::accounts::transfer_summary;
+use crate::client::{Conn, idempotency_key};
+use crate::legacy::{ApiFailure, LegacyClient as Client, s, urlencode};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use reqwest::Method;
@@ -591,16 +593,10 @@ fn opened_summary(v: &Value) -> String {
     }
 }
 
-/// A ledger `Transfer` (as the service serialises it) in the format of `tally transfer`.
+/// The transfer of a normal (below the threshold) answer, in the format of `tally transfer`.
 fn ledger_transfer(v: &Value) -> String {
-    match serde_json::from_value::<tally_ledger::Transfer>(v.clone()) {
-        Ok(t) => {
-            let dto = tally_http::dto::TransferDto::from(t);
-            match serde_json::to_value(&dto) {
-                Ok(d) => transfer_summary(&d),
-                Err(_) => v.to_string(),
-            }
-        }
+    match serde_json::from_value::<tally_client::wire::ledger::TransferDto>(v.clone()) {
+        Ok(t) => transfer_summary(&t),
         Err(_) => v.to_string(),
     }
 }

@@ -33,7 +33,8 @@
 //! about B); acking before the token file is saved (a crash would lose an acked receipt);
 //! trusting the package's own CA silently.
 
-use crate::client::{ATTEMPTS_MAX, CALL_TIMEOUT, Client, Conn, idempotency_key, refusal};
+use crate::client::{Conn, idempotency_key};
+use crate::legacy::{ATTEMPTS_MAX, CALL_TIMEOUT, LegacyClient as Client, refusal};
 use crate::pkcs11::{self, Pkcs11Ref};
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};

@@ -14,7 +14,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
-use serde::Deserialize;
 use tally_kernel::{Id, Timestamp};
 use tally_service::delivery::{
     Acknowledge, Complaint, NewProduct, NewSale, PackageParts, PayReference, ReceiverConfig,
@@ -28,29 +27,7 @@ use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller, IdempotencyKey};
 use crate::handlers::written;
-
-/// `?kind=product|document`.
-#[derive(Debug, Deserialize)]
-pub struct KindQuery {
-    /// What the upload is (default `product`).
-    #[serde(default)]
-    pub kind: Option<String>,
-}
-
-/// `?producer=&product=&from=&to=&format=`.
-#[derive(Debug, Deserialize)]
-pub struct ReportQuery {
-    /// Only this producer's products.
-    pub producer: Option<String>,
-    /// Only this product.
-    pub product: Option<Uuid>,
-    /// Sold at or after (RFC 3339).
-    pub from: Option<String>,
-    /// Sold before (RFC 3339).
-    pub to: Option<String>,
-    /// `json` (default) or `csv`.
-    pub format: Option<String>,
-}
+use tally_wire::delivery::{KindQuery, ReportQuery};
 
 fn time(name: &str, v: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
     v.map(|v| {

@@ -1,286 +1,65 @@
-//! Request and response bodies of the HTTP API, with conversions from and to the domain types.
-//!
-//! Key decision: API DTOs are separate from the ledger's and the store's types, even where the
-//! fields look alike. The wire shape is a promise to clients; the domain types change with the
-//! ledger. Money goes out as integer minor units plus a currency code (`{"minor": 1250,
-//! "currency": "EUR"}`) and a display string for people; it comes in either as a display string
-//! (`"12.50 EUR"`) or as `amount_minor` + `currency`, never as a float. Request bodies refuse
-//! unknown fields, so a typo such as `"ammount"` is an error rather than a silently ignored
-//! field. Rejected: serialising `tally_ledger::Transfer` directly (timestamps would go out as
-//! microsecond integers, ids as whatever the domain chooses, and every domain change would be an
-//! API change).
+//! Conversions between the API's wire types ([`tally_wire::ledger`]) and the node's orders and
+//! records: parsing of amounts, and the store's records as shown.
 
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tally_kernel::{Amount, Currency, Timestamp};
-use tally_ledger::{Account, AccountKind, Transfer};
 use tally_service::Role;
 use tally_store::keys::ApiKeyRecord;
 use tally_store::outbox::StoredMessage;
-use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
+pub use tally_wire::ledger::*;
 
 use crate::error::ApiError;
 
-/// An amount in minor units of a currency.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Money {
-    /// Count of minor units (cents for EUR).
-    #[schema(example = 1250)]
-    pub minor: i64,
-    /// ISO-4217 code.
-    #[schema(example = "EUR")]
-    pub currency: String,
-}
-
-impl From<Amount> for Money {
-    fn from(a: Amount) -> Money {
-        Money {
-            minor: a.minor,
-            currency: a.currency.code().to_string(),
-        }
+/// The service's account order.
+pub fn open_account_order(r: OpenAccountRequest) -> tally_service::ledger_ops::OpenAccount {
+    tally_service::ledger_ops::OpenAccount {
+        owner: r.owner,
+        currency: r.currency,
+        kind: r.kind.map(tally_ledger::AccountKind::from),
+        limit_minor: r.limit_minor,
+        debits_must_not_exceed_credits: r.debits_must_not_exceed_credits,
+        credits_must_not_exceed_debits: r.credits_must_not_exceed_debits,
     }
 }
 
-/// What an account stands for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum AccountKindDto {
-    /// A customer's money held by the operator.
-    Customer,
-    /// Fees the operator earns.
-    Fee,
-    /// The operator's position in one currency, for exchanges.
-    Liquidity,
-    /// A merchant's money held by the operator.
-    Merchant,
-    /// Any other account of the operator.
-    Operator,
-    /// Money entering or leaving the ledger (bank, cash, card network).
-    Settlement,
-}
-
-impl From<AccountKindDto> for AccountKind {
-    fn from(k: AccountKindDto) -> AccountKind {
-        match k {
-            AccountKindDto::Customer => AccountKind::Customer,
-            AccountKindDto::Fee => AccountKind::Fee,
-            AccountKindDto::Liquidity => AccountKind::Liquidity,
-            AccountKindDto::Merchant => AccountKind::Merchant,
-            AccountKindDto::Operator => AccountKind::Operator,
-            AccountKindDto::Settlement => AccountKind::Settlement,
-        }
+fn notify(n: NotifyDto) -> tally_service::ledger_ops::Notify {
+    tally_service::ledger_ops::Notify {
+        channel: n.channel,
+        address: n.address,
     }
 }
 
-/// `POST /v1/accounts`.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OpenAccountRequest {
-    /// Owner name. Admins choose (default `operator`); others may only name themselves.
-    pub owner: Option<String>,
-    /// ISO-4217 code.
-    #[schema(example = "EUR")]
-    pub currency: String,
-    /// Admins choose; customers and merchants get their own kind.
-    pub kind: Option<AccountKindDto>,
-    /// Overdraft allowed (admins only).
-    pub limit_minor: Option<i64>,
-    /// Bound debits by credits (default true for customer and merchant accounts).
-    pub debits_must_not_exceed_credits: Option<bool>,
-    /// Bound credits by debits (default false).
-    pub credits_must_not_exceed_debits: Option<bool>,
+/// The order for the service (`timeout_s` set for holds).
+pub fn transfer_order(
+    r: TransferRequest,
+    timeout_s: Option<i64>,
+) -> Result<tally_service::ledger_ops::TransferOrder, ApiError> {
+    let amount = parse_amount(r.amount.as_deref(), r.amount_minor, r.currency.as_deref())?;
+    Ok(tally_service::ledger_ops::TransferOrder {
+        debit_account: tally_kernel::Id(r.debit_account),
+        credit_account: tally_kernel::Id(r.credit_account),
+        amount,
+        timeout_s,
+        memo: r.memo,
+        notify: r.notify.map(notify),
+    })
 }
 
-impl From<OpenAccountRequest> for tally_service::ledger_ops::OpenAccount {
-    fn from(r: OpenAccountRequest) -> Self {
-        tally_service::ledger_ops::OpenAccount {
-            owner: r.owner,
-            currency: r.currency,
-            kind: r.kind.map(AccountKind::from),
-            limit_minor: r.limit_minor,
-            debits_must_not_exceed_credits: r.debits_must_not_exceed_credits,
-            credits_must_not_exceed_debits: r.credits_must_not_exceed_debits,
-        }
-    }
-}
-
-/// Bounds on an account's counters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct AccountFlagsDto {
-    /// Debits (pending + posted) never exceed posted credits plus the limit.
-    pub debits_must_not_exceed_credits: bool,
-    /// Credits (pending + posted) never exceed posted debits plus the limit.
-    pub credits_must_not_exceed_debits: bool,
-}
-
-/// An account with its four counters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct AccountDto {
-    /// Identifier (UUIDv7).
-    pub id: Uuid,
-    /// Who it belongs to.
-    pub owner: String,
-    /// ISO-4217 code.
-    #[schema(example = "EUR")]
-    pub currency: String,
-    /// `customer`, `fee`, `liquidity`, `merchant`, `operator` or `settlement`.
-    #[schema(example = "customer")]
-    pub kind: String,
-    /// Bounds.
-    pub flags: AccountFlagsDto,
-    /// Overdraft allowed beyond the bound.
-    pub limit_minor: i64,
-    /// Holds against the account, not yet resolved.
-    pub debits_pending: i64,
-    /// Posted debits.
-    pub debits_posted: i64,
-    /// Holds in favour of the account, not yet resolved.
-    pub credits_pending: i64,
-    /// Posted credits.
-    pub credits_posted: i64,
-    /// `credits_posted - debits_posted`.
-    pub balance: Money,
-    /// The balance for people, e.g. `12.50 EUR`.
-    #[schema(example = "12.50 EUR")]
-    pub balance_display: String,
-    /// `balance_minor` for clients that want the bare number.
-    pub balance_minor: i64,
-    /// What may still be debited; `null` when debits are unbounded.
-    pub available_minor: Option<i64>,
-    /// RFC 3339.
-    pub created_at: String,
-}
-
-impl From<Account> for AccountDto {
-    fn from(a: Account) -> AccountDto {
-        let balance = Amount::new(a.balance_minor(), a.currency);
-        AccountDto {
-            id: a.id.0,
-            owner: a.owner.clone(),
-            currency: a.currency.code().to_string(),
-            kind: a.kind.as_str().to_string(),
-            flags: AccountFlagsDto {
-                debits_must_not_exceed_credits: a.flags.debits_must_not_exceed_credits,
-                credits_must_not_exceed_debits: a.flags.credits_must_not_exceed_debits,
-            },
-            limit_minor: a.limit_minor,
-            debits_pending: a.debits_pending,
-            debits_posted: a.debits_posted,
-            credits_pending: a.credits_pending,
-            credits_posted: a.credits_posted,
-            balance: balance.into(),
-            balance_display: balance.to_string(),
-            balance_minor: balance.minor,
-            available_minor: a.available_minor(),
-            created_at: a.created_at.to_rfc3339(),
-        }
-    }
-}
-
-/// Someone to tell when the transfer commits (in the same database transaction).
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NotifyDto {
-    /// `email`, `sms`, `webhook` or `dev`.
-    #[schema(example = "dev")]
-    pub channel: String,
-    /// Where to.
-    #[schema(example = "alice")]
-    pub address: String,
-}
-
-impl From<NotifyDto> for tally_service::ledger_ops::Notify {
-    fn from(n: NotifyDto) -> Self {
-        tally_service::ledger_ops::Notify {
-            channel: n.channel,
-            address: n.address,
-        }
-    }
-}
-
-/// `POST /v1/transfers`: give `amount` (`"12.50 EUR"`) or `amount_minor` with `currency`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TransferRequest {
-    /// Account debited (must be the caller's, unless admin).
-    pub debit_account: Uuid,
-    /// Account credited.
-    pub credit_account: Uuid,
-    /// Decimal amount and currency, e.g. `12.50 EUR`.
-    #[schema(example = "12.50 EUR")]
-    pub amount: Option<String>,
-    /// Minor units (with `currency`), instead of `amount`.
-    pub amount_minor: Option<i64>,
-    /// ISO-4217 code (with `amount_minor`).
-    pub currency: Option<String>,
-    /// Free text, at most 512 bytes.
-    pub memo: Option<String>,
-    /// Tell someone when it commits.
-    pub notify: Option<NotifyDto>,
-}
-
-impl TransferRequest {
-    /// The order for the service (`timeout_s` set for holds).
-    pub fn into_order(
-        self,
-        timeout_s: Option<i64>,
-    ) -> Result<tally_service::ledger_ops::TransferOrder, ApiError> {
-        let amount = parse_amount(
-            self.amount.as_deref(),
-            self.amount_minor,
-            self.currency.as_deref(),
-        )?;
-        Ok(tally_service::ledger_ops::TransferOrder {
-            debit_account: tally_kernel::Id(self.debit_account),
-            credit_account: tally_kernel::Id(self.credit_account),
-            amount,
-            timeout_s,
-            memo: self.memo,
-            notify: self.notify.map(Into::into),
-        })
-    }
-}
-
-/// `POST /v1/holds`: a transfer request plus how long to hold.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HoldRequest {
-    /// Account debited (must be the caller's, unless admin).
-    pub debit_account: Uuid,
-    /// Account credited (its owner later posts or voids the hold).
-    pub credit_account: Uuid,
-    /// Decimal amount and currency, e.g. `12.50 EUR`.
-    #[schema(example = "12.50 EUR")]
-    pub amount: Option<String>,
-    /// Minor units (with `currency`), instead of `amount`.
-    pub amount_minor: Option<i64>,
-    /// ISO-4217 code (with `amount_minor`).
-    pub currency: Option<String>,
-    /// Seconds until the hold expires by itself.
-    #[schema(minimum = 1, maximum = 31622400)]
-    pub timeout_s: i64,
-    /// Free text, at most 512 bytes.
-    pub memo: Option<String>,
-    /// Tell someone when it commits.
-    pub notify: Option<NotifyDto>,
-}
-
-impl HoldRequest {
-    /// The order for the service.
-    pub fn into_order(self) -> Result<tally_service::ledger_ops::TransferOrder, ApiError> {
-        let timeout_s = Some(self.timeout_s);
+/// The hold's order for the service.
+pub fn hold_order(r: HoldRequest) -> Result<tally_service::ledger_ops::TransferOrder, ApiError> {
+    let timeout_s = Some(r.timeout_s);
+    transfer_order(
         TransferRequest {
-            debit_account: self.debit_account,
-            credit_account: self.credit_account,
-            amount: self.amount,
-            amount_minor: self.amount_minor,
-            currency: self.currency,
-            memo: self.memo,
-            notify: self.notify,
-        }
-        .into_order(timeout_s)
-    }
+            debit_account: r.debit_account,
+            credit_account: r.credit_account,
+            amount: r.amount,
+            amount_minor: r.amount_minor,
+            currency: r.currency,
+            memo: r.memo,
+            notify: r.notify,
+        },
+        timeout_s,
+    )
 }
 
 /// Reads the two accepted spellings of an amount. Parsing only: whether the amount is positive
@@ -314,354 +93,99 @@ fn parse_amount(
     }
 }
 
-/// `POST /v1/holds/{id}/post` (the body may be empty: post everything).
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PostHoldRequest {
-    /// How much to post as `"5.00 EUR"` (default: all of it); the rest is released.
-    #[schema(example = "5.00 EUR")]
-    pub amount: Option<String>,
-    /// Or in minor units of the hold's currency.
-    pub amount_minor: Option<i64>,
-    /// With `amount_minor`: must be the hold's currency.
-    pub currency: Option<String>,
-}
-
-impl PostHoldRequest {
-    /// `(amount_minor, currency)` for the service; a stated currency is checked there.
-    pub fn amount(&self) -> Result<(Option<i64>, Option<Currency>), ApiError> {
-        match (&self.amount, self.amount_minor, &self.currency) {
-            (None, None, None) => Ok((None, None)),
-            (None, Some(minor), None) => Ok((Some(minor), None)),
-            (text, minor, code) => {
-                let a = parse_amount(text.as_deref(), minor, code.as_deref())?;
-                Ok((Some(a.minor), Some(a.currency)))
-            }
+/// `(amount_minor, currency)` of a post for the service; a stated currency is checked there.
+pub fn post_amount(r: &PostHoldRequest) -> Result<(Option<i64>, Option<Currency>), ApiError> {
+    match (&r.amount, r.amount_minor, &r.currency) {
+        (None, None, None) => Ok((None, None)),
+        (None, Some(minor), None) => Ok((Some(minor), None)),
+        (text, minor, code) => {
+            let a = parse_amount(text.as_deref(), minor, code.as_deref())?;
+            Ok((Some(a.minor), Some(a.currency)))
         }
     }
 }
 
-/// `POST /v1/exchanges`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ExchangeRequest {
-    /// Source account.
-    pub debit_account: Uuid,
-    /// Target account, in another currency.
-    pub credit_account: Uuid,
-    /// Amount in the source currency's minor units.
-    pub amount_minor: i64,
-    /// The source currency; when given it must be the debited account's.
-    pub currency: Option<String>,
-    /// Target units per source unit, as a decimal string.
-    #[schema(example = "1.0834")]
-    pub rate: String,
-    /// Free text.
-    pub memo: Option<String>,
+/// The exchange order for the service.
+pub fn exchange_order(
+    r: ExchangeRequest,
+) -> Result<tally_service::ledger_ops::ExchangeOrder, ApiError> {
+    let currency = r
+        .currency
+        .as_deref()
+        .map(Currency::from_code)
+        .transpose()
+        .map_err(|e| ApiError::invalid_field("currency", e))?;
+    Ok(tally_service::ledger_ops::ExchangeOrder {
+        debit_account: tally_kernel::Id(r.debit_account),
+        credit_account: tally_kernel::Id(r.credit_account),
+        amount_minor: r.amount_minor,
+        currency,
+        rate: r.rate,
+        memo: r.memo,
+    })
 }
 
-impl TryFrom<ExchangeRequest> for tally_service::ledger_ops::ExchangeOrder {
-    type Error = ApiError;
-    fn try_from(r: ExchangeRequest) -> Result<Self, ApiError> {
-        let currency = r
-            .currency
-            .as_deref()
-            .map(Currency::from_code)
-            .transpose()
-            .map_err(|e| ApiError::invalid_field("currency", e))?;
-        Ok(tally_service::ledger_ops::ExchangeOrder {
-            debit_account: tally_kernel::Id(r.debit_account),
-            credit_account: tally_kernel::Id(r.credit_account),
-            amount_minor: r.amount_minor,
-            currency,
-            rate: r.rate,
-            memo: r.memo,
-        })
+/// The service's role.
+pub fn role(r: RoleDto) -> Role {
+    match r {
+        RoleDto::Admin => Role::Admin,
+        RoleDto::Customer => Role::Customer,
+        RoleDto::Merchant => Role::Merchant,
     }
 }
 
-/// An exchange rate as an exact ratio of target minor units per source minor units.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct RateDto {
-    /// Target minor units…
-    pub numerator: i64,
-    /// …per this many source minor units.
-    pub denominator: i64,
-}
-
-/// A transfer: a single movement, a hold, or the post/void/expiry of a hold.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct TransferDto {
-    /// Identifier (UUIDv7).
-    pub id: Uuid,
-    /// `single`, `pending`, `post_pending`, `void_pending` or `expire_pending`.
-    #[schema(example = "single")]
-    pub kind: String,
-    /// `pending`, `posted`, `voided` or `expired`.
-    #[schema(example = "posted")]
-    pub state: String,
-    /// Account debited.
-    pub debit_account: Uuid,
-    /// Account credited.
-    pub credit_account: Uuid,
-    /// Amount moved, held, posted or released.
-    pub amount: Money,
-    /// The amount for people, e.g. `12.50 EUR`.
-    #[schema(example = "12.50 EUR")]
-    pub amount_display: String,
-    /// For post/void/expire: the hold it resolves.
-    pub pending_id: Option<Uuid>,
-    /// For post/void/expire: the amount that was held.
-    pub pending_amount_minor: Option<i64>,
-    /// For holds: when it expires (RFC 3339).
-    pub expires_at: Option<String>,
-    /// For exchanges: shared by both legs.
-    pub link_id: Option<Uuid>,
-    /// For exchanges: the rate applied.
-    pub rate: Option<RateDto>,
-    /// Free text.
-    pub memo: String,
-    /// RFC 3339.
-    pub created_at: String,
-}
-
-impl From<Transfer> for TransferDto {
-    fn from(t: Transfer) -> TransferDto {
-        let amount = Amount::new(t.amount_minor, t.currency);
-        TransferDto {
-            id: t.id.0,
-            kind: t.kind.as_str().to_string(),
-            state: t.state.as_str().to_string(),
-            debit_account: t.debit_account.0,
-            credit_account: t.credit_account.0,
-            amount: amount.into(),
-            amount_display: amount.to_string(),
-            pending_id: t.pending_id.map(|i| i.0),
-            pending_amount_minor: t.pending_amount_minor,
-            expires_at: t.expires_at.map(Timestamp::to_rfc3339),
-            link_id: t.link_id.map(|i| i.0),
-            rate: t.rate.map(|r| RateDto {
-                numerator: r.numerator,
-                denominator: r.denominator,
-            }),
-            memo: t.memo,
-            created_at: t.created_at.to_rfc3339(),
-        }
+/// An API key as shown (never its secret).
+pub fn api_key(r: ApiKeyRecord) -> ApiKeyDto {
+    ApiKeyDto {
+        id: r.id.0,
+        role: r.role,
+        owner: r.owner,
+        label: r.label,
+        created_at: r.created_at.to_rfc3339(),
+        revoked_at: r.revoked_at.map(Timestamp::to_rfc3339),
     }
 }
 
-/// The two legs of an exchange.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ExchangeResponse {
-    /// Source → liquidity, then liquidity → target.
-    pub transfers: Vec<TransferDto>,
-}
-
-/// What an API key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RoleDto {
-    /// The operator.
-    Admin,
-    /// A customer: its own accounts only.
-    Customer,
-    /// A merchant: its own accounts; captures and releases holds in its favour.
-    Merchant,
-}
-
-impl From<RoleDto> for Role {
-    fn from(r: RoleDto) -> Role {
-        match r {
-            RoleDto::Admin => Role::Admin,
-            RoleDto::Customer => Role::Customer,
-            RoleDto::Merchant => Role::Merchant,
-        }
+/// A development-inbox message as shown.
+pub fn message(m: StoredMessage) -> MessageDto {
+    MessageDto {
+        id: m.id.0,
+        channel: m.message.kind,
+        address: m.message.address,
+        subject: m.message.subject,
+        body: m.message.body,
+        data: m.message.data,
+        state: m.state,
+        created_at: m.created_at.to_rfc3339(),
+        sent_at: m.sent_at.map(Timestamp::to_rfc3339),
     }
 }
 
-/// `POST /v1/api-keys`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewApiKeyRequest {
-    /// The key's role.
-    pub role: RoleDto,
-    /// The customer or merchant the key acts for (ignored for admins: `operator`).
-    pub owner: String,
-    /// A note for operators.
-    pub label: Option<String>,
-}
-
-/// An API key without its secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ApiKeyDto {
-    /// Identifier.
-    pub id: Uuid,
-    /// `admin`, `merchant` or `customer`.
-    pub role: String,
-    /// Who it acts for.
-    pub owner: String,
-    /// A note for operators.
-    pub label: String,
-    /// RFC 3339.
-    pub created_at: String,
-    /// RFC 3339, once revoked.
-    pub revoked_at: Option<String>,
-}
-
-impl From<ApiKeyRecord> for ApiKeyDto {
-    fn from(r: ApiKeyRecord) -> ApiKeyDto {
-        ApiKeyDto {
-            id: r.id.0,
-            role: r.role,
-            owner: r.owner,
-            label: r.label,
-            created_at: r.created_at.to_rfc3339(),
-            revoked_at: r.revoked_at.map(Timestamp::to_rfc3339),
-        }
+/// The audit as shown.
+pub fn audit(a: tally_store::audit::StoreAudit) -> AuditDto {
+    let ok = a.ok();
+    let r = a.ledger;
+    AuditDto {
+        ok,
+        entries: r.entries,
+        accounts: r.accounts,
+        transfers: r.transfers,
+        checkpoints: r.checkpoints_matched,
+        signatures_verified: a.signatures_verified,
+        signers: a.signers,
+        problems: r.problems,
+        totals: r
+            .totals
+            .into_iter()
+            .map(|(code, t)| {
+                let dto = CurrencyTotalsDto {
+                    debits_posted: t.debits_posted,
+                    credits_posted: t.credits_posted,
+                    debits_pending: t.debits_pending,
+                    credits_pending: t.credits_pending,
+                };
+                (code, dto)
+            })
+            .collect::<BTreeMap<_, _>>(),
     }
-}
-
-/// A new API key, with the secret shown this once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct NewApiKeyResponse {
-    /// Identifier.
-    pub id: Uuid,
-    /// `admin`, `merchant` or `customer`.
-    pub role: String,
-    /// Who it acts for.
-    pub owner: String,
-    /// A note for operators.
-    pub label: String,
-    /// The key for `Authorization: Bearer …`. Not retrievable later.
-    pub key: String,
-}
-
-/// A message in the development inbox.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct MessageDto {
-    /// Identifier.
-    pub id: Uuid,
-    /// The channel (`dev`).
-    pub channel: String,
-    /// The inbox name.
-    pub address: String,
-    /// Subject line.
-    pub subject: String,
-    /// Plain-text body.
-    pub body: String,
-    /// Structured payload.
-    #[schema(value_type = Object)]
-    pub data: serde_json::Value,
-    /// `pending`, `sent` or `failed`.
-    pub state: String,
-    /// RFC 3339.
-    pub created_at: String,
-    /// RFC 3339.
-    pub sent_at: Option<String>,
-}
-
-impl From<StoredMessage> for MessageDto {
-    fn from(m: StoredMessage) -> MessageDto {
-        MessageDto {
-            id: m.id.0,
-            channel: m.message.kind,
-            address: m.message.address,
-            subject: m.message.subject,
-            body: m.message.body,
-            data: m.message.data,
-            state: m.state,
-            created_at: m.created_at.to_rfc3339(),
-            sent_at: m.sent_at.map(Timestamp::to_rfc3339),
-        }
-    }
-}
-
-/// Per-currency totals after replay: debits equal credits when the ledger balances.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct CurrencyTotalsDto {
-    /// Sum of posted debits.
-    pub debits_posted: i128,
-    /// Sum of posted credits.
-    pub credits_posted: i128,
-    /// Sum of pending debits.
-    pub debits_pending: i128,
-    /// Sum of pending credits.
-    pub credits_pending: i128,
-}
-
-/// `GET /v1/ledger/audit`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct AuditDto {
-    /// True when the chain, the checkpoints, the replay and the totals all agree.
-    pub ok: bool,
-    /// Journal entries read.
-    pub entries: u64,
-    /// Accounts recomputed.
-    pub accounts: u64,
-    /// Transfer rows replayed.
-    pub transfers: u64,
-    /// Checkpoints whose hash matched the chain.
-    pub checkpoints: u64,
-    /// Checkpoints whose signature verified.
-    pub signatures_verified: u64,
-    /// Checkpoint signers (hex public keys).
-    pub signers: Vec<String>,
-    /// Every discrepancy, in words.
-    pub problems: Vec<String>,
-    /// Totals by currency code.
-    pub totals: BTreeMap<String, CurrencyTotalsDto>,
-}
-
-impl From<tally_store::audit::StoreAudit> for AuditDto {
-    fn from(a: tally_store::audit::StoreAudit) -> AuditDto {
-        let ok = a.ok();
-        let r = a.ledger;
-        AuditDto {
-            ok,
-            entries: r.entries,
-            accounts: r.accounts,
-            transfers: r.transfers,
-            checkpoints: r.checkpoints_matched,
-            signatures_verified: a.signatures_verified,
-            signers: a.signers,
-            problems: r.problems,
-            totals: r
-                .totals
-                .into_iter()
-                .map(|(code, t)| {
-                    let dto = CurrencyTotalsDto {
-                        debits_posted: t.debits_posted,
-                        credits_posted: t.credits_posted,
-                        debits_pending: t.debits_pending,
-                        credits_pending: t.credits_pending,
-                    };
-                    (code, dto)
-                })
-                .collect(),
-        }
-    }
-}
-
-/// `GET /healthz`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Health {
-    /// `ok` or `unavailable`.
-    #[schema(example = "ok")]
-    pub status: String,
-}
-
-/// `?owner=` of `GET /v1/accounts`.
-#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct AccountsQuery {
-    /// Whose accounts (admins: anyone; others: themselves). Default: the caller's.
-    pub owner: Option<String>,
-}
-
-/// `?limit=` of list endpoints.
-#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct LimitQuery {
-    /// Most items to return (clamped by the service).
-    pub limit: Option<i64>,
 }

@@ -19,8 +19,8 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::dto::{
-    AccountDto, AccountsQuery, ApiKeyDto, AuditDto, ExchangeRequest, ExchangeResponse, HoldRequest,
-    LimitQuery, MessageDto, NewApiKeyRequest, NewApiKeyResponse, OpenAccountRequest,
+    self, AccountDto, AccountsQuery, ApiKeyDto, AuditDto, ExchangeRequest, ExchangeResponse,
+    HoldRequest, LimitQuery, MessageDto, NewApiKeyRequest, NewApiKeyResponse, OpenAccountRequest,
     PostHoldRequest, TransferDto, TransferRequest,
 };
 use crate::error::{ApiError, ErrorBody};
@@ -77,7 +77,10 @@ pub async fn open_account(
     ApiJson(body): ApiJson<OpenAccountRequest>,
 ) -> Result<Response, ApiError> {
     let key = key.as_ref().map(|k| k.0.as_str());
-    let (account, replayed) = state.node.open_account(&by, key, body.into()).await?;
+    let (account, replayed) = state
+        .node
+        .open_account(&by, key, dto::open_account_order(body))
+        .await?;
     let dto = AccountDto::from(account);
     let location = format!("/v1/accounts/{}", dto.id);
     Ok(written(dto, replayed, Some(location)))
@@ -168,7 +171,7 @@ pub async fn create_transfer(
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(body): ApiJson<TransferRequest>,
 ) -> Result<Response, ApiError> {
-    let order = body.into_order(None)?;
+    let order = dto::transfer_order(body, None)?;
     let (transfer, replayed) = state.node.transfer_money(&by, &key, order).await?;
     let dto = TransferDto::from(transfer);
     let location = transfer_location(&dto);
@@ -217,7 +220,7 @@ pub async fn create_hold(
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(body): ApiJson<HoldRequest>,
 ) -> Result<Response, ApiError> {
-    let order = body.into_order()?;
+    let order = dto::hold_order(body)?;
     let (transfer, replayed) = state.node.transfer_money(&by, &key, order).await?;
     let dto = TransferDto::from(transfer);
     let location = transfer_location(&dto);
@@ -248,7 +251,7 @@ pub async fn post_hold(
     IdempotencyKey(key): IdempotencyKey,
     OptionalJson(body): OptionalJson<PostHoldRequest>,
 ) -> Result<Response, ApiError> {
-    let (amount_minor, currency) = body.amount()?;
+    let (amount_minor, currency) = dto::post_amount(&body)?;
     let (transfer, replayed) = state
         .node
         .post(&by, &key, Id(id), amount_minor, currency)
@@ -307,7 +310,10 @@ pub async fn exchange(
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(body): ApiJson<ExchangeRequest>,
 ) -> Result<Response, ApiError> {
-    let (transfers, replayed) = state.node.exchange(&by, &key, body.try_into()?).await?;
+    let (transfers, replayed) = state
+        .node
+        .exchange(&by, &key, dto::exchange_order(body)?)
+        .await?;
     let body = ExchangeResponse {
         transfers: transfers.into_iter().map(TransferDto::from).collect(),
     };
@@ -333,7 +339,7 @@ pub async fn create_api_key(
     let label = body.label.unwrap_or_default();
     let (record, key) = state
         .node
-        .issue_api_key(&by, body.role.into(), &body.owner, &label)
+        .issue_api_key(&by, dto::role(body.role), &body.owner, &label)
         .await?;
     let body = NewApiKeyResponse {
         id: record.id.0,
@@ -364,7 +370,7 @@ pub async fn list_api_keys(
     Caller(by): Caller,
 ) -> Result<Json<Vec<ApiKeyDto>>, ApiError> {
     let keys = state.node.api_keys(&by).await?;
-    Ok(Json(keys.into_iter().map(ApiKeyDto::from).collect()))
+    Ok(Json(keys.into_iter().map(dto::api_key).collect()))
 }
 
 /// Revoke an API key (admins).
@@ -409,7 +415,7 @@ pub async fn dev_inbox(
         .dev_inbox(&caller.0, &address, limit)
         .await
         .map_err(ApiError::dev_inbox)?;
-    Ok(Json(messages.into_iter().map(MessageDto::from).collect()))
+    Ok(Json(messages.into_iter().map(dto::message).collect()))
 }
 
 /// Replay the journal and check every balance, checkpoint and signature (admins).
@@ -425,5 +431,5 @@ pub async fn audit(
     State(state): State<AppState>,
     Caller(by): Caller,
 ) -> Result<Json<AuditDto>, ApiError> {
-    Ok(Json(state.node.audit(&by).await?.into()))
+    Ok(Json(dto::audit(state.node.audit(&by).await?)))
 }

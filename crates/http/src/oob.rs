@@ -14,116 +14,18 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use tally_kernel::{Amount, Id, Timestamp};
-use tally_proto::oob::Transaction;
-use tally_service::access::amount_text;
+use tally_kernel::{Id, Timestamp};
 use tally_service::oob::{OpenSession, Opened};
-use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller, IdempotencyKey, bearer};
 use crate::handlers::written;
-
-/// `POST /v1/subscribers/{user}`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SubscriberRequest {
-    /// The stored account for payments with contract.
-    #[serde(default)]
-    pub contract_account: Option<Uuid>,
-}
-
-/// `POST /v1/subscribers/{user}/addresses`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddressRequest {
-    /// `email`, `sms`, `webhook` or `dev`.
-    pub channel: String,
-    /// Where.
-    pub address: String,
-}
-
-/// `POST /v1/subscribers/{user}/certificate`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CertificateRequest {
-    /// Channel B kind written into the certificate.
-    pub channel: String,
-    /// Channel B address written into the certificate.
-    pub address: String,
-    /// Validity in days (default 365).
-    #[serde(default)]
-    pub days: Option<u32>,
-}
-
-/// `POST /v1/oob/sessions/{session}/verify`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VerifyRequest {
-    /// The code from channel B.
-    pub code: String,
-    /// The transaction the confirming client shows; must be the session's.
-    #[serde(default)]
-    pub confirm: Option<Transaction>,
-}
-
-/// Answer of a successful verification.
-#[derive(Debug, Serialize)]
-pub struct VerifyResponse {
-    /// The session afterwards.
-    pub session: tally_service::oob::SessionView,
-    /// A login's access token (once).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub access_token: Option<String>,
-}
-
-/// `?user=`.
-#[derive(Debug, Deserialize)]
-pub struct UserQuery {
-    /// Whose.
-    pub user: String,
-}
-
-/// `?from=&to=` (RFC 3339; default: the last 31 days).
-#[derive(Debug, Deserialize)]
-pub struct PeriodQuery {
-    /// From (inclusive).
-    pub from: Option<String>,
-    /// To (exclusive).
-    pub to: Option<String>,
-}
-
-/// `PUT /v1/oob/rules/{owner}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleRequest {
-    /// Amounts above this need out-of-band confirmation (`"50.00 EUR"`).
-    #[serde(with = "amount_text")]
-    pub secured_above: Amount,
-}
-
-/// `POST /v1/offers`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OfferRequest {
-    /// For whom.
-    pub recipient: String,
-    /// Subject.
-    pub subject: String,
-    /// Text.
-    pub body: String,
-}
-
-/// `POST /v1/trustee/settle`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SettleRequest {
-    /// Settle lines made before this time (RFC 3339; default now).
-    #[serde(default)]
-    pub until: Option<String>,
-}
+use tally_wire::oob::{
+    AddressRequest, CertificateRequest, IssuedCertificate, OfferDeposited, OfferRequest,
+    PeriodQuery, RuleRequest, SettleRequest, SubscriberRequest, UserQuery, VerifyRequest,
+    VerifyResponse, WhoAmI,
+};
 
 fn time_param(name: &str, value: Option<&str>, default: Timestamp) -> Result<Timestamp, ApiError> {
     match value {
@@ -217,7 +119,10 @@ pub async fn issue_certificate(
     )?;
     Ok((
         StatusCode::CREATED,
-        Json(serde_json::json!({ "certificate": certificate, "private_key": key.expose() })),
+        Json(IssuedCertificate {
+            certificate,
+            private_key: key.expose().clone(),
+        }),
     )
         .into_response())
 }
@@ -331,7 +236,7 @@ pub async fn whoami(
         )
     })?;
     let (user, expires_at) = state.node.oob().token_user(token).await?;
-    Ok(Json(serde_json::json!({ "user": user, "expires_at": expires_at })).into_response())
+    Ok(Json(WhoAmI { user, expires_at }).into_response())
 }
 
 /// A user's certificates.
@@ -381,7 +286,7 @@ pub async fn deposit_offer(
         .oob()
         .deposit_offer(&by, &body.recipient, &body.subject, &body.body)
         .await?;
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response())
+    Ok((StatusCode::CREATED, Json(OfferDeposited { id })).into_response())
 }
 
 /// A user's statement (billing register).

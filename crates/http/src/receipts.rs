@@ -10,41 +10,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use tally_service::receipt::{NewReceipt, NewToken, SignReceipt};
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, Caller, IdempotencyKey};
 use crate::handlers::written;
-
-/// `{certificate}`: a warrant, PEM.
-#[derive(Debug, Deserialize)]
-pub struct WarrantBody {
-    /// The warrant certificate.
-    pub certificate: String,
-}
-
-/// `{ves}`: B's verifiably encrypted signature, hex.
-#[derive(Debug, Deserialize)]
-pub struct EscrowBody {
-    /// 96 bytes, hex.
-    pub ves: String,
-}
-
-/// `{receipt_number}`.
-#[derive(Debug, Deserialize)]
-pub struct AckBody {
-    /// The number in the secure write.
-    pub receipt_number: u64,
-}
-
-/// `{signature_b?}`.
-#[derive(Debug, Default, Deserialize)]
-pub struct ResolveBody {
-    /// B's signature (B resolving).
-    pub signature_b: Option<String>,
-}
+use tally_wire::receipts::{AckBody, EscrowBody, ResolveBody, WarrantBody};
 
 /// The receipt service's keys and certificates.
 #[utoipa::path(

@@ -144,22 +144,7 @@ pub(crate) fn parse_hex<const N: usize>(field: &'static str, text: &str) -> Resu
         .map_err(|_| invalid(field, format!("must be {N} bytes")))
 }
 
-/// Serde for [`tally_kernel::Amount`] as `"12.50 EUR"`.
-pub mod amount_text {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use tally_kernel::Amount;
-
-    /// As text.
-    pub fn serialize<S: Serializer>(a: &Amount, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&a.to_string())
-    }
-
-    /// From text.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Amount, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+pub use tally_wire::amount_text;
 
 #[cfg(test)]
 mod tests {

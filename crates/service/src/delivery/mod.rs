@@ -19,10 +19,10 @@
 //!   from. Every path has an idempotency key: the client's, the receiver's notification id, or
 //!   the sale's own for the auto-debit.
 
+pub mod parts;
 pub mod payments;
 pub mod products;
 pub mod sales;
-pub mod wire;
 
 use crate::access::{corrupt, invalid};
 use crate::core::Core;
@@ -37,7 +37,8 @@ use tally_proto::delivery::sale::{Product, Sale, SaleError};
 use tally_proto::delivery::{EntryKind, EntryMeta, ReferenceCode};
 use tally_store::delivery::{EntryRow, PaymentRow, ProductRow, SaleRow};
 
-pub use wire::*;
+pub use parts::{PackageParts, Segment};
+pub use tally_wire::delivery::*;
 
 /// Domain of the registration file's authenticity signature.
 pub const REGISTRATION_DOMAIN: &[u8] = b"tally/delivery-registration/v1\0";

@@ -5,12 +5,11 @@
 
 use super::{Oob, Payload};
 use crate::Result;
-use crate::access::{amount_text, corrupt};
+use crate::access::corrupt;
 use crate::identity::{getrandom_fill, setup};
-use serde::{Deserialize, Serialize};
 use tally_kernel::crypto::canonical::SignedRecord;
 use tally_kernel::crypto::kdf::sha256;
-use tally_kernel::{Amount, Id, Secret, Timestamp};
+use tally_kernel::{Id, Secret, Timestamp};
 use tally_proto::effects::{Effects, Outgoing};
 use tally_proto::oob::{Purpose, Session};
 use tally_store::Attachment;
@@ -18,108 +17,7 @@ use tally_store::oob::{
     CertificateRow, Mail, RegisterEntry, SessionRow, TokenRow, insert_certificate, insert_mail,
     insert_register, insert_token, mark_retrieved, verify_address,
 };
-
-/// What a session is opened for, as requested. Amounts are `"12.50 EUR"` strings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "application", rename_all = "snake_case", deny_unknown_fields)]
-pub enum AppRequest {
-    /// Access control: a short-lived access token on success.
-    Login,
-    /// Message certification of an inter-account transfer (or an order): posts on success.
-    Transfer {
-        /// The user's account.
-        debit_account: Id,
-        /// The beneficiary.
-        credit_account: Id,
-        /// How much.
-        #[serde(with = "amount_text")]
-        amount: Amount,
-        /// What for (shown on channel B).
-        #[serde(default)]
-        memo: String,
-    },
-    /// A bet: a certified message with a stake paid to the bookmaker on success.
-    Bet {
-        /// The user's account.
-        debit_account: Id,
-        /// The bookmaker's account.
-        credit_account: Id,
-        /// The stake.
-        #[serde(with = "amount_text")]
-        stake: Amount,
-        /// The bet as the user sees it.
-        bet: String,
-    },
-    /// A merchant's payment request: a hold on the payer's account now, posted to the
-    /// merchant on success. Without `payer_account` the subscriber's stored account is used
-    /// (payment with contract). With `terminal`, the merchant's terminal opened it.
-    Payment {
-        /// The payer's account as given in the session (payment without contract).
-        #[serde(default)]
-        payer_account: Option<Id>,
-        /// The merchant's account.
-        merchant_account: Id,
-        /// How much.
-        #[serde(with = "amount_text")]
-        amount: Amount,
-        /// What is being bought.
-        description: String,
-        /// The terminal's name when a payment terminal opened the session.
-        #[serde(default)]
-        terminal: Option<String>,
-    },
-    /// Payment through the operator as trustee: the merchant is guaranteed, the user's
-    /// register is debited, the merchant paid (less a fee) when the period is settled.
-    Trustee {
-        /// The merchant's account.
-        merchant_account: Id,
-        /// How much.
-        #[serde(with = "amount_text")]
-        amount: Amount,
-        /// What is being bought.
-        description: String,
-    },
-    /// Registered mail: deposited for `recipient` once the sender authenticated.
-    MailSend {
-        /// Who receives it.
-        recipient: String,
-        /// Subject line.
-        subject: String,
-        /// Text.
-        body: String,
-    },
-    /// The recipient retrieves a registered mail.
-    MailRetrieve {
-        /// Which mail.
-        mail_id: Id,
-    },
-    /// A remote declaration: a form submitted, answered with a receipt certificate.
-    Declaration {
-        /// What the form is.
-        title: String,
-        /// The filled-in form (text or JSON).
-        form: String,
-    },
-    /// Opens the personalised offers mailbox.
-    Offers,
-}
-
-impl AppRequest {
-    /// The stored name.
-    pub fn name(&self) -> &'static str {
-        match self {
-            AppRequest::Login => "login",
-            AppRequest::Transfer { .. } => "transfer",
-            AppRequest::Bet { .. } => "bet",
-            AppRequest::Payment { .. } => "payment",
-            AppRequest::Trustee { .. } => "trustee",
-            AppRequest::MailSend { .. } => "mail_send",
-            AppRequest::MailRetrieve { .. } => "mail_retrieve",
-            AppRequest::Declaration { .. } => "declaration",
-            AppRequest::Offers => "offers",
-        }
-    }
-}
+use tally_wire::oob::AppRequest;
 
 /// What an application adds to the verifying step.
 pub(crate) struct AppEffect {

@@ -4,57 +4,26 @@
 //! trustee settlement.
 
 use super::open::OpenPlan;
-use super::{AppRequest, Oob, Payload, SessionView};
+use super::{Oob, Payload};
 use crate::access::{
     address_uri, channel_kind, check_name, invalid, require_admin, text_field, uri_address,
 };
 use crate::identity::setup;
 use crate::{Principal, Result, Role, ServiceError};
-use serde::{Deserialize, Serialize};
 use tally_kernel::crypto::kdf::sha256;
 use tally_kernel::{Amount, Id, Secret, Timestamp};
 use tally_ledger::Command;
 use tally_proto::effects::Effects;
 use tally_proto::oob::{Certified, Purpose};
 use tally_store::oob::{
-    Address, CertificateRow, Mail, RegisterEntry, insert_address, insert_mail, settle_register,
-    upsert_rule, upsert_subscriber,
+    Address, Mail, RegisterEntry, insert_address, insert_mail, settle_register, upsert_rule,
+    upsert_subscriber,
 };
 use tally_store::{Attachment, Conflict, Outcome};
-
-/// A user's statement: register lines and totals.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Statement {
-    /// Whose.
-    pub user: String,
-    /// From (inclusive).
-    pub from: Timestamp,
-    /// To (exclusive).
-    pub to: Timestamp,
-    /// The lines, oldest first.
-    pub entries: Vec<RegisterEntry>,
-    /// Totals per currency, minor units (`"EUR": 1250`).
-    pub totals: std::collections::BTreeMap<String, i64>,
-    /// Seconds of authenticated sessions.
-    pub duration_s: i64,
-}
-
-/// One trustee payout.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Payout {
-    /// The merchant's account.
-    pub merchant_account: Id,
-    /// Sum of the register lines.
-    pub gross_minor: i64,
-    /// The operator's fee kept.
-    pub fee_minor: i64,
-    /// The transfer paying the rest.
-    pub transfer: Id,
-    /// Currency.
-    pub currency: String,
-    /// Lines settled.
-    pub lines: usize,
-}
+use tally_wire::oob::{
+    AddressView, AppRequest, CertificateView, MailView, Payout, RegisterLine, SessionView,
+    Statement,
+};
 
 impl Oob {
     /// Adds a subscriber (or sets its stored account for payments with contract). The
@@ -157,13 +126,27 @@ impl Oob {
     }
 
     /// A user's addresses.
-    pub async fn addresses(&self, by: &Principal, user: &str) -> Result<Vec<Address>> {
+    pub async fn addresses(&self, by: &Principal, user: &str) -> Result<Vec<AddressView>> {
         if !by.is_admin() && by.owner != user {
             return Err(ServiceError::Forbidden(
                 "you can only see your own addresses",
             ));
         }
-        Ok(self.core.store().addresses_of(user).await?)
+        Ok(self
+            .core
+            .store()
+            .addresses_of(user)
+            .await?
+            .into_iter()
+            .map(|a| AddressView {
+                id: a.id,
+                user_id: a.user_id,
+                channel: a.channel,
+                address: a.address,
+                verified_at: a.verified_at,
+                created_at: a.created_at,
+            })
+            .collect())
     }
 
     /// Issues a certificate for `user` (operator only) whose extension names its channel B
@@ -299,17 +282,31 @@ impl Oob {
     }
 
     /// A user's certificates (the user or the operator).
-    pub async fn certificates(&self, by: &Principal, user: &str) -> Result<Vec<CertificateRow>> {
+    pub async fn certificates(&self, by: &Principal, user: &str) -> Result<Vec<CertificateView>> {
         if !by.is_admin() && by.owner != user {
             return Err(ServiceError::Forbidden(
                 "you can only list your own certificates",
             ));
         }
-        Ok(self.core.store().certificates_of(user, 200).await?)
+        Ok(self
+            .core
+            .store()
+            .certificates_of(user, 200)
+            .await?
+            .into_iter()
+            .map(|c| CertificateView {
+                id: c.id,
+                session: c.session,
+                user_id: c.user_id,
+                kind: c.kind,
+                body: c.body,
+                created_at: c.created_at,
+            })
+            .collect())
     }
 
     /// Mail for or from a user; bodies of registered mail not yet retrieved are withheld.
-    pub async fn mailbox(&self, by: &Principal, user: &str) -> Result<Vec<Mail>> {
+    pub async fn mailbox(&self, by: &Principal, user: &str) -> Result<Vec<MailView>> {
         if !by.is_admin() && by.owner != user {
             return Err(ServiceError::Forbidden("you can only list your own mail"));
         }
@@ -319,7 +316,7 @@ impl Oob {
                 m.body.clear();
             }
         }
-        Ok(mail)
+        Ok(mail.into_iter().map(mail_view).collect())
     }
 
     /// A merchant leaves a personalised offer in a user's mailbox; the user reads it after
@@ -383,7 +380,7 @@ impl Oob {
             user: user.into(),
             from,
             to,
-            entries,
+            entries: entries.into_iter().map(register_line).collect(),
             totals,
             duration_s,
         })
@@ -455,5 +452,38 @@ impl Oob {
             }
         }
         Ok(payouts)
+    }
+}
+
+/// A register line as shown.
+fn register_line(e: RegisterEntry) -> RegisterLine {
+    RegisterLine {
+        id: e.id,
+        user_id: e.user_id,
+        session: e.session,
+        kind: e.kind,
+        amount_minor: e.amount_minor,
+        currency: e.currency,
+        duration_s: e.duration_s,
+        payee: e.payee,
+        payee_account: e.payee_account,
+        description: e.description,
+        created_at: e.created_at,
+        settled_at: e.settled_at,
+        settlement_id: e.settlement_id,
+    }
+}
+
+/// A mail as shown.
+pub(crate) fn mail_view(m: Mail) -> MailView {
+    MailView {
+        id: m.id,
+        kind: m.kind,
+        sender: m.sender,
+        recipient: m.recipient,
+        subject: m.subject,
+        body: m.body,
+        deposited_at: m.deposited_at,
+        retrieved_at: m.retrieved_at,
     }
 }

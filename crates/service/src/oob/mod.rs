@@ -40,12 +40,13 @@ use crate::identity::{Made, node_secret};
 use crate::{Result, ServiceError};
 use serde::{Deserialize, Serialize};
 use tally_kernel::{Amount, Id, Secret, Timestamp};
-use tally_proto::oob::{OobError, Policy, Purpose, Session, State};
+use tally_proto::oob::{OobError, Policy, Session};
 use tally_store::oob::SessionRow;
 
-pub use apps::AppRequest;
-pub use directory::{Payout, Statement};
-pub use open::{OpenSession, Opened};
+pub use tally_wire::oob::{
+    AddressView, AppRequest, CertificateView, MailView, OpenSession, Opened, Payout, RegisterLine,
+    SessionView, Statement,
+};
 pub use verify::Verified;
 
 /// Domain of the certificates of verified sessions.
@@ -98,38 +99,6 @@ pub(crate) struct Payload {
     /// Address verification: the address.
     #[serde(default)]
     pub(crate) address_id: Option<Id>,
-}
-
-/// A session as shown to channel A (never the code).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionView {
-    /// The session number, hex: the capability to confirm it on channel A.
-    pub session: String,
-    /// The user.
-    pub user: String,
-    /// The application.
-    pub application: String,
-    /// Where the session stands.
-    pub state: State,
-    /// What is being authorised, in clear (as sent on channel B).
-    pub purpose: Purpose,
-    /// Wrong codes left.
-    pub attempts_left: u32,
-    /// When the code expires.
-    pub expires_at: Timestamp,
-    /// Channel B kind.
-    pub channel: String,
-    /// Channel B address, masked.
-    pub address: String,
-    /// Delivery of the code: `pending` (retried while it fails), `sent` or `failed` (given
-    /// up: open a new session).
-    pub delivery: String,
-    /// Why the last delivery attempt failed, if it did.
-    pub delivery_error: Option<String>,
-    /// The payment hold, if any.
-    pub hold_id: Option<Id>,
-    /// What verification produced, once verified.
-    pub result: Option<serde_json::Value>,
 }
 
 /// A code message's delivery state and last error.

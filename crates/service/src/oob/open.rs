@@ -3,11 +3,10 @@
 //! once on channel A alone), channel B (the directory or a certificate naming it), and the
 //! opening step of the machine, committed with the session row under the per-address quota.
 
-use super::{AppRequest, Oob, Payload, SessionView, check_money, oob, open_key};
+use super::{Oob, Payload, check_money, oob, open_key};
 use crate::access::{check_name, corrupt, invalid, namespaced, text_field};
 use crate::identity::getrandom_fill;
 use crate::{Principal, Result, Role, ServiceError};
-use serde::{Deserialize, Serialize};
 use tally_kernel::crypto::kdf::sha256;
 use tally_kernel::{Amount, Id};
 use tally_ledger::Command;
@@ -15,75 +14,7 @@ use tally_proto::effects::Effects;
 use tally_proto::oob::{Certified, Money, Opening, Purpose, Session, Transaction};
 use tally_store::oob::{SessionRow, insert_session};
 use tally_store::{Attachment, Conflict};
-
-/// A session request: `user`, `channel`, `certificate` and the application's fields side by
-/// side (`{"user": "alice", "application": "login"}`). Unknown fields are refused.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(try_from = "serde_json::Map<String, serde_json::Value>")]
-pub struct OpenSession {
-    /// The user (the invariant of the code).
-    pub user: String,
-    /// What for.
-    #[serde(flatten)]
-    pub app: AppRequest,
-    /// Preferred channel B kind among the user's verified addresses.
-    #[serde(default)]
-    pub channel: Option<String>,
-    /// A PEM certificate issued by this node's CA whose address extension names channel B
-    /// (instead of the directory).
-    #[serde(default)]
-    pub certificate: Option<String>,
-}
-
-impl TryFrom<serde_json::Map<String, serde_json::Value>> for OpenSession {
-    type Error = String;
-
-    fn try_from(mut map: serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
-        let mut text = |name: &str| -> Result<Option<String>, String> {
-            match map.remove(name) {
-                None | Some(serde_json::Value::Null) => Ok(None),
-                Some(serde_json::Value::String(s)) => Ok(Some(s)),
-                Some(_) => Err(format!("`{name}` must be a string")),
-            }
-        };
-        let user = text("user")?.ok_or("missing field `user`")?;
-        let channel = text("channel")?;
-        let certificate = text("certificate")?;
-        let fields = map.len();
-        let app: AppRequest =
-            serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| e.to_string())?;
-        // serde lets fields pass beside a unit variant's tag; refuse them like the others.
-        if matches!(app, AppRequest::Login | AppRequest::Offers) && fields > 1 {
-            return Err(format!("unknown field for application `{}`", app.name()));
-        }
-        Ok(OpenSession {
-            user,
-            app,
-            channel,
-            certificate,
-        })
-    }
-}
-
-/// What opening produced.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum Opened {
-    /// A session waits for the code.
-    Secured {
-        /// The session.
-        session: SessionView,
-        /// True when this replays an earlier request with the same idempotency key.
-        replayed: bool,
-    },
-    /// Below the threshold: executed at once on channel A alone ("normal" transaction).
-    Normal {
-        /// The transfer made.
-        transfer: tally_ledger::Transfer,
-        /// True when this replays an earlier request with the same idempotency key.
-        replayed: bool,
-    },
-}
+use tally_wire::oob::{AppRequest, OpenSession, Opened, SessionView};
 
 /// What a session will be, before it opens.
 pub(crate) struct OpenPlan {
@@ -162,7 +93,10 @@ impl Oob {
                     .transfer()
                     .cloned()
                     .ok_or(ServiceError::IdempotencyKeyReused)?;
-                return Ok(Opened::Normal { transfer, replayed });
+                return Ok(Opened::Normal {
+                    transfer: transfer.into(),
+                    replayed,
+                });
             }
         };
         match self.open_with(*plan).await {
@@ -210,7 +144,7 @@ impl Oob {
             && transfer.credit_account == credit;
         if same {
             Ok(Some(Opened::Normal {
-                transfer,
+                transfer: transfer.into(),
                 replayed: true,
             }))
         } else {

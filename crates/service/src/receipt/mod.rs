@@ -32,7 +32,6 @@ pub mod arbiter;
 pub mod package;
 pub mod parties;
 pub mod protocol;
-pub mod wire;
 
 use crate::access::corrupt;
 use crate::core::Core;
@@ -49,7 +48,7 @@ use tally_proto::receipt::exchange::{Decision, DecisionKind, Refusal};
 use tally_proto::receipt::flow::{Flow, FlowError};
 use tally_store::receipts::{DecisionRow, ReceiptRow};
 
-pub use wire::*;
+pub use tally_wire::receipts::*;
 
 /// The roles a party may have.
 pub const PARTY_ROLES: [&str; 3] = ["customer", "merchant", "manager"];

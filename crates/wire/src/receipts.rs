@@ -1,4 +1,5 @@
-//! The requests and answers of signed receipts: what callers send and what they are shown.
+//! Signed receipts (`docs/protocols/receipts.md`): tokens, warrants, the receipt protocol, the
+//! arbiter.
 
 use serde::{Deserialize, Serialize};
 use tally_kernel::Timestamp;
@@ -204,4 +205,32 @@ pub struct ArbiterView {
     pub signature: Option<String>,
     /// The receipt after the decision.
     pub receipt: ReceiptView,
+}
+
+/// `{certificate}`: a warrant, PEM.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WarrantBody {
+    /// The warrant certificate.
+    pub certificate: String,
+}
+
+/// `{ves}`: B's verifiably encrypted signature, hex.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EscrowBody {
+    /// 96 bytes, hex.
+    pub ves: String,
+}
+
+/// `{receipt_number}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AckBody {
+    /// The number in the secure write.
+    pub receipt_number: u64,
+}
+
+/// `{signature_b?}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ResolveBody {
+    /// B's signature (B resolving).
+    pub signature_b: Option<String>,
 }

@@ -1,11 +1,12 @@
-//! The requests and answers of locked delivery: what callers send and what they are shown.
+//! Locked delivery (`docs/protocols/delivery-api.md`): products, sales, payments by reference,
+//! receivers, keys, complaints and the producer's report.
 
-use crate::access::amount_text;
+use crate::amount_text;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 use tally_kernel::{Amount, Id, Timestamp};
 use tally_proto::delivery::Acknowledgement;
 use tally_proto::delivery::sale::{PaymentPath, PaymentStatus, ProductState, SaleState};
+use uuid::Uuid;
 
 /// A new product.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -288,46 +289,6 @@ pub struct ReportRow {
     pub key_fingerprint: String,
 }
 
-/// The byte pieces of a sale's package, in order.
-#[derive(Debug, Clone)]
-pub struct PackageParts {
-    /// Total length.
-    pub len: u64,
-    /// The package digest, hex (an `ETag`).
-    pub digest: String,
-    /// The pieces.
-    pub segments: Vec<Segment>,
-}
-
-/// A piece of a package.
-#[derive(Debug, Clone)]
-pub enum Segment {
-    /// Bytes from the sale's row.
-    Bytes(Vec<u8>),
-    /// A sealed file of the product.
-    File {
-        /// Where.
-        path: PathBuf,
-        /// Its length.
-        len: u64,
-    },
-}
-
-impl Segment {
-    /// Its length.
-    pub fn len(&self) -> u64 {
-        match self {
-            Segment::Bytes(b) => b.len() as u64,
-            Segment::File { len, .. } => *len,
-        }
-    }
-
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// Report rows as CSV (RFC 4180), with a header line.
 pub fn report_csv(rows: &[ReportRow]) -> String {
     fn field(s: &str) -> String {
@@ -362,4 +323,27 @@ pub fn report_csv(rows: &[ReportRow]) -> String {
         out.push_str("\r\n");
     }
     out
+}
+
+/// `?kind=product|document`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KindQuery {
+    /// What the upload is (default `product`).
+    #[serde(default)]
+    pub kind: Option<String>,
+}
+
+/// `?producer=&product=&from=&to=&format=`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReportQuery {
+    /// Only this producer's products.
+    pub producer: Option<String>,
+    /// Only this product.
+    pub product: Option<Uuid>,
+    /// Sold at or after (RFC 3339).
+    pub from: Option<String>,
+    /// Sold before (RFC 3339).
+    pub to: Option<String>,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
 }

@@ -1,0 +1,552 @@
+//! Ledger commands: accounts, transfers, holds, exchanges, API keys, the dev inbox.
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use std::process::ExitCode;
+use tally_client::wire::ledger::{
+    AccountDto, AccountKindDto, ExchangeRequest, HoldRequest, NewApiKeyRequest, NotifyDto,
+    OpenAccountRequest, PostHoldRequest, RoleDto, TransferDto, TransferRequest,
+};
+use tally_kernel::Amount;
+
+use crate::client::{Client, Conn, answered, idempotency_key, parse_id};
+
+/// `tally account …`
+#[derive(Subcommand)]
+pub enum AccountCommand {
+    /// Open an account.
+    Open(OpenArgs),
+    /// Show one account and its balance.
+    Show(ShowArgs),
+    /// List accounts (yours; the operator may name an owner).
+    List(ListArgs),
+    /// Recent transfers of an account, newest first.
+    History(HistoryArgs),
+}
+
+#[derive(Args)]
+pub struct OpenArgs {
+    /// ISO-4217 currency, e.g. EUR.
+    #[arg(long)]
+    currency: String,
+    /// Owner (operator only; others always open for themselves).
+    #[arg(long)]
+    owner: Option<String>,
+    /// customer, merchant, operator, liquidity, fee or settlement (operator only).
+    #[arg(long)]
+    kind: Option<String>,
+    /// Overdraft allowed beyond the balance, e.g. "100.00" (operator only).
+    #[arg(long)]
+    limit: Option<String>,
+    /// Let debits exceed credits without bound (settlement accounts; operator only).
+    #[arg(long)]
+    unbounded: bool,
+    /// Makes a retried open return the first account.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args)]
+pub struct ShowArgs {
+    /// Account id.
+    id: String,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// Owner to list (operator only).
+    #[arg(long)]
+    owner: Option<String>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args)]
+pub struct HistoryArgs {
+    /// Account id.
+    id: String,
+    /// How many transfers.
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// Common to transfer and hold.
+#[derive(Args)]
+pub struct MoveArgs {
+    /// Account debited.
+    #[arg(long)]
+    from: String,
+    /// Account credited.
+    #[arg(long)]
+    to: String,
+    /// Amount with currency, e.g. "12.50 EUR".
+    #[arg(long)]
+    amount: String,
+    /// A note for both sides.
+    #[arg(long)]
+    memo: Option<String>,
+    /// Tell someone when it commits: CHANNEL:ADDRESS (dev:alice, email:a@b.example, …).
+    #[arg(long)]
+    notify: Option<String>,
+    /// Retry-safe key; generated and printed when absent.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Args)]
+pub struct TransferArgs {
+    #[command(flatten)]
+    mv: MoveArgs,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args)]
+pub struct HoldArgs {
+    #[command(flatten)]
+    mv: MoveArgs,
+    /// How long the hold lasts: 90s, 15m, 2h, 7d.
+    #[arg(long, default_value = "15m")]
+    timeout: String,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args)]
+pub struct PostArgs {
+    /// The hold's id.
+    hold: String,
+    /// Post only part, e.g. "5.00 EUR" (default: all of it).
+    #[arg(long)]
+    amount: Option<String>,
+    /// Retry-safe key; generated and printed when absent.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args)]
+pub struct VoidArgs {
+    /// The hold's id.
+    hold: String,
+    /// Retry-safe key; generated and printed when absent.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args)]
+pub struct ExchangeArgs {
+    /// Source account.
+    #[arg(long)]
+    from: String,
+    /// Target account (another currency).
+    #[arg(long)]
+    to: String,
+    /// Amount in the source currency, e.g. "100.00 EUR".
+    #[arg(long)]
+    amount: String,
+    /// Target units per source unit, e.g. 1.0834.
+    #[arg(long)]
+    rate: String,
+    /// Retry-safe key; generated and printed when absent.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `tally api-key …`
+#[derive(Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key; it is printed once.
+    Create(KeyCreateArgs),
+    /// List keys (without the secrets).
+    List(ConnOnly),
+    /// Revoke a key by id.
+    Revoke(KeyRevokeArgs),
+}
+
+#[derive(Args)]
+pub struct KeyCreateArgs {
+    /// admin, merchant or customer.
+    #[arg(long)]
+    role: String,
+    /// Who the key acts for.
+    #[arg(long)]
+    owner: String,
+    /// A note.
+    #[arg(long, default_value = "")]
+    label: String,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args)]
+pub struct KeyRevokeArgs {
+    /// Key id.
+    id: String,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args)]
+pub struct ConnOnly {
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args)]
+pub struct InboxArgs {
+    /// Inbox address (as used in --notify dev:ADDRESS).
+    address: String,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// A choice flag (`--kind`, `--role`) as the wire's enum: `snake_case` names.
+pub(crate) fn parse_choice<T: serde::de::DeserializeOwned>(
+    flag: &str,
+    text: &str,
+    choices: &str,
+) -> anyhow::Result<T> {
+    serde_json::from_value(serde_json::Value::String(text.to_ascii_lowercase()))
+        .map_err(|_| anyhow::anyhow!("{flag} {text:?}: expected one of {choices}"))
+}
+
+pub(crate) fn account_summary(a: &AccountDto) -> String {
+    let available = match a.available_minor {
+        Some(n) => format!("{n} minor units"),
+        None => "unbounded".to_string(),
+    };
+    format!(
+        "account   {}\nowner     {}\nkind      {}\nbalance   {}\navailable {}\npending   debits {} / credits {}",
+        a.id, a.owner, a.kind, a.balance_display, available, a.debits_pending, a.credits_pending,
+    )
+}
+
+pub(crate) fn transfer_summary(t: &TransferDto) -> String {
+    let mut out = format!(
+        "transfer  {}\nkind      {}\nstate     {}\namount    {}\nfrom      {}\nto        {}",
+        t.id, t.kind, t.state, t.amount_display, t.debit_account, t.credit_account,
+    );
+    if let Some(e) = &t.expires_at {
+        out.push_str(&format!("\nexpires   {e}"));
+    }
+    if let Some(p) = t.pending_id {
+        out.push_str(&format!("\nhold      {p}"));
+    }
+    out
+}
+
+pub(crate) fn parse_amount(text: &str) -> anyhow::Result<Amount> {
+    text.parse::<Amount>()
+        .with_context(|| format!("--amount {text:?}"))
+}
+
+fn parse_notify(n: &Option<String>) -> anyhow::Result<Option<NotifyDto>> {
+    let Some(n) = n else { return Ok(None) };
+    let Some((channel, address)) = n.split_once(':') else {
+        bail!("--notify takes CHANNEL:ADDRESS, e.g. dev:alice or email:alice@example.com");
+    };
+    Ok(Some(NotifyDto {
+        channel: channel.to_string(),
+        address: address.to_string(),
+    }))
+}
+
+/// `90s`, `15m`, `2h`, `7d` or plain seconds.
+pub fn parse_duration_s(text: &str) -> anyhow::Result<i64> {
+    let (num, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: i64 = num
+        .parse()
+        .with_context(|| format!("duration {text:?}: expected e.g. 90s, 15m, 2h, 7d"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("duration {text:?}: unit must be s, m, h or d"),
+    };
+    n.checked_mul(mult)
+        .filter(|s| *s > 0)
+        .with_context(|| format!("duration {text:?} out of range"))
+}
+
+/// What a transfer and a hold share: accounts, amount, memo, notification.
+struct Move {
+    debit_account: uuid::Uuid,
+    credit_account: uuid::Uuid,
+    amount: Amount,
+    memo: Option<String>,
+    notify: Option<NotifyDto>,
+}
+
+fn parse_move(mv: &MoveArgs) -> anyhow::Result<Move> {
+    Ok(Move {
+        debit_account: parse_id("--from", &mv.from)?,
+        credit_account: parse_id("--to", &mv.to)?,
+        amount: parse_amount(&mv.amount)?,
+        memo: mv.memo.clone(),
+        notify: parse_notify(&mv.notify)?,
+    })
+}
+
+pub async fn account(cmd: AccountCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AccountCommand::Open(a) => {
+            let c = Client::new(&a.conn)?;
+            let currency = tally_kernel::Currency::from_code(&a.currency.to_ascii_uppercase())?;
+            let limit_minor = match &a.limit {
+                Some(l) => Some(Amount::parse_decimal(l, currency)?.minor),
+                None => None,
+            };
+            let kind: Option<AccountKindDto> = match &a.kind {
+                Some(k) => Some(parse_choice(
+                    "--kind",
+                    k,
+                    "customer, merchant, operator, liquidity, fee, settlement",
+                )?),
+                None => None,
+            };
+            let req = OpenAccountRequest {
+                currency: currency.code().to_string(),
+                owner: a.owner.clone(),
+                kind,
+                limit_minor,
+                debits_must_not_exceed_credits: a.unbounded.then_some(false),
+                credits_must_not_exceed_debits: None,
+            };
+            // A key makes a retried open return the first account instead of a second one.
+            let key = idempotency_key(&a.idempotency_key);
+            let account = answered(c.api.account_open(Some(&key), &req).await?);
+            c.show(&account, account_summary);
+        }
+        AccountCommand::Show(a) => {
+            let c = Client::new(&a.conn)?;
+            let account = c.api.account(parse_id("account", &a.id)?).await?;
+            c.show(&account, account_summary);
+        }
+        AccountCommand::List(a) => {
+            let c = Client::new(&a.conn)?;
+            let accounts = c.api.accounts(a.owner.as_deref()).await?;
+            c.show(&accounts, |rows| {
+                rows.iter()
+                    .map(|r| {
+                        format!(
+                            "{}  {:10} {:>18}  {}",
+                            r.id, r.kind, r.balance_display, r.owner
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        AccountCommand::History(a) => {
+            let c = Client::new(&a.conn)?;
+            let id = parse_id("account", &a.id)?;
+            let transfers = c.api.account_transfers(id, Some(a.limit)).await?;
+            c.show(&transfers, |rows| {
+                rows.iter()
+                    .map(|r| {
+                        let dir = if r.debit_account == id { "out" } else { "in " };
+                        format!(
+                            "{}  {dir} {:>16}  {:13} {:8} {}",
+                            r.created_at, r.amount_display, r.kind, r.state, r.id
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn transfer(a: TransferArgs) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&a.conn)?;
+    let mv = parse_move(&a.mv)?;
+    let req = TransferRequest {
+        debit_account: mv.debit_account,
+        credit_account: mv.credit_account,
+        amount: Some(mv.amount.to_string()),
+        amount_minor: None,
+        currency: None,
+        memo: mv.memo,
+        notify: mv.notify,
+    };
+    let key = idempotency_key(&a.mv.idempotency_key);
+    let t = answered(c.api.transfer(&key, &req).await?);
+    c.show(&t, transfer_summary);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn hold(a: HoldArgs) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&a.conn)?;
+    let mv = parse_move(&a.mv)?;
+    let req = HoldRequest {
+        debit_account: mv.debit_account,
+        credit_account: mv.credit_account,
+        amount: Some(mv.amount.to_string()),
+        amount_minor: None,
+        currency: None,
+        timeout_s: parse_duration_s(&a.timeout)?,
+        memo: mv.memo,
+        notify: mv.notify,
+    };
+    let key = idempotency_key(&a.mv.idempotency_key);
+    let t = answered(c.api.hold(&key, &req).await?);
+    c.show(&t, transfer_summary);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn post(a: PostArgs) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&a.conn)?;
+    let req = PostHoldRequest {
+        // The currency goes along: the node refuses it if it is not the hold's.
+        amount: match &a.amount {
+            Some(text) => Some(parse_amount(text)?.to_string()),
+            None => None,
+        },
+        ..PostHoldRequest::default()
+    };
+    let key = idempotency_key(&a.idempotency_key);
+    let hold = parse_id("hold", &a.hold)?;
+    let t = answered(c.api.hold_post(&key, hold, &req).await?);
+    c.show(&t, transfer_summary);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn void(a: VoidArgs) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&a.conn)?;
+    let key = idempotency_key(&a.idempotency_key);
+    let hold = parse_id("hold", &a.hold)?;
+    let t = answered(c.api.hold_void(&key, hold).await?);
+    c.show(&t, transfer_summary);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn exchange(a: ExchangeArgs) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&a.conn)?;
+    let amount = parse_amount(&a.amount)?;
+    let req = ExchangeRequest {
+        debit_account: parse_id("--from", &a.from)?,
+        credit_account: parse_id("--to", &a.to)?,
+        amount_minor: amount.minor,
+        currency: Some(amount.currency.code().to_string()),
+        rate: a.rate.clone(),
+        memo: None,
+    };
+    let key = idempotency_key(&a.idempotency_key);
+    let legs = answered(c.api.exchange(&key, &req).await?);
+    c.show(&legs, |legs| {
+        legs.transfers
+            .iter()
+            .map(transfer_summary)
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn api_key(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ApiKeyCommand::Create(a) => {
+            let c = Client::new(&a.conn)?;
+            let req = NewApiKeyRequest {
+                role: parse_choice::<RoleDto>("--role", &a.role, "admin, merchant, customer")?,
+                owner: a.owner.clone(),
+                label: Some(a.label.clone()),
+            };
+            let k = c.api.api_key_create(&req).await?;
+            c.show(&k, |k| {
+                format!(
+                    "id    {}\nrole  {}\nowner {}\nkey   {}\n(the key is shown once; store it now)",
+                    k.id, k.role, k.owner, k.key
+                )
+            });
+        }
+        ApiKeyCommand::List(a) => {
+            let c = Client::new(&a.conn)?;
+            let keys = c.api.api_keys().await?;
+            c.show(&keys, |rows| {
+                rows.iter()
+                    .map(|r| {
+                        let revoked = if r.revoked_at.is_some() {
+                            " (revoked)"
+                        } else {
+                            ""
+                        };
+                        format!("{}  {:8} {}{revoked}", r.id, r.role, r.owner)
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        ApiKeyCommand::Revoke(a) => {
+            let c = Client::new(&a.conn)?;
+            c.api.api_key_revoke(parse_id("key", &a.id)?).await?;
+            println!("revoked {}", a.id);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn inbox(a: InboxArgs) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&a.conn)?;
+    let messages = c.api.dev_inbox(&a.address, None).await?;
+    c.show(&messages, |rows| {
+        if rows.is_empty() {
+            return "(empty)".to_string();
+        }
+        rows.iter()
+            .map(|r| format!("--- {}\nSubject: {}\n\n{}", r.created_at, r.subject, r.body))
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration_s("90s").expect("s"), 90);
+        assert_eq!(parse_duration_s("15m").expect("m"), 900);
+        assert_eq!(parse_duration_s("2h").expect("h"), 7200);
+        assert_eq!(parse_duration_s("7d").expect("d"), 604_800);
+        assert_eq!(parse_duration_s("42").expect("plain"), 42);
+        for bad in ["", "m", "0s", "5w", "-1s", "99999999999999999999d"] {
+            assert!(parse_duration_s(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn notify_needs_channel_and_address() {
+        let n = parse_notify(&Some("dev:alice".into()))
+            .expect("ok")
+            .expect("some");
+        assert_eq!((n.channel.as_str(), n.address.as_str()), ("dev", "alice"));
+        assert!(parse_notify(&Some("alice".into())).is_err());
+    }
+
+    #[test]
+    fn choices_parse_to_the_wire_enums() {
+        let k: AccountKindDto = parse_choice("--kind", "Settlement", "…").expect("kind");
+        assert_eq!(k, AccountKindDto::Settlement);
+        assert!(parse_choice::<RoleDto>("--role", "root", "admin, merchant, customer").is_err());
+    }
+}

@@ -1,0 +1,124 @@
+//! Signed receipts: tokens, warrants, the receipt protocol and the arbiter.
+
+use crate::{Answer, Call, Client, Error, seg};
+use reqwest::Method;
+use tally_wire::receipts::{
+    AckBody, ArbiterView, EscrowBody, IssuedToken, NewReceipt, NewToken, ReceiptNodeView,
+    ReceiptView, ResolveBody, SignReceipt, TokenView, WarrantBody, WarrantView,
+};
+
+impl Client {
+    /// `GET /v1/receipts/node`: the receipt server's identity and keys.
+    pub async fn receipt_node(&self) -> Result<ReceiptNodeView, Error> {
+        self.get("/v1/receipts/node".to_string()).await
+    }
+
+    /// `POST /v1/tokens` (operator): a token for a holder; its application key is secret.
+    pub async fn token_issue(
+        &self,
+        key: &str,
+        req: &NewToken,
+    ) -> Result<Answer<IssuedToken>, Error> {
+        self.send(Method::POST, "/v1/tokens".to_string(), req, Some(key))
+            .await
+    }
+
+    /// `GET /v1/tokens`.
+    pub async fn tokens(&self) -> Result<Vec<TokenView>, Error> {
+        self.get("/v1/tokens".to_string()).await
+    }
+
+    /// `GET /v1/tokens/{serial}/writes`: signed receipts not yet acknowledged by the token.
+    pub async fn token_writes(&self, serial: &str) -> Result<Vec<ReceiptView>, Error> {
+        self.get(format!("/v1/tokens/{}/writes", seg(serial))).await
+    }
+
+    /// `POST /v1/warrants`: a warrant (PEM) for the node to sign by proxy.
+    pub async fn warrant_add(&self, req: &WarrantBody) -> Result<WarrantView, Error> {
+        Ok(self
+            .send(Method::POST, "/v1/warrants".to_string(), req, None)
+            .await?
+            .value)
+    }
+
+    /// `GET /v1/warrants`.
+    pub async fn warrants(&self) -> Result<Vec<WarrantView>, Error> {
+        self.get("/v1/warrants".to_string()).await
+    }
+
+    /// `POST /v1/warrants/{serial}/revoke`.
+    pub async fn warrant_revoke(&self, serial: &str) -> Result<WarrantView, Error> {
+        let path = format!("/v1/warrants/{}/revoke", seg(serial));
+        let empty = serde_json::Map::new();
+        Ok(self.send(Method::POST, path, &empty, None).await?.value)
+    }
+
+    /// `POST /v1/receipts`: offer a record for signing.
+    pub async fn receipt_offer(
+        &self,
+        key: &str,
+        req: &NewReceipt,
+    ) -> Result<Answer<ReceiptView>, Error> {
+        self.send(Method::POST, "/v1/receipts".to_string(), req, Some(key))
+            .await
+    }
+
+    /// `GET /v1/receipts`: the caller's receipts.
+    pub async fn receipts(&self) -> Result<Vec<ReceiptView>, Error> {
+        self.get("/v1/receipts".to_string()).await
+    }
+
+    /// `GET /v1/receipts/{transaction}`.
+    pub async fn receipt(&self, transaction: u64) -> Result<ReceiptView, Error> {
+        self.get(format!("/v1/receipts/{transaction}")).await
+    }
+
+    /// `POST /v1/receipts/{transaction}/escrow`: B's verifiably encrypted signature.
+    pub async fn receipt_escrow(
+        &self,
+        transaction: u64,
+        req: &EscrowBody,
+    ) -> Result<ReceiptView, Error> {
+        let path = format!("/v1/receipts/{transaction}/escrow");
+        Ok(self.send(Method::POST, path, req, None).await?.value)
+    }
+
+    /// `POST /v1/receipts/{transaction}/sign`: B's signature (and where to write it).
+    pub async fn receipt_sign(
+        &self,
+        transaction: u64,
+        req: &SignReceipt,
+    ) -> Result<ReceiptView, Error> {
+        let path = format!("/v1/receipts/{transaction}/sign");
+        Ok(self.send(Method::POST, path, req, None).await?.value)
+    }
+
+    /// `POST /v1/receipts/{transaction}/ack`: the token stored the write.
+    pub async fn receipt_ack(&self, transaction: u64, req: &AckBody) -> Result<ReceiptView, Error> {
+        let path = format!("/v1/receipts/{transaction}/ack");
+        Ok(self.send(Method::POST, path, req, None).await?.value)
+    }
+
+    /// `GET /v1/receipts/{transaction}/package`: the package file (verify it offline).
+    pub async fn receipt_package(&self, transaction: u64) -> Result<Vec<u8>, Error> {
+        let call = Call::new(Method::GET, format!("/v1/receipts/{transaction}/package"));
+        Ok(self.call_bytes(call).await?.to_vec())
+    }
+
+    /// `POST /v1/arbiter/{transaction}/abort` (the originator).
+    pub async fn arbiter_abort(&self, transaction: u64) -> Result<ArbiterView, Error> {
+        let path = format!("/v1/arbiter/{transaction}/abort");
+        let empty = serde_json::Map::new();
+        Ok(self.send(Method::POST, path, &empty, None).await?.value)
+    }
+
+    /// `POST /v1/arbiter/{transaction}/resolve`.
+    pub async fn arbiter_resolve(
+        &self,
+        transaction: u64,
+        req: &ResolveBody,
+    ) -> Result<ArbiterView, Error> {
+        let path = format!("/v1/arbiter/{transaction}/resolve");
+        Ok(self.send(Method::POST, path, req, None).await?.value)
+    }
+}

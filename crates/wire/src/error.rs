@@ -1,0 +1,326 @@
+//! The one error format of the API: `{"error":{"code":"…","message":"…","details":{…}}}` with a
+//! stable `code` ([`ErrorCode`]; its snake_case name is the contract, its status the default
+//! for it). Clients decide by the code, never by the message, which is for people.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// Stable error codes. The string form (snake_case) is the API contract; the status is the
+/// default for the code. Variants are alphabetical.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadCertificate,
+    BadEscrow,
+    BadReceipt,
+    BadWarrant,
+    BadWrite,
+    ExchangeAborted,
+    ExchangeFailed,
+    NoWarrant,
+    ReceiptState,
+    /// 422: a reference code with a typo (its check character does not match) or the wrong shape.
+    BadReference,
+    /// 401: a payment notification whose signature does not verify with the receiver's key.
+    BadSignature,
+    /// 422: the credit rule refused the purchase (too many unpaid orders).
+    CreditRefused,
+    /// 410: a product's sealed files are missing on this node; the operator must restore them.
+    FilesMissing,
+    /// 409: the payment released a key or was refunded already.
+    NotRefundable,
+    /// 409: the sale is not paid yet; its key is released on payment.
+    NotReleased,
+    /// 409: the product is not in the state this needs (on sale, or a draft).
+    ProductState,
+    /// 401: a payment notification outside the timestamp window (a replay, or a clock far off).
+    StaleNotification,
+    /// 422: the acknowledgement is not of this sale's package.
+    WrongPackage,
+    /// 409: an account with this id already exists.
+    AccountExists,
+    /// 404: no such account, or not the caller's to see.
+    AccountNotFound,
+    /// 422: the amount is zero or negative.
+    AmountNotPositive,
+    /// 422: the amount's currency differs from an account's.
+    CurrencyMismatch,
+    /// 409: another request changed the same thing first; read again and retry.
+    Conflict,
+    /// 404: the dev inbox is off (the node was not started with `--dev`).
+    DevInboxDisabled,
+    /// 404: a feature switched off on this node.
+    Disabled,
+    /// 410: the one-time code's time is up (`details.expires_at`); nothing was executed.
+    Expired,
+    /// 403: the caller's role may not do this.
+    Forbidden,
+    /// 400: the `Idempotency-Key` header is malformed (1 to 128 printable ASCII characters).
+    IdempotencyKeyInvalid,
+    /// 400: this operation needs an `Idempotency-Key` header.
+    IdempotencyKeyRequired,
+    /// 409: the `Idempotency-Key` was used before for a different request.
+    IdempotencyKeyReused,
+    /// 422: the debited account lacks the funds (`details.available_minor`).
+    InsufficientFunds,
+    /// 500: a bug or an unusable node; details are in the server log only.
+    Internal,
+    /// 400 or 422: a field is missing, out of range or malformed (`details.field`).
+    InvalidRequest,
+    /// 422: crediting would exceed the credited account's bound.
+    LimitExceeded,
+    /// 400: the body is not JSON of the expected shape (syntax, types, unknown fields).
+    MalformedJson,
+    /// 405: the route exists but not with this method.
+    MethodNotAllowed,
+    /// 422: the operator has no liquidity account for a currency of the exchange.
+    NoLiquidity,
+    /// 404: no such route or thing.
+    NotFound,
+    /// 422: an account counter would overflow.
+    Overflow,
+    /// 413: the body is larger than the node accepts.
+    PayloadTooLarge,
+    /// 409: the hold expired before it was posted or voided.
+    PendingExpired,
+    /// 404: no such hold.
+    PendingNotFound,
+    /// 409: the hold was already posted, voided or expired.
+    PendingNotPending,
+    /// 422: posting more than the hold.
+    PostExceedsPending,
+    /// 429: too many requests from this API key or address (`Retry-After`).
+    RateLimited,
+    /// 422: debit and credit account are the same.
+    SameAccount,
+    /// 409: the out-of-band session is over (verified, cancelled) or the confirmation is a
+    /// replay; nothing was executed.
+    SessionClosed,
+    /// 423: too many wrong codes; the session is locked and nothing was executed.
+    TooManyAttempts,
+    /// 422: the confirmation names another transaction than the code was sent for.
+    TransactionMismatch,
+    /// 404: no such transfer, or not the caller's to see.
+    TransferNotFound,
+    /// 401: no or an unknown API key.
+    Unauthorized,
+    /// 503: the database is unreachable, the node is stopping, or the request took too long.
+    Unavailable,
+    /// 415: a body was sent without `Content-Type: application/json`.
+    UnsupportedMediaType,
+    /// 422: the code is wrong (`details.attempts_left`); nothing was executed.
+    WrongCode,
+}
+
+impl ErrorCode {
+    /// Every code, for documentation and tests.
+    pub const ALL: [ErrorCode; 54] = [
+        ErrorCode::BadCertificate,
+        ErrorCode::BadEscrow,
+        ErrorCode::BadReceipt,
+        ErrorCode::BadWarrant,
+        ErrorCode::BadWrite,
+        ErrorCode::ExchangeAborted,
+        ErrorCode::ExchangeFailed,
+        ErrorCode::NoWarrant,
+        ErrorCode::ReceiptState,
+        ErrorCode::BadReference,
+        ErrorCode::BadSignature,
+        ErrorCode::CreditRefused,
+        ErrorCode::FilesMissing,
+        ErrorCode::NotRefundable,
+        ErrorCode::NotReleased,
+        ErrorCode::ProductState,
+        ErrorCode::StaleNotification,
+        ErrorCode::WrongPackage,
+        ErrorCode::AccountExists,
+        ErrorCode::AccountNotFound,
+        ErrorCode::AmountNotPositive,
+        ErrorCode::Conflict,
+        ErrorCode::CurrencyMismatch,
+        ErrorCode::DevInboxDisabled,
+        ErrorCode::Disabled,
+        ErrorCode::Expired,
+        ErrorCode::Forbidden,
+        ErrorCode::IdempotencyKeyInvalid,
+        ErrorCode::IdempotencyKeyRequired,
+        ErrorCode::IdempotencyKeyReused,
+        ErrorCode::InsufficientFunds,
+        ErrorCode::Internal,
+        ErrorCode::InvalidRequest,
+        ErrorCode::LimitExceeded,
+        ErrorCode::MalformedJson,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::NoLiquidity,
+        ErrorCode::NotFound,
+        ErrorCode::Overflow,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::PendingExpired,
+        ErrorCode::PendingNotFound,
+        ErrorCode::PendingNotPending,
+        ErrorCode::PostExceedsPending,
+        ErrorCode::RateLimited,
+        ErrorCode::SameAccount,
+        ErrorCode::SessionClosed,
+        ErrorCode::TooManyAttempts,
+        ErrorCode::TransactionMismatch,
+        ErrorCode::TransferNotFound,
+        ErrorCode::Unauthorized,
+        ErrorCode::Unavailable,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::WrongCode,
+    ];
+
+    /// The code of a wire string (`None` for a code this build does not know).
+    pub fn from_wire(text: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == text)
+    }
+
+    /// The wire string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadReference => "bad_reference",
+            ErrorCode::BadSignature => "bad_signature",
+            ErrorCode::BadCertificate => "bad_certificate",
+            ErrorCode::BadEscrow => "bad_escrow",
+            ErrorCode::BadReceipt => "bad_receipt",
+            ErrorCode::BadWarrant => "bad_warrant",
+            ErrorCode::BadWrite => "bad_write",
+            ErrorCode::ExchangeAborted => "exchange_aborted",
+            ErrorCode::ExchangeFailed => "exchange_failed",
+            ErrorCode::NoWarrant => "no_warrant",
+            ErrorCode::ReceiptState => "receipt_state",
+            ErrorCode::CreditRefused => "credit_refused",
+            ErrorCode::FilesMissing => "files_missing",
+            ErrorCode::NotRefundable => "not_refundable",
+            ErrorCode::NotReleased => "not_released",
+            ErrorCode::ProductState => "product_state",
+            ErrorCode::StaleNotification => "stale_notification",
+            ErrorCode::WrongPackage => "wrong_package",
+            ErrorCode::AccountExists => "account_exists",
+            ErrorCode::AccountNotFound => "account_not_found",
+            ErrorCode::AmountNotPositive => "amount_not_positive",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::CurrencyMismatch => "currency_mismatch",
+            ErrorCode::Expired => "expired",
+            ErrorCode::SessionClosed => "session_closed",
+            ErrorCode::TooManyAttempts => "too_many_attempts",
+            ErrorCode::TransactionMismatch => "transaction_mismatch",
+            ErrorCode::WrongCode => "wrong_code",
+            ErrorCode::DevInboxDisabled => "dev_inbox_disabled",
+            ErrorCode::Disabled => "disabled",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::IdempotencyKeyInvalid => "idempotency_key_invalid",
+            ErrorCode::IdempotencyKeyRequired => "idempotency_key_required",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorCode::InsufficientFunds => "insufficient_funds",
+            ErrorCode::Internal => "internal",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::MalformedJson => "malformed_json",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::NoLiquidity => "no_liquidity",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Overflow => "overflow",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::PendingExpired => "pending_expired",
+            ErrorCode::PendingNotFound => "pending_not_found",
+            ErrorCode::PendingNotPending => "pending_not_pending",
+            ErrorCode::PostExceedsPending => "post_exceeds_pending",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::SameAccount => "same_account",
+            ErrorCode::TransferNotFound => "transfer_not_found",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+        }
+    }
+
+    /// The status this code is sent with (`invalid_request` is 400 for path, query and header
+    /// problems; see `ApiError::bad_parameter` in `tally-http`).
+    pub fn status_code(self) -> u16 {
+        match self {
+            ErrorCode::IdempotencyKeyInvalid
+            | ErrorCode::IdempotencyKeyRequired
+            | ErrorCode::MalformedJson => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::AccountNotFound
+            | ErrorCode::DevInboxDisabled
+            | ErrorCode::Disabled
+            | ErrorCode::NotFound
+            | ErrorCode::PendingNotFound
+            | ErrorCode::TransferNotFound => 404,
+            ErrorCode::BadReference => 422,
+            ErrorCode::BadSignature => 401,
+            ErrorCode::BadCertificate => 422,
+            ErrorCode::BadEscrow => 422,
+            ErrorCode::BadReceipt => 422,
+            ErrorCode::BadWarrant => 422,
+            ErrorCode::BadWrite => 422,
+            ErrorCode::ExchangeAborted => 409,
+            ErrorCode::ExchangeFailed => 409,
+            ErrorCode::NoWarrant => 403,
+            ErrorCode::ReceiptState => 409,
+            ErrorCode::CreditRefused => 422,
+            ErrorCode::FilesMissing => 410,
+            ErrorCode::NotRefundable => 409,
+            ErrorCode::NotReleased => 409,
+            ErrorCode::ProductState => 409,
+            ErrorCode::StaleNotification => 401,
+            ErrorCode::WrongPackage => 422,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::AccountExists
+            | ErrorCode::IdempotencyKeyReused
+            | ErrorCode::Conflict
+            | ErrorCode::PendingExpired
+            | ErrorCode::PendingNotPending
+            | ErrorCode::SessionClosed => 409,
+            ErrorCode::Expired => 410,
+            ErrorCode::TooManyAttempts => 423,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::AmountNotPositive
+            | ErrorCode::CurrencyMismatch
+            | ErrorCode::InsufficientFunds
+            | ErrorCode::InvalidRequest
+            | ErrorCode::LimitExceeded
+            | ErrorCode::NoLiquidity
+            | ErrorCode::Overflow
+            | ErrorCode::PostExceedsPending
+            | ErrorCode::SameAccount
+            | ErrorCode::TransactionMismatch
+            | ErrorCode::WrongCode => 422,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::Internal => 500,
+            ErrorCode::Unavailable => 503,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error body: `{"error": {...}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// Code, human message and optional structured details.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code.
+    pub code: ErrorCode,
+    /// For people; may change between versions.
+    pub message: String,
+    /// Structured facts, e.g. `{"field": "amount"}` or `{"available_minor": 500}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+}
