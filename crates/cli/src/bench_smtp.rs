@@ -199,8 +199,7 @@ fn code_of_mail(raw: &str) -> anyhow::Result<&str> {
 struct BenchNode {
     node: tally_service::Node,
     admin: String,
-    base: String,
-    http: reqwest::Client,
+    api: tally_client::Client,
     inboxes: Inboxes,
     workers: Mutex<Option<tally_service::workers::Workers>>,
     server: axum_server::Handle<SocketAddr>,
@@ -255,10 +254,11 @@ impl BenchNode {
         let serving = axum_server::from_tcp(listener)?.handle(server.clone());
         tokio::spawn(async move { serving.serve(app).await });
         Ok(BenchNode {
+            api: tally_client::Client::builder(&base)
+                .api_key(admin.clone())
+                .build()?,
             node,
             admin,
-            base,
-            http: reqwest::Client::builder().tcp_nodelay(true).build()?,
             inboxes,
             workers: Mutex::new(Some(workers)),
             server,
@@ -306,37 +306,32 @@ impl BenchNode {
         user: &str,
         inbox: &mut mpsc::UnboundedReceiver<(Instant, String)>,
     ) -> anyhow::Result<f64> {
-        let opened: serde_json::Value = self
-            .http
-            .post(format!("{}/v1/oob/sessions", self.base))
-            .bearer_auth(&self.admin)
-            .json(&serde_json::json!({ "user": user, "application": "login" }))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        use tally_client::wire::oob::{AppRequest, OpenSession, Opened, VerifyRequest};
+        let open = OpenSession {
+            user: user.to_string(),
+            app: AppRequest::Login,
+            channel: None,
+            certificate: None,
+        };
+        let Opened::Secured { session, .. } = self.api.session_open(None, &open).await? else {
+            bail!("a login was executed without a session");
+        };
         let answered = Instant::now();
-        let session = opened["session"]["session"]
-            .as_str()
-            .context("no session in the answer")?
-            .to_string();
         let (arrived, mail) = tokio::time::timeout(Duration::from_secs(30), inbox.recv())
             .await
             .context("no code e-mail within 30 s")?
             .context("listener gone")?;
         let code = code_of_mail(&mail)?;
-        let verified: serde_json::Value = self
-            .http
-            .post(format!("{}/v1/oob/sessions/{session}/verify", self.base))
-            .json(&serde_json::json!({ "code": code }))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        if verified["access_token"].as_str().is_none() {
-            bail!("session {session} verified without an access token: {verified}");
+        let verify = VerifyRequest {
+            code: code.to_string(),
+            confirm: None,
+        };
+        let verified = self.api.session_verify(&session.session, &verify).await?;
+        if verified.access_token.is_none() {
+            bail!(
+                "session {} verified without an access token",
+                session.session
+            );
         }
         Ok(arrived.saturating_duration_since(answered).as_secs_f64() * 1000.0)
     }

@@ -1,7 +1,8 @@
 //! Signed receipts: tokens, warrants, the receipt protocol and the arbiter.
 
-use crate::{Answer, Call, Client, Error, seg};
+use crate::{Answer, CALL_TIMEOUT, Call, Client, Error, seg};
 use reqwest::Method;
+use std::time::Duration;
 use tally_wire::receipts::{
     AckBody, ArbiterView, EscrowBody, IssuedToken, NewReceipt, NewToken, ReceiptNodeView,
     ReceiptView, ResolveBody, SignReceipt, TokenView, WarrantBody, WarrantView,
@@ -103,6 +104,57 @@ impl Client {
     pub async fn receipt_package(&self, transaction: u64) -> Result<Vec<u8>, Error> {
         let call = Call::new(Method::GET, format!("/v1/receipts/{transaction}/package"));
         Ok(self.call_bytes(call).await?.to_vec())
+    }
+
+    /// `GET /v1/receipts/{transaction}/package` of at most `len_max` bytes: an answer that
+    /// announces or sends more is refused as soon as it does ([`Error::Decode`]), without
+    /// reading on, so a wrong node cannot fill the memory. Retried like every read.
+    pub async fn receipt_package_at_most(
+        &self,
+        transaction: u64,
+        len_max: usize,
+    ) -> Result<Vec<u8>, Error> {
+        let path = format!("/v1/receipts/{transaction}/package");
+        let mut last = None;
+        for attempt in 0..self.attempts {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+            match self.bounded_get(&path, len_max).await {
+                Ok(bytes) => return Ok(bytes),
+                Err(e) if e.is_transient() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Setup("no attempt was made".to_string())))
+    }
+
+    /// One `GET path` whose body may not exceed `len_max` bytes.
+    async fn bounded_get(&self, path: &str, len_max: usize) -> Result<Vec<u8>, Error> {
+        let too_long = || Error::Decode {
+            what: format!("GET {path}"),
+            cause: format!("the answer is longer than {len_max} bytes"),
+        };
+        let mut resp = self
+            .streaming(Method::GET, path)
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| self.transport(&e))?;
+        if !resp.status().is_success() {
+            return Err(Client::refused(resp).await);
+        }
+        if resp.content_length().is_some_and(|n| n > len_max as u64) {
+            return Err(too_long());
+        }
+        let mut body = Vec::new();
+        while let Some(piece) = resp.chunk().await.map_err(|e| self.transport(&e))? {
+            if body.len() + piece.len() > len_max {
+                return Err(too_long());
+            }
+            body.extend_from_slice(&piece);
+        }
+        Ok(body)
     }
 
     /// `POST /v1/arbiter/{transaction}/abort` (the originator).

@@ -21,9 +21,9 @@ use tally_proto::delivery::notification::NotificationError;
 use tally_proto::oob::OobError;
 use tally_proto::receipt::ReceiptError;
 use tally_proto::receipt::exchange::Refusal;
-use tally_service::ServiceError;
 use tally_service::delivery::DeliveryError;
 use tally_service::receipt::ReceiptServiceError;
+use tally_service::{Missing, ServiceError};
 use tally_store::{Conflict, StoreError};
 
 pub use tally_wire::error::{ErrorBody, ErrorCode, ErrorDetail};
@@ -160,25 +160,20 @@ impl From<ServiceError> for ApiError {
                 ErrorCode::IdempotencyKeyReused,
                 "idempotency key was used for another kind of request",
             ),
-            ServiceError::Invalid { field, reason } => {
-                // A malformed key is refused by our extractor first; this is the backstop.
-                if field == "idempotency_key" {
-                    ApiError::new(
-                        ErrorCode::IdempotencyKeyInvalid,
-                        format!("invalid Idempotency-Key: {reason}"),
-                    )
-                } else {
-                    ApiError::invalid_field(field, reason)
-                }
-            }
+            // A malformed key is refused by our extractor first; this is the backstop.
+            ServiceError::IdempotencyKeyInvalid(reason) => ApiError::new(
+                ErrorCode::IdempotencyKeyInvalid,
+                format!("invalid Idempotency-Key: {reason}"),
+            ),
+            ServiceError::Invalid { field, reason } => ApiError::invalid_field(field, reason),
             ServiceError::Unauthorized => {
                 ApiError::new(ErrorCode::Unauthorized, "missing or unknown API key")
             }
             ServiceError::Forbidden(why) => ApiError::new(ErrorCode::Forbidden, why),
             ServiceError::NotFound { what, id } => {
                 let code = match what {
-                    "account" => ErrorCode::AccountNotFound,
-                    "transfer" => ErrorCode::TransferNotFound,
+                    Missing::Account => ErrorCode::AccountNotFound,
+                    Missing::Transfer => ErrorCode::TransferNotFound,
                     _ => ErrorCode::NotFound,
                 };
                 ApiError::new(code, format!("{what} {id} not found"))
@@ -335,17 +330,12 @@ impl From<LedgerError> for ApiError {
                 "needed_minor": needed_minor,
                 "available_minor": available_minor,
             })),
-            LedgerError::Invalid { field, reason } => {
-                if field == "idempotency_key" {
-                    // The ledger bounds the namespaced key (owner + client key).
-                    ApiError::new(
-                        ErrorCode::IdempotencyKeyInvalid,
-                        format!("invalid Idempotency-Key: {reason}"),
-                    )
-                } else {
-                    ApiError::invalid_field(&field, reason)
-                }
-            }
+            // The ledger bounds the namespaced key (owner + client key).
+            LedgerError::IdempotencyKeyInvalid(reason) => ApiError::new(
+                ErrorCode::IdempotencyKeyInvalid,
+                format!("invalid Idempotency-Key: {reason}"),
+            ),
+            LedgerError::Invalid { field, reason } => ApiError::invalid_field(&field, reason),
             LedgerError::IdempotencyConflict => {
                 ApiError::new(ErrorCode::IdempotencyKeyReused, message)
             }

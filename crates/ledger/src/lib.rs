@@ -97,6 +97,9 @@ pub enum LedgerError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The idempotency key is empty, too long or not printable.
+    #[error("invalid idempotency key: {0}")]
+    IdempotencyKeyInvalid(&'static str),
     /// The idempotency key was used before for a different request.
     #[error("idempotency key was already used for a different request")]
     IdempotencyConflict,
@@ -574,7 +577,7 @@ impl Request {
             || self.idempotency_key.len() > IDEMPOTENCY_KEY_LEN_MAX
             || !printable(&self.idempotency_key)
         {
-            return Err(invalid("idempotency_key", "must be 1 to 200 bytes"));
+            return Err(LedgerError::IdempotencyKeyInvalid("must be 1 to 200 bytes"));
         }
         match &self.command {
             Command::OpenAccount {

@@ -38,10 +38,9 @@ pub(crate) fn check_name(field: &'static str, value: &str) -> Result<()> {
 pub(crate) fn namespaced(by: &Principal, key: &str) -> Result<String> {
     let printable = key.chars().all(|c| c.is_ascii_graphic());
     if key.is_empty() || key.len() > CLIENT_KEY_LEN_MAX || !printable {
-        return Err(ServiceError::Invalid {
-            field: "idempotency_key",
-            reason: format!("1 to {CLIENT_KEY_LEN_MAX} printable ASCII characters"),
-        });
+        return Err(ServiceError::IdempotencyKeyInvalid(format!(
+            "1 to {CLIENT_KEY_LEN_MAX} printable ASCII characters"
+        )));
     }
     Ok(format!("{}:{}", by.owner, key))
 }

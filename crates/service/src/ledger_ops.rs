@@ -2,6 +2,7 @@
 //! release, exchanges, the development inbox and the audit. Each is one ledger command
 //! committed through the executor, with an idempotency key namespaced by the caller's owner.
 
+use crate::Missing;
 use crate::access::{check_name, namespaced, require_admin};
 use crate::node::{Node, verify_checkpoint};
 use crate::{Principal, Result, Role, ServiceError};
@@ -153,7 +154,7 @@ impl Node {
         match account {
             Some(a) if by.is_admin() || a.owner == by.owner => Ok(a),
             _ => Err(ServiceError::NotFound {
-                what: "account",
+                what: Missing::Account,
                 id: id.to_string(),
             }),
         }
@@ -187,7 +188,7 @@ impl Node {
     /// One transfer, if the caller owns one of its accounts.
     pub async fn transfer(&self, by: &Principal, id: Id) -> Result<Transfer> {
         let not_found = || ServiceError::NotFound {
-            what: "transfer",
+            what: Missing::Transfer,
             id: id.to_string(),
         };
         let t = self.store().transfer(id).await?.ok_or_else(not_found)?;
@@ -375,7 +376,7 @@ impl Node {
                 .account(order.debit_account)
                 .await?
                 .ok_or(ServiceError::NotFound {
-                    what: "account",
+                    what: Missing::Account,
                     id: order.debit_account.to_string(),
                 })?;
         let to =
@@ -383,7 +384,7 @@ impl Node {
                 .account(order.credit_account)
                 .await?
                 .ok_or(ServiceError::NotFound {
-                    what: "account",
+                    what: Missing::Account,
                     id: order.credit_account.to_string(),
                 })?;
         if let Some(c) = order.currency

@@ -118,6 +118,9 @@ pub enum ServiceError {
     /// transfer): the same key cannot mean two things.
     #[error("idempotency key was used for another kind of request")]
     IdempotencyKeyReused,
+    /// The client's idempotency key is empty, too long or not printable.
+    #[error("invalid Idempotency-Key: {0}")]
+    IdempotencyKeyInvalid(String),
     /// No or an unknown API key.
     #[error("missing or unknown API key")]
     Unauthorized,
@@ -128,7 +131,7 @@ pub enum ServiceError {
     #[error("{what} {id} not found")]
     NotFound {
         /// What kind of thing.
-        what: &'static str,
+        what: Missing,
         /// Its id.
         id: String,
     },
@@ -174,3 +177,60 @@ impl From<StoreError> for ServiceError {
 
 /// Result of a node operation.
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+/// What a [`ServiceError::NotFound`] did not find. Callers (the HTTP layer's error codes, the
+/// drivers that turn an unknown user into a refusal of their own) decide by the variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Missing {
+    /// A ledger account.
+    Account,
+    /// An API key.
+    ApiKey,
+    /// A registered mail or offer.
+    Mail,
+    /// A receipt party (no certified token).
+    Party,
+    /// A payment quoting a reference.
+    Payment,
+    /// A product.
+    Product,
+    /// A receipt.
+    Receipt,
+    /// A payment receiver.
+    Receiver,
+    /// A sale.
+    Sale,
+    /// A sale, looked up by its reference code.
+    SaleReference,
+    /// An out-of-band session.
+    Session,
+    /// A receipt token.
+    Token,
+    /// A ledger transfer.
+    Transfer,
+    /// An out-of-band subscriber.
+    User,
+    /// A warrant.
+    Warrant,
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Missing::Account => "account",
+            Missing::ApiKey => "api key",
+            Missing::Mail => "mail",
+            Missing::Party => "party",
+            Missing::Payment => "payment",
+            Missing::Product => "product",
+            Missing::Receipt => "receipt",
+            Missing::Receiver => "receiver",
+            Missing::Sale => "sale",
+            Missing::SaleReference => "sale with reference",
+            Missing::Session => "session",
+            Missing::Token => "token",
+            Missing::Transfer => "transfer",
+            Missing::User => "user",
+            Missing::Warrant => "warrant",
+        })
+    }
+}

@@ -7,6 +7,7 @@
 //! PostgreSQL, several nodes may share one database: they share the identity files (checked
 //! at start), and only the first creates the admin key.
 
+use crate::Missing;
 use crate::access::{check_name, require_admin};
 use crate::core::{Core, NodeClock};
 use crate::delivery::Delivery;
@@ -383,7 +384,7 @@ impl Node {
         let live = self.store().api_keys().await?;
         if !live.iter().any(|k| k.id == id && k.revoked_at.is_none()) {
             return Err(ServiceError::NotFound {
-                what: "api key",
+                what: Missing::ApiKey,
                 id: id.to_string(),
             });
         }

@@ -324,3 +324,23 @@ pub struct ErrorDetail {
     #[schema(value_type = Option<Object>)]
     pub details: Option<Value>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_reads_back_from_its_wire_name() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_wire(code.as_str()), Some(code));
+            let json = serde_json::to_string(&code).expect("serialize");
+            assert_eq!(
+                json,
+                format!("\"{}\"", code.as_str()),
+                "serde and as_str agree"
+            );
+            assert!((400..600).contains(&code.status_code()), "{code}");
+        }
+        assert_eq!(ErrorCode::from_wire("no_such_code"), None);
+    }
+}

@@ -24,6 +24,7 @@ pub mod payments;
 pub mod products;
 pub mod sales;
 
+use crate::Missing;
 use crate::access::{corrupt, invalid};
 use crate::core::Core;
 use crate::identity::{Made, node_secret, setup};
@@ -249,7 +250,7 @@ impl Delivery {
             .product(id)
             .await?
             .ok_or_else(|| ServiceError::NotFound {
-                what: "product",
+                what: Missing::Product,
                 id: id.to_string(),
             })
     }

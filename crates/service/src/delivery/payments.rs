@@ -7,6 +7,7 @@ use super::{
     Arrival, Delivery, DeliveryError, PayReference, PaymentView, RECEIVER_KEY_AAD, ReceiverConfig,
     ReceiverView, parse_reference, payment_view, replayed,
 };
+use crate::Missing;
 use crate::access::{corrupt, invalid, namespaced, require_admin};
 use crate::exec::retrying;
 use crate::identity::{getrandom_fill, setup};
@@ -47,7 +48,7 @@ impl Delivery {
             .sale_by_reference(code.as_str())
             .await?
             .ok_or_else(|| ServiceError::NotFound {
-                what: "sale with reference",
+                what: Missing::SaleReference,
                 id: code.display(),
             })?;
         self.take_payment(Arrival {
@@ -84,7 +85,7 @@ impl Delivery {
             .account(req.account)
             .await?
             .ok_or_else(|| ServiceError::NotFound {
-                what: "account",
+                what: Missing::Account,
                 id: req.account.to_string(),
             })?;
         if account.owner != "operator" || account.kind != AccountKind::Settlement {
@@ -159,7 +160,7 @@ impl Delivery {
                 .receiver(name)
                 .await?
                 .ok_or_else(|| ServiceError::NotFound {
-                    what: "receiver",
+                    what: Missing::Receiver,
                     id: name.to_string(),
                 })?;
         let key = match receiver.kind.as_str() {
@@ -333,7 +334,7 @@ impl Delivery {
             .delivery_payment(id)
             .await?
             .ok_or_else(|| ServiceError::NotFound {
-                what: "payment",
+                what: Missing::Payment,
                 id: id.to_string(),
             })?;
         if !by.is_admin() {

@@ -6,6 +6,7 @@ use super::{
     CONTENT_KEY_AAD, DEFAULT_REGISTRATION, Delivery, EntryView, NewProduct, ProductView,
     check_entry_name, entry_view, product_machine, text,
 };
+use crate::Missing;
 use crate::access::{check_name, corrupt, invalid, namespaced};
 use crate::identity::{create_private_dir, getrandom_fill, setup};
 use crate::{Principal, Result, ServiceError};
@@ -53,7 +54,7 @@ impl Delivery {
             .account(req.pay_to)
             .await?
             .ok_or_else(|| ServiceError::NotFound {
-                what: "account",
+                what: Missing::Account,
                 id: req.pay_to.to_string(),
             })?;
         if !by.is_admin() && account.owner != by.owner {

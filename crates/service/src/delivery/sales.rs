@@ -9,6 +9,7 @@ use super::{
     SaleView, Segment, entry_meta, fill, fingerprint, parse_reference, payment_view,
     product_machine,
 };
+use crate::Missing;
 use crate::access::{check_address, check_name, corrupt, invalid, namespaced};
 use crate::identity::getrandom_fill;
 use crate::{Principal, Result, ServiceError};
@@ -214,7 +215,7 @@ impl Delivery {
             .sale(id)
             .await?
             .ok_or_else(|| ServiceError::NotFound {
-                what: "sale",
+                what: Missing::Sale,
                 id: id.to_string(),
             })
     }
@@ -227,7 +228,7 @@ impl Delivery {
             Ok(p)
         } else {
             Err(ServiceError::NotFound {
-                what: "sale",
+                what: Missing::Sale,
                 id: s.id.to_string(),
             })
         }
@@ -238,7 +239,7 @@ impl Delivery {
             Ok(())
         } else {
             Err(ServiceError::NotFound {
-                what: "sale",
+                what: Missing::Sale,
                 id: s.id.to_string(),
             })
         }
@@ -290,7 +291,7 @@ impl Delivery {
             .sale_by_reference(code.as_str())
             .await?
             .ok_or_else(|| ServiceError::NotFound {
-                what: "sale with reference",
+                what: Missing::SaleReference,
                 id: code.display(),
             })?;
         self.require_party(by, &s).await?;
@@ -445,7 +446,7 @@ impl Delivery {
             .sale_by_reference(code.as_str())
             .await?
             .ok_or_else(|| ServiceError::NotFound {
-                what: "sale with reference",
+                what: Missing::SaleReference,
                 id: code.display(),
             })?;
         Self::require_buyer(by, &s)?;

@@ -5,6 +5,7 @@
 
 use super::open::OpenPlan;
 use super::{Oob, Payload};
+use crate::Missing;
 use crate::access::{
     address_uri, channel_kind, check_name, invalid, require_admin, text_field, uri_address,
 };
@@ -217,7 +218,7 @@ impl Oob {
         let addresses = self.core.store().addresses_of(user).await?;
         if addresses.is_empty() && self.core.store().subscriber(user).await?.is_none() {
             return Err(ServiceError::NotFound {
-                what: "user",
+                what: Missing::User,
                 id: user.to_string(),
             });
         }

@@ -34,6 +34,7 @@ pub mod directory;
 pub mod open;
 pub mod verify;
 
+use crate::Missing;
 use crate::access::corrupt;
 use crate::core::Core;
 use crate::identity::{Made, node_secret};
@@ -185,7 +186,7 @@ impl Oob {
             .oob_session(&id)
             .await?
             .ok_or(ServiceError::NotFound {
-                what: "session",
+                what: Missing::Session,
                 id: number.chars().take(32).collect(),
             })
     }
@@ -249,7 +250,7 @@ fn parse_number(hex_number: &str) -> Result<[u8; 16]> {
         .ok()
         .and_then(|b| <[u8; 16]>::try_from(b).ok())
         .ok_or(ServiceError::NotFound {
-            what: "session",
+            what: Missing::Session,
             id: "(malformed)".into(),
         })
 }

@@ -4,6 +4,7 @@
 //! opening step of the machine, committed with the session row under the per-address quota.
 
 use super::{Oob, Payload, check_money, oob, open_key};
+use crate::Missing;
 use crate::access::{check_name, corrupt, invalid, namespaced, text_field};
 use crate::identity::getrandom_fill;
 use crate::{Principal, Result, Role, ServiceError};
@@ -66,7 +67,10 @@ impl Oob {
         let plan = match self.plan(by, &req, client_key.clone()).await {
             // Anonymous callers (the web page) learn nothing about which users exist or have
             // an address: both refusals read the same.
-            Err(ServiceError::NotFound { what: "user", .. })
+            Err(ServiceError::NotFound {
+                what: Missing::User,
+                ..
+            })
             | Err(ServiceError::Invalid { field: "user", .. })
                 if by.is_none() =>
             {
@@ -366,7 +370,7 @@ impl Oob {
                     .await?
                     .filter(|m| m.recipient == user && m.kind == "registered")
                     .ok_or(ServiceError::NotFound {
-                        what: "mail",
+                        what: Missing::Mail,
                         id: mail_id.to_string(),
                     })?;
                 Purpose::Message(Certified {

@@ -6,6 +6,7 @@ use super::{
     CHECKED_MAX, IssuedToken, NewToken, PARTY_ROLES, ReceiptServiceError, Receipts, TokenView,
     WarrantView, counterparties_text, rerr, wrong_state,
 };
+use crate::Missing;
 use crate::access::{check_name, invalid, namespaced, parse_hex, require_admin};
 use crate::identity::{getrandom_fill, setup};
 use crate::{Principal, Result, ServiceError};
@@ -169,7 +170,7 @@ impl Receipts {
             .receipt_party(name)
             .await?
             .ok_or_else(|| ServiceError::NotFound {
-                what: "party",
+                what: Missing::Party,
                 id: name.to_string(),
             })
     }
@@ -269,7 +270,7 @@ impl Receipts {
                 .warrant(&serial)
                 .await?
                 .ok_or_else(|| ServiceError::NotFound {
-                    what: "warrant",
+                    what: Missing::Warrant,
                     id: serial.clone(),
                 })?;
         if !by.is_admin() && by.owner != w.issuer {
@@ -300,7 +301,7 @@ impl Receipts {
                 .warrant(&serial)
                 .await?
                 .ok_or_else(|| ServiceError::NotFound {
-                    what: "warrant",
+                    what: Missing::Warrant,
                     id: serial.clone(),
                 })?;
         Ok(warrant_view(&w))

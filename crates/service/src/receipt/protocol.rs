@@ -7,6 +7,7 @@ use super::{
     ESCROW_AAD, NewReceipt, RETRY_COUNT_S, ReceiptServiceError, ReceiptView, Receipts, SignReceipt,
     WriteRequest, fp_bytes, random_id, rerr, revoked_meanwhile,
 };
+use crate::Missing;
 use crate::access::{check_name, invalid, namespaced, parse_hex};
 use crate::identity::setup;
 use crate::{Principal, Result, ServiceError};
@@ -242,7 +243,7 @@ impl Receipts {
             .receipt(t)
             .await?
             .ok_or_else(|| ServiceError::NotFound {
-                what: "receipt",
+                what: Missing::Receipt,
                 id: transaction.to_string(),
             })
     }
@@ -259,7 +260,7 @@ impl Receipts {
             Ok(())
         } else {
             Err(ServiceError::NotFound {
-                what: "receipt",
+                what: Missing::Receipt,
                 id: r.transaction_id.to_string(),
             })
         }
@@ -598,12 +599,12 @@ impl Receipts {
             .receipt_token(&serial)
             .await?
             .ok_or_else(|| ServiceError::NotFound {
-                what: "token",
+                what: Missing::Token,
                 id: serial.clone(),
             })?;
         if !by.is_admin() && by.owner != t.holder {
             return Err(ServiceError::NotFound {
-                what: "token",
+                what: Missing::Token,
                 id: serial,
             });
         }
