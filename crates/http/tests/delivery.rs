@@ -449,8 +449,23 @@ async fn walk(mut w: World) {
         .await
         .expect(StatusCode::OK);
     assert_eq!(replay.str("/id"), r.str("/id"));
+    // The replay names the same transfer, the one the ledger booked (a real transfer).
+    assert_eq!(replay.str("/transfer"), r.str("/transfer"));
+    let booked = w
+        .api
+        .get(&format!("/v1/transfers/{}", r.str("/transfer")))
+        .key(&w.alice)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(booked.i64("/amount/minor"), 990);
     assert_eq!(w.balances().await, [10_000 - 990, 10_000, 990]);
     let s = w.sale(&w.alice, &sale_id).await;
+    let listed = s.body["payments"]
+        .as_array()
+        .and_then(|all| all.iter().find(|p| p["id"] == r.str("/id")))
+        .expect("the payment in the sale");
+    assert_eq!(listed["transfer"], r.str("/transfer"));
     assert_eq!(s.str("/state"), "released");
     let key = w
         .api

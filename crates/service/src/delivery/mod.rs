@@ -168,7 +168,9 @@ fn fingerprint(unlock_key: &[u8; 32]) -> String {
     hex::encode(&sha256(unlock_key)[..8])
 }
 
-fn payment_view(p: &PaymentRow) -> Result<PaymentView> {
+/// A payment row as shown, with the row's placeholder transfer id; [`Delivery::payment_view`]
+/// puts in the ledger's.
+fn payment_row_view(p: &PaymentRow) -> Result<PaymentView> {
     Ok(PaymentView {
         id: p.id,
         sale: p.sale_id,
@@ -335,17 +337,31 @@ fn product_machine(p: &ProductRow) -> Product {
     }
 }
 
-/// The answer to a repeated payment: the first one's, if it is the same payment.
-fn replayed(p: &PaymentRow, reference: &str, amount: Amount) -> Result<PaymentView> {
+/// Whether a payment repeated under a key is the same payment (else the key is reused).
+fn same_payment(p: &PaymentRow, reference: &str, amount: Amount) -> Result<()> {
     if p.reference != reference
         || p.amount_minor != amount.minor
         || p.currency != amount.currency.code()
     {
         return Err(ServiceError::IdempotencyKeyReused);
     }
-    let mut view = payment_view(p)?;
-    view.replayed = true;
-    Ok(view)
+    Ok(())
+}
+
+impl Delivery {
+    /// A payment as shown. Its transfer is the one the ledger booked under the payment's key,
+    /// found through the journal (as an out-of-band session's hold is): the ledger assigns
+    /// transfer ids as it applies the entry, after the row was decided.
+    pub(crate) async fn payment_view(&self, p: &PaymentRow) -> Result<PaymentView> {
+        let mut view = payment_row_view(p)?;
+        if let Some(tally_ledger::Event::Transfers { transfers }) =
+            self.core.store().journal_event(&p.client_key).await?
+            && let Some(t) = transfers.first()
+        {
+            view.transfer = t.id;
+        }
+        Ok(view)
+    }
 }
 
 fn entry_meta(e: &EntryRow) -> Result<EntryMeta> {

@@ -5,7 +5,7 @@
 
 use super::{
     Arrival, Delivery, DeliveryError, PayReference, PaymentView, RECEIVER_KEY_AAD, ReceiverConfig,
-    ReceiverView, parse_reference, payment_view, replayed,
+    ReceiverView, parse_reference, same_payment,
 };
 use crate::Missing;
 use crate::access::{corrupt, invalid, namespaced, require_admin};
@@ -194,7 +194,10 @@ impl Delivery {
             .delivery_payment_by_key(&ledger_key)
             .await?
         {
-            return replayed(&p, n.reference.as_str(), n.amount);
+            same_payment(&p, n.reference.as_str(), n.amount)?;
+            let mut view = self.payment_view(&p).await?;
+            view.replayed = true;
+            return Ok(view);
         }
         let sale = self
             .core
@@ -219,7 +222,8 @@ impl Delivery {
     /// decided again on the sale as it is then (a duplicate).
     pub(crate) async fn take_payment(&self, p: Arrival) -> Result<PaymentView> {
         if let Some(done) = self.core.store().delivery_payment_by_key(&p.key).await? {
-            return replayed(&done, &p.reference, p.amount);
+            same_payment(&done, &p.reference, p.amount)?;
+            return self.booked(&p, true).await;
         }
         let suspense = self.suspense_account(p.amount.currency).await?;
         let incoming = Incoming {
@@ -293,12 +297,7 @@ impl Delivery {
             .delivery_payment_by_key(&p.key)
             .await?
             .ok_or(ServiceError::IdempotencyKeyReused)?;
-        let transfer = match self.core.store().journal_event(&p.key).await? {
-            Some(tally_ledger::Event::Transfers { transfers }) => transfers.first().map(|t| t.id),
-            _ => None,
-        };
-        let mut view = payment_view(&row)?;
-        view.transfer = transfer.unwrap_or(row.transfer_id);
+        let mut view = self.payment_view(&row).await?;
         view.replayed = replayed_flag;
         Ok(view)
     }
@@ -352,7 +351,7 @@ impl Delivery {
             }
         }
         if p.status == PaymentStatus::Refunded {
-            return payment_view(&p);
+            return self.payment_view(&p).await;
         }
         let payment = Payment {
             id,
@@ -382,6 +381,6 @@ impl Delivery {
             .delivery_payment(id)
             .await?
             .ok_or_else(|| corrupt("payment vanished"))?;
-        payment_view(&p)
+        self.payment_view(&p).await
     }
 }

@@ -6,8 +6,7 @@
 use super::{
     ACK_DOMAIN, Acknowledge, Arrival, Complaint, ComplaintOutcome, Delivery, DeliveryError,
     NewSale, PackageParts, REGISTRATION_DOMAIN, REGISTRATION_NAME, ReleasedKey, ReportRow,
-    SaleView, Segment, entry_meta, fill, fingerprint, parse_reference, payment_view,
-    product_machine,
+    SaleView, Segment, entry_meta, fill, fingerprint, parse_reference, product_machine,
 };
 use crate::Missing;
 use crate::access::{check_address, check_name, corrupt, invalid, namespaced};
@@ -248,6 +247,10 @@ impl Delivery {
     async fn sale_view(&self, s: &SaleRow) -> Result<SaleView> {
         let p = self.product_row(s.product_id).await?;
         let payments = self.core.store().payments_of_sale(s.id).await?;
+        let mut shown = Vec::with_capacity(payments.len());
+        for payment in &payments {
+            shown.push(self.payment_view(payment).await?);
+        }
         let reference = ReferenceCode::parse(&s.reference).map_err(corrupt)?;
         Ok(SaleView {
             id: s.id,
@@ -268,10 +271,7 @@ impl Delivery {
             paid_at: s.paid_at,
             released_at: s.released_at,
             overdue_at: s.overdue_at,
-            payments: payments
-                .iter()
-                .map(payment_view)
-                .collect::<Result<Vec<_>>>()?,
+            payments: shown,
         })
     }
 
