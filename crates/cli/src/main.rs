@@ -18,7 +18,6 @@ mod bench_seal;
 mod bench_smtp;
 mod client;
 mod delivery;
-mod legacy;
 mod log_export;
 mod oob;
 mod pkcs11;

@@ -15,7 +15,7 @@ use tally_wire::delivery::{
 #[derive(Debug)]
 pub enum Package {
     /// The package, whole (`start == 0`) or from the offset asked for.
-    Body(Download),
+    Body(Box<Download>),
     /// The offset asked for is not within the package (`416`): start over.
     NotSatisfiable,
 }
@@ -187,13 +187,13 @@ impl Client {
             reqwest::StatusCode::RANGE_NOT_SATISFIABLE => return Ok(Package::NotSatisfiable),
             _ => return Err(Client::refused(resp).await),
         };
-        Ok(Package::Body(Download {
+        Ok(Package::Body(Box::new(Download {
             response: resp,
             base: self.base.clone(),
             start,
             total,
             etag,
-        }))
+        })))
     }
 
     /// `PUT /v1/receivers/{name}` (operator): where a payment provider's notifications land.

@@ -174,3 +174,63 @@ impl Client {
         Ok(self.send(Method::POST, path, req, None).await?.value)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_wire::error::ErrorCode;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A node that answers every request with `answer` (raw HTTP/1.1); its URL.
+    async fn node_answering(answer: &'static [u8]) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = conn.read(&mut request).await;
+                let _ = conn.write_all(answer).await;
+                let _ = conn.shutdown().await;
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_package_longer_than_allowed_is_refused_whether_announced_or_not() {
+        let small = node_answering(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nTLLY").await;
+        let c = Client::builder(&small).build().expect("client");
+        assert_eq!(
+            c.receipt_package_at_most(1, 4).await.expect("4 bytes"),
+            b"TLLY"
+        );
+        let e = c
+            .receipt_package_at_most(1, 3)
+            .await
+            .expect_err("announced");
+        assert!(
+            matches!(e, Error::Decode { .. }) && !e.is_transient(),
+            "{e}"
+        );
+        let chunked = node_answering(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n",
+        )
+        .await;
+        let c = Client::builder(&chunked).build().expect("client");
+        let e = c.receipt_package_at_most(1, 5).await.expect_err("sent");
+        assert!(matches!(e, Error::Decode { .. }), "{e}");
+        assert_eq!(
+            c.receipt_package_at_most(1, 6).await.expect("6 bytes"),
+            b"abcdef"
+        );
+        let refused = node_answering(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 47\r\n\r\n{\"error\":{\"code\":\"not_found\",\"message\":\"no\"}}  ",
+        )
+        .await;
+        let c = Client::builder(&refused).build().expect("client");
+        let e = c.receipt_package_at_most(1, 100).await.expect_err("404");
+        assert_eq!(e.code(), Some(ErrorCode::NotFound), "{e}");
+    }
+}

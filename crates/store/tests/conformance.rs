@@ -281,7 +281,7 @@ async fn bad_input_changes_nothing(db: Db) {
     });
     assert!(matches!(
         empty_key.await,
-        Err(StoreError::Ledger(LedgerError::Invalid { .. }))
+        Err(StoreError::Ledger(LedgerError::IdempotencyKeyInvalid(_)))
     ));
     pay(&store, world, alice, i64::MAX)
         .await

@@ -3,6 +3,7 @@
 
 use crate::amount_text;
 use serde::{Deserialize, Serialize};
+use tally_kernel::crypto::canonical::SignedRecord;
 use tally_kernel::{Amount, Id, Timestamp};
 use tally_proto::oob::{Purpose, State, Transaction};
 use uuid::Uuid;
@@ -165,14 +166,14 @@ pub enum Opened {
     /// A session waits for the code.
     Secured {
         /// The session.
-        session: SessionView,
+        session: Box<SessionView>,
         /// True when this replays an earlier request with the same idempotency key.
         replayed: bool,
     },
     /// Below the threshold: executed at once on channel A alone ("normal" transaction).
     Normal {
         /// The transfer made.
-        transfer: crate::ledger::TransferDto,
+        transfer: Box<crate::ledger::TransferDto>,
         /// True when this replays an earlier request with the same idempotency key.
         replayed: bool,
     },
@@ -207,7 +208,43 @@ pub struct SessionView {
     /// The payment hold, if any.
     pub hold_id: Option<Id>,
     /// What verification produced, once verified.
-    pub result: Option<serde_json::Value>,
+    pub result: Option<SessionResult>,
+}
+
+/// What a verified session produced, shown to channel A: each application sets its own
+/// fields, the others are left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionResult {
+    /// Login: until when the access token works (the token itself comes once, in the
+    /// verification's answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token_expires_at: Option<Timestamp>,
+    /// Address verification: the address now verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_verified: Option<Id>,
+    /// Payment: the hold posted to the merchant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Id>,
+    /// Registered mail: the mail deposited, or the mail retrieved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail: Option<ResultMail>,
+    /// Offers: the offers opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offers: Option<Vec<MailView>>,
+    /// The node-signed certificate of what the session certified (also kept in the user's
+    /// certificates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<SignedRecord>,
+}
+
+/// The mail of a registered-mail session's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ResultMail {
+    /// `mail_send`: the deposited mail's id.
+    Deposited(Id),
+    /// `mail_retrieve`: the mail itself, now readable.
+    Retrieved(MailView),
 }
 
 /// A user's statement: register lines and totals.
@@ -372,8 +409,8 @@ pub struct CertificateView {
     pub user_id: String,
     /// What it certifies (`transfer`, `payment`, `mail_deposit`, `mail_retrieval`, …).
     pub kind: String,
-    /// The signed record (JSON).
-    pub body: serde_json::Value,
+    /// The node-signed record (verify it with the node's key).
+    pub body: SignedRecord,
     /// When.
     pub created_at: Timestamp,
 }

@@ -3,6 +3,7 @@
 //! the money (the hold posted, the transfer made); an application adds its rows (a token, a
 //! register line, a certificate, a mail) and names the step's journal record.
 
+use super::directory::mail_view;
 use super::{Oob, Payload};
 use crate::Result;
 use crate::access::corrupt;
@@ -17,7 +18,15 @@ use tally_store::oob::{
     CertificateRow, Mail, RegisterEntry, SessionRow, TokenRow, insert_certificate, insert_mail,
     insert_register, insert_token, mark_retrieved, verify_address,
 };
-use tally_wire::oob::AppRequest;
+use tally_wire::oob::{AppRequest, ResultMail, SessionResult};
+
+/// A result carrying only the session's certificate.
+fn certified(certificate: SignedRecord) -> SessionResult {
+    SessionResult {
+        certificate: Some(certificate),
+        ..SessionResult::default()
+    }
+}
 
 /// What an application adds to the verifying step.
 pub(crate) struct AppEffect {
@@ -26,7 +35,7 @@ pub(crate) struct AppEffect {
     /// Rows written with the step.
     pub(crate) rows: Vec<Attachment>,
     /// What verification produced (stored with the session, shown to channel A).
-    pub(crate) result: serde_json::Value,
+    pub(crate) result: SessionResult,
     /// For a login: the access token (returned once, stored only as a hash).
     pub(crate) token: Option<Secret<String>>,
 }
@@ -73,7 +82,7 @@ impl Oob {
         let certificate = |kind: &str,
                            owner: &str,
                            what: serde_json::Value|
-         -> Result<(Attachment, serde_json::Value)> {
+         -> Result<(Attachment, SignedRecord)> {
             let body = serde_json::json!({
                 "kind": kind,
                 "session": hex_number,
@@ -95,7 +104,7 @@ impl Oob {
                 body: json.clone(),
                 created_at: now,
             };
-            Ok((insert_certificate(&row)?, json))
+            Ok((insert_certificate(&row)?, signed))
         };
         let done = |effects: Effects, rows, result| AppEffect {
             effects,
@@ -115,7 +124,10 @@ impl Oob {
             return Ok(done(
                 effects,
                 rows,
-                serde_json::json!({ "address_verified": id }),
+                SessionResult {
+                    address_verified: Some(id),
+                    ..SessionResult::default()
+                },
             ));
         }
         let data = serde_json::json!({ "session": hex_number, "user": user, "application": row.application });
@@ -136,7 +148,10 @@ impl Oob {
                 AppEffect {
                     effects: effects.renamed("oob_login", data),
                     rows,
-                    result: serde_json::json!({ "access_token_expires_at": expires_at }),
+                    result: SessionResult {
+                        access_token_expires_at: Some(expires_at),
+                        ..SessionResult::default()
+                    },
                     token: Some(token),
                 }
             }
@@ -145,7 +160,7 @@ impl Oob {
                 rows.push(register(kind)?);
                 let (cert, json) = certificate(kind, user, serde_json::json!({}))?;
                 rows.push(cert);
-                done(effects, rows, serde_json::json!({ "certificate": json }))
+                done(effects, rows, certified(json))
             }
             AppRequest::Payment { .. } => {
                 let hold = hold.ok_or_else(|| corrupt("payment session without hold"))?;
@@ -156,18 +171,17 @@ impl Oob {
                 done(
                     effects,
                     rows,
-                    serde_json::json!({ "hold": hold, "certificate": json }),
+                    SessionResult {
+                        hold: Some(hold),
+                        ..certified(json)
+                    },
                 )
             }
             AppRequest::Trustee { .. } => {
                 rows.push(register("trustee")?);
                 let (cert, json) = certificate("trustee", user, serde_json::json!({}))?;
                 rows.push(cert);
-                done(
-                    effects.renamed("trustee_debt", data),
-                    rows,
-                    serde_json::json!({ "certificate": json }),
-                )
+                done(effects.renamed("trustee_debt", data), rows, certified(json))
             }
             AppRequest::MailSend {
                 recipient,
@@ -212,7 +226,10 @@ impl Oob {
                 done(
                     effects,
                     rows,
-                    serde_json::json!({ "mail": mail.id, "certificate": json }),
+                    SessionResult {
+                        mail: Some(ResultMail::Deposited(mail.id)),
+                        ..certified(json)
+                    },
                 )
             }
             AppRequest::MailRetrieve { mail_id } => {
@@ -251,7 +268,10 @@ impl Oob {
                 done(
                     effects,
                     rows,
-                    serde_json::json!({ "mail": mail, "certificate": json }),
+                    SessionResult {
+                        mail: Some(ResultMail::Retrieved(mail_view(mail))),
+                        ..certified(json)
+                    },
                 )
             }
             AppRequest::Declaration { title, form } => {
@@ -261,11 +281,7 @@ impl Oob {
                     serde_json::json!({ "title": title, "form_sha256": hex::encode(sha256(form.as_bytes())) }),
                 )?;
                 rows.push(cert);
-                done(
-                    effects.renamed("declaration", data),
-                    rows,
-                    serde_json::json!({ "certificate": json }),
-                )
+                done(effects.renamed("declaration", data), rows, certified(json))
             }
             AppRequest::Offers => {
                 let offers = self.core.store().unread_offers(user).await?;
@@ -276,7 +292,10 @@ impl Oob {
                 done(
                     effects.renamed("offers_opened", data),
                     rows,
-                    serde_json::json!({ "offers": offers }),
+                    SessionResult {
+                        offers: Some(offers.into_iter().map(mail_view).collect()),
+                        ..SessionResult::default()
+                    },
                 )
             }
         })

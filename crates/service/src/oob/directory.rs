@@ -7,7 +7,7 @@ use super::open::OpenPlan;
 use super::{Oob, Payload};
 use crate::Missing;
 use crate::access::{
-    address_uri, channel_kind, check_name, invalid, require_admin, text_field, uri_address,
+    address_uri, channel_kind, check_name, corrupt, invalid, require_admin, text_field, uri_address,
 };
 use crate::identity::setup;
 use crate::{Principal, Result, Role, ServiceError};
@@ -289,21 +289,22 @@ impl Oob {
                 "you can only list your own certificates",
             ));
         }
-        Ok(self
-            .core
+        self.core
             .store()
             .certificates_of(user, 200)
             .await?
             .into_iter()
-            .map(|c| CertificateView {
-                id: c.id,
-                session: c.session,
-                user_id: c.user_id,
-                kind: c.kind,
-                body: c.body,
-                created_at: c.created_at,
+            .map(|c| {
+                Ok(CertificateView {
+                    id: c.id,
+                    session: c.session,
+                    user_id: c.user_id,
+                    kind: c.kind,
+                    body: serde_json::from_value(c.body).map_err(corrupt)?,
+                    created_at: c.created_at,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Mail for or from a user; bodies of registered mail not yet retrieved are withheld.

@@ -98,13 +98,16 @@ impl Oob {
                     .cloned()
                     .ok_or(ServiceError::IdempotencyKeyReused)?;
                 return Ok(Opened::Normal {
-                    transfer: transfer.into(),
+                    transfer: Box::new(transfer.into()),
                     replayed,
                 });
             }
         };
         match self.open_with(*plan).await {
-            Ok((session, replayed)) => Ok(Opened::Secured { session, replayed }),
+            Ok((session, replayed)) => Ok(Opened::Secured {
+                session: Box::new(session),
+                replayed,
+            }),
             // Two retries with one key raced: the loser returns the winner's session.
             Err(ServiceError::Ledger(tally_ledger::LedgerError::IdempotencyConflict))
                 if client_key.is_some() =>
@@ -148,7 +151,7 @@ impl Oob {
             && transfer.credit_account == credit;
         if same {
             Ok(Some(Opened::Normal {
-                transfer: transfer.into(),
+                transfer: Box::new(transfer.into()),
                 replayed: true,
             }))
         } else {
@@ -162,7 +165,7 @@ impl Oob {
             return Err(ServiceError::IdempotencyKeyReused);
         }
         Ok(Opened::Secured {
-            session: self.present(row).await?,
+            session: Box::new(self.present(row).await?),
             replayed: true,
         })
     }

@@ -79,7 +79,7 @@ impl Oob {
                 let app = self
                     .application(row, &next, &payload, effects, hold, now)
                     .await?;
-                after.result = Some(app.result.to_string());
+                after.result = Some(serde_json::to_string(&app.result).map_err(corrupt)?);
                 (
                     format!(":oob:{hex_number}:verified"),
                     app.effects,

@@ -1,0 +1,466 @@
+//! `tally package …`: a package checked offline (`inspect`: every entry, the digest and the
+//! node's signature, through `tally_proto::delivery`) and unlocked (`unlock`: every entry
+//! decrypted and checked against the SHA-256 in the signed header). The node is asked only
+//! for what it alone can give: the acknowledgement (`inspect --ack`) and the released unlock
+//! key (`unlock --fetch`).
+//!
+//! Nothing from a package that did not verify is shown: its instruction file could name
+//! another account to pay.
+
+use anyhow::{Context, anyhow, bail};
+use serde::Serialize;
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tally_client::wire::delivery::{ACK_DOMAIN, Acknowledge, SaleView};
+use tally_client::wire::error::ErrorCode;
+use tally_kernel::crypto::VerifyingKey;
+use tally_kernel::crypto::kdf::sha256;
+use tally_kernel::{Id, Secret};
+use tally_proto::delivery::sale::SaleState;
+use tally_proto::delivery::{self, EntryKind, Header, Inspected, PackageError, ReferenceCode};
+
+use super::common::{
+    ProgressReader, ProgressWriter, bytes_bar, hex, id_arg, key_arg, trust_arg, when,
+};
+use super::{CHUNK_LEN, InspectArgs, PackageCommand, UnlockArgs, sales};
+use crate::client::{Client, refused_with};
+
+/// What `package inspect --json` prints: the verified package, and the sale after `--ack`.
+#[derive(Serialize)]
+struct InspectedJson<'a> {
+    verified: bool,
+    package_sha256: String,
+    signer: String,
+    signer_fingerprint: String,
+    trusted: bool,
+    header: &'a Header,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sale: Option<&'a SaleView>,
+}
+
+/// What `package unlock --json` prints.
+#[derive(Serialize)]
+struct UnlockedJson<'a> {
+    sale: Id,
+    reference: &'a ReferenceCode,
+    entries: Vec<UnlockedEntry<'a>>,
+}
+
+/// One unlocked entry, checked against the signed header.
+#[derive(Serialize)]
+struct UnlockedEntry<'a> {
+    name: &'a str,
+    kind: EntryKind,
+    bytes: u64,
+    sha256: &'a str,
+    path: PathBuf,
+    verified: bool,
+}
+
+/// `tally package download|inspect|unlock`.
+pub async fn package(cmd: PackageCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PackageCommand::Download(a) => sales::download(a).await,
+        PackageCommand::Inspect(a) => inspect(a).await,
+        PackageCommand::Unlock(a) => unlock(a).await,
+    }
+}
+
+/// `tally package inspect FILE`: the verdict, the instruction file of a package that
+/// verified, and with `--ack` the acknowledgement (and payment) sent to the node.
+async fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
+    let trusted = trust_arg(&a.trust)?;
+    let debit = match &a.debit_account {
+        Some(d) => Some(id_arg("--debit-account", d)?),
+        None => None,
+    };
+    if a.idempotency_key.is_some() {
+        eprintln!(
+            "note: --idempotency-key is not needed: the node records an acknowledgement once"
+        );
+    }
+    let c = Client::new(&a.conn)?;
+    let inspected = match inspect_file(&a.file, trusted).await? {
+        Ok(i) => i,
+        Err(e) => return Ok(refused(&e)),
+    };
+    let trusted = trusted.is_some();
+    if !c.json {
+        println!("{}", inspected_text(&a.file, &inspected, trusted));
+    }
+    if !a.ack {
+        if c.json {
+            c.show(&inspected_json(&inspected, trusted, None), |_| {
+                String::new()
+            });
+        } else {
+            println!(
+                "\nlocked: pay with `tally pay --reference {} --from ACCOUNT`, then \
+                 `tally package unlock {} --fetch`",
+                inspected.header.reference,
+                a.file.display()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let request = acknowledgement(&inspected, debit, a.sign_key.as_deref())?;
+    let sale = c
+        .api
+        .sale_acknowledge(inspected.header.sale, &request)
+        .await?;
+    if c.json {
+        let shown = inspected_json(&inspected, trusted, Some(&sale));
+        c.show(&shown, |_| String::new());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("\nacknowledged: delivered {}", when(sale.delivered_at));
+    if let Some(d) = &debit {
+        println!("paid      {} from {d}", when(sale.paid_at));
+    }
+    println!("state     {}", sale.state);
+    if sale.state == SaleState::Released {
+        println!(
+            "next      tally package unlock {} --fetch",
+            a.file.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The acknowledgement of a verified package, paying from `debit` when given, signed with the
+/// buyer's key in `sign_key` (PKCS#8 PEM) when given.
+fn acknowledgement(
+    inspected: &Inspected,
+    debit: Option<Id>,
+    sign_key: Option<&Path>,
+) -> anyhow::Result<Acknowledge> {
+    let ack = inspected.acknowledgement();
+    let mut request = Acknowledge {
+        acknowledgement: ack,
+        debit_account: debit,
+        public_key: None,
+        signature: None,
+    };
+    if let Some(path) = sign_key {
+        let pem = Secret::new(
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        );
+        let key = tally_kernel::crypto::SigningKey::from_pkcs8_pem(pem.expose())
+            .map_err(|e| anyhow!("{}: not an Ed25519 PKCS#8 key: {e}", path.display()))?;
+        let signed = tally_kernel::crypto::canonical::canonical_json(&request.acknowledgement)?;
+        request.public_key = Some(key.verifying_key().to_hex());
+        request.signature = Some(key.sign(ACK_DOMAIN, &signed).to_hex());
+    }
+    Ok(request)
+}
+
+/// `tally package unlock FILE`: verified, then every entry decrypted into a directory with
+/// the key given or fetched; exits non-zero (and writes nothing) when the key does not fit.
+async fn unlock(a: UnlockArgs) -> anyhow::Result<ExitCode> {
+    let trusted = trust_arg(&a.trust)?;
+    let given_key = match &a.key.key {
+        Some(k) => Some(key_arg(k)?),
+        None => None,
+    };
+    let c = Client::new(&a.conn)?;
+    let inspected = match inspect_file(&a.file, trusted).await? {
+        Ok(i) => i,
+        Err(e) => return Ok(refused(&e)),
+    };
+    let key = match given_key {
+        Some(k) => k,
+        None => match fetch_key(&c, &inspected).await? {
+            Some(k) => k,
+            None => return Ok(ExitCode::FAILURE),
+        },
+    };
+    if let Err(e) = inspected.header.content_key(key.expose()) {
+        eprintln!("{e}");
+        return Ok(ExitCode::FAILURE);
+    }
+    let reference = inspected.header.reference.clone();
+    let dir = a.out.unwrap_or_else(|| {
+        a.file
+            .parent()
+            .unwrap_or(Path::new(""))
+            .join(reference.display())
+    });
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let file = a.file.clone();
+    let out_dir = dir.clone();
+    let header = inspected.header.clone();
+    let unlocked =
+        tokio::task::spawn_blocking(move || unlock_all(&file, &inspected, &key, &out_dir))
+            .await??;
+    if let Err(e) = unlocked {
+        eprintln!("{e}");
+        return Ok(ExitCode::FAILURE);
+    }
+    show_unlocked(&c, &header, &dir);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The sale's released unlock key, checked against the fingerprint the node reports; `None`
+/// (and why, on stderr) while the sale is not paid.
+async fn fetch_key(c: &Client, inspected: &Inspected) -> anyhow::Result<Option<Secret<[u8; 32]>>> {
+    let released = match c.api.sale_key(inspected.header.sale).await {
+        Ok(k) => k,
+        Err(e) => return not_released(e.into(), &inspected.header.reference),
+    };
+    let key = key_arg(&released.unlock_key).context("the node's unlock key")?;
+    // Pair check: the fingerprint the node reports is the one of the key it sent.
+    let fingerprint = hex(&sha256(key.expose()))[..16].to_string();
+    let reported = &released.fingerprint;
+    if !reported.eq_ignore_ascii_case(&fingerprint) {
+        bail!("the node's key has fingerprint {fingerprint}, not the {reported} it reports");
+    }
+    Ok(Some(key))
+}
+
+/// `Ok(None)`, said on stderr with how to pay, when `e` is the node's `not_released` (the
+/// sale is not paid yet); `e` otherwise.
+fn not_released<T>(e: anyhow::Error, reference: &ReferenceCode) -> anyhow::Result<Option<T>> {
+    if refused_with(&e) != Some(ErrorCode::NotReleased) {
+        return Err(e);
+    }
+    eprintln!(
+        "the sale is not paid yet, so its key is not released: pay with \
+         `tally pay --reference {reference} --from ACCOUNT` ({e})"
+    );
+    Ok(None)
+}
+
+/// Prints the entries unlocked into `dir`.
+fn show_unlocked(c: &Client, header: &Header, dir: &Path) {
+    if c.json {
+        let entries = header
+            .entries
+            .iter()
+            .map(|e| UnlockedEntry {
+                name: &e.name,
+                kind: e.kind,
+                bytes: e.plain_len,
+                sha256: &e.plain_sha256,
+                path: dir.join(&e.name),
+                verified: true,
+            })
+            .collect();
+        let shown = UnlockedJson {
+            sale: header.sale,
+            reference: &header.reference,
+            entries,
+        };
+        c.show(&shown, |_| String::new());
+        return;
+    }
+    println!("unlocked  {} into {}", header.reference, dir.display());
+    for e in &header.entries {
+        println!(
+            "  {:30} {:12} {:>12} bytes  sha256 {}  verified",
+            printable(&e.name),
+            kind_word(e.kind),
+            e.plain_len,
+            e.plain_sha256
+        );
+    }
+}
+
+/// Decrypts every entry of a verified package into `dir`: each through a temporary file in
+/// `dir`, renamed to its name only once `unlock_entry` checked its length and SHA-256.
+fn unlock_all(
+    file: &Path,
+    inspected: &Inspected,
+    key: &Secret<[u8; 32]>,
+    dir: &Path,
+) -> anyhow::Result<Result<(), PackageError>> {
+    let mut package = BufReader::with_capacity(
+        CHUNK_LEN,
+        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
+    );
+    for (index, meta) in inspected.header.entries.iter().enumerate() {
+        let tmp = tempfile::NamedTempFile::new_in(dir)
+            .with_context(|| format!("creating a file in {}", dir.display()))?;
+        let bar = bytes_bar(meta.plain_len, format!("unlocking {}", meta.name));
+        let mut out = std::io::BufWriter::with_capacity(
+            CHUNK_LEN,
+            ProgressWriter {
+                inner: tmp.as_file(),
+                bar: bar.clone(),
+            },
+        );
+        let result = delivery::unlock_entry(&mut package, inspected, key.expose(), index, &mut out);
+        bar.finish_and_clear();
+        if let Err(e) = result {
+            return Ok(Err(e));
+        }
+        out.flush()?;
+        drop(out);
+        tmp.as_file().sync_all()?;
+        let target = dir.join(&meta.name);
+        tmp.persist(&target)
+            .map_err(|e| anyhow!("writing {}: {}", target.display(), e.error))?;
+    }
+    Ok(Ok(()))
+}
+
+/// Reads and verifies a package (off the async threads: it is one pass over the file). The
+/// outer error is about opening the file; the inner result is the package's verdict.
+async fn inspect_file(
+    path: &Path,
+    trusted: Option<VerifyingKey>,
+) -> anyhow::Result<Result<Inspected, PackageError>> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let file =
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let len = file.metadata()?.len();
+        let bar = bytes_bar(len, "verifying".to_string());
+        let reader = ProgressReader {
+            inner: BufReader::with_capacity(CHUNK_LEN, file),
+            bar: bar.clone(),
+        };
+        let verdict = delivery::inspect(reader, trusted.as_ref());
+        bar.finish_and_clear();
+        Ok(verdict)
+    })
+    .await?
+}
+
+/// Prints a refusal, and nothing from the package.
+fn refused(e: &PackageError) -> ExitCode {
+    eprintln!("package refused: {e}");
+    ExitCode::FAILURE
+}
+
+/// The instruction file and the entries of a verified package, and who signed it.
+fn inspected_text(file: &Path, i: &Inspected, trusted: bool) -> String {
+    let h = &i.header;
+    let signer = if trusted {
+        format!("{} (the key you trust)", i.signer.to_hex())
+    } else {
+        format!(
+            "{}\n          fingerprint {}\n          not compared with a key you trust: pass --trust NODE_KEY_HEX",
+            i.signer.to_hex(),
+            i.signer.fingerprint()
+        )
+    };
+    let mut out = format!(
+        "package   {}\nverified  every entry, the digest and the signature\nsigned by {signer}\n\
+         sale      {}\nproduct   {}\n\ntitle     {}\namount    {}\npay to    {}\nreference {}\n",
+        file.display(),
+        h.sale,
+        h.product,
+        printable(&h.instruction.title),
+        h.instruction.amount,
+        printable(&h.instruction.pay_to),
+        h.reference.display(),
+    );
+    out.push_str(&format!("licence   {}\n", indented(&h.instruction.licence)));
+    out.push_str(&format!("text      {}\n", indented(&h.instruction.text)));
+    out.push_str("\nentries (locked)\n");
+    for e in &h.entries {
+        out.push_str(&format!(
+            "  {:30} {:12} {:>12} bytes  sha256 {}\n",
+            printable(&e.name),
+            kind_word(e.kind),
+            e.plain_len,
+            e.plain_sha256
+        ));
+    }
+    out.push_str(&format!("package digest {}", hex(&i.package_sha256)));
+    out
+}
+
+/// The verified package as `--json` shows it.
+fn inspected_json<'a>(
+    i: &'a Inspected,
+    trusted: bool,
+    sale: Option<&'a SaleView>,
+) -> InspectedJson<'a> {
+    InspectedJson {
+        verified: true,
+        package_sha256: hex(&i.package_sha256),
+        signer: i.signer.to_hex(),
+        signer_fingerprint: i.signer.fingerprint(),
+        trusted,
+        header: &i.header,
+        sale,
+    }
+}
+
+/// An entry's kind, as a word for the table.
+fn kind_word(kind: EntryKind) -> &'static str {
+    match kind {
+        EntryKind::Document => "document",
+        EntryKind::Product => "product",
+        EntryKind::Registration => "registration",
+    }
+}
+
+/// Multi-line text from a package under a 10-column label, made safe for a terminal.
+fn indented(text: &str) -> String {
+    if text.is_empty() {
+        return "-".to_string();
+    }
+    text.lines()
+        .map(|l| printable(l).trim_end().to_string())
+        .map(|l| {
+            if l.is_empty() {
+                l
+            } else {
+                format!("          {l}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim_start()
+        .to_string()
+}
+
+/// Text written by a merchant, for a terminal: control characters (escape sequences could
+/// rewrite what is on the screen, e.g. the account to pay) are shown escaped.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merchant_text_cannot_drive_the_terminal() {
+        assert_eq!(printable("pay\u{1b}[2J to"), "pay\\u{1b}[2J to");
+        assert_eq!(indented(""), "-");
+        assert_eq!(indented("one\n\ntwo"), "one\n\n          two");
+    }
+
+    #[test]
+    fn only_an_unpaid_sale_is_explained_instead_of_failing() {
+        let refusal = |code: ErrorCode, text: &str| {
+            anyhow::Error::from(tally_client::Error::Refused(tally_client::Refusal {
+                status: 409,
+                code: Some(code),
+                code_text: text.to_string(),
+                message: String::new(),
+                details: None,
+            }))
+        };
+        let reference = ReferenceCode::new(Id::new(), "alice", tally_kernel::Timestamp(0), [7; 16]);
+        let unpaid =
+            not_released::<()>(refusal(ErrorCode::NotReleased, "not_released"), &reference);
+        assert!(matches!(unpaid, Ok(None)));
+        let other = not_released::<()>(refusal(ErrorCode::NotFound, "not_found"), &reference);
+        assert!(other.is_err());
+    }
+}
