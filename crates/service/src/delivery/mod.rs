@@ -257,6 +257,18 @@ impl Delivery {
             })
     }
 
+    /// The sale a reference code names (the code already checked by [`parse_reference`]).
+    async fn sale_of(&self, code: &ReferenceCode) -> Result<SaleRow> {
+        self.core
+            .store()
+            .sale_by_reference(code.as_str())
+            .await?
+            .ok_or_else(|| ServiceError::NotFound {
+                what: Missing::SaleReference,
+                id: code.display(),
+            })
+    }
+
     fn require_merchant_of(by: &Principal, p: &ProductRow) -> Result<()> {
         if by.is_admin() || by.owner == p.merchant {
             Ok(())

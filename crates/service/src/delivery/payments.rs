@@ -42,15 +42,7 @@ impl Delivery {
                 "you can only pay from your own accounts",
             )
             .await?;
-        let sale = self
-            .core
-            .store()
-            .sale_by_reference(code.as_str())
-            .await?
-            .ok_or_else(|| ServiceError::NotFound {
-                what: Missing::SaleReference,
-                id: code.display(),
-            })?;
+        let sale = self.sale_of(&code).await?;
         self.take_payment(Arrival {
             key,
             path: PaymentPath::Ledger,

@@ -285,15 +285,7 @@ impl Delivery {
     /// A sale by its reference code (a typo is refused before the lookup).
     pub async fn sale_by_reference(&self, by: &Principal, reference: &str) -> Result<SaleView> {
         let code = parse_reference(reference)?;
-        let s = self
-            .core
-            .store()
-            .sale_by_reference(code.as_str())
-            .await?
-            .ok_or_else(|| ServiceError::NotFound {
-                what: Missing::SaleReference,
-                id: code.display(),
-            })?;
+        let s = self.sale_of(&code).await?;
         self.require_party(by, &s).await?;
         self.sale_view(&s).await
     }
@@ -440,15 +432,7 @@ impl Delivery {
     /// or the package offered again (package broken, product deleted).
     pub async fn complain(&self, by: &Principal, req: Complaint) -> Result<ComplaintOutcome> {
         let code = parse_reference(&req.reference)?;
-        let s = self
-            .core
-            .store()
-            .sale_by_reference(code.as_str())
-            .await?
-            .ok_or_else(|| ServiceError::NotFound {
-                what: Missing::SaleReference,
-                id: code.display(),
-            })?;
+        let s = self.sale_of(&code).await?;
         Self::require_buyer(by, &s)?;
         let product = self.product_row(s.product_id).await?;
         let now = self.core.now();
