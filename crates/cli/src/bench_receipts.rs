@@ -15,7 +15,7 @@
 //! encrypted signature checked by the node, and A's released signature checked by the
 //! customer. The run ends with a full audit of the journal.
 
-use crate::bench::{fmt_rate, fmt_ratio, load, print_rows};
+use crate::bench_kit::{fmt_rate, fmt_ratio, load, print_rows};
 use anyhow::Context as _;
 use clap::Args;
 use std::process::ExitCode;

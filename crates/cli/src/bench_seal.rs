@@ -47,7 +47,7 @@ use tally_proto::delivery::{
     open_package, seal_entry, seal_package, unlock_entry, write_package,
 };
 
-use crate::bench::{fmt_rate, fmt_ratio, print_rows};
+use crate::bench_kit::{fmt_rate, fmt_ratio, print_rows};
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;

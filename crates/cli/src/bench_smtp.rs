@@ -88,7 +88,7 @@ pub async fn measure(
         (accepted.load(Ordering::Relaxed) - before) as f64 / started.elapsed().as_secs_f64();
     println!(
         "SMTP listener: {} messages/s from a plain sender ({} connections)",
-        crate::bench::fmt_rate(listener_rate),
+        crate::bench_kit::fmt_rate(listener_rate),
         connections
     );
 
@@ -98,7 +98,7 @@ pub async fn measure(
     let done = Arc::new(AtomicU64::new(0));
     let users = Arc::new(users);
     let node = Arc::new(node);
-    let elapsed = crate::bench::load(clients, seconds, |client, stop| {
+    let elapsed = crate::bench_kit::load(clients, seconds, |client, stop| {
         let (node, users, done) = (node.clone(), users.clone(), done.clone());
         async move {
             let (user, inbox) = &users[client];
@@ -115,7 +115,7 @@ pub async fn measure(
     println!(
         "Tally e-mail flows (HTTP + SMTP, SQLite): {} completed in {elapsed:.1} s = {} flows/s",
         done.load(Ordering::Relaxed),
-        crate::bench::fmt_rate(flow_rate)
+        crate::bench_kit::fmt_rate(flow_rate)
     );
 
     // Light load: one flow after another, the latency from commit to handoff.
@@ -192,7 +192,7 @@ async fn plain_sender(port: u16, deadline: Instant) -> anyhow::Result<()> {
 /// The code in a raw e-mail (headers, then the plain-text body).
 fn code_of_mail(raw: &str) -> anyhow::Result<&str> {
     let body = raw.split_once("\r\n\r\n").map_or(raw, |(_, b)| b);
-    crate::bench::code_in(body).with_context(|| format!("no code in the e-mail: {raw:?}"))
+    crate::bench_kit::code_in(body).with_context(|| format!("no code in the e-mail: {raw:?}"))
 }
 
 /// A node serving HTTP on loopback with an SMTP channel to the listener.

@@ -13,6 +13,7 @@
 
 mod accounts;
 mod bench;
+mod bench_kit;
 mod bench_receipts;
 mod bench_seal;
 mod bench_smtp;

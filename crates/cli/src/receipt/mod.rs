@@ -426,7 +426,7 @@ pub async fn receipt(cmd: ReceiptCommand) -> anyhow::Result<ExitCode> {
         ReceiptCommand::Verify(a) => verify::verify(a),
         ReceiptCommand::List(a) => show::list(a).await,
         ReceiptCommand::Show(a) => show::show(a).await,
-        ReceiptCommand::Export(a) => show::export(a).await,
+        ReceiptCommand::Export(a) => protocol::export(a).await,
     }
 }
 

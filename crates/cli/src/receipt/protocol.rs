@@ -5,7 +5,8 @@
 //!
 //! The order of the steps is what makes a crash harmless: the challenge and slot are saved in
 //! the token file before B's signature leaves, and the node's write is stored and saved before
-//! it is acknowledged (the node forgets a write once acked). Each request goes once: a
+//! it is acknowledged (the node forgets a write once acked). `receipt export` fetches a
+//! package the same way `sign` does, without verifying it. Each request goes once: a
 //! signature or escrow that may have arrived is finished by running the command again (it
 //! picks up from where the receipt stands) or settled by the arbiter, never re-sent blindly.
 
@@ -28,7 +29,7 @@ use tally_proto::receipt::{
 use super::files::{default_package_path, write_public_file};
 use super::show::{offer_text, receipt_text, rfc3339_s};
 use super::token_file::TokenFile;
-use super::{OfferArgs, RecordArgs, SignArgs};
+use super::{ExportArgs, OfferArgs, RecordArgs, SignArgs};
 use crate::client::{Client, answered, idempotency_key};
 
 /// The format tag of a short receipt exported from a token slot.
@@ -497,8 +498,50 @@ fn export_slot(dir: &Path, tf: &TokenFile, slot: u16, s: &Slot) -> anyhow::Resul
     Ok(path)
 }
 
+/// `receipt export --json`. Fields in alphabetical order: the output as it has always been.
+#[derive(Serialize)]
+struct Exported {
+    bytes: usize,
+    digest: String,
+    file: String,
+}
+
+/// `tally receipt export`: the package as the node has it, parsed (not verified: that is
+/// `receipt verify`, against a CA the user trusts).
+pub(super) async fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&a.conn)?;
+    let (bytes, pkg) = download_package(&c, a.transaction).await?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| default_package_path(a.transaction));
+    write_public_file(&out, &bytes)?;
+    let shown = Exported {
+        bytes: bytes.len(),
+        digest: hex::encode(pkg.receipt.digest()),
+        file: out.display().to_string(),
+    };
+    c.show(&shown, |e| {
+        format!(
+            "package       {} ({} bytes)\ndigest        {}\ncheck it      tally receipt verify {} --ca CA.pem",
+            e.file, e.bytes, e.digest, e.file
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_export_summary_keeps_its_key_order() {
+        let e = Exported {
+            bytes: 1,
+            digest: "d".into(),
+            file: "f".into(),
+        };
+        super::super::tests::sorted_like_before(&e);
+    }
+
     use super::super::tests::sorted_like_before;
     use super::*;
 

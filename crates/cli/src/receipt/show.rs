@@ -1,19 +1,16 @@
 //! How receipts, tokens, warrants and arbiter decisions read in a terminal, and the commands
-//! that only show what the node holds: `receipt list`, `receipt show`, `receipt export`.
+//! that only show what the node holds: `receipt list`, `receipt show`.
 //!
 //! The summaries are fixed text (tests and scripts read them by their labels); `--json`
 //! prints the node's answer as the wire type, or, for what is made here, a struct whose fields
 //! are in alphabetical order, as that output has always been.
 
-use serde::Serialize;
 use std::process::ExitCode;
 use tally_client::wire::receipts::{ArbiterView, ReceiptView, TokenView, WarrantView};
 use tally_kernel::Timestamp;
 use tally_proto::receipt::{self as proto, VERSION_BLS, VERSION_ED25519};
 
-use super::files::{default_package_path, write_public_file};
-use super::protocol::download_package;
-use super::{ConnArgs, ExportArgs, TransactionArgs};
+use super::{ConnArgs, TransactionArgs};
 use crate::client::Client;
 
 /// Seconds since the epoch (field 4) as RFC 3339.
@@ -220,38 +217,6 @@ pub(super) async fn show(a: TransactionArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `receipt export --json`. Fields in alphabetical order: the output as it has always been.
-#[derive(Serialize)]
-struct Exported {
-    bytes: usize,
-    digest: String,
-    file: String,
-}
-
-/// `tally receipt export`: the package as the node has it, parsed (not verified: that is
-/// `receipt verify`, against a CA the user trusts).
-pub(super) async fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
-    let c = Client::new(&a.conn)?;
-    let (bytes, pkg) = download_package(&c, a.transaction).await?;
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| default_package_path(a.transaction));
-    write_public_file(&out, &bytes)?;
-    let shown = Exported {
-        bytes: bytes.len(),
-        digest: hex::encode(pkg.receipt.digest()),
-        file: out.display().to_string(),
-    };
-    c.show(&shown, |e| {
-        format!(
-            "package       {} ({} bytes)\ndigest        {}\ncheck it      tally receipt verify {} --ca CA.pem",
-            e.file, e.bytes, e.digest, e.file
-        )
-    });
-    Ok(ExitCode::SUCCESS)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,15 +241,5 @@ mod tests {
         assert_eq!(receipt_table(&[]), "(no receipts)");
         assert_eq!(warrant_table(&[]), "(no warrants)");
         assert_eq!(token_table(&[]), "(no tokens)");
-    }
-
-    #[test]
-    fn the_export_summary_keeps_its_key_order() {
-        let e = Exported {
-            bytes: 1,
-            digest: "d".into(),
-            file: "f".into(),
-        };
-        super::super::tests::sorted_like_before(&e);
     }
 }
