@@ -421,8 +421,8 @@ pub async fn post(a: PostArgs) -> anyhow::Result<ExitCode> {
         },
         ..PostHoldRequest::default()
     };
-    let key = idempotency_key(&a.idempotency_key);
     let hold = parse_id("hold", &a.hold)?;
+    let key = idempotency_key(&a.idempotency_key);
     let t = answered(c.api.hold_post(&key, hold, &req).await?);
     c.show(&t, transfer_summary);
     Ok(ExitCode::SUCCESS)
@@ -430,8 +430,8 @@ pub async fn post(a: PostArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn void(a: VoidArgs) -> anyhow::Result<ExitCode> {
     let c = Client::new(&a.conn)?;
-    let key = idempotency_key(&a.idempotency_key);
     let hold = parse_id("hold", &a.hold)?;
+    let key = idempotency_key(&a.idempotency_key);
     let t = answered(c.api.hold_void(&key, hold).await?);
     c.show(&t, transfer_summary);
     Ok(ExitCode::SUCCESS)

@@ -76,8 +76,10 @@ impl Client {
     /// `POST /v1/products/{id}/publish`: a draft goes on sale.
     pub async fn product_publish(&self, id: Id) -> Result<ProductView, Error> {
         let empty = serde_json::Map::new();
-        let path = format!("/v1/products/{id}/publish");
-        Ok(self.send(Method::POST, path, &empty, None).await?.value)
+        let call = Call::new(Method::POST, format!("/v1/products/{id}/publish"))
+            .json(&empty)?
+            .once_only();
+        Ok(self.call(call).await?.value)
     }
 
     /// `DELETE /v1/products/{id}`: no new sales; sold copies stay deliverable.
@@ -98,6 +100,7 @@ impl Client {
     ) -> Result<EntryView, Error> {
         let q = query(&[("kind", Some(kind.to_string()))]);
         let path = format!("/v1/products/{product}/entries/{}{q}", seg(name));
+        crate::check_path(&path)?;
         let resp = self
             .streaming(Method::PUT, &path)
             .header(CONTENT_TYPE, "application/octet-stream")
@@ -145,8 +148,10 @@ impl Client {
 
     /// `POST /v1/sales/{id}/acknowledge`: the buyer took delivery.
     pub async fn sale_acknowledge(&self, id: Id, req: &Acknowledge) -> Result<SaleView, Error> {
-        let path = format!("/v1/sales/{id}/acknowledge");
-        Ok(self.send(Method::POST, path, req, None).await?.value)
+        let call = Call::new(Method::POST, format!("/v1/sales/{id}/acknowledge"))
+            .json(req)?
+            .once_only();
+        Ok(self.call(call).await?.value)
     }
 
     /// `GET /v1/sales/{id}/key`: the released unlock key.
@@ -234,8 +239,10 @@ impl Client {
     /// `POST /v1/payments/{id}/refund` (operator): a mismatched payment goes back.
     pub async fn refund(&self, payment: Id) -> Result<PaymentView, Error> {
         let empty = serde_json::Map::new();
-        let path = format!("/v1/payments/{payment}/refund");
-        Ok(self.send(Method::POST, path, &empty, None).await?.value)
+        let call = Call::new(Method::POST, format!("/v1/payments/{payment}/refund"))
+            .json(&empty)?
+            .once_only();
+        Ok(self.call(call).await?.value)
     }
 
     /// `GET /v1/reports/sales` as rows.

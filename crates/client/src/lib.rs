@@ -24,10 +24,14 @@
 //! * Retries: transport failures and 5xx answers are retried (bounded, with backoff) only for a
 //!   request that cannot take effect twice: a `GET`, a `PUT` (the same state again), or a write
 //!   carrying an `Idempotency-Key` (the node answers a retry with the first result, and
-//!   [`Answer::replayed`] says so). Anything else is tried once and its error returned.
+//!   [`Answer::replayed`] says so), or a step the node applies at most once by itself (a
+//!   refund, a sale's acknowledgement, a publication). Anything else is tried once and its
+//!   error returned; if such a request was accepted but its answer broke off, the error is
+//!   [`Error::AnswerLost`], never "cannot reach".
 //! * Streams (a product's upload, a package's download) are never retried here: the caller
 //!   knows whether and where a stream can resume ([`Client::sale_package`] takes the offset).
-//! * The API key is a secret: it is sent as a bearer token and left out of `Debug`.
+//! * The API key is a secret: it is sent as a bearer token and left out of `Debug`, as are the
+//!   secrets in answers (keys, tokens, unlock keys).
 
 use bytes::Bytes;
 use reqwest::Method;
@@ -64,6 +68,20 @@ pub enum Error {
         /// The node's URL.
         base: String,
         /// What failed, with its causes (refused, timed out, certificate not trusted …).
+        cause: String,
+    },
+    /// The node accepted the request (a success status) but its answer broke off: the request
+    /// has probably taken effect. Look before repeating it (it was not retried: it carries no
+    /// idempotency key).
+    #[error(
+        "{base} answered {status} but the answer broke off ({cause}): the request has probably taken effect; check before repeating it"
+    )]
+    AnswerLost {
+        /// The node's URL.
+        base: String,
+        /// The success status it sent.
+        status: u16,
+        /// What broke.
         cause: String,
     },
     /// The node answered with a success status, but not with what the route promises.
@@ -103,7 +121,7 @@ impl Error {
         match self {
             Error::Transport { .. } => true,
             Error::Refused(r) => r.status >= 500,
-            Error::Decode { .. } | Error::Setup(_) => false,
+            Error::AnswerLost { .. } | Error::Decode { .. } | Error::Setup(_) => false,
         }
     }
 }
@@ -350,7 +368,9 @@ impl Client {
     async fn round_trip(&self, call: Call) -> Result<(bool, Bytes), Error> {
         let retry_safe = call.method == Method::GET
             || call.method == Method::PUT
-            || call.idempotency_key.is_some();
+            || call.idempotency_key.is_some()
+            || call.once_only;
+        check_path(&call.path)?;
         let attempts = if retry_safe { self.attempts } else { 1 };
         let mut last = None;
         for attempt in 0..attempts {
@@ -368,6 +388,15 @@ impl Client {
             let replayed = resp.headers().contains_key("idempotency-replayed");
             let body = match resp.bytes().await {
                 Ok(b) => b,
+                // The node took the request (a success status) but its answer broke off: a
+                // request that may not be repeated must not look like one that never arrived.
+                Err(e) if status.is_success() && !retry_safe => {
+                    return Err(Error::AnswerLost {
+                        base: self.base.clone(),
+                        status: status.as_u16(),
+                        cause: chain(&e),
+                    });
+                }
                 Err(e) => {
                     last = Some(self.transport(&e));
                     continue;
@@ -439,6 +468,9 @@ pub(crate) struct Call {
     idempotency_key: Option<String>,
     bearer: Option<String>,
     headers: Vec<(&'static str, String)>,
+    /// The node applies this request at most once without a key (a guarded step: a refund, an
+    /// acknowledgement, a publication), so a retry is safe.
+    once_only: bool,
 }
 
 impl Call {
@@ -451,7 +483,14 @@ impl Call {
             idempotency_key: None,
             bearer: None,
             headers: Vec::new(),
+            once_only: false,
         }
+    }
+
+    /// Marks a request the node applies at most once by itself (see [`Call::once_only`]).
+    pub(crate) fn once_only(mut self) -> Call {
+        self.once_only = true;
+        self
     }
 
     pub(crate) fn json<B: Serialize + ?Sized>(mut self, body: &B) -> Result<Call, Error> {
@@ -490,6 +529,22 @@ pub(crate) fn seg(text: &str) -> String {
     out
 }
 
+/// Refuses a path with a `.` or `..` segment: URL parsing would fold it away and the request
+/// would go to another route (`/v1/dev/inbox/..` is `/v1/dev/`). Percent-encoding does not
+/// help: `%2E` is a dot to the parser too.
+pub(crate) fn check_path(path: &str) -> Result<(), Error> {
+    let path = path.split('?').next().unwrap_or_default();
+    if path
+        .split('/')
+        .any(|s| s == "." || s == ".." || s.eq_ignore_ascii_case("%2e"))
+    {
+        return Err(Error::Setup(format!(
+            "{path}: a name in a request cannot be `.` or `..`"
+        )));
+    }
+    Ok(())
+}
+
 /// `?a=1&b=2` from the pairs that have a value (`""` when none has).
 pub(crate) fn query(pairs: &[(&str, Option<String>)]) -> String {
     let parts: Vec<String> = pairs
@@ -526,6 +581,11 @@ mod tests {
     fn segments_and_queries_are_encoded() {
         assert_eq!(seg("alice"), "alice");
         assert_eq!(seg("a b@c/d"), "a%20b%40c%2Fd");
+        for bad in [".", ".."] {
+            let path = format!("/v1/dev/inbox/{}", seg(bad));
+            assert!(check_path(&path).is_err(), "{path}");
+        }
+        assert!(check_path("/v1/dev/inbox/a.b?x=..").is_ok());
         assert_eq!(query(&[("user", None)]), "");
         assert_eq!(
             query(&[("user", Some("a&b".into())), ("limit", Some("5".into()))]),

@@ -371,3 +371,56 @@ async fn only_requests_that_cannot_apply_twice_are_retried() {
         other => panic!("expected a transport error, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn an_accepted_request_whose_answer_broke_off_is_not_called_unreachable() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A node that accepts every request (201) and then drops the connection mid-answer.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let accepted = Arc::new(AtomicU32::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut buf = vec![0_u8; 64 * 1024];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 100\r\n\r\n{\"outcome\"")
+                .await;
+        }
+    });
+    let c = Client::builder(&base)
+        .api_key("k")
+        .attempts(2)
+        .build()
+        .expect("client");
+    let login = OpenSession {
+        user: "alice".to_string(),
+        app: AppRequest::Login,
+        channel: None,
+        certificate: None,
+    };
+    match c.session_open(None, &login).await {
+        Err(Error::AnswerLost { status, .. }) => assert_eq!(status, 201),
+        other => panic!("expected AnswerLost, got {other:?}"),
+    }
+    assert_eq!(
+        accepted.swap(0, Ordering::SeqCst),
+        1,
+        "sent once, not repeated"
+    );
+    // With a key the same failure is retried: the node answers a repeat with the first result.
+    let e = c
+        .session_open(Some("k-1"), &login)
+        .await
+        .expect_err("broken answers");
+    assert!(e.is_transient(), "{e}");
+    assert_eq!(
+        accepted.swap(0, Ordering::SeqCst),
+        2,
+        "retried with its key"
+    );
+}

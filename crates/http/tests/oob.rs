@@ -784,6 +784,10 @@ async fn threshold_rule_idempotent_opens_and_address_quota() {
     };
     let first = till("4.00 EUR").await.expect(StatusCode::CREATED);
     assert_eq!(first.str("/outcome"), "normal");
+    // The transfer as every route shows one (`GET /v1/transfers/{id}`).
+    assert_eq!(first.str("/transfer/amount_display"), "4.00 EUR");
+    assert_eq!(first.i64("/transfer/amount/minor"), 400);
+    assert_eq!(first.str("/transfer/state"), "posted");
     set_rule("1.00 EUR").await.expect(StatusCode::NO_CONTENT);
     let again = till("4.00 EUR").await.expect(StatusCode::OK);
     assert_eq!(

@@ -198,7 +198,7 @@ pub struct PayReference {
 }
 
 /// A receiver's configuration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiverConfig {
     /// The operator's settlement account standing for the receiver.
@@ -248,7 +248,7 @@ pub struct ComplaintOutcome {
 }
 
 /// The released key of a sale.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct ReleasedKey {
     /// The unlock key, hex.
     pub unlock_key: String,
@@ -347,3 +347,7 @@ pub struct ReportQuery {
     /// `json` (default) or `csv`.
     pub format: Option<String>,
 }
+
+debug_hiding!(ReleasedKey { fingerprint } hides { unlock_key });
+
+debug_hiding!(ReceiverConfig { account, ed25519_public } hides { hmac_secret });

@@ -367,7 +367,7 @@ pub struct ApiKeyDto {
 }
 
 /// A new API key, with the secret shown this once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NewApiKeyResponse {
     /// Identifier.
     pub id: Uuid,
@@ -464,3 +464,5 @@ pub struct LimitQuery {
     /// Most items to return (clamped by the service).
     pub limit: Option<i64>,
 }
+
+debug_hiding!(NewApiKeyResponse { id, role, owner, label } hides { key });

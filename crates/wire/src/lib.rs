@@ -17,6 +17,22 @@
 //! * [`receipts`]: tokens, warrants, receipts, the arbiter.
 //! * [`error`]: the error body and its stable codes.
 
+/// `Debug` for a type carrying a secret: its other fields as usual, the secret as `<secret>`
+/// (an answer printed with `{:?}` or logged must not show an API key, a private key, an
+/// access token or an unlock key).
+macro_rules! debug_hiding {
+    ($ty:ident { $($field:ident),* } hides { $($secret:ident),* }) => {
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($field), &self.$field))*
+                    $(.field(stringify!($secret), &"<secret>"))*
+                    .finish()
+            }
+        }
+    };
+}
+
 pub mod delivery;
 pub mod error;
 pub mod ledger;
@@ -37,5 +53,37 @@ pub mod amount_text {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Amount, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secrets_stay_out_of_debug() {
+        let key = crate::ledger::NewApiKeyResponse {
+            id: uuid::Uuid::nil(),
+            role: "customer".into(),
+            owner: "alice".into(),
+            label: String::new(),
+            key: "tally_live_secret".into(),
+        };
+        let released = crate::delivery::ReleasedKey {
+            unlock_key: "00112233".into(),
+            fingerprint: "ab".into(),
+        };
+        let cert = crate::oob::IssuedCertificate {
+            certificate: "PEM".into(),
+            private_key: "PRIVATE".into(),
+        };
+        for shown in [
+            format!("{key:?}"),
+            format!("{released:?}"),
+            format!("{cert:?}"),
+        ] {
+            assert!(shown.contains("<secret>"), "{shown}");
+            for secret in ["tally_live_secret", "00112233", "PRIVATE"] {
+                assert!(!shown.contains(secret), "{shown}");
+            }
+        }
     }
 }

@@ -325,7 +325,7 @@ pub struct VerifyRequest {
 }
 
 /// Answer of a successful verification.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct VerifyResponse {
     /// The session afterwards.
     pub session: SessionView,
@@ -468,7 +468,7 @@ pub struct RegisterLine {
 }
 
 /// `POST /v1/subscribers/{user}/certificate`: the certificate and its key, once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuedCertificate {
     /// The certificate, PEM.
     pub certificate: String,
@@ -491,3 +491,7 @@ pub struct OfferDeposited {
     /// The offer's mail id.
     pub id: Id,
 }
+
+debug_hiding!(VerifyResponse { session } hides { access_token });
+
+debug_hiding!(IssuedCertificate { certificate } hides { private_key });
