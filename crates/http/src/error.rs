@@ -166,6 +166,10 @@ impl From<ServiceError> for ApiError {
                 format!("invalid Idempotency-Key: {reason}"),
             ),
             ServiceError::Invalid { field, reason } => ApiError::invalid_field(field, reason),
+            ServiceError::NoChannel => ApiError::invalid_field(
+                "user",
+                "has no verified second-channel address (of that kind)",
+            ),
             ServiceError::Unauthorized => {
                 ApiError::new(ErrorCode::Unauthorized, "missing or unknown API key")
             }

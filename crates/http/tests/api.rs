@@ -1375,6 +1375,10 @@ async fn logs_carry_request_ids_but_never_keys_or_bodies() {
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests of this binary run on other threads without a subscriber; a callsite they
+    // reached first may have cached "nobody listens". Ask again now that this thread listens
+    // (without this the test failed now and then under load).
+    tracing::callsite::rebuild_interest_cache();
 
     let body = w.pay(json!({"amount": "1.00 EUR", "memo": "MEMO-SECRET-7731"}));
     w.api

@@ -118,6 +118,10 @@ pub enum ServiceError {
     /// transfer): the same key cannot mean two things.
     #[error("idempotency key was used for another kind of request")]
     IdempotencyKeyReused,
+    /// The user has no verified second-channel address (of the kind asked for): no code can be
+    /// sent. Answered like a malformed `user` field.
+    #[error("invalid user: has no verified second-channel address (of that kind)")]
+    NoChannel,
     /// The client's idempotency key is empty, too long or not printable.
     #[error("invalid Idempotency-Key: {0}")]
     IdempotencyKeyInvalid(String),

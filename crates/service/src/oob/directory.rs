@@ -227,12 +227,7 @@ impl Oob {
             .filter(|a| a.verified_at.is_some())
             .find(|a| channel.is_none_or(|c| c == a.channel))
             .map(|a| (a.channel, a.address))
-            .ok_or_else(|| {
-                invalid(
-                    "user",
-                    "has no verified second-channel address (of that kind)",
-                )
-            })
+            .ok_or(ServiceError::NoChannel)
     }
 
     /// Sets the threshold of `owner` (a merchant itself, or the operator for anyone).

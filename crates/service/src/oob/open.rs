@@ -71,7 +71,7 @@ impl Oob {
                 what: Missing::User,
                 ..
             })
-            | Err(ServiceError::Invalid { field: "user", .. })
+            | Err(ServiceError::NoChannel)
                 if by.is_none() =>
             {
                 return Err(invalid(
