@@ -119,6 +119,12 @@ impl Cluster {
         field(&self.ok(i, &self.admin, &args), "account").to_string()
     }
 
+    /// The operator moves `amount` from `from` to `to` through node `i`.
+    fn fund(&self, i: usize, from: &str, to: &str, amount: &str) {
+        let args = ["transfer", "--from", from, "--to", to, "--amount", amount];
+        self.ok(i, &self.admin, &args);
+    }
+
     /// The code of `session` in the dev inbox `address`, read through node `i`.
     fn code(&self, i: usize, address: &str, session: &str) -> String {
         let out = self.ok(i, &self.admin, &["inbox", address, "--json"]);
@@ -189,19 +195,7 @@ fn out_of_band_codes_payments_and_certificates_across_two_nodes() {
     let world = c.account(0, &["--kind", "settlement", "--unbounded"]);
     let alice = c.account(1, &["--kind", "customer", "--owner", "alice"]);
     let shop = c.account(0, &["--kind", "merchant", "--owner", "shop"]);
-    c.ok(
-        1,
-        &c.admin,
-        &[
-            "transfer",
-            "--from",
-            &world,
-            "--to",
-            &alice,
-            "--amount",
-            "50.00 EUR",
-        ],
-    );
+    c.fund(1, &world, &alice, "50.00 EUR");
 
     // The address is added on A; its code, sent by A, is read and confirmed on B.
     let out = c.ok(
@@ -312,19 +306,7 @@ fn a_product_added_on_one_node_is_sold_paid_and_unlocked_across_both() {
     let world = c.account(1, &["--kind", "settlement", "--unbounded"]);
     let shop = c.account(0, &["--kind", "merchant", "--owner", "shop"]);
     let alice = c.account(1, &["--kind", "customer", "--owner", "alice"]);
-    c.ok(
-        0,
-        &c.admin,
-        &[
-            "transfer",
-            "--from",
-            &world,
-            "--to",
-            &alice,
-            "--amount",
-            "20.00 EUR",
-        ],
-    );
+    c.fund(0, &world, &alice, "20.00 EUR");
     let work = c.work();
     let song = work.join("song.bin");
     let bytes: Vec<u8> = (0..(1 << 20) + 77).map(|i| (i * 31 % 251) as u8).collect();

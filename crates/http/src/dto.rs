@@ -22,13 +22,6 @@ pub fn open_account_order(r: OpenAccountRequest) -> tally_service::ledger_ops::O
     }
 }
 
-fn notify(n: NotifyDto) -> tally_service::ledger_ops::Notify {
-    tally_service::ledger_ops::Notify {
-        channel: n.channel,
-        address: n.address,
-    }
-}
-
 /// The order for the service (`timeout_s` set for holds).
 pub fn transfer_order(
     r: TransferRequest,
@@ -41,7 +34,7 @@ pub fn transfer_order(
         amount,
         timeout_s,
         memo: r.memo,
-        notify: r.notify.map(notify),
+        notify: r.notify,
     })
 }
 

@@ -11,6 +11,7 @@ use tally_ledger::{Account, AccountFlags, AccountKind, Command, Transfer};
 use tally_proto::effects::{Effects, Outgoing};
 use tally_store::Outcome;
 use tally_store::outbox::StoredMessage;
+use tally_wire::ledger::NotifyDto;
 
 /// A new account as requested.
 #[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
@@ -29,15 +30,6 @@ pub struct OpenAccount {
     pub credits_must_not_exceed_debits: Option<bool>,
 }
 
-/// A message to send to someone when the change commits (same transaction).
-#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
-pub struct Notify {
-    /// `email`, `sms`, `webhook` or `dev`.
-    pub channel: String,
-    /// Where to.
-    pub address: String,
-}
-
 /// A transfer or hold as requested.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 pub struct TransferOrder {
@@ -51,8 +43,8 @@ pub struct TransferOrder {
     pub timeout_s: Option<i64>,
     /// Free text.
     pub memo: Option<String>,
-    /// Tell someone when it commits.
-    pub notify: Option<Notify>,
+    /// Tell someone when it commits (same transaction).
+    pub notify: Option<NotifyDto>,
 }
 
 /// An exchange as requested.

@@ -318,17 +318,21 @@ impl Sim {
         format!("sim-{}", self.keys)
     }
 
-    async fn person(&mut self, name: &str, role: Role, kind: AccountKind) -> Step<Person> {
+    /// A new API key for `name` in `role`, as the node authenticates it.
+    async fn principal(&self, name: &str, role: Role) -> Step<Principal> {
         let (_, secret) = self
             .node
             .issue_api_key(&self.admin, role, name, "sim")
             .await
             .map_err(unexpected)?;
-        let principal = self
-            .node
+        self.node
             .authenticate(secret.expose())
             .await
-            .map_err(unexpected)?;
+            .map_err(unexpected)
+    }
+
+    async fn person(&mut self, name: &str, role: Role, kind: AccountKind) -> Step<Person> {
+        let principal = self.principal(name, role).await?;
         let open = |kind| OpenAccount {
             owner: Some(name.into()),
             currency: "EUR".into(),
@@ -461,16 +465,7 @@ impl Sim {
             ("alice", "customer", Role::Customer),
             ("bob", "manager", Role::Merchant),
         ] {
-            let (_, secret) = self
-                .node
-                .issue_api_key(&self.admin, api_role, name, "sim")
-                .await
-                .map_err(unexpected)?;
-            let principal = self
-                .node
-                .authenticate(secret.expose())
-                .await
-                .map_err(unexpected)?;
+            let principal = self.principal(name, api_role).await?;
             let key = SigningKey::generate();
             let bls = BlsSecretKey::generate();
             let idem = self.key();

@@ -264,15 +264,7 @@ impl Receipts {
     /// Revokes a warrant (its issuer or the operator). Proxy signatures made before stay.
     pub async fn warrant_revoke(&self, by: &Principal, serial: &str) -> Result<WarrantView> {
         let serial = serial.trim().to_ascii_lowercase();
-        let w =
-            self.core
-                .store()
-                .warrant(&serial)
-                .await?
-                .ok_or_else(|| ServiceError::NotFound {
-                    what: Missing::Warrant,
-                    id: serial.clone(),
-                })?;
+        let w = self.warrant_row(&serial).await?;
         if !by.is_admin() && by.owner != w.issuer {
             return Err(ServiceError::Forbidden("only its issuer revokes a warrant"));
         }
@@ -295,16 +287,20 @@ impl Receipts {
             Ok(_) | Err(ServiceError::Conflict(_)) => {}
             Err(e) => return Err(e),
         }
-        let w =
-            self.core
-                .store()
-                .warrant(&serial)
-                .await?
-                .ok_or_else(|| ServiceError::NotFound {
-                    what: Missing::Warrant,
-                    id: serial.clone(),
-                })?;
+        let w = self.warrant_row(&serial).await?;
         Ok(warrant_view(&w))
+    }
+
+    /// The stored warrant with this (lower-case hex) serial.
+    async fn warrant_row(&self, serial: &str) -> Result<WarrantRow> {
+        self.core
+            .store()
+            .warrant(serial)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound {
+                what: Missing::Warrant,
+                id: serial.to_string(),
+            })
     }
 
     /// Warrants: all (admin) or the caller's.
