@@ -9,6 +9,7 @@ use tally_client::wire::ledger::{
 };
 use tally_kernel::Amount;
 
+use crate::oob::confirming;
 use crate::client::{Client, Conn, answered, idempotency_key, parse_id};
 
 /// `tally account …`
@@ -387,7 +388,7 @@ pub async fn transfer(a: TransferArgs) -> anyhow::Result<ExitCode> {
         notify: mv.notify,
     };
     let key = idempotency_key(&a.mv.idempotency_key);
-    let t = answered(c.api.transfer(&key, &req).await?);
+    let t = answered(confirming(&c, &format!("with --idempotency-key {key}"), || c.api.transfer(&key, &req)).await?);
     c.show(&t, transfer_summary);
     Ok(ExitCode::SUCCESS)
 }
@@ -406,7 +407,7 @@ pub async fn hold(a: HoldArgs) -> anyhow::Result<ExitCode> {
         notify: mv.notify,
     };
     let key = idempotency_key(&a.mv.idempotency_key);
-    let t = answered(c.api.hold(&key, &req).await?);
+    let t = answered(confirming(&c, &format!("with --idempotency-key {key}"), || c.api.hold(&key, &req)).await?);
     c.show(&t, transfer_summary);
     Ok(ExitCode::SUCCESS)
 }

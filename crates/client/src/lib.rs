@@ -95,6 +95,14 @@ pub enum Error {
     /// The client cannot be built as configured (a bad URL or CA certificate).
     #[error("{0}")]
     Setup(String),
+    /// Nothing moved yet: the payment is above the payer's or payee's threshold, and a code
+    /// went to the payer's second channel. Verify it (`verify` with the session number), then
+    /// send the same request again with the same idempotency key.
+    #[error(
+        "confirmation required: nothing moved yet; a code was sent to {} ({}) for session {}; verify it, then repeat the request with the same idempotency key",
+        .0.address, .0.channel, .0.session
+    )]
+    ConfirmationRequired(Box<wire::oob::SessionView>),
 }
 
 impl Error {
@@ -112,7 +120,11 @@ impl Error {
     pub fn refusal(&self) -> Option<&Refusal> {
         match self {
             Error::Refused(r) => Some(r),
-            _ => None,
+            Error::Transport { .. }
+            | Error::AnswerLost { .. }
+            | Error::Decode { .. }
+            | Error::Setup(_)
+            | Error::ConfirmationRequired(_) => None,
         }
     }
 
@@ -121,7 +133,10 @@ impl Error {
         match self {
             Error::Transport { .. } => true,
             Error::Refused(r) => r.status >= 500,
-            Error::AnswerLost { .. } | Error::Decode { .. } | Error::Setup(_) => false,
+            Error::AnswerLost { .. }
+            | Error::Decode { .. }
+            | Error::Setup(_)
+            | Error::ConfirmationRequired(_) => false,
         }
     }
 }
@@ -402,6 +417,11 @@ impl Client {
                     continue;
                 }
             };
+            if status == reqwest::StatusCode::ACCEPTED
+                && let Some(session) = confirmation(&body)
+            {
+                return Err(Error::ConfirmationRequired(Box::new(session)));
+            }
             if status.is_success() {
                 return Ok((replayed, body));
             }
@@ -457,6 +477,25 @@ impl Client {
         let body = resp.bytes().await.unwrap_or_default();
         Error::Refused(Refusal::parse(status, &body))
     }
+}
+
+/// The session of a `202 confirmation_required` answer.
+fn confirmation(body: &[u8]) -> Option<wire::oob::SessionView> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        error: Detail,
+    }
+    #[derive(serde::Deserialize)]
+    struct Detail {
+        code: ErrorCode,
+        details: Details,
+    }
+    #[derive(serde::Deserialize)]
+    struct Details {
+        session: wire::oob::SessionView,
+    }
+    let b: Body = serde_json::from_slice(body).ok()?;
+    (b.error.code == ErrorCode::ConfirmationRequired).then_some(b.error.details.session)
 }
 
 /// One request, before it is sent (and re-sent).

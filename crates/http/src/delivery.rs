@@ -368,7 +368,7 @@ impl Reader {
     post, path = "/v1/sales/{id}/acknowledge", tag = "delivery",
     params(("id" = Uuid, Path, description = "The sale")),
     request_body(content = Object, description = "`{acknowledgement: {v, sale, reference, package_sha256}, debit_account?}`"),
-    responses((status = 200, description = "The sale", body = Object), (status = 422, description = "wrong_package, insufficient_funds", body = ErrorBody)),
+    responses((status = 200, description = "The sale", body = Object), (status = 202, description = "confirmation_required: the debit is above a threshold; the acknowledgement is kept; `details.session` is the session to verify, then acknowledge again", body = ErrorBody), (status = 409, description = "confirmation_failed", body = ErrorBody), (status = 422, description = "wrong_package, insufficient_funds", body = ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn acknowledge(
@@ -377,7 +377,11 @@ pub async fn acknowledge(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<Acknowledge>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.node.delivery().acknowledge(&by, Id(id), body).await?).into_response())
+    Ok(Json(state
+        .node
+        .delivery()
+        .acknowledge(&by, Id(id), body, state.node.oob())
+        .await?).into_response())
 }
 
 /// Pay a sale from an account on this ledger, quoting its reference code.
@@ -385,7 +389,7 @@ pub async fn acknowledge(
     post, path = "/v1/sales/pay", tag = "delivery",
     params(("Idempotency-Key" = String, Header, description = "Required")),
     request_body(content = Object, description = "`{reference, from_account, amount: \"9.90 EUR\"}`"),
-    responses((status = 201, description = "The payment: `status` matched (key released) or mismatch/duplicate (kept, refundable)", body = Object), (status = 422, description = "bad_reference, insufficient_funds", body = ErrorBody), (status = 404, description = "not_found", body = ErrorBody)),
+    responses((status = 201, description = "The payment: `status` matched (key released) or mismatch/duplicate (kept, refundable)", body = Object), (status = 202, description = "confirmation_required: above a threshold; nothing moved; `details.session` is the session to verify, then repeat with the same Idempotency-Key", body = ErrorBody), (status = 409, description = "confirmation_failed", body = ErrorBody), (status = 422, description = "bad_reference, insufficient_funds", body = ErrorBody), (status = 404, description = "not_found", body = ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn pay(
@@ -397,7 +401,7 @@ pub async fn pay(
     let p = state
         .node
         .delivery()
-        .pay_reference(&by, &key.0, body)
+        .pay_reference(&by, &key.0, body, state.node.oob())
         .await?;
     let replayed = p.replayed;
     let location = format!("/v1/payments/{}", p.id);

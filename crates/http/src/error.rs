@@ -192,6 +192,25 @@ impl From<ServiceError> for ApiError {
             ServiceError::Oob(o) => oob(o),
             ServiceError::Delivery(d) => delivery(d),
             ServiceError::Receipt(r) => receipt(r),
+            ServiceError::ConfirmationRequired(session) => {
+                let message = format!(
+                    "confirmation required: nothing moved yet; a code was sent to {} ({}); \
+                     verify it (POST /v1/oob/sessions/{}/verify), then send this request again \
+                     with the same Idempotency-Key",
+                    session.address, session.channel, session.session
+                );
+                ApiError::new(ErrorCode::ConfirmationRequired, message)
+                    .with_details(json!({ "session": session }))
+            }
+            ServiceError::ConfirmationFailed(state) => ApiError::new(
+                ErrorCode::ConfirmationFailed,
+                format!(
+                    "the confirmation of this request ended ({}) without a verified code: \
+                     nothing moved; send the request again with a new Idempotency-Key",
+                    state.as_str()
+                ),
+            )
+            .with_details(json!({ "state": state.as_str() })),
             ServiceError::RateLimited(why) => {
                 let mut e = ApiError::rate_limited(60);
                 e.message = why.to_string();
@@ -396,7 +415,13 @@ mod tests {
                 serde_json::to_value(code).ok(),
                 Some(Value::from(code.as_str()))
             );
-            assert!(status_of(code).is_client_error() || status_of(code).is_server_error());
+            // One code is not a failure: the request was taken and waits for a code (202).
+            let accepted = code == ErrorCode::ConfirmationRequired;
+            assert_eq!(
+                status_of(code).is_client_error() || status_of(code).is_server_error(),
+                !accepted,
+                "{code}"
+            );
         }
     }
 

@@ -69,9 +69,17 @@ impl FromRequestParts<AppState> for Caller {
 pub struct IdempotencyKey(pub String);
 
 fn idempotency_key(parts: &Parts) -> Result<Option<IdempotencyKey>, ApiError> {
-    let Some(value) = parts.headers.get(IDEMPOTENCY_KEY) else {
+    let mut values = parts.headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
         return Ok(None);
     };
+    // Two keys would leave a retry's meaning to whichever one a proxy keeps.
+    if values.next().is_some() {
+        return Err(ApiError::new(
+            ErrorCode::IdempotencyKeyInvalid,
+            "send one Idempotency-Key header, not several",
+        ));
+    }
     let invalid = || {
         ApiError::new(
             ErrorCode::IdempotencyKeyInvalid,

@@ -154,13 +154,14 @@ pub async fn account_transfers(
     params(("Idempotency-Key" = String, Header, description = "Required; 1 to 128 printable ASCII characters")),
     responses(
         (status = 201, description = "Posted", body = TransferDto),
+        (status = 202, description = "confirmation_required: above the payer's or payee's threshold; nothing moved; `details.session` is the out-of-band session to verify, then repeat with the same Idempotency-Key", body = ErrorBody),
         (status = 200, description = "Replay: the original transfer", body = TransferDto,
             headers(("Idempotency-Replayed" = String, description = "`true`"))),
         (status = 400, description = "malformed_json, idempotency_key_required, idempotency_key_invalid", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 403, description = "forbidden: not your debit account", body = ErrorBody),
         (status = 404, description = "account_not_found", body = ErrorBody),
-        (status = 409, description = "idempotency_key_reused", body = ErrorBody),
+        (status = 409, description = "idempotency_key_reused, confirmation_failed", body = ErrorBody),
         (status = 422, description = "insufficient_funds, limit_exceeded, currency_mismatch, amount_not_positive, same_account, overflow, invalid_request", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -204,12 +205,13 @@ pub async fn transfer(
     params(("Idempotency-Key" = String, Header, description = "Required")),
     responses(
         (status = 201, description = "Pending transfer", body = TransferDto),
+        (status = 202, description = "confirmation_required: above the payer's or payee's threshold; nothing moved; `details.session` is the out-of-band session to verify, then repeat with the same Idempotency-Key", body = ErrorBody),
         (status = 200, description = "Replay", body = TransferDto,
             headers(("Idempotency-Replayed" = String, description = "`true`"))),
         (status = 400, description = "malformed_json, idempotency_key_required", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 403, description = "forbidden", body = ErrorBody),
-        (status = 409, description = "idempotency_key_reused", body = ErrorBody),
+        (status = 409, description = "idempotency_key_reused, confirmation_failed", body = ErrorBody),
         (status = 422, description = "insufficient_funds, invalid_request (timeout_s), …", body = ErrorBody),
     ),
     security(("api_key" = []))

@@ -311,8 +311,8 @@ pub async fn statement(
 /// Set a threshold rule.
 #[utoipa::path(
     put, path = "/v1/oob/rules/{owner}", tag = "oob",
-    params(("owner" = String, Path, description = "The payee (or `operator` for the default)")),
-    request_body(content = Object, description = "`{\"secured_above\": \"50.00 EUR\"}`"),
+    params(("owner" = String, Path, description = "The payee (or `operator` for the default), or with `side: payer` the payer")),
+    request_body(content = Object, description = "`{\"secured_above\": \"50.00 EUR\", \"side\": \"payee\"}`: `side` is `payee` (payments to the owner; the default) or `payer` (payments by the owner). Above it, every path that moves the payer's money (transfers, holds, payments by reference, auto-debit) answers 202 `confirmation_required`"),
     responses((status = 204, description = "Stored"), (status = 403, description = "forbidden", body = ErrorBody)),
     security(("api_key" = []))
 )]
@@ -325,7 +325,7 @@ pub async fn set_rule(
     state
         .node
         .oob()
-        .set_rule(&by, &owner, body.secured_above)
+        .set_rule(&by, &owner, body.secured_above, body.side)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

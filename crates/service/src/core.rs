@@ -142,3 +142,34 @@ impl Core {
             .is_some_and(|a| a.owner == by.owner))
     }
 }
+
+/// A payment out of a user's own account, as the threshold rule (A6) sees it: every path
+/// that moves a user's money out describes itself so before it commits.
+#[derive(Debug, Clone)]
+pub struct Outflow {
+    /// Which path (`transfer`, `hold`, `sale_payment`, `auto_debit`), shown with the code.
+    pub operation: &'static str,
+    /// The user's account debited.
+    pub payer_account: tally_kernel::Id,
+    /// The account credited.
+    pub payee_account: tally_kernel::Id,
+    /// How much.
+    pub amount: tally_kernel::Amount,
+    /// What for, shown on the second channel.
+    pub description: String,
+}
+
+/// The threshold rule on a path that moves money: implemented by out-of-band authentication
+/// and handed to the drivers that move money by the node, so no driver imports another.
+pub trait Gate: Sync {
+    /// What the payment under `key` (the path's own idempotency key) must commit with to run
+    /// now (a confirmation it uses up, or nothing), or a refusal:
+    /// [`ServiceError::ConfirmationRequired`] with the session to confirm, or
+    /// [`ServiceError::ConfirmationFailed`] when that session ended unconfirmed.
+    fn gate(
+        &self,
+        by: &Principal,
+        key: &str,
+        out: Outflow,
+    ) -> impl std::future::Future<Output = Result<Vec<tally_store::Attachment>>> + Send;
+}

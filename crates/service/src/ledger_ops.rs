@@ -4,6 +4,7 @@
 
 use crate::Missing;
 use crate::access::{check_name, namespaced, require_admin};
+use crate::core::{Gate, Outflow};
 use crate::node::{Node, verify_checkpoint};
 use crate::{Principal, Result, Role, ServiceError};
 use tally_kernel::{Amount, Currency, Id, Rate};
@@ -211,18 +212,40 @@ impl Node {
             )
             .await?;
         let message = self.notification(&order, idempotency_key, by)?;
+        let key = namespaced(by, idempotency_key)?;
+        let (operation, what) = match order.timeout_s {
+            Some(_) => ("hold", "Hold"),
+            None => ("transfer", "Transfer"),
+        };
+        let memo = order.memo.unwrap_or_default();
+        let rows = self
+            .oob()
+            .gate(
+                by,
+                &key,
+                Outflow {
+                    operation,
+                    payer_account: order.debit_account,
+                    payee_account: order.credit_account,
+                    amount: order.amount,
+                    description: match memo.as_str() {
+                        "" => format!("{what} to account {}", order.credit_account),
+                        m => format!("{what} to account {}: {m}", order.credit_account),
+                    },
+                },
+            )
+            .await?;
         let command = Command::Transfer {
             debit_account: order.debit_account,
             credit_account: order.credit_account,
             amount_minor: order.amount.minor,
             currency: order.amount.currency,
             timeout_s: order.timeout_s,
-            memo: order.memo.unwrap_or_default(),
+            memo,
         };
-        let key = namespaced(by, idempotency_key)?;
         let mut effects = Effects::ledger(command);
         effects.messages.extend(message);
-        let outcome = self.core().commit(key, effects, Vec::new()).await?;
+        let outcome = self.core().commit(key, effects, rows).await?;
         first_transfer(outcome)
     }
 

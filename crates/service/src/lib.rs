@@ -154,6 +154,13 @@ pub enum ServiceError {
     /// A receipt request was refused (see the cause).
     #[error(transparent)]
     Receipt(#[from] crate::receipt::ReceiptServiceError),
+    /// The payment is above a threshold: nothing moved; a code went to the payer's second
+    /// channel. Verify it, then repeat the request with the same idempotency key.
+    #[error("confirmation required: a code was sent to {} ({})", .0.address, .0.channel)]
+    ConfirmationRequired(Box<tally_wire::oob::SessionView>),
+    /// The confirmation session of this request ended without a verified code; nothing moved.
+    #[error("the confirmation of this request ended {0:?}: nothing moved; send it again with a new idempotency key")]
+    ConfirmationFailed(tally_proto::oob::State),
     /// A limit decided in the database (e.g. sessions per address) is reached.
     #[error("rate limited: {0}")]
     RateLimited(&'static str),

@@ -921,6 +921,7 @@ impl Sim {
                             from_account: account,
                             amount: eur(minor),
                         },
+                        node.oob(),
                     )
                     .await;
                 if let Some(p) = self.answer(r)?
@@ -954,6 +955,7 @@ impl Sim {
                             public_key: None,
                             signature: None,
                         },
+                        node.oob(),
                     )
                     .await;
                 self.answer(r)?;

@@ -87,6 +87,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_delivery.sql")),
     (4, include_str!("../migrations/sqlite/0004_receipts.sql")),
     (5, include_str!("../migrations/sqlite/0005_machines.sql")),
+    (6, include_str!("../migrations/sqlite/0006_hardening.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
@@ -94,6 +95,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (3, include_str!("../migrations/postgres/0003_delivery.sql")),
     (4, include_str!("../migrations/postgres/0004_receipts.sql")),
     (5, include_str!("../migrations/postgres/0005_machines.sql")),
+    (6, include_str!("../migrations/postgres/0006_hardening.sql")),
 ];
 
 impl Store {

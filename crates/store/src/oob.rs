@@ -333,6 +333,28 @@ pub fn update_session(before: &SessionRow, after: &SessionRow) -> [Attachment; 2
     ]
 }
 
+/// Uses a verified confirmation session, once: the guard fails (`Conflict::Moved`) when the
+/// session is not verified or was used meanwhile, so one confirmation moves money once.
+pub fn use_session(id: [u8; 16], now: Timestamp) -> [Attachment; 2] {
+    [
+        row_is(
+            "oob_sessions",
+            "id",
+            Value::Blob(id.to_vec()),
+            vec![
+                ("state", Value::Text(State::Verified.as_str().into())),
+                ("used_at", Value::NullInt),
+            ],
+            Conflict::Moved("the confirmation was used meanwhile"),
+        ),
+        Attachment::Row(RowWrite::Statement {
+            sql: "UPDATE oob_sessions SET used_at = $2 WHERE id = $1",
+            params: vec![Value::Blob(id.to_vec()), Value::Int(now.as_micros())],
+            touches: Some(("oob_sessions", Value::Blob(id.to_vec()))),
+        }),
+    ]
+}
+
 // ----- tokens, certificates ----------------------------------------------------------------
 
 /// A login session's access token (by hash).
@@ -596,6 +618,26 @@ pub fn upsert_rule(
     )
 }
 
+/// Sets a payer's own threshold.
+pub fn upsert_payer_rule(
+    owner: &str,
+    currency: &str,
+    secured_above_minor: i64,
+    now: Timestamp,
+) -> Attachment {
+    row(
+        "INSERT INTO oob_payer_rules (owner, currency, secured_above_minor, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (owner, currency) DO UPDATE SET secured_above_minor = excluded.secured_above_minor, \
+         updated_at = excluded.updated_at",
+        vec![
+            Value::Text(owner.into()),
+            Value::Text(currency.into()),
+            Value::Int(secured_above_minor),
+            Value::Int(now.as_micros()),
+        ],
+    )
+}
+
 // ----- reads -------------------------------------------------------------------------------
 
 impl Store {
@@ -819,18 +861,47 @@ impl Store {
         rows.iter().map(register).collect()
     }
 
-    /// The threshold of `owner` for `currency`, if set.
+    /// The threshold of `owner` as a payee for `currency`, if set.
     pub async fn rule(&self, owner: &str, currency: &str) -> Result<Option<i64>, StoreError> {
+        self.threshold("oob_rules", owner, currency).await
+    }
+
+    /// The threshold of `owner` as a payer for `currency`, if set.
+    pub async fn payer_rule(&self, owner: &str, currency: &str) -> Result<Option<i64>, StoreError> {
+        self.threshold("oob_payer_rules", owner, currency).await
+    }
+
+    async fn threshold(
+        &self,
+        table: &str,
+        owner: &str,
+        currency: &str,
+    ) -> Result<Option<i64>, StoreError> {
         let rows = self
             .fetch_all(
-                "SELECT secured_above_minor FROM oob_rules WHERE owner = $1 AND currency = $2"
-                    .into(),
+                format!("SELECT secured_above_minor FROM {table} WHERE owner = $1 AND currency = $2"),
                 vec![Value::Text(owner.into()), Value::Text(currency.into())],
             )
             .await?;
         rows.first()
             .map(|r| Ok(r.try_get("secured_above_minor")?))
             .transpose()
+    }
+
+    /// When a confirmation session was used by the payment it confirmed, if it was.
+    pub async fn session_used_at(&self, id: [u8; 16]) -> Result<Option<Timestamp>, StoreError> {
+        let rows = self
+            .fetch_all(
+                "SELECT used_at FROM oob_sessions WHERE id = $1".into(),
+                vec![Value::Blob(id.to_vec())],
+            )
+            .await?;
+        Ok(rows
+            .first()
+            .map(|r| r.try_get::<Option<i64>, _>("used_at"))
+            .transpose()?
+            .flatten()
+            .map(Timestamp))
     }
 
     /// Stores `value` under `name` unless a value is there, and returns the stored value:

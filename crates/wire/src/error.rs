@@ -38,6 +38,13 @@ pub enum ErrorCode {
     StaleNotification,
     /// 422: the acknowledgement is not of this sale's package.
     WrongPackage,
+    /// 202: the payment is above the payer's or payee's threshold: nothing moved yet; a code
+    /// went to the payer's second channel (`details.session`). Confirm it, then send the same
+    /// request again with the same `Idempotency-Key`.
+    ConfirmationRequired,
+    /// 409: the confirmation session of this request ended without a verified code (locked,
+    /// cancelled, expired): nothing moved; send the request with a new `Idempotency-Key`.
+    ConfirmationFailed,
     /// 409: an account with this id already exists.
     AccountExists,
     /// 404: no such account, or not the caller's to see.
@@ -115,7 +122,9 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 54] = [
+    pub const ALL: [ErrorCode; 56] = [
+        ErrorCode::ConfirmationRequired,
+        ErrorCode::ConfirmationFailed,
         ErrorCode::BadCertificate,
         ErrorCode::BadEscrow,
         ErrorCode::BadReceipt,
@@ -198,6 +207,8 @@ impl ErrorCode {
             ErrorCode::ProductState => "product_state",
             ErrorCode::StaleNotification => "stale_notification",
             ErrorCode::WrongPackage => "wrong_package",
+            ErrorCode::ConfirmationRequired => "confirmation_required",
+            ErrorCode::ConfirmationFailed => "confirmation_failed",
             ErrorCode::AccountExists => "account_exists",
             ErrorCode::AccountNotFound => "account_not_found",
             ErrorCode::AmountNotPositive => "amount_not_positive",
@@ -244,6 +255,7 @@ impl ErrorCode {
             ErrorCode::IdempotencyKeyInvalid
             | ErrorCode::IdempotencyKeyRequired
             | ErrorCode::MalformedJson => 400,
+            ErrorCode::ConfirmationRequired => 202,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::AccountNotFound
@@ -276,7 +288,8 @@ impl ErrorCode {
             | ErrorCode::Conflict
             | ErrorCode::PendingExpired
             | ErrorCode::PendingNotPending
-            | ErrorCode::SessionClosed => 409,
+            | ErrorCode::SessionClosed
+            | ErrorCode::ConfirmationFailed => 409,
             ErrorCode::Expired => 410,
             ErrorCode::TooManyAttempts => 423,
             ErrorCode::PayloadTooLarge => 413,
@@ -339,7 +352,13 @@ mod tests {
                 format!("\"{}\"", code.as_str()),
                 "serde and as_str agree"
             );
-            assert!((400..600).contains(&code.status_code()), "{code}");
+            // The one code that is not a failure: taken, waiting for a confirmation (202).
+            let failure = code != ErrorCode::ConfirmationRequired;
+            assert_eq!(
+                (400..600).contains(&code.status_code()),
+                failure,
+                "{code}"
+            );
         }
         assert_eq!(ErrorCode::from_wire("no_such_code"), None);
     }

@@ -91,6 +91,22 @@ pub enum AppRequest {
     },
     /// Opens the personalised offers mailbox.
     Offers,
+    /// Confirmation of a payment above a threshold, opened by the node itself when a request
+    /// that moves the user's money (a transfer, a hold, a payment by reference, an auto-debit)
+    /// needs it; verified, it lets that request run once. Not opened through the API.
+    Confirm {
+        /// What is being confirmed (`transfer`, `hold`, `sale_payment`, `auto_debit`).
+        operation: String,
+        /// The user's account debited.
+        payer_account: Id,
+        /// The account credited.
+        payee_account: Id,
+        /// How much.
+        #[serde(with = "amount_text")]
+        amount: Amount,
+        /// What for (shown on channel B).
+        description: String,
+    },
 }
 
 impl AppRequest {
@@ -106,6 +122,7 @@ impl AppRequest {
             AppRequest::MailRetrieve { .. } => "mail_retrieve",
             AppRequest::Declaration { .. } => "declaration",
             AppRequest::Offers => "offers",
+            AppRequest::Confirm { .. } => "confirm",
         }
     }
 }
@@ -357,6 +374,21 @@ pub struct RuleRequest {
     /// Amounts above this need out-of-band confirmation (`"50.00 EUR"`).
     #[serde(with = "amount_text")]
     pub secured_above: Amount,
+    /// Whose side the rule is on: `payee` (payments to the owner, the default) or `payer`
+    /// (payments by the owner).
+    #[serde(default)]
+    pub side: RuleSide,
+}
+
+/// The side of a payment a threshold rule is on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleSide {
+    /// Payments to the owner (the merchant's rule; `operator` is the default for everyone).
+    #[default]
+    Payee,
+    /// Payments by the owner, whoever is paid.
+    Payer,
 }
 
 /// `POST /v1/offers`.

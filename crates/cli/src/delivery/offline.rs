@@ -105,10 +105,11 @@ async fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let request = acknowledgement(&inspected, debit, a.sign_key.as_deref())?;
-    let sale = c
-        .api
-        .sale_acknowledge(inspected.header.sale, &request)
-        .await?;
+    // The acknowledgement is kept by the node; only the debit may wait for a code.
+    let sale = crate::oob::confirming(&c, "(it acknowledges again and pays)", || {
+        c.api.sale_acknowledge(inspected.header.sale, &request)
+    })
+    .await?;
     if c.json {
         let shown = inspected_json(&inspected, trusted, Some(&sale));
         c.show(&shown, |_| String::new());

@@ -18,6 +18,7 @@ use tally_proto::delivery::sale::PaymentStatus;
 
 use super::common::{amount_arg, hex, id_arg};
 use super::{ComplaintCommand, PayArgs, PaymentCommand, ReceiverCommand, ReceiverSetArgs};
+use crate::oob::confirming;
 use crate::client::{Client, answered, idempotency_key};
 
 /// What `tally pay --json` prints: the payment, and its sale when the payer may see it.
@@ -54,7 +55,7 @@ pub async fn pay(a: PayArgs) -> anyhow::Result<ExitCode> {
         amount,
     };
     let key = idempotency_key(&a.idempotency_key);
-    let payment = answered(c.api.sale_pay(&key, &request).await?);
+    let payment = answered(confirming(&c, &format!("with --idempotency-key {key}"), || c.api.sale_pay(&key, &request)).await?);
     // The sale after the payment, when the payer may see it.
     let sale = match payment.sale {
         Some(id) => c.api.sale(id).await.ok(),

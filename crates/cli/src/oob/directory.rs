@@ -12,7 +12,7 @@ use super::{AddressAddArgs, CertificateArgs, RuleSetArgs, SubscriberAddArgs, Use
 use crate::client::Client;
 use anyhow::{Context, bail};
 use std::process::ExitCode;
-use tally_client::wire::oob::{AddressRequest, CertificateRequest, RuleRequest, SubscriberRequest};
+use tally_client::wire::oob::{AddressRequest, CertificateRequest, RuleRequest, RuleSide, SubscriberRequest};
 use tally_kernel::Secret;
 
 /// `tally subscriber add`: adds the user, or sets its stored account.
@@ -93,16 +93,26 @@ pub(super) async fn certificate(a: CertificateArgs) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-/// `tally rule set`: the payee's threshold (one per currency).
+/// `tally rule set`: a payee's or a payer's threshold (one per currency and side).
 pub(super) async fn rule_set(a: RuleSetArgs) -> anyhow::Result<ExitCode> {
     let c = Client::new(&a.conn)?;
     let amount = amount_arg_nonneg("--secured-above", &a.secured_above)?;
+    let side = if a.payer {
+        RuleSide::Payer
+    } else {
+        RuleSide::Payee
+    };
     let req = RuleRequest {
         secured_above: amount,
+        side,
     };
     c.api.rule_set(&a.owner, &req).await?;
+    let whose = match side {
+        RuleSide::Payee => "payments and transfers to",
+        RuleSide::Payer => "payments and transfers by",
+    };
     println!(
-        "{}: payments and transfers above {amount} need a code; at or below, they execute at once",
+        "{whose} {}: above {amount} they need a code on the payer's second channel; at or below, they execute at once",
         a.owner
     );
     Ok(ExitCode::SUCCESS)

@@ -32,6 +32,8 @@ mod print;
 mod records;
 mod sessions;
 
+pub(crate) use sessions::confirming;
+
 use crate::client::Conn;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -409,11 +411,16 @@ pub enum RuleCommand {
 
 #[derive(Args)]
 pub struct RuleSetArgs {
-    /// The payee the rule is for (`operator` sets the default).
+    /// The payee the rule is for (`operator` sets the default for every payee); with
+    /// `--payer`, the payer.
     owner: String,
-    /// Amounts above this need a code, e.g. "50.00 EUR" (one rule per currency).
+    /// Amounts above this need a code, e.g. "50.00 EUR" (one rule per currency and side).
     #[arg(long, value_name = "AMOUNT")]
     secured_above: String,
+    /// The rule is on the payer's side: payments *by* OWNER above the amount need a code,
+    /// whoever is paid (a payee's rule is about payments *to* OWNER).
+    #[arg(long)]
+    payer: bool,
     #[command(flatten)]
     conn: Conn,
 }

@@ -222,6 +222,47 @@ fn refused(e: tally_client::Error) -> anyhow::Result<ExitCode> {
     Err(e.into())
 }
 
+/// Runs a request that moves the caller's money (`call`, which repeats it with the same
+/// idempotency key; `again` says how to repeat the command, e.g. `with --idempotency-key K`).
+/// When the node answers that it needs out-of-band confirmation, shows
+/// what is being paid, asks for the code on the terminal (or reads a line of stdin), verifies it
+/// and repeats the request once. Without a code, says how to finish and fails.
+pub(crate) async fn confirming<T, F, Fut>(c: &Client, again: &str, mut call: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tally_client::Error>>,
+{
+    let first = call().await;
+    let session = match first {
+        Err(tally_client::Error::ConfirmationRequired(session)) => session,
+        other => return Ok(other?),
+    };
+    eprintln!(
+        "confirmation required (above a threshold): nothing moved yet\n{}",
+        session_summary(&session)
+    );
+    let code = read_code(&session.channel, &session.address).await?;
+    if code.expose().trim().is_empty() {
+        bail!(
+            "not confirmed: no code given; confirm with `tally auth confirm {}`, then repeat \
+             this command {again}",
+            session.session
+        );
+    }
+    let mut req = verify_request(&session, &code)?;
+    let verified = c.api.session_verify(&session.session, &req).await;
+    req.code.zeroize();
+    if let Err(e) = verified {
+        if let Some(r) = e.refusal()
+            && let Some(hint) = r.code.and_then(refusal_hint)
+        {
+            bail!("not confirmed: {}: {}\n{hint}", r.code_text, r.message);
+        }
+        return Err(e.into());
+    }
+    Ok(call().await?)
+}
+
 /// Asks for the code on the terminal (stderr) and reads one line from stdin.
 async fn read_code(channel: &str, address: &str) -> anyhow::Result<Secret<String>> {
     use std::io::Write;

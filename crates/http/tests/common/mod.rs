@@ -11,6 +11,8 @@ use tally_service::{Node, NodeConfig};
 use tempfile::TempDir;
 use tower::ServiceExt;
 
+pub mod world;
+
 pub struct Api {
     pub app: Router,
     pub node: Node,

@@ -333,6 +333,8 @@ impl Delivery {
 pub(crate) struct Arrival {
     /// The ledger idempotency key of the payment.
     pub(crate) key: String,
+    /// What the threshold rule needs committed with the payment (a confirmation it uses up).
+    pub(crate) confirmation: Vec<tally_store::Attachment>,
     pub(crate) path: tally_proto::delivery::sale::PaymentPath,
     pub(crate) reference: String,
     pub(crate) sale: Option<SaleRow>,

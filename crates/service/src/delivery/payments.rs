@@ -9,6 +9,7 @@ use super::{
 };
 use crate::Missing;
 use crate::access::{corrupt, invalid, namespaced, require_admin};
+use crate::core::{Gate, Outflow};
 use crate::exec::retrying;
 use crate::identity::{getrandom_fill, setup};
 use crate::{Principal, Result, ServiceError};
@@ -27,11 +28,13 @@ use tally_store::{Attachment, Conflict};
 
 impl Delivery {
     /// Pays a sale from an account on this ledger, quoting its reference code (D6 a).
+    /// Above the payer's or the merchant's threshold, `gate` asks for confirmation first.
     pub async fn pay_reference(
         &self,
         by: &Principal,
         idempotency_key: &str,
         req: PayReference,
+        gate: &impl Gate,
     ) -> Result<PaymentView> {
         let key = namespaced(by, idempotency_key)?;
         let code = parse_reference(&req.reference)?;
@@ -43,7 +46,22 @@ impl Delivery {
             )
             .await?;
         let sale = self.sale_of(&code).await?;
+        let product = self.product_row(sale.product_id).await?;
+        let confirmation = gate
+            .gate(
+                by,
+                &key,
+                Outflow {
+                    operation: "sale_payment",
+                    payer_account: req.from_account,
+                    payee_account: product.pay_to,
+                    amount: req.amount,
+                    description: format!("Payment of {} for {}", code.as_str(), product.title),
+                },
+            )
+            .await?;
         self.take_payment(Arrival {
+            confirmation,
             key,
             path: PaymentPath::Ledger,
             reference: code.as_str().to_string(),
@@ -196,7 +214,9 @@ impl Delivery {
             .store()
             .sale_by_reference(n.reference.as_str())
             .await?;
+        // A bank's notification is money already received: no one's threshold applies.
         self.take_payment(Arrival {
+            confirmation: Vec::new(),
             key: ledger_key,
             path: PaymentPath::Receiver,
             reference: n.reference.as_str().to_string(),
@@ -249,6 +269,7 @@ impl Delivery {
                 }
             };
             rows.push(insert_payment(&self.payment_row(&p, status, holder, now)));
+            rows.extend(p.confirmation.iter().cloned());
             let outcome = self.core.commit(p.key.clone(), effects, rows).await?;
             Ok(outcome.replayed)
         })

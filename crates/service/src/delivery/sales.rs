@@ -10,6 +10,7 @@ use super::{
 };
 use crate::Missing;
 use crate::access::{check_address, check_name, corrupt, invalid, namespaced};
+use crate::core::{Gate, Outflow};
 use crate::identity::getrandom_fill;
 use crate::{Principal, Result, ServiceError};
 use tally_kernel::crypto::canonical::canonical_json;
@@ -335,7 +336,15 @@ impl Delivery {
 
     /// The buyer acknowledges an intact package (D4); with `debit_account`, the price is
     /// debited from it and the key released at once (D6 c).
-    pub async fn acknowledge(&self, by: &Principal, id: Id, req: Acknowledge) -> Result<SaleView> {
+    /// Above the buyer's or the merchant's threshold, `gate` asks for confirmation of the debit
+    /// first (the acknowledgement itself is kept; repeat it once the code is verified).
+    pub async fn acknowledge(
+        &self,
+        by: &Principal,
+        id: Id,
+        req: Acknowledge,
+        gate: &impl Gate,
+    ) -> Result<SaleView> {
         let s = self.sale_row(id).await?;
         Self::require_buyer(by, &s)?;
         let ack = &req.acknowledgement;
@@ -397,8 +406,27 @@ impl Delivery {
             let price = Amount::new(s.price_minor, Currency::from_code(&s.currency)?);
             let s = self.sale_row(id).await?;
             if s.state == SaleState::Open {
+                let key = format!(":sale:{id}:debit");
+                let product = self.product_row(s.product_id).await?;
+                let confirmation = gate
+                    .gate(
+                        by,
+                        &key,
+                        Outflow {
+                            operation: "auto_debit",
+                            payer_account: account,
+                            payee_account: product.pay_to,
+                            amount: price,
+                            description: format!(
+                                "Payment of {} for {} (acknowledged package)",
+                                s.reference, product.title
+                            ),
+                        },
+                    )
+                    .await?;
                 self.take_payment(Arrival {
-                    key: format!(":sale:{id}:debit"),
+                    confirmation,
+                    key,
                     path: PaymentPath::Debit,
                     reference: s.reference.clone(),
                     amount: price,

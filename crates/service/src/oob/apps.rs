@@ -155,6 +155,12 @@ impl Oob {
                     token: Some(token),
                 }
             }
+            AppRequest::Confirm { .. } => {
+                rows.push(register("confirm")?);
+                let (cert, json) = certificate("confirm", user, serde_json::json!({}))?;
+                rows.push(cert);
+                done(effects.renamed("oob_confirmed", data), rows, certified(json))
+            }
             AppRequest::Transfer { .. } | AppRequest::Bet { .. } => {
                 let kind = payload.app.name();
                 rows.push(register(kind)?);

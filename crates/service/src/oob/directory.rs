@@ -17,13 +17,14 @@ use tally_ledger::Command;
 use tally_proto::effects::Effects;
 use tally_proto::oob::{Certified, Purpose};
 use tally_store::oob::{
-    Address, Mail, RegisterEntry, insert_address, insert_mail, settle_register, upsert_rule,
+    Address, Mail, RegisterEntry, insert_address, insert_mail, settle_register, upsert_payer_rule,
+    upsert_rule,
     upsert_subscriber,
 };
 use tally_store::{Attachment, Conflict, Outcome};
 use tally_wire::oob::{
-    AddressView, AppRequest, CertificateView, MailView, Payout, RegisterLine, SessionView,
-    Statement,
+    AddressView, AppRequest, CertificateView, MailView, Payout, RegisterLine, RuleSide,
+    SessionView, Statement,
 };
 
 impl Oob {
@@ -230,8 +231,16 @@ impl Oob {
             .ok_or(ServiceError::NoChannel)
     }
 
-    /// Sets the threshold of `owner` (a merchant itself, or the operator for anyone).
-    pub async fn set_rule(&self, by: &Principal, owner: &str, amount: Amount) -> Result<()> {
+    /// Sets a threshold of `owner` (a user itself, or the operator for anyone): on the payee
+    /// side, payments to `owner` above it need confirmation; on the payer side, payments by
+    /// `owner`.
+    pub async fn set_rule(
+        &self,
+        by: &Principal,
+        owner: &str,
+        amount: Amount,
+        side: RuleSide,
+    ) -> Result<()> {
         check_name("owner", owner)?;
         if !by.is_admin() && by.owner != owner {
             return Err(ServiceError::Forbidden(
@@ -242,11 +251,21 @@ impl Oob {
             return Err(invalid("secured_above", "must not be negative"));
         }
         let now = self.core.now();
+        let (kind, row) = match side {
+            RuleSide::Payee => (
+                "oob_rule_set",
+                upsert_rule(owner, amount.currency.code(), amount.minor, now),
+            ),
+            RuleSide::Payer => (
+                "oob_payer_rule_set",
+                upsert_payer_rule(owner, amount.currency.code(), amount.minor, now),
+            ),
+        };
         self.record(
             format!(":oob_rule:{owner}:{}", Id::new()),
-            "oob_rule_set",
+            kind,
             serde_json::json!({ "owner": owner, "currency": amount.currency.code(), "secured_above_minor": amount.minor }),
-            vec![upsert_rule(owner, amount.currency.code(), amount.minor, now)],
+            vec![row],
         )
         .await?;
         Ok(())

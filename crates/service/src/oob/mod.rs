@@ -9,6 +9,8 @@
 //!
 //! * [`open`]: planning a session from a request (who may open what, the threshold rule,
 //!   channel B) and its opening step.
+//! * [`gate`]: the threshold rule on every other path that moves a user's money (a
+//!   confirmation session, used up by the payment it confirmed).
 //! * [`verify`]: codes, cancellation and timeouts, each a step of the machine.
 //! * [`apps`]: what each application does once its session verified.
 //! * [`directory`]: subscribers and their addresses, certificates, threshold rules, the
@@ -31,6 +33,7 @@
 
 pub mod apps;
 pub mod directory;
+pub mod gate;
 pub mod open;
 pub mod verify;
 

@@ -188,6 +188,11 @@ impl Oob {
                 purpose_simple(&req.app)?
             }
             _ if by.is_none() => return Err(ServiceError::Unauthorized),
+            AppRequest::Confirm { .. } => {
+                return Err(ServiceError::Forbidden(
+                    "confirmations are opened by the node when a payment needs one",
+                ));
+            }
             AppRequest::Login | AppRequest::Offers | AppRequest::Declaration { .. } => {
                 if !is_self(by) {
                     return Err(ServiceError::Forbidden("only the user opens this session"));
@@ -225,7 +230,7 @@ impl Oob {
                     _ => memo.clone(),
                 };
                 if matches!(req.app, AppRequest::Transfer { .. })
-                    && !self.secured(&credit.owner, *amount).await?
+                    && !self.secured(user, &credit.owner, *amount).await?
                 {
                     return Ok(Planned::Normal(Command::Transfer {
                         debit_account: *debit_account,
@@ -293,7 +298,7 @@ impl Oob {
                     None => description.clone(),
                 };
                 let memo = format!("payment to {}: {description}", merchant.owner);
-                if !self.secured(&merchant.owner, *amount).await? {
+                if !self.secured(user, &merchant.owner, *amount).await? {
                     return Ok(Planned::Normal(Command::Transfer {
                         debit_account: payer,
                         credit_account: *merchant_account,
@@ -426,16 +431,17 @@ impl Oob {
             .ok_or_else(|| invalid(field, "no such account"))
     }
 
-    /// True when `amount` to `payee` needs out-of-band confirmation: above the payee's own
-    /// threshold for the currency, else the operator's, else always.
-    pub async fn secured(&self, payee: &str, amount: Amount) -> Result<bool> {
+    /// True when `amount` from `payer` to `payee` in a session the user chose needs the
+    /// code: above the payee's own threshold for the currency, else the operator's, else
+    /// always; and above the payer's own threshold whatever the payee's says.
+    pub async fn secured(&self, payer: &str, payee: &str, amount: Amount) -> Result<bool> {
         let code = amount.currency.code();
         let store = self.core.store();
-        let limit = match store.rule(payee, code).await? {
-            Some(l) => l,
-            None => store.rule("operator", code).await?.unwrap_or(0),
-        };
-        Ok(amount.minor > limit)
+        if store.rule(payee, code).await?.is_none() && store.rule("operator", code).await?.is_none()
+        {
+            return Ok(amount.minor > 0);
+        }
+        self.secured_by_rules(payer, payee, amount).await
     }
 
     /// The opening step: the machine starts the session (the code message, the payment hold)
