@@ -18,6 +18,7 @@ mod bench_receipts;
 mod bench_seal;
 mod bench_smtp;
 mod client;
+mod conn_cap;
 mod delivery;
 mod log_export;
 mod oob;

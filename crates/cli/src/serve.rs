@@ -46,6 +46,15 @@ pub struct ServeArgs {
     /// Requests per second allowed per API key (or per IP without one).
     #[arg(long, default_value_t = 1000)]
     rate_limit: u32,
+    /// Seconds a client has to send a request's headers; a connection whose headers trickle
+    /// in slower is closed (slowloris).
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    header_timeout: u64,
+    /// Most connections open at once; more are closed as they arrive (counted in
+    /// `tally_http_connections_refused_total`). Kept below the open-file limit, which the
+    /// node raises to its hard maximum at start.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -128,18 +137,45 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         if args.dev { ", dev mode" } else { "" }
     );
+    let open_files = crate::conn_cap::raise_open_files();
+    // Room for the database, sealed files and outgoing connections beside the clients.
+    let max_connections = match open_files {
+        Some(limit) => args
+            .max_connections
+            .min(usize::try_from(limit.saturating_sub(256)).unwrap_or(usize::MAX))
+            .max(16),
+        None => args.max_connections,
+    };
+    if max_connections < args.max_connections {
+        tracing::warn!(
+            max_connections,
+            open_files = open_files.unwrap_or(0),
+            "--max-connections lowered to fit the open-file limit"
+        );
+    }
+    let header_timeout = Duration::from_secs(args.header_timeout.max(1));
+    // hyper reads more headers than the API accepts, so clients meet the API's limits, answered
+    // in JSON (414/431), not hyper's empty answers.
+    let tune = |b: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>| {
+        b.http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .max_headers(tally_http::middleware::HEADER_COUNT_MAX * 4);
+    };
     let served = match tls {
         Some(cfg) => {
-            axum_server::from_tcp_rustls(listener, cfg)?
-                .handle(handle)
-                .serve(app)
-                .await
+            let mut server = axum_server::from_tcp_rustls(listener, cfg)?
+                .map(|a| crate::conn_cap::Capped::new(a, max_connections))
+                .handle(handle);
+            tune(server.http_builder());
+            server.serve(app).await
         }
         None => {
-            axum_server::from_tcp(listener)?
-                .handle(handle)
-                .serve(app)
-                .await
+            let mut server = axum_server::from_tcp(listener)?
+                .map(|a| crate::conn_cap::Capped::new(a, max_connections))
+                .handle(handle);
+            tune(server.http_builder());
+            server.serve(app).await
         }
     };
     workers.stop();

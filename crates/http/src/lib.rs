@@ -120,6 +120,7 @@ fn layered(app: Router, options: &HttpOptions) -> Router {
         limit,
         middleware::rate_limit,
     ))
+    .layer(axum::middleware::from_fn(middleware::request_limits))
     .layer(CatchPanicLayer::custom(middleware::panic_response))
     .layer(axum::middleware::from_fn(middleware::normalise_errors))
     // HTML pages pass `normalise_errors` as 200 and get their real status back here.

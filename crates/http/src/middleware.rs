@@ -214,6 +214,43 @@ fn is_ours(response: &Response) -> bool {
         .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"))
 }
 
+/// Longest request target (path and query) the node reads, bytes.
+pub const URI_LEN_MAX: usize = 8 * 1024;
+/// Most request headers.
+pub const HEADER_COUNT_MAX: usize = 100;
+/// Most bytes of request headers (names and values).
+pub const HEADER_BYTES_MAX: usize = 32 * 1024;
+
+/// Refuses an oversize request target (`414 uri_too_long`) or oversize headers (`431
+/// headers_too_large`) in our JSON format. `tally serve` lets hyper read more than this
+/// (which would answer with an empty body) so these limits are the ones clients meet.
+pub async fn request_limits(req: Request, next: Next) -> Response {
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_len > URI_LEN_MAX {
+        return ApiError::new(
+            ErrorCode::UriTooLong,
+            format!("the request target is {uri_len} bytes; at most {URI_LEN_MAX}"),
+        )
+        .into_response();
+    }
+    let headers = req.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len())
+        .sum();
+    if headers.len() > HEADER_COUNT_MAX || bytes > HEADER_BYTES_MAX {
+        return ApiError::new(
+            ErrorCode::HeadersTooLarge,
+            format!(
+                "{} headers of {bytes} bytes; at most {HEADER_COUNT_MAX} headers of {HEADER_BYTES_MAX} bytes",
+                headers.len()
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
 /// Rewrites error responses that are not ours (empty or plain text) into our JSON format.
 pub async fn normalise_errors(req: Request, next: Next) -> Response {
     let response = next.run(req).await;

@@ -22,6 +22,14 @@ pub const REQUESTS: &str = "tally_http_requests_total";
 /// The name of the error counter (by stable error code).
 pub const ERRORS: &str = "tally_http_errors_total";
 
+/// The name of the counter of connections closed at once because too many were open.
+pub const REFUSED_CONNECTIONS: &str = "tally_http_connections_refused_total";
+
+/// Counts a connection closed at once because too many were open.
+pub fn count_refused_connection() {
+    metrics::counter!(REFUSED_CONNECTIONS).increment(1);
+}
+
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// The handle to render `/metrics` from, installing the recorder on first use.
@@ -55,6 +63,10 @@ fn describe() {
         "HTTP request latency by method, route and status"
     );
     metrics::describe_counter!(ERRORS, "HTTP error responses by stable error code");
+    metrics::describe_counter!(
+        REFUSED_CONNECTIONS,
+        "Connections closed at once because --max-connections were open"
+    );
     metrics::describe_gauge!(
         "tally_ledger_accounts",
         "Accounts in the ledger (at scrape time)"

@@ -45,6 +45,10 @@ pub enum ErrorCode {
     /// 409: the confirmation session of this request ended without a verified code (locked,
     /// cancelled, expired): nothing moved; send the request with a new `Idempotency-Key`.
     ConfirmationFailed,
+    /// 414: the request target (path and query) is longer than the node reads.
+    UriTooLong,
+    /// 431: too many request headers, or too many bytes of them.
+    HeadersTooLarge,
     /// 409: an account with this id already exists.
     AccountExists,
     /// 404: no such account, or not the caller's to see.
@@ -122,7 +126,9 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 56] = [
+    pub const ALL: [ErrorCode; 58] = [
+        ErrorCode::UriTooLong,
+        ErrorCode::HeadersTooLarge,
         ErrorCode::ConfirmationRequired,
         ErrorCode::ConfirmationFailed,
         ErrorCode::BadCertificate,
@@ -209,6 +215,8 @@ impl ErrorCode {
             ErrorCode::WrongPackage => "wrong_package",
             ErrorCode::ConfirmationRequired => "confirmation_required",
             ErrorCode::ConfirmationFailed => "confirmation_failed",
+            ErrorCode::UriTooLong => "uri_too_long",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
             ErrorCode::AccountExists => "account_exists",
             ErrorCode::AccountNotFound => "account_not_found",
             ErrorCode::AmountNotPositive => "amount_not_positive",
@@ -256,6 +264,8 @@ impl ErrorCode {
             | ErrorCode::IdempotencyKeyRequired
             | ErrorCode::MalformedJson => 400,
             ErrorCode::ConfirmationRequired => 202,
+            ErrorCode::UriTooLong => 414,
+            ErrorCode::HeadersTooLarge => 431,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::AccountNotFound
