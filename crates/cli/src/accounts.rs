@@ -187,6 +187,14 @@ pub struct KeyCreateArgs {
     /// A note.
     #[arg(long, default_value = "")]
     label: String,
+    /// Offline, on the node's machine: make the key in this data directory's database
+    /// directly, without a running node or an API key (e.g. a new admin key when the last one
+    /// is lost). With PostgreSQL, also give --database-url.
+    #[arg(long, value_name = "DIR")]
+    data: Option<std::path::PathBuf>,
+    /// With --data: the node's PostgreSQL database.
+    #[arg(long, env = "TALLY_DATABASE_URL", hide_env_values = true, requires = "data")]
+    database_url: Option<String>,
     #[command(flatten)]
     conn: Conn,
 }
@@ -464,9 +472,14 @@ pub async fn exchange(a: ExchangeArgs) -> anyhow::Result<ExitCode> {
 pub async fn api_key(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ApiKeyCommand::Create(a) => {
+            let role = parse_choice::<RoleDto>("--role", &a.role, "admin, merchant, customer")?;
+            if let Some(dir) = &a.data {
+                return api_key_offline(dir, a.database_url.clone(), role, &a.owner, &a.label)
+                    .await;
+            }
             let c = Client::new(&a.conn)?;
             let req = NewApiKeyRequest {
-                role: parse_choice::<RoleDto>("--role", &a.role, "admin, merchant, customer")?,
+                role,
                 owner: a.owner.clone(),
                 label: Some(a.label.clone()),
             };
@@ -501,6 +514,57 @@ pub async fn api_key(cmd: ApiKeyCommand) -> anyhow::Result<ExitCode> {
             println!("revoked {}", a.id);
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tally api-key create --data DIR`: the key made in the node's database directly, as the
+/// operator (the data directory's files are the node's identity; whoever can read them is the
+/// operator already).
+async fn api_key_offline(
+    dir: &std::path::Path,
+    database_url: Option<String>,
+    role: RoleDto,
+    owner: &str,
+    label: &str,
+) -> anyhow::Result<ExitCode> {
+    if !dir.join("node.key").exists() {
+        bail!(
+            "{} is not a node's data directory (no node.key): start `tally serve --data {}` once first",
+            dir.display(),
+            dir.display()
+        );
+    }
+    let config = tally_service::NodeConfig {
+        database_url,
+        ..tally_service::NodeConfig::new(dir)
+    };
+    let (node, _) = tally_service::Node::open(&config)
+        .await
+        .with_context(|| format!("opening the node in {}", dir.display()))?;
+    let operator = tally_service::Principal {
+        key_id: tally_kernel::Id(uuid::Uuid::nil()),
+        role: tally_service::Role::Admin,
+        owner: "operator".into(),
+    };
+    let role = match role {
+        RoleDto::Admin => tally_service::Role::Admin,
+        RoleDto::Merchant => tally_service::Role::Merchant,
+        RoleDto::Customer => tally_service::Role::Customer,
+    };
+    let label = if label.is_empty() {
+        "made offline with --data"
+    } else {
+        label
+    };
+    let (record, key) = node.issue_api_key(&operator, role, owner, label).await?;
+    node.store().close().await;
+    println!(
+        "id    {}\nrole  {}\nowner {}\nkey   {}\n(the key is shown once; store it now)",
+        record.id,
+        record.role,
+        record.owner,
+        key.expose()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

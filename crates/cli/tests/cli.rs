@@ -3,7 +3,8 @@
 mod common;
 
 use common::{
-    Server, assert_audit_passes, cli, field, ok, open_account, tally, transfer, wait_until,
+    Server, assert_audit_passes, cli, field, ok, open_account, outcome, tally, transfer,
+    wait_until,
 };
 use std::time::Duration;
 
@@ -254,4 +255,46 @@ fn a_transfer_notification_goes_out_over_real_smtp() {
     assert!(mail.contains("Subject: Transfer of 7.25 EUR"), "{mail}");
     assert!(mail.contains("bob@example.test"), "{mail}");
     assert!(mail.contains("Memo: refund"), "{mail}");
+}
+
+#[test]
+fn the_operator_cannot_lock_itself_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    let admin = server.admin_key.clone();
+    let keys = ok(cli(&server, &admin, &["api-key", "list"]));
+    let id = keys
+        .lines()
+        .find(|l| l.contains("admin"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the admin key's id")
+        .to_string();
+    let (revoked, _, err) = cli(&server, &admin, &["api-key", "revoke", &id]);
+    assert!(!revoked, "the last admin key was revoked");
+    assert!(err.contains("last_admin_key"), "{err}");
+    // Offline, on the node's machine, a new admin key is made in the database directly; with
+    // it, the old one can go.
+    let made = ok(outcome(
+        tally()
+            .args(["api-key", "create", "--role", "admin", "--owner", "operator", "--data"])
+            .arg(&data)
+            .env_remove("TALLY_API_KEY")
+            .output()
+            .expect("run"),
+    ));
+    let new_key = field(&made, "key").to_string();
+    assert!(new_key.starts_with("tally_admin_"), "{made}");
+    ok(cli(&server, &new_key, &["api-key", "revoke", &id]));
+    let (old_works, _, _) = cli(&server, &admin, &["api-key", "list"]);
+    assert!(!old_works, "the revoked key still works");
+    // Not a data directory: said plainly.
+    let (made, _, err) = outcome(
+        tally()
+            .args(["api-key", "create", "--role", "admin", "--owner", "operator", "--data"])
+            .arg(dir.path().join("nothing"))
+            .output()
+            .expect("run"),
+    );
+    assert!(!made && err.contains("not a node's data directory"), "{err}");
 }

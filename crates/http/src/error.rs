@@ -202,6 +202,10 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(ErrorCode::ConfirmationRequired, message)
                     .with_details(json!({ "session": session }))
             }
+            ServiceError::LastAdminKey => ApiError::new(
+                ErrorCode::LastAdminKey,
+                "the last admin key cannot be revoked; create another admin key first",
+            ),
             ServiceError::ConfirmationFailed(state) => ApiError::new(
                 ErrorCode::ConfirmationFailed,
                 format!(

@@ -383,6 +383,7 @@ pub async fn list_api_keys(
         (status = 204, description = "Revoked"),
         (status = 403, description = "forbidden: operator only", body = ErrorBody),
         (status = 404, description = "not_found", body = ErrorBody),
+        (status = 409, description = "last_admin_key: the node's only live admin key", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]

@@ -161,6 +161,10 @@ pub enum ServiceError {
     /// The confirmation session of this request ended without a verified code; nothing moved.
     #[error("the confirmation of this request ended {0:?}: nothing moved; send it again with a new idempotency key")]
     ConfirmationFailed(tally_proto::oob::State),
+    /// Revoking this key would leave the node without a live admin key; make another first
+    /// (`tally api-key create --role admin`, offline with `--data` if need be).
+    #[error("the last admin key cannot be revoked; create another admin key first")]
+    LastAdminKey,
     /// A limit decided in the database (e.g. sessions per address) is reached.
     #[error("rate limited: {0}")]
     RateLimited(&'static str),

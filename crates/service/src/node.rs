@@ -382,11 +382,15 @@ impl Node {
     pub async fn revoke_api_key(&self, by: &Principal, id: Id) -> Result<()> {
         require_admin(by)?;
         let live = self.store().api_keys().await?;
-        if !live.iter().any(|k| k.id == id && k.revoked_at.is_none()) {
+        let Some(key) = live.iter().find(|k| k.id == id && k.revoked_at.is_none()) else {
             return Err(ServiceError::NotFound {
                 what: Missing::ApiKey,
                 id: id.to_string(),
             });
+        };
+        let mut attachments = vec![tally_store::Attachment::ApiKeyRevoked { id }];
+        if key.role == Role::Admin.as_str() {
+            attachments.push(tally_store::keys::another_admin_remains());
         }
         // A concurrent second revoke is a replay of the first (same key, same request).
         let request = Request {
@@ -396,9 +400,13 @@ impl Node {
                 data: serde_json::json!({ "id": id, "by": by.key_id }),
             },
         };
-        let attachment = tally_store::Attachment::ApiKeyRevoked { id };
-        self.store().execute_with(request, vec![attachment]).await?;
-        Ok(())
+        match self.store().execute_with(request, attachments).await {
+            Ok(_) => Ok(()),
+            Err(tally_store::StoreError::Conflict(tally_store::Conflict::Limit(_))) => {
+                Err(ServiceError::LastAdminKey)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! Node setup on disk: the first admin key can never be lost, and names that would let two
+//! Node setup on disk: the first admin key can never be lost, the last one never revoked, and
+//! names that would let two
 //! owners' idempotency keys collide, or reach the operator's accounts, are refused.
 
 use tally_service::{Node, NodeConfig, Role, ServiceError};
@@ -67,4 +68,76 @@ async fn owner_names_cannot_collide_or_reach_the_operator() {
     node.issue_api_key(&admin, Role::Customer, "alice", "")
         .await
         .expect("a plain name is fine");
+}
+
+/// The operator cannot lock itself out: the last live admin key is not revoked, even when two
+/// revocations of the last two race (decided in the database, so on PostgreSQL too).
+async fn the_last_admin_key_stays(config: NodeConfig) {
+    let (node, admin) = Node::open(&config).await.expect("start");
+    let admin = admin.expect("key").expose().clone();
+    let first = node.authenticate(&admin).await.expect("admin");
+    let last = node.revoke_api_key(&first, first.key_id).await;
+    assert!(
+        matches!(last, Err(ServiceError::LastAdminKey)),
+        "{last:?}"
+    );
+    node.authenticate(&admin)
+        .await
+        .expect("the only admin key still works");
+    // Customer keys come and go freely.
+    let (customer, _) = node
+        .issue_api_key(&first, Role::Customer, "alice", "c")
+        .await
+        .expect("customer key");
+    node.revoke_api_key(&first, customer.id)
+        .await
+        .expect("a customer key is revoked");
+    for _ in 0..5 {
+        let (second, _) = node
+            .issue_api_key(&first, Role::Admin, "operator", "second")
+            .await
+            .expect("second admin");
+        let live_before = live_admins(&node, &first).await;
+        assert_eq!(live_before, 2);
+        let (a, b) = tokio::join!(
+            node.revoke_api_key(&first, first.key_id),
+            node.revoke_api_key(&first, second.id)
+        );
+        let ok = [a.is_ok(), b.is_ok()].iter().filter(|x| **x).count();
+        assert_eq!(ok, 1, "exactly one of two racing revocations wins: {a:?} {b:?}");
+        assert_eq!(live_admins(&node, &first).await, 1);
+        if a.is_ok() {
+            // The first key is gone: carry on as the second.
+            return node.store().close().await;
+        }
+    }
+    node.store().close().await;
+}
+
+async fn live_admins(node: &Node, by: &tally_service::Principal) -> usize {
+    node.api_keys(by)
+        .await
+        .expect("keys")
+        .iter()
+        .filter(|k| k.role == "admin" && k.revoked_at.is_none())
+        .count()
+}
+
+#[tokio::test]
+async fn the_last_admin_key_cannot_be_revoked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    the_last_admin_key_stays(NodeConfig::new(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_admin_key_cannot_be_revoked_on_postgres() {
+    let Some(url) = tally_testkit::shared_test_database_url() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    the_last_admin_key_stays(NodeConfig {
+        database_url: Some(url),
+        ..NodeConfig::new(dir.path())
+    })
+    .await;
 }

@@ -36,6 +36,22 @@ fn record(r: &sqlx::any::AnyRow) -> Result<ApiKeyRecord, StoreError> {
     })
 }
 
+/// The guard of an admin key's revocation: another live admin key remains, counting the admin
+/// keys revoked earlier in the same batch, so two revocations racing (from two nodes of one
+/// database, too) cannot both remove the last but one.
+pub fn another_admin_remains() -> crate::Attachment {
+    crate::Attachment::Guard(crate::Guard {
+        kind: crate::guarded::GuardKind::Count {
+            // 1 - live admins + revoked in this batch < 0  ⇔  more than one would stay live.
+            sql: "SELECT 1 - COUNT(*) FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL",
+            params: Vec::new(),
+            bucket: "admin_key_revocations".into(),
+            max: 0,
+        },
+        conflict: crate::Conflict::Limit("the last admin key cannot be revoked"),
+    })
+}
+
 impl Store {
     /// The live (not revoked) key with this hash.
     pub async fn api_key_by_hash(

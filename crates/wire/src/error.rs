@@ -49,6 +49,8 @@ pub enum ErrorCode {
     UriTooLong,
     /// 431: too many request headers, or too many bytes of them.
     HeadersTooLarge,
+    /// 409: revoking this key would leave the node without a live admin key.
+    LastAdminKey,
     /// 409: an account with this id already exists.
     AccountExists,
     /// 404: no such account, or not the caller's to see.
@@ -126,7 +128,8 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 58] = [
+    pub const ALL: [ErrorCode; 59] = [
+        ErrorCode::LastAdminKey,
         ErrorCode::UriTooLong,
         ErrorCode::HeadersTooLarge,
         ErrorCode::ConfirmationRequired,
@@ -217,6 +220,7 @@ impl ErrorCode {
             ErrorCode::ConfirmationFailed => "confirmation_failed",
             ErrorCode::UriTooLong => "uri_too_long",
             ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::LastAdminKey => "last_admin_key",
             ErrorCode::AccountExists => "account_exists",
             ErrorCode::AccountNotFound => "account_not_found",
             ErrorCode::AmountNotPositive => "amount_not_positive",
@@ -299,7 +303,8 @@ impl ErrorCode {
             | ErrorCode::PendingExpired
             | ErrorCode::PendingNotPending
             | ErrorCode::SessionClosed
-            | ErrorCode::ConfirmationFailed => 409,
+            | ErrorCode::ConfirmationFailed
+            | ErrorCode::LastAdminKey => 409,
             ErrorCode::Expired => 410,
             ErrorCode::TooManyAttempts => 423,
             ErrorCode::PayloadTooLarge => 413,
