@@ -46,6 +46,11 @@ pub struct ServeArgs {
     /// Requests per second allowed per API key (or per IP without one).
     #[arg(long, default_value_t = 1000)]
     rate_limit: u32,
+    /// A reverse proxy (its IP address; repeat for several) whose `X-Forwarded-For` names the
+    /// client. Without it the TCP peer is the client, so behind a proxy every client shares one
+    /// rate limit and one failed-authentication count.
+    #[arg(long, value_name = "IP")]
+    trusted_proxy: Vec<std::net::IpAddr>,
     /// Seconds a client has to send a request's headers; a connection whose headers trickle
     /// in slower is closed (slowloris).
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
@@ -110,6 +115,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         body_limit_bytes: args.body_limit,
         rate_limit_per_second: args.rate_limit,
         rate_limit_burst: args.rate_limit.saturating_mul(2),
+        trusted_proxies: args.trusted_proxy.clone(),
         ..tally_http::HttpOptions::default()
     };
     let app = tally_http::router(node.clone(), options)

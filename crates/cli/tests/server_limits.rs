@@ -192,3 +192,44 @@ fn tally_cli_test_raise_open_files() {
     limit.current = limit.maximum;
     let _ = setrlimit(Resource::Nofile, limit);
 }
+
+/// The status code of an answer.
+fn status(answer: &str) -> &str {
+    answer.split_whitespace().nth(1).unwrap_or("none")
+}
+
+/// `GET /v1/accounts` with a made-up key `i`, as forwarded for `client`.
+fn guess(server: &Server, i: usize, client: &str) -> String {
+    let answer = request(
+        server,
+        &format!(
+            "GET /v1/accounts HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer tally_admin_{i:064x}\r\n\
+             X-Forwarded-For: {client}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    status(&answer).to_string()
+}
+
+#[test]
+fn a_trusted_proxy_tells_clients_apart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Keys not yet seen share one budget per client address (the client rate: 2/s, 4 at once).
+    for (trusted, other_client_limited) in [(true, false), (false, true)] {
+        let mut args = vec!["--rate-limit", "2"];
+        if trusted {
+            args.extend(["--trusted-proxy", "127.0.0.1"]);
+        }
+        let server = Server::start(&dir.path().join(format!("data-{trusted}")), &args);
+        let statuses: Vec<String> = (0..12).map(|i| guess(&server, i, "10.0.0.1")).collect();
+        assert!(
+            statuses.iter().any(|s| s == "429"),
+            "a guesser was not limited: {statuses:?}"
+        );
+        let other = guess(&server, 100, "10.0.0.2");
+        assert_eq!(
+            other == "429",
+            other_client_limited,
+            "trusted proxy {trusted}: another client's first guess answered {other}"
+        );
+    }
+}

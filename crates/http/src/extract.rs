@@ -55,6 +55,12 @@ impl FromRequestParts<AppState> for Caller {
             ));
         };
         let principal = state.node.authenticate(key).await?;
+        if let Some(seen) = parts
+            .extensions
+            .get::<crate::middleware::Authenticated>()
+        {
+            seen.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         // The key's id (not the key) goes on the request span: logs say who did what.
         tracing::Span::current().record("caller", tracing::field::display(principal.key_id));
         // Also as an event, so the id is logged even where the span is not the current one.

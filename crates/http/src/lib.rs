@@ -60,6 +60,9 @@ pub struct HttpOptions {
     pub rate_limit_burst: u32,
     /// Longest a request may take (default 30 s); longer → 503 `unavailable`.
     pub request_timeout: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (default none: the TCP peer is
+    /// the client).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for HttpOptions {
@@ -69,6 +72,7 @@ impl Default for HttpOptions {
             rate_limit_per_second: 1000,
             rate_limit_burst: 2000,
             request_timeout: Duration::from_secs(30),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -115,6 +119,7 @@ fn layered(app: Router, options: &HttpOptions) -> Router {
     let limit = Arc::new(middleware::RateLimit::new(
         options.rate_limit_per_second,
         options.rate_limit_burst,
+        options.trusted_proxies.clone(),
     ));
     app.layer(axum::middleware::from_fn_with_state(
         limit,

@@ -8,7 +8,14 @@
 //!   IP from `ConnectInfo`, else `unknown` (in-process tests). Stale cells are dropped with
 //!   `retain_recent()` every [`RETAIN_EVERY`] checks, which bounds memory without a timer task.
 //!   Rejected: `tower_governor` (its key extractors do not know our API keys and its errors are not
-//!   in our format), and trusting `X-Forwarded-For` (spoofable unless we know the proxy).
+//!   in our format). `X-Forwarded-For` is read only from the peers named by `--trusted-proxy`
+//!   (anyone else could forge it): the client is the rightmost address a trusted proxy added.
+//! * **Failed authentications** are counted per presented key *and* client address: a key that
+//!   keeps failing from an address is refused there for a while, and the address's other keys
+//!   are not. Made-up keys are each new, so keys not yet seen to authenticate in this process
+//!   share one budget per address (the client rate limit): a guesser gets 429s instead of
+//!   lookups past it, and a valid key already seen passes whatever the guesser does. Behind a
+//!   reverse proxy, `--trusted-proxy` tells clients apart; without it they are one address.
 //! * **Normaliser**: layers below axum (body limit, timeout, method router) answer with empty or
 //!   plain-text bodies. One middleware rewrites every non-JSON error response into our
 //!   `{"error":{…}}` shape, so clients parse one format whatever produced the error.
@@ -51,20 +58,55 @@ pub enum ClientKey {
 }
 
 impl ClientKey {
-    /// The key for a request.
-    pub fn of(req: &Request) -> ClientKey {
-        if let Some(token) = bearer(req.headers()) {
-            let digest = sha256(token.as_bytes());
-            let mut prefix = [0_u8; 8];
-            prefix.copy_from_slice(&digest[..8]);
-            return ClientKey::ApiKey(prefix);
-        }
-        match req.extensions().get::<ConnectInfo<SocketAddr>>() {
-            Some(ConnectInfo(addr)) => ClientKey::Peer(addr.ip()),
-            None => ClientKey::Unknown,
+    /// The key for a request: its API key, else its client address.
+    pub fn of(req: &Request, trusted: &[IpAddr]) -> ClientKey {
+        match key_digest(req) {
+            Some(prefix) => ClientKey::ApiKey(prefix),
+            None => client_address(req, trusted),
         }
     }
 }
+
+/// The first 8 bytes of SHA-256 of the request's bearer token.
+fn key_digest(req: &Request) -> Option<[u8; 8]> {
+    let digest = sha256(bearer(req.headers())?.as_bytes());
+    let mut prefix = [0_u8; 8];
+    prefix.copy_from_slice(&digest[..8]);
+    Some(prefix)
+}
+
+/// The client's address: the TCP peer, or, when the peer is a trusted proxy, the rightmost
+/// address in `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_address(req: &Request, trusted: &[IpAddr]) -> ClientKey {
+    let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() else {
+        return ClientKey::Unknown;
+    };
+    let peer = peer.ip();
+    if !trusted.contains(&peer) {
+        return ClientKey::Peer(peer);
+    }
+    let forwarded = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for hop in forwarded.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if trusted.contains(&ip) => continue,
+            Ok(ip) => return ClientKey::Peer(ip),
+            // A malformed hop: nothing left of it can be believed.
+            Err(_) => break,
+        }
+    }
+    ClientKey::Peer(peer)
+}
+
+/// Set by the `Caller` extractor when the request's API key authenticated.
+#[derive(Debug, Clone, Default)]
+pub struct Authenticated(pub Arc<std::sync::atomic::AtomicBool>);
 
 /// Failed authentications allowed per peer per second (and twice that at once) before the
 /// peer is refused outright for a while. Bounds key guessing and the database lookups that
@@ -72,18 +114,32 @@ impl ClientKey {
 /// fresh allowance).
 pub const FAILED_AUTH_PER_SECOND: u32 = 20;
 
+/// Who failed authentication: the client address and the presented key's digest (none when
+/// no key was presented).
+type FailKey = (ClientKey, Option<[u8; 8]>);
+
+/// Most API keys remembered as valid (by digest) for blocked addresses.
+const GOOD_KEYS_MAX: usize = 100_000;
+
 /// The per-client limiter shared by all routes of one router.
 pub struct RateLimit {
     limiter: RateLimiter<ClientKey, HashMapStateStore<ClientKey>, DefaultClock>,
     checks: AtomicU64,
-    failed_auth: RateLimiter<ClientKey, HashMapStateStore<ClientKey>, DefaultClock>,
-    /// Peers over the failed-authentication quota, and until when.
-    blocked: std::sync::Mutex<std::collections::HashMap<ClientKey, Instant>>,
+    failed_auth: RateLimiter<FailKey, HashMapStateStore<FailKey>, DefaultClock>,
+    /// Requests per address with a key not yet seen to authenticate.
+    unseen_keys: RateLimiter<ClientKey, HashMapStateStore<ClientKey>, DefaultClock>,
+    /// Keys at addresses over the failed-authentication quota, and until when.
+    blocked: std::sync::Mutex<std::collections::HashMap<FailKey, Instant>>,
+    /// Digests of keys that authenticated (they skip the unseen-key budget).
+    good: std::sync::Mutex<std::collections::HashSet<[u8; 8]>>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    trusted: Vec<IpAddr>,
 }
 
 impl RateLimit {
-    /// `per_second` sustained, `burst` at once (each at least 1).
-    pub fn new(per_second: u32, burst: u32) -> RateLimit {
+    /// `per_second` sustained, `burst` at once (each at least 1), believing `X-Forwarded-For`
+    /// from `trusted` proxies only.
+    pub fn new(per_second: u32, burst: u32, trusted: Vec<IpAddr>) -> RateLimit {
         let per_second = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::per_second(per_second).allow_burst(burst);
@@ -93,12 +149,30 @@ impl RateLimit {
             limiter: RateLimiter::hashmap(quota),
             checks: AtomicU64::new(0),
             failed_auth: RateLimiter::hashmap(Quota::per_second(failed).allow_burst(failed_burst)),
+            unseen_keys: RateLimiter::hashmap(quota),
             blocked: std::sync::Mutex::new(std::collections::HashMap::new()),
+            good: std::sync::Mutex::new(std::collections::HashSet::new()),
+            trusted,
         }
     }
 
+    fn is_good(&self, digest: &[u8; 8]) -> bool {
+        self.good
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(digest)
+    }
+
+    fn mark_good(&self, digest: [u8; 8]) {
+        let mut good = self.good.lock().unwrap_or_else(|p| p.into_inner());
+        if good.len() >= GOOD_KEYS_MAX {
+            good.clear();
+        }
+        good.insert(digest);
+    }
+
     /// Seconds left while `peer` is refused for failed authentications.
-    fn blocked_for(&self, peer: &ClientKey) -> Option<u64> {
+    fn blocked_for(&self, peer: &FailKey) -> Option<u64> {
         let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         blocked.retain(|_, until| *until > now);
@@ -109,7 +183,7 @@ impl RateLimit {
 
     /// Counts a failed authentication by `peer`; past the quota the peer is refused for a
     /// while. Returns the seconds to wait when it is.
-    fn failed(&self, peer: &ClientKey) -> Option<u64> {
+    fn failed(&self, peer: &FailKey) -> Option<u64> {
         let not_until = self.failed_auth.check_key(peer).err()?;
         let wait = not_until
             .wait_time_from(self.failed_auth.clock().now())
@@ -124,6 +198,8 @@ impl RateLimit {
         if self.checks.fetch_add(1, Ordering::Relaxed) % RETAIN_EVERY == RETAIN_EVERY - 1 {
             self.limiter.retain_recent();
             self.limiter.shrink_to_fit();
+            self.failed_auth.retain_recent();
+            self.unseen_keys.retain_recent();
         }
         match self.limiter.check_key(key) {
             Ok(()) => Ok(()),
@@ -146,22 +222,42 @@ impl RateLimit {
     }
 }
 
-/// Refuses a request with 429 when its client is over the quota, or when its peer made too
-/// many failed authentications recently (whatever key it now presents).
-pub async fn rate_limit(State(limit): State<Arc<RateLimit>>, req: Request, next: Next) -> Response {
-    let peer = match req.extensions().get::<ConnectInfo<SocketAddr>>() {
-        Some(ConnectInfo(addr)) => ClientKey::Peer(addr.ip()),
-        None => ClientKey::Unknown,
+/// Refuses a request with 429 when its client is over the quota, when its key kept failing
+/// from its address, or when its address sent too many keys not yet seen to authenticate.
+pub async fn rate_limit(
+    State(limit): State<Arc<RateLimit>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let peer = client_address(&req, &limit.trusted);
+    let digest = key_digest(&req);
+    let fail_key = (peer.clone(), digest);
+    if let Some(retry_after_s) = limit.blocked_for(&fail_key) {
+        return ApiError::rate_limited(retry_after_s).into_response();
+    }
+    if let Some(d) = digest
+        && !limit.is_good(&d)
+        && let Err(not_until) = limit.unseen_keys.check_key(&peer)
+    {
+        let wait = not_until.wait_time_from(limit.unseen_keys.clock().now());
+        return ApiError::rate_limited(wait.as_secs().max(1)).into_response();
+    }
+    let client = match digest {
+        Some(d) => ClientKey::ApiKey(d),
+        None => peer,
     };
-    if let Some(retry_after_s) = limit.blocked_for(&peer) {
+    if let Err(retry_after_s) = limit.check(&client) {
         return ApiError::rate_limited(retry_after_s).into_response();
     }
-    if let Err(retry_after_s) = limit.check(&ClientKey::of(&req)) {
-        return ApiError::rate_limited(retry_after_s).into_response();
-    }
+    let authenticated = Authenticated::default();
+    req.extensions_mut().insert(authenticated.clone());
     let response = next.run(req).await;
     if response.status() == StatusCode::UNAUTHORIZED {
-        limit.failed(&peer);
+        limit.failed(&fail_key);
+    } else if let Some(d) = digest
+        && authenticated.0.load(Ordering::Relaxed)
+    {
+        limit.mark_good(d);
     }
     response
 }
