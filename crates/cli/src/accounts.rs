@@ -233,12 +233,18 @@ pub(crate) fn parse_choice<T: serde::de::DeserializeOwned>(
 
 pub(crate) fn account_summary(a: &AccountDto) -> String {
     let available = match a.available_minor {
-        Some(n) => format!("{n} minor units"),
+        Some(n) => crate::client::money(n, &a.currency),
         None => "unbounded".to_string(),
     };
     format!(
         "account   {}\nowner     {}\nkind      {}\nbalance   {}\navailable {}\npending   debits {} / credits {}",
-        a.id, a.owner, a.kind, a.balance_display, available, a.debits_pending, a.credits_pending,
+        a.id,
+        a.owner,
+        a.kind,
+        a.balance_display,
+        available,
+        crate::client::money(a.debits_pending, &a.currency),
+        crate::client::money(a.credits_pending, &a.currency),
     )
 }
 

@@ -87,6 +87,15 @@ impl Client {
     }
 }
 
+/// Minor units and a currency code as `12.50 EUR` (a code this build does not know is shown
+/// with its minor units, plainly).
+pub(crate) fn money(minor: i64, code: &str) -> String {
+    match tally_kernel::Currency::from_code(code) {
+        Ok(c) => tally_kernel::Amount::new(minor, c).to_string(),
+        Err(_) => format!("{minor} {code} (minor units)"),
+    }
+}
+
 /// The value of a keyed write's answer; says so when the key was used before.
 pub(crate) fn answered<T>(answer: Answer<T>) -> T {
     if answer.replayed {

@@ -11,6 +11,18 @@
 //! signs and verifies offline; `ledger audit` and `bench ledger` open the store directly, `bench
 //! auth` an in-process node, `bench seal` files and the proto crate's delivery package.
 
+/// `println!` for the whole binary: when stdout is closed (`tally … | head`), the process ends
+/// quietly with status 141 (as a tool killed by SIGPIPE does) instead of panicking. Declared
+/// before the modules so it shadows the standard macro in all of them.
+macro_rules! println {
+    () => {
+        $crate::stdout_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::stdout_line(format_args!($($arg)*))
+    };
+}
+
 mod accounts;
 mod bench;
 mod bench_kit;
@@ -187,6 +199,24 @@ struct AuditArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// Writes one line to stdout; a closed stdout ends the process (see `println!` above).
+pub(crate) fn stdout_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(141),
+        Err(e) => {
+            eprintln!("error: writing to stdout: {e}");
+            std::process::exit(1);
+        }
+    }
 }
 
 fn main() -> ExitCode {

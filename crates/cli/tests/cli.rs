@@ -298,3 +298,40 @@ fn the_operator_cannot_lock_itself_out() {
     );
     assert!(!made && err.contains("not a node's data directory"), "{err}");
 }
+
+#[test]
+fn money_reads_as_money_and_a_closed_pipe_is_no_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("node"), &[]);
+    let admin = server.admin_key.clone();
+    let world = open_account(&server, &admin, &["--kind", "settlement", "--unbounded"]);
+    let alice = open_account(&server, &admin, &["--kind", "customer", "--owner", "alice"]);
+    let bob = open_account(&server, &admin, &["--kind", "customer", "--owner", "bob"]);
+    transfer(&server, &admin, &world, &alice, "20.00 EUR", &[]);
+    let shown = ok(cli(&server, &admin, &["account", "show", &alice]));
+    assert_eq!(field(&shown, "available"), "20.00 EUR", "{shown}");
+    assert!(!shown.contains("minor units"), "{shown}");
+    let (paid, _, err) = cli(
+        &server,
+        &admin,
+        &["transfer", "--from", &alice, "--to", &bob, "--amount", "30.00 EUR"],
+    );
+    assert!(!paid);
+    assert!(
+        err.contains("needs 30.00 EUR, available 20.00 EUR"),
+        "the refusal in money: {err}"
+    );
+    // `tally … | head` that closed the pipe before the answer: no panic, the status a tool
+    // killed by SIGPIPE reports.
+    let mut child = common::tally_for(&server, &admin)
+        .args(["api-key", "list"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(141), "{err}");
+}

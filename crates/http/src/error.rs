@@ -341,19 +341,23 @@ impl From<LedgerError> for ApiError {
             })),
             LedgerError::ExceedsCredits {
                 account,
+                currency,
                 needed_minor,
                 available_minor,
             } => ApiError::new(ErrorCode::InsufficientFunds, message).with_details(json!({
                 "account": account,
+                "currency": currency.code(),
                 "needed_minor": needed_minor,
                 "available_minor": available_minor,
             })),
             LedgerError::ExceedsDebits {
                 account,
+                currency,
                 needed_minor,
                 available_minor,
             } => ApiError::new(ErrorCode::LimitExceeded, message).with_details(json!({
                 "account": account,
+                "currency": currency.code(),
                 "needed_minor": needed_minor,
                 "available_minor": available_minor,
             })),
@@ -380,9 +384,11 @@ impl From<LedgerError> for ApiError {
                 ApiError::new(ErrorCode::PendingNotFound, message).with_details(json!({ "id": id }))
             }
             LedgerError::PostExceedsPending {
+                currency,
                 requested_minor,
                 pending_minor,
             } => ApiError::new(ErrorCode::PostExceedsPending, message).with_details(json!({
+                "currency": currency.code(),
                 "requested_minor": requested_minor,
                 "pending_minor": pending_minor,
             })),
@@ -434,6 +440,7 @@ mod tests {
         let id = tally_kernel::Id::new();
         let e = ApiError::from(ServiceError::Ledger(LedgerError::ExceedsCredits {
             account: id,
+            currency: tally_kernel::Currency::from_code("EUR").expect("EUR"),
             needed_minor: 900,
             available_minor: 500,
         }));

@@ -437,7 +437,7 @@ mod tests {
 
     #[test]
     fn each_client_has_its_own_budget() {
-        let limit = RateLimit::new(1, 2);
+        let limit = RateLimit::new(1, 2, Vec::new());
         let a = ClientKey::ApiKey([1; 8]);
         let b = ClientKey::Peer(IpAddr::from([127, 0, 0, 1]));
         assert_eq!((limit.check(&a), limit.check(&a)), (Ok(()), Ok(())));
@@ -449,7 +449,7 @@ mod tests {
 
     #[test]
     fn zero_options_still_admit_one_request() {
-        let limit = RateLimit::new(0, 0);
+        let limit = RateLimit::new(0, 0, Vec::new());
         assert_eq!(limit.check(&ClientKey::Unknown), Ok(()));
         assert!(limit.check(&ClientKey::Unknown).is_err());
     }

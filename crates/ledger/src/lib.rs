@@ -24,7 +24,7 @@ pub mod journal;
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use tally_kernel::{Currency, Id, Rate, Timestamp};
+use tally_kernel::{Amount, Currency, Id, Rate, Timestamp};
 
 /// Longest idempotency key we accept, in bytes.
 pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 200;
@@ -70,20 +70,32 @@ pub enum LedgerError {
         currency: Currency,
     },
     /// Debits would exceed credits plus the account's limit.
-    #[error("insufficient funds on {account}: needs {needed_minor}, available {available_minor}")]
+    #[error(
+        "insufficient funds on {account}: needs {}, available {}",
+        Amount::new(*needed_minor, *currency),
+        Amount::new(*available_minor, *currency)
+    )]
     ExceedsCredits {
         /// The account that would go beyond its limit.
         account: Id,
+        /// The account's currency.
+        currency: Currency,
         /// The amount asked for.
         needed_minor: i64,
         /// What the account can still be debited.
         available_minor: i64,
     },
     /// Credits would exceed debits plus the account's limit.
-    #[error("account {account} cannot be credited {needed_minor}: only {available_minor} allowed")]
+    #[error(
+        "account {account} cannot be credited {}: only {} allowed",
+        Amount::new(*needed_minor, *currency),
+        Amount::new(*available_minor, *currency)
+    )]
     ExceedsDebits {
         /// The account that would go beyond its limit.
         account: Id,
+        /// The account's currency.
+        currency: Currency,
         /// The amount asked for.
         needed_minor: i64,
         /// What the account can still be credited.
@@ -132,8 +144,14 @@ pub enum LedgerError {
         id: Id,
     },
     /// A post for more than the pending amount.
-    #[error("cannot post {requested_minor}: pending amount is {pending_minor}")]
+    #[error(
+        "cannot post {}: the hold is {}",
+        Amount::new(*requested_minor, *currency),
+        Amount::new(*pending_minor, *currency)
+    )]
     PostExceedsPending {
+        /// The hold's currency.
+        currency: Currency,
         /// Amount asked for.
         requested_minor: i64,
         /// Amount held.
@@ -268,6 +286,7 @@ impl Account {
         if used + i128::from(amount) > cap {
             return Err(LedgerError::ExceedsCredits {
                 account: self.id,
+                currency: self.currency,
                 needed_minor: amount,
                 available_minor: i64::try_from((cap - used).max(0)).unwrap_or(i64::MAX),
             });
@@ -284,6 +303,7 @@ impl Account {
         if used + i128::from(amount) > cap {
             return Err(LedgerError::ExceedsDebits {
                 account: self.id,
+                currency: self.currency,
                 needed_minor: amount,
                 available_minor: i64::try_from((cap - used).max(0)).unwrap_or(i64::MAX),
             });
@@ -844,6 +864,7 @@ impl Book {
                 let amount = amount_minor.unwrap_or(pending.amount_minor);
                 if amount > pending.amount_minor {
                     return Err(LedgerError::PostExceedsPending {
+                        currency: pending.currency,
                         requested_minor: amount,
                         pending_minor: pending.amount_minor,
                     });

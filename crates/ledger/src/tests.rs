@@ -99,9 +99,14 @@ fn single_transfer_moves_money_and_respects_the_limit() {
         err,
         LedgerError::ExceedsCredits {
             account: alice,
+            currency: eur(),
             needed_minor: 401,
             available_minor: 400
         }
+    );
+    assert!(
+        err.to_string().ends_with("needs 4.01 EUR, available 4.00 EUR"),
+        "money as money: {err}"
     );
     assert_eq!(f.acct(alice).balance_minor(), 400);
     assert_eq!(f.acct(bob).balance_minor(), 600);
@@ -209,6 +214,7 @@ fn post_beyond_pending_and_after_expiry_are_refused() {
             amount_minor: Some(101)
         }),
         Err(LedgerError::PostExceedsPending {
+            currency: eur(),
             requested_minor: 101,
             pending_minor: 100
         })

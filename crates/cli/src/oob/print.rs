@@ -12,7 +12,7 @@ use tally_client::wire::oob::{
     SessionResult, SessionView, Statement,
 };
 use tally_kernel::crypto::SignedRecord;
-use tally_kernel::{Amount, Currency, Timestamp};
+use tally_kernel::Timestamp;
 use tally_proto::oob::{Purpose, Transaction};
 
 /// The part of a certificate's signed body (`SignedRecord::bytes`) shown in a summary; the
@@ -34,13 +34,7 @@ pub(super) fn done_at(at: Option<Timestamp>, done: &str) -> String {
     }
 }
 
-/// Minor units and a currency code as `12.50 EUR`.
-pub(super) fn money(minor: i64, code: &str) -> String {
-    match Currency::from_code(code) {
-        Ok(c) => Amount::new(minor, c).to_string(),
-        Err(_) => format!("{minor} {code} (minor units)"),
-    }
-}
+pub(super) use crate::client::money;
 
 /// Seconds, with `h:mm:ss` from a minute on.
 pub(super) fn seconds(total_s: i64) -> String {
