@@ -256,7 +256,20 @@ async fn sale_paths(w: &World) {
         .await
         .expect(StatusCode::CREATED);
     assert_eq!(paid.str("/status"), "matched");
-    assert_eq!(sale_of(w, sale.str("/id")).await["state"], "released");
+    let shown = sale_of(w, sale.str("/id")).await;
+    assert_eq!(shown["state"], "released");
+    // The sale shows the payment's real ledger transfer (issue [6] item 20).
+    let transfer = shown["payments"][0]["transfer"].as_str().expect("transfer id");
+    assert_eq!(transfer, paid.str("/transfer"));
+    let t = w
+        .api
+        .get(&format!("/v1/transfers/{transfer}"))
+        .key(&w.alice)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(t.i64("/amount/minor"), 990);
+    assert_eq!(t.str("/credit_account"), w.shop_eur);
 
     // Acknowledge with auto-debit: the acknowledgement is kept, the debit waits for the code.
     let sale = buy("s2").await.expect(StatusCode::CREATED);
