@@ -274,8 +274,20 @@ fn plain_receipt_signs_verifies_and_tampering_is_refused_with_the_reason() {
     assert!(field(&out, "party A").starts_with("bob"), "{out}");
     assert!(field(&out, "party A").contains("under warrant"), "{out}");
     assert!(field(&out, "party B").starts_with("alice"), "{out}");
-    let out = ok(s.verify(&file, &[]));
+    // Without --ca: what verified is shown, but the package's own CA vouches for nothing.
+    let mut command = common::tally();
+    let untrusted = command
+        .current_dir(&s.work)
+        .args(["receipt", "verify"])
+        .arg(&file)
+        .output()
+        .expect("run tally");
+    let out = String::from_utf8_lossy(&untrusted.stdout);
+    let err = String::from_utf8_lossy(&untrusted.stderr);
+    assert_eq!(untrusted.status.code(), Some(2), "{out}{err}");
     assert!(out.contains("from the package itself"), "{out}");
+    assert!(!out.contains("receipt verified"), "{out}");
+    assert!(err.contains("receipt NOT verified"), "{err}");
 
     // Tampered: each refused, exit 1, with what is wrong.
     let other_ca = CertificateAuthority::generate("Tally node CA", Timestamp::now(), 30).unwrap();

@@ -51,6 +51,13 @@ pub const SERVER_PART_LEN: usize = 1 + 32 + 8 + 8 + 32;
 pub const PARTY_PART_LEN: usize = SERVER_PART_LEN + 32 + 32;
 /// Package file magic.
 pub const MAGIC: &[u8; 8] = b"TALLYRCP";
+/// The roles a party's certificate may carry (its subject's `OU`).
+pub const PARTY_ROLES: [&str; 3] = ["customer", "merchant", "manager"];
+/// The receipt server's certificate: subject `OU=node, CN=Tally receipt server`. A party's
+/// certificate cannot stand in for it, nor it for a party.
+pub const SERVER_ROLE: &str = "node";
+/// The common name of the receipt server's certificate.
+pub const SERVER_NAME: &str = "Tally receipt server";
 /// Largest package file accepted.
 pub const PACKAGE_LEN_MAX: usize = 1 << 20;
 /// Largest record (plain UTF-8 text).
@@ -678,12 +685,34 @@ pub fn verify_package(pkg: &Package, ca: &Certificate) -> Result<Verified> {
     {
         return Err(ReceiptError::RecordAltered);
     }
-    let (_, server_key) = party_cert("the server", &pkg.cert_server, &f.server_id, ca, at)?;
+    let (server_cert, server_key) =
+        party_cert("the server", &pkg.cert_server, &f.server_id, ca, at)?;
+    if server_cert.role().as_deref() != Some(SERVER_ROLE)
+        || server_cert.subject_common_name().as_deref() != Some(SERVER_NAME)
+    {
+        return Err(ReceiptError::BadCertificate {
+            who: "the server",
+            why: format!(
+                "not a receipt server's certificate (subject OU={}, CN={}; expected OU={SERVER_ROLE}, CN={SERVER_NAME})",
+                server_cert.role().unwrap_or_default(),
+                server_cert.subject_common_name().unwrap_or_default()
+            ),
+        });
+    }
     server_key
         .verify(SERVER_DOMAIN, &f.server_part(), &r.signature_server)
         .map_err(|_| ReceiptError::BadSignature("the server"))?;
     let (cert_a, _) = party_cert("party A", &pkg.cert_a, &f.party_a, ca, at)?;
     let (cert_b, _) = party_cert("party B", &pkg.cert_b, &f.party_b, ca, at)?;
+    for (who, c) in [("party A", &cert_a), ("party B", &cert_b)] {
+        let role = c.role().unwrap_or_default();
+        if !PARTY_ROLES.contains(&role.as_str()) {
+            return Err(ReceiptError::BadCertificate {
+                who,
+                why: format!("not a party's certificate (role {role:?})"),
+            });
+        }
+    }
     let name = |c: &Certificate| c.subject_common_name().unwrap_or_default();
     let (name_a, name_b) = (name(&cert_a), name(&cert_b));
     let mut serials = [None, None];

@@ -329,8 +329,8 @@ pub struct VerifyArgs {
     /// The receipt package file.
     file: PathBuf,
     /// The node CA's certificate (PEM), obtained from your operator in a way you trust.
-    /// Without it, the CA certificate inside the package is the trust anchor, which proves
-    /// only that the package is consistent.
+    /// Without it, the package is checked against the CA certificate inside it, which proves
+    /// only that it is consistent: the command says so and exits 2, never 0.
     #[arg(long, value_name = "PEM")]
     ca: Option<PathBuf>,
     /// Also print the record (only after the package verified).

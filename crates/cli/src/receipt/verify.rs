@@ -3,8 +3,10 @@
 //! that its journal entry is in a log export.
 //!
 //! The trust anchor is a CA certificate the user brings (`--ca`); without one, the package's
-//! own CA certificate is used and the output says so, with its fingerprint to compare. A
-//! package that is not valid is not an error of the command: it prints why and exits 1.
+//! own CA certificate is used to check that the package is consistent, the output says so with
+//! its fingerprint to compare, and the exit status is 2: a package anyone could have made with
+//! their own CA is not a verified receipt. A package that is not valid is not an error of the
+//! command: it prints why and exits 1.
 
 use anyhow::{Context, anyhow};
 use serde::Serialize;
@@ -35,9 +37,19 @@ fn invalid(why: impl std::fmt::Display) -> anyhow::Error {
     anyhow::Error::new(NotValid(why.to_string()))
 }
 
+/// Exit status of a package that is consistent under its own CA, which nobody vouched for.
+const UNTRUSTED_CA: u8 = 2;
+
 /// `tally receipt verify`.
 pub(super) fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     match check(&a) {
+        Ok(()) if a.ca.is_none() => {
+            eprintln!(
+                "receipt NOT verified: it is consistent, but under the CA certificate it carries \
+                 itself, which anyone can make; pass --ca with your operator's CA certificate"
+            );
+            Ok(ExitCode::from(UNTRUSTED_CA))
+        }
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => match e.downcast::<NotValid>() {
             Ok(NotValid(why)) => {
@@ -142,6 +154,7 @@ struct Checked<'a> {
 struct VerifiedJson<'a> {
     ca_fingerprint: String,
     ca_from_package: bool,
+    ca_trusted: bool,
     content_hash: String,
     digest: String,
     journal_hash: Option<String>,
@@ -174,6 +187,7 @@ fn print_json(a: &VerifyArgs, c: &Checked) -> anyhow::Result<()> {
     let out = VerifiedJson {
         ca_fingerprint: c.ca.fingerprint(),
         ca_from_package: a.ca.is_none(),
+        ca_trusted: a.ca.is_some(),
         content_hash: hex::encode(f.content_hash),
         digest: hex::encode(c.pkg.receipt.digest()),
         journal_hash: v.journal_hash.map(hex::encode),
@@ -190,7 +204,7 @@ fn print_json(a: &VerifyArgs, c: &Checked) -> anyhow::Result<()> {
         time: f.timestamp().to_rfc3339(),
         transaction: f.transaction,
         trust_anchor: c.anchor,
-        valid: true,
+        valid: a.ca.is_some(),
         version: f.version,
         warrant_a: v.warrant_a.as_deref(),
         warrant_b: v.warrant_b.as_deref(),
@@ -242,7 +256,11 @@ fn print_text(a: &VerifyArgs, c: &Checked) {
             r.len()
         ),
     }
-    println!("receipt verified");
+    if a.ca.is_some() {
+        println!("receipt verified");
+    } else {
+        println!("receipt consistent (CA not trusted: pass --ca)");
+    }
 }
 
 #[cfg(test)]
@@ -255,6 +273,7 @@ mod tests {
         sorted_like_before(&VerifiedJson {
             ca_fingerprint: "c".into(),
             ca_from_package: false,
+            ca_trusted: true,
             content_hash: "h".into(),
             digest: "d".into(),
             journal_hash: Some("j".into()),

@@ -266,7 +266,7 @@ fn pki() -> Pki {
             .unwrap()
     };
     Pki {
-        cert_server: issue("server", &server, "node", None),
+        cert_server: issue(SERVER_NAME, &server, SERVER_ROLE, None),
         cert_a: issue("bob", &a, "manager", Some(&a_bls)),
         cert_b: issue("alice", &b, "customer", Some(&b_bls)),
         ca,
@@ -347,6 +347,37 @@ fn genuine_packages_verify_and_every_tampering_is_named() {
         assert!(matches!(
             verify_package(&t, p.ca.certificate()),
             Err(ReceiptError::BadCertificate { who: "party A", .. })
+        ));
+        // A party's certificate for the server's key cannot stand in for the server's.
+        let end = now().plus_seconds(30 * 86_400);
+        let start = now().plus_seconds(-3600);
+        for (name, role) in [(SERVER_NAME, "customer"), ("mallory", SERVER_ROLE)] {
+            let mut t = pkg.clone();
+            let forged = p
+                .ca
+                .issue(name, &p.server.verifying_key(), role, start, end, &[])
+                .unwrap();
+            t.cert_server = Some(forged.to_der());
+            assert!(
+                matches!(
+                    verify_package(&t, p.ca.certificate()),
+                    Err(ReceiptError::BadCertificate { who: "the server", ref why })
+                        if why.contains("not a receipt server's certificate")
+                ),
+                "{name} {role}"
+            );
+        }
+        // Nor the server's for a party.
+        let mut t = pkg.clone();
+        t.cert_b = Some(
+            p.ca
+                .issue("alice", &p.b.verifying_key(), SERVER_ROLE, start, end, &[])
+                .unwrap()
+                .to_der(),
+        );
+        assert!(matches!(
+            verify_package(&t, p.ca.certificate()),
+            Err(ReceiptError::BadCertificate { who: "party B", .. })
         ));
         let mut t = pkg.clone();
         t.cert_server = None;

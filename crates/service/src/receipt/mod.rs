@@ -51,11 +51,10 @@ use tally_store::receipts::{DecisionRow, ReceiptRow};
 pub use tally_wire::receipts::*;
 
 /// The roles a party may have.
-pub const PARTY_ROLES: [&str; 3] = ["customer", "merchant", "manager"];
+pub use tally_proto::receipt::PARTY_ROLES;
+use tally_proto::receipt::{SERVER_NAME, SERVER_ROLE};
 /// Associated data of the node's non-verifiable escrow (followed by fields 1–7).
 const ESCROW_AAD: &[u8] = b"tally/arbiter-escrow/v1\0";
-/// The receipt server certificate's common name.
-const SERVER_NAME: &str = "Tally receipt server";
 /// Where the database keeps the receipt server certificate every node uses.
 const SERVER_CERT_SETTING: &str = "receipt_server_certificate";
 /// Seconds between two counted retries of one token write.
@@ -148,7 +147,7 @@ impl Receipts {
             .issue(
                 SERVER_NAME,
                 &server.verifying_key(),
-                "node",
+                SERVER_ROLE,
                 ca.certificate().not_before(),
                 ca.certificate().not_after(),
                 &[],
