@@ -301,6 +301,38 @@ fn a_product_is_sold_as_a_locked_package_paid_three_ways_and_unlocked() {
     assert!(!accepted && err.contains("package refused:"), "{out}{err}");
     assert!(!out.contains(TITLE) && !err.contains(TITLE), "{out}{err}");
 
+    // Without --trust the signer is checked against the key the selling node publishes
+    // (GET /v1/node); another node's key, or no node to ask, is never a plain success.
+    let out = ok(cli(
+        &server,
+        &alice_key,
+        &["package", "inspect", path_str(&first.file)],
+    ));
+    assert!(
+        field(&out, "signed by").contains(&format!("the key the node at {} publishes", server.url)),
+        "{out}"
+    );
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let other_node = Server::start(&elsewhere.path().join("data"), &[]);
+    let (accepted, _, err) = cli(
+        &other_node,
+        &other_node.admin_key,
+        &["package", "inspect", path_str(&first.file)],
+    );
+    assert!(!accepted && err.contains("package NOT trusted"), "{err}");
+    drop(other_node);
+    let unreachable = common::outcome(
+        common::tally()
+            .args(["package", "inspect", path_str(&first.file)])
+            .env("TALLY_SERVER", "http://127.0.0.1:9")
+            .env_remove("TALLY_API_KEY")
+            .output()
+            .expect("run"),
+    );
+    let (accepted, out, err) = unreachable;
+    assert!(!accepted && err.contains("signer NOT verified"), "{out}{err}");
+    assert!(field(&out, "pay to").contains("UNVERIFIED"), "{out}");
+
     // Not paid yet: no key; a made-up key does not open the package.
     let (unlocked, out, err) = cli(
         &server,

@@ -16,6 +16,11 @@ impl Client {
         self.get("/healthz".to_string()).await
     }
 
+    /// `GET /v1/node`: the node's public key and CA certificate (no API key needed).
+    pub async fn node(&self) -> Result<tally_wire::ledger::NodeView, Error> {
+        self.get("/v1/node".to_string()).await
+    }
+
     /// `GET /openapi.json`: the API document.
     pub async fn openapi(&self) -> Result<serde_json::Value, Error> {
         self.get("/openapi.json".to_string()).await

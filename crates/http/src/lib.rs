@@ -157,6 +157,7 @@ fn layered(app: Router, options: &HttpOptions) -> Router {
 fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(ops::healthz))
+        .route("/v1/node", get(ops::node))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi_json))
         .route(

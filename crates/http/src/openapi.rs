@@ -37,6 +37,7 @@ impl Modify for ApiKeyAuth {
     ),
     paths(
         ops::healthz,
+        ops::node,
         ops::metrics,
         ops::openapi_json,
         handlers::open_account,

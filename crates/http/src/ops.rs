@@ -45,6 +45,24 @@ pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>
     }
 }
 
+/// Who this node is: its public key and CA certificate, without an API key, so a buyer can
+/// check who signed a package and a receipt holder which CA to trust.
+#[utoipa::path(
+    get, path = "/v1/node", tag = "ops",
+    responses((status = 200, description = "The node's public key and CA certificate", body = tally_wire::ledger::NodeView))
+)]
+pub async fn node(State(state): State<AppState>) -> Json<tally_wire::ledger::NodeView> {
+    let key = state.node.core().node_key().verifying_key();
+    let ca = state.node.ca().certificate();
+    Json(tally_wire::ledger::NodeView {
+        node_key: key.to_hex(),
+        node_key_fingerprint: key.fingerprint(),
+        ca_certificate: ca.to_pem(),
+        ca_fingerprint: ca.fingerprint(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    })
+}
+
 /// Prometheus text exposition.
 #[utoipa::path(
     get, path = "/metrics", tag = "ops",

@@ -449,6 +449,22 @@ pub struct Health {
     pub status: String,
 }
 
+/// `GET /v1/node`: who this node is, for clients to check what it signed (packages, journal
+/// checkpoints, certificates) without an API key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeView {
+    /// The node's Ed25519 public key (hex): signs locked packages and journal checkpoints.
+    pub node_key: String,
+    /// Its fingerprint (SHA-256 of the key, hex), to compare by eye.
+    pub node_key_fingerprint: String,
+    /// The node CA's certificate (PEM): the trust anchor of receipts and party certificates.
+    pub ca_certificate: String,
+    /// The CA certificate's SHA-256 fingerprint (hex).
+    pub ca_fingerprint: String,
+    /// The node's software version.
+    pub version: String,
+}
+
 /// `?owner=` of `GET /v1/accounts`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

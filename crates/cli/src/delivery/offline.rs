@@ -39,6 +39,20 @@ struct InspectedJson<'a> {
     sale: Option<&'a SaleView>,
 }
 
+/// Exit status of `package inspect` when the package is intact but its signer could not be
+/// checked against a key the user trusts.
+const UNVERIFIED_SIGNER: u8 = 2;
+
+/// How the package's signer was checked.
+enum Signer {
+    /// Against `--trust`.
+    Given,
+    /// Against the key the node at this URL publishes (`GET /v1/node`).
+    Published(String),
+    /// Not at all (why the node's key could not be fetched).
+    Unverified(String),
+}
+
 /// What `package unlock --json` prints.
 #[derive(Serialize)]
 struct UnlockedJson<'a> {
@@ -81,13 +95,47 @@ async fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let c = Client::new(&a.conn)?;
+    let given = trusted.is_some();
     let inspected = match inspect_file(&a.file, trusted).await? {
         Ok(i) => i,
         Err(e) => return Ok(refused(&e)),
     };
-    let trusted = trusted.is_some();
+    // Without --trust, the signer is compared with the key the selling node publishes.
+    let signer = if given {
+        Signer::Given
+    } else {
+        match c.api.node().await {
+            Ok(n) if n.node_key == inspected.signer.to_hex() => Signer::Published(c.base().into()),
+            Ok(n) => {
+                eprintln!(
+                    "package NOT trusted: it is signed by {} (fingerprint {}), but the node at {} \
+                     publishes {} (fingerprint {}); do not pay it",
+                    inspected.signer.to_hex(),
+                    inspected.signer.fingerprint(),
+                    c.base(),
+                    n.node_key,
+                    n.node_key_fingerprint
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            Err(e) => Signer::Unverified(format!("{e}")),
+        }
+    };
+    let trusted = !matches!(signer, Signer::Unverified(_));
     if !c.json {
-        println!("{}", inspected_text(&a.file, &inspected, trusted));
+        println!("{}", inspected_text(&a.file, &inspected, &signer));
+    }
+    if let Signer::Unverified(why) = &signer {
+        if c.json {
+            c.show(&inspected_json(&inspected, false, None), |_| String::new());
+        }
+        eprintln!(
+            "signer NOT verified: the key of the node at {} could not be fetched ({why}); \
+             compare the signer with your operator's node key, or pass --trust NODE_KEY_HEX \
+             (or --server with the selling node)",
+            c.base()
+        );
+        return Ok(ExitCode::from(UNVERIFIED_SIGNER));
     }
     if !a.ack {
         if c.json {
@@ -337,16 +385,27 @@ fn refused(e: &PackageError) -> ExitCode {
 }
 
 /// The instruction file and the entries of a verified package, and who signed it.
-fn inspected_text(file: &Path, i: &Inspected, trusted: bool) -> String {
+fn inspected_text(file: &Path, i: &Inspected, trust: &Signer) -> String {
     let h = &i.header;
-    let signer = if trusted {
-        format!("{} (the key you trust)", i.signer.to_hex())
-    } else {
-        format!(
-            "{}\n          fingerprint {}\n          not compared with a key you trust: pass --trust NODE_KEY_HEX",
+    let signer = match trust {
+        Signer::Given => format!("{} (the key you trust)", i.signer.to_hex()),
+        Signer::Published(url) => format!(
+            "{} (the key the node at {url} publishes)",
+            i.signer.to_hex()
+        ),
+        Signer::Unverified(_) => format!(
+            "{}\n          fingerprint {}\n          UNVERIFIED: not compared with a key you trust; pass --trust NODE_KEY_HEX",
             i.signer.to_hex(),
             i.signer.fingerprint()
-        )
+        ),
+    };
+    // Whoever made an untrusted package chose its "pay to": never show it as the seller's.
+    let pay_to = match trust {
+        Signer::Unverified(_) => format!(
+            "{}  (UNVERIFIED signer: do not pay before the signer is checked)",
+            printable(&h.instruction.pay_to)
+        ),
+        Signer::Given | Signer::Published(_) => printable(&h.instruction.pay_to),
     };
     let mut out = format!(
         "package   {}\nverified  every entry, the digest and the signature\nsigned by {signer}\n\
@@ -356,7 +415,7 @@ fn inspected_text(file: &Path, i: &Inspected, trusted: bool) -> String {
         h.product,
         printable(&h.instruction.title),
         h.instruction.amount,
-        printable(&h.instruction.pay_to),
+        pay_to,
         h.reference.display(),
     );
     out.push_str(&format!("licence   {}\n", indented(&h.instruction.licence)));
