@@ -1132,3 +1132,96 @@ async fn a_bad_escrow_racing_a_good_one_cannot_abort_after_a_is_released() {
         }
     }
 }
+
+/// Offers and token issues are idempotent like the ledger (issue [6] item 12): a retry is the
+/// first answer, the same key with another body is `idempotency_key_reused`, and a retry that
+/// races the first request gets the same result.
+async fn idempotent_walk(w: World) {
+    w.warrant(&w.bob, Counterparties::Any, 30)
+        .await
+        .expect(StatusCode::OK);
+    let first = w.offer("order 1", false, "o-1").await.expect(StatusCode::CREATED);
+    let again = w.offer("order 1", false, "o-1").await.expect(StatusCode::OK);
+    assert_eq!(tx_of(&again), tx_of(&first));
+    w.offer("order 2", false, "o-1")
+        .await
+        .expect_error(StatusCode::CONFLICT, "idempotency_key_reused");
+    // Racing retries: one receipt.
+    let (a, b) = tokio::join!(
+        w.offer("order 3", false, "o-3"),
+        w.offer("order 3", false, "o-3")
+    );
+    assert!(a.status.is_success() && b.status.is_success(), "{} {}", a.body, b.body);
+    assert_eq!(tx_of(&a), tx_of(&b));
+    let listed = w
+        .api
+        .get("/v1/receipts")
+        .key(&w.bob.api_key)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    let with_3 = listed
+        .body
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|r| r["transaction"] == tx_of(&a))
+        .count();
+    assert_eq!(with_3, 1, "{}", listed.body);
+
+    // Tokens.
+    let key = SigningKey::generate();
+    let token = |holder: &str| {
+        json!({"holder": holder, "role": "customer", "public_key": key.verifying_key().to_hex(), "slots": 2})
+    };
+    let issue = |body: Value| {
+        w.api
+            .post("/v1/tokens")
+            .key(&w.api.admin)
+            .idem("t-carol")
+            .json(body)
+            .send()
+    };
+    let first = issue(token("carol")).await.expect(StatusCode::CREATED);
+    let again = issue(token("carol")).await.expect(StatusCode::OK);
+    assert_eq!(again.str("/serial"), first.str("/serial"));
+    issue(token("dave"))
+        .await
+        .expect_error(StatusCode::CONFLICT, "idempotency_key_reused");
+    // One key, one party: carol's key for dave is refused, not a server error.
+    w.api
+        .post("/v1/tokens")
+        .key(&w.api.admin)
+        .idem("t-dave")
+        .json(token("dave"))
+        .send()
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    let erin = SigningKey::generate();
+    let erin_token = json!({"holder": "erin", "role": "customer",
+                            "public_key": erin.verifying_key().to_hex(), "slots": 2});
+    let racing = |idem: &'static str| {
+        w.api
+            .post("/v1/tokens")
+            .key(&w.api.admin)
+            .idem(idem)
+            .json(erin_token.clone())
+            .send()
+    };
+    let (a, b) = tokio::join!(racing("t-erin"), racing("t-erin"));
+    assert!(a.status.is_success() && b.status.is_success(), "{} {}", a.body, b.body);
+    assert_eq!(a.str("/serial"), b.str("/serial"));
+}
+
+#[tokio::test]
+async fn offers_and_tokens_are_idempotent() {
+    idempotent_walk(World::new(None).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_and_tokens_are_idempotent_on_postgres() {
+    let Some(url) = tally_testkit::shared_test_database_url() else {
+        return;
+    };
+    idempotent_walk(World::new(Some(url)).await).await;
+}

@@ -59,8 +59,19 @@ pub struct TokenRow {
 
 /// Issues a token and (re-)certifies its holder: the party row is replaced, so a holder's
 /// newest token and certificate are the ones used.
-pub fn issue_token(t: &TokenRow, p: &PartyRow) -> [Attachment; 2] {
+pub fn issue_token(t: &TokenRow, p: &PartyRow) -> [Attachment; 3] {
     [
+        // One key, one party: a key certified for another holder is refused, decided in the
+        // transaction (two issues racing cannot both take it).
+        Attachment::Guard(crate::Guard {
+            kind: crate::guarded::GuardKind::Count {
+                sql: "SELECT COUNT(*) FROM receipt_parties WHERE fingerprint = $1 AND name <> $2",
+                params: vec![Value::Text(p.fingerprint.clone()), Value::Text(p.name.clone())],
+                bucket: format!("party_key:{}", p.fingerprint),
+                max: 1,
+            },
+            conflict: Conflict::Taken("the public key is certified for another party"),
+        }),
         row(
             "INSERT INTO receipt_tokens (serial, holder, slots, client_key, created_at) \
              VALUES ($1, $2, $3, $4, $5)",

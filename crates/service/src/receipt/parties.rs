@@ -22,6 +22,15 @@ use tally_store::receipts::{
     PartyRow, TokenRow, WarrantRow, insert_warrant, issue_token, revoke_warrant,
 };
 
+/// What a token request asks for, as compared with an earlier one under the same key.
+struct TokenAsked<'a> {
+    holder: &'a str,
+    role: &'a str,
+    fingerprint: String,
+    bls_key: Option<Vec<u8>>,
+    slots: i64,
+}
+
 impl Receipts {
     /// Issues a token to a holder (admin): certifies the holder's keys with the node CA and
     /// returns the token's application key. A retry with the same idempotency key answers the
@@ -38,9 +47,6 @@ impl Receipts {
             return Err(invalid("role", "must be customer, merchant or manager"));
         }
         let key = namespaced(by, idempotency_key)?;
-        if let Some(t) = self.core.store().receipt_token_by_key(&key).await? {
-            return Ok((self.issued(&t).await?, true));
-        }
         let public = VerifyingKey::from_hex(req.public_key.trim())
             .map_err(|e| invalid("public_key", e.to_string()))?;
         let bls = match &req.bls_key {
@@ -53,6 +59,16 @@ impl Receipts {
         let slots = req.slots.unwrap_or(16);
         if slots == 0 || slots > ptoken::SLOTS_MAX {
             return Err(invalid("slots", "must be 1..=1024"));
+        }
+        let asked = TokenAsked {
+            holder: &req.holder,
+            role: &req.role,
+            fingerprint: public.fingerprint(),
+            bls_key: bls.map(|b| b.to_bytes().to_vec()),
+            slots: i64::from(slots),
+        };
+        if let Some(replay) = self.token_replay(&key, &asked).await? {
+            return Ok((replay, true));
         }
         let mut serial = [0u8; SERIAL_LEN];
         getrandom_fill(&mut serial)?;
@@ -111,7 +127,21 @@ impl Receipts {
                 ),
                 issue_token(&token, &party).into(),
             )
-            .await?;
+            .await;
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(ServiceError::Conflict(tally_store::Conflict::Taken(why))) => {
+                return Err(invalid("public_key", why));
+            }
+            // A retry that raced the first request: the first one's token, if it asked the same.
+            Err(ServiceError::Ledger(tally_ledger::LedgerError::IdempotencyConflict)) => {
+                return match self.token_replay(&key, &asked).await? {
+                    Some(replay) => Ok((replay, true)),
+                    None => Err(ServiceError::IdempotencyKeyReused),
+                };
+            }
+            Err(e) => return Err(e),
+        };
         let token = if outcome.replayed {
             self.core
                 .store()
@@ -122,6 +152,24 @@ impl Receipts {
             token
         };
         Ok((self.issued(&token).await?, outcome.replayed))
+    }
+
+    /// The token issued earlier under `key`, if any; refused when it was issued for another
+    /// request (the same key cannot mean two tokens).
+    async fn token_replay(&self, key: &str, asked: &TokenAsked<'_>) -> Result<Option<IssuedToken>> {
+        let Some(t) = self.core.store().receipt_token_by_key(key).await? else {
+            return Ok(None);
+        };
+        let party = self.party(&t.holder).await?;
+        let same = t.holder == asked.holder
+            && t.slots == asked.slots
+            && party.role == asked.role
+            && party.fingerprint == asked.fingerprint
+            && party.bls_key == asked.bls_key;
+        if !same {
+            return Err(ServiceError::IdempotencyKeyReused);
+        }
+        Ok(Some(self.issued(&t).await?))
     }
 
     async fn issued(&self, t: &TokenRow) -> Result<IssuedToken> {

@@ -51,15 +51,8 @@ impl Receipts {
             ));
         }
         let key = namespaced(by, idempotency_key)?;
-        if let Some(r) = self.core.store().receipt_by_key(&key).await? {
-            // A retry of a proxy_b offer whose completion did not happen finishes it now.
-            if r.state == ReceiptState::Offered && r.warrant_b.is_some() {
-                let fields = self.fields(&r)?;
-                let sig_b = self.proxy_sign(&fields)?;
-                let done = self.complete(r, &fields, sig_b, None).await?;
-                return Ok((self.receipt_view(&done), true));
-            }
-            return Ok((self.receipt_view(&r), true));
+        if let Some(replay) = self.offer_replay(&key, &req).await? {
+            return Ok((replay, true));
         }
         let a = self.party(&req.party_a).await?;
         let b = self.party(&req.party_b).await?;
@@ -171,7 +164,19 @@ impl Receipts {
                 attachments,
             )
             .await
-            .map_err(revoked_meanwhile)?;
+            .map_err(revoked_meanwhile);
+        let outcome = match outcome {
+            Ok(o) => o,
+            // A retry that raced the first request: the first one's receipt, if it offered
+            // the same.
+            Err(ServiceError::Ledger(tally_ledger::LedgerError::IdempotencyConflict)) => {
+                return match self.offer_replay(&key, &req).await? {
+                    Some(replay) => Ok((replay, true)),
+                    None => Err(ServiceError::IdempotencyKeyReused),
+                };
+            }
+            Err(e) => return Err(e),
+        };
         let row = if outcome.replayed {
             self.core
                 .store()
@@ -187,6 +192,29 @@ impl Receipts {
             return Ok((self.receipt_view(&done), outcome.replayed));
         }
         Ok((self.receipt_view(&row), outcome.replayed))
+    }
+
+    /// The receipt offered earlier under `key`, if any (a `proxy_b` offer whose completion did
+    /// not happen is finished now); refused when it offered something else.
+    async fn offer_replay(&self, key: &str, req: &NewReceipt) -> Result<Option<ReceiptView>> {
+        let Some(r) = self.core.store().receipt_by_key(key).await? else {
+            return Ok(None);
+        };
+        let same = r.party_a == req.party_a
+            && r.party_b == req.party_b
+            && r.record == req.record
+            && r.fair == req.fair
+            && r.warrant_b.is_some() == req.proxy_b;
+        if !same {
+            return Err(ServiceError::IdempotencyKeyReused);
+        }
+        if r.state == ReceiptState::Offered && r.warrant_b.is_some() {
+            let fields = self.fields(&r)?;
+            let sig_b = self.proxy_sign(&fields)?;
+            let done = self.complete(r, &fields, sig_b, None).await?;
+            return Ok(Some(self.receipt_view(&done)));
+        }
+        Ok(Some(self.receipt_view(&r)))
     }
 
     fn proxy_sign(&self, fields: &Fields) -> Result<PartySignature> {
