@@ -277,6 +277,17 @@ impl Store {
         })
     }
 
+    /// The journal head: the sequence number and hash of the last entry (0 and zeros on an
+    /// empty journal). Read-only; a test compares two heads to prove a refused request wrote
+    /// nothing to the journal.
+    pub async fn journal_head(&self) -> Result<(i64, Vec<u8>), StoreError> {
+        let (seq, hash): (i64, Vec<u8>) =
+            sqlx::query_as("SELECT seq, hash FROM journal_head WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((seq, hash))
+    }
+
     /// Stops the writer after the batch in flight and closes the pool.
     pub async fn close(&self) {
         self.writer.stop().await;

@@ -305,6 +305,15 @@ impl Store {
         Ok(state.to_string())
     }
 
+    /// Messages in the outbox, in any state (the dev inbox included). Read-only; a test
+    /// compares two counts to prove a refused request enqueued nothing.
+    pub async fn outbox_len(&self) -> Result<i64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as("SELECT CAST(COUNT(*) AS BIGINT) FROM outbox")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(n)
+    }
+
     /// One message by dedup key.
     pub async fn message(&self, dedup_key: &str) -> Result<Option<StoredMessage>, StoreError> {
         let sql = format!("{SELECT} WHERE dedup_key = $1");
