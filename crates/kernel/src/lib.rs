@@ -16,6 +16,7 @@ pub mod crypto;
 pub mod id;
 pub mod money;
 pub mod secret;
+pub mod text;
 pub mod time;
 
 pub use id::Id;

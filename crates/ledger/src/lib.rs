@@ -673,10 +673,11 @@ fn positive(amount_minor: i64) -> Result<(), LedgerError> {
 fn memo_ok(memo: &str) -> Result<(), LedgerError> {
     // No control characters: a NUL, for one, is refused by PostgreSQL's TEXT and would fail
     // the whole write batch it travels in.
-    if memo.len() > MEMO_LEN_MAX || memo.chars().any(char::is_control) {
+    if memo.len() > MEMO_LEN_MAX || !tally_kernel::text::plain(memo, false) {
         return Err(LedgerError::Invalid {
             field: "memo".to_string(),
-            reason: "at most 512 bytes, no control characters".to_string(),
+            reason: "at most 512 bytes, no control or bidirectional formatting characters"
+                .to_string(),
         });
     }
     Ok(())
@@ -684,7 +685,7 @@ fn memo_ok(memo: &str) -> Result<(), LedgerError> {
 
 /// True when `s` has no control characters (see [`memo_ok`]).
 fn printable(s: &str) -> bool {
-    !s.chars().any(char::is_control)
+    tally_kernel::text::plain(s, false)
 }
 
 /// What a command did: the body of one journal entry.

@@ -20,16 +20,19 @@ pub(crate) fn require_admin(by: &Principal) -> Result<()> {
 /// Owner names: 1 to 200 printable bytes without ':' (the separator of namespaced
 /// idempotency keys `{owner}:{key}`, so two owners' keys can never collide).
 pub(crate) fn check_name(field: &'static str, value: &str) -> Result<()> {
+    // `.` and `..` would fold a URL path that names them onto another route.
     let ok = !value.is_empty()
         && value.len() <= 200
-        && !value.chars().any(char::is_control)
-        && !value.contains(':');
+        && tally_kernel::text::plain(value, false)
+        && !value.contains(':')
+        && value != "."
+        && value != "..";
     if ok {
         Ok(())
     } else {
         Err(ServiceError::Invalid {
             field,
-            reason: "1 to 200 printable bytes, no ':'".into(),
+            reason: "1 to 200 printable bytes, no ':', not '.' or '..'".into(),
         })
     }
 }
@@ -60,7 +63,7 @@ pub(crate) fn corrupt(e: impl std::fmt::Display) -> ServiceError {
 
 /// 1 to `max` bytes of text, no control characters but newlines.
 pub(crate) fn text_field(field: &'static str, value: &str, max: usize) -> Result<()> {
-    if value.is_empty() || value.len() > max || value.chars().any(|c| c.is_control() && c != '\n') {
+    if value.is_empty() || value.len() > max || !tally_kernel::text::plain(value, true) {
         return Err(invalid(field, format!("1 to {max} bytes of text")));
     }
     Ok(())
@@ -108,7 +111,7 @@ pub(crate) fn uri_address(uri: &str) -> Option<(String, String)> {
 
 /// A delivery address that a channel can use.
 pub(crate) fn check_address(channel: &str, address: &str) -> Result<()> {
-    if address.is_empty() || address.len() > 320 || address.chars().any(char::is_control) {
+    if address.is_empty() || address.len() > 320 || !tally_kernel::text::plain(address, false) {
         return Err(invalid("address", "1 to 320 printable bytes"));
     }
     address_uri(channel, address).map(|_| ())

@@ -45,6 +45,19 @@ impl Delivery {
                 "you can only pay from your own accounts",
             )
             .await?;
+        // A payment in another currency than the account's is refused before anything is
+        // opened for it (the operator's suspense account in that currency, say).
+        if let Some(from) = self.core.store().account(req.from_account).await?
+            && from.currency != req.amount.currency
+        {
+            return Err(ServiceError::Ledger(
+                tally_ledger::LedgerError::CurrencyMismatch {
+                    account: from.id,
+                    account_currency: from.currency,
+                    currency: req.amount.currency,
+                },
+            ));
+        }
         let sale = self.sale_of(&code).await?;
         let product = self.product_row(sale.product_id).await?;
         let confirmation = gate

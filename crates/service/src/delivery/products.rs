@@ -70,6 +70,17 @@ impl Delivery {
         // A retry answers the first product (the new product's id is random, so the journal
         // would see a different request under the same key).
         if let Some(p) = self.core.store().product_by_key(&key).await? {
+            let same = p.title == req.title
+                && p.price_minor == req.price.minor
+                && p.currency == req.price.currency.code()
+                && p.pay_to == req.pay_to
+                && p.producer == producer
+                && p.licence == req.licence
+                && p.instructions == req.instructions
+                && p.registration_template == template;
+            if !same {
+                return Err(ServiceError::IdempotencyKeyReused);
+            }
             return Ok((self.product_view(&p).await?, true));
         }
         let id = Id::new();

@@ -35,11 +35,18 @@ impl Delivery {
         req: NewSale,
     ) -> Result<(SaleView, bool)> {
         let key = namespaced(by, idempotency_key)?;
+        let name = req.name.clone().unwrap_or_else(|| by.owner.clone());
         if let Some(s) = self.core.store().sale_by_key(&key).await? {
+            let same = s.product_id == req.product
+                && s.channel == req.channel
+                && s.address == req.address
+                && s.name == name;
+            if !same {
+                return Err(ServiceError::IdempotencyKeyReused);
+            }
             return Ok((self.sale_view(&s).await?, true));
         }
         check_address(&req.channel, &req.address)?;
-        let name = req.name.clone().unwrap_or_else(|| by.owner.clone());
         check_name("name", &name)?;
         let product = self.product_row(req.product).await?;
         product_machine(&product).check_sale()?;

@@ -7,7 +7,7 @@ use super::open::OpenPlan;
 use super::{Oob, Payload};
 use crate::Missing;
 use crate::access::{
-    address_uri, channel_kind, check_name, corrupt, invalid, require_admin, text_field, uri_address,
+    address_uri, channel_kind, check_address, check_name, corrupt, invalid, require_admin, text_field, uri_address,
 };
 use crate::identity::setup;
 use crate::{Principal, Result, Role, ServiceError};
@@ -80,6 +80,10 @@ impl Oob {
         text_field("address", address, 256)?;
         if address.contains('\n') {
             return Err(invalid("address", "one line"));
+        }
+        // A code sent to a plain-http webhook travels in clear.
+        if channel != "dev" {
+            check_address(channel, address)?;
         }
         let existing = self.core.store().address(channel, address).await?;
         let row = match existing {

@@ -269,7 +269,11 @@ pub(crate) fn check_money(
     credit: tally_kernel::Currency,
 ) -> Result<()> {
     if amount.minor <= 0 {
-        return Err(crate::access::invalid("amount", "must be positive"));
+        return Err(ServiceError::Ledger(
+            tally_ledger::LedgerError::AmountNotPositive {
+                amount_minor: amount.minor,
+            },
+        ));
     }
     if amount.currency != debit || amount.currency != credit {
         return Err(crate::access::invalid(

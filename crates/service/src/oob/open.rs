@@ -218,7 +218,9 @@ impl Oob {
                 }
                 let debit = self.account_of(*debit_account, "debit_account").await?;
                 if debit.owner != user {
-                    return Err(invalid("debit_account", "must be an account of the user"));
+                    return Err(ServiceError::Forbidden(
+                        "you can only move money out of your own accounts",
+                    ));
                 }
                 let credit = self.account_of(*credit_account, "credit_account").await?;
                 check_money(*amount, debit.currency, credit.currency)?;
