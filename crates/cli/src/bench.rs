@@ -557,7 +557,7 @@ async fn measure_auth(
             let (node, admin) = (node.clone(), admin.clone());
             async move {
                 // The dev inbox is named after the user.
-                let view = node.oob().address_add(&admin, user, "dev", user).await?;
+                let view = node.oob().address_add(&admin, user, "dev", user, None).await?;
                 let code = code_of(&node, &admin, user, &view.session).await?;
                 node.oob().verify(&view.session, &code, None).await?;
                 anyhow::Ok(())
@@ -597,6 +597,7 @@ async fn measure_auth(
                             channel: None,
                             certificate: None,
                         },
+                        None,
                     )
                     .await?;
                 let Opened::Secured { session, .. } = opened else {

@@ -285,7 +285,7 @@ impl BenchNode {
             let view = self
                 .node
                 .oob()
-                .address_add(&admin, &user, "email", &address)
+                .address_add(&admin, &user, "email", &address, None)
                 .await?;
             let (_, mail) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
                 .await

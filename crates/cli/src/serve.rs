@@ -11,7 +11,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use tally_proto::oob::Policy;
 use tally_service::delivery::DeliverySettings;
+use tally_service::oob::OobSettings;
 use tally_service::{Node, NodeConfig};
 
 #[derive(Args)]
@@ -76,6 +78,38 @@ pub struct ServeArgs {
     /// Locked delivery: accepted age of a payment receiver's signed notification, seconds.
     #[arg(long, default_value_t = DeliverySettings::default().notification_window_s)]
     notification_window: i64,
+    /// Out-of-band codes: digits (6 to 10).
+    #[arg(long, default_value_t = OobSettings::default().policy.digits)]
+    code_digits: u32,
+    /// Out-of-band codes: seconds a code stays valid.
+    #[arg(long, default_value_t = OobSettings::default().policy.ttl_s, value_name = "SECONDS")]
+    code_ttl: i64,
+    /// Out-of-band codes: wrong codes before a session locks.
+    #[arg(long, default_value_t = OobSettings::default().policy.attempts_max)]
+    code_attempts: u32,
+    /// Seconds a sign-in's access token works.
+    #[arg(long, default_value_t = OobSettings::default().token_ttl_s, value_name = "SECONDS")]
+    token_ttl: i64,
+    /// Most codes one second-channel address receives per --quota-window.
+    #[arg(long, default_value_t = OobSettings::default().address_quota)]
+    address_quota: i64,
+    /// Most anonymous sign-ins and address verifications one client address may ask for per
+    /// --quota-window.
+    #[arg(long, default_value_t = OobSettings::default().client_quota)]
+    client_quota: i64,
+    /// Most anonymous sign-ins and address verifications the node sends per --quota-window
+    /// (all clients together; decided in the database, so shared by every node on it).
+    #[arg(long, default_value_t = OobSettings::default().node_quota)]
+    node_quota: i64,
+    /// The window of the address, client and node quotas, seconds.
+    #[arg(long, default_value_t = OobSettings::default().quota_window_s, value_name = "SECONDS")]
+    quota_window: i64,
+    /// Most codes one user is sent per day.
+    #[arg(long, default_value_t = OobSettings::default().user_daily_quota)]
+    user_daily_quota: i64,
+    /// Trustee payments: the operator's fee, basis points (150 = 1.5 %).
+    #[arg(long, default_value_t = OobSettings::default().trustee_fee_bps)]
+    trustee_fee_bps: i64,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -89,8 +123,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             overdue_after_s: args.overdue_after_hours.max(1) * 3600,
             notification_window_s: args.notification_window.max(1),
         },
+        oob: OobSettings {
+            policy: Policy {
+                digits: args.code_digits,
+                ttl_s: args.code_ttl,
+                attempts_max: args.code_attempts,
+            },
+            token_ttl_s: args.token_ttl.max(1),
+            address_quota: args.address_quota.max(1),
+            quota_window_s: args.quota_window.max(1),
+            user_daily_quota: args.user_daily_quota.max(1),
+            client_quota: args.client_quota.max(1),
+            node_quota: args.node_quota.max(1),
+            trustee_fee_bps: args.trustee_fee_bps.clamp(0, 10_000),
+            ..OobSettings::default()
+        },
         ..NodeConfig::new(&args.data)
     };
+    config
+        .oob
+        .policy
+        .check()
+        .map_err(|e| anyhow::anyhow!("--code-digits/--code-ttl/--code-attempts: {e}"))?;
     let (node, admin) = Node::open(&config)
         .await
         .with_context(|| format!("opening the node in {}", args.data.display()))?;

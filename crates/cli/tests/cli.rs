@@ -84,7 +84,7 @@ fn a_customer_pays_a_merchant_through_the_cli() {
     let shown = ok(cli(&server, &alice_key, &["account", "show", &alice]));
     assert_eq!(
         field(&shown, "available"),
-        "3000 minor units",
+        "30.00 EUR",
         "the hold reserves 20.00 EUR"
     );
     let (denied, _, err) = cli(&server, &alice_key, &["post", &hold_id]);

@@ -104,6 +104,11 @@ pub fn client_address(req: &Request, trusted: &[IpAddr]) -> ClientKey {
     ClientKey::Peer(peer)
 }
 
+/// The client's address as the rate limit resolved it (the TCP peer, or what a trusted proxy
+/// forwarded), for handlers that cap per client address.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientAddress(pub Option<IpAddr>);
+
 /// Set by the `Caller` extractor when the request's API key authenticated.
 #[derive(Debug, Clone, Default)]
 pub struct Authenticated(pub Arc<std::sync::atomic::AtomicBool>);
@@ -251,6 +256,10 @@ pub async fn rate_limit(
     }
     let authenticated = Authenticated::default();
     req.extensions_mut().insert(authenticated.clone());
+    req.extensions_mut().insert(ClientAddress(match &fail_key.0 {
+        ClientKey::Peer(ip) => Some(*ip),
+        ClientKey::ApiKey(_) | ClientKey::Unknown => None,
+    }));
     let response = next.run(req).await;
     if response.status() == StatusCode::UNAUTHORIZED {
         limit.failed(&fail_key);

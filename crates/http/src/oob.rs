@@ -63,19 +63,21 @@ pub async fn upsert_subscriber(
     post, path = "/v1/subscribers/{user}/addresses", tag = "oob",
     params(("user" = String, Path, description = "The user")),
     request_body(content = Object, description = "`{\"channel\": \"email|sms|webhook|dev\", \"address\"}`"),
-    responses((status = 201, description = "A verification session (confirm it like any session)", body = Object), (status = 422, description = "invalid_request", body = ErrorBody)),
+    responses((status = 201, description = "A verification session (confirm it like any session)", body = Object), (status = 422, description = "invalid_request", body = ErrorBody), (status = 429, description = "rate_limited: too many codes for the address, the user (per day), the client address or the node", body = ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn add_address(
     State(state): State<AppState>,
     Caller(by): Caller,
+    client: Option<axum::Extension<crate::middleware::ClientAddress>>,
     ApiPath(user): ApiPath<String>,
     ApiJson(body): ApiJson<AddressRequest>,
 ) -> Result<Response, ApiError> {
+    let client = client.and_then(|c| c.0.0);
     let view = state
         .node
         .oob()
-        .address_add(&by, &user, &body.channel, &body.address)
+        .address_add(&by, &user, &body.channel, &body.address, client)
         .await?;
     let location = format!("/v1/oob/sessions/{}", view.session);
     Ok(written(view, false, Some(location)))
@@ -142,7 +144,7 @@ pub async fn open_session(
     ApiJson(body): ApiJson<OpenSession>,
 ) -> Result<Response, ApiError> {
     let key = key.as_ref().map(|k| k.0.as_str());
-    let opened = state.node.oob().open(Some(&by), key, body).await?;
+    let opened = state.node.oob().open(Some(&by), key, body, None).await?;
     let (replayed, location) = match &opened {
         Opened::Secured { session, replayed } => (
             *replayed,

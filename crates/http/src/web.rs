@@ -278,8 +278,10 @@ pub async fn home() -> Response {
 /// `POST /web/login`: opens a login session and sends the code to channel B.
 pub async fn login(
     State(state): State<AppState>,
+    client: Option<axum::Extension<crate::middleware::ClientAddress>>,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
+    let client = client.and_then(|c| c.0.0);
     let Form(form) = match form {
         Ok(f) => f,
         Err(e) => return bad_form(&e).into_response(),
@@ -291,7 +293,7 @@ pub async fn login(
         channel: None,
         certificate: None,
     };
-    match state.node.oob().open(None, None, request).await {
+    match state.node.oob().open(None, None, request, client).await {
         Ok(Opened::Secured { session, .. }) => {
             Redirect::to(&format!("/s/{}", session.session)).into_response()
         }

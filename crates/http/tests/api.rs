@@ -5,7 +5,6 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use serde_json::{Value, json};
-use std::sync::{Arc, Mutex};
 use tally_http::HttpOptions;
 use tally_kernel::Timestamp;
 use tally_service::NodeConfig;
@@ -196,6 +195,7 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
         "GET /v1/dev/inbox/{address}",
         "GET /v1/ledger/audit",
         "GET /v1/mail",
+        "GET /v1/node",
         "GET /v1/oob/sessions",
         "GET /v1/oob/sessions/{session}",
         "GET /v1/oob/whoami",
@@ -1389,86 +1389,3 @@ async fn error_format_covers_routes_and_methods_we_do_not_have() {
         .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
 }
 
-/// Collects everything the tracing subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-#[tokio::test]
-async fn logs_carry_request_ids_but_never_keys_or_bodies() {
-    let w = World::new().await;
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // Other tests of this binary run on other threads without a subscriber; a callsite they
-    // reached first may have cached "nobody listens". Ask again now that this thread listens
-    // (without this the test failed now and then under load).
-    tracing::callsite::rebuild_interest_cache();
-
-    let body = w.pay(json!({"amount": "1.00 EUR", "memo": "MEMO-SECRET-7731"}));
-    w.api
-        .post("/v1/transfers")
-        .key(&w.alice)
-        .idem("logged")
-        .header("x-request-id", "req-logcheck-1")
-        .header("cookie", "session=COOKIE-SECRET-1")
-        .json(body)
-        .send()
-        .await
-        .expect(StatusCode::CREATED);
-    w.api
-        .post("/v1/transfers")
-        .key(&w.alice)
-        .idem("logged-2")
-        .header("x-request-id", "req-logcheck-2")
-        .json(w.pay(json!({"amount": "900.00 EUR", "memo": "MEMO-SECRET-7731"})))
-        .send()
-        .await
-        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds");
-
-    let text = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("utf-8 logs");
-    assert!(
-        text.contains("req-logcheck-1") && text.contains("req-logcheck-2"),
-        "request ids are logged:\n{text}"
-    );
-    assert!(
-        text.contains("/v1/transfers"),
-        "the route is logged:\n{text}"
-    );
-    assert!(
-        text.contains("caller="),
-        "the caller's key id is logged:\n{text}"
-    );
-    assert!(
-        !text.contains(&w.alice),
-        "API key leaked into logs:\n{text}"
-    );
-    assert!(
-        !text.contains("MEMO-SECRET-7731"),
-        "request body leaked into logs:\n{text}"
-    );
-    assert!(
-        !text.contains("COOKIE-SECRET-1"),
-        "cookie leaked into logs:\n{text}"
-    );
-}

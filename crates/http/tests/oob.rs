@@ -479,7 +479,7 @@ async fn refusals_give_their_cause_and_change_nothing() {
                           "credit_account": w.bob_eur, "amount": "1.00 EUR"}),
     )
     .await
-    .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    .expect_error(StatusCode::FORBIDDEN, "forbidden");
     w.open(&w.shop, w.payment("1.00 USD", "x"))
         .await
         .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");

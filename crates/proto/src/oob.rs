@@ -95,7 +95,9 @@ impl Default for Policy {
 }
 
 impl Policy {
-    fn check(&self) -> Result<(), OobError> {
+    /// Refuses a policy no session may run under (checked when a node starts, and again by
+    /// every session).
+    pub fn check(&self) -> Result<(), OobError> {
         if !(6..=10).contains(&self.digits) {
             return Err(OobError::ApiMisuse("digits must be 6 to 10"));
         }

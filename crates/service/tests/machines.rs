@@ -109,7 +109,7 @@ async fn an_expired_payment_session_is_closed_by_the_sweeper_and_its_hold_releas
     let view = n
         .node
         .oob()
-        .address_add(&n.admin, "alice", "dev", "alice")
+        .address_add(&n.admin, "alice", "dev", "alice", None)
         .await
         .expect("address");
     let c = code(&n, "alice", &view.session).await;
@@ -136,6 +136,7 @@ async fn an_expired_payment_session_is_closed_by_the_sweeper_and_its_hold_releas
                 channel: None,
                 certificate: None,
             },
+            None,
         )
         .await
         .expect("open");
@@ -201,7 +202,7 @@ async fn a_commit_with_an_email_wakes_the_outbox_worker() {
     let view = n
         .node
         .oob()
-        .address_add(&n.admin, "bob", "email", "bob@test.example")
+        .address_add(&n.admin, "bob", "email", "bob@test.example", None)
         .await
         .expect("address");
     let raw = tokio::task::spawn_blocking(move || mail.recv_timeout(Duration::from_secs(30)))

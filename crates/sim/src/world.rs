@@ -413,7 +413,7 @@ impl Sim {
             let view = self
                 .node
                 .oob()
-                .address_add(&self.admin, &c.name, "sms", &c.phone)
+                .address_add(&self.admin, &c.name, "sms", &c.phone, None)
                 .await
                 .map_err(unexpected)?;
             self.pump(Faults::None).await?;
@@ -825,6 +825,7 @@ impl Sim {
                             channel: None,
                             certificate: None,
                         },
+                        None,
                     )
                     .await;
                 if let Some(Opened::Secured { session, .. }) = self.answer(r)? {
@@ -855,6 +856,7 @@ impl Sim {
                             channel: None,
                             certificate: None,
                         },
+                        None,
                     )
                     .await;
                 if let Some(Opened::Secured { session, .. }) = self.answer(r)? {

@@ -88,6 +88,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (4, include_str!("../migrations/sqlite/0004_receipts.sql")),
     (5, include_str!("../migrations/sqlite/0005_machines.sql")),
     (6, include_str!("../migrations/sqlite/0006_hardening.sql")),
+    (7, include_str!("../migrations/sqlite/0007_send_caps.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
@@ -96,6 +97,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (4, include_str!("../migrations/postgres/0004_receipts.sql")),
     (5, include_str!("../migrations/postgres/0005_machines.sql")),
     (6, include_str!("../migrations/postgres/0006_hardening.sql")),
+    (7, include_str!("../migrations/postgres/0007_send_caps.sql")),
 ];
 
 impl Store {

@@ -333,6 +333,98 @@ pub fn update_session(before: &SessionRow, after: &SessionRow) -> [Attachment; 2
     ]
 }
 
+/// A code about to be sent (a session opening), as the caps on sends count it.
+#[derive(Debug, Clone)]
+pub struct Send {
+    /// The session.
+    pub session: [u8; 16],
+    /// Whose code.
+    pub user: String,
+    /// The client that asked, when known.
+    pub client_ip: Option<String>,
+    /// Counted by the per-client-address and node-wide caps (anonymous sign-ins and address
+    /// verifications).
+    pub capped: bool,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// The caps a send must stay under, decided in the database.
+#[derive(Debug, Clone, Copy)]
+pub struct SendCaps {
+    /// Codes per user since `day_since`.
+    pub user_per_day: i64,
+    /// A day ago.
+    pub day_since: Timestamp,
+    /// Capped sends per client address since `window_since`.
+    pub per_client: i64,
+    /// Capped sends on the whole node since `window_since`.
+    pub per_node: i64,
+    /// The start of the window.
+    pub window_since: Timestamp,
+}
+
+/// The send's row and its guards: the user's daily cap, and for capped sends the client
+/// address's and the node's.
+pub fn record_send(s: &Send, caps: &SendCaps) -> Vec<Attachment> {
+    let count = |sql: &'static str, params: Vec<Value>, bucket: String, max: i64, why| {
+        Attachment::Guard(Guard {
+            kind: GuardKind::Count {
+                sql,
+                params,
+                bucket,
+                max,
+            },
+            conflict: Conflict::Limit(why),
+        })
+    };
+    let mut out = vec![count(
+        "SELECT COUNT(*) FROM oob_sends WHERE user_id = $1 AND created_at >= $2",
+        vec![
+            Value::Text(s.user.clone()),
+            Value::Int(caps.day_since.as_micros()),
+        ],
+        format!("sends:user:{}", s.user),
+        caps.user_per_day,
+        "too many codes for this user today; try again tomorrow",
+    )];
+    if s.capped {
+        if let Some(ip) = &s.client_ip {
+            out.push(count(
+                "SELECT COUNT(*) FROM oob_sends WHERE client_ip = $1 AND capped = 1 AND created_at >= $2",
+                vec![
+                    Value::Text(ip.clone()),
+                    Value::Int(caps.window_since.as_micros()),
+                ],
+                format!("sends:ip:{ip}"),
+                caps.per_client,
+                "too many codes requested from your address; try again later",
+            ));
+        }
+        out.push(count(
+            "SELECT COUNT(*) FROM oob_sends WHERE capped = 1 AND created_at >= $1",
+            vec![Value::Int(caps.window_since.as_micros())],
+            "sends:node".to_string(),
+            caps.per_node,
+            "the node is sending too many codes right now; try again later",
+        ));
+    }
+    out.push(Attachment::Row(RowWrite::Insert {
+        table: "oob_sends",
+        columns: "session, user_id, client_ip, capped, created_at",
+        values: vec![
+            Value::Blob(s.session.to_vec()),
+            Value::Text(s.user.clone()),
+            Value::opt_text(s.client_ip.clone()),
+            Value::Int(i64::from(s.capped)),
+            Value::Int(s.at.as_micros()),
+        ],
+        tail: "",
+        key: None,
+    }));
+    out
+}
+
 /// Uses a verified confirmation session, once: the guard fails (`Conflict::Moved`) when the
 /// session is not verified or was used meanwhile, so one confirmation moves money once.
 pub fn use_session(id: [u8; 16], now: Timestamp) -> [Attachment; 2] {

@@ -69,6 +69,7 @@ impl Oob {
         user: &str,
         channel: &str,
         address: &str,
+        client: Option<std::net::IpAddr>,
     ) -> Result<SessionView> {
         check_name("user", user)?;
         if !by.is_admin() && by.owner != user {
@@ -126,6 +127,8 @@ impl Oob {
                 client_key: None,
                 money: None,
                 extra,
+                client,
+                capped: true,
             })
             .await?;
         Ok(view)

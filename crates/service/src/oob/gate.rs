@@ -105,6 +105,8 @@ impl Gate for Oob {
                 address,
                 client_key: Some(confirm_key.clone()),
                 extra: Vec::new(),
+                client: None,
+                capped: false,
             })
             .await;
         let session = match opened {

@@ -67,8 +67,15 @@ pub struct OobSettings {
     pub token_ttl_s: i64,
     /// Most sessions one address may receive per `quota_window_s`.
     pub address_quota: i64,
-    /// The window of `address_quota`, seconds.
+    /// The window of `address_quota`, `client_quota` and `node_quota`, seconds.
     pub quota_window_s: i64,
+    /// Most codes one user may be sent per day (every application).
+    pub user_daily_quota: i64,
+    /// Most anonymous sign-ins and address verifications one client address may ask for per
+    /// window.
+    pub client_quota: i64,
+    /// Most anonymous sign-ins and address verifications the node sends per window.
+    pub node_quota: i64,
     /// Operator's fee on trustee payments, basis points (150 = 1.5 %).
     pub trustee_fee_bps: i64,
     /// Extra seconds a payment hold lives after its code expired.
@@ -82,6 +89,9 @@ impl Default for OobSettings {
             token_ttl_s: 900,
             address_quota: 20,
             quota_window_s: 600,
+            user_daily_quota: 200,
+            client_quota: 30,
+            node_quota: 2000,
             trustee_fee_bps: 150,
             hold_grace_s: 120,
         }

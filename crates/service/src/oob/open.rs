@@ -13,7 +13,10 @@ use tally_kernel::{Amount, Id};
 use tally_ledger::Command;
 use tally_proto::effects::Effects;
 use tally_proto::oob::{Certified, Money, Opening, Purpose, Session, Transaction};
-use tally_store::oob::{SessionRow, insert_session};
+use tally_store::oob::{Send, SendCaps, SessionRow, insert_session, record_send};
+
+/// The counter of code sends refused by a cap (per address, user, client address, node).
+pub const SENDS_REFUSED: &str = "tally_oob_sends_refused_total";
 use tally_store::{Attachment, Conflict};
 use tally_wire::oob::{AppRequest, OpenSession, Opened, SessionView};
 
@@ -30,6 +33,11 @@ pub(crate) struct OpenPlan {
     pub(crate) client_key: Option<String>,
     /// More rows to write with the session.
     pub(crate) extra: Vec<Attachment>,
+    /// The client that asked (for the per-client-address cap), when known.
+    pub(crate) client: Option<std::net::IpAddr>,
+    /// Counted by the per-client-address and node-wide caps: anonymous sign-ins and address
+    /// verifications, which anyone can make the node send.
+    pub(crate) capped: bool,
 }
 
 enum Planned {
@@ -49,6 +57,7 @@ impl Oob {
         by: Option<&Principal>,
         idempotency_key: Option<&str>,
         req: OpenSession,
+        client: Option<std::net::IpAddr>,
     ) -> Result<Opened> {
         check_name("user", &req.user)?;
         let client_key = match (by, idempotency_key) {
@@ -82,7 +91,11 @@ impl Oob {
             other => other?,
         };
         let plan = match plan {
-            Planned::Secured(plan) => plan,
+            Planned::Secured(mut plan) => {
+                plan.client = client;
+                plan.capped = by.is_none();
+                plan
+            }
             Planned::Normal(command) => {
                 let key = match &client_key {
                     Some(k) => normal_key(k),
@@ -407,6 +420,8 @@ impl Oob {
             address,
             client_key,
             extra: Vec::new(),
+            client: None,
+            capped: false,
         })))
     }
 
@@ -491,12 +506,31 @@ impl Oob {
         let since = now.plus_seconds(-self.settings.quota_window_s);
         let mut rows: Vec<Attachment> = plan.extra;
         rows.extend(insert_session(&row, since, self.settings.address_quota));
+        rows.extend(record_send(
+            &Send {
+                session: number,
+                user: plan.user.clone(),
+                client_ip: plan.client.map(|ip| ip.to_string()),
+                capped: plan.capped,
+                at: now,
+            },
+            &SendCaps {
+                user_per_day: self.settings.user_daily_quota,
+                day_since: now.plus_seconds(-86_400),
+                per_client: self.settings.client_quota,
+                per_node: self.settings.node_quota,
+                window_since: since,
+            },
+        ));
         let outcome = self
             .core
             .commit(open_key(&row), effects, rows)
             .await
             .map_err(|e| match e {
-                ServiceError::Conflict(Conflict::Limit(what)) => ServiceError::RateLimited(what),
+                ServiceError::Conflict(Conflict::Limit(what)) => {
+                    metrics::counter!(SENDS_REFUSED, "reason" => what).increment(1);
+                    ServiceError::RateLimited(what)
+                }
                 ServiceError::Conflict(Conflict::Taken(_)) => {
                     invalid("address", "already registered to another user")
                 }
