@@ -92,6 +92,13 @@ impl Client {
         Ok(self.send(Method::POST, path, req, None).await?.value)
     }
 
+    /// `POST /v1/oob/sign-out`: the access token `token` stops working.
+    pub async fn sign_out(&self, token: &str) -> Result<(), Error> {
+        let mut call = Call::new(Method::POST, "/v1/oob/sign-out".to_string());
+        call.bearer = Some(token.to_string());
+        self.call_empty(call).await
+    }
+
     /// `POST /v1/oob/sessions/{session}/cancel` (a payment's hold is released).
     pub async fn session_cancel(&self, number: &str) -> Result<SessionView, Error> {
         let path = format!("/v1/oob/sessions/{}/cancel", seg(number));

@@ -200,6 +200,7 @@ fn routes() -> Router<AppState> {
         .route("/v1/oob/sessions/{session}/verify", post(oob::verify))
         .route("/v1/oob/sessions/{session}/cancel", post(oob::cancel))
         .route("/v1/oob/whoami", get(oob::whoami))
+        .route("/v1/oob/sign-out", post(oob::sign_out))
         .route("/v1/oob/rules/{owner}", axum::routing::put(oob::set_rule))
         .route("/v1/certificates", get(oob::certificates))
         .route("/v1/mail", get(oob::mailbox))

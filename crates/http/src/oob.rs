@@ -225,7 +225,7 @@ pub async fn sessions(
 /// The protected resource of the login application: who the access token belongs to.
 #[utoipa::path(
     get, path = "/v1/oob/whoami", tag = "oob",
-    responses((status = 200, description = "`{user, expires_at}` of a login's access token (`Authorization: Bearer tally_session_…`)", body = Object), (status = 401, description = "unauthorized", body = ErrorBody)),
+    responses((status = 200, description = "`{user, expires_at}` of a login's access token (`Authorization: Bearer tally_session_…`). The token also works as a customer API key of that user on every route, until it expires or `POST /v1/oob/sign-out`", body = Object), (status = 401, description = "unauthorized", body = ErrorBody)),
 )]
 pub async fn whoami(
     State(state): State<AppState>,
@@ -239,6 +239,25 @@ pub async fn whoami(
     })?;
     let (user, expires_at) = state.node.oob().token_user(token).await?;
     Ok(Json(WhoAmI { user, expires_at }).into_response())
+}
+
+/// Sign out: the presented access token stops working at once.
+#[utoipa::path(
+    post, path = "/v1/oob/sign-out", tag = "oob",
+    responses((status = 204, description = "The access token is revoked"), (status = 401, description = "unauthorized: no such live token", body = ErrorBody)),
+)]
+pub async fn sign_out(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let token = bearer(&headers).ok_or_else(|| {
+        ApiError::new(
+            crate::ErrorCode::Unauthorized,
+            "send `Authorization: Bearer <access token>` from a login session",
+        )
+    })?;
+    state.node.oob().sign_out(token).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A user's certificates.

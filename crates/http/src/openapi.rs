@@ -66,6 +66,7 @@ impl Modify for ApiKeyAuth {
         oob::verify,
         oob::cancel,
         oob::whoami,
+        oob::sign_out,
         oob::set_rule,
         oob::certificates,
         oob::mailbox,

@@ -229,6 +229,7 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
         "POST /v1/oob/sessions",
         "POST /v1/oob/sessions/{session}/cancel",
         "POST /v1/oob/sessions/{session}/verify",
+        "POST /v1/oob/sign-out",
         "POST /v1/payments/{id}/refund",
         "POST /v1/products",
         "POST /v1/products/{id}/publish",

@@ -3279,6 +3279,15 @@ fn routing() -> Vec<Case> {
     vec![
         post("routing/POST /healthz", "/healthz").expect(405, "method_not_allowed"),
         delete("routing/DELETE /v1/node", "/v1/node").expect(405, "method_not_allowed"),
+        post("sign-out/an unknown access token", "/v1/oob/sign-out")
+            .header(
+                "authorization",
+                format!("Bearer tally_session_{}", "0".repeat(64)),
+            )
+            .expect(401, "unauthorized"),
+        post("sign-out/an API key is no access token", "/v1/oob/sign-out")
+            .by(Who::Alice)
+            .expect(401, "unauthorized"),
         delete("routing/DELETE /metrics", "/metrics").expect(405, "method_not_allowed"),
         put("routing/PUT /openapi.json", "/openapi.json")
             .json(json!({"paths": {}}))

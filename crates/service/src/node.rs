@@ -321,9 +321,23 @@ impl Node {
 
     /// Resolves an API key to its principal. Lookup is by SHA-256 of the key, so no key is
     /// compared byte by byte in a way that leaks timing.
+    ///
+    /// A sign-in's access token (`tally_session_…`, from a verified login session) works too,
+    /// as a customer key of the user who signed in, until it expires or is revoked
+    /// ([`crate::oob::Oob::sign_out`]).
     pub async fn authenticate(&self, api_key: &str) -> Result<Principal> {
         if api_key.is_empty() || api_key.len() > 200 {
             return Err(ServiceError::Unauthorized);
+        }
+        if api_key.starts_with(crate::oob::SESSION_TOKEN_PREFIX) {
+            let (user, _) = self.oob().token_user(api_key).await?;
+            let digest = sha256(api_key.as_bytes());
+            let key_id = Id::from_slice(&digest[..16]).ok_or(ServiceError::Unauthorized)?;
+            return Ok(Principal {
+                key_id,
+                role: Role::Customer,
+                owner: user,
+            });
         }
         let record = self
             .store()

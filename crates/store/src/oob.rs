@@ -425,6 +425,15 @@ pub fn record_send(s: &Send, caps: &SendCaps) -> Vec<Attachment> {
     out
 }
 
+/// Revokes a sign-in's access token (by hash).
+pub fn revoke_token(token_hash: [u8; 32]) -> Attachment {
+    Attachment::Row(RowWrite::Statement {
+        sql: "DELETE FROM oob_tokens WHERE token_hash = $1",
+        params: vec![Value::Blob(token_hash.to_vec())],
+        touches: None,
+    })
+}
+
 /// Uses a verified confirmation session, once: the guard fails (`Conflict::Moved`) when the
 /// session is not verified or was used meanwhile, so one confirmation moves money once.
 pub fn use_session(id: [u8; 16], now: Timestamp) -> [Attachment; 2] {

@@ -135,7 +135,7 @@ impl Oob {
             AppRequest::Login => {
                 let mut raw = [0_u8; 32];
                 getrandom_fill(&mut raw)?;
-                let token = Secret::new(format!("tally_session_{}", hex::encode(raw)));
+                let token = Secret::new(format!("{}{}", super::SESSION_TOKEN_PREFIX, hex::encode(raw)));
                 raw.fill(0);
                 let expires_at = now.plus_seconds(self.settings.token_ttl_s);
                 rows.push(insert_token(&TokenRow {

@@ -53,6 +53,9 @@ pub use tally_wire::oob::{
 };
 pub use verify::Verified;
 
+/// How a sign-in's access token begins (the rest is 32 random bytes, hex).
+pub const SESSION_TOKEN_PREFIX: &str = "tally_session_";
+
 /// Domain of the certificates of verified sessions.
 pub const CERTIFICATE_DOMAIN: &str = "tally/oob-certificate/v1";
 /// Most bytes of a registered mail, declaration or offer body.

@@ -10,6 +10,7 @@ use tally_kernel::crypto::kdf::sha256;
 use tally_kernel::{Secret, Timestamp};
 use tally_proto::oob::{Input, OobError, State, Transaction};
 use tally_store::oob::{SessionRow, update_session};
+use tally_proto::effects::Effects;
 
 /// What a successful verification returns.
 #[derive(Debug)]
@@ -168,6 +169,21 @@ impl Oob {
             .oob_token(&sha256(token.as_bytes()), self.core.now())
             .await?
             .ok_or(ServiceError::Unauthorized)
+    }
+
+    /// Signs out: the access token stops working at once (and so does every request that
+    /// presents it). Signing out twice is no error.
+    pub async fn sign_out(&self, token: &str) -> Result<()> {
+        let (user, _) = self.token_user(token).await?;
+        let hash = sha256(token.as_bytes());
+        self.core
+            .commit(
+                format!(":oob_sign_out:{}", hex::encode(hash)),
+                Effects::record("oob_signed_out", serde_json::json!({ "user": user })),
+                vec![tally_store::oob::revoke_token(hash)],
+            )
+            .await?;
+        Ok(())
     }
 
     /// A user's sessions (the user or the operator).
