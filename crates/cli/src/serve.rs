@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// alerted (once per sale).
     #[arg(long, default_value_t = DeliverySettings::default().overdue_after_s / 3600)]
     overdue_after_hours: i64,
+    /// Locked delivery: hours without payment before a sale expires (its key is never
+    /// released, the buyer's credit slot is free again, later payments wait for a refund).
+    #[arg(long, default_value_t = DeliverySettings::default().expire_after_s / 3600)]
+    expire_after_hours: i64,
     /// Locked delivery: accepted age of a payment receiver's signed notification, seconds.
     #[arg(long, default_value_t = DeliverySettings::default().notification_window_s)]
     notification_window: i64,
@@ -121,6 +125,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             upload_max_bytes: args.upload_max_bytes,
             open_orders_max: args.open_orders_max.max(1),
             overdue_after_s: args.overdue_after_hours.max(1) * 3600,
+            expire_after_s: args.expire_after_hours.max(1) * 3600,
             notification_window_s: args.notification_window.max(1),
         },
         oob: OobSettings {

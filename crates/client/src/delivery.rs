@@ -154,6 +154,12 @@ impl Client {
         Ok(self.call(call).await?.value)
     }
 
+    /// `POST /v1/sales/{id}/cancel`: the buyer cancels an unpaid sale (applied once).
+    pub async fn sale_cancel(&self, id: Id) -> Result<SaleView, Error> {
+        let call = Call::new(Method::POST, format!("/v1/sales/{id}/cancel")).once_only();
+        Ok(self.call(call).await?.value)
+    }
+
     /// `GET /v1/sales/{id}/key`: the released unlock key.
     pub async fn sale_key(&self, id: Id) -> Result<ReleasedKey, Error> {
         self.get(format!("/v1/sales/{id}/key")).await

@@ -384,6 +384,22 @@ pub async fn acknowledge(
         .await?).into_response())
 }
 
+/// Cancel an unpaid sale (its buyer, or the operator): its key is never released, the buyer's
+/// credit slot is free, and a later payment quoting its reference waits for a refund.
+#[utoipa::path(
+    post, path = "/v1/sales/{id}/cancel", tag = "delivery",
+    params(("id" = Uuid, Path, description = "The sale")),
+    responses((status = 200, description = "The sale, `state: cancelled`", body = Object), (status = 404, description = "not_found", body = ErrorBody), (status = 409, description = "sale_closed: paid or expired", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.delivery().cancel(&by, Id(id)).await?).into_response())
+}
+
 /// Pay a sale from an account on this ledger, quoting its reference code.
 #[utoipa::path(
     post, path = "/v1/sales/pay", tag = "delivery",

@@ -249,6 +249,8 @@ fn delivery(e: DeliveryError) -> ApiError {
         DeliveryError::WrongPackage(_) => ApiError::new(ErrorCode::WrongPackage, message),
         DeliveryError::NotRefundable(_) => ApiError::new(ErrorCode::NotRefundable, message),
         DeliveryError::FilesMissing(_) => ApiError::new(ErrorCode::FilesMissing, message),
+        DeliveryError::SaleClosed(state) => ApiError::new(ErrorCode::SaleClosed, message)
+            .with_details(json!({ "state": state.as_str() })),
         DeliveryError::Notification(n) => match n {
             NotificationError::BadSignature => ApiError::new(ErrorCode::BadSignature, message),
             NotificationError::Stale { .. } | NotificationError::FromTheFuture { .. } => {

@@ -223,6 +223,7 @@ fn routes() -> Router<AppState> {
             get(delivery::sale_by_reference),
         )
         .route("/v1/sales/{id}/acknowledge", post(delivery::acknowledge))
+        .route("/v1/sales/{id}/cancel", post(delivery::cancel))
         .route("/v1/sales/{id}/key", get(delivery::sale_key))
         .route(
             "/v1/receivers/{name}",

@@ -83,6 +83,7 @@ impl Modify for ApiKeyAuth {
         delivery::sale_by_reference,
         delivery::package,
         delivery::acknowledge,
+        delivery::cancel,
         delivery::pay,
         delivery::set_receiver,
         delivery::notification,

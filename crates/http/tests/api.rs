@@ -241,6 +241,7 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
         "POST /v1/sales",
         "POST /v1/sales/pay",
         "POST /v1/sales/{id}/acknowledge",
+        "POST /v1/sales/{id}/cancel",
         "POST /v1/subscribers/{user}",
         "POST /v1/subscribers/{user}/addresses",
         "POST /v1/subscribers/{user}/certificate",

@@ -2730,6 +2730,16 @@ fn delivery() -> Vec<Case> {
         get("sale by reference/dot-dot", "/v1/sales/by-reference/..")
             .by(Who::Alice)
             .expect(422, "bad_reference"),
+        post("cancel/bob cancels alice's sale", "/v1/sales/{sale}/cancel")
+            .by(Who::Bob)
+            .expect(404, "not_found"),
+        post("cancel/an unknown sale", "/v1/sales/{random}/cancel")
+            .by(Who::Alice)
+            .expect(404, "not_found"),
+        post("cancel/a malformed sale id", "/v1/sales/not-a-uuid/cancel")
+            .by(Who::Alice)
+            .expect(400, "invalid_request"),
+        post("cancel/without a key", "/v1/sales/{sale}/cancel").expect(401, "unauthorized"),
         post("acknowledge/bob acknowledges alice's sale", "/v1/sales/{sale}/acknowledge")
             .by(Who::Bob)
             .json(json!({"acknowledgement": {"v": 1, "sale": "{sale}", "reference": "{reference}",

@@ -327,7 +327,7 @@ pub fn mark_delivered(id: Id, now: Timestamp) -> Attachment {
 }
 
 /// Records that the overdue alert went out; fails if another node sent it first.
-pub fn mark_overdue(id: Id, now: Timestamp) -> [Attachment; 2] {
+pub fn mark_overdue(id: Id, now: Timestamp, next_wake: Option<Timestamp>) -> [Attachment; 2] {
     [
         row_is(
             "sales",
@@ -340,8 +340,31 @@ pub fn mark_overdue(id: Id, now: Timestamp) -> [Attachment; 2] {
             Conflict::Moved("the alert went out meanwhile"),
         ),
         Attachment::Row(RowWrite::Statement {
-            sql: "UPDATE sales SET overdue_at = $1, wake_at = NULL WHERE id = $2",
-            params: vec![Value::Int(now.as_micros()), blob(&id)],
+            sql: "UPDATE sales SET overdue_at = $1, wake_at = $3 WHERE id = $2",
+            params: vec![
+                Value::Int(now.as_micros()),
+                blob(&id),
+                Value::opt_int(next_wake.map(|t| t.as_micros())),
+            ],
+            touches: Some(("sales", blob(&id))),
+        }),
+    ]
+}
+
+/// Ends an unpaid sale (expired or cancelled), if it is still open: its key is never released
+/// and it no longer counts against the buyer's open orders.
+pub fn close_sale(id: Id, state: SaleState) -> [Attachment; 2] {
+    [
+        row_is(
+            "sales",
+            "id",
+            blob(&id),
+            vec![("state", Value::Text(SaleState::Open.as_str().into()))],
+            Conflict::Moved("the sale was paid or closed meanwhile"),
+        ),
+        Attachment::Row(RowWrite::Statement {
+            sql: "UPDATE sales SET state = $1, wake_at = NULL WHERE id = $2",
+            params: vec![Value::Text(state.as_str().into()), blob(&id)],
             touches: Some(("sales", blob(&id))),
         }),
     ]

@@ -51,6 +51,8 @@ pub enum ErrorCode {
     HeadersTooLarge,
     /// 409: revoking this key would leave the node without a live admin key.
     LastAdminKey,
+    /// 409: the sale is paid, expired or cancelled (`details.state`): it cannot be cancelled.
+    SaleClosed,
     /// 409: an account with this id already exists.
     AccountExists,
     /// 404: no such account, or not the caller's to see.
@@ -128,7 +130,8 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 59] = [
+    pub const ALL: [ErrorCode; 60] = [
+        ErrorCode::SaleClosed,
         ErrorCode::LastAdminKey,
         ErrorCode::UriTooLong,
         ErrorCode::HeadersTooLarge,
@@ -221,6 +224,7 @@ impl ErrorCode {
             ErrorCode::UriTooLong => "uri_too_long",
             ErrorCode::HeadersTooLarge => "headers_too_large",
             ErrorCode::LastAdminKey => "last_admin_key",
+            ErrorCode::SaleClosed => "sale_closed",
             ErrorCode::AccountExists => "account_exists",
             ErrorCode::AccountNotFound => "account_not_found",
             ErrorCode::AmountNotPositive => "amount_not_positive",
@@ -304,7 +308,8 @@ impl ErrorCode {
             | ErrorCode::PendingNotPending
             | ErrorCode::SessionClosed
             | ErrorCode::ConfirmationFailed
-            | ErrorCode::LastAdminKey => 409,
+            | ErrorCode::LastAdminKey
+            | ErrorCode::SaleClosed => 409,
             ErrorCode::Expired => 410,
             ErrorCode::TooManyAttempts => 423,
             ErrorCode::PayloadTooLarge => 413,

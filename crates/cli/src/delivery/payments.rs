@@ -214,6 +214,9 @@ fn payment_summary(p: &PaymentView) -> String {
             format!("the sale was already paid: nothing released; refundable with {refund}")
         }
         PaymentStatus::Unmatched => format!("no sale has this reference; refundable with {refund}"),
+        PaymentStatus::Closed => format!(
+            "the sale expired or was cancelled: nothing released; refundable with {refund}"
+        ),
         PaymentStatus::Refunded => "the money went back".to_string(),
     };
     let reference =

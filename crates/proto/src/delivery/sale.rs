@@ -31,6 +31,9 @@ pub enum SaleError {
     /// The payment released a key, or was refunded already.
     #[error("this payment cannot be refunded: {0}")]
     NotRefundable(&'static str),
+    /// The sale is not open any more (paid, expired or cancelled).
+    #[error("the sale is {0}, not open")]
+    NotOpen(SaleState),
     /// A step the caller should not have asked for (a bug of the node).
     #[error("API misuse: {0}")]
     ApiMisuse(&'static str),
@@ -43,6 +46,7 @@ impl Blame for SaleError {
             SaleError::ProductState(_)
             | SaleError::ProductEntries
             | SaleError::NotReleased
+            | SaleError::NotOpen(_)
             | SaleError::NotRefundable(_) => Fault::Caller,
         }
     }
@@ -65,17 +69,28 @@ stored_names!(ProductState { Active => "active", Draft => "draft", Withdrawn => 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SaleState {
+    /// The buyer cancelled it unpaid: its key is never released.
+    Cancelled,
+    /// Unpaid for the node's expiry period: its key is never released.
+    Expired,
     /// Waiting for the price.
     Open,
     /// Paid; the key was released.
     Released,
 }
-stored_names!(SaleState { Open => "open", Released => "released" });
+stored_names!(SaleState {
+    Cancelled => "cancelled",
+    Expired => "expired",
+    Open => "open",
+    Released => "released",
+});
 
 /// What became of a payment quoting a reference. Variants are alphabetical.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentStatus {
+    /// The sale expired or was cancelled unpaid: held in suspense, refundable.
+    Closed,
     /// The sale was already paid: held in suspense, refundable.
     Duplicate,
     /// The price for an open sale: released it.
@@ -88,6 +103,7 @@ pub enum PaymentStatus {
     Unmatched,
 }
 stored_names!(PaymentStatus {
+    Closed => "closed",
     Duplicate => "duplicate",
     Matched => "matched",
     Mismatch => "mismatch",
@@ -216,6 +232,8 @@ pub struct Sale {
     /// When the overdue alert (D9) is due, while one is: fixed when the sale is made (the
     /// node's overdue period after it), cleared once the alert went out or the sale was paid.
     pub alert_at: Option<Timestamp>,
+    /// When an unpaid sale expires (the node's expiry period after it was made).
+    pub expires_at: Option<Timestamp>,
 }
 
 /// A payment arriving by any path, before it is decided.
@@ -254,6 +272,11 @@ pub enum SaleInput {
         /// The merchant's verified address (channel, address), if it has one.
         merchant_address: Option<(String, String)>,
     },
+    /// [`Sale::poll_timeout`] passed its expiry: the unpaid sale ends, its key is never
+    /// released, later payments quoting it wait in suspense.
+    Expire,
+    /// The buyer cancels the unpaid sale (same end as expiry).
+    Cancel,
 }
 
 /// What a payment quoting a reference becomes: the price for an open sale is matched; any
@@ -262,6 +285,9 @@ pub fn payment_status(sale: Option<&Sale>, amount: Amount) -> PaymentStatus {
     match sale {
         None => PaymentStatus::Unmatched,
         Some(s) if s.state == SaleState::Released => PaymentStatus::Duplicate,
+        Some(s) if matches!(s.state, SaleState::Expired | SaleState::Cancelled) => {
+            PaymentStatus::Closed
+        }
         Some(s) if amount == s.price => PaymentStatus::Matched,
         Some(_) => PaymentStatus::Mismatch,
     }
@@ -300,9 +326,17 @@ impl Sale {
     /// not alerted yet.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         match self.state {
-            SaleState::Open => self.alert_at,
-            SaleState::Released => None,
+            SaleState::Open => match (self.alert_at, self.expires_at) {
+                (Some(a), Some(e)) => Some(a.min(e)),
+                (a, e) => a.or(e),
+            },
+            SaleState::Released | SaleState::Expired | SaleState::Cancelled => None,
         }
+    }
+
+    /// True when the step due at `now` is the expiry (it wins over an alert due as well).
+    pub fn expiry_due(&self, now: Timestamp) -> bool {
+        self.state == SaleState::Open && self.expires_at.is_some_and(|e| e <= now)
     }
 
     /// One step at `now`.
@@ -354,8 +388,45 @@ impl Sale {
                 .send(self.key_message(nth));
                 Ok((self, effects))
             }
+            SaleInput::Expire | SaleInput::Cancel => {
+                if self.state != SaleState::Open {
+                    return Err(SaleError::NotOpen(self.state));
+                }
+                let expire = matches!(input, SaleInput::Expire);
+                if expire && !self.expiry_due(now) {
+                    return Err(SaleError::ApiMisuse("the sale is not due to expire"));
+                }
+                let (next_state, kind, why) = if expire {
+                    (SaleState::Expired, "sale_expired", "was not paid in time")
+                } else {
+                    (SaleState::Cancelled, "sale_cancelled", "was cancelled")
+                };
+                let reference = self.reference.display();
+                let effects = Effects::record(
+                    kind,
+                    serde_json::json!({ "sale": self.id, "buyer": self.buyer }),
+                )
+                .send(Outgoing {
+                    dedup_key: format!(":sale:{}:{}", self.id, next_state.as_str()),
+                    channel: self.channel.clone(),
+                    address: self.address.clone(),
+                    subject: format!("Your order of {} is closed", self.title),
+                    body: format!(
+                        "Your order of {} ({}, reference {reference}) {why}: its key will not \
+                         be released. A payment quoting this reference is held for refund.",
+                        self.title, self.price
+                    ),
+                    secret: None,
+                    data: serde_json::json!({ "sale": self.id, "reference": reference }),
+                });
+                let mut next = self;
+                next.state = next_state;
+                next.alert_at = None;
+                next.expires_at = None;
+                Ok((next, effects))
+            }
             SaleInput::Overdue { merchant_address } => {
-                if self.poll_timeout().is_none_or(|t| now < t) {
+                if self.state != SaleState::Open || self.alert_at.is_none_or(|t| now < t) {
                     return Err(SaleError::ApiMisuse("no overdue alert is due"));
                 }
                 let reference = self.reference.display();
@@ -444,7 +515,10 @@ impl Payment {
                 "it paid for a sale whose key was released",
             )),
             PaymentStatus::Refunded => Err(SaleError::NotRefundable("it was refunded already")),
-            PaymentStatus::Duplicate | PaymentStatus::Mismatch | PaymentStatus::Unmatched => {
+            PaymentStatus::Closed
+            | PaymentStatus::Duplicate
+            | PaymentStatus::Mismatch
+            | PaymentStatus::Unmatched => {
                 let effects = Effects::ledger(Command::Transfer {
                     debit_account: self.holder,
                     credit_account: self.refund_to,

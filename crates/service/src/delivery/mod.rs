@@ -34,7 +34,7 @@ use std::path::PathBuf;
 use tally_kernel::crypto::kdf::sha256;
 use tally_kernel::{Amount, Currency, Id, Secret};
 use tally_proto::delivery::notification::NotificationError;
-use tally_proto::delivery::sale::{Product, Sale, SaleError};
+use tally_proto::delivery::sale::{Product, Sale, SaleError, SaleState};
 use tally_proto::delivery::{EntryKind, EntryMeta, ReferenceCode};
 use tally_store::delivery::{EntryRow, PaymentRow, ProductRow, SaleRow};
 
@@ -61,6 +61,9 @@ pub struct DeliverySettings {
     pub open_orders_max: i64,
     /// Seconds after a sale without payment before the overdue alert (D9).
     pub overdue_after_s: i64,
+    /// Seconds after a sale without payment before it expires: its key is never released and
+    /// the buyer's credit slot is free again.
+    pub expire_after_s: i64,
     /// Accepted age of a receiver's notification, seconds (either way).
     pub notification_window_s: i64,
 }
@@ -71,6 +74,7 @@ impl Default for DeliverySettings {
             upload_max_bytes: 16 << 30,
             open_orders_max: 5,
             overdue_after_s: 7 * 86_400,
+            expire_after_s: 14 * 86_400,
             notification_window_s: 300,
         }
     }
@@ -106,6 +110,9 @@ pub enum DeliveryError {
     /// Only a payment that released no key and is not refunded yet can be refunded.
     #[error("this payment cannot be refunded: {0}")]
     NotRefundable(String),
+    /// The sale expired or was cancelled (or is paid): nothing more can happen to it.
+    #[error("the sale is {0}, not open")]
+    SaleClosed(SaleState),
     /// The sealed files of a product are missing from this node's data directory.
     #[error("the product's sealed files are missing on this node: {0}")]
     FilesMissing(String),
@@ -125,6 +132,7 @@ impl From<SaleError> for ServiceError {
             SaleError::ProductEntries => invalid("entries", e.to_string()),
             SaleError::NotReleased => DeliveryError::NotReleased.into(),
             SaleError::NotRefundable(why) => DeliveryError::NotRefundable(why.into()).into(),
+            SaleError::NotOpen(state) => DeliveryError::SaleClosed(state).into(),
             SaleError::ApiMisuse(why) => ServiceError::Setup(format!("bug: {why}")),
         }
     }
@@ -324,7 +332,11 @@ impl Delivery {
             address: s.address.clone(),
             created_at: s.created_at,
             delivered_at: s.delivered_at,
-            alert_at: s.wake_at,
+            // Due from the node's current periods: the alert once, the expiry while unpaid.
+            alert_at: (s.state == SaleState::Open && s.overdue_at.is_none())
+                .then(|| s.created_at.plus_seconds(self.settings.overdue_after_s)),
+            expires_at: (s.state == SaleState::Open)
+                .then(|| s.created_at.plus_seconds(self.settings.expire_after_s)),
         })
     }
 }

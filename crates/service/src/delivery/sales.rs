@@ -11,6 +11,7 @@ use super::{
 use crate::Missing;
 use crate::access::{check_address, check_name, corrupt, invalid, namespaced};
 use crate::core::{Gate, Outflow};
+use crate::exec::retrying;
 use crate::identity::getrandom_fill;
 use crate::{Principal, Result, ServiceError};
 use tally_kernel::crypto::canonical::canonical_json;
@@ -21,7 +22,7 @@ use tally_proto::delivery::{self as proto, EntryKind, Header, Instruction, Refer
 use tally_proto::effects::Effects;
 use tally_store::Conflict;
 use tally_store::delivery::{
-    ProductRow, SaleRow, SalesFilter, insert_sale, mark_delivered, mark_overdue,
+    ProductRow, SaleRow, SalesFilter, close_sale, insert_sale, mark_delivered, mark_overdue,
 };
 
 impl Delivery {
@@ -177,9 +178,10 @@ impl Delivery {
             overdue_at: None,
             wake_at: None,
         };
-        // The overdue alert is due the node's overdue period after the sale (D9).
+        // The overdue alert (D9) and the expiry are due the node's periods after the sale.
+        let settings = self.settings();
         let row = SaleRow {
-            wake_at: Some(now.plus_seconds(self.settings().overdue_after_s)),
+            wake_at: Some(now.plus_seconds(settings.overdue_after_s.min(settings.expire_after_s))),
             ..row
         };
         let outcome = self
@@ -575,37 +577,76 @@ impl Delivery {
         Ok(out)
     }
 
-    /// Sends overdue alerts (D9) for sales unpaid longer than the configured period: feeds
-    /// every sale whose machine is due its timeout (a reminder to the buyer, an alert to the
-    /// merchant's first verified address). Each sale is alerted once (decided in the
-    /// database). Returns how many went out.
+    /// The buyer (or the operator) cancels an unpaid sale: its key is never released, the
+    /// buyer's credit slot is free, and a payment quoting its reference later waits in
+    /// suspense for a refund. Cancelling a cancelled sale answers it as it is.
+    pub async fn cancel(&self, by: &Principal, id: Id) -> Result<SaleView> {
+        let s = self.sale_row(id).await?;
+        Self::require_buyer(by, &s)?;
+        if s.state == SaleState::Cancelled {
+            return self.sale_view(&s).await;
+        }
+        retrying(|| async {
+            let s = self.sale_row(id).await?;
+            let product = self.product_row(s.product_id).await?;
+            let (next, effects) = self
+                .machine(&s, &product)?
+                .handle(self.core.now(), SaleInput::Cancel)?;
+            self.core
+                .commit(
+                    format!(":sale:{id}:cancelled"),
+                    effects,
+                    close_sale(id, next.state).into(),
+                )
+                .await?;
+            Ok(())
+        })
+        .await?;
+        let s = self.sale_row(id).await?;
+        self.sale_view(&s).await
+    }
+
+    /// Feeds every sale whose machine is due its timeout: the overdue alert (D9) once — a
+    /// reminder to the buyer, an alert to the merchant's first verified address — and the
+    /// expiry of a sale still unpaid after the expiry period. Each happens once (decided in
+    /// the database). Returns how many steps were taken.
     pub async fn sweep_timeouts(&self, limit: i64) -> Result<usize> {
         let now = self.core.now();
         let mut sent = 0;
         for s in self.core.store().due_sales(now, limit).await? {
             let product = self.product_row(s.product_id).await?;
-            let merchant_address = self
-                .core
-                .store()
-                .addresses_of(&product.merchant)
-                .await?
-                .into_iter()
-                .find(|a| a.verified_at.is_some())
-                .map(|a| (a.channel, a.address));
-            let (_, effects) = self
-                .machine(&s, &product)?
-                .handle(now, SaleInput::Overdue { merchant_address })?;
-            let done = self
-                .core
-                .commit(
-                    format!(":sale:{}:overdue", s.id),
-                    effects,
-                    mark_overdue(s.id, now).into(),
-                )
-                .await;
+            let machine = self.machine(&s, &product)?;
+            let done = if machine.expiry_due(now) {
+                let (next, effects) = machine.handle(now, SaleInput::Expire)?;
+                self.core
+                    .commit(
+                        format!(":sale:{}:expired", s.id),
+                        effects,
+                        close_sale(s.id, next.state).into(),
+                    )
+                    .await
+            } else {
+                let merchant_address = self
+                    .core
+                    .store()
+                    .addresses_of(&product.merchant)
+                    .await?
+                    .into_iter()
+                    .find(|a| a.verified_at.is_some())
+                    .map(|a| (a.channel, a.address));
+                let (next, effects) =
+                    machine.handle(now, SaleInput::Overdue { merchant_address })?;
+                self.core
+                    .commit(
+                        format!(":sale:{}:overdue", s.id),
+                        effects,
+                        mark_overdue(s.id, now, next.poll_timeout()).into(),
+                    )
+                    .await
+            };
             match done {
                 Ok(o) if !o.replayed => sent += 1,
-                // Paid or alerted by another request meanwhile.
+                // Paid, alerted or closed by another request meanwhile.
                 Ok(_) | Err(ServiceError::Conflict(Conflict::Moved(_))) => {}
                 Err(e) => return Err(e),
             }
