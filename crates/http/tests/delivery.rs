@@ -560,8 +560,8 @@ async fn walk(mut w: World) {
     assert_eq!(w.balance(&w.shop_eur).await, 1980, "paid once");
     let bob_sale_id = bob_sale.str("/id");
     assert_eq!(w.sale(&w.bob, bob_sale_id).await.str("/state"), "released");
-    // A well-formed but unknown reference is kept as unmatched (the refund path); a typo is
-    // refused outright.
+    // A well-formed but unknown reference is kept as unmatched (the refund path), and so is a
+    // typo: the bank received the money; it waits in suspense with the text as quoted.
     let unknown =
         delivery::ReferenceCode::new(tally_kernel::Id::new(), "nobody", Timestamp::now(), [9; 16]);
     let r = w
@@ -574,14 +574,17 @@ async fn walk(mut w: World) {
         .await
         .expect(StatusCode::OK);
     assert_eq!(r.str("/status"), "unmatched");
-    w.notify(
-        &json!({"id": "bank-tx-3", "reference": typo, "amount": "9.90 EUR",
-        "paid_at": w.now_s(), "payer": "Someone"}),
-        w.now_s(),
-        SECRET,
-    )
-    .await
-    .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    let kept = w
+        .notify(
+            &json!({"id": "bank-tx-3", "reference": typo, "amount": "9.90 EUR",
+            "paid_at": w.now_s(), "payer": "Someone"}),
+            w.now_s(),
+            SECRET,
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(kept.str("/status"), "unmatched");
+    assert_eq!(kept.str("/reference"), typo, "kept with the text as quoted");
 
     // ----- path (c): the acknowledgement with auto-debit -----
     let second = w

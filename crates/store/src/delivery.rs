@@ -351,6 +351,24 @@ pub fn mark_overdue(id: Id, now: Timestamp, next_wake: Option<Timestamp>) -> [At
     ]
 }
 
+/// Marks a released sale refunded (its price went back to the buyer).
+pub fn refund_sale(id: Id) -> [Attachment; 2] {
+    [
+        row_is(
+            "sales",
+            "id",
+            blob(&id),
+            vec![("state", Value::Text(SaleState::Released.as_str().into()))],
+            Conflict::Moved("the sale was refunded meanwhile"),
+        ),
+        Attachment::Row(RowWrite::Statement {
+            sql: "UPDATE sales SET state = $1 WHERE id = $2",
+            params: vec![Value::Text(SaleState::Refunded.as_str().into()), blob(&id)],
+            touches: Some(("sales", blob(&id))),
+        }),
+    ]
+}
+
 /// Ends an unpaid sale (expired or cancelled), if it is still open: its key is never released
 /// and it no longer counts against the buyer's open orders.
 pub fn close_sale(id: Id, state: SaleState) -> [Attachment; 2] {

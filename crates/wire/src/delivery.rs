@@ -230,8 +230,17 @@ pub struct ReceiverView {
 pub struct Complaint {
     /// The sale's reference code.
     pub reference: String,
-    /// `key_lost`, `package_broken` or `product_deleted`.
+    /// `key_lost`, `package_broken`, `product_deleted`, `refund` (a refund claim sent to the
+    /// merchant) or `check_copy` (is my copy the package the node signed? with
+    /// `package_sha256`).
     pub kind: String,
+    /// `refund`: why (shown to the merchant).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// `check_copy`: the SHA-256 of the buyer's copy's signed header (`tally package inspect`
+    /// prints it as the package digest).
+    #[serde(default)]
+    pub package_sha256: Option<String>,
 }
 
 /// What a complaint did.
@@ -245,6 +254,9 @@ pub struct ComplaintOutcome {
     pub action: String,
     /// Where to download the package again.
     pub download: String,
+    /// `check_copy`: whether the copy is the package the node signed for this sale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matches: Option<bool>,
 }
 
 /// The released key of a sale.

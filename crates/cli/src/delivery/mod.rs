@@ -324,6 +324,12 @@ pub enum ComplaintCommand {
     PackageBroken(ComplaintArgs),
     /// The unlocked product was deleted: the node offers the package again.
     ProductDeleted(ComplaintArgs),
+    /// Ask the merchant for a refund (--reason says why); the merchant or the operator
+    /// refunds with `tally payment refund`.
+    Refund(ComplaintArgs),
+    /// Send your copy back for checking (the seed's step): is FILE the package the node signed
+    /// for this sale? Exits 1 when it is not.
+    CheckCopy(ComplaintArgs),
 }
 
 /// `tally complaint KIND --reference CODE`.
@@ -332,6 +338,12 @@ pub struct ComplaintArgs {
     /// The sale's reference code.
     #[arg(long, value_name = "CODE")]
     reference: String,
+    /// refund: why you ask for it.
+    #[arg(long)]
+    reason: Option<String>,
+    /// check-copy: your copy of the package.
+    #[arg(long, value_name = "FILE")]
+    file: Option<std::path::PathBuf>,
     /// Not needed (accepted for older scripts): a repeated complaint only repeats its message.
     #[arg(long)]
     idempotency_key: Option<String>,

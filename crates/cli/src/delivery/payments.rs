@@ -173,6 +173,8 @@ pub async fn complaint(cmd: ComplaintCommand) -> anyhow::Result<ExitCode> {
         ComplaintCommand::KeyLost(a) => ("key_lost", a),
         ComplaintCommand::PackageBroken(a) => ("package_broken", a),
         ComplaintCommand::ProductDeleted(a) => ("product_deleted", a),
+        ComplaintCommand::Refund(a) => ("refund", a),
+        ComplaintCommand::CheckCopy(a) => ("check_copy", a),
     };
     let reference = match ReferenceCode::parse(&a.reference) {
         Ok(r) => r,
@@ -187,9 +189,17 @@ pub async fn complaint(cmd: ComplaintCommand) -> anyhow::Result<ExitCode> {
         );
     }
     let c = Client::new(&a.conn)?;
+    // The copy's digest is the SHA-256 of its signed header, as the package's trailer holds it.
+    let package_sha256 = match (&a.file, kind) {
+        (Some(file), "check_copy") => Some(copy_digest(file)?),
+        (None, "check_copy") => bail!("check-copy needs --file with your copy of the package"),
+        _ => None,
+    };
     let request = Complaint {
         reference: reference.display(),
         kind: kind.to_string(),
+        reason: a.reason.clone(),
+        package_sha256,
     };
     let outcome = c.api.complaint(&request).await?;
     c.show(&outcome, |o| {
@@ -198,7 +208,30 @@ pub async fn complaint(cmd: ComplaintCommand) -> anyhow::Result<ExitCode> {
             o.sale, o.kind, o.action
         )
     });
-    Ok(ExitCode::SUCCESS)
+    Ok(if outcome.matches == Some(false) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The digest a package's trailer holds (SHA-256 of its signed header), read from the file's
+/// last bytes: `TALLYSIG ‖ digest[32] ‖ signature[64]`.
+fn copy_digest(file: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f =
+        std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
+    let len = f.metadata()?.len();
+    if len < 104 {
+        bail!("{} is too short to be a package", file.display());
+    }
+    f.seek(SeekFrom::End(-104))?;
+    let mut trailer = [0_u8; 104];
+    f.read_exact(&mut trailer)?;
+    if &trailer[..8] != b"TALLYSIG" {
+        bail!("{} does not end with a package trailer", file.display());
+    }
+    Ok(hex::encode(&trailer[8..40]))
 }
 
 /// A payment, with what its status means for the payer and how to undo it.

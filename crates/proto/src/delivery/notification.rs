@@ -41,14 +41,42 @@ pub enum ReceiverKey {
 pub struct Notification {
     /// The receiver's unique id for this payment (the idempotency key).
     pub id: String,
-    /// The sale's reference code as quoted by the payer.
-    pub reference: ReferenceCode,
+    /// The sale's reference code as quoted by the payer: a valid code, or the text as typed
+    /// (a typo, a wrong code): that money is kept in suspense with the text, never refused.
+    pub reference: Quoted,
     /// What was paid.
     pub amount: Amount,
     /// When the receiver says it was paid.
     pub paid_at: Timestamp,
     /// Who paid, as the receiver names them.
     pub payer: String,
+}
+
+/// A reference as a payer quoted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Quoted {
+    /// A reference code whose check character matches.
+    Code(ReferenceCode),
+    /// Anything else, as typed (printable, at most 200 bytes).
+    Text(String),
+}
+
+impl Quoted {
+    /// The code, or the text as typed.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Quoted::Code(c) => c.as_str(),
+            Quoted::Text(t) => t,
+        }
+    }
+
+    /// The code, when it is one.
+    pub fn code(&self) -> Option<&ReferenceCode> {
+        match self {
+            Quoted::Code(c) => Some(c),
+            Quoted::Text(_) => None,
+        }
+    }
 }
 
 /// Why a notification was refused; nothing is done with it.
@@ -157,8 +185,18 @@ pub fn verify(
             "payer must be at most 200 printable bytes".into(),
         ));
     }
-    let reference = ReferenceCode::parse(&b.reference)
-        .map_err(|e| NotificationError::BadBody(e.to_string()))?;
+    let reference = match ReferenceCode::parse(&b.reference) {
+        Ok(code) => Quoted::Code(code),
+        Err(_) => {
+            let text = b.reference.trim();
+            if text.is_empty() || text.len() > 200 || !tally_kernel::text::plain(text, false) {
+                return Err(NotificationError::BadBody(
+                    "reference must be 1 to 200 printable bytes".into(),
+                ));
+            }
+            Quoted::Text(text.to_string())
+        }
+    };
     let amount: Amount = b
         .amount
         .parse()

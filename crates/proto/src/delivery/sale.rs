@@ -75,6 +75,8 @@ pub enum SaleState {
     Expired,
     /// Waiting for the price.
     Open,
+    /// Paid and refunded afterwards (the key had been released).
+    Refunded,
     /// Paid; the key was released.
     Released,
 }
@@ -82,6 +84,7 @@ stored_names!(SaleState {
     Cancelled => "cancelled",
     Expired => "expired",
     Open => "open",
+    Refunded => "refunded",
     Released => "released",
 });
 
@@ -285,7 +288,11 @@ pub fn payment_status(sale: Option<&Sale>, amount: Amount) -> PaymentStatus {
     match sale {
         None => PaymentStatus::Unmatched,
         Some(s) if s.state == SaleState::Released => PaymentStatus::Duplicate,
-        Some(s) if matches!(s.state, SaleState::Expired | SaleState::Cancelled) => {
+        Some(s) if matches!(
+            s.state,
+            SaleState::Expired | SaleState::Cancelled | SaleState::Refunded
+        ) =>
+        {
             PaymentStatus::Closed
         }
         Some(s) if amount == s.price => PaymentStatus::Matched,
@@ -330,7 +337,10 @@ impl Sale {
                 (Some(a), Some(e)) => Some(a.min(e)),
                 (a, e) => a.or(e),
             },
-            SaleState::Released | SaleState::Expired | SaleState::Cancelled => None,
+            SaleState::Released
+            | SaleState::Refunded
+            | SaleState::Expired
+            | SaleState::Cancelled => None,
         }
     }
 
@@ -507,15 +517,15 @@ pub struct Payment {
 }
 
 impl Payment {
-    /// Refunds it: the money goes back where it came from, once. A payment that released a
-    /// key is the sale's price and stays.
+    /// Refunds it: the money goes back where it came from, once (for the price of a released
+    /// sale, from the merchant's account: the key stays released, the sale is refunded).
     pub fn refund(self) -> Result<(Payment, Effects), SaleError> {
         match self.status {
-            PaymentStatus::Matched => Err(SaleError::NotRefundable(
-                "it paid for a sale whose key was released",
-            )),
             PaymentStatus::Refunded => Err(SaleError::NotRefundable("it was refunded already")),
-            PaymentStatus::Closed
+            // The price of a released sale goes back from the merchant's account (the operator
+            // or the merchant decided so); the sale is marked refunded by the caller.
+            PaymentStatus::Matched
+            | PaymentStatus::Closed
             | PaymentStatus::Duplicate
             | PaymentStatus::Mismatch
             | PaymentStatus::Unmatched => {
@@ -565,6 +575,36 @@ mod tests {
             created_at: Timestamp(1_000_000),
             delivered_at: None,
             alert_at: Some(Timestamp(61_000_000)),
+            expires_at: Some(Timestamp(121_000_000)),
+        }
+    }
+
+    #[test]
+    fn an_unpaid_sale_expires_or_is_cancelled_and_then_takes_no_price() {
+        let s = sale();
+        assert_eq!(s.poll_timeout(), Some(Timestamp(61_000_000)), "the alert first");
+        assert!(matches!(
+            s.clone().handle(Timestamp(100_000_000), SaleInput::Expire),
+            Err(SaleError::ApiMisuse(_))
+        ));
+        let (expired, effects) = s
+            .clone()
+            .handle(Timestamp(121_000_000), SaleInput::Expire)
+            .expect("due");
+        assert_eq!(expired.state, SaleState::Expired);
+        assert_eq!(expired.poll_timeout(), None);
+        assert_eq!(effects.messages.len(), 1, "the buyer is told");
+        let (cancelled, _) = s.handle(Timestamp(2), SaleInput::Cancel).expect("open");
+        assert_eq!(cancelled.state, SaleState::Cancelled);
+        for ended in [expired, cancelled] {
+            assert_eq!(payment_status(Some(&ended), eur(990)), PaymentStatus::Closed);
+            let (after, effects) = ended.clone().handle(Timestamp(3), pay(eur(990))).expect("kept");
+            assert_eq!(after.state, ended.state, "the price releases nothing");
+            assert!(effects.messages.is_empty(), "no key goes out");
+            assert!(matches!(
+                ended.handle(Timestamp(3), SaleInput::Cancel),
+                Err(SaleError::NotOpen(_))
+            ));
         }
     }
 
@@ -630,7 +670,11 @@ mod tests {
         );
         let (alerted, e) = s.handle(due, input()).expect("due");
         assert_eq!(e.messages.len(), 2, "buyer and merchant");
-        assert_eq!(alerted.poll_timeout(), None, "alerted once");
+        assert_eq!(
+            alerted.poll_timeout(),
+            alerted.expires_at,
+            "alerted once; the expiry is what stays due"
+        );
         let (paid, _) = sale().handle(due, pay(eur(990))).expect("pay");
         assert_eq!(paid.poll_timeout(), None);
     }

@@ -369,7 +369,11 @@ mod notifications {
         )
         .expect("hmac");
         assert_eq!(
-            (n.id.as_str(), n.amount.minor, n.reference.display()),
+            (
+                n.id.as_str(),
+                n.amount.minor,
+                n.reference.code().map(ReferenceCode::display).unwrap_or_default()
+            ),
             ("bank-tx-77", 990, code.clone())
         );
         let key = ReceiverKey::Ed25519(bank().verifying_key());
@@ -439,10 +443,15 @@ mod notifications {
             err(&b, "1767225590", "hmac-sha256=zz"),
             NotificationError::BadHeader(_)
         ));
+        // A mistyped reference is no refusal: the money was received; it is kept as typed.
         let typo = code.replacen(&code[..1], if code.starts_with('A') { "B" } else { "A" }, 1);
         let bt = body(&typo, "9.90 EUR");
+        let kept = verify(&bt, "1767225590", &hmac_header("1767225590", &bt), &hmac_key(), NOW, 300)
+            .expect("kept");
+        assert_eq!(kept.reference, Quoted::Text(typo.clone()));
+        let control = body(r"ref\u0000x", "9.90 EUR");
         assert!(matches!(
-            err(&bt, "1767225590", &hmac_header("1767225590", &bt)),
+            err(&control, "1767225590", &hmac_header("1767225590", &control)),
             NotificationError::BadBody(_)
         ));
         let neg = body(&code, "-1.00 EUR");

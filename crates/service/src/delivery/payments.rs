@@ -22,7 +22,8 @@ use tally_proto::delivery::sale::{
 };
 use tally_proto::effects::Effects;
 use tally_store::delivery::{
-    PaymentRow, ReceiverRow, insert_payment, refund_payment, release_sale, upsert_receiver,
+    PaymentRow, ReceiverRow, insert_payment, refund_payment, refund_sale, release_sale,
+    upsert_receiver,
 };
 use tally_store::{Attachment, Conflict};
 
@@ -222,11 +223,12 @@ impl Delivery {
             view.replayed = true;
             return Ok(view);
         }
-        let sale = self
-            .core
-            .store()
-            .sale_by_reference(n.reference.as_str())
-            .await?;
+        // A reference with a typo (or no code at all) matches no sale: the money waits in
+        // suspense with the text as quoted, refundable, instead of being refused and lost.
+        let sale = match n.reference.code() {
+            Some(code) => self.core.store().sale_by_reference(code.as_str()).await?,
+            None => None,
+        };
         // A bank's notification is money already received: no one's threshold applies.
         self.take_payment(Arrival {
             confirmation: Vec::new(),
@@ -388,12 +390,14 @@ impl Delivery {
             reference: p.reference.clone(),
         };
         let (_, effects) = payment.refund()?;
+        let mut rows: Vec<Attachment> = refund_payment(id, p.status).into();
+        if p.status == PaymentStatus::Matched
+            && let Some(sale) = p.sale_id
+        {
+            rows.extend(refund_sale(sale));
+        }
         self.core
-            .commit(
-                format!(":refund:{id}"),
-                effects,
-                refund_payment(id, p.status).into(),
-            )
+            .commit(format!(":refund:{id}"), effects, rows)
             .await
             .map_err(|e| match e {
                 ServiceError::Conflict(Conflict::Moved(why)) => {

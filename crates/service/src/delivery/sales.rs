@@ -9,7 +9,7 @@ use super::{
     SaleView, Segment, entry_meta, fill, fingerprint, parse_reference, product_machine,
 };
 use crate::Missing;
-use crate::access::{check_address, check_name, corrupt, invalid, namespaced};
+use crate::access::{check_address, check_name, corrupt, invalid, namespaced, text_field};
 use crate::core::{Gate, Outflow};
 use crate::exec::retrying;
 use crate::identity::getrandom_fill;
@@ -19,7 +19,7 @@ use tally_kernel::crypto::{VerifyingKey, seal, stream};
 use tally_kernel::{Amount, Currency, Id, Secret};
 use tally_proto::delivery::sale::{PaymentPath, PaymentStatus, SaleInput, SaleState};
 use tally_proto::delivery::{self as proto, EntryKind, Header, Instruction, ReferenceCode};
-use tally_proto::effects::Effects;
+use tally_proto::effects::{Effects, Outgoing};
 use tally_store::Conflict;
 use tally_store::delivery::{
     ProductRow, SaleRow, SalesFilter, close_sale, insert_sale, mark_delivered, mark_overdue,
@@ -473,6 +473,7 @@ impl Delivery {
         Self::require_buyer(by, &s)?;
         let product = self.product_row(s.product_id).await?;
         let now = self.core.now();
+        let mut copy_matches = None;
         let (effects, action) = match req.kind.as_str() {
             "key_lost" => {
                 let (_, effects) = self.machine(&s, &product)?.handle(
@@ -505,10 +506,58 @@ impl Delivery {
                     action,
                 )
             }
+            "refund" => {
+                let reason = req.reason.clone().unwrap_or_default();
+                text_field("reason", &reason, 2_000)?;
+                let to = self.merchant_or_operator(&product.merchant).await?;
+                let mut effects = Effects::record("sale_complaint", serde_json::json!({}));
+                let action = match to {
+                    Some((channel, address)) => {
+                        effects = effects.send(Outgoing {
+                            dedup_key: format!(":sale:{}:refund-claim:{}", s.id, Id::new()),
+                            channel: channel.clone(),
+                            address,
+                            subject: format!("Refund claim: {} bought by {}", product.title, s.buyer),
+                            body: format!(
+                                "{} asks for a refund of sale {} ({}, reference {}):\n{reason}\n\
+                                 Refund a payment with `tally payment refund PAYMENT_ID`.",
+                                s.buyer, s.id, product.title, s.reference
+                            ),
+                            secret: None,
+                            data: serde_json::json!({ "sale": s.id, "kind": "refund" }),
+                        });
+                        format!("the refund claim was sent to the merchant ({channel})")
+                    }
+                    None => "the refund claim is recorded; the merchant and the operator have \
+                             no verified address yet, the operator sees it in the journal"
+                        .to_string(),
+                };
+                (effects, action)
+            }
+            "check_copy" => {
+                let theirs = req.package_sha256.clone().ok_or_else(|| {
+                    invalid("package_sha256", "the digest of your copy, hex (64 characters)")
+                })?;
+                let matches = hex::decode(theirs.trim())
+                    .ok()
+                    .zip(hex::decode(&s.package_digest).ok())
+                    .is_some_and(|(a, b)| Secret::new(a).ct_eq(&b));
+                copy_matches = Some(matches);
+                let action = if matches {
+                    "your copy is the package the node signed for this sale".to_string()
+                } else {
+                    format!(
+                        "your copy is NOT the package the node signed for this sale; download \
+                         it again from /v1/sales/{}/package",
+                        s.id
+                    )
+                };
+                (Effects::record("sale_complaint", serde_json::json!({})), action)
+            }
             _ => {
                 return Err(invalid(
                     "kind",
-                    "key_lost, package_broken or product_deleted",
+                    "key_lost, package_broken, product_deleted, refund or check_copy",
                 ));
             }
         };
@@ -518,7 +567,8 @@ impl Delivery {
         );
         self.core
             .commit(
-                format!(":complaint:{}:{}:{}", s.id, req.kind, now.as_micros()),
+                // Each complaint is its own record (two in one microsecond are two).
+                format!(":complaint:{}:{}:{}", s.id, req.kind, Id::new()),
                 effects,
                 Vec::new(),
             )
@@ -528,6 +578,7 @@ impl Delivery {
             kind: req.kind,
             action,
             download: format!("/v1/sales/{}/package", s.id),
+            matches: copy_matches,
         })
     }
 
@@ -606,6 +657,25 @@ impl Delivery {
         self.sale_view(&s).await
     }
 
+    /// Where a merchant is told about its sales: its first verified address, else the
+    /// operator's (so an alert is never silently dropped), else nowhere.
+    async fn merchant_or_operator(&self, merchant: &str) -> Result<Option<(String, String)>> {
+        for who in [merchant, "operator"] {
+            let found = self
+                .core
+                .store()
+                .addresses_of(who)
+                .await?
+                .into_iter()
+                .find(|a| a.verified_at.is_some())
+                .map(|a| (a.channel, a.address));
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
     /// Feeds every sale whose machine is due its timeout: the overdue alert (D9) once — a
     /// reminder to the buyer, an alert to the merchant's first verified address — and the
     /// expiry of a sale still unpaid after the expiry period. Each happens once (decided in
@@ -626,14 +696,15 @@ impl Delivery {
                     )
                     .await
             } else {
-                let merchant_address = self
-                    .core
-                    .store()
-                    .addresses_of(&product.merchant)
-                    .await?
-                    .into_iter()
-                    .find(|a| a.verified_at.is_some())
-                    .map(|a| (a.channel, a.address));
+                let merchant_address = self.merchant_or_operator(&product.merchant).await?;
+                if merchant_address.is_none() {
+                    tracing::warn!(
+                        sale = %s.id,
+                        merchant = %product.merchant,
+                        "overdue sale: neither the merchant nor the operator has a verified \
+                         address; the alert is only in the journal"
+                    );
+                }
                 let (next, effects) =
                     machine.handle(now, SaleInput::Overdue { merchant_address })?;
                 self.core
