@@ -64,7 +64,7 @@ pub async fn create_product(
 /// Products, newest first.
 #[utoipa::path(
     get, path = "/v1/products", tag = "delivery",
-    responses((status = 200, description = "Products", body = Object)),
+    responses((status = 200, description = "Products", body = Vec<Object>)),
     security(("api_key" = []))
 )]
 pub async fn products(
@@ -527,7 +527,7 @@ pub async fn refund(
 #[utoipa::path(
     get, path = "/v1/reports/sales", tag = "delivery",
     params(("producer" = Option<String>, Query, description = "Producer"), ("product" = Option<Uuid>, Query, description = "Product"), ("from" = Option<String>, Query, description = "RFC 3339"), ("to" = Option<String>, Query, description = "RFC 3339"), ("format" = Option<String>, Query, description = "`json` (default) or `csv`")),
-    responses((status = 200, description = "Rows: sale, product, title, producer, merchant, buyer, reference, created_at, state, price, paid, paid_at, mismatched_payments, key_fingerprint", body = Object)),
+    responses((status = 200, description = "Rows: sale, product, title, producer, merchant, buyer, reference, created_at, state, price, paid, paid_at, mismatched_payments, key_fingerprint", body = Vec<Object>)),
     security(("api_key" = []))
 )]
 pub async fn report(

@@ -87,7 +87,7 @@ pub async fn add_address(
 #[utoipa::path(
     get, path = "/v1/subscribers/{user}/addresses", tag = "oob",
     params(("user" = String, Path, description = "The user")),
-    responses((status = 200, description = "The addresses", body = Object), (status = 403, description = "forbidden", body = ErrorBody)),
+    responses((status = 200, description = "The addresses", body = Vec<Object>), (status = 403, description = "forbidden", body = ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn addresses(
@@ -211,7 +211,7 @@ pub async fn cancel(
 #[utoipa::path(
     get, path = "/v1/oob/sessions", tag = "oob",
     params(("user" = String, Query, description = "Whose sessions")),
-    responses((status = 200, description = "Newest first", body = Object), (status = 403, description = "forbidden", body = ErrorBody)),
+    responses((status = 200, description = "Newest first", body = Vec<Object>), (status = 403, description = "forbidden", body = ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn sessions(
@@ -264,7 +264,7 @@ pub async fn sign_out(
 #[utoipa::path(
     get, path = "/v1/certificates", tag = "oob",
     params(("user" = String, Query, description = "Whose certificates")),
-    responses((status = 200, description = "Node-signed certificates, newest first", body = Object)),
+    responses((status = 200, description = "Node-signed certificates, newest first", body = Vec<Object>)),
     security(("api_key" = []))
 )]
 pub async fn certificates(
@@ -279,7 +279,7 @@ pub async fn certificates(
 #[utoipa::path(
     get, path = "/v1/mail", tag = "oob",
     params(("user" = String, Query, description = "Whose mail")),
-    responses((status = 200, description = "Mail for and from the user (bodies only once retrieved)", body = Object)),
+    responses((status = 200, description = "Mail for and from the user (bodies only once retrieved)", body = Vec<Object>)),
     security(("api_key" = []))
 )]
 pub async fn mailbox(
@@ -355,7 +355,7 @@ pub async fn set_rule(
 #[utoipa::path(
     post, path = "/v1/trustee/settle", tag = "oob",
     request_body(content = Object, description = "`{\"until\"?: RFC 3339}`"),
-    responses((status = 200, description = "The payouts made", body = Object), (status = 403, description = "forbidden: operator only", body = ErrorBody)),
+    responses((status = 200, description = "The payouts made", body = Vec<Object>), (status = 403, description = "forbidden: operator only", body = ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn settle(

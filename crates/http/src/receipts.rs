@@ -52,7 +52,7 @@ pub async fn issue_token(
 /// Tokens: all (operator) or the caller's.
 #[utoipa::path(
     get, path = "/v1/tokens", tag = "receipts",
-    responses((status = 200, description = "Tokens", body = Object)),
+    responses((status = 200, description = "Tokens", body = Vec<Object>)),
     security(("api_key" = []))
 )]
 pub async fn tokens(
@@ -66,7 +66,7 @@ pub async fn tokens(
 #[utoipa::path(
     get, path = "/v1/tokens/{serial}/writes", tag = "receipts",
     params(("serial" = String, Path, description = "Token serial, hex")),
-    responses((status = 200, description = "Receipts with their `write`", body = Object), (status = 404, description = "not_found", body = ErrorBody)),
+    responses((status = 200, description = "Receipts with their `write`", body = Vec<Object>), (status = 404, description = "not_found", body = ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn token_writes(
@@ -102,7 +102,7 @@ pub async fn add_warrant(
 /// Warrants: all (operator) or the caller's.
 #[utoipa::path(
     get, path = "/v1/warrants", tag = "receipts",
-    responses((status = 200, description = "Warrants", body = Object)),
+    responses((status = 200, description = "Warrants", body = Vec<Object>)),
     security(("api_key" = []))
 )]
 pub async fn warrants(
@@ -149,7 +149,7 @@ pub async fn offer(
 /// Receipts the caller is in (all for the operator).
 #[utoipa::path(
     get, path = "/v1/receipts", tag = "receipts",
-    responses((status = 200, description = "Receipts", body = Object)),
+    responses((status = 200, description = "Receipts", body = Vec<Object>)),
     security(("api_key" = []))
 )]
 pub async fn list(State(state): State<AppState>, Caller(by): Caller) -> Result<Response, ApiError> {
