@@ -111,6 +111,10 @@ pub struct ServeArgs {
     /// Most codes one user is sent per day.
     #[arg(long, default_value_t = OobSettings::default().user_daily_quota)]
     user_daily_quota: i64,
+    /// Receipts: hours a fair exchange may stay unanswered by party B before the arbiter
+    /// aborts it for the originator.
+    #[arg(long, default_value_t = 24)]
+    exchange_timeout_hours: i64,
     /// Trustee payments: the operator's fee, basis points (150 = 1.5 %).
     #[arg(long, default_value_t = OobSettings::default().trustee_fee_bps)]
     trustee_fee_bps: i64,
@@ -128,6 +132,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             expire_after_s: args.expire_after_hours.max(1) * 3600,
             notification_window_s: args.notification_window.max(1),
         },
+        exchange_timeout_s: args.exchange_timeout_hours.max(1) * 3600,
         oob: OobSettings {
             policy: Policy {
                 digits: args.code_digits,

@@ -1225,3 +1225,38 @@ async fn offers_and_tokens_are_idempotent_on_postgres() {
     };
     idempotent_walk(World::new(Some(url)).await).await;
 }
+
+/// A fair exchange B leaves unanswered is aborted at the arbiter after the exchange timeout
+/// (issue [6] item 14; `tally serve --exchange-timeout-hours`, 24 by default): the timers do it
+/// for the originator, once; a late escrow is refused; an answered exchange is left alone.
+async fn timeout_walk(w: World) {
+    let (tx, f, _) = fair_offer(&w, "t1").await;
+    let (answered, g, _) = fair_offer(&w, "t2").await;
+    send_escrow(&w, answered, &g).await.expect(StatusCode::OK);
+    let sweep = || async { w.api.node.receipts().sweep_timeouts(100).await.expect("sweep") };
+    w.advance(86_399);
+    assert_eq!(sweep().await, 0, "not yet");
+    w.advance(2);
+    assert_eq!(sweep().await, 1, "the unanswered one, not the escrowed one");
+    assert_eq!(sweep().await, 0, "once");
+    let r = w.get(&w.bob.api_key, tx).await.expect(StatusCode::OK);
+    assert_eq!(r.str("/state"), "aborted");
+    send_escrow(&w, tx, &f)
+        .await
+        .expect_error(StatusCode::CONFLICT, "exchange_aborted");
+    let r = w.get(&w.bob.api_key, answered).await.expect(StatusCode::OK);
+    assert_eq!(r.str("/state"), "escrowed");
+}
+
+#[tokio::test]
+async fn an_unanswered_fair_exchange_times_out_into_an_abort() {
+    timeout_walk(World::new(None).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_fair_exchange_times_out_into_an_abort_on_postgres() {
+    let Some(url) = tally_testkit::shared_test_database_url() else {
+        return;
+    };
+    timeout_walk(World::new(Some(url)).await).await;
+}

@@ -43,6 +43,8 @@ pub struct NodeConfig {
     pub oob: crate::oob::OobSettings,
     /// Locked delivery settings.
     pub delivery: crate::delivery::DeliverySettings,
+    /// Receipts: seconds a fair exchange may stay unanswered by B before the arbiter aborts it.
+    pub exchange_timeout_s: i64,
     /// Where the node reads the time (tests move it by hand); the wall clock by default.
     pub clock: NodeClock,
 }
@@ -58,6 +60,7 @@ impl NodeConfig {
             batch_max: 2048,
             oob: crate::oob::OobSettings::default(),
             delivery: crate::delivery::DeliverySettings::default(),
+            exchange_timeout_s: 86_400,
             clock: NodeClock::default(),
         }
     }
@@ -161,7 +164,8 @@ impl Node {
             core.check_identity().await?;
             let oob = Oob::load(core.clone(), config.oob.clone(), made).await?;
             let delivery = Delivery::load(core.clone(), config.delivery.clone(), made).await?;
-            let receipts = Receipts::load(core.clone(), made).await?;
+            let receipts =
+                Receipts::load(core.clone(), made, config.exchange_timeout_s).await?;
             Ok::<_, ServiceError>((oob, delivery, receipts))
         }
         .await;

@@ -85,8 +85,13 @@ pub async fn sweep(node: &Node) {
     }
     match node.delivery().sweep_timeouts(BATCH).await {
         Ok(0) => {}
-        Ok(n) => tracing::info!(alerts = n, "sent overdue alerts for unpaid sales"),
+        Ok(n) => tracing::info!(steps = n, "overdue alerts and expiries of unpaid sales"),
         Err(e) => tracing::warn!(error = %e, "overdue pass failed"),
+    }
+    match node.receipts().sweep_timeouts(BATCH).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(aborted = n, "aborted fair exchanges left unanswered"),
+        Err(e) => tracing::warn!(error = %e, "exchange timeout pass failed"),
     }
 }
 

@@ -4,8 +4,9 @@
 //!
 //! * the ledger balances: per currency, debits equal credits, posted and pending;
 //! * locked delivery: a sale is released at most once and only by its price (exactly one
-//!   matched payment, of the price, for a released sale; none for an open one); a store account
-//!   holds exactly its matched payments; the suspense account holds exactly the payments
+//!   matched payment, of the price, for a released sale; none for an open, cancelled or
+//!   expired one; a refunded sale's price went back once); a store account holds exactly its
+//!   matched payments not refunded; the suspense account holds exactly the payments
 //!   waiting there (not refunded);
 //! * out-of-band: a session is verified at most once, and its money moved accordingly (a
 //!   payment session's hold is posted once verified, released once locked, closed or expired);
@@ -97,16 +98,21 @@ async fn sales(node: &Node, store_accounts: &[Id], suspense: &[Id]) -> Result<()
     )
     .await?;
     let mut matched: HashMap<Id, Vec<i64>> = HashMap::new();
+    let mut refunded: HashMap<Id, Vec<i64>> = HashMap::new();
     let mut held: HashMap<Id, i64> = HashMap::new();
     for p in &payments {
         let status = text(p, "status")?;
         let amount = int(p, "amount_minor")?;
+        let sale: Option<Vec<u8>> = p.try_get("sale_id").map_err(|e| e.to_string())?;
+        let sale = sale.and_then(|b| Id::from_slice(&b));
         if status == "matched" {
-            let sale: Option<Vec<u8>> = p.try_get("sale_id").map_err(|e| e.to_string())?;
-            let sale = sale
-                .and_then(|b| Id::from_slice(&b))
-                .ok_or("a matched payment without a sale")?;
+            let sale = sale.ok_or("a matched payment without a sale")?;
             matched.entry(sale).or_default().push(amount);
+        }
+        if status == "refunded"
+            && let Some(sale) = sale
+        {
+            refunded.entry(sale).or_default().push(amount);
         }
         if status != "refunded" {
             *held.entry(id(p, "holder")?).or_default() += amount;
@@ -117,9 +123,13 @@ async fn sales(node: &Node, store_accounts: &[Id], suspense: &[Id]) -> Result<()
         let state = text(&s, "state")?;
         let price = int(&s, "price_minor")?;
         let paid = matched.get(&sale).cloned().unwrap_or_default();
+        let refunds = refunded.get(&sale).cloned().unwrap_or_default();
         match state.as_str() {
             "released" if paid == [price] => {}
-            "open" if paid.is_empty() => {}
+            // Unpaid sales, open or ended: nothing ever matched them.
+            "open" | "cancelled" | "expired" if paid.is_empty() => {}
+            // A paid sale refunded: its price went back, once.
+            "refunded" if paid.is_empty() && refunds.contains(&price) => {}
             _ => {
                 return Err(format!(
                     "sale {sale} is {state} with matched payments {paid:?} (price {price}): \

@@ -112,6 +112,9 @@ enum Req {
     Refund {
         payment: Id,
     },
+    CancelSale {
+        sale: usize,
+    },
     Offer {
         fair: bool,
         key: String,
@@ -251,7 +254,14 @@ impl Sim {
             clock: NodeClock(Some(Arc::new(move || Timestamp(c.load(Ordering::SeqCst))))),
             oob: OobSettings {
                 address_quota: i64::MAX,
+                user_daily_quota: i64::MAX,
                 ..OobSettings::default()
+            },
+            // Short periods, so the simulated clock reaches overdue alerts and expiries.
+            delivery: tally_service::delivery::DeliverySettings {
+                overdue_after_s: 1_200,
+                expire_after_s: 2_400,
+                ..tally_service::delivery::DeliverySettings::default()
             },
             ..NodeConfig::new(dir.path().join("node"))
         };
@@ -717,10 +727,17 @@ impl Sim {
                     key: self.key(),
                 }
             }
-            9 if !self.sales.is_empty() => Req::Acknowledge {
-                sale: self.rng.random_range(0..self.sales.len()),
-                debit: self.rng.random_bool(0.5),
-            },
+            9 if !self.sales.is_empty() => {
+                let sale = self.rng.random_range(0..self.sales.len());
+                if self.rng.random_bool(0.2) {
+                    Req::CancelSale { sale }
+                } else {
+                    Req::Acknowledge {
+                        sale,
+                        debit: self.rng.random_bool(0.5),
+                    }
+                }
+            }
             10 if !self.payments.is_empty() => Req::Refund {
                 payment: self.pick(&self.payments.clone()).ok_or("no payment")?,
             },
@@ -964,6 +981,12 @@ impl Sim {
             }
             Req::Refund { payment } => {
                 let r = node.delivery().refund(&self.admin.clone(), payment).await;
+                self.answer(r)?;
+            }
+            Req::CancelSale { sale } => {
+                let s = &self.sales[sale];
+                let by = self.customers[s.buyer].principal.clone();
+                let r = node.delivery().cancel(&by, s.id).await;
                 self.answer(r)?;
             }
             Req::Offer { fair, key } => {

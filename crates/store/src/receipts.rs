@@ -609,6 +609,29 @@ impl Store {
     }
 
     /// The receipt offered under a (namespaced) idempotency key.
+    /// Fair exchanges still offered (B never answered) made before `before`, oldest first.
+    pub async fn unanswered_exchanges(
+        &self,
+        before: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<ReceiptRow>, StoreError> {
+        let rows = self
+            .fetch_all(
+                format!(
+                    "{RECEIPT_SELECT} WHERE fair = $1 AND state = $2 AND created_at < $3 \
+                     ORDER BY created_at LIMIT $4"
+                ),
+                vec![
+                    Value::Int(1),
+                    Value::Text(ReceiptState::Offered.as_str().into()),
+                    Value::Int(before.as_micros()),
+                    Value::Int(limit),
+                ],
+            )
+            .await?;
+        rows.iter().map(receipt).collect()
+    }
+
     pub async fn receipt_by_key(&self, key: &str) -> Result<Option<ReceiptRow>, StoreError> {
         let rows = self
             .fetch_all(

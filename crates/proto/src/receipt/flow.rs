@@ -144,13 +144,19 @@ pub struct Flow {
     pub acked: bool,
     /// Times the write was sent.
     pub write_attempts: i64,
+    /// A fair exchange B leaves unanswered (still offered, nothing decided) is aborted at the
+    /// arbiter at this time; set by the node from its exchange timeout.
+    pub abort_at: Option<tally_kernel::Timestamp>,
 }
 
 impl Flow {
-    /// No timer: a receipt waits for its parties (a fair exchange ends at the arbiter when a
-    /// party asks).
+    /// When a fair exchange left unanswered is aborted (it is still offered and the arbiter
+    /// decided nothing); otherwise a receipt waits for its parties.
     pub fn poll_timeout(&self) -> Option<tally_kernel::Timestamp> {
-        None
+        let waiting = self.fair
+            && self.state == ReceiptState::Offered
+            && matches!(self.decision, Decision::Open);
+        self.abort_at.filter(|_| waiting)
     }
 
     /// What the arbiter answers `request` from the decision as it stands now (after a step,
@@ -322,7 +328,24 @@ mod tests {
             written: false,
             acked: false,
             write_attempts: 0,
+            abort_at: Some(tally_kernel::Timestamp(1_000)),
         }
+    }
+
+    #[test]
+    fn only_an_unanswered_fair_offer_times_out() {
+        assert_eq!(flow(true).poll_timeout(), Some(tally_kernel::Timestamp(1_000)));
+        assert_eq!(flow(false).poll_timeout(), None, "a plain receipt waits");
+        let escrowed = Flow {
+            state: ReceiptState::Escrowed,
+            ..flow(true)
+        };
+        assert_eq!(escrowed.poll_timeout(), None, "B answered");
+        let aborted = Flow {
+            decision: Decision::Aborted,
+            ..flow(true)
+        };
+        assert_eq!(aborted.poll_timeout(), None, "decided");
     }
 
     fn step(f: Flow, input: FlowInput) -> Flow {

@@ -17,6 +17,28 @@ use tally_store::Attachment;
 use tally_store::receipts::{DecisionRow, ReceiptRow, insert_decision, step_receipt};
 
 impl Receipts {
+    /// Aborts, at the arbiter, every fair exchange B left unanswered past the exchange timeout
+    /// (its flow's `poll_timeout`): A's escrowed signature then never reaches anyone, and the
+    /// originator is no longer bound. Returns how many were aborted.
+    pub async fn sweep_timeouts(&self, limit: i64) -> Result<usize> {
+        let now = self.core.now();
+        let before = now.plus_seconds(-self.exchange_timeout_s);
+        let mut aborted = 0;
+        for r in self.core.store().unanswered_exchanges(before, limit).await? {
+            let flow = self.flow(&r).await?;
+            if flow.poll_timeout().is_none_or(|t| t > now) {
+                continue;
+            }
+            match self.decide(&r, Request::Abort, "exchange timeout").await {
+                Ok(_) => aborted += 1,
+                // Answered or decided by a party meanwhile.
+                Err(ServiceError::Conflict(_)) | Err(ServiceError::Receipt(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(aborted)
+    }
+
     /// Abort (block 307; the originator only): the arbiter will resolve nothing afterwards. If
     /// B resolved first, the originator gets B's signature instead.
     pub async fn abort(&self, by: &Principal, transaction: u64) -> Result<ArbiterView> {

@@ -118,6 +118,9 @@ pub struct Receipts {
     /// bytes: a certificate's signature does not change, so only its validity window is
     /// checked again. A cache of pure checks, never of state (revocation is read each time).
     checked: std::sync::Mutex<std::collections::HashMap<[u8; 32], Option<WarrantTerms>>>,
+    /// Seconds a fair exchange may stay offered without B's answer before the arbiter aborts
+    /// it.
+    exchange_timeout_s: i64,
 }
 
 fn derive32(key: &[u8], what: &str) -> Result<Secret<[u8; 32]>> {
@@ -130,7 +133,11 @@ fn derive32(key: &[u8], what: &str) -> Result<Secret<[u8; 32]>> {
 impl Receipts {
     /// Loads `receipt.key` (creating it on first start), checks it against the database and
     /// takes the receipt server certificate the database holds (the first node issues it).
-    pub(crate) async fn load(core: Core, made: &mut Made) -> Result<Receipts> {
+    pub(crate) async fn load(
+        core: Core,
+        made: &mut Made,
+        exchange_timeout_s: i64,
+    ) -> Result<Receipts> {
         let key = node_secret(
             core.files(),
             core.store(),
@@ -169,6 +176,7 @@ impl Receipts {
             escrow_key: derive32(k, "arbiter-escrow")?,
             master: derive32(k, "token-master")?,
             checked: std::sync::Mutex::new(std::collections::HashMap::new()),
+            exchange_timeout_s: exchange_timeout_s.max(1),
             core,
             server,
             server_cert,
@@ -207,6 +215,7 @@ impl Receipts {
             written: r.receipt_number.is_some(),
             acked: r.acked_at.is_some(),
             write_attempts: r.write_attempts,
+            abort_at: Some(r.created_at.plus_seconds(self.exchange_timeout_s)),
         })
     }
 }
