@@ -53,27 +53,7 @@ async fn state(w: &World, id: &str) -> String {
 }
 
 async fn walk(w: World) {
-    let r = post(
-        &w,
-        "/v1/products",
-        &w.shop,
-        Some("p"),
-        json!({"title": "Album", "price": "9.90 EUR", "pay_to": w.shop_eur,
-               "licence": "Personal use.", "instructions": "Enjoy."}),
-    )
-    .await
-    .expect(StatusCode::CREATED);
-    let product = r.str("/id").to_string();
-    w.api
-        .call("PUT", &format!("/v1/products/{product}/entries/a.bin?kind=product"))
-        .key(&w.shop)
-        .raw("application/octet-stream", vec![5_u8; 4096])
-        .send()
-        .await
-        .expect(StatusCode::OK);
-    post(&w, &format!("/v1/products/{product}/publish"), &w.shop, None, json!({}))
-        .await
-        .expect(StatusCode::OK);
+    let product = w.album().await;
     let buy = |idem: &'static str| {
         post(
             &w,

@@ -699,23 +699,20 @@ fn register(r: &AnyRow) -> Result<RegisterEntry, StoreError> {
 
 // ----- rules -------------------------------------------------------------------------------
 
-/// Sets a threshold rule.
+/// Sets a threshold rule (a payee's, or `operator`'s default).
 pub fn upsert_rule(
     owner: &str,
     currency: &str,
     secured_above_minor: i64,
     now: Timestamp,
 ) -> Attachment {
-    row(
+    threshold_row(
         "INSERT INTO oob_rules (owner, currency, secured_above_minor, updated_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (owner, currency) DO UPDATE SET secured_above_minor = excluded.secured_above_minor, \
          updated_at = excluded.updated_at",
-        vec![
-            Value::Text(owner.into()),
-            Value::Text(currency.into()),
-            Value::Int(secured_above_minor),
-            Value::Int(now.as_micros()),
-        ],
+        [owner, currency],
+        secured_above_minor,
+        now,
     )
 }
 
@@ -726,10 +723,24 @@ pub fn upsert_payer_rule(
     secured_above_minor: i64,
     now: Timestamp,
 ) -> Attachment {
-    row(
+    threshold_row(
         "INSERT INTO oob_payer_rules (owner, currency, secured_above_minor, updated_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (owner, currency) DO UPDATE SET secured_above_minor = excluded.secured_above_minor, \
          updated_at = excluded.updated_at",
+        [owner, currency],
+        secured_above_minor,
+        now,
+    )
+}
+
+fn threshold_row(
+    sql: &'static str,
+    [owner, currency]: [&str; 2],
+    secured_above_minor: i64,
+    now: Timestamp,
+) -> Attachment {
+    row(
+        sql,
         vec![
             Value::Text(owner.into()),
             Value::Text(currency.into()),

@@ -222,3 +222,35 @@ impl World {
         body
     }
 }
+
+impl World {
+    /// The shop's product "Album" at 9.90 EUR, paid to its account, with one entry, on sale;
+    /// its id.
+    pub async fn album(&self) -> String {
+        let r = self
+            .api
+            .post("/v1/products")
+            .key(&self.shop)
+            .idem("album")
+            .json(json!({"title": "Album", "price": "9.90 EUR", "pay_to": self.shop_eur,
+                         "licence": "Personal use.", "instructions": "Enjoy."}))
+            .send()
+            .await
+            .expect(StatusCode::CREATED);
+        let product = r.str("/id").to_string();
+        self.api
+            .call("PUT", &format!("/v1/products/{product}/entries/a.bin?kind=product"))
+            .key(&self.shop)
+            .raw("application/octet-stream", vec![5_u8; 4096])
+            .send()
+            .await
+            .expect(StatusCode::OK);
+        self.api
+            .post(&format!("/v1/products/{product}/publish"))
+            .key(&self.shop)
+            .send()
+            .await
+            .expect(StatusCode::OK);
+        product
+    }
+}
