@@ -9,8 +9,8 @@ use tally_client::wire::ledger::{
 };
 use tally_kernel::Amount;
 
-use crate::oob::confirming;
 use crate::client::{Client, Conn, answered, idempotency_key, parse_id};
+use crate::oob::confirming;
 
 /// `tally account …`
 #[derive(Subcommand)]
@@ -193,7 +193,12 @@ pub struct KeyCreateArgs {
     #[arg(long, value_name = "DIR")]
     data: Option<std::path::PathBuf>,
     /// With --data: the node's PostgreSQL database.
-    #[arg(long, env = "TALLY_DATABASE_URL", hide_env_values = true, requires = "data")]
+    #[arg(
+        long,
+        env = "TALLY_DATABASE_URL",
+        hide_env_values = true,
+        requires = "data"
+    )]
     database_url: Option<String>,
     #[command(flatten)]
     conn: Conn,
@@ -402,7 +407,12 @@ pub async fn transfer(a: TransferArgs) -> anyhow::Result<ExitCode> {
         notify: mv.notify,
     };
     let key = idempotency_key(&a.mv.idempotency_key);
-    let t = answered(confirming(&c, &format!("with --idempotency-key {key}"), || c.api.transfer(&key, &req)).await?);
+    let t = answered(
+        confirming(&c, &format!("with --idempotency-key {key}"), || {
+            c.api.transfer(&key, &req)
+        })
+        .await?,
+    );
     c.show(&t, transfer_summary);
     Ok(ExitCode::SUCCESS)
 }
@@ -421,7 +431,12 @@ pub async fn hold(a: HoldArgs) -> anyhow::Result<ExitCode> {
         notify: mv.notify,
     };
     let key = idempotency_key(&a.mv.idempotency_key);
-    let t = answered(confirming(&c, &format!("with --idempotency-key {key}"), || c.api.hold(&key, &req)).await?);
+    let t = answered(
+        confirming(&c, &format!("with --idempotency-key {key}"), || {
+            c.api.hold(&key, &req)
+        })
+        .await?,
+    );
     c.show(&t, transfer_summary);
     Ok(ExitCode::SUCCESS)
 }

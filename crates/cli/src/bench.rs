@@ -524,6 +524,8 @@ async fn measure_auth(
             // A real node caps the codes one address receives (20 per 10 minutes) so nobody
             // can flood a phone; the benchmark sends thousands to each dev inbox on purpose.
             address_quota: i64::MAX,
+            // The load's users sign in far more often than a person: no daily cap.
+            user_daily_quota: i64::MAX,
             ..OobSettings::default()
         },
         ..NodeConfig::new(dir.path().join("node"))
@@ -557,7 +559,10 @@ async fn measure_auth(
             let (node, admin) = (node.clone(), admin.clone());
             async move {
                 // The dev inbox is named after the user.
-                let view = node.oob().address_add(&admin, user, "dev", user, None).await?;
+                let view = node
+                    .oob()
+                    .address_add(&admin, user, "dev", user, None)
+                    .await?;
                 let code = code_of(&node, &admin, user, &view.session).await?;
                 node.oob().verify(&view.session, &code, None).await?;
                 anyhow::Ok(())

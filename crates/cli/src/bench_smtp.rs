@@ -218,6 +218,8 @@ impl BenchNode {
                 // A real node caps the codes one address receives; the benchmark sends
                 // thousands to each address on purpose.
                 address_quota: i64::MAX,
+                // The load's users sign in far more often than a person: no daily cap.
+                user_daily_quota: i64::MAX,
                 ..OobSettings::default()
             },
             ..NodeConfig::new(dir.path().join("node"))

@@ -3,8 +3,7 @@
 mod common;
 
 use common::{
-    Server, assert_audit_passes, cli, field, ok, open_account, outcome, tally, transfer,
-    wait_until,
+    Server, assert_audit_passes, cli, field, ok, open_account, outcome, tally, transfer, wait_until,
 };
 use std::time::Duration;
 
@@ -277,7 +276,9 @@ fn the_operator_cannot_lock_itself_out() {
     // it, the old one can go.
     let made = ok(outcome(
         tally()
-            .args(["api-key", "create", "--role", "admin", "--owner", "operator", "--data"])
+            .args([
+                "api-key", "create", "--role", "admin", "--owner", "operator", "--data",
+            ])
             .arg(&data)
             .env_remove("TALLY_API_KEY")
             .output()
@@ -291,12 +292,17 @@ fn the_operator_cannot_lock_itself_out() {
     // Not a data directory: said plainly.
     let (made, _, err) = outcome(
         tally()
-            .args(["api-key", "create", "--role", "admin", "--owner", "operator", "--data"])
+            .args([
+                "api-key", "create", "--role", "admin", "--owner", "operator", "--data",
+            ])
             .arg(dir.path().join("nothing"))
             .output()
             .expect("run"),
     );
-    assert!(!made && err.contains("not a node's data directory"), "{err}");
+    assert!(
+        !made && err.contains("not a node's data directory"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -314,7 +320,15 @@ fn money_reads_as_money_and_a_closed_pipe_is_no_panic() {
     let (paid, _, err) = cli(
         &server,
         &admin,
-        &["transfer", "--from", &alice, "--to", &bob, "--amount", "30.00 EUR"],
+        &[
+            "transfer",
+            "--from",
+            &alice,
+            "--to",
+            &bob,
+            "--amount",
+            "30.00 EUR",
+        ],
     );
     assert!(!paid);
     assert!(

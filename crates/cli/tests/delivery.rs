@@ -330,7 +330,10 @@ fn a_product_is_sold_as_a_locked_package_paid_three_ways_and_unlocked() {
             .expect("run"),
     );
     let (accepted, out, err) = unreachable;
-    assert!(!accepted && err.contains("signer NOT verified"), "{out}{err}");
+    assert!(
+        !accepted && err.contains("signer NOT verified"),
+        "{out}{err}"
+    );
     assert!(field(&out, "pay to").contains("UNVERIFIED"), "{out}");
 
     // Not paid yet: no key; a made-up key does not open the package.

@@ -74,9 +74,10 @@ fn half_open_and_trickling_clients_do_not_lock_the_node() {
     slow.write_all(b"GET /healthz HTTP/1.1\r\n").expect("start");
     let started = Instant::now();
     let mut cut = false;
-    for b in b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter() {
-        if slow.write_all(&[*b]).is_err() || closed_within(&mut slow, Duration::from_millis(200))
-        {
+    for b in
+        b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter()
+    {
+        if slow.write_all(&[*b]).is_err() || closed_within(&mut slow, Duration::from_millis(200)) {
             cut = true;
             break;
         }
@@ -141,8 +142,7 @@ fn connections_beyond_the_cap_are_closed_and_the_node_recovers() {
     assert!(
         metrics
             .lines()
-            .any(|l| l.starts_with("tally_http_connections_refused_total")
-                && !l.ends_with(" 0")),
+            .any(|l| l.starts_with("tally_http_connections_refused_total") && !l.ends_with(" 0")),
         "{metrics}"
     );
 }
@@ -165,7 +165,10 @@ fn oversize_requests_and_two_keys_get_our_json_errors() {
         &format!("GET /healthz HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n"),
     );
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
-    assert!(answer.contains("\"code\":\"headers_too_large\""), "{answer}");
+    assert!(
+        answer.contains("\"code\":\"headers_too_large\""),
+        "{answer}"
+    );
 
     let body = r#"{"currency":"EUR"}"#;
     let answer = request(

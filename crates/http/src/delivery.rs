@@ -377,11 +377,14 @@ pub async fn acknowledge(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<Acknowledge>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state
-        .node
-        .delivery()
-        .acknowledge(&by, Id(id), body, state.node.oob())
-        .await?).into_response())
+    Ok(Json(
+        state
+            .node
+            .delivery()
+            .acknowledge(&by, Id(id), body, state.node.oob())
+            .await?,
+    )
+    .into_response())
 }
 
 /// Cancel an unpaid sale (its buyer, or the operator): its key is never released, the buyer's

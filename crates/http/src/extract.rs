@@ -55,10 +55,7 @@ impl FromRequestParts<AppState> for Caller {
             ));
         };
         let principal = state.node.authenticate(key).await?;
-        if let Some(seen) = parts
-            .extensions
-            .get::<crate::middleware::Authenticated>()
-        {
+        if let Some(seen) = parts.extensions.get::<crate::middleware::Authenticated>() {
             seen.0.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         // The key's id (not the key) goes on the request span: logs say who did what.

@@ -256,10 +256,11 @@ pub async fn rate_limit(
     }
     let authenticated = Authenticated::default();
     req.extensions_mut().insert(authenticated.clone());
-    req.extensions_mut().insert(ClientAddress(match &fail_key.0 {
-        ClientKey::Peer(ip) => Some(*ip),
-        ClientKey::ApiKey(_) | ClientKey::Unknown => None,
-    }));
+    req.extensions_mut()
+        .insert(ClientAddress(match &fail_key.0 {
+            ClientKey::Peer(ip) => Some(*ip),
+            ClientKey::ApiKey(_) | ClientKey::Unknown => None,
+        }));
     let response = next.run(req).await;
     if response.status() == StatusCode::UNAUTHORIZED {
         limit.failed(&fail_key);

@@ -1390,4 +1390,3 @@ async fn error_format_covers_routes_and_methods_we_do_not_have() {
         .await
         .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
 }
-

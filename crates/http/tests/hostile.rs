@@ -2034,12 +2034,9 @@ fn directory() -> Vec<Case> {
     let dev = |a: &str| json!({"channel": "dev", "address": a});
     vec![
         upsert("alice upserts bob", Who::Alice, "bob", json!({})).expect(403, "forbidden"),
-        upsert("dot-dot", Who::Admin, "..", json!({}))
-            .expect(422, "invalid_request"),
-        upsert("encoded dot-dot", Who::Admin, "%2e%2e", json!({}))
-            .expect(422, "invalid_request"),
-        upsert("a single dot", Who::Admin, "%2E", json!({}))
-            .expect(422, "invalid_request"),
+        upsert("dot-dot", Who::Admin, "..", json!({})).expect(422, "invalid_request"),
+        upsert("encoded dot-dot", Who::Admin, "%2e%2e", json!({})).expect(422, "invalid_request"),
+        upsert("a single dot", Who::Admin, "%2E", json!({})).expect(422, "invalid_request"),
         upsert("a NUL", Who::Admin, "eve%00", json!({})).expect(422, "invalid_request"),
         upsert("a colon", Who::Admin, "eve%3Aadmin", json!({})).expect(422, "invalid_request"),
         upsert("an RTL override", Who::Admin, "%E2%80%AEeve", json!({}))
@@ -3469,10 +3466,7 @@ fn rate_limits() -> Vec<Case> {
             "rate/a made-up key again from a peer that guessed keys",
             "/v1/accounts",
         )
-        .header(
-            "authorization",
-            format!("Bearer tally_customer_{:064x}", 0),
-        )
+        .header("authorization", format!("Bearer tally_customer_{:064x}", 0))
         .drained(Drain::FailedAuth)
         .expect(429, "rate_limited"),
     ]

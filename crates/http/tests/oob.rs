@@ -12,7 +12,6 @@ use std::sync::Arc;
 use tally_kernel::Timestamp;
 use tally_service::NodeConfig;
 
-
 #[tokio::test]
 async fn every_application_end_to_end() {
     walk_every_application(World::new().await).await;

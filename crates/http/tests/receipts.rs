@@ -1140,8 +1140,14 @@ async fn idempotent_walk(w: World) {
     w.warrant(&w.bob, Counterparties::Any, 30)
         .await
         .expect(StatusCode::OK);
-    let first = w.offer("order 1", false, "o-1").await.expect(StatusCode::CREATED);
-    let again = w.offer("order 1", false, "o-1").await.expect(StatusCode::OK);
+    let first = w
+        .offer("order 1", false, "o-1")
+        .await
+        .expect(StatusCode::CREATED);
+    let again = w
+        .offer("order 1", false, "o-1")
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(tx_of(&again), tx_of(&first));
     w.offer("order 2", false, "o-1")
         .await
@@ -1151,7 +1157,12 @@ async fn idempotent_walk(w: World) {
         w.offer("order 3", false, "o-3"),
         w.offer("order 3", false, "o-3")
     );
-    assert!(a.status.is_success() && b.status.is_success(), "{} {}", a.body, b.body);
+    assert!(
+        a.status.is_success() && b.status.is_success(),
+        "{} {}",
+        a.body,
+        b.body
+    );
     assert_eq!(tx_of(&a), tx_of(&b));
     let listed = w
         .api
@@ -1171,9 +1182,7 @@ async fn idempotent_walk(w: World) {
 
     // Tokens.
     let key = SigningKey::generate();
-    let token = |holder: &str| {
-        json!({"holder": holder, "role": "customer", "public_key": key.verifying_key().to_hex(), "slots": 2})
-    };
+    let token = |holder: &str| json!({"holder": holder, "role": "customer", "public_key": key.verifying_key().to_hex(), "slots": 2});
     let issue = |body: Value| {
         w.api
             .post("/v1/tokens")
@@ -1209,7 +1218,12 @@ async fn idempotent_walk(w: World) {
             .send()
     };
     let (a, b) = tokio::join!(racing("t-erin"), racing("t-erin"));
-    assert!(a.status.is_success() && b.status.is_success(), "{} {}", a.body, b.body);
+    assert!(
+        a.status.is_success() && b.status.is_success(),
+        "{} {}",
+        a.body,
+        b.body
+    );
     assert_eq!(a.str("/serial"), b.str("/serial"));
 }
 
@@ -1233,7 +1247,14 @@ async fn timeout_walk(w: World) {
     let (tx, f, _) = fair_offer(&w, "t1").await;
     let (answered, g, _) = fair_offer(&w, "t2").await;
     send_escrow(&w, answered, &g).await.expect(StatusCode::OK);
-    let sweep = || async { w.api.node.receipts().sweep_timeouts(100).await.expect("sweep") };
+    let sweep = || async {
+        w.api
+            .node
+            .receipts()
+            .sweep_timeouts(100)
+            .await
+            .expect("sweep")
+    };
     w.advance(86_399);
     assert_eq!(sweep().await, 0, "not yet");
     w.advance(2);

@@ -62,15 +62,31 @@ async fn walk(w: World) {
     address(&w, &w.api.admin, "operator", "operator-desk").await;
     let unpaid = buy("s0").await.expect(StatusCode::CREATED);
     w.advance(3_601);
-    assert_eq!(w.api.node.delivery().sweep_timeouts(100).await.expect("sweep"), 1);
+    assert_eq!(
+        w.api
+            .node
+            .delivery()
+            .sweep_timeouts(100)
+            .await
+            .expect("sweep"),
+        1
+    );
     let desk = w.inbox("operator-desk").await.body;
     assert!(
-        subjects(&desk).iter().any(|s| s.starts_with("Overdue: Album")),
+        subjects(&desk)
+            .iter()
+            .any(|s| s.starts_with("Overdue: Album")),
         "{desk}"
     );
-    post(&w, &format!("/v1/sales/{}/cancel", unpaid.str("/id")), &w.alice, None, json!({}))
-        .await
-        .expect(StatusCode::OK);
+    post(
+        &w,
+        &format!("/v1/sales/{}/cancel", unpaid.str("/id")),
+        &w.alice,
+        None,
+        json!({}),
+    )
+    .await
+    .expect(StatusCode::OK);
 
     // Paid, then refunded by the merchant: the price goes back, the sale is refunded.
     let sale = buy("s1").await.expect(StatusCode::CREATED);
@@ -105,7 +121,9 @@ async fn walk(w: World) {
         .expect(StatusCode::OK);
     let desk = w.inbox("shop-desk").await.body;
     assert!(
-        subjects(&desk).iter().any(|s| s.starts_with("Refund claim: Album")),
+        subjects(&desk)
+            .iter()
+            .any(|s| s.starts_with("Refund claim: Album")),
         "{desk}"
     );
     complain(json!({"reference": reference, "kind": "refund", "reason": "bad\u{202e}text"}))

@@ -110,11 +110,35 @@ async fn walk(w: World) {
 
     // After the overdue period the alert goes out; after the expiry period the sales expire.
     w.advance(3_601);
-    assert_eq!(w.api.node.delivery().sweep_timeouts(100).await.expect("sweep"), 2);
+    assert_eq!(
+        w.api
+            .node
+            .delivery()
+            .sweep_timeouts(100)
+            .await
+            .expect("sweep"),
+        2
+    );
     assert_eq!(state(&w, s2.str("/id")).await, "open");
     w.advance(3_600);
-    assert_eq!(w.api.node.delivery().sweep_timeouts(100).await.expect("sweep"), 2);
-    assert_eq!(w.api.node.delivery().sweep_timeouts(100).await.expect("sweep"), 0);
+    assert_eq!(
+        w.api
+            .node
+            .delivery()
+            .sweep_timeouts(100)
+            .await
+            .expect("sweep"),
+        2
+    );
+    assert_eq!(
+        w.api
+            .node
+            .delivery()
+            .sweep_timeouts(100)
+            .await
+            .expect("sweep"),
+        0
+    );
     for s in [&s2, &s3] {
         assert_eq!(state(&w, s.str("/id")).await, "expired");
     }
@@ -124,9 +148,14 @@ async fn walk(w: World) {
     // The buyer was told, and may buy again.
     let inbox = w.inbox("alice").await;
     assert!(
-        inbox.body.as_array().expect("inbox").iter().any(|m| m["subject"]
-            .as_str()
-            .is_some_and(|s| s.contains("is closed"))),
+        inbox
+            .body
+            .as_array()
+            .expect("inbox")
+            .iter()
+            .any(|m| m["subject"]
+                .as_str()
+                .is_some_and(|s| s.contains("is closed"))),
         "{}",
         inbox.body
     );

@@ -33,13 +33,7 @@ async fn every_money_path_asks_above_the_threshold_on_postgres() {
 }
 
 async fn post(w: &World, path: &str, key: &str, idem: &str, body: Value) -> Reply {
-    w.api
-        .post(path)
-        .key(key)
-        .idem(idem)
-        .json(body)
-        .send()
-        .await
+    w.api.post(path).key(key).idem(idem).json(body).send().await
 }
 
 async fn sale_of(w: &World, id: &str) -> Value {
@@ -106,7 +100,10 @@ async fn walk(w: World) {
         post(&w, "/v1/transfers", &w.alice, "big", transfer("6.00 EUR")).await,
         600,
     );
-    assert_eq!(again, session, "a retry before the code is the same session");
+    assert_eq!(
+        again, session,
+        "a retry before the code is the same session"
+    );
     let codes = w.inbox("alice").await.body.as_array().expect("inbox").len();
     assert_eq!(w.balances().await, [9_500, 2_000, 500], "nothing moved");
     // The same key with another body is another request.
@@ -193,9 +190,15 @@ async fn walk(w: World) {
         .expect_error(StatusCode::FORBIDDEN, "forbidden");
 
     // The operator moves money under its own authority.
-    post(&w, "/v1/transfers", &w.api.admin, "op", transfer("10.00 EUR"))
-        .await
-        .expect(StatusCode::CREATED);
+    post(
+        &w,
+        "/v1/transfers",
+        &w.api.admin,
+        "op",
+        transfer("10.00 EUR"),
+    )
+    .await
+    .expect(StatusCode::CREATED);
     assert_eq!(w.balances().await, [8_200, 1_700, 2_100]);
 
     sale_paths(&w).await;
@@ -236,7 +239,9 @@ async fn sale_paths(w: &World) {
     let shown = sale_of(w, sale.str("/id")).await;
     assert_eq!(shown["state"], "released");
     // The sale shows the payment's real ledger transfer (issue [6] item 20).
-    let transfer = shown["payments"][0]["transfer"].as_str().expect("transfer id");
+    let transfer = shown["payments"][0]["transfer"]
+        .as_str()
+        .expect("transfer id");
     assert_eq!(transfer, paid.str("/transfer"));
     let t = w
         .api
@@ -266,7 +271,10 @@ async fn sale_paths(w: &World) {
     );
     let open = sale_of(w, &id).await;
     assert_eq!(open["state"], "open");
-    assert!(open["delivered_at"].is_number(), "delivery is recorded: {open}");
+    assert!(
+        open["delivered_at"].is_number(),
+        "delivery is recorded: {open}"
+    );
     assert_eq!(w.balance(&w.alice_eur).await, before);
     confirm(w, "alice", &s).await;
     let done = w

@@ -33,7 +33,13 @@ mod tests {
 
     #[test]
     fn bidi_overrides_and_controls_are_refused_text_is_not() {
-        for bad in ["a\u{0}b", "refund \u{202E}RUE 00.001", "\u{2066}x", "x\u{FEFF}", "\u{200F}"] {
+        for bad in [
+            "a\u{0}b",
+            "refund \u{202E}RUE 00.001",
+            "\u{2066}x",
+            "x\u{FEFF}",
+            "\u{200F}",
+        ] {
             assert!(!plain(bad, true), "{bad:?}");
         }
         for good in ["Grüße, café", "日本語", "rent share", "emoji 🎉", "עברית"] {

@@ -105,7 +105,8 @@ fn single_transfer_moves_money_and_respects_the_limit() {
         }
     );
     assert!(
-        err.to_string().ends_with("needs 4.01 EUR, available 4.00 EUR"),
+        err.to_string()
+            .ends_with("needs 4.01 EUR, available 4.00 EUR"),
         "money as money: {err}"
     );
     assert_eq!(f.acct(alice).balance_minor(), 400);

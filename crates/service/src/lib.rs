@@ -159,7 +159,9 @@ pub enum ServiceError {
     #[error("confirmation required: a code was sent to {} ({})", .0.address, .0.channel)]
     ConfirmationRequired(Box<tally_wire::oob::SessionView>),
     /// The confirmation session of this request ended without a verified code; nothing moved.
-    #[error("the confirmation of this request ended {0:?}: nothing moved; send it again with a new idempotency key")]
+    #[error(
+        "the confirmation of this request ended {0:?}: nothing moved; send it again with a new idempotency key"
+    )]
     ConfirmationFailed(tally_proto::oob::State),
     /// Revoking this key would leave the node without a live admin key; make another first
     /// (`tally api-key create --role admin`, offline with `--data` if need be).

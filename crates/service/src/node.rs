@@ -164,8 +164,7 @@ impl Node {
             core.check_identity().await?;
             let oob = Oob::load(core.clone(), config.oob.clone(), made).await?;
             let delivery = Delivery::load(core.clone(), config.delivery.clone(), made).await?;
-            let receipts =
-                Receipts::load(core.clone(), made, config.exchange_timeout_s).await?;
+            let receipts = Receipts::load(core.clone(), made, config.exchange_timeout_s).await?;
             Ok::<_, ServiceError>((oob, delivery, receipts))
         }
         .await;

@@ -77,10 +77,7 @@ async fn the_last_admin_key_stays(config: NodeConfig) {
     let admin = admin.expect("key").expose().clone();
     let first = node.authenticate(&admin).await.expect("admin");
     let last = node.revoke_api_key(&first, first.key_id).await;
-    assert!(
-        matches!(last, Err(ServiceError::LastAdminKey)),
-        "{last:?}"
-    );
+    assert!(matches!(last, Err(ServiceError::LastAdminKey)), "{last:?}");
     node.authenticate(&admin)
         .await
         .expect("the only admin key still works");
@@ -104,7 +101,10 @@ async fn the_last_admin_key_stays(config: NodeConfig) {
             node.revoke_api_key(&first, second.id)
         );
         let ok = [a.is_ok(), b.is_ok()].iter().filter(|x| **x).count();
-        assert_eq!(ok, 1, "exactly one of two racing revocations wins: {a:?} {b:?}");
+        assert_eq!(
+            ok, 1,
+            "exactly one of two racing revocations wins: {a:?} {b:?}"
+        );
         assert_eq!(live_admins(&node, &first).await, 1);
         if a.is_ok() {
             // The first key is gone: carry on as the second.

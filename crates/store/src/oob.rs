@@ -991,7 +991,9 @@ impl Store {
     ) -> Result<Option<i64>, StoreError> {
         let rows = self
             .fetch_all(
-                format!("SELECT secured_above_minor FROM {table} WHERE owner = $1 AND currency = $2"),
+                format!(
+                    "SELECT secured_above_minor FROM {table} WHERE owner = $1 AND currency = $2"
+                ),
                 vec![Value::Text(owner.into()), Value::Text(currency.into())],
             )
             .await?;

@@ -66,7 +66,10 @@ pub fn issue_token(t: &TokenRow, p: &PartyRow) -> [Attachment; 3] {
         Attachment::Guard(crate::Guard {
             kind: crate::guarded::GuardKind::Count {
                 sql: "SELECT COUNT(*) FROM receipt_parties WHERE fingerprint = $1 AND name <> $2",
-                params: vec![Value::Text(p.fingerprint.clone()), Value::Text(p.name.clone())],
+                params: vec![
+                    Value::Text(p.fingerprint.clone()),
+                    Value::Text(p.name.clone()),
+                ],
                 bucket: format!("party_key:{}", p.fingerprint),
                 max: 1,
             },

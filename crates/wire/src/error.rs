@@ -374,11 +374,7 @@ mod tests {
             );
             // The one code that is not a failure: taken, waiting for a confirmation (202).
             let failure = code != ErrorCode::ConfirmationRequired;
-            assert_eq!(
-                (400..600).contains(&code.status_code()),
-                failure,
-                "{code}"
-            );
+            assert_eq!((400..600).contains(&code.status_code()), failure, "{code}");
         }
         assert_eq!(ErrorCode::from_wire("no_such_code"), None);
     }

@@ -18,8 +18,8 @@ use tally_proto::delivery::sale::PaymentStatus;
 
 use super::common::{amount_arg, hex, id_arg};
 use super::{ComplaintCommand, PayArgs, PaymentCommand, ReceiverCommand, ReceiverSetArgs};
-use crate::oob::confirming;
 use crate::client::{Client, answered, idempotency_key};
+use crate::oob::confirming;
 
 /// What `tally pay --json` prints: the payment, and its sale when the payer may see it.
 #[derive(Serialize)]
@@ -55,7 +55,12 @@ pub async fn pay(a: PayArgs) -> anyhow::Result<ExitCode> {
         amount,
     };
     let key = idempotency_key(&a.idempotency_key);
-    let payment = answered(confirming(&c, &format!("with --idempotency-key {key}"), || c.api.sale_pay(&key, &request)).await?);
+    let payment = answered(
+        confirming(&c, &format!("with --idempotency-key {key}"), || {
+            c.api.sale_pay(&key, &request)
+        })
+        .await?,
+    );
     // The sale after the payment, when the payer may see it.
     let sale = match payment.sale {
         Some(id) => c.api.sale(id).await.ok(),
@@ -219,8 +224,7 @@ pub async fn complaint(cmd: ComplaintCommand) -> anyhow::Result<ExitCode> {
 /// last bytes: `TALLYSIG ‖ digest[32] ‖ signature[64]`.
 fn copy_digest(file: &std::path::Path) -> anyhow::Result<String> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut f =
-        std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
+    let mut f = std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
     let len = f.metadata()?.len();
     if len < 104 {
         bail!("{} is too short to be a package", file.display());
@@ -247,9 +251,9 @@ fn payment_summary(p: &PaymentView) -> String {
             format!("the sale was already paid: nothing released; refundable with {refund}")
         }
         PaymentStatus::Unmatched => format!("no sale has this reference; refundable with {refund}"),
-        PaymentStatus::Closed => format!(
-            "the sale expired or was cancelled: nothing released; refundable with {refund}"
-        ),
+        PaymentStatus::Closed => {
+            format!("the sale expired or was cancelled: nothing released; refundable with {refund}")
+        }
         PaymentStatus::Refunded => "the money went back".to_string(),
     };
     let reference =

@@ -12,7 +12,9 @@ use super::{AddressAddArgs, CertificateArgs, RuleSetArgs, SubscriberAddArgs, Use
 use crate::client::Client;
 use anyhow::{Context, bail};
 use std::process::ExitCode;
-use tally_client::wire::oob::{AddressRequest, CertificateRequest, RuleRequest, RuleSide, SubscriberRequest};
+use tally_client::wire::oob::{
+    AddressRequest, CertificateRequest, RuleRequest, RuleSide, SubscriberRequest,
+};
 use tally_kernel::Secret;
 
 /// `tally subscriber add`: adds the user, or sets its stored account.

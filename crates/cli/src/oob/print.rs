@@ -11,8 +11,8 @@ use tally_client::wire::oob::{
     AddressView, CertificateView, MailView, Opened, Payout, RegisterLine, ResultMail,
     SessionResult, SessionView, Statement,
 };
-use tally_kernel::crypto::SignedRecord;
 use tally_kernel::Timestamp;
+use tally_kernel::crypto::SignedRecord;
 use tally_proto::oob::{Purpose, Transaction};
 
 /// The part of a certificate's signed body (`SignedRecord::bytes`) shown in a summary; the

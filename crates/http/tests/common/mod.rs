@@ -94,9 +94,7 @@ impl Call<'_> {
     /// The request as if from TCP peer `addr` (what `into_make_service_with_connect_info`
     /// gives a served router).
     pub fn peer(mut self, addr: std::net::SocketAddr) -> Self {
-        self.builder = self
-            .builder
-            .extension(axum::extract::ConnectInfo(addr));
+        self.builder = self.builder.extension(axum::extract::ConnectInfo(addr));
         self
     }
     pub fn header(mut self, name: &str, value: &str) -> Self {

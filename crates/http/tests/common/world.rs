@@ -232,14 +232,19 @@ impl World {
             .post("/v1/products")
             .key(&self.shop)
             .idem("album")
-            .json(json!({"title": "Album", "price": "9.90 EUR", "pay_to": self.shop_eur,
-                         "licence": "Personal use.", "instructions": "Enjoy."}))
+            .json(
+                json!({"title": "Album", "price": "9.90 EUR", "pay_to": self.shop_eur,
+                         "licence": "Personal use.", "instructions": "Enjoy."}),
+            )
             .send()
             .await
             .expect(StatusCode::CREATED);
         let product = r.str("/id").to_string();
         self.api
-            .call("PUT", &format!("/v1/products/{product}/entries/a.bin?kind=product"))
+            .call(
+                "PUT",
+                &format!("/v1/products/{product}/entries/a.bin?kind=product"),
+            )
             .key(&self.shop)
             .raw("application/octet-stream", vec![5_u8; 4096])
             .send()

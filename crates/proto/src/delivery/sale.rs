@@ -288,10 +288,11 @@ pub fn payment_status(sale: Option<&Sale>, amount: Amount) -> PaymentStatus {
     match sale {
         None => PaymentStatus::Unmatched,
         Some(s) if s.state == SaleState::Released => PaymentStatus::Duplicate,
-        Some(s) if matches!(
-            s.state,
-            SaleState::Expired | SaleState::Cancelled | SaleState::Refunded
-        ) =>
+        Some(s)
+            if matches!(
+                s.state,
+                SaleState::Expired | SaleState::Cancelled | SaleState::Refunded
+            ) =>
         {
             PaymentStatus::Closed
         }
@@ -582,7 +583,11 @@ mod tests {
     #[test]
     fn an_unpaid_sale_expires_or_is_cancelled_and_then_takes_no_price() {
         let s = sale();
-        assert_eq!(s.poll_timeout(), Some(Timestamp(61_000_000)), "the alert first");
+        assert_eq!(
+            s.poll_timeout(),
+            Some(Timestamp(61_000_000)),
+            "the alert first"
+        );
         assert!(matches!(
             s.clone().handle(Timestamp(100_000_000), SaleInput::Expire),
             Err(SaleError::ApiMisuse(_))
@@ -597,8 +602,14 @@ mod tests {
         let (cancelled, _) = s.handle(Timestamp(2), SaleInput::Cancel).expect("open");
         assert_eq!(cancelled.state, SaleState::Cancelled);
         for ended in [expired, cancelled] {
-            assert_eq!(payment_status(Some(&ended), eur(990)), PaymentStatus::Closed);
-            let (after, effects) = ended.clone().handle(Timestamp(3), pay(eur(990))).expect("kept");
+            assert_eq!(
+                payment_status(Some(&ended), eur(990)),
+                PaymentStatus::Closed
+            );
+            let (after, effects) = ended
+                .clone()
+                .handle(Timestamp(3), pay(eur(990)))
+                .expect("kept");
             assert_eq!(after.state, ended.state, "the price releases nothing");
             assert!(effects.messages.is_empty(), "no key goes out");
             assert!(matches!(
@@ -754,7 +765,9 @@ mod tests {
             status: PaymentStatus::Matched,
             ..p
         };
-        let (refunded, e) = matched.refund().expect("the merchant or the operator decided");
+        let (refunded, e) = matched
+            .refund()
+            .expect("the merchant or the operator decided");
         assert_eq!(credited(&e), id(5));
         assert_eq!(refunded.status, PaymentStatus::Refunded);
     }

@@ -372,7 +372,10 @@ mod notifications {
             (
                 n.id.as_str(),
                 n.amount.minor,
-                n.reference.code().map(ReferenceCode::display).unwrap_or_default()
+                n.reference
+                    .code()
+                    .map(ReferenceCode::display)
+                    .unwrap_or_default()
             ),
             ("bank-tx-77", 990, code.clone())
         );
@@ -446,8 +449,15 @@ mod notifications {
         // A mistyped reference is no refusal: the money was received; it is kept as typed.
         let typo = code.replacen(&code[..1], if code.starts_with('A') { "B" } else { "A" }, 1);
         let bt = body(&typo, "9.90 EUR");
-        let kept = verify(&bt, "1767225590", &hmac_header("1767225590", &bt), &hmac_key(), NOW, 300)
-            .expect("kept");
+        let kept = verify(
+            &bt,
+            "1767225590",
+            &hmac_header("1767225590", &bt),
+            &hmac_key(),
+            NOW,
+            300,
+        )
+        .expect("kept");
         assert_eq!(kept.reference, Quoted::Text(typo.clone()));
         let control = body(r"ref\u0000x", "9.90 EUR");
         assert!(matches!(

@@ -334,7 +334,10 @@ mod tests {
 
     #[test]
     fn only_an_unanswered_fair_offer_times_out() {
-        assert_eq!(flow(true).poll_timeout(), Some(tally_kernel::Timestamp(1_000)));
+        assert_eq!(
+            flow(true).poll_timeout(),
+            Some(tally_kernel::Timestamp(1_000))
+        );
         assert_eq!(flow(false).poll_timeout(), None, "a plain receipt waits");
         let escrowed = Flow {
             state: ReceiptState::Escrowed,

@@ -353,10 +353,9 @@ fn genuine_packages_verify_and_every_tampering_is_named() {
         let start = now().plus_seconds(-3600);
         for (name, role) in [(SERVER_NAME, "customer"), ("mallory", SERVER_ROLE)] {
             let mut t = pkg.clone();
-            let forged = p
-                .ca
-                .issue(name, &p.server.verifying_key(), role, start, end, &[])
-                .unwrap();
+            let forged =
+                p.ca.issue(name, &p.server.verifying_key(), role, start, end, &[])
+                    .unwrap();
             t.cert_server = Some(forged.to_der());
             assert!(
                 matches!(
@@ -370,8 +369,7 @@ fn genuine_packages_verify_and_every_tampering_is_named() {
         // Nor the server's for a party.
         let mut t = pkg.clone();
         t.cert_b = Some(
-            p.ca
-                .issue("alice", &p.b.verifying_key(), SERVER_ROLE, start, end, &[])
+            p.ca.issue("alice", &p.b.verifying_key(), SERVER_ROLE, start, end, &[])
                 .unwrap()
                 .to_der(),
         );

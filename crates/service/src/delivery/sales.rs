@@ -517,7 +517,10 @@ impl Delivery {
                             dedup_key: format!(":sale:{}:refund-claim:{}", s.id, Id::new()),
                             channel: channel.clone(),
                             address,
-                            subject: format!("Refund claim: {} bought by {}", product.title, s.buyer),
+                            subject: format!(
+                                "Refund claim: {} bought by {}",
+                                product.title, s.buyer
+                            ),
                             body: format!(
                                 "{} asks for a refund of sale {} ({}, reference {}):\n{reason}\n\
                                  Refund a payment with `tally payment refund PAYMENT_ID`.",
@@ -536,7 +539,10 @@ impl Delivery {
             }
             "check_copy" => {
                 let theirs = req.package_sha256.clone().ok_or_else(|| {
-                    invalid("package_sha256", "the digest of your copy, hex (64 characters)")
+                    invalid(
+                        "package_sha256",
+                        "the digest of your copy, hex (64 characters)",
+                    )
                 })?;
                 let matches = hex::decode(theirs.trim())
                     .ok()
@@ -552,7 +558,10 @@ impl Delivery {
                         s.id
                     )
                 };
-                (Effects::record("sale_complaint", serde_json::json!({})), action)
+                (
+                    Effects::record("sale_complaint", serde_json::json!({})),
+                    action,
+                )
             }
             _ => {
                 return Err(invalid(

@@ -135,7 +135,11 @@ impl Oob {
             AppRequest::Login => {
                 let mut raw = [0_u8; 32];
                 getrandom_fill(&mut raw)?;
-                let token = Secret::new(format!("{}{}", super::SESSION_TOKEN_PREFIX, hex::encode(raw)));
+                let token = Secret::new(format!(
+                    "{}{}",
+                    super::SESSION_TOKEN_PREFIX,
+                    hex::encode(raw)
+                ));
                 raw.fill(0);
                 let expires_at = now.plus_seconds(self.settings.token_ttl_s);
                 rows.push(insert_token(&TokenRow {
@@ -159,7 +163,11 @@ impl Oob {
                 rows.push(register("confirm")?);
                 let (cert, json) = certificate("confirm", user, serde_json::json!({}))?;
                 rows.push(cert);
-                done(effects.renamed("oob_confirmed", data), rows, certified(json))
+                done(
+                    effects.renamed("oob_confirmed", data),
+                    rows,
+                    certified(json),
+                )
             }
             AppRequest::Transfer { .. } | AppRequest::Bet { .. } => {
                 let kind = payload.app.name();

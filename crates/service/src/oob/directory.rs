@@ -7,7 +7,8 @@ use super::open::OpenPlan;
 use super::{Oob, Payload};
 use crate::Missing;
 use crate::access::{
-    address_uri, channel_kind, check_address, check_name, corrupt, invalid, require_admin, text_field, uri_address,
+    address_uri, channel_kind, check_address, check_name, corrupt, invalid, require_admin,
+    text_field, uri_address,
 };
 use crate::identity::setup;
 use crate::{Principal, Result, Role, ServiceError};
@@ -18,8 +19,7 @@ use tally_proto::effects::Effects;
 use tally_proto::oob::{Certified, Purpose};
 use tally_store::oob::{
     Address, Mail, RegisterEntry, insert_address, insert_mail, settle_register, upsert_payer_rule,
-    upsert_rule,
-    upsert_subscriber,
+    upsert_rule, upsert_subscriber,
 };
 use tally_store::{Attachment, Conflict, Outcome};
 use tally_wire::oob::{

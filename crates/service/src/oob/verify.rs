@@ -8,9 +8,9 @@ use crate::exec::retrying;
 use crate::{Principal, Result, ServiceError};
 use tally_kernel::crypto::kdf::sha256;
 use tally_kernel::{Secret, Timestamp};
+use tally_proto::effects::Effects;
 use tally_proto::oob::{Input, OobError, State, Transaction};
 use tally_store::oob::{SessionRow, update_session};
-use tally_proto::effects::Effects;
 
 /// What a successful verification returns.
 #[derive(Debug)]

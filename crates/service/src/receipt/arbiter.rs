@@ -24,7 +24,12 @@ impl Receipts {
         let now = self.core.now();
         let before = now.plus_seconds(-self.exchange_timeout_s);
         let mut aborted = 0;
-        for r in self.core.store().unanswered_exchanges(before, limit).await? {
+        for r in self
+            .core
+            .store()
+            .unanswered_exchanges(before, limit)
+            .await?
+        {
             let flow = self.flow(&r).await?;
             if flow.poll_timeout().is_none_or(|t| t > now) {
                 continue;
