@@ -614,3 +614,29 @@ fn a_receipt_is_found_in_the_exported_log_up_to_its_signed_checkpoint() {
     );
     assert!(!good && err.contains("no entry at or after 1000"), "{err}");
 }
+
+#[test]
+fn party_b_checks_a_s_warrant_before_its_signature_leaves() {
+    let s = Setup::new();
+    let tx = s.offer("Order 77\n", &[]);
+    // bob revokes the warrant after the offer: alice's CLI checks it before signing and stops.
+    let listed = ok(s.run(&s.bob, &["warrant", "list"]));
+    let serial = listed
+        .split_whitespace()
+        .find(|w| w.len() >= 32 && w.chars().all(|c| c.is_ascii_hexdigit()))
+        .unwrap_or_else(|| panic!("a serial in:\n{listed}"))
+        .to_string();
+    ok(s.run(&s.bob, &["warrant", "revoke", &serial]));
+    let tx_text = tx.to_string();
+    let (signed, out, err) = s.run(
+        &s.alice,
+        &["receipt", "sign", &tx_text, "--token", "alice.token", "--yes"],
+    );
+    assert!(!signed, "{out}");
+    assert!(
+        err.contains("refusing to sign") && err.contains("revoked"),
+        "{err}"
+    );
+    let shown = ok(s.run(&s.alice, &["receipt", "show", &tx_text]));
+    assert_eq!(field(&shown, "state"), "offered", "B's signature never left: {shown}");
+}

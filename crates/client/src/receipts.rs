@@ -4,7 +4,8 @@ use crate::{Answer, CALL_TIMEOUT, Call, Client, Error, seg};
 use reqwest::Method;
 use std::time::Duration;
 use tally_wire::receipts::{
-    AckBody, ArbiterView, EscrowBody, IssuedToken, NewReceipt, NewToken, ReceiptNodeView,
+    AckBody, ArbiterView, EscrowBody, IssuedToken, NewReceipt, NewToken, OfferWarrant,
+    ReceiptNodeView,
     ReceiptView, ResolveBody, SignReceipt, TokenView, WarrantBody, WarrantView,
 };
 
@@ -67,6 +68,11 @@ impl Client {
     /// `GET /v1/receipts`: the caller's receipts.
     pub async fn receipts(&self) -> Result<Vec<ReceiptView>, Error> {
         self.get("/v1/receipts".to_string()).await
+    }
+
+    /// `GET /v1/receipts/{transaction}/warrant`: A's certificate and warrant, for B to check.
+    pub async fn receipt_warrant(&self, transaction: u64) -> Result<OfferWarrant, Error> {
+        self.get(format!("/v1/receipts/{transaction}/warrant")).await
     }
 
     /// `GET /v1/receipts/{transaction}`.

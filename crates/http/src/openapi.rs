@@ -92,6 +92,7 @@ impl Modify for ApiKeyAuth {
         delivery::refund,
         delivery::report,
         receipts::node,
+        receipts::offer_warrant,
         receipts::issue_token,
         receipts::tokens,
         receipts::token_writes,

@@ -28,6 +28,29 @@ pub async fn node(State(state): State<AppState>, Caller(_by): Caller) -> Respons
     Json(state.node.receipts().node_view()).into_response()
 }
 
+/// What party B checks before signing: A's certificate and A's warrant, with its revocation
+/// state (the receipt's parties only).
+#[utoipa::path(
+    get, path = "/v1/receipts/{transaction}/warrant", tag = "receipts",
+    params(("transaction" = u64, Path, description = "The transaction")),
+    responses((status = 200, description = "`{party_certificate, warrant: {serial, issuer, counterparties, not_before, not_after, revoked_at, certificate}}`", body = Object), (status = 404, description = "not_found", body = ErrorBody), (status = 422, description = "invalid_request: party A signs itself", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn offer_warrant(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(transaction): ApiPath<u64>,
+) -> Result<Response, ApiError> {
+    Ok(Json(
+        state
+            .node
+            .receipts()
+            .offer_warrant(&by, transaction)
+            .await?,
+    )
+    .into_response())
+}
+
 /// Issue a token (operator): certifies the holder's keys, returns the application key once.
 #[utoipa::path(
     post, path = "/v1/tokens", tag = "receipts",

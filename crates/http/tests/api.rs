@@ -205,6 +205,7 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
         "GET /v1/receipts/node",
         "GET /v1/receipts/{transaction}",
         "GET /v1/receipts/{transaction}/package",
+        "GET /v1/receipts/{transaction}/warrant",
         "GET /v1/reports/sales",
         "GET /v1/sales/by-reference/{code}",
         "GET /v1/sales/{id}",

@@ -3225,6 +3225,14 @@ fn receipts() -> Vec<Case> {
         get("receipt package/bob downloads it", "/v1/receipts/{receipt}/package")
             .by(Who::Bob)
             .expect(404, "not_found"),
+        get("offer warrant/a stranger reads it", "/v1/receipts/{receipt}/warrant")
+            .by(Who::Bob)
+            .expect(404, "not_found"),
+        get("offer warrant/an unknown transaction", "/v1/receipts/12345/warrant")
+            .by(Who::Alice)
+            .expect(404, "not_found"),
+        get("offer warrant/without a key", "/v1/receipts/{receipt}/warrant")
+            .expect(401, "unauthorized"),
         sign("by party A", Who::Shop, json!({"signature_b": "00".repeat(64)}))
             .expect(403, "forbidden"),
         sign("by a stranger", Who::Bob, json!({"signature_b": "00".repeat(64)}))

@@ -103,6 +103,17 @@ pub struct WarrantView {
     pub certificate: String,
 }
 
+/// `GET /v1/receipts/{transaction}/warrant`: what party B needs to check, before its
+/// signature leaves, that the node may sign for A: A's certificate and A's warrant (both
+/// verifiable offline against the node CA) and the warrant's revocation state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OfferWarrant {
+    /// A's certificate (PEM), from the node CA.
+    pub party_certificate: String,
+    /// A's warrant, as stored (its certificate PEM and whether it is revoked).
+    pub warrant: WarrantView,
+}
+
 /// A receipt offer as requested.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewReceipt {

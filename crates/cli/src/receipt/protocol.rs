@@ -19,6 +19,7 @@ use tally_client::wire::receipts::{
     AckBody, EscrowBody, NewReceipt, ReceiptView, SignReceipt, WriteRequest,
 };
 use tally_kernel::crypto::bls::{self, BlsSignature};
+use tally_kernel::crypto::Certificate;
 use tally_kernel::crypto::kdf::sha256;
 use tally_proto::receipt::flow::ReceiptState;
 use tally_proto::receipt::token::{CHALLENGE_LEN, SecureWrite, Slot, Stored};
@@ -217,6 +218,12 @@ pub(super) async fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
         }
         other => bail!("transaction {tx} is {other}; there is nothing to sign"),
     }
+    // Before B's signature leaves: the node may sign for A only under A's warrant naming B,
+    // unrevoked, checked here against the CA this token trusts (not the node's word).
+    if let Err(e) = check_warrant_a(&c, &tf, &view, &fields).await {
+        eprintln!("refusing to sign transaction {tx}: {e:#}");
+        return Ok(ExitCode::FAILURE);
+    }
     let shown = offer_text(&view, "  (you)");
     if c.json {
         eprintln!("{shown}");
@@ -252,6 +259,51 @@ pub(super) async fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
         }
     };
     finish(&c, &mut tf, &signed, &fields, &a).await
+}
+
+/// A's warrant, when the node signs for A: A's certificate from the token's CA with the key the
+/// offer names, the warrant signed by A, valid now, naming this token's holder, not revoked.
+async fn check_warrant_a(
+    c: &Client,
+    tf: &TokenFile,
+    view: &ReceiptView,
+    fields: &Fields,
+) -> anyhow::Result<()> {
+    if view.warrant_a.is_none() {
+        return Ok(());
+    }
+    let w = c.api.receipt_warrant(view.transaction).await?;
+    if let Some(at) = w.warrant.revoked_at {
+        bail!(
+            "party A's warrant {} was revoked at {}: the node may no longer sign for {}",
+            w.warrant.serial,
+            at.to_rfc3339(),
+            view.party_a
+        );
+    }
+    let now = tally_kernel::Timestamp::now();
+    let party = Certificate::from_pem(&w.party_certificate)
+        .map_err(|e| anyhow!("party A's certificate: {e}"))?;
+    party
+        .verify_issued_by(&tf.ca, now)
+        .map_err(|e| anyhow!("party A's certificate is not from your CA: {e}"))?;
+    let key = party
+        .public_key()
+        .map_err(|e| anyhow!("party A's certificate: {e}"))?;
+    if sha256(&key.to_bytes()) != fields.party_a {
+        bail!("party A's certificate is not for the key the offer names");
+    }
+    let warrant = Certificate::from_pem(&w.warrant.certificate)
+        .map_err(|e| anyhow!("party A's warrant: {e}"))?;
+    proto::check_proxy(
+        "party A",
+        &warrant.to_der(),
+        &party,
+        &tf.data.holder,
+        &tf.ca,
+        now,
+    )?;
+    Ok(())
 }
 
 /// Blocks 305–309: B's signature is escrowed for the arbiter (unless an earlier run did), the

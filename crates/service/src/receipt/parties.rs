@@ -3,7 +3,7 @@
 //! the certificate and warrant checks (with their signature checks remembered).
 
 use super::{
-    CHECKED_MAX, IssuedToken, NewToken, PARTY_ROLES, ReceiptServiceError, Receipts, TokenView,
+    CHECKED_MAX, IssuedToken, NewToken, OfferWarrant, PARTY_ROLES, ReceiptServiceError, Receipts, TokenView,
     WarrantView, counterparties_text, rerr, wrong_state,
 };
 use crate::Missing;
@@ -349,6 +349,22 @@ impl Receipts {
                 what: Missing::Warrant,
                 id: serial.to_string(),
             })
+    }
+
+    /// What party B checks before its signature leaves: A's certificate and the warrant the
+    /// node signs for A under, with its revocation state (the parties of the receipt only).
+    pub async fn offer_warrant(&self, by: &Principal, transaction: u64) -> Result<OfferWarrant> {
+        let r = self.receipt_row(transaction).await?;
+        self.may_see(by, &r)?;
+        let serial = r.warrant_a.clone().ok_or_else(|| {
+            invalid("transaction", "party A signs this receipt itself: no warrant")
+        })?;
+        let w = self.warrant_row(&serial).await?;
+        let cert = Certificate::from_der(&r.certificate_a).map_err(setup)?;
+        Ok(OfferWarrant {
+            party_certificate: cert.to_pem(),
+            warrant: warrant_view(&w),
+        })
     }
 
     /// Warrants: all (admin) or the caller's.
