@@ -231,14 +231,19 @@ pub async fn whoami(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let token = bearer(&headers).ok_or_else(|| {
+    let token = access_token(&headers)?;
+    let (user, expires_at) = state.node.oob().token_user(token).await?;
+    Ok(Json(WhoAmI { user, expires_at }).into_response())
+}
+
+/// The access token of a login session a request presents.
+fn access_token(headers: &HeaderMap) -> Result<&str, ApiError> {
+    bearer(headers).ok_or_else(|| {
         ApiError::new(
             crate::ErrorCode::Unauthorized,
             "send `Authorization: Bearer <access token>` from a login session",
         )
-    })?;
-    let (user, expires_at) = state.node.oob().token_user(token).await?;
-    Ok(Json(WhoAmI { user, expires_at }).into_response())
+    })
 }
 
 /// Sign out: the presented access token stops working at once.
@@ -250,12 +255,7 @@ pub async fn sign_out(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let token = bearer(&headers).ok_or_else(|| {
-        ApiError::new(
-            crate::ErrorCode::Unauthorized,
-            "send `Authorization: Bearer <access token>` from a login session",
-        )
-    })?;
+    let token = access_token(&headers)?;
     state.node.oob().sign_out(token).await?;
     Ok(StatusCode::NO_CONTENT)
 }
