@@ -12,9 +12,11 @@
 //!   (anyone else could forge it): the client is the rightmost address a trusted proxy added.
 //! * **Failed authentications** are counted per presented key *and* client address: a key that
 //!   keeps failing from an address is refused there for a while, and the address's other keys
-//!   are not. Made-up keys are each new, so keys not yet seen to authenticate in this process
-//!   share one budget per address (the client rate limit): a guesser gets 429s instead of
-//!   lookups past it, and a valid key already seen passes whatever the guesser does. Behind a
+//!   are not. Made-up keys are each new, so the failures of keys not yet seen to authenticate
+//!   in this process share one budget per address (the client rate limit): past it, a guesser
+//!   gets 429s instead of lookups for a while, a key already seen passes whatever the guesser
+//!   does, and a valid new key spends nothing (it is only refused while the address is
+//!   blocked). Behind a
 //!   reverse proxy, `--trusted-proxy` tells clients apart; without it they are one address.
 //! * **Normaliser**: layers below axum (body limit, timeout, method router) answer with empty or
 //!   plain-text bodies. One middleware rewrites every non-JSON error response into our
@@ -113,10 +115,10 @@ pub struct ClientAddress(pub Option<IpAddr>);
 #[derive(Debug, Clone, Default)]
 pub struct Authenticated(pub Arc<std::sync::atomic::AtomicBool>);
 
-/// Failed authentications allowed per peer per second (and twice that at once) before the
-/// peer is refused outright for a while. Bounds key guessing and the database lookups that
-/// made-up keys cost, which the per-key limiter alone does not (each made-up key would get a
-/// fresh allowance).
+/// Failed authentications allowed per presented key and address per second (and twice that
+/// at once) before that key is refused there for a while. Made-up keys are bounded by the
+/// address's budget for unseen keys (see the module docs), which the per-key limiter alone
+/// does not do (each made-up key would get a fresh allowance).
 pub const FAILED_AUTH_PER_SECOND: u32 = 20;
 
 /// Who failed authentication: the client address and the presented key's digest (none when
@@ -198,6 +200,18 @@ impl RateLimit {
         Some(wait.as_secs().max(1))
     }
 
+    /// Counts a failed unseen key from `peer`; past the address's budget, unseen keys from it
+    /// are refused for a while (recorded under the address with no key).
+    fn unseen_failed(&self, peer: &ClientKey) {
+        if let Err(not_until) = self.unseen_keys.check_key(peer) {
+            let wait = not_until
+                .wait_time_from(self.unseen_keys.clock().now())
+                .max(std::time::Duration::from_secs(1));
+            let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+            blocked.insert((peer.clone(), None), Instant::now() + wait);
+        }
+    }
+
     /// `Ok` or the whole seconds to wait (at least 1).
     pub fn check(&self, key: &ClientKey) -> Result<(), u64> {
         if self.checks.fetch_add(1, Ordering::Relaxed) % RETAIN_EVERY == RETAIN_EVERY - 1 {
@@ -240,16 +254,17 @@ pub async fn rate_limit(
     if let Some(retry_after_s) = limit.blocked_for(&fail_key) {
         return ApiError::rate_limited(retry_after_s).into_response();
     }
+    // An address whose unseen keys kept failing is refused further unseen keys for a while
+    // (a key that authenticated before passes); valid new keys spend nothing.
     if let Some(d) = digest
         && !limit.is_good(&d)
-        && let Err(not_until) = limit.unseen_keys.check_key(&peer)
+        && let Some(retry_after_s) = limit.blocked_for(&(peer.clone(), None))
     {
-        let wait = not_until.wait_time_from(limit.unseen_keys.clock().now());
-        return ApiError::rate_limited(wait.as_secs().max(1)).into_response();
+        return ApiError::rate_limited(retry_after_s).into_response();
     }
     let client = match digest {
         Some(d) => ClientKey::ApiKey(d),
-        None => peer,
+        None => peer.clone(),
     };
     if let Err(retry_after_s) = limit.check(&client) {
         return ApiError::rate_limited(retry_after_s).into_response();
@@ -264,6 +279,11 @@ pub async fn rate_limit(
     let response = next.run(req).await;
     if response.status() == StatusCode::UNAUTHORIZED {
         limit.failed(&fail_key);
+        if let Some(d) = digest
+            && !limit.is_good(&d)
+        {
+            limit.unseen_failed(&peer);
+        }
     } else if let Some(d) = digest
         && authenticated.0.load(Ordering::Relaxed)
     {

@@ -201,6 +201,43 @@ async fn walk(w: World) {
     .expect(StatusCode::CREATED);
     assert_eq!(w.balances().await, [8_200, 1_700, 2_100]);
 
+    // A payer only tightens its own threshold; loosening it needs the operator (a stolen key
+    // must not switch confirmations off).
+    w.api
+        .call("PUT", "/v1/oob/rules/bob")
+        .key(&w.bob)
+        .json(json!({"secured_above": "0.50 EUR", "side": "payer"}))
+        .send()
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    w.api
+        .call("PUT", "/v1/oob/rules/bob")
+        .key(&w.bob)
+        .json(json!({"secured_above": "1000.00 EUR", "side": "payer"}))
+        .send()
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    w.api
+        .call("PUT", "/v1/oob/rules/bob")
+        .key(&w.api.admin)
+        .json(json!({"secured_above": "1.00 EUR", "side": "payer"}))
+        .send()
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    // A payee's own rule never loosens the operator's default: with the operator's 3.00 EUR,
+    // the shop's 5.00 EUR does not let 4.00 EUR through without a code.
+    w.api
+        .call("PUT", "/v1/oob/rules/operator")
+        .key(&w.api.admin)
+        .json(json!({"secured_above": "3.00 EUR"}))
+        .send()
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    asked(
+        post(&w, "/v1/transfers", &w.alice, "four", transfer("4.00 EUR")).await,
+        400,
+    );
+
     sale_paths(&w).await;
     w.audit_passes().await;
 }

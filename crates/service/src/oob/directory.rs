@@ -128,7 +128,9 @@ impl Oob {
                 money: None,
                 extra,
                 client,
-                capped: true,
+                // Asked for with an API key: the user's daily cap and the address quota bound
+                // it; only anonymous sign-ins count against the client and node caps.
+                capped: false,
             })
             .await?;
         Ok(view)
@@ -256,6 +258,21 @@ impl Oob {
         }
         if amount.minor < 0 {
             return Err(invalid("secured_above", "must not be negative"));
+        }
+        // A stolen key or sign-in must not switch confirmations off: a payer loosens its own
+        // threshold only through the operator (tightening is always allowed).
+        if side == RuleSide::Payer
+            && !by.is_admin()
+            && let Some(current) = self
+                .core
+                .store()
+                .payer_rule(owner, amount.currency.code())
+                .await?
+            && amount.minor > current
+        {
+            return Err(ServiceError::Forbidden(
+                "raising your payer threshold needs the operator; you may only lower it",
+            ));
         }
         let now = self.core.now();
         let (kind, row) = match side {

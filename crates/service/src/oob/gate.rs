@@ -127,14 +127,18 @@ impl Gate for Oob {
 
 impl Oob {
     /// True when a plain payment of `amount` by `payer` to `payee` needs confirmation: above
-    /// the payee's threshold (its own, else the operator's) or above the payer's own. No rule,
-    /// no confirmation.
+    /// the payee's threshold (the lower of its own and the operator's) or above the payer's
+    /// own. No rule, no confirmation.
     pub async fn secured_by_rules(&self, payer: &str, payee: &str, amount: Amount) -> Result<bool> {
         let code = amount.currency.code();
         let store = self.core.store();
-        let payee_limit = match store.rule(payee, code).await? {
-            Some(l) => Some(l),
-            None => store.rule("operator", code).await?,
+        // A payee's own rule may tighten the operator's default, never loosen it.
+        let payee_limit = match (
+            store.rule(payee, code).await?,
+            store.rule("operator", code).await?,
+        ) {
+            (Some(own), Some(default)) => Some(own.min(default)),
+            (own, default) => own.or(default),
         };
         let payer_limit = store.payer_rule(payer, code).await?;
         Ok(payee_limit.is_some_and(|l| amount.minor > l)

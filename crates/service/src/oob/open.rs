@@ -510,7 +510,7 @@ impl Oob {
             &Send {
                 session: number,
                 user: plan.user.clone(),
-                client_ip: plan.client.map(|ip| ip.to_string()),
+                client_ip: plan.client.map(client_block),
                 capped: plan.capped,
                 at: now,
             },
@@ -557,6 +557,18 @@ impl Oob {
             super::view(&row, super::Delivery(delivery.into(), None), hold)?,
             false,
         ))
+    }
+}
+
+/// The client address a cap counts: an IPv4 address, or an IPv6 address's /64 (one client
+/// holds a whole /64).
+fn client_block(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
     }
 }
 
