@@ -630,7 +630,14 @@ fn party_b_checks_a_s_warrant_before_its_signature_leaves() {
     let tx_text = tx.to_string();
     let (signed, out, err) = s.run(
         &s.alice,
-        &["receipt", "sign", &tx_text, "--token", "alice.token", "--yes"],
+        &[
+            "receipt",
+            "sign",
+            &tx_text,
+            "--token",
+            "alice.token",
+            "--yes",
+        ],
     );
     assert!(!signed, "{out}");
     assert!(
@@ -638,5 +645,9 @@ fn party_b_checks_a_s_warrant_before_its_signature_leaves() {
         "{err}"
     );
     let shown = ok(s.run(&s.alice, &["receipt", "show", &tx_text]));
-    assert_eq!(field(&shown, "state"), "offered", "B's signature never left: {shown}");
+    assert_eq!(
+        field(&shown, "state"),
+        "offered",
+        "B's signature never left: {shown}"
+    );
 }

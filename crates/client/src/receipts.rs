@@ -5,8 +5,7 @@ use reqwest::Method;
 use std::time::Duration;
 use tally_wire::receipts::{
     AckBody, ArbiterView, EscrowBody, IssuedToken, NewReceipt, NewToken, OfferWarrant,
-    ReceiptNodeView,
-    ReceiptView, ResolveBody, SignReceipt, TokenView, WarrantBody, WarrantView,
+    ReceiptNodeView, ReceiptView, ResolveBody, SignReceipt, TokenView, WarrantBody, WarrantView,
 };
 
 impl Client {
@@ -72,7 +71,8 @@ impl Client {
 
     /// `GET /v1/receipts/{transaction}/warrant`: A's certificate and warrant, for B to check.
     pub async fn receipt_warrant(&self, transaction: u64) -> Result<OfferWarrant, Error> {
-        self.get(format!("/v1/receipts/{transaction}/warrant")).await
+        self.get(format!("/v1/receipts/{transaction}/warrant"))
+            .await
     }
 
     /// `GET /v1/receipts/{transaction}`.

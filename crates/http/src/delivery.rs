@@ -366,7 +366,7 @@ impl Reader {
 /// Acknowledge an intact package; with `debit_account`, pay and release at once.
 #[utoipa::path(
     post, path = "/v1/sales/{id}/acknowledge", tag = "delivery",
-    params(("id" = Uuid, Path, description = "The sale")),
+    params(("id" = Uuid, Path, description = "The sale"), ("Idempotency-Key" = Option<String>, Header, description = "Optional: names the debit (after a failed confirmation, acknowledge again with a new key); without it the sale has one debit")),
     request_body(content = Object, description = "`{acknowledgement: {v, sale, reference, package_sha256}, debit_account?}`"),
     responses((status = 200, description = "The sale", body = Object), (status = 202, description = "confirmation_required: the debit is above a threshold; the acknowledgement is kept; `details.session` is the session to verify, then acknowledge again", body = ErrorBody), (status = 409, description = "confirmation_failed", body = ErrorBody), (status = 422, description = "wrong_package, insufficient_funds", body = ErrorBody)),
     security(("api_key" = []))
@@ -374,6 +374,7 @@ impl Reader {
 pub async fn acknowledge(
     State(state): State<AppState>,
     Caller(by): Caller,
+    key: Option<IdempotencyKey>,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<Acknowledge>,
 ) -> Result<Response, ApiError> {
@@ -381,7 +382,13 @@ pub async fn acknowledge(
         state
             .node
             .delivery()
-            .acknowledge(&by, Id(id), body, state.node.oob())
+            .acknowledge(
+                &by,
+                Id(id),
+                body,
+                state.node.oob(),
+                key.as_ref().map(|k| k.0.as_str()),
+            )
             .await?,
     )
     .into_response())

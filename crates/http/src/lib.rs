@@ -252,7 +252,10 @@ fn routes() -> Router<AppState> {
         )
         .route("/v1/receipts", post(receipts::offer).get(receipts::list))
         .route("/v1/receipts/{transaction}", get(receipts::receipt))
-        .route("/v1/receipts/{transaction}/warrant", get(receipts::offer_warrant))
+        .route(
+            "/v1/receipts/{transaction}/warrant",
+            get(receipts::offer_warrant),
+        )
         .route("/v1/receipts/{transaction}/escrow", post(receipts::escrow))
         .route("/v1/receipts/{transaction}/sign", post(receipts::sign))
         .route("/v1/receipts/{transaction}/ack", post(receipts::ack))

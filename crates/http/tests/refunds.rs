@@ -119,13 +119,17 @@ async fn walk(w: World) {
     complain(json!({"reference": reference, "kind": "refund", "reason": "wrong album"}))
         .await
         .expect(StatusCode::OK);
+    // One claim per sale: a repeat is answered, not sent again.
+    let again = complain(json!({"reference": reference, "kind": "refund", "reason": "again"}))
+        .await
+        .expect(StatusCode::OK);
+    assert!(again.str("/action").contains("already sent"), "{}", again.body);
     let desk = w.inbox("shop-desk").await.body;
-    assert!(
-        subjects(&desk)
-            .iter()
-            .any(|s| s.starts_with("Refund claim: Album")),
-        "{desk}"
-    );
+    let claims = subjects(&desk)
+        .iter()
+        .filter(|s| s.starts_with("Refund claim: Album"))
+        .count();
+    assert_eq!(claims, 1, "{desk}");
     complain(json!({"reference": reference, "kind": "refund", "reason": "bad\u{202e}text"}))
         .await
         .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");

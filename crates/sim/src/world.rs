@@ -975,6 +975,7 @@ impl Sim {
                             signature: None,
                         },
                         node.oob(),
+                        None,
                     )
                     .await;
                 self.answer(r)?;

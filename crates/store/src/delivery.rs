@@ -351,6 +351,24 @@ pub fn mark_overdue(id: Id, now: Timestamp, next_wake: Option<Timestamp>) -> [At
     ]
 }
 
+impl Store {
+    /// Sets when an open sale's machine is next due: a timer hint, not state (nothing the
+    /// sale's machine decides from), so it is written directly, not journaled.
+    pub async fn set_sale_wake(
+        &self,
+        id: Id,
+        wake_at: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        crate::rows::bind_all(
+            sqlx::query("UPDATE sales SET wake_at = $1 WHERE id = $2 AND state = 'open'"),
+            vec![Value::opt_int(wake_at.map(|t| t.as_micros())), blob(&id)],
+        )
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+}
+
 /// Marks a released sale refunded (its price went back to the buyer).
 pub fn refund_sale(id: Id) -> [Attachment; 2] {
     [

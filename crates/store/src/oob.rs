@@ -381,16 +381,16 @@ pub fn record_send(s: &Send, caps: &SendCaps) -> Vec<Attachment> {
     let mut out = Vec::new();
     if !s.capped {
         out.push(count(
-        // Anonymous sends are bounded by the address, client and node caps instead: anyone
-        // may ask the web page for a user's code, and must not use up the user's day.
-        "SELECT COUNT(*) FROM oob_sends WHERE user_id = $1 AND capped = 0 AND created_at >= $2",
-        vec![
-            Value::Text(s.user.clone()),
-            Value::Int(caps.day_since.as_micros()),
-        ],
-        format!("sends:user:{}", s.user),
-        caps.user_per_day,
-        "too many codes for this user today; try again tomorrow",
+            // Anonymous sends are bounded by the address, client and node caps instead: anyone
+            // may ask the web page for a user's code, and must not use up the user's day.
+            "SELECT COUNT(*) FROM oob_sends WHERE user_id = $1 AND capped = 0 AND created_at >= $2",
+            vec![
+                Value::Text(s.user.clone()),
+                Value::Int(caps.day_since.as_micros()),
+            ],
+            format!("sends:user:{}", s.user),
+            caps.user_per_day,
+            "too many codes for this user today; try again tomorrow",
         ));
     }
     if s.capped {

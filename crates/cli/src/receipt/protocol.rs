@@ -18,8 +18,8 @@ use std::process::ExitCode;
 use tally_client::wire::receipts::{
     AckBody, EscrowBody, NewReceipt, ReceiptView, SignReceipt, WriteRequest,
 };
-use tally_kernel::crypto::bls::{self, BlsSignature};
 use tally_kernel::crypto::Certificate;
+use tally_kernel::crypto::bls::{self, BlsSignature};
 use tally_kernel::crypto::kdf::sha256;
 use tally_proto::receipt::flow::ReceiptState;
 use tally_proto::receipt::token::{CHALLENGE_LEN, SecureWrite, Slot, Stored};

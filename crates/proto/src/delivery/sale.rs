@@ -416,8 +416,17 @@ impl Sale {
                 let effects = Effects::record(
                     kind,
                     serde_json::json!({ "sale": self.id, "buyer": self.buyer }),
-                )
-                .send(Outgoing {
+                );
+                // The buyer is told of an expiry; a cancel is the buyer's own (and telling
+                // would let buy-and-cancel send mail to any address without end).
+                if !expire {
+                    let mut next = self;
+                    next.state = next_state;
+                    next.alert_at = None;
+                    next.expires_at = None;
+                    return Ok((next, effects));
+                }
+                let effects = effects.send(Outgoing {
                     dedup_key: format!(":sale:{}:{}", self.id, next_state.as_str()),
                     channel: self.channel.clone(),
                     address: self.address.clone(),
@@ -599,8 +608,9 @@ mod tests {
         assert_eq!(expired.state, SaleState::Expired);
         assert_eq!(expired.poll_timeout(), None);
         assert_eq!(effects.messages.len(), 1, "the buyer is told");
-        let (cancelled, _) = s.handle(Timestamp(2), SaleInput::Cancel).expect("open");
+        let (cancelled, effects) = s.handle(Timestamp(2), SaleInput::Cancel).expect("open");
         assert_eq!(cancelled.state, SaleState::Cancelled);
+        assert!(effects.messages.is_empty(), "the buyer cancelled: no mail");
         for ended in [expired, cancelled] {
             assert_eq!(
                 payment_status(Some(&ended), eur(990)),

@@ -347,12 +347,15 @@ impl Delivery {
     /// debited from it and the key released at once (D6 c).
     /// Above the buyer's or the merchant's threshold, `gate` asks for confirmation of the debit
     /// first (the acknowledgement itself is kept; repeat it once the code is verified).
+    /// With an `idempotency_key`, the debit is that request's (after a confirmation that
+    /// failed, acknowledge again with a new key); without, the sale's one debit.
     pub async fn acknowledge(
         &self,
         by: &Principal,
         id: Id,
         req: Acknowledge,
         gate: &impl Gate,
+        idempotency_key: Option<&str>,
     ) -> Result<SaleView> {
         let s = self.sale_row(id).await?;
         Self::require_buyer(by, &s)?;
@@ -415,7 +418,10 @@ impl Delivery {
             let price = Amount::new(s.price_minor, Currency::from_code(&s.currency)?);
             let s = self.sale_row(id).await?;
             if s.state == SaleState::Open {
-                let key = format!(":sale:{id}:debit");
+                let key = match idempotency_key {
+                    Some(k) => format!("{}:debit:{id}", namespaced(by, k)?),
+                    None => format!(":sale:{id}:debit"),
+                };
                 let product = self.product_row(s.product_id).await?;
                 let confirmation = gate
                     .gate(
@@ -514,7 +520,7 @@ impl Delivery {
                 let action = match to {
                     Some((channel, address)) => {
                         effects = effects.send(Outgoing {
-                            dedup_key: format!(":sale:{}:refund-claim:{}", s.id, Id::new()),
+                            dedup_key: format!(":sale:{}:refund-claim", s.id),
                             channel: channel.clone(),
                             address,
                             subject: format!(
@@ -574,14 +580,32 @@ impl Delivery {
             "sale_complaint",
             serde_json::json!({ "sale": s.id, "kind": req.kind, "action": action }),
         );
-        self.core
+        let committed = self
+            .core
             .commit(
-                // Each complaint is its own record (two in one microsecond are two).
-                format!(":complaint:{}:{}:{}", s.id, req.kind, Id::new()),
+                // Each complaint is its own record (two in one microsecond are two); a refund
+                // claim is one per sale (its repeat is answered, not sent again).
+                if req.kind == "refund" {
+                    format!(":complaint:{}:refund", s.id)
+                } else {
+                    format!(":complaint:{}:{}:{}", s.id, req.kind, Id::new())
+                },
                 effects,
                 Vec::new(),
             )
-            .await?;
+            .await;
+        let action = match committed {
+            Ok(o) if o.replayed && req.kind == "refund" => {
+                "a refund claim was already sent for this sale".to_string()
+            }
+            Ok(_) => action,
+            Err(ServiceError::Ledger(tally_ledger::LedgerError::IdempotencyConflict))
+                if req.kind == "refund" =>
+            {
+                "a refund claim was already sent for this sale".to_string()
+            }
+            Err(e) => return Err(e),
+        };
         Ok(ComplaintOutcome {
             sale: s.id,
             kind: req.kind,
@@ -695,6 +719,16 @@ impl Delivery {
         for s in self.core.store().due_sales(now, limit).await? {
             let product = self.product_row(s.product_id).await?;
             let machine = self.machine(&s, &product)?;
+            let alert_due = machine.alert_at.is_some_and(|t| t <= now);
+            if !machine.expiry_due(now) && !alert_due {
+                // Woken early (the periods changed since the sale was made, or another node
+                // runs other settings): sleep until what is due now.
+                self.core
+                    .store()
+                    .set_sale_wake(s.id, machine.poll_timeout())
+                    .await?;
+                continue;
+            }
             let done = if machine.expiry_due(now) {
                 let (next, effects) = machine.handle(now, SaleInput::Expire)?;
                 self.core

@@ -160,7 +160,8 @@ impl Oob {
                 }
             }
             AppRequest::Confirm { .. } => {
-                rows.push(register("confirm")?);
+                // No register line: the payment it confirms may still be refused by the
+                // ledger; the payment's own transfer is the record of it.
                 let (cert, json) = certificate("confirm", user, serde_json::json!({}))?;
                 rows.push(cert);
                 done(

@@ -172,7 +172,8 @@ impl Oob {
     }
 
     /// Signs out: the access token stops working at once (and so does every request that
-    /// presents it). Signing out twice is no error.
+    /// presents it). A token signed out already is unknown: signing out again is refused as
+    /// unauthorized.
     pub async fn sign_out(&self, token: &str) -> Result<()> {
         let (user, _) = self.token_user(token).await?;
         let hash = sha256(token.as_bytes());

@@ -3,8 +3,8 @@
 //! the certificate and warrant checks (with their signature checks remembered).
 
 use super::{
-    CHECKED_MAX, IssuedToken, NewToken, OfferWarrant, PARTY_ROLES, ReceiptServiceError, Receipts, TokenView,
-    WarrantView, counterparties_text, rerr, wrong_state,
+    CHECKED_MAX, IssuedToken, NewToken, OfferWarrant, PARTY_ROLES, ReceiptServiceError, Receipts,
+    TokenView, WarrantView, counterparties_text, rerr, wrong_state,
 };
 use crate::Missing;
 use crate::access::{check_name, invalid, namespaced, parse_hex, require_admin};
@@ -357,7 +357,10 @@ impl Receipts {
         let r = self.receipt_row(transaction).await?;
         self.may_see(by, &r)?;
         let serial = r.warrant_a.clone().ok_or_else(|| {
-            invalid("transaction", "party A signs this receipt itself: no warrant")
+            invalid(
+                "transaction",
+                "party A signs this receipt itself: no warrant",
+            )
         })?;
         let w = self.warrant_row(&serial).await?;
         let cert = Certificate::from_der(&r.certificate_a).map_err(setup)?;

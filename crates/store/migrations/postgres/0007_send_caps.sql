@@ -11,3 +11,7 @@ CREATE TABLE oob_sends (
 CREATE INDEX oob_sends_user ON oob_sends (user_id, created_at);
 CREATE INDEX oob_sends_ip ON oob_sends (client_ip, created_at) WHERE capped = 1;
 CREATE INDEX oob_sends_capped ON oob_sends (created_at) WHERE capped = 1;
+
+-- Sales alerted before unpaid sales could expire (issue [6]) kept no timer: they expire 14
+-- days (the default period) after they were made.
+UPDATE sales SET wake_at = created_at + 1209600000000 WHERE state = 'open' AND wake_at IS NULL;
