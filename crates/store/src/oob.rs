@@ -367,11 +367,15 @@ pub struct SendCaps {
 /// The send's row and its guards: the user's daily cap, and for capped sends the client
 /// address's and the node's.
 pub fn record_send(s: &Send, caps: &SendCaps) -> Vec<Attachment> {
-    let count = |sql: &'static str, params: Vec<Value>, bucket: String, max: i64, why| {
+    // The user's and the client's counts are loaded once per write batch (the hot path: every
+    // session opens with one); the node-wide count, for anonymous sign-ins only, runs inline.
+    let recent = |a: (&'static str, Value), capped: bool, since: Timestamp, bucket, max, why| {
         Attachment::Guard(Guard {
-            kind: GuardKind::Count {
-                sql,
-                params,
+            kind: GuardKind::Recent {
+                table: "oob_sends",
+                a,
+                b: ("capped", Value::Int(i64::from(capped))),
+                time: ("created_at", since.as_micros()),
                 bucket,
                 max,
             },
@@ -380,14 +384,12 @@ pub fn record_send(s: &Send, caps: &SendCaps) -> Vec<Attachment> {
     };
     let mut out = Vec::new();
     if !s.capped {
-        out.push(count(
-            // Anonymous sends are bounded by the address, client and node caps instead: anyone
-            // may ask the web page for a user's code, and must not use up the user's day.
-            "SELECT COUNT(*) FROM oob_sends WHERE user_id = $1 AND capped = 0 AND created_at >= $2",
-            vec![
-                Value::Text(s.user.clone()),
-                Value::Int(caps.day_since.as_micros()),
-            ],
+        // Anonymous sends are bounded by the address, client and node caps instead: anyone
+        // may ask the web page for a user's code, and must not use up the user's day.
+        out.push(recent(
+            ("user_id", Value::Text(s.user.clone())),
+            false,
+            caps.day_since,
             format!("sends:user:{}", s.user),
             caps.user_per_day,
             "too many codes for this user today; try again tomorrow",
@@ -395,24 +397,26 @@ pub fn record_send(s: &Send, caps: &SendCaps) -> Vec<Attachment> {
     }
     if s.capped {
         if let Some(ip) = &s.client_ip {
-            out.push(count(
-                "SELECT COUNT(*) FROM oob_sends WHERE client_ip = $1 AND capped = 1 AND created_at >= $2",
-                vec![
-                    Value::Text(ip.clone()),
-                    Value::Int(caps.window_since.as_micros()),
-                ],
+            out.push(recent(
+                ("client_ip", Value::Text(ip.clone())),
+                true,
+                caps.window_since,
                 format!("sends:ip:{ip}"),
                 caps.per_client,
                 "too many codes requested from your address; try again later",
             ));
         }
-        out.push(count(
-            "SELECT COUNT(*) FROM oob_sends WHERE capped = 1 AND created_at >= $1",
-            vec![Value::Int(caps.window_since.as_micros())],
-            "sends:node".to_string(),
-            caps.per_node,
-            "the node is sending too many codes right now; try again later",
-        ));
+        out.push(Attachment::Guard(Guard {
+            kind: GuardKind::Count {
+                sql: "SELECT COUNT(*) FROM oob_sends WHERE capped = 1 AND created_at >= $1",
+                params: vec![Value::Int(caps.window_since.as_micros())],
+                bucket: "sends:node".to_string(),
+                max: caps.per_node,
+            },
+            conflict: Conflict::Limit(
+                "the node is sending too many codes right now; try again later",
+            ),
+        }));
     }
     out.push(Attachment::Row(RowWrite::Insert {
         table: "oob_sends",
