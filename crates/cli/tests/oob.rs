@@ -262,3 +262,117 @@ fn a_user_verifies_an_address_and_certifies_a_transfer_from_the_cli() {
     // The journal still balances.
     assert_audit_passes(&server);
 }
+
+#[test]
+fn a_transfer_above_the_threshold_asks_for_the_code_and_runs_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("node"), &["--dev"]);
+    let admin = server.admin_key.clone();
+    let alice_key = field(
+        &ok(cli(
+            &server,
+            &admin,
+            &[
+                "api-key", "create", "--role", "customer", "--owner", "alice",
+            ],
+        )),
+        "key",
+    )
+    .to_string();
+    let open = |extra: &[&str]| open_account(&server, &admin, extra);
+    let world = open(&["--kind", "settlement", "--unbounded"]);
+    let alice = open(&["--kind", "customer", "--owner", "alice"]);
+    let bob = open(&["--kind", "customer", "--owner", "bob"]);
+    transfer(&server, &admin, &world, &alice, "100.00 EUR", &[]);
+    ok(cli(&server, &alice_key, &["subscriber", "add", "alice"]));
+    let out = ok(cli(
+        &server,
+        &alice_key,
+        &[
+            "subscriber",
+            "address",
+            "add",
+            "alice",
+            "--channel",
+            "dev",
+            "--address",
+            "alice-phone",
+        ],
+    ));
+    let verification = field(&out, "session").to_string();
+    let code = code_for(&server, &admin, "alice-phone", &verification);
+    assert!(confirm_typed(&server, &alice_key, &verification, &code).0);
+    // Payments to bob above 5.00 EUR need a code.
+    ok(cli(
+        &server,
+        &admin,
+        &["rule", "set", "bob", "--secured-above", "5.00 EUR"],
+    ));
+
+    // The CLI shows what is being paid, asks for the code (typed on stdin), and runs it once.
+    let mut child = tally_for(&server, &alice_key)
+        .args([
+            "transfer",
+            "--from",
+            &alice,
+            "--to",
+            &bob,
+            "--amount",
+            "6.00 EUR",
+            "--idempotency-key",
+            "above",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tally");
+    let mut confirm_session = String::new();
+    common::wait_until("the confirmation code", || {
+        let out = ok(cli(&server, &admin, &["inbox", "alice-phone", "--json"]));
+        let messages: serde_json::Value = serde_json::from_str(&out).expect("inbox JSON");
+        match messages.as_array().expect("a list").iter().find_map(|m| {
+            m.pointer("/data/session")
+                .and_then(|s| s.as_str())
+                .filter(|s| *s != verification)
+                .map(str::to_string)
+        }) {
+            Some(s) => {
+                confirm_session = s;
+                true
+            }
+            None => false,
+        }
+    });
+    let code = code_for(&server, &admin, "alice-phone", &confirm_session);
+    writeln!(child.stdin.take().expect("stdin"), "{code}").expect("type the code");
+    let (paid, stdout, stderr) = outcome(child.wait_with_output().expect("wait"));
+    assert!(paid, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("confirmation required") && stderr.contains("6.00 EUR"),
+        "what is paid is shown before the code: {stderr}"
+    );
+    assert_eq!(field(&stdout, "amount"), "6.00 EUR", "{stdout}");
+    let shown = ok(cli(&server, &admin, &["account", "show", &bob]));
+    assert_eq!(field(&shown, "balance"), "6.00 EUR", "{shown}");
+    // The same command again is its replay: nothing moves twice, no second code.
+    let again = ok(cli(
+        &server,
+        &alice_key,
+        &[
+            "transfer",
+            "--from",
+            &alice,
+            "--to",
+            &bob,
+            "--amount",
+            "6.00 EUR",
+            "--idempotency-key",
+            "above",
+        ],
+    ));
+    assert_eq!(field(&again, "amount"), "6.00 EUR");
+    let shown = ok(cli(&server, &admin, &["account", "show", &bob]));
+    assert_eq!(field(&shown, "balance"), "6.00 EUR", "{shown}");
+    assert_audit_passes(&server);
+}

@@ -123,7 +123,11 @@ async fn walk(w: World) {
     let again = complain(json!({"reference": reference, "kind": "refund", "reason": "again"}))
         .await
         .expect(StatusCode::OK);
-    assert!(again.str("/action").contains("already sent"), "{}", again.body);
+    assert!(
+        again.str("/action").contains("already sent"),
+        "{}",
+        again.body
+    );
     let desk = w.inbox("shop-desk").await.body;
     let claims = subjects(&desk)
         .iter()
