@@ -6,31 +6,22 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::Reply;
 use common::world::World;
 use serde_json::{Value, json};
 use tally_service::NodeConfig;
 use tally_service::delivery::DeliverySettings;
 
-async fn post(w: &World, path: &str, key: &str, idem: Option<&str>, body: Value) -> Reply {
-    let mut call = w.api.post(path).key(key);
-    if let Some(i) = idem {
-        call = call.idem(i);
-    }
-    call.json(body).send().await
-}
-
 /// Verifies a dev address for `user` (added with `key`).
 async fn address(w: &World, key: &str, user: &str, inbox: &str) {
-    let r = post(
-        w,
-        &format!("/v1/subscribers/{user}/addresses"),
-        key,
-        None,
-        json!({"channel": "dev", "address": inbox}),
-    )
-    .await
-    .expect(StatusCode::CREATED);
+    let r = w
+        .post(
+            &format!("/v1/subscribers/{user}/addresses"),
+            key,
+            None,
+            json!({"channel": "dev", "address": inbox}),
+        )
+        .await
+        .expect(StatusCode::CREATED);
     let session = r.str("/session").to_string();
     let code = w.code_for(inbox, &session).await;
     w.verify(&session, &code, None).await.expect(StatusCode::OK);
@@ -48,15 +39,14 @@ fn subjects(inbox: &Value) -> Vec<String> {
 async fn walk(w: World) {
     let product = w.album().await;
     let buy = |idem: &'static str| {
-        post(
-            &w,
+        w.post(
             "/v1/sales",
             &w.alice,
             Some(idem),
             json!({"product": product, "channel": "dev", "address": "alice"}),
         )
     };
-    let complain = |body: Value| post(&w, "/v1/complaints", &w.alice, None, body);
+    let complain = |body: Value| w.post("/v1/complaints", &w.alice, None, body);
 
     // An overdue sale of a merchant without an address alerts the operator's address.
     address(&w, &w.api.admin, "operator", "operator-desk").await;
@@ -78,8 +68,7 @@ async fn walk(w: World) {
             .any(|s| s.starts_with("Overdue: Album")),
         "{desk}"
     );
-    post(
-        &w,
+    w.post(
         &format!("/v1/sales/{}/cancel", unpaid.str("/id")),
         &w.alice,
         None,
@@ -92,15 +81,15 @@ async fn walk(w: World) {
     let sale = buy("s1").await.expect(StatusCode::CREATED);
     let id = sale.str("/id").to_string();
     let reference = sale.str("/reference").to_string();
-    let paid = post(
-        &w,
-        "/v1/sales/pay",
-        &w.alice,
-        Some("pay-1"),
-        json!({"reference": reference, "from_account": w.alice_eur, "amount": "9.90 EUR"}),
-    )
-    .await
-    .expect(StatusCode::CREATED);
+    let paid = w
+        .post(
+            "/v1/sales/pay",
+            &w.alice,
+            Some("pay-1"),
+            json!({"reference": reference, "from_account": w.alice_eur, "amount": "9.90 EUR"}),
+        )
+        .await
+        .expect(StatusCode::CREATED);
     assert_eq!(paid.str("/status"), "matched");
     assert_eq!(w.balances().await, [9_010, 2_000, 990]);
 

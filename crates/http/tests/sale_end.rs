@@ -8,7 +8,7 @@ mod common;
 use axum::http::StatusCode;
 use common::Reply;
 use common::world::World;
-use serde_json::{Value, json};
+use serde_json::json;
 use tally_service::NodeConfig;
 use tally_service::delivery::DeliverySettings;
 
@@ -23,14 +23,6 @@ fn config(c: NodeConfig, database_url: Option<String>) -> NodeConfig {
         },
         ..c
     }
-}
-
-async fn post(w: &World, path: &str, key: &str, idem: Option<&str>, body: Value) -> Reply {
-    let mut call = w.api.post(path).key(key);
-    if let Some(i) = idem {
-        call = call.idem(i);
-    }
-    call.json(body).send().await
 }
 
 async fn cancel(w: &World, id: &str, key: &str) -> Reply {
@@ -55,8 +47,7 @@ async fn state(w: &World, id: &str) -> String {
 async fn walk(w: World) {
     let product = w.album().await;
     let buy = |idem: &'static str| {
-        post(
-            &w,
+        w.post(
             "/v1/sales",
             &w.alice,
             Some(idem),
@@ -82,9 +73,7 @@ async fn walk(w: World) {
 
     // A payment quoting the cancelled sale waits in suspense; no key; refundable.
     let before = w.balance(&w.alice_eur).await;
-    let paid = post(
-        &w,
-        "/v1/sales/pay",
+    let paid = w.post("/v1/sales/pay",
         &w.alice,
         Some("pay-1"),
         json!({"reference": s1.str("/reference"), "from_account": w.alice_eur, "amount": "9.90 EUR"}),

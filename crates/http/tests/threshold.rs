@@ -32,8 +32,9 @@ async fn every_money_path_asks_above_the_threshold_on_postgres() {
     .await;
 }
 
+/// A keyed `POST` (every request here moves money).
 async fn post(w: &World, path: &str, key: &str, idem: &str, body: Value) -> Reply {
-    w.api.post(path).key(key).idem(idem).json(body).send().await
+    w.post(path, key, Some(idem), body).await
 }
 
 async fn sale_of(w: &World, id: &str) -> Value {

@@ -224,6 +224,15 @@ impl World {
 }
 
 impl World {
+    /// `POST path` with `key`, an `Idempotency-Key` when given, and a JSON body.
+    pub async fn post(&self, path: &str, key: &str, idem: Option<&str>, body: Value) -> Reply {
+        let mut call = self.api.post(path).key(key);
+        if let Some(i) = idem {
+            call = call.idem(i);
+        }
+        call.json(body).send().await
+    }
+
     /// The shop's product "Album" at 9.90 EUR, paid to its account, with one entry, on sale;
     /// its id.
     pub async fn album(&self) -> String {
