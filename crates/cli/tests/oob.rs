@@ -52,14 +52,13 @@ fn confirm_typed(server: &Server, key: &str, session: &str, code: &str) -> (bool
     outcome(child.wait_with_output().expect("wait"))
 }
 
-#[test]
-fn a_user_verifies_an_address_and_certifies_a_transfer_from_the_cli() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&dir.path().join("node"), &["--dev"]);
+/// Alice's customer key, and accounts for Alice (funded with 100.00 EUR from the operator's
+/// settlement account) and Bob: (key, alice's account, bob's account).
+fn alice_and_bob(server: &Server) -> (String, String, String) {
     let admin = server.admin_key.clone();
     let alice_key = field(
         &ok(cli(
-            &server,
+            server,
             &admin,
             &[
                 "api-key", "create", "--role", "customer", "--owner", "alice",
@@ -68,13 +67,20 @@ fn a_user_verifies_an_address_and_certifies_a_transfer_from_the_cli() {
         "key",
     )
     .to_string();
-
-    // Accounts: Alice's, Bob's, and the operator's settlement account that funds Alice.
-    let open = |extra: &[&str]| open_account(&server, &admin, extra);
+    let open = |extra: &[&str]| open_account(server, &admin, extra);
     let world = open(&["--kind", "settlement", "--unbounded"]);
     let alice = open(&["--kind", "customer", "--owner", "alice"]);
     let bob = open(&["--kind", "customer", "--owner", "bob"]);
-    transfer(&server, &admin, &world, &alice, "100.00 EUR", &[]);
+    transfer(server, &admin, &world, &alice, "100.00 EUR", &[]);
+    (alice_key, alice, bob)
+}
+
+#[test]
+fn a_user_verifies_an_address_and_certifies_a_transfer_from_the_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("node"), &["--dev"]);
+    let admin = server.admin_key.clone();
+    let (alice_key, alice, bob) = alice_and_bob(&server);
 
     // Alice joins the directory and adds her phone (a dev inbox) as second channel.
     let out = ok(cli(&server, &alice_key, &["subscriber", "add", "alice"]));
@@ -268,22 +274,7 @@ fn a_transfer_above_the_threshold_asks_for_the_code_and_runs_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(&dir.path().join("node"), &["--dev"]);
     let admin = server.admin_key.clone();
-    let alice_key = field(
-        &ok(cli(
-            &server,
-            &admin,
-            &[
-                "api-key", "create", "--role", "customer", "--owner", "alice",
-            ],
-        )),
-        "key",
-    )
-    .to_string();
-    let open = |extra: &[&str]| open_account(&server, &admin, extra);
-    let world = open(&["--kind", "settlement", "--unbounded"]);
-    let alice = open(&["--kind", "customer", "--owner", "alice"]);
-    let bob = open(&["--kind", "customer", "--owner", "bob"]);
-    transfer(&server, &admin, &world, &alice, "100.00 EUR", &[]);
+    let (alice_key, alice, bob) = alice_and_bob(&server);
     ok(cli(&server, &alice_key, &["subscriber", "add", "alice"]));
     let out = ok(cli(
         &server,
