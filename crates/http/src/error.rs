@@ -40,7 +40,7 @@ pub struct ApiError {
     status: StatusCode,
     code: ErrorCode,
     message: String,
-    details: Option<Value>,
+    pub(crate) details: Option<Value>,
     retry_after_s: Option<u64>,
 }
 

@@ -4,16 +4,16 @@
 //! Key decision: every axum rejection is turned into our error format here, at the edge, so a
 //! client never sees axum's plain-text messages ("Failed to deserialize the JSON body…") or its
 //! statuses (422 for a wrong JSON type). JSON syntax and type errors are both `malformed_json`
-//! (400): the body is not what the schema says. Field *values* that parse but are wrong
-//! (unknown currency, negative amount) come back from the service as `invalid_request` or a
-//! ledger code instead. Rejected: `WithRejection` from axum-extra (one more dependency for four
+//! (400): the body is not what the schema says. Field *values* that are wrong (an amount's
+//! text that is not an amount, an unknown currency, a negative amount) are 422
+//! `invalid_request` naming the field, or a ledger code from the service. Rejected: `WithRejection` from axum-extra (one more dependency for four
 //! small impls).
 //!
 //! Authentication is an extractor rather than a middleware so that each handler states in its
 //! signature that it needs a caller, and routes without one (`/healthz`) cannot accidentally
 //! receive a principal.
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
@@ -130,10 +130,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        let json = json_content_type(&req);
+        let bytes = body_bytes(req, state).await?;
+        if !json {
+            return Err(unsupported_media_type());
         }
+        decode(&bytes).map(ApiJson)
     }
 }
 
@@ -145,44 +147,83 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let json_content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"));
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| json_rejection(JsonRejection::BytesRejection(e)))?;
+        let json = json_content_type(&req);
+        let bytes = body_bytes(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
-        if !json_content_type {
-            return Err(json_rejection(JsonRejection::MissingJsonContentType(
-                Default::default(),
-            )));
+        if !json {
+            return Err(unsupported_media_type());
         }
-        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes).map_err(json_rejection)?;
-        Ok(OptionalJson(value))
+        decode(&bytes).map(OptionalJson)
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> ApiError {
-    match rejection {
-        JsonRejection::JsonSyntaxError(e) => ApiError::new(ErrorCode::MalformedJson, e.body_text()),
-        // Wrong types, missing or unknown fields: axum says 422, we say the JSON does not match.
-        JsonRejection::JsonDataError(e) => ApiError::new(ErrorCode::MalformedJson, e.body_text()),
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            ErrorCode::UnsupportedMediaType,
-            "send the body with `Content-Type: application/json`",
-        ),
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+fn json_content_type(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"))
+}
+
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(ErrorCode::PayloadTooLarge, "request body too large")
+        } else {
+            ApiError::new(
+                ErrorCode::MalformedJson,
+                format!("could not read the body: {}", e.body_text()),
+            )
         }
-        JsonRejection::BytesRejection(e) => ApiError::new(
+    })
+}
+
+fn unsupported_media_type() -> ApiError {
+    ApiError::new(
+        ErrorCode::UnsupportedMediaType,
+        "send the body with `Content-Type: application/json`",
+    )
+}
+
+/// Decodes a body. JSON that does not match the schema (syntax, types, missing or unknown
+/// fields: axum would say 422) is 400 `malformed_json` naming where; an amount whose text is
+/// not an amount is 422 `invalid_request` naming the field, as when a handler parses one.
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let (decoded, refused_amount) = tally_wire::amount_text::watch(|| {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        serde_path_to_error::deserialize::<_, T>(&mut de).map(|value| (value, de.end()))
+    });
+    match decoded {
+        Ok((value, Ok(()))) => Ok(value),
+        Ok((_, Err(trailing))) => Err(ApiError::new(
             ErrorCode::MalformedJson,
-            format!("could not read the body: {}", e.body_text()),
-        ),
-        other => ApiError::new(ErrorCode::MalformedJson, other.body_text()),
+            trailing.to_string(),
+        )),
+        Err(e) => {
+            let field = e.path().to_string();
+            Err(match refused_amount {
+                // Inside an internally tagged enum serde buffers the fields and the path is
+                // lost: the field is the one holding the refused text.
+                Some(refused) if field == "." => {
+                    let field =
+                        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes)
+                            .ok()
+                            .and_then(|fields| {
+                                fields
+                                    .into_iter()
+                                    .find(|(_, v)| v.as_str() == Some(&refused.text))
+                            })
+                            .map_or_else(|| "amount".to_owned(), |(name, _)| name);
+                    ApiError::invalid_field(&field, refused.error)
+                }
+                Some(refused) => ApiError::invalid_field(&field, refused.error),
+                None if field == "." => {
+                    ApiError::new(ErrorCode::MalformedJson, e.inner().to_string())
+                }
+                None => ApiError::new(ErrorCode::MalformedJson, format!("{field}: {}", e.inner())),
+            })
+        }
     }
 }
 
@@ -217,5 +258,47 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
             Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
             Err(e) => Err(ApiError::bad_parameter("query", e.body_text())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_wire::delivery::PayReference;
+    use tally_wire::oob::AppRequest;
+
+    fn refusal<T: DeserializeOwned + std::fmt::Debug>(body: &str) -> ApiError {
+        decode::<T>(body.as_bytes()).expect_err("refused")
+    }
+
+    #[test]
+    fn an_amount_of_the_wrong_form_is_an_invalid_field_and_a_wrong_type_malformed_json() {
+        let id = uuid::Uuid::nil();
+        let pay = |amount: &str| {
+            format!(r#"{{"reference": "R", "from_account": "{id}", "amount": {amount}}}"#)
+        };
+        let e = refusal::<PayReference>(&pay(r#""2.505 EUR""#));
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidRequest)
+        );
+        assert_eq!(e.details, Some(serde_json::json!({"field": "amount"})));
+        let e = refusal::<PayReference>(&pay("250"));
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::BAD_REQUEST, ErrorCode::MalformedJson)
+        );
+        let e = refusal::<PayReference>(&format!("{} x", pay(r#""2.50 EUR""#)));
+        assert_eq!(e.code(), ErrorCode::MalformedJson);
+
+        // Inside an internally tagged enum (the out-of-band session's application).
+        let e = refusal::<AppRequest>(&format!(
+            r#"{{"application": "transfer", "debit_account": "{id}", "credit_account": "{id}", "amount": "lots"}}"#
+        ));
+        assert_eq!(e.code(), ErrorCode::InvalidRequest);
+        assert_eq!(e.details, Some(serde_json::json!({"field": "amount"})));
+        // A refusal does not leak into the next decode on the thread.
+        let e = refusal::<PayReference>(&pay("null"));
+        assert_eq!(e.code(), ErrorCode::MalformedJson);
     }
 }

@@ -190,6 +190,7 @@ impl Case {
         self.drain = drain;
         self
     }
+    #[allow(dead_code)] // no known defect today; the next one is marked with it
     fn defect(mut self, why: &'static str) -> Case {
         self.known_defect = Some(why);
         self
@@ -2249,12 +2250,7 @@ fn sessions() -> Vec<Case> {
             Who::Alice,
             with(&transfer, json!({"amount": "12.505 EUR"})),
         )
-        .expect(422, "invalid_request")
-        .defect(
-            "an amount in an out-of-band session is parsed during deserialisation: a \
-                     malformed amount is 400 malformed_json here, 422 invalid_request (field \
-                     amount) on /v1/transfers",
-        ),
+        .expect(422, "invalid_request"),
         open(
             "a transfer from bob's account",
             Who::Alice,
@@ -2483,11 +2479,7 @@ fn sessions() -> Vec<Case> {
         put("rules/an amount that is not one", "/v1/oob/rules/alice")
             .by(Who::Alice)
             .json(json!({"secured_above": "lots", "side": "payer"}))
-            .expect(422, "invalid_request")
-            .defect(
-                "the rule's amount is parsed during deserialisation: 400 malformed_json \
-                     instead of 422 invalid_request (field secured_above)",
-            ),
+            .expect(422, "invalid_request"),
         put("rules/an unknown side", "/v1/oob/rules/alice")
             .by(Who::Alice)
             .json(json!({"secured_above": "1.00 EUR", "side": "both"}))
@@ -2602,9 +2594,7 @@ fn delivery() -> Vec<Case> {
         create("a negative price", Who::Shop, with(&product, json!({"price": "-2.00 EUR"})))
             .expect(422, "invalid_request"),
         create("a too precise price", Who::Shop, with(&product, json!({"price": "12.505 EUR"})))
-            .expect(422, "invalid_request")
-            .defect("the price is parsed during deserialisation: 400 malformed_json instead of \
-                     422 invalid_request (field price)"),
+            .expect(422, "invalid_request"),
         create("a price in another currency", Who::Shop, with(&product, json!({"price": "2.00 USD"})))
             .expect(422, "invalid_request"),
         create("an empty title", Who::Shop, with(&product, json!({"title": ""})))
@@ -2800,9 +2790,7 @@ fn delivery() -> Vec<Case> {
         pay("more than alice has", Who::Alice, json!({"amount": "9000.00 EUR"}))
             .expect(422, "insufficient_funds"),
         pay("too many decimals", Who::Alice, json!({"amount": "2.505 EUR"}))
-            .expect(422, "invalid_request")
-            .defect("the amount is parsed during deserialisation: 400 malformed_json instead of \
-                     422 invalid_request (field amount) as on /v1/transfers"),
+            .expect(422, "invalid_request"),
         pay("another currency", Who::Alice, json!({"amount": "2.50 USD"}))
             .expect(422, "currency_mismatch"),
         post("pay/no idempotency key", "/v1/sales/pay")

@@ -41,8 +41,29 @@ pub mod receipts;
 
 /// Serde for [`tally_kernel::Amount`] as `"12.50 EUR"`.
 pub mod amount_text {
+    //! Key decision: an amount that is text of the wrong form (`"12.505 EUR"`, `"lots"`) is a
+    //! wrong *value*, 422 `invalid_request` naming the field, like the amounts the HTTP layer
+    //! parses itself; a wrong JSON *type* stays 400 `malformed_json`. serde flattens both
+    //! into one error kind, so [`watch`] records a refused amount's typed error on the
+    //! decoding thread while a body is decoded. Rejected: carrying amounts as `String` in
+    //! every request type (thirty construction sites lose the type).
     use serde::{Deserialize, Deserializer, Serializer};
+    use std::cell::RefCell;
     use tally_kernel::Amount;
+    use tally_kernel::MoneyError;
+
+    thread_local! {
+        static REFUSED: RefCell<Option<Option<Refused>>> = const { RefCell::new(None) };
+    }
+
+    /// An amount refused for its form: the text and why.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Refused {
+        /// The text given.
+        pub text: String,
+        /// Why it is not an amount.
+        pub error: MoneyError,
+    }
 
     /// As text.
     pub fn serialize<S: Serializer>(a: &Amount, s: S) -> Result<S::Ok, S::Error> {
@@ -52,7 +73,26 @@ pub mod amount_text {
     /// From text.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Amount, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        s.parse().map_err(|error: MoneyError| {
+            let message = error.to_string();
+            REFUSED.with(|r| {
+                if let Some(slot) = r.borrow_mut().as_mut() {
+                    slot.get_or_insert(Refused { text: s, error });
+                }
+            });
+            serde::de::Error::custom(message)
+        })
+    }
+
+    /// Runs a synchronous decode and returns, beside its result, the first amount it refused
+    /// for its form (none when the decode failed for another reason).
+    pub fn watch<R>(decode: impl FnOnce() -> R) -> (R, Option<Refused>) {
+        let outer = REFUSED.with(|r| r.borrow_mut().replace(None));
+        let result = decode();
+        let refused = REFUSED
+            .with(|r| std::mem::replace(&mut *r.borrow_mut(), outer))
+            .flatten();
+        (result, refused)
     }
 }
 
