@@ -39,8 +39,9 @@ pub mod ledger;
 pub mod oob;
 pub mod receipts;
 
-/// Serde for [`tally_kernel::Amount`] as `"12.50 EUR"`.
 pub mod amount_text {
+    //! Serde for [`tally_kernel::Amount`] as `"12.50 EUR"`.
+    //!
     //! Key decision: an amount that is text of the wrong form (`"12.505 EUR"`, `"lots"`) is a
     //! wrong *value*, 422 `invalid_request` naming the field, like the amounts the HTTP layer
     //! parses itself; a wrong JSON *type* stays 400 `malformed_json`. serde flattens both
