@@ -42,7 +42,7 @@ fn time(name: &str, v: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
 #[utoipa::path(
     post, path = "/v1/products", tag = "delivery",
     params(("Idempotency-Key" = String, Header, description = "Required; a retry returns the same product")),
-    request_body(content = Object, description = "`{title, price: \"9.90 EUR\", pay_to, producer?, licence, instructions, registration_template?}`"),
+    request_body(content = NewProduct, description = "`{title, price: \"9.90 EUR\", pay_to, producer?, licence, instructions, registration_template?}`"),
     responses((status = 201, description = "The draft product", body = Object), (status = 403, description = "forbidden", body = ErrorBody), (status = 422, description = "invalid_request", body = ErrorBody)),
     security(("api_key" = []))
 )]
@@ -151,7 +151,7 @@ pub async fn withdraw_product(
 #[utoipa::path(
     post, path = "/v1/sales", tag = "delivery",
     params(("Idempotency-Key" = String, Header, description = "Required; a retry returns the same sale")),
-    request_body(content = Object, description = "`{product, channel, address, name?}`"),
+    request_body(content = NewSale, description = "`{product, channel, address, name?}`"),
     responses((status = 201, description = "The sale", body = Object), (status = 409, description = "product_state: not on sale", body = ErrorBody), (status = 422, description = "credit_refused, invalid_request", body = ErrorBody)),
     security(("api_key" = []))
 )]
@@ -367,7 +367,7 @@ impl Reader {
 #[utoipa::path(
     post, path = "/v1/sales/{id}/acknowledge", tag = "delivery",
     params(("id" = Uuid, Path, description = "The sale"), ("Idempotency-Key" = Option<String>, Header, description = "Optional: names the debit (after a failed confirmation, acknowledge again with a new key); without it the sale has one debit")),
-    request_body(content = Object, description = "`{acknowledgement: {v, sale, reference, package_sha256}, debit_account?}`"),
+    request_body(content = Acknowledge, description = "`{acknowledgement: {v, sale, reference, package_sha256}, debit_account?}`"),
     responses((status = 200, description = "The sale", body = Object), (status = 202, description = "confirmation_required: the debit is above a threshold; the acknowledgement is kept; `details.session` is the session to verify, then acknowledge again", body = ErrorBody), (status = 409, description = "confirmation_failed", body = ErrorBody), (status = 422, description = "wrong_package, insufficient_funds", body = ErrorBody)),
     security(("api_key" = []))
 )]
@@ -414,7 +414,7 @@ pub async fn cancel(
 #[utoipa::path(
     post, path = "/v1/sales/pay", tag = "delivery",
     params(("Idempotency-Key" = String, Header, description = "Required")),
-    request_body(content = Object, description = "`{reference, from_account, amount: \"9.90 EUR\"}`"),
+    request_body(content = PayReference, description = "`{reference, from_account, amount: \"9.90 EUR\"}`"),
     responses((status = 201, description = "The payment: `status` matched (key released) or mismatch/duplicate (kept, refundable)", body = Object), (status = 202, description = "confirmation_required: above a threshold; nothing moved; `details.session` is the session to verify, then repeat with the same Idempotency-Key", body = ErrorBody), (status = 409, description = "confirmation_failed", body = ErrorBody), (status = 422, description = "bad_reference, insufficient_funds", body = ErrorBody), (status = 404, description = "not_found", body = ErrorBody)),
     security(("api_key" = []))
 )]
@@ -438,7 +438,7 @@ pub async fn pay(
 #[utoipa::path(
     put, path = "/v1/receivers/{name}", tag = "delivery",
     params(("name" = String, Path, description = "The receiver")),
-    request_body(content = Object, description = "`{account, hmac_secret?: hex, ed25519_public?: hex}`"),
+    request_body(content = ReceiverConfig, description = "`{account, hmac_secret?: hex, ed25519_public?: hex}`"),
     responses((status = 200, description = "The receiver", body = Object), (status = 403, description = "forbidden", body = ErrorBody)),
     security(("api_key" = []))
 )]
@@ -455,7 +455,7 @@ pub async fn set_receiver(
 #[utoipa::path(
     post, path = "/v1/receivers/{name}/notifications", tag = "delivery",
     params(("name" = String, Path, description = "The receiver"), ("Tally-Timestamp" = String, Header, description = "Unix seconds"), ("Tally-Signature" = String, Header, description = "`hmac-sha256=<hex>` or `ed25519=<hex>`")),
-    request_body(content = Object, description = "`{id, reference, amount: \"9.90 EUR\", paid_at, payer}`"),
+    request_body(content = tally_wire::delivery::NotificationDoc, description = "The bank's notification, signed over `\"tally/payment-notification/v1\" 0x00 timestamp \".\" body` (docs/protocols/delivery.md)"),
     responses((status = 200, description = "The payment (a replay gives the first answer)", body = Object), (status = 401, description = "bad_signature, stale_notification", body = ErrorBody), (status = 409, description = "idempotency_key_reused: the id was used for another payment", body = ErrorBody)),
 )]
 pub async fn notification(
@@ -506,7 +506,7 @@ pub async fn sale_key(
 /// A complaint: key lost, package broken, product deleted.
 #[utoipa::path(
     post, path = "/v1/complaints", tag = "delivery",
-    request_body(content = Object, description = "`{reference, kind: \"key_lost\"|\"package_broken\"|\"product_deleted\"}`"),
+    request_body(content = Complaint, description = "`{reference, kind: \"key_lost\"|\"package_broken\"|\"product_deleted\"}`"),
     responses((status = 200, description = "`{sale, kind, action, download}`", body = Object), (status = 409, description = "not_released", body = ErrorBody), (status = 422, description = "bad_reference", body = ErrorBody)),
     security(("api_key" = []))
 )]

@@ -40,7 +40,7 @@ fn time_param(name: &str, value: Option<&str>, default: Timestamp) -> Result<Tim
 #[utoipa::path(
     post, path = "/v1/subscribers/{user}", tag = "oob",
     params(("user" = String, Path, description = "The user")),
-    request_body(content = Object, description = "`{\"contract_account\": uuid?}`"),
+    request_body(content = SubscriberRequest, description = "`{\"contract_account\": uuid?}`"),
     responses((status = 204, description = "Stored"), (status = 403, description = "forbidden", body = ErrorBody), (status = 422, description = "invalid_request", body = ErrorBody)),
     security(("api_key" = []))
 )]
@@ -62,7 +62,7 @@ pub async fn upsert_subscriber(
 #[utoipa::path(
     post, path = "/v1/subscribers/{user}/addresses", tag = "oob",
     params(("user" = String, Path, description = "The user")),
-    request_body(content = Object, description = "`{\"channel\": \"email|sms|webhook|dev\", \"address\"}`"),
+    request_body(content = AddressRequest, description = "`{\"channel\": \"email|sms|webhook|dev\", \"address\"}`"),
     responses((status = 201, description = "A verification session (confirm it like any session)", body = Object), (status = 422, description = "invalid_request", body = ErrorBody), (status = 429, description = "rate_limited: too many codes for the address, the user (per day), the client address or the node", body = ErrorBody)),
     security(("api_key" = []))
 )]
@@ -102,7 +102,7 @@ pub async fn addresses(
 #[utoipa::path(
     post, path = "/v1/subscribers/{user}/certificate", tag = "oob",
     params(("user" = String, Path, description = "The user")),
-    request_body(content = Object, description = "`{\"channel\", \"address\", \"days\"?}`"),
+    request_body(content = CertificateRequest, description = "`{\"channel\", \"address\", \"days\"?}`"),
     responses((status = 201, description = "`{certificate, private_key}` (PEM)", body = Object), (status = 403, description = "forbidden: operator only", body = ErrorBody)),
     security(("api_key" = []))
 )]
@@ -133,7 +133,7 @@ pub async fn issue_certificate(
 #[utoipa::path(
     post, path = "/v1/oob/sessions", tag = "oob",
     params(("Idempotency-Key" = String, Header, description = "Optional; a retry returns the same session")),
-    request_body(content = Object, description = "`{\"user\", \"application\": \"login|transfer|bet|payment|trustee|mail_send|mail_retrieve|declaration|offers\", …application fields, \"channel\"?, \"certificate\"?}`; see docs/protocols/oob.md"),
+    request_body(content = OpenSession, description = "`{\"user\", \"application\": \"login|transfer|bet|payment|trustee|mail_send|mail_retrieve|declaration|offers\", …application fields, \"channel\"?, \"certificate\"?}`; see docs/protocols/oob.md"),
     responses((status = 201, description = "`{\"outcome\": \"secured\", \"session\"}` or, below the threshold, `{\"outcome\": \"normal\", \"transfer\"}`", body = Object), (status = 200, description = "Replay of an earlier request with the same key", body = Object), (status = 409, description = "idempotency_key_reused", body = ErrorBody), (status = 422, description = "invalid_request, insufficient_funds", body = ErrorBody), (status = 429, description = "rate_limited: too many sessions for the address", body = ErrorBody)),
     security(("api_key" = []))
 )]
@@ -174,7 +174,7 @@ pub async fn session(
 #[utoipa::path(
     post, path = "/v1/oob/sessions/{session}/verify", tag = "oob",
     params(("session" = String, Path, description = "The session number (32 hex digits)")),
-    request_body(content = Object, description = "`{\"code\", \"confirm\"?: the transaction shown}`"),
+    request_body(content = VerifyRequest, description = "`{\"code\", \"confirm\"?: the transaction shown}`"),
     responses((status = 200, description = "Authorised: `{session, access_token?}`", body = Object), (status = 409, description = "session_closed", body = ErrorBody), (status = 410, description = "expired", body = ErrorBody), (status = 422, description = "wrong_code (`details.attempts_left`), transaction_mismatch", body = ErrorBody), (status = 423, description = "too_many_attempts", body = ErrorBody)),
 )]
 pub async fn verify(
@@ -293,7 +293,7 @@ pub async fn mailbox(
 /// A merchant leaves an offer in a user's mailbox.
 #[utoipa::path(
     post, path = "/v1/offers", tag = "oob",
-    request_body(content = Object, description = "`{\"recipient\", \"subject\", \"body\"}`"),
+    request_body(content = OfferRequest, description = "`{\"recipient\", \"subject\", \"body\"}`"),
     responses((status = 201, description = "`{id}`", body = Object), (status = 403, description = "forbidden: merchants only", body = ErrorBody)),
     security(("api_key" = []))
 )]
@@ -333,7 +333,7 @@ pub async fn statement(
 #[utoipa::path(
     put, path = "/v1/oob/rules/{owner}", tag = "oob",
     params(("owner" = String, Path, description = "The payee (or `operator` for the default), or with `side: payer` the payer")),
-    request_body(content = Object, description = "`{\"secured_above\": \"50.00 EUR\", \"side\": \"payee\"}`: `side` is `payee` (payments to the owner; the default) or `payer` (payments by the owner). Above it, every path that moves the payer's money (transfers, holds, payments by reference, auto-debit) answers 202 `confirmation_required`"),
+    request_body(content = RuleRequest, description = "`{\"secured_above\": \"50.00 EUR\", \"side\": \"payee\"}`: `side` is `payee` (payments to the owner; the default) or `payer` (payments by the owner). Above it, every path that moves the payer's money (transfers, holds, payments by reference, auto-debit) answers 202 `confirmation_required`"),
     responses((status = 204, description = "Stored"), (status = 403, description = "forbidden", body = ErrorBody)),
     security(("api_key" = []))
 )]
@@ -354,7 +354,7 @@ pub async fn set_rule(
 /// Pay merchants their trustee payments, less the fee (operator).
 #[utoipa::path(
     post, path = "/v1/trustee/settle", tag = "oob",
-    request_body(content = Object, description = "`{\"until\"?: RFC 3339}`"),
+    request_body(content = SettleRequest, description = "`{\"until\"?: RFC 3339}`"),
     responses((status = 200, description = "The payouts made", body = Vec<Object>), (status = 403, description = "forbidden: operator only", body = ErrorBody)),
     security(("api_key" = []))
 )]

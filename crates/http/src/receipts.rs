@@ -55,7 +55,7 @@ pub async fn offer_warrant(
 #[utoipa::path(
     post, path = "/v1/tokens", tag = "receipts",
     params(("Idempotency-Key" = String, Header, description = "Required; a retry returns the same token")),
-    request_body(content = Object, description = "`{holder, role, public_key, bls_key?, slots?, days?}`"),
+    request_body(content = NewToken, description = "`{holder, role, public_key, bls_key?, slots?, days?}`"),
     responses((status = 201, description = "`{serial, holder, slots, app_key, certificate, created_at}`", body = Object), (status = 403, description = "forbidden", body = ErrorBody), (status = 422, description = "invalid_request", body = ErrorBody)),
     security(("api_key" = []))
 )]
@@ -103,7 +103,7 @@ pub async fn token_writes(
 /// Store a warrant the caller signed for the node's receipt key.
 #[utoipa::path(
     post, path = "/v1/warrants", tag = "receipts",
-    request_body(content = Object, description = "`{certificate}` (PEM)"),
+    request_body(content = WarrantBody, description = "`{certificate}` (PEM)"),
     responses((status = 200, description = "The warrant", body = Object), (status = 422, description = "bad_warrant", body = ErrorBody)),
     security(("api_key" = []))
 )]
@@ -154,7 +154,7 @@ pub async fn revoke_warrant(
 #[utoipa::path(
     post, path = "/v1/receipts", tag = "receipts",
     params(("Idempotency-Key" = String, Header, description = "Required; a retry returns the same offer")),
-    request_body(content = Object, description = "`{record, party_a, party_b, fair?, proxy_b?}`"),
+    request_body(content = NewReceipt, description = "`{record, party_a, party_b, fair?, proxy_b?}`"),
     responses((status = 201, description = "The offer", body = Object), (status = 403, description = "no_warrant", body = ErrorBody), (status = 422, description = "bad_receipt / bad_certificate", body = ErrorBody)),
     security(("api_key" = []))
 )]
@@ -198,7 +198,7 @@ pub async fn receipt(
 #[utoipa::path(
     post, path = "/v1/receipts/{transaction}/escrow", tag = "receipts",
     params(("transaction" = u64, Path, description = "Transaction id")),
-    request_body(content = Object, description = "`{ves}`"),
+    request_body(content = EscrowBody, description = "`{ves}`"),
     responses((status = 200, description = "The receipt with `signature_a`", body = Object), (status = 422, description = "bad_escrow (the exchange is aborted)", body = ErrorBody), (status = 409, description = "receipt_state / exchange_aborted", body = ErrorBody)),
     security(("api_key" = []))
 )]
@@ -215,7 +215,7 @@ pub async fn escrow(
 #[utoipa::path(
     post, path = "/v1/receipts/{transaction}/sign", tag = "receipts",
     params(("transaction" = u64, Path, description = "Transaction id")),
-    request_body(content = Object, description = "`{signature_b, token?: {serial, challenge, slot}}`"),
+    request_body(content = SignReceipt, description = "`{signature_b, token?: {serial, challenge, slot}}`"),
     responses((status = 200, description = "The complete receipt (`core`, `write`, `receipt_number`)", body = Object), (status = 401, description = "bad_signature", body = ErrorBody), (status = 409, description = "receipt_state", body = ErrorBody)),
     security(("api_key" = []))
 )]
@@ -232,7 +232,7 @@ pub async fn sign(
 #[utoipa::path(
     post, path = "/v1/receipts/{transaction}/ack", tag = "receipts",
     params(("transaction" = u64, Path, description = "Transaction id")),
-    request_body(content = Object, description = "`{receipt_number}`"),
+    request_body(content = AckBody, description = "`{receipt_number}`"),
     responses((status = 200, description = "The receipt", body = Object), (status = 422, description = "invalid_request", body = ErrorBody)),
     security(("api_key" = []))
 )]
@@ -296,7 +296,7 @@ pub async fn abort(
 #[utoipa::path(
     post, path = "/v1/arbiter/{transaction}/resolve", tag = "receipts",
     params(("transaction" = u64, Path, description = "Transaction id")),
-    request_body(content = Object, description = "`{signature_b?}` (B deposits its signature; the originator sends `{}`)"),
+    request_body(content = ResolveBody, description = "`{signature_b?}` (B deposits its signature; the originator sends `{}`)"),
     responses((status = 200, description = "`{transaction, decision, signature, receipt}`", body = Object), (status = 409, description = "exchange_aborted / exchange_failed", body = ErrorBody), (status = 422, description = "bad_escrow", body = ErrorBody)),
     security(("api_key" = []))
 )]

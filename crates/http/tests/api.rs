@@ -127,6 +127,62 @@ async fn healthz_openapi_and_metrics_need_no_key() {
     );
 }
 
+/// Every JSON request body names its fields (a schema with properties, or one of such per
+/// application), so a contract tester can build valid bodies instead of stopping at 400.
+#[test]
+fn every_json_request_body_is_described_by_its_fields() {
+    let json = serde_json::to_value(tally_http::openapi()).expect("serialises");
+    let schemas = &json["components"]["schemas"];
+    // A schema's object branches: itself, or the members of its `oneOf`/`allOf`.
+    fn has_fields(schema: &Value, schemas: &Value) -> bool {
+        if let Some(target) = schema.get("$ref").and_then(Value::as_str) {
+            let name = target.trim_start_matches("#/components/schemas/");
+            return has_fields(&schemas[name], schemas);
+        }
+        if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
+            return all.iter().all(|s| has_fields(s, schemas));
+        }
+        if let Some(one) = schema.get("oneOf").and_then(Value::as_array) {
+            // An optional body is `oneOf: [the body, null]`.
+            return one
+                .iter()
+                .filter(|s| s["type"] != "null")
+                .all(|s| has_fields(s, schemas));
+        }
+        schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .is_some_and(|p| !p.is_empty())
+    }
+    let mut bare = Vec::new();
+    let mut described = 0;
+    for (path, item) in json["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("operations") {
+            let Some(schema) = op.pointer("/requestBody/content/application~1json/schema") else {
+                continue;
+            };
+            if has_fields(schema, schemas) {
+                described += 1;
+            } else {
+                bare.push(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+    }
+    assert!(
+        bare.is_empty(),
+        "request bodies without their fields: {bare:?}"
+    );
+    assert!(
+        described >= 28,
+        "only {described} JSON request bodies found"
+    );
+    let session = &schemas["AppRequest"]["oneOf"];
+    assert!(
+        session.as_array().is_some_and(|apps| apps.len() >= 9),
+        "the session body is described per application: {session}"
+    );
+}
+
 #[tokio::test]
 async fn every_documented_operation_is_routed_and_the_table_is_complete() {
     let mut api = Api::start().await;

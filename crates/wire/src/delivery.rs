@@ -6,18 +6,21 @@ use serde::{Deserialize, Serialize};
 use tally_kernel::{Amount, Id, Timestamp};
 use tally_proto::delivery::Acknowledgement;
 use tally_proto::delivery::sale::{PaymentPath, PaymentStatus, ProductState, SaleState};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// A new product.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProduct {
     /// Its name.
     pub title: String,
     /// The price.
     #[serde(with = "amount_text")]
+    #[schema(value_type = String, example = "9.90 EUR")]
     pub price: Amount,
     /// The merchant account paid (the caller's).
+    #[schema(value_type = uuid::Uuid)]
     pub pay_to: Id,
     /// Who made it (default: the merchant).
     #[serde(default)]
@@ -78,10 +81,11 @@ pub struct ProductView {
 }
 
 /// A purchase request (D1).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSale {
     /// The product.
+    #[schema(value_type = uuid::Uuid)]
     pub product: Id,
     /// Where the key goes: `email`, `sms`, `webhook` or `dev`.
     pub channel: String,
@@ -164,13 +168,15 @@ pub struct SaleView {
 }
 
 /// An acknowledgement of an intact package, optionally authorising the auto-debit (D6 c).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Acknowledge {
     /// What `tally package inspect` produced.
+    #[schema(value_type = AcknowledgementDoc)]
     pub acknowledgement: Acknowledgement,
     /// Debit the price from this account (the caller's) and release the key at once.
     #[serde(default)]
+    #[schema(value_type = Option<uuid::Uuid>)]
     pub debit_account: Option<Id>,
     /// The buyer's Ed25519 public key (hex), when the buyer signs the acknowledgement.
     #[serde(default)]
@@ -185,23 +191,26 @@ pub struct Acknowledge {
 pub const ACK_DOMAIN: &[u8] = b"tally/delivery-ack/v1\0";
 
 /// A payment on the node's own ledger quoting a reference code (D6 a).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PayReference {
     /// The sale's reference code (dashes and case ignored).
     pub reference: String,
     /// The caller's account debited.
+    #[schema(value_type = uuid::Uuid)]
     pub from_account: Id,
     /// The amount paid.
     #[serde(with = "amount_text")]
+    #[schema(value_type = String, example = "9.90 EUR")]
     pub amount: Amount,
 }
 
 /// A receiver's configuration.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiverConfig {
     /// The operator's settlement account standing for the receiver.
+    #[schema(value_type = uuid::Uuid)]
     pub account: Id,
     /// A shared HMAC-SHA256 secret, hex (16 to 64 bytes).
     #[serde(default)]
@@ -225,7 +234,7 @@ pub struct ReceiverView {
 }
 
 /// A complaint (D11).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Complaint {
     /// The sale's reference code.
@@ -363,3 +372,37 @@ pub struct ReportQuery {
 debug_hiding!(ReleasedKey { fingerprint } hides { unlock_key });
 
 debug_hiding!(ReceiverConfig { account, ed25519_public } hides { hmac_secret });
+
+/// The schema of [`Acknowledgement`] (a `proto` type, which does not depend on utoipa); a test
+/// checks the two have the same fields.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only
+pub struct AcknowledgementDoc {
+    /// Format version (1).
+    v: u32,
+    /// The sale.
+    sale: Uuid,
+    /// Its reference code, as printed in the package.
+    reference: String,
+    /// SHA-256 of the package's signed header, hex.
+    package_sha256: String,
+}
+
+/// The schema of a bank's signed payment notification (`POST
+/// /v1/receivers/{name}/notifications`; `tally_proto::delivery::notification` reads it from the
+/// signed bytes). Unknown fields are refused.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only
+pub struct NotificationDoc {
+    /// The bank's id of the payment; a repeat with the same id is a replay.
+    id: String,
+    /// The reference code the payer quoted, as typed.
+    reference: String,
+    /// What was paid.
+    #[schema(example = "9.90 EUR")]
+    amount: String,
+    /// When the bank booked it, Unix seconds.
+    paid_at: i64,
+    /// Who paid, in the bank's words.
+    payer: String,
+}

@@ -99,6 +99,62 @@ pub mod amount_text {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+    use tally_kernel::{Amount, Currency, Id, Timestamp};
+    use utoipa::PartialSchema;
+    use utoipa::openapi::{RefOr, Schema};
+
+    fn schema_fields<T: PartialSchema>() -> BTreeSet<String> {
+        match T::schema() {
+            RefOr::T(Schema::Object(o)) => o.properties.keys().cloned().collect(),
+            _ => panic!("not an object schema"),
+        }
+    }
+
+    fn json_fields(value: impl serde::Serialize) -> BTreeSet<String> {
+        serde_json::to_value(value)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn schemas_of_proto_types_have_their_fields() {
+        let ack = tally_proto::delivery::Acknowledgement {
+            v: 1,
+            sale: Id::new(),
+            reference: tally_proto::delivery::ReferenceCode::new(
+                Id::new(),
+                "alice",
+                Timestamp::now(),
+                [0; 16],
+            ),
+            package_sha256: "00".into(),
+        };
+        assert_eq!(
+            json_fields(&ack),
+            schema_fields::<crate::delivery::AcknowledgementDoc>()
+        );
+        let tx = tally_proto::oob::Transaction {
+            amount: Amount::new(100, Currency::from_code("EUR").unwrap()),
+            payer_account: None,
+            payee: "shop".into(),
+            payee_account: None,
+            description: "x".into(),
+        };
+        assert_eq!(
+            json_fields(&tx),
+            schema_fields::<crate::oob::TransactionDoc>()
+        );
+        assert_eq!(
+            json_fields(tx.amount),
+            schema_fields::<crate::ledger::Money>()
+        );
+    }
+
     #[test]
     fn secrets_stay_out_of_debug() {
         let key = crate::ledger::NewApiKeyResponse {

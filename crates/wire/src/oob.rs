@@ -6,10 +6,11 @@ use serde::{Deserialize, Serialize};
 use tally_kernel::crypto::canonical::SignedRecord;
 use tally_kernel::{Amount, Id, Timestamp};
 use tally_proto::oob::{Purpose, State, Transaction};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// What a session is opened for, as requested. Amounts are `"12.50 EUR"` strings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "application", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AppRequest {
     /// Access control: a short-lived access token on success.
@@ -17,11 +18,14 @@ pub enum AppRequest {
     /// Message certification of an inter-account transfer (or an order): posts on success.
     Transfer {
         /// The user's account.
+        #[schema(value_type = uuid::Uuid)]
         debit_account: Id,
         /// The beneficiary.
+        #[schema(value_type = uuid::Uuid)]
         credit_account: Id,
         /// How much.
         #[serde(with = "amount_text")]
+        #[schema(value_type = String, example = "9.90 EUR")]
         amount: Amount,
         /// What for (shown on channel B).
         #[serde(default)]
@@ -30,11 +34,14 @@ pub enum AppRequest {
     /// A bet: a certified message with a stake paid to the bookmaker on success.
     Bet {
         /// The user's account.
+        #[schema(value_type = uuid::Uuid)]
         debit_account: Id,
         /// The bookmaker's account.
+        #[schema(value_type = uuid::Uuid)]
         credit_account: Id,
         /// The stake.
         #[serde(with = "amount_text")]
+        #[schema(value_type = String, example = "9.90 EUR")]
         stake: Amount,
         /// The bet as the user sees it.
         bet: String,
@@ -45,11 +52,14 @@ pub enum AppRequest {
     Payment {
         /// The payer's account as given in the session (payment without contract).
         #[serde(default)]
+        #[schema(value_type = Option<uuid::Uuid>)]
         payer_account: Option<Id>,
         /// The merchant's account.
+        #[schema(value_type = uuid::Uuid)]
         merchant_account: Id,
         /// How much.
         #[serde(with = "amount_text")]
+        #[schema(value_type = String, example = "9.90 EUR")]
         amount: Amount,
         /// What is being bought.
         description: String,
@@ -61,9 +71,11 @@ pub enum AppRequest {
     /// register is debited, the merchant paid (less a fee) when the period is settled.
     Trustee {
         /// The merchant's account.
+        #[schema(value_type = uuid::Uuid)]
         merchant_account: Id,
         /// How much.
         #[serde(with = "amount_text")]
+        #[schema(value_type = String, example = "9.90 EUR")]
         amount: Amount,
         /// What is being bought.
         description: String,
@@ -80,6 +92,7 @@ pub enum AppRequest {
     /// The recipient retrieves a registered mail.
     MailRetrieve {
         /// Which mail.
+        #[schema(value_type = uuid::Uuid)]
         mail_id: Id,
     },
     /// A remote declaration: a form submitted, answered with a receipt certificate.
@@ -98,11 +111,14 @@ pub enum AppRequest {
         /// What is being confirmed (`transfer`, `hold`, `sale_payment`, `auto_debit`).
         operation: String,
         /// The user's account debited.
+        #[schema(value_type = uuid::Uuid)]
         payer_account: Id,
         /// The account credited.
+        #[schema(value_type = uuid::Uuid)]
         payee_account: Id,
         /// How much.
         #[serde(with = "amount_text")]
+        #[schema(value_type = String, example = "9.90 EUR")]
         amount: Amount,
         /// What for (shown on channel B).
         description: String,
@@ -129,7 +145,7 @@ impl AppRequest {
 
 /// A session request: `user`, `channel`, `certificate` and the application's fields side by
 /// side (`{"user": "alice", "application": "login"}`). Unknown fields are refused.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(try_from = "serde_json::Map<String, serde_json::Value>")]
 pub struct OpenSession {
     /// The user (the invariant of the code).
@@ -299,7 +315,7 @@ pub struct Payout {
 }
 
 /// `POST /v1/subscribers/{user}`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriberRequest {
     /// The stored account for payments with contract.
@@ -308,7 +324,7 @@ pub struct SubscriberRequest {
 }
 
 /// `POST /v1/subscribers/{user}/addresses`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddressRequest {
     /// `email`, `sms`, `webhook` or `dev`.
@@ -318,7 +334,7 @@ pub struct AddressRequest {
 }
 
 /// `POST /v1/subscribers/{user}/certificate`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateRequest {
     /// Channel B kind written into the certificate.
@@ -331,13 +347,14 @@ pub struct CertificateRequest {
 }
 
 /// `POST /v1/oob/sessions/{session}/verify`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
     /// The code from channel B.
     pub code: String,
     /// The transaction the confirming client shows; must be the session's.
     #[serde(default)]
+    #[schema(value_type = Option<TransactionDoc>)]
     pub confirm: Option<Transaction>,
 }
 
@@ -368,11 +385,12 @@ pub struct PeriodQuery {
 }
 
 /// `PUT /v1/oob/rules/{owner}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleRequest {
     /// Amounts above this need out-of-band confirmation (`"50.00 EUR"`).
     #[serde(with = "amount_text")]
+    #[schema(value_type = String, example = "9.90 EUR")]
     pub secured_above: Amount,
     /// Whose side the rule is on: `payee` (payments to the owner, the default) or `payer`
     /// (payments by the owner).
@@ -381,7 +399,7 @@ pub struct RuleRequest {
 }
 
 /// The side of a payment a threshold rule is on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleSide {
     /// Payments to the owner (the merchant's rule; `operator` is the default for everyone).
@@ -392,7 +410,7 @@ pub enum RuleSide {
 }
 
 /// `POST /v1/offers`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OfferRequest {
     /// For whom.
@@ -404,7 +422,7 @@ pub struct OfferRequest {
 }
 
 /// `POST /v1/trustee/settle`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettleRequest {
     /// Settle lines made before this time (RFC 3339; default now).
@@ -527,3 +545,20 @@ pub struct OfferDeposited {
 debug_hiding!(VerifyResponse { session } hides { access_token });
 
 debug_hiding!(IssuedCertificate { certificate } hides { private_key });
+
+/// The schema of [`Transaction`] (a `proto` type, which does not depend on utoipa); a test
+/// checks the two have the same fields.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only
+pub struct TransactionDoc {
+    /// The amount in minor units and its currency.
+    amount: crate::ledger::Money,
+    /// Account debited, when known at this point.
+    payer_account: Option<Uuid>,
+    /// Who is paid, as shown to the user.
+    payee: String,
+    /// Account credited, when known.
+    payee_account: Option<Uuid>,
+    /// What is being bought or certified.
+    description: String,
+}

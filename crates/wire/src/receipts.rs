@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use tally_kernel::Timestamp;
 use tally_proto::receipt::exchange::Standing;
 use tally_proto::receipt::flow::ReceiptState;
+use utoipa::ToSchema;
 
 /// What a client needs to know about the node's receipt service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -24,7 +25,7 @@ pub struct ReceiptNodeView {
 }
 
 /// A token issue as requested (admin).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct NewToken {
     /// The holder's name (a party; the API-key owner it acts as).
     pub holder: String,
@@ -115,7 +116,7 @@ pub struct OfferWarrant {
 }
 
 /// A receipt offer as requested.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct NewReceipt {
     /// The record: plain text, shown to the signer as it is.
     pub record: String,
@@ -186,7 +187,7 @@ pub struct ReceiptView {
 }
 
 /// B's token write request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WriteRequest {
     /// Token serial, hex.
     pub serial: String,
@@ -197,7 +198,7 @@ pub struct WriteRequest {
 }
 
 /// B's signature (and token write request).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SignReceipt {
     /// B's signature over fields 1–7, hex.
     pub signature_b: String,
@@ -219,28 +220,28 @@ pub struct ArbiterView {
 }
 
 /// `{certificate}`: a warrant, PEM.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WarrantBody {
     /// The warrant certificate.
     pub certificate: String,
 }
 
 /// `{ves}`: B's verifiably encrypted signature, hex.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EscrowBody {
     /// 96 bytes, hex.
     pub ves: String,
 }
 
 /// `{receipt_number}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AckBody {
     /// The number in the secure write.
     pub receipt_number: u64,
 }
 
 /// `{signature_b?}`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct ResolveBody {
     /// B's signature (B resolving).
     pub signature_b: Option<String>,
