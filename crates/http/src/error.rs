@@ -395,6 +395,15 @@ impl From<LedgerError> for ApiError {
                 "pending_minor": pending_minor,
             })),
             LedgerError::SameAccount => ApiError::new(ErrorCode::SameAccount, message),
+            LedgerError::LimitBelowUse {
+                account,
+                currency,
+                used_minor,
+            } => ApiError::new(ErrorCode::LimitBelowUse, message).with_details(json!({
+                "account": account,
+                "currency": currency.code(),
+                "used_minor": used_minor,
+            })),
         }
     }
 }

@@ -122,6 +122,20 @@ impl Auditor {
         let r = &mut self.report;
         match event {
             Event::Recorded { .. } => r.records += 1,
+            Event::LimitSet {
+                account,
+                previous_minor,
+                limit_minor,
+            } => match self.accounts.get_mut(&account) {
+                Some(a) if a.limit_minor == previous_minor => a.limit_minor = limit_minor,
+                Some(a) => r.problems.push(format!(
+                    "entry {seq}: limit of {account} set from {previous_minor} but it was {}",
+                    a.limit_minor
+                )),
+                None => r.problems.push(format!(
+                    "entry {seq}: limit set on unknown account {account}"
+                )),
+            },
             Event::AccountOpened { account } => {
                 let zero = account.debits_pending == 0
                     && account.debits_posted == 0
@@ -201,16 +215,18 @@ impl Auditor {
             match self.accounts.get(&s.id) {
                 None => self.report.problems.push(format!("account {} is not in the journal", s.id)),
                 Some(replayed) if *replayed != s => self.report.problems.push(format!(
-                    "account {} differs from its replay: stored dr {}/{} cr {}/{}, replayed dr {}/{} cr {}/{}",
+                    "account {} differs from its replay: stored dr {}/{} cr {}/{} limit {}, replayed dr {}/{} cr {}/{} limit {}",
                     s.id,
                     s.debits_posted,
                     s.debits_pending,
                     s.credits_posted,
                     s.credits_pending,
+                    s.limit_minor,
                     replayed.debits_posted,
                     replayed.debits_pending,
                     replayed.credits_posted,
-                    replayed.credits_pending
+                    replayed.credits_pending,
+                    replayed.limit_minor
                 )),
                 Some(_) => {}
             }

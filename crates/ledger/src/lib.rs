@@ -160,6 +160,19 @@ pub enum LedgerError {
     /// Debit and credit account are the same.
     #[error("debit and credit account must differ")]
     SameAccount,
+    /// A new limit below what the account already uses under it.
+    #[error(
+        "account {account} already uses {} of its limit: the limit cannot be lower",
+        Amount::new(*used_minor, *currency)
+    )]
+    LimitBelowUse {
+        /// The account.
+        account: Id,
+        /// Its currency.
+        currency: Currency,
+        /// The least limit it can have now.
+        used_minor: i64,
+    },
 }
 
 /// What an account stands for. Variants are alphabetical.
@@ -512,6 +525,14 @@ pub enum Command {
         /// The pending transfer.
         pending_id: Id,
     },
+    /// Sets an account's limit (the overdraft or credit line beyond its flag's bound): never
+    /// below what the account already uses under it.
+    SetLimit {
+        /// The account.
+        account: Id,
+        /// The new limit, >= 0.
+        limit_minor: i64,
+    },
     /// Journals a state change that moves no money (an API key made or revoked, later the
     /// protocols' own steps), so the journal holds every state change in one order.
     Record {
@@ -550,6 +571,7 @@ impl Command {
             } => {
                 vec![*debit_account, *credit_account]
             }
+            Command::SetLimit { account, .. } => vec![*account],
             Command::OpenAccount { .. }
             | Command::Post { .. }
             | Command::Void { .. }
@@ -646,11 +668,16 @@ impl Request {
                 amount_minor: Some(a),
                 ..
             } => positive(*a)?,
+            Command::SetLimit { limit_minor, .. } => {
+                if *limit_minor < 0 {
+                    return Err(invalid("limit_minor", "must not be negative"));
+                }
+            }
             Command::Record { kind, data } => {
                 let word = !kind.is_empty()
                     && kind.len() <= 64
                     && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
-                if !word || kind == "account_opened" || kind == "transfers" {
+                if !word || ["account_opened", "transfers", "limit_set"].contains(&kind.as_str()) {
                     return Err(invalid("kind", "1 to 64 of a-z and _, not a ledger kind"));
                 }
                 if data.to_string().len() > RECORD_DATA_LEN_MAX {
@@ -704,6 +731,15 @@ pub enum Event {
         /// Its details.
         data: serde_json::Value,
     },
+    /// An account's limit changed.
+    LimitSet {
+        /// The account.
+        account: Id,
+        /// The limit before.
+        previous_minor: i64,
+        /// The limit now.
+        limit_minor: i64,
+    },
     /// Transfers were recorded (one, or two linked legs of an exchange).
     Transfers {
         /// The new transfer rows, in order.
@@ -716,6 +752,7 @@ impl Event {
     pub fn kind(&self) -> &str {
         match self {
             Event::AccountOpened { .. } => "account_opened",
+            Event::LimitSet { .. } => "limit_set",
             Event::Recorded { kind, .. } => kind,
             Event::Transfers { .. } => "transfers",
         }
@@ -876,6 +913,37 @@ impl Book {
                 let pending = self.pending_open(*pending_id, now)?;
                 let amount = pending.amount_minor;
                 self.resolve(&pending, TransferKind::VoidPending, amount, new_id(), now)
+            }
+            Command::SetLimit {
+                account,
+                limit_minor,
+            } => {
+                let mut changed = self.account(*account)?.clone();
+                let previous_minor = changed.limit_minor;
+                changed.limit_minor = *limit_minor;
+                if !changed.within_limits() {
+                    // The least limit that keeps both bounds.
+                    let dr = changed.debits_pending + changed.debits_posted;
+                    let cr = changed.credits_pending + changed.credits_posted;
+                    let mut used = 0_i64;
+                    if changed.flags.debits_must_not_exceed_credits {
+                        used = used.max(dr.saturating_sub(changed.credits_posted));
+                    }
+                    if changed.flags.credits_must_not_exceed_debits {
+                        used = used.max(cr.saturating_sub(changed.debits_posted));
+                    }
+                    return Err(LedgerError::LimitBelowUse {
+                        account: changed.id,
+                        currency: changed.currency,
+                        used_minor: used,
+                    });
+                }
+                self.accounts.insert(changed.id, changed);
+                Ok(Event::LimitSet {
+                    account: *account,
+                    previous_minor,
+                    limit_minor: *limit_minor,
+                })
             }
             Command::Record { kind, data } => Ok(Event::Recorded {
                 kind: kind.clone(),

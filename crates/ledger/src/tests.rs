@@ -81,6 +81,11 @@ impl Fixture {
         }
     }
 
+    /// An id no account has.
+    fn next_unknown(&self) -> Id {
+        Id(uuid::Uuid::from_u128(u128::MAX))
+    }
+
     fn acct(&self, id: Id) -> &Account {
         &self.book.accounts[&id]
     }
@@ -539,4 +544,127 @@ fn records_journal_changes_that_move_no_money() {
     let e = f.apply(record("api_key_created").command).expect("record");
     assert_eq!(e.kind(), "api_key_created");
     assert_eq!(f.book.accounts, before, "a record moves no money");
+}
+
+#[test]
+fn a_limit_is_raised_used_and_never_lowered_below_its_use_and_the_audit_replays_it() {
+    let mut f = Fixture::new();
+    let receivable = f.open(eur(), true, 0);
+    let payable = f.open(eur(), false, 0);
+    assert!(matches!(
+        f.transfer(receivable, payable, 1, None),
+        Err(LedgerError::ExceedsCredits { .. })
+    ));
+    let set = |account, limit_minor| Command::SetLimit {
+        account,
+        limit_minor,
+    };
+    let e = f.apply(set(receivable, 5_000)).expect("raised");
+    assert_eq!(
+        e,
+        Event::LimitSet {
+            account: receivable,
+            previous_minor: 0,
+            limit_minor: 5_000
+        }
+    );
+    assert_eq!(e.kind(), "limit_set");
+    f.transfer(receivable, payable, 3_000, None)
+        .expect("within the limit");
+    f.transfer(receivable, payable, 1_000, Some(60))
+        .expect("a hold counts too");
+    assert!(matches!(
+        f.transfer(receivable, payable, 1_001, None),
+        Err(LedgerError::ExceedsCredits {
+            available_minor: 1_000,
+            ..
+        })
+    ));
+
+    let before = f.book.accounts.clone();
+    assert_eq!(
+        f.apply(set(receivable, 3_999)),
+        Err(LedgerError::LimitBelowUse {
+            account: receivable,
+            currency: eur(),
+            used_minor: 4_000
+        })
+    );
+    assert_eq!(f.book.accounts, before, "a refused limit changes nothing");
+    f.apply(set(receivable, 4_000))
+        .expect("down to what is used: no more credit");
+    assert!(matches!(
+        f.transfer(receivable, payable, 1, None),
+        Err(LedgerError::ExceedsCredits { .. })
+    ));
+    assert_eq!(
+        f.apply(set(f.next_unknown(), 1)),
+        Err(LedgerError::AccountNotFound {
+            id: Id(uuid::Uuid::from_u128(u128::MAX))
+        })
+    );
+    let negative = Request {
+        idempotency_key: "k".into(),
+        command: set(receivable, -1),
+    };
+    assert!(negative.validate().is_err());
+    assert!(
+        Request {
+            idempotency_key: "k".into(),
+            command: Command::Record {
+                kind: "limit_set".into(),
+                data: serde_json::json!({})
+            }
+        }
+        .validate()
+        .is_err(),
+        "a record cannot pose as a limit change"
+    );
+
+    // The audit replays the limit: an account stored with another limit differs.
+    let mut entries = vec![];
+    let (mut seq, mut prev) = (0, GENESIS);
+    let mut push = |kind: &str, event: &Event| {
+        let body = serde_json::to_vec(event).expect("json");
+        let e = next_entry(seq, prev, Timestamp(0), kind, body);
+        seq = e.seq;
+        prev = e.hash;
+        entries.push(e);
+    };
+    let mut opened = f.acct(receivable).clone();
+    (
+        opened.limit_minor,
+        opened.debits_posted,
+        opened.debits_pending,
+    ) = (0, 0, 0);
+    push(
+        "account_opened",
+        &Event::AccountOpened {
+            account: opened.clone(),
+        },
+    );
+    push(
+        "limit_set",
+        &Event::LimitSet {
+            account: receivable,
+            previous_minor: 0,
+            limit_minor: 4_000,
+        },
+    );
+    let audit = |stored: Account| {
+        let mut a = Auditor::new([]);
+        for e in &entries {
+            a.feed(e);
+        }
+        a.finish([stored])
+    };
+    let mut stored = opened.clone();
+    stored.limit_minor = 4_000;
+    assert!(
+        audit(stored.clone()).ok(),
+        "{:?}",
+        audit(stored.clone()).problems
+    );
+    stored.limit_minor = 9_000;
+    assert!(!audit(stored).ok(), "a limit edited in the table is found");
 }

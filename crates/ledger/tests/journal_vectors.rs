@@ -73,6 +73,14 @@ fn events() -> Vec<(&'static str, Event)> {
                 transfers: vec![transfer],
             },
         ),
+        (
+            "limit_set",
+            Event::LimitSet {
+                account: id(2),
+                previous_minor: 0,
+                limit_minor: 5_000,
+            },
+        ),
     ]
 }
 

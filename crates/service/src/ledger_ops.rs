@@ -432,9 +432,9 @@ impl Node {
             .await?;
         match outcome.event {
             tally_ledger::Event::Transfers { transfers } => Ok((transfers, outcome.replayed)),
-            tally_ledger::Event::AccountOpened { .. } | tally_ledger::Event::Recorded { .. } => {
-                Err(ServiceError::IdempotencyKeyReused)
-            }
+            tally_ledger::Event::AccountOpened { .. }
+            | tally_ledger::Event::Recorded { .. }
+            | tally_ledger::Event::LimitSet { .. } => Err(ServiceError::IdempotencyKeyReused),
         }
     }
 

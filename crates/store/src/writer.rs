@@ -45,7 +45,7 @@ impl Outcome {
     pub fn transfer(&self) -> Option<&Transfer> {
         match &self.event {
             Event::Transfers { transfers } => transfers.first(),
-            Event::AccountOpened { .. } | Event::Recorded { .. } => None,
+            Event::AccountOpened { .. } | Event::Recorded { .. } | Event::LimitSet { .. } => None,
         }
     }
 
@@ -53,7 +53,7 @@ impl Outcome {
     pub fn account(&self) -> Option<&tally_ledger::Account> {
         match &self.event {
             Event::AccountOpened { account } => Some(account),
-            Event::Recorded { .. } | Event::Transfers { .. } => None,
+            Event::Recorded { .. } | Event::Transfers { .. } | Event::LimitSet { .. } => None,
         }
     }
 }
@@ -506,6 +506,9 @@ async fn write_batch(
                         opened.insert(account.id);
                     }
                     Event::Recorded { .. } => {}
+                    Event::LimitSet { account, .. } => {
+                        touched.insert(*account);
+                    }
                     Event::Transfers { transfers: ts } => {
                         for t in ts {
                             touched.insert(t.debit_account);
@@ -584,7 +587,7 @@ async fn write_batch(
         changed,
         " ON CONFLICT (id) DO UPDATE SET debits_pending = excluded.debits_pending, \
          debits_posted = excluded.debits_posted, credits_pending = excluded.credits_pending, \
-         credits_posted = excluded.credits_posted",
+         credits_posted = excluded.credits_posted, limit_minor = excluded.limit_minor",
     )
     .await?;
     let transfer_rows: Vec<Vec<Value>> = transfers

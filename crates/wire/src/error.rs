@@ -83,6 +83,8 @@ pub enum ErrorCode {
     Internal,
     /// 400 or 422: a field is missing, out of range or malformed (`details.field`).
     InvalidRequest,
+    /// 422: a new limit below what the account already uses (`details.used_minor`).
+    LimitBelowUse,
     /// 422: crediting would exceed the credited account's bound.
     LimitExceeded,
     /// 400: the body is not JSON of the expected shape (syntax, types, unknown fields).
@@ -118,6 +120,9 @@ pub enum ErrorCode {
     TransactionMismatch,
     /// 404: no such transfer, or not the caller's to see.
     TransferNotFound,
+    /// 422: the user's trustee credit (set by the operator) would be exceeded
+    /// (`details.available_minor`); nothing was held.
+    TrusteeLimitReached,
     /// 401: no or an unknown API key.
     Unauthorized,
     /// 503: the database is unreachable, the node is stopping, or the request took too long.
@@ -130,7 +135,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 60] = [
+    pub const ALL: [ErrorCode; 62] = [
         ErrorCode::SaleClosed,
         ErrorCode::LastAdminKey,
         ErrorCode::UriTooLong,
@@ -170,6 +175,7 @@ impl ErrorCode {
         ErrorCode::InsufficientFunds,
         ErrorCode::Internal,
         ErrorCode::InvalidRequest,
+        ErrorCode::LimitBelowUse,
         ErrorCode::LimitExceeded,
         ErrorCode::MalformedJson,
         ErrorCode::MethodNotAllowed,
@@ -187,6 +193,7 @@ impl ErrorCode {
         ErrorCode::TooManyAttempts,
         ErrorCode::TransactionMismatch,
         ErrorCode::TransferNotFound,
+        ErrorCode::TrusteeLimitReached,
         ErrorCode::Unauthorized,
         ErrorCode::Unavailable,
         ErrorCode::UnsupportedMediaType,
@@ -244,6 +251,7 @@ impl ErrorCode {
             ErrorCode::InsufficientFunds => "insufficient_funds",
             ErrorCode::Internal => "internal",
             ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::LimitBelowUse => "limit_below_use",
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::MalformedJson => "malformed_json",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
@@ -258,6 +266,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::SameAccount => "same_account",
             ErrorCode::TransferNotFound => "transfer_not_found",
+            ErrorCode::TrusteeLimitReached => "trustee_limit_reached",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
@@ -318,12 +327,14 @@ impl ErrorCode {
             | ErrorCode::CurrencyMismatch
             | ErrorCode::InsufficientFunds
             | ErrorCode::InvalidRequest
+            | ErrorCode::LimitBelowUse
             | ErrorCode::LimitExceeded
             | ErrorCode::NoLiquidity
             | ErrorCode::Overflow
             | ErrorCode::PostExceedsPending
             | ErrorCode::SameAccount
             | ErrorCode::TransactionMismatch
+            | ErrorCode::TrusteeLimitReached
             | ErrorCode::WrongCode => 422,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
