@@ -4,8 +4,9 @@ use crate::{Answer, Call, Client, Error, query, seg};
 use reqwest::Method;
 use tally_wire::oob::{
     AddressRequest, AddressView, CertificateRequest, CertificateView, IssuedCertificate, MailView,
-    OfferDeposited, OfferRequest, OpenSession, Opened, Payout, RuleRequest, SessionView,
-    SettleRequest, Statement, SubscriberRequest, VerifyRequest, VerifyResponse, WhoAmI,
+    OfferDeposited, OfferRequest, OpenSession, Opened, RuleRequest, SessionView, SettleRequest,
+    Settlement, Statement, SubscriberRequest, TrusteeCredit, TrusteeLimitRequest, VerifyRequest,
+    VerifyResponse, WhoAmI,
 };
 
 impl Client {
@@ -138,11 +139,26 @@ impl Client {
             .value)
     }
 
-    /// `POST /v1/trustee/settle` (operator): the payouts made.
-    pub async fn trustee_settle(&self, req: &SettleRequest) -> Result<Vec<Payout>, Error> {
+    /// `POST /v1/trustee/settle` (operator): the payouts made and the debts collected.
+    pub async fn trustee_settle(&self, req: &SettleRequest) -> Result<Settlement, Error> {
         Ok(self
             .send(Method::POST, "/v1/trustee/settle".to_string(), req, None)
             .await?
             .value)
+    }
+
+    /// `PUT /v1/trustee/credit/{user}` (operator): the user's trustee limit in a currency.
+    pub async fn trustee_set_limit(
+        &self,
+        user: &str,
+        req: &TrusteeLimitRequest,
+    ) -> Result<TrusteeCredit, Error> {
+        let call = Call::new(Method::PUT, format!("/v1/trustee/credit/{}", seg(user))).json(req)?;
+        Ok(self.call(call).await?.value)
+    }
+
+    /// `GET /v1/trustee/credit/{user}`: limit, owed, held and available per currency.
+    pub async fn trustee_credit(&self, user: &str) -> Result<Vec<TrusteeCredit>, Error> {
+        self.get(format!("/v1/trustee/credit/{}", seg(user))).await
     }
 }

@@ -202,6 +202,20 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(ErrorCode::ConfirmationRequired, message)
                     .with_details(json!({ "session": session }))
             }
+            ServiceError::TrusteeLimit {
+                currency,
+                available_minor,
+            } => ApiError::new(
+                ErrorCode::TrusteeLimitReached,
+                format!(
+                    "the user's trustee credit is used up: {} left; nothing was held",
+                    tally_kernel::Amount::new(available_minor, currency)
+                ),
+            )
+            .with_details(json!({
+                "currency": currency.code(),
+                "available_minor": available_minor,
+            })),
             ServiceError::LastAdminKey => ApiError::new(
                 ErrorCode::LastAdminKey,
                 "the last admin key cannot be revoked; create another admin key first",

@@ -207,6 +207,10 @@ fn routes() -> Router<AppState> {
         .route("/v1/offers", post(oob::deposit_offer))
         .route("/v1/trustee/settle", post(oob::settle))
         .route(
+            "/v1/trustee/credit/{user}",
+            get(oob::trustee_credit).put(oob::set_trustee_limit),
+        )
+        .route(
             "/v1/products",
             post(delivery::create_product).get(delivery::products),
         )

@@ -23,8 +23,8 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller, IdempotencyKey, bearer}
 use crate::handlers::written;
 use tally_wire::oob::{
     AddressRequest, CertificateRequest, IssuedCertificate, OfferDeposited, OfferRequest,
-    PeriodQuery, RuleRequest, SettleRequest, SubscriberRequest, UserQuery, VerifyRequest,
-    VerifyResponse, WhoAmI,
+    PeriodQuery, RuleRequest, SettleRequest, Settlement, SubscriberRequest, TrusteeCredit,
+    TrusteeLimitRequest, UserQuery, VerifyRequest, VerifyResponse, WhoAmI,
 };
 
 fn time_param(name: &str, value: Option<&str>, default: Timestamp) -> Result<Timestamp, ApiError> {
@@ -351,11 +351,12 @@ pub async fn set_rule(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Pay merchants their trustee payments, less the fee (operator).
+/// End a trustee period (operator): pay merchants their trustee payments less the fee, and
+/// collect the users' debts.
 #[utoipa::path(
     post, path = "/v1/trustee/settle", tag = "oob",
     request_body(content = SettleRequest, description = "`{\"until\"?: RFC 3339}`"),
-    responses((status = 200, description = "The payouts made", body = Vec<Object>), (status = 403, description = "forbidden: operator only", body = ErrorBody)),
+    responses((status = 200, description = "The payouts made and the debts collected (both empty when run again)", body = Settlement), (status = 403, description = "forbidden: operator only", body = ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn settle(
@@ -365,4 +366,41 @@ pub async fn settle(
 ) -> Result<Response, ApiError> {
     let until = time_param("until", body.until.as_deref(), Timestamp::now())?;
     Ok(Json(state.node.oob().settle_trustee(&by, until).await?).into_response())
+}
+
+/// Set a user's trustee limit in one currency (operator).
+#[utoipa::path(
+    put, path = "/v1/trustee/credit/{user}", tag = "oob",
+    params(("user" = String, Path, description = "The user")),
+    request_body(content = TrusteeLimitRequest, description = "The most the user may owe through the trustee; never below what it owes and holds"),
+    responses((status = 200, description = "The user's credit in that currency", body = TrusteeCredit), (status = 403, description = "forbidden: operator only", body = ErrorBody), (status = 422, description = "limit_below_use (`details.used_minor`), invalid_request", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn set_trustee_limit(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(user): ApiPath<String>,
+    ApiJson(body): ApiJson<TrusteeLimitRequest>,
+) -> Result<Response, ApiError> {
+    let credit = state
+        .node
+        .oob()
+        .trustee_set_limit(&by, &user, body.limit)
+        .await?;
+    Ok(Json(credit).into_response())
+}
+
+/// A user's trustee credit per currency (the operator or the user).
+#[utoipa::path(
+    get, path = "/v1/trustee/credit/{user}", tag = "oob",
+    params(("user" = String, Path, description = "The user")),
+    responses((status = 200, description = "Limit, owed, held and available per currency (empty: no trustee credit)", body = Vec<TrusteeCredit>), (status = 403, description = "forbidden", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn trustee_credit(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(user): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.oob().trustee_credit(&by, &user).await?).into_response())
 }

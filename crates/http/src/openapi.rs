@@ -72,6 +72,8 @@ impl Modify for ApiKeyAuth {
         oob::mailbox,
         oob::deposit_offer,
         oob::settle,
+        oob::set_trustee_limit,
+        oob::trustee_credit,
         delivery::create_product,
         delivery::products,
         delivery::product,

@@ -141,8 +141,16 @@ async fn walk_every_application(w: World) {
     w.verify(&s, &code, None).await.expect(StatusCode::OK);
     assert_eq!(w.balances().await, [7_000, 3_000, 2_000]);
 
-    // Payment through a trustee: nothing moves now, the debt is on alice's register, the
-    // merchant is paid less the fee (1.5 %) when the operator settles the period.
+    // Payment through a trustee: within the limit the operator set, nothing moves between
+    // customers now, the debt is on alice's register and trustee credit, the merchant is paid
+    // less the fee (1.5 %) when the operator settles the period (crates/http/tests/trustee.rs).
+    w.api
+        .call("PUT", "/v1/trustee/credit/alice")
+        .key(&w.api.admin)
+        .json(json!({"limit": "100.00 EUR"}))
+        .send()
+        .await
+        .expect(StatusCode::OK);
     let (s, code, _) = w
         .open_secured(
             &w.shop,
@@ -163,9 +171,9 @@ async fn walk_every_application(w: World) {
         .expect(StatusCode::OK);
     assert_eq!(
         (
-            r.i64("/0/gross_minor"),
-            r.i64("/0/fee_minor"),
-            r.i64("/0/lines")
+            r.i64("/payouts/0/gross_minor"),
+            r.i64("/payouts/0/fee_minor"),
+            r.i64("/payouts/0/lines")
         ),
         (4_000, 60, 1)
     );
@@ -178,7 +186,11 @@ async fn walk_every_application(w: World) {
         .send()
         .await
         .expect(StatusCode::OK);
-    assert_eq!(again.body, json!([]), "a period is paid once");
+    assert_eq!(
+        again.body,
+        json!({"payouts": [], "collections": []}),
+        "a period is paid once"
+    );
     assert_eq!(w.balances().await, [7_000, 3_000, 5_940]);
 
     // Registered mail: the sender authenticates, the recipient is alerted, authenticates and

@@ -163,6 +163,17 @@ pub enum ServiceError {
         "the confirmation of this request ended {0:?}: nothing moved; send it again with a new idempotency key"
     )]
     ConfirmationFailed(tally_proto::oob::State),
+    /// The user's trustee credit in this currency (set by the operator) would be exceeded.
+    #[error(
+        "the user's trustee credit is used up: {} left",
+        tally_kernel::Amount::new(*available_minor, *currency)
+    )]
+    TrusteeLimit {
+        /// The currency.
+        currency: Currency,
+        /// What can still be paid through the trustee.
+        available_minor: i64,
+    },
     /// Revoking this key would leave the node without a live admin key; make another first
     /// (`tally api-key create --role admin`, offline with `--data` if need be).
     #[error("the last admin key cannot be revoked; create another admin key first")]

@@ -27,6 +27,7 @@ pub mod oob;
 pub mod outbox;
 pub mod receipts;
 mod rows;
+pub mod trustee;
 pub mod writer;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -89,6 +90,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (5, include_str!("../migrations/sqlite/0005_machines.sql")),
     (6, include_str!("../migrations/sqlite/0006_hardening.sql")),
     (7, include_str!("../migrations/sqlite/0007_send_caps.sql")),
+    (
+        8,
+        include_str!("../migrations/sqlite/0008_trustee_credit.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
@@ -98,6 +103,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (5, include_str!("../migrations/postgres/0005_machines.sql")),
     (6, include_str!("../migrations/postgres/0006_hardening.sql")),
     (7, include_str!("../migrations/postgres/0007_send_caps.sql")),
+    (
+        8,
+        include_str!("../migrations/postgres/0008_trustee_credit.sql"),
+    ),
 ];
 
 impl Store {

@@ -298,20 +298,77 @@ pub struct Statement {
 }
 
 /// One trustee payout.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Payout {
     /// The merchant's account.
+    #[schema(value_type = uuid::Uuid)]
     pub merchant_account: Id,
     /// Sum of the register lines.
     pub gross_minor: i64,
     /// The operator's fee kept.
     pub fee_minor: i64,
     /// The transfer paying the rest.
+    #[schema(value_type = uuid::Uuid)]
     pub transfer: Id,
     /// Currency.
     pub currency: String,
     /// Lines settled.
     pub lines: usize,
+}
+
+/// What `POST /v1/trustee/settle` did: merchants paid and users' debts collected.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Settlement {
+    /// One payout per merchant account and currency.
+    pub payouts: Vec<Payout>,
+    /// One collection per user and currency with a debt.
+    pub collections: Vec<Collection>,
+}
+
+/// A user's trustee debt collected at the end of a period (from the operator's settlement
+/// account: the seed's payment "between the bank entities of the purchaser and the trustee").
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Collection {
+    /// The user.
+    pub user: String,
+    /// The debt collected, minor units.
+    pub amount_minor: i64,
+    /// Currency.
+    pub currency: String,
+    /// The ledger transfer that collected it.
+    #[schema(value_type = uuid::Uuid)]
+    pub transfer: Id,
+}
+
+/// `PUT /v1/trustee/credit/{user}`: the user's trustee limit in one currency.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrusteeLimitRequest {
+    /// The most the user may owe through the trustee (`"100.00 EUR"`; `"0.00 EUR"` stops new
+    /// payments and never goes below what is owed).
+    #[serde(with = "amount_text")]
+    #[schema(value_type = String, example = "100.00 EUR")]
+    pub limit: Amount,
+}
+
+/// A user's trustee credit in one currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TrusteeCredit {
+    /// The user.
+    pub user: String,
+    /// Currency.
+    pub currency: String,
+    /// The limit set by the operator, minor units.
+    pub limit_minor: i64,
+    /// Owed for verified payments, not yet collected.
+    pub owed_minor: i64,
+    /// Held for payments whose code is still awaited.
+    pub held_minor: i64,
+    /// What the user can still pay through the trustee.
+    pub available_minor: i64,
+    /// The ledger account holding the debt (the operator's).
+    #[schema(value_type = uuid::Uuid)]
+    pub account: Id,
 }
 
 /// `POST /v1/subscribers/{user}`.

@@ -151,8 +151,8 @@ pub enum AuthCommand {
     /// the user confirms (released if not). Without --payer-account the user's stored
     /// account is debited (payment with contract).
     Pay(PayArgs),
-    /// Payment through the operator as trustee: the merchant is guaranteed now, the user is
-    /// billed on the statement, the merchant is paid at `tally trustee settle`.
+    /// Payment through the operator as trustee: held on the user's trustee credit (set with
+    /// `tally trustee limit`), the user billed and the merchant paid at `tally trustee settle`.
     Trustee(TrusteeArgs),
     /// Submit a form (a remote declaration); confirming it returns a signed receipt.
     Declare(DeclareArgs),
@@ -429,8 +429,33 @@ pub struct RuleSetArgs {
 #[derive(Subcommand)]
 pub enum TrusteeCommand {
     /// End a trustee period (operator only): pay each merchant its trustee payments, less
-    /// the operator's fee. Running it twice pays once.
+    /// the operator's fee, and collect each user's debt from the operator's settlement
+    /// account. Running it twice pays and collects once.
     Settle(SettleArgs),
+    /// Set a user's trustee credit (operator only): the most it may owe through the trustee
+    /// in the amount's currency. A payment beyond it is refused (`trustee_limit_reached`);
+    /// the limit cannot go below what the user owes and holds.
+    Limit(TrusteeLimitArgs),
+    /// Show a user's trustee credit: limit, owed, held and available per currency.
+    Credit(TrusteeCreditArgs),
+}
+
+#[derive(Args)]
+pub struct TrusteeLimitArgs {
+    /// The user.
+    user: String,
+    /// The limit, e.g. "100.00 EUR" ("0.00 EUR" stops new trustee payments).
+    limit: String,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args)]
+pub struct TrusteeCreditArgs {
+    /// The user.
+    user: String,
+    #[command(flatten)]
+    conn: Conn,
 }
 
 #[derive(Args)]
@@ -514,6 +539,9 @@ pub async fn rule(cmd: RuleCommand) -> anyhow::Result<ExitCode> {
 
 /// `tally trustee …`: the end of a trustee period.
 pub async fn trustee(cmd: TrusteeCommand) -> anyhow::Result<ExitCode> {
-    let TrusteeCommand::Settle(a) = cmd;
-    records::settle(a).await
+    match cmd {
+        TrusteeCommand::Settle(a) => records::settle(a).await,
+        TrusteeCommand::Limit(a) => records::trustee_limit(a).await,
+        TrusteeCommand::Credit(a) => records::trustee_credit(a).await,
+    }
 }

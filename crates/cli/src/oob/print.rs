@@ -8,8 +8,8 @@
 use crate::accounts::transfer_summary;
 use serde::Deserialize;
 use tally_client::wire::oob::{
-    AddressView, CertificateView, MailView, Opened, Payout, RegisterLine, ResultMail,
-    SessionResult, SessionView, Statement,
+    AddressView, CertificateView, Collection, MailView, Opened, Payout, RegisterLine, ResultMail,
+    SessionResult, SessionView, Statement, TrusteeCredit,
 };
 use tally_kernel::Timestamp;
 use tally_kernel::crypto::SignedRecord;
@@ -266,6 +266,29 @@ pub(super) fn payout_line(p: &Payout) -> String {
         money(p.fee_minor, code),
         money(p.gross_minor - p.fee_minor, code),
         p.transfer,
+    )
+}
+
+/// One debt collected at settlement.
+pub(super) fn collection_line(c: &Collection) -> String {
+    format!(
+        "{}  collected {}  transfer {}",
+        c.user,
+        money(c.amount_minor, &c.currency),
+        c.transfer
+    )
+}
+
+/// A user's trustee credit in one currency.
+pub(super) fn credit_line(c: &TrusteeCredit) -> String {
+    let code = &c.currency;
+    format!(
+        "{}  limit {}  owed {}  held {}  available {}",
+        c.user,
+        money(c.limit_minor, code),
+        money(c.owed_minor, code),
+        money(c.held_minor, code),
+        money(c.available_minor, code),
     )
 }
 

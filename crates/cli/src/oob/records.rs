@@ -2,12 +2,16 @@
 //! mailbox, merchants' offers, statements, kept certificates, and the trustee settlement that
 //! pays merchants for the trustee payments of a period.
 
-use super::args::time_opt;
-use super::print::{certificate_line, mail_line, payout_line, rows, statement_text};
-use super::{OfferSendArgs, SettleArgs, StatementArgs, UserArgs};
+use super::args::{amount_arg_nonneg, time_opt};
+use super::print::{
+    certificate_line, collection_line, credit_line, mail_line, payout_line, rows, statement_text,
+};
+use super::{
+    OfferSendArgs, SettleArgs, StatementArgs, TrusteeCreditArgs, TrusteeLimitArgs, UserArgs,
+};
 use crate::client::Client;
 use std::process::ExitCode;
-use tally_client::wire::oob::{OfferRequest, SettleRequest};
+use tally_client::wire::oob::{OfferRequest, SettleRequest, TrusteeLimitRequest};
 
 /// `tally mail list`: mail for and from the user ([`mail`](super::mail) sends and retrieves it through
 /// sessions).
@@ -59,13 +63,40 @@ pub(super) async fn certificates(a: UserArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `tally trustee settle`: the payouts made (none when run again for the same period).
+/// `tally trustee settle`: the payouts made and the debts collected (none when run again
+/// for the same period).
 pub(super) async fn settle(a: SettleArgs) -> anyhow::Result<ExitCode> {
     let c = Client::new(&a.conn)?;
     let req = SettleRequest {
         until: time_opt("--until", &a.until)?,
     };
-    let payouts = c.api.trustee_settle(&req).await?;
-    c.show(&payouts, |v| rows(v, "nothing to settle", payout_line));
+    let settlement = c.api.trustee_settle(&req).await?;
+    c.show(&settlement, |s| {
+        format!(
+            "{}\n{}",
+            rows(&s.payouts, "no merchant to pay", payout_line),
+            rows(&s.collections, "no debt to collect", collection_line)
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tally trustee limit USER AMOUNT`.
+pub(super) async fn trustee_limit(a: TrusteeLimitArgs) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&a.conn)?;
+    let limit = amount_arg_nonneg("limit", &a.limit)?;
+    let credit = c
+        .api
+        .trustee_set_limit(&a.user, &TrusteeLimitRequest { limit })
+        .await?;
+    c.show(&credit, credit_line);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tally trustee credit USER`.
+pub(super) async fn trustee_credit(a: TrusteeCreditArgs) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&a.conn)?;
+    let credit = c.api.trustee_credit(&a.user).await?;
+    c.show(&credit, |v| rows(v, "no trustee credit", credit_line));
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,6 @@
 //! The directory and what hangs off it: subscribers and their second-channel addresses
 //! (verified by a code of their own), certificates naming an address, threshold rules, the
-//! mailbox (registered mail, offers), statements from the billing registers, and the
-//! trustee settlement.
+//! mailbox (registered mail, offers) and statements from the billing registers.
 
 use super::open::OpenPlan;
 use super::{Oob, Payload};
@@ -14,17 +13,16 @@ use crate::identity::setup;
 use crate::{Principal, Result, Role, ServiceError};
 use tally_kernel::crypto::kdf::sha256;
 use tally_kernel::{Amount, Id, Secret, Timestamp};
-use tally_ledger::Command;
 use tally_proto::effects::Effects;
 use tally_proto::oob::{Certified, Purpose};
 use tally_store::oob::{
-    Address, Mail, RegisterEntry, insert_address, insert_mail, settle_register, upsert_payer_rule,
-    upsert_rule, upsert_subscriber,
+    Address, Mail, RegisterEntry, insert_address, insert_mail, upsert_payer_rule, upsert_rule,
+    upsert_subscriber,
 };
-use tally_store::{Attachment, Conflict, Outcome};
+use tally_store::{Attachment, Outcome};
 use tally_wire::oob::{
-    AddressView, AppRequest, CertificateView, MailView, Payout, RegisterLine, RuleSide,
-    SessionView, Statement,
+    AddressView, AppRequest, CertificateView, MailView, RegisterLine, RuleSide, SessionView,
+    Statement,
 };
 
 impl Oob {
@@ -295,19 +293,6 @@ impl Oob {
         Ok(())
     }
 
-    pub(crate) async fn trustee_account(&self, currency: tally_kernel::Currency) -> Result<Id> {
-        self.core
-            .store()
-            .accounts_of("operator")
-            .await?
-            .into_iter()
-            .find(|a| a.kind == tally_ledger::AccountKind::Settlement && a.currency == currency)
-            .map(|a| a.id)
-            .ok_or(ServiceError::Disabled(
-                "trustee payments need an operator settlement account in this currency",
-            ))
-    }
-
     async fn record(
         &self,
         key: String,
@@ -424,74 +409,6 @@ impl Oob {
             totals,
             duration_s,
         })
-    }
-
-    /// Ends a trustee period (operator only): every unsettled trustee line before `until` is
-    /// paid to its merchant from the operator's settlement account, less the fee. One ledger
-    /// transfer per merchant account; each settles its lines under a guard, so running this
-    /// twice (or on two nodes) pays once.
-    pub async fn settle_trustee(&self, by: &Principal, until: Timestamp) -> Result<Vec<Payout>> {
-        require_admin(by)?;
-        let lines = self.core.store().unsettled_trustee(until, 10_000).await?;
-        let mut groups: std::collections::BTreeMap<(Id, String), Vec<RegisterEntry>> =
-            std::collections::BTreeMap::new();
-        for l in lines {
-            let Some(account) = l.payee_account else {
-                continue;
-            };
-            groups
-                .entry((account, l.currency.clone()))
-                .or_default()
-                .push(l);
-        }
-        let fee_bps = self.settings.trustee_fee_bps;
-        let mut payouts = Vec::new();
-        for ((merchant_account, currency), lines) in groups {
-            let currency_code = tally_kernel::Currency::from_code(&currency)?;
-            let gross: i64 = lines.iter().map(|l| l.amount_minor).sum();
-            // The fee rounds down: the merchant is never paid less than the stated rate.
-            let fee = i64::try_from(i128::from(gross) * i128::from(fee_bps) / 10_000)
-                .map_err(|_| invalid("amount", "too large"))?;
-            let net = gross - fee;
-            let source = self.trustee_account(currency_code).await?;
-            let settlement = Id::new();
-            let mut attachments = Vec::new();
-            for l in &lines {
-                attachments.extend(settle_register(l.id, settlement, self.core.now()));
-            }
-            if net <= 0 {
-                continue;
-            }
-            let outcome = self
-                .core
-                .commit(
-                    format!(":trustee_payout:{settlement}"),
-                    Effects::ledger(Command::Transfer {
-                        debit_account: source,
-                        credit_account: merchant_account,
-                        amount_minor: net,
-                        currency: currency_code,
-                        timeout_s: None,
-                        memo: format!("trustee payout: {} payments, fee {fee_bps} bp", lines.len()),
-                    }),
-                    attachments,
-                )
-                .await;
-            match outcome {
-                // Another settlement (here or on another node) paid these lines first.
-                Err(ServiceError::Conflict(Conflict::Moved(_))) => continue,
-                Err(e) => return Err(e),
-                Ok(o) => payouts.push(Payout {
-                    merchant_account,
-                    gross_minor: gross,
-                    fee_minor: fee,
-                    transfer: o.transfer().map_or(settlement, |t| t.id),
-                    currency,
-                    lines: lines.len(),
-                }),
-            }
-        }
-        Ok(payouts)
     }
 }
 

@@ -35,6 +35,7 @@ pub mod apps;
 pub mod directory;
 pub mod gate;
 pub mod open;
+pub mod trustee;
 pub mod verify;
 
 use crate::Missing;
@@ -163,10 +164,14 @@ impl Oob {
         Ok(pending.then_some(hold))
     }
 
-    /// A payment session's hold, pending or not: the transfer its opening step made (found
-    /// through the journal entry of that step, so it is never missing after a crash).
+    /// The hold of a session that places one (a payment, a trustee payment), pending or not:
+    /// the transfer its opening step made (found through the journal entry of that step, so
+    /// it is never missing after a crash).
     pub(crate) async fn hold_of(&self, row: &SessionRow) -> Result<Option<Id>> {
-        if row.application != "payment" {
+        if !matches!(
+            machine(row)?.money,
+            Some(tally_proto::oob::Money::Hold { .. })
+        ) {
             return Ok(None);
         }
         let event = self.core.store().journal_event(&open_key(row)).await?;

@@ -10,7 +10,7 @@ use crate::identity::getrandom_fill;
 use crate::{Principal, Result, Role, ServiceError};
 use tally_kernel::crypto::kdf::sha256;
 use tally_kernel::{Amount, Id};
-use tally_ledger::Command;
+use tally_ledger::{Command, LedgerError};
 use tally_proto::effects::Effects;
 use tally_proto::oob::{Certified, Money, Opening, Purpose, Session, Transaction};
 use tally_store::oob::{Send, SendCaps, SessionRow, insert_session, record_send};
@@ -353,7 +353,20 @@ impl Oob {
                     .await?;
                 text_field("description", description, 300)?;
                 check_money(*amount, merchant.currency, merchant.currency)?;
-                self.trustee_account(amount.currency).await?;
+                self.trustee_settlement_account(amount.currency).await?;
+                // Held on the user's receivable now: beyond the operator's limit the ledger
+                // refuses it when the session commits (`trustee_limit_reached`).
+                money = Some(Money::Hold {
+                    debit_account: self.trustee_receivable(user, *amount).await?,
+                    credit_account: self.trustee_payable(amount.currency).await?,
+                    amount: *amount,
+                    memo: format!(
+                        "trustee payment of {user} to {}: {description}",
+                        merchant.owner
+                    ),
+                    timeout_s: self.settings.policy.ttl_s + self.settings.hold_grace_s,
+                    pending: None,
+                });
                 Purpose::Transaction(Transaction {
                     amount: *amount,
                     payer_account: None,
@@ -464,6 +477,13 @@ impl Oob {
     /// The opening step: the machine starts the session (the code message, the payment hold)
     /// and the session row commits with it, under the per-address quota.
     pub(crate) async fn open_with(&self, plan: OpenPlan) -> Result<(SessionView, bool)> {
+        // A trustee payment's hold is on the user's receivable, bounded by the trustee limit.
+        let trustee_hold = match (&plan.payload.app, &plan.money) {
+            (AppRequest::Trustee { .. }, Some(Money::Hold { debit_account, .. })) => {
+                Some(*debit_account)
+            }
+            _ => None,
+        };
         let mut number = [0_u8; 16];
         getrandom_fill(&mut number)?;
         let now = self.core.now();
@@ -534,6 +554,15 @@ impl Oob {
                 ServiceError::Conflict(Conflict::Taken(_)) => {
                     invalid("address", "already registered to another user")
                 }
+                ServiceError::Ledger(LedgerError::ExceedsCredits {
+                    account,
+                    currency,
+                    available_minor,
+                    ..
+                }) if Some(account) == trustee_hold => ServiceError::TrusteeLimit {
+                    currency,
+                    available_minor,
+                },
                 other => other,
             })?;
         if outcome.replayed {
