@@ -272,6 +272,7 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
         "GET /v1/tokens",
         "GET /v1/tokens/{serial}/writes",
         "GET /v1/transfers/{id}",
+        "GET /v1/trustee/credit/{user}",
         "GET /v1/warrants",
         "POST /v1/accounts",
         "POST /v1/api-keys",
@@ -310,6 +311,7 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
         "PUT /v1/oob/rules/{owner}",
         "PUT /v1/products/{id}/entries/{name}",
         "PUT /v1/receivers/{name}",
+        "PUT /v1/trustee/credit/{user}",
     ];
     assert_eq!(documented, expected);
 }

@@ -2541,6 +2541,49 @@ fn mail_and_trustee() -> Vec<Case> {
             .by(Who::Admin)
             .json(json!({"until": "soon"}))
             .expect(400, "invalid_request"),
+        put(
+            "trustee/alice sets her own limit",
+            "/v1/trustee/credit/alice",
+        )
+        .by(Who::Alice)
+        .json(json!({"limit": "1000.00 EUR"}))
+        .expect(403, "forbidden"),
+        put(
+            "trustee/a limit that is not an amount",
+            "/v1/trustee/credit/alice",
+        )
+        .by(Who::Admin)
+        .json(json!({"limit": "lots"}))
+        .expect(422, "invalid_request"),
+        put("trustee/a negative limit", "/v1/trustee/credit/alice")
+            .by(Who::Admin)
+            .json(json!({"limit": "-1.00 EUR"}))
+            .expect(422, "invalid_request"),
+        put(
+            "trustee/a limit in an unknown currency",
+            "/v1/trustee/credit/alice",
+        )
+        .by(Who::Admin)
+        .json(json!({"limit": "1.00 XYZ"}))
+        .expect(422, "invalid_request"),
+        put("trustee/a limit as a number", "/v1/trustee/credit/alice")
+            .by(Who::Admin)
+            .json(json!({"limit": 100}))
+            .expect(400, "malformed_json"),
+        put("trustee/an unknown field", "/v1/trustee/credit/alice")
+            .by(Who::Admin)
+            .json(json!({"limit": "1.00 EUR", "currency": "USD"}))
+            .expect(400, "malformed_json"),
+        put("trustee/a user with a colon", "/v1/trustee/credit/a%3Ab")
+            .by(Who::Admin)
+            .json(json!({"limit": "1.00 EUR"}))
+            .expect(422, "invalid_request"),
+        get(
+            "trustee/bob reads alice's credit",
+            "/v1/trustee/credit/alice",
+        )
+        .by(Who::Bob)
+        .expect(403, "forbidden"),
     ]
 }
 

@@ -104,7 +104,11 @@ async fn walk(w: World) {
         .expect(StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.str("/error/code"), "trustee_limit_reached");
     assert_eq!(r.i64("/error/details/available_minor"), 1_000);
-    assert_eq!(eur(&w).await, [5_000, 0, 4_000, 1_000], "a refusal holds nothing");
+    assert_eq!(
+        eur(&w).await,
+        [5_000, 0, 4_000, 1_000],
+        "a refusal holds nothing"
+    );
 
     // The limit never goes below what is used.
     let r = set_limit(&w, &w.api.admin, "39.99 EUR")
