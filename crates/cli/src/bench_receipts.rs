@@ -191,14 +191,7 @@ async fn set_up(node: &Node, admin: &Principal, clients: usize) -> anyhow::Resul
             .token_issue(
                 admin,
                 &format!("bench-token-{name}"),
-                NewToken {
-                    holder: name.into(),
-                    role: role.into(),
-                    public_key: key.verifying_key().to_hex(),
-                    bls_key: Some(bls.public_key().to_hex()),
-                    slots: Some(1),
-                    days: Some(30),
-                },
+                NewToken::signed(name, role, key, Some(bls), Some(1), Some(30)),
             )
             .await
     };

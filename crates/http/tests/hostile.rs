@@ -40,6 +40,7 @@ use tally_kernel::crypto::kdf::hmac_sha256;
 use tally_kernel::crypto::warrant::{Counterparties, WarrantTerms, issue_warrant};
 use tally_kernel::crypto::{Certificate, SigningKey, VerifyingKey};
 use tally_proto::delivery::notification;
+use tally_wire::receipts::NewToken;
 use tower::ServiceExt;
 
 // ---------------------------------------------------------------------------------------------
@@ -900,9 +901,17 @@ async fn setup() -> Hostile {
             .post("/v1/tokens")
             .key(&admin)
             .idem(&format!("token-{holder}"))
-            .json(json!({"holder": holder, "role": role,
-                "public_key": key.verifying_key().to_hex(),
-                "bls_key": bls.public_key().to_hex(), "slots": 2}))
+            .json(
+                serde_json::to_value(NewToken::signed(
+                    holder,
+                    role,
+                    &key,
+                    Some(&bls),
+                    Some(2),
+                    None,
+                ))
+                .expect("json"),
+            )
             .send()
             .await
             .expect(StatusCode::CREATED);
@@ -3132,7 +3141,20 @@ fn receivers(h: &Hostile) -> Vec<Case> {
 /// Tokens, warrants, receipts and the arbiter. `{receipt}` is an offered plain receipt of the
 /// shop (party A) to alice (party B).
 fn receipts() -> Vec<Case> {
-    let token = json!({"holder": "bob", "role": "customer", "public_key": "00".repeat(32)});
+    let signed = |holder: &str, seed: u8, bls: bool| {
+        let bls_key = BlsSecretKey::from_seed(&[seed; 32]);
+        let t = NewToken::signed(
+            holder,
+            "customer",
+            &SigningKey::from_seed(&[seed; 32]),
+            bls.then_some(&bls_key),
+            None,
+            None,
+        );
+        serde_json::to_value(t).expect("json")
+    };
+    let token = signed("bob", 1, false);
+    let with_bls = signed("bob", 2, true);
     let issue = |name: &str, who: Who, body: Value| {
         post(format!("tokens/{name}"), "/v1/tokens")
             .by(who)
@@ -3170,8 +3192,36 @@ fn receipts() -> Vec<Case> {
         post("tokens/replay of token-alice with another key", "/v1/tokens")
             .by(Who::Admin)
             .idem("token-alice")
-            .json(json!({"holder": "alice", "role": "customer", "public_key": "11".repeat(32)}))
+            .json(signed("alice", 3, false))
             .expect(409, "idempotency_key_reused"),
+        issue("no proof of possession", Who::Admin, with(&token, json!({"proof": null})))
+            .expect(400, "malformed_json"),
+        issue(
+            "a proof by another key",
+            Who::Admin,
+            with(&token, json!({"proof": signed("bob", 4, false)["proof"]})),
+        )
+        .expect(422, "invalid_request"),
+        issue(
+            "a proof for another holder",
+            Who::Admin,
+            with(&signed("carol", 1, false), json!({"holder": "bob"})),
+        )
+        .expect(422, "invalid_request"),
+        issue("a proof that is not hex", Who::Admin, with(&token, json!({"proof": {"ed25519": "zz"}})))
+            .expect(422, "invalid_request"),
+        issue(
+            "a BLS key without its proof",
+            Who::Admin,
+            with(&with_bls, json!({"proof": {"ed25519": with_bls["proof"]["ed25519"]}})),
+        )
+        .expect(422, "invalid_request"),
+        issue(
+            "another key's certificate under a stolen public key",
+            Who::Admin,
+            with(&token, json!({"public_key": with_bls["public_key"]})),
+        )
+        .expect(422, "invalid_request"),
         post("tokens/no idempotency key", "/v1/tokens")
             .by(Who::Admin)
             .json(token.clone())

@@ -20,6 +20,7 @@ use tally_kernel::crypto::{Certificate, SigningKey, VerifyingKey};
 use tally_proto::receipt::token::{SecureWrite, Stored, Token, TokenError};
 use tally_proto::receipt::{self, Fields, Package, PartySignature, ReceiptError};
 use tally_service::{NodeClock, NodeConfig};
+use tally_wire::receipts::NewToken;
 
 struct Party {
     api_key: String,
@@ -142,6 +143,10 @@ impl World {
     }
 }
 
+fn token_body(t: NewToken) -> Value {
+    serde_json::to_value(t).expect("json")
+}
+
 async fn party(api: &Api, name: &str, api_role: &str, role: &str) -> Party {
     let api_key = api.issue_key(api_role, name).await;
     let key = SigningKey::generate();
@@ -150,10 +155,14 @@ async fn party(api: &Api, name: &str, api_role: &str, role: &str) -> Party {
         .post("/v1/tokens")
         .key(&api.admin)
         .idem(&format!("token-{name}"))
-        .json(
-            json!({"holder": name, "role": role, "public_key": key.verifying_key().to_hex(),
-            "bls_key": bls.public_key().to_hex(), "slots": 2}),
-        )
+        .json(token_body(NewToken::signed(
+            name,
+            role,
+            &key,
+            Some(&bls),
+            Some(2),
+            None,
+        )))
         .send()
         .await
         .expect(StatusCode::CREATED);
@@ -1008,7 +1017,9 @@ async fn bad_receipt_requests_change_nothing() {
         .post("/v1/tokens")
         .key(&w.bob.api_key)
         .idem("t")
-        .json(json!({"holder": "eve", "role": "customer", "public_key": w.bob.key.verifying_key().to_hex()}))
+        .json(token_body(NewToken::signed(
+            "eve", "customer", &w.bob.key, None, None, None,
+        )))
         .send()
         .await
         .expect_error(StatusCode::FORBIDDEN, "forbidden");
@@ -1182,7 +1193,16 @@ async fn idempotent_walk(w: World) {
 
     // Tokens.
     let key = SigningKey::generate();
-    let token = |holder: &str| json!({"holder": holder, "role": "customer", "public_key": key.verifying_key().to_hex(), "slots": 2});
+    let token = |holder: &str| {
+        token_body(NewToken::signed(
+            holder,
+            "customer",
+            &key,
+            None,
+            Some(2),
+            None,
+        ))
+    };
     let issue = |body: Value| {
         w.api
             .post("/v1/tokens")
@@ -1207,8 +1227,14 @@ async fn idempotent_walk(w: World) {
         .await
         .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     let erin = SigningKey::generate();
-    let erin_token = json!({"holder": "erin", "role": "customer",
-                            "public_key": erin.verifying_key().to_hex(), "slots": 2});
+    let erin_token = token_body(NewToken::signed(
+        "erin",
+        "customer",
+        &erin,
+        None,
+        Some(2),
+        None,
+    ));
     let racing = |idem: &'static str| {
         w.api
             .post("/v1/tokens")

@@ -26,6 +26,7 @@
 
 pub mod exchange;
 pub mod flow;
+pub mod request;
 pub mod token;
 
 #[cfg(test)]

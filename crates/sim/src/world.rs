@@ -484,14 +484,7 @@ impl Sim {
                 .token_issue(
                     &self.admin,
                     &idem,
-                    NewToken {
-                        holder: name.into(),
-                        role: role.into(),
-                        public_key: key.verifying_key().to_hex(),
-                        bls_key: Some(bls.public_key().to_hex()),
-                        slots: Some(4),
-                        days: None,
-                    },
+                    NewToken::signed(name, role, &key, Some(&bls), Some(4), None),
                 )
                 .await
                 .map_err(unexpected)?;

@@ -35,10 +35,46 @@ pub struct NewToken {
     pub public_key: String,
     /// The holder's BLS public key for fair exchange, hex.
     pub bls_key: Option<String>,
+    /// Proof that the holder has the keys: their signatures over this request.
+    pub proof: TokenProof,
     /// Number of receipt slots (1..=1024, default 16).
     pub slots: Option<u16>,
     /// Certificate validity in days (default 365).
     pub days: Option<u32>,
+}
+
+impl NewToken {
+    /// A request for software keys, with their proofs of possession.
+    pub fn signed(
+        holder: &str,
+        role: &str,
+        key: &tally_kernel::crypto::SigningKey,
+        bls: Option<&tally_kernel::crypto::bls::BlsSecretKey>,
+        slots: Option<u16>,
+        days: Option<u32>,
+    ) -> NewToken {
+        let public = key.verifying_key();
+        let bls_public = bls.map(|b| b.public_key());
+        let (ed25519, bls_proof) = tally_proto::receipt::request::CertificationRequest {
+            holder,
+            role,
+            public_key: &public,
+            bls_key: bls_public.as_ref(),
+        }
+        .prove(key, bls);
+        NewToken {
+            holder: holder.into(),
+            role: role.into(),
+            public_key: public.to_hex(),
+            bls_key: bls_public.map(|b| b.to_hex()),
+            proof: TokenProof {
+                ed25519: ed25519.to_hex(),
+                bls: bls_proof.map(|s| s.to_hex()),
+            },
+            slots,
+            days,
+        }
+    }
 }
 
 /// An issued token: everything to personalise it. `app_key` is secret (and left out of
@@ -245,4 +281,65 @@ pub struct AckBody {
 pub struct ResolveBody {
     /// B's signature (B resolving).
     pub signature_b: Option<String>,
+}
+
+/// The holder's proofs of possession (`tally_proto::receipt::request`): signatures over the
+/// request by the keys it asks to certify.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenProof {
+    /// Ed25519 signature by `public_key`, hex.
+    pub ed25519: String,
+    /// BLS signature by `bls_key`, hex (exactly when `bls_key` is given).
+    #[serde(default)]
+    pub bls: Option<String>,
+}
+
+/// `POST /v1/parties/{name}/revoke`: what was revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PartyRevocation {
+    /// The party.
+    pub party: String,
+    /// The revoked certificate's serial, hex.
+    pub certificate_serial: String,
+    /// When.
+    #[schema(value_type = i64)]
+    pub revoked_at: Timestamp,
+}
+
+/// A certificate or warrant of a package found revoked by the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RevokedInPackage {
+    /// `party A`, `party B`, `warrant of party A`, `warrant of party B`.
+    pub what: String,
+    /// Its serial, hex.
+    pub serial: String,
+    /// When it was revoked.
+    #[schema(value_type = i64)]
+    pub revoked_at: Timestamp,
+    /// Revoked at or before the receipt's time: the receipt does not stand.
+    pub before_receipt: bool,
+}
+
+/// `POST /v1/receipts/verify`: a package checked by the node against its CA and its
+/// revocations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OnlineVerification {
+    /// The package verified and nothing in it was revoked at or before the receipt's time.
+    pub valid: bool,
+    /// Why not, when it did not verify offline.
+    #[serde(default)]
+    pub problem: Option<String>,
+    /// The transaction id.
+    #[serde(default)]
+    pub transaction: Option<u64>,
+    /// Party A (certificate CN).
+    #[serde(default)]
+    pub party_a: Option<String>,
+    /// Party B.
+    #[serde(default)]
+    pub party_b: Option<String>,
+    /// Revoked certificates and warrants (also those revoked after the receipt: it stands,
+    /// but the party's key no longer signs).
+    pub revoked: Vec<RevokedInPackage>,
 }

@@ -9,11 +9,14 @@
 use anyhow::{Context, anyhow, bail};
 use serde::Serialize;
 use std::process::ExitCode;
-use tally_client::wire::receipts::{AckBody, IssuedToken, NewToken, ReceiptNodeView, ReceiptView};
+use tally_client::wire::receipts::{
+    AckBody, IssuedToken, NewToken, ReceiptNodeView, ReceiptView, TokenProof,
+};
 use tally_kernel::crypto::bls::BlsSecretKey;
 use tally_kernel::crypto::warrant::certificate_bls_key;
 use tally_kernel::crypto::{Certificate, SigningKey, VerifyingKey};
 use tally_kernel::{Secret, Timestamp};
+use tally_proto::receipt::request::{CertificationRequest, REQUEST_DOMAIN};
 use tally_proto::receipt::token::{SERIAL_LEN, SecureWrite, Stored, Token};
 
 use super::files::create_private_file;
@@ -177,11 +180,29 @@ async fn certify(
 ) -> anyhow::Result<(Issued, Certificate)> {
     let ca = Certificate::from_pem(&node.ca_certificate)
         .map_err(|e| anyhow!("the node's CA certificate: {e}"))?;
+    let public = key.verifying_key();
+    let bls_public = bls.public_key();
+    let request = CertificationRequest {
+        holder: &a.holder,
+        role: a.role.as_str(),
+        public_key: &public,
+        bls_key: Some(&bls_public),
+    };
+    // Proof of possession: the new keys sign the request (the PKCS#11 key inside its token).
+    let msg = request.message();
+    let ed25519 = match key {
+        NewKey::Software(k) => k.sign(REQUEST_DOMAIN, &msg),
+        NewKey::Pkcs11(t, g) => t.sign(&g.r, &g.key, REQUEST_DOMAIN, &msg)?,
+    };
     let req = NewToken {
         holder: a.holder.clone(),
         role: a.role.as_str().to_string(),
-        public_key: key.verifying_key().to_hex(),
-        bls_key: Some(bls.public_key().to_hex()),
+        public_key: public.to_hex(),
+        bls_key: Some(bls_public.to_hex()),
+        proof: TokenProof {
+            ed25519: ed25519.to_hex(),
+            bls: Some(bls.sign(REQUEST_DOMAIN, &msg).to_hex()),
+        },
         slots: Some(a.slots),
         days: Some(a.days),
     };

@@ -10,12 +10,13 @@ use crate::Missing;
 use crate::access::{check_name, invalid, namespaced, parse_hex, require_admin};
 use crate::identity::{getrandom_fill, setup};
 use crate::{Principal, Result, ServiceError};
-use tally_kernel::crypto::bls::BlsPublicKey;
+use tally_kernel::crypto::bls::{BlsPublicKey, BlsSignature};
 use tally_kernel::crypto::kdf::sha256;
 use tally_kernel::crypto::warrant::{self as kwarrant, WarrantTerms};
-use tally_kernel::crypto::{Certificate, VerifyingKey};
+use tally_kernel::crypto::{Certificate, Signature, VerifyingKey};
 use tally_kernel::{Secret, Timestamp};
 use tally_proto::effects::Effects;
+use tally_proto::receipt::request::CertificationRequest;
 use tally_proto::receipt::token::{self as ptoken, SERIAL_LEN};
 use tally_proto::receipt::{self as proto, ReceiptError};
 use tally_store::receipts::{
@@ -56,6 +57,24 @@ impl Receipts {
             ),
             None => None,
         };
+        // Proof of possession: the holder signed this request with the keys to certify.
+        let ed25519 = Signature::from_hex(req.proof.ed25519.trim())
+            .map_err(|e| invalid("proof", format!("ed25519: {e}")))?;
+        let bls_proof = match &req.proof.bls {
+            Some(hex) => Some(
+                BlsSignature::from_hex(hex.trim())
+                    .map_err(|e| invalid("proof", format!("bls: {e}")))?,
+            ),
+            None => None,
+        };
+        CertificationRequest {
+            holder: &req.holder,
+            role: &req.role,
+            public_key: &public,
+            bls_key: bls.as_ref(),
+        }
+        .check(&ed25519, bls_proof.as_ref())
+        .map_err(|e| invalid("proof", e.to_string()))?;
         let slots = req.slots.unwrap_or(16);
         if slots == 0 || slots > ptoken::SLOTS_MAX {
             return Err(invalid("slots", "must be 1..=1024"));
