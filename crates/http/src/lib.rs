@@ -255,6 +255,8 @@ fn routes() -> Router<AppState> {
             post(receipts::revoke_warrant),
         )
         .route("/v1/receipts", post(receipts::offer).get(receipts::list))
+        .route("/v1/receipts/verify", post(receipts::verify))
+        .route("/v1/parties/{name}/revoke", post(receipts::revoke_party))
         .route("/v1/receipts/{transaction}", get(receipts::receipt))
         .route(
             "/v1/receipts/{transaction}/warrant",

@@ -110,6 +110,8 @@ impl Modify for ApiKeyAuth {
         receipts::package,
         receipts::abort,
         receipts::resolve,
+        receipts::revoke_party,
+        receipts::verify,
     ),
     components(schemas(ErrorBody, ErrorDetail, ErrorCode, dto::Money, dto::AccountKindDto, dto::RoleDto)),
     modifiers(&ApiKeyAuth),

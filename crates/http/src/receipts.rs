@@ -16,7 +16,10 @@ use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, Caller, IdempotencyKey};
 use crate::handlers::written;
-use tally_wire::receipts::{AckBody, EscrowBody, ResolveBody, WarrantBody};
+use axum::body::Bytes;
+use tally_wire::receipts::{
+    AckBody, EscrowBody, OnlineVerification, PartyRevocation, ResolveBody, WarrantBody,
+};
 
 /// The receipt service's keys and certificates.
 #[utoipa::path(
@@ -312,4 +315,31 @@ pub async fn resolve(
         .resolve(&by, tx, body.signature_b.as_deref())
         .await?;
     Ok(Json(view).into_response())
+}
+
+/// Revoke a party's certificate (operator): it signs no new receipt; receipts completed before
+/// stand, and online verification reports the revocation.
+#[utoipa::path(
+    post, path = "/v1/parties/{name}/revoke", tag = "receipts",
+    params(("name" = String, Path, description = "The party (its certificate's CN)")),
+    responses((status = 200, description = "The revocation (the first one, when repeated)", body = PartyRevocation), (status = 403, description = "forbidden: operator only", body = ErrorBody), (status = 404, description = "not_found: no such party", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn revoke_party(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.receipts().party_revoke(&by, &name).await?).into_response())
+}
+
+/// Verify a receipt package online: the offline checks against this node's CA, plus the
+/// revocations only the node knows. No key needed: anyone holding a package may ask.
+#[utoipa::path(
+    post, path = "/v1/receipts/verify", tag = "receipts",
+    request_body(content = Vec<u8>, description = "The package file (up to the node's body limit)", content_type = "application/octet-stream"),
+    responses((status = 200, description = "`valid`, the first `problem` if it did not verify, and the revoked certificates and warrants (revoked `before_receipt`: the receipt does not stand)", body = OnlineVerification), (status = 422, description = "bad_receipt: not a package", body = ErrorBody), (status = 413, description = "payload_too_large", body = ErrorBody))
+)]
+pub async fn verify(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    Ok(Json(state.node.receipts().verify_online(&body).await?).into_response())
 }

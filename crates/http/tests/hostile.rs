@@ -3226,6 +3226,24 @@ fn receipts() -> Vec<Case> {
             .by(Who::Admin)
             .json(token.clone())
             .expect(400, "idempotency_key_required"),
+        post("parties/alice revokes bob", "/v1/parties/bob/revoke")
+            .by(Who::Alice)
+            .expect(403, "forbidden"),
+        post("parties/an unknown party", "/v1/parties/nobody/revoke")
+            .by(Who::Admin)
+            .expect(404, "not_found"),
+        post("parties/a name with a colon", "/v1/parties/a%3Ab/revoke")
+            .by(Who::Admin)
+            .expect(422, "invalid_request"),
+        post("verify/not a package", "/v1/receipts/verify")
+            .raw("application/octet-stream", b"TALLYRCP and then nothing".to_vec())
+            .expect(422, "bad_receipt"),
+        post("verify/an empty body", "/v1/receipts/verify")
+            .raw("application/octet-stream", Vec::new())
+            .expect(422, "bad_receipt"),
+        post("verify/a body over the limit", "/v1/receipts/verify")
+            .raw("application/octet-stream", vec![0u8; 70 * 1024])
+            .expect(413, "payload_too_large"),
         get("token writes/bob reads alice's token", "/v1/tokens/{alice_serial}/writes")
             .by(Who::Bob)
             .expect(404, "not_found"),

@@ -1307,3 +1307,135 @@ async fn an_unanswered_fair_exchange_times_out_into_an_abort_on_postgres() {
     };
     timeout_walk(World::new(Some(url)).await).await;
 }
+
+/// A party certificate revoked by the operator signs no new receipt (a pending offer cannot
+/// be signed, a new offer naming it is refused); a receipt completed before stands, and online
+/// verification reports the revocation; a package that does not verify is answered as such.
+async fn revocation_walk(w: World) {
+    w.warrant(&w.bob, Counterparties::Names(vec!["alice".into()]), 30)
+        .await
+        .expect(StatusCode::OK);
+    // A receipt completed before the revocation.
+    let done = tx_of(
+        &w.offer("Order 1\n", false, "r1")
+            .await
+            .expect(StatusCode::CREATED),
+    );
+    let f = fields_of(&w, &w.get(&w.alice.api_key, done).await);
+    w.post(
+        &w.alice.api_key,
+        format!("/v1/receipts/{done}/sign"),
+        json!({"signature_b": sign_ed(&w.alice, &f)}),
+    )
+    .await
+    .expect(StatusCode::OK);
+    let bytes = w
+        .api
+        .get(&format!("/v1/receipts/{done}/package"))
+        .key(&w.alice.api_key)
+        .send()
+        .await
+        .expect(StatusCode::OK)
+        .raw;
+    let verify = |body: Vec<u8>| async {
+        w.api
+            .post("/v1/receipts/verify")
+            .raw("application/octet-stream", body)
+            .send()
+            .await
+    };
+    let before = verify(bytes.clone()).await.expect(StatusCode::OK);
+    assert_eq!(before.body["valid"], true, "{}", before.body);
+    assert_eq!(before.body["revoked"], json!([]));
+    assert_eq!(before.str("/party_b"), "alice");
+    // An offer made before the revocation, to be signed after it.
+    let pending = tx_of(
+        &w.offer("Order 2\n", false, "r2")
+            .await
+            .expect(StatusCode::CREATED),
+    );
+    let f2 = fields_of(&w, &w.get(&w.alice.api_key, pending).await);
+
+    // Only the operator revokes; revoking again answers the first revocation.
+    w.api
+        .post("/v1/parties/alice/revoke")
+        .key(&w.alice.api_key)
+        .send()
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    w.api
+        .post("/v1/parties/nobody/revoke")
+        .key(&w.api.admin)
+        .send()
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    w.advance(1);
+    let revoked = w
+        .api
+        .post("/v1/parties/alice/revoke")
+        .key(&w.api.admin)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        revoked.str("/certificate_serial"),
+        w.alice.cert.serial_hex()
+    );
+    w.advance(1);
+    let again = w
+        .api
+        .post("/v1/parties/alice/revoke")
+        .key(&w.api.admin)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(again.body, revoked.body);
+
+    // Nothing new is signed with the revoked certificate.
+    w.post(
+        &w.alice.api_key,
+        format!("/v1/receipts/{pending}/sign"),
+        json!({"signature_b": sign_ed(&w.alice, &f2)}),
+    )
+    .await
+    .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_certificate");
+    assert_eq!(
+        w.get(&w.alice.api_key, pending).await.str("/state"),
+        "offered"
+    );
+    w.offer("Order 3\n", false, "r3")
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_certificate");
+
+    // The receipt made before stands; online verification says the certificate is revoked
+    // since.
+    let after = verify(bytes.clone()).await.expect(StatusCode::OK);
+    assert_eq!(after.body["valid"], true, "{}", after.body);
+    assert_eq!(after.str("/revoked/0/what"), "party B");
+    assert_eq!(after.str("/revoked/0/serial"), w.alice.cert.serial_hex());
+    assert_eq!(after.body["revoked"][0]["before_receipt"], false);
+
+    // Not a package, and a package altered after signing.
+    verify(b"not a package".to_vec())
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_receipt");
+    let mut pkg = Package::from_bytes(&bytes).expect("package");
+    pkg.record = Some("Order 1\nand a free car\n".into());
+    let altered = verify(pkg.to_bytes()).await.expect(StatusCode::OK);
+    assert_eq!(altered.body["valid"], false);
+    assert!(altered.body["problem"].is_string(), "{}", altered.body);
+}
+
+#[tokio::test]
+async fn a_revoked_party_certificate_signs_nothing_new_and_online_verification_reports_it() {
+    revocation_walk(World::new(None).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_party_certificate_signs_nothing_new_and_online_verification_reports_it_on_postgres()
+ {
+    let Some(url) = tally_testkit::shared_test_database_url() else {
+        return;
+    };
+    revocation_walk(World::new(Some(url)).await).await;
+}

@@ -94,6 +94,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         8,
         include_str!("../migrations/sqlite/0008_trustee_credit.sql"),
     ),
+    (
+        9,
+        include_str!("../migrations/sqlite/0009_party_revocations.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
@@ -106,6 +110,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         8,
         include_str!("../migrations/postgres/0008_trustee_credit.sql"),
+    ),
+    (
+        9,
+        include_str!("../migrations/postgres/0009_party_revocations.sql"),
     ),
 ];
 

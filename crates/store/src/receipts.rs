@@ -190,6 +190,34 @@ pub fn revoke_warrant(serial: &str, now: Timestamp) -> [Attachment; 2] {
     ]
 }
 
+/// Revokes a party's certificate by its serial (a second revocation changes nothing).
+pub fn revoke_party_certificate(serial: &str, party: &str, now: Timestamp) -> Attachment {
+    row(
+        "INSERT INTO party_revocations (certificate_serial, party, revoked_at) \
+         VALUES ($1, $2, $3) ON CONFLICT (certificate_serial) DO NOTHING",
+        vec![
+            Value::Text(serial.into()),
+            Value::Text(party.into()),
+            Value::Int(now.as_micros()),
+        ],
+    )
+}
+
+/// Requires a party certificate to be unrevoked when the batch commits (a signature made
+/// with it stands only if no revocation committed first). `job` names the signing step, so
+/// two steps of one batch do not count against each other.
+pub fn party_unrevoked(serial: &str, job: &str) -> Attachment {
+    Attachment::Guard(crate::Guard {
+        kind: crate::guarded::GuardKind::Count {
+            sql: "SELECT COUNT(*) FROM party_revocations WHERE certificate_serial = $1",
+            params: vec![Value::Text(serial.into())],
+            bucket: format!("party_unrevoked:{serial}:{job}"),
+            max: 1,
+        },
+        conflict: Conflict::Revoked("the party's certificate was revoked"),
+    })
+}
+
 /// Requires a warrant to be unrevoked when the batch commits (a proxy signature made under
 /// it stands only if no revocation committed first).
 pub fn warrant_unrevoked(serial: &str) -> Attachment {
@@ -515,6 +543,19 @@ fn journal_row(r: &AnyRow) -> Result<JournalEntryRow, StoreError> {
 }
 
 impl Store {
+    /// When a party certificate was revoked, if it was.
+    pub async fn party_revoked_at(&self, serial: &str) -> Result<Option<Timestamp>, StoreError> {
+        let rows = self
+            .fetch_all(
+                "SELECT revoked_at FROM party_revocations WHERE certificate_serial = $1".into(),
+                vec![Value::Text(serial.into())],
+            )
+            .await?;
+        rows.first()
+            .map(|r| Ok(Timestamp(r.try_get("revoked_at")?)))
+            .transpose()
+    }
+
     /// A party by name.
     pub async fn receipt_party(&self, name: &str) -> Result<Option<PartyRow>, StoreError> {
         let rows = self

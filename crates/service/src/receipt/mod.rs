@@ -32,6 +32,7 @@ pub mod arbiter;
 pub mod package;
 pub mod parties;
 pub mod protocol;
+pub mod revocation;
 
 use crate::access::corrupt;
 use crate::core::Core;

@@ -22,7 +22,9 @@ use tally_proto::receipt::{
     self as proto, Fields, PartySignature, Receipt, ReceiptError, VERSION_BLS, VERSION_ED25519,
 };
 use tally_store::Attachment;
-use tally_store::receipts::{ReceiptRow, insert_receipt, step_receipt, warrant_unrevoked};
+use tally_store::receipts::{
+    ReceiptRow, insert_receipt, party_unrevoked, step_receipt, warrant_unrevoked,
+};
 
 /// Where B's token write goes: serial, challenge, slot.
 type WriteTarget = ([u8; SERIAL_LEN], [u8; CHALLENGE_LEN], u16);
@@ -58,6 +60,8 @@ impl Receipts {
         let b = self.party(&req.party_b).await?;
         let cert_a = self.party_cert(&a, "party A")?;
         let cert_b = self.party_cert(&b, "party B")?;
+        self.unrevoked(&cert_a, "party A").await?;
+        self.unrevoked(&cert_b, "party B").await?;
         let version = if req.fair {
             VERSION_BLS
         } else {
@@ -529,11 +533,31 @@ impl Receipts {
         for w in proxied_now.into_iter().flatten() {
             rows.push(warrant_unrevoked(w));
         }
-        self.core
-            .commit(key, effects, rows)
-            .await
-            .map_err(revoked_meanwhile)?;
-        Ok(next)
+        // The certificates of the signatures made now: unrevoked now and when this commits.
+        let signing_now = [
+            ("party A", &r.certificate_a, r.signature_a.is_none()),
+            ("party B", &r.certificate_b, true),
+        ];
+        let mut certs = Vec::new();
+        for (who, der, now) in signing_now {
+            if now {
+                let cert = Certificate::from_der(der).map_err(setup)?;
+                self.unrevoked(&cert, who).await?;
+                rows.push(party_unrevoked(&cert.serial_hex(), &key));
+                certs.push((who, cert));
+            }
+        }
+        match self.core.commit(key, effects, rows).await {
+            Ok(_) => Ok(next),
+            Err(e @ ServiceError::Conflict(tally_store::Conflict::Revoked(_))) => {
+                // A warrant or a certificate was revoked meanwhile: say which.
+                for (who, cert) in &certs {
+                    self.unrevoked(cert, who).await?;
+                }
+                Err(revoked_meanwhile(e))
+            }
+            Err(e) => Err(revoked_meanwhile(e)),
+        }
     }
 
     /// `r` completed: both parties' signatures and the server's over fields 1–5 (with the
