@@ -138,6 +138,9 @@ enum Commands {
     /// Warrants: let the node sign receipts on your behalf with named counterparties.
     #[command(subcommand)]
     Warrant(receipt::WarrantCommand),
+    /// Receipt parties: revoke a party's certificate (operator).
+    #[command(subcommand)]
+    Party(receipt::PartyCommand),
     /// Two-party signed receipts: offer a record, sign it, verify a receipt offline, list and
     /// export receipts.
     #[command(subcommand)]
@@ -262,6 +265,7 @@ fn main() -> ExitCode {
             Commands::Complaint(c) => delivery::complaint(c).await,
             Commands::Token(c) => receipt::token(c).await,
             Commands::Warrant(c) => receipt::warrant(c).await,
+            Commands::Party(c) => receipt::party(c).await,
             Commands::Receipt(c) => receipt::receipt(c).await,
             Commands::Arbiter(c) => receipt::arbiter(c).await,
             Commands::Ledger(LedgerCommand::Audit(a)) => audit(a).await,

@@ -651,3 +651,36 @@ fn party_b_checks_a_s_warrant_before_its_signature_leaves() {
         "B's signature never left: {shown}"
     );
 }
+
+/// The operator revokes alice's certificate with `tally party revoke`: her next signature is
+/// refused, and `tally receipt verify --online` shows the receipt she signed before still
+/// valid with the revocation printed beside it.
+#[test]
+fn a_revoked_party_signs_nothing_more_and_online_verification_reports_it() {
+    let s = Setup::new();
+    let tx = s.offer("Order 7\n", &[]);
+    s.sign(tx, &[]);
+    let file = s.work.join(format!("receipt-{tx}.tally"));
+    let out = ok(s.verify(&file, &["--ca", &s.ca(), "--online", &s.server.url]));
+    assert!(out.contains("valid") && !out.contains("revoked "), "{out}");
+    let pending = s.offer("Order 8\n", &[]);
+
+    // Only the operator revokes.
+    let refused = s.run(&s.alice, &["party", "revoke", "alice"]);
+    assert!(!refused.0 && refused.2.contains("forbidden"), "{refused:?}");
+    let out = ok(s.run(&s.server.admin_key, &["party", "revoke", "alice"]));
+    assert!(out.contains("revoked at"), "{out}");
+
+    let tx_s = pending.to_string();
+    let signed = s.run(
+        &s.alice,
+        &["receipt", "sign", &tx_s, "--token", "alice.token", "--yes"],
+    );
+    assert!(!signed.0 && signed.2.contains("revoked"), "{signed:?}");
+    let out = ok(s.verify(&file, &["--ca", &s.ca(), "--online", &s.server.url]));
+    assert!(
+        out.contains("revoked       party B") && out.contains("after the receipt"),
+        "{out}"
+    );
+    assert!(out.contains("receipt verified"), "{out}");
+}

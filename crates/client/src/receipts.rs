@@ -5,7 +5,8 @@ use reqwest::Method;
 use std::time::Duration;
 use tally_wire::receipts::{
     AckBody, ArbiterView, EscrowBody, IssuedToken, NewReceipt, NewToken, OfferWarrant,
-    ReceiptNodeView, ReceiptView, ResolveBody, SignReceipt, TokenView, WarrantBody, WarrantView,
+    OnlineVerification, PartyRevocation, ReceiptNodeView, ReceiptView, ResolveBody, SignReceipt,
+    TokenView, WarrantBody, WarrantView,
 };
 
 impl Client {
@@ -52,6 +53,25 @@ impl Client {
         let path = format!("/v1/warrants/{}/revoke", seg(serial));
         let empty = serde_json::Map::new();
         Ok(self.send(Method::POST, path, &empty, None).await?.value)
+    }
+
+    /// `POST /v1/parties/{name}/revoke` (operator): the party's certificate signs nothing more.
+    pub async fn party_revoke(&self, name: &str) -> Result<PartyRevocation, Error> {
+        let path = format!("/v1/parties/{}/revoke", seg(name));
+        let empty = serde_json::Map::new();
+        Ok(self.send(Method::POST, path, &empty, None).await?.value)
+    }
+
+    /// `POST /v1/receipts/verify`: the node checks a package against its CA and its
+    /// revocations (a read: safe to retry).
+    pub async fn receipt_verify_online(
+        &self,
+        package: Vec<u8>,
+    ) -> Result<OnlineVerification, Error> {
+        let call = Call::new(Method::POST, "/v1/receipts/verify".to_string())
+            .raw("application/octet-stream", package.into())
+            .once_only();
+        Ok(self.call(call).await?.value)
     }
 
     /// `POST /v1/receipts`: offer a record for signing.

@@ -48,7 +48,7 @@ mod token_file;
 mod verify;
 mod warrant;
 
-use crate::client::Conn;
+use crate::client::{Client, Conn};
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -228,6 +228,25 @@ pub struct WarrantRevokeArgs {
     conn: Conn,
 }
 
+/// `tally party …`
+#[derive(Subcommand)]
+pub enum PartyCommand {
+    /// Revoke a party's certificate (operator only): it signs no new receipt (its pending
+    /// offers cannot be signed, new offers naming it are refused); receipts completed before
+    /// stand, and `tally receipt verify --online` reports the revocation. Issue the party a
+    /// new token to let it sign again.
+    Revoke(PartyRevokeArgs),
+}
+
+/// `tally party revoke`.
+#[derive(Args)]
+pub struct PartyRevokeArgs {
+    /// The party (its certificate's CN, the token's holder).
+    name: String,
+    #[command(flatten)]
+    conn: Conn,
+}
+
 /// A command that needs only the node (`warrant list`, `receipt list`).
 #[derive(Args)]
 pub struct ConnArgs {
@@ -344,6 +363,11 @@ pub struct VerifyArgs {
     /// export names is used and reported as such.
     #[arg(long, value_name = "HEX", requires = "log")]
     node_key: Option<String>,
+    /// Also ask the node at this URL (no key needed) whether a certificate or warrant in the
+    /// package was revoked: revoked after the receipt's time it stands (printed), before it
+    /// the receipt is not valid (exit 1). With --json its answer follows as a second document.
+    #[arg(long, value_name = "URL")]
+    online: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -409,6 +433,22 @@ pub async fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `tally party revoke`: the operator revokes a party's certificate.
+pub async fn party(cmd: PartyCommand) -> anyhow::Result<ExitCode> {
+    let PartyCommand::Revoke(a) = cmd;
+    let c = Client::new(&a.conn)?;
+    let r = c.api.party_revoke(&a.name).await?;
+    c.show(&r, |r| {
+        format!(
+            "party {}: certificate {} revoked at {}; it signs no new receipt",
+            r.party,
+            r.certificate_serial,
+            r.revoked_at.to_rfc3339()
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `tally warrant …`: warrant the node to sign as party A, list, revoke.
 pub async fn warrant(cmd: WarrantCommand) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -423,7 +463,7 @@ pub async fn receipt(cmd: ReceiptCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ReceiptCommand::Offer(a) => protocol::offer(a).await,
         ReceiptCommand::Sign(a) => protocol::sign(a).await,
-        ReceiptCommand::Verify(a) => verify::verify(a),
+        ReceiptCommand::Verify(a) => verify::verify(a).await,
         ReceiptCommand::List(a) => show::list(a).await,
         ReceiptCommand::Show(a) => show::show(a).await,
         ReceiptCommand::Export(a) => protocol::export(a).await,

@@ -41,8 +41,12 @@ fn invalid(why: impl std::fmt::Display) -> anyhow::Error {
 const UNTRUSTED_CA: u8 = 2;
 
 /// `tally receipt verify`.
-pub(super) fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
-    match check(&a) {
+pub(super) async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let checked = match (check(&a), &a.online) {
+        (Ok(()), Some(url)) => online(&a, url).await,
+        (other, _) => other,
+    };
+    match checked {
         Ok(()) if a.ca.is_none() => {
             eprintln!(
                 "receipt NOT verified: it is consistent, but under the CA certificate it carries \
@@ -59,6 +63,47 @@ pub(super) fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             Err(e) => Err(e),
         },
     }
+}
+
+/// `--online URL`: the node checks the package against its CA and says which of its
+/// certificates and warrants were revoked since (printed; the receipt stands) or before the
+/// receipt's time (not valid).
+async fn online(a: &VerifyArgs, url: &str) -> anyhow::Result<()> {
+    let bytes = read_package(&a.file)?.to_bytes();
+    let node = tally_client::Client::builder(url)
+        .user_agent("tally-cli")
+        .build()?;
+    let answer = node
+        .receipt_verify_online(bytes)
+        .await
+        .with_context(|| format!("asking {url} to verify the package"))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        for r in &answer.revoked {
+            let when = if r.before_receipt {
+                "before the receipt"
+            } else {
+                "after the receipt: it stands, but signs nothing more"
+            };
+            println!(
+                "revoked       {} {} at {} ({when})",
+                r.what,
+                r.serial,
+                r.revoked_at.to_rfc3339()
+            );
+        }
+        if answer.valid {
+            println!("online        {url} checked it: valid");
+        }
+    }
+    if answer.valid {
+        return Ok(());
+    }
+    Err(invalid(match answer.problem {
+        Some(p) => format!("the node at {url} says: {p}"),
+        None => format!("the node at {url} says a certificate or warrant was revoked before it"),
+    }))
 }
 
 /// Checks the package and prints what verified.
