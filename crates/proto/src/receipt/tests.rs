@@ -100,6 +100,26 @@ fn secure_write() -> (SecureWrite, [u8; 32]) {
     )
 }
 
+/// The holder `alice` (customer) asks to certify party B's keys (seeds 3 and 5).
+fn token_request_vector() -> serde_json::Value {
+    let key = SigningKey::from_seed(&[3; 32]);
+    let bls = BlsSecretKey::from_seed(&[5; 32]);
+    let (public, bls_public) = (key.verifying_key(), bls.public_key());
+    let req = request::CertificationRequest {
+        holder: "alice",
+        role: "customer",
+        public_key: &public,
+        bls_key: Some(&bls_public),
+    };
+    let (ed, b) = req.prove(&key, Some(&bls));
+    assert_eq!(req.check(&ed, b.as_ref()), Ok(()));
+    serde_json::json!({
+        "statement": String::from_utf8(req.message()).unwrap(),
+        "ed25519": ed.to_hex(),
+        "bls": b.map(|s| s.to_hex()),
+    })
+}
+
 #[test]
 fn formats_match_the_pinned_vectors() {
     let ed = ed_receipt();
@@ -126,6 +146,7 @@ fn formats_match_the_pinned_vectors() {
         "write_content": hex::encode(content.to_bytes()),
         "app_key": hex::encode(app_key),
         "secure_write": hex::encode(write.to_bytes()),
+        "token_request": token_request_vector(),
     });
     crate::pinned::check(VECTORS, &computed);
     assert_eq!(
