@@ -24,6 +24,7 @@ macro_rules! println {
 }
 
 mod accounts;
+mod arbiter_link;
 mod bench;
 mod bench_kit;
 mod bench_receipts;

@@ -118,6 +118,27 @@ pub struct ServeArgs {
     /// Trustee payments: the operator's fee, basis points (150 = 1.5 %).
     #[arg(long, default_value_t = OobSettings::default().trustee_fee_bps)]
     trustee_fee_bps: i64,
+    /// `arbiter`: run as an arbiter node for receipt nodes under --trust-ca — its own data
+    /// directory, database and arbiter key; it serves only /healthz, /metrics and
+    /// /v1/arbiter/{key,decide}.
+    #[arg(long, value_parser = ["node", "arbiter"], default_value = "node")]
+    role: String,
+    /// With --role arbiter: the CA certificate (PEM) of the receipt node(s) it judges.
+    #[arg(long, value_name = "PEM", required_if_eq("role", "arbiter"))]
+    trust_ca: Option<PathBuf>,
+    /// Receipts: decide fair exchanges at this arbiter node (its URL) instead of this node's
+    /// own arbiter, so fairness does not rest on the node that signs for party A. Its key is
+    /// fetched at start and published in GET /v1/receipts/node.
+    #[arg(long, value_name = "URL", conflicts_with = "trust_ca")]
+    arbiter: Option<String>,
+    /// The API key this node presents to the arbiter node (issued by its operator).
+    #[arg(
+        long,
+        env = "TALLY_ARBITER_API_KEY",
+        hide_env_values = true,
+        requires = "arbiter"
+    )]
+    arbiter_api_key: Option<String>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -147,6 +168,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             node_quota: args.node_quota.max(1),
             trustee_fee_bps: args.trustee_fee_bps.clamp(0, 10_000),
             ..OobSettings::default()
+        },
+        arbiter: match &args.arbiter {
+            Some(url) => {
+                Some(crate::arbiter_link::connect(url, args.arbiter_api_key.clone()).await?)
+            }
+            None => None,
+        },
+        arbiter_role: match &args.trust_ca {
+            Some(path) if args.role == "arbiter" => {
+                let pem = std::fs::read_to_string(path)
+                    .with_context(|| format!("--trust-ca {}", path.display()))?;
+                let trusts = tally_kernel::crypto::Certificate::from_pem(&pem)
+                    .map_err(|e| anyhow::anyhow!("--trust-ca {}: {e}", path.display()))?;
+                Some(tally_service::receipt::remote::ArbiterRole { trusts })
+            }
+            _ => None,
         },
         ..NodeConfig::new(&args.data)
     };
@@ -180,6 +217,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         rate_limit_per_second: args.rate_limit,
         rate_limit_burst: args.rate_limit.saturating_mul(2),
         trusted_proxies: args.trusted_proxy.clone(),
+        arbiter_only: args.role == "arbiter",
         ..tally_http::HttpOptions::default()
     };
     let app = tally_http::router(node.clone(), options)

@@ -23,19 +23,30 @@ use tally_service::receipt::{ReceiptNodeView, ReceiptView};
 /// A node with alice (customer) and bob (manager, merchant key), both holding token files,
 /// and bob's warrant for the node to sign with alice.
 struct Setup {
-    _dir: tempfile::TempDir,
     work: PathBuf,
     server: Server,
     alice: String,
     bob: String,
+    /// The arbiter node, when the receipt node asks one (kept running; dropped last).
+    arbiter: Option<Server>,
+    _dir: tempfile::TempDir,
 }
 
 impl Setup {
     fn new() -> Setup {
+        Setup::starting(|_, _| (Vec::new(), None))
+    }
+
+    /// `prepare` sees the temporary and the data directory before the node starts, and
+    /// returns the node's extra arguments and an arbiter node to keep running.
+    fn starting(prepare: impl FnOnce(&Path, &Path) -> (Vec<String>, Option<Server>)) -> Setup {
         let dir = tempfile::tempdir().expect("tempdir");
         let work = dir.path().join("work");
         std::fs::create_dir(&work).unwrap();
-        let server = Server::start(&dir.path().join("data"), &[]);
+        let data = dir.path().join("data");
+        let (extra, arbiter) = prepare(dir.path(), &data);
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let server = Server::start(&data, &extra);
         let admin = server.admin_key.clone();
         let key = |role: &str, owner: &str| {
             let out = ok(cli(
@@ -47,11 +58,12 @@ impl Setup {
         };
         let (alice, bob) = (key("customer", "alice"), key("merchant", "bob"));
         let s = Setup {
-            _dir: dir,
             work,
             server,
             alice,
             bob,
+            arbiter,
+            _dir: dir,
         };
         for (holder, role) in [("alice", "customer"), ("bob", "manager")] {
             let file = s.path(&format!("{holder}.token"));
@@ -683,4 +695,112 @@ fn a_revoked_party_signs_nothing_more_and_online_verification_reports_it() {
         "{out}"
     );
     assert!(out.contains("receipt verified"), "{out}");
+}
+
+/// The arbiter as its own node (`tally serve --role arbiter`): the receipt node holds no
+/// arbiter secret — it publishes the arbiter node's key, escrows A's signature to it — and
+/// every abort and resolve is decided there; the arbiter node stores the decision in its
+/// own database and answers a repeat from it, also after a restart of the receipt node.
+#[test]
+fn the_arbiter_runs_as_its_own_node_and_decides_the_exchange() {
+    let s = Setup::starting(|tmp, data| {
+        // The receipt node's CA, made by a first start; the arbiter trusts it.
+        drop(Server::start(data, &[]));
+        let ca = data.join("ca.pem");
+        let arbiter = Server::start(
+            &tmp.join("arbiter-data"),
+            &["--role", "arbiter", "--trust-ca", ca.to_str().unwrap()],
+        );
+        let url = arbiter.url.clone();
+        let key = arbiter.admin_key.clone();
+        (
+            vec!["--arbiter".into(), url, "--arbiter-api-key".into(), key],
+            Some(arbiter),
+        )
+    });
+    let arbiter = s.arbiter.as_ref().expect("arbiter node");
+    let fetch = |url: String| -> (u16, Value) {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let resp = reqwest::get(&url).await.expect("GET");
+            let status = resp.status().as_u16();
+            (status, resp.json().await.unwrap_or(Value::Null))
+        })
+    };
+    let get = |url: &str| fetch(url.to_string()).1;
+    // The receipt node publishes the arbiter node's key, not one of its own.
+    let published = s.api(&s.alice, "GET", "/v1/receipts/node", None);
+    let arbiter_key = get(&format!("{}/v1/arbiter/key", arbiter.url));
+    assert_eq!(published["arbiter_key"], arbiter_key["arbiter_key"]);
+    let own = get(&format!("{}/v1/arbiter/key", s.server.url));
+    assert_ne!(own["arbiter_key"], arbiter_key["arbiter_key"]);
+    // The arbiter node serves nothing else.
+    assert_eq!(fetch(format!("{}/v1/receipts/node", arbiter.url)).0, 404);
+
+    // A complete fair exchange needs no arbiter; the receipt verifies.
+    let tx = s.offer("Fair order 1\nTotal 5.00 EUR", &["--fair"]);
+    let out = s.sign(tx, &["--out", "fair.tally"]);
+    assert!(out.contains("receipt verified"), "{out}");
+
+    // B escrowed to the arbiter node's key and stopped; B resolves: the arbiter node opens
+    // A's escrow and hands A's signature over.
+    let tx = s.offer("Fair order 2", &["--fair"]);
+    let (file, _) = read_token(&s.work.join("alice.token"));
+    let bls_key =
+        BlsSecretKey::from_bytes(&hex::decode(file["bls_key"].as_str().unwrap()).unwrap()).unwrap();
+    let view: ReceiptView =
+        serde_json::from_value(s.api(&s.alice, "GET", &format!("/v1/receipts/{tx}"), None))
+            .unwrap();
+    let fields = fields_of(&view);
+    let key = ArbiterPublicKey::from_hex(arbiter_key["arbiter_key"].as_str().unwrap()).unwrap();
+    let ves = bls::encrypt_signature(&bls_key, &key, PARTY_DOMAIN, &fields.party_part());
+    s.api(
+        &s.alice,
+        "POST",
+        &format!("/v1/receipts/{tx}/escrow"),
+        Some(json!({"ves": ves.to_hex()})),
+    );
+    let out = ok(s.run(
+        &s.alice,
+        &[
+            "arbiter",
+            "resolve",
+            &tx.to_string(),
+            "--token",
+            "alice.token",
+        ],
+    ));
+    assert_eq!(field(&out, "decision"), "resolved", "{out}");
+    assert!(out.contains("party A's signature verified"), "{out}");
+
+    // Aborted at the arbiter node: B's later resolve is refused, by the arbiter node's
+    // stored decision.
+    let tx = s.offer("Fair order 3", &["--fair"]);
+    let out = ok(s.run(&s.bob, &["arbiter", "abort", &tx.to_string()]));
+    assert_eq!(field(&out, "decision"), "aborted", "{out}");
+    let r = s.run(
+        &s.alice,
+        &[
+            "receipt",
+            "sign",
+            &tx.to_string(),
+            "--token",
+            "alice.token",
+            "--yes",
+        ],
+    );
+    assert!(!r.0 && r.2.contains("aborted"), "{r:?}");
+    // The decisions are the arbiter node's: its own journal holds them.
+    let audit = ok(cli(
+        arbiter,
+        &arbiter.admin_key,
+        &["ledger", "audit", "--data", arbiter.data.to_str().unwrap()],
+    ));
+    // Its journal: the admin key and the two decisions (resolved, aborted), nothing else.
+    assert!(audit.contains("audit passed"), "{audit}");
+    assert_eq!(field(&audit, "journal entries"), "3", "{audit}");
 }

@@ -4,9 +4,9 @@ use crate::{Answer, CALL_TIMEOUT, Call, Client, Error, seg};
 use reqwest::Method;
 use std::time::Duration;
 use tally_wire::receipts::{
-    AckBody, ArbiterView, EscrowBody, IssuedToken, NewReceipt, NewToken, OfferWarrant,
-    OnlineVerification, PartyRevocation, ReceiptNodeView, ReceiptView, ResolveBody, SignReceipt,
-    TokenView, WarrantBody, WarrantView,
+    AckBody, ArbiterCase, ArbiterIdentity, ArbiterRuling, ArbiterView, EscrowBody, IssuedToken,
+    NewReceipt, NewToken, OfferWarrant, OnlineVerification, PartyRevocation, ReceiptNodeView,
+    ReceiptView, ResolveBody, SignReceipt, TokenView, WarrantBody, WarrantView,
 };
 
 impl Client {
@@ -70,6 +70,20 @@ impl Client {
     ) -> Result<OnlineVerification, Error> {
         let call = Call::new(Method::POST, "/v1/receipts/verify".to_string())
             .raw("application/octet-stream", package.into())
+            .once_only();
+        Ok(self.call(call).await?.value)
+    }
+
+    /// `GET /v1/arbiter/key`: an arbiter node's key.
+    pub async fn arbiter_key(&self) -> Result<ArbiterIdentity, Error> {
+        self.get("/v1/arbiter/key".to_string()).await
+    }
+
+    /// `POST /v1/arbiter/decide` on an arbiter node. The arbiter applies a ruling once and
+    /// answers every repeat from it, so a retry is safe.
+    pub async fn arbiter_decide(&self, case: &ArbiterCase) -> Result<ArbiterRuling, Error> {
+        let call = Call::new(Method::POST, "/v1/arbiter/decide".to_string())
+            .json(case)?
             .once_only();
         Ok(self.call(call).await?.value)
     }

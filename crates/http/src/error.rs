@@ -246,6 +246,7 @@ impl From<ServiceError> for ApiError {
             },
             ServiceError::Store(s) => ApiError::from(s),
             ServiceError::Setup(s) => ApiError::internal(&s),
+            ServiceError::ArbiterUnreachable(why) => ApiError::unavailable(&why),
         }
     }
 }

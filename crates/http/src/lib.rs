@@ -63,6 +63,9 @@ pub struct HttpOptions {
     /// Reverse proxies whose `X-Forwarded-For` names the client (default none: the TCP peer is
     /// the client).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// An arbiter node (`tally serve --role arbiter`): only health, metrics and the arbiter's
+    /// two routes are served.
+    pub arbiter_only: bool,
 }
 
 impl Default for HttpOptions {
@@ -73,6 +76,7 @@ impl Default for HttpOptions {
             rate_limit_burst: 2000,
             request_timeout: Duration::from_secs(30),
             trusted_proxies: Vec::new(),
+            arbiter_only: false,
         }
     }
 }
@@ -89,7 +93,12 @@ pub struct AppState {
 /// rate limit can key anonymous requests by peer address.
 pub fn router(node: Node, options: HttpOptions) -> Router {
     telemetry::prometheus();
-    let limited = bounded(routes(), &options);
+    let routes = if options.arbiter_only {
+        arbiter_routes()
+    } else {
+        routes().merge(arbiter_routes())
+    };
+    let limited = bounded(routes, &options);
     // Uploads and downloads stream gigabytes: no body limit (the service enforces its own
     // upload limit) and no request timeout.
     let streaming = streaming_routes().layer(DefaultBodyLimit::disable());
@@ -154,11 +163,19 @@ fn layered(app: Router, options: &HttpOptions) -> Router {
 
 /// The route table. Every API route here is in [`openapi`] (a test checks both directions);
 /// the web page's HTML routes ([`web::routes`]) are not part of the API document.
-fn routes() -> Router<AppState> {
+/// What an arbiter node serves (a receipt node serves them too: its own arbiter key, and a
+/// refusal to decide unless it is an arbiter).
+fn arbiter_routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(ops::healthz))
-        .route("/v1/node", get(ops::node))
         .route("/metrics", get(ops::metrics))
+        .route("/v1/arbiter/key", get(receipts::arbiter_key))
+        .route("/v1/arbiter/decide", post(receipts::arbiter_decide))
+}
+
+fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/node", get(ops::node))
         .route("/openapi.json", get(ops::openapi_json))
         .route(
             "/v1/accounts",

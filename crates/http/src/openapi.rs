@@ -112,6 +112,8 @@ impl Modify for ApiKeyAuth {
         receipts::resolve,
         receipts::revoke_party,
         receipts::verify,
+        receipts::arbiter_key,
+        receipts::arbiter_decide,
     ),
     components(schemas(ErrorBody, ErrorDetail, ErrorCode, dto::Money, dto::AccountKindDto, dto::RoleDto)),
     modifiers(&ApiKeyAuth),

@@ -18,7 +18,8 @@ use crate::extract::{ApiJson, ApiPath, Caller, IdempotencyKey};
 use crate::handlers::written;
 use axum::body::Bytes;
 use tally_wire::receipts::{
-    AckBody, EscrowBody, OnlineVerification, PartyRevocation, ResolveBody, WarrantBody,
+    AckBody, ArbiterCase, ArbiterIdentity, ArbiterRuling, EscrowBody, OnlineVerification,
+    PartyRevocation, ResolveBody, WarrantBody,
 };
 
 /// The receipt service's keys and certificates.
@@ -342,4 +343,30 @@ pub async fn revoke_party(
 )]
 pub async fn verify(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     Ok(Json(state.node.receipts().verify_online(&body).await?).into_response())
+}
+
+/// This node's arbiter key (an arbiter node's identity; a receipt node with an arbiter node
+/// publishes that node's key in `GET /v1/receipts/node` instead).
+#[utoipa::path(
+    get, path = "/v1/arbiter/key", tag = "receipts",
+    responses((status = 200, description = "`{arbiter_key}`", body = ArbiterIdentity))
+)]
+pub async fn arbiter_key(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(state.node.receipts().arbiter_identity()).into_response())
+}
+
+/// Arbiter node: rule on one fair exchange of a receipt node it trusts (any API key of this
+/// node; the receipt node's operator holds one).
+#[utoipa::path(
+    post, path = "/v1/arbiter/decide", tag = "receipts",
+    request_body(content = ArbiterCase, description = "Fields 1–7, A's certificate and warrant, B's certificate (DER hex) and what is asked"),
+    responses((status = 200, description = "The standing decision, the signature handed out or why the request was refused", body = ArbiterRuling), (status = 404, description = "disabled: not an arbiter node", body = ErrorBody), (status = 422, description = "bad_certificate, bad_warrant, bad_signature, bad_escrow, invalid_request", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn arbiter_decide(
+    State(state): State<AppState>,
+    Caller(_by): Caller,
+    ApiJson(body): ApiJson<ArbiterCase>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.receipts().arbitrate(&body).await?).into_response())
 }

@@ -149,7 +149,14 @@ impl Fields {
         out
     }
 
-    fn from_party_part(bytes: &[u8]) -> Result<Fields> {
+    /// Fields 1–7 from the parties' signed part (what an arbiter node is shown).
+    pub fn from_party_part(bytes: &[u8]) -> Result<Fields> {
+        if bytes.len() != PARTY_PART_LEN {
+            return Err(malformed(format!(
+                "fields 1-7 are {PARTY_PART_LEN} bytes, these are {}",
+                bytes.len()
+            )));
+        }
         let b = |r: std::ops::Range<usize>| -> [u8; 32] {
             let mut out = [0u8; 32];
             out.copy_from_slice(&bytes[r]);

@@ -174,6 +174,10 @@ pub enum ServiceError {
         /// What can still be paid through the trustee.
         available_minor: i64,
     },
+    /// The arbiter node did not answer (unreachable, or it refused the link): nothing was
+    /// decided; retry later.
+    #[error("the arbiter node did not answer: {0}")]
+    ArbiterUnreachable(String),
     /// Revoking this key would leave the node without a live admin key; make another first
     /// (`tally api-key create --role admin`, offline with `--data` if need be).
     #[error("the last admin key cannot be revoked; create another admin key first")]

@@ -47,6 +47,10 @@ pub struct NodeConfig {
     pub exchange_timeout_s: i64,
     /// Where the node reads the time (tests move it by hand); the wall clock by default.
     pub clock: NodeClock,
+    /// Receipts: the arbiter node fair exchanges are decided by (`None`: this node's own).
+    pub arbiter: Option<std::sync::Arc<dyn crate::receipt::remote::ArbiterLink>>,
+    /// This node is an arbiter node for receipt nodes under this CA.
+    pub arbiter_role: Option<crate::receipt::remote::ArbiterRole>,
 }
 
 impl NodeConfig {
@@ -62,6 +66,8 @@ impl NodeConfig {
             delivery: crate::delivery::DeliverySettings::default(),
             exchange_timeout_s: 86_400,
             clock: NodeClock::default(),
+            arbiter: None,
+            arbiter_role: None,
         }
     }
 
@@ -164,7 +170,14 @@ impl Node {
             core.check_identity().await?;
             let oob = Oob::load(core.clone(), config.oob.clone(), made).await?;
             let delivery = Delivery::load(core.clone(), config.delivery.clone(), made).await?;
-            let receipts = Receipts::load(core.clone(), made, config.exchange_timeout_s).await?;
+            let receipts = Receipts::load(
+                core.clone(),
+                made,
+                config.exchange_timeout_s,
+                config.arbiter.clone(),
+                config.arbiter_role.clone(),
+            )
+            .await?;
             Ok::<_, ServiceError>((oob, delivery, receipts))
         }
         .await;

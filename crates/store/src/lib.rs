@@ -98,6 +98,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         9,
         include_str!("../migrations/sqlite/0009_party_revocations.sql"),
     ),
+    (
+        10,
+        include_str!("../migrations/sqlite/0010_arbitrations.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
@@ -114,6 +118,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         9,
         include_str!("../migrations/postgres/0009_party_revocations.sql"),
+    ),
+    (
+        10,
+        include_str!("../migrations/postgres/0010_arbitrations.sql"),
     ),
 ];
 

@@ -506,6 +506,40 @@ pub fn insert_decision(d: &DecisionRow) -> Attachment {
     )
 }
 
+/// An arbiter node's decision on a receipt node's transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArbitrationRow {
+    /// The receipt server (hex of its id, field 2).
+    pub node: String,
+    /// The transaction.
+    pub transaction_id: i64,
+    /// Which decision.
+    pub decision: DecisionKind,
+    /// A's signature, when resolved.
+    pub signature_a: Option<Vec<u8>>,
+    /// B's signature, when resolved.
+    pub signature_b: Option<Vec<u8>>,
+    /// When decided.
+    pub decided_at: Timestamp,
+}
+
+/// Records an arbiter node's first decision on a transaction (the primary key refuses a
+/// second: the batch fails and the caller reads the one stored).
+pub fn insert_arbitration(d: &ArbitrationRow) -> Attachment {
+    row(
+        "INSERT INTO arbitrations (node, transaction_id, decision, signature_a, signature_b, \
+         decided_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        vec![
+            Value::Text(d.node.clone()),
+            Value::Int(d.transaction_id),
+            Value::Text(d.decision.as_str().into()),
+            opt_blob(&d.signature_a),
+            opt_blob(&d.signature_b),
+            Value::Int(d.decided_at.as_micros()),
+        ],
+    )
+}
+
 fn decision(r: &AnyRow) -> Result<DecisionRow, StoreError> {
     Ok(DecisionRow {
         transaction_id: r.try_get("transaction_id")?,
@@ -543,6 +577,34 @@ fn journal_row(r: &AnyRow) -> Result<JournalEntryRow, StoreError> {
 }
 
 impl Store {
+    /// An arbiter node's decision on a receipt node's transaction, if taken.
+    pub async fn arbitration(
+        &self,
+        node: &str,
+        transaction_id: i64,
+    ) -> Result<Option<ArbitrationRow>, StoreError> {
+        let rows = self
+            .fetch_all(
+                "SELECT node, transaction_id, decision, signature_a, signature_b, decided_at \
+                 FROM arbitrations WHERE node = $1 AND transaction_id = $2"
+                    .into(),
+                vec![Value::Text(node.into()), Value::Int(transaction_id)],
+            )
+            .await?;
+        rows.first()
+            .map(|r| {
+                Ok(ArbitrationRow {
+                    node: r.try_get("node")?,
+                    transaction_id: r.try_get("transaction_id")?,
+                    decision: crate::rows::state(r, "decision", DecisionKind::parse)?,
+                    signature_a: r.try_get("signature_a")?,
+                    signature_b: r.try_get("signature_b")?,
+                    decided_at: Timestamp(r.try_get("decided_at")?),
+                })
+            })
+            .transpose()
+    }
+
     /// When a party certificate was revoked, if it was.
     pub async fn party_revoked_at(&self, serial: &str) -> Result<Option<Timestamp>, StoreError> {
         let rows = self

@@ -343,3 +343,66 @@ pub struct OnlineVerification {
     /// but the party's key no longer signs).
     pub revoked: Vec<RevokedInPackage>,
 }
+
+/// `GET /v1/arbiter/key` on an arbiter node: the key escrows are encrypted to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ArbiterIdentity {
+    /// The arbiter's BLS public key (`x·g1, x·g2`), hex.
+    pub arbiter_key: String,
+}
+
+/// `POST /v1/arbiter/decide` on an arbiter node: one fair exchange of a receipt node, shown
+/// with everything the arbiter checks itself (against the receipt node's CA it trusts).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArbiterCase {
+    /// Fields 1–7 of the receipt (what both parties sign), hex.
+    pub fields: String,
+    /// Party A's certificate, DER hex.
+    pub certificate_a: String,
+    /// The warrant A's signature is made under (naming the receipt node's proxy BLS key),
+    /// DER hex.
+    pub warrant_a: String,
+    /// Party B's certificate (with its BLS key), DER hex.
+    pub certificate_b: String,
+    /// What is asked.
+    pub ask: ArbiterAsk,
+}
+
+/// What a receipt node asks its arbiter.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ArbiterAsk {
+    /// The originator aborts (also the exchange timeout).
+    Abort,
+    /// B resolves: its signature, and A's escrow (a verifiable encryption to the arbiter).
+    ResolveByClient {
+        /// B's signature, hex.
+        signature_b: String,
+        /// A's escrowed signature, hex.
+        escrow_a: String,
+    },
+    /// The originator resolves: A's signature, and B's verifiable escrow.
+    ResolveByNode {
+        /// A's signature, hex.
+        signature_a: String,
+        /// B's verifiably encrypted signature, hex.
+        ves_b: String,
+    },
+}
+
+/// The arbiter's ruling on one exchange: its standing decision and, when it hands one out,
+/// the other party's signature; or why it refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ArbiterRuling {
+    /// The standing decision after this request.
+    #[schema(value_type = String)]
+    pub decision: Standing,
+    /// The signature handed out (A's to B, B's to the originator), hex.
+    #[serde(default)]
+    pub signature: Option<String>,
+    /// Why the request was refused (`aborted`, `failed`, `bad_escrow`).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub refused: Option<tally_proto::receipt::exchange::Refusal>,
+}

@@ -134,7 +134,10 @@ pub enum Answer {
 }
 
 /// Why the arbiter refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Refusal {
     /// The originator aborted this exchange.
     #[error("the exchange was aborted by its originator; it cannot be resolved")]

@@ -32,6 +32,7 @@ pub mod arbiter;
 pub mod package;
 pub mod parties;
 pub mod protocol;
+pub mod remote;
 pub mod revocation;
 
 use crate::access::corrupt;
@@ -39,7 +40,7 @@ use crate::core::Core;
 use crate::identity::{Made, node_secret, setup};
 use crate::{Result, ServiceError};
 use tally_kernel::Secret;
-use tally_kernel::crypto::bls::{ArbiterKey, BlsSecretKey};
+use tally_kernel::crypto::bls::{ArbiterKey, ArbiterPublicKey, BlsSecretKey};
 use tally_kernel::crypto::kdf::{hkdf_sha256, sha256};
 use tally_kernel::crypto::warrant::{Counterparties, WarrantTerms};
 use tally_kernel::crypto::{Certificate, SigningKey, VerifyingKey};
@@ -122,6 +123,10 @@ pub struct Receipts {
     /// Seconds a fair exchange may stay offered without B's answer before the arbiter aborts
     /// it.
     exchange_timeout_s: i64,
+    /// The arbiter node this receipt node asks (then it holds no arbiter secret it uses).
+    arbiter_link: Option<std::sync::Arc<dyn remote::ArbiterLink>>,
+    /// Set when this node is an arbiter node: the receipt node CA it trusts.
+    arbiter_role: Option<remote::ArbiterRole>,
 }
 
 fn derive32(key: &[u8], what: &str) -> Result<Secret<[u8; 32]>> {
@@ -138,6 +143,8 @@ impl Receipts {
         core: Core,
         made: &mut Made,
         exchange_timeout_s: i64,
+        arbiter_link: Option<std::sync::Arc<dyn remote::ArbiterLink>>,
+        arbiter_role: Option<remote::ArbiterRole>,
     ) -> Result<Receipts> {
         let key = node_secret(
             core.files(),
@@ -178,6 +185,8 @@ impl Receipts {
             master: derive32(k, "token-master")?,
             checked: std::sync::Mutex::new(std::collections::HashMap::new()),
             exchange_timeout_s: exchange_timeout_s.max(1),
+            arbiter_link,
+            arbiter_role,
             core,
             server,
             server_cert,
@@ -193,6 +202,21 @@ impl Receipts {
             server_certificate: self.server_cert.to_pem(),
             ca_certificate: self.core.ca().certificate().to_pem(),
             proxy_bls_key: self.proxy_bls.public_key().to_hex(),
+            arbiter_key: self.arbiter_public().to_hex(),
+        }
+    }
+
+    /// The key escrows are encrypted to: the arbiter node's, or this node's own arbiter's.
+    pub(crate) fn arbiter_public(&self) -> ArbiterPublicKey {
+        match &self.arbiter_link {
+            Some(link) => link.key(),
+            None => self.arbiter.public_key(),
+        }
+    }
+
+    /// This node's own arbiter key (what an arbiter node publishes).
+    pub fn arbiter_identity(&self) -> ArbiterIdentity {
+        ArbiterIdentity {
             arbiter_key: self.arbiter.public_key().to_hex(),
         }
     }
@@ -241,18 +265,28 @@ fn counterparties_text(c: &Counterparties) -> String {
 
 /// The arbiter's stored decision.
 pub(crate) fn decision_of(d: &DecisionRow, version: u8) -> Result<Decision> {
+    decision_from(d.decision, &d.signature_a, &d.signature_b, version)
+}
+
+/// A stored decision from its kind and signatures.
+pub(crate) fn decision_from(
+    kind: DecisionKind,
+    signature_a: &Option<Vec<u8>>,
+    signature_b: &Option<Vec<u8>>,
+    version: u8,
+) -> Result<Decision> {
     let sig = |s: &Option<Vec<u8>>| -> Result<PartySignature> {
         let bytes = s
             .as_deref()
             .ok_or_else(|| setup("resolved decision without signatures"))?;
         PartySignature::from_slice(version, bytes).map_err(rerr)
     };
-    Ok(match d.decision {
+    Ok(match kind {
         DecisionKind::Aborted => Decision::Aborted,
         DecisionKind::Failed => Decision::Failed,
         DecisionKind::Resolved => Decision::Resolved {
-            signature_a: sig(&d.signature_a)?,
-            signature_b: sig(&d.signature_b)?,
+            signature_a: sig(signature_a)?,
+            signature_b: sig(signature_b)?,
         },
     })
 }

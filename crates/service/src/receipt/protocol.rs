@@ -12,7 +12,7 @@ use crate::access::{check_name, invalid, namespaced, parse_hex};
 use crate::identity::setup;
 use crate::{Principal, Result, ServiceError};
 use tally_kernel::Timestamp;
-use tally_kernel::crypto::bls::{EncryptedSignature, verify_encrypted};
+use tally_kernel::crypto::bls::{EncryptedSignature, encrypt_signature, verify_encrypted};
 use tally_kernel::crypto::{Certificate, seal};
 use tally_proto::effects::Effects;
 use tally_proto::receipt::exchange::Request;
@@ -144,9 +144,21 @@ impl Receipts {
             let sig_a = self
                 .proxy_bls
                 .sign(proto::PARTY_DOMAIN, &fields.party_part());
-            let aad = [ESCROW_AAD, &fields.party_part()].concat();
-            row.escrow_a =
-                Some(seal::seal(self.escrow_key.expose(), &aad, &sig_a.to_bytes()).map_err(setup)?);
+            row.escrow_a = Some(match &self.arbiter_link {
+                // For an arbiter node: a verifiable encryption only that node opens.
+                Some(link) => encrypt_signature(
+                    &self.proxy_bls,
+                    &link.key(),
+                    proto::PARTY_DOMAIN,
+                    &fields.party_part(),
+                )
+                .to_bytes()
+                .to_vec(),
+                None => {
+                    let aad = [ESCROW_AAD, &fields.party_part()].concat();
+                    seal::seal(self.escrow_key.expose(), &aad, &sig_a.to_bytes()).map_err(setup)?
+                }
+            });
             row.signature_a = Some(sig_a.to_bytes().to_vec());
         }
         let mut attachments = vec![insert_receipt(&row), warrant_unrevoked(&warrant_a.serial)];
@@ -353,7 +365,7 @@ impl Receipts {
                 let key = super::package::b_bls_key(&cert_b).map_err(|e| e.to_string())?;
                 verify_encrypted(
                     &key,
-                    &self.arbiter.public_key(),
+                    &self.arbiter_public(),
                     proto::PARTY_DOMAIN,
                     &fields.party_part(),
                     &ves,
