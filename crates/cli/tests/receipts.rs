@@ -803,4 +803,14 @@ fn the_arbiter_runs_as_its_own_node_and_decides_the_exchange() {
     // Its journal: the admin key and the two decisions (resolved, aborted), nothing else.
     assert!(audit.contains("audit passed"), "{audit}");
     assert_eq!(field(&audit, "journal entries"), "3", "{audit}");
+
+    // With the arbiter node down nothing is decided: the abort is refused as unavailable and
+    // the exchange stays open (the receipt node cannot decide it alone).
+    let tx = s.offer("Fair order 4", &["--fair"]);
+    let mut s = s;
+    s.arbiter.as_mut().expect("arbiter node").kill_hard();
+    let r = s.run(&s.bob, &["arbiter", "abort", &tx.to_string()]);
+    assert!(!r.0 && r.2.contains("unavailable"), "{r:?}");
+    let shown = ok(s.run(&s.bob, &["receipt", "show", &tx.to_string()]));
+    assert_eq!(field(&shown, "state"), "offered", "{shown}");
 }

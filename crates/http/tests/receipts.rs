@@ -1439,3 +1439,191 @@ async fn a_revoked_party_certificate_signs_nothing_new_and_online_verification_r
     };
     revocation_walk(World::new(Some(url)).await).await;
 }
+
+/// An arbiter node (issue [6] item 14) checks what a receipt node shows it against the CA it
+/// trusts, opens the escrows with its own key, and keeps the first decision per exchange.
+/// The test plays the receipt node: bob's warrant names a proxy BLS key the test holds.
+#[tokio::test]
+async fn an_arbiter_node_checks_the_case_and_keeps_its_first_decision() {
+    let w = World::new(None).await;
+    let trusts = w.ca.clone();
+    let arbiter = Api::with(
+        move |c| NodeConfig {
+            arbiter_role: Some(tally_service::receipt::remote::ArbiterRole { trusts }),
+            ..c
+        },
+        HttpOptions {
+            arbiter_only: true,
+            ..HttpOptions::default()
+        },
+    )
+    .await;
+    arbiter
+        .get("/v1/receipts/node")
+        .key(&arbiter.admin)
+        .send()
+        .await
+        .expect(StatusCode::NOT_FOUND);
+    let key = ArbiterPublicKey::from_hex(
+        arbiter
+            .get("/v1/arbiter/key")
+            .send()
+            .await
+            .expect(StatusCode::OK)
+            .str("/arbiter_key"),
+    )
+    .expect("arbiter key");
+
+    // The receipt node the test plays: its proxy key, named by bob's warrant.
+    let proxy = BlsSecretKey::from_seed(&[42; 32]);
+    let now = w.now();
+    let warrant = issue_warrant(
+        &w.bob.cert,
+        &w.bob.key,
+        &w.server_key,
+        "tally receipt service",
+        &WarrantTerms {
+            counterparties: Counterparties::Any,
+            bls_key: Some(proxy.public_key().to_bytes()),
+        },
+        now,
+        now.plus_seconds(86_400),
+    )
+    .expect("warrant");
+    let fields = |tx: u64| Fields {
+        version: receipt::VERSION_BLS,
+        server_id: [7; 32],
+        transaction: tx,
+        time: now.as_micros() / 1_000_000,
+        content_hash: receipt::content_hash("Contract 9\n"),
+        party_a: tally_kernel::crypto::kdf::sha256(&w.bob.key.verifying_key().to_bytes()),
+        party_b: tally_kernel::crypto::kdf::sha256(&w.alice.key.verifying_key().to_bytes()),
+    };
+    let case = |f: &Fields, cert_b: &Certificate, ask: Value| {
+        json!({"fields": hex::encode(f.party_part()), "certificate_a": hex::encode(w.bob.cert.as_der()),
+               "warrant_a": hex::encode(warrant.as_der()), "certificate_b": hex::encode(cert_b.as_der()),
+               "ask": ask})
+    };
+    let decide = |body: Value| {
+        arbiter
+            .post("/v1/arbiter/decide")
+            .key(&arbiter.admin)
+            .json(body)
+            .send()
+    };
+    let msg = |f: &Fields| f.party_part();
+    let escrow_a =
+        |f: &Fields| bls::encrypt_signature(&proxy, &key, receipt::PARTY_DOMAIN, &msg(f)).to_hex();
+    let sig_b = |f: &Fields| w.alice.bls.sign(receipt::PARTY_DOMAIN, &msg(f)).to_hex();
+
+    // B resolves with its signature: the arbiter opens A's escrow and hands A's signature over;
+    // asked again, and by an abort, it answers from that decision.
+    let f1 = fields(1);
+    let resolve =
+        json!({"kind": "resolve_by_client", "signature_b": sig_b(&f1), "escrow_a": escrow_a(&f1)});
+    let r = decide(case(&f1, &w.alice.cert, resolve.clone()))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(r.str("/decision"), "resolved", "{}", r.body);
+    let a_sig = BlsSignature::from_hex(r.str("/signature")).expect("A's signature");
+    proxy
+        .public_key()
+        .verify(receipt::PARTY_DOMAIN, &msg(&f1), &a_sig)
+        .expect("A's signature, opened by the arbiter");
+    let again = decide(case(&f1, &w.alice.cert, resolve))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(again.body, r.body);
+    let abort = decide(case(&f1, &w.alice.cert, json!({"kind": "abort"})))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        (abort.str("/decision"), abort.str("/signature")),
+        ("resolved", sig_b(&f1).as_str()),
+        "an abort after a resolve gets B's signature"
+    );
+
+    // Aborted first: no resolve succeeds afterwards.
+    let f2 = fields(2);
+    let r = decide(case(&f2, &w.alice.cert, json!({"kind": "abort"})))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(r.str("/decision"), "aborted");
+    let r = decide(case(
+        &f2,
+        &w.alice.cert,
+        json!({"kind": "resolve_by_client",
+            "signature_b": sig_b(&f2), "escrow_a": escrow_a(&f2)}),
+    ))
+    .await
+    .expect(StatusCode::OK);
+    assert_eq!(
+        (r.str("/decision"), r.str("/refused")),
+        ("aborted", "aborted")
+    );
+
+    // An escrow that does not open to A's signature fails the exchange, for good.
+    let f3 = fields(3);
+    let r = decide(case(
+        &f3,
+        &w.alice.cert,
+        json!({"kind": "resolve_by_client",
+            "signature_b": sig_b(&f3), "escrow_a": escrow_a(&f1)}),
+    ))
+    .await
+    .expect(StatusCode::OK);
+    assert_eq!(
+        (r.str("/decision"), r.str("/refused")),
+        ("failed", "bad_escrow")
+    );
+
+    // What the arbiter does not trust changes nothing: a B certificate from another CA, a
+    // forged signature of B, fields of another length.
+    let f4 = fields(4);
+    let other_ca =
+        tally_kernel::crypto::CertificateAuthority::generate("Other CA", now, 30).expect("ca");
+    let stranger = other_ca
+        .issue(
+            "alice",
+            &w.alice.key.verifying_key(),
+            "customer",
+            now,
+            now.plus_seconds(86_400),
+            &[],
+        )
+        .expect("cert");
+    decide(case(&f4, &stranger, json!({"kind": "abort"})))
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_certificate");
+    let forged = w.bob.bls.sign(receipt::PARTY_DOMAIN, &msg(&f4)).to_hex();
+    let r = decide(case(
+        &f4,
+        &w.alice.cert,
+        json!({"kind": "resolve_by_client",
+            "signature_b": forged, "escrow_a": escrow_a(&f4)}),
+    ))
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    let mut short = case(&f4, &w.alice.cert, json!({"kind": "abort"}));
+    short["fields"] = json!("00");
+    decide(short)
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_receipt");
+    // …so exchange 4 is still open: B's good resolve succeeds.
+    let r = decide(case(
+        &f4,
+        &w.alice.cert,
+        json!({"kind": "resolve_by_client",
+            "signature_b": sig_b(&f4), "escrow_a": escrow_a(&f4)}),
+    ))
+    .await
+    .expect(StatusCode::OK);
+    assert_eq!(r.str("/decision"), "resolved");
+    // Without a key of the arbiter node, nothing is asked.
+    arbiter
+        .post("/v1/arbiter/decide")
+        .json(case(&f4, &w.alice.cert, json!({"kind": "abort"})))
+        .send()
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+}
