@@ -814,3 +814,129 @@ fn the_arbiter_runs_as_its_own_node_and_decides_the_exchange() {
     let shown = ok(s.run(&s.bob, &["receipt", "show", &tx.to_string()]));
     assert_eq!(field(&shown, "state"), "offered", "{shown}");
 }
+
+/// Keys that never leave the holder: carol makes her keys and a signed request with no node
+/// and no key, the operator issues it (twice: the same token), carol accepts the answer
+/// into her token file, and signs a receipt with it. A request whose proof does not match is
+/// certified nothing.
+#[test]
+fn a_holder_brings_its_own_keys_and_the_operator_certifies_the_request() {
+    let s = Setup::new();
+    let admin = s.server.admin_key.clone();
+    let carol_key = field(
+        &ok(cli(
+            &s.server,
+            &admin,
+            &[
+                "api-key", "create", "--role", "customer", "--owner", "carol",
+            ],
+        )),
+        "key",
+    )
+    .to_string();
+    // The holder, offline.
+    let out = ok(outcome(
+        common::tally()
+            .current_dir(&s.work)
+            .args([
+                "token",
+                "request",
+                "--holder",
+                "carol",
+                "--keys",
+                "carol.keys",
+                "--out",
+                "carol.req",
+            ])
+            .output()
+            .expect("run tally"),
+    ));
+    assert!(
+        out.contains("carol.keys") && out.contains("carol.req"),
+        "{out}"
+    );
+    let request = std::fs::read_to_string(s.work.join("carol.req")).unwrap();
+    assert!(
+        !request.contains("PRIVATE") && request.contains("\"proof\""),
+        "{request}"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(s.work.join("carol.keys"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    // A tampered request (another holder under the same proof) is refused.
+    let mut forged: Value = serde_json::from_str(&request).unwrap();
+    forged["holder"] = json!("mallory");
+    std::fs::write(s.work.join("forged.req"), forged.to_string()).unwrap();
+    let r = s.run(
+        &admin,
+        &["token", "issue", "forged.req", "--out", "forged.issued"],
+    );
+    assert!(!r.0 && r.2.contains("proof"), "{r:?}");
+
+    // The operator; run twice, one token.
+    let out = ok(s.run(
+        &admin,
+        &["token", "issue", "carol.req", "--out", "carol.issued"],
+    ));
+    let serial = field(&out, "token")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    std::fs::remove_file(s.work.join("carol.issued")).unwrap();
+    let again = ok(s.run(
+        &admin,
+        &["token", "issue", "carol.req", "--out", "carol.issued"],
+    ));
+    assert!(again.contains(&serial), "{again}");
+
+    // The holder completes its token file and signs with it.
+    let out = ok(s.run(
+        &carol_key,
+        &[
+            "token",
+            "accept",
+            "--keys",
+            "carol.keys",
+            "--issued",
+            "carol.issued",
+            "--file",
+            "carol.token",
+        ],
+    ));
+    assert_eq!(field(&out, "token"), serial, "{out}");
+    ok(s.run(
+        &s.bob,
+        &[
+            "warrant",
+            "issue",
+            "--token",
+            &s.path("bob.token"),
+            "--counterparty",
+            "carol",
+        ],
+    ));
+    let out = ok(s.run(
+        &s.bob,
+        &[
+            "receipt",
+            "offer",
+            "--party-a",
+            "bob",
+            "--party-b",
+            "carol",
+            "--text",
+            "Order 9\n",
+        ],
+    ));
+    let tx = field(&out, "transaction").to_string();
+    let out = ok(s.run(
+        &carol_key,
+        &["receipt", "sign", &tx, "--token", "carol.token", "--yes"],
+    ));
+    assert!(out.contains("receipt verified"), "{out}");
+}

@@ -45,6 +45,7 @@ mod protocol;
 mod show;
 mod token;
 mod token_file;
+mod token_request;
 mod verify;
 mod warrant;
 
@@ -74,6 +75,17 @@ pub enum TokenCommand {
     /// still live in the file: PKCS#11 tokens do not do BLS. Such a token signs receipts
     /// (`tally receipt sign`); warrants need a software key.
     Init(TokenInitArgs),
+    /// As the holder, with no key and no node: make your keys and a certification request
+    /// signed with them (proof of possession). The keys stay in --keys (mode 0600); give the
+    /// request (--out, no secret) to the operator, then run `tally token accept`.
+    Request(TokenRequestArgs),
+    /// As the operator: have the node certify a holder's request (`tally token request`) and
+    /// write the answer (mode 0600: it carries the token's application key) for the holder.
+    /// The same request file issues one token, however often it is run.
+    Issue(TokenIssueArgs),
+    /// As the holder: check the operator's answer against your keys and the node's CA, and
+    /// write your token file.
+    Accept(TokenAcceptArgs),
     /// With --file: the receipts stored on your token, slot by slot, and the signatures
     /// still waiting for their receipt. Without: the tokens the node has issued (all for the
     /// operator, yours otherwise).
@@ -129,6 +141,55 @@ pub struct TokenInitArgs {
     pkcs11: Pkcs11InitArgs,
     #[command(flatten)]
     conn: Conn,
+}
+
+/// `tally token request`.
+#[derive(Args)]
+pub struct TokenRequestArgs {
+    /// Your name, as receipts name the party: the owner of your API key.
+    #[arg(long)]
+    holder: String,
+    /// Your role in the certificate.
+    #[arg(long, value_enum, default_value_t = PartyRole::Customer)]
+    role: PartyRole,
+    /// How many short receipts the token keeps (1..=1024).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    slots: u16,
+    /// Days the certificate is asked for (capped at the node CA's own validity).
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    days: u32,
+    /// Where to write your keys (mode 0600).
+    #[arg(long, value_name = "PATH")]
+    keys: PathBuf,
+    /// Where to write the request for the operator.
+    #[arg(long, value_name = "PATH")]
+    out: PathBuf,
+}
+
+/// `tally token issue`.
+#[derive(Args)]
+pub struct TokenIssueArgs {
+    /// The holder's request (`tally token request --out`).
+    request: PathBuf,
+    /// Where to write the answer for the holder (mode 0600).
+    #[arg(long, value_name = "PATH")]
+    out: PathBuf,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `tally token accept`.
+#[derive(Args)]
+pub struct TokenAcceptArgs {
+    /// Your keys (`tally token request --keys`).
+    #[arg(long, value_name = "PATH")]
+    keys: PathBuf,
+    /// The operator's answer (`tally token issue --out`).
+    #[arg(long, value_name = "PATH")]
+    issued: PathBuf,
+    /// Where to write your token file.
+    #[arg(long, value_name = "PATH")]
+    file: PathBuf,
 }
 
 /// Where `token init` makes the Ed25519 key when it is not made in software.
@@ -428,6 +489,9 @@ pub struct ResolveArgs {
 pub async fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         TokenCommand::Init(a) => token::init(a).await,
+        TokenCommand::Request(a) => token_request::request(a),
+        TokenCommand::Issue(a) => token_request::issue(a).await,
+        TokenCommand::Accept(a) => token_request::accept(a),
         TokenCommand::List(a) => token::list(a).await,
         TokenCommand::Sync(a) => token::sync(a).await,
     }
