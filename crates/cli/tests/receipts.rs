@@ -233,6 +233,37 @@ const SIG_B: usize = SIG_A + 64;
 const SIG_SERVER: usize = SIG_B + 64;
 const RECORD_TEXT: usize = SIG_SERVER + 64 + 5;
 
+/// Alice escrows her signature to `arbiter` (block 305) and stops; then resolves at the
+/// arbiter with her signature and gets A's (block 310).
+fn escrow_then_resolve(s: &Setup, tx: u64, arbiter: &ArbiterPublicKey) {
+    let (file, _) = read_token(&s.work.join("alice.token"));
+    let bls_key =
+        BlsSecretKey::from_bytes(&hex::decode(file["bls_key"].as_str().unwrap()).unwrap()).unwrap();
+    let view: ReceiptView =
+        serde_json::from_value(s.api(&s.alice, "GET", &format!("/v1/receipts/{tx}"), None))
+            .unwrap();
+    let fields = fields_of(&view);
+    let ves = bls::encrypt_signature(&bls_key, arbiter, PARTY_DOMAIN, &fields.party_part());
+    s.api(
+        &s.alice,
+        "POST",
+        &format!("/v1/receipts/{tx}/escrow"),
+        Some(json!({"ves": ves.to_hex()})),
+    );
+    let out = ok(s.run(
+        &s.alice,
+        &[
+            "arbiter",
+            "resolve",
+            &tx.to_string(),
+            "--token",
+            "alice.token",
+        ],
+    ));
+    assert_eq!(field(&out, "decision"), "resolved", "{out}");
+    assert!(out.contains("party A's signature verified"), "{out}");
+}
+
 #[test]
 fn plain_receipt_signs_verifies_and_tampering_is_refused_with_the_reason() {
     let s = Setup::new();
@@ -447,32 +478,11 @@ fn fair_exchange_signs_with_bls_and_the_arbiter_settles_a_broken_one() {
     let tx = s.offer("Fair order 4004", &["--fair"]);
     let (file, _) = read_token(&s.work.join("alice.token"));
     let node: ReceiptNodeView = serde_json::from_value(file["node"].clone()).unwrap();
-    let bls_key =
-        BlsSecretKey::from_bytes(&hex::decode(file["bls_key"].as_str().unwrap()).unwrap()).unwrap();
-    let view: ReceiptView =
-        serde_json::from_value(s.api(&s.alice, "GET", &format!("/v1/receipts/{tx}"), None))
-            .unwrap();
-    let fields = fields_of(&view);
-    let arbiter = ArbiterPublicKey::from_hex(&node.arbiter_key).unwrap();
-    let ves = bls::encrypt_signature(&bls_key, &arbiter, PARTY_DOMAIN, &fields.party_part());
-    s.api(
-        &s.alice,
-        "POST",
-        &format!("/v1/receipts/{tx}/escrow"),
-        Some(json!({"ves": ves.to_hex()})),
+    escrow_then_resolve(
+        &s,
+        tx,
+        &ArbiterPublicKey::from_hex(&node.arbiter_key).unwrap(),
     );
-    let out = ok(s.run(
-        &s.alice,
-        &[
-            "arbiter",
-            "resolve",
-            &tx.to_string(),
-            "--token",
-            "alice.token",
-        ],
-    ));
-    assert_eq!(field(&out, "decision"), "resolved", "{out}");
-    assert!(out.contains("party A's signature verified"), "{out}");
     let out = ok(s.verify(
         &s.work.join(format!("receipt-{tx}.tally")),
         &["--ca", &s.ca()],
@@ -749,33 +759,8 @@ fn the_arbiter_runs_as_its_own_node_and_decides_the_exchange() {
     // B escrowed to the arbiter node's key and stopped; B resolves: the arbiter node opens
     // A's escrow and hands A's signature over.
     let tx = s.offer("Fair order 2", &["--fair"]);
-    let (file, _) = read_token(&s.work.join("alice.token"));
-    let bls_key =
-        BlsSecretKey::from_bytes(&hex::decode(file["bls_key"].as_str().unwrap()).unwrap()).unwrap();
-    let view: ReceiptView =
-        serde_json::from_value(s.api(&s.alice, "GET", &format!("/v1/receipts/{tx}"), None))
-            .unwrap();
-    let fields = fields_of(&view);
     let key = ArbiterPublicKey::from_hex(arbiter_key["arbiter_key"].as_str().unwrap()).unwrap();
-    let ves = bls::encrypt_signature(&bls_key, &key, PARTY_DOMAIN, &fields.party_part());
-    s.api(
-        &s.alice,
-        "POST",
-        &format!("/v1/receipts/{tx}/escrow"),
-        Some(json!({"ves": ves.to_hex()})),
-    );
-    let out = ok(s.run(
-        &s.alice,
-        &[
-            "arbiter",
-            "resolve",
-            &tx.to_string(),
-            "--token",
-            "alice.token",
-        ],
-    ));
-    assert_eq!(field(&out, "decision"), "resolved", "{out}");
-    assert!(out.contains("party A's signature verified"), "{out}");
+    escrow_then_resolve(&s, tx, &key);
 
     // Aborted at the arbiter node: B's later resolve is refused, by the arbiter node's
     // stored decision.

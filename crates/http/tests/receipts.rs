@@ -1515,12 +1515,13 @@ async fn an_arbiter_node_checks_the_case_and_keeps_its_first_decision() {
     let escrow_a =
         |f: &Fields| bls::encrypt_signature(&proxy, &key, receipt::PARTY_DOMAIN, &msg(f)).to_hex();
     let sig_b = |f: &Fields| w.alice.bls.sign(receipt::PARTY_DOMAIN, &msg(f)).to_hex();
+    // B's resolve of `f`, showing A's escrow of `escrowed`.
+    let by_b = |f: &Fields, escrowed: &Fields| json!({"kind": "resolve_by_client", "signature_b": sig_b(f), "escrow_a": escrow_a(escrowed)});
 
     // B resolves with its signature: the arbiter opens A's escrow and hands A's signature over;
     // asked again, and by an abort, it answers from that decision.
     let f1 = fields(1);
-    let resolve =
-        json!({"kind": "resolve_by_client", "signature_b": sig_b(&f1), "escrow_a": escrow_a(&f1)});
+    let resolve = by_b(&f1, &f1);
     let r = decide(case(&f1, &w.alice.cert, resolve.clone()))
         .await
         .expect(StatusCode::OK);
@@ -1549,14 +1550,9 @@ async fn an_arbiter_node_checks_the_case_and_keeps_its_first_decision() {
         .await
         .expect(StatusCode::OK);
     assert_eq!(r.str("/decision"), "aborted");
-    let r = decide(case(
-        &f2,
-        &w.alice.cert,
-        json!({"kind": "resolve_by_client",
-            "signature_b": sig_b(&f2), "escrow_a": escrow_a(&f2)}),
-    ))
-    .await
-    .expect(StatusCode::OK);
+    let r = decide(case(&f2, &w.alice.cert, by_b(&f2, &f2)))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(
         (r.str("/decision"), r.str("/refused")),
         ("aborted", "aborted")
@@ -1564,14 +1560,9 @@ async fn an_arbiter_node_checks_the_case_and_keeps_its_first_decision() {
 
     // An escrow that does not open to A's signature fails the exchange, for good.
     let f3 = fields(3);
-    let r = decide(case(
-        &f3,
-        &w.alice.cert,
-        json!({"kind": "resolve_by_client",
-            "signature_b": sig_b(&f3), "escrow_a": escrow_a(&f1)}),
-    ))
-    .await
-    .expect(StatusCode::OK);
+    let r = decide(case(&f3, &w.alice.cert, by_b(&f3, &f1)))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(
         (r.str("/decision"), r.str("/refused")),
         ("failed", "bad_escrow")
@@ -1610,14 +1601,9 @@ async fn an_arbiter_node_checks_the_case_and_keeps_its_first_decision() {
         .await
         .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_receipt");
     // …so exchange 4 is still open: B's good resolve succeeds.
-    let r = decide(case(
-        &f4,
-        &w.alice.cert,
-        json!({"kind": "resolve_by_client",
-            "signature_b": sig_b(&f4), "escrow_a": escrow_a(&f4)}),
-    ))
-    .await
-    .expect(StatusCode::OK);
+    let r = decide(case(&f4, &w.alice.cert, by_b(&f4, &f4)))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(r.str("/decision"), "resolved");
     // Without a key of the arbiter node, nothing is asked.
     arbiter

@@ -121,6 +121,20 @@ impl PartyRole {
 /// `tally token init`.
 #[derive(Args)]
 pub struct TokenInitArgs {
+    #[command(flatten)]
+    ask: TokenAsk,
+    /// Where to write the token file.
+    #[arg(long, value_name = "PATH")]
+    file: PathBuf,
+    #[command(flatten)]
+    pkcs11: Pkcs11InitArgs,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// What a token is asked for (`token init`, `token request`).
+#[derive(Args)]
+pub struct TokenAsk {
     /// The holder's name, as receipts name the party: the owner of the holder's API key.
     #[arg(long)]
     holder: String,
@@ -134,30 +148,13 @@ pub struct TokenInitArgs {
     /// Days the holder's certificate is valid (capped at the node CA's own validity).
     #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
     days: u32,
-    /// Where to write the token file.
-    #[arg(long, value_name = "PATH")]
-    file: PathBuf,
-    #[command(flatten)]
-    pkcs11: Pkcs11InitArgs,
-    #[command(flatten)]
-    conn: Conn,
 }
 
 /// `tally token request`.
 #[derive(Args)]
 pub struct TokenRequestArgs {
-    /// Your name, as receipts name the party: the owner of your API key.
-    #[arg(long)]
-    holder: String,
-    /// Your role in the certificate.
-    #[arg(long, value_enum, default_value_t = PartyRole::Customer)]
-    role: PartyRole,
-    /// How many short receipts the token keeps (1..=1024).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    slots: u16,
-    /// Days the certificate is asked for (capped at the node CA's own validity).
-    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
-    days: u32,
+    #[command(flatten)]
+    ask: TokenAsk,
     /// Where to write your keys (mode 0600).
     #[arg(long, value_name = "PATH")]
     keys: PathBuf,

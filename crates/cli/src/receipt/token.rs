@@ -123,7 +123,7 @@ async fn issue(
     let data = TokenFileData {
         format: TOKEN_FORMAT.into(),
         holder: issued.holder.clone(),
-        role: a.role.as_str().into(),
+        role: a.ask.role.as_str().into(),
         token: Token::new(serial, *app_key.expose(), slots),
         signing_key,
         pkcs11,
@@ -150,7 +150,7 @@ async fn issue(
         } else {
             "file"
         },
-        role: a.role.as_str(),
+        role: a.ask.role.as_str(),
         serial: issued.serial.clone(),
         slots,
     };
@@ -183,8 +183,8 @@ async fn certify(
     let public = key.verifying_key();
     let bls_public = bls.public_key();
     let request = CertificationRequest {
-        holder: &a.holder,
-        role: a.role.as_str(),
+        holder: &a.ask.holder,
+        role: a.ask.role.as_str(),
         public_key: &public,
         bls_key: Some(&bls_public),
     };
@@ -195,23 +195,23 @@ async fn certify(
         NewKey::Pkcs11(t, g) => t.sign(&g.r, &g.key, REQUEST_DOMAIN, &msg)?,
     };
     let req = NewToken {
-        holder: a.holder.clone(),
-        role: a.role.as_str().to_string(),
+        holder: a.ask.holder.clone(),
+        role: a.ask.role.as_str().to_string(),
         public_key: public.to_hex(),
         bls_key: Some(bls_public.to_hex()),
         proof: TokenProof {
             ed25519: ed25519.to_hex(),
             bls: Some(bls.sign(REQUEST_DOMAIN, &msg).to_hex()),
         },
-        slots: Some(a.slots),
-        days: Some(a.days),
+        slots: Some(a.ask.slots),
+        days: Some(a.ask.days),
     };
     // The keys of this run exist only here: a retry within the run reuses the key, a re-run
     // issues a new token (for new keys).
     let idem = uuid::Uuid::now_v7().to_string();
     let issued = Issued(answered(c.api.token_issue(&idem, &req).await?));
     let certificate = Certificate::from_pem(&issued.certificate)
-        .map_err(|e| anyhow!("the node's certificate for {}: {e}", a.holder))?;
+        .map_err(|e| anyhow!("the node's certificate for {}: {e}", a.ask.holder))?;
     if certificate.public_key().ok() != Some(key.verifying_key()) {
         bail!("the node certified another key than the one made here; nothing was saved");
     }

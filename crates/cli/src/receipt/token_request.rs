@@ -82,17 +82,17 @@ pub(super) fn request(a: TokenRequestArgs) -> anyhow::Result<ExitCode> {
     let key = SigningKey::generate();
     let bls = BlsSecretKey::generate();
     let req = NewToken::signed(
-        &a.holder,
-        a.role.as_str(),
+        &a.ask.holder,
+        a.ask.role.as_str(),
         &key,
         Some(&bls),
-        Some(a.slots),
-        Some(a.days),
+        Some(a.ask.slots),
+        Some(a.ask.days),
     );
     let keys = KeysFile {
         format: KEYS_FORMAT.into(),
-        holder: a.holder.clone(),
-        role: a.role.as_str().into(),
+        holder: a.ask.holder.clone(),
+        role: a.ask.role.as_str().into(),
         signing_key: key.to_pkcs8_pem()?.expose().clone(),
         bls_key: hex::encode(bls.to_bytes().expose()),
     };
