@@ -96,7 +96,7 @@ pub fn client_address(req: &Request, trusted: &[IpAddr]) -> ClientKey {
         .map(str::trim)
         .collect::<Vec<_>>();
     for hop in forwarded.iter().rev() {
-        match hop.parse::<IpAddr>() {
+        match hop_address(hop) {
             Ok(ip) if trusted.contains(&ip) => continue,
             Ok(ip) => return ClientKey::Peer(ip),
             // A malformed hop: nothing left of it can be believed.
@@ -104,6 +104,13 @@ pub fn client_address(req: &Request, trusted: &[IpAddr]) -> ClientKey {
         }
     }
     ClientKey::Peer(peer)
+}
+
+/// One `X-Forwarded-For` hop: an address, or an address with a port (`203.0.113.7:41234`,
+/// `[2001:db8::7]:443`) as some proxies write it.
+fn hop_address(hop: &str) -> Result<IpAddr, std::net::AddrParseError> {
+    hop.parse::<IpAddr>()
+        .or_else(|_| hop.parse::<SocketAddr>().map(|s| s.ip()))
 }
 
 /// The client's address as the rate limit resolved it (the TCP peer, or what a trusted proxy
@@ -475,6 +482,27 @@ mod tests {
         assert!((1..=2).contains(&wait), "about a second at 1/s, got {wait}");
         assert_eq!(limit.check(&b), Ok(()), "another client is unaffected");
         assert_eq!(limit.len(), 2);
+    }
+
+    #[test]
+    fn a_forwarded_client_is_found_with_or_without_a_port() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let at = |xff: &str| {
+            let mut req = Request::builder()
+                .header("x-forwarded-for", xff)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            req.extensions_mut()
+                .insert(ConnectInfo(SocketAddr::new(proxy, 443)));
+            client_address(&req, &[proxy])
+        };
+        let client = |ip: &str| ClientKey::Peer(ip.parse().unwrap());
+        assert_eq!(at("203.0.113.7"), client("203.0.113.7"));
+        assert_eq!(at("203.0.113.7:41234"), client("203.0.113.7"));
+        assert_eq!(at("[2001:db8::7]:443"), client("2001:db8::7"));
+        assert_eq!(at("198.51.100.1, 203.0.113.7:5, 10.0.0.1"), client("203.0.113.7"));
+        // A hop that is no address: nothing before it is believed.
+        assert_eq!(at("198.51.100.1, not-an-ip"), ClientKey::Peer(proxy));
     }
 
     #[test]
