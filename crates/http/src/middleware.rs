@@ -500,7 +500,10 @@ mod tests {
         assert_eq!(at("203.0.113.7"), client("203.0.113.7"));
         assert_eq!(at("203.0.113.7:41234"), client("203.0.113.7"));
         assert_eq!(at("[2001:db8::7]:443"), client("2001:db8::7"));
-        assert_eq!(at("198.51.100.1, 203.0.113.7:5, 10.0.0.1"), client("203.0.113.7"));
+        assert_eq!(
+            at("198.51.100.1, 203.0.113.7:5, 10.0.0.1"),
+            client("203.0.113.7")
+        );
         // A hop that is no address: nothing before it is believed.
         assert_eq!(at("198.51.100.1, not-an-ip"), ClientKey::Peer(proxy));
     }

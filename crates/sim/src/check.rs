@@ -9,7 +9,9 @@
 //!   matched payments not refunded; the suspense account holds exactly the payments
 //!   waiting there (not refunded);
 //! * out-of-band: a session is verified at most once, and its money moved accordingly (a
-//!   payment session's hold is posted once verified, released once locked, closed or expired);
+//!   payment or trustee session's hold is posted once verified, released once locked, closed
+//!   or expired); no user owes more than its trustee limit, and the trustee book never pays
+//!   merchants more than verified trustee payments brought in;
 //! * receipts: a complete receipt carries every signature and its package verifies offline
 //!   against the node CA; a fair exchange ends in exactly one of completed, aborted, resolved
 //!   (or failed), with the arbiter's decision matching it.
@@ -53,6 +55,7 @@ pub async fn all(
     ledger_balances(node).await?;
     sales(node, store_accounts, suspense).await?;
     sessions(node).await?;
+    trustee(node).await?;
     receipts(node, checked).await
 }
 
@@ -151,6 +154,42 @@ async fn sales(node: &Node, store_accounts: &[Id], suspense: &[Id]) -> Result<()
     Ok(())
 }
 
+/// Trustee credit: no user owes and holds more than the operator's limit, and the trustee
+/// book never pays merchants more than verified trustee payments brought in.
+async fn trustee(node: &Node) -> Result<(), Broken> {
+    for r in rows(
+        node,
+        "SELECT t.user_id, a.limit_minor, a.debits_posted, a.debits_pending, a.credits_posted \
+         FROM trustee_credit t JOIN accounts a ON a.id = t.account",
+    )
+    .await?
+    {
+        let used = int(&r, "debits_posted")? + int(&r, "debits_pending")?;
+        let cap = int(&r, "credits_posted")? + int(&r, "limit_minor")?;
+        if used > cap {
+            return Err(format!(
+                "{} owes and holds {used} on trustee credit of {cap}",
+                text(&r, "user_id")?
+            ));
+        }
+    }
+    if let Some(tally_ledger::Event::AccountOpened { account }) = node
+        .store()
+        .journal_event(":trustee_payable:EUR")
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        let book = balance(node, account.id).await?;
+        if book < 0 {
+            return Err(format!(
+                "the trustee book paid out {} more than it took in",
+                -book
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn sessions(node: &Node) -> Result<(), Broken> {
     let verified: HashMap<String, i64> = rows(
         node,
@@ -178,7 +217,8 @@ async fn sessions(node: &Node) -> Result<(), Broken> {
                 "session {number} is {state} with {entries} verification entries"
             ));
         }
-        if text(&s, "application")? != "payment" {
+        // Payments and trustee payments hold the amount when they open.
+        if !["payment", "trustee"].contains(&text(&s, "application")?.as_str()) {
             continue;
         }
         let key: Option<String> = s.try_get("client_key").map_err(|e| e.to_string())?;

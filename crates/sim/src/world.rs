@@ -85,6 +85,8 @@ enum Req {
         merchant: usize,
         payer: usize,
         minor: i64,
+        /// Through the operator as trustee (held on the payer's trustee credit).
+        trustee: bool,
         key: String,
     },
     Confirm {
@@ -433,6 +435,12 @@ impl Sim {
                 .verify(&view.session, &code, None)
                 .await
                 .map_err(unexpected)?;
+            // Trustee credit: payments through the operator up to 30.00 EUR owed.
+            self.node
+                .oob()
+                .trustee_set_limit(&self.admin, &c.name, eur(3_000))
+                .await
+                .map_err(unexpected)?;
             self.customers.push(c);
         }
         // A product per merchant: a small file, published.
@@ -633,6 +641,13 @@ impl Sim {
             86..=93 => {
                 self.note("timers".into());
                 tally_service::workers::sweep(&self.node).await;
+                if self.rng.random_bool(0.3) {
+                    // The operator ends a trustee period: merchants paid, debts collected.
+                    self.note("trustee settlement".into());
+                    let until = tally_kernel::Timestamp(self.clock.load(Ordering::SeqCst));
+                    let r = self.node.oob().settle_trustee(&self.admin, until).await;
+                    self.answer(r)?;
+                }
             }
             _ => self.crash().await?,
         }
@@ -674,6 +689,7 @@ impl Sim {
                 merchant: self.rng.random_range(0..self.merchants.len()),
                 payer: self.rng.random_range(0..customers),
                 minor,
+                trustee: self.rng.random_bool(0.4),
                 key: self.key(),
             },
             3 | 4 => match self.pick(&self.sessions.clone()) {
@@ -846,6 +862,7 @@ impl Sim {
                 merchant,
                 payer,
                 minor,
+                trustee,
                 key,
             } => {
                 let by = self.merchants[merchant].principal.clone();
@@ -856,12 +873,20 @@ impl Sim {
                         Some(&key),
                         OpenSession {
                             user: self.customers[payer].name.clone(),
-                            app: AppRequest::Payment {
-                                payer_account: Some(self.customers[payer].account),
-                                merchant_account: self.merchants[merchant].account,
-                                amount: eur(minor),
-                                description: "sim goods".into(),
-                                terminal: None,
+                            app: if trustee {
+                                AppRequest::Trustee {
+                                    merchant_account: self.merchants[merchant].account,
+                                    amount: eur(minor),
+                                    description: "sim goods on credit".into(),
+                                }
+                            } else {
+                                AppRequest::Payment {
+                                    payer_account: Some(self.customers[payer].account),
+                                    merchant_account: self.merchants[merchant].account,
+                                    amount: eur(minor),
+                                    description: "sim goods".into(),
+                                    terminal: None,
+                                }
                             },
                             channel: None,
                             certificate: None,
