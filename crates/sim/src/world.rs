@@ -257,6 +257,11 @@ impl Sim {
             oob: OobSettings {
                 address_quota: i64::MAX,
                 user_daily_quota: i64::MAX,
+                // Codes live long enough for a confirmation to cross the faulty network often.
+                policy: tally_proto::oob::Policy {
+                    ttl_s: 1_800,
+                    ..OobSettings::default().policy
+                },
                 ..OobSettings::default()
             },
             // Short periods, so the simulated clock reaches overdue alerts and expiries.
@@ -692,12 +697,19 @@ impl Sim {
                 trustee: self.rng.random_bool(0.4),
                 key: self.key(),
             },
-            3 | 4 => match self.pick(&self.sessions.clone()) {
+            3 | 4 => match self
+                .sessions
+                .last()
+                .cloned()
+                .filter(|_| self.rng.random_bool(0.6))
+                .or_else(|| self.pick(&self.sessions.clone()))
+            {
+                // Mostly the newest session (its code is still fresh), with the code from
+                // whichever phone received it.
                 Some(session) => {
-                    let phone = self.customers[self.rng.random_range(0..customers)]
-                        .phone
-                        .clone();
-                    let right = self.code_for(&phone, &session).ok();
+                    let phones: Vec<String> =
+                        self.customers.iter().map(|c| c.phone.clone()).collect();
+                    let right = phones.iter().find_map(|p| self.code_for(p, &session).ok());
                     let code = match right {
                         Some(c) if self.rng.random_bool(0.85) => c,
                         _ => format!("{:08}", self.rng.random_range(0..100_000_000)),
