@@ -5,7 +5,7 @@ use anyhow::Context;
 use futures::future::BoxFuture;
 use std::sync::Arc;
 use tally_kernel::crypto::bls::ArbiterPublicKey;
-use tally_service::receipt::remote::ArbiterLink;
+use tally_service::receipt::remote::{ArbiterLink, LinkError};
 use tally_service::receipt::{ArbiterCase, ArbiterRuling};
 
 struct HttpArbiter {
@@ -18,12 +18,15 @@ impl ArbiterLink for HttpArbiter {
         self.key
     }
 
-    fn decide(&self, case: ArbiterCase) -> BoxFuture<'_, Result<ArbiterRuling, String>> {
+    fn decide(&self, case: ArbiterCase) -> BoxFuture<'_, Result<ArbiterRuling, LinkError>> {
         Box::pin(async move {
-            self.api
-                .arbiter_decide(&case)
-                .await
-                .map_err(|e| e.to_string())
+            self.api.arbiter_decide(&case).await.map_err(|e| match e {
+                // A refusal in the arbiter's own words (4xx): asking again changes nothing.
+                tally_client::Error::Refused(r) if (400..500).contains(&r.status) => {
+                    LinkError::Refused(format!("{}: {}", r.code_text, r.message))
+                }
+                other => LinkError::Unreachable(other.to_string()),
+            })
         })
     }
 }

@@ -247,6 +247,10 @@ impl From<ServiceError> for ApiError {
             ServiceError::Store(s) => ApiError::from(s),
             ServiceError::Setup(s) => ApiError::internal(&s),
             ServiceError::ArbiterUnreachable(why) => ApiError::unavailable(&why),
+            ServiceError::ArbiterRefused(why) => ApiError::new(
+                ErrorCode::ArbiterRefused,
+                format!("the arbiter node refused: {why}"),
+            ),
         }
     }
 }

@@ -345,14 +345,14 @@ pub async fn verify(State(state): State<AppState>, body: Bytes) -> Result<Respon
     Ok(Json(state.node.receipts().verify_online(&body).await?).into_response())
 }
 
-/// This node's arbiter key (an arbiter node's identity; a receipt node with an arbiter node
-/// publishes that node's key in `GET /v1/receipts/node` instead).
+/// An arbiter node's key (a receipt node's parties escrow to the key in `GET
+/// /v1/receipts/node`).
 #[utoipa::path(
     get, path = "/v1/arbiter/key", tag = "receipts",
-    responses((status = 200, description = "`{arbiter_key}`", body = ArbiterIdentity))
+    responses((status = 200, description = "`{arbiter_key}`", body = ArbiterIdentity), (status = 404, description = "disabled: not an arbiter node", body = ErrorBody))
 )]
 pub async fn arbiter_key(State(state): State<AppState>) -> Result<Response, ApiError> {
-    Ok(Json(state.node.receipts().arbiter_identity()).into_response())
+    Ok(Json(state.node.receipts().arbiter_identity()?).into_response())
 }
 
 /// Arbiter node: rule on one fair exchange of a receipt node it trusts (any API key of this

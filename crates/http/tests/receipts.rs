@@ -1445,11 +1445,25 @@ async fn a_revoked_party_certificate_signs_nothing_new_and_online_verification_r
 /// The test plays the receipt node: bob's warrant names a proxy BLS key the test holds.
 #[tokio::test]
 async fn an_arbiter_node_checks_the_case_and_keeps_its_first_decision() {
+    arbiter_walk(None).await;
+}
+
+/// The same with the arbiter node's decisions in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_arbiter_node_checks_the_case_and_keeps_its_first_decision_on_postgres() {
+    let Some(url) = tally_testkit::shared_test_database_url() else {
+        return;
+    };
+    arbiter_walk(Some(url)).await;
+}
+
+async fn arbiter_walk(database_url: Option<String>) {
     let w = World::new(None).await;
     let trusts = w.ca.clone();
     let arbiter = Api::with(
         move |c| NodeConfig {
             arbiter_role: Some(tally_service::receipt::remote::ArbiterRole { trusts }),
+            database_url,
             ..c
         },
         HttpOptions {
@@ -1543,6 +1557,14 @@ async fn an_arbiter_node_checks_the_case_and_keeps_its_first_decision() {
         ("resolved", sig_b(&f1).as_str()),
         "an abort after a resolve gets B's signature"
     );
+
+    // Another exchange shown under the same transaction id is refused, not answered from
+    // the first one's decision.
+    let mut other = fields(1);
+    other.content_hash = receipt::content_hash("Another contract\n");
+    decide(case(&other, &w.alice.cert, json!({"kind": "abort"})))
+        .await
+        .expect_error(StatusCode::CONFLICT, "receipt_state");
 
     // Aborted first: no resolve succeeds afterwards.
     let f2 = fields(2);

@@ -178,6 +178,10 @@ pub enum ServiceError {
     /// decided; retry later.
     #[error("the arbiter node did not answer: {0}")]
     ArbiterUnreachable(String),
+    /// The arbiter node refused the case or handed over what does not verify: nothing was
+    /// decided here, and asking again changes nothing.
+    #[error("the arbiter node refused: {0}")]
+    ArbiterRefused(String),
     /// Revoking this key would leave the node without a live admin key; make another first
     /// (`tally api-key create --role admin`, offline with `--data` if need be).
     #[error("the last admin key cannot be revoked; create another admin key first")]

@@ -141,3 +141,60 @@ async fn the_last_admin_key_cannot_be_revoked_on_postgres() {
     })
     .await;
 }
+
+/// An arbiter link naming this node's own arbiter key is refused at start: fairness would rest
+/// on this node again.
+#[tokio::test]
+async fn a_node_refuses_itself_as_its_arbiter() {
+    use tally_kernel::crypto::bls::ArbiterPublicKey;
+    use tally_service::receipt::remote::{ArbiterLink, ArbiterRole, LinkError};
+    use tally_service::receipt::{ArbiterCase, ArbiterRuling};
+
+    struct Itself(ArbiterPublicKey);
+    impl ArbiterLink for Itself {
+        fn key(&self) -> ArbiterPublicKey {
+            self.0
+        }
+        fn decide(
+            &self,
+            _: ArbiterCase,
+        ) -> futures::future::BoxFuture<'_, Result<ArbiterRuling, LinkError>> {
+            Box::pin(async { Err(LinkError::Unreachable("not asked".into())) })
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = tally_kernel::crypto::CertificateAuthority::generate(
+        "CA",
+        tally_kernel::Timestamp::now(),
+        30,
+    )
+    .expect("ca");
+    // Its own key, read as an arbiter node would publish it.
+    let own = {
+        let (node, _) = Node::open(&NodeConfig {
+            arbiter_role: Some(ArbiterRole {
+                trusts: ca.certificate().clone(),
+            }),
+            ..NodeConfig::new(dir.path())
+        })
+        .await
+        .expect("opens");
+        let key = node
+            .receipts()
+            .arbiter_identity()
+            .expect("an arbiter")
+            .arbiter_key;
+        node.store().close().await;
+        ArbiterPublicKey::from_hex(&key).expect("key")
+    };
+    let refused = Node::open(&NodeConfig {
+        arbiter: Some(std::sync::Arc::new(Itself(own))),
+        ..NodeConfig::new(dir.path())
+    })
+    .await;
+    assert!(
+        matches!(refused, Err(ServiceError::Setup(ref why)) if why.contains("own arbiter")),
+        "{:?}",
+        refused.err()
+    );
+}

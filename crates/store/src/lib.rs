@@ -102,6 +102,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         10,
         include_str!("../migrations/sqlite/0010_arbitrations.sql"),
     ),
+    (
+        11,
+        include_str!("../migrations/sqlite/0011_arbitration_case.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
@@ -122,6 +126,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         10,
         include_str!("../migrations/postgres/0010_arbitrations.sql"),
+    ),
+    (
+        11,
+        include_str!("../migrations/postgres/0011_arbitration_case.sql"),
     ),
 ];
 

@@ -511,6 +511,8 @@ pub fn insert_decision(d: &DecisionRow) -> Attachment {
 pub struct ArbitrationRow {
     /// The receipt server (hex of its id, field 2).
     pub node: String,
+    /// SHA-256 of fields 1–7 the decision was taken on (a later request must show the same).
+    pub case_hash: Option<Vec<u8>>,
     /// The transaction.
     pub transaction_id: i64,
     /// Which decision.
@@ -528,7 +530,7 @@ pub struct ArbitrationRow {
 pub fn insert_arbitration(d: &ArbitrationRow) -> Attachment {
     row(
         "INSERT INTO arbitrations (node, transaction_id, decision, signature_a, signature_b, \
-         decided_at) VALUES ($1, $2, $3, $4, $5, $6)",
+         decided_at, case_hash) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         vec![
             Value::Text(d.node.clone()),
             Value::Int(d.transaction_id),
@@ -536,6 +538,7 @@ pub fn insert_arbitration(d: &ArbitrationRow) -> Attachment {
             opt_blob(&d.signature_a),
             opt_blob(&d.signature_b),
             Value::Int(d.decided_at.as_micros()),
+            opt_blob(&d.case_hash),
         ],
     )
 }
@@ -585,8 +588,8 @@ impl Store {
     ) -> Result<Option<ArbitrationRow>, StoreError> {
         let rows = self
             .fetch_all(
-                "SELECT node, transaction_id, decision, signature_a, signature_b, decided_at \
-                 FROM arbitrations WHERE node = $1 AND transaction_id = $2"
+                "SELECT node, transaction_id, decision, signature_a, signature_b, decided_at, \
+                 case_hash FROM arbitrations WHERE node = $1 AND transaction_id = $2"
                     .into(),
                 vec![Value::Text(node.into()), Value::Int(transaction_id)],
             )
@@ -595,6 +598,7 @@ impl Store {
             .map(|r| {
                 Ok(ArbitrationRow {
                     node: r.try_get("node")?,
+                    case_hash: r.try_get("case_hash")?,
                     transaction_id: r.try_get("transaction_id")?,
                     decision: crate::rows::state(r, "decision", DecisionKind::parse)?,
                     signature_a: r.try_get("signature_a")?,

@@ -83,6 +83,9 @@ pub enum ErrorCode {
     Internal,
     /// 400 or 422: a field is missing, out of range or malformed (`details.field`).
     InvalidRequest,
+    /// 422: the arbiter node refused the exchange's case (or handed over a signature that does
+    /// not verify); nothing was decided.
+    ArbiterRefused,
     /// 422: a new limit below what the account already uses (`details.used_minor`).
     LimitBelowUse,
     /// 422: crediting would exceed the credited account's bound.
@@ -135,7 +138,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 62] = [
+    pub const ALL: [ErrorCode; 63] = [
         ErrorCode::SaleClosed,
         ErrorCode::LastAdminKey,
         ErrorCode::UriTooLong,
@@ -176,6 +179,7 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::InvalidRequest,
         ErrorCode::LimitBelowUse,
+        ErrorCode::ArbiterRefused,
         ErrorCode::LimitExceeded,
         ErrorCode::MalformedJson,
         ErrorCode::MethodNotAllowed,
@@ -252,6 +256,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::LimitBelowUse => "limit_below_use",
+            ErrorCode::ArbiterRefused => "arbiter_refused",
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::MalformedJson => "malformed_json",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
@@ -328,6 +333,7 @@ impl ErrorCode {
             | ErrorCode::InsufficientFunds
             | ErrorCode::InvalidRequest
             | ErrorCode::LimitBelowUse
+            | ErrorCode::ArbiterRefused
             | ErrorCode::LimitExceeded
             | ErrorCode::NoLiquidity
             | ErrorCode::Overflow

@@ -344,8 +344,8 @@ pub struct Collection {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrusteeLimitRequest {
-    /// The most the user may owe through the trustee (`"100.00 EUR"`; `"0.00 EUR"` stops new
-    /// payments and never goes below what is owed).
+    /// The most the user may owe and hold through the trustee (`"100.00 EUR"`); never below
+    /// what it owes and holds now (set it to exactly that to stop new payments).
     #[serde(with = "amount_text")]
     #[schema(value_type = String, example = "100.00 EUR")]
     pub limit: Amount,

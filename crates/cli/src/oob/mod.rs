@@ -444,7 +444,8 @@ pub enum TrusteeCommand {
 pub struct TrusteeLimitArgs {
     /// The user.
     user: String,
-    /// The limit, e.g. "100.00 EUR" ("0.00 EUR" stops new trustee payments).
+    /// The limit, e.g. "100.00 EUR"; never below what the user owes and holds (set it to exactly
+    /// that, "0.00 EUR" when nothing is owed, to stop new trustee payments).
     limit: String,
     #[command(flatten)]
     conn: Conn,

@@ -38,6 +38,12 @@ impl Receipts {
                 Ok(_) => aborted += 1,
                 // Answered or decided by a party meanwhile.
                 Err(ServiceError::Conflict(_)) | Err(ServiceError::Receipt(_)) => {}
+                // The arbiter node is down or refused this one: the others still time out.
+                Err(
+                    e @ (ServiceError::ArbiterUnreachable(_) | ServiceError::ArbiterRefused(_)),
+                ) => {
+                    tracing::warn!(error = %e, transaction = r.transaction_id, "exchange timeout not decided");
+                }
                 Err(e) => return Err(e),
             }
         }

@@ -178,9 +178,18 @@ impl Receipts {
                 "the database's receipt server certificate is for another receipt.key",
             ));
         }
+        let arbiter = ArbiterKey::from_seed(derive32(k, "arbiter")?.expose());
+        if arbiter_link
+            .as_ref()
+            .is_some_and(|l| l.key() == arbiter.public_key())
+        {
+            return Err(setup(
+                "--arbiter names this node's own arbiter: fairness would rest on this node again",
+            ));
+        }
         Ok(Receipts {
             proxy_bls: BlsSecretKey::from_seed(derive32(k, "proxy-bls")?.expose()),
-            arbiter: ArbiterKey::from_seed(derive32(k, "arbiter")?.expose()),
+            arbiter,
             escrow_key: derive32(k, "arbiter-escrow")?,
             master: derive32(k, "token-master")?,
             checked: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -214,11 +223,17 @@ impl Receipts {
         }
     }
 
-    /// This node's own arbiter key (what an arbiter node publishes).
-    pub fn arbiter_identity(&self) -> ArbiterIdentity {
-        ArbiterIdentity {
-            arbiter_key: self.arbiter.public_key().to_hex(),
+    /// An arbiter node's key (only an arbiter node publishes its own: a receipt node's
+    /// parties escrow to the key in `GET /v1/receipts/node`).
+    pub fn arbiter_identity(&self) -> Result<ArbiterIdentity> {
+        if self.arbiter_role.is_none() {
+            return Err(ServiceError::Disabled(
+                "this node is not an arbiter (tally serve --role arbiter)",
+            ));
         }
+        Ok(ArbiterIdentity {
+            arbiter_key: self.arbiter.public_key().to_hex(),
+        })
     }
 
     /// The receipt's machine: its row and, for a fair exchange, the arbiter's standing

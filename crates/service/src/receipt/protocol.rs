@@ -358,6 +358,8 @@ impl Receipts {
             return Ok(self.receipt_view(&r));
         }
         let (_, cert_b) = self.parties_of(&r)?;
+        // A revoked B escrows nothing: A's signature is not released to it.
+        self.unrevoked(&cert_b, "party B").await?;
         let fields = self.fields(&r)?;
         let verdict = EncryptedSignature::from_hex(ves_hex.trim())
             .map_err(|e| e.to_string())

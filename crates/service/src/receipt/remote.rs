@@ -32,15 +32,24 @@ use tally_proto::receipt::{self as proto, Fields, PartyKey, PartySignature, Rece
 use tally_store::receipts::{ArbitrationRow, ReceiptRow, insert_arbitration};
 use tally_wire::receipts::{ArbiterAsk, ArbiterCase, ArbiterRuling};
 
+/// Why the arbiter node gave no ruling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkError {
+    /// It could not be reached or failed (retry later).
+    Unreachable(String),
+    /// It refused the case (its error code and message): asking again changes nothing.
+    Refused(String),
+}
+
 /// How a receipt node reaches its arbiter node (the edge implements it over HTTP).
 pub trait ArbiterLink: Send + Sync {
     /// The arbiter's public key, fetched when the node started.
     fn key(&self) -> ArbiterPublicKey;
-    /// Asks the arbiter; an error is the link's (unreachable, refused), as text for the log.
+    /// Asks the arbiter.
     fn decide(
         &self,
         case: ArbiterCase,
-    ) -> BoxFuture<'_, std::result::Result<ArbiterRuling, String>>;
+    ) -> BoxFuture<'_, std::result::Result<ArbiterRuling, LinkError>>;
 }
 
 impl std::fmt::Debug for dyn ArbiterLink {
@@ -154,8 +163,19 @@ impl Receipts {
         let transaction = i64::try_from(fields.transaction)
             .map_err(|_| invalid("fields", "transaction out of range"))?;
         // The first decision stored wins; a request that lost the race is answered from it.
+        let case_hash = tally_kernel::crypto::kdf::sha256(&msg).to_vec();
         for _ in 0..3 {
             let stored = self.core.store().arbitration(&node, transaction).await?;
+            if let Some(row) = &stored
+                && row
+                    .case_hash
+                    .as_deref()
+                    .is_some_and(|h| h != case_hash.as_slice())
+            {
+                return Err(wrong_state(
+                    "the arbiter decided another exchange under this transaction id",
+                ));
+            }
             let standing = match &stored {
                 Some(row) => super::decision_from(
                     row.decision,
@@ -179,6 +199,7 @@ impl Receipts {
                 };
                 let row = ArbitrationRow {
                     node: node.clone(),
+                    case_hash: Some(case_hash.clone()),
                     transaction_id: transaction,
                     decision: kind,
                     signature_a: sa,
@@ -255,14 +276,38 @@ impl Receipts {
             ask,
         };
         let ruling = link.decide(case).await.map_err(|e| {
-            tracing::warn!(error = %e, transaction = r.transaction_id, "the arbiter node did not answer");
-            ServiceError::ArbiterUnreachable(e)
+            tracing::warn!(error = ?e, transaction = r.transaction_id, "the arbiter node gave no ruling");
+            match e {
+                LinkError::Unreachable(why) => ServiceError::ArbiterUnreachable(why),
+                LinkError::Refused(why) => ServiceError::ArbiterRefused(why),
+            }
         })?;
         let signature = ruling
             .signature
             .as_deref()
             .map(|s| PartySignature::from_hex(fields.version, s).map_err(rerr))
             .transpose()?;
+        // What the arbiter hands over is checked before it completes anything: A's signature
+        // under the node's proxy key A's warrant names, B's under B's certified BLS key.
+        if let (Standing::Resolved, Some(sig)) = (ruling.decision, signature) {
+            let (who, key) = match request {
+                Request::ResolveByClient { .. } => {
+                    ("party A", PartyKey::Bls(self.proxy_bls.public_key()))
+                }
+                _ => {
+                    let (_, cert_b) = self.parties_of(r)?;
+                    (
+                        "party B",
+                        PartyKey::Bls(super::package::b_bls_key(&cert_b)?),
+                    )
+                }
+            };
+            key.verify(&fields, &sig, who).map_err(|e| {
+                ServiceError::ArbiterRefused(format!(
+                    "the arbiter node handed over a bad signature: {e}"
+                ))
+            })?;
+        }
         Ok(match (ruling.decision, signature, request) {
             (Standing::Aborted, _, _) => Request::Abort,
             (Standing::Resolved, Some(sig_a), Request::ResolveByClient { signature_b, .. }) => {

@@ -94,7 +94,12 @@ impl Receipts {
                 return Ok(out);
             }
         };
-        let at = v.fields.timestamp();
+        // The receipt's time is when it completed: its journal entry's, when the package
+        // carries it (a fair exchange may complete well after the offer of field 4).
+        let at = pkg
+            .journal
+            .as_ref()
+            .map_or(v.fields.timestamp(), |j| Timestamp(j.at));
         let mut found = |what: &str, serial: String, revoked_at: Option<Timestamp>| {
             if let Some(revoked_at) = revoked_at {
                 out.revoked.push(RevokedInPackage {
