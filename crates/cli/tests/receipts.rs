@@ -762,6 +762,36 @@ fn the_arbiter_runs_as_its_own_node_and_decides_the_exchange() {
     let key = ArbiterPublicKey::from_hex(arbiter_key["arbiter_key"].as_str().unwrap()).unwrap();
     escrow_then_resolve(&s, tx, &key);
 
+    // The receipt node never hears B's escrow (here B never sends it there): B resolves at
+    // the arbiter node itself, with no key, and gets A's signature, checked under the node's
+    // proxy key; asked again, the same.
+    let tx = s.offer("Fair order 2b", &["--fair"]);
+    let direct = [
+        "arbiter",
+        "resolve",
+        &tx.to_string(),
+        "--token",
+        "alice.token",
+        "--at",
+        &arbiter.url,
+    ]
+    .map(String::from);
+    let direct: Vec<&str> = direct.iter().map(String::as_str).collect();
+    for _ in 0..2 {
+        let out = ok(s.run(&s.alice, &direct));
+        assert_eq!(
+            field(&out, "decision"),
+            "resolved (the arbiter node at ".to_string() + &arbiter.url + ")",
+            "{out}"
+        );
+        assert!(out.contains("party A's signature verified"), "{out}");
+    }
+    // At a node that is not the arbiter B escrowed to, nothing is asked.
+    let mut elsewhere = direct.clone();
+    elsewhere[6] = &s.server.url;
+    let r = s.run(&s.alice, &elsewhere);
+    assert!(!r.0, "{r:?}");
+
     // Aborted at the arbiter node: B's later resolve is refused, by the arbiter node's
     // stored decision.
     let tx = s.offer("Fair order 3", &["--fair"]);
@@ -785,9 +815,9 @@ fn the_arbiter_runs_as_its_own_node_and_decides_the_exchange() {
         &arbiter.admin_key,
         &["ledger", "audit", "--data", arbiter.data.to_str().unwrap()],
     ));
-    // Its journal: the admin key and the two decisions (resolved, aborted), nothing else.
+    // Its journal: the admin key and the three decisions (resolved twice, aborted).
     assert!(audit.contains("audit passed"), "{audit}");
-    assert_eq!(field(&audit, "journal entries"), "3", "{audit}");
+    assert_eq!(field(&audit, "journal entries"), "4", "{audit}");
 
     // With the arbiter node down nothing is decided: the abort is refused as unavailable and
     // the exchange stays open (the receipt node cannot decide it alone).

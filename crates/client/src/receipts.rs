@@ -88,6 +88,15 @@ impl Client {
         Ok(self.call(call).await?.value)
     }
 
+    /// `POST /v1/arbiter/resolve` on an arbiter node, as party B (no key needed). A repeat is
+    /// answered from the stored decision, so a retry is safe.
+    pub async fn arbiter_resolve_for_b(&self, case: &ArbiterCase) -> Result<ArbiterRuling, Error> {
+        let call = Call::new(Method::POST, "/v1/arbiter/resolve".to_string())
+            .json(case)?
+            .once_only();
+        Ok(self.call(call).await?.value)
+    }
+
     /// `POST /v1/receipts`: offer a record for signing.
     pub async fn receipt_offer(
         &self,

@@ -171,6 +171,7 @@ fn arbiter_routes() -> Router<AppState> {
         .route("/metrics", get(ops::metrics))
         .route("/v1/arbiter/key", get(receipts::arbiter_key))
         .route("/v1/arbiter/decide", post(receipts::arbiter_decide))
+        .route("/v1/arbiter/resolve", post(receipts::arbiter_resolve_for_b))
 }
 
 fn routes() -> Router<AppState> {

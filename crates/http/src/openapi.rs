@@ -114,6 +114,7 @@ impl Modify for ApiKeyAuth {
         receipts::verify,
         receipts::arbiter_key,
         receipts::arbiter_decide,
+        receipts::arbiter_resolve_for_b,
     ),
     components(schemas(ErrorBody, ErrorDetail, ErrorCode, dto::Money, dto::AccountKindDto, dto::RoleDto)),
     modifiers(&ApiKeyAuth),

@@ -370,3 +370,18 @@ pub async fn arbiter_decide(
 ) -> Result<Response, ApiError> {
     Ok(Json(state.node.receipts().arbitrate(&body).await?).into_response())
 }
+
+/// Arbiter node, for party B itself (no key: B's signature over the fields authenticates the
+/// request): resolve a fair exchange the receipt node does not forward. Only
+/// `resolve_by_client` is taken here.
+#[utoipa::path(
+    post, path = "/v1/arbiter/resolve", tag = "receipts",
+    request_body(content = ArbiterCase, description = "The case with `ask.kind = resolve_by_client`: B's signature and A's escrow as the receipt node showed them"),
+    responses((status = 200, description = "The standing decision and A's signature when resolved", body = ArbiterRuling), (status = 403, description = "forbidden: another ask", body = ErrorBody), (status = 404, description = "disabled: not an arbiter node", body = ErrorBody), (status = 422, description = "bad_certificate, bad_warrant, invalid_request", body = ErrorBody))
+)]
+pub async fn arbiter_resolve_for_b(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<ArbiterCase>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.receipts().arbitrate_for_b(&body).await?).into_response())
+}

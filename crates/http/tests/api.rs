@@ -278,6 +278,7 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
         "POST /v1/accounts",
         "POST /v1/api-keys",
         "POST /v1/arbiter/decide",
+        "POST /v1/arbiter/resolve",
         "POST /v1/arbiter/{transaction}/abort",
         "POST /v1/arbiter/{transaction}/resolve",
         "POST /v1/complaints",

@@ -3236,6 +3236,15 @@ fn receipts() -> Vec<Case> {
             .json(json!({"fields": "00", "certificate_a": "00", "warrant_a": "00",
                          "certificate_b": "00", "ask": {"kind": "abort"}}))
             .expect(404, "disabled"),
+        post("arbiter/resolve on a node that is no arbiter", "/v1/arbiter/resolve")
+            .json(json!({"fields": "00", "certificate_a": "00", "warrant_a": "00",
+                         "certificate_b": "00",
+                         "ask": {"kind": "resolve_by_client", "signature_b": "00", "escrow_a": "00"}}))
+            .expect(404, "disabled"),
+        post("arbiter/an abort asked without a key", "/v1/arbiter/resolve")
+            .json(json!({"fields": "00", "certificate_a": "00", "warrant_a": "00",
+                         "certificate_b": "00", "ask": {"kind": "abort"}}))
+            .expect(403, "forbidden"),
         post("arbiter/an unknown ask", "/v1/arbiter/decide")
             .by(Who::Alice)
             .json(json!({"fields": "00", "certificate_a": "00", "warrant_a": "00",

@@ -1545,10 +1545,25 @@ async fn arbiter_walk(database_url: Option<String>) {
         .public_key()
         .verify(receipt::PARTY_DOMAIN, &msg(&f1), &a_sig)
         .expect("A's signature, opened by the arbiter");
-    let again = decide(case(&f1, &w.alice.cert, resolve))
+    let again = decide(case(&f1, &w.alice.cert, resolve.clone()))
         .await
         .expect(StatusCode::OK);
     assert_eq!(again.body, r.body);
+    // B may ask itself, with no key (its signature authenticates it): the same ruling; an
+    // abort is not taken that way.
+    let by_b_itself = arbiter
+        .post("/v1/arbiter/resolve")
+        .json(case(&f1, &w.alice.cert, resolve))
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(by_b_itself.body, r.body);
+    arbiter
+        .post("/v1/arbiter/resolve")
+        .json(case(&f1, &w.alice.cert, json!({"kind": "abort"})))
+        .send()
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
     let abort = decide(case(&f1, &w.alice.cert, json!({"kind": "abort"})))
         .await
         .expect(StatusCode::OK);

@@ -6,7 +6,11 @@
 use anyhow::bail;
 use serde::Serialize;
 use std::process::ExitCode;
-use tally_client::wire::receipts::{ArbiterView, ResolveBody};
+use tally_client::wire::receipts::{
+    ArbiterAsk, ArbiterCase, ArbiterView, ReceiptView, ResolveBody,
+};
+use tally_kernel::crypto::Certificate;
+use tally_proto::receipt::Fields;
 use tally_proto::receipt::flow::ReceiptState;
 
 use super::files::{default_package_path, write_public_file};
@@ -47,6 +51,68 @@ pub(super) async fn resolve(a: ResolveArgs) -> anyhow::Result<ExitCode> {
     resolve_as_b(&c, &tf, &a).await
 }
 
+/// Block 310 at the arbiter node itself: the case is built from what the receipt node showed
+/// (fields, A's escrow, A's certificate and warrant) and B's own certificate; A's signature is
+/// checked under the node's proxy key before it is believed. The receipt node completes the
+/// package later; B holds A's signature now.
+async fn resolve_at_arbiter(
+    c: &Client,
+    tf: &TokenFile,
+    receipt: &ReceiptView,
+    fields: &Fields,
+    signature_b: &str,
+    url: &str,
+) -> anyhow::Result<ExitCode> {
+    let arbiter = tally_client::Client::builder(url)
+        .user_agent("tally-cli")
+        .build()?;
+    let key = arbiter.arbiter_key().await?;
+    if key.arbiter_key != tf.data.node.arbiter_key {
+        bail!(
+            "the arbiter node at {url} has key {}, but your escrow was made for {}: not asked",
+            key.arbiter_key,
+            tf.data.node.arbiter_key
+        );
+    }
+    let warrant = c.api.receipt_warrant(receipt.transaction).await?;
+    let der = |pem: &str, what: &str| -> anyhow::Result<String> {
+        Certificate::from_pem(pem)
+            .map(|c| hex::encode(c.as_der()))
+            .map_err(|e| anyhow::anyhow!("{what}: {e}"))
+    };
+    let case = ArbiterCase {
+        fields: hex::encode(fields.party_part()),
+        certificate_a: der(&warrant.party_certificate, "A's certificate")?,
+        warrant_a: der(&warrant.warrant.certificate, "A's warrant")?,
+        certificate_b: der(&tf.data.certificate, "your certificate")?,
+        ask: ArbiterAsk::ResolveByClient {
+            signature_b: signature_b.into(),
+            escrow_a: receipt
+                .escrow_a
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("the offer carries no escrow of A's signature"))?,
+        },
+    };
+    let ruling = arbiter.arbiter_resolve_for_b(&case).await?;
+    let verified = released_a_verifies(tf, fields, ruling.signature.as_deref());
+    c.show(&ruling, |r| {
+        format!(
+            "decision      {} (the arbiter node at {url})\n{}",
+            r.decision.as_str(),
+            if verified {
+                "party A's signature verified under the node's proxy key"
+            } else {
+                "party A's signature: none released, or it does NOT verify"
+            }
+        )
+    });
+    Ok(if verified {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 /// `arbiter resolve --token … --json`: the arbiter's answer, whether A's signature in it
 /// verified, and where the package was saved.
 #[derive(Serialize)]
@@ -75,6 +141,9 @@ async fn resolve_as_b(c: &Client, tf: &TokenFile, a: &ResolveArgs) -> anyhow::Re
         );
     }
     let signature_b = tf.sign(&fields, None)?;
+    if let Some(url) = &a.at {
+        return resolve_at_arbiter(c, tf, &receipt, &fields, &signature_b.to_hex(), url).await;
+    }
     let req = ResolveBody {
         signature_b: Some(signature_b.to_hex()),
     };

@@ -476,6 +476,11 @@ pub struct ResolveArgs {
     /// receipt-TRANSACTION.tally here.
     #[arg(long, value_name = "FILE", requires = "token")]
     out: Option<PathBuf>,
+    /// With --token: resolve directly at the arbiter node at this URL (no key: your signature
+    /// authenticates you), with what the receipt node showed you — for when the receipt node
+    /// does not forward your resolve. Its key must be the one your escrow was made for.
+    #[arg(long, value_name = "URL", requires = "token")]
+    at: Option<String>,
     #[command(flatten)]
     conn: Conn,
 }

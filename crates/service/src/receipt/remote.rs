@@ -232,6 +232,17 @@ impl Receipts {
         Err(wrong_state("the exchange is being decided; ask again"))
     }
 
+    /// Arbiter role, asked by party B itself (no API key): only a resolve, which B's signature
+    /// over the fields authenticates — so B does not depend on the receipt node forwarding it.
+    pub async fn arbitrate_for_b(&self, case: &ArbiterCase) -> Result<ArbiterRuling> {
+        if !matches!(case.ask, ArbiterAsk::ResolveByClient { .. }) {
+            return Err(ServiceError::Forbidden(
+                "without a key of this arbiter node only party B's resolve is taken",
+            ));
+        }
+        self.arbitrate(case).await
+    }
+
     /// With an arbiter node: asks it about `r` and turns its ruling into the request the
     /// receipt's machine records (the same decision the arbiter took). Without one: `request`.
     pub(crate) async fn ruled(&self, r: &ReceiptRow, request: Request) -> Result<Request> {
