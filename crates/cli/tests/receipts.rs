@@ -751,6 +751,28 @@ fn the_arbiter_runs_as_its_own_node_and_decides_the_exchange() {
     // The arbiter node serves nothing else.
     assert_eq!(fetch(format!("{}/v1/receipts/node", arbiter.url)).0, 404);
 
+    // A holder pins the arbiter it trusts when its token is made: the arbiter node's own key
+    // must be the one the receipt node names.
+    let admin = s.server.admin_key.clone();
+    let pinned = |file: &str, at: &str| {
+        s.run(
+            &admin,
+            &[
+                "token",
+                "init",
+                "--holder",
+                "dave",
+                "--file",
+                file,
+                "--arbiter",
+                at,
+            ],
+        )
+    };
+    ok(pinned("dave.token", &arbiter.url));
+    let r = pinned("dave2.token", &s.server.url);
+    assert!(!r.0 && !s.work.join("dave2.token").exists(), "{r:?}");
+
     // A complete fair exchange needs no arbiter; the receipt verifies.
     let tx = s.offer("Fair order 1\nTotal 5.00 EUR", &["--fair"]);
     let out = s.sign(tx, &["--out", "fair.tally"]);

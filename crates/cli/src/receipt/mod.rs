@@ -126,6 +126,11 @@ pub struct TokenInitArgs {
     /// Where to write the token file.
     #[arg(long, value_name = "PATH")]
     file: PathBuf,
+    /// The arbiter node fair exchanges go to (its URL, learnt from its operator, not from the
+    /// receipt node): its key is fetched from it and must be the one the receipt node gives
+    /// the token, so your escrows are made for the arbiter you chose to trust.
+    #[arg(long, value_name = "URL")]
+    arbiter: Option<String>,
     #[command(flatten)]
     pkcs11: Pkcs11InitArgs,
     #[command(flatten)]
@@ -187,6 +192,11 @@ pub struct TokenAcceptArgs {
     /// Where to write your token file.
     #[arg(long, value_name = "PATH")]
     file: PathBuf,
+    /// The arbiter node fair exchanges go to (its URL, learnt from its operator, not from the
+    /// receipt node): its key is fetched from it and must be the one the receipt node gives
+    /// the token, so your escrows are made for the arbiter you chose to trust.
+    #[arg(long, value_name = "URL")]
+    arbiter: Option<String>,
 }
 
 /// Where `token init` makes the Ed25519 key when it is not made in software.
@@ -493,7 +503,7 @@ pub async fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
         TokenCommand::Init(a) => token::init(a).await,
         TokenCommand::Request(a) => token_request::request(a),
         TokenCommand::Issue(a) => token_request::issue(a).await,
-        TokenCommand::Accept(a) => token_request::accept(a),
+        TokenCommand::Accept(a) => token_request::accept(a).await,
         TokenCommand::List(a) => token::list(a).await,
         TokenCommand::Sync(a) => token::sync(a).await,
     }

@@ -44,6 +44,9 @@ pub(super) async fn init(a: TokenInitArgs) -> anyhow::Result<ExitCode> {
     }
     let c = Client::new(&a.conn)?;
     let node = c.api.receipt_node().await?;
+    if let Some(url) = &a.arbiter {
+        super::token_request::pin_arbiter(url, &node).await?;
+    }
     // The holder's Ed25519 key: made here, or inside the PKCS#11 token (removed again from
     // it if the token is not issued).
     let key = match &a.pkcs11.pkcs11_module {

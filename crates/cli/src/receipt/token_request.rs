@@ -142,9 +142,30 @@ pub(super) async fn issue(a: TokenIssueArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--arbiter URL`: the arbiter node's own key must be the one the receipt node gives the
+/// token (its escrows are encrypted to that key).
+pub(super) async fn pin_arbiter(url: &str, node: &ReceiptNodeView) -> anyhow::Result<()> {
+    let arbiter = tally_client::Client::builder(url)
+        .user_agent("tally-cli")
+        .build()?;
+    let key = arbiter
+        .arbiter_key()
+        .await
+        .with_context(|| format!("--arbiter {url}: fetching its key"))?;
+    if key.arbiter_key != node.arbiter_key {
+        bail!(
+            "--arbiter {url} has key {}, but the receipt node names {}: the escrows would not be \
+             for the arbiter you chose; nothing was written",
+            key.arbiter_key,
+            node.arbiter_key
+        );
+    }
+    Ok(())
+}
+
 /// `tally token accept`: the holder checks the node's certificate against its own keys and
 /// the node's CA and writes its token file.
-pub(super) fn accept(a: TokenAcceptArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn accept(a: TokenAcceptArgs) -> anyhow::Result<ExitCode> {
     if a.file.exists() {
         bail!(
             "{} exists; a token file is never replaced",
@@ -155,6 +176,9 @@ pub(super) fn accept(a: TokenAcceptArgs) -> anyhow::Result<ExitCode> {
     let answer: IssueAnswer = read_json(&a.issued, "token issue answer (tally token issue)")?;
     if keys.format != KEYS_FORMAT || answer.format != ISSUED_FORMAT {
         bail!("unknown file format; expected {KEYS_FORMAT} and {ISSUED_FORMAT}");
+    }
+    if let Some(url) = &a.arbiter {
+        pin_arbiter(url, &answer.node).await?;
     }
     let issued = &answer.issued;
     if issued.holder != keys.holder {
