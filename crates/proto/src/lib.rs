@@ -17,6 +17,7 @@
 //!   typed back on the first.
 //! * [`receipt`]: two-party signed receipts (SPEC R1–R6): the receipt core and package, offline
 //!   verification, the token's secure write and the arbiter's rules for fair exchange.
+//! * [`session`]: trading sessions (SPEC M1–M9), being built: the session and transaction ids.
 
 /// `as_str`, `parse` and `Display` of a state enum stored by its snake_case name.
 macro_rules! stored_names {
@@ -45,6 +46,7 @@ pub mod delivery;
 pub mod effects;
 pub mod oob;
 pub mod receipt;
+pub mod session;
 
 #[cfg(test)]
 mod pinned {

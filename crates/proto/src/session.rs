@@ -1,0 +1,8 @@
+//! Trading sessions (US 09/718411, SPEC M1–M9; issue [7]): deposit-backed micropayment
+//! sessions between a customer and a merchant, possibly at two operators, concluded with
+//! records both parties sign and cleared between the operators. Design and the order of the
+//! steps: `docs/protocols/sessions.md`.
+//!
+//! Built so far: [`ids`], the session and transaction identities of the seed.
+
+pub mod ids;
