@@ -3,6 +3,8 @@
 //! records both parties sign and cleared between the operators. Design and the order of the
 //! steps: `docs/protocols/sessions.md`.
 //!
-//! Built so far: [`ids`], the session and transaction identities of the seed.
+//! Built so far: [`ids`], the session and transaction identities of the seed, and [`envelope`],
+//! the sealed format of messages between nodes (no transport yet).
 
+pub mod envelope;
 pub mod ids;
