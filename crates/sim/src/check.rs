@@ -175,7 +175,9 @@ async fn trustee(node: &Node) -> Result<(), Broken> {
     }
     if let Some(tally_ledger::Event::AccountOpened { account }) = node
         .store()
-        .journal_event(":trustee_payable:EUR")
+        .journal_event(&tally_service::oob::trustee::payable_key(
+            tally_kernel::Currency::from_code("EUR").map_err(|e| e.to_string())?,
+        ))
         .await
         .map_err(|e| e.to_string())?
     {

@@ -77,12 +77,8 @@ impl Oob {
     /// The operator's trustee book in `currency`: credited by verified trustee payments,
     /// debited by the payouts; what stays is the fee.
     pub(crate) async fn trustee_payable(&self, currency: Currency) -> Result<Id> {
-        self.trustee_book(
-            format!(":trustee_payable:{}", currency.code()),
-            currency,
-            false,
-        )
-        .await
+        self.trustee_book(payable_key(currency), currency, false)
+            .await
     }
 
     /// Sets a user's trustee limit in the limit's currency (operator only). The first limit
@@ -273,6 +269,12 @@ impl Oob {
         }
         Ok(collections)
     }
+}
+
+/// The idempotency key that opened the operator's trustee book in `currency`: its journal
+/// entry names the account (read by checks that find the book from outside the node).
+pub fn payable_key(currency: Currency) -> String {
+    format!(":trustee_payable:{}", currency.code())
 }
 
 /// A receivable account as the user's credit.
