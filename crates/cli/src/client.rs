@@ -40,6 +40,13 @@ pub(crate) struct Client {
     pub(crate) json: bool,
 }
 
+/// A client of the node at `url` with no API key (an arbiter node, online verification).
+pub(crate) fn anonymous(url: &str) -> anyhow::Result<tally_client::Client> {
+    Ok(tally_client::Client::builder(url)
+        .user_agent("tally-cli")
+        .build()?)
+}
+
 impl Client {
     pub(crate) fn new(conn: &Conn) -> anyhow::Result<Client> {
         // The local admin key is a convenience for a node on this machine only: it is never

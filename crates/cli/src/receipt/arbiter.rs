@@ -63,9 +63,7 @@ async fn resolve_at_arbiter(
     signature_b: &str,
     url: &str,
 ) -> anyhow::Result<ExitCode> {
-    let arbiter = tally_client::Client::builder(url)
-        .user_agent("tally-cli")
-        .build()?;
+    let arbiter = crate::client::anonymous(url)?;
     let key = arbiter.arbiter_key().await?;
     if key.arbiter_key != tf.data.node.arbiter_key {
         bail!(

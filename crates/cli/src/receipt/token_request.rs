@@ -145,9 +145,7 @@ pub(super) async fn issue(a: TokenIssueArgs) -> anyhow::Result<ExitCode> {
 /// `--arbiter URL`: the arbiter node's own key must be the one the receipt node gives the
 /// token (its escrows are encrypted to that key).
 pub(super) async fn pin_arbiter(url: &str, node: &ReceiptNodeView) -> anyhow::Result<()> {
-    let arbiter = tally_client::Client::builder(url)
-        .user_agent("tally-cli")
-        .build()?;
+    let arbiter = crate::client::anonymous(url)?;
     let key = arbiter
         .arbiter_key()
         .await

@@ -70,9 +70,7 @@ pub(super) async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
 /// receipt's time (not valid).
 async fn online(a: &VerifyArgs, url: &str) -> anyhow::Result<()> {
     let bytes = read_package(&a.file)?.to_bytes();
-    let node = tally_client::Client::builder(url)
-        .user_agent("tally-cli")
-        .build()?;
+    let node = crate::client::anonymous(url)?;
     let answer = node
         .receipt_verify_online(bytes)
         .await
