@@ -14,6 +14,7 @@
 //! * [`webhook`]: [`WebhookChannel`], Stripe-style `Tally-Signature`, and
 //!   [`verify_webhook_signature`] for receivers.
 //! * [`sms`]: [`SmsGatewayChannel`], a generic bearer-token HTTP gateway.
+//! * [`peer`]: [`PeerChannel`], sealed messages to other operators' nodes.
 //! * [`http`]: the outgoing-HTTP core both HTTP channels share: bounded retries, no redirects,
 //!   capped responses, error classification.
 //! * [`guard`]: the SSRF guard (a filtering DNS resolver plus a literal-IP check).
@@ -34,6 +35,7 @@ mod error;
 pub mod guard;
 pub mod http;
 pub mod message;
+pub mod peer;
 mod set;
 pub mod sms;
 pub mod smtp;
@@ -47,6 +49,7 @@ pub use error::ChannelError;
 pub use guard::{GuardedResolver, is_public_ip};
 pub use http::HttpConfig;
 pub use message::{ChannelKind, Delivery, Message, validate_address};
+pub use peer::PeerChannel;
 pub use set::ChannelSet;
 pub use sms::{SmsFormat, SmsGatewayChannel, SmsGatewayConfig, sms_text};
 pub use smtp::{SmtpChannel, SmtpConfig, SmtpTls, email_message_id};

@@ -24,6 +24,8 @@ pub enum ChannelKind {
     Dev,
     /// E-mail over SMTP.
     Email,
+    /// A sealed message to another operator's node (`POST <peer>/v1/peer/messages`).
+    Peer,
     /// Text message through an HTTP SMS gateway.
     Sms,
     /// A signed JSON POST to a URL the recipient registered.
@@ -32,9 +34,10 @@ pub enum ChannelKind {
 
 impl ChannelKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ChannelKind; 4] = [
+    pub const ALL: [ChannelKind; 5] = [
         ChannelKind::Dev,
         ChannelKind::Email,
+        ChannelKind::Peer,
         ChannelKind::Sms,
         ChannelKind::Webhook,
     ];
@@ -44,6 +47,7 @@ impl ChannelKind {
         match self {
             ChannelKind::Dev => "dev",
             ChannelKind::Email => "email",
+            ChannelKind::Peer => "peer",
             ChannelKind::Sms => "sms",
             ChannelKind::Webhook => "webhook",
         }
@@ -120,7 +124,7 @@ pub(crate) fn validate_message_id(id: &str) -> Result<(), ChannelError> {
 ///
 /// * `Email`: an address as lettre parses it (`user@domain`, no display name), ≤ 254 bytes.
 /// * `Sms`: E.164: `+`, then 8 to 15 digits, the first not `0`.
-/// * `Webhook`: an absolute `http` or `https` URL with a host and no user/password, ≤ 2048
+/// * `Webhook` and `Peer`: an absolute `http` or `https` URL with a host and no user/password, ≤ 2048
 ///   bytes. Whether the host is public is checked at delivery time by the SSRF guard.
 /// * `Dev`: any non-empty string of at most 256 characters.
 pub fn validate_address(kind: ChannelKind, address: &str) -> Result<(), ChannelError> {
@@ -157,7 +161,7 @@ pub fn validate_address(kind: ChannelKind, address: &str) -> Result<(), ChannelE
             }
             Ok(())
         }
-        ChannelKind::Webhook => parse_http_url(address).map(|_| ()),
+        ChannelKind::Peer | ChannelKind::Webhook => parse_http_url(address).map(|_| ()),
     }
 }
 

@@ -33,6 +33,7 @@ mod bench_smtp;
 mod client;
 mod conn_cap;
 mod delivery;
+mod federation;
 mod log_export;
 mod oob;
 mod pkcs11;
@@ -102,6 +103,10 @@ enum Commands {
     /// Threshold rules: which amounts need out-of-band confirmation.
     #[command(subcommand)]
     Rule(oob::RuleCommand),
+    /// Federation: other operators' nodes this node exchanges signed messages with (add a
+    /// peer, list them, ping one).
+    #[command(subcommand)]
+    Federation(federation::FederationCommand),
     /// Trustee payments: pay merchants what users owe through the operator.
     #[command(subcommand)]
     Trustee(oob::TrusteeCommand),
@@ -256,6 +261,7 @@ fn main() -> ExitCode {
             Commands::Certificates(a) => oob::certificates(a).await,
             Commands::Rule(c) => oob::rule(c).await,
             Commands::Trustee(c) => oob::trustee(c).await,
+            Commands::Federation(c) => federation::federation(c).await,
             Commands::Product(c) => delivery::product(c).await,
             Commands::Buy(a) => delivery::buy(a).await,
             Commands::Package(c) => delivery::package(c).await,

@@ -44,6 +44,7 @@ pub use tally_wire as wire;
 use tally_wire::error::ErrorCode;
 
 mod delivery;
+mod federation;
 mod ledger;
 mod oob;
 mod receipts;

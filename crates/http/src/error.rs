@@ -21,9 +21,10 @@ use tally_proto::delivery::notification::NotificationError;
 use tally_proto::oob::OobError;
 use tally_proto::receipt::ReceiptError;
 use tally_proto::receipt::exchange::Refusal;
+use tally_proto::session::envelope::EnvelopeError;
 use tally_service::delivery::DeliveryError;
 use tally_service::receipt::ReceiptServiceError;
-use tally_service::{Missing, ServiceError};
+use tally_service::{Missing, PeerRefusal, ServiceError};
 use tally_store::{Conflict, StoreError};
 
 pub use tally_wire::error::{ErrorBody, ErrorCode, ErrorDetail};
@@ -216,6 +217,20 @@ impl From<ServiceError> for ApiError {
                 "currency": currency.code(),
                 "available_minor": available_minor,
             })),
+            ServiceError::PeerRefused(why) => match why {
+                PeerRefusal::Envelope(EnvelopeError::TooLarge) => ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    "a peer message is at most 64 KiB",
+                ),
+                why => ApiError::new(
+                    ErrorCode::PeerRefused,
+                    format!(
+                        "message from another node refused ({}): nothing was applied",
+                        why.as_str()
+                    ),
+                )
+                .with_details(json!({ "reason": why.as_str() })),
+            },
             ServiceError::LastAdminKey => ApiError::new(
                 ErrorCode::LastAdminKey,
                 "the last admin key cannot be revoked; create another admin key first",

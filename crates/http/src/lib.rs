@@ -23,6 +23,7 @@ pub mod delivery;
 pub mod dto;
 pub mod error;
 pub mod extract;
+pub mod federation;
 pub mod handlers;
 pub mod middleware;
 pub mod oob;
@@ -286,6 +287,13 @@ fn routes() -> Router<AppState> {
         .route("/v1/receipts/{transaction}/package", get(receipts::package))
         .route("/v1/arbiter/{transaction}/abort", post(receipts::abort))
         .route("/v1/arbiter/{transaction}/resolve", post(receipts::resolve))
+        .route(
+            "/v1/peers",
+            post(federation::add_peer).get(federation::peers),
+        )
+        .route("/v1/peers/{peer}", get(federation::peer))
+        .route("/v1/peers/{peer}/ping", post(federation::ping))
+        .route("/v1/peer/messages", post(federation::receive))
         // The web page (HTML for people, not part of the API document).
         .merge(web::routes())
 }

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::dto;
 use crate::error::{ErrorBody, ErrorCode, ErrorDetail};
-use crate::{delivery, handlers, oob, ops, receipts};
+use crate::{delivery, federation, handlers, oob, ops, receipts};
 
 /// Declares the bearer API-key scheme the `/v1` operations use.
 struct ApiKeyAuth;
@@ -40,6 +40,11 @@ impl Modify for ApiKeyAuth {
         ops::node,
         ops::metrics,
         ops::openapi_json,
+        federation::add_peer,
+        federation::peers,
+        federation::peer,
+        federation::ping,
+        federation::receive,
         handlers::open_account,
         handlers::list_accounts,
         handlers::account,
@@ -128,6 +133,7 @@ impl Modify for ApiKeyAuth {
         (name = "oob", description = "Out-of-band authentication: subscribers, sessions, codes, registers (docs/protocols/oob.md)"),
         (name = "delivery", description = "Locked delivery: products, sales, packages, payments by reference, keys, reports (docs/protocols/delivery-api.md)"),
         (name = "receipts", description = "Two-party signed receipts: tokens, warrants, the receipt protocol, fair exchange and the arbiter (docs/protocols/receipts.md)"),
+        (name = "federation", description = "Operator: peer nodes of other operators, and the sealed messages between them (docs/protocols/sessions.md)"),
         (name = "ops", description = "Health, metrics and this document"),
     )
 )]

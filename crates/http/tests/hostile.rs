@@ -40,6 +40,7 @@ use tally_kernel::crypto::kdf::hmac_sha256;
 use tally_kernel::crypto::warrant::{Counterparties, WarrantTerms, issue_warrant};
 use tally_kernel::crypto::{Certificate, SigningKey, VerifyingKey};
 use tally_proto::delivery::notification;
+use tally_proto::session::ids::NodeId;
 use tally_wire::receipts::NewToken;
 use tower::ServiceExt;
 
@@ -3603,6 +3604,100 @@ fn rate_limits() -> Vec<Case> {
     ]
 }
 
+/// Peers and sealed messages between nodes (issue [7]).
+fn federation() -> Vec<Case> {
+    let peer_key = SigningKey::from_seed(&[77; 32]).verifying_key();
+    let good = json!({
+        "name": "bank-b",
+        "url": "http://bank-b.test",
+        "public_key": peer_key.to_hex(),
+        "fingerprint": peer_key.fingerprint(),
+    });
+    let add = |name: &str, who: Who, body: Value| {
+        post(format!("peers/{name}"), "/v1/peers")
+            .by(who)
+            .json(body)
+    };
+    let stranger = SigningKey::from_seed(&[78; 32]);
+    let forged = tally_proto::session::envelope::Envelope {
+        id: tally_kernel::Id::new(),
+        from: NodeId::of(&stranger.verifying_key()),
+        to: NodeId::of(&stranger.verifying_key()),
+        sent_at: Timestamp::now().as_micros(),
+        kind: "ping".into(),
+        body: json!({}),
+    }
+    .seal(&stranger)
+    .expect("seal");
+    let message = |name: &str, bytes: Vec<u8>| {
+        post(format!("peer message/{name}"), "/v1/peer/messages").raw("application/json", bytes)
+    };
+    vec![
+        add("by a customer", Who::Alice, good.clone()).expect(403, "forbidden"),
+        add("by a merchant", Who::Shop, good.clone()).expect(403, "forbidden"),
+        add(
+            "a fingerprint of another key",
+            Who::Admin,
+            with(&good, json!({"fingerprint": "00".repeat(32)})),
+        )
+        .expect(422, "invalid_request"),
+        add(
+            "a key that is not hex",
+            Who::Admin,
+            with(&good, json!({"public_key": "key"})),
+        )
+        .expect(422, "invalid_request"),
+        add(
+            "an ftp URL",
+            Who::Admin,
+            with(&good, json!({"url": "ftp://bank-b.test"})),
+        )
+        .expect(422, "invalid_request"),
+        add(
+            "a URL with a user",
+            Who::Admin,
+            with(&good, json!({"url": "http://u@bank-b.test"})),
+        )
+        .expect(422, "invalid_request"),
+        add(
+            "a name with a colon",
+            Who::Admin,
+            with(&good, json!({"name": "bank:b"})),
+        )
+        .expect(422, "invalid_request"),
+        add(
+            "an unknown field",
+            Who::Admin,
+            with(&good, json!({"trusted": true})),
+        )
+        .expect(400, "malformed_json"),
+        get("peers/listed by a customer", "/v1/peers")
+            .by(Who::Alice)
+            .expect(403, "forbidden"),
+        get("peers/an unknown peer", "/v1/peers/nobody")
+            .by(Who::Admin)
+            .expect(404, "not_found"),
+        get("peers/shown to a customer", "/v1/peers/nobody")
+            .by(Who::Alice)
+            .expect(403, "forbidden"),
+        post("peers/ping an unknown peer", "/v1/peers/nobody/ping")
+            .by(Who::Admin)
+            .expect(404, "not_found"),
+        post("peers/ping by a customer", "/v1/peers/nobody/ping")
+            .by(Who::Alice)
+            .expect(403, "forbidden"),
+        message("not JSON", b"hello".to_vec()).expect(403, "peer_refused"),
+        message("an empty body", Vec::new()).expect(403, "peer_refused"),
+        message(
+            "JSON that is no record",
+            b"{\"domain\": \"tally/peer-message/v1\"}".to_vec(),
+        )
+        .expect(403, "peer_refused"),
+        message("signed by a stranger", forged).expect(403, "peer_refused"),
+        message("larger than 64 KiB", vec![b'{'; 64 * 1024 + 1]).expect(413, "payload_too_large"),
+    ]
+}
+
 // ---------------------------------------------------------------------------------------------
 // Coverage of the OpenAPI document
 // ---------------------------------------------------------------------------------------------
@@ -3694,6 +3789,7 @@ async fn hostile_inputs_are_refused_in_the_error_format_and_change_nothing() {
     cases.extend(delivery());
     cases.extend(receivers(&h));
     cases.extend(receipts());
+    cases.extend(federation());
     cases.extend(routing());
     let rate = rate_limits();
     let mut names = std::collections::HashSet::new();

@@ -18,7 +18,8 @@
 //!   from the node's keys only when the message is handed to its channel (or read from the
 //!   development inbox), so no stored row holds a live secret.
 //! * **Messages to other nodes** ([`PeerMessage`]) are part of the shape so that protocols
-//!   spanning two operators (trading sessions) fit it; none of today's protocols emits one.
+//!   spanning two operators (trading sessions) fit it: they commit with the step, like
+//!   messages to people.
 //!
 //! Rejected: returning closures or trait objects to run (effects must be data the executor can
 //! store, retry and check); letting a machine read the clock or the database.
@@ -97,15 +98,16 @@ pub struct Outgoing {
 }
 
 /// A message to another node (an operator's peer), delivered durably and deduplicated by id
-/// on arrival. Part of the shape for protocols spanning two operators; no protocol of this
-/// crate emits one yet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// on arrival. The executor stores it in the outbox with the step; the outbox worker seals it
+/// into a [`crate::session::envelope::Envelope`] under the node key when it sends it (so its
+/// `sent_at` is fresh on every retry) and the receiver applies its `id` once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerMessage {
-    /// The peer node's name.
-    pub node: String,
-    /// Unique id (the receiver drops a repeat).
-    pub id: String,
-    /// What it is.
+    /// The receiving node.
+    pub to: crate::session::ids::NodeId,
+    /// Unique id (UUIDv7): the receiver applies it once.
+    pub id: Id,
+    /// What it is (`snake_case`).
     pub kind: String,
     /// Its content.
     pub body: serde_json::Value,

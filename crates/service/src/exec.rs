@@ -5,7 +5,8 @@
 //! under a guard on the state it was decided from, and whatever else the step records. All of
 //! it commits in one database transaction through the store's batched writer, under the step's
 //! idempotency key, so a step happens once or not at all, and a retry of a committed step
-//! answers what the first did. A message is stored with its secret by reference
+//! answers what the first did. A message to another node is an outbox row of kind `peer`
+//! (sealed when it is sent, see [`crate::federation`]). A message is stored with its secret by reference
 //! ([`tally_proto::effects::SecretRef`]) and rendered only at delivery; a commit that enqueues
 //! one wakes the outbox worker at once.
 //!
@@ -19,7 +20,7 @@
 use crate::core::Core;
 use crate::{Result, ServiceError};
 use tally_ledger::Request;
-use tally_proto::effects::Effects;
+use tally_proto::effects::{Effects, PeerMessage};
 use tally_store::outbox::NewMessage;
 use tally_store::{Attachment, Conflict, Outcome};
 
@@ -45,14 +46,12 @@ impl Core {
         let command = ledger.ok_or_else(|| {
             ServiceError::Setup(format!("bug: step {key} has no journal entry to commit"))
         })?;
-        if !peers.is_empty() {
-            return Err(ServiceError::Setup(
-                "bug: no protocol of this node sends messages to other nodes yet".into(),
-            ));
-        }
         // A development-inbox message is delivered by its commit; others wait for the worker.
-        let wake = messages.iter().any(|m| m.channel != "dev");
+        let wake = !peers.is_empty() || messages.iter().any(|m| m.channel != "dev");
         let mut attachments = rows;
+        for p in peers {
+            attachments.push(Attachment::Message(peer_row(p)?));
+        }
         attachments.extend(messages.into_iter().map(|m| {
             Attachment::Message(NewMessage {
                 dedup_key: m.dedup_key,
@@ -79,6 +78,33 @@ impl Core {
         }
         Ok(outcome)
     }
+}
+
+/// The outbox dedup-key prefix of a message to a peer node (then its id).
+pub(crate) const PEER_DEDUP_PREFIX: &str = ":peer:";
+/// Largest body of a message to a peer: its envelope and signature must fit in 64 KiB.
+pub const PEER_BODY_LEN_MAX: usize = 48 * 1024;
+
+/// The outbox row of a message to a peer node: address its node id, subject its kind, body its
+/// JSON. It is sealed only when the outbox worker sends it.
+fn peer_row(p: PeerMessage) -> Result<NewMessage> {
+    let body = p.body.to_string();
+    if body.len() > PEER_BODY_LEN_MAX {
+        return Err(ServiceError::Setup(format!(
+            "bug: a {} message to a peer of {} bytes (at most {PEER_BODY_LEN_MAX})",
+            p.kind,
+            body.len()
+        )));
+    }
+    Ok(NewMessage {
+        dedup_key: format!("{PEER_DEDUP_PREFIX}{}", p.id),
+        kind: tally_store::federation::PEER_KIND.into(),
+        address: p.to.to_string(),
+        subject: p.kind,
+        body,
+        data: serde_json::Value::Null,
+        secret: None,
+    })
 }
 
 /// Runs `attempt` (read, decide, commit) again while another request keeps moving its row

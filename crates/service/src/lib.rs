@@ -31,6 +31,7 @@ pub mod access;
 pub mod core;
 pub mod delivery;
 pub mod exec;
+pub mod federation;
 pub mod identity;
 pub mod ledger_ops;
 pub mod node;
@@ -182,6 +183,10 @@ pub enum ServiceError {
     /// decided here, and asking again changes nothing.
     #[error("the arbiter node refused: {0}")]
     ArbiterRefused(String),
+    /// A message from another node was not taken: nothing was applied. The sender's fault
+    /// (or an attacker's).
+    #[error("message from another node refused: {}", .0.as_str())]
+    PeerRefused(PeerRefusal),
     /// Revoking this key would leave the node without a live admin key; make another first
     /// (`tally api-key create --role admin`, offline with `--data` if need be).
     #[error("the last admin key cannot be revoked; create another admin key first")]
@@ -211,6 +216,28 @@ impl From<StoreError> for ServiceError {
     }
 }
 
+/// Why a message from another node was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRefusal {
+    /// The sealed envelope does not open (see the cause).
+    Envelope(tally_proto::session::envelope::EnvelopeError),
+    /// It opened, but this node has no use for its kind.
+    UnknownKind,
+    /// Its id was taken before with other content.
+    IdReused,
+}
+
+impl PeerRefusal {
+    /// Its stable snake_case name (`details.reason` on the wire).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerRefusal::Envelope(e) => e.as_str(),
+            PeerRefusal::UnknownKind => "unknown_kind",
+            PeerRefusal::IdReused => "id_reused",
+        }
+    }
+}
+
 /// Result of a node operation.
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
 /// What a [`ServiceError::NotFound`] did not find. Callers (the HTTP layer's error codes, the
@@ -227,6 +254,8 @@ pub enum Missing {
     Party,
     /// A payment quoting a reference.
     Payment,
+    /// A peer node.
+    Peer,
     /// A product.
     Product,
     /// A receipt.
@@ -257,6 +286,7 @@ impl std::fmt::Display for Missing {
             Missing::Mail => "mail",
             Missing::Party => "party",
             Missing::Payment => "payment",
+            Missing::Peer => "peer",
             Missing::Product => "product",
             Missing::Receipt => "receipt",
             Missing::Receiver => "receiver",

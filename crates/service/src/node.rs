@@ -11,6 +11,7 @@ use crate::Missing;
 use crate::access::{check_name, require_admin};
 use crate::core::{Core, NodeClock};
 use crate::delivery::Delivery;
+use crate::federation::Federation;
 use crate::identity::{Identity, Made, NodeFiles, getrandom_fill, setup, write_private_file};
 use crate::oob::Oob;
 use crate::receipt::Receipts;
@@ -115,6 +116,7 @@ pub struct Node {
 
 struct Inner {
     core: Core,
+    federation: Federation,
     oob: Oob,
     delivery: Delivery,
     receipts: Receipts,
@@ -190,6 +192,7 @@ impl Node {
         };
         let node = Node {
             inner: Arc::new(Inner {
+                federation: Federation::new(core.clone()),
                 core,
                 oob,
                 delivery,
@@ -203,6 +206,26 @@ impl Node {
     /// The shared core.
     pub fn core(&self) -> &Core {
         &self.inner.core
+    }
+
+    /// Peers and the messages exchanged with them.
+    pub fn federation(&self) -> &Federation {
+        &self.inner.federation
+    }
+
+    /// Takes a sealed message from a peer node (`POST /v1/peer/messages`): checks it, and
+    /// commits it with the step it causes, once. A kind no part of this node handles is
+    /// refused, so its sender stops retrying it.
+    pub async fn receive_peer_message(
+        &self,
+        bytes: &[u8],
+    ) -> Result<tally_wire::federation::PeerMessageTaken> {
+        let federation = self.federation();
+        let message = federation.open(bytes).await?;
+        let effects = federation
+            .link_step(&message)
+            .ok_or(ServiceError::PeerRefused(crate::PeerRefusal::UnknownKind))?;
+        federation.take(&message, effects, Vec::new()).await
     }
 
     /// Out-of-band authentication.

@@ -51,7 +51,15 @@ impl Workers {
 
 /// Starts the outbox worker and the timer sweeper. `tick` bounds how long either waits when
 /// nothing wakes it (retries falling due, timeouts).
-pub fn start(node: Node, channels: ChannelSet, tick: Duration) -> Workers {
+pub fn start(node: Node, mut channels: ChannelSet, tick: Duration) -> Workers {
+    if channels.channel(ChannelKind::Peer).is_none() {
+        match tally_channels::PeerChannel::new() {
+            Ok(peer) => {
+                channels.insert(Arc::new(peer));
+            }
+            Err(e) => tracing::error!(error = %e, "no channel to peer nodes"),
+        }
+    }
     let outbox_wakeup = node.core().outbox_signal();
     let outbox = tokio::spawn(outbox_loop(
         node.clone(),
@@ -187,12 +195,25 @@ async fn deliver_counted(
     mark_sent: bool,
 ) -> bool {
     let store = node.store();
-    // Secrets are not stored: they are put into the text only now.
-    let result = match node.render(&m.message).await {
-        Ok(body) => deliver_one(channels, &m, body.expose()).await,
-        Err(e) => Err(tally_channels::ChannelError::Transient(format!(
-            "cannot render the message: {e}"
-        ))),
+    let result = if m.message.kind == tally_store::federation::PEER_KIND {
+        // Sealed under the node key only now, so its time is fresh on every retry.
+        match node.federation().outgoing(&m).await {
+            Ok((url, sealed)) => deliver_peer(channels, &m, url, sealed).await,
+            Err(e @ crate::ServiceError::NotFound { .. }) => Err(
+                tally_channels::ChannelError::Permanent(format!("cannot send: {e}")),
+            ),
+            Err(e) => Err(tally_channels::ChannelError::Transient(format!(
+                "cannot seal the message: {e}"
+            ))),
+        }
+    } else {
+        // Secrets are not stored: they are put into the text only now.
+        match node.render(&m.message).await {
+            Ok(body) => deliver_one(channels, &m, body.expose()).await,
+            Err(e) => Err(tally_channels::ChannelError::Transient(format!(
+                "cannot render the message: {e}"
+            ))),
+        }
     };
     let recorded = match &result {
         Ok(()) if !mark_sent => Ok(()),
@@ -214,6 +235,23 @@ async fn deliver_counted(
         tracing::warn!(message = %m.id, error = %e, "cannot record a delivery result");
     }
     result.is_ok()
+}
+
+async fn deliver_peer(
+    channels: &ChannelSet,
+    m: &StoredMessage,
+    url: String,
+    sealed: String,
+) -> Result<(), tally_channels::ChannelError> {
+    let message = Message {
+        id: m.message.dedup_key.clone(),
+        kind: ChannelKind::Peer,
+        address: url,
+        subject: m.message.subject.clone(),
+        body: sealed,
+        data: serde_json::Value::Null,
+    };
+    channels.deliver(&message).await.map(|_| ())
 }
 
 async fn deliver_one(

@@ -12,6 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["identity", "access"],
     &["core"],
     &["exec"],
+    &["federation"],
     &["oob", "delivery", "receipt"],
     &["node"],
     &["ledger_ops", "workers"],

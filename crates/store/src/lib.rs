@@ -21,6 +21,7 @@
 
 pub mod audit;
 pub mod delivery;
+pub mod federation;
 pub mod guarded;
 pub mod keys;
 pub mod oob;
@@ -106,6 +107,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         11,
         include_str!("../migrations/sqlite/0011_arbitration_case.sql"),
     ),
+    (12, include_str!("../migrations/sqlite/0012_federation.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
@@ -130,6 +132,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         11,
         include_str!("../migrations/postgres/0011_arbitration_case.sql"),
+    ),
+    (
+        12,
+        include_str!("../migrations/postgres/0012_federation.sql"),
     ),
 ];
 

@@ -20,6 +20,8 @@ pub use tally_proto::effects::SecretRef;
 
 /// Attempts before a message is marked failed.
 pub const ATTEMPTS_MAX: i64 = 8;
+/// Attempts before a message to a peer node is marked failed (about a week at one a minute).
+pub const PEER_ATTEMPTS_MAX: i64 = 10_080;
 /// Longest subject/address we store, in bytes.
 pub const FIELD_LEN_MAX: usize = 1024;
 /// Longest body we store, in bytes.
@@ -213,12 +215,13 @@ pub(crate) async fn claim_in(
 /// Records deliveries inside `tx`.
 pub(crate) async fn mark_sent_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    dialect: Dialect,
     ids: &[Id],
     now: Timestamp,
 ) -> Result<(), StoreError> {
     for chunk in ids.chunks(500) {
-        let list = rows::placeholders_from(dialect, 2, chunk.len());
+        // `$N` throughout: on SQLite a bare `?` after `$1` was bound to the first argument
+        // (the time), so no row matched and delivered messages were leased and sent again.
+        let list = rows::placeholders_from(Dialect::Postgres, 2, chunk.len());
         let sql = format!(
             "UPDATE outbox SET state = 'sent', sent_at = $1, attempts = attempts + 1 \
              WHERE state = 'pending' AND id IN ({list})"
@@ -279,17 +282,24 @@ impl Store {
         error: &str,
         permanent: bool,
     ) -> Result<String, StoreError> {
-        let row = sqlx::query("SELECT attempts FROM outbox WHERE id = $1")
+        let row = sqlx::query("SELECT attempts, kind FROM outbox WHERE id = $1")
             .bind(id.as_bytes().to_vec())
             .fetch_one(self.pool())
             .await?;
         let attempts: i64 = row.try_get::<i64, _>("attempts")? + 1;
-        let state = if permanent || attempts >= ATTEMPTS_MAX {
+        // A peer node that is down is waited for (a week at most), and tried at least every
+        // minute; it also wakes its messages when it is heard from again.
+        let (most, backoff_s) = if row.try_get::<String, _>("kind")? == crate::federation::PEER_KIND
+        {
+            (PEER_ATTEMPTS_MAX, (1_i64 << attempts.min(6)))
+        } else {
+            (ATTEMPTS_MAX, 1_i64 << attempts.min(12))
+        };
+        let state = if permanent || attempts >= most {
             "failed"
         } else {
             "pending"
         };
-        let backoff_s = 1_i64 << attempts.min(12);
         let error: String = error.chars().take(FIELD_LEN_MAX).collect();
         sqlx::query(
             "UPDATE outbox SET state = $1, attempts = $2, last_error = $3, next_attempt_at = $4 \

@@ -729,7 +729,7 @@ async fn outbox_ops(
                 crate::outbox::claim_in(tx, dialect, *now, *limit, *lease_s).await?,
             ),
             OutboxOp::Sent { ids, now, .. } => {
-                crate::outbox::mark_sent_in(tx, dialect, ids, *now).await?;
+                crate::outbox::mark_sent_in(tx, ids, *now).await?;
                 OutboxDone::Sent
             }
         });

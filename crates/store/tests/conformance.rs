@@ -668,6 +668,26 @@ async fn outbox_commits_with_the_change(db: Db) {
     let sent = store.message(&ok_key).await.expect("read").expect("stored");
     assert_eq!((sent.state.as_str(), sent.attempts), ("sent", 2));
     assert_eq!(sent.message.body, "you were paid");
+    // The worker's path: several deliveries recorded in one batch of the writer.
+    let (k1, k2) = (key(), key());
+    store
+        .enqueue(&[msg(&k1), msg(&k2)], now)
+        .await
+        .expect("enqueue two");
+    let leased: Vec<_> = store
+        .claim_due(now, 1000, 30)
+        .await
+        .expect("claim two")
+        .into_iter()
+        .filter(|m| m.message.dedup_key == k1 || m.message.dedup_key == k2)
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(leased.len(), 2);
+    store.mark_sent_many(&leased, now).await.expect("marks");
+    for k in [&k1, &k2] {
+        let m = store.message(k).await.expect("read").expect("stored");
+        assert_eq!((m.state.as_str(), m.attempts), ("sent", 1), "{k}");
+    }
     // The same dedup key is stored once.
     store
         .enqueue(&[msg(&ok_key)], now)

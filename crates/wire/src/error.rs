@@ -86,6 +86,10 @@ pub enum ErrorCode {
     /// 422: the arbiter node refused the exchange's case (or handed over a signature that does
     /// not verify); nothing was decided.
     ArbiterRefused,
+    /// 403: a message from another node that this node does not take (`details.reason`:
+    /// `unknown_peer`, `bad_signature`, `not_for_me`, `stale`, `unknown_kind`, …); nothing was
+    /// applied.
+    PeerRefused,
     /// 422: a new limit below what the account already uses (`details.used_minor`).
     LimitBelowUse,
     /// 422: crediting would exceed the credited account's bound.
@@ -138,7 +142,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 63] = [
+    pub const ALL: [ErrorCode; 64] = [
         ErrorCode::SaleClosed,
         ErrorCode::LastAdminKey,
         ErrorCode::UriTooLong,
@@ -180,6 +184,7 @@ impl ErrorCode {
         ErrorCode::InvalidRequest,
         ErrorCode::LimitBelowUse,
         ErrorCode::ArbiterRefused,
+        ErrorCode::PeerRefused,
         ErrorCode::LimitExceeded,
         ErrorCode::MalformedJson,
         ErrorCode::MethodNotAllowed,
@@ -257,6 +262,7 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::LimitBelowUse => "limit_below_use",
             ErrorCode::ArbiterRefused => "arbiter_refused",
+            ErrorCode::PeerRefused => "peer_refused",
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::MalformedJson => "malformed_json",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
@@ -305,7 +311,7 @@ impl ErrorCode {
             ErrorCode::BadWrite => 422,
             ErrorCode::ExchangeAborted => 409,
             ErrorCode::ExchangeFailed => 409,
-            ErrorCode::NoWarrant => 403,
+            ErrorCode::NoWarrant | ErrorCode::PeerRefused => 403,
             ErrorCode::ReceiptState => 409,
             ErrorCode::CreditRefused => 422,
             ErrorCode::FilesMissing => 410,

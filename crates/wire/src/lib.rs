@@ -15,6 +15,7 @@
 //! * [`oob`]: out-of-band sessions and what hangs off them.
 //! * [`delivery`]: products, sales, payments, receivers, keys, complaints, reports.
 //! * [`receipts`]: tokens, warrants, receipts, the arbiter.
+//! * [`federation`]: peer nodes and the messages between them.
 //! * [`error`]: the error body and its stable codes.
 
 /// `Debug` for a type carrying a secret: its other fields as usual, the secret as `<secret>`
@@ -35,6 +36,7 @@ macro_rules! debug_hiding {
 
 pub mod delivery;
 pub mod error;
+pub mod federation;
 pub mod ledger;
 pub mod oob;
 pub mod receipts;

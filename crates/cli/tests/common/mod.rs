@@ -26,10 +26,15 @@ impl Server {
     /// Starts `tally serve --data DATA --listen 127.0.0.1:0 EXTRA…` and waits until it prints
     /// its address (bounded wait: a node that never comes up fails the test).
     pub fn start(data: &Path, extra: &[&str]) -> Server {
+        Server::start_on(data, "127.0.0.1:0", extra)
+    }
+
+    /// [`Server::start`] on a given address (a node restarted where its peers know it).
+    pub fn start_on(data: &Path, listen: &str, extra: &[&str]) -> Server {
         let mut child = tally()
             .args(["serve", "--data"])
             .arg(data)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(extra)
             .env("TALLY_LOG", "warn")
             .stdout(Stdio::null())

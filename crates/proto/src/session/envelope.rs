@@ -76,6 +76,24 @@ pub enum EnvelopeError {
     WrongKey,
 }
 
+impl EnvelopeError {
+    /// Its stable snake_case name (the `reason` of a refusal on the wire).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnvelopeError::TooLarge => "too_large",
+            EnvelopeError::Malformed => "malformed",
+            EnvelopeError::WrongDomain => "wrong_domain",
+            EnvelopeError::UnknownPeer => "unknown_peer",
+            EnvelopeError::BadSignature => "bad_signature",
+            EnvelopeError::NotFromSigner => "not_from_signer",
+            EnvelopeError::NotForMe => "not_for_me",
+            EnvelopeError::Stale => "stale",
+            EnvelopeError::BadKind => "bad_kind",
+            EnvelopeError::WrongKey => "wrong_key",
+        }
+    }
+}
+
 fn word(kind: &str) -> bool {
     (1..=64).contains(&kind.len()) && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
 }
