@@ -39,6 +39,7 @@ mod oob;
 mod pkcs11;
 mod receipt;
 mod serve;
+mod trading;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -107,6 +108,10 @@ enum Commands {
     /// peer, list them, ping one).
     #[command(subcommand)]
     Federation(federation::FederationCommand),
+    /// Trading sessions across operators: open one (the deposit held), show, list, answer
+    /// (merchants), and let a merchant take them.
+    #[command(subcommand)]
+    Session(trading::SessionCommand),
     /// Trustee payments: pay merchants what users owe through the operator.
     #[command(subcommand)]
     Trustee(oob::TrusteeCommand),
@@ -262,6 +267,7 @@ fn main() -> ExitCode {
             Commands::Rule(c) => oob::rule(c).await,
             Commands::Trustee(c) => oob::trustee(c).await,
             Commands::Federation(c) => federation::federation(c).await,
+            Commands::Session(c) => trading::session(c).await,
             Commands::Product(c) => delivery::product(c).await,
             Commands::Buy(a) => delivery::buy(a).await,
             Commands::Package(c) => delivery::package(c).await,

@@ -175,3 +175,173 @@ fn two_nodes_exchange_sealed_messages_and_catch_up_after_a_restart() {
     drop(b);
     drop(a);
 }
+
+/// A trading session opened through the binary across two operators: the merchant at B in
+/// agent mode, the customer at A; the deposit is held at A until B answers, and a session with
+/// a merchant B does not know is refused and its deposit released.
+#[test]
+fn a_customer_opens_trading_sessions_with_a_merchant_at_another_operator() {
+    let (da, db) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let a = Server::start(&da.path().join("data"), &[]);
+    let b = Server::start(&db.path().join("data"), &[]);
+    let (id_a, id_b) = (id_of(&a), id_of(&b));
+    ok(cli(
+        &a,
+        &a.admin_key,
+        &[
+            "federation",
+            "add-peer",
+            &b.url,
+            "--fingerprint",
+            &id_b,
+            "--name",
+            "bank-b",
+        ],
+    ));
+    ok(cli(
+        &b,
+        &b.admin_key,
+        &[
+            "federation",
+            "add-peer",
+            &a.url,
+            "--fingerprint",
+            &id_a,
+            "--name",
+            "bank-a",
+        ],
+    ));
+
+    // B: the merchant `kiosk`, paid to its EUR account, takes sessions at once.
+    let kiosk = common::open_account(
+        &b,
+        &b.admin_key,
+        &["--kind", "merchant", "--owner", "kiosk"],
+    );
+    let out = ok(cli(
+        &b,
+        &b.admin_key,
+        &[
+            "session",
+            "merchant",
+            "kiosk",
+            "--account",
+            &kiosk,
+            "--auto-ack",
+        ],
+    ));
+    assert!(out.contains("agent mode"), "{out}");
+
+    // A: alice with 50.00 EUR.
+    let alice_key = common::field(
+        &ok(cli(
+            &a,
+            &a.admin_key,
+            &[
+                "api-key", "create", "--role", "customer", "--owner", "alice",
+            ],
+        )),
+        "key",
+    )
+    .to_string();
+    let world = common::open_account(&a, &a.admin_key, &["--kind", "settlement", "--unbounded"]);
+    let alice = common::open_account(
+        &a,
+        &a.admin_key,
+        &["--kind", "customer", "--owner", "alice"],
+    );
+    common::transfer(&a, &a.admin_key, &world, &alice, "50.00 EUR", &[]);
+    let available = |who: &str| {
+        let out = ok(cli(&a, &a.admin_key, &["account", "show", who, "--json"]));
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        v["available_minor"].as_i64().expect("available")
+    };
+
+    let open = |merchant: &str, deposit: &str| {
+        cli(
+            &a,
+            &alice_key,
+            &[
+                "session",
+                "open",
+                "--account",
+                &alice,
+                "--deposit",
+                deposit,
+                "--merchant",
+                merchant,
+                "--operator",
+                "bank-b",
+                "--wait",
+                "30",
+            ],
+        )
+    };
+    let out = ok(open("kiosk", "20.00 EUR"));
+    assert_eq!(common::field(&out, "state"), "open", "{out}");
+    assert!(out.contains("merchant's  20.00 EUR (rate 1/1"), "{out}");
+    let session = common::field(&out, "session").to_string();
+    assert!(session.starts_with(&id_a), "{session}");
+    assert_eq!(available(&alice), 3000);
+    // B's operator sees it, under a pseudonym.
+    let at_b = ok(cli(&b, &b.admin_key, &["session", "show", &session]));
+    assert_eq!(common::field(&at_b, "role"), "mta");
+    assert_eq!(
+        common::field(&at_b, "customer"),
+        common::field(&out, "customer")
+    );
+    assert!(!at_b.contains("alice"), "{at_b}");
+
+    // More than alice has left is refused; a merchant B does not know ends the session.
+    let (done, _, err) = open("kiosk", "30.01 EUR");
+    assert!(!done && err.contains("insufficient_funds"), "{err}");
+    let (done, out, _) = open("nobody", "5.00 EUR");
+    assert!(!done, "an aborted session exits non-zero");
+    assert_eq!(common::field(&out, "state"), "aborted", "{out}");
+    assert_eq!(available(&alice), 3000);
+
+    // A merchant at alice's own operator: A plays both roles, through its own inbox.
+    let corner = common::open_account(
+        &a,
+        &a.admin_key,
+        &["--kind", "merchant", "--owner", "corner"],
+    );
+    ok(cli(
+        &a,
+        &a.admin_key,
+        &[
+            "session",
+            "merchant",
+            "corner",
+            "--account",
+            &corner,
+            "--auto-ack",
+        ],
+    ));
+    let out = ok(cli(
+        &a,
+        &alice_key,
+        &[
+            "session",
+            "open",
+            "--account",
+            &alice,
+            "--deposit",
+            "4.00 EUR",
+            "--merchant",
+            "corner",
+            "--operator",
+            &id_a,
+            "--wait",
+            "30",
+        ],
+    ));
+    assert_eq!(common::field(&out, "state"), "open", "{out}");
+    assert_eq!(common::field(&out, "peer"), id_a);
+    assert_eq!(available(&alice), 2600);
+    common::assert_audit_passes(&a);
+    common::assert_audit_passes(&b);
+}

@@ -1,9 +1,13 @@
 //! Federation: the operator's peer nodes, and the route other nodes send sealed messages to.
 
+use crate::{Answer, query};
 use crate::{Call, Client, Error, seg};
 use bytes::Bytes;
 use reqwest::Method;
-use tally_wire::federation::{AddPeerRequest, PeerMessageTaken, PeerView, PingQueued};
+use tally_wire::federation::{
+    AddPeerRequest, MerchantAnswer, OpenTradingSession, PeerMessageTaken, PeerView, PingQueued,
+    SessionMerchantRequest, SessionMerchantView, TradingSessionView,
+};
 
 impl Client {
     /// `POST /v1/peers` (operator): add a peer node, or change its name or URL.
@@ -37,5 +41,59 @@ impl Client {
             .raw("application/json", Bytes::from(sealed));
         call.once_only = true;
         Ok(self.call(call).await?.value)
+    }
+
+    /// `POST /v1/trading-sessions`: open a trading session (held until the merchant's
+    /// operator answers). A retry with the same key is the same session.
+    pub async fn trading_session_open(
+        &self,
+        req: &OpenTradingSession,
+        key: &str,
+    ) -> Result<Answer<TradingSessionView>, Error> {
+        self.send(
+            Method::POST,
+            "/v1/trading-sessions".to_string(),
+            req,
+            Some(key),
+        )
+        .await
+    }
+
+    /// `GET /v1/trading-sessions/{session}`.
+    pub async fn trading_session(&self, session: &str) -> Result<TradingSessionView, Error> {
+        self.get(format!("/v1/trading-sessions/{}", seg(session)))
+            .await
+    }
+
+    /// `GET /v1/trading-sessions[?owner=]`: the caller's sessions, newest first.
+    pub async fn trading_sessions(
+        &self,
+        owner: Option<&str>,
+    ) -> Result<Vec<TradingSessionView>, Error> {
+        let q = query(&[("owner", owner.map(str::to_string))]);
+        self.get(format!("/v1/trading-sessions{q}")).await
+    }
+
+    /// `POST /v1/trading-sessions/{session}/answer` (the merchant): take or decline it.
+    pub async fn trading_session_answer(
+        &self,
+        session: &str,
+        accept: bool,
+    ) -> Result<TradingSessionView, Error> {
+        let path = format!("/v1/trading-sessions/{}/answer", seg(session));
+        Ok(self
+            .send(Method::POST, path, &MerchantAnswer { accept }, None)
+            .await?
+            .value)
+    }
+
+    /// `PUT /v1/session-merchants/{name}`: a merchant that takes trading sessions here.
+    pub async fn session_merchant_set(
+        &self,
+        name: &str,
+        req: &SessionMerchantRequest,
+    ) -> Result<SessionMerchantView, Error> {
+        let path = format!("/v1/session-merchants/{}", seg(name));
+        Ok(self.send(Method::PUT, path, req, None).await?.value)
     }
 }

@@ -22,6 +22,7 @@ use tally_proto::oob::OobError;
 use tally_proto::receipt::ReceiptError;
 use tally_proto::receipt::exchange::Refusal;
 use tally_proto::session::envelope::EnvelopeError;
+use tally_proto::session::trade::TradeError;
 use tally_service::delivery::DeliveryError;
 use tally_service::receipt::ReceiptServiceError;
 use tally_service::{Missing, PeerRefusal, ServiceError};
@@ -217,6 +218,11 @@ impl From<ServiceError> for ApiError {
                 "currency": currency.code(),
                 "available_minor": available_minor,
             })),
+            ServiceError::Trade(t) => match t {
+                TradeError::Invalid(why) => ApiError::new(ErrorCode::InvalidRequest, why),
+                TradeError::NotDue => ApiError::internal(&"a session timeout fed early"),
+                other => ApiError::new(ErrorCode::SessionClosed, other.to_string()),
+            },
             ServiceError::PeerRefused(why) => match why {
                 PeerRefusal::Envelope(EnvelopeError::TooLarge) => ApiError::new(
                     ErrorCode::PayloadTooLarge,

@@ -1,17 +1,23 @@
-//! Federation over HTTP (issue [7]): the operator's peers, and the one route other nodes call,
-//! `POST /v1/peer/messages`, which needs no API key: the message's signature by a known
-//! peer's node key is the credential (docs/protocols/sessions.md).
+//! Federation over HTTP (issue [7]): the operator's peers, the one route other nodes call,
+//! `POST /v1/peer/messages`, which needs no API key (the message's signature by a known
+//! peer's node key is the credential), and trading sessions across operators
+//! (docs/protocols/sessions.md).
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use tally_wire::federation::{AddPeerRequest, PeerMessageTaken, PeerView, PingQueued};
+use tally_wire::federation::{
+    AddPeerRequest, MerchantAnswer, OpenTradingSession, PeerMessageTaken, PeerView, PingQueued,
+    SessionMerchantRequest, SessionMerchantView, TradingSessionView,
+};
+use tally_wire::ledger::AccountsQuery;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiPath, Caller};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller, IdempotencyKey};
+use crate::handlers::written;
 
 /// Add a peer node, or change its name or URL (operator). Its key must match the fingerprint.
 #[utoipa::path(
@@ -83,4 +89,104 @@ pub async fn ping(
 pub async fn receive(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let taken: PeerMessageTaken = state.node.receive_peer_message(&body).await?;
     Ok(Json(taken).into_response())
+}
+
+/// Open a trading session (a customer, at its own operator): the deposit is held on its
+/// account and the initiation goes to the merchant's operator, which answers with its rate.
+#[utoipa::path(
+    post, path = "/v1/trading-sessions", tag = "federation",
+    params(("Idempotency-Key" = String, Header, description = "Required; a retry returns the same session")),
+    request_body(content = OpenTradingSession, description = "`{account, deposit, merchant, operator, lifetime_s?}`"),
+    responses((status = 201, description = "The session, `held` until the merchant's operator answers", body = TradingSessionView), (status = 403, description = "forbidden: not the caller's account", body = ErrorBody), (status = 422, description = "insufficient_funds (the deposit exceeds what the account may hold), invalid_request", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn open_session(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    key: IdempotencyKey,
+    ApiJson(body): ApiJson<OpenTradingSession>,
+) -> Result<Response, ApiError> {
+    let (session, replayed) = state.node.sessions().open(&by, &key.0, &body).await?;
+    let location = format!("/v1/trading-sessions/{}", session.session);
+    Ok(written(session, replayed, Some(location)))
+}
+
+/// The caller's trading sessions (a customer's at its operator, a merchant's at its own);
+/// the operator may name an owner.
+#[utoipa::path(
+    get, path = "/v1/trading-sessions", tag = "federation",
+    params(AccountsQuery),
+    responses((status = 200, description = "Newest first", body = Vec<TradingSessionView>), (status = 403, description = "forbidden", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn sessions(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiQuery(q): ApiQuery<AccountsQuery>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.sessions().list(&by, q.owner.as_deref()).await?).into_response())
+}
+
+/// One trading session (its customer at the AM, its merchant at the MTA, or the operator).
+#[utoipa::path(
+    get, path = "/v1/trading-sessions/{session}", tag = "federation",
+    params(("session" = String, Path, description = "`<AM node id>.<seq>`")),
+    responses((status = 200, description = "The session", body = TradingSessionView), (status = 404, description = "not_found", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn session(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(session): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.sessions().show(&by, &session).await?).into_response())
+}
+
+/// The merchant takes or declines a session it was informed of (not needed in agent mode).
+#[utoipa::path(
+    post, path = "/v1/trading-sessions/{session}/answer", tag = "federation",
+    params(("session" = String, Path, description = "`<AM node id>.<seq>`")),
+    request_body(content = MerchantAnswer, description = "`{accept}`"),
+    responses((status = 200, description = "The session, `open` or `refused`", body = TradingSessionView), (status = 404, description = "not_found", body = ErrorBody), (status = 409, description = "session_closed: not waiting for the merchant", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn answer(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(session): ApiPath<String>,
+    ApiJson(body): ApiJson<MerchantAnswer>,
+) -> Result<Response, ApiError> {
+    Ok(Json(
+        state
+            .node
+            .sessions()
+            .answer(&by, &session, body.accept)
+            .await?,
+    )
+    .into_response())
+}
+
+/// Let a merchant take trading sessions here (the operator, or the merchant itself with its
+/// own account).
+#[utoipa::path(
+    put, path = "/v1/session-merchants/{name}", tag = "federation",
+    params(("name" = String, Path, description = "The merchant's name, as customers' operators send it")),
+    request_body(content = SessionMerchantRequest, description = "`{account, auto_ack?}`"),
+    responses((status = 200, description = "The merchant", body = SessionMerchantView), (status = 403, description = "forbidden", body = ErrorBody), (status = 422, description = "invalid_request", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn set_merchant(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<SessionMerchantRequest>,
+) -> Result<Response, ApiError> {
+    Ok(Json(
+        state
+            .node
+            .sessions()
+            .set_merchant(&by, &name, &body)
+            .await?,
+    )
+    .into_response())
 }

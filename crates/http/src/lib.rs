@@ -294,6 +294,19 @@ fn routes() -> Router<AppState> {
         .route("/v1/peers/{peer}", get(federation::peer))
         .route("/v1/peers/{peer}/ping", post(federation::ping))
         .route("/v1/peer/messages", post(federation::receive))
+        .route(
+            "/v1/trading-sessions",
+            post(federation::open_session).get(federation::sessions),
+        )
+        .route("/v1/trading-sessions/{session}", get(federation::session))
+        .route(
+            "/v1/trading-sessions/{session}/answer",
+            post(federation::answer),
+        )
+        .route(
+            "/v1/session-merchants/{name}",
+            axum::routing::put(federation::set_merchant),
+        )
         // The web page (HTML for people, not part of the API document).
         .merge(web::routes())
 }

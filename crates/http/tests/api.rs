@@ -274,6 +274,8 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
         "GET /v1/subscribers/{user}/statement",
         "GET /v1/tokens",
         "GET /v1/tokens/{serial}/writes",
+        "GET /v1/trading-sessions",
+        "GET /v1/trading-sessions/{session}",
         "GET /v1/transfers/{id}",
         "GET /v1/trustee/credit/{user}",
         "GET /v1/warrants",
@@ -314,6 +316,8 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
         "POST /v1/subscribers/{user}/addresses",
         "POST /v1/subscribers/{user}/certificate",
         "POST /v1/tokens",
+        "POST /v1/trading-sessions",
+        "POST /v1/trading-sessions/{session}/answer",
         "POST /v1/transfers",
         "POST /v1/trustee/settle",
         "POST /v1/warrants",
@@ -321,6 +325,7 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
         "PUT /v1/oob/rules/{owner}",
         "PUT /v1/products/{id}/entries/{name}",
         "PUT /v1/receivers/{name}",
+        "PUT /v1/session-merchants/{name}",
         "PUT /v1/trustee/credit/{user}",
     ];
     assert_eq!(documented, expected);

@@ -7,29 +7,15 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{Api, Reply};
-use serde_json::{Value, json};
+use common::Api;
+use common::peers::{add_peer, node_id, peer_body, post_sealed, sealed_outbox};
+use serde_json::json;
 use tally_http::HttpOptions;
 use tally_kernel::crypto::SigningKey;
 use tally_kernel::{Id, Timestamp};
 use tally_proto::session::envelope::Envelope;
 use tally_proto::session::ids::NodeId;
 use tally_service::NodeConfig;
-
-fn node_id(api: &Api) -> NodeId {
-    NodeId::of(&api.node.core().node_key().verifying_key())
-}
-
-async fn add_peer(on: &Api, key: &str, name: &str, body: Value) -> Reply {
-    let mut body = body;
-    body["name"] = json!(name);
-    on.post("/v1/peers").key(key).json(body).send().await
-}
-
-fn peer_body(of: &Api, url: &str) -> Value {
-    let key = of.node.core().node_key().verifying_key();
-    json!({"url": url, "public_key": key.to_hex(), "fingerprint": key.fingerprint()})
-}
 
 async fn traffic(on: &Api, peer: &str) -> (i64, i64, i64, i64) {
     let r = on
@@ -44,34 +30,6 @@ async fn traffic(on: &Api, peer: &str) -> (i64, i64, i64, i64) {
         r.i64("/failed"),
         r.i64("/received"),
     )
-}
-
-async fn post_sealed(to: &Api, sealed: Vec<u8>) -> Reply {
-    to.post("/v1/peer/messages")
-        .raw("application/json", sealed)
-        .send()
-        .await
-}
-
-/// Leases `from`'s due messages to peers and seals them as the worker would: (URL, bytes).
-async fn sealed_outbox(from: &Api) -> Vec<(String, Vec<u8>)> {
-    let due = from
-        .node
-        .store()
-        .claim_due(Timestamp::now(), 100, 60)
-        .await
-        .expect("claim");
-    let mut out = Vec::new();
-    for m in due.into_iter().filter(|m| m.message.kind == "peer") {
-        let (url, text) = from.node.federation().outgoing(&m).await.expect("seal");
-        from.node
-            .store()
-            .mark_sent(m.id, Timestamp::now())
-            .await
-            .expect("mark");
-        out.push((url, text.into_bytes()));
-    }
-    out
 }
 
 async fn walk(a: Api, b: Api) {

@@ -3695,6 +3695,49 @@ fn federation() -> Vec<Case> {
         .expect(403, "peer_refused"),
         message("signed by a stranger", forged).expect(403, "peer_refused"),
         message("larger than 64 KiB", vec![b'{'; 64 * 1024 + 1]).expect(413, "payload_too_large"),
+        // Trading sessions.
+        post("trading session/no idempotency key", "/v1/trading-sessions")
+            .by(Who::Alice)
+            .json(json!({"account": "{alice_eur}", "deposit": "1.00 EUR", "merchant": "shop", "operator": "bank-b"}))
+            .expect(400, "idempotency_key_required"),
+        post("trading session/an unknown operator", "/v1/trading-sessions")
+            .by(Who::Alice)
+            .idem("ts-1")
+            .json(json!({"account": "{alice_eur}", "deposit": "1.00 EUR", "merchant": "shop", "operator": "bank-z"}))
+            .expect(422, "invalid_request"),
+        post("trading session/on another's account", "/v1/trading-sessions")
+            .by(Who::Bob)
+            .idem("ts-2")
+            .json(json!({"account": "{alice_eur}", "deposit": "1.00 EUR", "merchant": "shop", "operator": "bank-b"}))
+            .expect(403, "forbidden"),
+        post("trading session/a negative deposit", "/v1/trading-sessions")
+            .by(Who::Alice)
+            .idem("ts-3")
+            .json(json!({"account": "{alice_eur}", "deposit": "-1.00 EUR", "merchant": "shop", "operator": "bank-b"}))
+            .expect(422, "invalid_request"),
+        post("trading session/an unknown field", "/v1/trading-sessions")
+            .by(Who::Alice)
+            .idem("ts-4")
+            .json(json!({"account": "{alice_eur}", "deposit": "1.00 EUR", "merchant": "shop", "operator": "bank-b", "discount": 1}))
+            .expect(400, "malformed_json"),
+        get("trading session/listed for another owner", "/v1/trading-sessions?owner=bob")
+            .by(Who::Alice)
+            .expect(403, "forbidden"),
+        get("trading session/unknown", "/v1/trading-sessions/nothing.1")
+            .by(Who::Alice)
+            .expect(404, "not_found"),
+        post("trading session/answer to an unknown one", "/v1/trading-sessions/nothing.1/answer")
+            .by(Who::Shop)
+            .json(json!({"accept": true}))
+            .expect(404, "not_found"),
+        put("session merchant/by another merchant", "/v1/session-merchants/studio")
+            .by(Who::Shop)
+            .json(json!({"account": "{shop_eur}"}))
+            .expect(403, "forbidden"),
+        put("session merchant/with a customer's account", "/v1/session-merchants/shop")
+            .by(Who::Shop)
+            .json(json!({"account": "{alice_eur}"}))
+            .expect(422, "invalid_request"),
     ]
 }
 

@@ -8,3 +8,4 @@
 
 pub mod envelope;
 pub mod ids;
+pub mod trade;

@@ -182,6 +182,9 @@ impl Federation {
         if bytes.len() > envelope::MESSAGE_LEN_MAX {
             return Err(refused(envelope::EnvelopeError::TooLarge));
         }
+        // This node is its own peer: it sends itself the messages of a protocol whose two
+        // roles it plays.
+        let own = self.core.node_key().verifying_key();
         let peers: Vec<(NodeId, VerifyingKey)> = self
             .core
             .store()
@@ -192,6 +195,7 @@ impl Federation {
                 let key = VerifyingKey::from_hex(&p.public_key).ok()?;
                 Some((p.node_id.parse().ok()?, key))
             })
+            .chain([(NodeId::of(&own), own)])
             .collect();
         let lookup = |n: &NodeId| peers.iter().find(|(id, _)| id == n).map(|(_, k)| *k);
         envelope::open(
@@ -296,10 +300,16 @@ impl Federation {
         }
     }
 
-    /// Seals a leased outbox row for its peer: the URL to POST to and the sealed text.
-    /// An unknown peer (removed since) is the only error: nothing can deliver it.
-    pub async fn outgoing(&self, m: &StoredMessage) -> Result<(String, String)> {
-        let peer = self.known(&m.message.address).await?;
+    /// Seals a leased outbox row for its peer: the URL to POST to (`None`: this node, when it
+    /// plays both roles of a protocol) and the sealed text. An unknown peer (removed since) is
+    /// the only error: nothing can deliver it.
+    pub async fn outgoing(&self, m: &StoredMessage) -> Result<(Option<String>, String)> {
+        let me = self.node_id();
+        let peer = if m.message.address == me.to_string() {
+            None
+        } else {
+            Some(self.known(&m.message.address).await?)
+        };
         let id: Id = m
             .message
             .dedup_key
@@ -308,11 +318,14 @@ impl Federation {
             .ok_or_else(|| crate::access::corrupt("a peer message without its id"))?;
         let envelope = Envelope {
             id,
-            from: self.node_id(),
-            to: peer
-                .node_id
-                .parse()
-                .map_err(|e| crate::access::corrupt(format!("peer node id: {e}")))?,
+            from: me,
+            to: match &peer {
+                Some(p) => p
+                    .node_id
+                    .parse()
+                    .map_err(|e| crate::access::corrupt(format!("peer node id: {e}")))?,
+                None => me,
+            },
             sent_at: self.core.now().as_micros(),
             kind: m.message.subject.clone(),
             body: serde_json::from_str(&m.message.body).map_err(crate::access::corrupt)?,
@@ -321,10 +334,8 @@ impl Federation {
             .seal(self.core.node_key())
             .map_err(|e| ServiceError::Setup(format!("cannot seal a peer message: {e}")))?;
         let text = String::from_utf8(sealed).map_err(crate::access::corrupt)?;
-        Ok((
-            format!("{}{}", peer.url, tally_channels::peer::PEER_MESSAGES_PATH),
-            text,
-        ))
+        let url = peer.map(|p| format!("{}{}", p.url, tally_channels::peer::PEER_MESSAGES_PATH));
+        Ok((url, text))
     }
 }
 

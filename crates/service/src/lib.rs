@@ -37,6 +37,7 @@ pub mod ledger_ops;
 pub mod node;
 pub mod oob;
 pub mod receipt;
+pub mod session;
 pub mod workers;
 
 use tally_kernel::{Currency, Id, MoneyError};
@@ -183,6 +184,9 @@ pub enum ServiceError {
     /// decided here, and asking again changes nothing.
     #[error("the arbiter node refused: {0}")]
     ArbiterRefused(String),
+    /// A trading session refused a step (see the cause); nothing changed.
+    #[error(transparent)]
+    Trade(#[from] tally_proto::session::trade::TradeError),
     /// A message from another node was not taken: nothing was applied. The sender's fault
     /// (or an attacker's).
     #[error("message from another node refused: {}", .0.as_str())]
@@ -223,6 +227,8 @@ pub enum PeerRefusal {
     Envelope(tally_proto::session::envelope::EnvelopeError),
     /// It opened, but this node has no use for its kind.
     UnknownKind,
+    /// It opened, but does not fit the session it names (or names none here).
+    Inconsistent,
     /// Its id was taken before with other content.
     IdReused,
 }
@@ -233,6 +239,7 @@ impl PeerRefusal {
         match self {
             PeerRefusal::Envelope(e) => e.as_str(),
             PeerRefusal::UnknownKind => "unknown_kind",
+            PeerRefusal::Inconsistent => "inconsistent",
             PeerRefusal::IdReused => "id_reused",
         }
     }

@@ -15,6 +15,7 @@ use crate::federation::Federation;
 use crate::identity::{Identity, Made, NodeFiles, getrandom_fill, setup, write_private_file};
 use crate::oob::Oob;
 use crate::receipt::Receipts;
+use crate::session::Sessions;
 use crate::{Principal, Result, Role, ServiceError};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub struct NodeConfig {
     pub arbiter: Option<std::sync::Arc<dyn crate::receipt::remote::ArbiterLink>>,
     /// This node is an arbiter node for receipt nodes under this CA.
     pub arbiter_role: Option<crate::receipt::remote::ArbiterRole>,
+    /// Trading sessions' timing.
+    pub sessions: crate::session::SessionSettings,
 }
 
 impl NodeConfig {
@@ -69,6 +72,7 @@ impl NodeConfig {
             clock: NodeClock::default(),
             arbiter: None,
             arbiter_role: None,
+            sessions: crate::session::SessionSettings::default(),
         }
     }
 
@@ -120,6 +124,7 @@ struct Inner {
     oob: Oob,
     delivery: Delivery,
     receipts: Receipts,
+    sessions: Sessions,
 }
 
 impl Node {
@@ -192,6 +197,11 @@ impl Node {
         };
         let node = Node {
             inner: Arc::new(Inner {
+                sessions: Sessions::new(
+                    core.clone(),
+                    Federation::new(core.clone()),
+                    config.sessions.clone(),
+                ),
                 federation: Federation::new(core.clone()),
                 core,
                 oob,
@@ -222,10 +232,16 @@ impl Node {
     ) -> Result<tally_wire::federation::PeerMessageTaken> {
         let federation = self.federation();
         let message = federation.open(bytes).await?;
-        let effects = federation
-            .link_step(&message)
-            .ok_or(ServiceError::PeerRefused(crate::PeerRefusal::UnknownKind))?;
-        federation.take(&message, effects, Vec::new()).await
+        match federation.link_step(&message) {
+            Some(effects) => federation.take(&message, effects, Vec::new()).await,
+            None if message.kind.starts_with("session_") => self.sessions().receive(&message).await,
+            None => Err(ServiceError::PeerRefused(crate::PeerRefusal::UnknownKind)),
+        }
+    }
+
+    /// Trading sessions, in either role.
+    pub fn sessions(&self) -> &Sessions {
+        &self.inner.sessions
     }
 
     /// Out-of-band authentication.

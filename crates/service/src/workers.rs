@@ -96,6 +96,11 @@ pub async fn sweep(node: &Node) {
         Ok(n) => tracing::info!(steps = n, "overdue alerts and expiries of unpaid sales"),
         Err(e) => tracing::warn!(error = %e, "overdue pass failed"),
     }
+    match node.sessions().sweep_timeouts(BATCH).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(steps = n, "trading sessions left unanswered"),
+        Err(e) => tracing::warn!(error = %e, "trading session timeout pass failed"),
+    }
     match node.receipts().sweep_timeouts(BATCH).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(aborted = n, "aborted fair exchanges left unanswered"),
@@ -198,7 +203,15 @@ async fn deliver_counted(
     let result = if m.message.kind == tally_store::federation::PEER_KIND {
         // Sealed under the node key only now, so its time is fresh on every retry.
         match node.federation().outgoing(&m).await {
-            Ok((url, sealed)) => deliver_peer(channels, &m, url, sealed).await,
+            Ok((Some(url), sealed)) => deliver_peer(channels, &m, url, sealed).await,
+            // To this node itself (it plays both roles): through its own inbox.
+            Ok((None, sealed)) => match node.receive_peer_message(sealed.as_bytes()).await {
+                Ok(_) => Ok(()),
+                Err(e @ crate::ServiceError::PeerRefused(_)) => Err(
+                    tally_channels::ChannelError::Permanent(format!("refused: {e}")),
+                ),
+                Err(e) => Err(tally_channels::ChannelError::Transient(e.to_string())),
+            },
             Err(e @ crate::ServiceError::NotFound { .. }) => Err(
                 tally_channels::ChannelError::Permanent(format!("cannot send: {e}")),
             ),

@@ -28,6 +28,7 @@ pub mod oob;
 pub mod outbox;
 pub mod receipts;
 mod rows;
+pub mod trade;
 pub mod trustee;
 pub mod writer;
 
@@ -108,6 +109,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0011_arbitration_case.sql"),
     ),
     (12, include_str!("../migrations/sqlite/0012_federation.sql")),
+    (
+        13,
+        include_str!("../migrations/sqlite/0013_trading_sessions.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
@@ -136,6 +141,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         12,
         include_str!("../migrations/postgres/0012_federation.sql"),
+    ),
+    (
+        13,
+        include_str!("../migrations/postgres/0013_trading_sessions.sql"),
     ),
 ];
 

@@ -81,3 +81,94 @@ pub struct SealedMessageDoc {
     /// The sender's node id (its key's fingerprint), hex.
     signer: String,
 }
+
+/// `POST /v1/trading-sessions` (a customer, at its own operator's node): open a trading
+/// session with a merchant at another operator (or this one), holding the deposit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenTradingSession {
+    /// The customer's account the deposit is held on.
+    #[schema(value_type = String)]
+    pub account: tally_kernel::Id,
+    /// The deposit, e.g. `"10.00 EUR"` (the account's currency).
+    #[schema(value_type = String, example = "10.00 EUR")]
+    #[serde(with = "crate::amount_text")]
+    pub deposit: tally_kernel::Amount,
+    /// The merchant, as its operator names it.
+    pub merchant: String,
+    /// The merchant's operator: a peer's name or node id, or this node's id.
+    pub operator: String,
+    /// How long the session may last, seconds (default 3600, at most 7 days).
+    #[serde(default)]
+    pub lifetime_s: Option<i64>,
+}
+
+/// `PUT /v1/session-merchants/{name}` (the operator, or the merchant for its own account):
+/// a merchant that takes trading sessions at this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionMerchantRequest {
+    /// Where it is paid (its currency is the merchant's).
+    #[schema(value_type = String)]
+    pub account: tally_kernel::Id,
+    /// Agent mode: ack every session at once (default false: the merchant acks each).
+    #[serde(default)]
+    pub auto_ack: bool,
+}
+
+/// A merchant that takes trading sessions here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SessionMerchantView {
+    /// Its name.
+    pub name: String,
+    /// Where it is paid.
+    #[schema(value_type = String)]
+    pub account: tally_kernel::Id,
+    /// Its currency.
+    pub currency: String,
+    /// Agent mode.
+    pub auto_ack: bool,
+}
+
+/// `POST /v1/trading-sessions/{session}/answer` (the merchant, at its operator's node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantAnswer {
+    /// True to take the session, false to decline it.
+    pub accept: bool,
+}
+
+/// A trading session as one node sees it (its role: `am` at the customer's operator, `mta`
+/// at the merchant's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TradingSessionView {
+    /// `<AM node id>.<seq>`.
+    pub session: String,
+    /// `am` or `mta`.
+    pub role: String,
+    /// AM: `held`, `open`, `aborted`; MTA: `informed`, `open`, `refused`.
+    pub state: String,
+    /// The merchant.
+    pub merchant: String,
+    /// The other node: the MTA (at the AM) or the AM (at the MTA).
+    pub peer: String,
+    /// The pseudonymous customer identifier.
+    pub customer: String,
+    /// The deposit in the customer's currency.
+    #[schema(value_type = String, example = "10.00 EUR")]
+    #[serde(with = "crate::amount_text")]
+    pub deposit: tally_kernel::Amount,
+    /// The deposit in the merchant's currency, once known.
+    #[schema(value_type = Option<String>, example = "10.84 USD")]
+    pub merchant_deposit: Option<String>,
+    /// The rate, merchant minor units per customer minor unit, once known (`n/d`).
+    pub rate: Option<String>,
+    /// Why the MTA refused it.
+    pub refusal: Option<String>,
+    /// The wait for the other side ends then (while it waits).
+    #[schema(value_type = Option<i64>)]
+    pub answer_by: Option<Timestamp>,
+    /// The agreed end of the session.
+    #[schema(value_type = i64)]
+    pub expires_at: Timestamp,
+}

@@ -11,6 +11,7 @@ use tally_service::{Node, NodeConfig};
 use tempfile::TempDir;
 use tower::ServiceExt;
 
+pub mod peers;
 pub mod world;
 
 pub struct Api {

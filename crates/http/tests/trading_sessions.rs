@@ -1,0 +1,271 @@
+//! Trading sessions' initiation across two operators (issue [7] step 3, SPEC M2/M3): the
+//! customer's operator (node A) holds the deposit and sends the initiation; the merchant's
+//! operator (node B) informs the merchant, whose answer (or agent mode) goes back with the
+//! rate. Refusals and silence release the deposit; the deposit never goes beyond what the
+//! customer may spend, across concurrent sessions; B learns only a pseudonym. A runs on SQLite
+//! or PostgreSQL, B on SQLite.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::peers::{carry, node_id, pair};
+use common::world::World;
+use serde_json::{Value, json};
+use tally_service::NodeConfig;
+
+async fn open(a: &World, key: &str, idem: &str, body: Value) -> common::Reply {
+    a.api
+        .post("/v1/trading-sessions")
+        .key(key)
+        .idem(idem)
+        .json(body)
+        .send()
+        .await
+}
+
+fn order(account: &str, deposit: &str, merchant: &str) -> Value {
+    json!({"account": account, "deposit": deposit, "merchant": merchant, "operator": "bank-b"})
+}
+
+async fn session(w: &World, key: &str, id: &str) -> common::Reply {
+    w.api
+        .get(&format!("/v1/trading-sessions/{id}"))
+        .key(key)
+        .send()
+        .await
+}
+
+async fn walk(a: World, b: World) {
+    pair(&a.api, &b.api).await;
+    // B's merchants: `shop` acks by hand, `kiosk` (the same account) in agent mode.
+    let r = b
+        .api
+        .call("PUT", "/v1/session-merchants/shop")
+        .key(&b.shop)
+        .json(json!({"account": b.shop_eur}))
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        (r.str("/currency"), r.body["auto_ack"].as_bool()),
+        ("EUR", Some(false))
+    );
+    b.api
+        .call("PUT", "/v1/session-merchants/kiosk")
+        .key(&b.shop)
+        .json(json!({"account": b.shop_eur, "auto_ack": true}))
+        .send()
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    b.api
+        .call("PUT", "/v1/session-merchants/kiosk")
+        .key(&b.api.admin)
+        .json(json!({"account": b.shop_eur, "auto_ack": true}))
+        .send()
+        .await
+        .expect(StatusCode::OK);
+
+    // Alice (100.00 EUR at A) opens a session of 30.00 EUR with `shop` at B: held.
+    let r = open(&a, &a.alice, "s1", order(&a.alice_eur, "30.00 EUR", "shop"))
+        .await
+        .expect(StatusCode::CREATED);
+    let s1 = r.str("/session").to_string();
+    assert!(s1.starts_with(&format!("{}.", node_id(&a.api))), "{s1}");
+    assert_eq!((r.str("/role"), r.str("/state")), ("am", "held"));
+    assert_eq!(r.str("/peer"), node_id(&b.api).to_string());
+    assert_eq!(a.available(&a.alice_eur).await, 7000);
+    // The same request again is the same session, held once.
+    let again = open(&a, &a.alice, "s1", order(&a.alice_eur, "30.00 EUR", "shop"))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(again.str("/session"), s1);
+    assert_eq!(again.header("idempotency-replayed"), Some("true"));
+    assert_eq!(a.available(&a.alice_eur).await, 7000);
+    // Nobody else sees it; bob cannot hold alice's account.
+    session(&a, &a.bob, &s1)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    open(&a, &a.bob, "b1", order(&a.alice_eur, "1.00 EUR", "shop"))
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+
+    // B takes the initiation: the merchant is informed, with a pseudonym only.
+    let taken = carry(&a.api, &b.api).await;
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].status, StatusCode::OK, "{}", taken[0].body);
+    let r = session(&b, &b.shop, &s1).await.expect(StatusCode::OK);
+    assert_eq!((r.str("/role"), r.str("/state")), ("mta", "informed"));
+    assert_eq!(
+        (r.str("/merchant_deposit"), r.str("/rate")),
+        ("30.00 EUR", "1/1")
+    );
+    let pseudonym = r.str("/customer").to_string();
+    assert!(pseudonym.starts_with("c-"), "{pseudonym}");
+    let listed = b
+        .api
+        .get("/v1/trading-sessions")
+        .key(&b.shop)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(listed.body.as_array().map(Vec::len), Some(1));
+    let inbox = b
+        .api
+        .node
+        .store()
+        .trade("mta", &s1)
+        .await
+        .expect("read")
+        .expect("row");
+    for secret in ["alice", a.alice_eur.as_str()] {
+        assert!(
+            !inbox.machine.contains(secret),
+            "{secret} reached B: {}",
+            inbox.machine
+        );
+        assert!(!taken[0].raw.is_empty());
+    }
+
+    // The merchant acks; A opens with B's rate. A second answer is refused.
+    let r = b
+        .api
+        .post(&format!("/v1/trading-sessions/{s1}/answer"))
+        .key(&b.shop)
+        .json(json!({"accept": true}))
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(r.str("/state"), "open");
+    b.api
+        .post(&format!("/v1/trading-sessions/{s1}/answer"))
+        .key(&b.shop)
+        .json(json!({"accept": false}))
+        .send()
+        .await
+        .expect_error(StatusCode::CONFLICT, "session_closed");
+    let acks = carry(&b.api, &a.api).await;
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0].status, StatusCode::OK, "{}", acks[0].body);
+    let r = session(&a, &a.alice, &s1).await.expect(StatusCode::OK);
+    assert_eq!((r.str("/state"), r.str("/rate")), ("open", "1/1"));
+    assert_eq!(r.str("/customer"), pseudonym);
+    assert_eq!(a.available(&a.alice_eur).await, 7000);
+
+    // No double spending: 70.00 EUR is all alice may still hold, across sessions.
+    open(&a, &a.alice, "s2", order(&a.alice_eur, "70.01 EUR", "shop"))
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds");
+    open(&a, &a.alice, "s2", order(&a.alice_eur, "5.00 USD", "shop"))
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    let r = open(
+        &a,
+        &a.alice,
+        "s3",
+        json!({"account": a.alice_eur, "deposit": "1.00 EUR", "merchant": "shop", "operator": "bank-z"}),
+    )
+    .await
+    .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    assert_eq!(r.str("/error/details/field"), "operator");
+    assert_eq!(a.available(&a.alice_eur).await, 7000);
+
+    // An unknown merchant: B refuses, A releases the deposit.
+    let s4 = open(
+        &a,
+        &a.alice,
+        "s4",
+        order(&a.alice_eur, "10.00 EUR", "nobody"),
+    )
+    .await
+    .expect(StatusCode::CREATED)
+    .str("/session")
+    .to_string();
+    assert_eq!(a.available(&a.alice_eur).await, 6000);
+    carry(&a.api, &b.api).await;
+    let refused = session(&b, &b.api.admin, &s4).await.expect(StatusCode::OK);
+    assert_eq!(
+        (refused.str("/state"), refused.str("/refusal")),
+        ("refused", "unknown_merchant")
+    );
+    let answers = carry(&b.api, &a.api).await;
+    assert_eq!(answers[0].status, StatusCode::OK, "{}", answers[0].body);
+    let r = session(&a, &a.alice, &s4).await.expect(StatusCode::OK);
+    assert_eq!(r.str("/state"), "aborted");
+    assert_eq!(a.available(&a.alice_eur).await, 7000);
+
+    // Agent mode: B acks at once.
+    let s5 = open(&a, &a.alice, "s5", order(&a.alice_eur, "2.00 EUR", "kiosk"))
+        .await
+        .expect(StatusCode::CREATED)
+        .str("/session")
+        .to_string();
+    carry(&a.api, &b.api).await;
+    carry(&b.api, &a.api).await;
+    let r = session(&a, &a.alice, &s5).await.expect(StatusCode::OK);
+    assert_eq!(r.str("/state"), "open");
+    assert_eq!(a.available(&a.alice_eur).await, 6800);
+
+    // Silence: B never hears of s6; after the wait A releases the deposit.
+    let s6 = open(&a, &a.alice, "s6", order(&a.alice_eur, "3.00 EUR", "shop"))
+        .await
+        .expect(StatusCode::CREATED)
+        .str("/session")
+        .to_string();
+    assert_eq!(a.available(&a.alice_eur).await, 6500);
+    assert_eq!(
+        a.api
+            .node
+            .sessions()
+            .sweep_timeouts(100)
+            .await
+            .expect("sweep"),
+        0
+    );
+    a.advance(121);
+    assert_eq!(
+        a.api
+            .node
+            .sessions()
+            .sweep_timeouts(100)
+            .await
+            .expect("sweep"),
+        1
+    );
+    assert_eq!(session(&a, &a.alice, &s6).await.str("/state"), "aborted");
+    assert_eq!(a.available(&a.alice_eur).await, 6800);
+    // Its initiation arrives late and B's merchant acks it: A refuses the ack, B keeps trying
+    // nothing more (a refusal is final).
+    carry(&a.api, &b.api).await;
+    b.api
+        .post(&format!("/v1/trading-sessions/{s6}/answer"))
+        .key(&b.shop)
+        .json(json!({"accept": true}))
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    let late = carry(&b.api, &a.api).await;
+    assert_eq!(late[0].status, StatusCode::FORBIDDEN);
+    assert_eq!(late[0].str("/error/details/reason"), "inconsistent");
+    assert_eq!(a.available(&a.alice_eur).await, 6800);
+
+    a.audit_passes().await;
+    b.audit_passes().await;
+}
+
+#[tokio::test]
+async fn sessions_open_across_two_operators() {
+    walk(World::new().await, World::new().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_open_across_two_operators_on_postgres() {
+    let Some(url) = tally_testkit::shared_test_database_url() else {
+        return;
+    };
+    let a = World::with(|c| NodeConfig {
+        database_url: Some(url),
+        ..c
+    })
+    .await;
+    walk(a, World::new().await).await;
+}

@@ -1,0 +1,920 @@
+//! A trading session's initiation (SPEC M2, M3; issue [7] step 3), at its two nodes: the
+//! customer's account manager (AM) and the mediating trusted agent (MTA) at the merchant's
+//! operator. They may be one node (two rows, one per role) or two, linked by sealed messages
+//! ([`super::envelope`]).
+//!
+//! ```text
+//!  customer ─ open ─► AM: hold the deposit ─ session_initiation ─► MTA: Informed ─► merchant
+//!                      Held                                           │   merchant acks
+//!  customer ◄─ rate ─ AM: Open ◄──────────── session_ack {rate} ───── MTA: Open
+//!                     AM: Aborted (hold void) ◄─ session_refused ─── MTA: Refused
+//! ```
+//!
+//! * The AM holds the deposit (a pending transfer from the customer's account to its account
+//!   *owed to* the MTA's operator; the ledger never lets it exceed the customer's limit, so
+//!   concurrent sessions cannot spend the same money twice), vouches for the customer and
+//!   sends the amended initiation (deposit in the customer's currency, a pseudonymous customer
+//!   identifier, the transaction id, the merchant) to the MTA.
+//! * The MTA registers the session for a merchant it knows, converts the deposit into the
+//!   merchant's currency at its rate, and informs the merchant. Once the merchant acks (at
+//!   once in agent mode), it acks the AM with the rate; otherwise it refuses, with a reason.
+//! * Neither waits for ever: the AM aborts (voids its hold) when no answer came by `ack_by`;
+//!   the MTA refuses a session its merchant left unanswered by then.
+//!
+//! Messages from the other node arrive at least once and in any order: a repeat of an answer
+//! already applied changes nothing ([`Effects::none`]); an answer to a session that has moved
+//! on is refused, the peer's fault.
+
+use super::ids::{NodeId, SessionId, TransactionId};
+use crate::effects::{Blame, Effects, Fault, PeerMessage};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tally_kernel::{Amount, Id, Rate, Timestamp};
+use tally_ledger::Command;
+
+/// Kind of the AM's initiation message.
+pub const INITIATION: &str = "session_initiation";
+/// Kind of the MTA's acknowledgement.
+pub const ACK: &str = "session_ack";
+/// Kind of the MTA's refusal.
+pub const REFUSED: &str = "session_refused";
+
+/// Where a session stands at the AM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AmState {
+    /// The deposit is held; the initiation is on its way to the MTA.
+    Held,
+    /// The MTA acked with its rate: purchases may start.
+    Open,
+    /// Refused by the MTA or unanswered: the hold is void.
+    Aborted,
+}
+
+stored_names!(AmState {
+    Aborted => "aborted",
+    Held => "held",
+    Open => "open",
+});
+
+/// Where a session stands at the MTA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MtaState {
+    /// Registered; the merchant is informed and has not acked yet.
+    Informed,
+    /// The merchant acked; the AM has the ack.
+    Open,
+    /// Refused (see [`Refusal`]); the AM has the refusal.
+    Refused,
+}
+
+stored_names!(MtaState {
+    Informed => "informed",
+    Open => "open",
+    Refused => "refused",
+});
+
+/// Why the MTA refused a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// No merchant of that name at the MTA.
+    UnknownMerchant,
+    /// No exchange rate from the deposit's currency to the merchant's.
+    NoRate,
+    /// The deposit is not positive in the merchant's currency, or too large.
+    BadDeposit,
+    /// The merchant declined.
+    Declined,
+    /// The merchant did not answer in time.
+    Unanswered,
+}
+
+stored_names!(Refusal {
+    BadDeposit => "bad_deposit",
+    Declined => "declined",
+    NoRate => "no_rate",
+    Unanswered => "unanswered",
+    UnknownMerchant => "unknown_merchant",
+});
+
+/// The amended initiation message (AM → MTA, M2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Initiation {
+    /// The session.
+    pub session: SessionId,
+    /// Its first transaction.
+    pub transaction: TransactionId,
+    /// The merchant, as the MTA's operator names it.
+    pub merchant: String,
+    /// The pseudonymous customer identifier (the AM alone knows who it is).
+    pub customer: String,
+    /// The deposit, in the customer's currency.
+    pub deposit: Amount,
+    /// The agreed end of the session (µs).
+    pub expires_at: i64,
+}
+
+/// The MTA's acknowledgement (M3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ack {
+    /// The session.
+    pub session: SessionId,
+    /// Merchant minor units per customer minor unit.
+    pub rate: Rate,
+    /// The deposit in the merchant's currency (converted at `rate`, rounded down).
+    pub merchant_deposit: Amount,
+}
+
+/// The MTA's refusal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refused {
+    /// The session.
+    pub session: SessionId,
+    /// Why.
+    pub reason: Refusal,
+}
+
+/// Why a session step was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TradeError {
+    /// A deposit that is not positive, a timeout in the past, a window that is not positive.
+    #[error("invalid session request: {0}")]
+    Invalid(&'static str),
+    /// The input does not fit the session's state (an answer after the session moved on).
+    #[error("the session is {0}: it takes no {1}")]
+    State(&'static str, &'static str),
+    /// An answer about another session, or in the wrong currency.
+    #[error("a message that does not belong to this session: {0}")]
+    Mismatch(&'static str),
+    /// The merchant answers a session that is no longer waiting for it.
+    #[error("the session is {0}: it is not waiting for the merchant")]
+    Closed(&'static str),
+    /// A timeout fed before its time.
+    #[error("not due yet")]
+    NotDue,
+}
+
+impl Blame for TradeError {
+    fn fault(&self) -> Fault {
+        match self {
+            TradeError::Invalid(_) | TradeError::Closed(_) => Fault::Caller,
+            TradeError::State(..) | TradeError::Mismatch(_) => Fault::Peer,
+            TradeError::NotDue => Fault::Node,
+        }
+    }
+}
+
+/// What the AM knows of a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AmSession {
+    /// The session.
+    pub id: SessionId,
+    /// Where it stands.
+    pub state: AmState,
+    /// The MTA's node.
+    pub mta: NodeId,
+    /// The merchant, as the MTA's operator names it.
+    pub merchant: String,
+    /// The customer's account the deposit is held on.
+    pub account: Id,
+    /// The AM's account owed to the MTA's operator (the hold's credit side).
+    pub owed: Id,
+    /// The pseudonymous customer identifier sent to the MTA.
+    pub customer: String,
+    /// The deposit, in the customer's currency.
+    pub deposit: Amount,
+    /// The MTA must answer by then (µs).
+    pub ack_by: i64,
+    /// The agreed end of the session (µs).
+    pub expires_at: i64,
+    /// The MTA's rate, once acked.
+    pub rate: Option<Rate>,
+    /// The deposit in the merchant's currency, once acked.
+    pub merchant_deposit: Option<Amount>,
+    /// The pending hold, while it is pending: set by the caller from the opening step's
+    /// journal entry ([`AmSession::with_hold`]); never stored with the session.
+    #[serde(skip)]
+    pub hold: Option<Id>,
+}
+
+/// What a customer asks its AM for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Start {
+    /// The session (the AM's next number).
+    pub id: SessionId,
+    /// The MTA's node.
+    pub mta: NodeId,
+    /// The merchant there.
+    pub merchant: String,
+    /// The customer's account.
+    pub account: Id,
+    /// The AM's account owed to the MTA's operator, in the deposit's currency.
+    pub owed: Id,
+    /// A fresh pseudonym for the customer.
+    pub customer: String,
+    /// The deposit.
+    pub deposit: Amount,
+    /// How long the MTA has to answer, seconds.
+    pub ack_window_s: i64,
+    /// How long the session may last, seconds.
+    pub lifetime_s: i64,
+    /// How long after the session's end the hold stays, for the conclusion, seconds.
+    pub clearing_grace_s: i64,
+    /// The initiation's message id.
+    pub message: Id,
+}
+
+/// What an AM session takes after it started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AmInput {
+    /// The MTA acked.
+    Ack(Ack),
+    /// The MTA refused.
+    Refused(Refused),
+    /// `poll_timeout` passed.
+    Timeout,
+}
+
+impl AmSession {
+    /// Starts a session: the hold and the initiation to the MTA.
+    pub fn start(s: Start, now: Timestamp) -> Result<(AmSession, Effects), TradeError> {
+        if s.deposit.minor <= 0 {
+            return Err(TradeError::Invalid("the deposit must be positive"));
+        }
+        if s.ack_window_s <= 0 || s.lifetime_s <= s.ack_window_s || s.clearing_grace_s < 0 {
+            return Err(TradeError::Invalid(
+                "the session must outlast the wait for its acknowledgement",
+            ));
+        }
+        let ack_by = now.plus_seconds(s.ack_window_s).as_micros();
+        let expires_at = now.plus_seconds(s.lifetime_s).as_micros();
+        let session = AmSession {
+            id: s.id,
+            state: AmState::Held,
+            mta: s.mta,
+            merchant: s.merchant,
+            account: s.account,
+            owed: s.owed,
+            customer: s.customer,
+            deposit: s.deposit,
+            ack_by,
+            expires_at,
+            rate: None,
+            merchant_deposit: None,
+            hold: None,
+        };
+        let initiation = Initiation {
+            session: session.id,
+            transaction: session.id.first_transaction(),
+            merchant: session.merchant.clone(),
+            customer: session.customer.clone(),
+            deposit: session.deposit,
+            expires_at,
+        };
+        let mut effects = Effects::ledger(Command::Transfer {
+            debit_account: session.account,
+            credit_account: session.owed,
+            amount_minor: session.deposit.minor,
+            currency: session.deposit.currency,
+            timeout_s: Some(s.lifetime_s + s.clearing_grace_s),
+            memo: format!("trading session {} deposit", session.id),
+        });
+        effects.peers.push(PeerMessage {
+            to: session.mta,
+            id: s.message,
+            kind: INITIATION.into(),
+            body: json!(initiation),
+        });
+        Ok((session, effects))
+    }
+
+    /// The same session knowing its hold (`None` once it is no longer pending).
+    pub fn with_hold(mut self, hold: Option<Id>) -> AmSession {
+        self.hold = hold;
+        self
+    }
+
+    /// When the session next needs a step without input.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        match self.state {
+            AmState::Held => Some(Timestamp(self.ack_by)),
+            AmState::Open | AmState::Aborted => None,
+        }
+    }
+
+    /// One step.
+    pub fn handle(
+        self,
+        now: Timestamp,
+        input: AmInput,
+    ) -> Result<(AmSession, Effects), TradeError> {
+        match (self.state, input) {
+            (AmState::Held, AmInput::Ack(ack)) => {
+                if ack.session != self.id {
+                    return Err(TradeError::Mismatch("another session's ack"));
+                }
+                if ack.rate.numerator <= 0 || ack.rate.denominator <= 0 {
+                    return Err(TradeError::Mismatch("a rate that is not positive"));
+                }
+                let converted = ack
+                    .rate
+                    .convert(self.deposit.minor)
+                    .map_err(|_| TradeError::Mismatch("a rate that overflows"))?;
+                if converted != ack.merchant_deposit.minor || converted <= 0 {
+                    return Err(TradeError::Mismatch(
+                        "a merchant deposit that is not the deposit at the rate",
+                    ));
+                }
+                let effects = Effects::record(
+                    "session_open",
+                    json!({"session": self.id, "rate": ack.rate, "merchant_deposit": ack.merchant_deposit}),
+                );
+                Ok((
+                    AmSession {
+                        state: AmState::Open,
+                        rate: Some(ack.rate),
+                        merchant_deposit: Some(ack.merchant_deposit),
+                        ..self
+                    },
+                    effects,
+                ))
+            }
+            (AmState::Open, AmInput::Ack(ack))
+                if ack.session == self.id
+                    && Some(ack.rate) == self.rate
+                    && Some(ack.merchant_deposit) == self.merchant_deposit =>
+            {
+                Ok((self, Effects::none()))
+            }
+            (AmState::Held, AmInput::Refused(r)) => {
+                if r.session != self.id {
+                    return Err(TradeError::Mismatch("another session's refusal"));
+                }
+                let data = json!({"session": self.id, "reason": r.reason.as_str()});
+                self.abort(data)
+            }
+            (AmState::Aborted, AmInput::Refused(r)) if r.session == self.id => {
+                Ok((self, Effects::none()))
+            }
+            (AmState::Held, AmInput::Timeout) => {
+                if now.as_micros() < self.ack_by {
+                    return Err(TradeError::NotDue);
+                }
+                let data = json!({"session": self.id, "reason": "unanswered"});
+                self.abort(data)
+            }
+            (state, input) => Err(TradeError::State(
+                state.as_str(),
+                match input {
+                    AmInput::Ack(_) => "acknowledgement",
+                    AmInput::Refused(_) => "refusal",
+                    AmInput::Timeout => "timeout",
+                },
+            )),
+        }
+    }
+
+    fn abort(self, data: serde_json::Value) -> Result<(AmSession, Effects), TradeError> {
+        let effects = match self.hold {
+            Some(hold) => Effects::ledger(Command::Void { pending_id: hold }),
+            // The hold expired already: nothing to release, the step is only recorded.
+            None => Effects::record("session_aborted", data),
+        };
+        Ok((
+            AmSession {
+                state: AmState::Aborted,
+                ..self
+            },
+            effects,
+        ))
+    }
+}
+
+/// What the MTA knows of a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MtaSession {
+    /// The session.
+    pub id: SessionId,
+    /// Where it stands.
+    pub state: MtaState,
+    /// The customer's AM.
+    pub am: NodeId,
+    /// The merchant.
+    pub merchant: String,
+    /// The pseudonymous customer identifier.
+    pub customer: String,
+    /// The deposit in the customer's currency.
+    pub deposit: Amount,
+    /// The deposit in the merchant's currency (zero when refused before conversion).
+    pub merchant_deposit: Amount,
+    /// The rate used (merchant minor units per customer minor unit).
+    pub rate: Rate,
+    /// The merchant must ack by then (µs).
+    pub ack_by: i64,
+    /// The agreed end of the session (µs).
+    pub expires_at: i64,
+    /// Why it was refused.
+    pub refusal: Option<Refusal>,
+}
+
+/// What the MTA's operator knows of the merchant an initiation names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MerchantTerms {
+    /// The merchant's currency.
+    pub currency: tally_kernel::Currency,
+    /// The rate from the deposit's currency to it (`None`: none known).
+    pub rate: Option<Rate>,
+    /// Agent mode: ack every session at once.
+    pub auto_ack: bool,
+}
+
+/// What an MTA session takes after it was registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MtaInput {
+    /// The merchant acks.
+    MerchantAck,
+    /// The merchant declines.
+    MerchantDecline,
+    /// `poll_timeout` passed.
+    Timeout,
+}
+
+impl MtaSession {
+    /// Registers an initiation from the AM `from`: informed (or open in agent mode), or
+    /// refused with a reason the AM is told. `message` is the id of the answer, if one goes.
+    pub fn register(
+        init: Initiation,
+        from: NodeId,
+        merchant: Option<MerchantTerms>,
+        ack_window_s: i64,
+        now: Timestamp,
+        message: Id,
+    ) -> Result<(MtaSession, Effects), TradeError> {
+        if init.session.am != from || init.transaction.session != init.session {
+            return Err(TradeError::Mismatch(
+                "an initiation from another node than its session's AM",
+            ));
+        }
+        let mut session = MtaSession {
+            id: init.session,
+            state: MtaState::Informed,
+            am: from,
+            merchant: init.merchant,
+            customer: init.customer,
+            deposit: init.deposit,
+            merchant_deposit: Amount::new(0, init.deposit.currency),
+            rate: Rate {
+                numerator: 1,
+                denominator: 1,
+            },
+            ack_by: now
+                .plus_seconds(ack_window_s)
+                .as_micros()
+                .min(init.expires_at),
+            expires_at: init.expires_at,
+            refusal: None,
+        };
+        let Some(terms) = merchant else {
+            return Ok(session.refuse(Refusal::UnknownMerchant, message));
+        };
+        let rate = match terms.rate {
+            Some(r) => r,
+            None if terms.currency == init.deposit.currency => Rate {
+                numerator: 1,
+                denominator: 1,
+            },
+            None => return Ok(session.refuse(Refusal::NoRate, message)),
+        };
+        let converted = match rate.convert(init.deposit.minor) {
+            Ok(m) if m > 0 && init.deposit.minor > 0 => m,
+            _ => return Ok(session.refuse(Refusal::BadDeposit, message)),
+        };
+        session.rate = rate;
+        session.merchant_deposit = Amount::new(converted, terms.currency);
+        if terms.auto_ack {
+            return Ok(session.acked(message));
+        }
+        let effects = Effects::record(
+            "session_informed",
+            json!({"session": session.id, "merchant": session.merchant}),
+        );
+        Ok((session, effects))
+    }
+
+    /// When the session next needs a step without input.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        match self.state {
+            MtaState::Informed => Some(Timestamp(self.ack_by)),
+            MtaState::Open | MtaState::Refused => None,
+        }
+    }
+
+    /// One step. `message` is the id of the answer to the AM, if one goes.
+    pub fn handle(
+        self,
+        now: Timestamp,
+        input: MtaInput,
+        message: Id,
+    ) -> Result<(MtaSession, Effects), TradeError> {
+        match (self.state, input) {
+            (MtaState::Informed, MtaInput::MerchantAck) => Ok(self.acked(message)),
+            (MtaState::Open, MtaInput::MerchantAck) => Ok((self, Effects::none())),
+            (MtaState::Informed, MtaInput::MerchantDecline) => {
+                Ok(self.refuse(Refusal::Declined, message))
+            }
+            (MtaState::Informed, MtaInput::Timeout) => {
+                if now.as_micros() < self.ack_by {
+                    return Err(TradeError::NotDue);
+                }
+                Ok(self.refuse(Refusal::Unanswered, message))
+            }
+            (_, MtaInput::Timeout) => Err(TradeError::NotDue),
+            (state, _) => Err(TradeError::Closed(state.as_str())),
+        }
+    }
+
+    fn acked(self, message: Id) -> (MtaSession, Effects) {
+        let ack = Ack {
+            session: self.id,
+            rate: self.rate,
+            merchant_deposit: self.merchant_deposit,
+        };
+        let mut effects = Effects::record("session_acked", json!(ack));
+        effects.peers.push(PeerMessage {
+            to: self.am,
+            id: message,
+            kind: ACK.into(),
+            body: json!(ack),
+        });
+        (
+            MtaSession {
+                state: MtaState::Open,
+                ..self
+            },
+            effects,
+        )
+    }
+
+    fn refuse(self, reason: Refusal, message: Id) -> (MtaSession, Effects) {
+        let refused = Refused {
+            session: self.id,
+            reason,
+        };
+        let mut effects = Effects::record("session_refused", json!(refused));
+        effects.peers.push(PeerMessage {
+            to: self.am,
+            id: message,
+            kind: REFUSED.into(),
+            body: json!(refused),
+        });
+        (
+            MtaSession {
+                state: MtaState::Refused,
+                refusal: Some(reason),
+                ..self
+            },
+            effects,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_kernel::Currency;
+    use tally_kernel::crypto::SigningKey;
+
+    const T0: i64 = 1_767_225_600_000_000;
+
+    fn node(seed: u8) -> NodeId {
+        NodeId::of(&SigningKey::from_seed(&[seed; 32]).verifying_key())
+    }
+
+    fn eur(minor: i64) -> Amount {
+        Amount::new(minor, Currency::from_code("EUR").expect("EUR"))
+    }
+
+    fn usd(minor: i64) -> Amount {
+        Amount::new(minor, Currency::from_code("USD").expect("USD"))
+    }
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp(T0 + s * 1_000_000)
+    }
+
+    fn start() -> (AmSession, Effects) {
+        AmSession::start(
+            Start {
+                id: SessionId::new(node(1), 7).expect("id"),
+                mta: node(2),
+                merchant: "shop".into(),
+                account: Id::new(),
+                owed: Id::new(),
+                customer: "c-1f2e".into(),
+                deposit: eur(1000),
+                ack_window_s: 60,
+                lifetime_s: 3600,
+                clearing_grace_s: 600,
+                message: Id::new(),
+            },
+            at(0),
+        )
+        .expect("start")
+    }
+
+    fn initiation(effects: &Effects) -> Initiation {
+        assert_eq!(effects.peers.len(), 1);
+        assert_eq!(effects.peers[0].kind, INITIATION);
+        serde_json::from_value(effects.peers[0].body.clone()).expect("initiation")
+    }
+
+    fn terms(currency: &str, rate: Option<Rate>, auto_ack: bool) -> Option<MerchantTerms> {
+        Some(MerchantTerms {
+            currency: Currency::from_code(currency).expect("currency"),
+            rate,
+            auto_ack,
+        })
+    }
+
+    #[test]
+    fn the_am_holds_the_deposit_and_sends_the_amended_initiation() {
+        let (am, effects) = start();
+        assert_eq!(am.state, AmState::Held);
+        match effects.ledger {
+            Some(Command::Transfer {
+                debit_account,
+                credit_account,
+                amount_minor,
+                timeout_s,
+                ..
+            }) => {
+                assert_eq!((debit_account, credit_account), (am.account, am.owed));
+                assert_eq!((amount_minor, timeout_s), (1000, Some(4200)));
+            }
+            other => panic!("no hold: {other:?}"),
+        }
+        let init = initiation(&effects);
+        assert_eq!(effects.peers[0].to, node(2));
+        assert_eq!(init.transaction.to_string(), format!("{}.1", am.id));
+        assert_eq!(
+            (init.deposit, init.customer.as_str()),
+            (eur(1000), "c-1f2e")
+        );
+        assert_eq!(am.poll_timeout(), Some(at(60)));
+        // Nothing about the customer but its pseudonym leaves the AM.
+        let text = effects.peers[0].body.to_string();
+        assert!(!text.contains(&am.account.to_string()), "{text}");
+    }
+
+    #[test]
+    fn bad_starts_are_refused() {
+        let (am, _) = start();
+        let base = |deposit: Amount, ack: i64, life: i64| Start {
+            id: am.id,
+            mta: am.mta,
+            merchant: "shop".into(),
+            account: am.account,
+            owed: am.owed,
+            customer: "c".into(),
+            deposit,
+            ack_window_s: ack,
+            lifetime_s: life,
+            clearing_grace_s: 0,
+            message: Id::new(),
+        };
+        for s in [
+            base(eur(0), 60, 3600),
+            base(eur(-5), 60, 3600),
+            base(eur(5), 0, 3600),
+            base(eur(5), 60, 60),
+        ] {
+            let e = AmSession::start(s, at(0)).expect_err("refused");
+            assert_eq!(e.fault(), Fault::Caller);
+        }
+    }
+
+    #[test]
+    fn an_mta_in_another_currency_acks_with_its_rate_and_the_am_opens() {
+        let (am, effects) = start();
+        let am = am.with_hold(Some(Id::new()));
+        let rate = Rate::parse(
+            "1.0842",
+            Currency::from_code("EUR").expect("c"),
+            Currency::from_code("USD").expect("c"),
+        )
+        .expect("rate");
+        let (mta, fx) = MtaSession::register(
+            initiation(&effects),
+            node(1),
+            terms("USD", Some(rate), false),
+            120,
+            at(1),
+            Id::new(),
+        )
+        .expect("register");
+        assert_eq!(
+            (mta.state, mta.merchant_deposit),
+            (MtaState::Informed, usd(1084))
+        );
+        assert!(fx.peers.is_empty(), "no answer before the merchant acks");
+        // The merchant's ack answers the AM; a second changes nothing.
+        let (mta, fx) = mta
+            .handle(at(2), MtaInput::MerchantAck, Id::new())
+            .expect("ack");
+        assert_eq!(mta.state, MtaState::Open);
+        assert_eq!(
+            (fx.peers.len(), fx.peers[0].kind.as_str(), fx.peers[0].to),
+            (1, ACK, node(1))
+        );
+        let (mta, again) = mta
+            .handle(at(3), MtaInput::MerchantAck, Id::new())
+            .expect("again");
+        assert_eq!(again, Effects::none());
+        assert_eq!(
+            mta.clone()
+                .handle(at(3), MtaInput::MerchantDecline, Id::new())
+                .expect_err("closed")
+                .fault(),
+            Fault::Caller
+        );
+        let ack: Ack = serde_json::from_value(fx.peers[0].body.clone()).expect("ack");
+        let (am, opened) = am.handle(at(3), AmInput::Ack(ack.clone())).expect("open");
+        assert_eq!(
+            (am.state, am.rate, am.merchant_deposit),
+            (AmState::Open, Some(rate), Some(usd(1084)))
+        );
+        assert!(opened.ledger.is_some() && opened.peers.is_empty());
+        assert_eq!(am.poll_timeout(), None);
+        // The same ack delivered twice is applied once; a late refusal is the peer's fault.
+        let (am, dup) = am.handle(at(4), AmInput::Ack(ack)).expect("dup");
+        assert_eq!(dup, Effects::none());
+        let e = am
+            .handle(
+                at(4),
+                AmInput::Refused(Refused {
+                    session: mta.id,
+                    reason: Refusal::Declined,
+                }),
+            )
+            .expect_err("too late");
+        assert_eq!(e.fault(), Fault::Peer);
+    }
+
+    #[test]
+    fn an_ack_that_does_not_add_up_is_refused() {
+        let (am, _) = start();
+        let rate = Rate {
+            numerator: 2,
+            denominator: 1,
+        };
+        for ack in [
+            Ack {
+                session: SessionId::new(node(1), 8).expect("id"),
+                rate,
+                merchant_deposit: eur(2000),
+            },
+            Ack {
+                session: am.id,
+                rate,
+                merchant_deposit: eur(1999),
+            },
+            Ack {
+                session: am.id,
+                rate: Rate {
+                    numerator: 0,
+                    denominator: 1,
+                },
+                merchant_deposit: eur(0),
+            },
+        ] {
+            let e = am
+                .clone()
+                .handle(at(1), AmInput::Ack(ack))
+                .expect_err("mismatch");
+            assert_eq!(e.fault(), Fault::Peer);
+        }
+    }
+
+    #[test]
+    fn refusals_and_silence_void_the_hold() {
+        let (am, effects) = start();
+        let hold = Id::new();
+        let am = am.with_hold(Some(hold));
+        let void = Some(Command::Void { pending_id: hold });
+        // Unknown merchant, no rate, agent mode: the MTA answers at once.
+        let init = initiation(&effects);
+        let (mta, fx) =
+            MtaSession::register(init.clone(), node(1), None, 120, at(1), Id::new()).expect("r");
+        assert_eq!(
+            (mta.state, mta.refusal),
+            (MtaState::Refused, Some(Refusal::UnknownMerchant))
+        );
+        assert_eq!(fx.peers[0].kind, REFUSED);
+        let (mta, _) = MtaSession::register(
+            init.clone(),
+            node(1),
+            terms("USD", None, false),
+            120,
+            at(1),
+            Id::new(),
+        )
+        .expect("r");
+        assert_eq!(mta.refusal, Some(Refusal::NoRate));
+        let (mta, fx) = MtaSession::register(
+            init.clone(),
+            node(1),
+            terms("EUR", None, true),
+            120,
+            at(1),
+            Id::new(),
+        )
+        .expect("r");
+        assert_eq!(
+            (mta.state, mta.merchant_deposit, fx.peers[0].kind.as_str()),
+            (MtaState::Open, eur(1000), ACK)
+        );
+        // An initiation that is not from its session's AM is refused outright.
+        assert_eq!(
+            MtaSession::register(
+                init.clone(),
+                node(3),
+                terms("EUR", None, true),
+                120,
+                at(1),
+                Id::new()
+            )
+            .expect_err("forged")
+            .fault(),
+            Fault::Peer
+        );
+        // The merchant leaves it unanswered: refused when due, not before.
+        let (mta, _) = MtaSession::register(
+            init,
+            node(1),
+            terms("EUR", None, false),
+            120,
+            at(1),
+            Id::new(),
+        )
+        .expect("r");
+        assert_eq!(mta.poll_timeout(), Some(at(121)));
+        assert_eq!(
+            mta.clone()
+                .handle(at(120), MtaInput::Timeout, Id::new())
+                .expect_err("early"),
+            TradeError::NotDue
+        );
+        let (mta, fx) = mta
+            .handle(at(121), MtaInput::Timeout, Id::new())
+            .expect("due");
+        assert_eq!(mta.refusal, Some(Refusal::Unanswered));
+        let refused: Refused = serde_json::from_value(fx.peers[0].body.clone()).expect("refused");
+        // The AM voids its hold on the refusal, once.
+        let (aborted, fx) = am
+            .clone()
+            .handle(at(122), AmInput::Refused(refused.clone()))
+            .expect("abort");
+        assert_eq!((aborted.state, fx.ledger), (AmState::Aborted, void.clone()));
+        let (_, dup) = aborted
+            .handle(at(123), AmInput::Refused(refused))
+            .expect("dup");
+        assert_eq!(dup, Effects::none());
+        // Or on its own timeout.
+        assert_eq!(
+            am.clone()
+                .handle(at(59), AmInput::Timeout)
+                .expect_err("early"),
+            TradeError::NotDue
+        );
+        let (aborted, fx) = am.handle(at(60), AmInput::Timeout).expect("timeout");
+        assert_eq!((aborted.state, fx.ledger), (AmState::Aborted, void));
+    }
+
+    #[test]
+    fn states_have_stored_names() {
+        for s in [AmState::Held, AmState::Open, AmState::Aborted] {
+            assert_eq!(AmState::parse(s.as_str()), Some(s));
+        }
+        for s in [MtaState::Informed, MtaState::Open, MtaState::Refused] {
+            assert_eq!(MtaState::parse(s.as_str()), Some(s));
+        }
+        for r in [
+            Refusal::UnknownMerchant,
+            Refusal::NoRate,
+            Refusal::BadDeposit,
+            Refusal::Declined,
+            Refusal::Unanswered,
+        ] {
+            assert_eq!(Refusal::parse(r.as_str()), Some(r));
+            assert_eq!(
+                serde_json::to_value(r).expect("json"),
+                serde_json::json!(r.as_str())
+            );
+        }
+    }
+}

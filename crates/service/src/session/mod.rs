@@ -1,0 +1,616 @@
+//! Trading sessions (SPEC M1–M9, issue [7]): the driver of `tally_proto::session::trade` at
+//! both of its nodes. So far the initiation (M2, M3): the customer's account manager (AM)
+//! holds the deposit and sends the amended initiation to the mediating trusted agent (MTA) at
+//! the merchant's operator, which informs the merchant and answers with its rate, or refuses.
+//!
+//! Each step is load → `handle` → `commit`, like every protocol here; a message from the other
+//! node commits with the inbox row that takes it ([`Federation::take`]), so it applies once.
+//! When the merchant's operator is this node, the messages go through this node's own inbox
+//! the same way.
+
+use crate::access::{check_name, corrupt, invalid, namespaced, require_admin};
+use crate::core::Core;
+use crate::exec::retrying;
+use crate::federation::Federation;
+use crate::{Missing, PeerRefusal, Principal, Result, ServiceError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tally_kernel::crypto::kdf::sha256;
+use tally_kernel::{Amount, Currency, Id, Timestamp};
+use tally_ledger::{AccountFlags, AccountKind, Command};
+use tally_proto::effects::Effects;
+use tally_proto::session::envelope::Envelope;
+use tally_proto::session::ids::{NodeId, SessionId};
+use tally_proto::session::trade::{
+    self, AmInput, AmSession, AmState, MerchantTerms, MtaInput, MtaSession, MtaState, Start,
+    TradeError,
+};
+use tally_store::trade::{SessionMerchant, TradeRow, insert, update, upsert_merchant};
+use tally_wire::federation::{
+    OpenTradingSession, PeerMessageTaken, SessionMerchantRequest, SessionMerchantView,
+    TradingSessionView,
+};
+
+/// Session timing.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// How long the AM waits for the MTA's answer, and the MTA for the merchant's, seconds.
+    pub ack_window_s: i64,
+    /// A session's lifetime when the customer names none, seconds.
+    pub lifetime_s: i64,
+    /// The longest lifetime a customer may ask for, seconds.
+    pub lifetime_max_s: i64,
+    /// How long the deposit stays held after the session's end, for its conclusion, seconds.
+    pub clearing_grace_s: i64,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            ack_window_s: 120,
+            lifetime_s: 3600,
+            lifetime_max_s: 7 * 86_400,
+            clearing_grace_s: 86_400,
+        }
+    }
+}
+
+const AM: &str = "am";
+const MTA: &str = "mta";
+
+/// Trading sessions at this node, in either role.
+#[derive(Clone)]
+pub struct Sessions {
+    core: Core,
+    federation: Federation,
+    settings: SessionSettings,
+}
+
+fn decode<T: DeserializeOwned>(row: &TradeRow) -> Result<T> {
+    serde_json::from_str(&row.machine).map_err(corrupt)
+}
+
+fn trade(e: TradeError) -> ServiceError {
+    ServiceError::Trade(e)
+}
+
+impl Sessions {
+    pub(crate) fn new(core: Core, federation: Federation, settings: SessionSettings) -> Sessions {
+        Sessions {
+            core,
+            federation,
+            settings,
+        }
+    }
+
+    // ----- merchants (at the MTA) ----------------------------------------------------------
+
+    /// Lets a merchant take trading sessions here, paid to `account` (the operator, or the
+    /// merchant naming its own account).
+    pub async fn set_merchant(
+        &self,
+        by: &Principal,
+        name: &str,
+        req: &SessionMerchantRequest,
+    ) -> Result<SessionMerchantView> {
+        check_name("name", name)?;
+        if !by.is_admin() && by.owner != name {
+            return Err(ServiceError::Forbidden(
+                "a merchant registers itself only (or the operator)",
+            ));
+        }
+        let account = self.account(req.account, "account").await?;
+        if !by.is_admin() && account.owner != by.owner {
+            return Err(invalid("account", "is not an account of the merchant"));
+        }
+        let m = SessionMerchant {
+            name: name.to_string(),
+            account: req.account,
+            auto_ack: req.auto_ack,
+        };
+        self.core
+            .commit(
+                format!(":session_merchant:{}", Id::new()),
+                Effects::record(
+                    "session_merchant",
+                    serde_json::json!({"name": name, "account": req.account, "auto_ack": req.auto_ack}),
+                ),
+                vec![upsert_merchant(&m, self.core.now())],
+            )
+            .await?;
+        Ok(SessionMerchantView {
+            name: m.name,
+            account: m.account,
+            currency: account.currency.code().to_string(),
+            auto_ack: m.auto_ack,
+        })
+    }
+
+    async fn account(&self, id: Id, field: &'static str) -> Result<tally_ledger::Account> {
+        self.core
+            .store()
+            .account(id)
+            .await?
+            .ok_or_else(|| invalid(field, "no such account"))
+    }
+
+    // ----- the customer's side (at the AM) -------------------------------------------------
+
+    /// Opens a session for the customer `by` (M2): holds the deposit and sends the amended
+    /// initiation to the merchant's operator. A retry with the same key is the same session
+    /// (`true`: a replay).
+    pub async fn open(
+        &self,
+        by: &Principal,
+        key: &str,
+        req: &OpenTradingSession,
+    ) -> Result<(TradingSessionView, bool)> {
+        let client_key = namespaced(by, key)?;
+        if let Some(row) = self.core.store().trade_by_key(&client_key).await? {
+            return Ok((self.view(&row)?, true));
+        }
+        check_name("merchant", &req.merchant)?;
+        let account = self.account(req.account, "account").await?;
+        if account.owner != by.owner {
+            return Err(ServiceError::Forbidden(
+                "a session holds the caller's own account only",
+            ));
+        }
+        if account.currency != req.deposit.currency {
+            return Err(invalid("deposit", "not in the account's currency"));
+        }
+        let lifetime_s = req.lifetime_s.unwrap_or(self.settings.lifetime_s);
+        if lifetime_s <= self.settings.ack_window_s || lifetime_s > self.settings.lifetime_max_s {
+            return Err(invalid(
+                "lifetime_s",
+                format!(
+                    "more than {} and at most {} seconds",
+                    self.settings.ack_window_s, self.settings.lifetime_max_s
+                ),
+            ));
+        }
+        let mta = self.operator(&req.operator).await?;
+        let owed = self.owed_to(mta, req.deposit.currency).await?;
+        let seq = self.core.store().next_session_number().await?;
+        let id = SessionId::new(self.federation.node_id(), seq)
+            .map_err(|e| corrupt(format!("session number: {e}")))?;
+        let mut pseudonym = [0u8; 16];
+        crate::identity::getrandom_fill(&mut pseudonym)?;
+        let now = self.core.now();
+        let (session, effects) = AmSession::start(
+            Start {
+                id,
+                mta,
+                merchant: req.merchant.clone(),
+                account: req.account,
+                owed,
+                customer: format!("c-{}", hex::encode(pseudonym)),
+                deposit: req.deposit,
+                ack_window_s: self.settings.ack_window_s,
+                lifetime_s,
+                clearing_grace_s: self.settings.clearing_grace_s,
+                message: Id::new(),
+            },
+            now,
+        )
+        .map_err(trade)?;
+        let row = TradeRow {
+            role: AM.into(),
+            session: id.to_string(),
+            state: session.state.as_str().into(),
+            owner: by.owner.clone(),
+            client_key: Some(client_key.clone()),
+            machine: to_json(&session)?,
+            wake_at: session.poll_timeout(),
+            created_at: now,
+            updated_at: now,
+        };
+        match self
+            .core
+            .commit(client_key.clone(), effects, vec![insert(&row)])
+            .await
+        {
+            Ok(_) => {}
+            // The same key raced in from a retry: its session is the answer.
+            Err(ServiceError::IdempotencyKeyReused) => {
+                if let Some(row) = self.core.store().trade_by_key(&client_key).await? {
+                    return Ok((self.view(&row)?, true));
+                }
+                return Err(ServiceError::IdempotencyKeyReused);
+            }
+            Err(e) => return Err(e),
+        }
+        Ok((self.view(&row)?, false))
+    }
+
+    /// The MTA's node: a peer's name or id, or this node.
+    async fn operator(&self, text: &str) -> Result<NodeId> {
+        let me = self.federation.node_id();
+        if text == me.to_string() {
+            return Ok(me);
+        }
+        let peer = self
+            .core
+            .store()
+            .peer(text)
+            .await?
+            .ok_or_else(|| invalid("operator", "not a peer of this node"))?;
+        peer.node_id
+            .parse()
+            .map_err(|e| corrupt(format!("peer node id: {e}")))
+    }
+
+    /// The AM's account owed to the operator of node `to`, in `currency` (made on first use).
+    async fn owed_to(&self, to: NodeId, currency: Currency) -> Result<Id> {
+        let who = hex::encode(&sha256(to.to_string().as_bytes())[..16]);
+        let open = Command::OpenAccount {
+            owner: "operator".into(),
+            currency,
+            kind: AccountKind::Operator,
+            flags: AccountFlags {
+                debits_must_not_exceed_credits: false,
+                credits_must_not_exceed_debits: false,
+            },
+            limit_minor: 0,
+        };
+        let outcome = self
+            .core
+            .commit(
+                format!(":owed_to_operator:{who}:{}", currency.code()),
+                Effects::ledger(open),
+                Vec::new(),
+            )
+            .await?;
+        outcome
+            .account()
+            .map(|a| a.id)
+            .ok_or_else(|| corrupt("an owed account's key names another command"))
+    }
+
+    /// The AM session of a row, knowing its hold while that is pending.
+    async fn am_machine(&self, row: &TradeRow) -> Result<AmSession> {
+        let session: AmSession = decode(row)?;
+        let key = row
+            .client_key
+            .as_deref()
+            .ok_or_else(|| corrupt("an AM session without its opening key"))?;
+        let hold = match self.core.store().journal_event(key).await? {
+            Some(tally_ledger::Event::Transfers { transfers }) => transfers.first().map(|t| t.id),
+            _ => None,
+        };
+        let pending = match hold {
+            Some(h) => self
+                .core
+                .store()
+                .transfer(h)
+                .await?
+                .is_some_and(|t| t.state == tally_ledger::TransferState::Pending)
+                .then_some(h),
+            None => None,
+        };
+        Ok(session.with_hold(pending))
+    }
+
+    // ----- the merchant's side (at the MTA) ------------------------------------------------
+
+    /// The merchant takes or declines a session it was informed of.
+    pub async fn answer(
+        &self,
+        by: &Principal,
+        session: &str,
+        accept: bool,
+    ) -> Result<TradingSessionView> {
+        retrying(|| async {
+            let row = self.row(MTA, session).await?;
+            if !by.is_admin() && by.owner != row.owner {
+                return Err(self.missing(session));
+            }
+            let before: MtaSession = decode(&row)?;
+            let input = if accept {
+                MtaInput::MerchantAck
+            } else {
+                MtaInput::MerchantDecline
+            };
+            let (after, effects) = before
+                .handle(self.core.now(), input, Id::new())
+                .map_err(trade)?;
+            self.step_mta(&row, &after, effects, None).await
+        })
+        .await
+    }
+
+    // ----- messages from the other node -----------------------------------------------------
+
+    /// Takes a session message from a peer (or this node), once.
+    pub async fn receive(&self, m: &Envelope) -> Result<PeerMessageTaken> {
+        if self.federation.taken_before(m).await? {
+            return self.federation.take(m, Effects::none(), Vec::new()).await;
+        }
+        retrying(|| async {
+            let (effects, rows) = match m.kind.as_str() {
+                trade::INITIATION => self.register(m).await?,
+                trade::ACK | trade::REFUSED => self.answered(m).await?,
+                _ => return Err(ServiceError::PeerRefused(PeerRefusal::UnknownKind)),
+            };
+            self.federation.take(m, effects, rows).await
+        })
+        .await
+    }
+
+    async fn register(&self, m: &Envelope) -> Result<(Effects, Vec<tally_store::Attachment>)> {
+        let init: trade::Initiation = body(m)?;
+        if self
+            .core
+            .store()
+            .trade(MTA, &init.session.to_string())
+            .await?
+            .is_some()
+        {
+            // Another message (another id) for a session registered already.
+            return Err(inconsistent());
+        }
+        let terms = match self.core.store().session_merchant(&init.merchant).await? {
+            None => None,
+            Some(merchant) => {
+                let account = self.account(merchant.account, "account").await?;
+                Some(MerchantTerms {
+                    currency: account.currency,
+                    rate: None,
+                    auto_ack: merchant.auto_ack,
+                })
+            }
+        };
+        let now = self.core.now();
+        let (session, effects) = MtaSession::register(
+            init,
+            m.from,
+            terms,
+            self.settings.ack_window_s,
+            now,
+            Id::new(),
+        )
+        .map_err(|_| inconsistent())?;
+        let row = TradeRow {
+            role: MTA.into(),
+            session: session.id.to_string(),
+            state: session.state.as_str().into(),
+            owner: session.merchant.clone(),
+            client_key: None,
+            machine: to_json(&session)?,
+            wake_at: session.poll_timeout(),
+            created_at: now,
+            updated_at: now,
+        };
+        Ok((effects, vec![insert(&row)]))
+    }
+
+    async fn answered(&self, m: &Envelope) -> Result<(Effects, Vec<tally_store::Attachment>)> {
+        let input = if m.kind == trade::ACK {
+            AmInput::Ack(body(m)?)
+        } else {
+            AmInput::Refused(body(m)?)
+        };
+        let session = match &input {
+            AmInput::Ack(a) => a.session,
+            AmInput::Refused(r) => r.session,
+            AmInput::Timeout => return Err(inconsistent()),
+        };
+        let row = self
+            .core
+            .store()
+            .trade(AM, &session.to_string())
+            .await?
+            .ok_or_else(inconsistent)?;
+        let before = self.am_machine(&row).await?;
+        if before.mta != m.from {
+            return Err(inconsistent());
+        }
+        let (after, effects) = before
+            .handle(self.core.now(), input)
+            .map_err(|_| inconsistent())?;
+        // A repeat of an answer applied already: only the inbox row is written.
+        let rows = if effects == Effects::none() {
+            Vec::new()
+        } else {
+            self.moved(&row, after.state.as_str(), &after, after.poll_timeout())?
+                .into()
+        };
+        let effects = if effects == Effects::none() {
+            Effects::record(
+                "peer_message",
+                serde_json::json!({"id": m.id, "kind": m.kind}),
+            )
+        } else {
+            effects
+        };
+        Ok((effects, rows))
+    }
+
+    // ----- timers ----------------------------------------------------------------------------
+
+    /// Feeds due sessions their timeout (AM: no answer from the MTA; MTA: no answer from the
+    /// merchant), at most `limit`; returns how many moved.
+    pub async fn sweep_timeouts(&self, limit: i64) -> Result<usize> {
+        let due = self.core.store().due_trades(self.core.now(), limit).await?;
+        let mut moved = 0;
+        for row in due {
+            let step = retrying(|| async {
+                let row = self.row(&row.role, &row.session).await?;
+                if row.wake_at.is_none_or(|w| w > self.core.now()) {
+                    return Ok(false);
+                }
+                self.timeout(&row).await.map(|_| true)
+            })
+            .await;
+            match step {
+                Ok(true) => moved += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(session = %row.session, role = %row.role, error = %e, "session timeout failed")
+                }
+            }
+        }
+        Ok(moved)
+    }
+
+    async fn timeout(&self, row: &TradeRow) -> Result<()> {
+        let now = self.core.now();
+        if row.role == AM {
+            let before = self.am_machine(row).await?;
+            let (after, effects) = before.handle(now, AmInput::Timeout).map_err(trade)?;
+            let rows = self.moved(row, after.state.as_str(), &after, after.poll_timeout())?;
+            self.core
+                .commit(
+                    format!(":session_timeout:{}:{}", row.role, row.session),
+                    effects,
+                    rows.into(),
+                )
+                .await?;
+        } else {
+            let before: MtaSession = decode(row)?;
+            let (after, effects) = before
+                .handle(now, MtaInput::Timeout, Id::new())
+                .map_err(trade)?;
+            self.step_mta(row, &after, effects, Some(":session_timeout"))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn step_mta(
+        &self,
+        row: &TradeRow,
+        after: &MtaSession,
+        effects: Effects,
+        key: Option<&str>,
+    ) -> Result<TradingSessionView> {
+        if effects == Effects::none() {
+            return self.view(row);
+        }
+        let rows = self.moved(row, after.state.as_str(), after, after.poll_timeout())?;
+        let key = match key {
+            Some(prefix) => format!("{prefix}:{}:{}", row.role, row.session),
+            None => format!(":session_answer:{}", row.session),
+        };
+        self.core.commit(key, effects, rows.into()).await?;
+        self.view(&self.row(MTA, &row.session).await?)
+    }
+
+    fn moved<T: Serialize>(
+        &self,
+        before: &TradeRow,
+        state: &str,
+        machine: &T,
+        wake_at: Option<Timestamp>,
+    ) -> Result<[tally_store::Attachment; 2]> {
+        let after = TradeRow {
+            state: state.into(),
+            machine: to_json(machine)?,
+            wake_at,
+            updated_at: self.core.now(),
+            ..before.clone()
+        };
+        Ok(update(before, &after))
+    }
+
+    // ----- reads ---------------------------------------------------------------------------
+
+    /// A session as the caller may see it: the customer at its AM, the merchant at the MTA,
+    /// or the operator (the AM's row first when this node plays both roles).
+    pub async fn show(&self, by: &Principal, session: &str) -> Result<TradingSessionView> {
+        for role in [AM, MTA] {
+            if let Some(row) = self.core.store().trade(role, session).await?
+                && (by.is_admin() || by.owner == row.owner)
+            {
+                return self.view(&row);
+            }
+        }
+        Err(self.missing(session))
+    }
+
+    /// The caller's sessions (a customer's, or a merchant's), newest first.
+    pub async fn list(
+        &self,
+        by: &Principal,
+        owner: Option<&str>,
+    ) -> Result<Vec<TradingSessionView>> {
+        let owner = match owner {
+            Some(o) if o != by.owner => {
+                require_admin(by)?;
+                o
+            }
+            _ => by.owner.as_str(),
+        };
+        let mut out = Vec::new();
+        for row in self.core.store().trades_of(owner, 200).await? {
+            out.push(self.view(&row)?);
+        }
+        Ok(out)
+    }
+
+    async fn row(&self, role: &str, session: &str) -> Result<TradeRow> {
+        self.core
+            .store()
+            .trade(role, session)
+            .await?
+            .ok_or_else(|| self.missing(session))
+    }
+
+    fn missing(&self, session: &str) -> ServiceError {
+        ServiceError::NotFound {
+            what: Missing::Session,
+            id: session.to_string(),
+        }
+    }
+
+    fn view(&self, row: &TradeRow) -> Result<TradingSessionView> {
+        let rate = |r: tally_kernel::Rate| format!("{}/{}", r.numerator, r.denominator);
+        if row.role == AM {
+            let s: AmSession = decode(row)?;
+            Ok(TradingSessionView {
+                session: row.session.clone(),
+                role: row.role.clone(),
+                state: s.state.as_str().into(),
+                merchant: s.merchant,
+                peer: s.mta.to_string(),
+                customer: s.customer,
+                deposit: s.deposit,
+                merchant_deposit: s.merchant_deposit.map(|a: Amount| a.to_string()),
+                rate: s.rate.map(rate),
+                refusal: None,
+                answer_by: (s.state == AmState::Held).then_some(Timestamp(s.ack_by)),
+                expires_at: Timestamp(s.expires_at),
+            })
+        } else {
+            let s: MtaSession = decode(row)?;
+            let known = s.state != MtaState::Refused || s.merchant_deposit.minor > 0;
+            Ok(TradingSessionView {
+                session: row.session.clone(),
+                role: row.role.clone(),
+                state: s.state.as_str().into(),
+                merchant: s.merchant,
+                peer: s.am.to_string(),
+                customer: s.customer,
+                deposit: s.deposit,
+                merchant_deposit: known.then(|| s.merchant_deposit.to_string()),
+                rate: known.then(|| rate(s.rate)),
+                refusal: s.refusal.map(|r| r.as_str().to_string()),
+                answer_by: (s.state == MtaState::Informed).then_some(Timestamp(s.ack_by)),
+                expires_at: Timestamp(s.expires_at),
+            })
+        }
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(corrupt)
+}
+
+fn body<T: DeserializeOwned>(m: &Envelope) -> Result<T> {
+    serde_json::from_value(m.body.clone()).map_err(|_| inconsistent())
+}
+
+/// A message that opened but does not fit the session it names (or names none here).
+fn inconsistent() -> ServiceError {
+    ServiceError::PeerRefused(PeerRefusal::Inconsistent)
+}

@@ -1,0 +1,217 @@
+//! Trading sessions (issue [7]): one row per session and role on this node (`am` at the
+//! customer's account manager, `mta` at the merchant's operator; one node may hold both), the
+//! merchants that take sessions here, and the AM's session numbers.
+//!
+//! A row holds its machine as JSON with its state beside it; every step moves it under a
+//! guard on the state it was decided from ([`update`]). Session numbers come from a counter
+//! bumped in a transaction of its own: a crash after it only skips a number, never reuses one.
+
+use crate::oob::{blob, row, row_is};
+use crate::rows::{Value, id as decode_id};
+use crate::{Attachment, Conflict, RowWrite, Store, StoreError};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use tally_kernel::{Id, Timestamp};
+
+/// A session's row for one role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TradeRow {
+    /// `am` or `mta`.
+    pub role: String,
+    /// The session id.
+    pub session: String,
+    /// The machine's state, by its stored name.
+    pub state: String,
+    /// AM: the customer; MTA: the merchant.
+    pub owner: String,
+    /// AM: the opening request's namespaced idempotency key.
+    pub client_key: Option<String>,
+    /// The machine (JSON).
+    pub machine: String,
+    /// When its `poll_timeout` falls.
+    pub wake_at: Option<Timestamp>,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+}
+
+impl TradeRow {
+    fn key(&self) -> String {
+        format!("{}:{}", self.role, self.session)
+    }
+}
+
+/// A merchant that takes trading sessions at this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionMerchant {
+    /// Its name (what customers' AMs send).
+    pub name: String,
+    /// Where it is paid.
+    pub account: Id,
+    /// Agent mode: every session acked at once.
+    pub auto_ack: bool,
+}
+
+const COLUMNS: &str =
+    "key, role, session, state, owner, client_key, machine, wake_at, created_at, updated_at";
+const SELECT: &str = "SELECT key, role, session, state, owner, client_key, machine, wake_at, \
+     created_at, updated_at FROM trading_sessions";
+
+fn write(r: &TradeRow, tail: &'static str) -> Attachment {
+    Attachment::Row(RowWrite::Insert {
+        table: "trading_sessions",
+        columns: COLUMNS,
+        values: vec![
+            Value::Text(r.key()),
+            Value::Text(r.role.clone()),
+            Value::Text(r.session.clone()),
+            Value::Text(r.state.clone()),
+            Value::Text(r.owner.clone()),
+            Value::opt_text(r.client_key.clone()),
+            Value::Text(r.machine.clone()),
+            Value::opt_int(r.wake_at.map(|t| t.as_micros())),
+            Value::Int(r.created_at.as_micros()),
+            Value::Int(r.updated_at.as_micros()),
+        ],
+        tail,
+        key: Some(("key", Value::Text(r.key()))),
+    })
+}
+
+/// A new session row (a second row for the same role and session fails the job).
+pub fn insert(r: &TradeRow) -> Attachment {
+    write(r, "")
+}
+
+/// Moves a session row from the state the caller read (`before`) to `after`; if another
+/// request moved it first, the job fails with [`StoreError::Conflict`].
+pub fn update(before: &TradeRow, after: &TradeRow) -> [Attachment; 2] {
+    [
+        row_is(
+            "trading_sessions",
+            "key",
+            Value::Text(before.key()),
+            vec![("state", Value::Text(before.state.clone()))],
+            Conflict::Moved("the session changed meanwhile"),
+        ),
+        write(
+            after,
+            " ON CONFLICT (key) DO UPDATE SET state = excluded.state, machine = excluded.machine, \
+             wake_at = excluded.wake_at, updated_at = excluded.updated_at",
+        ),
+    ]
+}
+
+/// Adds or changes a merchant that takes sessions here.
+pub fn upsert_merchant(m: &SessionMerchant, now: Timestamp) -> Attachment {
+    row(
+        "INSERT INTO session_merchants (name, account, auto_ack, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (name) DO UPDATE SET account = excluded.account, auto_ack = excluded.auto_ack, \
+         updated_at = excluded.updated_at",
+        vec![
+            Value::Text(m.name.clone()),
+            blob(&m.account),
+            Value::Int(i64::from(m.auto_ack)),
+            Value::Int(now.as_micros()),
+        ],
+    )
+}
+
+fn trade_row(r: &AnyRow) -> Result<TradeRow, StoreError> {
+    Ok(TradeRow {
+        role: r.try_get("role")?,
+        session: r.try_get("session")?,
+        state: r.try_get("state")?,
+        owner: r.try_get("owner")?,
+        client_key: r.try_get("client_key")?,
+        machine: r.try_get("machine")?,
+        wake_at: r.try_get::<Option<i64>, _>("wake_at")?.map(Timestamp),
+        created_at: Timestamp(r.try_get("created_at")?),
+        updated_at: Timestamp(r.try_get("updated_at")?),
+    })
+}
+
+impl Store {
+    /// The next session number of this AM (committed at once: never handed out twice).
+    pub async fn next_session_number(&self) -> Result<u64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as(
+            "UPDATE session_numbers SET last = last + 1 WHERE id = 1 RETURNING last",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        u64::try_from(n).map_err(|_| StoreError::Corrupt("session number".into()))
+    }
+
+    /// A session's row for `role`.
+    pub async fn trade(&self, role: &str, session: &str) -> Result<Option<TradeRow>, StoreError> {
+        let rows = self
+            .fetch_all(
+                format!("{SELECT} WHERE key = $1"),
+                vec![Value::Text(format!("{role}:{session}"))],
+            )
+            .await?;
+        rows.first().map(trade_row).transpose()
+    }
+
+    /// The AM row opened under a namespaced idempotency key.
+    pub async fn trade_by_key(&self, client_key: &str) -> Result<Option<TradeRow>, StoreError> {
+        let rows = self
+            .fetch_all(
+                format!("{SELECT} WHERE client_key = $1"),
+                vec![Value::Text(client_key.into())],
+            )
+            .await?;
+        rows.first().map(trade_row).transpose()
+    }
+
+    /// Sessions of `owner` (a customer's at the AM, a merchant's at the MTA), newest first.
+    pub async fn trades_of(&self, owner: &str, limit: i64) -> Result<Vec<TradeRow>, StoreError> {
+        let rows = self
+            .fetch_all(
+                format!("{SELECT} WHERE owner = $1 ORDER BY created_at DESC, key LIMIT $2"),
+                vec![Value::Text(owner.into()), Value::Int(limit)],
+            )
+            .await?;
+        rows.iter().map(trade_row).collect()
+    }
+
+    /// Rows whose `poll_timeout` has passed.
+    pub async fn due_trades(
+        &self,
+        now: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<TradeRow>, StoreError> {
+        let rows = self
+            .fetch_all(
+                format!(
+                    "{SELECT} WHERE wake_at IS NOT NULL AND wake_at <= $1 ORDER BY wake_at LIMIT $2"
+                ),
+                vec![Value::Int(now.as_micros()), Value::Int(limit)],
+            )
+            .await?;
+        rows.iter().map(trade_row).collect()
+    }
+
+    /// A merchant that takes sessions here.
+    pub async fn session_merchant(
+        &self,
+        name: &str,
+    ) -> Result<Option<SessionMerchant>, StoreError> {
+        let rows = self
+            .fetch_all(
+                "SELECT name, account, auto_ack FROM session_merchants WHERE name = $1".into(),
+                vec![Value::Text(name.into())],
+            )
+            .await?;
+        rows.first()
+            .map(|r| {
+                Ok(SessionMerchant {
+                    name: r.try_get("name")?,
+                    account: decode_id(&r.try_get::<Vec<u8>, _>("account")?)?,
+                    auto_ack: r.try_get::<i64, _>("auto_ack")? != 0,
+                })
+            })
+            .transpose()
+    }
+}
