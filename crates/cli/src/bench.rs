@@ -42,6 +42,10 @@ pub enum BenchCommand {
     /// verified, stored durably) on SQLite, plain and fair exchange, with `openssl speed
     /// ed25519` as the reference.
     Receipts(crate::bench_receipts::ReceiptsBench),
+    /// Purchases/s inside open trading sessions at one merchant agent (each durable before
+    /// its answer), in process and over HTTP, with the raw SQLite batched-insert rate of the
+    /// same rows as the reference.
+    Sessions(crate::bench_sessions::SessionsBench),
 }
 
 #[derive(Args)]
@@ -159,6 +163,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Ledger(args) => ledger(args).await,
         BenchCommand::Auth(args) => auth(args).await,
         BenchCommand::Receipts(args) => crate::bench_receipts::run(args).await,
+        BenchCommand::Sessions(args) => crate::bench_sessions::run(args).await,
         // Blocking file I/O and child processes: off the async workers.
         BenchCommand::Seal(args) => {
             tokio::task::spawn_blocking(move || crate::bench_seal::run(args)).await?

@@ -24,11 +24,13 @@ macro_rules! println {
 }
 
 mod accounts;
+mod agent;
 mod arbiter_link;
 mod bench;
 mod bench_kit;
 mod bench_receipts;
 mod bench_seal;
+mod bench_sessions;
 mod bench_smtp;
 mod client;
 mod conn_cap;
@@ -40,6 +42,7 @@ mod pkcs11;
 mod receipt;
 mod serve;
 mod trading;
+mod wallet;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! `tally session …`: trading sessions across operators (issue [7]; so far their opening).
 
 use crate::client::{Client, Conn, answered, idempotency_key, parse_id};
+use crate::wallet::Wallet;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use std::process::ExitCode;
@@ -8,6 +9,7 @@ use tally_client::wire::federation::{
     OpenTradingSession, SessionMerchantRequest, TradingSessionView,
 };
 use tally_kernel::Amount;
+use tally_proto::session::purchase::{MacedPurchase, Purchase, list_next, new_tab};
 
 #[derive(Subcommand)]
 pub enum SessionCommand {
@@ -23,6 +25,31 @@ pub enum SessionCommand {
     /// Let a merchant take trading sessions at this node (the operator, or the merchant with
     /// its own account); `--auto-ack` takes every session at once (agent mode).
     Merchant(MerchantArgs),
+    /// Buy within an open session at the merchant's agent (a customer): the first purchase
+    /// opens a tab there with your session key; each purchase is kept in your wallet until
+    /// the agent confirms it, so running the command again after a lost answer is safe.
+    Buy(BuyArgs),
+    /// Run the merchant agent (a merchant): customers' purchases are journaled here, on the
+    /// merchant's side, never at the operators.
+    Agent(crate::agent::AgentArgs),
+}
+
+#[derive(Args)]
+pub struct BuyArgs {
+    /// The session id.
+    pub session: String,
+    /// The merchant agent's URL (remembered after the first purchase).
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// The price, in the merchant's currency, e.g. "0.30 EUR".
+    #[arg(long)]
+    pub price: String,
+    /// What is bought, in the merchant's words (stays between you and the merchant).
+    #[arg(long)]
+    pub item: String,
+    /// Your wallet directory (the session key and your copy of the purchases).
+    #[arg(long, default_value = "./tally-wallet")]
+    pub wallet: std::path::PathBuf,
 }
 
 #[derive(Args)]
@@ -48,6 +75,9 @@ pub struct OpenArgs {
     /// Retry safely with the key printed by the first attempt.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// Your wallet directory: the session key made here is kept there, to buy with.
+    #[arg(long, default_value = "./tally-wallet")]
+    pub wallet: std::path::PathBuf,
     #[command(flatten)]
     pub conn: Conn,
 }
@@ -97,6 +127,8 @@ pub struct MerchantArgs {
 pub async fn session(cmd: SessionCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         SessionCommand::Open(a) => open(a).await,
+        SessionCommand::Buy(a) => buy(a).await,
+        SessionCommand::Agent(a) => crate::agent::serve(a).await,
         SessionCommand::Show(a) => {
             let c = Client::new(&a.conn)?;
             let s = c.api.trading_session(&a.session).await?;
@@ -168,14 +200,37 @@ async fn open(a: OpenArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     let key = idempotency_key(&a.idempotency_key);
+    // The session key is on disk before the request: a lost answer loses no key.
+    let pending = Wallet::path(&a.wallet, &format!("pending-{key}"))?;
+    let mut wallet = match Wallet::load(&pending) {
+        Ok(w) => w,
+        Err(_) => {
+            let w = Wallet::new()?;
+            w.save(&pending)?;
+            w
+        }
+    };
     let req = OpenTradingSession {
         account: tally_kernel::Id(parse_id("--account", &a.account)?),
         deposit,
         merchant: a.merchant,
         operator: a.operator,
         lifetime_s: a.lifetime,
+        customer_key: Some(wallet.key()?.verifying_key().to_hex()),
     };
-    let mut s = answered(c.api.trading_session_open(&req, &key).await?);
+    let mut s = match c.api.trading_session_open(&req, &key).await {
+        Ok(answer) => answered(answer),
+        // Refused: no session, so no key to keep. A lost answer keeps it for the retry.
+        Err(e @ tally_client::Error::Refused(_)) => {
+            std::fs::remove_file(&pending).ok();
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    wallet.session = s.session.clone();
+    wallet.transaction = s.transaction.clone();
+    wallet.save(&Wallet::path(&a.wallet, &s.session)?)?;
+    std::fs::remove_file(&pending).with_context(|| format!("removing {}", pending.display()))?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(a.wait);
     while s.state == "held" && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -211,4 +266,156 @@ fn session_text(s: &TradingSessionView) -> String {
         out.push_str(&format!("\nanswer by   {}", t.to_rfc3339()));
     }
     out
+}
+
+/// The agent's answer: the tab after the purchase, or its refusal.
+#[derive(serde::Deserialize)]
+struct TabAnswer {
+    count: u64,
+    spent: i64,
+    remaining: i64,
+    currency: String,
+    list: String,
+    repeat: bool,
+}
+
+async fn post_agent<T: serde::Serialize>(
+    http: &reqwest::Client,
+    url: &str,
+    body: &T,
+) -> anyhow::Result<(reqwest::StatusCode, serde_json::Value)> {
+    let r = http
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .with_context(|| format!("reaching the merchant agent at {url}"))?;
+    let status = r.status();
+    let value = r.json().await.unwrap_or(serde_json::Value::Null);
+    Ok((status, value))
+}
+
+fn agent_refusal(status: reqwest::StatusCode, v: &serde_json::Value) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the merchant agent refused ({status}): {} ({})",
+        v["error"]["message"].as_str().unwrap_or("no reason"),
+        v["error"]["code"].as_str().unwrap_or("?")
+    )
+}
+
+async fn buy(a: BuyArgs) -> anyhow::Result<ExitCode> {
+    let path = Wallet::path(&a.wallet, &a.session)?;
+    let mut w = Wallet::load(&path)?;
+    let price: Amount = a.price.parse().with_context(|| {
+        format!(
+            "--price {:?}: expected an amount like \"0.30 EUR\"",
+            a.price
+        )
+    })?;
+    let agent = match (&a.agent, &w.agent) {
+        (Some(url), _) => url.trim_end_matches('/').to_string(),
+        (None, Some(url)) => url.clone(),
+        (None, None) => anyhow::bail!("--agent URL: where the merchant's agent listens"),
+    };
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    let transaction = w
+        .transaction
+        .parse()
+        .map_err(|e| anyhow::anyhow!("the wallet's transaction: {e}"))?;
+    if !w.tab_open {
+        // The MAC key is kept before the tab is opened with it.
+        let mac_key = match &w.mac_key {
+            Some(k) => k.clone(),
+            None => {
+                let mut k = [0u8; 32];
+                getrandom::fill(&mut k).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+                w.mac_key = Some(hex::encode(k));
+                w.agent = Some(agent.clone());
+                w.save(&path)?;
+                hex::encode(k)
+            }
+        };
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(&mac_key, &mut key)?;
+        let tab = new_tab(&w.key()?, transaction, key, tally_kernel::Timestamp::now())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let tab: serde_json::Value = serde_json::from_slice(&tab)?;
+        let (status, v) = post_agent(
+            &http,
+            &format!("{agent}/v1/tabs"),
+            &serde_json::json!({"session": w.session, "tab": tab}),
+        )
+        .await?;
+        if !(status.is_success() || v["error"]["code"] == "tab_exists") {
+            return Err(agent_refusal(status, &v));
+        }
+        w.tab_open = true;
+        w.save(&path)?;
+    }
+    let maced: MacedPurchase = match &w.pending {
+        Some(p) => {
+            eprintln!("sending again the purchase whose answer was lost");
+            p.clone()
+        }
+        None => {
+            let mut key = [0u8; 32];
+            hex::decode_to_slice(w.mac_key.as_deref().unwrap_or_default(), &mut key)?;
+            let p = Purchase {
+                transaction,
+                seq: w.next_seq,
+                price,
+                item: a.item.clone(),
+                at: tally_kernel::Timestamp::now().as_micros(),
+            }
+            .mac(&key)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            w.pending = Some(p.clone());
+            w.save(&path)?;
+            p
+        }
+    };
+    let (status, v) = post_agent(
+        &http,
+        &format!("{agent}/v1/tabs/{}/purchases", w.transaction),
+        &maced,
+    )
+    .await?;
+    if !status.is_success() {
+        // Refused: not taken, so not pending any more.
+        w.pending = None;
+        w.save(&path)?;
+        return Err(agent_refusal(status, &v));
+    }
+    let tab: TabAnswer = serde_json::from_value(v)?;
+    let mut list = [0u8; 32];
+    hex::decode_to_slice(&w.list, &mut list)?;
+    let mine = hex::encode(list_next(&list, maced.bytes.as_bytes()));
+    let bought: Purchase = serde_json::from_str(&maced.bytes)?;
+    w.list = mine.clone();
+    w.spent += bought.price.minor;
+    w.next_seq = bought.seq + 1;
+    w.pending = None;
+    w.save(&path)?;
+    let money = |minor| crate::client::money(minor, &tab.currency);
+    println!(
+        "purchase {}{}: {} for {}\nspent {} in {} purchases, {} left\nlist {}",
+        bought.seq,
+        if tab.repeat { " (taken before)" } else { "" },
+        bought.item,
+        bought.price,
+        money(tab.spent),
+        tab.count,
+        money(tab.remaining),
+        tab.list
+    );
+    if tab.list != mine || tab.count != bought.seq {
+        eprintln!(
+            "warning: the merchant's list ({}, {} purchases) is not yours ({mine}, {})",
+            tab.list, tab.count, bought.seq
+        );
+        return Ok(ExitCode::from(3));
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -260,6 +260,8 @@ fn a_customer_opens_trading_sessions_with_a_merchant_at_another_operator() {
         v["available_minor"].as_i64().expect("available")
     };
 
+    let wallet_dir = tempfile::tempdir().expect("wallet");
+    let wallet = wallet_dir.path().to_str().expect("utf-8");
     let open = |merchant: &str, deposit: &str| {
         cli(
             &a,
@@ -277,6 +279,8 @@ fn a_customer_opens_trading_sessions_with_a_merchant_at_another_operator() {
                 "bank-b",
                 "--wait",
                 "30",
+                "--wallet",
+                wallet,
             ],
         )
     };
@@ -337,11 +341,282 @@ fn a_customer_opens_trading_sessions_with_a_merchant_at_another_operator() {
             &id_a,
             "--wait",
             "30",
+            "--wallet",
+            wallet,
         ],
     ));
     assert_eq!(common::field(&out, "state"), "open", "{out}");
     assert_eq!(common::field(&out, "peer"), id_a);
     assert_eq!(available(&alice), 2600);
+    // The wallet keeps a key per session opened, none for the refused one.
+    let mut files: Vec<String> = std::fs::read_dir(wallet_dir.path())
+        .expect("wallet")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 3, "{files:?}");
+    assert!(
+        files
+            .iter()
+            .all(|f| f.starts_with(&id_a) && f.ends_with(".json")),
+        "{files:?}"
+    );
     common::assert_audit_passes(&a);
     common::assert_audit_passes(&b);
+}
+
+/// The merchant agent, a process of its own, started like the merchant would.
+fn start_agent(data: &std::path::Path, node: &Server, key: &str) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = common::tally()
+        .args(["session", "agent", "--data"])
+        .arg(data)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--server",
+            &node.url,
+            "--api-key",
+            key,
+        ])
+        .env("TALLY_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the agent");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("the agent says where it listens")
+            .expect("line");
+        if let Some(rest) = line.split(" listening on ").nth(1) {
+            break rest.split_whitespace().next().expect("url").to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
+}
+
+/// Purchases inside a session go to the merchant's agent only: each is taken once, in order,
+/// within the deposit, kept through a crash of the agent; the customer's list hash and the
+/// merchant's agree; neither operator's database holds what was bought.
+#[test]
+fn a_customer_buys_at_the_merchant_agent_and_the_operators_never_see_it() {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let a = Server::start(&dirs[0].path().join("data"), &[]);
+    let b = Server::start(&dirs[1].path().join("data"), &[]);
+    let (id_a, id_b) = (id_of(&a), id_of(&b));
+    ok(cli(
+        &a,
+        &a.admin_key,
+        &[
+            "federation",
+            "add-peer",
+            &b.url,
+            "--fingerprint",
+            &id_b,
+            "--name",
+            "bank-b",
+        ],
+    ));
+    ok(cli(
+        &b,
+        &b.admin_key,
+        &[
+            "federation",
+            "add-peer",
+            &a.url,
+            "--fingerprint",
+            &id_a,
+            "--name",
+            "bank-a",
+        ],
+    ));
+    // B: the merchant `kiosk` with its own key and account, in agent mode.
+    let kiosk_key = common::field(
+        &ok(cli(
+            &b,
+            &b.admin_key,
+            &[
+                "api-key", "create", "--role", "merchant", "--owner", "kiosk",
+            ],
+        )),
+        "key",
+    )
+    .to_string();
+    let kiosk = common::open_account(
+        &b,
+        &b.admin_key,
+        &["--kind", "merchant", "--owner", "kiosk"],
+    );
+    ok(cli(
+        &b,
+        &kiosk_key,
+        &[
+            "session",
+            "merchant",
+            "kiosk",
+            "--account",
+            &kiosk,
+            "--auto-ack",
+        ],
+    ));
+    let (mut agent, agent_url) = start_agent(dirs[2].path(), &b, &kiosk_key);
+    // A: alice with 5.00 EUR opens a session of 1.00 EUR.
+    let alice_key = common::field(
+        &ok(cli(
+            &a,
+            &a.admin_key,
+            &[
+                "api-key", "create", "--role", "customer", "--owner", "alice",
+            ],
+        )),
+        "key",
+    )
+    .to_string();
+    let world = common::open_account(&a, &a.admin_key, &["--kind", "settlement", "--unbounded"]);
+    let alice = common::open_account(
+        &a,
+        &a.admin_key,
+        &["--kind", "customer", "--owner", "alice"],
+    );
+    common::transfer(&a, &a.admin_key, &world, &alice, "5.00 EUR", &[]);
+    let wallet = dirs[3].path().join("wallet");
+    let wallet = wallet.to_str().expect("utf-8");
+    let out = ok(cli(
+        &a,
+        &alice_key,
+        &[
+            "session",
+            "open",
+            "--account",
+            &alice,
+            "--deposit",
+            "1.00 EUR",
+            "--merchant",
+            "kiosk",
+            "--operator",
+            "bank-b",
+            "--wait",
+            "30",
+            "--wallet",
+            wallet,
+        ],
+    ));
+    assert_eq!(common::field(&out, "state"), "open", "{out}");
+    let session = common::field(&out, "session").to_string();
+    let buy = |price: &str, item: &str| {
+        common::outcome(
+            common::tally()
+                .args([
+                    "session", "buy", &session, "--agent", &agent_url, "--price", price, "--item",
+                    item, "--wallet", wallet,
+                ])
+                .output()
+                .expect("buy"),
+        )
+    };
+    let first = ok(buy("0.30 EUR", "song-aurora"));
+    assert!(
+        first.starts_with("purchase 1: song-aurora for 0.30 EUR"),
+        "{first}"
+    );
+    let second = ok(buy("0.30 EUR", "song-borealis"));
+    assert!(
+        second.contains("spent 0.60 EUR in 2 purchases, 0.40 EUR left"),
+        "{second}"
+    );
+    // The agent dies hard; restarted on its journal it still has both purchases.
+    agent.kill().expect("SIGKILL");
+    agent.wait().expect("reap");
+    let (mut agent, agent_url2) = start_agent(dirs[2].path(), &b, &kiosk_key);
+    let buy2 = |price: &str, item: &str| {
+        common::outcome(
+            common::tally()
+                .args([
+                    "session",
+                    "buy",
+                    &session,
+                    "--agent",
+                    &agent_url2,
+                    "--price",
+                    price,
+                    "--item",
+                    item,
+                    "--wallet",
+                    wallet,
+                ])
+                .output()
+                .expect("buy"),
+        )
+    };
+    let (done, _, err) = buy2("0.50 EUR", "album-cygnus");
+    assert!(!done && err.contains("deposit_exhausted"), "{err}");
+    let third = ok(buy2("0.40 EUR", "song-draco"));
+    assert!(
+        third.contains("spent 1.00 EUR in 3 purchases, 0.00 EUR left"),
+        "{third}"
+    );
+    let list = common::field(&third, "list").to_string();
+    assert_eq!(list.len(), 64);
+    agent.kill().expect("SIGKILL");
+    agent.wait().expect("reap");
+    // Neither operator stored what was bought.
+    for (server, dir) in [(&a, &dirs[0]), (&b, &dirs[1])] {
+        for file in ["tally.db", "tally.db-wal"] {
+            let bytes = std::fs::read(dir.path().join("data").join(file)).unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes);
+            for item in ["song-aurora", "song-borealis", "song-draco", "album-cygnus"] {
+                assert!(!text.contains(item), "{item} in {file} of {}", server.url);
+            }
+        }
+    }
+    // The merchant's journal has them.
+    let journal = std::fs::read(dirs[2].path().join("agent.db")).expect("agent.db");
+    let wal = std::fs::read(dirs[2].path().join("agent.db-wal")).unwrap_or_default();
+    let text = String::from_utf8_lossy(&journal) + String::from_utf8_lossy(&wal);
+    assert!(
+        text.contains("song-draco"),
+        "the agent journaled the purchases"
+    );
+}
+
+/// `tally bench sessions` runs end to end and prints its three rows with their rates.
+#[test]
+fn the_sessions_benchmark_prints_its_rows() {
+    let out = ok(common::outcome(
+        common::tally()
+            .args([
+                "bench",
+                "sessions",
+                "--purchases",
+                "512",
+                "--tabs",
+                "8",
+                "--http-purchases",
+                "64",
+            ])
+            .output()
+            .expect("bench"),
+    ));
+    for row in [
+        "merchant agent, in process",
+        "merchant agent, HTTP on loopback (8 clients)",
+        "SQLite batched insert of the same rows",
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no row {row:?} in:\n{out}"));
+        let rate: f64 = line[row.len()..]
+            .split_whitespace()
+            .next()
+            .expect("a rate")
+            .replace(',', "")
+            .parse()
+            .expect("a number");
+        assert!(rate > 0.0, "{line}");
+    }
 }

@@ -8,4 +8,5 @@
 
 pub mod envelope;
 pub mod ids;
+pub mod purchase;
 pub mod trade;

@@ -19,6 +19,7 @@
 //! (`fsync=on`, `synchronous_commit=on`). A command's result is returned only after the
 //! transaction holding it committed, so an acknowledged transfer survives a crash.
 
+pub mod agent;
 pub mod audit;
 pub mod delivery;
 pub mod federation;

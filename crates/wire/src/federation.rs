@@ -101,6 +101,10 @@ pub struct OpenTradingSession {
     /// How long the session may last, seconds (default 3600, at most 7 days).
     #[serde(default)]
     pub lifetime_s: Option<i64>,
+    /// The customer's session key (Ed25519 public key, hex), to buy through the merchant's
+    /// agent: it signs the tab the customer opens there. Made by `tally session open`.
+    #[serde(default)]
+    pub customer_key: Option<String>,
 }
 
 /// `PUT /v1/session-merchants/{name}` (the operator, or the merchant for its own account):
@@ -154,6 +158,10 @@ pub struct TradingSessionView {
     pub peer: String,
     /// The pseudonymous customer identifier.
     pub customer: String,
+    /// The customer's session key (hex), if it buys through a merchant agent.
+    pub customer_key: Option<String>,
+    /// The session's first transaction (`<session>.1`): the merchant agent's tab.
+    pub transaction: String,
     /// The deposit in the customer's currency.
     #[schema(value_type = String, example = "10.00 EUR")]
     #[serde(with = "crate::amount_text")]

@@ -115,6 +115,10 @@ pub struct Initiation {
     pub deposit: Amount,
     /// The agreed end of the session (µs).
     pub expires_at: i64,
+    /// The customer's session key (Ed25519, hex): it signs the tab the customer opens at the
+    /// merchant agent (M4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_key: Option<String>,
 }
 
 /// The MTA's acknowledgement (M3).
@@ -186,6 +190,9 @@ pub struct AmSession {
     pub owed: Id,
     /// The pseudonymous customer identifier sent to the MTA.
     pub customer: String,
+    /// The customer's session key (hex), sent to the MTA.
+    #[serde(default)]
+    pub customer_key: Option<String>,
     /// The deposit, in the customer's currency.
     pub deposit: Amount,
     /// The MTA must answer by then (µs).
@@ -217,6 +224,8 @@ pub struct Start {
     pub owed: Id,
     /// A fresh pseudonym for the customer.
     pub customer: String,
+    /// The customer's session key (hex), if it will buy through a merchant agent.
+    pub customer_key: Option<String>,
     /// The deposit.
     pub deposit: Amount,
     /// How long the MTA has to answer, seconds.
@@ -261,6 +270,7 @@ impl AmSession {
             account: s.account,
             owed: s.owed,
             customer: s.customer,
+            customer_key: s.customer_key,
             deposit: s.deposit,
             ack_by,
             expires_at,
@@ -275,6 +285,7 @@ impl AmSession {
             customer: session.customer.clone(),
             deposit: session.deposit,
             expires_at,
+            customer_key: session.customer_key.clone(),
         };
         let mut effects = Effects::ledger(Command::Transfer {
             debit_account: session.account,
@@ -408,6 +419,9 @@ pub struct MtaSession {
     pub merchant: String,
     /// The pseudonymous customer identifier.
     pub customer: String,
+    /// The customer's session key (hex), for the merchant agent.
+    #[serde(default)]
+    pub customer_key: Option<String>,
     /// The deposit in the customer's currency.
     pub deposit: Amount,
     /// The deposit in the merchant's currency (zero when refused before conversion).
@@ -466,6 +480,7 @@ impl MtaSession {
             am: from,
             merchant: init.merchant,
             customer: init.customer,
+            customer_key: init.customer_key,
             deposit: init.deposit,
             merchant_deposit: Amount::new(0, init.deposit.currency),
             rate: Rate {
@@ -616,6 +631,7 @@ mod tests {
                 account: Id::new(),
                 owed: Id::new(),
                 customer: "c-1f2e".into(),
+                customer_key: Some("ab".repeat(32)),
                 deposit: eur(1000),
                 ack_window_s: 60,
                 lifetime_s: 3600,
@@ -681,6 +697,7 @@ mod tests {
             account: am.account,
             owed: am.owed,
             customer: "c".into(),
+            customer_key: None,
             deposit,
             ack_window_s: ack,
             lifetime_s: life,

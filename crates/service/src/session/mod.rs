@@ -169,6 +169,14 @@ impl Sessions {
                 ),
             ));
         }
+        if let Some(k) = &req.customer_key
+            && tally_kernel::crypto::VerifyingKey::from_hex(k).is_err()
+        {
+            return Err(invalid(
+                "customer_key",
+                "an Ed25519 public key, 64 hex digits",
+            ));
+        }
         let mta = self.operator(&req.operator).await?;
         let owed = self.owed_to(mta, req.deposit.currency).await?;
         let seq = self.core.store().next_session_number().await?;
@@ -185,6 +193,7 @@ impl Sessions {
                 account: req.account,
                 owed,
                 customer: format!("c-{}", hex::encode(pseudonym)),
+                customer_key: req.customer_key.clone(),
                 deposit: req.deposit,
                 ack_window_s: self.settings.ack_window_s,
                 lifetime_s,
@@ -574,6 +583,8 @@ impl Sessions {
                 merchant: s.merchant,
                 peer: s.mta.to_string(),
                 customer: s.customer,
+                customer_key: s.customer_key,
+                transaction: s.id.first_transaction().to_string(),
                 deposit: s.deposit,
                 merchant_deposit: s.merchant_deposit.map(|a: Amount| a.to_string()),
                 rate: s.rate.map(rate),
@@ -591,6 +602,8 @@ impl Sessions {
                 merchant: s.merchant,
                 peer: s.am.to_string(),
                 customer: s.customer,
+                customer_key: s.customer_key,
+                transaction: s.id.first_transaction().to_string(),
                 deposit: s.deposit,
                 merchant_deposit: known.then(|| s.merchant_deposit.to_string()),
                 rate: known.then(|| rate(s.rate)),

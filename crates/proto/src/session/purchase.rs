@@ -1,0 +1,457 @@
+//! Purchases inside an open trading session (SPEC M4; issue [7] step 4): the customer opens
+//! a tab at the merchant agent with a message signed by its session key, which hands the
+//! merchant a fresh MAC key; each purchase is then authenticated with that key, so the agent
+//! checks one HMAC per purchase, not a signature. The operators never see a purchase: at the
+//! conclusion (M5) both sides sign the total, the count and the hash of the list, which is
+//! all the nodes compare.
+//!
+//! ```text
+//! tab      = SignedRecord {domain "tally/tab/v1", bytes: RFC 8785 JSON of
+//!            {transaction, mac_key: 64 hex, at}, signature by the customer's session key}
+//! purchase = {"bytes": RFC 8785 JSON of {transaction, seq, price: {minor, currency}, item, at},
+//!             "mac": hex HMAC-SHA256(mac_key, "tally/purchase/v1" 0x00 ‖ bytes)}
+//! list_0   = 32 zero bytes
+//! list_n   = SHA-256("tally/purchase-list/v1" 0x00 ‖ list_{n-1} ‖ SHA-256(bytes of purchase n))
+//! ```
+//!
+//! A tab takes purchase `seq = count + 1` only, in the merchant's currency, while the deposit
+//! covers it; the last purchase again is a repeat (answered, not counted); a purchase the
+//! deposit does not cover is refused (`Exhausted`): the customer starts the next transaction
+//! with a new deposit. Vectors: `vectors/purchase.json`.
+//!
+//! Rejected: a signature per purchase (an Ed25519 check costs ~50 µs, which caps a merchant
+//! at a few ten thousand purchases a second on two cores; the HMAC costs ~1 µs), and the
+//! nodes seeing purchases (M5: they must not).
+
+use super::ids::TransactionId;
+use serde::{Deserialize, Serialize};
+use tally_kernel::crypto::canonical::{SignedRecord, canonical_json};
+use tally_kernel::crypto::kdf::{hmac_sha256, hmac_sha256_verify, sha256};
+use tally_kernel::crypto::{SigningKey, VerifyingKey};
+use tally_kernel::{Amount, Timestamp};
+
+/// The tab-opening record's domain.
+pub const TAB_DOMAIN: &str = "tally/tab/v1";
+/// The purchase MAC's domain.
+pub const PURCHASE_DOMAIN: &[u8] = b"tally/purchase/v1\0";
+/// The list hash's domain.
+pub const LIST_DOMAIN: &[u8] = b"tally/purchase-list/v1\0";
+/// Longest item text, bytes.
+pub const ITEM_LEN_MAX: usize = 512;
+/// Largest purchase message, bytes.
+pub const PURCHASE_LEN_MAX: usize = 2048;
+
+/// What the customer signs to open a tab.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TabOpen {
+    /// The transaction.
+    pub transaction: TransactionId,
+    /// The purchases' MAC key, 64 hex (fresh per transaction; only customer and merchant
+    /// hold it).
+    pub mac_key: String,
+    /// When (µs).
+    pub at: i64,
+}
+
+/// One purchase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Purchase {
+    /// The transaction it belongs to.
+    pub transaction: TransactionId,
+    /// Its number in the transaction, from 1.
+    pub seq: u64,
+    /// Its price, in the merchant's currency.
+    pub price: Amount,
+    /// What was bought, in the merchant's words (never leaves customer and merchant).
+    pub item: String,
+    /// When the customer made it (µs).
+    pub at: i64,
+}
+
+/// A purchase on the wire: its canonical bytes and their MAC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MacedPurchase {
+    /// RFC 8785 JSON of the [`Purchase`].
+    pub bytes: String,
+    /// HMAC-SHA256 of the tab's key over the domain and `bytes`, hex.
+    pub mac: String,
+}
+
+/// Why a tab or a purchase was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PurchaseError {
+    /// Not a tab or a purchase, too large, or an item that is empty, too long or not text.
+    #[error("not a well-formed purchase")]
+    Malformed,
+    /// The tab is not signed by the session's customer key, or a purchase's MAC is wrong.
+    #[error("not from the session's customer")]
+    BadSignature,
+    /// For another transaction.
+    #[error("a purchase of another transaction")]
+    WrongTransaction,
+    /// Not the next number (`expected`).
+    #[error("purchase {expected} is the next one")]
+    OutOfOrder {
+        /// The number the tab takes next.
+        expected: u64,
+    },
+    /// Not in the merchant's currency, or not positive.
+    #[error("the price must be positive, in the deposit's currency")]
+    BadPrice,
+    /// The deposit does not cover it (`remaining` minor units are left): start the next
+    /// transaction.
+    #[error("the deposit does not cover it ({remaining} minor units left)")]
+    Exhausted {
+        /// What the deposit still covers.
+        remaining: i64,
+    },
+    /// The tab is closed (the session was terminated or concluded).
+    #[error("the session takes no more purchases")]
+    Closed,
+}
+
+impl TabOpen {
+    /// Signs the tab with the customer's session key.
+    pub fn sign(&self, key: &SigningKey) -> Result<Vec<u8>, PurchaseError> {
+        let record =
+            SignedRecord::sign(TAB_DOMAIN, self, key).map_err(|_| PurchaseError::Malformed)?;
+        serde_json::to_vec(&record).map_err(|_| PurchaseError::Malformed)
+    }
+}
+
+impl Purchase {
+    /// The purchase with its MAC under the tab's key.
+    pub fn mac(&self, mac_key: &[u8; 32]) -> Result<MacedPurchase, PurchaseError> {
+        let bytes = String::from_utf8(canonical_json(self).map_err(|_| PurchaseError::Malformed)?)
+            .map_err(|_| PurchaseError::Malformed)?;
+        let mac = hmac_sha256(mac_key, &[PURCHASE_DOMAIN, bytes.as_bytes()].concat());
+        Ok(MacedPurchase {
+            bytes,
+            mac: hex::encode(mac),
+        })
+    }
+}
+
+/// A merchant agent's tab for one transaction. It holds the MAC key: the agent stores it
+/// with the tab and never logs it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tab {
+    /// The transaction.
+    pub transaction: TransactionId,
+    /// The purchases' MAC key (hex).
+    mac_key: String,
+    /// The deposit, in the merchant's currency.
+    pub deposit: Amount,
+    /// What the purchases so far cost (minor units).
+    pub spent: i64,
+    /// How many purchases.
+    pub count: u64,
+    /// The list hash so far (hex).
+    pub list: String,
+    /// The MAC of the last purchase, to recognise its repeat.
+    pub last: Option<String>,
+    /// No more purchases.
+    pub closed: bool,
+}
+
+impl std::fmt::Debug for Tab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tab")
+            .field("transaction", &self.transaction)
+            .field("mac_key", &"<secret>")
+            .field("deposit", &self.deposit)
+            .field("spent", &self.spent)
+            .field("count", &self.count)
+            .field("list", &self.list)
+            .field("closed", &self.closed)
+            .finish()
+    }
+}
+
+/// What taking a purchase did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// A new purchase.
+    New(Purchase),
+    /// The last purchase again (the customer's retry): nothing changed.
+    Repeat,
+}
+
+impl Tab {
+    /// Opens a tab from the customer's signed `tab` record: it must be signed by
+    /// `customer_key` (the session's key, as the merchant's operator told the agent) and name
+    /// `transaction`.
+    pub fn open(
+        signed: &[u8],
+        customer_key: &VerifyingKey,
+        transaction: TransactionId,
+        deposit: Amount,
+    ) -> Result<Tab, PurchaseError> {
+        if signed.len() > PURCHASE_LEN_MAX {
+            return Err(PurchaseError::Malformed);
+        }
+        let record: SignedRecord =
+            serde_json::from_slice(signed).map_err(|_| PurchaseError::Malformed)?;
+        if record.domain != TAB_DOMAIN {
+            return Err(PurchaseError::Malformed);
+        }
+        if record.signer != customer_key.fingerprint()
+            || record.verify(customer_key).is_err()
+            || !record.is_canonical()
+        {
+            return Err(PurchaseError::BadSignature);
+        }
+        let open: TabOpen =
+            serde_json::from_slice(&record.bytes).map_err(|_| PurchaseError::Malformed)?;
+        if open.transaction != transaction {
+            return Err(PurchaseError::WrongTransaction);
+        }
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(&open.mac_key, &mut key).map_err(|_| PurchaseError::Malformed)?;
+        Ok(Tab {
+            transaction,
+            mac_key: open.mac_key,
+            deposit,
+            spent: 0,
+            count: 0,
+            list: hex::encode([0u8; 32]),
+            last: None,
+            closed: false,
+        })
+    }
+
+    /// What the deposit still covers (minor units).
+    pub fn remaining(&self) -> i64 {
+        self.deposit.minor - self.spent
+    }
+
+    /// Takes a purchase, or says why not (the tab is unchanged then).
+    pub fn take(&mut self, wire: &MacedPurchase) -> Result<Taken, PurchaseError> {
+        if wire.bytes.len() > PURCHASE_LEN_MAX {
+            return Err(PurchaseError::Malformed);
+        }
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(&self.mac_key, &mut key).map_err(|_| PurchaseError::Malformed)?;
+        let mac = hex::decode(&wire.mac).map_err(|_| PurchaseError::Malformed)?;
+        let message = [PURCHASE_DOMAIN, wire.bytes.as_bytes()].concat();
+        if !hmac_sha256_verify(&key, &message, &mac) {
+            return Err(PurchaseError::BadSignature);
+        }
+        if self.last.as_deref() == Some(wire.mac.as_str()) {
+            return Ok(Taken::Repeat);
+        }
+        if self.closed {
+            return Err(PurchaseError::Closed);
+        }
+        let p: Purchase =
+            serde_json::from_str(&wire.bytes).map_err(|_| PurchaseError::Malformed)?;
+        // One spelling: the MAC covers exactly the canonical bytes.
+        if canonical_json(&p).ok().as_deref() != Some(wire.bytes.as_bytes()) {
+            return Err(PurchaseError::Malformed);
+        }
+        if p.item.is_empty()
+            || p.item.len() > ITEM_LEN_MAX
+            || !tally_kernel::text::plain(&p.item, false)
+        {
+            return Err(PurchaseError::Malformed);
+        }
+        if p.transaction != self.transaction {
+            return Err(PurchaseError::WrongTransaction);
+        }
+        let expected = self.count + 1;
+        if p.seq != expected {
+            return Err(PurchaseError::OutOfOrder { expected });
+        }
+        if p.price.currency != self.deposit.currency || p.price.minor <= 0 {
+            return Err(PurchaseError::BadPrice);
+        }
+        if p.price.minor > self.remaining() {
+            return Err(PurchaseError::Exhausted {
+                remaining: self.remaining(),
+            });
+        }
+        let mut list = [0u8; 32];
+        hex::decode_to_slice(&self.list, &mut list).map_err(|_| PurchaseError::Malformed)?;
+        self.list = hex::encode(list_next(&list, wire.bytes.as_bytes()));
+        self.spent += p.price.minor;
+        self.count = expected;
+        self.last = Some(wire.mac.clone());
+        Ok(Taken::New(p))
+    }
+}
+
+/// The list hash after one more purchase (its canonical bytes).
+pub fn list_next(list: &[u8; 32], purchase_bytes: &[u8]) -> [u8; 32] {
+    let mut input = Vec::with_capacity(LIST_DOMAIN.len() + 64);
+    input.extend_from_slice(LIST_DOMAIN);
+    input.extend_from_slice(list);
+    input.extend_from_slice(&sha256(purchase_bytes));
+    sha256(&input)
+}
+
+/// A fresh tab for a customer: its signed opening and the MAC key to keep.
+pub fn new_tab(
+    key: &SigningKey,
+    transaction: TransactionId,
+    mac_key: [u8; 32],
+    now: Timestamp,
+) -> Result<Vec<u8>, PurchaseError> {
+    TabOpen {
+        transaction,
+        mac_key: hex::encode(mac_key),
+        at: now.as_micros(),
+    }
+    .sign(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::ids::{NodeId, SessionId};
+    use tally_kernel::Currency;
+
+    const T0: i64 = 1_767_225_600_000_000;
+    const MAC_KEY: [u8; 32] = [7; 32];
+
+    fn customer() -> SigningKey {
+        SigningKey::from_seed(&[9; 32])
+    }
+
+    fn transaction() -> TransactionId {
+        let am = NodeId::of(&SigningKey::from_seed(&[1; 32]).verifying_key());
+        SessionId::new(am, 3).expect("id").first_transaction()
+    }
+
+    fn eur(minor: i64) -> Amount {
+        Amount::new(minor, Currency::from_code("EUR").expect("EUR"))
+    }
+
+    fn purchase(seq: u64, minor: i64, item: &str) -> Purchase {
+        Purchase {
+            transaction: transaction(),
+            seq,
+            price: eur(minor),
+            item: item.into(),
+            at: T0 + seq as i64,
+        }
+    }
+
+    fn maced(seq: u64, minor: i64, item: &str) -> MacedPurchase {
+        purchase(seq, minor, item).mac(&MAC_KEY).expect("mac")
+    }
+
+    fn tab() -> Tab {
+        let signed = new_tab(&customer(), transaction(), MAC_KEY, Timestamp(T0)).expect("tab");
+        Tab::open(
+            &signed,
+            &customer().verifying_key(),
+            transaction(),
+            eur(100),
+        )
+        .expect("open")
+    }
+
+    #[test]
+    fn a_tab_opens_only_for_its_customer_and_transaction() {
+        let signed = new_tab(&customer(), transaction(), MAC_KEY, Timestamp(T0)).expect("tab");
+        let other = SigningKey::from_seed(&[8; 32]).verifying_key();
+        assert_eq!(
+            Tab::open(&signed, &other, transaction(), eur(100)).err(),
+            Some(PurchaseError::BadSignature)
+        );
+        let next = transaction().next().expect("next");
+        assert_eq!(
+            Tab::open(&signed, &customer().verifying_key(), next, eur(100)).err(),
+            Some(PurchaseError::WrongTransaction)
+        );
+        assert_eq!(
+            Tab::open(b"{}", &customer().verifying_key(), transaction(), eur(100)).err(),
+            Some(PurchaseError::Malformed)
+        );
+        assert!(!format!("{:?}", tab()).contains(&hex::encode(MAC_KEY)));
+    }
+
+    #[test]
+    fn purchases_are_taken_in_order_within_the_deposit() {
+        let mut t = tab();
+        let first = maced(1, 30, "song 1");
+        assert_eq!(t.take(&first), Ok(Taken::New(purchase(1, 30, "song 1"))));
+        // The customer's retry is a repeat: counted once.
+        assert_eq!(t.take(&first), Ok(Taken::Repeat));
+        assert_eq!((t.spent, t.count, t.remaining()), (30, 1, 70));
+        // Out of order, another transaction, another currency, another key: refused, unchanged.
+        let before = t.clone();
+        assert_eq!(
+            t.take(&maced(3, 10, "song 3")),
+            Err(PurchaseError::OutOfOrder { expected: 2 })
+        );
+        let mut other = purchase(2, 10, "x");
+        other.transaction = transaction().next().expect("next");
+        assert_eq!(
+            t.take(&other.mac(&MAC_KEY).expect("mac")),
+            Err(PurchaseError::WrongTransaction)
+        );
+        let mut usd = purchase(2, 10, "x");
+        usd.price = Amount::new(10, Currency::from_code("USD").expect("USD"));
+        assert_eq!(
+            t.take(&usd.mac(&MAC_KEY).expect("mac")),
+            Err(PurchaseError::BadPrice)
+        );
+        let forged = purchase(2, 10, "x").mac(&[6; 32]).expect("mac");
+        assert_eq!(t.take(&forged), Err(PurchaseError::BadSignature));
+        // Bytes that are not the canonical spelling, even under the right key.
+        let loose = format!("{} ", maced(2, 10, "x").bytes);
+        let mac = hex::encode(hmac_sha256(
+            &MAC_KEY,
+            &[PURCHASE_DOMAIN, loose.as_bytes()].concat(),
+        ));
+        assert_eq!(
+            t.take(&MacedPurchase { bytes: loose, mac }),
+            Err(PurchaseError::Malformed)
+        );
+        assert_eq!(t, before);
+        // Beyond the deposit: refused with what is left; exactly the rest is taken.
+        assert_eq!(
+            t.take(&maced(2, 71, "album")),
+            Err(PurchaseError::Exhausted { remaining: 70 })
+        );
+        assert!(matches!(t.take(&maced(2, 70, "album")), Ok(Taken::New(_))));
+        assert_eq!(t.remaining(), 0);
+        t.closed = true;
+        assert_eq!(t.take(&maced(3, 1, "more")), Err(PurchaseError::Closed));
+    }
+
+    #[test]
+    fn both_sides_compute_the_same_list_hash() {
+        let mut t = tab();
+        let mut list = [0u8; 32];
+        for (seq, item) in [(1, "a"), (2, "b"), (3, "c")] {
+            let m = maced(seq, 5, item);
+            t.take(&m).expect("taken");
+            list = list_next(&list, m.bytes.as_bytes());
+        }
+        assert_eq!(t.list, hex::encode(list));
+    }
+
+    #[test]
+    fn the_golden_vector_holds() {
+        let v: serde_json::Value = serde_json::from_str(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/protocols/vectors/purchase.json"
+        )))
+        .expect("vector");
+        let tab_bytes = new_tab(&customer(), transaction(), MAC_KEY, Timestamp(T0)).expect("tab");
+        assert_eq!(
+            String::from_utf8(tab_bytes).expect("utf-8"),
+            v["tab"].as_str().expect("tab")
+        );
+        let m = maced(1, 30, "song 1");
+        assert_eq!(serde_json::to_value(&m).expect("json"), v["purchase"]);
+        let mut t = tab();
+        t.take(&m).expect("taken");
+        assert_eq!(t.list, v["list_after_1"].as_str().expect("list"));
+    }
+}

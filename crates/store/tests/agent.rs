@@ -1,0 +1,103 @@
+//! The merchant agent's journal (issue [7] step 4): what it answers as taken is on disk (a
+//! reopened journal has it, in order, and knows the last purchase's repeat); refusals write
+//! nothing; a tab opens once.
+
+use tally_kernel::crypto::SigningKey;
+use tally_kernel::{Amount, Currency, Timestamp};
+use tally_proto::session::ids::{NodeId, SessionId, TransactionId};
+use tally_proto::session::purchase::{MacedPurchase, Purchase, PurchaseError, Tab, new_tab};
+use tally_store::agent::{AgentError, AgentJournal, AgentOp};
+
+const KEY: [u8; 32] = [5; 32];
+
+fn transaction() -> TransactionId {
+    let am = NodeId::of(&SigningKey::from_seed(&[1; 32]).verifying_key());
+    SessionId::new(am, 1).expect("id").first_transaction()
+}
+
+fn eur(minor: i64) -> Amount {
+    Amount::new(minor, Currency::from_code("EUR").expect("EUR"))
+}
+
+fn tab() -> Tab {
+    let customer = SigningKey::from_seed(&[2; 32]);
+    let signed = new_tab(&customer, transaction(), KEY, Timestamp::now()).expect("tab");
+    Tab::open(&signed, &customer.verifying_key(), transaction(), eur(100)).expect("open")
+}
+
+fn buy(seq: u64, minor: i64) -> AgentOp {
+    AgentOp::Buy(purchase(seq, minor))
+}
+
+fn purchase(seq: u64, minor: i64) -> MacedPurchase {
+    Purchase {
+        transaction: transaction(),
+        seq,
+        price: eur(minor),
+        item: format!("item {seq}"),
+        at: 1,
+    }
+    .mac(&KEY)
+    .expect("mac")
+}
+
+#[tokio::test]
+async fn what_is_answered_taken_is_on_disk() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("agent.db");
+    let t = transaction().to_string();
+    let journal = AgentJournal::open(&path).await.expect("open");
+    assert!(matches!(
+        journal.submit(&t, buy(1, 10)).await,
+        Err(AgentError::UnknownTab)
+    ));
+    journal
+        .submit(&t, AgentOp::Open(Box::new(tab())))
+        .await
+        .expect("tab");
+    assert!(matches!(
+        journal.submit(&t, AgentOp::Open(Box::new(tab()))).await,
+        Err(AgentError::TabExists)
+    ));
+    // Three purchases queued at once are decided in order, in one or more batches.
+    let mut answers = Vec::new();
+    for seq in 1..=3 {
+        answers.push(journal.enqueue(&t, buy(seq, 20)).await.expect("queued"));
+    }
+    for a in answers {
+        a.await.expect("answer").expect("taken");
+    }
+    let refused = journal.submit(&t, buy(4, 41)).await;
+    assert!(matches!(
+        refused,
+        Err(AgentError::Purchase(PurchaseError::Exhausted {
+            remaining: 40
+        }))
+    ));
+    let list = journal.submit(&t, buy(3, 20)).await.expect("repeat");
+    assert!(list.repeat);
+    journal.close().await;
+
+    // Reopened: the three purchases, the tab where it was, the repeat still recognised.
+    let journal = AgentJournal::open(&path).await.expect("reopen");
+    let rows = journal.purchases(&t).await.expect("rows");
+    assert_eq!(
+        rows.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(rows[0].1, purchase(1, 20).bytes);
+    let again = journal.submit(&t, buy(3, 20)).await.expect("repeat");
+    assert!(again.repeat);
+    assert_eq!(
+        (again.count, again.spent, again.list.clone()),
+        (3, 60, list.list)
+    );
+    let fourth = journal.submit(&t, buy(4, 40)).await.expect("taken");
+    assert_eq!((fourth.count, fourth.remaining), (4, 0));
+    journal.submit(&t, AgentOp::Close).await.expect("closed");
+    assert!(matches!(
+        journal.submit(&t, buy(5, 1)).await,
+        Err(AgentError::Purchase(PurchaseError::Closed))
+    ));
+    assert_eq!(journal.purchases(&t).await.expect("rows").len(), 4);
+}
