@@ -21,9 +21,10 @@ use clap::Args;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tally_kernel::Amount;
-use tally_kernel::crypto::VerifyingKey;
-use tally_proto::session::ids::SessionId;
+use tally_kernel::crypto::{SigningKey, VerifyingKey};
+use tally_kernel::{Amount, Currency};
+use tally_proto::session::conclusion::{Record, Side};
+use tally_proto::session::ids::{SessionId, TransactionId};
 use tally_proto::session::purchase::{MacedPurchase, PurchaseError, Tab};
 use tally_store::agent::{AgentError, AgentJournal, AgentOp};
 
@@ -35,6 +36,10 @@ pub struct AgentArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8650")]
     pub listen: std::net::SocketAddr,
+    /// The merchant's name at its operator (`tally session merchant NAME …`): the agent
+    /// registers its signing key there at start.
+    #[arg(long)]
+    pub merchant: String,
     /// The merchant's operator's node and the merchant's API key there.
     #[command(flatten)]
     pub conn: Conn,
@@ -44,6 +49,8 @@ pub struct AgentArgs {
 struct Agent {
     journal: AgentJournal,
     node: tally_client::Client,
+    /// Signs the merchant's session records (`DATA/agent.key`).
+    key: std::sync::Arc<SigningKey>,
 }
 
 #[derive(Deserialize)]
@@ -185,27 +192,101 @@ async fn purchase(
     }
 }
 
+/// Closes the tab and sends the merchant's signed record to its operator (again on a repeat:
+/// the operator takes the same record once).
 async fn close(State(a): State<Agent>, Path(transaction): Path<String>) -> Response {
-    match a.journal.submit(&transaction, AgentOp::Close).await {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => refused(e),
+    let tab = match a.journal.submit(&transaction, AgentOp::Close).await {
+        Ok(v) => v,
+        Err(e) => return refused(e),
+    };
+    let (Ok(t), Ok(currency)) = (
+        transaction.parse::<TransactionId>(),
+        Currency::from_code(&tab.currency),
+    ) else {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "not a transaction id".into(),
+            None,
+        );
+    };
+    let record = Record {
+        transaction: t,
+        side: Side::Merchant,
+        total: Amount::new(tab.spent, currency),
+        count: tab.count,
+        list: tab.list.clone(),
+    };
+    let signed = match record.sign(&a.key) {
+        Ok(s) => s,
+        Err(e) => {
+            return refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                e.to_string(),
+                None,
+            );
+        }
+    };
+    match a
+        .node
+        .trading_session_record(&t.session.to_string(), signed)
+        .await
+    {
+        Ok(session) => Json(serde_json::json!({"tab": tab, "session": session})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "merchant agent: the operator did not take the record");
+            refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!(
+                    "the tab is closed, but the operator did not take the record: {e}; close again to retry"
+                ),
+                None,
+            )
+        }
     }
 }
 
-/// The agent's routes over `journal`, reading sessions from `node`.
-pub fn routes(journal: AgentJournal, node: tally_client::Client) -> axum::Router {
+/// The agent's routes over `journal`, reading sessions from `node` and signing records with
+/// `key`.
+pub fn routes(journal: AgentJournal, node: tally_client::Client, key: SigningKey) -> axum::Router {
     axum::Router::new()
         .route("/v1/tabs", post(open_tab))
         .route("/v1/tabs/{transaction}/purchases", post(purchase))
         .route("/v1/tabs/{transaction}/close", post(close))
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
-        .with_state(Agent { journal, node })
+        .with_state(Agent {
+            journal,
+            node,
+            key: std::sync::Arc::new(key),
+        })
 }
 
 pub async fn serve(a: AgentArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&a.data).with_context(|| format!("creating {}", a.data.display()))?;
     let journal = AgentJournal::open(&a.data.join("agent.db")).await?;
     let node = crate::client::Client::new(&a.conn)?.api;
+    let key_path = a.data.join("agent.key");
+    let key = if key_path.exists() {
+        SigningKey::from_pkcs8_pem(&std::fs::read_to_string(&key_path)?)?
+    } else {
+        let key = SigningKey::generate();
+        tally_service::identity::write_private_file(
+            &key_path,
+            key.to_pkcs8_pem()?.expose().as_bytes(),
+        )?;
+        key
+    };
+    node.session_agent_key(&a.merchant, &key.verifying_key().to_hex())
+        .await
+        .with_context(|| {
+            format!(
+                "registering the agent's key for merchant {} at {}",
+                a.merchant,
+                node.base()
+            )
+        })?;
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("binding {}", a.listen))?;
@@ -215,7 +296,7 @@ pub async fn serve(a: AgentArgs) -> anyhow::Result<ExitCode> {
         a.data.join("agent.db").display(),
         node.base()
     );
-    axum::serve(listener, routes(journal, node))
+    axum::serve(listener, routes(journal, node, key))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -139,10 +139,13 @@ async fn over_http(
     let node = tally_client::Client::builder("http://127.0.0.1:9").build()?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let server =
-        tokio::spawn(
-            async move { axum::serve(listener, crate::agent::routes(journal, node)).await },
-        );
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            crate::agent::routes(journal, node, SigningKey::from_seed(&[3; 32])),
+        )
+        .await
+    });
     let total: usize = work.iter().map(Vec::len).sum();
     let started = Instant::now();
     let mut tasks = Vec::new();

@@ -115,6 +115,12 @@ enum Commands {
     /// (merchants), and let a merchant take them.
     #[command(subcommand)]
     Session(trading::SessionCommand),
+    /// Billing records of cleared trading sessions (operator).
+    #[command(subcommand)]
+    Billing(trading::BillingCommand),
+    /// What this operator and its peers owe each other (operator).
+    #[command(subcommand)]
+    Clearing(trading::ClearingCommand),
     /// Trustee payments: pay merchants what users owe through the operator.
     #[command(subcommand)]
     Trustee(oob::TrusteeCommand),
@@ -271,6 +277,8 @@ fn main() -> ExitCode {
             Commands::Trustee(c) => oob::trustee(c).await,
             Commands::Federation(c) => federation::federation(c).await,
             Commands::Session(c) => trading::session(c).await,
+            Commands::Billing(c) => trading::billing(c).await,
+            Commands::Clearing(c) => trading::clearing(c).await,
             Commands::Product(c) => delivery::product(c).await,
             Commands::Buy(a) => delivery::buy(a).await,
             Commands::Package(c) => delivery::package(c).await,

@@ -32,6 +32,62 @@ pub enum SessionCommand {
     /// Run the merchant agent (a merchant): customers' purchases are journaled here, on the
     /// merchant's side, never at the operators.
     Agent(crate::agent::AgentArgs),
+    /// End the session (a customer): close your tab at the merchant's agent (which sends the
+    /// merchant's record), sign your record (total, count, list hash) and send it to your
+    /// operator; `--wait` until the merchant's operator has compared both (cleared or
+    /// disputed).
+    Close(CloseArgs),
+}
+
+/// `tally billing …`.
+#[derive(Subcommand)]
+pub enum BillingCommand {
+    /// Billing records of cleared trading sessions (operator): withdrawals (customers here)
+    /// and deposits (merchants here), as CSV or JSON, for the billing systems.
+    Export(BillingArgs),
+}
+
+/// `tally clearing …`.
+#[derive(Subcommand)]
+pub enum ClearingCommand {
+    /// What this operator and each peer owe each other from cleared trading sessions, per
+    /// currency (operator): the settlement report between operators.
+    List(ClearingArgs),
+}
+
+#[derive(Args)]
+pub struct CloseArgs {
+    /// The session id.
+    pub session: String,
+    /// Your wallet directory.
+    #[arg(long, default_value = "./tally-wallet")]
+    pub wallet: std::path::PathBuf,
+    /// Wait up to this many seconds for the comparison (0: do not wait).
+    #[arg(long, default_value_t = 0)]
+    pub wait: u64,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+#[derive(Args)]
+pub struct BillingArgs {
+    /// From (RFC 3339, inclusive; default 31 days ago).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// To (RFC 3339, exclusive; default now).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// `csv` (default) or `json`.
+    #[arg(long, default_value = "csv")]
+    pub format: String,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+#[derive(Args)]
+pub struct ClearingArgs {
+    #[command(flatten)]
+    pub conn: Conn,
 }
 
 #[derive(Args)]
@@ -129,6 +185,8 @@ pub async fn session(cmd: SessionCommand) -> anyhow::Result<ExitCode> {
         SessionCommand::Open(a) => open(a).await,
         SessionCommand::Buy(a) => buy(a).await,
         SessionCommand::Agent(a) => crate::agent::serve(a).await,
+        SessionCommand::Close(a) => close(a).await,
+
         SessionCommand::Show(a) => {
             let c = Client::new(&a.conn)?;
             let s = c.api.trading_session(&a.session).await?;
@@ -262,6 +320,11 @@ fn session_text(s: &TradingSessionView) -> String {
     if let Some(r) = &s.refusal {
         out.push_str(&format!("\nrefused     {r}"));
     }
+    if let (Some(t), Some(c), Some(n)) = (&s.total, &s.customer_total, s.count) {
+        out.push_str(&format!(
+            "\ncleared     {n} purchases: {t} to the merchant, {c} from the customer"
+        ));
+    }
     if let Some(t) = s.answer_by {
         out.push_str(&format!("\nanswer by   {}", t.to_rfc3339()));
     }
@@ -317,6 +380,11 @@ async fn buy(a: BuyArgs) -> anyhow::Result<ExitCode> {
         (None, Some(url)) => url.clone(),
         (None, None) => anyhow::bail!("--agent URL: where the merchant's agent listens"),
     };
+    if w.agent.as_deref() != Some(agent.as_str()) && w.mac_key.is_some() {
+        // The agent moved (restarted elsewhere): remember where it is now.
+        w.agent = Some(agent.clone());
+        w.save(&path)?;
+    }
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()?;
@@ -418,4 +486,114 @@ async fn buy(a: BuyArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(3));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn close(a: CloseArgs) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&a.conn)?;
+    let path = Wallet::path(&a.wallet, &a.session)?;
+    let w = Wallet::load(&path)?;
+    let view = c.api.trading_session(&a.session).await?;
+    let currency = view
+        .merchant_deposit
+        .as_deref()
+        .and_then(|d| d.parse::<Amount>().ok())
+        .map(|d| d.currency)
+        .context("the session has no deposit in the merchant's currency: it never opened")?;
+    if w.pending.is_some() {
+        anyhow::bail!("a purchase is still unanswered: run `tally session buy` again first");
+    }
+    if let (true, Some(agent)) = (w.tab_open, &w.agent) {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        let url = format!("{agent}/v1/tabs/{}/close", w.transaction);
+        match http.post(&url).send().await {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => eprintln!(
+                "warning: the merchant agent did not close the tab ({}); sending your record anyway",
+                r.status()
+            ),
+            Err(e) => eprintln!(
+                "warning: the merchant agent is unreachable ({e}); sending your record anyway"
+            ),
+        }
+    }
+    let record = tally_proto::session::conclusion::Record {
+        transaction: w
+            .transaction
+            .parse()
+            .map_err(|e| anyhow::anyhow!("the wallet's transaction: {e}"))?,
+        side: tally_proto::session::conclusion::Side::Customer,
+        total: Amount::new(w.spent, currency),
+        count: w.next_seq - 1,
+        list: w.list.clone(),
+    };
+    let signed = record.sign(&w.key()?).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut s = c.api.trading_session_record(&a.session, signed).await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(a.wait);
+    while s.state == "concluding" && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        s = c.api.trading_session(&a.session).await?;
+    }
+    c.show(&s, session_text);
+    Ok(match s.state.as_str() {
+        "cleared" => ExitCode::SUCCESS,
+        "disputed" => ExitCode::from(1),
+        _ if a.wait > 0 => ExitCode::from(2),
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+pub async fn billing(cmd: BillingCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BillingCommand::Export(a) => {
+            let c = Client::new(&a.conn)?;
+            match a.format.as_str() {
+                "csv" => print!(
+                    "{}",
+                    c.api
+                        .billing_csv(a.from.as_deref(), a.to.as_deref())
+                        .await?
+                ),
+                "json" => {
+                    let records = c
+                        .api
+                        .billing_records(a.from.as_deref(), a.to.as_deref())
+                        .await?;
+                    println!("{}", serde_json::to_string_pretty(&records)?);
+                }
+                other => anyhow::bail!("--format {other:?}: csv or json"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub async fn clearing(cmd: ClearingCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ClearingCommand::List(a) => {
+            let c = Client::new(&a.conn)?;
+            let lines = c.api.clearing().await?;
+            c.show(&lines, |l| {
+                if l.is_empty() {
+                    return "nothing cleared with any peer".to_string();
+                }
+                l.iter()
+                    .map(|x| {
+                        let m = |minor| crate::client::money(minor, &x.currency);
+                        format!(
+                            "{}  {}: we owe {}, it owes us {}, net {}",
+                            x.name.as_deref().unwrap_or(&x.peer),
+                            x.currency,
+                            m(x.owed_to_minor),
+                            m(x.owed_by_minor),
+                            m(x.net_minor)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

@@ -378,6 +378,8 @@ fn start_agent(data: &std::path::Path, node: &Server, key: &str) -> (std::proces
             &node.url,
             "--api-key",
             key,
+            "--merchant",
+            "kiosk",
         ])
         .env("TALLY_LOG", "warn")
         .stdout(std::process::Stdio::null())
@@ -561,6 +563,75 @@ fn a_customer_buys_at_the_merchant_agent_and_the_operators_never_see_it() {
     );
     let list = common::field(&third, "list").to_string();
     assert_eq!(list.len(), 64);
+
+    // Alice ends the session: the agent sends the merchant's record, she sends hers; they
+    // agree, so B pays kiosk from what A's operator owes it and A posts what she spent.
+    let closed = ok(common::outcome(
+        common::tally_for(&a, &alice_key)
+            .args([
+                "session", "close", &session, "--wallet", wallet, "--wait", "30",
+            ])
+            .output()
+            .expect("close"),
+    ));
+    assert_eq!(common::field(&closed, "state"), "cleared", "{closed}");
+    assert!(
+        closed.contains(
+            "cleared     3 purchases: 1.00 EUR to the merchant, 1.00 EUR from the customer"
+        ),
+        "{closed}"
+    );
+    let available = |server: &Server, account: &str| {
+        let out = ok(cli(
+            server,
+            &server.admin_key,
+            &["account", "show", account, "--json"],
+        ));
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        v["available_minor"].as_i64().expect("available")
+    };
+    assert_eq!(available(&a, &alice), 400);
+    wait_until("B's side cleared", || {
+        ok(cli(&b, &b.admin_key, &["session", "show", &session])).contains("state       cleared")
+    });
+    assert_eq!(available(&b, &kiosk), 100);
+    let at_a = ok(cli(&a, &a.admin_key, &["clearing", "list"]));
+    assert!(
+        at_a.contains("bank-b  EUR: we owe 1.00 EUR, it owes us 0.00 EUR, net -1.00 EUR"),
+        "{at_a}"
+    );
+    let at_b = ok(cli(&b, &b.admin_key, &["clearing", "list"]));
+    assert!(
+        at_b.contains("bank-a  EUR: we owe 0.00 EUR, it owes us 1.00 EUR, net 1.00 EUR"),
+        "{at_b}"
+    );
+    let bill_a = ok(cli(&a, &a.admin_key, &["billing", "export"]));
+    assert!(
+        bill_a.starts_with("id,kind,session,owner,account,amount_minor,currency,peer,at\n"),
+        "{bill_a}"
+    );
+    assert!(
+        bill_a.contains(&format!(
+            ",withdrawal,{session},alice,{alice},100,EUR,{id_b},"
+        )),
+        "{bill_a}"
+    );
+    let bill_b = ok(cli(&b, &b.admin_key, &["billing", "export"]));
+    assert!(
+        bill_b.contains(&format!(",deposit,{session},kiosk,{kiosk},100,EUR,{id_a},")),
+        "{bill_b}"
+    );
+    // Closing again changes nothing (both sides take the same record once).
+    ok(common::outcome(
+        common::tally_for(&a, &alice_key)
+            .args(["session", "close", &session, "--wallet", wallet])
+            .output()
+            .expect("close again"),
+    ));
+    assert_eq!(available(&a, &alice), 400);
+    assert_eq!(available(&b, &kiosk), 100);
+    common::assert_audit_passes(&a);
+    common::assert_audit_passes(&b);
     agent.kill().expect("SIGKILL");
     agent.wait().expect("reap");
     // Neither operator stored what was bought.

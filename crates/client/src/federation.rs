@@ -5,8 +5,9 @@ use crate::{Call, Client, Error, seg};
 use bytes::Bytes;
 use reqwest::Method;
 use tally_wire::federation::{
-    AddPeerRequest, MerchantAnswer, OpenTradingSession, PeerMessageTaken, PeerView, PingQueued,
-    SessionMerchantRequest, SessionMerchantView, TradingSessionView,
+    AddPeerRequest, AgentKeyRequest, BillingRecordView, ClearingLine, MerchantAnswer,
+    OpenTradingSession, PeerMessageTaken, PeerView, PingQueued, SessionMerchantRequest,
+    SessionMerchantView, TradingSessionView,
 };
 
 impl Client {
@@ -95,5 +96,62 @@ impl Client {
     ) -> Result<SessionMerchantView, Error> {
         let path = format!("/v1/session-merchants/{}", seg(name));
         Ok(self.send(Method::PUT, path, req, None).await?.value)
+    }
+
+    /// `POST /v1/trading-sessions/{session}/record`: a party's signed record (exactly as
+    /// signed). Taking the same record twice applies it once, so it is safe to retry.
+    pub async fn trading_session_record(
+        &self,
+        session: &str,
+        signed: Vec<u8>,
+    ) -> Result<TradingSessionView, Error> {
+        let mut call = Call::new(
+            Method::POST,
+            format!("/v1/trading-sessions/{}/record", seg(session)),
+        )
+        .raw("application/json", Bytes::from(signed));
+        call.once_only = true;
+        Ok(self.call(call).await?.value)
+    }
+
+    /// `PUT /v1/session-merchants/{name}/agent-key`: the key the merchant's agent signs with.
+    pub async fn session_agent_key(&self, name: &str, public_key: &str) -> Result<(), Error> {
+        let call = Call::new(
+            Method::PUT,
+            format!("/v1/session-merchants/{}/agent-key", seg(name)),
+        )
+        .json(&AgentKeyRequest {
+            public_key: public_key.to_string(),
+        })?;
+        self.call_empty(call).await
+    }
+
+    /// `GET /v1/billing/records` (operator) as JSON.
+    pub async fn billing_records(
+        &self,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Vec<BillingRecordView>, Error> {
+        let q = query(&[
+            ("from", from.map(str::to_string)),
+            ("to", to.map(str::to_string)),
+        ]);
+        self.get(format!("/v1/billing/records{q}")).await
+    }
+
+    /// `GET /v1/billing/records?format=csv` (operator).
+    pub async fn billing_csv(&self, from: Option<&str>, to: Option<&str>) -> Result<String, Error> {
+        let q = query(&[
+            ("from", from.map(str::to_string)),
+            ("to", to.map(str::to_string)),
+            ("format", Some("csv".to_string())),
+        ]);
+        self.call_text(Call::new(Method::GET, format!("/v1/billing/records{q}")))
+            .await
+    }
+
+    /// `GET /v1/clearing` (operator): what this operator and each peer owe each other.
+    pub async fn clearing(&self) -> Result<Vec<ClearingLine>, Error> {
+        self.get("/v1/clearing".to_string()).await
     }
 }

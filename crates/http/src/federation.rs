@@ -9,8 +9,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tally_wire::federation::{
-    AddPeerRequest, MerchantAnswer, OpenTradingSession, PeerMessageTaken, PeerView, PingQueued,
-    SessionMerchantRequest, SessionMerchantView, TradingSessionView,
+    AddPeerRequest, AgentKeyRequest, BillingQuery, BillingRecordView, ClearingLine, MerchantAnswer,
+    OpenTradingSession, PeerMessageTaken, PeerView, PingQueued, SessionMerchantRequest,
+    SessionMerchantView, TradingSessionView,
 };
 use tally_wire::ledger::AccountsQuery;
 
@@ -189,4 +190,118 @@ pub async fn set_merchant(
             .await?,
     )
     .into_response())
+}
+
+/// A party's signed record of a session (M5): the customer's at its operator (forwarded to
+/// the merchant's), the merchant's (from its agent) at the merchant's operator.
+#[utoipa::path(
+    post, path = "/v1/trading-sessions/{session}/record", tag = "federation",
+    params(("session" = String, Path, description = "`<AM node id>.<seq>`")),
+    request_body(content = tally_wire::federation::SessionRecordDoc, description = "A signed record of domain `tally/session-record/v1` (docs/protocols/sessions.md)"),
+    responses((status = 200, description = "The session, `concluding`, `cleared` or `disputed`", body = TradingSessionView), (status = 404, description = "not_found", body = ErrorBody), (status = 409, description = "session_closed: not open", body = ErrorBody), (status = 422, description = "invalid_request (`details.field` record: not signed by the session's key, another transaction, beyond the deposit)", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn record(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(session): ApiPath<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.sessions().record(&by, &session, &body).await?).into_response())
+}
+
+/// Register the key a merchant's agent signs the merchant's records with (the merchant).
+#[utoipa::path(
+    put, path = "/v1/session-merchants/{name}/agent-key", tag = "federation",
+    params(("name" = String, Path, description = "The merchant")),
+    request_body(content = AgentKeyRequest, description = "`{public_key}`"),
+    responses((status = 204, description = "Registered"), (status = 403, description = "forbidden", body = ErrorBody), (status = 404, description = "not_found: no such merchant", body = ErrorBody), (status = 422, description = "invalid_request", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn agent_key(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<AgentKeyRequest>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .node
+        .sessions()
+        .set_agent_key(&by, &name, &body.public_key)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Records for the billing systems (operator): withdrawals (customers here) and deposits
+/// (merchants here) of cleared sessions, as JSON or CSV.
+#[utoipa::path(
+    get, path = "/v1/billing/records", tag = "federation",
+    params(BillingQuery),
+    responses((status = 200, description = "Oldest first (`format=csv`: text/csv with a header line)", body = Vec<BillingRecordView>), (status = 403, description = "forbidden: operator only", body = ErrorBody), (status = 422, description = "invalid_request", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn billing(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiQuery(q): ApiQuery<BillingQuery>,
+) -> Result<Response, ApiError> {
+    let now = tally_kernel::Timestamp::now();
+    let from =
+        crate::handlers::time_param("from", q.from.as_deref(), now.plus_seconds(-31 * 86_400))?;
+    let to = crate::handlers::time_param("to", q.to.as_deref(), now.plus_seconds(1))?;
+    let records = state.node.sessions().billing_records(&by, from, to).await?;
+    match q.format.as_deref() {
+        None | Some("json") => Ok(Json(records).into_response()),
+        Some("csv") => {
+            let mut out =
+                String::from("id,kind,session,owner,account,amount_minor,currency,peer,at\n");
+            for r in records {
+                out.push_str(&format!(
+                    "{},{},{},{},{},{},{},{},{}\n",
+                    r.id,
+                    r.kind,
+                    r.session,
+                    csv_field(&r.owner),
+                    r.account,
+                    r.amount_minor,
+                    r.currency,
+                    r.peer,
+                    r.at.to_rfc3339()
+                ));
+            }
+            Ok((
+                [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+                out,
+            )
+                .into_response())
+        }
+        Some(_) => Err(ApiError::new(
+            tally_wire::error::ErrorCode::InvalidRequest,
+            "format: json or csv",
+        )
+        .with_details(serde_json::json!({"field": "format"}))),
+    }
+}
+
+/// A CSV field: quoted when it holds a comma, a quote or a line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// What this operator and each peer owe each other, per currency (operator): the settlement
+/// report between operators.
+#[utoipa::path(
+    get, path = "/v1/clearing", tag = "federation",
+    responses((status = 200, description = "Per peer and currency", body = Vec<ClearingLine>), (status = 403, description = "forbidden: operator only", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn clearing(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.sessions().clearing(&by).await?).into_response())
 }

@@ -436,3 +436,17 @@ pub async fn audit(
 ) -> Result<Json<AuditDto>, ApiError> {
     Ok(Json(dto::audit(state.node.audit(&by).await?)))
 }
+
+/// A query parameter's RFC 3339 time, or `default` without it.
+pub(crate) fn time_param(
+    name: &str,
+    value: Option<&str>,
+    default: tally_kernel::Timestamp,
+) -> Result<tally_kernel::Timestamp, ApiError> {
+    match value {
+        None => Ok(default),
+        Some(v) => tally_kernel::Timestamp::parse_rfc3339(v).ok_or_else(|| {
+            ApiError::bad_parameter(name, "an RFC 3339 time, e.g. 2026-11-01T00:00:00Z")
+        }),
+    }
+}

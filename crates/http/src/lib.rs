@@ -307,6 +307,16 @@ fn routes() -> Router<AppState> {
             "/v1/session-merchants/{name}",
             axum::routing::put(federation::set_merchant),
         )
+        .route(
+            "/v1/session-merchants/{name}/agent-key",
+            axum::routing::put(federation::agent_key),
+        )
+        .route(
+            "/v1/trading-sessions/{session}/record",
+            post(federation::record),
+        )
+        .route("/v1/billing/records", get(federation::billing))
+        .route("/v1/clearing", get(federation::clearing))
         // The web page (HTML for people, not part of the API document).
         .merge(web::routes())
 }

@@ -27,14 +27,7 @@ use tally_wire::oob::{
     TrusteeLimitRequest, UserQuery, VerifyRequest, VerifyResponse, WhoAmI,
 };
 
-fn time_param(name: &str, value: Option<&str>, default: Timestamp) -> Result<Timestamp, ApiError> {
-    match value {
-        None => Ok(default),
-        Some(v) => Timestamp::parse_rfc3339(v).ok_or_else(|| {
-            ApiError::bad_parameter(name, "an RFC 3339 time, e.g. 2026-11-01T00:00:00Z")
-        }),
-    }
-}
+use crate::handlers::time_param;
 
 /// Add a subscriber or set its stored account.
 #[utoipa::path(

@@ -248,7 +248,9 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
         "GET /v1/accounts/{id}/transfers",
         "GET /v1/api-keys",
         "GET /v1/arbiter/key",
+        "GET /v1/billing/records",
         "GET /v1/certificates",
+        "GET /v1/clearing",
         "GET /v1/dev/inbox/{address}",
         "GET /v1/ledger/audit",
         "GET /v1/mail",
@@ -318,6 +320,7 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
         "POST /v1/tokens",
         "POST /v1/trading-sessions",
         "POST /v1/trading-sessions/{session}/answer",
+        "POST /v1/trading-sessions/{session}/record",
         "POST /v1/transfers",
         "POST /v1/trustee/settle",
         "POST /v1/warrants",
@@ -326,6 +329,7 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
         "PUT /v1/products/{id}/entries/{name}",
         "PUT /v1/receivers/{name}",
         "PUT /v1/session-merchants/{name}",
+        "PUT /v1/session-merchants/{name}/agent-key",
         "PUT /v1/trustee/credit/{user}",
     ];
     assert_eq!(documented, expected);

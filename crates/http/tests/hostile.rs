@@ -3738,6 +3738,30 @@ fn federation() -> Vec<Case> {
             .by(Who::Shop)
             .json(json!({"account": "{alice_eur}"}))
             .expect(422, "invalid_request"),
+        put("session merchant/agent key of another merchant", "/v1/session-merchants/studio/agent-key")
+            .by(Who::Shop)
+            .json(json!({"public_key": "00".repeat(32)}))
+            .expect(403, "forbidden"),
+        put("session merchant/agent key that is not a key", "/v1/session-merchants/shop/agent-key")
+            .by(Who::Shop)
+            .json(json!({"public_key": "key"}))
+            .expect(422, "invalid_request"),
+        post("trading session/record of an unknown one", "/v1/trading-sessions/nothing.1/record")
+            .by(Who::Alice)
+            .raw("application/json", b"{}".to_vec())
+            .expect(404, "not_found"),
+        get("billing/by a customer", "/v1/billing/records")
+            .by(Who::Alice)
+            .expect(403, "forbidden"),
+        get("billing/an unknown format", "/v1/billing/records?format=xml")
+            .by(Who::Admin)
+            .expect(422, "invalid_request"),
+        get("billing/a time that is not one", "/v1/billing/records?from=yesterday")
+            .by(Who::Admin)
+            .expect(400, "invalid_request"),
+        get("clearing/by a merchant", "/v1/clearing")
+            .by(Who::Shop)
+            .expect(403, "forbidden"),
     ]
 }
 

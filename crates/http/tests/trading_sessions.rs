@@ -269,3 +269,230 @@ async fn sessions_open_across_two_operators_on_postgres() {
     .await;
     walk(a, World::new().await).await;
 }
+
+/// A session's conclusion (step 5, M5/M8): the records both parties sign, checked under their
+/// keys; agreeing records clear the session at both nodes (the merchant paid from what the
+/// customer's operator owes, the customer's hold posted for what was spent), with billing
+/// records and the operators' clearing report; disagreeing ones are disputed and pay nothing.
+async fn post(w: &World, key: &str, session: &str, signed: Vec<u8>) -> common::Reply {
+    w.api
+        .post(&format!("/v1/trading-sessions/{session}/record"))
+        .key(key)
+        .raw("application/json", signed)
+        .send()
+        .await
+}
+
+async fn conclude(a: World, b: World) {
+    use tally_kernel::crypto::SigningKey;
+    use tally_proto::session::conclusion::{Record, Side};
+    pair(&a.api, &b.api).await;
+    let kiosk = b.api.issue_key("merchant", "kiosk").await;
+    b.api
+        .call("PUT", "/v1/session-merchants/kiosk")
+        .key(&b.api.admin)
+        .json(json!({"account": b.shop_eur, "auto_ack": true}))
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    let agent = SigningKey::from_seed(&[21; 32]);
+    b.api
+        .call("PUT", "/v1/session-merchants/kiosk/agent-key")
+        .key(&kiosk)
+        .json(json!({"public_key": agent.verifying_key().to_hex()}))
+        .send()
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    let customer = SigningKey::from_seed(&[22; 32]);
+    let open_with_key = |idem: &'static str, deposit: &'static str| {
+        let mut body = order(&a.alice_eur, deposit, "kiosk");
+        body["customer_key"] = json!(customer.verifying_key().to_hex());
+        let (api, key) = (&a.api, a.alice.clone());
+        async move {
+            api.post("/v1/trading-sessions")
+                .key(&key)
+                .idem(idem)
+                .json(body)
+                .send()
+                .await
+                .expect(StatusCode::CREATED)
+                .str("/session")
+                .to_string()
+        }
+    };
+    let s = open_with_key("c1", "10.00 EUR").await;
+    carry(&a.api, &b.api).await;
+    carry(&b.api, &a.api).await;
+    assert_eq!(session(&a, &a.alice, &s).await.str("/state"), "open");
+    assert_eq!(a.available(&a.alice_eur).await, 9000);
+    let record = |session: &str, side: Side, minor: i64, list: &str, key: &SigningKey| {
+        let transaction = format!("{session}.1").parse().expect("transaction");
+        Record {
+            transaction,
+            side,
+            total: tally_kernel::Amount::new(
+                minor,
+                tally_kernel::Currency::from_code("EUR").expect("EUR"),
+            ),
+            count: 2,
+            list: list.repeat(64),
+        }
+        .sign(key)
+        .expect("sign")
+    };
+    // A record signed by another key, or by the wrong side, is refused and changes nothing.
+    let r = post(
+        &a,
+        &a.alice,
+        &s,
+        record(&s, Side::Customer, 400, "a", &agent),
+    )
+    .await
+    .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    assert_eq!(r.str("/error/details/field"), "record");
+    post(&b, &kiosk, &s, record(&s, Side::Customer, 400, "a", &agent))
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    post(
+        &a,
+        &a.bob,
+        &s,
+        record(&s, Side::Customer, 400, "a", &customer),
+    )
+    .await
+    .expect_error(StatusCode::NOT_FOUND, "not_found");
+    // Both records, each where it belongs: the merchant's at B, the customer's at A.
+    let r = post(&b, &kiosk, &s, record(&s, Side::Merchant, 400, "a", &agent))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(r.str("/state"), "concluding");
+    let r = post(
+        &a,
+        &a.alice,
+        &s,
+        record(&s, Side::Customer, 400, "a", &customer),
+    )
+    .await
+    .expect(StatusCode::OK);
+    assert_eq!(r.str("/state"), "concluding");
+    let shop_before = b.balance(&b.shop_eur).await;
+    for reply in carry(&a.api, &b.api).await {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    let r = session(&b, &b.api.admin, &s).await.expect(StatusCode::OK);
+    assert_eq!((r.str("/state"), r.str("/total")), ("cleared", "4.00 EUR"));
+    assert_eq!(b.balance(&b.shop_eur).await, shop_before + 400);
+    for reply in carry(&b.api, &a.api).await {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    let r = session(&a, &a.alice, &s).await.expect(StatusCode::OK);
+    assert_eq!(
+        (r.str("/state"), r.str("/customer_total")),
+        ("cleared", "4.00 EUR")
+    );
+    assert_eq!(a.balance(&a.alice_eur).await, 9600);
+    assert_eq!(a.available(&a.alice_eur).await, 9600);
+    // Billing records and the operators' report.
+    let bills = a
+        .api
+        .get("/v1/billing/records")
+        .key(&a.api.admin)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        bills.body.as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        bills.body
+    );
+    assert_eq!(
+        (
+            bills.body[0]["kind"].as_str(),
+            bills.body[0]["amount_minor"].as_i64()
+        ),
+        (Some("withdrawal"), Some(400))
+    );
+    let csv = b
+        .api
+        .get("/v1/billing/records?format=csv")
+        .key(&b.api.admin)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    let text = String::from_utf8(csv.raw.clone()).expect("csv");
+    assert!(text.contains(&format!(",deposit,{s},kiosk,")), "{text}");
+    let owed = a
+        .api
+        .get("/v1/clearing")
+        .key(&a.api.admin)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        (
+            owed.body[0]["owed_to_minor"].as_i64(),
+            owed.body[0]["net_minor"].as_i64()
+        ),
+        (Some(400), Some(-400))
+    );
+    let owing = b
+        .api
+        .get("/v1/clearing")
+        .key(&b.api.admin)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(owing.body[0]["owed_by_minor"].as_i64(), Some(400));
+    a.api
+        .get("/v1/clearing")
+        .key(&a.alice)
+        .send()
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+
+    // Records that disagree: disputed at both nodes, nothing paid, the deposit still held.
+    let d = open_with_key("c2", "5.00 EUR").await;
+    carry(&a.api, &b.api).await;
+    carry(&b.api, &a.api).await;
+    post(&b, &kiosk, &d, record(&d, Side::Merchant, 300, "b", &agent))
+        .await
+        .expect(StatusCode::OK);
+    post(
+        &a,
+        &a.alice,
+        &d,
+        record(&d, Side::Customer, 200, "b", &customer),
+    )
+    .await
+    .expect(StatusCode::OK);
+    carry(&a.api, &b.api).await;
+    carry(&b.api, &a.api).await;
+    assert_eq!(
+        session(&b, &b.api.admin, &d).await.str("/state"),
+        "disputed"
+    );
+    assert_eq!(session(&a, &a.alice, &d).await.str("/state"), "disputed");
+    assert_eq!(b.balance(&b.shop_eur).await, shop_before + 400);
+    assert_eq!(a.available(&a.alice_eur).await, 9100);
+    a.audit_passes().await;
+    b.audit_passes().await;
+}
+
+#[tokio::test]
+async fn sessions_conclude_and_clear_across_two_operators() {
+    conclude(World::new().await, World::new().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_conclude_and_clear_across_two_operators_on_postgres() {
+    let Some(url) = tally_testkit::shared_test_database_url() else {
+        return;
+    };
+    let a = World::with(|c| NodeConfig {
+        database_url: Some(url),
+        ..c
+    })
+    .await;
+    conclude(a, World::new().await).await;
+}

@@ -114,6 +114,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         13,
         include_str!("../migrations/sqlite/0013_trading_sessions.sql"),
     ),
+    (
+        14,
+        include_str!("../migrations/sqlite/0014_session_clearing.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
@@ -146,6 +150,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         13,
         include_str!("../migrations/postgres/0013_trading_sessions.sql"),
+    ),
+    (
+        14,
+        include_str!("../migrations/postgres/0014_session_clearing.sql"),
     ),
 ];
 

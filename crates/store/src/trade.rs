@@ -51,6 +51,44 @@ pub struct SessionMerchant {
     pub account: Id,
     /// Agent mode: every session acked at once.
     pub auto_ack: bool,
+    /// The merchant agent's key (hex) that signs the merchant's records.
+    pub agent_key: Option<String>,
+}
+
+/// An account an operator keeps for a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAccount {
+    /// The peer's node id.
+    pub peer: String,
+    /// ISO-4217 code.
+    pub currency: String,
+    /// `owed_to` (this operator owes the peer) or `owed_by` (the peer owes it).
+    pub direction: String,
+    /// The ledger account.
+    pub account: Id,
+}
+
+/// A record for a billing system (M8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillingRecord {
+    /// Its id.
+    pub id: Id,
+    /// `withdrawal` (the customer's operator) or `deposit` (the merchant's).
+    pub kind: String,
+    /// The session.
+    pub session: String,
+    /// The customer or the merchant.
+    pub owner: String,
+    /// Its account.
+    pub account: Id,
+    /// Minor units.
+    pub amount: i64,
+    /// ISO-4217 code.
+    pub currency: String,
+    /// The other operator's node id.
+    pub peer: String,
+    /// When.
+    pub at: Timestamp,
 }
 
 const COLUMNS: &str =
@@ -114,6 +152,51 @@ pub fn upsert_merchant(m: &SessionMerchant, now: Timestamp) -> Attachment {
             blob(&m.account),
             Value::Int(i64::from(m.auto_ack)),
             Value::Int(now.as_micros()),
+        ],
+    )
+}
+
+/// Names the account this operator keeps for `peer` (with the command that opened it).
+pub fn peer_account(a: &PeerAccount) -> Attachment {
+    row(
+        "INSERT INTO peer_accounts (peer, currency, direction, account) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (peer, currency, direction) DO NOTHING",
+        vec![
+            Value::Text(a.peer.clone()),
+            Value::Text(a.currency.clone()),
+            Value::Text(a.direction.clone()),
+            blob(&a.account),
+        ],
+    )
+}
+
+/// Sets the key of a merchant's agent.
+pub fn set_agent_key(name: &str, key: &str, now: Timestamp) -> Attachment {
+    row(
+        "UPDATE session_merchants SET agent_key = $1, updated_at = $2 WHERE name = $3",
+        vec![
+            Value::Text(key.into()),
+            Value::Int(now.as_micros()),
+            Value::Text(name.into()),
+        ],
+    )
+}
+
+/// A record for the billing systems, written with the step that clears the session.
+pub fn billing(r: &BillingRecord) -> Attachment {
+    row(
+        "INSERT INTO billing_records (id, kind, session, owner, account, amount, currency, peer, at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        vec![
+            blob(&r.id),
+            Value::Text(r.kind.clone()),
+            Value::Text(r.session.clone()),
+            Value::Text(r.owner.clone()),
+            blob(&r.account),
+            Value::Int(r.amount),
+            Value::Text(r.currency.clone()),
+            Value::Text(r.peer.clone()),
+            Value::Int(r.at.as_micros()),
         ],
     )
 }
@@ -200,7 +283,8 @@ impl Store {
     ) -> Result<Option<SessionMerchant>, StoreError> {
         let rows = self
             .fetch_all(
-                "SELECT name, account, auto_ack FROM session_merchants WHERE name = $1".into(),
+                "SELECT name, account, auto_ack, agent_key FROM session_merchants WHERE name = $1"
+                    .into(),
                 vec![Value::Text(name.into())],
             )
             .await?;
@@ -210,8 +294,67 @@ impl Store {
                     name: r.try_get("name")?,
                     account: decode_id(&r.try_get::<Vec<u8>, _>("account")?)?,
                     auto_ack: r.try_get::<i64, _>("auto_ack")? != 0,
+                    agent_key: r.try_get("agent_key")?,
                 })
             })
             .transpose()
+    }
+
+    /// The accounts this operator keeps for its peers.
+    pub async fn peer_accounts(&self) -> Result<Vec<PeerAccount>, StoreError> {
+        let rows = self
+            .fetch_all(
+                "SELECT peer, currency, direction, account FROM peer_accounts \
+                 ORDER BY peer, currency, direction"
+                    .into(),
+                vec![],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PeerAccount {
+                    peer: r.try_get("peer")?,
+                    currency: r.try_get("currency")?,
+                    direction: r.try_get("direction")?,
+                    account: decode_id(&r.try_get::<Vec<u8>, _>("account")?)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Billing records from `from` (inclusive) to `to` (exclusive), oldest first.
+    pub async fn billing_records(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<BillingRecord>, StoreError> {
+        let rows = self
+            .fetch_all(
+                "SELECT id, kind, session, owner, account, amount, currency, peer, at \
+                 FROM billing_records WHERE at >= $1 AND at < $2 ORDER BY at, id LIMIT $3"
+                    .into(),
+                vec![
+                    Value::Int(from.as_micros()),
+                    Value::Int(to.as_micros()),
+                    Value::Int(limit),
+                ],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(BillingRecord {
+                    id: decode_id(&r.try_get::<Vec<u8>, _>("id")?)?,
+                    kind: r.try_get("kind")?,
+                    session: r.try_get("session")?,
+                    owner: r.try_get("owner")?,
+                    account: decode_id(&r.try_get::<Vec<u8>, _>("account")?)?,
+                    amount: r.try_get("amount")?,
+                    currency: r.try_get("currency")?,
+                    peer: r.try_get("peer")?,
+                    at: Timestamp(r.try_get("at")?),
+                })
+            })
+            .collect()
     }
 }

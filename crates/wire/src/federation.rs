@@ -173,10 +173,100 @@ pub struct TradingSessionView {
     pub rate: Option<String>,
     /// Why the MTA refused it.
     pub refusal: Option<String>,
+    /// Once cleared: what the merchant was paid (its currency).
+    #[schema(value_type = Option<String>, example = "2.50 EUR")]
+    pub total: Option<String>,
+    /// Once cleared: what the customer paid (its currency).
+    #[schema(value_type = Option<String>, example = "2.50 EUR")]
+    pub customer_total: Option<String>,
+    /// Once cleared: how many purchases.
+    pub count: Option<u64>,
     /// The wait for the other side ends then (while it waits).
     #[schema(value_type = Option<i64>)]
     pub answer_by: Option<Timestamp>,
     /// The agreed end of the session.
     #[schema(value_type = i64)]
     pub expires_at: Timestamp,
+}
+
+/// `PUT /v1/session-merchants/{name}/agent-key` (the merchant): the key its agent signs the
+/// merchant's session records with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentKeyRequest {
+    /// Ed25519 public key, hex.
+    pub public_key: String,
+}
+
+/// The schema of a signed session record (`POST /v1/trading-sessions/{session}/record`): a
+/// signed record of domain `tally/session-record/v1` whose bytes are `{transaction, side,
+/// total, count, list}` (docs/protocols/sessions.md).
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only
+pub struct SessionRecordDoc {
+    /// `tally/session-record/v1`.
+    domain: String,
+    /// The record's RFC 8785 JSON, as a string.
+    bytes: String,
+    /// Ed25519 over `domain 0x00 bytes`, hex.
+    signature: String,
+    /// The signing key's fingerprint, hex.
+    signer: String,
+}
+
+/// A record for the billing systems (M8): what a customer paid (`withdrawal`, at its
+/// operator) or a merchant was paid (`deposit`, at its operator) when a session cleared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BillingRecordView {
+    /// Its id.
+    pub id: String,
+    /// `withdrawal` or `deposit`.
+    pub kind: String,
+    /// The session.
+    pub session: String,
+    /// The customer or the merchant.
+    pub owner: String,
+    /// Its account.
+    pub account: String,
+    /// The amount, e.g. `"2.50 EUR"`.
+    pub amount: String,
+    /// The amount in minor units.
+    pub amount_minor: i64,
+    /// ISO-4217 code.
+    pub currency: String,
+    /// The other operator's node id.
+    pub peer: String,
+    /// When it cleared.
+    #[schema(value_type = i64)]
+    pub at: Timestamp,
+}
+
+/// `GET /v1/billing/records` query.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BillingQuery {
+    /// RFC 3339, inclusive (default: 31 days ago).
+    pub from: Option<String>,
+    /// RFC 3339, exclusive (default: now).
+    pub to: Option<String>,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+}
+
+/// What this operator and a peer owe each other in one currency, from the trading sessions
+/// cleared between them (the settlement report between operators).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ClearingLine {
+    /// The peer's node id.
+    pub peer: String,
+    /// The peer's name here, if it is a peer.
+    pub name: Option<String>,
+    /// ISO-4217 code.
+    pub currency: String,
+    /// What this operator owes the peer (its customers' spending at the peer's merchants).
+    pub owed_to_minor: i64,
+    /// What the peer owes this operator (paid out to this operator's merchants).
+    pub owed_by_minor: i64,
+    /// `owed_by − owed_to`: positive, the peer owes this operator on balance.
+    pub net_minor: i64,
 }

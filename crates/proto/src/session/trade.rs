@@ -25,6 +25,7 @@
 //! already applied changes nothing ([`Effects::none`]); an answer to a session that has moved
 //! on is refused, the peer's fault.
 
+use super::conclusion::{Clearing, Record, Side, customer_total};
 use super::ids::{NodeId, SessionId, TransactionId};
 use crate::effects::{Blame, Effects, Fault, PeerMessage};
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,12 @@ pub const INITIATION: &str = "session_initiation";
 pub const ACK: &str = "session_ack";
 /// Kind of the MTA's refusal.
 pub const REFUSED: &str = "session_refused";
+/// Kind of the customer's record, forwarded by the AM to the MTA (M5).
+pub const RECORD: &str = "session_record";
+/// Kind of the MTA's clearing information (M5).
+pub const CLEARED: &str = "session_cleared";
+/// Kind of the MTA's word that the records disagree.
+pub const DISPUTED: &str = "session_disputed";
 
 /// Where a session stands at the AM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -49,10 +56,19 @@ pub enum AmState {
     Open,
     /// Refused by the MTA or unanswered: the hold is void.
     Aborted,
+    /// The customer's record is on its way to the MTA.
+    Concluding,
+    /// Cleared: the hold posted for what was spent, the rest released.
+    Cleared,
+    /// The records disagree: nothing posted, the hold kept.
+    Disputed,
 }
 
 stored_names!(AmState {
     Aborted => "aborted",
+    Cleared => "cleared",
+    Concluding => "concluding",
+    Disputed => "disputed",
     Held => "held",
     Open => "open",
 });
@@ -67,9 +83,18 @@ pub enum MtaState {
     Open,
     /// Refused (see [`Refusal`]); the AM has the refusal.
     Refused,
+    /// One side's record is in; the other's is awaited.
+    Concluding,
+    /// Both records agree: the merchant is paid, the AM has the clearing information.
+    Cleared,
+    /// The records disagree: both kept, nothing paid.
+    Disputed,
 }
 
 stored_names!(MtaState {
+    Cleared => "cleared",
+    Concluding => "concluding",
+    Disputed => "disputed",
     Informed => "informed",
     Open => "open",
     Refused => "refused",
@@ -203,6 +228,12 @@ pub struct AmSession {
     pub rate: Option<Rate>,
     /// The deposit in the merchant's currency, once acked.
     pub merchant_deposit: Option<Amount>,
+    /// The customer's record, once sent.
+    #[serde(default)]
+    pub record: Option<Record>,
+    /// The MTA's clearing information, once cleared.
+    #[serde(default)]
+    pub clearing: Option<Clearing>,
     /// The pending hold, while it is pending: set by the caller from the opening step's
     /// journal entry ([`AmSession::with_hold`]); never stored with the session.
     #[serde(skip)]
@@ -247,6 +278,20 @@ pub enum AmInput {
     Refused(Refused),
     /// `poll_timeout` passed.
     Timeout,
+    /// The customer's record (checked by the caller under the session key), to forward to
+    /// the MTA as `signed` in message `message`.
+    Record {
+        /// What it says.
+        record: Record,
+        /// Its signed bytes.
+        signed: String,
+        /// The forwarding message's id.
+        message: Id,
+    },
+    /// The MTA's clearing information.
+    Cleared(Clearing),
+    /// The MTA found the records disagree.
+    Disputed,
 }
 
 impl AmSession {
@@ -276,6 +321,8 @@ impl AmSession {
             expires_at,
             rate: None,
             merchant_deposit: None,
+            record: None,
+            clearing: None,
             hold: None,
         };
         let initiation = Initiation {
@@ -314,7 +361,11 @@ impl AmSession {
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         match self.state {
             AmState::Held => Some(Timestamp(self.ack_by)),
-            AmState::Open | AmState::Aborted => None,
+            AmState::Open
+            | AmState::Aborted
+            | AmState::Concluding
+            | AmState::Cleared
+            | AmState::Disputed => None,
         }
     }
 
@@ -379,12 +430,99 @@ impl AmSession {
                 let data = json!({"session": self.id, "reason": "unanswered"});
                 self.abort(data)
             }
+            (
+                AmState::Open,
+                AmInput::Record {
+                    record,
+                    signed,
+                    message,
+                },
+            ) => {
+                let merchant_deposit = self.merchant_deposit.ok_or(TradeError::NotDue)?;
+                if record.transaction != self.id.first_transaction()
+                    || record.side != Side::Customer
+                    || record.total.currency != merchant_deposit.currency
+                    || record.total.minor > merchant_deposit.minor
+                {
+                    return Err(TradeError::Invalid(
+                        "a record of this session's transaction, within its deposit",
+                    ));
+                }
+                let mut effects = Effects::record(
+                    "session_concluding",
+                    json!({"session": self.id, "count": record.count}),
+                );
+                effects.peers.push(PeerMessage {
+                    to: self.mta,
+                    id: message,
+                    kind: RECORD.into(),
+                    body: json!({"signed": signed}),
+                });
+                Ok((
+                    AmSession {
+                        state: AmState::Concluding,
+                        record: Some(record),
+                        ..self
+                    },
+                    effects,
+                ))
+            }
+            (
+                AmState::Concluding | AmState::Cleared | AmState::Disputed,
+                AmInput::Record { record, .. },
+            ) if self.record.as_ref() == Some(&record) => Ok((self, Effects::none())),
+            (AmState::Concluding, AmInput::Cleared(c)) => {
+                let mine = self.record.clone().ok_or(TradeError::NotDue)?;
+                let rate = self.rate.ok_or(TradeError::NotDue)?;
+                let agrees = c.transaction == mine.transaction
+                    && c.total == mine.total
+                    && c.count == mine.count
+                    && c.list == mine.list
+                    && c.customer_total.currency == self.deposit.currency
+                    && Some(c.customer_total.minor) == customer_total(c.total.minor, rate)
+                    && c.customer_total.minor <= self.deposit.minor;
+                if !agrees {
+                    return Err(TradeError::Mismatch(
+                        "clearing information that is not the customer's record",
+                    ));
+                }
+                let effects = match self.hold {
+                    Some(hold) if c.customer_total.minor > 0 => Effects::ledger(Command::Post {
+                        pending_id: hold,
+                        amount_minor: Some(c.customer_total.minor),
+                    }),
+                    Some(hold) => Effects::ledger(Command::Void { pending_id: hold }),
+                    None => return Err(TradeError::Mismatch("the deposit is no longer held")),
+                };
+                Ok((
+                    AmSession {
+                        state: AmState::Cleared,
+                        clearing: Some(c),
+                        ..self
+                    },
+                    effects,
+                ))
+            }
+            (AmState::Cleared, AmInput::Cleared(c)) if self.clearing.as_ref() == Some(&c) => {
+                Ok((self, Effects::none()))
+            }
+            (AmState::Concluding, AmInput::Disputed) => Ok((
+                AmSession {
+                    state: AmState::Disputed,
+                    ..self
+                },
+                Effects::record("session_disputed", json!({"session": self.id})),
+            )),
+            (AmState::Disputed, AmInput::Disputed) => Ok((self, Effects::none())),
             (state, input) => Err(TradeError::State(
                 state.as_str(),
                 match input {
                     AmInput::Ack(_) => "acknowledgement",
                     AmInput::Refused(_) => "refusal",
                     AmInput::Timeout => "timeout",
+                    AmInput::Record { .. } => "record",
+                    AmInput::Cleared(_) => "clearing",
+                    AmInput::Disputed => "dispute",
                 },
             )),
         }
@@ -434,6 +572,18 @@ pub struct MtaSession {
     pub expires_at: i64,
     /// Why it was refused.
     pub refusal: Option<Refusal>,
+    /// Where the merchant is paid.
+    #[serde(default)]
+    pub account: Option<Id>,
+    /// The MTA's account owed by the AM's operator (debited when the merchant is paid).
+    #[serde(default)]
+    pub owed_by: Option<Id>,
+    /// The customer's record, once in.
+    #[serde(default)]
+    pub customer_record: Option<Record>,
+    /// The merchant's record, once in.
+    #[serde(default)]
+    pub merchant_record: Option<Record>,
 }
 
 /// What the MTA's operator knows of the merchant an initiation names.
@@ -445,10 +595,14 @@ pub struct MerchantTerms {
     pub rate: Option<Rate>,
     /// Agent mode: ack every session at once.
     pub auto_ack: bool,
+    /// Where the merchant is paid.
+    pub account: Id,
+    /// The MTA's account owed by the AM's operator, in the merchant's currency.
+    pub owed_by: Id,
 }
 
 /// What an MTA session takes after it was registered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MtaInput {
     /// The merchant acks.
     MerchantAck,
@@ -456,6 +610,8 @@ pub enum MtaInput {
     MerchantDecline,
     /// `poll_timeout` passed.
     Timeout,
+    /// A record of either side, checked by the caller under that side's key.
+    Record(Record),
 }
 
 impl MtaSession {
@@ -493,6 +649,10 @@ impl MtaSession {
                 .min(init.expires_at),
             expires_at: init.expires_at,
             refusal: None,
+            account: None,
+            owed_by: None,
+            customer_record: None,
+            merchant_record: None,
         };
         let Some(terms) = merchant else {
             return Ok(session.refuse(Refusal::UnknownMerchant, message));
@@ -511,6 +671,8 @@ impl MtaSession {
         };
         session.rate = rate;
         session.merchant_deposit = Amount::new(converted, terms.currency);
+        session.account = Some(terms.account);
+        session.owed_by = Some(terms.owed_by);
         if terms.auto_ack {
             return Ok(session.acked(message));
         }
@@ -525,7 +687,11 @@ impl MtaSession {
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         match self.state {
             MtaState::Informed => Some(Timestamp(self.ack_by)),
-            MtaState::Open | MtaState::Refused => None,
+            MtaState::Open
+            | MtaState::Refused
+            | MtaState::Concluding
+            | MtaState::Cleared
+            | MtaState::Disputed => None,
         }
     }
 
@@ -548,8 +714,109 @@ impl MtaSession {
                 }
                 Ok(self.refuse(Refusal::Unanswered, message))
             }
+            (MtaState::Open | MtaState::Concluding, MtaInput::Record(r)) => {
+                self.with_record(r, message)
+            }
+            (MtaState::Cleared | MtaState::Disputed, MtaInput::Record(r))
+                if self.record_of(r.side) == Some(&r) =>
+            {
+                Ok((self, Effects::none()))
+            }
             (_, MtaInput::Timeout) => Err(TradeError::NotDue),
             (state, _) => Err(TradeError::Closed(state.as_str())),
+        }
+    }
+
+    fn record_of(&self, side: Side) -> Option<&Record> {
+        match side {
+            Side::Customer => self.customer_record.as_ref(),
+            Side::Merchant => self.merchant_record.as_ref(),
+        }
+    }
+
+    /// A record in: kept; with both in, the transaction is cleared or disputed.
+    fn with_record(self, r: Record, message: Id) -> Result<(MtaSession, Effects), TradeError> {
+        if r.transaction != self.id.first_transaction()
+            || r.total.currency != self.merchant_deposit.currency
+        {
+            return Err(TradeError::Mismatch(
+                "a record of another transaction or currency",
+            ));
+        }
+        match self.record_of(r.side) {
+            Some(before) if *before == r => return Ok((self, Effects::none())),
+            Some(_) => {
+                return Err(TradeError::Mismatch(
+                    "a second, different record of one side",
+                ));
+            }
+            None => {}
+        }
+        let mut after = self;
+        match r.side {
+            Side::Customer => after.customer_record = Some(r),
+            Side::Merchant => after.merchant_record = Some(r),
+        }
+        let (Some(c), Some(m)) = (after.customer_record.clone(), after.merchant_record.clone())
+        else {
+            after.state = MtaState::Concluding;
+            let effects = Effects::record(
+                "session_record",
+                json!({"session": after.id, "sides": if after.customer_record.is_some() { "customer" } else { "merchant" }}),
+            );
+            return Ok((after, effects));
+        };
+        let within = m.total.minor <= after.merchant_deposit.minor;
+        let paid = customer_total(m.total.minor, after.rate);
+        match (
+            c.agrees_with(&m) && within,
+            paid,
+            after.account,
+            after.owed_by,
+        ) {
+            (true, Some(paid), Some(account), Some(owed_by)) if paid <= after.deposit.minor => {
+                let clearing = Clearing {
+                    transaction: m.transaction,
+                    total: m.total,
+                    customer_total: Amount::new(paid, after.deposit.currency),
+                    count: m.count,
+                    list: m.list.clone(),
+                };
+                let mut effects = if m.total.minor > 0 {
+                    Effects::ledger(Command::Transfer {
+                        debit_account: owed_by,
+                        credit_account: account,
+                        amount_minor: m.total.minor,
+                        currency: m.total.currency,
+                        timeout_s: None,
+                        memo: format!("trading session {} cleared", after.id),
+                    })
+                } else {
+                    Effects::record("session_cleared", json!({"session": after.id}))
+                };
+                effects.peers.push(PeerMessage {
+                    to: after.am,
+                    id: message,
+                    kind: CLEARED.into(),
+                    body: json!(clearing),
+                });
+                after.state = MtaState::Cleared;
+                Ok((after, effects))
+            }
+            _ => {
+                let mut effects = Effects::record(
+                    "session_disputed",
+                    json!({"session": after.id, "customer": c, "merchant": m}),
+                );
+                effects.peers.push(PeerMessage {
+                    to: after.am,
+                    id: message,
+                    kind: DISPUTED.into(),
+                    body: json!({"session": after.id}),
+                });
+                after.state = MtaState::Disputed;
+                Ok((after, effects))
+            }
         }
     }
 
@@ -654,6 +921,8 @@ mod tests {
             currency: Currency::from_code(currency).expect("currency"),
             rate,
             auto_ack,
+            account: Id::new(),
+            owed_by: Id::new(),
         })
     }
 
@@ -912,12 +1181,216 @@ mod tests {
         assert_eq!((aborted.state, fx.ledger), (AmState::Aborted, void));
     }
 
+    /// An opened pair (AM with its hold, MTA open), for the conclusion.
+    fn opened() -> (AmSession, MtaSession, Id) {
+        let (am, effects) = start();
+        let hold = Id::new();
+        let (mta, fx) = MtaSession::register(
+            initiation(&effects),
+            node(1),
+            terms("EUR", None, true),
+            120,
+            at(1),
+            Id::new(),
+        )
+        .expect("register");
+        let ack: Ack = serde_json::from_value(fx.peers[0].body.clone()).expect("ack");
+        let (am, _) = am
+            .with_hold(Some(hold))
+            .handle(at(2), AmInput::Ack(ack))
+            .expect("open");
+        (am, mta, hold)
+    }
+
+    fn record(side: Side, minor: i64, list: &str) -> Record {
+        Record {
+            transaction: SessionId::new(node(1), 7).expect("id").first_transaction(),
+            side,
+            total: eur(minor),
+            count: 2,
+            list: list.repeat(64),
+        }
+    }
+
+    #[test]
+    fn records_that_agree_clear_the_session_at_both_nodes() {
+        let (am, mta, hold) = opened();
+        let customer = record(Side::Customer, 250, "a");
+        let (am, fx) = am
+            .handle(
+                at(3),
+                AmInput::Record {
+                    record: customer.clone(),
+                    signed: "{}".into(),
+                    message: Id::new(),
+                },
+            )
+            .expect("concluding");
+        assert_eq!(
+            (am.state, fx.peers[0].kind.as_str()),
+            (AmState::Concluding, RECORD)
+        );
+        // The merchant's record first, then the customer's: cleared, the merchant paid from
+        // the account owed by the AM's operator.
+        let (mta, fx) = mta
+            .handle(
+                at(4),
+                MtaInput::Record(record(Side::Merchant, 250, "a")),
+                Id::new(),
+            )
+            .expect("one in");
+        assert_eq!((mta.state, fx.peers.len()), (MtaState::Concluding, 0));
+        let (mta, fx) = mta
+            .handle(at(5), MtaInput::Record(customer.clone()), Id::new())
+            .expect("both in");
+        assert_eq!(mta.state, MtaState::Cleared);
+        match fx.ledger {
+            Some(Command::Transfer {
+                debit_account,
+                credit_account,
+                amount_minor,
+                ..
+            }) => {
+                assert_eq!(
+                    (Some(debit_account), Some(credit_account), amount_minor),
+                    (mta.owed_by, mta.account, 250)
+                );
+            }
+            other => panic!("no payment: {other:?}"),
+        }
+        let clearing: Clearing =
+            serde_json::from_value(fx.peers[0].body.clone()).expect("clearing");
+        assert_eq!(
+            (fx.peers[0].kind.as_str(), clearing.customer_total),
+            (CLEARED, eur(250))
+        );
+        // The same record again changes nothing.
+        let (_, again) = mta
+            .handle(at(6), MtaInput::Record(customer), Id::new())
+            .expect("repeat");
+        assert_eq!(again, Effects::none());
+        // The AM posts what was spent from the hold; the rest is released by the post.
+        let (am, fx) = am
+            .handle(at(6), AmInput::Cleared(clearing.clone()))
+            .expect("cleared");
+        assert_eq!(am.state, AmState::Cleared);
+        assert_eq!(
+            fx.ledger,
+            Some(Command::Post {
+                pending_id: hold,
+                amount_minor: Some(250)
+            })
+        );
+        let (_, dup) = am.handle(at(7), AmInput::Cleared(clearing)).expect("dup");
+        assert_eq!(dup, Effects::none());
+    }
+
+    #[test]
+    fn records_that_disagree_are_disputed_and_nothing_is_paid() {
+        let (am, mta, _) = opened();
+        let (mta, _) = mta
+            .handle(
+                at(4),
+                MtaInput::Record(record(Side::Merchant, 300, "a")),
+                Id::new(),
+            )
+            .expect("one in");
+        let (mta, fx) = mta
+            .handle(
+                at(5),
+                MtaInput::Record(record(Side::Customer, 250, "a")),
+                Id::new(),
+            )
+            .expect("both in");
+        assert_eq!(mta.state, MtaState::Disputed);
+        assert!(
+            matches!(fx.ledger, Some(Command::Record { .. })),
+            "nothing paid"
+        );
+        assert_eq!(fx.peers[0].kind, DISPUTED);
+        // A second, different record of a side is refused.
+        let (concluding, _) = opened()
+            .1
+            .handle(
+                at(4),
+                MtaInput::Record(record(Side::Merchant, 1, "b")),
+                Id::new(),
+            )
+            .expect("in");
+        let e = concluding
+            .handle(
+                at(5),
+                MtaInput::Record(record(Side::Merchant, 2, "b")),
+                Id::new(),
+            )
+            .expect_err("twice");
+        assert_eq!(e.fault(), Fault::Peer);
+        // A record beyond the deposit is not taken by the AM; a clearing that does not match
+        // its record is refused.
+        let e = am
+            .clone()
+            .handle(
+                at(3),
+                AmInput::Record {
+                    record: record(Side::Customer, 1001, "a"),
+                    signed: "{}".into(),
+                    message: Id::new(),
+                },
+            )
+            .expect_err("beyond");
+        assert_eq!(e.fault(), Fault::Caller);
+        let (am, _) = am
+            .handle(
+                at(3),
+                AmInput::Record {
+                    record: record(Side::Customer, 250, "a"),
+                    signed: "{}".into(),
+                    message: Id::new(),
+                },
+            )
+            .expect("concluding");
+        let wrong = Clearing {
+            transaction: record(Side::Customer, 250, "a").transaction,
+            total: eur(250),
+            customer_total: eur(200),
+            count: 2,
+            list: "a".repeat(64),
+        };
+        assert_eq!(
+            am.clone()
+                .handle(at(4), AmInput::Cleared(wrong))
+                .expect_err("wrong")
+                .fault(),
+            Fault::Peer
+        );
+        let (am, fx) = am.handle(at(4), AmInput::Disputed).expect("disputed");
+        assert_eq!(am.state, AmState::Disputed);
+        assert!(
+            matches!(fx.ledger, Some(Command::Record { .. })),
+            "the hold is kept"
+        );
+    }
+
     #[test]
     fn states_have_stored_names() {
-        for s in [AmState::Held, AmState::Open, AmState::Aborted] {
+        for s in [
+            AmState::Held,
+            AmState::Open,
+            AmState::Aborted,
+            AmState::Concluding,
+            AmState::Cleared,
+            AmState::Disputed,
+        ] {
             assert_eq!(AmState::parse(s.as_str()), Some(s));
         }
-        for s in [MtaState::Informed, MtaState::Open, MtaState::Refused] {
+        for s in [
+            MtaState::Informed,
+            MtaState::Open,
+            MtaState::Refused,
+            MtaState::Concluding,
+            MtaState::Cleared,
+            MtaState::Disputed,
+        ] {
             assert_eq!(MtaState::parse(s.as_str()), Some(s));
         }
         for r in [

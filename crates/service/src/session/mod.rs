@@ -8,6 +8,8 @@
 //! When the merchant's operator is this node, the messages go through this node's own inbox
 //! the same way.
 
+mod conclude;
+
 use crate::access::{check_name, corrupt, invalid, namespaced, require_admin};
 use crate::core::Core;
 use crate::exec::retrying;
@@ -107,6 +109,7 @@ impl Sessions {
             name: name.to_string(),
             account: req.account,
             auto_ack: req.auto_ack,
+            agent_key: None,
         };
         self.core
             .commit(
@@ -251,7 +254,14 @@ impl Sessions {
 
     /// The AM's account owed to the operator of node `to`, in `currency` (made on first use).
     async fn owed_to(&self, to: NodeId, currency: Currency) -> Result<Id> {
-        let who = hex::encode(&sha256(to.to_string().as_bytes())[..16]);
+        self.peer_account(to, currency, "owed_to").await
+    }
+
+    /// The account this operator keeps for the operator of node `peer` in `currency`:
+    /// `owed_to` (what it owes the peer) or `owed_by` (what the peer owes it), made on first
+    /// use and named in `peer_accounts` in the same transaction.
+    async fn peer_account(&self, peer: NodeId, currency: Currency, direction: &str) -> Result<Id> {
+        let who = hex::encode(&sha256(peer.to_string().as_bytes())[..16]);
         let open = Command::OpenAccount {
             owner: "operator".into(),
             currency,
@@ -262,18 +272,33 @@ impl Sessions {
             },
             limit_minor: 0,
         };
+        let key = format!(":{direction}_operator:{who}:{}", currency.code());
         let outcome = self
             .core
-            .commit(
-                format!(":owed_to_operator:{who}:{}", currency.code()),
-                Effects::ledger(open),
-                Vec::new(),
-            )
+            .commit(key, Effects::ledger(open), Vec::new())
             .await?;
-        outcome
+        let account = outcome
             .account()
             .map(|a| a.id)
-            .ok_or_else(|| corrupt("an owed account's key names another command"))
+            .ok_or_else(|| corrupt("an owed account's key names another command"))?;
+        if !outcome.replayed {
+            self.core
+                .commit(
+                    format!(":peer_account:{direction}:{who}:{}", currency.code()),
+                    Effects::record(
+                        "peer_account",
+                        serde_json::json!({"peer": peer, "currency": currency.code(), "direction": direction, "account": account}),
+                    ),
+                    vec![tally_store::trade::peer_account(&tally_store::trade::PeerAccount {
+                        peer: peer.to_string(),
+                        currency: currency.code().into(),
+                        direction: direction.into(),
+                        account,
+                    })],
+                )
+                .await?;
+        }
+        Ok(account)
     }
 
     /// The AM session of a row, knowing its hold while that is pending.
@@ -339,6 +364,8 @@ impl Sessions {
             let (effects, rows) = match m.kind.as_str() {
                 trade::INITIATION => self.register(m).await?,
                 trade::ACK | trade::REFUSED => self.answered(m).await?,
+                trade::RECORD => self.forwarded_record(m).await?,
+                trade::CLEARED | trade::DISPUTED => self.concluded(m).await?,
                 _ => return Err(ServiceError::PeerRefused(PeerRefusal::UnknownKind)),
             };
             self.federation.take(m, effects, rows).await
@@ -362,10 +389,15 @@ impl Sessions {
             None => None,
             Some(merchant) => {
                 let account = self.account(merchant.account, "account").await?;
+                let owed_by = self
+                    .peer_account(m.from, account.currency, "owed_by")
+                    .await?;
                 Some(MerchantTerms {
                     currency: account.currency,
                     rate: None,
                     auto_ack: merchant.auto_ack,
+                    account: merchant.account,
+                    owed_by,
                 })
             }
         };
@@ -402,7 +434,7 @@ impl Sessions {
         let session = match &input {
             AmInput::Ack(a) => a.session,
             AmInput::Refused(r) => r.session,
-            AmInput::Timeout => return Err(inconsistent()),
+            _ => return Err(inconsistent()),
         };
         let row = self
             .core
@@ -576,7 +608,11 @@ impl Sessions {
         let rate = |r: tally_kernel::Rate| format!("{}/{}", r.numerator, r.denominator);
         if row.role == AM {
             let s: AmSession = decode(row)?;
+            let (total, customer_total, count) = conclude::cleared_fields(&s);
             Ok(TradingSessionView {
+                total,
+                customer_total,
+                count,
                 session: row.session.clone(),
                 role: row.role.clone(),
                 state: s.state.as_str().into(),
@@ -595,7 +631,18 @@ impl Sessions {
         } else {
             let s: MtaSession = decode(row)?;
             let known = s.state != MtaState::Refused || s.merchant_deposit.minor > 0;
+            let cleared = s
+                .merchant_record
+                .as_ref()
+                .filter(|_| s.state == MtaState::Cleared);
             Ok(TradingSessionView {
+                total: cleared.map(|r| r.total.to_string()),
+                customer_total: cleared
+                    .and_then(|r| {
+                        tally_proto::session::conclusion::customer_total(r.total.minor, s.rate)
+                    })
+                    .map(|m| Amount::new(m, s.deposit.currency).to_string()),
+                count: cleared.map(|r| r.count),
                 session: row.session.clone(),
                 role: row.role.clone(),
                 state: s.state.as_str().into(),

@@ -1,0 +1,343 @@
+//! A trading session's conclusion (SPEC M5, M8; issue [7] step 5): the parties' signed
+//! records, the MTA's comparison, the money and the billing records.
+//!
+//! * The customer hands its record (signed with the session key) to its AM, which forwards
+//!   it to the MTA; the merchant's agent hands the merchant's record (signed with the key the
+//!   merchant registered for it) to the MTA. Both are checked under their keys where they
+//!   arrive, never trusted on a node's word.
+//! * With both in and agreeing, the MTA pays the merchant from its account owed by the AM's
+//!   operator and sends the clearing information; the AM posts the hold for what the customer
+//!   spent (the rest is released) into its account owed to the MTA's operator. Each side
+//!   writes its billing record (withdrawal, deposit) in the same transaction.
+//! * Records that disagree put both nodes in `disputed`: nothing is paid, the hold stays.
+
+use super::{AM, MTA, Sessions, decode, inconsistent, trade};
+use crate::access::{corrupt, invalid, require_admin};
+use crate::{Missing, Principal, Result, ServiceError};
+use tally_kernel::crypto::VerifyingKey;
+use tally_kernel::{Amount, Currency, Id, Timestamp};
+use tally_proto::effects::Effects;
+use tally_proto::session::conclusion::{Clearing, Record, Side};
+use tally_proto::session::envelope::Envelope;
+use tally_proto::session::trade::{AmInput, AmSession, AmState, MtaInput, MtaSession, MtaState};
+use tally_store::Attachment;
+use tally_store::trade::{BillingRecord, TradeRow, billing, set_agent_key};
+use tally_wire::federation::{BillingRecordView, ClearingLine, TradingSessionView};
+
+impl Sessions {
+    /// Registers the key the merchant's agent signs records with (the merchant itself, or the
+    /// operator).
+    pub async fn set_agent_key(&self, by: &Principal, name: &str, key: &str) -> Result<()> {
+        if !by.is_admin() && by.owner != name {
+            return Err(ServiceError::Forbidden(
+                "a merchant registers its own agent only",
+            ));
+        }
+        let key = VerifyingKey::from_hex(key.trim())
+            .map_err(|_| invalid("public_key", "an Ed25519 public key, 64 hex digits"))?;
+        if self.core.store().session_merchant(name).await?.is_none() {
+            return Err(ServiceError::NotFound {
+                what: Missing::User,
+                id: name.to_string(),
+            });
+        }
+        self.core
+            .commit(
+                format!(":agent_key:{}", Id::new()),
+                Effects::record(
+                    "session_agent_key",
+                    serde_json::json!({"merchant": name, "fingerprint": key.fingerprint()}),
+                ),
+                vec![set_agent_key(name, &key.to_hex(), self.core.now())],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A party's signed record (M5): the customer's at its AM (forwarded to the MTA), the
+    /// merchant's at the MTA.
+    pub async fn record(
+        &self,
+        by: &Principal,
+        session: &str,
+        signed: &[u8],
+    ) -> Result<TradingSessionView> {
+        crate::exec::retrying(|| async {
+            if let Some(row) = self.core.store().trade(AM, session).await?
+                && row.owner == by.owner
+            {
+                return self.customer_record(&row, signed).await;
+            }
+            if let Some(row) = self.core.store().trade(MTA, session).await?
+                && row.owner == by.owner
+            {
+                return self.merchant_record(&row, signed).await;
+            }
+            Err(self.missing(session))
+        })
+        .await
+    }
+
+    async fn customer_record(&self, row: &TradeRow, signed: &[u8]) -> Result<TradingSessionView> {
+        let before = self.am_machine(row).await?;
+        let key = key_of(before.customer_key.as_deref())?;
+        let record = Record::open(signed, &key, Side::Customer, before.id.first_transaction())
+            .map_err(|e| invalid("record", e.to_string()))?;
+        let text = String::from_utf8(signed.to_vec()).map_err(|_| invalid("record", "not text"))?;
+        let (after, effects) = before
+            .handle(
+                self.core.now(),
+                AmInput::Record {
+                    record,
+                    signed: text,
+                    message: Id::new(),
+                },
+            )
+            .map_err(trade)?;
+        if effects != Effects::none() {
+            let rows = self.moved(row, after.state.as_str(), &after, after.poll_timeout())?;
+            self.core
+                .commit(
+                    format!(":session_record:am:{}", row.session),
+                    effects,
+                    rows.into(),
+                )
+                .await?;
+        }
+        self.view(&self.row(AM, &row.session).await?)
+    }
+
+    async fn merchant_record(&self, row: &TradeRow, signed: &[u8]) -> Result<TradingSessionView> {
+        let before: MtaSession = decode(row)?;
+        let merchant = self
+            .core
+            .store()
+            .session_merchant(&before.merchant)
+            .await?
+            .ok_or_else(|| invalid("record", "the merchant has no agent key"))?;
+        let key = key_of(merchant.agent_key.as_deref())?;
+        let record = Record::open(signed, &key, Side::Merchant, before.id.first_transaction())
+            .map_err(|e| invalid("record", e.to_string()))?;
+        let (after, effects) = before
+            .handle(self.core.now(), MtaInput::Record(record), Id::new())
+            .map_err(trade)?;
+        if effects != Effects::none() {
+            let mut rows: Vec<Attachment> = self
+                .moved(row, after.state.as_str(), &after, after.poll_timeout())?
+                .into();
+            rows.extend(self.deposit_record(&after));
+            self.core
+                .commit(
+                    format!(":session_record:mta:{}", row.session),
+                    effects,
+                    rows,
+                )
+                .await?;
+        }
+        self.view(&self.row(MTA, &row.session).await?)
+    }
+
+    /// The MTA takes the customer's record forwarded by the AM (checked under the session key
+    /// the AM sent with the initiation).
+    pub(super) async fn forwarded_record(
+        &self,
+        m: &Envelope,
+    ) -> Result<(Effects, Vec<Attachment>)> {
+        let signed = m.body["signed"].as_str().ok_or_else(inconsistent)?;
+        let session = session_of(signed)?;
+        let row = self
+            .core
+            .store()
+            .trade(MTA, &session)
+            .await?
+            .ok_or_else(inconsistent)?;
+        let before: MtaSession = decode(&row)?;
+        if before.am != m.from {
+            return Err(inconsistent());
+        }
+        let key = key_of(before.customer_key.as_deref()).map_err(|_| inconsistent())?;
+        let record = Record::open(
+            signed.as_bytes(),
+            &key,
+            Side::Customer,
+            before.id.first_transaction(),
+        )
+        .map_err(|_| inconsistent())?;
+        let (after, effects) = before
+            .handle(self.core.now(), MtaInput::Record(record), Id::new())
+            .map_err(|_| inconsistent())?;
+        if effects == Effects::none() {
+            return Ok((peer_record(m), Vec::new()));
+        }
+        let mut rows: Vec<Attachment> = self
+            .moved(&row, after.state.as_str(), &after, after.poll_timeout())?
+            .into();
+        rows.extend(self.deposit_record(&after));
+        Ok((effects, rows))
+    }
+
+    /// The AM takes the MTA's clearing information or dispute.
+    pub(super) async fn concluded(&self, m: &Envelope) -> Result<(Effects, Vec<Attachment>)> {
+        let (session, input) = if m.kind == trade::CLEARED {
+            let c: Clearing = serde_json::from_value(m.body.clone()).map_err(|_| inconsistent())?;
+            (c.transaction.session.to_string(), AmInput::Cleared(c))
+        } else {
+            let s = m.body["session"].as_str().ok_or_else(inconsistent)?;
+            (s.to_string(), AmInput::Disputed)
+        };
+        let row = self
+            .core
+            .store()
+            .trade(AM, &session)
+            .await?
+            .ok_or_else(inconsistent)?;
+        let before = self.am_machine(&row).await?;
+        if before.mta != m.from {
+            return Err(inconsistent());
+        }
+        let (after, effects) = before
+            .handle(self.core.now(), input)
+            .map_err(|_| inconsistent())?;
+        if effects == Effects::none() {
+            return Ok((peer_record(m), Vec::new()));
+        }
+        let mut rows: Vec<Attachment> = self
+            .moved(&row, after.state.as_str(), &after, after.poll_timeout())?
+            .into();
+        if let (AmState::Cleared, Some(c)) = (after.state, &after.clearing) {
+            rows.push(billing(&BillingRecord {
+                id: Id::new(),
+                kind: "withdrawal".into(),
+                session: after.id.to_string(),
+                owner: row.owner.clone(),
+                account: after.account,
+                amount: c.customer_total.minor,
+                currency: c.customer_total.currency.code().into(),
+                peer: after.mta.to_string(),
+                at: self.core.now(),
+            }));
+        }
+        Ok((effects, rows))
+    }
+
+    /// The merchant's billing record, when this step clears the session at the MTA.
+    fn deposit_record(&self, after: &MtaSession) -> Option<Attachment> {
+        let (MtaState::Cleared, Some(r), Some(account)) =
+            (after.state, &after.merchant_record, after.account)
+        else {
+            return None;
+        };
+        Some(billing(&BillingRecord {
+            id: Id::new(),
+            kind: "deposit".into(),
+            session: after.id.to_string(),
+            owner: after.merchant.clone(),
+            account,
+            amount: r.total.minor,
+            currency: r.total.currency.code().into(),
+            peer: after.am.to_string(),
+            at: self.core.now(),
+        }))
+    }
+
+    // ----- reports (operator) ----------------------------------------------------------------
+
+    /// Billing records between two times (operator).
+    pub async fn billing_records(
+        &self,
+        by: &Principal,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<BillingRecordView>> {
+        require_admin(by)?;
+        let rows = self.core.store().billing_records(from, to, 100_000).await?;
+        rows.into_iter()
+            .map(|r| {
+                let currency = Currency::from_code(&r.currency).map_err(corrupt)?;
+                Ok(BillingRecordView {
+                    id: r.id.to_string(),
+                    kind: r.kind,
+                    session: r.session,
+                    owner: r.owner,
+                    account: r.account.to_string(),
+                    amount: Amount::new(r.amount, currency).to_string(),
+                    amount_minor: r.amount,
+                    currency: r.currency,
+                    peer: r.peer,
+                    at: r.at,
+                })
+            })
+            .collect()
+    }
+
+    /// What this operator and each peer owe each other, per currency (operator).
+    pub async fn clearing(&self, by: &Principal) -> Result<Vec<ClearingLine>> {
+        require_admin(by)?;
+        let store = self.core.store();
+        let mut lines: std::collections::BTreeMap<(String, String), ClearingLine> =
+            std::collections::BTreeMap::new();
+        for a in store.peer_accounts().await? {
+            let account = store
+                .account(a.account)
+                .await?
+                .ok_or_else(|| corrupt("a peer account without its ledger account"))?;
+            let name = store.peer(&a.peer).await?.map(|p| p.name);
+            let line = lines
+                .entry((a.peer.clone(), a.currency.clone()))
+                .or_insert_with(|| ClearingLine {
+                    peer: a.peer.clone(),
+                    name,
+                    currency: a.currency.clone(),
+                    owed_to_minor: 0,
+                    owed_by_minor: 0,
+                    net_minor: 0,
+                });
+            if a.direction == "owed_to" {
+                line.owed_to_minor = account.credits_posted - account.debits_posted;
+            } else {
+                line.owed_by_minor = account.debits_posted - account.credits_posted;
+            }
+            line.net_minor = line.owed_by_minor - line.owed_to_minor;
+        }
+        Ok(lines.into_values().collect())
+    }
+}
+
+fn key_of(hex: Option<&str>) -> Result<VerifyingKey> {
+    hex.and_then(|k| VerifyingKey::from_hex(k).ok())
+        .ok_or_else(|| invalid("record", "no key to check it with (none was registered)"))
+}
+
+/// The session a signed record names (its transaction's session), read before it is checked.
+fn session_of(signed: &str) -> Result<String> {
+    let outer: serde_json::Value = serde_json::from_str(signed).map_err(|_| inconsistent())?;
+    let inner: serde_json::Value =
+        serde_json::from_str(outer["bytes"].as_str().ok_or_else(inconsistent)?)
+            .map_err(|_| inconsistent())?;
+    let transaction: tally_proto::session::ids::TransactionId = inner["transaction"]
+        .as_str()
+        .ok_or_else(inconsistent)?
+        .parse()
+        .map_err(|_| inconsistent())?;
+    Ok(transaction.session.to_string())
+}
+
+/// A repeat of a message applied before: only its inbox row.
+fn peer_record(m: &Envelope) -> Effects {
+    Effects::record(
+        "peer_message",
+        serde_json::json!({"id": m.id, "kind": m.kind}),
+    )
+}
+
+/// The AM session's view fields of a cleared session.
+pub(super) fn cleared_fields(s: &AmSession) -> (Option<String>, Option<String>, Option<u64>) {
+    match &s.clearing {
+        Some(c) => (
+            Some(c.total.to_string()),
+            Some(c.customer_total.to_string()),
+            Some(c.count),
+        ),
+        None => (None, None, None),
+    }
+}
