@@ -41,10 +41,15 @@ fn transaction(n: usize) -> TransactionId {
         .first_transaction()
 }
 
-/// The purchases of `tabs` tabs, `per_tab` each, made (and MACed) before the clock starts.
-fn purchases(tabs: usize, per_tab: usize) -> anyhow::Result<Vec<Vec<MacedPurchase>>> {
+/// The purchases of tabs `offset..offset + tabs`, `per_tab` each, made (and MACed) before the
+/// clock starts.
+fn purchases(
+    tabs: usize,
+    per_tab: usize,
+    offset: usize,
+) -> anyhow::Result<Vec<Vec<MacedPurchase>>> {
     let eur = Currency::from_code("EUR")?;
-    (0..tabs)
+    (offset..offset + tabs)
         .map(|t| {
             (1..=per_tab)
                 .map(|seq| {
@@ -168,28 +173,6 @@ async fn over_http(
     Ok((total, elapsed))
 }
 
-/// Purchases whose MACs were made for `transaction(t)` re-made for `transaction(offset + t)`.
-fn shifted(tabs: usize, per_tab: usize, offset: usize) -> anyhow::Result<Vec<Vec<MacedPurchase>>> {
-    let eur = Currency::from_code("EUR")?;
-    (0..tabs)
-        .map(|t| {
-            (1..=per_tab)
-                .map(|seq| {
-                    Purchase {
-                        transaction: transaction(offset + t),
-                        seq: seq as u64,
-                        price: Amount::new(1, eur),
-                        item: format!("track {seq} of album {}", offset + t),
-                        at: Timestamp::now().as_micros(),
-                    }
-                    .mac(&MAC_KEY)
-                    .map_err(|e| anyhow::anyhow!("{e}"))
-                })
-                .collect()
-        })
-        .collect()
-}
-
 pub async fn run(a: SessionsBench) -> anyhow::Result<ExitCode> {
     let dir = tempfile::tempdir()?;
     let tabs = a.tabs.max(1);
@@ -199,7 +182,7 @@ pub async fn run(a: SessionsBench) -> anyhow::Result<ExitCode> {
          {} in flight per tab; every purchase durable (SQLite, synchronous=FULL) before its answer",
         a.window
     );
-    let work = purchases(tabs, per_tab)?;
+    let work = purchases(tabs, per_tab, 0)?;
     let reference = raw_sqlite(dir.path(), &work).await?;
     let journal = AgentJournal::open(&dir.path().join("agent.db")).await?;
     open_tabs(&journal, tabs, 0).await?;
@@ -208,7 +191,7 @@ pub async fn run(a: SessionsBench) -> anyhow::Result<ExitCode> {
     let http_tabs = 64.min(tabs);
     let http_per_tab = a.http_purchases.div_ceil(http_tabs).max(1);
     open_tabs(&journal, http_tabs, tabs).await?;
-    let http_work = shifted(http_tabs, http_per_tab, tabs)?;
+    let http_work = purchases(http_tabs, http_per_tab, tabs)?;
     let (hn, hsecs) = over_http(journal.clone(), http_work, tabs).await?;
     let http = hn as f64 / hsecs;
     journal.close().await;

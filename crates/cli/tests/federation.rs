@@ -29,6 +29,59 @@ fn traffic(server: &Server, peer: &str) -> (i64, i64, i64, i64) {
     (n("pending"), n("sent"), n("failed"), n("received"))
 }
 
+/// Two operators' nodes in `dirs[0]` and `dirs[1]`, each the other's peer (`bank-b` at A,
+/// `bank-a` at B): `(a, b, id_a, id_b)`.
+fn two_operators(dirs: &[tempfile::TempDir]) -> (Server, Server, String, String) {
+    let a = Server::start(&dirs[0].path().join("data"), &[]);
+    let b = Server::start(&dirs[1].path().join("data"), &[]);
+    let (id_a, id_b) = (id_of(&a), id_of(&b));
+    for (on, other, id, name) in [(&a, &b, &id_b, "bank-b"), (&b, &a, &id_a, "bank-a")] {
+        ok(cli(
+            on,
+            &on.admin_key,
+            &[
+                "federation",
+                "add-peer",
+                &other.url,
+                "--fingerprint",
+                id,
+                "--name",
+                name,
+            ],
+        ));
+    }
+    (a, b, id_a, id_b)
+}
+
+/// A customer `name` at `server` with `amount` on its account: `(its key, its account)`.
+fn funded_customer(server: &Server, name: &str, amount: &str) -> (String, String) {
+    let key = common::field(
+        &ok(cli(
+            server,
+            &server.admin_key,
+            &["api-key", "create", "--role", "customer", "--owner", name],
+        )),
+        "key",
+    )
+    .to_string();
+    let admin = &server.admin_key;
+    let world = common::open_account(server, admin, &["--kind", "settlement", "--unbounded"]);
+    let account = common::open_account(server, admin, &["--kind", "customer", "--owner", name]);
+    common::transfer(server, admin, &world, &account, amount, &[]);
+    (key, account)
+}
+
+/// What `account` at `server` may still spend, minor units.
+fn available(server: &Server, account: &str) -> i64 {
+    let out = ok(cli(
+        server,
+        &server.admin_key,
+        &["account", "show", account, "--json"],
+    ));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    v["available_minor"].as_i64().expect("available")
+}
+
 #[test]
 fn two_nodes_exchange_sealed_messages_and_catch_up_after_a_restart() {
     let (da, db) = (
@@ -181,39 +234,8 @@ fn two_nodes_exchange_sealed_messages_and_catch_up_after_a_restart() {
 /// a merchant B does not know is refused and its deposit released.
 #[test]
 fn a_customer_opens_trading_sessions_with_a_merchant_at_another_operator() {
-    let (da, db) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
-    let a = Server::start(&da.path().join("data"), &[]);
-    let b = Server::start(&db.path().join("data"), &[]);
-    let (id_a, id_b) = (id_of(&a), id_of(&b));
-    ok(cli(
-        &a,
-        &a.admin_key,
-        &[
-            "federation",
-            "add-peer",
-            &b.url,
-            "--fingerprint",
-            &id_b,
-            "--name",
-            "bank-b",
-        ],
-    ));
-    ok(cli(
-        &b,
-        &b.admin_key,
-        &[
-            "federation",
-            "add-peer",
-            &a.url,
-            "--fingerprint",
-            &id_a,
-            "--name",
-            "bank-a",
-        ],
-    ));
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let (a, b, id_a, _) = two_operators(&dirs);
 
     // B: the merchant `kiosk`, paid to its EUR account, takes sessions at once.
     let kiosk = common::open_account(
@@ -236,29 +258,8 @@ fn a_customer_opens_trading_sessions_with_a_merchant_at_another_operator() {
     assert!(out.contains("agent mode"), "{out}");
 
     // A: alice with 50.00 EUR.
-    let alice_key = common::field(
-        &ok(cli(
-            &a,
-            &a.admin_key,
-            &[
-                "api-key", "create", "--role", "customer", "--owner", "alice",
-            ],
-        )),
-        "key",
-    )
-    .to_string();
-    let world = common::open_account(&a, &a.admin_key, &["--kind", "settlement", "--unbounded"]);
-    let alice = common::open_account(
-        &a,
-        &a.admin_key,
-        &["--kind", "customer", "--owner", "alice"],
-    );
-    common::transfer(&a, &a.admin_key, &world, &alice, "50.00 EUR", &[]);
-    let available = |who: &str| {
-        let out = ok(cli(&a, &a.admin_key, &["account", "show", who, "--json"]));
-        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-        v["available_minor"].as_i64().expect("available")
-    };
+    let (alice_key, alice) = funded_customer(&a, "alice", "50.00 EUR");
+    let available = |who: &str| available(&a, who);
 
     let wallet_dir = tempfile::tempdir().expect("wallet");
     let wallet = wallet_dir.path().to_str().expect("utf-8");
@@ -407,35 +408,7 @@ fn start_agent(data: &std::path::Path, node: &Server, key: &str) -> (std::proces
 #[test]
 fn a_customer_buys_at_the_merchant_agent_and_the_operators_never_see_it() {
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().expect("dir")).collect();
-    let a = Server::start(&dirs[0].path().join("data"), &[]);
-    let b = Server::start(&dirs[1].path().join("data"), &[]);
-    let (id_a, id_b) = (id_of(&a), id_of(&b));
-    ok(cli(
-        &a,
-        &a.admin_key,
-        &[
-            "federation",
-            "add-peer",
-            &b.url,
-            "--fingerprint",
-            &id_b,
-            "--name",
-            "bank-b",
-        ],
-    ));
-    ok(cli(
-        &b,
-        &b.admin_key,
-        &[
-            "federation",
-            "add-peer",
-            &a.url,
-            "--fingerprint",
-            &id_a,
-            "--name",
-            "bank-a",
-        ],
-    ));
+    let (a, b, id_a, id_b) = two_operators(&dirs);
     // B: the merchant `kiosk` with its own key and account, in agent mode.
     let kiosk_key = common::field(
         &ok(cli(
@@ -467,24 +440,7 @@ fn a_customer_buys_at_the_merchant_agent_and_the_operators_never_see_it() {
     ));
     let (mut agent, agent_url) = start_agent(dirs[2].path(), &b, &kiosk_key);
     // A: alice with 5.00 EUR opens a session of 1.00 EUR.
-    let alice_key = common::field(
-        &ok(cli(
-            &a,
-            &a.admin_key,
-            &[
-                "api-key", "create", "--role", "customer", "--owner", "alice",
-            ],
-        )),
-        "key",
-    )
-    .to_string();
-    let world = common::open_account(&a, &a.admin_key, &["--kind", "settlement", "--unbounded"]);
-    let alice = common::open_account(
-        &a,
-        &a.admin_key,
-        &["--kind", "customer", "--owner", "alice"],
-    );
-    common::transfer(&a, &a.admin_key, &world, &alice, "5.00 EUR", &[]);
+    let (alice_key, alice) = funded_customer(&a, "alice", "5.00 EUR");
     let wallet = dirs[3].path().join("wallet");
     let wallet = wallet.to_str().expect("utf-8");
     let out = ok(cli(
@@ -581,15 +537,6 @@ fn a_customer_buys_at_the_merchant_agent_and_the_operators_never_see_it() {
         ),
         "{closed}"
     );
-    let available = |server: &Server, account: &str| {
-        let out = ok(cli(
-            server,
-            &server.admin_key,
-            &["account", "show", account, "--json"],
-        ));
-        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-        v["available_minor"].as_i64().expect("available")
-    };
     assert_eq!(available(&a, &alice), 400);
     wait_until("B's side cleared", || {
         ok(cli(&b, &b.admin_key, &["session", "show", &session])).contains("state       cleared")

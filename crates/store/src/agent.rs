@@ -10,7 +10,6 @@
 //! writer, for a file with one writer.
 
 use crate::StoreError;
-use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor, Row};
 use std::collections::HashMap;
 use std::path::Path;
@@ -101,22 +100,7 @@ impl AgentJournal {
     pub async fn open(path: &Path) -> Result<AgentJournal, StoreError> {
         sqlx::any::install_default_drivers();
         let url = format!("sqlite://{}?mode=rwc", path.display());
-        let pool = AnyPoolOptions::new()
-            .max_connections(2)
-            .min_connections(1)
-            .test_before_acquire(false)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute("PRAGMA journal_mode = WAL").await?;
-                    conn.execute("PRAGMA synchronous = FULL").await?;
-                    conn.execute("PRAGMA busy_timeout = 10000").await?;
-                    Ok(())
-                })
-            })
-            .connect(&url)
-            .await?;
+        let pool = crate::sqlite_pool(2).connect(&url).await?;
         pool.execute(
             "CREATE TABLE IF NOT EXISTS tabs (transaction_id TEXT PRIMARY KEY, tab TEXT NOT NULL, \
              updated_at INTEGER NOT NULL) STRICT",

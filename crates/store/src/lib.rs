@@ -157,6 +157,30 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     ),
 ];
 
+/// A pool of SQLite connections as every embedded database here uses them: WAL, a commit
+/// durable when it returns (`synchronous = FULL`), a wait for the writer's lock, no pings and
+/// no connection recycling (an embedded database has no network to fail: pinging a
+/// connection before each use only costs a round trip to its worker thread).
+pub(crate) fn sqlite_pool(max_connections: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        .test_before_acquire(false)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+                conn.execute("PRAGMA synchronous = FULL").await?;
+                conn.execute("PRAGMA busy_timeout = 10000").await?;
+                conn.execute("PRAGMA foreign_keys = ON").await?;
+                conn.execute("PRAGMA cache_size = -131072").await?;
+                conn.execute("PRAGMA wal_autocheckpoint = 16384").await?;
+                Ok(())
+            })
+        })
+}
+
 impl Store {
     /// Connects to `url` (`sqlite://path`, `sqlite::memory:` or `postgres://…`), applies
     /// migrations and starts the writer.
@@ -178,27 +202,7 @@ impl Store {
                 };
                 // An in-memory database exists per connection: keep exactly one.
                 let max = if url.contains(":memory:") { 1 } else { 8 };
-                AnyPoolOptions::new()
-                    .max_connections(max)
-                    .min_connections(1)
-                    // An embedded database has no network to fail: pinging a connection before
-                    // each use only costs a round trip to its worker thread.
-                    .test_before_acquire(false)
-                    .idle_timeout(None)
-                    .max_lifetime(None)
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            conn.execute("PRAGMA journal_mode = WAL").await?;
-                            conn.execute("PRAGMA synchronous = FULL").await?;
-                            conn.execute("PRAGMA busy_timeout = 10000").await?;
-                            conn.execute("PRAGMA foreign_keys = ON").await?;
-                            conn.execute("PRAGMA cache_size = -131072").await?;
-                            conn.execute("PRAGMA wal_autocheckpoint = 16384").await?;
-                            Ok(())
-                        })
-                    })
-                    .connect(&url)
-                    .await?
+                sqlite_pool(max).connect(&url).await?
             }
             Dialect::Postgres => {
                 AnyPoolOptions::new()

@@ -11,7 +11,7 @@
 //!   writes its billing record (withdrawal, deposit) in the same transaction.
 //! * Records that disagree put both nodes in `disputed`: nothing is paid, the hold stays.
 
-use super::{AM, MTA, Sessions, decode, inconsistent, trade};
+use super::{AM, MTA, Sessions, decode, inconsistent, peer_record, trade};
 use crate::access::{corrupt, invalid, require_admin};
 use crate::{Missing, Principal, Result, ServiceError};
 use tally_kernel::crypto::VerifyingKey;
@@ -185,19 +185,7 @@ impl Sessions {
             let s = m.body["session"].as_str().ok_or_else(inconsistent)?;
             (s.to_string(), AmInput::Disputed)
         };
-        let row = self
-            .core
-            .store()
-            .trade(AM, &session)
-            .await?
-            .ok_or_else(inconsistent)?;
-        let before = self.am_machine(&row).await?;
-        if before.mta != m.from {
-            return Err(inconsistent());
-        }
-        let (after, effects) = before
-            .handle(self.core.now(), input)
-            .map_err(|_| inconsistent())?;
+        let (row, after, effects) = self.am_step(&session, m, input).await?;
         if effects == Effects::none() {
             return Ok((peer_record(m), Vec::new()));
         }
@@ -320,14 +308,6 @@ fn session_of(signed: &str) -> Result<String> {
         .parse()
         .map_err(|_| inconsistent())?;
     Ok(transaction.session.to_string())
-}
-
-/// A repeat of a message applied before: only its inbox row.
-fn peer_record(m: &Envelope) -> Effects {
-    Effects::record(
-        "peer_message",
-        serde_json::json!({"id": m.id, "kind": m.kind}),
-    )
 }
 
 /// The AM session's view fields of a cleared session.

@@ -436,10 +436,25 @@ impl Sessions {
             AmInput::Refused(r) => r.session,
             _ => return Err(inconsistent()),
         };
+        let (row, after, effects) = self.am_step(&session.to_string(), m, input).await?;
+        if effects == Effects::none() {
+            return Ok((peer_record(m), Vec::new()));
+        }
+        let rows = self.moved(&row, after.state.as_str(), &after, after.poll_timeout())?;
+        Ok((effects, rows.into()))
+    }
+
+    /// The AM's step on a message from its session's MTA (any other sender is refused).
+    async fn am_step(
+        &self,
+        session: &str,
+        m: &Envelope,
+        input: AmInput,
+    ) -> Result<(TradeRow, AmSession, Effects)> {
         let row = self
             .core
             .store()
-            .trade(AM, &session.to_string())
+            .trade(AM, session)
             .await?
             .ok_or_else(inconsistent)?;
         let before = self.am_machine(&row).await?;
@@ -449,22 +464,7 @@ impl Sessions {
         let (after, effects) = before
             .handle(self.core.now(), input)
             .map_err(|_| inconsistent())?;
-        // A repeat of an answer applied already: only the inbox row is written.
-        let rows = if effects == Effects::none() {
-            Vec::new()
-        } else {
-            self.moved(&row, after.state.as_str(), &after, after.poll_timeout())?
-                .into()
-        };
-        let effects = if effects == Effects::none() {
-            Effects::record(
-                "peer_message",
-                serde_json::json!({"id": m.id, "kind": m.kind}),
-            )
-        } else {
-            effects
-        };
-        Ok((effects, rows))
+        Ok((row, after, effects))
     }
 
     // ----- timers ----------------------------------------------------------------------------
@@ -668,6 +668,14 @@ fn to_json<T: Serialize>(v: &T) -> Result<String> {
 
 fn body<T: DeserializeOwned>(m: &Envelope) -> Result<T> {
     serde_json::from_value(m.body.clone()).map_err(|_| inconsistent())
+}
+
+/// A repeat of a message applied before: only its inbox row (and a journal record of it).
+fn peer_record(m: &Envelope) -> Effects {
+    Effects::record(
+        "peer_message",
+        serde_json::json!({"id": m.id, "kind": m.kind}),
+    )
 }
 
 /// A message that opened but does not fit the session it names (or names none here).
