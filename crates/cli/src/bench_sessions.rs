@@ -3,8 +3,10 @@
 //! of the same rows in the same run (the ceiling for a durable append); and the same
 //! purchases sent over HTTP to the agent on loopback, the path customers take.
 //!
-//! Complete sessions per second across two nodes (open → N purchases → close → cleared) need
-//! the conclusion and clearing (issue [7] step 5): not measured yet, and the output says so.
+//! Then complete sessions per second across two nodes on loopback (open → N purchases → close
+//! → cleared at both, everything over HTTP with the nodes' workers delivering the messages
+//! between them), for N = 1, 10, 100, next to durable transfers per second over HTTP at the
+//! customer's node with as many clients, measured in the same run.
 
 use crate::bench_kit::{fmt_rate, fmt_ratio, print_rows};
 use clap::Args;
@@ -30,6 +32,12 @@ pub struct SessionsBench {
     /// Purchases over HTTP (one connection per tab, each waiting for its answer).
     #[arg(long, default_value_t = 20_000)]
     http_purchases: usize,
+    /// Complete sessions per row across two nodes (0: skip those rows).
+    #[arg(long, default_value_t = 64)]
+    sessions: usize,
+    /// Customers running sessions at once across the two nodes.
+    #[arg(long, default_value_t = 16)]
+    session_clients: usize,
 }
 
 const MAC_KEY: [u8; 32] = [7; 32];
@@ -215,9 +223,358 @@ pub async fn run(a: SessionsBench) -> anyhow::Result<ExitCode> {
             ],
         ],
     );
+    if a.sessions == 0 {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let clients = a.session_clients.clamp(1, a.sessions);
     println!(
-        "\ncomplete sessions/s across two nodes (open → N purchases → close → cleared): not \
-         measured yet — the conclusion and clearing are issue [7] step 5"
+        "\ncomplete sessions across two nodes on loopback (open → N purchases at the merchant \
+         agent → close → cleared at both), {} sessions per row, {clients} customers at once, \
+         everything over HTTP",
+        a.sessions
     );
+    let (rates, transfers) = across_nodes(clients, a.sessions, &[1, 10, 100]).await?;
+    let mut rows: Vec<[String; 3]> = rates
+        .iter()
+        .map(|(n, r)| {
+            [
+                format!("sessions of {n} purchase{}", if *n == 1 { "" } else { "s" }),
+                format!("{:.1}", r),
+                fmt_ratio(*r, Some(transfers), 4),
+            ]
+        })
+        .collect();
+    rows.push([
+        format!("transfers over HTTP at the customer's node ({clients} clients)"),
+        fmt_rate(transfers),
+        "1.00x".into(),
+    ]);
+    print_rows(["measurement", "per second", "of transfers/s"], &rows);
     Ok(ExitCode::SUCCESS)
+}
+
+// ----- complete sessions across two nodes ------------------------------------------------------
+
+/// A node of the benchmark, as `tally serve` runs it: HTTP on loopback, its workers.
+struct Operator {
+    node: tally_service::Node,
+    admin: tally_client::Client,
+    url: String,
+    _workers: tally_service::workers::Workers,
+    _dir: tempfile::TempDir,
+}
+
+async fn operator() -> anyhow::Result<Operator> {
+    use anyhow::Context;
+    let dir = tempfile::tempdir()?;
+    let (node, admin) =
+        tally_service::Node::open(&tally_service::NodeConfig::new(dir.path().join("node"))).await?;
+    let admin = admin
+        .context("a fresh node has an admin key")?
+        .expose()
+        .clone();
+    let workers = tally_service::workers::start(
+        node.clone(),
+        tally_channels::ChannelSet::new(),
+        std::time::Duration::from_millis(200),
+    );
+    let options = tally_http::HttpOptions {
+        rate_limit_per_second: 1_000_000,
+        rate_limit_burst: 1_000_000,
+        ..tally_http::HttpOptions::default()
+    };
+    let app = tally_http::router(node.clone(), options)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(Operator {
+        admin: tally_client::Client::builder(&url).api_key(admin).build()?,
+        node,
+        url,
+        _workers: workers,
+        _dir: dir,
+    })
+}
+
+fn peer_request(of: &Operator, name: &str) -> tally_client::wire::federation::AddPeerRequest {
+    let key = of.node.core().node_key().verifying_key();
+    tally_client::wire::federation::AddPeerRequest {
+        name: name.into(),
+        url: of.url.clone(),
+        public_key: key.to_hex(),
+        fingerprint: key.fingerprint(),
+    }
+}
+
+/// An account of `owner` at `op` (opened by the operator), funded from a settlement account
+/// when `fund` is set: `(its id, the owner's key)`.
+async fn account_of(
+    op: &Operator,
+    owner: &str,
+    role: tally_client::wire::ledger::RoleDto,
+    fund: Option<&str>,
+) -> anyhow::Result<(uuid::Uuid, String)> {
+    use tally_client::wire::ledger::{
+        AccountKindDto, NewApiKeyRequest, OpenAccountRequest, TransferRequest,
+    };
+    let open = |owner: &str, kind| OpenAccountRequest {
+        owner: Some(owner.into()),
+        currency: "EUR".into(),
+        kind: Some(kind),
+        limit_minor: None,
+        debits_must_not_exceed_credits: None,
+        credits_must_not_exceed_debits: None,
+    };
+    let kind = match role {
+        tally_client::wire::ledger::RoleDto::Merchant => AccountKindDto::Merchant,
+        _ => AccountKindDto::Customer,
+    };
+    let account = op
+        .admin
+        .account_open(None, &open(owner, kind))
+        .await?
+        .value
+        .id;
+    let key = op
+        .admin
+        .api_key_create(&NewApiKeyRequest {
+            role,
+            owner: owner.into(),
+            label: None,
+        })
+        .await?
+        .key;
+    if let Some(amount) = fund {
+        let world = op
+            .admin
+            .account_open(
+                None,
+                &OpenAccountRequest {
+                    debits_must_not_exceed_credits: Some(false),
+                    ..open("operator", AccountKindDto::Settlement)
+                },
+            )
+            .await?
+            .value
+            .id;
+        op.admin
+            .transfer(
+                &uuid::Uuid::now_v7().to_string(),
+                &TransferRequest {
+                    debit_account: world,
+                    credit_account: account,
+                    amount: Some(amount.into()),
+                    amount_minor: None,
+                    currency: None,
+                    memo: None,
+                    notify: None,
+                },
+            )
+            .await?;
+    }
+    Ok((account, key))
+}
+
+/// Polls `session` at `client` until it leaves `from` (bounded).
+async fn until_not(
+    client: &tally_client::Client,
+    session: &str,
+    from: &str,
+) -> anyhow::Result<String> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let s = client.trading_session(session).await?;
+        if s.state != from {
+            return Ok(s.state);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "session {session} stayed {from}");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+/// One complete session: open, `n` purchases at the agent, close; cleared at the AM.
+async fn one_session(
+    customer: &tally_client::Client,
+    account: uuid::Uuid,
+    agent: &str,
+    http: &reqwest::Client,
+    n: usize,
+) -> anyhow::Result<()> {
+    let key = SigningKey::generate();
+    let eur = Currency::from_code("EUR")?;
+    let s = customer
+        .trading_session_open(
+            &tally_client::wire::federation::OpenTradingSession {
+                account: tally_kernel::Id(account),
+                deposit: Amount::new(10_000, eur),
+                merchant: "kiosk".into(),
+                operator: "bank-b".into(),
+                lifetime_s: None,
+                customer_key: Some(key.verifying_key().to_hex()),
+            },
+            &uuid::Uuid::now_v7().to_string(),
+        )
+        .await?
+        .value;
+    anyhow::ensure!(
+        until_not(customer, &s.session, "held").await? == "open",
+        "not opened"
+    );
+    let transaction: TransactionId = s.transaction.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut mac_key = [0u8; 32];
+    getrandom::fill(&mut mac_key).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let tab = new_tab(&key, transaction, mac_key, Timestamp::now())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let tab: serde_json::Value = serde_json::from_slice(&tab)?;
+    let r = http
+        .post(format!("{agent}/v1/tabs"))
+        .json(&serde_json::json!({"session": s.session, "tab": tab}))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().is_success(), "tab refused: {}", r.status());
+    let mut list = [0u8; 32];
+    for seq in 1..=n {
+        let p = Purchase {
+            transaction,
+            seq: seq as u64,
+            price: Amount::new(1, eur),
+            item: format!("item {seq}"),
+            at: Timestamp::now().as_micros(),
+        }
+        .mac(&mac_key)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        list = tally_proto::session::purchase::list_next(&list, p.bytes.as_bytes());
+        let r = http
+            .post(format!("{agent}/v1/tabs/{transaction}/purchases"))
+            .json(&p)
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "purchase refused: {}", r.status());
+    }
+    let r = http
+        .post(format!("{agent}/v1/tabs/{transaction}/close"))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().is_success(), "close refused: {}", r.status());
+    let record = tally_proto::session::conclusion::Record {
+        transaction,
+        side: tally_proto::session::conclusion::Side::Customer,
+        total: Amount::new(n as i64, eur),
+        count: n as u64,
+        list: hex::encode(list),
+    }
+    .sign(&key)
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    customer.trading_session_record(&s.session, record).await?;
+    anyhow::ensure!(
+        until_not(customer, &s.session, "concluding").await? == "cleared",
+        "not cleared"
+    );
+    Ok(())
+}
+
+/// Complete sessions per second across two nodes for each `n`, and durable transfers per
+/// second over HTTP at the customer's node with as many clients (the reference).
+pub async fn across_nodes(
+    clients: usize,
+    sessions: usize,
+    ns: &[usize],
+) -> anyhow::Result<(Vec<(usize, f64)>, f64)> {
+    use tally_client::wire::ledger::RoleDto;
+    let (a, b) = (operator().await?, operator().await?);
+    a.admin.peer_add(&peer_request(&b, "bank-b")).await?;
+    b.admin.peer_add(&peer_request(&a, "bank-a")).await?;
+    let (kiosk, kiosk_key) = account_of(&b, "kiosk", RoleDto::Merchant, None).await?;
+    let kiosk_client = tally_client::Client::builder(&b.url)
+        .api_key(kiosk_key)
+        .build()?;
+    kiosk_client
+        .session_merchant_set(
+            "kiosk",
+            &tally_client::wire::federation::SessionMerchantRequest {
+                account: tally_kernel::Id(kiosk),
+                auto_ack: true,
+            },
+        )
+        .await?;
+    let agent_key = SigningKey::generate();
+    kiosk_client
+        .session_agent_key("kiosk", &agent_key.verifying_key().to_hex())
+        .await?;
+    let agent_dir = tempfile::tempdir()?;
+    let journal = AgentJournal::open(&agent_dir.path().join("agent.db")).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let agent = format!("http://{}", listener.local_addr()?);
+    let routes = crate::agent::routes(journal, kiosk_client, agent_key);
+    tokio::spawn(async move { axum::serve(listener, routes).await });
+    let mut customers = Vec::new();
+    for c in 0..clients {
+        let (account, key) = account_of(
+            &a,
+            &format!("buyer-{c}"),
+            RoleDto::Customer,
+            Some("1000000.00 EUR"),
+        )
+        .await?;
+        customers.push((
+            tally_client::Client::builder(&a.url).api_key(key).build()?,
+            account,
+        ));
+    }
+    let customers = std::sync::Arc::new(customers);
+    let mut rates = Vec::new();
+    for &n in ns {
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..clients {
+            let (customers, agent) = (customers.clone(), agent.clone());
+            let share = sessions / clients + usize::from(c < sessions % clients);
+            tasks.push(tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let (client, account) = &customers[c];
+                for _ in 0..share {
+                    one_session(client, *account, &agent, &http, n).await?;
+                }
+                Ok::<_, anyhow::Error>(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        rates.push((n, sessions as f64 / started.elapsed().as_secs_f64()));
+    }
+    // The reference: durable transfers over HTTP at node A, the same clients, one at a time each.
+    let per_client = 200;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let customers = customers.clone();
+        let to = customers[(c + 1) % clients].1;
+        tasks.push(tokio::spawn(async move {
+            let (client, account) = &customers[c];
+            for _ in 0..per_client {
+                client
+                    .transfer(
+                        &uuid::Uuid::now_v7().to_string(),
+                        &tally_client::wire::ledger::TransferRequest {
+                            debit_account: *account,
+                            credit_account: to,
+                            amount: Some("0.01 EUR".into()),
+                            amount_minor: None,
+                            currency: None,
+                            memo: None,
+                            notify: None,
+                        },
+                    )
+                    .await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let transfers = (clients * per_client) as f64 / started.elapsed().as_secs_f64();
+    Ok((rates, transfers))
 }

@@ -601,7 +601,8 @@ fn a_customer_buys_at_the_merchant_agent_and_the_operators_never_see_it() {
     );
 }
 
-/// `tally bench sessions` runs end to end and prints its three rows with their rates.
+/// `tally bench sessions` runs end to end (complete sessions across two nodes included) and
+/// prints every row with its rate.
 #[test]
 fn the_sessions_benchmark_prints_its_rows() {
     let out = ok(common::outcome(
@@ -615,6 +616,10 @@ fn the_sessions_benchmark_prints_its_rows() {
                 "8",
                 "--http-purchases",
                 "64",
+                "--sessions",
+                "4",
+                "--session-clients",
+                "2",
             ])
             .output()
             .expect("bench"),
@@ -623,6 +628,10 @@ fn the_sessions_benchmark_prints_its_rows() {
         "merchant agent, in process",
         "merchant agent, HTTP on loopback (8 clients)",
         "SQLite batched insert of the same rows",
+        "sessions of 1 purchase",
+        "sessions of 10 purchases",
+        "sessions of 100 purchases",
+        "transfers over HTTP at the customer's node (2 clients)",
     ] {
         let line = out
             .lines()
