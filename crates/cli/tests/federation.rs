@@ -647,3 +647,115 @@ fn the_sessions_benchmark_prints_its_rows() {
         assert!(rate > 0.0, "{line}");
     }
 }
+
+/// Either node killed hard in the middle of a session (SIGKILL) and restarted where its peer
+/// knows it: what was committed before the kill goes on from there, the session opens and
+/// clears, and both audits balance.
+#[test]
+fn a_session_survives_either_node_killed_mid_way() {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let (a, mut b, _, _) = two_operators(&dirs);
+    let kiosk_key = common::field(
+        &ok(cli(
+            &b,
+            &b.admin_key,
+            &[
+                "api-key", "create", "--role", "merchant", "--owner", "kiosk",
+            ],
+        )),
+        "key",
+    )
+    .to_string();
+    let kiosk = common::open_account(
+        &b,
+        &b.admin_key,
+        &["--kind", "merchant", "--owner", "kiosk"],
+    );
+    ok(cli(
+        &b,
+        &kiosk_key,
+        &[
+            "session",
+            "merchant",
+            "kiosk",
+            "--account",
+            &kiosk,
+            "--auto-ack",
+        ],
+    ));
+    let (alice_key, alice) = funded_customer(&a, "alice", "5.00 EUR");
+    let wallet = dirs[3].path().join("wallet");
+    let wallet = wallet.to_str().expect("utf-8");
+
+    // B is down when alice opens: the initiation waits in A's outbox; B restarts, takes it
+    // and answers.
+    let b_listen = b.url.trim_start_matches("http://").to_string();
+    b.kill_hard();
+    let out = ok(cli(
+        &a,
+        &alice_key,
+        &[
+            "session",
+            "open",
+            "--account",
+            &alice,
+            "--deposit",
+            "2.00 EUR",
+            "--merchant",
+            "kiosk",
+            "--operator",
+            "bank-b",
+            "--wallet",
+            wallet,
+        ],
+    ));
+    let session = common::field(&out, "session").to_string();
+    assert_eq!(common::field(&out, "state"), "held");
+    assert_eq!(available(&a, &alice), 300);
+    let b = Server::start_on(&dirs[1].path().join("data"), &b_listen, &[]);
+    wait_until("the session open at A after B's restart", || {
+        ok(cli(&a, &alice_key, &["session", "show", &session])).contains("state       open")
+    });
+    let (mut agent, agent_url) = start_agent(dirs[2].path(), &b, &kiosk_key);
+    let bought = ok(common::outcome(
+        common::tally()
+            .args([
+                "session", "buy", &session, "--agent", &agent_url, "--price", "0.70 EUR", "--item",
+                "map", "--wallet", wallet,
+            ])
+            .output()
+            .expect("buy"),
+    ));
+    assert!(bought.starts_with("purchase 1"), "{bought}");
+
+    // A is killed right after alice's record commits there; restarted, it sends the record on
+    // and takes B's clearing.
+    let mut a = a;
+    let closed = ok(common::outcome(
+        common::tally_for(&a, &alice_key)
+            .args(["session", "close", &session, "--wallet", wallet])
+            .output()
+            .expect("close"),
+    ));
+    assert!(
+        closed.contains("state       concluding") || closed.contains("state       cleared"),
+        "{closed}"
+    );
+    let a_listen = a.url.trim_start_matches("http://").to_string();
+    a.kill_hard();
+    let a = Server::start_on(&dirs[0].path().join("data"), &a_listen, &[]);
+    // A may have been killed while sending the record: it is sent again once its lease
+    // (15 s) runs out.
+    common::wait_within(90, "the session cleared at A after its restart", || {
+        ok(cli(&a, &alice_key, &["session", "show", &session])).contains("state       cleared")
+    });
+    wait_until("and at B", || {
+        ok(cli(&b, &b.admin_key, &["session", "show", &session])).contains("state       cleared")
+    });
+    assert_eq!(available(&a, &alice), 430);
+    assert_eq!(available(&b, &kiosk), 70);
+    common::assert_audit_passes(&a);
+    common::assert_audit_passes(&b);
+    agent.kill().expect("SIGKILL");
+    agent.wait().expect("reap");
+}

@@ -20,6 +20,9 @@ pub use tally_proto::effects::SecretRef;
 
 /// Attempts before a message is marked failed.
 pub const ATTEMPTS_MAX: i64 = 8;
+/// How long a message to a peer node stays leased to the worker sending it, seconds (its
+/// request times out after 10).
+pub const PEER_LEASE_S: i64 = 15;
 /// Attempts before a message to a peer node is marked failed (about a week at one a minute).
 pub const PEER_ATTEMPTS_MAX: i64 = 10_080;
 /// Longest subject/address we store, in bytes.
@@ -197,8 +200,11 @@ pub(crate) async fn claim_in(
         Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
         Dialect::Sqlite => "",
     };
+    // A message to a peer is one HTTP request of at most 10 s: its lease is short, so a node
+    // killed while sending it sends it again soon after its restart.
     let sql = format!(
-        "UPDATE outbox SET next_attempt_at = $1 WHERE id IN (SELECT id FROM outbox \
+        "UPDATE outbox SET next_attempt_at = CASE WHEN kind = 'peer' THEN $4 ELSE $1 END \
+         WHERE id IN (SELECT id FROM outbox \
          WHERE state = 'pending' AND next_attempt_at <= $2 ORDER BY next_attempt_at LIMIT $3{lock}) \
          RETURNING id, dedup_key, kind, address, subject, body, data, state, attempts, last_error, \
          created_at, sent_at, secret"
@@ -207,6 +213,7 @@ pub(crate) async fn claim_in(
         .bind(now.plus_seconds(lease_s).as_micros())
         .bind(now.as_micros())
         .bind(limit)
+        .bind(now.plus_seconds(lease_s.min(PEER_LEASE_S)).as_micros())
         .fetch_all(&mut **tx)
         .await?;
     rows.iter().map(message).collect()

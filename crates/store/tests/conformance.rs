@@ -688,6 +688,37 @@ async fn outbox_commits_with_the_change(db: Db) {
         let m = store.message(k).await.expect("read").expect("stored");
         assert_eq!((m.state.as_str(), m.attempts), ("sent", 1), "{k}");
     }
+    // A message to a peer node is leased briefly: a worker killed while sending it leaves it
+    // due again 15 s later, not after the whole lease.
+    let peer_key = key();
+    let peer = NewMessage {
+        kind: "peer".into(),
+        ..msg(&peer_key)
+    };
+    store
+        .enqueue(&[peer], now)
+        .await
+        .expect("enqueue a peer message");
+    let leased = store.claim_due(now, 1000, 300).await.expect("claim");
+    assert!(leased.iter().any(|m| m.message.dedup_key == peer_key));
+    let soon = now.plus_seconds(tally_store::outbox::PEER_LEASE_S - 1);
+    assert!(
+        store
+            .claim_due(soon, 1000, 300)
+            .await
+            .expect("claim")
+            .iter()
+            .all(|m| m.message.dedup_key != peer_key)
+    );
+    let later = now.plus_seconds(tally_store::outbox::PEER_LEASE_S);
+    assert!(
+        store
+            .claim_due(later, 1000, 300)
+            .await
+            .expect("claim")
+            .iter()
+            .any(|m| m.message.dedup_key == peer_key)
+    );
     // The same dedup key is stored once.
     store
         .enqueue(&[msg(&ok_key)], now)

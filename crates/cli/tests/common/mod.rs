@@ -174,8 +174,13 @@ pub fn assert_audit_passes(server: &Server) {
 }
 
 /// A bounded wait for a condition that another process makes true.
-pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+pub fn wait_until(what: &str, f: impl FnMut() -> bool) {
+    wait_within(30, what, f);
+}
+
+/// [`wait_until`] with a bound of `seconds`.
+pub fn wait_within(seconds: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
