@@ -121,6 +121,9 @@ enum Commands {
     /// What this operator and its peers owe each other (operator).
     #[command(subcommand)]
     Clearing(trading::ClearingCommand),
+    /// Exchange tables: publish a rate with a lifespan (operator), show the valid ones.
+    #[command(subcommand)]
+    Fx(trading::FxCommand),
     /// Trustee payments: pay merchants what users owe through the operator.
     #[command(subcommand)]
     Trustee(oob::TrusteeCommand),
@@ -279,6 +282,7 @@ fn main() -> ExitCode {
             Commands::Session(c) => trading::session(c).await,
             Commands::Billing(c) => trading::billing(c).await,
             Commands::Clearing(c) => trading::clearing(c).await,
+            Commands::Fx(c) => trading::fx(c).await,
             Commands::Product(c) => delivery::product(c).await,
             Commands::Buy(a) => delivery::buy(a).await,
             Commands::Package(c) => delivery::package(c).await,

@@ -597,3 +597,70 @@ pub async fn clearing(cmd: ClearingCommand) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+/// `tally fx …`.
+#[derive(Subcommand)]
+pub enum FxCommand {
+    /// Publish a rate with a lifespan (operator): sessions whose merchant is paid in `to` and
+    /// whose deposit is in `from` are converted at it while it holds.
+    Publish(FxPublishArgs),
+    /// The exchange tables valid now, signed by the operator (any key).
+    Show(ClearingArgs),
+}
+
+#[derive(Args)]
+pub struct FxPublishArgs {
+    /// Source currency, e.g. EUR.
+    pub from: String,
+    /// Target currency, e.g. USD.
+    pub to: String,
+    /// Units of `to` per unit of `from`, e.g. 1.0842.
+    pub rate: String,
+    /// How long it holds, seconds (default one day).
+    #[arg(long)]
+    pub valid_for: Option<i64>,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+fn fx_line(t: &tally_client::wire::federation::FxTableView) -> String {
+    format!(
+        "1 {} = {} {}  (valid until {})",
+        t.from,
+        t.rate,
+        t.to,
+        t.valid_until.to_rfc3339()
+    )
+}
+
+pub async fn fx(cmd: FxCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        FxCommand::Publish(a) => {
+            let c = Client::new(&a.conn)?;
+            let t = c
+                .api
+                .fx_publish(
+                    &a.from,
+                    &a.to,
+                    &tally_client::wire::federation::FxPublishRequest {
+                        rate: a.rate.clone(),
+                        valid_for_s: a.valid_for,
+                    },
+                )
+                .await?;
+            c.show(&t, |t| format!("published: {}", fx_line(t)));
+        }
+        FxCommand::Show(a) => {
+            let c = Client::new(&a.conn)?;
+            let tables = c.api.fx_tables().await?;
+            c.show(&tables, |l| {
+                if l.is_empty() {
+                    "no exchange table holds now".to_string()
+                } else {
+                    l.iter().map(fx_line).collect::<Vec<_>>().join("\n")
+                }
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -5,9 +5,9 @@ use crate::{Call, Client, Error, seg};
 use bytes::Bytes;
 use reqwest::Method;
 use tally_wire::federation::{
-    AddPeerRequest, AgentKeyRequest, BillingRecordView, ClearingLine, MerchantAnswer,
-    OpenTradingSession, PeerMessageTaken, PeerView, PingQueued, SessionMerchantRequest,
-    SessionMerchantView, TradingSessionView,
+    AddPeerRequest, AgentKeyRequest, BillingRecordView, ClearingLine, FxPublishRequest,
+    FxTableView, MerchantAnswer, OpenTradingSession, PeerMessageTaken, PeerView, PingQueued,
+    SessionMerchantRequest, SessionMerchantView, TradingSessionView,
 };
 
 impl Client {
@@ -153,5 +153,21 @@ impl Client {
     /// `GET /v1/clearing` (operator): what this operator and each peer owe each other.
     pub async fn clearing(&self) -> Result<Vec<ClearingLine>, Error> {
         self.get("/v1/clearing".to_string()).await
+    }
+
+    /// `PUT /v1/fx/{from}/{to}` (operator): publish a rate with a lifespan.
+    pub async fn fx_publish(
+        &self,
+        from: &str,
+        to: &str,
+        req: &FxPublishRequest,
+    ) -> Result<FxTableView, Error> {
+        let path = format!("/v1/fx/{}/{}", seg(from), seg(to));
+        Ok(self.send(Method::PUT, path, req, None).await?.value)
+    }
+
+    /// `GET /v1/fx`: the exchange tables valid now.
+    pub async fn fx_tables(&self) -> Result<Vec<FxTableView>, Error> {
+        self.get("/v1/fx".to_string()).await
     }
 }

@@ -9,9 +9,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tally_wire::federation::{
-    AddPeerRequest, AgentKeyRequest, BillingQuery, BillingRecordView, ClearingLine, MerchantAnswer,
-    OpenTradingSession, PeerMessageTaken, PeerView, PingQueued, SessionMerchantRequest,
-    SessionMerchantView, TradingSessionView,
+    AddPeerRequest, AgentKeyRequest, BillingQuery, BillingRecordView, ClearingLine,
+    FxPublishRequest, FxTableView, MerchantAnswer, OpenTradingSession, PeerMessageTaken, PeerView,
+    PingQueued, SessionMerchantRequest, SessionMerchantView, TradingSessionView,
 };
 use tally_wire::ledger::AccountsQuery;
 
@@ -304,4 +304,40 @@ pub async fn clearing(
     Caller(by): Caller,
 ) -> Result<Response, ApiError> {
     Ok(Json(state.node.sessions().clearing(&by).await?).into_response())
+}
+
+/// Publish an exchange rate with a lifespan (operator, M6): the merchant's operator converts
+/// sessions' deposits at its own valid table.
+#[utoipa::path(
+    put, path = "/v1/fx/{from}/{to}", tag = "federation",
+    params(("from" = String, Path, description = "Source currency"), ("to" = String, Path, description = "Target currency")),
+    request_body(content = FxPublishRequest, description = "`{rate, valid_for_s?}`"),
+    responses((status = 200, description = "The signed table", body = FxTableView), (status = 403, description = "forbidden: operator only", body = ErrorBody), (status = 422, description = "invalid_request", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn fx_publish(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath((from, to)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<FxPublishRequest>,
+) -> Result<Response, ApiError> {
+    let table = state
+        .node
+        .sessions()
+        .fx_publish(&by, &from, &to, &body.rate, body.valid_for_s)
+        .await?;
+    Ok(Json(table).into_response())
+}
+
+/// The exchange tables valid now, signed (any caller: a client keeps its operator's).
+#[utoipa::path(
+    get, path = "/v1/fx", tag = "federation",
+    responses((status = 200, description = "Newest first per pair", body = Vec<FxTableView>)),
+    security(("api_key" = []))
+)]
+pub async fn fx_tables(
+    State(state): State<AppState>,
+    Caller(_by): Caller,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.sessions().fx_tables().await?).into_response())
 }

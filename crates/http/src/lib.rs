@@ -317,6 +317,11 @@ fn routes() -> Router<AppState> {
         )
         .route("/v1/billing/records", get(federation::billing))
         .route("/v1/clearing", get(federation::clearing))
+        .route("/v1/fx", get(federation::fx_tables))
+        .route(
+            "/v1/fx/{from}/{to}",
+            axum::routing::put(federation::fx_publish),
+        )
         // The web page (HTML for people, not part of the API document).
         .merge(web::routes())
 }

@@ -54,6 +54,8 @@ impl Modify for ApiKeyAuth {
         federation::record,
         federation::billing,
         federation::clearing,
+        federation::fx_publish,
+        federation::fx_tables,
         handlers::open_account,
         handlers::list_accounts,
         handlers::account,

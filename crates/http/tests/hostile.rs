@@ -3762,6 +3762,31 @@ fn federation() -> Vec<Case> {
         get("clearing/by a merchant", "/v1/clearing")
             .by(Who::Shop)
             .expect(403, "forbidden"),
+        put("fx/by a customer", "/v1/fx/EUR/USD")
+            .by(Who::Alice)
+            .json(json!({"rate": "1.08"}))
+            .expect(403, "forbidden"),
+        put("fx/a rate that is not a number", "/v1/fx/EUR/USD")
+            .by(Who::Admin)
+            .json(json!({"rate": "cheap"}))
+            .expect(422, "invalid_request"),
+        put("fx/a zero rate", "/v1/fx/EUR/USD")
+            .by(Who::Admin)
+            .json(json!({"rate": "0"}))
+            .expect(422, "invalid_request"),
+        put("fx/one currency to itself", "/v1/fx/EUR/EUR")
+            .by(Who::Admin)
+            .json(json!({"rate": "1"}))
+            .expect(422, "invalid_request"),
+        put("fx/an unknown currency", "/v1/fx/EUR/XYZ")
+            .by(Who::Admin)
+            .json(json!({"rate": "1.1"}))
+            .expect(422, "invalid_request"),
+        put("fx/a lifespan of a second", "/v1/fx/EUR/USD")
+            .by(Who::Admin)
+            .json(json!({"rate": "1.1", "valid_for_s": 1}))
+            .expect(422, "invalid_request"),
+        get("fx/without a key", "/v1/fx").expect(401, "unauthorized"),
     ]
 }
 

@@ -496,3 +496,189 @@ async fn sessions_conclude_and_clear_across_two_operators_on_postgres() {
     .await;
     conclude(a, World::new().await).await;
 }
+
+/// Two currencies (M6): a customer paying in EUR at A, a merchant paid in USD at B. B
+/// converts the deposit at its own published table; at the conclusion B pays the merchant in
+/// USD from what A's operator owes it, A posts the customer's EUR total (converted back,
+/// rounded up) and releases the rest; each operator's report is in its own currency. Without
+/// a valid table the session is refused (`no_rate`) and the deposit released.
+async fn two_currencies(a: World, b: World) {
+    use tally_kernel::crypto::SigningKey;
+    use tally_proto::session::conclusion::{Record, Side};
+    pair(&a.api, &b.api).await;
+    let usd_shop = b.api.issue_key("merchant", "usd-shop").await;
+    let usd_account = b.api.open(&usd_shop, json!({"currency": "USD"})).await;
+    b.api
+        .call("PUT", "/v1/session-merchants/usd-shop")
+        .key(&usd_shop)
+        .json(json!({"account": usd_account, "auto_ack": true}))
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    let agent = SigningKey::from_seed(&[31; 32]);
+    b.api
+        .call("PUT", "/v1/session-merchants/usd-shop/agent-key")
+        .key(&usd_shop)
+        .json(json!({"public_key": agent.verifying_key().to_hex()}))
+        .send()
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    let customer = SigningKey::from_seed(&[32; 32]);
+    let open = |idem: &'static str| {
+        let mut body = order(&a.alice_eur, "10.00 EUR", "usd-shop");
+        body["customer_key"] = json!(customer.verifying_key().to_hex());
+        let (api, key) = (&a.api, a.alice.clone());
+        async move {
+            api.post("/v1/trading-sessions")
+                .key(&key)
+                .idem(idem)
+                .json(body)
+                .send()
+                .await
+                .expect(StatusCode::CREATED)
+                .str("/session")
+                .to_string()
+        }
+    };
+    // No table yet: refused, the deposit released.
+    let s0 = open("x0").await;
+    carry(&a.api, &b.api).await;
+    carry(&b.api, &a.api).await;
+    assert_eq!(session(&a, &a.alice, &s0).await.str("/state"), "aborted");
+    assert_eq!(
+        session(&b, &b.api.admin, &s0).await.str("/refusal"),
+        "no_rate"
+    );
+    assert_eq!(a.available(&a.alice_eur).await, 10_000);
+    // B publishes EUR → USD 1.0842 for an hour; only the operator may.
+    b.api
+        .call("PUT", "/v1/fx/EUR/USD")
+        .key(&usd_shop)
+        .json(json!({"rate": "1.0842", "valid_for_s": 3600}))
+        .send()
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    let t = b
+        .api
+        .call("PUT", "/v1/fx/EUR/USD")
+        .key(&b.api.admin)
+        .json(json!({"rate": "1.0842", "valid_for_s": 3600}))
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        (t.i64("/numerator"), t.i64("/denominator")),
+        (1_084_200, 1_000_000)
+    );
+    let tables = b
+        .api
+        .get("/v1/fx")
+        .key(&usd_shop)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(tables.body.as_array().map(Vec::len), Some(1));
+    let s = open("x1").await;
+    carry(&a.api, &b.api).await;
+    carry(&b.api, &a.api).await;
+    let r = session(&a, &a.alice, &s).await.expect(StatusCode::OK);
+    assert_eq!(
+        (r.str("/state"), r.str("/merchant_deposit"), r.str("/rate")),
+        ("open", "10.84 USD", "1084200/1000000")
+    );
+    // 5.42 USD bought: the customer pays 5.00 EUR (499.9… rounded up), the rest comes back.
+    let record = |side: Side, key: &SigningKey| {
+        Record {
+            transaction: format!("{s}.1").parse().expect("transaction"),
+            side,
+            total: tally_kernel::Amount::new(
+                542,
+                tally_kernel::Currency::from_code("USD").expect("USD"),
+            ),
+            count: 4,
+            list: "c".repeat(64),
+        }
+        .sign(key)
+        .expect("sign")
+    };
+    post(&b, &usd_shop, &s, record(Side::Merchant, &agent))
+        .await
+        .expect(StatusCode::OK);
+    post(&a, &a.alice, &s, record(Side::Customer, &customer))
+        .await
+        .expect(StatusCode::OK);
+    carry(&a.api, &b.api).await;
+    carry(&b.api, &a.api).await;
+    let r = session(&a, &a.alice, &s).await.expect(StatusCode::OK);
+    assert_eq!(
+        (r.str("/state"), r.str("/total"), r.str("/customer_total")),
+        ("cleared", "5.42 USD", "5.00 EUR")
+    );
+    assert_eq!(b.balance(&usd_account).await, 542);
+    assert_eq!(
+        (
+            a.balance(&a.alice_eur).await,
+            a.available(&a.alice_eur).await
+        ),
+        (9_500, 9_500)
+    );
+    let at_a = a
+        .api
+        .get("/v1/clearing")
+        .key(&a.api.admin)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        (
+            at_a.body[0]["currency"].as_str(),
+            at_a.body[0]["owed_to_minor"].as_i64()
+        ),
+        (Some("EUR"), Some(500))
+    );
+    let at_b = b
+        .api
+        .get("/v1/clearing")
+        .key(&b.api.admin)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        (
+            at_b.body[0]["currency"].as_str(),
+            at_b.body[0]["owed_by_minor"].as_i64()
+        ),
+        (Some("USD"), Some(542))
+    );
+    // An hour later B's table has expired: the next session is refused (`no_rate`).
+    a.advance(3601);
+    b.advance(3601);
+    let expired = b.api.get("/v1/fx").key(&usd_shop).send().await.expect(StatusCode::OK);
+    assert_eq!(expired.body.as_array().map(Vec::len), Some(0));
+    let s2 = open("x2").await;
+    carry(&a.api, &b.api).await;
+    carry(&b.api, &a.api).await;
+    assert_eq!(session(&b, &b.api.admin, &s2).await.str("/refusal"), "no_rate");
+    assert_eq!(session(&a, &a.alice, &s2).await.str("/state"), "aborted");
+    assert_eq!(a.available(&a.alice_eur).await, 9_500);
+    a.audit_passes().await;
+    b.audit_passes().await;
+}
+
+#[tokio::test]
+async fn sessions_in_two_currencies() {
+    two_currencies(World::new().await, World::new().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_in_two_currencies_on_postgres() {
+    let Some(url) = tally_testkit::shared_test_database_url() else {
+        return;
+    };
+    let a = World::with(|c| NodeConfig {
+        database_url: Some(url),
+        ..c
+    })
+    .await;
+    two_currencies(a, World::new().await).await;
+}

@@ -118,6 +118,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         14,
         include_str!("../migrations/sqlite/0014_session_clearing.sql"),
     ),
+    (15, include_str!("../migrations/sqlite/0015_fx_tables.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
@@ -154,6 +155,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         14,
         include_str!("../migrations/postgres/0014_session_clearing.sql"),
+    ),
+    (
+        15,
+        include_str!("../migrations/postgres/0015_fx_tables.sql"),
     ),
 ];
 

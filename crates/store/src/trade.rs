@@ -201,6 +201,48 @@ pub fn billing(r: &BillingRecord) -> Attachment {
     )
 }
 
+/// An exchange table this operator published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FxTable {
+    /// Its id.
+    pub id: Id,
+    /// Source currency.
+    pub from: String,
+    /// Target currency.
+    pub to: String,
+    /// Target minor units…
+    pub numerator: i64,
+    /// …per this many source minor units.
+    pub denominator: i64,
+    /// The rate as published, in major units (`1.0842`).
+    pub rate_text: String,
+    /// From when it holds.
+    pub valid_from: Timestamp,
+    /// Until when (exclusive).
+    pub valid_until: Timestamp,
+    /// The signed record (JSON).
+    pub signed: String,
+}
+
+/// Stores a published exchange table.
+pub fn insert_fx(t: &FxTable) -> Attachment {
+    row(
+        "INSERT INTO fx_tables (id, from_cur, to_cur, numerator, denominator, rate_text, valid_from, \
+         valid_until, signed) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        vec![
+            blob(&t.id),
+            Value::Text(t.from.clone()),
+            Value::Text(t.to.clone()),
+            Value::Int(t.numerator),
+            Value::Int(t.denominator),
+            Value::Text(t.rate_text.clone()),
+            Value::Int(t.valid_from.as_micros()),
+            Value::Int(t.valid_until.as_micros()),
+            Value::Text(t.signed.clone()),
+        ],
+    )
+}
+
 fn trade_row(r: &AnyRow) -> Result<TradeRow, StoreError> {
     Ok(TradeRow {
         role: r.try_get("role")?,
@@ -353,6 +395,47 @@ impl Store {
                     currency: r.try_get("currency")?,
                     peer: r.try_get("peer")?,
                     at: Timestamp(r.try_get("at")?),
+                })
+            })
+            .collect()
+    }
+
+    /// The exchange tables valid at `now` (the newest per pair first), or of one pair.
+    pub async fn fx_tables(
+        &self,
+        now: Timestamp,
+        pair: Option<(&str, &str)>,
+    ) -> Result<Vec<FxTable>, StoreError> {
+        let (filter, mut params) = match pair {
+            Some((from, to)) => (
+                " AND from_cur = $2 AND to_cur = $3",
+                vec![Value::Text(from.into()), Value::Text(to.into())],
+            ),
+            None => ("", vec![]),
+        };
+        params.insert(0, Value::Int(now.as_micros()));
+        let rows = self
+            .fetch_all(
+                format!(
+                    "SELECT id, from_cur, to_cur, numerator, denominator, rate_text, valid_from, \
+                     valid_until, signed FROM fx_tables WHERE valid_from <= $1 AND valid_until > $1{filter} \
+                     ORDER BY from_cur, to_cur, valid_from DESC"
+                ),
+                params,
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FxTable {
+                    id: decode_id(&r.try_get::<Vec<u8>, _>("id")?)?,
+                    from: r.try_get("from_cur")?,
+                    to: r.try_get("to_cur")?,
+                    numerator: r.try_get("numerator")?,
+                    denominator: r.try_get("denominator")?,
+                    rate_text: r.try_get("rate_text")?,
+                    valid_from: Timestamp(r.try_get("valid_from")?),
+                    valid_until: Timestamp(r.try_get("valid_until")?),
+                    signed: r.try_get("signed")?,
                 })
             })
             .collect()

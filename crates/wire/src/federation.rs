@@ -270,3 +270,38 @@ pub struct ClearingLine {
     /// `owed_by − owed_to`: positive, the peer owes this operator on balance.
     pub net_minor: i64,
 }
+
+/// `PUT /v1/fx/{from}/{to}` (operator): publish an exchange rate with a lifespan (M6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FxPublishRequest {
+    /// Units of `to` per unit of `from`, in major units, e.g. `"1.0842"` (at most 12 decimals).
+    pub rate: String,
+    /// How long it holds from now, seconds (default 86,400; 60 to 7 days).
+    #[serde(default)]
+    pub valid_for_s: Option<i64>,
+}
+
+/// A published exchange table, signed by the operator's node key (domain
+/// `tally/fx-table/v1`), so a client can keep it and check it offline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FxTableView {
+    /// Source currency.
+    pub from: String,
+    /// Target currency.
+    pub to: String,
+    /// The rate as published (major units of `to` per unit of `from`).
+    pub rate: String,
+    /// Target minor units…
+    pub numerator: i64,
+    /// …per this many source minor units.
+    pub denominator: i64,
+    /// From when it holds.
+    #[schema(value_type = i64)]
+    pub valid_from: Timestamp,
+    /// Until when (exclusive): a client warns after it.
+    #[schema(value_type = i64)]
+    pub valid_until: Timestamp,
+    /// The signed record (JSON).
+    pub signed: String,
+}

@@ -48,7 +48,7 @@ pub async fn sealed_outbox(from: &Api) -> Vec<(String, Vec<u8>)> {
     let due = from
         .node
         .store()
-        .claim_due(Timestamp::now(), 100, 60)
+        .claim_due(from.node.now(), 100, 60)
         .await
         .expect("claim");
     let mut out = Vec::new();

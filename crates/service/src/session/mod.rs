@@ -9,6 +9,7 @@
 //! the same way.
 
 mod conclude;
+mod fx;
 
 use crate::access::{check_name, corrupt, invalid, namespaced, require_admin};
 use crate::core::Core;
@@ -392,9 +393,15 @@ impl Sessions {
                 let owed_by = self
                     .peer_account(m.from, account.currency, "owed_by")
                     .await?;
+                let rate = if account.currency == init.deposit.currency {
+                    None
+                } else {
+                    self.rate(init.deposit.currency, account.currency, self.core.now())
+                        .await?
+                };
                 Some(MerchantTerms {
                     currency: account.currency,
-                    rate: None,
+                    rate,
                     auto_ack: merchant.auto_ack,
                     account: merchant.account,
                     owed_by,
