@@ -8,7 +8,8 @@
 //!   (read with the merchant's API key: its customer key and the deposit in the merchant's
 //!   currency); `tab` is the customer's signed tab record.
 //! * `POST /v1/tabs/{transaction}/purchases` (a maced purchase) → the tab after it.
-//! * `POST /v1/tabs/{transaction}/close` → no more purchases.
+//! * `POST /v1/tabs/{transaction}/close` `{mac}` (HMAC under the tab's key) → no more
+//!   purchases; the merchant's record goes to its operator.
 
 use crate::client::Conn;
 use anyhow::Context;
@@ -192,10 +193,25 @@ async fn purchase(
     }
 }
 
-/// Closes the tab and sends the merchant's signed record to its operator (again on a repeat:
-/// the operator takes the same record once).
-async fn close(State(a): State<Agent>, Path(transaction): Path<String>) -> Response {
-    let tab = match a.journal.submit(&transaction, AgentOp::Close).await {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloseTab {
+    /// `purchase::close_mac` under the tab's key.
+    mac: String,
+}
+
+/// Closes the tab (the customer, with the close MAC) and sends the merchant's signed record to
+/// its operator (again on a repeat: the operator takes the same record once).
+async fn close(
+    State(a): State<Agent>,
+    Path(transaction): Path<String>,
+    Json(req): Json<CloseTab>,
+) -> Response {
+    let tab = match a
+        .journal
+        .submit(&transaction, AgentOp::Close { mac: req.mac })
+        .await
+    {
         Ok(v) => v,
         Err(e) => return refused(e),
     };

@@ -454,6 +454,9 @@ async fn one_session(
     }
     let r = http
         .post(format!("{agent}/v1/tabs/{transaction}/close"))
+        .json(&serde_json::json!({
+            "mac": tally_proto::session::purchase::close_mac(&mac_key, transaction)
+        }))
         .send()
         .await?;
     anyhow::ensure!(r.status().is_success(), "close refused: {}", r.status());

@@ -507,7 +507,19 @@ async fn close(a: CloseArgs) -> anyhow::Result<ExitCode> {
             .timeout(std::time::Duration::from_secs(30))
             .build()?;
         let url = format!("{agent}/v1/tabs/{}/close", w.transaction);
-        match http.post(&url).send().await {
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(w.mac_key.as_deref().unwrap_or_default(), &mut key)?;
+        let transaction = w
+            .transaction
+            .parse()
+            .map_err(|e| anyhow::anyhow!("the wallet's transaction: {e}"))?;
+        let mac = tally_proto::session::purchase::close_mac(&key, transaction);
+        match http
+            .post(&url)
+            .json(&serde_json::json!({"mac": mac}))
+            .send()
+            .await
+        {
             Ok(r) if r.status().is_success() => {}
             Ok(r) => eprintln!(
                 "warning: the merchant agent did not close the tab ({}); sending your record anyway",

@@ -653,12 +653,21 @@ async fn two_currencies(a: World, b: World) {
     // An hour later B's table has expired: the next session is refused (`no_rate`).
     a.advance(3601);
     b.advance(3601);
-    let expired = b.api.get("/v1/fx").key(&usd_shop).send().await.expect(StatusCode::OK);
+    let expired = b
+        .api
+        .get("/v1/fx")
+        .key(&usd_shop)
+        .send()
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(expired.body.as_array().map(Vec::len), Some(0));
     let s2 = open("x2").await;
     carry(&a.api, &b.api).await;
     carry(&b.api, &a.api).await;
-    assert_eq!(session(&b, &b.api.admin, &s2).await.str("/refusal"), "no_rate");
+    assert_eq!(
+        session(&b, &b.api.admin, &s2).await.str("/refusal"),
+        "no_rate"
+    );
     assert_eq!(session(&a, &a.alice, &s2).await.str("/state"), "aborted");
     assert_eq!(a.available(&a.alice_eur).await, 9_500);
     a.audit_passes().await;

@@ -27,8 +27,12 @@ pub enum AgentOp {
     Open(Box<Tab>),
     /// Take a purchase on a tab.
     Buy(MacedPurchase),
-    /// Take no more purchases on a tab.
-    Close,
+    /// Take no more purchases on a tab: asked by the customer with the close MAC
+    /// (`purchase::close_mac`).
+    Close {
+        /// The close MAC, hex.
+        mac: String,
+    },
 }
 
 /// A tab as the agent answers it (never with its key).
@@ -233,7 +237,8 @@ fn decide(
         }
         (AgentOp::Open(_), Some(_)) => Err(AgentError::TabExists),
         (_, None) => Err(AgentError::UnknownTab),
-        (AgentOp::Close, Some(mut tab)) => {
+        (AgentOp::Close { mac }, Some(mut tab)) => {
+            tab.check_close(mac)?;
             tab.closed = true;
             let v = view(&job.transaction, &tab, false);
             staged.tabs.insert(job.transaction.clone(), tab);

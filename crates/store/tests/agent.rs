@@ -5,7 +5,9 @@
 use tally_kernel::crypto::SigningKey;
 use tally_kernel::{Amount, Currency, Timestamp};
 use tally_proto::session::ids::{NodeId, SessionId, TransactionId};
-use tally_proto::session::purchase::{MacedPurchase, Purchase, PurchaseError, Tab, new_tab};
+use tally_proto::session::purchase::{
+    MacedPurchase, Purchase, PurchaseError, Tab, close_mac, new_tab,
+};
 use tally_store::agent::{AgentError, AgentJournal, AgentOp};
 
 const KEY: [u8; 32] = [5; 32];
@@ -94,7 +96,17 @@ async fn what_is_answered_taken_is_on_disk() {
     );
     let fourth = journal.submit(&t, buy(4, 40)).await.expect("taken");
     assert_eq!((fourth.count, fourth.remaining), (4, 0));
-    journal.submit(&t, AgentOp::Close).await.expect("closed");
+    let close = |mac| AgentOp::Close { mac };
+    assert!(matches!(
+        journal
+            .submit(&t, close(close_mac(&[9; 32], transaction())))
+            .await,
+        Err(AgentError::Purchase(PurchaseError::BadSignature))
+    ));
+    journal
+        .submit(&t, close(close_mac(&KEY, transaction())))
+        .await
+        .expect("closed");
     assert!(matches!(
         journal.submit(&t, buy(5, 1)).await,
         Err(AgentError::Purchase(PurchaseError::Closed))

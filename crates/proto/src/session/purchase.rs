@@ -36,6 +36,8 @@ pub const TAB_DOMAIN: &str = "tally/tab/v1";
 pub const PURCHASE_DOMAIN: &[u8] = b"tally/purchase/v1\0";
 /// The list hash's domain.
 pub const LIST_DOMAIN: &[u8] = b"tally/purchase-list/v1\0";
+/// The close MAC's domain.
+pub const CLOSE_DOMAIN: &[u8] = b"tally/tab-close/v1\0";
 /// Longest item text, bytes.
 pub const ITEM_LEN_MAX: usize = 512;
 /// Largest purchase message, bytes.
@@ -283,6 +285,28 @@ impl Tab {
     }
 }
 
+/// The MAC that asks the agent to close the tab of `transaction` (hex): only the holder of
+/// the tab's key can end it.
+pub fn close_mac(mac_key: &[u8; 32], transaction: TransactionId) -> String {
+    let message = [CLOSE_DOMAIN, transaction.to_string().as_bytes()].concat();
+    hex::encode(hmac_sha256(mac_key, &message))
+}
+
+impl Tab {
+    /// Checks a request to close the tab ([`close_mac`]).
+    pub fn check_close(&self, mac: &str) -> Result<(), PurchaseError> {
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(&self.mac_key, &mut key).map_err(|_| PurchaseError::Malformed)?;
+        let mac = hex::decode(mac).map_err(|_| PurchaseError::BadSignature)?;
+        let message = [CLOSE_DOMAIN, self.transaction.to_string().as_bytes()].concat();
+        if hmac_sha256_verify(&key, &message, &mac) {
+            Ok(())
+        } else {
+            Err(PurchaseError::BadSignature)
+        }
+    }
+}
+
 /// The list hash after one more purchase (its canonical bytes).
 pub fn list_next(list: &[u8; 32], purchase_bytes: &[u8]) -> [u8; 32] {
     let mut input = Vec::with_capacity(LIST_DOMAIN.len() + 64);
@@ -420,6 +444,14 @@ mod tests {
         );
         assert!(matches!(t.take(&maced(2, 70, "album")), Ok(Taken::New(_))));
         assert_eq!(t.remaining(), 0);
+        // Only the key's holder may close the tab.
+        assert_eq!(
+            t.check_close(&close_mac(&[6; 32], transaction())),
+            Err(PurchaseError::BadSignature)
+        );
+        assert_eq!(t.check_close("zz"), Err(PurchaseError::BadSignature));
+        t.check_close(&close_mac(&MAC_KEY, transaction()))
+            .expect("the customer's close");
         t.closed = true;
         assert_eq!(t.take(&maced(3, 1, "more")), Err(PurchaseError::Closed));
     }
@@ -453,5 +485,6 @@ mod tests {
         let mut t = tab();
         t.take(&m).expect("taken");
         assert_eq!(t.list, v["list_after_1"].as_str().expect("list"));
+        assert_eq!(close_mac(&MAC_KEY, transaction()), v["close_mac"].as_str().expect("close"));
     }
 }
