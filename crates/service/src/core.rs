@@ -119,6 +119,31 @@ impl Core {
         self.inner.identity.check(self.files(), self.store()).await
     }
 
+    /// The first transfer of the journal entry made under `key`: the hold a protocol's opening
+    /// step placed (found through the journal, so it is never missing after a crash).
+    pub(crate) async fn transfer_made_by(&self, key: &str) -> Result<Option<tally_kernel::Id>> {
+        Ok(match self.store().journal_event(key).await? {
+            Some(tally_ledger::Event::Transfers { transfers }) => transfers.first().map(|t| t.id),
+            _ => None,
+        })
+    }
+
+    /// `hold` while it is still pending (a hold the sweeper expired needs no void).
+    pub(crate) async fn still_pending(
+        &self,
+        hold: Option<tally_kernel::Id>,
+    ) -> Result<Option<tally_kernel::Id>> {
+        let Some(hold) = hold else {
+            return Ok(None);
+        };
+        let pending = self
+            .store()
+            .transfer(hold)
+            .await?
+            .is_some_and(|t| t.state == tally_ledger::TransferState::Pending);
+        Ok(pending.then_some(hold))
+    }
+
     /// The caller owns `account` (the operator owns every account).
     pub async fn require_owner(
         &self,

@@ -150,20 +150,6 @@ impl Oob {
         session.code(self.key()).map_err(ServiceError::Oob)
     }
 
-    /// `hold` while it is still pending (a hold the sweeper expired needs no void).
-    pub(crate) async fn pending(&self, hold: Option<Id>) -> Result<Option<Id>> {
-        let Some(hold) = hold else {
-            return Ok(None);
-        };
-        let pending = self
-            .core
-            .store()
-            .transfer(hold)
-            .await?
-            .is_some_and(|t| t.state == tally_ledger::TransferState::Pending);
-        Ok(pending.then_some(hold))
-    }
-
     /// The hold of a session that places one (a payment, a trustee payment), pending or not:
     /// the transfer its opening step made (found through the journal entry of that step, so
     /// it is never missing after a crash).
@@ -174,11 +160,7 @@ impl Oob {
         ) {
             return Ok(None);
         }
-        let event = self.core.store().journal_event(&open_key(row)).await?;
-        Ok(match event {
-            Some(tally_ledger::Event::Transfers { transfers }) => transfers.first().map(|t| t.id),
-            _ => None,
-        })
+        self.core.transfer_made_by(&open_key(row)).await
     }
 
     async fn delivery(&self, hex_number: &str) -> Result<Delivery> {

@@ -58,7 +58,7 @@ impl Oob {
         confirm: Option<&Transaction>,
     ) -> Result<Verified> {
         let hold_id = self.hold_of(row).await?;
-        let hold = self.pending(hold_id).await?;
+        let hold = self.core.still_pending(hold_id).await?;
         let session = machine(row)?.with_pending_hold(hold);
         let payload: Payload = serde_json::from_str(&row.payload).map_err(corrupt)?;
         let now = self.core.now();
@@ -147,7 +147,7 @@ impl Oob {
     /// A step without application effects (cancel, timeout): the machine's effects and the
     /// session row, guarded.
     async fn step(&self, row: &SessionRow, input: Input<'_>, name: &str) -> Result<SessionRow> {
-        let hold = self.pending(self.hold_of(row).await?).await?;
+        let hold = self.core.still_pending(self.hold_of(row).await?).await?;
         let session = machine(row)?.with_pending_hold(hold);
         let now = self.core.now();
         let (next, effects) = session.handle(now, input, self.key()).map_err(oob)?;

@@ -282,23 +282,23 @@ impl Sessions {
             .account()
             .map(|a| a.id)
             .ok_or_else(|| corrupt("an owed account's key names another command"))?;
-        if !outcome.replayed {
-            self.core
-                .commit(
-                    format!(":peer_account:{direction}:{who}:{}", currency.code()),
-                    Effects::record(
-                        "peer_account",
-                        serde_json::json!({"peer": peer, "currency": currency.code(), "direction": direction, "account": account}),
-                    ),
-                    vec![tally_store::trade::peer_account(&tally_store::trade::PeerAccount {
-                        peer: peer.to_string(),
-                        currency: currency.code().into(),
-                        direction: direction.into(),
-                        account,
-                    })],
-                )
-                .await?;
-        }
+        // Named in `peer_accounts` by a step of its own key, committed every time (a replay
+        // once done): a crash between the two commits must not leave the account unnamed.
+        self.core
+            .commit(
+                format!(":peer_account:{direction}:{who}:{}", currency.code()),
+                Effects::record(
+                    "peer_account",
+                    serde_json::json!({"peer": peer, "currency": currency.code(), "direction": direction, "account": account}),
+                ),
+                vec![tally_store::trade::peer_account(&tally_store::trade::PeerAccount {
+                    peer: peer.to_string(),
+                    currency: currency.code().into(),
+                    direction: direction.into(),
+                    account,
+                })],
+            )
+            .await?;
         Ok(account)
     }
 
@@ -309,21 +309,8 @@ impl Sessions {
             .client_key
             .as_deref()
             .ok_or_else(|| corrupt("an AM session without its opening key"))?;
-        let hold = match self.core.store().journal_event(key).await? {
-            Some(tally_ledger::Event::Transfers { transfers }) => transfers.first().map(|t| t.id),
-            _ => None,
-        };
-        let pending = match hold {
-            Some(h) => self
-                .core
-                .store()
-                .transfer(h)
-                .await?
-                .is_some_and(|t| t.state == tally_ledger::TransferState::Pending)
-                .then_some(h),
-            None => None,
-        };
-        Ok(session.with_hold(pending))
+        let hold = self.core.transfer_made_by(key).await?;
+        Ok(session.with_hold(self.core.still_pending(hold).await?))
     }
 
     // ----- the merchant's side (at the MTA) ------------------------------------------------
