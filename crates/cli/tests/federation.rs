@@ -71,6 +71,38 @@ fn funded_customer(server: &Server, name: &str, amount: &str) -> (String, String
     (key, account)
 }
 
+/// A merchant `name` at `server` with its own key and account, registered for trading
+/// sessions in agent mode (by itself): `(its key, its account)`.
+fn agent_mode_merchant(server: &Server, name: &str) -> (String, String) {
+    let key = common::field(
+        &ok(cli(
+            server,
+            &server.admin_key,
+            &["api-key", "create", "--role", "merchant", "--owner", name],
+        )),
+        "key",
+    )
+    .to_string();
+    let account = common::open_account(
+        server,
+        &server.admin_key,
+        &["--kind", "merchant", "--owner", name],
+    );
+    ok(cli(
+        server,
+        &key,
+        &[
+            "session",
+            "merchant",
+            name,
+            "--account",
+            &account,
+            "--auto-ack",
+        ],
+    ));
+    (key, account)
+}
+
 /// What `account` at `server` may still spend, minor units.
 fn available(server: &Server, account: &str) -> i64 {
     let out = ok(cli(
@@ -410,34 +442,7 @@ fn a_customer_buys_at_the_merchant_agent_and_the_operators_never_see_it() {
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().expect("dir")).collect();
     let (a, b, id_a, id_b) = two_operators(&dirs);
     // B: the merchant `kiosk` with its own key and account, in agent mode.
-    let kiosk_key = common::field(
-        &ok(cli(
-            &b,
-            &b.admin_key,
-            &[
-                "api-key", "create", "--role", "merchant", "--owner", "kiosk",
-            ],
-        )),
-        "key",
-    )
-    .to_string();
-    let kiosk = common::open_account(
-        &b,
-        &b.admin_key,
-        &["--kind", "merchant", "--owner", "kiosk"],
-    );
-    ok(cli(
-        &b,
-        &kiosk_key,
-        &[
-            "session",
-            "merchant",
-            "kiosk",
-            "--account",
-            &kiosk,
-            "--auto-ack",
-        ],
-    ));
+    let (kiosk_key, kiosk) = agent_mode_merchant(&b, "kiosk");
     let (mut agent, agent_url) = start_agent(dirs[2].path(), &b, &kiosk_key);
     // A: alice with 5.00 EUR opens a session of 1.00 EUR.
     let (alice_key, alice) = funded_customer(&a, "alice", "5.00 EUR");
@@ -655,34 +660,7 @@ fn the_sessions_benchmark_prints_its_rows() {
 fn a_session_survives_either_node_killed_mid_way() {
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().expect("dir")).collect();
     let (a, mut b, _, _) = two_operators(&dirs);
-    let kiosk_key = common::field(
-        &ok(cli(
-            &b,
-            &b.admin_key,
-            &[
-                "api-key", "create", "--role", "merchant", "--owner", "kiosk",
-            ],
-        )),
-        "key",
-    )
-    .to_string();
-    let kiosk = common::open_account(
-        &b,
-        &b.admin_key,
-        &["--kind", "merchant", "--owner", "kiosk"],
-    );
-    ok(cli(
-        &b,
-        &kiosk_key,
-        &[
-            "session",
-            "merchant",
-            "kiosk",
-            "--account",
-            &kiosk,
-            "--auto-ack",
-        ],
-    ));
+    let (kiosk_key, kiosk) = agent_mode_merchant(&b, "kiosk");
     let (alice_key, alice) = funded_customer(&a, "alice", "5.00 EUR");
     let wallet = dirs[3].path().join("wallet");
     let wallet = wallet.to_str().expect("utf-8");

@@ -27,6 +27,18 @@ fn order(account: &str, deposit: &str, merchant: &str) -> Value {
     json!({"account": account, "deposit": deposit, "merchant": merchant, "operator": "bank-b"})
 }
 
+/// Node A on a fresh PostgreSQL database (`None`: skipped, as the test kit says).
+async fn world_on_postgres() -> Option<World> {
+    let url = tally_testkit::shared_test_database_url()?;
+    Some(
+        World::with(|c| NodeConfig {
+            database_url: Some(url),
+            ..c
+        })
+        .await,
+    )
+}
+
 async fn session(w: &World, key: &str, id: &str) -> common::Reply {
     w.api
         .get(&format!("/v1/trading-sessions/{id}"))
@@ -259,14 +271,9 @@ async fn sessions_open_across_two_operators() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_open_across_two_operators_on_postgres() {
-    let Some(url) = tally_testkit::shared_test_database_url() else {
+    let Some(a) = world_on_postgres().await else {
         return;
     };
-    let a = World::with(|c| NodeConfig {
-        database_url: Some(url),
-        ..c
-    })
-    .await;
     walk(a, World::new().await).await;
 }
 
@@ -486,14 +493,9 @@ async fn sessions_conclude_and_clear_across_two_operators() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_conclude_and_clear_across_two_operators_on_postgres() {
-    let Some(url) = tally_testkit::shared_test_database_url() else {
+    let Some(a) = world_on_postgres().await else {
         return;
     };
-    let a = World::with(|c| NodeConfig {
-        database_url: Some(url),
-        ..c
-    })
-    .await;
     conclude(a, World::new().await).await;
 }
 
@@ -681,13 +683,8 @@ async fn sessions_in_two_currencies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_in_two_currencies_on_postgres() {
-    let Some(url) = tally_testkit::shared_test_database_url() else {
+    let Some(a) = world_on_postgres().await else {
         return;
     };
-    let a = World::with(|c| NodeConfig {
-        database_url: Some(url),
-        ..c
-    })
-    .await;
     two_currencies(a, World::new().await).await;
 }

@@ -485,6 +485,9 @@ mod tests {
         let mut t = tab();
         t.take(&m).expect("taken");
         assert_eq!(t.list, v["list_after_1"].as_str().expect("list"));
-        assert_eq!(close_mac(&MAC_KEY, transaction()), v["close_mac"].as_str().expect("close"));
+        assert_eq!(
+            close_mac(&MAC_KEY, transaction()),
+            v["close_mac"].as_str().expect("close")
+        );
     }
 }

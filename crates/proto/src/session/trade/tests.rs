@@ -1,0 +1,540 @@
+//! The trading-session machines at both nodes: initiation, answers, timeouts, conclusion.
+use super::*;
+use tally_kernel::Currency;
+use tally_kernel::crypto::SigningKey;
+
+const T0: i64 = 1_767_225_600_000_000;
+
+fn node(seed: u8) -> NodeId {
+    NodeId::of(&SigningKey::from_seed(&[seed; 32]).verifying_key())
+}
+
+fn eur(minor: i64) -> Amount {
+    Amount::new(minor, Currency::from_code("EUR").expect("EUR"))
+}
+
+fn usd(minor: i64) -> Amount {
+    Amount::new(minor, Currency::from_code("USD").expect("USD"))
+}
+
+fn at(s: i64) -> Timestamp {
+    Timestamp(T0 + s * 1_000_000)
+}
+
+fn start() -> (AmSession, Effects) {
+    AmSession::start(
+        Start {
+            id: SessionId::new(node(1), 7).expect("id"),
+            mta: node(2),
+            merchant: "shop".into(),
+            account: Id::new(),
+            owed: Id::new(),
+            customer: "c-1f2e".into(),
+            customer_key: Some("ab".repeat(32)),
+            deposit: eur(1000),
+            ack_window_s: 60,
+            lifetime_s: 3600,
+            clearing_grace_s: 600,
+            message: Id::new(),
+        },
+        at(0),
+    )
+    .expect("start")
+}
+
+fn initiation(effects: &Effects) -> Initiation {
+    assert_eq!(effects.peers.len(), 1);
+    assert_eq!(effects.peers[0].kind, INITIATION);
+    serde_json::from_value(effects.peers[0].body.clone()).expect("initiation")
+}
+
+fn terms(currency: &str, rate: Option<Rate>, auto_ack: bool) -> Option<MerchantTerms> {
+    Some(MerchantTerms {
+        currency: Currency::from_code(currency).expect("currency"),
+        rate,
+        auto_ack,
+        account: Id::new(),
+        owed_by: Id::new(),
+    })
+}
+
+#[test]
+fn the_am_holds_the_deposit_and_sends_the_amended_initiation() {
+    let (am, effects) = start();
+    assert_eq!(am.state, AmState::Held);
+    match effects.ledger {
+        Some(Command::Transfer {
+            debit_account,
+            credit_account,
+            amount_minor,
+            timeout_s,
+            ..
+        }) => {
+            assert_eq!((debit_account, credit_account), (am.account, am.owed));
+            assert_eq!((amount_minor, timeout_s), (1000, Some(4200)));
+        }
+        other => panic!("no hold: {other:?}"),
+    }
+    let init = initiation(&effects);
+    assert_eq!(effects.peers[0].to, node(2));
+    assert_eq!(init.transaction.to_string(), format!("{}.1", am.id));
+    assert_eq!(
+        (init.deposit, init.customer.as_str()),
+        (eur(1000), "c-1f2e")
+    );
+    assert_eq!(am.poll_timeout(), Some(at(60)));
+    // Nothing about the customer but its pseudonym leaves the AM.
+    let text = effects.peers[0].body.to_string();
+    assert!(!text.contains(&am.account.to_string()), "{text}");
+}
+
+#[test]
+fn bad_starts_are_refused() {
+    let (am, _) = start();
+    let base = |deposit: Amount, ack: i64, life: i64| Start {
+        id: am.id,
+        mta: am.mta,
+        merchant: "shop".into(),
+        account: am.account,
+        owed: am.owed,
+        customer: "c".into(),
+        customer_key: None,
+        deposit,
+        ack_window_s: ack,
+        lifetime_s: life,
+        clearing_grace_s: 0,
+        message: Id::new(),
+    };
+    for s in [
+        base(eur(0), 60, 3600),
+        base(eur(-5), 60, 3600),
+        base(eur(5), 0, 3600),
+        base(eur(5), 60, 60),
+    ] {
+        let e = AmSession::start(s, at(0)).expect_err("refused");
+        assert_eq!(e.fault(), Fault::Caller);
+    }
+}
+
+#[test]
+fn an_mta_in_another_currency_acks_with_its_rate_and_the_am_opens() {
+    let (am, effects) = start();
+    let am = am.with_hold(Some(Id::new()));
+    let rate = Rate::parse(
+        "1.0842",
+        Currency::from_code("EUR").expect("c"),
+        Currency::from_code("USD").expect("c"),
+    )
+    .expect("rate");
+    let (mta, fx) = MtaSession::register(
+        initiation(&effects),
+        node(1),
+        terms("USD", Some(rate), false),
+        120,
+        at(1),
+        Id::new(),
+    )
+    .expect("register");
+    assert_eq!(
+        (mta.state, mta.merchant_deposit),
+        (MtaState::Informed, usd(1084))
+    );
+    assert!(fx.peers.is_empty(), "no answer before the merchant acks");
+    // The merchant's ack answers the AM; a second changes nothing.
+    let (mta, fx) = mta
+        .handle(at(2), MtaInput::MerchantAck, Id::new())
+        .expect("ack");
+    assert_eq!(mta.state, MtaState::Open);
+    assert_eq!(
+        (fx.peers.len(), fx.peers[0].kind.as_str(), fx.peers[0].to),
+        (1, ACK, node(1))
+    );
+    let (mta, again) = mta
+        .handle(at(3), MtaInput::MerchantAck, Id::new())
+        .expect("again");
+    assert_eq!(again, Effects::none());
+    assert_eq!(
+        mta.clone()
+            .handle(at(3), MtaInput::MerchantDecline, Id::new())
+            .expect_err("closed")
+            .fault(),
+        Fault::Caller
+    );
+    let ack: Ack = serde_json::from_value(fx.peers[0].body.clone()).expect("ack");
+    let (am, opened) = am.handle(at(3), AmInput::Ack(ack.clone())).expect("open");
+    assert_eq!(
+        (am.state, am.rate, am.merchant_deposit),
+        (AmState::Open, Some(rate), Some(usd(1084)))
+    );
+    assert!(opened.ledger.is_some() && opened.peers.is_empty());
+    assert_eq!(am.poll_timeout(), None);
+    // The same ack delivered twice is applied once; a late refusal is the peer's fault.
+    let (am, dup) = am.handle(at(4), AmInput::Ack(ack)).expect("dup");
+    assert_eq!(dup, Effects::none());
+    let e = am
+        .handle(
+            at(4),
+            AmInput::Refused(Refused {
+                session: mta.id,
+                reason: Refusal::Declined,
+            }),
+        )
+        .expect_err("too late");
+    assert_eq!(e.fault(), Fault::Peer);
+}
+
+#[test]
+fn an_ack_that_does_not_add_up_is_refused() {
+    let (am, _) = start();
+    let rate = Rate {
+        numerator: 2,
+        denominator: 1,
+    };
+    for ack in [
+        Ack {
+            session: SessionId::new(node(1), 8).expect("id"),
+            rate,
+            merchant_deposit: eur(2000),
+        },
+        Ack {
+            session: am.id,
+            rate,
+            merchant_deposit: eur(1999),
+        },
+        Ack {
+            session: am.id,
+            rate: Rate {
+                numerator: 0,
+                denominator: 1,
+            },
+            merchant_deposit: eur(0),
+        },
+    ] {
+        let e = am
+            .clone()
+            .handle(at(1), AmInput::Ack(ack))
+            .expect_err("mismatch");
+        assert_eq!(e.fault(), Fault::Peer);
+    }
+}
+
+#[test]
+fn refusals_and_silence_void_the_hold() {
+    let (am, effects) = start();
+    let hold = Id::new();
+    let am = am.with_hold(Some(hold));
+    let void = Some(Command::Void { pending_id: hold });
+    // Unknown merchant, no rate, agent mode: the MTA answers at once.
+    let init = initiation(&effects);
+    let (mta, fx) =
+        MtaSession::register(init.clone(), node(1), None, 120, at(1), Id::new()).expect("r");
+    assert_eq!(
+        (mta.state, mta.refusal),
+        (MtaState::Refused, Some(Refusal::UnknownMerchant))
+    );
+    assert_eq!(fx.peers[0].kind, REFUSED);
+    let (mta, _) = MtaSession::register(
+        init.clone(),
+        node(1),
+        terms("USD", None, false),
+        120,
+        at(1),
+        Id::new(),
+    )
+    .expect("r");
+    assert_eq!(mta.refusal, Some(Refusal::NoRate));
+    let (mta, fx) = MtaSession::register(
+        init.clone(),
+        node(1),
+        terms("EUR", None, true),
+        120,
+        at(1),
+        Id::new(),
+    )
+    .expect("r");
+    assert_eq!(
+        (mta.state, mta.merchant_deposit, fx.peers[0].kind.as_str()),
+        (MtaState::Open, eur(1000), ACK)
+    );
+    // An initiation that is not from its session's AM is refused outright.
+    assert_eq!(
+        MtaSession::register(
+            init.clone(),
+            node(3),
+            terms("EUR", None, true),
+            120,
+            at(1),
+            Id::new()
+        )
+        .expect_err("forged")
+        .fault(),
+        Fault::Peer
+    );
+    // The merchant leaves it unanswered: refused when due, not before.
+    let (mta, _) = MtaSession::register(
+        init,
+        node(1),
+        terms("EUR", None, false),
+        120,
+        at(1),
+        Id::new(),
+    )
+    .expect("r");
+    assert_eq!(mta.poll_timeout(), Some(at(121)));
+    assert_eq!(
+        mta.clone()
+            .handle(at(120), MtaInput::Timeout, Id::new())
+            .expect_err("early"),
+        TradeError::NotDue
+    );
+    let (mta, fx) = mta
+        .handle(at(121), MtaInput::Timeout, Id::new())
+        .expect("due");
+    assert_eq!(mta.refusal, Some(Refusal::Unanswered));
+    let refused: Refused = serde_json::from_value(fx.peers[0].body.clone()).expect("refused");
+    // The AM voids its hold on the refusal, once.
+    let (aborted, fx) = am
+        .clone()
+        .handle(at(122), AmInput::Refused(refused.clone()))
+        .expect("abort");
+    assert_eq!((aborted.state, fx.ledger), (AmState::Aborted, void.clone()));
+    let (_, dup) = aborted
+        .handle(at(123), AmInput::Refused(refused))
+        .expect("dup");
+    assert_eq!(dup, Effects::none());
+    // Or on its own timeout.
+    assert_eq!(
+        am.clone()
+            .handle(at(59), AmInput::Timeout)
+            .expect_err("early"),
+        TradeError::NotDue
+    );
+    let (aborted, fx) = am.handle(at(60), AmInput::Timeout).expect("timeout");
+    assert_eq!((aborted.state, fx.ledger), (AmState::Aborted, void));
+}
+
+/// An opened pair (AM with its hold, MTA open), for the conclusion.
+fn opened() -> (AmSession, MtaSession, Id) {
+    let (am, effects) = start();
+    let hold = Id::new();
+    let (mta, fx) = MtaSession::register(
+        initiation(&effects),
+        node(1),
+        terms("EUR", None, true),
+        120,
+        at(1),
+        Id::new(),
+    )
+    .expect("register");
+    let ack: Ack = serde_json::from_value(fx.peers[0].body.clone()).expect("ack");
+    let (am, _) = am
+        .with_hold(Some(hold))
+        .handle(at(2), AmInput::Ack(ack))
+        .expect("open");
+    (am, mta, hold)
+}
+
+fn record(side: Side, minor: i64, list: &str) -> Record {
+    Record {
+        transaction: SessionId::new(node(1), 7).expect("id").first_transaction(),
+        side,
+        total: eur(minor),
+        count: 2,
+        list: list.repeat(64),
+    }
+}
+
+#[test]
+fn records_that_agree_clear_the_session_at_both_nodes() {
+    let (am, mta, hold) = opened();
+    let customer = record(Side::Customer, 250, "a");
+    let (am, fx) = am
+        .handle(
+            at(3),
+            AmInput::Record {
+                record: customer.clone(),
+                signed: "{}".into(),
+                message: Id::new(),
+            },
+        )
+        .expect("concluding");
+    assert_eq!(
+        (am.state, fx.peers[0].kind.as_str()),
+        (AmState::Concluding, RECORD)
+    );
+    // The merchant's record first, then the customer's: cleared, the merchant paid from
+    // the account owed by the AM's operator.
+    let (mta, fx) = mta
+        .handle(
+            at(4),
+            MtaInput::Record(record(Side::Merchant, 250, "a")),
+            Id::new(),
+        )
+        .expect("one in");
+    assert_eq!((mta.state, fx.peers.len()), (MtaState::Concluding, 0));
+    let (mta, fx) = mta
+        .handle(at(5), MtaInput::Record(customer.clone()), Id::new())
+        .expect("both in");
+    assert_eq!(mta.state, MtaState::Cleared);
+    match fx.ledger {
+        Some(Command::Transfer {
+            debit_account,
+            credit_account,
+            amount_minor,
+            ..
+        }) => {
+            assert_eq!(
+                (Some(debit_account), Some(credit_account), amount_minor),
+                (mta.owed_by, mta.account, 250)
+            );
+        }
+        other => panic!("no payment: {other:?}"),
+    }
+    let clearing: Clearing = serde_json::from_value(fx.peers[0].body.clone()).expect("clearing");
+    assert_eq!(
+        (fx.peers[0].kind.as_str(), clearing.customer_total),
+        (CLEARED, eur(250))
+    );
+    // The same record again changes nothing.
+    let (_, again) = mta
+        .handle(at(6), MtaInput::Record(customer), Id::new())
+        .expect("repeat");
+    assert_eq!(again, Effects::none());
+    // The AM posts what was spent from the hold; the rest is released by the post.
+    let (am, fx) = am
+        .handle(at(6), AmInput::Cleared(clearing.clone()))
+        .expect("cleared");
+    assert_eq!(am.state, AmState::Cleared);
+    assert_eq!(
+        fx.ledger,
+        Some(Command::Post {
+            pending_id: hold,
+            amount_minor: Some(250)
+        })
+    );
+    let (_, dup) = am.handle(at(7), AmInput::Cleared(clearing)).expect("dup");
+    assert_eq!(dup, Effects::none());
+}
+
+#[test]
+fn records_that_disagree_are_disputed_and_nothing_is_paid() {
+    let (am, mta, _) = opened();
+    let (mta, _) = mta
+        .handle(
+            at(4),
+            MtaInput::Record(record(Side::Merchant, 300, "a")),
+            Id::new(),
+        )
+        .expect("one in");
+    let (mta, fx) = mta
+        .handle(
+            at(5),
+            MtaInput::Record(record(Side::Customer, 250, "a")),
+            Id::new(),
+        )
+        .expect("both in");
+    assert_eq!(mta.state, MtaState::Disputed);
+    assert!(
+        matches!(fx.ledger, Some(Command::Record { .. })),
+        "nothing paid"
+    );
+    assert_eq!(fx.peers[0].kind, DISPUTED);
+    // A second, different record of a side is refused.
+    let (concluding, _) = opened()
+        .1
+        .handle(
+            at(4),
+            MtaInput::Record(record(Side::Merchant, 1, "b")),
+            Id::new(),
+        )
+        .expect("in");
+    let e = concluding
+        .handle(
+            at(5),
+            MtaInput::Record(record(Side::Merchant, 2, "b")),
+            Id::new(),
+        )
+        .expect_err("twice");
+    assert_eq!(e.fault(), Fault::Peer);
+    // A record beyond the deposit is not taken by the AM; a clearing that does not match
+    // its record is refused.
+    let e = am
+        .clone()
+        .handle(
+            at(3),
+            AmInput::Record {
+                record: record(Side::Customer, 1001, "a"),
+                signed: "{}".into(),
+                message: Id::new(),
+            },
+        )
+        .expect_err("beyond");
+    assert_eq!(e.fault(), Fault::Caller);
+    let (am, _) = am
+        .handle(
+            at(3),
+            AmInput::Record {
+                record: record(Side::Customer, 250, "a"),
+                signed: "{}".into(),
+                message: Id::new(),
+            },
+        )
+        .expect("concluding");
+    let wrong = Clearing {
+        transaction: record(Side::Customer, 250, "a").transaction,
+        total: eur(250),
+        customer_total: eur(200),
+        count: 2,
+        list: "a".repeat(64),
+    };
+    assert_eq!(
+        am.clone()
+            .handle(at(4), AmInput::Cleared(wrong))
+            .expect_err("wrong")
+            .fault(),
+        Fault::Peer
+    );
+    let (am, fx) = am.handle(at(4), AmInput::Disputed).expect("disputed");
+    assert_eq!(am.state, AmState::Disputed);
+    assert!(
+        matches!(fx.ledger, Some(Command::Record { .. })),
+        "the hold is kept"
+    );
+}
+
+#[test]
+fn states_have_stored_names() {
+    for s in [
+        AmState::Held,
+        AmState::Open,
+        AmState::Aborted,
+        AmState::Concluding,
+        AmState::Cleared,
+        AmState::Disputed,
+    ] {
+        assert_eq!(AmState::parse(s.as_str()), Some(s));
+    }
+    for s in [
+        MtaState::Informed,
+        MtaState::Open,
+        MtaState::Refused,
+        MtaState::Concluding,
+        MtaState::Cleared,
+        MtaState::Disputed,
+    ] {
+        assert_eq!(MtaState::parse(s.as_str()), Some(s));
+    }
+    for r in [
+        Refusal::UnknownMerchant,
+        Refusal::NoRate,
+        Refusal::BadDeposit,
+        Refusal::Declined,
+        Refusal::Unanswered,
+    ] {
+        assert_eq!(Refusal::parse(r.as_str()), Some(r));
+        assert_eq!(
+            serde_json::to_value(r).expect("json"),
+            serde_json::json!(r.as_str())
+        );
+    }
+}
