@@ -10,6 +10,12 @@
 //! * `POST /v1/tabs/{transaction}/purchases` (a maced purchase) → the tab after it.
 //! * `POST /v1/tabs/{transaction}/close` `{mac}` (HMAC under the tab's key) → no more
 //!   purchases; the merchant's record goes to its operator.
+//! * `POST /v1/tabs/{transaction}/terminate` (the merchant: `Authorization: Bearer` the token
+//!   in `DATA/agent.token`) → no more purchases; the merchant's record goes to its operator.
+//!
+//! A tab also ends by itself: with the purchase that uses its deposit up (the merchant starts
+//! the clearing), and at the session's agreed end. A task sends the record of every ended tab
+//! to the operator until the operator has it (again after a restart, from the journal).
 
 use crate::client::Conn;
 use anyhow::Context;
@@ -23,11 +29,15 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tally_kernel::crypto::{SigningKey, VerifyingKey};
-use tally_kernel::{Amount, Currency};
+use tally_kernel::{Amount, Currency, Secret, Timestamp};
 use tally_proto::session::conclusion::{Record, Side};
 use tally_proto::session::ids::{SessionId, TransactionId};
 use tally_proto::session::purchase::{MacedPurchase, PurchaseError, Tab};
-use tally_store::agent::{AgentError, AgentJournal, AgentOp};
+use tally_client::wire::federation::TradingSessionView;
+use tally_store::agent::{AgentError, AgentJournal, AgentOp, TabView};
+
+/// How long the agent waits before sending again a record its operator did not take.
+const REPORT_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Args)]
 pub struct AgentArgs {
@@ -52,6 +62,10 @@ struct Agent {
     node: tally_client::Client,
     /// Signs the merchant's session records (`DATA/agent.key`).
     key: std::sync::Arc<SigningKey>,
+    /// The merchant's own token for `terminate` (`DATA/agent.token`).
+    token: std::sync::Arc<Secret<String>>,
+    /// Wakes the task that ends tabs and sends their records.
+    wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 #[derive(Deserialize)]
@@ -96,6 +110,7 @@ fn refused(e: AgentError) -> Response {
                     Some(serde_json::json!({"remaining_minor": remaining})),
                 ),
                 PurchaseError::Closed => (StatusCode::CONFLICT, "closed", None),
+                PurchaseError::Expired => (StatusCode::CONFLICT, "session_expired", None),
             };
             refusal(status, code, message, details)
         }
@@ -169,7 +184,7 @@ async fn open_tab(State(a): State<Agent>, Json(req): Json<OpenTab>) -> Response 
     let transaction = session.first_transaction();
     let bytes = req.tab.to_string().into_bytes();
     let tab = match Tab::open(&bytes, &key, transaction, deposit) {
-        Ok(t) => t,
+        Ok(t) => t.until(view.expires_at.as_micros()),
         Err(e) => return refused(e.into()),
     };
     match a
@@ -188,7 +203,13 @@ async fn purchase(
     Json(p): Json<MacedPurchase>,
 ) -> Response {
     match a.journal.submit(&transaction, AgentOp::Buy(p)).await {
-        Ok(v) => Json(v).into_response(),
+        Ok(v) => {
+            if v.closed {
+                // The deposit is used up: the merchant's record goes now.
+                a.wake.notify_one();
+            }
+            Json(v).into_response()
+        }
         Err(e) => refused(e),
     }
 }
@@ -215,40 +236,7 @@ async fn close(
         Ok(v) => v,
         Err(e) => return refused(e),
     };
-    let (Ok(t), Ok(currency)) = (
-        transaction.parse::<TransactionId>(),
-        Currency::from_code(&tab.currency),
-    ) else {
-        return refusal(
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            "not a transaction id".into(),
-            None,
-        );
-    };
-    let record = Record {
-        transaction: t,
-        side: Side::Merchant,
-        total: Amount::new(tab.spent, currency),
-        count: tab.count,
-        list: tab.list.clone(),
-    };
-    let signed = match record.sign(&a.key) {
-        Ok(s) => s,
-        Err(e) => {
-            return refusal(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                e.to_string(),
-                None,
-            );
-        }
-    };
-    match a
-        .node
-        .trading_session_record(&t.session.to_string(), signed)
-        .await
-    {
+    match report(&a, &tab).await {
         Ok(session) => Json(serde_json::json!({"tab": tab, "session": session})).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "merchant agent: the operator did not take the record");
@@ -256,7 +244,7 @@ async fn close(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 format!(
-                    "the tab is closed, but the operator did not take the record: {e}; close again to retry"
+                    "the tab is closed, but the operator did not take the record: {e}; it is sent again"
                 ),
                 None,
             )
@@ -264,19 +252,177 @@ async fn close(
     }
 }
 
+/// The merchant ends a tab (its token as the bearer): no more purchases, its record goes to
+/// the operator.
+async fn terminate(
+    State(a): State<Agent>,
+    Path(transaction): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if given.is_empty() || !a.token.ct_eq(given.as_bytes()) {
+        return refusal(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "only the merchant ends a tab: send the agent's token (DATA/agent.token)".into(),
+            None,
+        );
+    }
+    let tab = match a.journal.submit(&transaction, AgentOp::Terminate).await {
+        Ok(v) => v,
+        Err(e) => return refused(e),
+    };
+    match report(&a, &tab).await {
+        Ok(session) => Json(serde_json::json!({"tab": tab, "session": session})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "merchant agent: the operator did not take the record");
+            a.wake.notify_one();
+            Json(serde_json::json!({"tab": tab, "session": null})).into_response()
+        }
+    }
+}
+
+/// Why a record did not reach the operator.
+#[derive(Debug, thiserror::Error)]
+enum ReportError {
+    /// Not a record the agent can make (a corrupt tab).
+    #[error("{0}")]
+    Bad(String),
+    /// The operator refused it for good (the session is over there): not sent again.
+    #[error("the operator refused the record: {0}")]
+    Refused(tally_client::Error),
+    /// The operator did not answer: sent again later.
+    #[error("the operator did not take the record: {0}")]
+    Unavailable(tally_client::Error),
+}
+
+/// Signs the merchant's record of a closed tab and sends it to the operator; once taken (or
+/// refused for good) the journal marks it so it is not sent again.
+async fn report(a: &Agent, tab: &TabView) -> Result<TradingSessionView, ReportError> {
+    let transaction: TransactionId = tab
+        .transaction
+        .parse()
+        .map_err(|e| ReportError::Bad(format!("transaction: {e}")))?;
+    let currency = Currency::from_code(&tab.currency)
+        .map_err(|e| ReportError::Bad(format!("currency: {e}")))?;
+    let record = Record {
+        transaction,
+        side: Side::Merchant,
+        total: Amount::new(tab.spent, currency),
+        count: tab.count,
+        list: tab.list.clone(),
+    };
+    let signed = record
+        .sign(&a.key)
+        .map_err(|e| ReportError::Bad(e.to_string()))?;
+    let outcome = a
+        .node
+        .trading_session_record(&transaction.session.to_string(), signed)
+        .await
+        .map_err(|e| match e.status() {
+            Some(s) if (400..500).contains(&s) && s != 408 && s != 429 => ReportError::Refused(e),
+            _ => ReportError::Unavailable(e),
+        });
+    if matches!(outcome, Ok(_) | Err(ReportError::Refused(_))) {
+        let _ = a.journal.submit(&tab.transaction, AgentOp::Reported).await;
+    }
+    outcome
+}
+
+/// Ends the tabs whose session is over and sends every ended tab's record until the operator
+/// has it; wakes at the next tab's end, when a tab closes, or to retry.
+async fn chores(a: Agent) {
+    loop {
+        let now = Timestamp::now().as_micros();
+        let mut wait = REPORT_RETRY;
+        match a.journal.chores(now).await {
+            Ok(c) => {
+                for transaction in &c.to_end {
+                    if let Err(e) = a.journal.submit(transaction, AgentOp::Terminate).await {
+                        tracing::warn!(%transaction, error = %e, "merchant agent: could not end a tab");
+                    }
+                }
+                for tab in &c.to_report {
+                    let view = TabView {
+                        transaction: tab.transaction.to_string(),
+                        count: tab.count,
+                        spent: tab.spent,
+                        remaining: tab.remaining(),
+                        currency: tab.deposit.currency.code().to_string(),
+                        list: tab.list.clone(),
+                        repeat: false,
+                        closed: true,
+                    };
+                    match report(&a, &view).await {
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(transaction = %view.transaction, error = %e, "merchant agent: record not taken")
+                        }
+                    }
+                }
+                if !c.to_end.is_empty() {
+                    // The tabs just ended: their records go at once.
+                    continue;
+                }
+                if let Some(end) = c.next_end {
+                    let until = u64::try_from(end.saturating_sub(now)).unwrap_or(0);
+                    wait = wait.min(std::time::Duration::from_micros(until));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "merchant agent: could not read its journal"),
+        }
+        tokio::select! {
+            _ = a.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
 /// The agent's routes over `journal`, reading sessions from `node` and signing records with
 /// `key`.
-pub fn routes(journal: AgentJournal, node: tally_client::Client, key: SigningKey) -> axum::Router {
+/// `token` lets the merchant end a tab. Starts the task that ends tabs at their session's end
+/// and sends the records of ended tabs.
+pub fn routes(
+    journal: AgentJournal,
+    node: tally_client::Client,
+    key: SigningKey,
+    token: Secret<String>,
+) -> axum::Router {
+    let agent = Agent {
+        journal,
+        node,
+        key: std::sync::Arc::new(key),
+        token: std::sync::Arc::new(token),
+        wake: std::sync::Arc::new(tokio::sync::Notify::new()),
+    };
+    tokio::spawn(chores(agent.clone()));
     axum::Router::new()
         .route("/v1/tabs", post(open_tab))
         .route("/v1/tabs/{transaction}/purchases", post(purchase))
         .route("/v1/tabs/{transaction}/close", post(close))
+        .route("/v1/tabs/{transaction}/terminate", post(terminate))
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
-        .with_state(Agent {
-            journal,
-            node,
-            key: std::sync::Arc::new(key),
-        })
+        .with_state(agent)
+}
+
+/// The merchant's token for `terminate`, made at the agent's first start (`DATA/agent.token`,
+/// mode 0600).
+fn token(data: &std::path::Path) -> anyhow::Result<Secret<String>> {
+    let path = data.join("agent.token");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        return Ok(Secret::new(text.trim().to_string()));
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let text = hex::encode(bytes);
+    tally_service::identity::write_private_file(&path, text.as_bytes())?;
+    Ok(Secret::new(text))
 }
 
 pub async fn serve(a: AgentArgs) -> anyhow::Result<ExitCode> {
@@ -312,7 +458,8 @@ pub async fn serve(a: AgentArgs) -> anyhow::Result<ExitCode> {
         a.data.join("agent.db").display(),
         node.base()
     );
-    axum::serve(listener, routes(journal, node, key))
+    let token = token(&a.data)?;
+    axum::serve(listener, routes(journal, node, key, token))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -155,7 +155,12 @@ async fn over_http(
     let server = tokio::spawn(async move {
         axum::serve(
             listener,
-            crate::agent::routes(journal, node, SigningKey::from_seed(&[3; 32])),
+            crate::agent::routes(
+                journal,
+                node,
+                SigningKey::from_seed(&[3; 32]),
+                tally_kernel::Secret::new("bench".into()),
+            ),
         )
         .await
     });
@@ -509,7 +514,12 @@ pub async fn across_nodes(
     let journal = AgentJournal::open(&agent_dir.path().join("agent.db")).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let agent = format!("http://{}", listener.local_addr()?);
-    let routes = crate::agent::routes(journal, kiosk_client, agent_key);
+    let routes = crate::agent::routes(
+        journal,
+        kiosk_client,
+        agent_key,
+        tally_kernel::Secret::new("bench".into()),
+    );
     tokio::spawn(async move { axum::serve(listener, routes).await });
     let mut customers = Vec::new();
     for c in 0..clients {

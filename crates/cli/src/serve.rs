@@ -14,6 +14,7 @@ use std::time::Duration;
 use tally_proto::oob::Policy;
 use tally_service::delivery::DeliverySettings;
 use tally_service::oob::OobSettings;
+use tally_service::session::SessionSettings;
 use tally_service::{Node, NodeConfig};
 
 #[derive(Args)]
@@ -115,6 +116,19 @@ pub struct ServeArgs {
     /// aborts it for the originator.
     #[arg(long, default_value_t = 24)]
     exchange_timeout_hours: i64,
+    /// Trading sessions: seconds the customer's operator waits for the merchant's operator
+    /// to answer an initiation, and the merchant's operator for the merchant.
+    #[arg(long, default_value_t = SessionSettings::default().ack_window_s, value_name = "SECONDS")]
+    session_ack_window: i64,
+    /// Trading sessions: seconds after a session's end the merchant's operator waits for the
+    /// records. Then the customer's record alone clears, the merchant's alone is disputed,
+    /// and with none the session expires and the deposit is released.
+    #[arg(long, default_value_t = SessionSettings::default().conclusion_window_s, value_name = "SECONDS")]
+    session_conclusion_window: i64,
+    /// Trading sessions: seconds after a session's end the customer's operator keeps the
+    /// deposit held for the conclusion; longer than --session-conclusion-window.
+    #[arg(long, default_value_t = SessionSettings::default().clearing_grace_s, value_name = "SECONDS")]
+    session_clearing_grace: i64,
     /// Trustee payments: the operator's fee, basis points (150 = 1.5 %).
     #[arg(long, default_value_t = OobSettings::default().trustee_fee_bps)]
     trustee_fee_bps: i64,
@@ -154,6 +168,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             notification_window_s: args.notification_window.max(1),
         },
         exchange_timeout_s: args.exchange_timeout_hours.max(1) * 3600,
+        sessions: SessionSettings {
+            ack_window_s: args.session_ack_window,
+            conclusion_window_s: args.session_conclusion_window,
+            clearing_grace_s: args.session_clearing_grace,
+            ..SessionSettings::default()
+        },
         oob: OobSettings {
             policy: Policy {
                 digits: args.code_digits,
@@ -187,6 +207,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         ..NodeConfig::new(&args.data)
     };
+    config
+        .sessions
+        .check()
+        .map_err(|e| anyhow::anyhow!("--session-*: {e}"))?;
     config
         .oob
         .policy

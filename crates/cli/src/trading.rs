@@ -37,6 +37,21 @@ pub enum SessionCommand {
     /// operator; `--wait` until the merchant's operator has compared both (cleared or
     /// disputed).
     Close(CloseArgs),
+    /// End a customer's tab at your merchant agent (a merchant): it takes no more purchases
+    /// and sends your record to your operator. The customer then sends theirs.
+    Terminate(TerminateArgs),
+}
+
+#[derive(Args)]
+pub struct TerminateArgs {
+    /// The session id.
+    pub session: String,
+    /// Your agent's URL.
+    #[arg(long, default_value = "http://127.0.0.1:8650")]
+    pub agent: String,
+    /// Your agent's directory (its token, `agent.token`, proves it is you).
+    #[arg(long, default_value = "./tally-agent")]
+    pub data: std::path::PathBuf,
 }
 
 /// `tally billing …`.
@@ -186,6 +201,7 @@ pub async fn session(cmd: SessionCommand) -> anyhow::Result<ExitCode> {
         SessionCommand::Buy(a) => buy(a).await,
         SessionCommand::Agent(a) => crate::agent::serve(a).await,
         SessionCommand::Close(a) => close(a).await,
+        SessionCommand::Terminate(a) => terminate(a).await,
 
         SessionCommand::Show(a) => {
             let c = Client::new(&a.conn)?;
@@ -340,6 +356,8 @@ struct TabAnswer {
     currency: String,
     list: String,
     repeat: bool,
+    #[serde(default)]
+    closed: bool,
 }
 
 async fn post_agent<T: serde::Serialize>(
@@ -454,6 +472,18 @@ async fn buy(a: BuyArgs) -> anyhow::Result<ExitCode> {
         // Refused: not taken, so not pending any more.
         w.pending = None;
         w.save(&path)?;
+        let ended = match v["error"]["code"].as_str() {
+            Some("closed") => Some("the merchant ended the tab"),
+            Some("session_expired") => Some("the session's time is over"),
+            _ => None,
+        };
+        if let Some(why) = ended {
+            eprintln!(
+                "{why}: nothing more can be bought in this session. Send your record with \
+                 `tally session close {}`; open a new session to buy more.",
+                a.session
+            );
+        }
         return Err(agent_refusal(status, &v));
     }
     let tab: TabAnswer = serde_json::from_value(v)?;
@@ -478,6 +508,13 @@ async fn buy(a: BuyArgs) -> anyhow::Result<ExitCode> {
         money(tab.remaining),
         tab.list
     );
+    if tab.closed {
+        println!(
+            "the deposit is used up: the merchant's agent ended the tab and sent its record; \
+             send yours with `tally session close {}`",
+            a.session
+        );
+    }
     if tab.list != mine || tab.count != bought.seq {
         eprintln!(
             "warning: the merchant's list ({}, {} purchases) is not yours ({mine}, {})",
@@ -554,6 +591,49 @@ async fn close(a: CloseArgs) -> anyhow::Result<ExitCode> {
         _ if a.wait > 0 => ExitCode::from(2),
         _ => ExitCode::SUCCESS,
     })
+}
+
+async fn terminate(a: TerminateArgs) -> anyhow::Result<ExitCode> {
+    let session: tally_proto::session::ids::SessionId = a
+        .session
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{}: not a session id: {e}", a.session))?;
+    let path = a.data.join("agent.token");
+    let token = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the agent's token {}", path.display()))?;
+    let url = format!(
+        "{}/v1/tabs/{}/terminate",
+        a.agent.trim_end_matches('/'),
+        session.first_transaction()
+    );
+    let r = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?
+        .post(&url)
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .with_context(|| format!("reaching the merchant agent at {url}"))?;
+    let status = r.status();
+    let v: serde_json::Value = r.json().await.unwrap_or(serde_json::Value::Null);
+    if !status.is_success() {
+        return Err(agent_refusal(status, &v));
+    }
+    let tab = &v["tab"];
+    println!(
+        "ended the tab of {}: {} purchases, {} spent; {}",
+        a.session,
+        tab["count"],
+        crate::client::money(
+            tab["spent"].as_i64().unwrap_or(0),
+            tab["currency"].as_str().unwrap_or("")
+        ),
+        match v["session"]["state"].as_str() {
+            Some(state) => format!("your record is at your operator (session {state})"),
+            None => "your operator did not answer yet: the agent sends your record again".into(),
+        }
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn billing(cmd: BillingCommand) -> anyhow::Result<ExitCode> {

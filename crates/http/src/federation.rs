@@ -245,7 +245,7 @@ pub async fn billing(
     Caller(by): Caller,
     ApiQuery(q): ApiQuery<BillingQuery>,
 ) -> Result<Response, ApiError> {
-    let now = tally_kernel::Timestamp::now();
+    let now = state.node.now();
     let from =
         crate::handlers::time_param("from", q.from.as_deref(), now.plus_seconds(-31 * 86_400))?;
     let to = crate::handlers::time_param("to", q.to.as_deref(), now.plus_seconds(1))?;

@@ -14,7 +14,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tally_kernel::{Id, Timestamp};
+use tally_kernel::Id;
 use tally_service::oob::{OpenSession, Opened};
 
 use crate::AppState;
@@ -316,7 +316,7 @@ pub async fn statement(
     ApiPath(user): ApiPath<String>,
     ApiQuery(q): ApiQuery<PeriodQuery>,
 ) -> Result<Response, ApiError> {
-    let now = Timestamp::now();
+    let now = state.node.now();
     let to = time_param("to", q.to.as_deref(), now.plus_seconds(1))?;
     let from = time_param("from", q.from.as_deref(), to.plus_seconds(-31 * 86_400))?;
     Ok(Json(state.node.oob().statement(&by, &user, from, to).await?).into_response())
@@ -357,7 +357,7 @@ pub async fn settle(
     Caller(by): Caller,
     ApiJson(body): ApiJson<SettleRequest>,
 ) -> Result<Response, ApiError> {
-    let until = time_param("until", body.until.as_deref(), Timestamp::now())?;
+    let until = time_param("until", body.until.as_deref(), state.node.now())?;
     Ok(Json(state.node.oob().settle_trustee(&by, until).await?).into_response())
 }
 

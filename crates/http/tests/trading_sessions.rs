@@ -290,63 +290,93 @@ async fn post(w: &World, key: &str, session: &str, signed: Vec<u8>) -> common::R
         .await
 }
 
-async fn conclude(a: World, b: World) {
-    use tally_kernel::crypto::SigningKey;
-    use tally_proto::session::conclusion::{Record, Side};
-    pair(&a.api, &b.api).await;
-    let kiosk = b.api.issue_key("merchant", "kiosk").await;
-    b.api
-        .call("PUT", "/v1/session-merchants/kiosk")
-        .key(&b.api.admin)
-        .json(json!({"account": b.shop_eur, "auto_ack": true}))
-        .send()
-        .await
-        .expect(StatusCode::OK);
-    let agent = SigningKey::from_seed(&[21; 32]);
-    b.api
-        .call("PUT", "/v1/session-merchants/kiosk/agent-key")
-        .key(&kiosk)
-        .json(json!({"public_key": agent.verifying_key().to_hex()}))
-        .send()
-        .await
-        .expect(StatusCode::NO_CONTENT);
-    let customer = SigningKey::from_seed(&[22; 32]);
-    let open_with_key = |idem: &'static str, deposit: &'static str| {
-        let mut body = order(&a.alice_eur, deposit, "kiosk");
-        body["customer_key"] = json!(customer.verifying_key().to_hex());
-        let (api, key) = (&a.api, a.alice.clone());
-        async move {
-            api.post("/v1/trading-sessions")
-                .key(&key)
-                .idem(idem)
-                .json(body)
-                .send()
-                .await
-                .expect(StatusCode::CREATED)
-                .str("/session")
-                .to_string()
+/// B's merchant `kiosk` in agent mode with its agent's key, and a customer's session key.
+struct Kiosk {
+    kiosk: String,
+    agent: tally_kernel::crypto::SigningKey,
+    customer: tally_kernel::crypto::SigningKey,
+}
+
+impl Kiosk {
+    async fn new(a: &World, b: &World) -> Kiosk {
+        use tally_kernel::crypto::SigningKey;
+        pair(&a.api, &b.api).await;
+        let kiosk = b.api.issue_key("merchant", "kiosk").await;
+        b.api
+            .call("PUT", "/v1/session-merchants/kiosk")
+            .key(&b.api.admin)
+            .json(json!({"account": b.shop_eur, "auto_ack": true}))
+            .send()
+            .await
+            .expect(StatusCode::OK);
+        let agent = SigningKey::from_seed(&[21; 32]);
+        b.api
+            .call("PUT", "/v1/session-merchants/kiosk/agent-key")
+            .key(&kiosk)
+            .json(json!({"public_key": agent.verifying_key().to_hex()}))
+            .send()
+            .await
+            .expect(StatusCode::NO_CONTENT);
+        Kiosk {
+            kiosk,
+            agent,
+            customer: SigningKey::from_seed(&[22; 32]),
         }
+    }
+
+    /// Alice opens a session at the kiosk with the customer's key; its id.
+    async fn open(&self, a: &World, idem: &str, deposit: &str) -> String {
+        let mut body = order(&a.alice_eur, deposit, "kiosk");
+        body["customer_key"] = json!(self.customer.verifying_key().to_hex());
+        a.api
+            .post("/v1/trading-sessions")
+            .key(&a.alice)
+            .idem(idem)
+            .json(body)
+            .send()
+            .await
+            .expect(StatusCode::CREATED)
+            .str("/session")
+            .to_string()
+    }
+}
+
+/// A signed record of `session`'s first transaction: two purchases, `minor` EUR cents in all.
+fn record(
+    session: &str,
+    side: tally_proto::session::conclusion::Side,
+    minor: i64,
+    list: &str,
+    key: &tally_kernel::crypto::SigningKey,
+) -> Vec<u8> {
+    let transaction = format!("{session}.1").parse().expect("transaction");
+    tally_proto::session::conclusion::Record {
+        transaction,
+        side,
+        total: tally_kernel::Amount::new(
+            minor,
+            tally_kernel::Currency::from_code("EUR").expect("EUR"),
+        ),
+        count: 2,
+        list: list.repeat(64),
+    }
+    .sign(key)
+    .expect("sign")
+}
+
+async fn conclude(a: World, b: World) {
+    use tally_proto::session::conclusion::Side;
+    let fixture = Kiosk::new(&a, &b).await;
+    let (kiosk, agent, customer) = (&fixture.kiosk, &fixture.agent, &fixture.customer);
+    let open_with_key = |idem: &'static str, deposit: &'static str| {
+        let (a, fixture) = (&a, &fixture);
+        async move { fixture.open(a, idem, deposit).await }
     };
     let s = open_with_key("c1", "10.00 EUR").await;
     carry(&a.api, &b.api).await;
     carry(&b.api, &a.api).await;
     assert_eq!(session(&a, &a.alice, &s).await.str("/state"), "open");
     assert_eq!(a.available(&a.alice_eur).await, 9000);
-    let record = |session: &str, side: Side, minor: i64, list: &str, key: &SigningKey| {
-        let transaction = format!("{session}.1").parse().expect("transaction");
-        Record {
-            transaction,
-            side,
-            total: tally_kernel::Amount::new(
-                minor,
-                tally_kernel::Currency::from_code("EUR").expect("EUR"),
-            ),
-            count: 2,
-            list: list.repeat(64),
-        }
-        .sign(key)
-        .expect("sign")
-    };
     // A record signed by another key, or by the wrong side, is refused and changes nothing.
     let r = post(
         &a,
@@ -687,4 +717,144 @@ async fn sessions_in_two_currencies_on_postgres() {
         return;
     };
     two_currencies(a, World::new().await).await;
+}
+
+/// Sweeps the node's session timers (and its expired holds first, as the node's sweeper
+/// does); how many sessions moved.
+async fn sweep(w: &World) -> usize {
+    let node = &w.api.node;
+    node.store()
+        .expire_due(node.now(), 100)
+        .await
+        .expect("expire holds");
+    node.sessions().sweep_timeouts(100).await.expect("sweep")
+}
+
+/// How a session ends without both records (M4, M5). By B's conclusion deadline (the
+/// session's end plus the conclusion window): a session with no record expires and A releases
+/// the deposit; the customer's record alone clears (what the customer signed it spent); the
+/// merchant's alone is a dispute (its MAC key is the merchant's too, so its record proves
+/// nothing). A session whose MTA goes silent expires at A when its hold runs out.
+async fn ends(a: World, b: World) {
+    use tally_proto::session::conclusion::Side;
+    let k = Kiosk::new(&a, &b).await;
+    let quiet = k.open(&a, "e1", "1.00 EUR").await;
+    let customers = k.open(&a, "e2", "2.00 EUR").await;
+    let merchants = k.open(&a, "e3", "3.00 EUR").await;
+    let silent = k.open(&a, "e4", "4.00 EUR").await;
+    carry(&a.api, &b.api).await;
+    carry(&b.api, &a.api).await;
+    for s in [&quiet, &customers, &merchants, &silent] {
+        assert_eq!(session(&a, &a.alice, s).await.str("/state"), "open");
+    }
+    assert_eq!(a.available(&a.alice_eur).await, 9000);
+    post(
+        &a,
+        &a.alice,
+        &customers,
+        record(&customers, Side::Customer, 150, "c", &k.customer),
+    )
+    .await
+    .expect(StatusCode::OK);
+    post(
+        &b,
+        &k.kiosk,
+        &merchants,
+        record(&merchants, Side::Merchant, 250, "d", &k.agent),
+    )
+    .await
+    .expect(StatusCode::OK);
+    carry(&a.api, &b.api).await;
+    let shop_before = b.balance(&b.shop_eur).await;
+
+    // Nothing moves before the deadline: the session's end (3,600 s) plus B's window (3,600 s).
+    for w in [&a, &b] {
+        w.advance(7199);
+    }
+    assert_eq!((sweep(&a).await, sweep(&b).await), (0, 0));
+    for w in [&a, &b] {
+        w.advance(1);
+    }
+    assert_eq!((sweep(&a).await, sweep(&b).await), (0, 4));
+    let at_b = |s: &str| {
+        let (b, s) = (&b, s.to_string());
+        async move { session(b, &b.api.admin, &s).await.str("/state").to_string() }
+    };
+    assert_eq!(at_b(&quiet).await, "expired");
+    assert_eq!(at_b(&customers).await, "cleared");
+    assert_eq!(at_b(&merchants).await, "disputed");
+    assert_eq!(at_b(&silent).await, "expired");
+    assert_eq!(b.balance(&b.shop_eur).await, shop_before + 150);
+    // A record after the deadline is refused and pays nothing.
+    post(
+        &b,
+        &k.kiosk,
+        &quiet,
+        record(&quiet, Side::Merchant, 50, "e", &k.agent),
+    )
+    .await
+    .expect_error(StatusCode::CONFLICT, "session_closed");
+    // B's word reaches A, but for `silent`: that message is lost.
+    for (_, sealed) in common::peers::sealed_outbox(&b.api).await {
+        if !String::from_utf8_lossy(&sealed).contains(&silent) {
+            let r = common::peers::post_sealed(&a.api, sealed).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        }
+    }
+    assert_eq!(session(&a, &a.alice, &quiet).await.str("/state"), "expired");
+    let r = session(&a, &a.alice, &customers).await;
+    assert_eq!(
+        (r.str("/state"), r.str("/customer_total")),
+        ("cleared", "1.50 EUR")
+    );
+    assert_eq!(
+        session(&a, &a.alice, &merchants).await.str("/state"),
+        "disputed"
+    );
+    assert_eq!(session(&a, &a.alice, &silent).await.str("/state"), "open");
+    // Held still: the disputed 3.00 and the silent 4.00; spent 1.50.
+    assert_eq!(a.available(&a.alice_eur).await, 10_000 - 150 - 300 - 400);
+    let bills = b
+        .api
+        .get("/v1/billing/records")
+        .key(&b.api.admin)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        (bills.body[0]["kind"].as_str(), bills.body[0]["amount_minor"].as_i64()),
+        (Some("deposit"), Some(150)),
+        "{}",
+        bills.body
+    );
+
+    // A hears nothing more of `silent`; when its hold runs out (the session's end plus the
+    // clearing grace of a day) the session expires there and the deposit is spendable again.
+    // The dispute's hold runs out too: resolution is not built, the ledger's timeout applies.
+    for w in [&a, &b] {
+        w.advance(86_400 - 3600 - 1);
+    }
+    assert_eq!(sweep(&a).await, 0);
+    for w in [&a, &b] {
+        w.advance(1);
+    }
+    assert_eq!(sweep(&a).await, 1);
+    assert_eq!(session(&a, &a.alice, &silent).await.str("/state"), "expired");
+    assert_eq!(a.available(&a.alice_eur).await, 10_000 - 150);
+    assert_eq!(a.balance(&a.alice_eur).await, 10_000 - 150);
+    a.audit_passes().await;
+    b.audit_passes().await;
+}
+
+#[tokio::test]
+async fn sessions_end_by_their_deadlines() {
+    ends(World::new().await, World::new().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_by_their_deadlines_on_postgres() {
+    let Some(a) = world_on_postgres().await else {
+        return;
+    };
+    ends(a, World::new().await).await;
 }

@@ -33,6 +33,24 @@ pub enum AgentOp {
         /// The close MAC, hex.
         mac: String,
     },
+    /// Take no more purchases on a tab: the merchant ends it (asked by the merchant itself,
+    /// or at the session's end).
+    Terminate,
+    /// The merchant's operator took the closed tab's record: it is not sent again.
+    Reported,
+}
+
+/// What the agent owes its operator: tabs whose session is over but are still open (to end),
+/// closed tabs whose record the operator has not taken (to send), and when the next open tab
+/// ends.
+#[derive(Debug, Default)]
+pub struct Chores {
+    /// Open tabs whose session is over.
+    pub to_end: Vec<String>,
+    /// Closed tabs whose record is not taken yet.
+    pub to_report: Vec<Tab>,
+    /// The earliest end of a tab still open (µs).
+    pub next_end: Option<i64>,
 }
 
 /// A tab as the agent answers it (never with its key).
@@ -175,6 +193,29 @@ impl AgentJournal {
             .collect()
     }
 
+    /// What is due at `now` (µs), from what is on disk.
+    pub async fn chores(&self, now: i64) -> Result<Chores, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tab FROM tabs WHERE json_extract(tab, '$.reported') IS NOT 1 \
+             ORDER BY transaction_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut chores = Chores::default();
+        for r in rows {
+            let tab: Tab = serde_json::from_str(&r.try_get::<String, _>("tab")?)
+                .map_err(|e| StoreError::Corrupt(format!("agent tab: {e}")))?;
+            if tab.closed {
+                chores.to_report.push(tab);
+            } else if tab.is_expired(now) {
+                chores.to_end.push(tab.transaction.to_string());
+            } else if let Some(end) = tab.expires_at {
+                chores.next_end = Some(chores.next_end.map_or(end, |n| n.min(end)));
+            }
+        }
+        Ok(chores)
+    }
+
     /// Stops the writer and closes the file.
     pub async fn close(self) {
         drop(self.tx);
@@ -219,6 +260,13 @@ async fn writer(pool: AnyPool, mut tabs: HashMap<String, Tab>, mut rx: mpsc::Rec
     }
 }
 
+/// Keeps a changed tab in the batch; its view.
+fn stage(staged: &mut Staged, transaction: &str, tab: Tab) -> TabView {
+    let v = view(transaction, &tab, false);
+    staged.tabs.insert(transaction.to_string(), tab);
+    v
+}
+
 fn decide(
     tabs: &HashMap<String, Tab>,
     staged: &mut Staged,
@@ -237,14 +285,16 @@ fn decide(
         }
         (AgentOp::Open(_), Some(_)) => Err(AgentError::TabExists),
         (_, None) => Err(AgentError::UnknownTab),
-        (AgentOp::Close { mac }, Some(mut tab)) => {
+        (AgentOp::Close { mac }, Some(tab)) => {
             tab.check_close(mac)?;
-            tab.closed = true;
-            let v = view(&job.transaction, &tab, false);
-            staged.tabs.insert(job.transaction.clone(), tab);
-            Ok(v)
+            Ok(stage(staged, &job.transaction, tab.ended()))
         }
-        (AgentOp::Buy(p), Some(mut tab)) => match tab.take(p)? {
+        (AgentOp::Terminate, Some(tab)) => Ok(stage(staged, &job.transaction, tab.ended())),
+        (AgentOp::Reported, Some(mut tab)) => {
+            tab.reported = true;
+            Ok(stage(staged, &job.transaction, tab))
+        }
+        (AgentOp::Buy(p), Some(mut tab)) => match tab.take(p, Timestamp::now().as_micros())? {
             Taken::Repeat => Ok(view(&job.transaction, &tab, true)),
             Taken::New(purchase) => {
                 staged.rows.push((

@@ -110,9 +110,12 @@ pub enum PurchaseError {
         /// What the deposit still covers.
         remaining: i64,
     },
-    /// The tab is closed (the session was terminated or concluded).
+    /// The tab is closed (the session was terminated, its deposit used up, or concluded).
     #[error("the session takes no more purchases")]
     Closed,
+    /// The session's agreed time is over.
+    #[error("the session's time is over")]
+    Expired,
 }
 
 impl TabOpen {
@@ -157,6 +160,13 @@ pub struct Tab {
     pub last: Option<String>,
     /// No more purchases.
     pub closed: bool,
+    /// The session's agreed end (µs): no purchase at or after it (`None`: no end).
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// The merchant's record of the closed tab was taken by its operator (the agent's own
+    /// bookkeeping: it sends the record until then).
+    #[serde(default)]
+    pub reported: bool,
 }
 
 impl std::fmt::Debug for Tab {
@@ -169,6 +179,8 @@ impl std::fmt::Debug for Tab {
             .field("count", &self.count)
             .field("list", &self.list)
             .field("closed", &self.closed)
+            .field("expires_at", &self.expires_at)
+            .field("reported", &self.reported)
             .finish()
     }
 }
@@ -222,7 +234,30 @@ impl Tab {
             list: hex::encode([0u8; 32]),
             last: None,
             closed: false,
+            expires_at: None,
+            reported: false,
         })
+    }
+
+    /// The same tab ending with its session at `expires_at` (µs).
+    pub fn until(self, expires_at: i64) -> Tab {
+        Tab {
+            expires_at: Some(expires_at),
+            ..self
+        }
+    }
+
+    /// The same tab closed (it stays closed; a closed tab's record is sent until taken).
+    pub fn ended(self) -> Tab {
+        Tab {
+            closed: true,
+            ..self
+        }
+    }
+
+    /// The session's time is over at `now` (µs).
+    pub fn is_expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|end| now >= end)
     }
 
     /// What the deposit still covers (minor units).
@@ -230,8 +265,11 @@ impl Tab {
         self.deposit.minor - self.spent
     }
 
-    /// Takes a purchase, or says why not (the tab is unchanged then).
-    pub fn take(&mut self, wire: &MacedPurchase) -> Result<Taken, PurchaseError> {
+    /// Takes a purchase at `now` (µs), or says why not (the tab is unchanged then). The
+    /// purchase that uses the deposit up closes the tab: the merchant starts the clearing
+    /// (the seed: "when the value of at least one purchase amounts to the value of the
+    /// deposit, a clearing procedure is initiated by the merchant").
+    pub fn take(&mut self, wire: &MacedPurchase, now: i64) -> Result<Taken, PurchaseError> {
         if wire.bytes.len() > PURCHASE_LEN_MAX {
             return Err(PurchaseError::Malformed);
         }
@@ -247,6 +285,9 @@ impl Tab {
         }
         if self.closed {
             return Err(PurchaseError::Closed);
+        }
+        if self.is_expired(now) {
+            return Err(PurchaseError::Expired);
         }
         let p: Purchase =
             serde_json::from_str(&wire.bytes).map_err(|_| PurchaseError::Malformed)?;
@@ -281,6 +322,9 @@ impl Tab {
         self.spent += p.price.minor;
         self.count = expected;
         self.last = Some(wire.mac.clone());
+        if self.remaining() == 0 {
+            self.closed = true;
+        }
         Ok(Taken::New(p))
     }
 }
@@ -402,30 +446,30 @@ mod tests {
     fn purchases_are_taken_in_order_within_the_deposit() {
         let mut t = tab();
         let first = maced(1, 30, "song 1");
-        assert_eq!(t.take(&first), Ok(Taken::New(purchase(1, 30, "song 1"))));
+        assert_eq!(t.take(&first, T0), Ok(Taken::New(purchase(1, 30, "song 1"))));
         // The customer's retry is a repeat: counted once.
-        assert_eq!(t.take(&first), Ok(Taken::Repeat));
+        assert_eq!(t.take(&first, T0), Ok(Taken::Repeat));
         assert_eq!((t.spent, t.count, t.remaining()), (30, 1, 70));
         // Out of order, another transaction, another currency, another key: refused, unchanged.
         let before = t.clone();
         assert_eq!(
-            t.take(&maced(3, 10, "song 3")),
+            t.take(&maced(3, 10, "song 3"), T0),
             Err(PurchaseError::OutOfOrder { expected: 2 })
         );
         let mut other = purchase(2, 10, "x");
         other.transaction = transaction().next().expect("next");
         assert_eq!(
-            t.take(&other.mac(&MAC_KEY).expect("mac")),
+            t.take(&other.mac(&MAC_KEY).expect("mac"), T0),
             Err(PurchaseError::WrongTransaction)
         );
         let mut usd = purchase(2, 10, "x");
         usd.price = Amount::new(10, Currency::from_code("USD").expect("USD"));
         assert_eq!(
-            t.take(&usd.mac(&MAC_KEY).expect("mac")),
+            t.take(&usd.mac(&MAC_KEY).expect("mac"), T0),
             Err(PurchaseError::BadPrice)
         );
         let forged = purchase(2, 10, "x").mac(&[6; 32]).expect("mac");
-        assert_eq!(t.take(&forged), Err(PurchaseError::BadSignature));
+        assert_eq!(t.take(&forged, T0), Err(PurchaseError::BadSignature));
         // Bytes that are not the canonical spelling, even under the right key.
         let loose = format!("{} ", maced(2, 10, "x").bytes);
         let mac = hex::encode(hmac_sha256(
@@ -433,17 +477,20 @@ mod tests {
             &[PURCHASE_DOMAIN, loose.as_bytes()].concat(),
         ));
         assert_eq!(
-            t.take(&MacedPurchase { bytes: loose, mac }),
+            t.take(&MacedPurchase { bytes: loose, mac }, T0),
             Err(PurchaseError::Malformed)
         );
         assert_eq!(t, before);
         // Beyond the deposit: refused with what is left; exactly the rest is taken.
         assert_eq!(
-            t.take(&maced(2, 71, "album")),
+            t.take(&maced(2, 71, "album"), T0),
             Err(PurchaseError::Exhausted { remaining: 70 })
         );
-        assert!(matches!(t.take(&maced(2, 70, "album")), Ok(Taken::New(_))));
-        assert_eq!(t.remaining(), 0);
+        assert!(!t.closed);
+        assert!(matches!(t.take(&maced(2, 70, "album"), T0), Ok(Taken::New(_))));
+        // The purchase that uses the deposit up closes the tab: the merchant clears.
+        assert_eq!((t.remaining(), t.closed), (0, true));
+        assert_eq!(t.take(&maced(3, 1, "more"), T0), Err(PurchaseError::Closed));
         // Only the key's holder may close the tab.
         assert_eq!(
             t.check_close(&close_mac(&[6; 32], transaction())),
@@ -453,7 +500,23 @@ mod tests {
         t.check_close(&close_mac(&MAC_KEY, transaction()))
             .expect("the customer's close");
         t.closed = true;
-        assert_eq!(t.take(&maced(3, 1, "more")), Err(PurchaseError::Closed));
+        assert_eq!(t.take(&maced(3, 1, "more"), T0), Err(PurchaseError::Closed));
+    }
+
+    #[test]
+    fn a_tab_takes_nothing_once_its_session_is_over() {
+        let mut t = tab().until(T0 + 10);
+        assert!(matches!(t.take(&maced(1, 5, "a"), T0 + 9), Ok(Taken::New(_))));
+        // The last purchase again is still answered (a lost answer), a new one is not.
+        assert_eq!(t.take(&maced(1, 5, "a"), T0 + 10), Ok(Taken::Repeat));
+        let before = t.clone();
+        assert_eq!(
+            t.take(&maced(2, 5, "b"), T0 + 10),
+            Err(PurchaseError::Expired)
+        );
+        assert_eq!(t, before);
+        assert!(t.is_expired(T0 + 10) && !t.is_expired(T0 + 9));
+        assert!(!tab().is_expired(i64::MAX));
     }
 
     #[test]
@@ -462,7 +525,7 @@ mod tests {
         let mut list = [0u8; 32];
         for (seq, item) in [(1, "a"), (2, "b"), (3, "c")] {
             let m = maced(seq, 5, item);
-            t.take(&m).expect("taken");
+            t.take(&m, T0).expect("taken");
             list = list_next(&list, m.bytes.as_bytes());
         }
         assert_eq!(t.list, hex::encode(list));
@@ -483,7 +546,7 @@ mod tests {
         let m = maced(1, 30, "song 1");
         assert_eq!(serde_json::to_value(&m).expect("json"), v["purchase"]);
         let mut t = tab();
-        t.take(&m).expect("taken");
+        t.take(&m, T0).expect("taken");
         assert_eq!(t.list, v["list_after_1"].as_str().expect("list"));
         assert_eq!(
             close_mac(&MAC_KEY, transaction()),

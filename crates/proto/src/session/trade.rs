@@ -45,6 +45,8 @@ pub const RECORD: &str = "session_record";
 pub const CLEARED: &str = "session_cleared";
 /// Kind of the MTA's word that the records disagree.
 pub const DISPUTED: &str = "session_disputed";
+/// Kind of the MTA's word that the session ended with no record by its conclusion deadline.
+pub const EXPIRED: &str = "session_expired";
 
 /// Where a session stands at the AM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -62,6 +64,9 @@ pub enum AmState {
     Cleared,
     /// The records disagree: nothing posted, the hold kept.
     Disputed,
+    /// Ended with nothing to clear (the MTA had no record by its deadline, or the hold ran
+    /// out with no word from the MTA): the hold is void.
+    Expired,
 }
 
 stored_names!(AmState {
@@ -69,6 +74,7 @@ stored_names!(AmState {
     Cleared => "cleared",
     Concluding => "concluding",
     Disputed => "disputed",
+    Expired => "expired",
     Held => "held",
     Open => "open",
 });
@@ -87,14 +93,17 @@ pub enum MtaState {
     Concluding,
     /// Both records agree: the merchant is paid, the AM has the clearing information.
     Cleared,
-    /// The records disagree: both kept, nothing paid.
+    /// The records disagree, or only the merchant's came by the deadline: kept, nothing paid.
     Disputed,
+    /// No record came by the conclusion deadline: nothing paid, the AM releases the deposit.
+    Expired,
 }
 
 stored_names!(MtaState {
     Cleared => "cleared",
     Concluding => "concluding",
     Disputed => "disputed",
+    Expired => "expired",
     Informed => "informed",
     Open => "open",
     Refused => "refused",
@@ -224,6 +233,11 @@ pub struct AmSession {
     pub ack_by: i64,
     /// The agreed end of the session (µs).
     pub expires_at: i64,
+    /// When the hold runs out (µs): the session's end plus the clearing grace. With no word
+    /// from the MTA by then the session expires here (0 in rows from before it was kept: no
+    /// such timeout).
+    #[serde(default)]
+    pub release_at: i64,
     /// The MTA's rate, once acked.
     pub rate: Option<Rate>,
     /// The deposit in the merchant's currency, once acked.
@@ -292,6 +306,8 @@ pub enum AmInput {
     Cleared(Clearing),
     /// The MTA found the records disagree.
     Disputed,
+    /// The MTA had no record by its conclusion deadline.
+    Expired,
 }
 
 impl AmSession {
@@ -307,6 +323,9 @@ impl AmSession {
         }
         let ack_by = now.plus_seconds(s.ack_window_s).as_micros();
         let expires_at = now.plus_seconds(s.lifetime_s).as_micros();
+        let release_at = now
+            .plus_seconds(s.lifetime_s + s.clearing_grace_s)
+            .as_micros();
         let session = AmSession {
             id: s.id,
             state: AmState::Held,
@@ -319,6 +338,7 @@ impl AmSession {
             deposit: s.deposit,
             ack_by,
             expires_at,
+            release_at,
             rate: None,
             merchant_deposit: None,
             record: None,
@@ -361,11 +381,15 @@ impl AmSession {
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         match self.state {
             AmState::Held => Some(Timestamp(self.ack_by)),
+            AmState::Open | AmState::Concluding if self.release_at > 0 => {
+                Some(Timestamp(self.release_at))
+            }
             AmState::Open
             | AmState::Aborted
             | AmState::Concluding
             | AmState::Cleared
-            | AmState::Disputed => None,
+            | AmState::Disputed
+            | AmState::Expired => None,
         }
     }
 
@@ -503,10 +527,30 @@ impl AmSession {
                     effects,
                 ))
             }
+            // Cleared at the deadline on a merchant's record that claims nothing, before the
+            // customer sent one: nothing is spent, the deposit is released.
+            (AmState::Held | AmState::Open, AmInput::Cleared(c))
+                if c.total.minor == 0
+                    && c.customer_total.minor == 0
+                    && c.count == 0
+                    && c.transaction == self.id.first_transaction() =>
+            {
+                let data = json!({"session": self.id, "count": 0});
+                let (after, effects) = self.end(AmState::Cleared, "session_cleared", data)?;
+                Ok((
+                    AmSession {
+                        clearing: Some(c),
+                        ..after
+                    },
+                    effects,
+                ))
+            }
             (AmState::Cleared, AmInput::Cleared(c)) if self.clearing.as_ref() == Some(&c) => {
                 Ok((self, Effects::none()))
             }
-            (AmState::Concluding, AmInput::Disputed) => Ok((
+            // Disputed at the deadline with the merchant's record alone: the customer never
+            // sent one (or it is still on its way).
+            (AmState::Held | AmState::Open | AmState::Concluding, AmInput::Disputed) => Ok((
                 AmSession {
                     state: AmState::Disputed,
                     ..self
@@ -514,6 +558,26 @@ impl AmSession {
                 Effects::record("session_disputed", json!({"session": self.id})),
             )),
             (AmState::Disputed, AmInput::Disputed) => Ok((self, Effects::none())),
+            // The MTA saw no record by its deadline. Messages cross: the ack may come after
+            // this, and the customer's record may have left for the MTA too late.
+            (AmState::Held | AmState::Open | AmState::Concluding, AmInput::Expired) => {
+                let data = json!({"session": self.id, "reason": "no_record"});
+                self.end(AmState::Expired, "session_expired", data)
+            }
+            (AmState::Expired, AmInput::Expired) => Ok((self, Effects::none())),
+            (AmState::Expired, AmInput::Ack(ack)) if ack.session == self.id => {
+                Ok((self, Effects::none()))
+            }
+            (AmState::Open | AmState::Concluding, AmInput::Timeout) => {
+                if self.release_at == 0 || now.as_micros() < self.release_at {
+                    return Err(TradeError::NotDue);
+                }
+                // The hold's own timeout is this instant: the ledger releases it, a void
+                // would come too late.
+                let data = json!({"session": self.id, "reason": "no_word_from_the_mta"});
+                self.with_hold(None)
+                    .end(AmState::Expired, "session_expired", data)
+            }
             (state, input) => Err(TradeError::State(
                 state.as_str(),
                 match input {
@@ -523,24 +587,29 @@ impl AmSession {
                     AmInput::Record { .. } => "record",
                     AmInput::Cleared(_) => "clearing",
                     AmInput::Disputed => "dispute",
+                    AmInput::Expired => "expiry",
                 },
             )),
         }
     }
 
     fn abort(self, data: serde_json::Value) -> Result<(AmSession, Effects), TradeError> {
+        self.end(AmState::Aborted, "session_aborted", data)
+    }
+
+    /// Ends the session with nothing spent: the hold voided (when it is still pending).
+    fn end(
+        self,
+        state: AmState,
+        kind: &str,
+        data: serde_json::Value,
+    ) -> Result<(AmSession, Effects), TradeError> {
         let effects = match self.hold {
             Some(hold) => Effects::ledger(Command::Void { pending_id: hold }),
             // The hold expired already: nothing to release, the step is only recorded.
-            None => Effects::record("session_aborted", data),
+            None => Effects::record(kind, data),
         };
-        Ok((
-            AmSession {
-                state: AmState::Aborted,
-                ..self
-            },
-            effects,
-        ))
+        Ok((AmSession { state, ..self }, effects))
     }
 }
 
@@ -570,6 +639,10 @@ pub struct MtaSession {
     pub ack_by: i64,
     /// The agreed end of the session (µs).
     pub expires_at: i64,
+    /// The records must be in by then (µs): the session's end plus the conclusion window (0
+    /// in rows from before it was kept: no such timeout).
+    #[serde(default)]
+    pub conclude_by: i64,
     /// Why it was refused.
     pub refusal: Option<Refusal>,
     /// Where the merchant is paid.
@@ -601,6 +674,16 @@ pub struct MerchantTerms {
     pub owed_by: Id,
 }
 
+/// How long the MTA waits (seconds): for the merchant's ack, and for the records after the
+/// session's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windows {
+    /// For the merchant's ack.
+    pub ack_s: i64,
+    /// For the records, after the session's agreed end.
+    pub conclusion_s: i64,
+}
+
 /// What an MTA session takes after it was registered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MtaInput {
@@ -621,7 +704,7 @@ impl MtaSession {
         init: Initiation,
         from: NodeId,
         merchant: Option<MerchantTerms>,
-        ack_window_s: i64,
+        windows: Windows,
         now: Timestamp,
         message: Id,
     ) -> Result<(MtaSession, Effects), TradeError> {
@@ -644,10 +727,13 @@ impl MtaSession {
                 denominator: 1,
             },
             ack_by: now
-                .plus_seconds(ack_window_s)
+                .plus_seconds(windows.ack_s)
                 .as_micros()
                 .min(init.expires_at),
             expires_at: init.expires_at,
+            conclude_by: Timestamp(init.expires_at)
+                .plus_seconds(windows.conclusion_s)
+                .as_micros(),
             refusal: None,
             account: None,
             owed_by: None,
@@ -687,11 +773,15 @@ impl MtaSession {
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         match self.state {
             MtaState::Informed => Some(Timestamp(self.ack_by)),
+            MtaState::Open | MtaState::Concluding if self.conclude_by > 0 => {
+                Some(Timestamp(self.conclude_by))
+            }
             MtaState::Open
             | MtaState::Refused
             | MtaState::Concluding
             | MtaState::Cleared
-            | MtaState::Disputed => None,
+            | MtaState::Disputed
+            | MtaState::Expired => None,
         }
     }
 
@@ -713,6 +803,12 @@ impl MtaSession {
                     return Err(TradeError::NotDue);
                 }
                 Ok(self.refuse(Refusal::Unanswered, message))
+            }
+            (MtaState::Open | MtaState::Concluding, MtaInput::Timeout) => {
+                if self.conclude_by == 0 || now.as_micros() < self.conclude_by {
+                    return Err(TradeError::NotDue);
+                }
+                Ok(self.deadline(message))
             }
             (MtaState::Open | MtaState::Concluding, MtaInput::Record(r)) => {
                 self.with_record(r, message)
@@ -766,58 +862,116 @@ impl MtaSession {
             );
             return Ok((after, effects));
         };
-        let within = m.total.minor <= after.merchant_deposit.minor;
-        let paid = customer_total(m.total.minor, after.rate);
-        match (
-            c.agrees_with(&m) && within,
-            paid,
-            after.account,
-            after.owed_by,
-        ) {
-            (true, Some(paid), Some(account), Some(owed_by)) if paid <= after.deposit.minor => {
-                let clearing = Clearing {
-                    transaction: m.transaction,
-                    total: m.total,
-                    customer_total: Amount::new(paid, after.deposit.currency),
-                    count: m.count,
-                    list: m.list.clone(),
-                };
-                let mut effects = if m.total.minor > 0 {
-                    Effects::ledger(Command::Transfer {
-                        debit_account: owed_by,
-                        credit_account: account,
-                        amount_minor: m.total.minor,
-                        currency: m.total.currency,
-                        timeout_s: None,
-                        memo: format!("trading session {} cleared", after.id),
-                    })
-                } else {
-                    Effects::record("session_cleared", json!({"session": after.id}))
-                };
-                effects.peers.push(PeerMessage {
-                    to: after.am,
-                    id: message,
-                    kind: CLEARED.into(),
-                    body: json!(clearing),
-                });
-                after.state = MtaState::Cleared;
-                Ok((after, effects))
-            }
-            _ => {
+        if c.agrees_with(&m) {
+            Ok(after.clear(&m, message))
+        } else {
+            Ok(after.dispute(message))
+        }
+    }
+
+    /// The conclusion deadline passed with a record missing. The customer's record alone is
+    /// what the customer admits it spent: it clears (the merchant, who sent none, takes it).
+    /// The merchant's alone proves nothing (the tab's MAC key is the merchant's too): a
+    /// dispute, unless it claims nothing. Neither: the session expired, nothing is paid and
+    /// the AM releases the deposit.
+    fn deadline(self, message: Id) -> (MtaSession, Effects) {
+        match (self.customer_record.clone(), self.merchant_record.clone()) {
+            (Some(c), None) => self.clear(&c, message),
+            // A merchant that claims nothing (a tab opened, nothing bought): nothing to
+            // dispute.
+            (None, Some(m)) if m.total.minor == 0 && m.count == 0 => self.clear(&m, message),
+            (_, Some(_)) => self.dispute(message),
+            (None, None) => {
                 let mut effects = Effects::record(
-                    "session_disputed",
-                    json!({"session": after.id, "customer": c, "merchant": m}),
+                    "session_expired",
+                    json!({"session": self.id, "reason": "no_record"}),
                 );
                 effects.peers.push(PeerMessage {
-                    to: after.am,
+                    to: self.am,
                     id: message,
-                    kind: DISPUTED.into(),
-                    body: json!({"session": after.id}),
+                    kind: EXPIRED.into(),
+                    body: json!({"session": self.id}),
                 });
-                after.state = MtaState::Disputed;
-                Ok((after, effects))
+                (
+                    MtaSession {
+                        state: MtaState::Expired,
+                        ..self
+                    },
+                    effects,
+                )
             }
         }
+    }
+
+    /// Clears the transaction on `basis` (a record both sides agree on, or the customer's
+    /// alone at the deadline): the merchant is paid its total, the AM gets the clearing
+    /// information. A total beyond the deposit, or a session without its accounts, is a
+    /// dispute instead.
+    fn clear(self, basis: &Record, message: Id) -> (MtaSession, Effects) {
+        let within = basis.total.minor <= self.merchant_deposit.minor
+            && basis.total.currency == self.merchant_deposit.currency;
+        let paid = customer_total(basis.total.minor, self.rate);
+        let (true, Some(paid), Some(account), Some(owed_by)) =
+            (within, paid, self.account, self.owed_by)
+        else {
+            return self.dispute(message);
+        };
+        if paid > self.deposit.minor {
+            return self.dispute(message);
+        }
+        let clearing = Clearing {
+            transaction: basis.transaction,
+            total: basis.total,
+            customer_total: Amount::new(paid, self.deposit.currency),
+            count: basis.count,
+            list: basis.list.clone(),
+        };
+        let mut effects = if basis.total.minor > 0 {
+            Effects::ledger(Command::Transfer {
+                debit_account: owed_by,
+                credit_account: account,
+                amount_minor: basis.total.minor,
+                currency: basis.total.currency,
+                timeout_s: None,
+                memo: format!("trading session {} cleared", self.id),
+            })
+        } else {
+            Effects::record("session_cleared", json!({"session": self.id}))
+        };
+        effects.peers.push(PeerMessage {
+            to: self.am,
+            id: message,
+            kind: CLEARED.into(),
+            body: json!(clearing),
+        });
+        (
+            MtaSession {
+                state: MtaState::Cleared,
+                ..self
+            },
+            effects,
+        )
+    }
+
+    /// Keeps both records (either may be missing) and tells the AM: nothing is paid.
+    fn dispute(self, message: Id) -> (MtaSession, Effects) {
+        let mut effects = Effects::record(
+            "session_disputed",
+            json!({"session": self.id, "customer": self.customer_record, "merchant": self.merchant_record}),
+        );
+        effects.peers.push(PeerMessage {
+            to: self.am,
+            id: message,
+            kind: DISPUTED.into(),
+            body: json!({"session": self.id}),
+        });
+        (
+            MtaSession {
+                state: MtaState::Disputed,
+                ..self
+            },
+            effects,
+        )
     }
 
     fn acked(self, message: Id) -> (MtaSession, Effects) {

@@ -176,14 +176,19 @@ impl Sessions {
         Ok((effects, rows))
     }
 
-    /// The AM takes the MTA's clearing information or dispute.
+    /// The AM takes the MTA's clearing information, dispute or expiry.
     pub(super) async fn concluded(&self, m: &Envelope) -> Result<(Effects, Vec<Attachment>)> {
         let (session, input) = if m.kind == trade::CLEARED {
             let c: Clearing = serde_json::from_value(m.body.clone()).map_err(|_| inconsistent())?;
             (c.transaction.session.to_string(), AmInput::Cleared(c))
         } else {
             let s = m.body["session"].as_str().ok_or_else(inconsistent)?;
-            (s.to_string(), AmInput::Disputed)
+            let input = if m.kind == trade::EXPIRED {
+                AmInput::Expired
+            } else {
+                AmInput::Disputed
+            };
+            (s.to_string(), input)
         };
         let (row, after, effects) = self.am_step(&session, m, input).await?;
         if effects == Effects::none() {
@@ -208,10 +213,14 @@ impl Sessions {
         Ok((effects, rows))
     }
 
-    /// The merchant's billing record, when this step clears the session at the MTA.
-    fn deposit_record(&self, after: &MtaSession) -> Option<Attachment> {
-        let (MtaState::Cleared, Some(r), Some(account)) =
-            (after.state, &after.merchant_record, after.account)
+    /// The merchant's billing record, when this step clears the session at the MTA (on both
+    /// records, or on the customer's alone at the deadline).
+    pub(super) fn deposit_record(&self, after: &MtaSession) -> Option<Attachment> {
+        let basis = after
+            .merchant_record
+            .as_ref()
+            .or(after.customer_record.as_ref());
+        let (MtaState::Cleared, Some(r), Some(account)) = (after.state, basis, after.account)
         else {
             return None;
         };

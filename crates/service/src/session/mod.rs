@@ -26,7 +26,7 @@ use tally_proto::session::envelope::Envelope;
 use tally_proto::session::ids::{NodeId, SessionId};
 use tally_proto::session::trade::{
     self, AmInput, AmSession, AmState, MerchantTerms, MtaInput, MtaSession, MtaState, Start,
-    TradeError,
+    TradeError, Windows,
 };
 use tally_store::trade::{SessionMerchant, TradeRow, insert, update, upsert_merchant};
 use tally_wire::federation::{
@@ -45,6 +45,26 @@ pub struct SessionSettings {
     pub lifetime_max_s: i64,
     /// How long the deposit stays held after the session's end, for its conclusion, seconds.
     pub clearing_grace_s: i64,
+    /// How long the MTA waits for the records after the session's end, seconds; shorter than
+    /// the clearing grace, so the AM hears the outcome while it still holds the deposit.
+    pub conclusion_window_s: i64,
+}
+
+impl SessionSettings {
+    /// Refuses timings that cannot work: each window positive, the records' window within
+    /// the time the deposit stays held.
+    pub fn check(&self) -> std::result::Result<(), &'static str> {
+        if self.ack_window_s < 1 || self.conclusion_window_s < 1 {
+            return Err("the acknowledgement and conclusion windows must be at least a second");
+        }
+        if self.conclusion_window_s >= self.clearing_grace_s {
+            return Err("the conclusion window must be shorter than the clearing grace");
+        }
+        if self.lifetime_s <= self.ack_window_s || self.lifetime_max_s < self.lifetime_s {
+            return Err("a session's lifetime must outlast the acknowledgement window");
+        }
+        Ok(())
+    }
 }
 
 impl Default for SessionSettings {
@@ -54,6 +74,7 @@ impl Default for SessionSettings {
             lifetime_s: 3600,
             lifetime_max_s: 7 * 86_400,
             clearing_grace_s: 86_400,
+            conclusion_window_s: 3600,
         }
     }
 }
@@ -353,7 +374,7 @@ impl Sessions {
                 trade::INITIATION => self.register(m).await?,
                 trade::ACK | trade::REFUSED => self.answered(m).await?,
                 trade::RECORD => self.forwarded_record(m).await?,
-                trade::CLEARED | trade::DISPUTED => self.concluded(m).await?,
+                trade::CLEARED | trade::DISPUTED | trade::EXPIRED => self.concluded(m).await?,
                 _ => return Err(ServiceError::PeerRefused(PeerRefusal::UnknownKind)),
             };
             self.federation.take(m, effects, rows).await
@@ -400,7 +421,10 @@ impl Sessions {
             init,
             m.from,
             terms,
-            self.settings.ack_window_s,
+            Windows {
+                ack_s: self.settings.ack_window_s,
+                conclusion_s: self.settings.conclusion_window_s,
+            },
             now,
             Id::new(),
         )
@@ -522,12 +546,15 @@ impl Sessions {
         if effects == Effects::none() {
             return self.view(row);
         }
-        let rows = self.moved(row, after.state.as_str(), after, after.poll_timeout())?;
+        let mut rows: Vec<tally_store::Attachment> = self
+            .moved(row, after.state.as_str(), after, after.poll_timeout())?
+            .into();
+        rows.extend(self.deposit_record(after));
         let key = match key {
             Some(prefix) => format!("{prefix}:{}:{}", row.role, row.session),
             None => format!(":session_answer:{}", row.session),
         };
-        self.core.commit(key, effects, rows.into()).await?;
+        self.core.commit(key, effects, rows).await?;
         self.view(&self.row(MTA, &row.session).await?)
     }
 

@@ -5,6 +5,12 @@ use tally_kernel::crypto::SigningKey;
 
 const T0: i64 = 1_767_225_600_000_000;
 
+/// The MTA's waits: 120 s for the merchant, 600 s after the session's end for the records.
+const WINDOWS: Windows = Windows {
+    ack_s: 120,
+    conclusion_s: 600,
+};
+
 fn node(seed: u8) -> NodeId {
     NodeId::of(&SigningKey::from_seed(&[seed; 32]).verifying_key())
 }
@@ -130,7 +136,7 @@ fn an_mta_in_another_currency_acks_with_its_rate_and_the_am_opens() {
         initiation(&effects),
         node(1),
         terms("USD", Some(rate), false),
-        120,
+        WINDOWS,
         at(1),
         Id::new(),
     )
@@ -167,7 +173,8 @@ fn an_mta_in_another_currency_acks_with_its_rate_and_the_am_opens() {
         (AmState::Open, Some(rate), Some(usd(1084)))
     );
     assert!(opened.ledger.is_some() && opened.peers.is_empty());
-    assert_eq!(am.poll_timeout(), None);
+    // Open, it waits for the conclusion until the hold runs out (lifetime + grace).
+    assert_eq!(am.poll_timeout(), Some(at(3600 + 600)));
     // The same ack delivered twice is applied once; a late refusal is the peer's fault.
     let (am, dup) = am.handle(at(4), AmInput::Ack(ack)).expect("dup");
     assert_eq!(dup, Effects::none());
@@ -227,7 +234,7 @@ fn refusals_and_silence_void_the_hold() {
     // Unknown merchant, no rate, agent mode: the MTA answers at once.
     let init = initiation(&effects);
     let (mta, fx) =
-        MtaSession::register(init.clone(), node(1), None, 120, at(1), Id::new()).expect("r");
+        MtaSession::register(init.clone(), node(1), None, WINDOWS, at(1), Id::new()).expect("r");
     assert_eq!(
         (mta.state, mta.refusal),
         (MtaState::Refused, Some(Refusal::UnknownMerchant))
@@ -237,7 +244,7 @@ fn refusals_and_silence_void_the_hold() {
         init.clone(),
         node(1),
         terms("USD", None, false),
-        120,
+        WINDOWS,
         at(1),
         Id::new(),
     )
@@ -247,7 +254,7 @@ fn refusals_and_silence_void_the_hold() {
         init.clone(),
         node(1),
         terms("EUR", None, true),
-        120,
+        WINDOWS,
         at(1),
         Id::new(),
     )
@@ -262,7 +269,7 @@ fn refusals_and_silence_void_the_hold() {
             init.clone(),
             node(3),
             terms("EUR", None, true),
-            120,
+            WINDOWS,
             at(1),
             Id::new()
         )
@@ -275,7 +282,7 @@ fn refusals_and_silence_void_the_hold() {
         init,
         node(1),
         terms("EUR", None, false),
-        120,
+        WINDOWS,
         at(1),
         Id::new(),
     )
@@ -321,7 +328,7 @@ fn opened() -> (AmSession, MtaSession, Id) {
         initiation(&effects),
         node(1),
         terms("EUR", None, true),
-        120,
+        WINDOWS,
         at(1),
         Id::new(),
     )
@@ -502,6 +509,175 @@ fn records_that_disagree_are_disputed_and_nothing_is_paid() {
     );
 }
 
+/// The session started at 0 for 3,600 s: the MTA's records are due by 4,200 (600 s more),
+/// the AM's hold runs out at 4,200 too (a grace of 600 s).
+const DEADLINE: i64 = 4200;
+
+#[test]
+fn with_no_record_by_the_deadline_the_session_expires_and_the_deposit_is_released() {
+    let (am, mta, hold) = opened();
+    assert_eq!(mta.poll_timeout(), Some(at(DEADLINE)));
+    assert_eq!(
+        mta.clone()
+            .handle(at(DEADLINE - 1), MtaInput::Timeout, Id::new())
+            .expect_err("early"),
+        TradeError::NotDue
+    );
+    let (mta, fx) = mta
+        .handle(at(DEADLINE), MtaInput::Timeout, Id::new())
+        .expect("deadline");
+    assert_eq!(
+        (mta.state, fx.peers[0].kind.as_str(), mta.poll_timeout()),
+        (MtaState::Expired, EXPIRED, None)
+    );
+    assert!(
+        matches!(fx.ledger, Some(Command::Record { .. })),
+        "nothing is paid"
+    );
+    // A record after the deadline is too late.
+    assert_eq!(
+        mta.handle(
+            at(DEADLINE + 1),
+            MtaInput::Record(record(Side::Merchant, 250, "a")),
+            Id::new()
+        )
+        .expect_err("late"),
+        TradeError::Closed("expired")
+    );
+    // The AM voids its hold, once; an ack overtaken by the expiry changes nothing.
+    let ack = Ack {
+        session: am.id,
+        rate: am.rate.expect("rate"),
+        merchant_deposit: am.merchant_deposit.expect("deposit"),
+    };
+    let (am, fx) = am
+        .handle(at(DEADLINE + 1), AmInput::Expired)
+        .expect("expired");
+    assert_eq!(
+        (am.state, fx.ledger),
+        (
+            AmState::Expired,
+            Some(Command::Void { pending_id: hold })
+        )
+    );
+    let (am, again) = am.handle(at(DEADLINE + 2), AmInput::Expired).expect("dup");
+    assert_eq!(again, Effects::none());
+    let (_, late) = am.handle(at(DEADLINE + 3), AmInput::Ack(ack)).expect("late ack");
+    assert_eq!(late, Effects::none());
+}
+
+#[test]
+fn at_the_deadline_the_customers_record_alone_clears_and_the_merchants_alone_is_disputed() {
+    let (_, mta, _) = opened();
+    let customer = record(Side::Customer, 300, "c");
+    let (with_customer, _) = mta
+        .clone()
+        .handle(at(10), MtaInput::Record(customer.clone()), Id::new())
+        .expect("customer's");
+    assert_eq!(with_customer.poll_timeout(), Some(at(DEADLINE)));
+    let (cleared, fx) = with_customer
+        .handle(at(DEADLINE), MtaInput::Timeout, Id::new())
+        .expect("deadline");
+    assert_eq!(cleared.state, MtaState::Cleared);
+    assert!(
+        matches!(fx.ledger, Some(Command::Transfer { amount_minor: 300, .. })),
+        "the merchant is paid what the customer signed: {:?}",
+        fx.ledger
+    );
+    let clearing: Clearing = serde_json::from_value(fx.peers[0].body.clone()).expect("clearing");
+    assert_eq!(
+        (clearing.total, clearing.count, clearing.list),
+        (customer.total, customer.count, customer.list)
+    );
+    // The merchant's record alone claiming nothing (a tab opened, nothing bought) clears
+    // at zero: nothing paid, nothing to dispute.
+    let (zero, _) = mta
+        .clone()
+        .handle(
+            at(10),
+            MtaInput::Record(Record {
+                total: eur(0),
+                count: 0,
+                ..record(Side::Merchant, 0, "0")
+            }),
+            Id::new(),
+        )
+        .expect("an empty tab");
+    let (zero, fx) = zero
+        .handle(at(DEADLINE), MtaInput::Timeout, Id::new())
+        .expect("deadline");
+    assert_eq!(
+        (zero.state, fx.peers[0].kind.as_str()),
+        (MtaState::Cleared, CLEARED)
+    );
+    assert!(matches!(fx.ledger, Some(Command::Record { .. })));
+    let zero: Clearing = serde_json::from_value(fx.peers[0].body.clone()).expect("clearing");
+    let (am, _, hold) = opened();
+    let (am, fx) = am
+        .handle(at(DEADLINE), AmInput::Cleared(zero))
+        .expect("the AM releases the deposit");
+    assert_eq!(
+        (am.state, fx.ledger),
+        (AmState::Cleared, Some(Command::Void { pending_id: hold }))
+    );
+    // The merchant's record alone: its MAC key is the merchant's too, so it proves nothing.
+    let (with_merchant, _) = mta
+        .handle(
+            at(10),
+            MtaInput::Record(record(Side::Merchant, 900, "m")),
+            Id::new(),
+        )
+        .expect("merchant's");
+    let (disputed, fx) = with_merchant
+        .handle(at(DEADLINE), MtaInput::Timeout, Id::new())
+        .expect("deadline");
+    assert_eq!(
+        (disputed.state, fx.peers[0].kind.as_str()),
+        (MtaState::Disputed, DISPUTED)
+    );
+    assert!(
+        matches!(fx.ledger, Some(Command::Record { .. })),
+        "nothing is paid"
+    );
+}
+
+#[test]
+fn an_am_that_hears_nothing_expires_when_its_hold_runs_out() {
+    let (am, _, hold) = opened();
+    assert_eq!(am.poll_timeout(), Some(at(DEADLINE)));
+    assert_eq!(
+        am.clone()
+            .handle(at(DEADLINE - 1), AmInput::Timeout)
+            .expect_err("early"),
+        TradeError::NotDue
+    );
+    // The hold's own timeout is the same instant: the ledger releases it, the step only
+    // records the end (a void would be refused as too late).
+    let (expired, fx) = am.handle(at(DEADLINE), AmInput::Timeout).expect("expired");
+    assert_eq!((expired.state, expired.poll_timeout()), (AmState::Expired, None));
+    assert!(
+        matches!(fx.ledger, Some(Command::Record { .. })),
+        "no void of {hold}: {:?}",
+        fx.ledger
+    );
+    // Clearing information after that is refused: the deposit is no longer held.
+    assert!(matches!(
+        expired
+            .handle(
+                at(DEADLINE + 1),
+                AmInput::Cleared(Clearing {
+                    transaction: SessionId::new(node(1), 7).expect("id").first_transaction(),
+                    total: eur(1),
+                    customer_total: eur(1),
+                    count: 1,
+                    list: "a".repeat(64),
+                })
+            )
+            .expect_err("too late"),
+        TradeError::State("expired", "clearing")
+    ));
+}
+
 #[test]
 fn states_have_stored_names() {
     for s in [
@@ -511,6 +687,7 @@ fn states_have_stored_names() {
         AmState::Concluding,
         AmState::Cleared,
         AmState::Disputed,
+        AmState::Expired,
     ] {
         assert_eq!(AmState::parse(s.as_str()), Some(s));
     }
@@ -521,6 +698,7 @@ fn states_have_stored_names() {
         MtaState::Concluding,
         MtaState::Cleared,
         MtaState::Disputed,
+        MtaState::Expired,
     ] {
         assert_eq!(MtaState::parse(s.as_str()), Some(s));
     }
