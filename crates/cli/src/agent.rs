@@ -28,12 +28,12 @@ use clap::Args;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tally_client::wire::federation::TradingSessionView;
 use tally_kernel::crypto::{SigningKey, VerifyingKey};
 use tally_kernel::{Amount, Currency, Secret, Timestamp};
 use tally_proto::session::conclusion::{Record, Side};
 use tally_proto::session::ids::{SessionId, TransactionId};
 use tally_proto::session::purchase::{MacedPurchase, PurchaseError, Tab};
-use tally_client::wire::federation::TradingSessionView;
 use tally_store::agent::{AgentError, AgentJournal, AgentOp, TabView};
 
 /// How long the agent waits before sending again a record its operator did not take.

@@ -32,8 +32,16 @@ fn traffic(server: &Server, peer: &str) -> (i64, i64, i64, i64) {
 /// Two operators' nodes in `dirs[0]` and `dirs[1]`, each the other's peer (`bank-b` at A,
 /// `bank-a` at B): `(a, b, id_a, id_b)`.
 fn two_operators(dirs: &[tempfile::TempDir]) -> (Server, Server, String, String) {
-    let a = Server::start(&dirs[0].path().join("data"), &[]);
-    let b = Server::start(&dirs[1].path().join("data"), &[]);
+    two_operators_with(dirs, &[])
+}
+
+/// [`two_operators`], both nodes started with `extra` arguments.
+fn two_operators_with(
+    dirs: &[tempfile::TempDir],
+    extra: &[&str],
+) -> (Server, Server, String, String) {
+    let a = Server::start(&dirs[0].path().join("data"), extra);
+    let b = Server::start(&dirs[1].path().join("data"), extra);
     let (id_a, id_b) = (id_of(&a), id_of(&b));
     for (on, other, id, name) in [(&a, &b, &id_b, "bank-b"), (&b, &a, &id_a, "bank-a")] {
         ok(cli(
@@ -522,6 +530,14 @@ fn a_customer_buys_at_the_merchant_agent_and_the_operators_never_see_it() {
         third.contains("spent 1.00 EUR in 3 purchases, 0.00 EUR left"),
         "{third}"
     );
+    // That purchase used the deposit up: the agent ended the tab and sent its record (the
+    // merchant starts the clearing); nothing more is taken.
+    assert!(third.contains("the deposit is used up"), "{third}");
+    wait_until("the merchant's record at B", || {
+        ok(cli(&b, &b.admin_key, &["session", "show", &session])).contains("state       concluding")
+    });
+    let (done, _, err) = buy2("0.01 EUR", "sticker");
+    assert!(!done && err.contains("the merchant ended the tab"), "{err}");
     let list = common::field(&third, "list").to_string();
     assert_eq!(list.len(), 64);
 
@@ -732,6 +748,151 @@ fn a_session_survives_either_node_killed_mid_way() {
     });
     assert_eq!(available(&a, &alice), 430);
     assert_eq!(available(&b, &kiosk), 70);
+    common::assert_audit_passes(&a);
+    common::assert_audit_passes(&b);
+    agent.kill().expect("SIGKILL");
+    agent.wait().expect("reap");
+}
+
+/// A session ends on the merchant's word (`tally session terminate`), or by its time: the
+/// agent ends the tab at the session's end and sends its record, and the customer's record
+/// still clears it within the conclusion window; a session nobody concludes expires at the
+/// merchant's operator when that window is over, and the customer's operator releases the
+/// deposit.
+#[test]
+fn sessions_end_on_the_merchants_word_and_by_their_time() {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let (a, b, _, _) = two_operators_with(
+        &dirs,
+        &[
+            "--session-ack-window",
+            "1",
+            "--session-conclusion-window",
+            "8",
+        ],
+    );
+    let (kiosk_key, kiosk) = agent_mode_merchant(&b, "kiosk");
+    let (mut agent, agent_url) = start_agent(dirs[2].path(), &b, &kiosk_key);
+    let (alice_key, alice) = funded_customer(&a, "alice", "5.00 EUR");
+    let wallet = dirs[3].path().join("wallet");
+    let wallet = wallet.to_str().expect("utf-8");
+    let open = |deposit: &str, lifetime: &str| {
+        let out = ok(cli(
+            &a,
+            &alice_key,
+            &[
+                "session",
+                "open",
+                "--account",
+                &alice,
+                "--deposit",
+                deposit,
+                "--merchant",
+                "kiosk",
+                "--operator",
+                "bank-b",
+                "--lifetime",
+                lifetime,
+                "--wait",
+                "30",
+                "--wallet",
+                wallet,
+            ],
+        ));
+        assert_eq!(common::field(&out, "state"), "open", "{out}");
+        common::field(&out, "session").to_string()
+    };
+    let buy = |session: &str, price: &str, item: &str| {
+        common::outcome(
+            common::tally()
+                .args([
+                    "session", "buy", session, "--agent", &agent_url, "--price", price, "--item",
+                    item, "--wallet", wallet,
+                ])
+                .output()
+                .expect("buy"),
+        )
+    };
+    let close = |session: &str| {
+        ok(common::outcome(
+            common::tally_for(&a, &alice_key)
+                .args([
+                    "session", "close", session, "--wallet", wallet, "--wait", "30",
+                ])
+                .output()
+                .expect("close"),
+        ))
+    };
+    let at_b = |session: &str| ok(cli(&b, &b.admin_key, &["session", "show", session]));
+    // Two sessions that end by their time (3 s and 2 s), one that lasts.
+    let timed = open("1.00 EUR", "3");
+    let idle = open("0.50 EUR", "2");
+    let ended = open("1.00 EUR", "3600");
+    assert_eq!(available(&a, &alice), 250);
+    ok(buy(&timed, "0.20 EUR", "map-tile"));
+
+    // The merchant ends `ended` after one purchase.
+    ok(buy(&ended, "0.30 EUR", "song-aurora"));
+    let agent_dir = dirs[2].path().to_str().expect("utf-8");
+    let out = ok(common::outcome(
+        common::tally()
+            .args([
+                "session",
+                "terminate",
+                &ended,
+                "--agent",
+                &agent_url,
+                "--data",
+                agent_dir,
+            ])
+            .output()
+            .expect("terminate"),
+    ));
+    assert!(
+        out.contains(
+            "1 purchases, 0.30 EUR spent; your record is at your operator (session concluding)"
+        ),
+        "{out}"
+    );
+    // Not without the agent's token.
+    let (done, _, err) = common::outcome(
+        common::tally()
+            .args([
+                "session",
+                "terminate",
+                &ended,
+                "--agent",
+                &agent_url,
+                "--data",
+                dirs[3].path().to_str().expect("utf-8"),
+            ])
+            .output()
+            .expect("terminate"),
+    );
+    assert!(!done && err.contains("agent.token"), "{err}");
+    let (done, _, err) = buy(&ended, "0.10 EUR", "song-borealis");
+    assert!(!done && err.contains("the merchant ended the tab"), "{err}");
+    let closed = close(&ended);
+    assert_eq!(common::field(&closed, "state"), "cleared", "{closed}");
+
+    // `timed` is over: the agent ended its tab and sent its record by itself; a purchase now
+    // is refused; Alice's record, within the conclusion window, clears it.
+    wait_until("the agent's record of the timed session at B", || {
+        at_b(&timed).contains("state       concluding")
+    });
+    let (done, _, err) = buy(&timed, "0.10 EUR", "another-tile");
+    assert!(!done && err.contains("the merchant ended the tab"), "{err}");
+    let closed = close(&timed);
+    assert_eq!(common::field(&closed, "state"), "cleared", "{closed}");
+
+    // `idle` was never used: when the conclusion window is over B expires it and A releases
+    // its deposit.
+    wait_until("the idle session expired at A", || {
+        ok(cli(&a, &alice_key, &["session", "show", &idle])).contains("state       expired")
+    });
+    assert!(at_b(&idle).contains("state       expired"));
+    assert_eq!(available(&a, &alice), 500 - 30 - 20);
+    assert_eq!(available(&b, &kiosk), 50);
     common::assert_audit_passes(&a);
     common::assert_audit_passes(&b);
     agent.kill().expect("SIGKILL");

@@ -382,24 +382,24 @@ async fn conclude(a: World, b: World) {
         &a,
         &a.alice,
         &s,
-        record(&s, Side::Customer, 400, "a", &agent),
+        record(&s, Side::Customer, 400, "a", agent),
     )
     .await
     .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     assert_eq!(r.str("/error/details/field"), "record");
-    post(&b, &kiosk, &s, record(&s, Side::Customer, 400, "a", &agent))
+    post(&b, kiosk, &s, record(&s, Side::Customer, 400, "a", agent))
         .await
         .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     post(
         &a,
         &a.bob,
         &s,
-        record(&s, Side::Customer, 400, "a", &customer),
+        record(&s, Side::Customer, 400, "a", customer),
     )
     .await
     .expect_error(StatusCode::NOT_FOUND, "not_found");
     // Both records, each where it belongs: the merchant's at B, the customer's at A.
-    let r = post(&b, &kiosk, &s, record(&s, Side::Merchant, 400, "a", &agent))
+    let r = post(&b, kiosk, &s, record(&s, Side::Merchant, 400, "a", agent))
         .await
         .expect(StatusCode::OK);
     assert_eq!(r.str("/state"), "concluding");
@@ -407,7 +407,7 @@ async fn conclude(a: World, b: World) {
         &a,
         &a.alice,
         &s,
-        record(&s, Side::Customer, 400, "a", &customer),
+        record(&s, Side::Customer, 400, "a", customer),
     )
     .await
     .expect(StatusCode::OK);
@@ -492,14 +492,14 @@ async fn conclude(a: World, b: World) {
     let d = open_with_key("c2", "5.00 EUR").await;
     carry(&a.api, &b.api).await;
     carry(&b.api, &a.api).await;
-    post(&b, &kiosk, &d, record(&d, Side::Merchant, 300, "b", &agent))
+    post(&b, kiosk, &d, record(&d, Side::Merchant, 300, "b", agent))
         .await
         .expect(StatusCode::OK);
     post(
         &a,
         &a.alice,
         &d,
-        record(&d, Side::Customer, 200, "b", &customer),
+        record(&d, Side::Customer, 200, "b", customer),
     )
     .await
     .expect(StatusCode::OK);
@@ -822,7 +822,10 @@ async fn ends(a: World, b: World) {
         .await
         .expect(StatusCode::OK);
     assert_eq!(
-        (bills.body[0]["kind"].as_str(), bills.body[0]["amount_minor"].as_i64()),
+        (
+            bills.body[0]["kind"].as_str(),
+            bills.body[0]["amount_minor"].as_i64()
+        ),
         (Some("deposit"), Some(150)),
         "{}",
         bills.body
@@ -839,7 +842,10 @@ async fn ends(a: World, b: World) {
         w.advance(1);
     }
     assert_eq!(sweep(&a).await, 1);
-    assert_eq!(session(&a, &a.alice, &silent).await.str("/state"), "expired");
+    assert_eq!(
+        session(&a, &a.alice, &silent).await.str("/state"),
+        "expired"
+    );
     assert_eq!(a.available(&a.alice_eur).await, 10_000 - 150);
     assert_eq!(a.balance(&a.alice_eur).await, 10_000 - 150);
     a.audit_passes().await;

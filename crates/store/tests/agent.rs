@@ -113,3 +113,54 @@ async fn what_is_answered_taken_is_on_disk() {
     ));
     assert_eq!(journal.purchases(&t).await.expect("rows").len(), 4);
 }
+
+/// What the agent owes its operator comes from the journal: an open tab past its session's
+/// end is to be ended, an ended tab's record is to be sent until it is marked taken, and the
+/// earliest end of the open tabs is when to look again; all of it survives a reopen.
+#[tokio::test]
+async fn ended_tabs_are_reported_until_taken() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("agent.db");
+    let t = transaction().to_string();
+    let journal = AgentJournal::open(&path).await.expect("open");
+    journal
+        .submit(&t, AgentOp::Open(Box::new(tab().until(1_000))))
+        .await
+        .expect("tab");
+    let c = journal.chores(999).await.expect("chores");
+    assert!(c.to_end.is_empty() && c.to_report.is_empty());
+    assert_eq!(c.next_end, Some(1_000));
+    let c = journal.chores(1_000).await.expect("chores");
+    assert_eq!((c.to_end, c.to_report.len()), (vec![t.clone()], 0));
+    // Ended: no more purchases; its record is owed, across a reopen.
+    let v = journal
+        .submit(&t, AgentOp::Terminate)
+        .await
+        .expect("terminate");
+    assert!(v.closed);
+    journal.close().await;
+    let journal = AgentJournal::open(&path).await.expect("reopen");
+    let c = journal.chores(1_001).await.expect("chores");
+    assert!(c.to_end.is_empty() && c.next_end.is_none());
+    assert_eq!(c.to_report.len(), 1);
+    assert_eq!(c.to_report[0].transaction.to_string(), t);
+    // Taken by the operator: owed no more.
+    journal
+        .submit(&t, AgentOp::Reported)
+        .await
+        .expect("reported");
+    let c = journal.chores(1_002).await.expect("chores");
+    assert!(c.to_end.is_empty() && c.to_report.is_empty() && c.next_end.is_none());
+    // The purchase that uses a deposit up ends its tab too.
+    let other = tempfile::tempdir().expect("dir");
+    let journal = AgentJournal::open(&other.path().join("agent.db"))
+        .await
+        .expect("open");
+    journal
+        .submit(&t, AgentOp::Open(Box::new(tab())))
+        .await
+        .expect("tab");
+    let v = journal.submit(&t, buy(1, 100)).await.expect("all of it");
+    assert!(v.closed && v.remaining == 0);
+    assert_eq!(journal.chores(0).await.expect("chores").to_report.len(), 1);
+}

@@ -446,7 +446,10 @@ mod tests {
     fn purchases_are_taken_in_order_within_the_deposit() {
         let mut t = tab();
         let first = maced(1, 30, "song 1");
-        assert_eq!(t.take(&first, T0), Ok(Taken::New(purchase(1, 30, "song 1"))));
+        assert_eq!(
+            t.take(&first, T0),
+            Ok(Taken::New(purchase(1, 30, "song 1")))
+        );
         // The customer's retry is a repeat: counted once.
         assert_eq!(t.take(&first, T0), Ok(Taken::Repeat));
         assert_eq!((t.spent, t.count, t.remaining()), (30, 1, 70));
@@ -487,7 +490,10 @@ mod tests {
             Err(PurchaseError::Exhausted { remaining: 70 })
         );
         assert!(!t.closed);
-        assert!(matches!(t.take(&maced(2, 70, "album"), T0), Ok(Taken::New(_))));
+        assert!(matches!(
+            t.take(&maced(2, 70, "album"), T0),
+            Ok(Taken::New(_))
+        ));
         // The purchase that uses the deposit up closes the tab: the merchant clears.
         assert_eq!((t.remaining(), t.closed), (0, true));
         assert_eq!(t.take(&maced(3, 1, "more"), T0), Err(PurchaseError::Closed));
@@ -506,7 +512,10 @@ mod tests {
     #[test]
     fn a_tab_takes_nothing_once_its_session_is_over() {
         let mut t = tab().until(T0 + 10);
-        assert!(matches!(t.take(&maced(1, 5, "a"), T0 + 9), Ok(Taken::New(_))));
+        assert!(matches!(
+            t.take(&maced(1, 5, "a"), T0 + 9),
+            Ok(Taken::New(_))
+        ));
         // The last purchase again is still answered (a lost answer), a new one is not.
         assert_eq!(t.take(&maced(1, 5, "a"), T0 + 10), Ok(Taken::Repeat));
         let before = t.clone();

@@ -555,14 +555,13 @@ fn with_no_record_by_the_deadline_the_session_expires_and_the_deposit_is_release
         .expect("expired");
     assert_eq!(
         (am.state, fx.ledger),
-        (
-            AmState::Expired,
-            Some(Command::Void { pending_id: hold })
-        )
+        (AmState::Expired, Some(Command::Void { pending_id: hold }))
     );
     let (am, again) = am.handle(at(DEADLINE + 2), AmInput::Expired).expect("dup");
     assert_eq!(again, Effects::none());
-    let (_, late) = am.handle(at(DEADLINE + 3), AmInput::Ack(ack)).expect("late ack");
+    let (_, late) = am
+        .handle(at(DEADLINE + 3), AmInput::Ack(ack))
+        .expect("late ack");
     assert_eq!(late, Effects::none());
 }
 
@@ -580,7 +579,13 @@ fn at_the_deadline_the_customers_record_alone_clears_and_the_merchants_alone_is_
         .expect("deadline");
     assert_eq!(cleared.state, MtaState::Cleared);
     assert!(
-        matches!(fx.ledger, Some(Command::Transfer { amount_minor: 300, .. })),
+        matches!(
+            fx.ledger,
+            Some(Command::Transfer {
+                amount_minor: 300,
+                ..
+            })
+        ),
         "the merchant is paid what the customer signed: {:?}",
         fx.ledger
     );
@@ -654,7 +659,10 @@ fn an_am_that_hears_nothing_expires_when_its_hold_runs_out() {
     // The hold's own timeout is the same instant: the ledger releases it, the step only
     // records the end (a void would be refused as too late).
     let (expired, fx) = am.handle(at(DEADLINE), AmInput::Timeout).expect("expired");
-    assert_eq!((expired.state, expired.poll_timeout()), (AmState::Expired, None));
+    assert_eq!(
+        (expired.state, expired.poll_timeout()),
+        (AmState::Expired, None)
+    );
     assert!(
         matches!(fx.ledger, Some(Command::Record { .. })),
         "no void of {hold}: {:?}",
