@@ -6,6 +6,7 @@
 //! Built so far: [`ids`], the session and transaction identities of the seed, and [`envelope`],
 //! the sealed format of messages between nodes (no transport yet).
 
+pub mod acceptance;
 pub mod conclusion;
 pub mod envelope;
 pub mod ids;
