@@ -114,6 +114,79 @@ impl Client {
         Ok(self.call(call).await?.value)
     }
 
+    /// `POST /v1/trading-sessions/{session}/order-keys`: the customer's K1 of an order (M9),
+    /// through its own operator to the merchant's.
+    pub async fn order_key_send(
+        &self,
+        session: &str,
+        order: &str,
+        k1: &str,
+    ) -> Result<tally_wire::federation::OrderKeyQueued, Error> {
+        let call = Call::new(
+            Method::POST,
+            format!("/v1/trading-sessions/{}/order-keys", seg(session)),
+        )
+        .json(&tally_wire::federation::OrderKeyRequest {
+            order: order.into(),
+            k1: k1.into(),
+        })?;
+        Ok(self.call(call).await?.value)
+    }
+
+    /// `GET /v1/trading-sessions/{session}/order-keys/{order}`: K1 as the merchant's operator
+    /// signed it (the merchant; `404` until it arrived).
+    pub async fn order_key(
+        &self,
+        session: &str,
+        order: &str,
+    ) -> Result<tally_wire::federation::SignedOrderKey, Error> {
+        self.get(format!(
+            "/v1/trading-sessions/{}/order-keys/{}",
+            seg(session),
+            seg(order)
+        ))
+        .await
+    }
+
+    /// `PUT /v1/trading-sessions/{session}/order-keys/{order}/escrow`: the merchant's agent
+    /// escrows K2 of the package it sent.
+    pub async fn order_escrow(
+        &self,
+        session: &str,
+        order: &str,
+        k2: &str,
+        package: &str,
+    ) -> Result<(), Error> {
+        let call = Call::new(
+            Method::PUT,
+            format!(
+                "/v1/trading-sessions/{}/order-keys/{}/escrow",
+                seg(session),
+                seg(order)
+            ),
+        )
+        .json(&tally_wire::federation::EscrowRequest {
+            k2: k2.into(),
+            package: package.into(),
+        })?;
+        self.call_empty(call).await
+    }
+
+    /// `GET /v1/trading-sessions/{session}/order-keys/{order}/escrow`: an escrowed K2, for an
+    /// arbiter (the operator).
+    pub async fn order_escrowed(
+        &self,
+        session: &str,
+        order: &str,
+    ) -> Result<tally_wire::federation::EscrowView, Error> {
+        self.get(format!(
+            "/v1/trading-sessions/{}/order-keys/{}/escrow",
+            seg(session),
+            seg(order)
+        ))
+        .await
+    }
+
     /// `PUT /v1/session-merchants/{name}/agent-key`: the key the merchant's agent signs with.
     pub async fn session_agent_key(&self, name: &str, public_key: &str) -> Result<(), Error> {
         let call = Call::new(

@@ -210,6 +210,101 @@ pub async fn record(
     Ok(Json(state.node.sessions().record(&by, &session, &body).await?).into_response())
 }
 
+/// The customer's K1 of an order (M9), sent to the merchant's operator through its own (the
+/// customer, at its operator; the session must be open).
+#[utoipa::path(
+    post, path = "/v1/trading-sessions/{session}/order-keys", tag = "federation",
+    params(("session" = String, Path, description = "`<AM node id>.<seq>`")),
+    request_body(content = tally_wire::federation::OrderKeyRequest, description = "`{order, k1}`"),
+    responses((status = 202, description = "On its way to the merchant's operator", body = tally_wire::federation::OrderKeyQueued), (status = 404, description = "not_found", body = ErrorBody), (status = 409, description = "session_closed: not open; or idempotency_key_reused: another K1 for that order", body = ErrorBody), (status = 422, description = "invalid_request", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn send_order_key(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(session): ApiPath<String>,
+    ApiJson(body): ApiJson<tally_wire::federation::OrderKeyRequest>,
+) -> Result<Response, ApiError> {
+    let order = body
+        .order
+        .parse::<tally_kernel::Id>()
+        .map_err(|_| ApiError::invalid_field("order", "a UUID"))?;
+    let queued = state
+        .node
+        .sessions()
+        .send_order_key(&by, &session, order, &body.k1)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(queued)).into_response())
+}
+
+/// K1 of an order as this node signed it (the merchant, at its operator): `404` until the
+/// customer's operator delivered it.
+#[utoipa::path(
+    get, path = "/v1/trading-sessions/{session}/order-keys/{order}", tag = "federation",
+    params(("session" = String, Path, description = "`<AM node id>.<seq>`"), ("order" = String, Path, description = "The order's id")),
+    responses((status = 200, description = "`sign(K1)^MTA`", body = tally_wire::federation::SignedOrderKey), (status = 404, description = "not_found: no such session, or its K1 has not arrived", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn order_key(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath((session, order)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    Ok(Json(
+        state
+            .node
+            .sessions()
+            .signed_order_key(&by, &session, &order)
+            .await?,
+    )
+    .into_response())
+}
+
+/// The merchant's agent escrows K2 of the package it sent (the merchant; a re-send replaces
+/// it). An arbiter obtains it from the operator in a dispute.
+#[utoipa::path(
+    put, path = "/v1/trading-sessions/{session}/order-keys/{order}/escrow", tag = "federation",
+    params(("session" = String, Path, description = "`<AM node id>.<seq>`"), ("order" = String, Path, description = "The order's id")),
+    request_body(content = tally_wire::federation::EscrowRequest, description = "`{k2, package}`"),
+    responses((status = 204, description = "Escrowed"), (status = 404, description = "not_found", body = ErrorBody), (status = 422, description = "invalid_request", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn escrow(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath((session, order)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<tally_wire::federation::EscrowRequest>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .node
+        .sessions()
+        .escrow(&by, &session, &order, &body.k2, &body.package)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// An escrowed K2, for an arbiter (the operator).
+#[utoipa::path(
+    get, path = "/v1/trading-sessions/{session}/order-keys/{order}/escrow", tag = "federation",
+    params(("session" = String, Path, description = "`<AM node id>.<seq>`"), ("order" = String, Path, description = "The order's id")),
+    responses((status = 200, description = "K2 and the package it opens", body = tally_wire::federation::EscrowView), (status = 403, description = "forbidden: operator only", body = ErrorBody), (status = 404, description = "not_found", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn escrowed(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath((session, order)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    Ok(Json(
+        state
+            .node
+            .sessions()
+            .escrowed(&by, &session, &order)
+            .await?,
+    )
+    .into_response())
+}
+
 /// Register the key a merchant's agent signs the merchant's records with (the merchant).
 #[utoipa::path(
     put, path = "/v1/session-merchants/{name}/agent-key", tag = "federation",

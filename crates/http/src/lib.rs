@@ -315,6 +315,18 @@ fn routes() -> Router<AppState> {
             "/v1/trading-sessions/{session}/record",
             post(federation::record),
         )
+        .route(
+            "/v1/trading-sessions/{session}/order-keys",
+            post(federation::send_order_key),
+        )
+        .route(
+            "/v1/trading-sessions/{session}/order-keys/{order}",
+            get(federation::order_key),
+        )
+        .route(
+            "/v1/trading-sessions/{session}/order-keys/{order}/escrow",
+            axum::routing::put(federation::escrow).get(federation::escrowed),
+        )
         .route("/v1/billing/records", get(federation::billing))
         .route("/v1/clearing", get(federation::clearing))
         .route("/v1/fx", get(federation::fx_tables))

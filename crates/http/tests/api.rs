@@ -279,6 +279,8 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
         "GET /v1/tokens/{serial}/writes",
         "GET /v1/trading-sessions",
         "GET /v1/trading-sessions/{session}",
+        "GET /v1/trading-sessions/{session}/order-keys/{order}",
+        "GET /v1/trading-sessions/{session}/order-keys/{order}/escrow",
         "GET /v1/transfers/{id}",
         "GET /v1/trustee/credit/{user}",
         "GET /v1/warrants",
@@ -321,6 +323,7 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
         "POST /v1/tokens",
         "POST /v1/trading-sessions",
         "POST /v1/trading-sessions/{session}/answer",
+        "POST /v1/trading-sessions/{session}/order-keys",
         "POST /v1/trading-sessions/{session}/record",
         "POST /v1/transfers",
         "POST /v1/trustee/settle",
@@ -332,6 +335,7 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
         "PUT /v1/receivers/{name}",
         "PUT /v1/session-merchants/{name}",
         "PUT /v1/session-merchants/{name}/agent-key",
+        "PUT /v1/trading-sessions/{session}/order-keys/{order}/escrow",
         "PUT /v1/trustee/credit/{user}",
     ];
     assert_eq!(documented, expected);

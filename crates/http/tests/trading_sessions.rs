@@ -864,3 +864,145 @@ async fn sessions_end_by_their_deadlines_on_postgres() {
     };
     ends(a, World::new().await).await;
 }
+
+/// Acceptance delivery's keys at the operators (M9): the customer's K1 goes through its
+/// operator to the merchant's, which signs it for the merchant; the merchant's agent escrows
+/// K2 there, and only the operator hands it out (to an arbiter). The session view names the
+/// merchant agent's key, for the customer to check deliveries under.
+async fn order_keys(a: World, b: World) {
+    use tally_proto::session::acceptance::{Order, OrderKey};
+    let k = Kiosk::new(&a, &b).await;
+    let s = k.open(&a, "k1", "3.00 EUR").await;
+    carry(&a.api, &b.api).await;
+    carry(&b.api, &a.api).await;
+    let view = session(&a, &a.alice, &s).await.expect(StatusCode::OK);
+    assert_eq!(
+        view.str("/merchant_key"),
+        k.agent.verifying_key().to_hex(),
+        "{}",
+        view.body
+    );
+    let order = tally_kernel::Id::new().to_string();
+    let k1 = "0b".repeat(32);
+    let send = |k1: String| {
+        let (a, s, order) = (&a, s.clone(), order.clone());
+        async move {
+            a.api
+                .post(&format!("/v1/trading-sessions/{s}/order-keys"))
+                .key(&a.alice)
+                .json(json!({"order": order, "k1": k1}))
+                .send()
+                .await
+        }
+    };
+    send(k1.clone()).await.expect(StatusCode::ACCEPTED);
+    // Again: the same step; another K1 for the order: refused, nothing sent.
+    send(k1.clone()).await.expect(StatusCode::ACCEPTED);
+    send("0c".repeat(32))
+        .await
+        .expect_error(StatusCode::CONFLICT, "idempotency_key_reused");
+    send("zz".into())
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    let path = format!("/v1/trading-sessions/{s}/order-keys/{order}");
+    b.api
+        .get(&path)
+        .key(&k.kiosk)
+        .send()
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    let sent = carry(&a.api, &b.api).await;
+    assert_eq!(sent.len(), 1, "one K1 went");
+    let signed = b
+        .api
+        .get(&path)
+        .key(&k.kiosk)
+        .send()
+        .await
+        .expect(StatusCode::OK)
+        .str("/signed")
+        .to_string();
+    let mta = tally_kernel::crypto::VerifyingKey::from_hex(&b.api.node.node_public_key())
+        .expect("node key");
+    let order_of = Order {
+        transaction: format!("{s}.1").parse().expect("transaction"),
+        order: order.parse().expect("order"),
+        product: "p".into(),
+        price: tally_kernel::Amount::new(1, tally_kernel::Currency::from_code("EUR").expect("EUR")),
+        offer: String::new(),
+        at: 0,
+    };
+    assert_eq!(
+        OrderKey::open(signed.as_bytes(), &mta, &order_of).expect("K1"),
+        [0x0b; 32]
+    );
+    // Other customers' and merchants' keys see nothing.
+    b.api
+        .get(&path)
+        .key(&b.api.issue_key("merchant", "other").await)
+        .send()
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    // The escrow: the merchant puts K2, only the operator takes it out.
+    let escrow = format!("{path}/escrow");
+    let package = "ab".repeat(32);
+    b.api
+        .call("PUT", &escrow)
+        .key(&k.kiosk)
+        .json(json!({"k2": "16".repeat(32), "package": package}))
+        .send()
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    b.api
+        .get(&escrow)
+        .key(&k.kiosk)
+        .send()
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    let e = b
+        .api
+        .get(&escrow)
+        .key(&b.api.admin)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        (e.str("/k2"), e.str("/package")),
+        ("16".repeat(32).as_str(), package.as_str())
+    );
+    // Nowhere in B's database in the clear.
+    let rows = b
+        .api
+        .node
+        .store()
+        .order_key(&s, &order)
+        .await
+        .expect("row")
+        .expect("escrowed");
+    let sealed = rows.k2_sealed.expect("sealed");
+    assert!(!hex::encode(&sealed).contains(&"16".repeat(32)));
+    // A session that is not open (here: not answered yet) takes no orders.
+    let over = k.open(&a, "k2", "1.00 EUR").await;
+    a.api
+        .post(&format!("/v1/trading-sessions/{over}/order-keys"))
+        .key(&a.alice)
+        .json(json!({"order": tally_kernel::Id::new().to_string(), "k1": k1}))
+        .send()
+        .await
+        .expect_error(StatusCode::CONFLICT, "session_closed");
+    a.audit_passes().await;
+    b.audit_passes().await;
+}
+
+#[tokio::test]
+async fn order_keys_go_through_the_customers_operator_and_k2_is_escrowed() {
+    order_keys(World::new().await, World::new().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_keys_go_through_the_customers_operator_and_k2_is_escrowed_on_postgres() {
+    let Some(a) = world_on_postgres().await else {
+        return;
+    };
+    order_keys(a, World::new().await).await;
+}

@@ -257,6 +257,8 @@ pub enum Missing {
     ApiKey,
     /// A registered mail or offer.
     Mail,
+    /// A trading session's order (M9): its key has not reached this node.
+    Order,
     /// A receipt party (no certified token).
     Party,
     /// A payment quoting a reference.
@@ -291,6 +293,7 @@ impl std::fmt::Display for Missing {
             Missing::Account => "account",
             Missing::ApiKey => "api key",
             Missing::Mail => "mail",
+            Missing::Order => "order",
             Missing::Party => "party",
             Missing::Payment => "payment",
             Missing::Peer => "peer",

@@ -185,10 +185,17 @@ impl Node {
                 config.arbiter_role.clone(),
             )
             .await?;
-            Ok::<_, ServiceError>((oob, delivery, receipts))
+            let sessions = Sessions::load(
+                core.clone(),
+                Federation::new(core.clone()),
+                config.sessions.clone(),
+                made,
+            )
+            .await?;
+            Ok::<_, ServiceError>((oob, delivery, receipts, sessions))
         }
         .await;
-        let (oob, delivery, receipts) = match loaded {
+        let (oob, delivery, receipts, sessions) = match loaded {
             Ok(parts) => parts,
             Err(e) => {
                 core.store().close().await;
@@ -197,11 +204,7 @@ impl Node {
         };
         let node = Node {
             inner: Arc::new(Inner {
-                sessions: Sessions::new(
-                    core.clone(),
-                    Federation::new(core.clone()),
-                    config.sessions.clone(),
-                ),
+                sessions,
                 federation: Federation::new(core.clone()),
                 core,
                 oob,

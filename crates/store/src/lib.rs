@@ -119,6 +119,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0014_session_clearing.sql"),
     ),
     (15, include_str!("../migrations/sqlite/0015_fx_tables.sql")),
+    (16, include_str!("../migrations/sqlite/0016_order_keys.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
@@ -159,6 +160,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         15,
         include_str!("../migrations/postgres/0015_fx_tables.sql"),
+    ),
+    (
+        16,
+        include_str!("../migrations/postgres/0016_order_keys.sql"),
     ),
 ];
 

@@ -182,6 +182,56 @@ pub fn set_agent_key(name: &str, key: &str, now: Timestamp) -> Attachment {
     )
 }
 
+/// K1 of an order as the MTA signed it, and K2 once the merchant escrowed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderKeyRow {
+    /// The session.
+    pub session: String,
+    /// The order id.
+    pub order: String,
+    /// `sign(K1)^MTA` (JSON).
+    pub signed: String,
+    /// K2, sealed under the node's escrow key.
+    pub k2_sealed: Option<Vec<u8>>,
+    /// SHA-256 of the package K2 belongs to, hex.
+    pub package: Option<String>,
+}
+
+/// Keeps an order's K1 (the first one: the same order again changes nothing).
+pub fn insert_order_key(r: &OrderKeyRow, now: Timestamp) -> Attachment {
+    row(
+        "INSERT INTO session_order_keys (session, order_id, signed, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $4) ON CONFLICT (session, order_id) DO NOTHING",
+        vec![
+            Value::Text(r.session.clone()),
+            Value::Text(r.order.clone()),
+            Value::Text(r.signed.clone()),
+            Value::Int(now.as_micros()),
+        ],
+    )
+}
+
+/// Escrows K2 (sealed) of an order's current package (a re-send replaces it).
+pub fn escrow(
+    session: &str,
+    order: &str,
+    k2_sealed: Vec<u8>,
+    package: &str,
+    now: Timestamp,
+) -> Attachment {
+    row(
+        "UPDATE session_order_keys SET k2_sealed = $1, package = $2, updated_at = $3 \
+         WHERE session = $4 AND order_id = $5",
+        vec![
+            Value::Blob(k2_sealed),
+            Value::Text(package.into()),
+            Value::Int(now.as_micros()),
+            Value::Text(session.into()),
+            Value::Text(order.into()),
+        ],
+    )
+}
+
 /// A record for the billing systems, written with the step that clears the session.
 pub fn billing(r: &BillingRecord) -> Attachment {
     row(
@@ -439,5 +489,32 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// An order's keys at the MTA.
+    pub async fn order_key(
+        &self,
+        session: &str,
+        order: &str,
+    ) -> Result<Option<OrderKeyRow>, StoreError> {
+        let rows = self
+            .fetch_all(
+                "SELECT session, order_id, signed, k2_sealed, package FROM session_order_keys \
+                 WHERE session = $1 AND order_id = $2"
+                    .to_string(),
+                vec![Value::Text(session.into()), Value::Text(order.into())],
+            )
+            .await?;
+        rows.first()
+            .map(|r| {
+                Ok(OrderKeyRow {
+                    session: r.try_get("session")?,
+                    order: r.try_get("order_id")?,
+                    signed: r.try_get("signed")?,
+                    k2_sealed: r.try_get("k2_sealed")?,
+                    package: r.try_get("package")?,
+                })
+            })
+            .transpose()
     }
 }

@@ -187,6 +187,10 @@ pub struct TradingSessionView {
     /// The agreed end of the session.
     #[schema(value_type = i64)]
     pub expires_at: Timestamp,
+    /// The key the merchant's agent signs offers and packages with (Ed25519, hex), as the
+    /// merchant's operator named it: the customer checks deliveries under it (M9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_key: Option<String>,
 }
 
 /// `PUT /v1/session-merchants/{name}/agent-key` (the merchant): the key its agent signs the
@@ -304,4 +308,54 @@ pub struct FxTableView {
     pub valid_until: Timestamp,
     /// The signed record (JSON).
     pub signed: String,
+}
+
+/// A customer's K1 of an order (M9), sent to the merchant's operator through its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderKeyRequest {
+    /// The order's id (a UUID the customer made).
+    pub order: String,
+    /// K1, 64 hex.
+    pub k1: String,
+}
+
+/// K1 is on its way to the merchant's operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OrderKeyQueued {
+    /// The session.
+    pub session: String,
+    /// The order.
+    pub order: String,
+}
+
+/// K1 of an order as the merchant's operator signed it (`sign(K1)^MTA`, domain
+/// `tally/order-key/v1`, the node key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SignedOrderKey {
+    /// The signed record (JSON).
+    pub signed: String,
+}
+
+/// K2 of an order's package, escrowed by the merchant's agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EscrowRequest {
+    /// K2, 64 hex.
+    pub k2: String,
+    /// SHA-256 of the signed package it opens, 64 hex.
+    pub package: String,
+}
+
+/// An escrowed K2, for an arbiter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EscrowView {
+    /// The session.
+    pub session: String,
+    /// The order.
+    pub order: String,
+    /// K2, 64 hex.
+    pub k2: String,
+    /// SHA-256 of the signed package it opens.
+    pub package: String,
 }

@@ -47,6 +47,8 @@ pub const CLEARED: &str = "session_cleared";
 pub const DISPUTED: &str = "session_disputed";
 /// Kind of the MTA's word that the session ended with no record by its conclusion deadline.
 pub const EXPIRED: &str = "session_expired";
+/// Kind of the customer's K1 of an order (M9), forwarded by the AM to the MTA.
+pub const ORDER_KEY: &str = "session_order_key";
 
 /// Where a session stands at the AM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -165,6 +167,10 @@ pub struct Ack {
     pub rate: Rate,
     /// The deposit in the merchant's currency (converted at `rate`, rounded down).
     pub merchant_deposit: Amount,
+    /// The key the merchant's agent signs with (Ed25519, hex), as the MTA's operator knows
+    /// it: the customer checks the merchant's offers and packages under it (M9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_key: Option<String>,
 }
 
 /// The MTA's refusal.
@@ -242,6 +248,9 @@ pub struct AmSession {
     pub rate: Option<Rate>,
     /// The deposit in the merchant's currency, once acked.
     pub merchant_deposit: Option<Amount>,
+    /// The merchant agent's key, as the MTA's ack named it.
+    #[serde(default)]
+    pub merchant_key: Option<String>,
     /// The customer's record, once sent.
     #[serde(default)]
     pub record: Option<Record>,
@@ -308,6 +317,15 @@ pub enum AmInput {
     Disputed,
     /// The MTA had no record by its conclusion deadline.
     Expired,
+    /// The customer's K1 of an order (M9), to forward to the MTA in message `message`.
+    OrderKey {
+        /// The order.
+        order: Id,
+        /// K1, 64 hex.
+        k1: String,
+        /// The forwarding message's id.
+        message: Id,
+    },
 }
 
 impl AmSession {
@@ -341,6 +359,7 @@ impl AmSession {
             release_at,
             rate: None,
             merchant_deposit: None,
+            merchant_key: None,
             record: None,
             clearing: None,
             hold: None,
@@ -425,10 +444,30 @@ impl AmSession {
                         state: AmState::Open,
                         rate: Some(ack.rate),
                         merchant_deposit: Some(ack.merchant_deposit),
+                        merchant_key: ack.merchant_key,
                         ..self
                     },
                     effects,
                 ))
+            }
+            (AmState::Open, AmInput::OrderKey { order, k1, message }) => {
+                if k1.len() != 64 || hex::decode(&k1).is_err() {
+                    return Err(TradeError::Invalid("K1 is 64 hex digits"));
+                }
+                // The journal names K1 by its hash: one K1 per order (the same again is a
+                // replay of this step, another one a reused key).
+                let k1_sha256 = hex::encode(tally_kernel::crypto::kdf::sha256(k1.as_bytes()));
+                let mut effects = Effects::record(
+                    "session_order_key",
+                    json!({"session": self.id, "order": order, "k1_sha256": k1_sha256}),
+                );
+                effects.peers.push(PeerMessage {
+                    to: self.mta,
+                    id: message,
+                    kind: ORDER_KEY.into(),
+                    body: json!({"session": self.id, "order": order, "k1": k1}),
+                });
+                Ok((self, effects))
             }
             (AmState::Open, AmInput::Ack(ack))
                 if ack.session == self.id
@@ -588,6 +627,7 @@ impl AmSession {
                     AmInput::Cleared(_) => "clearing",
                     AmInput::Disputed => "dispute",
                     AmInput::Expired => "expiry",
+                    AmInput::OrderKey { .. } => "order key",
                 },
             )),
         }
@@ -651,6 +691,9 @@ pub struct MtaSession {
     /// The MTA's account owed by the AM's operator (debited when the merchant is paid).
     #[serde(default)]
     pub owed_by: Option<Id>,
+    /// The merchant agent's key when the session was registered (sent with the ack).
+    #[serde(default)]
+    pub merchant_key: Option<String>,
     /// The customer's record, once in.
     #[serde(default)]
     pub customer_record: Option<Record>,
@@ -660,7 +703,7 @@ pub struct MtaSession {
 }
 
 /// What the MTA's operator knows of the merchant an initiation names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MerchantTerms {
     /// The merchant's currency.
     pub currency: tally_kernel::Currency,
@@ -672,6 +715,8 @@ pub struct MerchantTerms {
     pub account: Id,
     /// The MTA's account owed by the AM's operator, in the merchant's currency.
     pub owed_by: Id,
+    /// The key the merchant's agent signs with, if it registered one.
+    pub agent_key: Option<String>,
 }
 
 /// How long the MTA waits (seconds): for the merchant's ack, and for the records after the
@@ -737,6 +782,7 @@ impl MtaSession {
             refusal: None,
             account: None,
             owed_by: None,
+            merchant_key: None,
             customer_record: None,
             merchant_record: None,
         };
@@ -759,6 +805,7 @@ impl MtaSession {
         session.merchant_deposit = Amount::new(converted, terms.currency);
         session.account = Some(terms.account);
         session.owed_by = Some(terms.owed_by);
+        session.merchant_key = terms.agent_key;
         if terms.auto_ack {
             return Ok(session.acked(message));
         }
@@ -767,6 +814,11 @@ impl MtaSession {
             json!({"session": session.id, "merchant": session.merchant}),
         );
         Ok((session, effects))
+    }
+
+    /// Whether orders' keys (M9) are taken: while purchases may be made.
+    pub fn takes_orders(&self) -> bool {
+        self.state == MtaState::Open
     }
 
     /// When the session next needs a step without input.
@@ -979,6 +1031,7 @@ impl MtaSession {
             session: self.id,
             rate: self.rate,
             merchant_deposit: self.merchant_deposit,
+            merchant_key: self.merchant_key.clone(),
         };
         let mut effects = Effects::record("session_acked", json!(ack));
         effects.peers.push(PeerMessage {

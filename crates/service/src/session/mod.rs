@@ -10,6 +10,7 @@
 
 mod conclude;
 mod fx;
+mod orders;
 
 use crate::access::{check_name, corrupt, invalid, namespaced, require_admin};
 use crate::core::Core;
@@ -88,6 +89,8 @@ pub struct Sessions {
     core: Core,
     federation: Federation,
     settings: SessionSettings,
+    /// Seals the K2s merchants escrow here (M9), `DATA/escrow.key`.
+    escrow_key: tally_kernel::Secret<Vec<u8>>,
 }
 
 fn decode<T: DeserializeOwned>(row: &TradeRow) -> Result<T> {
@@ -99,12 +102,27 @@ fn trade(e: TradeError) -> ServiceError {
 }
 
 impl Sessions {
-    pub(crate) fn new(core: Core, federation: Federation, settings: SessionSettings) -> Sessions {
-        Sessions {
+    /// Loads `escrow.key` (creating it on first start) and checks it against the database.
+    pub(crate) async fn load(
+        core: Core,
+        federation: Federation,
+        settings: SessionSettings,
+        made: &mut crate::identity::Made,
+    ) -> Result<Sessions> {
+        let escrow_key = crate::identity::node_secret(
+            core.files(),
+            core.store(),
+            "escrow.key",
+            "escrow_key_id",
+            made,
+        )
+        .await?;
+        Ok(Sessions {
             core,
             federation,
             settings,
-        }
+            escrow_key,
+        })
     }
 
     // ----- merchants (at the MTA) ----------------------------------------------------------
@@ -375,6 +393,7 @@ impl Sessions {
                 trade::ACK | trade::REFUSED => self.answered(m).await?,
                 trade::RECORD => self.forwarded_record(m).await?,
                 trade::CLEARED | trade::DISPUTED | trade::EXPIRED => self.concluded(m).await?,
+                trade::ORDER_KEY => self.order_keyed(m).await?,
                 _ => return Err(ServiceError::PeerRefused(PeerRefusal::UnknownKind)),
             };
             self.federation.take(m, effects, rows).await
@@ -413,6 +432,7 @@ impl Sessions {
                     auto_ack: merchant.auto_ack,
                     account: merchant.account,
                     owed_by,
+                    agent_key: merchant.agent_key.clone(),
                 })
             }
         };
@@ -648,6 +668,7 @@ impl Sessions {
                 refusal: None,
                 answer_by: (s.state == AmState::Held).then_some(Timestamp(s.ack_by)),
                 expires_at: Timestamp(s.expires_at),
+                merchant_key: s.merchant_key,
             })
         } else {
             let s: MtaSession = decode(row)?;
@@ -655,6 +676,7 @@ impl Sessions {
             let cleared = s
                 .merchant_record
                 .as_ref()
+                .or(s.customer_record.as_ref())
                 .filter(|_| s.state == MtaState::Cleared);
             Ok(TradingSessionView {
                 total: cleared.map(|r| r.total.to_string()),
@@ -678,6 +700,7 @@ impl Sessions {
                 refusal: s.refusal.map(|r| r.as_str().to_string()),
                 answer_by: (s.state == MtaState::Informed).then_some(Timestamp(s.ack_by)),
                 expires_at: Timestamp(s.expires_at),
+                merchant_key: s.merchant_key,
             })
         }
     }

@@ -61,6 +61,7 @@ fn terms(currency: &str, rate: Option<Rate>, auto_ack: bool) -> Option<MerchantT
         auto_ack,
         account: Id::new(),
         owed_by: Id::new(),
+        agent_key: Some("cd".repeat(32)),
     })
 }
 
@@ -202,11 +203,13 @@ fn an_ack_that_does_not_add_up_is_refused() {
             session: SessionId::new(node(1), 8).expect("id"),
             rate,
             merchant_deposit: eur(2000),
+            merchant_key: None,
         },
         Ack {
             session: am.id,
             rate,
             merchant_deposit: eur(1999),
+            merchant_key: None,
         },
         Ack {
             session: am.id,
@@ -215,6 +218,7 @@ fn an_ack_that_does_not_add_up_is_refused() {
                 denominator: 1,
             },
             merchant_deposit: eur(0),
+            merchant_key: None,
         },
     ] {
         let e = am
@@ -549,6 +553,7 @@ fn with_no_record_by_the_deadline_the_session_expires_and_the_deposit_is_release
         session: am.id,
         rate: am.rate.expect("rate"),
         merchant_deposit: am.merchant_deposit.expect("deposit"),
+        merchant_key: None,
     };
     let (am, fx) = am
         .handle(at(DEADLINE + 1), AmInput::Expired)
@@ -723,4 +728,62 @@ fn states_have_stored_names() {
             serde_json::json!(r.as_str())
         );
     }
+}
+
+#[test]
+fn the_ack_names_the_merchants_key_and_an_open_session_forwards_order_keys() {
+    let (am, _, _) = opened();
+    assert_eq!(am.merchant_key, Some("cd".repeat(32)));
+    let order = Id::new();
+    let (am, fx) = am
+        .handle(
+            at(10),
+            AmInput::OrderKey {
+                order,
+                k1: "0b".repeat(32),
+                message: Id::new(),
+            },
+        )
+        .expect("forwarded");
+    assert_eq!(am.state, AmState::Open);
+    assert_eq!(
+        (fx.peers[0].kind.as_str(), &fx.peers[0].body["k1"]),
+        (ORDER_KEY, &serde_json::json!("0b".repeat(32)))
+    );
+    // The journal's record never holds the key.
+    assert!(!format!("{:?}", fx.ledger).contains(&"0b".repeat(32)));
+    assert_eq!(
+        am.clone()
+            .handle(
+                at(11),
+                AmInput::OrderKey {
+                    order,
+                    k1: "zz".into(),
+                    message: Id::new(),
+                },
+            )
+            .expect_err("not hex"),
+        TradeError::Invalid("K1 is 64 hex digits")
+    );
+    let (concluding, _) = am
+        .handle(
+            at(12),
+            AmInput::Record {
+                record: record(Side::Customer, 1, "a"),
+                signed: "{}".into(),
+                message: Id::new(),
+            },
+        )
+        .expect("concluding");
+    assert!(matches!(
+        concluding.handle(
+            at(13),
+            AmInput::OrderKey {
+                order,
+                k1: "0b".repeat(32),
+                message: Id::new(),
+            },
+        ),
+        Err(TradeError::State("concluding", "order key"))
+    ));
 }
