@@ -51,21 +51,29 @@ pub struct AgentArgs {
     /// registers its signing key there at start.
     #[arg(long)]
     pub merchant: String,
+    /// Products delivered with acceptance (M9): a JSON file, an array of `{product, file,
+    /// price, description}` (files relative to it). Each is offered signed by the agent's key.
+    #[arg(long)]
+    pub catalogue: Option<PathBuf>,
     /// The merchant's operator's node and the merchant's API key there.
     #[command(flatten)]
     pub conn: Conn,
 }
 
 #[derive(Clone)]
-struct Agent {
-    journal: AgentJournal,
-    node: tally_client::Client,
-    /// Signs the merchant's session records (`DATA/agent.key`).
-    key: std::sync::Arc<SigningKey>,
+pub(crate) struct Agent {
+    pub(crate) journal: AgentJournal,
+    pub(crate) node: tally_client::Client,
+    /// Signs the merchant's session records, offers and packages (`DATA/agent.key`).
+    pub(crate) key: std::sync::Arc<SigningKey>,
     /// The merchant's own token for `terminate` (`DATA/agent.token`).
     token: std::sync::Arc<Secret<String>>,
     /// Wakes the task that ends tabs and sends their records.
-    wake: std::sync::Arc<tokio::sync::Notify>,
+    pub(crate) wake: std::sync::Arc<tokio::sync::Notify>,
+    /// The products delivered with acceptance.
+    pub(crate) catalogue: std::sync::Arc<crate::agent_orders::Catalogue>,
+    /// The operator's node key (it signs K1), read once.
+    pub(crate) operator_key: std::sync::Arc<tokio::sync::OnceCell<VerifyingKey>>,
 }
 
 #[derive(Deserialize)]
@@ -75,7 +83,7 @@ struct OpenTab {
     tab: serde_json::Value,
 }
 
-fn refusal(
+pub(crate) fn refusal(
     status: StatusCode,
     code: &str,
     message: String,
@@ -88,7 +96,7 @@ fn refusal(
     (status, Json(serde_json::json!({ "error": error }))).into_response()
 }
 
-fn refused(e: AgentError) -> Response {
+pub(crate) fn refused(e: AgentError) -> Response {
     let message = e.to_string();
     match e {
         AgentError::Purchase(p) => {
@@ -125,6 +133,55 @@ fn refused(e: AgentError) -> Response {
     }
 }
 
+/// The session as the merchant's operator shows it to the merchant: it must be open there;
+/// with the customer's session key.
+pub(crate) async fn open_session(
+    a: &Agent,
+    session: &str,
+) -> Result<(TradingSessionView, VerifyingKey), Response> {
+    let view = match a.node.trading_session(session).await {
+        Ok(v) => v,
+        Err(e) if e.status() == Some(404) => {
+            return Err(refusal(
+                StatusCode::NOT_FOUND,
+                "unknown_session",
+                "the operator knows no such session of this merchant".into(),
+                None,
+            ));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "merchant agent: the operator did not answer");
+            return Err(refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the operator did not answer".into(),
+                None,
+            ));
+        }
+    };
+    if view.role != "mta" || view.state != "open" {
+        return Err(refusal(
+            StatusCode::CONFLICT,
+            "session_not_open",
+            format!("the session is {}", view.state),
+            None,
+        ));
+    }
+    let Some(key) = view
+        .customer_key
+        .as_deref()
+        .and_then(|k| VerifyingKey::from_hex(k).ok())
+    else {
+        return Err(refusal(
+            StatusCode::CONFLICT,
+            "session_not_open",
+            "the session has no customer key".into(),
+            None,
+        ));
+    };
+    Ok((view, key))
+}
+
 async fn open_tab(State(a): State<Agent>, Json(req): Json<OpenTab>) -> Response {
     let session: SessionId = match req.session.parse() {
         Ok(s) => s,
@@ -137,47 +194,19 @@ async fn open_tab(State(a): State<Agent>, Json(req): Json<OpenTab>) -> Response 
             );
         }
     };
-    let view = match a.node.trading_session(&req.session).await {
+    let (view, key) = match open_session(&a, &req.session).await {
         Ok(v) => v,
-        Err(e) if e.status() == Some(404) => {
-            return refusal(
-                StatusCode::NOT_FOUND,
-                "unknown_session",
-                "the operator knows no such session of this merchant".into(),
-                None,
-            );
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "merchant agent: the operator did not answer");
-            return refusal(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the operator did not answer".into(),
-                None,
-            );
-        }
+        Err(r) => return r,
     };
-    if view.role != "mta" || view.state != "open" {
-        return refusal(
-            StatusCode::CONFLICT,
-            "session_not_open",
-            format!("the session is {}", view.state),
-            None,
-        );
-    }
-    let key = view
-        .customer_key
-        .as_deref()
-        .and_then(|k| VerifyingKey::from_hex(k).ok());
-    let deposit = view
+    let Some(deposit) = view
         .merchant_deposit
         .as_deref()
-        .and_then(|d| d.parse::<Amount>().ok());
-    let (Some(key), Some(deposit)) = (key, deposit) else {
+        .and_then(|d| d.parse::<Amount>().ok())
+    else {
         return refusal(
             StatusCode::CONFLICT,
             "session_not_open",
-            "the session has no customer key".into(),
+            "the session has no deposit in the merchant's currency".into(),
             None,
         );
     };
@@ -392,12 +421,31 @@ pub fn routes(
     key: SigningKey,
     token: Secret<String>,
 ) -> axum::Router {
+    routes_with(
+        journal,
+        node,
+        key,
+        token,
+        crate::agent_orders::Catalogue::default(),
+    )
+}
+
+/// [`routes`] with a catalogue of products delivered with acceptance (M9).
+pub fn routes_with(
+    journal: AgentJournal,
+    node: tally_client::Client,
+    key: SigningKey,
+    token: Secret<String>,
+    catalogue: crate::agent_orders::Catalogue,
+) -> axum::Router {
     let agent = Agent {
         journal,
         node,
         key: std::sync::Arc::new(key),
         token: std::sync::Arc::new(token),
         wake: std::sync::Arc::new(tokio::sync::Notify::new()),
+        catalogue: std::sync::Arc::new(catalogue),
+        operator_key: std::sync::Arc::new(tokio::sync::OnceCell::new()),
     };
     tokio::spawn(chores(agent.clone()));
     axum::Router::new()
@@ -405,6 +453,15 @@ pub fn routes(
         .route("/v1/tabs/{transaction}/purchases", post(purchase))
         .route("/v1/tabs/{transaction}/close", post(close))
         .route("/v1/tabs/{transaction}/terminate", post(terminate))
+        .route(
+            "/v1/offers",
+            axum::routing::get(crate::agent_orders::offers),
+        )
+        .route("/v1/orders", post(crate::agent_orders::order))
+        .route(
+            "/v1/orders/{order}/answer",
+            post(crate::agent_orders::answer),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
         .with_state(agent)
 }
@@ -459,7 +516,11 @@ pub async fn serve(a: AgentArgs) -> anyhow::Result<ExitCode> {
         node.base()
     );
     let token = token(&a.data)?;
-    axum::serve(listener, routes(journal, node, key, token))
+    let catalogue = match &a.catalogue {
+        Some(path) => crate::agent_orders::Catalogue::load(path, &key)?,
+        None => crate::agent_orders::Catalogue::default(),
+    };
+    axum::serve(listener, routes_with(journal, node, key, token, catalogue))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -25,6 +25,7 @@ macro_rules! println {
 
 mod accounts;
 mod agent;
+mod agent_orders;
 mod arbiter_link;
 mod bench;
 mod bench_kit;
@@ -42,6 +43,7 @@ mod pkcs11;
 mod receipt;
 mod serve;
 mod trading;
+mod trading_orders;
 mod wallet;
 
 use clap::{Args, Parser, Subcommand};

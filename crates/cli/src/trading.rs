@@ -40,6 +40,13 @@ pub enum SessionCommand {
     /// End a customer's tab at your merchant agent (a merchant): it takes no more purchases
     /// and sends your record to your operator. The customer then sends theirs.
     Terminate(TerminateArgs),
+    /// Buy a product delivered with acceptance (a customer): it arrives sealed, is checked
+    /// (a damaged delivery is asked for again, once), paid when you accept it, then
+    /// unlocked and compared with the merchant's signed description.
+    Order(crate::trading_orders::OrderArgs),
+    /// Settle a customer's complaint about a delivery (the merchant's operator, for an
+    /// arbiter): K2 from the escrow here, the product compared with its signed description.
+    Arbitrate(crate::trading_orders::ArbitrateArgs),
 }
 
 #[derive(Args)]
@@ -202,6 +209,8 @@ pub async fn session(cmd: SessionCommand) -> anyhow::Result<ExitCode> {
         SessionCommand::Agent(a) => crate::agent::serve(a).await,
         SessionCommand::Close(a) => close(a).await,
         SessionCommand::Terminate(a) => terminate(a).await,
+        SessionCommand::Order(a) => crate::trading_orders::order(a).await,
+        SessionCommand::Arbitrate(a) => crate::trading_orders::arbitrate_cmd(a).await,
 
         SessionCommand::Show(a) => {
             let c = Client::new(&a.conn)?;
@@ -360,7 +369,7 @@ struct TabAnswer {
     closed: bool,
 }
 
-async fn post_agent<T: serde::Serialize>(
+pub(crate) async fn post_agent<T: serde::Serialize>(
     http: &reqwest::Client,
     url: &str,
     body: &T,
@@ -376,7 +385,7 @@ async fn post_agent<T: serde::Serialize>(
     Ok((status, value))
 }
 
-fn agent_refusal(status: reqwest::StatusCode, v: &serde_json::Value) -> anyhow::Error {
+pub(crate) fn agent_refusal(status: reqwest::StatusCode, v: &serde_json::Value) -> anyhow::Error {
     anyhow::anyhow!(
         "the merchant agent refused ({status}): {} ({})",
         v["error"]["message"].as_str().unwrap_or("no reason"),
@@ -406,62 +415,8 @@ async fn buy(a: BuyArgs) -> anyhow::Result<ExitCode> {
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()?;
-    let transaction = w
-        .transaction
-        .parse()
-        .map_err(|e| anyhow::anyhow!("the wallet's transaction: {e}"))?;
-    if !w.tab_open {
-        // The MAC key is kept before the tab is opened with it.
-        let mac_key = match &w.mac_key {
-            Some(k) => k.clone(),
-            None => {
-                let mut k = [0u8; 32];
-                getrandom::fill(&mut k).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-                w.mac_key = Some(hex::encode(k));
-                w.agent = Some(agent.clone());
-                w.save(&path)?;
-                hex::encode(k)
-            }
-        };
-        let mut key = [0u8; 32];
-        hex::decode_to_slice(&mac_key, &mut key)?;
-        let tab = new_tab(&w.key()?, transaction, key, tally_kernel::Timestamp::now())
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let tab: serde_json::Value = serde_json::from_slice(&tab)?;
-        let (status, v) = post_agent(
-            &http,
-            &format!("{agent}/v1/tabs"),
-            &serde_json::json!({"session": w.session, "tab": tab}),
-        )
-        .await?;
-        if !(status.is_success() || v["error"]["code"] == "tab_exists") {
-            return Err(agent_refusal(status, &v));
-        }
-        w.tab_open = true;
-        w.save(&path)?;
-    }
-    let maced: MacedPurchase = match &w.pending {
-        Some(p) => {
-            eprintln!("sending again the purchase whose answer was lost");
-            p.clone()
-        }
-        None => {
-            let mut key = [0u8; 32];
-            hex::decode_to_slice(w.mac_key.as_deref().unwrap_or_default(), &mut key)?;
-            let p = Purchase {
-                transaction,
-                seq: w.next_seq,
-                price,
-                item: a.item.clone(),
-                at: tally_kernel::Timestamp::now().as_micros(),
-            }
-            .mac(&key)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-            w.pending = Some(p.clone());
-            w.save(&path)?;
-            p
-        }
-    };
+    ensure_tab(&mut w, &path, &agent, &http).await?;
+    let maced = pending_or_new(&mut w, &path, price, &a.item)?;
     let (status, v) = post_agent(
         &http,
         &format!("{agent}/v1/tabs/{}/purchases", w.transaction),
@@ -486,6 +441,94 @@ async fn buy(a: BuyArgs) -> anyhow::Result<ExitCode> {
         }
         return Err(agent_refusal(status, &v));
     }
+    record_purchase(&mut w, &path, &maced, v, &a.session)
+}
+
+/// Opens the session's tab at the merchant agent, once (the MAC key is kept first).
+pub(crate) async fn ensure_tab(
+    w: &mut Wallet,
+    path: &std::path::Path,
+    agent: &str,
+    http: &reqwest::Client,
+) -> anyhow::Result<()> {
+    let transaction = w
+        .transaction
+        .parse()
+        .map_err(|e| anyhow::anyhow!("the wallet's transaction: {e}"))?;
+    if !w.tab_open {
+        // The MAC key is kept before the tab is opened with it.
+        let mac_key = match &w.mac_key {
+            Some(k) => k.clone(),
+            None => {
+                let mut k = [0u8; 32];
+                getrandom::fill(&mut k).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+                w.mac_key = Some(hex::encode(k));
+                w.agent = Some(agent.to_string());
+                w.save(path)?;
+                hex::encode(k)
+            }
+        };
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(&mac_key, &mut key)?;
+        let tab = new_tab(&w.key()?, transaction, key, tally_kernel::Timestamp::now())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let tab: serde_json::Value = serde_json::from_slice(&tab)?;
+        let (status, v) = post_agent(
+            http,
+            &format!("{agent}/v1/tabs"),
+            &serde_json::json!({"session": w.session, "tab": tab}),
+        )
+        .await?;
+        if !(status.is_success() || v["error"]["code"] == "tab_exists") {
+            return Err(agent_refusal(status, &v));
+        }
+        w.tab_open = true;
+        w.save(path)?;
+    }
+    Ok(())
+}
+
+/// The purchase in flight (its answer was lost: sent again as it was), or a new one kept in
+/// the wallet before it is sent.
+pub(crate) fn pending_or_new(
+    w: &mut Wallet,
+    path: &std::path::Path,
+    price: Amount,
+    item: &str,
+) -> anyhow::Result<MacedPurchase> {
+    if let Some(p) = &w.pending {
+        eprintln!("sending again the purchase whose answer was lost");
+        return Ok(p.clone());
+    }
+    let transaction = w
+        .transaction
+        .parse()
+        .map_err(|e| anyhow::anyhow!("the wallet's transaction: {e}"))?;
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(w.mac_key.as_deref().unwrap_or_default(), &mut key)?;
+    let p = Purchase {
+        transaction,
+        seq: w.next_seq,
+        price,
+        item: item.to_string(),
+        at: tally_kernel::Timestamp::now().as_micros(),
+    }
+    .mac(&key)
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    w.pending = Some(p.clone());
+    w.save(path)?;
+    Ok(p)
+}
+
+/// Keeps a purchase the agent took (`v`, its answer: the tab after it) in the wallet, prints
+/// it, and checks the agent's list hash against the wallet's (exit 3 when they differ).
+pub(crate) fn record_purchase(
+    w: &mut Wallet,
+    path: &std::path::Path,
+    maced: &MacedPurchase,
+    v: serde_json::Value,
+    session: &str,
+) -> anyhow::Result<ExitCode> {
     let tab: TabAnswer = serde_json::from_value(v)?;
     let mut list = [0u8; 32];
     hex::decode_to_slice(&w.list, &mut list)?;
@@ -495,7 +538,7 @@ async fn buy(a: BuyArgs) -> anyhow::Result<ExitCode> {
     w.spent += bought.price.minor;
     w.next_seq = bought.seq + 1;
     w.pending = None;
-    w.save(&path)?;
+    w.save(path)?;
     let money = |minor| crate::client::money(minor, &tab.currency);
     println!(
         "purchase {}{}: {} for {}\nspent {} in {} purchases, {} left\nlist {}",
@@ -512,7 +555,7 @@ async fn buy(a: BuyArgs) -> anyhow::Result<ExitCode> {
         println!(
             "the deposit is used up: the merchant's agent ended the tab and sent its record; \
              send yours with `tally session close {}`",
-            a.session
+            session
         );
     }
     if tab.list != mine || tab.count != bought.seq {

@@ -35,6 +35,23 @@ pub struct Wallet {
     pub list: String,
     /// A purchase sent whose answer has not come back.
     pub pending: Option<MacedPurchase>,
+    /// The order delivered with acceptance in flight (M9), kept before anything is sent.
+    #[serde(default)]
+    pub order: Option<WalletOrder>,
+}
+
+/// An order in flight: its id, K1 and what was signed, so a command run again after a lost
+/// answer continues it.
+#[derive(Serialize, Deserialize, Clone)]
+pub struct WalletOrder {
+    /// The order's id.
+    pub order: String,
+    /// The product.
+    pub product: String,
+    /// K1 (hex): it unlocks K2.
+    pub k1: String,
+    /// The signed order (JSON text).
+    pub signed: String,
 }
 
 impl Wallet {
@@ -51,6 +68,7 @@ impl Wallet {
             spent: 0,
             list: hex::encode([0u8; 32]),
             pending: None,
+            order: None,
         })
     }
 

@@ -898,3 +898,261 @@ fn sessions_end_on_the_merchants_word_and_by_their_time() {
     agent.kill().expect("SIGKILL");
     agent.wait().expect("reap");
 }
+
+/// A loopback proxy in front of the merchant's agent that damages the first `damage`
+/// deliveries it carries (one hex digit of the sealed product changed): a transfer error on
+/// the way, as the customer's check must catch.
+fn damaging_proxy(target: &str, damage: usize) -> String {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    fn read_request(s: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            if s.read(&mut byte).ok()? == 0 {
+                return None;
+            }
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+        let len = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).ok()?;
+        buf.extend(body);
+        Some(buf)
+    }
+    fn with_close(message: &[u8]) -> Vec<u8> {
+        let end = message
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a start line");
+        [
+            &message[..end + 2],
+            b"connection: close\r\n",
+            &message[end + 2..],
+        ]
+        .concat()
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let target = target.trim_start_matches("http://").to_string();
+    let left = Arc::new(AtomicUsize::new(damage));
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut client) = conn else { continue };
+            let (target, left) = (target.clone(), left.clone());
+            std::thread::spawn(move || {
+                let Some(request) = read_request(&mut client) else {
+                    return;
+                };
+                let mut upstream = std::net::TcpStream::connect(&target).expect("the agent");
+                upstream.write_all(&with_close(&request)).expect("forward");
+                let mut response = Vec::new();
+                let _ = upstream.read_to_end(&mut response);
+                let marker = b"\"sealed_hex\":\"";
+                if let Some(i) = response.windows(marker.len()).position(|w| w == marker)
+                    && left
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok()
+                {
+                    let at = i + marker.len() + 60;
+                    response[at] = if response[at] == b'0' { b'1' } else { b'0' };
+                }
+                let _ = client.write_all(&with_close(&response));
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// Acceptance delivery (M9) through the binary: products offered signed by the merchant's
+/// agent arrive sealed, are paid on the customer's tab only when accepted, and unlock with K2
+/// released under K1 (which went through both operators). A damaged delivery is rejected and
+/// sent again; damaged twice, the order is aborted and nothing is paid. A product that is not
+/// what its signed description says is settled by the arbiter with K2 from the escrow at the
+/// merchant's operator. The session then clears the accepted orders like any purchases.
+#[test]
+fn products_are_delivered_with_acceptance_resent_once_and_disputed() {
+    let dirs: Vec<_> = (0..5).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let (a, b, _, _) = two_operators(&dirs);
+    let (kiosk_key, kiosk) = agent_mode_merchant(&b, "kiosk");
+    let shop = dirs[4].path();
+    std::fs::write(shop.join("1984.txt"), b"It was a bright cold day in April.").expect("w");
+    std::fs::write(shop.join("album.txt"), b"Track 1. Track 2. Track 3.").expect("w");
+    std::fs::write(shop.join("map.txt"), b"A map of the old town.").expect("w");
+    std::fs::write(
+        shop.join("catalogue.json"),
+        serde_json::to_vec(&serde_json::json!([
+            {"product": "ebook-1984", "file": "1984.txt", "price": "2.50 EUR", "description": "George Orwell, 1984, chapter 1"},
+            {"product": "album", "file": "album.txt", "price": "1.00 EUR", "description": "Three tracks"},
+            {"product": "map", "file": "map.txt", "price": "0.50 EUR", "description": "A map of the old town"},
+        ]))
+        .expect("json"),
+    )
+    .expect("catalogue");
+    // The agent with its catalogue.
+    let (mut agent, agent_url) = {
+        use std::io::BufRead;
+        let mut child = common::tally()
+            .args(["session", "agent", "--data"])
+            .arg(dirs[2].path())
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--server",
+                &b.url,
+                "--api-key",
+                &kiosk_key,
+            ])
+            .args(["--merchant", "kiosk", "--catalogue"])
+            .arg(shop.join("catalogue.json"))
+            .env("TALLY_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn the agent");
+        let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let url = loop {
+            let line = lines.next().expect("the agent starts").expect("line");
+            if let Some(rest) = line.split(" listening on ").nth(1) {
+                break rest.split_whitespace().next().expect("url").to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        (child, url)
+    };
+    let (alice_key, alice) = funded_customer(&a, "alice", "10.00 EUR");
+    let wallet = dirs[3].path().join("wallet");
+    let wallet = wallet.to_str().expect("utf-8");
+    let out = ok(cli(
+        &a,
+        &alice_key,
+        &[
+            "session",
+            "open",
+            "--account",
+            &alice,
+            "--deposit",
+            "5.00 EUR",
+            "--merchant",
+            "kiosk",
+            "--operator",
+            "bank-b",
+            "--wait",
+            "30",
+            "--wallet",
+            wallet,
+        ],
+    ));
+    let session = common::field(&out, "session").to_string();
+    let order = |product: &str, via: &str, out: &std::path::Path| {
+        common::outcome(
+            common::tally_for(&a, &alice_key)
+                .args([
+                    "session",
+                    "order",
+                    &session,
+                    "--product",
+                    product,
+                    "--agent",
+                    via,
+                    "--wallet",
+                    wallet,
+                    "--out",
+                ])
+                .arg(out)
+                .output()
+                .expect("order"),
+        )
+    };
+    // Accepted: booked on the tab, unlocked, the bytes the offer described.
+    let got = dirs[3].path().join("1984.txt");
+    let (done, stdout, stderr) = order("ebook-1984", &agent_url, &got);
+    assert!(done, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("offer: ebook-1984 for 2.50 EUR: George Orwell, 1984, chapter 1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("spent 2.50 EUR in 1 purchases"), "{stdout}");
+    assert!(
+        stdout.contains("accepted: ebook-1984 (34 bytes)"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read(&got).expect("product"),
+        b"It was a bright cold day in April."
+    );
+    // Damaged on the way once: rejected, sent again (under a new K2), accepted.
+    let got = dirs[3].path().join("album.txt");
+    let (done, stdout, stderr) = order("album", &damaging_proxy(&agent_url, 1), &got);
+    assert!(done, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(
+            "the delivery failed its check (the product arrived damaged): asking for it again"
+        ),
+        "{stderr}"
+    );
+    assert!(stdout.contains("spent 3.50 EUR in 2 purchases"), "{stdout}");
+    assert_eq!(
+        std::fs::read(&got).expect("product"),
+        b"Track 1. Track 2. Track 3."
+    );
+    // Damaged twice: aborted, nothing paid.
+    let (done, _, stderr) = order("map", &damaging_proxy(&agent_url, 2), &got);
+    assert!(
+        !done && stderr.contains("the order is aborted, nothing was paid"),
+        "{stderr}"
+    );
+    // The merchant changed the map after describing it: the customer's check after
+    // unlocking finds it, and the arbiter, with K2 from B's escrow, agrees.
+    std::fs::write(shop.join("map.txt"), b"A map of another town.").expect("w");
+    let got = dirs[3].path().join("map.txt");
+    let (done, stdout, stderr) = order("map", &agent_url, &got);
+    assert!(!done, "{stdout}\n{stderr}");
+    assert!(stdout.contains("spent 4.00 EUR in 3 purchases"), "{stdout}");
+    assert!(
+        stderr.contains("does not match the merchant's description"),
+        "{stderr}"
+    );
+    let evidence = stderr
+        .split("evidence kept in ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .expect("the evidence file")
+        .to_string();
+    let verdict = ok(cli(&b, &b.admin_key, &["session", "arbitrate", &evidence]));
+    assert!(
+        verdict.contains("verdict: the product does not match the merchant's signed description"),
+        "{verdict}"
+    );
+    // Only the operator hands out K2.
+    let (done, _, err) = cli(&b, &kiosk_key, &["session", "arbitrate", &evidence]);
+    assert!(!done && err.contains("forbidden"), "{err}");
+    // The orders are purchases on the tab: the session clears what was accepted.
+    let closed = ok(common::outcome(
+        common::tally_for(&a, &alice_key)
+            .args([
+                "session", "close", &session, "--wallet", wallet, "--wait", "30",
+            ])
+            .output()
+            .expect("close"),
+    ));
+    assert!(
+        closed.contains("3 purchases: 4.00 EUR to the merchant, 4.00 EUR from the customer"),
+        "{closed}"
+    );
+    assert_eq!(available(&a, &alice), 600);
+    wait_until("B's side cleared", || {
+        ok(cli(&b, &b.admin_key, &["session", "show", &session])).contains("state       cleared")
+    });
+    assert_eq!(available(&b, &kiosk), 400);
+    common::assert_audit_passes(&a);
+    common::assert_audit_passes(&b);
+    agent.kill().expect("SIGKILL");
+    agent.wait().expect("reap");
+}

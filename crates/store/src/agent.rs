@@ -14,11 +14,27 @@ use sqlx::{AnyPool, Executor, Row};
 use std::collections::HashMap;
 use std::path::Path;
 use tally_kernel::Timestamp;
+use tally_proto::session::acceptance::Delivery;
 use tally_proto::session::purchase::{MacedPurchase, PurchaseError, Tab, Taken};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most jobs decided and committed together.
 pub const BATCH_MAX: usize = 4096;
+
+/// An order the agent delivers with acceptance (M9): where it stands and its current sending.
+#[derive(Debug, Clone)]
+pub struct StoredDelivery {
+    /// The session.
+    pub session: String,
+    /// The customer's session key (hex) the order and answers are signed with.
+    pub customer_key: String,
+    /// The order's state (it holds K1 and K2).
+    pub delivery: Delivery,
+    /// The current signed package (JSON text).
+    pub package: String,
+    /// The current sealed product.
+    pub sealed: Vec<u8>,
+}
 
 /// What the agent is asked.
 #[derive(Debug)]
@@ -134,6 +150,12 @@ impl AgentJournal {
              PRIMARY KEY (transaction_id, seq)) STRICT",
         )
         .await?;
+        pool.execute(
+            "CREATE TABLE IF NOT EXISTS deliveries (order_id TEXT PRIMARY KEY, session TEXT NOT NULL, \
+             customer_key TEXT NOT NULL, delivery TEXT NOT NULL, package TEXT NOT NULL, \
+             sealed BLOB NOT NULL, updated_at INTEGER NOT NULL) STRICT",
+        )
+        .await?;
         let mut tabs = HashMap::new();
         for r in sqlx::query("SELECT transaction_id, tab FROM tabs")
             .fetch_all(&pool)
@@ -214,6 +236,49 @@ impl AgentJournal {
             }
         }
         Ok(chores)
+    }
+
+    /// An order delivered with acceptance (M9), if any.
+    pub async fn delivery(&self, order: &str) -> Result<Option<StoredDelivery>, StoreError> {
+        let row = sqlx::query(
+            "SELECT session, customer_key, delivery, package, sealed FROM deliveries WHERE order_id = $1",
+        )
+        .bind(order.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(StoredDelivery {
+                session: r.try_get("session")?,
+                customer_key: r.try_get("customer_key")?,
+                delivery: serde_json::from_str(&r.try_get::<String, _>("delivery")?)
+                    .map_err(|e| StoreError::Corrupt(format!("agent delivery: {e}")))?,
+                package: r.try_get("package")?,
+                sealed: r.try_get("sealed")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Keeps an order's delivery (durable when it returns), replacing what was kept.
+    pub async fn put_delivery(&self, d: &StoredDelivery) -> Result<(), StoreError> {
+        let json = serde_json::to_string(&d.delivery)
+            .map_err(|e| StoreError::Corrupt(format!("agent delivery: {e}")))?;
+        sqlx::query(
+            "INSERT INTO deliveries (order_id, session, customer_key, delivery, package, sealed, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id) DO UPDATE SET \
+             delivery = excluded.delivery, package = excluded.package, sealed = excluded.sealed, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(d.delivery.order.order.to_string())
+        .bind(d.session.clone())
+        .bind(d.customer_key.clone())
+        .bind(json)
+        .bind(d.package.clone())
+        .bind(d.sealed.clone())
+        .bind(Timestamp::now().as_micros())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Stops the writer and closes the file.
