@@ -245,20 +245,48 @@ async fn walk(a: World, b: World) {
     );
     assert_eq!(session(&a, &a.alice, &s6).await.str("/state"), "aborted");
     assert_eq!(a.available(&a.alice_eur).await, 6800);
-    // Its initiation arrives late and B's merchant acks it: A refuses the ack, B keeps trying
-    // nothing more (a refusal is final).
-    carry(&a.api, &b.api).await;
+    // Its initiation arrives late, with A's word that it gave up, in either order: B ends
+    // its side too (`abandoned`), so B's merchant can no longer take it, and nothing goes
+    // back. (Here the word comes first.)
+    let mut sealed = common::peers::sealed_outbox(&a.api).await;
+    sealed.sort_by_key(|(_, m)| !String::from_utf8_lossy(m).contains("session_aborted"));
+    for (_, m) in sealed {
+        common::peers::post_sealed(&b.api, m)
+            .await
+            .expect(StatusCode::OK);
+    }
+    let r = session(&b, &b.shop, &s6).await.expect(StatusCode::OK);
+    assert_eq!(
+        (r.str("/state"), r.str("/refusal")),
+        ("refused", "abandoned")
+    );
     b.api
         .post(&format!("/v1/trading-sessions/{s6}/answer"))
         .key(&b.shop)
         .json(json!({"accept": true}))
         .send()
         .await
-        .expect(StatusCode::OK);
-    let late = carry(&b.api, &a.api).await;
-    assert_eq!(late[0].status, StatusCode::FORBIDDEN);
-    assert_eq!(late[0].str("/error/details/reason"), "inconsistent");
+        .expect_error(StatusCode::CONFLICT, "session_closed");
+    assert!(carry(&b.api, &a.api).await.is_empty());
     assert_eq!(a.available(&a.alice_eur).await, 6800);
+    // An initiation that reaches B only after A stopped waiting is refused at once.
+    let s7 = open(&a, &a.alice, "s7", order(&a.alice_eur, "1.00 EUR", "kiosk"))
+        .await
+        .expect(StatusCode::CREATED)
+        .str("/session")
+        .to_string();
+    b.advance(121 + 121);
+    let sealed = common::peers::sealed_outbox(&a.api).await;
+    for (_, m) in sealed {
+        common::peers::post_sealed(&b.api, m)
+            .await
+            .expect(StatusCode::OK);
+    }
+    let r = session(&b, &b.api.admin, &s7).await.expect(StatusCode::OK);
+    assert_eq!(
+        (r.str("/state"), r.str("/refusal")),
+        ("refused", "unanswered")
+    );
 
     a.audit_passes().await;
     b.audit_passes().await;

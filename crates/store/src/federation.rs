@@ -157,6 +157,26 @@ impl Store {
             .transpose()
     }
 
+    /// Whether a message of `kind` with exactly `body` (its JSON) was taken from `from`.
+    pub async fn inbox_has(
+        &self,
+        from: &str,
+        kind: &str,
+        body: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let rows = self
+            .fetch_all(
+                "SELECT id FROM peer_inbox WHERE kind = $1 AND from_node = $2 AND body = $3".into(),
+                vec![
+                    crate::rows::Value::Text(kind.into()),
+                    crate::rows::Value::Text(from.into()),
+                    crate::rows::Value::Text(body.to_string()),
+                ],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
     /// Traffic with the peer `node_id`.
     pub async fn peer_traffic(&self, node_id: &str) -> Result<PeerTraffic, StoreError> {
         let mut t = PeerTraffic::default();

@@ -47,6 +47,8 @@ pub const CLEARED: &str = "session_cleared";
 pub const DISPUTED: &str = "session_disputed";
 /// Kind of the MTA's word that the session ended with no record by its conclusion deadline.
 pub const EXPIRED: &str = "session_expired";
+/// Kind of the AM's word that it gave up waiting for the MTA's answer (its hold is void).
+pub const ABORTED: &str = "session_aborted";
 /// Kind of the customer's K1 of an order (M9), forwarded by the AM to the MTA.
 pub const ORDER_KEY: &str = "session_order_key";
 
@@ -125,9 +127,12 @@ pub enum Refusal {
     Declined,
     /// The merchant did not answer in time.
     Unanswered,
+    /// The customer's operator gave up waiting for the answer (its hold is void).
+    Abandoned,
 }
 
 stored_names!(Refusal {
+    Abandoned => "abandoned",
     BadDeposit => "bad_deposit",
     Declined => "declined",
     NoRate => "no_rate",
@@ -151,6 +156,9 @@ pub struct Initiation {
     pub deposit: Amount,
     /// The agreed end of the session (µs).
     pub expires_at: i64,
+    /// The AM waits for the answer until then (µs): the MTA acks no later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_by: Option<i64>,
     /// The customer's session key (Ed25519, hex): it signs the tab the customer opens at the
     /// merchant agent (M4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -299,8 +307,9 @@ pub enum AmInput {
     Ack(Ack),
     /// The MTA refused.
     Refused(Refused),
-    /// `poll_timeout` passed.
-    Timeout,
+    /// `poll_timeout` passed; the id of the message the step may send (the MTA is told when
+    /// the AM gives up waiting).
+    Timeout(Id),
     /// The customer's record (checked by the caller under the session key), to forward to
     /// the MTA as `signed` in message `message`.
     Record {
@@ -371,6 +380,7 @@ impl AmSession {
             customer: session.customer.clone(),
             deposit: session.deposit,
             expires_at,
+            ack_by: Some(ack_by),
             customer_key: session.customer_key.clone(),
         };
         let mut effects = Effects::ledger(Command::Transfer {
@@ -486,12 +496,26 @@ impl AmSession {
             (AmState::Aborted, AmInput::Refused(r)) if r.session == self.id => {
                 Ok((self, Effects::none()))
             }
-            (AmState::Held, AmInput::Timeout) => {
+            (AmState::Held, AmInput::Timeout(message)) => {
                 if now.as_micros() < self.ack_by {
                     return Err(TradeError::NotDue);
                 }
+                // The MTA hears that the AM gave up: an ack it sent meanwhile crosses this,
+                // and the MTA ends its side too.
+                let (mta, id) = (self.mta, self.id);
                 let data = json!({"session": self.id, "reason": "unanswered"});
-                self.abort(data)
+                let (after, mut effects) = self.abort(data)?;
+                effects.peers.push(PeerMessage {
+                    to: mta,
+                    id: message,
+                    kind: ABORTED.into(),
+                    body: json!({"session": id}),
+                });
+                Ok((after, effects))
+            }
+            // An ack that crossed the AM's giving up: the MTA hears of it (`session_aborted`).
+            (AmState::Aborted, AmInput::Ack(ack)) if ack.session == self.id => {
+                Ok((self, Effects::none()))
             }
             (
                 AmState::Open,
@@ -607,7 +631,7 @@ impl AmSession {
             (AmState::Expired, AmInput::Ack(ack)) if ack.session == self.id => {
                 Ok((self, Effects::none()))
             }
-            (AmState::Open | AmState::Concluding, AmInput::Timeout) => {
+            (AmState::Open | AmState::Concluding, AmInput::Timeout(_)) => {
                 if self.release_at == 0 || now.as_micros() < self.release_at {
                     return Err(TradeError::NotDue);
                 }
@@ -622,7 +646,7 @@ impl AmSession {
                 match input {
                     AmInput::Ack(_) => "acknowledgement",
                     AmInput::Refused(_) => "refusal",
-                    AmInput::Timeout => "timeout",
+                    AmInput::Timeout(_) => "timeout",
                     AmInput::Record { .. } => "record",
                     AmInput::Cleared(_) => "clearing",
                     AmInput::Disputed => "dispute",
@@ -740,6 +764,8 @@ pub enum MtaInput {
     Timeout,
     /// A record of either side, checked by the caller under that side's key.
     Record(Record),
+    /// The AM gave up waiting for the answer (`session_aborted`).
+    Abandoned,
 }
 
 impl MtaSession {
@@ -758,6 +784,7 @@ impl MtaSession {
                 "an initiation from another node than its session's AM",
             ));
         }
+        let am_waits = init.ack_by.unwrap_or(i64::MAX);
         let mut session = MtaSession {
             id: init.session,
             state: MtaState::Informed,
@@ -771,10 +798,12 @@ impl MtaSession {
                 numerator: 1,
                 denominator: 1,
             },
+            // Never ack after the AM stopped waiting.
             ack_by: now
                 .plus_seconds(windows.ack_s)
                 .as_micros()
-                .min(init.expires_at),
+                .min(init.expires_at)
+                .min(am_waits),
             expires_at: init.expires_at,
             conclude_by: Timestamp(init.expires_at)
                 .plus_seconds(windows.conclusion_s)
@@ -786,6 +815,10 @@ impl MtaSession {
             customer_record: None,
             merchant_record: None,
         };
+        if now.as_micros() >= am_waits {
+            // Arrived after the AM gave up: it is not waiting for an answer any more.
+            return Ok(session.refuse(Refusal::Unanswered, message));
+        }
         let Some(terms) = merchant else {
             return Ok(session.refuse(Refusal::UnknownMerchant, message));
         };
@@ -856,6 +889,23 @@ impl MtaSession {
                 }
                 Ok(self.refuse(Refusal::Unanswered, message))
             }
+            // The AM gave up waiting: its hold is void, the session cannot go on. Nothing is
+            // sent back (the AM knows).
+            (MtaState::Informed | MtaState::Open, MtaInput::Abandoned) => {
+                let effects = Effects::record(
+                    "session_refused",
+                    json!({"session": self.id, "reason": Refusal::Abandoned.as_str()}),
+                );
+                Ok((
+                    MtaSession {
+                        state: MtaState::Refused,
+                        refusal: Some(Refusal::Abandoned),
+                        ..self
+                    },
+                    effects,
+                ))
+            }
+            (MtaState::Refused, MtaInput::Abandoned) => Ok((self, Effects::none())),
             (MtaState::Open | MtaState::Concluding, MtaInput::Timeout) => {
                 if self.conclude_by == 0 || now.as_micros() < self.conclude_by {
                     return Err(TradeError::NotDue);

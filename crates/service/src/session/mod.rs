@@ -394,6 +394,7 @@ impl Sessions {
                 trade::RECORD => self.forwarded_record(m).await?,
                 trade::CLEARED | trade::DISPUTED | trade::EXPIRED => self.concluded(m).await?,
                 trade::ORDER_KEY => self.order_keyed(m).await?,
+                trade::ABORTED => self.abandoned(m).await?,
                 _ => return Err(ServiceError::PeerRefused(PeerRefusal::UnknownKind)),
             };
             self.federation.take(m, effects, rows).await
@@ -449,6 +450,22 @@ impl Sessions {
             Id::new(),
         )
         .map_err(|_| inconsistent())?;
+        // The AM's word that it gave up came first (messages reordered): the session ends as
+        // it is registered, and no ack goes.
+        let gave_up = serde_json::json!({"session": session.id});
+        let (session, effects) = if session.state != MtaState::Refused
+            && self
+                .core
+                .store()
+                .inbox_has(&m.from.to_string(), trade::ABORTED, &gave_up)
+                .await?
+        {
+            session
+                .handle(now, MtaInput::Abandoned, Id::new())
+                .map_err(|_| inconsistent())?
+        } else {
+            (session, effects)
+        };
         let row = TradeRow {
             role: MTA.into(),
             session: session.id.to_string(),
@@ -475,6 +492,31 @@ impl Sessions {
             _ => return Err(inconsistent()),
         };
         let (row, after, effects) = self.am_step(&session.to_string(), m, input).await?;
+        if effects == Effects::none() {
+            return Ok((peer_record(m), Vec::new()));
+        }
+        let rows = self.moved(&row, after.state.as_str(), &after, after.poll_timeout())?;
+        Ok((effects, rows.into()))
+    }
+
+    /// The MTA hears that the AM gave up waiting for its answer. Before the initiation (the
+    /// two reordered) it is only taken: the initiation then finds it ([`Sessions::register`]).
+    async fn abandoned(&self, m: &Envelope) -> Result<(Effects, Vec<tally_store::Attachment>)> {
+        let session = m.body["session"].as_str().ok_or_else(inconsistent)?;
+        let parsed: SessionId = session.parse().map_err(|_| inconsistent())?;
+        if parsed.am != m.from {
+            return Err(inconsistent());
+        }
+        let Some(row) = self.core.store().trade(MTA, session).await? else {
+            return Ok((peer_record(m), Vec::new()));
+        };
+        let before: MtaSession = decode(&row)?;
+        if before.am != m.from {
+            return Err(inconsistent());
+        }
+        let (after, effects) = before
+            .handle(self.core.now(), MtaInput::Abandoned, Id::new())
+            .map_err(|_| inconsistent())?;
         if effects == Effects::none() {
             return Ok((peer_record(m), Vec::new()));
         }
@@ -536,7 +578,9 @@ impl Sessions {
         let now = self.core.now();
         if row.role == AM {
             let before = self.am_machine(row).await?;
-            let (after, effects) = before.handle(now, AmInput::Timeout).map_err(trade)?;
+            let (after, effects) = before
+                .handle(now, AmInput::Timeout(Id::new()))
+                .map_err(trade)?;
             let rows = self.moved(row, after.state.as_str(), &after, after.poll_timeout())?;
             self.core
                 .commit(

@@ -11,3 +11,7 @@ CREATE TABLE session_order_keys (
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (session, order_id)
 ) STRICT;
+
+-- A session's initiation that arrives after the AM's word that it gave up (messages
+-- reordered) is refused: registration looks for that word among the messages taken.
+CREATE INDEX peer_inbox_kind ON peer_inbox (kind, from_node);

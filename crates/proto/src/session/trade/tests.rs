@@ -281,9 +281,10 @@ fn refusals_and_silence_void_the_hold() {
         .fault(),
         Fault::Peer
     );
-    // The merchant leaves it unanswered: refused when due, not before.
+    // The merchant leaves it unanswered: refused when due, not before; and never later than
+    // the AM waits (60 s here, less than the MTA's own 120 s).
     let (mta, _) = MtaSession::register(
-        init,
+        init.clone(),
         node(1),
         terms("EUR", None, false),
         WINDOWS,
@@ -291,15 +292,46 @@ fn refusals_and_silence_void_the_hold() {
         Id::new(),
     )
     .expect("r");
-    assert_eq!(mta.poll_timeout(), Some(at(121)));
+    assert_eq!(mta.poll_timeout(), Some(at(60)));
     assert_eq!(
         mta.clone()
-            .handle(at(120), MtaInput::Timeout, Id::new())
+            .handle(at(59), MtaInput::Timeout, Id::new())
             .expect_err("early"),
         TradeError::NotDue
     );
+    // The AM gave up (its `session_aborted`): the MTA ends its side, once.
+    let (abandoned, fx) = mta
+        .clone()
+        .handle(at(59), MtaInput::Abandoned, Id::new())
+        .expect("abandoned");
+    assert_eq!(
+        (abandoned.state, abandoned.refusal, fx.peers.len()),
+        (MtaState::Refused, Some(Refusal::Abandoned), 0)
+    );
+    let (abandoned, again) = abandoned
+        .handle(at(59), MtaInput::Abandoned, Id::new())
+        .expect("again");
+    assert_eq!(again, Effects::none());
+    assert!(matches!(
+        abandoned.handle(at(59), MtaInput::MerchantAck, Id::new()),
+        Err(TradeError::Closed("refused"))
+    ));
+    // An initiation that arrives after the AM stopped waiting is refused at once.
+    let (late, fx) = MtaSession::register(
+        init,
+        node(1),
+        terms("EUR", None, true),
+        WINDOWS,
+        at(60),
+        Id::new(),
+    )
+    .expect("late");
+    assert_eq!(
+        (late.state, late.refusal, fx.peers[0].kind.as_str()),
+        (MtaState::Refused, Some(Refusal::Unanswered), REFUSED)
+    );
     let (mta, fx) = mta
-        .handle(at(121), MtaInput::Timeout, Id::new())
+        .handle(at(60), MtaInput::Timeout, Id::new())
         .expect("due");
     assert_eq!(mta.refusal, Some(Refusal::Unanswered));
     let refused: Refused = serde_json::from_value(fx.peers[0].body.clone()).expect("refused");
@@ -316,12 +348,30 @@ fn refusals_and_silence_void_the_hold() {
     // Or on its own timeout.
     assert_eq!(
         am.clone()
-            .handle(at(59), AmInput::Timeout)
+            .handle(at(59), AmInput::Timeout(Id::new()))
             .expect_err("early"),
         TradeError::NotDue
     );
-    let (aborted, fx) = am.handle(at(60), AmInput::Timeout).expect("timeout");
+    let (aborted, fx) = am
+        .handle(at(60), AmInput::Timeout(Id::new()))
+        .expect("timeout");
     assert_eq!((aborted.state, fx.ledger), (AmState::Aborted, void));
+    // The MTA is told; an ack that crossed it changes nothing.
+    assert_eq!(
+        (fx.peers[0].kind.as_str(), fx.peers[0].to),
+        (ABORTED, node(2))
+    );
+    let ack = Ack {
+        session: aborted.id,
+        rate: Rate {
+            numerator: 1,
+            denominator: 1,
+        },
+        merchant_deposit: eur(1000),
+        merchant_key: None,
+    };
+    let (_, crossed) = aborted.handle(at(61), AmInput::Ack(ack)).expect("crossed");
+    assert_eq!(crossed, Effects::none());
 }
 
 /// An opened pair (AM with its hold, MTA open), for the conclusion.
@@ -657,13 +707,15 @@ fn an_am_that_hears_nothing_expires_when_its_hold_runs_out() {
     assert_eq!(am.poll_timeout(), Some(at(DEADLINE)));
     assert_eq!(
         am.clone()
-            .handle(at(DEADLINE - 1), AmInput::Timeout)
+            .handle(at(DEADLINE - 1), AmInput::Timeout(Id::new()))
             .expect_err("early"),
         TradeError::NotDue
     );
     // The hold's own timeout is the same instant: the ledger releases it, the step only
     // records the end (a void would be refused as too late).
-    let (expired, fx) = am.handle(at(DEADLINE), AmInput::Timeout).expect("expired");
+    let (expired, fx) = am
+        .handle(at(DEADLINE), AmInput::Timeout(Id::new()))
+        .expect("expired");
     assert_eq!(
         (expired.state, expired.poll_timeout()),
         (AmState::Expired, None)
@@ -721,6 +773,7 @@ fn states_have_stored_names() {
         Refusal::BadDeposit,
         Refusal::Declined,
         Refusal::Unanswered,
+        Refusal::Abandoned,
     ] {
         assert_eq!(Refusal::parse(r.as_str()), Some(r));
         assert_eq!(
