@@ -3750,6 +3750,28 @@ fn federation() -> Vec<Case> {
             .by(Who::Alice)
             .raw("application/json", b"{}".to_vec())
             .expect(404, "not_found"),
+        post("order key/of an unknown session", "/v1/trading-sessions/nothing.1/order-keys")
+            .by(Who::Alice)
+            .json(json!({"order": "0190a000-0000-7000-8000-000000000000", "k1": "0b".repeat(32)}))
+            .expect(404, "not_found"),
+        post("order key/an order that is no UUID", "/v1/trading-sessions/nothing.1/order-keys")
+            .by(Who::Alice)
+            .json(json!({"order": "order-1", "k1": "0b".repeat(32)}))
+            .expect(422, "invalid_request"),
+        post("order key/an unknown field", "/v1/trading-sessions/nothing.1/order-keys")
+            .by(Who::Alice)
+            .json(json!({"order": "0190a000-0000-7000-8000-000000000000", "k1": "0b".repeat(32), "k2": "x"}))
+            .expect(400, "malformed_json"),
+        get("order key/read for an unknown session", "/v1/trading-sessions/nothing.1/order-keys/0190a000-0000-7000-8000-000000000000")
+            .by(Who::Shop)
+            .expect(404, "not_found"),
+        put("escrow/of an unknown session", "/v1/trading-sessions/nothing.1/order-keys/0190a000-0000-7000-8000-000000000000/escrow")
+            .by(Who::Shop)
+            .json(json!({"k2": "16".repeat(32), "package": "ab".repeat(32)}))
+            .expect(404, "not_found"),
+        get("escrow/by a merchant", "/v1/trading-sessions/nothing.1/order-keys/0190a000-0000-7000-8000-000000000000/escrow")
+            .by(Who::Shop)
+            .expect(403, "forbidden"),
         get("billing/by a customer", "/v1/billing/records")
             .by(Who::Alice)
             .expect(403, "forbidden"),
