@@ -525,6 +525,11 @@ impl AmSession {
                     message,
                 },
             ) => {
+                if self.release_at > 0 && now.as_micros() >= self.release_at {
+                    // The hold ran out (the sweeper has not moved the session yet): nothing
+                    // could be paid from it.
+                    return Err(TradeError::State("expired", "record"));
+                }
                 let merchant_deposit = self.merchant_deposit.ok_or(TradeError::NotDue)?;
                 if record.transaction != self.id.first_transaction()
                     || record.side != Side::Customer
@@ -878,6 +883,12 @@ impl MtaSession {
         message: Id,
     ) -> Result<(MtaSession, Effects), TradeError> {
         match (self.state, input) {
+            // Past the answer time the sweeper refuses it (the AM stopped waiting).
+            (MtaState::Informed, MtaInput::MerchantAck | MtaInput::MerchantDecline)
+                if now.as_micros() >= self.ack_by =>
+            {
+                Err(TradeError::Closed("past its answer time"))
+            }
             (MtaState::Informed, MtaInput::MerchantAck) => Ok(self.acked(message)),
             (MtaState::Open, MtaInput::MerchantAck) => Ok((self, Effects::none())),
             (MtaState::Informed, MtaInput::MerchantDecline) => {
@@ -911,6 +922,12 @@ impl MtaSession {
                     return Err(TradeError::NotDue);
                 }
                 Ok(self.deadline(message))
+            }
+            (MtaState::Open | MtaState::Concluding, MtaInput::Record(_))
+                if self.conclude_by > 0 && now.as_micros() >= self.conclude_by =>
+            {
+                // The deadline passed (the sweeper has not moved the session yet).
+                Err(TradeError::Closed("past its conclusion deadline"))
             }
             (MtaState::Open | MtaState::Concluding, MtaInput::Record(r)) => {
                 self.with_record(r, message)

@@ -330,6 +330,13 @@ fn refusals_and_silence_void_the_hold() {
         (late.state, late.refusal, fx.peers[0].kind.as_str()),
         (MtaState::Refused, Some(Refusal::Unanswered), REFUSED)
     );
+    // The merchant's answer after that is too late, even before the sweeper ran.
+    assert_eq!(
+        mta.clone()
+            .handle(at(60), MtaInput::MerchantAck, Id::new())
+            .expect_err("late"),
+        TradeError::Closed("past its answer time")
+    );
     let (mta, fx) = mta
         .handle(at(60), MtaInput::Timeout, Id::new())
         .expect("due");
@@ -577,6 +584,17 @@ fn with_no_record_by_the_deadline_the_session_expires_and_the_deposit_is_release
             .expect_err("early"),
         TradeError::NotDue
     );
+    // At the deadline a record is too late, even before the sweeper ran.
+    assert_eq!(
+        mta.clone()
+            .handle(
+                at(DEADLINE),
+                MtaInput::Record(record(Side::Merchant, 250, "a")),
+                Id::new()
+            )
+            .expect_err("late"),
+        TradeError::Closed("past its conclusion deadline")
+    );
     let (mta, fx) = mta
         .handle(at(DEADLINE), MtaInput::Timeout, Id::new())
         .expect("deadline");
@@ -710,6 +728,20 @@ fn an_am_that_hears_nothing_expires_when_its_hold_runs_out() {
             .handle(at(DEADLINE - 1), AmInput::Timeout(Id::new()))
             .expect_err("early"),
         TradeError::NotDue
+    );
+    // Once the hold ran out the customer's record is refused, even before the sweeper ran.
+    assert_eq!(
+        am.clone()
+            .handle(
+                at(DEADLINE),
+                AmInput::Record {
+                    record: record(Side::Customer, 1, "a"),
+                    signed: "{}".into(),
+                    message: Id::new(),
+                }
+            )
+            .expect_err("too late"),
+        TradeError::State("expired", "record")
     );
     // The hold's own timeout is the same instant: the ledger releases it, the step only
     // records the end (a void would be refused as too late).
