@@ -18,8 +18,10 @@
 //! a failure replays exactly from its seed).
 
 pub mod check;
+mod trade;
 mod world;
 
+pub use trade::{TradeOutcome, TradeSim, run_trading, run_trading_with_long_jumps};
 pub use world::{Failure, Outcome, Sim};
 
 /// What a run does.

@@ -30,3 +30,36 @@ async fn every_seed_keeps_every_invariant() {
     assert!(requests > 0 && crashes > 0 && released_or_verified > 0);
     eprintln!("{requests} requests, {crashes} crashes, {released_or_verified} completions");
 }
+
+/// Trading sessions across two nodes (issue [7]): `SIM_SEEDS` seeds (default 6) of
+/// `SIM_STEPS` steps (default 200), or the one seed `SIM_SEED`.
+#[tokio::test(flavor = "current_thread")]
+async fn trading_sessions_across_two_nodes_keep_every_invariant() {
+    let started = std::time::Instant::now();
+    let steps = env("SIM_STEPS").unwrap_or(200) as usize;
+    let seeds: Vec<u64> = match env("SIM_SEED") {
+        Some(seed) => vec![seed],
+        None => (0..env("SIM_SEEDS").unwrap_or(6)).collect(),
+    };
+    let runs = seeds.len();
+    let mut total = tally_sim::TradeOutcome::default();
+    for seed in seeds {
+        match tally_sim::run_trading(tally_sim::Config { seed, steps }).await {
+            Ok(o) => total.add(&o),
+            Err(f) => panic!("{f}"),
+        }
+    }
+    eprintln!(
+        "trading: {runs} seeds x {steps} steps in {:.1} s: {total}",
+        started.elapsed().as_secs_f64()
+    );
+    // The runs did something: sessions cleared, disputed, refused and aborted, crashes
+    // survived, the wire lost and repeated messages, customers retried.
+    if env("SIM_SEED").is_none() {
+        assert!(total.cleared > 0 && total.disputed > 0, "{total}");
+        assert!(total.refused > 0 && total.aborted > 0, "{total}");
+        assert!(total.refused_opens > 0 && total.replays > 0, "{total}");
+        assert!(total.crashes > 0 && total.purchases > 0, "{total}");
+        assert!(total.dropped > 0 && total.duplicated > 0, "{total}");
+    }
+}
