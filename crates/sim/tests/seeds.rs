@@ -63,3 +63,32 @@ async fn trading_sessions_across_two_nodes_keep_every_invariant() {
         assert!(total.dropped > 0 && total.duplicated > 0, "{total}");
     }
 }
+
+/// The same with clock jumps of a day or more while sessions are open, so deposits' holds run
+/// out before the session concludes.
+///
+/// Ignored: it fails (seed 0 at the end of its run, seed 15 too; `SIM_SEED=0 cargo test -p
+/// tally-sim trading_sessions_with_long -- --ignored --nocapture`). A customer whose hold
+/// has passed its lifetime plus the clearing grace still posts its record at A, which takes
+/// it (`open` → `concluding`: the AM does not check that its hold is still pending) and
+/// forwards it; B takes it with the merchant's, clears the session and pays the merchant from
+/// what A owes; A then refuses `session_cleared` (the post of an expired hold fails, or the
+/// machine finds no hold), B's message fails for good, A stays `concluding` for ever and never
+/// collects, and the operators disagree on what A owes B. The fix belongs to the session end
+/// (the AM refusing a record once its hold expired, the MTA refusing records after
+/// `expires_at`), being built in `proto::session::trade` and `service::session`.
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "finds a bug: a record taken after the deposit's hold expired clears at B and never at A"]
+async fn trading_sessions_with_long_clock_jumps() {
+    let steps = env("SIM_STEPS").unwrap_or(200) as usize;
+    let seeds: Vec<u64> = match env("SIM_SEED") {
+        Some(seed) => vec![seed],
+        None => (0..env("SIM_SEEDS").unwrap_or(6)).collect(),
+    };
+    for seed in seeds {
+        let config = tally_sim::Config { seed, steps };
+        if let Err(f) = tally_sim::run_trading_with_long_jumps(config).await {
+            panic!("{f}");
+        }
+    }
+}

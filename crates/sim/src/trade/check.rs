@@ -18,7 +18,8 @@
 //!    `concluding` ⇒ B acked; A `disputed` ⇔ B `disputed` once A knows; B `refused` ⇒ A never
 //!    `open`; B never has a session A did not start. Once the wire is quiet, no answer is
 //!    missing: A is not `held` when B answered, not `concluding` when B concluded, and B has
-//!    the record of every session A forwarded;
+//!    the record of every session A forwarded; and the operators agree on what A owes B (A's
+//!    cleared customer totals are B's cleared totals converted back at each session's rate);
 //! 5. nothing of the purchases reaches either node (only the list hash): no item's text is in
 //!    either node's sessions, inbox, outbox or journal.
 //!
@@ -417,6 +418,29 @@ fn across(
                     "with the wire quiet, the customer's record reached B",
                 ));
             }
+        }
+    }
+    if quiet {
+        // What A booked as owed to B, and what B paid out at A's expense converted back at
+        // each session's rate: the two operators agree on what A owes.
+        let booked: i64 = am
+            .values()
+            .filter_map(|s| s.clearing.as_ref().filter(|_| s.state == AmState::Cleared))
+            .map(|c| c.customer_total.minor)
+            .sum();
+        let claimed: i64 = mta
+            .values()
+            .filter(|t| t.state == MtaState::Cleared)
+            .filter_map(|t| {
+                let m = t.merchant_record.as_ref()?;
+                customer_total(m.total.minor, t.rate)
+            })
+            .sum();
+        if booked != claimed {
+            return Err(format!(
+                "with the wire quiet, A owes B {booked} EUR minor by A's books, and {claimed} \
+                 by what B paid its merchants for A's customers"
+            ));
         }
     }
     for (id, t) in mta {

@@ -424,7 +424,7 @@ impl TradeSim {
             )
             .await
             .map_err(unexpected)?;
-        for (i, funded) in [10_000, 5_000, 2_000].into_iter().enumerate() {
+        for (i, funded) in [100_000, 30_000, 5_000].into_iter().enumerate() {
             let name = format!("cust{i}");
             let principal = self.principal(A, &name, Role::Customer).await?;
             let account = self.account(A, &name, "EUR", AccountKind::Customer).await?;
@@ -561,11 +561,12 @@ impl TradeSim {
             }
             73..=80 => {
                 let seconds = match self.rng.random_range(0..100) {
+                    // Past a hold's lifetime (the session's plus the clearing grace).
+                    90.. if self.long_jumps => self.rng.random_range(90_000..=180_000),
                     0..=49 => self.rng.random_range(1..=5),
                     50..=79 => self.rng.random_range(6..=60),
                     80..=94 => self.rng.random_range(61..=300),
                     95..=98 => self.rng.random_range(301..=1_800),
-                    _ if self.long_jumps => self.rng.random_range(90_000..=180_000),
                     _ => self.rng.random_range(1_801..=3_600),
                 };
                 self.note(format!("clock +{seconds} s"));
