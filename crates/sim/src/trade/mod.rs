@@ -638,6 +638,9 @@ impl TradeSim {
 
     // ----- the customers' side ---------------------------------------------------------------
 
+    /// A customer opens a session: a deposit it may hold (sometimes more than it may: refused),
+    /// usually with a merchant of B (sometimes one B does not know: B refuses it); sometimes
+    /// the answer is lost and the customer sends the request again later.
     async fn open_session(&mut self) -> Step<()> {
         let customer = self.rng.random_range(0..self.customers.len());
         let merchant = self
@@ -676,6 +679,7 @@ impl TradeSim {
         self.send_open(request, lost, None).await
     }
 
+    /// A customer sends again an opening request whose answer it never got.
     async fn retry_open(&mut self) -> Step<()> {
         if self.lost.is_empty() {
             return Ok(());
@@ -1061,11 +1065,8 @@ impl TradeSim {
             NAMES[site]
         );
         match (&result, again) {
-            (Err(ServiceError::Store(_) | ServiceError::Setup(_)), _) => {
-                return Err(format!(
-                    "{label}: {}",
-                    unexpected(result.err().map_or(String::new(), |e| e.to_string()))
-                ));
+            (Err(e @ (ServiceError::Store(_) | ServiceError::Setup(_))), _) => {
+                return Err(format!("{label}: {}", unexpected(e)));
             }
             (Ok(view), None) => {
                 self.note(format!("{label}: {}", view.state));
