@@ -26,7 +26,7 @@ pub mod check;
 mod trade;
 mod world;
 
-pub use trade::{TradeOutcome, TradeSim, run_trading, run_trading_with_long_jumps};
+pub use trade::{TradeOptions, TradeOutcome, TradeSim, run_trading, run_trading_with};
 pub use world::{Failure, Outcome, Sim};
 
 /// What a run does.

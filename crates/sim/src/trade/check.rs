@@ -501,14 +501,15 @@ async fn private(sim: &TradeSim, node: &Node, site: usize) -> Result<(), Broken>
 
 /// Invariant 6, at the end: every session at A has ended (none `held`, `open` or
 /// `concluding`), consistently with B (checked with the wire quiet by [`all`]); B has none
-/// waiting for its merchant; what B still has open is a session A aborted (its ack came too
-/// late). Counts the outcome.
+/// waiting for its merchant; what B still has open is a session A aborted (B's ack came after
+/// A gave up): counted as orphaned, or a failure with `strict_end`. Counts the outcome.
 pub(super) async fn ended(sim: &mut TradeSim) -> Result<(), Broken> {
     if !sim.quiet().await? {
         return Err("the wire is not quiet at the end".into());
     }
     all(sim).await?;
     let (am, mta) = sessions(sim).await?;
+    let strict = sim.options.strict_end;
     let o = &mut sim.outcome;
     o.opened = am.len();
     for (id, s) in &am {
@@ -522,6 +523,14 @@ pub(super) async fn ended(sim: &mut TradeSim) -> Result<(), Broken> {
         if matches!(s.state, AmState::Aborted)
             && t.is_some_and(|t| matches!(t.state, MtaState::Open | MtaState::Concluding))
         {
+            if strict {
+                return Err(format!(
+                    "session {id} is aborted at A (its deposit released) and {} at B: B took \
+                     the merchant's ack after A gave up, and its merchant sells against a \
+                     deposit that is gone",
+                    t.map_or("unknown", |t| t.state.as_str())
+                ));
+            }
             o.orphaned += 1;
         }
     }

@@ -152,6 +152,17 @@ impl std::fmt::Display for TradeOutcome {
     }
 }
 
+/// What a trading run does beyond the default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TradeOptions {
+    /// The clock sometimes jumps by a day or more while sessions are open, beyond a deposit's
+    /// hold (the session's lifetime plus the clearing grace).
+    pub long_jumps: bool,
+    /// A session still open at B at the end while A aborted it (B's ack came after A gave up)
+    /// fails the run, instead of being counted as `orphaned`.
+    pub strict_end: bool,
+}
+
 /// One node of the pair.
 struct Site {
     config: NodeConfig,
@@ -236,8 +247,7 @@ fn eur(minor: i64) -> Amount {
 /// The simulated pair of nodes.
 pub struct TradeSim {
     config: Config,
-    /// Clock jumps of a day or more while sessions are open (holds expire mid-session).
-    long_jumps: bool,
+    options: TradeOptions,
     rng: StdRng,
     _dir: tempfile::TempDir,
     clock: Arc<AtomicI64>,
@@ -261,8 +271,7 @@ pub struct TradeSim {
 impl TradeSim {
     /// A pair for `config.seed`: A with three funded customers, B with three merchants (two in
     /// USD, one in EUR; one in agent mode) and an EUR → USD table, peered both ways.
-    /// `long_jumps`: the clock sometimes moves by more than a hold's lifetime.
-    pub async fn new(config: Config, long_jumps: bool) -> Result<TradeSim, crate::Failure> {
+    pub async fn new(config: Config, options: TradeOptions) -> Result<TradeSim, crate::Failure> {
         let fail = |what: String| crate::Failure {
             seed: config.seed,
             step: 0,
@@ -308,7 +317,7 @@ impl TradeSim {
         let marker = format!("sim-secret-{:016x}", rng.random::<u64>());
         let mut sim = TradeSim {
             config,
-            long_jumps,
+            options,
             rng,
             _dir: dir,
             clock,
@@ -562,7 +571,7 @@ impl TradeSim {
             73..=80 => {
                 let seconds = match self.rng.random_range(0..100) {
                     // Past a hold's lifetime (the session's plus the clearing grace).
-                    90.. if self.long_jumps => self.rng.random_range(90_000..=180_000),
+                    90.. if self.options.long_jumps => self.rng.random_range(90_000..=180_000),
                     0..=49 => self.rng.random_range(1..=5),
                     50..=79 => self.rng.random_range(6..=60),
                     80..=94 => self.rng.random_range(61..=300),
@@ -1273,14 +1282,15 @@ impl TradeSim {
 /// Runs one seed of the trading simulation; the failure names the seed, the step and what
 /// broke.
 pub async fn run_trading(config: Config) -> Result<TradeOutcome, crate::Failure> {
-    let mut sim = TradeSim::new(config, false).await?;
-    sim.run().await
+    run_trading_with(config, TradeOptions::default()).await
 }
 
-/// The same with clock jumps of a day or more while sessions are open, so deposits' holds run
-/// out mid-session (see the report in `tests/seeds.rs`).
-pub async fn run_trading_with_long_jumps(config: Config) -> Result<TradeOutcome, crate::Failure> {
-    let mut sim = TradeSim::new(config, true).await?;
+/// The same with `options`.
+pub async fn run_trading_with(
+    config: Config,
+    options: TradeOptions,
+) -> Result<TradeOutcome, crate::Failure> {
+    let mut sim = TradeSim::new(config, options).await?;
     sim.run().await
 }
 
