@@ -25,7 +25,7 @@ use tally_service::Node;
 /// A broken invariant, in words.
 pub type Broken = String;
 
-async fn rows(node: &Node, sql: &str) -> Result<Vec<sqlx::any::AnyRow>, Broken> {
+pub(crate) async fn rows(node: &Node, sql: &str) -> Result<Vec<sqlx::any::AnyRow>, Broken> {
     sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
         .fetch_all(node.store().pool())
         .await
@@ -37,11 +37,11 @@ fn id(r: &sqlx::any::AnyRow, column: &str) -> Result<Id, Broken> {
     Id::from_slice(&bytes).ok_or_else(|| format!("bad id in {column}"))
 }
 
-fn int(r: &sqlx::any::AnyRow, column: &str) -> Result<i64, Broken> {
+pub(crate) fn int(r: &sqlx::any::AnyRow, column: &str) -> Result<i64, Broken> {
     r.try_get(column).map_err(|e| e.to_string())
 }
 
-fn text(r: &sqlx::any::AnyRow, column: &str) -> Result<String, Broken> {
+pub(crate) fn text(r: &sqlx::any::AnyRow, column: &str) -> Result<String, Broken> {
     r.try_get(column).map_err(|e| e.to_string())
 }
 
@@ -59,7 +59,7 @@ pub async fn all(
     receipts(node, checked).await
 }
 
-async fn ledger_balances(node: &Node) -> Result<(), Broken> {
+pub(crate) async fn ledger_balances(node: &Node) -> Result<(), Broken> {
     for r in rows(
         node,
         "SELECT currency, CAST(SUM(debits_posted) AS BIGINT) AS dp, \

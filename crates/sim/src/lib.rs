@@ -13,13 +13,20 @@
 //! data directory. After every step the invariants of [`check`] hold, or the run stops with
 //! the seed that replays it: `SIM_SEED=<seed> cargo test -p tally-sim`.
 //!
+//! A second world drives trading sessions across two nodes ([`run_trading`], module `trade`):
+//! a customers' node and a merchants' node, peered, on one fake clock, the sealed messages
+//! between them carried by a faulty simulated wire; its invariants hold on both nodes and
+//! across them after every step.
+//!
 //! What the simulator does not do: run two processes (`crates/cli/tests/cluster.rs` does, on
 //! PostgreSQL), or make node-internal races deterministic (requests run one after another, so
 //! a failure replays exactly from its seed).
 
 pub mod check;
+mod trade;
 mod world;
 
+pub use trade::{TradeOptions, TradeOutcome, TradeSim, run_trading, run_trading_with};
 pub use world::{Failure, Outcome, Sim};
 
 /// What a run does.

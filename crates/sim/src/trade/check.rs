@@ -1,0 +1,553 @@
+//! The invariants of trading sessions, checked on both nodes after every step, read from the
+//! stores as they are (with lost answers, crashes and a faulty wire the simulator cannot know
+//! which steps took effect, but the data must be consistent whatever did):
+//!
+//! 1. each node's ledger balances (per currency, debits equal credits, posted and pending);
+//! 2. at A, every session's hold fits its state: `held`, `open`, `concluding`, `disputed`: the
+//!    deposit pending (or expired); `aborted`: released (voided or expired), nothing posted;
+//!    `cleared`: exactly the customer's total posted into A's account owed to B (a total of
+//!    zero voids the hold), with one withdrawal billing record. Each customer's account holds
+//!    what it was paid less the totals cleared, and holds pending exactly the pending
+//!    deposits; A's account owed to B holds exactly the same, from the other side;
+//! 3. at B, a `cleared` session paid its merchant exactly the merchant's total (both records
+//!    in, agreeing, within the deposit), with one deposit billing record; nothing else paid
+//!    anyone: each merchant's account holds the totals of its cleared sessions, B's account
+//!    owed by A (per currency) owes exactly the same;
+//! 4. across the nodes: A `cleared` ⇒ B `cleared` with the same transaction, count, list and
+//!    total, and A's customer total is B's total converted back at B's rate; A `open` or
+//!    `concluding` ⇒ B acked; A `disputed` ⇔ B `disputed` once A knows; B `refused` ⇒ A never
+//!    `open`; B never has a session A did not start. Once the wire is quiet, no answer is
+//!    missing: A is not `held` when B answered, not `concluding` when B concluded, and B has
+//!    the record of every session A forwarded; and the operators agree on what A owes B (A's
+//!    cleared customer totals are B's cleared totals converted back at each session's rate);
+//! 5. nothing of the purchases reaches either node (only the list hash): no item's text is in
+//!    either node's sessions, inbox, outbox or journal.
+//!
+//! And at the end of a run ([`ended`]): every session at A has ended, consistently with B.
+
+use super::{A, B, NAMES, TradeSim};
+use crate::check::{Broken, int, rows, text};
+use std::collections::BTreeMap;
+use tally_kernel::Id;
+use tally_ledger::{Event, TransferKind, TransferState};
+use tally_proto::session::conclusion::customer_total;
+use tally_proto::session::trade::{AmSession, AmState, MtaSession, MtaState};
+use tally_service::Node;
+
+/// Both nodes' sessions, by id.
+pub(super) type Sessions = (BTreeMap<String, AmSession>, BTreeMap<String, MtaSession>);
+
+/// Every invariant, after a step; the first broken one.
+pub(super) async fn all(sim: &TradeSim) -> Result<(), Broken> {
+    let (a, b) = (sim.node(A), sim.node(B));
+    for (site, node) in [(A, &a), (B, &b)] {
+        crate::check::ledger_balances(node)
+            .await
+            .map_err(|e| format!("at {}: {e}", NAMES[site]))?;
+    }
+    let am = at_a(sim, &a).await?;
+    let mta = at_b(sim, &b).await?;
+    let quiet = sim.quiet().await?;
+    across(&am, &mta, quiet)?;
+    private(sim, &a, A).await?;
+    private(sim, &b, B).await
+}
+
+/// Both nodes' sessions as their stores hold them (the row's state must be its machine's).
+pub(super) async fn sessions(sim: &TradeSim) -> Result<Sessions, Broken> {
+    Ok((
+        machines(&sim.node(A), "am").await?,
+        machines(&sim.node(B), "mta").await?,
+    ))
+}
+
+async fn machines<T: Stated>(node: &Node, role: &str) -> Result<BTreeMap<String, T>, Broken> {
+    let mut out = BTreeMap::new();
+    for r in rows(
+        node,
+        &format!("SELECT session, state, machine FROM trading_sessions WHERE role = '{role}'"),
+    )
+    .await?
+    {
+        let session = text(&r, "session")?;
+        let s = T::decode(&text(&r, "machine")?)
+            .map_err(|e| format!("{role} session {session} does not decode: {e}"))?;
+        if s.state_name() != text(&r, "state")? {
+            return Err(format!(
+                "{role} session {session}'s row says {} but its machine {}",
+                text(&r, "state")?,
+                s.state_name()
+            ));
+        }
+        out.insert(session, s);
+    }
+    Ok(out)
+}
+
+/// A machine as a row stores it.
+trait Stated: Sized {
+    fn decode(json: &str) -> serde_json::Result<Self>;
+    fn state_name(&self) -> &'static str;
+}
+
+impl Stated for AmSession {
+    fn decode(json: &str) -> serde_json::Result<Self> {
+        serde_json::from_str(json)
+    }
+    fn state_name(&self) -> &'static str {
+        self.state.as_str()
+    }
+}
+
+impl Stated for MtaSession {
+    fn decode(json: &str) -> serde_json::Result<Self> {
+        serde_json::from_str(json)
+    }
+    fn state_name(&self) -> &'static str {
+        self.state.as_str()
+    }
+}
+
+/// Billing records of `kind` per session: (amount, currency) each.
+async fn bills(node: &Node, kind: &str) -> Result<BTreeMap<String, Vec<(i64, String)>>, Broken> {
+    let mut out: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
+    for r in rows(
+        node,
+        &format!("SELECT session, amount, currency FROM billing_records WHERE kind = '{kind}'"),
+    )
+    .await?
+    {
+        out.entry(text(&r, "session")?)
+            .or_default()
+            .push((int(&r, "amount")?, text(&r, "currency")?));
+    }
+    Ok(out)
+}
+
+/// The peer accounts of `direction` at a node.
+async fn peer_accounts(node: &Node, direction: &str) -> Result<Vec<Id>, Broken> {
+    Ok(node
+        .store()
+        .peer_accounts()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|p| p.direction == direction)
+        .map(|p| p.account)
+        .collect())
+}
+
+async fn account(node: &Node, id: Id) -> Result<tally_ledger::Account, Broken> {
+    node.store()
+        .account(id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("account {id} vanished"))
+}
+
+/// Invariant 2, at A.
+async fn at_a(sim: &TradeSim, a: &Node) -> Result<BTreeMap<String, AmSession>, Broken> {
+    let keys: BTreeMap<String, String> = rows(
+        a,
+        "SELECT session, client_key FROM trading_sessions WHERE role = 'am'",
+    )
+    .await?
+    .iter()
+    .map(|r| Ok((text(r, "session")?, text(r, "client_key")?)))
+    .collect::<Result<_, Broken>>()?;
+    let am: BTreeMap<String, AmSession> = machines(a, "am").await?;
+    let withdrawals = bills(a, "withdrawal").await?;
+    // Per account: posted and pending, as the sessions say.
+    let mut posted: BTreeMap<Id, i64> = BTreeMap::new();
+    let mut pending: BTreeMap<Id, i64> = BTreeMap::new();
+    for (id, s) in &am {
+        let key = keys.get(id).ok_or("a session without its opening key")?;
+        let Some(Event::Transfers { transfers }) = a
+            .store()
+            .journal_event(key)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Err(format!("session {id} has no hold"));
+        };
+        let hold = transfers.first().ok_or("an empty hold")?.id;
+        let h = a
+            .store()
+            .transfer(hold)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("a hold vanished")?;
+        if h.kind != TransferKind::Pending
+            || h.debit_account != s.account
+            || h.credit_account != s.owed
+            || h.amount_minor != s.deposit.minor
+            || h.currency != s.deposit.currency
+        {
+            return Err(format!(
+                "session {id}'s hold is not its deposit from the customer to A's account owed \
+                 to B: {h:?}"
+            ));
+        }
+        let resolved = rows(
+            a,
+            &format!(
+                "SELECT kind, amount_minor FROM transfers WHERE pending_id = x'{}'",
+                hex::encode(hold.as_bytes())
+            ),
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((text(r, "kind")?, int(r, "amount_minor")?)))
+        .collect::<Result<Vec<_>, Broken>>()?;
+        let bill = withdrawals.get(id).cloned().unwrap_or_default();
+        let state = s.state;
+        let hold_state = h.state;
+        let broken = |why: &str| {
+            format!(
+                "session {id} is {state} at A and its hold is {} (resolved by {resolved:?}, \
+                 billed {bill:?}): {why}",
+                hold_state.as_str()
+            )
+        };
+        if matches!(state, AmState::Cleared) {
+            let c = s.clearing.as_ref().ok_or_else(|| broken("no clearing"))?;
+            let paid = c.customer_total.minor;
+            let fits = if paid > 0 {
+                hold_state == TransferState::Posted
+                    && resolved == [(TransferKind::PostPending.as_str().to_string(), paid)]
+            } else {
+                hold_state == TransferState::Voided
+            };
+            if !fits {
+                return Err(broken("a cleared hold is posted for the customer's total"));
+            }
+            if c.customer_total.currency != s.deposit.currency || paid > s.deposit.minor {
+                return Err(broken("the customer's total is within the deposit"));
+            }
+            if bill != [(paid, s.deposit.currency.code().to_string())] {
+                return Err(broken("a cleared session is billed once, its total"));
+            }
+            *posted.entry(s.account).or_default() += paid;
+            *posted.entry(s.owed).or_default() += paid;
+        } else {
+            if hold_state == TransferState::Posted || !bill.is_empty() {
+                return Err(broken("only a cleared session posts or bills"));
+            }
+            if matches!(state, AmState::Aborted) && hold_state == TransferState::Pending {
+                return Err(broken("an aborted session releases its deposit"));
+            }
+            let live = matches!(
+                state,
+                AmState::Held | AmState::Open | AmState::Concluding | AmState::Disputed
+            );
+            if live && hold_state == TransferState::Voided {
+                return Err(broken("a live session keeps its deposit until it expires"));
+            }
+        }
+        if hold_state == TransferState::Pending {
+            *pending.entry(s.account).or_default() += s.deposit.minor;
+            *pending.entry(s.owed).or_default() += s.deposit.minor;
+        }
+    }
+    for (i, c) in sim.customers.iter().enumerate() {
+        let acc = account(a, c.account).await?;
+        let spent = posted.get(&c.account).copied().unwrap_or(0);
+        let held = pending.get(&c.account).copied().unwrap_or(0);
+        if acc.credits_posted != c.funded
+            || acc.debits_posted != spent
+            || acc.debits_pending != held
+            || acc.credits_pending != 0
+        {
+            return Err(format!(
+                "cust{i}'s account ({acc:?}) is not {} paid in, {spent} spent in cleared \
+                 sessions and {held} held by live ones",
+                c.funded
+            ));
+        }
+    }
+    for owed in peer_accounts(a, "owed_to").await? {
+        let acc = account(a, owed).await?;
+        let due = posted.get(&owed).copied().unwrap_or(0);
+        let held = pending.get(&owed).copied().unwrap_or(0);
+        if acc.credits_posted != due
+            || acc.credits_pending != held
+            || acc.debits_posted != 0
+            || acc.debits_pending != 0
+        {
+            return Err(format!(
+                "A's account owed to B ({acc:?}) is not the {due} cleared and {held} held"
+            ));
+        }
+    }
+    Ok(am)
+}
+
+/// Invariant 3, at B.
+async fn at_b(sim: &TradeSim, b: &Node) -> Result<BTreeMap<String, MtaSession>, Broken> {
+    let mta: BTreeMap<String, MtaSession> = machines(b, "mta").await?;
+    let deposits = bills(b, "deposit").await?;
+    let mut paid: BTreeMap<Id, i64> = BTreeMap::new();
+    for (id, s) in &mta {
+        let bill = deposits.get(id).cloned().unwrap_or_default();
+        if !matches!(s.state, MtaState::Cleared) {
+            if !bill.is_empty() {
+                return Err(format!(
+                    "session {id} is {} at B and billed {bill:?}: only a cleared session is \
+                     paid",
+                    s.state
+                ));
+            }
+            if matches!(s.state, MtaState::Refused) && s.refusal.is_none() {
+                return Err(format!("session {id} is refused at B without a reason"));
+            }
+            continue;
+        }
+        let (Some(c), Some(m), Some(to), Some(from)) =
+            (&s.customer_record, &s.merchant_record, s.account, s.owed_by)
+        else {
+            return Err(format!("session {id} is cleared at B without both records"));
+        };
+        let back = customer_total(m.total.minor, s.rate);
+        let fits = c.agrees_with(m)
+            && m.total.currency == s.merchant_deposit.currency
+            && m.total.minor <= s.merchant_deposit.minor
+            && back.is_some_and(|t| t <= s.deposit.minor)
+            && bill == [(m.total.minor, m.total.currency.code().to_string())];
+        if !fits {
+            return Err(format!(
+                "session {id} is cleared at B with records {c:?} and {m:?} (deposit {}, billed \
+                 {bill:?}): it clears when both agree within the deposit, billed once",
+                s.merchant_deposit
+            ));
+        }
+        *paid.entry(to).or_default() += m.total.minor;
+        *paid.entry(from).or_default() += m.total.minor;
+    }
+    for m in &sim.merchants {
+        let acc = account(b, m.account).await?;
+        let due = paid.get(&m.account).copied().unwrap_or(0);
+        if acc.credits_posted != due
+            || acc.debits_posted != 0
+            || acc.debits_pending != 0
+            || acc.credits_pending != 0
+        {
+            return Err(format!(
+                "{}'s account ({acc:?}) is not the {due} of its cleared sessions",
+                m.name
+            ));
+        }
+    }
+    for owed in peer_accounts(b, "owed_by").await? {
+        let acc = account(b, owed).await?;
+        let due = paid.get(&owed).copied().unwrap_or(0);
+        if acc.debits_posted != due
+            || acc.credits_posted != 0
+            || acc.debits_pending != 0
+            || acc.credits_pending != 0
+        {
+            return Err(format!(
+                "B's account owed by A in {} ({acc:?}) is not the {due} paid out",
+                acc.currency
+            ));
+        }
+    }
+    Ok(mta)
+}
+
+/// Invariant 4, across the nodes.
+fn across(
+    am: &BTreeMap<String, AmSession>,
+    mta: &BTreeMap<String, MtaSession>,
+    quiet: bool,
+) -> Result<(), Broken> {
+    for (id, s) in am {
+        let t = mta.get(id);
+        let at_b = t.map_or("unknown", |t| t.state.as_str());
+        let broken = |why: &str| format!("session {id} is {} at A and {at_b} at B: {why}", s.state);
+        if matches!(s.state, AmState::Cleared) {
+            let (Some(c), Some(t)) = (&s.clearing, t) else {
+                return Err(broken("A clears what B cleared"));
+            };
+            let Some(m) = t
+                .merchant_record
+                .as_ref()
+                .filter(|_| t.state == MtaState::Cleared)
+            else {
+                return Err(broken("A clears what B cleared"));
+            };
+            let same = c.transaction == m.transaction
+                && c.total == m.total
+                && c.count == m.count
+                && c.list == m.list
+                && s.rate == Some(t.rate)
+                && customer_total(m.total.minor, t.rate) == Some(c.customer_total.minor);
+            if !same {
+                return Err(broken(&format!(
+                    "the same transaction, total, count and list at both ({c:?} at A, {m:?} \
+                     at B at rate {:?})",
+                    t.rate
+                )));
+            }
+        }
+        let acked = t.is_some_and(|t| !matches!(t.state, MtaState::Informed | MtaState::Refused));
+        if matches!(s.state, AmState::Open | AmState::Concluding) && !acked {
+            return Err(broken("A opens only what B acked"));
+        }
+        if matches!(s.state, AmState::Disputed) && !t.is_some_and(|t| t.state == MtaState::Disputed)
+        {
+            return Err(broken("A disputes what B disputed"));
+        }
+        if matches!(s.state, AmState::Aborted)
+            && t.is_some_and(|t| matches!(t.state, MtaState::Cleared | MtaState::Disputed))
+        {
+            return Err(broken("B concludes only what A forwarded"));
+        }
+        if quiet {
+            let answered = t.is_some_and(|t| !matches!(t.state, MtaState::Informed));
+            if matches!(s.state, AmState::Held) && answered {
+                return Err(broken("with the wire quiet, B's answer reached A"));
+            }
+            let concluded =
+                t.is_some_and(|t| matches!(t.state, MtaState::Cleared | MtaState::Disputed));
+            if matches!(s.state, AmState::Concluding) && concluded {
+                return Err(broken("with the wire quiet, B's conclusion reached A"));
+            }
+            let forwarded = t.is_some_and(|t| t.customer_record.is_some());
+            if matches!(s.state, AmState::Concluding) && !forwarded {
+                return Err(broken(
+                    "with the wire quiet, the customer's record reached B",
+                ));
+            }
+        }
+    }
+    if quiet {
+        // What A booked as owed to B, and what B paid out at A's expense converted back at
+        // each session's rate: the two operators agree on what A owes.
+        let booked: i64 = am
+            .values()
+            .filter_map(|s| s.clearing.as_ref().filter(|_| s.state == AmState::Cleared))
+            .map(|c| c.customer_total.minor)
+            .sum();
+        let claimed: i64 = mta
+            .values()
+            .filter(|t| t.state == MtaState::Cleared)
+            .filter_map(|t| {
+                let m = t.merchant_record.as_ref()?;
+                customer_total(m.total.minor, t.rate)
+            })
+            .sum();
+        if booked != claimed {
+            return Err(format!(
+                "with the wire quiet, A owes B {booked} EUR minor by A's books, and {claimed} \
+                 by what B paid its merchants for A's customers"
+            ));
+        }
+    }
+    for (id, t) in mta {
+        let Some(s) = am.get(id) else {
+            return Err(format!("session {id} is {} at B and unknown at A", t.state));
+        };
+        let broken = |why: &str| {
+            format!(
+                "session {id} is {} at B and {} at A: {why}",
+                t.state, s.state
+            )
+        };
+        if matches!(t.state, MtaState::Refused)
+            && !matches!(s.state, AmState::Held | AmState::Aborted)
+        {
+            return Err(broken("what B refused is never open at A"));
+        }
+        if matches!(t.state, MtaState::Cleared)
+            && !matches!(s.state, AmState::Concluding | AmState::Cleared)
+        {
+            return Err(broken("B clears only what A forwarded"));
+        }
+        if matches!(t.state, MtaState::Disputed)
+            && !matches!(s.state, AmState::Concluding | AmState::Disputed)
+        {
+            return Err(broken("B disputes only what A forwarded"));
+        }
+    }
+    Ok(())
+}
+
+/// Invariant 5: no purchase's item text at the node.
+async fn private(sim: &TradeSim, node: &Node, site: usize) -> Result<(), Broken> {
+    for (table, column) in [
+        ("trading_sessions", "machine"),
+        ("peer_inbox", "body"),
+        ("outbox", "body"),
+        ("journal", "CAST(body AS TEXT)"),
+        ("billing_records", "session"),
+    ] {
+        let found = rows(
+            node,
+            &format!(
+                "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM {table} WHERE instr({column}, '{}') > 0",
+                sim.marker
+            ),
+        )
+        .await?;
+        if found.first().map(|r| int(r, "n")).transpose()?.unwrap_or(0) > 0 {
+            return Err(format!(
+                "a purchase's item reached {} (in {table}): only the list hash may",
+                NAMES[site]
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Invariant 6, at the end: every session at A has ended (none `held`, `open` or
+/// `concluding`), consistently with B (checked with the wire quiet by [`all`]); B has none
+/// waiting for its merchant; what B still has open is a session A aborted (B's ack came after
+/// A gave up): counted as orphaned, or a failure with `strict_end`. Counts the outcome.
+pub(super) async fn ended(sim: &mut TradeSim) -> Result<(), Broken> {
+    if !sim.quiet().await? {
+        return Err("the wire is not quiet at the end".into());
+    }
+    all(sim).await?;
+    let (am, mta) = sessions(sim).await?;
+    let strict = sim.options.strict_end;
+    let o = &mut sim.outcome;
+    o.opened = am.len();
+    for (id, s) in &am {
+        let t = mta.get(id);
+        if matches!(s.state, AmState::Held | AmState::Open | AmState::Concluding) {
+            return Err(format!("session {id} never ended at A: it is {}", s.state));
+        }
+        o.cleared += usize::from(matches!(s.state, AmState::Cleared));
+        o.disputed += usize::from(matches!(s.state, AmState::Disputed));
+        o.aborted += usize::from(matches!(s.state, AmState::Aborted));
+        if matches!(s.state, AmState::Aborted)
+            && t.is_some_and(|t| matches!(t.state, MtaState::Open | MtaState::Concluding))
+        {
+            if strict {
+                return Err(format!(
+                    "session {id} is aborted at A (its deposit released) and {} at B: B took \
+                     the merchant's ack after A gave up, and its merchant sells against a \
+                     deposit that is gone",
+                    t.map_or("unknown", |t| t.state.as_str())
+                ));
+            }
+            o.orphaned += 1;
+        }
+    }
+    for (id, t) in &mta {
+        if matches!(t.state, MtaState::Informed) {
+            return Err(format!("session {id} still waits for its merchant at B"));
+        }
+        let a_ended = am
+            .get(id)
+            .is_some_and(|s| matches!(s.state, AmState::Aborted));
+        if matches!(t.state, MtaState::Open | MtaState::Concluding) && !a_ended {
+            return Err(format!(
+                "session {id} is {} at B at the end, and not aborted at A",
+                t.state
+            ));
+        }
+        o.refused += usize::from(matches!(t.state, MtaState::Refused));
+    }
+    Ok(())
+}
