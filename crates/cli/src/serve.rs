@@ -126,7 +126,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = SessionSettings::default().conclusion_window_s, value_name = "SECONDS")]
     session_conclusion_window: i64,
     /// Trading sessions: seconds after a session's end the customer's operator keeps the
-    /// deposit held for the conclusion; longer than --session-conclusion-window.
+    /// deposit held for the conclusion; longer than --session-conclusion-window by more than
+    /// 600 s (the clearing must reach it while it holds the deposit).
     #[arg(long, default_value_t = SessionSettings::default().clearing_grace_s, value_name = "SECONDS")]
     session_clearing_grace: i64,
     /// Trustee payments: the operator's fee, basis points (150 = 1.5 %).

@@ -136,13 +136,11 @@ impl Core {
         let Some(hold) = hold else {
             return Ok(None);
         };
-        // A hold past its expiry is over even before the sweeper marks it: the ledger refuses
-        // to post or void it.
-        let now = self.now();
-        let pending = self.store().transfer(hold).await?.is_some_and(|t| {
-            t.state == tally_ledger::TransferState::Pending
-                && t.expires_at.is_none_or(|at| at > now)
-        });
+        let pending = self
+            .store()
+            .transfer(hold)
+            .await?
+            .is_some_and(|t| t.state == tally_ledger::TransferState::Pending);
         Ok(pending.then_some(hold))
     }
 

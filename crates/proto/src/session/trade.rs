@@ -47,6 +47,10 @@ pub const CLEARED: &str = "session_cleared";
 pub const DISPUTED: &str = "session_disputed";
 /// Kind of the MTA's word that the session ended with no record by its conclusion deadline.
 pub const EXPIRED: &str = "session_expired";
+/// The MTA clears no later than this before the AM's hold runs out, seconds: time for the
+/// clearing information to reach the AM while it can still post the hold.
+pub const CLEARING_MARGIN_S: i64 = 600;
+
 /// Kind of the AM's word that it gave up waiting for the MTA's answer (its hold is void).
 pub const ABORTED: &str = "session_aborted";
 /// Kind of the customer's K1 of an order (M9), forwarded by the AM to the MTA.
@@ -159,6 +163,10 @@ pub struct Initiation {
     /// The AM waits for the answer until then (µs): the MTA acks no later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ack_by: Option<i64>,
+    /// The AM's hold runs out then (µs): the MTA clears no later than [`CLEARING_MARGIN_S`]
+    /// before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_at: Option<i64>,
     /// The customer's session key (Ed25519, hex): it signs the tab the customer opens at the
     /// merchant agent (M4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -381,6 +389,7 @@ impl AmSession {
             deposit: session.deposit,
             expires_at,
             ack_by: Some(ack_by),
+            release_at: Some(release_at),
             customer_key: session.customer_key.clone(),
         };
         let mut effects = Effects::ledger(Command::Transfer {
@@ -712,6 +721,9 @@ pub struct MtaSession {
     /// in rows from before it was kept: no such timeout).
     #[serde(default)]
     pub conclude_by: i64,
+    /// The AM's hold runs out then (µs; 0: not told).
+    #[serde(default)]
+    pub release_at: i64,
     /// Why it was refused.
     pub refusal: Option<Refusal>,
     /// Where the merchant is paid.
@@ -813,6 +825,7 @@ impl MtaSession {
             conclude_by: Timestamp(init.expires_at)
                 .plus_seconds(windows.conclusion_s)
                 .as_micros(),
+            release_at: init.release_at.unwrap_or(0),
             refusal: None,
             account: None,
             owed_by: None,
@@ -921,7 +934,7 @@ impl MtaSession {
                 if self.conclude_by == 0 || now.as_micros() < self.conclude_by {
                     return Err(TradeError::NotDue);
                 }
-                Ok(self.deadline(message))
+                Ok(self.deadline(now, message))
             }
             (MtaState::Open | MtaState::Concluding, MtaInput::Record(_))
                 if self.conclude_by > 0 && now.as_micros() >= self.conclude_by =>
@@ -930,7 +943,7 @@ impl MtaSession {
                 Err(TradeError::Closed("past its conclusion deadline"))
             }
             (MtaState::Open | MtaState::Concluding, MtaInput::Record(r)) => {
-                self.with_record(r, message)
+                self.with_record(r, now, message)
             }
             (MtaState::Cleared | MtaState::Disputed, MtaInput::Record(r))
                 if self.record_of(r.side) == Some(&r) =>
@@ -950,7 +963,12 @@ impl MtaSession {
     }
 
     /// A record in: kept; with both in, the transaction is cleared or disputed.
-    fn with_record(self, r: Record, message: Id) -> Result<(MtaSession, Effects), TradeError> {
+    fn with_record(
+        self,
+        r: Record,
+        now: Timestamp,
+        message: Id,
+    ) -> Result<(MtaSession, Effects), TradeError> {
         if r.transaction != self.id.first_transaction()
             || r.total.currency != self.merchant_deposit.currency
         {
@@ -982,7 +1000,7 @@ impl MtaSession {
             return Ok((after, effects));
         };
         if c.agrees_with(&m) {
-            Ok(after.clear(&m, message))
+            Ok(after.clear(&m, now, message))
         } else {
             Ok(after.dispute(message))
         }
@@ -993,40 +1011,49 @@ impl MtaSession {
     /// The merchant's alone proves nothing (the tab's MAC key is the merchant's too): a
     /// dispute, unless it claims nothing. Neither: the session expired, nothing is paid and
     /// the AM releases the deposit.
-    fn deadline(self, message: Id) -> (MtaSession, Effects) {
+    fn deadline(self, now: Timestamp, message: Id) -> (MtaSession, Effects) {
         match (self.customer_record.clone(), self.merchant_record.clone()) {
-            (Some(c), None) => self.clear(&c, message),
+            (Some(c), None) => self.clear(&c, now, message),
             // A merchant that claims nothing (a tab opened, nothing bought): nothing to
             // dispute.
-            (None, Some(m)) if m.total.minor == 0 && m.count == 0 => self.clear(&m, message),
+            (None, Some(m)) if m.total.minor == 0 && m.count == 0 => self.clear(&m, now, message),
             (_, Some(_)) => self.dispute(message),
-            (None, None) => {
-                let mut effects = Effects::record(
-                    "session_expired",
-                    json!({"session": self.id, "reason": "no_record"}),
-                );
-                effects.peers.push(PeerMessage {
-                    to: self.am,
-                    id: message,
-                    kind: EXPIRED.into(),
-                    body: json!({"session": self.id}),
-                });
-                (
-                    MtaSession {
-                        state: MtaState::Expired,
-                        ..self
-                    },
-                    effects,
-                )
-            }
+            (None, None) => self.expire("no_record", message),
         }
+    }
+
+    /// Ends the session with nothing paid and tells the AM, which releases the deposit.
+    fn expire(self, reason: &str, message: Id) -> (MtaSession, Effects) {
+        let mut effects = Effects::record(
+            "session_expired",
+            json!({"session": self.id, "reason": reason}),
+        );
+        effects.peers.push(PeerMessage {
+            to: self.am,
+            id: message,
+            kind: EXPIRED.into(),
+            body: json!({"session": self.id}),
+        });
+        (
+            MtaSession {
+                state: MtaState::Expired,
+                ..self
+            },
+            effects,
+        )
     }
 
     /// Clears the transaction on `basis` (a record both sides agree on, or the customer's
     /// alone at the deadline): the merchant is paid its total, the AM gets the clearing
     /// information. A total beyond the deposit, or a session without its accounts, is a
     /// dispute instead.
-    fn clear(self, basis: &Record, message: Id) -> (MtaSession, Effects) {
+    fn clear(self, basis: &Record, now: Timestamp, message: Id) -> (MtaSession, Effects) {
+        if self.release_at > 0 && now.plus_seconds(CLEARING_MARGIN_S).as_micros() >= self.release_at
+        {
+            // The AM's hold runs out before the clearing could reach it (this node was down
+            // past the deadline): nothing is paid on either side.
+            return self.expire("hold_running_out", message);
+        }
         let within = basis.total.minor <= self.merchant_deposit.minor
             && basis.total.currency == self.merchant_deposit.currency;
         let paid = customer_total(basis.total.minor, self.rate);

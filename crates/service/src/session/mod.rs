@@ -58,8 +58,11 @@ impl SessionSettings {
         if self.ack_window_s < 1 || self.conclusion_window_s < 1 {
             return Err("the acknowledgement and conclusion windows must be at least a second");
         }
-        if self.conclusion_window_s >= self.clearing_grace_s {
-            return Err("the conclusion window must be shorter than the clearing grace");
+        if self.conclusion_window_s + trade::CLEARING_MARGIN_S >= self.clearing_grace_s {
+            return Err(
+                "the clearing grace must exceed the conclusion window by more than 600 s (the \
+                 clearing must reach the customer's operator while it holds the deposit)",
+            );
         }
         if self.lifetime_s <= self.ack_window_s || self.lifetime_max_s < self.lifetime_s {
             return Err("a session's lifetime must outlast the acknowledgement window");
@@ -349,7 +352,19 @@ impl Sessions {
             .as_deref()
             .ok_or_else(|| corrupt("an AM session without its opening key"))?;
         let hold = self.core.transfer_made_by(key).await?;
-        Ok(session.with_hold(self.core.still_pending(hold).await?))
+        let hold = self.core.still_pending(hold).await?;
+        // A hold past its expiry is over even before the sweeper marks it (the ledger posts and
+        // voids it no more): the session's step must not try.
+        let live = match hold {
+            Some(id) => self
+                .core
+                .store()
+                .transfer(id)
+                .await?
+                .is_some_and(|t| t.expires_at.is_none_or(|at| at > self.core.now())),
+            None => false,
+        };
+        Ok(session.with_hold(hold.filter(|_| live)))
     }
 
     // ----- the merchant's side (at the MTA) ------------------------------------------------

@@ -233,8 +233,14 @@ async fn at_a(sim: &TradeSim, a: &Node) -> Result<BTreeMap<String, AmSession>, B
             if hold_state == TransferState::Posted || !bill.is_empty() {
                 return Err(broken("only a cleared session posts or bills"));
             }
-            if matches!(state, AmState::Aborted) && hold_state == TransferState::Pending {
-                return Err(broken("an aborted session releases its deposit"));
+            // Released: voided, or expired (marked so, or past its expiry and not yet swept:
+            // the ledger posts and voids it no more).
+            let lapsed = h.expires_at.is_some_and(|at| at <= a.now());
+            if matches!(state, AmState::Aborted | AmState::Expired)
+                && hold_state == TransferState::Pending
+                && !lapsed
+            {
+                return Err(broken("an aborted or expired session releases its deposit"));
             }
             let live = matches!(
                 state,
@@ -302,17 +308,32 @@ async fn at_b(sim: &TradeSim, b: &Node) -> Result<BTreeMap<String, MtaSession>, 
             }
             continue;
         }
-        let (Some(c), Some(m), Some(to), Some(from)) =
-            (&s.customer_record, &s.merchant_record, s.account, s.owed_by)
-        else {
-            return Err(format!("session {id} is cleared at B without both records"));
+        // Cleared on both records that agree; or, at the conclusion deadline, on the
+        // customer's alone (what it signed it spent), or on a merchant's claiming nothing.
+        let basis = match (&s.customer_record, &s.merchant_record) {
+            (Some(c), Some(m)) if c.agrees_with(m) => Some(m),
+            (Some(c), None) => Some(c),
+            (None, Some(m)) if m.total.minor == 0 && m.count == 0 => Some(m),
+            _ => None,
         };
+        let (Some(m), Some(to), Some(from)) = (basis, s.account, s.owed_by) else {
+            return Err(format!(
+                "session {id} is cleared at B without agreeing records ({:?}, {:?})",
+                s.customer_record, s.merchant_record
+            ));
+        };
+        let c = m;
         let back = customer_total(m.total.minor, s.rate);
+        let billed_ok = if m.total.minor == 0 {
+            bill.is_empty() || bill == [(0, m.total.currency.code().to_string())]
+        } else {
+            bill == [(m.total.minor, m.total.currency.code().to_string())]
+        };
         let fits = c.agrees_with(m)
             && m.total.currency == s.merchant_deposit.currency
             && m.total.minor <= s.merchant_deposit.minor
             && back.is_some_and(|t| t <= s.deposit.minor)
-            && bill == [(m.total.minor, m.total.currency.code().to_string())];
+            && billed_ok;
         if !fits {
             return Err(format!(
                 "session {id} is cleared at B with records {c:?} and {m:?} (deposit {}, billed \
@@ -397,8 +418,13 @@ fn across(
         {
             return Err(broken("A disputes what B disputed"));
         }
+        // B may end a session A gave up on only with the merchant's record alone (a dispute
+        // at B's deadline, before A's word reached it): nothing is paid either way.
         if matches!(s.state, AmState::Aborted)
-            && t.is_some_and(|t| matches!(t.state, MtaState::Cleared | MtaState::Disputed))
+            && t.is_some_and(|t| {
+                matches!(t.state, MtaState::Cleared | MtaState::Disputed)
+                    && t.customer_record.is_some()
+            })
         {
             return Err(broken("B concludes only what A forwarded"));
         }
@@ -432,7 +458,7 @@ fn across(
             .values()
             .filter(|t| t.state == MtaState::Cleared)
             .filter_map(|t| {
-                let m = t.merchant_record.as_ref()?;
+                let m = t.merchant_record.as_ref().or(t.customer_record.as_ref())?;
                 customer_total(m.total.minor, t.rate)
             })
             .sum();
@@ -458,15 +484,36 @@ fn across(
         {
             return Err(broken("what B refused is never open at A"));
         }
+        // B clears what A forwarded, or (at its deadline) a merchant's record claiming
+        // nothing, which A may have ended meanwhile.
+        let zero = t
+            .merchant_record
+            .as_ref()
+            .is_some_and(|m| t.customer_record.is_none() && m.total.minor == 0);
         if matches!(t.state, MtaState::Cleared)
             && !matches!(s.state, AmState::Concluding | AmState::Cleared)
+            && !(zero && matches!(s.state, AmState::Open | AmState::Expired))
         {
             return Err(broken("B clears only what A forwarded"));
         }
+        // B disputes what A forwarded, or (at its deadline) the merchant's record alone.
+        let merchant_only = t.customer_record.is_none();
         if matches!(t.state, MtaState::Disputed)
             && !matches!(s.state, AmState::Concluding | AmState::Disputed)
+            && !(merchant_only
+                && matches!(
+                    s.state,
+                    AmState::Open | AmState::Expired | AmState::Aborted | AmState::Held
+                ))
         {
             return Err(broken("B disputes only what A forwarded"));
+        }
+        if matches!(t.state, MtaState::Expired)
+            && matches!(s.state, AmState::Cleared | AmState::Disputed)
+        {
+            return Err(broken(
+                "what B let expire is never cleared or disputed at A",
+            ));
         }
     }
     Ok(())

@@ -288,11 +288,12 @@ impl TradeSim {
             };
             let wire = p.mac(&t.mac_key).map_err(unexpected)?;
             let repeat = self.rng.random_bool(0.15);
+            let now = self.now().as_micros();
             let t = &mut self.trades[i];
             let Some(tab) = &mut t.tab else {
                 return Ok(());
             };
-            match tab.take(&wire) {
+            match tab.take(&wire, now) {
                 Ok(Taken::New(_)) if !too_much => {
                     t.wallet.list = purchase::list_next(&t.wallet.list, wire.bytes.as_bytes());
                     t.wallet.spent += price;
@@ -309,7 +310,7 @@ impl TradeSim {
                     ));
                 }
             }
-            if repeat && !matches!(tab.take(&wire), Ok(Taken::Repeat)) {
+            if repeat && !matches!(tab.take(&wire, now), Ok(Taken::Repeat)) {
                 return Err(format!("{id}: the last purchase again was not a repeat"));
             }
         }

@@ -40,7 +40,7 @@ fn start() -> (AmSession, Effects) {
             deposit: eur(1000),
             ack_window_s: 60,
             lifetime_s: 3600,
-            clearing_grace_s: 600,
+            clearing_grace_s: 1800,
             message: Id::new(),
         },
         at(0),
@@ -78,7 +78,7 @@ fn the_am_holds_the_deposit_and_sends_the_amended_initiation() {
             ..
         }) => {
             assert_eq!((debit_account, credit_account), (am.account, am.owed));
-            assert_eq!((amount_minor, timeout_s), (1000, Some(4200)));
+            assert_eq!((amount_minor, timeout_s), (1000, Some(5400)));
         }
         other => panic!("no hold: {other:?}"),
     }
@@ -175,7 +175,7 @@ fn an_mta_in_another_currency_acks_with_its_rate_and_the_am_opens() {
     );
     assert!(opened.ledger.is_some() && opened.peers.is_empty());
     // Open, it waits for the conclusion until the hold runs out (lifetime + grace).
-    assert_eq!(am.poll_timeout(), Some(at(3600 + 600)));
+    assert_eq!(am.poll_timeout(), Some(at(3600 + 1800)));
     // The same ack delivered twice is applied once; a late refusal is the peer's fault.
     let (am, dup) = am.handle(at(4), AmInput::Ack(ack)).expect("dup");
     assert_eq!(dup, Effects::none());
@@ -570,9 +570,10 @@ fn records_that_disagree_are_disputed_and_nothing_is_paid() {
     );
 }
 
-/// The session started at 0 for 3,600 s: the MTA's records are due by 4,200 (600 s more),
-/// the AM's hold runs out at 4,200 too (a grace of 600 s).
+/// The session started at 0 for 3,600 s: the MTA's records are due by 4,200 (600 s more).
 const DEADLINE: i64 = 4200;
+/// The AM's hold runs out at 5,400 (a grace of 1,800 s).
+const RELEASE: i64 = 5400;
 
 #[test]
 fn with_no_record_by_the_deadline_the_session_expires_and_the_deposit_is_released() {
@@ -720,12 +721,40 @@ fn at_the_deadline_the_customers_record_alone_clears_and_the_merchants_alone_is_
 }
 
 #[test]
+fn an_mta_that_comes_back_too_late_to_clear_expires_the_session_instead() {
+    // B was down past its deadline: by the time it sweeps, the AM's hold runs out within
+    // the margin, so the clearing could not be posted there. Nothing is paid on either side.
+    let (_, mta, _) = opened();
+    let (mta, _) = mta
+        .handle(
+            at(10),
+            MtaInput::Record(record(Side::Customer, 300, "c")),
+            Id::new(),
+        )
+        .expect("customer's");
+    let late = RELEASE - CLEARING_MARGIN_S;
+    let (expired, fx) = mta
+        .clone()
+        .handle(at(late), MtaInput::Timeout, Id::new())
+        .expect("late");
+    assert_eq!(
+        (expired.state, fx.peers[0].kind.as_str()),
+        (MtaState::Expired, EXPIRED)
+    );
+    assert!(matches!(fx.ledger, Some(Command::Record { .. })));
+    let (cleared, _) = mta
+        .handle(at(late - 1), MtaInput::Timeout, Id::new())
+        .expect("in time");
+    assert_eq!(cleared.state, MtaState::Cleared);
+}
+
+#[test]
 fn an_am_that_hears_nothing_expires_when_its_hold_runs_out() {
     let (am, _, hold) = opened();
-    assert_eq!(am.poll_timeout(), Some(at(DEADLINE)));
+    assert_eq!(am.poll_timeout(), Some(at(RELEASE)));
     assert_eq!(
         am.clone()
-            .handle(at(DEADLINE - 1), AmInput::Timeout(Id::new()))
+            .handle(at(RELEASE - 1), AmInput::Timeout(Id::new()))
             .expect_err("early"),
         TradeError::NotDue
     );
@@ -733,7 +762,7 @@ fn an_am_that_hears_nothing_expires_when_its_hold_runs_out() {
     assert_eq!(
         am.clone()
             .handle(
-                at(DEADLINE),
+                at(RELEASE),
                 AmInput::Record {
                     record: record(Side::Customer, 1, "a"),
                     signed: "{}".into(),
@@ -746,7 +775,7 @@ fn an_am_that_hears_nothing_expires_when_its_hold_runs_out() {
     // The hold's own timeout is the same instant: the ledger releases it, the step only
     // records the end (a void would be refused as too late).
     let (expired, fx) = am
-        .handle(at(DEADLINE), AmInput::Timeout(Id::new()))
+        .handle(at(RELEASE), AmInput::Timeout(Id::new()))
         .expect("expired");
     assert_eq!(
         (expired.state, expired.poll_timeout()),
@@ -761,7 +790,7 @@ fn an_am_that_hears_nothing_expires_when_its_hold_runs_out() {
     assert!(matches!(
         expired
             .handle(
-                at(DEADLINE + 1),
+                at(RELEASE + 1),
                 AmInput::Cleared(Clearing {
                     transaction: SessionId::new(node(1), 7).expect("id").first_transaction(),
                     total: eur(1),
