@@ -31,6 +31,7 @@ use std::process::ExitCode;
 use tally_client::wire::federation::TradingSessionView;
 use tally_kernel::crypto::{SigningKey, VerifyingKey};
 use tally_kernel::{Amount, Currency, Secret, Timestamp};
+use tally_proto::session::certs::{Role as CertRole, SessionCert};
 use tally_proto::session::conclusion::{Record, Side};
 use tally_proto::session::ids::{SessionId, TransactionId};
 use tally_proto::session::purchase::{MacedPurchase, PurchaseError, Tab};
@@ -179,6 +180,41 @@ pub(crate) async fn open_session(
             None,
         ));
     };
+    // M7: the customer's key as the merchant's own operator certifies it, for this session.
+    if let Some(text) = &view.customer_cert {
+        let operator = crate::agent_orders::operator_key(a).await?;
+        let id: SessionId = session.parse().map_err(|e| {
+            refusal(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                format!("session: {e}"),
+                None,
+            )
+        })?;
+        let cert = SessionCert::open(
+            text,
+            &operator,
+            id,
+            CertRole::Customer,
+            Timestamp::now().as_micros(),
+        )
+        .map_err(|e| {
+            refusal(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad_certificate",
+                format!("the customer's certificate: {e}"),
+                None,
+            )
+        })?;
+        if cert.verifying_key().ok() != Some(key) {
+            return Err(refusal(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad_certificate",
+                "the certificate is for another key".into(),
+                None,
+            ));
+        }
+    }
     Ok((view, key))
 }
 

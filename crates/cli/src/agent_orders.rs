@@ -137,7 +137,7 @@ fn sending_body(d: &StoredDelivery) -> serde_json::Value {
 }
 
 /// The operator's node key, read once (it signs K1).
-async fn operator_key(a: &Agent) -> Result<VerifyingKey, Response> {
+pub(crate) async fn operator_key(a: &Agent) -> Result<VerifyingKey, Response> {
     let key = a
         .operator_key
         .get_or_try_init(|| async {

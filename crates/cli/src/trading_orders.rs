@@ -14,6 +14,7 @@ use tally_kernel::crypto::VerifyingKey;
 use tally_proto::session::acceptance::{
     Answer, Offer, Order, Sending, Verdict, arbitrate, check, digest, key_bytes, unlock,
 };
+use tally_proto::session::certs::{Role as CertRole, SessionCert};
 
 #[derive(Args)]
 pub struct OrderArgs {
@@ -44,6 +45,33 @@ pub struct ArbitrateArgs {
     /// The merchant's operator (where K2 is escrowed) and its operator key.
     #[command(flatten)]
     pub conn: Conn,
+}
+
+/// The merchant agent's key as the customer's own operator certifies it for the session
+/// (M7: checked under that operator's node key, the one the customer trusts).
+async fn merchant_key(
+    c: &Client,
+    view: &tally_client::wire::federation::TradingSessionView,
+) -> anyhow::Result<VerifyingKey> {
+    let text = view.merchant_cert.as_deref().context(
+        "your operator holds no certificate of the merchant agent's key: it delivers nothing with acceptance",
+    )?;
+    let node = c.api.node().await?;
+    let operator = VerifyingKey::from_hex(&node.node_key)?;
+    let session = view
+        .session
+        .parse()
+        .map_err(|e| anyhow::anyhow!("session: {e}"))?;
+    let cert = SessionCert::open(
+        text,
+        &operator,
+        session,
+        CertRole::Merchant,
+        tally_kernel::Timestamp::now().as_micros(),
+    )
+    .map_err(|e| anyhow::anyhow!("the merchant agent's certificate: {e}"))?;
+    cert.verifying_key()
+        .map_err(|e| anyhow::anyhow!("the merchant agent's certificate: {e}"))
 }
 
 /// What the customer brings to an arbiter.
@@ -79,11 +107,7 @@ pub async fn order(a: OrderArgs) -> anyhow::Result<ExitCode> {
     let path = Wallet::path(&a.wallet, &a.session)?;
     let mut w = Wallet::load(&path)?;
     let view = c.api.trading_session(&a.session).await?;
-    let merchant = view
-        .merchant_key
-        .as_deref()
-        .and_then(|k| VerifyingKey::from_hex(k).ok())
-        .context("the merchant's operator named no key for the merchant's agent: it delivers nothing with acceptance")?;
+    let merchant = merchant_key(&c, &view).await?;
     let agent = match (&a.agent, &w.agent) {
         (Some(url), _) => url.trim_end_matches('/').to_string(),
         (None, Some(url)) => url.clone(),

@@ -910,6 +910,60 @@ async fn order_keys(a: World, b: World) {
         "{}",
         view.body
     );
+    // M7: each side's key as its own operator certifies it, for this session only, naming
+    // nothing else; each checks it under its own operator's node key.
+    {
+        use tally_proto::session::certs::{Role, SessionCert};
+        let key_of = |w: &World| {
+            tally_kernel::crypto::VerifyingKey::from_hex(&w.api.node.node_public_key())
+                .expect("node key")
+        };
+        let id: tally_proto::session::ids::SessionId = s.parse().expect("id");
+        let now = a.api.node.now().as_micros();
+        let m = SessionCert::open(
+            view.str("/merchant_cert"),
+            &key_of(&a),
+            id,
+            Role::Merchant,
+            now,
+        )
+        .expect("the merchant's certificate, by A");
+        assert_eq!(m.key, k.agent.verifying_key().to_hex());
+        let at_b = session(&b, &k.kiosk, &s).await.expect(StatusCode::OK);
+        let c = SessionCert::open(
+            at_b.str("/customer_cert"),
+            &key_of(&b),
+            id,
+            Role::Customer,
+            now,
+        )
+        .expect("the customer's certificate, by B");
+        assert_eq!(c.key, k.customer.verifying_key().to_hex());
+        // Not under the other operator's key, not for another session.
+        assert!(
+            SessionCert::open(
+                at_b.str("/customer_cert"),
+                &key_of(&a),
+                id,
+                Role::Customer,
+                now
+            )
+            .is_err()
+        );
+        let other = format!("{}.999", node_id(&a.api)).parse().expect("id");
+        assert!(
+            SessionCert::open(
+                view.str("/merchant_cert"),
+                &key_of(&a),
+                other,
+                Role::Merchant,
+                now
+            )
+            .is_err()
+        );
+        // The customer's pseudonym and key are all B holds of the customer.
+        assert!(!at_b.body.to_string().contains("alice"), "{}", at_b.body);
+    }
     let order = tally_kernel::Id::new().to_string();
     let k1 = "0b".repeat(32);
     let send = |k1: String| {

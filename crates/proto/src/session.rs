@@ -7,6 +7,7 @@
 //! the sealed format of messages between nodes (no transport yet).
 
 pub mod acceptance;
+pub mod certs;
 pub mod conclusion;
 pub mod envelope;
 pub mod ids;

@@ -125,6 +125,16 @@ impl Federation {
         self.view(self.known(peer).await?).await
     }
 
+    /// The node key of `node`: a peer's, or this node's own.
+    pub(crate) async fn key_of(&self, node: NodeId) -> Result<VerifyingKey> {
+        if node == self.node_id() {
+            return Ok(self.core.node_key().verifying_key());
+        }
+        let peer = self.known(&node.to_string()).await?;
+        VerifyingKey::from_hex(&peer.public_key)
+            .map_err(|e| crate::access::corrupt(format!("peer key: {e}")))
+    }
+
     async fn known(&self, peer: &str) -> Result<Peer> {
         self.core
             .store()

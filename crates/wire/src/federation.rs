@@ -191,6 +191,14 @@ pub struct TradingSessionView {
     /// merchant's operator named it: the customer checks deliveries under it (M9).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merchant_key: Option<String>,
+    /// The merchant agent's key as this node certifies it for this session (M7, domain
+    /// `tally/session-cert/v1`, this node's key; at the customer's operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_cert: Option<String>,
+    /// The customer's session key as this node certifies it for this session (M7; at the
+    /// merchant's operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_cert: Option<String>,
 }
 
 /// `PUT /v1/session-merchants/{name}/agent-key` (the merchant): the key its agent signs the

@@ -171,6 +171,9 @@ pub struct Initiation {
     /// merchant agent (M4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer_key: Option<String>,
+    /// The AM's temporary certificate of that key (M7, [`super::certs`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_cert: Option<String>,
 }
 
 /// The MTA's acknowledgement (M3).
@@ -187,6 +190,9 @@ pub struct Ack {
     /// it: the customer checks the merchant's offers and packages under it (M9).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merchant_key: Option<String>,
+    /// The MTA's temporary certificate of that key (M7, [`super::certs`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_cert: Option<String>,
 }
 
 /// The MTA's refusal.
@@ -267,6 +273,10 @@ pub struct AmSession {
     /// The merchant agent's key, as the MTA's ack named it.
     #[serde(default)]
     pub merchant_key: Option<String>,
+    /// Its temporary certificate: the MTA's in the ack, then this AM's own once the caller
+    /// checked and re-signed it (M7).
+    #[serde(default)]
+    pub merchant_cert: Option<String>,
     /// The customer's record, once sent.
     #[serde(default)]
     pub record: Option<Record>,
@@ -296,6 +306,8 @@ pub struct Start {
     pub customer: String,
     /// The customer's session key (hex), if it will buy through a merchant agent.
     pub customer_key: Option<String>,
+    /// This AM's temporary certificate of that key (M7).
+    pub customer_cert: Option<String>,
     /// The deposit.
     pub deposit: Amount,
     /// How long the MTA has to answer, seconds.
@@ -377,6 +389,7 @@ impl AmSession {
             rate: None,
             merchant_deposit: None,
             merchant_key: None,
+            merchant_cert: None,
             record: None,
             clearing: None,
             hold: None,
@@ -391,6 +404,7 @@ impl AmSession {
             ack_by: Some(ack_by),
             release_at: Some(release_at),
             customer_key: session.customer_key.clone(),
+            customer_cert: s.customer_cert,
         };
         let mut effects = Effects::ledger(Command::Transfer {
             debit_account: session.account,
@@ -464,6 +478,7 @@ impl AmSession {
                         rate: Some(ack.rate),
                         merchant_deposit: Some(ack.merchant_deposit),
                         merchant_key: ack.merchant_key,
+                        merchant_cert: ack.merchant_cert,
                         ..self
                     },
                     effects,
@@ -735,6 +750,13 @@ pub struct MtaSession {
     /// The merchant agent's key when the session was registered (sent with the ack).
     #[serde(default)]
     pub merchant_key: Option<String>,
+    /// This MTA's temporary certificate of that key, sent with the ack (M7).
+    #[serde(default)]
+    pub merchant_cert: Option<String>,
+    /// The customer's key as this MTA certifies it for the merchant, after checking the AM's
+    /// certificate (set by the caller, M7).
+    #[serde(default)]
+    pub customer_cert: Option<String>,
     /// The customer's record, once in.
     #[serde(default)]
     pub customer_record: Option<Record>,
@@ -758,6 +780,8 @@ pub struct MerchantTerms {
     pub owed_by: Id,
     /// The key the merchant's agent signs with, if it registered one.
     pub agent_key: Option<String>,
+    /// This MTA's temporary certificate of that key for the session (M7).
+    pub agent_cert: Option<String>,
 }
 
 /// How long the MTA waits (seconds): for the merchant's ack, and for the records after the
@@ -830,6 +854,8 @@ impl MtaSession {
             account: None,
             owed_by: None,
             merchant_key: None,
+            merchant_cert: None,
+            customer_cert: None,
             customer_record: None,
             merchant_record: None,
         };
@@ -857,6 +883,7 @@ impl MtaSession {
         session.account = Some(terms.account);
         session.owed_by = Some(terms.owed_by);
         session.merchant_key = terms.agent_key;
+        session.merchant_cert = terms.agent_cert;
         if terms.auto_ack {
             return Ok(session.acked(message));
         }
@@ -1126,6 +1153,7 @@ impl MtaSession {
             rate: self.rate,
             merchant_deposit: self.merchant_deposit,
             merchant_key: self.merchant_key.clone(),
+            merchant_cert: self.merchant_cert.clone(),
         };
         let mut effects = Effects::record("session_acked", json!(ack));
         effects.peers.push(PeerMessage {

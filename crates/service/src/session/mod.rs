@@ -23,6 +23,7 @@ use tally_kernel::crypto::kdf::sha256;
 use tally_kernel::{Amount, Currency, Id, Timestamp};
 use tally_ledger::{AccountFlags, AccountKind, Command};
 use tally_proto::effects::Effects;
+use tally_proto::session::certs::{Role as CertRole, SessionCert};
 use tally_proto::session::envelope::Envelope;
 use tally_proto::session::ids::{NodeId, SessionId};
 use tally_proto::session::trade::{
@@ -231,6 +232,23 @@ impl Sessions {
         let mut pseudonym = [0u8; 16];
         crate::identity::getrandom_fill(&mut pseudonym)?;
         let now = self.core.now();
+        // M7: this operator vouches for the customer's session key, for this session only.
+        let customer_cert = match &req.customer_key {
+            Some(key) => Some(
+                SessionCert {
+                    session: id,
+                    role: CertRole::Customer,
+                    key: key.clone(),
+                    issuer: self.federation.node_id(),
+                    not_after: now
+                        .plus_seconds(lifetime_s + self.settings.clearing_grace_s)
+                        .as_micros(),
+                }
+                .issue(self.core.node_key())
+                .map_err(corrupt)?,
+            ),
+            None => None,
+        };
         let (session, effects) = AmSession::start(
             Start {
                 id,
@@ -240,6 +258,7 @@ impl Sessions {
                 owed,
                 customer: format!("c-{}", hex::encode(pseudonym)),
                 customer_key: req.customer_key.clone(),
+                customer_cert,
                 deposit: req.deposit,
                 ack_window_s: self.settings.ack_window_s,
                 lifetime_s,
@@ -429,6 +448,28 @@ impl Sessions {
             // Another message (another id) for a session registered already.
             return Err(inconsistent());
         }
+        let now = self.core.now();
+        // M7: the AM's certificate of the customer's key, checked under the AM's node key and
+        // vouched for again by this node for the merchant.
+        let customer_cert = match (&init.customer_cert, &init.customer_key) {
+            (Some(text), Some(key)) => {
+                let am_key = self.federation.key_of(m.from).await?;
+                let cert = SessionCert::open(
+                    text,
+                    &am_key,
+                    init.session,
+                    CertRole::Customer,
+                    now.as_micros(),
+                )
+                .map_err(|_| inconsistent())?;
+                if &cert.key != key {
+                    return Err(inconsistent());
+                }
+                Some(cert.reissued_by(self.core.node_key()).map_err(corrupt)?)
+            }
+            (Some(_), None) => return Err(inconsistent()),
+            (None, _) => None,
+        };
         let terms = match self.core.store().session_merchant(&init.merchant).await? {
             None => None,
             Some(merchant) => {
@@ -442,6 +483,21 @@ impl Sessions {
                     self.rate(init.deposit.currency, account.currency, self.core.now())
                         .await?
                 };
+                // M7: this node vouches for the merchant agent's key, for this session only.
+                let agent_cert = match &merchant.agent_key {
+                    Some(key) => Some(
+                        SessionCert {
+                            session: init.session,
+                            role: CertRole::Merchant,
+                            key: key.clone(),
+                            issuer: self.federation.node_id(),
+                            not_after: init.release_at.unwrap_or(init.expires_at),
+                        }
+                        .issue(self.core.node_key())
+                        .map_err(corrupt)?,
+                    ),
+                    None => None,
+                };
                 Some(MerchantTerms {
                     currency: account.currency,
                     rate,
@@ -449,11 +505,11 @@ impl Sessions {
                     account: merchant.account,
                     owed_by,
                     agent_key: merchant.agent_key.clone(),
+                    agent_cert,
                 })
             }
         };
-        let now = self.core.now();
-        let (session, effects) = MtaSession::register(
+        let (mut session, effects) = MtaSession::register(
             init,
             m.from,
             terms,
@@ -465,6 +521,7 @@ impl Sessions {
             Id::new(),
         )
         .map_err(|_| inconsistent())?;
+        session.customer_cert = customer_cert;
         // The AM's word that it gave up came first (messages reordered): the session ends as
         // it is registered, and no ack goes.
         let gave_up = serde_json::json!({"session": session.id});
@@ -506,9 +563,26 @@ impl Sessions {
             AmInput::Refused(r) => r.session,
             _ => return Err(inconsistent()),
         };
-        let (row, after, effects) = self.am_step(&session.to_string(), m, input).await?;
+        let (row, mut after, effects) = self.am_step(&session.to_string(), m, input).await?;
         if effects == Effects::none() {
             return Ok((peer_record(m), Vec::new()));
+        }
+        // M7: the MTA's certificate of the merchant agent's key, checked under the MTA's node
+        // key and vouched for again by this node for the customer.
+        if let Some(text) = after.merchant_cert.clone() {
+            let mta_key = self.federation.key_of(after.mta).await?;
+            let cert = SessionCert::open(
+                &text,
+                &mta_key,
+                after.id,
+                CertRole::Merchant,
+                self.core.now().as_micros(),
+            )
+            .map_err(|_| inconsistent())?;
+            if Some(&cert.key) != after.merchant_key.as_ref() {
+                return Err(inconsistent());
+            }
+            after.merchant_cert = Some(cert.reissued_by(self.core.node_key()).map_err(corrupt)?);
         }
         let rows = self.moved(&row, after.state.as_str(), &after, after.poll_timeout())?;
         Ok((effects, rows.into()))
@@ -728,6 +802,8 @@ impl Sessions {
                 answer_by: (s.state == AmState::Held).then_some(Timestamp(s.ack_by)),
                 expires_at: Timestamp(s.expires_at),
                 merchant_key: s.merchant_key,
+                merchant_cert: s.merchant_cert,
+                customer_cert: None,
             })
         } else {
             let s: MtaSession = decode(row)?;
@@ -760,6 +836,8 @@ impl Sessions {
                 answer_by: (s.state == MtaState::Informed).then_some(Timestamp(s.ack_by)),
                 expires_at: Timestamp(s.expires_at),
                 merchant_key: s.merchant_key,
+                merchant_cert: None,
+                customer_cert: s.customer_cert,
             })
         }
     }

@@ -37,6 +37,7 @@ fn start() -> (AmSession, Effects) {
             owed: Id::new(),
             customer: "c-1f2e".into(),
             customer_key: Some("ab".repeat(32)),
+            customer_cert: None,
             deposit: eur(1000),
             ack_window_s: 60,
             lifetime_s: 3600,
@@ -62,6 +63,7 @@ fn terms(currency: &str, rate: Option<Rate>, auto_ack: bool) -> Option<MerchantT
         account: Id::new(),
         owed_by: Id::new(),
         agent_key: Some("cd".repeat(32)),
+        agent_cert: None,
     })
 }
 
@@ -106,6 +108,7 @@ fn bad_starts_are_refused() {
         owed: am.owed,
         customer: "c".into(),
         customer_key: None,
+        customer_cert: None,
         deposit,
         ack_window_s: ack,
         lifetime_s: life,
@@ -204,12 +207,14 @@ fn an_ack_that_does_not_add_up_is_refused() {
             rate,
             merchant_deposit: eur(2000),
             merchant_key: None,
+            merchant_cert: None,
         },
         Ack {
             session: am.id,
             rate,
             merchant_deposit: eur(1999),
             merchant_key: None,
+            merchant_cert: None,
         },
         Ack {
             session: am.id,
@@ -219,6 +224,7 @@ fn an_ack_that_does_not_add_up_is_refused() {
             },
             merchant_deposit: eur(0),
             merchant_key: None,
+            merchant_cert: None,
         },
     ] {
         let e = am
@@ -376,6 +382,7 @@ fn refusals_and_silence_void_the_hold() {
         },
         merchant_deposit: eur(1000),
         merchant_key: None,
+        merchant_cert: None,
     };
     let (_, crossed) = aborted.handle(at(61), AmInput::Ack(ack)).expect("crossed");
     assert_eq!(crossed, Effects::none());
@@ -623,6 +630,7 @@ fn with_no_record_by_the_deadline_the_session_expires_and_the_deposit_is_release
         rate: am.rate.expect("rate"),
         merchant_deposit: am.merchant_deposit.expect("deposit"),
         merchant_key: None,
+        merchant_cert: None,
     };
     let (am, fx) = am
         .handle(at(DEADLINE + 1), AmInput::Expired)
