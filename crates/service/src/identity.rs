@@ -1,7 +1,8 @@
 //! A node's identity on disk, and the rule that every node of one database shares it.
 //!
 //! A data directory holds the node's Ed25519 key (`node.key`), the node CA (`ca.pem`,
-//! `ca.key`) and one 32-byte secret per protocol (`oob.key`, `delivery.key`, `receipt.key`).
+//! `ca.key`) and one 32-byte secret per protocol (`oob.key`, `delivery.key`, `receipt.key`,
+//! `escrow.key`).
 //! The first start on an empty directory makes them (keys mode 0600, the directory 0700).
 //!
 //! Several `tally serve` processes may share one PostgreSQL database; to the outside they are
@@ -26,13 +27,14 @@ use tally_kernel::{Secret, Timestamp};
 use tally_store::Store;
 
 /// The files every node of one database must hold the same copy of.
-pub const SHARED_FILES: [&str; 6] = [
+pub const SHARED_FILES: [&str; 7] = [
     "node.key",
     "ca.pem",
     "ca.key",
     "oob.key",
     "delivery.key",
     "receipt.key",
+    "escrow.key",
 ];
 
 /// Paths inside a data directory.
