@@ -11,7 +11,10 @@
 //!   shared storage), paid on the first, unlocked with the key from the second;
 //! * receipts: tokens issued on one, the warrant stored on the other, the offer on one, the
 //!   signature on the other; after a restart the receipt (made before it) is exported from
-//!   each node and verifies offline against the CA.
+//!   each node and verifies offline against the CA;
+//! * trading sessions: the cluster is the customer's operator, peered once with another
+//!   operator's node; a session opened on one node is answered through the other, the first
+//!   killed mid-session, the session closed and cleared through the second.
 
 mod common;
 
@@ -459,4 +462,138 @@ fn a_receipt_made_on_two_nodes_verifies_from_either_after_a_restart() {
         "both nodes serve the same package"
     );
     c.audit_passes();
+}
+
+/// Trading sessions (issue [7]) with the customer's operator scaled out: the cluster is one
+/// operator (one node id, one database), peered once with the merchant's operator (a node of
+/// its own on SQLite), which sends to the second node's address. The session is opened on the
+/// first node, answered through the second, bought in at the merchant's agent; the first node
+/// is killed (SIGKILL) and restarted; the session is closed and cleared through the second,
+/// and both nodes of the cluster show the same session and books.
+#[test]
+fn a_trading_session_opened_on_one_node_clears_through_the_other() {
+    let Some(mut c) = Cluster::start() else {
+        return;
+    };
+    let other = tempfile::tempdir().expect("tempdir");
+    let b = Server::start(&other.path().join("data"), &[]);
+    let id_of = |out: String| field(&out, "node id").to_string();
+    let id_a = id_of(c.ok(0, &c.admin, &["federation", "id"]));
+    assert_eq!(
+        id_of(c.ok(1, &c.admin, &["federation", "id"])),
+        id_a,
+        "one node id"
+    );
+    let id_b = id_of(ok(common::cli(&b, &b.admin_key, &["federation", "id"])));
+    c.ok(
+        0,
+        &c.admin,
+        &[
+            "federation",
+            "add-peer",
+            &b.url,
+            "--fingerprint",
+            &id_b,
+            "--name",
+            "bank-b",
+        ],
+    );
+    let peer_a = c.node(1).url.clone();
+    ok(common::cli(
+        &b,
+        &b.admin_key,
+        &[
+            "federation",
+            "add-peer",
+            &peer_a,
+            "--fingerprint",
+            &id_a,
+            "--name",
+            "bank-a",
+        ],
+    ));
+    // The peer added through node 0 is in the database: node 1 knows it too.
+    assert!(
+        c.ok(1, &c.admin, &["federation", "peers"])
+            .contains("bank-b")
+    );
+    let (kiosk_key, kiosk) = common::agent_mode_merchant(&b, "kiosk");
+    let (mut agent, agent_url) = common::start_agent(&other.path().join("agent"), &b, &kiosk_key);
+    let alice_key = c.key(0, "customer", "alice");
+    let world = c.account(0, &["--kind", "settlement", "--unbounded"]);
+    let alice = c.account(1, &["--kind", "customer", "--owner", "alice"]);
+    c.fund(1, &world, &alice, "5.00 EUR");
+    let out = c.ok(
+        0,
+        &alice_key,
+        &[
+            "session",
+            "open",
+            "--account",
+            &alice,
+            "--deposit",
+            "2.00 EUR",
+            "--merchant",
+            "kiosk",
+            "--operator",
+            "bank-b",
+            "--wait",
+            "30",
+        ],
+    );
+    assert_eq!(field(&out, "state"), "open", "{out}");
+    let session = field(&out, "session").to_string();
+    let buy = |price: &str, item: &str| {
+        ok(outcome(
+            tally()
+                .current_dir(c.work())
+                .args([
+                    "session", "buy", &session, "--agent", &agent_url, "--price", price, "--item",
+                    item,
+                ])
+                .output()
+                .expect("buy"),
+        ))
+    };
+    buy("0.40 EUR", "song-1");
+    buy("0.35 EUR", "song-2");
+    // Node 0, where the session was opened, dies hard mid-session and comes back.
+    c.restart(0);
+    let closed = c.ok(
+        1,
+        &alice_key,
+        &["session", "close", &session, "--wait", "30"],
+    );
+    assert_eq!(field(&closed, "state"), "cleared", "{closed}");
+    for i in 0..2 {
+        let shown = c.ok(i, &alice_key, &["session", "show", &session]);
+        assert!(shown.contains("state       cleared"), "node {i}: {shown}");
+        let owed = c.ok(i, &c.admin, &["clearing", "list"]);
+        assert!(
+            owed.contains("bank-b  EUR: we owe 0.75 EUR, it owes us 0.00 EUR, net -0.75 EUR"),
+            "node {i}: {owed}"
+        );
+    }
+    let acc = c.ok(0, &c.admin, &["account", "show", &alice, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&acc).expect("json");
+    assert_eq!(v["available_minor"].as_i64(), Some(500 - 75));
+    common::wait_until("B's side cleared", || {
+        ok(common::cli(
+            &b,
+            &b.admin_key,
+            &["session", "show", &session],
+        ))
+        .contains("state       cleared")
+    });
+    let at_b = ok(common::cli(
+        &b,
+        &b.admin_key,
+        &["account", "show", &kiosk, "--json"],
+    ));
+    let v: serde_json::Value = serde_json::from_str(&at_b).expect("json");
+    assert_eq!(v["available_minor"].as_i64(), Some(75));
+    c.audit_passes();
+    common::assert_audit_passes(&b);
+    agent.kill().expect("SIGKILL");
+    agent.wait().expect("reap");
 }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Server, cli, ok, wait_until};
+use common::{Server, agent_mode_merchant, cli, ok, start_agent, wait_until};
 use tally_client::wire::error::ErrorCode;
 use tally_kernel::crypto::SigningKey;
 use tally_proto::session::envelope::Envelope;
@@ -76,38 +76,6 @@ fn funded_customer(server: &Server, name: &str, amount: &str) -> (String, String
     let world = common::open_account(server, admin, &["--kind", "settlement", "--unbounded"]);
     let account = common::open_account(server, admin, &["--kind", "customer", "--owner", name]);
     common::transfer(server, admin, &world, &account, amount, &[]);
-    (key, account)
-}
-
-/// A merchant `name` at `server` with its own key and account, registered for trading
-/// sessions in agent mode (by itself): `(its key, its account)`.
-fn agent_mode_merchant(server: &Server, name: &str) -> (String, String) {
-    let key = common::field(
-        &ok(cli(
-            server,
-            &server.admin_key,
-            &["api-key", "create", "--role", "merchant", "--owner", name],
-        )),
-        "key",
-    )
-    .to_string();
-    let account = common::open_account(
-        server,
-        &server.admin_key,
-        &["--kind", "merchant", "--owner", name],
-    );
-    ok(cli(
-        server,
-        &key,
-        &[
-            "session",
-            "merchant",
-            name,
-            "--account",
-            &account,
-            "--auto-ack",
-        ],
-    ));
     (key, account)
 }
 
@@ -404,42 +372,6 @@ fn a_customer_opens_trading_sessions_with_a_merchant_at_another_operator() {
     );
     common::assert_audit_passes(&a);
     common::assert_audit_passes(&b);
-}
-
-/// The merchant agent, a process of its own, started like the merchant would.
-fn start_agent(data: &std::path::Path, node: &Server, key: &str) -> (std::process::Child, String) {
-    use std::io::BufRead;
-    let mut child = common::tally()
-        .args(["session", "agent", "--data"])
-        .arg(data)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--server",
-            &node.url,
-            "--api-key",
-            key,
-            "--merchant",
-            "kiosk",
-        ])
-        .env("TALLY_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn the agent");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = std::io::BufReader::new(stderr).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("the agent says where it listens")
-            .expect("line");
-        if let Some(rest) = line.split(" listening on ").nth(1) {
-            break rest.split_whitespace().next().expect("url").to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, url)
 }
 
 /// Purchases inside a session go to the merchant's agent only: each is taken once, in order,

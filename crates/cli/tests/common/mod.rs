@@ -186,3 +186,74 @@ pub fn wait_within(seconds: u64, what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A merchant `name` at `server` with its own key and account, registered for trading
+/// sessions in agent mode (by itself): `(its key, its account)`.
+pub fn agent_mode_merchant(server: &Server, name: &str) -> (String, String) {
+    let key = field(
+        &ok(cli(
+            server,
+            &server.admin_key,
+            &["api-key", "create", "--role", "merchant", "--owner", name],
+        )),
+        "key",
+    )
+    .to_string();
+    let account = open_account(
+        server,
+        &server.admin_key,
+        &["--kind", "merchant", "--owner", name],
+    );
+    ok(cli(
+        server,
+        &key,
+        &[
+            "session",
+            "merchant",
+            name,
+            "--account",
+            &account,
+            "--auto-ack",
+        ],
+    ));
+    (key, account)
+}
+
+/// The merchant agent, a process of its own, started like the merchant would.
+pub fn start_agent(
+    data: &std::path::Path,
+    node: &Server,
+    key: &str,
+) -> (std::process::Child, String) {
+    let mut child = tally()
+        .args(["session", "agent", "--data"])
+        .arg(data)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--server",
+            &node.url,
+            "--api-key",
+            key,
+            "--merchant",
+            "kiosk",
+        ])
+        .env("TALLY_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the agent");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("the agent says where it listens")
+            .expect("line");
+        if let Some(rest) = line.split(" listening on ").nth(1) {
+            break rest.split_whitespace().next().expect("url").to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
+}
