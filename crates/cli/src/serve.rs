@@ -130,6 +130,11 @@ pub struct ServeArgs {
     /// 600 s (the clearing must reach it while it holds the deposit).
     #[arg(long, default_value_t = SessionSettings::default().clearing_grace_s, value_name = "SECONDS")]
     session_clearing_grace: i64,
+    /// Trading sessions: send every billing record (a customer's withdrawal, a merchant's
+    /// deposit) to this URL as a signed webhook too (needs the webhook channel in --channels;
+    /// the export is `tally billing export`).
+    #[arg(long, value_name = "URL")]
+    billing_webhook: Option<String>,
     /// Trustee payments: the operator's fee, basis points (150 = 1.5 %).
     #[arg(long, default_value_t = OobSettings::default().trustee_fee_bps)]
     trustee_fee_bps: i64,
@@ -173,6 +178,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ack_window_s: args.session_ack_window,
             conclusion_window_s: args.session_conclusion_window,
             clearing_grace_s: args.session_clearing_grace,
+            billing_webhook: args.billing_webhook.clone(),
             ..SessionSettings::default()
         },
         oob: OobSettings {

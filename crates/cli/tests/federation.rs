@@ -691,9 +691,22 @@ fn a_session_survives_either_node_killed_mid_way() {
 /// still clears it within the conclusion window; a session nobody concludes expires at the
 /// merchant's operator when that window is over, and the customer's operator releases the
 /// deposit.
+/// Each billing record also goes to the operators' billing systems as a signed webhook (M8):
+/// here one receiver on loopback for both operators.
 #[test]
 fn sessions_end_on_the_merchants_word_and_by_their_time() {
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let (hook, hooks) = webhook_receiver();
+    let channels = dirs[3].path().join("channels.json");
+    std::fs::write(
+        &channels,
+        serde_json::to_vec(&serde_json::json!({
+            "webhook": {"secret": "billing-secret", "http": {"allow_private_addresses": true}}
+        }))
+        .expect("json"),
+    )
+    .expect("channels");
+    let channels = channels.to_str().expect("utf-8").to_string();
     let (a, b, _, _) = two_operators_with(
         &dirs,
         &[
@@ -701,6 +714,10 @@ fn sessions_end_on_the_merchants_word_and_by_their_time() {
             "1",
             "--session-conclusion-window",
             "8",
+            "--channels",
+            &channels,
+            "--billing-webhook",
+            &hook,
         ],
     );
     let (kiosk_key, kiosk) = agent_mode_merchant(&b, "kiosk");
@@ -825,10 +842,89 @@ fn sessions_end_on_the_merchants_word_and_by_their_time() {
     assert!(at_b(&idle).contains("state       expired"));
     assert_eq!(available(&a, &alice), 500 - 30 - 20);
     assert_eq!(available(&b, &kiosk), 50);
+    // The billing systems heard of both cleared sessions from both operators, each record
+    // once, signed.
+    wait_until("four billing webhooks", || {
+        hooks.lock().expect("lock").len() >= 4
+    });
+    let got = hooks.lock().expect("lock").clone();
+    let mut seen: Vec<(String, String, i64)> = Vec::new();
+    for (signature, body) in &got {
+        tally_channels::webhook::verify_webhook_signature(
+            b"billing-secret",
+            signature,
+            body.as_bytes(),
+            tally_kernel::Timestamp::now().as_micros() / 1_000_000,
+            300,
+        )
+        .expect("signed with the billing secret");
+        let v: serde_json::Value = serde_json::from_str(body).expect("json");
+        let d = &v["data"];
+        seen.push((
+            d["kind"].as_str().expect("kind").to_string(),
+            d["session"].as_str().expect("session").to_string(),
+            d["amount_minor"].as_i64().expect("amount"),
+        ));
+    }
+    seen.sort();
+    seen.dedup();
+    let mut want = vec![
+        ("deposit".to_string(), ended.clone(), 30),
+        ("deposit".to_string(), timed.clone(), 20),
+        ("withdrawal".to_string(), ended.clone(), 30),
+        ("withdrawal".to_string(), timed.clone(), 20),
+    ];
+    want.sort();
+    assert_eq!(seen, want);
     common::assert_audit_passes(&a);
     common::assert_audit_passes(&b);
     agent.kill().expect("SIGKILL");
     agent.wait().expect("reap");
+}
+
+/// A billing system on loopback: its URL, and each webhook it took (its `Tally-Signature`
+/// header and body).
+#[allow(clippy::type_complexity)]
+fn webhook_receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+) {
+    use std::io::{BufRead, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/billing", listener.local_addr().expect("addr"));
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let mut reader = std::io::BufReader::new(conn);
+            let (mut len, mut signature) = (0usize, String::new());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if lower.starts_with("tally-signature:") {
+                    signature = line["tally-signature:".len()..].trim().to_string();
+                }
+            }
+            let mut body = vec![0u8; len];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            keep.lock()
+                .expect("lock")
+                .push((signature, String::from_utf8_lossy(&body).into_owned()));
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
 }
 
 /// A loopback proxy in front of the merchant's agent that damages the first `damage`

@@ -118,14 +118,14 @@ impl Sessions {
         let key = key_of(merchant.agent_key.as_deref())?;
         let record = Record::open(signed, &key, Side::Merchant, before.id.first_transaction())
             .map_err(|e| invalid("record", e.to_string()))?;
-        let (after, effects) = before
+        let (after, mut effects) = before
             .handle(self.core.now(), MtaInput::Record(record), Id::new())
             .map_err(trade)?;
         if effects != Effects::none() {
             let mut rows: Vec<Attachment> = self
                 .moved(row, after.state.as_str(), &after, after.poll_timeout())?
                 .into();
-            rows.extend(self.deposit_record(&after));
+            rows.extend(self.deposit_record(&after, &mut effects));
             self.core
                 .commit(
                     format!(":session_record:mta:{}", row.session),
@@ -163,7 +163,7 @@ impl Sessions {
             before.id.first_transaction(),
         )
         .map_err(|_| inconsistent())?;
-        let (after, effects) = before
+        let (after, mut effects) = before
             .handle(self.core.now(), MtaInput::Record(record), Id::new())
             .map_err(|_| inconsistent())?;
         if effects == Effects::none() {
@@ -172,7 +172,7 @@ impl Sessions {
         let mut rows: Vec<Attachment> = self
             .moved(&row, after.state.as_str(), &after, after.poll_timeout())?
             .into();
-        rows.extend(self.deposit_record(&after));
+        rows.extend(self.deposit_record(&after, &mut effects));
         Ok((effects, rows))
     }
 
@@ -190,7 +190,7 @@ impl Sessions {
             };
             (s.to_string(), input)
         };
-        let (row, after, effects) = self.am_step(&session, m, input).await?;
+        let (row, after, mut effects) = self.am_step(&session, m, input).await?;
         if effects == Effects::none() {
             return Ok((peer_record(m), Vec::new()));
         }
@@ -198,24 +198,61 @@ impl Sessions {
             .moved(&row, after.state.as_str(), &after, after.poll_timeout())?
             .into();
         if let (AmState::Cleared, Some(c)) = (after.state, &after.clearing) {
-            rows.push(billing(&BillingRecord {
-                id: Id::new(),
-                kind: "withdrawal".into(),
-                session: after.id.to_string(),
-                owner: row.owner.clone(),
-                account: after.account,
-                amount: c.customer_total.minor,
-                currency: c.customer_total.currency.code().into(),
-                peer: after.mta.to_string(),
-                at: self.core.now(),
-            }));
+            rows.push(self.bill(
+                BillingRecord {
+                    id: Id::new(),
+                    kind: "withdrawal".into(),
+                    session: after.id.to_string(),
+                    owner: row.owner.clone(),
+                    account: after.account,
+                    amount: c.customer_total.minor,
+                    currency: c.customer_total.currency.code().into(),
+                    peer: after.mta.to_string(),
+                    at: self.core.now(),
+                },
+                &mut effects,
+            ));
         }
         Ok((effects, rows))
     }
 
+    /// A billing record, written with the step that clears the session; with a billing
+    /// webhook configured (`tally serve --billing-webhook`), also a signed webhook to the
+    /// billing system, committed with it (durable, retried, sent once: its key is the
+    /// record's id).
+    fn bill(&self, r: BillingRecord, effects: &mut Effects) -> Attachment {
+        if let Some(url) = &self.settings.billing_webhook {
+            let data = serde_json::json!({
+                "id": r.id,
+                "kind": r.kind,
+                "session": r.session,
+                "owner": r.owner,
+                "account": r.account,
+                "amount_minor": r.amount,
+                "currency": r.currency,
+                "peer": r.peer,
+                "at": r.at.as_micros(),
+            });
+            effects.messages.push(tally_proto::effects::Outgoing {
+                dedup_key: format!("billing:{}", r.id),
+                channel: "webhook".into(),
+                address: url.clone(),
+                subject: format!("billing {} {}", r.kind, r.session),
+                body: data.to_string(),
+                secret: None,
+                data,
+            });
+        }
+        billing(&r)
+    }
+
     /// The merchant's billing record, when this step clears the session at the MTA (on both
     /// records, or on the customer's alone at the deadline).
-    pub(super) fn deposit_record(&self, after: &MtaSession) -> Option<Attachment> {
+    pub(super) fn deposit_record(
+        &self,
+        after: &MtaSession,
+        effects: &mut Effects,
+    ) -> Option<Attachment> {
         let basis = after
             .merchant_record
             .as_ref()
@@ -224,17 +261,20 @@ impl Sessions {
         else {
             return None;
         };
-        Some(billing(&BillingRecord {
-            id: Id::new(),
-            kind: "deposit".into(),
-            session: after.id.to_string(),
-            owner: after.merchant.clone(),
-            account,
-            amount: r.total.minor,
-            currency: r.total.currency.code().into(),
-            peer: after.am.to_string(),
-            at: self.core.now(),
-        }))
+        Some(self.bill(
+            BillingRecord {
+                id: Id::new(),
+                kind: "deposit".into(),
+                session: after.id.to_string(),
+                owner: after.merchant.clone(),
+                account,
+                amount: r.total.minor,
+                currency: r.total.currency.code().into(),
+                peer: after.am.to_string(),
+                at: self.core.now(),
+            },
+            effects,
+        ))
     }
 
     // ----- reports (operator) ----------------------------------------------------------------

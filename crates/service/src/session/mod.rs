@@ -50,6 +50,8 @@ pub struct SessionSettings {
     /// How long the MTA waits for the records after the session's end, seconds; shorter than
     /// the clearing grace, so the AM hears the outcome while it still holds the deposit.
     pub conclusion_window_s: i64,
+    /// Where billing records go as signed webhooks too (M8), if anywhere.
+    pub billing_webhook: Option<String>,
 }
 
 impl SessionSettings {
@@ -64,6 +66,13 @@ impl SessionSettings {
                 "the clearing grace must exceed the conclusion window by more than 600 s (the \
                  clearing must reach the customer's operator while it holds the deposit)",
             );
+        }
+        if self
+            .billing_webhook
+            .as_deref()
+            .is_some_and(|u| !(u.starts_with("https://") || u.starts_with("http://")))
+        {
+            return Err("the billing webhook is an http(s) URL");
         }
         if self.lifetime_s <= self.ack_window_s || self.lifetime_max_s < self.lifetime_s {
             return Err("a session's lifetime must outlast the acknowledgement window");
@@ -80,6 +89,7 @@ impl Default for SessionSettings {
             lifetime_max_s: 7 * 86_400,
             clearing_grace_s: 86_400,
             conclusion_window_s: 3600,
+            billing_webhook: None,
         }
     }
 }
@@ -693,7 +703,7 @@ impl Sessions {
         &self,
         row: &TradeRow,
         after: &MtaSession,
-        effects: Effects,
+        mut effects: Effects,
         key: Option<&str>,
     ) -> Result<TradingSessionView> {
         if effects == Effects::none() {
@@ -702,7 +712,7 @@ impl Sessions {
         let mut rows: Vec<tally_store::Attachment> = self
             .moved(row, after.state.as_str(), after, after.poll_timeout())?
             .into();
-        rows.extend(self.deposit_record(after));
+        rows.extend(self.deposit_record(after, &mut effects));
         let key = match key {
             Some(prefix) => format!("{prefix}:{}:{}", row.role, row.session),
             None => format!(":session_answer:{}", row.session),
