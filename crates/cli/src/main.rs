@@ -37,6 +37,7 @@ mod client;
 mod conn_cap;
 mod delivery;
 mod federation;
+mod fx_cache;
 mod log_export;
 mod oob;
 mod pkcs11;

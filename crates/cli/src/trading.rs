@@ -312,6 +312,7 @@ async fn open(a: OpenArgs) -> anyhow::Result<ExitCode> {
     };
     wallet.session = s.session.clone();
     wallet.transaction = s.transaction.clone();
+    wallet.currency = Some(deposit.currency.code().to_string());
     wallet.save(&Wallet::path(&a.wallet, &s.session)?)?;
     std::fs::remove_file(&pending).with_context(|| format!("removing {}", pending.display()))?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(a.wait);
@@ -320,6 +321,10 @@ async fn open(a: OpenArgs) -> anyhow::Result<ExitCode> {
         s = c.api.trading_session(&s.session).await?;
     }
     c.show(&s, session_text);
+    // M6: the customer keeps its own operator's exchange tables, to see prices in its currency.
+    if let Err(e) = crate::fx_cache::refresh(&c, &a.wallet).await {
+        eprintln!("warning: your operator's exchange tables were not kept ({e})");
+    }
     Ok(match s.state.as_str() {
         "aborted" => ExitCode::from(1),
         "held" if a.wait > 0 => ExitCode::from(2),
@@ -551,6 +556,27 @@ pub(crate) fn record_purchase(
         money(tab.remaining),
         tab.list
     );
+    // M6: the price in the customer's own currency, at its own operator's kept table.
+    if let Some(home) = w
+        .currency
+        .as_deref()
+        .and_then(|c| tally_kernel::Currency::from_code(c).ok())
+        .filter(|home| *home != bought.price.currency)
+    {
+        let wallet_dir = path.parent().unwrap_or(std::path::Path::new("."));
+        match crate::fx_cache::in_home_currency(
+            crate::fx_cache::load(wallet_dir).as_ref(),
+            bought.price,
+            home,
+            tally_kernel::Timestamp::now(),
+        ) {
+            Ok(line) => println!("in {}: {line}", home.code()),
+            Err(warning) => eprintln!(
+                "warning: prices are shown in {} only: {warning}",
+                bought.price.currency.code()
+            ),
+        }
+    }
     if tab.closed {
         println!(
             "the deposit is used up: the merchant's agent ended the tab and sent its record; \
@@ -741,6 +767,19 @@ pub enum FxCommand {
     Publish(FxPublishArgs),
     /// The exchange tables valid now, signed by the operator (any key).
     Show(ClearingArgs),
+    /// Keep your operator's valid exchange tables in your wallet (a customer), checked under
+    /// its node key: purchases then show prices in your currency too (`tally session open`
+    /// does this by itself).
+    Fetch(FxFetchArgs),
+}
+
+#[derive(Args)]
+pub struct FxFetchArgs {
+    /// Your wallet directory.
+    #[arg(long, default_value = "./tally-wallet")]
+    pub wallet: std::path::PathBuf,
+    #[command(flatten)]
+    pub conn: Conn,
 }
 
 #[derive(Args)]
@@ -770,6 +809,15 @@ fn fx_line(t: &tally_client::wire::federation::FxTableView) -> String {
 
 pub async fn fx(cmd: FxCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        FxCommand::Fetch(a) => {
+            let c = Client::new(&a.conn)?;
+            let cache = crate::fx_cache::refresh(&c, &a.wallet).await?;
+            println!(
+                "kept {} exchange tables of your operator in {}",
+                cache.tables.len(),
+                a.wallet.join("fx.json").display()
+            );
+        }
         FxCommand::Publish(a) => {
             let c = Client::new(&a.conn)?;
             let t = c

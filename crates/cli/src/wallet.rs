@@ -38,6 +38,9 @@ pub struct Wallet {
     /// The order delivered with acceptance in flight (M9), kept before anything is sent.
     #[serde(default)]
     pub order: Option<WalletOrder>,
+    /// The customer's own currency (the deposit's), to show prices in (M6).
+    #[serde(default)]
+    pub currency: Option<String>,
 }
 
 /// An order in flight: its id, K1 and what was signed, so a command run again after a lost
@@ -69,6 +72,7 @@ impl Wallet {
             list: hex::encode([0u8; 32]),
             pending: None,
             order: None,
+            currency: None,
         })
     }
 
