@@ -413,7 +413,10 @@ fn a_customer_buys_at_the_merchant_agent_and_the_operators_never_see_it() {
     // Opening kept A's exchange tables in the wallet (M6); fetching again works too.
     assert!(std::path::Path::new(wallet).join("fx.json").exists());
     let kept = ok(cli(&a, &alice_key, &["fx", "fetch", "--wallet", wallet]));
-    assert!(kept.starts_with("kept 0 exchange tables of your operator"), "{kept}");
+    assert!(
+        kept.starts_with("kept 0 exchange tables of your operator"),
+        "{kept}"
+    );
     let buy = |price: &str, item: &str| {
         common::outcome(
             common::tally()

@@ -10,6 +10,7 @@
 
 mod conclude;
 mod fx;
+mod inbound;
 mod orders;
 
 use crate::access::{check_name, corrupt, invalid, namespaced, require_admin};
@@ -27,13 +28,11 @@ use tally_proto::session::certs::{Role as CertRole, SessionCert};
 use tally_proto::session::envelope::Envelope;
 use tally_proto::session::ids::{NodeId, SessionId};
 use tally_proto::session::trade::{
-    self, AmInput, AmSession, AmState, MerchantTerms, MtaInput, MtaSession, MtaState, Start,
-    TradeError, Windows,
+    self, AmInput, AmSession, AmState, MtaInput, MtaSession, MtaState, Start, TradeError,
 };
 use tally_store::trade::{SessionMerchant, TradeRow, insert, update, upsert_merchant};
 use tally_wire::federation::{
-    OpenTradingSession, PeerMessageTaken, SessionMerchantRequest, SessionMerchantView,
-    TradingSessionView,
+    OpenTradingSession, SessionMerchantRequest, SessionMerchantView, TradingSessionView,
 };
 
 /// Session timing.
@@ -422,228 +421,6 @@ impl Sessions {
             self.step_mta(&row, &after, effects, None).await
         })
         .await
-    }
-
-    // ----- messages from the other node -----------------------------------------------------
-
-    /// Takes a session message from a peer (or this node), once.
-    pub async fn receive(&self, m: &Envelope) -> Result<PeerMessageTaken> {
-        if self.federation.taken_before(m).await? {
-            return self.federation.take(m, Effects::none(), Vec::new()).await;
-        }
-        retrying(|| async {
-            let (effects, rows) = match m.kind.as_str() {
-                trade::INITIATION => self.register(m).await?,
-                trade::ACK | trade::REFUSED => self.answered(m).await?,
-                trade::RECORD => self.forwarded_record(m).await?,
-                trade::CLEARED | trade::DISPUTED | trade::EXPIRED => self.concluded(m).await?,
-                trade::ORDER_KEY => self.order_keyed(m).await?,
-                trade::ABORTED => self.abandoned(m).await?,
-                _ => return Err(ServiceError::PeerRefused(PeerRefusal::UnknownKind)),
-            };
-            self.federation.take(m, effects, rows).await
-        })
-        .await
-    }
-
-    async fn register(&self, m: &Envelope) -> Result<(Effects, Vec<tally_store::Attachment>)> {
-        let init: trade::Initiation = body(m)?;
-        if self
-            .core
-            .store()
-            .trade(MTA, &init.session.to_string())
-            .await?
-            .is_some()
-        {
-            // Another message (another id) for a session registered already.
-            return Err(inconsistent());
-        }
-        let now = self.core.now();
-        // M7: the AM's certificate of the customer's key, checked under the AM's node key and
-        // vouched for again by this node for the merchant.
-        let customer_cert = match (&init.customer_cert, &init.customer_key) {
-            (Some(text), Some(key)) => {
-                let am_key = self.federation.key_of(m.from).await?;
-                let cert = SessionCert::open(
-                    text,
-                    &am_key,
-                    init.session,
-                    CertRole::Customer,
-                    now.as_micros(),
-                )
-                .map_err(|_| inconsistent())?;
-                if &cert.key != key {
-                    return Err(inconsistent());
-                }
-                Some(cert.reissued_by(self.core.node_key()).map_err(corrupt)?)
-            }
-            (Some(_), None) => return Err(inconsistent()),
-            (None, _) => None,
-        };
-        let terms = match self.core.store().session_merchant(&init.merchant).await? {
-            None => None,
-            Some(merchant) => {
-                let account = self.account(merchant.account, "account").await?;
-                let owed_by = self
-                    .peer_account(m.from, account.currency, "owed_by")
-                    .await?;
-                let rate = if account.currency == init.deposit.currency {
-                    None
-                } else {
-                    self.rate(init.deposit.currency, account.currency, self.core.now())
-                        .await?
-                };
-                // M7: this node vouches for the merchant agent's key, for this session only.
-                let agent_cert = match &merchant.agent_key {
-                    Some(key) => Some(
-                        SessionCert {
-                            session: init.session,
-                            role: CertRole::Merchant,
-                            key: key.clone(),
-                            issuer: self.federation.node_id(),
-                            not_after: init.release_at.unwrap_or(init.expires_at),
-                        }
-                        .issue(self.core.node_key())
-                        .map_err(corrupt)?,
-                    ),
-                    None => None,
-                };
-                Some(MerchantTerms {
-                    currency: account.currency,
-                    rate,
-                    auto_ack: merchant.auto_ack,
-                    account: merchant.account,
-                    owed_by,
-                    agent_key: merchant.agent_key.clone(),
-                    agent_cert,
-                })
-            }
-        };
-        let (mut session, effects) = MtaSession::register(
-            init,
-            m.from,
-            terms,
-            Windows {
-                ack_s: self.settings.ack_window_s,
-                conclusion_s: self.settings.conclusion_window_s,
-            },
-            now,
-            Id::new(),
-        )
-        .map_err(|_| inconsistent())?;
-        session.customer_cert = customer_cert;
-        // The AM's word that it gave up came first (messages reordered): the session ends as
-        // it is registered, and no ack goes.
-        let gave_up = serde_json::json!({"session": session.id});
-        let (session, effects) = if session.state != MtaState::Refused
-            && self
-                .core
-                .store()
-                .inbox_has(&m.from.to_string(), trade::ABORTED, &gave_up)
-                .await?
-        {
-            session
-                .handle(now, MtaInput::Abandoned, Id::new())
-                .map_err(|_| inconsistent())?
-        } else {
-            (session, effects)
-        };
-        let row = TradeRow {
-            role: MTA.into(),
-            session: session.id.to_string(),
-            state: session.state.as_str().into(),
-            owner: session.merchant.clone(),
-            client_key: None,
-            machine: to_json(&session)?,
-            wake_at: session.poll_timeout(),
-            created_at: now,
-            updated_at: now,
-        };
-        Ok((effects, vec![insert(&row)]))
-    }
-
-    async fn answered(&self, m: &Envelope) -> Result<(Effects, Vec<tally_store::Attachment>)> {
-        let input = if m.kind == trade::ACK {
-            AmInput::Ack(body(m)?)
-        } else {
-            AmInput::Refused(body(m)?)
-        };
-        let session = match &input {
-            AmInput::Ack(a) => a.session,
-            AmInput::Refused(r) => r.session,
-            _ => return Err(inconsistent()),
-        };
-        let (row, mut after, effects) = self.am_step(&session.to_string(), m, input).await?;
-        if effects == Effects::none() {
-            return Ok((peer_record(m), Vec::new()));
-        }
-        // M7: the MTA's certificate of the merchant agent's key, checked under the MTA's node
-        // key and vouched for again by this node for the customer.
-        if let Some(text) = after.merchant_cert.clone() {
-            let mta_key = self.federation.key_of(after.mta).await?;
-            let cert = SessionCert::open(
-                &text,
-                &mta_key,
-                after.id,
-                CertRole::Merchant,
-                self.core.now().as_micros(),
-            )
-            .map_err(|_| inconsistent())?;
-            if Some(&cert.key) != after.merchant_key.as_ref() {
-                return Err(inconsistent());
-            }
-            after.merchant_cert = Some(cert.reissued_by(self.core.node_key()).map_err(corrupt)?);
-        }
-        let rows = self.moved(&row, after.state.as_str(), &after, after.poll_timeout())?;
-        Ok((effects, rows.into()))
-    }
-
-    /// The MTA hears that the AM gave up waiting for its answer. Before the initiation (the
-    /// two reordered) it is only taken: the initiation then finds it ([`Sessions::register`]).
-    async fn abandoned(&self, m: &Envelope) -> Result<(Effects, Vec<tally_store::Attachment>)> {
-        let session = m.body["session"].as_str().ok_or_else(inconsistent)?;
-        let parsed: SessionId = session.parse().map_err(|_| inconsistent())?;
-        if parsed.am != m.from {
-            return Err(inconsistent());
-        }
-        let Some(row) = self.core.store().trade(MTA, session).await? else {
-            return Ok((peer_record(m), Vec::new()));
-        };
-        let before: MtaSession = decode(&row)?;
-        if before.am != m.from {
-            return Err(inconsistent());
-        }
-        let (after, effects) = before
-            .handle(self.core.now(), MtaInput::Abandoned, Id::new())
-            .map_err(|_| inconsistent())?;
-        if effects == Effects::none() {
-            return Ok((peer_record(m), Vec::new()));
-        }
-        let rows = self.moved(&row, after.state.as_str(), &after, after.poll_timeout())?;
-        Ok((effects, rows.into()))
-    }
-
-    /// The AM's step on a message from its session's MTA (any other sender is refused).
-    async fn am_step(
-        &self,
-        session: &str,
-        m: &Envelope,
-        input: AmInput,
-    ) -> Result<(TradeRow, AmSession, Effects)> {
-        let row = self
-            .core
-            .store()
-            .trade(AM, session)
-            .await?
-            .ok_or_else(inconsistent)?;
-        let before = self.am_machine(&row).await?;
-        if before.mta != m.from {
-            return Err(inconsistent());
-        }
-        let (after, effects) = before
-            .handle(self.core.now(), input)
-            .map_err(|_| inconsistent())?;
-        Ok((row, after, effects))
     }
 
     // ----- timers ----------------------------------------------------------------------------
