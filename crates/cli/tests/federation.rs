@@ -357,10 +357,12 @@ fn a_customer_opens_trading_sessions_with_a_merchant_at_another_operator() {
     assert_eq!(common::field(&out, "state"), "open", "{out}");
     assert_eq!(common::field(&out, "peer"), id_a);
     assert_eq!(available(&alice), 2600);
-    // The wallet keeps a key per session opened, none for the refused one.
+    // The wallet keeps a key per session opened, none for the refused one (and its
+    // operator's exchange tables).
     let mut files: Vec<String> = std::fs::read_dir(wallet_dir.path())
         .expect("wallet")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|f| f != "fx.json")
         .collect();
     files.sort();
     assert_eq!(files.len(), 3, "{files:?}");
@@ -1031,36 +1033,13 @@ fn products_are_delivered_with_acceptance_resent_once_and_disputed() {
     )
     .expect("catalogue");
     // The agent with its catalogue.
-    let (mut agent, agent_url) = {
-        use std::io::BufRead;
-        let mut child = common::tally()
-            .args(["session", "agent", "--data"])
-            .arg(dirs[2].path())
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--server",
-                &b.url,
-                "--api-key",
-                &kiosk_key,
-            ])
-            .args(["--merchant", "kiosk", "--catalogue"])
-            .arg(shop.join("catalogue.json"))
-            .env("TALLY_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn the agent");
-        let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let url = loop {
-            let line = lines.next().expect("the agent starts").expect("line");
-            if let Some(rest) = line.split(" listening on ").nth(1) {
-                break rest.split_whitespace().next().expect("url").to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        (child, url)
-    };
+    let catalogue = shop.join("catalogue.json");
+    let (mut agent, agent_url) = common::start_agent_with(
+        dirs[2].path(),
+        &b,
+        &kiosk_key,
+        &["--catalogue", catalogue.to_str().expect("utf-8")],
+    );
     let (alice_key, alice) = funded_customer(&a, "alice", "10.00 EUR");
     let wallet = dirs[3].path().join("wallet");
     let wallet = wallet.to_str().expect("utf-8");

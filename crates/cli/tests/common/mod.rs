@@ -225,6 +225,16 @@ pub fn start_agent(
     node: &Server,
     key: &str,
 ) -> (std::process::Child, String) {
+    start_agent_with(data, node, key, &[])
+}
+
+/// [`start_agent`] with `extra` arguments (a catalogue).
+pub fn start_agent_with(
+    data: &std::path::Path,
+    node: &Server,
+    key: &str,
+    extra: &[&str],
+) -> (std::process::Child, String) {
     let mut child = tally()
         .args(["session", "agent", "--data"])
         .arg(data)
@@ -238,6 +248,7 @@ pub fn start_agent(
             "--merchant",
             "kiosk",
         ])
+        .args(extra)
         .env("TALLY_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
