@@ -3,9 +3,10 @@
 //!
 //! One writer task owns the file and the tabs: it takes the jobs queued meanwhile (up to
 //! [`BATCH_MAX`]), decides each on a staged copy of its tab (`Tab::take`: the MAC, the order,
-//! the deposit), writes the taken purchases and the changed tabs in one transaction
-//! (`synchronous = FULL`), and only then answers every job of the batch and keeps the staged
-//! tabs. A failed commit answers the batch with the error and keeps nothing, so what a
+//! the deposit), writes the taken purchases (one `segments` row per tab per batch: its
+//! purchases of that batch as a JSON array) and the changed tabs, several rows to a
+//! statement, in one transaction (`synchronous = FULL`), and only then answers every job of
+//! the batch and keeps the staged tabs. A failed commit answers the batch with the error and keeps nothing, so what a
 //! customer was told is taken is on disk. This is the group commit of the node's ledger
 //! writer, for a file with one writer.
 
@@ -151,6 +152,12 @@ impl AgentJournal {
         )
         .await?;
         pool.execute(
+            "CREATE TABLE IF NOT EXISTS segments (transaction_id TEXT NOT NULL, first_seq INTEGER NOT NULL, \
+             last_seq INTEGER NOT NULL, data TEXT NOT NULL, taken_at INTEGER NOT NULL, \
+             PRIMARY KEY (transaction_id, first_seq)) STRICT",
+        )
+        .await?;
+        pool.execute(
             "CREATE TABLE IF NOT EXISTS deliveries (order_id TEXT PRIMARY KEY, session TEXT NOT NULL, \
              customer_key TEXT NOT NULL, delivery TEXT NOT NULL, package TEXT NOT NULL, \
              sealed BLOB NOT NULL, updated_at INTEGER NOT NULL) STRICT",
@@ -199,20 +206,25 @@ impl AgentJournal {
 
     /// The purchases taken on a tab, in order: `(seq, canonical bytes)`.
     pub async fn purchases(&self, transaction: &str) -> Result<Vec<(u64, String)>, StoreError> {
-        let rows =
-            sqlx::query("SELECT seq, bytes FROM purchases WHERE transaction_id = $1 ORDER BY seq")
-                .bind(transaction.to_string())
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    u64::try_from(r.try_get::<i64, _>("seq")?)
-                        .map_err(|_| StoreError::Corrupt("purchase seq".into()))?,
-                    r.try_get("bytes")?,
-                ))
-            })
-            .collect()
+        let rows = sqlx::query(
+            "SELECT first_seq, data FROM segments WHERE transaction_id = $1 ORDER BY first_seq",
+        )
+        .bind(transaction.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let first = u64::try_from(r.try_get::<i64, _>("first_seq")?)
+                .map_err(|_| StoreError::Corrupt("purchase seq".into()))?;
+            let data: Vec<SegmentEntry> = serde_json::from_str(&r.try_get::<String, _>("data")?)
+                .map_err(|e| StoreError::Corrupt(format!("agent segment: {e}")))?;
+            out.extend(
+                data.into_iter()
+                    .zip(first..)
+                    .map(|(entry, seq)| (seq, entry.bytes)),
+            );
+        }
+        Ok(out)
     }
 
     /// What is due at `now` (µs), from what is on disk.
@@ -386,6 +398,76 @@ const ROWS_PER_STATEMENT: usize = 16;
 /// A purchase row: transaction, seq, canonical bytes, MAC, price.
 type PurchaseRow = (String, u64, String, String, i64);
 
+/// One purchase in a segment.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SegmentEntry {
+    bytes: String,
+    mac: String,
+    price: i64,
+}
+
+/// The purchases a batch took, one row per tab ("segment": the tab's consecutive purchases of
+/// that batch, as a JSON array), several rows to a statement. A batch of thousands of
+/// purchases on hundreds of tabs writes hundreds of rows, not thousands.
+async fn insert_segments(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    rows: &[PurchaseRow],
+    now: i64,
+) -> Result<(), StoreError> {
+    let mut by_tab: std::collections::BTreeMap<&str, Vec<&PurchaseRow>> =
+        std::collections::BTreeMap::new();
+    for r in rows {
+        by_tab.entry(r.0.as_str()).or_default().push(r);
+    }
+    let mut segments = Vec::with_capacity(by_tab.len());
+    for (transaction, taken) in by_tab {
+        let entries: Vec<SegmentEntry> = taken
+            .iter()
+            .map(|(_, _, bytes, mac, price)| SegmentEntry {
+                bytes: bytes.clone(),
+                mac: mac.clone(),
+                price: *price,
+            })
+            .collect();
+        let data = serde_json::to_string(&entries)
+            .map_err(|e| StoreError::Corrupt(format!("agent segment: {e}")))?;
+        let first = i64::try_from(taken[0].1).map_err(|_| StoreError::Corrupt("seq".into()))?;
+        let last = i64::try_from(taken[taken.len() - 1].1)
+            .map_err(|_| StoreError::Corrupt("seq".into()))?;
+        segments.push((transaction.to_string(), first, last, data));
+    }
+    for chunk in segments.chunks(ROWS_PER_STATEMENT) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let b = i * 5;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO segments (transaction_id, first_seq, last_seq, data, taken_at) VALUES {}",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (transaction, first, last, data) in chunk {
+            q = q
+                .bind(transaction.clone())
+                .bind(*first)
+                .bind(*last)
+                .bind(data.clone())
+                .bind(now);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 async fn insert_purchases(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     rows: &[PurchaseRow],
@@ -446,19 +528,32 @@ async fn commit(pool: &AnyPool, staged: &Staged) -> Result<(), StoreError> {
     }
     let now = Timestamp::now().as_micros();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    insert_purchases(&mut tx, &staged.rows, now).await?;
-    for (transaction, tab) in &staged.tabs {
-        let json = serde_json::to_string(tab)
-            .map_err(|e| StoreError::Corrupt(format!("agent tab: {e}")))?;
-        sqlx::query(
-            "INSERT INTO tabs (transaction_id, tab, updated_at) VALUES ($1, $2, $3) \
+    insert_segments(&mut tx, &staged.rows, now).await?;
+    let tabs = staged
+        .tabs
+        .iter()
+        .map(|(transaction, tab)| {
+            serde_json::to_string(tab)
+                .map(|json| (transaction.clone(), json))
+                .map_err(|e| StoreError::Corrupt(format!("agent tab: {e}")))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    // The changed tabs, several to a statement, as the purchases (a batch changes up to
+    // thousands: one statement each cost more than the purchases' rows).
+    for chunk in tabs.chunks(ROWS_PER_STATEMENT) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+            .collect();
+        let sql = format!(
+            "INSERT INTO tabs (transaction_id, tab, updated_at) VALUES {} \
              ON CONFLICT (transaction_id) DO UPDATE SET tab = excluded.tab, updated_at = excluded.updated_at",
-        )
-        .bind(transaction.clone())
-        .bind(json)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+            values.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (transaction, json) in chunk {
+            q = q.bind(transaction.clone()).bind(json.clone()).bind(now);
+        }
+        q.execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(())
