@@ -406,9 +406,13 @@ async fn chores(a: Agent) {
         let mut wait = REPORT_RETRY;
         match a.journal.chores(now).await {
             Ok(c) => {
+                let mut ended = 0;
                 for transaction in &c.to_end {
-                    if let Err(e) = a.journal.submit(transaction, AgentOp::Terminate).await {
-                        tracing::warn!(%transaction, error = %e, "merchant agent: could not end a tab");
+                    match a.journal.submit(transaction, AgentOp::Terminate).await {
+                        Ok(_) => ended += 1,
+                        Err(e) => {
+                            tracing::warn!(%transaction, error = %e, "merchant agent: could not end a tab")
+                        }
                     }
                 }
                 for tab in &c.to_report {
@@ -429,8 +433,9 @@ async fn chores(a: Agent) {
                         }
                     }
                 }
-                if !c.to_end.is_empty() {
-                    // The tabs just ended: their records go at once.
+                if ended > 0 && ended == c.to_end.len() {
+                    // The tabs just ended: their records go at once (after a failure, the
+                    // next round waits like a retry).
                     continue;
                 }
                 if let Some(end) = c.next_end {

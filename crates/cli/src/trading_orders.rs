@@ -140,7 +140,7 @@ pub async fn order(a: OrderArgs) -> anyhow::Result<ExitCode> {
         offer.product, offer.price, offer.description
     );
     // The order and K1, kept before either is sent.
-    let pending = match w.order.clone().filter(|o| o.product == a.product) {
+    let mut pending = match w.order.clone().filter(|o| o.product == a.product) {
         Some(o) => o,
         None => {
             let mut k1 = [0u8; 32];
@@ -161,6 +161,7 @@ pub async fn order(a: OrderArgs) -> anyhow::Result<ExitCode> {
                 product: a.product.clone(),
                 k1: hex::encode(k1),
                 signed: String::from_utf8(order.sign(&w.key()?))?,
+                accept: None,
             };
             w.order = Some(o.clone());
             w.save(&path)?;
@@ -198,7 +199,20 @@ pub async fn order(a: OrderArgs) -> anyhow::Result<ExitCode> {
         match check(&order, &sending, &merchant) {
             Ok(_) => {
                 let maced = pending_or_new(&mut w, &path, offer.price, &order_item(&order))?;
-                let answer = Answer::to(&order, &sending.package, true, Id::new()).sign(&w.key()?);
+                // The accept is kept before it is sent: after a lost answer the same one goes.
+                let package = digest(&sending.package);
+                let answer = match pending.accept.clone().filter(|(p, _)| *p == package) {
+                    Some((_, signed)) => signed.into_bytes(),
+                    None => {
+                        let signed = String::from_utf8(
+                            Answer::to(&order, &sending.package, true, Id::new()).sign(&w.key()?),
+                        )?;
+                        pending.accept = Some((package, signed.clone()));
+                        w.order = Some(pending.clone());
+                        w.save(&path)?;
+                        signed.into_bytes()
+                    }
+                };
                 let (status, reply) = post_agent(
                     &http,
                     &format!("{agent}/v1/orders/{}/answer", pending.order),
@@ -206,8 +220,14 @@ pub async fn order(a: OrderArgs) -> anyhow::Result<ExitCode> {
                 )
                 .await?;
                 if !status.is_success() {
-                    w.pending = None;
-                    w.save(&path)?;
+                    // Refused (4xx): nothing was booked. Unavailable (5xx): it may have been
+                    // booked before the answer failed, so the same purchase goes again.
+                    if status.is_client_error() {
+                        w.pending = None;
+                        pending.accept = None;
+                        w.order = Some(pending);
+                        w.save(&path)?;
+                    }
                     return Err(agent_refusal(status, &reply));
                 }
                 let wrapped = hex::decode(reply["wrapped_hex"].as_str().context("no key")?)?;

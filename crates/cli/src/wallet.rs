@@ -55,6 +55,10 @@ pub struct WalletOrder {
     pub k1: String,
     /// The signed order (JSON text).
     pub signed: String,
+    /// The accept sent, with the digest of the package it answers: sent again as it was
+    /// after a lost answer (the merchant takes each answer id once).
+    #[serde(default)]
+    pub accept: Option<(String, String)>,
 }
 
 impl Wallet {
