@@ -1170,3 +1170,144 @@ fn products_are_delivered_with_acceptance_resent_once_and_disputed() {
     agent.kill().expect("SIGKILL");
     agent.wait().expect("reap");
 }
+
+/// Two currencies through the binary (M6): a customer paying in EUR at A, a merchant paid in
+/// USD at B. B converts the deposit at its own table; the customer's client shows each USD
+/// price in EUR at A's table (kept when the session opened); at the close B pays the merchant
+/// in USD and A posts the EUR total converted back, rounded up; each operator's report and
+/// billing export is in its own currency.
+#[test]
+fn a_session_in_two_currencies_shows_and_clears_each_side_in_its_own() {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let (a, b, _, _) = two_operators(&dirs);
+    for op in [&a, &b] {
+        ok(cli(
+            op,
+            &op.admin_key,
+            &[
+                "fx",
+                "publish",
+                "EUR",
+                "USD",
+                "1.0842",
+                "--valid-for",
+                "3600",
+            ],
+        ));
+    }
+    let kiosk_key = common::field(
+        &ok(cli(
+            &b,
+            &b.admin_key,
+            &[
+                "api-key", "create", "--role", "merchant", "--owner", "kiosk",
+            ],
+        )),
+        "key",
+    )
+    .to_string();
+    let kiosk = common::field(
+        &ok(cli(
+            &b,
+            &b.admin_key,
+            &[
+                "account",
+                "open",
+                "--currency",
+                "USD",
+                "--kind",
+                "merchant",
+                "--owner",
+                "kiosk",
+            ],
+        )),
+        "account",
+    )
+    .to_string();
+    ok(cli(
+        &b,
+        &kiosk_key,
+        &[
+            "session",
+            "merchant",
+            "kiosk",
+            "--account",
+            &kiosk,
+            "--auto-ack",
+        ],
+    ));
+    let (mut agent, agent_url) = start_agent(dirs[2].path(), &b, &kiosk_key);
+    let (alice_key, alice) = funded_customer(&a, "alice", "20.00 EUR");
+    let wallet = dirs[3].path().join("wallet");
+    let wallet = wallet.to_str().expect("utf-8");
+    let out = ok(cli(
+        &a,
+        &alice_key,
+        &[
+            "session",
+            "open",
+            "--account",
+            &alice,
+            "--deposit",
+            "10.00 EUR",
+            "--merchant",
+            "kiosk",
+            "--operator",
+            "bank-b",
+            "--wait",
+            "30",
+            "--wallet",
+            wallet,
+        ],
+    ));
+    assert_eq!(common::field(&out, "state"), "open", "{out}");
+    let session = common::field(&out, "session").to_string();
+    let bought = ok(common::outcome(
+        common::tally()
+            .args([
+                "session", "buy", &session, "--agent", &agent_url, "--price", "2.50 USD", "--item",
+                "map-tile", "--wallet", wallet,
+            ])
+            .output()
+            .expect("buy"),
+    ));
+    // 2.50 USD at 1.0842 is 2.3058… EUR, shown rounded up.
+    assert!(
+        bought.contains("in EUR: about 2.31 EUR at your operator's table EUR→USD 1.0842"),
+        "{bought}"
+    );
+    assert!(
+        bought.contains("spent 2.50 USD in 1 purchases, 8.34 USD left"),
+        "{bought}"
+    );
+    let closed = ok(common::outcome(
+        common::tally_for(&a, &alice_key)
+            .args([
+                "session", "close", &session, "--wallet", wallet, "--wait", "30",
+            ])
+            .output()
+            .expect("close"),
+    ));
+    assert!(
+        closed.contains("1 purchases: 2.50 USD to the merchant, 2.31 EUR from the customer"),
+        "{closed}"
+    );
+    assert_eq!(available(&a, &alice), 2000 - 231);
+    wait_until("B's side cleared", || {
+        ok(cli(&b, &b.admin_key, &["session", "show", &session])).contains("state       cleared")
+    });
+    assert_eq!(available(&b, &kiosk), 250);
+    let at_a = ok(cli(&a, &a.admin_key, &["clearing", "list"]));
+    assert!(at_a.contains("bank-b  EUR: we owe 2.31 EUR"), "{at_a}");
+    let at_b = ok(cli(&b, &b.admin_key, &["clearing", "list"]));
+    assert!(
+        at_b.contains("bank-a  USD: we owe 0.00 USD, it owes us 2.50 USD"),
+        "{at_b}"
+    );
+    assert!(ok(cli(&a, &a.admin_key, &["billing", "export"])).contains(",withdrawal,"));
+    assert!(ok(cli(&b, &b.admin_key, &["billing", "export"])).contains(",250,USD,"));
+    common::assert_audit_passes(&a);
+    common::assert_audit_passes(&b);
+    agent.kill().expect("SIGKILL");
+    agent.wait().expect("reap");
+}
