@@ -183,14 +183,7 @@ pub(crate) async fn open_session(
     // M7: the customer's key as the merchant's own operator certifies it, for this session.
     if let Some(text) = &view.customer_cert {
         let operator = crate::agent_orders::operator_key(a).await?;
-        let id: SessionId = session.parse().map_err(|e| {
-            refusal(
-                StatusCode::BAD_REQUEST,
-                "malformed",
-                format!("session: {e}"),
-                None,
-            )
-        })?;
+        let id: SessionId = session.parse().map_err(malformed_session)?;
         let cert = SessionCert::open(
             text,
             &operator,
@@ -218,17 +211,20 @@ pub(crate) async fn open_session(
     Ok((view, key))
 }
 
+/// The refusal of a request whose session id is not one.
+pub(crate) fn malformed_session(e: impl std::fmt::Display) -> Response {
+    refusal(
+        StatusCode::BAD_REQUEST,
+        "malformed",
+        format!("session: {e}"),
+        None,
+    )
+}
+
 async fn open_tab(State(a): State<Agent>, Json(req): Json<OpenTab>) -> Response {
     let session: SessionId = match req.session.parse() {
         Ok(s) => s,
-        Err(e) => {
-            return refusal(
-                StatusCode::BAD_REQUEST,
-                "malformed",
-                format!("session: {e}"),
-                None,
-            );
-        }
+        Err(e) => return malformed_session(e),
     };
     let (view, key) = match open_session(&a, &req.session).await {
         Ok(v) => v,

@@ -193,14 +193,7 @@ pub async fn order(State(a): State<Agent>, Json(req): Json<NewOrder>) -> Respons
     };
     let transaction = match req.session.parse::<tally_proto::session::ids::SessionId>() {
         Ok(s) => s.first_transaction(),
-        Err(e) => {
-            return refusal(
-                StatusCode::BAD_REQUEST,
-                "malformed",
-                format!("session: {e}"),
-                None,
-            );
-        }
+        Err(e) => return crate::agent::malformed_session(e),
     };
     // Which product: read the order's claim, then open it against that offer.
     let product = serde_json::from_str::<tally_kernel::crypto::SignedRecord>(&req.order)

@@ -133,15 +133,36 @@ impl Core {
         &self,
         hold: Option<tally_kernel::Id>,
     ) -> Result<Option<tally_kernel::Id>> {
+        Ok(self.pending(hold).await?.map(|t| t.id))
+    }
+
+    /// `hold` while it is still pending and not past its expiry: the ledger posts and voids it
+    /// no more once its time is over, even before the sweeper marks it expired.
+    pub(crate) async fn live_hold(
+        &self,
+        hold: Option<tally_kernel::Id>,
+    ) -> Result<Option<tally_kernel::Id>> {
+        let now = self.now();
+        Ok(self
+            .pending(hold)
+            .await?
+            .filter(|t| t.expires_at.is_none_or(|at| at > now))
+            .map(|t| t.id))
+    }
+
+    /// The transfer `hold`, read once, if it is pending.
+    async fn pending(
+        &self,
+        hold: Option<tally_kernel::Id>,
+    ) -> Result<Option<tally_ledger::Transfer>> {
         let Some(hold) = hold else {
             return Ok(None);
         };
-        let pending = self
+        Ok(self
             .store()
             .transfer(hold)
             .await?
-            .is_some_and(|t| t.state == tally_ledger::TransferState::Pending);
-        Ok(pending.then_some(hold))
+            .filter(|t| t.state == tally_ledger::TransferState::Pending))
     }
 
     /// The caller owns `account` (the operator owns every account).

@@ -43,3 +43,14 @@ pub async fn run(config: Config) -> Result<Outcome, Failure> {
     let mut sim = Sim::new(config).await?;
     sim.run().await
 }
+
+/// A temporary directory for a world's data, on tmpfs when there is one: the nodes sync every
+/// commit.
+fn scratch_dir() -> std::io::Result<tempfile::TempDir> {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+}

@@ -380,19 +380,8 @@ impl Sessions {
             .as_deref()
             .ok_or_else(|| corrupt("an AM session without its opening key"))?;
         let hold = self.core.transfer_made_by(key).await?;
-        let hold = self.core.still_pending(hold).await?;
-        // A hold past its expiry is over even before the sweeper marks it (the ledger posts and
-        // voids it no more): the session's step must not try.
-        let live = match hold {
-            Some(id) => self
-                .core
-                .store()
-                .transfer(id)
-                .await?
-                .is_some_and(|t| t.expires_at.is_none_or(|at| at > self.core.now())),
-            None => false,
-        };
-        Ok(session.with_hold(hold.filter(|_| live)))
+        // A hold past its expiry is over: the session's step must not post or void it.
+        Ok(session.with_hold(self.core.live_hold(hold).await?))
     }
 
     // ----- the merchant's side (at the MTA) ------------------------------------------------

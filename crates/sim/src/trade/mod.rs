@@ -279,14 +279,7 @@ impl TradeSim {
             what,
             trace: Vec::new(),
         };
-        // tmpfs when there is one: the nodes sync every commit.
-        let shm = std::path::Path::new("/dev/shm");
-        let dir = if shm.is_dir() {
-            tempfile::tempdir_in(shm)
-        } else {
-            tempfile::tempdir()
-        }
-        .map_err(|e| fail(e.to_string()))?;
+        let dir = crate::scratch_dir().map_err(|e| fail(e.to_string()))?;
         let clock = Arc::new(AtomicI64::new(1_800_000_000_000_000));
         let mut sites = Vec::new();
         for name in ["a", "b"] {
