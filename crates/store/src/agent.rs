@@ -1,14 +1,18 @@
 //! The merchant agent's journal (issue [7] step 4, SPEC M4): the merchant's own SQLite file,
 //! apart from any node, holding each transaction's tab and every purchase taken on it.
 //!
-//! One writer task owns the file and the tabs: it takes the jobs queued meanwhile (up to
-//! [`BATCH_MAX`]), decides each on a staged copy of its tab (`Tab::take`: the MAC, the order,
-//! the deposit), writes the taken purchases (one `segments` row per tab per batch: its
-//! purchases of that batch as a JSON array) and the changed tabs, several rows to a
-//! statement, in one transaction (`synchronous = FULL`), and only then answers every job of
-//! the batch and keeps the staged tabs. A failed commit answers the batch with the error and keeps nothing, so what a
-//! customer was told is taken is on disk. This is the group commit of the node's ledger
-//! writer, for a file with one writer.
+//! Callers check what needs no tab state on their own threads: a purchase's size, MAC,
+//! canonical spelling and item, under the tab's key ([`TabKey::check`], keys cached once
+//! their tab is on disk). One writer, on a thread of its own, owns the file and the tabs: it
+//! takes the jobs queued meanwhile (up to [`BATCH_MAX`]), decides each on the batch's copy of
+//! its tab (`Tab::take_checked`: the order, the deposit, the list hash), and hands the taken
+//! purchases (one `segments` row per tab per batch: its purchases of that batch as a JSON
+//! array) and the changed tabs to a commit, several rows to a statement, in one transaction
+//! (`synchronous = FULL`). While that commit runs, the writer decides the next batch on top
+//! of it; a batch's answers go out only after its own commit, so what a customer was told
+//! is taken is on disk. A failed commit answers its batch, and the batch decided on top of
+//! it, with the error and keeps neither. This is the group commit of the node's ledger
+//! writer, pipelined, for a file with one writer.
 
 use crate::StoreError;
 use sqlx::{AnyPool, Executor, Row};
@@ -16,7 +20,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use tally_kernel::Timestamp;
 use tally_proto::session::acceptance::Delivery;
-use tally_proto::session::purchase::{MacedPurchase, PurchaseError, Tab, Taken};
+use tally_proto::session::purchase::{Checked, MacedPurchase, PurchaseError, Tab, TabKey, Taken};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most jobs decided and committed together.
@@ -111,14 +115,24 @@ pub enum AgentError {
 struct Job {
     transaction: String,
     op: AgentOp,
+    /// A purchase checked on the caller's thread under the tab's cached key.
+    checked: Option<Checked>,
     reply: oneshot::Sender<Result<TabView, AgentError>>,
 }
+
+/// The keys of the tabs on disk, so that callers check their purchases' MACs and spellings
+/// on their own threads and the one writer only decides what depends on a tab's state. A
+/// cache: a purchase whose tab is not in it goes to the writer unchecked and is checked
+/// there, and the writer takes a checked purchase only if it was checked under the tab's own
+/// key.
+type TabKeys = std::sync::Arc<std::sync::RwLock<HashMap<String, TabKey>>>;
 
 /// The journal; cheap to clone.
 #[derive(Clone)]
 pub struct AgentJournal {
     tx: mpsc::Sender<Job>,
     pool: AnyPool,
+    keys: TabKeys,
 }
 
 fn view(transaction: &str, tab: &Tab, repeat: bool) -> TabView {
@@ -164,17 +178,37 @@ impl AgentJournal {
         )
         .await?;
         let mut tabs = HashMap::new();
+        let mut keys = HashMap::new();
         for r in sqlx::query("SELECT transaction_id, tab FROM tabs")
             .fetch_all(&pool)
             .await?
         {
             let tab: Tab = serde_json::from_str(&r.try_get::<String, _>("tab")?)
                 .map_err(|e| StoreError::Corrupt(format!("agent tab: {e}")))?;
-            tabs.insert(r.try_get::<String, _>("transaction_id")?, tab);
+            let transaction: String = r.try_get("transaction_id")?;
+            if let Ok(key) = tab.key() {
+                keys.insert(transaction.clone(), key);
+            }
+            tabs.insert(transaction, tab);
         }
+        let keys: TabKeys = std::sync::Arc::new(std::sync::RwLock::new(keys));
         let (tx, rx) = mpsc::channel(65_536);
-        tokio::spawn(writer(pool.clone(), tabs, rx));
-        Ok(AgentJournal { tx, pool })
+        // The writer decides on a thread of its own (thousands of purchases at a time, tens
+        // of milliseconds of work no other task should wait behind) and commits on the
+        // caller's runtime, whose workers drive SQLite meanwhile.
+        let runtime = tokio::runtime::Handle::current();
+        let thread_error = |e: std::io::Error| StoreError::Corrupt(format!("agent writer: {e}"));
+        let local = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(thread_error)?;
+        let writer_pool = pool.clone();
+        let writer_keys = keys.clone();
+        std::thread::Builder::new()
+            .name("agent-journal".into())
+            .spawn(move || local.block_on(writer(writer_pool, tabs, writer_keys, rx, runtime)))
+            .map_err(thread_error)?;
+        Ok(AgentJournal { tx, pool, keys })
     }
 
     /// Submits one operation on the tab of `transaction`; answered once it is on disk.
@@ -192,11 +226,23 @@ impl AgentJournal {
         transaction: &str,
         op: AgentOp,
     ) -> Result<oneshot::Receiver<Result<TabView, AgentError>>, AgentError> {
+        let checked = match &op {
+            AgentOp::Buy(p) => {
+                let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+                match keys.get(transaction).map(|k| k.check(p)) {
+                    Some(Ok(checked)) => Some(checked),
+                    Some(Err(e)) => return Err(e.into()),
+                    None => None,
+                }
+            }
+            _ => None,
+        };
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job {
                 transaction: transaction.to_string(),
                 op,
+                checked,
                 reply,
             })
             .await
@@ -300,80 +346,195 @@ impl AgentJournal {
     }
 }
 
+/// What a batch decided: its changed tabs and the purchases it took.
+#[derive(Default)]
 struct Staged {
     tabs: HashMap<String, Tab>,
     rows: Vec<PurchaseRow>,
 }
 
-async fn writer(pool: AnyPool, mut tabs: HashMap<String, Tab>, mut rx: mpsc::Receiver<Job>) {
-    let mut jobs: Vec<Job> = Vec::with_capacity(BATCH_MAX);
+/// A decided batch whose commit is under way: its jobs wait for it.
+struct InFlight {
+    jobs: Vec<Job>,
+    answers: Vec<Result<TabView, AgentError>>,
+    tabs: HashMap<String, Tab>,
+    commit: tokio::task::JoinHandle<Result<(), StoreError>>,
+}
+
+/// The writer, pipelined: while one batch commits (SQLite's work, on its own thread), the
+/// next is received and decided on top of the committing batch's tabs; then the first
+/// batch's outcome is awaited, and only then is the second committed (one writer, in
+/// order). A batch's answers go out after its own commit. A failed commit fails its batch
+/// and the batch decided on top of it, and keeps neither: what was answered taken is on
+/// disk, and what is kept in memory is what is on disk.
+async fn writer(
+    pool: AnyPool,
+    mut tabs: HashMap<String, Tab>,
+    keys: TabKeys,
+    mut rx: mpsc::Receiver<Job>,
+    runtime: tokio::runtime::Handle,
+) {
+    let mut inflight: Option<InFlight> = None;
     loop {
-        if rx.recv_many(&mut jobs, BATCH_MAX).await == 0 {
+        let mut jobs: Vec<Job> = Vec::with_capacity(BATCH_MAX);
+        let received = match inflight.as_mut() {
+            None => rx.recv_many(&mut jobs, BATCH_MAX).await,
+            Some(f) => tokio::select! {
+                biased;
+                n = rx.recv_many(&mut jobs, BATCH_MAX) => n,
+                done = &mut f.commit => {
+                    let f = inflight.take().expect("in flight");
+                    settle(&mut tabs, &keys, f.jobs, f.answers, f.tabs, joined(done));
+                    continue;
+                }
+            },
+        };
+        if received == 0 {
+            if let Some(f) = inflight.take() {
+                let done = joined(f.commit.await);
+                settle(&mut tabs, &keys, f.jobs, f.answers, f.tabs, done);
+            }
             return;
         }
-        let mut staged = Staged {
-            tabs: HashMap::new(),
-            rows: Vec::new(),
+        let mut staged = Staged::default();
+        let answers: Vec<_> = {
+            let kept = Kept {
+                tabs: &tabs,
+                committing: inflight.as_ref().map(|f| &f.tabs),
+            };
+            jobs.iter()
+                .map(|job| decide(&kept, &mut staged, job))
+                .collect()
         };
-        let mut answers = Vec::with_capacity(jobs.len());
-        for job in &jobs {
-            answers.push(decide(&tabs, &mut staged, job));
-        }
-        let committed = commit(&pool, &staged).await;
-        match committed {
-            Ok(()) => {
-                tabs.extend(staged.tabs);
-                for (job, answer) in jobs.drain(..).zip(answers) {
-                    let _ = job.reply.send(answer);
+        if let Some(f) = inflight.take() {
+            let done = joined(f.commit.await);
+            let failed = done.as_ref().err().map(|e| e.to_string());
+            settle(&mut tabs, &keys, f.jobs, f.answers, f.tabs, done);
+            if let Some(e) = failed {
+                // Decided on top of tabs that are not on disk: refused, nothing kept.
+                for job in jobs {
+                    let _ = job.reply.send(Err(AgentError::Store(e.clone())));
                 }
+                continue;
             }
+        }
+        let changed = match encode_tabs(&staged.tabs) {
+            Ok(changed) => changed,
             Err(e) => {
-                tracing::warn!(error = %e, "merchant agent: a batch could not be written");
-                for job in jobs.drain(..) {
-                    let _ = job.reply.send(Err(AgentError::Store(e.to_string())));
-                }
+                settle(&mut tabs, &keys, jobs, answers, HashMap::new(), Err(e));
+                continue;
+            }
+        };
+        inflight = Some(InFlight {
+            jobs,
+            answers,
+            tabs: staged.tabs,
+            commit: runtime.spawn(commit(pool.clone(), staged.rows, changed)),
+        });
+    }
+}
+
+fn joined(r: Result<Result<(), StoreError>, tokio::task::JoinError>) -> Result<(), StoreError> {
+    r.map_err(|e| StoreError::Corrupt(format!("the journal's commit stopped: {e}")))?
+}
+
+/// Answers a batch once its commit is over: on success keeps its tabs and sends its
+/// answers; on failure keeps nothing and answers every job with the error.
+fn settle(
+    tabs: &mut HashMap<String, Tab>,
+    keys: &TabKeys,
+    jobs: Vec<Job>,
+    answers: Vec<Result<TabView, AgentError>>,
+    staged: HashMap<String, Tab>,
+    done: Result<(), StoreError>,
+) {
+    match done {
+        Ok(()) => {
+            // The keys of the tabs this batch opened, for callers to check purchases with.
+            let opened: Vec<(String, TabKey)> = jobs
+                .iter()
+                .zip(&answers)
+                .filter(|(job, answer)| matches!(job.op, AgentOp::Open(_)) && answer.is_ok())
+                .filter_map(|(job, _)| {
+                    let key = staged.get(&job.transaction)?.key().ok()?;
+                    Some((job.transaction.clone(), key))
+                })
+                .collect();
+            if !opened.is_empty() {
+                keys.write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(opened);
+            }
+            tabs.extend(staged);
+            for (job, answer) in jobs.into_iter().zip(answers) {
+                let _ = job.reply.send(answer);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "merchant agent: a batch could not be written");
+            for job in jobs {
+                let _ = job.reply.send(Err(AgentError::Store(e.to_string())));
             }
         }
     }
 }
 
-/// Keeps a changed tab in the batch; its view.
-fn stage(staged: &mut Staged, transaction: &str, tab: Tab) -> TabView {
-    let v = view(transaction, &tab, false);
-    staged.tabs.insert(transaction.to_string(), tab);
-    v
+/// The tabs as they stand for a batch being decided: on disk, overlaid with those of the
+/// batch committing meanwhile.
+struct Kept<'a> {
+    tabs: &'a HashMap<String, Tab>,
+    committing: Option<&'a HashMap<String, Tab>>,
 }
 
-fn decide(
-    tabs: &HashMap<String, Tab>,
-    staged: &mut Staged,
-    job: &Job,
-) -> Result<TabView, AgentError> {
-    let current = staged
-        .tabs
-        .get(&job.transaction)
-        .or_else(|| tabs.get(&job.transaction))
-        .cloned();
-    match (&job.op, current) {
-        (AgentOp::Open(tab), None) => {
-            let v = view(&job.transaction, tab, false);
-            staged.tabs.insert(job.transaction.clone(), (**tab).clone());
-            Ok(v)
+impl Kept<'_> {
+    fn get(&self, transaction: &str) -> Option<&Tab> {
+        self.committing
+            .and_then(|c| c.get(transaction))
+            .or_else(|| self.tabs.get(transaction))
+    }
+}
+
+fn decide(kept: &Kept<'_>, staged: &mut Staged, job: &Job) -> Result<TabView, AgentError> {
+    if let AgentOp::Open(tab) = &job.op {
+        if staged.tabs.contains_key(&job.transaction) || kept.get(&job.transaction).is_some() {
+            return Err(AgentError::TabExists);
         }
-        (AgentOp::Open(_), Some(_)) => Err(AgentError::TabExists),
-        (_, None) => Err(AgentError::UnknownTab),
-        (AgentOp::Close { mac }, Some(tab)) => {
+        let v = view(&job.transaction, tab, false);
+        staged.tabs.insert(job.transaction.clone(), (**tab).clone());
+        return Ok(v);
+    }
+    // The tab as this batch left it, copied once per tab and batch (not once per purchase);
+    // a refused operation leaves it as it was.
+    let tab = match staged.tabs.entry(job.transaction.clone()) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => e.insert(
+            kept.get(&job.transaction)
+                .ok_or(AgentError::UnknownTab)?
+                .clone(),
+        ),
+    };
+    match &job.op {
+        AgentOp::Open(_) => Err(AgentError::TabExists),
+        AgentOp::Close { mac } => {
             tab.check_close(mac)?;
-            Ok(stage(staged, &job.transaction, tab.ended()))
+            *tab = tab.clone().ended();
+            Ok(view(&job.transaction, tab, false))
         }
-        (AgentOp::Terminate, Some(tab)) => Ok(stage(staged, &job.transaction, tab.ended())),
-        (AgentOp::Reported, Some(mut tab)) => {
+        AgentOp::Terminate => {
+            *tab = tab.clone().ended();
+            Ok(view(&job.transaction, tab, false))
+        }
+        AgentOp::Reported => {
             tab.reported = true;
-            Ok(stage(staged, &job.transaction, tab))
+            Ok(view(&job.transaction, tab, false))
         }
-        (AgentOp::Buy(p), Some(mut tab)) => match tab.take(p, Timestamp::now().as_micros())? {
-            Taken::Repeat => Ok(view(&job.transaction, &tab, true)),
+        AgentOp::Buy(p) => match match &job.checked {
+            Some(checked) => tab.take_checked(checked, Timestamp::now().as_micros())?,
+            None => tab.take(p, Timestamp::now().as_micros())?,
+        } {
+            Taken::Repeat => Ok(view(&job.transaction, tab, true)),
             Taken::New(purchase) => {
+                let v = view(&job.transaction, tab, false);
                 staged.rows.push((
                     job.transaction.clone(),
                     purchase.seq,
@@ -381,8 +542,6 @@ fn decide(
                     p.mac.clone(),
                     purchase.price.minor,
                 ));
-                let v = view(&job.transaction, &tab, false);
-                staged.tabs.insert(job.transaction.clone(), tab);
                 Ok(v)
             }
         },
@@ -406,37 +565,53 @@ struct SegmentEntry {
     price: i64,
 }
 
+/// A segment row: transaction, first seq, last seq, the purchases (JSON array).
+type SegmentRow = (String, i64, i64, String);
+
 /// The purchases a batch took, one row per tab ("segment": the tab's consecutive purchases of
-/// that batch, as a JSON array), several rows to a statement. A batch of thousands of
-/// purchases on hundreds of tabs writes hundreds of rows, not thousands.
-async fn insert_segments(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    rows: &[PurchaseRow],
-    now: i64,
-) -> Result<(), StoreError> {
-    let mut by_tab: std::collections::BTreeMap<&str, Vec<&PurchaseRow>> =
+/// that batch, as a JSON array). A batch of thousands of purchases on hundreds of tabs writes
+/// hundreds of rows, not thousands.
+fn encode_segments(rows: Vec<PurchaseRow>) -> Result<Vec<SegmentRow>, StoreError> {
+    let mut by_tab: std::collections::BTreeMap<String, Vec<PurchaseRow>> =
         std::collections::BTreeMap::new();
     for r in rows {
-        by_tab.entry(r.0.as_str()).or_default().push(r);
+        by_tab.entry(r.0.clone()).or_default().push(r);
     }
     let mut segments = Vec::with_capacity(by_tab.len());
     for (transaction, taken) in by_tab {
-        let entries: Vec<SegmentEntry> = taken
-            .iter()
-            .map(|(_, _, bytes, mac, price)| SegmentEntry {
-                bytes: bytes.clone(),
-                mac: mac.clone(),
-                price: *price,
-            })
-            .collect();
-        let data = serde_json::to_string(&entries)
-            .map_err(|e| StoreError::Corrupt(format!("agent segment: {e}")))?;
         let first = i64::try_from(taken[0].1).map_err(|_| StoreError::Corrupt("seq".into()))?;
         let last = i64::try_from(taken[taken.len() - 1].1)
             .map_err(|_| StoreError::Corrupt("seq".into()))?;
-        segments.push((transaction.to_string(), first, last, data));
+        let entries: Vec<SegmentEntry> = taken
+            .into_iter()
+            .map(|(_, _, bytes, mac, price)| SegmentEntry { bytes, mac, price })
+            .collect();
+        let data = serde_json::to_string(&entries)
+            .map_err(|e| StoreError::Corrupt(format!("agent segment: {e}")))?;
+        segments.push((transaction, first, last, data));
     }
-    for chunk in segments.chunks(ROWS_PER_STATEMENT) {
+    Ok(segments)
+}
+
+/// A batch's changed tabs as JSON (done by the writer: it keeps the tabs themselves).
+fn encode_tabs(tabs: &HashMap<String, Tab>) -> Result<Vec<(String, String)>, StoreError> {
+    tabs.iter()
+        .map(|(transaction, tab)| {
+            serde_json::to_string(tab)
+                .map(|json| (transaction.clone(), json))
+                .map_err(|e| StoreError::Corrupt(format!("agent tab: {e}")))
+        })
+        .collect()
+}
+
+async fn insert_segments(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    segments: Vec<SegmentRow>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let mut segments = segments.into_iter().peekable();
+    while segments.peek().is_some() {
+        let chunk: Vec<SegmentRow> = segments.by_ref().take(ROWS_PER_STATEMENT).collect();
         let values: Vec<String> = (0..chunk.len())
             .map(|i| {
                 let b = i * 5;
@@ -457,10 +632,10 @@ async fn insert_segments(
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (transaction, first, last, data) in chunk {
             q = q
-                .bind(transaction.clone())
-                .bind(*first)
-                .bind(*last)
-                .bind(data.clone())
+                .bind(transaction)
+                .bind(first)
+                .bind(last)
+                .bind(data)
                 .bind(now);
         }
         q.execute(&mut **tx).await?;
@@ -522,22 +697,20 @@ pub async fn raw_append_rate(path: &Path, rows: &[PurchaseRow]) -> Result<f64, S
     Ok(rate)
 }
 
-async fn commit(pool: &AnyPool, staged: &Staged) -> Result<(), StoreError> {
-    if staged.tabs.is_empty() {
+/// Writes a batch in one durable transaction (spawned: it runs, and encodes its segments,
+/// while the next batch is decided).
+async fn commit(
+    pool: AnyPool,
+    rows: Vec<PurchaseRow>,
+    tabs: Vec<(String, String)>,
+) -> Result<(), StoreError> {
+    if tabs.is_empty() {
         return Ok(());
     }
+    let segments = encode_segments(rows)?;
     let now = Timestamp::now().as_micros();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    insert_segments(&mut tx, &staged.rows, now).await?;
-    let tabs = staged
-        .tabs
-        .iter()
-        .map(|(transaction, tab)| {
-            serde_json::to_string(tab)
-                .map(|json| (transaction.clone(), json))
-                .map_err(|e| StoreError::Corrupt(format!("agent tab: {e}")))
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+    insert_segments(&mut tx, segments, now).await?;
     // The changed tabs, several to a statement, as the purchases (a batch changes up to
     // thousands: one statement each cost more than the purchases' rows).
     for chunk in tabs.chunks(ROWS_PER_STATEMENT) {

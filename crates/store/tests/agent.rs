@@ -164,3 +164,69 @@ async fn ended_tabs_are_reported_until_taken() {
     assert!(v.closed && v.remaining == 0);
     assert_eq!(journal.chores(0).await.expect("chores").to_report.len(), 1);
 }
+
+/// A commit that fails (here a trigger refuses every purchase row) fails its batch and any
+/// batch decided on top of it while it was committing, and keeps none of them, in memory or
+/// on disk: once the file takes writes again, the same first purchase is taken as new and the
+/// tab is still open, also after a reopen.
+#[tokio::test]
+async fn a_failed_commit_keeps_nothing_of_its_batch_or_the_next() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("agent.db");
+    let t = transaction().to_string();
+    let journal = AgentJournal::open(&path).await.expect("open");
+    journal
+        .submit(&t, AgentOp::Open(Box::new(tab())))
+        .await
+        .expect("tab");
+    sqlx::any::install_default_drivers();
+    let side = sqlx::AnyPool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("side connection");
+    let refuse = "CREATE TRIGGER refuse BEFORE INSERT ON segments \
+                  BEGIN SELECT RAISE(ABORT, 'the disk is full'); END";
+    sqlx::query(refuse).execute(&side).await.expect("trigger");
+    // Queued together: in one batch, or the terminate decided on top of the failing buy
+    // (both refused), or, if the buy's commit failed before the terminate arrived, the
+    // terminate decided on what is on disk: a tab with no purchase.
+    let first = journal.enqueue(&t, buy(1, 20)).await.expect("queued");
+    let end = journal
+        .enqueue(&t, AgentOp::Terminate)
+        .await
+        .expect("queued");
+    assert!(matches!(
+        first.await.expect("answer"),
+        Err(AgentError::Store(_))
+    ));
+    let ended = match end.await.expect("answer") {
+        Err(AgentError::Store(_)) => false,
+        Ok(v) => {
+            assert_eq!((v.count, v.spent, v.closed), (0, 0, true));
+            true
+        }
+        Err(e) => panic!("terminate: {e}"),
+    };
+    sqlx::query("DROP TRIGGER refuse")
+        .execute(&side)
+        .await
+        .expect("drop");
+    side.close().await;
+    if ended {
+        assert!(matches!(
+            journal.submit(&t, buy(1, 20)).await,
+            Err(AgentError::Purchase(PurchaseError::Closed))
+        ));
+        assert!(journal.purchases(&t).await.expect("rows").is_empty());
+        return;
+    }
+    let v = journal.submit(&t, buy(1, 20)).await.expect("taken now");
+    assert_eq!(
+        (v.count, v.spent, v.repeat, v.closed),
+        (1, 20, false, false)
+    );
+    journal.close().await;
+    let journal = AgentJournal::open(&path).await.expect("reopen");
+    assert_eq!(journal.purchases(&t).await.expect("rows").len(), 1);
+    let v = journal.submit(&t, buy(2, 20)).await.expect("still open");
+    assert_eq!((v.count, v.spent), (2, 40));
+}

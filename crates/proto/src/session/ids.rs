@@ -61,7 +61,11 @@ impl NodeId {
 
 impl std::fmt::Display for NodeId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&hex::encode(self.0))
+        // On the stack: `hex::encode` builds its String a char at a time, and ids are written
+        // once per purchase at the merchant agent.
+        let mut out = [0u8; 64];
+        hex::encode_to_slice(self.0, &mut out).map_err(|_| std::fmt::Error)?;
+        f.write_str(std::str::from_utf8(&out).map_err(|_| std::fmt::Error)?)
     }
 }
 
