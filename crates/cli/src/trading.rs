@@ -75,6 +75,22 @@ pub enum ClearingCommand {
     /// What this operator and each peer owe each other from cleared trading sessions, per
     /// currency (operator): the settlement report between operators.
     List(ClearingArgs),
+    /// Settle a disputed trading session (the merchant's operator): the merchant is paid
+    /// the amount given, the customer's operator posts that at the session's rate from the
+    /// deposit and releases the rest. Once per session; the same verdict again is a no-op.
+    Resolve(ResolveArgs),
+}
+
+#[derive(Args)]
+pub struct ResolveArgs {
+    /// The disputed session's id.
+    pub session: String,
+    /// What the merchant is paid, in its currency, e.g. "2.50 EUR" (from "0.00" up to the
+    /// deposit in the merchant's currency).
+    #[arg(long)]
+    pub pay: String,
+    #[command(flatten)]
+    pub conn: Conn,
 }
 
 #[derive(Args)]
@@ -732,6 +748,20 @@ pub async fn billing(cmd: BillingCommand) -> anyhow::Result<ExitCode> {
 
 pub async fn clearing(cmd: ClearingCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        ClearingCommand::Resolve(a) => {
+            let pay = crate::accounts::parse_amount(&a.pay)?;
+            let c = Client::new(&a.conn)?;
+            let v = c.api.trading_session_verdict(&a.session, pay).await?;
+            c.show(&v, |v| {
+                format!(
+                    "session {} {}: the merchant is paid {}",
+                    v.session,
+                    v.state,
+                    crate::client::money(pay.minor, pay.currency.code())
+                )
+            });
+            Ok(ExitCode::SUCCESS)
+        }
         ClearingCommand::List(a) => {
             let c = Client::new(&a.conn)?;
             let lines = c.api.clearing().await?;

@@ -788,6 +788,9 @@ fn sessions_end_on_the_merchants_word_and_by_their_time() {
     let ended = open("1.00 EUR", "3600");
     assert_eq!(available(&a, &alice), 250);
     ok(buy(&timed, "0.20 EUR", "map-tile"));
+    // `silent` (2 s): one purchase, and the customer never sends its record.
+    let silent = open("0.50 EUR", "2");
+    ok(buy(&silent, "0.10 EUR", "weather-report"));
 
     // The merchant ends `ended` after one purchase.
     ok(buy(&ended, "0.30 EUR", "song-aurora"));
@@ -849,7 +852,28 @@ fn sessions_end_on_the_merchants_word_and_by_their_time() {
         ok(cli(&a, &alice_key, &["session", "show", &idle])).contains("state       expired")
     });
     assert!(at_b(&idle).contains("state       expired"));
-    assert_eq!(available(&a, &alice), 500 - 30 - 20);
+    // `silent`: at the deadline B has the merchant's record alone, claiming 0.10: disputed,
+    // nothing paid, the deposit held at A until its hold runs out. B's operator cannot
+    // settle it through the session (A may have released the deposit): refused, nothing
+    // moves (a verdict on records that disagree: crates/http/tests/trading_sessions.rs).
+    wait_until("the silent session disputed at A", || {
+        ok(cli(&a, &alice_key, &["session", "show", &silent])).contains("state       disputed")
+    });
+    assert!(at_b(&silent).contains("state       disputed"));
+    assert_eq!(available(&a, &alice), 500 - 30 - 20 - 50);
+    let resolve = ["clearing", "resolve", silent.as_str(), "--pay", "0.05 EUR"];
+    let (done, _, err) = cli(&b, &kiosk_key, &resolve);
+    assert!(!done && err.contains("forbidden"), "{err}");
+    let (done, _, err) = cli(&b, &b.admin_key, &resolve);
+    assert!(
+        !done
+            && err.contains(
+                "no verdict through the session: disputed on the merchant's record alone"
+            ),
+        "{err}"
+    );
+    assert!(at_b(&silent).contains("state       disputed"));
+    assert_eq!(available(&a, &alice), 500 - 30 - 20 - 50);
     assert_eq!(available(&b, &kiosk), 50);
     // The billing systems heard of both cleared sessions from both operators, each record
     // once, signed.

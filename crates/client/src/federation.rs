@@ -114,6 +114,22 @@ impl Client {
         Ok(self.call(call).await?.value)
     }
 
+    /// `POST /v1/trading-sessions/{session}/verdict`: the merchant's operator settles a
+    /// disputed session. A session is settled once (the same verdict again answers the
+    /// same), so it is safe to retry.
+    pub async fn trading_session_verdict(
+        &self,
+        session: &str,
+        total: tally_kernel::Amount,
+    ) -> Result<TradingSessionView, Error> {
+        let path = format!("/v1/trading-sessions/{}/verdict", seg(session));
+        let req = tally_wire::federation::VerdictRequest {
+            total_minor: total.minor,
+            currency: total.currency.code().to_string(),
+        };
+        Ok(self.send(Method::POST, path, &req, None).await?.value)
+    }
+
     /// `POST /v1/trading-sessions/{session}/order-keys`: the customer's K1 of an order (M9),
     /// through its own operator to the merchant's.
     pub async fn order_key_send(

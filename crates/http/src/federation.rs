@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use tally_wire::federation::{
     AddPeerRequest, AgentKeyRequest, BillingQuery, BillingRecordView, ClearingLine,
     FxPublishRequest, FxTableView, MerchantAnswer, OpenTradingSession, PeerMessageTaken, PeerView,
-    PingQueued, SessionMerchantRequest, SessionMerchantView, TradingSessionView,
+    PingQueued, SessionMerchantRequest, SessionMerchantView, TradingSessionView, VerdictRequest,
 };
 use tally_wire::ledger::AccountsQuery;
 
@@ -208,6 +208,27 @@ pub async fn record(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     Ok(Json(state.node.sessions().record(&by, &session, &body).await?).into_response())
+}
+
+/// Settle a disputed session (the merchant's operator): the merchant is paid `total_minor`
+/// of its `currency`,
+/// the customer's operator posts the customer's side at the session's rate and releases the
+/// rest. A session is settled once: the same verdict again answers the same, another is
+/// refused.
+#[utoipa::path(
+    post, path = "/v1/trading-sessions/{session}/verdict", tag = "federation",
+    params(("session" = String, Path, description = "`<AM node id>.<seq>`")),
+    request_body(content = VerdictRequest, description = "`{total_minor, currency}`"),
+    responses((status = 200, description = "The session, `cleared`", body = TradingSessionView), (status = 403, description = "forbidden: operator only", body = ErrorBody), (status = 404, description = "not_found", body = ErrorBody), (status = 409, description = "session_closed: not disputed, settled otherwise, or past the customer's hold", body = ErrorBody), (status = 422, description = "invalid_request: beyond the deposit, negative, or not the merchant's currency", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn verdict(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(session): ApiPath<String>,
+    ApiJson(body): ApiJson<VerdictRequest>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.sessions().verdict(&by, &session, &body).await?).into_response())
 }
 
 /// The customer's K1 of an order (M9), sent to the merchant's operator through its own (the

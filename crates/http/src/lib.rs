@@ -316,6 +316,10 @@ fn routes() -> Router<AppState> {
             post(federation::record),
         )
         .route(
+            "/v1/trading-sessions/{session}/verdict",
+            post(federation::verdict),
+        )
+        .route(
             "/v1/trading-sessions/{session}/order-keys",
             post(federation::send_order_key),
         )

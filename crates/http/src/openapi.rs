@@ -52,6 +52,7 @@ impl Modify for ApiKeyAuth {
         federation::set_merchant,
         federation::agent_key,
         federation::record,
+        federation::verdict,
         federation::send_order_key,
         federation::order_key,
         federation::escrow,

@@ -542,6 +542,65 @@ async fn conclude(a: World, b: World) {
     assert_eq!(a.available(&a.alice_eur).await, 9100);
     a.audit_passes().await;
     b.audit_passes().await;
+
+    // The merchant's operator settles it at 2.50: only the operator, within the deposit,
+    // once; both nodes clear, the merchant is paid 2.50, the customer's 5.00 hold posts
+    // 2.50 and releases the rest.
+    async fn verdict(w: &World, key: &str, session: &str, total: i64) -> common::Reply {
+        w.api
+            .post(&format!("/v1/trading-sessions/{session}/verdict"))
+            .key(key)
+            .json(json!({ "total_minor": total, "currency": "EUR" }))
+            .send()
+            .await
+    }
+    verdict(&b, kiosk, &d, 250)
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    verdict(&b, &b.api.admin, &d, 501)
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    let r = b
+        .api
+        .post(&format!("/v1/trading-sessions/{d}/verdict"))
+        .key(&b.api.admin)
+        .json(json!({ "total_minor": 250, "currency": "USD" }))
+        .send()
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    assert_eq!(r.str("/error/details/field"), "currency");
+    // Not disputed (the first session cleared): refused; an unknown session: not found.
+    b.api
+        .post(&format!("/v1/trading-sessions/{s}/verdict"))
+        .key(&b.api.admin)
+        .json(json!({ "total_minor": 1, "currency": "EUR" }))
+        .send()
+        .await
+        .expect_error(StatusCode::CONFLICT, "session_closed");
+    b.api
+        .post(&format!("/v1/trading-sessions/{d}9/verdict"))
+        .key(&b.api.admin)
+        .json(json!({ "total_minor": 1, "currency": "EUR" }))
+        .send()
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    let settled = verdict(&b, &b.api.admin, &d, 250)
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(settled.str("/state"), "cleared");
+    verdict(&b, &b.api.admin, &d, 250)
+        .await
+        .expect(StatusCode::OK);
+    verdict(&b, &b.api.admin, &d, 240)
+        .await
+        .expect_error(StatusCode::CONFLICT, "session_closed");
+    carry(&b.api, &a.api).await;
+    assert_eq!(session(&a, &a.alice, &d).await.str("/state"), "cleared");
+    assert_eq!(b.balance(&b.shop_eur).await, shop_before + 650);
+    assert_eq!(a.available(&a.alice_eur).await, 9350);
+    assert_eq!(a.balance(&a.alice_eur).await, 9350);
+    a.audit_passes().await;
+    b.audit_passes().await;
 }
 
 #[tokio::test]

@@ -57,6 +57,7 @@ async fn trading_sessions_across_two_nodes_keep_every_invariant() {
     // survived, the wire lost and repeated messages, customers retried.
     if env("SIM_SEED").is_none() {
         assert!(total.cleared > 0 && total.disputed > 0, "{total}");
+        assert!(total.verdicts > 0, "{total}");
         assert!(total.refused > 0 && total.aborted > 0, "{total}");
         assert!(total.refused_opens > 0 && total.replays > 0, "{total}");
         assert!(total.crashes > 0 && total.purchases > 0, "{total}");

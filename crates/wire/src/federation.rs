@@ -142,6 +142,17 @@ pub struct MerchantAnswer {
     pub accept: bool,
 }
 
+/// `POST /v1/trading-sessions/{session}/verdict` (the merchant's operator, on a disputed
+/// session): what the merchant is paid, in its currency, from nothing up to the deposit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerdictRequest {
+    /// Minor units of `currency`.
+    pub total_minor: i64,
+    /// The merchant's currency (ISO 4217): a verdict in another is refused.
+    pub currency: String,
+}
+
 /// A trading session as one node sees it (its role: `am` at the customer's operator, `mta`
 /// at the merchant's).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

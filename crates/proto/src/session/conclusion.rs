@@ -130,6 +130,10 @@ pub struct Clearing {
     pub count: u64,
     /// The list hash both records carry.
     pub list: String,
+    /// Decided by the MTA's operator on a dispute (the records disagreed): the AM takes it
+    /// whatever its own record says. Absent (false) on the wire otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verdict: bool,
 }
 
 /// `total` (merchant minor units) in the customer's currency at `rate` (merchant per
@@ -206,6 +210,35 @@ mod tests {
         );
         assert!(record(Side::Customer, 100).agrees_with(&record(Side::Merchant, 100)));
         assert!(!record(Side::Customer, 100).agrees_with(&record(Side::Merchant, 99)));
+    }
+
+    /// The `session_cleared` body, byte for byte: without `verdict` when the records agreed
+    /// (as before verdicts existed), with `"verdict":true` when the MTA's operator settled a
+    /// dispute; both parse back to what was sent, and an unknown field is refused.
+    #[test]
+    fn the_clearing_body_is_golden() {
+        let am = "1".repeat(64);
+        let mut c = Clearing {
+            transaction: format!("{am}.7.1").parse().expect("id"),
+            total: Amount::new(270, Currency::from_code("EUR").expect("EUR")),
+            customer_total: Amount::new(270, Currency::from_code("EUR").expect("EUR")),
+            count: 2,
+            list: "a".repeat(64),
+            verdict: false,
+        };
+        let agreed = format!(
+            r#"{{"transaction":"{am}.7.1","total":{{"minor":270,"currency":"EUR"}},"customer_total":{{"minor":270,"currency":"EUR"}},"count":2,"list":"{}"}}"#,
+            "a".repeat(64)
+        );
+        assert_eq!(serde_json::to_string(&c).expect("json"), agreed);
+        assert_eq!(serde_json::from_str::<Clearing>(&agreed).expect("back"), c);
+        c.verdict = true;
+        let open = &agreed[..agreed.len() - 1];
+        let settled = format!(r#"{open},"verdict":true}}"#);
+        assert_eq!(serde_json::to_string(&c).expect("json"), settled);
+        assert_eq!(serde_json::from_str::<Clearing>(&settled).expect("back"), c);
+        let unknown = format!(r#"{open},"paid":true}}"#);
+        assert!(serde_json::from_str::<Clearing>(&unknown).is_err());
     }
 
     #[test]

@@ -223,12 +223,17 @@ pub enum TradeError {
     /// A timeout fed before its time.
     #[error("not due yet")]
     NotDue,
+    /// A verdict on a dispute the session cannot settle (see [`MtaInput::Verdict`]).
+    #[error("no verdict through the session: {0}")]
+    Unsettled(&'static str),
 }
 
 impl Blame for TradeError {
     fn fault(&self) -> Fault {
         match self {
-            TradeError::Invalid(_) | TradeError::Closed(_) => Fault::Caller,
+            TradeError::Invalid(_) | TradeError::Closed(_) | TradeError::Unsettled(_) => {
+                Fault::Caller
+            }
             TradeError::State(..) | TradeError::Mismatch(_) => Fault::Peer,
             TradeError::NotDue => Fault::Node,
         }
@@ -587,6 +592,23 @@ impl AmSession {
                 AmState::Concluding | AmState::Cleared | AmState::Disputed,
                 AmInput::Record { record, .. },
             ) if self.record.as_ref() == Some(&record) => Ok((self, Effects::none())),
+            // The MTA's operator settled a dispute (the dispute itself may still be on its way).
+            (
+                AmState::Disputed | AmState::Concluding | AmState::Held | AmState::Open,
+                AmInput::Cleared(c),
+            ) if c.verdict => {
+                let rate = self.rate.ok_or(TradeError::NotDue)?;
+                let fits = c.transaction == self.id.first_transaction()
+                    && c.customer_total.currency == self.deposit.currency
+                    && Some(c.customer_total.minor) == customer_total(c.total.minor, rate)
+                    && c.customer_total.minor <= self.deposit.minor;
+                if !fits {
+                    return Err(TradeError::Mismatch(
+                        "a verdict that is not this session's deposit at its rate",
+                    ));
+                }
+                self.post(c)
+            }
             (AmState::Concluding, AmInput::Cleared(c)) => {
                 let mine = self.record.clone().ok_or(TradeError::NotDue)?;
                 let rate = self.rate.ok_or(TradeError::NotDue)?;
@@ -602,22 +624,7 @@ impl AmSession {
                         "clearing information that is not the customer's record",
                     ));
                 }
-                let effects = match self.hold {
-                    Some(hold) if c.customer_total.minor > 0 => Effects::ledger(Command::Post {
-                        pending_id: hold,
-                        amount_minor: Some(c.customer_total.minor),
-                    }),
-                    Some(hold) => Effects::ledger(Command::Void { pending_id: hold }),
-                    None => return Err(TradeError::Mismatch("the deposit is no longer held")),
-                };
-                Ok((
-                    AmSession {
-                        state: AmState::Cleared,
-                        clearing: Some(c),
-                        ..self
-                    },
-                    effects,
-                ))
+                self.post(c)
             }
             // Cleared at the deadline on a merchant's record that claims nothing, before the
             // customer sent one: nothing is spent, the deposit is released.
@@ -684,6 +691,27 @@ impl AmSession {
                 },
             )),
         }
+    }
+
+    /// Posts the hold for the customer's total (the rest is released), or voids it when
+    /// nothing was spent.
+    fn post(self, c: Clearing) -> Result<(AmSession, Effects), TradeError> {
+        let effects = match self.hold {
+            Some(hold) if c.customer_total.minor > 0 => Effects::ledger(Command::Post {
+                pending_id: hold,
+                amount_minor: Some(c.customer_total.minor),
+            }),
+            Some(hold) => Effects::ledger(Command::Void { pending_id: hold }),
+            None => return Err(TradeError::Mismatch("the deposit is no longer held")),
+        };
+        Ok((
+            AmSession {
+                state: AmState::Cleared,
+                clearing: Some(c),
+                ..self
+            },
+            effects,
+        ))
     }
 
     fn abort(self, data: serde_json::Value) -> Result<(AmSession, Effects), TradeError> {
@@ -763,6 +791,9 @@ pub struct MtaSession {
     /// The merchant's record, once in.
     #[serde(default)]
     pub merchant_record: Option<Record>,
+    /// What the MTA's operator decided the merchant is paid, on a dispute.
+    #[serde(default)]
+    pub verdict: Option<Amount>,
 }
 
 /// What the MTA's operator knows of the merchant an initiation names.
@@ -807,6 +838,9 @@ pub enum MtaInput {
     Record(Record),
     /// The AM gave up waiting for the answer (`session_aborted`).
     Abandoned,
+    /// The MTA's operator settles a dispute: the merchant is paid this (its currency, from
+    /// nothing up to the deposit), the customer that converted back, the rest released.
+    Verdict(Amount),
 }
 
 impl MtaSession {
@@ -858,6 +892,7 @@ impl MtaSession {
             customer_cert: None,
             customer_record: None,
             merchant_record: None,
+            verdict: None,
         };
         if now.as_micros() >= am_waits {
             // Arrived after the AM gave up: it is not waiting for an answer any more.
@@ -975,6 +1010,10 @@ impl MtaSession {
             (MtaState::Cleared | MtaState::Disputed, MtaInput::Record(r))
                 if self.record_of(r.side) == Some(&r) =>
             {
+                Ok((self, Effects::none()))
+            }
+            (MtaState::Disputed, MtaInput::Verdict(total)) => self.resolve(total, now, message),
+            (MtaState::Cleared, MtaInput::Verdict(total)) if self.verdict == Some(total) => {
                 Ok((self, Effects::none()))
             }
             (_, MtaInput::Timeout) => Err(TradeError::NotDue),
@@ -1098,7 +1137,21 @@ impl MtaSession {
             customer_total: Amount::new(paid, self.deposit.currency),
             count: basis.count,
             list: basis.list.clone(),
+            verdict: false,
         };
+        self.pay(clearing, account, owed_by, message)
+    }
+
+    /// Pays the merchant the clearing's total from what the customer's operator owes, and
+    /// sends the AM the clearing information.
+    fn pay(
+        self,
+        clearing: Clearing,
+        account: Id,
+        owed_by: Id,
+        message: Id,
+    ) -> (MtaSession, Effects) {
+        let basis = &clearing;
         let mut effects = if basis.total.minor > 0 {
             Effects::ledger(Command::Transfer {
                 debit_account: owed_by,
@@ -1124,6 +1177,66 @@ impl MtaSession {
             },
             effects,
         )
+    }
+
+    /// Settles a dispute on the operator's verdict: the merchant is paid `total`, the AM gets
+    /// clearing information marked as a verdict (it posts the customer's side whatever its
+    /// own record says). Refused beyond the deposit, in another currency, without the
+    /// customer's record, or when the AM's hold runs out before the clearing could reach it
+    /// (then the deposit is released there and nothing can be paid through the session).
+    fn resolve(
+        self,
+        total: Amount,
+        now: Timestamp,
+        message: Id,
+    ) -> Result<(MtaSession, Effects), TradeError> {
+        // Only on the customer's record forwarded by its operator: the AM then keeps the hold
+        // until it hears the outcome (or its hold runs out, see the margin below). With the
+        // merchant's record alone the AM may have released the deposit already (it gave up,
+        // or never heard of the dispute): nothing can be paid through the session.
+        if self.customer_record.is_none() {
+            return Err(TradeError::Unsettled(
+                "disputed on the merchant's record alone (the customer's operator may have released the deposit)",
+            ));
+        }
+        if total.currency != self.merchant_deposit.currency
+            || total.minor < 0
+            || total.minor > self.merchant_deposit.minor
+        {
+            return Err(TradeError::Invalid(
+                "a verdict from nothing up to the deposit, in the merchant's currency",
+            ));
+        }
+        if self.release_at > 0 && now.plus_seconds(CLEARING_MARGIN_S).as_micros() >= self.release_at
+        {
+            return Err(TradeError::Unsettled(
+                "too close to the end of the customer's hold (the deposit is released then)",
+            ));
+        }
+        let paid = customer_total(total.minor, self.rate)
+            .filter(|paid| *paid <= self.deposit.minor)
+            .ok_or(TradeError::Invalid("a verdict the deposit covers"))?;
+        let (Some(account), Some(owed_by)) = (self.account, self.owed_by) else {
+            return Err(TradeError::Invalid("a session with its accounts"));
+        };
+        let basis = self
+            .merchant_record
+            .as_ref()
+            .or(self.customer_record.as_ref());
+        let clearing = Clearing {
+            transaction: self.id.first_transaction(),
+            total,
+            customer_total: Amount::new(paid, self.deposit.currency),
+            count: basis.map_or(0, |r| r.count),
+            list: basis.map_or_else(|| hex::encode([0u8; 32]), |r| r.list.clone()),
+            verdict: true,
+        };
+        let (after, effects) = MtaSession {
+            verdict: Some(total),
+            ..self
+        }
+        .pay(clearing, account, owed_by, message);
+        Ok((after, effects))
     }
 
     /// Keeps both records (either may be missing) and tells the AM: nothing is paid.

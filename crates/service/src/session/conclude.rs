@@ -22,7 +22,7 @@ use tally_proto::session::envelope::Envelope;
 use tally_proto::session::trade::{AmInput, AmSession, AmState, MtaInput, MtaSession, MtaState};
 use tally_store::Attachment;
 use tally_store::trade::{BillingRecord, TradeRow, billing, set_agent_key};
-use tally_wire::federation::{BillingRecordView, ClearingLine, TradingSessionView};
+use tally_wire::federation::{BillingRecordView, ClearingLine, TradingSessionView, VerdictRequest};
 
 impl Sessions {
     /// Registers the key the merchant's agent signs records with (the merchant itself, or the
@@ -74,6 +74,47 @@ impl Sessions {
                 return self.merchant_record(&row, signed).await;
             }
             Err(self.missing(session))
+        })
+        .await
+    }
+
+    /// The merchant's operator settles a disputed session (the MTA side): the merchant is
+    /// paid `total` (in its currency), the customer's operator is told to post the customer's
+    /// side and release the rest. The same verdict again changes nothing.
+    pub async fn verdict(
+        &self,
+        by: &Principal,
+        session: &str,
+        total: &VerdictRequest,
+    ) -> Result<TradingSessionView> {
+        require_admin(by)?;
+        let currency = Currency::from_code(&total.currency)
+            .map_err(|_| invalid("currency", "an ISO 4217 code"))?;
+        crate::exec::retrying(|| async {
+            let row = self
+                .core
+                .store()
+                .trade(MTA, session)
+                .await?
+                .ok_or_else(|| self.missing(session))?;
+            let before: MtaSession = decode(&row)?;
+            if currency != before.merchant_deposit.currency {
+                return Err(invalid("currency", "the merchant's currency"));
+            }
+            let total = Amount::new(total.total_minor, currency);
+            let (after, mut effects) = before
+                .handle(self.core.now(), MtaInput::Verdict(total), Id::new())
+                .map_err(trade)?;
+            if effects != Effects::none() {
+                let mut rows: Vec<Attachment> = self
+                    .moved(&row, after.state.as_str(), &after, after.poll_timeout())?
+                    .into();
+                rows.extend(self.deposit_record(&after, &mut effects));
+                self.core
+                    .commit(format!(":session_verdict:mta:{session}"), effects, rows)
+                    .await?;
+            }
+            self.view(&self.row(MTA, session).await?)
         })
         .await
     }
@@ -261,6 +302,8 @@ impl Sessions {
         else {
             return None;
         };
+        // A dispute settled by the operator pays its verdict, not what a record claimed.
+        let paid = after.verdict.unwrap_or(r.total);
         Some(self.bill(
             BillingRecord {
                 id: Id::new(),
@@ -268,8 +311,8 @@ impl Sessions {
                 session: after.id.to_string(),
                 owner: after.merchant.clone(),
                 account,
-                amount: r.total.minor,
-                currency: r.total.currency.code().into(),
+                amount: paid.minor,
+                currency: paid.currency.code().into(),
                 peer: after.am.to_string(),
                 at: self.core.now(),
             },

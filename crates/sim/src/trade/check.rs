@@ -28,7 +28,7 @@
 use super::{A, B, NAMES, TradeSim};
 use crate::check::{Broken, int, rows, text};
 use std::collections::BTreeMap;
-use tally_kernel::Id;
+use tally_kernel::{Id, Timestamp};
 use tally_ledger::{Event, TransferKind, TransferState};
 use tally_proto::session::conclusion::customer_total;
 use tally_proto::session::trade::{AmSession, AmState, MtaSession, MtaState};
@@ -48,7 +48,7 @@ pub(super) async fn all(sim: &TradeSim) -> Result<(), Broken> {
     let am = at_a(sim, &a).await?;
     let mta = at_b(sim, &b).await?;
     let quiet = sim.quiet().await?;
-    across(&am, &mta, quiet)?;
+    across(&am, &mta, quiet, sim.now())?;
     private(sim, &a, A).await?;
     private(sim, &b, B).await
 }
@@ -308,6 +308,34 @@ async fn at_b(sim: &TradeSim, b: &Node) -> Result<BTreeMap<String, MtaSession>, 
             }
             continue;
         }
+        // Settled by B's operator: on the customer's record (A forwarded it and holds the
+        // deposit), the verdict within the deposit, billed once.
+        if let Some(v) = s.verdict {
+            let billed_ok = if v.minor == 0 {
+                bill.is_empty() || bill == [(0, v.currency.code().to_string())]
+            } else {
+                bill == [(v.minor, v.currency.code().to_string())]
+            };
+            let (Some(to), Some(from)) = (s.account, s.owed_by) else {
+                return Err(format!("session {id} is settled at B without its accounts"));
+            };
+            let fits = s.customer_record.is_some()
+                && v.currency == s.merchant_deposit.currency
+                && (0..=s.merchant_deposit.minor).contains(&v.minor)
+                && customer_total(v.minor, s.rate).is_some_and(|t| t <= s.deposit.minor)
+                && billed_ok;
+            if !fits {
+                return Err(format!(
+                    "session {id} is settled at B at {v} (deposit {}, billed {bill:?}, the \
+                     customer's record {:?}): a verdict within the deposit, on the customer's \
+                     record, billed once",
+                    s.merchant_deposit, s.customer_record
+                ));
+            }
+            *paid.entry(to).or_default() += v.minor;
+            *paid.entry(from).or_default() += v.minor;
+            continue;
+        }
         // Cleared on both records that agree; or, at the conclusion deadline, on the
         // customer's alone (what it signed it spent), or on a merchant's claiming nothing.
         let basis = match (&s.customer_record, &s.merchant_record) {
@@ -380,6 +408,7 @@ fn across(
     am: &BTreeMap<String, AmSession>,
     mta: &BTreeMap<String, MtaSession>,
     quiet: bool,
+    now: Timestamp,
 ) -> Result<(), Broken> {
     for (id, s) in am {
         let t = mta.get(id);
@@ -396,12 +425,15 @@ fn across(
             else {
                 return Err(broken("A clears what B cleared"));
             };
+            // A settled dispute pays its verdict (count and list are the merchant's).
+            let paid = t.verdict.unwrap_or(m.total);
             let same = c.transaction == m.transaction
-                && c.total == m.total
+                && c.total == paid
+                && c.verdict == t.verdict.is_some()
                 && c.count == m.count
                 && c.list == m.list
                 && s.rate == Some(t.rate)
-                && customer_total(m.total.minor, t.rate) == Some(c.customer_total.minor);
+                && customer_total(paid.minor, t.rate) == Some(c.customer_total.minor);
             if !same {
                 return Err(broken(&format!(
                     "the same transaction, total, count and list at both ({c:?} at A, {m:?} \
@@ -414,7 +446,12 @@ fn across(
         if matches!(s.state, AmState::Open | AmState::Concluding) && !acked {
             return Err(broken("A opens only what B acked"));
         }
-        if matches!(s.state, AmState::Disputed) && !t.is_some_and(|t| t.state == MtaState::Disputed)
+        // (or settled since: the verdict on its way to A)
+        if matches!(s.state, AmState::Disputed)
+            && !t.is_some_and(|t| {
+                t.state == MtaState::Disputed
+                    || (t.state == MtaState::Cleared && t.verdict.is_some())
+            })
         {
             return Err(broken("A disputes what B disputed"));
         }
@@ -430,7 +467,8 @@ fn across(
         }
         if quiet {
             let answered = t.is_some_and(|t| !matches!(t.state, MtaState::Informed));
-            if matches!(s.state, AmState::Held) && answered {
+            // (unless A's wait is over: it refused a late answer and aborts at its next timer)
+            if matches!(s.state, AmState::Held) && answered && now.as_micros() < s.ack_by {
                 return Err(broken("with the wire quiet, B's answer reached A"));
             }
             let concluded =
@@ -459,7 +497,8 @@ fn across(
             .filter(|t| t.state == MtaState::Cleared)
             .filter_map(|t| {
                 let m = t.merchant_record.as_ref().or(t.customer_record.as_ref())?;
-                customer_total(m.total.minor, t.rate)
+                // A settled dispute pays its verdict.
+                customer_total(t.verdict.unwrap_or(m.total).minor, t.rate)
             })
             .sum();
         if booked != claimed {
@@ -490,11 +529,24 @@ fn across(
             .merchant_record
             .as_ref()
             .is_some_and(|m| t.customer_record.is_none() && m.total.minor == 0);
-        if matches!(t.state, MtaState::Cleared)
-            && !matches!(s.state, AmState::Concluding | AmState::Cleared)
-            && !(zero && matches!(s.state, AmState::Open | AmState::Expired))
-        {
+        // (or a verdict on its way to A, which disputed the session)
+        let cleared_at_a = matches!(s.state, AmState::Concluding | AmState::Cleared)
+            || (zero && matches!(s.state, AmState::Open | AmState::Expired))
+            || (t.verdict.is_some() && s.state == AmState::Disputed);
+        if matches!(t.state, MtaState::Cleared) && !cleared_at_a {
             return Err(broken("B clears only what A forwarded"));
+        }
+        // A verdict only on the customer's record, which A forwarded and keeps the hold for.
+        if t.verdict.is_some()
+            && (t.customer_record.is_none()
+                || !matches!(
+                    s.state,
+                    AmState::Concluding | AmState::Disputed | AmState::Cleared
+                ))
+        {
+            return Err(broken(
+                "B settles only disputes A still holds the deposit for",
+            ));
         }
         // B disputes what A forwarded, or (at its deadline) the merchant's record alone.
         let merchant_only = t.customer_record.is_none();

@@ -79,6 +79,8 @@ pub struct TradeOutcome {
     pub purchases: usize,
     /// Signed records the nodes took.
     pub records: usize,
+    /// Disputes B's operator settled (verdicts taken).
+    pub verdicts: usize,
     /// Node crashes and restarts.
     pub crashes: usize,
     /// Messages delivered with their answer back to the sender.
@@ -110,6 +112,7 @@ impl TradeOutcome {
         self.orphaned += o.orphaned;
         self.purchases += o.purchases;
         self.records += o.records;
+        self.verdicts += o.verdicts;
         self.crashes += o.crashes;
         self.delivered += o.delivered;
         self.dropped += o.dropped;
@@ -129,7 +132,7 @@ impl std::fmt::Display for TradeOutcome {
             f,
             "{} sessions opened ({} cleared, {} disputed, {} refused by B, {} aborted at A, {} \
              orphaned at B), {} opens refused for want of money, {} replays, {} purchases, {} \
-             records, {} crashes; wire: {} delivered, {} dropped, {} duplicated, {} held back, {} \
+             records, {} verdicts, {} crashes; wire: {} delivered, {} dropped, {} duplicated, {} held back, {} \
              late, {} answers lost; refused: {:?}",
             self.opened,
             self.cleared,
@@ -141,6 +144,7 @@ impl std::fmt::Display for TradeOutcome {
             self.replays,
             self.purchases,
             self.records,
+            self.verdicts,
             self.crashes,
             self.delivered,
             self.dropped,
@@ -582,7 +586,8 @@ impl TradeSim {
                 let valid_for_s = [600, 3_600, 86_400][self.rng.random_range(0..3)];
                 self.publish(rate, valid_for_s).await
             }
-            91..=96 => self.deliver(true).await,
+            91..=93 => self.deliver(true).await,
+            94..=96 => self.settle().await,
             _ => {
                 let site = self.rng.random_range(0..2);
                 self.crash(site).await

@@ -320,6 +320,68 @@ impl TradeSim {
         Ok(())
     }
 
+    /// B's operator settles a disputed session at a verdict from nothing up to its deposit
+    /// (sometimes a second, different verdict, or one beyond the deposit: refused, nothing
+    /// moves). Refused too when B holds the merchant's record alone, or the AM's hold is
+    /// about to run out.
+    pub(super) async fn settle(&mut self) -> Step<()> {
+        let mut disputed = Vec::new();
+        for t in &self.trades {
+            if let Some(m) = self.mta(&t.id).await?
+                && matches!(m.state, MtaState::Disputed | MtaState::Cleared)
+                && (m.state == MtaState::Disputed || m.verdict.is_some())
+            {
+                disputed.push((t.id, m));
+            }
+        }
+        if disputed.is_empty() {
+            return Ok(());
+        }
+        let (id, m) = disputed.swap_remove(self.rng.random_range(0..disputed.len()));
+        let deposit = m.merchant_deposit;
+        let minor = match self.rng.random_range(0..10) {
+            0 => deposit.minor + 1,
+            1 => 0,
+            _ => self.rng.random_range(0..=deposit.minor),
+        };
+        let req = tally_wire::federation::VerdictRequest {
+            total_minor: minor,
+            currency: deposit.currency.code().to_string(),
+        };
+        let admin = self.sites[B].admin.clone();
+        let result = self
+            .node(B)
+            .sessions()
+            .verdict(&admin, &id.to_string(), &req)
+            .await;
+        let label = format!("{id}: B's operator settles at {minor} (was {})", m.state);
+        match result {
+            Err(e @ (ServiceError::Store(_) | ServiceError::Setup(_))) => {
+                Err(format!("{label}: {}", unexpected(e)))
+            }
+            Ok(view) => {
+                self.note(format!("{label}: {}", view.state));
+                let after = self.mta(&id).await?.ok_or("the session is gone")?;
+                if after.verdict.is_none_or(|v| v.minor != minor)
+                    || m.customer_record.is_none()
+                    || minor > deposit.minor
+                {
+                    return Err(format!("{label}: taken as {:?}", after.verdict));
+                }
+                self.outcome.verdicts += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.note(format!("{label}: refused ({e})"));
+                let after = self.mta(&id).await?.ok_or("the session is gone")?;
+                if after != m {
+                    return Err(format!("{label}: refused, yet the session changed"));
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// B's session, as its store holds it.
     pub(super) async fn mta(&self, id: &SessionId) -> Step<Option<MtaSession>> {
         let row = self

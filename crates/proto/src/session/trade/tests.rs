@@ -561,6 +561,7 @@ fn records_that_disagree_are_disputed_and_nothing_is_paid() {
         customer_total: eur(200),
         count: 2,
         list: "a".repeat(64),
+        verdict: false,
     };
     assert_eq!(
         am.clone()
@@ -574,6 +575,126 @@ fn records_that_disagree_are_disputed_and_nothing_is_paid() {
     assert!(
         matches!(fx.ledger, Some(Command::Record { .. })),
         "the hold is kept"
+    );
+}
+
+/// A dispute settled by the MTA's operator: the merchant is paid the verdict, the AM posts
+/// the customer's side whatever its own record said and releases the rest; a verdict beyond
+/// the deposit, in another currency or too late for the AM's hold is refused and changes
+/// nothing; the same verdict again changes nothing, another is refused.
+#[test]
+fn a_verdict_settles_a_dispute_at_both_nodes() {
+    let (am, mta, hold) = opened();
+    let (mta, _) = mta
+        .handle(
+            at(4),
+            MtaInput::Record(record(Side::Merchant, 300, "a")),
+            Id::new(),
+        )
+        .expect("one in");
+    let (mta, _) = mta
+        .handle(
+            at(5),
+            MtaInput::Record(record(Side::Customer, 250, "a")),
+            Id::new(),
+        )
+        .expect("both in");
+    assert_eq!(mta.state, MtaState::Disputed);
+    // Disputed on the merchant's record alone: no verdict (the AM may have let go).
+    let (alone, _) = opened()
+        .1
+        .handle(
+            at(4),
+            MtaInput::Record(record(Side::Merchant, 300, "a")),
+            Id::new(),
+        )
+        .expect("one in");
+    let (alone, _) = alone
+        .handle(at(DEADLINE), MtaInput::Timeout, Id::new())
+        .expect("deadline");
+    assert_eq!(alone.state, MtaState::Disputed);
+    assert!(matches!(
+        alone.handle(at(DEADLINE + 1), MtaInput::Verdict(eur(10)), Id::new()),
+        Err(TradeError::Unsettled(_))
+    ));
+    let (am, _) = am
+        .handle(
+            at(3),
+            AmInput::Record {
+                record: record(Side::Customer, 250, "a"),
+                signed: "{}".into(),
+                message: Id::new(),
+            },
+        )
+        .expect("concluding");
+    let (am, _) = am.handle(at(6), AmInput::Disputed).expect("disputed");
+    // Not disputed: no verdict.
+    assert!(matches!(
+        opened()
+            .1
+            .handle(at(7), MtaInput::Verdict(eur(10)), Id::new()),
+        Err(TradeError::Closed("open"))
+    ));
+    for bad in [eur(1001), eur(-1), usd(10)] {
+        let e = mta
+            .clone()
+            .handle(at(7), MtaInput::Verdict(bad), Id::new())
+            .expect_err("refused");
+        assert_eq!(e.fault(), Fault::Caller, "{bad:?}");
+    }
+    assert!(matches!(
+        mta.clone()
+            .handle(at(RELEASE - 600), MtaInput::Verdict(eur(270)), Id::new()),
+        Err(TradeError::Unsettled(_))
+    ));
+    let (mta, fx) = mta
+        .handle(at(7), MtaInput::Verdict(eur(270)), Id::new())
+        .expect("settled");
+    assert_eq!(mta.state, MtaState::Cleared);
+    assert!(
+        matches!(
+            fx.ledger,
+            Some(Command::Transfer {
+                amount_minor: 270,
+                ..
+            })
+        ),
+        "{:?}",
+        fx.ledger
+    );
+    assert_eq!(fx.peers[0].kind, CLEARED);
+    let c: Clearing = serde_json::from_value(fx.peers[0].body.clone()).expect("clearing");
+    assert!(c.verdict);
+    assert_eq!((c.total, c.customer_total), (eur(270), eur(270)));
+    let (same, fx) = mta
+        .clone()
+        .handle(at(8), MtaInput::Verdict(eur(270)), Id::new())
+        .expect("the same verdict again");
+    assert_eq!((same.state, fx), (MtaState::Cleared, Effects::none()));
+    assert!(
+        mta.handle(at(8), MtaInput::Verdict(eur(280)), Id::new())
+            .is_err()
+    );
+    // The AM: a verdict that is not the deposit at the session's rate is refused.
+    let tampered = Clearing {
+        customer_total: eur(200),
+        ..c.clone()
+    };
+    assert_eq!(
+        am.clone()
+            .handle(at(9), AmInput::Cleared(tampered))
+            .expect_err("tampered")
+            .fault(),
+        Fault::Peer
+    );
+    let (am, fx) = am.handle(at(9), AmInput::Cleared(c)).expect("posted");
+    assert_eq!(am.state, AmState::Cleared);
+    assert_eq!(
+        fx.ledger,
+        Some(Command::Post {
+            pending_id: hold,
+            amount_minor: Some(270)
+        })
     );
 }
 
@@ -805,6 +926,7 @@ fn an_am_that_hears_nothing_expires_when_its_hold_runs_out() {
                     customer_total: eur(1),
                     count: 1,
                     list: "a".repeat(64),
+                    verdict: false,
                 })
             )
             .expect_err("too late"),
