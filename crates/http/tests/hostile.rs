@@ -3750,6 +3750,26 @@ fn federation() -> Vec<Case> {
             .by(Who::Alice)
             .raw("application/json", b"{}".to_vec())
             .expect(404, "not_found"),
+        post("verdict/by a merchant", "/v1/trading-sessions/nothing.1/verdict")
+            .by(Who::Shop)
+            .json(json!({"total_minor": 100, "currency": "EUR"}))
+            .expect(403, "forbidden"),
+        post("verdict/on an unknown session", "/v1/trading-sessions/nothing.1/verdict")
+            .by(Who::Admin)
+            .json(json!({"total_minor": 100, "currency": "EUR"}))
+            .expect(404, "not_found"),
+        post("verdict/not a currency", "/v1/trading-sessions/nothing.1/verdict")
+            .by(Who::Admin)
+            .json(json!({"total_minor": 100, "currency": "euro"}))
+            .expect(422, "invalid_request"),
+        post("verdict/an amount that is no integer", "/v1/trading-sessions/nothing.1/verdict")
+            .by(Who::Admin)
+            .json(json!({"total_minor": 1.5, "currency": "EUR"}))
+            .expect(400, "malformed_json"),
+        post("verdict/an unknown field", "/v1/trading-sessions/nothing.1/verdict")
+            .by(Who::Admin)
+            .json(json!({"total_minor": 100, "currency": "EUR", "paid": true}))
+            .expect(400, "malformed_json"),
         post("order key/of an unknown session", "/v1/trading-sessions/nothing.1/order-keys")
             .by(Who::Alice)
             .json(json!({"order": "0190a000-0000-7000-8000-000000000000", "k1": "0b".repeat(32)}))

@@ -491,9 +491,18 @@ fn records_that_agree_clear_the_session_at_both_nodes() {
     assert_eq!(dup, Effects::none());
 }
 
-#[test]
-fn records_that_disagree_are_disputed_and_nothing_is_paid() {
-    let (am, mta, _) = opened();
+/// The customer's record (2.50) in at the AM: concluding.
+fn customer_concludes(am: AmSession) -> AmSession {
+    let input = AmInput::Record {
+        record: record(Side::Customer, 250, "a"),
+        signed: "{}".into(),
+        message: Id::new(),
+    };
+    am.handle(at(3), input).expect("concluding").0
+}
+
+/// The merchant's record (3.00) in, then the customer's (2.50): disputed.
+fn disagree(mta: MtaSession) -> (MtaSession, Effects) {
     let (mta, _) = mta
         .handle(
             at(4),
@@ -501,13 +510,18 @@ fn records_that_disagree_are_disputed_and_nothing_is_paid() {
             Id::new(),
         )
         .expect("one in");
-    let (mta, fx) = mta
-        .handle(
-            at(5),
-            MtaInput::Record(record(Side::Customer, 250, "a")),
-            Id::new(),
-        )
-        .expect("both in");
+    mta.handle(
+        at(5),
+        MtaInput::Record(record(Side::Customer, 250, "a")),
+        Id::new(),
+    )
+    .expect("both in")
+}
+
+#[test]
+fn records_that_disagree_are_disputed_and_nothing_is_paid() {
+    let (am, mta, _) = opened();
+    let (mta, fx) = disagree(mta);
     assert_eq!(mta.state, MtaState::Disputed);
     assert!(
         matches!(fx.ledger, Some(Command::Record { .. })),
@@ -545,16 +559,7 @@ fn records_that_disagree_are_disputed_and_nothing_is_paid() {
         )
         .expect_err("beyond");
     assert_eq!(e.fault(), Fault::Caller);
-    let (am, _) = am
-        .handle(
-            at(3),
-            AmInput::Record {
-                record: record(Side::Customer, 250, "a"),
-                signed: "{}".into(),
-                message: Id::new(),
-            },
-        )
-        .expect("concluding");
+    let am = customer_concludes(am);
     let wrong = Clearing {
         transaction: record(Side::Customer, 250, "a").transaction,
         total: eur(250),
@@ -585,20 +590,7 @@ fn records_that_disagree_are_disputed_and_nothing_is_paid() {
 #[test]
 fn a_verdict_settles_a_dispute_at_both_nodes() {
     let (am, mta, hold) = opened();
-    let (mta, _) = mta
-        .handle(
-            at(4),
-            MtaInput::Record(record(Side::Merchant, 300, "a")),
-            Id::new(),
-        )
-        .expect("one in");
-    let (mta, _) = mta
-        .handle(
-            at(5),
-            MtaInput::Record(record(Side::Customer, 250, "a")),
-            Id::new(),
-        )
-        .expect("both in");
+    let (mta, _) = disagree(mta);
     assert_eq!(mta.state, MtaState::Disputed);
     // Disputed on the merchant's record alone: no verdict (the AM may have let go).
     let (alone, _) = opened()
@@ -617,16 +609,7 @@ fn a_verdict_settles_a_dispute_at_both_nodes() {
         alone.handle(at(DEADLINE + 1), MtaInput::Verdict(eur(10)), Id::new()),
         Err(TradeError::Unsettled(_))
     ));
-    let (am, _) = am
-        .handle(
-            at(3),
-            AmInput::Record {
-                record: record(Side::Customer, 250, "a"),
-                signed: "{}".into(),
-                message: Id::new(),
-            },
-        )
-        .expect("concluding");
+    let am = customer_concludes(am);
     let (am, _) = am.handle(at(6), AmInput::Disputed).expect("disputed");
     // Not disputed: no verdict.
     assert!(matches!(
