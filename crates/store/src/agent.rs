@@ -114,10 +114,15 @@ pub enum AgentError {
 
 struct Job {
     transaction: String,
-    op: AgentOp,
-    /// A purchase checked on the caller's thread under the tab's cached key.
-    checked: Option<Checked>,
+    work: Work,
     reply: oneshot::Sender<Result<TabView, AgentError>>,
+}
+
+/// What the writer is given: an operation as asked, or a purchase already checked on the
+/// caller's thread under the tab's cached key (it carries the purchase).
+enum Work {
+    Op(AgentOp),
+    Checked(Checked),
 }
 
 /// The keys of the tabs on disk, so that callers check their purchases' MACs and spellings
@@ -226,23 +231,21 @@ impl AgentJournal {
         transaction: &str,
         op: AgentOp,
     ) -> Result<oneshot::Receiver<Result<TabView, AgentError>>, AgentError> {
-        let checked = match &op {
+        let work = match op {
             AgentOp::Buy(p) => {
                 let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-                match keys.get(transaction).map(|k| k.check(p)) {
-                    Some(Ok(checked)) => Some(checked),
-                    Some(Err(e)) => return Err(e.into()),
-                    None => None,
+                match keys.get(transaction) {
+                    Some(key) => Work::Checked(key.check(p)?),
+                    None => Work::Op(AgentOp::Buy(p)),
                 }
             }
-            _ => None,
+            op => Work::Op(op),
         };
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job {
                 transaction: transaction.to_string(),
-                op,
-                checked,
+                work,
                 reply,
             })
             .await
@@ -412,9 +415,7 @@ async fn writer(
             settle(&mut tabs, &keys, f.jobs, f.answers, f.tabs, done);
             if let Some(e) = failed {
                 // Decided on top of tabs that are not on disk: refused, nothing kept.
-                for job in jobs {
-                    let _ = job.reply.send(Err(AgentError::Store(e.clone())));
-                }
+                refuse(jobs, &e);
                 continue;
             }
         }
@@ -454,7 +455,9 @@ fn settle(
             let opened: Vec<(String, TabKey)> = jobs
                 .iter()
                 .zip(&answers)
-                .filter(|(job, answer)| matches!(job.op, AgentOp::Open(_)) && answer.is_ok())
+                .filter(|(job, answer)| {
+                    matches!(job.work, Work::Op(AgentOp::Open(_))) && answer.is_ok()
+                })
                 .filter_map(|(job, _)| {
                     let key = staged.get(&job.transaction)?.key().ok()?;
                     Some((job.transaction.clone(), key))
@@ -472,10 +475,15 @@ fn settle(
         }
         Err(e) => {
             tracing::warn!(error = %e, "merchant agent: a batch could not be written");
-            for job in jobs {
-                let _ = job.reply.send(Err(AgentError::Store(e.to_string())));
-            }
+            refuse(jobs, &e.to_string());
         }
+    }
+}
+
+/// Answers every job of a batch that was not written: nothing was taken.
+fn refuse(jobs: Vec<Job>, why: &str) {
+    for job in jobs {
+        let _ = job.reply.send(Err(AgentError::Store(why.to_string())));
     }
 }
 
@@ -495,7 +503,7 @@ impl Kept<'_> {
 }
 
 fn decide(kept: &Kept<'_>, staged: &mut Staged, job: &Job) -> Result<TabView, AgentError> {
-    if let AgentOp::Open(tab) = &job.op {
+    if let Work::Op(AgentOp::Open(tab)) = &job.work {
         if staged.tabs.contains_key(&job.transaction) || kept.get(&job.transaction).is_some() {
             return Err(AgentError::TabExists);
         }
@@ -513,38 +521,38 @@ fn decide(kept: &Kept<'_>, staged: &mut Staged, job: &Job) -> Result<TabView, Ag
                 .clone(),
         ),
     };
-    match &job.op {
-        AgentOp::Open(_) => Err(AgentError::TabExists),
-        AgentOp::Close { mac } => {
+    let now = Timestamp::now().as_micros();
+    let (taken, wire) = match &job.work {
+        Work::Op(AgentOp::Open(_)) => return Err(AgentError::TabExists),
+        Work::Op(AgentOp::Close { mac }) => {
             tab.check_close(mac)?;
             *tab = tab.clone().ended();
-            Ok(view(&job.transaction, tab, false))
+            return Ok(view(&job.transaction, tab, false));
         }
-        AgentOp::Terminate => {
+        Work::Op(AgentOp::Terminate) => {
             *tab = tab.clone().ended();
-            Ok(view(&job.transaction, tab, false))
+            return Ok(view(&job.transaction, tab, false));
         }
-        AgentOp::Reported => {
+        Work::Op(AgentOp::Reported) => {
             tab.reported = true;
-            Ok(view(&job.transaction, tab, false))
+            return Ok(view(&job.transaction, tab, false));
         }
-        AgentOp::Buy(p) => match match &job.checked {
-            Some(checked) => tab.take_checked(checked, Timestamp::now().as_micros())?,
-            None => tab.take(p, Timestamp::now().as_micros())?,
-        } {
-            Taken::Repeat => Ok(view(&job.transaction, tab, true)),
-            Taken::New(purchase) => {
-                let v = view(&job.transaction, tab, false);
-                staged.rows.push((
-                    job.transaction.clone(),
-                    purchase.seq,
-                    p.bytes.clone(),
-                    p.mac.clone(),
-                    purchase.price.minor,
-                ));
-                Ok(v)
-            }
-        },
+        Work::Op(AgentOp::Buy(p)) => (tab.take(p, now)?, p),
+        Work::Checked(checked) => (tab.take_checked(checked, now)?, checked.wire()),
+    };
+    match taken {
+        Taken::Repeat => Ok(view(&job.transaction, tab, true)),
+        Taken::New(purchase) => {
+            let v = view(&job.transaction, tab, false);
+            staged.rows.push((
+                job.transaction.clone(),
+                purchase.seq,
+                wire.bytes.clone(),
+                wire.mac.clone(),
+                purchase.price.minor,
+            ));
+            Ok(v)
+        }
     }
 }
 

@@ -328,7 +328,7 @@ impl Tab {
     /// (the seed: "when the value of at least one purchase amounts to the value of the
     /// deposit, a clearing procedure is initiated by the merchant").
     pub fn take(&mut self, wire: &MacedPurchase, now: i64) -> Result<Taken, PurchaseError> {
-        let checked = self.key()?.check(wire)?;
+        let checked = self.key()?.check(wire.clone())?;
         self.take_checked(&checked, now)
     }
 
@@ -423,8 +423,9 @@ impl Checked {
 
 impl TabKey {
     /// Checks what needs no tab state: the size, the MAC, the one canonical spelling, the
-    /// item, and that the purchase names this tab's transaction.
-    pub fn check(&self, wire: &MacedPurchase) -> Result<Checked, PurchaseError> {
+    /// item, and that the purchase names this tab's transaction. It keeps the purchase (taken
+    /// by value: the check is on the merchant agent's hot path, no copy).
+    pub fn check(&self, wire: MacedPurchase) -> Result<Checked, PurchaseError> {
         if wire.bytes.len() > PURCHASE_LEN_MAX {
             return Err(PurchaseError::Malformed);
         }
@@ -449,7 +450,7 @@ impl TabKey {
             return Err(PurchaseError::WrongTransaction);
         }
         Ok(Checked {
-            wire: wire.clone(),
+            wire,
             purchase: p,
             key: self.key.clone(),
         })
@@ -575,7 +576,7 @@ mod tests {
         let checked = t
             .key()
             .expect("key")
-            .check(&maced(1, 10, "song"))
+            .check(maced(1, 10, "song"))
             .expect("checked");
         let signed = new_tab(&customer(), transaction(), [8; 32], Timestamp(T0)).expect("tab");
         let mut other = Tab::open(
@@ -592,7 +593,7 @@ mod tests {
         assert_eq!(other.count, 0);
         assert!(matches!(t.take_checked(&checked, T0), Ok(Taken::New(_))));
         assert_eq!(
-            other.key().expect("key").check(&maced(1, 10, "song")).err(),
+            other.key().expect("key").check(maced(1, 10, "song")).err(),
             Some(PurchaseError::BadSignature)
         );
     }
