@@ -212,6 +212,23 @@ pub(crate) async fn open_session(
 }
 
 /// The refusal of a request whose session id is not one.
+/// The session's current transaction as its operator names it (M4: the next once one is
+/// cleared): the tab and the orders are of that one.
+pub(crate) fn current_transaction(
+    view: &TradingSessionView,
+    session: SessionId,
+) -> Result<TransactionId, Response> {
+    match view.transaction.parse::<TransactionId>() {
+        Ok(t) if t.session == session => Ok(t),
+        _ => Err(refusal(
+            StatusCode::CONFLICT,
+            "session_not_open",
+            "the operator names no transaction of this session".into(),
+            None,
+        )),
+    }
+}
+
 pub(crate) fn malformed_session(e: impl std::fmt::Display) -> Response {
     refusal(
         StatusCode::BAD_REQUEST,
@@ -242,7 +259,10 @@ async fn open_tab(State(a): State<Agent>, Json(req): Json<OpenTab>) -> Response 
             None,
         );
     };
-    let transaction = session.first_transaction();
+    let transaction = match current_transaction(&view, session) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
     let bytes = req.tab.to_string().into_bytes();
     let tab = match Tab::open(&bytes, &key, transaction, deposit) {
         Ok(t) => t.until(view.expires_at.as_micros()),

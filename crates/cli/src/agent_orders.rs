@@ -187,13 +187,18 @@ async fn sending(
 /// `POST /v1/orders`: the customer's signed order. K1 must have reached the operator; the
 /// first sending goes back (the same one again for a repeat of the order).
 pub async fn order(State(a): State<Agent>, Json(req): Json<NewOrder>) -> Response {
-    let (_, customer) = match crate::agent::open_session(&a, &req.session).await {
+    let session = match req.session.parse::<tally_proto::session::ids::SessionId>() {
+        Ok(s) => s,
+        Err(e) => return crate::agent::malformed_session(e),
+    };
+    let (view, customer) = match crate::agent::open_session(&a, &req.session).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let transaction = match req.session.parse::<tally_proto::session::ids::SessionId>() {
-        Ok(s) => s.first_transaction(),
-        Err(e) => return crate::agent::malformed_session(e),
+    // The session's current transaction (M4).
+    let transaction = match crate::agent::current_transaction(&view, session) {
+        Ok(t) => t,
+        Err(r) => return r,
     };
     // Which product: read the order's claim, then open it against that offer.
     let product = serde_json::from_str::<tally_kernel::crypto::SignedRecord>(&req.order)

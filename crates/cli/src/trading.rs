@@ -37,6 +37,11 @@ pub enum SessionCommand {
     /// operator; `--wait` until the merchant's operator has compared both (cleared or
     /// disputed).
     Close(CloseArgs),
+    /// Start the session's next transaction (a customer; M4): once the deposit is used up, or
+    /// a purchase does not fit what is left of it, the transaction so far is concluded (your
+    /// tab closed, your record sent, `--wait` until it is cleared) and a new deposit is held
+    /// in the same session; buy on with `tally session buy`.
+    Next(NextArgs),
     /// End a customer's tab at your merchant agent (a merchant): it takes no more purchases
     /// and sends your record to your operator. The customer then sends theirs.
     Terminate(TerminateArgs),
@@ -50,8 +55,28 @@ pub enum SessionCommand {
 }
 
 #[derive(Args)]
-pub struct TerminateArgs {
+pub struct NextArgs {
     /// The session id.
+    pub session: String,
+    /// The next transaction's deposit, e.g. "10.00 EUR" (default: the deposit of the one
+    /// before).
+    #[arg(long)]
+    pub deposit: Option<String>,
+    /// Your wallet directory.
+    #[arg(long, default_value = "./tally-wallet")]
+    pub wallet: std::path::PathBuf,
+    /// Wait up to this many seconds for each answer: the clearing of the transaction
+    /// before, then the merchant's operator's (0: do not wait).
+    #[arg(long, default_value_t = 30)]
+    pub wait: u64,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+#[derive(Args)]
+pub struct TerminateArgs {
+    /// The session id, or one of its transactions (`<session>.<n>`; a session id names its
+    /// first).
     pub session: String,
     /// Your agent's URL.
     #[arg(long, default_value = "http://127.0.0.1:8650")]
@@ -144,6 +169,12 @@ pub struct BuyArgs {
     /// Your wallet directory (the session key and your copy of the purchases).
     #[arg(long, default_value = "./tally-wallet")]
     pub wallet: std::path::PathBuf,
+    /// When the deposit does not cover the purchase (or is used up), start the session's
+    /// next transaction with the same deposit (`tally session next`) and buy there.
+    #[arg(long)]
+    pub next: bool,
+    #[command(flatten)]
+    pub conn: Conn,
 }
 
 #[derive(Args)]
@@ -224,6 +255,7 @@ pub async fn session(cmd: SessionCommand) -> anyhow::Result<ExitCode> {
         SessionCommand::Buy(a) => buy(a).await,
         SessionCommand::Agent(a) => crate::agent::serve(a).await,
         SessionCommand::Close(a) => close(a).await,
+        SessionCommand::Next(a) => next(a).await,
         SessionCommand::Terminate(a) => terminate(a).await,
         SessionCommand::Order(a) => crate::trading_orders::order(a).await,
         SessionCommand::Arbitrate(a) => crate::trading_orders::arbitrate_cmd(a).await,
@@ -436,33 +468,157 @@ async fn buy(a: BuyArgs) -> anyhow::Result<ExitCode> {
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()?;
-    ensure_tab(&mut w, &path, &agent, &http).await?;
-    let maced = pending_or_new(&mut w, &path, price, &a.item)?;
-    let (status, v) = post_agent(
-        &http,
-        &format!("{agent}/v1/tabs/{}/purchases", w.transaction),
-        &maced,
-    )
-    .await?;
-    if !status.is_success() {
+    let mut next = a.next;
+    loop {
+        ensure_tab(&mut w, &path, &agent, &http).await?;
+        let maced = pending_or_new(&mut w, &path, price, &a.item)?;
+        let (status, v) = post_agent(
+            &http,
+            &format!("{agent}/v1/tabs/{}/purchases", w.transaction),
+            &maced,
+        )
+        .await?;
+        if status.is_success() {
+            return record_purchase(&mut w, &path, &maced, v, &a.session);
+        }
         // Refused: not taken, so not pending any more.
         w.pending = None;
         w.save(&path)?;
-        let ended = match v["error"]["code"].as_str() {
-            Some("closed") => Some("the merchant ended the tab"),
-            Some("session_expired") => Some("the session's time is over"),
-            _ => None,
-        };
-        if let Some(why) = ended {
+        let code = v["error"]["code"].as_str();
+        // M4: a purchase beyond the deposit is the first of the session's next transaction.
+        if next && matches!(code, Some("deposit_exhausted" | "closed")) {
+            next = false;
+            let c = Client::new(&a.conn)?;
+            let view = start_next(&c, &a.wallet, &a.session, None, 30).await?;
+            if view.state != "open" {
+                anyhow::bail!(
+                    "the next transaction {} is {}: buy again once it is open",
+                    view.transaction,
+                    view.state
+                );
+            }
             eprintln!(
-                "{why}: nothing more can be bought in this session. Send your record with \
-                 `tally session close {}`; open a new session to buy more.",
-                a.session
+                "the deposit did not cover it: transaction {} started with a new deposit of {}",
+                view.transaction, view.deposit
             );
+            w = Wallet::load(&path)?;
+            continue;
+        }
+        match code {
+            Some("deposit_exhausted" | "closed") => eprintln!(
+                "this transaction takes no more purchases: start the session's next one with \
+                 `tally session next {}` (or buy with --next), or send your record with \
+                 `tally session close {}`.",
+                a.session, a.session
+            ),
+            Some("session_expired") => eprintln!(
+                "the session's time is over: nothing more can be bought in it. Send your record \
+                 with `tally session close {}`; open a new session to buy more.",
+                a.session
+            ),
+            _ => {}
         }
         return Err(agent_refusal(status, &v));
     }
-    record_purchase(&mut w, &path, &maced, v, &a.session)
+}
+
+async fn next(a: NextArgs) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&a.conn)?;
+    let deposit =
+        match &a.deposit {
+            Some(d) => Some(d.parse::<Amount>().with_context(|| {
+                format!("--deposit {d:?}: expected an amount like \"10.00 EUR\"")
+            })?),
+            None => None,
+        };
+    let s = start_next(&c, &a.wallet, &a.session, deposit, a.wait).await?;
+    c.show(&s, session_text);
+    Ok(match s.state.as_str() {
+        "open" => ExitCode::SUCCESS,
+        "held" => ExitCode::from(2),
+        _ => ExitCode::from(1),
+    })
+}
+
+/// Concludes the wallet's transaction (when it is still open) and starts the session's next
+/// one with `deposit` (default: the one before's), waiting up to `wait` seconds for each
+/// answer. Safe to run again: a transaction already concluded or started is not again, and
+/// the wallet follows the session (its copy of each earlier transaction stays beside it, as
+/// `<transaction>.json`).
+async fn start_next(
+    c: &Client,
+    dir: &std::path::Path,
+    session: &str,
+    deposit: Option<Amount>,
+    wait: u64,
+) -> anyhow::Result<TradingSessionView> {
+    let path = Wallet::path(dir, session)?;
+    let mut w = Wallet::load(&path)?;
+    let mine: tally_proto::session::ids::TransactionId = w
+        .transaction
+        .parse()
+        .map_err(|e| anyhow::anyhow!("the wallet's transaction: {e}"))?;
+    let mut view = c.api.trading_session(session).await?;
+    if view.transaction == mine.to_string() {
+        if view.state == "open" {
+            view = conclude(c, &w, session, wait).await?;
+        }
+        view = until(c, session, view, "concluding", wait).await?;
+        if view.state != "cleared" {
+            anyhow::bail!(
+                "transaction {mine} is {}: {}",
+                view.state,
+                match view.state.as_str() {
+                    "concluding" => "not cleared yet; run this again to wait longer",
+                    _ => "the session takes no next transaction",
+                }
+            );
+        }
+        let deposit = match deposit {
+            Some(d) => d,
+            None => view.deposit,
+        };
+        let then = mine.next().map_err(|e| anyhow::anyhow!("{e}"))?;
+        view = c
+            .api
+            .trading_session_next(session, &then.to_string(), deposit)
+            .await?;
+    }
+    let next = mine.next().map_err(|e| anyhow::anyhow!("{e}"))?;
+    if view.transaction != next.to_string() {
+        anyhow::bail!(
+            "the session is at transaction {}, your wallet at {mine}",
+            view.transaction
+        );
+    }
+    // The transaction before stays in the wallet's directory; the wallet starts afresh.
+    w.save(&Wallet::path(dir, &mine.to_string())?)?;
+    w.transaction = next.to_string();
+    w.mac_key = None;
+    w.tab_open = false;
+    w.next_seq = 1;
+    w.spent = 0;
+    w.list = hex::encode([0u8; 32]);
+    w.pending = None;
+    w.order = None;
+    w.save(&path)?;
+    until(c, session, view, "held", wait).await
+}
+
+/// The session once it left `state`, or as it is after `wait` seconds.
+async fn until(
+    c: &Client,
+    session: &str,
+    mut view: TradingSessionView,
+    state: &str,
+    wait: u64,
+) -> anyhow::Result<TradingSessionView> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+    while view.state == state && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        view = c.api.trading_session(session).await?;
+    }
+    Ok(view)
 }
 
 /// Opens the session's tab at the merchant agent, once (the MAC key is kept first).
@@ -614,7 +770,27 @@ async fn close(a: CloseArgs) -> anyhow::Result<ExitCode> {
     let c = Client::new(&a.conn)?;
     let path = Wallet::path(&a.wallet, &a.session)?;
     let w = Wallet::load(&path)?;
-    let view = c.api.trading_session(&a.session).await?;
+    let s = conclude(&c, &w, &a.session, 0).await?;
+    let s = until(&c, &a.session, s, "concluding", a.wait).await?;
+    c.show(&s, session_text);
+    Ok(match s.state.as_str() {
+        "cleared" => ExitCode::SUCCESS,
+        "disputed" => ExitCode::from(1),
+        _ if a.wait > 0 => ExitCode::from(2),
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+/// Concludes the wallet's transaction: closes the tab at the merchant agent (which sends the
+/// merchant's record), then signs and sends the customer's record; the session as the
+/// operator answers, waited for up to `wait` seconds while it is concluding.
+async fn conclude(
+    c: &Client,
+    w: &Wallet,
+    session: &str,
+    wait: u64,
+) -> anyhow::Result<TradingSessionView> {
+    let view = c.api.trading_session(session).await?;
     let currency = view
         .merchant_deposit
         .as_deref()
@@ -663,33 +839,25 @@ async fn close(a: CloseArgs) -> anyhow::Result<ExitCode> {
         list: w.list.clone(),
     };
     let signed = record.sign(&w.key()?).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut s = c.api.trading_session_record(&a.session, signed).await?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(a.wait);
-    while s.state == "concluding" && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        s = c.api.trading_session(&a.session).await?;
-    }
-    c.show(&s, session_text);
-    Ok(match s.state.as_str() {
-        "cleared" => ExitCode::SUCCESS,
-        "disputed" => ExitCode::from(1),
-        _ if a.wait > 0 => ExitCode::from(2),
-        _ => ExitCode::SUCCESS,
-    })
+    let s = c.api.trading_session_record(session, signed).await?;
+    until(c, session, s, "concluding", wait).await
 }
 
 async fn terminate(a: TerminateArgs) -> anyhow::Result<ExitCode> {
-    let session: tally_proto::session::ids::SessionId = a
-        .session
-        .parse()
-        .map_err(|e| anyhow::anyhow!("{}: not a session id: {e}", a.session))?;
+    let transaction = match a.session.parse::<tally_proto::session::ids::SessionId>() {
+        Ok(s) => s.first_transaction(),
+        Err(_) => a
+            .session
+            .parse::<tally_proto::session::ids::TransactionId>()
+            .map_err(|e| anyhow::anyhow!("{}: not a session or transaction id: {e}", a.session))?,
+    };
     let path = a.data.join("agent.token");
     let token = std::fs::read_to_string(&path)
         .with_context(|| format!("reading the agent's token {}", path.display()))?;
     let url = format!(
         "{}/v1/tabs/{}/terminate",
         a.agent.trim_end_matches('/'),
-        session.first_transaction()
+        transaction
     );
     let r = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))

@@ -17,7 +17,7 @@ use tally_proto::session::purchase::MacedPurchase;
 pub struct Wallet {
     /// The session (empty while its opening waits for an answer).
     pub session: String,
-    /// Its first transaction.
+    /// Its current transaction (the first, then the next once one is cleared, M4).
     pub transaction: String,
     /// The session key (PKCS#8 PEM).
     pub key_pem: String,

@@ -130,6 +130,23 @@ impl Client {
         Ok(self.send(Method::POST, path, &req, None).await?.value)
     }
 
+    /// `POST /v1/trading-sessions/{session}/transactions`: the session's next transaction
+    /// (M4), once the one before is cleared. The request names it, so it is safe to retry
+    /// (a repeat answers the session as it is).
+    pub async fn trading_session_next(
+        &self,
+        session: &str,
+        transaction: &str,
+        deposit: tally_kernel::Amount,
+    ) -> Result<TradingSessionView, Error> {
+        let path = format!("/v1/trading-sessions/{}/transactions", seg(session));
+        let req = tally_wire::federation::NextTransaction {
+            transaction: transaction.to_string(),
+            deposit,
+        };
+        Ok(self.send(Method::POST, path, &req, None).await?.value)
+    }
+
     /// `POST /v1/trading-sessions/{session}/order-keys`: the customer's K1 of an order (M9),
     /// through its own operator to the merchant's.
     pub async fn order_key_send(

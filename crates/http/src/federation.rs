@@ -10,8 +10,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tally_wire::federation::{
     AddPeerRequest, AgentKeyRequest, BillingQuery, BillingRecordView, ClearingLine,
-    FxPublishRequest, FxTableView, MerchantAnswer, OpenTradingSession, PeerMessageTaken, PeerView,
-    PingQueued, SessionMerchantRequest, SessionMerchantView, TradingSessionView, VerdictRequest,
+    FxPublishRequest, FxTableView, MerchantAnswer, NextTransaction, OpenTradingSession,
+    PeerMessageTaken, PeerView, PingQueued, SessionMerchantRequest, SessionMerchantView,
+    TradingSessionView, VerdictRequest,
 };
 use tally_wire::ledger::AccountsQuery;
 
@@ -110,6 +111,31 @@ pub async fn open_session(
     let (session, replayed) = state.node.sessions().open(&by, &key.0, &body).await?;
     let location = format!("/v1/trading-sessions/{}", session.session);
     Ok(written(session, replayed, Some(location)))
+}
+
+/// Start the session's next transaction (the customer, at its operator; M4): once the one
+/// before is cleared, a new deposit is held and the merchant's operator answers again with its
+/// rate. The body names the transaction, which makes a retry the same step (200, the session
+/// as it is).
+#[utoipa::path(
+    post, path = "/v1/trading-sessions/{session}/transactions", tag = "federation",
+    params(("session" = String, Path, description = "`<AM node id>.<seq>`")),
+    request_body(content = NextTransaction, description = "`{transaction, deposit}`"),
+    responses((status = 201, description = "The session, `held` for its next transaction until the merchant's operator answers", body = TradingSessionView), (status = 200, description = "Taken before: the session as it is", body = TradingSessionView), (status = 404, description = "not_found", body = ErrorBody), (status = 409, description = "session_closed: the transaction before is not cleared", body = ErrorBody), (status = 422, description = "insufficient_funds, invalid_request: not the next transaction, started before with another deposit, another currency, too close to the session's end", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn next_transaction(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(session): ApiPath<String>,
+    ApiJson(body): ApiJson<NextTransaction>,
+) -> Result<Response, ApiError> {
+    let (view, replayed) = state
+        .node
+        .sessions()
+        .next_transaction(&by, &session, &body)
+        .await?;
+    Ok(written(view, replayed, None))
 }
 
 /// The caller's trading sessions (a customer's at its operator, a merchant's at its own);

@@ -320,6 +320,10 @@ fn routes() -> Router<AppState> {
             post(federation::verdict),
         )
         .route(
+            "/v1/trading-sessions/{session}/transactions",
+            post(federation::next_transaction),
+        )
+        .route(
             "/v1/trading-sessions/{session}/order-keys",
             post(federation::send_order_key),
         )

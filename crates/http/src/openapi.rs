@@ -53,6 +53,7 @@ impl Modify for ApiKeyAuth {
         federation::agent_key,
         federation::record,
         federation::verdict,
+        federation::next_transaction,
         federation::send_order_key,
         federation::order_key,
         federation::escrow,

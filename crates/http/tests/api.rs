@@ -325,6 +325,7 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
         "POST /v1/trading-sessions/{session}/answer",
         "POST /v1/trading-sessions/{session}/order-keys",
         "POST /v1/trading-sessions/{session}/record",
+        "POST /v1/trading-sessions/{session}/transactions",
         "POST /v1/trading-sessions/{session}/verdict",
         "POST /v1/transfers",
         "POST /v1/trustee/settle",

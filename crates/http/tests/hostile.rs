@@ -3770,6 +3770,22 @@ fn federation() -> Vec<Case> {
             .by(Who::Admin)
             .json(json!({"total_minor": 100, "currency": "EUR", "paid": true}))
             .expect(400, "malformed_json"),
+        post("next transaction/of an unknown session", "/v1/trading-sessions/nothing.1/transactions")
+            .by(Who::Alice)
+            .json(json!({"transaction": format!("{}.1.2", "ab".repeat(32)), "deposit": "5.00 EUR"}))
+            .expect(404, "not_found"),
+        post("next transaction/not a transaction id", "/v1/trading-sessions/nothing.1/transactions")
+            .by(Who::Alice)
+            .json(json!({"transaction": "nothing.1.2", "deposit": "5.00 EUR"}))
+            .expect(422, "invalid_request"),
+        post("next transaction/a deposit that is no amount", "/v1/trading-sessions/nothing.1/transactions")
+            .by(Who::Alice)
+            .json(json!({"transaction": "nothing.1.2", "deposit": "five"}))
+            .expect(422, "invalid_request"),
+        post("next transaction/an unknown field", "/v1/trading-sessions/nothing.1/transactions")
+            .by(Who::Alice)
+            .json(json!({"transaction": "nothing.1.2", "deposit": "5.00 EUR", "rate": 1}))
+            .expect(400, "malformed_json"),
         post("order key/of an unknown session", "/v1/trading-sessions/nothing.1/order-keys")
             .by(Who::Alice)
             .json(json!({"order": "0190a000-0000-7000-8000-000000000000", "k1": "0b".repeat(32)}))

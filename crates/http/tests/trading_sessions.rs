@@ -377,7 +377,18 @@ fn record(
     list: &str,
     key: &tally_kernel::crypto::SigningKey,
 ) -> Vec<u8> {
-    let transaction = format!("{session}.1").parse().expect("transaction");
+    record_of(&format!("{session}.1"), side, minor, list, key)
+}
+
+/// A signed record of `transaction`: two purchases, `minor` EUR cents in all.
+fn record_of(
+    transaction: &str,
+    side: tally_proto::session::conclusion::Side,
+    minor: i64,
+    list: &str,
+    key: &tally_kernel::crypto::SigningKey,
+) -> Vec<u8> {
+    let transaction = transaction.parse().expect("transaction");
     tally_proto::session::conclusion::Record {
         transaction,
         side,
@@ -601,6 +612,174 @@ async fn conclude(a: World, b: World) {
     assert_eq!(a.balance(&a.alice_eur).await, 9350);
     a.audit_passes().await;
     b.audit_passes().await;
+}
+
+/// A session's next transaction (M4): once the first is cleared (its deposit used up), the
+/// customer holds a new deposit in the same session; the merchant's operator acks it again,
+/// and each transaction clears on its own records, billed on its own.
+async fn next_transactions(a: World, b: World) {
+    use tally_proto::session::conclusion::Side;
+    let fixture = Kiosk::new(&a, &b).await;
+    let (kiosk, agent, customer) = (&fixture.kiosk, &fixture.agent, &fixture.customer);
+    async fn next(w: &World, key: &str, session: &str, seq: u64, deposit: &str) -> common::Reply {
+        w.api
+            .post(&format!("/v1/trading-sessions/{session}/transactions"))
+            .key(key)
+            .json(json!({"transaction": format!("{session}.{seq}"), "deposit": deposit}))
+            .send()
+            .await
+    }
+    let s = fixture.open(&a, "n1", "4.00 EUR").await;
+    carry(&a.api, &b.api).await;
+    carry(&b.api, &a.api).await;
+    assert_eq!(session(&a, &a.alice, &s).await.str("/state"), "open");
+    // Not while the first transaction is open.
+    next(&a, &a.alice, &s, 2, "3.00 EUR")
+        .await
+        .expect_error(StatusCode::CONFLICT, "session_closed");
+    // The first transaction's deposit is used up: both records say 4.00, it clears.
+    let first = format!("{s}.1");
+    post(
+        &b,
+        kiosk,
+        &s,
+        record_of(&first, Side::Merchant, 400, "a", agent),
+    )
+    .await
+    .expect(StatusCode::OK);
+    post(
+        &a,
+        &a.alice,
+        &s,
+        record_of(&first, Side::Customer, 400, "a", customer),
+    )
+    .await
+    .expect(StatusCode::OK);
+    carry(&a.api, &b.api).await;
+    carry(&b.api, &a.api).await;
+    assert_eq!(session(&a, &a.alice, &s).await.str("/state"), "cleared");
+    assert_eq!(a.available(&a.alice_eur).await, 9600);
+    // Not another number, another currency, or another customer's session.
+    next(&a, &a.alice, &s, 3, "3.00 EUR")
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    next(&a, &a.alice, &s, 2, "3.00 USD")
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    next(&a, &a.bob, &s, 2, "3.00 EUR")
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(a.available(&a.alice_eur).await, 9600);
+    // The next one: a new hold; the same request again is the same step.
+    let second = format!("{s}.2");
+    let r = next(&a, &a.alice, &s, 2, "3.00 EUR")
+        .await
+        .expect(StatusCode::CREATED);
+    assert_eq!(
+        (r.str("/state"), r.str("/transaction")),
+        ("held", second.as_str())
+    );
+    next(&a, &a.alice, &s, 2, "3.00 EUR")
+        .await
+        .expect(StatusCode::OK);
+    next(&a, &a.alice, &s, 2, "2.00 EUR")
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    assert_eq!(a.available(&a.alice_eur).await, 9300);
+    carry(&a.api, &b.api).await;
+    carry(&b.api, &a.api).await;
+    let r = session(&a, &a.alice, &s).await.expect(StatusCode::OK);
+    assert_eq!(
+        (r.str("/state"), r.str("/transaction")),
+        ("open", second.as_str())
+    );
+    let r = session(&b, kiosk, &s).await.expect(StatusCode::OK);
+    assert_eq!(
+        (r.str("/state"), r.str("/transaction")),
+        ("open", second.as_str())
+    );
+    // A record of the first transaction is not one of the second.
+    post(
+        &b,
+        kiosk,
+        &s,
+        record_of(&first, Side::Merchant, 400, "a", agent),
+    )
+    .await
+    .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    // The second clears on its own records: 2.50 of its 3.00.
+    let shop_before = b.balance(&b.shop_eur).await;
+    post(
+        &b,
+        kiosk,
+        &s,
+        record_of(&second, Side::Merchant, 250, "c", agent),
+    )
+    .await
+    .expect(StatusCode::OK);
+    post(
+        &a,
+        &a.alice,
+        &s,
+        record_of(&second, Side::Customer, 250, "c", customer),
+    )
+    .await
+    .expect(StatusCode::OK);
+    carry(&a.api, &b.api).await;
+    carry(&b.api, &a.api).await;
+    let r = session(&a, &a.alice, &s).await.expect(StatusCode::OK);
+    assert_eq!(
+        (r.str("/state"), r.str("/customer_total")),
+        ("cleared", "2.50 EUR")
+    );
+    assert_eq!(b.balance(&b.shop_eur).await, shop_before + 250);
+    assert_eq!(a.balance(&a.alice_eur).await, 9350);
+    assert_eq!(a.available(&a.alice_eur).await, 9350);
+    // Each transaction billed on its own.
+    let bills = a
+        .api
+        .get("/v1/billing/records")
+        .key(&a.api.admin)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    let mut billed: Vec<(String, i64)> = bills
+        .body
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| {
+            (
+                r["session"].as_str().unwrap_or("").to_string(),
+                r["amount_minor"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    billed.sort();
+    assert_eq!(billed, vec![(s.clone(), 400), (second.clone(), 250)]);
+    let owed = a
+        .api
+        .get("/v1/clearing")
+        .key(&a.api.admin)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(owed.body[0]["owed_to_minor"].as_i64(), Some(650));
+    a.audit_passes().await;
+    b.audit_passes().await;
+}
+
+#[tokio::test]
+async fn a_session_goes_on_in_its_next_transaction() {
+    next_transactions(World::new().await, World::new().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_goes_on_in_its_next_transaction_on_postgres() {
+    let Some(a) = world_on_postgres().await else {
+        return;
+    };
+    next_transactions(a, World::new().await).await;
 }
 
 #[tokio::test]

@@ -153,6 +153,20 @@ pub struct VerdictRequest {
     pub currency: String,
 }
 
+/// `POST /v1/trading-sessions/{session}/transactions` (the customer, at its operator): the
+/// session's next transaction (M4), once the one before is cleared: a new deposit held, a new
+/// initiation to the merchant's operator. Naming the transaction makes a retry the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NextTransaction {
+    /// `<session id>.<seq>`: the transaction after the session's current one.
+    pub transaction: String,
+    /// Its deposit, e.g. `"10.00 EUR"` (the session's currency).
+    #[schema(value_type = String, example = "10.00 EUR")]
+    #[serde(with = "crate::amount_text")]
+    pub deposit: tally_kernel::Amount,
+}
+
 /// A trading session as one node sees it (its role: `am` at the customer's operator, `mta`
 /// at the merchant's).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -171,7 +185,8 @@ pub struct TradingSessionView {
     pub customer: String,
     /// The customer's session key (hex), if it buys through a merchant agent.
     pub customer_key: Option<String>,
-    /// The session's first transaction (`<session>.1`): the merchant agent's tab.
+    /// The session's current transaction (`<session>.1` first, then the next once one is
+    /// cleared, M4): the merchant agent's tab.
     pub transaction: String,
     /// The deposit in the customer's currency.
     #[schema(value_type = String, example = "10.00 EUR")]

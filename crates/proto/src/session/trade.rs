@@ -56,6 +56,43 @@ pub const ABORTED: &str = "session_aborted";
 /// Kind of the customer's K1 of an order (M9), forwarded by the AM to the MTA.
 pub const ORDER_KEY: &str = "session_order_key";
 
+fn first_seq() -> u64 {
+    1
+}
+
+fn is_first(seq: &u64) -> bool {
+    *seq == 1
+}
+
+/// `t` as messages name it: absent for a session's first transaction (messages of sessions
+/// with one transaction keep their shape), present after it.
+pub fn later(t: TransactionId) -> Option<TransactionId> {
+    (t.seq > 1).then_some(t)
+}
+
+/// The transaction a message names: `t`, or the session's first when it names none.
+pub fn named(session: SessionId, t: Option<TransactionId>) -> TransactionId {
+    t.unwrap_or_else(|| session.first_transaction())
+}
+
+/// The body of a word about transaction `t` with nothing else to say (`session_disputed`,
+/// `session_expired`, `session_aborted`): the session, and the transaction after the first.
+pub fn about(t: TransactionId) -> serde_json::Value {
+    match later(t) {
+        Some(t) => json!({"session": t.session, "transaction": t}),
+        None => json!({"session": t.session}),
+    }
+}
+
+/// How journals, memos and step keys name transaction `t`: by its session while it is the
+/// first, by itself after.
+pub fn label(t: TransactionId) -> String {
+    match later(t) {
+        Some(t) => t.to_string(),
+        None => t.session.to_string(),
+    }
+}
+
 /// Where a session stands at the AM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -182,6 +219,9 @@ pub struct Initiation {
 pub struct Ack {
     /// The session.
     pub session: SessionId,
+    /// The transaction acked, after the session's first (M4; absent: the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<TransactionId>,
     /// Merchant minor units per customer minor unit.
     pub rate: Rate,
     /// The deposit in the merchant's currency (converted at `rate`, rounded down).
@@ -195,14 +235,31 @@ pub struct Ack {
     pub merchant_cert: Option<String>,
 }
 
+impl Ack {
+    /// The transaction acked.
+    pub fn transaction_id(&self) -> TransactionId {
+        named(self.session, self.transaction)
+    }
+}
+
 /// The MTA's refusal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Refused {
     /// The session.
     pub session: SessionId,
+    /// The transaction refused, after the session's first (M4; absent: the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<TransactionId>,
     /// Why.
     pub reason: Refusal,
+}
+
+impl Refused {
+    /// The transaction refused.
+    pub fn transaction_id(&self) -> TransactionId {
+        named(self.session, self.transaction)
+    }
 }
 
 /// Why a session step was refused.
@@ -245,6 +302,10 @@ impl Blame for TradeError {
 pub struct AmSession {
     /// The session.
     pub id: SessionId,
+    /// The number of its current transaction (M4: once one is cleared, the customer may start
+    /// the next; absent in stored rows while it is the first).
+    #[serde(default = "first_seq", skip_serializing_if = "is_first")]
+    pub txn: u64,
     /// Where it stands.
     pub state: AmState,
     /// The MTA's node.
@@ -347,10 +408,21 @@ pub enum AmInput {
     },
     /// The MTA's clearing information.
     Cleared(Clearing),
-    /// The MTA found the records disagree.
-    Disputed,
-    /// The MTA had no record by its conclusion deadline.
-    Expired,
+    /// The MTA found the records of this transaction disagree.
+    Disputed(TransactionId),
+    /// The MTA had no record of this transaction by its conclusion deadline.
+    Expired(TransactionId),
+    /// The customer starts the session's next transaction (M4: the deposit of the one before
+    /// was used up, or a purchase did not fit what was left of it): a new hold, a new
+    /// initiation.
+    Next {
+        /// The new deposit, in the session's currency.
+        deposit: Amount,
+        /// How long the MTA has to answer, seconds.
+        ack_window_s: i64,
+        /// The initiation's message id.
+        message: Id,
+    },
     /// The customer's K1 of an order (M9), to forward to the MTA in message `message`.
     OrderKey {
         /// The order.
@@ -380,6 +452,7 @@ impl AmSession {
             .as_micros();
         let session = AmSession {
             id: s.id,
+            txn: 1,
             state: AmState::Held,
             mta: s.mta,
             merchant: s.merchant,
@@ -399,32 +472,97 @@ impl AmSession {
             clearing: None,
             hold: None,
         };
+        let effects = session.initiate(
+            s.customer_cert,
+            s.lifetime_s + s.clearing_grace_s,
+            s.message,
+        );
+        Ok((session, effects))
+    }
+
+    /// The session's current transaction.
+    pub fn transaction(&self) -> TransactionId {
+        TransactionId {
+            session: self.id,
+            seq: self.txn,
+        }
+    }
+
+    /// The hold of the current transaction's deposit for `hold_s` seconds, and its initiation
+    /// to the MTA.
+    fn initiate(&self, customer_cert: Option<String>, hold_s: i64, message: Id) -> Effects {
+        let transaction = self.transaction();
         let initiation = Initiation {
-            session: session.id,
-            transaction: session.id.first_transaction(),
-            merchant: session.merchant.clone(),
-            customer: session.customer.clone(),
-            deposit: session.deposit,
-            expires_at,
-            ack_by: Some(ack_by),
-            release_at: Some(release_at),
-            customer_key: session.customer_key.clone(),
-            customer_cert: s.customer_cert,
+            session: self.id,
+            transaction,
+            merchant: self.merchant.clone(),
+            customer: self.customer.clone(),
+            deposit: self.deposit,
+            expires_at: self.expires_at,
+            ack_by: Some(self.ack_by),
+            release_at: Some(self.release_at),
+            customer_key: self.customer_key.clone(),
+            customer_cert,
         };
         let mut effects = Effects::ledger(Command::Transfer {
-            debit_account: session.account,
-            credit_account: session.owed,
-            amount_minor: session.deposit.minor,
-            currency: session.deposit.currency,
-            timeout_s: Some(s.lifetime_s + s.clearing_grace_s),
-            memo: format!("trading session {} deposit", session.id),
+            debit_account: self.account,
+            credit_account: self.owed,
+            amount_minor: self.deposit.minor,
+            currency: self.deposit.currency,
+            timeout_s: Some(hold_s),
+            memo: format!("trading session {} deposit", label(transaction)),
         });
         effects.peers.push(PeerMessage {
-            to: session.mta,
-            id: s.message,
+            to: self.mta,
+            id: message,
             kind: INITIATION.into(),
             body: json!(initiation),
         });
+        effects
+    }
+
+    /// Starts the next transaction of a cleared session (M4): its deposit held until the
+    /// session's hold time, its initiation to the MTA. The customer's key and certificate
+    /// stay the session's (the MTA has them).
+    fn next(
+        self,
+        now: Timestamp,
+        deposit: Amount,
+        ack_window_s: i64,
+        message: Id,
+    ) -> Result<(AmSession, Effects), TradeError> {
+        if deposit.minor <= 0 || deposit.currency != self.deposit.currency {
+            return Err(TradeError::Invalid(
+                "a positive deposit in the session's currency",
+            ));
+        }
+        let ack_by = now.plus_seconds(ack_window_s).as_micros();
+        if ack_window_s <= 0 || self.release_at == 0 || ack_by >= self.expires_at {
+            return Err(TradeError::Invalid(
+                "the session ends before another transaction could be acknowledged",
+            ));
+        }
+        let transaction = self
+            .transaction()
+            .next()
+            .map_err(|_| TradeError::Invalid("no transaction after this one"))?;
+        // Held no longer than the session's first deposit: the MTA clears by then.
+        let hold_s = (self.release_at - now.as_micros()) / 1_000_000;
+        let session = AmSession {
+            txn: transaction.seq,
+            state: AmState::Held,
+            deposit,
+            ack_by,
+            rate: None,
+            merchant_deposit: None,
+            merchant_key: None,
+            merchant_cert: None,
+            record: None,
+            clearing: None,
+            hold: None,
+            ..self
+        };
+        let effects = session.initiate(None, hold_s, message);
         Ok((session, effects))
     }
 
@@ -458,7 +596,7 @@ impl AmSession {
     ) -> Result<(AmSession, Effects), TradeError> {
         match (self.state, input) {
             (AmState::Held, AmInput::Ack(ack)) => {
-                if ack.session != self.id {
+                if ack.session != self.id || ack.transaction_id() != self.transaction() {
                     return Err(TradeError::Mismatch("another session's ack"));
                 }
                 if ack.rate.numerator <= 0 || ack.rate.denominator <= 0 {
@@ -510,19 +648,22 @@ impl AmSession {
             }
             (AmState::Open, AmInput::Ack(ack))
                 if ack.session == self.id
+                    && ack.transaction_id() == self.transaction()
                     && Some(ack.rate) == self.rate
                     && Some(ack.merchant_deposit) == self.merchant_deposit =>
             {
                 Ok((self, Effects::none()))
             }
             (AmState::Held, AmInput::Refused(r)) => {
-                if r.session != self.id {
+                if r.session != self.id || r.transaction_id() != self.transaction() {
                     return Err(TradeError::Mismatch("another session's refusal"));
                 }
                 let data = json!({"session": self.id, "reason": r.reason.as_str()});
                 self.abort(data)
             }
-            (AmState::Aborted, AmInput::Refused(r)) if r.session == self.id => {
+            (AmState::Aborted, AmInput::Refused(r))
+                if r.session == self.id && r.transaction_id() == self.transaction() =>
+            {
                 Ok((self, Effects::none()))
             }
             (AmState::Held, AmInput::Timeout(message)) => {
@@ -531,19 +672,21 @@ impl AmSession {
                 }
                 // The MTA hears that the AM gave up: an ack it sent meanwhile crosses this,
                 // and the MTA ends its side too.
-                let (mta, id) = (self.mta, self.id);
+                let (mta, transaction) = (self.mta, self.transaction());
                 let data = json!({"session": self.id, "reason": "unanswered"});
                 let (after, mut effects) = self.abort(data)?;
                 effects.peers.push(PeerMessage {
                     to: mta,
                     id: message,
                     kind: ABORTED.into(),
-                    body: json!({"session": id}),
+                    body: about(transaction),
                 });
                 Ok((after, effects))
             }
             // An ack that crossed the AM's giving up: the MTA hears of it (`session_aborted`).
-            (AmState::Aborted, AmInput::Ack(ack)) if ack.session == self.id => {
+            (AmState::Aborted, AmInput::Ack(ack))
+                if ack.session == self.id && ack.transaction_id() == self.transaction() =>
+            {
                 Ok((self, Effects::none()))
             }
             (
@@ -560,7 +703,7 @@ impl AmSession {
                     return Err(TradeError::State("expired", "record"));
                 }
                 let merchant_deposit = self.merchant_deposit.ok_or(TradeError::NotDue)?;
-                if record.transaction != self.id.first_transaction()
+                if record.transaction != self.transaction()
                     || record.side != Side::Customer
                     || record.total.currency != merchant_deposit.currency
                     || record.total.minor > merchant_deposit.minor
@@ -598,7 +741,7 @@ impl AmSession {
                 AmInput::Cleared(c),
             ) if c.verdict => {
                 let rate = self.rate.ok_or(TradeError::NotDue)?;
-                let fits = c.transaction == self.id.first_transaction()
+                let fits = c.transaction == self.transaction()
                     && c.customer_total.currency == self.deposit.currency
                     && Some(c.customer_total.minor) == customer_total(c.total.minor, rate)
                     && c.customer_total.minor <= self.deposit.minor;
@@ -632,7 +775,7 @@ impl AmSession {
                 if c.total.minor == 0
                     && c.customer_total.minor == 0
                     && c.count == 0
-                    && c.transaction == self.id.first_transaction() =>
+                    && c.transaction == self.transaction() =>
             {
                 let data = json!({"session": self.id, "count": 0});
                 let (after, effects) = self.end(AmState::Cleared, "session_cleared", data)?;
@@ -649,22 +792,35 @@ impl AmSession {
             }
             // Disputed at the deadline with the merchant's record alone: the customer never
             // sent one (or it is still on its way).
-            (AmState::Held | AmState::Open | AmState::Concluding, AmInput::Disputed) => Ok((
-                AmSession {
-                    state: AmState::Disputed,
-                    ..self
-                },
-                Effects::record("session_disputed", json!({"session": self.id})),
-            )),
-            (AmState::Disputed, AmInput::Disputed) => Ok((self, Effects::none())),
+            (AmState::Held | AmState::Open | AmState::Concluding, AmInput::Disputed(t))
+                if t == self.transaction() =>
+            {
+                let effects = Effects::record("session_disputed", about(self.transaction()));
+                Ok((
+                    AmSession {
+                        state: AmState::Disputed,
+                        ..self
+                    },
+                    effects,
+                ))
+            }
+            (AmState::Disputed, AmInput::Disputed(t)) if t == self.transaction() => {
+                Ok((self, Effects::none()))
+            }
             // The MTA saw no record by its deadline. Messages cross: the ack may come after
             // this, and the customer's record may have left for the MTA too late.
-            (AmState::Held | AmState::Open | AmState::Concluding, AmInput::Expired) => {
+            (AmState::Held | AmState::Open | AmState::Concluding, AmInput::Expired(t))
+                if t == self.transaction() =>
+            {
                 let data = json!({"session": self.id, "reason": "no_record"});
                 self.end(AmState::Expired, "session_expired", data)
             }
-            (AmState::Expired, AmInput::Expired) => Ok((self, Effects::none())),
-            (AmState::Expired, AmInput::Ack(ack)) if ack.session == self.id => {
+            (AmState::Expired, AmInput::Expired(t)) if t == self.transaction() => {
+                Ok((self, Effects::none()))
+            }
+            (AmState::Expired, AmInput::Ack(ack))
+                if ack.session == self.id && ack.transaction_id() == self.transaction() =>
+            {
                 Ok((self, Effects::none()))
             }
             (AmState::Open | AmState::Concluding, AmInput::Timeout(_)) => {
@@ -677,6 +833,14 @@ impl AmSession {
                 self.with_hold(None)
                     .end(AmState::Expired, "session_expired", data)
             }
+            (
+                AmState::Cleared,
+                AmInput::Next {
+                    deposit,
+                    ack_window_s,
+                    message,
+                },
+            ) => self.next(now, deposit, ack_window_s, message),
             (state, input) => Err(TradeError::State(
                 state.as_str(),
                 match input {
@@ -685,9 +849,10 @@ impl AmSession {
                     AmInput::Timeout(_) => "timeout",
                     AmInput::Record { .. } => "record",
                     AmInput::Cleared(_) => "clearing",
-                    AmInput::Disputed => "dispute",
-                    AmInput::Expired => "expiry",
+                    AmInput::Disputed(_) => "dispute",
+                    AmInput::Expired(_) => "expiry",
                     AmInput::OrderKey { .. } => "order key",
+                    AmInput::Next { .. } => "next transaction",
                 },
             )),
         }
@@ -739,6 +904,10 @@ impl AmSession {
 pub struct MtaSession {
     /// The session.
     pub id: SessionId,
+    /// The number of its current transaction (M4; absent in stored rows while it is the
+    /// first).
+    #[serde(default = "first_seq", skip_serializing_if = "is_first")]
+    pub txn: u64,
     /// Where it stands.
     pub state: MtaState,
     /// The customer's AM.
@@ -859,9 +1028,9 @@ impl MtaSession {
                 "an initiation from another node than its session's AM",
             ));
         }
-        let am_waits = init.ack_by.unwrap_or(i64::MAX);
-        let mut session = MtaSession {
+        let session = MtaSession {
             id: init.session,
+            txn: init.transaction.seq,
             state: MtaState::Informed,
             am: from,
             merchant: init.merchant,
@@ -873,12 +1042,7 @@ impl MtaSession {
                 numerator: 1,
                 denominator: 1,
             },
-            // Never ack after the AM stopped waiting.
-            ack_by: now
-                .plus_seconds(windows.ack_s)
-                .as_micros()
-                .min(init.expires_at)
-                .min(am_waits),
+            ack_by: 0,
             expires_at: init.expires_at,
             conclude_by: Timestamp(init.expires_at)
                 .plus_seconds(windows.conclusion_s)
@@ -894,25 +1058,100 @@ impl MtaSession {
             merchant_record: None,
             verdict: None,
         };
+        Ok(session.offer(init.ack_by, merchant, windows, now, message))
+    }
+
+    /// Takes the initiation of the session's next transaction (M4) from its AM, once the one
+    /// before is cleared: informed (or open in agent mode) at the merchant's terms of now, or
+    /// refused. The session's merchant, customer, key and times stay.
+    pub fn next(
+        self,
+        init: Initiation,
+        from: NodeId,
+        merchant: Option<MerchantTerms>,
+        windows: Windows,
+        now: Timestamp,
+        message: Id,
+    ) -> Result<(MtaSession, Effects), TradeError> {
+        let same = from == self.am
+            && init.session == self.id
+            && init.merchant == self.merchant
+            && init.customer == self.customer
+            && init.customer_key == self.customer_key
+            && init.customer_cert.is_none()
+            && init.expires_at == self.expires_at
+            && init.release_at.unwrap_or(0) == self.release_at
+            && init.deposit.currency == self.deposit.currency;
+        if !same {
+            return Err(TradeError::Mismatch(
+                "another transaction that is not this session's",
+            ));
+        }
+        if self.state != MtaState::Cleared {
+            return Err(TradeError::State(self.state.as_str(), "next transaction"));
+        }
+        if Ok(init.transaction) != self.transaction().next() {
+            return Err(TradeError::Mismatch("a transaction that is not the next"));
+        }
+        let session = MtaSession {
+            txn: init.transaction.seq,
+            state: MtaState::Informed,
+            deposit: init.deposit,
+            merchant_deposit: Amount::new(0, init.deposit.currency),
+            refusal: None,
+            customer_record: None,
+            merchant_record: None,
+            verdict: None,
+            ..self
+        };
+        Ok(session.offer(init.ack_by, merchant, windows, now, message))
+    }
+
+    /// The session's current transaction.
+    pub fn transaction(&self) -> TransactionId {
+        TransactionId {
+            session: self.id,
+            seq: self.txn,
+        }
+    }
+
+    /// The current transaction offered to the merchant on `terms`: its deposit converted,
+    /// then informed, acked at once in agent mode, or refused with a reason the AM is told.
+    fn offer(
+        mut self,
+        am_waits: Option<i64>,
+        merchant: Option<MerchantTerms>,
+        windows: Windows,
+        now: Timestamp,
+        message: Id,
+    ) -> (MtaSession, Effects) {
+        let am_waits = am_waits.unwrap_or(i64::MAX);
+        // Never ack after the AM stopped waiting.
+        self.ack_by = now
+            .plus_seconds(windows.ack_s)
+            .as_micros()
+            .min(self.expires_at)
+            .min(am_waits);
         if now.as_micros() >= am_waits {
             // Arrived after the AM gave up: it is not waiting for an answer any more.
-            return Ok(session.refuse(Refusal::Unanswered, message));
+            return self.refuse(Refusal::Unanswered, message);
         }
         let Some(terms) = merchant else {
-            return Ok(session.refuse(Refusal::UnknownMerchant, message));
+            return self.refuse(Refusal::UnknownMerchant, message);
         };
         let rate = match terms.rate {
             Some(r) => r,
-            None if terms.currency == init.deposit.currency => Rate {
+            None if terms.currency == self.deposit.currency => Rate {
                 numerator: 1,
                 denominator: 1,
             },
-            None => return Ok(session.refuse(Refusal::NoRate, message)),
+            None => return self.refuse(Refusal::NoRate, message),
         };
-        let converted = match rate.convert(init.deposit.minor) {
-            Ok(m) if m > 0 && init.deposit.minor > 0 => m,
-            _ => return Ok(session.refuse(Refusal::BadDeposit, message)),
+        let converted = match rate.convert(self.deposit.minor) {
+            Ok(m) if m > 0 && self.deposit.minor > 0 => m,
+            _ => return self.refuse(Refusal::BadDeposit, message),
         };
+        let mut session = self;
         session.rate = rate;
         session.merchant_deposit = Amount::new(converted, terms.currency);
         session.account = Some(terms.account);
@@ -920,13 +1159,13 @@ impl MtaSession {
         session.merchant_key = terms.agent_key;
         session.merchant_cert = terms.agent_cert;
         if terms.auto_ack {
-            return Ok(session.acked(message));
+            return session.acked(message);
         }
         let effects = Effects::record(
             "session_informed",
-            json!({"session": session.id, "merchant": session.merchant}),
+            json!({"session": session.id, "transaction": session.transaction(), "merchant": session.merchant}),
         );
-        Ok((session, effects))
+        (session, effects)
     }
 
     /// Whether orders' keys (M9) are taken: while purchases may be made.
@@ -1035,8 +1274,7 @@ impl MtaSession {
         now: Timestamp,
         message: Id,
     ) -> Result<(MtaSession, Effects), TradeError> {
-        if r.transaction != self.id.first_transaction()
-            || r.total.currency != self.merchant_deposit.currency
+        if r.transaction != self.transaction() || r.total.currency != self.merchant_deposit.currency
         {
             return Err(TradeError::Mismatch(
                 "a record of another transaction or currency",
@@ -1098,7 +1336,7 @@ impl MtaSession {
             to: self.am,
             id: message,
             kind: EXPIRED.into(),
-            body: json!({"session": self.id}),
+            body: about(self.transaction()),
         });
         (
             MtaSession {
@@ -1159,7 +1397,7 @@ impl MtaSession {
                 amount_minor: basis.total.minor,
                 currency: basis.total.currency,
                 timeout_s: None,
-                memo: format!("trading session {} cleared", self.id),
+                memo: format!("trading session {} cleared", label(self.transaction())),
             })
         } else {
             Effects::record("session_cleared", json!({"session": self.id}))
@@ -1224,7 +1462,7 @@ impl MtaSession {
             .as_ref()
             .or(self.customer_record.as_ref());
         let clearing = Clearing {
-            transaction: self.id.first_transaction(),
+            transaction: self.transaction(),
             total,
             customer_total: Amount::new(paid, self.deposit.currency),
             count: basis.map_or(0, |r| r.count),
@@ -1249,7 +1487,7 @@ impl MtaSession {
             to: self.am,
             id: message,
             kind: DISPUTED.into(),
-            body: json!({"session": self.id}),
+            body: about(self.transaction()),
         });
         (
             MtaSession {
@@ -1263,6 +1501,7 @@ impl MtaSession {
     fn acked(self, message: Id) -> (MtaSession, Effects) {
         let ack = Ack {
             session: self.id,
+            transaction: later(self.transaction()),
             rate: self.rate,
             merchant_deposit: self.merchant_deposit,
             merchant_key: self.merchant_key.clone(),
@@ -1287,6 +1526,7 @@ impl MtaSession {
     fn refuse(self, reason: Refusal, message: Id) -> (MtaSession, Effects) {
         let refused = Refused {
             session: self.id,
+            transaction: later(self.transaction()),
             reason,
         };
         let mut effects = Effects::record("session_refused", json!(refused));

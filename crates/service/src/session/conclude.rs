@@ -19,6 +19,7 @@ use tally_kernel::{Amount, Currency, Id, Timestamp};
 use tally_proto::effects::Effects;
 use tally_proto::session::conclusion::{Clearing, Record, Side};
 use tally_proto::session::envelope::Envelope;
+use tally_proto::session::ids::{SessionId, TransactionId};
 use tally_proto::session::trade::{AmInput, AmSession, AmState, MtaInput, MtaSession, MtaState};
 use tally_store::Attachment;
 use tally_store::trade::{BillingRecord, TradeRow, billing, set_agent_key};
@@ -98,6 +99,7 @@ impl Sessions {
                 .await?
                 .ok_or_else(|| self.missing(session))?;
             let before: MtaSession = decode(&row)?;
+            let key = super::step_key(":session_verdict", MTA, before.transaction());
             if currency != before.merchant_deposit.currency {
                 return Err(invalid("currency", "the merchant's currency"));
             }
@@ -110,9 +112,7 @@ impl Sessions {
                     .moved(&row, after.state.as_str(), &after, after.poll_timeout())?
                     .into();
                 rows.extend(self.deposit_record(&after, &mut effects));
-                self.core
-                    .commit(format!(":session_verdict:mta:{session}"), effects, rows)
-                    .await?;
+                self.core.commit(key, effects, rows).await?;
             }
             self.view(&self.row(MTA, session).await?)
         })
@@ -122,7 +122,8 @@ impl Sessions {
     async fn customer_record(&self, row: &TradeRow, signed: &[u8]) -> Result<TradingSessionView> {
         let before = self.am_machine(row).await?;
         let key = key_of(before.customer_key.as_deref())?;
-        let record = Record::open(signed, &key, Side::Customer, before.id.first_transaction())
+        let transaction = before.transaction();
+        let record = Record::open(signed, &key, Side::Customer, transaction)
             .map_err(|e| invalid("record", e.to_string()))?;
         let text = String::from_utf8(signed.to_vec()).map_err(|_| invalid("record", "not text"))?;
         let (after, effects) = before
@@ -139,7 +140,7 @@ impl Sessions {
             let rows = self.moved(row, after.state.as_str(), &after, after.poll_timeout())?;
             self.core
                 .commit(
-                    format!(":session_record:am:{}", row.session),
+                    super::step_key(":session_record", AM, transaction),
                     effects,
                     rows.into(),
                 )
@@ -157,7 +158,8 @@ impl Sessions {
             .await?
             .ok_or_else(|| invalid("record", "the merchant has no agent key"))?;
         let key = key_of(merchant.agent_key.as_deref())?;
-        let record = Record::open(signed, &key, Side::Merchant, before.id.first_transaction())
+        let transaction = before.transaction();
+        let record = Record::open(signed, &key, Side::Merchant, transaction)
             .map_err(|e| invalid("record", e.to_string()))?;
         let (after, mut effects) = before
             .handle(self.core.now(), MtaInput::Record(record), Id::new())
@@ -169,7 +171,7 @@ impl Sessions {
             rows.extend(self.deposit_record(&after, &mut effects));
             self.core
                 .commit(
-                    format!(":session_record:mta:{}", row.session),
+                    super::step_key(":session_record", MTA, transaction),
                     effects,
                     rows,
                 )
@@ -201,7 +203,7 @@ impl Sessions {
             signed.as_bytes(),
             &key,
             Side::Customer,
-            before.id.first_transaction(),
+            before.transaction(),
         )
         .map_err(|_| inconsistent())?;
         let (after, mut effects) = before
@@ -224,10 +226,11 @@ impl Sessions {
             (c.transaction.session.to_string(), AmInput::Cleared(c))
         } else {
             let s = m.body["session"].as_str().ok_or_else(inconsistent)?;
+            let transaction = named_in(&m.body, s)?;
             let input = if m.kind == trade::EXPIRED {
-                AmInput::Expired
+                AmInput::Expired(transaction)
             } else {
-                AmInput::Disputed
+                AmInput::Disputed(transaction)
             };
             (s.to_string(), input)
         };
@@ -243,7 +246,7 @@ impl Sessions {
                 BillingRecord {
                     id: Id::new(),
                     kind: "withdrawal".into(),
-                    session: after.id.to_string(),
+                    session: trade::label(after.transaction()),
                     owner: row.owner.clone(),
                     account: after.account,
                     amount: c.customer_total.minor,
@@ -308,7 +311,7 @@ impl Sessions {
             BillingRecord {
                 id: Id::new(),
                 kind: "deposit".into(),
-                session: after.id.to_string(),
+                session: trade::label(after.transaction()),
                 owner: after.merchant.clone(),
                 account,
                 amount: paid.minor,
@@ -381,6 +384,22 @@ impl Sessions {
         }
         Ok(lines.into_values().collect())
     }
+}
+
+/// The transaction a word about session `session` names (`trade::about`): its
+/// `transaction`, or the session's first.
+pub(super) fn named_in(body: &serde_json::Value, session: &str) -> Result<TransactionId> {
+    let session: SessionId = session.parse().map_err(|_| inconsistent())?;
+    let t = match body.get("transaction") {
+        None => None,
+        Some(v) => Some(
+            v.as_str()
+                .and_then(|t| t.parse::<TransactionId>().ok())
+                .filter(|t| t.session == session)
+                .ok_or_else(inconsistent)?,
+        ),
+    };
+    Ok(trade::named(session, t))
 }
 
 fn key_of(hex: Option<&str>) -> Result<VerifyingKey> {

@@ -40,15 +40,15 @@ impl Sessions {
 
     async fn register(&self, m: &Envelope) -> Result<(Effects, Vec<tally_store::Attachment>)> {
         let init: trade::Initiation = body(m)?;
-        if self
+        if let Some(row) = self
             .core
             .store()
             .trade(MTA, &init.session.to_string())
             .await?
-            .is_some()
         {
-            // Another message (another id) for a session registered already.
-            return Err(inconsistent());
+            // The session's next transaction (M4), or another message (another id) for one
+            // registered already.
+            return self.next_registered(m, init, row).await;
         }
         let now = self.core.now();
         // M7: the AM's certificate of the customer's key, checked under the AM's node key and
@@ -72,74 +72,12 @@ impl Sessions {
             (Some(_), None) => return Err(inconsistent()),
             (None, _) => None,
         };
-        let terms = match self.core.store().session_merchant(&init.merchant).await? {
-            None => None,
-            Some(merchant) => {
-                let account = self.account(merchant.account, "account").await?;
-                let owed_by = self
-                    .peer_account(m.from, account.currency, "owed_by")
-                    .await?;
-                let rate = if account.currency == init.deposit.currency {
-                    None
-                } else {
-                    self.rate(init.deposit.currency, account.currency, self.core.now())
-                        .await?
-                };
-                // M7: this node vouches for the merchant agent's key, for this session only.
-                let agent_cert = match &merchant.agent_key {
-                    Some(key) => Some(
-                        SessionCert {
-                            session: init.session,
-                            role: CertRole::Merchant,
-                            key: key.clone(),
-                            issuer: self.federation.node_id(),
-                            not_after: init.release_at.unwrap_or(init.expires_at),
-                        }
-                        .issue(self.core.node_key())
-                        .map_err(corrupt)?,
-                    ),
-                    None => None,
-                };
-                Some(MerchantTerms {
-                    currency: account.currency,
-                    rate,
-                    auto_ack: merchant.auto_ack,
-                    account: merchant.account,
-                    owed_by,
-                    agent_key: merchant.agent_key.clone(),
-                    agent_cert,
-                })
-            }
-        };
-        let (mut session, effects) = MtaSession::register(
-            init,
-            m.from,
-            terms,
-            Windows {
-                ack_s: self.settings.ack_window_s,
-                conclusion_s: self.settings.conclusion_window_s,
-            },
-            now,
-            Id::new(),
-        )
-        .map_err(|_| inconsistent())?;
+        let terms = self.terms(m, &init).await?;
+        let (mut session, effects) =
+            MtaSession::register(init, m.from, terms, self.windows(), now, Id::new())
+                .map_err(|_| inconsistent())?;
         session.customer_cert = customer_cert;
-        // The AM's word that it gave up came first (messages reordered): the session ends as
-        // it is registered, and no ack goes.
-        let gave_up = serde_json::json!({"session": session.id});
-        let (session, effects) = if session.state != MtaState::Refused
-            && self
-                .core
-                .store()
-                .inbox_has(&m.from.to_string(), trade::ABORTED, &gave_up)
-                .await?
-        {
-            session
-                .handle(now, MtaInput::Abandoned, Id::new())
-                .map_err(|_| inconsistent())?
-        } else {
-            (session, effects)
-        };
+        let (session, effects) = self.gave_up_first(m, session, effects).await?;
         let row = TradeRow {
             role: MTA.into(),
             session: session.id.to_string(),
@@ -152,6 +90,109 @@ impl Sessions {
             updated_at: now,
         };
         Ok((effects, vec![insert(&row)]))
+    }
+
+    /// The initiation of the next transaction of a session registered here (M4): taken
+    /// once the one before is cleared.
+    async fn next_registered(
+        &self,
+        m: &Envelope,
+        init: trade::Initiation,
+        row: TradeRow,
+    ) -> Result<(Effects, Vec<tally_store::Attachment>)> {
+        let before: MtaSession = decode(&row)?;
+        let terms = self.terms(m, &init).await?;
+        let (after, effects) = before
+            .next(
+                init,
+                m.from,
+                terms,
+                self.windows(),
+                self.core.now(),
+                Id::new(),
+            )
+            .map_err(|_| inconsistent())?;
+        let (after, effects) = self.gave_up_first(m, after, effects).await?;
+        let rows = self.moved(&row, after.state.as_str(), &after, after.poll_timeout())?;
+        Ok((effects, rows.into()))
+    }
+
+    fn windows(&self) -> Windows {
+        Windows {
+            ack_s: self.settings.ack_window_s,
+            conclusion_s: self.settings.conclusion_window_s,
+        }
+    }
+
+    /// The AM's word that it gave up on this transaction came before its initiation
+    /// (messages reordered): the transaction ends as it is registered, and no ack goes.
+    async fn gave_up_first(
+        &self,
+        m: &Envelope,
+        session: MtaSession,
+        effects: Effects,
+    ) -> Result<(MtaSession, Effects)> {
+        if session.state != MtaState::Refused
+            && self
+                .core
+                .store()
+                .inbox_has(
+                    &m.from.to_string(),
+                    trade::ABORTED,
+                    &trade::about(session.transaction()),
+                )
+                .await?
+        {
+            return session
+                .handle(self.core.now(), MtaInput::Abandoned, Id::new())
+                .map_err(|_| inconsistent());
+        }
+        Ok((session, effects))
+    }
+
+    /// What the MTA's operator knows of the merchant an initiation names, now.
+    async fn terms(&self, m: &Envelope, init: &trade::Initiation) -> Result<Option<MerchantTerms>> {
+        Ok(
+            match self.core.store().session_merchant(&init.merchant).await? {
+                None => None,
+                Some(merchant) => {
+                    let account = self.account(merchant.account, "account").await?;
+                    let owed_by = self
+                        .peer_account(m.from, account.currency, "owed_by")
+                        .await?;
+                    let rate = if account.currency == init.deposit.currency {
+                        None
+                    } else {
+                        self.rate(init.deposit.currency, account.currency, self.core.now())
+                            .await?
+                    };
+                    // M7: this node vouches for the merchant agent's key, for this session only.
+                    let agent_cert = match &merchant.agent_key {
+                        Some(key) => Some(
+                            SessionCert {
+                                session: init.session,
+                                role: CertRole::Merchant,
+                                key: key.clone(),
+                                issuer: self.federation.node_id(),
+                                not_after: init.release_at.unwrap_or(init.expires_at),
+                            }
+                            .issue(self.core.node_key())
+                            .map_err(corrupt)?,
+                        ),
+                        None => None,
+                    };
+                    Some(MerchantTerms {
+                        currency: account.currency,
+                        rate,
+                        auto_ack: merchant.auto_ack,
+                        account: merchant.account,
+                        owed_by,
+                        agent_key: merchant.agent_key.clone(),
+                        agent_cert,
+                    })
+                }
+            },
+        )
     }
 
     async fn answered(&self, m: &Envelope) -> Result<(Effects, Vec<tally_store::Attachment>)> {
@@ -204,6 +245,12 @@ impl Sessions {
         let before: MtaSession = decode(&row)?;
         if before.am != m.from {
             return Err(inconsistent());
+        }
+        let transaction = super::conclude::named_in(&m.body, session)?;
+        if transaction != before.transaction() {
+            // Of a transaction before this one (ended), or of the next before its initiation
+            // (which finds it, [`Sessions::register`]): only taken.
+            return Ok((peer_record(m), Vec::new()));
         }
         let (after, effects) = before
             .handle(self.core.now(), MtaInput::Abandoned, Id::new())

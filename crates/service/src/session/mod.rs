@@ -26,13 +26,14 @@ use tally_ledger::{AccountFlags, AccountKind, Command};
 use tally_proto::effects::Effects;
 use tally_proto::session::certs::{Role as CertRole, SessionCert};
 use tally_proto::session::envelope::Envelope;
-use tally_proto::session::ids::{NodeId, SessionId};
+use tally_proto::session::ids::{NodeId, SessionId, TransactionId};
 use tally_proto::session::trade::{
     self, AmInput, AmSession, AmState, MtaInput, MtaSession, MtaState, Start, TradeError,
 };
 use tally_store::trade::{SessionMerchant, TradeRow, insert, update, upsert_merchant};
 use tally_wire::federation::{
-    OpenTradingSession, SessionMerchantRequest, SessionMerchantView, TradingSessionView,
+    NextTransaction, OpenTradingSession, SessionMerchantRequest, SessionMerchantView,
+    TradingSessionView,
 };
 
 /// Session timing.
@@ -372,14 +373,69 @@ impl Sessions {
         Ok(account)
     }
 
+    /// The customer starts its session's next transaction (M4) once the one before is
+    /// cleared: the new deposit held, the initiation to the MTA. The request names the
+    /// transaction, so a retry (or a race) is the same step once: `true` when it was taken
+    /// before.
+    pub async fn next_transaction(
+        &self,
+        by: &Principal,
+        session: &str,
+        req: &NextTransaction,
+    ) -> Result<(TradingSessionView, bool)> {
+        let wanted: TransactionId = req
+            .transaction
+            .parse()
+            .map_err(|e| invalid("transaction", format!("{e}")))?;
+        retrying(|| async {
+            let row = self.row(AM, session).await?;
+            if row.owner != by.owner {
+                return Err(self.missing(session));
+            }
+            let before = self.am_machine(&row).await?;
+            if wanted.session != before.id {
+                return Err(invalid("transaction", "a transaction of this session"));
+            }
+            if before.txn >= wanted.seq {
+                // Taken before: the answer is the session as it is (the same deposit asked).
+                if before.txn == wanted.seq && before.deposit != req.deposit {
+                    return Err(invalid(
+                        "deposit",
+                        format!("{wanted} was started with a deposit of {}", before.deposit),
+                    ));
+                }
+                return Ok((self.view(&row)?, true));
+            }
+            if Ok(wanted) != before.transaction().next() {
+                return Err(invalid(
+                    "transaction",
+                    format!("the session's next transaction is {}", before.txn + 1),
+                ));
+            }
+            let (after, effects) = before
+                .handle(
+                    self.core.now(),
+                    AmInput::Next {
+                        deposit: req.deposit,
+                        ack_window_s: self.settings.ack_window_s,
+                        message: Id::new(),
+                    },
+                )
+                .map_err(trade)?;
+            let rows = self.moved(&row, after.state.as_str(), &after, after.poll_timeout())?;
+            self.core
+                .commit(hold_key(&row, after.txn)?, effects, rows.into())
+                .await?;
+            Ok((self.view(&self.row(AM, session).await?)?, false))
+        })
+        .await
+    }
+
     /// The AM session of a row, knowing its hold while that is pending.
     async fn am_machine(&self, row: &TradeRow) -> Result<AmSession> {
         let session: AmSession = decode(row)?;
-        let key = row
-            .client_key
-            .as_deref()
-            .ok_or_else(|| corrupt("an AM session without its opening key"))?;
-        let hold = self.core.transfer_made_by(key).await?;
+        let key = hold_key(row, session.txn)?;
+        let hold = self.core.transfer_made_by(&key).await?;
         // A hold past its expiry is over: the session's step must not post or void it.
         Ok(session.with_hold(self.core.live_hold(hold).await?))
     }
@@ -399,6 +455,7 @@ impl Sessions {
                 return Err(self.missing(session));
             }
             let before: MtaSession = decode(&row)?;
+            let key = format!(":session_answer:{}", trade::label(before.transaction()));
             let input = if accept {
                 MtaInput::MerchantAck
             } else {
@@ -407,7 +464,7 @@ impl Sessions {
             let (after, effects) = before
                 .handle(self.core.now(), input, Id::new())
                 .map_err(trade)?;
-            self.step_mta(&row, &after, effects, None).await
+            self.step_mta(&row, &after, effects, key).await
         })
         .await
     }
@@ -443,24 +500,25 @@ impl Sessions {
         let now = self.core.now();
         if row.role == AM {
             let before = self.am_machine(row).await?;
+            let before_tx = before.transaction();
             let (after, effects) = before
                 .handle(now, AmInput::Timeout(Id::new()))
                 .map_err(trade)?;
             let rows = self.moved(row, after.state.as_str(), &after, after.poll_timeout())?;
             self.core
                 .commit(
-                    format!(":session_timeout:{}:{}", row.role, row.session),
+                    step_key(":session_timeout", AM, before_tx),
                     effects,
                     rows.into(),
                 )
                 .await?;
         } else {
             let before: MtaSession = decode(row)?;
+            let key = step_key(":session_timeout", MTA, before.transaction());
             let (after, effects) = before
                 .handle(now, MtaInput::Timeout, Id::new())
                 .map_err(trade)?;
-            self.step_mta(row, &after, effects, Some(":session_timeout"))
-                .await?;
+            self.step_mta(row, &after, effects, key).await?;
         }
         Ok(())
     }
@@ -470,7 +528,7 @@ impl Sessions {
         row: &TradeRow,
         after: &MtaSession,
         mut effects: Effects,
-        key: Option<&str>,
+        key: String,
     ) -> Result<TradingSessionView> {
         if effects == Effects::none() {
             return self.view(row);
@@ -479,10 +537,6 @@ impl Sessions {
             .moved(row, after.state.as_str(), after, after.poll_timeout())?
             .into();
         rows.extend(self.deposit_record(after, &mut effects));
-        let key = match key {
-            Some(prefix) => format!("{prefix}:{}:{}", row.role, row.session),
-            None => format!(":session_answer:{}", row.session),
-        };
         self.core.commit(key, effects, rows).await?;
         self.view(&self.row(MTA, &row.session).await?)
     }
@@ -558,6 +612,7 @@ impl Sessions {
         let rate = |r: tally_kernel::Rate| format!("{}/{}", r.numerator, r.denominator);
         if row.role == AM {
             let s: AmSession = decode(row)?;
+            let transaction = s.transaction().to_string();
             let (total, customer_total, count) = conclude::cleared_fields(&s);
             Ok(TradingSessionView {
                 total,
@@ -570,7 +625,7 @@ impl Sessions {
                 peer: s.mta.to_string(),
                 customer: s.customer,
                 customer_key: s.customer_key,
-                transaction: s.id.first_transaction().to_string(),
+                transaction,
                 deposit: s.deposit,
                 merchant_deposit: s.merchant_deposit.map(|a: Amount| a.to_string()),
                 rate: s.rate.map(rate),
@@ -583,6 +638,7 @@ impl Sessions {
             })
         } else {
             let s: MtaSession = decode(row)?;
+            let transaction = s.transaction().to_string();
             let known = s.state != MtaState::Refused || s.merchant_deposit.minor > 0;
             let cleared = s
                 .merchant_record
@@ -604,7 +660,7 @@ impl Sessions {
                 peer: s.am.to_string(),
                 customer: s.customer,
                 customer_key: s.customer_key,
-                transaction: s.id.first_transaction().to_string(),
+                transaction,
                 deposit: s.deposit,
                 merchant_deposit: known.then(|| s.merchant_deposit.to_string()),
                 rate: known.then(|| rate(s.rate)),
@@ -617,6 +673,25 @@ impl Sessions {
             })
         }
     }
+}
+
+/// The key of the step that held transaction `txn`'s deposit: the opening request's for the
+/// first, the next transaction's step for the others.
+fn hold_key(row: &TradeRow, txn: u64) -> Result<String> {
+    let key = row
+        .client_key
+        .as_deref()
+        .ok_or_else(|| corrupt("an AM session without its opening key"))?;
+    Ok(if txn == 1 {
+        key.to_string()
+    } else {
+        format!(":session_next:{}.{txn}", row.session)
+    })
+}
+
+/// The key of a step of `role` on transaction `t`: `prefix:role:label`.
+fn step_key(prefix: &str, role: &str, t: TransactionId) -> String {
+    format!("{prefix}:{role}:{}", trade::label(t))
 }
 
 fn to_json<T: Serialize>(v: &T) -> Result<String> {

@@ -118,7 +118,7 @@ impl Sessions {
             };
         }
         let signed = OrderKey {
-            transaction: s.id.first_transaction(),
+            transaction: s.transaction(),
             order: msg.order,
             k1: msg.k1,
         }

@@ -186,6 +186,7 @@ fn an_mta_in_another_currency_acks_with_its_rate_and_the_am_opens() {
         .handle(
             at(4),
             AmInput::Refused(Refused {
+                transaction: None,
                 session: mta.id,
                 reason: Refusal::Declined,
             }),
@@ -203,6 +204,7 @@ fn an_ack_that_does_not_add_up_is_refused() {
     };
     for ack in [
         Ack {
+            transaction: None,
             session: SessionId::new(node(1), 8).expect("id"),
             rate,
             merchant_deposit: eur(2000),
@@ -210,6 +212,7 @@ fn an_ack_that_does_not_add_up_is_refused() {
             merchant_cert: None,
         },
         Ack {
+            transaction: None,
             session: am.id,
             rate,
             merchant_deposit: eur(1999),
@@ -217,6 +220,7 @@ fn an_ack_that_does_not_add_up_is_refused() {
             merchant_cert: None,
         },
         Ack {
+            transaction: None,
             session: am.id,
             rate: Rate {
                 numerator: 0,
@@ -375,6 +379,7 @@ fn refusals_and_silence_void_the_hold() {
         (ABORTED, node(2))
     );
     let ack = Ack {
+        transaction: None,
         session: aborted.id,
         rate: Rate {
             numerator: 1,
@@ -409,9 +414,14 @@ fn opened() -> (AmSession, MtaSession, Id) {
     (am, mta, hold)
 }
 
+/// The session's first transaction.
+fn tx() -> TransactionId {
+    SessionId::new(node(1), 7).expect("id").first_transaction()
+}
+
 fn record(side: Side, minor: i64, list: &str) -> Record {
     Record {
-        transaction: SessionId::new(node(1), 7).expect("id").first_transaction(),
+        transaction: tx(),
         side,
         total: eur(minor),
         count: 2,
@@ -575,7 +585,7 @@ fn records_that_disagree_are_disputed_and_nothing_is_paid() {
             .fault(),
         Fault::Peer
     );
-    let (am, fx) = am.handle(at(4), AmInput::Disputed).expect("disputed");
+    let (am, fx) = am.handle(at(4), AmInput::Disputed(tx())).expect("disputed");
     assert_eq!(am.state, AmState::Disputed);
     assert!(
         matches!(fx.ledger, Some(Command::Record { .. })),
@@ -610,7 +620,7 @@ fn a_verdict_settles_a_dispute_at_both_nodes() {
         Err(TradeError::Unsettled(_))
     ));
     let am = customer_concludes(am);
-    let (am, _) = am.handle(at(6), AmInput::Disputed).expect("disputed");
+    let (am, _) = am.handle(at(6), AmInput::Disputed(tx())).expect("disputed");
     // Not disputed: no verdict.
     assert!(matches!(
         opened()
@@ -730,6 +740,7 @@ fn with_no_record_by_the_deadline_the_session_expires_and_the_deposit_is_release
     );
     // The AM voids its hold, once; an ack overtaken by the expiry changes nothing.
     let ack = Ack {
+        transaction: None,
         session: am.id,
         rate: am.rate.expect("rate"),
         merchant_deposit: am.merchant_deposit.expect("deposit"),
@@ -737,13 +748,15 @@ fn with_no_record_by_the_deadline_the_session_expires_and_the_deposit_is_release
         merchant_cert: None,
     };
     let (am, fx) = am
-        .handle(at(DEADLINE + 1), AmInput::Expired)
+        .handle(at(DEADLINE + 1), AmInput::Expired(tx()))
         .expect("expired");
     assert_eq!(
         (am.state, fx.ledger),
         (AmState::Expired, Some(Command::Void { pending_id: hold }))
     );
-    let (am, again) = am.handle(at(DEADLINE + 2), AmInput::Expired).expect("dup");
+    let (am, again) = am
+        .handle(at(DEADLINE + 2), AmInput::Expired(tx()))
+        .expect("dup");
     assert_eq!(again, Effects::none());
     let (_, late) = am
         .handle(at(DEADLINE + 3), AmInput::Ack(ack))
@@ -1013,4 +1026,160 @@ fn the_ack_names_the_merchants_key_and_an_open_session_forwards_order_keys() {
         ),
         Err(TradeError::State("concluding", "order key"))
     ));
+}
+
+/// Both records of the current transactions in, agreeing on `minor`: cleared at both nodes.
+fn clear_both(am: AmSession, mta: MtaSession, minor: i64, when: i64) -> (AmSession, MtaSession) {
+    let mut r = record(Side::Customer, minor, "a");
+    r.transaction = am.transaction();
+    let (am, _) = am
+        .handle(
+            at(when),
+            AmInput::Record {
+                record: r.clone(),
+                signed: "{}".into(),
+                message: Id::new(),
+            },
+        )
+        .expect("concluding");
+    let merchant = Record {
+        side: Side::Merchant,
+        ..r.clone()
+    };
+    let (mta, _) = mta
+        .handle(at(when), MtaInput::Record(merchant), Id::new())
+        .expect("one in");
+    let (mta, fx) = mta
+        .handle(at(when), MtaInput::Record(r), Id::new())
+        .expect("both in");
+    assert_eq!(mta.state, MtaState::Cleared);
+    let clearing: Clearing = serde_json::from_value(fx.peers[0].body.clone()).expect("clearing");
+    assert_eq!(clearing.transaction, am.transaction());
+    let (am, _) = am
+        .handle(at(when), AmInput::Cleared(clearing))
+        .expect("cleared");
+    assert_eq!(am.state, AmState::Cleared);
+    (am, mta)
+}
+
+#[test]
+fn a_cleared_session_starts_its_next_transaction_at_both_nodes() {
+    let (am, mta, _) = opened();
+    // Not before the transaction is cleared.
+    let next = |deposit, message| AmInput::Next {
+        deposit,
+        ack_window_s: 60,
+        message,
+    };
+    let e = am
+        .clone()
+        .handle(at(3), next(eur(500), Id::new()))
+        .expect_err("open");
+    assert_eq!(e, TradeError::State("open", "next transaction"));
+    let (am, mta) = clear_both(am, mta, 1000, 3);
+    // Another currency, or too late to be acknowledged before the session's end: refused.
+    for (when, deposit) in [(10, usd(500)), (10, eur(0)), (3600 - 60, eur(500))] {
+        let e = am
+            .clone()
+            .handle(at(when), next(deposit, Id::new()))
+            .expect_err("refused");
+        assert_eq!(e.fault(), Fault::Caller, "{when} {deposit}");
+    }
+    let (am, fx) = am
+        .with_hold(None)
+        .handle(at(10), next(eur(500), Id::new()))
+        .expect("next");
+    let tx2 = tx().next().expect("next");
+    assert_eq!((am.state, am.transaction()), (AmState::Held, tx2));
+    // A new hold, until the session's hold time (lifetime + grace = 5400 s) at the latest.
+    match &fx.ledger {
+        Some(Command::Transfer {
+            amount_minor,
+            timeout_s,
+            ..
+        }) => assert_eq!((*amount_minor, *timeout_s), (500, Some(5400 - 10))),
+        other => panic!("no hold: {other:?}"),
+    }
+    let init = initiation(&fx);
+    assert_eq!(
+        (init.transaction, init.deposit, init.customer_cert.clone()),
+        (tx2, eur(500), None)
+    );
+    // The MTA takes only the next transaction of a cleared session from its AM.
+    let mut third = init.clone();
+    third.transaction = tx2.next().expect("third");
+    for (bad, from) in [(third, node(1)), (init.clone(), node(3))] {
+        let e = mta
+            .clone()
+            .next(
+                bad,
+                from,
+                terms("EUR", None, true),
+                WINDOWS,
+                at(11),
+                Id::new(),
+            )
+            .expect_err("refused");
+        assert_eq!(e.fault(), Fault::Peer);
+    }
+    let (mta, fx) = mta
+        .next(
+            init,
+            node(1),
+            terms("EUR", None, true),
+            WINDOWS,
+            at(11),
+            Id::new(),
+        )
+        .expect("next");
+    assert_eq!((mta.state, mta.transaction()), (MtaState::Open, tx2));
+    assert_eq!(
+        (mta.customer_record.clone(), mta.merchant_record.clone()),
+        (None, None)
+    );
+    let ack: Ack = serde_json::from_value(fx.peers[0].body.clone()).expect("ack");
+    assert_eq!(ack.transaction, Some(tx2));
+    // The first transaction's ack (a stray copy) does not open the second.
+    let old = Ack {
+        transaction: None,
+        ..ack.clone()
+    };
+    let e = am
+        .clone()
+        .handle(at(12), AmInput::Ack(old))
+        .expect_err("stale");
+    assert_eq!(e.fault(), Fault::Peer);
+    let hold2 = Id::new();
+    let (am, _) = am
+        .with_hold(Some(hold2))
+        .handle(at(12), AmInput::Ack(ack))
+        .expect("open");
+    assert_eq!(am.state, AmState::Open);
+    // A record or a dispute of the first transaction is not one of the second.
+    let e = mta
+        .clone()
+        .handle(
+            at(13),
+            MtaInput::Record(record(Side::Merchant, 1000, "a")),
+            Id::new(),
+        )
+        .expect_err("stale record");
+    assert_eq!(e.fault(), Fault::Peer);
+    let e = am
+        .clone()
+        .handle(at(13), AmInput::Disputed(tx()))
+        .expect_err("stale dispute");
+    assert_eq!(e.fault(), Fault::Peer);
+    // The second transaction clears on its own hold.
+    let (am, mta) = clear_both(am, mta, 300, 14);
+    assert_eq!(
+        (am.clearing.as_ref().map(|c| c.customer_total), mta.txn),
+        (Some(eur(300)), 2)
+    );
+    // Its dispute and expiry name it.
+    assert_eq!(
+        about(am.transaction()),
+        json!({"session": am.id, "transaction": tx2})
+    );
+    assert_eq!(about(tx()), json!({"session": am.id}));
 }
