@@ -505,11 +505,16 @@ async fn buy(a: BuyArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         match code {
-            Some("deposit_exhausted" | "closed") => eprintln!(
-                "this transaction takes no more purchases: start the session's next one with \
-                 `tally session next {}` (or buy with --next), or send your record with \
-                 `tally session close {}`.",
-                a.session, a.session
+            Some(code @ ("deposit_exhausted" | "closed")) => eprintln!(
+                "{}: start the session's next transaction with `tally session next {}` (or buy \
+                 with --next), or send your record with `tally session close {}`.",
+                if code == "closed" {
+                    "the merchant ended the tab"
+                } else {
+                    "what is left of the deposit does not cover it"
+                },
+                a.session,
+                a.session
             ),
             Some("session_expired") => eprintln!(
                 "the session's time is over: nothing more can be bought in it. Send your record \

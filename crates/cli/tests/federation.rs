@@ -539,6 +539,79 @@ fn a_customer_buys_at_the_merchant_agent_and_the_operators_never_see_it() {
     ));
     assert_eq!(available(&a, &alice), 400);
     assert_eq!(available(&b, &kiosk), 100);
+    // M4: a purchase once the deposit is used up is the first of the session's next
+    // transaction (`--next`): 1.00 EUR held again in the same session, the purchase taken
+    // there, its own records, clearing and billing records.
+    let more = ok(common::outcome(
+        common::tally_for(&a, &alice_key)
+            .args([
+                "session",
+                "buy",
+                &session,
+                "--agent",
+                &agent_url2,
+                "--price",
+                "0.25 EUR",
+                "--item",
+                "poster",
+                "--wallet",
+                wallet,
+                "--next",
+            ])
+            .output()
+            .expect("buy in the next transaction"),
+    ));
+    assert!(
+        more.starts_with("purchase 1: poster for 0.25 EUR"),
+        "{more}"
+    );
+    assert!(more.contains("0.75 EUR left"), "{more}");
+    assert_eq!(available(&a, &alice), 300);
+    let second = format!("{session}.2");
+    let shown = ok(cli(
+        &a,
+        &alice_key,
+        &["session", "show", &session, "--json"],
+    ));
+    assert!(
+        shown.contains(&format!("\"transaction\": \"{second}\"")),
+        "{shown}"
+    );
+    // The wallet keeps its copy of the first transaction beside the session's.
+    assert!(
+        std::path::Path::new(wallet)
+            .join(format!("{session}.1.json"))
+            .exists()
+    );
+    let closed = ok(common::outcome(
+        common::tally_for(&a, &alice_key)
+            .args([
+                "session", "close", &session, "--wallet", wallet, "--wait", "30",
+            ])
+            .output()
+            .expect("close the second transaction"),
+    ));
+    assert!(
+        closed.contains(
+            "cleared     1 purchases: 0.25 EUR to the merchant, 0.25 EUR from the customer"
+        ),
+        "{closed}"
+    );
+    assert_eq!(available(&a, &alice), 375);
+    wait_until("B's side of the second transaction cleared", || {
+        ok(cli(&b, &b.admin_key, &["session", "show", &session])).contains("state       cleared")
+            && available(&b, &kiosk) == 125
+    });
+    let bill_a = ok(cli(&a, &a.admin_key, &["billing", "export"]));
+    assert!(
+        bill_a.contains(&format!(
+            ",withdrawal,{second},alice,{alice},25,EUR,{id_b},"
+        )),
+        "{bill_a}"
+    );
+    // A third without `--next` is refused with the way on.
+    let (done, _, err) = buy2("0.80 EUR", "print");
+    assert!(!done && err.contains("tally session next"), "{err}");
     common::assert_audit_passes(&a);
     common::assert_audit_passes(&b);
     agent.kill().expect("SIGKILL");
@@ -548,7 +621,13 @@ fn a_customer_buys_at_the_merchant_agent_and_the_operators_never_see_it() {
         for file in ["tally.db", "tally.db-wal"] {
             let bytes = std::fs::read(dir.path().join("data").join(file)).unwrap_or_default();
             let text = String::from_utf8_lossy(&bytes);
-            for item in ["song-aurora", "song-borealis", "song-draco", "album-cygnus"] {
+            for item in [
+                "song-aurora",
+                "song-borealis",
+                "song-draco",
+                "album-cygnus",
+                "poster",
+            ] {
                 assert!(!text.contains(item), "{item} in {file} of {}", server.url);
             }
         }
