@@ -1183,3 +1183,43 @@ fn a_cleared_session_starts_its_next_transaction_at_both_nodes() {
     );
     assert_eq!(about(tx()), json!({"session": am.id}));
 }
+
+#[test]
+fn answers_name_a_later_transaction_and_keep_their_shape_for_the_first() {
+    let session = SessionId::new(node(1), 7).expect("id");
+    let rate = Rate {
+        numerator: 1,
+        denominator: 1,
+    };
+    let mut ack = Ack {
+        session,
+        transaction: None,
+        rate,
+        merchant_deposit: eur(500),
+        merchant_key: None,
+        merchant_cert: None,
+    };
+    let first = format!(
+        r#"{{"session":"{session}","rate":{{"numerator":1,"denominator":1}},"merchant_deposit":{{"minor":500,"currency":"EUR"}}}}"#
+    );
+    assert_eq!(serde_json::to_string(&ack).expect("json"), first);
+    assert_eq!(ack.transaction_id(), tx());
+    ack.transaction = later(tx().next().expect("next"));
+    let second = format!(
+        r#"{{"session":"{session}","transaction":"{session}.2","rate":{{"numerator":1,"denominator":1}},"merchant_deposit":{{"minor":500,"currency":"EUR"}}}}"#
+    );
+    assert_eq!(serde_json::to_string(&ack).expect("json"), second);
+    assert_eq!(serde_json::from_str::<Ack>(&second).expect("back"), ack);
+    let refused = Refused {
+        session,
+        transaction: later(tx().next().expect("next")),
+        reason: Refusal::NoRate,
+    };
+    assert_eq!(
+        serde_json::to_string(&refused).expect("json"),
+        format!(r#"{{"session":"{session}","transaction":"{session}.2","reason":"no_rate"}}"#)
+    );
+    assert_eq!(later(tx()), None);
+    assert_eq!(label(tx()), session.to_string());
+    assert_eq!(label(tx().next().expect("next")), format!("{session}.2"));
+}
