@@ -10,6 +10,7 @@ use tally_client::wire::federation::{
 };
 use tally_kernel::Amount;
 use tally_proto::session::purchase::{MacedPurchase, Purchase, list_next, new_tab};
+use tally_proto::session::receipt::SessionReceipt;
 
 #[derive(Subcommand)]
 pub enum SessionCommand {
@@ -42,6 +43,14 @@ pub enum SessionCommand {
     /// tab closed, your record sent, `--wait` until it is cleared) and a new deposit is held
     /// in the same session; buy on with `tally session buy`.
     Next(NextArgs),
+    /// The receipts of the session's cleared transactions, each signed by the merchant's
+    /// operator (the customer at its operator, the merchant at its own); `--out DIR` keeps
+    /// each as `DIR/<transaction>.receipt.json`.
+    Receipts(ReceiptsArgs),
+    /// Check a transaction's receipt offline: the merchant's operator's signature, both
+    /// parties' signed records and the clearing; `--issuer` the operator you trust,
+    /// `--wallet` your own copy of the purchases.
+    VerifyReceipt(VerifyReceiptArgs),
     /// End a customer's tab at your merchant agent (a merchant): it takes no more purchases
     /// and sends your record to your operator. The customer then sends theirs.
     Terminate(TerminateArgs),
@@ -71,6 +80,31 @@ pub struct NextArgs {
     pub wait: u64,
     #[command(flatten)]
     pub conn: Conn,
+}
+
+#[derive(Args)]
+pub struct ReceiptsArgs {
+    /// The session id.
+    pub session: String,
+    /// Keep each receipt in this directory, as `<transaction>.receipt.json`.
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+#[derive(Args)]
+pub struct VerifyReceiptArgs {
+    /// The receipt file (`tally session receipts --out`).
+    pub file: std::path::PathBuf,
+    /// The merchant's operator's node id (64 hex, as `tally federation id` prints it there):
+    /// the receipt must be signed by that node.
+    #[arg(long)]
+    pub issuer: Option<String>,
+    /// Your wallet directory: the receipt's customer record must be your own (your session
+    /// key, your list of purchases).
+    #[arg(long)]
+    pub wallet: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -256,6 +290,8 @@ pub async fn session(cmd: SessionCommand) -> anyhow::Result<ExitCode> {
         SessionCommand::Agent(a) => crate::agent::serve(a).await,
         SessionCommand::Close(a) => close(a).await,
         SessionCommand::Next(a) => next(a).await,
+        SessionCommand::Receipts(a) => receipts(a).await,
+        SessionCommand::VerifyReceipt(a) => verify_receipt(a),
         SessionCommand::Terminate(a) => terminate(a).await,
         SessionCommand::Order(a) => crate::trading_orders::order(a).await,
         SessionCommand::Arbitrate(a) => crate::trading_orders::arbitrate_cmd(a).await,
@@ -525,6 +561,105 @@ async fn buy(a: BuyArgs) -> anyhow::Result<ExitCode> {
         }
         return Err(agent_refusal(status, &v));
     }
+}
+
+async fn receipts(a: ReceiptsArgs) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&a.conn)?;
+    let list = c.api.trading_session_receipts(&a.session).await?;
+    if let Some(dir) = &a.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for r in &list {
+            let path = dir.join(format!(
+                "{}.receipt.json",
+                r.transaction
+                    .parse::<tally_proto::session::ids::TransactionId>()
+                    .map_err(|e| anyhow::anyhow!("the node's transaction id: {e}"))?
+            ));
+            std::fs::write(&path, &r.receipt)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    c.show(&list, |l| {
+        if l.is_empty() {
+            return "no receipts yet: no transaction of the session is cleared".to_string();
+        }
+        l.iter()
+            .map(|r| match SessionReceipt::open(&r.receipt) {
+                Ok(receipt) => receipt_line(&receipt),
+                Err(e) => format!("{}: not a receipt that checks ({e})", r.transaction),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+fn receipt_line(r: &SessionReceipt) -> String {
+    let c = &r.clearing;
+    format!(
+        "{}: {} purchases, {} to the merchant, {} from the customer{}, signed by {} ({})",
+        c.transaction,
+        c.count,
+        c.total,
+        c.customer_total,
+        if c.verdict {
+            " (the operator's verdict)"
+        } else {
+            ""
+        },
+        r.issuer.short(),
+        r.issuer
+    )
+}
+
+fn verify_receipt(a: VerifyReceiptArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&a.file)
+        .with_context(|| format!("reading {}", a.file.display()))?;
+    let r = SessionReceipt::open(text.trim())
+        .map_err(|e| anyhow::anyhow!("{}: the receipt does not check: {e}", a.file.display()))?;
+    if let Some(issuer) = &a.issuer
+        && r.issuer.to_string() != issuer.trim()
+    {
+        anyhow::bail!(
+            "the receipt is signed by {}, not by the operator you named ({issuer})",
+            r.issuer
+        );
+    }
+    println!("valid receipt\n{}", receipt_line(&r));
+    if let Some(dir) = &a.wallet {
+        let t = r.clearing.transaction;
+        // The wallet's copy of the transaction: kept aside once the next one started, else
+        // the session's own.
+        let w = [t.to_string(), t.session.to_string()]
+            .iter()
+            .filter_map(|name| Wallet::path(dir, name).ok())
+            .filter_map(|p| Wallet::load(&p).ok())
+            .find(|w| w.transaction == t.to_string())
+            .with_context(|| {
+                format!("no copy of transaction {t} in the wallet {}", dir.display())
+            })?;
+        let mine = w.key()?.verifying_key().to_hex();
+        let Some(customer) = &r.customer else {
+            anyhow::bail!("the receipt holds no record of yours (cleared on the merchant's alone)");
+        };
+        if customer.key != mine {
+            anyhow::bail!("the receipt's customer record is not signed with your session key");
+        }
+        if w.list != r.clearing.list || w.next_seq - 1 != r.clearing.count {
+            anyhow::bail!(
+                "your wallet's purchases ({}, list {}) are not the receipt's ({}, list {})",
+                w.next_seq - 1,
+                w.list,
+                r.clearing.count,
+                r.clearing.list
+            );
+        }
+        println!(
+            "your wallet agrees: {} purchases, list {}",
+            r.clearing.count, r.clearing.list
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn next(a: NextArgs) -> anyhow::Result<ExitCode> {

@@ -612,6 +612,75 @@ fn a_customer_buys_at_the_merchant_agent_and_the_operators_never_see_it() {
     // A third without `--next` is refused with the way on.
     let (done, _, err) = buy2("0.80 EUR", "print");
     assert!(!done && err.contains("tally session next"), "{err}");
+    // Each transaction's receipt, signed by B, reaches A; it checks offline, against the
+    // operator alice trusts and against her wallet's own copy of each transaction.
+    let kept = dirs[3].path().join("receipts");
+    let kept = kept.to_str().expect("utf-8");
+    wait_until("both receipts at A", || {
+        ok(cli(&a, &alice_key, &["session", "receipts", &session]))
+            .lines()
+            .count()
+            == 2
+    });
+    let listed = ok(cli(
+        &a,
+        &alice_key,
+        &["session", "receipts", &session, "--out", kept],
+    ));
+    assert!(
+        listed.contains(&format!(
+            "{second}: 1 purchases, 0.25 EUR to the merchant, 0.25 EUR from the customer"
+        )),
+        "{listed}"
+    );
+    for (t, purchases) in [
+        (format!("{session}.1"), "3 purchases"),
+        (second.clone(), "1 purchases"),
+    ] {
+        let file = format!("{kept}/{t}.receipt.json");
+        let checked = ok(common::outcome(
+            common::tally()
+                .args([
+                    "session",
+                    "verify-receipt",
+                    &file,
+                    "--issuer",
+                    &id_b,
+                    "--wallet",
+                    wallet,
+                ])
+                .output()
+                .expect("verify"),
+        ));
+        assert!(checked.starts_with("valid receipt"), "{checked}");
+        assert!(checked.contains(purchases), "{checked}");
+        assert!(checked.contains("your wallet agrees"), "{checked}");
+    }
+    // Signed by another operator than the one named, or changed: refused.
+    let file = format!("{kept}/{second}.receipt.json");
+    let (done, _, err) = common::outcome(
+        common::tally()
+            .args(["session", "verify-receipt", &file, "--issuer", &id_a])
+            .output()
+            .expect("verify"),
+    );
+    assert!(
+        !done && err.contains("not by the operator you named"),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(&file).expect("receipt");
+    std::fs::write(
+        &file,
+        text.replacen("\\\"minor\\\":25", "\\\"minor\\\":26", 1),
+    )
+    .expect("write");
+    let (done, _, err) = common::outcome(
+        common::tally()
+            .args(["session", "verify-receipt", &file])
+            .output()
+            .expect("verify"),
+    );
+    assert!(!done && err.contains("does not check"), "{err}");
     common::assert_audit_passes(&a);
     common::assert_audit_passes(&b);
     agent.kill().expect("SIGKILL");

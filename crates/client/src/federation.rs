@@ -147,6 +147,16 @@ impl Client {
         Ok(self.send(Method::POST, path, &req, None).await?.value)
     }
 
+    /// `GET /v1/trading-sessions/{session}/receipts`: the receipts of the session's cleared
+    /// transactions.
+    pub async fn trading_session_receipts(
+        &self,
+        session: &str,
+    ) -> Result<Vec<tally_wire::federation::SessionReceiptView>, Error> {
+        self.get(format!("/v1/trading-sessions/{}/receipts", seg(session)))
+            .await
+    }
+
     /// `POST /v1/trading-sessions/{session}/order-keys`: the customer's K1 of an order (M9),
     /// through its own operator to the merchant's.
     pub async fn order_key_send(

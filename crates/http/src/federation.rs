@@ -12,7 +12,7 @@ use tally_wire::federation::{
     AddPeerRequest, AgentKeyRequest, BillingQuery, BillingRecordView, ClearingLine,
     FxPublishRequest, FxTableView, MerchantAnswer, NextTransaction, OpenTradingSession,
     PeerMessageTaken, PeerView, PingQueued, SessionMerchantRequest, SessionMerchantView,
-    TradingSessionView, VerdictRequest,
+    SessionReceiptView, TradingSessionView, VerdictRequest,
 };
 use tally_wire::ledger::AccountsQuery;
 
@@ -136,6 +136,23 @@ pub async fn next_transaction(
         .next_transaction(&by, &session, &body)
         .await?;
     Ok(written(view, replayed, None))
+}
+
+/// A session's receipts, one per cleared transaction, each signed by the merchant's operator
+/// (the customer at its operator, the merchant at its own, or the operator): each checks
+/// offline (`tally session verify-receipt`).
+#[utoipa::path(
+    get, path = "/v1/trading-sessions/{session}/receipts", tag = "federation",
+    params(("session" = String, Path, description = "`<AM node id>.<seq>`")),
+    responses((status = 200, description = "In the order of the transactions", body = Vec<SessionReceiptView>), (status = 404, description = "not_found", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn receipts(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(session): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.sessions().receipts(&by, &session).await?).into_response())
 }
 
 /// The caller's trading sessions (a customer's at its operator, a merchant's at its own);

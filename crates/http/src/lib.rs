@@ -324,6 +324,10 @@ fn routes() -> Router<AppState> {
             post(federation::next_transaction),
         )
         .route(
+            "/v1/trading-sessions/{session}/receipts",
+            get(federation::receipts),
+        )
+        .route(
             "/v1/trading-sessions/{session}/order-keys",
             post(federation::send_order_key),
         )

@@ -54,6 +54,7 @@ impl Modify for ApiKeyAuth {
         federation::record,
         federation::verdict,
         federation::next_transaction,
+        federation::receipts,
         federation::send_order_key,
         federation::order_key,
         federation::escrow,

@@ -3770,6 +3770,9 @@ fn federation() -> Vec<Case> {
             .by(Who::Admin)
             .json(json!({"total_minor": 100, "currency": "EUR", "paid": true}))
             .expect(400, "malformed_json"),
+        get("trading session/receipts of an unknown one", "/v1/trading-sessions/nothing.1/receipts")
+            .by(Who::Alice)
+            .expect(404, "not_found"),
         post("next transaction/of an unknown session", "/v1/trading-sessions/nothing.1/transactions")
             .by(Who::Alice)
             .json(json!({"transaction": format!("{}.1.2", "ab".repeat(32)), "deposit": "5.00 EUR"}))

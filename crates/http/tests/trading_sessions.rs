@@ -765,6 +765,43 @@ async fn next_transactions(a: World, b: World) {
         .await
         .expect(StatusCode::OK);
     assert_eq!(owed.body[0]["owed_to_minor"].as_i64(), Some(650));
+    // Each transaction's receipt, signed by B, at both nodes (A's came as a message); each
+    // checks alone.
+    let b_id = node_id(&b.api);
+    for (w, key) in [(&a, &a.alice), (&b, kiosk)] {
+        let r = w
+            .api
+            .get(&format!("/v1/trading-sessions/{s}/receipts"))
+            .key(key)
+            .send()
+            .await
+            .expect(StatusCode::OK);
+        let got: Vec<(String, i64)> = r
+            .body
+            .as_array()
+            .expect("receipts")
+            .iter()
+            .map(|v| {
+                let text = v["receipt"].as_str().expect("receipt");
+                let receipt = tally_proto::session::receipt::SessionReceipt::open(text)
+                    .expect("a receipt that checks");
+                assert_eq!(receipt.issuer, b_id);
+                assert_eq!(v["transaction"], receipt.clearing.transaction.to_string());
+                assert!(receipt.customer.is_some() && receipt.merchant.is_some());
+                (
+                    receipt.clearing.transaction.to_string(),
+                    receipt.clearing.customer_total.minor,
+                )
+            })
+            .collect();
+        assert_eq!(got, vec![(first.clone(), 400), (second.clone(), 250)]);
+    }
+    a.api
+        .get(&format!("/v1/trading-sessions/{s}/receipts"))
+        .key(&a.bob)
+        .send()
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
     a.audit_passes().await;
     b.audit_passes().await;
 }

@@ -12,4 +12,5 @@ pub mod conclusion;
 pub mod envelope;
 pub mod ids;
 pub mod purchase;
+pub mod receipt;
 pub mod trade;

@@ -120,6 +120,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     ),
     (15, include_str!("../migrations/sqlite/0015_fx_tables.sql")),
     (16, include_str!("../migrations/sqlite/0016_order_keys.sql")),
+    (
+        17,
+        include_str!("../migrations/sqlite/0017_session_receipts.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
@@ -164,6 +168,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         16,
         include_str!("../migrations/postgres/0016_order_keys.sql"),
+    ),
+    (
+        17,
+        include_str!("../migrations/postgres/0017_session_receipts.sql"),
     ),
 ];
 

@@ -232,6 +232,26 @@ pub fn escrow(
     )
 }
 
+/// Keeps a cleared transaction's receipt (the first one: the same transaction again changes
+/// nothing).
+pub fn insert_receipt(
+    transaction: &str,
+    session: &str,
+    receipt: &str,
+    now: Timestamp,
+) -> Attachment {
+    row(
+        "INSERT INTO session_receipts (transaction_id, session, receipt, created_at) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (transaction_id) DO NOTHING",
+        vec![
+            Value::Text(transaction.into()),
+            Value::Text(session.into()),
+            Value::Text(receipt.into()),
+            Value::Int(now.as_micros()),
+        ],
+    )
+}
+
 /// A record for the billing systems, written with the step that clears the session.
 pub fn billing(r: &BillingRecord) -> Attachment {
     row(
@@ -492,6 +512,24 @@ impl Store {
     }
 
     /// An order's keys at the MTA.
+    /// A session's receipts, `(transaction id, receipt)`, in the order of its transactions.
+    pub async fn session_receipts(
+        &self,
+        session: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = self
+            .fetch_all(
+                "SELECT transaction_id, receipt FROM session_receipts WHERE session = $1 \
+                 ORDER BY created_at, transaction_id"
+                    .to_string(),
+                vec![Value::Text(session.into())],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("transaction_id")?, r.try_get("receipt")?)))
+            .collect()
+    }
+
     pub async fn order_key(
         &self,
         session: &str,

@@ -167,6 +167,17 @@ pub struct NextTransaction {
     pub deposit: tally_kernel::Amount,
 }
 
+/// `GET /v1/trading-sessions/{session}/receipts`: a cleared transaction's receipt, signed by
+/// the merchant's operator (`tally/session-receipt/v1`, docs/protocols/sessions.md), checked
+/// offline with `tally session verify-receipt`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SessionReceiptView {
+    /// `<session id>.<seq>`.
+    pub transaction: String,
+    /// The signed receipt (JSON text).
+    pub receipt: String,
+}
+
 /// A trading session as one node sees it (its role: `am` at the customer's operator, `mta`
 /// at the merchant's).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

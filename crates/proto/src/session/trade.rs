@@ -55,6 +55,8 @@ pub const CLEARING_MARGIN_S: i64 = 600;
 pub const ABORTED: &str = "session_aborted";
 /// Kind of the customer's K1 of an order (M9), forwarded by the AM to the MTA.
 pub const ORDER_KEY: &str = "session_order_key";
+/// Kind of the MTA's receipt of a cleared transaction (`{receipt}`, see [`super::receipt`]).
+pub const RECEIPT: &str = "session_receipt";
 
 fn first_seq() -> u64 {
     1
@@ -963,6 +965,13 @@ pub struct MtaSession {
     /// What the MTA's operator decided the merchant is paid, on a dispute.
     #[serde(default)]
     pub verdict: Option<Amount>,
+    /// The customer's record as signed, with its key, for the receipt (set by the caller
+    /// with the record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_signed: Option<super::receipt::Signed>,
+    /// The merchant's record as signed, with its key, for the receipt (set by the caller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_signed: Option<super::receipt::Signed>,
 }
 
 /// What the MTA's operator knows of the merchant an initiation names.
@@ -1057,6 +1066,8 @@ impl MtaSession {
             customer_record: None,
             merchant_record: None,
             verdict: None,
+            customer_signed: None,
+            merchant_signed: None,
         };
         Ok(session.offer(init.ack_by, merchant, windows, now, message))
     }
@@ -1102,6 +1113,8 @@ impl MtaSession {
             customer_record: None,
             merchant_record: None,
             verdict: None,
+            customer_signed: None,
+            merchant_signed: None,
             ..self
         };
         Ok(session.offer(init.ack_by, merchant, windows, now, message))
@@ -1166,6 +1179,34 @@ impl MtaSession {
             json!({"session": session.id, "transaction": session.transaction(), "merchant": session.merchant}),
         );
         (session, effects)
+    }
+
+    /// The current transaction's receipt (see [`super::receipt`]), once it is cleared: the
+    /// clearing information and each side's record as signed, signed with `node_key` (this
+    /// node's) at `at`.
+    pub fn receipt(
+        &self,
+        clearing: &Clearing,
+        node_key: &tally_kernel::crypto::SigningKey,
+        at: i64,
+    ) -> Result<String, super::receipt::ReceiptError> {
+        let key = node_key.verifying_key();
+        super::receipt::SessionReceipt {
+            at,
+            clearing: clearing.clone(),
+            customer: self
+                .customer_signed
+                .clone()
+                .filter(|_| self.customer_record.is_some()),
+            issuer: NodeId::of(&key),
+            issuer_key: key.to_hex(),
+            merchant: self
+                .merchant_signed
+                .clone()
+                .filter(|_| self.merchant_record.is_some()),
+            rate: self.rate,
+        }
+        .issue(node_key)
     }
 
     /// Whether orders' keys (M9) are taken: while purchases may be made.

@@ -20,10 +20,13 @@ use tally_proto::effects::Effects;
 use tally_proto::session::conclusion::{Clearing, Record, Side};
 use tally_proto::session::envelope::Envelope;
 use tally_proto::session::ids::{SessionId, TransactionId};
+use tally_proto::session::receipt::{SessionReceipt, Signed};
 use tally_proto::session::trade::{AmInput, AmSession, AmState, MtaInput, MtaSession, MtaState};
 use tally_store::Attachment;
-use tally_store::trade::{BillingRecord, TradeRow, billing, set_agent_key};
-use tally_wire::federation::{BillingRecordView, ClearingLine, TradingSessionView, VerdictRequest};
+use tally_store::trade::{BillingRecord, TradeRow, billing, insert_receipt, set_agent_key};
+use tally_wire::federation::{
+    BillingRecordView, ClearingLine, SessionReceiptView, TradingSessionView, VerdictRequest,
+};
 
 impl Sessions {
     /// Registers the key the merchant's agent signs records with (the merchant itself, or the
@@ -111,7 +114,7 @@ impl Sessions {
                 let mut rows: Vec<Attachment> = self
                     .moved(&row, after.state.as_str(), &after, after.poll_timeout())?
                     .into();
-                rows.extend(self.deposit_record(&after, &mut effects));
+                rows.extend(self.cleared_rows(&after, &mut effects)?);
                 self.core.commit(key, effects, rows).await?;
             }
             self.view(&self.row(MTA, session).await?)
@@ -161,14 +164,22 @@ impl Sessions {
         let transaction = before.transaction();
         let record = Record::open(signed, &key, Side::Merchant, transaction)
             .map_err(|e| invalid("record", e.to_string()))?;
-        let (after, mut effects) = before
+        let text = String::from_utf8(signed.to_vec()).map_err(|_| invalid("record", "not text"))?;
+        let taken = before.merchant_record.is_none();
+        let (mut after, mut effects) = before
             .handle(self.core.now(), MtaInput::Record(record), Id::new())
             .map_err(trade)?;
         if effects != Effects::none() {
+            if taken {
+                after.merchant_signed = Some(Signed {
+                    key: key.to_hex(),
+                    record: text,
+                });
+            }
             let mut rows: Vec<Attachment> = self
                 .moved(row, after.state.as_str(), &after, after.poll_timeout())?
                 .into();
-            rows.extend(self.deposit_record(&after, &mut effects));
+            rows.extend(self.cleared_rows(&after, &mut effects)?);
             self.core
                 .commit(
                     super::step_key(":session_record", MTA, transaction),
@@ -206,16 +217,23 @@ impl Sessions {
             before.transaction(),
         )
         .map_err(|_| inconsistent())?;
-        let (after, mut effects) = before
+        let taken = before.customer_record.is_none();
+        let (mut after, mut effects) = before
             .handle(self.core.now(), MtaInput::Record(record), Id::new())
             .map_err(|_| inconsistent())?;
         if effects == Effects::none() {
             return Ok((peer_record(m), Vec::new()));
         }
+        if taken {
+            after.customer_signed = Some(Signed {
+                key: key.to_hex(),
+                record: signed.to_string(),
+            });
+        }
         let mut rows: Vec<Attachment> = self
             .moved(&row, after.state.as_str(), &after, after.poll_timeout())?
             .into();
-        rows.extend(self.deposit_record(&after, &mut effects));
+        rows.extend(self.cleared_rows(&after, &mut effects)?);
         Ok((effects, rows))
     }
 
@@ -290,13 +308,54 @@ impl Sessions {
         billing(&r)
     }
 
-    /// The merchant's billing record, when this step clears the session at the MTA (on both
-    /// records, or on the customer's alone at the deadline).
-    pub(super) fn deposit_record(
+    /// What a step that clears the transaction at the MTA writes with it (on both records,
+    /// on the customer's alone at the deadline, or on a verdict): the merchant's billing
+    /// record, and the transaction's receipt, kept here and sent to the customer's operator.
+    pub(super) fn cleared_rows(
         &self,
         after: &MtaSession,
         effects: &mut Effects,
-    ) -> Option<Attachment> {
+    ) -> Result<Vec<Attachment>> {
+        let Some(billing) = self.deposit_record(after, effects) else {
+            return Ok(Vec::new());
+        };
+        let Some(clearing) = effects
+            .peers
+            .iter()
+            .find(|p| p.kind == trade::CLEARED)
+            .and_then(|p| serde_json::from_value::<Clearing>(p.body.clone()).ok())
+        else {
+            return Err(corrupt("a clearing step without its clearing information"));
+        };
+        if after.customer_signed.is_none() && after.merchant_signed.is_none() {
+            // A row from before receipts were kept: no signed record to put in one.
+            tracing::warn!(transaction = %after.transaction(), "cleared without a receipt: no signed record kept");
+            return Ok(vec![billing]);
+        }
+        let now = self.core.now();
+        let receipt = after
+            .receipt(&clearing, self.core.node_key(), now.as_micros())
+            .map_err(|e| corrupt(format!("the transaction's receipt: {e}")))?;
+        effects.peers.push(tally_proto::effects::PeerMessage {
+            to: after.am,
+            id: Id::new(),
+            kind: trade::RECEIPT.into(),
+            body: serde_json::json!({ "receipt": receipt }),
+        });
+        let transaction = after.transaction();
+        Ok(vec![
+            billing,
+            insert_receipt(
+                &transaction.to_string(),
+                &transaction.session.to_string(),
+                &receipt,
+                now,
+            ),
+        ])
+    }
+
+    /// The merchant's billing record, when this step clears the session at the MTA.
+    fn deposit_record(&self, after: &MtaSession, effects: &mut Effects) -> Option<Attachment> {
         let basis = after
             .merchant_record
             .as_ref()
@@ -321,6 +380,63 @@ impl Sessions {
             },
             effects,
         ))
+    }
+
+    /// The AM keeps the receipt of a cleared transaction of one of its sessions, signed by
+    /// that session's MTA (it checks alone: see `tally_proto::session::receipt`).
+    pub(super) async fn receipted(&self, m: &Envelope) -> Result<(Effects, Vec<Attachment>)> {
+        let text = m.body["receipt"].as_str().ok_or_else(inconsistent)?;
+        let receipt = SessionReceipt::open(text).map_err(|_| inconsistent())?;
+        let transaction = receipt.clearing.transaction;
+        let session = transaction.session.to_string();
+        let row = self
+            .core
+            .store()
+            .trade(AM, &session)
+            .await?
+            .ok_or_else(inconsistent)?;
+        let s: AmSession = decode(&row)?;
+        if receipt.issuer != m.from || s.mta != m.from || transaction.seq > s.txn {
+            return Err(inconsistent());
+        }
+        let effects = Effects::record(
+            "session_receipt",
+            serde_json::json!({"transaction": transaction, "issuer": receipt.issuer}),
+        );
+        Ok((
+            effects,
+            vec![insert_receipt(
+                &transaction.to_string(),
+                &session,
+                text,
+                self.core.now(),
+            )],
+        ))
+    }
+
+    /// A session's receipts, one per cleared transaction: the customer's at its operator,
+    /// the merchant's at its own, or the operator.
+    pub async fn receipts(&self, by: &Principal, session: &str) -> Result<Vec<SessionReceiptView>> {
+        let mut visible = false;
+        for role in [AM, MTA] {
+            if let Some(row) = self.core.store().trade(role, session).await? {
+                visible |= by.is_admin() || by.owner == row.owner;
+            }
+        }
+        if !visible {
+            return Err(self.missing(session));
+        }
+        Ok(self
+            .core
+            .store()
+            .session_receipts(session)
+            .await?
+            .into_iter()
+            .map(|(transaction, receipt)| SessionReceiptView {
+                transaction,
+                receipt,
+            })
+            .collect())
     }
 
     // ----- reports (operator) ----------------------------------------------------------------

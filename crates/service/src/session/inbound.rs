@@ -30,6 +30,7 @@ impl Sessions {
                 trade::RECORD => self.forwarded_record(m).await?,
                 trade::CLEARED | trade::DISPUTED | trade::EXPIRED => self.concluded(m).await?,
                 trade::ORDER_KEY => self.order_keyed(m).await?,
+                trade::RECEIPT => self.receipted(m).await?,
                 trade::ABORTED => self.abandoned(m).await?,
                 _ => return Err(ServiceError::PeerRefused(PeerRefusal::UnknownKind)),
             };

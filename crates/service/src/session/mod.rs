@@ -536,7 +536,7 @@ impl Sessions {
         let mut rows: Vec<tally_store::Attachment> = self
             .moved(row, after.state.as_str(), after, after.poll_timeout())?
             .into();
-        rows.extend(self.deposit_record(after, &mut effects));
+        rows.extend(self.cleared_rows(after, &mut effects)?);
         self.core.commit(key, effects, rows).await?;
         self.view(&self.row(MTA, &row.session).await?)
     }
