@@ -2,7 +2,8 @@
 //! `envelope::open` never panics, and what it opens is the one envelope the peer's key sealed
 //! (the golden vector, the seed): the fuzzer holds no key, so it can change the spelling of
 //! the outer record but never what was signed; a tab opens only under the customer's key; a
-//! refused purchase takes nothing.
+//! refused purchase takes nothing; a closing receipt opens only as the one its issuer signed
+//! (the golden vector, the seed `receipt`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,6 +12,7 @@ use tally_kernel::{Amount, Currency, Timestamp};
 use tally_proto::session::envelope::{Receiver, open};
 use tally_proto::session::ids::{NodeId, SessionId};
 use tally_proto::session::purchase::{MacedPurchase, Tab, new_tab};
+use tally_proto::session::receipt::SessionReceipt;
 
 fuzz_target!(|bytes: &[u8]| {
     let me = NodeId::of(&SigningKey::from_seed(&[2; 32]).verifying_key());
@@ -37,8 +39,16 @@ fuzz_target!(|bytes: &[u8]| {
         .expect("open");
     if let Ok(p) = serde_json::from_slice::<MacedPurchase>(bytes) {
         let before = tab.clone();
-        if tab.take(&p).is_err() {
+        if tab.take(&p, 1).is_err() {
             assert_eq!(tab, before, "a refusal takes nothing");
+        }
+    }
+
+    if let Ok(receipt) = std::str::from_utf8(bytes).map(SessionReceipt::open) {
+        if let Ok(r) = receipt {
+            let golden = SessionReceipt::open(include_str!("../seeds/peer_message/receipt"))
+                .expect("the vector");
+            assert_eq!(r, golden);
         }
     }
 });
