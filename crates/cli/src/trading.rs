@@ -710,6 +710,7 @@ async fn start_next(
                 view.state,
                 match view.state.as_str() {
                     "concluding" => "not cleared yet; run this again to wait longer",
+                    "held" => "the merchant's operator has not answered it yet",
                     _ => "the session takes no next transaction",
                 }
             );
