@@ -484,14 +484,17 @@ fn a_customer_buys_at_the_merchant_agent_and_the_operators_never_see_it() {
 
     // Alice ends the session: the agent sends the merchant's record, she sends hers; they
     // agree, so B pays kiosk from what A's operator owes it and A posts what she spent.
-    let closed = ok(common::outcome(
-        common::tally_for(&a, &alice_key)
-            .args([
-                "session", "close", &session, "--wallet", wallet, "--wait", "30",
-            ])
-            .output()
-            .expect("close"),
-    ));
+    let close = || {
+        ok(common::outcome(
+            common::tally_for(&a, &alice_key)
+                .args([
+                    "session", "close", &session, "--wallet", wallet, "--wait", "30",
+                ])
+                .output()
+                .expect("close"),
+        ))
+    };
+    let closed = close();
     assert_eq!(common::field(&closed, "state"), "cleared", "{closed}");
     assert!(
         closed.contains(
@@ -583,14 +586,7 @@ fn a_customer_buys_at_the_merchant_agent_and_the_operators_never_see_it() {
             .join(format!("{session}.1.json"))
             .exists()
     );
-    let closed = ok(common::outcome(
-        common::tally_for(&a, &alice_key)
-            .args([
-                "session", "close", &session, "--wallet", wallet, "--wait", "30",
-            ])
-            .output()
-            .expect("close the second transaction"),
-    ));
+    let closed = close();
     assert!(
         closed.contains(
             "cleared     1 purchases: 0.25 EUR to the merchant, 0.25 EUR from the customer"

@@ -639,24 +639,20 @@ async fn next_transactions(a: World, b: World) {
         .expect_error(StatusCode::CONFLICT, "session_closed");
     // The first transaction's deposit is used up: both records say 4.00, it clears.
     let first = format!("{s}.1");
-    post(
-        &b,
-        kiosk,
-        &s,
-        record_of(&first, Side::Merchant, 400, "a", agent),
-    )
-    .await
-    .expect(StatusCode::OK);
-    post(
-        &a,
-        &a.alice,
-        &s,
-        record_of(&first, Side::Customer, 400, "a", customer),
-    )
-    .await
-    .expect(StatusCode::OK);
-    carry(&a.api, &b.api).await;
-    carry(&b.api, &a.api).await;
+    // Both records of `transaction` (`minor` cents, list `list`), each where it belongs, and
+    // the messages between the nodes.
+    let agree = |transaction: String, minor: i64, list: &'static str| {
+        let (a, b, s) = (&a, &b, &s);
+        async move {
+            let merchant = record_of(&transaction, Side::Merchant, minor, list, agent);
+            post(b, kiosk, s, merchant).await.expect(StatusCode::OK);
+            let mine = record_of(&transaction, Side::Customer, minor, list, customer);
+            post(a, &a.alice, s, mine).await.expect(StatusCode::OK);
+            carry(&a.api, &b.api).await;
+            carry(&b.api, &a.api).await;
+        }
+    };
+    agree(first.clone(), 400, "a").await;
     assert_eq!(session(&a, &a.alice, &s).await.str("/state"), "cleared");
     assert_eq!(a.available(&a.alice_eur).await, 9600);
     // Not another number, another currency, or another customer's session.
@@ -709,24 +705,7 @@ async fn next_transactions(a: World, b: World) {
     .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     // The second clears on its own records: 2.50 of its 3.00.
     let shop_before = b.balance(&b.shop_eur).await;
-    post(
-        &b,
-        kiosk,
-        &s,
-        record_of(&second, Side::Merchant, 250, "c", agent),
-    )
-    .await
-    .expect(StatusCode::OK);
-    post(
-        &a,
-        &a.alice,
-        &s,
-        record_of(&second, Side::Customer, 250, "c", customer),
-    )
-    .await
-    .expect(StatusCode::OK);
-    carry(&a.api, &b.api).await;
-    carry(&b.api, &a.api).await;
+    agree(second.clone(), 250, "c").await;
     let r = session(&a, &a.alice, &s).await.expect(StatusCode::OK);
     assert_eq!(
         (r.str("/state"), r.str("/customer_total")),
