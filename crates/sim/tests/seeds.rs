@@ -58,6 +58,11 @@ async fn trading_sessions_across_two_nodes_keep_every_invariant() {
     if env("SIM_SEED").is_none() {
         assert!(total.cleared > 0 && total.disputed > 0, "{total}");
         assert!(total.verdicts > 0, "{total}");
+        // A session's next transactions (M4): started, cleared, refused, sent again.
+        assert!(
+            total.next_transactions > 0 && total.next_cleared > 0,
+            "{total}"
+        );
         assert!(total.refused > 0 && total.aborted > 0, "{total}");
         assert!(total.refused_opens > 0 && total.replays > 0, "{total}");
         assert!(total.crashes > 0 && total.purchases > 0, "{total}");

@@ -13,25 +13,38 @@
 //!    in, agreeing, within the deposit), with one deposit billing record; nothing else paid
 //!    anyone: each merchant's account holds the totals of its cleared sessions, B's account
 //!    owed by A (per currency) owes exactly the same;
-//! 4. across the nodes: A `cleared` ⇒ B `cleared` with the same transaction, count, list and
-//!    total, and A's customer total is B's total converted back at B's rate; A `open` or
-//!    `concluding` ⇒ B acked; A `disputed` ⇔ B `disputed` once A knows; B `refused` ⇒ A never
-//!    `open`; B never has a session A did not start. Once the wire is quiet, no answer is
-//!    missing: A is not `held` when B answered, not `concluding` when B concluded, and B has
-//!    the record of every session A forwarded; and the operators agree on what A owes B (A's
-//!    cleared customer totals are B's cleared totals converted back at each session's rate);
+//! 4. across the nodes, on A's current transaction: A `cleared` ⇒ B `cleared` with the same
+//!    transaction, count, list and total, and A's customer total is B's total converted back
+//!    at B's rate; A `open` or `concluding` ⇒ B acked; A `disputed` ⇔ B `disputed` once A
+//!    knows; B `refused` ⇒ A never `open`; B never has a session A did not start. Once the
+//!    wire is quiet, no answer is missing: A is not `held` when B answered, not `concluding`
+//!    when B concluded, and B has the record of every session A forwarded; and the operators
+//!    agree on what A owes B (A's cleared customer totals are B's cleared totals converted
+//!    back at each transaction's rate);
 //! 5. nothing of the purchases reaches either node (only the list hash): no item's text is in
-//!    either node's sessions, inbox, outbox or journal.
+//!    either node's sessions, inbox, outbox or journal;
+//! 6. a session's transactions (M4): 2 to 4 are of each session's current transaction; each
+//!    one before it ended cleared (as both nodes had it when the next one started, kept by the
+//!    simulator), its own hold posted for its customer total alone (or voided), billed once at
+//!    A under its label (`<session>` for the first, `<session>.<n>` after), paid and billed
+//!    once at B, and counted in the accounts' sums of 2 and 3;
+//!    at most one hold per session is pending, its current transaction's; every transfer
+//!    resolving a hold at A resolves one of the sessions' transactions' holds; no billing
+//!    record names a transaction no session has. A is on B's transaction or one ahead of it
+//!    (B's cleared, A waiting for the answer to the next one's initiation or given up on it),
+//!    never behind; once the wire is quiet, B has A's current transaction unless A's wait for
+//!    it ran out.
 //!
 //! And at the end of a run ([`ended`]): every session at A has ended, consistently with B.
 
 use super::{A, B, NAMES, TradeSim};
 use crate::check::{Broken, int, rows, text};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use tally_kernel::{Id, Timestamp};
 use tally_ledger::{Event, TransferKind, TransferState};
 use tally_proto::session::conclusion::customer_total;
-use tally_proto::session::trade::{AmSession, AmState, MtaSession, MtaState};
+use tally_proto::session::ids::{SessionId, TransactionId};
+use tally_proto::session::trade::{self, AmSession, AmState, MtaSession, MtaState};
 use tally_service::Node;
 
 /// Both nodes' sessions, by id.
@@ -48,7 +61,7 @@ pub(super) async fn all(sim: &TradeSim) -> Result<(), Broken> {
     let am = at_a(sim, &a).await?;
     let mta = at_b(sim, &b).await?;
     let quiet = sim.quiet().await?;
-    across(&am, &mta, quiet, sim.now())?;
+    across(&am, &mta, &sim.done, quiet, sim.now())?;
     private(sim, &a, A).await?;
     private(sim, &b, B).await
 }
@@ -160,100 +173,101 @@ async fn at_a(sim: &TradeSim, a: &Node) -> Result<BTreeMap<String, AmSession>, B
     // Per account: posted and pending, as the sessions say.
     let mut posted: BTreeMap<Id, i64> = BTreeMap::new();
     let mut pending: BTreeMap<Id, i64> = BTreeMap::new();
+    // Every session's hold of every transaction, and how many transfers resolve them.
+    let mut holds = 0usize;
+    let mut resolutions = 0usize;
+    let mut labels = BTreeSet::new();
     for (id, s) in &am {
         let key = keys.get(id).ok_or("a session without its opening key")?;
-        let Some(Event::Transfers { transfers }) = a
-            .store()
-            .journal_event(key)
-            .await
-            .map_err(|e| e.to_string())?
-        else {
-            return Err(format!("session {id} has no hold"));
-        };
-        let hold = transfers.first().ok_or("an empty hold")?.id;
-        let h = a
-            .store()
-            .transfer(hold)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("a hold vanished")?;
-        if h.kind != TransferKind::Pending
-            || h.debit_account != s.account
-            || h.credit_account != s.owed
-            || h.amount_minor != s.deposit.minor
-            || h.currency != s.deposit.currency
-        {
-            return Err(format!(
-                "session {id}'s hold is not its deposit from the customer to A's account owed \
-                 to B: {h:?}"
-            ));
-        }
-        let resolved = rows(
-            a,
-            &format!(
-                "SELECT kind, amount_minor FROM transfers WHERE pending_id = x'{}'",
-                hex::encode(hold.as_bytes())
-            ),
-        )
-        .await?
-        .iter()
-        .map(|r| Ok((text(r, "kind")?, int(r, "amount_minor")?)))
-        .collect::<Result<Vec<_>, Broken>>()?;
-        let bill = withdrawals.get(id).cloned().unwrap_or_default();
-        let state = s.state;
-        let hold_state = h.state;
-        let broken = |why: &str| {
-            format!(
-                "session {id} is {state} at A and its hold is {} (resolved by {resolved:?}, \
-                 billed {bill:?}): {why}",
-                hold_state.as_str()
-            )
-        };
-        if matches!(state, AmState::Cleared) {
-            let c = s.clearing.as_ref().ok_or_else(|| broken("no clearing"))?;
-            let paid = c.customer_total.minor;
+        // The transactions before the current one ended cleared (the next one starts only
+        // then): each posted its total from its own hold, billed once.
+        let mut live = Vec::new();
+        for seq in 1..=s.txn {
+            let t = TransactionId { session: s.id, seq };
+            let step = if seq == 1 {
+                key.clone()
+            } else {
+                format!(":session_next:{t}")
+            };
+            let (h, resolved) = hold(a, &step)
+                .await
+                .map_err(|e| format!("transaction {t} at A: {e}"))?;
+            holds += 1;
+            resolutions += resolved.len();
+            let label = trade::label(t);
+            labels.insert(label.clone());
+            let bill = withdrawals.get(&label).cloned().unwrap_or_default();
+            if h.state == TransferState::Pending {
+                live.push(t);
+                *pending.entry(s.account).or_default() += h.amount_minor;
+                *pending.entry(s.owed).or_default() += h.amount_minor;
+            }
+            if seq == s.txn {
+                current(s, &h, &resolved, &bill, a.now(), &mut posted)?;
+                continue;
+            }
+            let done = sim.done.get(&label).ok_or_else(|| {
+                format!(
+                    "session {id} is on {} at A, and the simulator never saw {t} cleared",
+                    s.transaction()
+                )
+            })?;
+            let paid = done.customer_total;
+            let own = h.kind == TransferKind::Pending
+                && h.debit_account == s.account
+                && h.credit_account == s.owed
+                && h.amount_minor == done.deposit
+                && h.currency == s.deposit.currency;
             let fits = if paid > 0 {
-                hold_state == TransferState::Posted
+                h.state == TransferState::Posted
                     && resolved == [(TransferKind::PostPending.as_str().to_string(), paid)]
             } else {
-                hold_state == TransferState::Voided
+                h.state == TransferState::Voided && resolved.len() <= 1
             };
-            if !fits {
-                return Err(broken("a cleared hold is posted for the customer's total"));
-            }
-            if c.customer_total.currency != s.deposit.currency || paid > s.deposit.minor {
-                return Err(broken("the customer's total is within the deposit"));
-            }
-            if bill != [(paid, s.deposit.currency.code().to_string())] {
-                return Err(broken("a cleared session is billed once, its total"));
+            let billed = bill == [(paid, s.deposit.currency.code().to_string())];
+            if !(own && fits && billed) {
+                return Err(format!(
+                    "{t} cleared at A for {paid} of {} before the session's next transaction, \
+                     and its hold is {h:?} (resolved by {resolved:?}, billed {bill:?}): its \
+                     own deposit, posted for its total alone, billed once",
+                    done.deposit
+                ));
             }
             *posted.entry(s.account).or_default() += paid;
             *posted.entry(s.owed).or_default() += paid;
-        } else {
-            if hold_state == TransferState::Posted || !bill.is_empty() {
-                return Err(broken("only a cleared session posts or bills"));
-            }
-            // Released: voided, or expired (marked so, or past its expiry and not yet swept:
-            // the ledger posts and voids it no more).
-            let lapsed = h.expires_at.is_some_and(|at| at <= a.now());
-            if matches!(state, AmState::Aborted | AmState::Expired)
-                && hold_state == TransferState::Pending
-                && !lapsed
-            {
-                return Err(broken("an aborted or expired session releases its deposit"));
-            }
-            let live = matches!(
-                state,
-                AmState::Held | AmState::Open | AmState::Concluding | AmState::Disputed
-            );
-            if live && hold_state == TransferState::Voided {
-                return Err(broken("a live session keeps its deposit until it expires"));
-            }
         }
-        if hold_state == TransferState::Pending {
-            *pending.entry(s.account).or_default() += s.deposit.minor;
-            *pending.entry(s.owed).or_default() += s.deposit.minor;
+        if live.len() > 1 {
+            return Err(format!(
+                "session {id} holds the deposits of {live:?} at once: one at most, its current \
+                 transaction's"
+            ));
         }
+        if live.first().is_some_and(|t| *t != s.transaction()) {
+            return Err(format!(
+                "session {id} is on {} and still holds the deposit of {live:?}",
+                s.transaction()
+            ));
+        }
+    }
+    // Nothing resolves a hold that is no session's transaction's (a clearing posts only from
+    // its own transaction's hold, checked above), and nothing is billed for a transaction
+    // no session at A has.
+    let all = rows(
+        a,
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM transfers WHERE pending_id IS NOT NULL",
+    )
+    .await?;
+    let all = all.first().map(|r| int(r, "n")).transpose()?.unwrap_or(0);
+    if usize::try_from(all).ok() != Some(resolutions) {
+        return Err(format!(
+            "A resolved {all} holds' transfers, and the {holds} holds of its sessions' \
+             transactions account for {resolutions}"
+        ));
+    }
+    if let Some(stray) = withdrawals.keys().find(|l| !labels.contains(*l)) {
+        return Err(format!(
+            "A billed a withdrawal for {stray}, no transaction of its sessions"
+        ));
     }
     for (i, c) in sim.customers.iter().enumerate() {
         let acc = account(a, c.account).await?;
@@ -288,13 +302,153 @@ async fn at_a(sim: &TradeSim, a: &Node) -> Result<BTreeMap<String, AmSession>, B
     Ok(am)
 }
 
+/// The hold of the step keyed `step` at A (the opening's, or a next transaction's), and the
+/// transfers that resolved it (kind, amount).
+async fn hold(
+    a: &Node,
+    step: &str,
+) -> Result<(tally_ledger::Transfer, Vec<(String, i64)>), Broken> {
+    let Some(Event::Transfers { transfers }) = a
+        .store()
+        .journal_event(step)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Err("no hold".into());
+    };
+    let hold = transfers.first().ok_or("an empty hold")?.id;
+    let h = a
+        .store()
+        .transfer(hold)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("a hold vanished")?;
+    let resolved = rows(
+        a,
+        &format!(
+            "SELECT kind, amount_minor FROM transfers WHERE pending_id = x'{}'",
+            hex::encode(hold.as_bytes())
+        ),
+    )
+    .await?
+    .iter()
+    .map(|r| Ok((text(r, "kind")?, int(r, "amount_minor")?)))
+    .collect::<Result<Vec<_>, Broken>>()?;
+    Ok((h, resolved))
+}
+
+/// Invariant 2 for a session's current transaction at A: its hold fits its state; what it
+/// posted is added to `posted`.
+fn current(
+    s: &AmSession,
+    h: &tally_ledger::Transfer,
+    resolved: &[(String, i64)],
+    bill: &[(i64, String)],
+    now: Timestamp,
+    posted: &mut BTreeMap<Id, i64>,
+) -> Result<(), Broken> {
+    let id = s.transaction();
+    if h.kind != TransferKind::Pending
+        || h.debit_account != s.account
+        || h.credit_account != s.owed
+        || h.amount_minor != s.deposit.minor
+        || h.currency != s.deposit.currency
+    {
+        return Err(format!(
+            "{id}'s hold is not its deposit from the customer to A's account owed to B: {h:?}"
+        ));
+    }
+    let state = s.state;
+    let hold_state = h.state;
+    let broken = |why: &str| {
+        format!(
+            "{id} is {state} at A and its hold is {} (resolved by {resolved:?}, billed \
+             {bill:?}): {why}",
+            hold_state.as_str()
+        )
+    };
+    if matches!(state, AmState::Cleared) {
+        let c = s.clearing.as_ref().ok_or_else(|| broken("no clearing"))?;
+        let paid = c.customer_total.minor;
+        let fits = if paid > 0 {
+            hold_state == TransferState::Posted
+                && resolved == [(TransferKind::PostPending.as_str().to_string(), paid)]
+        } else {
+            hold_state == TransferState::Voided
+        };
+        if !fits {
+            return Err(broken("a cleared hold is posted for the customer's total"));
+        }
+        if c.customer_total.currency != s.deposit.currency || paid > s.deposit.minor {
+            return Err(broken("the customer's total is within the deposit"));
+        }
+        if bill != [(paid, s.deposit.currency.code().to_string())] {
+            return Err(broken("a cleared session is billed once, its total"));
+        }
+        *posted.entry(s.account).or_default() += paid;
+        *posted.entry(s.owed).or_default() += paid;
+    } else {
+        if hold_state == TransferState::Posted || !bill.is_empty() {
+            return Err(broken("only a cleared session posts or bills"));
+        }
+        // Released: voided, or expired (marked so, or past its expiry and not yet swept:
+        // the ledger posts and voids it no more).
+        let lapsed = h.expires_at.is_some_and(|at| at <= now);
+        if matches!(state, AmState::Aborted | AmState::Expired)
+            && hold_state == TransferState::Pending
+            && !lapsed
+        {
+            return Err(broken("an aborted or expired session releases its deposit"));
+        }
+        let live = matches!(
+            state,
+            AmState::Held | AmState::Open | AmState::Concluding | AmState::Disputed
+        );
+        if live && hold_state == TransferState::Voided {
+            return Err(broken("a live session keeps its deposit until it expires"));
+        }
+    }
+    Ok(())
+}
+
 /// Invariant 3, at B.
 async fn at_b(sim: &TradeSim, b: &Node) -> Result<BTreeMap<String, MtaSession>, Broken> {
     let mta: BTreeMap<String, MtaSession> = machines(b, "mta").await?;
     let deposits = bills(b, "deposit").await?;
     let mut paid: BTreeMap<Id, i64> = BTreeMap::new();
+    let mut labels = BTreeSet::new();
     for (id, s) in &mta {
-        let bill = deposits.get(id).cloned().unwrap_or_default();
+        // The transactions before the current one ended cleared (B takes the next one only
+        // then): each paid its merchant once, what A's clearing said.
+        for seq in 1..s.txn {
+            let t = TransactionId { session: s.id, seq };
+            let label = trade::label(t);
+            labels.insert(label.clone());
+            let done = sim.done.get(&label).ok_or_else(|| {
+                format!(
+                    "session {id} is on {} at B, and the simulator never saw {t} cleared",
+                    s.transaction()
+                )
+            })?;
+            let bill = deposits.get(&label).cloned().unwrap_or_default();
+            let total = done.total;
+            let billed_ok = if total.minor == 0 {
+                bill.is_empty() || bill == [(0, total.currency.code().to_string())]
+            } else {
+                bill == [(total.minor, total.currency.code().to_string())]
+            };
+            let (true, Some(to), Some(from)) = (billed_ok, done.account, done.owed_by) else {
+                return Err(format!(
+                    "{t} cleared at B for {total} before the session's next transaction, and \
+                     is billed {bill:?}: once, its total"
+                ));
+            };
+            *paid.entry(to).or_default() += total.minor;
+            *paid.entry(from).or_default() += total.minor;
+        }
+        let label = trade::label(s.transaction());
+        labels.insert(label.clone());
+        let bill = deposits.get(&label).cloned().unwrap_or_default();
         if !matches!(s.state, MtaState::Cleared) {
             if !bill.is_empty() {
                 return Err(format!(
@@ -372,6 +526,11 @@ async fn at_b(sim: &TradeSim, b: &Node) -> Result<BTreeMap<String, MtaSession>, 
         *paid.entry(to).or_default() += m.total.minor;
         *paid.entry(from).or_default() += m.total.minor;
     }
+    if let Some(stray) = deposits.keys().find(|l| !labels.contains(*l)) {
+        return Err(format!(
+            "B billed a deposit for {stray}, no transaction of its sessions"
+        ));
+    }
     for m in &sim.merchants {
         let acc = account(b, m.account).await?;
         let due = paid.get(&m.account).copied().unwrap_or(0);
@@ -407,23 +566,66 @@ async fn at_b(sim: &TradeSim, b: &Node) -> Result<BTreeMap<String, MtaSession>, 
 fn across(
     am: &BTreeMap<String, AmSession>,
     mta: &BTreeMap<String, MtaSession>,
+    done: &BTreeMap<String, super::Done>,
     quiet: bool,
     now: Timestamp,
 ) -> Result<(), Broken> {
     for (id, s) in am {
-        let t = mta.get(id);
+        // B is on A's current transaction or, while A waits for the answer to the next one's
+        // initiation (or gave up on it), on the one before, cleared: never ahead of A, never
+        // more than one behind. With the wire quiet the initiation reached B, unless A's wait
+        // ran out (it arrived too late to be taken).
+        if let Some(b) = mta.get(id)
+            && b.txn != s.txn
+        {
+            let broken = |why: &str| {
+                format!(
+                    "session {id} is {} on {} at A and {} on {} at B: {why}",
+                    s.state,
+                    s.transaction(),
+                    b.state,
+                    b.transaction()
+                )
+            };
+            let behind = b.txn + 1 == s.txn
+                && b.state == MtaState::Cleared
+                && matches!(s.state, AmState::Held | AmState::Aborted);
+            if !behind {
+                return Err(broken(
+                    "B is on A's transaction, or on the one before (cleared) while A waits for \
+                     the next one's answer",
+                ));
+            }
+            let gave_up = s.state == AmState::Aborted || now.as_micros() >= s.ack_by;
+            if quiet && !gave_up {
+                return Err(broken(
+                    "with the wire quiet, the next transaction's initiation reached B",
+                ));
+            }
+        }
+        // The checks below are of A's current transaction, as B has it.
+        let t = mta.get(id).filter(|b| b.txn == s.txn);
         let at_b = t.map_or("unknown", |t| t.state.as_str());
         let broken = |why: &str| format!("session {id} is {} at A and {at_b} at B: {why}", s.state);
         if matches!(s.state, AmState::Cleared) {
             let (Some(c), Some(t)) = (&s.clearing, t) else {
-                return Err(broken("A clears what B cleared"));
+                return Err(broken(&format!(
+                    "A clears what B cleared (A's clearing {:?}; B on {:?})",
+                    s.clearing,
+                    mta.get(id).map(MtaSession::transaction)
+                )));
             };
+            // (B clears on the customer's record alone at its deadline, the merchant sent none)
             let Some(m) = t
                 .merchant_record
                 .as_ref()
+                .or(t.customer_record.as_ref())
                 .filter(|_| t.state == MtaState::Cleared)
             else {
-                return Err(broken("A clears what B cleared"));
+                return Err(broken(&format!(
+                    "A clears what B cleared ({c:?} at A; B has the records {:?} and {:?})",
+                    t.customer_record, t.merchant_record
+                )));
             };
             // A settled dispute pays its verdict (count and list are the merchant's).
             let paid = t.verdict.unwrap_or(m.total);
@@ -487,18 +689,37 @@ fn across(
     if quiet {
         // What A booked as owed to B, and what B paid out at A's expense converted back at
         // each session's rate: the two operators agree on what A owes.
+        // (the transactions before each node's current one ended cleared, as A had them)
+        let before = |id: &SessionId, txn: u64| -> i64 {
+            (1..txn)
+                .filter_map(|seq| done.get(&trade::label(TransactionId { session: *id, seq })))
+                .map(|d| d.customer_total)
+                .sum()
+        };
         let booked: i64 = am
             .values()
-            .filter_map(|s| s.clearing.as_ref().filter(|_| s.state == AmState::Cleared))
-            .map(|c| c.customer_total.minor)
+            .map(|s| {
+                before(&s.id, s.txn)
+                    + s.clearing
+                        .as_ref()
+                        .filter(|_| s.state == AmState::Cleared)
+                        .map_or(0, |c| c.customer_total.minor)
+            })
             .sum();
         let claimed: i64 = mta
             .values()
-            .filter(|t| t.state == MtaState::Cleared)
-            .filter_map(|t| {
-                let m = t.merchant_record.as_ref().or(t.customer_record.as_ref())?;
-                // A settled dispute pays its verdict.
-                customer_total(t.verdict.unwrap_or(m.total).minor, t.rate)
+            .map(|t| {
+                let now = if t.state == MtaState::Cleared {
+                    t.merchant_record
+                        .as_ref()
+                        .or(t.customer_record.as_ref())
+                        // A settled dispute pays its verdict.
+                        .and_then(|m| customer_total(t.verdict.unwrap_or(m.total).minor, t.rate))
+                        .unwrap_or(0)
+                } else {
+                    0
+                };
+                before(&t.id, t.txn) + now
             })
             .sum();
         if booked != claimed {
@@ -512,6 +733,10 @@ fn across(
         let Some(s) = am.get(id) else {
             return Err(format!("session {id} is {} at B and unknown at A", t.state));
         };
+        if t.txn != s.txn {
+            // B's transaction before A's current one, cleared (checked above).
+            continue;
+        }
         let broken = |why: &str| {
             format!(
                 "session {id} is {} at B and {} at A: {why}",
@@ -617,6 +842,11 @@ pub(super) async fn ended(sim: &mut TradeSim) -> Result<(), Broken> {
             return Err(format!("session {id} never ended at A: it is {}", s.state));
         }
         o.cleared += usize::from(matches!(s.state, AmState::Cleared));
+        // Its transactions beyond the first: those before the current one cleared.
+        let beyond = usize::try_from(s.txn.saturating_sub(1)).unwrap_or(usize::MAX);
+        o.next_transactions += beyond;
+        o.next_cleared += beyond.saturating_sub(1)
+            + usize::from(s.txn > 1 && matches!(s.state, AmState::Cleared));
         o.disputed += usize::from(matches!(s.state, AmState::Disputed));
         o.aborted += usize::from(matches!(s.state, AmState::Aborted));
         if matches!(s.state, AmState::Aborted)

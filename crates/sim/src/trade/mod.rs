@@ -9,15 +9,21 @@
 //! retries with the same idempotency key); a merchant at B answers an informed session; a
 //! customer buys at the merchant's agent (the real `purchase::Tab`, kept by the simulator); a
 //! side posts its signed record (usually agreeing, sometimes not, sometimes twice, sometimes a
-//! second different one); a node's outbox rows for its peer are sealed onto the simulated wire
-//! ([`net`]); the wire delivers one of them to the other node's `receive_peer_message`, as
-//! `POST /v1/peer/messages` would (dropped, duplicated, reordered, held back, its answer lost);
-//! the clock moves; the timers run; B's operator publishes a table; a node crashes (also
-//! between a commit and its delivery, and between taking a message and answering it) and
-//! restarts from its directory. After every step the invariants of [`check`] hold on both
-//! nodes. At the end every customer retries what it never heard back about, both sides
-//! conclude what is open, the wire drains without faults and the clock passes every timeout:
-//! then every session at A has ended, consistently with B, and the audits pass.
+//! second different one); a customer whose session is cleared starts the session's next
+//! transaction (M4) with a new deposit (sometimes beyond what it may spend; sometimes its
+//! answer is lost and it sends the same request again, a replay; sometimes too soon, or naming
+//! another transaction or deposit: refused), after which its wallet, the agent's tab and both
+//! records are of the new transaction; a node's outbox rows for its peer are sealed onto the
+//! simulated wire ([`net`]); the wire delivers one of them to the other node's
+//! `receive_peer_message`, as `POST /v1/peer/messages` would (dropped, duplicated, reordered,
+//! held back, its answer lost); the clock moves; the timers run; B's operator publishes a
+//! table; a node crashes (also between a commit and its delivery, and between taking a message
+//! and answering it) and restarts from its directory. After every step the invariants of
+//! [`check`] hold on both nodes. At the end every customer retries what it never heard back
+//! about (openings and next transactions), both sides conclude what is open, the wire drains
+//! without faults and the clock passes every timeout; once, the customers of the merchant in
+//! agent mode start one more transaction where there is time for it and buy in it, and it ends
+//! the same way. Then every session at A has ended, consistently with B, and the audits pass.
 //!
 //! The messages go through the simulator's own wire rather than HTTP (the `http` crate is not a
 //! dependency): what the HTTP route and the peer channel decide is copied here (a 2xx marks the
@@ -39,13 +45,15 @@ use tally_kernel::crypto::SigningKey;
 use tally_kernel::{Amount, Currency, Id, Timestamp};
 use tally_ledger::AccountKind;
 use tally_proto::session::conclusion::Side;
-use tally_proto::session::ids::{NodeId, SessionId};
+use tally_proto::session::ids::{NodeId, SessionId, TransactionId};
 use tally_proto::session::purchase::Tab;
 use tally_proto::session::trade::{AmState, MtaState};
 use tally_service::ledger_ops::{OpenAccount, TransferOrder};
 use tally_service::session::SessionSettings;
 use tally_service::{Node, NodeClock, NodeConfig, Principal, Role};
-use tally_wire::federation::{AddPeerRequest, OpenTradingSession, SessionMerchantRequest};
+use tally_wire::federation::{
+    AddPeerRequest, NextTransaction, OpenTradingSession, SessionMerchantRequest,
+};
 
 /// The customers' node.
 const A: usize = 0;
@@ -81,6 +89,16 @@ pub struct TradeOutcome {
     pub records: usize,
     /// Disputes B's operator settled (verdicts taken).
     pub verdicts: usize,
+    /// A session's next transactions (M4) started at A (its sessions' transactions beyond
+    /// the first, at the end).
+    pub next_transactions: usize,
+    /// Transactions beyond a session's first that cleared (at the end).
+    pub next_cleared: usize,
+    /// Next transactions refused because the deposit was beyond what the customer may spend.
+    pub refused_nexts: usize,
+    /// Next-transaction requests sent again after a lost answer that came back as the same
+    /// transaction (replays).
+    pub next_replays: usize,
     /// Node crashes and restarts.
     pub crashes: usize,
     /// Messages delivered with their answer back to the sender.
@@ -113,6 +131,10 @@ impl TradeOutcome {
         self.purchases += o.purchases;
         self.records += o.records;
         self.verdicts += o.verdicts;
+        self.next_transactions += o.next_transactions;
+        self.next_cleared += o.next_cleared;
+        self.refused_nexts += o.refused_nexts;
+        self.next_replays += o.next_replays;
         self.crashes += o.crashes;
         self.delivered += o.delivered;
         self.dropped += o.dropped;
@@ -132,8 +154,9 @@ impl std::fmt::Display for TradeOutcome {
             f,
             "{} sessions opened ({} cleared, {} disputed, {} refused by B, {} aborted at A, {} \
              orphaned at B), {} opens refused for want of money, {} replays, {} purchases, {} \
-             records, {} verdicts, {} crashes; wire: {} delivered, {} dropped, {} duplicated, {} held back, {} \
-             late, {} answers lost; refused: {:?}",
+             records, {} verdicts, {} next transactions ({} cleared, {} refused for want of money, \
+             {} replays), {} crashes; wire: {} delivered, {} dropped, {} duplicated, {} held back, \
+             {} late, {} answers lost; refused: {:?}",
             self.opened,
             self.cleared,
             self.disputed,
@@ -145,6 +168,10 @@ impl std::fmt::Display for TradeOutcome {
             self.purchases,
             self.records,
             self.verdicts,
+            self.next_transactions,
+            self.next_cleared,
+            self.refused_nexts,
+            self.next_replays,
             self.crashes,
             self.delivered,
             self.dropped,
@@ -192,6 +219,8 @@ struct Merchant {
     currency: Currency,
     /// The merchant agent's key, registered at B.
     agent: SigningKey,
+    /// Agent mode: B acks its sessions at once.
+    auto_ack: bool,
 }
 
 /// The customer's wallet for a session: its purchases as it counted them.
@@ -202,19 +231,63 @@ struct Wallet {
     list: [u8; 32],
 }
 
-/// A session as its two parties know it: the customer's wallet and the merchant agent's tab.
+/// A session as its two parties know it: the customer's wallet and the merchant agent's tab,
+/// of the transaction they are on (the session's first, then each next one the customer heard
+/// its AM start, M4).
 struct Trade {
     id: SessionId,
+    /// The number of the transaction the wallet, the tab and the records are of.
+    txn: u64,
     customer: usize,
     /// `None`: a merchant B does not know.
     merchant: Option<usize>,
     key: SigningKey,
+    /// The tab's MAC key, fresh for each transaction.
     mac_key: [u8; 32],
     tab: Option<Tab>,
     wallet: Wallet,
     /// The records each side's node took.
     customer_record: Option<Vec<u8>>,
     merchant_record: Option<Vec<u8>>,
+    /// A request for the next transaction whose answer the customer never got: it sends it
+    /// again (and starts nothing else meanwhile).
+    lost_next: Option<NextRequest>,
+}
+
+impl Trade {
+    /// The transaction the parties are on.
+    fn transaction(&self) -> TransactionId {
+        TransactionId {
+            session: self.id,
+            seq: self.txn,
+        }
+    }
+}
+
+/// A request for a session's next transaction as the customer keeps it, to send again.
+struct NextRequest {
+    body: NextTransaction,
+    /// The new tab's MAC key.
+    mac_key: [u8; 32],
+    /// `None` while never sent; once sent and its answer lost, whether that attempt started
+    /// the transaction (hidden from the customer).
+    took: Option<bool>,
+}
+
+/// A transaction that ended (cleared) before its session's next one started, as both nodes
+/// had it then: the machines keep the current transaction only, the checks of the ones
+/// before read it here (taken when the next one started, see `parties::next_transaction`).
+#[derive(Debug, Clone)]
+struct Done {
+    /// The deposit held at A (customer minor units).
+    deposit: i64,
+    /// What A posted from it (customer minor units).
+    customer_total: i64,
+    /// What B paid the merchant (its currency).
+    total: Amount,
+    /// Where B paid it, and from which account owed by A.
+    account: Option<Id>,
+    owed_by: Option<Id>,
 }
 
 /// An opening request as the customer keeps it, to send again.
@@ -261,6 +334,9 @@ pub struct TradeSim {
     merchants: Vec<Merchant>,
     trades: Vec<Trade>,
     lost: Vec<LostOpen>,
+    /// Transactions that ended before their session's next one, by label (`<session>` for a
+    /// first, `<session>.<n>` after: as billing records name them).
+    done: BTreeMap<String, Done>,
     wire: Vec<net::Packet>,
     /// Messages held back somewhere on the way: they arrive much later.
     held: Vec<net::Packet>,
@@ -324,6 +400,7 @@ impl TradeSim {
             merchants: Vec::new(),
             trades: Vec::new(),
             lost: Vec::new(),
+            done: BTreeMap::new(),
             wire: Vec::new(),
             held: Vec::new(),
             marker,
@@ -489,6 +566,7 @@ impl TradeSim {
                 account,
                 currency: currency(code),
                 agent,
+                auto_ack,
             });
         }
         self.publish(RATES[0], 86_400).await
@@ -545,7 +623,7 @@ impl TradeSim {
             13..=22 => self.merchant_answers().await,
             23..=32 => self.buy().await,
             33..=42 => self.conclude().await,
-            43..=72 => {
+            43..=69 => {
                 // The outbox workers send what is due (sometimes one node dies right after it
                 // sealed its messages, before it marked them sent), and the wire delivers some.
                 for from in [A, B] {
@@ -566,6 +644,7 @@ impl TradeSim {
                 }
                 Ok(())
             }
+            70..=72 => self.next_transaction().await,
             73..=80 => {
                 let seconds = match self.rng.random_range(0..100) {
                     // Past a hold's lifetime (the session's plus the clearing grace).
@@ -643,14 +722,27 @@ impl TradeSim {
         while let Some(lost) = self.lost.pop() {
             self.send_open(lost.request, false, Some(lost.took)).await?;
         }
+        for i in 0..self.trades.len() {
+            if let Some(r) = self.trades[i].lost_next.take() {
+                self.send_next(i, r, false).await?;
+            }
+        }
         let ack_window_s = self.sites[A].config.sessions.ack_window_s;
         let mut settled = false;
+        let mut one_more = true;
         for _ in 0..12 {
             self.drain().await?;
             self.conclude_all().await?;
             self.drain().await?;
             check::all(self).await?;
             if self.settled().await? {
+                // Once, the customers of the merchant in agent mode start one more transaction
+                // where the session has time left for it: it ends like the rest.
+                if std::mem::take(&mut one_more) && self.next_at_end().await? > 0 {
+                    self.drain().await?;
+                    self.buy_at_end().await?;
+                    continue;
+                }
                 settled = true;
                 break;
             }
@@ -685,7 +777,8 @@ impl TradeSim {
     }
 
     /// Both sides conclude every session they can: the customer where A says open, the
-    /// merchant where B says open or concluding; records as counted.
+    /// merchant where B says open or concluding; records as counted, of the transaction the
+    /// parties are on (every customer heard of its next transactions by now).
     async fn conclude_all(&mut self) -> Step<()> {
         for i in 0..self.trades.len() {
             let t = &self.trades[i];
@@ -693,6 +786,7 @@ impl TradeSim {
                 continue;
             };
             let id = t.id;
+            let transaction = t.transaction();
             if t.customer_record.is_none() {
                 let principal = self.customers[t.customer].principal.clone();
                 let view = self
@@ -701,6 +795,12 @@ impl TradeSim {
                     .show(&principal, &id.to_string())
                     .await
                     .map_err(unexpected)?;
+                if view.transaction != transaction.to_string() {
+                    return Err(format!(
+                        "{id} is on {} at A, and its customer on {transaction}",
+                        view.transaction
+                    ));
+                }
                 if AmState::parse(&view.state) == Some(AmState::Open) {
                     self.post(i, Side::Customer, true, 100).await?;
                     if self.trades[i].customer_record.is_none() {
@@ -712,6 +812,12 @@ impl TradeSim {
                 && let Some(s) = self.mta(&id).await?
                 && matches!(s.state, MtaState::Open | MtaState::Concluding)
             {
+                if s.transaction() != transaction {
+                    return Err(format!(
+                        "{id} is open at B on {}, and its merchant's agent on {transaction}",
+                        s.transaction()
+                    ));
+                }
                 self.post(i, Side::Merchant, true, 100).await?;
                 if self.trades[i].merchant_record.is_none() {
                     return Err(format!("{id} is open at B, which refused its record"));

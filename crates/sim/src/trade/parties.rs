@@ -1,22 +1,23 @@
 //! The parties of the trading simulation: customers at A open sessions (and retry when an
-//! answer is lost), buy at merchant agents and post their records; merchants at B answer
-//! sessions and post theirs. Each checks what it can of the answer: an opening beyond the
-//! money is refused and changes nothing, a retry is the same session, the agent's tab and the
-//! customer's wallet count the same purchases, a record sent again or a second different one
-//! changes nothing.
+//! answer is lost), buy at merchant agents, post their records and start their sessions' next
+//! transactions (M4); merchants at B answer sessions and post theirs. Each checks what it can
+//! of the answer: an opening or a next transaction beyond the money is refused and changes
+//! nothing, a retry is the same session (the same transaction, nothing new held), the agent's
+//! tab and the customer's wallet count the same purchases of the same transaction, a record
+//! sent again or a second different one changes nothing.
 
 use super::{A, B, NAMES, Step, Trade, TradeSim, Wallet, eur, unexpected};
-use super::{LostOpen, OpenRequest};
+use super::{Done, LostOpen, NextRequest, OpenRequest};
 use rand::RngExt;
 use tally_kernel::Amount;
 use tally_kernel::crypto::SigningKey;
 use tally_ledger::LedgerError;
 use tally_proto::session::conclusion::{Record, Side};
-use tally_proto::session::ids::SessionId;
+use tally_proto::session::ids::{SessionId, TransactionId};
 use tally_proto::session::purchase::{self, Purchase, PurchaseError, Tab, Taken};
-use tally_proto::session::trade::{AmState, MtaSession, MtaState};
+use tally_proto::session::trade::{self, AmSession, AmState, MtaSession, MtaState, TradeError};
 use tally_service::ServiceError;
-use tally_wire::federation::OpenTradingSession;
+use tally_wire::federation::{NextTransaction, OpenTradingSession};
 
 impl TradeSim {
     /// What the customer may still hold: posted credits less posted and pending debits.
@@ -177,6 +178,7 @@ impl TradeSim {
         {
             self.trades.push(Trade {
                 id,
+                txn: 1,
                 customer: r.customer,
                 merchant: r.merchant,
                 key: r.session_key,
@@ -185,6 +187,7 @@ impl TradeSim {
                 wallet: Wallet::default(),
                 customer_record: None,
                 merchant_record: None,
+                lost_next: None,
             });
         }
         Ok(())
@@ -218,18 +221,27 @@ impl TradeSim {
     /// operator say is open: the tab takes what the deposit covers, the wallet counts the same.
     pub(super) async fn buy(&mut self) -> Step<()> {
         let open: Vec<usize> = (0..self.trades.len())
-            .filter(|&i| {
-                let t = &self.trades[i];
-                t.merchant.is_some()
-                    && t.customer_record.is_none()
-                    && t.merchant_record.is_none()
-                    && t.tab.as_ref().is_none_or(|tab| !tab.closed)
-            })
+            .filter(|&i| self.may_buy(i))
             .collect();
         if open.is_empty() {
             return Ok(());
         }
         let i = open[self.rng.random_range(0..open.len())];
+        self.buy_in(i).await
+    }
+
+    /// Whether the customer of trade `i` may still buy, as it knows: neither side concluded
+    /// its transaction.
+    fn may_buy(&self, i: usize) -> bool {
+        let t = &self.trades[i];
+        t.merchant.is_some()
+            && t.customer_record.is_none()
+            && t.merchant_record.is_none()
+            && t.tab.as_ref().is_none_or(|tab| !tab.closed)
+    }
+
+    /// The customer of trade `i` buys, if both nodes say its transaction is open.
+    async fn buy_in(&mut self, i: usize) -> Step<()> {
         let (id, customer) = (self.trades[i].id, self.trades[i].customer);
         let principal = self.customers[customer].principal.clone();
         let view = self
@@ -238,16 +250,26 @@ impl TradeSim {
             .show(&principal, &id.to_string())
             .await
             .map_err(unexpected)?;
-        if AmState::parse(&view.state) != Some(AmState::Open) {
+        let transaction = self.trades[i].transaction();
+        // (A's current transaction is the one the customer is on: it heard of every next
+        // one it started, save one whose answer it lost)
+        if AmState::parse(&view.state) != Some(AmState::Open)
+            || view.transaction != transaction.to_string()
+        {
             return Ok(());
         }
-        let transaction = id.first_transaction();
         if self.trades[i].tab.is_none() {
             let Some(s) = self.mta(&id).await? else {
                 return Err(format!("{id} is open at A and unknown at B"));
             };
             if !matches!(s.state, MtaState::Open) {
                 return Ok(());
+            }
+            if s.transaction() != transaction {
+                return Err(format!(
+                    "{transaction} is open at A, and B is on {}",
+                    s.transaction()
+                ));
             }
             let t = &self.trades[i];
             let signed = purchase::new_tab(&t.key, transaction, t.mac_key, self.now())
@@ -259,7 +281,10 @@ impl TradeSim {
                 s.merchant_deposit,
             )
             .map_err(|e| format!("the agent refused {id}'s tab: {e}"))?;
-            self.note(format!("{id}: tab opened ({})", s.merchant_deposit));
+            self.note(format!(
+                "{transaction}: tab opened ({})",
+                s.merchant_deposit
+            ));
             self.trades[i].tab = Some(tab);
         }
         for _ in 0..self.rng.random_range(1..=3) {
@@ -318,6 +343,413 @@ impl TradeSim {
         let line = format!("{id}: {} purchases, {} spent", w.count, w.spent);
         self.note(line);
         Ok(())
+    }
+
+    // ----- the next transaction (M4) -----------------------------------------------------------
+
+    /// A customer whose session is cleared at A (its transaction ended, with time left in the
+    /// session for another) starts the session's next transaction with a deposit it may
+    /// usually hold (sometimes more than it may: refused, nothing held); sometimes its answer
+    /// is lost and it sends the same request again later. Or it sends again a request whose
+    /// answer it lost.
+    pub(super) async fn next_transaction(&mut self) -> Step<()> {
+        let waiting: Vec<usize> = (0..self.trades.len())
+            .filter(|&i| self.trades[i].lost_next.is_some())
+            .collect();
+        if !waiting.is_empty() && self.rng.random_bool(0.4) {
+            let i = waiting[self.rng.random_range(0..waiting.len())];
+            let r = self.trades[i].lost_next.take().ok_or("no lost request")?;
+            let lost = self.rng.random_bool(0.1);
+            return self.send_next(i, r, lost).await;
+        }
+        if self.rng.random_bool(0.1) {
+            return self.next_too_soon().await;
+        }
+        // Not near the session's end: the MTA could not acknowledge it in time (refused).
+        let latest = self
+            .now()
+            .plus_seconds(self.ack_window_s() + 60)
+            .as_micros();
+        let mut cleared = Vec::new();
+        for (i, t) in self.trades.iter().enumerate() {
+            if t.merchant.is_none() || t.lost_next.is_some() {
+                continue;
+            }
+            let s = self
+                .am(&t.id)
+                .await?
+                .ok_or_else(|| format!("{} is unknown at A", t.id))?;
+            if s.state == AmState::Cleared && s.txn == t.txn && s.expires_at > latest {
+                cleared.push(i);
+            }
+        }
+        if cleared.is_empty() {
+            return Ok(());
+        }
+        let i = cleared[self.rng.random_range(0..cleared.len())];
+        let available = self.available(self.trades[i].customer).await?;
+        let minor = match self.rng.random_range(0..10) {
+            // Beyond what the customer may spend: refused, nothing held.
+            0 => available.max(0) + self.rng.random_range(1..=500),
+            1..=3 => self.rng.random_range(1..=5_000),
+            _ => self.rng.random_range(1..=1_500),
+        };
+        let next = self.trades[i].transaction().next().map_err(unexpected)?;
+        let r = NextRequest {
+            body: NextTransaction {
+                transaction: next.to_string(),
+                deposit: eur(minor),
+            },
+            mac_key: self.seed32(),
+            took: None,
+        };
+        let lost = self.rng.random_bool(0.25);
+        self.send_next(i, r, lost).await
+    }
+
+    /// A customer asks for the next transaction of a session whose current one has not
+    /// cleared: refused (409), nothing changes.
+    async fn next_too_soon(&mut self) -> Step<()> {
+        let mut going = Vec::new();
+        for (i, t) in self.trades.iter().enumerate() {
+            if t.lost_next.is_some() {
+                continue;
+            }
+            if let Some(s) = self.am(&t.id).await?
+                && s.state != AmState::Cleared
+                && s.txn == t.txn
+            {
+                going.push((i, s));
+            }
+        }
+        if going.is_empty() {
+            return Ok(());
+        }
+        let (i, s) = going.swap_remove(self.rng.random_range(0..going.len()));
+        let customer = self.trades[i].customer;
+        let next = s.transaction().next().map_err(unexpected)?;
+        let body = NextTransaction {
+            transaction: next.to_string(),
+            deposit: eur(self.rng.random_range(1..=1_500)),
+        };
+        let label = format!(
+            "{next}: cust{customer} starts it with {} while the session is {}",
+            body.deposit, s.state
+        );
+        let was = self.as_is(customer, &s.id).await?;
+        let principal = self.customers[customer].principal.clone();
+        let result = self
+            .node(A)
+            .sessions()
+            .next_transaction(&principal, &s.id.to_string(), &body)
+            .await;
+        match result {
+            Err(ServiceError::Trade(TradeError::State(..))) => {
+                self.note(format!("{label}: refused"));
+            }
+            other => return Err(format!("{label}: answered {other:?}, not refused")),
+        }
+        let now = self.as_is(customer, &s.id).await?;
+        if now != was {
+            return Err(format!(
+                "{label}: refused, and A changed: {was:?} became {now:?}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// At the end, the customers whose session with a merchant in agent mode is cleared with
+    /// time left start its next transaction (their answers arrive; they buy in it once it is
+    /// open, [`TradeSim::buy_at_end`]); how many did.
+    pub(super) async fn next_at_end(&mut self) -> Step<usize> {
+        let latest = self
+            .now()
+            .plus_seconds(self.ack_window_s() + 60)
+            .as_micros();
+        let mut started = 0;
+        for i in 0..self.trades.len() {
+            let t = &self.trades[i];
+            if t.merchant.is_none() || t.lost_next.is_some() {
+                continue;
+            }
+            let s = self
+                .am(&t.id)
+                .await?
+                .ok_or_else(|| format!("{} is unknown at A", t.id))?;
+            // (a merchant in agent mode: no one answers by hand at the end)
+            let agent = t.merchant.is_some_and(|m| self.merchants[m].auto_ack);
+            if s.state != AmState::Cleared || s.txn != t.txn || s.expires_at <= latest || !agent {
+                continue;
+            }
+            let next = s.transaction().next().map_err(unexpected)?;
+            let r = NextRequest {
+                body: NextTransaction {
+                    transaction: next.to_string(),
+                    deposit: eur(self.rng.random_range(1..=1_500)),
+                },
+                mac_key: self.seed32(),
+                took: None,
+            };
+            self.send_next(i, r, false).await?;
+            started += usize::from(self.trades[i].txn == next.seq);
+        }
+        Ok(started)
+    }
+
+    /// At the end, the customers of the transactions [`TradeSim::next_at_end`] started buy
+    /// once their sessions are open again.
+    pub(super) async fn buy_at_end(&mut self) -> Step<()> {
+        for i in 0..self.trades.len() {
+            if self.trades[i].txn > 1 && self.may_buy(i) {
+                self.buy_in(i).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends trade `i`'s request for its next transaction to A. `lost`: its answer never
+    /// reaches the customer, which keeps the request to send it again. A new transaction is
+    /// held at once and the parties move to it (a fresh wallet; the merchant agent's tab once
+    /// the session is open again); a refusal changes nothing at A; a request sent again after
+    /// one that started the transaction is a replay: the same view, nothing new held.
+    /// Sometimes a request for another transaction number, or the started one with another
+    /// deposit, goes first: refused, nothing changes.
+    pub(super) async fn send_next(&mut self, i: usize, mut r: NextRequest, lost: bool) -> Step<()> {
+        let (id, customer) = (self.trades[i].id, self.trades[i].customer);
+        let principal = self.customers[customer].principal.clone();
+        let wanted: TransactionId = r.body.transaction.parse().map_err(unexpected)?;
+        let deposit = r.body.deposit.minor;
+        let label = format!(
+            "{wanted}: cust{customer} starts it with {deposit} EUR minor{}",
+            if r.took.is_some() { ", again" } else { "" }
+        );
+        let a = self.node(A);
+        let before = self.am(&id).await?.ok_or("a session vanished at A")?;
+        let ending = self.ending(&before).await?;
+        let view = a
+            .sessions()
+            .show(&principal, &id.to_string())
+            .await
+            .map_err(unexpected)?;
+        let was = self.as_is(customer, &id).await?;
+        let available = self.available(customer).await?;
+        let unchanged = |what: &str, now: &(_, _)| {
+            if *now == was {
+                Ok(())
+            } else {
+                Err(format!("{label}: {what} changed A: {was:?} became {now:?}"))
+            }
+        };
+        if self.rng.random_bool(0.1) {
+            let (body, field) = if r.took == Some(true) {
+                let mut other = r.body.deposit;
+                other.minor += 1;
+                (
+                    NextTransaction {
+                        transaction: r.body.transaction.clone(),
+                        deposit: other,
+                    },
+                    "deposit",
+                )
+            } else {
+                let beyond = wanted.next().map_err(unexpected)?;
+                (
+                    NextTransaction {
+                        transaction: beyond.to_string(),
+                        deposit: r.body.deposit,
+                    },
+                    "transaction",
+                )
+            };
+            let wrong = a
+                .sessions()
+                .next_transaction(&principal, &id.to_string(), &body)
+                .await;
+            match wrong {
+                Err(ServiceError::Invalid { field: f, .. }) if f == field => {
+                    self.note(format!(
+                        "{id}: {} with {} is refused (invalid {field})",
+                        body.transaction, body.deposit
+                    ));
+                }
+                other => {
+                    return Err(format!(
+                        "{id}: {} with {} (the session on {}) was answered {other:?}, not \
+                         refused as an invalid {field}",
+                        body.transaction,
+                        body.deposit,
+                        before.transaction()
+                    ));
+                }
+            }
+            unchanged("a refused request", &self.as_is(customer, &id).await?)?;
+        }
+        self.note(label.clone());
+        let result = a
+            .sessions()
+            .next_transaction(&principal, &id.to_string(), &r.body)
+            .await;
+        let took = match result {
+            Ok((after, replayed)) => {
+                if after.transaction != r.body.transaction {
+                    return Err(format!("{label}: answered with {}", after.transaction));
+                }
+                match (r.took, replayed) {
+                    (Some(true), true) => {
+                        if after != view {
+                            return Err(format!(
+                                "{label}: a replay answered {after:?}, not the session as it \
+                                 was ({view:?})"
+                            ));
+                        }
+                        unchanged("a replay", &self.as_is(customer, &id).await?)?;
+                        self.note(format!("  a replay: {}", after.state));
+                        self.outcome.next_replays += 1;
+                    }
+                    (Some(true), false) => {
+                        return Err(format!("{label}: started a second time"));
+                    }
+                    (_, true) => {
+                        return Err(format!(
+                            "{label}: replayed, although no attempt started it (the session \
+                             was {} on {})",
+                            before.state,
+                            before.transaction()
+                        ));
+                    }
+                    (_, false) => {
+                        if deposit > available {
+                            return Err(format!(
+                                "{label}: held with {available} available: money spent twice"
+                            ));
+                        }
+                        if after.state != AmState::Held.as_str() {
+                            return Err(format!("{label}: a new transaction is {}", after.state));
+                        }
+                        let Some(done) = ending else {
+                            return Err(format!(
+                                "{label}: started while the session was {} on {}",
+                                before.state,
+                                before.transaction()
+                            ));
+                        };
+                        if Ok(wanted) != before.transaction().next() {
+                            return Err(format!("{label}: started after {}", before.transaction()));
+                        }
+                        self.done.insert(trade::label(before.transaction()), done);
+                    }
+                }
+                true
+            }
+            Err(ServiceError::Ledger(LedgerError::ExceedsCredits { .. }))
+                if deposit > available && r.took != Some(true) =>
+            {
+                self.note("  refused: beyond what the customer may spend".into());
+                self.outcome.refused_nexts += 1;
+                unchanged("a refused request", &self.as_is(customer, &id).await?)?;
+                false
+            }
+            // Sent again (the first was refused) when the session is about to end.
+            Err(ServiceError::Trade(TradeError::Invalid(why)))
+                if r.took == Some(false)
+                    && self.now().plus_seconds(self.ack_window_s()).as_micros()
+                        >= before.expires_at =>
+            {
+                self.note(format!("  refused: {why}"));
+                unchanged("a refused request", &self.as_is(customer, &id).await?)?;
+                false
+            }
+            Err(e) => {
+                return Err(format!(
+                    "{label}: {e} (available {available}; the session {} on {})",
+                    before.state,
+                    before.transaction()
+                ));
+            }
+        };
+        if lost {
+            self.note("  its answer is lost".into());
+            self.outcome.answers_lost += 1;
+            r.took = Some(r.took == Some(true) || took);
+            self.trades[i].lost_next = Some(r);
+            return Ok(());
+        }
+        if took {
+            // The customer moves to the new transaction: a fresh wallet; the agent opens its
+            // tab once the session is open again.
+            let t = &mut self.trades[i];
+            t.txn = wanted.seq;
+            t.mac_key = r.mac_key;
+            t.tab = None;
+            t.wallet = Wallet::default();
+            t.customer_record = None;
+            t.merchant_record = None;
+        }
+        Ok(())
+    }
+
+    fn ack_window_s(&self) -> i64 {
+        self.sites[A].config.sessions.ack_window_s
+    }
+
+    /// A session's current transaction as both nodes ended it, while A has it cleared (B
+    /// must have it cleared too): what the checks of the transactions before the current one
+    /// read once the next one started.
+    async fn ending(&self, s: &AmSession) -> Step<Option<Done>> {
+        if s.state != AmState::Cleared {
+            return Ok(None);
+        }
+        let c = s.clearing.as_ref().ok_or("cleared without a clearing")?;
+        let b = self
+            .mta(&s.id)
+            .await?
+            .ok_or_else(|| format!("{} is cleared at A and unknown at B", s.id))?;
+        if b.transaction() != s.transaction() || b.state != MtaState::Cleared {
+            return Err(format!(
+                "{} is cleared at A and {} at B on {}",
+                s.transaction(),
+                b.state,
+                b.transaction()
+            ));
+        }
+        Ok(Some(Done {
+            deposit: s.deposit.minor,
+            customer_total: c.customer_total.minor,
+            total: c.total,
+            account: b.account,
+            owed_by: b.owed_by,
+        }))
+    }
+
+    /// What a refused (or replayed) request for a next transaction must leave as it was: the
+    /// customer's account, A's sessions and outbox, and the session's row.
+    async fn as_is(
+        &self,
+        customer: usize,
+        id: &SessionId,
+    ) -> Step<((i64, i64, i64, i64), Option<(String, String)>)> {
+        let row = self
+            .node(A)
+            .store()
+            .trade("am", &id.to_string())
+            .await
+            .map_err(unexpected)?;
+        Ok((
+            self.snapshot(customer).await?,
+            row.map(|r| (r.state, r.machine)),
+        ))
+    }
+
+    /// A's session, as its store holds it.
+    pub(super) async fn am(&self, id: &SessionId) -> Step<Option<AmSession>> {
+        let row = self
+            .node(A)
+            .store()
+            .trade("am", &id.to_string())
+            .await
+            .map_err(unexpected)?;
+        row.map(|r| serde_json::from_str(&r.machine).map_err(unexpected))
+            .transpose()
     }
 
     /// B's operator settles a disputed session at a verdict from nothing up to its deposit
@@ -409,7 +841,7 @@ impl TradeSim {
             (count + 1, hex::encode([0xabu8; 32]))
         };
         let record = Record {
-            transaction: t.id.first_transaction(),
+            transaction: t.transaction(),
             side,
             total: Amount::new(total, merchant.currency),
             count,
