@@ -217,16 +217,21 @@ pub(crate) async fn open_session(
 pub(crate) fn current_transaction(
     view: &TradingSessionView,
     session: SessionId,
-) -> Result<TransactionId, Response> {
-    match view.transaction.parse::<TransactionId>() {
-        Ok(t) if t.session == session => Ok(t),
-        _ => Err(refusal(
-            StatusCode::CONFLICT,
-            "session_not_open",
-            "the operator names no transaction of this session".into(),
-            None,
-        )),
-    }
+) -> Option<TransactionId> {
+    view.transaction
+        .parse::<TransactionId>()
+        .ok()
+        .filter(|t| t.session == session)
+}
+
+/// The refusal when the operator names no transaction of the session.
+pub(crate) fn no_transaction() -> Response {
+    refusal(
+        StatusCode::CONFLICT,
+        "session_not_open",
+        "the operator names no transaction of this session".into(),
+        None,
+    )
 }
 
 pub(crate) fn malformed_session(e: impl std::fmt::Display) -> Response {
@@ -259,9 +264,8 @@ async fn open_tab(State(a): State<Agent>, Json(req): Json<OpenTab>) -> Response 
             None,
         );
     };
-    let transaction = match current_transaction(&view, session) {
-        Ok(t) => t,
-        Err(r) => return r,
+    let Some(transaction) = current_transaction(&view, session) else {
+        return no_transaction();
     };
     let bytes = req.tab.to_string().into_bytes();
     let tab = match Tab::open(&bytes, &key, transaction, deposit) {
@@ -438,7 +442,7 @@ async fn chores(a: Agent) {
                         spent: tab.spent,
                         remaining: tab.remaining(),
                         currency: tab.deposit.currency.code().to_string(),
-                        list: tab.list.clone(),
+                        list: hex::encode(tab.list),
                         repeat: false,
                         closed: true,
                     };

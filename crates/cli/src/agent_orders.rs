@@ -196,9 +196,8 @@ pub async fn order(State(a): State<Agent>, Json(req): Json<NewOrder>) -> Respons
         Err(r) => return r,
     };
     // The session's current transaction (M4).
-    let transaction = match crate::agent::current_transaction(&view, session) {
-        Ok(t) => t,
-        Err(r) => return r,
+    let Some(transaction) = crate::agent::current_transaction(&view, session) else {
+        return crate::agent::no_transaction();
     };
     // Which product: read the order's claim, then open it against that offer.
     let product = serde_json::from_str::<tally_kernel::crypto::SignedRecord>(&req.order)

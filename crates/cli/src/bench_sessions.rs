@@ -105,10 +105,12 @@ async fn in_process(
         let journal = journal.clone();
         tasks.push(tokio::spawn(async move {
             let name = transaction(t).to_string();
-            for chunk in list.chunks(window.max(1)) {
-                let mut answers = Vec::with_capacity(chunk.len());
-                for p in chunk {
-                    answers.push(journal.enqueue(&name, AgentOp::Buy(p.clone())).await?);
+            let mut list = list.into_iter().peekable();
+            while list.peek().is_some() {
+                let mut answers = Vec::with_capacity(window.max(1));
+                // Each purchase is handed over as the customer made it (no copy).
+                for p in list.by_ref().take(window.max(1)) {
+                    answers.push(journal.enqueue(&name, AgentOp::Buy(p)).await?);
                 }
                 for a in answers {
                     a.await

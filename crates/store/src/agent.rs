@@ -123,6 +123,8 @@ struct Job {
 enum Work {
     Op(AgentOp),
     Checked(Checked),
+    /// A purchase taken: its text went to the batch's commit, the job keeps its reply.
+    Written,
 }
 
 /// The keys of the tabs on disk, so that callers check their purchases' MACs and spellings
@@ -147,9 +149,19 @@ fn view(transaction: &str, tab: &Tab, repeat: bool) -> TabView {
         spent: tab.spent,
         remaining: tab.remaining(),
         currency: tab.deposit.currency.code().to_string(),
-        list: tab.list.clone(),
+        list: hex_of(&tab.list),
         repeat,
         closed: tab.closed,
+    }
+}
+
+/// 32 bytes as 64 lowercase hex digits, written in one pass (`hex::encode` goes a char at a
+/// time, and this is on the writer's path for every purchase).
+fn hex_of(v: &[u8; 32]) -> String {
+    let mut out = [0u8; 64];
+    match hex::encode_to_slice(v, &mut out) {
+        Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+        Err(_) => hex::encode(v),
     }
 }
 
@@ -405,7 +417,7 @@ async fn writer(
                 tabs: &tabs,
                 committing: inflight.as_ref().map(|f| &f.tabs),
             };
-            jobs.iter()
+            jobs.iter_mut()
                 .map(|job| decide(&kept, &mut staged, job))
                 .collect()
         };
@@ -502,7 +514,7 @@ impl Kept<'_> {
     }
 }
 
-fn decide(kept: &Kept<'_>, staged: &mut Staged, job: &Job) -> Result<TabView, AgentError> {
+fn decide(kept: &Kept<'_>, staged: &mut Staged, job: &mut Job) -> Result<TabView, AgentError> {
     if let Work::Op(AgentOp::Open(tab)) = &job.work {
         if staged.tabs.contains_key(&job.transaction) || kept.get(&job.transaction).is_some() {
             return Err(AgentError::TabExists);
@@ -513,16 +525,19 @@ fn decide(kept: &Kept<'_>, staged: &mut Staged, job: &Job) -> Result<TabView, Ag
     }
     // The tab as this batch left it, copied once per tab and batch (not once per purchase);
     // a refused operation leaves it as it was.
-    let tab = match staged.tabs.entry(job.transaction.clone()) {
-        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-        std::collections::hash_map::Entry::Vacant(e) => e.insert(
-            kept.get(&job.transaction)
-                .ok_or(AgentError::UnknownTab)?
-                .clone(),
-        ),
-    };
+    if !staged.tabs.contains_key(&job.transaction) {
+        let tab = kept
+            .get(&job.transaction)
+            .ok_or(AgentError::UnknownTab)?
+            .clone();
+        staged.tabs.insert(job.transaction.clone(), tab);
+    }
+    let tab = staged
+        .tabs
+        .get_mut(&job.transaction)
+        .ok_or(AgentError::UnknownTab)?;
     let now = Timestamp::now().as_micros();
-    let (taken, wire) = match &job.work {
+    let taken = match &job.work {
         Work::Op(AgentOp::Open(_)) => return Err(AgentError::TabExists),
         Work::Op(AgentOp::Close { mac }) => {
             tab.check_close(mac)?;
@@ -537,19 +552,29 @@ fn decide(kept: &Kept<'_>, staged: &mut Staged, job: &Job) -> Result<TabView, Ag
             tab.reported = true;
             return Ok(view(&job.transaction, tab, false));
         }
-        Work::Op(AgentOp::Buy(p)) => (tab.take(p, now)?, p),
-        Work::Checked(checked) => (tab.take_checked(checked, now)?, checked.wire()),
+        Work::Op(AgentOp::Buy(p)) => tab.take(p, now)?,
+        Work::Checked(checked) => tab.take_checked(checked, now)?,
+        Work::Written => return Err(AgentError::Store("a purchase decided twice".into())),
     };
     match taken {
         Taken::Repeat => Ok(view(&job.transaction, tab, true)),
-        Taken::New(purchase) => {
+        Taken::New { seq, price } => {
             let v = view(&job.transaction, tab, false);
+            // The purchase's text goes to the commit as it came (the job keeps only its reply).
+            let wire = match std::mem::replace(&mut job.work, Work::Written) {
+                Work::Checked(checked) => checked.into_wire(),
+                Work::Op(AgentOp::Buy(p)) => p,
+                other => {
+                    job.work = other;
+                    return Err(AgentError::Store("a purchase decided twice".into()));
+                }
+            };
             staged.rows.push((
                 job.transaction.clone(),
-                purchase.seq,
-                wire.bytes.clone(),
-                wire.mac.clone(),
-                purchase.price.minor,
+                seq,
+                wire.bytes,
+                wire.mac,
+                price.minor,
             ));
             Ok(v)
         }
@@ -579,24 +604,25 @@ type SegmentRow = (String, i64, i64, String);
 /// The purchases a batch took, one row per tab ("segment": the tab's consecutive purchases of
 /// that batch, as a JSON array). A batch of thousands of purchases on hundreds of tabs writes
 /// hundreds of rows, not thousands.
-fn encode_segments(rows: Vec<PurchaseRow>) -> Result<Vec<SegmentRow>, StoreError> {
-    let mut by_tab: std::collections::BTreeMap<String, Vec<PurchaseRow>> =
-        std::collections::BTreeMap::new();
-    for r in rows {
-        by_tab.entry(r.0.clone()).or_default().push(r);
-    }
-    let mut segments = Vec::with_capacity(by_tab.len());
-    for (transaction, taken) in by_tab {
-        let first = i64::try_from(taken[0].1).map_err(|_| StoreError::Corrupt("seq".into()))?;
-        let last = i64::try_from(taken[taken.len() - 1].1)
-            .map_err(|_| StoreError::Corrupt("seq".into()))?;
-        let entries: Vec<SegmentEntry> = taken
-            .into_iter()
-            .map(|(_, _, bytes, mac, price)| SegmentEntry { bytes, mac, price })
-            .collect();
+fn encode_segments(mut rows: Vec<PurchaseRow>) -> Result<Vec<SegmentRow>, StoreError> {
+    // Each tab's purchases together, in the order taken (the sort is stable).
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut segments = Vec::new();
+    let mut rows = rows.into_iter().peekable();
+    while let Some(first) = rows.next() {
+        let seq =
+            |r: &PurchaseRow| i64::try_from(r.1).map_err(|_| StoreError::Corrupt("seq".into()));
+        let (first_seq, mut last_seq) = (seq(&first)?, seq(&first)?);
+        let (transaction, _, bytes, mac, price) = first;
+        let mut entries = vec![SegmentEntry { bytes, mac, price }];
+        while let Some(next) = rows.next_if(|r| r.0 == transaction) {
+            last_seq = seq(&next)?;
+            let (_, _, bytes, mac, price) = next;
+            entries.push(SegmentEntry { bytes, mac, price });
+        }
         let data = serde_json::to_string(&entries)
             .map_err(|e| StoreError::Corrupt(format!("agent segment: {e}")))?;
-        segments.push((transaction, first, last, data));
+        segments.push((transaction, first_seq, last_seq, data));
     }
     Ok(segments)
 }

@@ -70,6 +70,15 @@ pub fn hmac_sha256_verify(key: &[u8], msg: &[u8], tag: &[u8]) -> bool {
     mac.verify_slice(tag).is_ok()
 }
 
+/// [`hmac_sha256_verify`] of the concatenation of `parts`, without making it.
+pub fn hmac_sha256_verify_parts(key: &[u8], parts: &[&[u8]], tag: &[u8]) -> bool {
+    let mut mac = hmac_sha256_instance(key);
+    for part in parts {
+        mac.update(part);
+    }
+    mac.verify_slice(tag).is_ok()
+}
+
 /// HKDF-SHA256 (RFC 5869) extract-then-expand. An empty `salt` is the RFC's "not provided"
 /// (HMAC pads it to 32 zero bytes). `out_len` must be 1..=8160 (255 × 32).
 pub fn hkdf_sha256(

@@ -319,11 +319,11 @@ impl TradeSim {
                 return Ok(());
             };
             match tab.take(&wire, now) {
-                Ok(Taken::New(_)) if !too_much => {
+                Ok(Taken::New { .. }) if !too_much => {
                     t.wallet.list = purchase::list_next(&t.wallet.list, wire.bytes.as_bytes());
                     t.wallet.spent += price;
                     t.wallet.count += 1;
-                    if tab.list != hex::encode(t.wallet.list) || tab.spent != t.wallet.spent {
+                    if tab.list != t.wallet.list || tab.spent != t.wallet.spent {
                         return Err(format!("{id}: the agent's tab and the wallet differ"));
                     }
                     self.outcome.purchases += 1;
@@ -832,7 +832,7 @@ impl TradeSim {
         let merchant = &self.merchants[t.merchant.ok_or("no merchant")?];
         let (total, count, list) = match (side, &t.tab) {
             (Side::Customer, _) => (t.wallet.spent, t.wallet.count, hex::encode(t.wallet.list)),
-            (Side::Merchant, Some(tab)) => (tab.spent, tab.count, tab.list.clone()),
+            (Side::Merchant, Some(tab)) => (tab.spent, tab.count, hex::encode(tab.list)),
             (Side::Merchant, None) => (0, 0, hex::encode([0u8; 32])),
         };
         let (count, list) = if honest {
