@@ -847,7 +847,10 @@ pub(super) async fn ended(sim: &mut TradeSim) -> Result<(), Broken> {
         o.next_transactions += beyond;
         o.next_cleared += beyond.saturating_sub(1)
             + usize::from(s.txn > 1 && matches!(s.state, AmState::Cleared));
-        o.disputed += usize::from(matches!(s.state, AmState::Disputed));
+        // Disputed: still, or settled by B's operator's verdict since.
+        o.disputed += usize::from(
+            matches!(s.state, AmState::Disputed) || t.is_some_and(|t| t.verdict.is_some()),
+        );
         o.aborted += usize::from(matches!(s.state, AmState::Aborted));
         if matches!(s.state, AmState::Aborted)
             && t.is_some_and(|t| matches!(t.state, MtaState::Open | MtaState::Concluding))

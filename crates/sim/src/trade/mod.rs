@@ -730,12 +730,19 @@ impl TradeSim {
         let ack_window_s = self.sites[A].config.sessions.ack_window_s;
         let mut settled = false;
         let mut one_more = true;
+        let mut verdicts = true;
         for _ in 0..12 {
             self.drain().await?;
             self.conclude_all().await?;
             self.drain().await?;
             check::all(self).await?;
             if self.settled().await? {
+                // Once, B's operator rules on the disputes left (those it may settle, and
+                // some it may not): the AMs take the verdicts like any clearing.
+                if std::mem::take(&mut verdicts) && self.settle_at_end().await? > 0 {
+                    self.drain().await?;
+                    continue;
+                }
                 // Once, the customers of the merchant in agent mode start one more transaction
                 // where the session has time left for it: it ends like the rest.
                 if std::mem::take(&mut one_more) && self.next_at_end().await? > 0 {

@@ -814,6 +814,26 @@ impl TradeSim {
         }
     }
 
+    /// At the end, B's operator rules once per dispute left at B ([`TradeSim::settle`]
+    /// picks which, so some are ruled on twice and some not at all); how many disputes
+    /// there were.
+    pub(super) async fn settle_at_end(&mut self) -> Step<usize> {
+        let mut disputes = 0;
+        for t in &self.trades {
+            if self
+                .mta(&t.id)
+                .await?
+                .is_some_and(|m| m.state == MtaState::Disputed)
+            {
+                disputes += 1;
+            }
+        }
+        for _ in 0..disputes {
+            self.settle().await?;
+        }
+        Ok(disputes)
+    }
+
     /// B's session, as its store holds it.
     pub(super) async fn mta(&self, id: &SessionId) -> Step<Option<MtaSession>> {
         let row = self
