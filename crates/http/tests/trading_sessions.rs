@@ -1018,7 +1018,15 @@ async fn sweep(w: &World) -> usize {
 /// merchant's alone is a dispute (its MAC key is the merchant's too, so its record proves
 /// nothing). A session whose MTA goes silent expires at A when its hold runs out.
 async fn ends(a: World, b: World) {
+    use std::sync::atomic::Ordering::SeqCst;
     use tally_proto::session::conclusion::Side;
+    // One time at both nodes, moved forward to the later of the two: the deadlines below are
+    // to the second, and each world's clock started when it was made (B's a second or more
+    // after A's on a slow start, which moved B's deadline sweep a step early).
+    let now = a.clock.load(SeqCst).max(b.clock.load(SeqCst));
+    for w in [&a, &b] {
+        w.clock.store(now, SeqCst);
+    }
     let k = Kiosk::new(&a, &b).await;
     let quiet = k.open(&a, "e1", "1.00 EUR").await;
     let customers = k.open(&a, "e2", "2.00 EUR").await;
