@@ -211,7 +211,6 @@ pub(crate) async fn open_session(
     Ok((view, key))
 }
 
-/// The refusal of a request whose session id is not one.
 /// The session's current transaction as its operator names it (M4: the next once one is
 /// cleared): the tab and the orders are of that one.
 pub(crate) fn current_transaction(
@@ -234,6 +233,7 @@ pub(crate) fn no_transaction() -> Response {
     )
 }
 
+/// The refusal of a request whose session id is not one.
 pub(crate) fn malformed_session(e: impl std::fmt::Display) -> Response {
     refusal(
         StatusCode::BAD_REQUEST,
@@ -442,7 +442,7 @@ async fn chores(a: Agent) {
                         spent: tab.spent,
                         remaining: tab.remaining(),
                         currency: tab.deposit.currency.code().to_string(),
-                        list: hex::encode(tab.list),
+                        list: tab.list_hex(),
                         repeat: false,
                         closed: true,
                     };

@@ -734,14 +734,7 @@ async fn start_next(
     }
     // The transaction before stays in the wallet's directory; the wallet starts afresh.
     w.save(&Wallet::path(dir, &mine.to_string())?)?;
-    w.transaction = next.to_string();
-    w.mac_key = None;
-    w.tab_open = false;
-    w.next_seq = 1;
-    w.spent = 0;
-    w.list = hex::encode([0u8; 32]);
-    w.pending = None;
-    w.order = None;
+    w.begin(next.to_string());
     w.save(&path)?;
     until(c, session, view, "held", wait).await
 }

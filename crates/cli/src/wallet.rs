@@ -64,7 +64,7 @@ pub struct WalletOrder {
 impl Wallet {
     /// A new wallet with a fresh session key.
     pub fn new() -> anyhow::Result<Wallet> {
-        Ok(Wallet {
+        let mut w = Wallet {
             session: String::new(),
             transaction: String::new(),
             key_pem: SigningKey::generate().to_pkcs8_pem()?.expose().clone(),
@@ -73,11 +73,26 @@ impl Wallet {
             tab_open: false,
             next_seq: 1,
             spent: 0,
-            list: hex::encode([0u8; 32]),
+            list: String::new(),
             pending: None,
             order: None,
             currency: None,
-        })
+        };
+        w.begin(String::new());
+        Ok(w)
+    }
+
+    /// The wallet at the start of `transaction`: no tab, no purchase, no order yet (the
+    /// session, its key, the agent and the currency stay).
+    pub fn begin(&mut self, transaction: String) {
+        self.transaction = transaction;
+        self.mac_key = None;
+        self.tab_open = false;
+        self.next_seq = 1;
+        self.spent = 0;
+        self.list = hex::encode([0u8; 32]);
+        self.pending = None;
+        self.order = None;
     }
 
     /// The session key.

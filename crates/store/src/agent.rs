@@ -149,19 +149,9 @@ fn view(transaction: &str, tab: &Tab, repeat: bool) -> TabView {
         spent: tab.spent,
         remaining: tab.remaining(),
         currency: tab.deposit.currency.code().to_string(),
-        list: hex_of(&tab.list),
+        list: tab.list_hex(),
         repeat,
         closed: tab.closed,
-    }
-}
-
-/// 32 bytes as 64 lowercase hex digits, written in one pass (`hex::encode` goes a char at a
-/// time, and this is on the writer's path for every purchase).
-fn hex_of(v: &[u8; 32]) -> String {
-    let mut out = [0u8; 64];
-    match hex::encode_to_slice(v, &mut out) {
-        Ok(()) => String::from_utf8_lossy(&out).into_owned(),
-        Err(_) => hex::encode(v),
     }
 }
 

@@ -342,6 +342,11 @@ impl Tab {
         self.expires_at.is_some_and(|end| now >= end)
     }
 
+    /// The list hash so far, as 64 lowercase hex digits.
+    pub fn list_hex(&self) -> String {
+        hex32::text(&self.list).to_string()
+    }
+
     /// What the deposit still covers (minor units).
     pub fn remaining(&self) -> i64 {
         self.deposit.minor - self.spent
@@ -551,10 +556,27 @@ pub fn list_next(list: &[u8; 32], purchase_bytes: &[u8]) -> [u8; 32] {
 mod hex32 {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+    /// The 64 hex digits, written in one pass (`hex::encode` goes a char at a time, and
+    /// the merchant agent answers every purchase with its tab's list hash).
+    pub struct Text([u8; 64]);
+
+    impl std::ops::Deref for Text {
+        type Target = str;
+        fn deref(&self) -> &str {
+            // Hex digits are ASCII.
+            std::str::from_utf8(&self.0).unwrap_or_default()
+        }
+    }
+
+    pub fn text(v: &[u8; 32]) -> Text {
         let mut out = [0u8; 64];
-        hex::encode_to_slice(v, &mut out).map_err(serde::ser::Error::custom)?;
-        s.serialize_str(std::str::from_utf8(&out).map_err(serde::ser::Error::custom)?)
+        // 64 bytes is exactly the room 32 bytes need.
+        let _ = hex::encode_to_slice(v, &mut out);
+        Text(out)
+    }
+
+    pub fn serialize<S: Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&text(v))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {

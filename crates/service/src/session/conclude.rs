@@ -417,15 +417,7 @@ impl Sessions {
     /// A session's receipts, one per cleared transaction: the customer's at its operator,
     /// the merchant's at its own, or the operator.
     pub async fn receipts(&self, by: &Principal, session: &str) -> Result<Vec<SessionReceiptView>> {
-        let mut visible = false;
-        for role in [AM, MTA] {
-            if let Some(row) = self.core.store().trade(role, session).await? {
-                visible |= by.is_admin() || by.owner == row.owner;
-            }
-        }
-        if !visible {
-            return Err(self.missing(session));
-        }
+        self.visible(by, session).await?;
         Ok(self
             .core
             .store()

@@ -563,11 +563,16 @@ impl Sessions {
     /// A session as the caller may see it: the customer at its AM, the merchant at the MTA,
     /// or the operator (the AM's row first when this node plays both roles).
     pub async fn show(&self, by: &Principal, session: &str) -> Result<TradingSessionView> {
+        self.view(&self.visible(by, session).await?)
+    }
+
+    /// The session's row the caller may see (see [`Sessions::show`]); not found otherwise.
+    pub(super) async fn visible(&self, by: &Principal, session: &str) -> Result<TradeRow> {
         for role in [AM, MTA] {
             if let Some(row) = self.core.store().trade(role, session).await?
                 && (by.is_admin() || by.owner == row.owner)
             {
-                return self.view(&row);
+                return Ok(row);
             }
         }
         Err(self.missing(session))

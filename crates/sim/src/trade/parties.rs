@@ -742,10 +742,20 @@ impl TradeSim {
 
     /// A's session, as its store holds it.
     pub(super) async fn am(&self, id: &SessionId) -> Step<Option<AmSession>> {
+        self.machine(A, "am", id).await
+    }
+
+    /// The machine of `id` in `role` at `site`, as its store holds it.
+    async fn machine<T: serde::de::DeserializeOwned>(
+        &self,
+        site: usize,
+        role: &str,
+        id: &SessionId,
+    ) -> Step<Option<T>> {
         let row = self
-            .node(A)
+            .node(site)
             .store()
-            .trade("am", &id.to_string())
+            .trade(role, &id.to_string())
             .await
             .map_err(unexpected)?;
         row.map(|r| serde_json::from_str(&r.machine).map_err(unexpected))
@@ -836,14 +846,7 @@ impl TradeSim {
 
     /// B's session, as its store holds it.
     pub(super) async fn mta(&self, id: &SessionId) -> Step<Option<MtaSession>> {
-        let row = self
-            .node(B)
-            .store()
-            .trade("mta", &id.to_string())
-            .await
-            .map_err(unexpected)?;
-        row.map(|r| serde_json::from_str(&r.machine).map_err(unexpected))
-            .transpose()
+        self.machine(B, "mta", id).await
     }
 
     /// A record of `side` for trade `i`: what that side counted, or (`!honest`) something else.
@@ -852,7 +855,7 @@ impl TradeSim {
         let merchant = &self.merchants[t.merchant.ok_or("no merchant")?];
         let (total, count, list) = match (side, &t.tab) {
             (Side::Customer, _) => (t.wallet.spent, t.wallet.count, hex::encode(t.wallet.list)),
-            (Side::Merchant, Some(tab)) => (tab.spent, tab.count, hex::encode(tab.list)),
+            (Side::Merchant, Some(tab)) => (tab.spent, tab.count, tab.list_hex()),
             (Side::Merchant, None) => (0, 0, hex::encode([0u8; 32])),
         };
         let (count, list) = if honest {
