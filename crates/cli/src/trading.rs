@@ -134,9 +134,10 @@ pub enum ClearingCommand {
     /// What this operator and each peer owe each other from cleared trading sessions, per
     /// currency (operator): the settlement report between operators.
     List(ClearingArgs),
-    /// Settle a disputed trading session (the merchant's operator): the merchant is paid
-    /// the amount given, the customer's operator posts that at the session's rate from the
-    /// deposit and releases the rest. Once per session; the same verdict again is a no-op.
+    /// Settle a disputed trading session (the merchant's operator): the customer's operator
+    /// posts the amount given at the session's rate from the deposit and releases the rest,
+    /// then the merchant is paid it; if that operator no longer holds the deposit, nothing is
+    /// paid. Once per session; the same verdict again is a no-op.
     Resolve(ResolveArgs),
 }
 
@@ -1055,12 +1056,15 @@ pub async fn clearing(cmd: ClearingCommand) -> anyhow::Result<ExitCode> {
             let c = Client::new(&a.conn)?;
             let v = c.api.trading_session_verdict(&a.session, pay).await?;
             c.show(&v, |v| {
-                format!(
-                    "session {} {}: the merchant is paid {}",
-                    v.session,
-                    v.state,
-                    crate::client::money(pay.minor, pay.currency.code())
-                )
+                let amount = crate::client::money(pay.minor, pay.currency.code());
+                match v.state.as_str() {
+                    "clearing" => format!(
+                        "session {} clearing: the merchant is paid {amount} once the customer's \
+                         operator posts it (`tally session show` says cleared then)",
+                        v.session
+                    ),
+                    state => format!("session {} {state}: the verdict was {amount}", v.session),
+                }
             });
             Ok(ExitCode::SUCCESS)
         }

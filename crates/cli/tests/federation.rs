@@ -997,9 +997,9 @@ fn sessions_end_on_the_merchants_word_and_by_their_time() {
     });
     assert!(at_b(&idle).contains("state       expired"));
     // `silent`: at the deadline B has the merchant's record alone, claiming 0.10: disputed,
-    // nothing paid, the deposit held at A until its hold runs out. B's operator cannot
-    // settle it through the session (A may have released the deposit): refused, nothing
-    // moves (a verdict on records that disagree: crates/http/tests/trading_sessions.rs).
+    // nothing paid, the deposit held at A. B's operator settles it at 0.05 (only the
+    // operator): A still holds the deposit, so it posts 0.05, releases the rest and says so;
+    // then B pays the merchant.
     wait_until("the silent session disputed at A", || {
         ok(cli(&a, &alice_key, &["session", "show", &silent])).contains("state       disputed")
     });
@@ -1008,21 +1008,23 @@ fn sessions_end_on_the_merchants_word_and_by_their_time() {
     let resolve = ["clearing", "resolve", silent.as_str(), "--pay", "0.05 EUR"];
     let (done, _, err) = cli(&b, &kiosk_key, &resolve);
     assert!(!done && err.contains("forbidden"), "{err}");
-    let (done, _, err) = cli(&b, &b.admin_key, &resolve);
+    let settled = ok(cli(&b, &b.admin_key, &resolve));
     assert!(
-        !done
-            && err.contains(
-                "no verdict through the session: disputed on the merchant's record alone"
-            ),
-        "{err}"
+        settled.contains(&format!(
+            "session {silent} clearing: the merchant is paid 0.05 EUR once"
+        )),
+        "{settled}"
     );
-    assert!(at_b(&silent).contains("state       disputed"));
-    assert_eq!(available(&a, &alice), 500 - 30 - 20 - 50);
-    assert_eq!(available(&b, &kiosk), 50);
-    // The billing systems heard of both cleared sessions from both operators, each record
-    // once, signed.
-    wait_until("four billing webhooks", || {
-        hooks.lock().expect("lock").len() >= 4
+    wait_until("the silent session settled at B", || {
+        at_b(&silent).contains("state       cleared")
+    });
+    assert!(ok(cli(&a, &alice_key, &["session", "show", &silent])).contains("state       cleared"));
+    assert_eq!(available(&a, &alice), 500 - 30 - 20 - 5);
+    assert_eq!(available(&b, &kiosk), 55);
+    // The billing systems heard of the three cleared sessions from both operators, each
+    // record once, signed.
+    wait_until("six billing webhooks", || {
+        hooks.lock().expect("lock").len() >= 6
     });
     let got = hooks.lock().expect("lock").clone();
     let mut seen: Vec<(String, String, i64)> = Vec::new();
@@ -1048,8 +1050,10 @@ fn sessions_end_on_the_merchants_word_and_by_their_time() {
     let mut want = vec![
         ("deposit".to_string(), ended.clone(), 30),
         ("deposit".to_string(), timed.clone(), 20),
+        ("deposit".to_string(), silent.clone(), 5),
         ("withdrawal".to_string(), ended.clone(), 30),
         ("withdrawal".to_string(), timed.clone(), 20),
+        ("withdrawal".to_string(), silent.clone(), 5),
     ];
     want.sort();
     assert_eq!(seen, want);

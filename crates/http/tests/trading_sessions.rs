@@ -455,9 +455,10 @@ async fn conclude(a: World, b: World) {
     for reply in carry(&a.api, &b.api).await {
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     }
+    // The clearing's first phase: B sends the clearing information and pays nothing yet.
     let r = session(&b, &b.api.admin, &s).await.expect(StatusCode::OK);
-    assert_eq!((r.str("/state"), r.str("/total")), ("cleared", "4.00 EUR"));
-    assert_eq!(b.balance(&b.shop_eur).await, shop_before + 400);
+    assert_eq!((r.str("/state"), r.str("/total")), ("clearing", "4.00 EUR"));
+    assert_eq!(b.balance(&b.shop_eur).await, shop_before);
     for reply in carry(&b.api, &a.api).await {
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     }
@@ -468,6 +469,13 @@ async fn conclude(a: World, b: World) {
     );
     assert_eq!(a.balance(&a.alice_eur).await, 9600);
     assert_eq!(a.available(&a.alice_eur).await, 9600);
+    // A posted it and says so: then B pays the merchant.
+    for reply in carry(&a.api, &b.api).await {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    let r = session(&b, &b.api.admin, &s).await.expect(StatusCode::OK);
+    assert_eq!((r.str("/state"), r.str("/total")), ("cleared", "4.00 EUR"));
+    assert_eq!(b.balance(&b.shop_eur).await, shop_before + 400);
     // Billing records and the operators' report.
     let bills = a
         .api
@@ -598,7 +606,7 @@ async fn conclude(a: World, b: World) {
     let settled = verdict(&b, &b.api.admin, &d, 250)
         .await
         .expect(StatusCode::OK);
-    assert_eq!(settled.str("/state"), "cleared");
+    assert_eq!(settled.str("/state"), "clearing");
     verdict(&b, &b.api.admin, &d, 250)
         .await
         .expect(StatusCode::OK);
@@ -607,6 +615,13 @@ async fn conclude(a: World, b: World) {
         .expect_error(StatusCode::CONFLICT, "session_closed");
     carry(&b.api, &a.api).await;
     assert_eq!(session(&a, &a.alice, &d).await.str("/state"), "cleared");
+    assert_eq!(
+        b.balance(&b.shop_eur).await,
+        shop_before + 400,
+        "paid once A posted"
+    );
+    carry(&a.api, &b.api).await;
+    assert_eq!(session(&b, kiosk, &d).await.str("/state"), "cleared");
     assert_eq!(b.balance(&b.shop_eur).await, shop_before + 650);
     assert_eq!(a.available(&a.alice_eur).await, 9350);
     assert_eq!(a.balance(&a.alice_eur).await, 9350);
@@ -655,6 +670,9 @@ async fn next_transactions(a: World, b: World) {
     agree(first.clone(), 400, "a").await;
     assert_eq!(session(&a, &a.alice, &s).await.str("/state"), "cleared");
     assert_eq!(a.available(&a.alice_eur).await, 9600);
+    // A's word that it posted is still on its way: B waits for it to pay (the next
+    // transaction's initiation below goes with it).
+    assert_eq!(session(&b, kiosk, &s).await.str("/state"), "clearing");
     // Not another number, another currency, or another customer's session.
     next(&a, &a.alice, &s, 3, "3.00 EUR")
         .await
@@ -706,6 +724,7 @@ async fn next_transactions(a: World, b: World) {
     // The second clears on its own records: 2.50 of its 3.00.
     let shop_before = b.balance(&b.shop_eur).await;
     agree(second.clone(), 250, "c").await;
+    carry(&a.api, &b.api).await;
     let r = session(&a, &a.alice, &s).await.expect(StatusCode::OK);
     assert_eq!(
         (r.str("/state"), r.str("/customer_total")),
@@ -744,8 +763,9 @@ async fn next_transactions(a: World, b: World) {
         .await
         .expect(StatusCode::OK);
     assert_eq!(owed.body[0]["owed_to_minor"].as_i64(), Some(650));
-    // Each transaction's receipt, signed by B, at both nodes (A's came as a message); each
-    // checks alone.
+    // Each transaction's receipt, signed by B once it paid, at both nodes (A's came as a
+    // message); each checks alone.
+    carry(&b.api, &a.api).await;
     let b_id = node_id(&b.api);
     for (w, key) in [(&a, &a.alice), (&b, kiosk)] {
         let r = w
@@ -928,6 +948,8 @@ async fn two_currencies(a: World, b: World) {
         (r.str("/state"), r.str("/total"), r.str("/customer_total")),
         ("cleared", "5.42 USD", "5.00 EUR")
     );
+    assert_eq!(b.balance(&usd_account).await, 0, "paid once A posted");
+    carry(&a.api, &b.api).await;
     assert_eq!(b.balance(&usd_account).await, 542);
     assert_eq!(
         (
@@ -1032,20 +1054,23 @@ async fn ends(a: World, b: World) {
     let customers = k.open(&a, "e2", "2.00 EUR").await;
     let merchants = k.open(&a, "e3", "3.00 EUR").await;
     let silent = k.open(&a, "e4", "4.00 EUR").await;
+    let late = k.open(&a, "e5", "0.50 EUR").await;
     carry(&a.api, &b.api).await;
     carry(&b.api, &a.api).await;
-    for s in [&quiet, &customers, &merchants, &silent] {
+    for s in [&quiet, &customers, &merchants, &silent, &late] {
         assert_eq!(session(&a, &a.alice, s).await.str("/state"), "open");
     }
-    assert_eq!(a.available(&a.alice_eur).await, 9000);
-    post(
-        &a,
-        &a.alice,
-        &customers,
-        record(&customers, Side::Customer, 150, "c", &k.customer),
-    )
-    .await
-    .expect(StatusCode::OK);
+    assert_eq!(a.available(&a.alice_eur).await, 8950);
+    for (s, minor) in [(&customers, 150), (&late, 40)] {
+        post(
+            &a,
+            &a.alice,
+            s,
+            record(s, Side::Customer, minor, "c", &k.customer),
+        )
+        .await
+        .expect(StatusCode::OK);
+    }
     post(
         &b,
         &k.kiosk,
@@ -1065,16 +1090,18 @@ async fn ends(a: World, b: World) {
     for w in [&a, &b] {
         w.advance(1);
     }
-    assert_eq!((sweep(&a).await, sweep(&b).await), (0, 4));
+    assert_eq!((sweep(&a).await, sweep(&b).await), (0, 5));
     let at_b = |s: &str| {
         let (b, s) = (&b, s.to_string());
         async move { session(b, &b.api.admin, &s).await.str("/state").to_string() }
     };
     assert_eq!(at_b(&quiet).await, "expired");
-    assert_eq!(at_b(&customers).await, "cleared");
+    // Cleared on the customer's record alone: paid once A posted it.
+    assert_eq!(at_b(&customers).await, "clearing");
+    assert_eq!(at_b(&late).await, "clearing");
     assert_eq!(at_b(&merchants).await, "disputed");
     assert_eq!(at_b(&silent).await, "expired");
-    assert_eq!(b.balance(&b.shop_eur).await, shop_before + 150);
+    assert_eq!(b.balance(&b.shop_eur).await, shop_before);
     // A record after the deadline is refused and pays nothing.
     post(
         &b,
@@ -1084,9 +1111,25 @@ async fn ends(a: World, b: World) {
     )
     .await
     .expect_error(StatusCode::CONFLICT, "session_closed");
-    // B's word reaches A, but for `silent`: that message is lost.
-    for (_, sealed) in common::peers::sealed_outbox(&b.api).await {
-        if !String::from_utf8_lossy(&sealed).contains(&silent) {
+    // B's word reaches A, but for `silent` (lost) and `late` (B cannot reach A: it tries
+    // again later).
+    let store = b.api.node.store();
+    let due = store
+        .claim_due(b.api.node.now(), 100, 60)
+        .await
+        .expect("claim");
+    for m in due.into_iter().filter(|m| m.message.kind == "peer") {
+        let (_, sealed) = b.api.node.federation().outgoing(&m).await.expect("seal");
+        if sealed.contains(&late) {
+            store
+                .mark_attempt_failed(m.id, b.api.node.now(), "held back", false)
+                .await
+                .expect("held back");
+            continue;
+        }
+        store.mark_sent(m.id, b.api.node.now()).await.expect("sent");
+        if !sealed.contains(&silent) {
+            let sealed = sealed.into_bytes();
             let r = common::peers::post_sealed(&a.api, sealed).await;
             assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         }
@@ -1102,8 +1145,15 @@ async fn ends(a: World, b: World) {
         "disputed"
     );
     assert_eq!(session(&a, &a.alice, &silent).await.str("/state"), "open");
-    // Held still: the disputed 3.00 and the silent 4.00; spent 1.50.
-    assert_eq!(a.available(&a.alice_eur).await, 10_000 - 150 - 300 - 400);
+    // Held still: the disputed 3.00, the silent 4.00 and the late 0.50; spent 1.50.
+    assert_eq!(
+        a.available(&a.alice_eur).await,
+        10_000 - 150 - 300 - 400 - 50
+    );
+    // A posted `customers` and says so: B pays the merchant.
+    carry(&a.api, &b.api).await;
+    assert_eq!(at_b(&customers).await, "cleared");
+    assert_eq!(b.balance(&b.shop_eur).await, shop_before + 150);
     let bills = b
         .api
         .get("/v1/billing/records")
@@ -1121,9 +1171,10 @@ async fn ends(a: World, b: World) {
         bills.body
     );
 
-    // A hears nothing more of `silent`; when its hold runs out (the session's end plus the
-    // clearing grace of a day) the session expires there and the deposit is spendable again.
-    // The dispute's hold runs out too: resolution is not built, the ledger's timeout applies.
+    // A hears nothing more of `silent` and `late`; when their holds run out (the session's
+    // end plus the clearing grace of a day) the sessions expire there and the deposits are
+    // spendable again. The dispute's hold runs out too (no verdict came): the ledger's
+    // timeout applies.
     for w in [&a, &b] {
         w.advance(86_400 - 3600 - 1);
     }
@@ -1131,13 +1182,43 @@ async fn ends(a: World, b: World) {
     for w in [&a, &b] {
         w.advance(1);
     }
-    assert_eq!(sweep(&a).await, 1);
-    assert_eq!(
-        session(&a, &a.alice, &silent).await.str("/state"),
-        "expired"
-    );
+    assert_eq!(sweep(&a).await, 2);
+    for s in [&silent, &late] {
+        assert_eq!(session(&a, &a.alice, s).await.str("/state"), "expired");
+    }
     assert_eq!(a.available(&a.alice_eur).await, 10_000 - 150);
     assert_eq!(a.balance(&a.alice_eur).await, 10_000 - 150);
+    // B's clearing of `late` reaches A only now: A posts nothing and says so, B pays
+    // nothing; both books agree that nothing moved.
+    carry(&b.api, &a.api).await;
+    assert_eq!(session(&a, &a.alice, &late).await.str("/state"), "expired");
+    carry(&a.api, &b.api).await;
+    assert_eq!(at_b(&late).await, "expired");
+    assert_eq!(b.balance(&b.shop_eur).await, shop_before + 150);
+    assert_eq!(a.balance(&a.alice_eur).await, 10_000 - 150);
+    for w in [&a, &b] {
+        let owed = w
+            .api
+            .get("/v1/clearing")
+            .key(&w.api.admin)
+            .send()
+            .await
+            .expect(StatusCode::OK);
+        let line = &owed.body[0];
+        assert_eq!(
+            (
+                line["owed_to_minor"].as_i64(),
+                line["owed_by_minor"].as_i64()
+            ),
+            if std::ptr::eq(w, &a) {
+                (Some(150), Some(0))
+            } else {
+                (Some(0), Some(150))
+            },
+            "{}",
+            owed.body
+        );
+    }
     a.audit_passes().await;
     b.audit_passes().await;
 }

@@ -17,7 +17,9 @@
 //!
 //! A side's record is missing when the transaction cleared without it: the customer's alone
 //! at the deadline, or a merchant's alone that claims nothing. A verdict (`clearing.verdict`)
-//! pays what the operator decided: the records are then kept as they were, and may disagree.
+//! pays what the operator decided: the records are then kept as they were (either may be
+//! missing: a verdict may settle a dispute held on the merchant's record alone), and may
+//! disagree.
 //!
 //! Vector: `docs/protocols/vectors/session_receipt.json`.
 
@@ -125,8 +127,8 @@ impl SessionReceipt {
     }
 
     /// Each record opens under its key for the cleared transaction, and they say what the
-    /// clearing says (a verdict: the customer's record is there, the amount is the
-    /// operator's); the customer's total is the merchant's converted back at the rate.
+    /// clearing says (a verdict: the amount is the operator's, the records as they were); the
+    /// customer's total is the merchant's converted back at the rate.
     fn check(&self) -> Result<(), ReceiptError> {
         let c = &self.clearing;
         let open = |signed: &Option<Signed>, side| -> Result<Option<Record>, ReceiptError> {
@@ -143,7 +145,7 @@ impl SessionReceipt {
         let says = |r: &Record| r.total == c.total && r.count == c.count && r.list == c.list;
         let agrees = match (&customer, &merchant) {
             (None, None) => false,
-            _ if c.verdict => customer.is_some(),
+            _ if c.verdict => true,
             (Some(r), None) | (None, Some(r)) => says(r),
             (Some(a), Some(b)) => says(a) && says(b),
         };

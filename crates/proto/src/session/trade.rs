@@ -10,6 +10,15 @@
 //!                     AM: Aborted (hold void) ◄─ session_refused ─── MTA: Refused
 //! ```
 //!
+//! The clearing (M5) is in two phases, so that the operators' books never differ by a
+//! session: the MTA sends the clearing information and pays the merchant only once the AM
+//! answers that it posted the customer's side.
+//!
+//! ```text
+//!  MTA: Clearing ─ session_cleared ─► AM: post the hold ─► Cleared ─ session_posted ─► MTA: Cleared (pays)
+//!                                     AM: the hold is gone ─ session_released ──────► MTA: Expired
+//! ```
+//!
 //! * The AM holds the deposit (a pending transfer from the customer's account to its account
 //!   *owed to* the MTA's operator; the ledger never lets it exceed the customer's limit, so
 //!   concurrent sessions cannot spend the same money twice), vouches for the customer and
@@ -47,8 +56,14 @@ pub const CLEARED: &str = "session_cleared";
 pub const DISPUTED: &str = "session_disputed";
 /// Kind of the MTA's word that the session ended with no record by its conclusion deadline.
 pub const EXPIRED: &str = "session_expired";
-/// The MTA clears no later than this before the AM's hold runs out, seconds: time for the
-/// clearing information to reach the AM while it can still post the hold.
+/// Kind of the AM's word that it posted the clearing (the MTA then pays the merchant).
+pub const POSTED: &str = "session_posted";
+/// Kind of the AM's word that it could not post the clearing: the deposit was no longer held
+/// (the MTA then pays nothing).
+pub const RELEASED: &str = "session_released";
+/// The clearing grace (how long the AM holds a deposit after the session's end) exceeds the
+/// MTA's conclusion window by more than this, seconds: time for the clearing information to
+/// reach the AM while it still holds the deposit.
 pub const CLEARING_MARGIN_S: i64 = 600;
 
 /// Kind of the AM's word that it gave up waiting for the MTA's answer (its hold is void).
@@ -138,16 +153,21 @@ pub enum MtaState {
     Refused,
     /// One side's record is in; the other's is awaited.
     Concluding,
-    /// Both records agree: the merchant is paid, the AM has the clearing information.
+    /// Cleared (both records agree, the customer's alone at the deadline, or a verdict): the
+    /// AM has the clearing information; the merchant is paid once the AM posted.
+    Clearing,
+    /// The AM posted the clearing: the merchant is paid.
     Cleared,
     /// The records disagree, or only the merchant's came by the deadline: kept, nothing paid.
     Disputed,
-    /// No record came by the conclusion deadline: nothing paid, the AM releases the deposit.
+    /// No record came by the conclusion deadline (the AM releases the deposit), or the AM no
+    /// longer held the deposit when the clearing reached it: nothing paid.
     Expired,
 }
 
 stored_names!(MtaState {
     Cleared => "cleared",
+    Clearing => "clearing",
     Concluding => "concluding",
     Disputed => "disputed",
     Expired => "expired",
@@ -202,8 +222,7 @@ pub struct Initiation {
     /// The AM waits for the answer until then (µs): the MTA acks no later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ack_by: Option<i64>,
-    /// The AM's hold runs out then (µs): the MTA clears no later than [`CLEARING_MARGIN_S`]
-    /// before.
+    /// The AM's hold runs out then (µs): a clearing that reaches it later is released.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_at: Option<i64>,
     /// The customer's session key (Ed25519, hex): it signs the tab the customer opens at the
@@ -282,17 +301,12 @@ pub enum TradeError {
     /// A timeout fed before its time.
     #[error("not due yet")]
     NotDue,
-    /// A verdict on a dispute the session cannot settle (see [`MtaInput::Verdict`]).
-    #[error("no verdict through the session: {0}")]
-    Unsettled(&'static str),
 }
 
 impl Blame for TradeError {
     fn fault(&self) -> Fault {
         match self {
-            TradeError::Invalid(_) | TradeError::Closed(_) | TradeError::Unsettled(_) => {
-                Fault::Caller
-            }
+            TradeError::Invalid(_) | TradeError::Closed(_) => Fault::Caller,
             TradeError::State(..) | TradeError::Mismatch(_) => Fault::Peer,
             TradeError::NotDue => Fault::Node,
         }

@@ -5,10 +5,12 @@
 //!   it to the MTA; the merchant's agent hands the merchant's record (signed with the key the
 //!   merchant registered for it) to the MTA. Both are checked under their keys where they
 //!   arrive, never trusted on a node's word.
-//! * With both in and agreeing, the MTA pays the merchant from its account owed by the AM's
-//!   operator and sends the clearing information; the AM posts the hold for what the customer
-//!   spent (the rest is released) into its account owed to the MTA's operator. Each side
-//!   writes its billing record (withdrawal, deposit) in the same transaction.
+//! * With both in and agreeing, the MTA sends the clearing information (`clearing`); the AM
+//!   posts the hold for what the customer spent (the rest is released) into its account owed
+//!   to the MTA's operator and answers `session_posted`; then the MTA pays the merchant from
+//!   its account owed by the AM's operator. An AM that no longer holds the deposit answers
+//!   `session_released` and the MTA pays nothing: the operators' books never differ by a
+//!   session. Each side writes its billing record (withdrawal, deposit) with its money step.
 //! * Records that disagree put both nodes in `disputed`: nothing is paid, the hold stays.
 
 use super::{AM, MTA, Sessions, decode, inconsistent, peer_record, trade};
@@ -107,15 +109,12 @@ impl Sessions {
                 return Err(invalid("currency", "the merchant's currency"));
             }
             let total = Amount::new(total.total_minor, currency);
-            let (after, mut effects) = before
+            let (after, effects) = before
                 .handle(self.core.now(), MtaInput::Verdict(total), Id::new())
                 .map_err(trade)?;
             if effects != Effects::none() {
-                let mut rows: Vec<Attachment> = self
-                    .moved(&row, after.state.as_str(), &after, after.poll_timeout())?
-                    .into();
-                rows.extend(self.cleared_rows(&after, &mut effects)?);
-                self.core.commit(key, effects, rows).await?;
+                let rows = self.moved(&row, after.state.as_str(), &after, after.poll_timeout())?;
+                self.core.commit(key, effects, rows.into()).await?;
             }
             self.view(&self.row(MTA, session).await?)
         })
@@ -166,7 +165,7 @@ impl Sessions {
             .map_err(|e| invalid("record", e.to_string()))?;
         let text = String::from_utf8(signed.to_vec()).map_err(|_| invalid("record", "not text"))?;
         let taken = before.merchant_record.is_none();
-        let (mut after, mut effects) = before
+        let (mut after, effects) = before
             .handle(self.core.now(), MtaInput::Record(record), Id::new())
             .map_err(trade)?;
         if effects != Effects::none() {
@@ -176,15 +175,12 @@ impl Sessions {
                     record: text,
                 });
             }
-            let mut rows: Vec<Attachment> = self
-                .moved(row, after.state.as_str(), &after, after.poll_timeout())?
-                .into();
-            rows.extend(self.cleared_rows(&after, &mut effects)?);
+            let rows = self.moved(row, after.state.as_str(), &after, after.poll_timeout())?;
             self.core
                 .commit(
                     super::step_key(":session_record", MTA, transaction),
                     effects,
-                    rows,
+                    rows.into(),
                 )
                 .await?;
         }
@@ -218,7 +214,7 @@ impl Sessions {
         )
         .map_err(|_| inconsistent())?;
         let taken = before.customer_record.is_none();
-        let (mut after, mut effects) = before
+        let (mut after, effects) = before
             .handle(self.core.now(), MtaInput::Record(record), Id::new())
             .map_err(|_| inconsistent())?;
         if effects == Effects::none() {
@@ -229,6 +225,41 @@ impl Sessions {
                 key: key.to_hex(),
                 record: signed.to_string(),
             });
+        }
+        let rows = self.moved(&row, after.state.as_str(), &after, after.poll_timeout())?;
+        Ok((effects, rows.into()))
+    }
+
+    /// The MTA hears whether the AM posted the clearing (`session_posted`: the merchant is
+    /// paid) or no longer held the deposit (`session_released`: nothing is paid). A word about
+    /// a transaction before the current one is only taken: the next transaction's initiation
+    /// overtook it and stood for it ([`Sessions::posted_first`]).
+    pub(super) async fn settled(&self, m: &Envelope) -> Result<(Effects, Vec<Attachment>)> {
+        let session = m.body["session"].as_str().ok_or_else(inconsistent)?;
+        let row = self
+            .core
+            .store()
+            .trade(MTA, session)
+            .await?
+            .ok_or_else(inconsistent)?;
+        let before: MtaSession = decode(&row)?;
+        let transaction = named_in(&m.body, session)?;
+        if before.am != m.from || transaction.seq > before.txn {
+            return Err(inconsistent());
+        }
+        if transaction.seq < before.txn {
+            return Ok((peer_record(m), Vec::new()));
+        }
+        let input = if m.kind == trade::POSTED {
+            MtaInput::Posted
+        } else {
+            MtaInput::Released
+        };
+        let (after, mut effects) = before
+            .handle(self.core.now(), input, Id::new())
+            .map_err(|_| inconsistent())?;
+        if effects == Effects::none() {
+            return Ok((peer_record(m), Vec::new()));
         }
         let mut rows: Vec<Attachment> = self
             .moved(&row, after.state.as_str(), &after, after.poll_timeout())?
@@ -241,7 +272,11 @@ impl Sessions {
     pub(super) async fn concluded(&self, m: &Envelope) -> Result<(Effects, Vec<Attachment>)> {
         let (session, input) = if m.kind == trade::CLEARED {
             let c: Clearing = serde_json::from_value(m.body.clone()).map_err(|_| inconsistent())?;
-            (c.transaction.session.to_string(), AmInput::Cleared(c))
+            let input = AmInput::Cleared {
+                clearing: c.clone(),
+                message: Id::new(),
+            };
+            (c.transaction.session.to_string(), input)
         } else {
             let s = m.body["session"].as_str().ok_or_else(inconsistent)?;
             let transaction = named_in(&m.body, s)?;
@@ -308,9 +343,10 @@ impl Sessions {
         billing(&r)
     }
 
-    /// What a step that clears the transaction at the MTA writes with it (on both records,
-    /// on the customer's alone at the deadline, or on a verdict): the merchant's billing
-    /// record, and the transaction's receipt, kept here and sent to the customer's operator.
+    /// What the step that pays the merchant writes with it (the AM posted the clearing, on
+    /// both records, the customer's alone at the deadline, or a verdict): the merchant's
+    /// billing record, and the transaction's receipt, kept here and sent to the customer's
+    /// operator. Nothing for any other step.
     pub(super) fn cleared_rows(
         &self,
         after: &MtaSession,
@@ -319,14 +355,6 @@ impl Sessions {
         let Some(billing) = self.deposit_record(after, effects) else {
             return Ok(Vec::new());
         };
-        let Some(clearing) = effects
-            .peers
-            .iter()
-            .find(|p| p.kind == trade::CLEARED)
-            .and_then(|p| serde_json::from_value::<Clearing>(p.body.clone()).ok())
-        else {
-            return Err(corrupt("a clearing step without its clearing information"));
-        };
         if after.customer_signed.is_none() && after.merchant_signed.is_none() {
             // A row from before receipts were kept: no signed record to put in one.
             tracing::warn!(transaction = %after.transaction(), "cleared without a receipt: no signed record kept");
@@ -334,7 +362,8 @@ impl Sessions {
         }
         let now = self.core.now();
         let receipt = after
-            .receipt(&clearing, self.core.node_key(), now.as_micros())
+            .receipt(self.core.node_key(), now.as_micros())
+            .ok_or_else(|| corrupt("a cleared transaction without its clearing information"))?
             .map_err(|e| corrupt(format!("the transaction's receipt: {e}")))?;
         effects.peers.push(tally_proto::effects::PeerMessage {
             to: after.am,
@@ -354,18 +383,15 @@ impl Sessions {
         ])
     }
 
-    /// The merchant's billing record, when this step clears the session at the MTA.
+    /// The merchant's billing record, when this step pays the merchant at the MTA.
     fn deposit_record(&self, after: &MtaSession, effects: &mut Effects) -> Option<Attachment> {
-        let basis = after
-            .merchant_record
-            .as_ref()
-            .or(after.customer_record.as_ref());
-        let (MtaState::Cleared, Some(r), Some(account)) = (after.state, basis, after.account)
+        let (MtaState::Cleared, Some(c), Some(account)) =
+            (after.state, &after.clearing, after.account)
         else {
             return None;
         };
         // A dispute settled by the operator pays its verdict, not what a record claimed.
-        let paid = after.verdict.unwrap_or(r.total);
+        let paid = c.total;
         Some(self.bill(
             BillingRecord {
                 id: Id::new(),

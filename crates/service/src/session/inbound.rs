@@ -29,6 +29,7 @@ impl Sessions {
                 trade::ACK | trade::REFUSED => self.answered(m).await?,
                 trade::RECORD => self.forwarded_record(m).await?,
                 trade::CLEARED | trade::DISPUTED | trade::EXPIRED => self.concluded(m).await?,
+                trade::POSTED | trade::RELEASED => self.settled(m).await?,
                 trade::ORDER_KEY => self.order_keyed(m).await?,
                 trade::RECEIPT => self.receipted(m).await?,
                 trade::ABORTED => self.abandoned(m).await?,
@@ -101,7 +102,7 @@ impl Sessions {
         init: trade::Initiation,
         row: TradeRow,
     ) -> Result<(Effects, Vec<tally_store::Attachment>)> {
-        let before: MtaSession = decode(&row)?;
+        let (row, before) = self.posted_first(m, row).await?;
         let terms = self.terms(m, &init).await?;
         let (after, effects) = before
             .next(
@@ -116,6 +117,31 @@ impl Sessions {
         let (after, effects) = self.gave_up_first(m, after, effects).await?;
         let rows = self.moved(&row, after.state.as_str(), &after, after.poll_timeout())?;
         Ok((effects, rows.into()))
+    }
+
+    /// An initiation of the next transaction while this one waits for the AM's word on its
+    /// clearing: the AM starts a transaction only once it posted the one before, so the
+    /// initiation (which overtook `session_posted`) stands for that word. The merchant is paid
+    /// first, in a step of its own (keyed, so a retry finds it done); the late word is then
+    /// only taken ([`Sessions::settled`]).
+    async fn posted_first(&self, m: &Envelope, row: TradeRow) -> Result<(TradeRow, MtaSession)> {
+        let before: MtaSession = decode(&row)?;
+        if before.state != MtaState::Clearing || before.am != m.from {
+            return Ok((row, before));
+        }
+        let key = super::step_key(":session_posted", MTA, before.transaction());
+        let (after, effects) = before
+            .handle(self.core.now(), MtaInput::Posted, Id::new())
+            .map_err(|_| inconsistent())?;
+        self.step_mta(&row, &after, effects, key).await?;
+        let row = self
+            .core
+            .store()
+            .trade(MTA, &row.session)
+            .await?
+            .ok_or_else(inconsistent)?;
+        let after = decode(&row)?;
+        Ok((row, after))
     }
 
     fn windows(&self) -> Windows {

@@ -645,19 +645,15 @@ impl Sessions {
             let s: MtaSession = decode(row)?;
             let transaction = s.transaction().to_string();
             let known = s.state != MtaState::Refused || s.merchant_deposit.minor > 0;
+            // What the clearing says, once it is paid (or waits for the AM's word on it).
             let cleared = s
-                .merchant_record
+                .clearing
                 .as_ref()
-                .or(s.customer_record.as_ref())
-                .filter(|_| s.state == MtaState::Cleared);
+                .filter(|_| matches!(s.state, MtaState::Clearing | MtaState::Cleared));
             Ok(TradingSessionView {
-                total: cleared.map(|r| r.total.to_string()),
-                customer_total: cleared
-                    .and_then(|r| {
-                        tally_proto::session::conclusion::customer_total(r.total.minor, s.rate)
-                    })
-                    .map(|m| Amount::new(m, s.deposit.currency).to_string()),
-                count: cleared.map(|r| r.count),
+                total: cleared.map(|c| c.total.to_string()),
+                customer_total: cleared.map(|c| c.customer_total.to_string()),
+                count: cleared.map(|c| c.count),
                 session: row.session.clone(),
                 role: row.role.clone(),
                 state: s.state.as_str().into(),

@@ -120,12 +120,19 @@ fn a_receipt_that_does_not_add_up_is_refused() {
     let mut r = receipt();
     (r.customer, r.merchant) = (None, None);
     assert_eq!(r.issue(&mta()), Err(ReceiptError::Disagrees));
-    // A verdict keeps disagreeing records, but never comes without the customer's.
+    // A verdict keeps disagreeing records, with the merchant's alone too; but not with none,
+    // and not without its total converted back at the rate.
     let mut r = receipt();
     r.merchant = Some(signed(Side::Merchant, &merchant(), 300, "c"));
     r.clearing.verdict = true;
     r.issue(&mta()).expect("a verdict");
     r.customer = None;
+    r.issue(&mta())
+        .expect("a verdict on the merchant's record alone");
+    r.clearing.customer_total = eur(249);
+    assert_eq!(r.issue(&mta()), Err(ReceiptError::Disagrees));
+    r.clearing.customer_total = eur(250);
+    r.merchant = None;
     assert_eq!(r.issue(&mta()), Err(ReceiptError::Disagrees));
     // One side alone, as the deadline clears it.
     let mut r = receipt();

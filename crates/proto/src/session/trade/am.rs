@@ -111,8 +111,14 @@ pub enum AmInput {
         /// The forwarding message's id.
         message: Id,
     },
-    /// The MTA's clearing information.
-    Cleared(Clearing),
+    /// The MTA's clearing information; `message` is the id of the answer (`session_posted`, or
+    /// `session_released` when the deposit is no longer held).
+    Cleared {
+        /// What the MTA cleared.
+        clearing: Clearing,
+        /// The answer's id.
+        message: Id,
+    },
     /// The MTA found the records of this transaction disagree.
     Disputed(TransactionId),
     /// The MTA had no record of this transaction by its conclusion deadline.
@@ -443,7 +449,10 @@ impl AmSession {
             // The MTA's operator settled a dispute (the dispute itself may still be on its way).
             (
                 AmState::Disputed | AmState::Concluding | AmState::Held | AmState::Open,
-                AmInput::Cleared(c),
+                AmInput::Cleared {
+                    clearing: c,
+                    message,
+                },
             ) if c.verdict => {
                 let rate = self.rate.ok_or(TradeError::NotDue)?;
                 let fits = c.transaction == self.transaction()
@@ -455,9 +464,15 @@ impl AmSession {
                         "a verdict that is not this session's deposit at its rate",
                     ));
                 }
-                self.post(c)
+                Ok(self.post(c, message))
             }
-            (AmState::Concluding, AmInput::Cleared(c)) => {
+            (
+                AmState::Concluding,
+                AmInput::Cleared {
+                    clearing: c,
+                    message,
+                },
+            ) => {
                 let mine = self.record.clone().ok_or(TradeError::NotDue)?;
                 let rate = self.rate.ok_or(TradeError::NotDue)?;
                 let agrees = c.transaction == mine.transaction
@@ -472,29 +487,38 @@ impl AmSession {
                         "clearing information that is not the customer's record",
                     ));
                 }
-                self.post(c)
+                Ok(self.post(c, message))
             }
             // Cleared at the deadline on a merchant's record that claims nothing, before the
             // customer sent one: nothing is spent, the deposit is released.
-            (AmState::Held | AmState::Open, AmInput::Cleared(c))
-                if c.total.minor == 0
-                    && c.customer_total.minor == 0
-                    && c.count == 0
-                    && c.transaction == self.transaction() =>
+            (
+                AmState::Held | AmState::Open,
+                AmInput::Cleared {
+                    clearing: c,
+                    message,
+                },
+            ) if c.total.minor == 0
+                && c.customer_total.minor == 0
+                && c.count == 0
+                && c.transaction == self.transaction() =>
             {
-                let data = json!({"session": self.id, "count": 0});
-                let (after, effects) = self.end(AmState::Cleared, "session_cleared", data)?;
-                Ok((
-                    AmSession {
-                        clearing: Some(c),
-                        ..after
-                    },
-                    effects,
-                ))
+                Ok(self.post(c, message))
             }
-            (AmState::Cleared, AmInput::Cleared(c)) if self.clearing.as_ref() == Some(&c) => {
+            (AmState::Cleared, AmInput::Cleared { clearing: c, .. })
+                if self.clearing.as_ref() == Some(&c) =>
+            {
                 Ok((self, Effects::none()))
             }
+            // The session ended here with nothing spent (the hold ran out, the MTA's answer
+            // never came, or the MTA's own word that it expired crossed this): the MTA hears
+            // that nothing was posted and pays nothing.
+            (
+                AmState::Expired | AmState::Aborted,
+                AmInput::Cleared {
+                    clearing: c,
+                    message,
+                },
+            ) if c.transaction == self.transaction() => Ok(self.release(message)),
             // Disputed at the deadline with the merchant's record alone: the customer never
             // sent one (or it is still on its way).
             (AmState::Held | AmState::Open | AmState::Concluding, AmInput::Disputed(t))
@@ -553,7 +577,7 @@ impl AmSession {
                     AmInput::Refused(_) => "refusal",
                     AmInput::Timeout(_) => "timeout",
                     AmInput::Record { .. } => "record",
-                    AmInput::Cleared(_) => "clearing",
+                    AmInput::Cleared { .. } => "clearing",
                     AmInput::Disputed(_) => "dispute",
                     AmInput::Expired(_) => "expiry",
                     AmInput::OrderKey { .. } => "order key",
@@ -564,24 +588,53 @@ impl AmSession {
     }
 
     /// Posts the hold for the customer's total (the rest is released), or voids it when
-    /// nothing was spent.
-    fn post(self, c: Clearing) -> Result<(AmSession, Effects), TradeError> {
-        let effects = match self.hold {
+    /// nothing was spent, and tells the MTA (`session_posted`), which then pays the merchant.
+    /// A hold no longer pending (it ran out) posts nothing: the MTA hears so instead.
+    fn post(self, c: Clearing, message: Id) -> (AmSession, Effects) {
+        let mut effects = match self.hold {
             Some(hold) if c.customer_total.minor > 0 => Effects::ledger(Command::Post {
                 pending_id: hold,
                 amount_minor: Some(c.customer_total.minor),
             }),
             Some(hold) => Effects::ledger(Command::Void { pending_id: hold }),
-            None => return Err(TradeError::Mismatch("the deposit is no longer held")),
+            None => {
+                return AmSession {
+                    state: AmState::Expired,
+                    ..self
+                }
+                .release(message);
+            }
         };
-        Ok((
+        effects.peers.push(PeerMessage {
+            to: self.mta,
+            id: message,
+            kind: POSTED.into(),
+            body: about(self.transaction()),
+        });
+        (
             AmSession {
                 state: AmState::Cleared,
                 clearing: Some(c),
                 ..self
             },
             effects,
-        ))
+        )
+    }
+
+    /// Tells the MTA that this transaction's clearing was not posted: the deposit is no longer
+    /// held.
+    fn release(self, message: Id) -> (AmSession, Effects) {
+        let mut effects = Effects::record(
+            "session_released",
+            json!({"session": self.id, "transaction": self.transaction(), "state": self.state.as_str()}),
+        );
+        effects.peers.push(PeerMessage {
+            to: self.mta,
+            id: message,
+            kind: RELEASED.into(),
+            body: about(self.transaction()),
+        });
+        (self, effects)
     }
 
     fn abort(self, data: serde_json::Value) -> Result<(AmSession, Effects), TradeError> {

@@ -66,6 +66,9 @@ pub struct MtaSession {
     /// What the MTA's operator decided the merchant is paid, on a dispute.
     #[serde(default)]
     pub verdict: Option<Amount>,
+    /// The clearing information sent to the AM, from `clearing` on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clearing: Option<Clearing>,
     /// The customer's record as signed, with its key, for the receipt (set by the caller
     /// with the record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,6 +123,12 @@ pub enum MtaInput {
     /// The MTA's operator settles a dispute: the merchant is paid this (its currency, from
     /// nothing up to the deposit), the customer that converted back, the rest released.
     Verdict(Amount),
+    /// The AM posted the clearing of the current transaction (`session_posted`): the merchant
+    /// is paid.
+    Posted,
+    /// The AM could not post the clearing of the current transaction, its deposit no longer
+    /// held (`session_released`): nothing is paid.
+    Released,
 }
 
 impl MtaSession {
@@ -167,6 +176,7 @@ impl MtaSession {
             customer_record: None,
             merchant_record: None,
             verdict: None,
+            clearing: None,
             customer_signed: None,
             merchant_signed: None,
         };
@@ -175,7 +185,9 @@ impl MtaSession {
 
     /// Takes the initiation of the session's next transaction (M4) from its AM, once the one
     /// before is cleared: informed (or open in agent mode) at the merchant's terms of now, or
-    /// refused. The session's merchant, customer, key and times stay.
+    /// refused. The session's merchant, customer, key and times stay. (The AM starts a
+    /// transaction only once it posted the one before: when its initiation overtakes its
+    /// `session_posted`, the caller takes the initiation as that word first, [`MtaInput::Posted`].)
     pub fn next(
         self,
         init: Initiation,
@@ -214,6 +226,7 @@ impl MtaSession {
             customer_record: None,
             merchant_record: None,
             verdict: None,
+            clearing: None,
             customer_signed: None,
             merchant_signed: None,
             ..self
@@ -282,19 +295,22 @@ impl MtaSession {
         (session, effects)
     }
 
-    /// The current transaction's receipt (see [`crate::session::receipt`]), once it is cleared: the
-    /// clearing information and each side's record as signed, signed with `node_key` (this
-    /// node's) at `at`.
+    /// The current transaction's receipt (see [`crate::session::receipt`]), once it is cleared
+    /// (`None` before): the clearing information and each side's record as signed, signed
+    /// with `node_key` (this node's) at `at`.
     pub fn receipt(
         &self,
-        clearing: &Clearing,
         node_key: &tally_kernel::crypto::SigningKey,
         at: i64,
-    ) -> Result<String, crate::session::receipt::ReceiptError> {
+    ) -> Option<Result<String, crate::session::receipt::ReceiptError>> {
+        let clearing = self
+            .clearing
+            .clone()
+            .filter(|_| self.state == MtaState::Cleared)?;
         let key = node_key.verifying_key();
-        crate::session::receipt::SessionReceipt {
+        let receipt = crate::session::receipt::SessionReceipt {
             at,
-            clearing: clearing.clone(),
+            clearing,
             customer: self
                 .customer_signed
                 .clone()
@@ -306,8 +322,8 @@ impl MtaSession {
                 .clone()
                 .filter(|_| self.merchant_record.is_some()),
             rate: self.rate,
-        }
-        .issue(node_key)
+        };
+        Some(receipt.issue(node_key))
     }
 
     /// Whether orders' keys (M9) are taken: while purchases may be made.
@@ -325,6 +341,7 @@ impl MtaSession {
             MtaState::Open
             | MtaState::Refused
             | MtaState::Concluding
+            | MtaState::Clearing
             | MtaState::Cleared
             | MtaState::Disputed
             | MtaState::Expired => None,
@@ -377,7 +394,7 @@ impl MtaSession {
                 if self.conclude_by == 0 || now.as_micros() < self.conclude_by {
                     return Err(TradeError::NotDue);
                 }
-                Ok(self.deadline(now, message))
+                Ok(self.deadline(message))
             }
             (MtaState::Open | MtaState::Concluding, MtaInput::Record(_))
                 if self.conclude_by > 0 && now.as_micros() >= self.conclude_by =>
@@ -386,15 +403,22 @@ impl MtaSession {
                 Err(TradeError::Closed("past its conclusion deadline"))
             }
             (MtaState::Open | MtaState::Concluding, MtaInput::Record(r)) => {
-                self.with_record(r, now, message)
+                self.with_record(r, message)
             }
-            (MtaState::Cleared | MtaState::Disputed, MtaInput::Record(r))
+            (MtaState::Clearing | MtaState::Cleared | MtaState::Disputed, MtaInput::Record(r))
                 if self.record_of(r.side) == Some(&r) =>
             {
                 Ok((self, Effects::none()))
             }
-            (MtaState::Disputed, MtaInput::Verdict(total)) => self.resolve(total, now, message),
-            (MtaState::Cleared, MtaInput::Verdict(total)) if self.verdict == Some(total) => {
+            (MtaState::Disputed, MtaInput::Verdict(total)) => self.resolve(total, message),
+            (
+                MtaState::Clearing | MtaState::Cleared | MtaState::Expired,
+                MtaInput::Verdict(total),
+            ) if self.verdict == Some(total) => Ok((self, Effects::none())),
+            (MtaState::Clearing, MtaInput::Posted) => Ok(self.pay()),
+            (MtaState::Clearing, MtaInput::Released) => Ok(self.released()),
+            (MtaState::Cleared, MtaInput::Posted) => Ok((self, Effects::none())),
+            (MtaState::Expired, MtaInput::Released) if self.clearing.is_some() => {
                 Ok((self, Effects::none()))
             }
             (_, MtaInput::Timeout) => Err(TradeError::NotDue),
@@ -410,12 +434,7 @@ impl MtaSession {
     }
 
     /// A record in: kept; with both in, the transaction is cleared or disputed.
-    fn with_record(
-        self,
-        r: Record,
-        now: Timestamp,
-        message: Id,
-    ) -> Result<(MtaSession, Effects), TradeError> {
+    fn with_record(self, r: Record, message: Id) -> Result<(MtaSession, Effects), TradeError> {
         if r.transaction != self.transaction() || r.total.currency != self.merchant_deposit.currency
         {
             return Err(TradeError::Mismatch(
@@ -446,7 +465,7 @@ impl MtaSession {
             return Ok((after, effects));
         };
         if c.agrees_with(&m) {
-            Ok(after.clear(&m, now, message))
+            Ok(after.clear(&m, message))
         } else {
             Ok(after.dispute(message))
         }
@@ -457,12 +476,12 @@ impl MtaSession {
     /// The merchant's alone proves nothing (the tab's MAC key is the merchant's too): a
     /// dispute, unless it claims nothing. Neither: the session expired, nothing is paid and
     /// the AM releases the deposit.
-    fn deadline(self, now: Timestamp, message: Id) -> (MtaSession, Effects) {
+    fn deadline(self, message: Id) -> (MtaSession, Effects) {
         match (self.customer_record.clone(), self.merchant_record.clone()) {
-            (Some(c), None) => self.clear(&c, now, message),
+            (Some(c), None) => self.clear(&c, message),
             // A merchant that claims nothing (a tab opened, nothing bought): nothing to
             // dispute.
-            (None, Some(m)) if m.total.minor == 0 && m.count == 0 => self.clear(&m, now, message),
+            (None, Some(m)) if m.total.minor == 0 && m.count == 0 => self.clear(&m, message),
             (_, Some(_)) => self.dispute(message),
             (None, None) => self.expire("no_record", message),
         }
@@ -490,21 +509,14 @@ impl MtaSession {
     }
 
     /// Clears the transaction on `basis` (a record both sides agree on, or the customer's
-    /// alone at the deadline): the merchant is paid its total, the AM gets the clearing
-    /// information. A total beyond the deposit, or a session without its accounts, is a
-    /// dispute instead.
-    fn clear(self, basis: &Record, now: Timestamp, message: Id) -> (MtaSession, Effects) {
-        if self.release_at > 0 && now.plus_seconds(CLEARING_MARGIN_S).as_micros() >= self.release_at
-        {
-            // The AM's hold runs out before the clearing could reach it (this node was down
-            // past the deadline): nothing is paid on either side.
-            return self.expire("hold_running_out", message);
-        }
+    /// alone at the deadline): the AM gets the clearing information, the merchant is paid its
+    /// total once the AM posted it. A total beyond the deposit, or a session without its
+    /// accounts, is a dispute instead.
+    fn clear(self, basis: &Record, message: Id) -> (MtaSession, Effects) {
         let within = basis.total.minor <= self.merchant_deposit.minor
             && basis.total.currency == self.merchant_deposit.currency;
         let paid = customer_total(basis.total.minor, self.rate);
-        let (true, Some(paid), Some(account), Some(owed_by)) =
-            (within, paid, self.account, self.owed_by)
+        let (true, Some(paid), Some(_), Some(_)) = (within, paid, self.account, self.owed_by)
         else {
             return self.dispute(message);
         };
@@ -519,37 +531,49 @@ impl MtaSession {
             list: basis.list.clone(),
             verdict: false,
         };
-        self.pay(clearing, account, owed_by, message)
+        self.send(clearing, message)
     }
 
-    /// Pays the merchant the clearing's total from what the customer's operator owes, and
-    /// sends the AM the clearing information.
-    fn pay(
-        self,
-        clearing: Clearing,
-        account: Id,
-        owed_by: Id,
-        message: Id,
-    ) -> (MtaSession, Effects) {
-        let basis = &clearing;
-        let mut effects = if basis.total.minor > 0 {
-            Effects::ledger(Command::Transfer {
-                debit_account: owed_by,
-                credit_account: account,
-                amount_minor: basis.total.minor,
-                currency: basis.total.currency,
-                timeout_s: None,
-                memo: format!("trading session {} cleared", label(self.transaction())),
-            })
-        } else {
-            Effects::record("session_cleared", json!({"session": self.id}))
-        };
+    /// Sends the AM the clearing information (`clearing`, the first phase); nothing is paid
+    /// yet.
+    fn send(self, clearing: Clearing, message: Id) -> (MtaSession, Effects) {
+        let mut effects = Effects::record(
+            "session_clearing",
+            json!({"transaction": clearing.transaction, "total": clearing.total, "verdict": clearing.verdict}),
+        );
         effects.peers.push(PeerMessage {
             to: self.am,
             id: message,
             kind: CLEARED.into(),
             body: json!(clearing),
         });
+        (
+            MtaSession {
+                state: MtaState::Clearing,
+                clearing: Some(clearing),
+                ..self
+            },
+            effects,
+        )
+    }
+
+    /// The AM posted the clearing (the second phase): the merchant is paid its total from what
+    /// the customer's operator owes.
+    fn pay(self) -> (MtaSession, Effects) {
+        let total = self.clearing.as_ref().map(|c| c.total);
+        let effects = match (total, self.account, self.owed_by) {
+            (Some(total), Some(account), Some(owed_by)) if total.minor > 0 => {
+                Effects::ledger(Command::Transfer {
+                    debit_account: owed_by,
+                    credit_account: account,
+                    amount_minor: total.minor,
+                    currency: total.currency,
+                    timeout_s: None,
+                    memo: format!("trading session {} cleared", label(self.transaction())),
+                })
+            }
+            _ => Effects::record("session_cleared", about(self.transaction())),
+        };
         (
             MtaSession {
                 state: MtaState::Cleared,
@@ -559,26 +583,27 @@ impl MtaSession {
         )
     }
 
-    /// Settles a dispute on the operator's verdict: the merchant is paid `total`, the AM gets
-    /// clearing information marked as a verdict (it posts the customer's side whatever its
-    /// own record says). Refused beyond the deposit, in another currency, without the
-    /// customer's record, or when the AM's hold runs out before the clearing could reach it
-    /// (then the deposit is released there and nothing can be paid through the session).
-    fn resolve(
-        self,
-        total: Amount,
-        now: Timestamp,
-        message: Id,
-    ) -> Result<(MtaSession, Effects), TradeError> {
-        // Only on the customer's record forwarded by its operator: the AM then keeps the hold
-        // until it hears the outcome (or its hold runs out, see the margin below). With the
-        // merchant's record alone the AM may have released the deposit already (it gave up,
-        // or never heard of the dispute): nothing can be paid through the session.
-        if self.customer_record.is_none() {
-            return Err(TradeError::Unsettled(
-                "disputed on the merchant's record alone (the customer's operator may have released the deposit)",
-            ));
-        }
+    /// The AM no longer held the deposit when the clearing reached it: nothing is paid on
+    /// either side.
+    fn released(self) -> (MtaSession, Effects) {
+        let effects = Effects::record(
+            "session_expired",
+            json!({"session": self.id, "transaction": self.transaction(), "reason": "released"}),
+        );
+        (
+            MtaSession {
+                state: MtaState::Expired,
+                ..self
+            },
+            effects,
+        )
+    }
+
+    /// Settles a dispute on the operator's verdict: the AM gets clearing information marked
+    /// as a verdict (it posts the customer's side whatever its own record says, if it still
+    /// holds the deposit), and the merchant is paid `total` once it did. Refused beyond the
+    /// deposit or in another currency.
+    fn resolve(self, total: Amount, message: Id) -> Result<(MtaSession, Effects), TradeError> {
         if total.currency != self.merchant_deposit.currency
             || total.minor < 0
             || total.minor > self.merchant_deposit.minor
@@ -587,18 +612,12 @@ impl MtaSession {
                 "a verdict from nothing up to the deposit, in the merchant's currency",
             ));
         }
-        if self.release_at > 0 && now.plus_seconds(CLEARING_MARGIN_S).as_micros() >= self.release_at
-        {
-            return Err(TradeError::Unsettled(
-                "too close to the end of the customer's hold (the deposit is released then)",
-            ));
-        }
         let paid = customer_total(total.minor, self.rate)
             .filter(|paid| *paid <= self.deposit.minor)
             .ok_or(TradeError::Invalid("a verdict the deposit covers"))?;
-        let (Some(account), Some(owed_by)) = (self.account, self.owed_by) else {
+        if self.account.is_none() || self.owed_by.is_none() {
             return Err(TradeError::Invalid("a session with its accounts"));
-        };
+        }
         let basis = self
             .merchant_record
             .as_ref()
@@ -611,12 +630,11 @@ impl MtaSession {
             list: basis.map_or_else(|| hex::encode([0u8; 32]), |r| r.list.clone()),
             verdict: true,
         };
-        let (after, effects) = MtaSession {
+        Ok(MtaSession {
             verdict: Some(total),
             ..self
         }
-        .pay(clearing, account, owed_by, message);
-        Ok((after, effects))
+        .send(clearing, message))
     }
 
     /// Keeps both records (either may be missing) and tells the AM: nothing is paid.

@@ -447,8 +447,8 @@ fn records_that_agree_clear_the_session_at_both_nodes() {
         (am.state, fx.peers[0].kind.as_str()),
         (AmState::Concluding, RECORD)
     );
-    // The merchant's record first, then the customer's: cleared, the merchant paid from
-    // the account owed by the AM's operator.
+    // The merchant's record first, then the customer's: clearing, the AM gets the clearing
+    // information; nothing is paid yet.
     let (mta, fx) = mta
         .handle(
             at(4),
@@ -460,6 +460,60 @@ fn records_that_agree_clear_the_session_at_both_nodes() {
     let (mta, fx) = mta
         .handle(at(5), MtaInput::Record(customer.clone()), Id::new())
         .expect("both in");
+    assert_eq!(mta.state, MtaState::Clearing);
+    assert!(
+        matches!(fx.ledger, Some(Command::Record { .. })),
+        "nothing paid before the AM posted: {:?}",
+        fx.ledger
+    );
+    let clearing: Clearing = serde_json::from_value(fx.peers[0].body.clone()).expect("clearing");
+    assert_eq!(
+        (fx.peers[0].kind.as_str(), clearing.customer_total),
+        (CLEARED, eur(250))
+    );
+    // The same record again changes nothing.
+    let (mta, again) = mta
+        .handle(at(6), MtaInput::Record(customer), Id::new())
+        .expect("repeat");
+    assert_eq!(again, Effects::none());
+    // The AM posts what was spent from the hold (the rest is released by the post) and says
+    // so.
+    let answer = Id::new();
+    let (am, fx) = am
+        .handle(
+            at(6),
+            AmInput::Cleared {
+                clearing: clearing.clone(),
+                message: answer,
+            },
+        )
+        .expect("cleared");
+    assert_eq!(am.state, AmState::Cleared);
+    assert_eq!(
+        fx.ledger,
+        Some(Command::Post {
+            pending_id: hold,
+            amount_minor: Some(250)
+        })
+    );
+    assert_eq!(
+        (fx.peers[0].kind.as_str(), fx.peers[0].id, &fx.peers[0].body),
+        (POSTED, answer, &json!({"session": tx().session}))
+    );
+    let (_, dup) = am
+        .handle(
+            at(7),
+            AmInput::Cleared {
+                clearing,
+                message: Id::new(),
+            },
+        )
+        .expect("dup");
+    assert_eq!(dup, Effects::none());
+    // Then the MTA pays the merchant from the account owed by the AM's operator, once.
+    let (mta, fx) = mta
+        .handle(at(8), MtaInput::Posted, Id::new())
+        .expect("paid");
     assert_eq!(mta.state, MtaState::Cleared);
     match fx.ledger {
         Some(Command::Transfer {
@@ -475,30 +529,12 @@ fn records_that_agree_clear_the_session_at_both_nodes() {
         }
         other => panic!("no payment: {other:?}"),
     }
-    let clearing: Clearing = serde_json::from_value(fx.peers[0].body.clone()).expect("clearing");
-    assert_eq!(
-        (fx.peers[0].kind.as_str(), clearing.customer_total),
-        (CLEARED, eur(250))
-    );
-    // The same record again changes nothing.
-    let (_, again) = mta
-        .handle(at(6), MtaInput::Record(customer), Id::new())
+    assert!(fx.peers.is_empty());
+    let (mta, again) = mta
+        .handle(at(9), MtaInput::Posted, Id::new())
         .expect("repeat");
     assert_eq!(again, Effects::none());
-    // The AM posts what was spent from the hold; the rest is released by the post.
-    let (am, fx) = am
-        .handle(at(6), AmInput::Cleared(clearing.clone()))
-        .expect("cleared");
-    assert_eq!(am.state, AmState::Cleared);
-    assert_eq!(
-        fx.ledger,
-        Some(Command::Post {
-            pending_id: hold,
-            amount_minor: Some(250)
-        })
-    );
-    let (_, dup) = am.handle(at(7), AmInput::Cleared(clearing)).expect("dup");
-    assert_eq!(dup, Effects::none());
+    assert!(mta.handle(at(9), MtaInput::Released, Id::new()).is_err());
 }
 
 /// The customer's record (2.50) in at the AM: concluding.
@@ -580,7 +616,13 @@ fn records_that_disagree_are_disputed_and_nothing_is_paid() {
     };
     assert_eq!(
         am.clone()
-            .handle(at(4), AmInput::Cleared(wrong))
+            .handle(
+                at(4),
+                AmInput::Cleared {
+                    clearing: wrong,
+                    message: Id::new()
+                }
+            )
             .expect_err("wrong")
             .fault(),
         Fault::Peer
@@ -593,16 +635,18 @@ fn records_that_disagree_are_disputed_and_nothing_is_paid() {
     );
 }
 
-/// A dispute settled by the MTA's operator: the merchant is paid the verdict, the AM posts
-/// the customer's side whatever its own record said and releases the rest; a verdict beyond
-/// the deposit, in another currency or too late for the AM's hold is refused and changes
-/// nothing; the same verdict again changes nothing, another is refused.
+/// A dispute settled by the MTA's operator: the AM posts the customer's side whatever its own
+/// record said and releases the rest, then the merchant is paid the verdict; a verdict beyond
+/// the deposit or in another currency is refused and changes nothing; the same verdict again
+/// changes nothing, another is refused. On the merchant's record alone too: the AM answers
+/// whether it still held the deposit.
 #[test]
 fn a_verdict_settles_a_dispute_at_both_nodes() {
     let (am, mta, hold) = opened();
     let (mta, _) = disagree(mta);
     assert_eq!(mta.state, MtaState::Disputed);
-    // Disputed on the merchant's record alone: no verdict (the AM may have let go).
+    // Disputed on the merchant's record alone: a verdict too (the AM says whether it still
+    // holds the deposit).
     let (alone, _) = opened()
         .1
         .handle(
@@ -615,10 +659,13 @@ fn a_verdict_settles_a_dispute_at_both_nodes() {
         .handle(at(DEADLINE), MtaInput::Timeout, Id::new())
         .expect("deadline");
     assert_eq!(alone.state, MtaState::Disputed);
-    assert!(matches!(
-        alone.handle(at(DEADLINE + 1), MtaInput::Verdict(eur(10)), Id::new()),
-        Err(TradeError::Unsettled(_))
-    ));
+    let (alone, fx) = alone
+        .handle(at(DEADLINE + 1), MtaInput::Verdict(eur(10)), Id::new())
+        .expect("a verdict on the merchant's record");
+    assert_eq!(
+        (alone.state, fx.peers[0].kind.as_str()),
+        (MtaState::Clearing, CLEARED)
+    );
     let am = customer_concludes(am);
     let (am, _) = am.handle(at(6), AmInput::Disputed(tx())).expect("disputed");
     // Not disputed: no verdict.
@@ -635,14 +682,66 @@ fn a_verdict_settles_a_dispute_at_both_nodes() {
             .expect_err("refused");
         assert_eq!(e.fault(), Fault::Caller, "{bad:?}");
     }
-    assert!(matches!(
-        mta.clone()
-            .handle(at(RELEASE - 600), MtaInput::Verdict(eur(270)), Id::new()),
-        Err(TradeError::Unsettled(_))
-    ));
     let (mta, fx) = mta
         .handle(at(7), MtaInput::Verdict(eur(270)), Id::new())
         .expect("settled");
+    assert_eq!(mta.state, MtaState::Clearing);
+    assert!(matches!(fx.ledger, Some(Command::Record { .. })));
+    assert_eq!(fx.peers[0].kind, CLEARED);
+    let c: Clearing = serde_json::from_value(fx.peers[0].body.clone()).expect("clearing");
+    assert!(c.verdict);
+    assert_eq!((c.total, c.customer_total), (eur(270), eur(270)));
+    let (same, fx) = mta
+        .clone()
+        .handle(at(8), MtaInput::Verdict(eur(270)), Id::new())
+        .expect("the same verdict again");
+    assert_eq!((same.state, fx), (MtaState::Clearing, Effects::none()));
+    assert!(
+        mta.clone()
+            .handle(at(8), MtaInput::Verdict(eur(280)), Id::new())
+            .is_err()
+    );
+    // The AM: a verdict that is not the deposit at the session's rate is refused.
+    let tampered = Clearing {
+        customer_total: eur(200),
+        ..c.clone()
+    };
+    assert_eq!(
+        am.clone()
+            .handle(
+                at(9),
+                AmInput::Cleared {
+                    clearing: tampered,
+                    message: Id::new()
+                }
+            )
+            .expect_err("tampered")
+            .fault(),
+        Fault::Peer
+    );
+    let (am, fx) = am
+        .handle(
+            at(9),
+            AmInput::Cleared {
+                clearing: c,
+                message: Id::new(),
+            },
+        )
+        .expect("posted");
+    assert_eq!(
+        (am.state, fx.peers[0].kind.as_str()),
+        (AmState::Cleared, POSTED)
+    );
+    assert_eq!(
+        fx.ledger,
+        Some(Command::Post {
+            pending_id: hold,
+            amount_minor: Some(270)
+        })
+    );
+    let (mta, fx) = mta
+        .handle(at(10), MtaInput::Posted, Id::new())
+        .expect("paid");
     assert_eq!(mta.state, MtaState::Cleared);
     assert!(
         matches!(
@@ -655,40 +754,10 @@ fn a_verdict_settles_a_dispute_at_both_nodes() {
         "{:?}",
         fx.ledger
     );
-    assert_eq!(fx.peers[0].kind, CLEARED);
-    let c: Clearing = serde_json::from_value(fx.peers[0].body.clone()).expect("clearing");
-    assert!(c.verdict);
-    assert_eq!((c.total, c.customer_total), (eur(270), eur(270)));
-    let (same, fx) = mta
-        .clone()
-        .handle(at(8), MtaInput::Verdict(eur(270)), Id::new())
+    let (_, fx) = mta
+        .handle(at(11), MtaInput::Verdict(eur(270)), Id::new())
         .expect("the same verdict again");
-    assert_eq!((same.state, fx), (MtaState::Cleared, Effects::none()));
-    assert!(
-        mta.handle(at(8), MtaInput::Verdict(eur(280)), Id::new())
-            .is_err()
-    );
-    // The AM: a verdict that is not the deposit at the session's rate is refused.
-    let tampered = Clearing {
-        customer_total: eur(200),
-        ..c.clone()
-    };
-    assert_eq!(
-        am.clone()
-            .handle(at(9), AmInput::Cleared(tampered))
-            .expect_err("tampered")
-            .fault(),
-        Fault::Peer
-    );
-    let (am, fx) = am.handle(at(9), AmInput::Cleared(c)).expect("posted");
-    assert_eq!(am.state, AmState::Cleared);
-    assert_eq!(
-        fx.ledger,
-        Some(Command::Post {
-            pending_id: hold,
-            amount_minor: Some(270)
-        })
-    );
+    assert_eq!(fx, Effects::none());
 }
 
 /// The session started at 0 for 3,600 s: the MTA's records are due by 4,200 (600 s more).
@@ -773,20 +842,23 @@ fn at_the_deadline_the_customers_record_alone_clears_and_the_merchants_alone_is_
         .handle(at(10), MtaInput::Record(customer.clone()), Id::new())
         .expect("customer's");
     assert_eq!(with_customer.poll_timeout(), Some(at(DEADLINE)));
-    let (cleared, fx) = with_customer
+    let (clearing_, fx) = with_customer
         .handle(at(DEADLINE), MtaInput::Timeout, Id::new())
         .expect("deadline");
-    assert_eq!(cleared.state, MtaState::Cleared);
+    assert_eq!(clearing_.state, MtaState::Clearing);
+    let (_, paid) = clearing_
+        .handle(at(DEADLINE + 1), MtaInput::Posted, Id::new())
+        .expect("posted");
     assert!(
         matches!(
-            fx.ledger,
+            paid.ledger,
             Some(Command::Transfer {
                 amount_minor: 300,
                 ..
             })
         ),
         "the merchant is paid what the customer signed: {:?}",
-        fx.ledger
+        paid.ledger
     );
     let clearing: Clearing = serde_json::from_value(fx.peers[0].body.clone()).expect("clearing");
     assert_eq!(
@@ -812,17 +884,35 @@ fn at_the_deadline_the_customers_record_alone_clears_and_the_merchants_alone_is_
         .expect("deadline");
     assert_eq!(
         (zero.state, fx.peers[0].kind.as_str()),
-        (MtaState::Cleared, CLEARED)
+        (MtaState::Clearing, CLEARED)
     );
     assert!(matches!(fx.ledger, Some(Command::Record { .. })));
+    let (paid, fx0) = zero
+        .handle(at(DEADLINE + 1), MtaInput::Posted, Id::new())
+        .expect("posted");
+    assert_eq!(paid.state, MtaState::Cleared);
+    assert!(
+        matches!(fx0.ledger, Some(Command::Record { .. })),
+        "nothing to pay"
+    );
     let zero: Clearing = serde_json::from_value(fx.peers[0].body.clone()).expect("clearing");
     let (am, _, hold) = opened();
     let (am, fx) = am
-        .handle(at(DEADLINE), AmInput::Cleared(zero))
+        .handle(
+            at(DEADLINE),
+            AmInput::Cleared {
+                clearing: zero,
+                message: Id::new(),
+            },
+        )
         .expect("the AM releases the deposit");
     assert_eq!(
-        (am.state, fx.ledger),
-        (AmState::Cleared, Some(Command::Void { pending_id: hold }))
+        (am.state, fx.ledger, fx.peers[0].kind.as_str()),
+        (
+            AmState::Cleared,
+            Some(Command::Void { pending_id: hold }),
+            POSTED
+        )
     );
     // The merchant's record alone: its MAC key is the merchant's too, so it proves nothing.
     let (with_merchant, _) = mta
@@ -846,31 +936,79 @@ fn at_the_deadline_the_customers_record_alone_clears_and_the_merchants_alone_is_
 }
 
 #[test]
-fn an_mta_that_comes_back_too_late_to_clear_expires_the_session_instead() {
-    // B was down past its deadline: by the time it sweeps, the AM's hold runs out within
-    // the margin, so the clearing could not be posted there. Nothing is paid on either side.
-    let (_, mta, _) = opened();
+fn a_clearing_that_reaches_the_am_after_its_hold_ran_out_pays_nothing_on_either_side() {
+    // B was down past its deadline and clears when it comes back, after A's hold ran out
+    // and A's session expired: A answers that it posted nothing, and B pays nothing.
+    let (am, mta, _) = opened();
+    let am = customer_concludes(am);
     let (mta, _) = mta
         .handle(
             at(10),
-            MtaInput::Record(record(Side::Customer, 300, "c")),
+            MtaInput::Record(record(Side::Customer, 250, "a")),
             Id::new(),
         )
         .expect("customer's");
-    let late = RELEASE - CLEARING_MARGIN_S;
-    let (expired, fx) = mta
-        .clone()
-        .handle(at(late), MtaInput::Timeout, Id::new())
+    let (mta, fx) = mta
+        .handle(at(RELEASE + 10), MtaInput::Timeout, Id::new())
         .expect("late");
+    assert_eq!(mta.state, MtaState::Clearing);
+    let clearing: Clearing = serde_json::from_value(fx.peers[0].body.clone()).expect("clearing");
+    let (am, _) = am
+        .with_hold(None)
+        .handle(at(RELEASE), AmInput::Timeout(Id::new()))
+        .expect("expired");
+    assert_eq!(am.state, AmState::Expired);
+    let answer = Id::new();
+    let (am, fx) = am
+        .handle(
+            at(RELEASE + 20),
+            AmInput::Cleared {
+                clearing: clearing.clone(),
+                message: answer,
+            },
+        )
+        .expect("answered");
     assert_eq!(
-        (expired.state, fx.peers[0].kind.as_str()),
-        (MtaState::Expired, EXPIRED)
+        (am.state, fx.peers[0].kind.as_str(), fx.peers[0].id),
+        (AmState::Expired, RELEASED, answer)
     );
-    assert!(matches!(fx.ledger, Some(Command::Record { .. })));
-    let (cleared, _) = mta
-        .handle(at(late - 1), MtaInput::Timeout, Id::new())
-        .expect("in time");
-    assert_eq!(cleared.state, MtaState::Cleared);
+    assert!(
+        matches!(fx.ledger, Some(Command::Record { .. })),
+        "nothing posted"
+    );
+    let (mta, fx) = mta
+        .handle(at(RELEASE + 30), MtaInput::Released, Id::new())
+        .expect("released");
+    assert_eq!(mta.state, MtaState::Expired);
+    assert!(
+        matches!(fx.ledger, Some(Command::Record { .. })),
+        "nothing paid"
+    );
+    let (mta, again) = mta
+        .handle(at(RELEASE + 31), MtaInput::Released, Id::new())
+        .expect("repeat");
+    assert_eq!(again, Effects::none());
+    assert!(
+        mta.handle(at(RELEASE + 31), MtaInput::Posted, Id::new())
+            .is_err()
+    );
+    // A session whose hold the ledger let go before its sweeper ran answers the same, and
+    // ends.
+    let (am, _, _) = opened();
+    let (am, fx) = customer_concludes(am)
+        .with_hold(None)
+        .handle(
+            at(RELEASE - 1),
+            AmInput::Cleared {
+                clearing,
+                message: Id::new(),
+            },
+        )
+        .expect("answered");
+    assert_eq!(
+        (am.state, fx.peers[0].kind.as_str()),
+        (AmState::Expired, RELEASED)
+    );
 }
 
 #[test]
@@ -911,23 +1049,27 @@ fn an_am_that_hears_nothing_expires_when_its_hold_runs_out() {
         "no void of {hold}: {:?}",
         fx.ledger
     );
-    // Clearing information after that is refused: the deposit is no longer held.
-    assert!(matches!(
-        expired
-            .handle(
-                at(RELEASE + 1),
-                AmInput::Cleared(Clearing {
-                    transaction: SessionId::new(node(1), 7).expect("id").first_transaction(),
+    // Clearing information after that is answered: nothing was posted.
+    let (expired, fx) = expired
+        .handle(
+            at(RELEASE + 1),
+            AmInput::Cleared {
+                clearing: Clearing {
+                    transaction: tx(),
                     total: eur(1),
                     customer_total: eur(1),
                     count: 1,
                     list: "a".repeat(64),
                     verdict: false,
-                })
-            )
-            .expect_err("too late"),
-        TradeError::State("expired", "clearing")
-    ));
+                },
+                message: Id::new(),
+            },
+        )
+        .expect("answered");
+    assert_eq!(
+        (expired.state, fx.peers[0].kind.as_str()),
+        (AmState::Expired, RELEASED)
+    );
 }
 
 #[test]
@@ -948,6 +1090,7 @@ fn states_have_stored_names() {
         MtaState::Open,
         MtaState::Refused,
         MtaState::Concluding,
+        MtaState::Clearing,
         MtaState::Cleared,
         MtaState::Disputed,
         MtaState::Expired,
@@ -1052,13 +1195,23 @@ fn clear_both(am: AmSession, mta: MtaSession, minor: i64, when: i64) -> (AmSessi
     let (mta, fx) = mta
         .handle(at(when), MtaInput::Record(r), Id::new())
         .expect("both in");
-    assert_eq!(mta.state, MtaState::Cleared);
+    assert_eq!(mta.state, MtaState::Clearing);
     let clearing: Clearing = serde_json::from_value(fx.peers[0].body.clone()).expect("clearing");
     assert_eq!(clearing.transaction, am.transaction());
     let (am, _) = am
-        .handle(at(when), AmInput::Cleared(clearing))
+        .handle(
+            at(when),
+            AmInput::Cleared {
+                clearing,
+                message: Id::new(),
+            },
+        )
         .expect("cleared");
     assert_eq!(am.state, AmState::Cleared);
+    let (mta, _) = mta
+        .handle(at(when), MtaInput::Posted, Id::new())
+        .expect("paid");
+    assert_eq!(mta.state, MtaState::Cleared);
     (am, mta)
 }
 
