@@ -385,26 +385,32 @@ async fn account_of(
     Ok((account, key))
 }
 
-/// Polls `session` at `client` until it leaves `from` (bounded).
+/// Polls `session` at `client` until it is in none of the states `from` (bounded).
 async fn until_not(
     client: &tally_client::Client,
     session: &str,
-    from: &str,
+    from: &[&str],
 ) -> anyhow::Result<String> {
     let deadline = Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let s = client.trading_session(session).await?;
-        if s.state != from {
+        if !from.contains(&s.state.as_str()) {
             return Ok(s.state);
         }
-        anyhow::ensure!(Instant::now() < deadline, "session {session} stayed {from}");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "session {session} stayed {}",
+            s.state
+        );
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
 }
 
-/// One complete session: open, `n` purchases at the agent, close; cleared at the AM.
+/// One complete session: open, `n` purchases at the agent, close; cleared at the AM, then at
+/// the MTA (`merchant`, which pays the merchant once the AM posted).
 async fn one_session(
     customer: &tally_client::Client,
+    merchant: &tally_client::Client,
     account: uuid::Uuid,
     agent: &str,
     http: &reqwest::Client,
@@ -427,7 +433,7 @@ async fn one_session(
         .await?
         .value;
     anyhow::ensure!(
-        until_not(customer, &s.session, "held").await? == "open",
+        until_not(customer, &s.session, &["held"]).await? == "open",
         "not opened"
     );
     let transaction: TransactionId = s.transaction.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -480,8 +486,12 @@ async fn one_session(
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     customer.trading_session_record(&s.session, record).await?;
     anyhow::ensure!(
-        until_not(customer, &s.session, "concluding").await? == "cleared",
+        until_not(customer, &s.session, &["concluding"]).await? == "cleared",
         "not cleared"
+    );
+    anyhow::ensure!(
+        until_not(merchant, &s.session, &["open", "concluding", "clearing"]).await? == "cleared",
+        "not cleared at the merchant's operator"
     );
     Ok(())
 }
@@ -518,6 +528,7 @@ pub async fn across_nodes(
     let journal = AgentJournal::open(&agent_dir.path().join("agent.db")).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let agent = format!("http://{}", listener.local_addr()?);
+    let merchant = kiosk_client.clone();
     let routes = crate::agent::routes(
         journal,
         kiosk_client,
@@ -545,13 +556,13 @@ pub async fn across_nodes(
         let started = Instant::now();
         let mut tasks = Vec::new();
         for c in 0..clients {
-            let (customers, agent) = (customers.clone(), agent.clone());
+            let (customers, agent, merchant) = (customers.clone(), agent.clone(), merchant.clone());
             let share = sessions / clients + usize::from(c < sessions % clients);
             tasks.push(tokio::spawn(async move {
                 let http = reqwest::Client::new();
                 let (client, account) = &customers[c];
                 for _ in 0..share {
-                    one_session(client, *account, &agent, &http, n).await?;
+                    one_session(client, &merchant, *account, &agent, &http, n).await?;
                 }
                 Ok::<_, anyhow::Error>(())
             }));

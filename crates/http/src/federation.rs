@@ -241,7 +241,7 @@ pub async fn set_merchant(
     post, path = "/v1/trading-sessions/{session}/record", tag = "federation",
     params(("session" = String, Path, description = "`<AM node id>.<seq>`")),
     request_body(content = tally_wire::federation::SessionRecordDoc, description = "A signed record of domain `tally/session-record/v1` (docs/protocols/sessions.md)"),
-    responses((status = 200, description = "The session, `concluding`, `cleared` or `disputed`", body = TradingSessionView), (status = 404, description = "not_found", body = ErrorBody), (status = 409, description = "session_closed: not open", body = ErrorBody), (status = 422, description = "invalid_request (`details.field` record: not signed by the session's key, another transaction, beyond the deposit)", body = ErrorBody)),
+    responses((status = 200, description = "The session, `concluding`, `clearing` or `disputed`", body = TradingSessionView), (status = 404, description = "not_found", body = ErrorBody), (status = 409, description = "session_closed: not open", body = ErrorBody), (status = 422, description = "invalid_request (`details.field` record: not signed by the session's key, another transaction, beyond the deposit)", body = ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn record(
@@ -253,16 +253,16 @@ pub async fn record(
     Ok(Json(state.node.sessions().record(&by, &session, &body).await?).into_response())
 }
 
-/// Settle a disputed session (the merchant's operator): the merchant is paid `total_minor`
-/// of its `currency`,
-/// the customer's operator posts the customer's side at the session's rate and releases the
-/// rest. A session is settled once: the same verdict again answers the same, another is
-/// refused.
+/// Settle a disputed session (the merchant's operator): the customer's operator posts the
+/// customer's side of `total_minor` of the merchant's `currency` at the session's rate and
+/// releases the rest, then the merchant is paid it (the session is `clearing` until the
+/// customer's operator answers; nothing is paid if it no longer holds the deposit). A session
+/// is settled once: the same verdict again answers the same, another is refused.
 #[utoipa::path(
     post, path = "/v1/trading-sessions/{session}/verdict", tag = "federation",
     params(("session" = String, Path, description = "`<AM node id>.<seq>`")),
     request_body(content = VerdictRequest, description = "`{total_minor, currency}`"),
-    responses((status = 200, description = "The session, `cleared`", body = TradingSessionView), (status = 403, description = "forbidden: operator only", body = ErrorBody), (status = 404, description = "not_found", body = ErrorBody), (status = 409, description = "session_closed: not disputed, settled otherwise, or past the customer's hold", body = ErrorBody), (status = 422, description = "invalid_request: beyond the deposit, negative, or not the merchant's currency", body = ErrorBody)),
+    responses((status = 200, description = "The session, `clearing` (or later, on a repeat)", body = TradingSessionView), (status = 403, description = "forbidden: operator only", body = ErrorBody), (status = 404, description = "not_found", body = ErrorBody), (status = 409, description = "session_closed: not disputed, or settled otherwise", body = ErrorBody), (status = 422, description = "invalid_request: beyond the deposit, negative, or not the merchant's currency", body = ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn verdict(
