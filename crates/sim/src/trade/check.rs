@@ -1,54 +1,75 @@
 //! The invariants of trading sessions, checked on both nodes after every step, read from the
 //! stores as they are (with lost answers, crashes and a faulty wire the simulator cannot know
-//! which steps took effect, but the data must be consistent whatever did):
+//! which steps took effect, but the data must be consistent whatever did). The clearing is in
+//! two phases: B sends it (`clearing`), A posts its hold (`cleared`) and answers
+//! `session_posted`, then B pays the merchant (`cleared`); or A's hold is gone, it answers
+//! `session_released` and B pays nothing (`expired`, the clearing kept).
 //!
 //! 1. each node's ledger balances (per currency, debits equal credits, posted and pending);
 //! 2. at A, every session's hold fits its state: `held`, `open`, `concluding`, `disputed`: the
-//!    deposit pending (or expired); `aborted`: released (voided or expired), nothing posted;
-//!    `cleared`: exactly the customer's total posted into A's account owed to B (a total of
-//!    zero voids the hold), with one withdrawal billing record. Each customer's account holds
-//!    what it was paid less the totals cleared, and holds pending exactly the pending
-//!    deposits; A's account owed to B holds exactly the same, from the other side;
-//! 3. at B, a `cleared` session paid its merchant exactly the merchant's total (both records
-//!    in, agreeing, within the deposit), with one deposit billing record; nothing else paid
-//!    anyone: each merchant's account holds the totals of its cleared sessions, B's account
-//!    owed by A (per currency) owes exactly the same;
-//! 4. across the nodes, on A's current transaction: A `cleared` ⇒ B `cleared` with the same
-//!    transaction, count, list and total, and A's customer total is B's total converted back
-//!    at B's rate; A `open` or `concluding` ⇒ B acked; A `disputed` ⇔ B `disputed` once A
-//!    knows; B `refused` ⇒ A never `open`; B never has a session A did not start. Once the
-//!    wire is quiet, no answer is missing: A is not `held` when B answered, not `concluding`
-//!    when B concluded, and B has the record of every session A forwarded; and the operators
-//!    agree on what A owes B (A's cleared customer totals are B's cleared totals converted
-//!    back at each transaction's rate);
+//!    deposit pending (or expired); `aborted`, `expired`: released (voided or expired), nothing
+//!    posted; `cleared`: exactly the customer's total posted into A's account owed to B (a
+//!    total of zero voids the hold), with one withdrawal billing record (and no other state
+//!    has one). Each customer's account holds what it was paid less the totals cleared, and
+//!    holds pending exactly the pending deposits; A's account owed to B holds exactly the
+//!    same, from the other side;
+//! 3. at B, the clearing of a `clearing`, `cleared` or released `expired` session is what its
+//!    records say (both agreeing, the customer's alone, or a merchant's claiming nothing) or
+//!    its verdict, within the deposit, the customer's total the merchant's converted back at
+//!    the session's rate; no other state has one. Only a `cleared` session paid its merchant,
+//!    exactly the clearing's total, with one deposit billing record and one receipt (signed by
+//!    B, of that clearing); nothing else paid anyone, billed or has a receipt: each merchant's
+//!    account holds the totals of its cleared transactions, B's account owed by A (per
+//!    currency) owes exactly the same. A's receipts are B's (the same text), each of a
+//!    transaction cleared at A; with the wire quiet A has every receipt B made;
+//! 4. across the nodes, on A's current transaction: A `cleared` ⇒ B `clearing` or `cleared`
+//!    with the same clearing (transaction, totals, count, list, verdict) at the same rate;
+//!    B `cleared` ⇒ A `cleared` (B pays only what A posted); A `open` or `concluding` ⇒ B
+//!    acked; A `disputed` ⇒ B `disputed`, or `clearing` on a verdict on its way to A; B
+//!    `clearing` without a verdict ⇒ A not `disputed`; B released (`expired` with a clearing)
+//!    ⇒ A `expired` or `aborted`; B `expired` otherwise ⇒ A neither `cleared` nor `disputed`;
+//!    A `aborted` ⇒ B neither `cleared` nor holding the customer's record (it reaches B only
+//!    through A, which then concludes); B `disputed` ⇒ A forwarded the customer's record, or
+//!    B had the merchant's alone at its deadline; B `refused` ⇒ A never `open`; B never has a
+//!    session A did not start. Always, per session, what B paid its merchant for A's customer
+//!    (the customer's side of each clearing it paid) is at most what A posted. Once the wire
+//!    is quiet, no answer is missing: A is not `held` when B answered, not `concluding` when B
+//!    concluded (`clearing`, `cleared`, `disputed`, `expired`), B has the record of every
+//!    session A forwarded (unless it came past B's deadline), no session at B is `clearing`
+//!    (A's word on it reached B: A never refuses a clearing), and the operators agree on what
+//!    A owes B (what A posted is what B paid, converted back at each transaction's rate);
 //! 5. nothing of the purchases reaches either node (only the list hash): no item's text is in
 //!    either node's sessions, inbox, outbox or journal;
 //! 6. a session's transactions (M4): 2 to 4 are of each session's current transaction; each
-//!    one before it ended cleared (as both nodes had it when the next one started, kept by the
-//!    simulator), its own hold posted for its customer total alone (or voided), billed once at
-//!    A under its label (`<session>` for the first, `<session>.<n>` after), paid and billed
-//!    once at B, and counted in the accounts' sums of 2 and 3;
-//!    at most one hold per session is pending, its current transaction's; every transfer
-//!    resolving a hold at A resolves one of the sessions' transactions' holds; no billing
-//!    record names a transaction no session has. A is on B's transaction or one ahead of it
-//!    (B's cleared, A waiting for the answer to the next one's initiation or given up on it),
-//!    never behind; once the wire is quiet, B has A's current transaction unless A's wait for
-//!    it ran out.
+//!    one before it ended cleared at A (with the clearing both nodes had when the next one
+//!    started, kept by the simulator), its own hold posted for its customer total alone (or
+//!    voided), billed once at A under its label (`<session>` for the first, `<session>.<n>`
+//!    after), paid, billed and receipted once at B, and counted in the accounts' sums of 2
+//!    and 3; at most one hold per session is pending, its current transaction's; every
+//!    transfer resolving a hold at A resolves one of the sessions' transactions' holds; no
+//!    billing record names a transaction no session has. A is on B's transaction or one ahead
+//!    of it (B `clearing` or `cleared` on the one before with A's clearing of it, A waiting
+//!    for the answer to the next one's initiation or given up on it), never behind; once the
+//!    wire is quiet, B has A's current transaction unless A's wait for it ran out.
 //!
-//! And at the end of a run ([`ended`]): every session at A has ended, consistently with B.
+//! And at the end of a run ([`ended`]): every session at A has ended, consistently with B, and
+//! none at B waits for A's word on its clearing.
 
 use super::{A, B, NAMES, TradeSim};
 use crate::check::{Broken, int, rows, text};
 use std::collections::{BTreeMap, BTreeSet};
-use tally_kernel::{Id, Timestamp};
+use tally_kernel::{Amount, Id, Rate, Timestamp};
 use tally_ledger::{Event, TransferKind, TransferState};
-use tally_proto::session::conclusion::customer_total;
+use tally_proto::session::conclusion::{Clearing, customer_total};
 use tally_proto::session::ids::{SessionId, TransactionId};
+use tally_proto::session::receipt::SessionReceipt;
 use tally_proto::session::trade::{self, AmSession, AmState, MtaSession, MtaState};
 use tally_service::Node;
 
 /// Both nodes' sessions, by id.
-pub(super) type Sessions = (BTreeMap<String, AmSession>, BTreeMap<String, MtaSession>);
+pub(super) type Sessions = (BTreeMap<String, AmSession>, Mtas);
+/// B's sessions, by id.
+type Mtas = BTreeMap<String, MtaSession>;
 
 /// Every invariant, after a step; the first broken one.
 pub(super) async fn all(sim: &TradeSim) -> Result<(), Broken> {
@@ -59,8 +80,9 @@ pub(super) async fn all(sim: &TradeSim) -> Result<(), Broken> {
             .map_err(|e| format!("at {}: {e}", NAMES[site]))?;
     }
     let am = at_a(sim, &a).await?;
-    let mta = at_b(sim, &b).await?;
+    let (mta, receipts) = at_b(sim, &b).await?;
     let quiet = sim.quiet().await?;
+    receipts_at_a(&a, &am, &receipts, quiet).await?;
     across(&am, &mta, &sim.done, quiet, sim.now())?;
     private(sim, &a, A).await?;
     private(sim, &b, B).await
@@ -212,8 +234,9 @@ async fn at_a(sim: &TradeSim, a: &Node) -> Result<BTreeMap<String, AmSession>, B
                     s.transaction()
                 )
             })?;
-            let paid = done.customer_total;
-            let own = h.kind == TransferKind::Pending
+            let paid = done.customer_total();
+            let own = done.clearing.transaction == t
+                && h.kind == TransferKind::Pending
                 && h.debit_account == s.account
                 && h.credit_account == s.owed
                 && h.amount_minor == done.deposit
@@ -411,15 +434,19 @@ fn current(
     Ok(())
 }
 
-/// Invariant 3, at B.
-async fn at_b(sim: &TradeSim, b: &Node) -> Result<BTreeMap<String, MtaSession>, Broken> {
+/// Invariant 3, at B; with B's receipts (transaction id → the receipt's text).
+async fn at_b(sim: &TradeSim, b: &Node) -> Result<(Mtas, BTreeMap<String, String>), Broken> {
     let mta: BTreeMap<String, MtaSession> = machines(b, "mta").await?;
     let deposits = bills(b, "deposit").await?;
     let mut paid: BTreeMap<Id, i64> = BTreeMap::new();
     let mut labels = BTreeSet::new();
+    // What B paid, by transaction id: the clearing (and its rate, for the current one).
+    let mut cleared: BTreeMap<String, (Clearing, Option<Rate>)> = BTreeMap::new();
     for (id, s) in &mta {
-        // The transactions before the current one ended cleared (B takes the next one only
-        // then): each paid its merchant once, what A's clearing said.
+        // The transactions before the current one ended cleared at A (A starts the next one
+        // only then) and B paid them before it took the next one (on A's `session_posted`, or
+        // on the next one's initiation, which stands for it): each paid its merchant once,
+        // what the clearing of both nodes said.
         for seq in 1..s.txn {
             let t = TransactionId { session: s.id, seq };
             let label = trade::label(t);
@@ -431,100 +458,74 @@ async fn at_b(sim: &TradeSim, b: &Node) -> Result<BTreeMap<String, MtaSession>, 
                 )
             })?;
             let bill = deposits.get(&label).cloned().unwrap_or_default();
-            let total = done.total;
-            let billed_ok = if total.minor == 0 {
-                bill.is_empty() || bill == [(0, total.currency.code().to_string())]
-            } else {
-                bill == [(total.minor, total.currency.code().to_string())]
-            };
-            let (true, Some(to), Some(from)) = (billed_ok, done.account, done.owed_by) else {
+            let total = done.clearing.total;
+            let billed_ok = bill == [(total.minor, total.currency.code().to_string())];
+            let (true, true, Some(to), Some(from)) = (
+                billed_ok,
+                done.clearing.transaction == t,
+                done.account,
+                done.owed_by,
+            ) else {
                 return Err(format!(
-                    "{t} cleared at B for {total} before the session's next transaction, and \
-                     is billed {bill:?}: once, its total"
+                    "{t} cleared ({:?}) before the session's next transaction, and is billed \
+                     {bill:?} at B: paid once, its total",
+                    done.clearing
                 ));
             };
             *paid.entry(to).or_default() += total.minor;
             *paid.entry(from).or_default() += total.minor;
+            cleared.insert(t.to_string(), (done.clearing.clone(), None));
         }
         let label = trade::label(s.transaction());
         labels.insert(label.clone());
         let bill = deposits.get(&label).cloned().unwrap_or_default();
+        let broken = |why: &str| {
+            format!(
+                "session {id} is {} at B (verdict {:?}, clearing {:?}, records {:?} and {:?}, \
+                 deposit {}, billed {bill:?}): {why}",
+                s.state,
+                s.verdict,
+                s.clearing,
+                s.customer_record,
+                s.merchant_record,
+                s.merchant_deposit
+            )
+        };
+        // The clearing B sent A (`clearing` on): on records that agree, the customer's alone
+        // or a merchant's claiming nothing at the deadline, or a verdict; kept when A answered
+        // that its hold was gone (`expired`, nothing paid).
+        match (s.state, &s.clearing) {
+            (MtaState::Clearing | MtaState::Cleared, None) => {
+                return Err(broken("no clearing"));
+            }
+            (MtaState::Clearing | MtaState::Cleared | MtaState::Expired, Some(c)) => {
+                fits(s, c).map_err(|why| broken(&why))?;
+            }
+            (_, Some(_)) => return Err(broken("a clearing in this state")),
+            (_, None) if s.verdict.is_some() => {
+                return Err(broken("a verdict is sent as a clearing"));
+            }
+            (_, None) => {}
+        }
         if !matches!(s.state, MtaState::Cleared) {
             if !bill.is_empty() {
-                return Err(format!(
-                    "session {id} is {} at B and billed {bill:?}: only a cleared session is \
-                     paid",
-                    s.state
-                ));
+                return Err(broken("only a cleared session is paid and billed"));
             }
             if matches!(s.state, MtaState::Refused) && s.refusal.is_none() {
-                return Err(format!("session {id} is refused at B without a reason"));
+                return Err(broken("refused without a reason"));
             }
             continue;
         }
-        // Settled by B's operator: on the customer's record (A forwarded it and holds the
-        // deposit), the verdict within the deposit, billed once.
-        if let Some(v) = s.verdict {
-            let billed_ok = if v.minor == 0 {
-                bill.is_empty() || bill == [(0, v.currency.code().to_string())]
-            } else {
-                bill == [(v.minor, v.currency.code().to_string())]
-            };
-            let (Some(to), Some(from)) = (s.account, s.owed_by) else {
-                return Err(format!("session {id} is settled at B without its accounts"));
-            };
-            let fits = s.customer_record.is_some()
-                && v.currency == s.merchant_deposit.currency
-                && (0..=s.merchant_deposit.minor).contains(&v.minor)
-                && customer_total(v.minor, s.rate).is_some_and(|t| t <= s.deposit.minor)
-                && billed_ok;
-            if !fits {
-                return Err(format!(
-                    "session {id} is settled at B at {v} (deposit {}, billed {bill:?}, the \
-                     customer's record {:?}): a verdict within the deposit, on the customer's \
-                     record, billed once",
-                    s.merchant_deposit, s.customer_record
-                ));
-            }
-            *paid.entry(to).or_default() += v.minor;
-            *paid.entry(from).or_default() += v.minor;
-            continue;
+        // Paid once A posted: the clearing's total, billed once.
+        let (Some(c), Some(to), Some(from)) = (&s.clearing, s.account, s.owed_by) else {
+            return Err(broken("paid without its clearing or its accounts"));
+        };
+        if bill != [(c.total.minor, c.total.currency.code().to_string())] {
+            return Err(broken("a cleared session is billed once, its total"));
         }
-        // Cleared on both records that agree; or, at the conclusion deadline, on the
-        // customer's alone (what it signed it spent), or on a merchant's claiming nothing.
-        let basis = match (&s.customer_record, &s.merchant_record) {
-            (Some(c), Some(m)) if c.agrees_with(m) => Some(m),
-            (Some(c), None) => Some(c),
-            (None, Some(m)) if m.total.minor == 0 && m.count == 0 => Some(m),
-            _ => None,
-        };
-        let (Some(m), Some(to), Some(from)) = (basis, s.account, s.owed_by) else {
-            return Err(format!(
-                "session {id} is cleared at B without agreeing records ({:?}, {:?})",
-                s.customer_record, s.merchant_record
-            ));
-        };
-        let c = m;
-        let back = customer_total(m.total.minor, s.rate);
-        let billed_ok = if m.total.minor == 0 {
-            bill.is_empty() || bill == [(0, m.total.currency.code().to_string())]
-        } else {
-            bill == [(m.total.minor, m.total.currency.code().to_string())]
-        };
-        let fits = c.agrees_with(m)
-            && m.total.currency == s.merchant_deposit.currency
-            && m.total.minor <= s.merchant_deposit.minor
-            && back.is_some_and(|t| t <= s.deposit.minor)
-            && billed_ok;
-        if !fits {
-            return Err(format!(
-                "session {id} is cleared at B with records {c:?} and {m:?} (deposit {}, billed \
-                 {bill:?}): it clears when both agree within the deposit, billed once",
-                s.merchant_deposit
-            ));
-        }
-        *paid.entry(to).or_default() += m.total.minor;
-        *paid.entry(from).or_default() += m.total.minor;
+        *paid.entry(to).or_default() += c.total.minor;
+        *paid.entry(from).or_default() += c.total.minor;
+        cleared.insert(s.transaction().to_string(), (c.clone(), Some(s.rate)));
     }
     if let Some(stray) = deposits.keys().find(|l| !labels.contains(*l)) {
         return Err(format!(
@@ -559,22 +560,147 @@ async fn at_b(sim: &TradeSim, b: &Node) -> Result<BTreeMap<String, MtaSession>, 
             ));
         }
     }
-    Ok(mta)
+    // One receipt per transaction B paid, made in the step that paid it: signed by B, of the
+    // clearing it paid (at the rate of the current transaction).
+    let mut receipts = BTreeMap::new();
+    for r in rows(b, "SELECT transaction_id, receipt FROM session_receipts").await? {
+        let t = text(&r, "transaction_id")?;
+        let receipt = text(&r, "receipt")?;
+        let Some((c, rate)) = cleared.get(&t) else {
+            return Err(format!("B has a receipt of {t}, which it did not pay"));
+        };
+        let opened = SessionReceipt::open(&receipt)
+            .map_err(|e| format!("B's receipt of {t} does not open: {e}"))?;
+        if opened.issuer != sim.sites[B].id
+            || &opened.clearing != c
+            || rate.is_some_and(|rate| rate != opened.rate)
+        {
+            return Err(format!(
+                "B's receipt of {t} is {opened:?}: B's, of the clearing it paid ({c:?} at \
+                 {rate:?})"
+            ));
+        }
+        receipts.insert(t, receipt);
+    }
+    if let Some(t) = cleared.keys().find(|t| !receipts.contains_key(*t)) {
+        return Err(format!("B paid {t} and has no receipt of it"));
+    }
+    Ok((mta, receipts))
+}
+
+/// Whether `c`, the clearing B sent A, is what B's session says: its transaction, within
+/// the deposit at the session's rate (the customer's total the merchant's converted back,
+/// rounded up), with the session's accounts; on records that agree, on the customer's alone,
+/// or on a merchant's claiming nothing (not a verdict); or the operator's verdict (the count
+/// and list the merchant's record's, else the customer's, else none).
+fn fits(s: &MtaSession, c: &Clearing) -> Result<(), String> {
+    let back = customer_total(c.total.minor, s.rate).filter(|&t| t <= s.deposit.minor);
+    let within = c.transaction == s.transaction()
+        && c.total.currency == s.merchant_deposit.currency
+        && (0..=s.merchant_deposit.minor).contains(&c.total.minor)
+        && back.is_some_and(|t| c.customer_total == Amount::new(t, s.deposit.currency))
+        && s.account.is_some()
+        && s.owed_by.is_some();
+    if !within {
+        return Err(format!(
+            "the clearing {c:?} is this transaction's, within the deposit at the rate {:?}",
+            s.rate
+        ));
+    }
+    let says = |r: &tally_proto::session::conclusion::Record| {
+        r.transaction == c.transaction && r.count == c.count && r.list == c.list
+    };
+    let on = if c.verdict {
+        let basis = s.merchant_record.as_ref().or(s.customer_record.as_ref());
+        s.verdict == Some(c.total)
+            && basis.map_or(c.count == 0 && c.list == hex::encode([0u8; 32]), says)
+    } else {
+        let basis = match (&s.customer_record, &s.merchant_record) {
+            (Some(a), Some(m)) if a.agrees_with(m) => Some(m),
+            (Some(a), None) => Some(a),
+            (None, Some(m)) if m.total.minor == 0 && m.count == 0 => Some(m),
+            _ => None,
+        };
+        s.verdict.is_none() && basis.is_some_and(|r| r.total == c.total && says(r))
+    };
+    if !on {
+        return Err(format!(
+            "the clearing {c:?} is what both records say, the customer's alone, a merchant's \
+             claiming nothing, or the verdict"
+        ));
+    }
+    Ok(())
+}
+
+/// Invariant 3 for A's receipts: each is one B made (the same text), of a transaction cleared
+/// at A (before the current one, or the current one with the receipt's clearing); with the
+/// wire quiet, A has every receipt B made.
+async fn receipts_at_a(
+    a: &Node,
+    am: &BTreeMap<String, AmSession>,
+    at_b: &BTreeMap<String, String>,
+    quiet: bool,
+) -> Result<(), Broken> {
+    let mut got = BTreeSet::new();
+    for r in rows(a, "SELECT transaction_id, receipt FROM session_receipts").await? {
+        let t = text(&r, "transaction_id")?;
+        let receipt = text(&r, "receipt")?;
+        if at_b.get(&t) != Some(&receipt) {
+            return Err(format!("A has a receipt of {t} that B did not make"));
+        }
+        let id: TransactionId = t.parse().map_err(|e| format!("A's receipt of {t}: {e}"))?;
+        let opened = SessionReceipt::open(&receipt)
+            .map_err(|e| format!("A's receipt of {t} does not open: {e}"))?;
+        let s = am
+            .get(&id.session.to_string())
+            .ok_or_else(|| format!("A has a receipt of {t}, of no session of its own"))?;
+        let cleared = id.seq < s.txn
+            || (id.seq == s.txn
+                && s.state == AmState::Cleared
+                && s.clearing.as_ref() == Some(&opened.clearing));
+        if !cleared {
+            return Err(format!(
+                "A has a receipt of {t} ({:?}) and is {} on {} ({:?}): a receipt of a \
+                 transaction A cleared",
+                opened.clearing,
+                s.state,
+                s.transaction(),
+                s.clearing
+            ));
+        }
+        got.insert(t);
+    }
+    if quiet && let Some(t) = at_b.keys().find(|t| !got.contains(*t)) {
+        return Err(format!("with the wire quiet, B's receipt of {t} reached A"));
+    }
+    Ok(())
 }
 
 /// Invariant 4, across the nodes.
 fn across(
     am: &BTreeMap<String, AmSession>,
-    mta: &BTreeMap<String, MtaSession>,
+    mta: &Mtas,
     done: &BTreeMap<String, super::Done>,
     quiet: bool,
     now: Timestamp,
 ) -> Result<(), Broken> {
+    // What A posted of the transactions before a node's current one (they ended cleared at A,
+    // and B paid each before it took the next one: checked by `at_b`).
+    let before = |id: &SessionId, txn: u64| -> i64 {
+        (1..txn)
+            .filter_map(|seq| done.get(&trade::label(TransactionId { session: *id, seq })))
+            .map(super::Done::customer_total)
+            .sum()
+    };
+    // What A booked as owed to B, and what B paid its merchants for A's customers (the
+    // customer's side of each clearing B paid).
+    let (mut booked, mut claimed) = (0i64, 0i64);
     for (id, s) in am {
         // B is on A's current transaction or, while A waits for the answer to the next one's
-        // initiation (or gave up on it), on the one before, cleared: never ahead of A, never
-        // more than one behind. With the wire quiet the initiation reached B, unless A's wait
-        // ran out (it arrived too late to be taken).
+        // initiation (or gave up on it), on the one before, with A's clearing of it (paid, or
+        // waiting for A's `session_posted`): never ahead of A, never more than one behind.
+        // With the wire quiet the initiation reached B, unless A's wait ran out (it arrived
+        // too late to be taken).
         if let Some(b) = mta.get(id)
             && b.txn != s.txn
         {
@@ -588,13 +714,22 @@ fn across(
                 )
             };
             let behind = b.txn + 1 == s.txn
-                && b.state == MtaState::Cleared
+                && matches!(b.state, MtaState::Clearing | MtaState::Cleared)
                 && matches!(s.state, AmState::Held | AmState::Aborted);
             if !behind {
                 return Err(broken(
-                    "B is on A's transaction, or on the one before (cleared) while A waits for \
-                     the next one's answer",
+                    "B is on A's transaction, or on the one before (clearing or cleared) while \
+                     A waits for the next one's answer",
                 ));
+            }
+            let cleared = done
+                .get(&trade::label(b.transaction()))
+                .map(|d| &d.clearing);
+            if b.clearing.as_ref() != cleared {
+                return Err(broken(&format!(
+                    "B's clearing of the transaction before ({:?}) is A's ({cleared:?})",
+                    b.clearing
+                )));
             }
             let gave_up = s.state == AmState::Aborted || now.as_micros() >= s.ack_by;
             if quiet && !gave_up {
@@ -607,6 +742,8 @@ fn across(
         let t = mta.get(id).filter(|b| b.txn == s.txn);
         let at_b = t.map_or("unknown", |t| t.state.as_str());
         let broken = |why: &str| format!("session {id} is {} at A and {at_b} at B: {why}", s.state);
+        // A posts what B cleared: B has the same clearing (the same transaction, totals,
+        // count, list and verdict), at the same rate, and pays it once A's word reaches it.
         if matches!(s.state, AmState::Cleared) {
             let (Some(c), Some(t)) = (&s.clearing, t) else {
                 return Err(broken(&format!(
@@ -615,32 +752,14 @@ fn across(
                     mta.get(id).map(MtaSession::transaction)
                 )));
             };
-            // (B clears on the customer's record alone at its deadline, the merchant sent none)
-            let Some(m) = t
-                .merchant_record
-                .as_ref()
-                .or(t.customer_record.as_ref())
-                .filter(|_| t.state == MtaState::Cleared)
-            else {
+            if !matches!(t.state, MtaState::Clearing | MtaState::Cleared)
+                || t.clearing.as_ref() != Some(c)
+                || s.rate != Some(t.rate)
+            {
                 return Err(broken(&format!(
-                    "A clears what B cleared ({c:?} at A; B has the records {:?} and {:?})",
-                    t.customer_record, t.merchant_record
-                )));
-            };
-            // A settled dispute pays its verdict (count and list are the merchant's).
-            let paid = t.verdict.unwrap_or(m.total);
-            let same = c.transaction == m.transaction
-                && c.total == paid
-                && c.verdict == t.verdict.is_some()
-                && c.count == m.count
-                && c.list == m.list
-                && s.rate == Some(t.rate)
-                && customer_total(paid.minor, t.rate) == Some(c.customer_total.minor);
-            if !same {
-                return Err(broken(&format!(
-                    "the same transaction, total, count and list at both ({c:?} at A, {m:?} \
-                     at B at rate {:?})",
-                    t.rate
+                    "A clears what B cleared: the same clearing at both ({c:?} at A at rate \
+                     {:?}, {:?} at B at rate {:?})",
+                    s.rate, t.clearing, t.rate
                 )));
             }
         }
@@ -652,20 +771,24 @@ fn across(
         if matches!(s.state, AmState::Disputed)
             && !t.is_some_and(|t| {
                 t.state == MtaState::Disputed
-                    || (t.state == MtaState::Cleared && t.verdict.is_some())
+                    || (t.state == MtaState::Clearing
+                        && t.verdict.is_some()
+                        && t.clearing.as_ref().is_some_and(|c| c.verdict))
             })
         {
-            return Err(broken("A disputes what B disputed"));
+            return Err(broken(
+                "A disputes what B disputed (or settled since: its verdict on its way to A)",
+            ));
         }
         // B may end a session A gave up on only with the merchant's record alone (a dispute
-        // at B's deadline, before A's word reached it): nothing is paid either way.
+        // at B's deadline, before A's word reached it, or a clearing of it A releases):
+        // nothing is paid either way.
         if matches!(s.state, AmState::Aborted)
-            && t.is_some_and(|t| {
-                matches!(t.state, MtaState::Cleared | MtaState::Disputed)
-                    && t.customer_record.is_some()
-            })
+            && t.is_some_and(|t| t.state == MtaState::Cleared || t.customer_record.is_some())
         {
-            return Err(broken("B concludes only what A forwarded"));
+            return Err(broken(
+                "B concludes only what A forwarded, and pays nothing A gave up on",
+            ));
         }
         if quiet {
             let answered = t.is_some_and(|t| !matches!(t.state, MtaState::Informed));
@@ -673,105 +796,105 @@ fn across(
             if matches!(s.state, AmState::Held) && answered && now.as_micros() < s.ack_by {
                 return Err(broken("with the wire quiet, B's answer reached A"));
             }
-            let concluded =
-                t.is_some_and(|t| matches!(t.state, MtaState::Cleared | MtaState::Disputed));
+            let concluded = t.is_some_and(|t| {
+                matches!(
+                    t.state,
+                    MtaState::Clearing | MtaState::Cleared | MtaState::Disputed | MtaState::Expired
+                )
+            });
             if matches!(s.state, AmState::Concluding) && concluded {
                 return Err(broken("with the wire quiet, B's conclusion reached A"));
             }
-            let forwarded = t.is_some_and(|t| t.customer_record.is_some());
+            // (unless it came past B's conclusion deadline: B refused it, and its timer ends
+            // the session)
+            let forwarded = t.is_some_and(|t| {
+                t.customer_record.is_some()
+                    || (t.conclude_by > 0 && now.as_micros() >= t.conclude_by)
+            });
             if matches!(s.state, AmState::Concluding) && !forwarded {
                 return Err(broken(
-                    "with the wire quiet, the customer's record reached B",
+                    "with the wire quiet, the customer's record reached B (before its deadline)",
                 ));
             }
         }
-    }
-    if quiet {
-        // What A booked as owed to B, and what B paid out at A's expense converted back at
-        // each session's rate: the two operators agree on what A owes.
-        // (the transactions before each node's current one ended cleared, as A had them)
-        let before = |id: &SessionId, txn: u64| -> i64 {
-            (1..txn)
-                .filter_map(|seq| done.get(&trade::label(TransactionId { session: *id, seq })))
-                .map(|d| d.customer_total)
-                .sum()
-        };
-        let booked: i64 = am
-            .values()
-            .map(|s| {
-                before(&s.id, s.txn)
-                    + s.clearing
-                        .as_ref()
-                        .filter(|_| s.state == AmState::Cleared)
-                        .map_or(0, |c| c.customer_total.minor)
-            })
-            .sum();
-        let claimed: i64 = mta
-            .values()
-            .map(|t| {
-                let now = if t.state == MtaState::Cleared {
-                    t.merchant_record
-                        .as_ref()
-                        .or(t.customer_record.as_ref())
-                        // A settled dispute pays its verdict.
-                        .and_then(|m| customer_total(t.verdict.unwrap_or(m.total).minor, t.rate))
-                        .unwrap_or(0)
-                } else {
-                    0
-                };
-                before(&t.id, t.txn) + now
-            })
-            .sum();
-        if booked != claimed {
-            return Err(format!(
-                "with the wire quiet, A owes B {booked} EUR minor by A's books, and {claimed} \
-                 by what B paid its merchants for A's customers"
-            ));
+        // B never pays what A did not post: per session, what B paid its merchant for this
+        // customer (converted back at each transaction's rate) is at most what A posted.
+        let posted = before(&s.id, s.txn)
+            + s.clearing
+                .as_ref()
+                .filter(|_| s.state == AmState::Cleared)
+                .map_or(0, |c| c.customer_total.minor);
+        let paid = mta.get(id).map_or(0, |t| {
+            before(&t.id, t.txn)
+                + t.clearing
+                    .as_ref()
+                    .filter(|_| t.state == MtaState::Cleared)
+                    .map_or(0, |c| c.customer_total.minor)
+        });
+        if paid > posted {
+            return Err(broken(&format!(
+                "B paid its merchant {paid} EUR minor for this session's customer, and A \
+                 posted {posted}: B pays only what A posted"
+            )));
         }
+        booked += posted;
+        claimed += paid;
+    }
+    // With the wire quiet every `session_posted` reached B, which paid it: the two operators
+    // agree on what A owes.
+    if quiet && booked != claimed {
+        return Err(format!(
+            "with the wire quiet, A owes B {booked} EUR minor by A's books, and {claimed} by \
+             what B paid its merchants for A's customers"
+        ));
     }
     for (id, t) in mta {
         let Some(s) = am.get(id) else {
             return Err(format!("session {id} is {} at B and unknown at A", t.state));
         };
-        if t.txn != s.txn {
-            // B's transaction before A's current one, cleared (checked above).
-            continue;
-        }
         let broken = |why: &str| {
             format!(
-                "session {id} is {} at B and {} at A: {why}",
-                t.state, s.state
+                "session {id} is {} on {} at B and {} on {} at A: {why}",
+                t.state,
+                t.transaction(),
+                s.state,
+                s.transaction()
             )
         };
+        // A's word on every clearing B sent reaches B: `session_posted` (B pays), or
+        // `session_released` (nothing paid). (A refusing a clearing is a bug.)
+        if quiet && t.state == MtaState::Clearing {
+            return Err(broken(
+                "with the wire quiet, A's word on B's clearing reached B",
+            ));
+        }
+        if t.txn != s.txn {
+            // B's transaction before A's current one, clearing or cleared (checked above).
+            continue;
+        }
         if matches!(t.state, MtaState::Refused)
             && !matches!(s.state, AmState::Held | AmState::Aborted)
         {
             return Err(broken("what B refused is never open at A"));
         }
-        // B clears what A forwarded, or (at its deadline) a merchant's record claiming
-        // nothing, which A may have ended meanwhile.
-        let zero = t
-            .merchant_record
-            .as_ref()
-            .is_some_and(|m| t.customer_record.is_none() && m.total.minor == 0);
-        // (or a verdict on its way to A, which disputed the session)
-        let cleared_at_a = matches!(s.state, AmState::Concluding | AmState::Cleared)
-            || (zero && matches!(s.state, AmState::Open | AmState::Expired))
-            || (t.verdict.is_some() && s.state == AmState::Disputed);
-        if matches!(t.state, MtaState::Cleared) && !cleared_at_a {
-            return Err(broken("B clears only what A forwarded"));
-        }
-        // A verdict only on the customer's record, which A forwarded and keeps the hold for.
-        if t.verdict.is_some()
-            && (t.customer_record.is_none()
-                || !matches!(
-                    s.state,
-                    AmState::Concluding | AmState::Disputed | AmState::Cleared
-                ))
+        // The customer's record reaches B only through A, which then concludes.
+        if t.customer_record.is_some()
+            && matches!(s.state, AmState::Held | AmState::Open | AmState::Aborted)
         {
-            return Err(broken(
-                "B settles only disputes A still holds the deposit for",
-            ));
+            return Err(broken("B has the customer's record only from A"));
+        }
+        // B pays once A posted (A answered `session_posted`): A cleared it (with the same
+        // clearing, checked above).
+        if matches!(t.state, MtaState::Cleared) && s.state != AmState::Cleared {
+            return Err(broken("B pays only what A posted"));
+        }
+        // B clears (without a verdict) on the customer's record A forwarded, or at its deadline
+        // on a merchant's record claiming nothing: never what A holds as disputed.
+        if matches!(t.state, MtaState::Clearing)
+            && !t.clearing.as_ref().is_some_and(|c| c.verdict)
+            && s.state == AmState::Disputed
+        {
+            return Err(broken("B clears nothing A disputes, save on a verdict"));
         }
         // B disputes what A forwarded, or (at its deadline) the merchant's record alone.
         let merchant_only = t.customer_record.is_none();
@@ -785,12 +908,19 @@ fn across(
         {
             return Err(broken("B disputes only what A forwarded"));
         }
-        if matches!(t.state, MtaState::Expired)
-            && matches!(s.state, AmState::Cleared | AmState::Disputed)
-        {
-            return Err(broken(
-                "what B let expire is never cleared or disputed at A",
-            ));
+        // Expired: no record by B's deadline (A never clears or disputes it), or released
+        // (A answered that its hold was gone: it ended with nothing posted).
+        if matches!(t.state, MtaState::Expired) {
+            let ended = if t.clearing.is_some() {
+                matches!(s.state, AmState::Expired | AmState::Aborted)
+            } else {
+                !matches!(s.state, AmState::Cleared | AmState::Disputed)
+            };
+            if !ended {
+                return Err(broken(
+                    "what B let expire, or A released, is never cleared or disputed at A",
+                ));
+            }
         }
     }
     Ok(())
@@ -825,7 +955,7 @@ async fn private(sim: &TradeSim, node: &Node, site: usize) -> Result<(), Broken>
 
 /// Invariant 6, at the end: every session at A has ended (none `held`, `open` or
 /// `concluding`), consistently with B (checked with the wire quiet by [`all`]); B has none
-/// waiting for its merchant; what B still has open is a session A aborted (B's ack came after
+/// waiting for its merchant, nor for A's word on a clearing; what B still has open is a session A aborted (B's ack came after
 /// A gave up): counted as orphaned, or a failure with `strict_end`. Counts the outcome.
 pub(super) async fn ended(sim: &mut TradeSim) -> Result<(), Broken> {
     if !sim.quiet().await? {
@@ -870,6 +1000,13 @@ pub(super) async fn ended(sim: &mut TradeSim) -> Result<(), Broken> {
         if matches!(t.state, MtaState::Informed) {
             return Err(format!("session {id} still waits for its merchant at B"));
         }
+        if matches!(t.state, MtaState::Clearing) {
+            return Err(format!(
+                "session {id} still waits for A's word on its clearing at B"
+            ));
+        }
+        // A clearing A answered `session_released` (its hold was gone): nothing paid.
+        o.released += usize::from(t.state == MtaState::Expired && t.clearing.is_some());
         let a_ended = am
             .get(id)
             .is_some_and(|s| matches!(s.state, AmState::Aborted));

@@ -17,13 +17,20 @@
 //! simulated wire ([`net`]); the wire delivers one of them to the other node's
 //! `receive_peer_message`, as `POST /v1/peer/messages` would (dropped, duplicated, reordered,
 //! held back, its answer lost); the clock moves; the timers run; B's operator publishes a
-//! table; a node crashes (also between a commit and its delivery, and between taking a message
-//! and answering it) and restarts from its directory. After every step the invariants of
-//! [`check`] hold on both nodes. At the end every customer retries what it never heard back
+//! table; B's operator settles a dispute (on both records or on the merchant's alone;
+//! sometimes beyond the deposit, or a session settled before: the same verdict again, or
+//! another); a node crashes (also between a commit and its delivery, and between taking a
+//! message and answering it) and restarts from its directory. The clearing goes in two phases
+//! over the same wire: B sends it (`clearing`), A posts and answers `session_posted` (or
+//! `session_released` when its hold is gone), and B pays the merchant on that word, or on the
+//! next transaction's initiation when it overtakes the word. After every step the invariants
+//! of [`check`] hold on both nodes. At the end every customer retries what it never heard back
 //! about (openings and next transactions), both sides conclude what is open, the wire drains
-//! without faults and the clock passes every timeout; once, the customers of the merchant in
-//! agent mode start one more transaction where there is time for it and buy in it, and it ends
-//! the same way. Then every session at A has ended, consistently with B, and the audits pass.
+//! without faults and the clock passes every timeout; once, B's operator rules on the disputes
+//! left; once, the customers of the merchant in agent mode start one more transaction where
+//! there is time for it and buy in it, and it ends the same way. Then every session at A has
+//! ended, consistently with B, none at B waits for A's word on a clearing, and the audits
+//! pass.
 //!
 //! The messages go through the simulator's own wire rather than HTTP (the `http` crate is not a
 //! dependency): what the HTTP route and the peer channel decide is copied here (a 2xx marks the
@@ -44,7 +51,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use tally_kernel::crypto::SigningKey;
 use tally_kernel::{Amount, Currency, Id, Timestamp};
 use tally_ledger::AccountKind;
-use tally_proto::session::conclusion::Side;
+use tally_proto::session::conclusion::{Clearing, Side};
 use tally_proto::session::ids::{NodeId, SessionId, TransactionId};
 use tally_proto::session::purchase::Tab;
 use tally_proto::session::trade::{AmState, MtaState};
@@ -89,6 +96,12 @@ pub struct TradeOutcome {
     pub records: usize,
     /// Disputes B's operator settled (verdicts taken).
     pub verdicts: usize,
+    /// Clearings A answered `session_released` (its hold was gone): B paid nothing, the
+    /// session expired at both nodes (at the end).
+    pub released: usize,
+    /// Next transactions' initiations that reached B while it still waited for A's word on
+    /// the clearing before (`session_posted` overtaken): B paid the merchant on them.
+    pub overtaken: usize,
     /// A session's next transactions (M4) started at A (its sessions' transactions beyond
     /// the first, at the end).
     pub next_transactions: usize,
@@ -131,6 +144,8 @@ impl TradeOutcome {
         self.purchases += o.purchases;
         self.records += o.records;
         self.verdicts += o.verdicts;
+        self.released += o.released;
+        self.overtaken += o.overtaken;
         self.next_transactions += o.next_transactions;
         self.next_cleared += o.next_cleared;
         self.refused_nexts += o.refused_nexts;
@@ -154,9 +169,10 @@ impl std::fmt::Display for TradeOutcome {
             f,
             "{} sessions opened ({} cleared, {} disputed, {} refused by B, {} aborted at A, {} \
              orphaned at B), {} opens refused for want of money, {} replays, {} purchases, {} \
-             records, {} verdicts, {} next transactions ({} cleared, {} refused for want of money, \
-             {} replays), {} crashes; wire: {} delivered, {} dropped, {} duplicated, {} held back, \
-             {} late, {} answers lost; refused: {:?}",
+             records, {} verdicts, {} clearings released, {} next transactions ({} cleared, {} \
+             refused for want of money, {} replays, {} paid at B on their initiation), {} \
+             crashes; wire: {} delivered, {} dropped, {} duplicated, {} held back, {} late, {} \
+             answers lost; refused: {:?}",
             self.opened,
             self.cleared,
             self.disputed,
@@ -168,10 +184,12 @@ impl std::fmt::Display for TradeOutcome {
             self.purchases,
             self.records,
             self.verdicts,
+            self.released,
             self.next_transactions,
             self.next_cleared,
             self.refused_nexts,
             self.next_replays,
+            self.overtaken,
             self.crashes,
             self.delivered,
             self.dropped,
@@ -274,20 +292,28 @@ struct NextRequest {
     took: Option<bool>,
 }
 
-/// A transaction that ended (cleared) before its session's next one started, as both nodes
-/// had it then: the machines keep the current transaction only, the checks of the ones
+/// A transaction that ended (cleared at A) before its session's next one started, as both
+/// nodes had it then: the machines keep the current transaction only, the checks of the ones
 /// before read it here (taken when the next one started, see `parties::next_transaction`).
+/// B may not have paid it yet then (`clearing`, A's `session_posted` on its way): B pays it
+/// once that word, or the next transaction's initiation, reaches it.
 #[derive(Debug, Clone)]
 struct Done {
     /// The deposit held at A (customer minor units).
     deposit: i64,
-    /// What A posted from it (customer minor units).
-    customer_total: i64,
-    /// What B paid the merchant (its currency).
-    total: Amount,
-    /// Where B paid it, and from which account owed by A.
+    /// The clearing, the same at both nodes: what A posted from the deposit
+    /// (`customer_total`), what B pays the merchant (`total`, its currency).
+    clearing: Clearing,
+    /// Where B pays it, and from which account owed by A.
     account: Option<Id>,
     owed_by: Option<Id>,
+}
+
+impl Done {
+    /// What A posted from the deposit (customer minor units).
+    fn customer_total(&self) -> i64 {
+        self.clearing.customer_total.minor
+    }
 }
 
 /// An opening request as the customer keeps it, to send again.
@@ -715,8 +741,10 @@ impl TradeSim {
 
     /// The end of a run: every customer retries what it never heard back about, every open
     /// session is concluded by both sides, the wire drains without faults and the clock passes
-    /// every wait; then every session at A has ended, consistently with B. At last the clock
-    /// passes every hold's lifetime (disputed deposits are released), and the audits pass.
+    /// every wait; then every session at A has ended, consistently with B, and no session at B
+    /// still waits for A's word on its clearing (B paid what A posted, and nothing else). At
+    /// last the clock passes every hold's lifetime (disputed deposits are released), and the
+    /// audits pass.
     async fn finish(&mut self) -> Step<()> {
         self.note("the end: retries, conclusions, the wire drained, every timer run".into());
         while let Some(lost) = self.lost.pop() {
@@ -737,8 +765,9 @@ impl TradeSim {
             self.drain().await?;
             check::all(self).await?;
             if self.settled().await? {
-                // Once, B's operator rules on the disputes left (those it may settle, and
-                // some it may not): the AMs take the verdicts like any clearing.
+                // Once, B's operator rules on the disputes left (on both records or on the
+                // merchant's alone): the AMs post the verdicts like any clearing, or answer
+                // that their hold is gone (B then pays nothing).
                 if std::mem::take(&mut verdicts) && self.settle_at_end().await? > 0 {
                     self.drain().await?;
                     continue;
@@ -785,7 +814,9 @@ impl TradeSim {
 
     /// Both sides conclude every session they can: the customer where A says open, the
     /// merchant where B says open or concluding; records as counted, of the transaction the
-    /// parties are on (every customer heard of its next transactions by now).
+    /// parties are on (every customer heard of its next transactions by now). Each node takes
+    /// the record, unless A's hold ran out or B's conclusion deadline passed (their timers
+    /// have not run since the clock last moved: they end the session next).
     async fn conclude_all(&mut self) -> Step<()> {
         for i in 0..self.trades.len() {
             let t = &self.trades[i];
@@ -810,7 +841,10 @@ impl TradeSim {
                 }
                 if AmState::parse(&view.state) == Some(AmState::Open) {
                     self.post(i, Side::Customer, true, 100).await?;
-                    if self.trades[i].customer_record.is_none() {
+                    // (unless its hold ran out: A's timers end it)
+                    let s = self.am(&id).await?.ok_or("a session vanished at A")?;
+                    let ran_out = s.release_at > 0 && self.now().as_micros() >= s.release_at;
+                    if self.trades[i].customer_record.is_none() && !ran_out {
                         return Err(format!("{id} is open at A, which refused its record"));
                     }
                 }
@@ -826,7 +860,9 @@ impl TradeSim {
                     ));
                 }
                 self.post(i, Side::Merchant, true, 100).await?;
-                if self.trades[i].merchant_record.is_none() {
+                // (unless its conclusion deadline passed: B's timers end it)
+                let late = s.conclude_by > 0 && self.now().as_micros() >= s.conclude_by;
+                if self.trades[i].merchant_record.is_none() && !late {
                     return Err(format!("{id} is open at B, which refused its record"));
                 }
             }
@@ -834,14 +870,16 @@ impl TradeSim {
         Ok(())
     }
 
-    /// Every session at A has ended and B has no session waiting for its merchant, with
-    /// nothing on the wire.
+    /// Every session at A has ended and B has no session waiting for its merchant or for A's
+    /// word on a clearing, with nothing on the wire.
     async fn settled(&self) -> Step<bool> {
         let (am, mta) = check::sessions(self).await?;
         let live_a = am
             .values()
             .any(|s| matches!(s.state, AmState::Held | AmState::Open | AmState::Concluding));
-        let live_b = mta.values().any(|s| matches!(s.state, MtaState::Informed));
+        let live_b = mta
+            .values()
+            .any(|s| matches!(s.state, MtaState::Informed | MtaState::Clearing));
         Ok(!live_a && !live_b && self.quiet().await?)
     }
 
@@ -856,8 +894,9 @@ impl TradeSim {
             }
         }
         for (id, t) in &mta {
-            if matches!(t.state, MtaState::Informed) {
-                out.push(format!("{id} is still informed at B"));
+            if matches!(t.state, MtaState::Informed | MtaState::Clearing) {
+                let at_a = am.get(id).map(|s| s.state.as_str()).unwrap_or("unknown");
+                out.push(format!("{id} is still {} at B ({at_a} at A)", t.state));
             }
         }
         Ok(format!(

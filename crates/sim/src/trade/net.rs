@@ -115,10 +115,22 @@ impl TradeSim {
             self.outcome.duplicated += 1;
             self.wire.push(p.clone());
         }
+        // A next transaction's initiation that finds B waiting for A's word on the clearing
+        // before stands for that word (B pays the merchant first): counted.
+        let initiation = to == B && p.kind == tally_proto::session::trade::INITIATION;
+        let clearing = if initiation {
+            self.clearing_at_b().await?
+        } else {
+            0
+        };
         let taken = self
             .node(to)
             .receive_peer_message(p.sealed.as_bytes())
             .await;
+        if initiation && self.clearing_at_b().await? < clearing {
+            self.note("  it stood for session_posted: B paid the clearing before".into());
+            self.outcome.overtaken += 1;
+        }
         // What the HTTP route answers, as the peer channel reads it: `Ok` is a 2xx; a refusal
         // a 4xx (failed for good); the node failing would be a 5xx, and is a bug here.
         let permanent = match taken {
@@ -192,6 +204,21 @@ impl TradeSim {
             }
         }
         Ok(true)
+    }
+
+    /// How many sessions at B wait for A's word on their clearing.
+    async fn clearing_at_b(&self) -> Step<i64> {
+        let rows = crate::check::rows(
+            &self.node(B),
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM trading_sessions \
+             WHERE role = 'mta' AND state = 'clearing'",
+        )
+        .await?;
+        Ok(rows
+            .first()
+            .map(|r| crate::check::int(r, "n"))
+            .transpose()?
+            .unwrap_or(0))
     }
 
     /// Delivers everything, without faults, until no message waits at either node (leases of

@@ -1,10 +1,12 @@
 //! The parties of the trading simulation: customers at A open sessions (and retry when an
 //! answer is lost), buy at merchant agents, post their records and start their sessions' next
-//! transactions (M4); merchants at B answer sessions and post theirs. Each checks what it can
-//! of the answer: an opening or a next transaction beyond the money is refused and changes
-//! nothing, a retry is the same session (the same transaction, nothing new held), the agent's
-//! tab and the customer's wallet count the same purchases of the same transaction, a record
-//! sent again or a second different one changes nothing.
+//! transactions (M4); merchants at B answer sessions and post theirs; B's operator settles
+//! disputes. Each checks what it can of the answer: an opening or a next transaction beyond
+//! the money is refused and changes nothing, a retry is the same session (the same
+//! transaction, nothing new held), the agent's tab and the customer's wallet count the same
+//! purchases of the same transaction, a record sent again or a second different one changes
+//! nothing, a verdict the deposit covers is taken (and sent as the clearing), another or a
+//! second different one is refused and changes nothing.
 
 use super::{A, B, NAMES, Step, Trade, TradeSim, Wallet, eur, unexpected};
 use super::{Done, LostOpen, NextRequest, OpenRequest};
@@ -12,7 +14,7 @@ use rand::RngExt;
 use tally_kernel::Amount;
 use tally_kernel::crypto::SigningKey;
 use tally_ledger::LedgerError;
-use tally_proto::session::conclusion::{Record, Side};
+use tally_proto::session::conclusion::{Clearing, Record, Side, customer_total};
 use tally_proto::session::ids::{SessionId, TransactionId};
 use tally_proto::session::purchase::{self, Purchase, PurchaseError, Tab, Taken};
 use tally_proto::session::trade::{self, AmSession, AmState, MtaSession, MtaState, TradeError};
@@ -692,9 +694,11 @@ impl TradeSim {
         self.sites[A].config.sessions.ack_window_s
     }
 
-    /// A session's current transaction as both nodes ended it, while A has it cleared (B
-    /// must have it cleared too): what the checks of the transactions before the current one
-    /// read once the next one started.
+    /// A session's current transaction as both nodes ended it, while A has it cleared (B has
+    /// the same clearing: paid, or waiting for A's `session_posted`, which the next
+    /// transaction's initiation stands for if it overtakes it): what the checks of the
+    /// transactions before the current one read once the next one started. B's payment of it
+    /// is checked once it happened (B `cleared`, then on the next transaction).
     async fn ending(&self, s: &AmSession) -> Step<Option<Done>> {
         if s.state != AmState::Cleared {
             return Ok(None);
@@ -704,18 +708,21 @@ impl TradeSim {
             .mta(&s.id)
             .await?
             .ok_or_else(|| format!("{} is cleared at A and unknown at B", s.id))?;
-        if b.transaction() != s.transaction() || b.state != MtaState::Cleared {
+        if b.transaction() != s.transaction()
+            || !matches!(b.state, MtaState::Clearing | MtaState::Cleared)
+            || b.clearing.as_ref() != Some(c)
+        {
             return Err(format!(
-                "{} is cleared at A and {} at B on {}",
+                "{} is cleared at A ({c:?}) and {} at B on {} ({:?})",
                 s.transaction(),
                 b.state,
-                b.transaction()
+                b.transaction(),
+                b.clearing
             ));
         }
         Ok(Some(Done {
             deposit: s.deposit.minor,
-            customer_total: c.customer_total.minor,
-            total: c.total,
+            clearing: c.clone(),
             account: b.account,
             owed_by: b.owed_by,
         }))
@@ -762,16 +769,22 @@ impl TradeSim {
             .transpose()
     }
 
-    /// B's operator settles a disputed session at a verdict from nothing up to its deposit
-    /// (sometimes a second, different verdict, or one beyond the deposit: refused, nothing
-    /// moves). Refused too when B holds the merchant's record alone, or the AM's hold is
-    /// about to run out.
+    /// B's operator settles a disputed session at a verdict from nothing up to its deposit,
+    /// on both records or on the merchant's alone (the customer's operator may have released
+    /// the deposit then: it answers so, and nothing is paid): taken, B sends the clearing and
+    /// waits for A's word (`clearing`); sometimes one beyond the deposit: refused, nothing
+    /// moves. Sometimes a session settled before (`clearing`, `cleared`, or `expired` when A's
+    /// hold was gone): the same verdict again changes nothing, another is refused and changes
+    /// nothing.
     pub(super) async fn settle(&mut self) -> Step<()> {
         let mut disputed = Vec::new();
         for t in &self.trades {
             if let Some(m) = self.mta(&t.id).await?
-                && matches!(m.state, MtaState::Disputed | MtaState::Cleared)
-                && (m.state == MtaState::Disputed || m.verdict.is_some())
+                && (m.state == MtaState::Disputed
+                    || (matches!(
+                        m.state,
+                        MtaState::Clearing | MtaState::Cleared | MtaState::Expired
+                    ) && m.verdict.is_some()))
             {
                 disputed.push((t.id, m));
             }
@@ -781,9 +794,11 @@ impl TradeSim {
         }
         let (id, m) = disputed.swap_remove(self.rng.random_range(0..disputed.len()));
         let deposit = m.merchant_deposit;
-        let minor = match self.rng.random_range(0..10) {
-            0 => deposit.minor + 1,
-            1 => 0,
+        let minor = match (self.rng.random_range(0..10), m.verdict) {
+            (0, _) => deposit.minor + 1,
+            (1, _) => 0,
+            // The same verdict again.
+            (2..=5, Some(v)) => v.minor,
             _ => self.rng.random_range(0..=deposit.minor),
         };
         let req = tally_wire::federation::VerdictRequest {
@@ -797,30 +812,82 @@ impl TradeSim {
             .verdict(&admin, &id.to_string(), &req)
             .await;
         let label = format!("{id}: B's operator settles at {minor} (was {})", m.state);
+        let after = self.mta(&id).await?.ok_or("the session is gone")?;
+        let total = Amount::new(minor, deposit.currency);
+        if m.state != MtaState::Disputed {
+            // Settled before: the same verdict is a no-op, another is refused.
+            let same = m.verdict == Some(total);
+            match result {
+                Ok(view) if same => self.note(format!("{label}: {} (the same again)", view.state)),
+                Err(ServiceError::Trade(TradeError::Closed(_))) if !same => {
+                    self.note(format!("{label}: refused, settled at {:?}", m.verdict));
+                }
+                other => {
+                    return Err(format!(
+                        "{label}: a session settled at {:?} answered {other:?}: the same \
+                         verdict again changes nothing, another is refused",
+                        m.verdict
+                    ));
+                }
+            }
+            if after != m {
+                return Err(format!("{label}: the session changed ({after:?})"));
+            }
+            return Ok(());
+        }
+        // On a dispute (either record may be missing): taken when the deposit covers it.
+        let paid = customer_total(minor, m.rate).filter(|&p| p <= m.deposit.minor);
+        let covered = minor <= deposit.minor && paid.is_some();
         match result {
             Err(e @ (ServiceError::Store(_) | ServiceError::Setup(_))) => {
                 Err(format!("{label}: {}", unexpected(e)))
             }
-            Ok(view) => {
+            Ok(view) if covered => {
                 self.note(format!("{label}: {}", view.state));
-                let after = self.mta(&id).await?.ok_or("the session is gone")?;
-                if after.verdict.is_none_or(|v| v.minor != minor)
-                    || m.customer_record.is_none()
-                    || minor > deposit.minor
+                let sent = Clearing {
+                    transaction: m.transaction(),
+                    total,
+                    customer_total: Amount::new(paid.unwrap_or(-1), m.deposit.currency),
+                    count: m.merchant_record.as_ref().map_or(0, |r| r.count),
+                    list: m
+                        .merchant_record
+                        .as_ref()
+                        .map_or_else(|| hex::encode([0u8; 32]), |r| r.list.clone()),
+                    verdict: true,
+                };
+                let rest = MtaSession {
+                    state: m.state,
+                    verdict: m.verdict,
+                    clearing: m.clearing.clone(),
+                    ..after.clone()
+                };
+                if after.state != MtaState::Clearing
+                    || after.verdict != Some(total)
+                    || after.clearing.as_ref() != Some(&sent)
+                    || rest != m
                 {
-                    return Err(format!("{label}: taken as {:?}", after.verdict));
+                    return Err(format!(
+                        "{label}: taken as {after:?}: clearing, the verdict sent as {sent:?}, \
+                         nothing else changed"
+                    ));
+                }
+                if m.customer_record.is_none() {
+                    self.note("  (on the merchant's record alone)".into());
                 }
                 self.outcome.verdicts += 1;
                 Ok(())
             }
-            Err(e) => {
-                self.note(format!("{label}: refused ({e})"));
-                let after = self.mta(&id).await?.ok_or("the session is gone")?;
+            Err(ServiceError::Trade(TradeError::Invalid(why))) if !covered => {
+                self.note(format!("{label}: refused ({why})"));
                 if after != m {
                     return Err(format!("{label}: refused, yet the session changed"));
                 }
                 Ok(())
             }
+            other => Err(format!(
+                "{label}: answered {other:?} (deposit {deposit}, covered: {covered}): a verdict \
+                 the deposit covers is taken, another refused"
+            )),
         }
     }
 
