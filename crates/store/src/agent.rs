@@ -380,8 +380,11 @@ async fn writer(
     runtime: tokio::runtime::Handle,
 ) {
     let mut inflight: Option<InFlight> = None;
+    // Emptied batches, used again: a batch of thousands of jobs is most of a megabyte, and
+    // allocating one a batch kept the allocator consolidating its heap.
+    let mut spare: Vec<Vec<Job>> = Vec::new();
     loop {
-        let mut jobs: Vec<Job> = Vec::with_capacity(BATCH_MAX);
+        let mut jobs: Vec<Job> = spare.pop().unwrap_or_else(|| Vec::with_capacity(BATCH_MAX));
         let received = match inflight.as_mut() {
             None => rx.recv_many(&mut jobs, BATCH_MAX).await,
             Some(f) => tokio::select! {
@@ -389,7 +392,7 @@ async fn writer(
                 n = rx.recv_many(&mut jobs, BATCH_MAX) => n,
                 done = &mut f.commit => {
                     let f = inflight.take().expect("in flight");
-                    settle(&mut tabs, &keys, f.jobs, f.answers, f.tabs, joined(done));
+                    spare.push(settle(&mut tabs, &keys, f.jobs, f.answers, f.tabs, joined(done)));
                     continue;
                 }
             },
@@ -414,17 +417,24 @@ async fn writer(
         if let Some(f) = inflight.take() {
             let done = joined(f.commit.await);
             let failed = done.as_ref().err().map(|e| e.to_string());
-            settle(&mut tabs, &keys, f.jobs, f.answers, f.tabs, done);
+            spare.push(settle(&mut tabs, &keys, f.jobs, f.answers, f.tabs, done));
             if let Some(e) = failed {
                 // Decided on top of tabs that are not on disk: refused, nothing kept.
-                refuse(jobs, &e);
+                spare.push(refuse(jobs, &e));
                 continue;
             }
         }
         let changed = match encode_tabs(&staged.tabs) {
             Ok(changed) => changed,
             Err(e) => {
-                settle(&mut tabs, &keys, jobs, answers, HashMap::new(), Err(e));
+                spare.push(settle(
+                    &mut tabs,
+                    &keys,
+                    jobs,
+                    answers,
+                    HashMap::new(),
+                    Err(e),
+                ));
                 continue;
             }
         };
@@ -442,15 +452,16 @@ fn joined(r: Result<Result<(), StoreError>, tokio::task::JoinError>) -> Result<(
 }
 
 /// Answers a batch once its commit is over: on success keeps its tabs and sends its
-/// answers; on failure keeps nothing and answers every job with the error.
+/// answers; on failure keeps nothing and answers every job with the error. Gives back the
+/// batch, emptied.
 fn settle(
     tabs: &mut HashMap<String, Tab>,
     keys: &TabKeys,
-    jobs: Vec<Job>,
+    mut jobs: Vec<Job>,
     answers: Vec<Result<TabView, AgentError>>,
     staged: HashMap<String, Tab>,
     done: Result<(), StoreError>,
-) {
+) -> Vec<Job> {
     match done {
         Ok(()) => {
             // The keys of the tabs this batch opened, for callers to check purchases with.
@@ -471,22 +482,25 @@ fn settle(
                     .extend(opened);
             }
             tabs.extend(staged);
-            for (job, answer) in jobs.into_iter().zip(answers) {
+            for (job, answer) in jobs.drain(..).zip(answers) {
                 let _ = job.reply.send(answer);
             }
+            jobs
         }
         Err(e) => {
             tracing::warn!(error = %e, "merchant agent: a batch could not be written");
-            refuse(jobs, &e.to_string());
+            refuse(jobs, &e.to_string())
         }
     }
 }
 
-/// Answers every job of a batch that was not written: nothing was taken.
-fn refuse(jobs: Vec<Job>, why: &str) {
-    for job in jobs {
+/// Answers every job of a batch that was not written: nothing was taken. Gives back the
+/// batch, emptied.
+fn refuse(mut jobs: Vec<Job>, why: &str) -> Vec<Job> {
+    for job in jobs.drain(..) {
         let _ = job.reply.send(Err(AgentError::Store(why.to_string())));
     }
+    jobs
 }
 
 /// The tabs as they stand for a batch being decided: on disk, overlaid with those of the

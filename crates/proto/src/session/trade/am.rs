@@ -446,79 +446,30 @@ impl AmSession {
                 AmState::Concluding | AmState::Cleared | AmState::Disputed,
                 AmInput::Record { record, .. },
             ) if self.record.as_ref() == Some(&record) => Ok((self, Effects::none())),
-            // The MTA's operator settled a dispute (the dispute itself may still be on its way).
-            (
-                AmState::Disputed | AmState::Concluding | AmState::Held | AmState::Open,
-                AmInput::Cleared {
-                    clearing: c,
-                    message,
-                },
-            ) if c.verdict => {
-                let rate = self.rate.ok_or(TradeError::NotDue)?;
-                let fits = c.transaction == self.transaction()
-                    && c.customer_total.currency == self.deposit.currency
-                    && Some(c.customer_total.minor) == customer_total(c.total.minor, rate)
-                    && c.customer_total.minor <= self.deposit.minor;
-                if !fits {
-                    return Err(TradeError::Mismatch(
-                        "a verdict that is not this session's deposit at its rate",
-                    ));
-                }
-                Ok(self.post(c, message))
-            }
-            (
-                AmState::Concluding,
-                AmInput::Cleared {
-                    clearing: c,
-                    message,
-                },
-            ) => {
-                let mine = self.record.clone().ok_or(TradeError::NotDue)?;
-                let rate = self.rate.ok_or(TradeError::NotDue)?;
-                let agrees = c.transaction == mine.transaction
-                    && c.total == mine.total
-                    && c.count == mine.count
-                    && c.list == mine.list
-                    && c.customer_total.currency == self.deposit.currency
-                    && Some(c.customer_total.minor) == customer_total(c.total.minor, rate)
-                    && c.customer_total.minor <= self.deposit.minor;
-                if !agrees {
-                    return Err(TradeError::Mismatch(
-                        "clearing information that is not the customer's record",
-                    ));
-                }
-                Ok(self.post(c, message))
-            }
-            // Cleared at the deadline on a merchant's record that claims nothing, before the
-            // customer sent one: nothing is spent, the deposit is released.
-            (
-                AmState::Held | AmState::Open,
-                AmInput::Cleared {
-                    clearing: c,
-                    message,
-                },
-            ) if c.total.minor == 0
-                && c.customer_total.minor == 0
-                && c.count == 0
-                && c.transaction == self.transaction() =>
-            {
-                Ok(self.post(c, message))
-            }
             (AmState::Cleared, AmInput::Cleared { clearing: c, .. })
                 if self.clearing.as_ref() == Some(&c) =>
             {
                 Ok((self, Effects::none()))
             }
-            // The session ended here with nothing spent (the hold ran out, the MTA's answer
-            // never came, or the MTA's own word that it expired crossed this): the MTA hears
-            // that nothing was posted and pays nothing.
+            // Every clearing of the current transaction is answered, posted or released (the
+            // MTA pays only on `session_posted` and waits for one or the other): a refusal
+            // would leave it waiting for good.
             (
-                AmState::Expired | AmState::Aborted,
+                AmState::Held
+                | AmState::Open
+                | AmState::Concluding
+                | AmState::Disputed
+                | AmState::Expired
+                | AmState::Aborted,
                 AmInput::Cleared {
                     clearing: c,
                     message,
                 },
-            ) if c.transaction == self.transaction() => Ok(self.release(message)),
+            ) if c.transaction == self.transaction() => Ok(if self.postable(&c) {
+                self.post(c, message)
+            } else {
+                self.release(message)
+            }),
             // Disputed at the deadline with the merchant's record alone: the customer never
             // sent one (or it is still on its way).
             (AmState::Held | AmState::Open | AmState::Concluding, AmInput::Disputed(t))
@@ -597,13 +548,7 @@ impl AmSession {
                 amount_minor: Some(c.customer_total.minor),
             }),
             Some(hold) => Effects::ledger(Command::Void { pending_id: hold }),
-            None => {
-                return AmSession {
-                    state: AmState::Expired,
-                    ..self
-                }
-                .release(message);
-            }
+            None => return self.release(message),
         };
         effects.peers.push(PeerMessage {
             to: self.mta,
@@ -621,20 +566,59 @@ impl AmSession {
         )
     }
 
-    /// Tells the MTA that this transaction's clearing was not posted: the deposit is no longer
-    /// held.
-    fn release(self, message: Id) -> (AmSession, Effects) {
-        let mut effects = Effects::record(
-            "session_released",
-            json!({"session": self.id, "transaction": self.transaction(), "state": self.state.as_str()}),
+    /// Whether the AM posts clearing `c` of its current transaction: while it holds the
+    /// deposit, when `c` is the customer's record at the session's rate (or a verdict at that
+    /// rate, whatever the record said), or claims nothing at all (the merchant's record alone
+    /// at the MTA's deadline, before the customer's reached it). Anything else is released.
+    fn postable(&self, c: &Clearing) -> bool {
+        let holding = matches!(
+            self.state,
+            AmState::Held | AmState::Open | AmState::Concluding | AmState::Disputed
         );
+        let nothing = c.total.minor == 0
+            && c.customer_total.minor == 0
+            && c.count == 0
+            && !c.verdict
+            && self.state != AmState::Disputed;
+        let at_rate = self.rate.is_some_and(|rate| {
+            c.customer_total.currency == self.deposit.currency
+                && Some(c.customer_total.minor) == customer_total(c.total.minor, rate)
+                && c.customer_total.minor <= self.deposit.minor
+        });
+        let mine = self.record.as_ref().is_some_and(|r| {
+            self.state == AmState::Concluding
+                && c.total == r.total
+                && c.count == r.count
+                && c.list == r.list
+        });
+        holding && (nothing || (at_rate && (c.verdict || mine)))
+    }
+
+    /// Tells the MTA that this transaction's clearing was not posted (the deposit is no
+    /// longer held, or the clearing is not one the AM posts, [`AmSession::postable`]): it pays
+    /// nothing. A hold still pending is voided; the transaction has ended here.
+    fn release(self, message: Id) -> (AmSession, Effects) {
+        let data = json!({"session": self.id, "transaction": self.transaction(), "state": self.state.as_str()});
+        let mut effects = match self.hold {
+            Some(hold) => Effects::ledger(Command::Void { pending_id: hold }),
+            None => Effects::record("session_released", data),
+        };
+        let state = match self.state {
+            AmState::Aborted => AmState::Aborted,
+            _ => AmState::Expired,
+        };
+        let after = AmSession {
+            state,
+            hold: None,
+            ..self
+        };
         effects.peers.push(PeerMessage {
-            to: self.mta,
+            to: after.mta,
             id: message,
             kind: RELEASED.into(),
-            body: about(self.transaction()),
+            body: about(after.transaction()),
         });
-        (self, effects)
+        (after, effects)
     }
 
     fn abort(self, data: serde_json::Value) -> Result<(AmSession, Effects), TradeError> {

@@ -614,18 +614,67 @@ fn records_that_disagree_are_disputed_and_nothing_is_paid() {
         list: "a".repeat(64),
         verdict: false,
     };
+    // Not posted but answered, so that the MTA (which pays only on the AM's word) is not
+    // left waiting: released, the hold voided, the transaction over here.
+    let (released, fx) = am
+        .clone()
+        .handle(
+            at(4),
+            AmInput::Cleared {
+                clearing: wrong.clone(),
+                message: Id::new(),
+            },
+        )
+        .expect("answered");
     assert_eq!(
-        am.clone()
-            .handle(
-                at(4),
-                AmInput::Cleared {
-                    clearing: wrong,
-                    message: Id::new()
-                }
-            )
-            .expect_err("wrong")
-            .fault(),
-        Fault::Peer
+        (released.state, &fx.ledger, fx.peers[0].kind.as_str()),
+        (
+            AmState::Expired,
+            &Some(Command::Void {
+                pending_id: am.hold.expect("held")
+            }),
+            RELEASED
+        )
+    );
+    // Another session's or transaction's clearing is refused, the peer's fault.
+    let elsewhere = Clearing {
+        transaction: tx().next().expect("next"),
+        ..wrong
+    };
+    let e = am
+        .clone()
+        .handle(
+            at(4),
+            AmInput::Cleared {
+                clearing: elsewhere,
+                message: Id::new(),
+            },
+        )
+        .expect_err("another transaction");
+    assert_eq!(e.fault(), Fault::Peer);
+    // A clearing that claims nothing is posted (the hold voided) whatever the customer's
+    // record says: the merchant's record alone at the MTA's deadline, the customer's late.
+    let zero = Clearing {
+        transaction: tx(),
+        total: eur(0),
+        customer_total: eur(0),
+        count: 0,
+        list: "0".repeat(64),
+        verdict: false,
+    };
+    let (nothing, fx) = am
+        .clone()
+        .handle(
+            at(4),
+            AmInput::Cleared {
+                clearing: zero,
+                message: Id::new(),
+            },
+        )
+        .expect("posted");
+    assert_eq!(
+        (nothing.state, fx.peers[0].kind.as_str()),
+        (AmState::Cleared, POSTED)
     );
     let (am, fx) = am.handle(at(4), AmInput::Disputed(tx())).expect("disputed");
     assert_eq!(am.state, AmState::Disputed);
@@ -701,23 +750,45 @@ fn a_verdict_settles_a_dispute_at_both_nodes() {
             .handle(at(8), MtaInput::Verdict(eur(280)), Id::new())
             .is_err()
     );
-    // The AM: a verdict that is not the deposit at the session's rate is refused.
+    // The AM: a verdict that is not the deposit at the session's rate is not posted: it is
+    // released (the MTA then pays nothing).
     let tampered = Clearing {
         customer_total: eur(200),
         ..c.clone()
     };
+    let (released, fx) = am
+        .clone()
+        .handle(
+            at(9),
+            AmInput::Cleared {
+                clearing: tampered,
+                message: Id::new(),
+            },
+        )
+        .expect("answered");
     assert_eq!(
-        am.clone()
-            .handle(
-                at(9),
-                AmInput::Cleared {
-                    clearing: tampered,
-                    message: Id::new()
-                }
-            )
-            .expect_err("tampered")
-            .fault(),
-        Fault::Peer
+        (released.state, fx.peers[0].kind.as_str(), &fx.ledger),
+        (
+            AmState::Expired,
+            RELEASED,
+            &Some(Command::Void { pending_id: hold })
+        )
+    );
+    // A verdict reaching an AM that never heard the ack (no rate): released too.
+    let (held, _) = start();
+    let (released, fx) = held
+        .with_hold(Some(hold))
+        .handle(
+            at(9),
+            AmInput::Cleared {
+                clearing: c.clone(),
+                message: Id::new(),
+            },
+        )
+        .expect("answered");
+    assert_eq!(
+        (released.state, fx.peers[0].kind.as_str()),
+        (AmState::Expired, RELEASED)
     );
     let (am, fx) = am
         .handle(
