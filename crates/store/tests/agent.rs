@@ -230,3 +230,73 @@ async fn a_failed_commit_keeps_nothing_of_its_batch_or_the_next() {
     let v = journal.submit(&t, buy(2, 20)).await.expect("still open");
     assert_eq!((v.count, v.spent), (2, 40));
 }
+
+/// Purchases of several tabs interleaved in one batch, with a repeat and one out of order
+/// among them: each tab's taken purchases are on disk in its order, one after another, and
+/// the refused ones are not (the batch gathers each tab's purchases as it decides them).
+#[tokio::test]
+async fn interleaved_tabs_keep_their_own_order_on_disk() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("agent.db");
+    let customer = SigningKey::from_seed(&[2; 32]);
+    let am = NodeId::of(&SigningKey::from_seed(&[1; 32]).verifying_key());
+    let of = |n: u64| SessionId::new(am, n).expect("id").first_transaction();
+    let journal = AgentJournal::open(&path).await.expect("open");
+    for n in [7, 8] {
+        let signed = new_tab(&customer, of(n), KEY, Timestamp::now()).expect("tab");
+        let tab = Tab::open(&signed, &customer.verifying_key(), of(n), eur(100)).expect("open");
+        journal
+            .submit(&of(n).to_string(), AgentOp::Open(Box::new(tab)))
+            .await
+            .expect("tab");
+    }
+    let buy_on = |n: u64, seq: u64| {
+        AgentOp::Buy(
+            Purchase {
+                transaction: of(n),
+                seq,
+                price: eur(1),
+                item: format!("item {seq} of {n}"),
+                at: 1,
+            }
+            .mac(&KEY)
+            .expect("mac"),
+        )
+    };
+    // (tab, seq, taken?): 8's second purchase again is a repeat, 7's fourth comes too early.
+    let plan = [
+        (7, 1, true),
+        (8, 1, true),
+        (7, 2, true),
+        (8, 2, true),
+        (8, 2, true),
+        (7, 4, false),
+        (7, 3, true),
+        (8, 3, true),
+    ];
+    let mut answers = Vec::new();
+    for (n, seq, _) in plan {
+        let rx = journal
+            .enqueue(&of(n).to_string(), buy_on(n, seq))
+            .await
+            .expect("queued");
+        answers.push(rx);
+    }
+    for ((n, seq, taken), rx) in plan.into_iter().zip(answers) {
+        let answer = rx.await.expect("answer");
+        assert_eq!(answer.is_ok(), taken, "{n}.{seq}: {answer:?}");
+    }
+    journal.close().await;
+    let journal = AgentJournal::open(&path).await.expect("reopen");
+    for n in [7, 8] {
+        let rows = journal.purchases(&of(n).to_string()).await.expect("rows");
+        let seqs: Vec<u64> = rows.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, vec![1, 2, 3], "tab {n}");
+        for (seq, bytes) in rows {
+            let AgentOp::Buy(p) = buy_on(n, seq) else {
+                unreachable!("a purchase")
+            };
+            assert_eq!(bytes, p.bytes, "tab {n}, purchase {seq}");
+        }
+    }
+}
