@@ -139,6 +139,32 @@ struct CanonicalPurchase<'a> {
     transaction: &'a str,
 }
 
+impl<'a> CanonicalPurchase<'a> {
+    /// The fields, if their integers are within our JCS profile's ±2^53 − 1.
+    fn new(
+        transaction: &'a str,
+        seq: u64,
+        price: Amount,
+        item: &'a str,
+        at: i64,
+    ) -> Option<CanonicalPurchase<'a>> {
+        use tally_kernel::crypto::canonical::SAFE_INTEGER_MAX;
+        let safe = |n: u64| n <= SAFE_INTEGER_MAX;
+        (safe(at.unsigned_abs()) && safe(seq) && safe(price.minor.unsigned_abs())).then_some(
+            CanonicalPurchase {
+                at,
+                item,
+                price: CanonicalPrice {
+                    currency: price.currency,
+                    minor: price.minor,
+                },
+                seq,
+                transaction,
+            },
+        )
+    }
+}
+
 /// A purchase as its bytes spell it, borrowed where it can be: what the merchant agent's
 /// check reads, with no copy of the purchase's text and no parse of its transaction id (it
 /// is compared, as text, with the tab's).
@@ -162,22 +188,9 @@ fn canonical_fields(
     item: &str,
     at: i64,
 ) -> Result<String, PurchaseError> {
-    use tally_kernel::crypto::canonical::SAFE_INTEGER_MAX;
-    let safe = |n: u64| n <= SAFE_INTEGER_MAX;
-    if !(safe(at.unsigned_abs()) && safe(seq) && safe(price.minor.unsigned_abs())) {
-        return Err(PurchaseError::Malformed);
-    }
-    serde_json::to_string(&CanonicalPurchase {
-        at,
-        item,
-        price: CanonicalPrice {
-            currency: price.currency,
-            minor: price.minor,
-        },
-        seq,
-        transaction,
-    })
-    .map_err(|_| PurchaseError::Malformed)
+    let fields = CanonicalPurchase::new(transaction, seq, price, item, at)
+        .ok_or(PurchaseError::Malformed)?;
+    serde_json::to_string(&fields).map_err(|_| PurchaseError::Malformed)
 }
 
 /// Whether `expected` is exactly the RFC 8785 bytes of a purchase's fields (see
@@ -191,7 +204,6 @@ fn spelled_canonically(
     item: &str,
     at: i64,
 ) -> bool {
-    use tally_kernel::crypto::canonical::SAFE_INTEGER_MAX;
     /// Compares what is written with what it should be, as it is written.
     struct Same<'a> {
         rest: &'a [u8],
@@ -209,27 +221,14 @@ fn spelled_canonically(
             Ok(())
         }
     }
-    let safe = |n: u64| n <= SAFE_INTEGER_MAX;
-    if !(safe(at.unsigned_abs()) && safe(seq) && safe(price.minor.unsigned_abs())) {
+    let Some(fields) = CanonicalPurchase::new(transaction, seq, price, item, at) else {
         return false;
-    }
+    };
     let mut same = Same {
         rest: expected.as_bytes(),
         same: true,
     };
-    let written = serde_json::to_writer(
-        &mut same,
-        &CanonicalPurchase {
-            at,
-            item,
-            price: CanonicalPrice {
-                currency: price.currency,
-                minor: price.minor,
-            },
-            seq,
-            transaction,
-        },
-    );
+    let written = serde_json::to_writer(&mut same, &fields);
     written.is_ok() && same.same && same.rest.is_empty()
 }
 
