@@ -219,12 +219,32 @@ pub fn agent_mode_merchant(server: &Server, name: &str) -> (String, String) {
     (key, account)
 }
 
+/// A merchant agent's process, killed when dropped: a test that fails before it stops the
+/// agent leaves none running.
+pub struct Agent(std::process::Child);
+
+impl std::ops::Deref for Agent {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Agent {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The merchant agent, a process of its own, started like the merchant would.
-pub fn start_agent(
-    data: &std::path::Path,
-    node: &Server,
-    key: &str,
-) -> (std::process::Child, String) {
+pub fn start_agent(data: &std::path::Path, node: &Server, key: &str) -> (Agent, String) {
     start_agent_with(data, node, key, &[])
 }
 
@@ -234,7 +254,7 @@ pub fn start_agent_with(
     node: &Server,
     key: &str,
     extra: &[&str],
-) -> (std::process::Child, String) {
+) -> (Agent, String) {
     let mut child = tally()
         .args(["session", "agent", "--data"])
         .arg(data)
@@ -266,5 +286,5 @@ pub fn start_agent_with(
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    (child, url)
+    (Agent(child), url)
 }
