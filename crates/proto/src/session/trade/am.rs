@@ -223,12 +223,9 @@ impl AmSession {
             timeout_s: Some(hold_s),
             memo: format!("trading session {} deposit", label(transaction)),
         });
-        effects.peers.push(PeerMessage {
-            to: self.mta,
-            id: message,
-            kind: INITIATION.into(),
-            body: json!(initiation),
-        });
+        effects
+            .peers
+            .push(self.to_mta(message, INITIATION, json!(initiation)));
         effects
     }
 
@@ -275,6 +272,16 @@ impl AmSession {
         };
         let effects = session.initiate(None, hold_s, message);
         Ok((session, effects))
+    }
+
+    /// A message about this session to its MTA.
+    fn to_mta(&self, message: Id, kind: &str, body: serde_json::Value) -> PeerMessage {
+        PeerMessage {
+            to: self.mta,
+            id: message,
+            kind: kind.into(),
+            body,
+        }
     }
 
     /// The same session knowing its hold (`None` once it is no longer pending).
@@ -349,12 +356,11 @@ impl AmSession {
                     "session_order_key",
                     json!({"session": self.id, "order": order, "k1_sha256": k1_sha256}),
                 );
-                effects.peers.push(PeerMessage {
-                    to: self.mta,
-                    id: message,
-                    kind: ORDER_KEY.into(),
-                    body: json!({"session": self.id, "order": order, "k1": k1}),
-                });
+                effects.peers.push(self.to_mta(
+                    message,
+                    ORDER_KEY,
+                    json!({"session": self.id, "order": order, "k1": k1}),
+                ));
                 Ok((self, effects))
             }
             (AmState::Open, AmInput::Ack(ack))
@@ -383,15 +389,11 @@ impl AmSession {
                 }
                 // The MTA hears that the AM gave up: an ack it sent meanwhile crosses this,
                 // and the MTA ends its side too.
-                let (mta, transaction) = (self.mta, self.transaction());
                 let data = json!({"session": self.id, "reason": "unanswered"});
                 let (after, mut effects) = self.abort(data)?;
-                effects.peers.push(PeerMessage {
-                    to: mta,
-                    id: message,
-                    kind: ABORTED.into(),
-                    body: about(transaction),
-                });
+                effects
+                    .peers
+                    .push(after.to_mta(message, ABORTED, about(after.transaction())));
                 Ok((after, effects))
             }
             // An ack that crossed the AM's giving up: the MTA hears of it (`session_aborted`).
@@ -427,12 +429,9 @@ impl AmSession {
                     "session_concluding",
                     json!({"session": self.id, "count": record.count}),
                 );
-                effects.peers.push(PeerMessage {
-                    to: self.mta,
-                    id: message,
-                    kind: RECORD.into(),
-                    body: json!({"signed": signed}),
-                });
+                effects
+                    .peers
+                    .push(self.to_mta(message, RECORD, json!({"signed": signed})));
                 Ok((
                     AmSession {
                         state: AmState::Concluding,
@@ -550,12 +549,9 @@ impl AmSession {
             Some(hold) => Effects::ledger(Command::Void { pending_id: hold }),
             None => return self.release(message),
         };
-        effects.peers.push(PeerMessage {
-            to: self.mta,
-            id: message,
-            kind: POSTED.into(),
-            body: about(self.transaction()),
-        });
+        effects
+            .peers
+            .push(self.to_mta(message, POSTED, about(self.transaction())));
         (
             AmSession {
                 state: AmState::Cleared,
@@ -612,12 +608,9 @@ impl AmSession {
             hold: None,
             ..self
         };
-        effects.peers.push(PeerMessage {
-            to: after.mta,
-            id: message,
-            kind: RELEASED.into(),
-            body: about(after.transaction()),
-        });
+        effects
+            .peers
+            .push(after.to_mta(message, RELEASED, about(after.transaction())));
         (after, effects)
     }
 

@@ -326,6 +326,16 @@ impl MtaSession {
         Some(receipt.issue(node_key))
     }
 
+    /// A message about this session to its AM.
+    fn to_am(&self, message: Id, kind: &str, body: serde_json::Value) -> PeerMessage {
+        PeerMessage {
+            to: self.am,
+            id: message,
+            kind: kind.into(),
+            body,
+        }
+    }
+
     /// Whether orders' keys (M9) are taken: while purchases may be made.
     pub fn takes_orders(&self) -> bool {
         self.state == MtaState::Open
@@ -493,12 +503,9 @@ impl MtaSession {
             "session_expired",
             json!({"session": self.id, "reason": reason}),
         );
-        effects.peers.push(PeerMessage {
-            to: self.am,
-            id: message,
-            kind: EXPIRED.into(),
-            body: about(self.transaction()),
-        });
+        effects
+            .peers
+            .push(self.to_am(message, EXPIRED, about(self.transaction())));
         (
             MtaSession {
                 state: MtaState::Expired,
@@ -541,12 +548,9 @@ impl MtaSession {
             "session_clearing",
             json!({"transaction": clearing.transaction, "total": clearing.total, "verdict": clearing.verdict}),
         );
-        effects.peers.push(PeerMessage {
-            to: self.am,
-            id: message,
-            kind: CLEARED.into(),
-            body: json!(clearing),
-        });
+        effects
+            .peers
+            .push(self.to_am(message, CLEARED, json!(clearing)));
         (
             MtaSession {
                 state: MtaState::Clearing,
@@ -643,12 +647,9 @@ impl MtaSession {
             "session_disputed",
             json!({"session": self.id, "customer": self.customer_record, "merchant": self.merchant_record}),
         );
-        effects.peers.push(PeerMessage {
-            to: self.am,
-            id: message,
-            kind: DISPUTED.into(),
-            body: about(self.transaction()),
-        });
+        effects
+            .peers
+            .push(self.to_am(message, DISPUTED, about(self.transaction())));
         (
             MtaSession {
                 state: MtaState::Disputed,
@@ -668,12 +669,7 @@ impl MtaSession {
             merchant_cert: self.merchant_cert.clone(),
         };
         let mut effects = Effects::record("session_acked", json!(ack));
-        effects.peers.push(PeerMessage {
-            to: self.am,
-            id: message,
-            kind: ACK.into(),
-            body: json!(ack),
-        });
+        effects.peers.push(self.to_am(message, ACK, json!(ack)));
         (
             MtaSession {
                 state: MtaState::Open,
@@ -690,12 +686,9 @@ impl MtaSession {
             reason,
         };
         let mut effects = Effects::record("session_refused", json!(refused));
-        effects.peers.push(PeerMessage {
-            to: self.am,
-            id: message,
-            kind: REFUSED.into(),
-            body: json!(refused),
-        });
+        effects
+            .peers
+            .push(self.to_am(message, REFUSED, json!(refused)));
         (
             MtaSession {
                 state: MtaState::Refused,
