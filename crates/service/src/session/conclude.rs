@@ -97,12 +97,7 @@ impl Sessions {
         let currency = Currency::from_code(&total.currency)
             .map_err(|_| invalid("currency", "an ISO 4217 code"))?;
         crate::exec::retrying(|| async {
-            let row = self
-                .core
-                .store()
-                .trade(MTA, session)
-                .await?
-                .ok_or_else(|| self.missing(session))?;
+            let row = self.row(MTA, session).await?;
             let before: MtaSession = decode(&row)?;
             let key = super::step_key(":session_verdict", MTA, before.transaction());
             if currency != before.merchant_deposit.currency {
@@ -195,12 +190,7 @@ impl Sessions {
     ) -> Result<(Effects, Vec<Attachment>)> {
         let signed = m.body["signed"].as_str().ok_or_else(inconsistent)?;
         let session = session_of(signed)?;
-        let row = self
-            .core
-            .store()
-            .trade(MTA, &session)
-            .await?
-            .ok_or_else(inconsistent)?;
+        let row = self.named_row(MTA, &session).await?;
         let before: MtaSession = decode(&row)?;
         if before.am != m.from {
             return Err(inconsistent());
@@ -236,12 +226,7 @@ impl Sessions {
     /// overtook it and stood for it ([`Sessions::posted_first`]).
     pub(super) async fn settled(&self, m: &Envelope) -> Result<(Effects, Vec<Attachment>)> {
         let session = m.body["session"].as_str().ok_or_else(inconsistent)?;
-        let row = self
-            .core
-            .store()
-            .trade(MTA, session)
-            .await?
-            .ok_or_else(inconsistent)?;
+        let row = self.named_row(MTA, session).await?;
         let before: MtaSession = decode(&row)?;
         let transaction = named_in(&m.body, session)?;
         if before.am != m.from || transaction.seq > before.txn {
@@ -415,12 +400,7 @@ impl Sessions {
         let receipt = SessionReceipt::open(text).map_err(|_| inconsistent())?;
         let transaction = receipt.clearing.transaction;
         let session = transaction.session.to_string();
-        let row = self
-            .core
-            .store()
-            .trade(AM, &session)
-            .await?
-            .ok_or_else(inconsistent)?;
+        let row = self.named_row(AM, &session).await?;
         let s: AmSession = decode(&row)?;
         if receipt.issuer != m.from || s.mta != m.from || transaction.seq > s.txn {
             return Err(inconsistent());

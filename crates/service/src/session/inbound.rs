@@ -134,12 +134,7 @@ impl Sessions {
             .handle(self.core.now(), MtaInput::Posted, Id::new())
             .map_err(|_| inconsistent())?;
         self.step_mta(&row, &after, effects, key).await?;
-        let row = self
-            .core
-            .store()
-            .trade(MTA, &row.session)
-            .await?
-            .ok_or_else(inconsistent)?;
+        let row = self.named_row(MTA, &row.session).await?;
         let after = decode(&row)?;
         Ok((row, after))
     }
@@ -296,12 +291,7 @@ impl Sessions {
         m: &Envelope,
         input: AmInput,
     ) -> Result<(TradeRow, AmSession, Effects)> {
-        let row = self
-            .core
-            .store()
-            .trade(AM, session)
-            .await?
-            .ok_or_else(inconsistent)?;
+        let row = self.named_row(AM, session).await?;
         let before = self.am_machine(&row).await?;
         if before.mta != m.from {
             return Err(inconsistent());

@@ -606,6 +606,16 @@ impl Sessions {
             .ok_or_else(|| self.missing(session))
     }
 
+    /// The row of `role` for a session a peer's message names: one unknown here is the
+    /// peer's inconsistency (`403 peer_refused`), not a caller's missing session.
+    async fn named_row(&self, role: &str, session: &str) -> Result<TradeRow> {
+        self.core
+            .store()
+            .trade(role, session)
+            .await?
+            .ok_or_else(inconsistent)
+    }
+
     fn missing(&self, session: &str) -> ServiceError {
         ServiceError::NotFound {
             what: Missing::Session,

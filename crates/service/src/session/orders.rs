@@ -90,12 +90,7 @@ impl Sessions {
     /// The MTA takes K1 of an order from the session's AM, and signs it for the merchant.
     pub(super) async fn order_keyed(&self, m: &Envelope) -> Result<(Effects, Vec<Attachment>)> {
         let msg: OrderKeyMessage = body(m)?;
-        let row = self
-            .core
-            .store()
-            .trade(MTA, &msg.session)
-            .await?
-            .ok_or_else(inconsistent)?;
+        let row = self.named_row(MTA, &msg.session).await?;
         let s: MtaSession = decode(&row)?;
         if s.am != m.from || !s.takes_orders() || key_bytes(&msg.k1).is_err() {
             return Err(inconsistent());
