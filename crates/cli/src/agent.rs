@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tally_client::wire::federation::TradingSessionView;
 use tally_kernel::crypto::{SigningKey, VerifyingKey};
-use tally_kernel::{Amount, Currency, Secret, Timestamp};
+use tally_kernel::{Amount, Secret, Timestamp};
 use tally_proto::session::certs::{Role as CertRole, SessionCert};
 use tally_proto::session::conclusion::{Record, Side};
 use tally_proto::session::ids::{SessionId, TransactionId};
@@ -274,7 +274,7 @@ async fn open_tab(State(a): State<Agent>, Json(req): Json<OpenTab>) -> Response 
     };
     match a
         .journal
-        .submit(&transaction.to_string(), AgentOp::Open(Box::new(tab)))
+        .submit(transaction, AgentOp::Open(Box::new(tab)))
         .await
     {
         Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
@@ -282,12 +282,21 @@ async fn open_tab(State(a): State<Agent>, Json(req): Json<OpenTab>) -> Response 
     }
 }
 
+/// The tab a path names: a text that is no transaction id names no tab.
+fn tab_named(text: &str) -> Result<TransactionId, Response> {
+    text.parse().map_err(|_| refused(AgentError::UnknownTab))
+}
+
 async fn purchase(
     State(a): State<Agent>,
     Path(transaction): Path<String>,
     Json(p): Json<MacedPurchase>,
 ) -> Response {
-    match a.journal.submit(&transaction, AgentOp::Buy(p)).await {
+    let transaction = match tab_named(&transaction) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    match a.journal.submit(transaction, AgentOp::Buy(p)).await {
         Ok(v) => {
             if v.closed {
                 // The deposit is used up: the merchant's record goes now.
@@ -313,9 +322,13 @@ async fn close(
     Path(transaction): Path<String>,
     Json(req): Json<CloseTab>,
 ) -> Response {
+    let transaction = match tab_named(&transaction) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
     let tab = match a
         .journal
-        .submit(&transaction, AgentOp::Close { mac: req.mac })
+        .submit(transaction, AgentOp::Close { mac: req.mac })
         .await
     {
         Ok(v) => v,
@@ -357,7 +370,11 @@ async fn terminate(
             None,
         );
     }
-    let tab = match a.journal.submit(&transaction, AgentOp::Terminate).await {
+    let transaction = match tab_named(&transaction) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let tab = match a.journal.submit(transaction, AgentOp::Terminate).await {
         Ok(v) => v,
         Err(e) => return refused(e),
     };
@@ -388,18 +405,13 @@ enum ReportError {
 /// Signs the merchant's record of a closed tab and sends it to the operator; once taken (or
 /// refused for good) the journal marks it so it is not sent again.
 async fn report(a: &Agent, tab: &TabView) -> Result<TradingSessionView, ReportError> {
-    let transaction: TransactionId = tab
-        .transaction
-        .parse()
-        .map_err(|e| ReportError::Bad(format!("transaction: {e}")))?;
-    let currency = Currency::from_code(&tab.currency)
-        .map_err(|e| ReportError::Bad(format!("currency: {e}")))?;
+    let transaction = tab.transaction;
     let record = Record {
         transaction,
         side: Side::Merchant,
-        total: Amount::new(tab.spent, currency),
+        total: Amount::new(tab.spent, tab.currency),
         count: tab.count,
-        list: tab.list.clone(),
+        list: hex::encode(tab.list),
     };
     let signed = record
         .sign(&a.key)
@@ -413,7 +425,7 @@ async fn report(a: &Agent, tab: &TabView) -> Result<TradingSessionView, ReportEr
             _ => ReportError::Unavailable(e),
         });
     if matches!(outcome, Ok(_) | Err(ReportError::Refused(_))) {
-        let _ = a.journal.submit(&tab.transaction, AgentOp::Reported).await;
+        let _ = a.journal.submit(transaction, AgentOp::Reported).await;
     }
     outcome
 }
@@ -428,7 +440,7 @@ async fn chores(a: Agent) {
             Ok(c) => {
                 let mut ended = 0;
                 for transaction in &c.to_end {
-                    match a.journal.submit(transaction, AgentOp::Terminate).await {
+                    match a.journal.submit(*transaction, AgentOp::Terminate).await {
                         Ok(_) => ended += 1,
                         Err(e) => {
                             tracing::warn!(%transaction, error = %e, "merchant agent: could not end a tab")
@@ -436,16 +448,7 @@ async fn chores(a: Agent) {
                     }
                 }
                 for tab in &c.to_report {
-                    let view = TabView {
-                        transaction: tab.transaction.to_string(),
-                        count: tab.count,
-                        spent: tab.spent,
-                        remaining: tab.remaining(),
-                        currency: tab.deposit.currency.code().to_string(),
-                        list: tab.list_hex(),
-                        repeat: false,
-                        closed: true,
-                    };
+                    let view = TabView::of(tab, false);
                     match report(&a, &view).await {
                         Ok(_) => {}
                         Err(e) => {

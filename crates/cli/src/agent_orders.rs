@@ -352,7 +352,7 @@ pub async fn answer(
             }
             let tab = match a
                 .journal
-                .submit(&after.order.transaction.to_string(), AgentOp::Buy(p))
+                .submit(after.order.transaction, AgentOp::Buy(p))
                 .await
             {
                 Ok(t) => t,

@@ -87,7 +87,7 @@ async fn open_tabs(journal: &AgentJournal, tabs: usize, offset: usize) -> anyhow
         let tab = Tab::open(&signed, &customer.verifying_key(), transaction(t), deposit)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         journal
-            .submit(&transaction(t).to_string(), AgentOp::Open(Box::new(tab)))
+            .submit(transaction(t), AgentOp::Open(Box::new(tab)))
             .await?;
     }
     Ok(())
@@ -104,13 +104,13 @@ async fn in_process(
     for (t, list) in work.into_iter().enumerate() {
         let journal = journal.clone();
         tasks.push(tokio::spawn(async move {
-            let name = transaction(t).to_string();
+            let name = transaction(t);
             let mut list = list.into_iter().peekable();
             while list.peek().is_some() {
                 let mut answers = Vec::with_capacity(window.max(1));
                 // Each purchase is handed over as the customer made it (no copy).
                 for p in list.by_ref().take(window.max(1)) {
-                    answers.push(journal.enqueue(&name, AgentOp::Buy(p)).await?);
+                    answers.push(journal.enqueue(name, AgentOp::Buy(p)).await?);
                 }
                 for a in answers {
                     a.await
@@ -136,7 +136,7 @@ async fn raw_sqlite(dir: &std::path::Path, work: &[Vec<MacedPurchase>]) -> anyho
         for (t, list) in work.iter().enumerate() {
             if let Some(p) = list.get(seq) {
                 rows.push((
-                    transaction(t).to_string(),
+                    transaction(t),
                     seq as u64 + 1,
                     p.bytes.clone(),
                     p.mac.clone(),

@@ -8,7 +8,7 @@ use tally_proto::session::ids::{NodeId, SessionId, TransactionId};
 use tally_proto::session::purchase::{
     MacedPurchase, Purchase, PurchaseError, Tab, close_mac, new_tab,
 };
-use tally_store::agent::{AgentError, AgentJournal, AgentOp};
+use tally_store::agent::{AgentError, AgentJournal, AgentOp, TabView};
 
 const KEY: [u8; 32] = [5; 32];
 
@@ -43,75 +43,102 @@ fn purchase(seq: u64, minor: i64) -> MacedPurchase {
     .expect("mac")
 }
 
+/// The agent's answer keeps its JSON spelling (ids and currency as text, the list hash as 64
+/// lowercase hex digits), whatever the type holds: customers read it.
+#[test]
+fn a_tab_view_is_spelled_as_before() {
+    let view = TabView {
+        transaction: transaction(),
+        count: 2,
+        spent: 40,
+        remaining: 60,
+        currency: Currency::from_code("EUR").expect("EUR"),
+        list: [0xAB; 32],
+        repeat: false,
+        closed: true,
+    };
+    let json = serde_json::to_string(&view).expect("json");
+    assert_eq!(
+        json,
+        format!(
+            "{{\"transaction\":\"{}\",\"count\":2,\"spent\":40,\"remaining\":60,\
+             \"currency\":\"EUR\",\"list\":\"{}\",\"repeat\":false,\"closed\":true}}",
+            transaction(),
+            "ab".repeat(32)
+        )
+    );
+    assert_eq!(serde_json::from_str::<TabView>(&json).expect("back"), view);
+}
+
 #[tokio::test]
 async fn what_is_answered_taken_is_on_disk() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("agent.db");
-    let t = transaction().to_string();
+    let t = transaction();
     let journal = AgentJournal::open(&path).await.expect("open");
     assert!(matches!(
-        journal.submit(&t, buy(1, 10)).await,
+        journal.submit(t, buy(1, 10)).await,
         Err(AgentError::UnknownTab)
     ));
     journal
-        .submit(&t, AgentOp::Open(Box::new(tab())))
+        .submit(t, AgentOp::Open(Box::new(tab())))
         .await
         .expect("tab");
     assert!(matches!(
-        journal.submit(&t, AgentOp::Open(Box::new(tab()))).await,
+        journal.submit(t, AgentOp::Open(Box::new(tab()))).await,
         Err(AgentError::TabExists)
     ));
     // Three purchases queued at once are decided in order, in one or more batches.
     let mut answers = Vec::new();
     for seq in 1..=3 {
-        answers.push(journal.enqueue(&t, buy(seq, 20)).await.expect("queued"));
+        answers.push(journal.enqueue(t, buy(seq, 20)).await.expect("queued"));
     }
     for a in answers {
         a.await.expect("answer").expect("taken");
     }
-    let refused = journal.submit(&t, buy(4, 41)).await;
+    let refused = journal.submit(t, buy(4, 41)).await;
     assert!(matches!(
         refused,
         Err(AgentError::Purchase(PurchaseError::Exhausted {
             remaining: 40
         }))
     ));
-    let list = journal.submit(&t, buy(3, 20)).await.expect("repeat");
+    let list = journal.submit(t, buy(3, 20)).await.expect("repeat");
     assert!(list.repeat);
     journal.close().await;
 
     // Reopened: the three purchases, the tab where it was, the repeat still recognised.
     let journal = AgentJournal::open(&path).await.expect("reopen");
-    let rows = journal.purchases(&t).await.expect("rows");
+    let rows = journal.purchases(t).await.expect("rows");
     assert_eq!(
         rows.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
         vec![1, 2, 3]
     );
     assert_eq!(rows[0].1, purchase(1, 20).bytes);
-    let again = journal.submit(&t, buy(3, 20)).await.expect("repeat");
+    let again = journal.submit(t, buy(3, 20)).await.expect("repeat");
     assert!(again.repeat);
     assert_eq!(
-        (again.count, again.spent, again.list.clone()),
+        (again.count, again.spent, again.list),
         (3, 60, list.list)
     );
-    let fourth = journal.submit(&t, buy(4, 40)).await.expect("taken");
+    let fourth = journal.submit(t, buy(4, 40)).await.expect("taken");
     assert_eq!((fourth.count, fourth.remaining), (4, 0));
     let close = |mac| AgentOp::Close { mac };
     assert!(matches!(
         journal
-            .submit(&t, close(close_mac(&[9; 32], transaction())))
+            .submit(t, close(close_mac(&[9; 32], transaction())))
             .await,
         Err(AgentError::Purchase(PurchaseError::BadSignature))
     ));
     journal
-        .submit(&t, close(close_mac(&KEY, transaction())))
+        .submit(t, close(close_mac(&KEY, transaction())))
         .await
         .expect("closed");
     assert!(matches!(
-        journal.submit(&t, buy(5, 1)).await,
+        journal.submit(t, buy(5, 1)).await,
         Err(AgentError::Purchase(PurchaseError::Closed))
     ));
-    assert_eq!(journal.purchases(&t).await.expect("rows").len(), 4);
+    assert_eq!(journal.purchases(t).await.expect("rows").len(), 4);
 }
 
 /// What the agent owes its operator comes from the journal: an open tab past its session's
@@ -121,10 +148,10 @@ async fn what_is_answered_taken_is_on_disk() {
 async fn ended_tabs_are_reported_until_taken() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("agent.db");
-    let t = transaction().to_string();
+    let t = transaction();
     let journal = AgentJournal::open(&path).await.expect("open");
     journal
-        .submit(&t, AgentOp::Open(Box::new(tab().until(1_000))))
+        .submit(t, AgentOp::Open(Box::new(tab().until(1_000))))
         .await
         .expect("tab");
     let c = journal.chores(999).await.expect("chores");
@@ -134,7 +161,7 @@ async fn ended_tabs_are_reported_until_taken() {
     assert_eq!((c.to_end, c.to_report.len()), (vec![t.clone()], 0));
     // Ended: no more purchases; its record is owed, across a reopen.
     let v = journal
-        .submit(&t, AgentOp::Terminate)
+        .submit(t, AgentOp::Terminate)
         .await
         .expect("terminate");
     assert!(v.closed);
@@ -143,10 +170,10 @@ async fn ended_tabs_are_reported_until_taken() {
     let c = journal.chores(1_001).await.expect("chores");
     assert!(c.to_end.is_empty() && c.next_end.is_none());
     assert_eq!(c.to_report.len(), 1);
-    assert_eq!(c.to_report[0].transaction.to_string(), t);
+    assert_eq!(c.to_report[0].transaction, t);
     // Taken by the operator: owed no more.
     journal
-        .submit(&t, AgentOp::Reported)
+        .submit(t, AgentOp::Reported)
         .await
         .expect("reported");
     let c = journal.chores(1_002).await.expect("chores");
@@ -157,10 +184,10 @@ async fn ended_tabs_are_reported_until_taken() {
         .await
         .expect("open");
     journal
-        .submit(&t, AgentOp::Open(Box::new(tab())))
+        .submit(t, AgentOp::Open(Box::new(tab())))
         .await
         .expect("tab");
-    let v = journal.submit(&t, buy(1, 100)).await.expect("all of it");
+    let v = journal.submit(t, buy(1, 100)).await.expect("all of it");
     assert!(v.closed && v.remaining == 0);
     assert_eq!(journal.chores(0).await.expect("chores").to_report.len(), 1);
 }
@@ -173,10 +200,10 @@ async fn ended_tabs_are_reported_until_taken() {
 async fn a_failed_commit_keeps_nothing_of_its_batch_or_the_next() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("agent.db");
-    let t = transaction().to_string();
+    let t = transaction();
     let journal = AgentJournal::open(&path).await.expect("open");
     journal
-        .submit(&t, AgentOp::Open(Box::new(tab())))
+        .submit(t, AgentOp::Open(Box::new(tab())))
         .await
         .expect("tab");
     sqlx::any::install_default_drivers();
@@ -189,9 +216,9 @@ async fn a_failed_commit_keeps_nothing_of_its_batch_or_the_next() {
     // Queued together: in one batch, or the terminate decided on top of the failing buy
     // (both refused), or, if the buy's commit failed before the terminate arrived, the
     // terminate decided on what is on disk: a tab with no purchase.
-    let first = journal.enqueue(&t, buy(1, 20)).await.expect("queued");
+    let first = journal.enqueue(t, buy(1, 20)).await.expect("queued");
     let end = journal
-        .enqueue(&t, AgentOp::Terminate)
+        .enqueue(t, AgentOp::Terminate)
         .await
         .expect("queued");
     assert!(matches!(
@@ -213,21 +240,21 @@ async fn a_failed_commit_keeps_nothing_of_its_batch_or_the_next() {
     side.close().await;
     if ended {
         assert!(matches!(
-            journal.submit(&t, buy(1, 20)).await,
+            journal.submit(t, buy(1, 20)).await,
             Err(AgentError::Purchase(PurchaseError::Closed))
         ));
-        assert!(journal.purchases(&t).await.expect("rows").is_empty());
+        assert!(journal.purchases(t).await.expect("rows").is_empty());
         return;
     }
-    let v = journal.submit(&t, buy(1, 20)).await.expect("taken now");
+    let v = journal.submit(t, buy(1, 20)).await.expect("taken now");
     assert_eq!(
         (v.count, v.spent, v.repeat, v.closed),
         (1, 20, false, false)
     );
     journal.close().await;
     let journal = AgentJournal::open(&path).await.expect("reopen");
-    assert_eq!(journal.purchases(&t).await.expect("rows").len(), 1);
-    let v = journal.submit(&t, buy(2, 20)).await.expect("still open");
+    assert_eq!(journal.purchases(t).await.expect("rows").len(), 1);
+    let v = journal.submit(t, buy(2, 20)).await.expect("still open");
     assert_eq!((v.count, v.spent), (2, 40));
 }
 
@@ -246,7 +273,7 @@ async fn interleaved_tabs_keep_their_own_order_on_disk() {
         let signed = new_tab(&customer, of(n), KEY, Timestamp::now()).expect("tab");
         let tab = Tab::open(&signed, &customer.verifying_key(), of(n), eur(100)).expect("open");
         journal
-            .submit(&of(n).to_string(), AgentOp::Open(Box::new(tab)))
+            .submit(of(n), AgentOp::Open(Box::new(tab)))
             .await
             .expect("tab");
     }
@@ -277,7 +304,7 @@ async fn interleaved_tabs_keep_their_own_order_on_disk() {
     let mut answers = Vec::new();
     for (n, seq, _) in plan {
         let rx = journal
-            .enqueue(&of(n).to_string(), buy_on(n, seq))
+            .enqueue(of(n), buy_on(n, seq))
             .await
             .expect("queued");
         answers.push(rx);
@@ -289,7 +316,7 @@ async fn interleaved_tabs_keep_their_own_order_on_disk() {
     journal.close().await;
     let journal = AgentJournal::open(&path).await.expect("reopen");
     for n in [7, 8] {
-        let rows = journal.purchases(&of(n).to_string()).await.expect("rows");
+        let rows = journal.purchases(of(n)).await.expect("rows");
         let seqs: Vec<u64> = rows.iter().map(|(s, _)| *s).collect();
         assert_eq!(seqs, vec![1, 2, 3], "tab {n}");
         for (seq, bytes) in rows {

@@ -602,8 +602,8 @@ pub fn list_next(list: &[u8; 32], purchase_bytes: &[u8]) -> [u8; 32] {
     sha256(&input)
 }
 
-/// A 32-byte value as 64 lowercase hex digits in JSON.
-mod hex32 {
+/// A 32-byte value as 64 lowercase hex digits in JSON (`#[serde(with = "hex32")]`).
+pub mod hex32 {
     use serde::{Deserialize, Deserializer, Serializer};
 
     /// The 64 hex digits, written in one pass (`hex::encode` goes a char at a time, and
@@ -653,6 +653,7 @@ mod hex32 {
         (bad & 0xF0 == 0).then_some(out)
     }
 
+    /// The 64 lowercase hex digits of `v`.
     pub fn text(v: &[u8; 32]) -> Text {
         let mut out = [0u8; 64];
         // 64 bytes is exactly the room 32 bytes need.
@@ -660,10 +661,12 @@ mod hex32 {
         Text(out)
     }
 
+    /// Writes the 64 hex digits.
     pub fn serialize<S: Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&text(v))
     }
 
+    /// Reads 64 hex digits (either case).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         let mut out = [0u8; 32];
