@@ -92,8 +92,18 @@ impl Serialize for Currency {
 
 impl<'de> Deserialize<'de> for Currency {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let code = String::deserialize(d)?;
-        Currency::from_code(&code).map_err(serde::de::Error::custom)
+        /// Reads the code where it lies (no copy of it: every amount read has one).
+        struct Code;
+        impl serde::de::Visitor<'_> for Code {
+            type Value = Currency;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a three-letter ISO-4217 currency code")
+            }
+            fn visit_str<E: serde::de::Error>(self, code: &str) -> Result<Currency, E> {
+                Currency::from_code(code).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Code)
     }
 }
 
@@ -394,5 +404,15 @@ mod tests {
         let back: Amount = serde_json::from_str(&json).expect("deserialize");
         assert_eq!(back, a);
         assert!(serde_json::from_str::<Amount>(r#"{"minor":1,"currency":"ZZZ"}"#).is_err());
+        // A code read where it lies, from an owned value, or spelled with an escape; not a
+        // number, not a code without minor units.
+        let value = serde_json::json!({"minor": 1, "currency": "JPY"});
+        let jpy: Amount = serde_json::from_value(value).expect("from a value");
+        assert_eq!(jpy.currency.code(), "JPY");
+        let escaped: Currency = serde_json::from_str(r#""E\u0055R""#).expect("escaped");
+        assert_eq!(escaped, eur());
+        for bad in ["12", r#""XAU""#, r#""eur""#, "null"] {
+            assert!(serde_json::from_str::<Currency>(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -23,6 +23,13 @@ pub fn refused_char(c: char, allowed: &[char]) -> bool {
 
 /// True when `s` holds no refused character (newlines allowed when `multiline`).
 pub fn plain(s: &str, multiline: bool) -> bool {
+    // Printable ASCII (and a newline where allowed) is plain, read a byte at a time: most text
+    // is, and the merchant agent asks this of every purchase's item.
+    if s.bytes()
+        .all(|b| (0x20..0x7F).contains(&b) || (multiline && b == b'\n'))
+    {
+        return true;
+    }
     let allowed: &[char] = if multiline { &['\n'] } else { &[] };
     !s.chars().any(|c| refused_char(c, allowed))
 }
@@ -47,5 +54,13 @@ mod tests {
         }
         assert!(plain("two\nlines", true));
         assert!(!plain("two\nlines", false));
+        // Every ASCII byte: printable ones are plain, controls (DEL included) are not, as on
+        // the character-by-character path.
+        for b in 0u8..0x80 {
+            let text = format!("a{}b", b as char);
+            let expected = !(b as char).is_control();
+            assert_eq!(plain(&text, false), expected, "{b:#04x}");
+            assert_eq!(plain(&text, true), expected || b == b'\n', "{b:#04x}");
+        }
     }
 }

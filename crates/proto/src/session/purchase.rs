@@ -26,9 +26,7 @@
 use super::ids::TransactionId;
 use serde::{Deserialize, Serialize};
 use tally_kernel::crypto::canonical::SignedRecord;
-use tally_kernel::crypto::kdf::{
-    hmac_sha256, hmac_sha256_verify, hmac_sha256_verify_parts, sha256,
-};
+use tally_kernel::crypto::kdf::{HmacSha256Key, hmac_sha256, hmac_sha256_verify, sha256};
 use tally_kernel::crypto::{SigningKey, VerifyingKey};
 use tally_kernel::{Amount, Timestamp};
 
@@ -414,7 +412,10 @@ impl Tab {
         Ok(TabKey {
             transaction: self.transaction,
             transaction_text: self.transaction.to_string(),
-            key: std::sync::Arc::new(key),
+            key: std::sync::Arc::new(KeyState {
+                text: tally_kernel::Secret::new(self.mac_key.clone()),
+                mac: HmacSha256Key::new(key.expose()),
+            }),
         })
     }
 
@@ -434,10 +435,9 @@ impl Tab {
         if checked.transaction != self.transaction {
             return Err(PurchaseError::WrongTransaction);
         }
-        // Checked under this tab's key, not a key once cached for the same transaction.
-        let mut key = zeroize::Zeroizing::new([0u8; 32]);
-        hex::decode_to_slice(&self.mac_key, &mut *key).map_err(|_| PurchaseError::Malformed)?;
-        if !checked.key.ct_eq(&key[..]) {
+        // Checked under this tab's key, not a key once cached for the same transaction (the
+        // key's text as the tab holds it: no decoding a purchase).
+        if !checked.key.text.ct_eq(self.mac_key.as_bytes()) {
             return Err(PurchaseError::BadSignature);
         }
         if self.last.as_deref() == Some(wire.mac.as_str()) {
@@ -484,7 +484,15 @@ pub struct TabKey {
     transaction: TransactionId,
     /// The transaction as purchases spell it (its one spelling).
     transaction_text: String,
-    key: std::sync::Arc<tally_kernel::Secret<[u8; 32]>>,
+    key: std::sync::Arc<KeyState>,
+}
+
+/// A tab's key as a check uses it: its text as the tab holds it (to tell it is the tab's own)
+/// and the HMAC state it keys, made once per tab (each purchase's MAC then costs its own
+/// blocks and one more). Both are zeroized when dropped.
+struct KeyState {
+    text: tally_kernel::Secret<String>,
+    mac: HmacSha256Key,
 }
 
 impl std::fmt::Debug for TabKey {
@@ -506,7 +514,7 @@ pub struct Checked {
     transaction: TransactionId,
     seq: u64,
     price: Amount,
-    key: std::sync::Arc<tally_kernel::Secret<[u8; 32]>>,
+    key: std::sync::Arc<KeyState>,
 }
 
 impl std::fmt::Debug for Checked {
@@ -540,7 +548,7 @@ impl TabKey {
         }
         let mac = hex32::decode_public(wire.mac.as_bytes()).ok_or(PurchaseError::Malformed)?;
         let message = [PURCHASE_DOMAIN, wire.bytes.as_bytes()];
-        if !hmac_sha256_verify_parts(self.key.expose(), &message, &mac) {
+        if !self.key.mac.verify_parts(&message, &mac) {
             return Err(PurchaseError::BadSignature);
         }
         let p: PurchaseText =
