@@ -334,7 +334,7 @@ async fn close(
         Ok(v) => v,
         Err(e) => return refused(e),
     };
-    match report(&a, &tab).await {
+    match report(&a, &tab, false).await {
         Ok(session) => Json(serde_json::json!({"tab": tab, "session": session})).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "merchant agent: the operator did not take the record");
@@ -378,7 +378,7 @@ async fn terminate(
         Ok(v) => v,
         Err(e) => return refused(e),
     };
-    match report(&a, &tab).await {
+    match report(&a, &tab, true).await {
         Ok(session) => Json(serde_json::json!({"tab": tab, "session": session})).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "merchant agent: the operator did not take the record");
@@ -403,9 +403,22 @@ enum ReportError {
 }
 
 /// Signs the merchant's record of a closed tab and sends it to the operator; once taken (or
-/// refused for good) the journal marks it so it is not sent again.
-async fn report(a: &Agent, tab: &TabView) -> Result<TradingSessionView, ReportError> {
+/// refused for good) the journal marks it so it is not sent again. A tab the merchant ended
+/// (`ends`) ends its session first: the operator takes no next transaction of it.
+async fn report(a: &Agent, tab: &TabView, ends: bool) -> Result<TradingSessionView, ReportError> {
     let transaction = tab.transaction;
+    let session = transaction.session.to_string();
+    let sent = |e: tally_client::Error| match e.status() {
+        Some(s) if (400..500).contains(&s) && s != 408 && s != 429 => ReportError::Refused(e),
+        _ => ReportError::Unavailable(e),
+    };
+    if ends {
+        match a.node.trading_session_end(&session).await.map_err(sent) {
+            // Refused for good: the session is over there; the record says the rest.
+            Ok(_) | Err(ReportError::Refused(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
     let record = Record {
         transaction,
         side: Side::Merchant,
@@ -418,12 +431,9 @@ async fn report(a: &Agent, tab: &TabView) -> Result<TradingSessionView, ReportEr
         .map_err(|e| ReportError::Bad(e.to_string()))?;
     let outcome = a
         .node
-        .trading_session_record(&transaction.session.to_string(), signed)
+        .trading_session_record(&session, signed)
         .await
-        .map_err(|e| match e.status() {
-            Some(s) if (400..500).contains(&s) && s != 408 && s != 429 => ReportError::Refused(e),
-            _ => ReportError::Unavailable(e),
-        });
+        .map_err(sent);
     if matches!(outcome, Ok(_) | Err(ReportError::Refused(_))) {
         let _ = a.journal.submit(transaction, AgentOp::Reported).await;
     }
@@ -449,7 +459,7 @@ async fn chores(a: Agent) {
                 }
                 for tab in &c.to_report {
                     let view = TabView::of(tab, false);
-                    match report(&a, &view).await {
+                    match report(&a, &view, tab.terminated).await {
                         Ok(_) => {}
                         Err(e) => {
                             tracing::warn!(transaction = %view.transaction, error = %e, "merchant agent: record not taken")

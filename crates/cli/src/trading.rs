@@ -528,8 +528,15 @@ async fn buy(a: BuyArgs) -> anyhow::Result<ExitCode> {
             let c = Client::new(&a.conn)?;
             let view = start_next(&c, &a.wallet, &a.session, None, 30).await?;
             if view.state != "open" {
+                let why = match view.refusal.as_deref() {
+                    Some("ended") => {
+                        "the merchant ended the session; open a new one to buy again".to_string()
+                    }
+                    Some(r) => format!("the merchant's operator refused it ({r})"),
+                    None => "buy again once it is open".to_string(),
+                };
                 anyhow::bail!(
-                    "the next transaction {} is {}: buy again once it is open",
+                    "the next transaction {} is {}: {why}",
                     view.transaction,
                     view.state
                 );

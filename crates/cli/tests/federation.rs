@@ -979,6 +979,37 @@ fn sessions_end_on_the_merchants_word_and_by_their_time() {
     assert!(!done && err.contains("the merchant ended the tab"), "{err}");
     let closed = close(&ended);
     assert_eq!(common::field(&closed, "state"), "cleared", "{closed}");
+    // The merchant's word ended the session, not only its transaction: a purchase with
+    // `--next` starts the next transaction, which the merchant's operator refuses (`ended`),
+    // and Alice's operator voids that hold at once.
+    let (done, _, err) = common::outcome(
+        common::tally_for(&a, &alice_key)
+            .args([
+                "session",
+                "buy",
+                &ended,
+                "--agent",
+                &agent_url,
+                "--price",
+                "0.10 EUR",
+                "--item",
+                "song-borealis",
+                "--next",
+                "--wallet",
+                wallet,
+            ])
+            .output()
+            .expect("buy --next"),
+    );
+    assert!(
+        !done && err.contains("the merchant ended the session; open a new one"),
+        "{err}"
+    );
+    let shown = ok(cli(&a, &alice_key, &["session", "show", &ended]));
+    assert!(
+        shown.contains("state       aborted") && shown.contains("refused     ended"),
+        "{shown}"
+    );
 
     // `timed` is over: the agent ended its tab and sent its record by itself; a purchase now
     // is refused; Alice's record, within the conclusion window, clears it.

@@ -114,6 +114,16 @@ impl Client {
         Ok(self.call(call).await?.value)
     }
 
+    /// `POST /v1/trading-sessions/{session}/end`: the merchant ends the session (no next
+    /// transaction). Taken once, so it is safe to retry.
+    pub async fn trading_session_end(&self, session: &str) -> Result<TradingSessionView, Error> {
+        let call = Call::new(
+            Method::POST,
+            format!("/v1/trading-sessions/{}/end", seg(session)),
+        );
+        Ok(self.call(call).await?.value)
+    }
+
     /// `POST /v1/trading-sessions/{session}/verdict`: the merchant's operator settles a
     /// disputed session. A session is settled once (the same verdict again answers the
     /// same), so it is safe to retry.

@@ -253,6 +253,23 @@ pub async fn record(
     Ok(Json(state.node.sessions().record(&by, &session, &body).await?).into_response())
 }
 
+/// The merchant ends the session (its agent, on the merchant's terminate; M4): the current
+/// transaction concludes as it would, a next one is refused (`ended`) and the customer's
+/// operator voids its hold. Taken once: the same word again answers the same.
+#[utoipa::path(
+    post, path = "/v1/trading-sessions/{session}/end", tag = "federation",
+    params(("session" = String, Path, description = "`<AM node id>.<seq>`")),
+    responses((status = 200, description = "The session, as it stands", body = TradingSessionView), (status = 404, description = "not_found: no session of this merchant", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn end(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(session): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.node.sessions().end(&by, &session).await?).into_response())
+}
+
 /// Settle a disputed session (the merchant's operator): the customer's operator posts the
 /// customer's side of `total_minor` of the merchant's `currency` at the session's rate and
 /// releases the rest, then the merchant is paid it (the session is `clearing` until the

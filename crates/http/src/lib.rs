@@ -316,6 +316,10 @@ fn routes() -> Router<AppState> {
             post(federation::record),
         )
         .route(
+            "/v1/trading-sessions/{session}/end",
+            post(federation::end),
+        )
+        .route(
             "/v1/trading-sessions/{session}/verdict",
             post(federation::verdict),
         )

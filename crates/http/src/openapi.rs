@@ -52,6 +52,7 @@ impl Modify for ApiKeyAuth {
         federation::set_merchant,
         federation::agent_key,
         federation::record,
+        federation::end,
         federation::verdict,
         federation::next_transaction,
         federation::receipts,

@@ -556,7 +556,7 @@ fn decide(kept: &Kept<'_>, staged: &mut Staged, job: &mut Job) -> Result<TabView
             return Ok(TabView::of(tab, false));
         }
         Work::Op(AgentOp::Terminate) => {
-            *tab = tab.clone().ended();
+            *tab = tab.clone().terminated();
             return Ok(TabView::of(tab, false));
         }
         Work::Op(AgentOp::Reported) => {

@@ -294,6 +294,10 @@ pub struct Tab {
     /// bookkeeping: it sends the record until then).
     #[serde(default)]
     pub reported: bool,
+    /// The merchant ended it (its terminate, or the session's time over): the session ends
+    /// with it, and the agent tells the operator so with the record.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub terminated: bool,
 }
 
 impl std::fmt::Debug for Tab {
@@ -308,6 +312,7 @@ impl std::fmt::Debug for Tab {
             .field("closed", &self.closed)
             .field("expires_at", &self.expires_at)
             .field("reported", &self.reported)
+            .field("terminated", &self.terminated)
             .finish()
     }
 }
@@ -368,6 +373,7 @@ impl Tab {
             closed: false,
             expires_at: None,
             reported: false,
+            terminated: false,
         })
     }
 
@@ -383,6 +389,15 @@ impl Tab {
     pub fn ended(self) -> Tab {
         Tab {
             closed: true,
+            ..self
+        }
+    }
+
+    /// The same tab closed by the merchant (or the session's time): the session ends too.
+    pub fn terminated(self) -> Tab {
+        Tab {
+            closed: true,
+            terminated: true,
             ..self
         }
     }

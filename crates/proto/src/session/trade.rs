@@ -192,12 +192,15 @@ pub enum Refusal {
     Unanswered,
     /// The customer's operator gave up waiting for the answer (its hold is void).
     Abandoned,
+    /// The merchant ended the session: it takes no next transaction.
+    Ended,
 }
 
 stored_names!(Refusal {
     Abandoned => "abandoned",
     BadDeposit => "bad_deposit",
     Declined => "declined",
+    Ended => "ended",
     NoRate => "no_rate",
     Unanswered => "unanswered",
     UnknownMerchant => "unknown_merchant",

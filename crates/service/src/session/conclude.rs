@@ -84,6 +84,29 @@ impl Sessions {
         .await
     }
 
+    /// The merchant ends the session (its agent, on the merchant's terminate; M4): the current
+    /// transaction concludes as it would, and a next one is refused (`ended`). Taken once; the
+    /// same word again answers the same.
+    pub async fn end(&self, by: &Principal, session: &str) -> Result<TradingSessionView> {
+        crate::exec::retrying(|| async {
+            let row = match self.core.store().trade(MTA, session).await? {
+                Some(row) if row.owner == by.owner => row,
+                _ => return Err(self.missing(session)),
+            };
+            let before: MtaSession = decode(&row)?;
+            let key = super::step_key(":session_end", MTA, before.transaction());
+            let (after, effects) = before
+                .handle(self.core.now(), MtaInput::MerchantEnds, Id::new())
+                .map_err(trade)?;
+            if effects != Effects::none() {
+                let rows = self.moved(&row, after.state.as_str(), &after, after.poll_timeout())?;
+                self.core.commit(key, effects, rows.into()).await?;
+            }
+            self.view(&self.row(MTA, session).await?)
+        })
+        .await
+    }
+
     /// The merchant's operator settles a disputed session (the MTA side): the merchant is
     /// paid `total` (in its currency), the customer's operator is told to post the customer's
     /// side and release the rest. The same verdict again changes nothing.

@@ -644,7 +644,7 @@ impl Sessions {
                 deposit: s.deposit,
                 merchant_deposit: s.merchant_deposit.map(|a: Amount| a.to_string()),
                 rate: s.rate.map(rate),
-                refusal: None,
+                refusal: s.refusal.map(|r| r.as_str().to_string()),
                 answer_by: (s.state == AmState::Held).then_some(Timestamp(s.ack_by)),
                 expires_at: Timestamp(s.expires_at),
                 merchant_key: s.merchant_key,

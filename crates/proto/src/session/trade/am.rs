@@ -54,6 +54,10 @@ pub struct AmSession {
     /// The MTA's clearing information, once cleared.
     #[serde(default)]
     pub clearing: Option<Clearing>,
+    /// Why the current transaction was aborted: the MTA's refusal, or `unanswered` when the
+    /// AM gave up waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
     /// The pending hold, while it is pending: set by the caller from the opening step's
     /// journal entry ([`AmSession::with_hold`]); never stored with the session.
     #[serde(skip)]
@@ -181,6 +185,7 @@ impl AmSession {
             merchant_cert: None,
             record: None,
             clearing: None,
+            refusal: None,
             hold: None,
         };
         let effects = session.initiate(
@@ -267,6 +272,7 @@ impl AmSession {
             merchant_cert: None,
             record: None,
             clearing: None,
+            refusal: None,
             hold: None,
             ..self
         };
@@ -376,7 +382,14 @@ impl AmSession {
                     return Err(TradeError::Mismatch("another session's refusal"));
                 }
                 let data = json!({"session": self.id, "reason": r.reason.as_str()});
-                self.abort(data)
+                let (after, effects) = self.abort(data)?;
+                Ok((
+                    AmSession {
+                        refusal: Some(r.reason),
+                        ..after
+                    },
+                    effects,
+                ))
             }
             (AmState::Aborted, AmInput::Refused(r))
                 if r.session == self.id && r.transaction_id() == self.transaction() =>
@@ -390,7 +403,8 @@ impl AmSession {
                 // The MTA hears that the AM gave up: an ack it sent meanwhile crosses this,
                 // and the MTA ends its side too.
                 let data = json!({"session": self.id, "reason": "unanswered"});
-                let (after, mut effects) = self.abort(data)?;
+                let (mut after, mut effects) = self.abort(data)?;
+                after.refusal = Some(Refusal::Unanswered);
                 effects
                     .peers
                     .push(after.to_mta(message, ABORTED, about(after.transaction())));

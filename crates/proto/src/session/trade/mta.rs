@@ -69,6 +69,10 @@ pub struct MtaSession {
     /// The clearing information sent to the AM, from `clearing` on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clearing: Option<Clearing>,
+    /// The merchant ended the session (its terminate, M4): no transaction after the current
+    /// one (a next one is refused, `ended`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub merchant_ended: bool,
     /// The customer's record as signed, with its key, for the receipt (set by the caller
     /// with the record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,6 +133,9 @@ pub enum MtaInput {
     /// The AM could not post the clearing of the current transaction, its deposit no longer
     /// held (`session_released`): nothing is paid.
     Released,
+    /// The merchant ends the session (its terminate): the current transaction concludes as
+    /// it would, and no next one is taken.
+    MerchantEnds,
 }
 
 impl MtaSession {
@@ -179,6 +186,7 @@ impl MtaSession {
             clearing: None,
             customer_signed: None,
             merchant_signed: None,
+            merchant_ended: false,
         };
         Ok(session.offer(init.ack_by, merchant, windows, now, message))
     }
@@ -217,6 +225,7 @@ impl MtaSession {
         if Ok(init.transaction) != self.transaction().next() {
             return Err(TradeError::Mismatch("a transaction that is not the next"));
         }
+        let ended = self.merchant_ended;
         let session = MtaSession {
             txn: init.transaction.seq,
             state: MtaState::Informed,
@@ -231,6 +240,10 @@ impl MtaSession {
             merchant_signed: None,
             ..self
         };
+        if ended {
+            // The merchant ended the session: the AM voids the next transaction's hold.
+            return Ok(session.refuse(Refusal::Ended, message));
+        }
         Ok(session.offer(init.ack_by, merchant, windows, now, message))
     }
 
@@ -366,6 +379,20 @@ impl MtaSession {
         message: Id,
     ) -> Result<(MtaSession, Effects), TradeError> {
         match (self.state, input) {
+            (_, MtaInput::MerchantEnds) if self.merchant_ended => Ok((self, Effects::none())),
+            (_, MtaInput::MerchantEnds) => {
+                let effects = Effects::record(
+                    "session_ended",
+                    json!({"session": self.id, "transaction": self.transaction(), "by": "merchant"}),
+                );
+                Ok((
+                    MtaSession {
+                        merchant_ended: true,
+                        ..self
+                    },
+                    effects,
+                ))
+            }
             // Past the answer time the sweeper refuses it (the AM stopped waiting).
             (MtaState::Informed, MtaInput::MerchantAck | MtaInput::MerchantDecline)
                 if now.as_micros() >= self.ack_by =>

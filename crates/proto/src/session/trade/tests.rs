@@ -1447,3 +1447,62 @@ fn answers_name_a_later_transaction_and_keep_their_shape_for_the_first() {
     assert_eq!(label(tx()), session.to_string());
     assert_eq!(label(tx().next().expect("next")), format!("{session}.2"));
 }
+
+/// The merchant's terminate ends the session, not only its transaction (the seed: the session
+/// ends "on a terminate message from either side"): the current transaction still concludes
+/// and clears, the word is taken once, and the next transaction's initiation is refused
+/// (`ended`), so the AM voids its hold at once.
+#[test]
+fn the_merchants_terminate_ends_the_session() {
+    let (am, mta, _) = opened();
+    let (mta, fx) = mta
+        .handle(at(2), MtaInput::MerchantEnds, Id::new())
+        .expect("ended");
+    // A journal record, no money, no message.
+    assert!(mta.merchant_ended && fx.peers.is_empty());
+    assert!(matches!(fx.ledger, Some(Command::Record { ref kind, .. }) if kind == "session_ended"));
+    assert_eq!(mta.state, MtaState::Open);
+    let (mta, fx) = mta
+        .handle(at(2), MtaInput::MerchantEnds, Id::new())
+        .expect("again");
+    assert_eq!(fx, Effects::none());
+    // Kept across a restart (the row's JSON).
+    let mta: MtaSession = serde_json::from_value(serde_json::to_value(&mta).expect("json"))
+        .expect("back");
+    assert!(mta.merchant_ended);
+    let (am, mta) = clear_both(am, mta, 1000, 3);
+    assert_eq!(mta.state, MtaState::Cleared);
+    let (am, fx) = am
+        .with_hold(None)
+        .handle(
+            at(10),
+            AmInput::Next {
+                deposit: eur(500),
+                ack_window_s: 60,
+                message: Id::new(),
+            },
+        )
+        .expect("next asked");
+    let (mta, fx) = mta
+        .next(
+            initiation(&fx),
+            node(1),
+            terms("EUR", None, true),
+            WINDOWS,
+            at(11),
+            Id::new(),
+        )
+        .expect("answered");
+    assert_eq!(
+        (mta.state, mta.refusal, mta.txn),
+        (MtaState::Refused, Some(Refusal::Ended), 2)
+    );
+    assert_eq!(fx.peers[0].kind, REFUSED);
+    let refused: Refused = serde_json::from_value(fx.peers[0].body.clone()).expect("refused");
+    assert_eq!(refused.reason, Refusal::Ended);
+    let (am, _) = am
+        .handle(at(12), AmInput::Refused(refused))
+        .expect("aborted");
+    // The customer's operator says why.
+    assert_eq!((am.state, am.refusal), (AmState::Aborted, Some(Refusal::Ended)));
+}
