@@ -324,6 +324,7 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
         "POST /v1/tokens",
         "POST /v1/trading-sessions",
         "POST /v1/trading-sessions/{session}/answer",
+        "POST /v1/trading-sessions/{session}/end",
         "POST /v1/trading-sessions/{session}/order-keys",
         "POST /v1/trading-sessions/{session}/record",
         "POST /v1/trading-sessions/{session}/transactions",
