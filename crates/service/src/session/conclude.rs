@@ -94,17 +94,31 @@ impl Sessions {
                 _ => return Err(self.missing(session)),
             };
             let before: MtaSession = decode(&row)?;
-            let key = super::step_key(":session_end", MTA, before.transaction());
-            let (after, effects) = before
-                .handle(self.core.now(), MtaInput::MerchantEnds, Id::new())
-                .map_err(trade)?;
-            if effects != Effects::none() {
-                let rows = self.moved(&row, after.state.as_str(), &after, after.poll_timeout())?;
-                self.core.commit(key, effects, rows.into()).await?;
-            }
-            self.view(&self.row(MTA, session).await?)
+            self.operator_step(&row, before, ":session_end", MtaInput::MerchantEnds)
+                .await
         })
         .await
+    }
+
+    /// An MTA step asked on the node's API (not a peer's message): the session's machine
+    /// takes `input`; a step that changes anything commits under `step` and the transaction;
+    /// answers the session as it then stands.
+    async fn operator_step(
+        &self,
+        row: &TradeRow,
+        before: MtaSession,
+        step: &str,
+        input: MtaInput,
+    ) -> Result<TradingSessionView> {
+        let key = super::step_key(step, MTA, before.transaction());
+        let (after, effects) = before
+            .handle(self.core.now(), input, Id::new())
+            .map_err(trade)?;
+        if effects != Effects::none() {
+            let rows = self.moved(row, after.state.as_str(), &after, after.poll_timeout())?;
+            self.core.commit(key, effects, rows.into()).await?;
+        }
+        self.view(&self.row(MTA, &row.session).await?)
     }
 
     /// The merchant's operator settles a disputed session (the MTA side): the merchant is
@@ -122,19 +136,12 @@ impl Sessions {
         crate::exec::retrying(|| async {
             let row = self.row(MTA, session).await?;
             let before: MtaSession = decode(&row)?;
-            let key = super::step_key(":session_verdict", MTA, before.transaction());
             if currency != before.merchant_deposit.currency {
                 return Err(invalid("currency", "the merchant's currency"));
             }
             let total = Amount::new(total.total_minor, currency);
-            let (after, effects) = before
-                .handle(self.core.now(), MtaInput::Verdict(total), Id::new())
-                .map_err(trade)?;
-            if effects != Effects::none() {
-                let rows = self.moved(&row, after.state.as_str(), &after, after.poll_timeout())?;
-                self.core.commit(key, effects, rows.into()).await?;
-            }
-            self.view(&self.row(MTA, session).await?)
+            self.operator_step(&row, before, ":session_verdict", MtaInput::Verdict(total))
+                .await
         })
         .await
     }
