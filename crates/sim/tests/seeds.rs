@@ -63,6 +63,11 @@ async fn trading_sessions_across_two_nodes_keep_every_invariant() {
             total.next_transactions > 0 && total.next_cleared > 0,
             "{total}"
         );
+        // The merchant's end (M4): sessions ended, next transactions refused so.
+        assert!(
+            total.ended_by_merchant > 0 && total.refused_ended > 0,
+            "{total}"
+        );
         assert!(total.refused > 0 && total.aborted > 0, "{total}");
         assert!(total.refused_opens > 0 && total.replays > 0, "{total}");
         assert!(total.crashes > 0 && total.purchases > 0, "{total}");

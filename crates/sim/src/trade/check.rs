@@ -50,10 +50,18 @@
 //!    billing record names a transaction no session has. A is on B's transaction or one ahead
 //!    of it (B `clearing` or `cleared` on the one before with A's clearing of it, A waiting
 //!    for the answer to the next one's initiation or given up on it), never behind; once the
-//!    wire is quiet, B has A's current transaction unless A's wait for it ran out.
+//!    wire is quiet, B has A's current transaction unless A's wait for it ran out;
+//! 7. a session its merchant ended on transaction k (B took the word, M4): B keeps the word
+//!    (`merchant_ended`, across crashes) and has no transaction after k save k + 1 refused
+//!    (`ended`); A has none after k save k + 1, waiting for B's answer (`held`) or `aborted`,
+//!    its refusal `ended` (B's, which B then has) or `unanswered` (A gave up first); its hold
+//!    is then released, never posted (2). No other session is ended at B, and neither node
+//!    has a refusal `ended` elsewhere.
 //!
 //! And at the end of a run ([`ended`]): every session at A has ended, consistently with B, and
-//! none at B waits for A's word on its clearing.
+//! none at B waits for A's word on its clearing; a next transaction started after its
+//! merchant ended the session is aborted at A, refused (ended) at B unless A gave up on it
+//! first, its hold voided or lapsed and nothing posted.
 
 use super::{A, B, NAMES, TradeSim};
 use crate::check::{Broken, int, rows, text};
@@ -63,7 +71,7 @@ use tally_ledger::{Event, TransferKind, TransferState};
 use tally_proto::session::conclusion::{Clearing, customer_total};
 use tally_proto::session::ids::{SessionId, TransactionId};
 use tally_proto::session::receipt::SessionReceipt;
-use tally_proto::session::trade::{self, AmSession, AmState, MtaSession, MtaState};
+use tally_proto::session::trade::{self, AmSession, AmState, MtaSession, MtaState, Refusal};
 use tally_service::Node;
 
 /// Both nodes' sessions, by id.
@@ -84,6 +92,7 @@ pub(super) async fn all(sim: &TradeSim) -> Result<(), Broken> {
     let quiet = sim.quiet().await?;
     receipts_at_a(&a, &am, &receipts, quiet).await?;
     across(&am, &mta, &sim.done, quiet, sim.now())?;
+    ended_by_merchants(sim, &am, &mta)?;
     private(sim, &a, A).await?;
     private(sim, &b, B).await
 }
@@ -323,6 +332,16 @@ async fn at_a(sim: &TradeSim, a: &Node) -> Result<BTreeMap<String, AmSession>, B
         }
     }
     Ok(am)
+}
+
+/// The hold of next transaction `t` at A, and the transfers that resolved it.
+pub(super) async fn next_hold(
+    a: &Node,
+    t: TransactionId,
+) -> Result<(tally_ledger::Transfer, Vec<(String, i64)>), Broken> {
+    hold(a, &format!(":session_next:{t}"))
+        .await
+        .map_err(|e| format!("transaction {t} at A: {e}"))
 }
 
 /// The hold of the step keyed `step` at A (the opening's, or a next transaction's), and the
@@ -926,6 +945,103 @@ fn across(
     Ok(())
 }
 
+/// Invariant 7: the sessions their merchant ended (at transaction k, as the simulator kept
+/// it): B keeps the word (across crashes) and has no transaction after k save one refused
+/// (`ended`); A has none after k save one waiting for B's answer (`held`) or aborted, for
+/// that refusal or because A gave up waiting first (`unanswered`). No session the simulator's
+/// merchants did not end is ended, and nothing is refused as ended elsewhere.
+fn ended_by_merchants(
+    sim: &TradeSim,
+    am: &BTreeMap<String, AmSession>,
+    mta: &Mtas,
+) -> Result<(), Broken> {
+    let mut ended = BTreeSet::new();
+    for t in &sim.trades {
+        let Some(k) = t.ended_at else {
+            continue;
+        };
+        let id = t.id.to_string();
+        ended.insert(id.clone());
+        let b = mta
+            .get(&id)
+            .ok_or_else(|| format!("session {id} was ended by its merchant and B lost it"))?;
+        let at_b = format!("{} on {} at B", b.state, b.transaction());
+        if !b.merchant_ended {
+            return Err(format!(
+                "session {id} was ended by its merchant on transaction {k}, and is {at_b} \
+                 without the word (lost)"
+            ));
+        }
+        if b.txn > k
+            && (b.txn != k + 1 || b.state != MtaState::Refused || b.refusal != Some(Refusal::Ended))
+        {
+            return Err(format!(
+                "session {id} was ended by its merchant on transaction {k}, and is {at_b} \
+                 (refusal {:?}): a transaction after it is refused (ended)",
+                b.refusal
+            ));
+        }
+        let s = am
+            .get(&id)
+            .ok_or_else(|| format!("session {id} is at B and unknown at A"))?;
+        if s.txn <= k {
+            continue;
+        }
+        let at_a = format!(
+            "{} on {} at A (refusal {:?})",
+            s.state,
+            s.transaction(),
+            s.refusal
+        );
+        let fits = s.txn == k + 1
+            && match s.state {
+                AmState::Held => s.refusal.is_none(),
+                AmState::Aborted => {
+                    matches!(s.refusal, Some(Refusal::Ended | Refusal::Unanswered))
+                }
+                _ => false,
+            };
+        if !fits {
+            return Err(format!(
+                "session {id} was ended by its merchant on transaction {k}, and is {at_a} \
+                 ({at_b}): the next one waits for B's answer, or was aborted (refused as ended, \
+                 or unanswered)"
+            ));
+        }
+        // A hears `ended` only in B's refusal of this transaction: B has that refusal.
+        if s.state == AmState::Aborted
+            && s.refusal == Some(Refusal::Ended)
+            && !(b.txn == s.txn && b.refusal == Some(Refusal::Ended))
+        {
+            return Err(format!(
+                "session {id} is {at_a}, and {at_b}: A hears `ended` only from B's refusal"
+            ));
+        }
+    }
+    for (id, b) in mta {
+        if b.merchant_ended && !ended.contains(id) {
+            return Err(format!(
+                "session {id} is ended at B ({} on {}), and its merchant never ended it",
+                b.state,
+                b.transaction()
+            ));
+        }
+        if b.refusal == Some(Refusal::Ended) && !b.merchant_ended {
+            return Err(format!(
+                "session {id} is refused as ended at B, and is not ended"
+            ));
+        }
+    }
+    for (id, s) in am {
+        if s.refusal == Some(Refusal::Ended) && !ended.contains(id) {
+            return Err(format!(
+                "session {id} is aborted as ended at A, and its merchant never ended it"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Invariant 5: no purchase's item text at the node.
 async fn private(sim: &TradeSim, node: &Node, site: usize) -> Result<(), Broken> {
     for (table, column) in [
@@ -955,8 +1071,10 @@ async fn private(sim: &TradeSim, node: &Node, site: usize) -> Result<(), Broken>
 
 /// Invariant 6, at the end: every session at A has ended (none `held`, `open` or
 /// `concluding`), consistently with B (checked with the wire quiet by [`all`]); B has none
-/// waiting for its merchant, nor for A's word on a clearing; what B still has open is a session A aborted (B's ack came after
-/// A gave up): counted as orphaned, or a failure with `strict_end`. Counts the outcome.
+/// waiting for its merchant, nor for A's word on a clearing; what B still has open is a
+/// session A aborted (B's ack came after A gave up): counted as orphaned, or a failure with
+/// `strict_end`. A session its merchant ended opened nothing after (invariant 7, at the end).
+/// Counts the outcome.
 pub(super) async fn ended(sim: &mut TradeSim) -> Result<(), Broken> {
     if !sim.quiet().await? {
         return Err("the wire is not quiet at the end".into());
@@ -1017,6 +1135,47 @@ pub(super) async fn ended(sim: &mut TradeSim) -> Result<(), Broken> {
             ));
         }
         o.refused += usize::from(matches!(t.state, MtaState::Refused));
+        o.ended_by_merchant += usize::from(t.merchant_ended);
+        o.refused_ended +=
+            usize::from(t.state == MtaState::Refused && t.refusal == Some(Refusal::Ended));
+    }
+    // A session its merchant ended opened nothing after: a next transaction started ended
+    // aborted at A, its hold released (voided, or lapsed when A's hold ran out first),
+    // nothing posted; B refused it (ended), or never had it when A gave up waiting first.
+    for tr in &sim.trades {
+        let (Some(k), Some(s)) = (tr.ended_at, am.get(&tr.id.to_string())) else {
+            continue;
+        };
+        if s.txn <= k {
+            continue;
+        }
+        let t = s.transaction();
+        let b = mta
+            .get(&tr.id.to_string())
+            .ok_or("a session vanished at B")?;
+        let refused =
+            b.txn == s.txn && b.state == MtaState::Refused && b.refusal == Some(Refusal::Ended);
+        let unanswered = s.refusal == Some(Refusal::Unanswered);
+        if s.state != AmState::Aborted || !(refused || (unanswered && b.txn == k)) {
+            return Err(format!(
+                "{t} was started after its merchant ended the session (on {k}), and is {} at A \
+                 ({:?}) and {} on {} at B ({:?}) at the end: aborted at A, refused as ended at B",
+                s.state,
+                s.refusal,
+                b.state,
+                b.transaction(),
+                b.refusal
+            ));
+        }
+        let (h, resolved) = next_hold(&sim.node(A), t).await?;
+        let released = matches!(h.state, TransferState::Voided | TransferState::Expired);
+        let posted = TransferKind::PostPending.as_str();
+        if !released || resolved.len() > 1 || resolved.iter().any(|(kind, _)| kind == posted) {
+            return Err(format!(
+                "{t} was refused as its merchant ended the session, and its hold is {h:?} \
+                 (resolved by {resolved:?}) at the end: released, nothing posted"
+            ));
+        }
     }
     Ok(())
 }

@@ -13,7 +13,12 @@
 //! transaction (M4) with a new deposit (sometimes beyond what it may spend; sometimes its
 //! answer is lost and it sends the same request again, a replay; sometimes too soon, or naming
 //! another transaction or deposit: refused), after which its wallet, the agent's tab and both
-//! records are of the new transaction; a node's outbox rows for its peer are sealed onto the
+//! records are of the new transaction (often, a session its merchant ended: B refuses it,
+//! `ended`, and A voids its hold); a merchant at B ends one of its sessions (its agent's word
+//! on the merchant's terminate: taken once, the same word again answers the same and changes
+//! nothing; another merchant's word, or one for a session B does not know yet, is not found;
+//! sometimes B crashes right after and keeps it), the current transaction concluding as
+//! usual and no next one opening; a node's outbox rows for its peer are sealed onto the
 //! simulated wire ([`net`]); the wire delivers one of them to the other node's
 //! `receive_peer_message`, as `POST /v1/peer/messages` would (dropped, duplicated, reordered,
 //! held back, its answer lost); the clock moves; the timers run; B's operator publishes a
@@ -28,9 +33,12 @@
 //! about (openings and next transactions), both sides conclude what is open, the wire drains
 //! without faults and the clock passes every timeout; once, B's operator rules on the disputes
 //! left; once, the customers of the merchant in agent mode start one more transaction where
-//! there is time for it and buy in it, and it ends the same way. Then every session at A has
-//! ended, consistently with B, none at B waits for A's word on a clearing, and the audits
-//! pass.
+//! there is time for it and buy in it, and it ends the same way; so do the customers of every
+//! session its merchant ended, cleared with time left, and theirs opens nothing: once the wire
+//! drained it is refused at B (`ended`) and aborted at A for that reason, its hold voided.
+//! Then every session at A has ended, consistently with B, none at B waits for A's word on a
+//! clearing, no session the merchant ended opened a transaction after its word (its hold
+//! released, nothing posted), and the audits pass.
 //!
 //! The messages go through the simulator's own wire rather than HTTP (the `http` crate is not a
 //! dependency): what the HTTP route and the peer channel decide is copied here (a 2xx marks the
@@ -112,6 +120,10 @@ pub struct TradeOutcome {
     /// Next-transaction requests sent again after a lost answer that came back as the same
     /// transaction (replays).
     pub next_replays: usize,
+    /// Sessions their merchant ended (B took its word; at the end).
+    pub ended_by_merchant: usize,
+    /// Next transactions B refused because the merchant had ended the session (at the end).
+    pub refused_ended: usize,
     /// Node crashes and restarts.
     pub crashes: usize,
     /// Messages delivered with their answer back to the sender.
@@ -150,6 +162,8 @@ impl TradeOutcome {
         self.next_cleared += o.next_cleared;
         self.refused_nexts += o.refused_nexts;
         self.next_replays += o.next_replays;
+        self.ended_by_merchant += o.ended_by_merchant;
+        self.refused_ended += o.refused_ended;
         self.crashes += o.crashes;
         self.delivered += o.delivered;
         self.dropped += o.dropped;
@@ -171,7 +185,8 @@ impl std::fmt::Display for TradeOutcome {
              orphaned at B), {} opens refused for want of money, {} replays, {} purchases, {} \
              records, {} verdicts, {} clearings released, {} next transactions ({} cleared, {} \
              refused for want of money, {} replays, {} paid at B on their initiation), {} \
-             crashes; wire: {} delivered, {} dropped, {} duplicated, {} held back, {} late, {} \
+             sessions ended by their merchant ({} next transactions refused so), {} crashes; \
+             wire: {} delivered, {} dropped, {} duplicated, {} held back, {} late, {} \
              answers lost; refused: {:?}",
             self.opened,
             self.cleared,
@@ -190,6 +205,8 @@ impl std::fmt::Display for TradeOutcome {
             self.refused_nexts,
             self.next_replays,
             self.overtaken,
+            self.ended_by_merchant,
+            self.refused_ended,
             self.crashes,
             self.delivered,
             self.dropped,
@@ -270,6 +287,9 @@ struct Trade {
     /// A request for the next transaction whose answer the customer never got: it sends it
     /// again (and starts nothing else meanwhile).
     lost_next: Option<NextRequest>,
+    /// The transaction B was on when the merchant ended the session (B took its word): no
+    /// transaction after it opens.
+    ended_at: Option<u64>,
 }
 
 impl Trade {
@@ -370,6 +390,9 @@ pub struct TradeSim {
     marker: String,
     keys: usize,
     trace: Vec<String>,
+    /// The next transactions started at the end of a run in sessions their merchant had
+    /// ended (`next_at_end`): refused once the wire drains.
+    refused_at_end: Vec<TransactionId>,
     /// `SIM_VERBOSE` set: every step is printed as it is taken.
     verbose: bool,
     outcome: TradeOutcome,
@@ -432,6 +455,7 @@ impl TradeSim {
             marker,
             keys: 0,
             trace: Vec::new(),
+            refused_at_end: Vec::new(),
             verbose: std::env::var_os("SIM_VERBOSE").is_some(),
             outcome: TradeOutcome::default(),
         };
@@ -692,7 +716,15 @@ impl TradeSim {
                 self.publish(rate, valid_for_s).await
             }
             91..=93 => self.deliver(true).await,
-            94..=96 => self.settle().await,
+            94..=95 => self.settle().await,
+            96 => {
+                // A merchant ends a session; or, after an end, the customer of a session
+                // its merchant ended asks for the next transaction once it is cleared.
+                if self.rng.random_bool(0.6) && self.next_after_end().await? {
+                    return Ok(());
+                }
+                self.merchant_ends().await
+            }
             _ => {
                 let site = self.rng.random_range(0..2);
                 self.crash(site).await
@@ -776,6 +808,7 @@ impl TradeSim {
                 // where the session has time left for it: it ends like the rest.
                 if std::mem::take(&mut one_more) && self.next_at_end().await? > 0 {
                     self.drain().await?;
+                    self.refused_as_ended().await?;
                     self.buy_at_end().await?;
                     continue;
                 }

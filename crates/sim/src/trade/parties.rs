@@ -1,12 +1,13 @@
 //! The parties of the trading simulation: customers at A open sessions (and retry when an
 //! answer is lost), buy at merchant agents, post their records and start their sessions' next
-//! transactions (M4); merchants at B answer sessions and post theirs; B's operator settles
-//! disputes. Each checks what it can of the answer: an opening or a next transaction beyond
+//! transactions (M4); merchants at B answer sessions, post theirs and end sessions; B's
+//! operator settles disputes. Each checks what it can of the answer: an opening or a next transaction beyond
 //! the money is refused and changes nothing, a retry is the same session (the same
 //! transaction, nothing new held), the agent's tab and the customer's wallet count the same
 //! purchases of the same transaction, a record sent again or a second different one changes
 //! nothing, a verdict the deposit covers is taken (and sent as the clearing), another or a
-//! second different one is refused and changes nothing.
+//! second different one is refused and changes nothing, a merchant's end is taken once and
+//! changes nothing but the word (another merchant's is not found).
 
 use super::{A, B, NAMES, Step, Trade, TradeSim, Wallet, eur, unexpected};
 use super::{Done, LostOpen, NextRequest, OpenRequest};
@@ -190,6 +191,7 @@ impl TradeSim {
                 customer_record: None,
                 merchant_record: None,
                 lost_next: None,
+                ended_at: None,
             });
         }
         Ok(())
@@ -352,8 +354,8 @@ impl TradeSim {
     /// A customer whose session is cleared at A (its transaction ended, with time left in the
     /// session for another) starts the session's next transaction with a deposit it may
     /// usually hold (sometimes more than it may: refused, nothing held); sometimes its answer
-    /// is lost and it sends the same request again later. Or it sends again a request whose
-    /// answer it lost.
+    /// is lost and it sends the same request again later; often one whose merchant ended the
+    /// session (B refuses it). Or it sends again a request whose answer it lost.
     pub(super) async fn next_transaction(&mut self) -> Step<()> {
         let waiting: Vec<usize> = (0..self.trades.len())
             .filter(|&i| self.trades[i].lost_next.is_some())
@@ -367,7 +369,45 @@ impl TradeSim {
         if self.rng.random_bool(0.1) {
             return self.next_too_soon().await;
         }
-        // Not near the session's end: the MTA could not acknowledge it in time (refused).
+        let mut cleared = self.ready_for_next().await?;
+        if cleared.is_empty() {
+            return Ok(());
+        }
+        // Often a session its merchant ended (the customer does not know): B refuses it.
+        let ended: Vec<usize> = cleared
+            .iter()
+            .copied()
+            .filter(|&i| self.trades[i].ended_at.is_some())
+            .collect();
+        if !ended.is_empty() && self.rng.random_bool(0.8) {
+            cleared = ended;
+        }
+        let i = cleared[self.rng.random_range(0..cleared.len())];
+        self.start_next(i).await
+    }
+
+    /// The customer of a session its merchant ended, cleared at A with time left, starts the
+    /// next transaction (it does not know of the end: B refuses it, `ended`, and A voids its
+    /// hold); whether there was one.
+    pub(super) async fn next_after_end(&mut self) -> Step<bool> {
+        let ended: Vec<usize> = self
+            .ready_for_next()
+            .await?
+            .into_iter()
+            .filter(|&i| self.trades[i].ended_at.is_some())
+            .collect();
+        if ended.is_empty() {
+            return Ok(false);
+        }
+        let i = ended[self.rng.random_range(0..ended.len())];
+        self.start_next(i).await?;
+        Ok(true)
+    }
+
+    /// The trades whose session is cleared at A on the transaction its customer is on, with
+    /// time left for another (not near the session's end: the MTA could not acknowledge it in
+    /// time, refused), and no request for the next one waiting to be sent again.
+    async fn ready_for_next(&self) -> Step<Vec<usize>> {
         let latest = self
             .now()
             .plus_seconds(self.ack_window_s() + 60)
@@ -385,10 +425,13 @@ impl TradeSim {
                 cleared.push(i);
             }
         }
-        if cleared.is_empty() {
-            return Ok(());
-        }
-        let i = cleared[self.rng.random_range(0..cleared.len())];
+        Ok(cleared)
+    }
+
+    /// The customer of trade `i` starts its session's next transaction with a deposit it may
+    /// usually hold (sometimes more than it may: refused, nothing held); sometimes its answer
+    /// is lost.
+    async fn start_next(&mut self, i: usize) -> Step<()> {
         let available = self.available(self.trades[i].customer).await?;
         let minor = match self.rng.random_range(0..10) {
             // Beyond what the customer may spend: refused, nothing held.
@@ -462,7 +505,9 @@ impl TradeSim {
 
     /// At the end, the customers whose session with a merchant in agent mode is cleared with
     /// time left start its next transaction (their answers arrive; they buy in it once it is
-    /// open, [`TradeSim::buy_at_end`]); how many did.
+    /// open, [`TradeSim::buy_at_end`]); so do those whose merchant ended the session (of any
+    /// merchant: B refuses it, `ended`, and A voids its hold; kept in `refused_at_end` for
+    /// [`TradeSim::refused_as_ended`]); how many did.
     pub(super) async fn next_at_end(&mut self) -> Step<usize> {
         let latest = self
             .now()
@@ -478,9 +523,15 @@ impl TradeSim {
                 .am(&t.id)
                 .await?
                 .ok_or_else(|| format!("{} is unknown at A", t.id))?;
-            // (a merchant in agent mode: no one answers by hand at the end)
+            // (a merchant in agent mode: no one answers by hand at the end; or one that ended
+            // the session: B refuses it without asking anyone)
             let agent = t.merchant.is_some_and(|m| self.merchants[m].auto_ack);
-            if s.state != AmState::Cleared || s.txn != t.txn || s.expires_at <= latest || !agent {
+            let ended = t.ended_at.is_some();
+            if s.state != AmState::Cleared
+                || s.txn != t.txn
+                || s.expires_at <= latest
+                || !(agent || ended)
+            {
                 continue;
             }
             let next = s.transaction().next().map_err(unexpected)?;
@@ -493,9 +544,55 @@ impl TradeSim {
                 took: None,
             };
             self.send_next(i, r, false).await?;
-            started += usize::from(self.trades[i].txn == next.seq);
+            if self.trades[i].txn == next.seq {
+                started += 1;
+                if ended {
+                    self.refused_at_end.push(next);
+                }
+            }
         }
         Ok(started)
+    }
+
+    /// Once the wire drained after [`TradeSim::next_at_end`], each next transaction it started
+    /// in a session its merchant had ended was refused (`ended`) at B and aborted at A for that
+    /// reason (no fault, no timeout on the way), its hold voided: none opened.
+    pub(super) async fn refused_as_ended(&mut self) -> Step<()> {
+        for t in std::mem::take(&mut self.refused_at_end) {
+            let a = self
+                .am(&t.session)
+                .await?
+                .ok_or("a session vanished at A")?;
+            let b = self
+                .mta(&t.session)
+                .await?
+                .ok_or("a session vanished at B")?;
+            let at_a = (a.transaction(), a.state, a.refusal);
+            let at_b = (b.transaction(), b.state, b.refusal);
+            if at_a != (t, AmState::Aborted, Some(trade::Refusal::Ended))
+                || at_b != (t, MtaState::Refused, Some(trade::Refusal::Ended))
+            {
+                return Err(format!(
+                    "{t} was started at the end after its merchant ended the session, and is \
+                     {at_a:?} at A and {at_b:?} at B once the wire drained: refused (ended) at \
+                     B, aborted for it at A"
+                ));
+            }
+            let (h, resolved) = super::check::next_hold(&self.node(A), t).await?;
+            let void = tally_ledger::TransferKind::VoidPending.as_str();
+            if h.state != tally_ledger::TransferState::Voided
+                || resolved.iter().any(|(kind, _)| kind != void)
+            {
+                return Err(format!(
+                    "{t} was refused as ended, and its hold is {h:?} (resolved by \
+                     {resolved:?}): voided at once"
+                ));
+            }
+            self.note(format!(
+                "{t}: refused at B (ended), aborted at A, hold voided"
+            ));
+        }
+        Ok(())
     }
 
     /// At the end, the customers of the transactions [`TradeSim::next_at_end`] started buy
@@ -1078,6 +1175,169 @@ impl TradeSim {
     }
 
     // ----- the merchants' side ---------------------------------------------------------------
+
+    /// A merchant at B ends one of its sessions (its agent, on the merchant's terminate, M4):
+    /// mostly one it has not ended yet. One B does not know yet (the initiation still on its
+    /// way) is not found, and nothing changes. Otherwise B takes it: the session stays as it
+    /// was, ended (the current transaction concludes as usual, a next one is refused); the
+    /// simulator keeps the transaction it was on. Sometimes the same word again (at once, or
+    /// in a later step): the same view, nothing changes. Sometimes another merchant tries
+    /// first: not found, nothing changes. Sometimes B crashes right after (the word is kept).
+    /// Often a session cleared at A with time left, whose customer (not knowing) sometimes
+    /// asks for the next transaction at once: B refuses it (`ended`).
+    pub(super) async fn merchant_ends(&mut self) -> Step<()> {
+        let known: Vec<usize> = (0..self.trades.len())
+            .filter(|&i| self.trades[i].merchant.is_some())
+            .collect();
+        let ready = self.ready_for_next().await?;
+        let mut fresh = Vec::new();
+        let mut live = Vec::new();
+        let mut cleared = Vec::new();
+        for &i in &known {
+            if self.trades[i].ended_at.is_some() {
+                continue;
+            }
+            fresh.push(i);
+            // (cleared with time left: its customer may ask for the next one at once)
+            if ready.contains(&i) {
+                cleared.push(i);
+            }
+            // (one that may yet clear, after which its customer may ask for the next one)
+            if self.mta(&self.trades[i].id).await?.is_some_and(|s| {
+                !matches!(
+                    s.state,
+                    MtaState::Refused | MtaState::Expired | MtaState::Informed
+                )
+            }) {
+                live.push(i);
+            }
+        }
+        let ended: Vec<usize> = known
+            .iter()
+            .copied()
+            .filter(|&i| self.trades[i].ended_at.is_some())
+            .collect();
+        let pool = match self.rng.random_range(0..100) {
+            0..=49 if !cleared.is_empty() => cleared,
+            0..=54 if !live.is_empty() => live,
+            0..=79 if !fresh.is_empty() => fresh,
+            80..=89 if !ended.is_empty() => ended,
+            _ => known,
+        };
+        if pool.is_empty() {
+            return Ok(());
+        }
+        let i = pool[self.rng.random_range(0..pool.len())];
+        let (id, m) = (
+            self.trades[i].id,
+            self.trades[i].merchant.ok_or("no merchant")?,
+        );
+        let session = id.to_string();
+        let b = self.node(B);
+        let before = self.mta(&id).await?;
+        let n = self.merchants.len();
+        if n > 1 && self.rng.random_bool(0.2) {
+            let other = (m + self.rng.random_range(1..n)) % n;
+            let principal = self.merchants[other].principal.clone();
+            let label = format!(
+                "{} tries to end {id}, {}'s session",
+                self.merchants[other].name, self.merchants[m].name
+            );
+            match b.sessions().end(&principal, &session).await {
+                Err(ServiceError::NotFound { .. }) => self.note(format!("{label}: not found")),
+                other => return Err(format!("{label}: answered {other:?}, not 'not found'")),
+            }
+            if self.mta(&id).await? != before {
+                return Err(format!("{label}: refused, and the session changed at B"));
+            }
+        }
+        let name = self.merchants[m].name.clone();
+        let label = format!("{name} ends {id}");
+        let principal = self.merchants[m].principal.clone();
+        let result = b.sessions().end(&principal, &session).await;
+        let after = self.mta(&id).await?;
+        let Some(before) = before else {
+            match result {
+                Err(ServiceError::NotFound { .. }) if after.is_none() => {
+                    self.note(format!("{label}: not found (B does not have it yet)"));
+                    return Ok(());
+                }
+                other => {
+                    return Err(format!(
+                        "{label}: unknown at B, answered {other:?} (B now has {after:?})"
+                    ));
+                }
+            }
+        };
+        let view = match result {
+            Ok(view) => view,
+            Err(e) => return Err(format!("{label}: {e} (B had it {})", before.state)),
+        };
+        let ended = MtaSession {
+            merchant_ended: true,
+            ..before.clone()
+        };
+        if after.as_ref() != Some(&ended) {
+            return Err(format!(
+                "{label}: B had {before:?} and has {after:?}: the same, ended"
+            ));
+        }
+        if view.transaction != before.transaction().to_string()
+            || view.state != before.state.as_str()
+        {
+            return Err(format!(
+                "{label}: answered {} on {}, and B is {} on {}",
+                view.state,
+                view.transaction,
+                before.state,
+                before.transaction()
+            ));
+        }
+        match self.trades[i].ended_at {
+            Some(k) if before.merchant_ended => {
+                self.note(format!("{label} again (ended on {k}): {}", view.state));
+            }
+            Some(k) => {
+                return Err(format!(
+                    "{label}: ended on {k} before, and B had forgotten it ({before:?})"
+                ));
+            }
+            None if before.merchant_ended => {
+                return Err(format!("{label}: B had it ended, and no one ended it"));
+            }
+            None => {
+                self.note(format!(
+                    "{label} on {}: {}",
+                    before.transaction(),
+                    view.state
+                ));
+                self.trades[i].ended_at = Some(before.txn);
+            }
+        }
+        if self.rng.random_bool(0.3) {
+            let again = b.sessions().end(&principal, &session).await;
+            match again {
+                Ok(v) if v == view => self.note(format!("  {label} again: the same")),
+                other => {
+                    return Err(format!(
+                        "{label} again: answered {other:?}, not the same view ({view:?})"
+                    ));
+                }
+            }
+            let now = self.mta(&id).await?;
+            if now != after {
+                return Err(format!("{label} again: B changed ({now:?})"));
+            }
+        }
+        if self.rng.random_bool(0.1) {
+            self.crash(B).await?;
+        }
+        // Sometimes the customer, not knowing, asks for the next transaction at once.
+        if ready.contains(&i) && self.rng.random_bool(0.5) {
+            self.start_next(i).await?;
+        }
+        Ok(())
+    }
 
     /// A merchant that acks by hand answers a session: mostly one it was informed of (accept
     /// or decline), sometimes one it answered before.
