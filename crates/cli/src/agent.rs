@@ -283,8 +283,8 @@ async fn open_tab(State(a): State<Agent>, Json(req): Json<OpenTab>) -> Response 
 }
 
 /// The tab a path names: a text that is no transaction id names no tab.
-fn tab_named(text: &str) -> Result<TransactionId, Response> {
-    text.parse().map_err(|_| refused(AgentError::UnknownTab))
+fn tab_named(text: &str) -> Result<TransactionId, AgentError> {
+    text.parse().map_err(|_| AgentError::UnknownTab)
 }
 
 async fn purchase(
@@ -294,7 +294,7 @@ async fn purchase(
 ) -> Response {
     let transaction = match tab_named(&transaction) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(e) => return refused(e),
     };
     match a.journal.submit(transaction, AgentOp::Buy(p)).await {
         Ok(v) => {
@@ -324,7 +324,7 @@ async fn close(
 ) -> Response {
     let transaction = match tab_named(&transaction) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(e) => return refused(e),
     };
     let tab = match a
         .journal
@@ -372,7 +372,7 @@ async fn terminate(
     }
     let transaction = match tab_named(&transaction) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(e) => return refused(e),
     };
     let tab = match a.journal.submit(transaction, AgentOp::Terminate).await {
         Ok(v) => v,

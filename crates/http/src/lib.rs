@@ -315,10 +315,7 @@ fn routes() -> Router<AppState> {
             "/v1/trading-sessions/{session}/record",
             post(federation::record),
         )
-        .route(
-            "/v1/trading-sessions/{session}/end",
-            post(federation::end),
-        )
+        .route("/v1/trading-sessions/{session}/end", post(federation::end))
         .route(
             "/v1/trading-sessions/{session}/verdict",
             post(federation::verdict),

@@ -19,8 +19,8 @@ use sqlx::{AnyPool, Executor, Row};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
-use tally_kernel::Timestamp;
 use tally_kernel::Currency;
+use tally_kernel::Timestamp;
 use tally_proto::session::acceptance::Delivery;
 use tally_proto::session::ids::TransactionId;
 use tally_proto::session::purchase::{
@@ -229,7 +229,11 @@ impl AgentJournal {
     }
 
     /// Submits one operation on the tab of `transaction`; answered once it is on disk.
-    pub async fn submit(&self, transaction: TransactionId, op: AgentOp) -> Result<TabView, AgentError> {
+    pub async fn submit(
+        &self,
+        transaction: TransactionId,
+        op: AgentOp,
+    ) -> Result<TabView, AgentError> {
         let rx = self.enqueue(transaction, op).await?;
         rx.await
             .map_err(|_| AgentError::Store("the writer stopped".into()))?
@@ -536,17 +540,14 @@ fn decide(kept: &Kept<'_>, staged: &mut Staged, job: &mut Job) -> Result<TabView
     }
     // The tab as this batch left it, copied once per tab and batch (not once per purchase);
     // a refused operation leaves it as it was.
-    if !staged.tabs.contains_key(&job.transaction) {
-        let tab = kept
-            .get(&job.transaction)
-            .ok_or(AgentError::UnknownTab)?
-            .clone();
-        staged.tabs.insert(job.transaction, tab);
-    }
-    let tab = staged
-        .tabs
-        .get_mut(&job.transaction)
-        .ok_or(AgentError::UnknownTab)?;
+    let tab = match staged.tabs.entry(job.transaction) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => e.insert(
+            kept.get(&job.transaction)
+                .ok_or(AgentError::UnknownTab)?
+                .clone(),
+        ),
+    };
     let now = Timestamp::now().as_micros();
     let taken = match &job.work {
         Work::Op(AgentOp::Open(_)) => return Err(AgentError::TabExists),
@@ -580,13 +581,9 @@ fn decide(kept: &Kept<'_>, staged: &mut Staged, job: &mut Job) -> Result<TabView
                     return Err(AgentError::Store("a purchase decided twice".into()));
                 }
             };
-            staged.rows.push((
-                job.transaction,
-                seq,
-                wire.bytes,
-                wire.mac,
-                price.minor,
-            ));
+            staged
+                .rows
+                .push((job.transaction, seq, wire.bytes, wire.mac, price.minor));
             Ok(v)
         }
     }
@@ -649,7 +646,7 @@ type SegmentRow = (String, i64, i64, String);
 /// hundreds of rows, not thousands.
 fn encode_segments(mut rows: Vec<PurchaseRow>) -> Result<Vec<SegmentRow>, StoreError> {
     // Each tab's purchases together, in the order taken (the sort is stable).
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows.sort_by_key(|r| r.0);
     let mut segments = Vec::new();
     let mut rows = rows.into_iter().peekable();
     while let Some(first) = rows.next() {
@@ -821,7 +818,8 @@ mod tests {
     }
 
     const P1: &str = r#"{"at":1,"item":"a \"b\"","price":{"currency":"EUR","minor":2},"seq":1,"transaction":"x"}"#;
-    const P2: &str = r#"{"at":2,"item":"c","price":{"currency":"EUR","minor":3},"seq":2,"transaction":"x"}"#;
+    const P2: &str =
+        r#"{"at":2,"item":"c","price":{"currency":"EUR","minor":3},"seq":2,"transaction":"x"}"#;
 
     /// Golden: a segment's `data` is the purchases' bytes as they are, with their MAC and
     /// price, in the order taken; one row per tab; and it reads back to the same bytes.

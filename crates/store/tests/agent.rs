@@ -117,10 +117,7 @@ async fn what_is_answered_taken_is_on_disk() {
     assert_eq!(rows[0].1, purchase(1, 20).bytes);
     let again = journal.submit(t, buy(3, 20)).await.expect("repeat");
     assert!(again.repeat);
-    assert_eq!(
-        (again.count, again.spent, again.list),
-        (3, 60, list.list)
-    );
+    assert_eq!((again.count, again.spent, again.list), (3, 60, list.list));
     let fourth = journal.submit(t, buy(4, 40)).await.expect("taken");
     assert_eq!((fourth.count, fourth.remaining), (4, 0));
     let close = |mac| AgentOp::Close { mac };
@@ -158,7 +155,7 @@ async fn ended_tabs_are_reported_until_taken() {
     assert!(c.to_end.is_empty() && c.to_report.is_empty());
     assert_eq!(c.next_end, Some(1_000));
     let c = journal.chores(1_000).await.expect("chores");
-    assert_eq!((c.to_end, c.to_report.len()), (vec![t.clone()], 0));
+    assert_eq!((c.to_end, c.to_report.len()), (vec![t], 0));
     // Ended: no more purchases; its record is owed, across a reopen.
     let v = journal
         .submit(t, AgentOp::Terminate)

@@ -277,7 +277,9 @@ mod tests {
         }
         assert!(!key.verify_parts(&[b"what do ya want for nothing!"], &tag));
         assert!(!key.verify_parts(&[b"what do ya want for nothing?"], &tag[..16]));
-        assert!(!HmacSha256Key::new(b"jefe").verify_parts(&[b"what do ya want for nothing?"], &tag));
+        assert!(
+            !HmacSha256Key::new(b"jefe").verify_parts(&[b"what do ya want for nothing?"], &tag)
+        );
         assert_eq!(format!("{key:?}"), "HmacSha256Key(<secret>)");
     }
 

@@ -1467,8 +1467,8 @@ fn the_merchants_terminate_ends_the_session() {
         .expect("again");
     assert_eq!(fx, Effects::none());
     // Kept across a restart (the row's JSON).
-    let mta: MtaSession = serde_json::from_value(serde_json::to_value(&mta).expect("json"))
-        .expect("back");
+    let mta: MtaSession =
+        serde_json::from_value(serde_json::to_value(&mta).expect("json")).expect("back");
     assert!(mta.merchant_ended);
     let (am, mta) = clear_both(am, mta, 1000, 3);
     assert_eq!(mta.state, MtaState::Cleared);
@@ -1504,5 +1504,8 @@ fn the_merchants_terminate_ends_the_session() {
         .handle(at(12), AmInput::Refused(refused))
         .expect("aborted");
     // The customer's operator says why.
-    assert_eq!((am.state, am.refusal), (AmState::Aborted, Some(Refusal::Ended)));
+    assert_eq!(
+        (am.state, am.refusal),
+        (AmState::Aborted, Some(Refusal::Ended))
+    );
 }
