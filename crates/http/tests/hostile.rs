@@ -3750,6 +3750,12 @@ fn federation() -> Vec<Case> {
             .by(Who::Alice)
             .raw("application/json", b"{}".to_vec())
             .expect(404, "not_found"),
+        post("trading session/end of an unknown one", "/v1/trading-sessions/nothing.1/end")
+            .by(Who::Shop)
+            .expect(404, "not_found"),
+        post("trading session/end by a customer", "/v1/trading-sessions/nothing.1/end")
+            .by(Who::Alice)
+            .expect(404, "not_found"),
         post("verdict/by a merchant", "/v1/trading-sessions/nothing.1/verdict")
             .by(Who::Shop)
             .json(json!({"total_minor": 100, "currency": "EUR"}))
