@@ -416,13 +416,16 @@ async fn writer(
             return;
         }
         let mut staged = Staged::default();
+        // The batch is decided at one instant (a clock read per purchase was a hundredth of
+        // the agent's time): a tab whose time is over by then takes none of its purchases.
+        let now = Timestamp::now().as_micros();
         let answers: Vec<_> = {
             let kept = Kept {
                 tabs: &tabs,
                 committing: inflight.as_ref().map(|f| &f.tabs),
             };
             jobs.iter_mut()
-                .map(|job| decide(&kept, &mut staged, job))
+                .map(|job| decide(&kept, &mut staged, job, now))
                 .collect()
         };
         if let Some(f) = inflight.take() {
@@ -529,7 +532,12 @@ impl Kept<'_> {
     }
 }
 
-fn decide(kept: &Kept<'_>, staged: &mut Staged, job: &mut Job) -> Result<TabView, AgentError> {
+fn decide(
+    kept: &Kept<'_>,
+    staged: &mut Staged,
+    job: &mut Job,
+    now: i64,
+) -> Result<TabView, AgentError> {
     if let Work::Op(AgentOp::Open(tab)) = &job.work {
         if staged.tabs.contains_key(&job.transaction) || kept.get(&job.transaction).is_some() {
             return Err(AgentError::TabExists);
@@ -548,7 +556,6 @@ fn decide(kept: &Kept<'_>, staged: &mut Staged, job: &mut Job) -> Result<TabView
                 .clone(),
         ),
     };
-    let now = Timestamp::now().as_micros();
     let taken = match &job.work {
         Work::Op(AgentOp::Open(_)) => return Err(AgentError::TabExists),
         Work::Op(AgentOp::Close { mac }) => {
