@@ -12,6 +12,8 @@
 //! * [`stream`]: XChaCha20-Poly1305 STREAM file encryption with truncation detection.
 //! * [`kdf`]: SHA-256, HMAC-SHA256, HKDF-SHA256 and Argon2id password hashing.
 //! * [`otp`]: RFC 4226 / 6238 one-time codes and message-bound codes.
+//! * [`pad`]: the one-time pad and its one-time authenticator (Poly1305 keyed by fresh pad
+//!   bytes), for issue [8]'s pads.
 //!
 //! Key decision: one error enum, [`CryptoError`], whose variants say what went wrong and, by
 //! their name, whose fault it is (`ApiMisuse` is a caller bug; `BadSignature`, `Tampered`,
@@ -28,6 +30,7 @@ pub mod canonical;
 pub mod kdf;
 pub mod keys;
 pub mod otp;
+pub mod pad;
 pub mod seal;
 pub mod stream;
 pub mod warrant;
