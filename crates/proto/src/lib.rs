@@ -15,6 +15,8 @@
 //! * [`oob`]: out-of-band authentication (SPEC A1–A4): a one-time secret bound to a session,
 //!   a time marker and (for transactions) the amount and payee, sent over a second channel and
 //!   typed back on the first.
+//! * [`pad`]: anonymous prepaid pads (SPEC P1–P8), being built: the frame, its plaintexts,
+//!   the records and the pad's machine.
 //! * [`receipt`]: two-party signed receipts (SPEC R1–R6): the receipt core and package, offline
 //!   verification, the token's secure write and the arbiter's rules for fair exchange.
 //! * [`session`]: trading sessions (SPEC M1–M9), being built: the session and transaction ids.
@@ -45,6 +47,7 @@ macro_rules! stored_names {
 pub mod delivery;
 pub mod effects;
 pub mod oob;
+pub mod pad;
 pub mod receipt;
 pub mod session;
 

@@ -1,0 +1,25 @@
+//! Anonymous prepaid pads (SPEC P1–P8, issue [8]; `docs/protocols/pads.md`): key material that
+//! is both the key stream and the balance. Being built: the codecs and the machine are here;
+//! the node's store, routes and wallet are not yet.
+//!
+//! * [`ids`]: pad ids, mailbox addresses, accounts, requests, messages, voucher codes.
+//! * [`file`]: the customer's half as a file; the pad's bytes (one-time or session-key).
+//! * [`frame`]: the frame, enciphered with pad bytes and tagged with a one-time Poly1305 key.
+//! * [`plain`]: requests and replies inside frames.
+//! * [`record`]: the chain of record lines both sides keep.
+//! * [`tariff`]: byte prices without rounding drift.
+//! * [`machine`]: the [`machine::Pad`] state machine: places frames, takes or burns them,
+//!   debits the value.
+//!
+//! Vectors: `docs/protocols/vectors/pads.json`.
+
+pub mod file;
+pub mod frame;
+pub mod ids;
+pub mod machine;
+pub mod plain;
+pub mod record;
+pub mod tariff;
+
+#[cfg(test)]
+mod tests;
