@@ -40,6 +40,7 @@ mod federation;
 mod fx_cache;
 mod log_export;
 mod oob;
+mod pads;
 mod pkcs11;
 mod receipt;
 mod serve;
@@ -118,6 +119,10 @@ enum Commands {
     /// (merchants), and let a merchant take them.
     #[command(subcommand)]
     Session(trading::SessionCommand),
+    /// Anonymous prepaid pads: sell one at the counter (operator), show it (the holder, no
+    /// API key: the pad's bytes are the credential), inspect it, set the tariff.
+    #[command(subcommand)]
+    Pad(pads::PadCommand),
     /// Billing records of cleared trading sessions (operator).
     #[command(subcommand)]
     Billing(trading::BillingCommand),
@@ -283,6 +288,7 @@ fn main() -> ExitCode {
             Commands::Trustee(c) => oob::trustee(c).await,
             Commands::Federation(c) => federation::federation(c).await,
             Commands::Session(c) => trading::session(c).await,
+            Commands::Pad(c) => pads::pad(c).await,
             Commands::Billing(c) => trading::billing(c).await,
             Commands::Clearing(c) => trading::clearing(c).await,
             Commands::Fx(c) => trading::fx(c).await,

@@ -47,6 +47,7 @@ mod delivery;
 mod federation;
 mod ledger;
 mod oob;
+mod pads;
 mod receipts;
 
 pub use delivery::{Download, Package};
@@ -378,6 +379,12 @@ impl Client {
     /// A call answered with bytes (a receipt package).
     pub(crate) async fn call_bytes(&self, call: Call) -> Result<Bytes, Error> {
         self.round_trip(call).await.map(|(_, b)| b)
+    }
+
+    /// A call answered with bytes, saying whether the answer is a replay.
+    pub(crate) async fn call_bytes_answer(&self, call: Call) -> Result<Answer<Bytes>, Error> {
+        let (replayed, value) = self.round_trip(call).await?;
+        Ok(Answer { value, replayed })
     }
 
     /// Sends `call`, retrying what is safe to retry; the success answer's body.

@@ -19,11 +19,13 @@ use tally_kernel::MoneyError;
 use tally_ledger::LedgerError;
 use tally_proto::delivery::notification::NotificationError;
 use tally_proto::oob::OobError;
+use tally_proto::pad::machine::Refusal as PadRefusal;
 use tally_proto::receipt::ReceiptError;
 use tally_proto::receipt::exchange::Refusal;
 use tally_proto::session::envelope::EnvelopeError;
 use tally_proto::session::trade::TradeError;
 use tally_service::delivery::DeliveryError;
+use tally_service::pad::PadServiceError;
 use tally_service::receipt::ReceiptServiceError;
 use tally_service::{Missing, PeerRefusal, ServiceError};
 use tally_store::{Conflict, StoreError};
@@ -193,6 +195,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Disabled(why) => ApiError::new(ErrorCode::Disabled, why),
             ServiceError::Oob(o) => oob(o),
             ServiceError::Delivery(d) => delivery(d),
+            ServiceError::Pad(p) => pad(p),
             ServiceError::Receipt(r) => receipt(r),
             ServiceError::ConfirmationRequired(session) => {
                 let message = format!(
@@ -277,6 +280,70 @@ impl From<ServiceError> for ApiError {
 }
 
 /// Out-of-band refusals: one code per cause, so a client can tell the user what to do.
+fn pad(e: PadServiceError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        PadServiceError::MalformedFrame(_) => ApiError::new(ErrorCode::MalformedFrame, message),
+        PadServiceError::NotAuthentic => ApiError::new(ErrorCode::PadNotAuthentic, message),
+        PadServiceError::OffsetUsed { up_next } => ApiError::new(ErrorCode::PadOffsetUsed, message)
+            .with_details(json!({ "up_next": up_next })),
+        PadServiceError::OffsetAhead { up_next } => {
+            ApiError::new(ErrorCode::PadOffsetAhead, message)
+                .with_details(json!({ "up_next": up_next }))
+        }
+        PadServiceError::BytesExhausted { up_next, down_low } => {
+            ApiError::new(ErrorCode::PadBytesExhausted, message)
+                .with_details(json!({ "up_next": up_next, "down_low": down_low }))
+        }
+        PadServiceError::NotActive => ApiError::new(ErrorCode::PadNotActive, message),
+        PadServiceError::Refused(r) => {
+            let details = serde_json::to_value(&r).unwrap_or(Value::Null);
+            let (code, message) = match r {
+                PadRefusal::MalformedRequest => (
+                    ErrorCode::MalformedRequest,
+                    "the frame's request does not decode; its pad bytes are spent".to_string(),
+                ),
+                PadRefusal::PadBytesExhausted { up_next, down_low } => (
+                    ErrorCode::PadBytesExhausted,
+                    format!(
+                        "the reply would not fit the pad's bytes left (up {up_next}, down \
+                         {down_low}); the frame's bytes are spent; buy a new pad"
+                    ),
+                ),
+                PadRefusal::PadValueExhausted {
+                    available_minor,
+                    needed_minor,
+                } => (
+                    ErrorCode::PadValueExhausted,
+                    format!(
+                        "the pad's value ({available_minor} minor units) does not cover the \
+                         request ({needed_minor}); the frame's bytes are spent; buy a new pad"
+                    ),
+                ),
+                PadRefusal::ProviderNotAllowed => (
+                    ErrorCode::ProviderNotAllowed,
+                    "the provider is not registered here or not on the pad's allow-list; \
+                     nothing was debited"
+                        .to_string(),
+                ),
+                PadRefusal::PinWrong { attempts_left } => (
+                    ErrorCode::PinWrong,
+                    format!("wrong PIN ({attempts_left} attempts left)"),
+                ),
+                PadRefusal::UnknownMailbox => (
+                    ErrorCode::UnknownMailbox,
+                    "no pad has this mailbox address; nothing was debited".to_string(),
+                ),
+                PadRefusal::UnknownRequest => (
+                    ErrorCode::UnknownRequest,
+                    "the pad has no escrowed request of this id; nothing was debited".to_string(),
+                ),
+            };
+            ApiError::new(code, message).with_details(details)
+        }
+    }
+}
+
 fn delivery(e: DeliveryError) -> ApiError {
     let message = e.to_string();
     match e {

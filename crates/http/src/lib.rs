@@ -29,6 +29,7 @@ pub mod middleware;
 pub mod oob;
 pub mod openapi;
 pub mod ops;
+pub mod pads;
 pub mod receipts;
 pub mod telemetry;
 pub mod web;
@@ -100,9 +101,25 @@ pub fn router(node: Node, options: HttpOptions) -> Router {
         routes().merge(arbiter_routes())
     };
     let limited = bounded(routes, &options);
+    // A pad frame may be larger than the JSON body limit: up to its largest ciphertext and
+    // header and tag.
+    let frames = bounded(
+        Router::new().route("/v1/pad-frames", post(pads::frame)),
+        &HttpOptions {
+            body_limit_bytes: options
+                .body_limit_bytes
+                .max(tally_proto::pad::frame::LEN_MAX as usize + tally_proto::pad::frame::OVERHEAD),
+            ..options.clone()
+        },
+    );
     // Uploads and downloads stream gigabytes: no body limit (the service enforces its own
     // upload limit) and no request timeout.
     let streaming = streaming_routes().layer(DefaultBodyLimit::disable());
+    let limited = if options.arbiter_only {
+        limited
+    } else {
+        limited.merge(frames)
+    };
     let app = limited
         .merge(streaming)
         .fallback(ops::no_route)
@@ -255,6 +272,12 @@ fn routes() -> Router<AppState> {
         .route(
             "/v1/receivers/{name}/notifications",
             post(delivery::notification),
+        )
+        .route("/v1/pads", post(pads::sell))
+        .route("/v1/pads/{pad}", get(pads::view))
+        .route(
+            "/v1/pad-tariff/{currency}",
+            axum::routing::put(pads::tariff),
         )
         .route("/v1/complaints", post(delivery::complaint))
         .route("/v1/payments/{id}/refund", post(delivery::refund))

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::dto;
 use crate::error::{ErrorBody, ErrorCode, ErrorDetail};
-use crate::{delivery, federation, handlers, oob, ops, receipts};
+use crate::{delivery, federation, handlers, oob, ops, pads, receipts};
 
 /// Declares the bearer API-key scheme the `/v1` operations use.
 struct ApiKeyAuth;
@@ -45,6 +45,10 @@ impl Modify for ApiKeyAuth {
         federation::peer,
         federation::ping,
         federation::receive,
+        pads::sell,
+        pads::view,
+        pads::tariff,
+        pads::frame,
         federation::open_session,
         federation::sessions,
         federation::session,
@@ -153,6 +157,7 @@ impl Modify for ApiKeyAuth {
         (name = "delivery", description = "Locked delivery: products, sales, packages, payments by reference, keys, reports (docs/protocols/delivery-api.md)"),
         (name = "receipts", description = "Two-party signed receipts: tokens, warrants, the receipt protocol, fair exchange and the arbiter (docs/protocols/receipts.md)"),
         (name = "federation", description = "Operator: peer nodes of other operators, and the sealed messages between them (docs/protocols/sessions.md)"),
+        (name = "pads", description = "Anonymous prepaid pads: the counter sale, the tariff, and frames from pad holders (docs/protocols/pads.md)"),
         (name = "ops", description = "Health, metrics and this document"),
     )
 )]

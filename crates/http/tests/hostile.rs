@@ -601,6 +601,8 @@ struct Hostile {
     w: World,
     keys: HashMap<Who, String>,
     vars: Vec<(String, String)>,
+    /// Pad frames made at setup, by name (binary: they cannot be placeholders).
+    frames: HashMap<&'static str, Vec<u8>>,
 }
 
 impl Hostile {
@@ -971,7 +973,208 @@ async fn setup() -> Hostile {
         (Who::Revoked, revoked),
         (Who::Unknown, format!("tally_customer_{}", "5a".repeat(32))),
     ]);
-    Hostile { w, keys, vars }
+    let frames = pad_frames(api, &mut vars).await;
+    Hostile {
+        w,
+        keys,
+        vars,
+        frames,
+    }
+}
+
+/// A pad sold at setup, its first frame taken, and frames that must be refused: another
+/// frame at the used offset, an authentic frame ahead, a forged tag, a frame of a pad the
+/// node does not know, and a down frame sent up.
+async fn pad_frames(api: &Api, vars: &mut Vec<(String, String)>) -> HashMap<&'static str, Vec<u8>> {
+    use base64::Engine as _;
+    use tally_proto::pad::file::PadFile;
+    use tally_proto::pad::frame::{Direction, seal};
+    use tally_proto::pad::ids::PadId;
+    use tally_proto::pad::plain::Request;
+    let settlement = vars
+        .iter()
+        .find(|(n, _)| n == "settlement")
+        .map(|(_, v)| v.clone())
+        .expect("settlement");
+    let r = api
+        .post("/v1/pads")
+        .key(&api.admin)
+        .idem("pad-1")
+        .json(
+            json!({"from": settlement, "value_minor": 100, "currency": "EUR", "size": 4096,
+            "node_url": "http://127.0.0.1:8640"}),
+        )
+        .send()
+        .await
+        .expect(StatusCode::CREATED);
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(r.str("/file"))
+        .expect("base64");
+    let file = PadFile::decode(&bytes).expect("a pad file");
+    vars.push(("pad".into(), file.pad.to_string()));
+    let frame = |direction, pad: PadId, offset: u64, request: &Request| {
+        // Padded to its size class, except a large forward (it must end inside the pad).
+        let padded = !matches!(request, Request::Forward { .. });
+        let plain = request.encode(padded).expect("encodes");
+        let m = file
+            .bytes
+            .read(offset..offset + plain.len() as u64 + 32)
+            .expect("in the pad");
+        seal(direction, pad, offset, &plain, &m).expect("seals")
+    };
+    let first = frame(Direction::Up, file.pad, 64, &Request::Show);
+    api.post("/v1/pad-frames")
+        .raw("application/octet-stream", first)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    let mut forged = frame(Direction::Up, file.pad, 352, &Request::Show);
+    *forged.last_mut().expect("a tag") ^= 1;
+    HashMap::from([
+        ("used", frame(Direction::Up, file.pad, 64, &Request::Noop)),
+        ("ahead", frame(Direction::Up, file.pad, 640, &Request::Show)),
+        ("forged", forged),
+        (
+            "unknown",
+            frame(Direction::Up, PadId([7; 16]), 64, &Request::Show),
+        ),
+        (
+            "down",
+            frame(Direction::Down, file.pad, 352, &Request::Show),
+        ),
+        (
+            "crossing",
+            frame(
+                Direction::Up,
+                file.pad,
+                352,
+                &Request::Forward {
+                    provider: tally_proto::pad::plain::ProviderName::new("p").expect("name"),
+                    escrow: false,
+                    body: vec![0; 3500],
+                },
+            ),
+        ),
+    ])
+}
+
+/// Pads: the counter sale, the view, the tariff and frames (`POST /v1/pad-frames` needs no
+/// key: the frame's tag is the credential). Every refusal changes nothing.
+fn pads(h: &Hostile) -> Vec<Case> {
+    let sale = json!({"from": "{settlement}", "value_minor": 100, "currency": "EUR",
+        "size": 4096, "node_url": "http://127.0.0.1:8640"});
+    let frame = |name: &str| h.frames[name].clone();
+    vec![
+        post("pads/sale by a customer", "/v1/pads")
+            .by(Who::Alice)
+            .idem("p-1")
+            .json(sale.clone())
+            .expect(403, "forbidden"),
+        post("pads/sale without an idempotency key", "/v1/pads")
+            .by(Who::Admin)
+            .json(sale.clone())
+            .expect(400, "idempotency_key_required"),
+        post("pads/a pad smaller than 4 KiB", "/v1/pads")
+            .by(Who::Admin)
+            .idem("p-2")
+            .json(with(&sale, json!({"size": 4095})))
+            .expect(422, "invalid_request"),
+        post("pads/a pad larger than the node sells", "/v1/pads")
+            .by(Who::Admin)
+            .idem("p-3")
+            .json(with(&sale, json!({"size": 1u64 << 40})))
+            .expect(422, "invalid_request"),
+        post("pads/an unknown mode", "/v1/pads")
+            .by(Who::Admin)
+            .idem("p-4")
+            .json(with(&sale, json!({"mode": "two_time"})))
+            .expect(422, "invalid_request"),
+        post("pads/a value of nothing", "/v1/pads")
+            .by(Who::Admin)
+            .idem("p-5")
+            .json(with(&sale, json!({"value_minor": 0})))
+            .expect(422, "invalid_request"),
+        post("pads/a node URL that is not http", "/v1/pads")
+            .by(Who::Admin)
+            .idem("p-6")
+            .json(with(&sale, json!({"node_url": "file:///etc/passwd"})))
+            .expect(422, "invalid_request"),
+        post("pads/paid from an unknown account", "/v1/pads")
+            .by(Who::Admin)
+            .idem("p-7")
+            .json(with(&sale, json!({"from": "01a24f37-eb68-70c7-9cca-46784f136f08"})))
+            .expect(404, "account_not_found"),
+        post("pads/paid from an account of another currency", "/v1/pads")
+            .by(Who::Admin)
+            .idem("p-8")
+            .json(with(&sale, json!({"from": "{alice_usd}"})))
+            .expect(422, "currency_mismatch"),
+        post("pads/an unknown field", "/v1/pads")
+            .by(Who::Admin)
+            .idem("p-9")
+            .json(with(&sale, json!({"bytes": "please"})))
+            .expect(400, "malformed_json"),
+        get("pads/view by a customer", "/v1/pads/{pad}")
+            .by(Who::Alice)
+            .expect(403, "forbidden"),
+        get("pads/view of an unknown pad", "/v1/pads/pad-00000000000000000000000000000000")
+            .by(Who::Admin)
+            .expect(404, "not_found"),
+        get("pads/view of a malformed id", "/v1/pads/pad-XYZ")
+            .by(Who::Admin)
+            .expect(422, "invalid_request"),
+        put("pads/tariff by a customer", "/v1/pad-tariff/EUR")
+            .by(Who::Alice)
+            .json(json!({"byte_price_minor_per_kib": 1, "post_price_minor": 0, "commission_bps": 0}))
+            .expect(403, "forbidden"),
+        put("pads/a commission above 100 %", "/v1/pad-tariff/EUR")
+            .by(Who::Admin)
+            .json(json!({"byte_price_minor_per_kib": 1, "post_price_minor": 0, "commission_bps": 10001}))
+            .expect(422, "invalid_request"),
+        put("pads/a negative byte price", "/v1/pad-tariff/EUR")
+            .by(Who::Admin)
+            .json(json!({"byte_price_minor_per_kib": -1, "post_price_minor": 0, "commission_bps": 0}))
+            .expect(422, "invalid_request"),
+        put("pads/tariff of an unknown currency", "/v1/pad-tariff/XYZ")
+            .by(Who::Admin)
+            .json(json!({"byte_price_minor_per_kib": 1, "post_price_minor": 0, "commission_bps": 0}))
+            .expect(422, "invalid_request"),
+        post("pads/frame: not a frame", "/v1/pad-frames")
+            .raw("application/octet-stream", b"hello, node".to_vec())
+            .expect(400, "malformed_frame"),
+        post("pads/frame: an empty body", "/v1/pad-frames")
+            .bare(Vec::new())
+            .expect(400, "malformed_frame"),
+        post("pads/frame: truncated by one byte", "/v1/pad-frames")
+            .raw("application/octet-stream", {
+                let mut f = frame("ahead");
+                f.pop();
+                f
+            })
+            .expect(400, "malformed_frame"),
+        post("pads/frame: a down frame sent up", "/v1/pad-frames")
+            .raw("application/octet-stream", frame("down"))
+            .expect(400, "malformed_frame"),
+        post("pads/frame: oversize", "/v1/pad-frames")
+            .raw("application/octet-stream", vec![0u8; 70_000])
+            .expect(413, "payload_too_large"),
+        post("pads/frame: a forged tag", "/v1/pad-frames")
+            .raw("application/octet-stream", frame("forged"))
+            .expect(401, "pad_not_authentic"),
+        post("pads/frame: a pad the node does not know", "/v1/pad-frames")
+            .raw("application/octet-stream", frame("unknown"))
+            .expect(401, "pad_not_authentic"),
+        post("pads/frame: another frame at a used offset", "/v1/pad-frames")
+            .raw("application/octet-stream", frame("used"))
+            .expect(409, "pad_offset_used"),
+        post("pads/frame: ahead of the next free offset", "/v1/pad-frames")
+            .raw("application/octet-stream", frame("ahead"))
+            .expect(409, "pad_offset_ahead"),
+        post("pads/frame: crossing the node's bytes", "/v1/pad-frames")
+            .raw("application/octet-stream", frame("crossing"))
+            .expect(422, "pad_bytes_exhausted"),
+        get("pads/frame: the wrong method", "/v1/pad-frames").expect(405, "method_not_allowed"),
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -3949,6 +4152,7 @@ async fn hostile_inputs_are_refused_in_the_error_format_and_change_nothing() {
     cases.extend(receivers(&h));
     cases.extend(receipts());
     cases.extend(federation());
+    cases.extend(pads(&h));
     cases.extend(routing());
     let rate = rate_limits();
     let mut names = std::collections::HashSet::new();

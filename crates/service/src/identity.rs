@@ -2,7 +2,7 @@
 //!
 //! A data directory holds the node's Ed25519 key (`node.key`), the node CA (`ca.pem`,
 //! `ca.key`) and one 32-byte secret per protocol (`oob.key`, `delivery.key`, `receipt.key`,
-//! `escrow.key`).
+//! `escrow.key`, `pad.key`).
 //! The first start on an empty directory makes them (keys mode 0600, the directory 0700).
 //!
 //! Several `tally serve` processes may share one PostgreSQL database; to the outside they are
@@ -27,7 +27,7 @@ use tally_kernel::{Secret, Timestamp};
 use tally_store::Store;
 
 /// The files every node of one database must hold the same copy of.
-pub const SHARED_FILES: [&str; 7] = [
+pub const SHARED_FILES: [&str; 8] = [
     "node.key",
     "ca.pem",
     "ca.key",
@@ -35,6 +35,7 @@ pub const SHARED_FILES: [&str; 7] = [
     "delivery.key",
     "receipt.key",
     "escrow.key",
+    "pad.key",
 ];
 
 /// Paths inside a data directory.

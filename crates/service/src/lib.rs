@@ -36,6 +36,7 @@ pub mod identity;
 pub mod ledger_ops;
 pub mod node;
 pub mod oob;
+pub mod pad;
 pub mod receipt;
 pub mod session;
 pub mod workers;
@@ -153,6 +154,9 @@ pub enum ServiceError {
     /// Locked delivery refused a request (see the cause); nothing changed.
     #[error(transparent)]
     Delivery(#[from] crate::delivery::DeliveryError),
+    /// A pad frame or request was refused (see the cause).
+    #[error(transparent)]
+    Pad(crate::pad::PadServiceError),
     /// A receipt request was refused (see the cause).
     #[error(transparent)]
     Receipt(#[from] crate::receipt::ReceiptServiceError),
@@ -253,6 +257,8 @@ pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
 pub enum Missing {
     /// A ledger account.
     Account,
+    /// A pad.
+    Pad,
     /// An API key.
     ApiKey,
     /// A registered mail or offer.
@@ -291,6 +297,7 @@ impl std::fmt::Display for Missing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Missing::Account => "account",
+            Missing::Pad => "pad",
             Missing::ApiKey => "api key",
             Missing::Mail => "mail",
             Missing::Order => "order",

@@ -14,6 +14,7 @@ use crate::delivery::Delivery;
 use crate::federation::Federation;
 use crate::identity::{Identity, Made, NodeFiles, getrandom_fill, setup, write_private_file};
 use crate::oob::Oob;
+use crate::pad::Pads;
 use crate::receipt::Receipts;
 use crate::session::Sessions;
 use crate::{Principal, Result, Role, ServiceError};
@@ -55,6 +56,8 @@ pub struct NodeConfig {
     pub arbiter_role: Option<crate::receipt::remote::ArbiterRole>,
     /// Trading sessions' timing.
     pub sessions: crate::session::SessionSettings,
+    /// Pads: the largest sold.
+    pub pads: crate::pad::PadSettings,
 }
 
 impl NodeConfig {
@@ -73,6 +76,7 @@ impl NodeConfig {
             arbiter: None,
             arbiter_role: None,
             sessions: crate::session::SessionSettings::default(),
+            pads: crate::pad::PadSettings::default(),
         }
     }
 
@@ -125,6 +129,7 @@ struct Inner {
     delivery: Delivery,
     receipts: Receipts,
     sessions: Sessions,
+    pads: Pads,
 }
 
 impl Node {
@@ -192,10 +197,11 @@ impl Node {
                 made,
             )
             .await?;
-            Ok::<_, ServiceError>((oob, delivery, receipts, sessions))
+            let pads = Pads::load(core.clone(), config.pads.clone(), made).await?;
+            Ok::<_, ServiceError>((oob, delivery, receipts, sessions, pads))
         }
         .await;
-        let (oob, delivery, receipts, sessions) = match loaded {
+        let (oob, delivery, receipts, sessions, pads) = match loaded {
             Ok(parts) => parts,
             Err(e) => {
                 core.store().close().await;
@@ -210,6 +216,7 @@ impl Node {
                 oob,
                 delivery,
                 receipts,
+                pads,
             }),
         };
         let admin = node.ensure_admin_key().await?;
@@ -245,6 +252,11 @@ impl Node {
     /// Trading sessions, in either role.
     pub fn sessions(&self) -> &Sessions {
         &self.inner.sessions
+    }
+
+    /// Anonymous prepaid pads.
+    pub fn pads(&self) -> &Pads {
+        &self.inner.pads
     }
 
     /// Out-of-band authentication.

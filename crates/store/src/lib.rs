@@ -27,6 +27,7 @@ pub mod guarded;
 pub mod keys;
 pub mod oob;
 pub mod outbox;
+pub mod pads;
 pub mod receipts;
 mod rows;
 pub mod trade;
@@ -124,6 +125,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         17,
         include_str!("../migrations/sqlite/0017_session_receipts.sql"),
     ),
+    (18, include_str!("../migrations/sqlite/0018_pads.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
@@ -173,6 +175,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
         17,
         include_str!("../migrations/postgres/0017_session_receipts.sql"),
     ),
+    (18, include_str!("../migrations/postgres/0018_pads.sql")),
 ];
 
 /// A pool of SQLite connections as every embedded database here uses them: WAL, a commit

@@ -138,11 +138,35 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// 422: the code is wrong (`details.attempts_left`); nothing was executed.
     WrongCode,
+    /// 400: not a pad frame (magic, version, direction, length); nothing changed.
+    MalformedFrame,
+    /// 401: the frame's tag does not verify, or no such pad (the same answer for both); nothing changed.
+    PadNotAuthentic,
+    /// 409: another frame was taken at this offset (`details.up_next`); nothing changed.
+    PadOffsetUsed,
+    /// 409: the frame is ahead of the next free offset (`details.up_next`): send the frames before it first; nothing changed.
+    PadOffsetAhead,
+    /// 422: the pad's bytes are used up (`details.up_next`, `details.down_low`); buy a new pad.
+    PadBytesExhausted,
+    /// 409: the pad is blank (not activated) or cancelled; nothing changed.
+    PadNotActive,
+    /// 422: the pad's value does not cover the request (`details.available_minor`, `details.needed_minor`); the frame's bytes are spent, nothing else.
+    PadValueExhausted,
+    /// 403: the provider is not registered or not on the pad's allow-list; the frame's bytes are spent, nothing else.
+    ProviderNotAllowed,
+    /// 404: no pad has this mailbox address; the frame's bytes are spent, nothing else.
+    UnknownMailbox,
+    /// 403: a wrong PIN (`details.attempts_left`); the frame's bytes are spent.
+    PinWrong,
+    /// 422: an authentic frame whose plaintext does not decode; its bytes are spent, nothing else.
+    MalformedRequest,
+    /// 404: the pad has no escrowed request of this id; the frame's bytes are spent, nothing else.
+    UnknownRequest,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 64] = [
+    pub const ALL: [ErrorCode; 76] = [
         ErrorCode::SaleClosed,
         ErrorCode::LastAdminKey,
         ErrorCode::UriTooLong,
@@ -207,6 +231,18 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::WrongCode,
+        ErrorCode::MalformedFrame,
+        ErrorCode::PadNotAuthentic,
+        ErrorCode::PadOffsetUsed,
+        ErrorCode::PadOffsetAhead,
+        ErrorCode::PadBytesExhausted,
+        ErrorCode::PadNotActive,
+        ErrorCode::PadValueExhausted,
+        ErrorCode::ProviderNotAllowed,
+        ErrorCode::UnknownMailbox,
+        ErrorCode::PinWrong,
+        ErrorCode::MalformedRequest,
+        ErrorCode::UnknownRequest,
     ];
 
     /// The code of a wire string (`None` for a code this build does not know).
@@ -281,6 +317,18 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::MalformedFrame => "malformed_frame",
+            ErrorCode::PadNotAuthentic => "pad_not_authentic",
+            ErrorCode::PadOffsetUsed => "pad_offset_used",
+            ErrorCode::PadOffsetAhead => "pad_offset_ahead",
+            ErrorCode::PadBytesExhausted => "pad_bytes_exhausted",
+            ErrorCode::PadNotActive => "pad_not_active",
+            ErrorCode::PadValueExhausted => "pad_value_exhausted",
+            ErrorCode::ProviderNotAllowed => "provider_not_allowed",
+            ErrorCode::UnknownMailbox => "unknown_mailbox",
+            ErrorCode::PinWrong => "pin_wrong",
+            ErrorCode::MalformedRequest => "malformed_request",
+            ErrorCode::UnknownRequest => "unknown_request",
         }
     }
 
@@ -288,6 +336,14 @@ impl ErrorCode {
     /// problems; see `ApiError::bad_parameter` in `tally-http`).
     pub fn status_code(self) -> u16 {
         match self {
+            ErrorCode::MalformedFrame => 400,
+            ErrorCode::PadNotAuthentic => 401,
+            ErrorCode::ProviderNotAllowed | ErrorCode::PinWrong => 403,
+            ErrorCode::UnknownMailbox | ErrorCode::UnknownRequest => 404,
+            ErrorCode::PadOffsetUsed | ErrorCode::PadOffsetAhead | ErrorCode::PadNotActive => 409,
+            ErrorCode::PadBytesExhausted
+            | ErrorCode::PadValueExhausted
+            | ErrorCode::MalformedRequest => 422,
             ErrorCode::IdempotencyKeyInvalid
             | ErrorCode::IdempotencyKeyRequired
             | ErrorCode::MalformedJson => 400,

@@ -16,6 +16,7 @@
 //! * [`delivery`]: products, sales, payments, receivers, keys, complaints, reports.
 //! * [`receipts`]: tokens, warrants, receipts, the arbiter.
 //! * [`federation`]: peer nodes and the messages between them.
+//! * [`pads`]: anonymous prepaid pads: the counter sale, the operator's view, the tariff.
 //! * [`error`]: the error body and its stable codes.
 
 /// `Debug` for a type carrying a secret: its other fields as usual, the secret as `<secret>`
@@ -39,6 +40,7 @@ pub mod error;
 pub mod federation;
 pub mod ledger;
 pub mod oob;
+pub mod pads;
 pub mod receipts;
 
 pub mod amount_text {

@@ -56,12 +56,12 @@ assert line2.hex() == v["record_line_2"], "line 2"
 r2 = H(b"tally/pad-record/v1\0" + r1 + line2)
 assert r2.hex() == v["record_2"]
 
-# show's reply: state 1 (active), value 500, EUR, up_next 352, down_low 3808, 1 record, record_1.
-shown = (struct.pack(">Q", 64) + bytes([0x01, 1]) + struct.pack(">q", 500) + b"EUR"
+# show's reply (debit 0): state 1 (active), value 500, EUR, up_next 352, down_low 3808, 1 record, record_1.
+shown = (struct.pack(">Qq", 64, 0) + bytes([0x01, 1]) + struct.pack(">q", 500) + b"EUR"
          + struct.pack(">QQQ", 352, size - 288, 1) + r1)
 assert seal(2, size - 288, padded(shown)).hex() == v["show_down_frame"], "show down"
-# forward's reply: the request id the node picked (0x11 × 16).
-fwd_reply = struct.pack(">Q", 352) + bytes([0x02]) + bytes([0x11]) * 16
+# forward's reply (debit 41): the request id the node picked (0x11 × 16).
+fwd_reply = struct.pack(">Qq", 352, 41) + bytes([0x02]) + bytes([0x11]) * 16
 assert seal(2, size - 576, padded(fwd_reply)).hex() == v["forward_down_frame"], "forward down"
 
 # The voucher code: 125 bits, Crockford base32, check symbol mod 37.

@@ -307,8 +307,9 @@ pub enum Input {
     },
 }
 
-/// A pad at the node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A pad at the node. Stored as JSON without [`Pad::last`] (the node keeps answers with the
+/// records).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pad {
     /// Its id.
     pub id: PadId,
@@ -330,7 +331,8 @@ pub struct Pad {
     pub allow: Vec<ProviderName>,
     /// Its PIN account, if it joined one.
     pub account: Option<AccountId>,
-    /// The last frame taken or burned.
+    /// The last frame taken or burned (in this step's result only).
+    #[serde(skip)]
     pub last: Option<Last>,
 }
 
@@ -715,6 +717,7 @@ impl Pad {
         .and_then(|body| {
             let reply = super::plain::Reply {
                 in_reply_to: header.offset,
+                debit_minor: 0,
                 body,
             };
             if reply.encode(request.reply_len()).is_none() {

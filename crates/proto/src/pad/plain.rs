@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! up   = kind:u8 ‖ fields ‖ 0x00 padding
-//! down = in_reply_to:u64 (the request's offset) ‖ kind:u8 (echoed) ‖ fields ‖ 0x00 padding
+//! down = in_reply_to:u64 (the request's offset) ‖ debit_minor:i64 (what the request cost)
+//!        ‖ kind:u8 (echoed) ‖ fields ‖ 0x00 padding
 //! ```
 //!
 //! Padding fills a plaintext to its size class, 256 · 2^i bytes up to 65 536: the node always
@@ -23,10 +24,10 @@ pub const CLASS_MIN: usize = 256;
 pub const PLAIN_MAX: usize = 65_536;
 /// The largest body of a `forward`, a `post` or a delivered message.
 pub const BODY_MAX: usize = 32 * 1024;
-/// The most lines one `records` request may ask for (its reply fits 65 536 bytes).
-pub const RECORDS_MAX: u16 = ((PLAIN_MAX - 11) / LINE_LEN) as u16;
 /// Bytes before the fields of a reply.
-const REPLY_HEAD: usize = 9;
+const REPLY_HEAD: usize = 17;
+/// The most lines one `records` request may ask for (its reply fits 65 536 bytes).
+pub const RECORDS_MAX: u16 = ((PLAIN_MAX - REPLY_HEAD - 2) / LINE_LEN) as u16;
 
 /// Why a plaintext does not decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -39,8 +40,16 @@ pub fn class_of(len: usize) -> usize {
 }
 
 /// A provider's name: 1 to 64 of `a-z`, `0-9` and `-`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
 pub struct ProviderName(String);
+
+impl<'de> serde::Deserialize<'de> for ProviderName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ProviderName, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        ProviderName::new(&text).map_err(serde::de::Error::custom)
+    }
+}
 
 impl ProviderName {
     /// Checks a name.
@@ -325,7 +334,7 @@ impl Request {
                 let from = r.u64()?;
                 let max = r.u16()?;
                 if !(1..=RECORDS_MAX).contains(&max) {
-                    return Err(PlainError("records' max is 1 to 1008"));
+                    return Err(PlainError("records' max is 1 to 1007"));
                 }
                 Request::Records { from, max }
             }
@@ -466,11 +475,14 @@ impl ReplyBody {
     }
 }
 
-/// A reply: the request's offset and the answer.
+/// A reply: the request's offset, what it cost, and the answer. The cost lets the holder
+/// keep the same record line as the node (P8).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     /// The offset of the request it answers.
     pub in_reply_to: u64,
+    /// Minor units the request debited from the pad's value.
+    pub debit_minor: i64,
     /// The answer.
     pub body: ReplyBody,
 }
@@ -481,6 +493,7 @@ impl Reply {
     pub fn encode(&self, len: usize) -> Option<Zeroizing<Vec<u8>>> {
         let mut out = Zeroizing::new(Vec::with_capacity(len));
         out.extend_from_slice(&self.in_reply_to.to_be_bytes());
+        out.extend_from_slice(&self.debit_minor.to_be_bytes());
         out.push(self.body.kind().byte());
         match &self.body {
             ReplyBody::Show(s) => {
@@ -536,6 +549,7 @@ impl Reply {
     pub fn decode(bytes: &[u8]) -> Result<Reply, PlainError> {
         let mut r = Reader(bytes);
         let in_reply_to = r.u64()?;
+        let debit_minor = r.i64()?;
         let body = match Kind::from_byte(r.u8()?)? {
             Kind::Show => {
                 let state = match r.u8()? {
@@ -611,7 +625,11 @@ impl Reply {
             Kind::Noop => ReplyBody::Noop,
         };
         r.padding()?;
-        Ok(Reply { in_reply_to, body })
+        Ok(Reply {
+            in_reply_to,
+            debit_minor,
+            body,
+        })
     }
 }
 

@@ -124,6 +124,7 @@ fn reply_frame(pad: &Pad, material: &PadBytes) -> (Vec<u8>, Reply) {
     };
     let reply = Reply {
         in_reply_to: last.line.up_offset,
+        debit_minor: last.line.debit_minor,
         body: body.clone(),
     };
     let plain = reply.encode(*len).expect("fits");
@@ -379,6 +380,7 @@ fn plaintexts_round_trip_and_refuse_other_spellings() {
     for body in replies {
         let reply = Reply {
             in_reply_to: 352,
+            debit_minor: 41,
             body,
         };
         let bytes = reply.encode(1024).expect("fits");

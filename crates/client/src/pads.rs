@@ -1,0 +1,46 @@
+//! Pads (issue [8]): the operator's counter sale, view and tariff, and frames from holders.
+
+use crate::{Answer, Call, Client, Error, seg};
+use bytes::Bytes;
+use reqwest::Method;
+use tally_wire::pads::{PadSaleRequest, PadSold, PadTariff, PadView};
+
+impl Client {
+    /// `POST /v1/pads` (operator): sell a pad at the counter. A retry with the same key
+    /// answers the same pad and file.
+    pub async fn pad_sell(
+        &self,
+        req: &PadSaleRequest,
+        key: &str,
+    ) -> Result<Answer<PadSold>, Error> {
+        self.send(Method::POST, "/v1/pads".to_string(), req, Some(key))
+            .await
+    }
+
+    /// `GET /v1/pads/{pad}` (operator).
+    pub async fn pad(&self, pad: &str) -> Result<PadView, Error> {
+        self.get(format!("/v1/pads/{}", seg(pad))).await
+    }
+
+    /// `PUT /v1/pad-tariff/{currency}` (operator).
+    pub async fn pad_tariff(&self, currency: &str, tariff: &PadTariff) -> Result<PadTariff, Error> {
+        Ok(self
+            .send(
+                Method::PUT,
+                format!("/v1/pad-tariff/{}", seg(currency)),
+                tariff,
+                None,
+            )
+            .await?
+            .value)
+    }
+
+    /// `POST /v1/pad-frames`: an up frame, answered with the down frame. The same frame again
+    /// is answered the same and changes nothing, so it is retried after a lost answer.
+    pub async fn pad_frame(&self, frame: Vec<u8>) -> Result<Answer<Bytes>, Error> {
+        let mut call = Call::new(Method::POST, "/v1/pad-frames".to_string())
+            .raw("application/octet-stream", Bytes::from(frame));
+        call.once_only = true;
+        self.call_bytes_answer(call).await
+    }
+}

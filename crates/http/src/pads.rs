@@ -1,0 +1,101 @@
+//! Pads over HTTP (issue [8], `docs/protocols/pads.md`): the operator's counter sale, view and
+//! tariff, and `POST /v1/pad-frames`, which needs no API key: the frame's one-time tag under
+//! the pad's bytes is the credential, and the pad id is all that names the holder.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tally_wire::pads::{PadSaleRequest, PadSold, PadTariff, PadView};
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiPath, Caller, IDEMPOTENCY_REPLAYED, IdempotencyKey};
+use crate::handlers::written;
+
+/// Sell a pad at the operator's counter: its value is paid from `from` into the pad's own
+/// value account, and the answer carries the pad file (the customer's half). A retry with the
+/// same key answers the same pad.
+#[utoipa::path(
+    post, path = "/v1/pads", tag = "pads",
+    params(("Idempotency-Key" = String, Header, description = "Required; a retry answers the same pad and file")),
+    request_body(content = PadSaleRequest, description = "`{from, value_minor, currency, size, mode?, node_url}`"),
+    responses((status = 201, description = "The pad and its file", body = PadSold), (status = 403, description = "forbidden: operator only", body = ErrorBody), (status = 422, description = "invalid_request (`details.field`: size, mode, value_minor, node_url), insufficient_funds, currency_mismatch", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn sell(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    key: IdempotencyKey,
+    ApiJson(body): ApiJson<PadSaleRequest>,
+) -> Result<Response, ApiError> {
+    let (sold, replayed): (PadSold, bool) = state.node.pads().sell(&by, &key.0, &body).await?;
+    let location = format!("/v1/pads/{}", sold.pad);
+    Ok(written(sold, replayed, Some(location)))
+}
+
+/// A pad's state, cursors, value and records head (operator); never its bytes.
+#[utoipa::path(
+    get, path = "/v1/pads/{pad}", tag = "pads",
+    params(("pad" = String, Path, description = "`pad-` and 32 hex digits")),
+    responses((status = 200, description = "The pad", body = PadView), (status = 403, description = "forbidden: operator only", body = ErrorBody), (status = 404, description = "not_found", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn view(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(pad): ApiPath<String>,
+) -> Result<Json<PadView>, ApiError> {
+    Ok(Json(state.node.pads().view(&by, &pad).await?))
+}
+
+/// Set what pads pay in a currency (operator): per KiB of charged pad bytes, per `post`, and
+/// the commission on providers' prices.
+#[utoipa::path(
+    put, path = "/v1/pad-tariff/{currency}", tag = "pads",
+    params(("currency" = String, Path, description = "ISO-4217 code")),
+    request_body(content = PadTariff),
+    responses((status = 200, description = "The tariff now", body = PadTariff), (status = 403, description = "forbidden: operator only", body = ErrorBody), (status = 422, description = "invalid_request", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn tariff(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(currency): ApiPath<String>,
+    ApiJson(body): ApiJson<PadTariff>,
+) -> Result<Json<PadTariff>, ApiError> {
+    Ok(Json(
+        state.node.pads().set_tariff(&by, &currency, &body).await?,
+    ))
+}
+
+/// Take an up frame from a pad's holder and answer with the down frame. The same frame sent
+/// again is answered the same (`Idempotency-Replayed: true`), changing nothing.
+#[utoipa::path(
+    post, path = "/v1/pad-frames", tag = "pads",
+    request_body(content = Vec<u8>, description = "An up frame (docs/protocols/pads.md, The frame): 51 to 65 586 bytes", content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "The down frame", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 400, description = "malformed_frame", body = ErrorBody),
+        (status = 401, description = "pad_not_authentic: the tag does not verify, or no such pad", body = ErrorBody),
+        (status = 403, description = "provider_not_allowed, pin_wrong (burned)", body = ErrorBody),
+        (status = 404, description = "unknown_mailbox, unknown_request (burned)", body = ErrorBody),
+        (status = 409, description = "pad_offset_used, pad_offset_ahead (`details.up_next`), pad_not_active: nothing changed", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 422, description = "pad_bytes_exhausted, pad_value_exhausted, malformed_request (burned, or nothing changed for a frame crossing the node's bytes)", body = ErrorBody),
+    ),
+)]
+pub async fn frame(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let answer = state.node.pads().frame(&body).await?;
+    let mut response = (StatusCode::OK, answer.reply).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if answer.replayed {
+        h.insert(IDEMPOTENCY_REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}

@@ -1,0 +1,213 @@
+//! Frames from pad holders (`POST /v1/pad-frames`; `docs/protocols/pads.md`, The frame): the
+//! node's four moves — place the header, compare a frame behind with the one taken there,
+//! check the tag under the twin's bytes, and hand an authentic frame in place to the machine —
+//! then the step's new pad row (guarded on the cursors it was decided from), its record line
+//! and its answer commit with its ledger command in one transaction.
+//!
+//! A frame sent again byte for byte is answered as the first time (its kept reply, or its
+//! refusal), and changes nothing: the frame is its own idempotency key. The step's key names
+//! the pad, the offset and the frame's digest, so two nodes taking the same frame at once
+//! commit it once, and two different frames at one offset cannot both pass the pad's guard.
+
+use super::{PadServiceError, Pads, corrupt};
+use crate::exec::retrying;
+use crate::{Result, ServiceError};
+use tally_proto::pad::frame::{self, Direction, Frame};
+use tally_proto::pad::machine::{Answer, Facts, Input, Pad, PadError, Place, Refusal};
+use tally_proto::pad::plain::{Reply, Request};
+use tally_proto::pad::record::Line;
+use tally_proto::pad::tariff::Tariff;
+use tally_store::pads::{PadRecord, PadRow, insert_record, update};
+
+/// The node's answer to an up frame that was taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameAnswer {
+    /// The down frame.
+    pub reply: Vec<u8>,
+    /// True when the frame had been taken before and this is its kept reply.
+    pub replayed: bool,
+}
+
+impl Pads {
+    /// Takes an up frame. Refusals before the machine's step change nothing; an authentic
+    /// frame that is refused is burned ([`PadServiceError::Refused`]).
+    pub async fn frame(&self, bytes: &[u8]) -> Result<FrameAnswer> {
+        let f = frame::parse(bytes).map_err(|e| match e {
+            frame::FrameError::Malformed(why) => {
+                ServiceError::Pad(PadServiceError::MalformedFrame(why))
+            }
+            other => ServiceError::Setup(format!("bug: {other}")),
+        })?;
+        if f.header.direction != Direction::Up {
+            return Err(ServiceError::Pad(PadServiceError::MalformedFrame(
+                "the node takes up frames only",
+            )));
+        }
+        retrying(|| self.frame_once(&f)).await
+    }
+
+    async fn frame_once(&self, f: &Frame<'_>) -> Result<FrameAnswer> {
+        let store = self.core.store();
+        let not_authentic = || ServiceError::Pad(PadServiceError::NotAuthentic);
+        let row = store
+            .pad(&f.header.pad.0)
+            .await?
+            .ok_or_else(not_authentic)?;
+        let pad = self.machine(&row)?;
+        let digest = f.digest();
+        match pad.place(&f.header)? {
+            Place::Behind => {
+                let taken = store.pad_record_at(&row.id, f.header.offset).await?;
+                match pad.behind(&digest, taken.as_ref().map(|r| &r.digest)) {
+                    PadError::Replayed => {
+                        return answered(taken.ok_or_else(not_authentic)?, pad.up_next);
+                    }
+                    other => return Err(other.into()),
+                }
+            }
+            Place::Ahead => {
+                let material = self.material(&row, pad.size, f.header.range()).await?;
+                f.open(&material).map_err(|_| not_authentic())?;
+                return Err(PadError::OffsetAhead {
+                    up_next: pad.up_next,
+                }
+                .into());
+            }
+            Place::Fresh => {}
+        }
+        let material = self.material(&row, pad.size, f.header.range()).await?;
+        let plain = f.open(&material).map_err(|_| not_authentic())?;
+        let request = Request::decode(&plain);
+        let facts = self.facts(&row, &pad, request.as_ref().ok()).await?;
+        let (after, effects) = pad.clone().handle(
+            self.core.now(),
+            Input::Frame {
+                header: f.header,
+                digest,
+                request,
+                facts: Box::new(facts),
+            },
+        )?;
+        let last = after
+            .last
+            .clone()
+            .ok_or_else(|| ServiceError::Setup("bug: a frame step without its answer".into()))?;
+        let (reply, refusal) = match &last.answer {
+            Answer::Reply {
+                down_offset,
+                len,
+                body,
+            } => {
+                let reply = Reply {
+                    in_reply_to: f.header.offset,
+                    debit_minor: last.line.debit_minor,
+                    body: body.clone(),
+                };
+                let plain = reply
+                    .encode(*len)
+                    .ok_or_else(|| ServiceError::Setup("bug: a reply that does not fit".into()))?;
+                let range = *down_offset..*down_offset + *len as u64 + frame::KEY_LEN;
+                let m = self.material(&row, pad.size, range).await?;
+                let sealed = frame::seal(Direction::Down, pad.id, *down_offset, &plain, &m)
+                    .map_err(|e| ServiceError::Setup(format!("bug: {e}")))?;
+                (Some(sealed), None)
+            }
+            Answer::Refused(r) => (None, Some(r.clone())),
+        };
+        let now = self.core.now();
+        let after_row = PadRow {
+            state: after.state.as_str().into(),
+            up_next: after.up_next,
+            down_low: after.down_low,
+            machine: serde_json::to_string(&after).map_err(corrupt)?,
+            updated_at: now,
+            ..row.clone()
+        };
+        let record = PadRecord {
+            n: pad.records.count,
+            up_offset: f.header.offset,
+            digest,
+            line: last.line.to_bytes().to_vec(),
+            reply: reply.clone(),
+            refusal: refusal
+                .as_ref()
+                .map(|r| serde_json::to_string(r).map_err(corrupt))
+                .transpose()?,
+        };
+        let mut rows = update(&row, &after_row).to_vec();
+        rows.extend(insert_record(&row.id, &record));
+        let key = format!(
+            ":pad_frame:{}:{}:{}",
+            pad.id,
+            f.header.offset,
+            hex::encode(digest)
+        );
+        let outcome = self.core.commit(key, effects, rows).await?;
+        if outcome.replayed {
+            let taken = store
+                .pad_record_at(&row.id, f.header.offset)
+                .await?
+                .ok_or_else(|| {
+                    ServiceError::Setup("bug: a replayed frame without its record".into())
+                })?;
+            return answered(taken, after.up_next);
+        }
+        match (reply, refusal) {
+            (Some(reply), _) => Ok(FrameAnswer {
+                reply,
+                replayed: false,
+            }),
+            (None, Some(r)) => Err(ServiceError::Pad(PadServiceError::Refused(r))),
+            (None, None) => Err(ServiceError::Setup("bug: a frame without an answer".into())),
+        }
+    }
+
+    /// What the machine needs for one request, read now (the step's guard makes it current).
+    async fn facts(&self, row: &PadRow, pad: &Pad, request: Option<&Request>) -> Result<Facts> {
+        let c = self.currency(row.currency).await?;
+        let tariff = Tariff {
+            currency: c.currency,
+            byte_price_minor_per_kib: c.byte_price_minor_per_kib,
+            post_price_minor: c.post_price_minor,
+            commission_bps: c.commission_bps as u32,
+        };
+        let available = self.available(row.value_account).await?;
+        let mut facts = Facts::new(tariff, available, row.value_account, c.clearing_account);
+        crate::identity::getrandom_fill(&mut facts.new_id)?;
+        if let Some(Request::Records { from, max }) = request {
+            let records = self
+                .core
+                .store()
+                .pad_records(&row.id, *from, u64::from(*max))
+                .await?;
+            for r in records {
+                let bytes: [u8; 65] = r.line[..]
+                    .try_into()
+                    .map_err(|_| corrupt("a record line is not 65 bytes"))?;
+                facts
+                    .lines
+                    .push(Line::from_bytes(&bytes).ok_or_else(|| corrupt("a record line"))?);
+            }
+        }
+        let _ = pad;
+        Ok(facts)
+    }
+}
+
+/// The answer kept for a frame taken before.
+fn answered(taken: PadRecord, up_next: u64) -> Result<FrameAnswer> {
+    if let Some(reply) = taken.reply {
+        return Ok(FrameAnswer {
+            reply,
+            replayed: true,
+        });
+    }
+    match taken.refusal {
+        Some(text) => {
+            let r: Refusal = serde_json::from_str(&text).map_err(corrupt)?;
+            Err(ServiceError::Pad(PadServiceError::Refused(r)))
+        }
+        // Taken long ago: its reply is no longer kept.
+        None => Err(ServiceError::Pad(PadServiceError::OffsetUsed { up_next })),
+    }
+}

@@ -1,0 +1,92 @@
+//! Anonymous prepaid pads (issue [8], `docs/protocols/pads.md`): the operator's counter sale,
+//! the operator's view of a pad, and the tariff. Frames themselves are bytes
+//! (`POST /v1/pad-frames`, `application/octet-stream` both ways), not JSON.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `POST /v1/pads` (operator, `Idempotency-Key`): sells a pad at the counter, paid from
+/// `from` (the till's account) into the new pad's value account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PadSaleRequest {
+    /// The account paying the pad's value (the operator's till or settlement account).
+    #[schema(value_type = String)]
+    pub from: tally_kernel::Id,
+    /// The value, in minor units (> 0), in `from`'s currency.
+    pub value_minor: i64,
+    /// ISO-4217 code of the value.
+    pub currency: String,
+    /// Pad bytes, 4096 to the node's maximum (64 MiB by default).
+    pub size: u64,
+    /// `one_time` (the default: true random bytes) or `session_key` (a ChaCha20 keystream of a
+    /// 32-byte seed: computationally secure only).
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// The node URL written into the pad file (where the holder sends frames).
+    pub node_url: String,
+}
+
+/// A pad sold: its file (the customer's half, base64) and what the operator may print.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PadSold {
+    /// The pad id (`pad-` and 32 hex): never printed on retail media.
+    pub pad: String,
+    /// Its mailbox address (`mbx-` and 32 hex).
+    pub mailbox: String,
+    /// `one_time` or `session_key`.
+    pub mode: String,
+    /// Pad bytes.
+    pub size: u64,
+    /// The value sold.
+    pub value_minor: i64,
+    /// Its currency.
+    pub currency: String,
+    /// The pad file, base64: the pad's bytes. Shown once to whoever bought it; a replay of
+    /// the sale (the same key) shows it again.
+    pub file: String,
+}
+
+debug_hiding!(PadSold { pad, mailbox, mode, size, value_minor, currency } hides { file });
+
+/// `GET /v1/pads/{pad}` (operator): a pad's state and books, never its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PadView {
+    /// The pad id.
+    pub pad: String,
+    /// `blank`, `active`, `exhausted` or `cancelled`.
+    pub state: String,
+    /// `one_time` or `session_key`.
+    pub mode: String,
+    /// Pad bytes.
+    pub size: u64,
+    /// The first unused up byte.
+    pub up_next: u64,
+    /// The lowest down byte used.
+    pub down_low: u64,
+    /// The value available, minor units.
+    pub available_minor: i64,
+    /// The value sold.
+    pub face_minor: i64,
+    /// Its currency.
+    pub currency: String,
+    /// Lines in its records.
+    pub records: u64,
+    /// The records' hash, hex.
+    pub record_hash: String,
+    /// The pad's value account.
+    #[schema(value_type = String)]
+    pub value_account: tally_kernel::Id,
+}
+
+/// `PUT /v1/pad-tariff/{currency}` (operator): what pads pay in a currency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PadTariff {
+    /// Minor units per 1024 pad bytes of charged frames (`show`, `records`, `noop` are free).
+    pub byte_price_minor_per_kib: i64,
+    /// Minor units per `post`.
+    pub post_price_minor: i64,
+    /// The operator's share of providers' prices, basis points.
+    pub commission_bps: u32,
+}
