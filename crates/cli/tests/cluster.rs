@@ -597,3 +597,103 @@ fn a_trading_session_opened_on_one_node_clears_through_the_other() {
     agent.kill().expect("SIGKILL");
     agent.wait().expect("reap");
 }
+
+/// Pads (issue [8]): one pad, frames to both nodes. The same frame sent to both at once is
+/// taken once (both answer the same reply, one of them as a replay); two different frames at
+/// one offset sent to both at once: one is taken, the other refused, so no pad byte is handed
+/// out twice; successive frames alternate between the nodes, one of which is restarted in the
+/// middle; both nodes then show the holder's cursors and records.
+#[test]
+fn one_pad_served_by_two_nodes_never_uses_a_byte_twice() {
+    use common::holder::{Holder, post_frame};
+    use tally_proto::pad::plain::{ReplyBody, Request};
+    let Some(mut c) = Cluster::start() else {
+        return;
+    };
+    let till = c.account(0, &["--kind", "settlement", "--unbounded"]);
+    let out = c.ok(
+        1,
+        &c.admin.clone(),
+        &[
+            "pad", "buy", "--from", &till, "--value", "3.00 EUR", "--size", "65536", "--wallet",
+            "pads",
+        ],
+    );
+    let pad = field(&out, "pad").to_string();
+    let file = std::fs::read(c.work().join("pads").join(format!("{pad}.pad"))).expect("pad file");
+    let mut holder =
+        Holder::from_file(tally_proto::pad::file::PadFile::decode(&file).expect("decodes"));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let http = reqwest::Client::new();
+    let urls = [c.node(0).url.clone(), c.node(1).url.clone()];
+
+    // The same frame to both at once: taken once, the same answer from both.
+    let frame = holder.seal(&Request::Show);
+    let (a, b) = rt.block_on(async {
+        tokio::join!(
+            post_frame(&http, &urls[0], frame.clone()),
+            post_frame(&http, &urls[1], frame.clone())
+        )
+    });
+    let (a, b) = (a.expect("node 0"), b.expect("node 1"));
+    assert_eq!((a.0, b.0), (200, 200));
+    assert_eq!(a.2, b.2, "one reply");
+    assert!(
+        a.1 != b.1 || (a.1 && b.1),
+        "at most one of them took it fresh"
+    );
+    holder.answered(&frame, &a.2);
+
+    // Two different frames at one offset, one to each node at once: one taken, one refused.
+    for round in 0..5 {
+        let show = holder.seal(&Request::Show);
+        let noop = holder.seal(&Request::Noop);
+        let (a, b) = rt.block_on(async {
+            tokio::join!(
+                post_frame(&http, &urls[round % 2], show.clone()),
+                post_frame(&http, &urls[(round + 1) % 2], noop.clone())
+            )
+        });
+        let (a, b) = (a.expect("a node"), b.expect("the other"));
+        let taken: Vec<_> = [(a, &show), (b, &noop)]
+            .into_iter()
+            .filter(|((status, _, _), _)| *status == 200)
+            .collect();
+        assert_eq!(
+            taken.len(),
+            1,
+            "round {round}: exactly one frame of the offset is taken"
+        );
+        let ((_, _, body), frame) = &taken[0];
+        holder.answered(frame, body);
+    }
+
+    // Successive frames alternating between the nodes, node 0 restarted in the middle.
+    for i in 0..10 {
+        if i == 5 {
+            c.restart(0);
+        }
+        let url = c.node(i).url.clone();
+        let frame = holder.seal(&Request::Show);
+        let (status, _, body) = rt
+            .block_on(post_frame(&http, &url, frame.clone()))
+            .expect("post");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let reply = holder.answered(&frame, &body);
+        let ReplyBody::Show(s) = reply.body else {
+            panic!("show")
+        };
+        assert_eq!(
+            (s.records, s.record_hash),
+            (holder.chain.count, holder.chain.hash)
+        );
+    }
+    for i in 0..2 {
+        let out = c.ok(i, &c.admin.clone(), &["pad", "inspect", &pad, "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        assert_eq!(v["up_next"], holder.up_next, "node {i}");
+        assert_eq!(v["down_low"], holder.down_low, "node {i}");
+        assert_eq!(v["records"], holder.chain.count, "node {i}");
+        assert_eq!(v["available_minor"], 300, "show and noop are free");
+    }
+}

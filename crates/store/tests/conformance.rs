@@ -1206,6 +1206,107 @@ async fn random_workloads(db_fn: fn() -> Option<Db>) {
     }
 }
 
+/// Two writers (two stores on one database, as two nodes) move one pad's cursors from the
+/// same row at once: one wins, the other gets `Conflict::Moved` and writes nothing (no pad row
+/// change, no record line, no journal entry); the winner's record line and cursors are stored.
+async fn pad_rows_are_decided_once(db: Db) {
+    use tally_store::pads::{PadRecord, PadRow, insert, insert_record, update};
+    let (a, b) = (db.open().await, db.open().await);
+    let id: [u8; 16] = *Id::new().as_bytes();
+    let row = PadRow {
+        id,
+        state: "active".into(),
+        up_next: 64,
+        down_low: 65_536,
+        mode: "one_time".into(),
+        currency: eur(),
+        value_account: Id::new(),
+        face_minor: 100,
+        issue_key: format!("sale:{}", Id::new()),
+        machine: "{}".into(),
+        created_at: db.now(),
+        updated_at: db.now(),
+    };
+    let record = |key: String| Request {
+        idempotency_key: key,
+        command: Command::Record {
+            kind: "pad_test".into(),
+            data: serde_json::json!({}),
+        },
+    };
+    a.execute_with(record(format!("sale:{}", Id::new())), vec![insert(&row)])
+        .await
+        .expect("sold");
+    let again = b
+        .execute_with(record(format!("sale:{}", Id::new())), vec![insert(&row)])
+        .await;
+    assert!(again.is_err(), "a second row for one pad is refused");
+    let mut current = row;
+    for round in 0..10u64 {
+        let step = |down: u64, digest: u8| {
+            let next = PadRow {
+                up_next: current.up_next + 288,
+                down_low: current.down_low - down,
+                ..current.clone()
+            };
+            let line = PadRecord {
+                n: round,
+                up_offset: current.up_next,
+                digest: [digest; 32],
+                line: vec![digest; 65],
+                reply: Some(vec![digest; 10]),
+                refusal: None,
+            };
+            let mut rows = update(&current, &next).to_vec();
+            rows.extend(insert_record(&current.id, &line));
+            (next, rows)
+        };
+        let (next_a, rows_a) = step(288, 1);
+        let (next_b, rows_b) = step(576, 2);
+        let (ka, kb) = (
+            format!("pa{round}:{}", Id::new()),
+            format!("pb{round}:{}", Id::new()),
+        );
+        let (ra, rb) = tokio::join!(
+            a.execute_with(record(ka.clone()), rows_a),
+            b.execute_with(record(kb.clone()), rows_b),
+        );
+        assert_eq!(
+            [ra.is_ok(), rb.is_ok()].iter().filter(|w| **w).count(),
+            1,
+            "round {round}"
+        );
+        let (winner, loser, losing_key, digest) = if ra.is_ok() {
+            (next_a, rb, kb, 1)
+        } else {
+            (next_b, ra, ka, 2)
+        };
+        assert!(
+            matches!(
+                loser,
+                Err(StoreError::Conflict(tally_store::Conflict::Moved(_)))
+            ),
+            "{loser:?}"
+        );
+        assert!(a.journal_event(&losing_key).await.expect("read").is_none());
+        let stored = a.pad(&id).await.expect("read").expect("row");
+        assert_eq!(
+            (stored.up_next, stored.down_low),
+            (winner.up_next, winner.down_low)
+        );
+        let line = a
+            .pad_record_at(&id, current.up_next)
+            .await
+            .expect("read")
+            .expect("line");
+        assert_eq!(line.digest, [digest; 32], "the winner's line only");
+        current = stored;
+    }
+    // Every line is kept, one per round.
+    assert_eq!(a.pad_records(&id, 0, 100).await.expect("read").len(), 10);
+    audit_ok(&a).await;
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1248,6 +1349,7 @@ conformance!(
     outbox_commits_with_the_change,
     records_and_api_keys_commit_with_their_entry,
     guarded_rows_are_decided_once,
+    pad_rows_are_decided_once,
     audit_detects_tampering_and_checks_checkpoints,
 );
 

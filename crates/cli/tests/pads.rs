@@ -1,0 +1,326 @@
+//! Pads through the real binary (issue [8]): the operator sells pads at the counter, holders
+//! send frames with `tally pad show` (no API key), a lost answer is resent and answered once,
+//! and a node killed amid bursts of frames loses none and hands out no pad byte twice.
+
+mod common;
+
+use common::holder::{Holder, post_frame};
+use common::{Server, assert_audit_passes, cli, field, ok, outcome, tally_for};
+use std::path::Path;
+use tally_proto::pad::file::PadFile;
+use tally_proto::pad::plain::{ReplyBody, Request};
+
+/// A node with a till (an unbounded settlement account) and a tariff of 2 minor units per KiB.
+fn node(dir: &Path) -> (Server, String) {
+    let server = Server::start(&dir.join("data"), &[]);
+    let key = server.admin_key.clone();
+    let till = field(
+        &ok(cli(
+            &server,
+            &key,
+            &[
+                "account",
+                "open",
+                "--currency",
+                "EUR",
+                "--kind",
+                "settlement",
+                "--unbounded",
+            ],
+        )),
+        "account",
+    )
+    .to_string();
+    ok(cli(
+        &server,
+        &key,
+        &["pad", "tariff", "EUR", "--byte-price", "2"],
+    ));
+    (server, till)
+}
+
+/// `tally pad buy` of `size` bytes, the wallet in `wallet`: the pad id.
+fn buy(server: &Server, till: &str, wallet: &Path, size: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "pad", "buy", "--from", till, "--value", "5.00 EUR", "--size", size, "--wallet",
+    ];
+    let w = wallet.to_str().expect("utf-8");
+    args.push(w);
+    args.extend_from_slice(extra);
+    field(&ok(cli(server, &server.admin_key, &args)), "pad").to_string()
+}
+
+/// `tally pad show --check` on `wallet`, run without an API key: (success, stdout, stderr).
+fn show(server: &Server, wallet: &Path) -> (bool, String, String) {
+    outcome(
+        tally_for(server, "")
+            .env_remove("TALLY_API_KEY")
+            .args(["pad", "show", "--check", "--wallet"])
+            .arg(wallet)
+            .output()
+            .expect("run tally"),
+    )
+}
+
+/// The node's cursors of `pad` (`tally pad inspect`, the operator).
+fn cursors(server: &Server, pad: &str) -> (u64, u64, u64) {
+    let out = ok(cli(
+        server,
+        &server.admin_key,
+        &["pad", "inspect", pad, "--json"],
+    ));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    (
+        v["up_next"].as_u64().expect("up"),
+        v["down_low"].as_u64().expect("down"),
+        v["records"].as_u64().expect("records"),
+    )
+}
+
+fn wallet_state(wallet: &Path, pad: &str) -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(wallet.join(format!("{pad}.json"))).expect("state"),
+    )
+    .expect("JSON")
+}
+
+#[test]
+fn pads_are_sold_shown_and_checked_through_the_binary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, till) = node(dir.path());
+    let wallet = dir.path().join("pads");
+
+    // Sold once: the same key again answers the same pad and keeps the file.
+    let pad = buy(
+        &server,
+        &till,
+        &wallet,
+        "16384",
+        &["--idempotency-key", "sale-1"],
+    );
+    let again = cli(
+        &server,
+        &server.admin_key,
+        &[
+            "pad",
+            "buy",
+            "--from",
+            &till,
+            "--value",
+            "5.00 EUR",
+            "--size",
+            "16384",
+            "--wallet",
+            wallet.to_str().expect("utf-8"),
+            "--idempotency-key",
+            "sale-1",
+        ],
+    );
+    assert_eq!(field(&ok(again.clone()), "pad"), pad);
+    assert!(again.2.contains("used before"), "{}", again.2);
+    let file = std::fs::read(wallet.join(format!("{pad}.pad"))).expect("the pad file");
+    let file = PadFile::decode(&file).expect("decodes");
+    assert_eq!(file.bytes.size(), 16_384);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(wallet.join(format!("{pad}.pad")))
+        .expect("meta")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the pad file is the holder's only");
+
+    // Shown (free), checked line by line, three times; the node's cursors are the wallet's.
+    for round in 1..=3u64 {
+        let (success, out, err) = show(&server, &wallet);
+        assert!(success, "{out}\n{err}");
+        assert!(out.contains("value     5.00 EUR"), "show is free: {out}");
+        assert!(out.contains("agree"), "{out}");
+        assert!(out.contains("every line agrees"), "{out}");
+        let state = wallet_state(&wallet, &pad);
+        let (up, down, records) = cursors(&server, &pad);
+        assert_eq!(up, state["up_next"].as_u64().expect("up"));
+        assert_eq!(down, state["down_low"].as_u64().expect("down"));
+        assert_eq!(records, state["records"]["count"].as_u64().expect("count"));
+        // Each round: a show, then one records request per earlier line page.
+        assert!(records >= 2 * round - 1, "round {round}: {records} records");
+    }
+
+    // A session-key pad works the same; its file holds the seed, not the bytes.
+    let keyed = dir.path().join("keyed");
+    let pad2 = buy(&server, &till, &keyed, "16384", &["--mode", "session_key"]);
+    let size = std::fs::metadata(keyed.join(format!("{pad2}.pad")))
+        .expect("meta")
+        .len();
+    assert!(size < 200, "a session-key pad file is small: {size}");
+    let (success, out, err) = show(&server, &keyed);
+    assert!(success && out.contains("every line agrees"), "{out}\n{err}");
+
+    // A pad's bytes run out: the wallet says so before sending anything.
+    let small = dir.path().join("small");
+    let pad3 = buy(&server, &till, &small, "4096", &[]);
+    let mut last = (true, String::new(), String::new());
+    for _ in 0..8 {
+        last = show(&server, &small);
+        if !last.0 {
+            break;
+        }
+    }
+    assert!(!last.0 && last.2.contains("buy a new pad"), "{last:?}");
+    let (up, down, _) = cursors(&server, &pad3);
+    let state = wallet_state(&small, &pad3);
+    assert_eq!(
+        (up, down),
+        (
+            state["up_next"].as_u64().expect("up"),
+            state["down_low"].as_u64().expect("down")
+        )
+    );
+    assert_audit_passes(&server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_is_resent_and_answered_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, till) = node(dir.path());
+    let wallet = dir.path().join("pads");
+    let pad = buy(&server, &till, &wallet, "16384", &[]);
+    let file = PadFile::decode(&std::fs::read(wallet.join(format!("{pad}.pad"))).expect("file"))
+        .expect("decodes");
+    let holder = Holder::from_file(file);
+    let http = reqwest::Client::new();
+
+    // The wallet wrote the frame and sent it; the node took it; the answer was lost.
+    let frame = holder.seal(&Request::Show);
+    let (status, replayed, first) = post_frame(&http, &server.url, frame.clone())
+        .await
+        .expect("post");
+    assert_eq!((status, replayed), (200, false));
+    let state_path = wallet.join(format!("{pad}.json"));
+    let mut state = wallet_state(&wallet, &pad);
+    state["in_flight"] = serde_json::Value::String(hex::encode(&frame));
+    state["up_next"] = serde_json::json!(64 + 256 + 32);
+    std::fs::write(&state_path, serde_json::to_string(&state).expect("JSON")).expect("write");
+
+    // The same frame again is answered the same, marked as a replay, and changes nothing.
+    let (status, replayed, second) = post_frame(&http, &server.url, frame).await.expect("post");
+    assert_eq!((status, replayed), (200, true));
+    assert_eq!(first, second, "the kept reply");
+    assert_eq!(cursors(&server, &pad).2, 1, "taken once");
+
+    // The next command sends it again first, then its own show; both sides agree.
+    let (success, out, err) = show(&server, &wallet);
+    assert!(success, "{out}\n{err}");
+    assert!(err.contains("sending again"), "{err}");
+    assert!(out.contains("every line agrees"), "{out}");
+    let state = wallet_state(&wallet, &pad);
+    assert!(state["in_flight"].is_null());
+    let (up, down, records) = cursors(&server, &pad);
+    assert_eq!(up, state["up_next"].as_u64().expect("up"));
+    assert_eq!(down, state["down_low"].as_u64().expect("down"));
+    assert_eq!(records, state["records"]["count"].as_u64().expect("count"));
+    assert_audit_passes(&server);
+}
+
+/// Three holders send bursts of frames on tasks of their own; the node is SIGKILLed once 30
+/// frames are answered, amid the bursts, and started again on the same address. Each holder
+/// resends its unanswered frame byte for byte (the node took it once, or not at all) and goes
+/// on. At the end every holder's chain is the node's records, the ranges each saw are
+/// disjoint, and the audit passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_survive_a_crash_of_the_node_and_no_byte_is_used_twice() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut server, till) = node(dir.path());
+    let mut holders = Vec::new();
+    for i in 0..3 {
+        let wallet = dir.path().join(format!("w{i}"));
+        let pad = buy(&server, &till, &wallet, "65536", &[]);
+        let file =
+            PadFile::decode(&std::fs::read(wallet.join(format!("{pad}.pad"))).expect("file"))
+                .expect("decodes");
+        holders.push((pad, Arc::new(Mutex::new(Holder::from_file(file)))));
+    }
+    let http = reqwest::Client::new();
+    let listen = server.url.trim_start_matches("http://").to_string();
+    let answered = Arc::new(AtomicUsize::new(0));
+
+    // Each task: the next frame, sent until answered or the node is gone (then kept).
+    let burst = |url: String, h: Arc<Mutex<Holder>>, pending: Option<Vec<u8>>, n: usize| {
+        let http = http.clone();
+        let answered = answered.clone();
+        tokio::spawn(async move {
+            let mut next = pending;
+            for i in 0..n {
+                let frame = next.take().unwrap_or_else(|| {
+                    let request = if i % 3 == 0 {
+                        Request::Noop
+                    } else {
+                        Request::Show
+                    };
+                    h.lock().expect("holder").seal(&request)
+                });
+                match post_frame(&http, &url, frame.clone()).await {
+                    Ok((200, _, body)) => {
+                        h.lock().expect("holder").answered(&frame, &body);
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok((status, _, body)) => {
+                        panic!("{status}: {}", String::from_utf8_lossy(&body))
+                    }
+                    // The node died: this frame may or may not be taken; keep it.
+                    Err(_) => return Some(frame),
+                }
+            }
+            None
+        })
+    };
+    let tasks: Vec<_> = holders
+        .iter()
+        .map(|(_, h)| burst(server.url.clone(), h.clone(), None, 1000))
+        .collect();
+    common::wait_until("30 frames answered", || {
+        answered.load(Ordering::SeqCst) >= 30
+    });
+    server.kill_hard();
+    let mut pending = Vec::new();
+    for t in tasks {
+        pending.push(t.await.expect("task"));
+    }
+    assert!(
+        pending.iter().all(Option::is_some),
+        "every burst was cut by the kill"
+    );
+    server = Server::start_on(&server.data.clone(), &listen, &[]);
+    let tasks: Vec<_> = holders
+        .iter()
+        .zip(pending)
+        .map(|((_, h), p)| burst(server.url.clone(), h.clone(), p, 10))
+        .collect();
+    for t in tasks {
+        assert!(
+            t.await.expect("task").is_none(),
+            "the node answered after its restart"
+        );
+    }
+
+    // The node's cursors and records are each holder's, line for line.
+    for (pad, h) in &holders {
+        let frame = {
+            let h = h.lock().expect("holder");
+            let (up, down, count) = cursors(&server, pad);
+            assert_eq!((up, down), (h.up_next, h.down_low), "{pad}");
+            assert_eq!(count, h.chain.count);
+            h.seal(&Request::Show)
+        };
+        let (_, _, body) = post_frame(&http, &server.url, frame.clone())
+            .await
+            .expect("post");
+        let mut h = h.lock().expect("holder");
+        let reply = h.answered(&frame, &body);
+        let ReplyBody::Show(s) = reply.body else {
+            panic!("show")
+        };
+        assert_eq!((s.records, s.record_hash), (h.chain.count, h.chain.hash));
+    }
+    assert_audit_passes(&server);
+}
