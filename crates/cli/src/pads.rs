@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tally_client::wire::pads::{PadSaleRequest, PadTariff};
 use tally_proto::pad::file::PadFile;
-use tally_proto::pad::frame::{self, Direction};
+use tally_proto::pad::frame;
+use tally_proto::pad::holder::Holder;
 use tally_proto::pad::machine::Refusal;
 use tally_proto::pad::plain::{Reply, ReplyBody, Request, ShownState};
-use tally_proto::pad::record::{Chain, Line, Outcome};
 
 #[derive(Subcommand)]
 pub enum PadCommand {
@@ -202,13 +202,13 @@ async fn tariff(a: TariffArgs) -> anyhow::Result<ExitCode> {
 
 async fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
     let pad = Wallet::pick(&a.wallet, a.pad.as_deref())?;
-    let mut holder = Holder::open(&a.wallet, &pad, a.ca_cert.as_deref())?;
+    let mut holder = PadInUse::open(&a.wallet, &pad, a.ca_cert.as_deref())?;
     holder.finish_in_flight().await?;
     let reply = holder.send(&Request::Show).await?;
     let ReplyBody::Show(s) = reply.body else {
         bail!("the node answered a show with another kind of reply");
     };
-    let w = &holder.wallet;
+    let w = &holder.wallet.holder;
     let currency = holder.file.face.currency.code();
     println!("pad       {pad}");
     println!(
@@ -250,15 +250,13 @@ async fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The holder's own state of one pad.
+/// The holder's own state of one pad: the proto crate's holder (cursors and records head),
+/// the record lines, and the frame in flight.
 #[derive(Serialize, Deserialize)]
 pub struct Wallet {
-    /// The first unused up byte.
-    pub up_next: u64,
-    /// The lowest down byte the node's replies used.
-    pub down_low: u64,
-    /// The records' head.
-    pub records: Chain,
+    /// Cursors and the records' head.
+    #[serde(flatten)]
+    pub holder: Holder,
     /// The record lines (hex), for `show --check`.
     pub lines: Vec<String>,
     /// A frame sent whose answer has not come back (hex): sent again before anything else.
@@ -268,9 +266,7 @@ pub struct Wallet {
 impl Wallet {
     fn new(file: &PadFile) -> Wallet {
         Wallet {
-            up_next: tally_proto::pad::file::TRAFFIC_START,
-            down_low: file.bytes.size(),
-            records: Chain::new(file.pad),
+            holder: Holder::new(file.pad, file.bytes.size()),
             lines: Vec::new(),
             in_flight: None,
         }
@@ -318,15 +314,10 @@ impl Wallet {
         )?;
         std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
     }
-
-    fn push(&mut self, line: &Line) {
-        self.records = self.records.push(line);
-        self.lines.push(hex::encode(line.to_bytes()));
-    }
 }
 
 /// A pad in use: its file, its wallet state, and the node.
-struct Holder {
+struct PadInUse {
     dir: PathBuf,
     pad: String,
     file: PadFile,
@@ -334,8 +325,8 @@ struct Holder {
     api: tally_client::Client,
 }
 
-impl Holder {
-    fn open(dir: &Path, pad: &str, ca: Option<&Path>) -> anyhow::Result<Holder> {
+impl PadInUse {
+    fn open(dir: &Path, pad: &str, ca: Option<&Path>) -> anyhow::Result<PadInUse> {
         let path = Wallet::file_path(dir, pad)?;
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let file = PadFile::decode(&bytes).with_context(|| format!("{}", path.display()))?;
@@ -350,7 +341,7 @@ impl Holder {
             let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
             builder = builder.ca_pem(&pem);
         }
-        Ok(Holder {
+        Ok(PadInUse {
             dir: dir.to_path_buf(),
             pad: pad.to_string(),
             file,
@@ -371,23 +362,9 @@ impl Holder {
 
     /// Sends `request` as the next up frame and returns the node's reply.
     async fn send(&mut self, request: &Request) -> anyhow::Result<Reply> {
-        let plain = request.encode(true)?;
-        let offset = self.wallet.up_next;
-        let range = offset..offset + plain.len() as u64 + frame::KEY_LEN;
-        let reply_end = range.end + request.reply_len() as u64 + frame::KEY_LEN;
-        if reply_end > self.wallet.down_low {
-            bail!(
-                "the pad's bytes are used up ({} left, this request and its reply need {}): \
-                 buy a new pad",
-                self.wallet.down_low - offset,
-                reply_end - offset
-            );
-        }
-        let m = self.file.bytes.read(range.clone())?;
-        let wire = frame::seal(Direction::Up, self.file.pad, offset, &plain, &m)?;
+        let wire = self.wallet.holder.seal(&self.file.bytes, request, true)?;
         // Written before it is sent: a crash after this sends the same frame again.
         self.wallet.in_flight = Some(hex::encode(&wire));
-        self.wallet.up_next = range.end;
         self.wallet.save(&self.dir, &self.pad)?;
         self.exchange(wire)
             .await?
@@ -396,38 +373,13 @@ impl Holder {
 
     /// Sends a frame and takes its answer into the wallet; `None` when the node burned it.
     async fn exchange(&mut self, wire: Vec<u8>) -> anyhow::Result<Option<Reply>> {
-        let up = frame::parse(&wire)?;
-        let digest = up.digest();
-        let (header, len) = (up.header, up.header.len);
         match self.api.pad_frame(wire.clone()).await {
             Ok(answer) => {
-                let down =
-                    frame::parse(&answer.value).context("the node's reply is not a frame")?;
-                let range = down.header.range();
-                let fits = down.header.direction == Direction::Down
-                    && down.header.pad == self.file.pad
-                    && range.end <= self.wallet.down_low
-                    && range.start >= self.wallet.up_next;
-                if !fits {
-                    bail!("the node's reply uses pad bytes it may not: not taken");
-                }
-                let m = self.file.bytes.read(range.clone())?;
-                let plain = down.open(&m).context("the node's reply is not authentic")?;
-                let reply = Reply::decode(&plain).context("the node's reply does not decode")?;
-                if reply.in_reply_to != header.offset {
-                    bail!("the node's reply answers another frame");
-                }
-                let line = Line {
-                    up_offset: header.offset,
-                    up_len: len,
-                    up_digest: digest,
-                    outcome: Outcome::Taken,
-                    down_offset: down.header.offset,
-                    down_len: down.header.len,
-                    debit_minor: reply.debit_minor,
-                };
-                self.wallet.down_low = range.start;
-                self.wallet.push(&line);
+                let (reply, line) =
+                    self.wallet
+                        .holder
+                        .answered(&self.file.bytes, &wire, &answer.value)?;
+                self.wallet.lines.push(hex::encode(line.to_bytes()));
                 self.wallet.in_flight = None;
                 self.wallet.save(&self.dir, &self.pad)?;
                 Ok(Some(reply))
@@ -438,16 +390,8 @@ impl Holder {
                     .and_then(|r| r.details.clone())
                     .and_then(|d| serde_json::from_value::<Refusal>(d).ok());
                 if let Some(refusal) = burned {
-                    let line = Line {
-                        up_offset: header.offset,
-                        up_len: len,
-                        up_digest: digest,
-                        outcome: refusal.outcome(),
-                        down_offset: 0,
-                        down_len: 0,
-                        debit_minor: 0,
-                    };
-                    self.wallet.push(&line);
+                    let line = self.wallet.holder.burned(&wire, &refusal)?;
+                    self.wallet.lines.push(hex::encode(line.to_bytes()));
                     self.wallet.in_flight = None;
                     self.wallet.save(&self.dir, &self.pad)?;
                     eprintln!("the node refused the request (its pad bytes are spent): {e}");
@@ -467,10 +411,11 @@ impl Holder {
     /// the lines the wallet had before the check (the check's own requests add lines to both).
     async fn compare_records(&mut self) -> anyhow::Result<Option<u64>> {
         let target = self.wallet.lines.len() as u64;
+        let h = |s: &Self| s.wallet.holder;
         let mut n = 0u64;
         while n < target {
             // As many lines as are left, in the largest reply the pad still fits.
-            let free = self.wallet.down_low.saturating_sub(self.wallet.up_next);
+            let free = h(self).down_low.saturating_sub(h(self).up_next);
             let room = free.saturating_sub(2 * (256 + frame::KEY_LEN)) + 256;
             let class = [4096u64, 2048, 1024, 512, 256]
                 .into_iter()

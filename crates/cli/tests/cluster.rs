@@ -685,15 +685,15 @@ fn one_pad_served_by_two_nodes_never_uses_a_byte_twice() {
         };
         assert_eq!(
             (s.records, s.record_hash),
-            (holder.chain.count, holder.chain.hash)
+            (holder.chain().count, holder.chain().hash)
         );
     }
     for i in 0..2 {
         let out = c.ok(i, &c.admin.clone(), &["pad", "inspect", &pad, "--json"]);
         let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
-        assert_eq!(v["up_next"], holder.up_next, "node {i}");
-        assert_eq!(v["down_low"], holder.down_low, "node {i}");
-        assert_eq!(v["records"], holder.chain.count, "node {i}");
+        assert_eq!(v["up_next"], holder.up_next(), "node {i}");
+        assert_eq!(v["down_low"], holder.down_low(), "node {i}");
+        assert_eq!(v["records"], holder.chain().count, "node {i}");
         assert_eq!(v["available_minor"], 300, "show and noop are free");
     }
 }

@@ -197,7 +197,6 @@ async fn a_lost_answer_is_resent_and_answered_once() {
     let state_path = wallet.join(format!("{pad}.json"));
     let mut state = wallet_state(&wallet, &pad);
     state["in_flight"] = serde_json::Value::String(hex::encode(&frame));
-    state["up_next"] = serde_json::json!(64 + 256 + 32);
     std::fs::write(&state_path, serde_json::to_string(&state).expect("JSON")).expect("write");
 
     // The same frame again is answered the same, marked as a replay, and changes nothing.
@@ -308,8 +307,8 @@ async fn frames_survive_a_crash_of_the_node_and_no_byte_is_used_twice() {
         let frame = {
             let h = h.lock().expect("holder");
             let (up, down, count) = cursors(&server, pad);
-            assert_eq!((up, down), (h.up_next, h.down_low), "{pad}");
-            assert_eq!(count, h.chain.count);
+            assert_eq!((up, down), (h.up_next(), h.down_low()), "{pad}");
+            assert_eq!(count, h.chain().count);
             h.seal(&Request::Show)
         };
         let (_, _, body) = post_frame(&http, &server.url, frame.clone())
@@ -320,7 +319,10 @@ async fn frames_survive_a_crash_of_the_node_and_no_byte_is_used_twice() {
         let ReplyBody::Show(s) = reply.body else {
             panic!("show")
         };
-        assert_eq!((s.records, s.record_hash), (h.chain.count, h.chain.hash));
+        assert_eq!(
+            (s.records, s.record_hash),
+            (h.chain().count, h.chain().hash)
+        );
     }
     assert_audit_passes(&server);
 }

@@ -8,6 +8,7 @@
 //! * [`plain`]: requests and replies inside frames.
 //! * [`record`]: the chain of record lines both sides keep.
 //! * [`tariff`]: byte prices without rounding drift.
+//! * [`holder`]: the holder's side: seal at the next offset, check and take the node's answers.
 //! * [`machine`]: the [`machine::Pad`] state machine: places frames, takes or burns them,
 //!   debits the value.
 //!
@@ -15,6 +16,7 @@
 
 pub mod file;
 pub mod frame;
+pub mod holder;
 pub mod ids;
 pub mod machine;
 pub mod plain;

@@ -1,70 +1,56 @@
-//! A pad holder in tests: seals frames with the pad file's bytes, checks the node's replies
-//! as a wallet does, and keeps the same record chain as the node.
+//! A pad holder in tests: the proto crate's holder (which checks every reply as the wallet
+//! does and keeps the node's record chain), plus every range it saw used, to check that none
+//! overlap.
 
-use base64::Engine as _;
-use tally_proto::pad::file::{PadFile, TRAFFIC_START};
-use tally_proto::pad::frame::{self, Direction};
+use tally_proto::pad::file::PadFile;
+use tally_proto::pad::holder::Holder as Cursors;
 use tally_proto::pad::plain::{Reply, Request};
-use tally_proto::pad::record::{Chain, Line, Outcome};
+use tally_proto::pad::record::Chain;
 
 pub struct Holder {
     pub file: PadFile,
-    pub up_next: u64,
-    pub down_low: u64,
-    pub chain: Chain,
-    /// Every pad range the holder saw used (up and down), to check none overlap.
+    pub cursors: Cursors,
+    /// Every pad range the holder saw used (up and down).
     pub ranges: Vec<std::ops::Range<u64>>,
 }
 
 impl Holder {
-    /// The holder of a pad sold by `POST /v1/pads` (its JSON answer).
-    pub fn from_sale(sold: &serde_json::Value) -> Holder {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(sold["file"].as_str().expect("file"))
-            .expect("base64");
-        Holder::from_file(PadFile::decode(&bytes).expect("a pad file"))
-    }
-
     pub fn from_file(file: PadFile) -> Holder {
         Holder {
-            up_next: TRAFFIC_START,
-            down_low: file.bytes.size(),
-            chain: Chain::new(file.pad),
+            cursors: Cursors::new(file.pad, file.bytes.size()),
             file,
             ranges: Vec::new(),
         }
     }
 
-    /// `request` sealed at the next free offset (the holder does not move on until answered).
+    pub fn up_next(&self) -> u64 {
+        self.cursors.up_next
+    }
+
+    pub fn down_low(&self) -> u64 {
+        self.cursors.down_low
+    }
+
+    pub fn chain(&self) -> Chain {
+        self.cursors.records
+    }
+
+    /// `request` sealed at the next free offset.
     pub fn seal(&self, request: &Request) -> Vec<u8> {
-        self.seal_at(self.up_next, request)
+        self.cursors
+            .seal(&self.file.bytes, request, true)
+            .expect("seals")
     }
 
-    pub fn seal_at(&self, offset: u64, request: &Request) -> Vec<u8> {
-        let plain = request.encode(true).expect("encodes");
-        let m = self
-            .file
-            .bytes
-            .read(offset..offset + plain.len() as u64 + 32)
-            .expect("in the pad");
-        frame::seal(Direction::Up, self.file.pad, offset, &plain, &m).expect("seals")
-    }
-
-    /// Takes the node's `down` answer to `up`: checks it uses only bytes below the holder's
-    /// `down_low` and above its own frame, opens it, and appends the record line.
+    /// Takes the node's `down` answer to `up` (it must be one the holder takes), and checks
+    /// that neither range overlaps one used before.
     pub fn answered(&mut self, up: &[u8], down: &[u8]) -> Reply {
-        let u = frame::parse(up).expect("up frame");
-        let d = frame::parse(down).expect("down frame");
-        assert_eq!(d.header.direction, Direction::Down);
-        assert_eq!(
-            u.header.offset, self.up_next,
-            "answers the holder's next frame"
-        );
-        let (ur, dr) = (u.header.range(), d.header.range());
-        assert!(
-            dr.end <= self.down_low && dr.start >= ur.end,
-            "{dr:?} within the free bytes"
-        );
+        let (reply, line) = self
+            .cursors
+            .answered(&self.file.bytes, up, down)
+            .expect("the node's reply is one the holder takes");
+        let ur = line.up_offset..self.cursors.up_next;
+        let dr = line.down_offset..line.down_offset + u64::from(line.down_len) + 32;
         for r in &self.ranges {
             assert!(
                 ur.end <= r.start || r.end <= ur.start,
@@ -75,23 +61,8 @@ impl Holder {
                 "{dr:?} overlaps {r:?}"
             );
         }
-        let m = self.file.bytes.read(dr.clone()).expect("in the pad");
-        let plain = d.open(&m).expect("the reply is authentic");
-        let reply = Reply::decode(&plain).expect("the reply decodes");
-        assert_eq!(reply.in_reply_to, u.header.offset);
-        self.chain = self.chain.push(&Line {
-            up_offset: u.header.offset,
-            up_len: u.header.len,
-            up_digest: u.digest(),
-            outcome: Outcome::Taken,
-            down_offset: d.header.offset,
-            down_len: d.header.len,
-            debit_minor: reply.debit_minor,
-        });
-        self.ranges.push(ur.clone());
-        self.ranges.push(dr.clone());
-        self.up_next = ur.end;
-        self.down_low = dr.start;
+        self.ranges.push(ur);
+        self.ranges.push(dr);
         reply
     }
 }

@@ -846,3 +846,78 @@ proptest! {
         let _: Result<Request, PlainError> = Request::decode(&bytes);
     }
 }
+
+/// The holder keeps the node's record chain through taken and burned frames, and refuses a
+/// reply that uses bytes the node may not, a forged one, and an answer to another frame.
+#[test]
+fn the_holder_keeps_the_nodes_records_and_refuses_replies_out_of_place() {
+    use super::holder::{Holder, HolderError};
+    let material = bytes();
+    let mut holder = Holder::new(pad_id(), SIZE);
+    let pad = Pad::new(pad_id(), SIZE, eur(), false).expect("pad");
+
+    let up = holder.seal(&material, &Request::Show, true).expect("seals");
+    let (pad, _) = take(pad, &material, &up, facts(500)).expect("taken");
+    let (down, _) = reply_frame(&pad, &material);
+    // A reply inside the request's own bytes, and a forged one: refused, nothing changes.
+    let plain = Reply {
+        in_reply_to: 64,
+        debit_minor: 0,
+        body: ReplyBody::Noop,
+    }
+    .encode(256)
+    .expect("fits");
+    let inside = frame::seal(
+        Direction::Down,
+        pad_id(),
+        100,
+        &plain,
+        &material.read(100..388).expect("in the pad"),
+    )
+    .expect("seals");
+    let before = holder;
+    assert_eq!(
+        holder.answered(&material, &up, &inside),
+        Err(HolderError::Reply("it uses pad bytes the node may not"))
+    );
+    let mut forged = down.clone();
+    forged[40] ^= 1;
+    assert_eq!(
+        holder.answered(&material, &up, &forged),
+        Err(HolderError::Reply("not authentic"))
+    );
+    assert_eq!(holder, before);
+    holder.answered(&material, &up, &down).expect("taken");
+    assert_eq!(holder.records, pad.records);
+    assert_eq!(
+        (holder.up_next, holder.down_low),
+        (pad.up_next, pad.down_low)
+    );
+    // The same answer again is not for the frame in flight now.
+    assert!(holder.answered(&material, &up, &down).is_err());
+
+    // A burned frame: both sides record it the same.
+    let garbage = holder
+        .seal_plain(&material, &[0x0A; 256], 256)
+        .expect("seals");
+    let (pad, _) = take(pad, &material, &garbage, facts(500)).expect("burned");
+    let Some(Answer::Refused(refusal)) = pad.last.as_ref().map(|l| l.answer.clone()) else {
+        panic!("burned")
+    };
+    holder.burned(&garbage, &refusal).expect("recorded");
+    assert_eq!(holder.records, pad.records);
+    assert_eq!(holder.up_next, pad.up_next);
+
+    // A request whose reply does not fit is not sent at all.
+    let tight = Holder {
+        down_low: holder.up_next + 500,
+        ..holder
+    };
+    assert!(matches!(
+        tight.seal(&material, &Request::Show, true),
+        Err(HolderError::BytesUsedUp {
+            left: 500,
+            needed: 576
+        })
+    ));
+}
