@@ -18,14 +18,20 @@
 //! between them carried by a faulty simulated wire; its invariants hold on both nodes and
 //! across them after every step.
 //!
+//! A third world drives anonymous prepaid pads (module `pads`, [`run_pads`]): holders send
+//! frames through a faulty network to one node that crashes; no pad byte is handed out twice,
+//! no value goes below zero, and every debit is in the clearing account, after every step.
+//!
 //! What the simulator does not do: run two processes (`crates/cli/tests/cluster.rs` does, on
 //! PostgreSQL), or make node-internal races deterministic (requests run one after another, so
 //! a failure replays exactly from its seed).
 
 pub mod check;
+mod pads;
 mod trade;
 mod world;
 
+pub use pads::{PadsOutcome, run_pads};
 pub use trade::{TradeOptions, TradeOutcome, TradeSim, run_trading, run_trading_with};
 pub use world::{Failure, Outcome, Sim};
 
