@@ -46,6 +46,10 @@ pub enum BenchCommand {
     /// its answer), in process and over HTTP, with the raw SQLite batched-insert rate of the
     /// same rows as the reference.
     Sessions(crate::bench_sessions::SessionsBench),
+    /// Encrypted 1 KiB requests/s from pad holders (enciphered and tagged with pad bytes,
+    /// debited, durable), over HTTP and in process, and the pad bytes/s they consume, with
+    /// durable transfers/s over HTTP as the reference.
+    Pads(crate::bench_pads::PadsBench),
 }
 
 #[derive(Args)]
@@ -164,6 +168,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Auth(args) => auth(args).await,
         BenchCommand::Receipts(args) => crate::bench_receipts::run(args).await,
         BenchCommand::Sessions(args) => crate::bench_sessions::run(args).await,
+        BenchCommand::Pads(args) => crate::bench_pads::run(args).await,
         // Blocking file I/O and child processes: off the async workers.
         BenchCommand::Seal(args) => {
             tokio::task::spawn_blocking(move || crate::bench_seal::run(args)).await?

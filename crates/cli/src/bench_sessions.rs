@@ -265,15 +265,15 @@ pub async fn run(a: SessionsBench) -> anyhow::Result<ExitCode> {
 // ----- complete sessions across two nodes ------------------------------------------------------
 
 /// A node of the benchmark, as `tally serve` runs it: HTTP on loopback, its workers.
-struct Operator {
-    node: tally_service::Node,
-    admin: tally_client::Client,
-    url: String,
+pub(crate) struct Operator {
+    pub(crate) node: tally_service::Node,
+    pub(crate) admin: tally_client::Client,
+    pub(crate) url: String,
     _workers: tally_service::workers::Workers,
     _dir: tempfile::TempDir,
 }
 
-async fn operator() -> anyhow::Result<Operator> {
+pub(crate) async fn operator() -> anyhow::Result<Operator> {
     use anyhow::Context;
     let dir = tempfile::tempdir()?;
     let (node, admin) =

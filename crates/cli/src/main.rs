@@ -29,6 +29,7 @@ mod agent_orders;
 mod arbiter_link;
 mod bench;
 mod bench_kit;
+mod bench_pads;
 mod bench_receipts;
 mod bench_seal;
 mod bench_sessions;

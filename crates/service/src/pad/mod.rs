@@ -7,7 +7,7 @@
 //! to providers, mailboxes and accounts are refused as the machine refuses them when the node
 //! knows no such thing (burned, no money moved) until their steps land.
 //!
-//! The twin: chunks of 64 KiB of the pad's bytes (or, for a session-key pad, its 32-byte seed)
+//! The twin: chunks of 4 KiB of the pad's bytes (or, for a session-key pad, its 32-byte seed)
 //! sealed with XChaCha20-Poly1305 under `HKDF-SHA256(pad.key, salt = pad id,
 //! info = "tally/pad-twin/v1")`, associated data `pad id ‖ chunk index`. `DATA/pad.key` is one
 //! of the identity files every node of a database shares.
@@ -34,8 +34,9 @@ use tally_store::pads::{PadCurrency, PadRow, insert, insert_chunk, insert_curren
 use tally_wire::pads::{PadSaleRequest, PadSold, PadTariff, PadView};
 use zeroize::Zeroizing;
 
-/// Bytes of a twin chunk.
-pub const CHUNK_LEN: u64 = 64 * 1024;
+/// Bytes of a twin chunk: a frame's range opens one to three of them (a 1 KiB request and its
+/// reply, about 12 KiB to decipher), where 64 KiB chunks cost 128 KiB a frame.
+pub const CHUNK_LEN: u64 = 4 * 1024;
 /// Domain of the twin's key.
 const TWIN_INFO: &[u8] = b"tally/pad-twin/v1";
 

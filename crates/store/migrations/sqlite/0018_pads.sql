@@ -16,7 +16,7 @@ CREATE TABLE pads (
     created_at    INTEGER NOT NULL,
     updated_at    INTEGER NOT NULL
 ) STRICT;
--- The node's twin of each pad, in chunks of 64 KiB sealed under a key derived from pad.key
+-- The node's twin of each pad, in chunks of 4 KiB sealed under a key derived from pad.key
 -- (a session-key pad has one chunk: its seed).
 CREATE TABLE pad_chunks (
     pad    BLOB    NOT NULL,
