@@ -78,6 +78,43 @@ pub fn code_in(body: &str) -> Option<&str> {
     (6..=10).contains(&end).then(|| &digits[..end])
 }
 
+/// Durable transfers per second over HTTP: each lane `(client, from, to)` sends `per_lane`
+/// transfers of 0.01 EUR one after another (each waits for its answer), the lanes at once.
+pub async fn transfer_rate(
+    lanes: Vec<(tally_client::Client, uuid::Uuid, uuid::Uuid)>,
+    per_lane: usize,
+) -> anyhow::Result<f64> {
+    use tally_client::wire::ledger::TransferRequest;
+    let n = lanes.len();
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for (client, from, to) in lanes {
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per_lane {
+                client
+                    .transfer(
+                        &uuid::Uuid::now_v7().to_string(),
+                        &TransferRequest {
+                            debit_account: from,
+                            credit_account: to,
+                            amount: Some("0.01 EUR".into()),
+                            amount_minor: None,
+                            currency: None,
+                            memo: None,
+                            notify: None,
+                        },
+                    )
+                    .await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok((n * per_lane) as f64 / started.elapsed().as_secs_f64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

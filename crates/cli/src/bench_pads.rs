@@ -161,8 +161,7 @@ pub async fn run(args: PadsBench) -> anyhow::Result<ExitCode> {
         for t in tasks {
             t.await??;
         }
-        in_process_rate =
-            Some((per_in_process * holders) as f64 / started.elapsed().as_secs_f64());
+        in_process_rate = Some((per_in_process * holders) as f64 / started.elapsed().as_secs_f64());
     }
 
     // The reference: durable transfers over HTTP, as many clients, each waiting for its answer.
@@ -205,8 +204,12 @@ pub async fn run(args: PadsBench) -> anyhow::Result<ExitCode> {
 }
 
 /// Durable transfers per second over HTTP, `clients` at once, `per_client` each.
-async fn transfers_over_http(op: &Operator, clients: usize, per_client: usize) -> anyhow::Result<f64> {
-    use tally_client::wire::ledger::{AccountKindDto, OpenAccountRequest, TransferRequest};
+async fn transfers_over_http(
+    op: &Operator,
+    clients: usize,
+    per_client: usize,
+) -> anyhow::Result<f64> {
+    use tally_client::wire::ledger::{AccountKindDto, OpenAccountRequest};
     let open = |kind, bounded| OpenAccountRequest {
         owner: None,
         currency: "EUR".into(),
@@ -231,33 +234,8 @@ async fn transfers_over_http(op: &Operator, clients: usize, per_client: usize) -
                 .id,
         );
     }
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let admin = op.admin.clone();
-        let to = accounts[(c + 1) % accounts.len()];
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..per_client {
-                admin
-                    .transfer(
-                        &uuid::Uuid::now_v7().to_string(),
-                        &TransferRequest {
-                            debit_account: world,
-                            credit_account: to,
-                            amount: Some("0.01 EUR".into()),
-                            amount_minor: None,
-                            currency: None,
-                            memo: None,
-                            notify: None,
-                        },
-                    )
-                    .await?;
-            }
-            Ok::<_, anyhow::Error>(())
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    Ok((clients * per_client) as f64 / started.elapsed().as_secs_f64())
+    let lanes = (0..clients)
+        .map(|c| (op.admin.clone(), world, accounts[(c + 1) % accounts.len()]))
+        .collect();
+    crate::bench_kit::transfer_rate(lanes, per_client).await
 }

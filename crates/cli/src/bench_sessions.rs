@@ -574,35 +574,12 @@ pub async fn across_nodes(
     }
     // The reference: durable transfers over HTTP at node A, the same clients, one at a time each.
     let per_client = 200;
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let customers = customers.clone();
-        let to = customers[(c + 1) % clients].1;
-        tasks.push(tokio::spawn(async move {
+    let lanes = (0..clients)
+        .map(|c| {
             let (client, account) = &customers[c];
-            for _ in 0..per_client {
-                client
-                    .transfer(
-                        &uuid::Uuid::now_v7().to_string(),
-                        &tally_client::wire::ledger::TransferRequest {
-                            debit_account: *account,
-                            credit_account: to,
-                            amount: Some("0.01 EUR".into()),
-                            amount_minor: None,
-                            currency: None,
-                            memo: None,
-                            notify: None,
-                        },
-                    )
-                    .await?;
-            }
-            Ok::<_, anyhow::Error>(())
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    let transfers = (clients * per_client) as f64 / started.elapsed().as_secs_f64();
+            (client.clone(), *account, customers[(c + 1) % clients].1)
+        })
+        .collect();
+    let transfers = crate::bench_kit::transfer_rate(lanes, per_client).await?;
     Ok((rates, transfers))
 }

@@ -305,14 +305,10 @@ impl Wallet {
     }
 
     fn save(&self, dir: &Path, pad: &str) -> anyhow::Result<()> {
-        let path = Wallet::state_path(dir, pad)?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        tally_service::identity::write_private_file(
-            &tmp,
+        crate::wallet::replace_file(
+            &Wallet::state_path(dir, pad)?,
             serde_json::to_string_pretty(self)?.as_bytes(),
-        )?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+        )
     }
 }
 

@@ -121,15 +121,17 @@ impl Wallet {
 
     /// Writes the wallet to `path` (a new file renamed over the old).
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        let dir = path.parent().context("a wallet path has a directory")?;
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        tally_service::identity::write_private_file(
-            &tmp,
-            serde_json::to_string_pretty(self)?.as_bytes(),
-        )?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-        Ok(())
+        replace_file(path, serde_json::to_string_pretty(self)?.as_bytes())
     }
+}
+
+/// Writes `bytes` to a new file (mode 0600, synced) renamed over `path`: a crash leaves the old
+/// file or the new, never half of one.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().context("a wallet path has a directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    tally_service::identity::write_private_file(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }

@@ -50,6 +50,68 @@ pub async fn run(config: Config) -> Result<Outcome, Failure> {
     sim.run().await
 }
 
+/// A failure while a world is set up (step 0, no trace).
+pub(crate) fn setup_failure(seed: u64, what: String) -> Failure {
+    Failure {
+        seed,
+        step: 0,
+        what,
+        trace: Vec::new(),
+    }
+}
+
+/// The simulator's clock, and the node's view of it: every world starts at the same instant
+/// and moves it by hand.
+pub(crate) fn fake_clock() -> (
+    std::sync::Arc<std::sync::atomic::AtomicI64>,
+    tally_service::NodeClock,
+) {
+    use std::sync::atomic::Ordering;
+    let clock = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(1_800_000_000_000_000));
+    let c = clock.clone();
+    let node_clock = tally_service::NodeClock(Some(std::sync::Arc::new(move || {
+        tally_kernel::Timestamp(c.load(Ordering::SeqCst))
+    })));
+    (clock, node_clock)
+}
+
+/// Closes `node`'s store (as a crash leaves it: nothing beyond what committed) and opens the
+/// node again from `config`'s directory; a restart must not make a second admin key.
+pub(crate) async fn reopen(
+    node: &tally_service::Node,
+    config: &tally_service::NodeConfig,
+) -> Result<tally_service::Node, String> {
+    node.store().close().await;
+    let (node, admin) = tally_service::Node::open(config)
+        .await
+        .map_err(|e| format!("unexpected failure: {e}"))?;
+    if admin.is_some() {
+        return Err("a restart made a second admin key".into());
+    }
+    Ok(node)
+}
+
+/// An unbounded EUR settlement account of the operator (where money enters the world).
+pub(crate) async fn settlement_account(
+    node: &tally_service::Node,
+    admin: &tally_service::Principal,
+) -> Result<tally_kernel::Id, String> {
+    let (account, _) = node
+        .open_account(
+            admin,
+            None,
+            tally_service::ledger_ops::OpenAccount {
+                currency: "EUR".into(),
+                kind: Some(tally_ledger::AccountKind::Settlement),
+                debits_must_not_exceed_credits: Some(false),
+                ..tally_service::ledger_ops::OpenAccount::default()
+            },
+        )
+        .await
+        .map_err(|e| format!("unexpected failure: {e}"))?;
+    Ok(account.id)
+}
+
 /// A temporary directory for a world's data, on tmpfs when there is one: the nodes sync every
 /// commit.
 fn scratch_dir() -> std::io::Result<tempfile::TempDir> {

@@ -27,15 +27,13 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use tally_kernel::{Id, Timestamp};
-use tally_ledger::AccountKind;
+use tally_kernel::Id;
 use tally_proto::pad::file::PadFile;
 use tally_proto::pad::holder::Holder;
 use tally_proto::pad::plain::{ProviderName, Request};
 use tally_proto::pad::record::{Line, Outcome};
-use tally_service::ledger_ops::OpenAccount;
 use tally_service::pad::PadServiceError;
-use tally_service::{Node, NodeClock, NodeConfig, Principal, ServiceError};
+use tally_service::{Node, NodeConfig, Principal, ServiceError};
 use tally_wire::pads::{PadSaleRequest, PadTariff};
 
 /// What a run did.
@@ -171,17 +169,11 @@ pub async fn run_pads(config: Config) -> Result<PadsOutcome, crate::Failure> {
 
 impl Pads {
     async fn new(config: Config) -> Result<Pads, crate::Failure> {
-        let fail = |what: String| crate::Failure {
-            seed: config.seed,
-            step: 0,
-            what,
-            trace: Vec::new(),
-        };
+        let fail = |what: String| crate::setup_failure(config.seed, what);
         let dir = crate::scratch_dir().map_err(|e| fail(e.to_string()))?;
-        let clock = Arc::new(AtomicI64::new(1_800_000_000_000_000));
-        let c = clock.clone();
+        let (clock, node_clock) = crate::fake_clock();
         let node_config = NodeConfig {
-            clock: NodeClock(Some(Arc::new(move || Timestamp(c.load(Ordering::SeqCst))))),
+            clock: node_clock,
             ..NodeConfig::new(dir.path().join("node"))
         };
         let (node, admin_key) = Node::open(&node_config)
@@ -192,19 +184,9 @@ impl Pads {
             .authenticate(admin_key.expose())
             .await
             .map_err(|e| fail(e.to_string()))?;
-        let (till, _) = node
-            .open_account(
-                &admin,
-                None,
-                OpenAccount {
-                    currency: "EUR".into(),
-                    kind: Some(AccountKind::Settlement),
-                    debits_must_not_exceed_credits: Some(false),
-                    ..OpenAccount::default()
-                },
-            )
+        let till = crate::settlement_account(&node, &admin)
             .await
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(fail)?;
         let tariff = PadTariff {
             byte_price_minor_per_kib: 3,
             post_price_minor: 0,
@@ -222,7 +204,7 @@ impl Pads {
             clock,
             node,
             admin,
-            till: till.id,
+            till,
             clearing: None,
             holders: Vec::new(),
             network: Vec::new(),
@@ -574,12 +556,7 @@ impl Pads {
     async fn crash(&mut self) -> Step<()> {
         self.note("crash and restart".into());
         self.outcome.crashes += 1;
-        self.node.store().close().await;
-        let (node, admin) = Node::open(&self.node_config).await.map_err(unexpected)?;
-        if admin.is_some() {
-            return Err("a restart made a second admin key".into());
-        }
-        self.node = node;
+        self.node = crate::reopen(&self.node, &self.node_config).await?;
         Ok(())
     }
 

@@ -18,7 +18,7 @@ use tally_service::delivery::{Acknowledge, NewProduct, NewSale, PayReference};
 use tally_service::ledger_ops::{OpenAccount, TransferOrder};
 use tally_service::oob::{AppRequest, OobSettings, OpenSession, Opened};
 use tally_service::receipt::{NewReceipt, NewToken, SignReceipt};
-use tally_service::{Node, NodeClock, NodeConfig, Principal, Role, ServiceError};
+use tally_service::{Node, NodeConfig, Principal, Role, ServiceError};
 
 /// Why a run stopped.
 #[derive(Debug)]
@@ -235,18 +235,12 @@ impl Sim {
     /// A world for `config.seed`: a node, two merchants with a product each, three customers
     /// with money and a verified phone, and two receipt parties with tokens and a warrant.
     pub async fn new(config: Config) -> Result<Sim, crate::Failure> {
-        let fail = |what: String| crate::Failure {
-            seed: config.seed,
-            step: 0,
-            what,
-            trace: Vec::new(),
-        };
+        let fail = |what: String| crate::setup_failure(config.seed, what);
         let dir = crate::scratch_dir().map_err(|e| fail(e.to_string()))?;
-        let clock = Arc::new(AtomicI64::new(1_800_000_000_000_000));
-        let c = clock.clone();
+        let (clock, node_clock) = crate::fake_clock();
         let node_config = NodeConfig {
             dev: true,
-            clock: NodeClock(Some(Arc::new(move || Timestamp(c.load(Ordering::SeqCst))))),
+            clock: node_clock,
             oob: OobSettings {
                 address_quota: i64::MAX,
                 user_daily_quota: i64::MAX,
@@ -656,12 +650,7 @@ impl Sim {
     async fn crash(&mut self) -> Step<()> {
         self.note("crash and restart".into());
         self.outcome.crashes += 1;
-        self.node.store().close().await;
-        let (node, admin) = Node::open(&self.node_config).await.map_err(unexpected)?;
-        if admin.is_some() {
-            return Err("a restart made a second admin key".into());
-        }
-        self.node = node;
+        self.node = crate::reopen(&self.node, &self.node_config).await?;
         Ok(())
     }
 

@@ -200,27 +200,14 @@ impl Pads {
             }));
         }
         self.currency(currency).await?;
-        let opened = self
-            .core
-            .commit(
+        let account = self
+            .open_bounded(
                 format!("{key}:value-account"),
-                Effects::ledger(Command::OpenAccount {
-                    owner: "pads".into(),
-                    currency,
-                    kind: AccountKind::Customer,
-                    flags: AccountFlags {
-                        debits_must_not_exceed_credits: true,
-                        credits_must_not_exceed_debits: false,
-                    },
-                    limit_minor: 0,
-                }),
-                Vec::new(),
+                "pads",
+                currency,
+                AccountKind::Customer,
             )
             .await?;
-        let account = opened
-            .account()
-            .cloned()
-            .ok_or(ServiceError::IdempotencyKeyReused)?;
         let mut id = [0u8; 16];
         crate::identity::getrandom_fill(&mut id)?;
         let pad_id = PadId(id);
@@ -389,26 +376,14 @@ impl Pads {
             return Ok(c);
         }
         retrying(|| async {
-            let outcome = self
-                .core
-                .commit(
+            let account = self
+                .open_bounded(
                     format!(":pad_clearing:{}", currency.code()),
-                    Effects::ledger(Command::OpenAccount {
-                        owner: "operator".into(),
-                        currency,
-                        kind: AccountKind::Operator,
-                        flags: AccountFlags {
-                            debits_must_not_exceed_credits: true,
-                            credits_must_not_exceed_debits: false,
-                        },
-                        limit_minor: 0,
-                    }),
-                    Vec::new(),
+                    "operator",
+                    currency,
+                    AccountKind::Operator,
                 )
                 .await?;
-            let account = outcome.account().ok_or_else(|| {
-                ServiceError::Setup("bug: the clearing key names no account".into())
-            })?;
             let c = PadCurrency {
                 currency,
                 clearing_account: account.id,
@@ -433,6 +408,35 @@ impl Pads {
                 .ok_or_else(|| ServiceError::Setup("bug: the pad currency was not kept".into()))
         })
         .await
+    }
+
+    /// Opens an account whose debits may not exceed its credits, under `key` (the same key
+    /// again answers the same account).
+    async fn open_bounded(
+        &self,
+        key: String,
+        owner: &str,
+        currency: Currency,
+        kind: AccountKind,
+    ) -> Result<tally_ledger::Account> {
+        let command = Command::OpenAccount {
+            owner: owner.into(),
+            currency,
+            kind,
+            flags: AccountFlags {
+                debits_must_not_exceed_credits: true,
+                credits_must_not_exceed_debits: false,
+            },
+            limit_minor: 0,
+        };
+        let outcome = self
+            .core
+            .commit(key, Effects::ledger(command), Vec::new())
+            .await?;
+        outcome
+            .account()
+            .cloned()
+            .ok_or(ServiceError::IdempotencyKeyReused)
     }
 
     fn machine(&self, row: &PadRow) -> Result<Pad> {

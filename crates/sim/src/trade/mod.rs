@@ -544,20 +544,7 @@ impl TradeSim {
         }
         // A: the operator's settlement account and three funded customers.
         let a = &self.sites[A];
-        let (world, _) = a
-            .node
-            .open_account(
-                &a.admin,
-                None,
-                OpenAccount {
-                    currency: "EUR".into(),
-                    kind: Some(AccountKind::Settlement),
-                    debits_must_not_exceed_credits: Some(false),
-                    ..OpenAccount::default()
-                },
-            )
-            .await
-            .map_err(unexpected)?;
+        let world = crate::settlement_account(&a.node, &a.admin).await?;
         for (i, funded) in [100_000, 30_000, 5_000].into_iter().enumerate() {
             let name = format!("cust{i}");
             let principal = self.principal(A, &name, Role::Customer).await?;
@@ -569,7 +556,7 @@ impl TradeSim {
                     &a.admin,
                     &key,
                     TransferOrder {
-                        debit_account: world.id,
+                        debit_account: world,
                         credit_account: account,
                         amount: eur(funded),
                         timeout_s: None,
