@@ -13,12 +13,12 @@ const LAYERS: &[&[&str]] = &[
     &["core"],
     &["exec"],
     &["federation"],
-    &["oob", "delivery", "receipt", "session"],
+    &["oob", "delivery", "receipt", "session", "pad"],
     &["node"],
     &["ledger_ops", "workers"],
 ];
 
-const PROTOCOLS: &[&str] = &["oob", "delivery", "receipt", "session"];
+const PROTOCOLS: &[&str] = &["oob", "delivery", "receipt", "session", "pad"];
 
 /// The top-level module a source file belongs to (`oob/open.rs` → `oob`).
 fn module_of(relative: &Path) -> String {
