@@ -20,8 +20,9 @@ use tally_client::wire::pads::{PadSaleRequest, PadTariff};
 use tally_proto::pad::file::PadFile;
 use tally_proto::pad::frame;
 use tally_proto::pad::holder::Holder;
+use tally_proto::pad::ids::MailboxAddress;
 use tally_proto::pad::machine::Refusal;
-use tally_proto::pad::plain::{Reply, ReplyBody, Request, ShownState};
+use tally_proto::pad::plain::{Reply, ReplyBody, Request, Sender, ShownState};
 
 #[derive(Subcommand)]
 pub enum PadCommand {
@@ -31,6 +32,13 @@ pub enum PadCommand {
     /// Ask the node for the pad's state, value and records (free of charge) and print them
     /// beside the wallet's; `--check` compares the record chains line by line.
     Show(ShowArgs),
+    /// Post a message to another pad's mailbox (the holder): enciphered with your pad's bytes,
+    /// released by the node's relay together with the others of its window; debited for its
+    /// pad bytes and the tariff's post price.
+    Post(PostArgs),
+    /// Collect the messages the relay released to your pad's mailbox (the holder): each is
+    /// handed over once and deleted at the node.
+    Collect(CollectArgs),
     /// A pad's state and books as the node keeps them (the operator); never its bytes.
     Inspect(InspectArgs),
     /// Set what pads pay in a currency (the operator).
@@ -82,6 +90,49 @@ pub struct ShowArgs {
 }
 
 #[derive(Args)]
+pub struct PostArgs {
+    /// Your pad (`pad-…`); default: the only pad in the wallet.
+    pub pad: Option<String>,
+    /// The wallet directory.
+    #[arg(long, default_value = "./tally-pads")]
+    pub wallet: PathBuf,
+    /// The recipient's mailbox address (`mbx-…`, as its `tally pad show` prints it).
+    #[arg(long)]
+    pub to: String,
+    /// The message, as text.
+    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+    pub text: Option<String>,
+    /// The message, from a file (at most 32 KiB).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Let the recipient see your mailbox address (to answer you); anonymous otherwise.
+    #[arg(long)]
+    pub show_from: bool,
+    /// CA certificate to trust for an https:// node (its DATA/ca.pem).
+    #[arg(long, env = "TALLY_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct CollectArgs {
+    /// Your pad (`pad-…`); default: the only pad in the wallet.
+    pub pad: Option<String>,
+    /// The wallet directory.
+    #[arg(long, default_value = "./tally-pads")]
+    pub wallet: PathBuf,
+    /// Write each message to DIR/<message>.bin instead of printing it.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The largest reply, bytes (256 to 65536; rounded down to a size class): it bounds what
+    /// one collect hands over and what it costs; `waiting` says what is left.
+    #[arg(long, default_value_t = 4096)]
+    pub max_len: u32,
+    /// CA certificate to trust for an https:// node (its DATA/ca.pem).
+    #[arg(long, env = "TALLY_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Args)]
 pub struct InspectArgs {
     #[command(flatten)]
     pub conn: Conn,
@@ -110,6 +161,8 @@ pub async fn pad(c: PadCommand) -> anyhow::Result<ExitCode> {
     match c {
         PadCommand::Buy(a) => buy(a).await,
         PadCommand::Show(a) => show(a).await,
+        PadCommand::Post(a) => post(a).await,
+        PadCommand::Collect(a) => collect(a).await,
         PadCommand::Inspect(a) => inspect(a).await,
         PadCommand::Tariff(a) => tariff(a).await,
     }
@@ -155,6 +208,89 @@ async fn buy(a: BuyArgs) -> anyhow::Result<ExitCode> {
         println!("value     {}", money(sold.value_minor, &sold.currency));
         println!("file      {}", path.display());
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn post(a: PostArgs) -> anyhow::Result<ExitCode> {
+    let to: MailboxAddress =
+        a.to.parse()
+            .with_context(|| format!("--to {:?} is not a mailbox address", a.to))?;
+    let body = match (&a.text, &a.file) {
+        (Some(t), _) => t.as_bytes().to_vec(),
+        (None, Some(f)) => std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
+        (None, None) => bail!("--text or --file"),
+    };
+    if body.len() > tally_proto::pad::plain::BODY_MAX {
+        bail!(
+            "a message is at most 32 KiB; this one is {} bytes",
+            body.len()
+        );
+    }
+    let pad = Wallet::pick(&a.wallet, a.pad.as_deref())?;
+    let mut holder = PadInUse::open(&a.wallet, &pad, a.ca_cert.as_deref())?;
+    holder.finish_in_flight().await?;
+    let request = Request::Post {
+        to,
+        show_from: a.show_from,
+        body,
+    };
+    let reply = holder.send(&request).await?;
+    let ReplyBody::Post { message } = reply.body else {
+        bail!("the node answered a post with another kind of reply");
+    };
+    let currency = holder.file.face.currency.code();
+    println!("posted    {message} to {to}");
+    println!("debited   {}", money(reply.debit_minor, currency));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn collect(a: CollectArgs) -> anyhow::Result<ExitCode> {
+    let pad = Wallet::pick(&a.wallet, a.pad.as_deref())?;
+    let mut holder = PadInUse::open(&a.wallet, &pad, a.ca_cert.as_deref())?;
+    holder.finish_in_flight().await?;
+    // The largest reply the pad still has room for, beside the request's 288 bytes.
+    let h = holder.wallet.holder;
+    let room = h
+        .down_low
+        .saturating_sub(h.up_next)
+        .saturating_sub(2 * 32 + 256);
+    let Some(max_len) = [65_536u32, 32_768, 16_384, 8192, 4096, 2048, 1024, 512, 256]
+        .into_iter()
+        .find(|c| *c <= a.max_len.max(256) && u64::from(*c) <= room)
+    else {
+        bail!("the pad's bytes are used up: buy a new pad");
+    };
+    let reply = holder.send(&Request::Collect { max_len }).await?;
+    let ReplyBody::Collect { messages, waiting } = reply.body else {
+        bail!("the node answered a collect with another kind of reply");
+    };
+    for m in &messages {
+        let from = match &m.from {
+            Sender::None => "anonymous".to_string(),
+            Sender::Provider(p) => format!("provider {}", p.as_str()),
+            Sender::Mailbox(b) => b.to_string(),
+        };
+        println!("message   {} from {from}, {} bytes", m.id, m.body.len());
+        match &a.out {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                let path = dir.join(format!("{}.bin", m.id));
+                std::fs::write(&path, &m.body)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("          {}", path.display());
+            }
+            None => println!("          {}", String::from_utf8_lossy(&m.body)),
+        }
+    }
+    println!(
+        "collected {} message(s), {waiting} more waiting",
+        messages.len()
+    );
+    println!(
+        "debited   {}",
+        money(reply.debit_minor, holder.file.face.currency.code())
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -211,6 +347,7 @@ async fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
     let w = &holder.wallet.holder;
     let currency = holder.file.face.currency.code();
     println!("pad       {pad}");
+    println!("mailbox   {}", holder.file.bytes.mailbox());
     println!(
         "state     {}",
         match s.state {

@@ -135,6 +135,14 @@ pub struct ServeArgs {
     /// the export is `tally billing export`).
     #[arg(long, value_name = "URL")]
     billing_webhook: Option<String>,
+    /// Pads: seconds of a relay window; messages posted to mailboxes in one window are
+    /// released together after it closes.
+    #[arg(long, default_value_t = tally_proto::pad::relay::WINDOW_S, value_name = "SECONDS")]
+    pad_relay_window: i64,
+    /// Pads: the largest delay, seconds, after a window closes before its messages are
+    /// released (drawn once per window).
+    #[arg(long, default_value_t = tally_proto::pad::relay::DELAY_MAX_S, value_name = "SECONDS")]
+    pad_relay_delay: i64,
     /// Trustee payments: the operator's fee, basis points (150 = 1.5 %).
     #[arg(long, default_value_t = OobSettings::default().trustee_fee_bps)]
     trustee_fee_bps: i64,
@@ -174,6 +182,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             notification_window_s: args.notification_window.max(1),
         },
         exchange_timeout_s: args.exchange_timeout_hours.max(1) * 3600,
+        pads: tally_service::pad::PadSettings {
+            relay: tally_proto::pad::relay::Schedule {
+                window_s: args.pad_relay_window.max(1),
+                delay_max_s: args.pad_relay_delay.max(1),
+            },
+            ..tally_service::pad::PadSettings::default()
+        },
         sessions: SessionSettings {
             ack_window_s: args.session_ack_window,
             conclusion_window_s: args.session_conclusion_window,

@@ -326,3 +326,125 @@ async fn frames_survive_a_crash_of_the_node_and_no_byte_is_used_twice() {
     }
     assert_audit_passes(&server);
 }
+
+/// Two holders and the relay (P5): A posts to B's mailbox, showing its address; the relay
+/// releases it after its window; only B collects it, once; a post to an address no pad has is
+/// burned without a debit; the audit passes.
+#[test]
+fn a_holder_posts_to_another_through_the_relay_and_only_it_collects_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--pad-relay-window", "1", "--pad-relay-delay", "1"],
+    );
+    let key = server.admin_key.clone();
+    let till = field(
+        &ok(cli(
+            &server,
+            &key,
+            &[
+                "account",
+                "open",
+                "--currency",
+                "EUR",
+                "--kind",
+                "settlement",
+                "--unbounded",
+            ],
+        )),
+        "account",
+    )
+    .to_string();
+    ok(cli(
+        &server,
+        &key,
+        &[
+            "pad",
+            "tariff",
+            "EUR",
+            "--byte-price",
+            "2",
+            "--post-price",
+            "5",
+        ],
+    ));
+    let (wa, wb) = (dir.path().join("a"), dir.path().join("b"));
+    let pad_a = buy(&server, &till, &wa, "65536", &[]);
+    let pad_b = buy(&server, &till, &wb, "1048576", &[]);
+    let holder = |wallet: &Path, args: &[&str]| {
+        outcome(
+            tally_for(&server, "")
+                .env_remove("TALLY_API_KEY")
+                .args(["pad"])
+                .args(args)
+                .arg("--wallet")
+                .arg(wallet)
+                .output()
+                .expect("run tally"),
+        )
+    };
+    let available = |pad: &str| {
+        let out = ok(cli(&server, &key, &["pad", "inspect", pad, "--json"]));
+        let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        v["available_minor"].as_i64().expect("available")
+    };
+    let b_mailbox = field(&ok(holder(&wb, &["show"])), "mailbox").to_string();
+    let a_mailbox = field(&ok(holder(&wa, &["show"])), "mailbox").to_string();
+
+    let before = available(&pad_a);
+    let out = ok(holder(
+        &wa,
+        &[
+            "post",
+            "--to",
+            &b_mailbox,
+            "--text",
+            "hello B",
+            "--show-from",
+        ],
+    ));
+    assert!(out.contains(&format!("to {b_mailbox}")), "{out}");
+    let debit = before - available(&pad_a);
+    assert!(debit > 5, "the post price and its bytes: {debit}");
+
+    // B collects until the relay releases the message (its window closes, then a delay).
+    let mut got = String::new();
+    common::wait_within(30, "the relay releases A's message", || {
+        let (success, out, err) = holder(&wb, &["collect", "--max-len", "256"]);
+        assert!(success, "{out}\n{err}");
+        got = out;
+        got.contains("hello B")
+    });
+    assert!(got.contains(&format!("from {a_mailbox}")), "{got}");
+    assert!(got.contains("collected 1 message(s)"), "{got}");
+    // Handed over once: gone now; and never to A.
+    let again = ok(holder(&wb, &["collect", "--max-len", "256"]));
+    assert!(
+        again.contains("collected 0 message(s), 0 more waiting"),
+        "{again}"
+    );
+    let a_side = ok(holder(&wa, &["collect", "--max-len", "256"]));
+    assert!(a_side.contains("collected 0 message(s)"), "{a_side}");
+
+    // A post to an address no pad has: burned, nothing debited.
+    let before = available(&pad_a);
+    let (success, _, err) = holder(
+        &wa,
+        &[
+            "post",
+            "--to",
+            "mbx-00000000000000000000000000000000",
+            "--text",
+            "lost",
+        ],
+    );
+    assert!(!success && err.contains("unknown_mailbox"), "{err}");
+    assert_eq!(available(&pad_a), before, "a burned frame costs nothing");
+    // The records still agree on both sides, the burned line included.
+    for w in [&wa, &wb] {
+        let (success, out, err) = show(&server, w);
+        assert!(success && out.contains("every line agrees"), "{out}\n{err}");
+    }
+    let _ = pad_b;
+    assert_audit_passes(&server);
+}

@@ -7,6 +7,7 @@
 //! * [`frame`]: the frame, enciphered with pad bytes and tagged with a one-time Poly1305 key.
 //! * [`plain`]: requests and replies inside frames.
 //! * [`record`]: the chain of record lines both sides keep.
+//! * [`relay`]: when the relay releases a mailbox message (batches per window, a shared delay).
 //! * [`tariff`]: byte prices without rounding drift.
 //! * [`holder`]: the holder's side: seal at the next offset, check and take the node's answers.
 //! * [`machine`]: the [`machine::Pad`] state machine: places frames, takes or burns them,
@@ -21,6 +22,7 @@ pub mod ids;
 pub mod machine;
 pub mod plain;
 pub mod record;
+pub mod relay;
 pub mod tariff;
 
 #[cfg(test)]

@@ -30,7 +30,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use tally_kernel::Id;
 use tally_proto::pad::file::PadFile;
 use tally_proto::pad::holder::Holder;
-use tally_proto::pad::plain::{ProviderName, Request};
+use tally_proto::pad::ids::MailboxAddress;
+use tally_proto::pad::plain::{ProviderName, ReplyBody, Request};
 use tally_proto::pad::record::{Line, Outcome};
 use tally_service::pad::PadServiceError;
 use tally_service::{Node, NodeConfig, Principal, ServiceError};
@@ -63,6 +64,10 @@ pub struct PadsOutcome {
     pub pads: usize,
     /// Minor units debited from pads.
     pub debited: i64,
+    /// Posts taken (messages put in a mailbox).
+    pub posted: usize,
+    /// Messages collected by their mailbox's holder.
+    pub collected: usize,
 }
 
 impl PadsOutcome {
@@ -80,6 +85,8 @@ impl PadsOutcome {
         self.crashes += o.crashes;
         self.pads += o.pads;
         self.debited += o.debited;
+        self.posted += o.posted;
+        self.collected += o.collected;
     }
 }
 
@@ -89,7 +96,7 @@ impl std::fmt::Display for PadsOutcome {
             f,
             "{} pads, {} frames taken, {} burned ({} out of value), {} replays, {} refused, \
              {} out of bytes, {} dropped, {} duplicated, {} answers lost, {} crashes, {} minor \
-             units debited",
+             units debited, {} messages posted, {} collected",
             self.pads,
             self.taken,
             self.burned,
@@ -101,7 +108,9 @@ impl std::fmt::Display for PadsOutcome {
             self.duplicated,
             self.answers_lost,
             self.crashes,
-            self.debited
+            self.debited,
+            self.posted,
+            self.collected
         )
     }
 }
@@ -116,6 +125,10 @@ fn unexpected(e: impl std::fmt::Display) -> String {
 struct PadHolder {
     file: PadFile,
     holder: Holder,
+    /// Its mailbox address.
+    mailbox: MailboxAddress,
+    /// The post in flight: its body and the holder it is for (`None`: no such mailbox).
+    posting: Option<(Vec<u8>, Option<usize>)>,
     /// The frame in flight (sent, not answered).
     in_flight: Option<Vec<u8>>,
     /// The holder's record lines.
@@ -136,6 +149,10 @@ pub struct Pads {
     till: Id,
     clearing: Option<Id>,
     holders: Vec<PadHolder>,
+    /// Every message body a holder sealed into a post, and the holder it is for.
+    bodies: std::collections::HashMap<Vec<u8>, Option<usize>>,
+    /// Every message id handed to a holder (a second hand-over is a failure).
+    collected: std::collections::HashSet<[u8; 16]>,
     /// Frames in flight: (holder, bytes).
     network: Vec<(usize, Vec<u8>)>,
     keys: usize,
@@ -207,6 +224,8 @@ impl Pads {
             till,
             clearing: None,
             holders: Vec::new(),
+            bodies: std::collections::HashMap::new(),
+            collected: std::collections::HashSet::new(),
             network: Vec::new(),
             keys: 0,
             trace: Vec::new(),
@@ -274,6 +293,8 @@ impl Pads {
         ));
         self.holders.push(PadHolder {
             holder: Holder::new(file.pad, file.bytes.size()),
+            mailbox: file.bytes.mailbox(),
+            posting: None,
             file,
             in_flight: None,
             lines: Vec::new(),
@@ -314,7 +335,26 @@ impl Pads {
             return Ok(());
         }
         let i = idle[self.rng.random_range(0..idle.len())];
-        let request = match self.rng.random_range(0..10) {
+        let mut posting = None;
+        let request = match self.rng.random_range(0..14) {
+            // A post to a holder's mailbox (its own, sometimes), or to an address no pad has.
+            10..=12 => {
+                let to = self.rng.random_range(0..self.holders.len() + 1);
+                let body = format!("message {} from {i}", self.bodies.len()).into_bytes();
+                let (address, recipient) = match self.holders.get(to) {
+                    Some(h) if to < self.holders.len() && self.rng.random_range(0..8) > 0 => {
+                        (h.mailbox, Some(to))
+                    }
+                    _ => (MailboxAddress([0x5A; 16]), None),
+                };
+                posting = Some((body.clone(), recipient));
+                Request::Post {
+                    to: address,
+                    show_from: self.rng.random_range(0..2) == 0,
+                    body,
+                }
+            }
+            13 => Request::Collect { max_len: 4096 },
             0..=2 => Request::Show,
             3 => Request::Noop,
             4 => Request::Records {
@@ -345,6 +385,10 @@ impl Pads {
                     kind(&request),
                     h.holder.up_next
                 ));
+                if let Some((body, to)) = &posting {
+                    self.bodies.insert(body.clone(), *to);
+                }
+                self.holders[i].posting = posting;
                 self.holders[i].in_flight = Some(frame.clone());
                 self.network.push((i, frame));
             }
@@ -402,12 +446,38 @@ impl Pads {
                 if !current {
                     return Ok(());
                 }
-                let (_, line) = h
+                let (reply, line) = h
                     .holder
                     .answered(&h.file.bytes, frame, &a.reply)
                     .map_err(|e| format!("holder {i} refused the node's reply: {e}"))?;
                 h.lines.push(line);
                 h.in_flight = None;
+                match reply.body {
+                    ReplyBody::Post { .. } => {
+                        if h.posting.take().is_some_and(|(_, to)| to.is_none()) {
+                            return Err(format!("holder {i}'s post to no mailbox was taken"));
+                        }
+                        self.outcome.posted += 1;
+                    }
+                    ReplyBody::Collect { messages, .. } => {
+                        for m in messages {
+                            // Only the holder the message is for collects it, once.
+                            if !self.collected.insert(m.id.0) {
+                                return Err(format!("{} handed over twice", m.id));
+                            }
+                            match self.bodies.get(&m.body) {
+                                Some(Some(to)) if *to == i => {}
+                                other => {
+                                    return Err(format!(
+                                        "holder {i} collected a message for {other:?}"
+                                    ));
+                                }
+                            }
+                            self.outcome.collected += 1;
+                        }
+                    }
+                    _ => {}
+                }
                 self.outcome.taken += 1;
                 self.outcome.debited += line.debit_minor;
                 self.trace
@@ -420,6 +490,7 @@ impl Pads {
                 let line = h.holder.burned(frame, &r).map_err(unexpected)?;
                 h.lines.push(line);
                 h.in_flight = None;
+                h.posting = None;
                 self.outcome.burned += 1;
                 if line.outcome == Outcome::PadValueExhausted {
                     self.outcome.out_of_value += 1;
@@ -681,6 +752,39 @@ impl Pads {
         if self.holders.iter().any(|h| h.in_flight.is_some()) {
             return Err("a frame stayed unanswered".into());
         }
+        // Every message posted is handed over once or still waits: the relay released them
+        // all an hour later, and each holder collects what its pad's bytes allow.
+        self.clock.fetch_add(3_600_000_000, Ordering::SeqCst);
+        for i in 0..self.holders.len() {
+            for _ in 0..16 {
+                let h = &self.holders[i];
+                let Ok(frame) =
+                    h.holder
+                        .seal(&h.file.bytes, &Request::Collect { max_len: 4096 }, true)
+                else {
+                    break;
+                };
+                self.holders[i].in_flight = Some(frame.clone());
+                let before = self.outcome.collected;
+                let answer = self.node.pads().frame(&frame).await;
+                self.answer(i, &frame, answer)?;
+                if self.outcome.collected == before {
+                    break;
+                }
+            }
+        }
+        let waiting = self
+            .node
+            .store()
+            .pad_messages_waiting()
+            .await
+            .map_err(unexpected)?;
+        if waiting as usize + self.outcome.collected != self.outcome.posted {
+            return Err(format!(
+                "{} posted, {} collected, {waiting} waiting",
+                self.outcome.posted, self.outcome.collected
+            ));
+        }
         let audit = self.node.audit(&self.admin).await.map_err(unexpected)?;
         if !audit.ok() {
             return Err(format!(
@@ -700,6 +804,7 @@ fn kind(r: &Request) -> &'static str {
         Request::Records { .. } => "records",
         Request::Collect { .. } => "collect",
         Request::Forward { .. } => "forward",
+        Request::Post { .. } => "post",
         _ => "other",
     }
 }

@@ -126,6 +126,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0017_session_receipts.sql"),
     ),
     (18, include_str!("../migrations/sqlite/0018_pads.sql")),
+    (
+        19,
+        include_str!("../migrations/sqlite/0019_pad_mailboxes.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
@@ -176,6 +180,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0017_session_receipts.sql"),
     ),
     (18, include_str!("../migrations/postgres/0018_pads.sql")),
+    (
+        19,
+        include_str!("../migrations/postgres/0019_pad_mailboxes.sql"),
+    ),
 ];
 
 /// A pool of SQLite connections as every embedded database here uses them: WAL, a commit

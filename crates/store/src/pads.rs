@@ -1,6 +1,6 @@
 //! Tables of anonymous prepaid pads (issue [8]; `docs/protocols/pads.md`): the pads, their
-//! twins in sealed chunks, their records (with the last answers kept for resends) and, per
-//! currency, the clearing account and tariff.
+//! twins in sealed chunks, their records (with the last answers kept for resends), their
+//! mailboxes and the messages waiting there, and, per currency, the clearing account and tariff.
 //!
 //! A pad's state and both cursors are columns, and every frame's step moves them under a
 //! guard on the values it was decided from ([`update`]): with several nodes on one database
@@ -264,6 +264,85 @@ fn currency_row(r: &AnyRow) -> Result<PadCurrency, StoreError> {
     })
 }
 
+/// A pad's mailbox address, named at the sale.
+pub fn insert_mailbox(address: &[u8; 16], pad: &[u8; 16]) -> Attachment {
+    row(
+        "INSERT INTO pad_mailboxes (address, pad) VALUES ($1, $2)",
+        vec![Value::Blob(address.to_vec()), Value::Blob(pad.to_vec())],
+    )
+}
+
+/// A message in a mailbox, its body sealed by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PadMessage {
+    /// Its id (16 random bytes: the order within a batch).
+    pub id: [u8; 16],
+    /// The mailbox address.
+    pub mailbox: [u8; 16],
+    /// 0 none, 1 provider, 2 mailbox.
+    pub sender_kind: u8,
+    /// The sender as shown (a provider's name, a mailbox address, or empty).
+    pub sender: String,
+    /// The forward it answers.
+    pub in_reply_to: Option<[u8; 16]>,
+    /// The body, sealed.
+    pub body: Vec<u8>,
+    /// When the relay releases it.
+    pub release_at: Timestamp,
+    /// When it was posted.
+    pub created_at: Timestamp,
+}
+
+/// A message posted (with the step that takes the post).
+pub fn insert_message(m: &PadMessage) -> Attachment {
+    Attachment::Row(RowWrite::Insert {
+        table: "pad_messages",
+        columns: "id, mailbox, sender_kind, sender, in_reply_to, body, release_at, created_at",
+        values: vec![
+            Value::Blob(m.id.to_vec()),
+            Value::Blob(m.mailbox.to_vec()),
+            Value::Int(i64::from(m.sender_kind)),
+            Value::Text(m.sender.clone()),
+            m.in_reply_to
+                .map_or(Value::NullBlob, |r| Value::Blob(r.to_vec())),
+            Value::Blob(m.body.clone()),
+            Value::Int(m.release_at.as_micros()),
+            Value::Int(m.created_at.as_micros()),
+        ],
+        tail: "",
+        key: None,
+    })
+}
+
+/// A message handed to its mailbox's holder (with the step that collects it). The pad's row
+/// guard makes the collecting step the only one of its pad, so a message goes out once.
+pub fn delete_message(id: &[u8; 16]) -> Attachment {
+    row(
+        "DELETE FROM pad_messages WHERE id = $1",
+        vec![Value::Blob(id.to_vec())],
+    )
+}
+
+fn message(r: &AnyRow) -> Result<PadMessage, StoreError> {
+    let bytes16 = |v: Vec<u8>, what: &str| -> Result<[u8; 16], StoreError> {
+        v.try_into()
+            .map_err(|_| StoreError::Corrupt(format!("pad message {what}")))
+    };
+    Ok(PadMessage {
+        id: bytes16(r.try_get("id")?, "id")?,
+        mailbox: bytes16(r.try_get("mailbox")?, "mailbox")?,
+        sender_kind: r.try_get::<i64, _>("sender_kind")? as u8,
+        sender: r.try_get("sender")?,
+        in_reply_to: r
+            .try_get::<Option<Vec<u8>>, _>("in_reply_to")?
+            .map(|v| bytes16(v, "in_reply_to"))
+            .transpose()?,
+        body: r.try_get("body")?,
+        release_at: Timestamp(r.try_get("release_at")?),
+        created_at: Timestamp(r.try_get("created_at")?),
+    })
+}
+
 const SELECT: &str = "SELECT id, state, up_next, down_low, mode, currency, value_account, \
      face_minor, issue_key, machine, created_at, updated_at FROM pads";
 
@@ -367,5 +446,90 @@ impl Store {
             )
             .await?;
         rows.first().map(currency_row).transpose()
+    }
+
+    /// The pad whose mailbox has `address`.
+    pub async fn pad_of_mailbox(&self, address: &[u8; 16]) -> Result<Option<[u8; 16]>, StoreError> {
+        let rows = self
+            .fetch_all(
+                "SELECT pad FROM pad_mailboxes WHERE address = $1".into(),
+                vec![Value::Blob(address.to_vec())],
+            )
+            .await?;
+        rows.first()
+            .map(|r| {
+                r.try_get::<Vec<u8>, _>("pad")?
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("pad mailbox".into()))
+            })
+            .transpose()
+    }
+
+    /// A pad's mailbox address, if it has one.
+    pub async fn mailbox_of_pad(&self, pad: &[u8; 16]) -> Result<Option<[u8; 16]>, StoreError> {
+        let rows = self
+            .fetch_all(
+                "SELECT address FROM pad_mailboxes WHERE pad = $1".into(),
+                vec![Value::Blob(pad.to_vec())],
+            )
+            .await?;
+        rows.first()
+            .map(|r| {
+                r.try_get::<Vec<u8>, _>("address")?
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("pad mailbox".into()))
+            })
+            .transpose()
+    }
+
+    /// Messages of `mailbox` released by `now`, in the relay's order, at most `max`; and how
+    /// many are released in all.
+    pub async fn released_messages(
+        &self,
+        mailbox: &[u8; 16],
+        now: Timestamp,
+        max: i64,
+    ) -> Result<(Vec<PadMessage>, u64), StoreError> {
+        let params = vec![Value::Blob(mailbox.to_vec()), Value::Int(now.as_micros())];
+        let mut with_limit = params.clone();
+        with_limit.push(Value::Int(max));
+        let rows = self
+            .fetch_all(
+                "SELECT id, mailbox, sender_kind, sender, in_reply_to, body, release_at, \
+                 created_at FROM pad_messages WHERE mailbox = $1 AND release_at <= $2 \
+                 ORDER BY release_at, id LIMIT $3"
+                    .into(),
+                with_limit,
+            )
+            .await?;
+        let count = self
+            .fetch_all(
+                "SELECT COUNT(*) AS n FROM pad_messages WHERE mailbox = $1 AND release_at <= $2"
+                    .into(),
+                params,
+            )
+            .await?;
+        let n: i64 = count
+            .first()
+            .map(|r| r.try_get("n"))
+            .transpose()?
+            .unwrap_or(0);
+        Ok((
+            rows.iter().map(message).collect::<Result<_, _>>()?,
+            n as u64,
+        ))
+    }
+
+    /// Every message waiting in any mailbox (the simulator's and tests' count).
+    pub async fn pad_messages_waiting(&self) -> Result<u64, StoreError> {
+        let rows = self
+            .fetch_all("SELECT COUNT(*) AS n FROM pad_messages".into(), vec![])
+            .await?;
+        let n: i64 = rows
+            .first()
+            .map(|r| r.try_get("n"))
+            .transpose()?
+            .unwrap_or(0);
+        Ok(n as u64)
     }
 }

@@ -83,6 +83,15 @@ impl HmacSha256Key {
         HmacSha256Key(hmac_sha256_instance(key))
     }
 
+    /// The HMAC of the concatenation of `parts` under this key.
+    pub fn mac_parts(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = self.0.clone();
+        for part in parts {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
+
     /// [`hmac_sha256_verify`] of the concatenation of `parts` under this key, without making
     /// it.
     pub fn verify_parts(&self, parts: &[&[u8]], tag: &[u8]) -> bool {

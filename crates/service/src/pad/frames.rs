@@ -12,12 +12,16 @@
 use super::{PadServiceError, Pads, corrupt};
 use crate::exec::retrying;
 use crate::{Result, ServiceError};
+use tally_kernel::crypto::seal;
 use tally_proto::pad::frame::{self, Direction, Frame};
-use tally_proto::pad::machine::{Answer, Facts, Input, Pad, PadError, Place, Refusal};
-use tally_proto::pad::plain::{Reply, Request};
+use tally_proto::pad::ids::{MailboxAddress, MessageId, RequestId};
+use tally_proto::pad::machine::{Answer, Facts, Input, PadError, Place, Refusal};
+use tally_proto::pad::plain::{Delivered, ProviderName, Reply, Request, Sender};
 use tally_proto::pad::record::Line;
 use tally_proto::pad::tariff::Tariff;
-use tally_store::pads::{PadRecord, PadRow, insert_record, update};
+use tally_store::pads::{
+    PadMessage, PadRecord, PadRow, delete_message, insert_message, insert_record, update,
+};
 
 /// The node's answer to an up frame that was taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +82,10 @@ impl Pads {
         let material = self.material(&row, pad.size, f.header.range()).await?;
         let plain = f.open(&material).map_err(|_| not_authentic())?;
         let request = Request::decode(&plain);
-        let facts = self.facts(&row, &pad, request.as_ref().ok()).await?;
+        let decoded = request.clone().ok();
+        let (facts, picked) = self.facts(&row, request.as_ref().ok()).await?;
+        let new_id = facts.new_id;
+        let now = self.core.now();
         let (after, effects) = pad.clone().handle(
             self.core.now(),
             Input::Frame {
@@ -114,7 +121,6 @@ impl Pads {
             }
             Answer::Refused(r) => (None, Some(r.clone())),
         };
-        let now = self.core.now();
         let after_row = PadRow {
             state: after.state.as_str().into(),
             up_next: after.up_next,
@@ -136,6 +142,22 @@ impl Pads {
         };
         let mut rows = update(&row, &after_row).to_vec();
         rows.extend(insert_record(&row.id, &record));
+        // What a taken request does beyond the pad: a post waits in its mailbox, a collect's
+        // messages leave theirs.
+        if let (Answer::Reply { .. }, Some(req)) = (&last.answer, &decoded) {
+            match req {
+                Request::Post {
+                    to,
+                    show_from,
+                    body,
+                } => rows.push(
+                    self.message_row(&row, new_id, to, *show_from, body, now)
+                        .await?,
+                ),
+                Request::Collect { .. } => rows.extend(picked.iter().map(delete_message)),
+                _ => {}
+            }
+        }
         let key = format!(
             ":pad_frame:{}:{}:{}",
             pad.id,
@@ -162,8 +184,13 @@ impl Pads {
         }
     }
 
-    /// What the machine needs for one request, read now (the step's guard makes it current).
-    async fn facts(&self, row: &PadRow, pad: &Pad, request: Option<&Request>) -> Result<Facts> {
+    /// What the machine needs for one request, read now (the step's guard makes it current),
+    /// and the ids of the messages a `collect` hands over.
+    async fn facts(
+        &self,
+        row: &PadRow,
+        request: Option<&Request>,
+    ) -> Result<(Facts, Vec<[u8; 16]>)> {
         let c = self.currency(row.currency).await?;
         let tariff = Tariff {
             currency: c.currency,
@@ -189,9 +216,96 @@ impl Pads {
                     .push(Line::from_bytes(&bytes).ok_or_else(|| corrupt("a record line"))?);
             }
         }
-        let _ = pad;
-        Ok(facts)
+        let mut picked = Vec::new();
+        match request {
+            Some(Request::Post { to, .. }) => {
+                facts.mailbox_known = self.core.store().pad_of_mailbox(&to.0).await?.is_some();
+            }
+            Some(r @ Request::Collect { .. }) => {
+                let store = self.core.store();
+                if let Some(mailbox) = store.mailbox_of_pad(&row.id).await? {
+                    let (messages, released) = store
+                        .released_messages(&mailbox, self.core.now(), 64)
+                        .await?;
+                    // What fits the reply: its head, the count and `waiting` aside.
+                    let mut budget = r.reply_len().saturating_sub(17 + 2 + 4);
+                    for m in messages {
+                        let d = Delivered {
+                            id: MessageId(m.id),
+                            from: sender(m.sender_kind, &m.sender)?,
+                            in_reply_to: m.in_reply_to.map(RequestId),
+                            body: self.open_message(&m)?,
+                        };
+                        if d.encoded_len() > budget {
+                            break;
+                        }
+                        budget -= d.encoded_len();
+                        picked.push(m.id);
+                        facts.collected.push(d);
+                    }
+                    facts.waiting =
+                        u32::try_from(released - picked.len() as u64).unwrap_or(u32::MAX);
+                }
+            }
+            _ => {}
+        }
+        Ok((facts, picked))
     }
+
+    /// A posted message's row: its body sealed at rest, released by the relay's schedule.
+    async fn message_row(
+        &self,
+        row: &PadRow,
+        id: [u8; 16],
+        to: &MailboxAddress,
+        show_from: bool,
+        body: &[u8],
+        now: tally_kernel::Timestamp,
+    ) -> Result<tally_store::Attachment> {
+        let sender = match show_from {
+            true => self
+                .core
+                .store()
+                .mailbox_of_pad(&row.id)
+                .await?
+                .map(|a| MailboxAddress(a).to_string()),
+            false => None,
+        };
+        let sealed = seal::seal(&self.mailbox_key()?, &id, body)
+            .map_err(|e| ServiceError::Setup(e.to_string()))?;
+        Ok(insert_message(&PadMessage {
+            id,
+            mailbox: to.0,
+            sender_kind: if sender.is_some() { 2 } else { 0 },
+            sender: sender.unwrap_or_default(),
+            in_reply_to: None,
+            body: sealed,
+            release_at: self.settings.relay.release_at(&self.relay_key, now),
+            created_at: now,
+        }))
+    }
+
+    fn mailbox_key(&self) -> Result<[u8; 32]> {
+        self.mailbox_key
+            .expose()
+            .as_slice()
+            .try_into()
+            .map_err(|_| ServiceError::Setup("the mailbox key is not 32 bytes".into()))
+    }
+
+    fn open_message(&self, m: &PadMessage) -> Result<Vec<u8>> {
+        let plain = seal::open(&self.mailbox_key()?, &m.id, &m.body).map_err(corrupt)?;
+        Ok(plain.expose().clone())
+    }
+}
+
+/// A stored sender as a reply shows it.
+fn sender(kind: u8, text: &str) -> Result<Sender> {
+    Ok(match kind {
+        1 => Sender::Provider(ProviderName::new(text).map_err(corrupt)?),
+        2 => Sender::Mailbox(text.parse().map_err(corrupt)?),
+        _ => Sender::None,
+    })
 }
 
 /// The answer kept for a frame taken before.

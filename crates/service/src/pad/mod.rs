@@ -3,9 +3,9 @@
 //! [`frames`]) the frames holders send.
 //!
 //! Built so far: the counter sale (both modes), the operator's view, the tariff, and frames
-//! with the requests that need nothing beyond the pad (`show`, `records`, `noop`); requests
-//! to providers, mailboxes and accounts are refused as the machine refuses them when the node
-//! knows no such thing (burned, no money moved) until their steps land.
+//! with `show`, `records`, `noop`, and `post` and `collect` between holders' mailboxes through
+//! the relay; requests to providers and accounts are refused as the machine refuses them when
+//! the node knows no such thing (burned, no money moved) until their steps land.
 //!
 //! The twin: chunks of 4 KiB of the pad's bytes (or, for a session-key pad, its 32-byte seed)
 //! sealed with XChaCha20-Poly1305 under `HKDF-SHA256(pad.key, salt = pad id,
@@ -20,6 +20,7 @@ use crate::access::{invalid, namespaced, require_admin};
 use crate::core::Core;
 use crate::exec::retrying;
 use crate::{Principal, Result, ServiceError};
+use tally_kernel::crypto::kdf::HmacSha256Key;
 use tally_kernel::crypto::kdf::hkdf_sha256;
 use tally_kernel::crypto::seal;
 use tally_kernel::{Amount, Currency, Id, Secret};
@@ -29,8 +30,11 @@ use tally_proto::pad::file::{Mode, PadBytes, PadFile, SIZE_MIN};
 use tally_proto::pad::frame::Material;
 use tally_proto::pad::ids::PadId;
 use tally_proto::pad::machine::{Pad, Refusal};
+use tally_proto::pad::relay::Schedule;
 use tally_proto::pad::tariff::Tariff;
-use tally_store::pads::{PadCurrency, PadRow, insert, insert_chunk, insert_currency, set_tariff};
+use tally_store::pads::{
+    PadCurrency, PadRow, insert, insert_chunk, insert_currency, insert_mailbox, set_tariff,
+};
 use tally_wire::pads::{PadSaleRequest, PadSold, PadTariff, PadView};
 use zeroize::Zeroizing;
 
@@ -40,17 +44,20 @@ pub const CHUNK_LEN: u64 = 4 * 1024;
 /// Domain of the twin's key.
 const TWIN_INFO: &[u8] = b"tally/pad-twin/v1";
 
-/// How pads are sold here.
+/// How pads are sold and relayed here.
 #[derive(Debug, Clone)]
 pub struct PadSettings {
     /// The largest pad sold, bytes (64 MiB by default).
     pub size_max: u64,
+    /// The relay's windows and delays.
+    pub relay: Schedule,
 }
 
 impl Default for PadSettings {
     fn default() -> Self {
         PadSettings {
             size_max: 64 * 1024 * 1024,
+            relay: Schedule::default(),
         }
     }
 }
@@ -116,6 +123,10 @@ pub struct Pads {
     core: Core,
     key: Secret<Vec<u8>>,
     settings: PadSettings,
+    /// Seals mailbox messages at rest: `HKDF(pad.key, info = "tally/pad-mailbox-at-rest/v1")`.
+    mailbox_key: Secret<Vec<u8>>,
+    /// Draws the relay's delays: `HKDF(pad.key, info = "tally/pad-relay/v1")`.
+    relay_key: std::sync::Arc<HmacSha256Key>,
 }
 
 fn corrupt(e: impl std::fmt::Display) -> ServiceError {
@@ -132,10 +143,18 @@ impl Pads {
         let key =
             crate::identity::node_secret(core.files(), core.store(), "pad.key", "pad_key_id", made)
                 .await?;
+        let derive = |info: &[u8]| {
+            hkdf_sha256(key.expose(), b"", info, 32).map_err(|e| ServiceError::Setup(e.to_string()))
+        };
+        let mailbox_key = derive(b"tally/pad-mailbox-at-rest/v1")?;
+        let relay_key =
+            std::sync::Arc::new(HmacSha256Key::new(derive(b"tally/pad-relay/v1")?.expose()));
         Ok(Pads {
             core,
             key,
             settings,
+            mailbox_key,
+            relay_key,
         })
     }
 
@@ -242,7 +261,7 @@ impl Pads {
             created_at: now,
             updated_at: now,
         };
-        let mut rows = vec![insert(&row)];
+        let mut rows = vec![insert(&row), insert_mailbox(&bytes.mailbox().0, &id)];
         let twin: &[u8] = match &bytes {
             PadBytes::OneTime(b) => b,
             PadBytes::SessionKey { seed, .. } => &seed[..],
