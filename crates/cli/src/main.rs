@@ -47,6 +47,7 @@ mod receipt;
 mod serve;
 mod trading;
 mod trading_orders;
+mod vouchers;
 mod wallet;
 
 use clap::{Args, Parser, Subcommand};
@@ -124,6 +125,10 @@ enum Commands {
     /// API key: the pad's bytes are the credential), inspect it, set the tariff.
     #[command(subcommand)]
     Pad(pads::PadCommand),
+    /// Voucher cards for pads: issue (operator), show, sell at the till (the retailer),
+    /// cancel (operator); `tally pad redeem CODE` redeems one.
+    #[command(subcommand)]
+    Voucher(vouchers::VoucherCommand),
     /// Billing records of cleared trading sessions (operator).
     #[command(subcommand)]
     Billing(trading::BillingCommand),
@@ -290,6 +295,7 @@ fn main() -> ExitCode {
             Commands::Federation(c) => federation::federation(c).await,
             Commands::Session(c) => trading::session(c).await,
             Commands::Pad(c) => pads::pad(c).await,
+            Commands::Voucher(c) => vouchers::voucher(c).await,
             Commands::Billing(c) => trading::billing(c).await,
             Commands::Clearing(c) => trading::clearing(c).await,
             Commands::Fx(c) => trading::fx(c).await,

@@ -29,6 +29,9 @@ pub enum PadCommand {
     /// Sell a pad at the operator's counter (the operator): its value is paid from `--from`
     /// into the pad, and the pad file is written to the wallet directory for the customer.
     Buy(BuyArgs),
+    /// Redeem a voucher card's code for a new pad (anyone holding the code; no API key): the
+    /// pad file goes to the wallet; the same code again gives the same pad.
+    Redeem(crate::vouchers::RedeemArgs),
     /// Ask the node for the pad's state, value and records (free of charge) and print them
     /// beside the wallet's; `--check` compares the record chains line by line.
     Show(ShowArgs),
@@ -160,6 +163,7 @@ pub struct TariffArgs {
 pub async fn pad(c: PadCommand) -> anyhow::Result<ExitCode> {
     match c {
         PadCommand::Buy(a) => buy(a).await,
+        PadCommand::Redeem(a) => crate::vouchers::redeem(a).await,
         PadCommand::Show(a) => show(a).await,
         PadCommand::Post(a) => post(a).await,
         PadCommand::Collect(a) => collect(a).await,
@@ -185,22 +189,36 @@ async fn buy(a: BuyArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| client.base().to_string()),
     };
     let sold = answered(client.api.pad_sell(&req, &key).await?);
+    if client.json {
+        keep(&sold, &a.wallet, false)?;
+        client.show(&sold, |_| String::new());
+    } else {
+        keep(&sold, &a.wallet, true)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Keeps a pad the node made (sold, or redeemed from a voucher) in the wallet: its file (mode
+/// 0600, never overwritten) and a fresh state; prints what it is when `print`.
+pub(crate) fn keep(
+    sold: &tally_client::wire::pads::PadSold,
+    wallet: &Path,
+    print: bool,
+) -> anyhow::Result<()> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(&sold.file)
         .context("the node's pad file is not base64")?;
     let file = PadFile::decode(&bytes).context("the node's pad file does not decode")?;
-    let path = Wallet::file_path(&a.wallet, &sold.pad)?;
+    let path = Wallet::file_path(wallet, &sold.pad)?;
     if path.exists() {
         eprintln!("note: {} exists already; kept as it is", path.display());
     } else {
-        std::fs::create_dir_all(&a.wallet)
-            .with_context(|| format!("creating {}", a.wallet.display()))?;
+        std::fs::create_dir_all(wallet)
+            .with_context(|| format!("creating {}", wallet.display()))?;
         tally_service::identity::write_private_file(&path, &bytes)?;
-        Wallet::new(&file).save(&a.wallet, &sold.pad)?;
+        Wallet::new(&file).save(wallet, &sold.pad)?;
     }
-    if client.json {
-        client.show(&sold, |_| String::new());
-    } else {
+    if print {
         println!("pad       {}", sold.pad);
         println!("mailbox   {}", sold.mailbox);
         println!("mode      {}", sold.mode);
@@ -208,7 +226,7 @@ async fn buy(a: BuyArgs) -> anyhow::Result<ExitCode> {
         println!("value     {}", money(sold.value_minor, &sold.currency));
         println!("file      {}", path.display());
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 async fn post(a: PostArgs) -> anyhow::Result<ExitCode> {

@@ -448,3 +448,133 @@ fn a_holder_posts_to_another_through_the_relay_and_only_it_collects_once() {
     let _ = pad_b;
     assert_audit_passes(&server);
 }
+
+/// Vouchers (P1): the operator issues cards for a retailer (the same key prints the same
+/// cards), the retailer sells one at the till (its account pays the float), a customer with
+/// no API key redeems it for a pad (again: the same pad), an unsold card and a mistyped code
+/// are refused, a stolen blank card is cancelled and never sells; the audit passes.
+#[test]
+fn vouchers_are_sold_at_the_till_and_redeemed_anonymously_for_a_pad() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, till) = node(dir.path());
+    let admin = server.admin_key.clone();
+    let kiosk = field(
+        &ok(cli(
+            &server,
+            &admin,
+            &[
+                "api-key", "create", "--role", "merchant", "--owner", "kiosk",
+            ],
+        )),
+        "key",
+    )
+    .to_string();
+    let cash = field(
+        &ok(cli(
+            &server,
+            &kiosk,
+            &["account", "open", "--currency", "EUR"],
+        )),
+        "account",
+    )
+    .to_string();
+    ok(cli(
+        &server,
+        &admin,
+        &[
+            "transfer",
+            "--from",
+            &till,
+            "--to",
+            &cash,
+            "--amount",
+            "20.00 EUR",
+        ],
+    ));
+    let issue = || {
+        ok(cli(
+            &server,
+            &admin,
+            &[
+                "voucher",
+                "issue",
+                "--retailer",
+                "kiosk",
+                "--value",
+                "2.50 EUR",
+                "--count",
+                "3",
+                "--idempotency-key",
+                "cards-1",
+            ],
+        ))
+    };
+    let printed = issue();
+    assert_eq!(issue(), printed, "the same key prints the same cards");
+    let cards: Vec<(String, String)> = printed
+        .lines()
+        .filter_map(|l| l.strip_prefix("voucher   "))
+        .map(|l| {
+            let (serial, code) = l.split_once("  code ").expect("serial and code");
+            (serial.to_string(), code.to_string())
+        })
+        .collect();
+    assert_eq!(cards.len(), 3, "{printed}");
+
+    // Sold at the till: the kiosk's account pays the float.
+    let out = ok(cli(
+        &server,
+        &kiosk,
+        &["voucher", "sell", &cards[0].0, "--from", &cash],
+    ));
+    assert!(out.contains("state     sold"), "{out}");
+    let shown = ok(cli(&server, &kiosk, &["account", "show", &cash]));
+    assert!(shown.contains("17.50 EUR"), "{shown}");
+
+    // Redeemed by anyone with the code, no API key; again (typed differently): the same pad.
+    let wallet = dir.path().join("pads");
+    let redeem = |code: &str| {
+        outcome(
+            tally_for(&server, "")
+                .env_remove("TALLY_API_KEY")
+                .args(["pad", "redeem", code, "--size", "16384", "--wallet"])
+                .arg(&wallet)
+                .output()
+                .expect("run tally"),
+        )
+    };
+    let first = ok(redeem(&cards[0].1));
+    let pad = field(&first, "pad").to_string();
+    assert!(first.contains("value     2.50 EUR"), "{first}");
+    let typed = cards[0].1.to_lowercase().replace('-', " ");
+    let again = redeem(&typed);
+    assert_eq!(field(&ok(again.clone()), "pad"), pad);
+    assert!(again.2.contains("used before"), "{}", again.2);
+    let (success, out, err) = show(&server, &wallet);
+    assert!(
+        success && out.contains("value     2.50 EUR"),
+        "{out}\n{err}"
+    );
+
+    // A card not sold yet, and a mistyped code: refused.
+    let (success, _, err) = redeem(&cards[1].1);
+    assert!(
+        !success && err.contains("voucher_state") && err.contains("blank"),
+        "{err}"
+    );
+    let mut mistyped = cards[1].1.clone().into_bytes();
+    mistyped[0] = if mistyped[0] == b'A' { b'B' } else { b'A' };
+    let (success, _, err) = redeem(std::str::from_utf8(&mistyped).expect("ascii"));
+    assert!(!success && err.contains("invalid_request"), "{err}");
+
+    // A stolen blank card: cancelled, it never sells.
+    let out = ok(cli(&server, &admin, &["voucher", "cancel", &cards[2].0]));
+    assert!(out.contains("state     cancelled"), "{out}");
+    let (success, _, err) = cli(
+        &server,
+        &kiosk,
+        &["voucher", "sell", &cards[2].0, "--from", &cash],
+    );
+    assert!(!success && err.contains("voucher_state"), "{err}");
+    assert_audit_passes(&server);
+}

@@ -3,7 +3,10 @@
 use crate::{Answer, Call, Client, Error, seg};
 use bytes::Bytes;
 use reqwest::Method;
-use tally_wire::pads::{PadSaleRequest, PadSold, PadTariff, PadView};
+use tally_wire::pads::{
+    PadSaleRequest, PadSold, PadTariff, PadView, VoucherIssueRequest, VoucherRedeemRequest,
+    VoucherSellRequest, VoucherView, VouchersIssued,
+};
 
 impl Client {
     /// `POST /v1/pads` (operator): sell a pad at the counter. A retry with the same key
@@ -42,5 +45,51 @@ impl Client {
             .raw("application/octet-stream", Bytes::from(frame));
         call.once_only = true;
         self.call_bytes_answer(call).await
+    }
+
+    /// `POST /v1/vouchers` (operator): blank cards for a retailer; the same key answers the
+    /// same cards.
+    pub async fn vouchers_issue(
+        &self,
+        req: &VoucherIssueRequest,
+        key: &str,
+    ) -> Result<Answer<VouchersIssued>, Error> {
+        self.send(Method::POST, "/v1/vouchers".to_string(), req, Some(key))
+            .await
+    }
+
+    /// `GET /v1/vouchers/{serial}` (the operator or its retailer).
+    pub async fn voucher(&self, serial: &str) -> Result<VoucherView, Error> {
+        self.get(format!("/v1/vouchers/{}", seg(serial))).await
+    }
+
+    /// `POST /v1/vouchers/{serial}/sell` (its retailer): sold at the till. Selling it again
+    /// from the same account answers the same, so it is retried.
+    pub async fn voucher_sell(
+        &self,
+        serial: &str,
+        req: &VoucherSellRequest,
+    ) -> Result<Answer<VoucherView>, Error> {
+        let mut call =
+            Call::new(Method::POST, format!("/v1/vouchers/{}/sell", seg(serial))).json(req)?;
+        call.once_only = true;
+        self.call(call).await
+    }
+
+    /// `POST /v1/vouchers/{serial}/cancel` (operator).
+    pub async fn voucher_cancel(&self, serial: &str) -> Result<VoucherView, Error> {
+        let call = Call::new(Method::POST, format!("/v1/vouchers/{}/cancel", seg(serial)));
+        Ok(self.call(call).await?.value)
+    }
+
+    /// `POST /v1/vouchers/redeem` (no API key needed): a sold card for a new pad; the same
+    /// code again answers the same pad, so it is retried.
+    pub async fn voucher_redeem(
+        &self,
+        req: &VoucherRedeemRequest,
+    ) -> Result<Answer<PadSold>, Error> {
+        let mut call = Call::new(Method::POST, "/v1/vouchers/redeem".to_string()).json(req)?;
+        call.once_only = true;
+        self.call(call).await
     }
 }

@@ -25,7 +25,7 @@ use tally_proto::receipt::exchange::Refusal;
 use tally_proto::session::envelope::EnvelopeError;
 use tally_proto::session::trade::TradeError;
 use tally_service::delivery::DeliveryError;
-use tally_service::pad::PadServiceError;
+use tally_service::pad::{PadServiceError, VoucherError};
 use tally_service::receipt::ReceiptServiceError;
 use tally_service::{Missing, PeerRefusal, ServiceError};
 use tally_store::{Conflict, StoreError};
@@ -196,6 +196,11 @@ impl From<ServiceError> for ApiError {
             ServiceError::Oob(o) => oob(o),
             ServiceError::Delivery(d) => delivery(d),
             ServiceError::Pad(p) => pad(p),
+            ServiceError::Voucher(VoucherError::State(state)) => ApiError::new(
+                ErrorCode::VoucherState,
+                format!("the voucher is {state}; nothing changed"),
+            )
+            .with_details(json!({ "state": state.as_str() })),
             ServiceError::Receipt(r) => receipt(r),
             ServiceError::ConfirmationRequired(session) => {
                 let message = format!(

@@ -275,6 +275,11 @@ fn routes() -> Router<AppState> {
         )
         .route("/v1/pads", post(pads::sell))
         .route("/v1/pads/{pad}", get(pads::view))
+        .route("/v1/vouchers", post(pads::issue_vouchers))
+        .route("/v1/vouchers/redeem", post(pads::redeem_voucher))
+        .route("/v1/vouchers/{serial}", get(pads::voucher))
+        .route("/v1/vouchers/{serial}/sell", post(pads::sell_voucher))
+        .route("/v1/vouchers/{serial}/cancel", post(pads::cancel_voucher))
         .route(
             "/v1/pad-tariff/{currency}",
             axum::routing::put(pads::tariff),

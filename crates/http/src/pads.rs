@@ -7,7 +7,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tally_wire::pads::{PadSaleRequest, PadSold, PadTariff, PadView};
+use tally_wire::pads::{
+    PadSaleRequest, PadSold, PadTariff, PadView, VoucherIssueRequest, VoucherRedeemRequest,
+    VoucherSellRequest, VoucherView, VouchersIssued,
+};
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
@@ -98,4 +101,88 @@ pub async fn frame(State(state): State<AppState>, body: Bytes) -> Result<Respons
         h.insert(IDEMPOTENCY_REPLAYED, HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// Issue blank voucher cards for a retailer (operator). The same key again answers the same
+/// serials and codes; the codes are not stored.
+#[utoipa::path(
+    post, path = "/v1/vouchers", tag = "pads",
+    params(("Idempotency-Key" = String, Header, description = "Required; a retry answers the same cards")),
+    request_body(content = VoucherIssueRequest),
+    responses((status = 201, description = "The cards, serials and codes", body = VouchersIssued), (status = 403, description = "forbidden: operator only", body = ErrorBody), (status = 422, description = "invalid_request (`details.field`: count, value_minor, retailer)", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn issue_vouchers(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    key: IdempotencyKey,
+    ApiJson(body): ApiJson<VoucherIssueRequest>,
+) -> Result<Response, ApiError> {
+    let (vouchers, replayed) = state.node.pads().issue_vouchers(&by, &key.0, &body).await?;
+    Ok(written(VouchersIssued { vouchers }, replayed, None))
+}
+
+/// A voucher card (the operator or its retailer).
+#[utoipa::path(
+    get, path = "/v1/vouchers/{serial}", tag = "pads",
+    params(("serial" = String, Path, description = "`vs-` and 16 hex digits")),
+    responses((status = 200, description = "The card", body = VoucherView), (status = 403, description = "forbidden", body = ErrorBody), (status = 404, description = "not_found", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn voucher(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(serial): ApiPath<String>,
+) -> Result<Json<VoucherView>, ApiError> {
+    Ok(Json(state.node.pads().voucher(&by, &serial).await?))
+}
+
+/// Sell a card at the till (its retailer): its value moves from `from` into the voucher
+/// float. Selling it again from the same account answers the same.
+#[utoipa::path(
+    post, path = "/v1/vouchers/{serial}/sell", tag = "pads",
+    params(("serial" = String, Path, description = "`vs-` and 16 hex digits")),
+    request_body(content = VoucherSellRequest),
+    responses((status = 201, description = "Sold", body = VoucherView), (status = 200, description = "Sold before, from this account", body = VoucherView), (status = 403, description = "forbidden: not its retailer, or not the caller's account", body = ErrorBody), (status = 404, description = "not_found", body = ErrorBody), (status = 409, description = "voucher_state (`details.state`)", body = ErrorBody), (status = 422, description = "insufficient_funds, currency_mismatch", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn sell_voucher(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(serial): ApiPath<String>,
+    ApiJson(body): ApiJson<VoucherSellRequest>,
+) -> Result<Response, ApiError> {
+    let (v, replayed) = state.node.pads().sell_voucher(&by, &serial, &body).await?;
+    Ok(written(v, replayed, None))
+}
+
+/// Cancel a card (operator): a blank one never sells or redeems; a sold one is refunded.
+#[utoipa::path(
+    post, path = "/v1/vouchers/{serial}/cancel", tag = "pads",
+    params(("serial" = String, Path, description = "`vs-` and 16 hex digits")),
+    responses((status = 200, description = "Cancelled", body = VoucherView), (status = 403, description = "forbidden: operator only", body = ErrorBody), (status = 404, description = "not_found", body = ErrorBody), (status = 409, description = "voucher_state: redeemed or cancelled already", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn cancel_voucher(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(serial): ApiPath<String>,
+) -> Result<Json<VoucherView>, ApiError> {
+    Ok(Json(state.node.pads().cancel_voucher(&by, &serial).await?))
+}
+
+/// Redeem a sold card for a new pad (no API key: the code is the credential). The same code
+/// again answers the same pad and file.
+#[utoipa::path(
+    post, path = "/v1/vouchers/redeem", tag = "pads",
+    request_body(content = VoucherRedeemRequest),
+    responses((status = 201, description = "The pad and its file", body = PadSold), (status = 200, description = "Redeemed before: the same pad", body = PadSold), (status = 404, description = "not_found: no card has this code", body = ErrorBody), (status = 409, description = "voucher_state: not sold yet, or cancelled (`details.state`)", body = ErrorBody), (status = 422, description = "invalid_request (`details.field`: code — mistyped —, size, mode, node_url)", body = ErrorBody)),
+)]
+pub async fn redeem_voucher(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<VoucherRedeemRequest>,
+) -> Result<Response, ApiError> {
+    let (sold, replayed) = state.node.pads().redeem_voucher(&body).await?;
+    let location = format!("/v1/pads/{}", sold.pad);
+    Ok(written(sold, replayed, Some(location)))
 }

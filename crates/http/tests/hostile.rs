@@ -1064,6 +1064,9 @@ fn pads(h: &Hostile) -> Vec<Case> {
     let sale = json!({"from": "{settlement}", "value_minor": 100, "currency": "EUR",
         "size": 4096, "node_url": "http://127.0.0.1:8640"});
     let frame = |name: &str| h.frames[name].clone();
+    let cards = json!({"retailer": "shop", "value_minor": 250, "currency": "EUR", "count": 2});
+    let code = tally_proto::pad::ids::VoucherCode::from_random([1; 16]).text();
+    let redeem = json!({"code": code, "size": 4096, "node_url": "http://127.0.0.1:8640"});
     vec![
         post("pads/sale by a customer", "/v1/pads")
             .by(Who::Alice)
@@ -1174,6 +1177,60 @@ fn pads(h: &Hostile) -> Vec<Case> {
             .raw("application/octet-stream", frame("crossing"))
             .expect(422, "pad_bytes_exhausted"),
         get("pads/frame: the wrong method", "/v1/pad-frames").expect(405, "method_not_allowed"),
+        post("vouchers/issued by a customer", "/v1/vouchers")
+            .by(Who::Alice)
+            .idem("v-1")
+            .json(cards.clone())
+            .expect(403, "forbidden"),
+        post("vouchers/issued without an idempotency key", "/v1/vouchers")
+            .by(Who::Admin)
+            .json(cards.clone())
+            .expect(400, "idempotency_key_required"),
+        post("vouchers/no cards", "/v1/vouchers")
+            .by(Who::Admin)
+            .idem("v-2")
+            .json(with(&cards, json!({"count": 0})))
+            .expect(422, "invalid_request"),
+        post("vouchers/too many cards", "/v1/vouchers")
+            .by(Who::Admin)
+            .idem("v-3")
+            .json(with(&cards, json!({"count": 101})))
+            .expect(422, "invalid_request"),
+        post("vouchers/a value of nothing", "/v1/vouchers")
+            .by(Who::Admin)
+            .idem("v-4")
+            .json(with(&cards, json!({"value_minor": -5})))
+            .expect(422, "invalid_request"),
+        post("vouchers/an unknown currency", "/v1/vouchers")
+            .by(Who::Admin)
+            .idem("v-5")
+            .json(with(&cards, json!({"currency": "XYZ"})))
+            .expect(422, "invalid_request"),
+        get("vouchers/an unknown serial", "/v1/vouchers/vs-0000000000000000")
+            .by(Who::Admin)
+            .expect(404, "not_found"),
+        post("vouchers/sale of an unknown card", "/v1/vouchers/vs-0000000000000000/sell")
+            .by(Who::Shop)
+            .json(json!({"from": "{shop_eur}"}))
+            .expect(404, "not_found"),
+        post("vouchers/cancelled by a customer", "/v1/vouchers/vs-0000000000000000/cancel")
+            .by(Who::Alice)
+            .expect(403, "forbidden"),
+        post("vouchers/cancel of an unknown card", "/v1/vouchers/vs-0000000000000000/cancel")
+            .by(Who::Admin)
+            .expect(404, "not_found"),
+        post("vouchers/redeem: a malformed code", "/v1/vouchers/redeem")
+            .json(with(&redeem, json!({"code": "not a code"})))
+            .expect(422, "invalid_request"),
+        post("vouchers/redeem: a code no card has", "/v1/vouchers/redeem")
+            .json(redeem.clone())
+            .expect(404, "not_found"),
+        post("vouchers/redeem: an unknown field", "/v1/vouchers/redeem")
+            .json(with(&redeem, json!({"value_minor": 100000})))
+            .expect(400, "malformed_json"),
+        post("vouchers/redeem: not JSON", "/v1/vouchers/redeem")
+            .bare(b"code=1".to_vec())
+            .expect(415, "unsupported_media_type"),
     ]
 }
 

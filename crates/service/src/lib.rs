@@ -157,6 +157,9 @@ pub enum ServiceError {
     /// A pad frame or request was refused (see the cause).
     #[error(transparent)]
     Pad(crate::pad::PadServiceError),
+    /// A voucher request was refused (see the cause); nothing changed.
+    #[error(transparent)]
+    Voucher(crate::pad::VoucherError),
     /// A receipt request was refused (see the cause).
     #[error(transparent)]
     Receipt(#[from] crate::receipt::ReceiptServiceError),
@@ -259,6 +262,8 @@ pub enum Missing {
     Account,
     /// A pad.
     Pad,
+    /// A voucher card.
+    Voucher,
     /// An API key.
     ApiKey,
     /// A registered mail or offer.
@@ -298,6 +303,7 @@ impl std::fmt::Display for Missing {
         f.write_str(match self {
             Missing::Account => "account",
             Missing::Pad => "pad",
+            Missing::Voucher => "voucher",
             Missing::ApiKey => "api key",
             Missing::Mail => "mail",
             Missing::Order => "order",

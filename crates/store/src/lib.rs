@@ -130,6 +130,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         19,
         include_str!("../migrations/sqlite/0019_pad_mailboxes.sql"),
     ),
+    (
+        20,
+        include_str!("../migrations/sqlite/0020_pad_vouchers.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
@@ -183,6 +187,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         19,
         include_str!("../migrations/postgres/0019_pad_mailboxes.sql"),
+    ),
+    (
+        20,
+        include_str!("../migrations/postgres/0020_pad_vouchers.sql"),
     ),
 ];
 

@@ -1,6 +1,7 @@
 //! Tables of anonymous prepaid pads (issue [8]; `docs/protocols/pads.md`): the pads, their
 //! twins in sealed chunks, their records (with the last answers kept for resends), their
-//! mailboxes and the messages waiting there, and, per currency, the clearing account and tariff.
+//! mailboxes and the messages waiting there, voucher cards, and, per currency, the clearing
+//! account, the tariff and the voucher float.
 //!
 //! A pad's state and both cursors are columns, and every frame's step moves them under a
 //! guard on the values it was decided from ([`update`]): with several nodes on one database
@@ -14,6 +15,7 @@ use crate::{Attachment, Store, StoreError};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tally_kernel::{Currency, Id, Timestamp};
+use tally_proto::pad::ids::VoucherState;
 
 /// A pad's row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -343,6 +345,116 @@ fn message(r: &AnyRow) -> Result<PadMessage, StoreError> {
     })
 }
 
+/// A voucher card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoucherRow {
+    /// The serial printed on the card (`vs-` and 16 hex digits).
+    pub serial: String,
+    /// The keyed hash of its code.
+    pub code_hash: [u8; 32],
+    /// Where it is in its life.
+    pub state: VoucherState,
+    /// Its value.
+    pub value_minor: i64,
+    /// Its currency.
+    pub currency: Currency,
+    /// The retailer that sells it (an API key's owner).
+    pub retailer: String,
+    /// The account the retailer paid it from, once sold.
+    pub paid_from: Option<Id>,
+    /// The pad it was redeemed for.
+    pub pad: Option<[u8; 16]>,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+}
+
+const VOUCHER_COLUMNS: &str = "serial, code_hash, state, value_minor, currency, retailer, \
+     paid_from, pad, created_at, updated_at";
+
+fn write_voucher(v: &VoucherRow, tail: &'static str) -> Attachment {
+    Attachment::Row(RowWrite::Insert {
+        table: "pad_vouchers",
+        columns: VOUCHER_COLUMNS,
+        values: vec![
+            Value::Text(v.serial.clone()),
+            Value::Blob(v.code_hash.to_vec()),
+            Value::Text(v.state.as_str().into()),
+            Value::Int(v.value_minor),
+            Value::Text(v.currency.code().into()),
+            Value::Text(v.retailer.clone()),
+            Value::opt_id(v.paid_from),
+            v.pad.map_or(Value::NullBlob, |p| Value::Blob(p.to_vec())),
+            Value::Int(v.created_at.as_micros()),
+            Value::Int(v.updated_at.as_micros()),
+        ],
+        tail,
+        key: Some(("serial", Value::Text(v.serial.clone()))),
+    })
+}
+
+/// A new voucher.
+pub fn insert_voucher(v: &VoucherRow) -> Attachment {
+    write_voucher(v, "")
+}
+
+/// Moves a voucher from the state the caller read to `after`'s; if another request moved it
+/// first, the job fails with [`Conflict::Moved`].
+pub fn update_voucher(before: &VoucherRow, after: &VoucherRow) -> [Attachment; 2] {
+    [
+        row_is(
+            "pad_vouchers",
+            "serial",
+            Value::Text(before.serial.clone()),
+            vec![("state", Value::Text(before.state.as_str().into()))],
+            Conflict::Moved("the voucher moved meanwhile"),
+        ),
+        write_voucher(
+            after,
+            " ON CONFLICT (serial) DO UPDATE SET state = excluded.state, \
+             paid_from = excluded.paid_from, pad = excluded.pad, updated_at = excluded.updated_at",
+        ),
+    ]
+}
+
+/// Names a currency's voucher float account (with its opening): the first one stays.
+pub fn insert_float(currency: Currency, account: Id) -> Attachment {
+    row(
+        "INSERT INTO pad_floats (currency, account) VALUES ($1, $2) \
+         ON CONFLICT (currency) DO NOTHING",
+        vec![Value::Text(currency.code().into()), blob(&account)],
+    )
+}
+
+fn voucher_row(r: &AnyRow) -> Result<VoucherRow, StoreError> {
+    let hash: Vec<u8> = r.try_get("code_hash")?;
+    let currency: String = r.try_get("currency")?;
+    let state: String = r.try_get("state")?;
+    Ok(VoucherRow {
+        serial: r.try_get("serial")?,
+        code_hash: hash
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("voucher code hash".into()))?,
+        state: VoucherState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt("voucher state".into()))?,
+        value_minor: r.try_get("value_minor")?,
+        currency: Currency::from_code(&currency)
+            .map_err(|_| StoreError::Corrupt("voucher currency".into()))?,
+        retailer: r.try_get("retailer")?,
+        paid_from: crate::oob::opt_id(r, "paid_from")?,
+        pad: r
+            .try_get::<Option<Vec<u8>>, _>("pad")?
+            .map(|p| {
+                p.try_into()
+                    .map_err(|_| StoreError::Corrupt("voucher pad".into()))
+            })
+            .transpose()?,
+        created_at: Timestamp(r.try_get("created_at")?),
+        updated_at: Timestamp(r.try_get("updated_at")?),
+    })
+}
+
 const SELECT: &str = "SELECT id, state, up_next, down_low, mode, currency, value_account, \
      face_minor, issue_key, machine, created_at, updated_at FROM pads";
 
@@ -531,5 +643,40 @@ impl Store {
             .transpose()?
             .unwrap_or(0);
         Ok(n as u64)
+    }
+
+    /// A voucher by its serial.
+    pub async fn voucher(&self, serial: &str) -> Result<Option<VoucherRow>, StoreError> {
+        let rows = self
+            .fetch_all(
+                format!("SELECT {VOUCHER_COLUMNS} FROM pad_vouchers WHERE serial = $1"),
+                vec![Value::Text(serial.into())],
+            )
+            .await?;
+        rows.first().map(voucher_row).transpose()
+    }
+
+    /// A voucher by the keyed hash of its code.
+    pub async fn voucher_by_code(&self, hash: &[u8; 32]) -> Result<Option<VoucherRow>, StoreError> {
+        let rows = self
+            .fetch_all(
+                format!("SELECT {VOUCHER_COLUMNS} FROM pad_vouchers WHERE code_hash = $1"),
+                vec![Value::Blob(hash.to_vec())],
+            )
+            .await?;
+        rows.first().map(voucher_row).transpose()
+    }
+
+    /// A currency's voucher float account, once vouchers were sold in it.
+    pub async fn pad_float(&self, currency: Currency) -> Result<Option<Id>, StoreError> {
+        let rows = self
+            .fetch_all(
+                "SELECT account FROM pad_floats WHERE currency = $1".into(),
+                vec![Value::Text(currency.code().into())],
+            )
+            .await?;
+        rows.first()
+            .map(|r| decode_id(&r.try_get::<Vec<u8>, _>("account")?))
+            .transpose()
     }
 }

@@ -162,11 +162,14 @@ pub enum ErrorCode {
     MalformedRequest,
     /// 404: the pad has no escrowed request of this id; the frame's bytes are spent, nothing else.
     UnknownRequest,
+    /// 409: the voucher card is not in a state that allows this (`details.state`: blank,
+    /// sold, redeemed, cancelled); nothing changed.
+    VoucherState,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 76] = [
+    pub const ALL: [ErrorCode; 77] = [
         ErrorCode::SaleClosed,
         ErrorCode::LastAdminKey,
         ErrorCode::UriTooLong,
@@ -243,6 +246,7 @@ impl ErrorCode {
         ErrorCode::PinWrong,
         ErrorCode::MalformedRequest,
         ErrorCode::UnknownRequest,
+        ErrorCode::VoucherState,
     ];
 
     /// The code of a wire string (`None` for a code this build does not know).
@@ -329,6 +333,7 @@ impl ErrorCode {
             ErrorCode::PinWrong => "pin_wrong",
             ErrorCode::MalformedRequest => "malformed_request",
             ErrorCode::UnknownRequest => "unknown_request",
+            ErrorCode::VoucherState => "voucher_state",
         }
     }
 
@@ -340,7 +345,10 @@ impl ErrorCode {
             ErrorCode::PadNotAuthentic => 401,
             ErrorCode::ProviderNotAllowed | ErrorCode::PinWrong => 403,
             ErrorCode::UnknownMailbox | ErrorCode::UnknownRequest => 404,
-            ErrorCode::PadOffsetUsed | ErrorCode::PadOffsetAhead | ErrorCode::PadNotActive => 409,
+            ErrorCode::PadOffsetUsed
+            | ErrorCode::PadOffsetAhead
+            | ErrorCode::PadNotActive
+            | ErrorCode::VoucherState => 409,
             ErrorCode::PadBytesExhausted
             | ErrorCode::PadValueExhausted
             | ErrorCode::MalformedRequest => 422,

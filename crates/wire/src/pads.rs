@@ -90,3 +90,79 @@ pub struct PadTariff {
     /// The operator's share of providers' prices, basis points.
     pub commission_bps: u32,
 }
+
+/// `POST /v1/vouchers` (operator, `Idempotency-Key`): blank voucher cards for a retailer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VoucherIssueRequest {
+    /// The retailer that sells them (the owner of its API key).
+    pub retailer: String,
+    /// Each card's value, minor units (> 0).
+    pub value_minor: i64,
+    /// ISO-4217 code.
+    pub currency: String,
+    /// How many cards, 1 to 100.
+    pub count: u32,
+}
+
+/// A card issued: its serial (printed) and its code (under the scratch layer). The code is
+/// shown to the operator's printer only; the node keeps a keyed hash of it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VoucherIssued {
+    /// The serial (`vs-` and 16 hex digits).
+    pub serial: String,
+    /// The code: 25 symbols in five groups and a check symbol.
+    pub code: String,
+}
+
+debug_hiding!(VoucherIssued { serial } hides { code });
+
+/// `POST /v1/vouchers` answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VouchersIssued {
+    /// The cards.
+    pub vouchers: Vec<VoucherIssued>,
+}
+
+/// `POST /v1/vouchers/{serial}/sell` (its retailer): the card sold at the till, paid from
+/// the retailer's account into the voucher float.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VoucherSellRequest {
+    /// The retailer's account that pays the card's value.
+    #[schema(value_type = String)]
+    pub from: tally_kernel::Id,
+}
+
+/// A voucher card, for the operator or its retailer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VoucherView {
+    /// The serial.
+    pub serial: String,
+    /// `blank`, `sold`, `redeemed` or `cancelled`.
+    pub state: String,
+    /// Its value.
+    pub value_minor: i64,
+    /// Its currency.
+    pub currency: String,
+    /// The retailer that sells it.
+    pub retailer: String,
+}
+
+/// `POST /v1/vouchers/redeem` (no API key: the code is the credential): a sold card for a new
+/// pad of `size` bytes. The same code again answers the same pad.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VoucherRedeemRequest {
+    /// The code as printed (case, spaces and dashes do not matter).
+    pub code: String,
+    /// Pad bytes, 4096 to the node's maximum.
+    pub size: u64,
+    /// `one_time` (default) or `session_key`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// The node URL written into the pad file.
+    pub node_url: String,
+}
+
+debug_hiding!(VoucherRedeemRequest { size, mode, node_url } hides { code });

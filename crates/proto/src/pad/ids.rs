@@ -138,6 +138,28 @@ impl MailboxAddress {
     }
 }
 
+/// Where a voucher card is in its life: printed (`blank`) → sold at a till → redeemed for a
+/// pad; `blank` or `sold` → `cancelled` (stolen stock; a sold card is refunded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VoucherState {
+    /// Printed, not sold: it cannot be redeemed.
+    Blank,
+    /// Sold at a till: redeemable once.
+    Sold,
+    /// Redeemed for a pad.
+    Redeemed,
+    /// Cancelled: it never sells or redeems.
+    Cancelled,
+}
+
+stored_names!(VoucherState {
+    Blank => "blank",
+    Sold => "sold",
+    Redeemed => "redeemed",
+    Cancelled => "cancelled",
+});
+
 /// Crockford's base32 symbols, value order.
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 /// Crockford's check symbols for the values 32 to 36.

@@ -13,8 +13,21 @@
 //! of the identity files every node of a database shares.
 
 mod frames;
+mod vouchers;
 
 pub use frames::FrameAnswer;
+pub use vouchers::VoucherError;
+
+/// A pad to make: under which key, paid from where, how big, which mode, for which URL.
+struct Issue {
+    key: String,
+    from: Id,
+    value: Amount,
+    size: u64,
+    mode: Mode,
+    url: String,
+    memo: String,
+}
 
 use crate::access::{invalid, namespaced, require_admin};
 use crate::core::Core;
@@ -178,18 +191,7 @@ impl Pads {
                 "a pad is sold with a positive value",
             ));
         }
-        if !(SIZE_MIN..=self.settings.size_max).contains(&req.size) {
-            return Err(invalid(
-                "size",
-                format!("{SIZE_MIN} to {} bytes", self.settings.size_max),
-            ));
-        }
-        let mode = match req.mode.as_deref() {
-            None | Some("one_time") => Mode::OneTime,
-            Some("session_key") => Mode::SessionKey,
-            Some(_) => return Err(invalid("mode", "one_time or session_key")),
-        };
-        check_url(&req.node_url)?;
+        let mode = self.check_pad(req.size, req.mode.as_deref(), &req.node_url)?;
         // The payer is checked before anything is opened, so a sale refused for it leaves no
         // trace (the ledger checks it again when the value moves).
         let from =
@@ -218,45 +220,84 @@ impl Pads {
                 available_minor: available,
             }));
         }
+        let mut id = [0u8; 16];
+        crate::identity::getrandom_fill(&mut id)?;
+        let issue = Issue {
+            key,
+            from: req.from,
+            value: Amount::new(req.value_minor, currency),
+            size: req.size,
+            mode,
+            url: req.node_url.clone(),
+            memo: format!("{} sold", PadId(id)),
+        };
+        self.issue(issue, id, Vec::new()).await
+    }
+
+    /// The size, mode and URL of a pad to make, checked.
+    fn check_pad(&self, size: u64, mode: Option<&str>, url: &str) -> Result<Mode> {
+        if !(SIZE_MIN..=self.settings.size_max).contains(&size) {
+            return Err(invalid(
+                "size",
+                format!("{SIZE_MIN} to {} bytes", self.settings.size_max),
+            ));
+        }
+        let mode = match mode {
+            None | Some("one_time") => Mode::OneTime,
+            Some("session_key") => Mode::SessionKey,
+            Some(_) => return Err(invalid("mode", "one_time or session_key")),
+        };
+        check_url(url)?;
+        Ok(mode)
+    }
+
+    /// Makes pad `id` and pays its value from `i.from` into its new value account, with
+    /// `extra` rows, in one step under `i.key`; the key again answers the same pad (its file
+    /// rebuilt from the twin).
+    async fn issue(
+        &self,
+        i: Issue,
+        id: [u8; 16],
+        extra: Vec<tally_store::Attachment>,
+    ) -> Result<(PadSold, bool)> {
+        if let Some(row) = self.core.store().pad_by_issue_key(&i.key).await? {
+            return Ok((self.sold(&row, &i.url).await?, true));
+        }
+        let currency = i.value.currency;
         self.currency(currency).await?;
         let account = self
             .open_bounded(
-                format!("{key}:value-account"),
+                format!("{}:value-account", i.key),
                 "pads",
                 currency,
                 AccountKind::Customer,
             )
             .await?;
-        let mut id = [0u8; 16];
-        crate::identity::getrandom_fill(&mut id)?;
         let pad_id = PadId(id);
-        let bytes = match mode {
+        let bytes = match i.mode {
             Mode::OneTime => {
-                let mut b = Zeroizing::new(vec![0u8; req.size as usize]);
+                let mut b = Zeroizing::new(vec![0u8; i.size as usize]);
                 crate::identity::getrandom_fill(&mut b)?;
                 PadBytes::OneTime(b)
             }
             Mode::SessionKey => {
                 let mut seed = Zeroizing::new([0u8; 32]);
                 crate::identity::getrandom_fill(&mut *seed)?;
-                PadBytes::SessionKey {
-                    seed,
-                    size: req.size,
-                }
+                PadBytes::SessionKey { seed, size: i.size }
             }
         };
-        let pad = Pad::new(pad_id, req.size, currency, false)?;
+        let pad = Pad::new(pad_id, i.size, currency, false)?;
         let now = self.core.now();
         let row = PadRow {
             id,
             state: pad.state.as_str().into(),
             up_next: pad.up_next,
             down_low: pad.down_low,
-            mode: mode.as_str().into(),
+            mode: i.mode.as_str().into(),
             currency,
             value_account: account.id,
-            face_minor: req.value_minor,
-            issue_key: key.clone(),
+            face_minor: i.value.minor,
+            issue_key: i.key.clone(),
             machine: serde_json::to_string(&pad).map_err(corrupt)?,
             created_at: now,
             updated_at: now,
@@ -267,39 +308,40 @@ impl Pads {
             PadBytes::SessionKey { seed, .. } => &seed[..],
         };
         let twin_key = self.twin_key(&pad_id)?;
-        for (i, chunk) in twin.chunks(CHUNK_LEN as usize).enumerate() {
-            let sealed = seal::seal(&twin_key, &chunk_aad(&pad_id, i as u64), chunk)
+        for (n, chunk) in twin.chunks(CHUNK_LEN as usize).enumerate() {
+            let sealed = seal::seal(&twin_key, &chunk_aad(&pad_id, n as u64), chunk)
                 .map_err(|e| ServiceError::Setup(e.to_string()))?;
-            rows.push(insert_chunk(&id, i as u64, sealed));
+            rows.push(insert_chunk(&id, n as u64, sealed));
         }
+        rows.extend(extra);
         let transfer = Command::Transfer {
-            debit_account: req.from,
+            debit_account: i.from,
             credit_account: account.id,
-            amount_minor: req.value_minor,
+            amount_minor: i.value.minor,
             currency,
             timeout_s: None,
-            memo: format!("{pad_id} sold"),
+            memo: i.memo,
         };
         let outcome = self
             .core
-            .commit(key.clone(), Effects::ledger(transfer), rows)
+            .commit(i.key.clone(), Effects::ledger(transfer), rows)
             .await?;
         if outcome.replayed {
             let row = self
                 .core
                 .store()
-                .pad_by_issue_key(&key)
+                .pad_by_issue_key(&i.key)
                 .await?
                 .ok_or(ServiceError::IdempotencyKeyReused)?;
-            return Ok((self.sold(&row, &req.node_url).await?, true));
+            return Ok((self.sold(&row, &i.url).await?, true));
         }
         let file = PadFile {
             pad: pad_id,
-            face: Amount::new(req.value_minor, currency),
+            face: i.value,
             node: tally_kernel::crypto::kdf::sha256(
                 &self.core.node_key().verifying_key().to_bytes(),
             ),
-            url: req.node_url.clone(),
+            url: i.url,
             bytes,
         };
         Ok((sold_view(&file)?, false))
