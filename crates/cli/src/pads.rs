@@ -29,6 +29,16 @@ pub enum PadCommand {
     /// Sell a pad at the operator's counter (the operator): its value is paid from `--from`
     /// into the pad, and the pad file is written to the wallet directory for the customer.
     Buy(BuyArgs),
+    /// Make a blank pad for a retailer's shelf (the operator): its file goes to `--out` (the
+    /// media), named by the serial printed on it; it takes no frames until activated.
+    Stock(StockArgs),
+    /// Activate blank stock at the till (the retailer): its value is paid from your account.
+    Activate(ActivateArgs),
+    /// Cancel stock reported stolen (the retailer or the operator): it never activates; the
+    /// replacement blank's file goes to `--out`.
+    CancelStock(CancelStockArgs),
+    /// Put a pad file (from retail media) into the wallet (the holder).
+    Import(ImportArgs),
     /// Redeem a voucher card's code for a new pad (anyone holding the code; no API key): the
     /// pad file goes to the wallet; the same code again gives the same pad.
     Redeem(crate::vouchers::RedeemArgs),
@@ -90,6 +100,70 @@ pub struct ShowArgs {
     /// CA certificate to trust for an https:// node (its DATA/ca.pem).
     #[arg(long, env = "TALLY_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct StockArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// The retailer that sells it (its API key's owner).
+    #[arg(long)]
+    pub retailer: String,
+    /// The currency it will be activated in.
+    #[arg(long, default_value = "EUR")]
+    pub currency: String,
+    /// Pad bytes.
+    #[arg(long, default_value_t = 65_536)]
+    pub size: u64,
+    /// `one_time` or `session_key`.
+    #[arg(long, default_value = "one_time")]
+    pub mode: String,
+    /// The node URL written into the pad file (default: --server).
+    #[arg(long)]
+    pub node_url: Option<String>,
+    /// Where the file goes (the media), as `<serial>.pad`.
+    #[arg(long, default_value = "./tally-stock")]
+    pub out: PathBuf,
+    /// Idempotency key (generated and printed when absent).
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ActivateArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// The serial printed on the media (`ps-…`).
+    pub serial: String,
+    /// Your account that pays the value.
+    #[arg(long)]
+    pub from: String,
+    /// The value, e.g. "5.00 EUR".
+    #[arg(long)]
+    pub value: String,
+}
+
+#[derive(Args)]
+pub struct CancelStockArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// The serial of the stolen media (`ps-…`).
+    pub serial: String,
+    /// The node URL written into the replacement's file (default: --server).
+    #[arg(long)]
+    pub node_url: Option<String>,
+    /// Where the replacement's file goes.
+    #[arg(long, default_value = "./tally-stock")]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// The pad file.
+    pub file: PathBuf,
+    /// The wallet directory.
+    #[arg(long, default_value = "./tally-pads")]
+    pub wallet: PathBuf,
 }
 
 #[derive(Args)]
@@ -163,6 +237,10 @@ pub struct TariffArgs {
 pub async fn pad(c: PadCommand) -> anyhow::Result<ExitCode> {
     match c {
         PadCommand::Buy(a) => buy(a).await,
+        PadCommand::Stock(a) => stock(a).await,
+        PadCommand::Activate(a) => activate(a).await,
+        PadCommand::CancelStock(a) => cancel_stock(a).await,
+        PadCommand::Import(a) => import(a),
         PadCommand::Redeem(a) => crate::vouchers::redeem(a).await,
         PadCommand::Show(a) => show(a).await,
         PadCommand::Post(a) => post(a).await,
@@ -227,6 +305,95 @@ pub(crate) fn keep(
         println!("file      {}", path.display());
     }
     Ok(())
+}
+
+/// Writes a stocked pad's file to `out` as `<serial>.pad` (the media) and prints it.
+fn media(stocked: &tally_client::wire::pads::PadStocked, out: &Path) -> anyhow::Result<()> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&stocked.pad.file)
+        .context("the node's pad file is not base64")?;
+    PadFile::decode(&bytes).context("the node's pad file does not decode")?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let path = out.join(format!("{}.pad", stocked.serial));
+    if path.exists() {
+        eprintln!("note: {} exists already; kept as it is", path.display());
+    } else {
+        tally_service::identity::write_private_file(&path, &bytes)?;
+    }
+    println!("serial    {}", stocked.serial);
+    println!("size      {} bytes", stocked.pad.size);
+    println!("state     blank (activate it at the till)");
+    println!("file      {}", path.display());
+    Ok(())
+}
+
+async fn stock(a: StockArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&a.conn)?;
+    let key = idempotency_key(&a.idempotency_key);
+    let req = tally_client::wire::pads::PadStockRequest {
+        retailer: a.retailer.clone(),
+        currency: a.currency.clone(),
+        size: a.size,
+        mode: Some(a.mode.clone()),
+        node_url: a
+            .node_url
+            .clone()
+            .unwrap_or_else(|| client.base().to_string()),
+    };
+    let stocked = answered(client.api.pad_stock(&req, &key).await?);
+    media(&stocked, &a.out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn activate(a: ActivateArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&a.conn)?;
+    let value = crate::accounts::parse_amount(&a.value)?;
+    let from = crate::client::parse_id("--from", &a.from)?;
+    let req = tally_client::wire::pads::PadActivateRequest {
+        from: tally_kernel::Id(from),
+        value_minor: value.minor,
+    };
+    let v = answered(client.api.pad_activate(&a.serial, &req).await?);
+    client.show(&v, |v| {
+        format!(
+            "serial    {}\nstate     {}\nvalue     {}",
+            v.serial,
+            v.state,
+            money(v.value_minor, &v.currency)
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn cancel_stock(a: CancelStockArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&a.conn)?;
+    let req = tally_client::wire::pads::PadStockCancelRequest {
+        node_url: a
+            .node_url
+            .clone()
+            .unwrap_or_else(|| client.base().to_string()),
+    };
+    let replacement = client.api.pad_stock_cancel(&a.serial, &req).await?;
+    println!("cancelled {}", a.serial);
+    media(&replacement, &a.out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    let file = PadFile::decode(&bytes).with_context(|| format!("{}", a.file.display()))?;
+    let pad = file.pad.to_string();
+    let path = Wallet::file_path(&a.wallet, &pad)?;
+    if path.exists() {
+        bail!("{} is in the wallet already", path.display());
+    }
+    std::fs::create_dir_all(&a.wallet)
+        .with_context(|| format!("creating {}", a.wallet.display()))?;
+    tally_service::identity::write_private_file(&path, &bytes)?;
+    Wallet::new(&file).save(&a.wallet, &pad)?;
+    println!("pad       {pad}");
+    println!("file      {}", path.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn post(a: PostArgs) -> anyhow::Result<ExitCode> {

@@ -578,3 +578,120 @@ fn vouchers_are_sold_at_the_till_and_redeemed_anonymously_for_a_pad() {
     assert!(!success && err.contains("voucher_state"), "{err}");
     assert_audit_passes(&server);
 }
+
+/// Retail stock (P1, the seed's media): a blank pad takes no frames; the retailer activates it
+/// at the till from its own account (again: the same); stock reported stolen is cancelled,
+/// never activates, and its replacement does; the audit passes.
+#[test]
+fn blank_stock_is_activated_at_the_till_and_stolen_stock_never_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, till) = node(dir.path());
+    let admin = server.admin_key.clone();
+    let kiosk = field(
+        &ok(cli(
+            &server,
+            &admin,
+            &[
+                "api-key", "create", "--role", "merchant", "--owner", "kiosk",
+            ],
+        )),
+        "key",
+    )
+    .to_string();
+    let cash = field(
+        &ok(cli(
+            &server,
+            &kiosk,
+            &["account", "open", "--currency", "EUR"],
+        )),
+        "account",
+    )
+    .to_string();
+    ok(cli(
+        &server,
+        &admin,
+        &[
+            "transfer",
+            "--from",
+            &till,
+            "--to",
+            &cash,
+            "--amount",
+            "20.00 EUR",
+        ],
+    ));
+    let media = dir.path().join("media");
+    let media_s = media.to_str().expect("utf-8");
+    let stock = || {
+        let out = ok(cli(
+            &server,
+            &admin,
+            &[
+                "pad",
+                "stock",
+                "--retailer",
+                "kiosk",
+                "--size",
+                "16384",
+                "--out",
+                media_s,
+            ],
+        ));
+        field(&out, "serial").to_string()
+    };
+    let first = stock();
+    let wallet = dir.path().join("pads");
+    ok(outcome(
+        tally_for(&server, "")
+            .args(["pad", "import"])
+            .arg(media.join(format!("{first}.pad")))
+            .arg("--wallet")
+            .arg(&wallet)
+            .output()
+            .expect("run tally"),
+    ));
+    // Blank: frames refused, nothing changes.
+    let (success, _, err) = show(&server, &wallet);
+    assert!(!success && err.contains("pad_not_active"), "{err}");
+
+    // Activated at the till from the kiosk's account; again: the same.
+    let activate = |serial: &str| {
+        cli(
+            &server,
+            &kiosk,
+            &[
+                "pad", "activate", serial, "--from", &cash, "--value", "5.00 EUR",
+            ],
+        )
+    };
+    let out = ok(activate(&first));
+    assert!(out.contains("state     active"), "{out}");
+    let again = activate(&first);
+    assert!(ok(again.clone()).contains("state     active"));
+    assert!(again.2.contains("used before"), "{}", again.2);
+    let shown = ok(cli(&server, &kiosk, &["account", "show", &cash]));
+    assert!(shown.contains("15.00 EUR"), "activated once: {shown}");
+    // The holder's frame left in flight goes now; the value is the pad's.
+    let (success, out, err) = show(&server, &wallet);
+    assert!(
+        success && out.contains("value     5.00 EUR"),
+        "{out}\n{err}"
+    );
+    assert!(out.contains("every line agrees"), "{out}");
+
+    // Stolen stock: cancelled, never activates; its replacement does.
+    let stolen = stock();
+    let out = ok(cli(
+        &server,
+        &kiosk,
+        &["pad", "cancel-stock", &stolen, "--out", media_s],
+    ));
+    let replacement = field(&out, "serial").to_string();
+    assert_ne!(replacement, stolen);
+    let (success, _, err) = activate(&stolen);
+    assert!(!success && err.contains("invalid_request"), "{err}");
+    ok(activate(&replacement));
+    let shown = ok(cli(&server, &kiosk, &["account", "show", &cash]));
+    assert!(shown.contains("10.00 EUR"), "{shown}");
+    assert_audit_passes(&server);
+}

@@ -4,7 +4,8 @@ use crate::{Answer, Call, Client, Error, seg};
 use bytes::Bytes;
 use reqwest::Method;
 use tally_wire::pads::{
-    PadSaleRequest, PadSold, PadTariff, PadView, VoucherIssueRequest, VoucherRedeemRequest,
+    PadActivateRequest, PadSaleRequest, PadSold, PadStockCancelRequest, PadStockRequest,
+    PadStocked, PadTariff, PadView, StockView, VoucherIssueRequest, VoucherRedeemRequest,
     VoucherSellRequest, VoucherView, VouchersIssued,
 };
 
@@ -91,5 +92,48 @@ impl Client {
         let mut call = Call::new(Method::POST, "/v1/vouchers/redeem".to_string()).json(req)?;
         call.once_only = true;
         self.call(call).await
+    }
+
+    /// `POST /v1/pad-stock` (operator): a blank pad for a retailer; the same key answers the
+    /// same pad.
+    pub async fn pad_stock(
+        &self,
+        req: &PadStockRequest,
+        key: &str,
+    ) -> Result<Answer<PadStocked>, Error> {
+        self.send(Method::POST, "/v1/pad-stock".to_string(), req, Some(key))
+            .await
+    }
+
+    /// `POST /v1/pad-stock/{serial}/activate` (its retailer); the same activation again
+    /// answers the same, so it is retried.
+    pub async fn pad_activate(
+        &self,
+        serial: &str,
+        req: &PadActivateRequest,
+    ) -> Result<Answer<StockView>, Error> {
+        let mut call = Call::new(
+            Method::POST,
+            format!("/v1/pad-stock/{}/activate", seg(serial)),
+        )
+        .json(req)?;
+        call.once_only = true;
+        self.call(call).await
+    }
+
+    /// `POST /v1/pad-stock/{serial}/cancel`: stolen stock; answers the replacement (again:
+    /// the same one, so it is retried).
+    pub async fn pad_stock_cancel(
+        &self,
+        serial: &str,
+        req: &PadStockCancelRequest,
+    ) -> Result<PadStocked, Error> {
+        let mut call = Call::new(
+            Method::POST,
+            format!("/v1/pad-stock/{}/cancel", seg(serial)),
+        )
+        .json(req)?;
+        call.once_only = true;
+        Ok(self.call(call).await?.value)
     }
 }

@@ -8,7 +8,8 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tally_wire::pads::{
-    PadSaleRequest, PadSold, PadTariff, PadView, VoucherIssueRequest, VoucherRedeemRequest,
+    PadActivateRequest, PadSaleRequest, PadSold, PadStockCancelRequest, PadStockRequest,
+    PadStocked, PadTariff, PadView, StockView, VoucherIssueRequest, VoucherRedeemRequest,
     VoucherSellRequest, VoucherView, VouchersIssued,
 };
 
@@ -185,4 +186,62 @@ pub async fn redeem_voucher(
     let (sold, replayed) = state.node.pads().redeem_voucher(&body).await?;
     let location = format!("/v1/pads/{}", sold.pad);
     Ok(written(sold, replayed, Some(location)))
+}
+
+/// Make a blank pad for a retailer's shelf (operator): its file goes onto media with the
+/// serial printed on it; frames are refused until the retailer activates it.
+#[utoipa::path(
+    post, path = "/v1/pad-stock", tag = "pads",
+    params(("Idempotency-Key" = String, Header, description = "Required; a retry answers the same pad")),
+    request_body(content = PadStockRequest),
+    responses((status = 201, description = "The serial and the pad", body = PadStocked), (status = 403, description = "forbidden: operator only", body = ErrorBody), (status = 422, description = "invalid_request (`details.field`: size, mode, node_url, retailer)", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn stock(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    key: IdempotencyKey,
+    ApiJson(body): ApiJson<PadStockRequest>,
+) -> Result<Response, ApiError> {
+    let (stocked, replayed) = state.node.pads().stock(&by, &key.0, &body).await?;
+    Ok(written(stocked, replayed, None))
+}
+
+/// Activate blank stock at the till (its retailer): the value is paid from the retailer's
+/// account into the pad. The same activation again answers the same.
+#[utoipa::path(
+    post, path = "/v1/pad-stock/{serial}/activate", tag = "pads",
+    params(("serial" = String, Path, description = "`ps-` and 16 hex digits")),
+    request_body(content = PadActivateRequest),
+    responses((status = 201, description = "Active", body = StockView), (status = 200, description = "Activated before with this value", body = StockView), (status = 403, description = "forbidden: not its retailer, or not the caller's account", body = ErrorBody), (status = 404, description = "not_found", body = ErrorBody), (status = 422, description = "invalid_request (cancelled, or active with another value), insufficient_funds, currency_mismatch", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn activate(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(serial): ApiPath<String>,
+    ApiJson(body): ApiJson<PadActivateRequest>,
+) -> Result<Response, ApiError> {
+    let (v, replayed) = state.node.pads().activate(&by, &serial, &body).await?;
+    Ok(written(v, replayed, None))
+}
+
+/// Cancel stock reported stolen (its retailer or the operator): it never activates, and a new
+/// blank replaces it (answered). Again: the same replacement.
+#[utoipa::path(
+    post, path = "/v1/pad-stock/{serial}/cancel", tag = "pads",
+    params(("serial" = String, Path, description = "`ps-` and 16 hex digits")),
+    request_body(content = PadStockCancelRequest),
+    responses((status = 200, description = "The replacement", body = PadStocked), (status = 403, description = "forbidden", body = ErrorBody), (status = 404, description = "not_found", body = ErrorBody), (status = 422, description = "invalid_request: the pad is active", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn cancel_stock(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(serial): ApiPath<String>,
+    ApiJson(body): ApiJson<PadStockCancelRequest>,
+) -> Result<Json<PadStocked>, ApiError> {
+    Ok(Json(
+        state.node.pads().cancel_stock(&by, &serial, &body).await?,
+    ))
 }

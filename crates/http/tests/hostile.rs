@@ -1065,6 +1065,8 @@ fn pads(h: &Hostile) -> Vec<Case> {
         "size": 4096, "node_url": "http://127.0.0.1:8640"});
     let frame = |name: &str| h.frames[name].clone();
     let cards = json!({"retailer": "shop", "value_minor": 250, "currency": "EUR", "count": 2});
+    let stock = json!({"retailer": "shop", "currency": "EUR", "size": 4096,
+        "node_url": "http://127.0.0.1:8640"});
     let code = tally_proto::pad::ids::VoucherCode::from_random([1; 16]).text();
     let redeem = json!({"code": code, "size": 4096, "node_url": "http://127.0.0.1:8640"});
     vec![
@@ -1177,6 +1179,40 @@ fn pads(h: &Hostile) -> Vec<Case> {
             .raw("application/octet-stream", frame("crossing"))
             .expect(422, "pad_bytes_exhausted"),
         get("pads/frame: the wrong method", "/v1/pad-frames").expect(405, "method_not_allowed"),
+        post("stock/made by a customer", "/v1/pad-stock")
+            .by(Who::Alice)
+            .idem("s-1")
+            .json(stock.clone())
+            .expect(403, "forbidden"),
+        post("stock/without an idempotency key", "/v1/pad-stock")
+            .by(Who::Admin)
+            .json(stock.clone())
+            .expect(400, "idempotency_key_required"),
+        post("stock/a pad smaller than 4 KiB", "/v1/pad-stock")
+            .by(Who::Admin)
+            .idem("s-2")
+            .json(with(&stock, json!({"size": 100})))
+            .expect(422, "invalid_request"),
+        post("stock/a retailer name with a colon", "/v1/pad-stock")
+            .by(Who::Admin)
+            .idem("s-3")
+            .json(with(&stock, json!({"retailer": "a:b"})))
+            .expect(422, "invalid_request"),
+        post("stock/activation of an unknown serial", "/v1/pad-stock/ps-0000000000000000/activate")
+            .by(Who::Shop)
+            .json(json!({"from": "{shop_eur}", "value_minor": 100}))
+            .expect(404, "not_found"),
+        post("stock/activation without a body", "/v1/pad-stock/ps-0000000000000000/activate")
+            .by(Who::Shop)
+            .expect(415, "unsupported_media_type"),
+        post("stock/cancel of an unknown serial", "/v1/pad-stock/ps-0000000000000000/cancel")
+            .by(Who::Admin)
+            .json(json!({"node_url": "http://127.0.0.1:8640"}))
+            .expect(404, "not_found"),
+        post("stock/cancel with a node URL that is not http", "/v1/pad-stock/ps-0000000000000000/cancel")
+            .by(Who::Admin)
+            .json(json!({"node_url": "ftp://x"}))
+            .expect(422, "invalid_request"),
         post("vouchers/issued by a customer", "/v1/vouchers")
             .by(Who::Alice)
             .idem("v-1")

@@ -134,6 +134,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         20,
         include_str!("../migrations/sqlite/0020_pad_vouchers.sql"),
     ),
+    (21, include_str!("../migrations/sqlite/0021_pad_stock.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
@@ -191,6 +192,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         20,
         include_str!("../migrations/postgres/0020_pad_vouchers.sql"),
+    ),
+    (
+        21,
+        include_str!("../migrations/postgres/0021_pad_stock.sql"),
     ),
 ];
 

@@ -96,8 +96,8 @@ pub fn update(before: &PadRow, after: &PadRow) -> [Attachment; 2] {
         write(
             after,
             " ON CONFLICT (id) DO UPDATE SET state = excluded.state, up_next = excluded.up_next, \
-             down_low = excluded.down_low, machine = excluded.machine, \
-             updated_at = excluded.updated_at",
+             down_low = excluded.down_low, face_minor = excluded.face_minor, \
+             machine = excluded.machine, updated_at = excluded.updated_at",
         ),
     ]
 }
@@ -455,6 +455,44 @@ fn voucher_row(r: &AnyRow) -> Result<VoucherRow, StoreError> {
     })
 }
 
+/// A pad made as retail stock: its printed serial and its retailer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StockRow {
+    /// The serial printed on the media (`ps-` and 16 hex digits).
+    pub serial: String,
+    /// The pad.
+    pub pad: [u8; 16],
+    /// The retailer that sells it.
+    pub retailer: String,
+    /// The serial of the blank that replaced it, once cancelled.
+    pub replaced_by: Option<String>,
+    /// When it was made.
+    pub created_at: Timestamp,
+}
+
+/// A pad made as stock.
+pub fn insert_stock(s: &StockRow) -> Attachment {
+    row(
+        "INSERT INTO pad_stock (serial, pad, retailer, replaced_by, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+        vec![
+            Value::Text(s.serial.clone()),
+            Value::Blob(s.pad.to_vec()),
+            Value::Text(s.retailer.clone()),
+            Value::opt_text(s.replaced_by.clone()),
+            Value::Int(s.created_at.as_micros()),
+        ],
+    )
+}
+
+/// Names the blank that replaces a cancelled one.
+pub fn set_replaced_by(serial: &str, by: &str) -> Attachment {
+    row(
+        "UPDATE pad_stock SET replaced_by = $2 WHERE serial = $1",
+        vec![Value::Text(serial.into()), Value::Text(by.into())],
+    )
+}
+
 const SELECT: &str = "SELECT id, state, up_next, down_low, mode, currency, value_account, \
      face_minor, issue_key, machine, created_at, updated_at FROM pads";
 
@@ -678,5 +716,42 @@ impl Store {
         rows.first()
             .map(|r| decode_id(&r.try_get::<Vec<u8>, _>("account")?))
             .transpose()
+    }
+
+    /// A pad of retail stock, by its serial.
+    pub async fn pad_stock(&self, serial: &str) -> Result<Option<StockRow>, StoreError> {
+        let rows = self
+            .fetch_all(
+                "SELECT serial, pad, retailer, replaced_by, created_at FROM pad_stock \
+                 WHERE serial = $1"
+                    .into(),
+                vec![Value::Text(serial.into())],
+            )
+            .await?;
+        rows.first()
+            .map(|r| {
+                Ok(StockRow {
+                    serial: r.try_get("serial")?,
+                    pad: r
+                        .try_get::<Vec<u8>, _>("pad")?
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("stock pad".into()))?,
+                    retailer: r.try_get("retailer")?,
+                    replaced_by: r.try_get("replaced_by")?,
+                    created_at: Timestamp(r.try_get("created_at")?),
+                })
+            })
+            .transpose()
+    }
+
+    /// The serial of a pad made as stock.
+    pub async fn pad_stock_of(&self, pad: &[u8; 16]) -> Result<Option<String>, StoreError> {
+        let rows = self
+            .fetch_all(
+                "SELECT serial FROM pad_stock WHERE pad = $1".into(),
+                vec![Value::Blob(pad.to_vec())],
+            )
+            .await?;
+        rows.first().map(|r| Ok(r.try_get("serial")?)).transpose()
     }
 }

@@ -166,3 +166,65 @@ pub struct VoucherRedeemRequest {
 }
 
 debug_hiding!(VoucherRedeemRequest { size, mode, node_url } hides { code });
+
+/// `POST /v1/pad-stock` (operator, `Idempotency-Key`): a blank pad for a retailer's shelf.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PadStockRequest {
+    /// The retailer that sells it (its API key's owner).
+    pub retailer: String,
+    /// ISO-4217 code of the value it will be activated with.
+    pub currency: String,
+    /// Pad bytes, 4096 to the node's maximum.
+    pub size: u64,
+    /// `one_time` (default) or `session_key`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// The node URL written into the pad file.
+    pub node_url: String,
+}
+
+/// A blank pad made: the serial printed on its media, and the pad (its file goes on the media).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PadStocked {
+    /// The serial (`ps-` and 16 hex digits): printed, never the pad id.
+    pub serial: String,
+    /// The pad and its file.
+    pub pad: PadSold,
+}
+
+/// `POST /v1/pad-stock/{serial}/activate` (its retailer): sold at the till.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PadActivateRequest {
+    /// The retailer's account that pays the value.
+    #[schema(value_type = String)]
+    pub from: tally_kernel::Id,
+    /// The value, minor units (> 0), in the pad's currency.
+    pub value_minor: i64,
+}
+
+/// `POST /v1/pad-stock/{serial}/cancel` (its retailer or the operator): stolen stock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PadStockCancelRequest {
+    /// The node URL written into the replacement's file.
+    pub node_url: String,
+}
+
+/// A pad of retail stock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StockView {
+    /// The serial.
+    pub serial: String,
+    /// `blank`, `active`, `exhausted` or `cancelled`.
+    pub state: String,
+    /// The value it was activated with (0 while blank).
+    pub value_minor: i64,
+    /// Its currency.
+    pub currency: String,
+    /// The retailer.
+    pub retailer: String,
+    /// The serial of the blank that replaced it, once cancelled.
+    pub replaced_by: Option<String>,
+}

@@ -13,15 +13,17 @@
 //! of the identity files every node of a database shares.
 
 mod frames;
+mod stock;
 mod vouchers;
 
 pub use frames::FrameAnswer;
 pub use vouchers::VoucherError;
 
-/// A pad to make: under which key, paid from where, how big, which mode, for which URL.
+/// A pad to make: under which key, paid from where (none: blank retail stock), how big, which
+/// mode, for which URL.
 struct Issue {
     key: String,
-    from: Id,
+    from: Option<Id>,
     value: Amount,
     size: u64,
     mode: Mode,
@@ -224,7 +226,7 @@ impl Pads {
         crate::identity::getrandom_fill(&mut id)?;
         let issue = Issue {
             key,
-            from: req.from,
+            from: Some(req.from),
             value: Amount::new(req.value_minor, currency),
             size: req.size,
             mode,
@@ -286,7 +288,7 @@ impl Pads {
                 PadBytes::SessionKey { seed, size: i.size }
             }
         };
-        let pad = Pad::new(pad_id, i.size, currency, false)?;
+        let pad = Pad::new(pad_id, i.size, currency, i.from.is_none())?;
         let now = self.core.now();
         let row = PadRow {
             id,
@@ -314,18 +316,21 @@ impl Pads {
             rows.push(insert_chunk(&id, n as u64, sealed));
         }
         rows.extend(extra);
-        let transfer = Command::Transfer {
-            debit_account: i.from,
-            credit_account: account.id,
-            amount_minor: i.value.minor,
-            currency,
-            timeout_s: None,
-            memo: i.memo,
+        let effects = match i.from {
+            Some(from) => Effects::ledger(Command::Transfer {
+                debit_account: from,
+                credit_account: account.id,
+                amount_minor: i.value.minor,
+                currency,
+                timeout_s: None,
+                memo: i.memo,
+            }),
+            None => Effects::record(
+                "pad_stocked",
+                serde_json::json!({"pad": pad_id, "memo": i.memo}),
+            ),
         };
-        let outcome = self
-            .core
-            .commit(i.key.clone(), Effects::ledger(transfer), rows)
-            .await?;
+        let outcome = self.core.commit(i.key.clone(), effects, rows).await?;
         if outcome.replayed {
             let row = self
                 .core

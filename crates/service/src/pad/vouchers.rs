@@ -238,7 +238,7 @@ impl Pads {
         };
         let issue = Issue {
             key,
-            from: float,
+            from: Some(float),
             value: Amount::new(v.value_minor, v.currency),
             size: req.size,
             mode,
