@@ -39,6 +39,13 @@ pub enum PadCommand {
     CancelStock(CancelStockArgs),
     /// Put a pad file (from retail media) into the wallet (the holder).
     Import(ImportArgs),
+    /// Join a PIN account with your pad (the holder): the PIN travels under the pad; a lost
+    /// pad of the account can then be cancelled and its value restored.
+    Join(JoinArgs),
+    /// Anonymous PIN accounts of pads: open one, show its value, cancel a lost pad into it,
+    /// buy a pad from it.
+    #[command(subcommand)]
+    Account(AccountCommand),
     /// Redeem a voucher card's code for a new pad (anyone holding the code; no API key): the
     /// pad file goes to the wallet; the same code again gives the same pad.
     Redeem(crate::vouchers::RedeemArgs),
@@ -158,6 +165,96 @@ pub struct CancelStockArgs {
 }
 
 #[derive(Args)]
+pub struct JoinArgs {
+    /// The account (`pa-…`).
+    pub account: String,
+    /// Its PIN (6 to 12 digits).
+    #[arg(long, env = "TALLY_PAD_PIN", hide_env_values = true)]
+    pub pin: String,
+    /// Your pad (`pad-…`); default: the only pad in the wallet.
+    #[arg(long)]
+    pub pad: Option<String>,
+    /// The wallet directory.
+    #[arg(long, default_value = "./tally-pads")]
+    pub wallet: PathBuf,
+    /// CA certificate to trust for an https:// node (its DATA/ca.pem).
+    #[arg(long, env = "TALLY_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum AccountCommand {
+    /// Open an account controlled by a PIN (no API key, no name): keep its id with the PIN.
+    Open(AccountOpenArgs),
+    /// The account's value, per currency.
+    Show(AccountArgs),
+    /// Cancel a lost pad of the account: it takes no more frames, and its value moves into
+    /// the account.
+    Cancel(AccountCancelArgs),
+    /// Buy a pad from the account's value; its file goes to the wallet.
+    Buy(AccountBuyArgs),
+}
+
+#[derive(Args)]
+pub struct AccountOpenArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// The PIN (6 to 12 digits).
+    #[arg(long, env = "TALLY_PAD_PIN", hide_env_values = true)]
+    pub pin: String,
+}
+
+#[derive(Args)]
+pub struct AccountArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// The account (`pa-…`).
+    pub account: String,
+    /// Its PIN.
+    #[arg(long, env = "TALLY_PAD_PIN", hide_env_values = true)]
+    pub pin: String,
+}
+
+#[derive(Args)]
+pub struct AccountCancelArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// The account (`pa-…`).
+    pub account: String,
+    /// The lost pad (`pad-…`).
+    pub pad: String,
+    /// Its PIN.
+    #[arg(long, env = "TALLY_PAD_PIN", hide_env_values = true)]
+    pub pin: String,
+}
+
+#[derive(Args)]
+pub struct AccountBuyArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// The account (`pa-…`).
+    pub account: String,
+    /// Its PIN.
+    #[arg(long, env = "TALLY_PAD_PIN", hide_env_values = true)]
+    pub pin: String,
+    /// The value, e.g. "2.00 EUR".
+    #[arg(long)]
+    pub value: String,
+    /// Pad bytes.
+    #[arg(long, default_value_t = 65_536)]
+    pub size: u64,
+    /// `one_time` or `session_key`.
+    #[arg(long, default_value = "one_time")]
+    pub mode: String,
+    /// Where the pad file goes.
+    #[arg(long, default_value = "./tally-pads")]
+    pub wallet: PathBuf,
+    /// Idempotency key (generated and printed when absent).
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Args)]
 pub struct ImportArgs {
     /// The pad file.
     pub file: PathBuf,
@@ -241,6 +338,8 @@ pub async fn pad(c: PadCommand) -> anyhow::Result<ExitCode> {
         PadCommand::Activate(a) => activate(a).await,
         PadCommand::CancelStock(a) => cancel_stock(a).await,
         PadCommand::Import(a) => import(a),
+        PadCommand::Join(a) => join(a).await,
+        PadCommand::Account(c) => account(c).await,
         PadCommand::Redeem(a) => crate::vouchers::redeem(a).await,
         PadCommand::Show(a) => show(a).await,
         PadCommand::Post(a) => post(a).await,
@@ -376,6 +475,80 @@ async fn cancel_stock(a: CancelStockArgs) -> anyhow::Result<ExitCode> {
     let replacement = client.api.pad_stock_cancel(&a.serial, &req).await?;
     println!("cancelled {}", a.serial);
     media(&replacement, &a.out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn join(a: JoinArgs) -> anyhow::Result<ExitCode> {
+    let account: tally_proto::pad::ids::AccountId = a
+        .account
+        .parse()
+        .with_context(|| format!("{:?} is not an account id", a.account))?;
+    let pin =
+        tally_proto::pad::plain::Pin::new(&a.pin).map_err(|e| anyhow::anyhow!("--pin: {e}"))?;
+    let pad = Wallet::pick(&a.wallet, a.pad.as_deref())?;
+    let mut holder = PadInUse::open(&a.wallet, &pad, a.ca_cert.as_deref())?;
+    holder.finish_in_flight().await?;
+    holder.send(&Request::Join { account, pin }).await?;
+    println!("pad       {pad}");
+    println!("account   {account}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn account_summary(v: &tally_client::wire::pads::PadAccountView) -> String {
+    let mut out = format!("account   {}", v.account);
+    for value in &v.values {
+        out.push_str(&format!(
+            "\nvalue     {}",
+            money(value.available_minor, &value.currency)
+        ));
+    }
+    out
+}
+
+async fn account(c: AccountCommand) -> anyhow::Result<ExitCode> {
+    use tally_client::wire::pads::{PadAccountBuyRequest, PadAccountOpenRequest, PadAccountPin};
+    match c {
+        AccountCommand::Open(a) => {
+            let client = Client::new(&a.conn)?;
+            let v = client
+                .api
+                .pad_account_open(&PadAccountOpenRequest { pin: a.pin.clone() })
+                .await?;
+            client.show(&v, account_summary);
+        }
+        AccountCommand::Show(a) => {
+            let client = Client::new(&a.conn)?;
+            let v = client
+                .api
+                .pad_account(&a.account, &PadAccountPin { pin: a.pin.clone() })
+                .await?;
+            client.show(&v, account_summary);
+        }
+        AccountCommand::Cancel(a) => {
+            let client = Client::new(&a.conn)?;
+            let v = client
+                .api
+                .pad_account_cancel(&a.account, &a.pad, &PadAccountPin { pin: a.pin.clone() })
+                .await?;
+            println!("cancelled {}", a.pad);
+            client.show(&v, account_summary);
+        }
+        AccountCommand::Buy(a) => {
+            let client = Client::new(&a.conn)?;
+            let value = crate::accounts::parse_amount(&a.value)?;
+            let key = idempotency_key(&a.idempotency_key);
+            let req = PadAccountBuyRequest {
+                pin: a.pin.clone(),
+                value_minor: value.minor,
+                currency: value.currency.code().into(),
+                size: a.size,
+                mode: Some(a.mode.clone()),
+                node_url: client.base().to_string(),
+            };
+            let sold = answered(client.api.pad_account_buy(&a.account, &req, &key).await?);
+            keep(&sold, &a.wallet, true)?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -695,3 +695,114 @@ fn blank_stock_is_activated_at_the_till_and_stolen_stock_never_is() {
     assert!(shown.contains("10.00 EUR"), "{shown}");
     assert_audit_passes(&server);
 }
+
+/// PIN accounts (P6): a pad joins an account with its PIN (a wrong one is refused and counted);
+/// the lost pad is cancelled with the PIN, takes no more frames, and its value goes into the
+/// account, which buys a new pad; another account cannot touch it; five wrong PINs lock an
+/// account even against the right one; the audit passes.
+#[test]
+fn a_lost_pad_of_a_pin_account_is_cancelled_and_its_value_restored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, till) = node(dir.path());
+    let admin = server.admin_key.clone();
+    let anonymous = |args: &[&str]| {
+        outcome(
+            tally_for(&server, "")
+                .env_remove("TALLY_API_KEY")
+                .args(args)
+                .output()
+                .expect("run tally"),
+        )
+    };
+    let account = field(
+        &ok(anonymous(&["pad", "account", "open", "--pin", "482913"])),
+        "account",
+    )
+    .to_string();
+    let wallet = dir.path().join("pads");
+    let w = wallet.to_str().expect("utf-8");
+    let pad = buy(&server, &till, &wallet, "16384", &[]);
+
+    let (success, _, err) = anonymous(&["pad", "join", &account, "--pin", "000000", "--wallet", w]);
+    assert!(!success && err.contains("pin_wrong"), "{err}");
+    ok(anonymous(&[
+        "pad", "join", &account, "--pin", "482913", "--wallet", w,
+    ]));
+    let (success, out, err) = show(&server, &wallet);
+    assert!(success && out.contains("every line agrees"), "{out}\n{err}");
+    let available = |pad: &str| {
+        let out = ok(cli(&server, &admin, &["pad", "inspect", pad, "--json"]));
+        let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        v["available_minor"].as_i64().expect("available")
+    };
+    let left = available(&pad);
+    assert!(
+        left > 0 && left < 500,
+        "the join's bytes were charged: {left}"
+    );
+
+    // Another account cannot cancel it.
+    let other = field(
+        &ok(anonymous(&["pad", "account", "open", "--pin", "111111"])),
+        "account",
+    )
+    .to_string();
+    let (success, _, err) =
+        anonymous(&["pad", "account", "cancel", &other, &pad, "--pin", "111111"]);
+    assert!(!success && err.contains("not_found"), "{err}");
+
+    // Lost: cancelled with the PIN; its value is the account's; it takes no more frames.
+    let out = ok(anonymous(&[
+        "pad", "account", "cancel", &account, &pad, "--pin", "482913",
+    ]));
+    assert!(
+        out.contains(&format!("value     {}.{:02} EUR", left / 100, left % 100)),
+        "{out}"
+    );
+    assert_eq!(available(&pad), 0);
+    let (success, _, err) = show(&server, &wallet);
+    assert!(!success && err.contains("pad_not_active"), "{err}");
+
+    // A new pad bought from the account's value.
+    let fresh = dir.path().join("fresh");
+    let out = ok(anonymous(&[
+        "pad",
+        "account",
+        "buy",
+        &account,
+        "--pin",
+        "482913",
+        "--value",
+        "2.00 EUR",
+        "--size",
+        "16384",
+        "--wallet",
+        fresh.to_str().expect("utf-8"),
+    ]));
+    assert!(out.contains("value     2.00 EUR"), "{out}");
+    let shown = ok(anonymous(&[
+        "pad", "account", "show", &account, "--pin", "482913",
+    ]));
+    let rest = left - 200;
+    assert!(
+        shown.contains(&format!("{}.{:02} EUR", rest / 100, rest % 100)),
+        "{shown}"
+    );
+
+    // Brute force: four wrong PINs count down, the fifth locks, and then the right one fails.
+    for left in (1..=4).rev() {
+        let (success, _, err) = anonymous(&["pad", "account", "show", &other, "--pin", "999999"]);
+        assert!(
+            !success && err.contains("pin_wrong") && err.contains(&format!("{left} attempts left")),
+            "{err}"
+        );
+    }
+    let (success, _, err) = anonymous(&["pad", "account", "show", &other, "--pin", "999999"]);
+    assert!(!success && err.contains("pin_locked"), "{err}");
+    let (success, _, err) = anonymous(&["pad", "account", "show", &other, "--pin", "111111"]);
+    assert!(
+        !success && err.contains("pin_locked"),
+        "locked against the right PIN too: {err}"
+    );
+    assert_audit_passes(&server);
+}

@@ -4,9 +4,10 @@ use crate::{Answer, Call, Client, Error, seg};
 use bytes::Bytes;
 use reqwest::Method;
 use tally_wire::pads::{
-    PadActivateRequest, PadSaleRequest, PadSold, PadStockCancelRequest, PadStockRequest,
-    PadStocked, PadTariff, PadView, StockView, VoucherIssueRequest, VoucherRedeemRequest,
-    VoucherSellRequest, VoucherView, VouchersIssued,
+    PadAccountBuyRequest, PadAccountOpenRequest, PadAccountPin, PadAccountView, PadActivateRequest,
+    PadSaleRequest, PadSold, PadStockCancelRequest, PadStockRequest, PadStocked, PadTariff,
+    PadView, StockView, VoucherIssueRequest, VoucherRedeemRequest, VoucherSellRequest, VoucherView,
+    VouchersIssued,
 };
 
 impl Client {
@@ -135,5 +136,60 @@ impl Client {
         .json(req)?;
         call.once_only = true;
         Ok(self.call(call).await?.value)
+    }
+
+    /// `POST /v1/pad-accounts` (no API key): a new PIN account.
+    pub async fn pad_account_open(
+        &self,
+        req: &PadAccountOpenRequest,
+    ) -> Result<PadAccountView, Error> {
+        let call = Call::new(Method::POST, "/v1/pad-accounts".to_string()).json(req)?;
+        Ok(self.call(call).await?.value)
+    }
+
+    /// `POST /v1/pad-accounts/{account}/show`: its value (the PIN in the body).
+    pub async fn pad_account(
+        &self,
+        account: &str,
+        pin: &PadAccountPin,
+    ) -> Result<PadAccountView, Error> {
+        let call = Call::new(
+            Method::POST,
+            format!("/v1/pad-accounts/{}/show", seg(account)),
+        )
+        .json(pin)?;
+        Ok(self.call(call).await?.value)
+    }
+
+    /// `POST /v1/pad-accounts/{account}/pads/{pad}/cancel`: a lost pad's value back.
+    pub async fn pad_account_cancel(
+        &self,
+        account: &str,
+        pad: &str,
+        pin: &PadAccountPin,
+    ) -> Result<PadAccountView, Error> {
+        let call = Call::new(
+            Method::POST,
+            format!("/v1/pad-accounts/{}/pads/{}/cancel", seg(account), seg(pad)),
+        )
+        .json(pin)?;
+        Ok(self.call(call).await?.value)
+    }
+
+    /// `POST /v1/pad-accounts/{account}/pads`: a pad from the account's value; the same key
+    /// answers the same pad.
+    pub async fn pad_account_buy(
+        &self,
+        account: &str,
+        req: &PadAccountBuyRequest,
+        key: &str,
+    ) -> Result<Answer<PadSold>, Error> {
+        self.send(
+            Method::POST,
+            format!("/v1/pad-accounts/{}/pads", seg(account)),
+            req,
+            Some(key),
+        )
+        .await
     }
 }

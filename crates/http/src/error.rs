@@ -301,6 +301,12 @@ fn pad(e: PadServiceError) -> ApiError {
                 .with_details(json!({ "up_next": up_next, "down_low": down_low }))
         }
         PadServiceError::NotActive => ApiError::new(ErrorCode::PadNotActive, message),
+        PadServiceError::PinWrong { attempts_left } => ApiError::new(ErrorCode::PinWrong, message)
+            .with_details(json!({ "attempts_left": attempts_left })),
+        PadServiceError::PinLocked { retry_after_s } => {
+            ApiError::new(ErrorCode::PinLocked, message)
+                .with_details(json!({ "retry_after_s": retry_after_s }))
+        }
         PadServiceError::Refused(r) => {
             let details = serde_json::to_value(&r).unwrap_or(Value::Null);
             let (code, message) = match r {

@@ -275,6 +275,16 @@ fn routes() -> Router<AppState> {
         )
         .route("/v1/pads", post(pads::sell))
         .route("/v1/pads/{pad}", get(pads::view))
+        .route("/v1/pad-accounts", post(pads::open_account))
+        .route("/v1/pad-accounts/{account}/show", post(pads::show_account))
+        .route(
+            "/v1/pad-accounts/{account}/pads",
+            post(pads::buy_from_account),
+        )
+        .route(
+            "/v1/pad-accounts/{account}/pads/{pad}/cancel",
+            post(pads::cancel_account_pad),
+        )
         .route("/v1/pad-stock", post(pads::stock))
         .route("/v1/pad-stock/{serial}/activate", post(pads::activate))
         .route("/v1/pad-stock/{serial}/cancel", post(pads::cancel_stock))

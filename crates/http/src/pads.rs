@@ -8,9 +8,10 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tally_wire::pads::{
-    PadActivateRequest, PadSaleRequest, PadSold, PadStockCancelRequest, PadStockRequest,
-    PadStocked, PadTariff, PadView, StockView, VoucherIssueRequest, VoucherRedeemRequest,
-    VoucherSellRequest, VoucherView, VouchersIssued,
+    PadAccountBuyRequest, PadAccountOpenRequest, PadAccountPin, PadAccountView, PadActivateRequest,
+    PadSaleRequest, PadSold, PadStockCancelRequest, PadStockRequest, PadStocked, PadTariff,
+    PadView, StockView, VoucherIssueRequest, VoucherRedeemRequest, VoucherSellRequest, VoucherView,
+    VouchersIssued,
 };
 
 use crate::AppState;
@@ -244,4 +245,77 @@ pub async fn cancel_stock(
     Ok(Json(
         state.node.pads().cancel_stock(&by, &serial, &body).await?,
     ))
+}
+
+/// Open an anonymous account of pads controlled by a PIN (no API key).
+#[utoipa::path(
+    post, path = "/v1/pad-accounts", tag = "pads",
+    request_body(content = PadAccountOpenRequest, description = "`{pin}`: 6 to 12 digits"),
+    responses((status = 201, description = "The account", body = PadAccountView), (status = 422, description = "invalid_request (`details.field`: pin)", body = ErrorBody)),
+)]
+pub async fn open_account(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<PadAccountOpenRequest>,
+) -> Result<Response, ApiError> {
+    let view = state.node.pads().open_pad_account(&body).await?;
+    Ok(written(view, false, None))
+}
+
+/// An account's value (its PIN in the body).
+#[utoipa::path(
+    post, path = "/v1/pad-accounts/{account}/show", tag = "pads",
+    params(("account" = String, Path, description = "`pa-` and 32 hex digits")),
+    request_body(content = PadAccountPin),
+    responses((status = 200, description = "The account", body = PadAccountView), (status = 403, description = "pin_wrong (`details.attempts_left`)", body = ErrorBody), (status = 404, description = "not_found", body = ErrorBody), (status = 429, description = "pin_locked (`details.retry_after_s`)", body = ErrorBody)),
+)]
+pub async fn show_account(
+    State(state): State<AppState>,
+    ApiPath(account): ApiPath<String>,
+    ApiJson(body): ApiJson<PadAccountPin>,
+) -> Result<Json<PadAccountView>, ApiError> {
+    Ok(Json(
+        state.node.pads().pad_account(&account, &body.pin).await?,
+    ))
+}
+
+/// Cancel a lost pad of the account (its PIN in the body): its value moves into the account.
+#[utoipa::path(
+    post, path = "/v1/pad-accounts/{account}/pads/{pad}/cancel", tag = "pads",
+    params(("account" = String, Path, description = "`pa-` and 32 hex digits"), ("pad" = String, Path, description = "`pad-` and 32 hex digits")),
+    request_body(content = PadAccountPin),
+    responses((status = 200, description = "The account after", body = PadAccountView), (status = 403, description = "pin_wrong", body = ErrorBody), (status = 404, description = "not_found: no such account, or the pad is not the account's", body = ErrorBody), (status = 422, description = "invalid_request: cancelled already", body = ErrorBody), (status = 429, description = "pin_locked", body = ErrorBody)),
+)]
+pub async fn cancel_account_pad(
+    State(state): State<AppState>,
+    ApiPath((account, pad)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<PadAccountPin>,
+) -> Result<Json<PadAccountView>, ApiError> {
+    Ok(Json(
+        state
+            .node
+            .pads()
+            .cancel_account_pad(&account, &pad, &body.pin)
+            .await?,
+    ))
+}
+
+/// Buy a pad from the account's value (its PIN in the body); the same key answers the same pad.
+#[utoipa::path(
+    post, path = "/v1/pad-accounts/{account}/pads", tag = "pads",
+    params(("account" = String, Path, description = "`pa-` and 32 hex digits"), ("Idempotency-Key" = String, Header, description = "Required; a retry answers the same pad")),
+    request_body(content = PadAccountBuyRequest),
+    responses((status = 201, description = "The pad and its file", body = PadSold), (status = 403, description = "pin_wrong", body = ErrorBody), (status = 404, description = "not_found", body = ErrorBody), (status = 422, description = "insufficient_funds, invalid_request", body = ErrorBody), (status = 429, description = "pin_locked", body = ErrorBody)),
+)]
+pub async fn buy_from_account(
+    State(state): State<AppState>,
+    ApiPath(account): ApiPath<String>,
+    key: IdempotencyKey,
+    ApiJson(body): ApiJson<PadAccountBuyRequest>,
+) -> Result<Response, ApiError> {
+    let (sold, replayed) = state
+        .node
+        .pads()
+        .buy_from_account(&account, &key.0, &body)
+        .await?;
+    Ok(written(sold, replayed, None))
 }

@@ -1179,6 +1179,36 @@ fn pads(h: &Hostile) -> Vec<Case> {
             .raw("application/octet-stream", frame("crossing"))
             .expect(422, "pad_bytes_exhausted"),
         get("pads/frame: the wrong method", "/v1/pad-frames").expect(405, "method_not_allowed"),
+        post("pad accounts/a PIN of two digits", "/v1/pad-accounts")
+            .json(json!({"pin": "12"}))
+            .expect(422, "invalid_request"),
+        post("pad accounts/a PIN with letters", "/v1/pad-accounts")
+            .json(json!({"pin": "12345a"}))
+            .expect(422, "invalid_request"),
+        post("pad accounts/an unknown field", "/v1/pad-accounts")
+            .json(json!({"pin": "123456", "owner": "alice"}))
+            .expect(400, "malformed_json"),
+        post("pad accounts/show of an unknown account", "/v1/pad-accounts/pa-00000000000000000000000000000000/show")
+            .json(json!({"pin": "123456"}))
+            .expect(404, "not_found"),
+        post("pad accounts/show of a malformed account", "/v1/pad-accounts/pa-xyz/show")
+            .json(json!({"pin": "123456"}))
+            .expect(422, "invalid_request"),
+        post("pad accounts/a PIN in the wrong shape", "/v1/pad-accounts/pa-00000000000000000000000000000000/show")
+            .json(json!({"pin": "1"}))
+            .expect(422, "invalid_request"),
+        post("pad accounts/cancel in an unknown account", "/v1/pad-accounts/pa-00000000000000000000000000000000/pads/{pad}/cancel")
+            .json(json!({"pin": "123456"}))
+            .expect(404, "not_found"),
+        post("pad accounts/buy without an idempotency key", "/v1/pad-accounts/pa-00000000000000000000000000000000/pads")
+            .json(json!({"pin": "123456", "value_minor": 100, "currency": "EUR", "size": 4096,
+                "node_url": "http://127.0.0.1:8640"}))
+            .expect(400, "idempotency_key_required"),
+        post("pad accounts/buy from an unknown account", "/v1/pad-accounts/pa-00000000000000000000000000000000/pads")
+            .idem("acct-buy-1")
+            .json(json!({"pin": "123456", "value_minor": 100, "currency": "EUR", "size": 4096,
+                "node_url": "http://127.0.0.1:8640"}))
+            .expect(404, "not_found"),
         post("stock/made by a customer", "/v1/pad-stock")
             .by(Who::Alice)
             .idem("s-1")

@@ -264,6 +264,8 @@ pub enum Missing {
     Pad,
     /// A voucher card.
     Voucher,
+    /// A pad account.
+    PadAccount,
     /// An API key.
     ApiKey,
     /// A registered mail or offer.
@@ -304,6 +306,7 @@ impl std::fmt::Display for Missing {
             Missing::Account => "account",
             Missing::Pad => "pad",
             Missing::Voucher => "voucher",
+            Missing::PadAccount => "pad account",
             Missing::ApiKey => "api key",
             Missing::Mail => "mail",
             Missing::Order => "order",

@@ -135,6 +135,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0020_pad_vouchers.sql"),
     ),
     (21, include_str!("../migrations/sqlite/0021_pad_stock.sql")),
+    (
+        22,
+        include_str!("../migrations/sqlite/0022_pad_accounts.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
@@ -196,6 +200,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         21,
         include_str!("../migrations/postgres/0021_pad_stock.sql"),
+    ),
+    (
+        22,
+        include_str!("../migrations/postgres/0022_pad_accounts.sql"),
     ),
 ];
 

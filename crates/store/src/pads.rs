@@ -493,6 +493,80 @@ pub fn set_replaced_by(serial: &str, by: &str) -> Attachment {
     )
 }
 
+/// An anonymous PIN account of pads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PadAccountRow {
+    /// Its id.
+    pub id: [u8; 16],
+    /// The Argon2id PHC string of its PIN.
+    pub pin_hash: String,
+    /// Wrong PINs since the last right one.
+    pub attempts: i64,
+    /// Lockouts so far (each doubles the next).
+    pub lockouts: i64,
+    /// Locked until then (µs; 0: not locked).
+    pub locked_until: i64,
+    /// When it was opened.
+    pub created_at: Timestamp,
+}
+
+/// A new account.
+pub fn insert_pad_account(a: &PadAccountRow) -> Attachment {
+    row(
+        "INSERT INTO pad_accounts (id, pin_hash, attempts, lockouts, locked_until, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        vec![
+            Value::Blob(a.id.to_vec()),
+            Value::Text(a.pin_hash.clone()),
+            Value::Int(a.attempts),
+            Value::Int(a.lockouts),
+            Value::Int(a.locked_until),
+            Value::Int(a.created_at.as_micros()),
+        ],
+    )
+}
+
+/// Moves an account's PIN tries from what the caller read to `after`'s, under a guard: two
+/// wrong PINs at once count twice, never once.
+pub fn update_pin_tries(before: &PadAccountRow, after: &PadAccountRow) -> [Attachment; 2] {
+    [
+        row_is(
+            "pad_accounts",
+            "id",
+            Value::Blob(before.id.to_vec()),
+            vec![
+                ("attempts", Value::Int(before.attempts)),
+                ("lockouts", Value::Int(before.lockouts)),
+            ],
+            Conflict::Moved("the account's PIN tries moved meanwhile"),
+        ),
+        Attachment::Row(RowWrite::Statement {
+            sql: "UPDATE pad_accounts SET attempts = $2, lockouts = $3, locked_until = $4 \
+                  WHERE id = $1",
+            params: vec![
+                Value::Blob(after.id.to_vec()),
+                Value::Int(after.attempts),
+                Value::Int(after.lockouts),
+                Value::Int(after.locked_until),
+            ],
+            touches: Some(("pad_accounts", Value::Blob(after.id.to_vec()))),
+        }),
+    ]
+}
+
+/// Names an account's ledger account in a currency (with its opening): the first one stays.
+pub fn insert_account_value(account: &[u8; 16], currency: Currency, ledger: Id) -> Attachment {
+    row(
+        "INSERT INTO pad_account_values (account, currency, ledger) VALUES ($1, $2, $3) \
+         ON CONFLICT (account, currency) DO NOTHING",
+        vec![
+            Value::Blob(account.to_vec()),
+            Value::Text(currency.code().into()),
+            blob(&ledger),
+        ],
+    )
+}
+
 const SELECT: &str = "SELECT id, state, up_next, down_low, mode, currency, value_account, \
      face_minor, issue_key, machine, created_at, updated_at FROM pads";
 
@@ -753,5 +827,57 @@ impl Store {
             )
             .await?;
         rows.first().map(|r| Ok(r.try_get("serial")?)).transpose()
+    }
+
+    /// A PIN account.
+    pub async fn pad_account(&self, id: &[u8; 16]) -> Result<Option<PadAccountRow>, StoreError> {
+        let rows = self
+            .fetch_all(
+                "SELECT id, pin_hash, attempts, lockouts, locked_until, created_at \
+                 FROM pad_accounts WHERE id = $1"
+                    .into(),
+                vec![Value::Blob(id.to_vec())],
+            )
+            .await?;
+        rows.first()
+            .map(|r| {
+                Ok(PadAccountRow {
+                    id: r
+                        .try_get::<Vec<u8>, _>("id")?
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("pad account id".into()))?,
+                    pin_hash: r.try_get("pin_hash")?,
+                    attempts: r.try_get("attempts")?,
+                    lockouts: r.try_get("lockouts")?,
+                    locked_until: r.try_get("locked_until")?,
+                    created_at: Timestamp(r.try_get("created_at")?),
+                })
+            })
+            .transpose()
+    }
+
+    /// An account's ledger accounts, by currency.
+    pub async fn pad_account_values(
+        &self,
+        account: &[u8; 16],
+    ) -> Result<Vec<(Currency, Id)>, StoreError> {
+        let rows = self
+            .fetch_all(
+                "SELECT currency, ledger FROM pad_account_values WHERE account = $1 \
+                 ORDER BY currency"
+                    .into(),
+                vec![Value::Blob(account.to_vec())],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let code: String = r.try_get("currency")?;
+                Ok((
+                    Currency::from_code(&code)
+                        .map_err(|_| StoreError::Corrupt("pad account currency".into()))?,
+                    decode_id(&r.try_get::<Vec<u8>, _>("ledger")?)?,
+                ))
+            })
+            .collect()
     }
 }

@@ -162,6 +162,9 @@ pub enum ErrorCode {
     MalformedRequest,
     /// 404: the pad has no escrowed request of this id; the frame's bytes are spent, nothing else.
     UnknownRequest,
+    /// 429: too many wrong PINs: the pad account is locked (`details.retry_after_s`); nothing
+    /// changed.
+    PinLocked,
     /// 409: the voucher card is not in a state that allows this (`details.state`: blank,
     /// sold, redeemed, cancelled); nothing changed.
     VoucherState,
@@ -169,7 +172,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 77] = [
+    pub const ALL: [ErrorCode; 78] = [
         ErrorCode::SaleClosed,
         ErrorCode::LastAdminKey,
         ErrorCode::UriTooLong,
@@ -247,6 +250,7 @@ impl ErrorCode {
         ErrorCode::MalformedRequest,
         ErrorCode::UnknownRequest,
         ErrorCode::VoucherState,
+        ErrorCode::PinLocked,
     ];
 
     /// The code of a wire string (`None` for a code this build does not know).
@@ -334,6 +338,7 @@ impl ErrorCode {
             ErrorCode::MalformedRequest => "malformed_request",
             ErrorCode::UnknownRequest => "unknown_request",
             ErrorCode::VoucherState => "voucher_state",
+            ErrorCode::PinLocked => "pin_locked",
         }
     }
 
@@ -342,6 +347,7 @@ impl ErrorCode {
     pub fn status_code(self) -> u16 {
         match self {
             ErrorCode::MalformedFrame => 400,
+            ErrorCode::PinLocked => 429,
             ErrorCode::PadNotAuthentic => 401,
             ErrorCode::ProviderNotAllowed | ErrorCode::PinWrong => 403,
             ErrorCode::UnknownMailbox | ErrorCode::UnknownRequest => 404,

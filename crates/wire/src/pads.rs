@@ -228,3 +228,63 @@ pub struct StockView {
     /// The serial of the blank that replaced it, once cancelled.
     pub replaced_by: Option<String>,
 }
+
+/// `POST /v1/pad-accounts` (no API key): an anonymous account of pads, controlled by a PIN.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PadAccountOpenRequest {
+    /// 6 to 12 digits.
+    pub pin: String,
+}
+
+debug_hiding!(PadAccountOpenRequest {} hides { pin });
+
+/// A request on an account, proved by its PIN (in the body, never in a URL).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PadAccountPin {
+    /// The account's PIN.
+    pub pin: String,
+}
+
+debug_hiding!(PadAccountPin {} hides { pin });
+
+/// `POST /v1/pad-accounts/{account}/pads` (`Idempotency-Key`): a new pad paid from the
+/// account's value.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PadAccountBuyRequest {
+    /// The account's PIN.
+    pub pin: String,
+    /// The value, minor units (> 0).
+    pub value_minor: i64,
+    /// ISO-4217 code.
+    pub currency: String,
+    /// Pad bytes.
+    pub size: u64,
+    /// `one_time` (default) or `session_key`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// The node URL written into the pad file.
+    pub node_url: String,
+}
+
+debug_hiding!(PadAccountBuyRequest { value_minor, currency, size, mode, node_url } hides { pin });
+
+/// An account's value in one currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PadAccountValue {
+    /// ISO-4217 code.
+    pub currency: String,
+    /// What may be spent, minor units.
+    pub available_minor: i64,
+}
+
+/// A PIN account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PadAccountView {
+    /// Its id (`pa-` and 32 hex digits): keep it with the PIN.
+    pub account: String,
+    /// Its value, per currency.
+    pub values: Vec<PadAccountValue>,
+}

@@ -83,7 +83,7 @@ impl Pads {
         let plain = f.open(&material).map_err(|_| not_authentic())?;
         let request = Request::decode(&plain);
         let decoded = request.clone().ok();
-        let (facts, picked) = self.facts(&row, request.as_ref().ok()).await?;
+        let (facts, picked, pin_rows) = self.facts(&row, request.as_ref().ok()).await?;
         let new_id = facts.new_id;
         let now = self.core.now();
         let (after, effects) = pad.clone().handle(
@@ -142,6 +142,8 @@ impl Pads {
         };
         let mut rows = update(&row, &after_row).to_vec();
         rows.extend(insert_record(&row.id, &record));
+        // A `join`'s PIN check counts, taken or burned.
+        rows.extend(pin_rows);
         // What a taken request does beyond the pad: a post waits in its mailbox, a collect's
         // messages leave theirs.
         if let (Answer::Reply { .. }, Some(req)) = (&last.answer, &decoded) {
@@ -185,12 +187,13 @@ impl Pads {
     }
 
     /// What the machine needs for one request, read now (the step's guard makes it current),
-    /// and the ids of the messages a `collect` hands over.
+    /// the ids of the messages a `collect` hands over, and the rows a `join`'s PIN check
+    /// writes.
     async fn facts(
         &self,
         row: &PadRow,
         request: Option<&Request>,
-    ) -> Result<(Facts, Vec<[u8; 16]>)> {
+    ) -> Result<(Facts, Vec<[u8; 16]>, Vec<tally_store::Attachment>)> {
         let c = self.currency(row.currency).await?;
         let tariff = Tariff {
             currency: c.currency,
@@ -217,7 +220,18 @@ impl Pads {
             }
         }
         let mut picked = Vec::new();
+        let mut pin_rows = Vec::new();
         match request {
+            Some(Request::Join { account, pin }) => {
+                facts.pin = Some(match self.core.store().pad_account(&account.0).await? {
+                    Some(a) => {
+                        let v = self.check_pin(&a, pin).await?;
+                        pin_rows = v.rows;
+                        v.check
+                    }
+                    None => tally_proto::pad::machine::PinCheck::Wrong { attempts_left: 0 },
+                });
+            }
             Some(Request::Post { to, .. }) => {
                 facts.mailbox_known = self.core.store().pad_of_mailbox(&to.0).await?.is_some();
             }
@@ -249,7 +263,7 @@ impl Pads {
             }
             _ => {}
         }
-        Ok((facts, picked))
+        Ok((facts, picked, pin_rows))
     }
 
     /// A posted message's row: its body sealed at rest, released by the relay's schedule.

@@ -12,6 +12,7 @@
 //! info = "tally/pad-twin/v1")`, associated data `pad id ‖ chunk index`. `DATA/pad.key` is one
 //! of the identity files every node of a database shares.
 
+mod accounts;
 mod frames;
 mod stock;
 mod vouchers;
@@ -113,6 +114,18 @@ pub enum PadServiceError {
     /// The frame was authentic and is burned: its bytes are spent, nothing else changed.
     #[error("the frame was refused: {0:?}")]
     Refused(Refusal),
+    /// A wrong PIN for a pad account; the account's tries are counted.
+    #[error("wrong PIN ({attempts_left} attempts left)")]
+    PinWrong {
+        /// Tries left before the account locks.
+        attempts_left: u32,
+    },
+    /// Too many wrong PINs: the account is locked for a while.
+    #[error("the account is locked after too many wrong PINs; try again in {retry_after_s} s")]
+    PinLocked {
+        /// Seconds until it unlocks.
+        retry_after_s: i64,
+    },
 }
 
 impl From<tally_proto::pad::machine::PadError> for ServiceError {
