@@ -39,6 +39,42 @@ fn node(dir: &Path) -> (Server, String) {
     (server, till)
 }
 
+/// A retailer `kiosk` with its own key and an account funded with 20.00 EUR from the till:
+/// (its key, its account).
+fn retailer(server: &Server, till: &str) -> (String, String) {
+    let kiosk = field(
+        &ok(cli(
+            server,
+            &server.admin_key,
+            &[
+                "api-key", "create", "--role", "merchant", "--owner", "kiosk",
+            ],
+        )),
+        "key",
+    )
+    .to_string();
+    let cash = field(
+        &ok(cli(
+            server,
+            &kiosk,
+            &["account", "open", "--currency", "EUR"],
+        )),
+        "account",
+    )
+    .to_string();
+    let args = [
+        "transfer",
+        "--from",
+        till,
+        "--to",
+        &cash,
+        "--amount",
+        "20.00 EUR",
+    ];
+    ok(cli(server, &server.admin_key, &args));
+    (kiosk, cash)
+}
+
 /// `tally pad buy` of `size` bytes, the wallet in `wallet`: the pad id.
 fn buy(server: &Server, till: &str, wallet: &Path, size: &str, extra: &[&str]) -> String {
     let mut args = vec![
@@ -458,39 +494,7 @@ fn vouchers_are_sold_at_the_till_and_redeemed_anonymously_for_a_pad() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (server, till) = node(dir.path());
     let admin = server.admin_key.clone();
-    let kiosk = field(
-        &ok(cli(
-            &server,
-            &admin,
-            &[
-                "api-key", "create", "--role", "merchant", "--owner", "kiosk",
-            ],
-        )),
-        "key",
-    )
-    .to_string();
-    let cash = field(
-        &ok(cli(
-            &server,
-            &kiosk,
-            &["account", "open", "--currency", "EUR"],
-        )),
-        "account",
-    )
-    .to_string();
-    ok(cli(
-        &server,
-        &admin,
-        &[
-            "transfer",
-            "--from",
-            &till,
-            "--to",
-            &cash,
-            "--amount",
-            "20.00 EUR",
-        ],
-    ));
+    let (kiosk, cash) = retailer(&server, &till);
     let issue = || {
         ok(cli(
             &server,
@@ -587,39 +591,7 @@ fn blank_stock_is_activated_at_the_till_and_stolen_stock_never_is() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (server, till) = node(dir.path());
     let admin = server.admin_key.clone();
-    let kiosk = field(
-        &ok(cli(
-            &server,
-            &admin,
-            &[
-                "api-key", "create", "--role", "merchant", "--owner", "kiosk",
-            ],
-        )),
-        "key",
-    )
-    .to_string();
-    let cash = field(
-        &ok(cli(
-            &server,
-            &kiosk,
-            &["account", "open", "--currency", "EUR"],
-        )),
-        "account",
-    )
-    .to_string();
-    ok(cli(
-        &server,
-        &admin,
-        &[
-            "transfer",
-            "--from",
-            &till,
-            "--to",
-            &cash,
-            "--amount",
-            "20.00 EUR",
-        ],
-    ));
+    let (kiosk, cash) = retailer(&server, &till);
     let media = dir.path().join("media");
     let media_s = media.to_str().expect("utf-8");
     let stock = || {

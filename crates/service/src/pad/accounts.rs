@@ -18,12 +18,11 @@ use tally_kernel::{Amount, Currency, Id};
 use tally_ledger::AccountKind;
 use tally_proto::effects::Effects;
 use tally_proto::pad::ids::{AccountId, PadId};
-use tally_proto::pad::machine::{Input, PinCheck};
+use tally_proto::pad::machine::PinCheck;
 use tally_proto::pad::plain::Pin;
 use tally_store::Attachment;
 use tally_store::pads::{
-    PadAccountRow, PadRow, delete_chunks, insert_account_value, insert_pad_account, update,
-    update_pin_tries,
+    PadAccountRow, PadRow, insert_account_value, insert_pad_account, update_pin_tries,
 };
 use tally_wire::pads::{
     PadAccountBuyRequest, PadAccountOpenRequest, PadAccountValue, PadAccountView, PadSold,
@@ -267,25 +266,14 @@ impl Pads {
         }
         let to = self.account_value(&a, row.currency).await?;
         let available = self.available(row.value_account).await?;
-        let (after, effects) = machine.handle(
-            self.core.now(),
-            Input::Cancel {
-                from: row.value_account,
-                to: Some(to),
-                available: Amount::new(available, row.currency),
-            },
-        )?;
-        let after_row = PadRow {
-            state: after.state.as_str().into(),
-            machine: serde_json::to_string(&after).map_err(corrupt)?,
-            updated_at: self.core.now(),
-            ..row.clone()
-        };
-        let mut rows = update(&row, &after_row).to_vec();
-        rows.push(delete_chunks(&row.id));
-        self.core
-            .commit(format!(":pad_cancel:{pad_id}"), effects, rows)
-            .await?;
+        self.cancel_pad(
+            format!(":pad_cancel:{pad_id}"),
+            &row,
+            machine,
+            Some(to),
+            available,
+        )
+        .await?;
         self.account_view(&a).await
     }
 
@@ -310,14 +298,13 @@ impl Pads {
         if let Some(row) = self.core.store().pad_by_issue_key(&key).await? {
             return Ok((self.sold(&row, &req.node_url).await?, true));
         }
-        let currency = Currency::from_code(&req.currency)?;
-        if req.value_minor <= 0 {
-            return Err(invalid(
-                "value_minor",
-                "a pad is bought with a positive value",
-            ));
-        }
-        let mode = self.check_pad(req.size, req.mode.as_deref(), &req.node_url)?;
+        let (currency, mode) = self.check_sale(
+            &req.currency,
+            req.value_minor,
+            req.size,
+            req.mode.as_deref(),
+            &req.node_url,
+        )?;
         let (a, rows) = self.unlocked(&id, &req.pin).await?;
         self.reset_tries(&id, rows).await?;
         let from = self.account_value(&a, currency).await?;

@@ -199,14 +199,13 @@ impl Pads {
         if let Some(row) = self.core.store().pad_by_issue_key(&key).await? {
             return Ok((self.sold(&row, &req.node_url).await?, true));
         }
-        let currency = Currency::from_code(&req.currency)?;
-        if req.value_minor <= 0 {
-            return Err(invalid(
-                "value_minor",
-                "a pad is sold with a positive value",
-            ));
-        }
-        let mode = self.check_pad(req.size, req.mode.as_deref(), &req.node_url)?;
+        let (currency, mode) = self.check_sale(
+            &req.currency,
+            req.value_minor,
+            req.size,
+            req.mode.as_deref(),
+            &req.node_url,
+        )?;
         // The payer is checked before anything is opened, so a sale refused for it leaves no
         // trace (the ledger checks it again when the value moves).
         let from =
@@ -247,6 +246,54 @@ impl Pads {
             memo: format!("{} sold", PadId(id)),
         };
         self.issue(issue, id, Vec::new()).await
+    }
+
+    /// The currency, value, size, mode and URL of a pad to sell, checked.
+    fn check_sale(
+        &self,
+        currency: &str,
+        value_minor: i64,
+        size: u64,
+        mode: Option<&str>,
+        url: &str,
+    ) -> Result<(Currency, Mode)> {
+        let currency = Currency::from_code(currency)?;
+        if value_minor <= 0 {
+            return Err(invalid(
+                "value_minor",
+                "a pad is sold with a positive value",
+            ));
+        }
+        Ok((currency, self.check_pad(size, mode, url)?))
+    }
+
+    /// Cancels `pad` (read as `row`) in one step under `key`: the machine's cancel moves the
+    /// `available` value to `to` (none: blank stock, nothing to move), and the twin is deleted.
+    async fn cancel_pad(
+        &self,
+        key: String,
+        row: &PadRow,
+        pad: Pad,
+        to: Option<Id>,
+        available: i64,
+    ) -> Result<()> {
+        let (after, effects) = pad.handle(
+            self.core.now(),
+            tally_proto::pad::machine::Input::Cancel {
+                from: row.value_account,
+                to,
+                available: Amount::new(available, row.currency),
+            },
+        )?;
+        let after_row = PadRow {
+            state: after.state.as_str().into(),
+            machine: serde_json::to_string(&after).map_err(corrupt)?,
+            updated_at: self.core.now(),
+            ..row.clone()
+        };
+        let mut rows = tally_store::pads::update(row, &after_row).to_vec();
+        rows.push(tally_store::pads::delete_chunks(&row.id));
+        self.core.commit(key, effects, rows).await.map(drop)
     }
 
     /// The size, mode and URL of a pad to make, checked.

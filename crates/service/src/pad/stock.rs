@@ -11,7 +11,7 @@ use crate::{Missing, Principal, Result, ServiceError};
 use tally_kernel::{Amount, Currency};
 use tally_proto::pad::file::Mode;
 use tally_proto::pad::machine::{Input, Pad, State};
-use tally_store::pads::{PadRow, StockRow, delete_chunks, insert_stock, set_replaced_by, update};
+use tally_store::pads::{PadRow, StockRow, insert_stock, set_replaced_by, update};
 use tally_wire::pads::{
     PadActivateRequest, PadStockCancelRequest, PadStockRequest, PadStocked, StockView,
 };
@@ -212,24 +212,7 @@ impl Pads {
         let size = pad.size;
         match pad.state {
             State::Blank => {
-                let (after, effects) = pad.handle(
-                    self.core.now(),
-                    Input::Cancel {
-                        from: row.value_account,
-                        to: None,
-                        available: Amount::new(0, row.currency),
-                    },
-                )?;
-                let after_row = PadRow {
-                    state: after.state.as_str().into(),
-                    machine: serde_json::to_string(&after).map_err(corrupt)?,
-                    updated_at: self.core.now(),
-                    ..row.clone()
-                };
-                let mut rows = update(&row, &after_row).to_vec();
-                rows.push(delete_chunks(&row.id));
-                self.core
-                    .commit(format!(":pad_stock_cancel:{serial}"), effects, rows)
+                self.cancel_pad(format!(":pad_stock_cancel:{serial}"), &row, pad, None, 0)
                     .await?;
             }
             State::Cancelled => {}
