@@ -193,6 +193,9 @@ pub enum AccountCommand {
     Cancel(AccountCancelArgs),
     /// Buy a pad from the account's value; its file goes to the wallet.
     Buy(AccountBuyArgs),
+    /// Move a pad of the account to another account; the node's signed receipt goes to
+    /// `--receipt` (it verifies offline against the node's key).
+    Transfer(AccountTransferArgs),
 }
 
 #[derive(Args)]
@@ -252,6 +255,25 @@ pub struct AccountBuyArgs {
     /// Idempotency key (generated and printed when absent).
     #[arg(long)]
     pub idempotency_key: Option<String>,
+}
+
+#[derive(Args)]
+pub struct AccountTransferArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// The giving account (`pa-…`).
+    pub account: String,
+    /// The pad (`pad-…`).
+    pub pad: String,
+    /// The account it goes to (`pa-…`).
+    #[arg(long)]
+    pub to: String,
+    /// The giving account's PIN.
+    #[arg(long, env = "TALLY_PAD_PIN", hide_env_values = true)]
+    pub pin: String,
+    /// Where the receipt goes.
+    #[arg(long, default_value = "pad-transfer.receipt.json")]
+    pub receipt: PathBuf,
 }
 
 #[derive(Args)]
@@ -532,6 +554,23 @@ async fn account(c: AccountCommand) -> anyhow::Result<ExitCode> {
                 .await?;
             println!("cancelled {}", a.pad);
             client.show(&v, account_summary);
+        }
+        AccountCommand::Transfer(a) => {
+            let client = Client::new(&a.conn)?;
+            let req = tally_client::wire::pads::PadTransferRequest {
+                pin: a.pin.clone(),
+                to: a.to.clone(),
+            };
+            let t = client
+                .api
+                .pad_account_transfer(&a.account, &a.pad, &req)
+                .await?;
+            std::fs::write(&a.receipt, &t.receipt)
+                .with_context(|| format!("writing {}", a.receipt.display()))?;
+            println!("pad       {}", t.pad);
+            println!("from      {}", t.from);
+            println!("to        {}", t.to);
+            println!("receipt   {}", a.receipt.display());
         }
         AccountCommand::Buy(a) => {
             let client = Client::new(&a.conn)?;

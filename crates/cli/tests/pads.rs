@@ -702,6 +702,16 @@ fn a_lost_pad_of_a_pin_account_is_cancelled_and_its_value_restored() {
     ]));
     let (success, out, err) = show(&server, &wallet);
     assert!(success && out.contains("every line agrees"), "{out}\n{err}");
+    let holder_show = |wallet: &Path| {
+        outcome(
+            tally_for(&server, "")
+                .env_remove("TALLY_API_KEY")
+                .args(["pad", "show", "--wallet"])
+                .arg(wallet)
+                .output()
+                .expect("run tally"),
+        )
+    };
     let available = |pad: &str| {
         let out = ok(cli(&server, &admin, &["pad", "inspect", pad, "--json"]));
         let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
@@ -760,6 +770,48 @@ fn a_lost_pad_of_a_pin_account_is_cancelled_and_its_value_restored() {
         shown.contains(&format!("{}.{:02} EUR", rest / 100, rest % 100)),
         "{shown}"
     );
+
+    // The new pad belongs to the account; it moves to a third one with the node's receipt.
+    let third = field(
+        &ok(anonymous(&["pad", "account", "open", "--pin", "222222"])),
+        "account",
+    )
+    .to_string();
+    let bought = ok(holder_show(&fresh));
+    let fresh_pad = field(&bought, "pad").to_string();
+    let receipt = dir.path().join("transfer.json");
+    ok(anonymous(&[
+        "pad",
+        "account",
+        "transfer",
+        &account,
+        &fresh_pad,
+        "--to",
+        &third,
+        "--pin",
+        "482913",
+        "--receipt",
+        receipt.to_str().expect("utf-8"),
+    ]));
+    let signed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&receipt).expect("receipt")).expect("JSON");
+    assert_eq!(signed["domain"], "tally/pad-transfer/v1");
+    let body: serde_json::Value =
+        serde_json::from_str(signed["bytes"].as_str().expect("bytes")).expect("body");
+    assert_eq!(
+        (body["from"].as_str(), body["to"].as_str()),
+        (Some(account.as_str()), Some(third.as_str()))
+    );
+    assert_eq!(body["value"]["minor"], 200);
+    // Gone from the first account; the third cancels it into its own value.
+    let (success, _, err) = anonymous(&[
+        "pad", "account", "cancel", &account, &fresh_pad, "--pin", "482913",
+    ]);
+    assert!(!success && err.contains("not_found"), "{err}");
+    let out = ok(anonymous(&[
+        "pad", "account", "cancel", &third, &fresh_pad, "--pin", "222222",
+    ]));
+    assert!(out.contains("value     2.00 EUR"), "{out}");
 
     // Brute force: four wrong PINs count down, the fifth locks, and then the right one fails.
     for left in (1..=4).rev() {

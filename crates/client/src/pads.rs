@@ -6,8 +6,8 @@ use reqwest::Method;
 use tally_wire::pads::{
     PadAccountBuyRequest, PadAccountOpenRequest, PadAccountPin, PadAccountView, PadActivateRequest,
     PadSaleRequest, PadSold, PadStockCancelRequest, PadStockRequest, PadStocked, PadTariff,
-    PadView, StockView, VoucherIssueRequest, VoucherRedeemRequest, VoucherSellRequest, VoucherView,
-    VouchersIssued,
+    PadTransferRequest, PadTransferred, PadView, StockView, VoucherIssueRequest,
+    VoucherRedeemRequest, VoucherSellRequest, VoucherView, VouchersIssued,
 };
 
 impl Client {
@@ -191,5 +191,25 @@ impl Client {
             Some(key),
         )
         .await
+    }
+
+    /// `POST /v1/pad-accounts/{account}/pads/{pad}/transfer`: the pad to another account, with
+    /// the node's signed receipt.
+    pub async fn pad_account_transfer(
+        &self,
+        account: &str,
+        pad: &str,
+        req: &PadTransferRequest,
+    ) -> Result<PadTransferred, Error> {
+        let call = Call::new(
+            Method::POST,
+            format!(
+                "/v1/pad-accounts/{}/pads/{}/transfer",
+                seg(account),
+                seg(pad)
+            ),
+        )
+        .json(req)?;
+        Ok(self.call(call).await?.value)
     }
 }

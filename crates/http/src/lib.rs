@@ -285,6 +285,10 @@ fn routes() -> Router<AppState> {
             "/v1/pad-accounts/{account}/pads/{pad}/cancel",
             post(pads::cancel_account_pad),
         )
+        .route(
+            "/v1/pad-accounts/{account}/pads/{pad}/transfer",
+            post(pads::transfer_account_pad),
+        )
         .route("/v1/pad-stock", post(pads::stock))
         .route("/v1/pad-stock/{serial}/activate", post(pads::activate))
         .route("/v1/pad-stock/{serial}/cancel", post(pads::cancel_stock))

@@ -61,6 +61,7 @@ impl Modify for ApiKeyAuth {
         pads::show_account,
         pads::cancel_account_pad,
         pads::buy_from_account,
+        pads::transfer_account_pad,
         federation::open_session,
         federation::sessions,
         federation::session,

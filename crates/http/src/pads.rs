@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use tally_wire::pads::{
     PadAccountBuyRequest, PadAccountOpenRequest, PadAccountPin, PadAccountView, PadActivateRequest,
     PadSaleRequest, PadSold, PadStockCancelRequest, PadStockRequest, PadStocked, PadTariff,
-    PadView, StockView, VoucherIssueRequest, VoucherRedeemRequest, VoucherSellRequest, VoucherView,
-    VouchersIssued,
+    PadTransferRequest, PadTransferred, PadView, StockView, VoucherIssueRequest,
+    VoucherRedeemRequest, VoucherSellRequest, VoucherView, VouchersIssued,
 };
 
 use crate::AppState;
@@ -318,4 +318,26 @@ pub async fn buy_from_account(
         .buy_from_account(&account, &key.0, &body)
         .await?;
     Ok(written(sold, replayed, None))
+}
+
+/// Move a pad of the account to another account (the giving account's PIN in the body): the
+/// answer carries the node's signed receipt.
+#[utoipa::path(
+    post, path = "/v1/pad-accounts/{account}/pads/{pad}/transfer", tag = "pads",
+    params(("account" = String, Path, description = "`pa-` and 32 hex digits"), ("pad" = String, Path, description = "`pad-` and 32 hex digits")),
+    request_body(content = PadTransferRequest, description = "`{pin, to}`"),
+    responses((status = 200, description = "Moved, with the receipt", body = PadTransferred), (status = 403, description = "pin_wrong", body = ErrorBody), (status = 404, description = "not_found: no such account, or the pad is not the account's", body = ErrorBody), (status = 422, description = "invalid_request", body = ErrorBody), (status = 429, description = "pin_locked", body = ErrorBody)),
+)]
+pub async fn transfer_account_pad(
+    State(state): State<AppState>,
+    ApiPath((account, pad)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<PadTransferRequest>,
+) -> Result<Json<PadTransferred>, ApiError> {
+    Ok(Json(
+        state
+            .node
+            .pads()
+            .transfer_account_pad(&account, &pad, &body)
+            .await?,
+    ))
 }

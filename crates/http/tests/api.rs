@@ -306,6 +306,7 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
         "POST /v1/pad-accounts",
         "POST /v1/pad-accounts/{account}/pads",
         "POST /v1/pad-accounts/{account}/pads/{pad}/cancel",
+        "POST /v1/pad-accounts/{account}/pads/{pad}/transfer",
         "POST /v1/pad-accounts/{account}/show",
         "POST /v1/pad-frames",
         "POST /v1/pad-stock",

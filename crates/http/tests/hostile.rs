@@ -71,6 +71,9 @@ enum Who {
     Fresh(u8),
 }
 
+/// The content type of binary bodies, sent without filling placeholders.
+const BINARY: &str = "application/octet-stream";
+
 /// A case's body.
 #[derive(Debug, Clone)]
 enum Payload {
@@ -366,6 +369,8 @@ impl Stage<'_> {
         let body_text = match &c.body {
             Payload::Empty => String::new(),
             Payload::Json(v) => self.fill(&v.to_string()),
+            // Binary bodies (pad frames) are sent as they are: random bytes may spell `{x}`.
+            Payload::Raw(Some(BINARY), _) => String::new(),
             Payload::Raw(_, bytes) => String::from_utf8_lossy(&self.fill_bytes(bytes)).into_owned(),
         };
         let texts = [path.as_str(), body_text.as_str()];
@@ -390,6 +395,10 @@ impl Stage<'_> {
             Payload::Json(v) => {
                 b = b.header(header::CONTENT_TYPE, "application/json");
                 Body::from(self.fill(&v.to_string()))
+            }
+            Payload::Raw(Some(BINARY), bytes) => {
+                b = b.header(header::CONTENT_TYPE, BINARY);
+                Body::from(bytes.clone())
             }
             Payload::Raw(content_type, bytes) => {
                 if let Some(t) = content_type {
@@ -1200,6 +1209,12 @@ fn pads(h: &Hostile) -> Vec<Case> {
         post("pad accounts/cancel in an unknown account", "/v1/pad-accounts/pa-00000000000000000000000000000000/pads/{pad}/cancel")
             .json(json!({"pin": "123456"}))
             .expect(404, "not_found"),
+        post("pad accounts/transfer from an unknown account", "/v1/pad-accounts/pa-00000000000000000000000000000000/pads/{pad}/transfer")
+            .json(json!({"pin": "123456", "to": "pa-11111111111111111111111111111111"}))
+            .expect(404, "not_found"),
+        post("pad accounts/transfer to a malformed account", "/v1/pad-accounts/pa-00000000000000000000000000000000/pads/{pad}/transfer")
+            .json(json!({"pin": "123456", "to": "alice"}))
+            .expect(422, "invalid_request"),
         post("pad accounts/buy without an idempotency key", "/v1/pad-accounts/pa-00000000000000000000000000000000/pads")
             .json(json!({"pin": "123456", "value_minor": 100, "currency": "EUR", "size": 4096,
                 "node_url": "http://127.0.0.1:8640"}))

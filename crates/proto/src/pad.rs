@@ -6,6 +6,7 @@
 //! * [`file`]: the customer's half as a file; the pad's bytes (one-time or session-key).
 //! * [`frame`]: the frame, enciphered with pad bytes and tagged with a one-time Poly1305 key.
 //! * [`plain`]: requests and replies inside frames.
+//! * [`receipt`]: the node's signed receipt of a pad's transfer between accounts.
 //! * [`record`]: the chain of record lines both sides keep.
 //! * [`relay`]: when the relay releases a mailbox message (batches per window, a shared delay).
 //! * [`tariff`]: byte prices without rounding drift.
@@ -21,6 +22,7 @@ pub mod holder;
 pub mod ids;
 pub mod machine;
 pub mod plain;
+pub mod receipt;
 pub mod record;
 pub mod relay;
 pub mod tariff;

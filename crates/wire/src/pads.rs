@@ -288,3 +288,29 @@ pub struct PadAccountView {
     /// Its value, per currency.
     pub values: Vec<PadAccountValue>,
 }
+
+/// `POST /v1/pad-accounts/{account}/pads/{pad}/transfer`: the pad moves to another account.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PadTransferRequest {
+    /// The giving account's PIN.
+    pub pin: String,
+    /// The account it goes to (`pa-…`).
+    pub to: String,
+}
+
+debug_hiding!(PadTransferRequest { to } hides { pin });
+
+/// A transfer's receipt: a signed record of domain `tally/pad-transfer/v1` under the node key
+/// (docs/protocols/pads.md), as JSON text; it verifies offline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PadTransferred {
+    /// The pad.
+    pub pad: String,
+    /// The account it left.
+    pub from: String,
+    /// The account it joined.
+    pub to: String,
+    /// The receipt (a `SignedRecord`, JSON).
+    pub receipt: String,
+}

@@ -70,4 +70,16 @@ A = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 syms = "".join(A[(x >> (5 * (24 - i))) & 31] for i in range(25))
 check = (A + "*~$=U")[x % 37]
 assert "-".join([syms[i:i + 5] for i in range(0, 25, 5)] + [check]) == v["voucher_code"]
+# The transfer receipt: Ed25519 (seed 03 × 32) over "tally/pad-transfer/v1" 0x00 ‖ the RFC 8785
+# JSON of {pad, from, to, value, up_next, down_low, at}; the signer is SHA-256 of the key.
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives import serialization
+r = v["transfer_receipt"]
+body = {"at": 1796601600000000, "down_low": 3520, "from": "pa-" + "01" * 16, "pad": v["pad_id"],
+        "to": "pa-" + "02" * 16, "up_next": 640, "value": {"currency": "EUR", "minor": 459}}
+assert r["bytes"] == json.dumps(body, sort_keys=True, separators=(",", ":")), "canonical bytes"
+sk = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(v["transfer_node_seed"]))
+pk = sk.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+sk.public_key().verify(bytes.fromhex(r["signature"]), b"tally/pad-transfer/v1\0" + r["bytes"].encode())
+assert H(pk).hex() == r["signer"], "signer"
 print("ok")

@@ -143,6 +143,46 @@ fn forward(provider: &str, body: &[u8]) -> Request {
     }
 }
 
+/// The vector's transfer receipt: pad `vector pad id 01` from account `01…` to `02…`.
+fn transfer_receipt() -> tally_kernel::crypto::canonical::SignedRecord {
+    use super::receipt::TransferReceipt;
+    let r = TransferReceipt {
+        pad: pad_id(),
+        from: AccountId([1; 16]),
+        to: AccountId([2; 16]),
+        value: Amount::new(459, eur()),
+        up_next: 640,
+        down_low: 3520,
+        at: Timestamp(1_796_601_600_000_000),
+    };
+    r.sign(&tally_kernel::crypto::SigningKey::from_seed(&[3; 32]))
+        .expect("signs")
+}
+
+/// The receipt opens under the node key only, and only as a pad transfer.
+#[test]
+fn transfer_receipts_open_under_the_node_key_only() {
+    use super::receipt::TransferReceipt;
+    let signed = transfer_receipt();
+    let node = tally_kernel::crypto::SigningKey::from_seed(&[3; 32]).verifying_key();
+    let r = TransferReceipt::open(&signed, &node).expect("opens");
+    assert_eq!(
+        (r.from, r.to, r.value.minor),
+        (AccountId([1; 16]), AccountId([2; 16]), 459)
+    );
+    let other = tally_kernel::crypto::SigningKey::from_seed(&[4; 32]).verifying_key();
+    assert!(TransferReceipt::open(&signed, &other).is_err());
+    let mut changed = signed.clone();
+    changed.bytes = String::from_utf8(changed.bytes.clone())
+        .expect("utf-8")
+        .replace("459", "999")
+        .into_bytes();
+    assert!(TransferReceipt::open(&changed, &node).is_err());
+    let mut domain = signed;
+    domain.domain = "tally/fx-table/v1".into();
+    assert!(TransferReceipt::open(&domain, &node).is_err());
+}
+
 #[test]
 fn vectors() {
     let material = bytes();
@@ -216,6 +256,8 @@ fn vectors() {
         "record_line_2": hex::encode(line_fwd.to_bytes()),
         "record_2": hex::encode(chain2.hash),
         "voucher_random": hex::encode([0x5A; 16]),
+        "transfer_node_seed": hex::encode([3u8; 32]),
+        "transfer_receipt": serde_json::to_value(transfer_receipt()).expect("json"),
         "voucher_code": VoucherCode::from_random([0x5A; 16]).text(),
     });
     crate::pinned::check(VECTORS, &computed);

@@ -7,8 +7,8 @@
 //! at once count twice); after 5 the account locks for an hour, doubling each time, and a right
 //! PIN resets the count. Every route takes the PIN in the body, never in a URL.
 //!
-//! Not yet: transfer between accounts with a receipt, and cancelling through an out-of-band
-//! ceremony of [2].
+//! A pad moves to another account with the node's signed receipt ([`TransferReceipt`]). Not
+//! yet: cancelling through an out-of-band ceremony of [2].
 
 use super::{Issue, PadServiceError, Pads, corrupt};
 use crate::access::invalid;
@@ -18,14 +18,16 @@ use tally_kernel::{Amount, Currency, Id};
 use tally_ledger::AccountKind;
 use tally_proto::effects::Effects;
 use tally_proto::pad::ids::{AccountId, PadId};
-use tally_proto::pad::machine::PinCheck;
+use tally_proto::pad::machine::{Input, PinCheck};
 use tally_proto::pad::plain::Pin;
+use tally_proto::pad::receipt::TransferReceipt;
 use tally_store::Attachment;
 use tally_store::pads::{
-    PadAccountRow, PadRow, insert_account_value, insert_pad_account, update_pin_tries,
+    PadAccountRow, PadRow, insert_account_value, insert_pad_account, update, update_pin_tries,
 };
 use tally_wire::pads::{
     PadAccountBuyRequest, PadAccountOpenRequest, PadAccountValue, PadAccountView, PadSold,
+    PadTransferRequest, PadTransferred,
 };
 
 /// Wrong PINs before an account locks.
@@ -313,6 +315,7 @@ impl Pads {
         let issue = Issue {
             key,
             from: Some(from),
+            account: Some(id),
             value: Amount::new(req.value_minor, currency),
             size: req.size,
             mode,
@@ -320,5 +323,71 @@ impl Pads {
             memo: format!("{} bought from {id}", PadId(pad)),
         };
         self.issue(issue, pad, Vec::new()).await
+    }
+
+    /// Moves a pad of the account to another account (the giving account's PIN in the body)
+    /// and answers the node's signed receipt. The same transfer again answers a receipt of the
+    /// pad as it is (in the account it went to).
+    pub async fn transfer_account_pad(
+        &self,
+        id: &str,
+        pad: &str,
+        req: &PadTransferRequest,
+    ) -> Result<PadTransferred> {
+        let id = account_id(id)?;
+        let to = account_id(&req.to)?;
+        let pad_id: PadId = pad.parse().map_err(|e| invalid("pad", format!("{e}")))?;
+        if to == id {
+            return Err(invalid("to", "the pad is in this account already"));
+        }
+        let (_, rows) = self.unlocked(&id, &req.pin).await?;
+        self.reset_tries(&id, rows).await?;
+        self.account_row(&to).await?;
+        let not_here = || ServiceError::NotFound {
+            what: Missing::Pad,
+            id: pad.to_string(),
+        };
+        let row: PadRow = self
+            .core
+            .store()
+            .pad(&pad_id.0)
+            .await?
+            .ok_or_else(not_here)?;
+        let machine = self.machine(&row)?;
+        if machine.account != Some(id) && machine.account != Some(to) {
+            return Err(not_here());
+        }
+        let (after, effects) = machine.handle(self.core.now(), Input::Transfer { to })?;
+        if !effects.is_none() {
+            let after_row = PadRow {
+                machine: serde_json::to_string(&after).map_err(corrupt)?,
+                updated_at: self.core.now(),
+                ..row.clone()
+            };
+            self.core
+                .commit(
+                    format!(":pad_transfer:{pad_id}:{to}:{}", row.up_next),
+                    effects,
+                    update(&row, &after_row).to_vec(),
+                )
+                .await?;
+        }
+        let receipt = TransferReceipt {
+            pad: pad_id,
+            from: id,
+            to,
+            value: Amount::new(self.available(row.value_account).await?, row.currency),
+            up_next: after.up_next,
+            down_low: after.down_low,
+            at: self.core.now(),
+        }
+        .sign(self.core.node_key())
+        .map_err(corrupt)?;
+        Ok(PadTransferred {
+            pad: pad_id.to_string(),
+            from: id.to_string(),
+            to: to.to_string(),
+            receipt: serde_json::to_string(&receipt).map_err(corrupt)?,
+        })
     }
 }

@@ -25,6 +25,8 @@ pub use vouchers::VoucherError;
 struct Issue {
     key: String,
     from: Option<Id>,
+    /// The PIN account it belongs to from the start (bought from that account).
+    account: Option<tally_proto::pad::ids::AccountId>,
     value: Amount,
     size: u64,
     mode: Mode,
@@ -239,6 +241,7 @@ impl Pads {
         let issue = Issue {
             key,
             from: Some(req.from),
+            account: None,
             value: Amount::new(req.value_minor, currency),
             size: req.size,
             mode,
@@ -348,7 +351,8 @@ impl Pads {
                 PadBytes::SessionKey { seed, size: i.size }
             }
         };
-        let pad = Pad::new(pad_id, i.size, currency, i.from.is_none())?;
+        let mut pad = Pad::new(pad_id, i.size, currency, i.from.is_none())?;
+        pad.account = i.account;
         let now = self.core.now();
         let row = PadRow {
             id,

@@ -81,6 +81,7 @@ impl Pads {
         let issue = Issue {
             key: key.clone(),
             from: None,
+            account: None,
             value: Amount::new(0, currency),
             size,
             mode,

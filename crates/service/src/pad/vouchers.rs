@@ -239,6 +239,7 @@ impl Pads {
         let issue = Issue {
             key,
             from: Some(float),
+            account: None,
             value: Amount::new(v.value_minor, v.currency),
             size: req.size,
             mode,
