@@ -265,3 +265,39 @@ async fn a_data_directory_with_another_identity_is_refused_and_left_clean() {
         .as_der()
     );
 }
+
+/// Wrong PINs sent to a pad account at once are each counted (a request that finds the tries
+/// moved counts again), so concurrent guesses are not free: five at once lock the account,
+/// and the right PIN is then refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_wrong_pins_all_count_and_lock_the_account() {
+    use tally_service::pad::PadServiceError;
+    use tally_wire::pads::PadAccountOpenRequest;
+    let c = node().await;
+    let pads = c.node.pads();
+    let account = pads
+        .open_pad_account(&PadAccountOpenRequest {
+            pin: "482913".into(),
+        })
+        .await
+        .expect("opened")
+        .account;
+    let guesses = (0..5).map(|i| {
+        let account = account.clone();
+        async move { pads.pad_account(&account, &format!("00000{i}")).await }
+    });
+    let answers = futures::future::join_all(guesses).await;
+    let mut locked = 0;
+    for a in &answers {
+        match a {
+            Err(ServiceError::Pad(PadServiceError::PinWrong { .. })) => {}
+            Err(ServiceError::Pad(PadServiceError::PinLocked { .. })) => locked += 1,
+            other => panic!("a wrong PIN answered {other:?}"),
+        }
+    }
+    assert_eq!(locked, 1, "the fifth counted try locks: {answers:?}");
+    assert!(matches!(
+        pads.pad_account(&account, "482913").await,
+        Err(ServiceError::Pad(PadServiceError::PinLocked { .. }))
+    ));
+}

@@ -102,24 +102,47 @@ impl Pads {
 
     /// Checks `pin` against the account: the verdict and the rows recording the tries.
     pub(crate) async fn check_pin(&self, a: &PadAccountRow, pin: &Pin) -> Result<PinVerdict> {
-        let now = self.core.now().as_micros();
-        if a.locked_until > now {
-            return Ok(PinVerdict {
-                check: PinCheck::Wrong { attempts_left: 0 },
-                locked_for_s: Some((a.locked_until - now + 999_999) / 1_000_000),
-                rows: Vec::new(),
-            });
+        if let Some(v) = self.locked(a) {
+            return Ok(v);
         }
         let (hash, digits) = (a.pin_hash.clone(), pin.expose().to_string());
         let right = tokio::task::spawn_blocking(move || verify_password(&hash, digits.as_bytes()))
             .await
             .map_err(|e| ServiceError::Setup(e.to_string()))?
             .map_err(corrupt)?;
+        if !right {
+            return Ok(self.wrong(a));
+        }
+        let after = PadAccountRow {
+            attempts: 0,
+            ..a.clone()
+        };
+        Ok(PinVerdict {
+            check: PinCheck::Right,
+            locked_for_s: None,
+            rows: if after == *a {
+                Vec::new()
+            } else {
+                update_pin_tries(a, &after).to_vec()
+            },
+        })
+    }
+
+    /// The verdict on an account locked now, if it is.
+    fn locked(&self, a: &PadAccountRow) -> Option<PinVerdict> {
+        let now = self.core.now().as_micros();
+        (a.locked_until > now).then(|| PinVerdict {
+            check: PinCheck::Wrong { attempts_left: 0 },
+            locked_for_s: Some((a.locked_until - now + 999_999) / 1_000_000),
+            rows: Vec::new(),
+        })
+    }
+
+    /// One more wrong PIN on `a`: the count, or the lock after the fifth.
+    fn wrong(&self, a: &PadAccountRow) -> PinVerdict {
+        let now = self.core.now().as_micros();
         let mut after = a.clone();
-        let (check, locked_for_s) = if right {
-            after.attempts = 0;
-            (PinCheck::Right, None)
-        } else if a.attempts + 1 >= ATTEMPTS_MAX {
+        let (check, locked_for_s) = if a.attempts + 1 >= ATTEMPTS_MAX {
             let lock_s = LOCK_S << a.lockouts.min(16);
             after.attempts = 0;
             after.lockouts += 1;
@@ -135,16 +158,11 @@ impl Pads {
                 None,
             )
         };
-        let rows = if after == *a {
-            Vec::new()
-        } else {
-            update_pin_tries(a, &after).to_vec()
-        };
-        Ok(PinVerdict {
+        PinVerdict {
             check,
             locked_for_s,
-            rows,
-        })
+            rows: update_pin_tries(a, &after).to_vec(),
+        }
     }
 
     /// The account, once its PIN is right; a wrong PIN is recorded and refused.
@@ -158,8 +176,15 @@ impl Pads {
         let v = self.check_pin(&a, &pin).await?;
         match v.check {
             PinCheck::Right => Ok((a, v.rows)),
-            PinCheck::Wrong { attempts_left } => {
-                if !v.rows.is_empty() {
+            PinCheck::Wrong { .. } => {
+                // The wrong try is counted even when another request moved the tries first:
+                // read them again and count again (else concurrent guesses would go free).
+                let v = crate::exec::retrying(|| async {
+                    let fresh = self.account_row(id).await?;
+                    if let Some(v) = self.locked(&fresh) {
+                        return Ok((v.check, v.locked_for_s));
+                    }
+                    let v = self.wrong(&fresh);
                     self.core
                         .commit(
                             format!(":pad_pin_wrong:{id}:{}", Id::new()),
@@ -167,10 +192,19 @@ impl Pads {
                             v.rows,
                         )
                         .await?;
-                }
-                Err(ServiceError::Pad(match v.locked_for_s {
-                    Some(retry_after_s) => PadServiceError::PinLocked { retry_after_s },
-                    None => PadServiceError::PinWrong { attempts_left },
+                    Ok((v.check, v.locked_for_s))
+                })
+                .await?;
+                Err(ServiceError::Pad(match v {
+                    (_, Some(retry_after_s)) => PadServiceError::PinLocked { retry_after_s },
+                    (PinCheck::Wrong { attempts_left }, None) => {
+                        PadServiceError::PinWrong { attempts_left }
+                    }
+                    (PinCheck::Right, None) => {
+                        return Err(ServiceError::Setup(
+                            "bug: a wrong PIN counted as right".into(),
+                        ));
+                    }
                 }))
             }
         }
