@@ -710,6 +710,21 @@ impl Pads {
                 ));
             }
             total_debits += debits;
+            // The twin's used bytes are destroyed: a one-time pad keeps chunk 0 and the chunks
+            // with a byte still unused, no more, no fewer.
+            if h.file.bytes.mode() == tally_proto::pad::file::Mode::OneTime {
+                let c = tally_service::pad::CHUNK_LEN;
+                let chunks = size.div_ceil(c);
+                let gone_low = (up / c).saturating_sub(1);
+                let gone_high = chunks - down.div_ceil(c);
+                let left = store.pad_chunk_count(pad).await.map_err(unexpected)?;
+                if left != chunks - gone_low - gone_high {
+                    return Err(format!(
+                        "pad {i}: {left} twin chunks, {} expected",
+                        chunks - gone_low - gone_high
+                    ));
+                }
+            }
         }
         // Every debit is in the clearing account (nothing is paid out yet).
         let clearing = match self.clearing {

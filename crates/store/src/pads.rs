@@ -125,6 +125,43 @@ pub fn delete_chunks(pad: &[u8; 16]) -> Attachment {
     )
 }
 
+/// Deletes the twin's chunks whose bytes are all used: those wholly below `up_next` (but
+/// chunk 0) and those wholly at or above `down_low` ("each bit is used once and then
+/// destroyed"): a later leak of the database and `pad.key` opens no used traffic.
+pub fn delete_used_chunks(
+    pad: &[u8; 16],
+    chunk_len: u64,
+    up_next: u64,
+    down_low: u64,
+) -> Attachment {
+    row(
+        "DELETE FROM pad_chunks WHERE pad = $1 AND ((idx > 0 AND idx < $2) OR idx >= $3)",
+        vec![
+            Value::Blob(pad.to_vec()),
+            Value::Int((up_next / chunk_len) as i64),
+            Value::Int(down_low.div_ceil(chunk_len) as i64),
+        ],
+    )
+}
+
+impl Store {
+    /// How many sealed chunks of a pad's twin are left.
+    pub async fn pad_chunk_count(&self, pad: &[u8; 16]) -> Result<u64, StoreError> {
+        let rows = self
+            .fetch_all(
+                "SELECT COUNT(*) AS n FROM pad_chunks WHERE pad = $1".into(),
+                vec![Value::Blob(pad.to_vec())],
+            )
+            .await?;
+        let n: i64 = rows
+            .first()
+            .map(|r| r.try_get("n"))
+            .transpose()?
+            .unwrap_or(0);
+        Ok(n as u64)
+    }
+}
+
 /// A record line and its answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PadRecord {

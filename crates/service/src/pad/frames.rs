@@ -20,7 +20,8 @@ use tally_proto::pad::plain::{Delivered, ProviderName, Reply, Request, Sender};
 use tally_proto::pad::record::Line;
 use tally_proto::pad::tariff::Tariff;
 use tally_store::pads::{
-    PadMessage, PadRecord, PadRow, delete_message, insert_message, insert_record, update,
+    PadMessage, PadRecord, PadRow, delete_message, delete_used_chunks, insert_message,
+    insert_record, update,
 };
 
 /// The node's answer to an up frame that was taken.
@@ -144,6 +145,16 @@ impl Pads {
         rows.extend(insert_record(&row.id, &record));
         // A `join`'s PIN check counts, taken or burned.
         rows.extend(pin_rows);
+        // The twin's bytes used up by this step go (a one-time pad's; a session-key pad's twin
+        // is its seed).
+        if row.mode == tally_proto::pad::file::Mode::OneTime.as_str() {
+            rows.push(delete_used_chunks(
+                &row.id,
+                super::CHUNK_LEN,
+                after.up_next,
+                after.down_low,
+            ));
+        }
         // What a taken request does beyond the pad: a post waits in its mailbox, a collect's
         // messages leave theirs.
         if let (Answer::Reply { .. }, Some(req)) = (&last.answer, &decoded) {

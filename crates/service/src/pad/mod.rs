@@ -420,6 +420,13 @@ impl Pads {
     async fn sold(&self, row: &PadRow, url: &str) -> Result<PadSold> {
         check_url(url)?;
         let pad = self.machine(row)?;
+        if pad.up_next > tally_proto::pad::file::TRAFFIC_START || pad.down_low < pad.size {
+            // Its used bytes are destroyed at the node: the file is not given out again.
+            return Err(invalid(
+                "idempotency_key",
+                "the pad this request made is in use; its file is not given out again",
+            ));
+        }
         let bytes = self.bytes(row, &pad).await?;
         let file = PadFile {
             pad: pad.id,
