@@ -42,9 +42,21 @@ pub(crate) struct Client {
 
 /// A client of the node at `url` with no API key (an arbiter node, online verification).
 pub(crate) fn anonymous(url: &str) -> anyhow::Result<tally_client::Client> {
-    Ok(tally_client::Client::builder(url)
-        .user_agent("tally-cli")
-        .build()?)
+    anonymous_trusting(url, None)
+}
+
+/// [`anonymous`], trusting the CA certificate at `ca` for an https:// node (a pad holder's,
+/// whose credential is the pad).
+pub(crate) fn anonymous_trusting(
+    url: &str,
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<tally_client::Client> {
+    let mut builder = tally_client::Client::builder(url).user_agent("tally-cli");
+    if let Some(path) = ca {
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        builder = builder.ca_pem(&pem);
+    }
+    Ok(builder.build()?)
 }
 
 impl Client {

@@ -866,17 +866,13 @@ impl PadInUse {
                 .with_context(|| format!("reading {}", state.display()))?,
         )
         .with_context(|| format!("{} is not a pad wallet", state.display()))?;
-        let mut builder = tally_client::Client::builder(&file.url).user_agent("tally-cli");
-        if let Some(ca) = ca {
-            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-            builder = builder.ca_pem(&pem);
-        }
+        let api = crate::client::anonymous_trusting(&file.url, ca)?;
         Ok(PadInUse {
             dir: dir.to_path_buf(),
             pad: pad.to_string(),
             file,
             wallet,
-            api: builder.build()?,
+            api,
         })
     }
 

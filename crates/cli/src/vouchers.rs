@@ -2,7 +2,6 @@
 //! voucher cards sold for cash and redeemed anonymously for a pad (issue [8], SPEC P1).
 
 use crate::client::{Client, Conn, answered, idempotency_key, money, parse_id};
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -152,12 +151,7 @@ fn summary(v: &VoucherView) -> String {
 
 /// `tally pad redeem CODE`: a new pad for a sold card, its file in the wallet.
 pub async fn redeem(a: RedeemArgs) -> anyhow::Result<ExitCode> {
-    let mut builder = tally_client::Client::builder(&a.server).user_agent("tally-cli");
-    if let Some(ca) = &a.ca_cert {
-        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-        builder = builder.ca_pem(&pem);
-    }
-    let api = builder.build()?;
+    let api = crate::client::anonymous_trusting(&a.server, a.ca_cert.as_deref())?;
     let req = VoucherRedeemRequest {
         code: a.code.clone(),
         size: a.size,

@@ -12,7 +12,12 @@ use tally_proto::pad::plain::{ReplyBody, Request};
 
 /// A node with a till (an unbounded settlement account) and a tariff of 2 minor units per KiB.
 fn node(dir: &Path) -> (Server, String) {
-    let server = Server::start(&dir.join("data"), &[]);
+    node_with(dir, &[], &[])
+}
+
+/// [`node`] started with `serve` flags, its tariff with `tariff` flags as well.
+fn node_with(dir: &Path, serve: &[&str], tariff: &[&str]) -> (Server, String) {
+    let server = Server::start(&dir.join("data"), serve);
     let key = server.admin_key.clone();
     let till = field(
         &ok(cli(
@@ -31,11 +36,9 @@ fn node(dir: &Path) -> (Server, String) {
         "account",
     )
     .to_string();
-    ok(cli(
-        &server,
-        &key,
-        &["pad", "tariff", "EUR", "--byte-price", "2"],
-    ));
+    let mut args = vec!["pad", "tariff", "EUR", "--byte-price", "2"];
+    args.extend_from_slice(tariff);
+    ok(cli(&server, &key, &args));
     (server, till)
 }
 
@@ -369,41 +372,12 @@ async fn frames_survive_a_crash_of_the_node_and_no_byte_is_used_twice() {
 #[test]
 fn a_holder_posts_to_another_through_the_relay_and_only_it_collects_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(
-        &dir.path().join("data"),
+    let (server, till) = node_with(
+        dir.path(),
         &["--pad-relay-window", "1", "--pad-relay-delay", "1"],
+        &["--post-price", "5"],
     );
     let key = server.admin_key.clone();
-    let till = field(
-        &ok(cli(
-            &server,
-            &key,
-            &[
-                "account",
-                "open",
-                "--currency",
-                "EUR",
-                "--kind",
-                "settlement",
-                "--unbounded",
-            ],
-        )),
-        "account",
-    )
-    .to_string();
-    ok(cli(
-        &server,
-        &key,
-        &[
-            "pad",
-            "tariff",
-            "EUR",
-            "--byte-price",
-            "2",
-            "--post-price",
-            "5",
-        ],
-    ));
     let (wa, wb) = (dir.path().join("a"), dir.path().join("b"));
     let pad_a = buy(&server, &till, &wa, "65536", &[]);
     let pad_b = buy(&server, &till, &wb, "1048576", &[]);

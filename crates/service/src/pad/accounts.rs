@@ -18,7 +18,7 @@ use tally_kernel::{Amount, Currency, Id};
 use tally_ledger::AccountKind;
 use tally_proto::effects::Effects;
 use tally_proto::pad::ids::{AccountId, PadId};
-use tally_proto::pad::machine::{Input, PinCheck};
+use tally_proto::pad::machine::{Input, Pad, PinCheck};
 use tally_proto::pad::plain::Pin;
 use tally_proto::pad::receipt::TransferReceipt;
 use tally_store::Attachment;
@@ -210,6 +210,21 @@ impl Pads {
         }
     }
 
+    /// Pad `pad` and its machine, if it belongs to one of `accounts`; `not_found` otherwise
+    /// (the same answer as for no such pad).
+    async fn pad_of(&self, pad: &PadId, accounts: &[AccountId]) -> Result<(PadRow, Pad)> {
+        let not_here = || ServiceError::NotFound {
+            what: Missing::Pad,
+            id: pad.to_string(),
+        };
+        let row = self.core.store().pad(&pad.0).await?.ok_or_else(not_here)?;
+        let machine = self.machine(&row)?;
+        match machine.account {
+            Some(a) if accounts.contains(&a) => Ok((row, machine)),
+            _ => Err(not_here()),
+        }
+    }
+
     /// The account's ledger account in `currency`, opened on first use.
     async fn account_value(&self, a: &PadAccountRow, currency: Currency) -> Result<Id> {
         let values = self.core.store().pad_account_values(&a.id).await?;
@@ -286,20 +301,7 @@ impl Pads {
         let pad_id: PadId = pad.parse().map_err(|e| invalid("pad", format!("{e}")))?;
         let (a, rows) = self.unlocked(&id, pin_text).await?;
         self.reset_tries(&id, rows).await?;
-        let not_here = || ServiceError::NotFound {
-            what: Missing::Pad,
-            id: pad.to_string(),
-        };
-        let row: PadRow = self
-            .core
-            .store()
-            .pad(&pad_id.0)
-            .await?
-            .ok_or_else(not_here)?;
-        let machine = self.machine(&row)?;
-        if machine.account != Some(id) {
-            return Err(not_here());
-        }
+        let (row, machine) = self.pad_of(&pad_id, &[id]).await?;
         let to = self.account_value(&a, row.currency).await?;
         let available = self.available(row.value_account).await?;
         self.cancel_pad(
@@ -377,20 +379,7 @@ impl Pads {
         let (_, rows) = self.unlocked(&id, &req.pin).await?;
         self.reset_tries(&id, rows).await?;
         self.account_row(&to).await?;
-        let not_here = || ServiceError::NotFound {
-            what: Missing::Pad,
-            id: pad.to_string(),
-        };
-        let row: PadRow = self
-            .core
-            .store()
-            .pad(&pad_id.0)
-            .await?
-            .ok_or_else(not_here)?;
-        let machine = self.machine(&row)?;
-        if machine.account != Some(id) && machine.account != Some(to) {
-            return Err(not_here());
-        }
+        let (row, machine) = self.pad_of(&pad_id, &[id, to]).await?;
         let (after, effects) = machine.handle(self.core.now(), Input::Transfer { to })?;
         if !effects.is_none() {
             let after_row = PadRow {
