@@ -48,7 +48,7 @@ pub enum PadCommand {
     Account(AccountCommand),
     /// Redeem a voucher card's code for a new pad (anyone holding the code; no API key): the
     /// pad file goes to the wallet; the same code again gives the same pad.
-    Redeem(crate::vouchers::RedeemArgs),
+    Redeem(RedeemArgs),
     /// Ask the node for the pad's state, value and records (free of charge) and print them
     /// beside the wallet's; `--check` compares the record chains line by line.
     Show(ShowArgs),
@@ -104,6 +104,27 @@ pub struct ShowArgs {
     /// Fetch the node's record lines and compare them with the wallet's.
     #[arg(long)]
     pub check: bool,
+    /// CA certificate to trust for an https:// node (its DATA/ca.pem).
+    #[arg(long, env = "TALLY_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct RedeemArgs {
+    /// The code under the scratch layer (case, spaces and dashes do not matter).
+    pub code: String,
+    /// Node URL.
+    #[arg(long, env = "TALLY_SERVER", default_value = concat!("http://", "127.0.0.1:8640"))]
+    pub server: String,
+    /// Pad bytes.
+    #[arg(long, default_value_t = 65_536)]
+    pub size: u64,
+    /// `one_time` or `session_key`.
+    #[arg(long, default_value = "one_time")]
+    pub mode: String,
+    /// Where the pad file goes.
+    #[arg(long, default_value = "./tally-pads")]
+    pub wallet: PathBuf,
     /// CA certificate to trust for an https:// node (its DATA/ca.pem).
     #[arg(long, env = "TALLY_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
@@ -362,7 +383,7 @@ pub async fn pad(c: PadCommand) -> anyhow::Result<ExitCode> {
         PadCommand::Import(a) => import(a),
         PadCommand::Join(a) => join(a).await,
         PadCommand::Account(c) => account(c).await,
-        PadCommand::Redeem(a) => crate::vouchers::redeem(a).await,
+        PadCommand::Redeem(a) => redeem(a).await,
         PadCommand::Show(a) => show(a).await,
         PadCommand::Post(a) => post(a).await,
         PadCommand::Collect(a) => collect(a).await,
@@ -966,4 +987,18 @@ impl PadInUse {
         }
         Ok(None)
     }
+}
+
+/// `tally pad redeem CODE`: a new pad for a sold card, its file in the wallet.
+pub async fn redeem(a: RedeemArgs) -> anyhow::Result<ExitCode> {
+    let api = crate::client::anonymous_trusting(&a.server, a.ca_cert.as_deref())?;
+    let req = tally_client::wire::pads::VoucherRedeemRequest {
+        code: a.code.clone(),
+        size: a.size,
+        mode: Some(a.mode.clone()),
+        node_url: a.server.trim_end_matches('/').to_string(),
+    };
+    let sold = answered(api.voucher_redeem(&req).await?);
+    keep(&sold, &a.wallet, true)?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,13 +1,10 @@
-//! `tally voucher …` (the operator and retailers) and `tally pad redeem` (anyone with a code):
-//! voucher cards sold for cash and redeemed anonymously for a pad (issue [8], SPEC P1).
+//! `tally voucher …` (the operator and retailers): voucher cards sold for cash, redeemed
+//! anonymously for a pad with `tally pad redeem` (issue [8], SPEC P1).
 
 use crate::client::{Client, Conn, answered, idempotency_key, money, parse_id};
 use clap::{Args, Subcommand};
-use std::path::PathBuf;
 use std::process::ExitCode;
-use tally_client::wire::pads::{
-    VoucherIssueRequest, VoucherRedeemRequest, VoucherSellRequest, VoucherView,
-};
+use tally_client::wire::pads::{VoucherIssueRequest, VoucherSellRequest, VoucherView};
 
 #[derive(Subcommand)]
 pub enum VoucherCommand {
@@ -60,27 +57,6 @@ pub struct SellArgs {
     /// Your account that pays the card's value.
     #[arg(long)]
     pub from: String,
-}
-
-#[derive(Args)]
-pub struct RedeemArgs {
-    /// The code under the scratch layer (case, spaces and dashes do not matter).
-    pub code: String,
-    /// Node URL.
-    #[arg(long, env = "TALLY_SERVER", default_value = concat!("http://", "127.0.0.1:8640"))]
-    pub server: String,
-    /// Pad bytes.
-    #[arg(long, default_value_t = 65_536)]
-    pub size: u64,
-    /// `one_time` or `session_key`.
-    #[arg(long, default_value = "one_time")]
-    pub mode: String,
-    /// Where the pad file goes.
-    #[arg(long, default_value = "./tally-pads")]
-    pub wallet: PathBuf,
-    /// CA certificate to trust for an https:// node (its DATA/ca.pem).
-    #[arg(long, env = "TALLY_CA_CERT")]
-    pub ca_cert: Option<PathBuf>,
 }
 
 pub async fn voucher(c: VoucherCommand) -> anyhow::Result<ExitCode> {
@@ -147,18 +123,4 @@ fn summary(v: &VoucherView) -> String {
         money(v.value_minor, &v.currency),
         v.retailer
     )
-}
-
-/// `tally pad redeem CODE`: a new pad for a sold card, its file in the wallet.
-pub async fn redeem(a: RedeemArgs) -> anyhow::Result<ExitCode> {
-    let api = crate::client::anonymous_trusting(&a.server, a.ca_cert.as_deref())?;
-    let req = VoucherRedeemRequest {
-        code: a.code.clone(),
-        size: a.size,
-        mode: Some(a.mode.clone()),
-        node_url: a.server.trim_end_matches('/').to_string(),
-    };
-    let sold = answered(api.voucher_redeem(&req).await?);
-    crate::pads::keep(&sold, &a.wallet, true)?;
-    Ok(ExitCode::SUCCESS)
 }
