@@ -91,6 +91,7 @@ async fn pads(op: &Operator, n: usize, per_pad: usize) -> anyhow::Result<Vec<(Pa
                     size,
                     mode: Some("one_time".into()),
                     node_url: op.url.clone(),
+                    allow: Vec::new(),
                 },
                 &uuid::Uuid::now_v7().to_string(),
             )

@@ -43,6 +43,7 @@ mod log_export;
 mod oob;
 mod pads;
 mod pkcs11;
+mod providers;
 mod receipt;
 mod serve;
 mod trading;
@@ -121,10 +122,15 @@ enum Commands {
     /// (merchants), and let a merchant take them.
     #[command(subcommand)]
     Session(trading::SessionCommand),
-    /// Anonymous prepaid pads: sell one at the counter (operator), show it (the holder, no
-    /// API key: the pad's bytes are the credential), inspect it, set the tariff.
+    /// Anonymous prepaid pads: sell one at the counter (operator); show, post, collect and
+    /// send requests to providers with it (the holder, no API key: the pad's bytes are the
+    /// credential); PIN accounts; inspect it, set the tariff.
     #[command(subcommand)]
     Pad(pads::PadCommand),
+    /// Service providers of pad holders: register (price and webhook), answer requests;
+    /// settle the clearing and decide disputed escrows (operator).
+    #[command(subcommand)]
+    Provider(providers::ProviderCommand),
     /// Voucher cards for pads: issue (operator), show, sell at the till (the retailer),
     /// cancel (operator); `tally pad redeem CODE` redeems one.
     #[command(subcommand)]
@@ -296,6 +302,7 @@ fn main() -> ExitCode {
             Commands::Session(c) => trading::session(c).await,
             Commands::Pad(c) => pads::pad(c).await,
             Commands::Voucher(c) => vouchers::voucher(c).await,
+            Commands::Provider(c) => providers::provider(c).await,
             Commands::Billing(c) => trading::billing(c).await,
             Commands::Clearing(c) => trading::clearing(c).await,
             Commands::Fx(c) => trading::fx(c).await,

@@ -57,8 +57,19 @@ pub enum PadCommand {
     /// pad bytes and the tariff's post price.
     Post(PostArgs),
     /// Collect the messages the relay released to your pad's mailbox (the holder): each is
-    /// handed over once and deleted at the node.
+    /// handed over once and deleted at the node. Providers' replies say which request they
+    /// answer.
     Collect(CollectArgs),
+    /// Send a request to a service provider (the holder): the node forwards it through the
+    /// relay (the provider sees a request id, never your pad) and its reply comes into your
+    /// mailbox; debited for its pad bytes and the provider's price (held in escrow with
+    /// `--escrow` or when the provider asks for it).
+    Send(SendArgs),
+    /// Pay an escrowed request now (the holder), before its deadline.
+    Release(EscrowArgs),
+    /// Dispute an escrowed request (the holder): the operator decides whether the provider is
+    /// paid.
+    Dispute(EscrowArgs),
     /// A pad's state and books as the node keeps them (the operator); never its bytes.
     Inspect(InspectArgs),
     /// Set what pads pay in a currency (the operator).
@@ -92,6 +103,9 @@ pub struct BuyArgs {
     /// answer to get the same pad.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// A provider the pad may pay (repeat for several); none: any.
+    #[arg(long = "allow", value_name = "PROVIDER")]
+    pub allow: Vec<String>,
 }
 
 #[derive(Args)]
@@ -217,6 +231,8 @@ pub enum AccountCommand {
     /// Move a pad of the account to another account; the node's signed receipt goes to
     /// `--receipt` (it verifies offline against the node's key).
     Transfer(AccountTransferArgs),
+    /// Set the providers a pad of the account may pay (`--provider`, repeated); none: any.
+    Allow(AccountAllowArgs),
 }
 
 #[derive(Args)]
@@ -331,6 +347,62 @@ pub struct PostArgs {
 }
 
 #[derive(Args)]
+pub struct AccountAllowArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// The account (`pa-…`).
+    pub account: String,
+    /// The pad (`pad-…`).
+    pub pad: String,
+    /// A provider the pad may pay (repeat for several); none: any.
+    #[arg(long = "provider", value_name = "NAME")]
+    pub providers: Vec<String>,
+    /// Its PIN.
+    #[arg(long, env = "TALLY_PAD_PIN", hide_env_values = true)]
+    pub pin: String,
+}
+
+#[derive(Args)]
+pub struct SendArgs {
+    /// Your pad (`pad-…`); default: the only pad in the wallet.
+    pub pad: Option<String>,
+    /// The wallet directory.
+    #[arg(long, default_value = "./tally-pads")]
+    pub wallet: PathBuf,
+    /// The provider (as `tally provider show` names it).
+    #[arg(long)]
+    pub provider: String,
+    /// The request, as text.
+    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+    pub text: Option<String>,
+    /// The request, from a file (at most 32 KiB).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Hold the price in escrow until the provider performed (you may release or dispute it
+    /// before its deadline).
+    #[arg(long)]
+    pub escrow: bool,
+    /// CA certificate to trust for an https:// node (its DATA/ca.pem).
+    #[arg(long, env = "TALLY_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct EscrowArgs {
+    /// The request (`req-…`, as `tally pad send` printed it).
+    pub request: String,
+    /// Your pad (`pad-…`); default: the only pad in the wallet.
+    #[arg(long)]
+    pub pad: Option<String>,
+    /// The wallet directory.
+    #[arg(long, default_value = "./tally-pads")]
+    pub wallet: PathBuf,
+    /// CA certificate to trust for an https:// node (its DATA/ca.pem).
+    #[arg(long, env = "TALLY_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Args)]
 pub struct CollectArgs {
     /// Your pad (`pad-…`); default: the only pad in the wallet.
     pub pad: Option<String>,
@@ -387,6 +459,9 @@ pub async fn pad(c: PadCommand) -> anyhow::Result<ExitCode> {
         PadCommand::Show(a) => show(a).await,
         PadCommand::Post(a) => post(a).await,
         PadCommand::Collect(a) => collect(a).await,
+        PadCommand::Send(a) => send(a).await,
+        PadCommand::Release(a) => escrow(a, true).await,
+        PadCommand::Dispute(a) => escrow(a, false).await,
         PadCommand::Inspect(a) => inspect(a).await,
         PadCommand::Tariff(a) => tariff(a).await,
     }
@@ -407,6 +482,7 @@ async fn buy(a: BuyArgs) -> anyhow::Result<ExitCode> {
             .node_url
             .clone()
             .unwrap_or_else(|| client.base().to_string()),
+        allow: a.allow.clone(),
     };
     let sold = answered(client.api.pad_sell(&req, &key).await?);
     if client.json {
@@ -593,6 +669,24 @@ async fn account(c: AccountCommand) -> anyhow::Result<ExitCode> {
             println!("to        {}", t.to);
             println!("receipt   {}", a.receipt.display());
         }
+        AccountCommand::Allow(a) => {
+            let client = Client::new(&a.conn)?;
+            let req = tally_client::wire::pads::PadAllowRequest {
+                pin: a.pin.clone(),
+                providers: a.providers.clone(),
+            };
+            let v = client
+                .api
+                .pad_account_allow(&a.account, &a.pad, &req)
+                .await?;
+            client.show(&v, |v| {
+                let allow = match v.allow.is_empty() {
+                    true => "any provider".to_string(),
+                    false => v.allow.join(", "),
+                };
+                format!("pad       {}\nallow     {allow}", v.pad)
+            });
+        }
         AccountCommand::Buy(a) => {
             let client = Client::new(&a.conn)?;
             let value = crate::accounts::parse_amount(&a.value)?;
@@ -633,17 +727,7 @@ async fn post(a: PostArgs) -> anyhow::Result<ExitCode> {
     let to: MailboxAddress =
         a.to.parse()
             .with_context(|| format!("--to {:?} is not a mailbox address", a.to))?;
-    let body = match (&a.text, &a.file) {
-        (Some(t), _) => t.as_bytes().to_vec(),
-        (None, Some(f)) => std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
-        (None, None) => bail!("--text or --file"),
-    };
-    if body.len() > tally_proto::pad::plain::BODY_MAX {
-        bail!(
-            "a message is at most 32 KiB; this one is {} bytes",
-            body.len()
-        );
-    }
+    let body = message_body(&a.text, &a.file)?;
     let pad = Wallet::pick(&a.wallet, a.pad.as_deref())?;
     let mut holder = PadInUse::open(&a.wallet, &pad, a.ca_cert.as_deref())?;
     holder.finish_in_flight().await?;
@@ -660,6 +744,70 @@ async fn post(a: PostArgs) -> anyhow::Result<ExitCode> {
     println!("posted    {message} to {to}");
     println!("debited   {}", money(reply.debit_minor, currency));
     Ok(ExitCode::SUCCESS)
+}
+
+async fn send(a: SendArgs) -> anyhow::Result<ExitCode> {
+    let provider = tally_proto::pad::plain::ProviderName::new(&a.provider)
+        .map_err(|e| anyhow::anyhow!("--provider: {}", e.0))?;
+    let body = message_body(&a.text, &a.file)?;
+    let pad = Wallet::pick(&a.wallet, a.pad.as_deref())?;
+    let mut holder = PadInUse::open(&a.wallet, &pad, a.ca_cert.as_deref())?;
+    holder.finish_in_flight().await?;
+    let reply = holder
+        .send(&Request::Forward {
+            provider: provider.clone(),
+            escrow: a.escrow,
+            body,
+        })
+        .await?;
+    let ReplyBody::Forward { request } = reply.body else {
+        bail!("the node answered a forward with another kind of reply");
+    };
+    println!("sent      {request} to {}", provider.as_str());
+    println!(
+        "debited   {}",
+        money(reply.debit_minor, holder.file.face.currency.code())
+    );
+    println!("          its reply comes into your mailbox: tally pad collect");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn escrow(a: EscrowArgs, release: bool) -> anyhow::Result<ExitCode> {
+    let request: tally_proto::pad::ids::RequestId = a
+        .request
+        .parse()
+        .with_context(|| format!("{:?} is not a request id (req-…)", a.request))?;
+    let pad = Wallet::pick(&a.wallet, a.pad.as_deref())?;
+    let mut holder = PadInUse::open(&a.wallet, &pad, a.ca_cert.as_deref())?;
+    holder.finish_in_flight().await?;
+    let ask = match release {
+        true => Request::Release { request },
+        false => Request::Dispute { request },
+    };
+    let reply = holder.send(&ask).await?;
+    let done = if release { "released" } else { "disputed" };
+    println!("{done:<9} {request}");
+    println!(
+        "debited   {}",
+        money(reply.debit_minor, holder.file.face.currency.code())
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A message or request body from `--text` or `--file`, at most 32 KiB.
+fn message_body(text: &Option<String>, file: &Option<PathBuf>) -> anyhow::Result<Vec<u8>> {
+    let body = match (text, file) {
+        (Some(t), _) => t.as_bytes().to_vec(),
+        (None, Some(f)) => std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
+        (None, None) => bail!("--text or --file"),
+    };
+    if body.len() > tally_proto::pad::plain::BODY_MAX {
+        bail!(
+            "a message is at most 32 KiB; this one is {} bytes",
+            body.len()
+        );
+    }
+    Ok(body)
 }
 
 async fn collect(a: CollectArgs) -> anyhow::Result<ExitCode> {
@@ -688,7 +836,14 @@ async fn collect(a: CollectArgs) -> anyhow::Result<ExitCode> {
             Sender::Provider(p) => format!("provider {}", p.as_str()),
             Sender::Mailbox(b) => b.to_string(),
         };
-        println!("message   {} from {from}, {} bytes", m.id, m.body.len());
+        match &m.in_reply_to {
+            Some(r) => println!(
+                "message   {} from {from}, in reply to {r}, {} bytes",
+                m.id,
+                m.body.len()
+            ),
+            None => println!("message   {} from {from}, {} bytes", m.id, m.body.len()),
+        }
         match &a.out {
             Some(dir) => {
                 std::fs::create_dir_all(dir)

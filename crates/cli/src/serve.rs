@@ -143,6 +143,14 @@ pub struct ServeArgs {
     /// released (drawn once per window).
     #[arg(long, default_value_t = tally_proto::pad::relay::DELAY_MAX_S, value_name = "SECONDS")]
     pad_relay_delay: i64,
+    /// Pads: seconds an escrowed request to a provider waits for it to perform and for the
+    /// holder to dispute, before it is paid or refused.
+    #[arg(long, default_value_t = 7 * 86_400, value_name = "SECONDS")]
+    pad_escrow: i64,
+    /// Pads: seconds between settlements of the clearing accounts (providers' prices and the
+    /// operator's fees paid out).
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pad_settle_every: i64,
     /// Trustee payments: the operator's fee, basis points (150 = 1.5 %).
     #[arg(long, default_value_t = OobSettings::default().trustee_fee_bps)]
     trustee_fee_bps: i64,
@@ -187,6 +195,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 window_s: args.pad_relay_window.max(1),
                 delay_max_s: args.pad_relay_delay.max(1),
             },
+            escrow_s: args.pad_escrow.max(1),
+            settle_every_s: args.pad_settle_every.max(1),
             ..tally_service::pad::PadSettings::default()
         },
         sessions: SessionSettings {

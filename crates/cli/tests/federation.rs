@@ -849,7 +849,7 @@ fn a_session_survives_either_node_killed_mid_way() {
 #[test]
 fn sessions_end_on_the_merchants_word_and_by_their_time() {
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().expect("dir")).collect();
-    let (hook, hooks) = webhook_receiver();
+    let (hook, hooks) = common::webhook_receiver();
     let channels = dirs[3].path().join("channels.json");
     std::fs::write(
         &channels,
@@ -1092,51 +1092,6 @@ fn sessions_end_on_the_merchants_word_and_by_their_time() {
     common::assert_audit_passes(&b);
     agent.kill().expect("SIGKILL");
     agent.wait().expect("reap");
-}
-
-/// A billing system on loopback: its URL, and each webhook it took (its `Tally-Signature`
-/// header and body).
-#[allow(clippy::type_complexity)]
-fn webhook_receiver() -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
-) {
-    use std::io::{BufRead, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/billing", listener.local_addr().expect("addr"));
-    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let keep = got.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            let mut reader = std::io::BufReader::new(conn);
-            let (mut len, mut signature) = (0usize, String::new());
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(v) = lower.strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                if lower.starts_with("tally-signature:") {
-                    signature = line["tally-signature:".len()..].trim().to_string();
-                }
-            }
-            let mut body = vec![0u8; len];
-            if reader.read_exact(&mut body).is_err() {
-                continue;
-            }
-            keep.lock()
-                .expect("lock")
-                .push((signature, String::from_utf8_lossy(&body).into_owned()));
-            let _ = reader
-                .get_mut()
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
-    });
-    (url, got)
 }
 
 /// A loopback proxy in front of the merchant's agent that damages the first `damage`

@@ -804,3 +804,287 @@ fn a_lost_pad_of_a_pin_account_is_cancelled_and_its_value_restored() {
     );
     assert_audit_passes(&server);
 }
+
+/// Providers (P3, P4, P7), with two holders and one provider on loopback: the provider
+/// registers its price and webhook; holder A (its pad allowed only `echo`) sends a request,
+/// which reaches the webhook through the relay signed and without the pad's id; the provider's
+/// reply comes into A's mailbox, once; a provider off a pad's allow-list (set at the sale, or
+/// by its PIN account) and an unknown one are refused with no debit; B's escrowed requests
+/// are paid when released, refused (price back, bytes kept) when the provider never answers
+/// and when the operator refuses a dispute; settlement pays the provider its prices less the
+/// commission and the operator the rest, once; the audit passes.
+#[test]
+fn holders_reach_a_provider_through_the_relay_and_the_clearing_pays_it_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (hook, hooks) = common::webhook_receiver();
+    let channels = dir.path().join("channels.json");
+    std::fs::write(
+        &channels,
+        serde_json::json!({
+            "webhook": {"secret": "provider-secret", "http": {"allow_private_addresses": true}}
+        })
+        .to_string(),
+    )
+    .expect("channels");
+    let channels = channels.to_str().expect("utf-8").to_string();
+    let (server, till) = node_with(
+        dir.path(),
+        &[
+            "--pad-relay-window",
+            "1",
+            "--pad-relay-delay",
+            "1",
+            "--pad-escrow",
+            "8",
+            "--pad-settle-every",
+            "3600",
+            "--channels",
+            &channels,
+        ],
+        &["--commission-bps", "1000"],
+    );
+    let admin = server.admin_key.clone();
+    // The provider: a merchant with its own key and account.
+    let echo = field(
+        &ok(cli(
+            &server,
+            &admin,
+            &[
+                "api-key", "create", "--role", "merchant", "--owner", "echo-co",
+            ],
+        )),
+        "key",
+    )
+    .to_string();
+    let earnings = field(
+        &ok(cli(
+            &server,
+            &echo,
+            &["account", "open", "--currency", "EUR"],
+        )),
+        "account",
+    )
+    .to_string();
+    for name in ["echo", "other"] {
+        let out = ok(cli(
+            &server,
+            &echo,
+            &[
+                "provider",
+                "register",
+                name,
+                "--account",
+                &earnings,
+                "--price",
+                "0.50 EUR",
+                "--webhook",
+                &hook,
+            ],
+        ));
+        assert!(out.contains("price     0.50 EUR per request"), "{out}");
+    }
+    // Another merchant cannot take the name.
+    let (rival, rival_account) = retailer(&server, &till);
+    let (success, _, err) = cli(
+        &server,
+        &rival,
+        &[
+            "provider",
+            "register",
+            "echo",
+            "--account",
+            &rival_account,
+            "--price",
+            "0.10 EUR",
+            "--webhook",
+            &hook,
+        ],
+    );
+    assert!(!success && err.contains("another owner"), "{err}");
+
+    let (wa, wb) = (dir.path().join("a"), dir.path().join("b"));
+    let pad_a = buy(&server, &till, &wa, "65536", &["--allow", "echo"]);
+    let pad_b = buy(&server, &till, &wb, "65536", &[]);
+    let holder = |wallet: &Path, args: &[&str]| {
+        outcome(
+            tally_for(&server, "")
+                .env_remove("TALLY_API_KEY")
+                .args(["pad"])
+                .args(args)
+                .arg("--wallet")
+                .arg(wallet)
+                .output()
+                .expect("run tally"),
+        )
+    };
+    let available = |pad: &str| {
+        let out = ok(cli(&server, &admin, &["pad", "inspect", pad, "--json"]));
+        let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        v["available_minor"].as_i64().expect("available")
+    };
+    // The webhook the provider got for `request`, its signature checked: its data.
+    let webhook_for = |request: &str| -> serde_json::Value {
+        let mut found = serde_json::Value::Null;
+        common::wait_within(30, "the relay forwards the request", || {
+            for (signature, body) in hooks.lock().expect("lock").iter() {
+                let v: serde_json::Value = serde_json::from_str(body).expect("json");
+                if v["data"]["request"] == request {
+                    tally_channels::webhook::verify_webhook_signature(
+                        b"provider-secret",
+                        signature,
+                        body.as_bytes(),
+                        tally_kernel::Timestamp::now().as_micros() / 1_000_000,
+                        300,
+                    )
+                    .expect("signed with the webhook secret");
+                    assert!(!body.contains(&pad_a) && !body.contains(&pad_b), "{body}");
+                    found = v["data"].clone();
+                    return true;
+                }
+            }
+            false
+        });
+        found
+    };
+    let send = |wallet: &Path, provider: &str, text: &str, extra: &[&str]| {
+        let mut args = vec!["send", "--provider", provider, "--text", text];
+        args.extend_from_slice(extra);
+        holder(wallet, &args)
+    };
+    let request_of = |out: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix("sent      "))
+            .and_then(|l| l.split_whitespace().next())
+            .expect("a request id")
+            .to_string()
+    };
+    let state_of = |request: &str| {
+        let out = ok(cli(
+            &server,
+            &echo,
+            &["provider", "request", "echo", request],
+        ));
+        field(&out, "state").to_string()
+    };
+
+    // A's request: debited its bytes and the price; forwarded, answered, collected once.
+    let before = available(&pad_a);
+    let sent = ok(send(&wa, "echo", "what time is it", &[]));
+    let req_a = request_of(&sent);
+    let debit = before - available(&pad_a);
+    assert!(debit > 50, "the price and the bytes: {debit}");
+    let data = webhook_for(&req_a);
+    let body = base64_decode(data["body"].as_str().expect("body"));
+    assert_eq!(body, b"what time is it");
+    assert_eq!(data["escrow"], false);
+    let reply = |request: &str, extra: &[&str]| {
+        let mut args = vec!["provider", "reply", "echo", "--request", request, "--text"];
+        args.extend_from_slice(extra);
+        cli(&server, &echo, &args)
+    };
+    let (success, out, _) = reply(&req_a, &["noon"]);
+    assert!(success && out.contains("state     replied"), "{out}");
+    let (success, _, err) = reply(&req_a, &["noon"]);
+    assert!(success && err.contains("answered before"), "{err}");
+    let mut got = String::new();
+    common::wait_within(30, "the relay releases the provider's reply", || {
+        got = ok(holder(&wa, &["collect", "--max-len", "512"]));
+        got.contains("noon")
+    });
+    assert!(
+        got.contains(&format!("from provider echo, in reply to {req_a}")),
+        "{got}"
+    );
+    let again = ok(holder(&wa, &["collect", "--max-len", "256"]));
+    assert!(again.contains("collected 0 message(s)"), "{again}");
+
+    // Off the allow-list, and unknown: burned, nothing debited.
+    for (wallet, pad, provider) in [(&wa, &pad_a, "other"), (&wb, &pad_b, "nobody")] {
+        let before = available(pad);
+        let (success, _, err) = send(wallet, provider, "hello", &[]);
+        assert!(!success && err.contains("provider_not_allowed"), "{err}");
+        assert_eq!(available(pad), before, "a refused forward costs nothing");
+    }
+    // B's PIN account narrows its pad to `echo`: `other` is refused from then on.
+    let account = field(
+        &ok(cli(
+            &server,
+            "",
+            &["pad", "account", "open", "--pin", "482913"],
+        )),
+        "account",
+    )
+    .to_string();
+    ok(holder(&wb, &["join", &account, "--pin", "482913"]));
+    let out = ok(cli(
+        &server,
+        "",
+        &[
+            "pad",
+            "account",
+            "allow",
+            &account,
+            &pad_b,
+            "--provider",
+            "echo",
+            "--pin",
+            "482913",
+        ],
+    ));
+    assert!(out.contains("allow     echo"), "{out}");
+    let (success, _, err) = send(&wb, "other", "hello", &[]);
+    assert!(!success && err.contains("provider_not_allowed"), "{err}");
+
+    // B's escrows: released after the provider performed → paid; never answered → refused
+    // at the deadline; disputed and refused by the operator → refused. A refusal gives the
+    // price back and keeps the bytes' debit.
+    let paid = request_of(&ok(send(&wb, "echo", "job 1", &["--escrow"])));
+    assert_eq!(webhook_for(&paid)["escrow"], true);
+    assert!(ok(reply(&paid, &["done"]).clone()).contains("state     performed"));
+    ok(holder(&wb, &["release", &paid]));
+    let before = available(&pad_b);
+    let silent = request_of(&ok(send(&wb, "echo", "job 2", &["--escrow"])));
+    let cost = before - available(&pad_b);
+    let disputed = request_of(&ok(send(&wb, "echo", "job 3", &["--escrow"])));
+    ok(holder(&wb, &["dispute", &disputed]));
+    let out = ok(cli(
+        &server,
+        &admin,
+        &["provider", "verdict", &disputed, "--refuse"],
+    ));
+    assert!(out.contains("state     refused"), "{out}");
+    let before_deadline = available(&pad_b);
+    common::wait_within(30, "the escrows are resolved", || {
+        state_of(&paid) == "paid" && state_of(&silent) == "refused"
+    });
+    assert_eq!(
+        available(&pad_b) - before_deadline,
+        50,
+        "the silent provider's price comes back, its bytes' debit ({cost}) stays"
+    );
+
+    // Settlement: echo gets 45 for each of A's request and B's paid escrow (0.50 less 10 %),
+    // the operator the rest; once.
+    let out = ok(cli(&server, &admin, &["provider", "settle"]));
+    assert!(
+        out.contains("paid      echo         0.90 EUR for 2 line(s)"),
+        "{out}"
+    );
+    assert!(out.contains("paid      fees"), "{out}");
+    let again = ok(cli(&server, &admin, &["provider", "settle"]));
+    assert_eq!(again.trim(), "nothing to settle");
+    let shown = ok(cli(&server, &echo, &["account", "show", &earnings]));
+    assert!(shown.contains("balance   0.90 EUR"), "{shown}");
+    for w in [&wa, &wb] {
+        let (success, out, err) = show(&server, w);
+        assert!(success && out.contains("every line agrees"), "{out}\n{err}");
+    }
+    assert_audit_passes(&server);
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("base64")
+}

@@ -9,6 +9,10 @@ use tally_wire::pads::{
     PadTransferRequest, PadTransferred, PadView, StockView, VoucherIssueRequest,
     VoucherRedeemRequest, VoucherSellRequest, VoucherView, VouchersIssued,
 };
+use tally_wire::pads::{
+    PadAllowRequest, PadAllowed, PadForwardView, PadProviderRequest, PadProviderView,
+    PadReplyRequest, PadSettlement, PadVerdict,
+};
 
 impl Client {
     /// `POST /v1/pads` (operator): sell a pad at the counter. A retry with the same key
@@ -210,6 +214,92 @@ impl Client {
             ),
         )
         .json(req)?;
+        Ok(self.call(call).await?.value)
+    }
+
+    /// `PUT /v1/pad-accounts/{account}/pads/{pad}/allow`: the providers the pad may pay.
+    pub async fn pad_account_allow(
+        &self,
+        account: &str,
+        pad: &str,
+        req: &PadAllowRequest,
+    ) -> Result<PadAllowed, Error> {
+        let call = Call::new(
+            Method::PUT,
+            format!("/v1/pad-accounts/{}/pads/{}/allow", seg(account), seg(pad)),
+        )
+        .json(req)?;
+        Ok(self.call(call).await?.value)
+    }
+
+    /// `PUT /v1/pad-providers/{name}`: register a provider or change its terms.
+    pub async fn pad_provider_register(
+        &self,
+        name: &str,
+        req: &PadProviderRequest,
+    ) -> Result<PadProviderView, Error> {
+        Ok(self
+            .send(
+                Method::PUT,
+                format!("/v1/pad-providers/{}", seg(name)),
+                req,
+                None,
+            )
+            .await?
+            .value)
+    }
+
+    /// `GET /v1/pad-providers/{name}`: a provider's terms.
+    pub async fn pad_provider(&self, name: &str) -> Result<PadProviderView, Error> {
+        self.get(format!("/v1/pad-providers/{}", seg(name))).await
+    }
+
+    /// `GET /v1/pad-providers/{name}/requests/{request}` (its owner): a forwarded request.
+    pub async fn pad_provider_request(
+        &self,
+        name: &str,
+        request: &str,
+    ) -> Result<PadForwardView, Error> {
+        self.get(format!(
+            "/v1/pad-providers/{}/requests/{}",
+            seg(name),
+            seg(request)
+        ))
+        .await
+    }
+
+    /// `POST /v1/pad-providers/{name}/replies` (its owner): the answer to a request, into the
+    /// asking pad's mailbox. Answered once; again: `replayed`.
+    pub async fn pad_provider_reply(
+        &self,
+        name: &str,
+        req: &PadReplyRequest,
+    ) -> Result<Answer<PadForwardView>, Error> {
+        let call = Call::new(
+            Method::POST,
+            format!("/v1/pad-providers/{}/replies", seg(name)),
+        )
+        .json(req)?;
+        self.call(call).await
+    }
+
+    /// `POST /v1/pad-settlements` (operator): pay out of clearing what it owes now.
+    pub async fn pad_settle(&self) -> Result<PadSettlement, Error> {
+        let call = Call::new(Method::POST, "/v1/pad-settlements".to_string());
+        Ok(self.call(call).await?.value)
+    }
+
+    /// `POST /v1/pad-escrows/{request}/verdict` (operator): decide a disputed escrow.
+    pub async fn pad_escrow_verdict(
+        &self,
+        request: &str,
+        verdict: &PadVerdict,
+    ) -> Result<PadForwardView, Error> {
+        let call = Call::new(
+            Method::POST,
+            format!("/v1/pad-escrows/{}/verdict", seg(request)),
+        )
+        .json(verdict)?;
         Ok(self.call(call).await?.value)
     }
 }

@@ -29,6 +29,7 @@ pub mod middleware;
 pub mod oob;
 pub mod openapi;
 pub mod ops;
+pub mod pad_providers;
 pub mod pads;
 pub mod receipts;
 pub mod telemetry;
@@ -288,6 +289,27 @@ fn routes() -> Router<AppState> {
         .route(
             "/v1/pad-accounts/{account}/pads/{pad}/transfer",
             post(pads::transfer_account_pad),
+        )
+        .route(
+            "/v1/pad-accounts/{account}/pads/{pad}/allow",
+            axum::routing::put(pad_providers::allow),
+        )
+        .route(
+            "/v1/pad-providers/{name}",
+            axum::routing::put(pad_providers::register).get(pad_providers::provider),
+        )
+        .route(
+            "/v1/pad-providers/{name}/requests/{request}",
+            get(pad_providers::request),
+        )
+        .route(
+            "/v1/pad-providers/{name}/replies",
+            post(pad_providers::reply),
+        )
+        .route("/v1/pad-settlements", post(pad_providers::settle))
+        .route(
+            "/v1/pad-escrows/{request}/verdict",
+            post(pad_providers::verdict),
         )
         .route("/v1/pad-stock", post(pads::stock))
         .route("/v1/pad-stock/{serial}/activate", post(pads::activate))

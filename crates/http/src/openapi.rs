@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::dto;
 use crate::error::{ErrorBody, ErrorCode, ErrorDetail};
-use crate::{delivery, federation, handlers, oob, ops, pads, receipts};
+use crate::{delivery, federation, handlers, oob, ops, pad_providers, pads, receipts};
 
 /// Declares the bearer API-key scheme the `/v1` operations use.
 struct ApiKeyAuth;
@@ -62,6 +62,13 @@ impl Modify for ApiKeyAuth {
         pads::cancel_account_pad,
         pads::buy_from_account,
         pads::transfer_account_pad,
+        pad_providers::allow,
+        pad_providers::register,
+        pad_providers::provider,
+        pad_providers::request,
+        pad_providers::reply,
+        pad_providers::settle,
+        pad_providers::verdict,
         federation::open_session,
         federation::sessions,
         federation::session,

@@ -1078,6 +1078,8 @@ fn pads(h: &Hostile) -> Vec<Case> {
         "node_url": "http://127.0.0.1:8640"});
     let code = tally_proto::pad::ids::VoucherCode::from_random([1; 16]).text();
     let redeem = json!({"code": code, "size": 4096, "node_url": "http://127.0.0.1:8640"});
+    let provider = json!({"account": "{shop_eur}", "price_minor": 25, "currency": "EUR",
+        "webhook": "https://hooks.example/echo"});
     vec![
         post("pads/sale by a customer", "/v1/pads")
             .by(Who::Alice)
@@ -1312,6 +1314,72 @@ fn pads(h: &Hostile) -> Vec<Case> {
         post("vouchers/redeem: not JSON", "/v1/vouchers/redeem")
             .bare(b"code=1".to_vec())
             .expect(415, "unsupported_media_type"),
+        put("providers/registered by a customer into the shop's account", "/v1/pad-providers/echo")
+            .by(Who::Alice)
+            .json(provider.clone())
+            .expect(403, "forbidden"),
+        put("providers/a name with capitals", "/v1/pad-providers/Echo")
+            .by(Who::Shop)
+            .json(provider.clone())
+            .expect(422, "invalid_request"),
+        put("providers/a webhook that is not http", "/v1/pad-providers/echo")
+            .by(Who::Shop)
+            .json(with(&provider, json!({"webhook": "ftp://hooks.example/x"})))
+            .expect(422, "invalid_request"),
+        put("providers/a negative price", "/v1/pad-providers/echo")
+            .by(Who::Shop)
+            .json(with(&provider, json!({"price_minor": -1})))
+            .expect(422, "invalid_request"),
+        put("providers/a price in another currency than the account", "/v1/pad-providers/echo")
+            .by(Who::Shop)
+            .json(with(&provider, json!({"currency": "USD"})))
+            .expect(422, "currency_mismatch"),
+        put("providers/paid into a customer account", "/v1/pad-providers/echo")
+            .by(Who::Alice)
+            .json(with(&provider, json!({"account": "{alice_eur}"})))
+            .expect(422, "invalid_request"),
+        put("providers/an unknown field", "/v1/pad-providers/echo")
+            .by(Who::Shop)
+            .json(with(&provider, json!({"share": 100})))
+            .expect(400, "malformed_json"),
+        put("providers/without an API key", "/v1/pad-providers/echo")
+            .json(provider.clone())
+            .expect(401, "unauthorized"),
+        get("providers/an unknown provider", "/v1/pad-providers/nobody")
+            .by(Who::Alice)
+            .expect(404, "not_found"),
+        get("providers/a request of an unknown provider", "/v1/pad-providers/nobody/requests/req-00000000000000000000000000000000")
+            .by(Who::Shop)
+            .expect(404, "not_found"),
+        post("providers/a reply by an unknown provider", "/v1/pad-providers/nobody/replies")
+            .by(Who::Shop)
+            .json(json!({"request": "req-00000000000000000000000000000000", "body": "aGk="}))
+            .expect(404, "not_found"),
+        post("providers/a reply with an unknown field", "/v1/pad-providers/nobody/replies")
+            .by(Who::Shop)
+            .json(json!({"request": "req-00000000000000000000000000000000", "body": "aGk=", "paid": true}))
+            .expect(400, "malformed_json"),
+        post("providers/settled by a customer", "/v1/pad-settlements")
+            .by(Who::Alice)
+            .expect(403, "forbidden"),
+        post("providers/a verdict by a merchant", "/v1/pad-escrows/req-00000000000000000000000000000000/verdict")
+            .by(Who::Shop)
+            .json(json!({"pay": true}))
+            .expect(403, "forbidden"),
+        post("providers/a verdict on an unknown request", "/v1/pad-escrows/req-00000000000000000000000000000000/verdict")
+            .by(Who::Admin)
+            .json(json!({"pay": true}))
+            .expect(404, "not_found"),
+        post("providers/a verdict on a malformed request id", "/v1/pad-escrows/req-xyz/verdict")
+            .by(Who::Admin)
+            .json(json!({"pay": false}))
+            .expect(422, "invalid_request"),
+        put("pad accounts/allow in an unknown account", "/v1/pad-accounts/pa-00000000000000000000000000000000/pads/{pad}/allow")
+            .json(json!({"pin": "123456", "providers": ["echo"]}))
+            .expect(404, "not_found"),
+        put("pad accounts/allow a malformed provider name", "/v1/pad-accounts/pa-00000000000000000000000000000000/pads/{pad}/allow")
+            .json(json!({"pin": "123456", "providers": ["Echo Inc"]}))
+            .expect(422, "invalid_request"),
     ]
 }
 

@@ -61,6 +61,7 @@ impl Core {
                 body: m.body,
                 data: m.data,
                 secret: m.secret,
+                not_before: None,
             })
         }));
         let outcome = self
@@ -104,6 +105,7 @@ fn peer_row(p: PeerMessage) -> Result<NewMessage> {
         body,
         data: serde_json::Value::Null,
         secret: None,
+        not_before: None,
     })
 }
 

@@ -266,6 +266,10 @@ pub enum Missing {
     Voucher,
     /// A pad account.
     PadAccount,
+    /// A service provider of pads.
+    PadProvider,
+    /// A request forwarded to a pad provider.
+    PadRequest,
     /// An API key.
     ApiKey,
     /// A registered mail or offer.
@@ -307,6 +311,8 @@ impl std::fmt::Display for Missing {
             Missing::Pad => "pad",
             Missing::Voucher => "voucher",
             Missing::PadAccount => "pad account",
+            Missing::PadProvider => "pad provider",
+            Missing::PadRequest => "pad request",
             Missing::ApiKey => "api key",
             Missing::Mail => "mail",
             Missing::Order => "order",

@@ -101,6 +101,17 @@ pub async fn sweep(node: &Node) {
         Ok(n) => tracing::info!(steps = n, "trading sessions left unanswered"),
         Err(e) => tracing::warn!(error = %e, "trading session timeout pass failed"),
     }
+    match node.pads().sweep(BATCH).await {
+        Ok((0, 0)) => {}
+        Ok((escrows, payouts)) => {
+            tracing::info!(
+                escrows,
+                payouts,
+                "pad escrows resolved and clearing settled"
+            )
+        }
+        Err(e) => tracing::warn!(error = %e, "pad escrow and settlement pass failed"),
+    }
     match node.receipts().sweep_timeouts(BATCH).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(aborted = n, "aborted fair exchanges left unanswered"),

@@ -260,6 +260,7 @@ impl Pads {
             size,
             mode: Some(mode.into()),
             node_url: "http://pads.sim".into(),
+            allow: Vec::new(),
         };
         let (sold, _) = self
             .node

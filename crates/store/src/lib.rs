@@ -27,6 +27,7 @@ pub mod guarded;
 pub mod keys;
 pub mod oob;
 pub mod outbox;
+pub mod pad_providers;
 pub mod pads;
 pub mod receipts;
 mod rows;
@@ -139,6 +140,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         22,
         include_str!("../migrations/sqlite/0022_pad_accounts.sql"),
     ),
+    (
+        23,
+        include_str!("../migrations/sqlite/0023_pad_providers.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
@@ -204,6 +209,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         22,
         include_str!("../migrations/postgres/0022_pad_accounts.sql"),
+    ),
+    (
+        23,
+        include_str!("../migrations/postgres/0023_pad_providers.sql"),
     ),
 ];
 

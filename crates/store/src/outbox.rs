@@ -52,6 +52,9 @@ pub struct NewMessage {
     /// reference is stored, never the secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<SecretRef>,
+    /// Not delivered before then (the pad relay's release time); `None`: at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Timestamp>,
 }
 
 impl NewMessage {
@@ -74,7 +77,7 @@ impl NewMessage {
                 .into(),
             ),
             Value::Int(0),
-            Value::Int(now.as_micros()),
+            Value::Int(self.not_before.unwrap_or(now).as_micros()),
             Value::Int(now.as_micros()),
             self.secret
                 .as_ref()
@@ -152,6 +155,7 @@ fn message(r: &AnyRow) -> Result<StoredMessage, StoreError> {
             body: r.try_get("body")?,
             data: serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             secret,
+            not_before: None,
         },
         state: r.try_get("state")?,
         attempts: r.try_get("attempts")?,

@@ -617,6 +617,7 @@ async fn outbox_commits_with_the_change(db: Db) {
         body: "you were paid".into(),
         data: serde_json::json!({"amount_minor": 5}),
         secret: None,
+        not_before: None,
     };
     let ok_key = key();
     store
@@ -719,6 +720,26 @@ async fn outbox_commits_with_the_change(db: Db) {
             .iter()
             .any(|m| m.message.dedup_key == peer_key)
     );
+    // A message held for the pad relay is not due before its release time.
+    let held_key = key();
+    let held = NewMessage {
+        not_before: Some(now.plus_seconds(30)),
+        ..msg(&held_key)
+    };
+    store
+        .enqueue(&[held], now)
+        .await
+        .expect("enqueue a held message");
+    let early = store
+        .claim_due(now.plus_seconds(29), 1000, 300)
+        .await
+        .expect("claim");
+    assert!(early.iter().all(|m| m.message.dedup_key != held_key));
+    let due = store
+        .claim_due(now.plus_seconds(30), 1000, 300)
+        .await
+        .expect("claim");
+    assert!(due.iter().any(|m| m.message.dedup_key == held_key));
     // The same dedup key is stored once.
     store
         .enqueue(&[msg(&ok_key)], now)

@@ -25,6 +25,9 @@ pub struct PadSaleRequest {
     pub mode: Option<String>,
     /// The node URL written into the pad file (where the holder sends frames).
     pub node_url: String,
+    /// Providers the pad may pay (`forward` to any other is refused); empty: any.
+    #[serde(default)]
+    pub allow: Vec<String>,
 }
 
 /// A pad sold: its file (the customer's half, base64) and what the operator may print.
@@ -313,4 +316,129 @@ pub struct PadTransferred {
     pub to: String,
     /// The receipt (a `SignedRecord`, JSON).
     pub receipt: String,
+}
+
+/// `PUT /v1/pad-accounts/{account}/pads/{pad}/allow`: sets the providers a pad of the account may pay.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PadAllowRequest {
+    /// The account's PIN.
+    pub pin: String,
+    /// Provider names; empty: any.
+    pub providers: Vec<String>,
+}
+
+debug_hiding!(PadAllowRequest { providers } hides { pin });
+
+/// A pad's allow-list, as set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PadAllowed {
+    /// The pad.
+    pub pad: String,
+    /// Provider names it may pay; empty: any.
+    pub allow: Vec<String>,
+}
+
+/// `PUT /v1/pad-providers/{name}`: registers a service provider of pads (or changes its
+/// terms), by the owner of the account its prices are paid into.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PadProviderRequest {
+    /// The merchant account credited at settlement; its currency is the price's.
+    #[schema(value_type = String)]
+    pub account: tally_kernel::Id,
+    /// Its price per request, minor units (≥ 0).
+    pub price_minor: i64,
+    /// ISO-4217 code of the price: the account's currency.
+    pub currency: String,
+    /// Where forwards are posted (a signed webhook, `http://` or `https://`).
+    pub webhook: String,
+    /// Hold each request's price in escrow until the provider performed.
+    #[serde(default)]
+    pub escrow: bool,
+}
+
+/// A provider, as registered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PadProviderView {
+    /// Its name.
+    pub name: String,
+    /// The tenant that answers for it.
+    pub owner: String,
+    /// The account credited at settlement.
+    #[schema(value_type = String)]
+    pub account: tally_kernel::Id,
+    /// ISO-4217 code of its price.
+    pub currency: String,
+    /// Its price per request, minor units.
+    pub price_minor: i64,
+    /// Where forwards are posted.
+    pub webhook: String,
+    /// Whether its requests are held in escrow.
+    pub escrow: bool,
+}
+
+/// `POST /v1/pad-providers/{name}/replies` (the provider): its answer to a forwarded request,
+/// delivered into the asking pad's mailbox through the relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PadReplyRequest {
+    /// The request id the forward carried (`req-` and 32 hex).
+    pub request: String,
+    /// The answer, base64 (at most 32 KiB decoded).
+    pub body: String,
+    /// For an escrowed request: the provider performed (the price is paid at the deadline
+    /// unless the holder disputes). Ignored otherwise.
+    #[serde(default = "yes")]
+    pub performed: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A forwarded request, as its provider sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PadForwardView {
+    /// The request id.
+    pub request: String,
+    /// The provider.
+    pub provider: String,
+    /// `sent`, `replied`; escrowed: `held`, `performed`, `paid`, `refused`, `disputed`.
+    pub state: String,
+    /// Whether it is held in escrow.
+    pub escrow: bool,
+    /// The escrow's deadline (RFC 3339), for an escrowed request.
+    pub deadline: Option<String>,
+}
+
+/// `POST /v1/pad-settlements` (operator): pays out of each pad clearing account what it owes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PadSettlement {
+    /// One transfer per currency to the operator's fee account, and per provider.
+    pub payouts: Vec<PadPayout>,
+}
+
+/// One settlement transfer out of clearing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PadPayout {
+    /// The provider paid, or `None` for the operator's fees.
+    pub provider: Option<String>,
+    /// The account credited.
+    #[schema(value_type = String)]
+    pub account: tally_kernel::Id,
+    /// What it was paid, minor units.
+    pub amount_minor: i64,
+    /// ISO-4217 code.
+    pub currency: String,
+    /// The charge lines it paid.
+    pub lines: u64,
+}
+
+/// `POST /v1/pad-escrows/{request}/verdict` (operator): the verdict on a disputed escrow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PadVerdict {
+    /// Pay the provider (true) or give the price back to the pad (false).
+    pub pay: bool,
 }

@@ -290,3 +290,48 @@ pub fn start_agent_with(
     std::thread::spawn(move || for _ in lines {});
     (Agent(child), url)
 }
+
+/// A webhook receiver on loopback (a billing system, a pad provider): its URL, and each
+/// webhook it took (its `Tally-Signature` header and body).
+#[allow(clippy::type_complexity)]
+pub fn webhook_receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+) {
+    use std::io::{BufRead, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/billing", listener.local_addr().expect("addr"));
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let mut reader = std::io::BufReader::new(conn);
+            let (mut len, mut signature) = (0usize, String::new());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if lower.starts_with("tally-signature:") {
+                    signature = line["tally-signature:".len()..].trim().to_string();
+                }
+            }
+            let mut body = vec![0u8; len];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            keep.lock()
+                .expect("lock")
+                .push((signature, String::from_utf8_lossy(&body).into_owned()));
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}

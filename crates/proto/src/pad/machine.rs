@@ -32,6 +32,9 @@ use super::record::{Chain, Line, Outcome};
 use super::tariff::Tariff;
 use crate::effects::{Blame, Effects, Fault};
 
+/// Most providers on a pad's allow-list.
+pub const ALLOW_MAX: usize = 32;
+
 /// Free traffic bytes below which a pad is exhausted: a padded `show` and its reply.
 pub const BYTES_LOW: u64 = 2 * (CLASS_MIN as u64 + KEY_LEN);
 
@@ -184,6 +187,23 @@ pub struct Last {
     pub line: Line,
     /// The answer.
     pub answer: Answer,
+    /// How its debit splits in clearing (a taken frame that paid something).
+    pub charge: Option<Charge>,
+}
+
+/// How a taken frame's debit into clearing splits between the operator and a provider: the
+/// node's charge line, from which settlements pay each share once. The shares add up to the
+/// debit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    /// The operator's: the byte debit, a `post`'s price, the commission on a provider's price.
+    pub operator_minor: i64,
+    /// The provider with a share (a `forward`'s).
+    pub provider: Option<ProviderName>,
+    /// The provider's: its price less the commission.
+    pub provider_minor: i64,
+    /// The debit is an escrow's hold, not in clearing until the escrow resolves.
+    pub held: bool,
 }
 
 /// A provider's terms, as registered.
@@ -298,6 +318,11 @@ pub enum Input {
     Transfer {
         /// The new owner.
         to: AccountId,
+    },
+    /// The providers the pad may pay are set (by its account, or at the sale); empty: any.
+    Restrict {
+        /// Provider names.
+        allow: Vec<ProviderName>,
     },
     /// Value was credited (a provider paid the holder, an escrow came back): an exhausted pad
     /// with bytes left becomes active.
@@ -476,6 +501,24 @@ impl Pad {
                     effects,
                 ))
             }
+            Input::Restrict { mut allow } => {
+                if self.state == State::Cancelled {
+                    return Err(PadError::NotActive);
+                }
+                if allow.len() > ALLOW_MAX {
+                    return Err(PadError::WrongState("a pad allows at most 32 providers"));
+                }
+                allow.sort();
+                allow.dedup();
+                if allow == self.allow {
+                    return Ok((self, Effects::none()));
+                }
+                let effects = Effects::record(
+                    "pad_restricted",
+                    serde_json::json!({ "pad": self.id, "allow": allow }),
+                );
+                Ok((Pad { allow, ..self }, effects))
+            }
             Input::Credited { available_minor } => {
                 let revives = self.state == State::Exhausted
                     && available_minor > 0
@@ -538,6 +581,7 @@ impl Pad {
                 self.last = Some(Last {
                     line,
                     answer: Answer::Refused(refusal),
+                    charge: None,
                 });
                 Ok((self, effects))
             }
@@ -589,6 +633,21 @@ impl Pad {
                 if let Request::Join { account, .. } = &request {
                     self.account = Some(*account);
                 }
+                let charge = (debit > 0).then(|| {
+                    let (provider, provider_minor) = match &request {
+                        Request::Forward { provider, .. } => (
+                            Some(provider.clone()),
+                            price - facts.tariff.commission(price),
+                        ),
+                        _ => (None, 0),
+                    };
+                    Charge {
+                        operator_minor: debit - provider_minor,
+                        provider,
+                        provider_minor,
+                        held: escrow,
+                    }
+                });
                 self.last = Some(Last {
                     line,
                     answer: Answer::Reply {
@@ -596,6 +655,7 @@ impl Pad {
                         len: reply_len,
                         body,
                     },
+                    charge,
                 });
                 Ok((self, effects))
             }

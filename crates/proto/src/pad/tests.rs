@@ -748,6 +748,9 @@ fn exhausted_pads_still_show_and_come_back_when_credited() {
         panic!("a hold")
     };
     assert!(timeout_s.is_some(), "an escrow provider's request is held");
+    let charge = pad.last.clone().expect("last").charge.expect("charged");
+    assert!(charge.held, "its charge line waits for the escrow");
+    assert_eq!(charge.provider_minor, 36, "40 less the 10 % commission");
     // Free frames are still taken; charged ones are refused for value.
     let show = up(&pad, &material, &Request::Show);
     let (pad, effects) = take(pad, &material, &show, facts(0)).expect("free");
@@ -850,6 +853,19 @@ proptest! {
             }
             used.extend(new);
             prop_assert_eq!(effects.moves_money(), line.debit_minor > 0);
+            // The charge line splits the debit, whole, between the operator and a provider.
+            let charge = after.last.as_ref().expect("last").charge.clone();
+            prop_assert_eq!(charge.is_some(), line.debit_minor > 0);
+            if let Some(c) = charge {
+                prop_assert_eq!(c.operator_minor + c.provider_minor, line.debit_minor);
+                let share = match &s {
+                    Step::Forward { price, .. } => price - tariff().commission(*price),
+                    _ => 0,
+                };
+                prop_assert_eq!(c.provider_minor, share);
+                prop_assert_eq!(c.provider.is_some(), matches!(s, Step::Forward { .. }));
+                prop_assert!(!c.held);
+            }
             available -= line.debit_minor;
             prop_assert!(available >= 0, "value below zero");
             pad = after;
@@ -962,4 +978,48 @@ fn the_holder_keeps_the_nodes_records_and_refuses_replies_out_of_place() {
             needed: 576
         })
     ));
+}
+
+#[test]
+fn allow_lists_are_sorted_bounded_and_kept_from_cancelled_pads() {
+    let pad = Pad::new(pad_id(), SIZE, eur(), false).expect("pad");
+    let name = |n: &str| ProviderName::new(n).expect("name");
+    let (pad, effects) = pad
+        .handle(
+            NOW,
+            Input::Restrict {
+                allow: vec![name("b"), name("a"), name("b")],
+            },
+        )
+        .expect("set");
+    assert_eq!(pad.allow, vec![name("a"), name("b")]);
+    assert!(!effects.is_none(), "journaled");
+    let (pad, effects) = pad
+        .handle(
+            NOW,
+            Input::Restrict {
+                allow: vec![name("a"), name("b")],
+            },
+        )
+        .expect("the same");
+    assert!(effects.is_none(), "the same list again changes nothing");
+    let many = (0..33).map(|i| name(&format!("p{i}"))).collect();
+    assert!(matches!(
+        pad.clone().handle(NOW, Input::Restrict { allow: many }),
+        Err(PadError::WrongState(_))
+    ));
+    let (cancelled, _) = pad
+        .handle(
+            NOW,
+            Input::Cancel {
+                from: Id(uuid::Uuid::from_u128(1)),
+                to: None,
+                available: tally_kernel::Amount::new(0, eur()),
+            },
+        )
+        .expect("cancelled");
+    assert_eq!(
+        cancelled.handle(NOW, Input::Restrict { allow: vec![] }),
+        Err(PadError::NotActive)
+    );
 }

@@ -26,8 +26,8 @@ use tally_store::pads::{
     PadAccountRow, PadRow, insert_account_value, insert_pad_account, update, update_pin_tries,
 };
 use tally_wire::pads::{
-    PadAccountBuyRequest, PadAccountOpenRequest, PadAccountValue, PadAccountView, PadSold,
-    PadTransferRequest, PadTransferred,
+    PadAccountBuyRequest, PadAccountOpenRequest, PadAccountValue, PadAccountView, PadAllowRequest,
+    PadAllowed, PadSold, PadTransferRequest, PadTransferred,
 };
 
 /// Wrong PINs before an account locks.
@@ -357,6 +357,7 @@ impl Pads {
             mode,
             url: req.node_url.clone(),
             memo: format!("{} bought from {id}", PadId(pad)),
+            allow: Vec::new(),
         };
         self.issue(issue, pad, Vec::new()).await
     }
@@ -412,5 +413,49 @@ impl Pads {
             to: to.to_string(),
             receipt: serde_json::to_string(&receipt).map_err(corrupt)?,
         })
+    }
+
+    /// Sets the providers a pad of the account may pay (a `forward` to any other is burned
+    /// with `provider_not_allowed`, no debit); empty: any. Setting the same list again
+    /// changes nothing.
+    pub async fn allow_account_pad(
+        &self,
+        id: &str,
+        pad: &str,
+        req: &PadAllowRequest,
+    ) -> Result<PadAllowed> {
+        let id = account_id(id)?;
+        let pad_id: PadId = pad.parse().map_err(|e| invalid("pad", format!("{e}")))?;
+        let allow = super::allow_list(&req.providers)?;
+        let (_, rows) = self.unlocked(&id, &req.pin).await?;
+        self.reset_tries(&id, rows).await?;
+        crate::exec::retrying(|| async {
+            let (row, machine) = self.pad_of(&pad_id, &[id]).await?;
+            let (after, effects) = machine.handle(
+                self.core.now(),
+                Input::Restrict {
+                    allow: allow.clone(),
+                },
+            )?;
+            if !effects.is_none() {
+                let after_row = PadRow {
+                    machine: serde_json::to_string(&after).map_err(corrupt)?,
+                    updated_at: self.core.now(),
+                    ..row.clone()
+                };
+                self.core
+                    .commit(
+                        format!(":pad_allow:{pad_id}:{}", Id::new()),
+                        effects,
+                        update(&row, &after_row).to_vec(),
+                    )
+                    .await?;
+            }
+            Ok(PadAllowed {
+                pad: pad_id.to_string(),
+                allow: after.allow.iter().map(|p| p.as_str().to_string()).collect(),
+            })
+        })
+        .await
     }
 }

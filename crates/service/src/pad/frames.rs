@@ -84,7 +84,13 @@ impl Pads {
         let plain = f.open(&material).map_err(|_| not_authentic())?;
         let request = Request::decode(&plain);
         let decoded = request.clone().ok();
-        let (facts, picked, pin_rows) = self.facts(&row, request.as_ref().ok()).await?;
+        let Read {
+            facts,
+            picked,
+            pin_rows,
+            provider,
+            escrow,
+        } = self.facts(&row, request.as_ref().ok()).await?;
         let new_id = facts.new_id;
         let now = self.core.now();
         let (after, effects) = pad.clone().handle(
@@ -155,10 +161,27 @@ impl Pads {
                 after.down_low,
             ));
         }
+        let key = format!(
+            ":pad_frame:{}:{}:{}",
+            pad.id,
+            f.header.offset,
+            hex::encode(digest)
+        );
+        // A debit into clearing gets its charge line: how settlements split it.
+        if let Some(charge) = &last.charge {
+            rows.push(super::providers::charge_row(new_id, &row, charge, now));
+        }
         // What a taken request does beyond the pad: a post waits in its mailbox, a collect's
-        // messages leave theirs.
+        // messages leave theirs, a forward goes to its provider.
         if let (Answer::Reply { .. }, Some(req)) = (&last.answer, &decoded) {
             match req {
+                Request::Forward { escrow, body, .. } => {
+                    let p = provider.as_ref().ok_or_else(|| {
+                        ServiceError::Setup("bug: a forward taken without its provider".into())
+                    })?;
+                    let held = last.charge.as_ref().is_some_and(|c| c.held) || *escrow || p.escrow;
+                    rows.extend(self.forward_rows(&row, new_id, p, held, body, &key, now));
+                }
                 Request::Post {
                     to,
                     show_from,
@@ -168,15 +191,17 @@ impl Pads {
                         .await?,
                 ),
                 Request::Collect { .. } => rows.extend(picked.iter().map(delete_message)),
+                Request::Release { .. } | Request::Dispute { .. } => {
+                    let (f, to) = escrow.as_ref().ok_or_else(|| {
+                        ServiceError::Setup("bug: an escrow step without its escrow".into())
+                    })?;
+                    rows.extend(tally_store::pad_providers::move_forward(
+                        &f.request, &f.state, to, now,
+                    ));
+                }
                 _ => {}
             }
         }
-        let key = format!(
-            ":pad_frame:{}:{}:{}",
-            pad.id,
-            f.header.offset,
-            hex::encode(digest)
-        );
         let outcome = self.core.commit(key, effects, rows).await?;
         if outcome.replayed {
             let taken = store
@@ -198,13 +223,9 @@ impl Pads {
     }
 
     /// What the machine needs for one request, read now (the step's guard makes it current),
-    /// the ids of the messages a `collect` hands over, and the rows a `join`'s PIN check
-    /// writes.
-    async fn facts(
-        &self,
-        row: &PadRow,
-        request: Option<&Request>,
-    ) -> Result<(Facts, Vec<[u8; 16]>, Vec<tally_store::Attachment>)> {
+    /// the ids of the messages a `collect` hands over, the rows a `join`'s PIN check writes,
+    /// and a `forward`'s provider.
+    async fn facts(&self, row: &PadRow, request: Option<&Request>) -> Result<Read> {
         let c = self.currency(row.currency).await?;
         let tariff = Tariff {
             currency: c.currency,
@@ -230,9 +251,28 @@ impl Pads {
                     .push(Line::from_bytes(&bytes).ok_or_else(|| corrupt("a record line"))?);
             }
         }
+        facts.escrow_hold_s = self.settings.escrow_s + 86_400;
         let mut picked = Vec::new();
         let mut pin_rows = Vec::new();
+        let mut provider = None;
+        let mut escrow = None;
         match request {
+            Some(r @ (Request::Release { request } | Request::Dispute { request })) => {
+                let release = matches!(r, Request::Release { .. });
+                let f = self.core.store().pad_forward(&request.0).await?;
+                if let Some(f) = f.filter(|f| f.pad == row.id)
+                    && let Some(to) = super::escrow::by_holder(&f, release)
+                {
+                    facts.escrow_known = true;
+                    escrow = Some((f, to));
+                }
+            }
+            Some(Request::Forward { provider: name, .. }) => {
+                if let Some((terms, p)) = self.terms(name, row.currency).await? {
+                    facts.provider = Some(terms);
+                    provider = Some(p);
+                }
+            }
             Some(Request::Join { account, pin }) => {
                 facts.pin = Some(match self.core.store().pad_account(&account.0).await? {
                     Some(a) => {
@@ -274,7 +314,13 @@ impl Pads {
             }
             _ => {}
         }
-        Ok((facts, picked, pin_rows))
+        Ok(Read {
+            facts,
+            picked,
+            pin_rows,
+            provider,
+            escrow,
+        })
     }
 
     /// A posted message's row: its body sealed at rest, released by the relay's schedule.
@@ -310,7 +356,7 @@ impl Pads {
         }))
     }
 
-    fn mailbox_key(&self) -> Result<[u8; 32]> {
+    pub(super) fn mailbox_key(&self) -> Result<[u8; 32]> {
         self.mailbox_key
             .expose()
             .as_slice()
@@ -322,6 +368,19 @@ impl Pads {
         let plain = seal::open(&self.mailbox_key()?, &m.id, &m.body).map_err(corrupt)?;
         Ok(plain.expose().clone())
     }
+}
+
+/// What the node read for one frame.
+struct Read {
+    facts: Facts,
+    /// The messages a `collect` hands over.
+    picked: Vec<[u8; 16]>,
+    /// A `join`'s PIN check.
+    pin_rows: Vec<tally_store::Attachment>,
+    /// A `forward`'s provider.
+    provider: Option<tally_store::pad_providers::ProviderRow>,
+    /// A `release`'s or `dispute`'s escrow, and the state it moves to.
+    escrow: Option<(tally_store::pad_providers::ForwardRow, &'static str)>,
 }
 
 /// A stored sender as a reply shows it.

@@ -13,7 +13,9 @@
 //! of the identity files every node of a database shares.
 
 mod accounts;
+mod escrow;
 mod frames;
+mod providers;
 mod stock;
 mod vouchers;
 
@@ -32,6 +34,8 @@ struct Issue {
     mode: Mode,
     url: String,
     memo: String,
+    /// The providers it may pay; empty: any.
+    allow: Vec<tally_proto::pad::plain::ProviderName>,
 }
 
 use crate::access::{invalid, namespaced, require_admin};
@@ -69,6 +73,11 @@ pub struct PadSettings {
     pub size_max: u64,
     /// The relay's windows and delays.
     pub relay: Schedule,
+    /// Seconds an escrowed request waits for the provider to perform and the holder to
+    /// dispute (7 days by default); the ledger's hold lasts a day longer, a backstop.
+    pub escrow_s: i64,
+    /// Seconds between settlements of the pad clearing accounts by the sweeper (60).
+    pub settle_every_s: i64,
 }
 
 impl Default for PadSettings {
@@ -76,6 +85,8 @@ impl Default for PadSettings {
         PadSettings {
             size_max: 64 * 1024 * 1024,
             relay: Schedule::default(),
+            escrow_s: 7 * 86_400,
+            settle_every_s: 60,
         }
     }
 }
@@ -157,6 +168,9 @@ pub struct Pads {
     mailbox_key: Secret<Vec<u8>>,
     /// Draws the relay's delays: `HKDF(pad.key, info = "tally/pad-relay/v1")`.
     relay_key: std::sync::Arc<HmacSha256Key>,
+    /// When this process last settled (µs): only paces the sweeper; what is paid is decided
+    /// in the database.
+    settled_at: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 fn corrupt(e: impl std::fmt::Display) -> ServiceError {
@@ -177,6 +191,8 @@ impl Pads {
             hkdf_sha256(key.expose(), b"", info, 32).map_err(|e| ServiceError::Setup(e.to_string()))
         };
         let mailbox_key = derive(b"tally/pad-mailbox-at-rest/v1")?;
+        // The first settlement comes one period after the start.
+        let core_now_micros = core.now().as_micros();
         let relay_key =
             std::sync::Arc::new(HmacSha256Key::new(derive(b"tally/pad-relay/v1")?.expose()));
         Ok(Pads {
@@ -185,6 +201,7 @@ impl Pads {
             settings,
             mailbox_key,
             relay_key,
+            settled_at: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(core_now_micros)),
         })
     }
 
@@ -247,6 +264,7 @@ impl Pads {
             mode,
             url: req.node_url.clone(),
             memo: format!("{} sold", PadId(id)),
+            allow: allow_list(&req.allow)?,
         };
         self.issue(issue, id, Vec::new()).await
     }
@@ -353,6 +371,7 @@ impl Pads {
         };
         let mut pad = Pad::new(pad_id, i.size, currency, i.from.is_none())?;
         pad.account = i.account;
+        pad.allow = i.allow;
         let now = self.core.now();
         let row = PadRow {
             id,
@@ -668,6 +687,20 @@ impl Pads {
         let to = from + (range.end - range.start) as usize;
         Ok(Zeroizing::new(joined[from..to].to_vec()))
     }
+}
+
+/// An allow-list of provider names, checked and sorted.
+fn allow_list(names: &[String]) -> Result<Vec<tally_proto::pad::plain::ProviderName>> {
+    if names.len() > tally_proto::pad::machine::ALLOW_MAX {
+        return Err(invalid("allow", "at most 32 providers"));
+    }
+    let mut allow = names
+        .iter()
+        .map(|n| tally_proto::pad::plain::ProviderName::new(n).map_err(|e| invalid("allow", e.0)))
+        .collect::<Result<Vec<_>>>()?;
+    allow.sort();
+    allow.dedup();
+    Ok(allow)
 }
 
 fn chunk_aad(pad: &PadId, idx: u64) -> Vec<u8> {

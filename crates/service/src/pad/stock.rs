@@ -87,6 +87,7 @@ impl Pads {
             mode,
             url: url.into(),
             memo: format!("stock {serial} for {retailer}"),
+            allow: Vec::new(),
         };
         let (pad, replayed) = self.issue(issue, id, rows).await?;
         let serial = match replayed {

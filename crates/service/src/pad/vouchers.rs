@@ -245,6 +245,7 @@ impl Pads {
             mode,
             url: req.node_url.clone(),
             memo: format!("voucher {} redeemed", v.serial),
+            allow: Vec::new(),
         };
         self.issue(issue, id, update_voucher(&v, &after).to_vec())
             .await

@@ -1,0 +1,151 @@
+//! Pads' service providers over HTTP (issue [8], `docs/protocols/pads.md`, Money and
+//! Forwarding): registration, a provider's replies to forwarded requests, the operator's
+//! settlement and escrow verdicts, and a PIN account's allow-list of providers for a pad.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::Response;
+use tally_wire::pads::{
+    PadAllowRequest, PadAllowed, PadForwardView, PadProviderRequest, PadProviderView,
+    PadReplyRequest, PadSettlement, PadVerdict,
+};
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiPath, Caller};
+use crate::handlers::written;
+
+/// Register a service provider of pads, or change its terms (the owner of the merchant account
+/// it is paid into, or the operator). Forwards to it are posted to its webhook, signed with
+/// the node's webhook secret (`Tally-Signature`).
+#[utoipa::path(
+    put, path = "/v1/pad-providers/{name}", tag = "pads",
+    params(("name" = String, Path, description = "1 to 64 of a-z, 0-9 and -")),
+    request_body(content = PadProviderRequest, description = "`{account, price_minor, webhook, escrow?}`"),
+    responses((status = 200, description = "The provider", body = PadProviderView), (status = 403, description = "forbidden: not the account's owner", body = ErrorBody), (status = 404, description = "account_not_found", body = ErrorBody), (status = 409, description = "conflict: the name belongs to another owner", body = ErrorBody), (status = 422, description = "invalid_request (`details.field`: name, price_minor, webhook, account)", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn register(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<PadProviderRequest>,
+) -> Result<Json<PadProviderView>, ApiError> {
+    Ok(Json(
+        state
+            .node
+            .pads()
+            .register_provider(&by, &name, &body)
+            .await?,
+    ))
+}
+
+/// A provider's terms (any API key).
+#[utoipa::path(
+    get, path = "/v1/pad-providers/{name}", tag = "pads",
+    params(("name" = String, Path, description = "The provider's name")),
+    responses((status = 200, description = "The provider", body = PadProviderView), (status = 404, description = "not_found", body = ErrorBody), (status = 422, description = "invalid_request", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn provider(
+    State(state): State<AppState>,
+    Caller(_by): Caller,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<PadProviderView>, ApiError> {
+    Ok(Json(state.node.pads().provider(&name).await?))
+}
+
+/// A request forwarded to the provider (its owner, or the operator).
+#[utoipa::path(
+    get, path = "/v1/pad-providers/{name}/requests/{request}", tag = "pads",
+    params(("name" = String, Path, description = "The provider's name"), ("request" = String, Path, description = "`req-` and 32 hex digits")),
+    responses((status = 200, description = "The request", body = PadForwardView), (status = 403, description = "forbidden", body = ErrorBody), (status = 404, description = "not_found", body = ErrorBody), (status = 422, description = "invalid_request", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn request(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath((name, request)): ApiPath<(String, String)>,
+) -> Result<Json<PadForwardView>, ApiError> {
+    Ok(Json(state.node.pads().forward(&by, &name, &request).await?))
+}
+
+/// The provider's reply to a forwarded request: delivered into the asking pad's mailbox
+/// through the relay. A request is answered once; the call again answers `200` with
+/// `Idempotency-Replayed: true`.
+#[utoipa::path(
+    post, path = "/v1/pad-providers/{name}/replies", tag = "pads",
+    params(("name" = String, Path, description = "The provider's name")),
+    request_body(content = PadReplyRequest, description = "`{request, body (base64), performed?}`"),
+    responses((status = 201, description = "Delivered to the relay", body = PadForwardView), (status = 200, description = "Answered before", body = PadForwardView), (status = 403, description = "forbidden: not the provider's owner", body = ErrorBody), (status = 404, description = "not_found: no such provider or request", body = ErrorBody), (status = 422, description = "invalid_request (`details.field`: request, body)", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn reply(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<PadReplyRequest>,
+) -> Result<Response, ApiError> {
+    let (view, replayed) = state.node.pads().reply(&by, &name, &body).await?;
+    Ok(written(view, replayed, None))
+}
+
+/// Pay out of every pad clearing account what it owes now (operator): the operator's shares
+/// into its fee account per currency, each provider's into its account. Running it again
+/// pays nothing twice. The node also does it every `--pad-settle-every` seconds.
+#[utoipa::path(
+    post, path = "/v1/pad-settlements", tag = "pads",
+    responses((status = 200, description = "The transfers made", body = PadSettlement), (status = 403, description = "forbidden: operator only", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn settle(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+) -> Result<Json<PadSettlement>, ApiError> {
+    Ok(Json(state.node.pads().settle(&by).await?))
+}
+
+/// Decide a disputed escrow (operator): pay the provider, or refuse (the price goes back to
+/// the pad, the byte debit stays).
+#[utoipa::path(
+    post, path = "/v1/pad-escrows/{request}/verdict", tag = "pads",
+    params(("request" = String, Path, description = "`req-` and 32 hex digits")),
+    request_body(content = PadVerdict),
+    responses((status = 200, description = "The escrow after", body = PadForwardView), (status = 403, description = "forbidden: operator only", body = ErrorBody), (status = 404, description = "not_found", body = ErrorBody), (status = 422, description = "invalid_request: not disputed", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn verdict(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(request): ApiPath<String>,
+    ApiJson(body): ApiJson<PadVerdict>,
+) -> Result<Json<PadForwardView>, ApiError> {
+    Ok(Json(
+        state
+            .node
+            .pads()
+            .decide_escrow(&by, &request, body.pay)
+            .await?,
+    ))
+}
+
+/// Set the providers a pad of the account may pay (its PIN in the body); empty: any.
+#[utoipa::path(
+    put, path = "/v1/pad-accounts/{account}/pads/{pad}/allow", tag = "pads",
+    params(("account" = String, Path, description = "`pa-` and 32 hex digits"), ("pad" = String, Path, description = "`pad-` and 32 hex digits")),
+    request_body(content = PadAllowRequest, description = "`{pin, providers}`"),
+    responses((status = 200, description = "The allow-list now", body = PadAllowed), (status = 403, description = "pin_wrong", body = ErrorBody), (status = 404, description = "not_found: no such account, or the pad is not the account's", body = ErrorBody), (status = 409, description = "pad_not_active: cancelled", body = ErrorBody), (status = 422, description = "invalid_request (`details.field`: allow)", body = ErrorBody), (status = 429, description = "pin_locked", body = ErrorBody)),
+)]
+pub async fn allow(
+    State(state): State<AppState>,
+    ApiPath((account, pad)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<PadAllowRequest>,
+) -> Result<Json<PadAllowed>, ApiError> {
+    Ok(Json(
+        state
+            .node
+            .pads()
+            .allow_account_pad(&account, &pad, &body)
+            .await?,
+    ))
+}

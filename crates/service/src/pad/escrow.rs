@@ -1,0 +1,218 @@
+//! Escrowed forwards (SPEC P7; `docs/protocols/pads.md`, Escrow): a forward to a provider
+//! registered with `escrow`, or sent with the escrow flag, debits the pad by a ledger hold
+//! into clearing instead of a transfer, and its charge line is `held` (not in clearing, not
+//! settled). The provider's reply marks it `performed` (or `declined`); the holder may
+//! `release` it at once or `dispute` it by frame; the operator decides a dispute. The sweeper
+//! resolves it: released, or performed at its deadline, is paid (the hold posted whole); held
+//! at its deadline (the provider never answered) or declined is refused (the byte debit
+//! posted, the price released back to the pad, which becomes active again if it was out of
+//! value).
+//!
+//! ```text
+//! held ──reply──> performed ──release | deadline──> released ─sweep─> paid
+//!   │  └─reply (not performed)──> declined ───────────────────sweep─> refused
+//!   ├──deadline──────────────────────────────────────────────sweep─> refused
+//!   └──dispute (held | performed)──> disputed ──operator: pay──> released
+//!                                              └─operator: refuse──> declined
+//! ```
+//!
+//! Each resolution is one step: the ledger's post, the charge line's shares and the forward's
+//! state commit together under a guard on the state read, so two sweepers resolve it once.
+
+use super::providers::forward_view;
+use super::{Pads, corrupt};
+use crate::access::{invalid, require_admin};
+use crate::{Missing, Principal, Result, ServiceError};
+use tally_ledger::Command;
+use tally_proto::effects::Effects;
+use tally_proto::pad::ids::RequestId;
+use tally_proto::pad::machine::Input;
+use tally_store::pad_providers::{ForwardRow, move_forward, resolve_charge};
+use tally_store::pads::{PadRow, update};
+use tally_store::{Attachment, Conflict};
+use tally_wire::pads::PadForwardView;
+
+/// The state a holder's `release` or `dispute` frame moves an escrow to, if it may.
+pub(super) fn by_holder(f: &ForwardRow, release: bool) -> Option<&'static str> {
+    if !f.escrow {
+        return None;
+    }
+    match (release, f.state.as_str()) {
+        (true, "held" | "performed") => Some("released"),
+        (false, "held" | "performed") => Some("disputed"),
+        _ => None,
+    }
+}
+
+impl Pads {
+    /// The operator's verdict on a disputed escrow: pay the provider, or refuse (the price
+    /// goes back to the pad). Resolved at once.
+    pub async fn decide_escrow(
+        &self,
+        by: &Principal,
+        request: &str,
+        pay: bool,
+    ) -> Result<PadForwardView> {
+        require_admin(by)?;
+        let id: RequestId = request
+            .parse()
+            .map_err(|e| invalid("request", format!("{e}")))?;
+        let f = self
+            .core
+            .store()
+            .pad_forward(&id.0)
+            .await?
+            .filter(|f| f.escrow)
+            .ok_or_else(|| ServiceError::NotFound {
+                what: Missing::PadRequest,
+                id: request.into(),
+            })?;
+        if f.state == "disputed" {
+            let to = if pay { "released" } else { "declined" };
+            let now = self.core.now();
+            let outcome = self
+                .core
+                .commit(
+                    format!(":pad_verdict:{id}"),
+                    Effects::record(
+                        "pad_escrow_verdict",
+                        serde_json::json!({"request": id, "pay": pay}),
+                    ),
+                    move_forward(&f.request, "disputed", to, now).to_vec(),
+                )
+                .await;
+            match outcome {
+                Ok(_) | Err(ServiceError::Conflict(Conflict::Moved(_))) => {}
+                Err(e) => return Err(e),
+            }
+        } else if !matches!(
+            f.state.as_str(),
+            "released" | "declined" | "paid" | "refused"
+        ) {
+            return Err(invalid("request", "only a disputed escrow takes a verdict"));
+        }
+        let f = self.forward_row(&id).await?;
+        if matches!(f.state.as_str(), "released" | "declined") {
+            self.resolve_escrow(&f).await?;
+        }
+        Ok(forward_view(&self.forward_row(&id).await?))
+    }
+
+    async fn forward_row(&self, id: &RequestId) -> Result<ForwardRow> {
+        self.core
+            .store()
+            .pad_forward(&id.0)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound {
+                what: Missing::PadRequest,
+                id: id.to_string(),
+            })
+    }
+
+    /// Resolves the escrows that are due (the sweeper): released and declined ones, and held
+    /// or performed ones past their deadline. Returns how many.
+    pub async fn sweep_escrows(&self, limit: i64) -> Result<usize> {
+        let due = self
+            .core
+            .store()
+            .pad_escrows_due(self.core.now(), limit)
+            .await?;
+        let mut n = 0;
+        for f in due {
+            match self.resolve_escrow(&f).await {
+                Ok(()) => n += 1,
+                // Resolved meanwhile (here or on another node), or the pad moved: next pass.
+                Err(ServiceError::Conflict(Conflict::Moved(_))) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+
+    /// One escrow's resolution: paid (the hold posted whole) when released or performed,
+    /// refused otherwise (the byte debit posted, the price released to the pad).
+    async fn resolve_escrow(&self, f: &ForwardRow) -> Result<()> {
+        let pay = matches!(f.state.as_str(), "released" | "performed");
+        let charge = self
+            .core
+            .store()
+            .pad_charge(&f.request)
+            .await?
+            .ok_or_else(|| corrupt("an escrow without its charge line"))?;
+        let debit = charge.operator_minor + charge.provider_minor;
+        let hold = self
+            .core
+            .still_pending(self.core.transfer_made_by(&f.step_key).await?)
+            .await?;
+        let now = self.core.now();
+        let id = RequestId(f.request);
+        let (to, operator, provider, command, back) = match (hold, pay) {
+            // The ledger's backstop expired the hold: the whole debit went back to the pad.
+            (None, _) => ("refused", 0, 0, None, debit),
+            (Some(pending_id), true) => (
+                "paid",
+                charge.operator_minor,
+                charge.provider_minor,
+                Some(Command::Post {
+                    pending_id,
+                    amount_minor: None,
+                }),
+                0,
+            ),
+            (Some(pending_id), false) => {
+                let bytes = debit - f.price_minor;
+                let command = if bytes > 0 {
+                    Command::Post {
+                        pending_id,
+                        amount_minor: Some(bytes),
+                    }
+                } else {
+                    Command::Void { pending_id }
+                };
+                ("refused", bytes.max(0), 0, Some(command), f.price_minor)
+            }
+        };
+        let effects = match command {
+            Some(c) => Effects::ledger(c),
+            None => Effects::record("pad_escrow_expired", serde_json::json!({"request": id})),
+        };
+        let mut rows: Vec<Attachment> = move_forward(&f.request, &f.state, to, now).to_vec();
+        rows.extend(resolve_charge(&f.request, operator, provider));
+        if back > 0 {
+            rows.extend(self.credited(&f.pad, back).await?);
+        }
+        self.core
+            .commit(format!(":pad_escrow:{id}"), effects, rows)
+            .await
+            .map(drop)
+    }
+
+    /// The rows of a pad credited `back` minor units: an exhausted pad with bytes left becomes
+    /// active (none when nothing changes).
+    async fn credited(&self, pad: &[u8; 16], back: i64) -> Result<Vec<Attachment>> {
+        let row: PadRow = self
+            .core
+            .store()
+            .pad(pad)
+            .await?
+            .ok_or_else(|| corrupt("an escrow's pad is missing"))?;
+        let machine = self.machine(&row)?;
+        let available = self.available(row.value_account).await? + back;
+        let (after, effects) = machine.handle(
+            self.core.now(),
+            Input::Credited {
+                available_minor: available,
+            },
+        )?;
+        if effects.is_none() {
+            return Ok(Vec::new());
+        }
+        let after_row = PadRow {
+            state: after.state.as_str().into(),
+            machine: serde_json::to_string(&after).map_err(corrupt)?,
+            updated_at: self.core.now(),
+            ..row.clone()
+        };
+        Ok(update(&row, &after_row).to_vec())
+    }
+}
