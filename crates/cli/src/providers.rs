@@ -4,14 +4,15 @@
 //! webhook secret) carrying a request id, never a pad; the provider answers with `reply`, and
 //! the operator's settlement pays it out of the pads' clearing account.
 
-use crate::client::{Client, Conn, money, parse_id};
+use crate::client::{Client, Conn, answered, idempotency_key, money, parse_id};
 use anyhow::Context;
 use base64::Engine as _;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tally_client::wire::pads::{
-    PadForwardView, PadProviderRequest, PadProviderView, PadReplyRequest, PadVerdict,
+    PadForwardView, PadPayRequest, PadPayoutRequest, PadProviderRequest, PadProviderView,
+    PadReplyRequest, PadVerdict,
 };
 
 #[derive(Subcommand)]
@@ -32,6 +33,53 @@ pub enum ProviderCommand {
     /// Decide a disputed escrow (the operator): `--pay` the provider, or `--refuse` (the price
     /// goes back to the pad).
     Verdict(VerdictArgs),
+    /// Pay the holder of the pad that sent a request (the provider; the seed's reverse flow):
+    /// from your account, without learning which pad it is.
+    Pay(PayArgs),
+    /// Be paid out in a new pad (the provider): its value from your account, its file into
+    /// your wallet.
+    Payout(PayoutArgs),
+}
+
+#[derive(Args)]
+pub struct PayArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// The provider's name.
+    pub name: String,
+    /// The request (`req-…`) whose pad is paid.
+    #[arg(long)]
+    pub request: String,
+    /// The amount, e.g. "0.20 EUR".
+    #[arg(long)]
+    pub amount: String,
+    /// Idempotency key (generated and printed when absent): re-run with it after a lost
+    /// answer to pay once.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Args)]
+pub struct PayoutArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// The provider's name.
+    pub name: String,
+    /// The pad's value, e.g. "1.00 EUR".
+    #[arg(long)]
+    pub value: String,
+    /// Pad bytes.
+    #[arg(long, default_value_t = 65_536)]
+    pub size: u64,
+    /// `one_time` or `session_key`.
+    #[arg(long, default_value = "one_time")]
+    pub mode: String,
+    /// Where the pad file goes.
+    #[arg(long, default_value = "./tally-pads")]
+    pub wallet: PathBuf,
+    /// Idempotency key (generated and printed when absent).
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Args)]
@@ -186,6 +234,37 @@ pub async fn provider(c: ProviderCommand) -> anyhow::Result<ExitCode> {
                 .pad_escrow_verdict(&a.request, &PadVerdict { pay: a.pay })
                 .await?;
             client.show(&v, forward_summary);
+        }
+        ProviderCommand::Pay(a) => {
+            let client = Client::new(&a.conn)?;
+            let amount = crate::accounts::parse_amount(&a.amount)?;
+            let key = idempotency_key(&a.idempotency_key);
+            let req = PadPayRequest {
+                request: a.request.clone(),
+                amount_minor: amount.minor,
+            };
+            let paid = answered(client.api.pad_provider_pay(&a.name, &req, &key).await?);
+            client.show(&paid, |p| {
+                format!(
+                    "paid      {} to the holder of {}\ntransfer  {}",
+                    money(p.amount_minor, &p.currency),
+                    p.request,
+                    p.transfer
+                )
+            });
+        }
+        ProviderCommand::Payout(a) => {
+            let client = Client::new(&a.conn)?;
+            let value = crate::accounts::parse_amount(&a.value)?;
+            let key = idempotency_key(&a.idempotency_key);
+            let req = PadPayoutRequest {
+                value_minor: value.minor,
+                size: a.size,
+                mode: Some(a.mode.clone()),
+                node_url: client.base().to_string(),
+            };
+            let sold = answered(client.api.pad_provider_payout(&a.name, &req, &key).await?);
+            crate::pads::keep(&sold, &a.wallet, true)?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1075,6 +1075,54 @@ fn holders_reach_a_provider_through_the_relay_and_the_clearing_pays_it_once() {
     assert_eq!(again.trim(), "nothing to settle");
     let shown = ok(cli(&server, &echo, &["account", "show", &earnings]));
     assert!(shown.contains("balance   0.90 EUR"), "{shown}");
+
+    // The reverse flow: the provider pays A by its request id (once per key), not knowing
+    // the pad; and takes 0.50 EUR of its earnings as a new pad, which it spends.
+    let before = available(&pad_a);
+    let pay = [
+        "provider",
+        "pay",
+        "echo",
+        "--request",
+        &req_a,
+        "--amount",
+        "0.20 EUR",
+        "--idempotency-key",
+        "refund-1",
+    ];
+    let out = ok(cli(&server, &echo, &pay));
+    assert!(
+        out.contains(&format!("paid      0.20 EUR to the holder of {req_a}")),
+        "{out}"
+    );
+    let (success, _, err) = cli(&server, &echo, &pay);
+    assert!(success && err.contains("used before"), "{err}");
+    assert_eq!(available(&pad_a) - before, 20, "paid once");
+    let pw = dir.path().join("provider-pads");
+    let out = ok(cli(
+        &server,
+        &echo,
+        &[
+            "provider",
+            "payout",
+            "echo",
+            "--value",
+            "0.50 EUR",
+            "--size",
+            "16384",
+            "--wallet",
+            pw.to_str().expect("utf-8"),
+        ],
+    ));
+    assert!(out.contains("value     0.50 EUR"), "{out}");
+    let shown = ok(cli(&server, &echo, &["account", "show", &earnings]));
+    assert!(shown.contains("balance   0.20 EUR"), "{shown}");
+    let a_mailbox = field(&ok(holder(&wa, &["show"])), "mailbox").to_string();
+    let out = ok(holder(
+        &pw,
+        &["post", "--to", &a_mailbox, "--text", "thanks"],
+    ));
+    assert!(out.contains("posted"), "{out}");
     for w in [&wa, &wb] {
         let (success, out, err) = show(&server, w);
         assert!(success && out.contains("every line agrees"), "{out}\n{err}");

@@ -10,8 +10,8 @@ use tally_wire::pads::{
     VoucherRedeemRequest, VoucherSellRequest, VoucherView, VouchersIssued,
 };
 use tally_wire::pads::{
-    PadAllowRequest, PadAllowed, PadForwardView, PadProviderRequest, PadProviderView,
-    PadReplyRequest, PadSettlement, PadVerdict,
+    PadAllowRequest, PadAllowed, PadForwardView, PadPaid, PadPayRequest, PadPayoutRequest,
+    PadProviderRequest, PadProviderView, PadReplyRequest, PadSettlement, PadVerdict,
 };
 
 impl Client {
@@ -301,5 +301,39 @@ impl Client {
         )
         .json(verdict)?;
         Ok(self.call(call).await?.value)
+    }
+
+    /// `POST /v1/pad-providers/{name}/pay` (its owner): pay the holder of a request's pad; the
+    /// same key answers the same payment.
+    pub async fn pad_provider_pay(
+        &self,
+        name: &str,
+        req: &PadPayRequest,
+        key: &str,
+    ) -> Result<Answer<PadPaid>, Error> {
+        self.send(
+            Method::POST,
+            format!("/v1/pad-providers/{}/pay", seg(name)),
+            req,
+            Some(key),
+        )
+        .await
+    }
+
+    /// `POST /v1/pad-providers/{name}/payout-pad` (its owner): earnings paid out in a new pad;
+    /// the same key answers the same pad.
+    pub async fn pad_provider_payout(
+        &self,
+        name: &str,
+        req: &PadPayoutRequest,
+        key: &str,
+    ) -> Result<Answer<PadSold>, Error> {
+        self.send(
+            Method::POST,
+            format!("/v1/pad-providers/{}/payout-pad", seg(name)),
+            req,
+            Some(key),
+        )
+        .await
     }
 }

@@ -306,6 +306,11 @@ fn routes() -> Router<AppState> {
             "/v1/pad-providers/{name}/replies",
             post(pad_providers::reply),
         )
+        .route("/v1/pad-providers/{name}/pay", post(pad_providers::pay))
+        .route(
+            "/v1/pad-providers/{name}/payout-pad",
+            post(pad_providers::payout_pad),
+        )
         .route("/v1/pad-settlements", post(pad_providers::settle))
         .route(
             "/v1/pad-escrows/{request}/verdict",

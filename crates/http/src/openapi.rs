@@ -69,6 +69,8 @@ impl Modify for ApiKeyAuth {
         pad_providers::reply,
         pad_providers::settle,
         pad_providers::verdict,
+        pad_providers::pay,
+        pad_providers::payout_pad,
         federation::open_session,
         federation::sessions,
         federation::session,

@@ -6,13 +6,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::Response;
 use tally_wire::pads::{
-    PadAllowRequest, PadAllowed, PadForwardView, PadProviderRequest, PadProviderView,
-    PadReplyRequest, PadSettlement, PadVerdict,
+    PadAllowRequest, PadAllowed, PadForwardView, PadPaid, PadPayRequest, PadPayoutRequest,
+    PadProviderRequest, PadProviderView, PadReplyRequest, PadSettlement, PadSold, PadVerdict,
 };
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiPath, Caller};
+use crate::extract::{ApiJson, ApiPath, Caller, IdempotencyKey};
 use crate::handlers::written;
 
 /// Register a service provider of pads, or change its terms (the owner of the merchant account
@@ -148,4 +148,52 @@ pub async fn allow(
             .allow_account_pad(&account, &pad, &body)
             .await?,
     ))
+}
+
+/// The seed's reverse flow: the provider pays the holder of the pad that sent a request, from
+/// its account, without learning which pad it is. The same key answers the same payment.
+#[utoipa::path(
+    post, path = "/v1/pad-providers/{name}/pay", tag = "pads",
+    params(("name" = String, Path, description = "The provider's name"), ("Idempotency-Key" = String, Header, description = "Required; a retry answers the same payment")),
+    request_body(content = PadPayRequest, description = "`{request, amount_minor}`"),
+    responses((status = 201, description = "Paid", body = PadPaid), (status = 403, description = "forbidden: not the provider's owner", body = ErrorBody), (status = 404, description = "not_found: no such provider or request", body = ErrorBody), (status = 422, description = "insufficient_funds, invalid_request (`details.field`: amount_minor, request)", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn pay(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(name): ApiPath<String>,
+    key: IdempotencyKey,
+    ApiJson(body): ApiJson<PadPayRequest>,
+) -> Result<Response, ApiError> {
+    let (paid, replayed) = state
+        .node
+        .pads()
+        .pay_holder(&by, &name, &key.0, &body)
+        .await?;
+    Ok(written(paid, replayed, None))
+}
+
+/// The provider's earnings paid out in a new pad: its value from the provider's account; the
+/// answer carries the pad file. The same key answers the same pad until it is used.
+#[utoipa::path(
+    post, path = "/v1/pad-providers/{name}/payout-pad", tag = "pads",
+    params(("name" = String, Path, description = "The provider's name"), ("Idempotency-Key" = String, Header, description = "Required; a retry answers the same pad")),
+    request_body(content = PadPayoutRequest, description = "`{value_minor, size, mode?, node_url}`"),
+    responses((status = 201, description = "The pad and its file", body = PadSold), (status = 403, description = "forbidden: not the provider's owner", body = ErrorBody), (status = 404, description = "not_found", body = ErrorBody), (status = 422, description = "insufficient_funds, invalid_request", body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn payout_pad(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(name): ApiPath<String>,
+    key: IdempotencyKey,
+    ApiJson(body): ApiJson<PadPayoutRequest>,
+) -> Result<Response, ApiError> {
+    let (sold, replayed) = state
+        .node
+        .pads()
+        .payout_pad(&by, &name, &key.0, &body)
+        .await?;
+    Ok(written(sold, replayed, None))
 }

@@ -312,6 +312,8 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
         "POST /v1/pad-accounts/{account}/show",
         "POST /v1/pad-escrows/{request}/verdict",
         "POST /v1/pad-frames",
+        "POST /v1/pad-providers/{name}/pay",
+        "POST /v1/pad-providers/{name}/payout-pad",
         "POST /v1/pad-providers/{name}/replies",
         "POST /v1/pad-settlements",
         "POST /v1/pad-stock",

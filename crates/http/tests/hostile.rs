@@ -1374,6 +1374,25 @@ fn pads(h: &Hostile) -> Vec<Case> {
             .by(Who::Admin)
             .json(json!({"pay": false}))
             .expect(422, "invalid_request"),
+        post("providers/a payment to a holder without an idempotency key", "/v1/pad-providers/nobody/pay")
+            .by(Who::Shop)
+            .json(json!({"request": "req-00000000000000000000000000000000", "amount_minor": 10}))
+            .expect(400, "idempotency_key_required"),
+        post("providers/a payment by an unknown provider", "/v1/pad-providers/nobody/pay")
+            .by(Who::Shop)
+            .idem("pp-1")
+            .json(json!({"request": "req-00000000000000000000000000000000", "amount_minor": 10}))
+            .expect(404, "not_found"),
+        post("providers/a payout pad of an unknown provider", "/v1/pad-providers/nobody/payout-pad")
+            .by(Who::Shop)
+            .idem("pp-2")
+            .json(json!({"value_minor": 100, "size": 4096, "node_url": "http://127.0.0.1:8640"}))
+            .expect(404, "not_found"),
+        post("providers/a payout pad with an unknown field", "/v1/pad-providers/nobody/payout-pad")
+            .by(Who::Shop)
+            .idem("pp-3")
+            .json(json!({"value_minor": 100, "size": 4096, "node_url": "http://x", "free": true}))
+            .expect(400, "malformed_json"),
         put("pad accounts/allow in an unknown account", "/v1/pad-accounts/pa-00000000000000000000000000000000/pads/{pad}/allow")
             .json(json!({"pin": "123456", "providers": ["echo"]}))
             .expect(404, "not_found"),

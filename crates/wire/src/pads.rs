@@ -442,3 +442,46 @@ pub struct PadVerdict {
     /// Pay the provider (true) or give the price back to the pad (false).
     pub pay: bool,
 }
+
+/// `POST /v1/pad-providers/{name}/pay` (the provider, `Idempotency-Key`): the seed's reverse
+/// flow — the provider pays the holder of the pad that sent `request`, from its account,
+/// without learning which pad it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PadPayRequest {
+    /// The request id a forward carried (`req-…`).
+    pub request: String,
+    /// Minor units (> 0), in the provider's currency.
+    pub amount_minor: i64,
+}
+
+/// A payment to a holder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PadPaid {
+    /// The request it answers.
+    pub request: String,
+    /// Minor units paid.
+    pub amount_minor: i64,
+    /// ISO-4217 code.
+    pub currency: String,
+    /// The ledger transfer.
+    #[schema(value_type = String)]
+    pub transfer: tally_kernel::Id,
+}
+
+/// `POST /v1/pad-providers/{name}/payout-pad` (the provider, `Idempotency-Key`): a new pad
+/// paid from the provider's account (its earnings paid out in a pad); the file is answered
+/// once, to the provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PadPayoutRequest {
+    /// The value, minor units (> 0), in the provider's currency.
+    pub value_minor: i64,
+    /// Pad bytes.
+    pub size: u64,
+    /// `one_time` (default) or `session_key`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// The node URL written into the pad file.
+    pub node_url: String,
+}

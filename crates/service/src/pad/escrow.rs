@@ -189,7 +189,7 @@ impl Pads {
 
     /// The rows of a pad credited `back` minor units: an exhausted pad with bytes left becomes
     /// active (none when nothing changes).
-    async fn credited(&self, pad: &[u8; 16], back: i64) -> Result<Vec<Attachment>> {
+    pub(super) async fn credited(&self, pad: &[u8; 16], back: i64) -> Result<Vec<Attachment>> {
         let row: PadRow = self
             .core
             .store()

@@ -10,7 +10,7 @@
 //! whether the price is held in escrow.
 
 use super::{Pads, corrupt};
-use crate::access::{invalid, require_admin};
+use crate::access::{invalid, namespaced, require_admin};
 use crate::{Missing, Principal, Result, ServiceError};
 use base64::Engine as _;
 use tally_kernel::crypto::seal;
@@ -27,7 +27,8 @@ use tally_store::pad_providers::{
 use tally_store::pads::{PadMessage, PadRow, insert_message};
 use tally_store::{Attachment, Conflict, outbox::NewMessage};
 use tally_wire::pads::{
-    PadForwardView, PadPayout, PadProviderRequest, PadProviderView, PadReplyRequest, PadSettlement,
+    PadForwardView, PadPaid, PadPayRequest, PadPayout, PadPayoutRequest, PadProviderRequest,
+    PadProviderView, PadReplyRequest, PadSettlement, PadSold,
 };
 
 /// Charge lines one settlement transfer pays at most (the rest wait for the next transfer).
@@ -289,6 +290,131 @@ impl Pads {
             }),
             false,
         ))
+    }
+
+    /// The seed's reverse flow: the provider pays the holder of the pad that sent
+    /// `req.request`, from its own account, without learning the pad. An exhausted pad with
+    /// bytes left becomes active. The same key again answers the same payment.
+    pub async fn pay_holder(
+        &self,
+        by: &Principal,
+        provider: &str,
+        idempotency_key: &str,
+        req: &PadPayRequest,
+    ) -> Result<(PadPaid, bool)> {
+        let key = namespaced(by, idempotency_key)?;
+        let (p, f) = self.forward_of(by, provider, &req.request).await?;
+        if req.amount_minor <= 0 {
+            return Err(invalid("amount_minor", "a payment is positive"));
+        }
+        crate::exec::retrying(|| async {
+            let row = self
+                .core
+                .store()
+                .pad(&f.pad)
+                .await?
+                .ok_or_else(|| corrupt("a forward's pad is missing"))?;
+            if row.state == tally_proto::pad::machine::State::Cancelled.as_str() {
+                return Err(invalid(
+                    "request",
+                    "the pad that sent it is cancelled; it takes no payments",
+                ));
+            }
+            let rows = self.credited(&f.pad, req.amount_minor).await?;
+            let outcome = self
+                .core
+                .commit(
+                    key.clone(),
+                    Effects::ledger(Command::Transfer {
+                        debit_account: p.account,
+                        credit_account: row.value_account,
+                        amount_minor: req.amount_minor,
+                        currency: p.currency,
+                        timeout_s: None,
+                        memo: format!("{} pays the holder of {}", p.name, RequestId(f.request)),
+                    }),
+                    rows,
+                )
+                .await?;
+            let transfer = outcome
+                .transfer()
+                .map(|t| t.id)
+                .ok_or(ServiceError::IdempotencyKeyReused)?;
+            Ok((
+                PadPaid {
+                    request: RequestId(f.request).to_string(),
+                    amount_minor: req.amount_minor,
+                    currency: p.currency.code().into(),
+                    transfer,
+                },
+                outcome.replayed,
+            ))
+        })
+        .await
+    }
+
+    /// The provider's earnings paid out in a new pad: its value from the provider's account,
+    /// its file answered to the provider (once: a retry before the pad is used answers it
+    /// again).
+    pub async fn payout_pad(
+        &self,
+        by: &Principal,
+        provider: &str,
+        idempotency_key: &str,
+        req: &PadPayoutRequest,
+    ) -> Result<(PadSold, bool)> {
+        let p = self.provider_row(provider_name(provider)?.as_str()).await?;
+        if !by.is_admin() && by.owner != p.owner {
+            return Err(ServiceError::Forbidden(
+                "only the provider's owner is paid out",
+            ));
+        }
+        let key = namespaced(by, idempotency_key)?;
+        let (currency, mode) = self.check_sale(
+            p.currency.code(),
+            req.value_minor,
+            req.size,
+            req.mode.as_deref(),
+            &req.node_url,
+        )?;
+        // Checked before anything is opened, so a payout refused for it leaves no trace (the
+        // ledger checks it again when the value moves).
+        let from =
+            self.core
+                .store()
+                .account(p.account)
+                .await?
+                .ok_or_else(|| ServiceError::NotFound {
+                    what: Missing::Account,
+                    id: p.account.to_string(),
+                })?;
+        if let Some(available) = from.available_minor()
+            && available < req.value_minor
+            && self.core.store().pad_by_issue_key(&key).await?.is_none()
+        {
+            return Err(ServiceError::Ledger(
+                tally_ledger::LedgerError::ExceedsCredits {
+                    account: from.id,
+                    currency,
+                    needed_minor: req.value_minor,
+                    available_minor: available,
+                },
+            ));
+        }
+        let mut id = [0u8; 16];
+        crate::identity::getrandom_fill(&mut id)?;
+        let issue = super::Issue {
+            key,
+            from: Some(p.account),
+            account: None,
+            value: tally_kernel::Amount::new(req.value_minor, currency),
+            size: req.size,
+            mode,
+            url: req.node_url.clone(),
+            memo: format!("{} paid out in a pad", p.name),
+            allow: Vec::new(),
+        };
+        self.issue(issue, id, Vec::new()).await
     }
 
     /// A `forward`'s provider terms, as the machine sees them (none: unknown, or priced in
