@@ -233,6 +233,12 @@ pub enum AccountCommand {
     Transfer(AccountTransferArgs),
     /// Set the providers a pad of the account may pay (`--provider`, repeated); none: any.
     Allow(AccountAllowArgs),
+    /// Name an out-of-band subscriber (`tally subscriber`) who may cancel the account's lost
+    /// pads by a code on their second channel, without the PIN: the PIN, then their code.
+    Recovery(AccountRecoveryArgs),
+    /// Cancel a lost pad of the account by the recovery subscriber's code, without the PIN:
+    /// its value moves into the account.
+    CancelByCode(AccountCancelByCodeArgs),
 }
 
 #[derive(Args)]
@@ -360,6 +366,30 @@ pub struct AccountAllowArgs {
     /// Its PIN.
     #[arg(long, env = "TALLY_PAD_PIN", hide_env_values = true)]
     pub pin: String,
+}
+
+#[derive(Args)]
+pub struct AccountRecoveryArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// The account (`pa-…`).
+    pub account: String,
+    /// The subscriber (a Tally out-of-band user with a verified second channel).
+    #[arg(long)]
+    pub user: String,
+    /// Its PIN.
+    #[arg(long, env = "TALLY_PAD_PIN", hide_env_values = true)]
+    pub pin: String,
+}
+
+#[derive(Args)]
+pub struct AccountCancelByCodeArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// The account (`pa-…`).
+    pub account: String,
+    /// The lost pad (`pad-…`).
+    pub pad: String,
 }
 
 #[derive(Args)]
@@ -668,6 +698,28 @@ async fn account(c: AccountCommand) -> anyhow::Result<ExitCode> {
             println!("from      {}", t.from);
             println!("to        {}", t.to);
             println!("receipt   {}", a.receipt.display());
+        }
+        AccountCommand::Recovery(a) => {
+            let client = Client::new(&a.conn)?;
+            let req = tally_client::wire::pads::PadRecoveryRequest {
+                pin: a.pin.clone(),
+                user: a.user.clone(),
+            };
+            let v = crate::oob::confirming(&client, "(the same command)", || {
+                client.api.pad_account_recovery(&a.account, &req)
+            })
+            .await?;
+            client.show(&v, |v| {
+                format!("account   {}\nrecovery  {}", v.account, v.user)
+            });
+        }
+        AccountCommand::CancelByCode(a) => {
+            let client = Client::new(&a.conn)?;
+            let v = crate::oob::confirming(&client, "(the same command)", || {
+                client.api.pad_account_cancel_by_code(&a.account, &a.pad)
+            })
+            .await?;
+            client.show(&v, account_summary);
         }
         AccountCommand::Allow(a) => {
             let client = Client::new(&a.conn)?;

@@ -4,40 +4,11 @@
 mod common;
 
 use common::{
-    Server, assert_audit_passes, cli, field, ok, open_account, outcome, tally_for, transfer,
+    Server, assert_audit_passes, cli, code_for, field, ok, open_account, outcome, tally_for,
+    transfer,
 };
 use std::io::Write;
 use std::process::Stdio;
-
-/// The code in a message: the first run of 6–10 digits after the word "code".
-fn code_in(body: &str) -> String {
-    let at = body
-        .find("code")
-        .unwrap_or_else(|| panic!("no code in {body:?}"));
-    let rest = &body[at..];
-    let start = rest
-        .find(|c: char| c.is_ascii_digit())
-        .unwrap_or_else(|| panic!("no digits in {body:?}"));
-    let digits: String = rest[start..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    assert!((6..=10).contains(&digits.len()), "{body:?}");
-    digits
-}
-
-/// Reads the code of `session` from the dev inbox `address` (through `tally inbox --json`).
-fn code_for(server: &Server, key: &str, address: &str, session: &str) -> String {
-    let out = ok(cli(server, key, &["inbox", address, "--json"]));
-    let messages: serde_json::Value = serde_json::from_str(&out).expect("inbox JSON");
-    let message = messages
-        .as_array()
-        .expect("a list")
-        .iter()
-        .find(|m| m.pointer("/data/session").and_then(|s| s.as_str()) == Some(session))
-        .unwrap_or_else(|| panic!("no message for session {session} in {out}"));
-    code_in(message["body"].as_str().expect("body"))
-}
 
 /// `tally auth confirm SESSION` with the code typed on stdin, as at the prompt.
 fn confirm_typed(server: &Server, key: &str, session: &str, code: &str) -> (bool, String, String) {

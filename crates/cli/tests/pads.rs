@@ -1136,3 +1136,129 @@ fn base64_decode(text: &str) -> Vec<u8> {
         .decode(text)
         .expect("base64")
 }
+
+/// Recovery without the PIN (P6, with the ceremony of [2]): a PIN account names subscriber
+/// alice (the PIN, then alice's code: she agrees); a lost pad of the account is then cancelled
+/// by alice's code alone, its value restored into the account, and the pad takes no more
+/// frames. Without a code nothing happens; an account that named nobody, a subscriber without
+/// a verified second channel, and a wrong PIN are refused.
+#[test]
+fn a_lost_pad_is_cancelled_by_the_recovery_subscribers_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, till) = node_with(dir.path(), &["--dev"], &[]);
+    let admin = server.admin_key.clone();
+    // Alice: a subscriber whose phone (a dev inbox) is her verified second channel.
+    let alice = field(
+        &ok(cli(
+            &server,
+            &admin,
+            &[
+                "api-key", "create", "--role", "customer", "--owner", "alice",
+            ],
+        )),
+        "key",
+    )
+    .to_string();
+    ok(cli(&server, &alice, &["subscriber", "add", "alice"]));
+    ok(cli(&server, &admin, &["subscriber", "add", "bob"]));
+    let out = ok(cli(
+        &server,
+        &alice,
+        &[
+            "subscriber",
+            "address",
+            "add",
+            "alice",
+            "--channel",
+            "dev",
+            "--address",
+            "alice-phone",
+        ],
+    ));
+    let session = field(&out, "session").to_string();
+    let code = common::code_for(&server, &admin, "alice-phone", &session);
+    ok(cli(
+        &server,
+        &alice,
+        &["auth", "confirm", &session, "--code", &code],
+    ));
+
+    let wallet = dir.path().join("pads");
+    let pad = buy(&server, &till, &wallet, "16384", &[]);
+    let anonymous = |args: &[&str]| {
+        outcome(
+            tally_for(&server, "")
+                .env_remove("TALLY_API_KEY")
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("run tally"),
+        )
+    };
+    let account = field(
+        &ok(anonymous(&["pad", "account", "open", "--pin", "551177"])),
+        "account",
+    )
+    .to_string();
+    let w = wallet.to_str().expect("utf-8");
+    ok(anonymous(&[
+        "pad", "join", &account, "--pin", "551177", "--wallet", w,
+    ]));
+    // Runs a command that needs alice's code: refused without it, saying which session; her
+    // code confirmed; then the same command again.
+    let with_code = |args: &[&str]| {
+        let (success, _, err) = anonymous(args);
+        assert!(!success && err.contains("confirmation required"), "{err}");
+        let session = err
+            .split("tally auth confirm ")
+            .nth(1)
+            .and_then(|r| r.split('`').next())
+            .unwrap_or_else(|| panic!("no session in {err}"))
+            .to_string();
+        let code = common::code_for(&server, &admin, "alice-phone", &session);
+        ok(anonymous(&["auth", "confirm", &session, "--code", &code]));
+        ok(anonymous(args))
+    };
+
+    // Refused: no recovery subscriber yet; a wrong PIN; a subscriber with no second channel.
+    let (success, _, err) = anonymous(&["pad", "account", "cancel-by-code", &account, &pad]);
+    assert!(!success && err.contains("no recovery subscriber"), "{err}");
+    let (success, _, err) = anonymous(&[
+        "pad", "account", "recovery", &account, "--user", "alice", "--pin", "000000",
+    ]);
+    assert!(!success && err.contains("pin_wrong"), "{err}");
+    let (success, _, err) = anonymous(&[
+        "pad", "account", "recovery", &account, "--user", "bob", "--pin", "551177",
+    ]);
+    assert!(!success && err.contains("second-channel"), "{err}");
+
+    let out = with_code(&[
+        "pad", "account", "recovery", &account, "--user", "alice", "--pin", "551177",
+    ]);
+    assert!(out.contains("recovery  alice"), "{out}");
+    let inspected = ok(cli(&server, &admin, &["pad", "inspect", &pad, "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&inspected).expect("JSON");
+    let left = v["available_minor"].as_i64().expect("available");
+    assert!(
+        left > 0 && left < 500,
+        "the join's bytes were debited: {left}"
+    );
+    let value = format!("value     {}.{:02} EUR", left / 100, left % 100);
+    let out = with_code(&["pad", "account", "cancel-by-code", &account, &pad]);
+    assert!(
+        out.contains(&value),
+        "the pad's value is in the account: {out}"
+    );
+    let (success, _, err) = show(&server, &wallet);
+    assert!(!success && err.contains("pad_not_active"), "{err}");
+    // Again: nothing more happens, no second code.
+    let again = ok(anonymous(&[
+        "pad",
+        "account",
+        "cancel-by-code",
+        &account,
+        &pad,
+    ]));
+    assert!(again.contains(&value), "{again}");
+    assert_audit_passes(&server);
+}

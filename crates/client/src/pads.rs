@@ -11,7 +11,8 @@ use tally_wire::pads::{
 };
 use tally_wire::pads::{
     PadAllowRequest, PadAllowed, PadForwardView, PadPaid, PadPayRequest, PadPayoutRequest,
-    PadProviderRequest, PadProviderView, PadReplyRequest, PadSettlement, PadVerdict,
+    PadProviderRequest, PadProviderView, PadRecovery, PadRecoveryRequest, PadReplyRequest,
+    PadSettlement, PadVerdict,
 };
 
 impl Client {
@@ -335,5 +336,38 @@ impl Client {
             Some(key),
         )
         .await
+    }
+
+    /// `PUT /v1/pad-accounts/{account}/recovery`: name the subscriber who may cancel lost
+    /// pads by code (`confirmation_required` until the subscriber verified it; then again).
+    pub async fn pad_account_recovery(
+        &self,
+        account: &str,
+        req: &PadRecoveryRequest,
+    ) -> Result<PadRecovery, Error> {
+        let call = Call::new(
+            Method::PUT,
+            format!("/v1/pad-accounts/{}/recovery", seg(account)),
+        )
+        .json(req)?;
+        Ok(self.call(call).await?.value)
+    }
+
+    /// `POST /v1/pad-accounts/{account}/pads/{pad}/cancel-by-code`: a lost pad cancelled by
+    /// the recovery subscriber's code (`confirmation_required` first; then again).
+    pub async fn pad_account_cancel_by_code(
+        &self,
+        account: &str,
+        pad: &str,
+    ) -> Result<PadAccountView, Error> {
+        let call = Call::new(
+            Method::POST,
+            format!(
+                "/v1/pad-accounts/{}/pads/{}/cancel-by-code",
+                seg(account),
+                seg(pad)
+            ),
+        );
+        Ok(self.call(call).await?.value)
     }
 }

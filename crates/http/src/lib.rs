@@ -291,6 +291,14 @@ fn routes() -> Router<AppState> {
             post(pads::transfer_account_pad),
         )
         .route(
+            "/v1/pad-accounts/{account}/recovery",
+            axum::routing::put(pad_providers::recovery),
+        )
+        .route(
+            "/v1/pad-accounts/{account}/pads/{pad}/cancel-by-code",
+            post(pad_providers::cancel_by_code),
+        )
+        .route(
             "/v1/pad-accounts/{account}/pads/{pad}/allow",
             axum::routing::put(pad_providers::allow),
         )

@@ -71,6 +71,8 @@ impl Modify for ApiKeyAuth {
         pad_providers::verdict,
         pad_providers::pay,
         pad_providers::payout_pad,
+        pad_providers::recovery,
+        pad_providers::cancel_by_code,
         federation::open_session,
         federation::sessions,
         federation::session,

@@ -5,6 +5,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::response::Response;
+use tally_wire::pads::{PadAccountView, PadRecovery, PadRecoveryRequest};
 use tally_wire::pads::{
     PadAllowRequest, PadAllowed, PadForwardView, PadPaid, PadPayRequest, PadPayoutRequest,
     PadProviderRequest, PadProviderView, PadReplyRequest, PadSettlement, PadSold, PadVerdict,
@@ -196,4 +197,47 @@ pub async fn payout_pad(
         .payout_pad(&by, &name, &key.0, &body)
         .await?;
     Ok(written(sold, replayed, None))
+}
+
+/// Name the out-of-band subscriber who may cancel the account's lost pads without the PIN
+/// (its PIN in the body). The first call opens a code session on the subscriber's second
+/// channel and answers `confirmation_required`; once the code is verified, the same call
+/// again binds it.
+#[utoipa::path(
+    put, path = "/v1/pad-accounts/{account}/recovery", tag = "pads",
+    params(("account" = String, Path, description = "`pa-` and 32 hex digits")),
+    request_body(content = PadRecoveryRequest, description = "`{pin, user}`"),
+    responses((status = 200, description = "Bound", body = PadRecovery), (status = 403, description = "pin_wrong; forbidden: the subscriber has no verified second channel; confirmation_required (`details.session`)", body = ErrorBody), (status = 404, description = "not_found", body = ErrorBody), (status = 409, description = "confirmation_failed", body = ErrorBody), (status = 422, description = "invalid_request", body = ErrorBody), (status = 429, description = "pin_locked", body = ErrorBody)),
+)]
+pub async fn recovery(
+    State(state): State<AppState>,
+    ApiPath(account): ApiPath<String>,
+    ApiJson(body): ApiJson<PadRecoveryRequest>,
+) -> Result<Json<PadRecovery>, ApiError> {
+    let node = &state.node;
+    Ok(Json(
+        node.pads()
+            .bind_recovery(node.oob(), &account, &body)
+            .await?,
+    ))
+}
+
+/// Cancel a lost pad of the account by its recovery subscriber's code, without the PIN: the
+/// first call sends the code and answers `confirmation_required`; verified, the same call
+/// again cancels the pad and moves its value into the account.
+#[utoipa::path(
+    post, path = "/v1/pad-accounts/{account}/pads/{pad}/cancel-by-code", tag = "pads",
+    params(("account" = String, Path, description = "`pa-` and 32 hex digits"), ("pad" = String, Path, description = "`pad-` and 32 hex digits")),
+    responses((status = 200, description = "The account after", body = PadAccountView), (status = 403, description = "forbidden: no recovery subscriber; confirmation_required (`details.session`)", body = ErrorBody), (status = 404, description = "not_found", body = ErrorBody), (status = 409, description = "confirmation_failed", body = ErrorBody), (status = 422, description = "invalid_request", body = ErrorBody)),
+)]
+pub async fn cancel_by_code(
+    State(state): State<AppState>,
+    ApiPath((account, pad)): ApiPath<(String, String)>,
+) -> Result<Json<PadAccountView>, ApiError> {
+    let node = &state.node;
+    Ok(Json(
+        node.pads()
+            .cancel_by_code(node.oob(), &account, &pad)
+            .await?,
+    ))
 }

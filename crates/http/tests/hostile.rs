@@ -1393,6 +1393,16 @@ fn pads(h: &Hostile) -> Vec<Case> {
             .idem("pp-3")
             .json(json!({"value_minor": 100, "size": 4096, "node_url": "http://x", "free": true}))
             .expect(400, "malformed_json"),
+        put("pad accounts/recovery for an unknown account", "/v1/pad-accounts/pa-00000000000000000000000000000000/recovery")
+            .json(json!({"pin": "123456", "user": "alice"}))
+            .expect(404, "not_found"),
+        put("pad accounts/recovery naming a user with a colon", "/v1/pad-accounts/pa-00000000000000000000000000000000/recovery")
+            .json(json!({"pin": "123456", "user": "a:b"}))
+            .expect(422, "invalid_request"),
+        post("pad accounts/cancel by code in an unknown account", "/v1/pad-accounts/pa-00000000000000000000000000000000/pads/{pad}/cancel-by-code")
+            .expect(404, "not_found"),
+        post("pad accounts/cancel by code of a malformed pad", "/v1/pad-accounts/pa-00000000000000000000000000000000/pads/pad-xyz/cancel-by-code")
+            .expect(422, "invalid_request"),
         put("pad accounts/allow in an unknown account", "/v1/pad-accounts/pa-00000000000000000000000000000000/pads/{pad}/allow")
             .json(json!({"pin": "123456", "providers": ["echo"]}))
             .expect(404, "not_found"),

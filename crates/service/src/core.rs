@@ -218,4 +218,17 @@ pub trait Gate: Sync {
         key: &str,
         out: Outflow,
     ) -> impl std::future::Future<Output = Result<Vec<tally_store::Attachment>>> + Send;
+
+    /// A ceremony another protocol asks of subscriber `user` before a step that is not a
+    /// payment of theirs (binding a pad account for recovery, cancelling a lost pad): a
+    /// certified declaration `title` of `form`, under `key`, with the same answers as
+    /// [`Gate::gate`] (the rows that use the verified session up with the step, or
+    /// `ConfirmationRequired` / `ConfirmationFailed`).
+    fn ceremony(
+        &self,
+        user: &str,
+        key: &str,
+        title: &str,
+        form: &str,
+    ) -> impl std::future::Future<Output = Result<Vec<tally_store::Attachment>>> + Send;
 }

@@ -591,6 +591,14 @@ pub fn update_pin_tries(before: &PadAccountRow, after: &PadAccountRow) -> [Attac
     ]
 }
 
+/// Names the out-of-band subscriber who may cancel the account's lost pads.
+pub fn set_recovery_user(account: &[u8; 16], user: &str) -> Attachment {
+    row(
+        "UPDATE pad_accounts SET recovery_user = $2 WHERE id = $1",
+        vec![Value::Blob(account.to_vec()), Value::Text(user.into())],
+    )
+}
+
 /// Names an account's ledger account in a currency (with its opening): the first one stays.
 pub fn insert_account_value(account: &[u8; 16], currency: Currency, ledger: Id) -> Attachment {
     row(
@@ -864,6 +872,21 @@ impl Store {
             )
             .await?;
         rows.first().map(|r| Ok(r.try_get("serial")?)).transpose()
+    }
+
+    /// The out-of-band subscriber who may cancel an account's lost pads, if one was bound.
+    pub async fn pad_account_recovery(&self, id: &[u8; 16]) -> Result<Option<String>, StoreError> {
+        let rows = self
+            .fetch_all(
+                "SELECT recovery_user FROM pad_accounts WHERE id = $1".into(),
+                vec![Value::Blob(id.to_vec())],
+            )
+            .await?;
+        Ok(rows
+            .first()
+            .map(|r| r.try_get::<Option<String>, _>("recovery_user"))
+            .transpose()?
+            .flatten())
     }
 
     /// A PIN account.

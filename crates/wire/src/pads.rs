@@ -485,3 +485,26 @@ pub struct PadPayoutRequest {
     /// The node URL written into the pad file.
     pub node_url: String,
 }
+
+/// `PUT /v1/pad-accounts/{account}/recovery` (its PIN): names the out-of-band subscriber who
+/// may cancel the account's lost pads by a code on their second channel, without the PIN.
+/// The subscriber agrees by that code too; some anonymity is traded for recovery.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PadRecoveryRequest {
+    /// The account's PIN.
+    pub pin: String,
+    /// The subscriber (an out-of-band user with a verified second-channel address).
+    pub user: String,
+}
+
+debug_hiding!(PadRecoveryRequest { user } hides { pin });
+
+/// An account's recovery subscriber.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PadRecovery {
+    /// The account.
+    pub account: String,
+    /// The subscriber who may cancel its lost pads.
+    pub user: String,
+}

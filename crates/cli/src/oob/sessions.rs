@@ -238,7 +238,7 @@ where
         other => return Ok(other?),
     };
     eprintln!(
-        "confirmation required (above a threshold): nothing moved yet\n{}",
+        "confirmation required: nothing was done yet\n{}",
         session_summary(&session)
     );
     let code = read_code(&session.channel, &session.address).await?;

@@ -47,55 +47,98 @@ impl Gate for Oob {
             amount: out.amount,
             description: out.description.clone(),
         };
-        if let Some(row) = store.oob_session_by_key(&confirm_key).await? {
+        if store.oob_session_by_key(&confirm_key).await?.is_none() {
+            let Some(payee) = store.account(out.payee_account).await? else {
+                // The ledger refuses the unknown account itself.
+                return Ok(Vec::new());
+            };
+            if !self
+                .secured_by_rules(&by.owner, &payee.owner, out.amount)
+                .await?
+            {
+                return Ok(Vec::new());
+            }
+        }
+        let payee = store
+            .account(out.payee_account)
+            .await?
+            .map_or_else(String::new, |a| a.owner);
+        let purpose = Purpose::Transaction(Transaction {
+            amount: out.amount,
+            payer_account: Some(out.payer_account),
+            payee,
+            payee_account: Some(out.payee_account),
+            description: out.description,
+        });
+        self.confirmed(&by.owner, &confirm_key, app, purpose).await
+    }
+
+    async fn ceremony(
+        &self,
+        user: &str,
+        key: &str,
+        title: &str,
+        form: &str,
+    ) -> Result<Vec<Attachment>> {
+        let app = AppRequest::Declaration {
+            title: title.to_string(),
+            form: form.to_string(),
+        };
+        let purpose = Purpose::Message(tally_proto::oob::Certified {
+            title: format!("Declaration: {title}"),
+            sha256: hex::encode(tally_kernel::crypto::kdf::sha256(form.as_bytes())),
+        });
+        self.confirmed(user, &format!("{key}:ceremony"), app, purpose)
+            .await
+    }
+}
+
+impl Oob {
+    /// The session under `key` for `user` and `app`: verified, the rows that use it up with
+    /// the step; open, [`ServiceError::ConfirmationRequired`]; ended unconfirmed,
+    /// [`ServiceError::ConfirmationFailed`]; none, opened now on the user's second channel
+    /// (then `ConfirmationRequired`).
+    async fn confirmed(
+        &self,
+        user: &str,
+        key: &str,
+        app: AppRequest,
+        purpose: Purpose,
+    ) -> Result<Vec<Attachment>> {
+        let store = self.core.store();
+        if let Some(row) = store.oob_session_by_key(key).await? {
             let payload: Payload = serde_json::from_str(&row.payload).map_err(corrupt)?;
-            if payload.app != app || row.user_id != by.owner {
+            if payload.app != app || row.user_id != user {
                 return Err(ServiceError::IdempotencyKeyReused);
             }
             return match row.state {
                 State::Open => Err(ServiceError::ConfirmationRequired(Box::new(
                     self.present(&row).await?,
                 ))),
-                // Used by a payment that committed meanwhile: that payment's replay wins over
-                // the guard (the writer answers a known key before it checks guards).
+                // Used by a step that committed meanwhile: that step's replay wins over the
+                // guard (the writer answers a known key before it checks guards).
                 State::Verified => Ok(use_session(row.id, self.core.now()).into()),
                 ended @ (State::Locked | State::Closed | State::Expired) => {
                     Err(ServiceError::ConfirmationFailed(ended))
                 }
             };
         }
-        let Some(payee) = store.account(out.payee_account).await? else {
-            // The ledger refuses the unknown account itself.
-            return Ok(Vec::new());
-        };
-        if !self
-            .secured_by_rules(&by.owner, &payee.owner, out.amount)
-            .await?
-        {
-            return Ok(Vec::new());
-        }
-        let (channel, address) = match self.channel_b(&by.owner, None).await {
+        let (channel, address) = match self.channel_b(user, None).await {
             Ok(found) => found,
             Err(ServiceError::NoChannel | ServiceError::NotFound { .. }) => {
                 return Err(ServiceError::Forbidden(
-                    "this payment is above a threshold and needs out-of-band confirmation, \
-                     but you have no verified second-channel address: add one first",
+                    "this step needs out-of-band confirmation, but the user has no verified \
+                     second-channel address: add one first",
                 ));
             }
             Err(e) => return Err(e),
         };
         let opened = self
             .open_with(OpenPlan {
-                user: by.owner.clone(),
-                opened_by: by.owner.clone(),
+                user: user.to_string(),
+                opened_by: user.to_string(),
                 application: app.name(),
-                purpose: Purpose::Transaction(Transaction {
-                    amount: out.amount,
-                    payer_account: Some(out.payer_account),
-                    payee: payee.owner,
-                    payee_account: Some(out.payee_account),
-                    description: out.description,
-                }),
+                purpose,
                 payload: Payload {
                     app,
                     address_id: None,
@@ -103,7 +146,7 @@ impl Gate for Oob {
                 money: None,
                 channel,
                 address,
-                client_key: Some(confirm_key.clone()),
+                client_key: Some(key.to_string()),
                 extra: Vec::new(),
                 client: None,
                 capped: false,
@@ -114,7 +157,7 @@ impl Gate for Oob {
             // Two first tries of one request raced: both answer the winner's session.
             Err(ServiceError::Ledger(tally_ledger::LedgerError::IdempotencyConflict)) => {
                 let row = store
-                    .oob_session_by_key(&confirm_key)
+                    .oob_session_by_key(key)
                     .await?
                     .ok_or(ServiceError::IdempotencyKeyReused)?;
                 self.present(&row).await?

@@ -48,7 +48,7 @@ fn pin(text: &str) -> Result<Pin> {
     Pin::new(text).map_err(|e| invalid("pin", e.0.to_string()))
 }
 
-fn account_id(text: &str) -> Result<AccountId> {
+pub(super) fn account_id(text: &str) -> Result<AccountId> {
     text.parse().map_err(|e| invalid("account", format!("{e}")))
 }
 
@@ -89,7 +89,7 @@ impl Pads {
         })
     }
 
-    async fn account_row(&self, id: &AccountId) -> Result<PadAccountRow> {
+    pub(super) async fn account_row(&self, id: &AccountId) -> Result<PadAccountRow> {
         self.core
             .store()
             .pad_account(&id.0)
@@ -166,7 +166,7 @@ impl Pads {
     }
 
     /// The account, once its PIN is right; a wrong PIN is recorded and refused.
-    async fn unlocked(
+    pub(super) async fn unlocked(
         &self,
         id: &AccountId,
         pin_text: &str,
@@ -212,7 +212,11 @@ impl Pads {
 
     /// Pad `pad` and its machine, if it belongs to one of `accounts`; `not_found` otherwise
     /// (the same answer as for no such pad).
-    async fn pad_of(&self, pad: &PadId, accounts: &[AccountId]) -> Result<(PadRow, Pad)> {
+    pub(super) async fn pad_of(
+        &self,
+        pad: &PadId,
+        accounts: &[AccountId],
+    ) -> Result<(PadRow, Pad)> {
         let not_here = || ServiceError::NotFound {
             what: Missing::Pad,
             id: pad.to_string(),
@@ -226,7 +230,7 @@ impl Pads {
     }
 
     /// The account's ledger account in `currency`, opened on first use.
-    async fn account_value(&self, a: &PadAccountRow, currency: Currency) -> Result<Id> {
+    pub(super) async fn account_value(&self, a: &PadAccountRow, currency: Currency) -> Result<Id> {
         let values = self.core.store().pad_account_values(&a.id).await?;
         if let Some((_, ledger)) = values.iter().find(|(c, _)| *c == currency) {
             return Ok(*ledger);
@@ -253,7 +257,7 @@ impl Pads {
         Ok(ledger.id)
     }
 
-    async fn account_view(&self, a: &PadAccountRow) -> Result<PadAccountView> {
+    pub(super) async fn account_view(&self, a: &PadAccountRow) -> Result<PadAccountView> {
         let mut values = Vec::new();
         for (currency, ledger) in self.core.store().pad_account_values(&a.id).await? {
             values.push(PadAccountValue {
@@ -275,7 +279,7 @@ impl Pads {
         self.account_view(&a).await
     }
 
-    async fn reset_tries(&self, id: &AccountId, rows: Vec<Attachment>) -> Result<()> {
+    pub(super) async fn reset_tries(&self, id: &AccountId, rows: Vec<Attachment>) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -310,6 +314,7 @@ impl Pads {
             machine,
             Some(to),
             available,
+            Vec::new(),
         )
         .await?;
         self.account_view(&a).await

@@ -16,6 +16,7 @@ mod accounts;
 mod escrow;
 mod frames;
 mod providers;
+mod recovery;
 mod stock;
 mod vouchers;
 
@@ -297,6 +298,7 @@ impl Pads {
         pad: Pad,
         to: Option<Id>,
         available: i64,
+        extra: Vec<tally_store::Attachment>,
     ) -> Result<()> {
         let (after, effects) = pad.handle(
             self.core.now(),
@@ -314,6 +316,7 @@ impl Pads {
         };
         let mut rows = tally_store::pads::update(row, &after_row).to_vec();
         rows.push(tally_store::pads::delete_chunks(&row.id));
+        rows.extend(extra);
         self.core.commit(key, effects, rows).await.map(drop)
     }
 

@@ -214,8 +214,15 @@ impl Pads {
         let size = pad.size;
         match pad.state {
             State::Blank => {
-                self.cancel_pad(format!(":pad_stock_cancel:{serial}"), &row, pad, None, 0)
-                    .await?;
+                self.cancel_pad(
+                    format!(":pad_stock_cancel:{serial}"),
+                    &row,
+                    pad,
+                    None,
+                    0,
+                    Vec::new(),
+                )
+                .await?;
             }
             State::Cancelled => {}
             State::Active | State::Exhausted => {

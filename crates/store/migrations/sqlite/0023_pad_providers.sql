@@ -56,3 +56,6 @@ CREATE INDEX pad_charges_fees ON pad_charges (fee_paid, held, currency);
 CREATE INDEX pad_charges_providers ON pad_charges (provider_paid, held, provider);
 -- The operator's fee account of each pad currency, opened at its first settlement.
 ALTER TABLE pad_currencies ADD COLUMN fees_account BLOB;
+-- A PIN account may name an out-of-band subscriber (issue [2]) who can cancel its lost pads by
+-- a code on their second channel, without the PIN: some anonymity traded for recovery.
+ALTER TABLE pad_accounts ADD COLUMN recovery_user TEXT;
