@@ -42,10 +42,17 @@ pub enum PadCommand {
     /// Join a PIN account with your pad (the holder): the PIN travels under the pad; a lost
     /// pad of the account can then be cancelled and its value restored.
     Join(JoinArgs),
-    /// Anonymous PIN accounts of pads: open one, show its value, cancel a lost pad into it,
-    /// buy a pad from it.
+    /// Anonymous PIN accounts of pads: open one, show its value, cancel a lost pad into it
+    /// (with the PIN, or by a recovery subscriber's code), buy a pad from it, move a pad to
+    /// another account, restrict the providers a pad may pay.
     #[command(subcommand)]
     Account(AccountCommand),
+    /// Move a pad of your PIN account to another account, with the node's signed receipt
+    /// (the same as `tally pad account transfer`).
+    Transfer(AccountTransferArgs),
+    /// Cancel a lost pad of your PIN account with the PIN: its value moves into the account
+    /// (the same as `tally pad account cancel`; without the PIN: `account cancel-by-code`).
+    Cancel(AccountCancelArgs),
     /// Redeem a voucher card's code for a new pad (anyone holding the code; no API key): the
     /// pad file goes to the wallet; the same code again gives the same pad.
     Redeem(RedeemArgs),
@@ -485,6 +492,8 @@ pub async fn pad(c: PadCommand) -> anyhow::Result<ExitCode> {
         PadCommand::Import(a) => import(a),
         PadCommand::Join(a) => join(a).await,
         PadCommand::Account(c) => account(c).await,
+        PadCommand::Transfer(a) => account(AccountCommand::Transfer(a)).await,
+        PadCommand::Cancel(a) => account(AccountCommand::Cancel(a)).await,
         PadCommand::Redeem(a) => redeem(a).await,
         PadCommand::Show(a) => show(a).await,
         PadCommand::Post(a) => post(a).await,

@@ -697,3 +697,127 @@ fn one_pad_served_by_two_nodes_never_uses_a_byte_twice() {
         assert_eq!(v["available_minor"], 300, "show and noop are free");
     }
 }
+
+/// Providers on two nodes of one database: a holder's requests to a provider go alternately to
+/// both nodes; both nodes then settle the clearing at the same moment, and between them pay
+/// each share once: the provider gets its prices less the commission, the operator the rest,
+/// and settling again on either pays nothing.
+#[test]
+fn two_nodes_settling_at_once_pay_each_share_once() {
+    use common::holder::{Holder, post_frame};
+    use tally_proto::pad::plain::{ProviderName, ReplyBody, Request};
+    let Some(c) = Cluster::start() else {
+        return;
+    };
+    let admin = c.admin.clone();
+    c.ok(
+        0,
+        &admin,
+        &[
+            "pad",
+            "tariff",
+            "EUR",
+            "--byte-price",
+            "2",
+            "--commission-bps",
+            "1000",
+        ],
+    );
+    let till = c.account(0, &["--kind", "settlement", "--unbounded"]);
+    let echo = c.key(1, "merchant", "echo-co");
+    let earnings = field(
+        &c.ok(1, &echo, &["account", "open", "--currency", "EUR"]),
+        "account",
+    )
+    .to_string();
+    c.ok(
+        1,
+        &echo,
+        &[
+            "provider",
+            "register",
+            "echo",
+            "--account",
+            &earnings,
+            "--price",
+            "0.50 EUR",
+            "--webhook",
+            "http://127.0.0.1:9/echo",
+        ],
+    );
+    let out = c.ok(
+        0,
+        &admin,
+        &[
+            "pad",
+            "buy",
+            "--from",
+            &till,
+            "--value",
+            "10.00 EUR",
+            "--size",
+            "65536",
+            "--wallet",
+            "provider-pads",
+        ],
+    );
+    let pad = field(&out, "pad").to_string();
+    let file =
+        std::fs::read(c.work().join("provider-pads").join(format!("{pad}.pad"))).expect("pad file");
+    let mut holder =
+        Holder::from_file(tally_proto::pad::file::PadFile::decode(&file).expect("decodes"));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let http = reqwest::Client::new();
+    for i in 0..6 {
+        let frame = holder.seal(&Request::Forward {
+            provider: ProviderName::new("echo").expect("name"),
+            escrow: false,
+            body: format!("request {i}").into_bytes(),
+        });
+        let (status, _, body) = rt
+            .block_on(post_frame(&http, &c.node(i).url, frame.clone()))
+            .expect("post");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        assert!(matches!(
+            holder.answered(&frame, &body).body,
+            ReplyBody::Forward { .. }
+        ));
+    }
+    // Both nodes settle at once.
+    let settle = |i: usize| {
+        let (admin, url, work) = (admin.clone(), c.node(i).url.clone(), c.work());
+        std::thread::spawn(move || {
+            ok(outcome(
+                tally()
+                    .env("TALLY_SERVER", &url)
+                    .env("TALLY_API_KEY", &admin)
+                    .env_remove("TALLY_DATA")
+                    .current_dir(work)
+                    .args(["provider", "settle", "--json"])
+                    .output()
+                    .expect("run tally"),
+            ))
+        })
+    };
+    let (a, b) = (settle(0), settle(1));
+    let (a, b) = (a.join().expect("node 0"), b.join().expect("node 1"));
+    let mut echo_lines = 0;
+    let mut echo_paid = 0;
+    for out in [&a, &b] {
+        let v: serde_json::Value = serde_json::from_str(out).expect("JSON");
+        for p in v["payouts"].as_array().expect("payouts") {
+            if p["provider"] == "echo" {
+                echo_lines += p["lines"].as_u64().expect("lines");
+                echo_paid += p["amount_minor"].as_i64().expect("amount");
+            }
+        }
+    }
+    assert_eq!((echo_lines, echo_paid), (6, 6 * 45), "{a}\n{b}");
+    for i in 0..2 {
+        let again = c.ok(i, &admin, &["provider", "settle"]);
+        assert_eq!(again.trim(), "nothing to settle", "node {i}");
+    }
+    let shown = c.ok(0, &echo, &["account", "show", &earnings]);
+    assert!(shown.contains("balance   2.70 EUR"), "{shown}");
+    c.audit_passes();
+}
