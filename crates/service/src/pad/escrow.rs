@@ -123,7 +123,11 @@ impl Pads {
                 Ok(()) => n += 1,
                 // Resolved meanwhile (here or on another node), or the pad moved: next pass.
                 Err(ServiceError::Conflict(Conflict::Moved(_))) => {}
-                Err(e) => return Err(e),
+                // One escrow that cannot be resolved does not hold up the others.
+                Err(e) => tracing::warn!(
+                    request = %RequestId(f.request), error = %e,
+                    "a pad escrow could not be resolved"
+                ),
             }
         }
         Ok(n)

@@ -175,11 +175,13 @@ impl Pads {
         // messages leave theirs, a forward goes to its provider.
         if let (Answer::Reply { .. }, Some(req)) = (&last.answer, &decoded) {
             match req {
-                Request::Forward { escrow, body, .. } => {
+                Request::Forward { body, .. } => {
                     let p = provider.as_ref().ok_or_else(|| {
                         ServiceError::Setup("bug: a forward taken without its provider".into())
                     })?;
-                    let held = last.charge.as_ref().is_some_and(|c| c.held) || *escrow || p.escrow;
+                    // Escrowed when the machine held its debit (asked for, by the holder or
+                    // the provider, and something to hold).
+                    let held = last.charge.as_ref().is_some_and(|c| c.held);
                     rows.extend(self.forward_rows(&row, new_id, p, held, body, &key, now));
                 }
                 Request::Post {
