@@ -46,9 +46,10 @@ pub enum BenchCommand {
     /// its answer), in process and over HTTP, with the raw SQLite batched-insert rate of the
     /// same rows as the reference.
     Sessions(crate::bench_sessions::SessionsBench),
-    /// Encrypted 1 KiB requests/s from pad holders (enciphered and tagged with pad bytes,
-    /// debited, durable), over HTTP and in process, and the pad bytes/s they consume, with
-    /// durable transfers/s over HTTP as the reference.
+    /// Encrypted 1 KiB posts/s through the relay from pad holders into other pads' mailboxes
+    /// (enciphered and tagged with pad bytes, debited, durable), over HTTP and in process, on
+    /// SQLite and PostgreSQL, and the pad bytes/s they consume, with durable transfers/s over
+    /// HTTP on the same node as the reference.
     Pads(crate::bench_pads::PadsBench),
 }
 

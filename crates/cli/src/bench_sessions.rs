@@ -269,15 +269,42 @@ pub(crate) struct Operator {
     pub(crate) node: tally_service::Node,
     pub(crate) admin: tally_client::Client,
     pub(crate) url: String,
-    _workers: tally_service::workers::Workers,
+    workers: tally_service::workers::Workers,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
     _dir: tempfile::TempDir,
 }
 
+impl Operator {
+    /// Stops serving, stops the workers, closes the store.
+    pub(crate) async fn stop(self) {
+        self.server.abort();
+        self.workers.stop();
+        self.node.store().close().await;
+    }
+}
+
 pub(crate) async fn operator() -> anyhow::Result<Operator> {
+    operator_on("SQLite", None).await
+}
+
+/// A node on a fresh data directory (its database at `database_url`, else SQLite there),
+/// serving HTTP on loopback, with its workers; `label` names the store in errors.
+pub(crate) async fn operator_on(
+    label: &str,
+    database_url: Option<String>,
+) -> anyhow::Result<Operator> {
     use anyhow::Context;
     let dir = tempfile::tempdir()?;
-    let (node, admin) =
-        tally_service::Node::open(&tally_service::NodeConfig::new(dir.path().join("node"))).await?;
+    let config = tally_service::NodeConfig {
+        database_url,
+        ..tally_service::NodeConfig::new(dir.path().join("node"))
+    };
+    let (node, admin) = tally_service::Node::open(&config).await.with_context(|| {
+        format!(
+            "opening a node on {label} (a --database-url must be a database no other node \
+             used: it records that node's keys)"
+        )
+    })?;
     let admin = admin
         .context("a fresh node has an admin key")?
         .expose()
@@ -296,12 +323,13 @@ pub(crate) async fn operator() -> anyhow::Result<Operator> {
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(Operator {
         admin: tally_client::Client::builder(&url).api_key(admin).build()?,
         node,
         url,
-        _workers: workers,
+        workers,
+        server,
         _dir: dir,
     })
 }
