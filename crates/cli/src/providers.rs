@@ -138,6 +138,10 @@ pub struct ReplyArgs {
     /// For an escrowed request: you could not perform (its price goes back to the pad).
     #[arg(long)]
     pub not_performed: bool,
+    /// For an escrowed request you performed: what it cost (time or resources used), at most
+    /// the price held, e.g. "0.30 EUR"; the rest goes back to the pad.
+    #[arg(long, conflicts_with = "not_performed")]
+    pub charge: Option<String>,
 }
 
 #[derive(Args)]
@@ -194,10 +198,16 @@ pub async fn provider(c: ProviderCommand) -> anyhow::Result<ExitCode> {
                 }
                 (None, None) => anyhow::bail!("--text or --file"),
             };
+            let charge = a
+                .charge
+                .as_deref()
+                .map(crate::accounts::parse_amount)
+                .transpose()?;
             let req = PadReplyRequest {
                 request: a.request.clone(),
                 body: base64::engine::general_purpose::STANDARD.encode(&body),
                 performed: !a.not_performed,
+                charge_minor: charge.map(|c| c.minor),
             };
             let answer = client.api.pad_provider_reply(&a.name, &req).await?;
             if answer.replayed {

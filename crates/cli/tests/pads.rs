@@ -1038,10 +1038,28 @@ fn holders_reach_a_provider_through_the_relay_and_the_clearing_pays_it_once() {
     // B's escrows: released after the provider performed → paid; never answered → refused
     // at the deadline; disputed and refused by the operator → refused. A refusal gives the
     // price back and keeps the bytes' debit.
+    // The first is metered: the provider charges 0.30 of the 0.50 held; 0.20 comes back.
     let paid = request_of(&ok(send(&wb, "echo", "job 1", &["--escrow"])));
     assert_eq!(webhook_for(&paid)["escrow"], true);
-    assert!(ok(reply(&paid, &["done"]).clone()).contains("state     performed"));
-    ok(holder(&wb, &["release", &paid]));
+    let (success, _, err) = reply(&paid, &["done", "--charge", "0.60 EUR"]);
+    assert!(
+        !success && err.contains("charge_minor"),
+        "more than held: {err}"
+    );
+    assert!(ok(reply(&paid, &["done", "--charge", "0.30 EUR"])).contains("state     performed"));
+    let before = available(&pad_b);
+    let released = ok(holder(&wb, &["release", &paid]));
+    // What the release frame cost, as the holder was told (the sweeper may pay the escrow
+    // before the node is asked).
+    let release_cost = minor_units(field(&released, "debited"));
+    common::wait_within(30, "the released escrow is paid", || {
+        state_of(&paid) == "paid"
+    });
+    assert_eq!(
+        available(&pad_b) - before + release_cost,
+        20,
+        "the metered charge's rest comes back"
+    );
     let before = available(&pad_b);
     let silent = request_of(&ok(send(&wb, "echo", "job 2", &["--escrow"])));
     let cost = before - available(&pad_b);
@@ -1063,18 +1081,18 @@ fn holders_reach_a_provider_through_the_relay_and_the_clearing_pays_it_once() {
         "the silent provider's price comes back, its bytes' debit ({cost}) stays"
     );
 
-    // Settlement: echo gets 45 for each of A's request and B's paid escrow (0.50 less 10 %),
-    // the operator the rest; once.
+    // Settlement: echo gets 45 for A's request (0.50 less 10 %) and 27 for B's metered
+    // escrow (0.30 less 10 %), the operator the rest; once.
     let out = ok(cli(&server, &admin, &["provider", "settle"]));
     assert!(
-        out.contains("paid      echo         0.90 EUR for 2 line(s)"),
+        out.contains("paid      echo         0.72 EUR for 2 line(s)"),
         "{out}"
     );
     assert!(out.contains("paid      fees"), "{out}");
     let again = ok(cli(&server, &admin, &["provider", "settle"]));
     assert_eq!(again.trim(), "nothing to settle");
     let shown = ok(cli(&server, &echo, &["account", "show", &earnings]));
-    assert!(shown.contains("balance   0.90 EUR"), "{shown}");
+    assert!(shown.contains("balance   0.72 EUR"), "{shown}");
 
     // The reverse flow: the provider pays A by its request id (once per key), not knowing
     // the pad; and takes 0.50 EUR of its earnings as a new pad, which it spends.
@@ -1116,7 +1134,7 @@ fn holders_reach_a_provider_through_the_relay_and_the_clearing_pays_it_once() {
     ));
     assert!(out.contains("value     0.50 EUR"), "{out}");
     let shown = ok(cli(&server, &echo, &["account", "show", &earnings]));
-    assert!(shown.contains("balance   0.20 EUR"), "{shown}");
+    assert!(shown.contains("balance   0.02 EUR"), "{shown}");
     let a_mailbox = field(&ok(holder(&wa, &["show"])), "mailbox").to_string();
     let out = ok(holder(
         &pw,
@@ -1261,4 +1279,11 @@ fn a_lost_pad_is_cancelled_by_the_recovery_subscribers_code() {
     ]));
     assert!(again.contains(&value), "{again}");
     assert_audit_passes(&server);
+}
+
+/// "1.23 EUR" as minor units.
+fn minor_units(money: &str) -> i64 {
+    let number = money.split_whitespace().next().expect("an amount");
+    let (units, cents) = number.split_once('.').expect("two decimals");
+    units.parse::<i64>().expect("units") * 100 + cents.parse::<i64>().expect("cents")
 }

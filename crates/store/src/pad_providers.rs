@@ -79,6 +79,8 @@ pub struct ForwardRow {
     pub step_key: String,
     /// The escrow's deadline (µs; the reply's deadline otherwise).
     pub deadline: Timestamp,
+    /// A metered escrow: what the provider charged of the price held (`None`: all of it).
+    pub charge_minor: Option<i64>,
     /// When it was taken.
     pub created_at: Timestamp,
     /// When it last changed.
@@ -121,6 +123,37 @@ pub fn move_forward(request: &[u8; 16], from: &str, to: &str, now: Timestamp) ->
                 Value::Blob(request.to_vec()),
                 Value::Text(to.into()),
                 Value::Int(now.as_micros()),
+            ],
+            touches: Some(("pad_forwards", Value::Blob(request.to_vec()))),
+        }),
+    ]
+}
+
+/// An escrowed forward performed at a metered `charge` of its price: moves it from `from` to
+/// `to` under a guard, with the charge.
+pub fn meter_forward(
+    request: &[u8; 16],
+    from: &str,
+    to: &str,
+    charge_minor: i64,
+    now: Timestamp,
+) -> [Attachment; 2] {
+    [
+        row_is(
+            "pad_forwards",
+            "request",
+            Value::Blob(request.to_vec()),
+            vec![("state", Value::Text(from.into()))],
+            Conflict::Moved("the forward moved meanwhile"),
+        ),
+        Attachment::Row(RowWrite::Statement {
+            sql: "UPDATE pad_forwards SET state = $2, updated_at = $3, charge_minor = $4 \
+                  WHERE request = $1",
+            params: vec![
+                Value::Blob(request.to_vec()),
+                Value::Text(to.into()),
+                Value::Int(now.as_micros()),
+                Value::Int(charge_minor),
             ],
             touches: Some(("pad_forwards", Value::Blob(request.to_vec()))),
         }),
@@ -244,7 +277,7 @@ pub fn set_fees_account(currency: Currency, account: Id) -> Attachment {
 const PROVIDER_SELECT: &str = "SELECT name, owner, account, currency, price_minor, webhook, escrow, \
      created_at, updated_at FROM pad_providers";
 const FORWARD_SELECT: &str = "SELECT request, pad, provider, escrow, price_minor, state, step_key, \
-     deadline, created_at, updated_at FROM pad_forwards";
+     deadline, charge_minor, created_at, updated_at FROM pad_forwards";
 const CHARGE_SELECT: &str = "SELECT id, pad, currency, provider, operator_minor, provider_minor, \
      held, fee_paid, provider_paid, created_at FROM pad_charges";
 
@@ -283,6 +316,7 @@ fn forward(r: &AnyRow) -> Result<ForwardRow, StoreError> {
         state: r.try_get("state")?,
         step_key: r.try_get("step_key")?,
         deadline: Timestamp(r.try_get("deadline")?),
+        charge_minor: r.try_get("charge_minor")?,
         created_at: Timestamp(r.try_get("created_at")?),
         updated_at: Timestamp(r.try_get("updated_at")?),
     })

@@ -391,6 +391,10 @@ pub struct PadReplyRequest {
     /// unless the holder disputes). Ignored otherwise.
     #[serde(default = "yes")]
     pub performed: bool,
+    /// For an escrowed request performed: what it cost, minor units, at most the price held
+    /// (metering: time or resources used); the rest goes back to the pad. None: the price.
+    #[serde(default)]
+    pub charge_minor: Option<i64>,
 }
 
 fn yes() -> bool {

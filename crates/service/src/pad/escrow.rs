@@ -6,7 +6,8 @@
 //! resolves it: released, or performed at its deadline, is paid (the hold posted whole); held
 //! at its deadline (the provider never answered) or declined is refused (the byte debit
 //! posted, the price released back to the pad, which becomes active again if it was out of
-//! value).
+//! value). Metering: a provider that performed may charge less than the price held (time or
+//! resources used, `charge_minor`); then that much is paid and the rest goes back to the pad.
 //!
 //! ```text
 //! held ──reply──> performed ──release | deadline──> released ─sweep─> paid
@@ -153,6 +154,28 @@ impl Pads {
         let (to, operator, provider, command, back) = match (hold, pay) {
             // The ledger's backstop expired the hold: the whole debit went back to the pad.
             (None, _) => ("refused", 0, 0, None, debit),
+            // Metered below the price held: the charge is paid, the rest goes back.
+            (Some(pending_id), true) if f.charge_minor.is_some_and(|c| c < f.price_minor) => {
+                let used = f.charge_minor.unwrap_or(f.price_minor);
+                let commission = self.tariff(charge.currency).await?.commission(used);
+                let bytes = debit - f.price_minor;
+                let posted = bytes + used;
+                let command = if posted > 0 {
+                    Command::Post {
+                        pending_id,
+                        amount_minor: Some(posted),
+                    }
+                } else {
+                    Command::Void { pending_id }
+                };
+                (
+                    "paid",
+                    bytes + commission,
+                    used - commission,
+                    Some(command),
+                    f.price_minor - used,
+                )
+            }
             (Some(pending_id), true) => (
                 "paid",
                 charge.operator_minor,

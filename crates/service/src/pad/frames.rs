@@ -18,7 +18,6 @@ use tally_proto::pad::ids::{MailboxAddress, MessageId, RequestId};
 use tally_proto::pad::machine::{Answer, Facts, Input, PadError, Place, Refusal};
 use tally_proto::pad::plain::{Delivered, ProviderName, Reply, Request, Sender};
 use tally_proto::pad::record::Line;
-use tally_proto::pad::tariff::Tariff;
 use tally_store::pads::{
     PadMessage, PadRecord, PadRow, delete_message, delete_used_chunks, insert_message,
     insert_record, update,
@@ -229,12 +228,7 @@ impl Pads {
     /// and a `forward`'s provider.
     async fn facts(&self, row: &PadRow, request: Option<&Request>) -> Result<Read> {
         let c = self.currency(row.currency).await?;
-        let tariff = Tariff {
-            currency: c.currency,
-            byte_price_minor_per_kib: c.byte_price_minor_per_kib,
-            post_price_minor: c.post_price_minor,
-            commission_bps: c.commission_bps as u32,
-        };
+        let tariff = super::tariff_of(&c)?;
         let available = self.available(row.value_account).await?;
         let mut facts = Facts::new(tariff, available, row.value_account, c.clearing_account);
         crate::identity::getrandom_fill(&mut facts.new_id)?;

@@ -569,6 +569,11 @@ impl Pads {
         .await
     }
 
+    /// The tariff of pads in `currency` now.
+    async fn tariff(&self, currency: Currency) -> Result<Tariff> {
+        tariff_of(&self.currency(currency).await?)
+    }
+
     /// Opens an account whose debits may not exceed its credits, under `key` (the same key
     /// again answers the same account).
     async fn open_bounded(
@@ -690,6 +695,17 @@ impl Pads {
         let to = from + (range.end - range.start) as usize;
         Ok(Zeroizing::new(joined[from..to].to_vec()))
     }
+}
+
+/// A currency row's tariff.
+fn tariff_of(c: &PadCurrency) -> Result<Tariff> {
+    Ok(Tariff {
+        currency: c.currency,
+        byte_price_minor_per_kib: c.byte_price_minor_per_kib,
+        post_price_minor: c.post_price_minor,
+        commission_bps: u32::try_from(c.commission_bps)
+            .map_err(|_| corrupt("a commission out of range"))?,
+    })
 }
 
 /// An allow-list of provider names, checked and sorted.

@@ -21,8 +21,8 @@ use tally_proto::pad::ids::RequestId;
 use tally_proto::pad::machine::{Charge, Terms};
 use tally_proto::pad::plain::{BODY_MAX, ProviderName};
 use tally_store::pad_providers::{
-    ChargeRow, ForwardRow, ProviderRow, Share, insert_charge, insert_forward, move_forward,
-    pay_share, set_fees_account, upsert_provider,
+    ChargeRow, ForwardRow, ProviderRow, Share, insert_charge, insert_forward, meter_forward,
+    move_forward, pay_share, set_fees_account, upsert_provider,
 };
 use tally_store::pads::{PadMessage, PadRow, insert_message};
 use tally_store::{Attachment, Conflict, outbox::NewMessage};
@@ -232,6 +232,20 @@ impl Pads {
         if body.len() > BODY_MAX {
             return Err(invalid("body", format!("at most {BODY_MAX} bytes decoded")));
         }
+        if let Some(charge) = req.charge_minor {
+            if !f.escrow || !req.performed {
+                return Err(invalid(
+                    "charge_minor",
+                    "only an escrowed request the provider performed is metered",
+                ));
+            }
+            if !(0..=f.price_minor).contains(&charge) {
+                return Err(invalid(
+                    "charge_minor",
+                    format!("0 to the price held, {} minor units", f.price_minor),
+                ));
+            }
+        }
         let to = match (f.escrow, f.state.as_str()) {
             (false, "sent") => "replied",
             (true, "held") if req.performed => "performed",
@@ -249,7 +263,10 @@ impl Pads {
         crate::identity::getrandom_fill(&mut id)?;
         let sealed = seal::seal(&self.mailbox_key()?, &id, &body)
             .map_err(|e| ServiceError::Setup(e.to_string()))?;
-        let mut rows = move_forward(&f.request, &f.state, to, now).to_vec();
+        let mut rows = match req.charge_minor {
+            Some(charge) => meter_forward(&f.request, &f.state, to, charge, now).to_vec(),
+            None => move_forward(&f.request, &f.state, to, now).to_vec(),
+        };
         rows.push(insert_message(&PadMessage {
             id,
             mailbox,
@@ -286,6 +303,7 @@ impl Pads {
             forward_view(&ForwardRow {
                 state: to.into(),
                 updated_at: now,
+                charge_minor: req.charge_minor,
                 ..f
             }),
             false,
@@ -474,6 +492,7 @@ impl Pads {
                 state: if escrow { "held" } else { "sent" }.into(),
                 step_key: step_key.into(),
                 deadline,
+                charge_minor: None,
                 created_at: now,
                 updated_at: now,
             }),

@@ -59,3 +59,6 @@ ALTER TABLE pad_currencies ADD COLUMN fees_account BYTEA;
 -- A PIN account may name an out-of-band subscriber (issue [2]) who can cancel its lost pads by
 -- a code on their second channel, without the PIN: some anonymity traded for recovery.
 ALTER TABLE pad_accounts ADD COLUMN recovery_user TEXT;
+-- A metered escrowed request: what the provider charged of the price held (at most the price;
+-- NULL: the whole price).
+ALTER TABLE pad_forwards ADD COLUMN charge_minor BIGINT;
