@@ -41,6 +41,7 @@ mod federation;
 mod fx_cache;
 mod log_export;
 mod oob;
+mod pad_keys;
 mod pads;
 mod pkcs11;
 mod providers;

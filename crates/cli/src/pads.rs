@@ -20,7 +20,6 @@ use tally_client::wire::pads::{PadSaleRequest, PadTariff};
 use tally_proto::pad::file::PadFile;
 use tally_proto::pad::frame;
 use tally_proto::pad::holder::Holder;
-use tally_proto::pad::ids::MailboxAddress;
 use tally_proto::pad::machine::Refusal;
 use tally_proto::pad::plain::{Reply, ReplyBody, Request, Sender, ShownState};
 
@@ -79,6 +78,11 @@ pub enum PadCommand {
     Dispute(EscrowArgs),
     /// A pad's state and books as the node keeps them (the operator); never its bytes.
     Inspect(InspectArgs),
+    /// Make a long-term key pair (a seller's): messages posted to its public key reach the
+    /// pad you point it at with `tally pad alias`, while your pads come and go.
+    Keygen(crate::pad_keys::KeygenArgs),
+    /// Point a long-term key at your pad's mailbox (a signed claim; a later one moves it).
+    Alias(crate::pad_keys::AliasArgs),
     /// Set what pads pay in a currency (the operator).
     Tariff(TariffArgs),
 }
@@ -342,7 +346,8 @@ pub struct PostArgs {
     /// The wallet directory.
     #[arg(long, default_value = "./tally-pads")]
     pub wallet: PathBuf,
-    /// The recipient's mailbox address (`mbx-…`, as its `tally pad show` prints it).
+    /// The recipient: its mailbox address (`mbx-…`) or a public key (`pk-…`), as its `tally
+    /// pad show` prints them, or a seller's long-term key.
     #[arg(long)]
     pub to: String,
     /// The message, as text.
@@ -502,6 +507,8 @@ pub async fn pad(c: PadCommand) -> anyhow::Result<ExitCode> {
         PadCommand::Release(a) => escrow(a, true).await,
         PadCommand::Dispute(a) => escrow(a, false).await,
         PadCommand::Inspect(a) => inspect(a).await,
+        PadCommand::Keygen(a) => crate::pad_keys::keygen(a),
+        PadCommand::Alias(a) => crate::pad_keys::alias(a).await,
         PadCommand::Tariff(a) => tariff(a).await,
     }
 }
@@ -785,9 +792,7 @@ fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn post(a: PostArgs) -> anyhow::Result<ExitCode> {
-    let to: MailboxAddress =
-        a.to.parse()
-            .with_context(|| format!("--to {:?} is not a mailbox address", a.to))?;
+    let to = crate::pad_keys::recipient(&a.to)?;
     let body = message_body(&a.text, &a.file)?;
     let pad = Wallet::pick(&a.wallet, a.pad.as_deref())?;
     let mut holder = PadInUse::open(&a.wallet, &pad, a.ca_cert.as_deref())?;
@@ -982,6 +987,8 @@ async fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
     let currency = holder.file.face.currency.code();
     println!("pad       {pad}");
     println!("mailbox   {}", holder.file.bytes.mailbox());
+    let key = tally_proto::pad::keys::pad_key(&holder.file.bytes)?.verifying_key();
+    println!("key       {}", tally_proto::pad::keys::key_text(&key));
     println!(
         "state     {}",
         match s.state {
@@ -1043,7 +1050,7 @@ impl Wallet {
         }
     }
 
-    fn file_path(dir: &Path, pad: &str) -> anyhow::Result<PathBuf> {
+    pub(crate) fn file_path(dir: &Path, pad: &str) -> anyhow::Result<PathBuf> {
         let id: tally_proto::pad::ids::PadId = pad
             .parse()
             .with_context(|| format!("{pad:?} is not a pad id"))?;
@@ -1055,7 +1062,7 @@ impl Wallet {
     }
 
     /// The pad named, or the only one in the wallet.
-    fn pick(dir: &Path, pad: Option<&str>) -> anyhow::Result<String> {
+    pub(crate) fn pick(dir: &Path, pad: Option<&str>) -> anyhow::Result<String> {
         if let Some(p) = pad {
             return Ok(p.to_string());
         }

@@ -1287,3 +1287,79 @@ fn minor_units(money: &str) -> i64 {
     let (units, cents) = number.split_once('.').expect("two decimals");
     units.parse::<i64>().expect("units") * 100 + cents.parse::<i64>().expect("cents")
 }
+
+/// Key pairs (a kept seed option): every pad answers to its own key; a seller's long-term key
+/// points at its pad's mailbox and later at a new pad's, and a buyer's posts to the key follow
+/// it.
+#[test]
+fn posts_to_a_key_reach_the_pad_its_latest_claim_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, till) = node_with(
+        dir.path(),
+        &["--pad-relay-window", "1", "--pad-relay-delay", "1"],
+        &[],
+    );
+    let (buyer, s1, s2) = (
+        dir.path().join("buyer"),
+        dir.path().join("s1"),
+        dir.path().join("s2"),
+    );
+    for w in [&buyer, &s1, &s2] {
+        buy(&server, &till, w, "65536", &[]);
+    }
+    let holder = |wallet: &Path, args: &[&str]| {
+        ok(outcome(
+            tally_for(&server, "")
+                .env_remove("TALLY_API_KEY")
+                .args(["pad"])
+                .args(args)
+                .arg("--wallet")
+                .arg(wallet)
+                .output()
+                .expect("run tally"),
+        ))
+    };
+    let collected = |wallet: &Path, text: &str| {
+        let mut got = String::new();
+        common::wait_within(30, "the relay releases the message", || {
+            got.push_str(&holder(wallet, &["collect", "--max-len", "512"]));
+            got.contains(text)
+        });
+        got
+    };
+    let seller_key = dir.path().join("seller.pem");
+    let out = ok(cli(
+        &server,
+        "",
+        &[
+            "pad",
+            "keygen",
+            "--out",
+            seller_key.to_str().expect("utf-8"),
+        ],
+    ));
+    let key = field(&out, "key").to_string();
+    let key_file = seller_key.to_str().expect("utf-8");
+    let out = holder(&s1, &["alias", "--key", key_file]);
+    let s1_mailbox = field(&holder(&s1, &["show"]), "mailbox").to_string();
+    assert!(out.contains(&s1_mailbox), "{out}");
+
+    // To the long-term key: the seller's first pad gets it.
+    holder(&buyer, &["post", "--to", &key, "--text", "order 1"]);
+    collected(&s1, "order 1");
+    // To a pad's own key: that pad gets it.
+    let s2_key = field(&holder(&s2, &["show"]), "key").to_string();
+    holder(&buyer, &["post", "--to", &s2_key, "--text", "direct"]);
+    collected(&s2, "direct");
+    // The seller moves the key to its second pad: the next order follows, the first pad
+    // gets nothing more.
+    holder(&s2, &["alias", "--key", key_file]);
+    holder(&buyer, &["post", "--to", &key, "--text", "order 2"]);
+    collected(&s2, "order 2");
+    let left = holder(&s1, &["collect", "--max-len", "512"]);
+    assert!(
+        left.contains("collected 0 message(s), 0 more waiting"),
+        "{left}"
+    );
+    assert_audit_passes(&server);
+}

@@ -9,6 +9,7 @@ use tally_wire::pads::{
     PadTransferRequest, PadTransferred, PadView, StockView, VoucherIssueRequest,
     VoucherRedeemRequest, VoucherSellRequest, VoucherView, VouchersIssued,
 };
+use tally_wire::pads::{PadAlias, PadAliasRequest};
 use tally_wire::pads::{
     PadAllowRequest, PadAllowed, PadForwardView, PadPaid, PadPayRequest, PadPayoutRequest,
     PadProviderRequest, PadProviderView, PadRecovery, PadRecoveryRequest, PadReplyRequest,
@@ -368,6 +369,12 @@ impl Client {
                 seg(pad)
             ),
         );
+        Ok(self.call(call).await?.value)
+    }
+
+    /// `PUT /v1/pad-aliases/{key}` (no API key): the key's messages go to a pad's mailbox.
+    pub async fn pad_alias(&self, key: &str, req: &PadAliasRequest) -> Result<PadAlias, Error> {
+        let call = Call::new(Method::PUT, format!("/v1/pad-aliases/{}", seg(key))).json(req)?;
         Ok(self.call(call).await?.value)
     }
 }

@@ -319,6 +319,10 @@ fn routes() -> Router<AppState> {
             "/v1/pad-providers/{name}/payout-pad",
             post(pad_providers::payout_pad),
         )
+        .route(
+            "/v1/pad-aliases/{key}",
+            axum::routing::put(pad_providers::alias),
+        )
         .route("/v1/pad-settlements", post(pad_providers::settle))
         .route(
             "/v1/pad-escrows/{request}/verdict",

@@ -73,6 +73,7 @@ impl Modify for ApiKeyAuth {
         pad_providers::payout_pad,
         pad_providers::recovery,
         pad_providers::cancel_by_code,
+        pad_providers::alias,
         federation::open_session,
         federation::sessions,
         federation::session,

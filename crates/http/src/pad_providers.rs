@@ -1,11 +1,14 @@
 //! Pads' service providers over HTTP (issue [8], `docs/protocols/pads.md`, Money and
 //! Forwarding): registration, a provider's replies to forwarded requests, the operator's
-//! settlement and escrow verdicts, and a PIN account's allow-list of providers for a pad.
+//! settlement and escrow verdicts, a PIN account's allow-list of providers for a pad and its
+//! recovery subscriber, and mailboxes addressed by a public key.
 
 use axum::Json;
 use axum::extract::State;
 use axum::response::Response;
-use tally_wire::pads::{PadAccountView, PadRecovery, PadRecoveryRequest};
+use tally_wire::pads::{
+    PadAccountView, PadAlias, PadAliasRequest, PadRecovery, PadRecoveryRequest,
+};
 use tally_wire::pads::{
     PadAllowRequest, PadAllowed, PadForwardView, PadPaid, PadPayRequest, PadPayoutRequest,
     PadProviderRequest, PadProviderView, PadReplyRequest, PadSettlement, PadSold, PadVerdict,
@@ -240,4 +243,20 @@ pub async fn cancel_by_code(
             .cancel_by_code(node.oob(), &account, &pad)
             .await?,
     ))
+}
+
+/// Point a public key's mailbox address at a pad's mailbox (no API key: the key's signature
+/// over the mailbox and a fresh time is the credential); a later claim moves it.
+#[utoipa::path(
+    put, path = "/v1/pad-aliases/{key}", tag = "pads",
+    params(("key" = String, Path, description = "`pk-` and 64 hex digits (Ed25519)")),
+    request_body(content = PadAliasRequest, description = "`{mailbox, at, signature}`"),
+    responses((status = 200, description = "Where the key's messages go now", body = PadAlias), (status = 404, description = "not_found: no pad has the mailbox", body = ErrorBody), (status = 422, description = "invalid_request (`details.field`: key, mailbox, at — stale or not fresh —, signature)", body = ErrorBody)),
+)]
+pub async fn alias(
+    State(state): State<AppState>,
+    ApiPath(key): ApiPath<String>,
+    ApiJson(body): ApiJson<PadAliasRequest>,
+) -> Result<Json<PadAlias>, ApiError> {
+    Ok(Json(state.node.pads().claim_alias(&key, &body).await?))
 }

@@ -361,6 +361,7 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
         "PUT /v1/oob/rules/{owner}",
         "PUT /v1/pad-accounts/{account}/pads/{pad}/allow",
         "PUT /v1/pad-accounts/{account}/recovery",
+        "PUT /v1/pad-aliases/{key}",
         "PUT /v1/pad-providers/{name}",
         "PUT /v1/pad-tariff/{currency}",
         "PUT /v1/products/{id}/entries/{name}",

@@ -1403,6 +1403,15 @@ fn pads(h: &Hostile) -> Vec<Case> {
             .expect(404, "not_found"),
         post("pad accounts/cancel by code of a malformed pad", "/v1/pad-accounts/pa-00000000000000000000000000000000/pads/pad-xyz/cancel-by-code")
             .expect(422, "invalid_request"),
+        put("pad aliases/a key without its prefix", "/v1/pad-aliases/00")
+            .json(json!({"mailbox": "mbx-00000000000000000000000000000000", "at": 0, "signature": "00"}))
+            .expect(422, "invalid_request"),
+        put("pad aliases/a claim from long ago", "/v1/pad-aliases/pk-6eb9d2751551fbd3e9d7303314fd0cca8ce672edcc6406af76db6b41b4d6536a")
+            .json(json!({"mailbox": "mbx-00000000000000000000000000000000", "at": 0, "signature": "00".repeat(64)}))
+            .expect(422, "invalid_request"),
+        put("pad aliases/an unknown field", "/v1/pad-aliases/pk-6eb9d2751551fbd3e9d7303314fd0cca8ce672edcc6406af76db6b41b4d6536a")
+            .json(json!({"mailbox": "mbx-00000000000000000000000000000000", "at": 0, "signature": "00", "pad": "x"}))
+            .expect(400, "malformed_json"),
         put("pad accounts/allow in an unknown account", "/v1/pad-accounts/pa-00000000000000000000000000000000/pads/{pad}/allow")
             .json(json!({"pin": "123456", "providers": ["echo"]}))
             .expect(404, "not_found"),

@@ -1,8 +1,9 @@
 //! Anonymous prepaid pads (SPEC P1–P8, issue [8]; `docs/protocols/pads.md`): key material that
-//! is both the key stream and the balance. Being built: the codecs and the machine are here;
-//! the node's store, routes and wallet are not yet.
+//! is both the key stream and the balance: the codecs and the machine; the node's driver is
+//! `tally-service`'s `pad`, the holder's wallet `tally pad`.
 //!
 //! * [`ids`]: pad ids, mailbox addresses, accounts, requests, messages, voucher codes.
+//! * [`keys`]: the pad's key pair, mailboxes addressed by a public key, alias claims.
 //! * [`file`]: the customer's half as a file; the pad's bytes (one-time or session-key).
 //! * [`frame`]: the frame, enciphered with pad bytes and tagged with a one-time Poly1305 key.
 //! * [`plain`]: requests and replies inside frames.
@@ -20,6 +21,7 @@ pub mod file;
 pub mod frame;
 pub mod holder;
 pub mod ids;
+pub mod keys;
 pub mod machine;
 pub mod plain;
 pub mod receipt;

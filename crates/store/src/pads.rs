@@ -591,6 +591,22 @@ pub fn update_pin_tries(before: &PadAccountRow, after: &PadAccountRow) -> [Attac
     ]
 }
 
+/// Points a key address at `mailbox` by a claim made at `at`: kept only if it is later than
+/// the one in place (a pad's own key at its sale, at 0).
+pub fn claim_alias(address: &[u8; 16], key: &[u8; 32], mailbox: &[u8; 16], at: i64) -> Attachment {
+    row(
+        "INSERT INTO pad_aliases (address, pubkey, mailbox, at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (address) DO UPDATE SET mailbox = excluded.mailbox, at = excluded.at \
+         WHERE pad_aliases.at < excluded.at",
+        vec![
+            Value::Blob(address.to_vec()),
+            Value::Blob(key.to_vec()),
+            Value::Blob(mailbox.to_vec()),
+            Value::Int(at),
+        ],
+    )
+}
+
 /// Names the out-of-band subscriber who may cancel the account's lost pads.
 pub fn set_recovery_user(account: &[u8; 16], user: &str) -> Attachment {
     row(
@@ -715,6 +731,28 @@ impl Store {
             )
             .await?;
         rows.first().map(currency_row).transpose()
+    }
+
+    /// The mailbox a key address stands for, and the time of its claim.
+    pub async fn pad_alias(
+        &self,
+        address: &[u8; 16],
+    ) -> Result<Option<([u8; 16], i64)>, StoreError> {
+        let rows = self
+            .fetch_all(
+                "SELECT mailbox, at FROM pad_aliases WHERE address = $1".into(),
+                vec![Value::Blob(address.to_vec())],
+            )
+            .await?;
+        rows.first()
+            .map(|r| {
+                let mailbox: [u8; 16] = r
+                    .try_get::<Vec<u8>, _>("mailbox")?
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("pad alias mailbox".into()))?;
+                Ok((mailbox, r.try_get("at")?))
+            })
+            .transpose()
     }
 
     /// The pad whose mailbox has `address`.

@@ -512,3 +512,31 @@ pub struct PadRecovery {
     /// The subscriber who may cancel its lost pads.
     pub user: String,
 }
+
+/// `PUT /v1/pad-aliases/{key}` (no API key: the key's signature is the credential): messages
+/// posted to the key's address go to `mailbox` from now on — a seller's long-term key kept
+/// while its pads come and go. `signature` is the key's over `tally/pad-alias/v1` 0x00 ‖ key ‖
+/// mailbox ‖ at (i64 big-endian); a claim older than the one in place is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PadAliasRequest {
+    /// The mailbox (`mbx-…`) of a pad.
+    pub mailbox: String,
+    /// When the claim was made, Unix microseconds (within 10 minutes of the node's clock).
+    pub at: i64,
+    /// The key's Ed25519 signature, hex.
+    pub signature: String,
+}
+
+/// Where a key's messages go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PadAlias {
+    /// The key (`pk-…`).
+    pub key: String,
+    /// Its mailbox address (what a `post` to the key names).
+    pub address: String,
+    /// The mailbox its messages go to.
+    pub mailbox: String,
+    /// The claim's time, Unix microseconds.
+    pub at: i64,
+}

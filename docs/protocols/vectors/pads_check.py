@@ -82,4 +82,12 @@ sk = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(v["transfer_node_seed"])
 pk = sk.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 sk.public_key().verify(bytes.fromhex(r["signature"]), b"tally/pad-transfer/v1\0" + r["bytes"].encode())
 assert H(pk).hex() == r["signer"], "signer"
+# The pad's key pair: an Ed25519 seed of SHA-256("tally/pad-key/v1" 0x00 ‖ pad[32..64]); its
+# key address; its alias claim over "tally/pad-alias/v1" 0x00 ‖ key ‖ mailbox ‖ at (i64 BE).
+pk_sk = Ed25519PrivateKey.from_private_bytes(H(b"tally/pad-key/v1\0" + pad[32:64]))
+pad_pk = pk_sk.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+assert "pk-" + pad_pk.hex() == v["pad_public_key"], "pad key"
+assert "mbx-" + H(b"tally/pad-mailbox-key/v1\0" + pad_pk)[:16].hex() == v["pad_key_address"]
+claim = pad_pk + bytes.fromhex(v["mailbox"][4:]) + struct.pack(">q", v["alias_claim_at"])
+assert pk_sk.sign(b"tally/pad-alias/v1\0" + claim).hex() == v["alias_claim_signature"], "claim"
 print("ok")

@@ -239,6 +239,12 @@ fn vectors() {
     assert_eq!(shown.records, 1);
     assert_eq!(shown.record_hash, chain1.hash);
 
+    // The pad's key, and its claim that its messages go to the pad's own mailbox.
+    let pad_key = super::keys::pad_key(&material).expect("key");
+    let alias = super::keys::AliasClaim {
+        mailbox: material.mailbox(),
+        at: 1_796_601_600_000_000,
+    };
     let computed = serde_json::json!({
         "pad_seed": hex::encode([7u8; 32]),
         "pad_size": SIZE,
@@ -259,6 +265,10 @@ fn vectors() {
         "transfer_node_seed": hex::encode([3u8; 32]),
         "transfer_receipt": serde_json::to_value(transfer_receipt()).expect("json"),
         "voucher_code": VoucherCode::from_random([0x5A; 16]).text(),
+        "pad_public_key": super::keys::key_text(&pad_key.verifying_key()),
+        "pad_key_address": super::keys::key_address(&pad_key.verifying_key()).to_string(),
+        "alias_claim_at": 1_796_601_600_000_000i64,
+        "alias_claim_signature": alias.sign(&pad_key).to_hex(),
     });
     crate::pinned::check(VECTORS, &computed);
     assert_eq!(show.len(), 50 + 256);

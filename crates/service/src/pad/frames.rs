@@ -89,6 +89,7 @@ impl Pads {
             pin_rows,
             provider,
             escrow,
+            delivered_to,
         } = self.facts(&row, request.as_ref().ok()).await?;
         let new_id = facts.new_id;
         let now = self.core.now();
@@ -184,13 +185,16 @@ impl Pads {
                     rows.extend(self.forward_rows(&row, new_id, p, held, body, &key, now));
                 }
                 Request::Post {
-                    to,
-                    show_from,
-                    body,
-                } => rows.push(
-                    self.message_row(&row, new_id, to, *show_from, body, now)
-                        .await?,
-                ),
+                    show_from, body, ..
+                } => {
+                    let to = delivered_to.as_ref().ok_or_else(|| {
+                        ServiceError::Setup("bug: a post taken without its mailbox".into())
+                    })?;
+                    rows.push(
+                        self.message_row(&row, new_id, to, *show_from, body, now)
+                            .await?,
+                    )
+                }
                 Request::Collect { .. } => rows.extend(picked.iter().map(delete_message)),
                 Request::Release { .. } | Request::Dispute { .. } => {
                     let (f, to) = escrow.as_ref().ok_or_else(|| {
@@ -252,6 +256,7 @@ impl Pads {
         let mut pin_rows = Vec::new();
         let mut provider = None;
         let mut escrow = None;
+        let mut delivered_to = None;
         match request {
             Some(r @ (Request::Release { request } | Request::Dispute { request })) => {
                 let release = matches!(r, Request::Release { .. });
@@ -280,7 +285,17 @@ impl Pads {
                 });
             }
             Some(Request::Post { to, .. }) => {
-                facts.mailbox_known = self.core.store().pad_of_mailbox(&to.0).await?.is_some();
+                // A pad's mailbox address, or a key's (its alias' mailbox).
+                let store = self.core.store();
+                let mailbox = match store.pad_of_mailbox(&to.0).await? {
+                    Some(_) => Some(to.0),
+                    None => match store.pad_alias(&to.0).await? {
+                        Some((m, _)) if store.pad_of_mailbox(&m).await?.is_some() => Some(m),
+                        _ => None,
+                    },
+                };
+                facts.mailbox_known = mailbox.is_some();
+                delivered_to = mailbox.map(MailboxAddress);
             }
             Some(r @ Request::Collect { .. }) => {
                 let store = self.core.store();
@@ -316,6 +331,7 @@ impl Pads {
             pin_rows,
             provider,
             escrow,
+            delivered_to,
         })
     }
 
@@ -377,6 +393,8 @@ struct Read {
     provider: Option<tally_store::pad_providers::ProviderRow>,
     /// A `release`'s or `dispute`'s escrow, and the state it moves to.
     escrow: Option<(tally_store::pad_providers::ForwardRow, &'static str)>,
+    /// A `post`'s mailbox (its address, or the mailbox of the key it names).
+    delivered_to: Option<MailboxAddress>,
 }
 
 /// A stored sender as a reply shows it.

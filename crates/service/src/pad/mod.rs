@@ -13,6 +13,7 @@
 //! of the identity files every node of a database shares.
 
 mod accounts;
+mod aliases;
 mod escrow;
 mod frames;
 mod providers;
@@ -390,7 +391,21 @@ impl Pads {
             created_at: now,
             updated_at: now,
         };
-        let mut rows = vec![insert(&row), insert_mailbox(&bytes.mailbox().0, &id)];
+        // Its mailbox, by its address and by its own key (the seed's pad-derived key pair).
+        let mailbox = bytes.mailbox();
+        let key = tally_proto::pad::keys::pad_key(&bytes)
+            .map_err(|e| ServiceError::Setup(e.to_string()))?
+            .verifying_key();
+        let mut rows = vec![
+            insert(&row),
+            insert_mailbox(&mailbox.0, &id),
+            tally_store::pads::claim_alias(
+                &tally_proto::pad::keys::key_address(&key).0,
+                &key.to_bytes(),
+                &mailbox.0,
+                0,
+            ),
+        ];
         let twin: &[u8] = match &bytes {
             PadBytes::OneTime(b) => b,
             PadBytes::SessionKey { seed, .. } => &seed[..],

@@ -62,3 +62,12 @@ ALTER TABLE pad_accounts ADD COLUMN recovery_user TEXT;
 -- A metered escrowed request: what the provider charged of the price held (at most the price;
 -- NULL: the whole price).
 ALTER TABLE pad_forwards ADD COLUMN charge_minor BIGINT;
+-- Mailboxes addressed by a public key (the seed's pad key pairs): per key address, the key and
+-- the mailbox its messages go to, with the time of the claim that put them there (a pad's own
+-- key at its sale, at 0; a long-term key by its latest signed claim).
+CREATE TABLE pad_aliases (
+    address BYTEA PRIMARY KEY,
+    pubkey  BYTEA NOT NULL,
+    mailbox BYTEA NOT NULL,
+    at      BIGINT NOT NULL
+);
