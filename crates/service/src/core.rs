@@ -151,7 +151,7 @@ impl Core {
     }
 
     /// The transfer `hold`, read once, if it is pending.
-    async fn pending(
+    pub(crate) async fn pending(
         &self,
         hold: Option<tally_kernel::Id>,
     ) -> Result<Option<tally_ledger::Transfer>> {

@@ -19,8 +19,10 @@
 //! across them after every step.
 //!
 //! A third world drives anonymous prepaid pads (module `pads`, [`run_pads`]): holders send
-//! frames through a faulty network to one node that crashes; no pad byte is handed out twice,
-//! no value goes below zero, and every debit is in the clearing account, after every step.
+//! frames through a faulty network to one node that crashes, providers answer and meter their
+//! requests, escrows are released, disputed, decided and run out, the clearing is settled; no
+//! pad byte is handed out twice, no value goes below zero, and debits equal what clearing
+//! holds plus what settlements paid the providers and the operator, after every step.
 //!
 //! What the simulator does not do: run two processes (`crates/cli/tests/cluster.rs` does, on
 //! PostgreSQL), or make node-internal races deterministic (requests run one after another, so

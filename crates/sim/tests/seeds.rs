@@ -114,8 +114,10 @@ async fn trading_sessions_with_long_clock_jumps_end_alike_at_both_nodes() {
     eprintln!("trading with long clock jumps: {runs} seeds x {steps} steps: {total}");
 }
 
-/// Anonymous prepaid pads (issue [8]): `SIM_SEEDS` seeds (default 6) of `SIM_STEPS` steps
-/// (default 300), or the one seed `SIM_SEED`.
+/// Anonymous prepaid pads (issue [8]), with their providers, escrows and settlements:
+/// `SIM_SEEDS` seeds (default 6) of `SIM_STEPS` steps (default 300), or the one seed
+/// `SIM_SEED`. With `SIM_PADS_RACE_EXPIRY` set, escrows are also resolved and decided when
+/// their hold's time ran out before the ledger's expiry pass marked it.
 #[tokio::test(flavor = "current_thread")]
 async fn pads_keep_every_invariant() {
     let started = std::time::Instant::now();
@@ -137,7 +139,8 @@ async fn pads_keep_every_invariant() {
         started.elapsed().as_secs_f64()
     );
     // The runs did something: frames taken, burned, replayed and refused; values and bytes
-    // ran out; money moved; the network and the node failed.
+    // ran out; money moved; the network and the node failed; providers were asked, replied
+    // and were paid; escrows were released or disputed, paid and refused.
     if env("SIM_SEED").is_none() {
         assert!(
             total.taken > 0 && total.burned > 0 && total.replays > 0,
@@ -147,6 +150,19 @@ async fn pads_keep_every_invariant() {
         assert!(total.debited > 0 && total.crashes > 0, "{total}");
         assert!(
             total.dropped > 0 && total.duplicated > 0 && total.answers_lost > 0,
+            "{total}"
+        );
+        assert!(
+            total.forwards > 0 && total.escrowed > 0 && total.replies > 0,
+            "{total}"
+        );
+        assert!(total.releases + total.disputes > 0, "{total}");
+        assert!(
+            total.escrows_paid > 0 && total.escrows_refused > 0,
+            "{total}"
+        );
+        assert!(
+            total.payouts > 0 && total.fees_paid > 0 && total.providers_paid > 0,
             "{total}"
         );
     }

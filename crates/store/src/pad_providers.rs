@@ -360,21 +360,28 @@ impl Store {
         rows.first().map(forward).transpose()
     }
 
-    /// Escrowed forwards to resolve now, at most `limit`: released or declined ones, and held
-    /// or performed ones whose deadline passed by `now`.
+    /// Escrowed forwards to resolve now, at most `limit`: released or declined ones, held or
+    /// performed ones whose deadline passed by `now`, and disputed ones whose deadline passed
+    /// by `disputed_before`.
     pub async fn pad_escrows_due(
         &self,
         now: Timestamp,
+        disputed_before: Timestamp,
         limit: i64,
     ) -> Result<Vec<ForwardRow>, StoreError> {
         let rows = self
             .fetch_all(
                 format!(
                     "{FORWARD_SELECT} WHERE escrow = 1 AND (state IN ('released', 'declined') \
-                     OR (deadline <= $1 AND state IN ('held', 'performed'))) \
+                     OR (deadline <= $1 AND state IN ('held', 'performed')) \
+                     OR (deadline <= $3 AND state = 'disputed')) \
                      ORDER BY deadline LIMIT $2"
                 ),
-                vec![Value::Int(now.as_micros()), Value::Int(limit)],
+                vec![
+                    Value::Int(now.as_micros()),
+                    Value::Int(limit),
+                    Value::Int(disputed_before.as_micros()),
+                ],
             )
             .await?;
         rows.iter().map(forward).collect()

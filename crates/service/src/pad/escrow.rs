@@ -14,7 +14,8 @@
 //!   │  └─reply (not performed)──> declined ───────────────────sweep─> refused
 //!   ├──deadline──────────────────────────────────────────────sweep─> refused
 //!   └──dispute (held | performed)──> disputed ──operator: pay──> released
-//!                                              └─operator: refuse──> declined
+//!                                              ├─operator: refuse──> declined
+//!                                              └─undecided 12 h after the deadline─> refused
 //! ```
 //!
 //! Each resolution is one step: the ledger's post, the charge line's shares and the forward's
@@ -44,6 +45,10 @@ pub(super) fn by_holder(f: &ForwardRow, release: bool) -> Option<&'static str> {
         _ => None,
     }
 }
+
+/// How long after its deadline a dispute waits for the operator's verdict, seconds: then it is
+/// refused (the price back to the holder), half a day before the ledger's hold runs out.
+pub const DISPUTE_GRACE_S: i64 = 12 * 3600;
 
 impl Pads {
     /// The operator's verdict on a disputed escrow: pay the provider, or refuse (the price
@@ -110,13 +115,15 @@ impl Pads {
             })
     }
 
-    /// Resolves the escrows that are due (the sweeper): released and declined ones, and held
-    /// or performed ones past their deadline. Returns how many.
+    /// Resolves the escrows that are due (the sweeper): released and declined ones, held or
+    /// performed ones past their deadline, and disputes undecided [`DISPUTE_GRACE_S`] after
+    /// theirs (refused). Returns how many.
     pub async fn sweep_escrows(&self, limit: i64) -> Result<usize> {
+        let now = self.core.now();
         let due = self
             .core
             .store()
-            .pad_escrows_due(self.core.now(), limit)
+            .pad_escrows_due(now, now.plus_seconds(-DISPUTE_GRACE_S), limit)
             .await?;
         let mut n = 0;
         for f in due {
@@ -147,65 +154,74 @@ impl Pads {
         let debit = charge.operator_minor + charge.provider_minor;
         let hold = self
             .core
-            .still_pending(self.core.transfer_made_by(&f.step_key).await?)
+            .pending(self.core.transfer_made_by(&f.step_key).await?)
             .await?;
         let now = self.core.now();
         let id = RequestId(f.request);
-        let (to, operator, provider, command, back) = match (hold, pay) {
-            // The ledger's backstop expired the hold: the whole debit went back to the pad.
-            (None, _) => ("refused", 0, 0, None, debit),
-            // Metered below the price held: the charge is paid, the rest goes back.
-            (Some(pending_id), true) if f.charge_minor.is_some_and(|c| c < f.price_minor) => {
-                let used = f.charge_minor.unwrap_or(f.price_minor);
-                let commission = self.tariff(charge.currency).await?.commission(used);
-                let bytes = debit - f.price_minor;
-                let posted = bytes + used;
-                let command = if posted > 0 {
-                    Command::Post {
-                        pending_id,
-                        amount_minor: Some(posted),
-                    }
-                } else {
-                    Command::Void { pending_id }
-                };
-                (
+        let (to, operator, provider, command, back) =
+            match (hold.map(|t| (t.id, t.expires_at)), pay) {
+                // The ledger's backstop expired the hold: the whole debit went back to the pad
+                // (its value already counts it).
+                (None, _) => ("refused", 0, 0, None, 0),
+                // Its time ran out, and the ledger's expiry pass has not come by yet: it expires in
+                // this step (the ledger posts and voids a hold no more once its time is over).
+                (Some((pending_id, Some(at))), _) if at <= now => {
+                    ("refused", 0, 0, Some(Command::Expire { pending_id }), debit)
+                }
+                // Metered below the price held: the charge is paid, the rest goes back.
+                (Some((pending_id, _)), true)
+                    if f.charge_minor.is_some_and(|c| c < f.price_minor) =>
+                {
+                    let used = f.charge_minor.unwrap_or(f.price_minor);
+                    let commission = self.tariff(charge.currency).await?.commission(used);
+                    let bytes = debit - f.price_minor;
+                    let posted = bytes + used;
+                    let command = if posted > 0 {
+                        Command::Post {
+                            pending_id,
+                            amount_minor: Some(posted),
+                        }
+                    } else {
+                        Command::Void { pending_id }
+                    };
+                    (
+                        "paid",
+                        bytes + commission,
+                        used - commission,
+                        Some(command),
+                        f.price_minor - used,
+                    )
+                }
+                (Some((pending_id, _)), true) => (
                     "paid",
-                    bytes + commission,
-                    used - commission,
-                    Some(command),
-                    f.price_minor - used,
-                )
-            }
-            (Some(pending_id), true) => (
-                "paid",
-                charge.operator_minor,
-                charge.provider_minor,
-                Some(Command::Post {
-                    pending_id,
-                    amount_minor: None,
-                }),
-                0,
-            ),
-            (Some(pending_id), false) => {
-                let bytes = debit - f.price_minor;
-                let command = if bytes > 0 {
-                    Command::Post {
+                    charge.operator_minor,
+                    charge.provider_minor,
+                    Some(Command::Post {
                         pending_id,
-                        amount_minor: Some(bytes),
-                    }
-                } else {
-                    Command::Void { pending_id }
-                };
-                ("refused", bytes.max(0), 0, Some(command), f.price_minor)
-            }
-        };
+                        amount_minor: None,
+                    }),
+                    0,
+                ),
+                (Some((pending_id, _)), false) => {
+                    let bytes = debit - f.price_minor;
+                    let command = if bytes > 0 {
+                        Command::Post {
+                            pending_id,
+                            amount_minor: Some(bytes),
+                        }
+                    } else {
+                        Command::Void { pending_id }
+                    };
+                    ("refused", bytes.max(0), 0, Some(command), f.price_minor)
+                }
+            };
         let effects = match command {
             Some(c) => Effects::ledger(c),
             None => Effects::record("pad_escrow_expired", serde_json::json!({"request": id})),
         };
         let mut rows: Vec<Attachment> = move_forward(&f.request, &f.state, to, now).to_vec();
         rows.extend(resolve_charge(&f.request, operator, provider));
-        if back > 0 {
+        if to == "refused" || back > 0 {
             rows.extend(self.credited(&f.pad, back).await?);
         }
         self.core

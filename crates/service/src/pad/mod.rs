@@ -21,6 +21,7 @@ mod recovery;
 mod stock;
 mod vouchers;
 
+pub use escrow::DISPUTE_GRACE_S;
 pub use frames::FrameAnswer;
 pub use vouchers::VoucherError;
 
