@@ -294,6 +294,14 @@ pub struct AccountBuyArgs {
     /// Its PIN.
     #[arg(long, env = "TALLY_PAD_PIN", hide_env_values = true)]
     pub pin: String,
+    #[command(flatten)]
+    pub pad: NewPadArgs,
+}
+
+/// A pad paid from an account (a PIN account's, a provider's): its value, size and mode, and
+/// where its file goes.
+#[derive(Args)]
+pub struct NewPadArgs {
     /// The value, e.g. "2.00 EUR".
     #[arg(long)]
     pub value: String,
@@ -306,9 +314,19 @@ pub struct AccountBuyArgs {
     /// Where the pad file goes.
     #[arg(long, default_value = "./tally-pads")]
     pub wallet: PathBuf,
-    /// Idempotency key (generated and printed when absent).
+    /// Idempotency key (generated and printed when absent): the same key answers the same pad.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+}
+
+impl NewPadArgs {
+    /// The value, and the idempotency key to send (generated and printed when absent).
+    pub(crate) fn value_and_key(&self) -> anyhow::Result<(tally_kernel::Amount, String)> {
+        Ok((
+            crate::accounts::parse_amount(&self.value)?,
+            idempotency_key(&self.idempotency_key),
+        ))
+    }
 }
 
 #[derive(Args)]
@@ -350,12 +368,8 @@ pub struct PostArgs {
     /// pad show` prints them, or a seller's long-term key.
     #[arg(long)]
     pub to: String,
-    /// The message, as text.
-    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
-    pub text: Option<String>,
-    /// The message, from a file (at most 32 KiB).
-    #[arg(long)]
-    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub body: BodyArgs,
     /// Let the recipient see your mailbox address (to answer you); anonymous otherwise.
     #[arg(long)]
     pub show_from: bool,
@@ -378,6 +392,37 @@ pub struct AccountAllowArgs {
     /// Its PIN.
     #[arg(long, env = "TALLY_PAD_PIN", hide_env_values = true)]
     pub pin: String,
+}
+
+/// A message's body: `--text` or `--file`, at most 32 KiB.
+#[derive(Args)]
+pub struct BodyArgs {
+    /// The message, as text.
+    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+    pub text: Option<String>,
+    /// The message, from a file (at most 32 KiB).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+}
+
+impl BodyArgs {
+    /// The bytes, at most 32 KiB.
+    pub(crate) fn read(&self) -> anyhow::Result<Vec<u8>> {
+        let body = match (&self.text, &self.file) {
+            (Some(t), _) => t.as_bytes().to_vec(),
+            (None, Some(f)) => {
+                std::fs::read(f).with_context(|| format!("reading {}", f.display()))?
+            }
+            (None, None) => bail!("--text or --file"),
+        };
+        if body.len() > tally_proto::pad::plain::BODY_MAX {
+            bail!(
+                "a message is at most 32 KiB; this one is {} bytes",
+                body.len()
+            );
+        }
+        Ok(body)
+    }
 }
 
 #[derive(Args)]
@@ -414,12 +459,8 @@ pub struct SendArgs {
     /// The provider (as `tally provider show` names it).
     #[arg(long)]
     pub provider: String,
-    /// The request, as text.
-    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
-    pub text: Option<String>,
-    /// The request, from a file (at most 32 KiB).
-    #[arg(long)]
-    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub body: BodyArgs,
     /// Hold the price in escrow until the provider performed (you may release or dispute it
     /// before its deadline).
     #[arg(long)]
@@ -757,18 +798,17 @@ async fn account(c: AccountCommand) -> anyhow::Result<ExitCode> {
         }
         AccountCommand::Buy(a) => {
             let client = Client::new(&a.conn)?;
-            let value = crate::accounts::parse_amount(&a.value)?;
-            let key = idempotency_key(&a.idempotency_key);
+            let (value, key) = a.pad.value_and_key()?;
             let req = PadAccountBuyRequest {
                 pin: a.pin.clone(),
                 value_minor: value.minor,
                 currency: value.currency.code().into(),
-                size: a.size,
-                mode: Some(a.mode.clone()),
+                size: a.pad.size,
+                mode: Some(a.pad.mode.clone()),
                 node_url: client.base().to_string(),
             };
             let sold = answered(client.api.pad_account_buy(&a.account, &req, &key).await?);
-            keep(&sold, &a.wallet, true)?;
+            keep(&sold, &a.pad.wallet, true)?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -793,7 +833,7 @@ fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
 
 async fn post(a: PostArgs) -> anyhow::Result<ExitCode> {
     let to = crate::pad_keys::recipient(&a.to)?;
-    let body = message_body(&a.text, &a.file)?;
+    let body = a.body.read()?;
     let pad = Wallet::pick(&a.wallet, a.pad.as_deref())?;
     let mut holder = PadInUse::open(&a.wallet, &pad, a.ca_cert.as_deref())?;
     holder.finish_in_flight().await?;
@@ -815,7 +855,7 @@ async fn post(a: PostArgs) -> anyhow::Result<ExitCode> {
 async fn send(a: SendArgs) -> anyhow::Result<ExitCode> {
     let provider = tally_proto::pad::plain::ProviderName::new(&a.provider)
         .map_err(|e| anyhow::anyhow!("--provider: {}", e.0))?;
-    let body = message_body(&a.text, &a.file)?;
+    let body = a.body.read()?;
     let pad = Wallet::pick(&a.wallet, a.pad.as_deref())?;
     let mut holder = PadInUse::open(&a.wallet, &pad, a.ca_cert.as_deref())?;
     holder.finish_in_flight().await?;
@@ -858,22 +898,6 @@ async fn escrow(a: EscrowArgs, release: bool) -> anyhow::Result<ExitCode> {
         money(reply.debit_minor, holder.file.face.currency.code())
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// A message or request body from `--text` or `--file`, at most 32 KiB.
-fn message_body(text: &Option<String>, file: &Option<PathBuf>) -> anyhow::Result<Vec<u8>> {
-    let body = match (text, file) {
-        (Some(t), _) => t.as_bytes().to_vec(),
-        (None, Some(f)) => std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
-        (None, None) => bail!("--text or --file"),
-    };
-    if body.len() > tally_proto::pad::plain::BODY_MAX {
-        bail!(
-            "a message is at most 32 KiB; this one is {} bytes",
-            body.len()
-        );
-    }
-    Ok(body)
 }
 
 async fn collect(a: CollectArgs) -> anyhow::Result<ExitCode> {

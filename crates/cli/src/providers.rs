@@ -5,10 +5,8 @@
 //! the operator's settlement pays it out of the pads' clearing account.
 
 use crate::client::{Client, Conn, answered, idempotency_key, money, parse_id};
-use anyhow::Context;
 use base64::Engine as _;
 use clap::{Args, Subcommand};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use tally_client::wire::pads::{
     PadForwardView, PadPayRequest, PadPayoutRequest, PadProviderRequest, PadProviderView,
@@ -65,21 +63,8 @@ pub struct PayoutArgs {
     pub conn: Conn,
     /// The provider's name.
     pub name: String,
-    /// The pad's value, e.g. "1.00 EUR".
-    #[arg(long)]
-    pub value: String,
-    /// Pad bytes.
-    #[arg(long, default_value_t = 65_536)]
-    pub size: u64,
-    /// `one_time` or `session_key`.
-    #[arg(long, default_value = "one_time")]
-    pub mode: String,
-    /// Where the pad file goes.
-    #[arg(long, default_value = "./tally-pads")]
-    pub wallet: PathBuf,
-    /// Idempotency key (generated and printed when absent).
-    #[arg(long)]
-    pub idempotency_key: Option<String>,
+    #[command(flatten)]
+    pub pad: crate::pads::NewPadArgs,
 }
 
 #[derive(Args)]
@@ -129,12 +114,8 @@ pub struct ReplyArgs {
     /// The request (`req-…`).
     #[arg(long)]
     pub request: String,
-    /// The answer, as text.
-    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
-    pub text: Option<String>,
-    /// The answer, from a file (at most 32 KiB).
-    #[arg(long)]
-    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub body: crate::pads::BodyArgs,
     /// For an escrowed request: you could not perform (its price goes back to the pad).
     #[arg(long)]
     pub not_performed: bool,
@@ -191,13 +172,7 @@ pub async fn provider(c: ProviderCommand) -> anyhow::Result<ExitCode> {
         }
         ProviderCommand::Reply(a) => {
             let client = Client::new(&a.conn)?;
-            let body = match (&a.text, &a.file) {
-                (Some(t), _) => t.as_bytes().to_vec(),
-                (None, Some(f)) => {
-                    std::fs::read(f).with_context(|| format!("reading {}", f.display()))?
-                }
-                (None, None) => anyhow::bail!("--text or --file"),
-            };
+            let body = a.body.read()?;
             let charge = a
                 .charge
                 .as_deref()
@@ -265,16 +240,15 @@ pub async fn provider(c: ProviderCommand) -> anyhow::Result<ExitCode> {
         }
         ProviderCommand::Payout(a) => {
             let client = Client::new(&a.conn)?;
-            let value = crate::accounts::parse_amount(&a.value)?;
-            let key = idempotency_key(&a.idempotency_key);
+            let (value, key) = a.pad.value_and_key()?;
             let req = PadPayoutRequest {
                 value_minor: value.minor,
-                size: a.size,
-                mode: Some(a.mode.clone()),
+                size: a.pad.size,
+                mode: Some(a.pad.mode.clone()),
                 node_url: client.base().to_string(),
             };
             let sold = answered(client.api.pad_provider_payout(&a.name, &req, &key).await?);
-            crate::pads::keep(&sold, &a.wallet, true)?;
+            crate::pads::keep(&sold, &a.pad.wallet, true)?;
         }
     }
     Ok(ExitCode::SUCCESS)

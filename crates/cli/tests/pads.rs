@@ -116,6 +116,31 @@ fn cursors(server: &Server, pad: &str) -> (u64, u64, u64) {
     )
 }
 
+/// `tally pad ARGS --wallet WALLET` run by a holder (no API key): (success, stdout, stderr).
+fn pad_holder(server: &Server, wallet: &Path, args: &[&str]) -> (bool, String, String) {
+    outcome(
+        tally_for(server, "")
+            .env_remove("TALLY_API_KEY")
+            .args(["pad"])
+            .args(args)
+            .arg("--wallet")
+            .arg(wallet)
+            .output()
+            .expect("run tally"),
+    )
+}
+
+/// The value available on `pad` as the node keeps it (`tally pad inspect`, the operator).
+fn available(server: &Server, pad: &str) -> i64 {
+    let out = ok(cli(
+        server,
+        &server.admin_key,
+        &["pad", "inspect", pad, "--json"],
+    ));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    v["available_minor"].as_i64().expect("available")
+}
+
 fn wallet_state(wallet: &Path, pad: &str) -> serde_json::Value {
     serde_json::from_str(
         &std::fs::read_to_string(wallet.join(format!("{pad}.json"))).expect("state"),
@@ -377,27 +402,11 @@ fn a_holder_posts_to_another_through_the_relay_and_only_it_collects_once() {
         &["--pad-relay-window", "1", "--pad-relay-delay", "1"],
         &["--post-price", "5"],
     );
-    let key = server.admin_key.clone();
     let (wa, wb) = (dir.path().join("a"), dir.path().join("b"));
     let pad_a = buy(&server, &till, &wa, "65536", &[]);
     let pad_b = buy(&server, &till, &wb, "1048576", &[]);
-    let holder = |wallet: &Path, args: &[&str]| {
-        outcome(
-            tally_for(&server, "")
-                .env_remove("TALLY_API_KEY")
-                .args(["pad"])
-                .args(args)
-                .arg("--wallet")
-                .arg(wallet)
-                .output()
-                .expect("run tally"),
-        )
-    };
-    let available = |pad: &str| {
-        let out = ok(cli(&server, &key, &["pad", "inspect", pad, "--json"]));
-        let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
-        v["available_minor"].as_i64().expect("available")
-    };
+    let holder = |wallet: &Path, args: &[&str]| pad_holder(&server, wallet, args);
+    let available = |pad: &str| available(&server, pad);
     let b_mailbox = field(&ok(holder(&wb, &["show"])), "mailbox").to_string();
     let a_mailbox = field(&ok(holder(&wa, &["show"])), "mailbox").to_string();
 
@@ -650,7 +659,6 @@ fn blank_stock_is_activated_at_the_till_and_stolen_stock_never_is() {
 fn a_lost_pad_of_a_pin_account_is_cancelled_and_its_value_restored() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (server, till) = node(dir.path());
-    let admin = server.admin_key.clone();
     let anonymous = |args: &[&str]| {
         outcome(
             tally_for(&server, "")
@@ -686,11 +694,7 @@ fn a_lost_pad_of_a_pin_account_is_cancelled_and_its_value_restored() {
                 .expect("run tally"),
         )
     };
-    let available = |pad: &str| {
-        let out = ok(cli(&server, &admin, &["pad", "inspect", pad, "--json"]));
-        let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
-        v["available_minor"].as_i64().expect("available")
-    };
+    let available = |pad: &str| available(&server, pad);
     let left = available(&pad);
     assert!(
         left > 0 && left < 500,
@@ -905,23 +909,8 @@ fn holders_reach_a_provider_through_the_relay_and_the_clearing_pays_it_once() {
     let (wa, wb) = (dir.path().join("a"), dir.path().join("b"));
     let pad_a = buy(&server, &till, &wa, "65536", &["--allow", "echo"]);
     let pad_b = buy(&server, &till, &wb, "65536", &[]);
-    let holder = |wallet: &Path, args: &[&str]| {
-        outcome(
-            tally_for(&server, "")
-                .env_remove("TALLY_API_KEY")
-                .args(["pad"])
-                .args(args)
-                .arg("--wallet")
-                .arg(wallet)
-                .output()
-                .expect("run tally"),
-        )
-    };
-    let available = |pad: &str| {
-        let out = ok(cli(&server, &admin, &["pad", "inspect", pad, "--json"]));
-        let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
-        v["available_minor"].as_i64().expect("available")
-    };
+    let holder = |wallet: &Path, args: &[&str]| pad_holder(&server, wallet, args);
+    let available = |pad: &str| available(&server, pad);
     // The webhook the provider got for `request`, its signature checked: its data.
     let webhook_for = |request: &str| -> serde_json::Value {
         let mut found = serde_json::Value::Null;
@@ -1254,9 +1243,7 @@ fn a_lost_pad_is_cancelled_by_the_recovery_subscribers_code() {
         "pad", "account", "recovery", &account, "--user", "alice", "--pin", "551177",
     ]);
     assert!(out.contains("recovery  alice"), "{out}");
-    let inspected = ok(cli(&server, &admin, &["pad", "inspect", &pad, "--json"]));
-    let v: serde_json::Value = serde_json::from_str(&inspected).expect("JSON");
-    let left = v["available_minor"].as_i64().expect("available");
+    let left = available(&server, &pad);
     assert!(
         left > 0 && left < 500,
         "the join's bytes were debited: {left}"
@@ -1307,18 +1294,7 @@ fn posts_to_a_key_reach_the_pad_its_latest_claim_names() {
     for w in [&buyer, &s1, &s2] {
         buy(&server, &till, w, "65536", &[]);
     }
-    let holder = |wallet: &Path, args: &[&str]| {
-        ok(outcome(
-            tally_for(&server, "")
-                .env_remove("TALLY_API_KEY")
-                .args(["pad"])
-                .args(args)
-                .arg("--wallet")
-                .arg(wallet)
-                .output()
-                .expect("run tally"),
-        ))
-    };
+    let holder = |wallet: &Path, args: &[&str]| ok(pad_holder(&server, wallet, args));
     let collected = |wallet: &Path, text: &str| {
         let mut got = String::new();
         common::wait_within(30, "the relay releases the message", || {

@@ -398,37 +398,22 @@ impl Store {
         rows.first().map(charge).transpose()
     }
 
-    /// Lines of `currency` whose operator share is unpaid (not held), at most `limit`.
-    pub async fn pad_fees_unpaid(
+    /// Lines whose `share` is unpaid (not held), at most `limit`: the operator's shares of
+    /// currency `of`, or the shares of provider `of`.
+    pub async fn pad_unpaid(
         &self,
-        currency: Currency,
+        share: Share,
+        of: &str,
         limit: i64,
     ) -> Result<Vec<ChargeRow>, StoreError> {
+        let filter = match share {
+            Share::Operator => "currency = $1 AND fee_paid = 0",
+            Share::Provider => "provider = $1 AND provider_paid = 0",
+        };
         let rows = self
             .fetch_all(
-                format!(
-                    "{CHARGE_SELECT} WHERE currency = $1 AND fee_paid = 0 AND held = 0 \
-                     ORDER BY id LIMIT $2"
-                ),
-                vec![Value::Text(currency.code().into()), Value::Int(limit)],
-            )
-            .await?;
-        rows.iter().map(charge).collect()
-    }
-
-    /// Lines of `provider` whose provider share is unpaid (not held), at most `limit`.
-    pub async fn pad_provider_unpaid(
-        &self,
-        provider: &str,
-        limit: i64,
-    ) -> Result<Vec<ChargeRow>, StoreError> {
-        let rows = self
-            .fetch_all(
-                format!(
-                    "{CHARGE_SELECT} WHERE provider = $1 AND provider_paid = 0 AND held = 0 \
-                     ORDER BY id LIMIT $2"
-                ),
-                vec![Value::Text(provider.into()), Value::Int(limit)],
+                format!("{CHARGE_SELECT} WHERE {filter} AND held = 0 ORDER BY id LIMIT $2"),
+                vec![Value::Text(of.into()), Value::Int(limit)],
             )
             .await?;
         rows.iter().map(charge).collect()

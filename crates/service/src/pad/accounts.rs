@@ -23,7 +23,7 @@ use tally_proto::pad::plain::Pin;
 use tally_proto::pad::receipt::TransferReceipt;
 use tally_store::Attachment;
 use tally_store::pads::{
-    PadAccountRow, PadRow, insert_account_value, insert_pad_account, update, update_pin_tries,
+    PadAccountRow, PadRow, insert_account_value, insert_pad_account, update_pin_tries,
 };
 use tally_wire::pads::{
     PadAccountBuyRequest, PadAccountOpenRequest, PadAccountValue, PadAccountView, PadAllowRequest,
@@ -388,16 +388,11 @@ impl Pads {
         let (row, machine) = self.pad_of(&pad_id, &[id, to]).await?;
         let (after, effects) = machine.handle(self.core.now(), Input::Transfer { to })?;
         if !effects.is_none() {
-            let after_row = PadRow {
-                machine: serde_json::to_string(&after).map_err(corrupt)?,
-                updated_at: self.core.now(),
-                ..row.clone()
-            };
             self.core
                 .commit(
                     format!(":pad_transfer:{pad_id}:{to}:{}", row.up_next),
                     effects,
-                    update(&row, &after_row).to_vec(),
+                    super::moved(&row, &after, self.core.now())?.to_vec(),
                 )
                 .await?;
         }
@@ -443,16 +438,11 @@ impl Pads {
                 },
             )?;
             if !effects.is_none() {
-                let after_row = PadRow {
-                    machine: serde_json::to_string(&after).map_err(corrupt)?,
-                    updated_at: self.core.now(),
-                    ..row.clone()
-                };
                 self.core
                     .commit(
                         format!(":pad_allow:{pad_id}:{}", Id::new()),
                         effects,
-                        update(&row, &after_row).to_vec(),
+                        super::moved(&row, &after, self.core.now())?.to_vec(),
                     )
                     .await?;
             }

@@ -24,13 +24,13 @@
 use super::providers::forward_view;
 use super::{Pads, corrupt};
 use crate::access::{invalid, require_admin};
-use crate::{Missing, Principal, Result, ServiceError};
+use crate::{Principal, Result, ServiceError};
 use tally_ledger::Command;
 use tally_proto::effects::Effects;
 use tally_proto::pad::ids::RequestId;
 use tally_proto::pad::machine::Input;
 use tally_store::pad_providers::{ForwardRow, move_forward, resolve_charge};
-use tally_store::pads::{PadRow, update};
+use tally_store::pads::PadRow;
 use tally_store::{Attachment, Conflict};
 use tally_wire::pads::PadForwardView;
 
@@ -60,19 +60,8 @@ impl Pads {
         pay: bool,
     ) -> Result<PadForwardView> {
         require_admin(by)?;
-        let id: RequestId = request
-            .parse()
-            .map_err(|e| invalid("request", format!("{e}")))?;
-        let f = self
-            .core
-            .store()
-            .pad_forward(&id.0)
-            .await?
-            .filter(|f| f.escrow)
-            .ok_or_else(|| ServiceError::NotFound {
-                what: Missing::PadRequest,
-                id: request.into(),
-            })?;
+        let f = self.forward_where(request, |f| f.escrow).await?;
+        let id = RequestId(f.request);
         if f.state == "disputed" {
             let to = if pay { "released" } else { "declined" };
             let now = self.core.now();
@@ -97,22 +86,11 @@ impl Pads {
         ) {
             return Err(invalid("request", "only a disputed escrow takes a verdict"));
         }
-        let f = self.forward_row(&id).await?;
+        let f = self.forward_where(request, |_| true).await?;
         if matches!(f.state.as_str(), "released" | "declined") {
             self.resolve_escrow(&f).await?;
         }
-        Ok(forward_view(&self.forward_row(&id).await?))
-    }
-
-    async fn forward_row(&self, id: &RequestId) -> Result<ForwardRow> {
-        self.core
-            .store()
-            .pad_forward(&id.0)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound {
-                what: Missing::PadRequest,
-                id: id.to_string(),
-            })
+        Ok(forward_view(&self.forward_where(request, |_| true).await?))
     }
 
     /// Resolves the escrows that are due (the sweeper): released and declined ones, held or
@@ -250,12 +228,6 @@ impl Pads {
         if effects.is_none() {
             return Ok(Vec::new());
         }
-        let after_row = PadRow {
-            state: after.state.as_str().into(),
-            machine: serde_json::to_string(&after).map_err(corrupt)?,
-            updated_at: self.core.now(),
-            ..row.clone()
-        };
-        Ok(update(&row, &after_row).to_vec())
+        Ok(super::moved(&row, &after, self.core.now())?.to_vec())
     }
 }

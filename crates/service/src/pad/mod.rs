@@ -176,6 +176,22 @@ pub struct Pads {
     settled_at: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
+/// The rows that move pad `row` to the machine `after` (its state and machine; cursors are
+/// the frames' own), under the pad row's guard.
+fn moved(
+    row: &PadRow,
+    after: &Pad,
+    now: tally_kernel::Timestamp,
+) -> Result<[tally_store::Attachment; 2]> {
+    let after_row = PadRow {
+        state: after.state.as_str().into(),
+        machine: serde_json::to_string(after).map_err(corrupt)?,
+        updated_at: now,
+        ..row.clone()
+    };
+    Ok(tally_store::pads::update(row, &after_row))
+}
+
 fn corrupt(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::Setup(format!("a stored pad does not decode: {e}"))
 }
@@ -228,34 +244,8 @@ impl Pads {
             req.mode.as_deref(),
             &req.node_url,
         )?;
-        // The payer is checked before anything is opened, so a sale refused for it leaves no
-        // trace (the ledger checks it again when the value moves).
-        let from =
-            self.core
-                .store()
-                .account(req.from)
-                .await?
-                .ok_or_else(|| ServiceError::NotFound {
-                    what: crate::Missing::Account,
-                    id: req.from.to_string(),
-                })?;
-        if from.currency != currency {
-            return Err(ServiceError::Ledger(LedgerError::CurrencyMismatch {
-                account: from.id,
-                account_currency: from.currency,
-                currency,
-            }));
-        }
-        if let Some(available) = from.available_minor()
-            && available < req.value_minor
-        {
-            return Err(ServiceError::Ledger(LedgerError::ExceedsCredits {
-                account: from.id,
-                currency,
-                needed_minor: req.value_minor,
-                available_minor: available,
-            }));
-        }
+        self.check_payer(req.from, Amount::new(req.value_minor, currency))
+            .await?;
         let mut id = [0u8; 16];
         crate::identity::getrandom_fill(&mut id)?;
         let issue = Issue {
@@ -270,6 +260,38 @@ impl Pads {
             allow: allow_list(&req.allow)?,
         };
         self.issue(issue, id, Vec::new()).await
+    }
+
+    /// Checks that `from` can pay `value` before anything is opened, so a sale refused for it
+    /// leaves no trace (the ledger checks it again when the value moves).
+    async fn check_payer(&self, from: Id, value: Amount) -> Result<()> {
+        let payer =
+            self.core
+                .store()
+                .account(from)
+                .await?
+                .ok_or_else(|| ServiceError::NotFound {
+                    what: crate::Missing::Account,
+                    id: from.to_string(),
+                })?;
+        if payer.currency != value.currency {
+            return Err(ServiceError::Ledger(LedgerError::CurrencyMismatch {
+                account: payer.id,
+                account_currency: payer.currency,
+                currency: value.currency,
+            }));
+        }
+        if let Some(available) = payer.available_minor()
+            && available < value.minor
+        {
+            return Err(ServiceError::Ledger(LedgerError::ExceedsCredits {
+                account: payer.id,
+                currency: value.currency,
+                needed_minor: value.minor,
+                available_minor: available,
+            }));
+        }
+        Ok(())
     }
 
     /// The currency, value, size, mode and URL of a pad to sell, checked.
@@ -310,13 +332,7 @@ impl Pads {
                 available: Amount::new(available, row.currency),
             },
         )?;
-        let after_row = PadRow {
-            state: after.state.as_str().into(),
-            machine: serde_json::to_string(&after).map_err(corrupt)?,
-            updated_at: self.core.now(),
-            ..row.clone()
-        };
-        let mut rows = tally_store::pads::update(row, &after_row).to_vec();
+        let mut rows = moved(row, &after, self.core.now())?.to_vec();
         rows.push(tally_store::pads::delete_chunks(&row.id));
         rows.extend(extra);
         self.core.commit(key, effects, rows).await.map(drop)

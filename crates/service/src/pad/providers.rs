@@ -187,20 +187,30 @@ impl Pads {
                 "only the provider's owner sees its requests",
             ));
         }
+        let f = self
+            .forward_where(request, |f| f.provider == p.name)
+            .await?;
+        Ok((p, f))
+    }
+
+    /// The forward named `request` (`req-…`) if `fits` it; not found otherwise.
+    pub(super) async fn forward_where(
+        &self,
+        request: &str,
+        fits: impl FnOnce(&ForwardRow) -> bool,
+    ) -> Result<ForwardRow> {
         let id: RequestId = request
             .parse()
             .map_err(|e| invalid("request", format!("{e}")))?;
-        let f = self
-            .core
+        self.core
             .store()
             .pad_forward(&id.0)
             .await?
-            .filter(|f| f.provider == p.name)
+            .filter(fits)
             .ok_or_else(|| ServiceError::NotFound {
                 what: Missing::PadRequest,
                 id: request.into(),
-            })?;
-        Ok((p, f))
+            })
     }
 
     /// A forwarded request's state, for its provider.
@@ -395,29 +405,13 @@ impl Pads {
             req.mode.as_deref(),
             &req.node_url,
         )?;
-        // Checked before anything is opened, so a payout refused for it leaves no trace (the
-        // ledger checks it again when the value moves).
-        let from =
-            self.core
-                .store()
-                .account(p.account)
-                .await?
-                .ok_or_else(|| ServiceError::NotFound {
-                    what: Missing::Account,
-                    id: p.account.to_string(),
-                })?;
-        if let Some(available) = from.available_minor()
-            && available < req.value_minor
-            && self.core.store().pad_by_issue_key(&key).await?.is_none()
-        {
-            return Err(ServiceError::Ledger(
-                tally_ledger::LedgerError::ExceedsCredits {
-                    account: from.id,
-                    currency,
-                    needed_minor: req.value_minor,
-                    available_minor: available,
-                },
-            ));
+        // A retry of a payout made is answered by its pad, whatever the balance now.
+        if self.core.store().pad_by_issue_key(&key).await?.is_none() {
+            self.check_payer(
+                p.account,
+                tally_kernel::Amount::new(req.value_minor, currency),
+            )
+            .await?;
         }
         let mut id = [0u8; 16];
         crate::identity::getrandom_fill(&mut id)?;
@@ -539,7 +533,9 @@ impl Pads {
         let store = self.core.store();
         for (currency, _) in store.pad_currencies_fees().await? {
             loop {
-                let lines = store.pad_fees_unpaid(currency, SETTLE_LINES).await?;
+                let lines = store
+                    .pad_unpaid(Share::Operator, currency.code(), SETTLE_LINES)
+                    .await?;
                 let Some(paid) = self.pay(currency, None, &lines).await? else {
                     break;
                 };
@@ -552,7 +548,9 @@ impl Pads {
         for name in store.pad_providers_unpaid().await? {
             let p = self.provider_row(&name).await?;
             loop {
-                let lines = store.pad_provider_unpaid(&name, SETTLE_LINES).await?;
+                let lines = store
+                    .pad_unpaid(Share::Provider, &name, SETTLE_LINES)
+                    .await?;
                 let Some(paid) = self.pay(p.currency, Some(&p), &lines).await? else {
                     break;
                 };
