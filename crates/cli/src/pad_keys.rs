@@ -5,7 +5,7 @@
 
 use anyhow::{Context, bail};
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tally_kernel::crypto::SigningKey;
 use tally_proto::pad::file::PadFile;
@@ -57,14 +57,14 @@ pub(crate) fn keygen(a: KeygenArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn alias(a: AliasArgs) -> anyhow::Result<ExitCode> {
+/// `tally pad alias`: the key of `a.key` points at the mailbox of `pad`, whose file is at
+/// `path` (the wallet's, found by the caller).
+pub(crate) async fn alias(a: AliasArgs, pad: &str, path: &Path) -> anyhow::Result<ExitCode> {
     let pem =
         std::fs::read_to_string(&a.key).with_context(|| format!("reading {}", a.key.display()))?;
     let key = SigningKey::from_pkcs8_pem(&pem)
         .with_context(|| format!("{} is not an Ed25519 private key", a.key.display()))?;
-    let pad = crate::pads::Wallet::pick(&a.wallet, a.pad.as_deref())?;
-    let path = crate::pads::Wallet::file_path(&a.wallet, &pad)?;
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let file = PadFile::decode(&bytes).with_context(|| format!("{}", path.display()))?;
     let claim = AliasClaim {
         mailbox: file.bytes.mailbox(),

@@ -549,7 +549,11 @@ pub async fn pad(c: PadCommand) -> anyhow::Result<ExitCode> {
         PadCommand::Dispute(a) => escrow(a, false).await,
         PadCommand::Inspect(a) => inspect(a).await,
         PadCommand::Keygen(a) => crate::pad_keys::keygen(a),
-        PadCommand::Alias(a) => crate::pad_keys::alias(a).await,
+        PadCommand::Alias(a) => {
+            let pad = Wallet::pick(&a.wallet, a.pad.as_deref())?;
+            let path = Wallet::file_path(&a.wallet, &pad)?;
+            crate::pad_keys::alias(a, &pad, &path).await
+        }
         PadCommand::Tariff(a) => tariff(a).await,
     }
 }
@@ -1074,7 +1078,7 @@ impl Wallet {
         }
     }
 
-    pub(crate) fn file_path(dir: &Path, pad: &str) -> anyhow::Result<PathBuf> {
+    fn file_path(dir: &Path, pad: &str) -> anyhow::Result<PathBuf> {
         let id: tally_proto::pad::ids::PadId = pad
             .parse()
             .with_context(|| format!("{pad:?} is not a pad id"))?;
@@ -1086,7 +1090,7 @@ impl Wallet {
     }
 
     /// The pad named, or the only one in the wallet.
-    pub(crate) fn pick(dir: &Path, pad: Option<&str>) -> anyhow::Result<String> {
+    fn pick(dir: &Path, pad: Option<&str>) -> anyhow::Result<String> {
         if let Some(p) = pad {
             return Ok(p.to_string());
         }
