@@ -68,4 +68,16 @@ pub trait Channel: Send + Sync {
     /// permanently on a mismatch, before any I/O. A call may retry internally a bounded number
     /// of times; the caller owns long-term retries.
     fn deliver<'a>(&'a self, msg: &'a Message) -> DeliveryFuture<'a>;
+
+    /// Delivers one message signed with `secret` instead of the channel's own, where the
+    /// channel signs (webhooks: a receiver with a secret of its own, such as a pad provider).
+    /// Channels that sign nothing deliver it as [`Channel::deliver`] does.
+    fn deliver_signed<'a>(
+        &'a self,
+        msg: &'a Message,
+        secret: &'a tally_kernel::Secret<String>,
+    ) -> DeliveryFuture<'a> {
+        let _ = secret;
+        self.deliver(msg)
+    }
 }

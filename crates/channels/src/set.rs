@@ -53,10 +53,22 @@ impl ChannelSet {
     /// Delivers `msg` through the channel for `msg.kind`. A bad id or address, or a kind with
     /// no channel, fails permanently before any I/O.
     pub async fn deliver(&self, msg: &Message) -> Result<Delivery, ChannelError> {
+        self.channel_for(msg)?.deliver(msg).await
+    }
+
+    /// Delivers `msg` signed with `secret` (a receiver's own) where its channel signs.
+    pub async fn deliver_signed(
+        &self,
+        msg: &Message,
+        secret: &tally_kernel::Secret<String>,
+    ) -> Result<Delivery, ChannelError> {
+        self.channel_for(msg)?.deliver_signed(msg, secret).await
+    }
+
+    fn channel_for(&self, msg: &Message) -> Result<&std::sync::Arc<dyn Channel>, ChannelError> {
         msg.validate()?;
-        let channel = self.channels.get(&msg.kind).ok_or_else(|| {
+        self.channels.get(&msg.kind).ok_or_else(|| {
             ChannelError::Permanent(format!("no channel configured for kind {}", msg.kind))
-        })?;
-        channel.deliver(msg).await
+        })
     }
 }

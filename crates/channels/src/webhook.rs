@@ -11,6 +11,10 @@
 //!   [`verify_webhook_signature`] is the receiver's side (constant-time, accepts several `v1`
 //!   values so a secret can be rotated).
 //!
+//! A message may be signed with its receiver's own secret instead of the channel's
+//! ([`crate::Channel::deliver_signed`]; pad providers each have one), so one receiver cannot
+//! forge what the node sends another.
+//!
 //! Transport, retries, the SSRF guard and error classification are [`crate::http`]'s.
 //! Rejected: asymmetric signatures (Ed25519) — receivers then need our public key and a
 //! less common library, for no gain while every receiver already holds a shared secret; and
@@ -83,6 +87,17 @@ impl WebhookChannel {
     }
 
     async fn send(&self, msg: &Message) -> Result<Delivery, ChannelError> {
+        self.send_with(msg, &self.secret).await
+    }
+
+    async fn send_with(
+        &self,
+        msg: &Message,
+        secret: &Secret<String>,
+    ) -> Result<Delivery, ChannelError> {
+        if secret.expose().is_empty() {
+            return Err(ChannelError::permanent("webhook signing secret is empty"));
+        }
         if msg.kind != ChannelKind::Webhook {
             return Err(wrong_kind(ChannelKind::Webhook, msg.kind));
         }
@@ -106,7 +121,7 @@ impl WebhookChannel {
             HeaderValue::from_str(&msg.id)
                 .map_err(|_| ChannelError::permanent("message id is not a valid header value"))?,
         );
-        let secret = self.secret.expose().as_bytes();
+        let secret = secret.expose().as_bytes();
         let post = Post {
             url: &url,
             content_type: "application/json",
@@ -139,6 +154,14 @@ impl Channel for WebhookChannel {
 
     fn deliver<'a>(&'a self, msg: &'a Message) -> DeliveryFuture<'a> {
         Box::pin(self.send(msg))
+    }
+
+    fn deliver_signed<'a>(
+        &'a self,
+        msg: &'a Message,
+        secret: &'a Secret<String>,
+    ) -> DeliveryFuture<'a> {
+        Box::pin(self.send_with(msg, secret))
     }
 }
 

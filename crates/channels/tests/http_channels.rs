@@ -204,6 +204,34 @@ async fn webhook_is_signed_json() {
     assert_eq!(json.as_object().map(|o| o.len()), Some(7));
 }
 
+/// A message signed with its receiver's own secret: that secret verifies it, the channel's
+/// does not (one receiver cannot forge what the node sends another); an empty one is refused
+/// before any request.
+#[tokio::test]
+async fn webhook_signed_with_a_receivers_own_secret() {
+    let (addr, receiver) = start_receiver(vec![]).await;
+    let channel: Arc<dyn Channel> = Arc::new(webhook_channel(test_http()));
+    let msg = webhook(
+        "0190f3a2-7c1e-7000-8000-00000000000b",
+        &format!("http://{addr}/hooks/provider"),
+    );
+    let own = Secret::new("whsec_receiver".to_owned());
+    channel.deliver_signed(&msg, &own).await.expect("delivered");
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 1);
+    let signature = header(&requests[0], "tally-signature");
+    let body = &requests[0].body;
+    verify_webhook_signature(b"whsec_receiver", signature, body, now_s(), 300)
+        .expect("the receiver's secret verifies");
+    assert!(verify_webhook_signature(SECRET.as_bytes(), signature, body, now_s(), 300).is_err());
+    let err = channel
+        .deliver_signed(&msg, &Secret::new(String::new()))
+        .await
+        .expect_err("an empty secret");
+    assert!(err.is_permanent());
+    assert_eq!(receiver.requests().len(), 1, "nothing sent");
+}
+
 #[tokio::test]
 async fn webhook_retries_5xx_then_succeeds() {
     let (addr, receiver) = start_receiver(vec![Reply::status(500), Reply::status(503)]).await;

@@ -255,7 +255,7 @@ pub async fn provider(c: ProviderCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn provider_summary(v: &PadProviderView) -> String {
-    format!(
+    let mut out = format!(
         "provider  {}\nowner     {}\nprice     {} per request{}\naccount   {}\nwebhook   {}",
         v.name,
         v.owner,
@@ -263,7 +263,13 @@ fn provider_summary(v: &PadProviderView) -> String {
         if v.escrow { ", held in escrow" } else { "" },
         v.account,
         v.webhook
-    )
+    );
+    if let Some(secret) = &v.webhook_secret {
+        out.push_str(&format!(
+            "\nsecret    {secret}\n          (check each webhook's Tally-Signature with it; keep it secret)"
+        ));
+    }
+    out
 }
 
 fn forward_summary(v: &PadForwardView) -> String {

@@ -869,6 +869,7 @@ fn holders_reach_a_provider_through_the_relay_and_the_clearing_pays_it_once() {
         "account",
     )
     .to_string();
+    let mut secrets = Vec::new();
     for name in ["echo", "other"] {
         let out = ok(cli(
             &server,
@@ -886,8 +887,13 @@ fn holders_reach_a_provider_through_the_relay_and_the_clearing_pays_it_once() {
             ],
         ));
         assert!(out.contains("price     0.50 EUR per request"), "{out}");
+        secrets.push(field(&out, "secret").to_string());
     }
-    // Another merchant cannot take the name.
+    // Each provider has a secret of its own, not the node's, and not shown to others.
+    let echo_secret = secrets[0].clone();
+    assert!(echo_secret.starts_with("whsec_") && echo_secret != secrets[1]);
+    let shown = ok(cli(&server, &admin, &["provider", "show", "echo"]));
+    assert!(!shown.contains("whsec_"), "{shown}"); // Another merchant cannot take the name.
     let (rival, rival_account) = retailer(&server, &till);
     let (success, _, err) = cli(
         &server,
@@ -918,14 +924,20 @@ fn holders_reach_a_provider_through_the_relay_and_the_clearing_pays_it_once() {
             for (signature, body) in hooks.lock().expect("lock").iter() {
                 let v: serde_json::Value = serde_json::from_str(body).expect("json");
                 if v["data"]["request"] == request {
-                    tally_channels::webhook::verify_webhook_signature(
-                        b"provider-secret",
-                        signature,
-                        body.as_bytes(),
-                        tally_kernel::Timestamp::now().as_micros() / 1_000_000,
-                        300,
-                    )
-                    .expect("signed with the webhook secret");
+                    let verify = |secret: &[u8]| {
+                        tally_channels::webhook::verify_webhook_signature(
+                            secret,
+                            signature,
+                            body.as_bytes(),
+                            tally_kernel::Timestamp::now().as_micros() / 1_000_000,
+                            300,
+                        )
+                    };
+                    verify(echo_secret.as_bytes()).expect("signed with the provider's secret");
+                    assert!(
+                        verify(b"provider-secret").is_err(),
+                        "not with the node's own"
+                    );
                     assert!(!body.contains(&pad_a) && !body.contains(&pad_b), "{body}");
                     found = v["data"].clone();
                     return true;

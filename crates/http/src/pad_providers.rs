@@ -20,8 +20,9 @@ use crate::extract::{ApiJson, ApiPath, Caller, IdempotencyKey};
 use crate::handlers::written;
 
 /// Register a service provider of pads, or change its terms (the owner of the merchant account
-/// it is paid into, or the operator). Forwards to it are posted to its webhook, signed with
-/// the node's webhook secret (`Tally-Signature`).
+/// it is paid into, or the operator). Forwards to it are posted to its webhook, signed
+/// (`Tally-Signature`) with a secret of its own, answered here (`webhook_secret`) and nowhere
+/// else.
 #[utoipa::path(
     put, path = "/v1/pad-providers/{name}", tag = "pads",
     params(("name" = String, Path, description = "1 to 64 of a-z, 0-9 and -")),

@@ -66,6 +66,12 @@ pub enum SecretRef {
         /// The sale.
         sale: Id,
     },
+    /// Not in the text: the secret a pad provider's webhook is signed with (re-derived from
+    /// the provider and the node's pad key).
+    PadProviderWebhook {
+        /// The provider.
+        provider: String,
+    },
 }
 
 impl SecretRef {
@@ -74,6 +80,7 @@ impl SecretRef {
         match self {
             SecretRef::OobCode { .. } => "{{code}}",
             SecretRef::UnlockKey { .. } => "{{unlock_key}}",
+            SecretRef::PadProviderWebhook { .. } => "{{webhook_secret}}",
         }
     }
 }

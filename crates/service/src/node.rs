@@ -313,10 +313,23 @@ impl Node {
         let value = match secret {
             SecretRef::OobCode { session } => self.oob().code_of(session).await?,
             SecretRef::UnlockKey { sale } => self.delivery().unlock_key_hex(*sale).await?,
+            // Signs the message; never in its text.
+            SecretRef::PadProviderWebhook { .. } => return Ok(Secret::new(message.body.clone())),
         };
         Ok(Secret::new(
             message.body.replace(secret.placeholder(), value.expose()),
         ))
+    }
+
+    /// The secret a message is signed with instead of its channel's own, if it names one (a
+    /// pad provider's webhook).
+    pub async fn signing_secret(&self, message: &NewMessage) -> Result<Option<Secret<String>>> {
+        match &message.secret {
+            Some(SecretRef::PadProviderWebhook { provider }) => {
+                Ok(Some(self.pads().provider_webhook_secret(provider).await?))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// On first start: a new admin key, on disk before it exists in the database, so a crash

@@ -231,10 +231,15 @@ async fn deliver_counted(
             ))),
         }
     } else {
-        // Secrets are not stored: they are put into the text only now.
-        match node.render(&m.message).await {
-            Ok(body) => deliver_one(channels, &m, body.expose()).await,
-            Err(e) => Err(tally_channels::ChannelError::Transient(format!(
+        // Secrets are not stored: they are put into the text (or the signature) only now.
+        match (
+            node.render(&m.message).await,
+            node.signing_secret(&m.message).await,
+        ) {
+            (Ok(body), Ok(signing)) => {
+                deliver_one(channels, &m, body.expose(), signing.as_ref()).await
+            }
+            (Err(e), _) | (_, Err(e)) => Err(tally_channels::ChannelError::Transient(format!(
                 "cannot render the message: {e}"
             ))),
         }
@@ -282,6 +287,7 @@ async fn deliver_one(
     channels: &ChannelSet,
     m: &StoredMessage,
     body: &str,
+    signing: Option<&tally_kernel::Secret<String>>,
 ) -> Result<(), tally_channels::ChannelError> {
     let kind = match m.message.kind.as_str() {
         // The row is the dev inbox: marking it sent is the delivery.
@@ -303,5 +309,8 @@ async fn deliver_one(
         body: body.to_string(),
         data: m.message.data.clone(),
     };
-    channels.deliver(&message).await.map(|_| ())
+    match signing {
+        Some(secret) => channels.deliver_signed(&message, secret).await.map(|_| ()),
+        None => channels.deliver(&message).await.map(|_| ()),
+    }
 }

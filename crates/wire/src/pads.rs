@@ -359,7 +359,7 @@ pub struct PadProviderRequest {
 }
 
 /// A provider, as registered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PadProviderView {
     /// Its name.
     pub name: String,
@@ -376,7 +376,13 @@ pub struct PadProviderView {
     pub webhook: String,
     /// Whether its requests are held in escrow.
     pub escrow: bool,
+    /// Only in the answer to its registration, to its owner: the secret its webhooks are
+    /// signed with (`Tally-Signature`, as `verify_webhook_signature` checks it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
 }
+
+debug_hiding!(PadProviderView { name, owner, account, currency, price_minor, webhook, escrow } hides { webhook_secret });
 
 /// `POST /v1/pad-providers/{name}/replies` (the provider): its answer to a forwarded request,
 /// delivered into the asking pad's mailbox through the relay.

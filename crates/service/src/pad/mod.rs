@@ -171,6 +171,9 @@ pub struct Pads {
     mailbox_key: Secret<Vec<u8>>,
     /// Draws the relay's delays: `HKDF(pad.key, info = "tally/pad-relay/v1")`.
     relay_key: std::sync::Arc<HmacSha256Key>,
+    /// Derives each provider's webhook secret: `HKDF(pad.key, info =
+    /// "tally/pad-provider-webhook/v1")`.
+    webhook_key: std::sync::Arc<HmacSha256Key>,
     /// When this process last settled (µs): only paces the sweeper; what is paid is decided
     /// in the database.
     settled_at: std::sync::Arc<std::sync::atomic::AtomicI64>,
@@ -214,12 +217,16 @@ impl Pads {
         let core_now_micros = core.now().as_micros();
         let relay_key =
             std::sync::Arc::new(HmacSha256Key::new(derive(b"tally/pad-relay/v1")?.expose()));
+        let webhook_key = std::sync::Arc::new(HmacSha256Key::new(
+            derive(b"tally/pad-provider-webhook/v1")?.expose(),
+        ));
         Ok(Pads {
             core,
             key,
             settings,
             mailbox_key,
             relay_key,
+            webhook_key,
             settled_at: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(core_now_micros)),
         })
     }

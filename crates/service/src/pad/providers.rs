@@ -14,7 +14,7 @@ use crate::access::{invalid, namespaced, require_admin};
 use crate::{Missing, Principal, Result, ServiceError};
 use base64::Engine as _;
 use tally_kernel::crypto::seal;
-use tally_kernel::{Currency, Id, Timestamp};
+use tally_kernel::{Currency, Id, Secret, Timestamp};
 use tally_ledger::{AccountKind, Command};
 use tally_proto::effects::Effects;
 use tally_proto::pad::ids::RequestId;
@@ -40,6 +40,7 @@ fn provider_name(text: &str) -> Result<ProviderName> {
 
 fn view(p: &ProviderRow) -> PadProviderView {
     PadProviderView {
+        webhook_secret: None,
         name: p.name.clone(),
         owner: p.owner.clone(),
         account: p.account,
@@ -137,8 +138,13 @@ impl Pads {
             created_at: before.as_ref().map_or(now, |b| b.created_at),
             updated_at: now,
         };
+        // Its owner gets the secret its webhooks are signed with, on every registration.
+        let registered = PadProviderView {
+            webhook_secret: Some(self.webhook_secret_of(&row).expose().clone()),
+            ..view(&row)
+        };
         if before.as_ref().is_some_and(|b| same_terms(b, &row)) {
-            return Ok(view(&row));
+            return Ok(registered);
         }
         self.core
             .commit(
@@ -154,7 +160,23 @@ impl Pads {
                 vec![upsert_provider(&row)],
             )
             .await?;
-        Ok(view(&row))
+        Ok(registered)
+    }
+
+    /// The secret `provider`'s webhooks are signed with (for the outbox worker).
+    pub async fn provider_webhook_secret(&self, provider: &str) -> Result<Secret<String>> {
+        Ok(self.webhook_secret_of(&self.provider_row(provider).await?))
+    }
+
+    /// `HMAC(webhook key, name ‖ 0x00 ‖ registered at)`, hex: every node of a database derives
+    /// the same; a provider registered anew under the name gets another.
+    fn webhook_secret_of(&self, p: &ProviderRow) -> Secret<String> {
+        let mac = self.webhook_key.mac_parts(&[
+            p.name.as_bytes(),
+            &[0],
+            &p.created_at.as_micros().to_be_bytes(),
+        ]);
+        Secret::new(format!("whsec_{}", hex::encode(mac)))
     }
 
     /// A provider's terms (anyone with an API key: holders choose by them).
@@ -497,7 +519,10 @@ impl Pads {
                 subject: format!("pad request {id}"),
                 body: format!("pad request {id} for {}", provider.name),
                 data,
-                secret: None,
+                // Signed with the provider's own secret, not the node's.
+                secret: Some(tally_proto::effects::SecretRef::PadProviderWebhook {
+                    provider: provider.name.clone(),
+                }),
                 not_before: Some(self.settings.relay.release_at(&self.relay_key, now)),
             }),
         ]
