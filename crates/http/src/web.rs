@@ -17,15 +17,18 @@
 //! through [`ApiError::from`], so the page says what the API says (`wrong code (4 attempts
 //! left)`) with the same status (422/410/423/409) and internal causes stay in the log.
 //!
-//! Security: every string that reaches HTML goes through [`escape`]; the number the page embeds
-//! in its forms is the node's own hex, never the raw path. Each response carries a CSP that
+//! Security: every value that reaches HTML is escaped by its template; the number the page
+//! embeds in its forms is the node's own hex, never the raw path. Each response carries a CSP that
 //! allows no scripts, no external resources, no framing and forms to this origin only;
 //! `Cache-Control: no-store` (a login page shows an access token once) and
 //! `Referrer-Policy: no-referrer` (the URL holds the session number).
 //!
-//! Rejected: a template engine (one more dependency for five small pages) and JavaScript
-//! (nothing here needs it, and a CSP without scripts is the strongest XSS defence).
+//! The pages are askama templates (`crates/http/templates/web/`: one layout, then a template
+//! per page), escaping every value by default; the web face of issue [9] grows on the same
+//! layout (`docs/web.md`). Rejected: JavaScript (nothing here needs it, and a CSP without
+//! scripts is the strongest XSS defence).
 
+use askama::Template;
 use axum::Router;
 use axum::extract::rejection::{FormRejection, PathRejection};
 use axum::extract::{Form, Path, State};
@@ -102,12 +105,36 @@ struct Page {
     status: StatusCode,
     /// For refusals: the API's code, so the metrics count web refusals like API ones.
     code: Option<ErrorCode>,
-    title: &'static str,
-    /// Already-escaped HTML of `<main>`.
-    main: String,
+    /// The whole document, rendered from its template (`templates/web/`).
+    html: String,
 }
 
 impl Page {
+    /// `template` rendered as the page (a template that cannot render is a bug: an internal
+    /// error page, logged).
+    fn of(status: StatusCode, template: &impl Template) -> Page {
+        match template.render() {
+            Ok(html) => Page {
+                status,
+                code: None,
+                html,
+            },
+            Err(e) => {
+                let e = ApiError::internal(&e);
+                Page {
+                    status: e.status(),
+                    code: Some(e.code()),
+                    html: format!(
+                        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+                         <title>Tally — error</title></head><body><main><h1>Something is not \
+                         right</h1><p id=\"result\" role=\"alert\">{}</p></main></body></html>\n",
+                        escape(&e.body().error.message)
+                    ),
+                }
+            }
+        }
+    }
+
     fn coded(mut self, code: ErrorCode) -> Page {
         self.code = Some(code);
         self
@@ -116,18 +143,10 @@ impl Page {
 
 impl IntoResponse for Page {
     fn into_response(self) -> Response {
-        let html = format!(
-            "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-             <title>{title}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n{main}\n\
-             </main>\n</body>\n</html>\n",
-            title = escape(self.title),
-            main = self.main,
-        );
         let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            html,
+            self.html,
         )
             .into_response();
         secure_headers(response.headers_mut());
@@ -163,17 +182,6 @@ fn secure_headers(headers: &mut axum::http::HeaderMap) {
     }
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;background:#f4f5f7;color:#1b1d21}\
-main{max-width:34rem;margin:2rem auto;padding:1.5rem 2rem;background:#fff;border-radius:8px;\
-box-shadow:0 1px 3px rgba(0,0,0,.12)}h1{font-size:1.4rem;margin-top:0}\
-dl{display:grid;grid-template-columns:max-content 1fr;gap:.35rem 1rem}dt{color:#5b616b}\
-dd{margin:0;overflow-wrap:anywhere}.amount{font-size:1.3rem;font-weight:600}\
-label{display:block;margin:1rem 0 .3rem}\
-input{font-size:1.2rem;padding:.4rem .6rem;width:100%;box-sizing:border-box}\
-button{font-size:1rem;padding:.5rem 1.2rem;margin-top:.8rem;cursor:pointer}\
-form.inline{display:inline}.result{padding:.6rem .8rem;border-radius:6px;background:#e7f5ea}\
-.result.error{background:#fdecea}code{overflow-wrap:anywhere}.muted{color:#5b616b}";
-
 /// A refusal as the API gives it: status, code and the message for people (internal causes
 /// are logged by [`ApiError::from`] and read "internal error" here).
 struct Refusal {
@@ -191,17 +199,15 @@ fn refusal(e: ServiceError) -> Refusal {
     }
 }
 
+/// `templates/web/error.html`.
+#[derive(Template)]
+#[template(path = "web/error.html")]
+struct ErrorTemplate<'a> {
+    message: &'a str,
+}
+
 fn error_page(status: StatusCode, message: &str) -> Page {
-    Page {
-        status,
-        code: None,
-        title: "Tally — error",
-        main: format!(
-            "<h1>Something is not right</h1>\n<p id=\"result\" class=\"result error\" \
-             role=\"alert\">{}</p>\n<p><a href=\"/\">Back to sign-in</a></p>",
-            escape(message)
-        ),
-    }
+    Page::of(status, &ErrorTemplate { message })
 }
 
 fn refused_page(r: &Refusal) -> Page {
@@ -241,33 +247,16 @@ fn bad_form(e: &FormRejection) -> Page {
     error_page(status, &format!("bad form: {}", e.body_text()))
 }
 
-fn login_form(user: &str) -> String {
-    format!(
-        "<form method=\"post\" action=\"/web/login\">\n<label for=\"user\">User name</label>\n\
-         <input name=\"user\" id=\"user\" value=\"{}\" autocomplete=\"username\" \
-         autocapitalize=\"none\" spellcheck=\"false\" maxlength=\"200\" required autofocus>\n\
-         <button type=\"submit\" id=\"open\">Send me a code</button>\n</form>",
-        escape(user)
-    )
+/// `templates/web/home.html`: the sign-in form.
+#[derive(Template)]
+#[template(path = "web/home.html")]
+struct HomeTemplate<'a> {
+    user: &'a str,
+    error: Option<&'a str>,
 }
 
 fn home_page(status: StatusCode, user: &str, error: Option<&str>) -> Page {
-    let error = error.map_or_else(String::new, |m| {
-        format!(
-            "<p id=\"result\" class=\"result error\" role=\"alert\">{}</p>\n",
-            escape(m)
-        )
-    });
-    Page {
-        status,
-        code: None,
-        title: "Tally — confirm with a code",
-        main: format!(
-            "<h1>Tally — confirm with a code</h1>\n{error}<p>Sign in: we send a one-time code to \
-             the second channel you registered (e-mail, SMS, …). Type it on the next page.</p>\n{}",
-            login_form(user)
-        ),
-    }
+    Page::of(status, &HomeTemplate { user, error })
 }
 
 /// `GET /`: the sign-in form.
@@ -313,60 +302,65 @@ pub async fn login(
     }
 }
 
-fn dl_row(term: &str, id: &str, value_html: &str) -> String {
-    format!("<dt>{term}</dt><dd id=\"{id}\">{value_html}</dd>\n")
+/// One line of a session's details.
+struct Row {
+    term: &'static str,
+    id: &'static str,
+    value: String,
+    /// Shown as code (ids, digests).
+    code: bool,
+    /// Shown large (the amount).
+    amount: bool,
+}
+
+fn row(term: &'static str, id: &'static str, value: impl Into<String>) -> Row {
+    Row {
+        term,
+        id,
+        value: value.into(),
+        code: false,
+        amount: false,
+    }
+}
+
+fn code_row(term: &'static str, id: &'static str, value: impl Into<String>) -> Row {
+    Row {
+        code: true,
+        ..row(term, id, value)
+    }
 }
 
 /// What is being authorised, in clear, and the session's facts.
-fn session_details(v: &SessionView) -> String {
-    let mut dl = String::from("<dl>\n");
-    dl.push_str(&dl_row(
-        "Application",
-        "application",
-        &escape(&v.application),
-    ));
-    dl.push_str(&dl_row("User", "session-user", &escape(&v.user)));
+fn session_details(v: &SessionView) -> Vec<Row> {
+    let mut rows = vec![
+        row("Application", "application", &v.application),
+        row("User", "session-user", &v.user),
+    ];
     match &v.purpose {
-        Purpose::Login => dl.push_str(&dl_row("What", "what", "sign in")),
+        Purpose::Login => rows.push(row("What", "what", "sign in")),
         Purpose::Message(m) => {
-            dl.push_str(&dl_row("Title", "title", &escape(&m.title)));
-            dl.push_str(&dl_row(
-                "Content SHA-256",
-                "sha256",
-                &format!("<code>{}</code>", escape(&m.sha256)),
-            ));
+            rows.push(row("Title", "title", &m.title));
+            rows.push(code_row("Content SHA-256", "sha256", &m.sha256));
         }
         Purpose::Transaction(t) => {
-            dl.push_str(&format!(
-                "<dt>Amount</dt><dd id=\"amount\" class=\"amount\">{}</dd>\n",
-                escape(&t.amount.to_string())
-            ));
-            dl.push_str(&dl_row("Payee", "payee", &escape(&t.payee)));
+            rows.push(Row {
+                amount: true,
+                ..row("Amount", "amount", t.amount.to_string())
+            });
+            rows.push(row("Payee", "payee", &t.payee));
             if let Some(a) = t.payee_account {
-                dl.push_str(&dl_row(
-                    "Payee account",
-                    "payee-account",
-                    &format!("<code>{}</code>", escape(&a.to_string())),
-                ));
+                rows.push(code_row("Payee account", "payee-account", a.to_string()));
             }
             if let Some(a) = t.payer_account {
-                dl.push_str(&dl_row(
-                    "From account",
-                    "payer-account",
-                    &format!("<code>{}</code>", escape(&a.to_string())),
-                ));
+                rows.push(code_row("From account", "payer-account", a.to_string()));
             }
-            dl.push_str(&dl_row(
-                "Description",
-                "description",
-                &escape(&t.description),
-            ));
+            rows.push(row("Description", "description", &t.description));
         }
     }
-    dl.push_str(&dl_row(
+    rows.push(row(
         "Code sent to",
         "address",
-        &format!("{} ({})", escape(&v.address), escape(&v.channel)),
+        format!("{} ({})", v.address, v.channel),
     ));
     let delivery = match (v.delivery.as_str(), &v.delivery_error) {
         ("sent", _) => "sent".to_string(),
@@ -374,20 +368,15 @@ fn session_details(v: &SessionView) -> String {
         (_, Some(why)) => format!("not delivered yet, retrying ({why})"),
         (other, None) => other.to_string(),
     };
-    dl.push_str(&dl_row("Delivery", "delivery", &escape(&delivery)));
-    dl.push_str(&dl_row(
-        "Expires",
-        "expires",
-        &escape(&v.expires_at.to_rfc3339()),
-    ));
-    dl.push_str(&dl_row(
+    rows.push(row("Delivery", "delivery", delivery));
+    rows.push(row("Expires", "expires", v.expires_at.to_rfc3339()));
+    rows.push(row(
         "Attempts left",
         "attempts-left",
-        &v.attempts_left.to_string(),
+        v.attempts_left.to_string(),
     ));
-    dl.push_str(&dl_row("State", "state", v.state.as_str()));
-    dl.push_str("</dl>\n");
-    dl
+    rows.push(row("State", "state", v.state.as_str()));
+    rows
 }
 
 /// Where the code went, in words (`Code from your …`).
@@ -401,51 +390,53 @@ fn channel_words(channel: &str) -> &'static str {
     }
 }
 
-/// The session page: details, then (while open) the code form and the cancel form. `result`
-/// is already-escaped HTML of the outcome paragraph, if any.
-fn session_page(status: StatusCode, v: &SessionView, result: &str) -> Page {
-    // The node's own hex, not the path as typed: only [0-9a-f] reaches the URLs below.
-    let number = escape(&v.session);
-    let open = v.state == tally_proto::oob::State::Open;
-    let intro = if open {
-        "Check that this is what you want to authorise, then type the code we sent you."
-    } else {
-        "This session takes no more codes."
-    };
-    let forms = if open {
-        format!(
-            "<form method=\"post\" action=\"/s/{number}\">\n<label for=\"code\">Code from your \
-             {channel}</label>\n<input name=\"code\" id=\"code\" inputmode=\"numeric\" \
-             autocomplete=\"one-time-code\" maxlength=\"{CODE_LEN_MAX}\" required autofocus>\n\
-             <button type=\"submit\" id=\"confirm\">Confirm</button>\n</form>\n\
-             <form class=\"inline\" method=\"post\" action=\"/s/{number}/cancel\">\n\
-             <button type=\"submit\" id=\"cancel\">Cancel</button>\n</form>",
-            channel = channel_words(&v.channel),
-        )
-    } else {
-        String::new()
-    };
-    Page {
-        status,
-        code: None,
-        title: "Tally — confirm with a code",
-        main: format!(
-            "<h1>Confirm with a code</h1>\n{result}<p class=\"muted\">{intro}</p>\n{}{forms}",
-            session_details(v)
-        ),
-    }
+/// The outcome of the last action on a session page.
+struct Outcome {
+    ok: bool,
+    text: String,
+    /// A login's access token, shown once.
+    token: Option<String>,
 }
 
-fn result_html(ok: bool, text_html: &str) -> String {
-    let class = if ok { "result" } else { "result error" };
-    let role = if ok { "status" } else { "alert" };
-    format!("<p id=\"result\" class=\"{class}\" role=\"{role}\">{text_html}</p>\n")
+fn outcome(ok: bool, text: impl Into<String>) -> Option<Outcome> {
+    Some(Outcome {
+        ok,
+        text: text.into(),
+        token: None,
+    })
+}
+
+/// `templates/web/session.html`: details, then (while open) the code form and the cancel form.
+#[derive(Template)]
+#[template(path = "web/session.html")]
+struct SessionTemplate<'a> {
+    /// The node's own hex, not the path as typed: only [0-9a-f] reaches the form URLs.
+    number: &'a str,
+    open: bool,
+    channel: &'static str,
+    code_len_max: usize,
+    rows: Vec<Row>,
+    result: Option<Outcome>,
+}
+
+fn session_page(status: StatusCode, v: &SessionView, result: Option<Outcome>) -> Page {
+    Page::of(
+        status,
+        &SessionTemplate {
+            number: &v.session,
+            open: v.state == tally_proto::oob::State::Open,
+            channel: channel_words(&v.channel),
+            code_len_max: CODE_LEN_MAX,
+            rows: session_details(v),
+            result,
+        },
+    )
 }
 
 /// `GET /s/{session}`: what the code authorises.
 pub async fn show(State(state): State<AppState>, SessionPath(number): SessionPath) -> Response {
     match state.node.oob().session(&number).await {
-        Ok(v) => session_page(StatusCode::OK, &v, "").into_response(),
+        Ok(v) => session_page(StatusCode::OK, &v, None).into_response(),
         Err(e) => refused_page(&refusal(e)).into_response(),
     }
 }
@@ -479,29 +470,22 @@ pub async fn confirm(
         Ok(verified) => {
             let what = match &verified.session.purpose {
                 Purpose::Login => "Sign-in authorized.".to_string(),
-                Purpose::Message(m) => format!("{} — authorized.", escape(&m.title)),
-                Purpose::Transaction(t) => format!(
-                    "{} to {} — authorized.",
-                    escape(&t.amount.to_string()),
-                    escape(&t.payee)
-                ),
+                Purpose::Message(m) => format!("{} — authorized.", m.title),
+                Purpose::Transaction(t) => format!("{} to {} — authorized.", t.amount, t.payee),
             };
-            let mut result = result_html(true, &what);
-            if let Some(token) = &verified.token {
-                result.push_str(&format!(
-                    "<p>Your access token (shown once; it expires soon):<br>\
-                     <code id=\"token\">{}</code></p>\n",
-                    escape(token.expose())
-                ));
-            }
-            session_page(StatusCode::OK, &verified.session, &result).into_response()
+            let result = Outcome {
+                ok: true,
+                text: what,
+                token: verified.token.as_ref().map(|t| t.expose().clone()),
+            };
+            session_page(StatusCode::OK, &verified.session, Some(result)).into_response()
         }
         Err(e) => {
             let r = refusal(e);
-            let result = result_html(false, &escape(&r.message));
+            let result = outcome(false, r.message.clone());
             // Show the session as it is now (attempts left, locked, …).
             match state.node.oob().session(&number).await {
-                Ok(v) => session_page(r.status, &v, &result)
+                Ok(v) => session_page(r.status, &v, result)
                     .coded(r.code)
                     .into_response(),
                 Err(_) => refused_page(&r).into_response(),
@@ -514,14 +498,14 @@ pub async fn confirm(
 pub async fn cancel(State(state): State<AppState>, SessionPath(number): SessionPath) -> Response {
     match state.node.oob().cancel(&number).await {
         Ok(v) => {
-            let result = result_html(true, "Cancelled: nothing was authorised.");
-            session_page(StatusCode::OK, &v, &result).into_response()
+            let result = outcome(true, "Cancelled: nothing was authorised.");
+            session_page(StatusCode::OK, &v, result).into_response()
         }
         Err(e) => {
             let r = refusal(e);
-            let result = result_html(false, &escape(&r.message));
+            let result = outcome(false, r.message.clone());
             match state.node.oob().session(&number).await {
-                Ok(v) => session_page(r.status, &v, &result)
+                Ok(v) => session_page(r.status, &v, result)
                     .coded(r.code)
                     .into_response(),
                 Err(_) => refused_page(&r).into_response(),

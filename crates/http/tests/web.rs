@@ -424,7 +424,7 @@ async fn the_page_answers_html_with_the_api_statuses_and_escapes_what_it_shows()
     );
     let (status, _, html) = form_post(&t, "/web/login", "user=%3Cb%3E%22").await;
     assert!(status.is_client_error(), "{status}: {html}");
-    assert!(html.contains(r#"value="&lt;b&gt;&quot;""#), "{html}");
+    assert!(html.contains(r#"value="&#60;b&#62;&#34;""#), "{html}");
     assert!(!html.contains("<b>"), "{html}");
     let (status, _, html) = form_post(&t, "/web/login", "nobody=1").await;
     assert_eq!(
@@ -462,7 +462,9 @@ async fn the_page_answers_html_with_the_api_statuses_and_escapes_what_it_shows()
     assert_eq!(status, StatusCode::OK);
     assert!(!html.contains("<script"), "{html}");
     assert!(
-        html.contains("&lt;script&gt;alert(1)&lt;/script&gt; &quot;mug&quot; &amp; &#39;cup&#39;"),
+        html.contains(
+            "&#60;script&#62;alert(1)&#60;/script&#62; &#34;mug&#34; &#38; &#39;cup&#39;"
+        ),
         "{html}"
     );
     assert!(
