@@ -1048,6 +1048,20 @@ fn holders_reach_a_provider_through_the_relay_and_the_clearing_pays_it_once() {
         "more than held: {err}"
     );
     assert!(ok(reply(&paid, &["done", "--charge", "0.30 EUR"])).contains("state     performed"));
+    // The operator drops the commission meanwhile: the request keeps the rate of its time.
+    ok(cli(
+        &server,
+        &admin,
+        &[
+            "pad",
+            "tariff",
+            "EUR",
+            "--byte-price",
+            "2",
+            "--commission-bps",
+            "0",
+        ],
+    ));
     let before = available(&pad_b);
     let released = ok(holder(&wb, &["release", &paid]));
     // What the release frame cost, as the holder was told (the sweeper may pay the escrow
@@ -1083,7 +1097,7 @@ fn holders_reach_a_provider_through_the_relay_and_the_clearing_pays_it_once() {
     );
 
     // Settlement: echo gets 45 for A's request (0.50 less 10 %) and 27 for B's metered
-    // escrow (0.30 less 10 %), the operator the rest; once.
+    // escrow (0.30 less the 10 % of its time), the operator the rest; once.
     let out = ok(cli(&server, &admin, &["provider", "settle"]));
     assert!(
         out.contains("paid      echo         0.72 EUR for 2 line(s)"),

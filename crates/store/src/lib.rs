@@ -144,6 +144,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         23,
         include_str!("../migrations/sqlite/0023_pad_providers.sql"),
     ),
+    (
+        24,
+        include_str!("../migrations/sqlite/0024_pad_forward_commission.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
@@ -213,6 +217,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         23,
         include_str!("../migrations/postgres/0023_pad_providers.sql"),
+    ),
+    (
+        24,
+        include_str!("../migrations/postgres/0024_pad_forward_commission.sql"),
     ),
 ];
 

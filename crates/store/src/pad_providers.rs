@@ -81,6 +81,9 @@ pub struct ForwardRow {
     pub deadline: Timestamp,
     /// A metered escrow: what the provider charged of the price held (`None`: all of it).
     pub charge_minor: Option<i64>,
+    /// The commission on its price when it was taken, basis points (`None`: taken before
+    /// this was kept).
+    pub commission_bps: Option<i64>,
     /// When it was taken.
     pub created_at: Timestamp,
     /// When it last changed.
@@ -91,7 +94,8 @@ pub struct ForwardRow {
 pub fn insert_forward(f: &ForwardRow) -> Attachment {
     row(
         "INSERT INTO pad_forwards (request, pad, provider, escrow, price_minor, state, step_key, \
-         deadline, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         deadline, created_at, updated_at, commission_bps) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         vec![
             Value::Blob(f.request.to_vec()),
             Value::Blob(f.pad.to_vec()),
@@ -103,6 +107,7 @@ pub fn insert_forward(f: &ForwardRow) -> Attachment {
             Value::Int(f.deadline.as_micros()),
             Value::Int(f.created_at.as_micros()),
             Value::Int(f.updated_at.as_micros()),
+            Value::opt_int(f.commission_bps),
         ],
     )
 }
@@ -277,7 +282,7 @@ pub fn set_fees_account(currency: Currency, account: Id) -> Attachment {
 const PROVIDER_SELECT: &str = "SELECT name, owner, account, currency, price_minor, webhook, escrow, \
      created_at, updated_at FROM pad_providers";
 const FORWARD_SELECT: &str = "SELECT request, pad, provider, escrow, price_minor, state, step_key, \
-     deadline, charge_minor, created_at, updated_at FROM pad_forwards";
+     deadline, charge_minor, commission_bps, created_at, updated_at FROM pad_forwards";
 const CHARGE_SELECT: &str = "SELECT id, pad, currency, provider, operator_minor, provider_minor, \
      held, fee_paid, provider_paid, created_at FROM pad_charges";
 
@@ -317,6 +322,7 @@ fn forward(r: &AnyRow) -> Result<ForwardRow, StoreError> {
         step_key: r.try_get("step_key")?,
         deadline: Timestamp(r.try_get("deadline")?),
         charge_minor: r.try_get("charge_minor")?,
+        commission_bps: r.try_get("commission_bps")?,
         created_at: Timestamp(r.try_get("created_at")?),
         updated_at: Timestamp(r.try_get("updated_at")?),
     })

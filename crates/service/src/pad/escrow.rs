@@ -151,7 +151,12 @@ impl Pads {
                     if f.charge_minor.is_some_and(|c| c < f.price_minor) =>
                 {
                     let used = f.charge_minor.unwrap_or(f.price_minor);
-                    let commission = self.tariff(charge.currency).await?.commission(used);
+                    // At the rate of the request's time (the tariff now for older forwards).
+                    let mut tariff = self.tariff(charge.currency).await?;
+                    if let Some(bps) = f.commission_bps.and_then(|b| u32::try_from(b).ok()) {
+                        tariff.commission_bps = bps;
+                    }
+                    let commission = tariff.commission(used);
                     let bytes = debit - f.price_minor;
                     let posted = bytes + used;
                     let command = if posted > 0 {

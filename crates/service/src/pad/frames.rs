@@ -92,6 +92,7 @@ impl Pads {
             delivered_to,
         } = self.facts(&row, request.as_ref().ok()).await?;
         let new_id = facts.new_id;
+        let commission_bps = facts.tariff.commission_bps;
         let now = self.core.now();
         let (after, effects) = pad.clone().handle(
             self.core.now(),
@@ -182,7 +183,16 @@ impl Pads {
                     // Escrowed when the machine held its debit (asked for, by the holder or
                     // the provider, and something to hold).
                     let held = last.charge.as_ref().is_some_and(|c| c.held);
-                    rows.extend(self.forward_rows(&row, new_id, p, held, body, &key, now));
+                    rows.extend(self.forward_rows(
+                        &row,
+                        new_id,
+                        p,
+                        held,
+                        body,
+                        &key,
+                        now,
+                        commission_bps,
+                    ));
                 }
                 Request::Post {
                     show_from, body, ..

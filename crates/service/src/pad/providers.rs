@@ -487,6 +487,7 @@ impl Pads {
         body: &[u8],
         step_key: &str,
         now: Timestamp,
+        commission_bps: u32,
     ) -> Vec<Attachment> {
         let deadline = now.plus_seconds(self.settings.escrow_s);
         let id = RequestId(request);
@@ -509,6 +510,7 @@ impl Pads {
                 step_key: step_key.into(),
                 deadline,
                 charge_minor: None,
+                commission_bps: Some(i64::from(commission_bps)),
                 created_at: now,
                 updated_at: now,
             }),
