@@ -94,26 +94,11 @@ pub struct BuyArgs {
     /// The account paying the pad's value (the operator's till).
     #[arg(long)]
     pub from: String,
-    /// The value, e.g. "10.00 EUR".
-    #[arg(long)]
-    pub value: String,
-    /// Pad bytes (4096 to the node's maximum).
-    #[arg(long, default_value_t = 65_536)]
-    pub size: u64,
-    /// `one_time` (true random bytes) or `session_key` (a keystream of a 32-byte seed:
-    /// computationally secure only).
-    #[arg(long, default_value = "one_time")]
-    pub mode: String,
+    #[command(flatten)]
+    pub pad: NewPadArgs,
     /// The node URL written into the pad file (default: --server).
     #[arg(long)]
     pub node_url: Option<String>,
-    /// Where the pad file goes.
-    #[arg(long, default_value = "./tally-pads")]
-    pub wallet: PathBuf,
-    /// Idempotency key (generated and printed when absent): re-run with it after a lost
-    /// answer to get the same pad.
-    #[arg(long)]
-    pub idempotency_key: Option<String>,
     /// A provider the pad may pay (repeat for several); none: any.
     #[arg(long = "allow", value_name = "PROVIDER")]
     pub allow: Vec<String>,
@@ -298,23 +283,25 @@ pub struct AccountBuyArgs {
     pub pad: NewPadArgs,
 }
 
-/// A pad paid from an account (a PIN account's, a provider's): its value, size and mode, and
-/// where its file goes.
+/// A pad paid from an account (the till's, a PIN account's, a provider's): its value, size
+/// and mode, and where its file goes.
 #[derive(Args)]
 pub struct NewPadArgs {
-    /// The value, e.g. "2.00 EUR".
+    /// The value, e.g. "10.00 EUR".
     #[arg(long)]
     pub value: String,
-    /// Pad bytes.
+    /// Pad bytes (4096 to the node's maximum).
     #[arg(long, default_value_t = 65_536)]
     pub size: u64,
-    /// `one_time` or `session_key`.
+    /// `one_time` (true random bytes) or `session_key` (a keystream of a 32-byte seed:
+    /// computationally secure only).
     #[arg(long, default_value = "one_time")]
     pub mode: String,
     /// Where the pad file goes.
     #[arg(long, default_value = "./tally-pads")]
     pub wallet: PathBuf,
-    /// Idempotency key (generated and printed when absent): the same key answers the same pad.
+    /// Idempotency key (generated and printed when absent): re-run with it after a lost
+    /// answer to get the same pad.
     #[arg(long)]
     pub idempotency_key: Option<String>,
 }
@@ -560,15 +547,14 @@ pub async fn pad(c: PadCommand) -> anyhow::Result<ExitCode> {
 
 async fn buy(a: BuyArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(&a.conn)?;
-    let value = crate::accounts::parse_amount(&a.value)?;
+    let (value, key) = a.pad.value_and_key()?;
     let from = crate::client::parse_id("--from", &a.from)?;
-    let key = idempotency_key(&a.idempotency_key);
     let req = PadSaleRequest {
         from: tally_kernel::Id(from),
         value_minor: value.minor,
         currency: value.currency.code().into(),
-        size: a.size,
-        mode: Some(a.mode.clone()),
+        size: a.pad.size,
+        mode: Some(a.pad.mode.clone()),
         node_url: a
             .node_url
             .clone()
@@ -577,10 +563,10 @@ async fn buy(a: BuyArgs) -> anyhow::Result<ExitCode> {
     };
     let sold = answered(client.api.pad_sell(&req, &key).await?);
     if client.json {
-        keep(&sold, &a.wallet, false)?;
+        keep(&sold, &a.pad.wallet, false)?;
         client.show(&sold, |_| String::new());
     } else {
-        keep(&sold, &a.wallet, true)?;
+        keep(&sold, &a.pad.wallet, true)?;
     }
     Ok(ExitCode::SUCCESS)
 }

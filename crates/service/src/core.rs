@@ -179,6 +179,17 @@ impl Core {
         }
     }
 
+    /// Ledger account `id`, or `NotFound` naming it.
+    pub async fn existing_account(&self, id: tally_kernel::Id) -> Result<tally_ledger::Account> {
+        self.store()
+            .account(id)
+            .await?
+            .ok_or_else(|| crate::ServiceError::NotFound {
+                what: crate::Missing::Account,
+                id: id.to_string(),
+            })
+    }
+
     /// True when `account` is one of the caller's own.
     pub async fn owns(&self, by: &Principal, account: tally_kernel::Id) -> Result<bool> {
         Ok(self

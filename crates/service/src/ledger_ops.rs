@@ -386,22 +386,8 @@ impl Node {
                 "only the operator sets exchange rates",
             ));
         }
-        let from =
-            self.store()
-                .account(order.debit_account)
-                .await?
-                .ok_or(ServiceError::NotFound {
-                    what: Missing::Account,
-                    id: order.debit_account.to_string(),
-                })?;
-        let to =
-            self.store()
-                .account(order.credit_account)
-                .await?
-                .ok_or(ServiceError::NotFound {
-                    what: Missing::Account,
-                    id: order.credit_account.to_string(),
-                })?;
+        let from = self.core().existing_account(order.debit_account).await?;
+        let to = self.core().existing_account(order.credit_account).await?;
         if let Some(c) = order.currency
             && c != from.currency
         {

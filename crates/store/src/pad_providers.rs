@@ -9,7 +9,7 @@
 
 use crate::guarded::{Conflict, RowWrite};
 use crate::oob::{blob, row, row_is};
-use crate::rows::{Value, id as decode_id};
+use crate::rows::{Value, bytes16, id as decode_id};
 use crate::{Attachment, Store, StoreError};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -285,12 +285,6 @@ const FORWARD_SELECT: &str = "SELECT request, pad, provider, escrow, price_minor
      deadline, charge_minor, commission_bps, created_at, updated_at FROM pad_forwards";
 const CHARGE_SELECT: &str = "SELECT id, pad, currency, provider, operator_minor, provider_minor, \
      held, fee_paid, provider_paid, created_at FROM pad_charges";
-
-fn bytes16(r: &AnyRow, column: &str) -> Result<[u8; 16], StoreError> {
-    r.try_get::<Vec<u8>, _>(column)?
-        .try_into()
-        .map_err(|_| StoreError::Corrupt(format!("{column} is not 16 bytes")))
-}
 
 fn currency(r: &AnyRow) -> Result<Currency, StoreError> {
     let code: String = r.try_get("currency")?;

@@ -10,7 +10,7 @@
 
 use crate::guarded::{Conflict, RowWrite};
 use crate::oob::{blob, row, row_is};
-use crate::rows::{Value, id as decode_id};
+use crate::rows::{Value, bytes16, id as decode_id};
 use crate::{Attachment, Store, StoreError};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -745,13 +745,7 @@ impl Store {
             )
             .await?;
         rows.first()
-            .map(|r| {
-                let mailbox: [u8; 16] = r
-                    .try_get::<Vec<u8>, _>("mailbox")?
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("pad alias mailbox".into()))?;
-                Ok((mailbox, r.try_get("at")?))
-            })
+            .map(|r| Ok((bytes16(r, "mailbox")?, r.try_get("at")?)))
             .transpose()
     }
 
@@ -763,13 +757,7 @@ impl Store {
                 vec![Value::Blob(address.to_vec())],
             )
             .await?;
-        rows.first()
-            .map(|r| {
-                r.try_get::<Vec<u8>, _>("pad")?
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("pad mailbox".into()))
-            })
-            .transpose()
+        rows.first().map(|r| bytes16(r, "pad")).transpose()
     }
 
     /// A pad's mailbox address, if it has one.
@@ -780,13 +768,7 @@ impl Store {
                 vec![Value::Blob(pad.to_vec())],
             )
             .await?;
-        rows.first()
-            .map(|r| {
-                r.try_get::<Vec<u8>, _>("address")?
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("pad mailbox".into()))
-            })
-            .transpose()
+        rows.first().map(|r| bytes16(r, "address")).transpose()
     }
 
     /// Messages of `mailbox` released by `now`, in the relay's order, at most `max`; and how

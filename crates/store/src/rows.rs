@@ -43,6 +43,13 @@ fn currency(code: &str) -> Result<Currency, StoreError> {
     Currency::from_code(code).map_err(|_| corrupt("currency"))
 }
 
+/// A column of 16 bytes (an id of the pads' tables).
+pub fn bytes16(r: &AnyRow, column: &str) -> Result<[u8; 16], StoreError> {
+    r.try_get::<Vec<u8>, _>(column)?
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("{column} is not 16 bytes")))
+}
+
 pub fn account(r: &AnyRow) -> Result<Account, StoreError> {
     let kind: String = r.try_get("kind")?;
     Ok(Account {

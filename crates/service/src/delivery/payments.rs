@@ -103,15 +103,7 @@ impl Delivery {
         if !name_ok {
             return Err(invalid("name", "1 to 64 of a-z, A-Z, 0-9, - and _"));
         }
-        let account = self
-            .core
-            .store()
-            .account(req.account)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound {
-                what: Missing::Account,
-                id: req.account.to_string(),
-            })?;
+        let account = self.core.existing_account(req.account).await?;
         if account.owner != "operator" || account.kind != AccountKind::Settlement {
             return Err(invalid(
                 "account",

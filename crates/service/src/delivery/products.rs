@@ -6,7 +6,6 @@ use super::{
     CONTENT_KEY_AAD, DEFAULT_REGISTRATION, Delivery, EntryView, NewProduct, ProductView,
     check_entry_name, entry_view, product_machine, text,
 };
-use crate::Missing;
 use crate::access::{check_name, corrupt, invalid, namespaced};
 use crate::identity::{create_private_dir, getrandom_fill, setup};
 use crate::{Principal, Result, ServiceError};
@@ -48,15 +47,7 @@ impl Delivery {
         if req.price.minor <= 0 {
             return Err(invalid("price", "must be positive"));
         }
-        let account = self
-            .core
-            .store()
-            .account(req.pay_to)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound {
-                what: Missing::Account,
-                id: req.pay_to.to_string(),
-            })?;
+        let account = self.core.existing_account(req.pay_to).await?;
         if !by.is_admin() && account.owner != by.owner {
             return Err(ServiceError::Forbidden("pay_to must be your own account"));
         }

@@ -272,15 +272,7 @@ impl Pads {
     /// Checks that `from` can pay `value` before anything is opened, so a sale refused for it
     /// leaves no trace (the ledger checks it again when the value moves).
     async fn check_payer(&self, from: Id, value: Amount) -> Result<()> {
-        let payer =
-            self.core
-                .store()
-                .account(from)
-                .await?
-                .ok_or_else(|| ServiceError::NotFound {
-                    what: crate::Missing::Account,
-                    id: from.to_string(),
-                })?;
+        let payer = self.core.existing_account(from).await?;
         if payer.currency != value.currency {
             return Err(ServiceError::Ledger(LedgerError::CurrencyMismatch {
                 account: payer.id,

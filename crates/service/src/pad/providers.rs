@@ -87,15 +87,7 @@ impl Pads {
                 "a provider is paid into its owner's own account",
             )
             .await?;
-        let account = self
-            .core
-            .store()
-            .account(req.account)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound {
-                what: Missing::Account,
-                id: req.account.to_string(),
-            })?;
+        let account = self.core.existing_account(req.account).await?;
         if account.kind != AccountKind::Merchant {
             return Err(invalid(
                 "account",
