@@ -274,6 +274,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         rate_limit_burst: args.rate_limit.saturating_mul(2),
         trusted_proxies: args.trusted_proxy.clone(),
         arbiter_only: args.role == "arbiter",
+        secure_cookies: args.tls,
         ..tally_http::HttpOptions::default()
     };
     let app = tally_http::router(node.clone(), options)

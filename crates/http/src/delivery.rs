@@ -209,7 +209,18 @@ pub async fn package(
     ApiPath(id): ApiPath<Uuid>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let parts = state.node.delivery().package(&by, Id(id)).await?;
+    package_response(&state, &by, Id(id), &headers).await
+}
+
+/// A sale's package for `by`, whole or the `Range` asked for (the API's download and the
+/// checkout page's).
+pub(crate) async fn package_response(
+    state: &AppState,
+    by: &tally_service::Principal,
+    id: Id,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let parts = state.node.delivery().package(by, id).await?;
     let etag = format!("\"{}\"", parts.digest);
     let range = match headers.get(header::RANGE) {
         None => None,

@@ -69,6 +69,8 @@ pub struct HttpOptions {
     /// An arbiter node (`tally serve --role arbiter`): only health, metrics and the arbiter's
     /// two routes are served.
     pub arbiter_only: bool,
+    /// The node serves HTTPS: the web session cookie is marked `Secure`.
+    pub secure_cookies: bool,
 }
 
 impl Default for HttpOptions {
@@ -80,6 +82,7 @@ impl Default for HttpOptions {
             request_timeout: Duration::from_secs(30),
             trusted_proxies: Vec::new(),
             arbiter_only: false,
+            secure_cookies: false,
         }
     }
 }
@@ -89,6 +92,8 @@ impl Default for HttpOptions {
 pub struct AppState {
     /// The node every operation goes to.
     pub node: Node,
+    /// The web session cookie is marked `Secure` (the node serves HTTPS).
+    pub secure_cookies: bool,
 }
 
 /// The complete application: routes, state and every cross-cutting layer. Serve it with
@@ -124,7 +129,10 @@ pub fn router(node: Node, options: HttpOptions) -> Router {
     let app = limited
         .merge(streaming)
         .fallback(ops::no_route)
-        .with_state(AppState { node });
+        .with_state(AppState {
+            node,
+            secure_cookies: options.secure_cookies,
+        });
     layered(app, &options)
 }
 
@@ -443,6 +451,7 @@ fn streaming_routes() -> Router<AppState> {
             axum::routing::put(delivery::upload_entry),
         )
         .route("/v1/sales/{id}/package", get(delivery::package))
+        .route("/checkout/{sale}/package", get(web::package))
 }
 
 /// The OpenAPI 3.1 document of [`router`].

@@ -390,8 +390,13 @@ async fn the_page_answers_html_with_the_api_statuses_and_escapes_what_it_shows()
     let (status, headers, html) = page(&t, "/").await;
     assert_eq!(status, StatusCode::OK);
     assert_html(&headers);
-    assert!(html.contains("Tally — confirm with a code"), "{html}");
+    assert!(html.contains("<title>Tally — shop</title>"), "{html}");
+    assert!(
+        html.contains("Nothing is on sale yet"),
+        "an empty shop says what to do: {html}"
+    );
     assert!(html.contains(r#"name="user" id="user""#) && html.contains(r#"id="open""#));
+    assert!(html.contains(r#"id="guest-address""#), "{html}");
     assert!(!html.contains("<script"), "no JavaScript: {html}");
 
     // Unknown and malformed sessions: the API's 404, as a page (not rewritten to JSON).
@@ -752,10 +757,11 @@ async fn a_person_signs_in_and_pays_in_chromium() {
     let driver = Chromedriver::start(scratch.path()).await;
     let browser = driver.browser(&scratch.path().join("profile")).await;
 
-    // Flow 1: sign in with the code from the second channel; the token opens whoami.
+    // Flow 1: sign in with the code from the second channel: the session cookie is the
+    // sign-in's access token (HttpOnly, SameSite=Strict), and it opens whoami.
     browser.goto(&format!("{}/", t.base)).await.expect("open /");
     let title = browser.title().await.expect("title");
-    assert_eq!(title, "Tally — confirm with a code");
+    assert_eq!(title, "Tally — shop");
     type_into(&browser, "#user", "alice").await;
     click(&browser, "#open").await;
     let path = path_of(&browser, "/s/").await;
@@ -765,15 +771,20 @@ async fn a_person_signs_in_and_pays_in_chromium() {
     let code = t.code_for("alice", &session).await;
     type_into(&browser, "#code", &code).await;
     click(&browser, "#confirm").await;
-    text_of(&browser, "#result", "authorized").await;
-    let token = browser
-        .find(Locator::Css("#token"))
+    path_of(&browser, "/me").await;
+    text_of(&browser, "#signed-in-as", "alice").await;
+    let cookie = browser
+        .get_named_cookie("tally_web")
         .await
-        .expect("the access token is shown")
-        .text()
-        .await
-        .expect("token text");
-    assert!(!token.is_empty());
+        .expect("the session cookie is set");
+    assert_eq!(cookie.http_only(), Some(true), "{cookie:?}");
+    assert_eq!(
+        format!("{:?}", cookie.same_site()),
+        "Some(Strict)",
+        "{cookie:?}"
+    );
+    let token = cookie.value().to_string();
+    assert!(token.starts_with("tally_session_"), "{token}");
     let who = Tally::expect(
         StatusCode::OK,
         t.call("GET", "/v1/oob/whoami", Some(&token), None).await,

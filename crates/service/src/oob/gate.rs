@@ -31,6 +31,59 @@ use tally_wire::oob::AppRequest;
 
 impl Gate for Oob {
     async fn gate(&self, by: &Principal, key: &str, out: Outflow) -> Result<Vec<Attachment>> {
+        self.gate_outflow(by, key, out, false).await
+    }
+
+    async fn ceremony(
+        &self,
+        user: &str,
+        key: &str,
+        title: &str,
+        form: &str,
+    ) -> Result<Vec<Attachment>> {
+        let app = AppRequest::Declaration {
+            title: title.to_string(),
+            form: form.to_string(),
+        };
+        let purpose = Purpose::Message(tally_proto::oob::Certified {
+            title: format!("Declaration: {title}"),
+            sha256: hex::encode(tally_kernel::crypto::kdf::sha256(form.as_bytes())),
+        });
+        self.confirmed(user, &format!("{key}:ceremony"), app, purpose)
+            .await
+    }
+}
+
+/// The threshold rule with every threshold at zero: each payment through it is confirmed by a
+/// code, whatever the rules say (the web checkout's "pay from my account", where the page is
+/// channel A and the code on the payer's second channel is what authorises the money).
+pub struct Confirming<'a>(pub &'a Oob);
+
+impl Gate for Confirming<'_> {
+    async fn gate(&self, by: &Principal, key: &str, out: Outflow) -> Result<Vec<Attachment>> {
+        self.0.gate_outflow(by, key, out, true).await
+    }
+
+    async fn ceremony(
+        &self,
+        user: &str,
+        key: &str,
+        title: &str,
+        form: &str,
+    ) -> Result<Vec<Attachment>> {
+        self.0.ceremony(user, key, title, form).await
+    }
+}
+
+impl Oob {
+    /// [`Gate::gate`], by the rules or (`always`) for every payment.
+    async fn gate_outflow(
+        &self,
+        by: &Principal,
+        key: &str,
+        out: Outflow,
+        always: bool,
+    ) -> Result<Vec<Attachment>> {
         if by.is_admin() {
             return Ok(Vec::new());
         }
@@ -52,9 +105,10 @@ impl Gate for Oob {
                 // The ledger refuses the unknown account itself.
                 return Ok(Vec::new());
             };
-            if !self
-                .secured_by_rules(&by.owner, &payee.owner, out.amount)
-                .await?
+            if !always
+                && !self
+                    .secured_by_rules(&by.owner, &payee.owner, out.amount)
+                    .await?
             {
                 return Ok(Vec::new());
             }
@@ -71,25 +125,6 @@ impl Gate for Oob {
             description: out.description,
         });
         self.confirmed(&by.owner, &confirm_key, app, purpose).await
-    }
-
-    async fn ceremony(
-        &self,
-        user: &str,
-        key: &str,
-        title: &str,
-        form: &str,
-    ) -> Result<Vec<Attachment>> {
-        let app = AppRequest::Declaration {
-            title: title.to_string(),
-            form: form.to_string(),
-        };
-        let purpose = Purpose::Message(tally_proto::oob::Certified {
-            title: format!("Declaration: {title}"),
-            sha256: hex::encode(tally_kernel::crypto::kdf::sha256(form.as_bytes())),
-        });
-        self.confirmed(user, &format!("{key}:ceremony"), app, purpose)
-            .await
     }
 }
 

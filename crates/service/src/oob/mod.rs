@@ -34,6 +34,7 @@
 pub mod apps;
 pub mod directory;
 pub mod gate;
+pub mod guest;
 pub mod open;
 pub mod trustee;
 pub mod verify;
