@@ -70,6 +70,14 @@ use crate::error::{ApiError, ErrorCode};
 pub const CONTENT_SECURITY_POLICY: &str =
     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'";
 
+/// The policy of a page with one of the node's own scripts (`/assets/…`, no inline script),
+/// which may call back to this origin only.
+pub const SCRIPTED_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; \
+     script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'";
+
+/// The checkout page's script: reloads the page when the sale's state changes.
+const CHECKOUT_JS: &str = include_str!("../../assets/checkout.js");
+
 /// The session cookie: a sign-in's access token.
 pub const SESSION_COOKIE: &str = "tally_web";
 
@@ -90,6 +98,8 @@ pub fn routes() -> Router<AppState> {
         .route("/p/{product}", get(checkout::product))
         .route("/p/{product}/buy", post(checkout::buy))
         .route("/checkout/{sale}", get(checkout::checkout))
+        .route("/checkout/{sale}/state", get(checkout::state))
+        .route("/assets/checkout-1.js", get(checkout_js))
         .route("/checkout/{sale}/pay", post(checkout::pay))
         .route(
             "/checkout/{sale}/key",
@@ -109,6 +119,8 @@ pub(crate) struct Page {
     html: String,
     /// A `Set-Cookie` to send with it.
     cookie: Option<String>,
+    /// The page loads one of the node's scripts ([`SCRIPTED_POLICY`]).
+    scripted: bool,
 }
 
 impl Page {
@@ -121,6 +133,7 @@ impl Page {
                 code: None,
                 html,
                 cookie: None,
+                scripted: false,
             },
             Err(e) => {
                 let e = ApiError::internal(&e);
@@ -134,6 +147,7 @@ impl Page {
                         escape(&e.body().error.message)
                     ),
                     cookie: None,
+                    scripted: false,
                 }
             }
         }
@@ -141,6 +155,12 @@ impl Page {
 
     pub(crate) fn coded(mut self, code: ErrorCode) -> Page {
         self.code = Some(code);
+        self
+    }
+
+    /// The page loads one of the node's own scripts.
+    pub(crate) fn scripted(mut self, scripted: bool) -> Page {
+        self.scripted = scripted;
         self
     }
 }
@@ -154,6 +174,12 @@ impl IntoResponse for Page {
         )
             .into_response();
         secure_headers(response.headers_mut());
+        if self.scripted {
+            response.headers_mut().insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(SCRIPTED_POLICY),
+            );
+        }
         if let Some(cookie) = self.cookie.and_then(|c| HeaderValue::try_from(c).ok()) {
             response.headers_mut().insert(header::SET_COOKIE, cookie);
         }
@@ -187,6 +213,19 @@ pub(crate) fn secure_headers(headers: &mut HeaderMap) {
     for (name, value) in set {
         headers.insert(name, value);
     }
+}
+
+/// `GET /assets/checkout-1.js` (the version is in the name: a change is a new name).
+async fn checkout_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=86400, immutable"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        CHECKOUT_JS,
+    )
+        .into_response()
 }
 
 /// Escapes text for HTML element content and quoted attribute values (the one page built
