@@ -386,3 +386,229 @@ async fn a_member_of_the_public_buys_a_locked_album_in_chromium() {
         .await;
     assert_eq!(audit["ok"], true, "{audit}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bad input through the router (no browser): forged, replayed and cross-site forms, another
+// buyer's pages, open redirects. Each refusal is checked to have changed nothing.
+
+/// A form POST with an optional session cookie and extra headers; (status, Location, body).
+async fn post_form(
+    t: &Tally,
+    uri: &str,
+    cookie: Option<&str>,
+    form: &str,
+    extra: &[(&str, &str)],
+) -> (StatusCode, String, String) {
+    let mut builder = Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(cookie) = cookie {
+        builder = builder.header(header::COOKIE, format!("tally_web={cookie}"));
+    }
+    for (name, value) in extra {
+        builder = builder.header(*name, *value);
+    }
+    let (status, headers, body) = t
+        .raw(builder.body(Body::from(form.to_string())).expect("request"))
+        .await;
+    let location = headers
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (status, location, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Signs `address` in by the router as a buyer would: returns the session cookie's token.
+async fn router_sign_in(t: &Tally, address: &str) -> String {
+    let (status, location, body) = post_form(
+        t,
+        "/web/guest",
+        None,
+        &format!("channel=dev&address={address}&next=/me"),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    let session = location
+        .trim_start_matches("/s/")
+        .split('?')
+        .next()
+        .expect("session")
+        .to_string();
+    let code = t.code_for(address, &session).await;
+    let request = Request::builder()
+        .method("POST")
+        .uri(format!("/s/{session}"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("code={code}&next=/me")))
+        .expect("request");
+    let (status, headers, _) = t.raw(request).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let cookie = headers
+        .get(header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .expect("a sign-in sets the cookie");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    cookie
+        .trim_start_matches("tally_web=")
+        .split(';')
+        .next()
+        .expect("token")
+        .to_string()
+}
+
+/// The value of hidden input `name` in the first form posting to `action` in `html`.
+fn hidden(html: &str, action: &str, name: &str) -> String {
+    let form = &html[html
+        .find(&format!("action=\"{action}\""))
+        .unwrap_or_else(|| panic!("no form to {action} in {html}"))..];
+    let needle = format!("name=\"{name}\" value=\"");
+    let start = form.find(&needle).expect("the hidden field") + needle.len();
+    form[start..].split('"').next().expect("value").to_string()
+}
+
+async fn sales_count(t: &Tally) -> usize {
+    let (status, report) = t
+        .call("GET", "/v1/reports/sales", Some(&t.admin.clone()), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    report
+        .as_array()
+        .or_else(|| report["rows"].as_array())
+        .map_or(0, Vec::len)
+}
+
+#[tokio::test]
+async fn forged_replayed_and_cross_site_forms_change_nothing() {
+    let t = Tally::start().await;
+    let (shop, alice_eur, shop_eur) = shop_and_accounts(&t).await;
+    let product = published_album(&t, &shop, &shop_eur).await;
+    let ana = router_sign_in(&t, "ana").await;
+    let bob = router_sign_in(&t, "bob").await;
+    assert_ne!(ana, bob);
+
+    let page = with_cookie(&t, &format!("/p/{product}"), &ana, None).await;
+    assert_eq!(page.0, StatusCode::OK);
+    let html = String::from_utf8_lossy(&page.2).into_owned();
+    let action = format!("/p/{product}/buy");
+    let csrf = hidden(&html, &action, "csrf");
+    let nonce = hidden(&html, &action, "nonce");
+    let logout_csrf = hidden(&html, "/web/logout", "csrf");
+    assert_eq!((csrf.len(), nonce.len()), (64, 32));
+    assert_eq!(csrf, csrf_for(&ana, &action), "the token is the documented HMAC");
+
+    let form = format!("csrf={csrf}&nonce={nonce}");
+    let refusals = [
+        // No token, a wrong one, another action's, and the right one for another session.
+        (Some(ana.as_str()), format!("nonce={nonce}"), vec![], StatusCode::FORBIDDEN),
+        (Some(&ana), format!("csrf={}&nonce={nonce}", "0".repeat(64)), vec![], StatusCode::FORBIDDEN),
+        (Some(&ana), format!("csrf={logout_csrf}&nonce={nonce}"), vec![], StatusCode::FORBIDDEN),
+        (Some(&bob), form.clone(), vec![], StatusCode::FORBIDDEN),
+        // Not signed in, or a cookie no node knows.
+        (None, form.clone(), vec![], StatusCode::UNAUTHORIZED),
+        (Some("tally_session_0000"), form.clone(), vec![], StatusCode::UNAUTHORIZED),
+        // The right form, sent from another site by the browser.
+        (Some(&ana), form.clone(), vec![("sec-fetch-site", "cross-site")], StatusCode::FORBIDDEN),
+        // A malformed nonce.
+        (Some(&ana), format!("csrf={csrf}&nonce=xyz"), vec![], StatusCode::BAD_REQUEST),
+    ];
+    for (cookie, body, extra, status) in refusals {
+        let (got, _, html) = post_form(&t, &action, cookie, &body, &extra).await;
+        assert_eq!(got, status, "{body} {extra:?}: {html}");
+        assert!(html.contains("id=\"advice\""), "the page says what to try: {html}");
+    }
+    assert_eq!(sales_count(&t).await, 0, "no refused form made a sale");
+
+    // The form as rendered: one sale, and the same form again is the same sale.
+    let (status, first, _) = post_form(&t, &action, Some(&ana), &form, &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(first.starts_with("/checkout/"), "{first}");
+    let (_, again, _) = post_form(&t, &action, Some(&ana), &form, &[]).await;
+    assert_eq!(again, first, "a double submit buys once");
+    assert_eq!(sales_count(&t).await, 1);
+
+    // Another buyer's checkout, package, key and state: the API's 404, as a page.
+    for suffix in ["", "/package", "/key", "/state"] {
+        let (status, _, _) = with_cookie(&t, &format!("{first}{suffix}"), &bob, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{first}{suffix}");
+    }
+    // Paying from someone else's account: refused, nothing moved.
+    let checkout = with_cookie(&t, &first, &ana, None).await;
+    let html = String::from_utf8_lossy(&checkout.2).into_owned();
+    assert!(html.contains("id=\"no-account\""), "ana has no account: {html}");
+    // The token as the page would make it (ana has no account, so the page has no pay form).
+    let pay_csrf = csrf_for(&ana, &format!("{first}/pay"));
+    let before = t.account(&alice_eur).await["balance"]["minor"].as_i64();
+    let (status, _, html) = post_form(
+        &t,
+        &format!("{first}/pay"),
+        Some(&ana),
+        &format!("csrf={pay_csrf}&nonce={}&account={alice_eur}", "1".repeat(32)),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{html}");
+    assert_eq!(t.account(&alice_eur).await["balance"]["minor"].as_i64(), before);
+
+    // A draft product is not public; `next` never leaves the node.
+    let (status, draft) = raw_json(
+        &t,
+        "POST",
+        "/v1/products",
+        &shop,
+        Some("draft-1"),
+        json!({"title": "Unreleased", "price": "1.00 EUR", "pay_to": shop_eur,
+               "licence": "l", "instructions": ""}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{draft}");
+    let draft_id = draft["id"].as_str().expect("id");
+    let (status, _, _) = with_cookie(&t, &format!("/p/{draft_id}"), &ana, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, location, _) = post_form(
+        &t,
+        "/web/guest",
+        None,
+        "channel=dev&address=carol&next=//evil.example/x",
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(
+        location.starts_with("/s/") && !location.contains("evil"),
+        "{location}"
+    );
+
+    // Sign-out needs its token too; with it, the cookie stops working on every page.
+    let (status, _, _) = post_form(&t, "/web/logout", Some(&ana), "csrf=", &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(with_cookie(&t, "/me", &ana, None).await.0, StatusCode::OK);
+    let (status, location, _) = post_form(
+        &t,
+        "/web/logout",
+        Some(&ana),
+        &format!("csrf={logout_csrf}"),
+        &[],
+    )
+    .await;
+    assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, "/"));
+    let (status, headers, _) = with_cookie(&t, "/me", &ana, None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "signed out: sent to sign in");
+    assert_eq!(
+        headers.get(header::LOCATION).and_then(|v| v.to_str().ok()),
+        Some("/?next=/me")
+    );
+}
+
+/// A form's CSRF token: HMAC-SHA256 under the session's token of the domain and the action.
+fn csrf_for(token: &str, action: &str) -> String {
+    hex::encode(hmac_sha256(
+        token.as_bytes(),
+        &[b"tally/web-form/v1\0".as_slice(), action.as_bytes()].concat(),
+    ))
+}
