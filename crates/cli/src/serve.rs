@@ -28,9 +28,15 @@ pub struct ServeArgs {
     /// PostgreSQL URL (postgres://…) for scale-out; several nodes may share one database.
     #[arg(long, env = "TALLY_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
-    /// Development mode: the dev inbox is readable at /v1/dev/inbox/{address}.
+    /// Development mode: messages to the `dev` channel go to the dev inbox, readable at
+    /// /v1/dev/inbox/{address} and, in a browser, /dev/inbox/{address}. Never with real money.
     #[arg(long)]
     dev: bool,
+    /// Development mode (as --dev) with the demo data set: a shop selling one product, and a
+    /// customer `alice` with 50.00 EUR whose codes go to the dev inbox `alice`. Open
+    /// http://127.0.0.1:8640/ to buy. Seeding again on the next start changes nothing.
+    #[arg(long)]
+    demo: bool,
     /// Serve HTTPS with a certificate from the node CA for the listen address (DATA/tls.pem).
     #[arg(long)]
     tls: bool,
@@ -181,7 +187,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_tracing(&args.log_format);
     let config = NodeConfig {
         database_url: args.database_url.clone(),
-        dev: args.dev,
+        dev: args.dev || args.demo,
         delivery: DeliverySettings {
             upload_max_bytes: args.upload_max_bytes,
             open_orders_max: args.open_orders_max.max(1),
@@ -257,6 +263,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             node.files().admin_key().display()
         );
     }
+    let demo = if args.demo {
+        Some(
+            node.seed_demo()
+                .await
+                .context("seeding the demo data set (--demo)")?,
+        )
+    } else {
+        None
+    };
     let channels = match &args.channels {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -300,8 +315,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Some(u) => format!("PostgreSQL {}", crate::redact_url(u)),
             None => "SQLite".to_string(),
         },
-        if args.dev { ", dev mode" } else { "" }
+        if args.dev || args.demo {
+            ", dev mode"
+        } else {
+            ""
+        }
     );
+    if let Some(demo) = &demo {
+        eprintln!(
+            "demo: open {scheme}://{local}/ — \"{}\" ({}) is on sale at {scheme}://{local}/p/{}; \
+             sign in as `{}` (50.00 EUR; codes in the dev inbox {scheme}://{local}/dev/inbox/{}) \
+             or with any dev-inbox name",
+            demo.product.title,
+            demo.product.price,
+            demo.product.id,
+            tally_service::demo::CUSTOMER,
+            tally_service::demo::CUSTOMER,
+        );
+    }
     let open_files = crate::conn_cap::raise_open_files();
     // Room for the database, sealed files and outgoing connections beside the clients.
     let max_connections = match open_files {

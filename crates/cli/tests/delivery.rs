@@ -8,6 +8,7 @@ mod common;
 
 use common::{
     Server, assert_audit_passes, cli, field, ok, open_account, outcome, tally, tally_for, transfer,
+    wait_until,
 };
 use rand::Rng as _;
 use serde_json::Value;
@@ -587,4 +588,75 @@ fn a_product_is_sold_as_a_locked_package_paid_three_ways_and_unlocked() {
     assert_eq!(std::fs::read(&later).expect("later"), package);
 
     assert_audit_passes(&server);
+}
+
+/// `tally serve --demo` (the README's first command) seeds a shop a browser can buy from, says
+/// where in its start-up lines, and seeding again on restart changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demo_node_opens_a_shop_for_the_browser() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut product = String::new();
+    for start in 0..2 {
+        let server = Server::start(&data, &["--demo"]);
+        let mut line = String::new();
+        wait_until("the demo line", || {
+            let log = server.log.lock().expect("log");
+            match log.iter().find(|l| l.starts_with("demo: ")) {
+                Some(l) => {
+                    line = l.clone();
+                    true
+                }
+                None => false,
+            }
+        });
+        assert!(
+            line.contains("\"The Tally field guide\" (4.90 EUR)") && line.contains("`alice`"),
+            "{line}"
+        );
+        let http = reqwest::Client::new();
+        let home = http
+            .get(format!("{}/", server.url))
+            .send()
+            .await
+            .expect("GET /")
+            .text()
+            .await
+            .expect("html");
+        let links: Vec<&str> = home.matches("href=\"/p/").collect();
+        assert_eq!(
+            links.len(),
+            1,
+            "one product on sale after start {start}: {home}"
+        );
+        let id: String = home[home.find("href=\"/p/").expect("link") + 9..]
+            .chars()
+            .take_while(|c| *c != '"')
+            .collect();
+        if start == 0 {
+            product = id.clone();
+        }
+        assert_eq!(id, product, "the same product after a restart");
+        assert!(line.contains(&format!("/p/{product}")), "{line}");
+        let page = http
+            .get(format!("{}/p/{product}", server.url))
+            .send()
+            .await
+            .expect("GET /p/…");
+        assert_eq!(page.status(), reqwest::StatusCode::OK);
+        let page = page.text().await.expect("html");
+        assert!(
+            page.contains("tally-press") && page.contains("dev inbox"),
+            "{page}"
+        );
+        // alice's 50.00 EUR, credited once whatever the number of starts.
+        let accounts = cli(
+            &server,
+            &server.admin_key,
+            &["account", "list", "--owner", "alice"],
+        );
+        let out = ok(accounts);
+        assert!(out.contains("50.00 EUR"), "{out}");
+        assert_audit_passes(&server);
+    }
 }

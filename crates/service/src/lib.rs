@@ -30,6 +30,7 @@
 pub mod access;
 pub mod core;
 pub mod delivery;
+pub mod demo;
 pub mod exec;
 pub mod federation;
 pub mod identity;

@@ -270,7 +270,7 @@ pub(crate) struct Frame {
 impl Frame {
     pub(crate) fn new(state: &AppState, visitor: &Visitor, crumbs: Vec<Crumb>) -> Frame {
         Frame {
-            user: visitor.signed_in().map(|s| s.by.owner.clone()),
+            user: visitor.signed_in().map(|s| s.display.clone()),
             logout_csrf: visitor.csrf("/web/logout"),
             crumbs,
             dev: state.node.is_dev(),
@@ -401,6 +401,9 @@ pub(crate) fn path_id(text: &str, what: &'static str) -> Result<tally_kernel::Id
 /// A signed-in visitor: the principal its token acts as, and the token (the CSRF key).
 pub(crate) struct SignedIn {
     pub(crate) by: Principal,
+    /// How the page names the visitor: the user name, or for a buyer signed in by address
+    /// (a `guest-…` user) the address.
+    pub(crate) display: String,
     token: String,
 }
 
@@ -464,10 +467,24 @@ impl FromRequestParts<AppState> for Visitor {
             return Ok(Visitor(None));
         }
         match state.node.authenticate(token).await {
-            Ok(by) => Ok(Visitor(Some(SignedIn {
-                by,
-                token: token.to_string(),
-            }))),
+            Ok(by) => {
+                let display = if by
+                    .owner
+                    .starts_with(tally_service::oob::guest::GUEST_PREFIX)
+                {
+                    match state.node.oob().verified_address(&by.owner).await {
+                        Ok((_, address)) => address,
+                        Err(_) => by.owner.clone(),
+                    }
+                } else {
+                    by.owner.clone()
+                };
+                Ok(Visitor(Some(SignedIn {
+                    by,
+                    display,
+                    token: token.to_string(),
+                })))
+            }
             // Expired, signed out, or another node's: simply not signed in.
             Err(ServiceError::Unauthorized) => Ok(Visitor(None)),
             Err(e) => Err(refused_page(state, &Visitor(None), &refusal(e)).into_response()),

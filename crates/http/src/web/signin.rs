@@ -622,7 +622,7 @@ pub async fn me(State(state): State<AppState>, visitor: Visitor) -> Response {
         StatusCode::OK,
         &MeTemplate {
             frame: Frame::new(&state, &visitor, crumbs),
-            user: &by.owner,
+            user: &signed.display,
             address,
             accounts,
         },
