@@ -33,7 +33,7 @@ pub struct ServeArgs {
     #[arg(long)]
     dev: bool,
     /// Development mode (as --dev) with the demo data set: a shop selling one product, and a
-    /// customer `alice` with 50.00 EUR whose codes go to the dev inbox `alice`. Open
+    /// customer `ana` with 50.00 EUR whose codes go to the dev inbox `ana`. Open
     /// http://127.0.0.1:8640/ to buy. Seeding again on the next start changes nothing.
     #[arg(long)]
     demo: bool,

@@ -611,7 +611,7 @@ async fn a_demo_node_opens_a_shop_for_the_browser() {
             }
         });
         assert!(
-            line.contains("\"The Tally field guide\" (4.90 EUR)") && line.contains("`alice`"),
+            line.contains("\"The Tally field guide\" (4.90 EUR)") && line.contains("`ana`"),
             "{line}"
         );
         let http = reqwest::Client::new();
@@ -649,11 +649,11 @@ async fn a_demo_node_opens_a_shop_for_the_browser() {
             page.contains("tally-press") && page.contains("dev inbox"),
             "{page}"
         );
-        // alice's 50.00 EUR, credited once whatever the number of starts.
+        // ana's 50.00 EUR, credited once whatever the number of starts.
         let accounts = cli(
             &server,
             &server.admin_key,
-            &["account", "list", "--owner", "alice"],
+            &["account", "list", "--owner", "ana"],
         );
         let out = ok(accounts);
         assert!(out.contains("50.00 EUR"), "{out}");

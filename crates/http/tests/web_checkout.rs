@@ -665,7 +665,7 @@ fn csrf_for(token: &str, action: &str) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // A dev node and a browser alone (the README's promise): the demo data set, the code read from
-// the dev inbox page in a second tab, the purchase paid from alice's account.
+// the dev inbox page in a second tab, the purchase paid from the demo customer's account.
 
 /// The code in the newest message of `address`'s dev inbox page, read in a second tab as a
 /// person would; the first tab stays where it was (a POST's answer cannot be gone back to).
@@ -703,7 +703,7 @@ async fn a_dev_node_and_a_browser_are_enough_to_buy() {
     let before = t.account(&demo.customer_account.to_string()).await["balance"]["minor"]
         .as_i64()
         .expect("balance");
-    assert_eq!(before, 50_00, "alice starts with 50.00 EUR once");
+    assert_eq!(before, 50_00, "the customer starts with 50.00 EUR once");
     let scratch = tempfile::tempdir().expect("tempdir");
     let driver = Chromedriver::start(scratch.path()).await;
     let browser = driver.browser(&scratch.path().join("profile")).await;
@@ -712,11 +712,11 @@ async fn a_dev_node_and_a_browser_are_enough_to_buy() {
     click(&browser, "#products a").await;
     path_of(&browser, &format!("/p/{}", demo.product.id)).await;
     click(&browser, "#sign-in-instead").await;
-    type_into(&browser, "#user", "alice").await;
+    type_into(&browser, "#user", tally_service::demo::CUSTOMER).await;
     click(&browser, "#open").await;
     path_of(&browser, "/s/").await;
     text_of(&browser, ".dev", "dev inbox").await;
-    let code = code_from_inbox_tab(&browser, &t.base, "alice").await;
+    let code = code_from_inbox_tab(&browser, &t.base, tally_service::demo::CUSTOMER).await;
     type_into(&browser, "#code", &code).await;
     click(&browser, "#confirm").await;
     path_of(&browser, &format!("/p/{}", demo.product.id)).await;
@@ -725,13 +725,13 @@ async fn a_dev_node_and_a_browser_are_enough_to_buy() {
     browser
         .find(Locator::Css("#account"))
         .await
-        .expect("alice's accounts")
+        .expect("the customer's accounts")
         .select_by_value(&demo.customer_account.to_string())
         .await
         .expect("the demo account");
     click(&browser, "#pay").await;
     text_of(&browser, "#confirm-amount", "4.90 EUR").await;
-    let code = code_from_inbox_tab(&browser, &t.base, "alice").await;
+    let code = code_from_inbox_tab(&browser, &t.base, tally_service::demo::CUSTOMER).await;
     type_into(&browser, "#code", &code).await;
     click(&browser, "#confirm-payment").await;
     path_of(&browser, &path).await;

@@ -1,6 +1,7 @@
 //! The demo data set of a dev node (`tally serve --dev`): enough to open a browser on the node
 //! and buy something. A merchant `demo-shop` selling one published product, "The Tally field
-//! guide" (4.90 EUR), and a customer `alice` with a verified dev-inbox address and 50.00 EUR.
+//! guide" (4.90 EUR), and a customer `ana` with a verified dev-inbox address and 50.00 EUR
+//! (not `alice`: the README's walk-throughs make an alice of their own on a dev node).
 //!
 //! Every step runs under a fixed idempotency key, so seeding again (every start of a dev node)
 //! changes nothing; a product the merchant withdrew stays withdrawn. A node without `--dev`
@@ -16,14 +17,14 @@ use tally_proto::delivery::sale::ProductState;
 /// The demo merchant.
 pub const SHOP: &str = "demo-shop";
 /// The demo customer (also the name of her dev inbox).
-pub const CUSTOMER: &str = "alice";
+pub const CUSTOMER: &str = "ana";
 
 /// What the demo data set holds.
 #[derive(Debug, Clone)]
 pub struct Seeded {
     /// The published product.
     pub product: ProductView,
-    /// alice's EUR account.
+    /// The customer's EUR account.
     pub customer_account: Id,
     /// The merchant's EUR account, which the product is paid to.
     pub shop_account: Id,
@@ -96,7 +97,7 @@ impl Node {
         let (customer_account, _) = self
             .open_account(
                 &operator,
-                Some("demo-alice-eur"),
+                Some("demo-customer-eur"),
                 OpenAccount {
                     owner: Some(CUSTOMER.into()),
                     kind: Some(AccountKind::Customer),
@@ -106,7 +107,7 @@ impl Node {
             .await?;
         self.transfer_money(
             &operator,
-            "demo-fund-alice",
+            "demo-fund-customer",
             TransferOrder {
                 debit_account: settlement.id,
                 credit_account: customer_account.id,
