@@ -562,6 +562,7 @@ pub async fn report(
         product: q.product.map(Id),
         from: time("from", q.from.as_deref())?,
         to: time("to", q.to.as_deref())?,
+        ..SalesFilter::default()
     };
     let rows = state.node.delivery().sales_report(&by, filter).await?;
     match q.format.as_deref() {

@@ -381,6 +381,12 @@ async fn a_member_of_the_public_buys_a_locked_album_in_chromium() {
         Some(before - 990),
         "paid once"
     );
+    // Her page lists the purchase, newest first, with a link back to its checkout.
+    click(&browser, "#nav-me").await;
+    let purchases = text_of(&browser, "#purchases", "Blue album").await;
+    assert!(purchases.contains("paid, key released"), "{purchases}");
+    click(&browser, "#purchases a").await;
+    path_of(&browser, &format!("/checkout/{sale}")).await;
     let (_, audit) = t
         .call("GET", "/v1/ledger/audit", Some(&t.admin.clone()), None)
         .await;

@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["oob", "delivery", "receipt", "session", "pad"],
     &["node"],
     &["ledger_ops", "workers"],
+    &["demo"],
 ];
 
 const PROTOCOLS: &[&str] = &["oob", "delivery", "receipt", "session", "pad"];

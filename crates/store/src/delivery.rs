@@ -592,6 +592,10 @@ pub struct SalesFilter {
     pub from: Option<Timestamp>,
     /// Sold before.
     pub to: Option<Timestamp>,
+    /// Only this buyer's purchases.
+    pub buyer: Option<String>,
+    /// Newest first (the default is oldest first, as a report reads).
+    pub newest_first: bool,
 }
 
 // ----- reads -------------------------------------------------------------------------------
@@ -693,6 +697,9 @@ impl Store {
         if let Some(id) = &filter.product {
             add(" AND s.product_id = ?", blob(id), &mut params);
         }
+        if let Some(b) = &filter.buyer {
+            add(" AND s.buyer = ?", Value::Text(b.clone()), &mut params);
+        }
         if let Some(t) = filter.from {
             add(
                 " AND s.created_at >= ?",
@@ -707,11 +714,12 @@ impl Store {
                 &mut params,
             );
         }
-        add(
-            " ORDER BY s.created_at, s.id LIMIT ?",
-            Value::Int(limit),
-            &mut params,
-        );
+        let order = if filter.newest_first {
+            " ORDER BY s.created_at DESC, s.id DESC LIMIT ?"
+        } else {
+            " ORDER BY s.created_at, s.id LIMIT ?"
+        };
+        add(order, Value::Int(limit), &mut params);
         let ids = self.fetch_all(sql, params).await?;
         let mut out = Vec::with_capacity(ids.len());
         let mut products = std::collections::HashMap::new();

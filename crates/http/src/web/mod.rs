@@ -9,13 +9,16 @@
 //! POST /s/{session}           oob_verify; a sign-in sets the session cookie → 303 next
 //! POST /s/{session}/cancel    oob_cancel
 //! POST /web/logout            the session cookie's token revoked
-//! GET  /me                    who is signed in, accounts and balances
+//! GET  /me                    who is signed in, accounts, waiting confirmations, purchases
+//! GET  /me/accounts/{id}      the statement: transfers, balance after each, chart; `.csv`
 //! GET  /dev/inbox/{address}   a dev node's inbox (`--dev` only), to read codes in a browser
 //! GET  /p/{product}           product page; POST /p/{product}/buy → 303 /checkout/{sale}
 //! GET  /checkout/{sale}       download, payment instructions (QR), pay, status, key
 //! ```
 //!
-//! * [`signin`]: the out-of-band pages (sign-in, a session's code form), sign-out, `/me`.
+//! * [`signin`]: the out-of-band pages (sign-in, a session's code form), sign-out.
+//! * [`me`]: the customer's pages (`/me`, statements).
+//! * [`chart`]: balance-over-time charts as inline SVG.
 //! * [`checkout`]: the public purchase of a locked package (SPEC D1–D10).
 //! * [`messages`]: what to try next, for every API error code.
 //! * [`qr`]: payment instructions as an SVG QR code.
@@ -43,7 +46,9 @@
 //! scripts, no external resources, no framing and forms to this origin only;
 //! `Cache-Control: no-store`, `Referrer-Policy: no-referrer` (URLs hold session numbers).
 
+mod chart;
 mod checkout;
+mod me;
 mod messages;
 mod qr;
 mod signin;
@@ -93,7 +98,9 @@ pub fn routes() -> Router<AppState> {
         .route("/web/logout", post(signin::logout))
         .route("/s/{session}", get(signin::show).post(signin::confirm))
         .route("/s/{session}/cancel", post(signin::cancel))
-        .route("/me", get(signin::me))
+        .route("/me", get(me::me))
+        .route("/me/accounts/{id}", get(me::statement))
+        .route("/me/accounts/{id}/statement.csv", get(me::statement_csv))
         .route("/dev/inbox/{address}", get(signin::dev_inbox))
         .route("/p/{product}", get(checkout::product))
         .route("/p/{product}/buy", post(checkout::buy))

@@ -14,12 +14,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tally_proto::delivery::sale::ProductState;
 use tally_proto::oob::Purpose;
-use tally_service::ServiceError;
 use tally_service::oob::{AppRequest, OpenSession, Opened, SessionView};
 
 use super::{
-    Crumb, Frame, Page, Refusal, Visitor, WebPath, bad_form, cleared_cookie, crumb, form_signer,
-    refusal, refused_page, safe_next, same_site, session_cookie_header, sign_in_first,
+    Frame, Page, Refusal, Visitor, WebPath, bad_form, cleared_cookie, crumb, form_signer, refusal,
+    refused_page, safe_next, same_site, session_cookie_header,
 };
 use crate::AppState;
 use crate::error::ApiError;
@@ -568,66 +567,9 @@ pub async fn cancel(
     }
 }
 
-/// An account as `/me` lists it.
-pub(crate) struct AccountLine {
-    pub(crate) id: String,
-    pub(crate) currency: String,
-    pub(crate) balance: String,
-    pub(crate) available: String,
-}
-
-/// `templates/web/me.html`.
-#[derive(Template)]
-#[template(path = "web/me.html")]
-struct MeTemplate<'a> {
-    frame: Frame,
-    user: &'a str,
-    address: String,
-    accounts: Vec<AccountLine>,
-}
-
 /// Money of `minor` units in `currency`, as people read it.
 pub(crate) fn money(minor: i64, currency: tally_kernel::Currency) -> String {
     tally_kernel::Amount::new(minor, currency).to_string()
-}
-
-/// `GET /me`: who is signed in, where codes go, the accounts.
-pub async fn me(State(state): State<AppState>, visitor: Visitor) -> Response {
-    let Some(signed) = visitor.signed_in() else {
-        return sign_in_first("/me");
-    };
-    let by = &signed.by;
-    let accounts = match state.node.accounts(by, None).await {
-        Ok(a) => a,
-        Err(e) => return refused_page(&state, &visitor, &refusal(e)).into_response(),
-    };
-    let address = match state.node.oob().verified_address(&by.owner).await {
-        Ok((channel, address)) => format!("{address} ({})", channel_words(&channel)),
-        Err(ServiceError::NoChannel | ServiceError::NotFound { .. }) => "none".into(),
-        Err(e) => return refused_page(&state, &visitor, &refusal(e)).into_response(),
-    };
-    let accounts = accounts
-        .iter()
-        .map(|a| AccountLine {
-            id: a.id.to_string(),
-            currency: a.currency.code().to_string(),
-            balance: money(a.balance_minor(), a.currency),
-            available: a
-                .available_minor()
-                .map_or_else(|| "no bound".into(), |m| money(m, a.currency)),
-        })
-        .collect();
-    let crumbs: Vec<Crumb> = vec![crumb("My page", "")];
-    Page::of(
-        StatusCode::OK,
-        &MeTemplate {
-            frame: Frame::new(&state, &visitor, crumbs),
-            user: &signed.display,
-            address,
-            accounts,
-        },
-    )
-    .into_response()
 }
 
 /// A message in a dev inbox, as the page shows it.
@@ -695,6 +637,7 @@ mod tests {
     #[test]
     fn refusals_read_like_the_api_and_say_what_to_try() {
         use tally_proto::oob::OobError;
+        use tally_service::ServiceError;
         let cases = [
             (
                 OobError::WrongCode { attempts_left: 4 },

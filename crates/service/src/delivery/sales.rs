@@ -622,10 +622,33 @@ impl Delivery {
         by: &Principal,
         filter: SalesFilter,
     ) -> Result<Vec<ReportRow>> {
-        let rows = self.core.store().sales_report(&filter, 100_000).await?;
+        self.report_rows(&filter, 100_000, |p| {
+            by.is_admin() || p.producer == by.owner || p.merchant == by.owner
+        })
+        .await
+    }
+
+    /// The caller's own purchases, newest first (at most `limit`), as report lines.
+    pub async fn purchases(&self, by: &Principal, limit: i64) -> Result<Vec<ReportRow>> {
+        let filter = SalesFilter {
+            buyer: Some(by.owner.clone()),
+            newest_first: true,
+            ..SalesFilter::default()
+        };
+        self.report_rows(&filter, limit.clamp(1, 1000), |_| true)
+            .await
+    }
+
+    async fn report_rows(
+        &self,
+        filter: &SalesFilter,
+        limit: i64,
+        visible: impl Fn(&ProductRow) -> bool,
+    ) -> Result<Vec<ReportRow>> {
+        let rows = self.core.store().sales_report(filter, limit).await?;
         let mut out = Vec::new();
         for (s, p) in rows {
-            if !(by.is_admin() || p.producer == by.owner || p.merchant == by.owner) {
+            if !visible(&p) {
                 continue;
             }
             let currency = Currency::from_code(&s.currency)?;
