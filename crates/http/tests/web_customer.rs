@@ -9,7 +9,6 @@ mod browser;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use browser::*;
-use serde_json::json;
 
 /// `GET uri` with a session cookie, through the router.
 async fn get_with(t: &Tally, uri: &str, cookie: &str) -> (StatusCode, String) {
@@ -31,7 +30,6 @@ async fn a_customer_reads_balances_statements_and_waiting_payments_in_chromium()
     t.enrol_alice().await;
     let (shop, alice_eur, shop_eur) = shop_and_accounts(&t).await;
     // A purchase of 12.50 EUR, a refund of 2.00, and a payment request still waiting.
-    let admin = t.admin.clone();
     for (key, from, to, amount, memo) in [
         ("buy-mug", &alice_eur, &shop_eur, "12.50 EUR", "Blue mug"),
         (
@@ -42,24 +40,7 @@ async fn a_customer_reads_balances_statements_and_waiting_payments_in_chromium()
             "Chipped: partial refund",
         ),
     ] {
-        let request = Request::builder()
-            .method("POST")
-            .uri("/v1/transfers")
-            .header(header::AUTHORIZATION, format!("Bearer {admin}"))
-            .header(header::CONTENT_TYPE, "application/json")
-            .header("idempotency-key", key)
-            .body(Body::from(
-                json!({"debit_account": from, "credit_account": to, "amount": amount, "memo": memo})
-                    .to_string(),
-            ))
-            .expect("request");
-        let (status, _, body) = t.raw(request).await;
-        assert_eq!(
-            status,
-            StatusCode::CREATED,
-            "{}",
-            String::from_utf8_lossy(&body)
-        );
+        t.admin_transfer(key, from, to, amount, memo).await;
     }
     let waiting = payment_session(&t, &shop, &alice_eur, &shop_eur, "Green mug").await;
 

@@ -20,8 +20,7 @@
 //!   script, but reloading under a screen reader's feet fails WCAG 2.2.1; axe refuses it.)
 
 use askama::Template;
-use axum::extract::rejection::FormRejection;
-use axum::extract::{Form, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -35,7 +34,7 @@ use tally_service::oob::gate::Confirming;
 
 use super::signin::{Row, channel_words, money, session_details, typed_code};
 use super::{
-    Frame, Page, Refusal, Visitor, WebPath, bad_form, check_nonce, crumb, form_signer, nonce,
+    Frame, Page, Refusal, Visitor, WebForm, WebPath, check_nonce, crumb, form_signer, nonce,
     path_id, qr, refusal, refused_page, sign_in_first,
 };
 use crate::AppState;
@@ -199,19 +198,14 @@ pub async fn buy(
     State(state): State<AppState>,
     visitor: Visitor,
     WebPath(text): WebPath,
-    headers: HeaderMap,
-    form: Result<Form<BuyForm>, FormRejection>,
+    WebForm(form): WebForm<BuyForm>,
 ) -> Response {
-    let Form(form) = match form {
-        Ok(f) => f,
-        Err(e) => return refused_page(&state, &visitor, &bad_form(&e)).into_response(),
-    };
     let p = match public_product(&state, &text).await {
         Ok(p) => p,
         Err(r) => return refused_page(&state, &visitor, &r).into_response(),
     };
     let action = format!("/p/{}/buy", p.id);
-    let signed = match form_signer(&state, &visitor, &headers, &action, &form.csrf) {
+    let signed = match form_signer(&state, &visitor, &action, &form.csrf) {
         Ok(s) => s,
         Err(page) => return page.into_response(),
     };
@@ -490,21 +484,10 @@ pub async fn pay(
     State(state): State<AppState>,
     visitor: Visitor,
     WebPath(text): WebPath,
-    headers: HeaderMap,
-    form: Result<Form<PayForm>, FormRejection>,
+    WebForm(form): WebForm<PayForm>,
 ) -> Response {
-    let Form(form) = match form {
-        Ok(f) => f,
-        Err(e) => return refused_page(&state, &visitor, &bad_form(&e)).into_response(),
-    };
     let id = path_text(&text);
-    let signed = match form_signer(
-        &state,
-        &visitor,
-        &headers,
-        &format!("/checkout/{id}/pay"),
-        &form.csrf,
-    ) {
+    let signed = match form_signer(&state, &visitor, &format!("/checkout/{id}/pay"), &form.csrf) {
         Ok(s) => s,
         Err(page) => return page.into_response(),
     };
@@ -698,15 +681,10 @@ pub async fn resend_key(
     State(state): State<AppState>,
     visitor: Visitor,
     WebPath(text): WebPath,
-    headers: HeaderMap,
-    form: Result<Form<KeyForm>, FormRejection>,
+    WebForm(form): WebForm<KeyForm>,
 ) -> Response {
-    let Form(form) = match form {
-        Ok(f) => f,
-        Err(e) => return refused_page(&state, &visitor, &bad_form(&e)).into_response(),
-    };
     let action = format!("/checkout/{}/key", path_text(&text));
-    let signed = match form_signer(&state, &visitor, &headers, &action, &form.csrf) {
+    let signed = match form_signer(&state, &visitor, &action, &form.csrf) {
         Ok(s) => s,
         Err(page) => return page.into_response(),
     };

@@ -505,17 +505,52 @@ pub(crate) fn same_site(
     visitor: &Visitor,
     headers: &HeaderMap,
 ) -> Result<(), Page> {
-    let site = headers
-        .get(HeaderName::from_static("sec-fetch-site"))
-        .and_then(|v| v.to_str().ok());
-    if site == Some("cross-site") {
-        return Err(refused_page(
-            state,
-            visitor,
-            &forbidden("a form sent from another site; nothing was done"),
-        ));
+    if cross_site(headers) {
+        return Err(refused_page(state, visitor, &cross_site_refusal()));
     }
     Ok(())
+}
+
+/// A form posted to a page, refused as a page before anything runs when its browser says it
+/// came from another site (`Sec-Fetch-Site: cross-site`) or when it does not parse.
+pub(crate) struct WebForm<T>(pub(crate) T);
+
+impl<T: serde::de::DeserializeOwned + Send> axum::extract::FromRequest<AppState> for WebForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &AppState,
+    ) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        // The visitor is looked up only to frame a refusal.
+        let refuse = |parts: &mut Parts, refusal: Refusal| {
+            let mut parts = parts.clone();
+            async move {
+                let visitor = Visitor::from_request_parts(&mut parts, state).await?;
+                Err(refused_page(state, &visitor, &refusal).into_response())
+            }
+        };
+        if cross_site(&parts.headers) {
+            return refuse(&mut parts, cross_site_refusal()).await;
+        }
+        let request = axum::extract::Request::from_parts(parts.clone(), body);
+        match axum::extract::Form::<T>::from_request(request, state).await {
+            Ok(axum::extract::Form(form)) => Ok(WebForm(form)),
+            Err(e) => refuse(&mut parts, bad_form(&e)).await,
+        }
+    }
+}
+
+fn cross_site(headers: &HeaderMap) -> bool {
+    headers
+        .get(HeaderName::from_static("sec-fetch-site"))
+        .and_then(|v| v.to_str().ok())
+        == Some("cross-site")
+}
+
+fn cross_site_refusal() -> Refusal {
+    forbidden("a form sent from another site; nothing was done")
 }
 
 /// The signed-in visitor of a form posting to `action` with a valid CSRF token; otherwise the
@@ -523,11 +558,9 @@ pub(crate) fn same_site(
 pub(crate) fn form_signer<'a>(
     state: &AppState,
     visitor: &'a Visitor,
-    headers: &HeaderMap,
     action: &str,
     csrf: &str,
 ) -> Result<&'a SignedIn, Page> {
-    same_site(state, visitor, headers)?;
     let Some(signed) = visitor.signed_in() else {
         return Err(refused_page(
             state,

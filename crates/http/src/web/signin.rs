@@ -7,8 +7,7 @@
 //! page the visitor came from (`next`).
 
 use askama::Template;
-use axum::extract::rejection::FormRejection;
-use axum::extract::{Form, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -17,7 +16,7 @@ use tally_proto::oob::Purpose;
 use tally_service::oob::{AppRequest, OpenSession, Opened, SessionView};
 
 use super::{
-    Frame, Page, Refusal, Visitor, WebPath, bad_form, cleared_cookie, crumb, form_signer, refusal,
+    Frame, Page, Refusal, Visitor, WebForm, WebPath, cleared_cookie, crumb, form_signer, refusal,
     refused_page, safe_next, same_site, session_cookie_header,
 };
 use crate::AppState;
@@ -183,17 +182,9 @@ pub async fn login(
     State(state): State<AppState>,
     visitor: Visitor,
     client: Option<axum::Extension<ClientAddress>>,
-    headers: HeaderMap,
-    form: Result<Form<LoginForm>, FormRejection>,
+    WebForm(form): WebForm<LoginForm>,
 ) -> Response {
-    if let Err(page) = same_site(&state, &visitor, &headers) {
-        return page.into_response();
-    }
     let client = client.and_then(|c| c.0.0);
-    let Form(form) = match form {
-        Ok(f) => f,
-        Err(e) => return refused_page(&state, &visitor, &bad_form(&e)).into_response(),
-    };
     let user = form.user.trim().to_string();
     let request = OpenSession {
         user: user.clone(),
@@ -229,17 +220,9 @@ pub async fn guest(
     State(state): State<AppState>,
     visitor: Visitor,
     client: Option<axum::Extension<ClientAddress>>,
-    headers: HeaderMap,
-    form: Result<Form<GuestForm>, FormRejection>,
+    WebForm(form): WebForm<GuestForm>,
 ) -> Response {
-    if let Err(page) = same_site(&state, &visitor, &headers) {
-        return page.into_response();
-    }
     let client = client.and_then(|c| c.0.0);
-    let Form(form) = match form {
-        Ok(f) => f,
-        Err(e) => return refused_page(&state, &visitor, &bad_form(&e)).into_response(),
-    };
     let opened = state
         .node
         .oob()
@@ -267,14 +250,9 @@ pub async fn guest(
 pub async fn logout(
     State(state): State<AppState>,
     visitor: Visitor,
-    headers: HeaderMap,
-    form: Result<Form<LogoutForm>, FormRejection>,
+    WebForm(form): WebForm<LogoutForm>,
 ) -> Response {
-    let Form(form) = match form {
-        Ok(f) => f,
-        Err(e) => return refused_page(&state, &visitor, &bad_form(&e)).into_response(),
-    };
-    let signed = match form_signer(&state, &visitor, &headers, "/web/logout", &form.csrf) {
+    let signed = match form_signer(&state, &visitor, "/web/logout", &form.csrf) {
         Ok(s) => s,
         Err(page) => return page.into_response(),
     };
@@ -458,16 +436,8 @@ pub async fn confirm(
     State(state): State<AppState>,
     visitor: Visitor,
     WebPath(number): WebPath,
-    headers: HeaderMap,
-    form: Result<Form<CodeForm>, FormRejection>,
+    WebForm(form): WebForm<CodeForm>,
 ) -> Response {
-    if let Err(page) = same_site(&state, &visitor, &headers) {
-        return page.into_response();
-    }
-    let Form(form) = match form {
-        Ok(f) => f,
-        Err(e) => return refused_page(&state, &visitor, &bad_form(&e)).into_response(),
-    };
     // The transaction this page showed is passed back, so the node checks that the code is
     // confirmed for exactly that transaction (integrity, SPEC A4).
     let shown = match state.node.oob().session(&number).await {

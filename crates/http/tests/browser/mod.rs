@@ -156,6 +156,28 @@ impl Tally {
         code_in(body).unwrap_or_else(|| panic!("no code in {body:?}"))
     }
 
+    /// The operator moves `amount` from `from` to `to` under idempotency key `key`.
+    pub async fn admin_transfer(&self, key: &str, from: &str, to: &str, amount: &str, memo: &str) {
+        let request = Request::builder()
+            .method("POST")
+            .uri("/v1/transfers")
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.admin))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("idempotency-key", key)
+            .body(Body::from(
+                json!({"debit_account": from, "credit_account": to, "amount": amount, "memo": memo})
+                    .to_string(),
+            ))
+            .expect("request");
+        let (status, _, body) = self.raw(request).await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
     /// The dev inbox of `address`, newest first, after a delivery pass.
     pub async fn inbox(&self, address: &str) -> Vec<Value> {
         tally_service::workers::deliver_due(
@@ -291,25 +313,14 @@ pub async fn shop_and_accounts(t: &Tally) -> (String, String, String) {
         .as_str()
         .expect("id")
         .to_string();
-    let admin = t.admin.clone();
-    let request = Request::builder()
-        .method("POST")
-        .uri("/v1/transfers")
-        .header(header::AUTHORIZATION, format!("Bearer {admin}"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .header("idempotency-key", format!("fund-{alice_eur}"))
-        .body(Body::from(
-            json!({"debit_account": settlement, "credit_account": alice_eur, "amount": "100.00 EUR"})
-                .to_string(),
-        ))
-        .expect("request");
-    let (status, _, body) = t.raw(request).await;
-    assert_eq!(
-        status,
-        StatusCode::CREATED,
-        "{}",
-        String::from_utf8_lossy(&body)
-    );
+    t.admin_transfer(
+        &format!("fund-{alice_eur}"),
+        &settlement,
+        &alice_eur,
+        "100.00 EUR",
+        "",
+    )
+    .await;
     let shop = t
         .admin_post(
             "/v1/api-keys",
