@@ -452,6 +452,7 @@ fn streaming_routes() -> Router<AppState> {
         )
         .route("/v1/sales/{id}/package", get(delivery::package))
         .route("/checkout/{sale}/package", get(web::package))
+        .route("/shop/products/{id}/entries", post(web::upload))
 }
 
 /// The OpenAPI 3.1 document of [`router`].

@@ -154,22 +154,6 @@ async fn bank_transfer(t: &Tally, reference: &str, amount: &str) {
     assert_eq!(reply["status"], "matched", "{reply}");
 }
 
-/// `GET uri` with the browser's session cookie (and a `Range`), through the router.
-async fn with_cookie(
-    t: &Tally,
-    uri: &str,
-    cookie: &str,
-    range: Option<&str>,
-) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
-    let mut builder = Request::builder()
-        .uri(uri)
-        .header(header::COOKIE, format!("tally_web={cookie}"));
-    if let Some(range) = range {
-        builder = builder.header(header::RANGE, range);
-    }
-    t.raw(builder.body(Body::empty()).expect("request")).await
-}
-
 /// The browser's session cookie.
 async fn session_cookie(browser: &fantoccini::Client) -> String {
     browser
@@ -397,91 +381,6 @@ async fn a_member_of_the_public_buys_a_locked_album_in_chromium() {
 // Bad input through the router (no browser): forged, replayed and cross-site forms, another
 // buyer's pages, open redirects. Each refusal is checked to have changed nothing.
 
-/// A form POST with an optional session cookie and extra headers; (status, Location, body).
-async fn post_form(
-    t: &Tally,
-    uri: &str,
-    cookie: Option<&str>,
-    form: &str,
-    extra: &[(&str, &str)],
-) -> (StatusCode, String, String) {
-    let mut builder = Request::builder()
-        .method("POST")
-        .uri(uri)
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-    if let Some(cookie) = cookie {
-        builder = builder.header(header::COOKIE, format!("tally_web={cookie}"));
-    }
-    for (name, value) in extra {
-        builder = builder.header(*name, *value);
-    }
-    let (status, headers, body) = t
-        .raw(builder.body(Body::from(form.to_string())).expect("request"))
-        .await;
-    let location = headers
-        .get(header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    (
-        status,
-        location,
-        String::from_utf8_lossy(&body).into_owned(),
-    )
-}
-
-/// Signs `address` in by the router as a buyer would: returns the session cookie's token.
-async fn router_sign_in(t: &Tally, address: &str) -> String {
-    let (status, location, body) = post_form(
-        t,
-        "/web/guest",
-        None,
-        &format!("channel=dev&address={address}&next=/me"),
-        &[],
-    )
-    .await;
-    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
-    let session = location
-        .trim_start_matches("/s/")
-        .split('?')
-        .next()
-        .expect("session")
-        .to_string();
-    let code = t.code_for(address, &session).await;
-    let request = Request::builder()
-        .method("POST")
-        .uri(format!("/s/{session}"))
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(Body::from(format!("code={code}&next=/me")))
-        .expect("request");
-    let (status, headers, _) = t.raw(request).await;
-    assert_eq!(status, StatusCode::SEE_OTHER);
-    let cookie = headers
-        .get(header::SET_COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .expect("a sign-in sets the cookie");
-    assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
-        "{cookie}"
-    );
-    cookie
-        .trim_start_matches("tally_web=")
-        .split(';')
-        .next()
-        .expect("token")
-        .to_string()
-}
-
-/// The value of hidden input `name` in the first form posting to `action` in `html`.
-fn hidden(html: &str, action: &str, name: &str) -> String {
-    let form = &html[html
-        .find(&format!("action=\"{action}\""))
-        .unwrap_or_else(|| panic!("no form to {action} in {html}"))..];
-    let needle = format!("name=\"{name}\" value=\"");
-    let start = form.find(&needle).expect("the hidden field") + needle.len();
-    form[start..].split('"').next().expect("value").to_string()
-}
-
 async fn sales_count(t: &Tally) -> usize {
     let (status, report) = t
         .call("GET", "/v1/reports/sales", Some(&t.admin.clone()), None)
@@ -659,14 +558,6 @@ async fn forged_replayed_and_cross_site_forms_change_nothing() {
         headers.get(header::LOCATION).and_then(|v| v.to_str().ok()),
         Some("/?next=/me")
     );
-}
-
-/// A form's CSRF token: HMAC-SHA256 under the session's token of the domain and the action.
-fn csrf_for(token: &str, action: &str) -> String {
-    hex::encode(hmac_sha256(
-        token.as_bytes(),
-        &[b"tally/web-form/v1\0".as_slice(), action.as_bytes()].concat(),
-    ))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -435,6 +435,28 @@ impl Node {
         })
     }
 
+    /// `by` acting as a merchant: a merchant's or the operator's key as it is; a sign-in's
+    /// token (a customer principal) when its user holds a live merchant key, so a merchant
+    /// who signed in on the web manages the same products its keys do. Anyone else is
+    /// refused.
+    pub async fn as_merchant(&self, by: &Principal) -> Result<Principal> {
+        match by.role {
+            Role::Merchant | Role::Admin => Ok(by.clone()),
+            Role::Customer => {
+                if self.store().has_live_key(&by.owner, "merchant").await? {
+                    Ok(Principal {
+                        role: Role::Merchant,
+                        ..by.clone()
+                    })
+                } else {
+                    Err(ServiceError::Forbidden(
+                        "these pages are for merchants: ask the operator for a merchant key",
+                    ))
+                }
+            }
+        }
+    }
+
     /// Makes an API key (admins only). The clear key is returned once.
     pub async fn issue_api_key(
         &self,

@@ -596,6 +596,8 @@ pub struct SalesFilter {
     pub buyer: Option<String>,
     /// Newest first (the default is oldest first, as a report reads).
     pub newest_first: bool,
+    /// Only open sales past their overdue alert (D9).
+    pub overdue_only: bool,
 }
 
 // ----- reads -------------------------------------------------------------------------------
@@ -699,6 +701,13 @@ impl Store {
         }
         if let Some(b) = &filter.buyer {
             add(" AND s.buyer = ?", Value::Text(b.clone()), &mut params);
+        }
+        if filter.overdue_only {
+            add(
+                " AND s.overdue_at IS NOT NULL AND s.state = ?",
+                Value::Text(SaleState::Open.as_str().into()),
+                &mut params,
+            );
         }
         if let Some(t) = filter.from {
             add(

@@ -68,6 +68,20 @@ impl Store {
         row.as_ref().map(record).transpose()
     }
 
+    /// Whether `owner` holds a live (not revoked) key of `role`.
+    pub async fn has_live_key(&self, owner: &str, role: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM api_keys \
+             WHERE owner = $1 AND role = $2 AND revoked_at IS NULL",
+        )
+        .bind(owner.to_string())
+        .bind(role.to_string())
+        .fetch_one(self.pool())
+        .await?;
+        let n: i64 = sqlx::Row::try_get(&row, "n")?;
+        Ok(n > 0)
+    }
+
     /// All keys, oldest first.
     pub async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
         let rows = sqlx::query(

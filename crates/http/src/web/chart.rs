@@ -73,6 +73,46 @@ pub(crate) fn step_line(
     ))
 }
 
+/// The SVG of a bar chart of `(label, count)` (in order), `title` read by screen readers;
+/// `None` without bars. Each bar carries its own `<title>` (label and count).
+pub(crate) fn bars(values: &[(String, i64)], title: &str) -> Option<String> {
+    if values.is_empty() {
+        return None;
+    }
+    let high = values.iter().map(|(_, v)| *v).max().unwrap_or(1).max(1);
+    let slot = (WIDTH - LEFT) / values.len() as f64;
+    let width = (slot * 0.7).max(1.0);
+    let esc = super::escape;
+    let mut body = String::new();
+    for (i, (label, value)) in values.iter().enumerate() {
+        let h = *value as f64 / high as f64 * (HEIGHT - BOTTOM - 16.0);
+        let x = LEFT + i as f64 * slot + (slot - width) / 2.0;
+        body.push_str(&format!(
+            "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{width:.1}\" height=\"{h:.1}\" fill=\"#1d4ed8\">\
+             <title>{}: {value}</title></rect>",
+            HEIGHT - BOTTOM - h,
+            esc(label),
+        ));
+    }
+    let (first, last) = (&values[0].0, &values[values.len() - 1].0);
+    Some(format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" \
+         aria-labelledby=\"chart-title\" class=\"chart\"><title id=\"chart-title\">{title}</title>\
+         <line x1=\"{LEFT}\" y1=\"{base}\" x2=\"{WIDTH}\" y2=\"{base}\" stroke=\"#9aa0a8\"/>\
+         <text x=\"{lx}\" y=\"16\" text-anchor=\"end\" font-size=\"12\" fill=\"#1b1d21\">{high}</text>\
+         <text x=\"{lx}\" y=\"{base}\" text-anchor=\"end\" font-size=\"12\" fill=\"#1b1d21\">0</text>\
+         <text x=\"{LEFT}\" y=\"{dy}\" font-size=\"12\" fill=\"#1b1d21\">{first}</text>\
+         <text x=\"{WIDTH}\" y=\"{dy}\" text-anchor=\"end\" font-size=\"12\" fill=\"#1b1d21\">{last}</text>\
+         {body}</svg>",
+        title = esc(title),
+        base = HEIGHT - BOTTOM,
+        lx = LEFT - 6.0,
+        dy = HEIGHT - 6.0,
+        first = esc(first),
+        last = esc(last),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +157,27 @@ mod tests {
         for label in [">500<", ">0<", ">t0<", ">t40<"] {
             assert!(svg.contains(label), "{label}: {svg}");
         }
+    }
+
+    #[test]
+    fn bars_scale_to_the_highest_and_name_each_day() {
+        let days = [("2026-12-01".to_string(), 2), ("2026-12-02".to_string(), 4)];
+        let svg = bars(&days, "Paid sales per day").expect("a chart");
+        assert_eq!(svg.matches("<rect ").count(), 2, "{svg}");
+        assert!(
+            svg.contains("<title>2026-12-01: 2</title>")
+                && svg.contains("<title>2026-12-02: 4</title>")
+        );
+        let full = HEIGHT - BOTTOM - 16.0;
+        assert!(
+            svg.contains(&format!("height=\"{full:.1}\"")),
+            "the highest bar is full: {svg}"
+        );
+        assert!(
+            svg.contains(&format!("height=\"{:.1}\"", full / 2.0)),
+            "half: {svg}"
+        );
+        assert_eq!(bars(&[], "x"), None);
     }
 
     #[test]

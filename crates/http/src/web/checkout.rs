@@ -71,7 +71,7 @@ pub struct KeyForm {
 }
 
 /// Bytes as people read them.
-fn size(bytes: i64) -> String {
+pub(crate) fn size(bytes: i64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if bytes < 1024 {
         return format!("{bytes} bytes");

@@ -14,10 +14,13 @@
 //! GET  /dev/inbox/{address}   a dev node's inbox (`--dev` only), to read codes in a browser
 //! GET  /p/{product}           product page; POST /p/{product}/buy → 303 /checkout/{sale}
 //! GET  /checkout/{sale}       download, payment instructions (QR), pay, status, key
+//! GET  /shop                  a merchant's products; new product; POST …/entries uploads
+//! GET  /shop/sales            sales (filters, chart per day, CSV), held payments, overdue
 //! ```
 //!
 //! * [`signin`]: the out-of-band pages (sign-in, a session's code form), sign-out.
 //! * [`me`]: the customer's pages (`/me`, statements).
+//! * [`shop`]: the merchant's pages (products, uploads, sales, refunds).
 //! * [`chart`]: balance-over-time charts as inline SVG.
 //! * [`checkout`]: the public purchase of a locked package (SPEC D1–D10).
 //! * [`messages`]: what to try next, for every API error code.
@@ -51,10 +54,12 @@ mod checkout;
 mod me;
 mod messages;
 mod qr;
+mod shop;
 mod signin;
 
 pub(crate) use checkout::package;
 pub use messages::advice;
+pub(crate) use shop::upload;
 pub use signin::{CodeForm, LoginForm, typed_code};
 
 use askama::Template;
@@ -83,6 +88,9 @@ pub const SCRIPTED_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'
 /// The checkout page's script: reloads the page when the sale's state changes.
 const CHECKOUT_JS: &str = include_str!("../../assets/checkout.js");
 
+/// The upload form's script: sends the form with a progress bar.
+const UPLOAD_JS: &str = include_str!("../../assets/upload.js");
+
 /// The session cookie: a sign-in's access token.
 pub const SESSION_COOKIE: &str = "tally_web";
 
@@ -101,6 +109,15 @@ pub fn routes() -> Router<AppState> {
         .route("/me", get(me::me))
         .route("/me/accounts/{id}", get(me::statement))
         .route("/me/accounts/{id}/statement.csv", get(me::statement_csv))
+        .route("/shop", get(shop::shop))
+        .route("/shop/products", post(shop::create))
+        .route("/shop/products/{id}", get(shop::product))
+        .route("/shop/products/{id}/publish", post(shop::publish))
+        .route("/shop/products/{id}/withdraw", post(shop::withdraw))
+        .route("/shop/sales", get(shop::sales))
+        .route("/shop/sales.csv", get(shop::sales_csv))
+        .route("/shop/payments/{id}/refund", post(shop::refund))
+        .route("/assets/upload-1.js", get(upload_js))
         .route("/dev/inbox/{address}", get(signin::dev_inbox))
         .route("/p/{product}", get(checkout::product))
         .route("/p/{product}/buy", post(checkout::buy))
@@ -222,17 +239,27 @@ pub(crate) fn secure_headers(headers: &mut HeaderMap) {
     }
 }
 
-/// `GET /assets/checkout-1.js` (the version is in the name: a change is a new name).
-async fn checkout_js() -> Response {
+/// A script of the node's own (the version is in its name: a change is a new name).
+fn script(source: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "public, max-age=86400, immutable"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
-        CHECKOUT_JS,
+        source,
     )
         .into_response()
+}
+
+/// `GET /assets/checkout-1.js`.
+async fn checkout_js() -> Response {
+    script(CHECKOUT_JS)
+}
+
+/// `GET /assets/upload-1.js`.
+async fn upload_js() -> Response {
+    script(UPLOAD_JS)
 }
 
 /// Escapes text for HTML element content and quoted attribute values (the one page built
@@ -269,6 +296,8 @@ pub(crate) fn crumb(label: impl Into<String>, href: impl Into<String>) -> Crumb 
 /// token), the breadcrumbs, and whether this is a dev node.
 pub(crate) struct Frame {
     pub(crate) user: Option<String>,
+    /// The visitor may use the merchant's pages.
+    pub(crate) merchant: bool,
     pub(crate) logout_csrf: String,
     pub(crate) crumbs: Vec<Crumb>,
     pub(crate) dev: bool,
@@ -278,6 +307,7 @@ impl Frame {
     pub(crate) fn new(state: &AppState, visitor: &Visitor, crumbs: Vec<Crumb>) -> Frame {
         Frame {
             user: visitor.signed_in().map(|s| s.display.clone()),
+            merchant: visitor.signed_in().is_some_and(|s| s.merchant),
             logout_csrf: visitor.csrf("/web/logout"),
             crumbs,
             dev: state.node.is_dev(),
@@ -411,6 +441,8 @@ pub(crate) struct SignedIn {
     /// How the page names the visitor: the user name, or for a buyer signed in by address
     /// (a `guest-…` user) the address.
     pub(crate) display: String,
+    /// The user holds a merchant key: the merchant's pages are open to it.
+    pub(crate) merchant: bool,
     token: String,
 }
 
@@ -486,9 +518,11 @@ impl FromRequestParts<AppState> for Visitor {
                 } else {
                     by.owner.clone()
                 };
+                let merchant = state.node.as_merchant(&by).await.is_ok();
                 Ok(Visitor(Some(SignedIn {
                     by,
                     display,
+                    merchant,
                     token: token.to_string(),
                 })))
             }
@@ -669,6 +703,7 @@ mod tests {
             &ErrorTemplate {
                 frame: Frame {
                     user: None,
+                    merchant: false,
                     logout_csrf: String::new(),
                     crumbs: Vec::new(),
                     dev: false,

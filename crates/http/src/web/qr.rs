@@ -42,7 +42,7 @@ pub(crate) fn payment_uri(reference: &str, amount: &str, to: &str) -> String {
 }
 
 /// RFC 3986 percent-encoding of everything but unreserved characters.
-fn encode(text: &str) -> String {
+pub(crate) fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

@@ -201,19 +201,19 @@ impl Tally {
         inbox.as_array().expect("inbox is a list").clone()
     }
 
-    /// alice with a verified dev address, through the API as the operator.
-    pub async fn enrol_alice(&self) {
+    /// `user` with a verified dev address of its own name, through the API as the operator.
+    pub async fn enrol(&self, user: &str) {
         let opened = self
             .admin_post(
-                "/v1/subscribers/alice/addresses",
-                json!({"channel": "dev", "address": "alice"}),
+                &format!("/v1/subscribers/{user}/addresses"),
+                json!({"channel": "dev", "address": user}),
             )
             .await;
         let session = opened["session"]
             .as_str()
             .expect("session number")
             .to_string();
-        let code = self.code_for("alice", &session).await;
+        let code = self.code_for(user, &session).await;
         let verified = Tally::expect(
             StatusCode::OK,
             self.call(
@@ -225,6 +225,11 @@ impl Tally {
             .await,
         );
         assert_eq!(verified["session"]["state"], "verified", "{verified}");
+    }
+
+    /// alice with a verified dev address, through the API as the operator.
+    pub async fn enrol_alice(&self) {
+        self.enrol("alice").await;
     }
 }
 
@@ -680,4 +685,116 @@ pub async fn axe(browser: &Client, page: &str) -> usize {
     let passes = result["passes"].as_u64().unwrap_or(0);
     assert!(passes > 0, "{page}: axe-core checked nothing: {result}");
     usize::try_from(passes).unwrap_or(usize::MAX)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pages through the router with a session cookie (no browser).
+
+/// `GET uri` with the browser's session cookie (and a `Range`), through the router.
+pub async fn with_cookie(
+    t: &Tally,
+    uri: &str,
+    cookie: &str,
+    range: Option<&str>,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let mut builder = Request::builder()
+        .uri(uri)
+        .header(header::COOKIE, format!("tally_web={cookie}"));
+    if let Some(range) = range {
+        builder = builder.header(header::RANGE, range);
+    }
+    t.raw(builder.body(Body::empty()).expect("request")).await
+}
+
+/// A form POST with an optional session cookie and extra headers; (status, Location, body).
+pub async fn post_form(
+    t: &Tally,
+    uri: &str,
+    cookie: Option<&str>,
+    form: &str,
+    extra: &[(&str, &str)],
+) -> (StatusCode, String, String) {
+    let mut builder = Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(cookie) = cookie {
+        builder = builder.header(header::COOKIE, format!("tally_web={cookie}"));
+    }
+    for (name, value) in extra {
+        builder = builder.header(*name, *value);
+    }
+    let (status, headers, body) = t
+        .raw(builder.body(Body::from(form.to_string())).expect("request"))
+        .await;
+    let location = headers
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (
+        status,
+        location,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// Signs `address` in by the router as a buyer would: returns the session cookie's token.
+pub async fn router_sign_in(t: &Tally, address: &str) -> String {
+    let (status, location, body) = post_form(
+        t,
+        "/web/guest",
+        None,
+        &format!("channel=dev&address={address}&next=/me"),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    let session = location
+        .trim_start_matches("/s/")
+        .split('?')
+        .next()
+        .expect("session")
+        .to_string();
+    let code = t.code_for(address, &session).await;
+    let request = Request::builder()
+        .method("POST")
+        .uri(format!("/s/{session}"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("code={code}&next=/me")))
+        .expect("request");
+    let (status, headers, _) = t.raw(request).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let cookie = headers
+        .get(header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .expect("a sign-in sets the cookie");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    cookie
+        .trim_start_matches("tally_web=")
+        .split(';')
+        .next()
+        .expect("token")
+        .to_string()
+}
+
+/// The value of hidden input `name` in the first form posting to `action` in `html`.
+pub fn hidden(html: &str, action: &str, name: &str) -> String {
+    let form = &html[html
+        .find(&format!("action=\"{action}\""))
+        .unwrap_or_else(|| panic!("no form to {action} in {html}"))..];
+    let needle = format!("name=\"{name}\" value=\"");
+    let start = form.find(&needle).expect("the hidden field") + needle.len();
+    form[start..].split('"').next().expect("value").to_string()
+}
+
+/// A form's CSRF token: HMAC-SHA256 under the session's token of the domain and the action.
+pub fn csrf_for(token: &str, action: &str) -> String {
+    hex::encode(tally_kernel::crypto::kdf::hmac_sha256(
+        token.as_bytes(),
+        &[b"tally/web-form/v1\0".as_slice(), action.as_bytes()].concat(),
+    ))
 }
