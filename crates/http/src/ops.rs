@@ -63,6 +63,16 @@ pub async fn node(State(state): State<AppState>) -> Json<tally_wire::ledger::Nod
     })
 }
 
+/// The ledger's row counts and the journal head as gauges (read from the database at each
+/// scrape, so every node of one database reports the same figures).
+pub(crate) fn store_gauges(c: &tally_store::Counts) {
+    // Row counts fit an f64 exactly far beyond any realistic ledger (2^53).
+    metrics::gauge!("tally_ledger_accounts").set(c.accounts as f64);
+    metrics::gauge!("tally_ledger_transfers").set(c.transfers as f64);
+    metrics::gauge!("tally_ledger_journal_seq").set(c.journal_seq as f64);
+    metrics::gauge!("tally_store_up").set(1.0);
+}
+
 /// Prometheus text exposition.
 #[utoipa::path(
     get, path = "/metrics", tag = "ops",
@@ -70,13 +80,7 @@ pub async fn node(State(state): State<AppState>) -> Json<tally_wire::ledger::Nod
 )]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     match state.node.store().counts().await {
-        Ok(c) => {
-            // Row counts fit an f64 exactly far beyond any realistic ledger (2^53).
-            metrics::gauge!("tally_ledger_accounts").set(c.accounts as f64);
-            metrics::gauge!("tally_ledger_transfers").set(c.transfers as f64);
-            metrics::gauge!("tally_ledger_journal_seq").set(c.journal_seq as f64);
-            metrics::gauge!("tally_store_up").set(1.0);
-        }
+        Ok(c) => store_gauges(&c),
         Err(e) => {
             tracing::warn!(error = %e, "metrics: store unavailable");
             metrics::gauge!("tally_store_up").set(0.0);

@@ -65,6 +65,19 @@ pub struct ExchangeOrder {
     pub memo: Option<String>,
 }
 
+/// The node's health as the operator's console shows it ([`Node::overview`]).
+#[derive(Debug, Clone)]
+pub struct Overview {
+    /// Accounts, transfers and the journal head.
+    pub counts: tally_store::Counts,
+    /// The newest signed checkpoint.
+    pub last_checkpoint: Option<tally_ledger::journal::Checkpoint>,
+    /// Outbox messages per state (and `retrying`: pending after a failure).
+    pub outbox: Vec<(String, i64)>,
+    /// The newest messages that failed or are being retried.
+    pub failures: Vec<tally_store::outbox::StoredMessage>,
+}
+
 impl Node {
     /// Opens an account. Customers and merchants open accounts for themselves only, bounded
     /// by their credits and without overdraft; the operator chooses everything.
@@ -467,6 +480,20 @@ impl Node {
             m.message.body = self.render(&m.message).await?.expose().clone();
         }
         Ok(messages)
+    }
+
+    /// What the operator's console shows of the node's health (admins only): row counts and
+    /// the journal head, the newest signed checkpoint, the outbox by state and its newest
+    /// failures (at most `failures`), read straight from the database every node shares.
+    pub async fn overview(&self, by: &Principal, failures: i64) -> Result<Overview> {
+        require_admin(by)?;
+        let store = self.store();
+        Ok(Overview {
+            counts: store.counts().await?,
+            last_checkpoint: store.last_checkpoint().await?,
+            outbox: store.outbox_by_state().await?,
+            failures: store.outbox_failures(failures.clamp(1, 200)).await?,
+        })
     }
 
     /// Runs the full ledger audit (admins only).

@@ -29,6 +29,13 @@ use tally_store::keys::ApiKeyRecord;
 use tally_store::outbox::NewMessage;
 use tally_store::{Checkpointer, Store, WriteOptions};
 
+/// How a web console sign-in's token begins (the rest is 32 random bytes, hex).
+pub const CONSOLE_TOKEN_PREFIX: &str = "tally_console_";
+
+/// The token table's user of a console token: this, then the admin key's id (hex). A user name
+/// cannot hold a ':', so no sign-in of a user ever makes one.
+const CONSOLE_USER: &str = ":console:";
+
 /// How a node starts.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -412,6 +419,9 @@ impl Node {
         if api_key.is_empty() || api_key.len() > 200 {
             return Err(ServiceError::Unauthorized);
         }
+        if api_key.starts_with(CONSOLE_TOKEN_PREFIX) {
+            return self.console_principal(api_key).await;
+        }
         if api_key.starts_with(crate::oob::SESSION_TOKEN_PREFIX) {
             let (user, _) = self.oob().token_user(api_key).await?;
             let digest = sha256(api_key.as_bytes());
@@ -431,6 +441,68 @@ impl Node {
         Ok(Principal {
             key_id: record.id,
             role,
+            owner: record.owner,
+        })
+    }
+
+    /// Signs the operator in on the web console with an admin API key, pasted once: a
+    /// short-lived console token (`tally_console_…`, the sign-in token's lifetime) that acts as
+    /// that key until it expires, is signed out, or the key is revoked. The node keeps only the
+    /// token's hash, in the database (so every node of the database takes it); the key itself
+    /// is never kept.
+    pub async fn console_sign_in(&self, admin_key: &str) -> Result<(Secret<String>, Timestamp)> {
+        if admin_key.trim().starts_with(CONSOLE_TOKEN_PREFIX)
+            || admin_key
+                .trim()
+                .starts_with(crate::oob::SESSION_TOKEN_PREFIX)
+        {
+            return Err(ServiceError::Unauthorized);
+        }
+        let by = self.authenticate(admin_key.trim()).await?;
+        require_admin(&by)?;
+        let mut raw = [0_u8; 32];
+        getrandom_fill(&mut raw)?;
+        let token = Secret::new(format!("{CONSOLE_TOKEN_PREFIX}{}", hex::encode(raw)));
+        raw.fill(0);
+        let now = self.core().now();
+        let expires_at = now.plus_seconds(self.oob().settings().token_ttl_s);
+        let row = tally_store::oob::TokenRow {
+            token_hash: sha256(token.expose().as_bytes()),
+            user_id: format!("{CONSOLE_USER}{}", hex::encode(by.key_id.0.as_bytes())),
+            session_id: by.key_id.0.into_bytes(),
+            expires_at,
+        };
+        self.core()
+            .commit(
+                format!(":console:{}", Id::new()),
+                tally_proto::effects::Effects::record(
+                    "console_sign_in",
+                    serde_json::json!({ "key": by.key_id, "expires_at": expires_at }),
+                ),
+                vec![tally_store::oob::insert_token(&row)],
+            )
+            .await?;
+        Ok((token, expires_at))
+    }
+
+    /// The principal of a console token: the admin key it was made with, while that key lives.
+    async fn console_principal(&self, token: &str) -> Result<Principal> {
+        let (user, _) = self.oob().token_user(token).await?;
+        let key_id = user
+            .strip_prefix(CONSOLE_USER)
+            .and_then(|hex_id| hex::decode(hex_id).ok())
+            .and_then(|bytes| Id::from_slice(&bytes))
+            .ok_or(ServiceError::Unauthorized)?;
+        let record = self
+            .store()
+            .api_keys()
+            .await?
+            .into_iter()
+            .find(|k| k.id == key_id && k.revoked_at.is_none() && k.role == Role::Admin.as_str())
+            .ok_or(ServiceError::Unauthorized)?;
+        Ok(Principal {
+            key_id: record.id,
+            role: Role::Admin,
             owner: record.owner,
         })
     }

@@ -57,6 +57,25 @@ impl Store {
         checkpoints(&mut conn).await
     }
 
+    /// The newest checkpoint, if any.
+    pub async fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        let row = sqlx::query(
+            "SELECT seq, hash, at, signer, signature FROM checkpoints ORDER BY seq DESC LIMIT 1",
+        )
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| {
+            Ok(Checkpoint {
+                seq: r.try_get("seq")?,
+                hash: hash32(r.try_get("hash")?, "checkpoint hash")?,
+                at: Timestamp(r.try_get("at")?),
+                signer: hash32(r.try_get("signer")?, "checkpoint signer")?,
+                signature: r.try_get("signature")?,
+            })
+        })
+        .transpose()
+    }
+
     /// Runs the full audit on one consistent snapshot (a read-only transaction), so a node
     /// that keeps writing meanwhile cannot make it see half a batch. `progress` is told the
     /// journal seq reached, now and then.

@@ -335,6 +335,43 @@ impl Store {
         Ok(n)
     }
 
+    /// How many messages are `pending`, how many of those failed at least once (`retrying`),
+    /// how many were `sent` and how many `failed` for good.
+    pub async fn outbox_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT state, CAST(COUNT(*) AS BIGINT) FROM outbox GROUP BY state ORDER BY state",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        let (retrying,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM outbox WHERE state = 'pending' AND attempts > 0",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        // Every state, in the order a message goes through them (zero when none is there).
+        let count = |state: &str| rows.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
+        Ok(vec![
+            ("pending".into(), count("pending")),
+            ("retrying".into(), retrying),
+            ("sent".into(), count("sent")),
+            ("failed".into(), count("failed")),
+        ])
+    }
+
+    /// The newest messages that failed for good or are being retried after a failure (at most
+    /// `limit`), with their last error.
+    pub async fn outbox_failures(&self, limit: i64) -> Result<Vec<StoredMessage>, StoreError> {
+        let sql = format!(
+            "{SELECT} WHERE state = 'failed' OR (state = 'pending' AND attempts > 0) \
+             ORDER BY created_at DESC LIMIT $1"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(message).collect()
+    }
+
     /// One message by dedup key.
     pub async fn message(&self, dedup_key: &str) -> Result<Option<StoredMessage>, StoreError> {
         let sql = format!("{SELECT} WHERE dedup_key = $1");

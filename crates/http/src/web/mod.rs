@@ -16,11 +16,13 @@
 //! GET  /checkout/{sale}       download, payment instructions (QR), pay, status, key
 //! GET  /shop                  a merchant's products; new product; POST …/entries uploads
 //! GET  /shop/sales            sales (filters, chart per day, CSV), held payments, overdue
+//! GET  /console               the operator's console (admin key sign-in at POST /console/login)
 //! ```
 //!
 //! * [`signin`]: the out-of-band pages (sign-in, a session's code form), sign-out.
 //! * [`me`]: the customer's pages (`/me`, statements).
 //! * [`shop`]: the merchant's pages (products, uploads, sales, refunds).
+//! * [`console`]: the operator's console.
 //! * [`chart`]: balance-over-time charts as inline SVG.
 //! * [`checkout`]: the public purchase of a locked package (SPEC D1–D10).
 //! * [`messages`]: what to try next, for every API error code.
@@ -51,6 +53,7 @@
 
 mod chart;
 mod checkout;
+mod console;
 mod me;
 mod messages;
 mod qr;
@@ -118,6 +121,10 @@ pub fn routes() -> Router<AppState> {
         .route("/shop/sales.csv", get(shop::sales_csv))
         .route("/shop/payments/{id}/refund", post(shop::refund))
         .route("/assets/upload-1.js", get(upload_js))
+        .route("/console", get(console::console))
+        .route("/console/login", post(console::login))
+        .route("/console/audit", post(console::audit))
+        .route("/console/keys/{id}/revoke", post(console::revoke_key))
         .route("/dev/inbox/{address}", get(signin::dev_inbox))
         .route("/p/{product}", get(checkout::product))
         .route("/p/{product}/buy", post(checkout::buy))
@@ -298,6 +305,8 @@ pub(crate) struct Frame {
     pub(crate) user: Option<String>,
     /// The visitor may use the merchant's pages.
     pub(crate) merchant: bool,
+    /// The visitor is the operator (a console session).
+    pub(crate) operator: bool,
     pub(crate) logout_csrf: String,
     pub(crate) crumbs: Vec<Crumb>,
     pub(crate) dev: bool,
@@ -308,6 +317,7 @@ impl Frame {
         Frame {
             user: visitor.signed_in().map(|s| s.display.clone()),
             merchant: visitor.signed_in().is_some_and(|s| s.merchant),
+            operator: visitor.signed_in().is_some_and(|s| s.by.is_admin()),
             logout_csrf: visitor.csrf("/web/logout"),
             crumbs,
             dev: state.node.is_dev(),
@@ -501,8 +511,11 @@ impl FromRequestParts<AppState> for Visitor {
         let Some(token) = session_cookie(&parts.headers) else {
             return Ok(Visitor(None));
         };
-        // Only a sign-in's token is taken from a cookie (never an API key someone set there).
-        if !token.starts_with(tally_service::oob::SESSION_TOKEN_PREFIX) {
+        // Only a sign-in's or the console's token is taken from a cookie (never an API key
+        // someone set there).
+        if !token.starts_with(tally_service::oob::SESSION_TOKEN_PREFIX)
+            && !token.starts_with(tally_service::node::CONSOLE_TOKEN_PREFIX)
+        {
             return Ok(Visitor(None));
         }
         match state.node.authenticate(token).await {
@@ -704,6 +717,7 @@ mod tests {
                 frame: Frame {
                     user: None,
                     merchant: false,
+                    operator: false,
                     logout_csrf: String::new(),
                     crumbs: Vec::new(),
                     dev: false,
