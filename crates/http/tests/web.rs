@@ -301,3 +301,42 @@ async fn a_person_signs_in_and_pays_in_chromium() {
     browser.close().await.expect("close the browser session");
     drop(driver);
 }
+
+/// Code sends from the web are capped per client address (`client_quota`, 30 per window by
+/// default) whoever they are for: the 31st sign-in by address from one client is a 429 page
+/// and sends nothing; another client is not held up by it.
+#[tokio::test]
+async fn sign_ins_by_address_are_capped_per_client() {
+    let t = Tally::start().await;
+    let send = |n: u32, peer: [u8; 4]| {
+        let request = axum::http::Request::builder()
+            .method("POST")
+            .uri("/web/guest")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .extension(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                peer, 40_000,
+            ))))
+            .body(axum::body::Body::from(format!(
+                "channel=dev&address=buyer-{n}"
+            )))
+            .expect("request");
+        t.raw(request)
+    };
+    let quota = t.node.oob().settings().client_quota;
+    for n in 0..quota {
+        let (status, _, body) = send(u32::try_from(n).expect("small"), [10, 0, 0, 1]).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{}", String::from_utf8_lossy(&body));
+    }
+    let before = t.node.store().outbox_len().await.expect("outbox");
+    let (status, _, body) = send(9_999, [10, 0, 0, 1]).await;
+    let html = String::from_utf8_lossy(&body);
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{html}");
+    assert!(html.contains("wait a few minutes"), "the page says what to try: {html}");
+    assert_eq!(
+        t.node.store().outbox_len().await.expect("outbox"),
+        before,
+        "the refused sign-in sent nothing"
+    );
+    let (status, _, _) = send(10_000, [10, 0, 0, 2]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "another client is not held up");
+}
