@@ -325,18 +325,30 @@ async fn sign_ins_by_address_are_capped_per_client() {
     let quota = t.node.oob().settings().client_quota;
     for n in 0..quota {
         let (status, _, body) = send(u32::try_from(n).expect("small"), [10, 0, 0, 1]).await;
-        assert_eq!(status, StatusCode::SEE_OTHER, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(
+            status,
+            StatusCode::SEE_OTHER,
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
     }
     let before = t.node.store().outbox_len().await.expect("outbox");
     let (status, _, body) = send(9_999, [10, 0, 0, 1]).await;
     let html = String::from_utf8_lossy(&body);
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{html}");
-    assert!(html.contains("wait a few minutes"), "the page says what to try: {html}");
+    assert!(
+        html.contains("wait a few minutes"),
+        "the page says what to try: {html}"
+    );
     assert_eq!(
         t.node.store().outbox_len().await.expect("outbox"),
         before,
         "the refused sign-in sent nothing"
     );
     let (status, _, _) = send(10_000, [10, 0, 0, 2]).await;
-    assert_eq!(status, StatusCode::SEE_OTHER, "another client is not held up");
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "another client is not held up"
+    );
 }

@@ -302,7 +302,8 @@ async fn a_member_of_the_public_buys_a_locked_album_in_chromium() {
 
     // Signing out ends the token everywhere: the old cookie opens nothing.
     click(&browser, "#sign-out").await;
-    path_of(&browser, "/").await;
+    // Only a signed-out page offers to sign in (every path starts with "/").
+    text_of(&browser, "#nav-sign-in", "Sign in").await;
     let (status, _, _) = with_cookie(&t, &download, &cookie, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "signed out");
 

@@ -136,7 +136,8 @@ async fn the_operator_runs_the_node_from_the_console_in_chromium() {
         "the console token acts as the admin key"
     );
     click(&browser, "#sign-out").await;
-    path_of(&browser, "/").await;
+    // Only a signed-out page offers to sign in (every path starts with "/").
+    text_of(&browser, "#nav-sign-in", "Sign in").await;
     let (status, _) = t.call("GET", "/v1/api-keys", Some(&token), None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "signed out");
 }

@@ -52,7 +52,7 @@ async fn a_customer_reads_balances_statements_and_waiting_payments_in_chromium()
         .await
         .expect("open /me");
     // Not signed in: sent to sign in, then back to /me.
-    path_of(&browser, "/").await;
+    text_of(&browser, "#nav-sign-in", "Sign in").await;
     type_into(&browser, "#user", "alice").await;
     click(&browser, "#open").await;
     let path = path_of(&browser, "/s/").await;
