@@ -2,6 +2,7 @@
 // then shows the main part of the page the node answered. The form works without this script.
 (function () {
   "use strict";
+  function bind() {
   var form = document.getElementById("upload-form");
   var bar = document.getElementById("upload-progress");
   var status = document.getElementById("upload-status");
@@ -28,6 +29,7 @@
       var main = answer.querySelector("main");
       if (main) {
         document.querySelector("main").replaceWith(main);
+        bind(); // the new page's form gets its progress bar too
       } else {
         status.textContent = "The node answered " + xhr.status + ".";
       }
@@ -37,4 +39,6 @@
     });
     xhr.send(new FormData(form));
   });
+  }
+  bind();
 })();

@@ -639,3 +639,70 @@ async fn a_dev_node_and_a_browser_are_enough_to_buy() {
     let after = t.account(&demo.customer_account.to_string()).await["balance"]["minor"].as_i64();
     assert_eq!(after, Some(50_00 - 4_90));
 }
+
+/// Sign-in by address cannot be turned against the address's holder: a guest who registered
+/// someone else's address on itself (never proved) does not get that person signed in as the
+/// guest — the code claims the address for its own guest; and a user's second verified
+/// address does not sign that user in (only the address its codes go to does).
+#[tokio::test]
+async fn a_sign_in_by_address_signs_in_the_addresses_holder_only() {
+    let t = Tally::start().await;
+    let evil = router_sign_in(&t, "evil").await;
+    let (_, who) = t.call("GET", "/v1/oob/whoami", Some(&evil), None).await;
+    let evil_user = who["user"].as_str().expect("user").to_string();
+    let (status, body) = t
+        .call(
+            "POST",
+            &format!("/v1/subscribers/{evil_user}/addresses"),
+            Some(&evil),
+            Some(json!({"channel": "dev", "address": "victim"})),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    let victim = router_sign_in(&t, "victim").await;
+    let (_, who) = t.call("GET", "/v1/oob/whoami", Some(&victim), None).await;
+    assert_eq!(
+        who["user"].as_str(),
+        Some(tally_service::oob::guest::guest_name("dev", "victim").as_str()),
+        "the victim is their own guest, not the one who registered the address: {who}"
+    );
+    let (_, addresses) = t
+        .call(
+            "GET",
+            &format!("/v1/subscribers/{evil_user}/addresses"),
+            Some(&evil),
+            None,
+        )
+        .await;
+    assert!(
+        !addresses.to_string().contains("victim"),
+        "the code moved the address to its holder: {addresses}"
+    );
+
+    // alice's codes go to `alice`; her second verified address does not sign her in.
+    t.enrol_alice().await;
+    let opened = t
+        .admin_post(
+            "/v1/subscribers/alice/addresses",
+            json!({"channel": "dev", "address": "alice-old"}),
+        )
+        .await;
+    let session = opened["session"].as_str().expect("session").to_string();
+    let code = t.code_for("alice-old", &session).await;
+    let (status, _) = t
+        .call(
+            "POST",
+            &format!("/v1/oob/sessions/{session}/verify"),
+            None,
+            Some(json!({ "code": code })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, html) =
+        post_form(&t, "/web/guest", None, "channel=dev&address=alice-old", &[]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("sign in with your user name"), "{html}");
+    let alice = router_sign_in(&t, "alice").await;
+    let (_, who) = t.call("GET", "/v1/oob/whoami", Some(&alice), None).await;
+    assert_eq!(who["user"], "alice", "{who}");
+}

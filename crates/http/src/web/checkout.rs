@@ -517,9 +517,17 @@ pub async fn pay(
     if let (Some(session), Some(code)) = (&form.session, &form.code) {
         let shown = match oob.session(session).await {
             Ok(v) if v.user == signed.by.owner => v,
+            // Another user's session: not found, as the API says of what is not yours.
             Ok(_) => {
-                return refused_page(&state, &visitor, &refusal(ServiceError::Unauthorized))
-                    .into_response();
+                return refused_page(
+                    &state,
+                    &visitor,
+                    &refusal(ServiceError::NotFound {
+                        what: tally_service::Missing::Session,
+                        id: session.chars().take(32).collect(),
+                    }),
+                )
+                .into_response();
             }
             Err(e) => return refused_page(&state, &visitor, &refusal(e)).into_response(),
         };

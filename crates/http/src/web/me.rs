@@ -270,7 +270,12 @@ pub async fn statement(
     WebPath(text): WebPath,
 ) -> Response {
     if visitor.signed_in().is_none() {
-        return sign_in_first("/me");
+        let back: String = text
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .take(40)
+            .collect();
+        return sign_in_first(&format!("/me/accounts/{back}"));
     }
     let (account, transfers) = match statement_data(&state, &visitor, &text).await {
         Ok(found) => found,

@@ -97,6 +97,19 @@ const UPLOAD_JS: &str = include_str!("../../assets/upload.js");
 /// The session cookie: a sign-in's access token.
 pub const SESSION_COOKIE: &str = "tally_web";
 
+/// The session cookie's name on a node serving HTTPS: the `__Host-` prefix makes the browser
+/// refuse one set by another host (a sibling subdomain) or for a narrower path.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-tally_web";
+
+/// The session cookie's name on this node.
+pub(crate) fn cookie_name(secure: bool) -> &'static str {
+    if secure {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
+
 /// Domain of the forms' CSRF tokens.
 const CSRF_DOMAIN: &[u8] = b"tally/web-form/v1\0";
 
@@ -493,14 +506,14 @@ fn csrf_ok(token: &str, action: &str, presented: &str) -> bool {
 }
 
 /// The session cookie's value in `headers`, if any.
-fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+fn session_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(cookie, _)| *cookie == name)
         .map(|(_, value)| value)
 }
 
@@ -508,7 +521,7 @@ impl FromRequestParts<AppState> for Visitor {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let Some(token) = session_cookie(&parts.headers) else {
+        let Some(token) = session_cookie(&parts.headers, cookie_name(state.secure_cookies)) else {
             return Ok(Visitor(None));
         };
         // Only a sign-in's or the console's token is taken from a cookie (never an API key
@@ -657,14 +670,19 @@ fn url_path(path: &str) -> String {
 /// The `Set-Cookie` of a sign-in: the token, for this node's pages, for as long as it lives.
 pub(crate) fn session_cookie_header(token: &str, max_age_s: i64, secure: bool) -> String {
     format!(
-        "{SESSION_COOKIE}={token}; Path=/; Max-Age={max_age_s}; HttpOnly; SameSite=Strict{}",
+        "{}={token}; Path=/; Max-Age={max_age_s}; HttpOnly; SameSite=Strict{}",
+        cookie_name(secure),
         if secure { "; Secure" } else { "" }
     )
 }
 
 /// The `Set-Cookie` that ends the web session in the browser.
-pub(crate) fn cleared_cookie() -> String {
-    format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict")
+pub(crate) fn cleared_cookie(secure: bool) -> String {
+    format!(
+        "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{}",
+        cookie_name(secure),
+        if secure { "; Secure" } else { "" }
+    )
 }
 
 /// A random form nonce (a v4 UUID's 32 hex digits): the idempotency key of what the form does.
@@ -742,7 +760,7 @@ mod tests {
         assert_eq!(
             get(header::SET_COOKIE),
             Some(
-                "tally_web=tally_session_ab; Path=/; Max-Age=900; HttpOnly; SameSite=Strict; Secure"
+                "__Host-tally_web=tally_session_ab; Path=/; Max-Age=900; HttpOnly; SameSite=Strict; Secure"
             )
         );
     }
@@ -771,15 +789,20 @@ mod tests {
     #[test]
     fn the_session_cookie_is_found_among_others() {
         let mut h = HeaderMap::new();
-        assert_eq!(session_cookie(&h), None);
+        assert_eq!(session_cookie(&h, SESSION_COOKIE), None);
         h.insert(
             header::COOKIE,
             HeaderValue::from_static("a=1; tally_web=tally_session_x; b=2"),
         );
-        assert_eq!(session_cookie(&h), Some("tally_session_x"));
+        assert_eq!(session_cookie(&h, SESSION_COOKIE), Some("tally_session_x"));
+        assert_eq!(
+            session_cookie(&h, SECURE_SESSION_COOKIE),
+            None,
+            "an HTTPS node reads only the __Host- cookie"
+        );
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, HeaderValue::from_static("tally_webx=1"));
-        assert_eq!(session_cookie(&h), None);
+        assert_eq!(session_cookie(&h, SESSION_COOKIE), None);
     }
 
     #[test]

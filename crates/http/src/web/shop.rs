@@ -430,7 +430,16 @@ pub async fn upload(
     let Some(boundary) = boundary else {
         return again(invalid("file", "send the form as multipart/form-data")).await;
     };
-    let mut parts = multer::Multipart::new(body.into_data_stream(), boundary);
+    // Only the form's three fields; the small ones are read into memory, so they are capped.
+    let constraints = multer::Constraints::new()
+        .allowed_fields(vec!["csrf", "kind", "file"])
+        .size_limit(
+            multer::SizeLimit::new()
+                .for_field("csrf", 256)
+                .for_field("kind", 64),
+        );
+    let mut parts =
+        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
     let mut csrf = String::new();
     let mut kind = String::from("product");
     let action = format!("/shop/products/{id}/entries");

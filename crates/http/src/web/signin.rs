@@ -260,7 +260,7 @@ pub async fn logout(
         return refused_page(&state, &visitor, &refusal(e)).into_response();
     }
     let mut response = Redirect::to("/").into_response();
-    if let Ok(v) = header::HeaderValue::try_from(cleared_cookie()) {
+    if let Ok(v) = header::HeaderValue::try_from(cleared_cookie(state.secure_cookies)) {
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
     response
@@ -438,8 +438,8 @@ pub async fn confirm(
     WebPath(number): WebPath,
     WebForm(form): WebForm<CodeForm>,
 ) -> Response {
-    // The transaction this page showed is passed back, so the node checks that the code is
-    // confirmed for exactly that transaction (integrity, SPEC A4).
+    // The session's transaction, read again, is passed back (a session's purpose never
+    // changes, so this is what the page showed); the code itself is bound to it (SPEC A4).
     let shown = match state.node.oob().session(&number).await {
         Ok(v) => v,
         Err(e) => return refused_page(&state, &visitor, &refusal(e)).into_response(),

@@ -115,8 +115,9 @@ impl Oob {
         if row.application == super::guest::GUEST_LOGIN
             && let Some(id) = payload.address_id
         {
-            // A sign-in by an address nobody had verified: the code proved it.
-            rows.push(verify_address(id, now));
+            // A sign-in by an address nobody had verified: the code proved it, so the address
+            // is this user's now (even if another user had registered it and never proved it).
+            rows.push(tally_store::oob::claim_address(id, user, now));
         } else if row.application == "verify_address" {
             let id = payload
                 .address_id

@@ -3,13 +3,17 @@
 //! application `guest_login`). The verified session yields the same access token as a login.
 //!
 //! Decisions:
-//! * The user is found by the address. A verified address signs its user in (so a customer
-//!   who registered `alice@example.com` is alice at the checkout too); an unknown address
-//!   makes a guest user named after the address's digest (`guest-…`, the same name every time,
-//!   so a buyer's purchases stay together), and the code that signs it in verifies the address.
-//! * An address another user registered but has not verified is refused in the same words as
-//!   a malformed one: signing in there would hand that user's sessions to whoever holds the
-//!   address, or the address to whoever registered it.
+//! * The user is found by the address. The verified address a user's codes go to signs that
+//!   user in (so a customer who registered `alice@example.com` is alice at the checkout too,
+//!   exactly as a sign-in by name would send the code there); a user's other verified
+//!   addresses are refused. An unknown address makes a guest user named after the address's
+//!   digest (`guest-…`, the same name every time, so a buyer's purchases stay together), and
+//!   the code that signs it in verifies the address.
+//! * An address someone registered but never proved is claimed by the sign-in: the session is
+//!   the address's own guest, and the code moves the address to it. Signing in as the user who
+//!   registered it would hand that user's account to the address's holder (or, when a guest
+//!   registered a victim's address on itself, the victim's purchases and keys to the guest);
+//!   refusing would let anyone block an address by registering it.
 //! * Anyone can make the node send these codes, so they count against the per-client-address
 //!   and node-wide caps like anonymous sign-ins, besides the per-address quota.
 
@@ -33,6 +37,15 @@ pub const GUEST_PREFIX: &str = "guest-";
 pub fn guest_name(channel: &str, address: &str) -> String {
     let digest = sha256(format!("{channel}\0{address}").as_bytes());
     format!("{GUEST_PREFIX}{}", hex::encode(&digest[..10]))
+}
+
+/// The refusal of an address that cannot sign in here (a user's second address): the same
+/// words as an unknown user's at the sign-in by name, so nothing tells which addresses exist.
+fn not_here() -> ServiceError {
+    invalid(
+        "address",
+        "no code can be sent for this address here (sign in with your user name instead)",
+    )
 }
 
 /// An address as a buyer types it, checked for its channel: an e-mail address with a local
@@ -82,30 +95,35 @@ impl Oob {
         let address = address.trim();
         check_guest_address(channel, address)?;
         let existing = self.core.store().address(channel, address).await?;
-        let (user, address_row) = match existing {
-            Some(a) if a.verified_at.is_some() => (a.user_id, None),
-            Some(a) if a.user_id.starts_with(GUEST_PREFIX) => (a.user_id.clone(), Some(a)),
-            Some(_) => {
-                return Err(invalid(
-                    "address",
-                    "no code can be sent to this address (it waits for its user's verification)",
-                ));
-            }
+        let guest = guest_name(channel, address);
+        let (user, address_row, new_row) = match existing {
+            // A verified address signs its user in, but only where that user's codes go (the
+            // address a sign-in by name would use), never by a second or old address.
+            Some(a) if a.verified_at.is_some() => match self.channel_b(&a.user_id, None).await {
+                Ok((c, addr)) if c == channel && addr == address => (a.user_id, None, false),
+                _ => return Err(not_here()),
+            },
+            // Registered but never proved, by anyone: whoever types the code sent there holds
+            // it, so the sign-in is the address's own guest and the code claims the address.
+            Some(a) => (guest.clone(), Some(a), false),
             None => (
-                guest_name(channel, address),
+                guest.clone(),
                 Some(Address {
                     id: Id::new(),
-                    user_id: guest_name(channel, address),
+                    user_id: guest.clone(),
                     channel: channel.to_string(),
                     address: address.to_string(),
                     verified_at: None,
                     created_at: self.core.now(),
                 }),
+                true,
             ),
         };
         let mut extra = Vec::new();
         if let Some(a) = &address_row {
-            extra.extend(insert_address(a));
+            if new_row {
+                extra.extend(insert_address(a));
+            }
             extra.push(upsert_subscriber(&user, None, self.core.now()));
         }
         let (view, _) = self
