@@ -51,6 +51,9 @@ pub enum BenchCommand {
     /// SQLite and PostgreSQL, and the pad bytes/s they consume, with durable transfers/s over
     /// HTTP on the same node as the reference.
     Pads(crate::bench_pads::PadsBench),
+    /// The web pages' latency over HTTP on a seeded node (p50/p99 of each main page, signed in
+    /// where it needs a session), next to the JSON API's answer for the same data.
+    Web(crate::bench_web::WebBench),
 }
 
 #[derive(Args)]
@@ -170,6 +173,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Receipts(args) => crate::bench_receipts::run(args).await,
         BenchCommand::Sessions(args) => crate::bench_sessions::run(args).await,
         BenchCommand::Pads(args) => crate::bench_pads::run(args).await,
+        BenchCommand::Web(args) => crate::bench_web::run(args).await,
         // Blocking file I/O and child processes: off the async workers.
         BenchCommand::Seal(args) => {
             tokio::task::spawn_blocking(move || crate::bench_seal::run(args)).await?

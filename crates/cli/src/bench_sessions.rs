@@ -268,6 +268,8 @@ pub async fn run(a: SessionsBench) -> anyhow::Result<ExitCode> {
 pub(crate) struct Operator {
     pub(crate) node: tally_service::Node,
     pub(crate) admin: tally_client::Client,
+    /// The admin key `admin` uses.
+    pub(crate) admin_key: String,
     pub(crate) url: String,
     workers: tally_service::workers::Workers,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -293,10 +295,20 @@ pub(crate) async fn operator_on(
     label: &str,
     database_url: Option<String>,
 ) -> anyhow::Result<Operator> {
+    operator_with(label, database_url, false).await
+}
+
+/// [`operator_on`], in development mode when `dev` (the dev inbox and the demo data set).
+pub(crate) async fn operator_with(
+    label: &str,
+    database_url: Option<String>,
+    dev: bool,
+) -> anyhow::Result<Operator> {
     use anyhow::Context;
     let dir = tempfile::tempdir()?;
     let config = tally_service::NodeConfig {
         database_url,
+        dev,
         ..tally_service::NodeConfig::new(dir.path().join("node"))
     };
     let (node, admin) = tally_service::Node::open(&config).await.with_context(|| {
@@ -325,7 +337,10 @@ pub(crate) async fn operator_on(
     let url = format!("http://{}", listener.local_addr()?);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(Operator {
-        admin: tally_client::Client::builder(&url).api_key(admin).build()?,
+        admin: tally_client::Client::builder(&url)
+            .api_key(admin.clone())
+            .build()?,
+        admin_key: admin,
         node,
         url,
         workers,

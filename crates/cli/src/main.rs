@@ -34,6 +34,7 @@ mod bench_receipts;
 mod bench_seal;
 mod bench_sessions;
 mod bench_smtp;
+mod bench_web;
 mod client;
 mod conn_cap;
 mod delivery;
