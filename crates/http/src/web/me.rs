@@ -1,7 +1,11 @@
 //! The customer's pages after sign-in (issue [9] part 2): `/me` (where codes go, accounts with
-//! balances and available amounts, confirmations waiting for a code, purchases) and an
-//! account's statement (`/me/accounts/{id}`: the transfers with the balance after each, a
-//! balance-over-time chart, the same as CSV).
+//! balances and available amounts, confirmations waiting for a code, purchases, receipts,
+//! trading sessions), an account's statement (`/me/accounts/{id}`: the transfers with the
+//! balance after each, a balance-over-time chart, the same as CSV) and a receipt
+//! (`/me/receipts/{tx}`: its record, whether its package verifies, the `.tally` file).
+//!
+//! Pads are not listed: a pad account is anonymous by design (SPEC P…), and a page that showed
+//! a signed-in customer's pads would link the two.
 //!
 //! Every figure comes from the same node calls as the API's (`accounts`, `account_transfers`,
 //! `oob.sessions`, `delivery.purchases`) with the visitor's principal, so another customer's
@@ -48,6 +52,23 @@ struct PurchaseLine {
     date: String,
 }
 
+/// A receipt the visitor is a party to.
+struct ReceiptLine {
+    transaction: u64,
+    other: String,
+    state: &'static str,
+    date: String,
+}
+
+/// A trading session of the visitor's.
+struct SessionLine {
+    session: String,
+    merchant: String,
+    state: String,
+    deposit: String,
+    spent: String,
+}
+
 /// `templates/web/me.html`.
 #[derive(Template)]
 #[template(path = "web/me.html")]
@@ -58,6 +79,8 @@ struct MeTemplate<'a> {
     accounts: Vec<AccountLine>,
     pending: Vec<PendingLine>,
     purchases: Vec<PurchaseLine>,
+    receipts: Vec<ReceiptLine>,
+    sessions: Vec<SessionLine>,
 }
 
 /// A date as the pages show it (UTC, to the minute).
@@ -93,9 +116,11 @@ pub async fn me(State(state): State<AppState>, visitor: Visitor) -> Response {
         };
         let sessions = node.oob().sessions(by, &by.owner).await?;
         let purchases = node.delivery().purchases(by, 50).await?;
-        Ok((accounts, address, sessions, purchases))
+        let receipts = node.receipts().list(by).await?;
+        let trading = node.sessions().list(by, None).await?;
+        Ok((accounts, address, sessions, purchases, receipts, trading))
     };
-    let (accounts, address, sessions, purchases) = match loaded.await {
+    let (accounts, address, sessions, purchases, receipts, trading) = match loaded.await {
         Ok(all) => all,
         Err(e) => return refused_page(&state, &visitor, &refusal(e)).into_response(),
     };
@@ -126,6 +151,31 @@ pub async fn me(State(state): State<AppState>, visitor: Visitor) -> Response {
         })
         .collect();
     let purchases = purchases.into_iter().map(purchase_line).collect();
+    let receipts = receipts
+        .into_iter()
+        .take(50)
+        .map(|r| ReceiptLine {
+            transaction: r.transaction,
+            other: if r.party_a == by.owner {
+                r.party_b
+            } else {
+                r.party_a
+            },
+            state: r.state.as_str(),
+            date: day_time(Timestamp(r.time.saturating_mul(1_000_000))),
+        })
+        .collect();
+    let sessions = trading
+        .into_iter()
+        .take(50)
+        .map(|t| SessionLine {
+            session: t.session,
+            merchant: t.merchant,
+            state: t.state,
+            deposit: t.deposit.to_string(),
+            spent: t.customer_total.or(t.total).unwrap_or_else(|| "-".into()),
+        })
+        .collect();
     Page::of(
         StatusCode::OK,
         &MeTemplate {
@@ -135,6 +185,8 @@ pub async fn me(State(state): State<AppState>, visitor: Visitor) -> Response {
             accounts,
             pending,
             purchases,
+            receipts,
+            sessions,
         },
     )
     .into_response()
@@ -352,6 +404,119 @@ pub async fn statement(
         },
     )
     .into_response()
+}
+
+/// `templates/web/receipt.html`.
+#[derive(Template)]
+#[template(path = "web/receipt.html")]
+struct ReceiptTemplate {
+    frame: Frame,
+    transaction: u64,
+    state: &'static str,
+    party_a: String,
+    party_b: String,
+    date: String,
+    record: String,
+    fair: bool,
+    digest: String,
+    /// `Some(true)` verified, `Some(false)` with the problem, `None` not complete yet.
+    verified: Option<bool>,
+    problem: String,
+}
+
+/// The receipt of the path, for a party to it (anyone else: the API's 404).
+fn receipt_of(
+    visitor: &Visitor,
+    text: &str,
+) -> Result<(tally_service::Principal, u64), super::Refusal> {
+    let Some(signed) = visitor.signed_in() else {
+        return Err(refusal(ServiceError::Unauthorized));
+    };
+    let tx: u64 = text.parse().map_err(|_| {
+        refusal(ServiceError::NotFound {
+            what: tally_service::Missing::Receipt,
+            id: text.chars().take(24).collect(),
+        })
+    })?;
+    Ok((signed.by.clone(), tx))
+}
+
+/// `GET /me/receipts/{tx}`: a receipt, its record, and whether its package verifies (against
+/// this node's CA and revocations, as `tally receipt verify` does).
+pub async fn receipt(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    WebPath(text): WebPath,
+) -> Response {
+    if visitor.signed_in().is_none() {
+        return sign_in_first("/me");
+    }
+    let (by, tx) = match receipt_of(&visitor, &text) {
+        Ok(found) => found,
+        Err(r) => return refused_page(&state, &visitor, &r).into_response(),
+    };
+    let receipts = state.node.receipts();
+    let view = match receipts.receipt(&by, tx).await {
+        Ok(v) => v,
+        Err(e) => return refused_page(&state, &visitor, &refusal(e)).into_response(),
+    };
+    // Only a complete receipt has a package to check.
+    let (verified, problem) = match receipts.package(&by, tx).await {
+        Ok(bytes) => match receipts.verify_online(&bytes).await {
+            Ok(v) => (Some(v.valid), v.problem.unwrap_or_default()),
+            Err(e) => (Some(false), refusal(e).message),
+        },
+        Err(_) => (None, String::new()),
+    };
+    Page::of(
+        StatusCode::OK,
+        &ReceiptTemplate {
+            frame: Frame::new(
+                &state,
+                &visitor,
+                vec![crumb("My page", "/me"), crumb(format!("Receipt {tx}"), "")],
+            ),
+            transaction: tx,
+            state: view.state.as_str(),
+            party_a: view.party_a,
+            party_b: view.party_b,
+            date: day_time(Timestamp(view.time.saturating_mul(1_000_000))),
+            record: view.record,
+            fair: view.fair,
+            digest: view.digest.unwrap_or_default(),
+            verified,
+            problem,
+        },
+    )
+    .into_response()
+}
+
+/// `GET /me/receipts/{tx}/receipt.tally`: the receipt package file (`tally receipt verify`).
+pub async fn receipt_file(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    WebPath(text): WebPath,
+) -> Response {
+    let (by, tx) = match receipt_of(&visitor, &text) {
+        Ok(found) => found,
+        Err(r) => return refused_page(&state, &visitor, &r).into_response(),
+    };
+    match state.node.receipts().package(&by, tx).await {
+        Ok(bytes) => {
+            let mut response =
+                ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response();
+            super::secure_headers(response.headers_mut());
+            if let Ok(v) =
+                HeaderValue::try_from(format!("attachment; filename=\"receipt-{tx}.tally\""))
+            {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_DISPOSITION, v);
+            }
+            response
+        }
+        Err(e) => refused_page(&state, &visitor, &refusal(e)).into_response(),
+    }
 }
 
 /// A CSV field: quoted when it holds a separator, a quote or a line break; a leading `=`, `+`,

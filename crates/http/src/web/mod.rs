@@ -11,6 +11,7 @@
 //! POST /web/logout            the session cookie's token revoked
 //! GET  /me                    who is signed in, accounts, waiting confirmations, purchases
 //! GET  /me/accounts/{id}      the statement: transfers, balance after each, chart; `.csv`
+//! GET  /me/receipts/{tx}      a receipt, verified; `/receipt.tally` the package file
 //! GET  /dev/inbox/{address}   a dev node's inbox (`--dev` only), to read codes in a browser
 //! GET  /p/{product}           product page; POST /p/{product}/buy → 303 /checkout/{sale}
 //! GET  /checkout/{sale}       download, payment instructions (QR), pay, status, key
@@ -125,6 +126,8 @@ pub fn routes() -> Router<AppState> {
         .route("/me", get(me::me))
         .route("/me/accounts/{id}", get(me::statement))
         .route("/me/accounts/{id}/statement.csv", get(me::statement_csv))
+        .route("/me/receipts/{tx}", get(me::receipt))
+        .route("/me/receipts/{tx}/receipt.tally", get(me::receipt_file))
         .route("/shop", get(shop::shop))
         .route("/shop/products", post(shop::create))
         .route("/shop/products/{id}", get(shop::product))
