@@ -47,19 +47,7 @@ async fn a_customer_reads_balances_statements_and_waiting_payments_in_chromium()
     let scratch = tempfile::tempdir().expect("tempdir");
     let driver = Chromedriver::start(scratch.path()).await;
     let browser = driver.browser(&scratch.path().join("profile")).await;
-    browser
-        .goto(&format!("{}/me", t.base))
-        .await
-        .expect("open /me");
-    // Not signed in: sent to sign in, then back to /me.
-    text_of(&browser, "#nav-sign-in", "Sign in").await;
-    type_into(&browser, "#user", "alice").await;
-    click(&browser, "#open").await;
-    let path = path_of(&browser, "/s/").await;
-    let code = t.code_for("alice", path.trim_start_matches("/s/")).await;
-    type_into(&browser, "#code", &code).await;
-    click(&browser, "#confirm").await;
-    path_of(&browser, "/me").await;
+    sign_in_through_me(&t, &browser, "alice").await;
     text_of(&browser, "#my-address", "alice (dev inbox)").await;
     // 100.00 − 12.50 + 2.00, and 12.50 more held by the waiting payment.
     let row = text_of(&browser, "#accounts", &alice_eur).await;

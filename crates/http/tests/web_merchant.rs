@@ -7,34 +7,10 @@
 
 mod browser;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::StatusCode;
 use browser::*;
 use fantoccini::Locator;
-use serde_json::{Value, json};
-
-/// A JSON POST with a key and an idempotency key, through the router.
-async fn post_json(
-    t: &Tally,
-    uri: &str,
-    key: &str,
-    idem: &str,
-    body: Value,
-) -> (StatusCode, Value) {
-    let request = Request::builder()
-        .method("POST")
-        .uri(uri)
-        .header(header::AUTHORIZATION, format!("Bearer {key}"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .header("idempotency-key", idem)
-        .body(Body::from(body.to_string()))
-        .expect("request");
-    let (status, _, bytes) = t.raw(request).await;
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merchant_sells_a_product_from_the_web_pages_in_chromium() {

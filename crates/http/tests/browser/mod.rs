@@ -798,3 +798,44 @@ pub fn csrf_for(token: &str, action: &str) -> String {
         &[b"tally/web-form/v1\0".as_slice(), action.as_bytes()].concat(),
     ))
 }
+
+/// POST `body` as JSON with an API key and an idempotency key, through the router; the
+/// answer's status and JSON (its text as a JSON string when it is not JSON).
+pub async fn post_json(
+    t: &Tally,
+    uri: &str,
+    key: &str,
+    idem: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let request = Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {key}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("idempotency-key", idem)
+        .body(Body::from(body.to_string()))
+        .expect("request");
+    let (status, _, bytes) = t.raw(request).await;
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, value)
+}
+
+/// Opens `/me` signed out, signs `user` in by name through the sign-in page it is sent to
+/// (the code from its dev inbox), and waits to be back on `/me`.
+pub async fn sign_in_through_me(t: &Tally, browser: &Client, user: &str) {
+    browser
+        .goto(&format!("{}/me", t.base))
+        .await
+        .expect("open /me");
+    // Not signed in: sent to sign in, then back to /me.
+    text_of(browser, "#nav-sign-in", "Sign in").await;
+    type_into(browser, "#user", user).await;
+    click(browser, "#open").await;
+    let path = path_of(browser, "/s/").await;
+    let code = t.code_for(user, path.trim_start_matches("/s/")).await;
+    type_into(browser, "#code", &code).await;
+    click(browser, "#confirm").await;
+    path_of(browser, "/me").await;
+}
