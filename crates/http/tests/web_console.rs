@@ -17,6 +17,37 @@ async fn the_operator_runs_the_node_from_the_console_in_chromium() {
     }
     let t = Tally::start().await;
     let (shop, _alice_eur, _shop_eur) = shop_and_accounts(&t).await;
+    // A receiver and two rules, set through the API, for the console to show (never the
+    // receiver's secret).
+    let (_, settlement) = t
+        .call(
+            "POST",
+            "/v1/accounts",
+            Some(&t.admin.clone()),
+            Some(json!({"currency": "EUR", "kind": "settlement", "debits_must_not_exceed_credits": false})),
+        )
+        .await;
+    let secret = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let (status, body) = t
+        .call(
+            "PUT",
+            "/v1/receivers/bank",
+            Some(&t.admin.clone()),
+            Some(json!({"account": settlement["id"], "hmac_secret": secret})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for (owner, side) in [("operator", "payee"), ("alice", "payer")] {
+        let (status, body) = t
+            .call(
+                "PUT",
+                &format!("/v1/oob/rules/{owner}"),
+                Some(&t.admin.clone()),
+                Some(json!({"secured_above": "50.00 EUR", "side": side})),
+            )
+            .await;
+        assert!(status.is_success(), "{status} {body}");
+    }
     let scratch = tempfile::tempdir().expect("tempdir");
     let driver = Chromedriver::start(scratch.path()).await;
     let browser = driver.browser(&scratch.path().join("profile")).await;
@@ -44,7 +75,10 @@ async fn the_operator_runs_the_node_from_the_console_in_chromium() {
         )
         .await;
     assert!(listed.as_array().is_some_and(|a| !a.is_empty()), "{listed}");
-    assert_eq!(accounts, "3", "settlement, alice's and the shop's accounts");
+    assert_eq!(
+        accounts, "4",
+        "two settlement accounts, alice's and the shop's"
+    );
     let journal = text_of(&browser, "#journal-seq", "entry ").await;
     assert!(
         journal
@@ -61,6 +95,21 @@ async fn the_operator_runs_the_node_from_the_console_in_chromium() {
         "{keys}"
     );
     text_of(&browser, "#metrics", "tally_ledger_accounts").await;
+    let receivers = text_of(&browser, "#receivers", "bank").await;
+    assert!(receivers.contains("hmac"), "{receivers}");
+    let page = browser.source().await.expect("source");
+    assert!(
+        !page.contains(secret),
+        "the receiver's secret never reaches a page"
+    );
+    let rules = text_of(&browser, "#rules", "50.00 EUR").await;
+    assert!(
+        rules.contains("operator")
+            && rules.contains("as payee")
+            && rules.contains("alice")
+            && rules.contains("as payer"),
+        "{rules}"
+    );
 
     // The audit, run from the page.
     click(&browser, "#run-audit").await;

@@ -76,6 +76,10 @@ pub struct Overview {
     pub outbox: Vec<(String, i64)>,
     /// The newest messages that failed or are being retried.
     pub failures: Vec<tally_store::outbox::StoredMessage>,
+    /// Payment receivers: name, account, key kind, last set (never their keys).
+    pub receivers: Vec<(String, Id, String, tally_kernel::Timestamp)>,
+    /// Threshold rules: `(payer, owner, currency, secured_above_minor)`.
+    pub rules: Vec<(bool, String, String, i64)>,
 }
 
 impl Node {
@@ -484,7 +488,8 @@ impl Node {
 
     /// What the operator's console shows of the node's health (admins only): row counts and
     /// the journal head, the newest signed checkpoint, the outbox by state and its newest
-    /// failures (at most `failures`), read straight from the database every node shares.
+    /// failures (at most `failures`), the payment receivers and the threshold rules, read
+    /// straight from the database every node shares.
     pub async fn overview(&self, by: &Principal, failures: i64) -> Result<Overview> {
         require_admin(by)?;
         let store = self.store();
@@ -493,6 +498,13 @@ impl Node {
             last_checkpoint: store.last_checkpoint().await?,
             outbox: store.outbox_by_state().await?,
             failures: store.outbox_failures(failures.clamp(1, 200)).await?,
+            receivers: store
+                .receivers()
+                .await?
+                .into_iter()
+                .map(|r| (r.name, r.account, r.kind, r.updated_at))
+                .collect(),
+            rules: store.rules(200).await?,
         })
     }
 

@@ -811,16 +811,28 @@ impl Store {
                 vec![Value::Text(name.into())],
             )
             .await?;
-        rows.first()
-            .map(|r| {
-                Ok(ReceiverRow {
-                    name: r.try_get("name")?,
-                    account: decode_id(&r.try_get::<Vec<u8>, _>("account")?)?,
-                    kind: r.try_get("kind")?,
-                    key: r.try_get("key")?,
-                    updated_at: Timestamp(r.try_get("updated_at")?),
-                })
-            })
-            .transpose()
+        rows.first().map(receiver_row).transpose()
     }
+
+    /// Every payment receiver, by name.
+    pub async fn receivers(&self) -> Result<Vec<ReceiverRow>, StoreError> {
+        let rows = self
+            .fetch_all(
+                "SELECT name, account, kind, key, updated_at FROM payment_receivers ORDER BY name"
+                    .into(),
+                Vec::new(),
+            )
+            .await?;
+        rows.iter().map(receiver_row).collect()
+    }
+}
+
+fn receiver_row(r: &AnyRow) -> Result<ReceiverRow, StoreError> {
+    Ok(ReceiverRow {
+        name: r.try_get("name")?,
+        account: decode_id(&r.try_get::<Vec<u8>, _>("account")?)?,
+        kind: r.try_get("kind")?,
+        key: r.try_get("key")?,
+        updated_at: Timestamp(r.try_get("updated_at")?),
+    })
 }

@@ -1026,6 +1026,33 @@ impl Store {
             .transpose()
     }
 
+    /// The threshold rules (at most `limit`): `(payer, owner, currency, secured_above_minor)`,
+    /// `payer` false for a payee's rule (the operator's is the default for every payee).
+    pub async fn rules(&self, limit: i64) -> Result<Vec<(bool, String, String, i64)>, StoreError> {
+        let rows = self
+            .fetch_all(
+                "SELECT CAST(0 AS BIGINT) AS payer, owner, currency, secured_above_minor \
+                 FROM oob_rules \
+                 UNION ALL \
+                 SELECT CAST(1 AS BIGINT) AS payer, owner, currency, secured_above_minor \
+                 FROM oob_payer_rules \
+                 ORDER BY owner, currency, payer LIMIT $1"
+                    .into(),
+                vec![Value::Int(limit)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<i64, _>("payer")? != 0,
+                    r.try_get("owner")?,
+                    r.try_get("currency")?,
+                    r.try_get("secured_above_minor")?,
+                ))
+            })
+            .collect()
+    }
+
     /// When a confirmation session was used by the payment it confirmed, if it was.
     pub async fn session_used_at(&self, id: [u8; 16]) -> Result<Option<Timestamp>, StoreError> {
         let rows = self

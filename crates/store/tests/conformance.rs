@@ -1358,6 +1358,118 @@ macro_rules! conformance {
     };
 }
 
+/// The operator console's reads answer alike on both stores: rules of both sides, receivers
+/// without their keys' use, the outbox by state with its failures, the newest checkpoint.
+async fn console_reads_answer_on_both_stores(db: Db) {
+    use tally_store::delivery::{ReceiverRow, upsert_receiver};
+    use tally_store::oob::{upsert_payer_rule, upsert_rule};
+    let store = db.open().await;
+    let owner = format!("shop-{}", Id::new());
+    let record = |key: String| Request {
+        idempotency_key: key,
+        command: Command::Record {
+            kind: "console_test".into(),
+            data: serde_json::json!({}),
+        },
+    };
+    let account = open_account(&store, eur(), false, 0).await;
+    let receiver = format!("bank-{}", Id::new());
+    store
+        .execute_with(
+            record(key()),
+            vec![
+                upsert_rule(&owner, "EUR", 5_000, db.now()),
+                upsert_payer_rule(&owner, "EUR", 700, db.now()),
+                upsert_receiver(&ReceiverRow {
+                    name: receiver.clone(),
+                    account,
+                    kind: "hmac".into(),
+                    key: vec![1, 2, 3],
+                    updated_at: db.now(),
+                }),
+            ],
+        )
+        .await
+        .expect("rules and a receiver");
+    let rules: Vec<_> = store
+        .rules(10_000)
+        .await
+        .expect("rules")
+        .into_iter()
+        .filter(|(_, o, _, _)| *o == owner)
+        .collect();
+    assert_eq!(
+        rules,
+        vec![
+            (false, owner.clone(), "EUR".to_string(), 5_000),
+            (true, owner.clone(), "EUR".to_string(), 700),
+        ]
+    );
+    let listed = store.receivers().await.expect("receivers");
+    let mine = listed
+        .iter()
+        .find(|r| r.name == receiver)
+        .expect("the receiver is listed");
+    assert_eq!((mine.account, mine.kind.as_str()), (account, "hmac"));
+
+    // A message that failed once is "retrying" and among the failures, with its error.
+    let dedup = key();
+    let now = Timestamp::now();
+    store
+        .enqueue(
+            &[NewMessage {
+                dedup_key: dedup.clone(),
+                kind: "email".into(),
+                address: "x@example.com".into(),
+                subject: "s".into(),
+                body: "b".into(),
+                data: serde_json::json!({}),
+                secret: None,
+                not_before: None,
+            }],
+            now,
+        )
+        .await
+        .expect("enqueue");
+    let claimed = store.claim_due(now, 10_000, 30).await.expect("claim");
+    let mine = claimed
+        .iter()
+        .find(|m| m.message.dedup_key == dedup)
+        .expect("due");
+    store
+        .mark_attempt_failed(mine.id, now, "smtp: 451 try later", false)
+        .await
+        .expect("failed once");
+    let by_state = store.outbox_by_state().await.expect("by state");
+    let names: Vec<&str> = by_state.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(names, ["pending", "retrying", "sent", "failed"]);
+    assert!(
+        by_state[1].1 >= 1 && by_state[0].1 >= by_state[1].1,
+        "{by_state:?}"
+    );
+    let failures = store.outbox_failures(200).await.expect("failures");
+    let failed = failures
+        .iter()
+        .find(|m| m.message.dedup_key == dedup)
+        .expect("listed among the failures");
+    assert_eq!(failed.last_error.as_deref(), Some("smtp: 451 try later"));
+
+    // Checkpoints are signed every 8 entries: after enough, the newest is the highest.
+    for _ in 0..9 {
+        store
+            .execute_with(record(key()), Vec::new())
+            .await
+            .expect("record");
+    }
+    let last = store
+        .last_checkpoint()
+        .await
+        .expect("read")
+        .expect("a checkpoint after 9 entries");
+    let all = store.checkpoints().await.expect("all");
+    assert_eq!(all.last().map(|c| c.seq), Some(last.seq));
+}
+
 conformance!(
     accounts_open_and_read_back,
     transfers_move_money_within_limits,
@@ -1372,6 +1484,7 @@ conformance!(
     guarded_rows_are_decided_once,
     pad_rows_are_decided_once,
     audit_detects_tampering_and_checks_checkpoints,
+    console_reads_answer_on_both_stores,
 );
 
 proptest! {

@@ -1,7 +1,8 @@
 //! The operator's console (issue [9] part 4), for admin keys only: the node (its key and
 //! version), the ledger (counts, journal head, last signed checkpoint, the audit on request),
-//! the outbox by state with its failures, API keys (revoke), the operator's accounts,
-//! exchange tables, and the `/metrics` figures.
+//! the outbox by state with its failures, API keys (revoke), the operator's accounts, payment
+//! receivers (never their keys) and threshold rules, exchange tables, and the `/metrics`
+//! figures.
 //!
 //! Sign-in: an admin API key pasted once on the console's sign-in form is exchanged for a
 //! console token ([`tally_service::Node::console_sign_in`]) kept in the same `HttpOnly;
@@ -127,6 +128,19 @@ struct AccountLine {
     balance: String,
 }
 
+struct ReceiverLine {
+    name: String,
+    account: String,
+    kind: String,
+    updated: String,
+}
+
+struct RuleLine {
+    side: &'static str,
+    owner: String,
+    above: String,
+}
+
 struct RateLine {
     pair: String,
     rate: String,
@@ -150,6 +164,8 @@ struct ConsoleTemplate {
     keys: Vec<KeyLine>,
     accounts: Vec<AccountLine>,
     rates: Vec<RateLine>,
+    receivers: Vec<ReceiverLine>,
+    rules: Vec<RuleLine>,
     metrics: Vec<Figure>,
     audit_csrf: String,
     audit: Option<AuditOutcome>,
@@ -263,6 +279,27 @@ async fn console_page(
                     owner: a.owner.clone(),
                     kind: a.kind.as_str(),
                     balance: money(a.balance_minor(), a.currency),
+                })
+                .collect(),
+            receivers: overview
+                .receivers
+                .into_iter()
+                .map(|(name, account, kind, updated)| ReceiverLine {
+                    name,
+                    account: account.to_string(),
+                    kind,
+                    updated: day_time(updated),
+                })
+                .collect(),
+            rules: overview
+                .rules
+                .into_iter()
+                .map(|(payer, owner, currency, minor)| RuleLine {
+                    side: if payer { "as payer" } else { "as payee" },
+                    above: tally_kernel::Currency::from_code(&currency)
+                        .map(|c| money(minor, c))
+                        .unwrap_or_else(|_| format!("{minor} {currency}")),
+                    owner,
                 })
                 .collect(),
             rates: rates
