@@ -453,6 +453,10 @@ fn streaming_routes() -> Router<AppState> {
         .route("/v1/sales/{id}/package", get(delivery::package))
         .route("/checkout/{sale}/package", get(web::package))
         .route("/shop/products/{id}/entries", post(web::upload))
+        .route(
+            "/shop/products/{id}/parts",
+            get(web::part_status).put(web::put_part),
+        )
 }
 
 /// The OpenAPI 3.1 document of [`router`].

@@ -78,6 +78,12 @@ async fn a_merchant_sells_a_product_from_the_web_pages_in_chromium() {
         .expect("choose the file");
     click(&browser, "#upload").await;
     text_of(&browser, "#notice", "Sealed green.flac").await;
+    let url = browser.current_url().await.expect("url");
+    assert_eq!(
+        url.query(),
+        Some("sealed=green.flac"),
+        "the page's script sent the file in parts"
+    );
     text_of(&browser, "#entries", "green.flac").await;
     shot(&browser, "shop-product").await;
     axe(&browser, "the merchant's product page").await;
@@ -202,4 +208,233 @@ async fn a_merchant_sells_a_product_from_the_web_pages_in_chromium() {
         )
         .await;
     assert_eq!(view["state"], "active", "still on sale");
+}
+
+/// A PUT of one part of a resumable upload, with the session cookie and a CSRF header.
+async fn put_part(
+    t: &Tally,
+    uri: &str,
+    cookie: &str,
+    csrf: Option<&str>,
+    part: &[u8],
+) -> (StatusCode, serde_json::Value) {
+    let mut builder = axum::http::Request::builder()
+        .method("PUT")
+        .uri(uri)
+        .header(axum::http::header::COOKIE, format!("tally_web={cookie}"))
+        .header(axum::http::header::CONTENT_TYPE, "application/octet-stream");
+    if let Some(csrf) = csrf {
+        builder = builder.header("x-csrf-token", csrf);
+    }
+    let (status, _, bytes) = t
+        .raw(
+            builder
+                .body(axum::body::Body::from(part.to_vec()))
+                .expect("request"),
+        )
+        .await;
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// The resumable upload behind the page's script: parts at the node's offset, a part at a
+/// wrong offset or without the form's token refused with nothing staged, the staged parts
+/// sealed at rest (no plaintext on disk), the file sealed into the product on its last part.
+#[tokio::test]
+async fn a_broken_upload_goes_on_where_it_stopped_and_is_never_plaintext_on_disk() {
+    let t = Tally::start().await;
+    let (shop_key, _alice_eur, shop_eur) = shop_and_accounts(&t).await;
+    t.enrol("shop").await;
+    let (status, product) = post_json(
+        &t,
+        "/v1/products",
+        &shop_key,
+        "resumable-1",
+        json!({"title": "Long album", "price": "7.00 EUR", "pay_to": shop_eur,
+               "licence": "Personal use only.", "instructions": ""}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{product}");
+    let id = product["id"].as_str().expect("id").to_string();
+    let cookie = router_sign_in(&t, "shop").await;
+    let marker = b"PLAINTEXT-MARKER-";
+    let bytes: Vec<u8> = marker
+        .iter()
+        .copied()
+        .cycle()
+        .take(2 * 1024 * 1024 + 512 * 1024)
+        .collect();
+    let total = bytes.len();
+    let mib = 1024 * 1024;
+    let base = format!("/shop/products/{id}/parts?name=long.flac&kind=product&total={total}");
+    let csrf = csrf_for(&cookie, &format!("/shop/products/{id}/parts"));
+    let received = || {
+        let (t, base, cookie) = (&t, base.clone(), cookie.clone());
+        async move {
+            let (status, _, body) = with_cookie(t, &base, &cookie, None).await;
+            assert_eq!(status, StatusCode::OK);
+            let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+            v["received"].as_u64().expect("received")
+        }
+    };
+    assert_eq!(received().await, 0);
+    let (status, v) = put_part(
+        &t,
+        &format!("{base}&offset=0"),
+        &cookie,
+        Some(&csrf),
+        &bytes[..mib],
+    )
+    .await;
+    assert_eq!(
+        (status, v["received"].as_u64()),
+        (StatusCode::OK, Some(mib as u64)),
+        "{v}"
+    );
+
+    // Refused, nothing staged: the same part again (a wrong offset), no token, another's token.
+    let (status, v) = put_part(
+        &t,
+        &format!("{base}&offset=0"),
+        &cookie,
+        Some(&csrf),
+        &bytes[..mib],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["error"]["details"]["field"], "offset", "{v}");
+    let other = csrf_for(&cookie, "/web/logout");
+    for token in [None, Some(other.as_str())] {
+        let (status, _) = put_part(
+            &t,
+            &format!("{base}&offset={mib}"),
+            &cookie,
+            token,
+            &bytes[mib..2 * mib],
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+    // The connection "broke": the client asks where to go on from.
+    assert_eq!(received().await, mib as u64);
+    let (status, v) = put_part(
+        &t,
+        &format!("{base}&offset={mib}"),
+        &cookie,
+        Some(&csrf),
+        &bytes[mib..2 * mib],
+    )
+    .await;
+    assert_eq!(
+        (status, v["received"].as_u64()),
+        (StatusCode::OK, Some(2 * mib as u64)),
+        "{v}"
+    );
+
+    // What is staged is sealed: no run of the plaintext anywhere in the product's directory.
+    let dir = t._dir.path().join("data/products").join(&id);
+    let mut staged = 0;
+    for entry in std::fs::read_dir(&dir).expect("the product's directory") {
+        let file = std::fs::read(entry.expect("entry").path()).expect("read");
+        staged += file.len();
+        assert!(
+            !file.windows(marker.len()).any(|w| w == marker),
+            "plaintext at rest"
+        );
+    }
+    assert!(staged > 2 * mib, "both parts are staged ({staged} bytes)");
+
+    let (status, v) = put_part(
+        &t,
+        &format!("{base}&offset={}", 2 * mib),
+        &cookie,
+        Some(&csrf),
+        &bytes[2 * mib..],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["sealed"], "long.flac", "{v}");
+    let (_, view) = t
+        .call("GET", &format!("/v1/products/{id}"), Some(&shop_key), None)
+        .await;
+    let entry = &view["entries"][0];
+    assert_eq!(entry["plain_len"].as_u64(), Some(total as u64), "{view}");
+    assert_eq!(
+        entry["plain_sha256"].as_str(),
+        Some(hex::encode(tally_kernel::crypto::kdf::sha256(&bytes)).as_str())
+    );
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("staging-"))
+        .collect();
+    assert!(left.is_empty(), "the staging file is gone once sealed");
+}
+
+/// Without script the upload form is posted as `multipart/form-data`: the token field is read
+/// first (a wrong one refuses before the file is read), then the file is sealed as it arrives.
+#[tokio::test]
+async fn the_upload_form_works_without_script() {
+    let t = Tally::start().await;
+    let (shop_key, _alice_eur, shop_eur) = shop_and_accounts(&t).await;
+    t.enrol("shop").await;
+    let (_, product) = post_json(
+        &t,
+        "/v1/products",
+        &shop_key,
+        "multipart-1",
+        json!({"title": "Short album", "price": "3.00 EUR", "pay_to": shop_eur,
+               "licence": "Personal use only.", "instructions": ""}),
+    )
+    .await;
+    let id = product["id"].as_str().expect("id").to_string();
+    let cookie = router_sign_in(&t, "shop").await;
+    let action = format!("/shop/products/{id}/entries");
+    let form = |csrf: &str| {
+        let mut body = Vec::new();
+        for (name, value) in [("csrf", csrf), ("kind", "product")] {
+            body.extend_from_slice(
+                format!(
+                    "--XB\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        body.extend_from_slice(
+            b"--XB\r\nContent-Disposition: form-data; name=\"file\"; filename=\"short.flac\"\r\n\
+              Content-Type: application/octet-stream\r\n\r\n",
+        );
+        body.extend_from_slice(&[7_u8; 5000]);
+        body.extend_from_slice(b"\r\n--XB--\r\n");
+        axum::http::Request::builder()
+            .method("POST")
+            .uri(&action)
+            .header(axum::http::header::COOKIE, format!("tally_web={cookie}"))
+            .header(
+                axum::http::header::CONTENT_TYPE,
+                "multipart/form-data; boundary=XB",
+            )
+            .body(axum::body::Body::from(body))
+            .expect("request")
+    };
+    let (status, _, _) = t.raw(form(&"0".repeat(64))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a wrong token");
+    let (_, view) = t
+        .call("GET", &format!("/v1/products/{id}"), Some(&shop_key), None)
+        .await;
+    assert_eq!(
+        view["entries"].as_array().map(Vec::len),
+        Some(0),
+        "nothing sealed"
+    );
+    let (status, _, html) = t.raw(form(&csrf_for(&cookie, &action))).await;
+    let html = String::from_utf8_lossy(&html);
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("Sealed short.flac"), "{html}");
+    let (_, view) = t
+        .call("GET", &format!("/v1/products/{id}"), Some(&shop_key), None)
+        .await;
+    assert_eq!(view["entries"][0]["plain_len"], 5000, "{view}");
 }

@@ -63,7 +63,7 @@ mod signin;
 
 pub(crate) use checkout::package;
 pub use messages::advice;
-pub(crate) use shop::upload;
+pub(crate) use shop::{part_status, put_part, upload};
 pub use signin::{CodeForm, LoginForm, typed_code};
 
 use askama::Template;

@@ -8,9 +8,10 @@
 //!
 //! Uploads: a `multipart/form-data` form (so it works without script) read field by field
 //! with `multer`: the CSRF token is checked before the file's bytes are read, and the file
-//! streams into the sealing upload (constant memory, the node's size limit). The page's own
-//! script (`/assets/upload-1.js`) sends the same form with `XMLHttpRequest` to show progress.
-//! Not resumable: an upload that breaks is sent again (the entry is replaced).
+//! streams into the sealing upload (constant memory, the node's size limit). With script, the
+//! page's own `/assets/upload-1.js` sends the file in parts of 1 MiB to the resumable upload
+//! (`/shop/products/{id}/parts`, `tally_service::delivery::staging`: parts sealed at rest, a
+//! broken upload goes on from the node's offset), with a progress bar.
 
 use askama::Template;
 use axum::body::Body;
@@ -31,6 +32,7 @@ use super::{
     path_id, refusal, refused_page, sign_in_first,
 };
 use crate::AppState;
+use crate::error::ApiError;
 
 /// The signed-in visitor as a merchant, or the page that says why not.
 async fn merchant(state: &AppState, visitor: &Visitor, next: &str) -> Result<Principal, Response> {
@@ -248,6 +250,7 @@ struct ProductTemplate {
     active: bool,
     entries: Vec<EntryLine>,
     upload_csrf: String,
+    parts_csrf: String,
     publish_csrf: String,
     withdraw_csrf: String,
     notice: Option<String>,
@@ -293,6 +296,7 @@ async fn product_page(
                 vec![crumb("My shop", "/shop"), crumb(p.title.clone(), "")],
             ),
             upload_csrf: visitor.csrf(&format!("/shop/products/{id}/entries")),
+            parts_csrf: visitor.csrf(&format!("/shop/products/{id}/parts")),
             publish_csrf: visitor.csrf(&format!("/shop/products/{id}/publish")),
             withdraw_csrf: visitor.csrf(&format!("/shop/products/{id}/withdraw")),
             title: p.title,
@@ -319,16 +323,37 @@ async fn product_page(
     .into_response()
 }
 
+/// `?sealed=` of the product page: the file the page's script just finished uploading.
+#[derive(Debug, Default, Deserialize)]
+pub struct SealedQuery {
+    #[serde(default)]
+    sealed: Option<String>,
+}
+
 /// `GET /shop/products/{id}`: a product of the merchant: files, upload, publish, withdraw.
 pub async fn product(
     State(state): State<AppState>,
     visitor: Visitor,
     WebPath(text): WebPath,
+    Query(q): Query<SealedQuery>,
 ) -> Response {
-    match merchant(&state, &visitor, "/shop").await {
-        Ok(by) => product_page(&state, &visitor, &by, &text, None, None).await,
-        Err(page) => page,
+    let by = match merchant(&state, &visitor, "/shop").await {
+        Ok(by) => by,
+        Err(page) => return page,
+    };
+    // Only a file the product has: a link cannot make the page say anything else.
+    let mut notice = None;
+    if let (Some(name), Ok(id)) = (q.sealed, path_id(&text, "product"))
+        && let Ok(p) = state.node.delivery().product(id).await
+        && let Some(e) = p.entries.iter().find(|e| e.name == name)
+    {
+        notice = Some(format!(
+            "Sealed {} ({}).",
+            e.name,
+            super::checkout::size(e.plain_len)
+        ));
     }
+    product_page(&state, &visitor, &by, &text, notice, None).await
 }
 
 /// `POST /shop/products/{id}/publish|withdraw`.
@@ -490,6 +515,118 @@ pub async fn upload(
             }
             _ => {}
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resumable uploads (the page's script): JSON in and out.
+
+/// `GET|PUT /shop/products/{id}/parts?name=&kind=&total=[&offset=]`.
+#[derive(Debug, Deserialize)]
+pub struct PartQuery {
+    name: String,
+    #[serde(default = "product_kind")]
+    kind: String,
+    total: u64,
+    #[serde(default)]
+    offset: u64,
+}
+
+fn product_kind() -> String {
+    "product".into()
+}
+
+/// The merchant behind a script's request, or the API's refusal as JSON.
+async fn part_merchant(state: &AppState, visitor: &Visitor) -> Result<Principal, ApiError> {
+    let signed = visitor.signed_in().ok_or(ServiceError::Unauthorized)?;
+    Ok(state.node.as_merchant(&signed.by).await?)
+}
+
+/// `GET /shop/products/{id}/parts`: `{received, total}` of an upload (0 for a new one).
+pub async fn part_status(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    WebPath(text): WebPath,
+    Query(q): Query<PartQuery>,
+) -> Response {
+    let run = async {
+        let by = part_merchant(&state, &visitor).await?;
+        let id = path_id(&text, "product").map_err(|r| ApiError::new(r.code, r.message))?;
+        let received = state
+            .node
+            .delivery()
+            .upload_status(&by, id, &q.name, &q.kind, q.total)
+            .await?;
+        Ok::<_, ApiError>(axum::Json(
+            serde_json::json!({"received": received, "total": q.total}),
+        ))
+    };
+    match run.await {
+        Ok(json) => json.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `PUT /shop/products/{id}/parts?…&offset=N` (`X-CSRF-Token`): one part of a resumable
+/// upload; `{received, total, sealed}` (`sealed` the entry's name once the file is complete).
+pub async fn put_part(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    WebPath(text): WebPath,
+    Query(q): Query<PartQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let run = async {
+        if super::same_site(&state, &visitor, &headers).is_err() {
+            return Err(ApiError::from(ServiceError::Forbidden(
+                "a request sent from another site; nothing was done",
+            )));
+        }
+        let by = part_merchant(&state, &visitor).await?;
+        let id = path_id(&text, "product").map_err(|r| ApiError::new(r.code, r.message))?;
+        let csrf = headers
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if form_signer(
+            &state,
+            &visitor,
+            &format!("/shop/products/{id}/parts"),
+            csrf,
+        )
+        .is_err()
+        {
+            return Err(ApiError::from(ServiceError::Forbidden(
+                "this upload is not from your current sign-in; reload the page",
+            )));
+        }
+        let part = axum::body::to_bytes(body, tally_service::delivery::staging::PART_MAX)
+            .await
+            .map_err(|_| {
+                ApiError::from(ServiceError::Invalid {
+                    field: "part",
+                    reason: format!(
+                        "at most {} bytes per part",
+                        tally_service::delivery::staging::PART_MAX
+                    ),
+                })
+                .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+            })?;
+        let progress = state
+            .node
+            .delivery()
+            .upload_part(&by, id, &q.name, &q.kind, q.total, q.offset, &part)
+            .await?;
+        Ok::<_, ApiError>(axum::Json(serde_json::json!({
+            "received": progress.received,
+            "total": progress.total,
+            "sealed": progress.entry.map(|e| e.name),
+        })))
+    };
+    match run.await {
+        Ok(json) => json.into_response(),
+        Err(e) => e.into_response(),
     }
 }
 

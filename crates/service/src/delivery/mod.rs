@@ -23,6 +23,7 @@ pub mod parts;
 pub mod payments;
 pub mod products;
 pub mod sales;
+pub mod staging;
 
 use crate::Missing;
 use crate::access::{corrupt, invalid};
