@@ -4,7 +4,7 @@
 //! balance after each, a balance-over-time chart, the same as CSV) and a receipt
 //! (`/me/receipts/{tx}`: its record, whether its package verifies, the `.tally` file).
 //!
-//! Pads are not listed: a pad account is anonymous by design (SPEC P…), and a page that showed
+//! Pads are not listed: a pad account is anonymous by design (SPEC P1, P6), and a page that showed
 //! a signed-in customer's pads would link the two.
 //!
 //! Every figure comes from the same node calls as the API's (`accounts`, `account_transfers`,
