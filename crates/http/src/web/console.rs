@@ -20,8 +20,8 @@ use super::chart::bars;
 use super::me::day_time;
 use super::signin::money;
 use super::{
-    Frame, Page, Refusal, Visitor, WebForm, WebPath, crumb, form_signer, path_id, refusal,
-    refused_page, session_cookie_header,
+    CsrfForm, Frame, Page, Refusal, Visitor, WebForm, WebPath, crumb, form_signer, path_id,
+    refusal, refused_page, session_cookie_header,
 };
 use crate::AppState;
 
@@ -326,13 +326,6 @@ pub async fn console(State(state): State<AppState>, visitor: Visitor) -> Respons
         Ok(by) => console_page(&state, &visitor, by, None, None, None).await,
         Err(page) => page.into_response(),
     }
-}
-
-/// `POST /console/audit|keys/{id}/revoke`.
-#[derive(Debug, Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
 }
 
 /// `POST /console/audit`: replays the journal and checks every balance and signature.

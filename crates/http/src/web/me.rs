@@ -322,12 +322,7 @@ pub async fn statement(
     WebPath(text): WebPath,
 ) -> Response {
     if visitor.signed_in().is_none() {
-        let back: String = text
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-            .take(40)
-            .collect();
-        return sign_in_first(&format!("/me/accounts/{back}"));
+        return sign_in_first(&format!("/me/accounts/{}", super::path_text(&text)));
     }
     let (account, transfers) = match statement_data(&state, &visitor, &text).await {
         Ok(found) => found,

@@ -74,6 +74,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use serde::Deserialize;
 use tally_kernel::crypto::kdf::{hmac_sha256, hmac_sha256_verify};
 use tally_service::{Principal, ServiceError};
 
@@ -332,7 +333,7 @@ impl Frame {
     pub(crate) fn new(state: &AppState, visitor: &Visitor, crumbs: Vec<Crumb>) -> Frame {
         Frame {
             user: visitor.signed_in().map(|s| s.display.clone()),
-            merchant: visitor.signed_in().is_some_and(|s| s.merchant),
+            merchant: visitor.signed_in().is_some_and(|s| s.merchant.is_some()),
             operator: visitor.signed_in().is_some_and(|s| s.by.is_admin()),
             logout_csrf: visitor.csrf("/web/logout"),
             crumbs,
@@ -445,6 +446,23 @@ impl FromRequestParts<AppState> for WebPath {
     }
 }
 
+/// A path segment to send a visitor back to (an id's characters only).
+pub(crate) fn path_text(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(40)
+        .collect()
+}
+
+/// A form whose only field is its CSRF token (sign-out, publish, withdraw, refund, the key
+/// sent again, the console's audit and revocations).
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    /// The form's CSRF token.
+    #[serde(default)]
+    pub csrf: String,
+}
+
 /// A 32-hex-digit id of a path, or the API's 404 for it.
 pub(crate) fn path_id(text: &str, what: &'static str) -> Result<tally_kernel::Id, Refusal> {
     uuid::Uuid::parse_str(text)
@@ -467,8 +485,9 @@ pub(crate) struct SignedIn {
     /// How the page names the visitor: the user name, or for a buyer signed in by address
     /// (a `guest-…` user) the address.
     pub(crate) display: String,
-    /// The user holds a merchant key: the merchant's pages are open to it.
-    pub(crate) merchant: bool,
+    /// The visitor as the merchant ([`tally_service::Node::as_merchant`], decided once per
+    /// request), when its user holds a live merchant key.
+    pub(crate) merchant: Option<Principal>,
     token: String,
 }
 
@@ -547,7 +566,7 @@ impl FromRequestParts<AppState> for Visitor {
                 } else {
                     by.owner.clone()
                 };
-                let merchant = state.node.as_merchant(&by).await.is_ok();
+                let merchant = state.node.as_merchant(&by).await.ok();
                 Ok(Visitor(Some(SignedIn {
                     by,
                     display,
@@ -825,6 +844,13 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(safe_next(input).as_deref(), expected, "{input:?}");
         }
+    }
+
+    #[test]
+    fn path_text_keeps_only_id_characters() {
+        assert_eq!(path_text("0195f3c2-7a10"), "0195f3c2-7a10");
+        assert_eq!(path_text("x\"/><script>"), "xscript");
+        assert_eq!(path_text(&"a".repeat(100)).len(), 40);
     }
 
     #[test]

@@ -28,8 +28,8 @@ use tally_store::delivery::SalesFilter;
 
 use super::me::day_time;
 use super::{
-    Frame, Page, Refusal, Visitor, WebForm, WebPath, check_nonce, crumb, form_signer, nonce,
-    path_id, refusal, refused_page, sign_in_first,
+    CsrfForm, Frame, Page, Refusal, Visitor, WebForm, WebPath, check_nonce, crumb, form_signer,
+    nonce, path_id, refusal, refused_page, sign_in_first,
 };
 use crate::AppState;
 use crate::error::ApiError;
@@ -39,11 +39,15 @@ async fn merchant(state: &AppState, visitor: &Visitor, next: &str) -> Result<Pri
     let Some(signed) = visitor.signed_in() else {
         return Err(sign_in_first(next));
     };
-    state
-        .node
-        .as_merchant(&signed.by)
-        .await
-        .map_err(|e| refused_page(state, visitor, &refusal(e)).into_response())
+    match &signed.merchant {
+        Some(by) => Ok(by.clone()),
+        // Asked again only to say why not.
+        None => state
+            .node
+            .as_merchant(&signed.by)
+            .await
+            .map_err(|e| refused_page(state, visitor, &refusal(e)).into_response()),
+    }
 }
 
 fn state_words(state: ProductState) -> &'static str {
@@ -356,13 +360,6 @@ pub async fn product(
     product_page(&state, &visitor, &by, &text, notice, None).await
 }
 
-/// `POST /shop/products/{id}/publish|withdraw`.
-#[derive(Debug, Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 async fn product_step(
     state: AppState,
     visitor: Visitor,
@@ -539,7 +536,10 @@ fn product_kind() -> String {
 /// The merchant behind a script's request, or the API's refusal as JSON.
 async fn part_merchant(state: &AppState, visitor: &Visitor) -> Result<Principal, ApiError> {
     let signed = visitor.signed_in().ok_or(ServiceError::Unauthorized)?;
-    Ok(state.node.as_merchant(&signed.by).await?)
+    match &signed.merchant {
+        Some(by) => Ok(by.clone()),
+        None => Ok(state.node.as_merchant(&signed.by).await?),
+    }
 }
 
 /// `GET /shop/products/{id}/parts`: `{received, total}` of an upload (0 for a new one).

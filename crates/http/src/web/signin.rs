@@ -16,8 +16,8 @@ use tally_proto::oob::Purpose;
 use tally_service::oob::{AppRequest, OpenSession, Opened, SessionView};
 
 use super::{
-    Frame, Page, Refusal, Visitor, WebForm, WebPath, cleared_cookie, crumb, form_signer, refusal,
-    refused_page, safe_next, same_site, session_cookie_header,
+    CsrfForm, Frame, Page, Refusal, Visitor, WebForm, WebPath, cleared_cookie, crumb, form_signer,
+    refusal, refused_page, safe_next, same_site, session_cookie_header,
 };
 use crate::AppState;
 use crate::error::ApiError;
@@ -64,14 +64,6 @@ pub struct CodeForm {
     /// Where a sign-in goes once verified.
     #[serde(default)]
     pub next: Option<String>,
-}
-
-/// `POST /web/logout`.
-#[derive(Debug, Deserialize)]
-pub struct LogoutForm {
-    /// The form's CSRF token.
-    #[serde(default)]
-    pub csrf: String,
 }
 
 /// The code as the service expects it: spaces and dashes people type or paste between digit
@@ -250,7 +242,7 @@ pub async fn guest(
 pub async fn logout(
     State(state): State<AppState>,
     visitor: Visitor,
-    WebForm(form): WebForm<LogoutForm>,
+    WebForm(form): WebForm<CsrfForm>,
 ) -> Response {
     let signed = match form_signer(&state, &visitor, "/web/logout", &form.csrf) {
         Ok(s) => s,
