@@ -154,16 +154,6 @@ async fn bank_transfer(t: &Tally, reference: &str, amount: &str) {
     assert_eq!(reply["status"], "matched", "{reply}");
 }
 
-/// The browser's session cookie.
-async fn session_cookie(browser: &fantoccini::Client) -> String {
-    browser
-        .get_named_cookie("tally_web")
-        .await
-        .expect("signed in: the session cookie is set")
-        .value()
-        .to_string()
-}
-
 /// Unlocks the package's first entry with the key: the plaintext.
 fn unlock(package: &[u8], key_hex: &str) -> Vec<u8> {
     let inspected = tally_proto::delivery::inspect(package, None).expect("the package verifies");

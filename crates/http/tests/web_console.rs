@@ -171,12 +171,7 @@ async fn the_operator_runs_the_node_from_the_console_in_chromium() {
     );
 
     // Signing out ends the console token everywhere.
-    let token = browser
-        .get_named_cookie("tally_web")
-        .await
-        .expect("cookie")
-        .value()
-        .to_string();
+    let token = session_cookie(&browser).await;
     assert!(token.starts_with("tally_console_"), "{token}");
     let (status, _) = t.call("GET", "/v1/api-keys", Some(&token), None).await;
     assert_eq!(

@@ -6,20 +6,8 @@
 
 mod browser;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::StatusCode;
 use browser::*;
-
-/// `GET uri` with a session cookie, through the router.
-async fn get_with(t: &Tally, uri: &str, cookie: &str) -> (StatusCode, String) {
-    let request = Request::builder()
-        .uri(uri)
-        .header(header::COOKIE, format!("tally_web={cookie}"))
-        .body(Body::empty())
-        .expect("request");
-    let (status, _, body) = t.raw(request).await;
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_reads_balances_statements_and_waiting_payments_in_chromium() {
@@ -87,18 +75,15 @@ async fn a_customer_reads_balances_statements_and_waiting_payments_in_chromium()
     assert!(title.contains(&alice_eur), "{title}");
     shot(&browser, "statement").await;
     axe(&browser, "the statement").await;
-    let cookie = browser
-        .get_named_cookie("tally_web")
-        .await
-        .expect("cookie")
-        .value()
-        .to_string();
-    let (status, csv) = get_with(
+    let cookie = session_cookie(&browser).await;
+    let (status, _, csv) = with_cookie(
         &t,
         &format!("/me/accounts/{alice_eur}/statement.csv"),
         &cookie,
+        None,
     )
     .await;
+    let csv = String::from_utf8_lossy(&csv);
     assert_eq!(status, StatusCode::OK, "{csv}");
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
@@ -131,17 +116,24 @@ async fn a_customer_reads_balances_statements_and_waiting_payments_in_chromium()
     text_of(&browser, "#amount", "12.50 EUR").await;
 
     // Another customer's statement is not found; so is a made-up account.
-    let (status, _) = get_with(&t, "/me", "tally_session_nobody").await;
+    let (status, _, _) = with_cookie(&t, "/me", "tally_session_nobody", None).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "signed out: to the sign-in");
-    let (status, html) = get_with(&t, &format!("/me/accounts/{shop_eur}"), &cookie).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{html}");
-    let (status, _) = get_with(
+    let (status, _, html) =
+        with_cookie(&t, &format!("/me/accounts/{shop_eur}"), &cookie, None).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "{}",
+        String::from_utf8_lossy(&html)
+    );
+    let (status, _, _) = with_cookie(
         &t,
         &format!("/me/accounts/{shop_eur}/statement.csv"),
         &cookie,
+        None,
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = get_with(&t, "/me/accounts/not-an-id", &cookie).await;
+    let (status, _, _) = with_cookie(&t, "/me/accounts/not-an-id", &cookie, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -149,12 +149,7 @@ async fn a_merchant_sells_a_product_from_the_web_pages_in_chromium() {
     assert_eq!(bars.len(), 1, "one day with a paid sale");
     shot(&browser, "shop-sales").await;
     axe(&browser, "the sales page").await;
-    let cookie = browser
-        .get_named_cookie("tally_web")
-        .await
-        .expect("cookie")
-        .value()
-        .to_string();
+    let cookie = session_cookie(&browser).await;
     let (status, _, csv) = with_cookie(
         &t,
         &format!("/shop/sales.csv?product={product}"),
@@ -210,6 +205,21 @@ async fn a_merchant_sells_a_product_from_the_web_pages_in_chromium() {
     assert_eq!(view["state"], "active", "still on sale");
 }
 
+/// A draft product of the shop's, paid into `shop_eur`, made through the API; its id.
+async fn draft(t: &Tally, shop_key: &str, shop_eur: &str, title: &str) -> String {
+    let (status, product) = post_json(
+        t,
+        "/v1/products",
+        shop_key,
+        &format!("draft-{}", title.replace(' ', "-")),
+        json!({"title": title, "price": "3.00 EUR", "pay_to": shop_eur,
+               "licence": "Personal use only.", "instructions": ""}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{product}");
+    product["id"].as_str().expect("id").to_string()
+}
+
 /// A PUT of one part of a resumable upload, with the session cookie and a CSRF header.
 async fn put_part(
     t: &Tally,
@@ -247,17 +257,7 @@ async fn a_broken_upload_goes_on_where_it_stopped_and_is_never_plaintext_on_disk
     let t = Tally::start().await;
     let (shop_key, _alice_eur, shop_eur) = shop_and_accounts(&t).await;
     t.enrol("shop").await;
-    let (status, product) = post_json(
-        &t,
-        "/v1/products",
-        &shop_key,
-        "resumable-1",
-        json!({"title": "Long album", "price": "7.00 EUR", "pay_to": shop_eur,
-               "licence": "Personal use only.", "instructions": ""}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{product}");
-    let id = product["id"].as_str().expect("id").to_string();
+    let id = draft(&t, &shop_key, &shop_eur, "Long album").await;
     let cookie = router_sign_in(&t, "shop").await;
     let marker = b"PLAINTEXT-MARKER-";
     let bytes: Vec<u8> = marker
@@ -380,16 +380,7 @@ async fn the_upload_form_works_without_script() {
     let t = Tally::start().await;
     let (shop_key, _alice_eur, shop_eur) = shop_and_accounts(&t).await;
     t.enrol("shop").await;
-    let (_, product) = post_json(
-        &t,
-        "/v1/products",
-        &shop_key,
-        "multipart-1",
-        json!({"title": "Short album", "price": "3.00 EUR", "pay_to": shop_eur,
-               "licence": "Personal use only.", "instructions": ""}),
-    )
-    .await;
-    let id = product["id"].as_str().expect("id").to_string();
+    let id = draft(&t, &shop_key, &shop_eur, "Short album").await;
     let cookie = router_sign_in(&t, "shop").await;
     let action = format!("/shop/products/{id}/entries");
     let form = |csrf: &str| {

@@ -225,12 +225,7 @@ async fn a_customer_sees_and_downloads_a_verified_receipt_in_chromium() {
     axe(&browser, "the receipt page").await;
 
     // The package, with the browser's session: the same receipt.
-    let cookie = browser
-        .get_named_cookie("tally_web")
-        .await
-        .expect("cookie")
-        .value()
-        .to_string();
+    let cookie = session_cookie(&browser).await;
     let (status, _, bytes) = with_cookie(&t, &download, &cookie, None).await;
     assert_eq!(
         status,

@@ -839,3 +839,13 @@ pub async fn sign_in_through_me(t: &Tally, browser: &Client, user: &str) {
     click(browser, "#confirm").await;
     path_of(browser, "/me").await;
 }
+
+/// The browser's session cookie's value (the sign-in's token).
+pub async fn session_cookie(browser: &Client) -> String {
+    browser
+        .get_named_cookie("tally_web")
+        .await
+        .expect("signed in: the session cookie is set")
+        .value()
+        .to_string()
+}
