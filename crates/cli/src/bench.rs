@@ -269,6 +269,7 @@ async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<M
                 ..Default::default()
             },
             limit_minor: 0,
+            imported_at: None,
         },
     };
     let world = store

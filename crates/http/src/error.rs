@@ -513,6 +513,10 @@ impl From<LedgerError> for ApiError {
                 "pending_minor": pending_minor,
             })),
             LedgerError::SameAccount => ApiError::new(ErrorCode::SameAccount, message),
+            LedgerError::AccountClosed { account } => {
+                ApiError::new(ErrorCode::AccountClosed, message)
+                    .with_details(json!({ "account": account }))
+            }
             LedgerError::LimitBelowUse {
                 account,
                 currency,

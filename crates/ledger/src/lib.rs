@@ -20,6 +20,7 @@
 //! asserted again by [`audit`], which checks per currency that debits equal credits.
 
 pub mod audit;
+pub mod batch;
 pub mod journal;
 
 use serde::{Deserialize, Serialize};
@@ -160,6 +161,13 @@ pub enum LedgerError {
     /// Debit and credit account are the same.
     #[error("debit and credit account must differ")]
     SameAccount,
+    /// The account was closed by a closing transfer: only a void (or expiry) of a hold on it
+    /// is allowed until the closing transfer is voided.
+    #[error("account {account} is closed")]
+    AccountClosed {
+        /// The closed account.
+        account: Id,
+    },
     /// A new limit below what the account already uses under it.
     #[error(
         "account {account} already uses {} of its limit: the limit cannot be lower",
@@ -228,6 +236,13 @@ pub struct AccountFlags {
     pub debits_must_not_exceed_credits: bool,
     /// `credits_pending + credits_posted <= debits_posted + limit_minor` at all times.
     pub credits_must_not_exceed_debits: bool,
+    /// Keep the account's balance after each transfer (for history queries).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub history: bool,
+    /// Closed by a closing pending transfer: refuses every new transfer; posting or voiding
+    /// a pending one still works, and voiding the closing transfer reopens the account.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub closed: bool,
 }
 
 impl AccountFlags {
@@ -235,6 +250,8 @@ impl AccountFlags {
     pub fn bits(self) -> i64 {
         i64::from(self.debits_must_not_exceed_credits)
             | (i64::from(self.credits_must_not_exceed_debits) << 1)
+            | (i64::from(self.history) << 2)
+            | (i64::from(self.closed) << 3)
     }
 
     /// From the stored bit set.
@@ -242,7 +259,93 @@ impl AccountFlags {
         AccountFlags {
             debits_must_not_exceed_credits: bits & 1 != 0,
             credits_must_not_exceed_debits: bits & 2 != 0,
+            history: bits & 4 != 0,
+            closed: bits & 8 != 0,
         }
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// What a transfer was created as, beyond its kind: TigerBeetle's transfer flags that are not
+/// already [`TransferKind`]. All false for transfers made by single commands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransferFlags {
+    /// In a batch: succeeds only together with the next event (see [`batch`]).
+    #[serde(skip_serializing_if = "is_false")]
+    pub linked: bool,
+    /// The amount is at most what the debit account holds (clamped, never refused for it).
+    #[serde(skip_serializing_if = "is_false")]
+    pub balancing_debit: bool,
+    /// The amount is at most what the credit account may still be credited.
+    #[serde(skip_serializing_if = "is_false")]
+    pub balancing_credit: bool,
+    /// A pending transfer that closes its debit account (voiding it reopens the account).
+    #[serde(skip_serializing_if = "is_false")]
+    pub closing_debit: bool,
+    /// A pending transfer that closes its credit account (voiding it reopens the account).
+    #[serde(skip_serializing_if = "is_false")]
+    pub closing_credit: bool,
+    /// Loaded history: carries its own past timestamp.
+    #[serde(skip_serializing_if = "is_false")]
+    pub imported: bool,
+}
+
+impl TransferFlags {
+    /// As a bit set, for storage (TigerBeetle's bit positions are not kept: kinds are ours).
+    pub fn bits(self) -> i64 {
+        i64::from(self.linked)
+            | (i64::from(self.balancing_debit) << 1)
+            | (i64::from(self.balancing_credit) << 2)
+            | (i64::from(self.closing_debit) << 3)
+            | (i64::from(self.closing_credit) << 4)
+            | (i64::from(self.imported) << 5)
+    }
+
+    /// From the stored bit set.
+    pub fn from_bits(bits: i64) -> TransferFlags {
+        TransferFlags {
+            linked: bits & 1 != 0,
+            balancing_debit: bits & 2 != 0,
+            balancing_credit: bits & 4 != 0,
+            closing_debit: bits & 8 != 0,
+            closing_credit: bits & 16 != 0,
+            imported: bits & 32 != 0,
+        }
+    }
+
+    /// True when no flag is set.
+    pub fn is_empty(&self) -> bool {
+        *self == TransferFlags::default()
+    }
+}
+
+/// A 128-bit number written as a decimal string in JSON (JavaScript numbers hold 53 bits).
+mod u128_text {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let digits =
+            !text.is_empty() && text.len() <= 39 && text.bytes().all(|b| b.is_ascii_digit());
+        if !digits {
+            return Err(D::Error::custom(
+                "expected a decimal string of 1 to 39 digits",
+            ));
+        }
+        text.parse()
+            .map_err(|_| D::Error::custom("above 2^128 - 1"))
     }
 }
 
@@ -456,6 +559,33 @@ pub struct Transfer {
     pub memo: String,
     /// When it was recorded.
     pub created_at: Timestamp,
+    /// How it was created, beyond its kind (batch events only).
+    #[serde(default, skip_serializing_if = "TransferFlags::is_empty")]
+    pub flags: TransferFlags,
+    /// The client's own reference, 128 bits (0 = none).
+    #[serde(default, skip_serializing_if = "is_zero", with = "u128_text")]
+    pub user_data_128: u128,
+    /// The client's own reference, 64 bits (0 = none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub user_data_64: u64,
+    /// The client's own reference, 32 bits (0 = none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub user_data_32: u32,
+    /// The client's reason code (0 = none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub code: u16,
+}
+
+impl Transfer {
+    /// For a pending transfer: its timeout in whole seconds (0 = none), as it was asked for.
+    pub fn timeout_s(&self) -> i64 {
+        match self.expires_at {
+            Some(at) if self.kind == TransferKind::Pending => {
+                (at.as_micros() - self.created_at.as_micros()) / 1_000_000
+            }
+            _ => 0,
+        }
+    }
 }
 
 /// A request to change the ledger. Each carries its own idempotency key (in [`Request`]).
@@ -492,6 +622,9 @@ pub enum Command {
         flags: AccountFlags,
         /// Overdraft allowed beyond the bound.
         limit_minor: i64,
+        /// For loading history: when the account was opened, in the past (absent: now).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        imported_at: Option<Timestamp>,
     },
     /// Resolves a pending transfer by posting `amount_minor` (default: all of it).
     Post {
@@ -769,6 +902,9 @@ pub struct Book {
     pub accounts: HashMap<Id, Account>,
     /// Transfers that may be resolved by a command in the batch, by id.
     pub pending: HashMap<Id, Transfer>,
+    /// Transfers whose id a batch event reuses, by id, and those a batch created
+    /// (see [`Book::apply_batch`]).
+    pub transfers: HashMap<Id, Transfer>,
 }
 
 impl Book {
@@ -787,7 +923,20 @@ impl Book {
                 kind,
                 flags,
                 limit_minor,
+                imported_at,
             } => {
+                if imported_at.is_some_and(|at| at >= now || at.as_micros() < 1) {
+                    return Err(LedgerError::Invalid {
+                        field: "imported_at".to_string(),
+                        reason: "must be in the past".to_string(),
+                    });
+                }
+                if flags.closed {
+                    return Err(LedgerError::Invalid {
+                        field: "flags".to_string(),
+                        reason: "an account opens open; a closing transfer closes it".to_string(),
+                    });
+                }
                 let account = Account {
                     id: new_id(),
                     owner: owner.clone(),
@@ -799,7 +948,7 @@ impl Book {
                     debits_posted: 0,
                     credits_pending: 0,
                     credits_posted: 0,
-                    created_at: now,
+                    created_at: imported_at.unwrap_or(now),
                 };
                 if self.accounts.contains_key(&account.id) {
                     return Err(LedgerError::AccountExists { id: account.id });
@@ -838,6 +987,11 @@ impl Book {
                     rate: None,
                     memo: memo.clone(),
                     created_at: now,
+                    flags: TransferFlags::default(),
+                    user_data_128: 0,
+                    user_data_64: 0,
+                    user_data_32: 0,
+                    code: 0,
                 };
                 self.commit(vec![transfer])
             }
@@ -883,6 +1037,11 @@ impl Book {
                         rate: Some(*rate),
                         memo: memo.clone(),
                         created_at: now,
+                        flags: TransferFlags::default(),
+                        user_data_128: 0,
+                        user_data_64: 0,
+                        user_data_32: 0,
+                        code: 0,
                     };
                 let first = leg(
                     new_id(),
@@ -1027,6 +1186,16 @@ impl Book {
             rate: None,
             memo: String::new(),
             created_at: now,
+            // A closing hold's flags travel with its resolution (see `effect`).
+            flags: TransferFlags {
+                closing_debit: pending.flags.closing_debit,
+                closing_credit: pending.flags.closing_credit,
+                ..TransferFlags::default()
+            },
+            user_data_128: 0,
+            user_data_64: 0,
+            user_data_32: 0,
+            code: 0,
         };
         let event = self.commit(vec![row])?;
         if let Some(p) = self.pending.get_mut(&pending.id) {
@@ -1050,6 +1219,14 @@ impl Book {
             }
             for id in [t.debit_account, t.credit_account] {
                 let account = &scratch[&id];
+                // A void or expiry is the one movement a closed account allows.
+                let moves = matches!(
+                    t.kind,
+                    TransferKind::Single | TransferKind::Pending | TransferKind::PostPending
+                );
+                if account.flags.closed && moves {
+                    return Err(LedgerError::AccountClosed { account: id });
+                }
                 if account.currency != t.currency {
                     return Err(LedgerError::CurrencyMismatch {
                         account: id,
@@ -1119,6 +1296,21 @@ pub fn effect(accounts: &mut HashMap<Id, Account>, t: &Transfer) -> Result<(), L
                 debit.debits_posted = add(debit.debits_posted, t.amount_minor, d)?;
                 credit.credits_posted = add(credit.credits_posted, t.amount_minor, c)?;
             }
+        }
+    }
+    // A closing hold closes its side(s); releasing it (void or expiry) reopens them. A post of
+    // a closing hold cannot happen (a closed account refuses posts), so it changes nothing.
+    let closes = match t.kind {
+        TransferKind::Pending => Some(true),
+        TransferKind::VoidPending | TransferKind::ExpirePending => Some(false),
+        TransferKind::Single | TransferKind::PostPending => None,
+    };
+    if let Some(closed) = closes {
+        if t.flags.closing_debit {
+            debit.flags.closed = closed;
+        }
+        if t.flags.closing_credit {
+            credit.flags.closed = closed;
         }
     }
     accounts.insert(d, debit);

@@ -52,6 +52,7 @@ impl Fixture {
                     ..Default::default()
                 },
                 limit_minor: limit,
+                imported_at: None,
             })
             .expect("open");
         match e {
@@ -447,7 +448,8 @@ proptest! {
             id: Id(uuid::Uuid::from_u128(u128::MAX)), kind: TransferKind::Single, state: TransferState::Posted,
             debit_account: world, credit_account: accounts[1], amount_minor: 3_000, currency: eur(),
             pending_id: None, pending_amount_minor: None, expires_at: None, link_id: None, rate: None,
-            memo: String::new(), created_at: Timestamp(0),
+            memo: String::new(), created_at: Timestamp(0), flags: TransferFlags::default(),
+            user_data_128: 0, user_data_64: 0, user_data_32: 0, code: 0,
         };
         all.push(Event::Transfers { transfers: vec![funding] });
         all.extend(events);

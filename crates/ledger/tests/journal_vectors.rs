@@ -7,7 +7,7 @@ use tally_kernel::crypto::{Signature, SigningKey};
 use tally_kernel::{Currency, Id, Timestamp};
 use tally_ledger::journal::{CHECKPOINT_DOMAIN, GENESIS, checkpoint_message, next_entry};
 use tally_ledger::{
-    Account, AccountFlags, AccountKind, Event, Transfer, TransferKind, TransferState,
+    Account, AccountFlags, AccountKind, Event, Transfer, TransferFlags, TransferKind, TransferState,
 };
 
 const PATH: &str = concat!(
@@ -30,6 +30,7 @@ fn events() -> Vec<(&'static str, Event)> {
         flags: AccountFlags {
             debits_must_not_exceed_credits: bounded,
             credits_must_not_exceed_debits: false,
+            ..Default::default()
         },
         limit_minor: 0,
         debits_pending: 0,
@@ -53,6 +54,11 @@ fn events() -> Vec<(&'static str, Event)> {
         rate: None,
         memo: "order 42".into(),
         created_at: t0,
+        flags: TransferFlags::default(),
+        user_data_128: 0,
+        user_data_64: 0,
+        user_data_32: 0,
+        code: 0,
     };
     vec![
         (

@@ -135,6 +135,7 @@ impl Node {
         let flags = AccountFlags {
             debits_must_not_exceed_credits: dmnec,
             credits_must_not_exceed_debits: req.credits_must_not_exceed_debits.unwrap_or(false),
+            ..Default::default()
         };
         let key = match idempotency_key {
             Some(k) => namespaced(by, k)?,
@@ -146,6 +147,7 @@ impl Node {
             kind,
             flags,
             limit_minor,
+            imported_at: None,
         };
         let outcome = self
             .core()

@@ -148,6 +148,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         24,
         include_str!("../migrations/sqlite/0024_pad_forward_commission.sql"),
     ),
+    (
+        25,
+        include_str!("../migrations/sqlite/0025_transfer_events.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
@@ -221,6 +225,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         24,
         include_str!("../migrations/postgres/0024_pad_forward_commission.sql"),
+    ),
+    (
+        25,
+        include_str!("../migrations/postgres/0025_transfer_events.sql"),
     ),
 ];
 

@@ -5,7 +5,9 @@ use crate::{Dialect, StoreError};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tally_kernel::{Currency, Id, Rate, Timestamp};
-use tally_ledger::{Account, AccountFlags, AccountKind, Transfer, TransferKind, TransferState};
+use tally_ledger::{
+    Account, AccountFlags, AccountKind, Transfer, TransferFlags, TransferKind, TransferState,
+};
 
 pub const ACCOUNT_COLUMNS: &str = "id, owner, currency, kind, flags, limit_minor, debits_pending, \
      debits_posted, credits_pending, credits_posted, created_at";
@@ -18,18 +20,32 @@ pub const ACCOUNT_SELECT_BY_OWNER: &str = "SELECT id, owner, currency, kind, fla
      debits_pending, debits_posted, credits_pending, credits_posted, created_at \
      FROM accounts WHERE owner = $1 ORDER BY created_at, id";
 
-pub const TRANSFER_COLUMNS: &str = "id, kind, state, debit_account, credit_account, amount_minor, \
-     currency, pending_id, pending_amount_minor, expires_at, link_id, rate_numerator, \
-     rate_denominator, memo, created_at";
+/// The transfer columns, in [`transfer_values`]'s order (without `journal_seq`).
+macro_rules! transfer_columns {
+    () => {
+        "id, kind, state, debit_account, credit_account, amount_minor, currency, pending_id, \
+         pending_amount_minor, expires_at, link_id, rate_numerator, rate_denominator, memo, \
+         created_at, flags, user_data_128, user_data_64, user_data_32, code"
+    };
+}
 
-pub const TRANSFER_SELECT_BY_ID: &str = "SELECT id, kind, state, debit_account, credit_account, \
-     amount_minor, currency, pending_id, pending_amount_minor, expires_at, link_id, \
-     rate_numerator, rate_denominator, memo, created_at FROM transfers WHERE id = $1";
+pub const TRANSFER_COLUMNS: &str = transfer_columns!();
 
-pub const TRANSFER_SELECT_BY_ACCOUNT: &str = "SELECT id, kind, state, debit_account, \
-     credit_account, amount_minor, currency, pending_id, pending_amount_minor, expires_at, \
-     link_id, rate_numerator, rate_denominator, memo, created_at FROM transfers \
-     WHERE debit_account = $1 OR credit_account = $1 ORDER BY created_at DESC, id DESC LIMIT $2";
+/// How many values [`transfer_values`] gives (with `journal_seq`).
+pub const TRANSFER_WIDTH: usize = 21;
+
+pub const TRANSFER_SELECT_BY_ID: &str = concat!(
+    "SELECT ",
+    transfer_columns!(),
+    " FROM transfers WHERE id = $1"
+);
+
+pub const TRANSFER_SELECT_BY_ACCOUNT: &str = concat!(
+    "SELECT ",
+    transfer_columns!(),
+    " FROM transfers WHERE debit_account = $1 OR credit_account = $1 \
+     ORDER BY created_at DESC, id DESC LIMIT $2"
+);
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_string())
@@ -100,6 +116,19 @@ pub fn transfer(r: &AnyRow) -> Result<Transfer, StoreError> {
         rate,
         memo: r.try_get("memo")?,
         created_at: Timestamp(r.try_get("created_at")?),
+        flags: TransferFlags::from_bits(r.try_get("flags")?),
+        user_data_128: match r.try_get::<Option<Vec<u8>>, _>("user_data_128")? {
+            None => 0,
+            Some(b) => u128::from_be_bytes(
+                b.try_into()
+                    .map_err(|_| corrupt("user_data_128 is not 16 bytes"))?,
+            ),
+        },
+        // Stored as the same 64 bits in a signed column.
+        user_data_64: u64::from_ne_bytes(r.try_get::<i64, _>("user_data_64")?.to_ne_bytes()),
+        user_data_32: u32::try_from(r.try_get::<i64, _>("user_data_32")?)
+            .map_err(|_| corrupt("user_data_32"))?,
+        code: u16::try_from(r.try_get::<i64, _>("code")?).map_err(|_| corrupt("code"))?,
     };
     // Pair assertion with the ledger's own check before writing: a stored transfer is positive.
     if t.amount_minor <= 0 {
@@ -248,6 +277,14 @@ pub fn transfer_values(t: &Transfer, journal_seq: i64) -> Vec<Value> {
         Value::opt_int(t.rate.map(|r| r.denominator)),
         Value::Text(t.memo.clone()),
         Value::Int(t.created_at.as_micros()),
+        Value::Int(t.flags.bits()),
+        match t.user_data_128 {
+            0 => Value::NullBlob,
+            v => Value::Blob(v.to_be_bytes().to_vec()),
+        },
+        Value::Int(i64::from_ne_bytes(t.user_data_64.to_ne_bytes())),
+        Value::Int(i64::from(t.user_data_32)),
+        Value::Int(i64::from(t.code)),
         Value::Int(journal_seq),
     ]
 }

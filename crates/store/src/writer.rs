@@ -599,7 +599,7 @@ async fn write_batch(
         dialect,
         "transfers",
         &format!("{}, journal_seq", rows::TRANSFER_COLUMNS),
-        16,
+        rows::TRANSFER_WIDTH,
         transfer_rows,
         "",
     )

@@ -142,6 +142,7 @@ async fn open_account(store: &Store, currency: Currency, bounded: bool, limit: i
                     ..Default::default()
                 },
                 limit_minor: limit,
+                imported_at: None,
             },
         })
         .await

@@ -55,6 +55,8 @@ pub enum ErrorCode {
     SaleClosed,
     /// 409: an account with this id already exists.
     AccountExists,
+    /// 409: the account was closed by a closing transfer; only voiding a hold on it works.
+    AccountClosed,
     /// 404: no such account, or not the caller's to see.
     AccountNotFound,
     /// 422: the amount is zero or negative.
@@ -172,7 +174,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 78] = [
+    pub const ALL: [ErrorCode; 79] = [
         ErrorCode::SaleClosed,
         ErrorCode::LastAdminKey,
         ErrorCode::UriTooLong,
@@ -198,6 +200,7 @@ impl ErrorCode {
         ErrorCode::StaleNotification,
         ErrorCode::WrongPackage,
         ErrorCode::AccountExists,
+        ErrorCode::AccountClosed,
         ErrorCode::AccountNotFound,
         ErrorCode::AmountNotPositive,
         ErrorCode::Conflict,
@@ -286,6 +289,7 @@ impl ErrorCode {
             ErrorCode::LastAdminKey => "last_admin_key",
             ErrorCode::SaleClosed => "sale_closed",
             ErrorCode::AccountExists => "account_exists",
+            ErrorCode::AccountClosed => "account_closed",
             ErrorCode::AccountNotFound => "account_not_found",
             ErrorCode::AmountNotPositive => "amount_not_positive",
             ErrorCode::Conflict => "conflict",
@@ -392,6 +396,7 @@ impl ErrorCode {
             ErrorCode::WrongPackage => 422,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::AccountExists
+            | ErrorCode::AccountClosed
             | ErrorCode::IdempotencyKeyReused
             | ErrorCode::Conflict
             | ErrorCode::PendingExpired

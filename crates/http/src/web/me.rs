@@ -613,6 +613,11 @@ mod tests {
             rate: None,
             memo: String::new(),
             created_at: Timestamp(at),
+            flags: Default::default(),
+            user_data_128: 0,
+            user_data_64: 0,
+            user_data_32: 0,
+            code: 0,
         }
     }
 

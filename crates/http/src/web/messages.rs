@@ -35,6 +35,7 @@ pub fn advice(code: ErrorCode) -> &'static str {
         E::LastAdminKey => "Make another admin key before revoking this one.",
         E::SaleClosed => "This purchase is closed; buy the product again if you still want it.",
         E::AccountExists => "Use the existing account.",
+        E::AccountClosed => "This account is closed; ask the operator to reopen it.",
         E::AccountNotFound => "Check the account, or pick one of your own accounts.",
         E::AmountNotPositive => "Enter an amount above zero.",
         E::CurrencyMismatch => "Pick an account in the price's currency.",

@@ -334,6 +334,7 @@ impl Delivery {
                     kind: AccountKind::Operator,
                     flags: AccountFlags::default(),
                     limit_minor: 0,
+                    imported_at: None,
                 }),
                 Vec::new(),
             )

@@ -53,8 +53,10 @@ impl Oob {
             flags: AccountFlags {
                 debits_must_not_exceed_credits: bounded,
                 credits_must_not_exceed_debits: false,
+                ..Default::default()
             },
             limit_minor: 0,
+            imported_at: None,
         };
         let outcome = self
             .core

@@ -621,8 +621,10 @@ impl Pads {
             flags: AccountFlags {
                 debits_must_not_exceed_credits: true,
                 credits_must_not_exceed_debits: false,
+                ..Default::default()
             },
             limit_minor: 0,
+            imported_at: None,
         };
         let outcome = self
             .core

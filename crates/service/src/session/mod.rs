@@ -341,8 +341,10 @@ impl Sessions {
             flags: AccountFlags {
                 debits_must_not_exceed_credits: false,
                 credits_must_not_exceed_debits: false,
+                ..Default::default()
             },
             limit_minor: 0,
+            imported_at: None,
         };
         let key = format!(":{direction}_operator:{who}:{}", currency.code());
         let outcome = self
