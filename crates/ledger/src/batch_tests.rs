@@ -405,7 +405,10 @@ fn a_closing_hold_closes_the_account_until_it_is_voided() {
     assert!(!f.book.accounts[&b].flags.closed);
     let out = TransferEvent::single(f.fresh(), a, b, 5, eur());
     let into = TransferEvent::single(f.fresh(), b, a, 1, eur());
-    assert_eq!(f.run(std::slice::from_ref(&out)), [S::DebitAccountAlreadyClosed]);
+    assert_eq!(
+        f.run(std::slice::from_ref(&out)),
+        [S::DebitAccountAlreadyClosed]
+    );
     assert_eq!(f.run(&[into]), [S::CreditAccountAlreadyClosed]);
     // A closing hold cannot be posted (the account is closed); voiding it reopens.
     let post = resolve(EventKind::Post, f.fresh(), close, None);

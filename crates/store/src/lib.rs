@@ -43,7 +43,7 @@ use tally_ledger::{Account, LedgerError, Transfer};
 
 pub use guarded::{Conflict, Guard, RowWrite};
 pub use rows::Value;
-pub use writer::{Attachment, Checkpointer, Clock, Outcome, WriteOptions};
+pub use writer::{Attachment, Batched, Checkpointer, Clock, Outcome, WriteOptions};
 
 /// Which database we talk to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,6 +326,16 @@ impl Store {
             }
         }
         self.writer.submit(request, attachments).await
+    }
+
+    /// Decides a batch of 1 to [`tally_ledger::batch::BATCH_EVENTS_MAX`] transfer events in
+    /// one durable transaction and answers one result per event (see
+    /// [`tally_ledger::Book::apply_batch`]). A retried batch answers `exists` for what it made.
+    pub async fn execute_events(
+        &self,
+        events: Vec<tally_ledger::batch::TransferEvent>,
+    ) -> Result<Batched, StoreError> {
+        self.writer.submit_events(events).await
     }
 
     /// Sweeps pending transfers whose timeout passed; returns how many were expired.

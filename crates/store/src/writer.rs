@@ -7,6 +7,12 @@
 //! messages, commits, and only then answers every caller. One fsync covers the whole batch;
 //! that is where the throughput comes from.
 //!
+//! A batch of transfer events (`POST /v1/transfers/batch`) is one job: the book decides its
+//! events ([`tally_ledger::Book::apply_batch`], linked chains whole) and its created transfers
+//! become one journal entry with no idempotency key (each event's id is its key). A
+//! transaction takes at most `batch_max` commands or one full batch's worth of events
+//! ([`BATCH_EVENTS_MAX`]), so a writer queue of large batches is cut into several commits.
+//!
 //! A command that the ledger refuses is answered with its error and leaves no trace; the others
 //! in the batch are unaffected. If the transaction itself fails (a lost connection, a
 //! serialisation failure), the batch is retried from scratch a bounded number of times; nothing
@@ -25,8 +31,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tally_kernel::{Id, Timestamp};
+use tally_ledger::batch::{BATCH_EVENTS_MAX, EventResult, EventStatus, TransferEvent};
 use tally_ledger::journal::{self, JournalEntry};
-use tally_ledger::{Book, Event, LedgerError, Request, Transfer, TransferKind, TransferState};
+use tally_ledger::{Book, Event, LedgerError, Request, Transfer, TransferState};
 use tokio::sync::{mpsc, oneshot};
 
 /// What a successful command produced.
@@ -56,6 +63,16 @@ impl Outcome {
             Event::Recorded { .. } | Event::Transfers { .. } | Event::LimitSet { .. } => None,
         }
     }
+}
+
+/// What a batch of transfer events produced: one result per event, in order.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Batched {
+    /// Journal position of the entry holding the transfers the batch created (`None` when it
+    /// created none).
+    pub journal_seq: Option<i64>,
+    /// One per event.
+    pub results: Vec<EventResult>,
 }
 
 /// Signs journal checkpoints with the node key.
@@ -126,11 +143,38 @@ impl From<NewMessage> for Attachment {
     }
 }
 
+/// What a job asks of the writer.
+enum Asked {
+    /// One command under its idempotency key, with the rows that go with it.
+    Command {
+        request: Request,
+        fingerprint: [u8; 32],
+        attachments: Vec<Attachment>,
+    },
+    /// A batch of transfer events: one job, so the fallback that writes jobs one by one can
+    /// never split a linked chain. Idempotency is per event (its id), not per job.
+    Events(Vec<TransferEvent>),
+}
+
+impl Asked {
+    /// Its share of one transaction's budget of rows.
+    fn weight(&self) -> usize {
+        match self {
+            Asked::Command { .. } => 1,
+            Asked::Events(events) => events.len().max(1),
+        }
+    }
+}
+
+/// What a job got back.
+enum Answer {
+    Command(Outcome),
+    Events(Batched),
+}
+
 struct Job {
-    request: Request,
-    fingerprint: [u8; 32],
-    attachments: Vec<Attachment>,
-    reply: oneshot::Sender<Result<Outcome, StoreError>>,
+    asked: Asked,
+    reply: oneshot::Sender<Result<Answer, StoreError>>,
 }
 
 /// The outbox's own writes: leasing due messages and recording deliveries. They go through
@@ -177,15 +221,44 @@ impl Handle {
         request: Request,
         attachments: Vec<Attachment>,
     ) -> Result<Outcome, StoreError> {
-        let (reply, rx) = oneshot::channel();
         let fingerprint = request.command.fingerprint();
+        let asked = Asked::Command {
+            request,
+            fingerprint,
+            attachments,
+        };
+        match self.job(asked).await? {
+            Answer::Command(outcome) => Ok(outcome),
+            Answer::Events(_) => Err(StoreError::Corrupt(
+                "writer answered a command with events".into(),
+            )),
+        }
+    }
+
+    /// Submits a batch of transfer events (1 to [`BATCH_EVENTS_MAX`]).
+    pub(crate) async fn submit_events(
+        &self,
+        events: Vec<TransferEvent>,
+    ) -> Result<Batched, StoreError> {
+        if events.is_empty() || events.len() > BATCH_EVENTS_MAX {
+            return Err(LedgerError::Invalid {
+                field: "events".to_string(),
+                reason: format!("a batch holds 1 to {BATCH_EVENTS_MAX} events"),
+            }
+            .into());
+        }
+        match self.job(Asked::Events(events)).await? {
+            Answer::Events(batched) => Ok(batched),
+            Answer::Command(_) => Err(StoreError::Corrupt(
+                "writer answered events with a command".into(),
+            )),
+        }
+    }
+
+    async fn job(&self, asked: Asked) -> Result<Answer, StoreError> {
+        let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Work::Ledger(Job {
-                request,
-                fingerprint,
-                attachments,
-                reply,
-            }))
+            .send(Work::Ledger(Job { asked, reply }))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
@@ -252,6 +325,8 @@ async fn run(pool: AnyPool, dialect: Dialect, options: WriteOptions, mut rx: mps
     let mut work: Vec<Work> = Vec::with_capacity(options.batch_max);
     let mut jobs: Vec<Job> = Vec::with_capacity(options.batch_max);
     let mut outbox: Vec<OutboxOp> = Vec::new();
+    // Rows one transaction takes: `batch_max` commands, or one full batch of events.
+    let budget = options.batch_max.max(BATCH_EVENTS_MAX);
     loop {
         if rx.recv_many(&mut work, options.batch_max).await == 0 {
             return; // every Handle dropped
@@ -262,39 +337,65 @@ async fn run(pool: AnyPool, dialect: Dialect, options: WriteOptions, mut rx: mps
                 Work::Outbox(o) => outbox.push(o),
             }
         }
-        let (results, done) = match write_with_retries(&pool, dialect, &options, &jobs, &outbox)
-            .await
-        {
-            Ok((results, done)) => (results, Ok(done)),
-            // A failure that repeats may be one job's fault (a value the database refuses):
-            // write each job alone, so only that job fails and the others are not held hostage.
-            Err(_) if jobs.len() > 1 || !outbox.is_empty() => {
-                let mut results = Vec::with_capacity(jobs.len());
-                for i in 0..jobs.len() {
-                    match write_with_retries(&pool, dialect, &options, &jobs[i..=i], &[]).await {
-                        Ok((mut one, _)) => {
-                            results.push(one.pop().unwrap_or(Err(StoreError::WriterGone)))
-                        }
-                        Err(e) => {
-                            results.push(Err(StoreError::Corrupt(format!("write failed: {e}"))))
-                        }
-                    }
+        // Cut the queue into transactions of at most `budget` rows (at least one job each);
+        // the outbox operations ride with the first.
+        let mut ops = std::mem::take(&mut outbox);
+        let mut rest = std::mem::take(&mut jobs).into_iter().peekable();
+        loop {
+            let mut group = Vec::new();
+            let mut weight = 0;
+            while let Some(next) = rest.peek() {
+                let w = next.asked.weight();
+                if !group.is_empty() && weight + w > budget {
+                    break;
                 }
-                let done = write_with_retries(&pool, dialect, &options, &[], &outbox)
-                    .await
-                    .map(|(_, done)| done);
-                (results, done.map_err(|e| e.to_string()))
+                weight += w;
+                group.extend(rest.next());
             }
-            Err(e) => (
-                vec![Err(StoreError::Corrupt(format!("write failed: {e}")))],
-                Err(e.to_string()),
-            ),
-        };
-        for (job, result) in jobs.drain(..).zip(results) {
-            let _ = job.reply.send(result);
+            if group.is_empty() && ops.is_empty() {
+                break;
+            }
+            write_group(&pool, dialect, &options, group, std::mem::take(&mut ops)).await;
         }
-        answer_outbox(outbox.drain(..), done);
     }
+}
+
+/// Writes one transaction's jobs and outbox operations and answers their callers.
+async fn write_group(
+    pool: &AnyPool,
+    dialect: Dialect,
+    options: &WriteOptions,
+    jobs: Vec<Job>,
+    outbox: Vec<OutboxOp>,
+) {
+    let (results, done) = match write_with_retries(pool, dialect, options, &jobs, &outbox).await {
+        Ok((results, done)) => (results, Ok(done)),
+        // A failure that repeats may be one job's fault (a value the database refuses):
+        // write each job alone, so only that job fails and the others are not held hostage.
+        Err(_) if jobs.len() > 1 || !outbox.is_empty() => {
+            let mut results = Vec::with_capacity(jobs.len());
+            for i in 0..jobs.len() {
+                match write_with_retries(pool, dialect, options, &jobs[i..=i], &[]).await {
+                    Ok((mut one, _)) => {
+                        results.push(one.pop().unwrap_or(Err(StoreError::WriterGone)))
+                    }
+                    Err(e) => results.push(Err(StoreError::Corrupt(format!("write failed: {e}")))),
+                }
+            }
+            let done = write_with_retries(pool, dialect, options, &[], &outbox)
+                .await
+                .map(|(_, done)| done);
+            (results, done.map_err(|e| e.to_string()))
+        }
+        Err(e) => (
+            vec![Err(StoreError::Corrupt(format!("write failed: {e}")))],
+            Err(e.to_string()),
+        ),
+    };
+    for (job, result) in jobs.into_iter().zip(results) {
+        let _ = job.reply.send(result);
+    }
+    answer_outbox(outbox.into_iter(), done);
 }
 
 /// Answers the outbox operations of a batch: their results, or the batch's failure.
@@ -329,7 +430,7 @@ fn answer_outbox(ops: impl Iterator<Item = OutboxOp>, done: Result<Vec<OutboxDon
 
 /// One batch, retried a bounded number of times (lost connections, serialisation failures).
 /// The ledger jobs' results and the outbox operations' results of one committed batch.
-type BatchResults = (Vec<Result<Outcome, StoreError>>, Vec<OutboxDone>);
+type BatchResults = (Vec<Result<Answer, StoreError>>, Vec<OutboxDone>);
 
 async fn write_with_retries(
     pool: &AnyPool,
@@ -384,8 +485,10 @@ async fn write_batch(
         return Ok((Vec::new(), done));
     }
     let head_sql = match dialect {
-        Dialect::Sqlite => "SELECT seq, hash FROM journal_head WHERE id = 1",
-        Dialect::Postgres => "SELECT seq, hash FROM journal_head WHERE id = 1 FOR UPDATE",
+        Dialect::Sqlite => "SELECT seq, hash, transfers_at FROM journal_head WHERE id = 1",
+        Dialect::Postgres => {
+            "SELECT seq, hash, transfers_at FROM journal_head WHERE id = 1 FOR UPDATE"
+        }
     };
     let head = tx.fetch_one(head_sql).await?;
     let (mut seq, mut prev_hash): (i64, [u8; 32]) = (
@@ -395,13 +498,25 @@ async fn write_batch(
             .map_err(|_| StoreError::Corrupt("journal head hash".into()))?,
     );
     let start_seq = seq;
+    // The latest transfer time in the ledger (imported events must come after it).
+    let start_transfers_at = Timestamp(head.try_get("transfers_at")?);
+    let mut transfers_at = start_transfers_at;
+    let commands = || {
+        jobs.iter().filter_map(|j| match &j.asked {
+            Asked::Command { request, .. } => Some(request),
+            Asked::Events(_) => None,
+        })
+    };
+    let events = || {
+        jobs.iter().flat_map(|j| match &j.asked {
+            Asked::Command { .. } => &[][..],
+            Asked::Events(events) => events.as_slice(),
+        })
+    };
 
     // 1. Idempotency: which keys were used before? The journal entry of a command carries its
     // key and request fingerprint, so one lookup also yields the original event for a replay.
-    let keys: Vec<String> = jobs
-        .iter()
-        .map(|j| j.request.idempotency_key.clone())
-        .collect();
+    let keys: Vec<String> = commands().map(|r| r.idempotency_key.clone()).collect();
     let mut known: HashMap<String, Known> = HashMap::new();
     let keys = keys.into_iter().map(Value::Text).collect();
     let select =
@@ -419,11 +534,14 @@ async fn write_batch(
         known.insert(r.try_get("idempotency_key")?, known_entry);
     }
 
-    // 2. Pending transfers the batch resolves, then every account it touches.
-    let pending_ids: Vec<Id> = jobs
-        .iter()
-        .filter_map(|j| j.request.command.pending_id())
+    // 2. Pending transfers the batch resolves, transfers whose id an event reuses, then every
+    // account it touches.
+    let mut pending_ids: Vec<Id> = commands()
+        .filter_map(|r| r.command.pending_id())
+        .chain(events().filter_map(|e| e.pending_id))
         .collect();
+    pending_ids.sort();
+    pending_ids.dedup();
     let mut book = Book::default();
     let select = format!("SELECT {} FROM transfers WHERE id", rows::TRANSFER_COLUMNS);
     let ids = pending_ids.iter().map(|id| Value::Blob(blob(id))).collect();
@@ -431,9 +549,17 @@ async fn write_batch(
         let t = rows::transfer(&r)?;
         book.pending.insert(t.id, t);
     }
-    let mut account_ids: Vec<Id> = jobs
-        .iter()
-        .flat_map(|j| j.request.command.account_ids())
+    let mut event_ids: Vec<Id> = events().map(|e| e.id).collect();
+    event_ids.sort();
+    event_ids.dedup();
+    let ids = event_ids.iter().map(|id| Value::Blob(blob(id))).collect();
+    for r in select_in(&mut tx, dialect, &select, ids).await? {
+        let t = rows::transfer(&r)?;
+        book.transfers.insert(t.id, t);
+    }
+    let mut account_ids: Vec<Id> = commands()
+        .flat_map(|r| r.command.account_ids())
+        .chain(events().flat_map(|e| [e.debit_account, e.credit_account].into_iter().flatten()))
         .collect();
     account_ids.extend(
         book.pending
@@ -451,24 +577,71 @@ async fn write_batch(
     // Guarded rows the batch decides on, loaded once.
     let all_guards: Vec<&Guard> = jobs
         .iter()
-        .flat_map(|j| j.attachments.iter())
+        .flat_map(|j| match &j.asked {
+            Asked::Command { attachments, .. } => attachments.as_slice(),
+            Asked::Events(_) => &[][..],
+        })
         .filter_map(guard_of)
         .collect();
     let mut guarded = Rows::load(&mut tx, dialect, all_guards.into_iter()).await?;
     // 3. Apply in order.
     let now = (options.clock)();
-    let mut results: Vec<Result<Outcome, StoreError>> = Vec::with_capacity(jobs.len());
+    let mut results: Vec<Result<Answer, StoreError>> = Vec::with_capacity(jobs.len());
     let mut entries: Vec<JournalEntry> = Vec::new();
-    let mut entry_keys: Vec<(String, [u8; 32])> = Vec::new();
+    // Each entry's idempotency key and request fingerprint (none for a batch of events).
+    let mut entry_keys: Vec<Option<(String, [u8; 32])>> = Vec::new();
     let mut transfers: Vec<(Transfer, i64)> = Vec::new();
     let mut opened: HashSet<Id> = HashSet::new();
     let mut touched: HashSet<Id> = HashSet::new();
     let mut resolved: Vec<(Id, TransferState)> = Vec::new();
     let mut attached: Vec<&Attachment> = Vec::new();
     for job in jobs {
-        let key = &job.request.idempotency_key;
+        let (request, fingerprint, attachments) = match &job.asked {
+            Asked::Command {
+                request,
+                fingerprint,
+                attachments,
+            } => (request, *fingerprint, attachments),
+            Asked::Events(events) => {
+                let decided = book.apply_batch(events, now, transfers_at);
+                let created: Vec<Transfer> = decided
+                    .iter()
+                    .filter(|r| r.status == EventStatus::Created)
+                    .filter_map(|r| r.transfer.clone())
+                    .collect();
+                let mut journal_seq = None;
+                if !created.is_empty() {
+                    for t in &created {
+                        touched.insert(t.debit_account);
+                        touched.insert(t.credit_account);
+                        if let Some(p) = t.pending_id {
+                            resolved.push((p, t.state));
+                        }
+                        transfers_at = transfers_at.max(t.created_at);
+                    }
+                    let event = Event::Transfers { transfers: created };
+                    let body = serde_json::to_vec(&event)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    let entry = journal::next_entry(seq, prev_hash, now, event.kind(), body);
+                    seq = entry.seq;
+                    prev_hash = entry.hash;
+                    if let Event::Transfers { transfers: ts } = event {
+                        transfers.extend(ts.into_iter().map(|t| (t, seq)));
+                    }
+                    entries.push(entry);
+                    entry_keys.push(None);
+                    journal_seq = Some(seq);
+                }
+                results.push(Ok(Answer::Events(Batched {
+                    journal_seq,
+                    results: decided,
+                })));
+                continue;
+            }
+        };
+        let key = &request.idempotency_key;
         if let Some(k) = known.get(key) {
-            if k.fingerprint == job.fingerprint {
+            if k.fingerprint == fingerprint {
                 // Decoded from the stored entry, or (same batch) from the entry just made.
                 let body = k.body.as_deref().or_else(|| {
                     entries
@@ -482,23 +655,23 @@ async fn write_batch(
                         serde_json::from_slice(b)
                             .map_err(|e| StoreError::Corrupt(format!("journal body: {e}")))
                     })?;
-                results.push(Ok(Outcome {
+                results.push(Ok(Answer::Command(Outcome {
                     journal_seq: k.seq,
                     replayed: true,
                     event,
-                }));
+                })));
             } else {
                 results.push(Err(LedgerError::IdempotencyConflict.into()));
             }
             continue;
         }
-        let guards: Vec<&Guard> = job.attachments.iter().filter_map(guard_of).collect();
+        let guards: Vec<&Guard> = attachments.iter().filter_map(guard_of).collect();
         if let Some(what) = guarded.check(&mut tx, &guards).await? {
             results.push(Err(StoreError::Conflict(what)));
             continue;
         }
         let mut new_id = Id::new;
-        match book.apply(&job.request.command, now, &mut new_id) {
+        match book.apply(&request.command, now, &mut new_id) {
             Err(e) => results.push(Err(e.into())),
             Ok(event) => {
                 match &event {
@@ -516,6 +689,7 @@ async fn write_batch(
                             if let Some(p) = t.pending_id {
                                 resolved.push((p, t.state));
                             }
+                            transfers_at = transfers_at.max(t.created_at);
                         }
                     }
                 }
@@ -527,9 +701,8 @@ async fn write_batch(
                 if let Event::Transfers { transfers: ts } = &event {
                     transfers.extend(ts.iter().cloned().map(|t| (t, seq)));
                 }
-                attached.extend(job.attachments.iter());
-                let writes: Vec<&RowWrite> = job
-                    .attachments
+                attached.extend(attachments.iter());
+                let writes: Vec<&RowWrite> = attachments
                     .iter()
                     .filter_map(|a| match a {
                         Attachment::Row(w) => Some(w),
@@ -540,18 +713,18 @@ async fn write_batch(
                 known.insert(
                     key.clone(),
                     Known {
-                        fingerprint: job.fingerprint,
+                        fingerprint,
                         seq,
                         body: None,
                     },
                 );
-                entry_keys.push((key.clone(), job.fingerprint));
+                entry_keys.push(Some((key.clone(), fingerprint)));
                 entries.push(entry);
-                results.push(Ok(Outcome {
+                results.push(Ok(Answer::Command(Outcome {
                     journal_seq: seq,
                     replayed: false,
                     event,
-                }));
+                })));
             }
         }
     }
@@ -587,7 +760,8 @@ async fn write_batch(
         changed,
         " ON CONFLICT (id) DO UPDATE SET debits_pending = excluded.debits_pending, \
          debits_posted = excluded.debits_posted, credits_pending = excluded.credits_pending, \
-         credits_posted = excluded.credits_posted, limit_minor = excluded.limit_minor",
+         credits_posted = excluded.credits_posted, limit_minor = excluded.limit_minor, \
+         flags = excluded.flags",
     )
     .await?;
     let transfer_rows: Vec<Vec<Value>> = transfers
@@ -622,7 +796,13 @@ async fn write_batch(
     let journal_rows: Vec<Vec<Value>> = entries
         .iter()
         .zip(&entry_keys)
-        .map(|(e, (key, fingerprint))| {
+        .map(|(e, keyed)| {
+            let (key, fingerprint) = match keyed {
+                Some((key, fingerprint)) => {
+                    (Value::Text(key.clone()), Value::Blob(fingerprint.to_vec()))
+                }
+                None => (Value::NullText, Value::NullBlob),
+            };
             vec![
                 Value::Int(e.seq),
                 Value::Int(e.at.as_micros()),
@@ -630,8 +810,8 @@ async fn write_batch(
                 Value::Blob(e.prev_hash.to_vec()),
                 Value::Blob(e.hash.to_vec()),
                 Value::Blob(e.body.clone()),
-                Value::Text(key.clone()),
-                Value::Blob(fingerprint.to_vec()),
+                key,
+                fingerprint,
             ]
         })
         .collect();
@@ -675,9 +855,10 @@ async fn write_batch(
     }
     guarded.flush(&mut tx, dialect).await?;
     if seq != start_seq {
-        sqlx::query("UPDATE journal_head SET seq = $1, hash = $2 WHERE id = 1")
+        sqlx::query("UPDATE journal_head SET seq = $1, hash = $2, transfers_at = $3 WHERE id = 1")
             .bind(seq)
             .bind(prev_hash.to_vec())
+            .bind(transfers_at.as_micros())
             .execute(&mut *tx)
             .await?;
         if let Some(signer) = &options.checkpointer
@@ -702,11 +883,6 @@ async fn write_batch(
 
     let out = (results, done);
     debug_assert!(transfers.iter().all(|(t, _)| t.amount_minor > 0));
-    debug_assert!(
-        transfers
-            .iter()
-            .all(|(t, _)| t.kind != TransferKind::Pending || t.expires_at.is_some())
-    );
     Ok(out)
 }
 

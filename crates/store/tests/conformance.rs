@@ -1329,6 +1329,249 @@ async fn pad_rows_are_decided_once(db: Db) {
     audit_ok(&a).await;
 }
 
+/// A batch of transfer events decides each event, a linked chain whole; a retry creates
+/// nothing twice; closing, balancing and imported history persist (the floor that imports
+/// must come after is kept in the database); the audit replays it all.
+async fn batches_decide_each_event_and_chains_whole(db: Db) {
+    use tally_ledger::batch::{EventKind, EventStatus as S, TransferEvent};
+    let store = db.open().await;
+    let world = open_account(&store, eur(), false, 0).await;
+    let a = open_account(&store, eur(), true, 0).await;
+    let b = open_account(&store, eur(), true, 0).await;
+    pay(&store, world, a, 1_000).await.expect("fund");
+    let single = |d: Id, c: Id, amount: i64| TransferEvent::single(Id::new(), d, c, amount, eur());
+    let linked = |mut e: TransferEvent| {
+        e.flags.linked = true;
+        e
+    };
+    let statuses =
+        |out: &tally_store::Batched| -> Vec<S> { out.results.iter().map(|r| r.status).collect() };
+    let hold = Id::new();
+    let mut held = TransferEvent::single(hold, a, b, 200, eur());
+    held.kind = EventKind::Pending;
+    held.timeout_s = Some(60);
+    let mut chain = vec![
+        linked(single(a, b, 300)),
+        linked(held),
+        single(b, world, 10_000),
+    ];
+    let out = store.execute_events(chain.clone()).await.expect("batch");
+    assert_eq!(
+        statuses(&out),
+        [
+            S::LinkedEventFailed,
+            S::LinkedEventFailed,
+            S::ExceedsCredits
+        ]
+    );
+    assert_eq!(
+        out.journal_seq, None,
+        "a batch that made nothing writes no entry"
+    );
+    assert_eq!(
+        (balance(&store, a).await, balance(&store, b).await),
+        (1_000, 0)
+    );
+    assert!(
+        store.transfer(hold).await.expect("read").is_none(),
+        "the failed chain's hold is not stored"
+    );
+    chain[2].amount_minor = Some(100);
+    let out = store.execute_events(chain.clone()).await.expect("batch");
+    assert_eq!(statuses(&out), [S::Created; 3]);
+    assert!(out.journal_seq.is_some());
+    assert_eq!(
+        (balance(&store, a).await, balance(&store, b).await),
+        (700, 200)
+    );
+    // A retried chain: its first event exists, which (as in TigerBeetle) breaks the chain;
+    // nothing is made twice.
+    let out = store.execute_events(chain.clone()).await.expect("retry");
+    assert_eq!(
+        statuses(&out),
+        [S::Exists, S::LinkedEventFailed, S::LinkedEventFailed]
+    );
+    let unlinked: Vec<TransferEvent> = chain
+        .iter()
+        .cloned()
+        .map(|mut e| {
+            e.flags.linked = false;
+            e
+        })
+        .collect();
+    let out = store.execute_events(unlinked).await.expect("retry");
+    // Without the linked flag they are not the same events, bar the last.
+    assert_eq!(
+        statuses(&out),
+        [
+            S::ExistsWithDifferentFlags,
+            S::ExistsWithDifferentFlags,
+            S::Exists
+        ]
+    );
+    assert_eq!(
+        (balance(&store, a).await, balance(&store, b).await),
+        (700, 200)
+    );
+    // Post part of the hold with the client's references, read back from the table.
+    let post = Id::new();
+    let mut posting = TransferEvent::single(post, a, b, 150, eur());
+    posting.kind = EventKind::Post;
+    posting.pending_id = Some(hold);
+    posting.currency = None;
+    posting.user_data_128 = u128::MAX;
+    posting.user_data_64 = u64::MAX;
+    posting.user_data_32 = 7;
+    let out = store.execute_events(vec![posting]).await.expect("post");
+    assert_eq!(statuses(&out), [S::Created]);
+    let stored = store.transfer(post).await.expect("read").expect("stored");
+    assert_eq!(
+        (
+            stored.user_data_128,
+            stored.user_data_64,
+            stored.user_data_32,
+            stored.amount_minor
+        ),
+        (u128::MAX, u64::MAX, 7, 150)
+    );
+    let held = store.transfer(hold).await.expect("read").expect("stored");
+    assert_eq!(held.state, TransferState::Posted);
+    assert_eq!(
+        (balance(&store, a).await, balance(&store, b).await),
+        (550, 350)
+    );
+    // Balancing: sweep everything b holds, whatever it is.
+    let mut sweep = single(b, a, 1);
+    sweep.amount_minor = None;
+    sweep.flags.balancing_debit = true;
+    let out = store.execute_events(vec![sweep]).await.expect("sweep");
+    assert_eq!(
+        out.results[0].transfer.as_ref().map(|t| t.amount_minor),
+        Some(350)
+    );
+    assert_eq!(balance(&store, b).await, 0);
+    // Closing: the account is closed in the table, for batches and single commands alike.
+    let close = Id::new();
+    let mut closing = TransferEvent::single(close, a, world, 1, eur());
+    closing.kind = EventKind::Pending;
+    closing.flags.closing_debit = true;
+    assert_eq!(
+        statuses(&store.execute_events(vec![closing]).await.expect("close")),
+        [S::Created]
+    );
+    assert!(
+        store
+            .account(a)
+            .await
+            .expect("read")
+            .expect("a")
+            .flags
+            .closed
+    );
+    let out = store
+        .execute_events(vec![single(a, b, 5)])
+        .await
+        .expect("batch");
+    assert_eq!(statuses(&out), [S::DebitAccountAlreadyClosed]);
+    let refused = pay(&store, a, b, 5).await;
+    assert!(
+        matches!(refused, Err(StoreError::Ledger(LedgerError::AccountClosed { account })) if account == a),
+        "{refused:?}"
+    );
+    let mut reopen = TransferEvent::single(Id::new(), a, world, 1, eur());
+    reopen.kind = EventKind::Void;
+    reopen.pending_id = Some(close);
+    (
+        reopen.debit_account,
+        reopen.credit_account,
+        reopen.currency,
+        reopen.amount_minor,
+    ) = (None, None, None, None);
+    assert_eq!(
+        statuses(&store.execute_events(vec![reopen]).await.expect("void")),
+        [S::Created]
+    );
+    assert!(
+        !store
+            .account(a)
+            .await
+            .expect("read")
+            .expect("a")
+            .flags
+            .closed
+    );
+    pay(&store, a, b, 5).await.expect("open again");
+    // Imported history, ten years on (past anything another test wrote): after the floor kept
+    // in the database, in order, and not before the accounts opened.
+    db.advance_s(10 * 365 * 86_400);
+    let now = db.now();
+    let hours_ago = |h: i64| Timestamp(now.as_micros() - h * 3_600_000_000);
+    let opened = |imported_at: Timestamp| {
+        let store = &store;
+        async move {
+            store
+                .execute(Request {
+                    idempotency_key: key(),
+                    command: Command::OpenAccount {
+                        owner: "history".into(),
+                        currency: eur(),
+                        kind: AccountKind::Customer,
+                        flags: AccountFlags::default(),
+                        limit_minor: 0,
+                        imported_at: Some(imported_at),
+                    },
+                })
+                .await
+                .expect("open in the past")
+                .account()
+                .expect("account")
+                .id
+        }
+    };
+    let (x, y) = (opened(hours_ago(48)).await, opened(hours_ago(48)).await);
+    let import = |at: Timestamp| {
+        let mut e = TransferEvent::single(Id::new(), x, y, 10, eur());
+        e.flags.imported = true;
+        e.timestamp = Some(at);
+        e
+    };
+    let out = store
+        .execute_events(vec![import(hours_ago(3)), import(hours_ago(2))])
+        .await
+        .expect("import");
+    assert_eq!(statuses(&out), [S::Created, S::Created]);
+    let first = out.results[0].transfer.as_ref().expect("made").id;
+    let stored = store.transfer(first).await.expect("read").expect("stored");
+    assert_eq!(stored.created_at, hours_ago(3));
+    assert!(stored.flags.imported);
+    let out = store
+        .execute_events(vec![import(Timestamp(hours_ago(2).as_micros() - 1))])
+        .await
+        .expect("import");
+    assert_eq!(statuses(&out), [S::ImportedEventTimestampMustNotRegress]);
+    let out = store
+        .execute_events(vec![import(hours_ago(60))])
+        .await
+        .expect("import");
+    assert_eq!(statuses(&out), [S::ImportedEventTimestampMustNotRegress]);
+    let out = store
+        .execute_events(vec![import(hours_ago(1))])
+        .await
+        .expect("import");
+    assert_eq!(statuses(&out), [S::Created]);
+    // A store opened again keeps the floor (it is in the database, not in the writer).
+    drop(store);
+    let store = db.open().await;
+    let out = store
+        .execute_events(vec![import(hours_ago(1))])
+        .await
+        .expect("import");
+    assert_eq!(statuses(&out), [S::ImportedEventTimestampMustNotRegress]);
+    // Malformed batches are refused whole.
+    assert!(store.execute_events(Vec::new()).await.is_err());
+    audit_ok(&store).await;
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1486,6 +1729,7 @@ conformance!(
     pad_rows_are_decided_once,
     audit_detects_tampering_and_checks_checkpoints,
     console_reads_answer_on_both_stores,
+    batches_decide_each_event_and_chains_whole,
 );
 
 proptest! {
