@@ -106,6 +106,7 @@ async fn pads(
                 limit_minor: None,
                 debits_must_not_exceed_credits: Some(false),
                 credits_must_not_exceed_debits: None,
+                imported_at: None,
             },
         )
         .await?
@@ -416,6 +417,7 @@ async fn transfers_over_http(
         limit_minor: None,
         debits_must_not_exceed_credits: Some(bounded),
         credits_must_not_exceed_debits: None,
+        imported_at: None,
     };
     let world = op
         .admin

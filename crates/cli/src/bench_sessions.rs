@@ -377,6 +377,7 @@ async fn account_of(
         limit_minor: None,
         debits_must_not_exceed_credits: None,
         credits_must_not_exceed_debits: None,
+        imported_at: None,
     };
     let kind = match role {
         tally_client::wire::ledger::RoleDto::Merchant => AccountKindDto::Merchant,

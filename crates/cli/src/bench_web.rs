@@ -164,6 +164,7 @@ async fn seed(node: &Node, admin: &Principal, args: &WebBench) -> anyhow::Result
                 limit_minor: None,
                 debits_must_not_exceed_credits: Some(false),
                 credits_must_not_exceed_debits: None,
+                imported_at: None,
             },
         )
         .await?;

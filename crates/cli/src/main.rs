@@ -27,6 +27,7 @@ mod accounts;
 mod agent;
 mod agent_orders;
 mod arbiter_link;
+mod batch;
 mod bench;
 mod bench_kit;
 mod bench_pads;

@@ -349,3 +349,95 @@ fn money_reads_as_money_and_a_closed_pipe_is_no_panic() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(141), "{err}");
 }
+
+/// `tally transfer --batch FILE.jsonl` through the real binary: a file larger than one batch
+/// is sent in two, a linked chain across the 8,189-event boundary is kept whole (it moves its
+/// money once, together), refused events are listed with their lines and make the exit status
+/// fail, and running the file again moves nothing twice.
+#[test]
+fn the_operator_sends_a_file_of_transfer_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("node"), &[]);
+    let admin = server.admin_key.clone();
+    let world = open_account(&server, &admin, &["--kind", "settlement", "--unbounded"]);
+    let alice = open_account(&server, &admin, &["--owner", "alice", "--kind", "customer"]);
+    let bob = open_account(&server, &admin, &["--owner", "bob", "--kind", "customer"]);
+    let event = |n: usize, from: &str, to: &str, amount: i64, linked: bool| {
+        let mut e = serde_json::json!({
+            "id": format!("00000000-0000-4000-8000-{n:012}"),
+            "debit_account": from, "credit_account": to,
+            "amount_minor": amount, "currency": "EUR",
+        });
+        if linked {
+            e["flags"] = serde_json::json!({"linked": true});
+        }
+        e.to_string()
+    };
+    // 8,186 cents to alice, then a chain of four (events 8,187–8,190) that straddles the
+    // 8,189-event limit, then alice's one refused transfer (she holds 8,186 + 4).
+    let mut lines: Vec<String> = (1..=8_186)
+        .map(|n| event(n, &world, &alice, 1, false))
+        .collect();
+    for n in 8_187..=8_190 {
+        lines.push(event(n, &world, &alice, 1, n < 8_190));
+    }
+    lines.push(String::new()); // blank lines are skipped
+    lines.push(event(8_191, &alice, &bob, 1_000_000, false));
+    let file = dir.path().join("events.jsonl");
+    std::fs::write(&file, lines.join("\n")).expect("write");
+    let path = file.to_str().expect("path");
+
+    let (success, out, err) = cli(&server, &admin, &["transfer", "--batch", path]);
+    assert!(!success, "a refused event fails the run: {out} {err}");
+    assert!(
+        out.contains("line 8192: 00000000-0000-4000-8000-000000008191: exceeds_credits"),
+        "{out}"
+    );
+    assert!(
+        out.contains("8191 events: 8190 created, 1 exceeds_credits"),
+        "{out}"
+    );
+    let shown = ok(cli(&server, &admin, &["account", "show", &alice]));
+    assert_eq!(field(&shown, "balance"), "81.90 EUR", "{shown}");
+
+    // Again: nothing moves. Every single event exists; the chain answers `exists` for its
+    // first event, which (TigerBeetle's rule) fails the rest of the chain: it is in the ledger
+    // once, from the first run.
+    let (_, out, _) = cli(&server, &admin, &["transfer", "--batch", path]);
+    assert!(
+        out.contains("8191 events: 1 exceeds_credits, 8187 exists, 3 linked_event_failed"),
+        "{out}"
+    );
+    let shown = ok(cli(&server, &admin, &["account", "show", &alice]));
+    assert_eq!(field(&shown, "balance"), "81.90 EUR", "{shown}");
+
+    // A malformed line sends nothing; a customer may not send batches.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        format!(
+            "{}\n{{\"id\": \"x\"}}\n",
+            event(9_000, &world, &bob, 5, false)
+        ),
+    )
+    .expect("write");
+    let (success, _, err) = cli(
+        &server,
+        &admin,
+        &["transfer", "--batch", bad.to_str().expect("path")],
+    );
+    assert!(!success && err.contains("line 2"), "{err}");
+    let shown = ok(cli(&server, &admin, &["account", "show", &bob]));
+    assert_eq!(field(&shown, "balance"), "0.00 EUR", "{shown}");
+    let out = ok(cli(
+        &server,
+        &admin,
+        &[
+            "api-key", "create", "--role", "customer", "--owner", "alice",
+        ],
+    ));
+    let alice_key = field(&out, "key").to_string();
+    let (success, _, err) = cli(&server, &alice_key, &["transfer", "--batch", path]);
+    assert!(!success && err.contains("operator only"), "{err}");
+    assert_audit_passes(&server);
+}

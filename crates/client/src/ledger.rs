@@ -6,7 +6,7 @@ use reqwest::Method;
 use tally_wire::ledger::{
     AccountDto, ApiKeyDto, AuditDto, ExchangeRequest, ExchangeResponse, Health, HoldRequest,
     MessageDto, NewApiKeyRequest, NewApiKeyResponse, OpenAccountRequest, PostHoldRequest,
-    TransferDto, TransferRequest,
+    TransferBatchRequest, TransferBatchResponse, TransferDto, TransferRequest,
 };
 use uuid::Uuid;
 
@@ -71,6 +71,17 @@ impl Client {
     ) -> Result<Answer<TransferDto>, Error> {
         self.send(Method::POST, "/v1/transfers".to_string(), req, Some(key))
             .await
+    }
+
+    /// `POST /v1/transfers/batch` (operator): up to 8,189 events, one result each, in order.
+    /// Sending the same batch again is harmless: each event's id is its idempotency key.
+    pub async fn transfer_batch(
+        &self,
+        req: &TransferBatchRequest,
+    ) -> Result<TransferBatchResponse, Error> {
+        self.send(Method::POST, "/v1/transfers/batch".to_string(), req, None)
+            .await
+            .map(|a| a.value)
     }
 
     /// `GET /v1/transfers/{id}`.

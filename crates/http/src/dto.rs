@@ -11,15 +11,64 @@ pub use tally_wire::ledger::*;
 use crate::error::ApiError;
 
 /// The service's account order.
-pub fn open_account_order(r: OpenAccountRequest) -> tally_service::ledger_ops::OpenAccount {
-    tally_service::ledger_ops::OpenAccount {
+pub fn open_account_order(
+    r: OpenAccountRequest,
+) -> Result<tally_service::ledger_ops::OpenAccount, ApiError> {
+    let imported_at = r
+        .imported_at
+        .as_deref()
+        .map(|t| {
+            Timestamp::parse_rfc3339(t)
+                .ok_or_else(|| ApiError::invalid_field("imported_at", "not an RFC 3339 time"))
+        })
+        .transpose()?;
+    Ok(tally_service::ledger_ops::OpenAccount {
         owner: r.owner,
         currency: r.currency,
         kind: r.kind.map(tally_ledger::AccountKind::from),
         limit_minor: r.limit_minor,
         debits_must_not_exceed_credits: r.debits_must_not_exceed_credits,
         credits_must_not_exceed_debits: r.credits_must_not_exceed_debits,
+        imported_at,
+    })
+}
+
+/// Largest body of `POST /v1/transfers/batch`: 8,189 events with long memos fit.
+pub const BATCH_BODY_MAX: usize = 8 * 1024 * 1024;
+
+/// A batch's events for the ledger, or the first malformed one (by index and field); more
+/// than the ledger's limit is a 413, none a 422.
+pub fn transfer_events(
+    r: &TransferBatchRequest,
+) -> Result<Vec<tally_ledger::batch::TransferEvent>, ApiError> {
+    use tally_ledger::batch::BATCH_EVENTS_MAX;
+    use tally_wire::error::ErrorCode;
+    if r.events.len() > BATCH_EVENTS_MAX {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "a batch holds at most {BATCH_EVENTS_MAX} events, this one {}",
+                r.events.len()
+            ),
+        )
+        .with_details(serde_json::json!({ "events_max": BATCH_EVENTS_MAX })));
     }
+    if r.events.is_empty() {
+        return Err(ApiError::invalid_field(
+            "events",
+            "a batch holds at least one event",
+        ));
+    }
+    r.events
+        .iter()
+        .enumerate()
+        .map(|(index, e)| {
+            e.to_event().map_err(|(field, reason)| {
+                ApiError::invalid_field(field, format!("event {index}: {reason}"))
+                    .with_details(serde_json::json!({ "index": index, "field": field }))
+            })
+        })
+        .collect()
 }
 
 /// The order for the service (`timeout_s` set for holds).

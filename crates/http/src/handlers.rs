@@ -19,9 +19,10 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::dto::{
-    self, AccountDto, AccountsQuery, ApiKeyDto, AuditDto, ExchangeRequest, ExchangeResponse,
-    HoldRequest, LimitQuery, MessageDto, NewApiKeyRequest, NewApiKeyResponse, OpenAccountRequest,
-    PostHoldRequest, TransferDto, TransferRequest,
+    self, AccountDto, AccountsQuery, ApiKeyDto, AuditDto, EventResultDto, ExchangeRequest,
+    ExchangeResponse, HoldRequest, LimitQuery, MessageDto, NewApiKeyRequest, NewApiKeyResponse,
+    OpenAccountRequest, PostHoldRequest, TransferBatchRequest, TransferBatchResponse, TransferDto,
+    TransferRequest,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{
@@ -79,7 +80,7 @@ pub async fn open_account(
     let key = key.as_ref().map(|k| k.0.as_str());
     let (account, replayed) = state
         .node
-        .open_account(&by, key, dto::open_account_order(body))
+        .open_account(&by, key, dto::open_account_order(body)?)
         .await?;
     let dto = AccountDto::from(account);
     let location = format!("/v1/accounts/{}", dto.id);
@@ -177,6 +178,40 @@ pub async fn create_transfer(
     let dto = TransferDto::from(transfer);
     let location = transfer_location(&dto);
     Ok(written(dto, replayed, location))
+}
+
+/// Decide a batch of transfer events (operator only): up to 8,189 events in one durable
+/// transaction, each answered in order. Events flagged `linked` succeed only together with the
+/// next one (all or none); each event's `id` is its idempotency key, so a retried batch answers
+/// `exists` for what it made. A refused event is a result, not an error: the answer is 200.
+#[utoipa::path(
+    post, path = "/v1/transfers/batch", tag = "transfers",
+    request_body = TransferBatchRequest,
+    responses(
+        (status = 200, description = "One result per event, in order", body = TransferBatchResponse),
+        (status = 400, description = "malformed_json (an unknown field, a wrong type)", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 403, description = "forbidden: operator only", body = ErrorBody),
+        (status = 413, description = "payload_too_large: more than 8,189 events, or more than 8 MiB", body = ErrorBody),
+        (status = 422, description = "invalid_request: no events, or an event's field malformed (`details.index`, `details.field`)", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn create_transfer_batch(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiJson(body): ApiJson<TransferBatchRequest>,
+) -> Result<Json<TransferBatchResponse>, ApiError> {
+    let events = dto::transfer_events(&body)?;
+    let batched = state.node.transfer_batch(&by, events).await?;
+    Ok(Json(TransferBatchResponse {
+        results: batched
+            .results
+            .into_iter()
+            .map(EventResultDto::from)
+            .collect(),
+        journal_seq: batched.journal_seq,
+    }))
 }
 
 /// One transfer, if the caller owns one of its accounts.

@@ -121,10 +121,18 @@ pub fn router(node: Node, options: HttpOptions) -> Router {
     // Uploads and downloads stream gigabytes: no body limit (the service enforces its own
     // upload limit) and no request timeout.
     let streaming = streaming_routes().layer(DefaultBodyLimit::disable());
+    // A batch of 8,189 transfer events is larger than a single request's JSON.
+    let batches = bounded(
+        Router::new().route("/v1/transfers/batch", post(handlers::create_transfer_batch)),
+        &HttpOptions {
+            body_limit_bytes: options.body_limit_bytes.max(dto::BATCH_BODY_MAX),
+            ..options.clone()
+        },
+    );
     let limited = if options.arbiter_only {
         limited
     } else {
-        limited.merge(frames)
+        limited.merge(frames).merge(batches)
     };
     let app = limited
         .merge(streaming)

@@ -98,6 +98,7 @@ impl Modify for ApiKeyAuth {
         handlers::account,
         handlers::account_transfers,
         handlers::create_transfer,
+        handlers::create_transfer_batch,
         handlers::transfer,
         handlers::create_hold,
         handlers::post_hold,

@@ -350,6 +350,7 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
         "POST /v1/trading-sessions/{session}/transactions",
         "POST /v1/trading-sessions/{session}/verdict",
         "POST /v1/transfers",
+        "POST /v1/transfers/batch",
         "POST /v1/trustee/settle",
         "POST /v1/vouchers",
         "POST /v1/vouchers/redeem",

@@ -1449,6 +1449,11 @@ fn keyed_operations() -> Vec<(&'static str, &'static str, Value)> {
         ("GET", "/v1/accounts/{alice_eur}", none.clone()),
         ("GET", "/v1/accounts/{alice_eur}/transfers", none.clone()),
         ("POST", "/v1/transfers", pay()),
+        (
+            "POST",
+            "/v1/transfers/batch",
+            json!({"events": [batch_event()]}),
+        ),
         ("GET", "/v1/transfers/{transfer}", none.clone()),
         ("POST", "/v1/holds", hold()),
         ("POST", "/v1/holds/{hold}/post", none.clone()),
@@ -1753,6 +1758,127 @@ fn bodies() -> Vec<Case> {
         t("a lying content-length")
             .header("content-length", "999999999")
             .raw("application/json", valid)
+            .expect(413, "payload_too_large"),
+    ]
+}
+
+/// One event the operator may send in a batch: 1.00 EUR from alice to bob.
+fn batch_event() -> Value {
+    json!({"id": "{random}", "debit_account": "{alice_eur}", "credit_account": "{bob_eur}",
+        "amount_minor": 100, "currency": "EUR"})
+}
+
+/// `POST /v1/transfers/batch`: who may send one, and batches malformed as a whole or in one
+/// event (a refused event of a well-formed batch is a 200 result, tested in `batches.rs`).
+fn batches() -> Vec<Case> {
+    let b = |name: &str, who: Who, body: Value| {
+        post(format!("batch/{name}"), "/v1/transfers/batch")
+            .by(who)
+            .json(body)
+    };
+    let one = |change: Value| json!({"events": [with(&batch_event(), change)]});
+    let many = |n: usize| {
+        let events: Vec<String> = (0..n)
+            .map(|i| format!(r#"{{"id":"00000000-0000-4000-8000-{i:012x}"}}"#))
+            .collect();
+        format!(r#"{{"events":[{}]}}"#, events.join(","))
+    };
+    vec![
+        b("by a customer", Who::Alice, one(json!({}))).expect(403, "forbidden"),
+        b("by a merchant", Who::Shop, one(json!({}))).expect(403, "forbidden"),
+        b("no events", Who::Admin, json!({"events": []})).expect(422, "invalid_request"),
+        b("events not a list", Who::Admin, json!({"events": {}})).expect(400, "malformed_json"),
+        b("no events field", Who::Admin, json!({})).expect(400, "malformed_json"),
+        b(
+            "an unknown top-level field",
+            Who::Admin,
+            json!({"events": [batch_event()], "atomic": true}),
+        )
+        .expect(400, "malformed_json"),
+        b(
+            "an unknown event field",
+            Who::Admin,
+            one(json!({"amount": "1.00 EUR"})),
+        )
+        .expect(400, "malformed_json"),
+        b(
+            "an unknown flag",
+            Who::Admin,
+            one(json!({"flags": {"sticky": true}})),
+        )
+        .expect(400, "malformed_json"),
+        b("an id not a uuid", Who::Admin, one(json!({"id": "12345"})))
+            .expect(400, "malformed_json"),
+        b(
+            "an amount as text",
+            Who::Admin,
+            one(json!({"amount_minor": "100"})),
+        )
+        .expect(400, "malformed_json"),
+        b(
+            "a fractional amount",
+            Who::Admin,
+            one(json!({"amount_minor": 1.5})),
+        )
+        .expect(400, "malformed_json"),
+        b(
+            "user_data_128 as a number",
+            Who::Admin,
+            one(json!({"user_data_128": 7})),
+        )
+        .expect(400, "malformed_json"),
+        b(
+            "user_data_128 above 2^128",
+            Who::Admin,
+            one(json!({"user_data_128": "340282366920938463463374607431768211456"})),
+        )
+        .expect(422, "invalid_request"),
+        b(
+            "user_data_128 negative",
+            Who::Admin,
+            one(json!({"user_data_128": "-1"})),
+        )
+        .expect(422, "invalid_request"),
+        b(
+            "user_data_64 negative",
+            Who::Admin,
+            one(json!({"user_data_64": -1})),
+        )
+        .expect(400, "malformed_json"),
+        b(
+            "code above 16 bits",
+            Who::Admin,
+            one(json!({"code": 65_536})),
+        )
+        .expect(400, "malformed_json"),
+        b(
+            "an unknown kind",
+            Who::Admin,
+            one(json!({"kind": "expire"})),
+        )
+        .expect(422, "invalid_request"),
+        b(
+            "an unknown currency",
+            Who::Admin,
+            one(json!({"currency": "XYZ"})),
+        )
+        .expect(422, "invalid_request"),
+        b(
+            "a timestamp not RFC 3339",
+            Who::Admin,
+            one(json!({"timestamp": "yesterday"})),
+        )
+        .expect(422, "invalid_request"),
+        post("batch/8,190 events", "/v1/transfers/batch")
+            .by(Who::Admin)
+            .raw("application/json", many(8_190))
+            .expect(413, "payload_too_large"),
+        post("batch/a body past 8 MiB", "/v1/transfers/batch")
+            .by(Who::Admin)
+            .raw(
+                "application/json",
+                format!(r#"{{"events":[],"pad":"{}"}}"#, "x".repeat(8 * 1024 * 1024)),
+            )
             .expect(413, "payload_too_large"),
     ]
 }
@@ -4385,6 +4511,7 @@ async fn hostile_inputs_are_refused_in_the_error_format_and_change_nothing() {
     cases.extend(authentication());
     cases.extend(bodies());
     cases.extend(transfers());
+    cases.extend(batches());
     cases.extend(reads());
     cases.extend(accounts());
     cases.extend(holds_and_exchanges());

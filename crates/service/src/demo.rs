@@ -78,6 +78,7 @@ impl Node {
             limit_minor: None,
             debits_must_not_exceed_credits: None,
             credits_must_not_exceed_debits: None,
+            imported_at: None,
         };
         let (settlement, _) = self
             .open_account(

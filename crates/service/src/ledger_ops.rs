@@ -29,6 +29,9 @@ pub struct OpenAccount {
     pub debits_must_not_exceed_credits: Option<bool>,
     /// Bound credits by debits (default false).
     pub credits_must_not_exceed_debits: Option<bool>,
+    /// For loading history (operator only): when the account was opened, in the past.
+    #[serde(default)]
+    pub imported_at: Option<tally_kernel::Timestamp>,
 }
 
 /// A transfer or hold as requested.
@@ -105,6 +108,9 @@ impl Node {
                     "accounts can only be opened for yourself",
                 ));
             }
+            if req.imported_at.is_some() {
+                return Err(ServiceError::Forbidden("only the operator loads history"));
+            }
             if req.limit_minor.is_some_and(|l| l != 0) {
                 return Err(ServiceError::Forbidden(
                     "only the operator grants credit limits",
@@ -147,7 +153,7 @@ impl Node {
             kind,
             flags,
             limit_minor,
-            imported_at: None,
+            imported_at: req.imported_at,
         };
         let outcome = self
             .core()
@@ -389,6 +395,20 @@ impl Node {
             )
             .await?;
         first_transfer(outcome)
+    }
+
+    /// Decides a batch of transfer events in one durable transaction, TigerBeetle's
+    /// `create_transfers`: one result per event, linked chains all or nothing, the client's ids
+    /// making a retried batch harmless (see [`tally_ledger::batch`]). Operator only: it is the
+    /// bulk interface of the operator's back office; customers and merchants move money one
+    /// transfer at a time, through the out-of-band gate.
+    pub async fn transfer_batch(
+        &self,
+        by: &Principal,
+        events: Vec<tally_ledger::batch::TransferEvent>,
+    ) -> Result<tally_store::Batched> {
+        require_admin(by)?;
+        Ok(self.store().execute_events(events).await?)
     }
 
     /// Exchanges between two currencies through the operator's liquidity accounts.

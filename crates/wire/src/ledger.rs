@@ -84,6 +84,10 @@ pub struct OpenAccountRequest {
     pub debits_must_not_exceed_credits: Option<bool>,
     /// Bound credits by debits (default false).
     pub credits_must_not_exceed_debits: Option<bool>,
+    /// For loading history (admins only): when the account was opened, RFC 3339, in the past;
+    /// imported transfers must come after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_at: Option<String>,
 }
 
 /// Bounds on an account's counters.
@@ -93,6 +97,9 @@ pub struct AccountFlagsDto {
     pub debits_must_not_exceed_credits: bool,
     /// Credits (pending + posted) never exceed posted debits plus the limit.
     pub credits_must_not_exceed_debits: bool,
+    /// Closed by a closing hold: refuses new transfers until that hold is voided.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub closed: bool,
 }
 
 /// An account with its four counters.
@@ -144,6 +151,7 @@ impl From<Account> for AccountDto {
             flags: AccountFlagsDto {
                 debits_must_not_exceed_credits: a.flags.debits_must_not_exceed_credits,
                 credits_must_not_exceed_debits: a.flags.credits_must_not_exceed_debits,
+                closed: a.flags.closed,
             },
             limit_minor: a.limit_minor,
             debits_pending: a.debits_pending,
@@ -291,6 +299,238 @@ pub struct TransferDto {
     pub memo: String,
     /// RFC 3339.
     pub created_at: String,
+    /// How a batch event created it (absent: no flag).
+    #[serde(default, skip_serializing_if = "TransferFlagsDto::is_empty")]
+    pub flags: TransferFlagsDto,
+    /// The client's 128-bit reference as a decimal string (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "340282366920938463463374607431768211455")]
+    pub user_data_128: Option<String>,
+    /// The client's 64-bit reference (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data_64: Option<u64>,
+    /// The client's 32-bit reference (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data_32: Option<u32>,
+    /// The client's reason code (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+}
+
+/// A transfer's flags beyond its kind (TigerBeetle's); every one defaults to false.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransferFlagsDto {
+    /// Succeeds only together with the next event of the batch.
+    #[serde(skip_serializing_if = "is_false")]
+    pub linked: bool,
+    /// Moves at most what the debit account holds.
+    #[serde(skip_serializing_if = "is_false")]
+    pub balancing_debit: bool,
+    /// Moves at most what the credit account may still take.
+    #[serde(skip_serializing_if = "is_false")]
+    pub balancing_credit: bool,
+    /// A hold that closes its debit account until voided.
+    #[serde(skip_serializing_if = "is_false")]
+    pub closing_debit: bool,
+    /// A hold that closes its credit account until voided.
+    #[serde(skip_serializing_if = "is_false")]
+    pub closing_credit: bool,
+    /// History loaded with its own past `timestamp`.
+    #[serde(skip_serializing_if = "is_false")]
+    pub imported: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl TransferFlagsDto {
+    /// True when no flag is set.
+    pub fn is_empty(&self) -> bool {
+        *self == TransferFlagsDto::default()
+    }
+}
+
+impl From<tally_ledger::TransferFlags> for TransferFlagsDto {
+    fn from(f: tally_ledger::TransferFlags) -> Self {
+        TransferFlagsDto {
+            linked: f.linked,
+            balancing_debit: f.balancing_debit,
+            balancing_credit: f.balancing_credit,
+            closing_debit: f.closing_debit,
+            closing_credit: f.closing_credit,
+            imported: f.imported,
+        }
+    }
+}
+
+impl From<TransferFlagsDto> for tally_ledger::TransferFlags {
+    fn from(f: TransferFlagsDto) -> Self {
+        tally_ledger::TransferFlags {
+            linked: f.linked,
+            balancing_debit: f.balancing_debit,
+            balancing_credit: f.balancing_credit,
+            closing_debit: f.closing_debit,
+            closing_credit: f.closing_credit,
+            imported: f.imported,
+        }
+    }
+}
+
+/// `POST /v1/transfers/batch`: up to 8,189 events, decided in order in one transaction.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferBatchRequest {
+    /// The events, in order. A `linked` event succeeds only with the next one.
+    pub events: Vec<TransferEventDto>,
+}
+
+/// One event of a batch: a transfer to create under the client's own id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferEventDto {
+    /// The client's id for the transfer (not nil): sending it again answers `exists`.
+    pub id: Uuid,
+    /// `single` (default), `pending`, `post` or `void`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "single")]
+    pub kind: Option<String>,
+    /// Account debited (for a post or void: optional, must match the hold's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debit_account: Option<Uuid>,
+    /// Account credited (for a post or void: optional, must match the hold's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit_account: Option<Uuid>,
+    /// Minor units: for a balancing transfer the most to move (absent: all there is); for a
+    /// post the part to post (absent: all); for a void absent or the hold's amount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_minor: Option<i64>,
+    /// ISO-4217 code of both accounts (for a post or void: optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "EUR")]
+    pub currency: Option<String>,
+    /// For a post or void: the hold it resolves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_id: Option<Uuid>,
+    /// For a hold: seconds until it expires (absent: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 31622400)]
+    pub timeout_s: Option<i64>,
+    /// Linked, balancing, closing, imported.
+    #[serde(default, skip_serializing_if = "TransferFlagsDto::is_empty")]
+    pub flags: TransferFlagsDto,
+    /// The client's 128-bit reference as a decimal string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "42")]
+    pub user_data_128: Option<String>,
+    /// The client's 64-bit reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data_64: Option<u64>,
+    /// The client's 32-bit reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data_32: Option<u32>,
+    /// The client's reason code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+    /// Free text, at most 512 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memo: Option<String>,
+    /// Imported events only: when it happened (RFC 3339), after everything in the ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+}
+
+impl TransferEventDto {
+    /// The ledger's event, or which field is malformed and why.
+    pub fn to_event(&self) -> Result<tally_ledger::batch::TransferEvent, (&'static str, String)> {
+        use tally_ledger::batch::EventKind;
+        let kind = match self.kind.as_deref() {
+            None | Some("single") => EventKind::Single,
+            Some("pending") => EventKind::Pending,
+            Some("post") => EventKind::Post,
+            Some("void") => EventKind::Void,
+            Some(other) => {
+                return Err((
+                    "kind",
+                    format!("`{other}` is not single, pending, post or void"),
+                ));
+            }
+        };
+        let currency = self
+            .currency
+            .as_deref()
+            .map(tally_kernel::Currency::from_code)
+            .transpose()
+            .map_err(|e| ("currency", e.to_string()))?;
+        let user_data_128 = match self.user_data_128.as_deref() {
+            None => 0,
+            Some(text) => {
+                let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+                let parsed = digits.then(|| text.parse::<u128>().ok()).flatten();
+                parsed
+                    .ok_or_else(|| ("user_data_128", "a decimal string below 2^128".to_string()))?
+            }
+        };
+        let timestamp = self
+            .timestamp
+            .as_deref()
+            .map(|t| Timestamp::parse_rfc3339(t).ok_or(("timestamp", "not RFC 3339".to_string())))
+            .transpose()?;
+        Ok(tally_ledger::batch::TransferEvent {
+            id: tally_kernel::Id(self.id),
+            kind,
+            debit_account: self.debit_account.map(tally_kernel::Id),
+            credit_account: self.credit_account.map(tally_kernel::Id),
+            amount_minor: self.amount_minor,
+            currency,
+            pending_id: self.pending_id.map(tally_kernel::Id),
+            timeout_s: self.timeout_s,
+            flags: self.flags.into(),
+            user_data_128,
+            user_data_64: self.user_data_64.unwrap_or(0),
+            user_data_32: self.user_data_32.unwrap_or(0),
+            code: self.code.unwrap_or(0),
+            memo: self.memo.clone().unwrap_or_default(),
+            timestamp,
+        })
+    }
+}
+
+/// The answer to `POST /v1/transfers/batch`: one result per event, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TransferBatchResponse {
+    /// One per event, in the order sent.
+    pub results: Vec<EventResultDto>,
+    /// The journal entry holding the transfers the batch created (absent: it created none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_seq: Option<i64>,
+}
+
+/// What became of one event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EventResultDto {
+    /// `created`, `exists`, or why not: `linked_event_failed`, `exceeds_credits`,
+    /// `exists_with_different_amount`, … (docs/ledger-batches.md lists them in order of
+    /// precedence).
+    #[schema(example = "created")]
+    pub status: String,
+    /// The transfer now in the ledger under the event's id (`created` and `exists`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<TransferDto>,
+}
+
+impl From<tally_ledger::batch::EventResult> for EventResultDto {
+    fn from(r: tally_ledger::batch::EventResult) -> Self {
+        let status = match serde_json::to_value(r.status) {
+            Ok(serde_json::Value::String(name)) => name,
+            _ => "unknown".to_string(),
+        };
+        EventResultDto {
+            status,
+            transfer: r.transfer.map(TransferDto::from),
+        }
+    }
 }
 
 impl From<Transfer> for TransferDto {
@@ -314,6 +554,11 @@ impl From<Transfer> for TransferDto {
             }),
             memo: t.memo,
             created_at: t.created_at.to_rfc3339(),
+            flags: t.flags.into(),
+            user_data_128: (t.user_data_128 != 0).then(|| t.user_data_128.to_string()),
+            user_data_64: (t.user_data_64 != 0).then_some(t.user_data_64),
+            user_data_32: (t.user_data_32 != 0).then_some(t.user_data_32),
+            code: (t.code != 0).then_some(t.code),
         }
     }
 }

@@ -1,0 +1,177 @@
+//! `POST /v1/transfers/batch` through the router (issue [10]): one result per event in the
+//! fixed JSON shape, linked chains whole, a retried batch harmless, the client's references
+//! and flags on the transfers read back, closing transfers seen by the single-transfer API,
+//! imported history on accounts opened in the past, and the audit passing after it all.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::Api;
+use serde_json::{Value, json};
+
+fn statuses(r: &common::Reply) -> Vec<String> {
+    r.body["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|x| x["status"].as_str().expect("status").to_string())
+        .collect()
+}
+
+async fn batch(api: &Api, events: Value) -> common::Reply {
+    api.post("/v1/transfers/batch")
+        .key(&api.admin)
+        .json(json!({ "events": events }))
+        .send()
+        .await
+        .expect(StatusCode::OK)
+}
+
+fn id(n: u32) -> String {
+    format!("00000000-0000-4000-8000-{n:012}")
+}
+
+#[tokio::test]
+async fn batches_answer_each_event_and_chains_whole() {
+    let api = Api::start().await;
+    let admin = api.admin.clone();
+    let world = api
+        .open(
+            &admin,
+            json!({"currency": "EUR", "kind": "settlement", "debits_must_not_exceed_credits": false}),
+        )
+        .await;
+    let alice = api
+        .open(
+            &admin,
+            json!({"currency": "EUR", "owner": "alice", "kind": "customer"}),
+        )
+        .await;
+    let bob = api
+        .open(
+            &admin,
+            json!({"currency": "EUR", "owner": "bob", "kind": "customer"}),
+        )
+        .await;
+    let event = |n: u32, from: &str, to: &str, amount: i64| {
+        json!({"id": id(n), "debit_account": from, "credit_account": to,
+            "amount_minor": amount, "currency": "EUR"})
+    };
+    let linked = |mut e: Value| {
+        e["flags"] = json!({"linked": true});
+        e
+    };
+    // History first (imports come before anything live, as in TigerBeetle): accounts opened
+    // in the past take transfers dated between then and now.
+    let day_ago = tally_kernel::Timestamp::now()
+        .plus_seconds(-86_400)
+        .to_rfc3339();
+    let past = |owner: &str| {
+        json!({"currency": "EUR", "owner": owner, "kind": "customer",
+            "debits_must_not_exceed_credits": false, "imported_at": day_ago})
+    };
+    let (x, y) = (
+        api.open(&admin, past("x")).await,
+        api.open(&admin, past("y")).await,
+    );
+    let customer = api.issue_key("customer", "carol").await;
+    api.post("/v1/accounts")
+        .key(&customer)
+        .json(json!({"currency": "EUR", "imported_at": day_ago}))
+        .send()
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    let at = tally_kernel::Timestamp::now()
+        .plus_seconds(-3_600)
+        .to_rfc3339();
+    let mut imported = event(7, &x, &y, 50);
+    imported["flags"] = json!({"imported": true});
+    imported["timestamp"] = json!(at);
+    let r = batch(&api, json!([imported.clone(), event(8, &x, &y, 1)])).await;
+    assert_eq!(statuses(&r), ["created", "imported_event_expected"]);
+    assert_eq!(r.body["results"][0]["transfer"]["created_at"], at);
+    assert_eq!(r.body["results"][0]["transfer"]["flags"]["imported"], true);
+    imported["id"] = json!(id(9));
+    let r = batch(&api, json!([imported])).await;
+    assert_eq!(statuses(&r), ["imported_event_timestamp_must_not_regress"]);
+
+    let mut funding = event(1, &world, &alice, 1_000);
+    funding["user_data_128"] = json!("340282366920938463463374607431768211455");
+    funding["user_data_64"] = json!(u64::MAX);
+    funding["code"] = json!(7);
+    let events = json!([
+        funding,
+        linked(event(2, &alice, &bob, 300)),
+        event(3, &bob, &world, 5_000),
+        event(4, &alice, &bob, 100),
+    ]);
+    let r = batch(&api, events.clone()).await;
+    assert_eq!(
+        statuses(&r),
+        [
+            "created",
+            "linked_event_failed",
+            "exceeds_credits",
+            "created"
+        ]
+    );
+    // Golden shape of one result: the status and the transfer as `GET /v1/transfers/{id}`
+    // shows it, references included.
+    let first = &r.body["results"][0];
+    assert_eq!(
+        first["transfer"]["user_data_128"],
+        "340282366920938463463374607431768211455"
+    );
+    assert_eq!(first["transfer"]["user_data_64"], json!(u64::MAX));
+    assert_eq!(first["transfer"]["code"], 7);
+    assert_eq!(first["transfer"]["id"], id(1));
+    assert!(r.body["results"][1].get("transfer").is_none());
+    let read = api
+        .get(&format!("/v1/transfers/{}", id(1)))
+        .key(&admin)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(read.body, first["transfer"]);
+    assert_eq!(
+        (api.balance(&alice).await, api.balance(&bob).await),
+        (900, 100)
+    );
+    // The same batch again: nothing moves twice.
+    let r = batch(&api, events).await;
+    assert_eq!(
+        statuses(&r),
+        ["exists", "linked_event_failed", "exceeds_credits", "exists"]
+    );
+    assert_eq!(
+        (api.balance(&alice).await, api.balance(&bob).await),
+        (900, 100)
+    );
+
+    // A closing hold closes alice's account for the single-transfer API too.
+    let mut closing = event(5, &alice, &world, 1);
+    closing["kind"] = json!("pending");
+    closing["flags"] = json!({"closing_debit": true});
+    assert_eq!(statuses(&batch(&api, json!([closing])).await), ["created"]);
+    let account = api.account(&admin, &alice).await;
+    assert_eq!(account.body["flags"]["closed"], true);
+    api.post("/v1/transfers")
+        .key(&admin)
+        .idem("after-close")
+        .json(json!({"debit_account": alice, "credit_account": bob, "amount": "1.00 EUR"}))
+        .send()
+        .await
+        .expect_error(StatusCode::CONFLICT, "account_closed");
+    let reopen = json!({"id": id(6), "kind": "void", "pending_id": id(5)});
+    assert_eq!(statuses(&batch(&api, json!([reopen])).await), ["created"]);
+    let account = api.account(&admin, &alice).await;
+    assert!(account.body["flags"].get("closed").is_none());
+
+    let audit = api
+        .get("/v1/ledger/audit")
+        .key(&admin)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(audit.body["ok"], true, "{}", audit.body);
+}
