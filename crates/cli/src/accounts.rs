@@ -23,6 +23,120 @@ pub enum AccountCommand {
     List(ListArgs),
     /// Recent transfers of an account, newest first.
     History(HistoryArgs),
+    /// The account's balance after each transfer (accounts opened with --history), a page at a
+    /// time.
+    Balances(BalancesArgs),
+}
+
+#[derive(Args)]
+pub struct BalancesArgs {
+    /// Account id.
+    id: String,
+    /// At or after (RFC 3339).
+    #[arg(long)]
+    since: Option<String>,
+    /// At or before (RFC 3339).
+    #[arg(long)]
+    until: Option<String>,
+    /// Newest first.
+    #[arg(long)]
+    reversed: bool,
+    /// Most rows (1 to 1000).
+    #[arg(long, default_value_t = 100)]
+    limit: i64,
+    /// Continue after this cursor (printed as `next:` under a full page).
+    #[arg(long)]
+    after: Option<String>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// `tally transfers`: find transfers.
+#[derive(Args)]
+pub struct QueryArgs {
+    /// Only transfers on this account (required unless you are the operator).
+    #[arg(long)]
+    account: Option<String>,
+    /// With --account: debit, credit or both.
+    #[arg(long, default_value = "both")]
+    side: String,
+    /// Created at or after (RFC 3339).
+    #[arg(long)]
+    since: Option<String>,
+    /// Created at or before (RFC 3339).
+    #[arg(long)]
+    until: Option<String>,
+    /// The client's 128-bit reference (decimal).
+    #[arg(long)]
+    user_data_128: Option<String>,
+    /// The client's 64-bit reference.
+    #[arg(long)]
+    user_data_64: Option<u64>,
+    /// The client's 32-bit reference.
+    #[arg(long)]
+    user_data_32: Option<u32>,
+    /// The client's reason code.
+    #[arg(long)]
+    code: Option<u16>,
+    /// Newest first.
+    #[arg(long)]
+    reversed: bool,
+    /// Most transfers (1 to 1000).
+    #[arg(long, default_value_t = 100)]
+    limit: i64,
+    /// Continue after this cursor (printed as `next:` under a full page).
+    #[arg(long)]
+    after: Option<String>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// Finds transfers by account and side, time, references and code; prints one page and, when
+/// it is full, the cursor of the next.
+pub async fn transfers(a: QueryArgs) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&a.conn)?;
+    let account = a
+        .account
+        .as_deref()
+        .map(|id| parse_id("account", id))
+        .transpose()?;
+    let q = tally_client::wire::ledger::TransferQuery {
+        account,
+        side: account.map(|_| a.side.clone()),
+        since: a.since.clone(),
+        until: a.until.clone(),
+        user_data_128: a.user_data_128.clone(),
+        user_data_64: a.user_data_64,
+        user_data_32: a.user_data_32,
+        code: a.code,
+        reversed: Some(a.reversed),
+        limit: Some(a.limit),
+        after: a.after.clone(),
+    };
+    let page = c.api.transfers(&q).await?;
+    c.show(&page, |p| {
+        let mut lines: Vec<String> = p
+            .transfers
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}  {:>16}  {:13} {:8} {} → {}  {}",
+                    r.created_at,
+                    r.amount_display,
+                    r.kind,
+                    r.state,
+                    r.debit_account,
+                    r.credit_account,
+                    r.id
+                )
+            })
+            .collect();
+        if let Some(next) = &p.next {
+            lines.push(format!("next: {next}"));
+        }
+        lines.join("\n")
+    });
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Args)]
@@ -42,6 +156,9 @@ pub struct OpenArgs {
     /// Let debits exceed credits without bound (settlement accounts; operator only).
     #[arg(long)]
     unbounded: bool,
+    /// Keep the account's balance after each transfer (`tally account balances`).
+    #[arg(long)]
+    history: bool,
     /// Makes a retried open return the first account.
     #[arg(long)]
     idempotency_key: Option<String>,
@@ -357,6 +474,7 @@ pub async fn account(cmd: AccountCommand) -> anyhow::Result<ExitCode> {
                 debits_must_not_exceed_credits: a.unbounded.then_some(false),
                 credits_must_not_exceed_debits: None,
                 imported_at: None,
+                history: a.history.then_some(true),
             };
             // A key makes a retried open return the first account instead of a second one.
             let key = idempotency_key(&a.idempotency_key);
@@ -381,6 +499,40 @@ pub async fn account(cmd: AccountCommand) -> anyhow::Result<ExitCode> {
                     })
                     .collect::<Vec<_>>()
                     .join("\n")
+            });
+        }
+        AccountCommand::Balances(a) => {
+            let c = Client::new(&a.conn)?;
+            let id = parse_id("account", &a.id)?;
+            let q = tally_client::wire::ledger::HistoryQuery {
+                since: a.since.clone(),
+                until: a.until.clone(),
+                reversed: Some(a.reversed),
+                limit: Some(a.limit),
+                after: a.after.clone(),
+            };
+            let page = c.api.account_balances(id, &q).await?;
+            c.show(&page, |p| {
+                let mut lines: Vec<String> = p
+                    .balances
+                    .iter()
+                    .map(|b| {
+                        format!(
+                            "{}  balance {:>12}  debits {}+{} pending  credits {}+{} pending  {}",
+                            b.at,
+                            b.balance_minor,
+                            b.debits_posted,
+                            b.debits_pending,
+                            b.credits_posted,
+                            b.credits_pending,
+                            b.transfer
+                        )
+                    })
+                    .collect();
+                if let Some(next) = &p.next {
+                    lines.push(format!("next: {next}"));
+                }
+                lines.join("\n")
             });
         }
         AccountCommand::History(a) => {

@@ -107,6 +107,7 @@ async fn pads(
                 debits_must_not_exceed_credits: Some(false),
                 credits_must_not_exceed_debits: None,
                 imported_at: None,
+                history: None,
             },
         )
         .await?
@@ -418,6 +419,7 @@ async fn transfers_over_http(
         debits_must_not_exceed_credits: Some(bounded),
         credits_must_not_exceed_debits: None,
         imported_at: None,
+        history: None,
     };
     let world = op
         .admin

@@ -378,6 +378,7 @@ async fn account_of(
         debits_must_not_exceed_credits: None,
         credits_must_not_exceed_debits: None,
         imported_at: None,
+        history: None,
     };
     let kind = match role {
         tally_client::wire::ledger::RoleDto::Merchant => AccountKindDto::Merchant,

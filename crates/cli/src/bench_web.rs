@@ -165,6 +165,7 @@ async fn seed(node: &Node, admin: &Principal, args: &WebBench) -> anyhow::Result
                 debits_must_not_exceed_credits: Some(false),
                 credits_must_not_exceed_debits: None,
                 imported_at: None,
+                history: None,
             },
         )
         .await?;

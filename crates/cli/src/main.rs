@@ -75,11 +75,14 @@ enum Commands {
     /// The first start creates the data directory, the node key, the node CA and an admin
     /// API key (written to DATA/admin.key). SQLite in DATA/tally.db unless --database-url.
     Serve(serve::ServeArgs),
-    /// Accounts: open, show, list, history.
+    /// Accounts: open, show, list, history, balances.
     #[command(subcommand)]
     Account(accounts::AccountCommand),
-    /// Move money now (debits --from, credits --to).
+    /// Move money now (debits --from, credits --to), or send a file of transfer events.
     Transfer(accounts::TransferArgs),
+    /// Find transfers: by account and side, time, the client's references and code, a page at
+    /// a time.
+    Transfers(accounts::QueryArgs),
     /// Hold money (a pending transfer) until posted, voided or expired.
     Hold(accounts::HoldArgs),
     /// Post (capture) a hold, in full or in part.
@@ -287,6 +290,7 @@ fn main() -> ExitCode {
             Commands::Serve(a) => serve::run(a).await,
             Commands::Account(c) => accounts::account(c).await,
             Commands::Transfer(a) => accounts::transfer(a).await,
+            Commands::Transfers(a) => accounts::transfers(a).await,
             Commands::Hold(a) => accounts::hold(a).await,
             Commands::Post(a) => accounts::post(a).await,
             Commands::Void(a) => accounts::void(a).await,

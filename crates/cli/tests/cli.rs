@@ -441,3 +441,86 @@ fn the_operator_sends_a_file_of_transfer_events() {
     assert!(!success && err.contains("operator only"), "{err}");
     assert_audit_passes(&server);
 }
+
+/// `tally transfers` finds transfers by account, side and code a page at a time (the printed
+/// `next:` continues), and `tally account balances` shows an account opened with `--history`
+/// after each transfer.
+#[test]
+fn transfers_are_found_and_history_is_shown_through_the_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("node"), &[]);
+    let admin = server.admin_key.clone();
+    let world = open_account(&server, &admin, &["--kind", "settlement", "--unbounded"]);
+    let kept = open_account(&server, &admin, &["--owner", "kim", "--history"]);
+    let lines: Vec<String> = (1..=3)
+        .map(|n: u32| {
+            serde_json::json!({"id": format!("00000000-0000-4000-8000-{n:012}"),
+                "debit_account": world, "credit_account": kept, "amount_minor": n * 100,
+                "currency": "EUR", "code": n})
+            .to_string()
+        })
+        .collect();
+    let file = dir.path().join("three.jsonl");
+    std::fs::write(&file, lines.join("\n")).expect("write");
+    ok(cli(
+        &server,
+        &admin,
+        &["transfer", "--batch", file.to_str().expect("path")],
+    ));
+
+    let page = ok(cli(
+        &server,
+        &admin,
+        &[
+            "transfers",
+            "--account",
+            &kept,
+            "--side",
+            "credit",
+            "--limit",
+            "2",
+        ],
+    ));
+    assert_eq!(
+        page.lines().filter(|l| l.contains("single")).count(),
+        2,
+        "{page}"
+    );
+    let next = field(&page, "next:").to_string();
+    let rest = ok(cli(
+        &server,
+        &admin,
+        &[
+            "transfers",
+            "--account",
+            &kept,
+            "--limit",
+            "2",
+            "--after",
+            &next,
+        ],
+    ));
+    assert!(
+        rest.contains("00000000-0000-4000-8000-000000000003") && !rest.contains("next:"),
+        "{rest}"
+    );
+    let coded = ok(cli(
+        &server,
+        &admin,
+        &["transfers", "--code", "2", "--json"],
+    ));
+    let coded: serde_json::Value = serde_json::from_str(&coded).expect("json");
+    assert_eq!(
+        coded["transfers"][0]["id"],
+        "00000000-0000-4000-8000-000000000002"
+    );
+    assert_eq!(coded["transfers"].as_array().map(Vec::len), Some(1));
+
+    let balances = ok(cli(&server, &admin, &["account", "balances", &kept]));
+    let shown: Vec<&str> = balances
+        .lines()
+        .filter_map(|l| l.split("balance").nth(1))
+        .map(|rest| rest.split_whitespace().next().unwrap_or_default())
+        .collect();
+    assert_eq!(shown, ["100", "300", "600"], "{balances}");
+}

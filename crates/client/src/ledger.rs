@@ -4,9 +4,10 @@
 use crate::{Answer, Call, Client, Error, query, seg};
 use reqwest::Method;
 use tally_wire::ledger::{
-    AccountDto, ApiKeyDto, AuditDto, ExchangeRequest, ExchangeResponse, Health, HoldRequest,
-    MessageDto, NewApiKeyRequest, NewApiKeyResponse, OpenAccountRequest, PostHoldRequest,
-    TransferBatchRequest, TransferBatchResponse, TransferDto, TransferRequest,
+    AccountDto, ApiKeyDto, AuditDto, ExchangeRequest, ExchangeResponse, Health, HistoryPage,
+    HistoryQuery, HoldRequest, MessageDto, NewApiKeyRequest, NewApiKeyResponse, OpenAccountRequest,
+    PostHoldRequest, TransferBatchRequest, TransferBatchResponse, TransferDto, TransferPage,
+    TransferQuery, TransferRequest,
 };
 use uuid::Uuid;
 
@@ -82,6 +83,36 @@ impl Client {
         self.send(Method::POST, "/v1/transfers/batch".to_string(), req, None)
             .await
             .map(|a| a.value)
+    }
+
+    /// `GET /v1/transfers?…`: a page of transfers matching the query.
+    pub async fn transfers(&self, q: &TransferQuery) -> Result<TransferPage, Error> {
+        let qs = query(&[
+            ("account", q.account.map(|a| a.to_string())),
+            ("side", q.side.clone()),
+            ("since", q.since.clone()),
+            ("until", q.until.clone()),
+            ("user_data_128", q.user_data_128.clone()),
+            ("user_data_64", q.user_data_64.map(|v| v.to_string())),
+            ("user_data_32", q.user_data_32.map(|v| v.to_string())),
+            ("code", q.code.map(|v| v.to_string())),
+            ("reversed", q.reversed.map(|v| v.to_string())),
+            ("limit", q.limit.map(|v| v.to_string())),
+            ("after", q.after.clone()),
+        ]);
+        self.get(format!("/v1/transfers{qs}")).await
+    }
+
+    /// `GET /v1/accounts/{id}/history?…`: the account's counters after each transfer.
+    pub async fn account_balances(&self, id: Uuid, q: &HistoryQuery) -> Result<HistoryPage, Error> {
+        let qs = query(&[
+            ("since", q.since.clone()),
+            ("until", q.until.clone()),
+            ("reversed", q.reversed.map(|v| v.to_string())),
+            ("limit", q.limit.map(|v| v.to_string())),
+            ("after", q.after.clone()),
+        ]);
+        self.get(format!("/v1/accounts/{id}/history{qs}")).await
     }
 
     /// `GET /v1/transfers/{id}`.

@@ -30,6 +30,99 @@ pub fn open_account_order(
         debits_must_not_exceed_credits: r.debits_must_not_exceed_credits,
         credits_must_not_exceed_debits: r.credits_must_not_exceed_debits,
         imported_at,
+        history: r.history,
+    })
+}
+
+fn query_time(name: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+    text.map(|t| {
+        Timestamp::parse_rfc3339(t).ok_or_else(|| ApiError::bad_parameter(name, "not RFC 3339"))
+    })
+    .transpose()
+}
+
+fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(100),
+        Some(n) if (1..=1000).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::bad_parameter("limit", "1 to 1000")),
+    }
+}
+
+/// A transfer page's cursor: the last row's `created_at` (µs) and id, `"{µs}.{uuid}"`.
+pub fn transfer_cursor(t: &tally_ledger::Transfer) -> String {
+    format!("{}.{}", t.created_at.as_micros(), t.id)
+}
+
+/// The store's filter for `GET /v1/transfers`.
+pub fn transfer_filter(q: TransferQuery) -> Result<tally_store::queries::TransferFilter, ApiError> {
+    use tally_store::queries::{Side, TransferFilter};
+    let side = match q.side.as_deref() {
+        None | Some("both") => Side::Both,
+        Some("debit") => Side::Debit,
+        Some("credit") => Side::Credit,
+        Some(_) => return Err(ApiError::bad_parameter("side", "debit, credit or both")),
+    };
+    if side != Side::Both && q.account.is_none() {
+        return Err(ApiError::bad_parameter("side", "needs an account"));
+    }
+    let user_data_128 = q
+        .user_data_128
+        .as_deref()
+        .map(|t| {
+            let digits = !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+            digits
+                .then(|| t.parse::<u128>().ok())
+                .flatten()
+                .ok_or_else(|| ApiError::bad_parameter("user_data_128", "a decimal below 2^128"))
+        })
+        .transpose()?;
+    let after = q
+        .after
+        .as_deref()
+        .map(|c| {
+            let bad = || ApiError::bad_parameter("after", "the `next` of a previous page");
+            let (at, id) = c.split_once('.').ok_or_else(bad)?;
+            let at = at.parse::<i64>().map_err(|_| bad())?;
+            let id = id.parse::<uuid::Uuid>().map_err(|_| bad())?;
+            Ok::<_, ApiError>((Timestamp(at), tally_kernel::Id(id)))
+        })
+        .transpose()?;
+    Ok(TransferFilter {
+        account: q.account.map(tally_kernel::Id),
+        side,
+        since: query_time("since", q.since.as_deref())?,
+        until: query_time("until", q.until.as_deref())?,
+        user_data_128,
+        user_data_64: q.user_data_64,
+        user_data_32: q.user_data_32,
+        code: q.code,
+        reversed: q.reversed.unwrap_or(false),
+        after,
+        limit: page_limit(q.limit)?,
+    })
+}
+
+/// The store's filter for `GET /v1/accounts/{id}/history`; its cursor is `"{seq}.{ordinal}"`.
+pub fn history_filter(q: HistoryQuery) -> Result<tally_store::queries::HistoryFilter, ApiError> {
+    let after = q
+        .after
+        .as_deref()
+        .map(|c| {
+            let bad = || ApiError::bad_parameter("after", "the `next` of a previous page");
+            let (seq, ordinal) = c.split_once('.').ok_or_else(bad)?;
+            Ok::<_, ApiError>((
+                seq.parse::<i64>().map_err(|_| bad())?,
+                ordinal.parse::<i64>().map_err(|_| bad())?,
+            ))
+        })
+        .transpose()?;
+    Ok(tally_store::queries::HistoryFilter {
+        since: query_time("since", q.since.as_deref())?,
+        until: query_time("until", q.until.as_deref())?,
+        reversed: q.reversed.unwrap_or(false),
+        after,
+        limit: page_limit(q.limit)?,
     })
 }
 

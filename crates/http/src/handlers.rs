@@ -19,9 +19,10 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::dto::{
-    self, AccountDto, AccountsQuery, ApiKeyDto, AuditDto, EventResultDto, ExchangeRequest,
-    ExchangeResponse, HoldRequest, LimitQuery, MessageDto, NewApiKeyRequest, NewApiKeyResponse,
-    OpenAccountRequest, PostHoldRequest, TransferBatchRequest, TransferBatchResponse, TransferDto,
+    self, AccountDto, AccountsQuery, ApiKeyDto, AuditDto, BalanceDto, EventResultDto,
+    ExchangeRequest, ExchangeResponse, HistoryPage, HistoryQuery, HoldRequest, LimitQuery,
+    MessageDto, NewApiKeyRequest, NewApiKeyResponse, OpenAccountRequest, PostHoldRequest,
+    TransferBatchRequest, TransferBatchResponse, TransferDto, TransferPage, TransferQuery,
     TransferRequest,
 };
 use crate::error::{ApiError, ErrorBody};
@@ -146,6 +147,75 @@ pub async fn account_transfers(
     let limit = query.limit.unwrap_or(LIMIT_DEFAULT);
     let transfers = state.node.account_transfers(&by, Id(id), limit).await?;
     Ok(Json(transfers.into_iter().map(TransferDto::from).collect()))
+}
+
+/// Transfers by account and side, time, the client's references and code, in either order,
+/// a page at a time (`next` → `after`). Callers other than the operator name an account of
+/// theirs.
+#[utoipa::path(
+    get, path = "/v1/transfers", tag = "transfers",
+    params(TransferQuery),
+    responses(
+        (status = 200, description = "A page of transfers", body = TransferPage),
+        (status = 400, description = "invalid_request: a malformed parameter", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 404, description = "account_not_found", body = ErrorBody),
+        (status = 422, description = "invalid_request: no account named (not the operator)", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn query_transfers(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiQuery(query): ApiQuery<TransferQuery>,
+) -> Result<Json<TransferPage>, ApiError> {
+    let filter = dto::transfer_filter(query)?;
+    let limit = filter.limit;
+    let transfers = state.node.query_transfers(&by, filter).await?;
+    let next = (transfers.len() as i64 == limit)
+        .then(|| transfers.last().map(dto::transfer_cursor))
+        .flatten();
+    Ok(Json(TransferPage {
+        transfers: transfers.into_iter().map(TransferDto::from).collect(),
+        next,
+    }))
+}
+
+/// An account's counters after each transfer (accounts opened with `history`), a page at a
+/// time.
+#[utoipa::path(
+    get, path = "/v1/accounts/{id}/history", tag = "accounts",
+    params(("id" = Uuid, Path, description = "Account id"), HistoryQuery),
+    responses(
+        (status = 200, description = "A page of the account's history", body = HistoryPage),
+        (status = 400, description = "invalid_request: a malformed parameter", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 404, description = "account_not_found", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn account_history(
+    State(state): State<AppState>,
+    Caller(by): Caller,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
+) -> Result<Json<HistoryPage>, ApiError> {
+    let filter = dto::history_filter(query)?;
+    let limit = filter.limit;
+    let rows = state.node.account_history(&by, Id(id), filter).await?;
+    let next = (rows.len() as i64 == limit)
+        .then(|| {
+            rows.last()
+                .map(|r| format!("{}.{}", r.journal_seq, r.ordinal))
+        })
+        .flatten();
+    Ok(Json(HistoryPage {
+        balances: rows
+            .into_iter()
+            .map(|r| BalanceDto::from(r.balance))
+            .collect(),
+        next,
+    }))
 }
 
 /// Move money at once.

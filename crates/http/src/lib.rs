@@ -222,7 +222,11 @@ fn routes() -> Router<AppState> {
             "/v1/accounts/{id}/transfers",
             get(handlers::account_transfers),
         )
-        .route("/v1/transfers", post(handlers::create_transfer))
+        .route("/v1/accounts/{id}/history", get(handlers::account_history))
+        .route(
+            "/v1/transfers",
+            post(handlers::create_transfer).get(handlers::query_transfers),
+        )
         .route("/v1/transfers/{id}", get(handlers::transfer))
         .route("/v1/holds", post(handlers::create_hold))
         .route("/v1/holds/{id}/post", post(handlers::post_hold))

@@ -99,6 +99,8 @@ impl Modify for ApiKeyAuth {
         handlers::account_transfers,
         handlers::create_transfer,
         handlers::create_transfer_batch,
+        handlers::query_transfers,
+        handlers::account_history,
         handlers::transfer,
         handlers::create_hold,
         handlers::post_hold,

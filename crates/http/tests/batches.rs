@@ -175,3 +175,104 @@ async fn batches_answer_each_event_and_chains_whole() {
         .expect(StatusCode::OK);
     assert_eq!(audit.body["ok"], true, "{}", audit.body);
 }
+
+#[tokio::test]
+async fn transfers_are_found_by_filters_a_page_at_a_time_and_history_is_kept() {
+    let api = Api::start().await;
+    let admin = api.admin.clone();
+    let alice_key = api.issue_key("customer", "alice").await;
+    let bob_key = api.issue_key("customer", "bob").await;
+    let world = api
+        .open(
+            &admin,
+            json!({"currency": "EUR", "kind": "settlement", "debits_must_not_exceed_credits": false}),
+        )
+        .await;
+    let alice = api
+        .open(&alice_key, json!({"currency": "EUR", "history": true}))
+        .await;
+    assert_eq!(
+        api.account(&alice_key, &alice).await.body["flags"]["history"],
+        true
+    );
+    let events: Vec<Value> = (1..=5)
+        .map(|n: u32| {
+            json!({"id": id(100 + n), "debit_account": world, "credit_account": alice,
+                "amount_minor": n * 100, "currency": "EUR", "code": n % 2 + 1,
+                "user_data_128": (u128::from(n) << 90).to_string()})
+        })
+        .collect();
+    assert_eq!(statuses(&batch(&api, json!(events)).await), ["created"; 5]);
+    let get = |uri: String, key: String| {
+        let api = &api;
+        async move { api.get(&uri).key(&key).send().await }
+    };
+    let ids = |r: &common::Reply| -> Vec<String> {
+        r.body["transfers"]
+            .as_array()
+            .expect("transfers")
+            .iter()
+            .map(|t| t["id"].as_str().expect("id").to_string())
+            .collect()
+    };
+    // By code, as the account's owner.
+    let r = get(
+        format!("/v1/transfers?account={alice}&code=1"),
+        alice_key.clone(),
+    )
+    .await
+    .expect(StatusCode::OK);
+    assert_eq!(ids(&r), [id(102), id(104)]);
+    // By the 128-bit reference.
+    let third = (3_u128 << 90).to_string();
+    let r = get(
+        format!("/v1/transfers?account={alice}&user_data_128={third}"),
+        alice_key.clone(),
+    )
+    .await
+    .expect(StatusCode::OK);
+    assert_eq!(ids(&r), [id(103)]);
+    // Pages of two, newest first, following `next`.
+    let mut seen = Vec::new();
+    let mut uri = format!("/v1/transfers?account={alice}&side=credit&reversed=true&limit=2");
+    loop {
+        let r = get(uri.clone(), alice_key.clone())
+            .await
+            .expect(StatusCode::OK);
+        seen.extend(ids(&r));
+        match r.body["next"].as_str() {
+            Some(next) => {
+                uri = format!(
+                    "/v1/transfers?account={alice}&side=credit&reversed=true&limit=2&after={next}"
+                )
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, [id(105), id(104), id(103), id(102), id(101)]);
+    // Another customer's account is not found; no account at all is for the operator only.
+    get(format!("/v1/transfers?account={alice}"), bob_key.clone())
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "account_not_found");
+    get("/v1/transfers".to_string(), alice_key.clone())
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    let r = get("/v1/transfers?code=2".to_string(), admin.clone())
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(ids(&r), [id(101), id(103), id(105)]);
+    // History: the balance after each of the five credits.
+    let r = get(format!("/v1/accounts/{alice}/history"), alice_key.clone())
+        .await
+        .expect(StatusCode::OK);
+    let balances: Vec<i64> = r.body["balances"]
+        .as_array()
+        .expect("balances")
+        .iter()
+        .map(|b| b["balance_minor"].as_i64().expect("balance"))
+        .collect();
+    assert_eq!(balances, [100, 300, 600, 1_000, 1_500]);
+    get(format!("/v1/accounts/{alice}/history"), bob_key)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "account_not_found");
+}

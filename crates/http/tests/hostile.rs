@@ -1454,6 +1454,8 @@ fn keyed_operations() -> Vec<(&'static str, &'static str, Value)> {
             "/v1/transfers/batch",
             json!({"events": [batch_event()]}),
         ),
+        ("GET", "/v1/transfers?account={alice_eur}", none.clone()),
+        ("GET", "/v1/accounts/{alice_eur}/history", none.clone()),
         ("GET", "/v1/transfers/{transfer}", none.clone()),
         ("POST", "/v1/holds", hold()),
         ("POST", "/v1/holds/{hold}/post", none.clone()),
@@ -1869,6 +1871,46 @@ fn batches() -> Vec<Case> {
             one(json!({"timestamp": "yesterday"})),
         )
         .expect(422, "invalid_request"),
+        get("queries/another customer's account", "/v1/transfers?account={alice_eur}")
+            .by(Who::Bob)
+            .expect(404, "account_not_found"),
+        get("queries/no account, not the operator", "/v1/transfers")
+            .by(Who::Alice)
+            .expect(422, "invalid_request"),
+        get("queries/an unknown side", "/v1/transfers?account={alice_eur}&side=left")
+            .by(Who::Alice)
+            .expect(400, "invalid_request"),
+        get("queries/a side without an account", "/v1/transfers?side=debit")
+            .by(Who::Admin)
+            .expect(400, "invalid_request"),
+        get("queries/a time not RFC 3339", "/v1/transfers?account={alice_eur}&since=yesterday")
+            .by(Who::Alice)
+            .expect(400, "invalid_request"),
+        get("queries/a limit of 0", "/v1/transfers?account={alice_eur}&limit=0")
+            .by(Who::Alice)
+            .expect(400, "invalid_request"),
+        get("queries/a limit of 1001", "/v1/transfers?account={alice_eur}&limit=1001")
+            .by(Who::Alice)
+            .expect(400, "invalid_request"),
+        get("queries/a forged cursor", "/v1/transfers?account={alice_eur}&after=12.not-a-uuid")
+            .by(Who::Alice)
+            .expect(400, "invalid_request"),
+        get("queries/user_data_128 above 2^128",
+            "/v1/transfers?account={alice_eur}&user_data_128=340282366920938463463374607431768211456")
+            .by(Who::Alice)
+            .expect(400, "invalid_request"),
+        get("queries/code above 16 bits", "/v1/transfers?account={alice_eur}&code=70000")
+            .by(Who::Alice)
+            .expect(400, "invalid_request"),
+        get("queries/an unknown parameter", "/v1/transfers?account={alice_eur}&colour=red")
+            .by(Who::Alice)
+            .expect(400, "invalid_request"),
+        get("history/another customer's account", "/v1/accounts/{alice_eur}/history")
+            .by(Who::Bob)
+            .expect(404, "account_not_found"),
+        get("history/a forged cursor", "/v1/accounts/{alice_eur}/history?after=x.y")
+            .by(Who::Alice)
+            .expect(400, "invalid_request"),
         post("batch/8,190 events", "/v1/transfers/batch")
             .by(Who::Admin)
             .raw("application/json", many(8_190))

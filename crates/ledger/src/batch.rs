@@ -315,6 +315,8 @@ struct Undo {
     pending: HashMap<Id, Option<Transfer>>,
     transfers: HashMap<Id, Option<Transfer>>,
     latest: Option<Timestamp>,
+    /// How many history rows the book held before the chain's first change.
+    balances: Option<usize>,
 }
 
 impl Undo {
@@ -333,6 +335,7 @@ impl Undo {
             .entry(t.id)
             .or_insert_with(|| book.transfers.get(&t.id).cloned());
         self.latest.get_or_insert(latest);
+        self.balances.get_or_insert(book.balances.len());
     }
 
     fn restore(self, book: &mut Book, latest: &mut Timestamp) {
@@ -349,6 +352,9 @@ impl Undo {
         put(&mut book.transfers, self.transfers);
         if let Some(t) = self.latest {
             *latest = t;
+        }
+        if let Some(n) = self.balances {
+            book.balances.truncate(n);
         }
     }
 }
@@ -462,6 +468,8 @@ impl Book {
         if applied.is_err() {
             return Err(S::OverflowsDebits);
         }
+        let history = crate::history_of(&self.accounts, &row);
+        self.balances.extend(history);
         if let Some(pending_id) = row.pending_id
             && let Some(p) = self.pending.get_mut(&pending_id)
         {

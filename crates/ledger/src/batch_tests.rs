@@ -714,3 +714,51 @@ proptest! {
         prop_assert!(report.ok(), "audit problems: {:?}", report.problems);
     }
 }
+
+#[test]
+fn accounts_with_history_keep_their_balance_after_each_transfer_and_failed_chains_none() {
+    let mut f = Fix::new(1);
+    let a = f.customer(0);
+    let h = f.fresh();
+    f.book
+        .apply(
+            &Command::OpenAccount {
+                owner: "h".into(),
+                currency: eur(),
+                kind: AccountKind::Customer,
+                flags: AccountFlags {
+                    debits_must_not_exceed_credits: true,
+                    history: true,
+                    ..Default::default()
+                },
+                limit_minor: 0,
+                imported_at: None,
+            },
+            f.now,
+            &mut || h,
+        )
+        .expect("open");
+    f.book.balances.clear();
+    let (t1, t2, t3) = (f.fresh(), f.fresh(), f.fresh());
+    let failing = [
+        linked(TransferEvent::single(t1, a, h, 10, eur())),
+        TransferEvent::single(t2, h, a, 1_000, eur()),
+    ];
+    assert_eq!(f.run(&failing), [S::LinkedEventFailed, S::ExceedsCredits]);
+    assert!(
+        f.book.balances.is_empty(),
+        "a failed chain leaves no history"
+    );
+    f.ok(&[
+        TransferEvent::single(t1, a, h, 10, eur()),
+        TransferEvent::single(t3, h, a, 4, eur()),
+    ]);
+    let rows: Vec<(Id, Id, i64, i64)> = f
+        .book
+        .balances
+        .iter()
+        .map(|b| (b.account, b.transfer, b.debits_posted, b.credits_posted))
+        .collect();
+    // Only the history account has rows (a does not keep history), one per transfer.
+    assert_eq!(rows, [(h, t1, 0, 10), (h, t3, 4, 10)]);
+}

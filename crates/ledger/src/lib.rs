@@ -905,6 +905,53 @@ pub struct Book {
     /// Transfers whose id a batch event reuses, by id, and those a batch created
     /// (see [`Book::apply_batch`]).
     pub transfers: HashMap<Id, Transfer>,
+    /// The balances after each transfer of accounts opened with `history`, in the order the
+    /// transfers applied; the caller drains them into its history rows.
+    pub balances: Vec<AccountBalance>,
+}
+
+/// An account's counters just after one transfer (kept for accounts opened with `history`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountBalance {
+    /// The account.
+    pub account: Id,
+    /// The transfer that moved it.
+    pub transfer: Id,
+    /// The transfer's time.
+    pub at: Timestamp,
+    /// Counters after the transfer.
+    pub debits_pending: i64,
+    /// Counters after the transfer.
+    pub debits_posted: i64,
+    /// Counters after the transfer.
+    pub credits_pending: i64,
+    /// Counters after the transfer.
+    pub credits_posted: i64,
+}
+
+impl AccountBalance {
+    /// The counters of `account` as `t` left them.
+    pub fn after(account: &Account, t: &Transfer) -> AccountBalance {
+        AccountBalance {
+            account: account.id,
+            transfer: t.id,
+            at: t.created_at,
+            debits_pending: account.debits_pending,
+            debits_posted: account.debits_posted,
+            credits_pending: account.credits_pending,
+            credits_posted: account.credits_posted,
+        }
+    }
+}
+
+/// The history rows `t` adds: its accounts that keep history, as it left them.
+pub(crate) fn history_of(accounts: &HashMap<Id, Account>, t: &Transfer) -> Vec<AccountBalance> {
+    [t.debit_account, t.credit_account]
+        .iter()
+        .filter_map(|id| accounts.get(id))
+        .filter(|a| a.flags.history)
+        .map(|a| AccountBalance::after(a, t))
+        .collect()
 }
 
 impl Book {
@@ -1208,6 +1255,7 @@ impl Book {
     /// only when every leg is valid: all or nothing.
     fn commit(&mut self, transfers: Vec<Transfer>) -> Result<Event, LedgerError> {
         let mut scratch: HashMap<Id, Account> = HashMap::new();
+        let mut history = Vec::new();
         for t in &transfers {
             for id in [t.debit_account, t.credit_account] {
                 if let std::collections::hash_map::Entry::Vacant(slot) = scratch.entry(id) {
@@ -1236,6 +1284,7 @@ impl Book {
                 }
             }
             effect(&mut scratch, t)?;
+            history.extend(history_of(&scratch, t));
         }
         for account in scratch.values() {
             assert!(
@@ -1245,6 +1294,7 @@ impl Book {
             );
         }
         self.accounts.extend(scratch);
+        self.balances.extend(history);
         for t in &transfers {
             if t.kind == TransferKind::Pending {
                 self.pending.insert(t.id, t.clone());

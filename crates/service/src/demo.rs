@@ -79,6 +79,7 @@ impl Node {
             debits_must_not_exceed_credits: None,
             credits_must_not_exceed_debits: None,
             imported_at: None,
+            history: None,
         };
         let (settlement, _) = self
             .open_account(

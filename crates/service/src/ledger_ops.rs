@@ -32,6 +32,9 @@ pub struct OpenAccount {
     /// For loading history (operator only): when the account was opened, in the past.
     #[serde(default)]
     pub imported_at: Option<tally_kernel::Timestamp>,
+    /// Keep the counters after each transfer.
+    #[serde(default)]
+    pub history: Option<bool>,
 }
 
 /// A transfer or hold as requested.
@@ -141,7 +144,8 @@ impl Node {
         let flags = AccountFlags {
             debits_must_not_exceed_credits: dmnec,
             credits_must_not_exceed_debits: req.credits_must_not_exceed_debits.unwrap_or(false),
-            ..Default::default()
+            history: req.history.unwrap_or(false),
+            closed: false,
         };
         let key = match idempotency_key {
             Some(k) => namespaced(by, k)?,
@@ -395,6 +399,49 @@ impl Node {
             )
             .await?;
         first_transfer(outcome)
+    }
+
+    /// Transfers matching `filter`, a page at a time. The operator may ask about any account
+    /// or none; others must name an account of theirs.
+    pub async fn query_transfers(
+        &self,
+        by: &Principal,
+        filter: tally_store::queries::TransferFilter,
+    ) -> Result<Vec<Transfer>> {
+        match filter.account {
+            Some(id) => {
+                self.account(by, id).await?;
+            }
+            None => {
+                if !by.is_admin() {
+                    return Err(ServiceError::Invalid {
+                        field: "account",
+                        reason: "name one of your accounts".to_string(),
+                    });
+                }
+            }
+        }
+        let filter = tally_store::queries::TransferFilter {
+            limit: filter.limit.clamp(1, 1000),
+            ..filter
+        };
+        Ok(self.store().query_transfers(&filter).await?)
+    }
+
+    /// An account's counters after each transfer (accounts opened with `history`), a page at
+    /// a time; the account's owner or the operator.
+    pub async fn account_history(
+        &self,
+        by: &Principal,
+        id: Id,
+        filter: tally_store::queries::HistoryFilter,
+    ) -> Result<Vec<tally_store::queries::HistoryRow>> {
+        self.account(by, id).await?;
+        let filter = tally_store::queries::HistoryFilter {
+            limit: filter.limit.clamp(1, 1000),
+            ..filter
+        };
+        Ok(self.store().account_history(id, &filter).await?)
     }
 
     /// Decides a batch of transfer events in one durable transaction, TigerBeetle's

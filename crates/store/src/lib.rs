@@ -29,6 +29,7 @@ pub mod oob;
 pub mod outbox;
 pub mod pad_providers;
 pub mod pads;
+pub mod queries;
 pub mod receipts;
 mod rows;
 pub mod trade;
@@ -152,6 +153,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         25,
         include_str!("../migrations/sqlite/0025_transfer_events.sql"),
     ),
+    (
+        26,
+        include_str!("../migrations/sqlite/0026_account_history.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
@@ -229,6 +234,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         25,
         include_str!("../migrations/postgres/0025_transfer_events.sql"),
+    ),
+    (
+        26,
+        include_str!("../migrations/postgres/0026_account_history.sql"),
     ),
 ];
 

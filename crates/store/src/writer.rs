@@ -594,6 +594,7 @@ async fn write_batch(
     let mut opened: HashSet<Id> = HashSet::new();
     let mut touched: HashSet<Id> = HashSet::new();
     let mut resolved: Vec<(Id, TransferState)> = Vec::new();
+    let mut history: Vec<Vec<Value>> = Vec::new();
     let mut attached: Vec<&Attachment> = Vec::new();
     for job in jobs {
         let (request, fingerprint, attachments) = match &job.asked {
@@ -632,6 +633,7 @@ async fn write_batch(
                     entry_keys.push(None);
                     journal_seq = Some(seq);
                 }
+                drain_history(&mut book, seq, &mut history);
                 results.push(Ok(Answer::Events(Batched {
                     journal_seq,
                     results: decided,
@@ -720,6 +722,7 @@ async fn write_batch(
                 );
                 entry_keys.push(Some((key.clone(), fingerprint)));
                 entries.push(entry);
+                drain_history(&mut book, seq, &mut history);
                 results.push(Ok(Answer::Command(Outcome {
                     journal_seq: seq,
                     replayed: false,
@@ -775,6 +778,17 @@ async fn write_batch(
         &format!("{}, journal_seq", rows::TRANSFER_COLUMNS),
         rows::TRANSFER_WIDTH,
         transfer_rows,
+        "",
+    )
+    .await?;
+    insert_chunked(
+        &mut tx,
+        dialect,
+        "account_balances",
+        "account_id, journal_seq, ordinal, transfer_id, at, debits_pending, debits_posted, \
+         credits_pending, credits_posted",
+        9,
+        history,
         "",
     )
     .await?;
@@ -884,6 +898,24 @@ async fn write_batch(
     let out = (results, done);
     debug_assert!(transfers.iter().all(|(t, _)| t.amount_minor > 0));
     Ok(out)
+}
+
+/// Moves the book's history rows (accounts opened with `history`) into rows of the journal
+/// entry `seq`, numbered in the order the transfers applied.
+fn drain_history(book: &mut Book, seq: i64, rows: &mut Vec<Vec<Value>>) {
+    for (ordinal, b) in book.balances.drain(..).enumerate() {
+        rows.push(vec![
+            Value::Blob(blob(&b.account)),
+            Value::Int(seq),
+            Value::Int(i64::try_from(ordinal).unwrap_or(i64::MAX)),
+            Value::Blob(blob(&b.transfer)),
+            Value::Int(b.at.as_micros()),
+            Value::Int(b.debits_pending),
+            Value::Int(b.debits_posted),
+            Value::Int(b.credits_pending),
+            Value::Int(b.credits_posted),
+        ]);
+    }
 }
 
 /// Runs the outbox operations of a batch inside its transaction, after its rows (so a message

@@ -1572,6 +1572,212 @@ async fn batches_decide_each_event_and_chains_whole(db: Db) {
     audit_ok(&store).await;
 }
 
+/// Transfer queries filter by account and side, time, the client's references and code, page
+/// by cursor in both orders without skipping or repeating a row; an account opened with
+/// `history` has its counters after each transfer, in journal order, and no other has rows.
+async fn queries_filter_and_page_and_history_follows_each_transfer(db: Db) {
+    use tally_ledger::batch::{EventStatus as S, TransferEvent};
+    use tally_store::queries::{HistoryFilter, Side, TransferFilter};
+    let store = db.open().await;
+    let world = open_account(&store, eur(), false, 0).await;
+    let plain = open_account(&store, eur(), true, 0).await;
+    let kept = store
+        .execute(Request {
+            idempotency_key: key(),
+            command: Command::OpenAccount {
+                owner: format!("owner-{}", Id::new()),
+                currency: eur(),
+                kind: AccountKind::Customer,
+                flags: AccountFlags {
+                    debits_must_not_exceed_credits: true,
+                    history: true,
+                    ..Default::default()
+                },
+                limit_minor: 0,
+                imported_at: None,
+            },
+        })
+        .await
+        .expect("open")
+        .account()
+        .expect("account")
+        .id;
+    // Six transfers into `kept`, one second apart, tagged by their number; then two out.
+    let mut ids = Vec::new();
+    for n in 1..=6_u16 {
+        let mut e = TransferEvent::single(Id::new(), world, kept, i64::from(n) * 100, eur());
+        e.code = n % 2 + 1; // 2, 1, 2, 1, 2, 1
+        e.user_data_64 = u64::from(n);
+        e.user_data_128 = u128::from(n) << 100;
+        ids.push(e.id);
+        let out = store.execute_events(vec![e]).await.expect("event");
+        assert_eq!(out.results[0].status, S::Created);
+        db.advance_s(1);
+    }
+    let out_a = pay(&store, kept, plain, 50).await.expect("out");
+    let out_b = pay(&store, kept, world, 70).await.expect("out");
+    let query = |f: TransferFilter| {
+        let store = &store;
+        async move { store.query_transfers(&f).await.expect("query") }
+    };
+    let all = TransferFilter {
+        account: Some(kept),
+        limit: 100,
+        ..Default::default()
+    };
+    let got: Vec<Id> = query(all.clone()).await.iter().map(|t| t.id).collect();
+    let mut expected = ids.clone();
+    expected.extend([out_a.id, out_b.id]);
+    assert_eq!(got, expected, "both sides, oldest first");
+    let debits = query(TransferFilter {
+        side: Side::Debit,
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(
+        debits.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [out_a.id, out_b.id]
+    );
+    let credits = query(TransferFilter {
+        side: Side::Credit,
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(credits.len(), 6);
+    let code_one = query(TransferFilter {
+        code: Some(1),
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(
+        code_one.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [ids[1], ids[3], ids[5]]
+    );
+    let third = query(TransferFilter {
+        user_data_128: Some(3_u128 << 100),
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(third.iter().map(|t| t.id).collect::<Vec<_>>(), [ids[2]]);
+    let fourth = query(TransferFilter {
+        user_data_64: Some(4),
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(fourth.iter().map(|t| t.id).collect::<Vec<_>>(), [ids[3]]);
+    let first_at = query(all.clone()).await[0].created_at;
+    let window = query(TransferFilter {
+        since: Some(first_at.plus_seconds(1)),
+        until: Some(first_at.plus_seconds(3)),
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(
+        window.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [ids[1], ids[2], ids[3]]
+    );
+    // Pages of three, both orders: every row exactly once.
+    for reversed in [false, true] {
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = query(TransferFilter {
+                limit: 3,
+                reversed,
+                after,
+                ..all.clone()
+            })
+            .await;
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|t| (t.created_at, t.id));
+            seen.extend(page.iter().map(|t| t.id));
+        }
+        let mut want = expected.clone();
+        if reversed {
+            want.reverse();
+        }
+        assert_eq!(seen, want, "reversed: {reversed}");
+    }
+    // History: one row per transfer of `kept`, counters as each left it; none for `plain`.
+    let history = store
+        .account_history(
+            kept,
+            &HistoryFilter {
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("history");
+    let credited: Vec<(i64, i64)> = history
+        .iter()
+        .map(|h| (h.balance.credits_posted, h.balance.debits_posted))
+        .collect();
+    assert_eq!(
+        credited,
+        [
+            (100, 0),
+            (300, 0),
+            (600, 0),
+            (1_000, 0),
+            (1_500, 0),
+            (2_100, 0),
+            (2_100, 50),
+            (2_100, 120)
+        ]
+    );
+    assert_eq!(history.last().map(|h| h.balance.transfer), Some(out_b.id));
+    let newest_two = store
+        .account_history(
+            kept,
+            &HistoryFilter {
+                limit: 2,
+                reversed: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("history");
+    assert_eq!(
+        newest_two
+            .iter()
+            .map(|h| h.balance.transfer)
+            .collect::<Vec<_>>(),
+        [out_b.id, out_a.id]
+    );
+    let after = newest_two.last().map(|h| (h.journal_seq, h.ordinal));
+    let next = store
+        .account_history(
+            kept,
+            &HistoryFilter {
+                limit: 1,
+                reversed: true,
+                after,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("history");
+    assert_eq!(
+        next.iter().map(|h| h.balance.transfer).collect::<Vec<_>>(),
+        [ids[5]]
+    );
+    let none = store
+        .account_history(
+            plain,
+            &HistoryFilter {
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("history");
+    assert!(none.is_empty());
+    audit_ok(&store).await;
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1730,6 +1936,7 @@ conformance!(
     audit_detects_tampering_and_checks_checkpoints,
     console_reads_answer_on_both_stores,
     batches_decide_each_event_and_chains_whole,
+    queries_filter_and_page_and_history_follows_each_transfer,
 );
 
 proptest! {

@@ -88,6 +88,9 @@ pub struct OpenAccountRequest {
     /// imported transfers must come after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imported_at: Option<String>,
+    /// Keep the account's counters after each transfer (`GET /v1/accounts/{id}/history`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<bool>,
 }
 
 /// Bounds on an account's counters.
@@ -100,6 +103,9 @@ pub struct AccountFlagsDto {
     /// Closed by a closing hold: refuses new transfers until that hold is voided.
     #[serde(default, skip_serializing_if = "is_false")]
     pub closed: bool,
+    /// Keeps its counters after each transfer.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub history: bool,
 }
 
 /// An account with its four counters.
@@ -152,6 +158,7 @@ impl From<Account> for AccountDto {
                 debits_must_not_exceed_credits: a.flags.debits_must_not_exceed_credits,
                 credits_must_not_exceed_debits: a.flags.credits_must_not_exceed_debits,
                 closed: a.flags.closed,
+                history: a.flags.history,
             },
             limit_minor: a.limit_minor,
             debits_pending: a.debits_pending,
@@ -716,6 +723,106 @@ pub struct NodeView {
 pub struct AccountsQuery {
     /// Whose accounts (admins: anyone; others: themselves). Default: the caller's.
     pub owner: Option<String>,
+}
+
+/// The query of `GET /v1/transfers`: every filter optional (a caller who is not the operator
+/// must name an account of theirs).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct TransferQuery {
+    /// Only transfers on this account.
+    pub account: Option<Uuid>,
+    /// With `account`: `debit`, `credit` or `both` (default).
+    pub side: Option<String>,
+    /// Created at or after (RFC 3339).
+    pub since: Option<String>,
+    /// Created at or before (RFC 3339).
+    pub until: Option<String>,
+    /// The client's 128-bit reference (decimal).
+    pub user_data_128: Option<String>,
+    /// The client's 64-bit reference.
+    pub user_data_64: Option<u64>,
+    /// The client's 32-bit reference.
+    pub user_data_32: Option<u32>,
+    /// The client's reason code.
+    pub code: Option<u16>,
+    /// Newest first.
+    pub reversed: Option<bool>,
+    /// Most transfers (1 to 1,000; default 100).
+    pub limit: Option<i64>,
+    /// The `next` of the previous page.
+    pub after: Option<String>,
+}
+
+/// A page of transfers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TransferPage {
+    /// In the query's order.
+    pub transfers: Vec<TransferDto>,
+    /// Pass as `after` for the next page (absent: this page was not full, there is no more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// The query of `GET /v1/accounts/{id}/history`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// At or after (RFC 3339).
+    pub since: Option<String>,
+    /// At or before (RFC 3339).
+    pub until: Option<String>,
+    /// Newest first.
+    pub reversed: Option<bool>,
+    /// Most rows (1 to 1,000; default 100).
+    pub limit: Option<i64>,
+    /// The `next` of the previous page.
+    pub after: Option<String>,
+}
+
+/// An account's counters just after one transfer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BalanceDto {
+    /// The transfer.
+    pub transfer: Uuid,
+    /// Its time (RFC 3339).
+    pub at: String,
+    /// Counters after it.
+    pub debits_pending: i64,
+    /// Counters after it.
+    pub debits_posted: i64,
+    /// Counters after it.
+    pub credits_pending: i64,
+    /// Counters after it.
+    pub credits_posted: i64,
+    /// `credits_posted - debits_posted`.
+    pub balance_minor: i64,
+}
+
+impl From<tally_ledger::AccountBalance> for BalanceDto {
+    fn from(b: tally_ledger::AccountBalance) -> Self {
+        BalanceDto {
+            transfer: b.transfer.0,
+            at: b.at.to_rfc3339(),
+            debits_pending: b.debits_pending,
+            debits_posted: b.debits_posted,
+            credits_pending: b.credits_pending,
+            credits_posted: b.credits_posted,
+            balance_minor: b.credits_posted.saturating_sub(b.debits_posted),
+        }
+    }
+}
+
+/// A page of an account's history (accounts opened with `history`; others have none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HistoryPage {
+    /// In the query's order.
+    pub balances: Vec<BalanceDto>,
+    /// Pass as `after` for the next page (absent: there is no more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `?limit=` of list endpoints.
