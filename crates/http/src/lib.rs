@@ -19,6 +19,7 @@
 //! of the signature), a response cache for idempotency (the ledger stores keys transactionally),
 //! and sharing domain types on the wire ([`dto`]).
 
+pub mod changes;
 pub mod delivery;
 pub mod dto;
 pub mod error;
@@ -458,6 +459,8 @@ fn routes() -> Router<AppState> {
 /// Routes that stream large bodies (see [`router`]).
 fn streaming_routes() -> Router<AppState> {
     Router::new()
+        // Server-sent events last as long as the client listens: no request timeout.
+        .route("/v1/transfers/changes", get(changes::transfer_changes))
         .route(
             "/v1/products/{id}/entries/{name}",
             axum::routing::put(delivery::upload_entry),

@@ -101,6 +101,7 @@ impl Modify for ApiKeyAuth {
         handlers::create_transfer_batch,
         handlers::query_transfers,
         handlers::account_history,
+        crate::changes::transfer_changes,
         handlers::transfer,
         handlers::create_hold,
         handlers::post_hold,

@@ -287,6 +287,7 @@ async fn every_documented_operation_is_routed_and_the_table_is_complete() {
         "GET /v1/trading-sessions/{session}/order-keys/{order}/escrow",
         "GET /v1/trading-sessions/{session}/receipts",
         "GET /v1/transfers",
+        "GET /v1/transfers/changes",
         "GET /v1/transfers/{id}",
         "GET /v1/trustee/credit/{user}",
         "GET /v1/vouchers/{serial}",

@@ -276,3 +276,136 @@ async fn transfers_are_found_by_filters_a_page_at_a_time_and_history_is_kept() {
         .await
         .expect_error(StatusCode::NOT_FOUND, "account_not_found");
 }
+
+/// Reads server-sent events from `body` until `n` have arrived (bounded: a stream that stops
+/// short fails the test instead of hanging it); each as (id, transfer JSON).
+async fn events(
+    body: &mut (impl futures::Stream<Item = Result<axum::body::Bytes, axum::Error>> + Unpin),
+    n: usize,
+) -> Vec<(String, Value)> {
+    use futures::StreamExt;
+    let mut text = String::new();
+    let mut out = Vec::new();
+    let read = async {
+        while out.len() < n {
+            let chunk = body.next().await.expect("stream open").expect("chunk");
+            text.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+            while let Some(end) = text.find("\n\n") {
+                let block: String = text.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .map(|v| v.trim_start().to_string())
+                };
+                if field("event:").as_deref() == Some("transfer") {
+                    let id = field("id:").expect("id");
+                    let data = serde_json::from_str(&field("data:").expect("data")).expect("json");
+                    out.push((id, data));
+                }
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), read)
+        .await
+        .expect("events arrive");
+    out
+}
+
+#[tokio::test]
+async fn committed_transfers_stream_in_journal_order_and_resume_where_a_client_left() {
+    use tower::ServiceExt;
+    let api = Api::start().await;
+    let admin = api.admin.clone();
+    let world = api
+        .open(
+            &admin,
+            json!({"currency": "EUR", "kind": "settlement", "debits_must_not_exceed_credits": false}),
+        )
+        .await;
+    let alice = api
+        .open(
+            &admin,
+            json!({"currency": "EUR", "owner": "alice", "kind": "customer"}),
+        )
+        .await;
+    let event = |n: u32| {
+        json!({"id": id(200 + n), "debit_account": world, "credit_account": alice,
+            "amount_minor": n, "currency": "EUR"})
+    };
+    // One entry of three transfers, then one of one.
+    batch(&api, json!([event(1), event(2), event(3)])).await;
+    batch(&api, json!([event(4)])).await;
+    let open = |after: Option<&str>, last: Option<&str>| {
+        let mut req = axum::http::Request::get(match after {
+            Some(a) => format!("/v1/transfers/changes?after={a}"),
+            None => "/v1/transfers/changes".to_string(),
+        })
+        .header("authorization", format!("Bearer {admin}"));
+        if let Some(l) = last {
+            req = req.header("last-event-id", l);
+        }
+        let app = api.app.clone();
+        async move {
+            let r = app
+                .oneshot(req.body(axum::body::Body::empty()).expect("request"))
+                .await
+                .expect("answer");
+            assert_eq!(r.status(), StatusCode::OK);
+            assert_eq!(
+                r.headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok()),
+                Some("text/event-stream")
+            );
+            r.into_body().into_data_stream()
+        }
+    };
+    let mut body = open(None, None).await;
+    let got = events(&mut body, 4).await;
+    let amounts: Vec<i64> = got
+        .iter()
+        .map(|(_, t)| t["amount"]["minor"].as_i64().expect("amount"))
+        .collect();
+    assert_eq!(amounts, [1, 2, 3, 4], "journal order");
+    assert_eq!(got[0].1["id"], id(201));
+    // The first entry's three events share its position and count up inside it.
+    let seq = got[0].0.split('.').next().expect("seq").to_string();
+    assert_eq!(
+        got.iter()
+            .take(3)
+            .map(|(i, _)| i.clone())
+            .collect::<Vec<_>>(),
+        [format!("{seq}.0"), format!("{seq}.1"), format!("{seq}.2")]
+    );
+    // Live: a commit after the client caught up reaches it (woken by the commit).
+    batch(&api, json!([event(5)])).await;
+    let live = events(&mut body, 1).await;
+    assert_eq!(live[0].1["id"], id(205));
+    drop(body);
+    // Resume after the second event of the first entry: the third comes next, nothing lost.
+    let mut body = open(None, Some(&got[1].0)).await;
+    let resumed = events(&mut body, 3).await;
+    assert_eq!(
+        resumed
+            .iter()
+            .map(|(_, t)| t["id"].clone())
+            .collect::<Vec<_>>(),
+        [json!(id(203)), json!(id(204)), json!(id(205))]
+    );
+    // After a whole entry.
+    let mut body = open(Some(&seq), None).await;
+    assert_eq!(events(&mut body, 1).await[0].1["id"], id(204));
+    // Only the operator; a malformed position is refused before the stream starts.
+    let alice_key = api.issue_key("customer", "alice").await;
+    api.get("/v1/transfers/changes")
+        .key(&alice_key)
+        .send()
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "forbidden");
+    api.get("/v1/transfers/changes?after=x")
+        .key(&admin)
+        .send()
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+}

@@ -1456,6 +1456,7 @@ fn keyed_operations() -> Vec<(&'static str, &'static str, Value)> {
         ),
         ("GET", "/v1/transfers?account={alice_eur}", none.clone()),
         ("GET", "/v1/accounts/{alice_eur}/history", none.clone()),
+        ("GET", "/v1/transfers/changes", none.clone()),
         ("GET", "/v1/transfers/{transfer}", none.clone()),
         ("POST", "/v1/holds", hold()),
         ("POST", "/v1/holds/{hold}/post", none.clone()),
@@ -1904,6 +1905,25 @@ fn batches() -> Vec<Case> {
             .expect(400, "invalid_request"),
         get("queries/an unknown parameter", "/v1/transfers?account={alice_eur}&colour=red")
             .by(Who::Alice)
+            .expect(400, "invalid_request"),
+        get("changes/by a customer", "/v1/transfers/changes")
+            .by(Who::Alice)
+            .expect(403, "forbidden"),
+        get("changes/by a merchant", "/v1/transfers/changes")
+            .by(Who::Shop)
+            .expect(403, "forbidden"),
+        get("changes/a position not a number", "/v1/transfers/changes?after=latest")
+            .by(Who::Admin)
+            .expect(400, "invalid_request"),
+        get("changes/a negative position", "/v1/transfers/changes?after=-5")
+            .by(Who::Admin)
+            .expect(400, "invalid_request"),
+        get("changes/an unknown parameter", "/v1/transfers/changes?from=3")
+            .by(Who::Admin)
+            .expect(400, "invalid_request"),
+        get("changes/a malformed Last-Event-ID", "/v1/transfers/changes")
+            .by(Who::Admin)
+            .header("last-event-id", "3.x")
             .expect(400, "invalid_request"),
         get("history/another customer's account", "/v1/accounts/{alice_eur}/history")
             .by(Who::Bob)

@@ -444,6 +444,22 @@ impl Node {
         Ok(self.store().account_history(id, &filter).await?)
     }
 
+    /// The journal entries that recorded transfers from position `from` on (inclusive), at
+    /// most `limit`: the change stream (operator only). Read from the journal, so every node
+    /// of one database serves the same stream.
+    pub async fn transfer_entries(
+        &self,
+        by: &Principal,
+        from: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Vec<Transfer>)>> {
+        require_admin(by)?;
+        Ok(self
+            .store()
+            .transfer_entries(from, limit.clamp(1, 1000))
+            .await?)
+    }
+
     /// Decides a batch of transfer events in one durable transaction, TigerBeetle's
     /// `create_transfers`: one result per event, linked chains all or nothing, the client's ids
     /// making a retried batch harmless (see [`tally_ledger::batch`]). Operator only: it is the

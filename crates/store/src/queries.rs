@@ -122,6 +122,41 @@ impl Conditions {
 }
 
 impl Store {
+    /// Wakes when this process's writer commits a journal entry (other processes' commits are
+    /// not seen here: a reader of several nodes' database also re-reads on a timer).
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.writer.journal_head()
+    }
+
+    /// The journal entries that recorded transfers, from position `from` on (inclusive), at
+    /// most `limit` entries, each with its transfers in order: the change stream's source.
+    pub async fn transfer_entries(
+        &self,
+        from: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Vec<Transfer>)>, StoreError> {
+        let found = sqlx::query(
+            "SELECT seq, body FROM journal WHERE seq >= $1 AND kind = 'transfers' \
+             ORDER BY seq LIMIT $2",
+        )
+        .bind(from)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        found
+            .iter()
+            .map(|r| {
+                let seq: i64 = r.try_get("seq")?;
+                let body: Vec<u8> = r.try_get("body")?;
+                match serde_json::from_slice(&body) {
+                    Ok(tally_ledger::Event::Transfers { transfers }) => Ok((seq, transfers)),
+                    Ok(_) => Err(StoreError::Corrupt(format!("entry {seq} is not transfers"))),
+                    Err(e) => Err(StoreError::Corrupt(format!("entry {seq}: {e}"))),
+                }
+            })
+            .collect()
+    }
+
     /// Transfers matching `f`, in `(created_at, id)` order (or reversed), at most `f.limit`.
     pub async fn query_transfers(&self, f: &TransferFilter) -> Result<Vec<Transfer>, StoreError> {
         let mut w = Conditions::new(self.dialect);

@@ -34,7 +34,7 @@ use tally_kernel::{Id, Timestamp};
 use tally_ledger::batch::{BATCH_EVENTS_MAX, EventResult, EventStatus, TransferEvent};
 use tally_ledger::journal::{self, JournalEntry};
 use tally_ledger::{Book, Event, LedgerError, Request, Transfer, TransferState};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// What a successful command produced.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -212,6 +212,9 @@ enum Work {
 #[derive(Clone)]
 pub struct Handle {
     tx: mpsc::Sender<Work>,
+    /// The journal position of the newest commit this writer made (0 before its first):
+    /// readers of the journal wait on it instead of polling.
+    head: watch::Receiver<i64>,
     stopped: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
@@ -233,6 +236,11 @@ impl Handle {
                 "writer answered a command with events".into(),
             )),
         }
+    }
+
+    /// Wakes when this writer commits a journal entry (the value is the newest position).
+    pub(crate) fn journal_head(&self) -> watch::Receiver<i64> {
+        self.head.clone()
     }
 
     /// Submits a batch of transfer events (1 to [`BATCH_EVENTS_MAX`]).
@@ -314,14 +322,22 @@ const ROWS_PER_STATEMENT: usize = 1024;
 
 pub(crate) fn spawn(pool: AnyPool, dialect: Dialect, options: WriteOptions) -> Handle {
     let (tx, rx) = mpsc::channel(QUEUE_MAX);
-    let task = tokio::spawn(run(pool, dialect, options, rx));
+    let (head_tx, head) = watch::channel(0);
+    let task = tokio::spawn(run(pool, dialect, options, rx, head_tx));
     Handle {
         tx,
+        head,
         stopped: Arc::new(tokio::sync::Mutex::new(Some(task))),
     }
 }
 
-async fn run(pool: AnyPool, dialect: Dialect, options: WriteOptions, mut rx: mpsc::Receiver<Work>) {
+async fn run(
+    pool: AnyPool,
+    dialect: Dialect,
+    options: WriteOptions,
+    mut rx: mpsc::Receiver<Work>,
+    head: watch::Sender<i64>,
+) {
     let mut work: Vec<Work> = Vec::with_capacity(options.batch_max);
     let mut jobs: Vec<Job> = Vec::with_capacity(options.batch_max);
     let mut outbox: Vec<OutboxOp> = Vec::new();
@@ -355,7 +371,15 @@ async fn run(pool: AnyPool, dialect: Dialect, options: WriteOptions, mut rx: mps
             if group.is_empty() && ops.is_empty() {
                 break;
             }
-            write_group(&pool, dialect, &options, group, std::mem::take(&mut ops)).await;
+            write_group(
+                &pool,
+                dialect,
+                &options,
+                group,
+                std::mem::take(&mut ops),
+                &head,
+            )
+            .await;
         }
     }
 }
@@ -367,6 +391,7 @@ async fn write_group(
     options: &WriteOptions,
     jobs: Vec<Job>,
     outbox: Vec<OutboxOp>,
+    head: &watch::Sender<i64>,
 ) {
     let (results, done) = match write_with_retries(pool, dialect, options, &jobs, &outbox).await {
         Ok((results, done)) => (results, Ok(done)),
@@ -392,6 +417,21 @@ async fn write_group(
             Err(e.to_string()),
         ),
     };
+    let newest = results
+        .iter()
+        .filter_map(|r| match r {
+            Ok(Answer::Command(o)) => Some(o.journal_seq),
+            Ok(Answer::Events(b)) => b.journal_seq,
+            Err(_) => None,
+        })
+        .max();
+    if let Some(seq) = newest {
+        head.send_if_modified(|h| {
+            let newer = seq > *h;
+            *h = (*h).max(seq);
+            newer
+        });
+    }
     for (job, result) in jobs.into_iter().zip(results) {
         let _ = job.reply.send(result);
     }
