@@ -141,7 +141,8 @@ pub(crate) async fn send(c: &Client, file: &Path) -> anyhow::Result<ExitCode> {
             println!("… and {} more refused", refused.len() - LISTED_MAX);
         }
         let by_status: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
-        println!("{total} events: {}", by_status.join(", "));
+        let noun = if total == 1 { "event" } else { "events" };
+        println!("{total} {noun}: {}", by_status.join(", "));
     }
     Ok(if refused.is_empty() {
         ExitCode::SUCCESS

@@ -821,3 +821,97 @@ fn two_nodes_settling_at_once_pay_each_share_once() {
     assert!(shown.contains("balance   2.70 EUR"), "{shown}");
     c.audit_passes();
 }
+
+/// Reads server-sent `transfer` events from `response` until `n` arrived (bounded wait); their
+/// transfers' ids.
+async fn streamed(response: &mut reqwest::Response, n: usize) -> Vec<String> {
+    let mut text = String::new();
+    let mut ids = Vec::new();
+    let read = async {
+        while ids.len() < n {
+            let chunk = response.chunk().await.expect("stream").expect("open");
+            text.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+            while let Some(end) = text.find("\n\n") {
+                let block: String = text.drain(..end + 2).collect();
+                if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:")) {
+                    let t: serde_json::Value = serde_json::from_str(data.trim()).expect("json");
+                    ids.push(t["id"].as_str().expect("id").to_string());
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("events arrive");
+    ids
+}
+
+/// Batches of transfer events (issue [10]) on two nodes of one database: a file sent through
+/// A is in the ledger once when sent again through B after A restarted (the event ids are
+/// decided in the database); either node finds the transfers and the history; B's change
+/// stream carries what A committed, both what was there and what A commits while B streams.
+#[test]
+fn batches_through_either_node_make_one_ledger_and_one_stream() {
+    let Some(mut c) = Cluster::start() else {
+        return;
+    };
+    let world = c.account(0, &["--kind", "settlement", "--unbounded"]);
+    let kim = c.account(1, &["--owner", "kim", "--history"]);
+    let event = |n: u32, linked: bool| {
+        let mut e = serde_json::json!({"id": format!("00000000-0000-4000-8000-{n:012}"),
+            "debit_account": world, "credit_account": kim, "amount_minor": n * 100,
+            "currency": "EUR"});
+        if linked {
+            e["flags"] = serde_json::json!({"linked": true});
+        }
+        e.to_string()
+    };
+    let lines = [
+        event(1, false),
+        event(2, false),
+        event(3, false),
+        event(4, true),
+        event(5, false),
+    ];
+    std::fs::write(c.work().join("five.jsonl"), lines.join("\n")).expect("write");
+    let out = c.ok(0, &c.admin, &["transfer", "--batch", "five.jsonl"]);
+    assert!(out.contains("5 events: 5 created"), "{out}");
+    c.restart(0);
+    let (_, out, _) = c.run(1, &c.admin, &["transfer", "--batch", "five.jsonl"]);
+    assert!(
+        out.contains("5 events: 4 exists, 1 linked_event_failed"),
+        "sent again through B, nothing is made twice: {out}"
+    );
+    let found = c.ok(0, &c.admin, &["transfers", "--account", &kim, "--json"]);
+    let found: serde_json::Value = serde_json::from_str(&found).expect("json");
+    assert_eq!(found["transfers"].as_array().map(Vec::len), Some(5));
+    let history = c.ok(1, &c.admin, &["account", "balances", &kim, "--json"]);
+    let history: serde_json::Value = serde_json::from_str(&history).expect("json");
+    let last = &history["balances"][4]["balance_minor"];
+    assert_eq!(last, 1_500, "{history}");
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut response = reqwest::Client::new()
+            .get(format!("{}/v1/transfers/changes", c.node(1).url))
+            .bearer_auth(&c.admin)
+            .send()
+            .await
+            .expect("stream");
+        assert_eq!(response.status(), 200);
+        let ids = streamed(&mut response, 5).await;
+        let want: Vec<String> = (1..=5)
+            .map(|n| format!("00000000-0000-4000-8000-{n:012}"))
+            .collect();
+        assert_eq!(ids, want);
+        // Committed through A while B streams: B re-reads the shared journal and sends it.
+        std::fs::write(c.work().join("sixth.jsonl"), event(6, false)).expect("write");
+        let out = c.ok(0, &c.admin, &["transfer", "--batch", "sixth.jsonl"]);
+        assert!(out.contains("1 event: 1 created"), "{out}");
+        assert_eq!(
+            streamed(&mut response, 1).await,
+            ["00000000-0000-4000-8000-000000000006"]
+        );
+    });
+    c.audit_passes();
+}
