@@ -475,6 +475,10 @@ pub async fn account(cmd: AccountCommand) -> anyhow::Result<ExitCode> {
                 credits_must_not_exceed_debits: None,
                 imported_at: None,
                 history: a.history.then_some(true),
+                user_data_128: None,
+                user_data_64: None,
+                user_data_32: None,
+                code: None,
             };
             // A key makes a retried open return the first account instead of a second one.
             let key = idempotency_key(&a.idempotency_key);

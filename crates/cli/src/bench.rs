@@ -270,6 +270,7 @@ async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<M
             },
             limit_minor: 0,
             imported_at: None,
+            references: Default::default(),
         },
     };
     let world = store

@@ -108,6 +108,10 @@ async fn pads(
                 credits_must_not_exceed_debits: None,
                 imported_at: None,
                 history: None,
+                user_data_128: None,
+                user_data_64: None,
+                user_data_32: None,
+                code: None,
             },
         )
         .await?
@@ -420,6 +424,10 @@ async fn transfers_over_http(
         credits_must_not_exceed_debits: None,
         imported_at: None,
         history: None,
+        user_data_128: None,
+        user_data_64: None,
+        user_data_32: None,
+        code: None,
     };
     let world = op
         .admin

@@ -379,6 +379,10 @@ async fn account_of(
         credits_must_not_exceed_debits: None,
         imported_at: None,
         history: None,
+        user_data_128: None,
+        user_data_64: None,
+        user_data_32: None,
+        code: None,
     };
     let kind = match role {
         tally_client::wire::ledger::RoleDto::Merchant => AccountKindDto::Merchant,

@@ -166,6 +166,7 @@ async fn seed(node: &Node, admin: &Principal, args: &WebBench) -> anyhow::Result
                 credits_must_not_exceed_debits: None,
                 imported_at: None,
                 history: None,
+                references: Default::default(),
             },
         )
         .await?;

@@ -31,6 +31,17 @@ pub fn open_account_order(
         credits_must_not_exceed_debits: r.credits_must_not_exceed_debits,
         imported_at,
         history: r.history,
+        references: tally_ledger::References {
+            user_data_128: match r.user_data_128.as_deref() {
+                None => 0,
+                Some(t) => decimal_u128(t).ok_or_else(|| {
+                    ApiError::invalid_field("user_data_128", "a decimal below 2^128")
+                })?,
+            },
+            user_data_64: r.user_data_64.unwrap_or(0),
+            user_data_32: r.user_data_32.unwrap_or(0),
+            code: r.code.unwrap_or(0),
+        },
     })
 }
 
@@ -47,6 +58,40 @@ fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
         Some(n) if (1..=1000).contains(&n) => Ok(n),
         Some(_) => Err(ApiError::bad_parameter("limit", "1 to 1000")),
     }
+}
+
+/// A 128-bit reference written as decimal digits (nothing else: no sign, no spaces).
+pub fn decimal_u128(text: &str) -> Option<u128> {
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    digits.then(|| text.parse::<u128>().ok()).flatten()
+}
+
+fn query_u128(text: Option<&str>) -> Result<Option<u128>, ApiError> {
+    text.map(|t| {
+        decimal_u128(t)
+            .ok_or_else(|| ApiError::bad_parameter("user_data_128", "a decimal below 2^128"))
+    })
+    .transpose()
+}
+
+/// The store's filter for `GET /v1/accounts` (the owner is the service's to decide).
+pub fn account_filter(q: &AccountsQuery) -> Result<tally_store::queries::AccountFilter, ApiError> {
+    Ok(tally_store::queries::AccountFilter {
+        owner: String::new(),
+        since: query_time("since", q.since.as_deref())?,
+        until: query_time("until", q.until.as_deref())?,
+        user_data_128: query_u128(q.user_data_128.as_deref())?,
+        user_data_64: q.user_data_64,
+        user_data_32: q.user_data_32,
+        code: q.code,
+        reversed: q.reversed.unwrap_or(false),
+        after: q.after.map(tally_kernel::Id),
+        limit: match q.limit {
+            None => 1000,
+            Some(n) if (1..=1000).contains(&n) => n,
+            Some(_) => return Err(ApiError::bad_parameter("limit", "1 to 1000")),
+        },
+    })
 }
 
 /// A transfer page's cursor: the last row's `created_at` (µs) and id, `"{µs}.{uuid}"`.
@@ -66,17 +111,7 @@ pub fn transfer_filter(q: TransferQuery) -> Result<tally_store::queries::Transfe
     if side != Side::Both && q.account.is_none() {
         return Err(ApiError::bad_parameter("side", "needs an account"));
     }
-    let user_data_128 = q
-        .user_data_128
-        .as_deref()
-        .map(|t| {
-            let digits = !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
-            digits
-                .then(|| t.parse::<u128>().ok())
-                .flatten()
-                .ok_or_else(|| ApiError::bad_parameter("user_data_128", "a decimal below 2^128"))
-        })
-        .transpose()?;
+    let user_data_128 = query_u128(q.user_data_128.as_deref())?;
     let after = q
         .after
         .as_deref()

@@ -88,12 +88,15 @@ pub async fn open_account(
     Ok(written(dto, replayed, Some(location)))
 }
 
-/// List accounts (the caller's; admins: any owner's).
+/// List accounts (the caller's; admins: any owner's), filtered by time, the client's
+/// references and code, oldest first (or reversed), up to 1,000 at a time (`after` = the last
+/// one's id continues).
 #[utoipa::path(
     get, path = "/v1/accounts", tag = "accounts",
     params(AccountsQuery),
     responses(
         (status = 200, description = "Accounts", body = Vec<AccountDto>),
+        (status = 400, description = "invalid_request: a malformed parameter", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 403, description = "forbidden: another owner's accounts", body = ErrorBody),
     ),
@@ -104,7 +107,11 @@ pub async fn list_accounts(
     Caller(by): Caller,
     ApiQuery(query): ApiQuery<AccountsQuery>,
 ) -> Result<Json<Vec<AccountDto>>, ApiError> {
-    let accounts = state.node.accounts(&by, query.owner.as_deref()).await?;
+    let filter = dto::account_filter(&query)?;
+    let accounts = state
+        .node
+        .query_accounts(&by, query.owner.as_deref(), filter)
+        .await?;
     Ok(Json(accounts.into_iter().map(AccountDto::from).collect()))
 }
 

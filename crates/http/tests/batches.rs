@@ -189,8 +189,37 @@ async fn transfers_are_found_by_filters_a_page_at_a_time_and_history_is_kept() {
         )
         .await;
     let alice = api
-        .open(&alice_key, json!({"currency": "EUR", "history": true}))
+        .open(
+            &alice_key,
+            json!({"currency": "EUR", "history": true, "code": 9, "user_data_32": 77,
+                "user_data_128": "123456789012345678901234567890"}),
+        )
         .await;
+    api.open(&alice_key, json!({"currency": "EUR", "code": 8}))
+        .await;
+    let listed = api
+        .get("/v1/accounts?code=9")
+        .key(&alice_key)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(listed.body.as_array().map(Vec::len), Some(1));
+    assert_eq!(listed.body[0]["id"], json!(alice));
+    assert_eq!(
+        listed.body[0]["user_data_128"],
+        "123456789012345678901234567890"
+    );
+    assert_eq!(listed.body[0]["user_data_32"], 77);
+    let after = api
+        .get(&format!("/v1/accounts?after={alice}"))
+        .key(&alice_key)
+        .send()
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(
+        after.body[0]["code"], 8,
+        "the page after alice's first account"
+    );
     assert_eq!(
         api.account(&alice_key, &alice).await.body["flags"]["history"],
         true

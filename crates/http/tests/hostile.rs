@@ -1925,6 +1925,26 @@ fn batches() -> Vec<Case> {
             .by(Who::Admin)
             .header("last-event-id", "3.x")
             .expect(400, "invalid_request"),
+        get("accounts/a limit of 0", "/v1/accounts?limit=0")
+            .by(Who::Alice)
+            .expect(400, "invalid_request"),
+        get("accounts/a cursor not an id", "/v1/accounts?after=last")
+            .by(Who::Alice)
+            .expect(400, "invalid_request"),
+        get("accounts/an unknown parameter", "/v1/accounts?colour=red")
+            .by(Who::Alice)
+            .expect(400, "invalid_request"),
+        get("accounts/a time not RFC 3339", "/v1/accounts?since=monday")
+            .by(Who::Alice)
+            .expect(400, "invalid_request"),
+        post("accounts/user_data_128 not decimal", "/v1/accounts")
+            .by(Who::Alice)
+            .json(json!({"currency": "EUR", "user_data_128": "0x10"}))
+            .expect(422, "invalid_request"),
+        post("accounts/code above 16 bits", "/v1/accounts")
+            .by(Who::Alice)
+            .json(json!({"currency": "EUR", "code": 65_536}))
+            .expect(400, "malformed_json"),
         get("history/another customer's account", "/v1/accounts/{alice_eur}/history")
             .by(Who::Bob)
             .expect(404, "account_not_found"),

@@ -374,6 +374,42 @@ pub struct Account {
     pub credits_posted: i64,
     /// When it was opened.
     pub created_at: Timestamp,
+    /// The client's own reference, 128 bits (0 = none).
+    #[serde(default, skip_serializing_if = "is_zero", with = "u128_text")]
+    pub user_data_128: u128,
+    /// The client's own reference, 64 bits (0 = none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub user_data_64: u64,
+    /// The client's own reference, 32 bits (0 = none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub user_data_32: u32,
+    /// The client's reason code (0 = none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub code: u16,
+}
+
+/// The client's references and code on an account or a transfer (all zero = none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct References {
+    /// 128 bits.
+    #[serde(default, skip_serializing_if = "is_zero", with = "u128_text")]
+    pub user_data_128: u128,
+    /// 64 bits.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub user_data_64: u64,
+    /// 32 bits.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub user_data_32: u32,
+    /// A reason code.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub code: u16,
+}
+
+impl References {
+    /// True when all are zero.
+    pub fn is_empty(&self) -> bool {
+        *self == References::default()
+    }
 }
 
 impl Account {
@@ -625,6 +661,9 @@ pub enum Command {
         /// For loading history: when the account was opened, in the past (absent: now).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         imported_at: Option<Timestamp>,
+        /// The client's references and code for the account.
+        #[serde(default, skip_serializing_if = "References::is_empty")]
+        references: References,
     },
     /// Resolves a pending transfer by posting `amount_minor` (default: all of it).
     Post {
@@ -971,6 +1010,7 @@ impl Book {
                 flags,
                 limit_minor,
                 imported_at,
+                references,
             } => {
                 if imported_at.is_some_and(|at| at >= now || at.as_micros() < 1) {
                     return Err(LedgerError::Invalid {
@@ -996,6 +1036,10 @@ impl Book {
                     credits_pending: 0,
                     credits_posted: 0,
                     created_at: imported_at.unwrap_or(now),
+                    user_data_128: references.user_data_128,
+                    user_data_64: references.user_data_64,
+                    user_data_32: references.user_data_32,
+                    code: references.code,
                 };
                 if self.accounts.contains_key(&account.id) {
                     return Err(LedgerError::AccountExists { id: account.id });

@@ -53,6 +53,7 @@ impl Fixture {
                 },
                 limit_minor: limit,
                 imported_at: None,
+                references: Default::default(),
             })
             .expect("open");
         match e {

@@ -38,6 +38,10 @@ fn events() -> Vec<(&'static str, Event)> {
         credits_pending: 0,
         credits_posted: 0,
         created_at: t0,
+        user_data_128: 0,
+        user_data_64: 0,
+        user_data_32: 0,
+        code: 0,
     };
     let transfer = Transfer {
         id: id(3),

@@ -80,6 +80,7 @@ impl Node {
             credits_must_not_exceed_debits: None,
             imported_at: None,
             history: None,
+            references: Default::default(),
         };
         let (settlement, _) = self
             .open_account(

@@ -35,6 +35,9 @@ pub struct OpenAccount {
     /// Keep the counters after each transfer.
     #[serde(default)]
     pub history: Option<bool>,
+    /// The client's references and code.
+    #[serde(default)]
+    pub references: tally_ledger::References,
 }
 
 /// A transfer or hold as requested.
@@ -158,6 +161,7 @@ impl Node {
             flags,
             limit_minor,
             imported_at: req.imported_at,
+            references: req.references,
         };
         let outcome = self
             .core()
@@ -194,6 +198,31 @@ impl Node {
             None => by.owner.clone(),
         };
         Ok(self.store().accounts_of(&owner).await?)
+    }
+
+    /// One owner's accounts, filtered, a page at a time (the caller's own; admins: any
+    /// owner's, default the operator's).
+    pub async fn query_accounts(
+        &self,
+        by: &Principal,
+        owner: Option<&str>,
+        filter: tally_store::queries::AccountFilter,
+    ) -> Result<Vec<Account>> {
+        let owner = match owner {
+            Some(o) if by.is_admin() || o == by.owner => o.to_string(),
+            Some(_) => {
+                return Err(ServiceError::Forbidden(
+                    "you can list only your own accounts",
+                ));
+            }
+            None => by.owner.clone(),
+        };
+        let filter = tally_store::queries::AccountFilter {
+            owner,
+            limit: filter.limit.clamp(1, 1000),
+            ..filter
+        };
+        Ok(self.store().query_accounts(&filter).await?)
     }
 
     /// Recent transfers of an account the caller may see, newest first.

@@ -157,6 +157,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         26,
         include_str!("../migrations/sqlite/0026_account_history.sql"),
     ),
+    (
+        27,
+        include_str!("../migrations/sqlite/0027_account_references.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
@@ -238,6 +242,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         26,
         include_str!("../migrations/postgres/0026_account_history.sql"),
+    ),
+    (
+        27,
+        include_str!("../migrations/postgres/0027_account_references.sql"),
     ),
 ];
 

@@ -12,7 +12,7 @@ use crate::rows::{self, Value, bind_all, placeholders_from};
 use crate::{Dialect, Store, StoreError};
 use sqlx::Row;
 use tally_kernel::{Id, Timestamp};
-use tally_ledger::{AccountBalance, Transfer};
+use tally_ledger::{Account, AccountBalance, Transfer};
 
 /// Which of an account's sides a query takes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,6 +49,31 @@ pub struct TransferFilter {
     pub reversed: bool,
     /// Rows after this one in the query's order (the last row of the previous page).
     pub after: Option<(Timestamp, Id)>,
+    /// Most rows.
+    pub limit: i64,
+}
+
+/// What an account query asks for: one owner's accounts, filtered, a page at a time.
+#[derive(Debug, Clone, Default)]
+pub struct AccountFilter {
+    /// Whose accounts.
+    pub owner: String,
+    /// Opened at or after.
+    pub since: Option<Timestamp>,
+    /// Opened at or before.
+    pub until: Option<Timestamp>,
+    /// The client's 128-bit reference.
+    pub user_data_128: Option<u128>,
+    /// The client's 64-bit reference.
+    pub user_data_64: Option<u64>,
+    /// The client's 32-bit reference.
+    pub user_data_32: Option<u32>,
+    /// The client's code.
+    pub code: Option<u16>,
+    /// Newest first.
+    pub reversed: bool,
+    /// Accounts after this one (the last of the previous page) in the query's order.
+    pub after: Option<Id>,
     /// Most rows.
     pub limit: i64,
 }
@@ -112,6 +137,48 @@ impl Conditions {
         self.push(format!("({a} {op} {x1} OR ({a} = {x2} AND {b} {op} {y1}))"));
     }
 
+    /// `column` between two times, inclusive, where given.
+    fn range(&mut self, column: &str, since: Option<Timestamp>, until: Option<Timestamp>) {
+        if let Some(t) = since {
+            let p = self.param(Value::Int(t.as_micros()));
+            self.push(format!("{column} >= {p}"));
+        }
+        if let Some(t) = until {
+            let p = self.param(Value::Int(t.as_micros()));
+            self.push(format!("{column} <= {p}"));
+        }
+    }
+
+    /// The client's references and code, where given (a 128-bit 0 asks for none).
+    fn references(
+        &mut self,
+        user_data_128: Option<u128>,
+        user_data_64: Option<u64>,
+        user_data_32: Option<u32>,
+        code: Option<u16>,
+    ) {
+        match user_data_128 {
+            None => {}
+            Some(0) => self.push("user_data_128 IS NULL".to_string()),
+            Some(v) => {
+                let p = self.param(Value::Blob(v.to_be_bytes().to_vec()));
+                self.push(format!("user_data_128 = {p}"));
+            }
+        }
+        if let Some(v) = user_data_64 {
+            let p = self.param(Value::Int(i64::from_ne_bytes(v.to_ne_bytes())));
+            self.push(format!("user_data_64 = {p}"));
+        }
+        if let Some(v) = user_data_32 {
+            let p = self.param(Value::Int(i64::from(v)));
+            self.push(format!("user_data_32 = {p}"));
+        }
+        if let Some(v) = code {
+            let p = self.param(Value::Int(i64::from(v)));
+            self.push(format!("code = {p}"));
+        }
+    }
+
     fn clause(&self) -> String {
         if self.sql.is_empty() {
             String::new()
@@ -157,6 +224,39 @@ impl Store {
             .collect()
     }
 
+    /// Accounts matching `f`, in `(created_at, id)` order (or reversed), at most `f.limit`.
+    pub async fn query_accounts(&self, f: &AccountFilter) -> Result<Vec<Account>, StoreError> {
+        let mut w = Conditions::new(self.dialect);
+        let p = w.param(Value::Text(f.owner.clone()));
+        w.push(format!("owner = {p}"));
+        w.references(f.user_data_128, f.user_data_64, f.user_data_32, f.code);
+        w.range("created_at", f.since, f.until);
+        if let Some(after) = f.after {
+            // The cursor is an account id: its own sort key is read in the same statement.
+            let op = if f.reversed { "<" } else { ">" };
+            let (a, b, c) = (
+                w.param(Value::Blob(after.as_bytes().to_vec())),
+                w.param(Value::Blob(after.as_bytes().to_vec())),
+                w.param(Value::Blob(after.as_bytes().to_vec())),
+            );
+            w.push(format!(
+                "(created_at {op} (SELECT created_at FROM accounts WHERE id = {a}) OR \
+                 (created_at = (SELECT created_at FROM accounts WHERE id = {b}) AND id {op} {c}))"
+            ));
+        }
+        let order = if f.reversed { "DESC" } else { "ASC" };
+        let limit = w.param(Value::Int(f.limit));
+        let sql = format!(
+            "SELECT {} FROM accounts{} ORDER BY created_at {order}, id {order} LIMIT {limit}",
+            rows::ACCOUNT_COLUMNS,
+            w.clause()
+        );
+        let found = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), w.values)
+            .fetch_all(&self.pool)
+            .await?;
+        found.iter().map(rows::account).collect()
+    }
+
     /// Transfers matching `f`, in `(created_at, id)` order (or reversed), at most `f.limit`.
     pub async fn query_transfers(&self, f: &TransferFilter) -> Result<Vec<Transfer>, StoreError> {
         let mut w = Conditions::new(self.dialect);
@@ -172,34 +272,8 @@ impl Store {
             };
             w.push(c);
         }
-        if let Some(t) = f.since {
-            let p = w.param(Value::Int(t.as_micros()));
-            w.push(format!("created_at >= {p}"));
-        }
-        if let Some(t) = f.until {
-            let p = w.param(Value::Int(t.as_micros()));
-            w.push(format!("created_at <= {p}"));
-        }
-        match f.user_data_128 {
-            None => {}
-            Some(0) => w.push("user_data_128 IS NULL".to_string()),
-            Some(v) => {
-                let p = w.param(Value::Blob(v.to_be_bytes().to_vec()));
-                w.push(format!("user_data_128 = {p}"));
-            }
-        }
-        if let Some(v) = f.user_data_64 {
-            let p = w.param(Value::Int(i64::from_ne_bytes(v.to_ne_bytes())));
-            w.push(format!("user_data_64 = {p}"));
-        }
-        if let Some(v) = f.user_data_32 {
-            let p = w.param(Value::Int(i64::from(v)));
-            w.push(format!("user_data_32 = {p}"));
-        }
-        if let Some(v) = f.code {
-            let p = w.param(Value::Int(i64::from(v)));
-            w.push(format!("code = {p}"));
-        }
+        w.range("created_at", f.since, f.until);
+        w.references(f.user_data_128, f.user_data_64, f.user_data_32, f.code);
         if let Some((at, after)) = f.after {
             w.after(
                 ("created_at", "id"),
@@ -230,14 +304,7 @@ impl Store {
         let mut w = Conditions::new(self.dialect);
         let p = w.param(Value::Blob(account.as_bytes().to_vec()));
         w.push(format!("account_id = {p}"));
-        if let Some(t) = f.since {
-            let p = w.param(Value::Int(t.as_micros()));
-            w.push(format!("at >= {p}"));
-        }
-        if let Some(t) = f.until {
-            let p = w.param(Value::Int(t.as_micros()));
-            w.push(format!("at <= {p}"));
-        }
+        w.range("at", f.since, f.until);
         if let Some((seq, ordinal)) = f.after {
             w.after(
                 ("journal_seq", "ordinal"),

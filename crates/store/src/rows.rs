@@ -9,16 +9,31 @@ use tally_ledger::{
     Account, AccountFlags, AccountKind, Transfer, TransferFlags, TransferKind, TransferState,
 };
 
-pub const ACCOUNT_COLUMNS: &str = "id, owner, currency, kind, flags, limit_minor, debits_pending, \
-     debits_posted, credits_pending, credits_posted, created_at";
+/// The account columns, in [`account_values`]'s order.
+macro_rules! account_columns {
+    () => {
+        "id, owner, currency, kind, flags, limit_minor, debits_pending, debits_posted, \
+         credits_pending, credits_posted, created_at, user_data_128, user_data_64, user_data_32, \
+         code"
+    };
+}
 
-pub const ACCOUNT_SELECT_BY_ID: &str = "SELECT id, owner, currency, kind, flags, limit_minor, \
-     debits_pending, debits_posted, credits_pending, credits_posted, created_at \
-     FROM accounts WHERE id = $1";
+pub const ACCOUNT_COLUMNS: &str = account_columns!();
 
-pub const ACCOUNT_SELECT_BY_OWNER: &str = "SELECT id, owner, currency, kind, flags, limit_minor, \
-     debits_pending, debits_posted, credits_pending, credits_posted, created_at \
-     FROM accounts WHERE owner = $1 ORDER BY created_at, id";
+/// How many values [`account_values`] gives.
+pub const ACCOUNT_WIDTH: usize = 15;
+
+pub const ACCOUNT_SELECT_BY_ID: &str = concat!(
+    "SELECT ",
+    account_columns!(),
+    " FROM accounts WHERE id = $1"
+);
+
+pub const ACCOUNT_SELECT_BY_OWNER: &str = concat!(
+    "SELECT ",
+    account_columns!(),
+    " FROM accounts WHERE owner = $1 ORDER BY created_at, id"
+);
 
 /// The transfer columns, in [`transfer_values`]'s order (without `journal_seq`).
 macro_rules! transfer_columns {
@@ -80,7 +95,43 @@ pub fn account(r: &AnyRow) -> Result<Account, StoreError> {
         credits_pending: r.try_get("credits_pending")?,
         credits_posted: r.try_get("credits_posted")?,
         created_at: Timestamp(r.try_get("created_at")?),
+        user_data_128: user_data_128(r)?,
+        user_data_64: user_data_64(r)?,
+        user_data_32: u32::try_from(r.try_get::<i64, _>("user_data_32")?)
+            .map_err(|_| corrupt("user_data_32"))?,
+        code: u16::try_from(r.try_get::<i64, _>("code")?).map_err(|_| corrupt("code"))?,
     })
+}
+
+/// The 128-bit reference column: 16 bytes big-endian, NULL for none.
+fn user_data_128(r: &AnyRow) -> Result<u128, StoreError> {
+    match r.try_get::<Option<Vec<u8>>, _>("user_data_128")? {
+        None => Ok(0),
+        Some(b) => Ok(u128::from_be_bytes(
+            b.try_into()
+                .map_err(|_| corrupt("user_data_128 is not 16 bytes"))?,
+        )),
+    }
+}
+
+/// The 64-bit reference column: the same 64 bits in a signed column.
+fn user_data_64(r: &AnyRow) -> Result<u64, StoreError> {
+    Ok(u64::from_ne_bytes(
+        r.try_get::<i64, _>("user_data_64")?.to_ne_bytes(),
+    ))
+}
+
+/// The values of the four reference columns, in column order.
+fn reference_values(u128_: u128, u64_: u64, u32_: u32, code: u16) -> [Value; 4] {
+    [
+        match u128_ {
+            0 => Value::NullBlob,
+            v => Value::Blob(v.to_be_bytes().to_vec()),
+        },
+        Value::Int(i64::from_ne_bytes(u64_.to_ne_bytes())),
+        Value::Int(i64::from(u32_)),
+        Value::Int(i64::from(code)),
+    ]
 }
 
 pub fn transfer(r: &AnyRow) -> Result<Transfer, StoreError> {
@@ -117,15 +168,8 @@ pub fn transfer(r: &AnyRow) -> Result<Transfer, StoreError> {
         memo: r.try_get("memo")?,
         created_at: Timestamp(r.try_get("created_at")?),
         flags: TransferFlags::from_bits(r.try_get("flags")?),
-        user_data_128: match r.try_get::<Option<Vec<u8>>, _>("user_data_128")? {
-            None => 0,
-            Some(b) => u128::from_be_bytes(
-                b.try_into()
-                    .map_err(|_| corrupt("user_data_128 is not 16 bytes"))?,
-            ),
-        },
-        // Stored as the same 64 bits in a signed column.
-        user_data_64: u64::from_ne_bytes(r.try_get::<i64, _>("user_data_64")?.to_ne_bytes()),
+        user_data_128: user_data_128(r)?,
+        user_data_64: user_data_64(r)?,
         user_data_32: u32::try_from(r.try_get::<i64, _>("user_data_32")?)
             .map_err(|_| corrupt("user_data_32"))?,
         code: u16::try_from(r.try_get::<i64, _>("code")?).map_err(|_| corrupt("code"))?,
@@ -245,7 +289,7 @@ pub fn placeholders_from(dialect: Dialect, first: usize, n: usize) -> String {
 }
 
 pub fn account_values(a: &Account) -> Vec<Value> {
-    vec![
+    let mut row = vec![
         Value::Blob(a.id.as_bytes().to_vec()),
         Value::Text(a.owner.clone()),
         Value::Text(a.currency.code().to_string()),
@@ -257,11 +301,18 @@ pub fn account_values(a: &Account) -> Vec<Value> {
         Value::Int(a.credits_pending),
         Value::Int(a.credits_posted),
         Value::Int(a.created_at.as_micros()),
-    ]
+    ];
+    row.extend(reference_values(
+        a.user_data_128,
+        a.user_data_64,
+        a.user_data_32,
+        a.code,
+    ));
+    row
 }
 
 pub fn transfer_values(t: &Transfer, journal_seq: i64) -> Vec<Value> {
-    vec![
+    let mut row = vec![
         Value::Blob(t.id.as_bytes().to_vec()),
         Value::Text(t.kind.as_str().to_string()),
         Value::Text(t.state.as_str().to_string()),
@@ -278,15 +329,15 @@ pub fn transfer_values(t: &Transfer, journal_seq: i64) -> Vec<Value> {
         Value::Text(t.memo.clone()),
         Value::Int(t.created_at.as_micros()),
         Value::Int(t.flags.bits()),
-        match t.user_data_128 {
-            0 => Value::NullBlob,
-            v => Value::Blob(v.to_be_bytes().to_vec()),
-        },
-        Value::Int(i64::from_ne_bytes(t.user_data_64.to_ne_bytes())),
-        Value::Int(i64::from(t.user_data_32)),
-        Value::Int(i64::from(t.code)),
-        Value::Int(journal_seq),
-    ]
+    ];
+    row.extend(reference_values(
+        t.user_data_128,
+        t.user_data_64,
+        t.user_data_32,
+        t.code,
+    ));
+    row.push(Value::Int(journal_seq));
+    row
 }
 
 /// A stored state name decoded, or a corrupt-row error naming the column.

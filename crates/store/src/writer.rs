@@ -781,7 +781,7 @@ async fn write_batch(
         dialect,
         "accounts",
         rows::ACCOUNT_COLUMNS,
-        11,
+        rows::ACCOUNT_WIDTH,
         new_accounts,
         "",
     )
@@ -799,7 +799,7 @@ async fn write_batch(
         dialect,
         "accounts",
         rows::ACCOUNT_COLUMNS,
-        11,
+        rows::ACCOUNT_WIDTH,
         changed,
         " ON CONFLICT (id) DO UPDATE SET debits_pending = excluded.debits_pending, \
          debits_posted = excluded.debits_posted, credits_pending = excluded.credits_pending, \

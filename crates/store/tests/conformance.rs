@@ -143,6 +143,7 @@ async fn open_account(store: &Store, currency: Currency, bounded: bool, limit: i
                 },
                 limit_minor: limit,
                 imported_at: None,
+                references: Default::default(),
             },
         })
         .await
@@ -1519,6 +1520,7 @@ async fn batches_decide_each_event_and_chains_whole(db: Db) {
                         flags: AccountFlags::default(),
                         limit_minor: 0,
                         imported_at: Some(imported_at),
+                        references: Default::default(),
                     },
                 })
                 .await
@@ -1595,6 +1597,7 @@ async fn queries_filter_and_page_and_history_follows_each_transfer(db: Db) {
                 },
                 limit_minor: 0,
                 imported_at: None,
+                references: Default::default(),
             },
         })
         .await
@@ -1775,6 +1778,76 @@ async fn queries_filter_and_page_and_history_follows_each_transfer(db: Db) {
         .await
         .expect("history");
     assert!(none.is_empty());
+    // Accounts of one owner by their references and code, a page at a time by id.
+    let owner = format!("refs-{}", Id::new());
+    let mut opened = Vec::new();
+    for n in 1..=4_u16 {
+        let account = store
+            .execute(Request {
+                idempotency_key: key(),
+                command: Command::OpenAccount {
+                    owner: owner.clone(),
+                    currency: eur(),
+                    kind: AccountKind::Customer,
+                    flags: AccountFlags::default(),
+                    limit_minor: 0,
+                    imported_at: None,
+                    references: tally_ledger::References {
+                        user_data_128: u128::from(n) << 100,
+                        user_data_64: u64::MAX - u64::from(n),
+                        user_data_32: u32::from(n),
+                        code: n % 2,
+                    },
+                },
+            })
+            .await
+            .expect("open")
+            .account()
+            .expect("account")
+            .clone();
+        opened.push(account);
+        db.advance_s(1);
+    }
+    let accounts = |f: tally_store::queries::AccountFilter| {
+        let store = &store;
+        async move { store.query_accounts(&f).await.expect("accounts") }
+    };
+    let mine = tally_store::queries::AccountFilter {
+        owner: owner.clone(),
+        limit: 100,
+        ..Default::default()
+    };
+    let read = accounts(mine.clone()).await;
+    assert_eq!(read, opened, "references read back as written");
+    let odd = accounts(tally_store::queries::AccountFilter {
+        code: Some(1),
+        ..mine.clone()
+    })
+    .await;
+    assert_eq!(
+        odd.iter().map(|a| a.id).collect::<Vec<_>>(),
+        [opened[0].id, opened[2].id]
+    );
+    let by_64 = accounts(tally_store::queries::AccountFilter {
+        user_data_64: Some(u64::MAX - 2),
+        ..mine.clone()
+    })
+    .await;
+    assert_eq!(
+        by_64.iter().map(|a| a.id).collect::<Vec<_>>(),
+        [opened[1].id]
+    );
+    let page = accounts(tally_store::queries::AccountFilter {
+        reversed: true,
+        limit: 2,
+        after: Some(opened[3].id),
+        ..mine.clone()
+    })
+    .await;
+    assert_eq!(
+        page.iter().map(|a| a.id).collect::<Vec<_>>(),
+        [opened[2].id, opened[1].id]
+    );
     audit_ok(&store).await;
 }
 

@@ -91,6 +91,18 @@ pub struct OpenAccountRequest {
     /// Keep the account's counters after each transfer (`GET /v1/accounts/{id}/history`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<bool>,
+    /// The client's 128-bit reference (a decimal string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data_128: Option<String>,
+    /// The client's 64-bit reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data_64: Option<u64>,
+    /// The client's 32-bit reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data_32: Option<u32>,
+    /// The client's code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
 }
 
 /// Bounds on an account's counters.
@@ -144,6 +156,18 @@ pub struct AccountDto {
     pub available_minor: Option<i64>,
     /// RFC 3339.
     pub created_at: String,
+    /// The client's 128-bit reference as a decimal string (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data_128: Option<String>,
+    /// The client's 64-bit reference (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data_64: Option<u64>,
+    /// The client's 32-bit reference (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data_32: Option<u32>,
+    /// The client's code (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
 }
 
 impl From<Account> for AccountDto {
@@ -170,6 +194,10 @@ impl From<Account> for AccountDto {
             balance_minor: balance.minor,
             available_minor: a.available_minor(),
             created_at: a.created_at.to_rfc3339(),
+            user_data_128: (a.user_data_128 != 0).then(|| a.user_data_128.to_string()),
+            user_data_64: (a.user_data_64 != 0).then_some(a.user_data_64),
+            user_data_32: (a.user_data_32 != 0).then_some(a.user_data_32),
+            code: (a.code != 0).then_some(a.code),
         }
     }
 }
@@ -717,12 +745,31 @@ pub struct NodeView {
     pub version: String,
 }
 
-/// `?owner=` of `GET /v1/accounts`.
+/// The query of `GET /v1/accounts`: one owner's accounts, filtered, a page at a time.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct AccountsQuery {
     /// Whose accounts (admins: anyone; others: themselves). Default: the caller's.
     pub owner: Option<String>,
+    /// Opened at or after (RFC 3339).
+    pub since: Option<String>,
+    /// Opened at or before (RFC 3339).
+    pub until: Option<String>,
+    /// The client's 128-bit reference (decimal).
+    pub user_data_128: Option<String>,
+    /// The client's 64-bit reference.
+    pub user_data_64: Option<u64>,
+    /// The client's 32-bit reference.
+    pub user_data_32: Option<u32>,
+    /// The client's code.
+    pub code: Option<u16>,
+    /// Newest first.
+    pub reversed: Option<bool>,
+    /// Most accounts (1 to 1,000; default 1,000).
+    pub limit: Option<i64>,
+    /// The id of the last account of the previous page.
+    pub after: Option<Uuid>,
 }
 
 /// The query of `GET /v1/transfers`: every filter optional (a caller who is not the operator

@@ -335,6 +335,7 @@ impl Delivery {
                     flags: AccountFlags::default(),
                     limit_minor: 0,
                     imported_at: None,
+                    references: Default::default(),
                 }),
                 Vec::new(),
             )

@@ -57,6 +57,7 @@ impl Oob {
             },
             limit_minor: 0,
             imported_at: None,
+            references: Default::default(),
         };
         let outcome = self
             .core

@@ -625,6 +625,7 @@ impl Pads {
             },
             limit_minor: 0,
             imported_at: None,
+            references: Default::default(),
         };
         let outcome = self
             .core

@@ -345,6 +345,7 @@ impl Sessions {
             },
             limit_minor: 0,
             imported_at: None,
+            references: Default::default(),
         };
         let key = format!(":{direction}_operator:{who}:{}", currency.code());
         let outcome = self
