@@ -32,6 +32,15 @@ pub enum AccountCommand {
 pub struct BalancesArgs {
     /// Account id.
     id: String,
+    #[command(flatten)]
+    page: PageArgs,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+/// A time window and a page of a query's rows.
+#[derive(Args)]
+pub struct PageArgs {
     /// At or after (RFC 3339).
     #[arg(long)]
     since: Option<String>,
@@ -47,8 +56,6 @@ pub struct BalancesArgs {
     /// Continue after this cursor (printed as `next:` under a full page).
     #[arg(long)]
     after: Option<String>,
-    #[command(flatten)]
-    conn: Conn,
 }
 
 /// `tally transfers`: find transfers.
@@ -60,12 +67,6 @@ pub struct QueryArgs {
     /// With --account: debit, credit or both.
     #[arg(long, default_value = "both")]
     side: String,
-    /// Created at or after (RFC 3339).
-    #[arg(long)]
-    since: Option<String>,
-    /// Created at or before (RFC 3339).
-    #[arg(long)]
-    until: Option<String>,
     /// The client's 128-bit reference (decimal).
     #[arg(long)]
     user_data_128: Option<String>,
@@ -78,15 +79,8 @@ pub struct QueryArgs {
     /// The client's reason code.
     #[arg(long)]
     code: Option<u16>,
-    /// Newest first.
-    #[arg(long)]
-    reversed: bool,
-    /// Most transfers (1 to 1000).
-    #[arg(long, default_value_t = 100)]
-    limit: i64,
-    /// Continue after this cursor (printed as `next:` under a full page).
-    #[arg(long)]
-    after: Option<String>,
+    #[command(flatten)]
+    page: PageArgs,
     #[command(flatten)]
     conn: Conn,
 }
@@ -103,15 +97,15 @@ pub async fn transfers(a: QueryArgs) -> anyhow::Result<ExitCode> {
     let q = tally_client::wire::ledger::TransferQuery {
         account,
         side: account.map(|_| a.side.clone()),
-        since: a.since.clone(),
-        until: a.until.clone(),
+        since: a.page.since.clone(),
+        until: a.page.until.clone(),
         user_data_128: a.user_data_128.clone(),
         user_data_64: a.user_data_64,
         user_data_32: a.user_data_32,
         code: a.code,
-        reversed: Some(a.reversed),
-        limit: Some(a.limit),
-        after: a.after.clone(),
+        reversed: Some(a.page.reversed),
+        limit: Some(a.page.limit),
+        after: a.page.after.clone(),
     };
     let page = c.api.transfers(&q).await?;
     c.show(&page, |p| {
@@ -509,11 +503,11 @@ pub async fn account(cmd: AccountCommand) -> anyhow::Result<ExitCode> {
             let c = Client::new(&a.conn)?;
             let id = parse_id("account", &a.id)?;
             let q = tally_client::wire::ledger::HistoryQuery {
-                since: a.since.clone(),
-                until: a.until.clone(),
-                reversed: Some(a.reversed),
-                limit: Some(a.limit),
-                after: a.after.clone(),
+                since: a.page.since.clone(),
+                until: a.page.until.clone(),
+                reversed: Some(a.page.reversed),
+                limit: Some(a.page.limit),
+                after: a.page.after.clone(),
             };
             let page = c.api.account_balances(id, &q).await?;
             c.show(&page, |p| {

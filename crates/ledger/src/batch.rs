@@ -140,12 +140,27 @@ impl TransferEvent {
     }
 }
 
-/// What became of one event. Variants are in TigerBeetle's order of precedence: when several
-/// apply, the earliest is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[allow(missing_docs)] // each name says it; the table in docs/ledger-batches.md explains
-pub enum EventStatus {
+/// Declares [`EventStatus`] and its list [`EventStatus::ALL`] from one list of names, so the
+/// order of precedence is written once.
+macro_rules! event_statuses {
+    ($($name:ident),* $(,)?) => {
+        /// What became of one event. Variants are in TigerBeetle's order of precedence: when
+        /// several apply, the earliest is answered.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        #[allow(missing_docs)] // each name says it; docs/ledger-batches.md explains
+        pub enum EventStatus {
+            $($name),*
+        }
+
+        impl EventStatus {
+            /// Every status, in order of precedence.
+            pub const ALL: &'static [EventStatus] = &[$(EventStatus::$name),*];
+        }
+    };
+}
+
+event_statuses! {
     Created,
     LinkedEventFailed,
     LinkedEventChainOpen,
@@ -211,80 +226,6 @@ pub enum EventStatus {
     OverflowsCredits,
     ExceedsCredits,
     ExceedsDebits,
-}
-
-impl EventStatus {
-    /// Every status, in order of precedence.
-    pub const ALL: [EventStatus; 65] = {
-        use EventStatus::*;
-        [
-            Created,
-            LinkedEventFailed,
-            LinkedEventChainOpen,
-            ImportedEventExpected,
-            ImportedEventNotExpected,
-            TimestampMustBeZero,
-            ImportedEventTimestampOutOfRange,
-            ImportedEventTimestampMustNotAdvance,
-            IdMustNotBeZero,
-            IdMustNotBeIntMax,
-            ExistsWithDifferentFlags,
-            ExistsWithDifferentPendingId,
-            ExistsWithDifferentTimeout,
-            ExistsWithDifferentDebitAccount,
-            ExistsWithDifferentCreditAccount,
-            ExistsWithDifferentAmount,
-            ExistsWithDifferentUserData128,
-            ExistsWithDifferentUserData64,
-            ExistsWithDifferentUserData32,
-            ExistsWithDifferentCurrency,
-            ExistsWithDifferentCode,
-            Exists,
-            FlagsAreMutuallyExclusive,
-            DebitAccountMustBeGiven,
-            CreditAccountMustBeGiven,
-            AccountsMustBeDifferent,
-            PendingIdMustBeEmpty,
-            PendingIdMustBeGiven,
-            PendingIdMustBeDifferent,
-            TimeoutReservedForPendingTransfer,
-            ClosingTransferMustBePending,
-            AmountMustNotBeZero,
-            AmountMustNotBeNegative,
-            TimeoutOutOfRange,
-            MemoInvalid,
-            CurrencyMustBeGiven,
-            DebitAccountNotFound,
-            CreditAccountNotFound,
-            AccountsMustHaveTheSameCurrency,
-            TransferMustHaveTheSameCurrencyAsAccounts,
-            PendingTransferNotFound,
-            PendingTransferNotPending,
-            PendingTransferHasDifferentDebitAccount,
-            PendingTransferHasDifferentCreditAccount,
-            PendingTransferHasDifferentCurrency,
-            PendingTransferHasDifferentCode,
-            ExceedsPendingTransferAmount,
-            PendingTransferHasDifferentAmount,
-            PendingTransferAlreadyPosted,
-            PendingTransferAlreadyVoided,
-            PendingTransferExpired,
-            ImportedEventTimestampMustNotRegress,
-            ImportedEventTimestampMustPostdateDebitAccount,
-            ImportedEventTimestampMustPostdateCreditAccount,
-            ImportedEventTimeoutMustBeZero,
-            DebitAccountAlreadyClosed,
-            CreditAccountAlreadyClosed,
-            OverflowsDebitsPending,
-            OverflowsCreditsPending,
-            OverflowsDebitsPosted,
-            OverflowsCreditsPosted,
-            OverflowsDebits,
-            OverflowsCredits,
-            ExceedsCredits,
-            ExceedsDebits,
-        ]
-    };
 }
 
 /// The answer to one event.

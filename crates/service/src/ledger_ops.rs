@@ -188,15 +188,7 @@ impl Node {
 
     /// Accounts of the caller (admins: of `owner`, default all of the operator's).
     pub async fn accounts(&self, by: &Principal, owner: Option<&str>) -> Result<Vec<Account>> {
-        let owner = match owner {
-            Some(o) if by.is_admin() || o == by.owner => o.to_string(),
-            Some(_) => {
-                return Err(ServiceError::Forbidden(
-                    "you can list only your own accounts",
-                ));
-            }
-            None => by.owner.clone(),
-        };
+        let owner = listed_owner(by, owner)?;
         Ok(self.store().accounts_of(&owner).await?)
     }
 
@@ -208,17 +200,8 @@ impl Node {
         owner: Option<&str>,
         filter: tally_store::queries::AccountFilter,
     ) -> Result<Vec<Account>> {
-        let owner = match owner {
-            Some(o) if by.is_admin() || o == by.owner => o.to_string(),
-            Some(_) => {
-                return Err(ServiceError::Forbidden(
-                    "you can list only your own accounts",
-                ));
-            }
-            None => by.owner.clone(),
-        };
         let filter = tally_store::queries::AccountFilter {
-            owner,
+            owner: listed_owner(by, owner)?,
             limit: filter.limit.clamp(1, 1000),
             ..filter
         };
@@ -645,4 +628,15 @@ pub(crate) fn first_transfer(outcome: Outcome) -> Result<(Transfer, bool)> {
         .cloned()
         .map(|t| (t, replayed))
         .ok_or(ServiceError::IdempotencyKeyReused)
+}
+
+/// Whose accounts a list shows: the caller's own, or (the operator only) the owner named.
+fn listed_owner(by: &Principal, owner: Option<&str>) -> Result<String> {
+    match owner {
+        Some(o) if by.is_admin() || o == by.owner => Ok(o.to_string()),
+        Some(_) => Err(ServiceError::Forbidden(
+            "you can list only your own accounts",
+        )),
+        None => Ok(by.owner.clone()),
+    }
 }
