@@ -13,6 +13,13 @@
 //! data directory. After every step the invariants of [`check`] hold, or the run stops with
 //! the seed that replays it: `SIM_SEED=<seed> cargo test -p tally-sim`.
 //!
+//! The same world also drives the ledger's batch API (module `batches`): the operator's back
+//! office sends batches of transfer events in linked chains through the same faulty network
+//! (and sends them again), interleaved with the protocols, the clock and the crashes; each
+//! chain is created whole or not at all, a retried batch creates nothing twice, closed
+//! accounts take nothing, and every account's counters are its transfers' sums, within its
+//! bounds, after every step.
+//!
 //! A second world drives trading sessions across two nodes ([`run_trading`], module `trade`):
 //! a customers' node and a merchants' node, peered, on one fake clock, the sealed messages
 //! between them carried by a faulty simulated wire; its invariants hold on both nodes and
@@ -28,11 +35,13 @@
 //! PostgreSQL), or make node-internal races deterministic (requests run one after another, so
 //! a failure replays exactly from its seed).
 
+mod batches;
 pub mod check;
 mod pads;
 mod trade;
 mod world;
 
+pub use batches::BatchOutcome;
 pub use pads::{PadsOutcome, run_pads};
 pub use trade::{TradeOptions, TradeOutcome, TradeSim, run_trading, run_trading_with};
 pub use world::{Failure, Outcome, Sim};

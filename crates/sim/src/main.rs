@@ -32,6 +32,7 @@ async fn main() -> ExitCode {
                 total.requests += o.requests;
                 total.crashes += o.crashes;
                 total.messages += o.messages;
+                total.batches.add(&o.batches);
             }
             Err(f) => {
                 eprintln!("{f}");
@@ -40,8 +41,9 @@ async fn main() -> ExitCode {
         }
     }
     println!(
-        "{seeds} seeds x {steps} steps passed: {} requests, {} messages, {} crashes",
-        total.requests, total.messages, total.crashes
+        "{seeds} seeds x {steps} steps passed: {} requests, {} messages, {} crashes; ledger \
+         batches: {}",
+        total.requests, total.messages, total.crashes, total.batches
     );
     ExitCode::SUCCESS
 }

@@ -69,6 +69,8 @@ pub struct Outcome {
     pub released: usize,
     /// Receipts completed (signed or resolved).
     pub receipts: usize,
+    /// Ledger batches with linked chains (module `batches`).
+    pub batches: crate::batches::BatchOutcome,
 }
 
 /// A request a client sends; requests are data, so the network can hold, reorder, drop and
@@ -136,6 +138,11 @@ enum Req {
         tx: u64,
         by_b: bool,
     },
+    /// The operator's back office sends a batch of transfer events (an index into
+    /// [`crate::batches::Batches`]; the same index again is a retry of the whole batch).
+    Batch {
+        batch: usize,
+    },
 }
 
 struct Person {
@@ -193,6 +200,8 @@ pub struct Sim {
     /// Complete receipts already verified offline (a complete receipt never changes; all are
     /// verified again at the end).
     checked: std::collections::HashSet<i64>,
+    /// Ledger batches: their accounts, what was sent, what the checks remember.
+    batches: crate::batches::Batches,
     trace: Vec<String>,
     outcome: Outcome,
 }
@@ -306,10 +315,16 @@ impl Sim {
             phones: HashMap::new(),
             keys: 0,
             checked: std::collections::HashSet::new(),
+            batches: crate::batches::Batches::empty(),
             trace: Vec::new(),
             outcome: Outcome::default(),
         };
         sim.setup().await.map_err(fail)?;
+        let customers = sim.customers.iter().map(|c| c.account).collect();
+        sim.batches
+            .setup(&sim.node, &sim.admin, customers)
+            .await
+            .map_err(fail)?;
         Ok(sim)
     }
 
@@ -539,15 +554,7 @@ impl Sim {
         for step in 1..=self.config.steps {
             let taken = self.step().await;
             let checked = match taken {
-                Ok(()) => {
-                    crate::check::all(
-                        &self.node,
-                        &self.store_accounts,
-                        &self.suspense,
-                        &mut self.checked,
-                    )
-                    .await
-                }
+                Ok(()) => self.check(false).await,
                 Err(e) => Err(e),
             };
             if let Err(what) = checked {
@@ -561,14 +568,7 @@ impl Sim {
         }
         // Every complete receipt once more, then the full audit.
         self.checked.clear();
-        crate::check::all(
-            &self.node,
-            &self.store_accounts,
-            &self.suspense,
-            &mut self.checked,
-        )
-        .await
-        .map_err(|what| crate::Failure {
+        self.check(true).await.map_err(|what| crate::Failure {
             seed: self.config.seed,
             step: self.config.steps,
             what,
@@ -593,7 +593,21 @@ impl Sim {
             });
         }
         self.node.store().close().await;
+        self.outcome.batches = self.batches.outcome;
         Ok(self.outcome.clone())
+    }
+
+    /// Every invariant of [`crate::check`], then the batches' own (`full`: even when the
+    /// ledger did not change).
+    async fn check(&mut self, full: bool) -> Step<()> {
+        crate::check::all(
+            &self.node,
+            &self.store_accounts,
+            &self.suspense,
+            &mut self.checked,
+        )
+        .await?;
+        self.batches.check(&self.node, full).await
     }
 
     fn note(&mut self, what: String) {
@@ -605,7 +619,7 @@ impl Sim {
 
     /// One step, chosen by the seed.
     async fn step(&mut self) -> Step<()> {
-        let roll = self.rng.random_range(0..100);
+        let roll = self.rng.random_range(0..112);
         match roll {
             0..=29 => {
                 let req = self.new_request()?;
@@ -641,7 +655,25 @@ impl Sim {
                     self.answer(r)?;
                 }
             }
-            _ => self.crash().await?,
+            94..=99 => self.crash().await?,
+            _ => {
+                // A batch of transfer events: a new one, or now and then one sent before again
+                // (the client never heard back, or is not sure it did).
+                let again = if self.rng.random_bool(0.15) {
+                    self.batches.again(&mut self.rng)
+                } else {
+                    None
+                };
+                let (batch, line) = match again {
+                    Some(old) => old,
+                    None => {
+                        let now = self.now();
+                        self.batches.plan(&mut self.rng, now)
+                    }
+                };
+                self.note(format!("send batch {batch}: {line}"));
+                self.network.push(Req::Batch { batch });
+            }
         }
         Ok(())
     }
@@ -1095,6 +1127,20 @@ impl Sim {
                 };
                 let r = node.receipts().resolve(&by, tx, sig.as_deref()).await;
                 self.answer(r)?;
+            }
+            Req::Batch { batch } => {
+                let now = self.now();
+                let line = self.batches.deliver(&node, &self.admin, batch, now).await?;
+                self.note(line);
+                if self.rng.random_bool(0.06) {
+                    // The batch committed; the node dies before its answer leaves, and the
+                    // client sends the whole batch again.
+                    self.batches.outcome.crashes += 1;
+                    self.outcome.answers_lost += 1;
+                    self.crash().await?;
+                    self.network.push(req.clone());
+                    return Ok(false);
+                }
             }
         }
         Ok(true)

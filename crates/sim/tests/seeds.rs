@@ -16,12 +16,15 @@ async fn every_seed_keeps_every_invariant() {
     let mut requests = 0;
     let mut crashes = 0;
     let mut released_or_verified = 0;
+    let mut batches = tally_sim::BatchOutcome::default();
+    let all = env("SIM_SEED").is_none();
     for seed in seeds {
         match tally_sim::run(tally_sim::Config { seed, steps }).await {
             Ok(o) => {
                 requests += o.requests;
                 crashes += o.crashes;
                 released_or_verified += o.verified + o.receipts + o.released;
+                batches.add(&o.batches);
             }
             Err(f) => panic!("{f}"),
         }
@@ -29,6 +32,21 @@ async fn every_seed_keeps_every_invariant() {
     // The runs did something: requests answered, crashes survived, protocols completed.
     assert!(requests > 0 && crashes > 0 && released_or_verified > 0);
     eprintln!("{requests} requests, {crashes} crashes, {released_or_verified} completions");
+    eprintln!("ledger batches: {batches}");
+    // Ledger batches (issue [10]): chains created and refused whole, chains built to fail,
+    // whole batches sent again (ids answering `exists`), holds posted, voided and run out,
+    // accounts closed, balancing transfers clamped, crashes before an answer.
+    if all {
+        let b = &batches;
+        assert!(b.chains_created > 0 && b.chains_refused > 0, "{b}");
+        assert!(b.built_to_fail > 0 && b.retries > 0 && b.exists > 0, "{b}");
+        assert!(b.posted > 0 && b.voided > 0 && b.refused_expired > 0, "{b}");
+        assert!(
+            b.closings > 0 && b.refused_closed > 0 && b.clamped > 0,
+            "{b}"
+        );
+        assert!(b.crashes > 0, "{b}");
+    }
 }
 
 /// Trading sessions across two nodes (issue [7]): `SIM_SEEDS` seeds (default 6) of
