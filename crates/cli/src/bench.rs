@@ -1,13 +1,22 @@
 //! Benchmarks that print their figures next to `pgbench` TPC-B measured on the same
 //! PostgreSQL in the same run.
 //!
-//! `tally bench ledger`: durable transfers per second on SQLite and PostgreSQL.
-//! What is measured: many concurrent clients submit single transfers through
-//! `Store::execute`, the path every API call takes (validation, batched writer, journal,
-//! idempotency, checkpoints). A transfer counts only when its caller got the answer, which
-//! happens after its transaction committed (`synchronous=FULL` on SQLite, `fsync=on` on
-//! PostgreSQL). The run ends with a full audit so a fast but wrong ledger cannot pass.
-//! HTTP parsing is not included: the figure is the ledger's, as pgbench's is the database's.
+//! `tally bench ledger`: durable transfers per second on SQLite and PostgreSQL, three ways.
+//! * Single transfers in process: many concurrent clients submit one transfer each through
+//!   `Store::execute`, the path every API call takes (validation, batched writer, journal,
+//!   idempotency, checkpoints).
+//! * Batches in process: a few clients send batches of transfer events (100, and the most a
+//!   batch holds, 8,189) to `Store::execute_events` back to back; an event counts only when it
+//!   was answered `created`.
+//! * Over HTTP on loopback, from a node (`tally serve`'s router) on the same database: the same
+//!   batches through `POST /v1/transfers/batch`, and one transfer per `POST /v1/transfers`
+//!   (each with its own Idempotency-Key) from 64 connections.
+//!
+//! Every load moves small amounts between random pairs of funded accounts, and a transfer
+//! counts only when its caller got the answer, which happens after its transaction committed
+//! (`synchronous=FULL` on SQLite, `fsync=on` on PostgreSQL). A full audit follows every row so
+//! a fast but wrong ledger cannot pass. At the end: the process's peak memory and the storage
+//! each transfer takes after a checkpoint.
 //!
 //! `tally bench auth`: completed out-of-band authentications per second (SPEC A1–A4); see
 //! [`auth`] for what is measured.
@@ -22,13 +31,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+use tally_client::wire::ledger::{TransferBatchRequest, TransferEventDto, TransferRequest};
 use tally_kernel::{Currency, Id};
+use tally_ledger::batch::{BATCH_EVENTS_MAX, EventStatus, TransferEvent};
 use tally_ledger::{AccountFlags, AccountKind, Command, Request};
+use tally_store::audit::AuditPolicy;
 use tally_store::{Store, StoreError, WriteOptions};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// Durable transfers/s on SQLite and PostgreSQL, with pgbench TPC-B as the reference.
+    /// Durable transfers/s on SQLite and PostgreSQL (single transfers and batches in process,
+    /// batches and one transfer per request over HTTP), with pgbench TPC-B as the reference.
     Ledger(LedgerBench),
     /// Completed out-of-band authentications/s (open a login session, read its code from the
     /// dev inbox, verify it; each step durable) on SQLite and PostgreSQL, with pgbench TPC-B
@@ -58,21 +71,39 @@ pub enum BenchCommand {
 
 #[derive(Args)]
 pub struct LedgerBench {
-    /// Seconds of load per backend.
+    /// Seconds of load of the single-transfer row, per backend.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// Concurrent clients submitting transfers (each waits for its answer before the next).
+    /// Concurrent clients submitting single transfers in process (each waits for its answer
+    /// before the next).
     #[arg(long, default_value_t = 4096)]
     concurrency: usize,
-    /// Customer accounts the transfers move between.
+    /// Customer accounts the transfers move between (opened in process, and again over HTTP).
     #[arg(long, default_value_t = 10_000)]
     accounts: usize,
-    /// Most transfers per write transaction (group commit).
+    /// Most transfers per write transaction (group commit) in process.
     #[arg(long, default_value_t = 4096)]
     batch_max: usize,
+    /// Seconds of load of each batch row and of each row over HTTP, per backend.
+    #[arg(long, default_value_t = 5)]
+    batch_seconds: u64,
+    /// Concurrent clients sending batches, in process and over HTTP (each waits for its
+    /// batch's results before sending the next).
+    #[arg(long, default_value_t = 4)]
+    batch_clients: usize,
+    /// HTTP connections sending one transfer per request (each waits for its answer).
+    #[arg(long, default_value_t = 64)]
+    http_connections: usize,
+    /// Skip the rows over HTTP (no node is started on the database). A node records its keys
+    /// in the database, so a kept `--database-url` serves one run with HTTP rows.
+    #[arg(long)]
+    no_http: bool,
     #[command(flatten)]
     reference: Reference,
 }
+
+/// The batch sizes measured: a small batch, and the most one batch holds.
+const BATCH_SIZES: [usize; 2] = [100, BATCH_EVENTS_MAX];
 
 /// The PostgreSQL under test and the pgbench reference, shared by every benchmark.
 #[derive(Args)]
@@ -143,7 +174,7 @@ impl Reference {
     }
 
     /// The results table: pgbench first (1.0x), then each measurement with its ratio.
-    pub fn print_table(&self, pgbench: Option<f64>, rows: &[(&str, f64)]) {
+    pub fn print_table(&self, pgbench: Option<f64>, rows: &[(String, f64)]) {
         let mut lines = Vec::with_capacity(rows.len() + 1);
         if let Some(tps) = pgbench {
             lines.push([
@@ -156,11 +187,7 @@ impl Reference {
             ]);
         }
         for (label, rate) in rows {
-            lines.push([
-                label.to_string(),
-                fmt_rate(*rate),
-                fmt_ratio(*rate, pgbench, 1),
-            ]);
+            lines.push([label.clone(), fmt_rate(*rate), fmt_ratio(*rate, pgbench, 1)]);
         }
         print_rows(["measurement", "per second", "vs pgbench"], &lines);
     }
@@ -182,16 +209,39 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn ledger(args: LedgerBench) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.accounts >= 2,
+        "--accounts must be at least 2 (a transfer moves between two)"
+    );
+    anyhow::ensure!(
+        args.concurrency > 0 && args.batch_clients > 0 && args.http_connections > 0,
+        "--concurrency, --batch-clients and --http-connections must be at least 1"
+    );
     println!(
-        "tally bench ledger: {} clients, {} accounts, {} s per backend, batches of up to {}",
-        args.concurrency, args.accounts, args.seconds, args.batch_max
+        "tally bench ledger: {} accounts; single transfers in process: {} clients, {} s, \
+         transactions of up to {}; batches of 100 and 8,189: {} clients, {} s each, in process{}",
+        args.accounts,
+        args.concurrency,
+        args.seconds,
+        args.batch_max,
+        args.batch_clients,
+        args.batch_seconds,
+        if args.no_http {
+            String::new()
+        } else {
+            format!(
+                " and over HTTP; one transfer per HTTP request: {} connections, {} s",
+                args.http_connections, args.batch_seconds
+            )
+        }
     );
     let dir = tempfile::tempdir()?;
     let sqlite_url = format!("sqlite://{}", dir.path().join("bench.db").display());
     compare(
         &args.reference,
-        "durable transfers",
-        "targets: SQLite >= 20x pgbench, PostgreSQL >= 3x pgbench; every counted transfer was acknowledged after commit",
+        "targets: batched SQLite >= 30x pgbench, one per HTTP request >= 5x, PostgreSQL batched \
+         >= 10x, storage <= 300 bytes/transfer; every counted transfer was acknowledged after \
+         commit",
         async |label, postgres_url| {
             measure(label, postgres_url.unwrap_or(&sqlite_url), &args).await
         },
@@ -200,32 +250,55 @@ async fn ledger(args: LedgerBench) -> anyhow::Result<ExitCode> {
 }
 
 /// The run shared by every benchmark: `measure` on SQLite (`None`), then, unless PostgreSQL
-/// is skipped, on PostgreSQL (its URL) followed by pgbench; then the table (rows "SQLite
-/// {what}" and "PostgreSQL {what}") and the `targets` line. Fails when an audit failed.
+/// is skipped, on PostgreSQL (its URL) followed by pgbench; then the table (each row named
+/// after its store), the storage each store used, the peak memory, and the `targets` line.
+/// Fails when an audit failed.
 async fn compare(
     reference: &Reference,
-    what: &str,
     targets: &str,
     measure: impl AsyncFn(&str, Option<&str>) -> anyhow::Result<Measured>,
 ) -> anyhow::Result<ExitCode> {
-    let sqlite = measure("SQLite", None).await?;
-
-    let mut pg = None;
+    let mut measured = vec![("SQLite", measure("SQLite", None).await?)];
     let mut pgbench = None;
     if let Some(postgres) = reference.postgres()? {
-        pg = Some(measure("PostgreSQL", Some(&postgres.bench_url)).await?);
+        let pg = measure("PostgreSQL", Some(&postgres.bench_url)).await?;
+        measured.push(("PostgreSQL", pg));
         pgbench = Some(reference.pgbench(&postgres).await?);
     }
 
-    let sqlite_label = format!("SQLite {what}");
-    let pg_label = format!("PostgreSQL {what}");
-    let mut rows = vec![(sqlite_label.as_str(), sqlite.rate)];
-    if let Some(pg) = &pg {
-        rows.push((pg_label.as_str(), pg.rate));
-    }
+    let rows: Vec<(String, f64)> = measured
+        .iter()
+        .flat_map(|(store, m)| {
+            m.rows
+                .iter()
+                .map(move |(what, rate)| (format!("{store} {what}"), *rate))
+        })
+        .collect();
     reference.print_table(pgbench, &rows);
+    for (store, m) in &measured {
+        if let Some(s) = &m.storage {
+            println!(
+                "{store} storage after a checkpoint: {} bytes per transfer ({} bytes of {}, {} \
+                 transfer rows)",
+                fmt_rate(s.bytes as f64 / s.transfers.max(1) as f64),
+                fmt_rate(s.bytes as f64),
+                s.what,
+                fmt_rate(s.transfers as f64)
+            );
+        }
+    }
+    match peak_rss_kib() {
+        Some(kib) => println!(
+            "peak RSS of this process (VmHWM): {:.1} MiB",
+            kib as f64 / 1024.0
+        ),
+        None => println!("peak RSS of this process: unknown (no VmHWM in /proc/self/status)"),
+    }
     println!("{targets}");
-    let audits_ok = sqlite.audit_ok && pg.as_ref().is_none_or(|p| p.audit_ok);
+    let audits_ok = measured.iter().all(|(_, m)| m.audit_ok);
+    if !audits_ok {
+        println!("an audit FAILED: the figures above do not count");
+    }
     Ok(if audits_ok {
         ExitCode::SUCCESS
     } else {
@@ -233,16 +306,74 @@ async fn compare(
     })
 }
 
+/// What one store measured: each row (named without the store) and its rate, whether every
+/// audit passed, and the storage it used when measured.
 pub struct Measured {
-    pub rate: f64,
+    pub rows: Vec<(String, f64)>,
     pub audit_ok: bool,
+    pub storage: Option<Storage>,
 }
 
+/// The bytes a store used after a checkpoint (`what` says which), for its transfer rows.
+pub struct Storage {
+    pub bytes: u64,
+    pub what: &'static str,
+    pub transfers: i64,
+}
+
+/// This process's peak resident set (`VmHWM`), in KiB.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let value = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    value.trim().strip_suffix("kB")?.trim().parse().ok()
+}
+
+/// Random distinct pairs of `n` accounts and small amounts (1 to 100 minor units), so almost
+/// every transfer goes through. Xorshift: picking accounts needs no cryptographic randomness.
+struct Pairs {
+    x: u64,
+    n: u64,
+}
+
+impl Pairs {
+    fn new(seed: usize, n: usize) -> Pairs {
+        Pairs {
+            x: 0x9E37_79B9_7F4A_7C15 ^ (seed as u64 + 1),
+            n: n as u64,
+        }
+    }
+
+    /// The next pair's indices and amount.
+    fn next(&mut self) -> (usize, usize, i64) {
+        loop {
+            self.x ^= self.x << 13;
+            self.x ^= self.x >> 7;
+            self.x ^= self.x << 17;
+            let (a, b) = (self.x % self.n, (self.x >> 32) % self.n);
+            if a != b {
+                return (a as usize, b as usize, 1 + (self.x % 100) as i64);
+            }
+        }
+    }
+}
+
+/// The figures of one store: every row of the table, an audit after each, then the storage.
+///
+/// In process, on a `Store` of its own with a bench key as checkpoint signer: single transfers,
+/// then the batches. Then, unless `--no-http`, a node (HTTP on loopback) on the same database,
+/// with accounts of its own opened and funded over HTTP: the batches, then one transfer per
+/// request. The audits after the node started trust both signers.
 async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<Measured> {
     let key = Arc::new(tally_kernel::crypto::SigningKey::generate());
-    let policy = tally_store::audit::AuditPolicy {
+    let node_defaults = tally_service::NodeConfig::new("");
+    let mut policy = AuditPolicy {
         trusted_signers: vec![key.verifying_key().to_bytes()],
-        checkpoint_gap_max: Some(WriteOptions::default().checkpoint_every + args.batch_max as i64),
+        checkpoint_gap_max: Some(
+            WriteOptions::default()
+                .checkpoint_every
+                .max(node_defaults.checkpoint_every)
+                + args.batch_max.max(node_defaults.batch_max) as i64,
+        ),
     };
     let signer = Arc::new(tally_service::node::NodeSigner(key));
     let options = WriteOptions {
@@ -254,10 +385,72 @@ async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<M
         .await
         .with_context(|| format!("opening {label}"))?;
     let eur = Currency::from_code("EUR")?;
-    let run_id = Id::new();
+    let accounts = Arc::new(accounts_in_process(&store, args.accounts, eur).await?);
 
-    // Setup: a settlement account funds every customer account.
-    let bar = crate::progress_bar(args.accounts as u64, "opening accounts");
+    let mut rows = Vec::new();
+    let mut audit_ok = true;
+    let rate = singles_in_process(label, &store, &accounts, eur, args).await?;
+    rows.push(("single transfers, in process".to_string(), rate));
+    audit_ok &= audit(label, &store, &policy).await?;
+    for size in BATCH_SIZES {
+        let what = format!("batches of {}, in process", fmt_rate(size as f64));
+        let link = Link::Store(store.clone());
+        let rate = batches(
+            label,
+            &what,
+            &accounts,
+            eur,
+            size,
+            args,
+            || Ok(link.clone()),
+        )
+        .await?;
+        rows.push((what, rate));
+        audit_ok &= audit(label, &store, &policy).await?;
+    }
+    let mut transfers = store.counts().await?.transfers;
+    store.close().await;
+
+    if !args.no_http {
+        let op = crate::bench_sessions::operator_on(label, Some(url.to_string())).await?;
+        policy.trusted_signers.push(
+            tally_kernel::crypto::VerifyingKey::from_hex(&op.node.node_public_key())
+                .map_err(|e| anyhow::anyhow!("node key: {e}"))?
+                .to_bytes(),
+        );
+        let accounts = Arc::new(accounts_over_http(&op.admin, args.accounts, eur).await?);
+        let connect = || -> anyhow::Result<Link> {
+            // A client of its own: its own connection.
+            Ok(Link::Http(
+                tally_client::Client::builder(&op.url)
+                    .api_key(op.admin_key.clone())
+                    .build()?,
+            ))
+        };
+        for size in BATCH_SIZES {
+            let what = format!("HTTP batches of {}", fmt_rate(size as f64));
+            let rate = batches(label, &what, &accounts, eur, size, args, connect).await?;
+            rows.push((what, rate));
+            audit_ok &= audit(label, op.node.store(), &policy).await?;
+        }
+        let rate = singles_over_http(label, &accounts, args, connect).await?;
+        rows.push(("HTTP one transfer per request".to_string(), rate));
+        audit_ok &= audit(label, op.node.store(), &policy).await?;
+        transfers = op.node.store().counts().await?.transfers;
+        op.stop().await;
+    }
+    let storage = storage(url, transfers).await?;
+    Ok(Measured {
+        rows,
+        audit_ok,
+        storage: Some(storage),
+    })
+}
+
+/// Set-up in process: `n` bounded customer accounts, each funded by one settlement account.
+async fn accounts_in_process(store: &Store, n: usize, eur: Currency) -> anyhow::Result<Vec<Id>> {
+    let run_id = Id::new();
+    let bar = crate::progress_bar(n as u64, "opening accounts");
     let open = |kind: AccountKind, bounded: bool, key: String| Request {
         idempotency_key: key,
         command: Command::OpenAccount {
@@ -283,8 +476,8 @@ async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<M
         .account()
         .map(|a| a.id)
         .context("settlement account")?;
-    let mut accounts = Vec::with_capacity(args.accounts);
-    for chunk in (0..args.accounts).collect::<Vec<_>>().chunks(2048) {
+    let mut accounts = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(2048) {
         let futs = chunk.iter().map(|i| {
             store.execute(open(
                 AccountKind::Customer,
@@ -298,25 +491,79 @@ async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<M
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
-    let fund = accounts.iter().enumerate().map(|(i, a)| {
-        store.execute(Request {
-            idempotency_key: format!("bench:{run_id}:fund:{i}"),
-            command: Command::Transfer {
-                debit_account: world,
-                credit_account: *a,
-                amount_minor: 1_000_000_000,
-                currency: eur,
-                timeout_s: None,
-                memo: String::new(),
-            },
-        })
-    });
-    for r in futures::future::join_all(fund).await {
-        r?;
-    }
+    fund(&Link::Store(store.clone()), world, &accounts, eur).await?;
+    Ok(accounts)
+}
 
-    // Load: each client submits transfers back to back until the deadline.
-    let accounts = Arc::new(accounts);
+/// Set-up over HTTP: `n` bounded customer accounts opened by the operator, 64 requests at a
+/// time, each funded by one settlement account.
+async fn accounts_over_http(
+    admin: &tally_client::Client,
+    n: usize,
+    eur: Currency,
+) -> anyhow::Result<Vec<Id>> {
+    use futures::{StreamExt, TryStreamExt};
+    use tally_client::wire::ledger::{AccountKindDto, OpenAccountRequest};
+    let open = |kind, bounded| {
+        let request = OpenAccountRequest {
+            owner: None,
+            currency: eur.to_string(),
+            kind: Some(kind),
+            limit_minor: None,
+            debits_must_not_exceed_credits: Some(bounded),
+            credits_must_not_exceed_debits: None,
+            imported_at: None,
+            history: None,
+            user_data_128: None,
+            user_data_64: None,
+            user_data_32: None,
+            code: None,
+        };
+        async move {
+            let opened = admin.account_open(None, &request).await?;
+            anyhow::Ok(Id(opened.value.id))
+        }
+    };
+    let world = open(AccountKindDto::Settlement, false).await?;
+    let bar = crate::progress_bar(n as u64, "opening accounts (HTTP)");
+    let accounts: Vec<Id> = futures::stream::iter(0..n)
+        .map(|_| open(AccountKindDto::Customer, true))
+        .buffered(64)
+        .inspect_ok(|_| bar.inc(1))
+        .try_collect()
+        .await?;
+    bar.finish_and_clear();
+    fund(&Link::Http(admin.clone()), world, &accounts, eur).await?;
+    Ok(accounts)
+}
+
+/// Funds every account with 10,000,000.00 from `world`, in full batches.
+async fn fund(link: &Link, world: Id, accounts: &[Id], eur: Currency) -> anyhow::Result<()> {
+    for chunk in accounts.chunks(BATCH_EVENTS_MAX) {
+        let events = chunk
+            .iter()
+            .map(|a| TransferEvent::single(Id::new(), world, *a, 1_000_000_000, eur))
+            .collect();
+        let (created, _) = link.batch(events).await?;
+        anyhow::ensure!(
+            created == chunk.len() as u64,
+            "funding: {created} of {} transfers created",
+            chunk.len()
+        );
+    }
+    Ok(())
+}
+
+/// Single transfers in process: each of `--concurrency` clients submits one transfer after
+/// another through `Store::execute` until the deadline. Transfers per second acknowledged.
+async fn singles_in_process(
+    label: &str,
+    store: &Store,
+    accounts: &Arc<Vec<Id>>,
+    eur: Currency,
+    args: &LedgerBench,
+) -> anyhow::Result<f64> {
+    let run_id = Id::new();
     let done = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let elapsed = load(args.concurrency, args.seconds, |client, stop| {
@@ -327,18 +574,10 @@ async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<M
             refused.clone(),
         );
         async move {
-            let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ (client as u64 + 1);
+            let mut pairs = Pairs::new(client, accounts.len());
             let mut n: u64 = 0;
             while !stop.load(Ordering::Relaxed) {
-                // xorshift: picking accounts needs no cryptographic randomness.
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let a = (x % accounts.len() as u64) as usize;
-                let b = ((x >> 32) % accounts.len() as u64) as usize;
-                if a == b {
-                    continue;
-                }
+                let (a, b, amount_minor) = pairs.next();
                 n += 1;
                 let r = store
                     .execute(Request {
@@ -346,7 +585,7 @@ async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<M
                         command: Command::Transfer {
                             debit_account: accounts[a],
                             credit_account: accounts[b],
-                            amount_minor: 1 + (x % 100) as i64,
+                            amount_minor,
                             currency: eur,
                             timeout_s: None,
                             memo: String::new(),
@@ -366,23 +605,205 @@ async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<M
     let count = done.load(Ordering::Relaxed);
     let rate = count as f64 / elapsed;
     println!(
-        "{label}: {count} transfers acknowledged in {elapsed:.1} s = {} transfers/s ({} refused by limits)",
+        "{label}: single transfers, in process: {count} acknowledged in {elapsed:.1} s = {} \
+         transfers/s ({} refused by limits)",
         fmt_rate(rate),
         refused.load(Ordering::Relaxed)
     );
-
-    // Prove it: recompute everything from the journal.
-    audit_and_close(label, &store, &policy, rate).await
+    Ok(rate)
 }
 
-/// The full audit at the end of a run (printed with up to ten problems), then the store is
-/// closed; `rate` is what the load measured.
-async fn audit_and_close(
+/// Where a client's batches go: the store's writer in process, or a node over HTTP.
+#[derive(Clone)]
+enum Link {
+    Store(Store),
+    Http(tally_client::Client),
+}
+
+impl Link {
+    /// Sends one batch and waits for its results: the events answered `created`, and the
+    /// others.
+    async fn batch(&self, events: Vec<TransferEvent>) -> anyhow::Result<(u64, u64)> {
+        let n = events.len() as u64;
+        let created = match self {
+            Link::Store(store) => {
+                let batched = store.execute_events(events).await?;
+                let results = batched.results.iter();
+                results.filter(|r| r.status == EventStatus::Created).count()
+            }
+            Link::Http(client) => {
+                let events = events.iter().map(event_dto).collect();
+                let answer = client
+                    .transfer_batch(&TransferBatchRequest { events })
+                    .await?;
+                let results = answer.results.iter();
+                results.filter(|r| r.status == "created").count()
+            }
+        } as u64;
+        Ok((created, n - created))
+    }
+}
+
+/// A single transfer event as it goes on the wire.
+fn event_dto(e: &TransferEvent) -> TransferEventDto {
+    TransferEventDto {
+        id: e.id.0,
+        kind: None,
+        debit_account: e.debit_account.map(|a| a.0),
+        credit_account: e.credit_account.map(|a| a.0),
+        amount_minor: e.amount_minor,
+        currency: e.currency.map(|c| c.to_string()),
+        pending_id: None,
+        timeout_s: None,
+        flags: Default::default(),
+        user_data_128: None,
+        user_data_64: None,
+        user_data_32: None,
+        code: None,
+        memo: None,
+        timestamp: None,
+    }
+}
+
+/// Batches of `size` single transfers between random pairs of `accounts`: each of
+/// `--batch-clients` clients (each with the link `connect` gives it) sends one batch after
+/// another until the deadline. Transfers per second answered `created`.
+async fn batches(
     label: &str,
-    store: &Store,
-    policy: &tally_store::audit::AuditPolicy,
-    rate: f64,
-) -> anyhow::Result<Measured> {
+    what: &str,
+    accounts: &Arc<Vec<Id>>,
+    eur: Currency,
+    size: usize,
+    args: &LedgerBench,
+    connect: impl Fn() -> anyhow::Result<Link>,
+) -> anyhow::Result<f64> {
+    let created = Arc::new(AtomicU64::new(0));
+    let other = Arc::new(AtomicU64::new(0));
+    let elapsed = load(args.batch_clients, args.batch_seconds, |client, stop| {
+        let (link, accounts, created, other) =
+            (connect(), accounts.clone(), created.clone(), other.clone());
+        async move {
+            let link = link?;
+            let mut pairs = Pairs::new(client, accounts.len());
+            while !stop.load(Ordering::Relaxed) {
+                let events = (0..size)
+                    .map(|_| {
+                        let (a, b, amount) = pairs.next();
+                        TransferEvent::single(Id::new(), accounts[a], accounts[b], amount, eur)
+                    })
+                    .collect();
+                let (c, o) = link.batch(events).await?;
+                created.fetch_add(c, Ordering::Relaxed);
+                other.fetch_add(o, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }
+    })
+    .await?;
+    let count = created.load(Ordering::Relaxed);
+    let rate = count as f64 / elapsed;
+    println!(
+        "{label}: {what}: {count} transfers created in {elapsed:.1} s = {} transfers/s ({} \
+         events not created)",
+        fmt_rate(rate),
+        other.load(Ordering::Relaxed)
+    );
+    Ok(rate)
+}
+
+/// One transfer per `POST /v1/transfers`, each with its own Idempotency-Key, from
+/// `--http-connections` clients (each with the link `connect` gives it) until the deadline.
+/// Transfers per second answered.
+async fn singles_over_http(
+    label: &str,
+    accounts: &Arc<Vec<Id>>,
+    args: &LedgerBench,
+    connect: impl Fn() -> anyhow::Result<Link>,
+) -> anyhow::Result<f64> {
+    let done = Arc::new(AtomicU64::new(0));
+    let elapsed = load(args.http_connections, args.batch_seconds, |client, stop| {
+        let (link, accounts, done) = (connect(), accounts.clone(), done.clone());
+        async move {
+            let Link::Http(http) = link? else {
+                anyhow::bail!("one transfer per request is measured over HTTP only");
+            };
+            let mut pairs = Pairs::new(client, accounts.len());
+            while !stop.load(Ordering::Relaxed) {
+                let (a, b, amount_minor) = pairs.next();
+                let request = TransferRequest {
+                    debit_account: accounts[a].0,
+                    credit_account: accounts[b].0,
+                    amount: None,
+                    amount_minor: Some(amount_minor),
+                    currency: Some("EUR".into()),
+                    memo: None,
+                    notify: None,
+                };
+                http.transfer(&Id::new().to_string(), &request).await?;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }
+    })
+    .await?;
+    let count = done.load(Ordering::Relaxed);
+    let rate = count as f64 / elapsed;
+    println!(
+        "{label}: HTTP one transfer per request: {count} acknowledged in {elapsed:.1} s = {} \
+         transfers/s",
+        fmt_rate(rate)
+    );
+    Ok(rate)
+}
+
+/// The storage the store at `url` uses after a checkpoint, for `transfers` rows, once every
+/// connection of the benchmark is closed. SQLite: the closing connection checkpointed the WAL
+/// into the database file and removed it, so the file is `page_count × page_size` bytes, read
+/// from its header. PostgreSQL: after `CHECKPOINT`, `pg_total_relation_size` (indexes and
+/// TOAST included) of the accounts, transfers and journal.
+async fn storage(url: &str, transfers: i64) -> anyhow::Result<Storage> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let wal = std::fs::metadata(format!("{path}-wal")).map_or(0, |m| m.len());
+        anyhow::ensure!(
+            wal == 0,
+            "{path}: {wal} bytes still in the WAL after every connection closed"
+        );
+        let mut header = [0u8; 32];
+        std::io::Read::read_exact(&mut std::fs::File::open(path)?, &mut header)?;
+        let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+            1 => 65_536,
+            n => u64::from(n),
+        };
+        let page_count = u64::from(u32::from_be_bytes([
+            header[28], header[29], header[30], header[31],
+        ]));
+        return Ok(Storage {
+            bytes: page_count * page_size,
+            what: "the database file (page_count x page_size)",
+            transfers,
+        });
+    }
+    let url = url.to_string();
+    let bytes = tokio::task::spawn_blocking(move || {
+        // CHECKPOINT needs a superuser (a throwaway cluster's is); the sizes do not depend on it.
+        let _ = tally_testkit::psql(&url, "CHECKPOINT");
+        tally_testkit::psql(
+            &url,
+            "SELECT pg_total_relation_size('accounts') + pg_total_relation_size('transfers') \
+             + pg_total_relation_size('journal')",
+        )
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!("psql: {e}"))?;
+    Ok(Storage {
+        bytes: bytes.trim().parse().context("pg_total_relation_size")?,
+        what: "accounts, transfers and journal with their indexes",
+        transfers,
+    })
+}
+
+/// The full audit after a row (printed with up to ten problems): whether it passed.
+async fn audit(label: &str, store: &Store, policy: &AuditPolicy) -> anyhow::Result<bool> {
     let audit_started = Instant::now();
     let report = store
         .audit(&tally_service::node::verify_checkpoint, policy, &|_| {})
@@ -397,11 +818,7 @@ async fn audit_and_close(
     for p in report.ledger.problems.iter().take(10) {
         println!("  problem: {p}");
     }
-    store.close().await;
-    Ok(Measured {
-        rate,
-        audit_ok: report.ok(),
-    })
+    Ok(report.ok())
 }
 
 /// `tally bench auth`.
@@ -450,7 +867,6 @@ async fn auth(args: AuthBench) -> anyhow::Result<ExitCode> {
     );
     let code = compare(
         &args.reference,
-        "out-of-band authentications (in process, dev inbox)",
         "target: SQLite >= 5x pgbench; every counted authentication was verified, its open and its verification each acknowledged after commit",
         async |label, postgres_url| {
             measure_auth(label, postgres_url.map(str::to_string), &args).await
@@ -555,7 +971,7 @@ async fn measure_auth(
     })?;
     let admin_key = admin_key.context("a fresh data directory gets a first admin key")?;
     let admin = Arc::new(node.authenticate(admin_key.expose()).await?);
-    let policy = tally_store::audit::AuditPolicy {
+    let policy = AuditPolicy {
         trusted_signers: vec![
             tally_kernel::crypto::VerifyingKey::from_hex(&node.node_public_key())
                 .map_err(|e| anyhow::anyhow!("node key: {e}"))?
@@ -654,5 +1070,36 @@ async fn measure_auth(
         "{label}: {count} authentications counted but only {entries} journal entries written"
     );
 
-    audit_and_close(label, node.store(), &policy, rate).await
+    let audit_ok = audit(label, node.store(), &policy).await?;
+    node.store().close().await;
+    Ok(Measured {
+        rows: vec![(
+            "out-of-band authentications (in process, dev inbox)".to_string(),
+            rate,
+        )],
+        audit_ok,
+        storage: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_are_two_different_accounts_and_a_small_amount() {
+        let mut pairs = Pairs::new(3, 2);
+        for _ in 0..1000 {
+            let (a, b, amount) = pairs.next();
+            assert!(a < 2 && b < 2 && a != b);
+            assert!((1..=100).contains(&amount));
+        }
+    }
+
+    #[test]
+    fn a_wire_event_reads_back_as_the_same_event() {
+        let eur = Currency::from_code("EUR").expect("EUR");
+        let event = TransferEvent::single(Id::new(), Id::new(), Id::new(), 42, eur);
+        assert_eq!(event_dto(&event).to_event(), Ok(event));
+    }
 }
