@@ -134,7 +134,6 @@ impl Follow {
                             .id(format!("{seq}.{index}"))
                             .data(data),
                     );
-                    self.at = (seq, index);
                 }
                 // The whole entry is sent: the next read starts after it.
                 self.at = (seq, i64::MAX);

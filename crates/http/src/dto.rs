@@ -34,7 +34,7 @@ pub fn open_account_order(
         references: tally_ledger::References {
             user_data_128: match r.user_data_128.as_deref() {
                 None => 0,
-                Some(t) => decimal_u128(t).ok_or_else(|| {
+                Some(t) => tally_ledger::decimal_u128(t).ok_or_else(|| {
                     ApiError::invalid_field("user_data_128", "a decimal below 2^128")
                 })?,
             },
@@ -60,15 +60,9 @@ fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     }
 }
 
-/// A 128-bit reference written as decimal digits (nothing else: no sign, no spaces).
-pub fn decimal_u128(text: &str) -> Option<u128> {
-    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
-    digits.then(|| text.parse::<u128>().ok()).flatten()
-}
-
 fn query_u128(text: Option<&str>) -> Result<Option<u128>, ApiError> {
     text.map(|t| {
-        decimal_u128(t)
+        tally_ledger::decimal_u128(t)
             .ok_or_else(|| ApiError::bad_parameter("user_data_128", "a decimal below 2^128"))
     })
     .transpose()

@@ -327,6 +327,13 @@ impl TransferFlags {
     }
 }
 
+/// A 128-bit reference written as decimal digits (nothing else: no sign, no spaces, no
+/// exponent), or `None` when it is not one or is 2^128 or more.
+pub fn decimal_u128(text: &str) -> Option<u128> {
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    digits.then(|| text.parse::<u128>().ok()).flatten()
+}
+
 /// A 128-bit number written as a decimal string in JSON (JavaScript numbers hold 53 bits).
 mod u128_text {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
@@ -337,15 +344,8 @@ mod u128_text {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        let digits =
-            !text.is_empty() && text.len() <= 39 && text.bytes().all(|b| b.is_ascii_digit());
-        if !digits {
-            return Err(D::Error::custom(
-                "expected a decimal string of 1 to 39 digits",
-            ));
-        }
-        text.parse()
-            .map_err(|_| D::Error::custom("above 2^128 - 1"))
+        super::decimal_u128(&text)
+            .ok_or_else(|| D::Error::custom("expected a decimal string below 2^128"))
     }
 }
 

@@ -539,8 +539,7 @@ async fn write_batch(
     );
     let start_seq = seq;
     // The latest transfer time in the ledger (imported events must come after it).
-    let start_transfers_at = Timestamp(head.try_get("transfers_at")?);
-    let mut transfers_at = start_transfers_at;
+    let mut transfers_at = Timestamp(head.try_get("transfers_at")?);
     let commands = || {
         jobs.iter().filter_map(|j| match &j.asked {
             Asked::Command { request, .. } => Some(request),
@@ -652,20 +651,9 @@ async fn write_batch(
                     .collect();
                 let mut journal_seq = None;
                 if !created.is_empty() {
-                    for t in &created {
-                        touched.insert(t.debit_account);
-                        touched.insert(t.credit_account);
-                        if let Some(p) = t.pending_id {
-                            resolved.push((p, t.state));
-                        }
-                        transfers_at = transfers_at.max(t.created_at);
-                    }
+                    note_transfers(&created, &mut touched, &mut resolved, &mut transfers_at);
                     let event = Event::Transfers { transfers: created };
-                    let body = serde_json::to_vec(&event)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    let entry = journal::next_entry(seq, prev_hash, now, event.kind(), body);
-                    seq = entry.seq;
-                    prev_hash = entry.hash;
+                    let entry = chain_entry(&event, now, &mut seq, &mut prev_hash)?;
                     if let Event::Transfers { transfers: ts } = event {
                         transfers.extend(ts.into_iter().map(|t| (t, seq)));
                     }
@@ -725,21 +713,10 @@ async fn write_batch(
                         touched.insert(*account);
                     }
                     Event::Transfers { transfers: ts } => {
-                        for t in ts {
-                            touched.insert(t.debit_account);
-                            touched.insert(t.credit_account);
-                            if let Some(p) = t.pending_id {
-                                resolved.push((p, t.state));
-                            }
-                            transfers_at = transfers_at.max(t.created_at);
-                        }
+                        note_transfers(ts, &mut touched, &mut resolved, &mut transfers_at);
                     }
                 }
-                let body =
-                    serde_json::to_vec(&event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let entry = journal::next_entry(seq, prev_hash, now, event.kind(), body);
-                seq = entry.seq;
-                prev_hash = entry.hash;
+                let entry = chain_entry(&event, now, &mut seq, &mut prev_hash)?;
                 if let Event::Transfers { transfers: ts } = &event {
                     transfers.extend(ts.iter().cloned().map(|t| (t, seq)));
                 }
@@ -938,6 +915,38 @@ async fn write_batch(
     let out = (results, done);
     debug_assert!(transfers.iter().all(|(t, _)| t.amount_minor > 0));
     Ok(out)
+}
+
+/// Notes what newly recorded transfers change: the accounts to write back, the holds they
+/// resolve, and the latest transfer time.
+fn note_transfers(
+    ts: &[Transfer],
+    touched: &mut HashSet<Id>,
+    resolved: &mut Vec<(Id, TransferState)>,
+    transfers_at: &mut Timestamp,
+) {
+    for t in ts {
+        touched.insert(t.debit_account);
+        touched.insert(t.credit_account);
+        if let Some(p) = t.pending_id {
+            resolved.push((p, t.state));
+        }
+        *transfers_at = (*transfers_at).max(t.created_at);
+    }
+}
+
+/// The journal entry recording `event`, chained after `seq`/`prev_hash` (which move to it).
+fn chain_entry(
+    event: &Event,
+    now: Timestamp,
+    seq: &mut i64,
+    prev_hash: &mut [u8; 32],
+) -> Result<JournalEntry, StoreError> {
+    let body = serde_json::to_vec(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let entry = journal::next_entry(*seq, *prev_hash, now, event.kind(), body);
+    *seq = entry.seq;
+    *prev_hash = entry.hash;
+    Ok(entry)
 }
 
 /// Moves the book's history rows (accounts opened with `history`) into rows of the journal

@@ -500,12 +500,8 @@ impl TransferEventDto {
             .map_err(|e| ("currency", e.to_string()))?;
         let user_data_128 = match self.user_data_128.as_deref() {
             None => 0,
-            Some(text) => {
-                let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
-                let parsed = digits.then(|| text.parse::<u128>().ok()).flatten();
-                parsed
-                    .ok_or_else(|| ("user_data_128", "a decimal string below 2^128".to_string()))?
-            }
+            Some(text) => tally_ledger::decimal_u128(text)
+                .ok_or_else(|| ("user_data_128", "a decimal string below 2^128".to_string()))?,
         };
         let timestamp = self
             .timestamp
