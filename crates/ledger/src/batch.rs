@@ -403,11 +403,19 @@ impl Book {
         if let Some(undo) = undo {
             undo.save(self, &row, *latest);
         }
-        // Every check passed; applying cannot fail (the pair assertion is in `effect`'s caller).
+        // Every check passed, so applying cannot fail; if it did (a bug), the event is refused
+        // and the book is unchanged (`effect` writes nothing on error).
         let applied = effect(&mut self.accounts, &row);
         debug_assert!(applied.is_ok(), "checked event did not apply: {applied:?}");
         if applied.is_err() {
             return Err(S::OverflowsDebits);
+        }
+        // Pair assertion, as `Book::commit` makes for single commands.
+        for id in [row.debit_account, row.credit_account] {
+            assert!(
+                self.accounts.get(&id).is_none_or(Account::within_limits),
+                "ledger rule let account {id} pass its limit"
+            );
         }
         let history = crate::history_of(&self.accounts, &row);
         self.balances.extend(history);
