@@ -343,6 +343,7 @@ async fn run(
     let mut outbox: Vec<OutboxOp> = Vec::new();
     // Rows one transaction takes: `batch_max` commands, or one full batch of events.
     let budget = options.batch_max.max(BATCH_EVENTS_MAX);
+    let mut cache = Accounts::default();
     loop {
         if rx.recv_many(&mut work, options.batch_max).await == 0 {
             return; // every Handle dropped
@@ -375,6 +376,7 @@ async fn run(
                 &pool,
                 dialect,
                 &options,
+                &mut cache,
                 group,
                 std::mem::take(&mut ops),
                 &head,
@@ -389,25 +391,28 @@ async fn write_group(
     pool: &AnyPool,
     dialect: Dialect,
     options: &WriteOptions,
+    cache: &mut Accounts,
     jobs: Vec<Job>,
     outbox: Vec<OutboxOp>,
     head: &watch::Sender<i64>,
 ) {
-    let (results, done) = match write_with_retries(pool, dialect, options, &jobs, &outbox).await {
+    let (results, done) = match write_with_retries(pool, dialect, options, cache, &jobs, &outbox)
+        .await
+    {
         Ok((results, done)) => (results, Ok(done)),
         // A failure that repeats may be one job's fault (a value the database refuses):
         // write each job alone, so only that job fails and the others are not held hostage.
         Err(_) if jobs.len() > 1 || !outbox.is_empty() => {
             let mut results = Vec::with_capacity(jobs.len());
             for i in 0..jobs.len() {
-                match write_with_retries(pool, dialect, options, &jobs[i..=i], &[]).await {
+                match write_with_retries(pool, dialect, options, cache, &jobs[i..=i], &[]).await {
                     Ok((mut one, _)) => {
                         results.push(one.pop().unwrap_or(Err(StoreError::WriterGone)))
                     }
                     Err(e) => results.push(Err(StoreError::Corrupt(format!("write failed: {e}")))),
                 }
             }
-            let done = write_with_retries(pool, dialect, options, &[], &outbox)
+            let done = write_with_retries(pool, dialect, options, cache, &[], &outbox)
                 .await
                 .map(|(_, done)| done);
             (results, done.map_err(|e| e.to_string()))
@@ -476,13 +481,14 @@ async fn write_with_retries(
     pool: &AnyPool,
     dialect: Dialect,
     options: &WriteOptions,
+    cache: &mut Accounts,
     jobs: &[Job],
     outbox: &[OutboxOp],
 ) -> Result<BatchResults, StoreError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match write_batch(pool, dialect, options, jobs, outbox).await {
+        match write_batch(pool, dialect, options, cache, jobs, outbox).await {
             Ok(results) => return Ok(results),
             Err(e) if attempt < BATCH_RETRIES_MAX => {
                 tracing::warn!(error = %e, attempt, jobs = jobs.len(), "ledger batch failed; retrying");
@@ -512,6 +518,7 @@ async fn write_batch(
     pool: &AnyPool,
     dialect: Dialect,
     options: &WriteOptions,
+    cache: &mut Accounts,
     jobs: &[Job],
     outbox: &[OutboxOp],
 ) -> Result<BatchResults, StoreError> {
@@ -538,6 +545,10 @@ async fn write_batch(
             .map_err(|_| StoreError::Corrupt("journal head hash".into()))?,
     );
     let start_seq = seq;
+    // The accounts this writer holds are the committed ones only if nobody else has written
+    // since its last commit (every change to an account is a journal entry); until this
+    // transaction commits, they are not trusted at all.
+    let mut cached = cache.take_if_current(seq, &prev_hash);
     // The latest transfer time in the ledger (imported events must come after it).
     let mut transfers_at = Timestamp(head.try_get("transfers_at")?);
     let commands = || {
@@ -607,6 +618,13 @@ async fn write_batch(
     );
     account_ids.sort();
     account_ids.dedup();
+    account_ids.retain(|id| match cached.remove(id) {
+        Some(a) => {
+            book.accounts.insert(a.id, a);
+            false
+        }
+        None => true,
+    });
     let select = format!("SELECT {} FROM accounts WHERE id", rows::ACCOUNT_COLUMNS);
     let ids = account_ids.iter().map(|id| Value::Blob(blob(id))).collect();
     for r in select_in(&mut tx, dialect, &select, ids).await? {
@@ -911,10 +929,45 @@ async fn write_batch(
     }
     let done = outbox_ops(&mut tx, dialect, outbox).await?;
     tx.commit().await?;
+    cached.extend(book.accounts);
+    cache.keep(cached, seq, prev_hash);
 
     let out = (results, done);
     debug_assert!(transfers.iter().all(|(t, _)| t.amount_minor > 0));
     Ok(out)
+}
+
+/// The accounts as this writer last committed them, so a batch need not read back the rows
+/// it wrote itself: on SQLite, where one process owns the file, that is every batch; on
+/// PostgreSQL, every batch after one of this node's own (another node's commit moves the
+/// journal head and empties the cache). Bounded: past [`ACCOUNTS_CACHED_MAX`] it starts over.
+#[derive(Default)]
+struct Accounts {
+    /// The journal head (`seq`, hash) the accounts are current at; `None` while a
+    /// transaction is under way or after one failed.
+    at: Option<(i64, [u8; 32])>,
+    accounts: HashMap<Id, tally_ledger::Account>,
+}
+
+/// Most accounts the writer keeps between batches.
+const ACCOUNTS_CACHED_MAX: usize = 1 << 20;
+
+impl Accounts {
+    /// The cached accounts if the journal head is still where this writer left it (else
+    /// none), leaving the cache invalid until [`Accounts::keep`].
+    fn take_if_current(&mut self, seq: i64, hash: &[u8; 32]) -> HashMap<Id, tally_ledger::Account> {
+        let current = self.at.take() == Some((seq, *hash));
+        let accounts = std::mem::take(&mut self.accounts);
+        if current { accounts } else { HashMap::new() }
+    }
+
+    /// Keeps the accounts a committed transaction left at journal head (`seq`, `hash`).
+    fn keep(&mut self, accounts: HashMap<Id, tally_ledger::Account>, seq: i64, hash: [u8; 32]) {
+        if accounts.len() <= ACCOUNTS_CACHED_MAX {
+            self.accounts = accounts;
+            self.at = Some((seq, hash));
+        }
+    }
 }
 
 /// Notes what newly recorded transfers change: the accounts to write back, the holds they

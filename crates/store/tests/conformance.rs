@@ -980,6 +980,26 @@ async fn records_and_api_keys_commit_with_their_entry(db: Db) {
     assert!(report.ledger.records >= 2);
 }
 
+/// Two writers on one database (two processes of one node on PostgreSQL; a CLI beside a
+/// server on SQLite): each keeps the accounts it committed in memory, and must drop them as
+/// soon as the other commits, or its next batch would write back stale balances.
+async fn two_writers_on_one_database_see_each_others_commits(db: Db) {
+    let a = db.open().await;
+    let b = db.open().await;
+    let world = open_account(&a, eur(), false, 0).await;
+    let alice = open_account(&a, eur(), true, 0).await;
+    pay(&a, world, alice, 100).await.expect("a pays");
+    pay(&b, world, alice, 20).await.expect("b pays");
+    pay(&a, world, alice, 3).await.expect("a pays again");
+    pay(&b, alice, world, 1).await.expect("b pays back");
+    for store in [&a, &b] {
+        let account = store.account(alice).await.expect("read").expect("alice");
+        assert_eq!(account.credits_posted, 123, "every writer's credit kept");
+        assert_eq!(account.debits_posted, 1);
+        audit_ok(store).await;
+    }
+}
+
 async fn audit_detects_tampering_and_checks_checkpoints(db: Db) {
     let store = db.open().await;
     let world = open_account(&store, eur(), false, 0).await;
@@ -2007,6 +2027,7 @@ conformance!(
     guarded_rows_are_decided_once,
     pad_rows_are_decided_once,
     audit_detects_tampering_and_checks_checkpoints,
+    two_writers_on_one_database_see_each_others_commits,
     console_reads_answer_on_both_stores,
     batches_decide_each_event_and_chains_whole,
     queries_filter_and_page_and_history_follows_each_transfer,
