@@ -104,7 +104,7 @@ impl Auditor {
         self.expect_seq = e.seq + 1;
         self.prev_hash = e.hash;
         // Every entry is an event; its stored kind must agree with what the body says.
-        match serde_json::from_slice::<Event>(&e.body) {
+        match crate::body::decode(&e.body) {
             Ok(event) if event.kind() == e.kind => self.replay(e.seq, event),
             Ok(event) => r.problems.push(format!(
                 "entry {}: kind `{}` but the event is `{}`",

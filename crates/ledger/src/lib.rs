@@ -21,6 +21,7 @@
 
 pub mod audit;
 pub mod batch;
+pub mod body;
 pub mod journal;
 
 use serde::{Deserialize, Serialize};

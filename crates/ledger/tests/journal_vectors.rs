@@ -94,6 +94,52 @@ fn events() -> Vec<(&'static str, Event)> {
     ]
 }
 
+/// Transfers bodies in the binary layout (`tally_ledger::body`): a plain transfer, and one
+/// with every optional field present.
+fn binary_transfers() -> Vec<Event> {
+    let Event::Transfers { transfers } = &events()[2].1 else {
+        unreachable!("the third event holds a transfer")
+    };
+    let plain = Transfer {
+        kind: TransferKind::Single,
+        state: TransferState::Posted,
+        expires_at: None,
+        memo: String::new(),
+        ..transfers[0].clone()
+    };
+    let full = Transfer {
+        id: id(4),
+        kind: TransferKind::PostPending,
+        state: TransferState::Posted,
+        pending_id: Some(id(3)),
+        pending_amount_minor: Some(1250),
+        link_id: Some(id(5)),
+        rate: Some(tally_kernel::Rate {
+            numerator: 108,
+            denominator: 100,
+        }),
+        flags: TransferFlags {
+            linked: true,
+            imported: true,
+            ..TransferFlags::default()
+        },
+        user_data_128: u128::MAX - 1,
+        user_data_64: 64,
+        user_data_32: 32,
+        code: 7,
+        memo: "crème".into(),
+        ..transfers[0].clone()
+    };
+    vec![
+        Event::Transfers {
+            transfers: vec![plain.clone()],
+        },
+        Event::Transfers {
+            transfers: vec![plain, full],
+        },
+    ]
+}
+
 fn compute() -> Value {
     let at = Timestamp(1_767_225_600_000_000);
     let (mut seq, mut prev) = (0, GENESIS);
@@ -111,12 +157,22 @@ fn compute() -> Value {
             "hash": hex::encode(entry.hash),
         }));
     }
+    let binary: Vec<Value> = binary_transfers()
+        .into_iter()
+        .map(|e| {
+            json!({
+                "event": serde_json::to_value(&e).expect("json"),
+                "body_hex": hex::encode(tally_ledger::body::encode(&e)),
+            })
+        })
+        .collect();
     let key = SigningKey::from_seed(&[0x11; 32]);
     let message = checkpoint_message(seq, &prev);
     let signature = key.sign(CHECKPOINT_DOMAIN, &message);
     json!({
         "about": "Tally journal vectors; see docs/protocols/ledger.md. Regenerate with UPDATE_EXPECT=1 cargo test -p tally-ledger.",
         "entries": entries,
+        "binary_transfers": binary,
         "checkpoint": {
             "seq": seq,
             "hash": hex::encode(prev),
@@ -170,5 +226,14 @@ fn journal_vectors_match_the_pinned_file() {
         let parsed: Event =
             serde_json::from_str(entry["body"].as_str().expect("body")).expect("event");
         assert_eq!(&parsed, e);
+    }
+    // And each pinned binary body decodes to its event.
+    for v in pinned["binary_transfers"]
+        .as_array()
+        .expect("binary_transfers")
+    {
+        let body = hex::decode(v["body_hex"].as_str().expect("hex")).expect("hex");
+        let event: Event = serde_json::from_value(v["event"].clone()).expect("event");
+        assert_eq!(tally_ledger::body::decode(&body), Ok(event));
     }
 }

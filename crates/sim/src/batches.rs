@@ -918,7 +918,7 @@ impl Batches {
                 .ok_or(format!("batch {index}: no journal entry {seq}"))?
                 .try_get("body")
                 .map_err(|e| e.to_string())?;
-            let journalled: Vec<Id> = match serde_json::from_slice(&body) {
+            let journalled: Vec<Id> = match tally_ledger::body::decode(&body) {
                 Ok(Event::Transfers { transfers }) => transfers.iter().map(|t| t.id).collect(),
                 other => return Err(format!("batch {index}: journal {seq} holds {other:?}")),
             };
@@ -1075,7 +1075,7 @@ impl Batches {
             let seq = int(&r, "seq")?;
             let body: Vec<u8> = r.try_get("body").map_err(|e| e.to_string())?;
             let Event::Transfers { transfers } =
-                serde_json::from_slice(&body).map_err(|e| format!("journal {seq}: {e}"))?
+                tally_ledger::body::decode(&body).map_err(|e| format!("journal {seq}: {e}"))?
             else {
                 return Err(format!("journal {seq} is of kind transfers but holds none"));
             };

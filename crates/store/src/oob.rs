@@ -844,8 +844,7 @@ impl Store {
         rows.first()
             .map(|r| {
                 let body: Vec<u8> = r.try_get("body")?;
-                serde_json::from_slice(&body)
-                    .map_err(|e| StoreError::Corrupt(format!("journal body: {e}")))
+                tally_ledger::body::decode(&body).map_err(|e| StoreError::Corrupt(e.to_string()))
             })
             .transpose()
     }

@@ -215,7 +215,7 @@ impl Store {
             .map(|r| {
                 let seq: i64 = r.try_get("seq")?;
                 let body: Vec<u8> = r.try_get("body")?;
-                match serde_json::from_slice(&body) {
+                match tally_ledger::body::decode(&body) {
                     Ok(tally_ledger::Event::Transfers { transfers }) => Ok((seq, transfers)),
                     Ok(_) => Err(StoreError::Corrupt(format!("entry {seq} is not transfers"))),
                     Err(e) => Err(StoreError::Corrupt(format!("entry {seq}: {e}"))),

@@ -700,8 +700,8 @@ async fn write_batch(
                 let event: Event = body
                     .ok_or_else(|| StoreError::Corrupt(format!("journal entry {} missing", k.seq)))
                     .and_then(|b| {
-                        serde_json::from_slice(b)
-                            .map_err(|e| StoreError::Corrupt(format!("journal body: {e}")))
+                        tally_ledger::body::decode(b)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))
                     })?;
                 results.push(Ok(Answer::Command(Outcome {
                     journal_seq: k.seq,
@@ -995,7 +995,7 @@ fn chain_entry(
     seq: &mut i64,
     prev_hash: &mut [u8; 32],
 ) -> Result<JournalEntry, StoreError> {
-    let body = serde_json::to_vec(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let body = tally_ledger::body::encode(event);
     let entry = journal::next_entry(*seq, *prev_hash, now, event.kind(), body);
     *seq = entry.seq;
     *prev_hash = entry.hash;
