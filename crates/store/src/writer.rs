@@ -22,6 +22,28 @@
 //! Decision: one journal chain for the whole node, so every batch takes the journal head.
 //! Rejected: per-account chains (cheaper under contention, but an audit could not prove the
 //! global order of events, which clearing and disputes need).
+//!
+//! Engine decisions of issue [10] (each kept only if `tally bench ledger` showed it; figures
+//! are SQLite, in process, on the project's 2-core machine):
+//! * The writer keeps the accounts it committed ([`Accounts`]), valid while the journal head
+//!   is where it left it: a batch stops reading back the rows it wrote. Singles 11.9k ->
+//!   16.6k/s, batches of 8,189 19.8k -> 26.9k/s. Works on PostgreSQL too: another node's
+//!   commit moves the head, and the cache is dropped.
+//! * Transfers journal bodies in a binary layout (`tally_ledger::body`): 679 -> 381 bytes per
+//!   transfer stored, batches of 8,189 26.9k -> 31.1k/s.
+//! * Up to four full batches in one transaction ([`EVENTS_PER_TRANSACTION_MAX`]): about
+//!   +20% for batches of 8,189 (their index pages are dirtied once).
+//! * Rejected after measuring: a larger `wal_autocheckpoint`, `mmap_size` for readers, a
+//!   smaller or larger page size (no difference beyond the ±10% noise); foreign keys off on
+//!   the writer (a few %, for the database's own check of every transfer's accounts).
+//! * Where the rest goes: `docs/bench/sqlite_ceiling.py` hands SQLite exactly a batch's rows
+//!   in this schema with no ledger at all and gets about 42k transfers/s (70k without the
+//!   two per-account indexes on `transfers`): the writer reaches about 75-80% of SQLite's own
+//!   ceiling, so the issue's 30x pgbench (about 95k/s here) needs a different index
+//!   structure (append-only, LSM-like, as TigerBeetle's), not a faster writer.
+//!   Not tried yet: a synchronous writer thread with prepared statements (rusqlite 0.39 links
+//!   the same libsqlite3-sys 0.37 as sqlx), PostgreSQL `unnest` inserts (the `Any` driver
+//!   binds no arrays).
 
 use crate::guarded::{Guard, RowWrite, Rows};
 use crate::outbox::NewMessage;
