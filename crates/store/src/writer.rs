@@ -49,7 +49,7 @@ use crate::guarded::{Guard, RowWrite, Rows};
 use crate::outbox::NewMessage;
 use crate::rows::{self, Value, bind_all, multi_insert, placeholders};
 use crate::{Dialect, StoreError};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyPool, Connection, Executor, Row};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -373,6 +373,11 @@ async fn run(
     // Rows one transaction takes: `batch_max` commands, or several full batches of events.
     let budget = options.batch_max.max(EVENTS_PER_TRANSACTION_MAX);
     let mut cache = Accounts::default();
+    let mut held = Held {
+        conn: None,
+        keep: pool.options().get_max_connections() > 1,
+        pool,
+    };
     loop {
         if rx.recv_many(&mut work, options.batch_max).await == 0 {
             return; // every Handle dropped
@@ -402,7 +407,7 @@ async fn run(
                 break;
             }
             write_group(
-                &pool,
+                &mut held,
                 dialect,
                 &options,
                 &mut cache,
@@ -417,7 +422,7 @@ async fn run(
 
 /// Writes one transaction's jobs and outbox operations and answers their callers.
 async fn write_group(
-    pool: &AnyPool,
+    held: &mut Held,
     dialect: Dialect,
     options: &WriteOptions,
     cache: &mut Accounts,
@@ -425,7 +430,7 @@ async fn write_group(
     outbox: Vec<OutboxOp>,
     head: &watch::Sender<i64>,
 ) {
-    let (results, done) = match write_with_retries(pool, dialect, options, cache, &jobs, &outbox)
+    let (results, done) = match write_with_retries(held, dialect, options, cache, &jobs, &outbox)
         .await
     {
         Ok((results, done)) => (results, Ok(done)),
@@ -434,14 +439,14 @@ async fn write_group(
         Err(_) if jobs.len() > 1 || !outbox.is_empty() => {
             let mut results = Vec::with_capacity(jobs.len());
             for i in 0..jobs.len() {
-                match write_with_retries(pool, dialect, options, cache, &jobs[i..=i], &[]).await {
+                match write_with_retries(held, dialect, options, cache, &jobs[i..=i], &[]).await {
                     Ok((mut one, _)) => {
                         results.push(one.pop().unwrap_or(Err(StoreError::WriterGone)))
                     }
                     Err(e) => results.push(Err(StoreError::Corrupt(format!("write failed: {e}")))),
                 }
             }
-            let done = write_with_retries(pool, dialect, options, cache, &[], &outbox)
+            let done = write_with_retries(held, dialect, options, cache, &[], &outbox)
                 .await
                 .map(|(_, done)| done);
             (results, done.map_err(|e| e.to_string()))
@@ -507,7 +512,7 @@ fn answer_outbox(ops: impl Iterator<Item = OutboxOp>, done: Result<Vec<OutboxDon
 type BatchResults = (Vec<Result<Answer, StoreError>>, Vec<OutboxDone>);
 
 async fn write_with_retries(
-    pool: &AnyPool,
+    held: &mut Held,
     dialect: Dialect,
     options: &WriteOptions,
     cache: &mut Accounts,
@@ -517,7 +522,12 @@ async fn write_with_retries(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match write_batch(pool, dialect, options, cache, jobs, outbox).await {
+        let written = write_batch(held, dialect, options, cache, jobs, outbox).await;
+        if written.is_err() || !held.keep {
+            // A failed transaction may have broken the connection: take a fresh one.
+            held.conn = None;
+        }
+        match written {
             Ok(results) => return Ok(results),
             Err(e) if attempt < BATCH_RETRIES_MAX => {
                 tracing::warn!(error = %e, attempt, jobs = jobs.len(), "ledger batch failed; retrying");
@@ -544,16 +554,17 @@ fn blob(id: &Id) -> Vec<u8> {
 }
 
 async fn write_batch(
-    pool: &AnyPool,
+    held: &mut Held,
     dialect: Dialect,
     options: &WriteOptions,
     cache: &mut Accounts,
     jobs: &[Job],
     outbox: &[OutboxOp],
 ) -> Result<BatchResults, StoreError> {
+    let conn = held.get().await?;
     let mut tx = match dialect {
-        Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
-        Dialect::Postgres => pool.begin().await?,
+        Dialect::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
+        Dialect::Postgres => conn.begin().await?,
     };
     if jobs.is_empty() {
         let done = outbox_ops(&mut tx, dialect, outbox).await?;
@@ -964,6 +975,26 @@ async fn write_batch(
     let out = (results, done);
     debug_assert!(transfers.iter().all(|(t, _)| t.amount_minor > 0));
     Ok(out)
+}
+
+/// The writer's own connection, kept from one transaction to the next. SQLite keeps a page
+/// cache per connection and empties it when another connection has written, so a writer that
+/// took whichever pooled connection was idle read its pages back from the file on every
+/// commit. Not kept when the pool holds a single connection (an in-memory database), which
+/// readers need too.
+struct Held {
+    pool: AnyPool,
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
+    keep: bool,
+}
+
+impl Held {
+    async fn get(&mut self) -> Result<&mut sqlx::pool::PoolConnection<sqlx::Any>, StoreError> {
+        if self.conn.is_none() {
+            self.conn = Some(self.pool.acquire().await?);
+        }
+        self.conn.as_mut().ok_or(StoreError::WriterGone)
+    }
 }
 
 /// The accounts as this writer last committed them, so a batch need not read back the rows
