@@ -40,7 +40,12 @@
 //!   in this schema with no ledger at all and gets about 42k transfers/s (70k without the
 //!   two per-account indexes on `transfers`): the writer reaches about 75-80% of SQLite's own
 //!   ceiling, so the 30x pgbench (about 95k/s here) needs a different index
-//!   structure (append-only, LSM-like, as TigerBeetle's), not a faster writer.
+//!   structure (append-only, LSM-like, as TigerBeetle's), not a faster writer. The same
+//!   on PostgreSQL (`docs/bench/postgres_ceiling.py`): 17k/s with multi-row INSERTs, 22k/s
+//!   with COPY, against the writer's ~21k/s and the 10x target's ~33k/s.
+//! * The writer keeps its own connection ([`Held`]): SQLite drops a connection's page cache
+//!   when another connection wrote, so a pooled connection per transaction re-read its pages
+//!   every commit (singles with 64 clients 5.6k -> 6.8k/s).
 //!   Not tried yet: a synchronous writer thread with prepared statements (rusqlite 0.39 links
 //!   the same libsqlite3-sys 0.37 as sqlx), PostgreSQL `unnest` inserts (the `Any` driver
 //!   binds no arrays).
