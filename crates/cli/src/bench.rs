@@ -286,6 +286,17 @@ async fn compare(
                 fmt_rate(s.transfers as f64)
             );
         }
+        if let Some(s) = &m.batched {
+            println!(
+                "{store} storage of the batches of {} alone: {} bytes per transfer ({} bytes \
+                 more of {}, for {} more transfer rows)",
+                fmt_rate(BATCH_EVENTS_MAX as f64),
+                fmt_rate(s.bytes as f64 / s.transfers.max(1) as f64),
+                fmt_rate(s.bytes as f64),
+                s.what,
+                fmt_rate(s.transfers as f64)
+            );
+        }
     }
     match peak_rss_kib() {
         Some(kib) => println!(
@@ -312,6 +323,9 @@ pub struct Measured {
     pub rows: Vec<(String, f64)>,
     pub audit_ok: bool,
     pub storage: Option<Storage>,
+    /// What the in-process batches of 8,189 alone added: the difference of the storage
+    /// measured just before and just after them.
+    pub batched: Option<Storage>,
 }
 
 /// The bytes a store used after a checkpoint (`what` says which), for its transfer rows.
@@ -381,7 +395,7 @@ async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<M
         checkpointer: Some(signer),
         ..WriteOptions::default()
     };
-    let store = Store::open(url, options)
+    let mut store = Store::open(url, options.clone())
         .await
         .with_context(|| format!("opening {label}"))?;
     let eur = Currency::from_code("EUR")?;
@@ -392,7 +406,18 @@ async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<M
     let rate = singles_in_process(label, &store, &accounts, eur, args).await?;
     rows.push(("single transfers, in process".to_string(), rate));
     audit_ok &= audit(label, &store, &policy).await?;
+    let mut before_batched = None;
     for size in BATCH_SIZES {
+        if size == BATCH_EVENTS_MAX {
+            // The storage just before the largest batches, so what they add can be told
+            // apart from the single transfers' (whose journal entries carry a key each).
+            let transfers = store.counts().await?.transfers;
+            store.close().await;
+            before_batched = Some(storage(url, transfers).await?);
+            store = Store::open(url, options.clone())
+                .await
+                .with_context(|| format!("reopening {label}"))?;
+        }
         let what = format!("batches of {}, in process", fmt_rate(size as f64));
         let link = Link::Store(store.clone());
         let rate = batches(
@@ -410,6 +435,17 @@ async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<M
     }
     let mut transfers = store.counts().await?.transfers;
     store.close().await;
+    let batched = match before_batched {
+        Some(before) => {
+            let after = storage(url, transfers).await?;
+            Some(Storage {
+                bytes: after.bytes.saturating_sub(before.bytes),
+                what: after.what,
+                transfers: transfers - before.transfers,
+            })
+        }
+        None => None,
+    };
 
     if !args.no_http {
         let op = crate::bench_sessions::operator_on(label, Some(url.to_string())).await?;
@@ -444,6 +480,7 @@ async fn measure(label: &str, url: &str, args: &LedgerBench) -> anyhow::Result<M
         rows,
         audit_ok,
         storage: Some(storage),
+        batched,
     })
 }
 
@@ -1079,6 +1116,7 @@ async fn measure_auth(
         )],
         audit_ok,
         storage: None,
+        batched: None,
     })
 }
 
