@@ -87,8 +87,10 @@ pub struct LedgerBench {
     /// Seconds of load of each batch row and of each row over HTTP, per backend.
     #[arg(long, default_value_t = 5)]
     batch_seconds: u64,
-    /// Concurrent clients sending batches, in process and over HTTP (each waits for its
-    /// batch's results before sending the next).
+    /// Concurrent clients sending batches of 8,189, in process and over HTTP (each waits for
+    /// its batch's results before sending the next). Smaller batches get as many clients as
+    /// keep the same number of events in flight (at most 512), so every batch row offers the
+    /// node the same load.
     #[arg(long, default_value_t = 4)]
     batch_clients: usize,
     /// HTTP connections sending one transfer per request (each waits for its answer).
@@ -100,6 +102,13 @@ pub struct LedgerBench {
     no_http: bool,
     #[command(flatten)]
     reference: Reference,
+}
+
+/// Clients sending batches of `size`: `--batch-clients` for the largest batches, and for
+/// smaller ones as many as keep the same number of events in flight, at most 512.
+fn batch_clients(args: &LedgerBench, size: usize) -> usize {
+    let in_flight = args.batch_clients * BATCH_EVENTS_MAX;
+    (in_flight / size.max(1)).clamp(args.batch_clients, 512.max(args.batch_clients))
 }
 
 /// The batch sizes measured: a small batch, and the most one batch holds.
@@ -219,12 +228,14 @@ async fn ledger(args: LedgerBench) -> anyhow::Result<ExitCode> {
     );
     println!(
         "tally bench ledger: {} accounts; single transfers in process: {} clients, {} s, \
-         transactions of up to {}; batches of 100 and 8,189: {} clients, {} s each, in process{}",
+         transactions of up to {}; batches of 100 and 8,189: {} and {} clients, {} s each, in \
+         process{}",
         args.accounts,
         args.concurrency,
         args.seconds,
         args.batch_max,
-        args.batch_clients,
+        batch_clients(&args, BATCH_SIZES[0]),
+        batch_clients(&args, BATCH_EVENTS_MAX),
         args.batch_seconds,
         if args.no_http {
             String::new()
@@ -703,7 +714,7 @@ fn event_dto(e: &TransferEvent) -> TransferEventDto {
 }
 
 /// Batches of `size` single transfers between random pairs of `accounts`: each of
-/// `--batch-clients` clients (each with the link `connect` gives it) sends one batch after
+/// [`batch_clients`] clients (each with the link `connect` gives it) sends one batch after
 /// another until the deadline. Transfers per second answered `created`.
 async fn batches(
     label: &str,
@@ -716,26 +727,30 @@ async fn batches(
 ) -> anyhow::Result<f64> {
     let created = Arc::new(AtomicU64::new(0));
     let other = Arc::new(AtomicU64::new(0));
-    let elapsed = load(args.batch_clients, args.batch_seconds, |client, stop| {
-        let (link, accounts, created, other) =
-            (connect(), accounts.clone(), created.clone(), other.clone());
-        async move {
-            let link = link?;
-            let mut pairs = Pairs::new(client, accounts.len());
-            while !stop.load(Ordering::Relaxed) {
-                let events = (0..size)
-                    .map(|_| {
-                        let (a, b, amount) = pairs.next();
-                        TransferEvent::single(Id::new(), accounts[a], accounts[b], amount, eur)
-                    })
-                    .collect();
-                let (c, o) = link.batch(events).await?;
-                created.fetch_add(c, Ordering::Relaxed);
-                other.fetch_add(o, Ordering::Relaxed);
+    let elapsed = load(
+        batch_clients(args, size),
+        args.batch_seconds,
+        |client, stop| {
+            let (link, accounts, created, other) =
+                (connect(), accounts.clone(), created.clone(), other.clone());
+            async move {
+                let link = link?;
+                let mut pairs = Pairs::new(client, accounts.len());
+                while !stop.load(Ordering::Relaxed) {
+                    let events = (0..size)
+                        .map(|_| {
+                            let (a, b, amount) = pairs.next();
+                            TransferEvent::single(Id::new(), accounts[a], accounts[b], amount, eur)
+                        })
+                        .collect();
+                    let (c, o) = link.batch(events).await?;
+                    created.fetch_add(c, Ordering::Relaxed);
+                    other.fetch_add(o, Ordering::Relaxed);
+                }
+                anyhow::Ok(())
             }
-            anyhow::Ok(())
-        }
-    })
+        },
+    )
     .await?;
     let count = created.load(Ordering::Relaxed);
     let rate = count as f64 / elapsed;
