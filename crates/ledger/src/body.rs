@@ -1,10 +1,10 @@
 //! The bytes of a journal entry's body: what the hash covers and what the audit replays.
 //!
 //! Decision: transfers, which are nearly every entry and every byte of a batch's entry, are
-//! written in a fixed binary layout (about 80 bytes for a plain transfer, against about 360
-//! as JSON, and no text to format or parse); every other event stays JSON. Entries written
-//! before this layout are JSON too and stay readable: a decoder tells the two apart by the
-//! first byte (`{` opens JSON; a binary body opens with [`MAGIC`], whose first byte is 0,
+//! written in a fixed binary layout (71 bytes for a plain transfer, plus 8 per entry, against
+//! about 400 as JSON, and no text to format or parse); every other event stays JSON. Entries
+//! written before this layout are JSON too and stay readable: a decoder tells the two apart by
+//! the first byte (`{` opens JSON; a binary body opens with [`MAGIC`], whose first byte is 0,
 //! which no JSON text starts with). Rejected: a general binary serde format (postcard,
 //! bincode) — the transfer's optional fields are skipped when empty, which those formats
 //! cannot read back, and the layout would be whatever the derive produced rather than one
