@@ -518,6 +518,16 @@ mod tests {
             prop_assert_eq!(encode(&event), b);
         }
 
+        /// Any bytes after the magic are read without a panic or an allocation past the body:
+        /// refused, or an event whose body is exactly those bytes.
+        #[test]
+        fn arbitrary_bytes_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let b = [&MAGIC[..], &tail].concat();
+            if let Ok(event) = decode(&b) {
+                prop_assert_eq!(encode(&event), b);
+            }
+        }
+
         /// Any byte changed or cut is refused or reads as a different event (never the same).
         #[test]
         fn a_changed_body_never_reads_as_the_same_event(
