@@ -974,8 +974,7 @@ async fn write_batch(
     }
     let done = outbox_ops(&mut tx, dialect, outbox).await?;
     tx.commit().await?;
-    cached.extend(book.accounts);
-    cache.keep(cached, seq, prev_hash);
+    cache.keep(cached, book.accounts, seq, prev_hash);
 
     let out = (results, done);
     debug_assert!(transfers.iter().all(|(t, _)| t.amount_minor > 0));
@@ -1005,7 +1004,9 @@ impl Held {
 /// The accounts as this writer last committed them, so a batch need not read back the rows
 /// it wrote itself: on SQLite, where one process owns the file, that is every batch; on
 /// PostgreSQL, every batch after one of this node's own (another node's commit moves the
-/// journal head and empties the cache). Bounded: past [`ACCOUNTS_CACHED_MAX`] it starts over.
+/// journal head and empties the cache). Bounded by [`ACCOUNTS_CACHED_MAX`]: when the accounts
+/// kept from earlier and this transaction's would pass it, only this transaction's are kept
+/// (the likeliest to be named next).
 #[derive(Default)]
 struct Accounts {
     /// The journal head (`seq`, hash) the accounts are current at; `None` while a
@@ -1014,8 +1015,8 @@ struct Accounts {
     accounts: HashMap<Id, tally_ledger::Account>,
 }
 
-/// Most accounts the writer keeps between batches.
-const ACCOUNTS_CACHED_MAX: usize = 1 << 20;
+/// Most accounts the writer keeps between batches: 2^18, about 50 MB at ~200 bytes each.
+const ACCOUNTS_CACHED_MAX: usize = 1 << 18;
 
 impl Accounts {
     /// The cached accounts if the journal head is still where this writer left it (else
@@ -1026,12 +1027,21 @@ impl Accounts {
         if current { accounts } else { HashMap::new() }
     }
 
-    /// Keeps the accounts a committed transaction left at journal head (`seq`, `hash`).
-    fn keep(&mut self, accounts: HashMap<Id, tally_ledger::Account>, seq: i64, hash: [u8; 32]) {
-        if accounts.len() <= ACCOUNTS_CACHED_MAX {
-            self.accounts = accounts;
-            self.at = Some((seq, hash));
+    /// Keeps the accounts a committed transaction left at journal head (`seq`, `hash`): those
+    /// kept from before it (`earlier`) and those it loaded or changed (`latest`, which win).
+    fn keep(
+        &mut self,
+        mut earlier: HashMap<Id, tally_ledger::Account>,
+        latest: HashMap<Id, tally_ledger::Account>,
+        seq: i64,
+        hash: [u8; 32],
+    ) {
+        if earlier.len() + latest.len() > ACCOUNTS_CACHED_MAX {
+            earlier.clear();
         }
+        earlier.extend(latest);
+        self.accounts = earlier;
+        self.at = Some((seq, hash));
     }
 }
 
