@@ -557,15 +557,8 @@ async fn accounts_over_http(
             owner: None,
             currency: eur.to_string(),
             kind: Some(kind),
-            limit_minor: None,
             debits_must_not_exceed_credits: Some(bounded),
-            credits_must_not_exceed_debits: None,
-            imported_at: None,
-            history: None,
-            user_data_128: None,
-            user_data_64: None,
-            user_data_32: None,
-            code: None,
+            ..Default::default()
         };
         async move {
             let opened = admin.account_open(None, &request).await?;

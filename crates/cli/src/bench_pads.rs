@@ -103,15 +103,8 @@ async fn pads(
                 owner: None,
                 currency: "EUR".into(),
                 kind: Some(AccountKindDto::Settlement),
-                limit_minor: None,
                 debits_must_not_exceed_credits: Some(false),
-                credits_must_not_exceed_debits: None,
-                imported_at: None,
-                history: None,
-                user_data_128: None,
-                user_data_64: None,
-                user_data_32: None,
-                code: None,
+                ..Default::default()
             },
         )
         .await?
@@ -419,15 +412,8 @@ async fn transfers_over_http(
         owner: None,
         currency: "EUR".into(),
         kind: Some(kind),
-        limit_minor: None,
         debits_must_not_exceed_credits: Some(bounded),
-        credits_must_not_exceed_debits: None,
-        imported_at: None,
-        history: None,
-        user_data_128: None,
-        user_data_64: None,
-        user_data_32: None,
-        code: None,
+        ..Default::default()
     };
     let world = op
         .admin

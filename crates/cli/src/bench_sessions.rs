@@ -374,15 +374,7 @@ async fn account_of(
         owner: Some(owner.into()),
         currency: "EUR".into(),
         kind: Some(kind),
-        limit_minor: None,
-        debits_must_not_exceed_credits: None,
-        credits_must_not_exceed_debits: None,
-        imported_at: None,
-        history: None,
-        user_data_128: None,
-        user_data_64: None,
-        user_data_32: None,
-        code: None,
+        ..Default::default()
     };
     let kind = match role {
         tally_client::wire::ledger::RoleDto::Merchant => AccountKindDto::Merchant,
