@@ -311,7 +311,7 @@ fn sale_header(
     let reference = ReferenceCode::new(product, "bench@example.org", Timestamp::now(), random());
     let unlock_key = reference.unlock_key(node_secret)?;
     let header = Header {
-        v: 1,
+        v: u32::from(tally_proto::delivery::VERSION),
         sale: Id::new(),
         product,
         instruction: Instruction {
@@ -378,8 +378,9 @@ fn tally_round_trip(
     settle(&[&package_path])?;
     let meta = header.entries[0].clone();
     anyhow::ensure!(
-        meta.plain_len == size_bytes && meta.plain_sha256 == plain_sha256,
-        "Tally seal: the entry's plaintext length or SHA-256 is not the input's"
+        meta.plain_len == size_bytes && meta.plain_sha256.is_none(),
+        "Tally seal: the entry's plaintext length is not the input's, or a version 2 header \
+         lists a plaintext hash"
     );
 
     warm_up(dir, &[&package_path], size_bytes, cold)?;
@@ -434,13 +435,13 @@ fn tally_round_trip(
     let seal_entry_s = started.elapsed().as_secs_f64();
     settle(&[&entry_path])?;
     anyhow::ensure!(
-        meta.plain_len == size_bytes && meta.plain_sha256 == plain_sha256,
+        meta.plain_len == size_bytes && meta.plain_sha256.as_ref() == Some(&plain_sha256),
         "Tally seal_entry: the entry's plaintext length or SHA-256 is not the input's"
     );
     warm_up(dir, &[&entry_path], size_bytes, cold)?;
     let started = Instant::now();
     let (mut header, _) = sale_header(&content_key, &node_secret, &node_key)?;
-    header.entries.push(meta.clone());
+    header.entries.push(meta.clone().for_version(header.v));
     let mut entry = BufReader::with_capacity(BUF_LEN, File::open(&entry_path)?);
     let mut package = BufWriter::with_capacity(BUF_LEN, File::create(&package_path)?);
     write_package(&mut package, &header, &mut [&mut entry], &node_key)?;

@@ -227,14 +227,26 @@ fn timing() {
     let h = G1::hash(b"abc", DST);
     let q = G2::generator().mul(&s);
     let (g1c, g2c) = (h.to_compressed(), q.to_compressed());
-    time("hash to G1", &mut || drop(G1::hash(b"timing", DST)));
-    time("G1 mul", &mut || drop(h.mul(&s)));
-    time("G2 mul", &mut || drop(q.mul(&s)));
-    time("G1 decompress + subgroup", &mut || drop(G1::from_compressed(&g1c)));
-    time("G2 decompress + subgroup", &mut || drop(G2::from_compressed(&g2c)));
+    time("hash to G1", &mut || {
+        let _ = G1::hash(b"timing", DST);
+    });
+    time("G1 mul", &mut || {
+        let _ = h.mul(&s);
+    });
+    time("G2 mul", &mut || {
+        let _ = q.mul(&s);
+    });
+    time("G1 decompress + subgroup", &mut || {
+        let _ = G1::from_compressed(&g1c);
+    });
+    time("G2 decompress + subgroup", &mut || {
+        let _ = G2::from_compressed(&g2c);
+    });
     let neg = G2::generator().neg();
-    time("pairing product, 2 terms", &mut || drop(pairing_product_is_one(&[(&h, &neg), (&h, &q)])));
+    time("pairing product, 2 terms", &mut || {
+        let _ = pairing_product_is_one(&[(&h, &neg), (&h, &q)]);
+    });
     time("pairing product, 3 terms", &mut || {
-        drop(pairing_product_is_one(&[(&h, &neg), (&h, &q), (&h, &q)]))
+        let _ = pairing_product_is_one(&[(&h, &neg), (&h, &q), (&h, &q)]);
     });
 }

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use tally_client::wire::delivery::{ACK_DOMAIN, Acknowledge, SaleView};
 use tally_client::wire::error::ErrorCode;
 use tally_kernel::crypto::VerifyingKey;
-use tally_kernel::crypto::kdf::sha256;
+use tally_kernel::crypto::kdf::{Sha256Stream, sha256};
 use tally_kernel::{Id, Secret};
 use tally_proto::delivery::sale::SaleState;
 use tally_proto::delivery::{self, EntryKind, Header, Inspected, PackageError, ReferenceCode};
@@ -67,7 +67,9 @@ struct UnlockedEntry<'a> {
     name: &'a str,
     kind: EntryKind,
     bytes: u64,
-    sha256: &'a str,
+    /// SHA-256 of the file written (hashed as it was unlocked; a version 1 header's
+    /// `plain_sha256` was checked against it too).
+    sha256: String,
     path: PathBuf,
     verified: bool,
 }
@@ -244,11 +246,14 @@ async fn unlock(a: UnlockArgs) -> anyhow::Result<ExitCode> {
     let unlocked =
         tokio::task::spawn_blocking(move || unlock_all(&file, &inspected, &key, &out_dir))
             .await??;
-    if let Err(e) = unlocked {
-        eprintln!("{e}");
-        return Ok(ExitCode::FAILURE);
-    }
-    show_unlocked(&c, &header, &dir);
+    let digests = match unlocked {
+        Ok(digests) => digests,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    show_unlocked(&c, &header, &digests, &dir);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -282,17 +287,18 @@ fn not_released<T>(e: anyhow::Error, reference: &ReferenceCode) -> anyhow::Resul
     Ok(None)
 }
 
-/// Prints the entries unlocked into `dir`.
-fn show_unlocked(c: &Client, header: &Header, dir: &Path) {
+/// Prints the entries unlocked into `dir`, with the SHA-256 of each file written.
+fn show_unlocked(c: &Client, header: &Header, digests: &[[u8; 32]], dir: &Path) {
     if c.json {
         let entries = header
             .entries
             .iter()
-            .map(|e| UnlockedEntry {
+            .zip(digests)
+            .map(|(e, digest)| UnlockedEntry {
                 name: &e.name,
                 kind: e.kind,
                 bytes: e.plain_len,
-                sha256: &e.plain_sha256,
+                sha256: hex(digest),
                 path: dir.join(&e.name),
                 verified: true,
             })
@@ -306,53 +312,80 @@ fn show_unlocked(c: &Client, header: &Header, dir: &Path) {
         return;
     }
     println!("unlocked  {} into {}", header.reference, dir.display());
-    for e in &header.entries {
+    for (e, digest) in header.entries.iter().zip(digests) {
         println!(
             "  {:30} {:12} {:>12} bytes  sha256 {}  verified",
             printable(&e.name),
             kind_word(e.kind),
             e.plain_len,
-            e.plain_sha256
+            hex(digest)
         );
     }
 }
 
 /// Decrypts every entry of a verified package into `dir`: each through a temporary file in
-/// `dir`, renamed to its name only once `unlock_entry` checked its length and SHA-256.
+/// `dir`, renamed to its name only once `unlock_entry` authenticated it (and, in version 1,
+/// checked its SHA-256). Returns the SHA-256 of each file written, hashed on the way, for
+/// the buyer to compare with the merchant's.
 fn unlock_all(
     file: &Path,
     inspected: &Inspected,
     key: &Secret<[u8; 32]>,
     dir: &Path,
-) -> anyhow::Result<Result<(), PackageError>> {
+) -> anyhow::Result<Result<Vec<[u8; 32]>, PackageError>> {
     let mut package = BufReader::with_capacity(
         CHUNK_LEN,
         std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
     );
+    let mut digests = Vec::with_capacity(inspected.header.entries.len());
     for (index, meta) in inspected.header.entries.iter().enumerate() {
         let tmp = tempfile::NamedTempFile::new_in(dir)
             .with_context(|| format!("creating a file in {}", dir.display()))?;
         let bar = bytes_bar(meta.plain_len, format!("unlocking {}", meta.name));
-        let mut out = std::io::BufWriter::with_capacity(
-            CHUNK_LEN,
-            ProgressWriter {
-                inner: tmp.as_file(),
-                bar: bar.clone(),
-            },
-        );
-        let result = delivery::unlock_entry(&mut package, inspected, key.expose(), index, &mut out);
-        bar.finish_and_clear();
-        if let Err(e) = result {
-            return Ok(Err(e));
-        }
-        out.flush()?;
-        drop(out);
+        let digest = {
+            let mut out = Sha256Writer {
+                inner: std::io::BufWriter::with_capacity(
+                    CHUNK_LEN,
+                    ProgressWriter {
+                        inner: tmp.as_file(),
+                        bar: bar.clone(),
+                    },
+                ),
+                hash: Sha256Stream::new(),
+            };
+            let result =
+                delivery::unlock_entry(&mut package, inspected, key.expose(), index, &mut out);
+            bar.finish_and_clear();
+            if let Err(e) = result {
+                return Ok(Err(e));
+            }
+            out.flush()?;
+            out.hash.finish()
+        };
+        digests.push(digest);
         tmp.as_file().sync_all()?;
         let target = dir.join(&meta.name);
         tmp.persist(&target)
             .map_err(|e| anyhow!("writing {}: {}", target.display(), e.error))?;
     }
-    Ok(Ok(()))
+    Ok(Ok(digests))
+}
+
+/// A writer that hashes what it passes on.
+struct Sha256Writer<W> {
+    inner: W,
+    hash: Sha256Stream,
+}
+
+impl<W: Write> Write for Sha256Writer<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Reads and verifies a package (off the async threads: it is one pass over the file). The
@@ -423,11 +456,14 @@ fn inspected_text(file: &Path, i: &Inspected, trust: &Signer) -> String {
     out.push_str("\nentries (locked)\n");
     for e in &h.entries {
         out.push_str(&format!(
-            "  {:30} {:12} {:>12} bytes  sha256 {}\n",
+            "  {:30} {:12} {:>12} bytes  {}\n",
             printable(&e.name),
             kind_word(e.kind),
             e.plain_len,
-            e.plain_sha256
+            match &e.plain_sha256 {
+                Some(sha256) => format!("sha256 {sha256}"),
+                None => format!("sealed sha256 {}", e.sealed_sha256),
+            }
         ));
     }
     out.push_str(&format!("package digest {}", hex(&i.package_sha256)));

@@ -24,8 +24,16 @@ fn reference(nonce: u8) -> ReferenceCode {
     )
 }
 
-/// A small package with fixed randomness: (bytes, header, unlock key, plaintexts).
+/// A small version 1 package with fixed randomness: (bytes, header, unlock key).
 fn package(nonce: u8, product_bytes: &[u8]) -> (Vec<u8>, Header, [u8; 32]) {
+    package_v(nonce, product_bytes, u32::from(VERSION_1))
+}
+
+/// The formats this code reads (and writes, for a header that asks for version 1).
+const VERSIONS: [u32; 2] = [VERSION_1 as u32, VERSION as u32];
+
+/// [`package`] in format `v`.
+fn package_v(nonce: u8, product_bytes: &[u8], v: u32) -> (Vec<u8>, Header, [u8; 32]) {
     let code = reference(nonce);
     let unlock = *code.unlock_key(NODE_SECRET).expect("key").expose();
     let content_key = [0x42_u8; 32];
@@ -53,7 +61,7 @@ fn package(nonce: u8, product_bytes: &[u8]) -> (Vec<u8>, Header, [u8; 32]) {
     )
     .expect("seal registration");
     let header = Header {
-        v: 1,
+        v,
         sale: Id(uuid::Uuid::from_u128(
             0x0190_0000_0000_7000_8000_0000_0000_0100 + u128::from(nonce),
         )),
@@ -66,7 +74,7 @@ fn package(nonce: u8, product_bytes: &[u8]) -> (Vec<u8>, Header, [u8; 32]) {
             pay_to: "account 0190…".into(),
             licence: "Personal use.".into(),
         },
-        entries: vec![p, r],
+        entries: vec![p.for_version(v), r.for_version(v)],
         content_key_wrap: Header::wrap_content_key(&content_key, &unlock, &code, &[5; 24])
             .expect("wrap"),
         node_key: node().verifying_key().to_hex(),
@@ -93,8 +101,15 @@ fn product_bytes() -> Vec<u8> {
 
 #[test]
 fn a_package_round_trips_and_yields_the_product() {
+    for v in VERSIONS {
+        round_trip(v);
+    }
+}
+
+fn round_trip(v: u32) {
     let data = product_bytes();
-    let (bytes, header, unlock) = package(1, &data);
+    let (bytes, header, unlock) = package_v(1, &data, v);
+    assert_eq!(u32::from(bytes[8]), v);
     let trusted = node().verifying_key();
     let inspected = inspect(bytes.as_slice(), Some(&trusted)).expect("verifies");
     assert_eq!(inspected.header, header);
@@ -169,7 +184,13 @@ fn reference_codes_catch_typos_and_read_loosely() {
 
 #[test]
 fn bad_packages_are_refused_precisely_and_never_show_the_instruction() {
-    let (bytes, header, unlock) = package(1, &product_bytes());
+    for v in VERSIONS {
+        bad_packages_are_refused(v);
+    }
+}
+
+fn bad_packages_are_refused(v: u32) {
+    let (bytes, header, unlock) = package_v(1, &product_bytes(), v);
     let entry0 = 13
         + bytes[9..13]
             .iter()
@@ -197,7 +218,7 @@ fn bad_packages_are_refused_precisely_and_never_show_the_instruction() {
         inspect(b.as_slice(), None)
     };
     assert!(matches!(flip(0), Err(PackageError::NotAPackage)));
-    assert!(matches!(flip(8), Err(PackageError::UnsupportedVersion(0))));
+    assert!(matches!(flip(8), Err(PackageError::UnsupportedVersion(n)) if u32::from(n) == v ^ 1));
     assert!(flip(entry0 - 30).is_err(), "a header byte");
     assert!(matches!(flip(entry0 + 100), Err(PackageError::EntryDamaged(n)) if n == "song.flac"));
     assert!(
@@ -221,7 +242,7 @@ fn bad_packages_are_refused_precisely_and_never_show_the_instruction() {
         Err(PackageError::UntrustedSigner { .. })
     ));
     // Entries reordered or spliced from another sale's package.
-    let (other_pkg, other_header, _) = package(2, &product_bytes());
+    let (other_pkg, other_header, _) = package_v(2, &product_bytes(), v);
     let mut spliced = bytes.clone();
     let reg_at = entry0 + header.entries[0].sealed_len as usize;
     let other_entry0 = 13
@@ -241,7 +262,7 @@ fn bad_packages_are_refused_precisely_and_never_show_the_instruction() {
     );
     // Another sale's key does not unlock this package.
     let inspected = inspect(bytes.as_slice(), None).expect("verifies");
-    let (_, _, other_unlock) = package(2, b"x");
+    let (_, _, other_unlock) = package_v(2, b"x", v);
     let r = unlock_entry(
         &mut Cursor::new(&bytes),
         &inspected,
@@ -310,12 +331,70 @@ fn package_vector_matches_the_pinned_file() {
     crate::pinned::check(path, &computed);
 }
 
+/// The version 2 golden vector, pinned in `docs/protocols/vectors/delivery_v2.json`
+/// (UPDATE_EXPECT=1 rewrites it) and re-checked outside Rust by
+/// `docs/protocols/vectors/check_delivery_v2.py` (which also decrypts the product).
+#[test]
+fn package_v2_vector_matches_the_pinned_file() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/protocols/vectors/delivery_v2.json"
+    );
+    let product = b"The product: 32 bytes of content";
+    let (bytes, header, unlock) = package_v(1, product, u32::from(VERSION));
+    let computed = serde_json::json!({
+        "about": "Locked-delivery package, format version 2; see docs/protocols/delivery.md. Regenerate with UPDATE_EXPECT=1 cargo test -p tally-proto; check with python3 docs/protocols/vectors/check_delivery_v2.py.",
+        "node_signing_seed_hex": hex::encode([9_u8; 32]),
+        "node_public_key_hex": node().verifying_key().to_hex(),
+        "unlock_key_hex": hex::encode(unlock),
+        "reference": reference(1).as_str(),
+        "product_hex": hex::encode(product),
+        "header_jcs": String::from_utf8(canonical_json(&header).expect("jcs")).expect("utf-8"),
+        "package_hex": hex::encode(&bytes),
+        "package_digest": hex::encode(
+            tally_kernel::crypto::kdf::sha256(&header_bytes(&header).expect("header bytes"))
+        ),
+    });
+    crate::pinned::check(path, &computed);
+}
+
+/// A header of one version in a package of the other, and plaintext hashes in the wrong
+/// version, are refused even when signed.
+#[test]
+fn versions_do_not_mix() {
+    let (bytes, header, _) = package_v(1, b"abc", u32::from(VERSION));
+    // The version byte changed to 1: the header still says 2.
+    let mut old_byte = bytes.clone();
+    old_byte[8] = VERSION_1;
+    assert!(matches!(
+        inspect(old_byte.as_slice(), None),
+        Err(PackageError::BadHeader(_))
+    ));
+    // A version 2 header listing a plaintext hash, or a version 1 header without one, does
+    // not even encode.
+    let mut listed = header.clone();
+    listed.entries[0].plain_sha256 = Some("00".repeat(32));
+    assert!(matches!(
+        header_bytes(&listed),
+        Err(PackageError::BadHeader(_))
+    ));
+    let mut v1_without = header.clone();
+    v1_without.v = u32::from(VERSION_1);
+    assert!(matches!(
+        header_bytes(&v1_without),
+        Err(PackageError::BadHeader(_))
+    ));
+    let mut v3 = header;
+    v3.v = 3;
+    assert!(matches!(header_bytes(&v3), Err(PackageError::BadHeader(_))));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
-    /// Whatever single byte is changed, the package does not verify.
+    /// Whatever single byte is changed, the package does not verify (both versions).
     #[test]
-    fn any_changed_byte_is_caught(at in 0_usize..10_000, bit in 0_u8..8) {
-        let (mut bytes, _, _) = package(1, b"short product for the property test");
+    fn any_changed_byte_is_caught(at in 0_usize..10_000, bit in 0_u8..8, v in 1_u32..=2) {
+        let (mut bytes, _, _) = package_v(1, b"short product for the property test", v);
         let at = at % bytes.len();
         bytes[at] ^= 1 << bit;
         prop_assert!(inspect(bytes.as_slice(), None).is_err());

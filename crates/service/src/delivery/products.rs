@@ -219,7 +219,10 @@ impl Delivery {
             sealed_len: i64::try_from(meta.sealed_len).map_err(corrupt)?,
             sealed_sha256: meta.sealed_sha256.clone(),
             plain_len: i64::try_from(meta.plain_len).map_err(corrupt)?,
-            plain_sha256: meta.plain_sha256.clone(),
+            plain_sha256: meta
+                .plain_sha256
+                .clone()
+                .ok_or_else(|| corrupt("seal_entry did not report the plaintext's hash"))?,
             file: format!("products/{id}/{file_id}.sealed"),
             created_at: self.core.now(),
         };

@@ -106,7 +106,7 @@ impl Delivery {
         for e in entries.iter().filter(|e| e.kind == "product") {
             metas.push(entry_meta(e)?);
         }
-        metas.push(registration_meta);
+        metas.push(registration_meta.for_version(u32::from(proto::VERSION)));
         for e in entries.iter().filter(|e| e.kind != "product") {
             metas.push(entry_meta(e)?);
         }
@@ -117,7 +117,7 @@ impl Delivery {
             product.pay_to, product.merchant
         );
         let header = Header {
-            v: 1,
+            v: u32::from(proto::VERSION),
             sale: sale_id,
             product: product.id,
             reference: reference.clone(),
