@@ -75,7 +75,8 @@
 //! apply; the arbiter's key, however, must be agreed by both parties out of band (a counter-
 //! party that chose or knows `x` can open every VES addressed to it).
 
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
 
 use serde::{Deserialize, Serialize};
 use tally_pairing::{G1, G2, Scalar, pairing_product_is_one};
@@ -103,6 +104,13 @@ pub const HASH_DST: &[u8] = b"BLS_SIG_BLS12381G1_XMD:SHA-256_SSWU_RO_NUL_TALLY_V
 
 /// HKDF salt of [`BlsSecretKey::from_seed`] and [`ArbiterKey::from_seed`].
 const KEYGEN_SALT: &[u8] = b"tally/bls12-381/keygen/v1";
+
+/// Most BLS public keys [`BlsPublicKey::from_bytes`] keeps decoded (about 300 bytes each).
+pub const DECODED_KEYS_MAX: usize = 4096;
+
+/// Public keys that decoded and passed every check, by their encoding.
+static DECODED_KEYS: LazyLock<Mutex<HashMap<[u8; PUBLIC_KEY_LEN], G2>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// `−g2` (every check moves `e(·, g2)` to the other side).
 static NEG_G2: LazyLock<G2> = LazyLock::new(|| G2::generator().neg());
@@ -323,8 +331,30 @@ pub struct BlsPublicKey(G2);
 impl BlsPublicKey {
     /// From the 96-byte compressed encoding; rejects non-points, points outside the subgroup
     /// and the identity.
+    ///
+    /// Keys that decoded before are taken from a small process-wide memo: decompressing a G2
+    /// point and checking its subgroup costs ~0.1 ms, and a fair exchange decodes the same
+    /// parties' certified keys at every step. Only keys that passed every check are kept (they
+    /// are public values), at most [`DECODED_KEYS_MAX`]; the memo is emptied when full.
     pub fn from_bytes(bytes: &[u8]) -> Result<BlsPublicKey> {
-        g2_from_bytes(bytes, "BLS public key").map(BlsPublicKey)
+        let Ok(array) = <[u8; PUBLIC_KEY_LEN]>::try_from(bytes) else {
+            return g2_from_bytes(bytes, "BLS public key").map(BlsPublicKey);
+        };
+        if let Some(known) = DECODED_KEYS
+            .lock()
+            .ok()
+            .and_then(|memo| memo.get(&array).copied())
+        {
+            return Ok(BlsPublicKey(known));
+        }
+        let point = g2_from_bytes(bytes, "BLS public key")?;
+        if let Ok(mut memo) = DECODED_KEYS.lock() {
+            if memo.len() >= DECODED_KEYS_MAX {
+                memo.clear();
+            }
+            memo.insert(array, point);
+        }
+        Ok(BlsPublicKey(point))
     }
 
     /// The 96-byte compressed encoding.
@@ -853,6 +883,25 @@ mod tests {
         assert_ne!(rerandomized, ves);
         verify_encrypted(&sk.public_key(), &apk, DOMAIN, b"deal", &rerandomized).unwrap();
         assert_eq!(arbiter.adjudicate(&rerandomized), arbiter.adjudicate(&ves));
+    }
+
+    /// The memo of decoded keys hands back the same key, and never keeps a refused one.
+    #[test]
+    fn decoded_keys_are_remembered_only_when_valid() {
+        let pk = BlsSecretKey::from_seed(&[22; 32]).public_key();
+        for _ in 0..2 {
+            assert_eq!(BlsPublicKey::from_bytes(&pk.to_bytes()).unwrap(), pk);
+        }
+        let mut bad = pk.to_bytes();
+        bad[95] ^= 1;
+        for _ in 0..2 {
+            assert!(matches!(
+                BlsPublicKey::from_bytes(&bad),
+                Err(CryptoError::Malformed(_))
+            ));
+        }
+        assert!(BlsPublicKey::from_bytes(&identity_g2()).is_err());
+        assert!(BlsPublicKey::from_bytes(&identity_g2()).is_err());
     }
 
     #[test]
