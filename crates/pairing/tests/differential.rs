@@ -200,6 +200,13 @@ fn identity_behaves() {
     bytes[0] = 0xc0;
     assert!(G1::from_compressed(&bytes).unwrap().is_identity());
     assert_eq!(G1::identity().to_compressed(), bytes);
+    let g = G1::generator();
+    assert_eq!(g.add(&G1::identity()), g);
+    assert_eq!(G1::identity().add(&g), g);
+    assert_eq!(g.sub(&G1::identity()), g);
+    assert!(G1::identity().neg().is_identity());
+    assert!(g.mul(&Scalar::from_u64(0)).is_identity());
+    assert!(G2::generator().mul(&Scalar::from_u64(0)).is_identity());
     assert!(pairing_product_is_one(&[(
         &G1::identity(),
         &G2::generator()
