@@ -271,6 +271,10 @@ pub(crate) fn stdout_line(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// The process's allocator: mimalloc instead of glibc's malloc (see `docs/ARCHITECTURE.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // One TLS provider for the whole process (reqwest, sqlx and the server all use rustls).
