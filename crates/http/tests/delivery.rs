@@ -328,6 +328,15 @@ async fn walk(mut w: World) {
         .expect("node key");
     let inspected = delivery::inspect(&package[..], Some(&node_key)).expect("intact");
     assert_eq!(inspected.header.reference.display(), reference);
+    // A product uploaded now is sold in the newest format: BLAKE3 over each sealed entry.
+    assert_eq!(inspected.header.v, u32::from(delivery::VERSION));
+    assert!(
+        inspected
+            .header
+            .entries
+            .iter()
+            .all(|e| e.sealed_blake3.is_some() && e.sealed_sha256.is_none())
+    );
     assert_eq!(inspected.header.instruction.amount.to_string(), "9.90 EUR");
     assert_eq!(
         hex::encode(inspected.package_sha256),

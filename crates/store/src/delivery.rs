@@ -64,8 +64,11 @@ pub struct EntryRow {
     pub kind: String,
     /// Sealed bytes.
     pub sealed_len: i64,
-    /// SHA-256 of the sealed bytes, hex.
+    /// SHA-256 of the sealed bytes, hex (what a version 2 package lists).
     pub sealed_sha256: String,
+    /// BLAKE3 of the sealed bytes, hex (what a version 3 package lists): none for entries
+    /// sealed before version 3.
+    pub sealed_blake3: Option<String>,
     /// Plain bytes.
     pub plain_len: i64,
     /// SHA-256 of the plain bytes, hex.
@@ -141,10 +144,11 @@ pub fn upsert_entry(e: &EntryRow) -> [Attachment; 2] {
         ),
         row(
             "INSERT INTO product_entries (product_id, name, kind, sealed_len, sealed_sha256, \
-             plain_len, plain_sha256, file, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             plain_len, plain_sha256, file, created_at, sealed_blake3) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              ON CONFLICT (product_id, name) DO UPDATE SET kind = excluded.kind, \
              sealed_len = excluded.sealed_len, sealed_sha256 = excluded.sealed_sha256, \
-             plain_len = excluded.plain_len, plain_sha256 = excluded.plain_sha256, \
+             sealed_blake3 = excluded.sealed_blake3, plain_len = excluded.plain_len, plain_sha256 = excluded.plain_sha256, \
              file = excluded.file, created_at = excluded.created_at",
             vec![
                 blob(&e.product_id),
@@ -156,6 +160,7 @@ pub fn upsert_entry(e: &EntryRow) -> [Attachment; 2] {
                 Value::Text(e.plain_sha256.clone()),
                 Value::Text(e.file.clone()),
                 Value::Int(e.created_at.as_micros()),
+                Value::opt_text(e.sealed_blake3.clone()),
             ],
         ),
     ]
@@ -192,6 +197,7 @@ fn entry(r: &AnyRow) -> Result<EntryRow, StoreError> {
         kind: r.try_get("kind")?,
         sealed_len: r.try_get("sealed_len")?,
         sealed_sha256: r.try_get("sealed_sha256")?,
+        sealed_blake3: r.try_get("sealed_blake3")?,
         plain_len: r.try_get("plain_len")?,
         plain_sha256: r.try_get("plain_sha256")?,
         file: r.try_get("file")?,
@@ -637,8 +643,8 @@ impl Store {
     pub async fn product_entries(&self, id: Id) -> Result<Vec<EntryRow>, StoreError> {
         let rows = self
             .fetch_all(
-                "SELECT product_id, name, kind, sealed_len, sealed_sha256, plain_len, plain_sha256, \
-                 file, created_at FROM product_entries WHERE product_id = $1 \
+                "SELECT product_id, name, kind, sealed_len, sealed_sha256, sealed_blake3, plain_len, \
+                 plain_sha256, file, created_at FROM product_entries WHERE product_id = $1 \
                  ORDER BY CASE kind WHEN 'product' THEN 0 ELSE 1 END, name"
                     .into(),
                 vec![blob(&id)],

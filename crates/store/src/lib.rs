@@ -161,6 +161,10 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
         27,
         include_str!("../migrations/sqlite/0027_account_references.sql"),
     ),
+    (
+        28,
+        include_str!("../migrations/sqlite/0028_product_entry_blake3.sql"),
+    ),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
@@ -246,6 +250,10 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (
         27,
         include_str!("../migrations/postgres/0027_account_references.sql"),
+    ),
+    (
+        28,
+        include_str!("../migrations/postgres/0028_product_entry_blake3.sql"),
     ),
 ];
 

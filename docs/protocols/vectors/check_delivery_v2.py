@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Re-checks the version 2 locked-delivery vector outside Rust.
+"""Re-checks the version 2 and version 3 locked-delivery vectors outside Rust.
 
     python3 docs/protocols/vectors/check_delivery_v2.py docs/protocols/vectors/delivery_v2.json
+    python3 docs/protocols/vectors/check_delivery_v2.py docs/protocols/vectors/delivery_v3.json
 
 Written from docs/protocols/delivery.md and docs/protocols/crypto.md alone: parses the package
-(magic, version 2, canonical JSON header), checks every entry's length and SHA-256 over its
-sealed bytes, the trailer's digest and the node's Ed25519 signature over it, unwraps the
+(magic, version 2 or 3, canonical JSON header), checks every entry's length and the hash over
+its sealed bytes (SHA-256 in version 2; BLAKE3 in version 3, computed by Debian's `b3sum`), the trailer's digest and the node's Ed25519 signature over it, unwraps the
 content key with the unlock key and decrypts the product's TALLYSTR stream (XChaCha20-Poly1305
 built from HChaCha20 and the IETF ChaCha20-Poly1305 of the `cryptography` package), and
 compares it with the vector's product. Exits 1 on the first disagreement.
@@ -14,6 +15,7 @@ compares it with the vector's product. Exits 1 on the first disagreement.
 import hashlib
 import json
 import struct
+import subprocess
 import sys
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -58,6 +60,12 @@ def xchacha_open(key, nonce24, ciphertext_and_tag, aad):
     return ChaCha20Poly1305(subkey).decrypt(b"\0\0\0\0" + nonce24[16:], ciphertext_and_tag, aad)
 
 
+def blake3_hex(data):
+    """BLAKE3 by Debian's b3sum (`apt-get install b3sum`), not by the Rust crate Tally uses."""
+    out = subprocess.run(["b3sum", "--no-names"], input=data, capture_output=True, check=True)
+    return out.stdout.decode().strip()
+
+
 def canonical(value):
     # RFC 8785 for this header: strings, integers, objects, arrays (no floats).
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
@@ -89,8 +97,9 @@ def main(path):
     pkg = bytes.fromhex(v["package_hex"])
     if pkg[:8] != b"TALLYPKG":
         fail("magic")
-    if pkg[8] != 2:
-        fail(f"version byte {pkg[8]}, expected 2")
+    version = pkg[8]
+    if version not in (2, 3):
+        fail(f"version byte {version}, expected 2 or 3")
     (hlen,) = struct.unpack(">I", pkg[9:13])
     header_json = pkg[13 : 13 + hlen]
     header = json.loads(header_json)
@@ -98,16 +107,20 @@ def main(path):
         fail("header is not canonical JSON")
     if header_json.decode() != v["header_jcs"]:
         fail("header differs from header_jcs")
-    if header["v"] != 2:
-        fail("header v is not 2")
+    if header["v"] != version:
+        fail(f"header v is not {version}")
     at = 13 + hlen
     entries = []
     for e in header["entries"]:
         if "plain_sha256" in e:
-            fail(f"entry {e['name']} lists plain_sha256 in a version 2 header")
+            fail(f"entry {e['name']} lists plain_sha256 in a version {version} header")
+        listed = "sealed_sha256" if version == 2 else "sealed_blake3"
+        if set(e) & {"sealed_sha256", "sealed_blake3"} != {listed}:
+            fail(f"entry {e['name']}: a version {version} header lists {listed} alone")
         sealed = pkg[at : at + e["sealed_len"]]
-        if len(sealed) != e["sealed_len"] or hashlib.sha256(sealed).hexdigest() != e["sealed_sha256"]:
-            fail(f"entry {e['name']}: length or sealed SHA-256")
+        digest = hashlib.sha256(sealed).hexdigest() if version == 2 else blake3_hex(sealed)
+        if len(sealed) != e["sealed_len"] or digest != e[listed]:
+            fail(f"entry {e['name']}: length or {listed}")
         entries.append(sealed)
         at += e["sealed_len"]
     trailer = pkg[at:]
@@ -135,7 +148,7 @@ def main(path):
     for e, sealed in zip(header["entries"][1:], entries[1:]):
         if len(open_stream(content_key, sealed)) != e["plain_len"]:
             fail(f"entry {e['name']}: plain_len")
-    print(f"python reader agrees with the version 2 package ({len(pkg)} bytes, {len(entries)} entries)")
+    print(f"python reader agrees with the version {version} package ({len(pkg)} bytes, {len(entries)} entries)")
 
 
 if __name__ == "__main__":

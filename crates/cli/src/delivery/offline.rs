@@ -460,9 +460,11 @@ fn inspected_text(file: &Path, i: &Inspected, trust: &Signer) -> String {
             printable(&e.name),
             kind_word(e.kind),
             e.plain_len,
-            match &e.plain_sha256 {
-                Some(sha256) => format!("sha256 {sha256}"),
-                None => format!("sealed sha256 {}", e.sealed_sha256),
+            match (&e.plain_sha256, &e.sealed_sha256, &e.sealed_blake3) {
+                (Some(sha256), _, _) => format!("sha256 {sha256}"),
+                (None, Some(sha256), _) => format!("sealed sha256 {sha256}"),
+                (None, None, Some(blake3)) => format!("sealed blake3 {blake3}"),
+                (None, None, None) => String::new(),
             }
         ));
     }

@@ -29,8 +29,8 @@ fn package(nonce: u8, product_bytes: &[u8]) -> (Vec<u8>, Header, [u8; 32]) {
     package_v(nonce, product_bytes, u32::from(VERSION_1))
 }
 
-/// The formats this code reads (and writes, for a header that asks for version 1).
-const VERSIONS: [u32; 2] = [VERSION_1 as u32, VERSION as u32];
+/// The formats this code reads (and writes, for a header that asks for an older one).
+const VERSIONS: [u32; 3] = [VERSION_1 as u32, VERSION_2 as u32, VERSION as u32];
 
 /// [`package`] in format `v`.
 fn package_v(nonce: u8, product_bytes: &[u8], v: u32) -> (Vec<u8>, Header, [u8; 32]) {
@@ -218,7 +218,26 @@ fn bad_packages_are_refused(v: u32) {
         inspect(b.as_slice(), None)
     };
     assert!(matches!(flip(0), Err(PackageError::NotAPackage)));
-    assert!(matches!(flip(8), Err(PackageError::UnsupportedVersion(n)) if u32::from(n) == v ^ 1));
+    let with_version_byte = |byte: u8| {
+        let mut b = bytes.clone();
+        b[8] = byte;
+        inspect(b.as_slice(), None)
+    };
+    assert!(matches!(
+        with_version_byte(0),
+        Err(PackageError::UnsupportedVersion(0))
+    ));
+    assert!(
+        matches!(with_version_byte(VERSION + 1), Err(PackageError::UnsupportedVersion(n)) if n == VERSION + 1)
+    );
+    for other in VERSIONS.into_iter().filter(|o| *o != v) {
+        // Another version this code reads: the header, which says `v`, disagrees.
+        let other = u8::try_from(other).expect("a version byte");
+        assert!(
+            matches!(with_version_byte(other), Err(PackageError::BadHeader(_))),
+            "{v} as {other}"
+        );
+    }
     assert!(flip(entry0 - 30).is_err(), "a header byte");
     assert!(matches!(flip(entry0 + 100), Err(PackageError::EntryDamaged(n)) if n == "song.flac"));
     assert!(
@@ -336,9 +355,32 @@ fn package_v2_vector_matches_the_pinned_file() {
         "/../../docs/protocols/vectors/delivery_v2.json"
     );
     let product = b"The product: 32 bytes of content";
-    let (bytes, header, unlock) = package_v(1, product, u32::from(VERSION));
+    let (bytes, header, unlock) = package_v(1, product, u32::from(VERSION_2));
     let computed = serde_json::json!({
         "about": "Locked-delivery package, format version 2; see docs/protocols/delivery.md. Regenerate with UPDATE_EXPECT=1 cargo test -p tally-proto; check with python3 docs/protocols/vectors/check_delivery_v2.py.",
+        "node_signing_seed_hex": hex::encode([9_u8; 32]),
+        "node_public_key_hex": node().verifying_key().to_hex(),
+        "unlock_key_hex": hex::encode(unlock),
+        "reference": reference(1).as_str(),
+        "product_hex": hex::encode(product),
+    });
+    crate::pinned::check(path, &with_package(computed, &bytes, &header));
+}
+
+/// The version 3 golden vector, pinned in `docs/protocols/vectors/delivery_v3.json`
+/// (UPDATE_EXPECT=1 rewrites it) and re-checked outside Rust by the same
+/// `docs/protocols/vectors/check_delivery_v2.py`, which reads both versions (BLAKE3 through
+/// Debian's `b3sum`).
+#[test]
+fn package_v3_vector_matches_the_pinned_file() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/protocols/vectors/delivery_v3.json"
+    );
+    let product = b"The product: 32 bytes of content";
+    let (bytes, header, unlock) = package_v(1, product, u32::from(VERSION));
+    let computed = serde_json::json!({
+        "about": "Locked-delivery package, format version 3; see docs/protocols/delivery.md. Regenerate with UPDATE_EXPECT=1 cargo test -p tally-proto; check with python3 docs/protocols/vectors/check_delivery_v2.py docs/protocols/vectors/delivery_v3.json.",
         "node_signing_seed_hex": hex::encode([9_u8; 32]),
         "node_public_key_hex": node().verifying_key().to_hex(),
         "unlock_key_hex": hex::encode(unlock),
@@ -371,11 +413,11 @@ fn with_package(mut fields: serde_json::Value, bytes: &[u8], header: &Header) ->
     fields
 }
 
-/// A header of one version in a package of the other, and plaintext hashes in the wrong
-/// version, are refused even when signed.
+/// A header of one version in a package of another, and hashes in the wrong version, are
+/// refused even when signed.
 #[test]
 fn versions_do_not_mix() {
-    let (bytes, header, _) = package_v(1, b"abc", u32::from(VERSION));
+    let (bytes, header, _) = package_v(1, b"abc", u32::from(VERSION_2));
     // The version byte changed to 1: the header still says 2.
     let mut old_byte = bytes.clone();
     old_byte[8] = VERSION_1;
@@ -397,16 +439,36 @@ fn versions_do_not_mix() {
         header_bytes(&v1_without),
         Err(PackageError::BadHeader(_))
     ));
-    let mut v3 = header;
-    v3.v = 3;
+    // A version 2 header marked version 3 lists SHA-256 where version 3 wants BLAKE3; the
+    // other way round too; and a header listing both is refused in either version.
+    let mut v3 = header.clone();
+    v3.v = u32::from(VERSION);
     assert!(matches!(header_bytes(&v3), Err(PackageError::BadHeader(_))));
+    let (_, header3, _) = package_v(1, b"abc", u32::from(VERSION));
+    let mut v2 = header3.clone();
+    v2.v = u32::from(VERSION_2);
+    assert!(matches!(header_bytes(&v2), Err(PackageError::BadHeader(_))));
+    let mut both = header3.clone();
+    both.entries[0].sealed_sha256 = header.entries[0].sealed_sha256.clone();
+    assert!(matches!(
+        header_bytes(&both),
+        Err(PackageError::BadHeader(_))
+    ));
+    both.v = u32::from(VERSION_2);
+    assert!(matches!(
+        header_bytes(&both),
+        Err(PackageError::BadHeader(_))
+    ));
+    let mut v4 = header3;
+    v4.v = u32::from(VERSION) + 1;
+    assert!(matches!(header_bytes(&v4), Err(PackageError::BadHeader(_))));
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
-    /// Whatever single byte is changed, the package does not verify (both versions).
+    /// Whatever single byte is changed, the package does not verify (every version).
     #[test]
-    fn any_changed_byte_is_caught(at in 0_usize..10_000, bit in 0_u8..8, v in 1_u32..=2) {
+    fn any_changed_byte_is_caught(at in 0_usize..10_000, bit in 0_u8..8, v in 1_u32..=3) {
         let (mut bytes, _, _) = package_v(1, b"short product for the property test", v);
         let at = at % bytes.len();
         bytes[at] ^= 1 << bit;

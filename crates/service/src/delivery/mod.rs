@@ -391,10 +391,11 @@ impl Delivery {
     }
 }
 
-/// A stored entry as a sale's (version 2) header lists it: without the plaintext's hash,
-/// which the product's record keeps.
-fn entry_meta(e: &EntryRow) -> Result<EntryMeta> {
-    Ok(EntryMeta {
+/// A stored entry as a sale's header of format `v` lists it: without the plaintext's hash,
+/// which the product's record keeps; with the sealed bytes' SHA-256 (version 2) or BLAKE3
+/// (version 3, for entries that have one: see [`sale_version`]).
+fn entry_meta(e: &EntryRow, v: u32) -> Result<EntryMeta> {
+    let meta = EntryMeta {
         name: e.name.clone(),
         kind: if e.kind == "product" {
             EntryKind::Product
@@ -402,8 +403,66 @@ fn entry_meta(e: &EntryRow) -> Result<EntryMeta> {
             EntryKind::Document
         },
         sealed_len: u64::try_from(e.sealed_len).map_err(corrupt)?,
-        sealed_sha256: e.sealed_sha256.clone(),
+        sealed_sha256: Some(e.sealed_sha256.clone()),
+        sealed_blake3: e.sealed_blake3.clone(),
         plain_len: u64::try_from(e.plain_len).map_err(corrupt)?,
         plain_sha256: None,
-    })
+    };
+    Ok(meta.for_version(v))
+}
+
+/// The package format of a sale of a product with `entries`: version 3 when every entry has
+/// the BLAKE3 it lists (entries sealed since version 3), else version 2.
+fn sale_version(entries: &[EntryRow]) -> u32 {
+    if entries.iter().all(|e| e.sealed_blake3.is_some()) {
+        u32::from(tally_proto::delivery::VERSION)
+    } else {
+        u32::from(tally_proto::delivery::VERSION_2)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests fail loudly by design.
+mod format_tests {
+    use super::*;
+
+    fn row(name: &str, blake3: Option<&str>) -> EntryRow {
+        EntryRow {
+            product_id: Id::new(),
+            name: name.into(),
+            kind: "product".into(),
+            sealed_len: 100,
+            sealed_sha256: "aa".repeat(32),
+            sealed_blake3: blake3.map(str::to_string),
+            plain_len: 20,
+            plain_sha256: "cc".repeat(32),
+            file: "products/x.sealed".into(),
+            created_at: tally_kernel::Timestamp(0),
+        }
+    }
+
+    /// A product whose every entry has its BLAKE3 on record sells as version 3, listing it; one
+    /// entry sealed before version 3 makes the sale version 2, listing SHA-256 (never both).
+    #[test]
+    fn sales_use_version_3_only_when_every_entry_has_its_blake3() {
+        let new = [
+            row("a", Some(&"bb".repeat(32))),
+            row("b", Some(&"dd".repeat(32))),
+        ];
+        let v = sale_version(&new);
+        assert_eq!(v, u32::from(tally_proto::delivery::VERSION));
+        let meta = entry_meta(&new[0], v).unwrap();
+        assert_eq!(
+            (meta.sealed_blake3, meta.sealed_sha256, meta.plain_sha256),
+            (Some("bb".repeat(32)), None, None)
+        );
+        let mixed = [row("a", Some(&"bb".repeat(32))), row("b", None)];
+        let v = sale_version(&mixed);
+        assert_eq!(v, u32::from(tally_proto::delivery::VERSION_2));
+        let meta = entry_meta(&mixed[0], v).unwrap();
+        assert_eq!(
+            (meta.sealed_blake3, meta.sealed_sha256),
+            (None, Some("aa".repeat(32)))
+        );
+    }
 }

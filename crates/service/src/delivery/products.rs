@@ -217,7 +217,11 @@ impl Delivery {
             name: name.to_string(),
             kind: kind.to_string(),
             sealed_len: i64::try_from(meta.sealed_len).map_err(corrupt)?,
-            sealed_sha256: meta.sealed_sha256.clone(),
+            sealed_sha256: meta
+                .sealed_sha256
+                .clone()
+                .ok_or_else(|| corrupt("seal_entry did not report the sealed bytes' SHA-256"))?,
+            sealed_blake3: meta.sealed_blake3.clone(),
             plain_len: i64::try_from(meta.plain_len).map_err(corrupt)?,
             plain_sha256: meta
                 .plain_sha256

@@ -7,6 +7,7 @@ use super::{
     ACK_DOMAIN, Acknowledge, Arrival, Complaint, ComplaintOutcome, Delivery, DeliveryError,
     NewSale, PackageParts, REGISTRATION_DOMAIN, REGISTRATION_NAME, ReleasedKey, ReportRow,
     SaleView, Segment, entry_meta, fill, fingerprint, parse_reference, product_machine,
+    sale_version,
 };
 use crate::Missing;
 use crate::access::{check_address, check_name, corrupt, invalid, namespaced, text_field};
@@ -102,13 +103,14 @@ impl Delivery {
         )
         .map_err(corrupt)?;
 
+        let v = sale_version(&entries);
         let mut metas = Vec::new();
         for e in entries.iter().filter(|e| e.kind == "product") {
-            metas.push(entry_meta(e)?);
+            metas.push(entry_meta(e, v)?);
         }
-        metas.push(registration_meta.for_version(u32::from(proto::VERSION)));
+        metas.push(registration_meta.for_version(v));
         for e in entries.iter().filter(|e| e.kind != "product") {
-            metas.push(entry_meta(e)?);
+            metas.push(entry_meta(e, v)?);
         }
         let mut wrap_nonce = [0_u8; seal::NONCE_LEN];
         getrandom_fill(&mut wrap_nonce)?;
@@ -117,7 +119,7 @@ impl Delivery {
             product.pay_to, product.merchant
         );
         let header = Header {
-            v: u32::from(proto::VERSION),
+            v,
             sale: sale_id,
             product: product.id,
             reference: reference.clone(),
@@ -317,7 +319,13 @@ impl Delivery {
             }
             let e = entries
                 .iter()
-                .find(|e| e.name == meta.name && e.sealed_sha256 == meta.sealed_sha256)
+                .find(|e| {
+                    e.name == meta.name
+                        && match (&meta.sealed_sha256, &meta.sealed_blake3) {
+                            (Some(sha256), _) => *sha256 == e.sealed_sha256,
+                            (None, blake3) => blake3.is_some() && *blake3 == e.sealed_blake3,
+                        }
+                })
                 .ok_or_else(|| corrupt(format!("entry {} of sale {id} is gone", meta.name)))?;
             let path = self.core.files().dir.join(&e.file);
             let on_disk = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
