@@ -432,6 +432,7 @@ fn tally_round_trip(
     let content_key: [u8; 32] = random();
     let mut sealed = BufWriter::with_capacity(STREAM_BUF_LEN, File::create(&entry_path)?);
     let meta: EntryMeta = seal_entry(
+        u32::from(tally_proto::delivery::VERSION),
         &content_key,
         "product.bin",
         EntryKind::Product,

@@ -308,8 +308,8 @@ pub struct EntryMeta {
 
 impl EntryMeta {
     /// This entry as a header of format `v` lists it: the plaintext hash only in version 1,
-    /// the sealed bytes' SHA-256 in versions 1 and 2, their BLAKE3 in version 3. The hashes a
-    /// version needs must be there ([`seal_entry`] reports them all).
+    /// the sealed bytes' SHA-256 in versions 1 and 2, their BLAKE3 in version 3. The hash a
+    /// version needs must be there ([`seal_entry`] for that version reports it).
     pub fn for_version(mut self, v: u32) -> EntryMeta {
         if v != u32::from(VERSION_1) {
             self.plain_sha256 = None;
@@ -935,10 +935,13 @@ pub fn unlock_entry<R: Read + Seek, W: Write>(
 }
 
 /// Seals one entry's plaintext under the content key (caller's salt and nonce prefix, so
-/// vectors are reproducible; use fresh random ones otherwise) and returns its [`EntryMeta`]
-/// with every hash any format lists: the plaintext's SHA-256 (for the product's record), the
-/// sealed bytes' SHA-256 and BLAKE3. [`EntryMeta::for_version`] keeps those of one format.
+/// vectors are reproducible; use fresh random ones otherwise) for a package of format `v`,
+/// and returns its [`EntryMeta`] with the hash of the sealed bytes that format lists
+/// (BLAKE3 in version 3, SHA-256 before) and the plaintext's SHA-256 (for the product's
+/// record; [`EntryMeta::for_version`] drops it for a version 2 or 3 header).
+#[allow(clippy::too_many_arguments)] // the format, the key, the listing, both streams, the randomness
 pub fn seal_entry<R: Read, W: Write>(
+    v: u32,
     content_key: &[u8; 32],
     name: &str,
     kind: EntryKind,
@@ -947,6 +950,10 @@ pub fn seal_entry<R: Read, W: Write>(
     salt: [u8; stream::SALT_LEN],
     nonce_prefix: [u8; stream::NONCE_PREFIX_LEN],
 ) -> Result<EntryMeta> {
+    if !(u32::from(VERSION_1)..=u32::from(VERSION)).contains(&v) {
+        return Err(PackageError::BadHeader(format!("no package format {v}")));
+    }
+    let sealed_hash = SealedHash::of_version(v);
     std::thread::scope(|scope| {
         seal_in(
             &HashWorker::new(scope),
@@ -957,8 +964,8 @@ pub fn seal_entry<R: Read, W: Write>(
                 salt,
                 nonce_prefix,
                 hash_plain: true,
-                sealed_sha256: true,
-                sealed_blake3: true,
+                sealed_sha256: sealed_hash == SealedHash::Sha256,
+                sealed_blake3: sealed_hash == SealedHash::Blake3,
             },
             plain,
             out,
@@ -1487,6 +1494,7 @@ mod one_pass_tests {
             let mut entry = Vec::new();
             two_step_header.entries.push(
                 seal_entry(
+                    v,
                     &CONTENT_KEY,
                     &format!("entry{i}.bin"),
                     EntryKind::Product,

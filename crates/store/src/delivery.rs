@@ -64,10 +64,11 @@ pub struct EntryRow {
     pub kind: String,
     /// Sealed bytes.
     pub sealed_len: i64,
-    /// SHA-256 of the sealed bytes, hex (what a version 2 package lists).
-    pub sealed_sha256: String,
-    /// BLAKE3 of the sealed bytes, hex (what a version 3 package lists): none for entries
-    /// sealed before version 3.
+    /// SHA-256 of the sealed bytes, hex (what a version 2 package lists): entries sealed
+    /// before package format 3 have it.
+    pub sealed_sha256: Option<String>,
+    /// BLAKE3 of the sealed bytes, hex (what a version 3 package lists): entries sealed since
+    /// package format 3 have it. The table refuses an entry with neither.
     pub sealed_blake3: Option<String>,
     /// Plain bytes.
     pub plain_len: i64,
@@ -155,7 +156,7 @@ pub fn upsert_entry(e: &EntryRow) -> [Attachment; 2] {
                 Value::Text(e.name.clone()),
                 Value::Text(e.kind.clone()),
                 Value::Int(e.sealed_len),
-                Value::Text(e.sealed_sha256.clone()),
+                Value::opt_text(e.sealed_sha256.clone()),
                 Value::Int(e.plain_len),
                 Value::Text(e.plain_sha256.clone()),
                 Value::Text(e.file.clone()),

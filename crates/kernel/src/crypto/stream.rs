@@ -362,7 +362,15 @@ impl Chunks {
                 }
             });
             spawned?;
-            let mut free = vec![buf];
+            // Every buffer in flight, allocated and touched now: the memory a long stream
+            // takes is the same whatever the threads' timing (no pool growing on demand).
+            let mut free: Vec<Zeroizing<Vec<u8>>> = std::iter::once(buf)
+                .chain((1..IN_FLIGHT).map(|_| {
+                    let mut b = self.new_buffer();
+                    b.resize(self.read_len + TAG_LEN, 0);
+                    b
+                }))
+                .collect();
             let mut in_flight: VecDeque<usize> = VecDeque::with_capacity(IN_FLIGHT);
             let mut reading = true;
             // A read that failed (a truncated stream) is reported after the chunks before it,

@@ -39,6 +39,7 @@ fn package_v(nonce: u8, product_bytes: &[u8], v: u32) -> (Vec<u8>, Header, [u8; 
     let content_key = [0x42_u8; 32];
     let mut sealed_product = Vec::new();
     let p = seal_entry(
+        v,
         &content_key,
         "song.flac",
         EntryKind::Product,
@@ -51,6 +52,7 @@ fn package_v(nonce: u8, product_bytes: &[u8], v: u32) -> (Vec<u8>, Header, [u8; 
     let registration = format!("registration for {}; authenticity A7Q2", code.display());
     let mut sealed_registration = Vec::new();
     let r = seal_entry(
+        v,
         &content_key,
         "registration.txt",
         EntryKind::Registration,

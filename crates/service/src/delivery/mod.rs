@@ -403,7 +403,7 @@ fn entry_meta(e: &EntryRow, v: u32) -> Result<EntryMeta> {
             EntryKind::Document
         },
         sealed_len: u64::try_from(e.sealed_len).map_err(corrupt)?,
-        sealed_sha256: Some(e.sealed_sha256.clone()),
+        sealed_sha256: e.sealed_sha256.clone(),
         sealed_blake3: e.sealed_blake3.clone(),
         plain_len: u64::try_from(e.plain_len).map_err(corrupt)?,
         plain_sha256: None,
@@ -411,14 +411,28 @@ fn entry_meta(e: &EntryRow, v: u32) -> Result<EntryMeta> {
     Ok(meta.for_version(v))
 }
 
-/// The package format of a sale of a product with `entries`: version 3 when every entry has
-/// the BLAKE3 it lists (entries sealed since version 3), else version 2.
-fn sale_version(entries: &[EntryRow]) -> u32 {
+/// The package format of a sale of `product` with `entries`: version 3 when every entry has
+/// the BLAKE3 it lists (entries sealed since version 3), version 2 when every entry has the
+/// SHA-256 (entries sealed before). A draft that got entries on both sides of the upgrade has
+/// neither for all of them: its sales are refused until the older entries are uploaded again.
+fn sale_version(product: &ProductRow, entries: &[EntryRow]) -> Result<u32> {
     if entries.iter().all(|e| e.sealed_blake3.is_some()) {
-        u32::from(tally_proto::delivery::VERSION)
-    } else {
-        u32::from(tally_proto::delivery::VERSION_2)
+        return Ok(u32::from(tally_proto::delivery::VERSION));
     }
+    if entries.iter().all(|e| e.sealed_sha256.is_some()) {
+        return Ok(u32::from(tally_proto::delivery::VERSION_2));
+    }
+    let older: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.sealed_blake3.is_none())
+        .map(|e| e.name.as_str())
+        .collect();
+    Err(DeliveryError::WrongProductState(format!(
+        "product {} has entries sealed before package format 3 and after; upload {} again",
+        product.id,
+        older.join(", ")
+    ))
+    .into())
 }
 
 #[cfg(test)]
@@ -426,13 +440,13 @@ fn sale_version(entries: &[EntryRow]) -> u32 {
 mod format_tests {
     use super::*;
 
-    fn row(name: &str, blake3: Option<&str>) -> EntryRow {
+    fn row(name: &str, sha256: Option<&str>, blake3: Option<&str>) -> EntryRow {
         EntryRow {
             product_id: Id::new(),
             name: name.into(),
             kind: "product".into(),
             sealed_len: 100,
-            sealed_sha256: "aa".repeat(32),
+            sealed_sha256: sha256.map(str::to_string),
             sealed_blake3: blake3.map(str::to_string),
             plain_len: 20,
             plain_sha256: "cc".repeat(32),
@@ -441,28 +455,51 @@ mod format_tests {
         }
     }
 
-    /// A product whose every entry has its BLAKE3 on record sells as version 3, listing it; one
-    /// entry sealed before version 3 makes the sale version 2, listing SHA-256 (never both).
+    fn product() -> ProductRow {
+        ProductRow {
+            id: Id::new(),
+            merchant: "m".into(),
+            producer: "p".into(),
+            title: "t".into(),
+            price_minor: 1,
+            currency: "EUR".into(),
+            pay_to: Id::new(),
+            licence: String::new(),
+            instructions: String::new(),
+            registration_template: String::new(),
+            state: tally_proto::delivery::sale::ProductState::Active,
+            content_key_wrap: Vec::new(),
+            client_key: None,
+            created_at: tally_kernel::Timestamp(0),
+            updated_at: tally_kernel::Timestamp(0),
+        }
+    }
+
+    /// Entries sealed since format 3 sell as version 3 listing their BLAKE3, older ones as
+    /// version 2 listing their SHA-256 (never both); a mix is refused, naming what to upload
+    /// again.
     #[test]
-    fn sales_use_version_3_only_when_every_entry_has_its_blake3() {
-        let new = [
-            row("a", Some(&"bb".repeat(32))),
-            row("b", Some(&"dd".repeat(32))),
-        ];
-        let v = sale_version(&new);
+    fn the_sale_format_follows_the_entries_records() {
+        let b = Some("bb".repeat(32));
+        let a = Some("aa".repeat(32));
+        let new = [row("a", None, b.as_deref()), row("b", None, b.as_deref())];
+        let v = sale_version(&product(), &new).unwrap();
         assert_eq!(v, u32::from(tally_proto::delivery::VERSION));
         let meta = entry_meta(&new[0], v).unwrap();
         assert_eq!(
             (meta.sealed_blake3, meta.sealed_sha256, meta.plain_sha256),
-            (Some("bb".repeat(32)), None, None)
+            (b.clone(), None, None)
         );
-        let mixed = [row("a", Some(&"bb".repeat(32))), row("b", None)];
-        let v = sale_version(&mixed);
+        let old = [row("a", a.as_deref(), None), row("b", a.as_deref(), None)];
+        let v = sale_version(&product(), &old).unwrap();
         assert_eq!(v, u32::from(tally_proto::delivery::VERSION_2));
-        let meta = entry_meta(&mixed[0], v).unwrap();
-        assert_eq!(
-            (meta.sealed_blake3, meta.sealed_sha256),
-            (None, Some("aa".repeat(32)))
-        );
+        let meta = entry_meta(&old[0], v).unwrap();
+        assert_eq!((meta.sealed_blake3, meta.sealed_sha256), (None, a.clone()));
+        let mixed = [
+            row("new.bin", None, b.as_deref()),
+            row("old.pdf", a.as_deref(), None),
+        ];
+        let refused = sale_version(&product(), &mixed).unwrap_err().to_string();
+        assert!(refused.contains("upload old.pdf again"), "{refused}");
     }
 }

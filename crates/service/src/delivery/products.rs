@@ -179,12 +179,15 @@ impl Delivery {
                 over: false,
             };
             let file = std::fs::File::create(&part_for_task).map_err(setup)?;
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            // One stream chunk: whole sealed chunks pass straight through, uncopied.
+            let mut out =
+                std::io::BufWriter::with_capacity(stream::CHUNK_SIZE_DEFAULT as usize, file);
             let mut salt = [0_u8; stream::SALT_LEN];
             let mut prefix = [0_u8; stream::NONCE_PREFIX_LEN];
             getrandom_fill(&mut salt)?;
             getrandom_fill(&mut prefix)?;
             let meta = proto::seal_entry(
+                u32::from(proto::VERSION),
                 content_key.expose(),
                 &entry_name,
                 kind_tag,
@@ -217,10 +220,7 @@ impl Delivery {
             name: name.to_string(),
             kind: kind.to_string(),
             sealed_len: i64::try_from(meta.sealed_len).map_err(corrupt)?,
-            sealed_sha256: meta
-                .sealed_sha256
-                .clone()
-                .ok_or_else(|| corrupt("seal_entry did not report the sealed bytes' SHA-256"))?,
+            sealed_sha256: meta.sealed_sha256.clone(),
             sealed_blake3: meta.sealed_blake3.clone(),
             plain_len: i64::try_from(meta.plain_len).map_err(corrupt)?,
             plain_sha256: meta

@@ -92,7 +92,9 @@ impl Delivery {
         getrandom_fill(&mut salt)?;
         getrandom_fill(&mut prefix)?;
         let mut registration = Vec::new();
+        let v = sale_version(&product, &entries)?;
         let registration_meta = proto::seal_entry(
+            v,
             content_key.expose(),
             REGISTRATION_NAME,
             EntryKind::Registration,
@@ -103,7 +105,6 @@ impl Delivery {
         )
         .map_err(corrupt)?;
 
-        let v = sale_version(&entries);
         let mut metas = Vec::new();
         for e in entries.iter().filter(|e| e.kind == "product") {
             metas.push(entry_meta(e, v)?);
@@ -322,7 +323,7 @@ impl Delivery {
                 .find(|e| {
                     e.name == meta.name
                         && match (&meta.sealed_sha256, &meta.sealed_blake3) {
-                            (Some(sha256), _) => *sha256 == e.sealed_sha256,
+                            (Some(sha256), _) => Some(sha256) == e.sealed_sha256.as_ref(),
                             (None, blake3) => blake3.is_some() && *blake3 == e.sealed_blake3,
                         }
                 })
