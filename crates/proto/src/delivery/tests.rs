@@ -352,21 +352,14 @@ fn package_vector_matches_the_pinned_file() {
 /// `docs/protocols/vectors/check_delivery_v2.py` (which also decrypts the product).
 #[test]
 fn package_v2_vector_matches_the_pinned_file() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../docs/protocols/vectors/delivery_v2.json"
+    check_vector(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/protocols/vectors/delivery_v2.json"
+        ),
+        VERSION_2,
+        "Locked-delivery package, format version 2; see docs/protocols/delivery.md. Regenerate with UPDATE_EXPECT=1 cargo test -p tally-proto; check with python3 docs/protocols/vectors/check_delivery_v2.py.",
     );
-    let product = b"The product: 32 bytes of content";
-    let (bytes, header, unlock) = package_v(1, product, u32::from(VERSION_2));
-    let computed = serde_json::json!({
-        "about": "Locked-delivery package, format version 2; see docs/protocols/delivery.md. Regenerate with UPDATE_EXPECT=1 cargo test -p tally-proto; check with python3 docs/protocols/vectors/check_delivery_v2.py.",
-        "node_signing_seed_hex": hex::encode([9_u8; 32]),
-        "node_public_key_hex": node().verifying_key().to_hex(),
-        "unlock_key_hex": hex::encode(unlock),
-        "reference": reference(1).as_str(),
-        "product_hex": hex::encode(product),
-    });
-    crate::pinned::check(path, &with_package(computed, &bytes, &header));
 }
 
 /// The version 3 golden vector, pinned in `docs/protocols/vectors/delivery_v3.json`
@@ -375,14 +368,23 @@ fn package_v2_vector_matches_the_pinned_file() {
 /// Debian's `b3sum`).
 #[test]
 fn package_v3_vector_matches_the_pinned_file() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../docs/protocols/vectors/delivery_v3.json"
+    check_vector(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/protocols/vectors/delivery_v3.json"
+        ),
+        VERSION,
+        "Locked-delivery package, format version 3; see docs/protocols/delivery.md. Regenerate with UPDATE_EXPECT=1 cargo test -p tally-proto; check with python3 docs/protocols/vectors/check_delivery_v2.py docs/protocols/vectors/delivery_v3.json.",
     );
+}
+
+/// The package of format `v` for the pinned vectors of versions 2 and 3, against the file at
+/// `path`.
+fn check_vector(path: &str, v: u8, about: &str) {
     let product = b"The product: 32 bytes of content";
-    let (bytes, header, unlock) = package_v(1, product, u32::from(VERSION));
+    let (bytes, header, unlock) = package_v(1, product, u32::from(v));
     let computed = serde_json::json!({
-        "about": "Locked-delivery package, format version 3; see docs/protocols/delivery.md. Regenerate with UPDATE_EXPECT=1 cargo test -p tally-proto; check with python3 docs/protocols/vectors/check_delivery_v2.py docs/protocols/vectors/delivery_v3.json.",
+        "about": about,
         "node_signing_seed_hex": hex::encode([9_u8; 32]),
         "node_public_key_hex": node().verifying_key().to_hex(),
         "unlock_key_hex": hex::encode(unlock),
