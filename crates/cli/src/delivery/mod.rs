@@ -180,8 +180,9 @@ pub enum PackageCommand {
     /// reference code); any other is refused with what is wrong. With --ack, tell the node
     /// the package arrived intact (and with --debit-account, pay for it at once).
     Inspect(InspectArgs),
-    /// Unlock a package: verify it, then decrypt every entry into a directory, each checked
-    /// against the SHA-256 in the signed header.
+    /// Unlock a package: verify it, then decrypt every entry into a directory, every chunk
+    /// authenticated (version 1 packages also check each file's SHA-256 in the signed header);
+    /// prints each file's SHA-256.
     Unlock(UnlockArgs),
 }
 

@@ -1,6 +1,7 @@
 //! `tally package …`: a package checked offline (`inspect`: every entry, the digest and the
 //! node's signature, through `tally_proto::delivery`) and unlocked (`unlock`: every entry
-//! decrypted and checked against the SHA-256 in the signed header). The node is asked only
+//! decrypted, every chunk authenticated, and in version 1 packages checked against the
+//! plaintext SHA-256 in the signed header). The node is asked only
 //! for what it alone can give: the acknowledgement (`inspect --ack`) and the released unlock
 //! key (`unlock --fetch`).
 //!
