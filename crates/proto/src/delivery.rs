@@ -824,13 +824,22 @@ fn verify_in<R: Read>(
                     blake3: None,
                     written: 0,
                 };
-                let outcome =
-                    match stream::decrypt_stream(content_key.expose(), &mut entry, &mut plain) {
-                        // Reading the package or writing the output failed: nothing more to learn.
-                        Err(CryptoError::Io(e)) => return Err(e.into()),
-                        Err(e) => Err(e.into()),
-                        Ok(_) => plain.check(meta),
-                    };
+                // BLAKE3 goes with the stream, which hashes on its helper thread; SHA-256
+                // stays with the reader (it has a thread of its own).
+                let mut blake3 = entry.blake3.take();
+                let decrypted = stream::decrypt_stream_hashing(
+                    content_key.expose(),
+                    &mut entry,
+                    &mut plain,
+                    blake3.as_deref_mut().map(|h| h as &mut (dyn Write + Send)),
+                );
+                entry.blake3 = blake3;
+                let outcome = match decrypted {
+                    // Reading the package or writing the output failed: nothing more to learn.
+                    Err(CryptoError::Io(e)) => return Err(e.into()),
+                    Err(e) => Err(e.into()),
+                    Ok(_) => plain.check(meta),
+                };
                 unlocked = Some(outcome);
                 // Whatever the stream left (a damaged entry may end early) is hashed too.
                 std::io::copy(&mut entry, &mut std::io::sink())?;
@@ -1003,19 +1012,22 @@ fn seal_in<R: Read, W: Write>(
     let mut sealed = HashingWriter {
         inner: out,
         sha256: entry.sealed_sha256.then(|| hashes.hash()),
-        blake3: entry.sealed_blake3.then(Box::default),
+        blake3: None,
         written: 0,
     };
-    stream::encrypt_stream_with(
+    // BLAKE3 goes with the stream, which hashes on its helper thread.
+    let mut blake3: Option<Box<blake3::Hasher>> = entry.sealed_blake3.then(Box::default);
+    stream::encrypt_stream_hashing(
         content_key,
         &entry.salt,
         &entry.nonce_prefix,
         &mut plain,
         &mut sealed,
         stream::CHUNK_SIZE_DEFAULT,
+        blake3.as_deref_mut().map(|h| h as &mut (dyn Write + Send)),
     )?;
     let sealed_sha256 = sealed.sha256.map(PipedSha256::finish).transpose()?;
-    let sealed_blake3 = sealed.blake3.map(|h| *h.finalize().as_bytes());
+    let sealed_blake3 = blake3.map(|h| *h.finalize().as_bytes());
     let plain_sha256 = plain.sha256.map(PipedSha256::finish).transpose()?;
     Ok(EntryMeta {
         name: entry.name.to_string(),
