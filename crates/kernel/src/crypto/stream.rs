@@ -955,15 +955,7 @@ mod tests {
             let mut bad = sealed.clone();
             bad[HEADER_LEN + damaged * (C + TAG_LEN) + 3] ^= 0x40;
             let (r, out) = decrypt(&KEY, &bad);
-            assert!(
-                matches!(r, Err(CryptoError::Tampered)),
-                "chunk {damaged}: {r:?}"
-            );
-            assert!(
-                out == data[..damaged * C],
-                "chunk {damaged}: released {} bytes",
-                out.len()
-            );
+            assert_tampered_at(&r, &out, &data, damaged);
             // Cut at that chunk's start: truncated, and the same prefix released.
             let (r, out) = decrypt(&KEY, &sealed[..HEADER_LEN + damaged * (C + TAG_LEN)]);
             assert!(
@@ -1014,16 +1006,21 @@ mod tests {
             let mut out = Vec::new();
             let mut seen = Vec::new();
             let r = decrypt_stream_hashing(&KEY, &bad[..], &mut out, Some(&mut seen));
-            assert!(
-                matches!(r, Err(CryptoError::Tampered)),
-                "chunk {damaged}: {r:?}"
-            );
-            assert!(
-                out == data[..damaged * C],
-                "chunk {damaged}: released {} bytes",
-                out.len()
-            );
+            assert_tampered_at(&r, &out, &data, damaged);
         }
+    }
+
+    /// `r` refused chunk `damaged` as tampered, and `out` holds exactly the chunks before it.
+    fn assert_tampered_at(r: &Result<u64>, out: &[u8], data: &[u8], damaged: usize) {
+        assert!(
+            matches!(r, Err(CryptoError::Tampered)),
+            "chunk {damaged}: {r:?}"
+        );
+        assert!(
+            out == &data[..damaged * C],
+            "chunk {damaged}: released {} bytes",
+            out.len()
+        );
     }
 
     /// A writer that fails after `left` bytes.
