@@ -801,9 +801,9 @@ fn verify_in<R: Read>(
         offsets.push(offset);
         let unlocking = matches!(&unlock, Some((_, index, _, _)) if *index == i);
         let (kind, listed) = e.sealed_digest();
-        // SHA-256 of bytes this thread also decrypts goes to the hashing thread; BLAKE3 (about
-        // a quarter of the AEAD's cost) stays here, while the stream decrypts on its own
-        // helper thread.
+        // SHA-256 of bytes this thread also decrypts goes to the hashing thread; BLAKE3 of the
+        // entry being unlocked goes to the stream's helper thread (below), and of the others
+        // (only hashed) stays here.
         let mut entry = HashingReader {
             inner: (&mut r).take(e.sealed_len),
             sha256: (kind == SealedHash::Sha256).then(|| {
@@ -1069,7 +1069,8 @@ impl Inspected {
 //
 // Versions 1 and 2 hash an entry's sealed bytes with SHA-256 (and version 1 its plaintext
 // too), and a SHA-256 pass costs more CPU than the encryption. So those hashes of a large
-// entry run on one helper thread (version 3's BLAKE3 stays on the calling thread), fed batches through a small pool of buffers per hash, while
+// entry run on one helper thread (version 3's BLAKE3 runs on the stream's own helper, see
+// `stream::encrypt_stream_hashing`), fed batches through a small pool of buffers per hash, while
 // the calling thread reads, encrypts or decrypts, and writes: two threads with about equal
 // work, which is what a 2-core machine can use. The caller's `Read` and `Write` never leave
 // its thread (they need not be `Send`); memory is bounded by the pools, whatever the size of
