@@ -31,10 +31,10 @@
 //! (about 0.2 ns/byte with AVX-512 on this machine, against 0.75 for SHA-256 with SHA-NI),
 //! and the stream's helper thread runs the AEAD (about 0.6 ns/byte) on two chunks in three and
 //! the hash on all of them while the calling thread reads, writes and seals the third chunk:
-//! two threads with about equal work on 2 cores. The
-//! two-step seal (`seal_entry`) also hashes the plaintext and the sealed bytes with SHA-256
-//! (the product's record keeps both, and version 2 sales of older products list the latter),
-//! so it stays slower than the one-pass seal.
+//! two threads with about equal work on 2 cores. The two-step seal (`seal_entry`) also
+//! hashes the plaintext with SHA-256 (the product's record keeps it, to check the merchant's
+//! upload against) and `write_package` copies the sealed product once more, so it stays
+//! slower than the one-pass seal.
 
 use anyhow::Context;
 use clap::Args;

@@ -22,8 +22,8 @@
 //!   version 2 or 3 header.
 //! * **Version 3** (written since, also issue [11]) lists the BLAKE3 of each entry's sealed
 //!   bytes instead of their SHA-256: the hash is the one cost a package has over plain
-//!   encryption, and BLAKE3 costs about a third of SHA-256 here, so the thread that reads,
-//!   hashes and writes keeps pace with the stream's AEAD on its helper thread. A node sells a
+//!   encryption, and BLAKE3 costs about a third of SHA-256 here, little enough to share the
+//!   stream's helper thread with the AEAD while the calling thread does the I/O. A node sells a
 //!   product sealed before version 3 (no BLAKE3 on record) as version 2.
 //!   The content key travels wrapped under the sale's unlock key, so a product is sealed once
 //!   and every sale copies the sealed bytes (pre-sealing). [`inspect`] reads the whole
@@ -821,7 +821,6 @@ fn verify_in<R: Read>(
                 let mut plain = HashingWriter {
                     inner: &mut **out,
                     sha256: meta.plain_sha256.as_ref().map(|_| hashes.hash()),
-                    blake3: None,
                     written: 0,
                 };
                 // BLAKE3 goes with the stream, which hashes on its helper thread; SHA-256
@@ -935,7 +934,6 @@ pub fn unlock_entry<R: Read + Seek, W: Write>(
         let mut hashing = HashingWriter {
             inner: out,
             sha256: meta.plain_sha256.as_ref().map(|_| hashes.hash()),
-            blake3: None,
             written: 0,
         };
         stream::decrypt_stream(content_key.expose(), r.take(meta.sealed_len), &mut hashing)?;
@@ -993,9 +991,9 @@ struct Entry<'a> {
     sealed_blake3: bool,
 }
 
-/// The body of [`seal_entry`] and [`seal_package`]: the stream encrypts on its own helper
-/// thread while this one reads, writes and hashes the sealed bytes with BLAKE3; SHA-256 (of
-/// the plaintext or the sealed bytes, where asked) goes to the hashing thread.
+/// The body of [`seal_entry`] and [`seal_package`]: the stream encrypts (and hashes the sealed
+/// bytes with BLAKE3, where asked) on its own helper thread while this one reads and writes;
+/// SHA-256 (of the plaintext or the sealed bytes, where asked) goes to the hashing thread.
 fn seal_in<R: Read, W: Write>(
     hashes: &HashWorker<'_, '_>,
     content_key: &[u8; 32],
@@ -1012,7 +1010,6 @@ fn seal_in<R: Read, W: Write>(
     let mut sealed = HashingWriter {
         inner: out,
         sha256: entry.sealed_sha256.then(|| hashes.hash()),
-        blake3: None,
         written: 0,
     };
     // BLAKE3 goes with the stream, which hashes on its helper thread.
@@ -1300,11 +1297,11 @@ impl PipedSha256<'_, '_, '_> {
     }
 }
 
-/// A writer that counts, and hashes with what is there (SHA-256 beside, BLAKE3 inline).
+/// A writer that counts, and hashes with SHA-256 when asked (a BLAKE3 of written bytes is the
+/// stream's to compute: see `seal_in`).
 struct HashingWriter<'w, 'scope, 'env, W> {
     inner: W,
     sha256: Option<PipedSha256<'w, 'scope, 'env>>,
-    blake3: Option<Box<blake3::Hasher>>,
     written: u64,
 }
 
@@ -1326,9 +1323,6 @@ impl<W: Write> Write for HashingWriter<'_, '_, '_, W> {
         if let Some(hash) = &mut self.sha256 {
             hash.update(&buf[..n])?;
         }
-        if let Some(hash) = &mut self.blake3 {
-            hash.update(&buf[..n]);
-        }
         self.written += n as u64;
         Ok(n)
     }
@@ -1337,7 +1331,9 @@ impl<W: Write> Write for HashingWriter<'_, '_, '_, W> {
     }
 }
 
-/// A reader that counts, and hashes with what is there (SHA-256 beside, BLAKE3 inline).
+/// A reader that counts, and hashes with what is there: SHA-256 (on the hashing thread or
+/// inline) and BLAKE3 (inline: the bytes of an entry that is only verified, and what the
+/// stream left of an unlocked one).
 struct HashingReader<'w, 'scope, 'env, R> {
     inner: R,
     sha256: Option<PipedSha256<'w, 'scope, 'env>>,

@@ -208,9 +208,7 @@ pub fn encrypt_stream_hashing<R: Read, W: Write>(
     };
     let aad = header.encode();
     writer.write_all(&aad)?;
-    if let Some(sealed) = sealed.as_mut() {
-        sealed.write_all(&aad)?;
-    }
+    feed(&mut sealed, &aad)?;
     let chunks = Chunks {
         stream: StreamBE32::from_aead(header.cipher(key), &(*nonce_prefix).into()),
         aad,
@@ -238,9 +236,7 @@ pub fn decrypt_stream_hashing<R: Read, W: Write>(
 ) -> Result<u64> {
     let mut aad = [0u8; HEADER_LEN];
     let got = read_full(&mut reader, &mut aad)?;
-    if let Some(sealed) = sealed.as_mut() {
-        sealed.write_all(&aad[..got])?;
-    }
+    feed(&mut sealed, &aad[..got])?;
     if got < HEADER_LEN {
         return Err(CryptoError::Truncated);
     }
@@ -260,8 +256,9 @@ pub fn decrypt_stream_hashing<R: Read, W: Write>(
 // the nonce is the prefix, the position and the last flag), so a long stream is sealed or
 // opened on a helper thread while the calling thread reads the next chunks and writes the
 // finished ones, in order. On 2 cores that puts the AEAD (the most work per byte) on one
-// core and the I/O (and whatever the caller's reader and writer do on the way, such as
-// hashing the sealed bytes) on the other. The reader and writer never leave the calling
+// core and the I/O (and whatever the caller's reader and writer do on the way) on the other;
+// a caller that hashes the sealed bytes hands the hash to the helper and takes a share of the
+// chunks back (`CALLER_SHARE`). The reader and writer never leave the calling
 // thread (they need not be `Send`); chunk buffers move between the threads, so nothing is
 // copied, memory is bounded by `IN_FLIGHT` buffers, and each one is wiped when dropped.
 // Rejected: a pool of workers (the order of the output needs a reorder buffer, and 2 cores
@@ -405,6 +402,21 @@ impl Chunks {
         }
     }
 
+    /// Writes a finished chunk, returns its buffer to `free` and its plaintext bytes (the
+    /// oldest length `in_flight` recorded is the one this chunk read).
+    fn deliver<W: Write>(
+        &self,
+        chunk: Chunk,
+        writer: &mut W,
+        in_flight: &mut VecDeque<usize>,
+        free: &mut Vec<Zeroizing<Vec<u8>>>,
+    ) -> Result<u64> {
+        writer.write_all(&chunk.buf)?;
+        let plain = self.plain_len(&chunk, in_flight.pop_front().unwrap_or(0));
+        free.push(chunk.buf);
+        Ok(plain)
+    }
+
     fn new_buffer(&self) -> Zeroizing<Vec<u8>> {
         Zeroizing::new(Vec::with_capacity(self.read_len + TAG_LEN))
     }
@@ -471,7 +483,7 @@ impl Chunks {
             while reading || !in_flight.is_empty() {
                 if reading && in_flight.len() < IN_FLIGHT {
                     let buf = free.pop().unwrap_or_else(|| self.new_buffer());
-                    let chunk = match self.read(&mut reader, position, buf) {
+                    let mut chunk = match self.read(&mut reader, position, buf) {
                         Ok(chunk) => chunk,
                         Err(e) => {
                             read_failed = Some(e);
@@ -480,7 +492,6 @@ impl Chunks {
                         }
                     };
                     reading = !chunk.last;
-                    let mut chunk = chunk;
                     in_flight.push_back(chunk.buf.len());
                     chunk.by_caller = share && position % CALLER_SHARE == CALLER_SHARE - 1;
                     if chunk.by_caller && matches!(self.step, Step::Seal) {
@@ -498,15 +509,11 @@ impl Chunks {
                     // Write what is finished, without waiting for what is not.
                     while let Ok(outcome) = done.try_recv() {
                         let chunk = self.caller_step(outcome?)?;
-                        writer.write_all(&chunk.buf)?;
-                        plain += self.plain_len(&chunk, in_flight.pop_front().unwrap_or(0));
-                        free.push(chunk.buf);
+                        plain += self.deliver(chunk, &mut writer, &mut in_flight, &mut free)?;
                     }
                 } else {
                     let chunk = self.caller_step(done.recv().map_err(|_| helper_stopped())??)?;
-                    writer.write_all(&chunk.buf)?;
-                    plain += self.plain_len(&chunk, in_flight.pop_front().unwrap_or(0));
-                    free.push(chunk.buf);
+                    plain += self.deliver(chunk, &mut writer, &mut in_flight, &mut free)?;
                 }
             }
             if let Some(e) = read_failed {
