@@ -201,6 +201,25 @@ impl G1 {
         self.add(&other.neg())
     }
 
+    /// `Σ kᵢ·Pᵢ` for 64-bit coefficients `kᵢ`: the random weights of a batch of pairing
+    /// checks. Summed in projective form, with one conversion to affine at the end; an empty
+    /// sum (or one whose terms cancel) is the identity.
+    pub fn linear_combination(terms: &[(&G1, u64)]) -> G1 {
+        // The identity in projective form (`Z = 0`), which `blst` adds as such.
+        let mut sum = blst_p1::default();
+        for (point, k) in terms {
+            let p = g1_projective(point);
+            let le = k.to_le_bytes();
+            let mut multiple = blst_p1::default();
+            // SAFETY: valid point; `le` holds the 8 bytes of which 64 bits are read.
+            unsafe { blst::blst_p1_mult(&mut multiple, &p, le.as_ptr(), 64) };
+            let previous = sum;
+            // SAFETY: valid points (the identity included); `sum` is written.
+            unsafe { blst::blst_p1_add_or_double(&mut sum, &previous, &multiple) };
+        }
+        g1_affine(&sum)
+    }
+
     /// RFC 9380 `hash_to_curve` to G1 with `expand_message_xmd` over SHA-256 (suite
     /// `BLS12381G1_XMD:SHA-256_SSWU_RO_`) of `msg` under the domain separation tag `dst`.
     pub fn hash(msg: &[u8], dst: &[u8]) -> G1 {

@@ -121,6 +121,33 @@ proptest! {
         prop_assert!(!reference_is_one(&[(off_ref, qref), holds_ref[1]]));
     }
 
+    /// Sums with 64-bit weights (a batch check's random linear combination), the weights
+    /// including 1 and `u64::MAX`, and a point repeated (so that `blst` doubles).
+    #[test]
+    fn linear_combinations_agree(
+        ws in proptest::collection::vec(wide(), 0..6),
+        ks in proptest::collection::vec(any::<u64>(), 6),
+    ) {
+        let mut points: Vec<G1> = ws.iter().map(|w| G1::generator().mul(&Scalar::from_wide_le(w).unwrap())).collect();
+        let mut refs: Vec<G1Projective> = ws.iter().map(|w| G1Projective::generator() * reference_scalar(w)).collect();
+        if let (Some(p), Some(r)) = (points.first().copied(), refs.first().copied()) {
+            points.push(p);
+            refs.push(r);
+        }
+        let mut weights = ks.clone();
+        weights[0] = 1;
+        weights[1] = u64::MAX;
+        let terms: Vec<(&G1, u64)> = points.iter().zip(weights.iter().copied().chain(ks.iter().copied())).collect();
+        let reference = refs
+            .iter()
+            .zip(weights.iter().copied().chain(ks.iter().copied()))
+            .fold(G1Projective::identity(), |sum, (p, k)| sum + p * bls12_381::Scalar::from(k));
+        prop_assert_eq!(
+            G1::linear_combination(&terms).to_compressed(),
+            G1Affine::from(reference).to_compressed()
+        );
+    }
+
     /// Decoding: a valid point with one byte changed is accepted by both or by neither (about
     /// half the changed x-coordinates are on the curve but outside the subgroup), and decodes
     /// to the same point.
@@ -212,6 +239,9 @@ fn identity_behaves() {
         &G2::generator()
     )]));
     assert!(pairing_product_is_one(&[]));
+    assert!(G1::linear_combination(&[]).is_identity());
+    assert!(G1::linear_combination(&[(&g, 3), (&g.neg(), 3)]).is_identity());
+    assert_eq!(G1::linear_combination(&[(&G1::identity(), 5), (&g, 1)]), g);
     assert!(!pairing_product_is_one(&[(
         &G1::generator(),
         &G2::generator()
@@ -250,6 +280,12 @@ fn timing() {
         let _ = G2::from_compressed(&g2c);
     });
     let neg = G2::generator().neg();
+    let many: Vec<(&G1, u64)> = (0..16)
+        .map(|i| (&h, 0x9e37_79b9_7f4a_7c15_u64.wrapping_mul(i + 1)))
+        .collect();
+    time("16-term linear combination, 64-bit weights", &mut || {
+        let _ = G1::linear_combination(&many);
+    });
     time("pairing product, 2 terms", &mut || {
         let _ = pairing_product_is_one(&[(&h, &neg), (&h, &q)]);
     });

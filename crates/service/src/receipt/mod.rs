@@ -26,9 +26,11 @@
 //!
 //! [`parties`] holds tokens, warrants and certificate checks; [`protocol`] the offer, escrow,
 //! signature, acknowledgement and write retries; [`arbiter`] abort and resolve; [`package`]
-//! the views and the package file.
+//! the views and the package file; [`batch`] verifies B's BLS signatures and escrows of
+//! concurrent requests together.
 
 pub mod arbiter;
+pub mod batch;
 pub mod package;
 pub mod parties;
 pub mod protocol;
@@ -127,6 +129,8 @@ pub struct Receipts {
     arbiter_link: Option<std::sync::Arc<dyn remote::ArbiterLink>>,
     /// Set when this node is an arbiter node: the receipt node CA it trusts.
     arbiter_role: Option<remote::ArbiterRole>,
+    /// B's BLS signatures and escrows, verified in batches across requests.
+    batcher: std::sync::Arc<batch::Batcher>,
 }
 
 fn derive32(key: &[u8], what: &str) -> Result<Secret<[u8; 32]>> {
@@ -196,6 +200,7 @@ impl Receipts {
             exchange_timeout_s: exchange_timeout_s.max(1),
             arbiter_link,
             arbiter_role,
+            batcher: std::sync::Arc::default(),
             core,
             server,
             server_cert,

@@ -12,14 +12,15 @@ use crate::access::{check_name, invalid, namespaced, parse_hex};
 use crate::identity::setup;
 use crate::{Principal, Result, ServiceError};
 use tally_kernel::Timestamp;
-use tally_kernel::crypto::bls::{EncryptedSignature, encrypt_signature, verify_encrypted};
+use tally_kernel::crypto::bls::{Check, EncryptedSignature, encrypt_signature};
 use tally_kernel::crypto::{Certificate, seal};
 use tally_proto::effects::Effects;
 use tally_proto::receipt::exchange::Request;
 use tally_proto::receipt::flow::{FlowInput, ReceiptState};
 use tally_proto::receipt::token::{self as ptoken, CHALLENGE_LEN, SERIAL_LEN, WriteContent};
 use tally_proto::receipt::{
-    self as proto, Fields, PartySignature, Receipt, ReceiptError, VERSION_BLS, VERSION_ED25519,
+    self as proto, Fields, PartyKey, PartySignature, Receipt, ReceiptError, VERSION_BLS,
+    VERSION_ED25519,
 };
 use tally_store::Attachment;
 use tally_store::receipts::{
@@ -361,20 +362,28 @@ impl Receipts {
         // A revoked B escrows nothing: A's signature is not released to it.
         self.unrevoked(&cert_b, "party B").await?;
         let fields = self.fields(&r)?;
-        let verdict = EncryptedSignature::from_hex(ves_hex.trim())
+        let decoded = EncryptedSignature::from_hex(ves_hex.trim())
             .map_err(|e| e.to_string())
             .and_then(|ves| {
                 let key = super::package::b_bls_key(&cert_b).map_err(|e| e.to_string())?;
-                verify_encrypted(
-                    &key,
-                    &self.arbiter_public(),
-                    proto::PARTY_DOMAIN,
-                    &fields.party_part(),
-                    &ves,
-                )
-                .map(|()| ves)
-                .map_err(|e| e.to_string())
+                let check = Check::Encrypted {
+                    key,
+                    arbiter: self.arbiter_public(),
+                    domain: proto::PARTY_DOMAIN,
+                    msg: fields.party_part().to_vec(),
+                    ves,
+                };
+                Ok((ves, check))
             });
+        let verdict = match decoded {
+            Ok((ves, check)) => self
+                .batcher
+                .verify(check)
+                .await?
+                .map(|()| ves)
+                .map_err(|e| e.to_string()),
+            Err(why) => Err(why),
+        };
         match verdict {
             Ok(ves) => {
                 let (moved, effects) = flow
@@ -432,11 +441,19 @@ impl Receipts {
             Some(w) => Some(self.write_target(&r.party_b, w).await?),
             None => None,
         };
-        let checked = PartySignature::from_hex(fields.version, &req.signature_b).and_then(|sig| {
-            proto::signing_key("party B", fields.version, &cert_b, None)?
-                .verify(&fields, &sig, "party B")
-                .map(|()| sig)
-        });
+        let checked =
+            match PartySignature::from_hex(fields.version, &req.signature_b).and_then(|sig| {
+                Ok((
+                    proto::signing_key("party B", fields.version, &cert_b, None)?,
+                    sig,
+                ))
+            }) {
+                Ok((key, sig)) => self
+                    .check_party(key, &fields, sig, "party B")
+                    .await?
+                    .map(|()| sig),
+                Err(e) => Err(e),
+            };
         match checked {
             Ok(sig_b) => {
                 let done = self.complete(r, &fields, sig_b, write).await?;
@@ -449,6 +466,30 @@ impl Receipts {
             }
             Err(e) => Err(rerr(e)),
         }
+    }
+
+    /// [`PartyKey::verify`], with a BLS signature verified in a batch with other requests'
+    /// (see [`super::batch`]). The outer error is the node's, the inner one the signature's.
+    async fn check_party(
+        &self,
+        key: PartyKey,
+        fields: &Fields,
+        sig: PartySignature,
+        who: &'static str,
+    ) -> Result<std::result::Result<(), ReceiptError>> {
+        Ok(match (key, sig) {
+            (PartyKey::Bls(key), PartySignature::Bls(sig)) => self
+                .batcher
+                .verify(Check::Signature {
+                    key,
+                    domain: proto::PARTY_DOMAIN,
+                    msg: fields.party_part().to_vec(),
+                    sig,
+                })
+                .await?
+                .map_err(|_| ReceiptError::BadSignature(who)),
+            (key, sig) => key.verify(fields, &sig, who),
+        })
     }
 
     async fn write_target(&self, holder: &str, w: &WriteRequest) -> Result<WriteTarget> {
