@@ -203,6 +203,11 @@ impl Reference {
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    // Quiet by default (the figures are the output); `TALLY_LOG=sqlx::query=debug` shows
+    // every statement a run makes, as `tally serve` would log them.
+    if std::env::var_os("TALLY_LOG").is_some() {
+        crate::serve::init_tracing("text");
+    }
     match cmd {
         BenchCommand::Ledger(args) => ledger(args).await,
         BenchCommand::Auth(args) => auth(args).await,

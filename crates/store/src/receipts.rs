@@ -622,6 +622,49 @@ impl Store {
             .transpose()
     }
 
+    /// When each of two certificates was revoked (`None`: not revoked), in one read.
+    pub async fn parties_revoked_at(
+        &self,
+        serials: [&str; 2],
+    ) -> Result<[Option<Timestamp>; 2], StoreError> {
+        let rows = self
+            .fetch_all(
+                "SELECT certificate_serial, revoked_at FROM party_revocations \
+                 WHERE certificate_serial IN ($1, $2)"
+                    .into(),
+                serials.iter().map(|s| Value::Text(s.to_string())).collect(),
+            )
+            .await?;
+        let mut out = [None, None];
+        for r in &rows {
+            let serial: String = r.try_get("certificate_serial")?;
+            let at = Timestamp(r.try_get("revoked_at")?);
+            for (slot, wanted) in out.iter_mut().zip(serials) {
+                if serial == wanted {
+                    *slot = Some(at);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Two parties by name (the same name twice is allowed), in one read.
+    pub async fn receipt_parties(
+        &self,
+        names: [&str; 2],
+    ) -> Result<[Option<PartyRow>; 2], StoreError> {
+        let rows = self
+            .fetch_all(
+                "SELECT name, role, certificate, fingerprint, bls_key, token_serial, created_at \
+                 FROM receipt_parties WHERE name IN ($1, $2)"
+                    .into(),
+                names.iter().map(|n| Value::Text(n.to_string())).collect(),
+            )
+            .await?;
+        let rows: Vec<PartyRow> = rows.iter().map(party).collect::<Result<_, _>>()?;
+        Ok(names.map(|n| rows.iter().find(|p| p.name == n).cloned()))
+    }
+
     /// A party by name.
     pub async fn receipt_party(&self, name: &str) -> Result<Option<PartyRow>, StoreError> {
         let rows = self

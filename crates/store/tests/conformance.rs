@@ -1901,6 +1901,84 @@ macro_rules! conformance {
     };
 }
 
+/// The offer's reads of two parties and of two certificates' revocations, each in one query:
+/// every party and revocation lands in its own slot (missing ones `None`), the same name
+/// twice fills both.
+async fn receipt_parties_and_revocations_read_two_at_once(db: Db) {
+    use tally_store::receipts::{PartyRow, TokenRow, issue_token, revoke_party_certificate};
+    let store = db.open().await;
+    let run = Id::new();
+    let party = |n: &str| PartyRow {
+        name: format!("{n}-{run}"),
+        role: "customer".into(),
+        certificate: vec![n.as_bytes()[0]; 8],
+        fingerprint: format!("{n}-fp-{run}"),
+        bls_key: None,
+        token_serial: Some(format!("{n}-token-{run}")),
+        created_at: db.now(),
+    };
+    let (alice, bob) = (party("alice"), party("bob"));
+    for p in [&alice, &bob] {
+        let token = TokenRow {
+            serial: p.token_serial.clone().expect("set above"),
+            holder: p.name.clone(),
+            slots: 4,
+            client_key: None,
+            created_at: db.now(),
+        };
+        let request = Request {
+            idempotency_key: format!("token_issued:{}", p.name),
+            command: Command::Record {
+                kind: "token_issued".into(),
+                data: serde_json::json!({"holder": p.name}),
+            },
+        };
+        store
+            .execute_with(request, issue_token(&token, p).into())
+            .await
+            .expect("issue");
+    }
+    let missing = format!("carol-{run}");
+    let [a, b] = store
+        .receipt_parties([&alice.name, &bob.name])
+        .await
+        .expect("read");
+    assert_eq!((a.as_ref(), b.as_ref()), (Some(&alice), Some(&bob)));
+    let [b, none] = store
+        .receipt_parties([&bob.name, &missing])
+        .await
+        .expect("read");
+    assert_eq!((b.as_ref(), none), (Some(&bob), None));
+    let [a1, a2] = store
+        .receipt_parties([&alice.name, &alice.name])
+        .await
+        .expect("read");
+    assert_eq!((a1.as_ref(), a2.as_ref()), (Some(&alice), Some(&alice)));
+
+    let (s1, s2) = (format!("serial-1-{run}"), format!("serial-2-{run}"));
+    assert_eq!(
+        store.parties_revoked_at([&s1, &s2]).await.expect("read"),
+        [None, None]
+    );
+    let now = db.now();
+    let request = Request {
+        idempotency_key: format!("party_certificate_revoked:{s2}"),
+        command: Command::Record {
+            kind: "party_certificate_revoked".into(),
+            data: serde_json::json!({"serial": s2}),
+        },
+    };
+    store
+        .execute_with(request, vec![revoke_party_certificate(&s2, &bob.name, now)])
+        .await
+        .expect("revoke");
+    let at = store.parties_revoked_at([&s1, &s2]).await.expect("read");
+    assert_eq!(at[0], None);
+    assert_eq!(at[1].map(|t| t.as_micros()), Some(now.as_micros()));
+    let at = store.parties_revoked_at([&s2, &s1]).await.expect("read");
+    assert!(at[0].is_some() && at[1].is_none());
+}
+
 /// The operator console's reads answer alike on both stores: rules of both sides, receivers
 /// without their keys' use, the outbox by state with its failures, the newest checkpoint.
 async fn console_reads_answer_on_both_stores(db: Db) {
@@ -2031,6 +2109,7 @@ conformance!(
     console_reads_answer_on_both_stores,
     batches_decide_each_event_and_chains_whole,
     queries_filter_and_page_and_history_follows_each_transfer,
+    receipt_parties_and_revocations_read_two_at_once,
 );
 
 proptest! {

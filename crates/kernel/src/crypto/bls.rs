@@ -688,6 +688,7 @@ pub fn verify_encrypted(
 /// One check of [`verify_batch`]: what [`BlsPublicKey::verify`] or [`verify_encrypted`]
 /// checks alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // Checks live briefly in one queue; boxing would allocate.
 pub enum Check {
     /// `sig` is `key`'s signature over `domain || msg`.
     Signature {

@@ -242,6 +242,18 @@ impl Receipts {
             })
     }
 
+    /// Two parties by name, read together (the offer names both).
+    pub(crate) async fn parties(&self, names: [&str; 2]) -> Result<[PartyRow; 2]> {
+        let [a, b] = self.core.store().receipt_parties(names).await?;
+        let found = |row: Option<PartyRow>, name: &str| {
+            row.ok_or_else(|| ServiceError::NotFound {
+                what: Missing::Party,
+                id: name.to_string(),
+            })
+        };
+        Ok([found(a, names[0])?, found(b, names[1])?])
+    }
+
     /// A party's certificate, checked against the node CA now (block 303).
     pub(crate) fn party_cert(&self, p: &PartyRow, who: &'static str) -> Result<Certificate> {
         let bad = |why: String| rerr(ReceiptError::BadCertificate { who, why });

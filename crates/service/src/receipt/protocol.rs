@@ -16,7 +16,7 @@ use tally_kernel::crypto::bls::{Check, EncryptedSignature, encrypt_signature};
 use tally_kernel::crypto::{Certificate, seal};
 use tally_proto::effects::Effects;
 use tally_proto::receipt::exchange::Request;
-use tally_proto::receipt::flow::{FlowInput, ReceiptState};
+use tally_proto::receipt::flow::{Flow, FlowInput, ReceiptState};
 use tally_proto::receipt::token::{self as ptoken, CHALLENGE_LEN, SERIAL_LEN, WriteContent};
 use tally_proto::receipt::{
     self as proto, Fields, PartyKey, PartySignature, Receipt, ReceiptError, VERSION_BLS,
@@ -57,12 +57,11 @@ impl Receipts {
         if let Some(replay) = self.offer_replay(&key, &req).await? {
             return Ok((replay, true));
         }
-        let a = self.party(&req.party_a).await?;
-        let b = self.party(&req.party_b).await?;
+        let [a, b] = self.parties([&req.party_a, &req.party_b]).await?;
         let cert_a = self.party_cert(&a, "party A")?;
         let cert_b = self.party_cert(&b, "party B")?;
-        self.unrevoked(&cert_a, "party A").await?;
-        self.unrevoked(&cert_b, "party B").await?;
+        self.unrevoked_both([(&cert_a, "party A"), (&cert_b, "party B")])
+            .await?;
         let version = if req.fair {
             VERSION_BLS
         } else {
@@ -205,7 +204,8 @@ impl Receipts {
         };
         if req.proxy_b && row.state == ReceiptState::Offered {
             let sig_b = self.proxy_sign(&fields)?;
-            let done = self.complete(row, &fields, sig_b, None).await?;
+            let flow = self.flow(&row).await?;
+            let done = self.complete(row, flow, &fields, sig_b, None).await?;
             return Ok((self.receipt_view(&done), outcome.replayed));
         }
         Ok((self.receipt_view(&row), outcome.replayed))
@@ -228,7 +228,8 @@ impl Receipts {
         if r.state == ReceiptState::Offered && r.warrant_b.is_some() {
             let fields = self.fields(&r)?;
             let sig_b = self.proxy_sign(&fields)?;
-            let done = self.complete(r, &fields, sig_b, None).await?;
+            let flow = self.flow(&r).await?;
+            let done = self.complete(r, flow, &fields, sig_b, None).await?;
             return Ok(Some(self.receipt_view(&done)));
         }
         Ok(Some(self.receipt_view(&r)))
@@ -427,9 +428,8 @@ impl Receipts {
         self.require_b(by, &r)?;
         let same_as_stored = r.signature_b.as_deref().map(hex::encode)
             == Some(req.signature_b.trim().to_ascii_lowercase());
-        let (_, effects) = self
-            .flow(&r)
-            .await?
+        let flow = self.flow(&r).await?;
+        let (_, effects) = flow
             .handle(FlowInput::Sign { same_as_stored })
             .map_err(rerr)?;
         if effects.is_none() {
@@ -456,7 +456,7 @@ impl Receipts {
             };
         match checked {
             Ok(sig_b) => {
-                let done = self.complete(r, &fields, sig_b, write).await?;
+                let done = self.complete(r, flow, &fields, sig_b, write).await?;
                 Ok(self.receipt_view(&done))
             }
             Err(e) if r.fair => {
@@ -518,16 +518,16 @@ impl Receipts {
     /// signature made now under A's warrant), the server's over fields 1–5, the core, and the
     /// secure write; the machine's signing step, under guards on the receipt's state and on
     /// the warrants of signatures made now.
+    /// `flow` is `r`'s machine, as [`Receipts::flow`] read it for this request.
     async fn complete(
         &self,
         r: ReceiptRow,
+        flow: Flow,
         fields: &Fields,
         sig_b: PartySignature,
         write: Option<WriteTarget>,
     ) -> Result<ReceiptRow> {
-        let (moved, effects) = self
-            .flow(&r)
-            .await?
+        let (moved, effects) = flow
             .handle(FlowInput::Sign {
                 same_as_stored: false,
             })

@@ -55,22 +55,30 @@ impl Receipts {
 
     /// Refuses a party certificate the operator revoked.
     pub(crate) async fn unrevoked(&self, cert: &Certificate, who: &'static str) -> Result<()> {
-        match self
+        let at = self
             .core
             .store()
             .party_revoked_at(&cert.serial_hex())
-            .await?
-        {
-            None => Ok(()),
-            Some(at) => Err(rerr(ReceiptError::BadCertificate {
-                who,
-                why: format!(
-                    "its certificate {} was revoked at {}; nothing was signed",
-                    cert.serial_hex(),
-                    at.to_rfc3339()
-                ),
-            })),
+            .await?;
+        not_revoked(cert, who, at)
+    }
+
+    /// [`Self::unrevoked`] for two certificates, read together; the first one revoked is
+    /// named.
+    pub(crate) async fn unrevoked_both(
+        &self,
+        certs: [(&Certificate, &'static str); 2],
+    ) -> Result<()> {
+        let serials = certs.map(|(cert, _)| cert.serial_hex());
+        let at = self
+            .core
+            .store()
+            .parties_revoked_at([&serials[0], &serials[1]])
+            .await?;
+        for ((cert, who), at) in certs.into_iter().zip(at) {
+            not_revoked(cert, who, at)?;
         }
+        Ok(())
     }
 
     /// Checks a package as `tally receipt verify` does, against this node's CA, and reports
@@ -131,5 +139,20 @@ impl Receipts {
         out.party_a = Some(v.party_a);
         out.party_b = Some(v.party_b);
         Ok(out)
+    }
+}
+
+/// Refuses a certificate revoked at `at`.
+fn not_revoked(cert: &Certificate, who: &'static str, at: Option<Timestamp>) -> Result<()> {
+    match at {
+        None => Ok(()),
+        Some(at) => Err(rerr(ReceiptError::BadCertificate {
+            who,
+            why: format!(
+                "its certificate {} was revoked at {}; nothing was signed",
+                cert.serial_hex(),
+                at.to_rfc3339()
+            ),
+        })),
     }
 }
