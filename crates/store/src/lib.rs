@@ -37,6 +37,7 @@ pub mod trustee;
 pub mod writer;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::pool::PoolConnection;
 use sqlx::{AnyPool, Executor};
 use std::time::Duration;
 use tally_kernel::{Id, Timestamp};
@@ -85,6 +86,56 @@ pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
     pub(crate) writer: writer::Handle,
+    /// Idle read connections kept out of the pool between reads (see [`Reader`]).
+    readers: std::sync::Arc<std::sync::Mutex<Readers>>,
+    /// How many idle read connections are kept: none when the pool holds one connection.
+    readers_max: usize,
+}
+
+/// Most idle read connections a store keeps out of its pool (the pool holds 8 on SQLite and
+/// 16 on PostgreSQL; the writer keeps one more).
+pub const READERS_KEPT_MAX: usize = 3;
+
+/// The idle read connections, until [`Store::close`] gives them back for good.
+#[derive(Default)]
+struct Readers {
+    kept: Vec<PoolConnection<sqlx::Any>>,
+    closed: bool,
+}
+
+/// A connection for one read, from the store's kept readers (or the pool), given back with
+/// [`Reader::done`] once the read has completed.
+///
+/// Why not the pool alone: `sqlx` pings every connection it takes back (a round trip to the
+/// connection's worker thread on SQLite, to the server on PostgreSQL), since a query dropped
+/// half-way may have left it mid-statement. A read that completed leaves its connection
+/// idle, so a kept reader skips that round trip. A read that did not complete (an error, a
+/// cancelled request) drops its `Reader`, and the connection goes back to the pool, which
+/// pings it as before.
+pub(crate) struct Reader<'s> {
+    store: &'s Store,
+    conn: Option<PoolConnection<sqlx::Any>>,
+}
+
+impl Reader<'_> {
+    /// The connection.
+    pub(crate) fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        // Invariant: `conn` is `Some` from `Store::reader` until `done` consumes the reader.
+        self.conn
+            .as_mut()
+            .expect("a reader holds its connection until done")
+    }
+
+    /// The read completed: the connection is idle, kept for the next read.
+    pub(crate) fn done(mut self) {
+        if let Some(conn) = self.conn.take() {
+            let mut readers = self.store.readers.lock().unwrap_or_else(|e| e.into_inner());
+            // After `close` the pool waits for every connection: give it back.
+            if !readers.closed && readers.kept.len() < self.store.readers_max {
+                readers.kept.push(conn);
+            }
+        }
+    }
 }
 
 /// The migrations, per dialect, in order.
@@ -314,10 +365,18 @@ impl Store {
         };
         migrate(&pool, dialect).await?;
         let writer = writer::spawn(pool.clone(), dialect, options);
+        // One connection (an in-memory database) is everyone's: none is kept aside.
+        let readers_max = if pool.options().get_max_connections() > 1 {
+            READERS_KEPT_MAX
+        } else {
+            0
+        };
         Ok(Store {
             pool,
             dialect,
             writer,
+            readers: std::sync::Arc::default(),
+            readers_max,
         })
     }
 
@@ -329,6 +388,24 @@ impl Store {
     /// The connection pool, for read-only queries elsewhere in the workspace.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// A connection for one read (see [`Reader`]).
+    pub(crate) async fn reader(&self) -> Result<Reader<'_>, StoreError> {
+        let kept = self
+            .readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .kept
+            .pop();
+        let conn = match kept {
+            Some(conn) => conn,
+            None => self.pool.acquire().await?,
+        };
+        Ok(Reader {
+            store: self,
+            conn: Some(conn),
+        })
     }
 
     /// Runs one ledger command through the batched writer and returns its outcome once it is
@@ -399,38 +476,46 @@ impl Store {
 
     /// One account, or `None`.
     pub async fn account(&self, id: Id) -> Result<Option<Account>, StoreError> {
+        let mut reader = self.reader().await?;
         let row = sqlx::query(rows::ACCOUNT_SELECT_BY_ID)
             .bind(id.as_bytes().to_vec())
-            .fetch_optional(&self.pool)
+            .fetch_optional(reader.conn())
             .await?;
+        reader.done();
         row.map(|r| rows::account(&r)).transpose()
     }
 
     /// Accounts of one owner, oldest first.
     pub async fn accounts_of(&self, owner: &str) -> Result<Vec<Account>, StoreError> {
+        let mut reader = self.reader().await?;
         let rows = sqlx::query(rows::ACCOUNT_SELECT_BY_OWNER)
             .bind(owner.to_string())
-            .fetch_all(&self.pool)
+            .fetch_all(reader.conn())
             .await?;
+        reader.done();
         rows.iter().map(rows::account).collect()
     }
 
     /// One transfer, or `None`.
     pub async fn transfer(&self, id: Id) -> Result<Option<Transfer>, StoreError> {
+        let mut reader = self.reader().await?;
         let row = sqlx::query(rows::TRANSFER_SELECT_BY_ID)
             .bind(id.as_bytes().to_vec())
-            .fetch_optional(&self.pool)
+            .fetch_optional(reader.conn())
             .await?;
+        reader.done();
         row.map(|r| rows::transfer(&r)).transpose()
     }
 
     /// The latest transfers touching `account`, newest first.
     pub async fn transfers_of(&self, account: Id, limit: i64) -> Result<Vec<Transfer>, StoreError> {
+        let mut reader = self.reader().await?;
         let rows = sqlx::query(rows::TRANSFER_SELECT_BY_ACCOUNT)
             .bind(account.as_bytes().to_vec())
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(reader.conn())
             .await?;
+        reader.done();
         rows.iter().map(rows::transfer).collect()
     }
 
@@ -463,6 +548,12 @@ impl Store {
 
     /// Stops the writer after the batch in flight and closes the pool.
     pub async fn close(&self) {
+        {
+            // The pool's close waits for every connection taken from it, the kept readers too.
+            let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+            readers.closed = true;
+            readers.kept.clear();
+        }
         self.writer.stop().await;
         self.pool.close().await;
     }
@@ -516,4 +607,57 @@ async fn migrate(pool: &AnyPool, dialect: Dialect) -> Result<(), StoreError> {
         tx.commit().await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // Tests fail loudly by design.
+mod reader_tests {
+    use super::*;
+
+    fn kept(store: &Store) -> usize {
+        store.readers.lock().unwrap().kept.len()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn completed_reads_keep_their_connection_and_close_gives_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url, WriteOptions::default()).await.unwrap();
+        assert_eq!(kept(&store), 0);
+        assert!(store.api_key_by_hash(&[1; 32]).await.unwrap().is_none());
+        assert_eq!(kept(&store), 1, "a completed read keeps its connection");
+        // Two reads at once take two connections; both are kept, up to the limit.
+        let (a, b) = tokio::join!(store.reader(), store.reader());
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(kept(&store), 0);
+        a.done();
+        b.done();
+        assert_eq!(kept(&store), 2);
+        // A read that fails gives its connection back to the pool, not to the kept ones.
+        let mut reader = store.reader().await.unwrap();
+        let failed = sqlx::query("SELECT no_such_column FROM api_keys")
+            .fetch_all(reader.conn())
+            .await;
+        assert!(failed.is_err());
+        drop(reader);
+        assert_eq!(kept(&store), 1);
+        // The pool's close waits for every connection taken from it: the kept ones are given
+        // back first, so closing ends (it would wait forever otherwise).
+        tokio::time::timeout(std::time::Duration::from_secs(30), store.close())
+            .await
+            .expect("close ends with readers kept");
+        assert_eq!(kept(&store), 0);
+        // A reader that finishes after close is not kept.
+        assert!(store.reader().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_store_keeps_no_reader() {
+        let store = Store::open("sqlite::memory:", WriteOptions::default())
+            .await
+            .unwrap();
+        assert!(store.api_key_by_hash(&[1; 32]).await.unwrap().is_none());
+        assert_eq!(kept(&store), 0, "its one connection is everyone's");
+        assert!(store.api_key_by_hash(&[2; 32]).await.unwrap().is_none());
+    }
 }

@@ -782,11 +782,12 @@ impl Store {
         sql: String,
         params: Vec<Value>,
     ) -> Result<Vec<AnyRow>, StoreError> {
-        Ok(
-            crate::rows::bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), params)
-                .fetch_all(self.pool())
-                .await?,
-        )
+        let mut reader = self.reader().await?;
+        let rows = crate::rows::bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), params)
+            .fetch_all(reader.conn())
+            .await?;
+        reader.done();
+        Ok(rows)
     }
 
     /// A subscriber.

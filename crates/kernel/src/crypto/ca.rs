@@ -34,9 +34,11 @@
 //! extensions check them with [`Certificate::extension`] and
 //! [`Certificate::critical_extension_oids`]).
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use x509_cert::attr::AttributeTypeAndValue;
@@ -219,21 +221,40 @@ fn custom_extensions(extra: &[ExtraExtension<'_>]) -> Result<Vec<Extension>> {
 // Certificate
 // ---------------------------------------------------------------------------------------------
 
-/// A parsed X.509 certificate together with its exact DER bytes.
+/// A parsed X.509 certificate together with its exact DER bytes. Immutable, so clones share
+/// both.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Certificate {
-    inner: x509_cert::Certificate,
-    der: Vec<u8>,
+    inner: Arc<x509_cert::Certificate>,
+    der: Arc<[u8]>,
 }
+
+/// Most certificates [`Certificate::from_der`] keeps parsed (a few KiB each).
+pub const PARSED_MAX: usize = 1024;
+
+/// Certificates parsed before, by the SHA-256 of their DER. Parsing and the canonical-DER
+/// check cost tens of microseconds, and the node parses the same parties' certificates and
+/// warrants at every step of every receipt. A certificate is public and its bytes decide its
+/// parse, so a hit is what parsing again would give; only successful parses are kept, at
+/// most [`PARSED_MAX`], and the memo is emptied when full.
+static PARSED: LazyLock<Mutex<HashMap<[u8; 32], Certificate>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
 
 impl Certificate {
     fn from_built(inner: x509_cert::Certificate) -> Result<Certificate> {
         let der = inner.to_der().map_err(der_err("certificate"))?;
-        Ok(Certificate { inner, der })
+        Ok(Certificate {
+            inner: Arc::new(inner),
+            der: der.into(),
+        })
     }
 
     /// Parses DER; the input must be canonical DER (it re-encodes to the same bytes).
     pub fn from_der(der: &[u8]) -> Result<Certificate> {
+        let key = super::kdf::sha256(der);
+        if let Some(known) = PARSED.lock().ok().and_then(|memo| memo.get(&key).cloned()) {
+            return Ok(known);
+        }
         let inner = x509_cert::Certificate::from_der(der).map_err(der_err("certificate DER"))?;
         let again = inner.to_der().map_err(der_err("certificate DER"))?;
         if again != der {
@@ -241,15 +262,22 @@ impl Certificate {
                 "certificate is not canonical DER".into(),
             ));
         }
-        Ok(Certificate {
-            inner,
-            der: der.to_vec(),
-        })
+        let cert = Certificate {
+            inner: Arc::new(inner),
+            der: der.into(),
+        };
+        if let Ok(mut memo) = PARSED.lock() {
+            if memo.len() >= PARSED_MAX {
+                memo.clear();
+            }
+            memo.insert(key, cert.clone());
+        }
+        Ok(cert)
     }
 
     /// The DER bytes.
     pub fn to_der(&self) -> Vec<u8> {
-        self.der.clone()
+        self.der.to_vec()
     }
 
     /// The DER bytes, borrowed.
