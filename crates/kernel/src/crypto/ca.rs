@@ -974,6 +974,33 @@ mod tests {
     }
 
     #[test]
+    fn parsing_again_gives_the_same_certificate_and_refuses_the_same_bytes() {
+        let ca = ca();
+        let (_, cert) = leaf(&ca);
+        for _ in 0..2 {
+            let again = Certificate::from_der(cert.as_der()).unwrap();
+            assert!(again == cert);
+            assert_eq!(again.to_der(), cert.to_der());
+            assert_eq!(again.serial_hex(), cert.serial_hex());
+        }
+        // A changed signature byte parses to another certificate, which does not verify;
+        // trailing bytes are refused, the first time and the second.
+        let mut changed = cert.to_der();
+        let last = changed.len() - 1;
+        changed[last] ^= 1;
+        for _ in 0..2 {
+            let other = Certificate::from_der(&changed).unwrap();
+            assert!(other != cert);
+            assert!(other.verify_issued_by(ca.certificate(), T0).is_err());
+        }
+        let mut longer = cert.to_der();
+        longer.push(0);
+        for _ in 0..2 {
+            assert!(Certificate::from_der(&longer).is_err());
+        }
+    }
+
+    #[test]
     fn validity_window_is_inclusive_and_enforced() {
         let ca = ca();
         let (_, cert) = leaf(&ca);
