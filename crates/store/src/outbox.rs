@@ -375,10 +375,12 @@ impl Store {
     /// One message by dedup key.
     pub async fn message(&self, dedup_key: &str) -> Result<Option<StoredMessage>, StoreError> {
         let sql = format!("{SELECT} WHERE dedup_key = $1");
+        let mut reader = self.reader().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(dedup_key.to_string())
-            .fetch_optional(self.pool())
+            .fetch_optional(reader.conn())
             .await?;
+        reader.done();
         row.as_ref().map(message).transpose()
     }
 
@@ -391,11 +393,13 @@ impl Store {
         let sql = format!(
             "{SELECT} WHERE kind = 'dev' AND address = $1 AND state = 'sent' ORDER BY created_at DESC, id DESC LIMIT $2"
         );
+        let mut reader = self.reader().await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(address.to_string())
             .bind(limit)
-            .fetch_all(self.pool())
+            .fetch_all(reader.conn())
             .await?;
+        reader.done();
         rows.iter().map(message).collect()
     }
 }

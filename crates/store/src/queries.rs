@@ -8,7 +8,7 @@
 //! per-account indexes of `transfers` and the primary key of `account_balances`; a query
 //! without an account reads the table in time order (the operator's, rarely).
 
-use crate::rows::{self, Value, bind_all, placeholders_from};
+use crate::rows::{self, Value, placeholders_from};
 use crate::{Dialect, Store, StoreError};
 use sqlx::Row;
 use tally_kernel::{Id, Timestamp};
@@ -202,14 +202,14 @@ impl Store {
         from: i64,
         limit: i64,
     ) -> Result<Vec<(i64, Vec<Transfer>)>, StoreError> {
-        let found = sqlx::query(
-            "SELECT seq, body FROM journal WHERE seq >= $1 AND kind = 'transfers' \
-             ORDER BY seq LIMIT $2",
-        )
-        .bind(from)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let found = self
+            .fetch_all(
+                "SELECT seq, body FROM journal WHERE seq >= $1 AND kind = 'transfers' \
+                 ORDER BY seq LIMIT $2"
+                    .into(),
+                vec![Value::Int(from), Value::Int(limit)],
+            )
+            .await?;
         found
             .iter()
             .map(|r| {
@@ -251,9 +251,7 @@ impl Store {
             rows::ACCOUNT_COLUMNS,
             w.clause()
         );
-        let found = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), w.values)
-            .fetch_all(&self.pool)
-            .await?;
+        let found = self.fetch_all(sql, w.values).await?;
         found.iter().map(rows::account).collect()
     }
 
@@ -288,9 +286,7 @@ impl Store {
             rows::TRANSFER_COLUMNS,
             w.clause()
         );
-        let found = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), w.values)
-            .fetch_all(&self.pool)
-            .await?;
+        let found = self.fetch_all(sql, w.values).await?;
         found.iter().map(rows::transfer).collect()
     }
 
@@ -320,9 +316,7 @@ impl Store {
              ORDER BY journal_seq {order}, ordinal {order} LIMIT {limit}",
             w.clause()
         );
-        let found = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), w.values)
-            .fetch_all(&self.pool)
-            .await?;
+        let found = self.fetch_all(sql, w.values).await?;
         found
             .iter()
             .map(|r| {
