@@ -75,14 +75,14 @@
 //! apply; the arbiter's key, however, must be agreed by both parties out of band (a counter-
 //! party that chose or knows `x` can open every VES addressed to it).
 
-use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 use tally_pairing::{G1, G2, Scalar, pairing_product_is_one};
 use zeroize::{Zeroize as _, Zeroizing};
 
 use super::keys::check_domain;
+use super::memo::Memo;
 use super::{CryptoError, Result};
 use crate::secret::Secret;
 
@@ -109,46 +109,15 @@ const KEYGEN_SALT: &[u8] = b"tally/bls12-381/keygen/v1";
 /// full memo is emptied. About 300 bytes per key and 150 per point at most.
 pub const MEMO_MAX: usize = 4096;
 
-/// A process-wide memo of public values that cost tens of microseconds to compute again: the
-/// decoded (and subgroup-checked) points of public keys and signatures, and messages hashed
-/// to G1. Only values that passed every check are kept, so a hit is exactly what computing
-/// again would give.
-struct Memo<K, V>(LazyLock<Mutex<HashMap<K, V>>>);
-
-impl<K: std::hash::Hash + Eq, V: Copy> Memo<K, V> {
-    const fn new() -> Memo<K, V> {
-        Memo(LazyLock::new(|| Mutex::new(HashMap::new())))
-    }
-
-    /// The value for `key`, computed by `make` (and kept, if it is `Ok`) on a miss.
-    fn get_or<E>(
-        &self,
-        key: K,
-        make: impl FnOnce() -> std::result::Result<V, E>,
-    ) -> std::result::Result<V, E> {
-        if let Some(known) = self.0.lock().ok().and_then(|memo| memo.get(&key).copied()) {
-            return Ok(known);
-        }
-        let value = make()?;
-        if let Ok(mut memo) = self.0.lock() {
-            if memo.len() >= MEMO_MAX {
-                memo.clear();
-            }
-            memo.insert(key, value);
-        }
-        Ok(value)
-    }
-}
-
 /// Public keys that decoded and passed every check, by their encoding.
-static DECODED_KEYS: Memo<[u8; PUBLIC_KEY_LEN], G2> = Memo::new();
+static DECODED_KEYS: Memo<[u8; PUBLIC_KEY_LEN], G2> = Memo::new(MEMO_MAX);
 
 /// G1 points (signatures, VES halves, arbiter keys) that decoded and passed every check.
-static DECODED_POINTS: Memo<[u8; 48], G1> = Memo::new();
+static DECODED_POINTS: Memo<[u8; 48], G1> = Memo::new(MEMO_MAX);
 
 /// `H(domain || msg)` by the SHA-256 of `domain || msg` (the domain tag ends at its only NUL,
 /// so the concatenation is unambiguous).
-static HASHED: Memo<[u8; 32], G1> = Memo::new();
+static HASHED: Memo<[u8; 32], G1> = Memo::new(MEMO_MAX);
 
 /// `−g2` (every check moves `e(·, g2)` to the other side).
 static NEG_G2: LazyLock<G2> = LazyLock::new(|| G2::generator().neg());

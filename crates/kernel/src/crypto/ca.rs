@@ -34,11 +34,10 @@
 //! extensions check them with [`Certificate::extension`] and
 //! [`Certificate::critical_extension_oids`]).
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use x509_cert::attr::AttributeTypeAndValue;
@@ -60,6 +59,7 @@ use x509_cert::spki::{ObjectIdentifier, SubjectPublicKeyInfo, SubjectPublicKeyIn
 use x509_cert::time::{Time, Validity};
 
 use super::keys::{Signature, SigningKey, VerifyingKey};
+use super::memo::Memo;
 use super::{CryptoError, Result};
 use crate::secret::Secret;
 use crate::time::Timestamp;
@@ -237,8 +237,7 @@ pub const PARSED_MAX: usize = 1024;
 /// warrants at every step of every receipt. A certificate is public and its bytes decide its
 /// parse, so a hit is what parsing again would give; only successful parses are kept, at
 /// most [`PARSED_MAX`], and the memo is emptied when full.
-static PARSED: LazyLock<Mutex<HashMap<[u8; 32], Certificate>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+static PARSED: Memo<[u8; 32], Certificate> = Memo::new(PARSED_MAX);
 
 impl Certificate {
     fn from_built(inner: x509_cert::Certificate) -> Result<Certificate> {
@@ -251,28 +250,20 @@ impl Certificate {
 
     /// Parses DER; the input must be canonical DER (it re-encodes to the same bytes).
     pub fn from_der(der: &[u8]) -> Result<Certificate> {
-        let key = super::kdf::sha256(der);
-        if let Some(known) = PARSED.lock().ok().and_then(|memo| memo.get(&key).cloned()) {
-            return Ok(known);
-        }
-        let inner = x509_cert::Certificate::from_der(der).map_err(der_err("certificate DER"))?;
-        let again = inner.to_der().map_err(der_err("certificate DER"))?;
-        if again != der {
-            return Err(CryptoError::Malformed(
-                "certificate is not canonical DER".into(),
-            ));
-        }
-        let cert = Certificate {
-            inner: Arc::new(inner),
-            der: der.into(),
-        };
-        if let Ok(mut memo) = PARSED.lock() {
-            if memo.len() >= PARSED_MAX {
-                memo.clear();
+        PARSED.get_or(super::kdf::sha256(der), || {
+            let inner =
+                x509_cert::Certificate::from_der(der).map_err(der_err("certificate DER"))?;
+            let again = inner.to_der().map_err(der_err("certificate DER"))?;
+            if again != der {
+                return Err(CryptoError::Malformed(
+                    "certificate is not canonical DER".into(),
+                ));
             }
-            memo.insert(key, cert.clone());
-        }
-        Ok(cert)
+            Ok(Certificate {
+                inner: Arc::new(inner),
+                der: der.into(),
+            })
+        })
     }
 
     /// The DER bytes.

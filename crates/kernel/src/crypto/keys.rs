@@ -27,6 +27,7 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize as _;
 
+use super::memo::Memo;
 use super::{CryptoError, Result};
 use crate::secret::Secret;
 
@@ -159,6 +160,12 @@ impl std::fmt::Debug for SigningKey {
     }
 }
 
+/// Most Ed25519 public keys [`VerifyingKey::from_bytes`] keeps decoded.
+pub const DECODED_MAX: usize = 4096;
+
+/// Public keys that decoded and passed every check, by their encoding.
+static DECODED: Memo<[u8; PUBLIC_KEY_LEN], VerifyingKey> = Memo::new(DECODED_MAX);
+
 /// An Ed25519 public key (never a weak, small-order point).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -187,15 +194,21 @@ impl VerifyingKey {
     }
 
     /// From the 32 raw bytes; rejects encodings that are not curve points and weak keys.
+    ///
+    /// Keys that decoded before come from a small process-wide memo (see [`DECODED_MAX`]):
+    /// decompressing the point costs more than a hash lookup, and the node reads the same
+    /// parties' keys from their certificates at every step.
     pub fn from_bytes(bytes: &[u8; PUBLIC_KEY_LEN]) -> Result<VerifyingKey> {
-        let inner = ed25519_dalek::VerifyingKey::from_bytes(bytes)
-            .map_err(|_| CryptoError::Malformed("public key is not a curve point".into()))?;
-        if inner.is_weak() {
-            return Err(CryptoError::Malformed(
-                "public key is a small-order point".into(),
-            ));
-        }
-        Ok(VerifyingKey { inner })
+        DECODED.get_or(*bytes, || {
+            let inner = ed25519_dalek::VerifyingKey::from_bytes(bytes)
+                .map_err(|_| CryptoError::Malformed("public key is not a curve point".into()))?;
+            if inner.is_weak() {
+                return Err(CryptoError::Malformed(
+                    "public key is a small-order point".into(),
+                ));
+            }
+            Ok(VerifyingKey { inner })
+        })
     }
 
     /// From a byte slice that must be exactly 32 bytes.

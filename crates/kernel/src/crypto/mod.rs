@@ -29,6 +29,7 @@ pub mod ca;
 pub mod canonical;
 pub mod kdf;
 pub mod keys;
+mod memo;
 pub mod otp;
 pub mod pad;
 pub mod seal;
