@@ -216,12 +216,7 @@ fn g2_from_bytes(bytes: &[u8], what: &str) -> Result<G2> {
 /// message at every step that signs or checks it (about 70 µs each time).
 fn hash_to_g1(domain: &[u8], msg: &[u8]) -> G1 {
     let joined = [domain, msg].concat();
-    let key = super::kdf::sha256(&joined);
-    HASHED
-        .get_or(key, || {
-            Ok::<G1, std::convert::Infallible>(G1::hash(&joined, HASH_DST))
-        })
-        .unwrap_or_else(|never| match never {})
+    HASHED.get(super::kdf::sha256(&joined), || G1::hash(&joined, HASH_DST))
 }
 
 /// Hex, `Debug`, `Hash` and string serde for a public value with `from_bytes`/`to_bytes`.
@@ -705,20 +700,58 @@ impl Check {
         }
     }
 
+    /// What the check pairs (see [`Equation`]).
+    fn equation(&self) -> Equation<'_> {
+        match self {
+            Check::Signature {
+                key,
+                domain,
+                msg,
+                sig,
+            } => Equation {
+                key,
+                domain,
+                msg,
+                on_neg_g2: sig.0,
+                on_arbiter: None,
+            },
+            Check::Encrypted {
+                key,
+                arbiter,
+                domain,
+                msg,
+                ves,
+            } => Equation {
+                key,
+                domain,
+                msg,
+                on_neg_g2: ves.omega,
+                on_arbiter: Some((arbiter.x2, ves.mu)),
+            },
+        }
+    }
+
     /// The refusals that need no pairing: a bad domain tag, an identity point.
     fn precheck(&self) -> Result<()> {
-        let (domain, identity) = match self {
-            Check::Signature { domain, sig, .. } => (domain, sig.0.is_identity()),
-            Check::Encrypted { domain, ves, .. } => {
-                (domain, ves.omega.is_identity() || ves.mu.is_identity())
-            }
-        };
-        check_domain(domain)?;
-        if identity {
+        let e = self.equation();
+        check_domain(e.domain)?;
+        if e.on_neg_g2.is_identity() || e.on_arbiter.is_some_and(|(_, mu)| mu.is_identity()) {
             return Err(CryptoError::BadSignature);
         }
         Ok(())
     }
+}
+
+/// A check as the product of pairings it is: `e(on_neg_g2, −g2) · e(H(domain ‖ msg), key)`,
+/// times `e(μ, X₂)` for a VES (`on_arbiter`).
+struct Equation<'a> {
+    key: &'a BlsPublicKey,
+    domain: &'a [u8],
+    msg: &'a [u8],
+    /// `σ`, or the VES's `ω`.
+    on_neg_g2: G1,
+    /// The arbiter's `X₂` and the VES's `μ`.
+    on_arbiter: Option<(G2, G1)>,
 }
 
 /// Runs `checks` together, with one result per check, in order: each result is what
@@ -778,28 +811,12 @@ fn weighted_product_is_one(checks: &[&Check]) -> bool {
         None => on.push((q, vec![(p, w)])),
     };
     for (check, w) in checks.iter().zip(weights) {
-        match check {
-            Check::Signature {
-                key,
-                domain,
-                msg,
-                sig,
-            } => {
-                on_neg_g2.push((sig.0, w));
-                add(key.0, hash_to_g1(domain, msg), w);
-            }
-            Check::Encrypted {
-                key,
-                arbiter,
-                domain,
-                msg,
-                ves,
-            } => {
-                on_neg_g2.push((ves.omega, w));
-                add(arbiter.x2, ves.mu, w);
-                add(key.0, hash_to_g1(domain, msg), w);
-            }
+        let e = check.equation();
+        on_neg_g2.push((e.on_neg_g2, w));
+        if let Some((x2, mu)) = e.on_arbiter {
+            add(x2, mu, w);
         }
+        add(e.key.0, hash_to_g1(e.domain, e.msg), w);
     }
     let sum = |terms: &[(G1, u64)]| {
         G1::linear_combination(&terms.iter().map(|(p, w)| (p, *w)).collect::<Vec<_>>())

@@ -44,6 +44,12 @@ impl<K: std::hash::Hash + Eq, V: Clone> Memo<K, V> {
         Ok(value)
     }
 
+    /// The value for `key`, computed by `make` (and kept) on a miss.
+    pub(crate) fn get(&self, key: K, make: impl FnOnce() -> V) -> V {
+        self.get_or(key, || Ok::<V, std::convert::Infallible>(make()))
+            .unwrap_or_else(|never| match never {})
+    }
+
     /// Entries kept now (for tests).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
@@ -83,5 +89,6 @@ mod tests {
             Ok(11),
             "forgotten, computed again"
         );
+        assert_eq!(MEMO.get(1, || 12), 11, "kept, not computed again");
     }
 }
