@@ -58,16 +58,15 @@ impl Store {
         &self,
         key_hash: &[u8; 32],
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let mut reader = self.reader().await?;
-        let row = sqlx::query(
-            "SELECT id, role, owner, label, created_at, revoked_at FROM api_keys \
-             WHERE key_hash = $1 AND revoked_at IS NULL",
-        )
-        .bind(key_hash.to_vec())
-        .fetch_optional(reader.conn())
-        .await?;
-        reader.done();
-        row.as_ref().map(record).transpose()
+        let rows = self
+            .fetch_all(
+                "SELECT id, role, owner, label, created_at, revoked_at FROM api_keys \
+                 WHERE key_hash = $1 AND revoked_at IS NULL"
+                    .into(),
+                vec![rows::Value::Blob(key_hash.to_vec())],
+            )
+            .await?;
+        rows.first().map(record).transpose()
     }
 
     /// Whether `owner` holds a live (not revoked) key of `role`.

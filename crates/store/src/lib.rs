@@ -390,6 +390,21 @@ impl Store {
         &self.pool
     }
 
+    /// The rows `sql` selects with `params` bound to `$1…`: the store's one read path, on a
+    /// kept reader (see [`Reader`]).
+    pub(crate) async fn fetch_all(
+        &self,
+        sql: String,
+        params: Vec<rows::Value>,
+    ) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
+        let mut reader = self.reader().await?;
+        let rows = rows::bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), params)
+            .fetch_all(reader.conn())
+            .await?;
+        reader.done();
+        Ok(rows)
+    }
+
     /// A connection for one read (see [`Reader`]).
     pub(crate) async fn reader(&self) -> Result<Reader<'_>, StoreError> {
         let kept = self
@@ -476,46 +491,48 @@ impl Store {
 
     /// One account, or `None`.
     pub async fn account(&self, id: Id) -> Result<Option<Account>, StoreError> {
-        let mut reader = self.reader().await?;
-        let row = sqlx::query(rows::ACCOUNT_SELECT_BY_ID)
-            .bind(id.as_bytes().to_vec())
-            .fetch_optional(reader.conn())
+        let rows = self
+            .fetch_all(
+                rows::ACCOUNT_SELECT_BY_ID.into(),
+                vec![rows::Value::Blob(id.as_bytes().to_vec())],
+            )
             .await?;
-        reader.done();
-        row.map(|r| rows::account(&r)).transpose()
+        rows.first().map(rows::account).transpose()
     }
 
     /// Accounts of one owner, oldest first.
     pub async fn accounts_of(&self, owner: &str) -> Result<Vec<Account>, StoreError> {
-        let mut reader = self.reader().await?;
-        let rows = sqlx::query(rows::ACCOUNT_SELECT_BY_OWNER)
-            .bind(owner.to_string())
-            .fetch_all(reader.conn())
+        let rows = self
+            .fetch_all(
+                rows::ACCOUNT_SELECT_BY_OWNER.into(),
+                vec![rows::Value::Text(owner.to_string())],
+            )
             .await?;
-        reader.done();
         rows.iter().map(rows::account).collect()
     }
 
     /// One transfer, or `None`.
     pub async fn transfer(&self, id: Id) -> Result<Option<Transfer>, StoreError> {
-        let mut reader = self.reader().await?;
-        let row = sqlx::query(rows::TRANSFER_SELECT_BY_ID)
-            .bind(id.as_bytes().to_vec())
-            .fetch_optional(reader.conn())
+        let rows = self
+            .fetch_all(
+                rows::TRANSFER_SELECT_BY_ID.into(),
+                vec![rows::Value::Blob(id.as_bytes().to_vec())],
+            )
             .await?;
-        reader.done();
-        row.map(|r| rows::transfer(&r)).transpose()
+        rows.first().map(rows::transfer).transpose()
     }
 
     /// The latest transfers touching `account`, newest first.
     pub async fn transfers_of(&self, account: Id, limit: i64) -> Result<Vec<Transfer>, StoreError> {
-        let mut reader = self.reader().await?;
-        let rows = sqlx::query(rows::TRANSFER_SELECT_BY_ACCOUNT)
-            .bind(account.as_bytes().to_vec())
-            .bind(limit)
-            .fetch_all(reader.conn())
+        let rows = self
+            .fetch_all(
+                rows::TRANSFER_SELECT_BY_ACCOUNT.into(),
+                vec![
+                    rows::Value::Blob(account.as_bytes().to_vec()),
+                    rows::Value::Int(limit),
+                ],
+            )
             .await?;
-        reader.done();
         rows.iter().map(rows::transfer).collect()
     }
 

@@ -777,19 +777,6 @@ fn threshold_row(
 // ----- reads -------------------------------------------------------------------------------
 
 impl Store {
-    pub(crate) async fn fetch_all(
-        &self,
-        sql: String,
-        params: Vec<Value>,
-    ) -> Result<Vec<AnyRow>, StoreError> {
-        let mut reader = self.reader().await?;
-        let rows = crate::rows::bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), params)
-            .fetch_all(reader.conn())
-            .await?;
-        reader.done();
-        Ok(rows)
-    }
-
     /// A subscriber.
     pub async fn subscriber(&self, user_id: &str) -> Result<Option<Subscriber>, StoreError> {
         let rows = self

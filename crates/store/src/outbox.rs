@@ -375,13 +375,10 @@ impl Store {
     /// One message by dedup key.
     pub async fn message(&self, dedup_key: &str) -> Result<Option<StoredMessage>, StoreError> {
         let sql = format!("{SELECT} WHERE dedup_key = $1");
-        let mut reader = self.reader().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(dedup_key.to_string())
-            .fetch_optional(reader.conn())
+        let rows = self
+            .fetch_all(sql, vec![Value::Text(dedup_key.to_string())])
             .await?;
-        reader.done();
-        row.as_ref().map(message).transpose()
+        rows.first().map(message).transpose()
     }
 
     /// The development inbox of `address`: delivered `dev` messages, newest first.
@@ -393,13 +390,12 @@ impl Store {
         let sql = format!(
             "{SELECT} WHERE kind = 'dev' AND address = $1 AND state = 'sent' ORDER BY created_at DESC, id DESC LIMIT $2"
         );
-        let mut reader = self.reader().await?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(address.to_string())
-            .bind(limit)
-            .fetch_all(reader.conn())
+        let rows = self
+            .fetch_all(
+                sql,
+                vec![Value::Text(address.to_string()), Value::Int(limit)],
+            )
             .await?;
-        reader.done();
         rows.iter().map(message).collect()
     }
 }

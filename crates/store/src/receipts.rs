@@ -635,17 +635,16 @@ impl Store {
                 serials.iter().map(|s| Value::Text(s.to_string())).collect(),
             )
             .await?;
-        let mut out = [None, None];
-        for r in &rows {
-            let serial: String = r.try_get("certificate_serial")?;
-            let at = Timestamp(r.try_get("revoked_at")?);
-            for (slot, wanted) in out.iter_mut().zip(serials) {
-                if serial == wanted {
-                    *slot = Some(at);
-                }
-            }
-        }
-        Ok(out)
+        let revoked: Vec<(String, Timestamp)> = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("certificate_serial")?,
+                    Timestamp(r.try_get("revoked_at")?),
+                ))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(serials.map(|s| revoked.iter().find(|(k, _)| k == s).map(|(_, at)| *at)))
     }
 
     /// Two parties by name (the same name twice is allowed), in one read.

@@ -232,25 +232,12 @@ impl Receipts {
     }
 
     pub(crate) async fn party(&self, name: &str) -> Result<PartyRow> {
-        self.core
-            .store()
-            .receipt_party(name)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound {
-                what: Missing::Party,
-                id: name.to_string(),
-            })
+        found(self.core.store().receipt_party(name).await?, name)
     }
 
     /// Two parties by name, read together (the offer names both).
     pub(crate) async fn parties(&self, names: [&str; 2]) -> Result<[PartyRow; 2]> {
         let [a, b] = self.core.store().receipt_parties(names).await?;
-        let found = |row: Option<PartyRow>, name: &str| {
-            row.ok_or_else(|| ServiceError::NotFound {
-                what: Missing::Party,
-                id: name.to_string(),
-            })
-        };
         Ok([found(a, names[0])?, found(b, names[1])?])
     }
 
@@ -549,4 +536,12 @@ pub(crate) fn warrant_view(w: &WarrantRow) -> WarrantView {
             .map(|c| c.to_pem())
             .unwrap_or_default(),
     }
+}
+
+/// The party `name` read, or `NotFound` naming it.
+fn found(row: Option<PartyRow>, name: &str) -> Result<PartyRow> {
+    row.ok_or_else(|| ServiceError::NotFound {
+        what: Missing::Party,
+        id: name.to_string(),
+    })
 }
